@@ -1,0 +1,23 @@
+/* autodiff/autodiff.h - the one header to include.
+ *
+ *   tensor.h   dtypes, creation, views, element access, printing, errors
+ *   tape.h     the tape, grad mode, leaves, ad_backward
+ *   ops.h      every differentiable op and the op table
+ *   scalar.h   the fast scalar API (micrograd / ADOL-C style)
+ *   check.h    ad_gradcheck and ad_gradgradcheck
+ */
+#ifndef AUTODIFF_AUTODIFF_H
+#define AUTODIFF_AUTODIFF_H
+
+#define AUTODIFF_VERSION_MAJOR 0
+#define AUTODIFF_VERSION_MINOR 1
+#define AUTODIFF_VERSION_PATCH 0
+#define AUTODIFF_VERSION "0.1.0"
+
+#include "check.h"
+#include "ops.h"
+#include "scalar.h"
+#include "tape.h"
+#include "tensor.h"
+
+#endif

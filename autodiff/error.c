@@ -1,0 +1,59 @@
+/* autodiff/error.c - the per-thread error message and argument checks. */
+#include <stdio.h>
+
+#include "internal.h"
+
+static _Thread_local char err_buf[512];
+static _Thread_local bool err_set;
+
+const char *ad_error(void) { return err_set ? err_buf : NULL; }
+
+void ad_clear_error(void) { err_set = false; err_buf[0] = '\0'; }
+
+bool ad__has_error(void) { return err_set; }
+
+int ad__err(const char *fn, const char *fmt, ...)
+{
+    int n = snprintf(err_buf, sizeof err_buf, "%s: ", fn);
+    if (n < 0 || (size_t)n >= sizeof err_buf) n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf + n, sizeof err_buf - (size_t)n, fmt, ap);
+    va_end(ap);
+    err_set = true;
+    return -1;
+}
+
+int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only)
+{
+    if (!t) {
+        /* A NULL argument is most often the result of an inner call that
+         * failed: keep its message, which says what really went wrong. */
+        if (err_set) return -1;
+        return ad__err(fn, "argument '%s' is NULL", name);
+    }
+    if (t->magic != AD_TENSOR_MAGIC)
+        return ad__err(fn, "argument '%s' is not a live tensor (freed, or its tape was reset)",
+                       name);
+    if (float_only && !ad__is_float(t->dtype))
+        return ad__err(fn, "argument '%s' must be float32 or float64, got %s", name,
+                       ad_dtype_name(t->dtype));
+    return 0;
+}
+
+int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b)
+{
+    if (a->dtype != b->dtype)
+        return ad__err(fn, "dtypes differ: %s vs %s", ad_dtype_name(a->dtype),
+                       ad_dtype_name(b->dtype));
+    return 0;
+}
+
+int ad__axis(const char *fn, int axis, int ndim, int *out)
+{
+    int lo = ndim > 0 ? -ndim : -1, hi = ndim > 0 ? ndim - 1 : 0;
+    if (axis < lo || axis > hi)
+        return ad__err(fn, "axis %d out of range for a %d-dimensional tensor", axis, ndim);
+    *out = axis < 0 ? axis + (ndim > 0 ? ndim : 1) : axis;
+    return 0;
+}

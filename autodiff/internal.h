@@ -1,0 +1,217 @@
+/* autodiff/internal.h - private structures shared by the library's sources.
+ * Not installed.  Users see only the opaque types of the public headers. */
+#ifndef AUTODIFF_INTERNAL_H
+#define AUTODIFF_INTERNAL_H
+
+#include <assert.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "autodiff.h"
+
+#define AD_TENSOR_MAGIC 0x7e9503a1u
+#define AD_DEAD_MAGIC 0xdeadbeefu
+
+/* Storage: a buffer shared by every view of it.  Arena storage belongs to a
+ * tape and is never counted; heap storage is freed when refs drops to 0. */
+typedef struct ad_storage {
+    void *data;
+    size_t nbytes;
+    long refs;
+    bool in_arena;
+} ad_storage;
+
+typedef struct ad_node ad_node;
+
+struct ad_tensor {
+    uint32_t magic;
+    ad_dtype dtype;
+    int ndim;
+    int64_t shape[AD_MAX_DIMS];
+    int64_t strides[AD_MAX_DIMS]; /* in elements */
+    int64_t offset;               /* in elements, from storage->data */
+    ad_storage *storage;
+    ad_tape *tape;   /* NULL: persistent, owned by the caller */
+    ad_node *node;   /* the recorded op that produced it, NULL for leaves */
+    ad_tensor *grad; /* accumulated gradient of a leaf */
+    ad_tensor *adj;  /* adjoint while a backward pass runs */
+    bool requires_grad;
+    bool owns_grad; /* grad is a buffer the library made for this leaf */
+    char *label;
+};
+
+/* A backward rule receives the node and g = dL/d(out) (out's shape) and
+ * stores dL/d(in[i]) (in[i]'s shape and dtype) into gin[i] for every i with
+ * ad__needs_grad(n, i), leaving the others NULL.  Rules are written with the
+ * library's own ops, so under AD_CREATE_GRAPH the backward pass is recorded
+ * and can be differentiated again.  Return 0, or -1 with an error set. */
+typedef int (*ad_backward_rule)(ad_node *n, ad_tensor *g, ad_tensor **gin);
+
+typedef struct ad_op {
+    const char *name;    /* "add"; also what graphs and errors show */
+    const char *formula; /* one line: forward and derivative */
+    ad_backward_rule backward;
+} ad_op;
+
+#define AD_NODE_IPARAMS (3 * AD_MAX_DIMS + 4)
+
+struct ad_node {
+    const ad_op *op;
+    ad_tensor *out;
+    ad_tensor **in; /* nin inputs, arena array */
+    int nin;
+    int64_t ip[AD_NODE_IPARAMS]; /* integer parameters: axes, extents, flags */
+    double fp[4];                /* real parameters */
+    ad_tensor *saved[2];         /* extra tensors the rule needs */
+    size_t seq;                  /* position on the tape */
+    unsigned mark;               /* reachability epoch of a backward pass */
+    bool freed;                  /* backward ran without AD_RETAIN_GRAPH */
+    const char *label;
+};
+
+/* Per-family op lists, NULL-terminated; op_table.c concatenates them. */
+extern const ad_op *const ad__ops_pointwise[];
+extern const ad_op *const ad__ops_reduce[];
+extern const ad_op *const ad__ops_shape[];
+extern const ad_op *const ad__ops_linalg[];
+extern const ad_op *const ad__ops_loss[];
+
+/* ---- errors (error.c) ---------------------------------------------------- */
+/* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that
+ * `return ad__err(...)` reads naturally in int functions. */
+int ad__err(const char *fn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+bool ad__has_error(void);
+/* Validates a tensor argument: non-NULL, live, and when float_only a
+ * floating dtype.  On failure sets an error naming fn and argument name,
+ * keeping an earlier pending error when t is NULL (a failed inner call). */
+int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only);
+int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b);
+/* Normalises a possibly negative axis for a tensor of ndim dims. */
+int ad__axis(const char *fn, int axis, int ndim, int *out);
+
+/* ---- memory (tape.c) ------------------------------------------------------ */
+/* The library's one allocator entry point, so tests can inject failures. */
+void *ad__malloc(size_t n);
+void *ad__calloc(size_t n, size_t size);
+void *ad__realloc(void *p, size_t n);
+void ad__free(void *p);
+/* 64-byte aligned memory from the tape's arena, valid until reset/free. */
+void *ad__arena_alloc(ad_tape *tape, size_t n);
+/* Copies a string onto the arena (tape) or the heap (tape == NULL). */
+char *ad__strdup(ad_tape *tape, const char *s);
+/* The tape keeps a reference to heap storage its tensors view until reset. */
+int ad__tape_hold(ad_tape *tape, ad_storage *s);
+void ad__tape_note_tensor(ad_tape *tape);
+
+/* ---- tensors (tensor.c) ---------------------------------------------------- */
+/* Checks ndim/shape and computes numel (overflow-safe). */
+int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *numel);
+/* A new contiguous tensor with fresh, uninitialised storage. */
+ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
+                     const int64_t *shape);
+/* A new tensor header viewing base's storage with the given geometry,
+ * owned by `tape` (which may differ from base's when base is persistent). */
+ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int ndim,
+                    const int64_t *shape, const int64_t *strides, int64_t offset);
+void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
+int64_t ad__numel(int ndim, const int64_t *shape);
+bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
+/* "[2,3]" into buf. */
+void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size);
+
+static inline bool ad__is_float(ad_dtype d) { return d == AD_FLOAT32 || d == AD_FLOAT64; }
+
+/* Element i (an index into storage, offset included) as double, and back. */
+static inline double ad__ld(const ad_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case AD_FLOAT32: return ((const float *)t->storage->data)[i];
+    case AD_FLOAT64: return ((const double *)t->storage->data)[i];
+    default: return (double)((const int64_t *)t->storage->data)[i];
+    }
+}
+static inline void ad__st(ad_tensor *t, int64_t i, double v)
+{
+    switch (t->dtype) {
+    case AD_FLOAT32: ((float *)t->storage->data)[i] = (float)v; break;
+    case AD_FLOAT64: ((double *)t->storage->data)[i] = v; break;
+    default: ((int64_t *)t->storage->data)[i] = (int64_t)v; break;
+    }
+}
+/* Storage index of the element at a full multi-index. */
+static inline int64_t ad__offset_of(const ad_tensor *t, const int64_t *idx)
+{
+    int64_t o = t->offset;
+    for (int d = 0; d < t->ndim; d++) o += idx[d] * t->strides[d];
+    return o;
+}
+
+/* ---- recording (tape.c) ----------------------------------------------------- */
+/* The tape that an op's result belongs to (see tape.h), from its inputs. */
+int ad__result_tape(const char *fn, int nin, ad_tensor *const *in, ad_tape **tape);
+/* Records op producing out from in[0..nin) when grad mode is on and some
+ * input requires grad; *node is then the new node (for the op to store its
+ * parameters in) and out requires grad.  Otherwise *node = NULL. */
+int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
+               ad_node **node);
+static inline bool ad__needs_grad(const ad_node *n, int i)
+{
+    return n->in[i]->requires_grad && ad__is_float(n->in[i]->dtype);
+}
+
+/* ---- strided iteration (iter.c) ----------------------------------------------
+ * Walks an n-dimensional index space in row-major order, calling `row` once
+ * per innermost run with each operand's storage offset and inner stride.
+ * Operands are given by per-dimension strides over the iteration shape, so
+ * broadcast dimensions simply have stride 0. */
+#define AD_ITER_MAX_OPS 4
+typedef struct ad_iter {
+    int ndim;
+    int nops;
+    int64_t shape[AD_MAX_DIMS];
+    int64_t strides[AD_ITER_MAX_OPS][AD_MAX_DIMS];
+    int64_t offset[AD_ITER_MAX_OPS];
+} ad_iter;
+typedef void (*ad_iter_row)(int64_t len, const int64_t *off, const int64_t *step,
+                            void *ctx);
+/* Adds operand t to the iteration over it->shape, broadcasting t's shape
+ * (right-aligned) against it. */
+void ad__iter_add(ad_iter *it, const ad_tensor *t);
+void ad__iter_run(const ad_iter *it, ad_iter_row row, void *ctx);
+/* Broadcast result shape of a and b, numpy rules; error names fn. */
+int ad__broadcast(const char *fn, int na, const int64_t *sa, int nb, const int64_t *sb,
+                  int *nout, int64_t *out);
+
+/* Elementwise kernels over any strides, computing in double.  out is a new
+ * contiguous tensor of the broadcast shape. */
+typedef double (*ad_fn1)(double x, const double *p);
+typedef double (*ad_fn2)(double a, double b);
+void ad__map1(ad_tensor *out, const ad_tensor *a, ad_fn1 f, const double *p);
+void ad__map2(ad_tensor *out, const ad_tensor *a, const ad_tensor *b, ad_fn2 f);
+
+/* ---- reductions (ops_reduce.c) ------------------------------------------------------
+ * Which dimensions a reduction removes, and the result's shape with
+ * (keep_shape) and without (shape) keepdim; both have the same row-major
+ * layout, since removed dimensions have extent 1 in keep_shape. */
+typedef struct ad_reduce_plan {
+    bool reduced[AD_MAX_DIMS];
+    int ndim;
+    int64_t shape[AD_MAX_DIMS];
+    int64_t keep_shape[AD_MAX_DIMS];
+    int64_t count; /* elements folded into each result */
+} ad_reduce_plan;
+int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int naxes,
+                    bool keepdim, ad_reduce_plan *p);
+/* Folds x into acc[numel of keep_shape] (double accumulators, which the
+ * caller initialises): kind 0 sums, 1 takes the max, 2 the min. */
+void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, int kind);
+
+/* ---- scalar API hooks (scalar.c) ------------------------------------------------ */
+void ad__scalar_reset(ad_tape *tape);
+void ad__scalar_free(ad_tape *tape);
+struct ad_scalar_tape;
+struct ad_scalar_tape **ad__scalar_slot(ad_tape *tape);
+
+#endif

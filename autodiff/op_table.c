@@ -1,0 +1,35 @@
+/* autodiff/op_table.c - the op table: each family of ops lists its own
+ * entries beside its kernels and rules; this file only joins the lists. */
+#include "internal.h"
+
+static const ad_op *const *const families[] = {
+    ad__ops_pointwise, ad__ops_reduce, ad__ops_shape, ad__ops_linalg, ad__ops_loss,
+};
+
+static const ad_op *op_at(size_t i)
+{
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++)
+        for (const ad_op *const *p = families[f]; *p; p++)
+            if (i-- == 0) return *p;
+    return NULL;
+}
+
+size_t ad_op_count(void)
+{
+    size_t n = 0;
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++)
+        for (const ad_op *const *p = families[f]; *p; p++) n++;
+    return n;
+}
+
+const char *ad_op_name(size_t i)
+{
+    const ad_op *op = op_at(i);
+    return op ? op->name : NULL;
+}
+
+const char *ad_op_formula(size_t i)
+{
+    const ad_op *op = op_at(i);
+    return op ? op->formula : NULL;
+}

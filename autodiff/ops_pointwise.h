@@ -1,0 +1,89 @@
+/* autodiff/ops_pointwise.h - elementwise ops.
+ *
+ * Binary ops broadcast their inputs by numpy's rules (shapes aligned on the
+ * right; an extent of 1 stretches) and require the same dtype; the result
+ * has the broadcast shape.  Unary ops keep the shape.  Inputs may have any
+ * strides; results are new contiguous tensors owned as tape.h says.
+ * Floating dtypes only.  Errors: NULL argument, integer dtype, dtypes that
+ * differ, shapes that do not broadcast.
+ *
+ * Each line gives the formula and, after ';', the derivative the backward
+ * pass uses (g = dL/dy).  Derivatives at kinks are chosen as PyTorch does and
+ * documented on the op.
+ */
+#ifndef AUTODIFF_OPS_POINTWISE_H
+#define AUTODIFF_OPS_POINTWISE_H
+
+#include "tape.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- binary (broadcasting) ---- */
+ad_tensor *ad_add(ad_tensor *a, ad_tensor *b);      /* a + b; da = g, db = g */
+ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b);      /* a - b; da = g, db = -g */
+ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b);      /* a * b; da = g b, db = g a */
+ad_tensor *ad_div(ad_tensor *a, ad_tensor *b);      /* a / b; da = g / b, db = -g a / b^2 */
+/* a^b; da = g b a^(b-1), db = g a^b log a (taken as 0 where a == 0). */
+ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b);
+/* max(a, b) / min(a, b) elementwise; where a == b the gradient is split
+ * evenly, g/2 to each (as PyTorch's maximum/minimum). */
+ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b);
+ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b);
+
+/* ---- tensor-scalar forms: the scalar is a constant of a's dtype ---- */
+ad_tensor *ad_add_scalar(ad_tensor *a, double s);   /* a + s */
+ad_tensor *ad_sub_scalar(ad_tensor *a, double s);   /* a - s */
+ad_tensor *ad_rsub_scalar(ad_tensor *a, double s);  /* s - a */
+ad_tensor *ad_mul_scalar(ad_tensor *a, double s);   /* a * s */
+ad_tensor *ad_div_scalar(ad_tensor *a, double s);   /* a / s */
+ad_tensor *ad_rdiv_scalar(ad_tensor *a, double s);  /* s / a */
+ad_tensor *ad_pow_scalar(ad_tensor *a, double s);   /* a^s */
+
+/* ---- unary ---- */
+ad_tensor *ad_neg(ad_tensor *x);        /* -x; -g */
+ad_tensor *ad_exp(ad_tensor *x);        /* e^x; g e^x */
+ad_tensor *ad_log(ad_tensor *x);        /* ln x (NaN for x < 0, -inf at 0); g / x */
+ad_tensor *ad_sqrt(ad_tensor *x);       /* sqrt x; g / (2 sqrt x) */
+ad_tensor *ad_sin(ad_tensor *x);        /* sin x; g cos x */
+ad_tensor *ad_cos(ad_tensor *x);        /* cos x; -g sin x */
+ad_tensor *ad_tan(ad_tensor *x);        /* tan x; g (1 + tan^2 x) */
+ad_tensor *ad_tanh(ad_tensor *x);       /* tanh x; g (1 - tanh^2 x) */
+ad_tensor *ad_sigmoid(ad_tensor *x);    /* s = 1/(1+e^-x), stable both ways; g s (1-s) */
+ad_tensor *ad_relu(ad_tensor *x);       /* max(x, 0); g [x > 0] (0 at x = 0) */
+/* x for x > 0, slope x otherwise; g [x > 0] + g slope [x <= 0] */
+ad_tensor *ad_leaky_relu(ad_tensor *x, double slope);
+/* x Phi(x) with Phi the normal CDF (exact erf form);
+ * g (Phi(x) + x phi(x)) */
+ad_tensor *ad_gelu(ad_tensor *x);
+ad_tensor *ad_erf(ad_tensor *x);        /* erf x; g 2/sqrt(pi) e^(-x^2) */
+/* ln(1 + e^x), computed as max(x,0) + log1p(e^-|x|) so it never
+ * overflows; g sigmoid(x) */
+ad_tensor *ad_softplus(ad_tensor *x);
+ad_tensor *ad_abs(ad_tensor *x);        /* |x|; g sign(x) (0 at x = 0) */
+ad_tensor *ad_square(ad_tensor *x);     /* x^2; 2 g x */
+ad_tensor *ad_reciprocal(ad_tensor *x); /* 1/x; -g / x^2 */
+/* min(max(x, lo), hi); pass -INFINITY / INFINITY for no bound.
+ * g [lo <= x <= hi] (boundaries pass the gradient, as PyTorch).
+ * Error when lo > hi or either is NaN. */
+ad_tensor *ad_clamp(ad_tensor *x, double lo, double hi);
+
+/* ---- selection ---- */
+/* cond != 0 ? a : b, broadcasting all three; cond may have any dtype.
+ * da = where(cond, g, 0), db = where(cond, 0, g). */
+ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b);
+
+/* ---- comparisons: 1 where true, 0 elsewhere, in a's dtype, broadcasting.
+ * Not differentiable (results never require grad); used for masks. ---- */
+ad_tensor *ad_gt(ad_tensor *a, ad_tensor *b);
+ad_tensor *ad_ge(ad_tensor *a, ad_tensor *b);
+ad_tensor *ad_lt(ad_tensor *a, ad_tensor *b);
+ad_tensor *ad_le(ad_tensor *a, ad_tensor *b);
+ad_tensor *ad_eq(ad_tensor *a, ad_tensor *b);
+ad_tensor *ad_sign(ad_tensor *x); /* -1, 0 or 1; not differentiable */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,46 @@
+/* autodiff/ops_reduce.h - reductions.
+ *
+ * `axes` lists naxes distinct dimensions (negative counts from the end);
+ * naxes == 0 (axes may then be NULL) reduces over every dimension.  With
+ * keepdim the reduced dimensions stay with extent 1, otherwise they are
+ * removed (a full reduction gives a 0-d tensor).  Floating dtypes only.
+ * Errors: NULL, integer dtype, axis out of range or repeated, and for
+ * max/min/logsumexp an empty reduction.
+ */
+#ifndef AUTODIFF_OPS_REDUCE_H
+#define AUTODIFF_OPS_REDUCE_H
+
+#include "tape.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* sum_i x_i; dx = expand(g) */
+ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+/* (1/N) sum_i x_i; dx = expand(g) / N.  An empty reduction gives NaN. */
+ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+/* max_i x_i / min_i x_i.  Ties: the gradient is split evenly among all
+ * elements equal to the result (as PyTorch's amax/amin), so it stays
+ * symmetric in the tied inputs. */
+ad_tensor *ad_max(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+ad_tensor *ad_min(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+/* log sum_i e^(x_i), computed as m + log sum e^(x_i - m) with m the max,
+ * finite for any finite input; dx = g softmax(x) */
+ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+/* sum_i (x_i - mean)^2 / (N - correction); correction 1 is the unbiased
+ * sample variance (PyTorch's default), 0 the population variance.
+ * dx = 2 g (x - mean) / (N - correction) */
+ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim);
+
+/* Sums x down to `shape`, the inverse of broadcasting: leading dimensions
+ * are summed away and dimensions where shape has 1 are summed with keepdim.
+ * This is how the backward of a broadcasting op returns a gradient of its
+ * input's shape.  dx = expand(g, x's shape).  Error when x's shape does not
+ * broadcast from `shape`. */
+ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,121 @@
+/* autodiff/tape.h - the tape: recording, backward, gradient modes.
+ *
+ * A tape records every operation applied to tensors that require grad: the
+ * op, its inputs, its output and whatever the op's backward rule needs.
+ * ad_backward() walks the recording in reverse and applies each op's rule
+ * (the chain rule), accumulating d(output)/d(leaf) into each leaf's grad.
+ *
+ * Memory.  Nodes, the tensors that ops produce and every temporary of the
+ * backward pass live in an arena owned by the tape.  ad_tape_reset() frees
+ * them all at once and keeps the arena's memory for the next step, so a
+ * training loop that resets each step stops allocating after the first;
+ * ad_tape_free() returns it to the system.
+ *
+ * Where results go.  An op's result belongs to the tape of its inputs.  If
+ * no input is on a tape it belongs to this thread's active tape (see
+ * ad_tape_activate); if there is none, it is a persistent tensor that the
+ * caller frees with ad_tensor_free() - unless some input requires grad while
+ * grad mode is on, which is an error, since there would be nowhere to record.
+ * Mixing tensors of two different tapes in one op is an error.
+ *
+ * Threads.  A tape and its tensors must be used by one thread at a time.
+ * Independent tapes may be used from different threads at once; the grad
+ * mode, the active tape and the error message are per thread.
+ */
+#ifndef AUTODIFF_TAPE_H
+#define AUTODIFF_TAPE_H
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A new, empty tape; NULL when out of memory.  Free with ad_tape_free(). */
+ad_tape *ad_tape_new(void);
+/* Frees the tape, every tensor and node on it, and its arena.  Persistent
+ * tensors are untouched.  NULL is ignored.  If the tape is the active tape
+ * of this thread it stops being active. */
+void ad_tape_free(ad_tape *tape);
+/* Forgets every node and tensor on the tape (pointers to them become
+ * invalid) but keeps the arena memory for reuse.  Persistent leaves keep
+ * their grad. */
+int ad_tape_reset(ad_tape *tape);
+
+/* Makes tape this thread's active tape and returns the previous one (NULL
+ * for none).  Pass NULL to deactivate. */
+ad_tape *ad_tape_activate(ad_tape *tape);
+ad_tape *ad_tape_active(void);
+
+/* Figures about a tape, for tests and for the curious. */
+typedef struct ad_tape_stats {
+    size_t nodes;          /* ops recorded since the last reset */
+    size_t tensors;        /* tensors allocated on the tape since the last reset */
+    size_t arena_used;     /* bytes handed out since the last reset */
+    size_t arena_reserved; /* bytes the arena holds from the system */
+    size_t arena_chunks;   /* number of system allocations the arena holds */
+} ad_tape_stats;
+int ad_tape_get_stats(const ad_tape *tape, ad_tape_stats *stats);
+
+/* ---- grad mode ------------------------------------------------------------
+ * While grad mode is off (per thread), ops compute but record nothing and
+ * their results do not require grad, like torch.no_grad(). */
+bool ad_grad_enabled(void);
+/* Sets grad mode, returns the previous setting (to restore it). */
+bool ad_set_grad_enabled(bool enabled);
+
+/* ---- leaves ---------------------------------------------------------------
+ * A leaf is a tensor not produced by a recorded op: made by a creation
+ * function, or by ad_detach().  Only a floating-point leaf may require grad.
+ * Errors: t not a leaf, integer dtype. */
+int ad_set_requires_grad(ad_tensor *t, bool requires_grad);
+bool ad_requires_grad(const ad_tensor *t);
+/* True for leaves, false for results of recorded ops. */
+bool ad_is_leaf(const ad_tensor *t);
+
+/* The gradient accumulated into leaf t by ad_backward(), or NULL when none
+ * has been (or after ad_zero_grad).  It has t's shape and dtype and is owned
+ * by t: it lives on t's tape, or is persistent and freed with t. */
+ad_tensor *ad_tensor_grad(const ad_tensor *t);
+/* Drops t's accumulated gradient (the next backward starts from zero). */
+int ad_zero_grad(ad_tensor *t);
+
+/* A view of t sharing its storage, with no history and not requiring grad:
+ * gradients do not flow through it.  Owned like an op result. */
+ad_tensor *ad_detach(ad_tensor *t);
+
+/* A short name shown in errors, anomaly reports and graphs ("fc1.weight").
+ * The string is copied onto the tape (or kept by the persistent tensor). */
+int ad_set_label(ad_tensor *t, const char *label);
+const char *ad_label(const ad_tensor *t);
+
+/* ---- backward -------------------------------------------------------------
+ * Computes d(out)/d(leaf) for every leaf that requires grad and out depends
+ * on, and adds it to the leaf's grad (gradients accumulate across calls, as
+ * in PyTorch; clear them with ad_zero_grad).
+ *
+ * grad_output is d(loss)/d(out), out's shape and dtype; it may be NULL only
+ * when out has one element (the seed is then 1).
+ *
+ * flags:
+ *   AD_RETAIN_GRAPH  keep the recording so backward can run through it
+ *                    again; without it the nodes are marked freed and a
+ *                    second backward through them is an error.
+ *   AD_CREATE_GRAPH  record the backward pass itself (implies
+ *                    AD_RETAIN_GRAPH), so the gradients are differentiable
+ *                    again: derivatives of any order.  A persistent leaf's
+ *                    grad is then a tensor on the tape until the tape is
+ *                    reset, when it becomes a persistent copy of its value;
+ *                    such a leaf must outlive the tape's reset.
+ *
+ * Errors: out does not require grad, grad_output missing for a non-scalar or
+ * of another shape or dtype, graph already freed, an error inside an op's
+ * backward rule (named).  On error no leaf gradient is half-updated by the
+ * failing node. */
+enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1 };
+int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,491 @@
+/* autodiff/tensor.c - tensor headers, storage, creation, element access. */
+#include <float.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+const char *ad_dtype_name(ad_dtype d)
+{
+    switch (d) {
+    case AD_FLOAT32: return "float32";
+    case AD_FLOAT64: return "float64";
+    case AD_INT64: return "int64";
+    }
+    return "invalid-dtype";
+}
+
+size_t ad_dtype_size(ad_dtype d) { return d == AD_FLOAT32 ? 4 : 8; }
+
+void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size)
+{
+    size_t n = 0;
+    if (size == 0) return;
+    buf[0] = '\0';
+    n += (size_t)snprintf(buf + n, size - n, "[");
+    for (int d = 0; d < ndim && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, d ? ",%lld" : "%lld", (long long)shape[d]);
+    if (n < size) snprintf(buf + n, size - n, "]");
+}
+
+void ad_shape_str(const ad_tensor *t, char *buf, size_t size)
+{
+    if (!t) {
+        if (size) snprintf(buf, size, "(null)");
+        return;
+    }
+    ad__fmt_shape(t->ndim, t->shape, buf, size);
+}
+
+int64_t ad__numel(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    return n;
+}
+
+void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides)
+{
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= shape[d] > 0 ? shape[d] : 1;
+    }
+}
+
+bool ad__same_shape(const ad_tensor *a, const ad_tensor *b)
+{
+    if (a->ndim != b->ndim) return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return false;
+    return true;
+}
+
+/* The largest element count accepted: the byte size of the buffer must fit
+ * in a signed 64-bit offset with room to spare. */
+#define AD_MAX_NUMEL ((int64_t)1 << 58)
+
+int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *numel)
+{
+    if (ndim < 0 || ndim > AD_MAX_DIMS)
+        return ad__err(fn, "ndim %d out of range 0..%d", ndim, AD_MAX_DIMS);
+    if (ndim > 0 && !shape) return ad__err(fn, "shape is NULL for ndim %d", ndim);
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0)
+            return ad__err(fn, "negative extent %lld in dimension %d", (long long)shape[d], d);
+        if (shape[d] > 0 && n > AD_MAX_NUMEL / shape[d]) {
+            char buf[160];
+            ad__fmt_shape(ndim, shape, buf, sizeof buf);
+            return ad__err(fn, "shape %s has too many elements", buf);
+        }
+        n *= shape[d];
+    }
+    if (numel) *numel = n;
+    return 0;
+}
+
+static ad_tensor *new_header(const char *fn, ad_tape *tape)
+{
+    ad_tensor *t = tape ? ad__arena_alloc(tape, sizeof *t) : ad__calloc(1, sizeof *t);
+    if (!t) {
+        ad__err(fn, "out of memory");
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->magic = AD_TENSOR_MAGIC;
+    t->tape = tape;
+    if (tape) ad__tape_note_tensor(tape);
+    return t;
+}
+
+ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
+                     const int64_t *shape)
+{
+    int64_t numel;
+    if (dtype != AD_FLOAT32 && dtype != AD_FLOAT64 && dtype != AD_INT64) {
+        ad__err(fn, "invalid dtype %d", (int)dtype);
+        return NULL;
+    }
+    if (ad__check_shape(fn, ndim, shape, &numel)) return NULL;
+    size_t nbytes = (size_t)numel * ad_dtype_size(dtype);
+    ad_tensor *t = new_header(fn, tape);
+    if (!t) return NULL;
+    ad_storage *s;
+    if (tape) {
+        s = ad__arena_alloc(tape, sizeof *s);
+        void *data = s ? ad__arena_alloc(tape, nbytes ? nbytes : 1) : NULL;
+        if (!data) {
+            ad__err(fn, "out of memory");
+            return NULL;
+        }
+        *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = true};
+    } else {
+        s = ad__calloc(1, sizeof *s);
+        void *data = s ? ad__malloc(nbytes ? nbytes : 1) : NULL;
+        if (!data) {
+            ad__free(s);
+            ad__free(t);
+            ad__err(fn, "out of memory allocating %zu bytes", nbytes);
+            return NULL;
+        }
+        *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = false};
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    ad__contig_strides(ndim, t->shape, t->strides);
+    t->storage = s;
+    return t;
+}
+
+ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int ndim,
+                    const int64_t *shape, const int64_t *strides, int64_t offset)
+{
+    ad_tensor *t = new_header(fn, tape);
+    if (!t) return NULL;
+    ad_storage *s = base->storage;
+    if (!s->in_arena) {
+        if (tape && ad__tape_hold(tape, s)) {
+            ad__err(fn, "out of memory");
+            return NULL;
+        }
+        if (!tape) s->refs++;
+    }
+    t->dtype = base->dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) {
+        t->shape[d] = shape[d];
+        t->strides[d] = strides[d];
+    }
+    t->offset = offset;
+    t->storage = s;
+    return t;
+}
+
+int ad_tensor_free(ad_tensor *t)
+{
+    if (!t) return 0;
+    if (t->magic != AD_TENSOR_MAGIC) return ad__err("ad_tensor_free", "not a live tensor");
+    if (t->tape)
+        return ad__err("ad_tensor_free", "tensor belongs to a tape; it is freed by "
+                                         "ad_tape_reset or ad_tape_free");
+    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
+    ad_storage *s = t->storage;
+    if (s && !s->in_arena && --s->refs == 0) {
+        ad__free(s->data);
+        ad__free(s);
+    }
+    ad__free(t->label);
+    t->magic = AD_DEAD_MAGIC;
+    ad__free(t);
+    return 0;
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+ad_tensor *ad_empty(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape)
+{
+    return ad__alloc("ad_empty", tape, dtype, ndim, shape);
+}
+
+static ad_tensor *filled(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
+                         const int64_t *shape, double v)
+{
+    ad_tensor *t = ad__alloc(fn, tape, dtype, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = ad__numel(ndim, t->shape);
+    if (v == 0.0) memset(t->storage->data, 0, t->storage->nbytes);
+    else
+        for (int64_t i = 0; i < n; i++) ad__st(t, i, v);
+    return t;
+}
+
+ad_tensor *ad_zeros(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape)
+{
+    return filled("ad_zeros", tape, dtype, ndim, shape, 0.0);
+}
+
+ad_tensor *ad_ones(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape)
+{
+    return filled("ad_ones", tape, dtype, ndim, shape, 1.0);
+}
+
+ad_tensor *ad_full(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+                   double value)
+{
+    return filled("ad_full", tape, dtype, ndim, shape, value);
+}
+
+ad_tensor *ad_scalar_tensor(ad_tape *tape, ad_dtype dtype, double value)
+{
+    return filled("ad_scalar_tensor", tape, dtype, 0, NULL, value);
+}
+
+ad_tensor *ad_from_array(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+                         const void *data)
+{
+    if (!data) {
+        ad__err("ad_from_array", "data is NULL");
+        return NULL;
+    }
+    ad_tensor *t = ad__alloc("ad_from_array", tape, dtype, ndim, shape);
+    if (t) memcpy(t->storage->data, data, t->storage->nbytes);
+    return t;
+}
+
+ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step)
+{
+    if (step == 0 || !isfinite(step) || !isfinite(start) || !isfinite(stop)) {
+        ad__err("ad_arange", "start, stop and step must be finite and step non-zero "
+                             "(got %g, %g, %g)", start, stop, step);
+        return NULL;
+    }
+    double count = ceil((stop - start) / step);
+    if (count < 0) count = 0;
+    if (count > (double)AD_MAX_NUMEL) {
+        ad__err("ad_arange", "too many elements (%g)", count);
+        return NULL;
+    }
+    int64_t n = (int64_t)count;
+    ad_tensor *t = ad__alloc("ad_arange", tape, dtype, 1, &n);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n; i++) ad__st(t, i, start + (double)i * step);
+    return t;
+}
+
+ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop, int64_t n)
+{
+    if (n < 1 || !isfinite(start) || !isfinite(stop)) {
+        ad__err("ad_linspace", "need n >= 1 and finite ends (got n=%lld)", (long long)n);
+        return NULL;
+    }
+    ad_tensor *t = ad__alloc("ad_linspace", tape, dtype, 1, &n);
+    if (!t) return NULL;
+    /* Computed from both ends so the last point is exactly stop. */
+    for (int64_t i = 0; i < n; i++) {
+        double f = n == 1 ? 0.0 : (double)i / (double)(n - 1);
+        ad__st(t, i, i == n - 1 ? stop : start + (stop - start) * f);
+    }
+    return t;
+}
+
+ad_tensor *ad_eye(ad_tape *tape, ad_dtype dtype, int64_t n)
+{
+    int64_t shape[2] = {n, n};
+    ad_tensor *t = filled("ad_eye", tape, dtype, 2, shape, 0.0);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n; i++) ad__st(t, i * n + i, 1.0);
+    return t;
+}
+
+/* ---- inspection ----------------------------------------------------------- */
+
+#define CHECK_OR(fn, t, ret)                                                     \
+    do {                                                                         \
+        if (ad__check_arg(fn, "t", t, false)) return ret;                        \
+    } while (0)
+
+ad_dtype ad_tensor_dtype(const ad_tensor *t)
+{
+    CHECK_OR("ad_tensor_dtype", t, AD_FLOAT64);
+    return t->dtype;
+}
+
+int ad_ndim(const ad_tensor *t)
+{
+    CHECK_OR("ad_ndim", t, -1);
+    return t->ndim;
+}
+
+int64_t ad_size(const ad_tensor *t, int dim)
+{
+    CHECK_OR("ad_size", t, -1);
+    int d;
+    if (t->ndim == 0) return ad__err("ad_size", "a 0-dimensional tensor has no dimension %d", dim);
+    if (ad__axis("ad_size", dim, t->ndim, &d)) return -1;
+    return t->shape[d];
+}
+
+const int64_t *ad_shape(const ad_tensor *t)
+{
+    CHECK_OR("ad_shape", t, NULL);
+    return t->shape;
+}
+
+const int64_t *ad_strides(const ad_tensor *t)
+{
+    CHECK_OR("ad_strides", t, NULL);
+    return t->strides;
+}
+
+int64_t ad_numel(const ad_tensor *t)
+{
+    CHECK_OR("ad_numel", t, -1);
+    return ad__numel(t->ndim, t->shape);
+}
+
+bool ad_is_contiguous(const ad_tensor *t)
+{
+    CHECK_OR("ad_is_contiguous", t, false);
+    int64_t s = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->strides[d] != s) return false;
+        s *= t->shape[d];
+    }
+    return true;
+}
+
+ad_tape *ad_tensor_tape(const ad_tensor *t)
+{
+    CHECK_OR("ad_tensor_tape", t, NULL);
+    return t->tape;
+}
+
+void *ad_data(ad_tensor *t)
+{
+    CHECK_OR("ad_data", t, NULL);
+    if (!ad_is_contiguous(t)) {
+        ad__err("ad_data", "tensor is not contiguous (call ad_contiguous first)");
+        return NULL;
+    }
+    return (char *)t->storage->data + t->offset * (int64_t)ad_dtype_size(t->dtype);
+}
+
+typedef struct {
+    double *out;
+    const ad_tensor *t;
+} to_array_ctx;
+
+static void to_array_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
+{
+    to_array_ctx *c = vctx;
+    for (int64_t i = 0; i < len; i++) *c->out++ = ad__ld(c->t, off[0] + i * step[0]);
+}
+
+int ad_to_array(const ad_tensor *t, double *out)
+{
+    CHECK_OR("ad_to_array", t, -1);
+    if (!out) return ad__err("ad_to_array", "out is NULL");
+    ad_iter it = {.ndim = t->ndim};
+    memcpy(it.shape, t->shape, sizeof it.shape);
+    ad__iter_add(&it, t);
+    to_array_ctx c = {out, t};
+    ad__iter_run(&it, to_array_row, &c);
+    return 0;
+}
+
+static int index_offset(const char *fn, const ad_tensor *t, const int64_t *index, int64_t *o)
+{
+    if (t->ndim > 0 && !index) return ad__err(fn, "index is NULL");
+    *o = t->offset;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t i = index[d] < 0 ? index[d] + t->shape[d] : index[d];
+        if (i < 0 || i >= t->shape[d]) {
+            char buf[160];
+            ad__fmt_shape(t->ndim, t->shape, buf, sizeof buf);
+            return ad__err(fn, "index %lld out of range for dimension %d of shape %s",
+                           (long long)index[d], d, buf);
+        }
+        *o += i * t->strides[d];
+    }
+    return 0;
+}
+
+int ad_get(const ad_tensor *t, const int64_t *index, double *value)
+{
+    int64_t o;
+    CHECK_OR("ad_get", t, -1);
+    if (!value) return ad__err("ad_get", "value is NULL");
+    if (index_offset("ad_get", t, index, &o)) return -1;
+    *value = ad__ld(t, o);
+    return 0;
+}
+
+int ad_set(ad_tensor *t, const int64_t *index, double value)
+{
+    int64_t o;
+    CHECK_OR("ad_set", t, -1);
+    if (index_offset("ad_set", t, index, &o)) return -1;
+    ad__st(t, o, value);
+    return 0;
+}
+
+double ad_item(const ad_tensor *t)
+{
+    CHECK_OR("ad_item", t, NAN);
+    if (ad__numel(t->ndim, t->shape) != 1) {
+        char buf[160];
+        ad__fmt_shape(t->ndim, t->shape, buf, sizeof buf);
+        ad__err("ad_item", "tensor of shape %s does not have exactly one element", buf);
+        return NAN;
+    }
+    return ad__ld(t, t->offset);
+}
+
+/* ---- copies ----------------------------------------------------------------- */
+
+typedef struct {
+    ad_tensor *dst;
+    const ad_tensor *src;
+} copy_ctx;
+
+static void copy_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
+{
+    copy_ctx *c = vctx;
+    if (c->dst->dtype == c->src->dtype && step[0] == 1 && step[1] == 1) {
+        size_t es = ad_dtype_size(c->dst->dtype);
+        memmove((char *)c->dst->storage->data + off[0] * (int64_t)es,
+                (const char *)c->src->storage->data + off[1] * (int64_t)es, (size_t)len * es);
+        return;
+    }
+    for (int64_t i = 0; i < len; i++)
+        ad__st(c->dst, off[0] + i * step[0], ad__ld(c->src, off[1] + i * step[1]));
+}
+
+int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
+{
+    if (ad__check_arg("ad_copy_into", "dst", dst, false) ||
+        ad__check_arg("ad_copy_into", "src", src, false))
+        return -1;
+    if (!ad__same_shape(dst, src)) {
+        char a[160], b[160];
+        ad__fmt_shape(dst->ndim, dst->shape, a, sizeof a);
+        ad__fmt_shape(src->ndim, src->shape, b, sizeof b);
+        return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", a, b);
+    }
+    ad_iter it = {.ndim = dst->ndim};
+    memcpy(it.shape, dst->shape, sizeof it.shape);
+    ad__iter_add(&it, dst);
+    ad__iter_add(&it, src);
+    copy_ctx c = {dst, src};
+    ad__iter_run(&it, copy_row, &c);
+    return 0;
+}
+
+ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t)
+{
+    if (ad__check_arg("ad_copy", "t", t, false)) return NULL;
+    ad_tensor *c = ad__alloc("ad_copy", tape, t->dtype, t->ndim, t->shape);
+    if (c && ad_copy_into(c, t)) {
+        if (!tape) ad_tensor_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int ad_fill(ad_tensor *t, double value)
+{
+    CHECK_OR("ad_fill", t, -1);
+    ad_tensor *v = ad__alloc("ad_fill", NULL, t->dtype, 0, NULL);
+    if (!v) return -1;
+    ad__st(v, 0, value);
+    /* A 0-d source broadcasts over every element of t. */
+    ad_iter it = {.ndim = t->ndim};
+    memcpy(it.shape, t->shape, sizeof it.shape);
+    ad__iter_add(&it, t);
+    ad__iter_add(&it, v);
+    copy_ctx c = {t, v};
+    ad__iter_run(&it, copy_row, &c);
+    ad_tensor_free(v);
+    return 0;
+}

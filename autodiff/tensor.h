@@ -1,0 +1,174 @@
+/* autodiff/tensor.h - n-dimensional arrays: dtypes, creation, views, access.
+ *
+ * A tensor is a view (dtype, shape, strides, offset) onto reference-counted
+ * storage.  Views made by reshape/permute/expand/narrow/squeeze/unsqueeze
+ * share the storage of their base without copying when the strides allow.
+ *
+ * Ownership.  Every function that creates a tensor takes an `ad_tape *tape`
+ * (see tape.h) as its first argument:
+ *   - tape != NULL: the tensor lives in the tape's arena and is freed, with
+ *     everything else on that tape, by ad_tape_reset() or ad_tape_free().
+ *     Never pass it to ad_tensor_free().
+ *   - tape == NULL: the tensor is *persistent*; the caller owns it and frees
+ *     it with ad_tensor_free().  Model parameters are persistent tensors.
+ * Results of operations (ops.h) follow the rule stated in tape.h.
+ *
+ * Errors.  Functions that return a pointer return NULL on error; functions
+ * that return int return 0 on success and -1 on error.  Either way the
+ * message, naming the function and the offending shapes or dtypes, is read
+ * with ad_error().  No function of this library aborts or exits.
+ */
+#ifndef AUTODIFF_TENSOR_H
+#define AUTODIFF_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element types.  Floating dtypes carry gradients; AD_INT64 holds indices
+ * and class labels (gather, index_select, cross_entropy) and is never
+ * differentiated. */
+typedef enum ad_dtype { AD_FLOAT32 = 0, AD_FLOAT64 = 1, AD_INT64 = 2 } ad_dtype;
+
+#define AD_MAX_DIMS 8
+
+typedef struct ad_tensor ad_tensor;
+typedef struct ad_tape ad_tape;
+
+/* Pass a shape inline: ad_zeros(tape, AD_FLOAT64, AD_SHAPE(2, 3)). */
+#define AD_SHAPE(...)                                                          \
+    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                 \
+        (const int64_t[]) { __VA_ARGS__ }
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* The message of the most recent error on this thread ("ad_matmul: inner
+ * dimensions differ: [3,4] x [5,6]"), or NULL when none is pending.  The
+ * string is owned by the library and valid until the next call that fails
+ * or ad_clear_error().  A successful call does not clear it. */
+const char *ad_error(void);
+/* Forget the pending error on this thread. */
+void ad_clear_error(void);
+
+/* ---- dtypes ------------------------------------------------------------ */
+
+/* "float32", "float64" or "int64". */
+const char *ad_dtype_name(ad_dtype dtype);
+/* Size of one element in bytes (4 or 8). */
+size_t ad_dtype_size(ad_dtype dtype);
+
+/* ---- creation ------------------------------------------------------------
+ * `ndim` is 0..AD_MAX_DIMS (0 makes a one-element scalar tensor), `shape`
+ * has ndim non-negative extents and may be NULL when ndim is 0.  Errors: bad
+ * dtype, ndim out of range, negative extent, element count overflowing, out
+ * of memory. */
+
+/* Uninitialised contents. */
+ad_tensor *ad_empty(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
+ad_tensor *ad_zeros(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
+ad_tensor *ad_ones(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
+/* Every element = value (converted to the dtype). */
+ad_tensor *ad_full(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+                   double value);
+/* A 0-dimensional tensor holding value. */
+ad_tensor *ad_scalar_tensor(ad_tape *tape, ad_dtype dtype, double value);
+/* Copies numel elements of the dtype's C type (float, double, int64_t) from
+ * data, in row-major order.  data is not retained. */
+ad_tensor *ad_from_array(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+                         const void *data);
+/* 1-D [start, start+step, ...) up to but excluding stop (numpy's arange).
+ * Error when step is 0 or not finite. */
+ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step);
+/* 1-D, n points evenly spaced from start to stop inclusive (n >= 1). */
+ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop, int64_t n);
+/* n x n identity. */
+ad_tensor *ad_eye(ad_tape *tape, ad_dtype dtype, int64_t n);
+
+/* ---- random numbers ------------------------------------------------------
+ * Counter-based: element i of a draw is a pure function of (seed, counter+i)
+ * (a Philox-style bijective hash), so the same seed gives the same numbers
+ * in any order and with any number of threads.  Each draw advances the
+ * counter by the number of values it consumed. */
+typedef struct ad_rng {
+    uint64_t seed;
+    uint64_t counter;
+} ad_rng;
+
+void ad_rng_init(ad_rng *rng, uint64_t seed);
+/* Uniform on [lo, hi). Floating dtypes only. */
+ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
+                   const int64_t *shape, double lo, double hi);
+/* Normal with the given mean and standard deviation (Box-Muller). */
+ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
+                    const int64_t *shape, double mean, double std);
+/* One uniform double in [0, 1) / one integer in [0, n), for shuffling. */
+double ad_rng_uniform(ad_rng *rng);
+uint64_t ad_rng_below(ad_rng *rng, uint64_t n);
+
+/* ---- freeing -------------------------------------------------------------
+ * Frees a persistent tensor (made with tape == NULL), its gradient, and its
+ * storage once no other view refers to it.  NULL is ignored.  Returns -1
+ * (and frees nothing) for a tensor that belongs to a tape. */
+int ad_tensor_free(ad_tensor *t);
+
+/* ---- inspection ---------------------------------------------------------- */
+
+ad_dtype ad_tensor_dtype(const ad_tensor *t);
+int ad_ndim(const ad_tensor *t);
+/* Extent of dimension dim; negative dim counts from the end. -1 on error. */
+int64_t ad_size(const ad_tensor *t, int dim);
+/* Pointer to the shape array (ndim entries), owned by t. */
+const int64_t *ad_shape(const ad_tensor *t);
+/* Strides in elements, owned by t. */
+const int64_t *ad_strides(const ad_tensor *t);
+/* Number of elements (1 for a 0-d tensor). */
+int64_t ad_numel(const ad_tensor *t);
+/* True when the elements are laid out row-major without gaps. */
+bool ad_is_contiguous(const ad_tensor *t);
+/* The tape t belongs to, or NULL for a persistent tensor. */
+ad_tape *ad_tensor_tape(const ad_tensor *t);
+/* Pointer to element 0 of a contiguous tensor (float *, double * or
+ * int64_t * by dtype), for reading and writing in place; NULL with an error
+ * when t is not contiguous (use ad_contiguous first).  Writing through it
+ * into a tensor that a recorded op saved makes that op's gradient wrong. */
+void *ad_data(ad_tensor *t);
+/* Copies all elements, converted to double, into out[numel] in row-major
+ * order.  Works for any strides. */
+int ad_to_array(const ad_tensor *t, double *out);
+
+/* Element at a full index (ndim entries, negative counts from the end). */
+int ad_get(const ad_tensor *t, const int64_t *index, double *value);
+int ad_set(ad_tensor *t, const int64_t *index, double value);
+/* The value of a one-element tensor; NAN with an error otherwise. */
+double ad_item(const ad_tensor *t);
+
+/* ---- copies and conversions -----------------------------------------------
+ * These record nothing and return a tensor with no history (like
+ * tensor.detach().clone() in PyTorch); use ad_contiguous / ad_cast from
+ * ops.h for the differentiable versions. */
+
+/* A contiguous copy of t owned as `tape` says. */
+ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t);
+/* Copies src's values into dst (same shape; dtypes may differ and are
+ * converted).  dst may have any strides. */
+int ad_copy_into(ad_tensor *dst, const ad_tensor *src);
+/* Sets every element of t to value. */
+int ad_fill(ad_tensor *t, double value);
+
+/* ---- printing -------------------------------------------------------------
+ * numpy-like: "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]],
+ * dtype=float64)"; large tensors are summarised with "..." (first and last
+ * three per dimension) as numpy does past 1000 elements. */
+int ad_print(const ad_tensor *t, FILE *out);
+/* Writes "[2,3]" into buf (at most size bytes, always terminated). */
+void ad_shape_str(const ad_tensor *t, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
