@@ -4,7 +4,7 @@
  *   tape.h     the tape, grad mode, leaves, ad_backward
  *   ops.h      every differentiable op and the op table
  *   scalar.h   the fast scalar API (micrograd / ADOL-C style)
- *   check.h    ad_gradcheck and ad_gradgradcheck
+ *   gradcheck.h ad_gradcheck and ad_gradgradcheck
  */
 #ifndef AUTODIFF_AUTODIFF_H
 #define AUTODIFF_AUTODIFF_H
@@ -14,7 +14,7 @@
 #define AUTODIFF_VERSION_PATCH 0
 #define AUTODIFF_VERSION "0.1.0"
 
-#include "check.h"
+#include "gradcheck.h"
 #include "ops.h"
 #include "scalar.h"
 #include "tape.h"

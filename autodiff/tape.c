@@ -356,24 +356,45 @@ static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool creat
     return 0;
 }
 
-int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
+/* Where a computed gradient goes: with targets (ad_gradients) into the
+ * matching slot, without (ad_backward) into leaves' grad. */
+typedef struct sink {
+    int n;
+    ad_tensor *const *targets;
+    ad_tensor **grads;
+} sink;
+
+static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create)
 {
-    if (ad__check_arg(BW, "out", out, true)) return -1;
+    if (!s->targets) return x->node ? 0 : accumulate_leaf(t, x, g, create);
+    for (int i = 0; i < s->n; i++) {
+        if (s->targets[i] != x) continue;
+        ad_tensor *sum = s->grads[i] ? ad_add(s->grads[i], g) : g;
+        if (!sum) return -1;
+        s->grads[i] = sum;
+    }
+    return 0;
+}
+
+static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, unsigned flags,
+                        const sink *sk)
+{
+    if (ad__check_arg(fn, "out", out, true)) return -1;
     if (!out->requires_grad)
-        return ad__err(BW, "tensor does not require grad: nothing recorded leads to it");
+        return ad__err(fn, "tensor does not require grad: nothing recorded leads to it");
     if (gout) {
-        if (ad__check_arg(BW, "grad_output", gout, true)) return -1;
+        if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
         if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
             char a[160], b[160];
             ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
             ad__fmt_shape(gout->ndim, gout->shape, b, sizeof b);
-            return ad__err(BW, "grad_output %s %s does not match output %s %s", b,
+            return ad__err(fn, "grad_output %s %s does not match output %s %s", b,
                            ad_dtype_name(gout->dtype), a, ad_dtype_name(out->dtype));
         }
     } else if (ad__numel(out->ndim, out->shape) != 1) {
         char a[160];
         ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
-        return ad__err(BW, "grad_output may be NULL only for a one-element output; got %s", a);
+        return ad__err(fn, "grad_output may be NULL only for a one-element output; got %s", a);
     }
     bool create = flags & AD_CREATE_GRAPH;
     bool retain = create || (flags & AD_RETAIN_GRAPH);
@@ -381,25 +402,28 @@ int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
     bool prev_mode = ad_set_grad_enabled(create);
     ad_tape *prev_tape = ad_tape_activate(t);
     int rc = -1;
+    size_t top = 0;
+    unsigned epoch = 0;
 
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
     if (!seed) goto done;
-    if (!out->node) { /* backward of a leaf: d(out)/d(out) = 1 */
-        rc = accumulate_leaf(t, out, seed, create);
+    if (deliver(t, sk, out, seed, create)) goto done;
+    if (!out->node) { /* a leaf: d(out)/d(out) = 1, and nothing else to do */
+        rc = 0;
         goto done;
     }
 
     /* Mark what out depends on, newest first; a freed node on the way is an
      * error before anything is touched. */
-    size_t top = out->node->seq;
-    unsigned epoch = ++t->epoch;
+    top = out->node->seq;
+    epoch = ++t->epoch;
     out->node->mark = epoch;
     for (size_t i = top + 1; i-- > 0;) {
         ad_node *n = t->nodes[i];
         if (n->mark != epoch) continue;
         if (n->freed) {
-            ad__err(BW, "the graph through op '%s' was freed by an earlier backward; pass "
+            ad__err(fn, "the graph through op '%s' was freed by an earlier backward; pass "
                         "AD_RETAIN_GRAPH to the first backward to run backward twice",
                     n->op->name);
             goto done;
@@ -416,15 +440,14 @@ int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
         ad_tensor *g = n->out->adj;
         n->out->adj = NULL;
         if (!g) continue;
-        if (n->nin > 8) gin = ad__arena_alloc(t, (size_t)n->nin * sizeof *gin);
-        else gin = small;
+        gin = n->nin > 8 ? ad__arena_alloc(t, (size_t)n->nin * sizeof *gin) : small;
         if (!gin) {
-            ad__err(BW, "out of memory");
+            ad__err(fn, "out of memory");
             goto clear;
         }
         for (int k = 0; k < n->nin; k++) gin[k] = NULL;
         if (!n->op->backward) {
-            ad__err(BW, "op '%s' is not differentiable", n->op->name);
+            ad__err(fn, "op '%s' is not differentiable", n->op->name);
             goto clear;
         }
         if (n->op->backward(n, g, gin)) goto clear;
@@ -433,7 +456,7 @@ int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
             if (!ad__needs_grad(n, k)) continue;
             if (!gin[k]) {
                 if (!ad__has_error())
-                    ad__err(BW, "backward of op '%s' gave no gradient for input %d",
+                    ad__err(fn, "backward of op '%s' gave no gradient for input %d",
                             n->op->name, k);
                 goto clear;
             }
@@ -441,7 +464,7 @@ int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
                 char a[160], b[160];
                 ad__fmt_shape(gin[k]->ndim, gin[k]->shape, a, sizeof a);
                 ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
-                ad__err(BW, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
+                ad__err(fn, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
                         n->op->name, a, ad_dtype_name(gin[k]->dtype), b,
                         ad_dtype_name(x->dtype), k);
                 goto clear;
@@ -450,9 +473,8 @@ int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
                 ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
                 if (!sum) goto clear;
                 x->adj = sum;
-            } else if (accumulate_leaf(t, x, gin[k], create)) {
-                goto clear;
             }
+            if (deliver(t, sk, x, gin[k], create)) goto clear;
         }
         if (!retain) n->freed = true;
     }
@@ -466,4 +488,36 @@ done:
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
     return rc;
+}
+
+int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
+{
+    sink s = {0, NULL, NULL};
+    return run_backward("ad_backward", out, gout, flags, &s);
+}
+
+int ad_gradients(ad_tensor *out, const ad_tensor *gout, int n, ad_tensor *const *inputs,
+                 ad_tensor **grads, unsigned flags)
+{
+    static const char *fn = "ad_gradients";
+    if (n < 0 || (n > 0 && (!inputs || !grads)))
+        return ad__err(fn, "need n >= 0 inputs and a grads array");
+    for (int i = 0; i < n; i++) {
+        grads[i] = NULL;
+        if (ad__check_arg(fn, "inputs[i]", inputs[i], true)) return -1;
+    }
+    if (ad__check_arg(fn, "out", out, true)) return -1;
+    sink s = {n, inputs, grads};
+    if (out->requires_grad && run_backward(fn, out, gout, flags, &s)) return -1;
+    if (!out->requires_grad && !out->tape)
+        return ad__err(fn, "out does not require grad and has no tape for the zero gradients");
+    /* Inputs out does not depend on get zeros, so callers can always use
+     * grads[i] without a NULL check. */
+    for (int i = 0; i < n; i++)
+        if (!grads[i]) {
+            grads[i] = ad__alloc(fn, out->tape, inputs[i]->dtype, inputs[i]->ndim, inputs[i]->shape);
+            if (!grads[i]) return -1;
+            memset(grads[i]->storage->data, 0, grads[i]->storage->nbytes);
+        }
+    return 0;
 }

@@ -115,6 +115,15 @@ const char *ad_label(const ad_tensor *t);
 enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1 };
 int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
 
+/* The functional form (torch.autograd.grad): stores d(out)/d(inputs[i]),
+ * contracted with grad_output as above, into grads[i] for i < n, without
+ * touching any leaf's grad.  inputs may be leaves or intermediate results;
+ * an input that out does not depend on gets zeros.  The gradients live on
+ * out's tape.  Same flags and errors as ad_backward; with AD_CREATE_GRAPH
+ * the gradients are recorded and can be differentiated again. */
+int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
+                 ad_tensor *const *inputs, ad_tensor **grads, unsigned flags);
+
 #ifdef __cplusplus
 }
 #endif

@@ -264,7 +264,7 @@ ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop,
     /* Computed from both ends so the last point is exactly stop. */
     for (int64_t i = 0; i < n; i++) {
         double f = n == 1 ? 0.0 : (double)i / (double)(n - 1);
-        ad__st(t, i, i == n - 1 ? stop : start + (stop - start) * f);
+        ad__st(t, i, i == n - 1 && n > 1 ? stop : start + (stop - start) * f);
     }
     return t;
 }

@@ -1,4 +1,4 @@
-/* autodiff/check.h - numerical gradient checking.
+/* autodiff/gradcheck.h - numerical gradient checking.
  *
  * ad_gradcheck compares the gradients the tape computes with central
  * differences, (f(x + eps) - f(x - eps)) / 2 eps, element by element, in
@@ -6,8 +6,8 @@
  * |analytic - numeric| <= atol + rtol |numeric| for every entry of the
  * Jacobian d(output)/d(input) of every input that requires grad.
  */
-#ifndef AUTODIFF_CHECK_H
-#define AUTODIFF_CHECK_H
+#ifndef AUTODIFF_GRADCHECK_H
+#define AUTODIFF_GRADCHECK_H
 
 #include "tape.h"
 

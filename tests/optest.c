@@ -1,0 +1,52 @@
+/* tests/optest.c - helpers shared by the test programs. */
+#include "optest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+ad_tensor *ot_f64(ad_tape *t, int ndim, const int64_t *shape, const double *values)
+{
+    return ad_from_array(t, AD_FLOAT64, ndim, shape, values);
+}
+
+double ot_at(const ad_tensor *x, int64_t flat)
+{
+    int64_t n = ad_numel(x);
+    ck_assert_msg(flat >= 0 && flat < n, "ot_at: %lld out of %lld", (long long)flat, (long long)n);
+    double *buf = malloc((size_t)n * sizeof *buf);
+    ck_assert(buf != NULL);
+    ck_assert_int_eq(ad_to_array(x, buf), 0);
+    double v = buf[flat];
+    free(buf);
+    return v;
+}
+
+ad_tensor *ot_const_like(ad_tensor *x, int ndim, const int64_t *shape, const double *values)
+{
+    ad_tensor *c = ad_empty(ad_tensor_tape(x), ad_tensor_dtype(x), ndim, shape);
+    if (!c) return NULL;
+    int64_t n = ad_numel(c);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t idx[AD_MAX_DIMS], r = i;
+        for (int d = ndim - 1; d >= 0; d--) {
+            idx[d] = r % shape[d];
+            r /= shape[d];
+        }
+        ad_set(c, idx, values[i]);
+    }
+    return c;
+}
+
+ad_tensor *ot_index(ad_tape *t, int ndim, const int64_t *shape, const int64_t *values)
+{
+    return ad_from_array(t, AD_INT64, ndim, shape, values);
+}
+
+int ot_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,89 @@
+/* tests/optest.h - helpers shared by the test programs, and the op rows.
+ *
+ * An op row names an op of the op table and gives a function that builds
+ * that op's output from random inputs of given shapes.  test_ops walks the
+ * op table: every op must have at least one row (an op without one fails
+ * the suite), and every row is checked with ad_gradcheck and
+ * ad_gradgradcheck in float64, and run in float32 against float64. */
+#ifndef OPTEST_H
+#define OPTEST_H
+
+#include <autodiff/autodiff.h>
+#include <check.h>
+#include <math.h>
+
+/* |a - b| <= tol (absolute), with both values in the failure message. */
+#define ck_assert_close(a, b, tol)                                                   \
+    do {                                                                             \
+        double a_ = (a), b_ = (b), t_ = (tol);                                       \
+        ck_assert_msg(fabs(a_ - b_) <= t_ || (isnan(a_) && isnan(b_)),               \
+                      "%s = %.17g, expected %s = %.17g (tol %g)", #a, a_, #b, b_, t_); \
+    } while (0)
+
+/* Asserts that a pointer result is NULL and the error message contains
+ * `needle`; clears the error. */
+#define ck_assert_error(expr, needle)                                                \
+    do {                                                                             \
+        ad_clear_error();                                                            \
+        const void *r_ = (const void *)(expr);                                       \
+        ck_assert_msg(r_ == NULL, "%s should fail", #expr);                          \
+        ck_assert_msg(ad_error() != NULL, "%s failed without a message", #expr);     \
+        ck_assert_msg(strstr(ad_error(), (needle)) != NULL,                          \
+                      "%s: message '%s' lacks '%s'", #expr, ad_error(), (needle));   \
+        ad_clear_error();                                                            \
+    } while (0)
+/* Same for int-returning calls (-1 on error). */
+#define ck_assert_error_rc(expr, needle)                                             \
+    do {                                                                             \
+        ad_clear_error();                                                            \
+        int rc_ = (expr);                                                            \
+        ck_assert_msg(rc_ == -1, "%s should return -1, got %d", #expr, rc_);         \
+        ck_assert_msg(ad_error() && strstr(ad_error(), (needle)),                    \
+                      "%s: message '%s' lacks '%s'", #expr,                          \
+                      ad_error() ? ad_error() : "(none)", (needle));                 \
+        ad_clear_error();                                                            \
+    } while (0)
+
+/* A float64 tensor on tape t from literal values. */
+ad_tensor *ot_f64(ad_tape *t, int ndim, const int64_t *shape, const double *values);
+/* Value of element `flat` (row-major) of any tensor. */
+double ot_at(const ad_tensor *x, int64_t flat);
+/* A constant on x's tape, of x's dtype, from literal values. */
+ad_tensor *ot_const_like(ad_tensor *x, int ndim, const int64_t *shape, const double *values);
+/* An int64 index tensor on t from literal values. */
+ad_tensor *ot_index(ad_tape *t, int ndim, const int64_t *shape, const int64_t *values);
+
+/* ---- op rows ---- */
+enum { OT_GRAD = 0, /* float input that requires grad (the default) */
+       OT_CONST,    /* float input, no grad */
+       OT_INDEX };  /* int64 input with values in [0, imax) */
+
+typedef struct op_input {
+    int ndim;
+    int64_t shape[AD_MAX_DIMS];
+    int kind;      /* OT_GRAD, OT_CONST or OT_INDEX */
+    double lo, hi; /* range of uniform values; both 0 means [-1, 1] */
+    int64_t imax;  /* OT_INDEX: values in [0, imax) */
+} op_input;
+
+typedef struct op_row {
+    const char *op;   /* the op table name this row covers */
+    const char *what; /* what the row exercises, shown on failure */
+    ad_func f;        /* builds the output; constants it makes must use
+                         ad_tensor_dtype(in[0]) so the float32 run works */
+    void *ctx;
+    int nin;
+    op_input in[4];
+} op_row;
+
+/* Row sets, one per op family, each ended by a row with op == NULL. */
+extern const op_row rows_pointwise[];
+extern const op_row rows_reduce[];
+extern const op_row rows_shape[];
+extern const op_row rows_linalg[];
+extern const op_row rows_loss[];
+
+/* Runs a Check suite and returns the exit status for main. */
+int ot_run(Suite *s);
+
+#endif

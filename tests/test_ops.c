@@ -1,0 +1,224 @@
+/* tests/test_ops.c - the table-driven op suite.
+ *
+ * Walks the op table: an op without a row fails the suite, a row naming no
+ * op fails it too.  Each row is then checked three ways:
+ *   - ad_gradcheck in float64 (first derivatives against central
+ *     differences, every element of every input that requires grad);
+ *   - ad_gradgradcheck in float64 (second derivatives: the recorded
+ *     backward pass against finite differences of the first);
+ *   - the same function in float32 against float64, values and gradients,
+ *     so the float32 kernels are exercised too. */
+#include "optest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const op_row *const sets[] = {rows_pointwise, rows_reduce, rows_shape, rows_linalg,
+                                     rows_loss};
+#define NSETS (sizeof sets / sizeof sets[0])
+
+static int count_rows(void)
+{
+    int n = 0;
+    for (size_t s = 0; s < NSETS; s++)
+        for (const op_row *r = sets[s]; r->op; r++) n++;
+    return n;
+}
+
+static const op_row *row_at(int i)
+{
+    for (size_t s = 0; s < NSETS; s++)
+        for (const op_row *r = sets[s]; r->op; r++)
+            if (i-- == 0) return r;
+    return NULL;
+}
+
+START_TEST(every_op_has_a_row)
+{
+    char missing[4096] = "";
+    size_t nops = ad_op_count();
+    ck_assert_uint_gt(nops, 0);
+    for (size_t i = 0; i < nops; i++) {
+        const char *name = ad_op_name(i);
+        bool found = false;
+        for (int k = 0; k < count_rows() && !found; k++) found = !strcmp(row_at(k)->op, name);
+        if (!found) {
+            strncat(missing, " ", sizeof missing - strlen(missing) - 1);
+            strncat(missing, name, sizeof missing - strlen(missing) - 1);
+        }
+    }
+    ck_assert_msg(missing[0] == '\0', "ops without a test row:%s", missing);
+}
+END_TEST
+
+START_TEST(every_row_names_an_op)
+{
+    for (int k = 0; k < count_rows(); k++) {
+        const op_row *r = row_at(k);
+        bool found = false;
+        for (size_t i = 0; i < ad_op_count() && !found; i++) found = !strcmp(ad_op_name(i), r->op);
+        ck_assert_msg(found, "row '%s' (%s) names no op in the op table", r->op, r->what);
+    }
+}
+END_TEST
+
+START_TEST(every_op_has_a_formula)
+{
+    for (size_t i = 0; i < ad_op_count(); i++) {
+        const char *f = ad_op_formula(i);
+        ck_assert_msg(f && strchr(f, '='), "op '%s' has no formula", ad_op_name(i));
+    }
+}
+END_TEST
+
+/* Inputs of a row, drawn from a generator seeded by the row's position so
+ * every run checks the same points. */
+static void make_inputs(const op_row *r, int seed, ad_dtype dtype, ad_tensor **in)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 1000u + (unsigned)seed);
+    for (int i = 0; i < r->nin; i++) {
+        const op_input *p = &r->in[i];
+        if (p->kind == OT_INDEX) {
+            in[i] = ad_empty(NULL, AD_INT64, p->ndim, p->shape);
+            ck_assert_msg(in[i] != NULL, "%s", ad_error());
+            int64_t *d = ad_data(in[i]);
+            for (int64_t k = 0; k < ad_numel(in[i]); k++)
+                d[k] = (int64_t)ad_rng_below(&rng, (uint64_t)p->imax);
+            continue;
+        }
+        double lo = p->lo, hi = p->hi;
+        if (lo == 0 && hi == 0) lo = -1, hi = 1;
+        in[i] = ad_rand(NULL, &rng, dtype, p->ndim, p->shape, lo, hi);
+        ck_assert_msg(in[i] != NULL, "%s", ad_error());
+        if (p->kind == OT_GRAD) ck_assert_int_eq(ad_set_requires_grad(in[i], true), 0);
+    }
+}
+
+static void free_inputs(const op_row *r, ad_tensor **in)
+{
+    for (int i = 0; i < r->nin; i++) ad_tensor_free(in[i]);
+}
+
+START_TEST(gradcheck_row)
+{
+    const op_row *r = row_at(_i);
+    ad_tensor *in[4];
+    make_inputs(r, _i, AD_FLOAT64, in);
+    ad_clear_error();
+    int ok = ad_gradcheck(r->f, r->ctx, r->nin, in, NULL);
+    ck_assert_msg(ok == 1, "gradcheck of %s (%s): %s", r->op, r->what, ad_error());
+    free_inputs(r, in);
+}
+END_TEST
+
+START_TEST(gradgradcheck_row)
+{
+    const op_row *r = row_at(_i);
+    ad_tensor *in[4];
+    make_inputs(r, _i, AD_FLOAT64, in);
+    ad_clear_error();
+    int ok = ad_gradgradcheck(r->f, r->ctx, r->nin, in, NULL);
+    ck_assert_msg(ok == 1, "gradgradcheck of %s (%s): %s", r->op, r->what, ad_error());
+    free_inputs(r, in);
+}
+END_TEST
+
+/* Runs f on a tape and returns the output's values and, for every input
+ * that requires grad, d(sum of output * w)/d(input) with fixed weights w. */
+static double *run_once(const op_row *r, ad_tensor **in, int64_t *nout, double **grads)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *x[4];
+    for (int i = 0; i < r->nin; i++) {
+        x[i] = ad_copy(t, in[i]);
+        ck_assert(x[i] != NULL);
+        if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
+    }
+    ad_tensor *y = r->f(x, r->nin, r->ctx);
+    ck_assert_msg(y != NULL, "%s (%s): %s", r->op, r->what, ad_error());
+    *nout = ad_numel(y);
+    double *vals = malloc((size_t)*nout * sizeof *vals);
+    ck_assert_int_eq(ad_to_array(y, vals), 0);
+    if (ad_requires_grad(y)) {
+        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
+        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
+    }
+    for (int i = 0; i < r->nin; i++) {
+        grads[i] = NULL;
+        ad_tensor *g = ad_requires_grad(x[i]) ? ad_tensor_grad(x[i]) : NULL;
+        if (!g) continue;
+        grads[i] = malloc((size_t)ad_numel(g) * sizeof(double));
+        ad_to_array(g, grads[i]);
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return vals;
+}
+
+START_TEST(float32_matches_float64)
+{
+    const op_row *r = row_at(_i);
+    ad_tensor *in64[4], *in32[4];
+    make_inputs(r, _i, AD_FLOAT64, in64);
+    for (int i = 0; i < r->nin; i++) {
+        if (r->in[i].kind == OT_INDEX) {
+            in32[i] = ad_copy(NULL, in64[i]);
+            continue;
+        }
+        in32[i] = ad_empty(NULL, AD_FLOAT32, ad_ndim(in64[i]), ad_shape(in64[i]));
+        ad_copy_into(in32[i], in64[i]);
+        if (r->in[i].kind == OT_GRAD) ad_set_requires_grad(in32[i], true);
+    }
+    int64_t n64, n32;
+    double *g64[4], *g32[4];
+    double *v64 = run_once(r, in64, &n64, g64);
+    double *v32 = run_once(r, in32, &n32, g32);
+    ck_assert_int_eq(n64, n32);
+    /* float32 carries about 7 digits; allow for a few roundings per op. */
+    for (int64_t k = 0; k < n64; k++)
+        ck_assert_msg(fabs(v64[k] - v32[k]) <= 1e-4 + 1e-4 * fabs(v64[k]),
+                      "%s (%s): float32 value %d = %g, float64 %g", r->op, r->what, (int)k,
+                      v32[k], v64[k]);
+    for (int i = 0; i < r->nin; i++) {
+        ck_assert_msg((g64[i] == NULL) == (g32[i] == NULL), "%s: gradient presence differs",
+                      r->op);
+        if (!g64[i]) continue;
+        for (int64_t k = 0; k < ad_numel(in64[i]); k++)
+            ck_assert_msg(fabs(g64[i][k] - g32[i][k]) <= 1e-3 + 1e-3 * fabs(g64[i][k]),
+                          "%s (%s): float32 grad of input %d [%d] = %g, float64 %g", r->op,
+                          r->what, i, (int)k, g32[i][k], g64[i][k]);
+        free(g64[i]);
+        free(g32[i]);
+    }
+    free(v64);
+    free(v32);
+    free_inputs(r, in64);
+    free_inputs(r, in32);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *table = tcase_create("table");
+    tcase_add_test(table, every_op_has_a_row);
+    tcase_add_test(table, every_row_names_an_op);
+    tcase_add_test(table, every_op_has_a_formula);
+    suite_add_tcase(s, table);
+    int n = count_rows();
+    TCase *g1 = tcase_create("gradcheck");
+    tcase_add_loop_test(g1, gradcheck_row, 0, n);
+    suite_add_tcase(s, g1);
+    TCase *g2 = tcase_create("gradgradcheck");
+    tcase_add_loop_test(g2, gradgradcheck_row, 0, n);
+    suite_add_tcase(s, g2);
+    TCase *f32 = tcase_create("float32");
+    tcase_add_loop_test(f32, float32_matches_float64, 0, n);
+    suite_add_tcase(s, f32);
+    return ot_run(s);
+}

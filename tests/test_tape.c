@@ -1,0 +1,324 @@
+/* tests/test_tape.c - the tape and the backward engine: accumulation,
+ * retained and freed graphs, grad mode, detach, leaves, ownership, the
+ * functional ad_gradients, create-graph, and arena reuse. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "optest.h"
+
+static ad_tensor *vec(ad_tape *t, int n, const double *v)
+{
+    return ot_f64(t, 1, (int64_t[]){n}, v);
+}
+
+START_TEST(chain_rule_exact)
+{
+    /* f(x) = sum(x * exp(x)); df/dx = exp(x) (1 + x) */
+    ad_tape *t = ad_tape_new();
+    double xs[] = {-1.5, 0.0, 0.25, 2.0};
+    ad_tensor *x = vec(t, 4, xs);
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_sum(ad_mul(x, ad_exp(x)), NULL, 0, false);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_int_eq(ad_ndim(y), 0);
+    double want = 0;
+    for (int i = 0; i < 4; i++) want += xs[i] * exp(xs[i]);
+    ck_assert_close(ad_item(y), want, 1e-12);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_close(ot_at(ad_tensor_grad(x), i), exp(xs[i]) * (1 + xs[i]), 1e-12);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(shared_input_and_diamond)
+{
+    /* y = x*x + x*x: x feeds four places; dy/dx = 4x */
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 2, (double[]){3, -2});
+    ad_set_requires_grad(x, true);
+    ad_tensor *a = ad_mul(x, x);
+    ad_tensor *y = ad_sum(ad_add(a, a), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 0), 12, 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 1), -8, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(grads_accumulate_and_zero)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){2});
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_sum(ad_mul(x, x), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(y, NULL, AD_RETAIN_GRAPH), 0);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), 0); /* retained: second pass allowed */
+    ck_assert_close(ot_at(ad_tensor_grad(x), 0), 8, 0); /* 4 + 4 */
+    ck_assert_int_eq(ad_zero_grad(x), 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 0), 0, 0);
+    /* the graph was not retained the second time */
+    ck_assert_error_rc(ad_backward(y, NULL, 0), "freed by an earlier backward");
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(grad_output_rules)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 3, (double[]){1, 2, 3});
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_mul(x, x);
+    ck_assert_error_rc(ad_backward(y, NULL, 0), "may be NULL only for a one-element output; got [3]");
+    ad_tensor *bad = vec(t, 2, (double[]){1, 1});
+    ck_assert_error_rc(ad_backward(y, bad, 0), "does not match output [3]");
+    ad_tensor *g32 = ad_ones(t, AD_FLOAT32, AD_SHAPE(3));
+    ck_assert_error_rc(ad_backward(y, g32, 0), "float32");
+    ad_tensor *g = vec(t, 3, (double[]){1, 0.5, -1});
+    ck_assert_int_eq(ad_backward(y, g, 0), 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 0), 2, 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 1), 2, 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 2), -6, 0);
+    ck_assert_error_rc(ad_backward(NULL, NULL, 0), "argument 'out' is NULL");
+    ad_tensor *c = vec(t, 1, (double[]){1});
+    ck_assert_error_rc(ad_backward(c, NULL, 0), "does not require grad");
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(no_grad_and_detach)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){3});
+    ad_set_requires_grad(x, true);
+    ck_assert(ad_grad_enabled());
+    bool prev = ad_set_grad_enabled(false);
+    ck_assert(prev);
+    ad_tensor *y = ad_mul(x, x);
+    ck_assert(!ad_requires_grad(y));
+    ck_assert(ad_is_leaf(y));
+    ad_set_grad_enabled(prev);
+    ad_tape_stats st;
+    ad_tape_get_stats(t, &st);
+    ck_assert_uint_eq(st.nodes, 0);
+    /* d/dx [x * detach(x)] = detach(x): the detached path carries nothing */
+    ad_tensor *z = ad_sum(ad_mul(x, ad_detach(x)), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(z, NULL, 0), 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 0), 3, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(leaves_and_requires_grad)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){1});
+    ck_assert(!ad_requires_grad(x));
+    ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+    ad_tensor *y = ad_exp(x);
+    ck_assert(!ad_is_leaf(y));
+    ck_assert_error_rc(ad_set_requires_grad(y, false), "not a leaf");
+    ad_tensor *i = ad_zeros(t, AD_INT64, AD_SHAPE(2));
+    ck_assert_error_rc(ad_set_requires_grad(i, true), "int64");
+    ck_assert_ptr_null(ad_tensor_grad(x));
+    ck_assert_int_eq(ad_set_label(x, "w"), 0);
+    ck_assert_str_eq(ad_label(x), "w");
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(tapes_do_not_mix)
+{
+    ad_tape *t1 = ad_tape_new(), *t2 = ad_tape_new();
+    ad_tensor *a = vec(t1, 1, (double[]){1}), *b = vec(t2, 1, (double[]){2});
+    ck_assert_error(ad_add(a, b), "ad_add: inputs belong to different tapes");
+    ad_tape_free(t1);
+    ad_tape_free(t2);
+}
+END_TEST
+
+START_TEST(persistent_needs_a_tape_to_record)
+{
+    ad_tensor *w = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2));
+    ad_set_requires_grad(w, true);
+    ck_assert_ptr_null(ad_tape_active());
+    ck_assert_error(ad_mul(w, w), "no tape is active");
+    /* Without grad, ops on persistent tensors give persistent results. */
+    bool prev = ad_set_grad_enabled(false);
+    ad_tensor *p = ad_mul(w, w);
+    ad_set_grad_enabled(prev);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_null(ad_tensor_tape(p));
+    ck_assert_int_eq(ad_tensor_free(p), 0);
+    ad_tensor_free(w);
+}
+END_TEST
+
+START_TEST(persistent_parameters_across_resets)
+{
+    /* The training-loop pattern: persistent weights, a tape reset each
+     * step; the weight's grad is persistent and survives resets. */
+    ad_tensor *w = ot_f64(NULL, 1, (int64_t[]){2}, (double[]){0.5, -1});
+    ad_set_requires_grad(w, true);
+    ad_tape *t = ad_tape_new();
+    ad_tape_stats first, later;
+    for (int step = 0; step < 5; step++) {
+        ad_tape_activate(t);
+        ad_tensor *x = ot_f64(t, 1, (int64_t[]){2}, (double[]){2, 3});
+        ad_tensor *loss = ad_sum(ad_mul(ad_mul(w, x), w), NULL, 0, false); /* sum x w^2 */
+        ck_assert_int_eq(ad_zero_grad(w), 0);
+        ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
+        ck_assert_close(ot_at(ad_tensor_grad(w), 0), 2 * 2 * 0.5, 1e-15);
+        ck_assert_close(ot_at(ad_tensor_grad(w), 1), 2 * 3 * -1.0, 1e-15);
+        ck_assert_ptr_null(ad_tensor_tape(ad_tensor_grad(w)));
+        ck_assert_int_eq(ad_tape_reset(t), 0);
+        ad_tape_get_stats(t, step == 0 ? &first : &later);
+    }
+    /* Same computation each step: the arena never grows after step one. */
+    ck_assert_uint_eq(first.arena_chunks, later.arena_chunks);
+    ck_assert_uint_eq(first.arena_reserved, later.arena_reserved);
+    ck_assert_uint_eq(later.nodes, 0);
+    ad_tape_free(t);
+    ck_assert_ptr_null(ad_tape_active());
+    ad_tensor_free(w);
+}
+END_TEST
+
+START_TEST(views_of_persistent_storage_outlive_base)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t); /* views of persistent w then belong to t */
+    ad_tensor *w = ot_f64(NULL, 1, (int64_t[]){2}, (double[]){1, 2});
+    ad_tensor *v = ad_detach(ad_expand(ad_reshape(w, AD_SHAPE(2, 1)), AD_SHAPE(2, 3)));
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(ad_tensor_free(w), 0); /* the tape still holds the storage */
+    ck_assert_close(ot_at(v, 5), 2, 0);
+    ck_assert_error_rc(ad_tensor_free(v), "belongs to a tape");
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(second_derivative_with_create_graph)
+{
+    /* y = x^3 via mul; dy/dx = 3x^2, d2y/dx2 = 6x */
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){1.5});
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_sum(ad_mul(ad_mul(x, x), x), NULL, 0, false);
+    ad_tensor *g;
+    ck_assert_int_eq(ad_gradients(y, NULL, 1, &x, &g, AD_CREATE_GRAPH), 0);
+    ck_assert_close(ad_item(g), 3 * 1.5 * 1.5, 1e-12);
+    ck_assert(ad_requires_grad(g));
+    ad_tensor *h;
+    ck_assert_int_eq(ad_gradients(ad_sum(g, NULL, 0, false), NULL, 1, &x, &h, AD_CREATE_GRAPH), 0);
+    ck_assert_close(ad_item(h), 6 * 1.5, 1e-12);
+    ad_tensor *k; /* third derivative: 6 */
+    ck_assert_int_eq(ad_gradients(ad_sum(h, NULL, 0, false), NULL, 1, &x, &k, 0), 0);
+    ck_assert_close(ad_item(k), 6, 1e-12);
+    /* the functional form never touched x's grad */
+    ck_assert_ptr_null(ad_tensor_grad(x));
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(create_graph_into_leaf_grad)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){2});
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_sum(ad_mul(ad_mul(x, x), x), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(y, NULL, AD_CREATE_GRAPH), 0);
+    ad_tensor *g = ad_tensor_grad(x);
+    ck_assert_close(ad_item(g), 12, 1e-12);
+    ck_assert(ad_requires_grad(g));
+    ad_zero_grad(x);
+    ck_assert_int_eq(ad_backward(ad_sum(g, NULL, 0, false), NULL, 0), 0);
+    ck_assert_close(ad_item(ad_tensor_grad(x)), 12, 1e-12); /* 6x */
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(gradients_of_unused_input_are_zero)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 2, (double[]){1, 2}), *z = vec(t, 3, (double[]){1, 2, 3});
+    ad_set_requires_grad(x, true);
+    ad_set_requires_grad(z, true);
+    ad_tensor *y = ad_sum(ad_exp(x), NULL, 0, false);
+    ad_tensor *in[2] = {x, z}, *g[2];
+    ck_assert_int_eq(ad_gradients(y, NULL, 2, in, g, 0), 0);
+    ck_assert_close(ot_at(g[0], 1), exp(2), 1e-12);
+    ck_assert_int_eq(ad_numel(g[1]), 3);
+    ck_assert_close(ot_at(g[1], 2), 0, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(backward_of_a_leaf)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){5});
+    ad_set_requires_grad(x, true);
+    ck_assert_int_eq(ad_backward(x, NULL, 0), 0);
+    ck_assert_close(ad_item(ad_tensor_grad(x)), 1, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(errors_keep_the_first_message)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = ot_f64(t, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *b = ot_f64(t, 1, (int64_t[]){4}, (double[]){1, 2, 3, 4});
+    ad_clear_error();
+    ad_tensor *y = ad_exp(ad_mul(ad_add(a, b), a));
+    ck_assert_ptr_null(y);
+    ck_assert_str_eq(ad_error(), "ad_add: shapes [2,3] and [4] cannot be broadcast together");
+    ad_clear_error();
+    ck_assert_ptr_null(ad_error());
+    ck_assert_error(ad_exp(NULL), "ad_exp: argument 'x' is NULL");
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(stats_count_nodes)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 1, (double[]){1});
+    ad_set_requires_grad(x, true);
+    ad_exp(ad_exp(x));
+    ad_tape_stats s;
+    ck_assert_int_eq(ad_tape_get_stats(t, &s), 0);
+    ck_assert_uint_eq(s.nodes, 2);
+    ck_assert_uint_ge(s.tensors, 3);
+    ck_assert_uint_gt(s.arena_used, 0);
+    ck_assert_error_rc(ad_tape_get_stats(NULL, &s), "NULL");
+    ck_assert_error_rc(ad_tape_reset(NULL), "NULL");
+    ad_tape_free(NULL);
+    ad_tape_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tape");
+    TCase *tc = tcase_create("tape");
+    tcase_add_test(tc, chain_rule_exact);
+    tcase_add_test(tc, shared_input_and_diamond);
+    tcase_add_test(tc, grads_accumulate_and_zero);
+    tcase_add_test(tc, grad_output_rules);
+    tcase_add_test(tc, no_grad_and_detach);
+    tcase_add_test(tc, leaves_and_requires_grad);
+    tcase_add_test(tc, tapes_do_not_mix);
+    tcase_add_test(tc, persistent_needs_a_tape_to_record);
+    tcase_add_test(tc, persistent_parameters_across_resets);
+    tcase_add_test(tc, views_of_persistent_storage_outlive_base);
+    tcase_add_test(tc, second_derivative_with_create_graph);
+    tcase_add_test(tc, create_graph_into_leaf_grad);
+    tcase_add_test(tc, gradients_of_unused_input_are_zero);
+    tcase_add_test(tc, backward_of_a_leaf);
+    tcase_add_test(tc, errors_keep_the_first_message);
+    tcase_add_test(tc, stats_count_nodes);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}

@@ -1,0 +1,231 @@
+#define _POSIX_C_SOURCE 200809L /* for fmemopen */
+/* tests/test_tensor.c - creation, element access, copies, ownership, the
+ * counter-based RNG and printing. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "optest.h"
+
+START_TEST(creation_values)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *z = ad_zeros(t, AD_FLOAT32, AD_SHAPE(2, 3));
+    ck_assert_int_eq(ad_ndim(z), 2);
+    ck_assert_int_eq(ad_size(z, 0), 2);
+    ck_assert_int_eq(ad_size(z, -1), 3);
+    ck_assert_int_eq(ad_numel(z), 6);
+    ck_assert_int_eq(ad_tensor_dtype(z), AD_FLOAT32);
+    ck_assert(ad_is_contiguous(z));
+    ck_assert_int_eq(ad_strides(z)[0], 3);
+    ck_assert_int_eq(ad_strides(z)[1], 1);
+    ck_assert_close(ot_at(z, 5), 0, 0);
+    ck_assert_close(ot_at(ad_ones(t, AD_FLOAT64, AD_SHAPE(4)), 3), 1, 0);
+    ck_assert_close(ot_at(ad_full(t, AD_FLOAT32, AD_SHAPE(2, 2), 0.1), 3), (float)0.1, 0);
+    ad_tensor *s = ad_scalar_tensor(t, AD_FLOAT64, 2.5);
+    ck_assert_int_eq(ad_ndim(s), 0);
+    ck_assert_int_eq(ad_numel(s), 1);
+    ck_assert_close(ad_item(s), 2.5, 0);
+    float data[] = {1, 2, 3, 4, 5, 6};
+    ad_tensor *a = ad_from_array(t, AD_FLOAT32, AD_SHAPE(3, 2), data);
+    double v;
+    ck_assert_int_eq(ad_get(a, (int64_t[]){2, 1}, &v), 0);
+    ck_assert_close(v, 6, 0);
+    ck_assert_int_eq(ad_get(a, (int64_t[]){-1, 0}, &v), 0); /* negative index */
+    ck_assert_close(v, 5, 0);
+    ck_assert_int_eq(ad_set(a, (int64_t[]){0, 1}, -7), 0);
+    ck_assert_close(((float *)ad_data(a))[1], -7, 0);
+    int64_t idx[] = {3, 1, 4};
+    ad_tensor *it = ad_from_array(t, AD_INT64, AD_SHAPE(3), idx);
+    ck_assert_close(ot_at(it, 2), 4, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(ranges)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *r = ad_arange(t, AD_FLOAT64, 0, 1, 0.25);
+    ck_assert_int_eq(ad_numel(r), 4);
+    ck_assert_close(ot_at(r, 3), 0.75, 0);
+    ad_tensor *d = ad_arange(t, AD_INT64, 5, 0, -2); /* 5 3 1 */
+    ck_assert_int_eq(ad_numel(d), 3);
+    ck_assert_close(ot_at(d, 2), 1, 0);
+    ck_assert_int_eq(ad_numel(ad_arange(t, AD_FLOAT64, 3, 3, 1)), 0);
+    ad_tensor *l = ad_linspace(t, AD_FLOAT64, -1, 1, 5);
+    ck_assert_close(ot_at(l, 1), -0.5, 1e-15);
+    ck_assert_close(ot_at(l, 4), 1, 0);
+    ck_assert_close(ot_at(ad_linspace(t, AD_FLOAT32, 2, 9, 1), 0), 2, 0);
+    ad_tensor *e = ad_eye(t, AD_FLOAT64, 3);
+    ck_assert_close(ot_at(e, 4), 1, 0);
+    ck_assert_close(ot_at(e, 5), 0, 0);
+    ck_assert_error(ad_arange(t, AD_FLOAT64, 0, 1, 0), "step non-zero");
+    ck_assert_error(ad_arange(t, AD_FLOAT64, 0, INFINITY, 1), "finite");
+    ck_assert_error(ad_linspace(t, AD_FLOAT64, 0, 1, 0), "n >= 1");
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(bad_shapes)
+{
+    ck_assert_error(ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(2, -3)), "ad_zeros: negative extent -3");
+    ck_assert_error(ad_zeros(NULL, AD_FLOAT64, 9, (int64_t[9]){1}), "ndim 9 out of range 0..8");
+    ck_assert_error(ad_zeros(NULL, AD_FLOAT64, 2, NULL), "shape is NULL");
+    ck_assert_error(ad_zeros(NULL, (ad_dtype)7, AD_SHAPE(2)), "invalid dtype 7");
+    /* 2^40 * 2^40 elements overflow any size: refused before allocating */
+    ck_assert_error(ad_ones(NULL, AD_FLOAT64, AD_SHAPE(1LL << 40, 1LL << 40)), "too many elements");
+    ck_assert_error(ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2), NULL), "data is NULL");
+    ad_tensor *z = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(0, 3)); /* empty is fine */
+    ck_assert_ptr_nonnull(z);
+    ck_assert_int_eq(ad_numel(z), 0);
+    ad_tensor_free(z);
+}
+END_TEST
+
+START_TEST(access_errors)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = ad_zeros(t, AD_FLOAT64, AD_SHAPE(2, 3));
+    double v;
+    ck_assert_error_rc(ad_get(a, (int64_t[]){2, 0}, &v),
+                       "ad_get: index 2 out of range for dimension 0 of shape [2,3]");
+    ck_assert_error_rc(ad_set(a, (int64_t[]){0, -4}, 1), "index -4 out of range for dimension 1");
+    ck_assert_error_rc(ad_get(a, NULL, &v), "index is NULL");
+    ck_assert(isnan(ad_item(a)));
+    ck_assert_msg(strstr(ad_error(), "shape [2,3] does not have exactly one element"), "%s",
+                  ad_error());
+    ad_clear_error();
+    ck_assert_int_eq(ad_size(a, 2), -1);
+    ck_assert_msg(strstr(ad_error(), "axis 2 out of range"), "%s", ad_error());
+    ck_assert_error_rc(ad_tensor_free(a), "belongs to a tape");
+    ck_assert_int_eq(ad_ndim(NULL), -1);
+    ad_clear_error();
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(copies_and_casts)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = ot_f64(t, 2, (int64_t[]){2, 2}, (double[]){1.5, 2.5, 3.5, 4.5});
+    ad_tensor *p = ad_copy(NULL, a);
+    ck_assert_ptr_null(ad_tensor_tape(p));
+    ad_set(a, (int64_t[]){0, 0}, 9);
+    ck_assert_close(ot_at(p, 0), 1.5, 0); /* a real copy */
+    ad_tensor *f = ad_empty(t, AD_FLOAT32, AD_SHAPE(2, 2));
+    ck_assert_int_eq(ad_copy_into(f, a), 0);
+    ck_assert_close(ot_at(f, 0), 9, 0);
+    ad_tensor *wrong = ad_empty(t, AD_FLOAT32, AD_SHAPE(4));
+    ck_assert_error_rc(ad_copy_into(wrong, a), "shapes differ: dst [4], src [2,2]");
+    ck_assert_int_eq(ad_fill(f, -1), 0);
+    ck_assert_close(ot_at(f, 3), -1, 0);
+    /* a broadcast (stride 0) view copies into contiguous memory */
+    ad_tensor *row = ot_f64(t, 2, (int64_t[]){1, 3}, (double[]){1, 2, 3});
+    ad_tensor *big = ad_expand(row, AD_SHAPE(4, 3));
+    ck_assert(!ad_is_contiguous(big));
+    ck_assert_ptr_null(ad_data(big));
+    ad_clear_error();
+    ad_tensor *c = ad_copy(t, big);
+    ck_assert(ad_is_contiguous(c));
+    ck_assert_close(ot_at(c, 11), 3, 0);
+    double buf[12];
+    ck_assert_int_eq(ad_to_array(big, buf), 0);
+    ck_assert_close(buf[7], 2, 0);
+    ad_tensor_free(p);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(rng_is_counter_based)
+{
+    ad_rng r1, r2, r3;
+    ad_rng_init(&r1, 42);
+    ad_rng_init(&r2, 42);
+    ad_rng_init(&r3, 43);
+    ad_tensor *a = ad_rand(NULL, &r1, AD_FLOAT64, AD_SHAPE(1000), 0, 1);
+    /* the same numbers drawn in two pieces: element i depends only on
+     * (seed, counter + i), not on how the draw was split */
+    ad_tensor *b1 = ad_rand(NULL, &r2, AD_FLOAT64, AD_SHAPE(300), 0, 1);
+    ad_tensor *b2 = ad_rand(NULL, &r2, AD_FLOAT64, AD_SHAPE(700), 0, 1);
+    ad_tensor *c = ad_rand(NULL, &r3, AD_FLOAT64, AD_SHAPE(1000), 0, 1);
+    ck_assert_uint_eq(r1.counter, r2.counter);
+    double *va = ad_data(a), *vb1 = ad_data(b1), *vb2 = ad_data(b2), *vc = ad_data(c);
+    double mean = 0;
+    int same_c = 0;
+    for (int i = 0; i < 1000; i++) {
+        ck_assert(va[i] >= 0 && va[i] < 1);
+        ck_assert(va[i] == (i < 300 ? vb1[i] : vb2[i - 300]));
+        same_c += va[i] == vc[i];
+        mean += va[i] / 1000;
+    }
+    ck_assert_int_lt(same_c, 5);
+    ck_assert_close(mean, 0.5, 0.05); /* 1/sqrt(12000) ~ 0.009: 5 sigma */
+    ad_tensor_free(a);
+    ad_tensor_free(b1);
+    ad_tensor_free(b2);
+    ad_tensor_free(c);
+}
+END_TEST
+
+START_TEST(randn_moments)
+{
+    ad_rng r;
+    ad_rng_init(&r, 7);
+    ad_tensor *x = ad_randn(NULL, &r, AD_FLOAT64, AD_SHAPE(20000), 1.0, 2.0);
+    double *v = ad_data(x), m = 0, s2 = 0;
+    for (int i = 0; i < 20000; i++) m += v[i] / 20000;
+    for (int i = 0; i < 20000; i++) s2 += (v[i] - m) * (v[i] - m) / 19999;
+    ck_assert_close(m, 1.0, 0.06);     /* sd of the mean 2/sqrt(20000) = 0.014 */
+    ck_assert_close(sqrt(s2), 2.0, 0.06);
+    for (int i = 0; i < 20000; i++) ck_assert(isfinite(v[i]));
+    ad_tensor_free(x);
+    ad_tensor *f = ad_rand(NULL, &r, AD_FLOAT32, AD_SHAPE(5000), -2, -1);
+    float *fv = ad_data(f);
+    for (int i = 0; i < 5000; i++) ck_assert(fv[i] >= -2 && fv[i] < -1);
+    ad_tensor_free(f);
+    for (int i = 0; i < 1000; i++) ck_assert_uint_lt(ad_rng_below(&r, 7), 7);
+    ck_assert_error(ad_rand(NULL, &r, AD_INT64, AD_SHAPE(2), 0, 1), "ad_rand");
+    ck_assert_error(ad_rand(NULL, &r, AD_FLOAT64, AD_SHAPE(2), 1, 1), "ad_rand");
+    ck_assert_error(ad_randn(NULL, &r, AD_FLOAT64, AD_SHAPE(2), 0, -1), "ad_randn");
+    ck_assert_error(ad_rand(NULL, NULL, AD_FLOAT64, AD_SHAPE(2), 0, 1), "ad_rand");
+}
+END_TEST
+
+static char *print_to_string(const ad_tensor *t)
+{
+    static char buf[8192];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    ck_assert_int_eq(ad_print(t, f), 0);
+    fclose(f);
+    return buf;
+}
+
+START_TEST(printing)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = ot_f64(t, 2, (int64_t[]){2, 2}, (double[]){1, 2, 3, 4});
+    ck_assert_str_eq(print_to_string(a),
+                     "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]], dtype=float64)\n");
+    ck_assert_str_eq(print_to_string(ad_scalar_tensor(t, AD_FLOAT32, 3.5)),
+                     "tensor(3.5000, dtype=float32)\n");
+    ad_tensor *big = ad_zeros(t, AD_FLOAT64, AD_SHAPE(2000));
+    ck_assert_ptr_nonnull(strstr(print_to_string(big), "..."));
+    ck_assert_error_rc(ad_print(NULL, stdout), "NULL");
+    ad_tape_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tensor");
+    TCase *tc = tcase_create("tensor");
+    tcase_add_test(tc, creation_values);
+    tcase_add_test(tc, ranges);
+    tcase_add_test(tc, bad_shapes);
+    tcase_add_test(tc, access_errors);
+    tcase_add_test(tc, copies_and_casts);
+    tcase_add_test(tc, rng_is_counter_based);
+    tcase_add_test(tc, randn_moments);
+    tcase_add_test(tc, printing);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
