@@ -4,6 +4,7 @@
  *   tape.h     the tape, grad mode, leaves, ad_backward
  *   ops.h      every differentiable op and the op table
  *   scalar.h   the fast scalar API (micrograd / ADOL-C style)
+ *   transforms.h grad, vjp, jvp, jacobian, hessian, hvp of C callbacks
  *   gradcheck.h ad_gradcheck and ad_gradgradcheck
  */
 #ifndef AUTODIFF_AUTODIFF_H
@@ -19,5 +20,6 @@
 #include "scalar.h"
 #include "tape.h"
 #include "tensor.h"
+#include "transforms.h"
 
 #endif

@@ -1,5 +1,6 @@
 /* autodiff/error.c - the per-thread error message and argument checks. */
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -11,6 +12,22 @@ const char *ad_error(void) { return err_set ? err_buf : NULL; }
 void ad_clear_error(void) { err_set = false; err_buf[0] = '\0'; }
 
 bool ad__has_error(void) { return err_set; }
+
+int ad_set_error(const char *fmt, ...)
+{
+    /* Formatted into a local buffer first: the arguments may point into
+     * err_buf (ad_set_error("...: %s", ad_error())), and vsnprintf into the
+     * buffer it is reading from is undefined behaviour. */
+    char msg[sizeof err_buf];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt ? fmt : "ad_set_error: fmt is NULL", ap);
+    va_end(ap);
+    if (n < 0) snprintf(msg, sizeof msg, "ad_set_error: cannot format '%s'", fmt);
+    memcpy(err_buf, msg, sizeof err_buf);
+    err_set = true;
+    return -1;
+}
 
 int ad__err(const char *fn, const char *fmt, ...)
 {

@@ -9,18 +9,16 @@
 #ifndef AUTODIFF_GRADCHECK_H
 #define AUTODIFF_GRADCHECK_H
 
-#include "tape.h"
+#include "transforms.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* A function under test: builds its output from inputs[0..n) with the
- * library's ops and returns it (NULL on error).  The inputs it receives are
- * float64 copies of the caller's tensors on a tape owned by the checker,
- * which is also active while f runs, so constants f makes with
+/* The function under test is an ad_func (transforms.h).  The inputs it
+ * receives are float64 copies of the caller's tensors on a tape owned by the
+ * checker, which is also active while f runs, so constants f makes with
  * ad_tensor_tape(inputs[0]) or ad_tape_active() are freed with it. */
-typedef ad_tensor *(*ad_func)(ad_tensor *const *inputs, int n, void *ctx);
 
 typedef struct ad_gradcheck_opts {
     double eps;   /* finite-difference step, default 1e-6 */

@@ -48,10 +48,18 @@ struct ad_tensor {
  * and can be differentiated again.  Return 0, or -1 with an error set. */
 typedef int (*ad_backward_rule)(ad_node *n, ad_tensor *g, ad_tensor **gin);
 
+/* Recomputes n->out's values in place from n->in and the parameters the
+ * public function stored in the node (used by ad_tape_replay).  Returns the
+ * number of elements whose value changed for comparison ops (branch
+ * switches, see tape.h), 0 for other ops, -1 on error.  NULL for views,
+ * whose output shares its input's storage and so is always current. */
+typedef int (*ad_forward_fn)(ad_node *n);
+
 typedef struct ad_op {
     const char *name;    /* "add"; also what graphs and errors show */
     const char *formula; /* one line: forward and derivative */
-    ad_backward_rule backward;
+    ad_backward_rule backward; /* NULL: not differentiable (comparisons) */
+    ad_forward_fn forward;     /* NULL for views */
 } ad_op;
 
 #define AD_NODE_IPARAMS (3 * AD_MAX_DIMS + 4)
@@ -76,6 +84,7 @@ extern const ad_op *const ad__ops_reduce[];
 extern const ad_op *const ad__ops_shape[];
 extern const ad_op *const ad__ops_linalg[];
 extern const ad_op *const ad__ops_loss[];
+extern const ad_op *const ad__ops_nn[];
 
 /* ---- errors (error.c) ---------------------------------------------------- */
 /* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that
@@ -91,7 +100,12 @@ int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b)
 /* Normalises a possibly negative axis for a tensor of ndim dims. */
 int ad__axis(const char *fn, int axis, int ndim, int *out);
 
-/* ---- memory (tape.c) ------------------------------------------------------ */
+/* ---- memory (tape.c) ------------------------------------------------------
+ * Every allocation the library makes goes through these, so tests can count
+ * them (zero-allocation replay) and make the n-th one fail (fault
+ * injection).  Both are per thread. */
+extern _Thread_local size_t ad__alloc_calls;
+extern _Thread_local long ad__alloc_fail_in; /* >0: the n-th next allocation fails */
 /* The library's one allocator entry point, so tests can inject failures. */
 void *ad__malloc(size_t n);
 void *ad__calloc(size_t n, size_t size);
@@ -156,6 +170,10 @@ int ad__result_tape(const char *fn, int nin, ad_tensor *const *in, ad_tape **tap
  * parameters in) and out requires grad.  Otherwise *node = NULL. */
 int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
                ad_node **node);
+/* Anomaly mode: the first non-finite value an op produces from finite
+ * inputs is an error (see tape.h).  ad__record checks forward results. */
+bool ad__anomaly_on(void);
+int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where);
 static inline bool ad__needs_grad(const ad_node *n, int i)
 {
     return n->in[i]->requires_grad && ad__is_float(n->in[i]->dtype);

@@ -15,6 +15,7 @@
 
 #include "ops_linalg.h"
 #include "ops_loss.h"
+#include "ops_nn.h"
 #include "ops_pointwise.h"
 #include "ops_reduce.h"
 #include "ops_shape.h"

@@ -1,7 +1,430 @@
 /* autodiff/ops_loss.c - fused softmax family and losses: kernel, rule and
- * formula side by side. */
+ * formula side by side, one block per op, listed in ad__ops_loss at the end.
+ *
+ * Stability.  Everything here goes through log-sum-exp with the maximum
+ * taken out first: for a line x, with m = max x,
+ *     log sum_j e^(x_j) = m + log sum_j e^(x_j - m),
+ * where every exponent is <= 0 (so nothing overflows) and the largest term
+ * is exactly 1 (so the sum is in [1, n] and its log never sees 0).  Logits
+ * of +-1000 are then as ordinary as logits of +-1.  Sums accumulate in
+ * double whatever the dtype.
+ *
+ * Rules are written with the library's ops (softmax's own rule included),
+ * so under AD_CREATE_GRAPH they are recorded and differentiate again. */
 #include "internal.h"
 
+static int check_reduction(const char *fn, ad_reduction r)
+{
+    if (r != AD_REDUCTION_MEAN && r != AD_REDUCTION_SUM && r != AD_REDUCTION_NONE)
+        return ad__err(fn, "unknown reduction %d (use AD_REDUCTION_MEAN, _SUM or _NONE)",
+                       (int)r);
+    return 0;
+}
+
+/* ---- line statistics ------------------------------------------------------
+ * Along one strided line of len elements starting at storage index off:
+ * m = max (NaN if any element is NaN, so NaN propagates rather than being
+ * skipped) and s = sum e^(x - m). */
+#define LINE_STATS(T)                                                            \
+    {                                                                            \
+        const T *p = (const T *)x->storage->data + off;                          \
+        for (int64_t k = 0; k < len; k++) {                                      \
+            double v = p[k * st];                                                \
+            if (v > m || isnan(v)) m = v;                                        \
+        }                                                                        \
+        for (int64_t k = 0; k < len; k++) s += exp((double)p[k * st] - m);       \
+    }
+
+static void line_stats(const ad_tensor *x, int64_t off, int64_t st, int64_t len, double *max,
+                       double *sum)
+{
+    double m = -INFINITY, s = 0.0;
+    if (x->dtype == AD_FLOAT32) LINE_STATS(float)
+    else LINE_STATS(double)
+    *max = m;
+    *sum = s;
+}
+
+/* ---- softmax / log_softmax kernel -------------------------------------------
+ * The iteration runs over x's shape with the axis collapsed to extent 1, so
+ * each visited position is the start of one line along the axis in x and in
+ * the (contiguous) output. */
+typedef struct sm_ctx {
+    const ad_tensor *x;
+    ad_tensor *y;
+    int64_t len, xs, ys; /* extent of the axis and the strides along it */
+    bool log;
+} sm_ctx;
+
+/* log_softmax needs m and s before it writes anything; softmax keeps each
+ * e^(x - m) in the output as it sums them (one exp per element) and then
+ * scales by 1/s, the sum itself staying in double. */
+#define SM_LINE(T)                                                               \
+    {                                                                            \
+        const T *p = (const T *)x->storage->data + xo;                           \
+        T *q = (T *)c->y->storage->data + yo;                                    \
+        int64_t xs = c->xs, ys = c->ys;                                          \
+        double m, s = 0.0;                                                       \
+        if (c->log) {                                                            \
+            line_stats(x, xo, xs, len, &m, &s);                                  \
+            /* (x - m) first: exact when x is near m, the entries that matter */ \
+            double l = log(s);                                                   \
+            for (int64_t k = 0; k < len; k++)                                    \
+                q[k * ys] = (T)(((double)p[k * xs] - m) - l);                    \
+        } else {                                                                 \
+            m = -INFINITY;                                                       \
+            for (int64_t k = 0; k < len; k++) {                                  \
+                double v = p[k * xs];                                            \
+                if (v > m || isnan(v)) m = v;                                    \
+            }                                                                    \
+            for (int64_t k = 0; k < len; k++) {                                  \
+                double e = exp((double)p[k * xs] - m);                           \
+                q[k * ys] = (T)e;                                                \
+                s += e;                                                          \
+            }                                                                    \
+            double inv = 1.0 / s;                                                \
+            for (int64_t k = 0; k < len; k++) q[k * ys] = (T)(q[k * ys] * inv);  \
+        }                                                                        \
+    }
+
+static void sm_row(int64_t nlines, const int64_t *off, const int64_t *step, void *vctx)
+{
+    sm_ctx *c = vctx;
+    const ad_tensor *x = c->x;
+    int64_t len = c->len;
+    for (int64_t i = 0; i < nlines; i++) {
+        int64_t yo = off[0] + i * step[0], xo = off[1] + i * step[1];
+        if (x->dtype == AD_FLOAT32) SM_LINE(float)
+        else SM_LINE(double)
+    }
+}
+
+/* y = softmax or log_softmax of x along axis ax (already normalised). */
+static void softmax_kernel(const ad_tensor *x, ad_tensor *y, int ax, bool log)
+{
+    /* A 0-d tensor is one line of one element (softmax 1, log_softmax 0). */
+    sm_ctx c = {x, y, 1, 0, 0, log};
+    ad_tensor xv = *x, yv = *y;
+    if (x->ndim > 0) {
+        c.len = x->shape[ax];
+        c.xs = x->strides[ax];
+        c.ys = y->strides[ax];
+        xv.shape[ax] = yv.shape[ax] = 1;
+    }
+    ad_iter it = {.ndim = x->ndim};
+    memcpy(it.shape, xv.shape, sizeof it.shape);
+    ad__iter_add(&it, &yv);
+    ad__iter_add(&it, &xv);
+    if (ad__numel(y->ndim, y->shape) > 0) ad__iter_run(&it, sm_row, &c);
+}
+
+/* Shared by softmax and log_softmax: checks, computes, records op with the
+ * normalised axis in ip[0]. */
+static ad_tensor *softmax_like(const char *fn, const ad_op *op, ad_tensor *x, int axis, bool log)
+{
+    int ax;
+    if (ad__check_arg(fn, "x", x, true) || ad__axis(fn, axis, x->ndim, &ax)) return NULL;
+    ad_tape *tape;
+    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
+    ad_tensor *y = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
+    if (!y) return NULL;
+    softmax_kernel(x, y, ax, log);
+    ad_node *n;
+    if (ad__record(op, y, 1, &x, &n)) {
+        if (!tape) ad_tensor_free(y);
+        return NULL;
+    }
+    if (n) n->ip[0] = ax;
+    return y;
+}
+
+/* ---- softmax ---------------------------------------------------------------
+ * Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so g^T J = y (g - sum(g y)):
+ * one product and one keepdim sum, never the n x n Jacobian. */
+static int softmax_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    int axis = (int)n->ip[0];
+    ad_tensor *y = n->out;
+    ad_tensor *gy = ad_sum(ad_mul(g, y), &axis, 1, true);
+    gin[0] = ad_mul(y, ad_sub(g, gy));
+    return gin[0] ? 0 : -1;
+}
+static int softmax_fw(ad_node *n)
+{
+    softmax_kernel(n->in[0], n->out, (int)n->ip[0], false);
+    return 0;
+}
+static const ad_op OP_SOFTMAX = {"softmax", "y = e^(x - max) / sum e^(x - max) along axis; "
+                                            "dx = y (g - sum(g y))", softmax_bw, softmax_fw};
+ad_tensor *ad_softmax(ad_tensor *x, int axis)
+{
+    return softmax_like("ad_softmax", &OP_SOFTMAX, x, axis, false);
+}
+
+/* ---- log_softmax -------------------------------------------------------------
+ * dy_i/dx_j = delta_ij - softmax_j, so dx = g - softmax sum(g), and
+ * softmax = e^y is recovered from the output rather than recomputed. */
+static int log_softmax_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    int axis = (int)n->ip[0];
+    ad_tensor *p = ad_exp(n->out);
+    gin[0] = ad_sub(g, ad_mul(p, ad_sum(g, &axis, 1, true)));
+    return gin[0] ? 0 : -1;
+}
+static int log_softmax_fw(ad_node *n)
+{
+    softmax_kernel(n->in[0], n->out, (int)n->ip[0], true);
+    return 0;
+}
+static const ad_op OP_LOG_SOFTMAX = {"log_softmax", "y = x - logsumexp(x) along axis; "
+                                                    "dx = g - e^y sum(g)", log_softmax_bw,
+                                     log_softmax_fw};
+ad_tensor *ad_log_softmax(ad_tensor *x, int axis)
+{
+    return softmax_like("ad_log_softmax", &OP_LOG_SOFTMAX, x, axis, true);
+}
+
+/* ---- cross_entropy -------------------------------------------------------------
+ * With target t = (1 - eps) onehot(label) + eps/C (sum_c t_c = 1),
+ *     l = -sum_c t_c log softmax(x)_c = sum_c t_c (lse - x_c)
+ *       = log s + sum_c t_c (m - x_c),      lse = m + log s,
+ * which subtracts only numbers of the same magnitude: no cancellation of
+ * two large values when the logits are large.  dl/dx = softmax(x) - t.
+ * Node: ip[0] the reduction, ip[1] 1 when called as ad_cross_entropy_ls,
+ * fp[0] eps, saved[0] a copy of the labels. */
+static inline int64_t label_at(const ad_tensor *labels, int64_t i)
+{
+    return ((const int64_t *)labels->storage->data)[labels->offset + i * labels->strides[0]];
+}
+
+static int check_labels(const char *fn, const ad_tensor *labels, int64_t C)
+{
+    for (int64_t i = 0; i < labels->shape[0]; i++) {
+        int64_t k = label_at(labels, i);
+        if (k < 0 || k >= C)
+            return ad__err(fn, "label %lld at position %lld is out of range for %lld classes",
+                           (long long)k, (long long)i, (long long)C);
+    }
+    return 0;
+}
+
+/* out = the losses ([N] for none) or their sum or mean ([]). */
+static void ce_kernel(const ad_tensor *x, const ad_tensor *labels, ad_reduction red, double eps,
+                      ad_tensor *out)
+{
+    int64_t N = x->shape[0], C = x->shape[1], s0 = x->strides[0], s1 = x->strides[1];
+    double total = 0.0, w = C ? eps / (double)C : 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        int64_t off = x->offset + i * s0;
+        double m, s;
+        line_stats(x, off, s1, C, &m, &s);
+        double l = log(s) + (1.0 - eps) * (m - ad__ld(x, off + label_at(labels, i) * s1));
+        if (eps > 0.0) {
+            double spread = 0.0;
+            for (int64_t c = 0; c < C; c++) spread += m - ad__ld(x, off + c * s1);
+            l += w * spread;
+        }
+        if (red == AD_REDUCTION_NONE) ad__st(out, i, l);
+        total += l;
+    }
+    /* The mean of an empty batch is NaN, as in PyTorch. */
+    if (red != AD_REDUCTION_NONE)
+        ad__st(out, 0, red == AD_REDUCTION_SUM ? total : N ? total / (double)N : NAN);
+}
+
+static int ce_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    if (!ad__needs_grad(n, 0)) return 0;
+    ad_tensor *x = n->in[0], *labels = n->saved[0];
+    int64_t N = x->shape[0], C = x->shape[1];
+    double eps = n->fp[0];
+    /* The smoothed one-hot target: a constant, made here rather than in
+     * the forward so that a forward without backward does not pay for it.
+     * The labels are the forward's copy, already range-checked. */
+    ad_tensor *t = ad_full(n->out->tape, x->dtype, 2, x->shape, C ? eps / (double)C : 0.0);
+    if (!t) return -1;
+    for (int64_t i = 0; i < N; i++)
+        ad__st(t, i * C + label_at(labels, i), 1.0 - eps + eps / (double)C);
+    ad_tensor *d = ad_sub(ad_softmax(x, 1), t);
+    /* g is [] for sum and mean (broadcast over everything) and [N] for none
+     * (one weight per row, so [N, 1]). */
+    ad_tensor *gg = g;
+    switch ((ad_reduction)n->ip[0]) {
+    case AD_REDUCTION_NONE: gg = ad_reshape(g, 2, (int64_t[]){N, 1}); break;
+    case AD_REDUCTION_MEAN: gg = N > 0 ? ad_mul_scalar(g, 1.0 / (double)N) : g; break;
+    case AD_REDUCTION_SUM: break;
+    }
+    gin[0] = ad_mul(d, gg);
+    return gin[0] ? 0 : -1;
+}
+/* Replay: the labels are an input like any other and may have changed, so
+ * they are checked again and the rule's copy refreshed. */
+static int ce_fw(ad_node *n)
+{
+    ad_tensor *x = n->in[0], *labels = n->in[1];
+    if (check_labels(n->ip[1] ? "ad_cross_entropy_ls" : "ad_cross_entropy", labels, x->shape[1]))
+        return -1;
+    ce_kernel(x, labels, (ad_reduction)n->ip[0], n->fp[0], n->out);
+    if (n->saved[0] && ad_copy_into(n->saved[0], labels)) return -1;
+    return 0;
+}
+static const ad_op OP_CROSS_ENTROPY = {
+    "cross_entropy",
+    "l_n = logsumexp(x_n) - sum_c t_nc x_nc, t = (1-eps) onehot(label_n) + eps/C, reduced; "
+    "dx_n = g (softmax(x_n) - t_n) (/ N for mean)",
+    ce_bw, ce_fw};
+
+static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *labels,
+                                ad_reduction reduction, double eps)
+{
+    char a[160], b[160];
+    if (ad__check_arg(fn, "logits", logits, true) || ad__check_arg(fn, "labels", labels, false) ||
+        check_reduction(fn, reduction))
+        return NULL;
+    if (logits->ndim != 2) {
+        ad__fmt_shape(logits->ndim, logits->shape, a, sizeof a);
+        return ad__err(fn, "logits must be 2-D [N, C], got %s", a), NULL;
+    }
+    int64_t N = logits->shape[0];
+    if (labels->dtype != AD_INT64)
+        return ad__err(fn, "labels must be int64, got %s", ad_dtype_name(labels->dtype)), NULL;
+    if (labels->ndim != 1 || labels->shape[0] != N) {
+        ad__fmt_shape(labels->ndim, labels->shape, a, sizeof a);
+        ad__fmt_shape(logits->ndim, logits->shape, b, sizeof b);
+        return ad__err(fn, "labels %s do not match logits %s: need [%lld]", a, b, (long long)N),
+               NULL;
+    }
+    if (!(eps >= 0.0 && eps <= 1.0))
+        return ad__err(fn, "label smoothing %g is not in [0, 1]", eps), NULL;
+    if (check_labels(fn, labels, logits->shape[1])) return NULL;
+    ad_tensor *in[2] = {logits, labels};
+    ad_tape *tape;
+    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
+    ad_tensor *out = ad__alloc(fn, tape, logits->dtype, reduction == AD_REDUCTION_NONE, &N);
+    if (!out) return NULL;
+    ce_kernel(logits, labels, reduction, eps, out);
+    ad_node *n;
+    if (ad__record(&OP_CROSS_ENTROPY, out, 2, in, &n)) {
+        if (!tape) ad_tensor_free(out);
+        return NULL;
+    }
+    if (n) {
+        n->ip[0] = reduction;
+        n->ip[1] = !strcmp(fn, "ad_cross_entropy_ls");
+        n->fp[0] = eps;
+        /* The rule needs the labels as they are now, not as the caller may
+         * overwrite them before backward. */
+        n->saved[0] = ad_copy(tape, labels);
+        if (!n->saved[0]) return NULL;
+    }
+    return out;
+}
+
+ad_tensor *ad_cross_entropy_ls(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction,
+                               double smoothing)
+{
+    return cross_entropy("ad_cross_entropy_ls", logits, labels, reduction, smoothing);
+}
+
+ad_tensor *ad_cross_entropy(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction)
+{
+    return cross_entropy("ad_cross_entropy", logits, labels, reduction, 0.0);
+}
+
+/* ---- mse_loss --------------------------------------------------------------------
+ * d/da (a - b)^2 = 2 (a - b) = -d/db.  Node: ip[0] the reduction. */
+typedef struct mse_ctx {
+    const ad_tensor *a, *b;
+    double sum;
+} mse_ctx;
+
+#define MSE_ROW(T)                                                               \
+    {                                                                            \
+        const T *x = (const T *)c->a->storage->data + off[0];                    \
+        const T *y = (const T *)c->b->storage->data + off[1];                    \
+        for (int64_t i = 0; i < len; i++) {                                      \
+            double d = (double)x[i * step[0]] - (double)y[i * step[1]];          \
+            s += d * d;                                                          \
+        }                                                                        \
+    }
+
+static void mse_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
+{
+    mse_ctx *c = vctx;
+    double s = 0.0;
+    if (c->a->dtype == AD_FLOAT32) MSE_ROW(float)
+    else MSE_ROW(double)
+    c->sum += s;
+}
+
+static double f_sqdiff(double a, double b) { return (a - b) * (a - b); }
+
+static void mse_kernel(const ad_tensor *a, const ad_tensor *b, ad_reduction red, ad_tensor *out)
+{
+    if (red == AD_REDUCTION_NONE) {
+        ad__map2(out, a, b, f_sqdiff);
+        return;
+    }
+    mse_ctx c = {a, b, 0.0};
+    ad_iter it = {.ndim = a->ndim};
+    memcpy(it.shape, a->shape, sizeof it.shape);
+    ad__iter_add(&it, a);
+    ad__iter_add(&it, b);
+    ad__iter_run(&it, mse_row, &c);
+    /* An empty mean is NaN, as in PyTorch. */
+    int64_t N = ad__numel(a->ndim, a->shape);
+    ad__st(out, 0, red == AD_REDUCTION_SUM ? c.sum : N ? c.sum / (double)N : NAN);
+}
+
+static int mse_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *a = n->in[0], *b = n->in[1];
+    int64_t N = ad__numel(a->ndim, a->shape);
+    double k = (ad_reduction)n->ip[0] == AD_REDUCTION_MEAN && N > 0 ? 2.0 / (double)N : 2.0;
+    /* g is [] for sum and mean, a's shape for none: ad_mul broadcasts both. */
+    ad_tensor *da = ad_mul(ad_sub(a, b), ad_mul_scalar(g, k));
+    if (!da) return -1;
+    if (ad__needs_grad(n, 0)) gin[0] = da;
+    if (ad__needs_grad(n, 1) && !(gin[1] = ad_neg(da))) return -1;
+    return 0;
+}
+static int mse_fw(ad_node *n)
+{
+    mse_kernel(n->in[0], n->in[1], (ad_reduction)n->ip[0], n->out);
+    return 0;
+}
+static const ad_op OP_MSE_LOSS = {"mse_loss", "y = (a - b)^2 reduced; "
+                                              "da = 2 g (a - b) (/ N for mean), db = -da",
+                                  mse_bw, mse_fw};
+ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
+{
+    static const char *fn = "ad_mse_loss";
+    if (ad__check_arg(fn, "a", a, true) || ad__check_arg(fn, "b", b, true) ||
+        ad__check_same_dtype(fn, a, b) || check_reduction(fn, reduction))
+        return NULL;
+    if (!ad__same_shape(a, b)) {
+        char sa[160], sb[160];
+        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
+        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
+        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)", sa, sb),
+               NULL;
+    }
+    ad_tensor *in[2] = {a, b};
+    ad_tape *tape;
+    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
+    bool none = reduction == AD_REDUCTION_NONE;
+    ad_tensor *out = ad__alloc(fn, tape, a->dtype, none ? a->ndim : 0, a->shape);
+    if (!out) return NULL;
+    mse_kernel(a, b, reduction, out);
+    ad_node *n;
+    if (ad__record(&OP_MSE_LOSS, out, 2, in, &n)) {
+        if (!tape) ad_tensor_free(out);
+        return NULL;
+    }
+    if (n) n->ip[0] = reduction;
+    return out;
+}
+
 const ad_op *const ad__ops_loss[] = {
-    NULL,
+    &OP_SOFTMAX, &OP_LOG_SOFTMAX, &OP_CROSS_ENTROPY, &OP_MSE_LOSS, NULL,
 };

@@ -18,20 +18,51 @@ typedef enum ad_reduction {
     AD_REDUCTION_NONE = 2  /* one loss per sample */
 } ad_reduction;
 
-/* y_i = e^(x_i - m) / sum_j e^(x_j - m) along axis (m the max, for
- * stability).  dx = y (g - sum(g y)) */
+/* ---- softmax family --------------------------------------------------------
+ * Along one axis (negative counts from the end) of x of any shape and
+ * strides; the result has x's shape.  Computed with the line's maximum m
+ * taken out, so inputs of any finite magnitude (+-1000 and beyond) give
+ * finite results.  A line containing NaN gives NaN; a line that is all
+ * -inf gives NaN (0/0), as in PyTorch.  A 0-d x is one line of one element.
+ * Errors: NULL, integer dtype, axis out of range. */
+
+/* y_i = e^(x_i - m) / sum_j e^(x_j - m).  dx = y (g - sum(g y)) */
 ad_tensor *ad_softmax(ad_tensor *x, int axis);
-/* y_i = x_i - logsumexp(x) along axis.  dx = g - softmax(x) sum(g) */
+/* y_i = (x_i - m) - log sum_j e^(x_j - m) = x_i - logsumexp(x).
+ * dx = g - e^y sum(g)   (e^y is the softmax) */
 ad_tensor *ad_log_softmax(ad_tensor *x, int axis);
-/* Cross-entropy of logits [N, C] against class indices labels [N] (int64,
- * each in [0, C)):  l_n = logsumexp(x_n) - x_n[labels_n], reduced by
- * `reduction`.  dx_n = g (softmax(x_n) - onehot(labels_n)) (/ N for mean).
- * Errors: logits not 2-D, labels not int64 1-D of length N, label out of
- * range (named with its position). */
+
+/* ---- losses ------------------------------------------------------------------
+ * reduction is one of the three above (anything else is an error).  MEAN and
+ * SUM give a 0-d tensor; MEAN of an empty batch is NaN (as in PyTorch). */
+
+/* Cross-entropy of logits [N, C] (float, any strides) against class indices
+ * labels [N] (int64, any strides, each in [0, C)):
+ *     l_n = logsumexp(x_n) - x_n[labels_n]  =  -log_softmax(x_n)[labels_n],
+ * reduced by `reduction` (NONE gives [N]).
+ * dx_n = g_n (softmax(x_n) - onehot(labels_n)), / N for mean.
+ * One recorded op (not a chain of log_softmax and gather).  The labels are
+ * copied when the op is recorded, so overwriting them before backward does
+ * not change the gradient.
+ * Errors: logits not 2-D or not float, labels not int64, labels not 1-D of
+ * length N, a label < 0 or >= C ("ad_cross_entropy: label 7 at position 3
+ * is out of range for 5 classes"), unknown reduction. */
 ad_tensor *ad_cross_entropy(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction);
-/* Mean squared error: (a - b)^2 reduced by `reduction` (shapes must match
- * exactly, no broadcasting, as a guard against silent mistakes).
- * da = 2 g (a - b) (/ N for mean), db = -da */
+/* The same with label smoothing eps in [0, 1] (PyTorch's label_smoothing):
+ * the target is t = (1 - eps) onehot(labels_n) + eps / C, and
+ *     l_n = -sum_c t_c log_softmax(x_n)_c
+ *         = logsumexp(x_n) - (1 - eps) x_n[labels_n] - (eps / C) sum_c x_nc.
+ * dx_n = g_n (softmax(x_n) - t_n), / N for mean.  eps = 0 is exactly
+ * ad_cross_entropy (same op, "cross_entropy").  Errors as above, and eps
+ * outside [0, 1] or NaN (named "ad_cross_entropy_ls"). */
+ad_tensor *ad_cross_entropy_ls(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction,
+                               double smoothing);
+/* Mean squared error: (a - b)^2 elementwise, reduced by `reduction` (NONE
+ * keeps the shape; MEAN divides by the element count N).  Shapes must match
+ * exactly - no broadcasting, as a guard against the silent [N] vs [N,1]
+ * mistake.  da = 2 g (a - b) (/ N for mean), db = -da.
+ * Errors: NULL, integer dtype, dtypes differ, shapes differ, unknown
+ * reduction. */
 ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction);
 
 #ifdef __cplusplus

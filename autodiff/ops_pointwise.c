@@ -4,14 +4,193 @@
  * Every rule is written with the library's own ops, so under
  * AD_CREATE_GRAPH it is itself recorded and can be differentiated again.
  * Rules of broadcasting ops reduce with ad_sum_to so each gradient has its
- * input's shape. */
+ * input's shape.  Masks (relu's [x > 0], maximum's tie split...) are made of
+ * comparisons, which have no backward rule: no gradient flows through them,
+ * which is right, since their derivative is 0 wherever it exists. */
+#include <limits.h>
+
 #include "internal.h"
 
-/* ---- shared machinery --------------------------------------------------- */
+/* ---- kernels -------------------------------------------------------------
+ * The strided iterator hands over one innermost run ("row") at a time, with
+ * contiguous dimensions merged, so a contiguous tensor is a single row with
+ * unit steps.  The hot ops (add, sub, mul, div, the comparisons; neg, exp,
+ * relu, tanh, sigmoid) have their loops written out and are chosen by a
+ * switch once per row; every other op maps a scalar function, computed in
+ * double. */
+enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ,
+       K_NEG, K_EXP, K_RELU, K_TANH, K_SIGMOID };
 
-/* Checks, broadcasts, allocates, runs f and records op (op may be NULL for
- * the non-differentiable comparisons). */
-static ad_tensor *binary(const char *fn, const ad_op *op, ad_tensor *a, ad_tensor *b, ad_fn2 f)
+typedef struct kern {
+    int kind;
+    ad_fn1 f1;
+    ad_fn2 f2;
+    const double *p;
+    ad_tensor *out;
+    const ad_tensor *a, *b, *c; /* operands; c is where's condition */
+    int64_t changed;            /* count_row: results that differ from before */
+} kern;
+
+/* Logistic function without overflow: with e = exp(-|x|) in (0, 1], both
+ * 1/(1+e) and e/(1+e) are well conditioned, so sigmoid(+-1000) is exactly 1
+ * and 0 rather than NaN. */
+static inline double sig_d(double x)
+{
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+static inline float sig_f(float x)
+{
+    float e = expf(-fabsf(x));
+    return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+/* Loops over one row, x (and y) bound to the current elements. */
+#define UN_LOOP(T, E)                                                                 \
+    do {                                                                              \
+        T *o = (T *)k->out->storage->data + off[0];                                   \
+        const T *X = (const T *)k->a->storage->data + off[1];                         \
+        if (step[0] == 1 && step[1] == 1)                                             \
+            for (int64_t i = 0; i < len; i++) { T x = X[i]; o[i] = (E); }             \
+        else                                                                          \
+            for (int64_t i = 0; i < len; i++) { T x = X[i * step[1]]; o[i * step[0]] = (E); } \
+    } while (0)
+
+#define BIN_LOOP(T, E)                                                                \
+    do {                                                                              \
+        T *o = (T *)k->out->storage->data + off[0];                                   \
+        const T *X = (const T *)k->a->storage->data + off[1];                         \
+        const T *Y = (const T *)k->b->storage->data + off[2];                         \
+        int64_t so = step[0], sx = step[1], sy = step[2];                             \
+        if (so == 1 && sx == 1 && sy == 1)                                            \
+            for (int64_t i = 0; i < len; i++) { T x = X[i], y = Y[i]; o[i] = (E); }   \
+        else if (so == 1 && sx == 1 && sy == 0) {                                     \
+            T y = Y[0];                                                               \
+            for (int64_t i = 0; i < len; i++) { T x = X[i]; o[i] = (E); }             \
+        } else                                                                        \
+            for (int64_t i = 0; i < len; i++) {                                       \
+                T x = X[i * sx], y = Y[i * sy];                                       \
+                o[i * so] = (E);                                                      \
+            }                                                                         \
+    } while (0)
+
+#define UN_KINDS(T, EXP, TANH, SIG)                                                   \
+    switch (k->kind) {                                                                \
+    case K_NEG: UN_LOOP(T, -x); break;                                                \
+    case K_EXP: UN_LOOP(T, EXP(x)); break;                                            \
+    case K_RELU: UN_LOOP(T, x <= 0 ? (T)0 : x); break; /* NaN passes through */      \
+    case K_TANH: UN_LOOP(T, TANH(x)); break;                                          \
+    case K_SIGMOID: UN_LOOP(T, SIG(x)); break;                                        \
+    default: UN_LOOP(T, (T)k->f1((double)x, k->p)); break;                            \
+    }
+
+#define BIN_KINDS(T)                                                                  \
+    switch (k->kind) {                                                                \
+    case K_ADD: BIN_LOOP(T, x + y); break;                                            \
+    case K_SUB: BIN_LOOP(T, x - y); break;                                            \
+    case K_MUL: BIN_LOOP(T, x * y); break;                                            \
+    case K_DIV: BIN_LOOP(T, x / y); break;                                            \
+    case K_GT: BIN_LOOP(T, (T)(x > y)); break;                                        \
+    case K_GE: BIN_LOOP(T, (T)(x >= y)); break;                                       \
+    case K_LT: BIN_LOOP(T, (T)(x < y)); break;                                        \
+    case K_LE: BIN_LOOP(T, (T)(x <= y)); break;                                       \
+    case K_EQ: BIN_LOOP(T, (T)(x == y)); break;                                       \
+    default: BIN_LOOP(T, (T)k->f2((double)x, (double)y)); break;                      \
+    }
+
+static void un_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) UN_KINDS(double, exp, tanh, sig_d)
+    else UN_KINDS(float, expf, tanhf, sig_f)
+}
+
+static void bin_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) BIN_KINDS(double)
+    else BIN_KINDS(float)
+}
+
+/* For replaying comparisons and sign: writes the new result and counts the
+ * elements where it differs from the one already there (branch switches). */
+static void count_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    kern *k = ctx;
+    for (int64_t i = 0; i < len; i++) {
+        double x = ad__ld(k->a, off[1] + i * step[1]);
+        double v = k->b ? k->f2(x, ad__ld(k->b, off[2] + i * step[2])) : k->f1(x, k->p);
+        int64_t o = off[0] + i * step[0];
+        double was = ad__ld(k->out, o);
+        if (was != v && !(isnan(was) && isnan(v))) {
+            k->changed++;
+            ad__st(k->out, o, v);
+        }
+    }
+}
+
+/* Runs a row function over out's shape with out first, then the operands
+ * (broadcast against it). */
+static void run(kern *k, ad_iter_row row)
+{
+    ad_iter it = {.ndim = k->out->ndim};
+    memcpy(it.shape, k->out->shape, sizeof it.shape);
+    ad__iter_add(&it, k->out);
+    if (k->c) ad__iter_add(&it, k->c);
+    ad__iter_add(&it, k->a);
+    if (k->b) ad__iter_add(&it, k->b);
+    ad__iter_run(&it, row, k);
+}
+
+/* ---- shared machinery ---------------------------------------------------
+ * An elementwise op is its ad_op plus the kernel that computes it, so one
+ * forward (pw_fw, for ad_tape_replay) serves them all: it finds the kernel
+ * from n->op, which points at the first member of the op's pw_def. */
+typedef struct pw_def {
+    ad_op op;
+    int kind;
+    ad_fn1 f1;
+    ad_fn2 f2;
+} pw_def;
+
+static int pw_fw(ad_node *n)
+{
+    const pw_def *d = (const pw_def *)n->op;
+    kern k = {.kind = d->kind, .f1 = d->f1, .f2 = d->f2, .p = n->fp, .out = n->out,
+              .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
+    run(&k, k.b ? bin_row : un_row);
+    return 0;
+}
+
+/* The comparisons' and sign's forward also reports how many results
+ * changed since the last run. */
+static int cmp_fw(ad_node *n)
+{
+    const pw_def *d = (const pw_def *)n->op;
+    kern k = {.f1 = d->f1, .f2 = d->f2, .p = n->fp, .out = n->out, .a = n->in[0],
+              .b = n->nin > 1 ? n->in[1] : NULL};
+    run(&k, count_row);
+    return k.changed > INT_MAX ? INT_MAX : (int)k.changed;
+}
+
+/* Records the op (a persistent result is freed if that fails: anomaly
+ * mode can reject it) and keeps np parameters in the node for the rule and
+ * the replay. */
+static ad_tensor *finish(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
+                         const double *p, int np)
+{
+    ad_node *n;
+    if (ad__record(op, out, nin, in, &n)) {
+        if (!out->tape) ad_tensor_free(out);
+        return NULL;
+    }
+    if (n)
+        for (int i = 0; i < np; i++) n->fp[i] = p[i];
+    return out;
+}
+
+/* Checks, broadcasts, allocates, runs the kernel and records. */
+static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tensor *b)
 {
     if (ad__check_arg(fn, "a", a, true) || ad__check_arg(fn, "b", b, true) ||
         ad__check_same_dtype(fn, a, b))
@@ -24,28 +203,21 @@ static ad_tensor *binary(const char *fn, const ad_op *op, ad_tensor *a, ad_tenso
     if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
-    ad__map2(out, a, b, f);
-    ad_node *n;
-    if (op && ad__record(op, out, 2, in, &n)) return NULL;
-    return out;
+    run(&(kern){.kind = d->kind, .f2 = d->f2, .out = out, .a = a, .b = b}, bin_row);
+    return finish(&d->op, out, 2, in, NULL, 0);
 }
 
-/* Same for one input; p (np <= 4 values) reaches f and is kept in the node
- * for the rule. */
-static ad_tensor *unary(const char *fn, const ad_op *op, ad_tensor *x, ad_fn1 f,
-                        const double *p, int np)
+/* Same for one input; p (np <= 4 values) reaches the kernel's f1 and is
+ * kept in the node's fp. */
+static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const double *p, int np)
 {
     if (ad__check_arg(fn, "x", x, true)) return NULL;
     ad_tape *tape;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
-    ad__map1(out, x, f, p);
-    ad_node *n;
-    if (op && ad__record(op, out, 1, &x, &n)) return NULL;
-    if (n)
-        for (int i = 0; i < np; i++) n->fp[i] = p[i];
-    return out;
+    run(&(kern){.kind = d->kind, .f1 = d->f1, .p = p, .out = out, .a = x}, un_row);
+    return finish(&d->op, out, 1, &x, p, np);
 }
 
 /* A 0-d constant of a's dtype, combined with a by a binary op.  The constant
@@ -54,8 +226,8 @@ static ad_tensor *unary(const char *fn, const ad_op *op, ad_tensor *x, ad_fn1 f,
 static ad_tensor *with_scalar(const char *fn, ad_tensor *a, double s,
                               ad_tensor *(*op)(ad_tensor *, ad_tensor *), bool scalar_first)
 {
-    if (ad__check_arg(fn, "a", a, true)) return NULL;
-    ad_tape *tape = a->tape ? a->tape : ad_tape_active();
+    ad_tape *tape;
+    if (ad__check_arg(fn, "a", a, true) || ad__result_tape(fn, 1, &a, &tape)) return NULL;
     ad_tensor *c = ad__alloc(fn, tape, a->dtype, 0, NULL);
     if (!c) return NULL;
     ad__st(c, 0, s);
@@ -64,81 +236,419 @@ static ad_tensor *with_scalar(const char *fn, ad_tensor *a, double s,
     return r;
 }
 
+/* A 0-d constant for a rule, on the tape of the node's output. */
+static ad_tensor *konst(ad_node *n, double v)
+{
+    return ad_scalar_tensor(n->out->tape, n->out->dtype, v);
+}
+
 #define GRAD_TO(i, expr) \
     do { if (ad__needs_grad(n, i)) gin[i] = ad_sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
 
-/* ---- add ----------------------------------------------------------------- */
-static double f_add(double a, double b) { return a + b; }
+/* The definition of op X, whose kernel is `kind` or, with K_FN, f1 / f2. */
+#define PW_OP(X, name, formula, rule, kind, f1, f2) \
+    static const pw_def X = {{name, formula, rule, pw_fw}, kind, f1, f2}
+
+/* ---- add / sub / mul / div ------------------------------------------------ */
 static int add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     GRAD_TO(0, g);
     GRAD_TO(1, g);
     return 0;
 }
-static const ad_op OP_ADD = {"add", "y = a + b; da = g, db = g", add_bw};
-ad_tensor *ad_add(ad_tensor *a, ad_tensor *b) { return binary("ad_add", &OP_ADD, a, b, f_add); }
+PW_OP(D_ADD, "add", "y = a + b; da = g, db = g", add_bw, K_ADD, NULL, NULL);
+ad_tensor *ad_add(ad_tensor *a, ad_tensor *b) { return binary("ad_add", &D_ADD, a, b); }
 
-/* ---- sub ----------------------------------------------------------------- */
-static double f_sub(double a, double b) { return a - b; }
 static int sub_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     GRAD_TO(0, g);
     GRAD_TO(1, ad_neg(g));
     return 0;
 }
-static const ad_op OP_SUB = {"sub", "y = a - b; da = g, db = -g", sub_bw};
-ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b) { return binary("ad_sub", &OP_SUB, a, b, f_sub); }
+PW_OP(D_SUB, "sub", "y = a - b; da = g, db = -g", sub_bw, K_SUB, NULL, NULL);
+ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b) { return binary("ad_sub", &D_SUB, a, b); }
 
-/* ---- mul ----------------------------------------------------------------- */
-static double f_mul(double a, double b) { return a * b; }
 static int mul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     GRAD_TO(0, ad_mul(g, n->in[1]));
     GRAD_TO(1, ad_mul(g, n->in[0]));
     return 0;
 }
-static const ad_op OP_MUL = {"mul", "y = a * b; da = g b, db = g a", mul_bw};
-ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b) { return binary("ad_mul", &OP_MUL, a, b, f_mul); }
+PW_OP(D_MUL, "mul", "y = a * b; da = g b, db = g a", mul_bw, K_MUL, NULL, NULL);
+ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b) { return binary("ad_mul", &D_MUL, a, b); }
 
-/* ---- neg ----------------------------------------------------------------- */
-static double f_neg(double x, const double *p) { (void)p; return -x; }
+static int div_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    /* d(a/b)/db = -a/b^2 = -(a/b)/b: with gb = g/b, da = gb and db = -gb y,
+     * where y is the output (differentiable, so second order holds). */
+    ad_tensor *gb = ad_div(g, n->in[1]);
+    GRAD_TO(0, gb);
+    GRAD_TO(1, ad_neg(ad_mul(gb, n->out)));
+    return 0;
+}
+PW_OP(D_DIV, "div", "y = a / b; da = g / b, db = -g y / b", div_bw, K_DIV, NULL, NULL);
+ad_tensor *ad_div(ad_tensor *a, ad_tensor *b) { return binary("ad_div", &D_DIV, a, b); }
+
+/* ---- pow ----------------------------------------------------------------- */
+static double f_pow(double a, double b) { return pow(a, b); }
+static int pow_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *a = n->in[0], *b = n->in[1], *zero = konst(n, 0.0), *one = konst(n, 1.0);
+    ad_tensor *at0 = ad_eq(a, zero);
+    /* Zeros of a are replaced by 1 before they reach a^(b-1) or ln a, rather
+     * than masked afterwards: a masked inf would still become NaN (0 * inf)
+     * in the second derivatives. */
+    if (ad__needs_grad(n, 0)) {
+        /* b a^(b-1) (not b y / a, which is 0/0 at a = 0).  At a = b = 0 it
+         * would be 0 * inf; the derivative of a^0 = 1 is 0, which b 1^(-1)
+         * gives. */
+        ad_tensor *base = ad_where(ad_mul(at0, ad_eq(b, zero)), one, a);
+        GRAD_TO(0, ad_mul(g, ad_mul(b, ad_pow(base, ad_sub_scalar(b, 1.0)))));
+    }
+    /* d a^b / db = a^b ln a, taken as 0 at a = 0 (its limit for b > 0). */
+    GRAD_TO(1, ad_where(at0, zero, ad_mul(ad_mul(g, n->out), ad_log(ad_where(at0, one, a)))));
+    return 0;
+}
+PW_OP(D_POW, "pow", "y = a^b; da = g b a^(b-1), db = g y ln a (0 where a = 0)", pow_bw, K_FN,
+      NULL, f_pow);
+ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b) { return binary("ad_pow", &D_POW, a, b); }
+
+/* ---- maximum / minimum -----------------------------------------------------
+ * The gradient goes to the larger (smaller) input; on a tie each gets g/2,
+ * the average of the two one-sided derivatives, as PyTorch does.  The mask
+ * is made of comparisons, which are not differentiable: right, since its
+ * derivative is 0 wherever it exists. */
+static double f_max(double a, double b) { return (a > b || isnan(a)) ? a : b; }
+static double f_min(double a, double b) { return (a < b || isnan(a)) ? a : b; }
+static int extremum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin, ad_tensor *wins)
+{
+    /* mask of a: 1 where a wins, 1/2 on a tie; b gets 1 - mask */
+    ad_tensor *ma = ad_add(wins, ad_mul_scalar(ad_eq(n->in[0], n->in[1]), 0.5));
+    GRAD_TO(0, ad_mul(g, ma));
+    GRAD_TO(1, ad_mul(g, ad_rsub_scalar(ma, 1.0)));
+    return 0;
+}
+static int maximum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    return extremum_bw(n, g, gin, ad_gt(n->in[0], n->in[1]));
+}
+static int minimum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    return extremum_bw(n, g, gin, ad_lt(n->in[0], n->in[1]));
+}
+PW_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2), db = g - da",
+      maximum_bw, K_FN, NULL, f_max);
+PW_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
+      minimum_bw, K_FN, NULL, f_min);
+ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b) { return binary("ad_maximum", &D_MAXIMUM, a, b); }
+ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b) { return binary("ad_minimum", &D_MINIMUM, a, b); }
+
+/* ---- scalar forms: the same ops with a 0-d constant operand ----------------- */
+ad_tensor *ad_add_scalar(ad_tensor *a, double s) { return with_scalar("ad_add_scalar", a, s, ad_add, false); }
+ad_tensor *ad_sub_scalar(ad_tensor *a, double s) { return with_scalar("ad_sub_scalar", a, s, ad_sub, false); }
+ad_tensor *ad_rsub_scalar(ad_tensor *a, double s) { return with_scalar("ad_rsub_scalar", a, s, ad_sub, true); }
+ad_tensor *ad_mul_scalar(ad_tensor *a, double s) { return with_scalar("ad_mul_scalar", a, s, ad_mul, false); }
+ad_tensor *ad_div_scalar(ad_tensor *a, double s) { return with_scalar("ad_div_scalar", a, s, ad_div, false); }
+ad_tensor *ad_rdiv_scalar(ad_tensor *a, double s) { return with_scalar("ad_rdiv_scalar", a, s, ad_div, true); }
+ad_tensor *ad_pow_scalar(ad_tensor *a, double s) { return with_scalar("ad_pow_scalar", a, s, ad_pow, false); }
+
+/* ---- neg / exp / log / sqrt ---------------------------------------------- */
 static int neg_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     (void)n;
     gin[0] = ad_neg(g);
     return 0;
 }
-static const ad_op OP_NEG = {"neg", "y = -x; dx = -g", neg_bw};
-ad_tensor *ad_neg(ad_tensor *x) { return unary("ad_neg", &OP_NEG, x, f_neg, NULL, 0); }
+PW_OP(D_NEG, "neg", "y = -x; dx = -g", neg_bw, K_NEG, NULL, NULL);
+ad_tensor *ad_neg(ad_tensor *x) { return unary("ad_neg", &D_NEG, x, NULL, 0); }
 
-/* ---- exp ----------------------------------------------------------------- */
-static double f_exp(double x, const double *p) { (void)p; return exp(x); }
 static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, n->out); /* d e^x = e^x: reuse the output */
     return 0;
 }
-static const ad_op OP_EXP = {"exp", "y = e^x; dx = g y", exp_bw};
-ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &OP_EXP, x, f_exp, NULL, 0); }
+PW_OP(D_EXP, "exp", "y = e^x; dx = g y", exp_bw, K_EXP, NULL, NULL);
+ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &D_EXP, x, NULL, 0); }
 
-/* ---- scalar forms ----------------------------------------------------------- */
-ad_tensor *ad_add_scalar(ad_tensor *a, double s) { return with_scalar("ad_add_scalar", a, s, ad_add, false); }
-ad_tensor *ad_sub_scalar(ad_tensor *a, double s) { return with_scalar("ad_sub_scalar", a, s, ad_sub, false); }
-ad_tensor *ad_rsub_scalar(ad_tensor *a, double s) { return with_scalar("ad_rsub_scalar", a, s, ad_sub, true); }
-ad_tensor *ad_mul_scalar(ad_tensor *a, double s) { return with_scalar("ad_mul_scalar", a, s, ad_mul, false); }
+static double f_log(double x, const double *p) { (void)p; return log(x); }
+static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_div(g, n->in[0]);
+    return 0;
+}
+PW_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, K_FN, f_log, NULL);
+ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL, 0); }
 
-/* ---- comparisons (not differentiable) -------------------------------------- */
+static double f_sqrt(double x, const double *p) { (void)p; return sqrt(x); }
+static int sqrt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_div(g, ad_mul_scalar(n->out, 2.0));
+    return 0;
+}
+PW_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, K_FN, f_sqrt, NULL);
+ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL, 0); }
+
+/* ---- sin / cos / tan / tanh / sigmoid ------------------------------------------- */
+static double f_sin(double x, const double *p) { (void)p; return sin(x); }
+static int sin_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_cos(n->in[0]));
+    return 0;
+}
+PW_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, K_FN, f_sin, NULL);
+ad_tensor *ad_sin(ad_tensor *x) { return unary("ad_sin", &D_SIN, x, NULL, 0); }
+
+static double f_cos(double x, const double *p) { (void)p; return cos(x); }
+static int cos_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_neg(ad_mul(g, ad_sin(n->in[0])));
+    return 0;
+}
+PW_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, K_FN, f_cos, NULL);
+ad_tensor *ad_cos(ad_tensor *x) { return unary("ad_cos", &D_COS, x, NULL, 0); }
+
+static double f_tan(double x, const double *p) { (void)p; return tan(x); }
+static int tan_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_add_scalar(ad_square(n->out), 1.0)); /* sec^2 = 1 + tan^2 */
+    return 0;
+}
+PW_OP(D_TAN, "tan", "y = tan x; dx = g (1 + y^2)", tan_bw, K_FN, f_tan, NULL);
+ad_tensor *ad_tan(ad_tensor *x) { return unary("ad_tan", &D_TAN, x, NULL, 0); }
+
+static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_rsub_scalar(ad_square(n->out), 1.0));
+    return 0;
+}
+PW_OP(D_TANH, "tanh", "y = tanh x; dx = g (1 - y^2)", tanh_bw, K_TANH, NULL, NULL);
+ad_tensor *ad_tanh(ad_tensor *x) { return unary("ad_tanh", &D_TANH, x, NULL, 0); }
+
+static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_mul(n->out, ad_rsub_scalar(n->out, 1.0)));
+    return 0;
+}
+PW_OP(D_SIGMOID, "sigmoid", "y = 1 / (1 + e^-x); dx = g y (1 - y)", sigmoid_bw, K_SIGMOID, NULL,
+      NULL);
+ad_tensor *ad_sigmoid(ad_tensor *x) { return unary("ad_sigmoid", &D_SIGMOID, x, NULL, 0); }
+
+/* ---- relu / leaky_relu ------------------------------------------------------------
+ * The derivative at 0 is taken from the left (0 for relu, slope for
+ * leaky_relu), as PyTorch does. */
+static int relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_gt(n->in[0], konst(n, 0.0)));
+    return 0;
+}
+PW_OP(D_RELU, "relu", "y = max(x, 0); dx = g [x > 0]", relu_bw, K_RELU, NULL, NULL);
+ad_tensor *ad_relu(ad_tensor *x) { return unary("ad_relu", &D_RELU, x, NULL, 0); }
+
+static double f_leaky(double x, const double *p) { return x > 0 ? x : p[0] * x; }
+static int leaky_relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    double s = n->fp[0]; /* slope + (1 - slope) [x > 0] */
+    ad_tensor *pos = ad_gt(n->in[0], konst(n, 0.0));
+    gin[0] = ad_mul(g, ad_add_scalar(ad_mul_scalar(pos, 1.0 - s), s));
+    return 0;
+}
+PW_OP(D_LEAKY_RELU, "leaky_relu", "y = x > 0 ? x : slope x; dx = g (x > 0 ? 1 : slope)",
+      leaky_relu_bw, K_FN, f_leaky, NULL);
+ad_tensor *ad_leaky_relu(ad_tensor *x, double slope)
+{
+    return unary("ad_leaky_relu", &D_LEAKY_RELU, x, &slope, 1);
+}
+
+/* ---- erf / gelu -------------------------------------------------------------- */
+/* C11's math.h has no M_PI and friends. */
+#define SQRT1_2 0.70710678118654752440         /* 1/sqrt(2) */
+#define TWO_OVER_SQRTPI 1.12837916709551257390 /* 2/sqrt(pi) */
+#define INV_SQRT_2PI 0.39894228040143267794    /* 1/sqrt(2 pi) */
+static double f_erf(double x, const double *p) { (void)p; return erf(x); }
+static int erf_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *x = n->in[0];
+    gin[0] = ad_mul(g, ad_mul_scalar(ad_exp(ad_neg(ad_square(x))), TWO_OVER_SQRTPI));
+    return 0;
+}
+PW_OP(D_ERF, "erf", "y = erf x; dx = g 2/sqrt(pi) e^(-x^2)", erf_bw, K_FN, f_erf, NULL);
+ad_tensor *ad_erf(ad_tensor *x) { return unary("ad_erf", &D_ERF, x, NULL, 0); }
+
+/* x Phi(x) with Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps full relative
+ * precision in the left tail, where 1 + erf(x/sqrt 2) would cancel. */
+static double f_gelu(double x, const double *p) { (void)p; return 0.5 * x * erfc(-x * SQRT1_2); }
+static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    /* d[x Phi(x)] = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi). */
+    ad_tensor *x = n->in[0];
+    ad_tensor *Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
+    ad_tensor *phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
+    gin[0] = ad_mul(g, ad_add(Phi, ad_mul(x, phi)));
+    return 0;
+}
+PW_OP(D_GELU, "gelu", "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
+                      "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))", gelu_bw, K_FN, f_gelu, NULL);
+ad_tensor *ad_gelu(ad_tensor *x) { return unary("ad_gelu", &D_GELU, x, NULL, 0); }
+
+/* ---- softplus ------------------------------------------------------------------ */
+/* ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): the exponent is never positive. */
+static double f_softplus(double x, const double *p)
+{
+    (void)p;
+    return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
+}
+static int softplus_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_sigmoid(n->in[0]));
+    return 0;
+}
+PW_OP(D_SOFTPLUS, "softplus", "y = ln(1 + e^x); dx = g sigmoid(x)", softplus_bw, K_FN,
+      f_softplus, NULL);
+ad_tensor *ad_softplus(ad_tensor *x) { return unary("ad_softplus", &D_SOFTPLUS, x, NULL, 0); }
+
+/* ---- abs / square / reciprocal ----------------------------------------------------- */
+static double f_abs(double x, const double *p) { (void)p; return fabs(x); }
+static int abs_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_sign(n->in[0])); /* sign(0) = 0: abs'(0) = 0 */
+    return 0;
+}
+PW_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, K_FN, f_abs, NULL);
+ad_tensor *ad_abs(ad_tensor *x) { return unary("ad_abs", &D_ABS, x, NULL, 0); }
+
+static double f_square(double x, const double *p) { (void)p; return x * x; }
+static int square_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_mul_scalar(n->in[0], 2.0));
+    return 0;
+}
+PW_OP(D_SQUARE, "square", "y = x^2; dx = 2 g x", square_bw, K_FN, f_square, NULL);
+ad_tensor *ad_square(ad_tensor *x) { return unary("ad_square", &D_SQUARE, x, NULL, 0); }
+
+static double f_recip(double x, const double *p) { (void)p; return 1.0 / x; }
+static int reciprocal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_neg(ad_mul(g, ad_square(n->out))); /* -1/x^2 = -y^2 */
+    return 0;
+}
+PW_OP(D_RECIPROCAL, "reciprocal", "y = 1 / x; dx = -g y^2", reciprocal_bw, K_FN, f_recip, NULL);
+ad_tensor *ad_reciprocal(ad_tensor *x) { return unary("ad_reciprocal", &D_RECIPROCAL, x, NULL, 0); }
+
+/* ---- clamp --------------------------------------------------------------------------
+ * fp = {lo, hi}.  The mask includes the bounds: a value sitting exactly on
+ * one passes its gradient, as in PyTorch. */
+static double f_clamp(double x, const double *p) { return x < p[0] ? p[0] : x > p[1] ? p[1] : x; }
+static int clamp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *x = n->in[0];
+    ad_tensor *inside = ad_mul(ad_ge(x, konst(n, n->fp[0])), ad_le(x, konst(n, n->fp[1])));
+    gin[0] = ad_mul(g, inside);
+    return 0;
+}
+PW_OP(D_CLAMP, "clamp", "y = min(max(x, lo), hi); dx = g [lo <= x <= hi]", clamp_bw, K_FN,
+      f_clamp, NULL);
+ad_tensor *ad_clamp(ad_tensor *x, double lo, double hi)
+{
+    static const char *fn = "ad_clamp";
+    if (isnan(lo) || isnan(hi)) return ad__err(fn, "bounds must not be NaN (lo %g, hi %g)", lo, hi), NULL;
+    if (lo > hi) return ad__err(fn, "lo %g > hi %g", lo, hi), NULL;
+    double p[2] = {lo, hi};
+    return unary(fn, &D_CLAMP, x, p, 2);
+}
+
+/* ---- where ------------------------------------------------------------------------- */
+#define WHERE_LOOP(T)                                                                 \
+    do {                                                                              \
+        T *o = (T *)k->out->storage->data + off[0];                                   \
+        const T *X = (const T *)k->a->storage->data + off[2];                         \
+        const T *Y = (const T *)k->b->storage->data + off[3];                         \
+        for (int64_t i = 0; i < len; i++)                                             \
+            o[i * step[0]] = ad__ld(k->c, off[1] + i * step[1]) != 0 ? X[i * step[2]] \
+                                                                     : Y[i * step[3]]; \
+    } while (0)
+static void where_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) WHERE_LOOP(double);
+    else WHERE_LOOP(float);
+}
+static int where_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *cond = n->in[0], *zero = konst(n, 0.0);
+    /* The choice is piecewise constant in cond: its derivative is 0. */
+    if (ad__needs_grad(n, 0)) gin[0] = ad_zeros(n->out->tape, cond->dtype, cond->ndim, cond->shape);
+    GRAD_TO(1, ad_where(cond, g, zero));
+    GRAD_TO(2, ad_where(cond, zero, g));
+    return 0;
+}
+static int where_fw(ad_node *n)
+{
+    run(&(kern){.out = n->out, .c = n->in[0], .a = n->in[1], .b = n->in[2]}, where_row);
+    return 0;
+}
+static const ad_op OP_WHERE = {"where", "y = cond != 0 ? a : b; da = where(cond, g, 0), "
+                                        "db = where(cond, 0, g)", where_bw, where_fw};
+ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
+{
+    static const char *fn = "ad_where";
+    if (ad__check_arg(fn, "cond", cond, false) || ad__check_arg(fn, "a", a, true) ||
+        ad__check_arg(fn, "b", b, true) || ad__check_same_dtype(fn, a, b))
+        return NULL;
+    int n1, nd;
+    int64_t s1[AD_MAX_DIMS], shape[AD_MAX_DIMS];
+    if (ad__broadcast(fn, cond->ndim, cond->shape, a->ndim, a->shape, &n1, s1) ||
+        ad__broadcast(fn, n1, s1, b->ndim, b->shape, &nd, shape)) {
+        char sc[160], sa[160], sb[160];
+        ad__fmt_shape(cond->ndim, cond->shape, sc, sizeof sc);
+        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
+        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
+        ad__err(fn, "shapes %s (cond), %s (a) and %s (b) cannot be broadcast together", sc, sa, sb);
+        return NULL;
+    }
+    ad_tensor *in[3] = {cond, a, b};
+    ad_tape *tape;
+    if (ad__result_tape(fn, 3, in, &tape)) return NULL;
+    ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
+    if (!out) return NULL;
+    run(&(kern){.out = out, .c = cond, .a = a, .b = b}, where_row);
+    return finish(&OP_WHERE, out, 3, in, NULL, 0);
+}
+
+/* ---- comparisons and sign: not differentiable ------------------------------------
+ * They have no backward rule, so their results never require grad.  They
+ * are still ops: a replayable tape records them (tape.h), and their
+ * replay reports how many results changed. */
+#define CMP_OP(X, name, formula, kind, f2) \
+    static const pw_def X = {{name, formula, NULL, cmp_fw}, kind, NULL, f2}
 static double f_gt(double a, double b) { return a > b; }
 static double f_ge(double a, double b) { return a >= b; }
 static double f_lt(double a, double b) { return a < b; }
 static double f_le(double a, double b) { return a <= b; }
 static double f_eq(double a, double b) { return a == b; }
-ad_tensor *ad_gt(ad_tensor *a, ad_tensor *b) { return binary("ad_gt", NULL, a, b, f_gt); }
-ad_tensor *ad_ge(ad_tensor *a, ad_tensor *b) { return binary("ad_ge", NULL, a, b, f_ge); }
-ad_tensor *ad_lt(ad_tensor *a, ad_tensor *b) { return binary("ad_lt", NULL, a, b, f_lt); }
-ad_tensor *ad_le(ad_tensor *a, ad_tensor *b) { return binary("ad_le", NULL, a, b, f_le); }
-ad_tensor *ad_eq(ad_tensor *a, ad_tensor *b) { return binary("ad_eq", NULL, a, b, f_eq); }
+CMP_OP(D_GT, "gt", "y = [a > b]; not differentiable", K_GT, f_gt);
+CMP_OP(D_GE, "ge", "y = [a >= b]; not differentiable", K_GE, f_ge);
+CMP_OP(D_LT, "lt", "y = [a < b]; not differentiable", K_LT, f_lt);
+CMP_OP(D_LE, "le", "y = [a <= b]; not differentiable", K_LE, f_le);
+CMP_OP(D_EQ, "eq", "y = [a == b]; not differentiable", K_EQ, f_eq);
+ad_tensor *ad_gt(ad_tensor *a, ad_tensor *b) { return binary("ad_gt", &D_GT, a, b); }
+ad_tensor *ad_ge(ad_tensor *a, ad_tensor *b) { return binary("ad_ge", &D_GE, a, b); }
+ad_tensor *ad_lt(ad_tensor *a, ad_tensor *b) { return binary("ad_lt", &D_LT, a, b); }
+ad_tensor *ad_le(ad_tensor *a, ad_tensor *b) { return binary("ad_le", &D_LE, a, b); }
+ad_tensor *ad_eq(ad_tensor *a, ad_tensor *b) { return binary("ad_eq", &D_EQ, a, b); }
+
+static double f_sign(double x, const double *p)
+{
+    (void)p;
+    return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x; /* NaN stays NaN */
+}
+static const pw_def D_SIGN = {{"sign", "y = sign x (-1, 0 or 1); not differentiable", NULL, cmp_fw},
+                              K_FN, f_sign, NULL};
+ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL, 0); }
 
 const ad_op *const ad__ops_pointwise[] = {
-    &OP_ADD, &OP_SUB, &OP_MUL, &OP_NEG, &OP_EXP, NULL,
+    &D_ADD.op, &D_SUB.op, &D_MUL.op, &D_DIV.op, &D_POW.op, &D_MAXIMUM.op, &D_MINIMUM.op,
+    &D_NEG.op, &D_EXP.op, &D_LOG.op, &D_SQRT.op, &D_SIN.op, &D_COS.op, &D_TAN.op,
+    &D_TANH.op, &D_SIGMOID.op, &D_RELU.op, &D_LEAKY_RELU.op, &D_ERF.op, &D_GELU.op,
+    &D_SOFTPLUS.op, &D_ABS.op, &D_SQUARE.op, &D_RECIPROCAL.op, &D_CLAMP.op, &OP_WHERE,
+    &D_GT.op, &D_GE.op, &D_LT.op, &D_LE.op, &D_EQ.op, &D_SIGN.op, NULL,
 };

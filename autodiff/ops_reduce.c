@@ -1,14 +1,19 @@
 /* autodiff/ops_reduce.c - reductions: kernel, rule and formula side by side.
  *
- * Results are accumulated in double whatever the dtype, so a float32 sum
- * of a million elements keeps float32's precision in its result. */
+ * Every reduction folds x into one double accumulator per result element,
+ * whatever the dtype, so a float32 sum of a million elements keeps
+ * float32's precision in its result.  The accumulators are laid out like
+ * the result with keepdim; the node keeps that keepdim shape in ip[], which
+ * is all a rule needs to send g back over x: reshape g to it, and let
+ * broadcasting (or ad_expand) spread it over the reduced dimensions. */
 #include "internal.h"
 
 int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int naxes,
                     bool keepdim, ad_reduce_plan *p)
 {
     memset(p, 0, sizeof *p);
-    if (naxes < 0 || naxes > x->ndim)
+    /* A 0-d tensor accepts axis 0 or -1, as in PyTorch, and reduces nothing. */
+    if (naxes < 0 || naxes > (x->ndim ? x->ndim : 1))
         return ad__err(fn, "naxes %d out of range for a %d-dimensional tensor", naxes, x->ndim);
     if (naxes > 0 && !axes) return ad__err(fn, "axes is NULL with naxes %d", naxes);
     for (int i = 0; i < naxes; i++) {
@@ -29,74 +34,216 @@ int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int nax
     return 0;
 }
 
+/* ---- folding -------------------------------------------------------------------
+ * The first three kinds are ad__reduce_into's public 0, 1, 2.  The shifted
+ * kinds read a second array laid out like acc (the per-result max for
+ * logsumexp, the mean for var). */
+enum { FOLD_SUM, FOLD_MAX, FOLD_MIN, FOLD_SUMEXP, FOLD_SUMSQ };
+
 typedef struct {
     const ad_tensor *x;
     double *acc;
+    const double *shift;
     int kind;
 } fold_ctx;
 
+/* max/min propagate NaN: once the accumulator is NaN no comparison is true
+ * and it stays NaN. */
+#define FOLD_ROW(T)                                                                  \
+    {                                                                                \
+        const T *xs = (const T *)c->x->storage->data + off[1];                       \
+        double *a = c->acc + off[0];                                                 \
+        const double *sh = c->shift ? c->shift + off[0] : NULL;                      \
+        int64_t sa = step[0], sx = step[1];                                          \
+        switch (c->kind) {                                                           \
+        case FOLD_SUM:                                                               \
+            if (sa == 0) { /* the row runs along a reduced dimension */              \
+                double s = *a;                                                       \
+                for (int64_t i = 0; i < len; i++) s += xs[i * sx];                   \
+                *a = s;                                                              \
+            } else {                                                                 \
+                for (int64_t i = 0; i < len; i++) a[i * sa] += xs[i * sx];           \
+            }                                                                        \
+            break;                                                                   \
+        case FOLD_MAX:                                                               \
+            for (int64_t i = 0; i < len; i++) {                                      \
+                double v = xs[i * sx], *d = a + i * sa;                              \
+                if (v > *d || isnan(v)) *d = v;                                      \
+            }                                                                        \
+            break;                                                                   \
+        case FOLD_MIN:                                                               \
+            for (int64_t i = 0; i < len; i++) {                                      \
+                double v = xs[i * sx], *d = a + i * sa;                              \
+                if (v < *d || isnan(v)) *d = v;                                      \
+            }                                                                        \
+            break;                                                                   \
+        case FOLD_SUMEXP:                                                            \
+            for (int64_t i = 0; i < len; i++) a[i * sa] += exp(xs[i * sx] - sh[i * sa]); \
+            break;                                                                   \
+        default:                                                                     \
+            for (int64_t i = 0; i < len; i++) {                                      \
+                double d = xs[i * sx] - sh[i * sa];                                  \
+                a[i * sa] += d * d;                                                  \
+            }                                                                        \
+            break;                                                                   \
+        }                                                                            \
+    }
+
 static void fold_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
 {
-    fold_ctx *c = vctx;
-    double *a = c->acc + off[0];
-    for (int64_t i = 0; i < len; i++) {
-        double v = ad__ld(c->x, off[1] + i * step[1]);
-        double *d = a + i * step[0];
-        if (c->kind == 0) *d += v;
-        else if (c->kind == 1) *d = (v > *d || isnan(v)) ? v : *d;
-        else *d = (v < *d || isnan(v)) ? v : *d;
-    }
+    const fold_ctx *c = vctx;
+    if (c->x->dtype == AD_FLOAT32) FOLD_ROW(float)
+    else FOLD_ROW(double)
 }
 
-void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, int kind)
+static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, const double *shift,
+                 int kind)
 {
     /* The accumulator is viewed with the keepdim shape; the iterator turns
      * its extent-1 dimensions into stride 0, so every element of x lands on
      * its result. */
     ad_storage st = {.data = acc, .in_arena = true};
     ad_tensor acc_t = {.dtype = AD_FLOAT64, .ndim = x->ndim, .storage = &st};
-    memcpy(acc_t.shape, p->keep_shape, sizeof acc_t.shape);
+    memcpy(acc_t.shape, keep_shape, (size_t)x->ndim * sizeof *keep_shape);
     ad__contig_strides(x->ndim, acc_t.shape, acc_t.strides);
     ad_iter it = {.ndim = x->ndim};
     memcpy(it.shape, x->shape, sizeof it.shape);
     ad__iter_add(&it, &acc_t);
     ad__iter_add(&it, x);
-    fold_ctx c = {x, acc, kind};
+    fold_ctx c = {x, acc, shift, kind};
     ad__iter_run(&it, fold_row, &c);
 }
 
-/* Allocates the result, folds x into it with `kind`, records op. */
-static ad_tensor *reduce(const char *fn, const ad_op *op, ad_tensor *x, const ad_reduce_plan *p,
-                         int kind, double init, ad_node **node)
+void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, int kind)
+{
+    assert(kind >= FOLD_SUM && kind <= FOLD_MIN);
+    fold(x, p->keep_shape, acc, NULL, kind);
+}
+
+/* ---- shared machinery ----------------------------------------------------------
+ * One function computes every reduction, from x, the keepdim shape and the
+ * element count N, into a preallocated result: the public functions call it
+ * once, and each op's forward (ad_tape_replay) again from what the node
+ * stores: the keepdim shape in ip[0..ndim), N in fp[0], var's correction in
+ * fp[1]. */
+enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_LOGSUMEXP, R_VAR };
+
+static int compute(const char *fn, int kind, const ad_tensor *x, const int64_t *keep_shape,
+                   double count, double correction, ad_tensor *out)
+{
+    int64_t n = ad__numel(out->ndim, out->shape);
+    bool two = kind == R_LOGSUMEXP || kind == R_VAR;
+    size_t bytes = (size_t)(n ? n : 1) * (two ? 2 : 1) * sizeof(double);
+    /* Scratch from the result's arena when it has one, so a training loop
+     * or a replay that resets its tape allocates nothing here. */
+    double *acc = out->tape ? ad__arena_alloc(out->tape, bytes) : ad__malloc(bytes);
+    if (!acc) return ad__err(fn, "out of memory");
+    double *shift = acc + n;
+    double init = kind == R_MAX || kind == R_LOGSUMEXP ? -INFINITY
+                  : kind == R_MIN                      ? INFINITY
+                                                       : 0.0;
+    for (int64_t i = 0; i < n; i++) acc[i] = init;
+    switch (kind) {
+    case R_MAX: fold(x, keep_shape, acc, NULL, FOLD_MAX); break;
+    case R_MIN: fold(x, keep_shape, acc, NULL, FOLD_MIN); break;
+    case R_LOGSUMEXP:
+        /* y = m + log sum_i e^(x_i - m) with m = max_i x_i: every exponent is
+         * <= 0, so nothing overflows, and the largest term is exactly 1, so
+         * the log never sees 0.  When m is infinite the shift is 0 instead:
+         * all -inf then sums to 0 and gives -inf (not -inf - -inf = NaN), and
+         * a +inf gives +inf. */
+        fold(x, keep_shape, acc, NULL, FOLD_MAX);
+        for (int64_t i = 0; i < n; i++) {
+            shift[i] = isfinite(acc[i]) ? acc[i] : 0.0;
+            acc[i] = 0.0;
+        }
+        fold(x, keep_shape, acc, shift, FOLD_SUMEXP);
+        for (int64_t i = 0; i < n; i++) acc[i] = shift[i] + log(acc[i]);
+        break;
+    case R_VAR: {
+        /* Two passes, the mean first and then sum (x - mean)^2, both in
+         * double: the one-pass sum x^2 - N mean^2 cancels catastrophically
+         * when the spread is small against the mean. */
+        double d = count - correction;
+        fold(x, keep_shape, acc, NULL, FOLD_SUM);
+        for (int64_t i = 0; i < n; i++) {
+            shift[i] = acc[i] / count;
+            acc[i] = 0.0;
+        }
+        fold(x, keep_shape, acc, shift, FOLD_SUMSQ);
+        for (int64_t i = 0; i < n; i++) acc[i] = d > 0 ? acc[i] / d : NAN;
+        break;
+    }
+    default:
+        fold(x, keep_shape, acc, NULL, FOLD_SUM);
+        /* mean: N = 0 gives 0/0 = NaN, as PyTorch's mean of nothing. */
+        if (kind == R_MEAN)
+            for (int64_t i = 0; i < n; i++) acc[i] /= count;
+        break;
+    }
+    for (int64_t i = 0; i < n; i++) ad__st(out, i, acc[i]);
+    if (!out->tape) ad__free(acc);
+    return 0;
+}
+
+/* Allocates the result, computes it and records op with its parameters. */
+static ad_tensor *reduction(const char *fn, const ad_op *op, int kind, ad_tensor *x,
+                            const ad_reduce_plan *p, int correction)
 {
     ad_tape *tape;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, p->ndim, p->shape);
     if (!out) return NULL;
-    int64_t n = ad__numel(p->ndim, p->shape);
-    double *acc = ad__malloc((size_t)(n ? n : 1) * sizeof *acc);
-    if (!acc) {
+    ad_node *n;
+    if (compute(fn, kind, x, p->keep_shape, (double)p->count, correction, out) ||
+        ad__record(op, out, 1, &x, &n)) {
         if (!tape) ad_tensor_free(out);
-        ad__err(fn, "out of memory");
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++) acc[i] = init;
-    ad__reduce_into(x, p, acc, kind);
-    for (int64_t i = 0; i < n; i++) ad__st(out, i, acc[i]);
-    ad__free(acc);
-    if (ad__record(op, out, 1, &x, node)) return NULL;
-    if (*node)
-        for (int d = 0; d < x->ndim; d++) (*node)->ip[d] = p->keep_shape[d];
+    if (n) {
+        for (int d = 0; d < x->ndim; d++) n->ip[d] = p->keep_shape[d];
+        n->fp[0] = (double)p->count;
+        n->fp[1] = correction;
+    }
     return out;
 }
 
-/* g reshaped to the keepdim shape stored in the node, then broadcast back
- * over x: the adjoint of "sum over some axes". */
+/* The forward for replay: the same computation from the node. */
+static int replay(ad_node *n, int kind)
+{
+    return compute(n->op->name, kind, n->in[0], n->ip, n->fp[0], n->fp[1], n->out) ? -1 : 0;
+}
+
+/* Validates x and the axes into a plan. */
+static int begin(const char *fn, ad_tensor *x, const int *axes, int naxes, bool keepdim,
+                 ad_reduce_plan *p)
+{
+    return ad__check_arg(fn, "x", x, true) || ad__reduce_plan(fn, x, axes, naxes, keepdim, p)
+               ? -1
+               : 0;
+}
+
+/* max, min and logsumexp have no value over zero elements. */
+static int nonempty(const char *fn, const ad_tensor *x, const ad_reduce_plan *p)
+{
+    if (p->count > 0) return 0;
+    char s[160];
+    ad__fmt_shape(x->ndim, x->shape, s, sizeof s);
+    return ad__err(fn, "empty reduction: a reduced dimension of %s has extent 0", s);
+}
+
+/* g (the result's shape) with the reduced dimensions put back as extent 1,
+ * ready to broadcast against x. */
+static ad_tensor *keep(ad_node *n, ad_tensor *g)
+{
+    return ad_reshape(g, n->in[0]->ndim, n->ip);
+}
+
+/* The adjoint of "sum over some axes": g copied along them. */
 static ad_tensor *spread(ad_node *n, ad_tensor *g)
 {
     ad_tensor *x = n->in[0];
-    ad_tensor *k = ad_reshape(g, x->ndim, n->ip);
-    return ad_expand(k, x->ndim, x->shape);
+    return ad_expand(keep(n, g), x->ndim, x->shape);
 }
 
 /* ---- sum ----------------------------------------------------------------- */
@@ -105,15 +252,108 @@ static int sum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = spread(n, g);
     return 0;
 }
-static const ad_op OP_SUM = {"sum", "y = sum_i x_i; dx = expand(g)", sum_bw};
+static int sum_fw(ad_node *n) { return replay(n, R_SUM); }
+static const ad_op OP_SUM = {"sum", "y = sum_i x_i; dx = expand(g)", sum_bw, sum_fw};
 ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
-    ad_node *n;
-    if (ad__check_arg("ad_sum", "x", x, true) ||
-        ad__reduce_plan("ad_sum", x, axes, naxes, keepdim, &p))
-        return NULL;
-    return reduce("ad_sum", &OP_SUM, x, &p, 0, 0.0, &n);
+    if (begin("ad_sum", x, axes, naxes, keepdim, &p)) return NULL;
+    return reduction("ad_sum", &OP_SUM, R_SUM, x, &p, 0);
+}
+
+/* ---- mean ------------------------------------------------------------------ */
+static int mean_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul_scalar(spread(n, g), 1.0 / n->fp[0]);
+    return 0;
+}
+static int mean_fw(ad_node *n) { return replay(n, R_MEAN); }
+static const ad_op OP_MEAN = {"mean", "y = (1/N) sum_i x_i; dx = expand(g) / N", mean_bw,
+                              mean_fw};
+ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim)
+{
+    ad_reduce_plan p;
+    if (begin("ad_mean", x, axes, naxes, keepdim, &p)) return NULL;
+    return reduction("ad_mean", &OP_MEAN, R_MEAN, x, &p, 0);
+}
+
+/* ---- max / min ------------------------------------------------------------------
+ * The result is differentiable in whichever elements attain it.  With ties
+ * the gradient is shared equally (g / count to each tied element), which is
+ * the average of the one-sided choices and keeps the rule symmetric.  The
+ * mask is a comparison, so not recorded: its derivative is zero almost
+ * everywhere, which is the truth; the rule stays linear in g, so second
+ * derivatives through it are right. */
+static int extreme_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *x = n->in[0];
+    ad_tensor *mask = ad_eq(x, ad_reshape(n->out, x->ndim, n->ip));
+    ad_tensor *ties = ad_sum_to(mask, x->ndim, n->ip);
+    gin[0] = ad_mul(mask, ad_div(keep(n, g), ties));
+    return 0;
+}
+static int max_fw(ad_node *n) { return replay(n, R_MAX); }
+static int min_fw(ad_node *n) { return replay(n, R_MIN); }
+static const ad_op OP_MAX = {"max", "y = max_i x_i; dx = g [x == y] / #{x == y}", extreme_bw,
+                             max_fw};
+static const ad_op OP_MIN = {"min", "y = min_i x_i; dx = g [x == y] / #{x == y}", extreme_bw,
+                             min_fw};
+ad_tensor *ad_max(ad_tensor *x, const int *axes, int naxes, bool keepdim)
+{
+    ad_reduce_plan p;
+    if (begin("ad_max", x, axes, naxes, keepdim, &p) || nonempty("ad_max", x, &p)) return NULL;
+    return reduction("ad_max", &OP_MAX, R_MAX, x, &p, 0);
+}
+ad_tensor *ad_min(ad_tensor *x, const int *axes, int naxes, bool keepdim)
+{
+    ad_reduce_plan p;
+    if (begin("ad_min", x, axes, naxes, keepdim, &p) || nonempty("ad_min", x, &p)) return NULL;
+    return reduction("ad_min", &OP_MIN, R_MIN, x, &p, 0);
+}
+
+/* ---- logsumexp ------------------------------------------------------------------ */
+static int logsumexp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    /* dy/dx_i = e^(x_i - y) = softmax(x)_i, computed from the output so the
+     * rule is itself differentiable (through y's own node). */
+    ad_tensor *x = n->in[0];
+    ad_tensor *sm = ad_exp(ad_sub(x, ad_reshape(n->out, x->ndim, n->ip)));
+    gin[0] = ad_mul(keep(n, g), sm);
+    return 0;
+}
+static int logsumexp_fw(ad_node *n) { return replay(n, R_LOGSUMEXP); }
+static const ad_op OP_LOGSUMEXP = {"logsumexp", "y = log sum_i e^(x_i); dx = g e^(x - y)",
+                                   logsumexp_bw, logsumexp_fw};
+ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool keepdim)
+{
+    static const char *fn = "ad_logsumexp";
+    ad_reduce_plan p;
+    if (begin(fn, x, axes, naxes, keepdim, &p) || nonempty(fn, x, &p)) return NULL;
+    return reduction(fn, &OP_LOGSUMEXP, R_LOGSUMEXP, x, &p, 0);
+}
+
+/* ---- var ---------------------------------------------------------------------- */
+static int var_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    /* dy/dx_i = 2 (x_i - mean) / (N - c); the sum of (x_j - mean) is 0, so the
+     * mean's own dependence on x_i drops out of the first derivative.  The
+     * mean is recomputed here with ops (not taken from the forward) so that
+     * the second derivative sees it depend on x. */
+    ad_tensor *x = n->in[0];
+    double N = n->fp[0], d = N - n->fp[1];
+    ad_tensor *mean = ad_mul_scalar(ad_sum_to(x, x->ndim, n->ip), 1.0 / N);
+    ad_tensor *dev = ad_mul(keep(n, g), ad_sub(x, mean));
+    gin[0] = ad_mul_scalar(dev, d > 0 ? 2.0 / d : NAN);
+    return 0;
+}
+static int var_fw(ad_node *n) { return replay(n, R_VAR); }
+static const ad_op OP_VAR = {"var", "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
+                             var_bw, var_fw};
+ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim)
+{
+    ad_reduce_plan p;
+    if (begin("ad_var", x, axes, naxes, keepdim, &p)) return NULL;
+    return reduction("ad_var", &OP_VAR, R_VAR, x, &p, correction);
 }
 
 /* ---- sum_to ------------------------------------------------------------------ */
@@ -122,8 +362,9 @@ static int sum_to_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_expand(g, n->in[0]->ndim, n->in[0]->shape);
     return 0;
 }
+static int sum_to_fw(ad_node *n) { return replay(n, R_SUM); }
 static const ad_op OP_SUM_TO = {"sum_to", "y = x summed down to a broadcastable shape; dx = expand(g)",
-                                sum_to_bw};
+                                sum_to_bw, sum_to_fw};
 ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_sum_to";
@@ -155,10 +396,9 @@ ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
     }
     p.ndim = ndim;
     for (int d = 0; d < ndim; d++) p.shape[d] = shape[d];
-    ad_node *n;
-    return reduce(fn, &OP_SUM_TO, x, &p, 0, 0.0, &n);
+    return reduction(fn, &OP_SUM_TO, R_SUM, x, &p, 0);
 }
 
 const ad_op *const ad__ops_reduce[] = {
-    &OP_SUM, &OP_SUM_TO, NULL,
+    &OP_SUM, &OP_MEAN, &OP_MAX, &OP_MIN, &OP_LOGSUMEXP, &OP_VAR, &OP_SUM_TO, NULL,
 };

@@ -1,10 +1,25 @@
 /* autodiff/ops_shape.h - shapes, views and indexing.
  *
- * View ops (reshape of a contiguous tensor, flatten, squeeze, unsqueeze,
- * expand, permute, transpose, narrow, slice, detach) return tensors that
- * share the input's storage: no copy.  Writing into one (ad_set, ad_data)
- * shows through all views.  The others copy.  Gradients flow through all of
- * them.  Errors name the function and the shapes involved.
+ * View ops (reshape when the strides allow, flatten, squeeze, unsqueeze,
+ * expand, permute, transpose, narrow, slice, contiguous of a contiguous
+ * tensor, cast to the same dtype, detach) return a new tensor header that
+ * shares the input's storage: no copy.  Writing into one (ad_set, ad_data)
+ * shows through all views of that storage, and a view keeps persistent
+ * storage alive after its base is freed.  Views of views compose (a narrow
+ * of a transpose of an expand is still one strided view).  The other ops
+ * copy into a new contiguous tensor.  Every op accepts inputs of any strides
+ * and any dtype (float32, float64, int64) unless stated; gradients flow
+ * through all of them to floating inputs.
+ *
+ * Axes: an existing dimension `axis` of an n-dimensional tensor is given as
+ * 0..n-1 or, counting from the end, -n..-1; a 0-dimensional tensor has no
+ * axis to act on.  Index tensors are int64; their entries may be negative
+ * (-size..-1 count from the end).
+ *
+ * Errors (NULL returned, ad_error() set) name the function and the shapes
+ * involved: NULL or freed argument, axis out of range, extents that do not
+ * fit, index of the wrong dtype/dimensionality, index entry out of range
+ * (named by its position and value).
  */
 #ifndef AUTODIFF_OPS_SHAPE_H
 #define AUTODIFF_OPS_SHAPE_H
@@ -15,52 +30,102 @@
 extern "C" {
 #endif
 
+/* ---- views ---------------------------------------------------------------- */
+
 /* Same elements in row-major order, new shape; one extent may be -1 and is
- * inferred.  A view when x is contiguous, a copy otherwise.
- * dx = reshape(g, x's shape) */
+ * inferred (an error when the other extents multiply to 0, as it could be
+ * anything).  A view whenever x's strides allow reading it in the new shape
+ * (always when x is contiguous; e.g. not for a transposed matrix flattened),
+ * a copy otherwise - PyTorch's reshape.  dx = reshape(g, x's shape) */
 ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape);
-/* Merges dimensions start..end (inclusive; negative from the end) into one. */
+/* Merges dimensions start..end (inclusive; negative count from the end;
+ * start <= end) into one: [2,3,4] with (1,-1) gives [2,12].  A 0-d tensor
+ * gives [1].  Recorded as a reshape (a view when reshape's is). */
 ad_tensor *ad_flatten(ad_tensor *x, int start, int end);
-/* Removes dimension axis, which must have extent 1. */
+/* Removes dimension axis, which must have extent 1.  Always a view;
+ * recorded as a reshape. */
 ad_tensor *ad_squeeze(ad_tensor *x, int axis);
-/* Inserts a dimension of extent 1 before position axis (0..ndim). */
+/* Inserts a dimension of extent 1 so that it becomes dimension axis of the
+ * result: axis in 0..ndim, or -(ndim+1)..-1 counting from the end of the
+ * result (-1 appends).  Always a view; recorded as a reshape. */
 ad_tensor *ad_unsqueeze(ad_tensor *x, int axis);
-/* Broadcasts x to shape without copying (stride 0); -1 keeps an extent.
- * dx = sum_to(g, x's shape) */
+/* Broadcasts x to shape without copying (stride 0): x's dimensions are
+ * aligned on the right; an extent of 1 stretches, new leading dimensions
+ * are added; -1 keeps x's extent.  dx = sum_to(g, x's shape) */
 ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape);
-/* Reorders dimensions: result dim i is x's dim perm[i].  dx = permute(g, perm^-1) */
+/* Reorders dimensions: result dim i is x's dim perm[i] (negative entries
+ * count from the end); perm has x's ndim entries, each dimension exactly
+ * once (perm may be NULL for a 0-d x).  dx = permute(g, perm^-1) */
 ad_tensor *ad_permute(ad_tensor *x, const int *perm);
-/* Swaps two dimensions (for a matrix: the transpose). */
+/* Swaps two dimensions (for a matrix: the transpose).  Recorded as a
+ * permute. */
 ad_tensor *ad_transpose(ad_tensor *x, int dim0, int dim1);
-/* Elements start..start+length-1 along axis.  dx = g placed in zeros. */
+/* Elements start..start+length-1 along axis; a negative start counts from
+ * the end.  Needs 0 <= start, length >= 0 and start + length <= extent
+ * (after that).  Recorded as a slice with step 1.
+ * dx = slice_scatter(zeros, g): g placed into zeros of x's shape. */
 ad_tensor *ad_narrow(ad_tensor *x, int axis, int64_t start, int64_t length);
-/* Python's x[start:stop:step] along axis (negative start/stop count from
- * the end and are clamped as in Python; step >= 1). */
+/* Python's x[start:stop:step] along axis, step >= 1: a negative start or
+ * stop counts from the end, then both are clamped to 0..extent, so any
+ * int64 values are accepted (pass INT64_MAX as stop for "to the end"); an
+ * empty range gives extent 0.  dx = slice_scatter(zeros, g) */
 ad_tensor *ad_slice(ad_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
-/* Joins n tensors along an existing axis; all other extents and dtypes
- * must agree.  dx_i = the matching narrow of g. */
+
+/* ---- copies ---------------------------------------------------------------- */
+
+/* A copy of base whose elements base[start:stop:step] along axis (the same
+ * Python slice as ad_slice) are replaced by src, which must have exactly
+ * that slice's shape and base's dtype (PyTorch's slice_scatter).  It is the
+ * adjoint of ad_slice.  dbase = g with the slice zeroed, dsrc = slice(g) */
+ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t start,
+                            int64_t stop, int64_t step);
+/* A contiguous tensor with x's values: a copy when x is not contiguous, a
+ * new header over the same storage when it is (still recorded, so it is a
+ * distinct tensor with its own history).  dx = g */
+ad_tensor *ad_contiguous(ad_tensor *x);
+/* x converted to dtype: float32 <-> float64 (rounding to nearest), int64
+ * -> float (exact up to 2^53 / 2^24), or to its own dtype (then a view).
+ * Casting a floating tensor to int64 is an error.  dx = cast(g, x's dtype) */
+ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype);
+/* Joins n >= 1 tensors along an existing axis; all must have the same
+ * dtype and ndim (>= 1), and the same extents except along axis.
+ * dx_i = narrow(g, axis, offset_i, extent_i) */
 ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis);
-/* Joins n tensors of one shape along a new axis. */
+/* Joins n >= 1 tensors of one shape and dtype along a new axis (0..ndim,
+ * or negative counting from the end of the result as in ad_unsqueeze).
+ * Recorded as n reshapes (unsqueeze) and one concat. */
 ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis);
-/* y = x[..., index[j], ...] along axis; index is 1-D int64, entries in
- * [-size, size).  dx = index_add(zeros, axis, index, g) */
+
+/* ---- indexing (PyTorch semantics; index is int64, any strides) ---------------
+ * An index tensor is read when the op runs and kept by the recorded node
+ * (a persistent index is held by the tape, so freeing it after the op is
+ * safe; changing its values before backward makes the gradient wrong).  A
+ * replayed tape (ad_tape_replay) reads the index again and checks it again.
+ * index_add and scatter_add sum in the dtype (float32 rounds at each
+ * addition, as in PyTorch; int64 is exact and wraps on overflow). */
+
+/* y = x[..., index[j], ...] along axis: y has x's shape with extent
+ * len(index) along axis.  index is 1-D (repeats allowed), entries in
+ * [-size, size).  dx = index_add(zeros, axis, index, g), so repeated
+ * indices accumulate their gradients. */
 ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index);
-/* base with src's slices added at index along axis (repeated indices
- * accumulate): y = base; y[.., index[j], ..] += src[.., j, ..].
+/* A copy of base with src's slices added at index along axis (repeated
+ * indices accumulate): y = base; y[.., index[j], ..] += src[.., j, ..].
+ * index is 1-D; src has base's dtype and shape except len(index) along
+ * axis.
  * dbase = g, dsrc = index_select(g, axis, index) */
 ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src);
-/* y[i][j][k] = x[i][index[i][j][k]][k] for axis 1 (PyTorch's gather);
- * index is int64 with x's ndim, extents <= x's except along axis.
+/* y[i][j][k] = x[i][index[i][j][k]][k] for axis 1 (PyTorch's gather): y
+ * has index's shape; index has x's ndim and extents <= x's except along
+ * axis, which may be any length.  Entries in [-size, size) of x's axis.
  * dx = scatter_add(zeros, axis, index, g) */
 ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index);
-/* y = base; y[i][index[i][j][k]][k] += src[i][j][k] for axis 1.
+/* A copy of base with y[i][index[i][j][k]][k] += src[i][j][k] for axis 1
+ * (repeated targets accumulate).  src must
+ * have exactly index's shape and base's dtype; index has base's ndim and
+ * extents <= base's except along axis.
  * dbase = g, dsrc = gather(g, axis, index) */
 ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src);
-/* A contiguous tensor with x's values (x itself when already contiguous is
- * still a new header).  dx = g */
-ad_tensor *ad_contiguous(ad_tensor *x);
-/* x converted to dtype (float32 <-> float64).  dx = cast(g, x's dtype) */
-ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype);
 
 #ifdef __cplusplus
 }

@@ -12,9 +12,19 @@
 
 /* ---- allocation ------------------------------------------------------------ */
 
-void *ad__malloc(size_t n) { return malloc(n); }
-void *ad__calloc(size_t n, size_t size) { return calloc(n, size); }
-void *ad__realloc(void *p, size_t n) { return realloc(p, n); }
+_Thread_local size_t ad__alloc_calls;
+_Thread_local long ad__alloc_fail_in;
+
+/* True when this allocation is the one a fault-injection test asked to fail. */
+static bool injected_failure(void)
+{
+    ad__alloc_calls++;
+    return ad__alloc_fail_in > 0 && --ad__alloc_fail_in == 0;
+}
+
+void *ad__malloc(size_t n) { return injected_failure() ? NULL : malloc(n); }
+void *ad__calloc(size_t n, size_t size) { return injected_failure() ? NULL : calloc(n, size); }
+void *ad__realloc(void *p, size_t n) { return injected_failure() ? NULL : realloc(p, n); }
 void ad__free(void *p) { free(p); }
 
 /* Chunks are kept in creation order.  After a reset the same sequence of
@@ -40,6 +50,14 @@ typedef struct grad_fixup {
     ad_tensor *old_grad; /* its persistent grad before, freed at reset */
 } grad_fixup;
 
+/* The state ad_tape_freeze records and ad_tape_replay returns to. */
+typedef struct tape_mark {
+    chunk *chunk;
+    size_t chunk_used, used, nnodes, ntensors;
+    held *held;
+    grad_fixup *fixups;
+} tape_mark;
+
 struct ad_tape {
     chunk *first, *cur, *last;
     size_t reserved, used, nchunks;
@@ -50,10 +68,15 @@ struct ad_tape {
     held *held;
     grad_fixup *fixups;
     struct ad_scalar_tape *scalars;
+    bool replayable, frozen;
+    tape_mark mark;
 };
 
 static _Thread_local ad_tape *active_tape;
 static _Thread_local bool grad_disabled;
+static _Thread_local bool anomaly;
+static _Thread_local bool in_backward; /* rules' inner ops are checked as a whole */
+static _Thread_local const char *scope_label;
 
 struct ad_scalar_tape **ad__scalar_slot(ad_tape *tape) { return &tape->scalars; }
 
@@ -143,6 +166,7 @@ int ad_tape_reset(ad_tape *t)
 {
     if (!t) return ad__err("ad_tape_reset", "tape is NULL");
     release(t);
+    t->frozen = false;
     for (chunk *c = t->first; c; c = c->next) c->used = 0;
     t->cur = t->first;
     t->used = 0;
@@ -280,14 +304,99 @@ int ad__result_tape(const char *fn, int nin, ad_tensor *const *in, ad_tape **out
     return 0;
 }
 
+bool ad__anomaly_on(void) { return anomaly; }
+bool ad_anomaly_mode(void) { return anomaly; }
+
+bool ad_set_anomaly_mode(bool on)
+{
+    bool prev = anomaly;
+    anomaly = on;
+    return prev;
+}
+
+const char *ad_set_scope_label(const char *label)
+{
+    const char *prev = scope_label;
+    scope_label = label;
+    return prev;
+}
+
+int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where)
+{
+    (void)fn;
+    if (!ad__is_float(t->dtype)) return 0;
+    int64_t n = ad__numel(t->ndim, t->shape), idx[AD_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        if (!isfinite(ad__ld(t, ad__offset_of(t, idx)))) {
+            *where = k;
+            return -1;
+        }
+        for (int d = t->ndim - 1; d >= 0 && ++idx[d] == t->shape[d]; d--) idx[d] = 0;
+    }
+    return 0;
+}
+
+/* "x: [3] float64, y: [3] float64" for anomaly messages. */
+static void describe_inputs(int nin, ad_tensor *const *in, char *buf, size_t size)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < nin && len + 1 < size; i++) {
+        char sh[160];
+        ad__fmt_shape(in[i]->ndim, in[i]->shape, sh, sizeof sh);
+        len += (size_t)snprintf(buf + len, size - len, "%sinput %d: %s %s", i ? ", " : "", i, sh,
+                                ad_dtype_name(in[i]->dtype));
+    }
+}
+
+static int anomaly_error(const char *what, const ad_op *op, const ad_tensor *bad, int64_t where,
+                         int nin, ad_tensor *const *in, const char *label)
+{
+    char fn[96], el[160], sh[160], ins[400];
+    snprintf(fn, sizeof fn, "ad_%s", op->name);
+    int64_t idx[AD_MAX_DIMS];
+    for (int d = bad->ndim - 1; d >= 0; d--) {
+        idx[d] = bad->shape[d] ? where % bad->shape[d] : 0;
+        where = bad->shape[d] ? where / bad->shape[d] : 0;
+    }
+    ad__fmt_shape(bad->ndim, idx, el, sizeof el);
+    ad__fmt_shape(bad->ndim, bad->shape, sh, sizeof sh);
+    describe_inputs(nin, in, ins, sizeof ins);
+    int64_t flat = 0;
+    for (int d = 0; d < bad->ndim; d++) flat = flat * bad->shape[d] + idx[d];
+    (void)flat;
+    double v = ad__ld(bad, ad__offset_of(bad, idx));
+    return ad__err(fn, "anomaly: %s %s at element %s of a %s %s result from finite inputs "
+                       "(%s)%s%s%s",
+                   what, isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"), el, sh,
+                   ad_dtype_name(bad->dtype), ins, label ? " in '" : "", label ? label : "",
+                   label ? "'" : "");
+}
+
+/* Anomaly check of a forward result: only the op that first turns finite
+ * inputs into a non-finite output is blamed. */
+static int check_forward(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in)
+{
+    int64_t where, dummy;
+    if (in_backward || ad__check_finite(op->name, out, &where) == 0) return 0;
+    for (int i = 0; i < nin; i++)
+        if (ad__check_finite(op->name, in[i], &dummy)) return 0;
+    return anomaly_error("produced", op, out, where, nin, in, scope_label);
+}
+
 int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, ad_node **node)
 {
     *node = NULL;
+    if (anomaly && check_forward(op, out, nin, in)) return -1;
     ad_tape *t = out->tape;
-    if (grad_disabled || !t) return 0;
+    if (!t || grad_disabled) return 0;
     bool any = false;
     for (int i = 0; i < nin; i++) any |= in[i]->requires_grad;
-    if (!any) return 0;
+    any = any && op->backward;
+    /* A replayable tape keeps every op until it is frozen, so replay
+     * recomputes masks and preprocessing too.  After the freeze, nodes are
+     * recorded only for gradients and live until the next replay rewinds. */
+    if (!any && !(t->replayable && !t->frozen)) return 0;
     if (t->nnodes == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 1024;
         ad_node **nodes = ad__realloc(t->nodes, cap * sizeof *nodes);
@@ -305,9 +414,15 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     n->in = ins;
     n->nin = nin;
     n->seq = t->nnodes;
+    n->label = scope_label;
     t->nodes[t->nnodes++] = n;
-    out->node = n;
-    out->requires_grad = true;
+    if (any) {
+        out->node = n;
+        out->requires_grad = true;
+    } else {
+        /* Replay-only node: its output stays a leaf for gradients. */
+        n->freed = false;
+    }
     *node = n;
     return 0;
 }
@@ -401,6 +516,8 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     ad_tape *t = out->tape;
     bool prev_mode = ad_set_grad_enabled(create);
     ad_tape *prev_tape = ad_tape_activate(t);
+    bool prev_in = in_backward;
+    in_backward = true;
     int rc = -1;
     size_t top = 0;
     unsigned epoch = 0;
@@ -469,6 +586,19 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
                         ad_dtype_name(x->dtype), k);
                 goto clear;
             }
+            int64_t where, dummy;
+            if (anomaly && ad__check_finite(fn, gin[k], &where) &&
+                !ad__check_finite(fn, g, &dummy)) {
+                bool finite_in = true;
+                for (int j = 0; j < n->nin; j++)
+                    finite_in &= !ad__check_finite(fn, n->in[j], &dummy);
+                if (finite_in) {
+                    char what[64];
+                    snprintf(what, sizeof what, "backward gave the gradient of input %d", k);
+                    anomaly_error(what, n->op, gin[k], where, n->nin, n->in, n->label);
+                    goto clear;
+                }
+            }
             if (x->node) {
                 ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
                 if (!sum) goto clear;
@@ -485,6 +615,7 @@ clear:
     for (size_t i = top + 1; i-- > 0;)
         if (t->nodes[i]->mark == epoch) t->nodes[i]->out->adj = NULL;
 done:
+    in_backward = prev_in;
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
     return rc;
@@ -520,4 +651,117 @@ int ad_gradients(ad_tensor *out, const ad_tensor *gout, int n, ad_tensor *const 
             memset(grads[i]->storage->data, 0, grads[i]->storage->nbytes);
         }
     return 0;
+}
+
+/* ---- replay ------------------------------------------------------------------------- */
+
+int ad_tape_set_replayable(ad_tape *t, bool on)
+{
+    if (!t) return ad__err("ad_tape_set_replayable", "tape is NULL");
+    if (t->frozen) return ad__err("ad_tape_set_replayable", "the tape is already frozen");
+    t->replayable = on;
+    return 0;
+}
+
+int ad_tape_freeze(ad_tape *t)
+{
+    if (!t) return ad__err("ad_tape_freeze", "tape is NULL");
+    if (!t->replayable)
+        return ad__err("ad_tape_freeze", "the tape was not recorded as replayable "
+                                         "(ad_tape_set_replayable before recording)");
+    t->mark = (tape_mark){t->cur, t->cur ? t->cur->used : 0, t->used, t->nnodes, t->ntensors,
+                          t->held, t->fixups};
+    t->frozen = true;
+    return 0;
+}
+
+/* Undoes everything after the freeze point: references, gradient fixups,
+ * nodes and arena space, exactly as a reset does for the whole tape. */
+static void rewind_to_mark(ad_tape *t)
+{
+    const tape_mark *m = &t->mark;
+    for (grad_fixup *f = t->fixups; f != m->fixups; f = f->next) {
+        ad_tensor *leaf = f->leaf;
+        if (leaf->magic == AD_TENSOR_MAGIC && leaf->grad && leaf->grad->tape == t) {
+            leaf->grad = ad_copy(NULL, leaf->grad);
+            leaf->owns_grad = leaf->grad != NULL;
+        }
+        ad_tensor_free(f->old_grad);
+    }
+    t->fixups = m->fixups;
+    for (held *h = t->held; h != m->held; h = h->next)
+        if (--h->storage->refs == 0) {
+            ad__free(h->storage->data);
+            ad__free(h->storage);
+        }
+    t->held = m->held;
+    t->nnodes = m->nnodes;
+    t->ntensors = m->ntensors;
+    t->used = m->used;
+    t->cur = m->chunk ? m->chunk : t->first;
+    if (m->chunk) {
+        m->chunk->used = m->chunk_used;
+        for (chunk *c = m->chunk->next; c; c = c->next) c->used = 0;
+    } else {
+        for (chunk *c = t->first; c; c = c->next) c->used = 0;
+    }
+}
+
+int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const *values)
+{
+    static const char *fn = "ad_tape_replay";
+    if (!t) return ad__err(fn, "tape is NULL");
+    if (!t->frozen) return ad__err(fn, "the tape is not frozen (ad_tape_freeze after recording)");
+    if (n < 0 || (n > 0 && !leaves)) return ad__err(fn, "need n >= 0 leaves");
+    for (int i = 0; i < n; i++) {
+        if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;
+        if (leaves[i]->node) return ad__err(fn, "input %d is not a leaf", i);
+        if (!values || !values[i]) continue;
+        if (ad__check_arg(fn, "values[i]", values[i], false)) return -1;
+        if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
+            char a[160], b[160];
+            ad__fmt_shape(leaves[i]->ndim, leaves[i]->shape, a, sizeof a);
+            ad__fmt_shape(values[i]->ndim, values[i]->shape, b, sizeof b);
+            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a,
+                           ad_dtype_name(leaves[i]->dtype), b, ad_dtype_name(values[i]->dtype));
+        }
+    }
+    rewind_to_mark(t);
+    for (int i = 0; values && i < n; i++)
+        if (values[i] && leaves[i] != values[i] && ad_copy_into(leaves[i], values[i])) return -1;
+    int changed = 0;
+    ad_tape *prev_tape = ad_tape_activate(t);
+    bool prev_mode = ad_set_grad_enabled(false);
+    int rc = 0;
+    for (size_t i = 0; i < t->nnodes; i++) {
+        ad_node *nd = t->nodes[i];
+        nd->freed = false;
+        for (int k = 0; k < nd->nin; k++) {
+            ad_tensor *x = nd->in[k];
+            if (!x->node && x->tape == t && x->grad) { /* its grad lived past the mark */
+                x->grad = NULL;
+                x->owns_grad = false;
+            }
+        }
+        ad_forward_fn fw = nd->op->forward;
+        if (!fw) {
+            if (nd->out->storage != nd->in[0]->storage)
+                rc = ad__err(fn, "op '%s' cannot be replayed", nd->op->name);
+            if (rc) break;
+            continue;
+        }
+        int c = fw(nd);
+        if (c < 0) {
+            rc = -1;
+            break;
+        }
+        changed += c;
+        if (anomaly && check_forward(nd->op, nd->out, nd->nin, nd->in)) {
+            rc = -1;
+            break;
+        }
+    }
+    ad_set_grad_enabled(prev_mode);
+    ad_tape_activate(prev_tape);
+    return rc ? -1 : changed;
 }

@@ -124,6 +124,67 @@ int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
 int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
                  ad_tensor *const *inputs, ad_tensor **grads, unsigned flags);
 
+/* ---- replay: record once, run many times ------------------------------------
+ * The static-graph mode of KANN and ADOL-C.  Record a computation once on a
+ * tape set replayable, freeze it, then for each new input write the values
+ * into the input leaves (or pass them to ad_tape_replay) and replay: every
+ * recorded op recomputes its output in place, in recording order, without
+ * recording anything again.  ad_backward(out, NULL, AD_RETAIN_GRAPH) after a
+ * replay differentiates the replayed values.  The arena is rewound to the
+ * freeze point on each replay, so the temporaries of the previous backward
+ * are reused: in steady state a replay step allocates nothing.
+ *
+ *   ad_tape_set_replayable(t, true);
+ *   ... record: loss = model(x) on t ...
+ *   ad_tape_freeze(t);
+ *   for each batch:
+ *       ad_tape_replay(t, 1, &x, &batch);
+ *       ad_backward(loss, NULL, AD_RETAIN_GRAPH);
+ *       ... update parameters ...
+ *
+ * Control flow.  A replayed tape repeats the recording's structure: an `if`
+ * in C that looked at a value during recording is not looked at again.
+ * Selections made with tensor ops (ad_where with a comparison such as
+ * ad_gt) are recomputed and stay right.  To detect when a recorded C-level
+ * branch would now go the other way, base it on a comparison op recorded on
+ * the tape: ad_tape_replay returns how many comparison results changed
+ * since the recording (ADOL-C's "branch switches"); when it is non-zero and
+ * your C code branched on one, re-record.
+ */
+
+/* While on, every op whose result goes on the tape is recorded, also those
+ * on no gradient path (data preprocessing, masks, comparisons), so that a
+ * replay recomputes everything.  Set it before recording. */
+int ad_tape_set_replayable(ad_tape *tape, bool replayable);
+/* Ends recording: what is on the tape now is what ad_tape_replay
+ * recomputes; later allocations are rewound on each replay. */
+int ad_tape_freeze(ad_tape *tape);
+/* Copies values[i] into leaves[i] for i < n (values may be NULL when the
+ * caller wrote into the leaves already), rewinds the arena to the freeze
+ * point, and recomputes every recorded op.  Leaves on the tape lose their
+ * grad (it lived past the freeze point); persistent leaves keep theirs.
+ * Returns the number of comparison elements whose result changed since the
+ * previous run (>= 0), or -1 on error: tape not frozen, an input of another
+ * shape or dtype than recorded ("ad_tape_replay: input 0 was recorded as
+ * [64,784] float32, got [32,784] float32"), an op that cannot be replayed. */
+int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
+
+/* ---- anomaly detection -------------------------------------------------------
+ * Off by default (it costs a scan of every result).  While on (per thread),
+ * the first op whose forward result or backward gradient contains NaN or
+ * Inf although its inputs were finite fails with an error naming the op,
+ * the element, the input shapes and the label of the scope it was recorded
+ * in, instead of letting the NaN spread silently:
+ *   "ad_log: anomaly: produced nan at element [1] of a [3] float64 result
+ *    from finite inputs (x: [3] float64) in 'layer2'"
+ */
+bool ad_set_anomaly_mode(bool on); /* returns the previous setting */
+bool ad_anomaly_mode(void);
+/* Labels the ops recorded from now on in this thread (shown by anomaly
+ * errors and graph dumps); NULL clears.  The string must outlive the tape.
+ * Returns the previous label. */
+const char *ad_set_scope_label(const char *label);
+
 #ifdef __cplusplus
 }
 #endif

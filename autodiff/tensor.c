@@ -476,16 +476,17 @@ ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t)
 int ad_fill(ad_tensor *t, double value)
 {
     CHECK_OR("ad_fill", t, -1);
-    ad_tensor *v = ad__alloc("ad_fill", NULL, t->dtype, 0, NULL);
-    if (!v) return -1;
-    ad__st(v, 0, value);
-    /* A 0-d source broadcasts over every element of t. */
+    /* A 0-d source on the stack broadcasts over every element of t; no
+     * allocation, so zeroing gradients in a training loop stays free. */
+    int64_t bits = 0;
+    ad_storage st = {.data = &bits, .nbytes = sizeof bits, .refs = 1, .in_arena = true};
+    ad_tensor v = {.magic = AD_TENSOR_MAGIC, .dtype = t->dtype, .storage = &st};
+    ad__st(&v, 0, value);
     ad_iter it = {.ndim = t->ndim};
     memcpy(it.shape, t->shape, sizeof it.shape);
     ad__iter_add(&it, t);
-    ad__iter_add(&it, v);
-    copy_ctx c = {t, v};
+    ad__iter_add(&it, &v);
+    copy_ctx c = {t, &v};
     ad__iter_run(&it, copy_row, &c);
-    ad_tensor_free(v);
     return 0;
 }

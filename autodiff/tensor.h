@@ -54,6 +54,19 @@ typedef struct ad_tape ad_tape;
 const char *ad_error(void);
 /* Forget the pending error on this thread. */
 void ad_clear_error(void);
+/* Sets this thread's error message from a printf-style format and returns
+ * -1.  It exists so that code built on this public API (the nn layer, your
+ * own library) reports its errors through the same ad_error() as the core,
+ * and a caller checks one place whatever layer failed.  Start the message
+ * with the function's name, as the core does: `return ad_set_error(
+ * "mylib_load: %s: bad magic", path);`.  The arguments may include
+ * ad_error() itself, to add context to an inner failure.  Messages longer
+ * than the buffer (511 bytes) are truncated. */
+int ad_set_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
 
 /* ---- dtypes ------------------------------------------------------------ */
 

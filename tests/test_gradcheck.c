@@ -29,7 +29,7 @@ static int bad_square_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static const ad_op BAD_SQUARE = {"bad_square", "y = x^2; dx = 2 g x (not differentiable)",
-                                 bad_square_bw};
+                                 bad_square_bw, NULL};
 static ad_tensor *f_bad_square(ad_tensor *const *in, int n, void *ctx)
 {
     (void)n, (void)ctx;

@@ -1,0 +1,808 @@
+/* autodiff/ops_nn.c - neural-network ops: kernel, rule and formula side by side.
+ *
+ * Two real ops live here, unfold (im2col) and fold (col2im).  They are
+ * linear and each other's adjoint, so each one's rule is the other and
+ * derivatives of every order stay within the pair.  Everything else a
+ * network layer needs is composed from public ops: a convolution is unfold
+ * then one (batched) matmul, a pool is a max or mean over the kernel axis
+ * of unfold's result, the normalisations are mean/var arithmetic.  The
+ * compositions are differentiable to any order by construction and replay
+ * like any recorded computation; the cost is some intermediates, which for
+ * a convolution (the columns) is what im2col implementations keep anyway.
+ *
+ * The two kernels are the hot loops of a CNN, so they are written per
+ * dtype with the window arithmetic hoisted: for each kernel tap (i, j) the
+ * range of window columns ow that read inside the input is computed once,
+ * the rest is padding.  Planes (n, c) are independent and are split among
+ * OpenMP threads when the library is built with it. */
+#include <limits.h>
+
+#include "internal.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Parallel over the loop that follows when it moves enough data to pay
+ * for waking the threads; `work` must be in scope. */
+#ifdef _OPENMP
+#define PARALLEL_FOR _Pragma("omp parallel for schedule(static) if (work >= 65536)")
+#else
+#define PARALLEL_FOR
+#endif
+
+/* ---- window geometry ----------------------------------------------------------
+ * Index 0 is the height, 1 the width.  `in` is the image extent (unfold's
+ * input, fold's output), `out` the number of window positions. */
+typedef struct win2d {
+    int64_t k[2], s[2], p[2], d[2];
+    int64_t in[2], out[2];
+} win2d;
+
+/* Validates the parameters; stride, padding, dilation may be NULL. */
+static int win_params(const char *fn, const int kernel[2], const int stride[2],
+                      const int padding[2], const int dilation[2], win2d *w)
+{
+    memset(w, 0, sizeof *w);
+    if (!kernel) return ad__err(fn, "kernel is NULL");
+    for (int a = 0; a < 2; a++) {
+        w->k[a] = kernel[a];
+        w->s[a] = stride ? stride[a] : 1;
+        w->p[a] = padding ? padding[a] : 0;
+        w->d[a] = dilation ? dilation[a] : 1;
+    }
+    const char *bad = w->k[0] < 1 || w->k[1] < 1   ? "kernel"
+                      : w->s[0] < 1 || w->s[1] < 1 ? "stride"
+                      : w->p[0] < 0 || w->p[1] < 0 ? "padding"
+                      : w->d[0] < 1 || w->d[1] < 1 ? "dilation"
+                                                   : NULL;
+    if (!bad) return 0;
+    const int64_t *v = bad[0] == 'k' ? w->k : bad[0] == 's' ? w->s : bad[0] == 'p' ? w->p : w->d;
+    return ad__err(fn, "%s %lldx%lld: %s", bad, (long long)v[0], (long long)v[1],
+                   bad[0] == 'p' ? "must be >= 0" : "must be >= 1");
+}
+
+/* Sets the image extent and computes the window count; error when the
+ * dilated kernel does not fit in the padded image.  `what` describes the
+ * image for the message ("x [1,1,2,2]"). */
+static int win_fit(const char *fn, win2d *w, int64_t h, int64_t wd, const char *what)
+{
+    w->in[0] = h;
+    w->in[1] = wd;
+    int64_t span[2], padded[2];
+    for (int a = 0; a < 2; a++) {
+        span[a] = w->d[a] * (w->k[a] - 1) + 1;
+        padded[a] = w->in[a] + 2 * w->p[a];
+    }
+    if (span[0] > padded[0] || span[1] > padded[1])
+        return ad__err(fn, "kernel %lldx%lld (dilation %lldx%lld, so %lldx%lld input positions) "
+                           "does not fit in the padded input %lldx%lld: %s, padding %lldx%lld",
+                       (long long)w->k[0], (long long)w->k[1], (long long)w->d[0],
+                       (long long)w->d[1], (long long)span[0], (long long)span[1],
+                       (long long)padded[0], (long long)padded[1], what, (long long)w->p[0],
+                       (long long)w->p[1]);
+    for (int a = 0; a < 2; a++) w->out[a] = (padded[a] - span[a]) / w->s[a] + 1;
+    return 0;
+}
+
+/* "x [1,2,5,5]" for messages. */
+static void describe(const char *name, const ad_tensor *t, char *buf, size_t size)
+{
+    char s[160];
+    ad__fmt_shape(t->ndim, t->shape, s, sizeof s);
+    snprintf(buf, size, "%s %s", name, s);
+}
+
+/* The window's parameters, kept in a node's ip[0..12). */
+static void win_store(ad_node *n, const win2d *w)
+{
+    for (int a = 0; a < 2; a++) {
+        n->ip[0 + a] = w->k[a];
+        n->ip[2 + a] = w->s[a];
+        n->ip[4 + a] = w->p[a];
+        n->ip[6 + a] = w->d[a];
+        n->ip[8 + a] = w->in[a];
+        n->ip[10 + a] = w->out[a];
+    }
+}
+static win2d win_load(const ad_node *n)
+{
+    win2d w;
+    for (int a = 0; a < 2; a++) {
+        w.k[a] = n->ip[0 + a];
+        w.s[a] = n->ip[2 + a];
+        w.p[a] = n->ip[4 + a];
+        w.d[a] = n->ip[6 + a];
+        w.in[a] = n->ip[8 + a];
+        w.out[a] = n->ip[10 + a];
+    }
+    return w;
+}
+
+/* Window columns ow in [lo, hi) of one row read inside the image: with
+ * tap offset dx = j d - p, position ow s + dx must lie in [0, extent). */
+static void span_of(int64_t dx, int64_t s, int64_t extent, int64_t nout, int64_t *lo,
+                    int64_t *hi)
+{
+    int64_t l = dx >= 0 ? 0 : (-dx + s - 1) / s;
+    int64_t h = extent - 1 - dx < 0 ? 0 : (extent - 1 - dx) / s + 1;
+    if (l > nout) l = nout;
+    if (h > nout) h = nout;
+    if (h < l) h = l;
+    *lo = l;
+    *hi = h;
+}
+
+/* ---- kernels ---------------------------------------------------------------------
+ * unfold writes every element of its contiguous [N, C kh kw, L] result once
+ * (padding as zeros).  fold accumulates each (n, c) plane in double, then
+ * stores it: straight into the result for float64, through a per-thread
+ * plane of scratch for float32. */
+#define DEFINE_UNFOLD(NAME, T)                                                           \
+    static void NAME(const ad_tensor *x, ad_tensor *out, const win2d *w)                 \
+    {                                                                                    \
+        const int64_t C = x->shape[1], planes = x->shape[0] * C;                         \
+        const int64_t H = w->in[0], W = w->in[1], Ho = w->out[0], Wo = w->out[1];        \
+        const int64_t L = Ho * Wo, kh = w->k[0], kw = w->k[1], sw = w->s[1];             \
+        const int64_t sN = x->strides[0], sC = x->strides[1];                            \
+        const int64_t sH = x->strides[2], sW = x->strides[3];                            \
+        const T *xd = (const T *)x->storage->data + x->offset;                           \
+        T *od = out->storage->data;                                                      \
+        const int64_t work = planes * kh * kw * L;                                       \
+        (void)work;                                                                      \
+        PARALLEL_FOR                                                                     \
+        for (int64_t pl = 0; pl < planes; pl++) {                                        \
+            const T *xp = xd + (pl / C) * sN + (pl % C) * sC;                            \
+            T *op = od + pl * kh * kw * L;                                               \
+            for (int64_t i = 0; i < kh; i++)                                             \
+                for (int64_t j = 0; j < kw; j++) {                                       \
+                    T *row = op + (i * kw + j) * L;                                      \
+                    int64_t dx = j * w->d[1] - w->p[1], lo, hi;                          \
+                    span_of(dx, sw, W, Wo, &lo, &hi);                                    \
+                    for (int64_t oh = 0; oh < Ho; oh++) {                                \
+                        T *r = row + oh * Wo;                                            \
+                        int64_t ih = oh * w->s[0] - w->p[0] + i * w->d[0];               \
+                        if (ih < 0 || ih >= H) {                                         \
+                            memset(r, 0, (size_t)Wo * sizeof(T));                        \
+                            continue;                                                    \
+                        }                                                                \
+                        const T *src = xp + ih * sH;                                     \
+                        for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;                   \
+                        if (sw == 1 && sW == 1) {                                        \
+                            if (hi > lo)                                                 \
+                                memcpy(r + lo, src + lo + dx, (size_t)(hi - lo) * sizeof(T)); \
+                        } else                                                           \
+                            for (int64_t ow = lo; ow < hi; ow++)                         \
+                                r[ow] = src[(ow * sw + dx) * sW];                        \
+                        for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;                  \
+                    }                                                                    \
+                }                                                                        \
+        }                                                                                \
+    }
+DEFINE_UNFOLD(unfold_f32, float)
+DEFINE_UNFOLD(unfold_f64, double)
+
+#ifdef _OPENMP
+#define THREAD_ID omp_get_thread_num()
+#define MAX_THREADS omp_get_max_threads()
+#else
+#define THREAD_ID 0
+#define MAX_THREADS 1
+#endif
+
+#define DEFINE_FOLD(NAME, T)                                                             \
+    static void NAME(const ad_tensor *cols, ad_tensor *out, const win2d *w, double *scratch) \
+    {                                                                                    \
+        const int64_t C = out->shape[1], planes = out->shape[0] * C;                     \
+        const int64_t H = w->in[0], W = w->in[1], HW = H * W, Wo = w->out[1];            \
+        const int64_t kh = w->k[0], kw = w->k[1], sw = w->s[1];                          \
+        const int64_t s0 = cols->strides[0], s1 = cols->strides[1], s2 = cols->strides[2]; \
+        const T *cd = (const T *)cols->storage->data + cols->offset;                     \
+        T *od = out->storage->data;                                                      \
+        const bool direct = sizeof(T) == sizeof(double);                                 \
+        const int64_t work = planes * kh * kw * w->out[0] * Wo;                          \
+        (void)work;                                                                      \
+        PARALLEL_FOR                                                                     \
+        for (int64_t pl = 0; pl < planes; pl++) {                                        \
+            double *acc = direct ? (double *)(void *)(od + pl * HW)                      \
+                                 : scratch + (int64_t)THREAD_ID * HW;                    \
+            memset(acc, 0, (size_t)HW * sizeof(double));                                 \
+            const T *cp = cd + (pl / C) * s0 + (pl % C) * kh * kw * s1;                  \
+            for (int64_t i = 0; i < kh; i++)                                             \
+                for (int64_t j = 0; j < kw; j++) {                                       \
+                    const T *crow = cp + (i * kw + j) * s1;                              \
+                    int64_t dx = j * w->d[1] - w->p[1], lo, hi;                          \
+                    span_of(dx, sw, W, Wo, &lo, &hi);                                    \
+                    for (int64_t oh = 0; oh < w->out[0]; oh++) {                         \
+                        int64_t ih = oh * w->s[0] - w->p[0] + i * w->d[0];               \
+                        if (ih < 0 || ih >= H) continue;                                 \
+                        double *a = acc + ih * W;                                        \
+                        const T *src = crow + oh * Wo * s2;                              \
+                        if (sw == 1 && s2 == 1)                                          \
+                            for (int64_t ow = lo; ow < hi; ow++) a[ow + dx] += src[ow];  \
+                        else                                                             \
+                            for (int64_t ow = lo; ow < hi; ow++)                         \
+                                a[ow * sw + dx] += src[ow * s2];                         \
+                    }                                                                    \
+                }                                                                        \
+            if (!direct) {                                                               \
+                T *o = od + pl * HW;                                                     \
+                for (int64_t k = 0; k < HW; k++) o[k] = (T)acc[k];                       \
+            }                                                                            \
+        }                                                                                \
+    }
+DEFINE_FOLD(fold_f32, float)
+DEFINE_FOLD(fold_f64, double)
+
+static void unfold_run(const ad_tensor *x, ad_tensor *out, const win2d *w)
+{
+    if (x->dtype == AD_FLOAT64) unfold_f64(x, out, w);
+    else unfold_f32(x, out, w);
+}
+
+static int fold_run(const char *fn, const ad_tensor *cols, ad_tensor *out, const win2d *w)
+{
+    if (cols->dtype == AD_FLOAT64) {
+        fold_f64(cols, out, w, NULL);
+        return 0;
+    }
+    /* One double plane per thread, from the result's arena when it has one
+     * so a training loop that resets its tape stops allocating. */
+    int64_t plane = w->in[0] * w->in[1];
+    size_t bytes = (size_t)MAX_THREADS * (size_t)(plane > 0 ? plane : 1) * sizeof(double);
+    double *scratch = out->tape ? ad__arena_alloc(out->tape, bytes) : ad__malloc(bytes);
+    if (!scratch) return ad__err(fn, "out of memory");
+    fold_f32(cols, out, w, scratch);
+    if (!out->tape) ad__free(scratch);
+    return 0;
+}
+
+/* The public ops from a window, for the rules (which must use public ops). */
+static ad_tensor *unfold_w(ad_tensor *x, const win2d *w)
+{
+    int k[2] = {(int)w->k[0], (int)w->k[1]}, s[2] = {(int)w->s[0], (int)w->s[1]};
+    int p[2] = {(int)w->p[0], (int)w->p[1]}, d[2] = {(int)w->d[0], (int)w->d[1]};
+    return ad_unfold(x, k, s, p, d);
+}
+static ad_tensor *fold_w(ad_tensor *cols, const win2d *w)
+{
+    int k[2] = {(int)w->k[0], (int)w->k[1]}, s[2] = {(int)w->s[0], (int)w->s[1]};
+    int p[2] = {(int)w->p[0], (int)w->p[1]}, d[2] = {(int)w->d[0], (int)w->d[1]};
+    int o[2] = {(int)w->in[0], (int)w->in[1]};
+    return ad_fold(cols, o, k, s, p, d);
+}
+
+/* Records op, storing the window; frees a persistent result on failure. */
+static ad_tensor *finish(const ad_op *op, ad_tensor *out, ad_tensor *in, const win2d *w)
+{
+    ad_node *n;
+    if (ad__record(op, out, 1, &in, &n)) {
+        if (!out->tape) ad_tensor_free(out);
+        return NULL;
+    }
+    if (n) win_store(n, w);
+    return out;
+}
+
+/* ---- unfold ------------------------------------------------------------------------ */
+static int unfold_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    win2d w = win_load(n);
+    gin[0] = fold_w(g, &w);
+    return 0;
+}
+static int unfold_fw(ad_node *n)
+{
+    win2d w = win_load(n);
+    unfold_run(n->in[0], n->out, &w);
+    return 0;
+}
+static const ad_op OP_UNFOLD = {"unfold",
+                                "y[n, (c kh + i) kw + j, oh Wo + ow] = x[n, c, oh sh - ph + i dh, "
+                                "ow sw - pw + j dw] (0 in the padding); dx = fold(g)",
+                                unfold_bw, unfold_fw};
+ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
+                     const int padding[2], const int dilation[2])
+{
+    static const char *fn = "ad_unfold";
+    char what[200];
+    win2d w;
+    if (ad__check_arg(fn, "x", x, true)) return NULL;
+    describe("x", x, what, sizeof what);
+    if (x->ndim != 4) return ad__err(fn, "expected a 4-D input [N, C, H, W], got %s", what), NULL;
+    if (win_params(fn, kernel, stride, padding, dilation, &w) ||
+        win_fit(fn, &w, x->shape[2], x->shape[3], what))
+        return NULL;
+    int64_t kk = w.k[0] * w.k[1];
+    if (x->shape[1] > 0 && kk > INT64_MAX / x->shape[1])
+        return ad__err(fn, "C kh kw overflows: %s with kernel %lldx%lld", what,
+                       (long long)w.k[0], (long long)w.k[1]), NULL;
+    int64_t shape[3] = {x->shape[0], x->shape[1] * kk, w.out[0] * w.out[1]};
+    ad_tape *tape;
+    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
+    ad_tensor *out = ad__alloc(fn, tape, x->dtype, 3, shape);
+    if (!out) return NULL;
+    unfold_run(x, out, &w);
+    return finish(&OP_UNFOLD, out, x, &w);
+}
+
+/* ---- fold ---------------------------------------------------------------------------- */
+static int fold_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    win2d w = win_load(n);
+    gin[0] = unfold_w(g, &w);
+    return 0;
+}
+static int fold_fw(ad_node *n)
+{
+    win2d w = win_load(n);
+    return fold_run(n->op->name, n->in[0], n->out, &w);
+}
+static const ad_op OP_FOLD = {"fold",
+                              "y[n, c, h, w] = sum of cols[n, (c kh + i) kw + j, l] over the "
+                              "windows l and taps (i, j) that unfold reads (h, w) from; "
+                              "dcols = unfold(g)",
+                              fold_bw, fold_fw};
+ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2],
+                   const int stride[2], const int padding[2], const int dilation[2])
+{
+    static const char *fn = "ad_fold";
+    char what[200], out_what[64];
+    win2d w;
+    if (ad__check_arg(fn, "cols", cols, true)) return NULL;
+    describe("cols", cols, what, sizeof what);
+    if (cols->ndim != 3)
+        return ad__err(fn, "expected a 3-D input [N, C kh kw, L], got %s", what), NULL;
+    if (!output_size) return ad__err(fn, "output_size is NULL"), NULL;
+    if (output_size[0] < 1 || output_size[1] < 1)
+        return ad__err(fn, "output_size %dx%d: must be >= 1", output_size[0], output_size[1]),
+               NULL;
+    snprintf(out_what, sizeof out_what, "output_size %dx%d", output_size[0], output_size[1]);
+    if (win_params(fn, kernel, stride, padding, dilation, &w) ||
+        win_fit(fn, &w, output_size[0], output_size[1], out_what))
+        return NULL;
+    int64_t kk = w.k[0] * w.k[1], L = w.out[0] * w.out[1];
+    if (cols->shape[1] % kk != 0)
+        return ad__err(fn, "dimension 1 of %s is not a multiple of the %lldx%lld = %lld kernel "
+                           "taps", what, (long long)w.k[0], (long long)w.k[1], (long long)kk),
+               NULL;
+    if (cols->shape[2] != L)
+        return ad__err(fn, "%s has %lld columns, but %s with kernel %lldx%lld, stride %lldx%lld, "
+                           "padding %lldx%lld, dilation %lldx%lld has %lldx%lld = %lld windows",
+                       what, (long long)cols->shape[2], out_what, (long long)w.k[0],
+                       (long long)w.k[1], (long long)w.s[0], (long long)w.s[1],
+                       (long long)w.p[0], (long long)w.p[1], (long long)w.d[0],
+                       (long long)w.d[1], (long long)w.out[0], (long long)w.out[1], (long long)L),
+               NULL;
+    int64_t shape[4] = {cols->shape[0], cols->shape[1] / kk, w.in[0], w.in[1]};
+    ad_tape *tape;
+    if (ad__result_tape(fn, 1, &cols, &tape)) return NULL;
+    ad_tensor *out = ad__alloc(fn, tape, cols->dtype, 4, shape);
+    if (!out) return NULL;
+    if (fold_run(fn, cols, out, &w)) {
+        if (!tape) ad_tensor_free(out);
+        return NULL;
+    }
+    return finish(&OP_FOLD, out, cols, &w);
+}
+
+/* ---- compositions: where the intermediates go -----------------------------------------
+ * The intermediates of a composition go on its inputs' tape (or the active
+ * one).  With neither, the inputs are persistent and nothing is recorded,
+ * and the intermediates would be persistent tensors nobody frees: so the
+ * composition runs on a scratch tape made active for the purpose, its
+ * result is copied out as a persistent tensor and the scratch tape is freed
+ * with every intermediate. */
+typedef struct scope {
+    ad_tape *tape; /* where constants of the composition go */
+    ad_tape *tmp, *prev;
+} scope;
+
+/* in[] may hold NULLs (absent optional arguments), which are skipped. */
+static int scope_open(const char *fn, int nin, ad_tensor *const *in, scope *s)
+{
+    ad_tensor *given[8];
+    int k = 0;
+    for (int i = 0; i < nin; i++)
+        if (in[i]) given[k++] = in[i];
+    s->tmp = s->prev = NULL;
+    if (ad__result_tape(fn, k, given, &s->tape)) return -1;
+    if (s->tape) return 0;
+    s->tmp = ad_tape_new();
+    if (!s->tmp) return ad__err(fn, "out of memory");
+    s->prev = ad_tape_activate(s->tmp);
+    s->tape = s->tmp;
+    return 0;
+}
+
+/* The composition's result as the caller receives it. */
+static ad_tensor *scope_result(scope *s, ad_tensor *r)
+{
+    return r && s->tmp ? ad_copy(NULL, r) : r;
+}
+
+static void scope_end(scope *s)
+{
+    if (!s->tmp) return;
+    ad_tape_activate(s->prev);
+    ad_tape_free(s->tmp);
+    s->tmp = NULL;
+}
+
+static ad_tensor *scope_close(scope *s, ad_tensor *r)
+{
+    r = scope_result(s, r);
+    scope_end(s);
+    return r;
+}
+
+/* Floating argument of x's dtype (optional ones may be NULL). */
+static int check_like(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x)
+{
+    if (ad__check_arg(fn, name, t, true)) return -1;
+    if (t->dtype != x->dtype)
+        return ad__err(fn, "%s is %s but x is %s", name, ad_dtype_name(t->dtype),
+                       ad_dtype_name(x->dtype));
+    return 0;
+}
+
+/* ---- conv2d ------------------------------------------------------------------------------ */
+
+ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p)
+{
+    static const char *fn = "ad_conv2d";
+    if (ad__check_arg(fn, "x", x, true) || check_like(fn, "w", w, x) ||
+        (bias && check_like(fn, "bias", bias, x)))
+        return NULL;
+    char xs[200], ws[200], both[420];
+    describe("x", x, xs, sizeof xs);
+    describe("w", w, ws, sizeof ws);
+    snprintf(both, sizeof both, "%s, %s", xs, ws);
+    if (x->ndim != 4) return ad__err(fn, "x must be 4-D [N, C, H, W], got %s", xs), NULL;
+    if (w->ndim != 4)
+        return ad__err(fn, "w must be 4-D [O, C/groups, kh, kw], got %s", ws), NULL;
+    ad_conv2d_params q = p ? *p : (ad_conv2d_params)AD_CONV2D_DEFAULTS;
+    if (q.groups < 0) return ad__err(fn, "groups %d: must be >= 1", q.groups), NULL;
+    for (int a = 0; a < 2; a++) {
+        if (q.stride[a] < 0 || q.padding[a] < 0 || q.dilation[a] < 0)
+            return ad__err(fn, "stride %dx%d, padding %dx%d, dilation %dx%d: must not be "
+                               "negative", q.stride[0], q.stride[1], q.padding[0], q.padding[1],
+                           q.dilation[0], q.dilation[1]), NULL;
+        if (q.stride[a] == 0) q.stride[a] = 1;
+        if (q.dilation[a] == 0) q.dilation[a] = 1;
+    }
+    int64_t G = q.groups ? q.groups : 1, C = x->shape[1], O = w->shape[0];
+    if (C % G != 0)
+        return ad__err(fn, "groups %lld does not divide the %lld input channels: %s",
+                       (long long)G, (long long)C, both), NULL;
+    if (O % G != 0)
+        return ad__err(fn, "groups %lld does not divide the %lld output channels: %s",
+                       (long long)G, (long long)O, both), NULL;
+    if (w->shape[1] * G != C)
+        return ad__err(fn, "input has %lld channels but weight expects %lld (groups %lld): %s",
+                       (long long)C, (long long)(w->shape[1] * G), (long long)G, both), NULL;
+    if (bias && (bias->ndim != 1 || bias->shape[0] != O)) {
+        char bs[160];
+        ad__fmt_shape(bias->ndim, bias->shape, bs, sizeof bs);
+        return ad__err(fn, "bias must be [%lld] (the output channels of %s), got %s",
+                       (long long)O, ws, bs), NULL;
+    }
+    if (w->shape[2] > INT_MAX || w->shape[3] > INT_MAX)
+        return ad__err(fn, "kernel too large: %s", ws), NULL;
+    int kernel[2] = {(int)w->shape[2], (int)w->shape[3]};
+    win2d win;
+    if (win_params(fn, kernel, q.stride, q.padding, q.dilation, &win) ||
+        win_fit(fn, &win, x->shape[2], x->shape[3], xs))
+        return NULL;
+
+    scope s;
+    ad_tensor *in[3] = {x, w, bias};
+    if (scope_open(fn, 3, in, &s)) return NULL;
+    int64_t N = x->shape[0], K = w->shape[1] * win.k[0] * win.k[1];
+    int64_t L = win.out[0] * win.out[1];
+    ad_tensor *cols = unfold_w(x, &win), *y; /* [N, C kh kw, L] */
+    /* Rows of cols are ordered (c, i, j), so group g's rows are the
+     * contiguous block g K .. (g + 1) K: a view splits them off. */
+    if (G == 1)
+        y = ad_matmul(ad_reshape(w, 2, (int64_t[]){O, K}), cols); /* [N, O, L] */
+    else
+        y = ad_matmul(ad_reshape(w, 3, (int64_t[]){G, O / G, K}),
+                      ad_reshape(cols, 4, (int64_t[]){N, G, K, L})); /* [N, G, O/G, L] */
+    y = ad_reshape(y, 4, (int64_t[]){N, O, win.out[0], win.out[1]});
+    if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){O, 1, 1}));
+    return scope_close(&s, y);
+}
+
+/* ---- pooling -------------------------------------------------------------------------------- */
+
+/* Checks a pool's arguments into a window (dilation 1). */
+static int pool_params(const char *fn, const ad_tensor *x, const int kernel[2],
+                       const int stride[2], const int padding[2], win2d *w)
+{
+    char xs[200];
+    if (ad__check_arg(fn, "x", x, true)) return -1;
+    describe("x", x, xs, sizeof xs);
+    if (x->ndim != 4) return ad__err(fn, "expected a 4-D input [N, C, H, W], got %s", xs);
+    if (!kernel) return ad__err(fn, "kernel is NULL");
+    if (stride && (stride[0] < 0 || stride[1] < 0))
+        return ad__err(fn, "stride %dx%d: must be >= 1 (or 0 for the kernel size)", stride[0],
+                       stride[1]);
+    int st[2];
+    for (int a = 0; a < 2; a++) st[a] = stride && stride[a] ? stride[a] : kernel[a];
+    if (win_params(fn, kernel, st, padding, NULL, w)) return -1;
+    if (2 * w->p[0] > w->k[0] || 2 * w->p[1] > w->k[1])
+        return ad__err(fn, "padding %lldx%lld must be at most half the kernel %lldx%lld",
+                       (long long)w->p[0], (long long)w->p[1], (long long)w->k[0],
+                       (long long)w->k[1]);
+    return win_fit(fn, w, x->shape[2], x->shape[3], xs);
+}
+
+/* Which entries of unfold's result are real input (1) rather than padding
+ * (0): unfold of ones, [1, kh kw, L], the same for every (n, c). */
+static ad_tensor *real_mask(const scope *s, const ad_tensor *x, const win2d *w)
+{
+    ad_tensor *ones = ad_ones(s->tape, x->dtype, 4, (int64_t[]){1, 1, x->shape[2], x->shape[3]});
+    return unfold_w(ones, w);
+}
+
+/* unfold(x) seen as [N, C, kh kw, L]: the kernel axis is 2. */
+static ad_tensor *windows(ad_tensor *x, const win2d *w)
+{
+    return ad_reshape(unfold_w(x, w), 4,
+                      (int64_t[]){x->shape[0], x->shape[1], w->k[0] * w->k[1],
+                                  w->out[0] * w->out[1]});
+}
+
+static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
+{
+    return ad_reshape(y, 4, (int64_t[]){x->shape[0], x->shape[1], w->out[0], w->out[1]});
+}
+
+ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2])
+{
+    static const char *fn = "ad_max_pool2d";
+    win2d w;
+    scope s;
+    if (pool_params(fn, x, kernel, stride, padding, &w) || scope_open(fn, 1, &x, &s)) return NULL;
+    ad_tensor *cols = windows(x, &w);
+    if (w.p[0] || w.p[1]) {
+        /* unfold pads with zeros, which could win the max; -inf never does. */
+        int64_t kk = w.k[0] * w.k[1], L = w.out[0] * w.out[1];
+        ad_tensor *mask = ad_reshape(real_mask(&s, x, &w), 4, (int64_t[]){1, 1, kk, L});
+        cols = ad_where(mask, cols, ad_scalar_tensor(s.tape, x->dtype, -INFINITY));
+    }
+    ad_tensor *y = ad_max(cols, (int[]){2}, 1, false);
+    return scope_close(&s, pooled(y, x, &w));
+}
+
+ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2], bool count_include_pad)
+{
+    static const char *fn = "ad_avg_pool2d";
+    win2d w;
+    scope s;
+    if (pool_params(fn, x, kernel, stride, padding, &w) || scope_open(fn, 1, &x, &s)) return NULL;
+    ad_tensor *cols = windows(x, &w), *y;
+    if (count_include_pad || (!w.p[0] && !w.p[1])) {
+        y = ad_mean(cols, (int[]){2}, 1, false);
+    } else {
+        /* Divide each window's sum by its count of real elements: [1, L]. */
+        ad_tensor *count = ad_sum(real_mask(&s, x, &w), (int[]){1}, 1, false);
+        y = ad_div(ad_sum(cols, (int[]){2}, 1, false), count);
+    }
+    return scope_close(&s, pooled(y, x, &w));
+}
+
+/* ---- dropout ------------------------------------------------------------------------------------ */
+
+ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
+{
+    static const char *fn = "ad_dropout";
+    if (ad__check_arg(fn, "x", x, true)) return NULL;
+    if (!(p >= 0.0 && p <= 1.0)) return ad__err(fn, "p must be in [0, 1], got %g", p), NULL;
+    if (!training || p == 0.0) return x;
+    if (p == 1.0) return ad_mul_scalar(x, 0.0); /* as PyTorch: x * 0, so NaN stays NaN */
+    if (!rng)
+        return ad__err(fn, "rng is NULL (needed when training with 0 < p < 1)"), NULL;
+    scope s;
+    if (scope_open(fn, 1, &x, &s)) return NULL;
+    /* The mask m / (1 - p) is drawn as uniforms and thresholded in place:
+     * it is a fresh constant that no op has seen yet. */
+    ad_tensor *m = ad_rand(s.tape, rng, x->dtype, x->ndim, x->shape, 0.0, 1.0), *y = NULL;
+    if (m) {
+        int64_t n = ad__numel(m->ndim, m->shape);
+        double scale = 1.0 / (1.0 - p);
+        if (m->dtype == AD_FLOAT64) {
+            double *d = m->storage->data;
+            for (int64_t i = 0; i < n; i++) d[i] = d[i] >= p ? scale : 0.0;
+        } else {
+            float *d = m->storage->data;
+            for (int64_t i = 0; i < n; i++) d[i] = (double)d[i] >= p ? (float)scale : 0.0f;
+        }
+        y = ad_mul(x, m);
+    }
+    return scope_close(&s, y);
+}
+
+/* ---- embedding ---------------------------------------------------------------------------------- */
+
+ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices)
+{
+    static const char *fn = "ad_embedding";
+    char wsh[160];
+    if (ad__check_arg(fn, "weight", weight, true) ||
+        ad__check_arg(fn, "indices", indices, false))
+        return NULL;
+    ad__fmt_shape(weight->ndim, weight->shape, wsh, sizeof wsh);
+    if (weight->ndim != 2) return ad__err(fn, "weight must be 2-D [V, D], got %s", wsh), NULL;
+    if (indices->dtype != AD_INT64)
+        return ad__err(fn, "indices must be int64, got %s", ad_dtype_name(indices->dtype)), NULL;
+    if (indices->ndim >= AD_MAX_DIMS)
+        return ad__err(fn, "indices have %d dimensions; at most %d are allowed", indices->ndim,
+                       AD_MAX_DIMS - 1), NULL;
+    /* index_select would accept negative entries; an embedding does not.
+     * Checked here so the message names the position in indices' shape. */
+    int64_t V = weight->shape[0], n = ad__numel(indices->ndim, indices->shape);
+    int64_t pos[AD_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        int64_t v = ((const int64_t *)indices->storage->data)[ad__offset_of(indices, pos)];
+        if (v < 0 || v >= V) {
+            char ps[160];
+            ad__fmt_shape(indices->ndim, pos, ps, sizeof ps);
+            return ad__err(fn, "index %lld at position %s is out of range for %lld embeddings "
+                               "(weight %s)", (long long)v, ps, (long long)V, wsh), NULL;
+        }
+        for (int d = indices->ndim - 1; d >= 0 && ++pos[d] == indices->shape[d]; d--) pos[d] = 0;
+    }
+    scope s;
+    ad_tensor *in[2] = {weight, indices};
+    if (scope_open(fn, 2, in, &s)) return NULL;
+    int64_t shape[AD_MAX_DIMS];
+    for (int d = 0; d < indices->ndim; d++) shape[d] = indices->shape[d];
+    shape[indices->ndim] = weight->shape[1];
+    ad_tensor *rows = ad_index_select(weight, 0, ad_reshape(indices, 1, (int64_t[]){n}));
+    return scope_close(&s, ad_reshape(rows, indices->ndim + 1, shape));
+}
+
+/* ---- normalisation ------------------------------------------------------------------------------- */
+
+static int check_eps(const char *fn, double eps)
+{
+    return eps >= 0 && isfinite(eps) ? 0 : ad__err(fn, "eps must be finite and >= 0, got %g", eps);
+}
+
+/* (x - mean) / sqrt(var + eps); mean and var broadcast against x. */
+static ad_tensor *normalise(ad_tensor *x, ad_tensor *mean, ad_tensor *var, double eps)
+{
+    return ad_div(ad_sub(x, mean), ad_sqrt(ad_add_scalar(var, eps)));
+}
+
+/* An optional affine parameter must have exactly `shape`. */
+static int check_param(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x,
+                       int ndim, const int64_t *shape, const char *what)
+{
+    if (!t) return 0;
+    if (check_like(fn, name, t, x)) return -1;
+    bool ok = t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
+    if (ok) return 0;
+    char a[160], b[160], c[160];
+    ad__fmt_shape(t->ndim, t->shape, a, sizeof a);
+    ad__fmt_shape(ndim, shape, b, sizeof b);
+    ad__fmt_shape(x->ndim, x->shape, c, sizeof c);
+    return ad__err(fn, "%s has shape %s but %s of x %s are %s", name, a, what, c, b);
+}
+
+ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,
+                         double eps)
+{
+    static const char *fn = "ad_layer_norm";
+    if (ad__check_arg(fn, "x", x, true)) return NULL;
+    if (nnormdims < 1 || nnormdims > x->ndim) {
+        char xs[160];
+        ad__fmt_shape(x->ndim, x->shape, xs, sizeof xs);
+        return ad__err(fn, "nnormdims %d out of range 1..%d for x %s", nnormdims, x->ndim, xs),
+               NULL;
+    }
+    const int64_t *last = x->shape + (x->ndim - nnormdims);
+    char what[64];
+    snprintf(what, sizeof what, "the last %d dimension%s", nnormdims, nnormdims > 1 ? "s" : "");
+    if (check_param(fn, "weight", weight, x, nnormdims, last, what) ||
+        check_param(fn, "bias", bias, x, nnormdims, last, what) || check_eps(fn, eps))
+        return NULL;
+    scope s;
+    ad_tensor *in[3] = {x, weight, bias};
+    if (scope_open(fn, 3, in, &s)) return NULL;
+    int axes[AD_MAX_DIMS];
+    for (int i = 0; i < nnormdims; i++) axes[i] = x->ndim - nnormdims + i;
+    ad_tensor *y = normalise(x, ad_mean(x, axes, nnormdims, true),
+                             ad_var(x, axes, nnormdims, 0, true), eps);
+    /* weight and bias have the trailing shape: plain broadcasting. */
+    if (weight) y = ad_mul(y, weight);
+    if (bias) y = ad_add(y, bias);
+    return scope_close(&s, y);
+}
+
+/* Running statistics: [C] of x's dtype, overwritten in training. */
+static int check_running(const char *fn, const char *name, const ad_tensor *t,
+                         const ad_tensor *x, bool training)
+{
+    if (check_param(fn, name, t, x, 1, x->shape + 1, "the channels (dimension 1)")) return -1;
+    if (training && t->requires_grad)
+        return ad__err(fn, "%s requires grad, but training overwrites it in place", name);
+    return 0;
+}
+
+ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
+                         ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
+                         double eps)
+{
+    static const char *fn = "ad_batch_norm";
+    if (ad__check_arg(fn, "x", x, true)) return NULL;
+    char xs[160];
+    ad__fmt_shape(x->ndim, x->shape, xs, sizeof xs);
+    if (x->ndim < 2) return ad__err(fn, "x must be [N, C, ...] (ndim >= 2), got %s", xs), NULL;
+    if (!running_mean != !running_var)
+        return ad__err(fn, "give both running_mean and running_var, or neither"), NULL;
+    if (!training && !running_mean)
+        return ad__err(fn, "eval mode (training false) needs running_mean and running_var"),
+               NULL;
+    const char *ch = "the channels (dimension 1)";
+    if ((running_mean && (check_running(fn, "running_mean", running_mean, x, training) ||
+                          check_running(fn, "running_var", running_var, x, training))) ||
+        check_param(fn, "weight", weight, x, 1, x->shape + 1, ch) ||
+        check_param(fn, "bias", bias, x, 1, x->shape + 1, ch) || check_eps(fn, eps))
+        return NULL;
+    if (!(momentum >= 0 && momentum <= 1))
+        return ad__err(fn, "momentum must be in [0, 1], got %g", momentum), NULL;
+    int64_t C = x->shape[1], M = C ? ad__numel(x->ndim, x->shape) / C : 0;
+    if (training && M <= 1)
+        return ad__err(fn, "expected more than 1 value per channel when training, got x %s", xs),
+               NULL;
+
+    scope s;
+    ad_tensor *in[5] = {x, weight, bias, training ? NULL : running_mean,
+                        training ? NULL : running_var};
+    if (scope_open(fn, 5, in, &s)) return NULL;
+    /* Per-channel tensors [C] are seen as [C, 1, ...] to broadcast against
+     * x's [N, C, ...]; the statistics are reduced over all but dimension 1
+     * with keepdim, [1, C, 1, ...], which broadcasts as it is. */
+    int64_t cshape[AD_MAX_DIMS];
+    int axes[AD_MAX_DIMS], nax = 0;
+    cshape[0] = C;
+    for (int d = 1; d < x->ndim - 1; d++) cshape[d] = 1;
+    for (int d = 0; d < x->ndim; d++)
+        if (d != 1) axes[nax++] = d;
+    ad_tensor *mean, *var;
+    if (training) {
+        mean = ad_mean(x, axes, nax, true);
+        var = ad_var(x, axes, nax, 0, true);
+    } else {
+        mean = ad_reshape(running_mean, x->ndim - 1, cshape);
+        var = ad_reshape(running_var, x->ndim - 1, cshape);
+    }
+    ad_tensor *y = normalise(x, mean, var, eps);
+    if (weight) y = ad_mul(y, ad_reshape(weight, x->ndim - 1, cshape));
+    if (bias) y = ad_add(y, ad_reshape(bias, x->ndim - 1, cshape));
+    y = scope_result(&s, y);
+    if (y && training && running_mean) {
+        /* Not recorded: the running statistics are buffers, not part of
+         * the function being differentiated.  mean and var are contiguous
+         * [1, C, 1, ...], so channel c is element c. */
+        double m = momentum, unbias = (double)M / (double)(M - 1);
+        for (int64_t c = 0; c < C; c++) {
+            int64_t om = running_mean->offset + c * running_mean->strides[0];
+            int64_t ov = running_var->offset + c * running_var->strides[0];
+            ad__st(running_mean, om, (1 - m) * ad__ld(running_mean, om) +
+                                         m * ad__ld(mean, mean->offset + c));
+            ad__st(running_var, ov, (1 - m) * ad__ld(running_var, ov) +
+                                        m * unbias * ad__ld(var, var->offset + c));
+        }
+    }
+    scope_end(&s);
+    return y;
+}
+
+const ad_op *const ad__ops_nn[] = {
+    &OP_UNFOLD, &OP_FOLD, NULL,
+};

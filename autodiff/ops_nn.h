@@ -1,0 +1,186 @@
+/* autodiff/ops_nn.h - neural-network ops: convolution, pooling, dropout,
+ * embedding, normalisation.
+ *
+ * Names, argument conventions and results follow torch.nn.functional.
+ * Images are NCHW: x [N, C, H, W] (batch, channels, height, width); every
+ * function here wants the batch dimension (no unbatched [C, H, W] form).
+ * Inputs may have any strides; floating dtypes only, except indices.
+ *
+ * Only ad_unfold and ad_fold are ops of their own (they appear in the op
+ * table).  Everything else is a composition of public differentiable ops
+ * (unfold, matmul, reshape, max, mean, var, index_select, ...), so it is
+ * differentiable to any order by construction and replays on a frozen tape
+ * like any recorded computation.  Results are owned as tape.h says; when no
+ * tape is involved the result is persistent and the intermediates of the
+ * composition are freed before returning.
+ *
+ * Window geometry (unfold, fold, conv2d, pools).  Per spatial dimension,
+ * with input extent H, kernel k, stride s, padding p and dilation d, the
+ * kernel covers d (k - 1) + 1 input positions and the number of window
+ * positions is
+ *     Ho = floor((H + 2 p - d (k - 1) - 1) / s) + 1
+ * (PyTorch's formula, floor mode).  Window (oh, ow), kernel tap (i, j)
+ * reads input position (oh s - p + i d, ow s - p + j d); positions outside
+ * the input are padding.  Pairs are given as int[2] = {height, width}.
+ *
+ * Errors (NULL returned, ad_error() set; messages name the function and the
+ * shapes): NULL or freed argument, wrong dtype or ndim, kernel < 1,
+ * stride < 1, padding < 0, dilation < 1, a kernel larger than the padded
+ * input, channel counts that do not match, shape mismatches of weights.
+ */
+#ifndef AUTODIFF_OPS_NN_H
+#define AUTODIFF_OPS_NN_H
+
+#include "tape.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- im2col and col2im -----------------------------------------------------
+ * kernel is required; stride, padding and dilation may be NULL for 1, 0
+ * and 1 in both dimensions. */
+
+/* torch.nn.functional.unfold (im2col): x [N, C, H, W] -> [N, C kh kw, L]
+ * with L = Ho Wo window positions, row-major (oh, ow):
+ *     y[n, (c kh + i) kw + j, oh Wo + ow] = x[n, c, oh sh - ph + i dh, ow sw - pw + j dw]
+ * and 0 where that position is padding.  Linear in x; its adjoint is fold:
+ *     dx = fold(g, (H, W), same kernel, stride, padding, dilation).
+ * Errors: x not 4-D, bad parameters, kernel larger than the padded input
+ * ("ad_unfold: kernel 5x5 (dilation 1x1, so 5x5 input positions) does not
+ * fit in the padded input 4x4: x [1,1,2,2], padding 1x1"). */
+ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
+                     const int padding[2], const int dilation[2]);
+
+/* torch.nn.functional.fold (col2im), the adjoint of unfold: cols
+ * [N, C kh kw, L] -> [N, C, H, W] with (H, W) = output_size, every column
+ * entry added into the input position unfold would have read it from
+ * (entries that fall on padding are dropped); overlapping windows sum.
+ *     dcols = unfold(g, same kernel, stride, padding, dilation).
+ * fold(unfold(x)) is x times the number of windows covering each position.
+ * Errors: cols not 3-D, dim 1 not a multiple of kh kw, L not the number of
+ * windows that output_size gives, bad parameters. */
+ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2],
+                   const int stride[2], const int padding[2], const int dilation[2]);
+
+/* ---- convolution ---------------------------------------------------------- */
+
+/* Parameters of ad_conv2d.  A zero field means PyTorch's default: stride 1,
+ * padding 0, dilation 1, groups 1; so (ad_conv2d_params){0}, a NULL
+ * pointer and AD_CONV2D_DEFAULTS are the same. */
+typedef struct ad_conv2d_params {
+    int stride[2], padding[2], dilation[2], groups;
+} ad_conv2d_params;
+#define AD_CONV2D_DEFAULTS {{1, 1}, {0, 0}, {1, 1}, 1}
+
+/* torch.nn.functional.conv2d (cross-correlation, zero padding):
+ *     y[n, o, oh, ow] = bias[o] + sum_{c < C/G, i, j}
+ *         w[o, c, i, j] x[n, g C/G + c, oh sh - ph + i dh, ow sw - pw + j dw]
+ * with G = groups and g = o / (O/G), the group of output channel o.
+ * Shapes: x [N, C, H, W], w [O, C/G, kh, kw], bias [O] or NULL,
+ * y [N, O, Ho, Wo].  x, w, bias of one floating dtype.
+ * Computed as unfold(x) [N, C kh kw, L], viewed per group as
+ * [N, G, C/G kh kw, L], times w viewed as [G, O/G, C/G kh kw] (one matmul),
+ * viewed as [N, O, Ho, Wo], plus bias: every derivative of every order
+ * comes from those ops (dx = fold(w^T g), dw = sum_n g cols^T, dbias = sum g).
+ * Errors: "ad_conv2d: input has 3 channels but weight expects 4 (groups 1):
+ * x [2,3,8,8], w [6,4,3,3]"; groups not dividing C or O; bias not [O];
+ * negative stride/padding/dilation/groups; kernel larger than the padded
+ * input. */
+ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p);
+
+/* ---- pooling ---------------------------------------------------------------
+ * x [N, C, H, W] -> [N, C, Ho, Wo] by the window geometry above with
+ * dilation 1 (floor mode: PyTorch's ceil_mode = false).  kernel is
+ * required; stride NULL or {0, 0} means stride = kernel (PyTorch's default),
+ * padding NULL means 0.  As in PyTorch, padding may be at most half the
+ * kernel in each dimension, so every window holds an input element. */
+
+/* Maximum over each window, the padding counting as -inf (never chosen).
+ * Computed as max over the kernel axis of unfold(x) (padding replaced by
+ * -inf with ad_where), so the gradient follows ad_max's rule: g goes to
+ * the element attaining the maximum; when several elements of a window tie
+ * for it, g is split evenly among them (g/count each; PyTorch instead gives
+ * all of g to the first).  An element that is the maximum of several
+ * overlapping windows receives the sum of their shares.
+ * Errors: x not 4-D or not floating, kernel < 1, stride < 0, padding < 0
+ * or more than half the kernel, kernel larger than the padded input. */
+ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2]);
+
+/* Mean over each window.  count_include_pad (PyTorch's default true)
+ * divides by kh kw, padding counting as zeros; false divides by the number
+ * of real input elements in the window.  dx = each window's g / divisor
+ * added to the elements it covers.  Errors as max_pool2d. */
+ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2], bool count_include_pad);
+
+/* ---- dropout ----------------------------------------------------------------
+ * torch.nn.functional.dropout.  When training and 0 < p < 1:
+ *     y = x * m / (1 - p),  m_i ~ Bernoulli(1 - p) independently,
+ * where m_i = [u_i >= p] with u the next numel(x) uniforms of rng in
+ * row-major order (ad_rand), so the same seed and counter give the same
+ * mask and rng's counter advances by numel(x).  The mask is a constant:
+ * dx = g m / (1 - p).  p == 1 gives x * 0 (zeros, gradient zeros, as
+ * PyTorch) and does not touch rng.  When !training or p == 0 the result is
+ * x itself (no new tensor, nothing recorded: do not free it separately);
+ * rng may then be NULL.  On a replayed tape the recorded mask is reused,
+ * not redrawn (record a new step to draw a new mask).
+ * Errors: x NULL or not floating, p outside [0, 1] or NaN, rng NULL when
+ * it is needed. */
+ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng);
+
+/* ---- embedding ---------------------------------------------------------------
+ * torch.nn.functional.embedding: row lookup.  weight [V, D] (floating),
+ * indices int64 of any shape [...] (any strides, ndim < AD_MAX_DIMS) with
+ * entries in [0, V) (no negative indices, as PyTorch);
+ *     y[..., d] = weight[indices[...], d],  y [..., D].
+ * Computed as index_select(weight, 0, flatten(indices)) reshaped, so
+ * dweight = index_add(zeros, 0, indices, g): rows looked up more than once
+ * accumulate.  The indices are read when the op runs.
+ * Errors: weight not 2-D or not floating, indices not int64, an entry out
+ * of range ("ad_embedding: index 7 at position [1,2] is out of range for 5
+ * embeddings (weight [5,3])"). */
+ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
+
+/* ---- normalisation -------------------------------------------------------------- */
+
+/* torch.nn.functional.layer_norm over the last nnormdims dimensions (1..ndim):
+ *     y = (x - mean) / sqrt(var + eps) * weight + bias
+ * with mean and the biased variance (divide by the count, as PyTorch) taken
+ * over those dimensions for each leading index.  weight and bias (each may
+ * be NULL: 1 and 0) have exactly the shape of those last dimensions.
+ * Composed of mean, var, sub, sqrt, div, mul, add.
+ * Errors: nnormdims out of range, weight/bias of another shape or dtype,
+ * eps negative or not finite. */
+ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,
+                         double eps);
+
+/* torch.nn.functional.batch_norm for x [N, C] or [N, C, d1, ...] (any
+ * ndim >= 2), statistics per channel C over all other dimensions (M =
+ * numel / C values each):
+ *     y = (x - mu) / sqrt(v + eps) * weight[c] + bias[c]
+ * Training: mu and v are the batch mean and biased variance (recorded, so
+ * the gradient flows through them).  If running_mean and running_var are
+ * given they are then updated in place, not recorded:
+ *     running_mean = (1 - momentum) running_mean + momentum mu
+ *     running_var  = (1 - momentum) running_var  + momentum v M / (M - 1)
+ * (the unbiased variance, as PyTorch), only after the output was computed
+ * successfully.  Eval (!training): mu, v = running_mean, running_var,
+ * which are then required (and used through ops, so they are
+ * differentiable if they require grad).  running_mean, running_var, weight
+ * and bias are [C] of x's dtype; weight and bias may be NULL (1 and 0);
+ * the running stats are both given or both NULL.
+ * Errors: x with ndim < 2, parameter of the wrong shape or dtype, only one
+ * running stat given, eval without running stats, training with M <= 1
+ * ("expected more than 1 value per channel when training"), running
+ * stats requiring grad in training (they are overwritten), momentum
+ * outside [0, 1], eps negative or not finite. */
+ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
+                         ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
+                         double eps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,41 @@
+/* nn/internal.h - helpers shared by the nn sources; never installed.
+ *
+ * The nn layer is built on the public API of autodiff only (it includes
+ * <autodiff/autodiff.h>, never autodiff/internal.h), so it has its own small
+ * helpers here.  Errors still go to the one per-thread message that users
+ * read with ad_error(), through the public ad_set_error(). */
+#ifndef NN_INTERNAL_H
+#define NN_INTERNAL_H
+
+#include <autodiff/autodiff.h>
+#include <stdio.h>
+
+/* Sets the thread's error to "fn: <formatted message>" and returns -1, so
+ * that `return nn__err(...)` reads naturally in int functions. */
+int nn__err(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- atomic file replacement (atomic.c) ---------------------------------
+ * A file being written goes to a temporary file in the same directory
+ * (rename is atomic only within one file system); commit flushes it,
+ * fsyncs it, renames it over the destination and fsyncs the directory so
+ * the rename itself survives a crash.  Until the rename the old file is
+ * intact; after it the new one is complete.  abort removes the temporary
+ * file.  Both commit and abort release everything. */
+typedef struct nn__atomic {
+    FILE *f;     /* write through this (or its fd, see nn__atomic_fd) */
+    char *path;  /* the destination */
+    char *tmp;   /* the temporary file */
+} nn__atomic;
+
+int nn__atomic_open(const char *fn, const char *path, nn__atomic *a);
+int nn__atomic_commit(const char *fn, nn__atomic *a);
+void nn__atomic_abort(nn__atomic *a);
+
+/* True on a little-endian host. */
+static inline int nn__little_endian(void)
+{
+    const unsigned one = 1;
+    return *(const unsigned char *)&one == 1;
+}
+
+#endif

@@ -1,0 +1,332 @@
+/* nn/loader.c - mini-batches over IDX images or tensors (nn/data.h).
+ *
+ * Every buffer is made when the loader is: the order array and the batch
+ * tensors (one pair for full batches, one for a shorter last batch).  A
+ * step only writes into them, so a training loop that draws a batch per
+ * step allocates nothing, and the pointers it sees stay the same. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data.h"
+#include "internal.h"
+
+enum { SRC_IDX, SRC_TENSOR };
+
+struct nn_loader {
+    int kind;
+    /* SRC_IDX: uint8 images, sample_numel bytes each, and labels */
+    const uint8_t *images;
+    const nn_idx *labels;
+    float lut32[256]; /* converted value of each byte, computed once */
+    double lut64[256];
+    /* SRC_TENSOR: rows of x and y, copied byte for byte */
+    ad_tensor *x, *y;
+    bool own_x, own_y; /* copies made because the originals had gaps */
+    size_t x_row, y_row; /* bytes per sample */
+
+    int64_t n;            /* samples used */
+    int64_t sample_numel; /* elements per sample of x */
+    ad_dtype xdtype;
+    int64_t batch_size, last_size; /* last_size 0: no shorter last batch */
+    int64_t nbatches;
+    ad_tensor *bx[2], *by[2]; /* [0] full batches, [1] the shorter last one */
+    void *bx_data[2], *by_data[2];
+
+    bool shuffle;
+    uint64_t seed;
+    int64_t *order;
+    int64_t epoch, pos, stop; /* next sample at order[pos]; epoch ends at stop */
+    bool ended;               /* the last call returned 0 */
+};
+
+void nn_loader_free(nn_loader *l)
+{
+    if (!l) return;
+    for (int i = 0; i < 2; i++) {
+        ad_tensor_free(l->bx[i]);
+        ad_tensor_free(l->by[i]);
+    }
+    if (l->own_x) ad_tensor_free(l->x);
+    if (l->own_y) ad_tensor_free(l->y);
+    free(l->order);
+    free(l);
+}
+
+/* The order of an epoch.  Each epoch draws from its own range of the
+ * counter-based generator (epoch << 40; a shuffle of n samples takes about
+ * n draws), so epoch e's order depends on (seed, e) alone and
+ * nn_loader_set_epoch reproduces it without replaying earlier epochs. */
+static void start_epoch(nn_loader *l, int64_t epoch)
+{
+    l->epoch = epoch;
+    l->pos = 0;
+    l->ended = false;
+    for (int64_t i = 0; i < l->n; i++) l->order[i] = i;
+    if (!l->shuffle) return;
+    ad_rng rng;
+    ad_rng_init(&rng, l->seed);
+    rng.counter = (uint64_t)epoch << 40;
+    for (int64_t i = l->n - 1; i > 0; i--) { /* Fisher-Yates */
+        int64_t j = (int64_t)ad_rng_below(&rng, (uint64_t)i + 1);
+        int64_t t = l->order[i];
+        l->order[i] = l->order[j];
+        l->order[j] = t;
+    }
+}
+
+/* Checks the options common to both kinds and sets up everything that
+ * depends only on n and the sample shape: order, batch tensors. */
+static int setup(const char *fn, nn_loader *l, const nn_loader_options *o, int64_t total,
+                 int sndim, const int64_t *sshape, int yndim, const int64_t *yshape,
+                 ad_dtype ydtype)
+{
+    if (o->batch_size < 1)
+        return nn__err(fn, "batch_size must be at least 1, got %lld", (long long)o->batch_size);
+    if (o->limit < 0 || o->limit > total)
+        return nn__err(fn, "limit %lld out of range 0..%lld (0 uses all samples)",
+                       (long long)o->limit, (long long)total);
+    l->n = o->limit ? o->limit : total;
+    if (l->n == 0) return nn__err(fn, "the data set has no samples");
+    l->batch_size = o->batch_size;
+    l->last_size = o->drop_last ? 0 : l->n % o->batch_size;
+    l->nbatches = l->n / o->batch_size + (l->last_size > 0);
+    if (l->nbatches == 0)
+        return nn__err(fn, "drop_last with batch_size %lld and only %lld samples leaves no "
+                           "batch", (long long)o->batch_size, (long long)l->n);
+    l->stop = l->n - (o->drop_last ? l->n % o->batch_size : 0);
+    l->shuffle = o->shuffle;
+    l->seed = o->seed;
+
+    /* The sample shape of the batch: as stored, or the one asked for. */
+    int64_t shape[AD_MAX_DIMS];
+    int ndim = 1 + (o->sample_ndim ? o->sample_ndim : sndim);
+    if (o->sample_ndim < 0 || o->sample_ndim > AD_MAX_DIMS - 1 || ndim > AD_MAX_DIMS)
+        return nn__err(fn, "a sample has %d dimensions; at most %d fit in a batch",
+                       o->sample_ndim ? o->sample_ndim : sndim, AD_MAX_DIMS - 1);
+    int64_t numel = 1;
+    for (int i = 1; i < ndim; i++) {
+        shape[i] = o->sample_ndim ? o->sample_shape[i - 1] : sshape[i - 1];
+        if (shape[i] < 0)
+            return nn__err(fn, "sample_shape has a negative extent %lld", (long long)shape[i]);
+        numel *= shape[i];
+    }
+    if (numel != l->sample_numel)
+        return nn__err(fn, "sample_shape has %lld elements, a stored sample has %lld",
+                       (long long)numel, (long long)l->sample_numel);
+
+    l->order = malloc((size_t)l->n * sizeof *l->order);
+    if (!l->order) return nn__err(fn, "out of memory");
+    int64_t yfull[AD_MAX_DIMS];
+    for (int i = 1; i < yndim; i++) yfull[i] = yshape[i];
+    for (int k = 0; k < 2; k++) {
+        int64_t b = k == 0 ? l->batch_size : l->last_size;
+        if (b == 0 || (k == 0 && l->n < l->batch_size)) continue;
+        shape[0] = yfull[0] = b;
+        l->bx[k] = ad_empty(NULL, l->xdtype, ndim, shape);
+        if (!l->bx[k]) return -1;
+        l->bx_data[k] = ad_data(l->bx[k]);
+        if (yndim > 0) {
+            l->by[k] = ad_empty(NULL, ydtype, yndim, yfull);
+            if (!l->by[k]) return -1;
+            l->by_data[k] = ad_data(l->by[k]);
+        }
+    }
+    start_epoch(l, 0);
+    return 0;
+}
+
+static bool is_int_type(nn_idx_type t)
+{
+    return t == NN_IDX_UINT8 || t == NN_IDX_INT8 || t == NN_IDX_INT16 || t == NN_IDX_INT32;
+}
+
+nn_loader *nn_loader_from_idx(const nn_idx *images, const nn_idx *labels,
+                              const nn_loader_options *opts)
+{
+    static const char *fn = "nn_loader_from_idx";
+    if (!images || !opts) {
+        nn__err(fn, "%s is NULL", !images ? "images" : "opts");
+        return NULL;
+    }
+    if (images->type != NN_IDX_UINT8 || !images->data || images->ndim < 1) {
+        nn__err(fn, "images must be ubyte (uint8) with at least one dimension, got %s with "
+                    "%d (use nn_loader_from_tensors for other data)",
+                nn_idx_type_name(images->type), images->ndim);
+        return NULL;
+    }
+    if (labels && (!is_int_type(labels->type) || labels->ndim != 1 ||
+                   labels->dims[0] != images->dims[0] || !labels->data)) {
+        nn__err(fn, "labels must be an integer type of shape [%lld], got %s with %d "
+                    "dimensions (first extent %lld)", (long long)images->dims[0],
+                nn_idx_type_name(labels->type), labels->ndim, (long long)labels->dims[0]);
+        return NULL;
+    }
+    if (opts->dtype != AD_FLOAT32 && opts->dtype != AD_FLOAT64) {
+        nn__err(fn, "dtype must be float32 or float64, got %s", ad_dtype_name(opts->dtype));
+        return NULL;
+    }
+    double scale = opts->scale != 0 ? opts->scale : 1.0 / 255.0;
+    double mean = opts->normalize ? opts->mean : 0, std = opts->normalize ? opts->std : 1;
+    if (!isfinite(scale) || !isfinite(mean) || !isfinite(std) || std <= 0) {
+        nn__err(fn, "scale, mean and std must be finite and std positive, got scale %g, "
+                    "mean %g, std %g", scale, mean, std);
+        return NULL;
+    }
+    nn_loader *l = calloc(1, sizeof *l);
+    if (!l) {
+        nn__err(fn, "out of memory");
+        return NULL;
+    }
+    l->kind = SRC_IDX;
+    l->images = images->data;
+    l->labels = labels;
+    l->xdtype = opts->dtype;
+    l->sample_numel = 1;
+    for (int i = 1; i < images->ndim; i++) l->sample_numel *= images->dims[i];
+    for (int v = 0; v < 256; v++) {
+        l->lut64[v] = ((double)v * scale - mean) / std;
+        l->lut32[v] = (float)l->lut64[v];
+    }
+    if (setup(fn, l, opts, images->dims[0], images->ndim - 1, images->dims + 1,
+              labels ? 1 : 0, NULL, AD_INT64)) {
+        nn_loader_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* t itself when contiguous, else a contiguous copy the loader owns. */
+static ad_tensor *contiguous(ad_tensor *t, bool *own)
+{
+    *own = !ad_is_contiguous(t);
+    return *own ? ad_copy(NULL, t) : t;
+}
+
+nn_loader *nn_loader_from_tensors(ad_tensor *x, ad_tensor *y, const nn_loader_options *opts)
+{
+    static const char *fn = "nn_loader_from_tensors";
+    if (!x || !opts) {
+        nn__err(fn, "%s is NULL", !x ? "x" : "opts");
+        return NULL;
+    }
+    if (opts->dtype != AD_FLOAT32 || opts->scale != 0 || opts->normalize) {
+        nn__err(fn, "dtype, scale and normalize apply to nn_loader_from_idx only; a tensor "
+                    "loader keeps the tensors' dtypes and values");
+        return NULL;
+    }
+    if (ad_ndim(x) < 1 || (y && ad_ndim(y) < 1)) {
+        nn__err(fn, "x and y need a first dimension (the samples)");
+        return NULL;
+    }
+    if (y && ad_size(y, 0) != ad_size(x, 0)) {
+        nn__err(fn, "x has %lld samples but y has %lld", (long long)ad_size(x, 0),
+                (long long)ad_size(y, 0));
+        return NULL;
+    }
+    nn_loader *l = calloc(1, sizeof *l);
+    if (!l) {
+        nn__err(fn, "out of memory");
+        return NULL;
+    }
+    l->kind = SRC_TENSOR;
+    l->x = contiguous(x, &l->own_x);
+    if (l->x && y) l->y = contiguous(y, &l->own_y);
+    if (!l->x || (y && !l->y)) {
+        nn_loader_free(l);
+        return NULL;
+    }
+    int64_t n = ad_size(x, 0);
+    l->xdtype = ad_tensor_dtype(x);
+    l->sample_numel = 1;
+    for (int i = 1; i < ad_ndim(x); i++) l->sample_numel *= ad_size(x, i);
+    l->x_row = (size_t)l->sample_numel * ad_dtype_size(l->xdtype);
+    int64_t yn = 1;
+    for (int i = 1; y && i < ad_ndim(y); i++) yn *= ad_size(y, i);
+    if (y) l->y_row = (size_t)yn * ad_dtype_size(ad_tensor_dtype(y));
+    if (setup(fn, l, opts, n, ad_ndim(x) - 1, ad_shape(x) + 1, y ? ad_ndim(y) : 0,
+              y ? ad_shape(y) : NULL, y ? ad_tensor_dtype(y) : AD_FLOAT32)) {
+        nn_loader_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+static int64_t label_at(const nn_idx *lb, int64_t i)
+{
+    switch (lb->type) {
+    case NN_IDX_UINT8: return lb->data[i];
+    case NN_IDX_INT8: return ((const int8_t *)lb->data)[i];
+    case NN_IDX_INT16: return ((const int16_t *)lb->data)[i];
+    default: return ((const int32_t *)lb->data)[i];
+    }
+}
+
+static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
+{
+    if (l->kind == SRC_TENSOR) {
+        const char *xs = ad_data(l->x), *ys = l->y ? ad_data(l->y) : NULL;
+        char *xd = l->bx_data[k], *yd = l->by_data[k];
+        for (int64_t i = 0; i < b; i++) {
+            memcpy(xd + (size_t)i * l->x_row, xs + (size_t)idx[i] * l->x_row, l->x_row);
+            if (ys) memcpy(yd + (size_t)i * l->y_row, ys + (size_t)idx[i] * l->y_row, l->y_row);
+        }
+        return;
+    }
+    int64_t m = l->sample_numel;
+    for (int64_t i = 0; i < b; i++) {
+        const uint8_t *s = l->images + idx[i] * m;
+        if (l->xdtype == AD_FLOAT32) {
+            float *d = (float *)l->bx_data[k] + i * m;
+            for (int64_t j = 0; j < m; j++) d[j] = l->lut32[s[j]];
+        } else {
+            double *d = (double *)l->bx_data[k] + i * m;
+            for (int64_t j = 0; j < m; j++) d[j] = l->lut64[s[j]];
+        }
+        if (l->labels) ((int64_t *)l->by_data[k])[i] = label_at(l->labels, idx[i]);
+    }
+}
+
+int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
+{
+    static const char *fn = "nn_loader_next";
+    if (!l || !x) return nn__err(fn, "%s is NULL", !l ? "loader" : "x");
+    if (l->pos >= l->stop) {
+        if (!l->ended) {
+            l->ended = true;
+            *x = NULL;
+            if (y) *y = NULL;
+            return 0;
+        }
+        start_epoch(l, l->epoch + 1);
+    }
+    int64_t b = l->stop - l->pos < l->batch_size ? l->stop - l->pos : l->batch_size;
+    int k = b == l->batch_size ? 0 : 1;
+    fill_batch(l, k, l->order + l->pos, b);
+    l->pos += b;
+    *x = l->bx[k];
+    if (y) *y = l->by[k];
+    return 1;
+}
+
+int nn_loader_reset(nn_loader *l)
+{
+    if (!l) return nn__err("nn_loader_reset", "loader is NULL");
+    l->pos = 0;
+    l->ended = false;
+    return 0;
+}
+
+int nn_loader_set_epoch(nn_loader *l, int64_t epoch)
+{
+    if (!l) return nn__err("nn_loader_set_epoch", "loader is NULL");
+    if (epoch < 0)
+        return nn__err("nn_loader_set_epoch", "epoch must be >= 0, got %lld", (long long)epoch);
+    start_epoch(l, epoch);
+    return 0;
+}
+
+int64_t nn_loader_epoch(const nn_loader *l) { return l ? l->epoch : -1; }
+int64_t nn_loader_num_samples(const nn_loader *l) { return l ? l->n : -1; }
+int64_t nn_loader_num_batches(const nn_loader *l) { return l ? l->nbatches : -1; }
+const int64_t *nn_loader_order(const nn_loader *l) { return l ? l->order : NULL; }

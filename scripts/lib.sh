@@ -1,0 +1,78 @@
+# shellcheck shell=bash
+# scripts/lib.sh - shared by scripts/check and scripts/demo.  Sourced, not run.
+#
+# Provides:
+#   ad_cd_root       cd to the repository root, whatever the caller's cwd
+#   ad_install_deps  install the Debian packages the build and tests need,
+#                    calling apt-get only when one of them is missing
+#   ad_setup DIR ARGS...  meson setup DIR (or --reconfigure when it exists)
+
+# Everything the library, its tests, the sanitizer build and the install
+# test use.  gcc and clang must both build the library warning-free.
+AD_DEPS=(
+    build-essential   # gcc, make, libc headers
+    clang
+    meson
+    ninja-build
+    pkg-config        # the install test's consumer finds us through it
+    check             # the unit-test framework (libcheck)
+    libffi-dev
+    zlib1g-dev
+    libopenblas-dev   # optional CBLAS matrix products (-Dblas=auto)
+    valgrind
+    python3-numpy     # reference values for some tests
+)
+
+ad_cd_root()
+{
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." || return 1
+}
+
+# A package counts as present only when dpkg says it is fully installed;
+# "deinstall ok config-files" (removed, configuration left) does not.
+ad__pkg_installed()
+{
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$'
+}
+
+ad_install_deps()
+{
+    local missing=() pkg sudo=()
+    if ! command -v dpkg >/dev/null 2>&1; then
+        echo "error: dpkg not found; this script installs its dependencies with" \
+             "apt-get on Debian/Ubuntu. Install by hand: ${AD_DEPS[*]}" >&2
+        return 1
+    fi
+    for pkg in "${AD_DEPS[@]}"; do
+        ad__pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+
+    if [ "$(id -u)" -ne 0 ]; then
+        # sudo may ask for a password only when someone can type it.
+        if command -v sudo >/dev/null 2>&1 && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then
+            sudo=(sudo)
+        else
+            echo "error: missing packages: ${missing[*]} -- run as root or install them" \
+                 "with: apt-get install ${missing[*]}" >&2
+            return 1
+        fi
+    fi
+    echo "Installing missing packages: ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# meson setup, reusing an existing build directory (its options are then
+# updated to ARGS) so repeated runs only rebuild what changed.
+ad_setup()
+{
+    local dir=$1
+    shift
+    if [ -f "$dir/meson-private/coredata.dat" ]; then
+        meson setup --reconfigure "$dir" "$@"
+    else
+        meson setup "$dir" "$@"
+    fi
+}

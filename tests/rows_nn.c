@@ -1,0 +1,184 @@
+/* tests/rows_nn.c - op rows for test_ops (see optest.h).
+ *
+ * Only unfold and fold are ops of the table; conv2d, the pools, the
+ * normalisations, embedding and dropout are compositions, so their rows are
+ * named after a real op they exercise ("unfold" for conv2d, "max" for
+ * max_pool2d...) and say what they are in `what`.  Inputs stay tiny because
+ * gradcheck is O(inputs x outputs). */
+#include "optest.h"
+
+/* ---- unfold / fold: ctx is a window ---- */
+typedef struct win {
+    int k[2], s[2], p[2], d[2];
+    int out[2];      /* fold's output_size */
+    bool transpose;  /* swap the last two dims of the input first (non-contiguous) */
+} win;
+
+static ad_tensor *unfold_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const win *w = ctx;
+    ad_tensor *x = w->transpose ? ad_transpose(in[0], 2, 3) : in[0];
+    return ad_unfold(x, w->k, w->s, w->p, w->d);
+}
+
+static ad_tensor *fold_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const win *w = ctx;
+    ad_tensor *x = w->transpose ? ad_transpose(in[0], 1, 2) : in[0];
+    return ad_fold(x, w->out, w->k, w->s, w->p, w->d);
+}
+
+static win U_3x3 = {{3, 3}, {1, 1}, {0, 0}, {1, 1}, {0, 0}, false};
+static win U_MIX = {{2, 3}, {2, 1}, {1, 0}, {1, 2}, {0, 0}, false};
+static win U_T = {{2, 2}, {1, 2}, {1, 1}, {2, 1}, {0, 0}, true};
+static win F_2x2 = {{2, 2}, {1, 1}, {0, 0}, {1, 1}, {4, 4}, false};
+static win F_MIX = {{3, 2}, {2, 2}, {1, 1}, {1, 2}, {5, 5}, false};
+static win F_T = {{2, 2}, {2, 1}, {1, 0}, {1, 1}, {3, 4}, true};
+
+/* ---- conv2d: ctx is its parameters; in = x, w[, bias] ---- */
+static ad_tensor *conv_f(ad_tensor *const *in, int n, void *ctx)
+{
+    return ad_conv2d(in[0], in[1], n > 2 ? in[2] : NULL, ctx);
+}
+static ad_tensor *conv_t_f(ad_tensor *const *in, int n, void *ctx)
+{
+    /* x given as [N, C, W, H] and transposed: a non-contiguous input */
+    return ad_conv2d(ad_transpose(in[0], 2, 3), in[1], n > 2 ? in[2] : NULL, ctx);
+}
+static ad_conv2d_params C_PLAIN = {{0, 0}, {0, 0}, {0, 0}, 0};
+static ad_conv2d_params C_S2P1 = {{2, 2}, {1, 1}, {1, 1}, 1};
+static ad_conv2d_params C_DIL2 = {{1, 1}, {0, 0}, {2, 2}, 1};
+static ad_conv2d_params C_G2 = {{1, 1}, {1, 0}, {1, 1}, 2};
+static ad_conv2d_params C_MIX = {{2, 1}, {0, 1}, {1, 2}, 1};
+
+/* ---- pools: ctx is {kernel, stride, padding} ---- */
+typedef struct pool {
+    int k[2], s[2], p[2];
+    bool include_pad;
+} pool;
+static ad_tensor *maxpool_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const pool *p = ctx;
+    return ad_max_pool2d(in[0], p->k, p->s, p->p);
+}
+static ad_tensor *avgpool_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const pool *p = ctx;
+    return ad_avg_pool2d(in[0], p->k, p->s, p->p, p->include_pad);
+}
+static pool P_2 = {{2, 2}, {0, 0}, {0, 0}, true};
+static pool P_3S2P1 = {{3, 3}, {2, 2}, {1, 1}, true};
+static pool P_3S1 = {{3, 2}, {1, 1}, {0, 1}, true};
+static pool P_EXCL = {{3, 3}, {2, 2}, {1, 1}, false};
+
+/* ---- normalisation ---- */
+static int ONE = 1, TWO = 2;
+static ad_tensor *layer_norm_f(ad_tensor *const *in, int n, void *ctx)
+{
+    return ad_layer_norm(in[0], *(int *)ctx, n > 1 ? in[1] : NULL, n > 2 ? in[2] : NULL, 1e-5);
+}
+static ad_tensor *batch_norm_train_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)ctx;
+    return ad_batch_norm(in[0], NULL, NULL, n > 1 ? in[1] : NULL, n > 2 ? in[2] : NULL, true,
+                         0.1, 1e-5);
+}
+/* Training with running statistics (made here, updated and discarded). */
+static ad_tensor *batch_norm_running_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    ad_tape *t = ad_tensor_tape(in[0]);
+    int64_t c = ad_size(in[0], 1);
+    ad_tensor *rm = ad_zeros(t, ad_tensor_dtype(in[0]), 1, &c);
+    ad_tensor *rv = ad_ones(t, ad_tensor_dtype(in[0]), 1, &c);
+    return ad_batch_norm(in[0], rm, rv, in[1], in[2], true, 0.1, 1e-5);
+}
+/* Eval: in = x, running_mean, running_var (constants), weight; no bias. */
+static ad_tensor *batch_norm_eval_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_batch_norm(in[0], in[1], in[2], in[3], NULL, false, 0.1, 1e-5);
+}
+
+/* ---- embedding and dropout ---- */
+static ad_tensor *embedding_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_embedding(in[0], in[1]);
+}
+static ad_tensor *dropout_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    ad_rng rng; /* the same seed on every call: the same mask */
+    ad_rng_init(&rng, 7);
+    return ad_dropout(in[0], 0.4, true, &rng);
+}
+
+#define X4(a, b, c, d) {4, {a, b, c, d}, OT_GRAD, 0, 0, 0}
+#define X3(a, b, c) {3, {a, b, c}, OT_GRAD, 0, 0, 0}
+#define V1(a) {1, {a}, OT_GRAD, 0, 0, 0}
+
+const op_row rows_nn[] = {
+    /* unfold */
+    {"unfold", "unfold 3x3, stride 1, no padding", unfold_f, &U_3x3, 1, {X4(1, 2, 4, 4)}},
+    {"unfold", "unfold kernel 2x3, stride 2x1, padding 1x0, dilation 1x2, batch 2", unfold_f,
+     &U_MIX, 1, {X4(2, 1, 5, 5)}},
+    {"unfold", "unfold of a transposed (non-contiguous) input, dilation 2x1, stride 1x2",
+     unfold_f, &U_T, 1, {X4(1, 2, 4, 3)}},
+    /* fold */
+    {"fold", "fold 2x2 stride 1 into 4x4 (overlapping windows sum)", fold_f, &F_2x2, 1,
+     {X3(1, 8, 9)}},
+    {"fold", "fold kernel 3x2, stride 2, padding 1, dilation 1x2 into 5x5", fold_f, &F_MIX, 1,
+     {X3(1, 6, 9)}},
+    {"fold", "fold of a transposed (non-contiguous) input, stride 2x1, padding 1x0", fold_f, &F_T,
+     1, {X3(2, 6, 4)}},
+    /* conv2d (unfold -> matmul -> reshape -> add) */
+    {"unfold", "conv2d 3x3 with bias", conv_f, &C_PLAIN, 3,
+     {X4(1, 2, 5, 5), X4(3, 2, 3, 3), V1(3)}},
+    {"unfold", "conv2d without bias, stride 2, padding 1", conv_f, &C_S2P1, 2,
+     {X4(1, 2, 5, 5), X4(2, 2, 3, 3)}},
+    {"unfold", "conv2d dilation 2, batch 2", conv_f, &C_DIL2, 3,
+     {X4(2, 1, 5, 5), X4(2, 1, 2, 2), V1(2)}},
+    {"unfold", "conv2d groups 2, padding 1x0, with bias", conv_f, &C_G2, 3,
+     {X4(1, 4, 3, 3), X4(4, 2, 2, 2), V1(4)}},
+    {"matmul", "conv2d of a transposed input, stride 2x1, padding 0x1, dilation 1x2", conv_t_f,
+     &C_MIX, 2, {X4(1, 2, 5, 4), X4(2, 2, 2, 2)}},
+    /* pools */
+    {"max", "max_pool2d 2x2 (stride = kernel)", maxpool_f, &P_2, 1, {X4(1, 2, 4, 4)}},
+    {"max", "max_pool2d 3x3 stride 2 padding 1 (-inf padding)", maxpool_f, &P_3S2P1, 1,
+     {X4(1, 1, 5, 5)}},
+    {"where", "max_pool2d 3x2 stride 1 padding 0x1 (overlapping windows)", maxpool_f, &P_3S1, 1,
+     {X4(2, 1, 4, 3)}},
+    {"mean", "avg_pool2d 3x3 stride 2 padding 1, count_include_pad", avgpool_f, &P_3S2P1, 1,
+     {X4(1, 2, 5, 5)}},
+    {"mean", "avg_pool2d 3x2 stride 1 padding 0x1, count_include_pad", avgpool_f, &P_3S1, 1,
+     {X4(1, 1, 4, 3)}},
+    {"sum", "avg_pool2d 3x3 stride 2 padding 1, count_include_pad false", avgpool_f, &P_EXCL, 1,
+     {X4(1, 2, 5, 5)}},
+    /* layer_norm */
+    {"var", "layer_norm over the last dim with weight and bias", layer_norm_f, &ONE, 3,
+     {{2, {3, 4}, OT_GRAD, 0, 0, 0}, V1(4), V1(4)}},
+    {"var", "layer_norm over the last 2 dims with weight and bias", layer_norm_f, &TWO, 3,
+     {X3(2, 2, 3), {2, {2, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_GRAD, 0, 0, 0}}},
+    {"mean", "layer_norm over the last 2 dims, no affine", layer_norm_f, &TWO, 1,
+     {X3(2, 3, 3)}},
+    /* batch_norm */
+    {"var", "batch_norm training [N, C] with weight and bias", batch_norm_train_f, NULL, 3,
+     {{2, {4, 3}, OT_GRAD, 0, 0, 0}, V1(3), V1(3)}},
+    {"var", "batch_norm training [N, C, H, W] with weight and bias", batch_norm_train_f, NULL, 3,
+     {X4(2, 2, 3, 3), V1(2), V1(2)}},
+    {"mean", "batch_norm training [N, C, H, W], running stats updated", batch_norm_running_f, NULL,
+     3, {X4(2, 3, 2, 2), V1(3), V1(3)}},
+    {"sqrt", "batch_norm eval with running stats (constants), weight", batch_norm_eval_f, NULL, 4,
+     {X4(2, 2, 2, 2), {1, {2}, OT_CONST, -0.5, 0.5, 0}, {1, {2}, OT_CONST, 0.5, 2, 0}, V1(2)}},
+    /* embedding and dropout */
+    {"index_select", "embedding [5,3] looked up by [2,3] indices (repeats accumulate)",
+     embedding_f, NULL, 2, {{2, {5, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_INDEX, 0, 0, 5}}},
+    {"mul", "dropout p = 0.4 training, fixed seed (mask constant)", dropout_f, NULL, 1,
+     {{2, {3, 4}, OT_GRAD, 0, 0, 0}}},
+    {0},
+};

@@ -1,0 +1,549 @@
+/* tests/test_linalg.c - matmul and dot against hand-computed products and a
+ * long double triple loop: every shape case of torch.matmul, views, both
+ * dtypes, gradients, replay, the built-in GEMM kernel's edge paths (both
+ * micro-kernels, tiny cache blocks), and every bad argument. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <autodiff/gemm.h>
+
+#include "optest.h"
+
+static ad_tape *T;
+
+static void setup(void)
+{
+    T = ad_tape_new();
+    ck_assert(T != NULL);
+    ad_tape_activate(T);
+    ad_clear_error();
+}
+
+static void teardown(void)
+{
+    ad__gemm_testing(false, 0, 0, 0);
+    ad_tape_activate(NULL);
+    ad_tape_free(T);
+}
+
+static void assert_shape(const ad_tensor *x, int ndim, const int64_t *shape)
+{
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_ndim(x), ndim);
+    for (int d = 0; d < ndim; d++) ck_assert_int_eq(ad_shape(x)[d], shape[d]);
+}
+
+static void assert_values(const ad_tensor *x, const double *want, int64_t n, double tol)
+{
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_numel(x), n);
+    for (int64_t i = 0; i < n; i++) ck_assert_close(ot_at(x, i), want[i], tol);
+}
+
+static ad_tensor *leaf(int ndim, const int64_t *shape, const double *v)
+{
+    ad_tensor *x = ot_f64(T, ndim, shape, v);
+    ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+    return x;
+}
+
+/* All values of x, row-major, in a malloc'd array. */
+static double *values(const ad_tensor *x)
+{
+    double *v = malloc((size_t)(ad_numel(x) + 1) * sizeof *v);
+    ck_assert(v != NULL);
+    ck_assert_int_eq(ad_to_array(x, v), 0);
+    return v;
+}
+
+/* C = A B in long double, all row-major contiguous. */
+static void naive(int64_t m, int64_t n, int64_t k, const double *a, const double *b, double *c)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            long double s = 0;
+            for (int64_t p = 0; p < k; p++) s += (long double)a[i * k + p] * b[p * n + j];
+            c[i * n + j] = (double)s;
+        }
+}
+
+/* ---- values ---------------------------------------------------------------------------- */
+START_TEST(small_products)
+{
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        ad_tensor *a = ad_cast(ot_f64(T, AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6}), d);
+        ad_tensor *b = ad_cast(ot_f64(T, AD_SHAPE(3, 2), (double[]){7, 8, 9, 10, 11, 12}), d);
+        ad_tensor *c = ad_matmul(a, b);
+        assert_shape(c, 2, (int64_t[]){2, 2});
+        ck_assert_int_eq(ad_tensor_dtype(c), d);
+        assert_values(c, (double[]){58, 64, 139, 154}, 4, 0);
+        ad_tensor *c2 = ad_matmul(b, a); /* [3,2] x [2,3] */
+        assert_values(c2, (double[]){39, 54, 69, 49, 68, 87, 59, 82, 105}, 9, 0);
+    }
+    /* The identity and a 1 x 1 product. */
+    ad_tensor *m = ot_f64(T, AD_SHAPE(2, 2), (double[]){1.5, -2, 0.25, 8});
+    assert_values(ad_matmul(ad_eye(T, AD_FLOAT64, 2), m), (double[]){1.5, -2, 0.25, 8}, 4, 0);
+    ad_tensor *one = ad_matmul(ot_f64(T, AD_SHAPE(1, 1), (double[]){3}),
+                               ot_f64(T, AD_SHAPE(1, 1), (double[]){-4}));
+    assert_shape(one, 2, (int64_t[]){1, 1});
+    ck_assert_close(ad_item(one), -12, 0);
+}
+END_TEST
+
+START_TEST(vector_cases)
+{
+    ad_tensor *u = ot_f64(T, AD_SHAPE(3), (double[]){1, 2, 3});
+    ad_tensor *v = ot_f64(T, AD_SHAPE(3), (double[]){4, 5, 6});
+    ad_tensor *B = ot_f64(T, AD_SHAPE(3, 2), (double[]){1, -1, 2, 0, 0, 5});
+    ad_tensor *A = ot_f64(T, AD_SHAPE(2, 3), (double[]){1, 0, 2, -3, 1, 1});
+    /* 1-D . 1-D is the dot product, a 0-d tensor. */
+    ad_tensor *d = ad_matmul(u, v);
+    assert_shape(d, 0, NULL);
+    ck_assert_close(ad_item(d), 32, 0);
+    ck_assert_close(ad_item(ad_dot(u, v)), 32, 0);
+    /* [3] x [3,2] -> [2]: the promoted leading 1 is removed. */
+    ad_tensor *r = ad_matmul(u, B);
+    assert_shape(r, 1, (int64_t[]){2});
+    assert_values(r, (double[]){5, 14}, 2, 0);
+    /* [2,3] x [3] -> [2]. */
+    ad_tensor *c = ad_matmul(A, v);
+    assert_shape(c, 1, (int64_t[]){2});
+    assert_values(c, (double[]){16, -1}, 2, 0);
+}
+END_TEST
+
+START_TEST(batched_broadcast)
+{
+    /* [2,1,3,4] x [5,4,6] -> [2,5,3,6]: a's batch [2,1] against b's [5]. */
+    ad_rng rng;
+    ad_rng_init(&rng, 7);
+    ad_tensor *a = ad_rand(T, &rng, AD_FLOAT64, AD_SHAPE(2, 1, 3, 4), -1, 1);
+    ad_tensor *b = ad_rand(T, &rng, AD_FLOAT64, AD_SHAPE(5, 4, 6), -1, 1);
+    ad_tensor *c = ad_matmul(a, b);
+    assert_shape(c, 4, (int64_t[]){2, 5, 3, 6});
+    double *va = values(a), *vb = values(b), *vc = values(c), want[18];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 5; j++) {
+            naive(3, 6, 4, va + i * 12, vb + j * 24, want);
+            for (int e = 0; e < 18; e++) ck_assert_close(vc[(i * 5 + j) * 18 + e], want[e], 1e-15);
+        }
+    free(va);
+    free(vb);
+    free(vc);
+    /* [2,3,4] x [4] -> [2,3] and [4] x [2,4,3] -> [2,3]. */
+    ad_tensor *x = ad_reshape(ad_arange(T, AD_FLOAT64, 0, 24, 1), 3, (int64_t[]){2, 3, 4});
+    ad_tensor *w = ot_f64(T, AD_SHAPE(4), (double[]){1, 0, -1, 2});
+    ad_tensor *xw = ad_matmul(x, w);
+    assert_shape(xw, 2, (int64_t[]){2, 3});
+    for (int r = 0; r < 6; r++) ck_assert_close(ot_at(xw, r), 8 * r + 4, 0); /* x0 - x2 + 2 x3 */
+    ad_tensor *wx = ad_matmul(w, ad_reshape(x, 3, (int64_t[]){2, 4, 3}));
+    assert_shape(wx, 2, (int64_t[]){2, 3});
+    /* batch t, column j: x[t][0][j] - x[t][2][j] + 2 x[t][3][j] with x = 12 t + 3 p + j */
+    for (int t = 0; t < 2; t++)
+        for (int j = 0; j < 3; j++) ck_assert_close(ot_at(wx, t * 3 + j), 24 * t + 2 * j + 12, 0);
+    /* A matrix against a batch, and a batch of one against a batch. */
+    ad_tensor *m = ot_f64(T, AD_SHAPE(1, 2), (double[]){1, 1});
+    ad_tensor *bb = ad_reshape(ad_arange(T, AD_FLOAT64, 0, 12, 1), 3, (int64_t[]){3, 2, 2});
+    ad_tensor *mb = ad_matmul(m, bb);
+    assert_shape(mb, 3, (int64_t[]){3, 1, 2});
+    assert_values(mb, (double[]){2, 4, 10, 12, 18, 20}, 6, 0);
+    ad_tensor *m1 = ad_reshape(m, 3, (int64_t[]){1, 1, 2});
+    assert_values(ad_matmul(m1, bb), (double[]){2, 4, 10, 12, 18, 20}, 6, 0);
+}
+END_TEST
+
+START_TEST(views_as_operands)
+{
+    /* A^T stored as A: the kernel reads the transpose through its strides. */
+    ad_tensor *s = ot_f64(T, AD_SHAPE(3, 2), (double[]){1, 4, 2, 5, 3, 6});
+    ad_tensor *a = ad_transpose(s, 0, 1); /* [[1,2,3],[4,5,6]] */
+    ck_assert(!ad_is_contiguous(a));
+    ad_tensor *bs = ot_f64(T, AD_SHAPE(2, 3), (double[]){7, 9, 11, 8, 10, 12});
+    ad_tensor *b = ad_transpose(bs, 0, 1); /* [[7,8],[9,10],[11,12]] */
+    assert_values(ad_matmul(a, b), (double[]){58, 64, 139, 154}, 4, 0);
+    assert_values(ad_matmul(a, ad_contiguous(b)), (double[]){58, 64, 139, 154}, 4, 0);
+    /* No unit stride at all (every other column of a [2,6]) and a stride-0
+     * broadcast row: CBLAS cannot take these, so they are copied. */
+    ad_tensor *wide = ot_f64(T, AD_SHAPE(2, 6), (double[]){1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0});
+    ad_tensor *sl = ad_slice(wide, 1, 0, 6, 2);
+    assert_values(ad_matmul(sl, b), (double[]){58, 64, 139, 154}, 4, 0);
+    ad_tensor *row = ot_f64(T, AD_SHAPE(1, 3), (double[]){1, 2, 3});
+    ad_tensor *rep = ad_expand(row, 2, (int64_t[]){2, 3});
+    assert_values(ad_matmul(rep, b), (double[]){58, 64, 58, 64}, 4, 0);
+    /* A column of a matrix as a strided vector. */
+    ad_tensor *col = ad_slice(ad_transpose(s, 0, 1), 0, 1, 2, 1); /* [[4,5,6]] */
+    ad_tensor *v = ad_reshape(col, 1, (int64_t[]){3});
+    assert_values(ad_matmul(v, b), (double[]){139, 154}, 2, 0);
+}
+END_TEST
+
+START_TEST(empty_operands)
+{
+    ad_tensor *a = ad_zeros(T, AD_FLOAT64, AD_SHAPE(0, 3));
+    ad_tensor *b = ot_f64(T, AD_SHAPE(3, 2), (double[]){1, 2, 3, 4, 5, 6});
+    assert_shape(ad_matmul(a, b), 2, (int64_t[]){0, 2});
+    /* k = 0: a sum of nothing, so zeros. */
+    ad_tensor *c = ad_matmul(ad_zeros(T, AD_FLOAT64, AD_SHAPE(2, 0)),
+                             ad_zeros(T, AD_FLOAT64, AD_SHAPE(0, 3)));
+    assert_values(c, (double[]){0, 0, 0, 0, 0, 0}, 6, 0);
+    ck_assert_close(ad_item(ad_dot(ad_zeros(T, AD_FLOAT32, AD_SHAPE(0)),
+                                   ad_zeros(T, AD_FLOAT32, AD_SHAPE(0)))),
+                    0, 0);
+}
+END_TEST
+
+/* 67 x 45 times 45 x 31, both dtypes, against long double. */
+START_TEST(random_against_long_double)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 42);
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        ad_tensor *a = ad_rand(T, &rng, d, AD_SHAPE(67, 45), -1, 1);
+        ad_tensor *b = ad_rand(T, &rng, d, AD_SHAPE(45, 31), -1, 1);
+        double *va = values(a), *vb = values(b), *want = malloc(67 * 31 * sizeof *want);
+        naive(67, 31, 45, va, vb, want);
+        /* float64 rounds each of 45 products and sums: ~45 ulps at worst;
+         * float32 the same at 2^-24. */
+        double tol = d == AD_FLOAT64 ? 1e-13 : 1e-5;
+        double *got = values(ad_matmul(a, b));
+        for (int i = 0; i < 67 * 31; i++) ck_assert_close(got[i], want[i], tol);
+        free(got);
+        /* And through transposed views of transposed copies. */
+        ad_tensor *at = ad_transpose(ad_contiguous(ad_transpose(a, 0, 1)), 0, 1);
+        ad_tensor *bt = ad_transpose(ad_contiguous(ad_transpose(b, 0, 1)), 0, 1);
+        got = values(ad_matmul(at, bt));
+        for (int i = 0; i < 67 * 31; i++) ck_assert_close(got[i], want[i], tol);
+        free(got);
+        free(va);
+        free(vb);
+        free(want);
+    }
+}
+END_TEST
+
+START_TEST(float32_matches_float64)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    ad_tensor *a = ad_rand(T, &rng, AD_FLOAT64, AD_SHAPE(3, 20, 30), -2, 2);
+    ad_tensor *b = ad_rand(T, &rng, AD_FLOAT64, AD_SHAPE(30, 10), -2, 2);
+    ad_tensor *c64 = ad_matmul(a, b);
+    ad_tensor *c32 = ad_matmul(ad_cast(a, AD_FLOAT32), ad_cast(b, AD_FLOAT32));
+    ck_assert_int_eq(ad_tensor_dtype(c32), AD_FLOAT32);
+    double *x = values(c64), *y = values(c32);
+    for (int i = 0; i < 600; i++) ck_assert_close(y[i], x[i], 2e-5 * 30);
+    free(x);
+    free(y);
+}
+END_TEST
+
+/* ---- gradients ------------------------------------------------------------------------- */
+START_TEST(matrix_gradients)
+{
+    /* dA = G B^T, dB = A^T G. */
+    ad_tensor *A = leaf(AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *B = leaf(AD_SHAPE(3, 2), (double[]){7, 8, 9, 10, 11, 12});
+    ad_tensor *G = ot_f64(T, AD_SHAPE(2, 2), (double[]){1, 0, 2, -1});
+    ck_assert_int_eq(ad_backward(ad_matmul(A, B), G, 0), 0);
+    /* G B^T: row 0 = B[:,0]; row 1 = 2 B[:,0] - B[:,1] */
+    assert_values(ad_tensor_grad(A), (double[]){7, 9, 11, 6, 8, 10}, 6, 0);
+    /* A^T G: row p = [A0p + 2 A1p, -A1p] */
+    assert_values(ad_tensor_grad(B), (double[]){9, -4, 12, -5, 15, -6}, 6, 0);
+}
+END_TEST
+
+START_TEST(vector_gradients)
+{
+    ad_tensor *u = leaf(AD_SHAPE(3), (double[]){1, 2, 3});
+    ad_tensor *B = leaf(AD_SHAPE(3, 2), (double[]){1, -1, 2, 0, 0, 5});
+    ad_tensor *g = ot_f64(T, AD_SHAPE(2), (double[]){1, 2});
+    ck_assert_int_eq(ad_backward(ad_matmul(u, B), g, 0), 0);
+    assert_shape(ad_tensor_grad(u), 1, (int64_t[]){3});
+    assert_values(ad_tensor_grad(u), (double[]){-1, 2, 10}, 3, 0); /* B g */
+    assert_values(ad_tensor_grad(B), (double[]){1, 2, 2, 4, 3, 6}, 6, 0); /* u g^T */
+    /* [2,3] x [3]: dA = g v^T, dv = A^T g */
+    ad_tensor *A = leaf(AD_SHAPE(2, 3), (double[]){1, 0, 2, -3, 1, 1});
+    ad_tensor *v = leaf(AD_SHAPE(3), (double[]){4, 5, 6});
+    ck_assert_int_eq(ad_backward(ad_matmul(A, v), g, 0), 0);
+    assert_values(ad_tensor_grad(A), (double[]){4, 5, 6, 8, 10, 12}, 6, 0);
+    assert_values(ad_tensor_grad(v), (double[]){-5, 2, 4}, 3, 0);
+    /* dot: da = g b, db = g a. */
+    ad_tensor *a = leaf(AD_SHAPE(2), (double[]){1, 2});
+    ad_tensor *b = leaf(AD_SHAPE(2), (double[]){3, 4});
+    ck_assert_int_eq(ad_backward(ad_dot(a, b), ad_scalar_tensor(T, AD_FLOAT64, 2), 0), 0);
+    assert_values(ad_tensor_grad(a), (double[]){6, 8}, 2, 0);
+    assert_values(ad_tensor_grad(b), (double[]){2, 4}, 2, 0);
+}
+END_TEST
+
+START_TEST(broadcast_batch_gradients_are_summed)
+{
+    /* A [2,3] shared by a batch of 4 B's: dA = sum_t G_t B_t^T. With G = 1:
+     * dA[i][p] = sum_t sum_j B_t[p][j]; dB_t[p][j] = sum_i A[i][p]. */
+    ad_tensor *A = leaf(AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *Bv = ad_reshape(ad_arange(T, AD_FLOAT64, 0, 24, 1), 3, (int64_t[]){4, 3, 2});
+    ad_tensor *B = ad_contiguous(Bv);
+    ad_tensor *Bl = ad_detach(B);
+    ck_assert_int_eq(ad_set_requires_grad(Bl, true), 0);
+    ad_tensor *C = ad_matmul(A, Bl);
+    assert_shape(C, 3, (int64_t[]){4, 2, 2});
+    ck_assert_int_eq(ad_backward(ad_sum(C, NULL, 0, false), NULL, 0), 0);
+    /* B_t[p][j] = 6 t + 2 p + j: sum over t, j = 2 (6 * 6) + 8 (2 p) + 4 = 76 + 16 p */
+    assert_values(ad_tensor_grad(A), (double[]){76, 92, 108, 76, 92, 108}, 6, 0);
+    ad_tensor *gB = ad_tensor_grad(Bl);
+    assert_shape(gB, 3, (int64_t[]){4, 3, 2});
+    for (int t = 0; t < 4; t++)
+        for (int p = 0; p < 3; p++)
+            for (int j = 0; j < 2; j++) ck_assert_close(ot_at(gB, t * 6 + p * 2 + j), 5 + 2 * p, 0);
+}
+END_TEST
+
+START_TEST(second_derivative)
+{
+    /* f(A) = sum((A B)^2): df/dA = 2 (A B) B^T, and d/dA of
+     * <df/dA, E> is 2 E B B^T.  B = [[1,2],[3,4]], E = e_00. */
+    ad_tensor *A = leaf(AD_SHAPE(1, 2), (double[]){1, -1});
+    ad_tensor *B = ot_f64(T, AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    ad_tensor *C = ad_matmul(A, B);
+    ad_tensor *f = ad_sum(ad_mul(C, C), NULL, 0, false);
+    ad_tensor *g;
+    ck_assert_int_eq(ad_gradients(f, NULL, 1, &A, &g, AD_CREATE_GRAPH), 0);
+    /* A B = [-2, -2]; 2 (A B) B^T = [-12, -28] */
+    assert_values(g, (double[]){-12, -28}, 2, 0);
+    ad_tensor *h;
+    ad_tensor *E = ot_f64(T, AD_SHAPE(1, 2), (double[]){1, 0});
+    ck_assert_int_eq(ad_gradients(ad_sum(ad_mul(g, E), NULL, 0, false), NULL, 1, &A, &h, 0), 0);
+    /* 2 e0 B B^T = 2 [5, 11] */
+    assert_values(h, (double[]){10, 22}, 2, 0);
+}
+END_TEST
+
+/* ---- the built-in kernel ------------------------------------------------------------- */
+/* C = A B for an m x k and a k x n operand given with arbitrary strides,
+ * through ad__gemm_builtin, against long double. */
+static void check_builtin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb)
+{
+    size_t es = ad_dtype_size(d);
+    double *a = malloc((size_t)(m * k + 1) * sizeof *a), *b = malloc((size_t)(k * n + 1) * sizeof *b);
+    double *want = malloc((size_t)(m * n + 1) * sizeof *want);
+    char *pa = malloc((size_t)(m * k + 1) * es), *pb = malloc((size_t)(k * n + 1) * es);
+    char *pc = malloc((size_t)(m * n + 1) * es);
+    ad_rng rng;
+    ad_rng_init(&rng, (uint64_t)(m * 1000 + n * 10 + k));
+    for (int64_t i = 0; i < m * k; i++) a[i] = ad_rng_uniform(&rng) * 2 - 1;
+    for (int64_t i = 0; i < k * n; i++) b[i] = ad_rng_uniform(&rng) * 2 - 1;
+    if (d == AD_FLOAT32) { /* the reference sees the float32 inputs */
+        for (int64_t i = 0; i < m * k; i++) a[i] = (float)a[i];
+        for (int64_t i = 0; i < k * n; i++) b[i] = (float)b[i];
+    }
+    naive(m, n, k, a, b, want);
+    /* Store A row-major, or column-major when ta (read back as a transpose). */
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < k; p++) {
+            int64_t o = ta ? p * m + i : i * k + p;
+            if (d == AD_FLOAT32) ((float *)pa)[o] = (float)a[i * k + p];
+            else ((double *)pa)[o] = a[i * k + p];
+        }
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++) {
+            int64_t o = tb ? j * k + p : p * n + j;
+            if (d == AD_FLOAT32) ((float *)pb)[o] = (float)b[p * n + j];
+            else ((double *)pb)[o] = b[p * n + j];
+        }
+    memset(pc, 0x7f, (size_t)(m * n + 1) * es); /* garbage: C must be overwritten */
+    int rc = ad__gemm_builtin(NULL, d, m, n, k, pa, ta ? 1 : k, ta ? m : 1, pb, tb ? 1 : n,
+                              tb ? k : 1, pc, n);
+    ck_assert_int_eq(rc, 0);
+    double tol = d == AD_FLOAT32 ? 3e-6 * (double)(k + 1) : 1e-15 * (double)(k + 1);
+    for (int64_t i = 0; i < m * n; i++) {
+        double got = d == AD_FLOAT32 ? ((float *)pc)[i] : ((double *)pc)[i];
+        ck_assert_msg(fabs(got - want[i]) <= tol,
+                      "%s %s m=%lld n=%lld k=%lld ta=%d tb=%d: C[%lld] = %.17g, want %.17g",
+                      ad_dtype_name(d), ad__gemm_kernel_name(d), (long long)m, (long long)n,
+                      (long long)k, ta, tb, (long long)i, got, want[i]);
+    }
+    free(a);
+    free(b);
+    free(want);
+    free(pa);
+    free(pb);
+    free(pc);
+}
+
+static void builtin_sweep(void)
+{
+    static const int64_t shapes[][3] = {
+        {67, 31, 45}, /* ragged in every direction */
+        {12, 16, 64}, /* exact tiles for 6x16 / 4x8 */
+        {24, 24, 300}, /* k beyond one k block */
+        {1, 50, 70},  /* a row vector result */
+        {50, 1, 70},  /* a column vector result */
+        {5, 3, 2},    /* tiny */
+        {13, 17, 0},  /* k = 0: zeros */
+        {130, 70, 33},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int dt = 0; dt < 2; dt++)
+            for (int t = 0; t < 4; t++)
+                check_builtin(dt ? AD_FLOAT32 : AD_FLOAT64, shapes[s][0], shapes[s][1],
+                              shapes[s][2], t & 1, t & 2);
+}
+
+START_TEST(builtin_kernel_default_blocking)
+{
+    ck_assert(ad__gemm_kernel_name(AD_FLOAT32) != NULL);
+    builtin_sweep();
+    ad__gemm_testing(true, 0, 0, 0);
+    ck_assert(strncmp(ad__gemm_kernel_name(AD_FLOAT64), "generic", 7) == 0);
+    builtin_sweep();
+}
+END_TEST
+
+START_TEST(builtin_kernel_tiny_blocks)
+{
+    /* Blocks smaller than the matrices: several jc, pc and ic iterations,
+     * accumulation across k blocks, partial tiles at every block edge. */
+    ad__gemm_testing(false, 7, 5, 9);
+    builtin_sweep();
+    ad__gemm_testing(true, 9, 4, 5);
+    builtin_sweep();
+}
+END_TEST
+
+START_TEST(builtin_kernel_scratch_on_a_tape)
+{
+    /* Packing buffers taken from a tape's arena instead of the heap. */
+    ad_rng rng;
+    ad_rng_init(&rng, 9);
+    ad_tensor *a = ad_rand(T, &rng, AD_FLOAT64, AD_SHAPE(40, 30), -1, 1);
+    ad_tensor *b = ad_rand(T, &rng, AD_FLOAT64, AD_SHAPE(30, 20), -1, 1);
+    ad_tensor *c = ad_empty(T, AD_FLOAT64, AD_SHAPE(40, 20));
+    ck_assert_int_eq(ad__gemm_builtin(T, AD_FLOAT64, 40, 20, 30, ad_data(a), 30, 1, ad_data(b),
+                                      20, 1, ad_data(c), 20),
+                     0);
+    double *va = values(a), *vb = values(b), *vc = values(c), want[800];
+    naive(40, 20, 30, va, vb, want);
+    for (int i = 0; i < 800; i++) ck_assert_close(vc[i], want[i], 1e-14);
+    free(va);
+    free(vb);
+    free(vc);
+}
+END_TEST
+
+/* ---- ownership, replay ---------------------------------------------------------------- */
+START_TEST(persistent_results)
+{
+    ad_tape_activate(NULL);
+    ad_tensor *a = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    ad_tensor *c = ad_matmul(a, a);
+    ck_assert_ptr_null(ad_tensor_tape(c));
+    assert_values(c, (double[]){7, 10, 15, 22}, 4, 0);
+    /* A view that CBLAS cannot read forces a temporary copy, freed here. */
+    ad_tensor *ones = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(1, 2), (double[]){1, 1});
+    ad_tensor *e = ad_expand(ones, 2, (int64_t[]){2, 2});
+    ad_tensor *c2 = ad_matmul(e, a);
+    assert_values(c2, (double[]){4, 6, 4, 6}, 4, 0);
+    ad_tensor *v = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2), (double[]){1, -1});
+    ad_tensor *d = ad_dot(v, v);
+    ck_assert_close(ad_item(d), 2, 0);
+    ad_tensor_free(c);
+    ad_tensor_free(c2);
+    ad_tensor_free(d);
+    ad_tensor_free(v);
+    ad_tensor_free(e);
+    ad_tensor_free(ones);
+    ad_tensor_free(a);
+    ad_tape_activate(T);
+}
+END_TEST
+
+START_TEST(replay_recomputes)
+{
+    ck_assert_int_eq(ad_tape_set_replayable(T, true), 0);
+    ad_tensor *A = leaf(AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    ad_tensor *x = leaf(AD_SHAPE(2), (double[]){1, 1});
+    ad_tensor *y = ad_matmul(A, x);
+    ad_tensor *z = ad_dot(y, x);
+    ck_assert_msg(z != NULL, "%s", ad_error());
+    ck_assert_close(ad_item(z), 10, 0);
+    ck_assert_int_eq(ad_tape_freeze(T), 0);
+    ad_tensor *nx = ot_f64(NULL, AD_SHAPE(2), (double[]){2, -1});
+    ck_assert_int_ge(ad_tape_replay(T, 1, &x, &nx), 0);
+    assert_values(y, (double[]){0, 2}, 2, 0);
+    ck_assert_close(ad_item(z), -2, 0);
+    /* z = x^T A x: dz/dx = (A + A^T) x = [[2,5],[5,8]] [2,-1] = [-1, 2] */
+    ck_assert_int_eq(ad_backward(z, NULL, AD_RETAIN_GRAPH), 0);
+    assert_values(ad_tensor_grad(x), (double[]){-1, 2}, 2, 0);
+    ad_tensor_free(nx);
+}
+END_TEST
+
+/* ---- errors ---------------------------------------------------------------------------- */
+START_TEST(errors)
+{
+    ad_tensor *a34 = ad_zeros(T, AD_FLOAT64, AD_SHAPE(3, 4));
+    ad_tensor *b56 = ad_zeros(T, AD_FLOAT64, AD_SHAPE(5, 6));
+    ck_assert_error(ad_matmul(a34, b56), "ad_matmul: inner dimensions differ: [3,4] x [5,6]");
+    ck_assert_error(ad_matmul(ad_zeros(T, AD_FLOAT64, AD_SHAPE(3)), b56),
+                    "ad_matmul: inner dimensions differ: [3] x [5,6]");
+    ck_assert_error(ad_matmul(a34, ad_zeros(T, AD_FLOAT64, AD_SHAPE(5))),
+                    "ad_matmul: inner dimensions differ: [3,4] x [5]");
+    ck_assert_error(ad_matmul(ad_zeros(T, AD_FLOAT64, AD_SHAPE(3)),
+                              ad_zeros(T, AD_FLOAT64, AD_SHAPE(4))),
+                    "ad_matmul: inner dimensions differ: [3] x [4]");
+    ck_assert_error(ad_matmul(ad_zeros(T, AD_FLOAT64, AD_SHAPE(2, 3, 4)),
+                              ad_zeros(T, AD_FLOAT64, AD_SHAPE(5, 4, 6))),
+                    "ad_matmul: batch dimensions cannot be broadcast: [2,3,4] x [5,4,6]");
+    ad_tensor *s = ad_scalar_tensor(T, AD_FLOAT64, 2);
+    ck_assert_error(ad_matmul(s, a34), "ad_matmul: 0-dimensional operand");
+    ck_assert_error(ad_matmul(a34, s), "[3,4] x []");
+    ck_assert_error(ad_matmul(a34, ad_zeros(T, AD_FLOAT32, AD_SHAPE(4, 2))),
+                    "ad_matmul: dtypes differ: float64 vs float32");
+    ck_assert_error(ad_matmul(ad_zeros(T, AD_INT64, AD_SHAPE(2, 2)), a34),
+                    "ad_matmul: argument 'a' must be float32 or float64, got int64");
+    ck_assert_error(ad_matmul(a34, ad_zeros(T, AD_INT64, AD_SHAPE(4, 2))),
+                    "ad_matmul: argument 'b' must be float32 or float64");
+    ck_assert_error(ad_matmul(NULL, a34), "ad_matmul: argument 'a' is NULL");
+    ck_assert_error(ad_matmul(a34, NULL), "ad_matmul: argument 'b' is NULL");
+    ad_tensor *v3 = ad_zeros(T, AD_FLOAT64, AD_SHAPE(3));
+    ck_assert_error(ad_dot(v3, ad_zeros(T, AD_FLOAT64, AD_SHAPE(4))),
+                    "ad_dot: lengths differ: [3] x [4]");
+    ck_assert_error(ad_dot(v3, a34), "ad_dot: expected two 1-D tensors, got [3] x [3,4]");
+    ck_assert_error(ad_dot(s, v3), "ad_dot: expected two 1-D tensors, got [] x [3]");
+    ck_assert_error(ad_dot(v3, ad_zeros(T, AD_FLOAT32, AD_SHAPE(3))),
+                    "ad_dot: dtypes differ: float64 vs float32");
+    ck_assert_error(ad_dot(ad_zeros(T, AD_INT64, AD_SHAPE(3)), v3),
+                    "ad_dot: argument 'a' must be float32 or float64");
+    ck_assert_error(ad_dot(v3, NULL), "ad_dot: argument 'b' is NULL");
+    /* A failed inner call's message survives. */
+    ck_assert_error(ad_matmul(ad_matmul(a34, b56), b56), "inner dimensions differ: [3,4] x [5,6]");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("linalg");
+    TCase *tc = tcase_create("linalg");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, small_products);
+    tcase_add_test(tc, vector_cases);
+    tcase_add_test(tc, batched_broadcast);
+    tcase_add_test(tc, views_as_operands);
+    tcase_add_test(tc, empty_operands);
+    tcase_add_test(tc, random_against_long_double);
+    tcase_add_test(tc, float32_matches_float64);
+    tcase_add_test(tc, matrix_gradients);
+    tcase_add_test(tc, vector_gradients);
+    tcase_add_test(tc, broadcast_batch_gradients_are_summed);
+    tcase_add_test(tc, second_derivative);
+    tcase_add_test(tc, builtin_kernel_default_blocking);
+    tcase_add_test(tc, builtin_kernel_tiny_blocks);
+    tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
+    tcase_add_test(tc, persistent_results);
+    tcase_add_test(tc, replay_recomputes);
+    tcase_add_test(tc, errors);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}

@@ -1,0 +1,734 @@
+/* tests/test_pointwise.c - elementwise ops against closed forms.
+ *
+ * Values, first and second derivatives of every op at hand-picked points in
+ * float64 and float32; the kink conventions (relu, abs, maximum, clamp...);
+ * stability at large magnitudes; broadcasting shapes and the gradients'
+ * reduction back to the inputs' shapes; strided inputs; the long-row fast
+ * paths; and every kind of bad input with its message. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "optest.h"
+
+static ad_tape *T;
+
+static void setup(void)
+{
+    T = ad_tape_new();
+    ck_assert(T != NULL);
+    ad_tape_activate(T);
+    ad_clear_error();
+}
+
+static void teardown(void)
+{
+    ad_tape_activate(NULL);
+    ad_tape_free(T);
+    T = NULL;
+}
+
+/* A tensor on T of the given dtype from double values, requiring grad when rg. */
+static ad_tensor *mk(ad_dtype dt, int ndim, const int64_t *shape, const double *v, bool rg)
+{
+    ad_tensor *t = ad_empty(T, dt, ndim, shape);
+    ck_assert_msg(t != NULL, "%s", ad_error());
+    int64_t n = ad_numel(t);
+    void *d = ad_data(t);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == AD_FLOAT32) ((float *)d)[i] = (float)v[i];
+        else if (dt == AD_FLOAT64) ((double *)d)[i] = v[i];
+        else ((int64_t *)d)[i] = (int64_t)v[i];
+    }
+    if (rg) ck_assert_int_eq(ad_set_requires_grad(t, true), 0);
+    return t;
+}
+#define VEC(dt, rg, ...) \
+    mk(dt, 1, (int64_t[]){sizeof((double[]){__VA_ARGS__}) / sizeof(double)}, (double[]){__VA_ARGS__}, rg)
+
+/* d(sum_j w_j y_j)/dx with w = ones, recorded so it can be differentiated again. */
+static ad_tensor *grad_of(ad_tensor *y, ad_tensor *x)
+{
+    ad_tensor *g = NULL;
+    ad_tensor *w = ad_ones(T, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+    ck_assert_msg(ad_gradients(y, w, 1, &x, &g, AD_CREATE_GRAPH) == 0, "%s", ad_error());
+    ck_assert(g != NULL);
+    return g;
+}
+
+static void assert_shape(const ad_tensor *t, int ndim, const int64_t *shape)
+{
+    char got[64], want[64];
+    ad_shape_str(t, got, sizeof got);
+    snprintf(want, sizeof want, "[");
+    for (int d = 0; d < ndim; d++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), d ? ",%lld" : "%lld",
+                 (long long)shape[d]);
+    strncat(want, "]", sizeof want - strlen(want) - 1);
+    ck_assert_msg(ad_ndim(t) == ndim && strcmp(got, want) == 0, "shape %s, expected %s", got, want);
+}
+#define SHAPE_IS(t, ...) assert_shape(t, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), \
+                                      (int64_t[]){__VA_ARGS__})
+
+static void assert_values(const ad_tensor *t, const double *want, int64_t n, double rtol)
+{
+    ck_assert_int_eq(ad_numel(t), n);
+    for (int64_t i = 0; i < n; i++) {
+        double v = ot_at(t, i);
+        ck_assert_msg(fabs(v - want[i]) <= rtol * (1 + fabs(want[i])) ||
+                          (isnan(v) && isnan(want[i])) || v == want[i],
+                      "element %lld = %.17g, expected %.17g", (long long)i, v, want[i]);
+    }
+}
+#define VALUES(t, rtol, ...) \
+    assert_values(t, (double[]){__VA_ARGS__}, sizeof((double[]){__VA_ARGS__}) / sizeof(double), rtol)
+
+static double tol_of(ad_dtype dt) { return dt == AD_FLOAT32 ? 2e-6 : 1e-13; }
+
+/* ---- unary ops: value, first and second derivative vs closed forms ------------------- */
+
+static const double SQRT_2PI = 2.5066282746310002, PI = 3.14159265358979323846;
+static double sigm(double x) { return 1 / (1 + exp(-x)); }
+static double Phi(double x) { return 0.5 * (1 + erf(x / sqrt(2.0))); }
+static double phi(double x) { return exp(-x * x / 2) / SQRT_2PI; }
+static double sec2(double x) { return 1 / (cos(x) * cos(x)); }
+
+static double neg_f(double x) { return -x; }
+static double neg_d(double x) { (void)x; return -1; }
+static double zero_d(double x) { (void)x; return 0; }
+static double exp_f(double x) { return exp(x); }
+static double log_f(double x) { return log(x); }
+static double log_d(double x) { return 1 / x; }
+static double log_dd(double x) { return -1 / (x * x); }
+static double sqrt_f(double x) { return sqrt(x); }
+static double sqrt_d(double x) { return 0.5 / sqrt(x); }
+static double sqrt_dd(double x) { return -0.25 / (x * sqrt(x)); }
+static double sin_f(double x) { return sin(x); }
+static double sin_dd(double x) { return -sin(x); }
+static double cos_f(double x) { return cos(x); }
+static double cos_d(double x) { return -sin(x); }
+static double cos_dd(double x) { return -cos(x); }
+static double tan_f(double x) { return tan(x); }
+static double tan_dd(double x) { return 2 * tan(x) * sec2(x); }
+static double tanh_f(double x) { return tanh(x); }
+static double tanh_d(double x) { return 1 / (cosh(x) * cosh(x)); }
+static double tanh_dd(double x) { return -2 * tanh(x) / (cosh(x) * cosh(x)); }
+static double sig_d(double x) { return sigm(x) * (1 - sigm(x)); }
+static double sig_dd(double x) { return sig_d(x) * (1 - 2 * sigm(x)); }
+static double relu_f(double x) { return x > 0 ? x : 0; }
+static double relu_d(double x) { return x > 0; }
+static double erf_f(double x) { return erf(x); }
+static double erf_d(double x) { return 2 / sqrt(PI) * exp(-x * x); }
+static double erf_dd(double x) { return -4 * x / sqrt(PI) * exp(-x * x); }
+static double gelu_f(double x) { return x * Phi(x); }
+static double gelu_d(double x) { return Phi(x) + x * phi(x); }
+static double gelu_dd(double x) { return phi(x) * (2 - x * x); }
+static double softplus_f(double x) { return log(1 + exp(x)); }
+static double abs_f(double x) { return fabs(x); }
+static double abs_d(double x) { return x > 0 ? 1 : -1; }
+static double square_f(double x) { return x * x; }
+static double square_d(double x) { return 2 * x; }
+static double two(double x) { (void)x; return 2; }
+static double recip_f(double x) { return 1 / x; }
+static double recip_d(double x) { return -1 / (x * x); }
+static double recip_dd(double x) { return 2 / (x * x * x); }
+
+typedef struct un_case {
+    const char *name;
+    ad_tensor *(*op)(ad_tensor *);
+    double (*f)(double), (*d)(double), (*dd)(double);
+    double x[5];
+} un_case;
+
+#define GENERIC {-1.3, -0.4, 0.2, 0.7, 1.9}
+#define POSITIVE {0.3, 0.8, 1.5, 2.5, 7.0}
+static const un_case UN[] = {
+    {"neg", ad_neg, neg_f, neg_d, zero_d, GENERIC},
+    {"exp", ad_exp, exp_f, exp_f, exp_f, GENERIC},
+    {"log", ad_log, log_f, log_d, log_dd, POSITIVE},
+    {"sqrt", ad_sqrt, sqrt_f, sqrt_d, sqrt_dd, POSITIVE},
+    {"sin", ad_sin, sin_f, cos_f, sin_dd, GENERIC},
+    {"cos", ad_cos, cos_f, cos_d, cos_dd, GENERIC},
+    {"tan", ad_tan, tan_f, sec2, tan_dd, {-1.3, -0.4, 0.2, 0.7, 1.1}},
+    {"tanh", ad_tanh, tanh_f, tanh_d, tanh_dd, GENERIC},
+    {"sigmoid", ad_sigmoid, sigm, sig_d, sig_dd, {-4.5, -0.4, 0.2, 0.7, 3.9}},
+    {"relu", ad_relu, relu_f, relu_d, zero_d, GENERIC},
+    {"erf", ad_erf, erf_f, erf_d, erf_dd, GENERIC},
+    {"gelu", ad_gelu, gelu_f, gelu_d, gelu_dd, {-3.1, -0.4, 0.2, 0.7, 2.6}},
+    {"softplus", ad_softplus, softplus_f, sigm, sig_d, {-4.5, -0.4, 0.2, 0.7, 3.9}},
+    {"abs", ad_abs, abs_f, abs_d, zero_d, GENERIC},
+    {"square", ad_square, square_f, square_d, two, GENERIC},
+    {"reciprocal", ad_reciprocal, recip_f, recip_d, recip_dd, {-2.5, -0.7, 0.3, 0.8, 4.0}},
+};
+#define NUN ((int)(sizeof UN / sizeof UN[0]))
+
+static void check_unary(const un_case *c, ad_dtype dt)
+{
+    double tol = tol_of(dt);
+    ad_tensor *x = mk(dt, 1, (int64_t[]){5}, c->x, true);
+    ad_tensor *y = c->op(x);
+    ck_assert_msg(y != NULL, "%s: %s", c->name, ad_error());
+    ck_assert_int_eq(ad_tensor_dtype(y), dt);
+    ck_assert(ad_requires_grad(y));
+    ad_tensor *g = grad_of(y, x);
+    ad_tensor *h = grad_of(g, x); /* d/dx_i sum_j f'(x_j) = f''(x_i) */
+    for (int i = 0; i < 5; i++) {
+        double xi = ot_at(x, i); /* the float32-rounded point in float32 */
+        double f = c->f(xi), d = c->d(xi), dd = c->dd(xi);
+        ck_assert_msg(fabs(ot_at(y, i) - f) <= tol * (1 + fabs(f)), "%s(%g) = %.17g, expected %.17g",
+                      c->name, xi, ot_at(y, i), f);
+        ck_assert_msg(fabs(ot_at(g, i) - d) <= 2 * tol * (1 + fabs(d)),
+                      "%s'(%g) = %.17g, expected %.17g", c->name, xi, ot_at(g, i), d);
+        ck_assert_msg(fabs(ot_at(h, i) - dd) <= 4 * tol * (1 + fabs(dd)),
+                      "%s''(%g) = %.17g, expected %.17g", c->name, xi, ot_at(h, i), dd);
+    }
+}
+
+START_TEST(unary_closed_forms_f64) { check_unary(&UN[_i], AD_FLOAT64); }
+END_TEST
+START_TEST(unary_closed_forms_f32) { check_unary(&UN[_i], AD_FLOAT32); }
+END_TEST
+
+/* d/dx [x sin x] = sin x + x cos x, and again: 2 cos x - x sin x. */
+START_TEST(x_sin_x)
+{
+    ad_tensor *x = VEC(AD_FLOAT64, true, 0.3, -1.2, 2.5, 0.0);
+    ad_tensor *y = ad_mul(x, ad_sin(x));
+    ad_tensor *g = grad_of(y, x), *h = grad_of(g, x);
+    double xs[] = {0.3, -1.2, 2.5, 0.0};
+    for (int i = 0; i < 4; i++) {
+        double v = xs[i];
+        ck_assert_close(ot_at(y, i), v * sin(v), 1e-15);
+        ck_assert_close(ot_at(g, i), sin(v) + v * cos(v), 1e-15);
+        ck_assert_close(ot_at(h, i), 2 * cos(v) - v * sin(v), 1e-14);
+    }
+}
+END_TEST
+
+/* ---- binary ops -------------------------------------------------------------------- */
+
+/* The two partials of each binary op at (a, b) = (1.5, -0.5), (0.4, 2.0), (-2.0, 3.0)... */
+START_TEST(binary_closed_forms)
+{
+    ad_dtype dt = _i ? AD_FLOAT32 : AD_FLOAT64;
+    double tol = tol_of(dt);
+    double A[] = {1.5, 0.4, -2.0, 3.0}, B[] = {-0.5, 2.0, 3.0, 0.25};
+    double P[] = {1.5, 0.4, 2.5, 3.0}; /* positive bases for pow */
+    struct {
+        const char *name;
+        ad_tensor *(*op)(ad_tensor *, ad_tensor *);
+        const double *a;
+    } ops[] = {{"add", ad_add, A}, {"sub", ad_sub, A}, {"mul", ad_mul, A}, {"div", ad_div, A},
+               {"pow", ad_pow, P}, {"maximum", ad_maximum, A}, {"minimum", ad_minimum, A}};
+    for (int k = 0; k < 7; k++) {
+        ad_tensor *a = mk(dt, 1, (int64_t[]){4}, ops[k].a, true);
+        ad_tensor *b = mk(dt, 1, (int64_t[]){4}, B, true);
+        ad_tensor *y = ops[k].op(a, b);
+        ck_assert_msg(y != NULL, "%s: %s", ops[k].name, ad_error());
+        ad_tensor *ga = grad_of(y, a), *gb = grad_of(y, b);
+        for (int i = 0; i < 4; i++) {
+            double x = ot_at(a, i), z = ot_at(b, i), f, da, db;
+            switch (k) {
+            case 0: f = x + z, da = 1, db = 1; break;
+            case 1: f = x - z, da = 1, db = -1; break;
+            case 2: f = x * z, da = z, db = x; break;
+            case 3: f = x / z, da = 1 / z, db = -x / (z * z); break;
+            case 4: f = pow(x, z), da = z * pow(x, z - 1), db = pow(x, z) * log(x); break;
+            case 5: f = x > z ? x : z, da = x > z, db = z > x; break;
+            default: f = x < z ? x : z, da = x < z, db = z < x; break;
+            }
+            ck_assert_msg(fabs(ot_at(y, i) - f) <= tol * (1 + fabs(f)), "%s(%g, %g) = %.17g vs %.17g",
+                          ops[k].name, x, z, ot_at(y, i), f);
+            ck_assert_msg(fabs(ot_at(ga, i) - da) <= 2 * tol * (1 + fabs(da)), "d%s/da = %.17g vs %.17g",
+                          ops[k].name, ot_at(ga, i), da);
+            ck_assert_msg(fabs(ot_at(gb, i) - db) <= 2 * tol * (1 + fabs(db)), "d%s/db = %.17g vs %.17g",
+                          ops[k].name, ot_at(gb, i), db);
+        }
+    }
+}
+END_TEST
+
+/* Mixed second derivatives: d2(a/b)/da db = -1/b^2, d2(a^b)/da db = a^(b-1)(1 + b ln a). */
+START_TEST(binary_second_order)
+{
+    ad_tensor *a = VEC(AD_FLOAT64, true, 1.5, 0.7), *b = VEC(AD_FLOAT64, true, -0.5, 2.5);
+    ad_tensor *gdiv = grad_of(ad_div(a, b), a);
+    VALUES(grad_of(gdiv, b), 1e-14, -1 / 0.25, -1 / 6.25);
+    ad_tensor *gpow = grad_of(ad_pow(a, b), a);
+    VALUES(grad_of(gpow, b), 1e-14, pow(1.5, -1.5) * (1 - 0.5 * log(1.5)),
+           pow(0.7, 1.5) * (1 + 2.5 * log(0.7)));
+    VALUES(grad_of(gpow, a), 1e-14, -0.5 * -1.5 * pow(1.5, -2.5), 2.5 * 1.5 * pow(0.7, 0.5));
+    ad_tensor *gpb = grad_of(ad_pow(a, b), b);
+    VALUES(grad_of(gpb, b), 1e-14, pow(1.5, -0.5) * log(1.5) * log(1.5),
+           pow(0.7, 2.5) * log(0.7) * log(0.7));
+}
+END_TEST
+
+START_TEST(scalar_forms)
+{
+    ad_tensor *x = VEC(AD_FLOAT64, true, 0.5, 2.0, 4.0);
+    struct {
+        ad_tensor *y;
+        double v[3], d[3];
+    } c[] = {
+        {ad_add_scalar(x, 1.5), {2, 3.5, 5.5}, {1, 1, 1}},
+        {ad_sub_scalar(x, 1.5), {-1, 0.5, 2.5}, {1, 1, 1}},
+        {ad_rsub_scalar(x, 1.5), {1, -0.5, -2.5}, {-1, -1, -1}},
+        {ad_mul_scalar(x, -3), {-1.5, -6, -12}, {-3, -3, -3}},
+        {ad_div_scalar(x, 4), {0.125, 0.5, 1}, {0.25, 0.25, 0.25}},
+        {ad_rdiv_scalar(x, 2), {4, 1, 0.5}, {-8, -0.5, -0.125}},
+        {ad_pow_scalar(x, 3), {0.125, 8, 64}, {0.75, 12, 48}},
+        {ad_pow_scalar(x, 0.5), {sqrt(0.5), sqrt(2), 2}, {0.5 / sqrt(0.5), 0.5 / sqrt(2), 0.25}},
+        {ad_pow_scalar(x, -1), {2, 0.5, 0.25}, {-4, -0.25, -0.0625}},
+    };
+    for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+        ck_assert_msg(c[k].y != NULL, "case %zu: %s", k, ad_error());
+        SHAPE_IS(c[k].y, 3);
+        assert_values(c[k].y, c[k].v, 3, 1e-15);
+        assert_values(grad_of(c[k].y, x), c[k].d, 3, 1e-15);
+    }
+    /* The scalar forms are the binary ops with a constant: same op names. */
+    ck_assert_int_eq(ad_tensor_dtype(ad_mul_scalar(VEC(AD_FLOAT32, false, 1), 2)), AD_FLOAT32);
+}
+END_TEST
+
+/* ---- conventions at kinks ---------------------------------------------------------------- */
+
+START_TEST(relu_abs_sign_at_zero)
+{
+    ad_tensor *x = VEC(AD_FLOAT64, true, -1.0, 0.0, 2.0, -0.0);
+    VALUES(ad_relu(x), 0, 0, 0, 2, 0);
+    VALUES(grad_of(ad_relu(x), x), 0, 0, 0, 1, 0); /* relu'(0) = 0 */
+    VALUES(ad_abs(x), 0, 1, 0, 2, 0);
+    VALUES(grad_of(ad_abs(x), x), 0, -1, 0, 1, 0); /* abs'(0) = 0 */
+    VALUES(ad_leaky_relu(x, 0.2), 0, -0.2, 0, 2, 0);
+    VALUES(grad_of(ad_leaky_relu(x, 0.2), x), 0, 0.2, 0.2, 1, 0.2); /* from the left */
+    ad_tensor *s = ad_sign(VEC(AD_FLOAT64, false, -3, 0, 0.5, NAN));
+    VALUES(s, 0, -1, 0, 1, NAN);
+    /* sign is not recorded, even of a tensor that requires grad */
+    ck_assert(!ad_requires_grad(ad_sign(x)));
+}
+END_TEST
+
+START_TEST(maximum_minimum_ties)
+{
+    ad_tensor *a = VEC(AD_FLOAT64, true, 1, 2, 3), *b = VEC(AD_FLOAT64, true, 1, 0, 5);
+    VALUES(ad_maximum(a, b), 0, 1, 2, 5);
+    VALUES(grad_of(ad_maximum(a, b), a), 0, 0.5, 1, 0); /* a tie splits g evenly */
+    VALUES(grad_of(ad_maximum(a, b), b), 0, 0.5, 0, 1);
+    VALUES(ad_minimum(a, b), 0, 1, 0, 3);
+    VALUES(grad_of(ad_minimum(a, b), a), 0, 0.5, 0, 1);
+    VALUES(grad_of(ad_minimum(a, b), b), 0, 0.5, 1, 0);
+    /* maximum(x, x): both halves come back to x, so d/dx = 1 */
+    VALUES(grad_of(ad_maximum(a, a), a), 0, 1, 1, 1);
+    /* NaN propagates */
+    ad_tensor *n = VEC(AD_FLOAT64, false, NAN, 1), *o = VEC(AD_FLOAT64, false, 1, NAN);
+    VALUES(ad_maximum(n, o), 0, NAN, NAN);
+    VALUES(ad_minimum(n, o), 0, NAN, NAN);
+}
+END_TEST
+
+START_TEST(clamp_boundaries)
+{
+    ad_tensor *x = VEC(AD_FLOAT64, true, -1, -0.5, 0, 0.5, 1);
+    VALUES(ad_clamp(x, -0.5, 0.5), 0, -0.5, -0.5, 0, 0.5, 0.5);
+    VALUES(grad_of(ad_clamp(x, -0.5, 0.5), x), 0, 0, 1, 1, 1, 0); /* bounds pass g */
+    VALUES(ad_clamp(x, -INFINITY, 0), 0, -1, -0.5, 0, 0, 0);
+    VALUES(grad_of(ad_clamp(x, 0, INFINITY), x), 0, 0, 0, 1, 1, 1);
+    VALUES(ad_clamp(x, 0.25, 0.25), 0, 0.25, 0.25, 0.25, 0.25, 0.25); /* lo == hi is fine */
+    VALUES(ad_clamp(VEC(AD_FLOAT64, false, NAN), 0, 1), 0, NAN);
+}
+END_TEST
+
+/* d a^b / db at a = 0 is taken as 0; 0^0 = 1. */
+START_TEST(pow_at_zero_base)
+{
+    ad_tensor *a = VEC(AD_FLOAT64, true, 0, 0, 0, 2), *b = VEC(AD_FLOAT64, true, 2, 3, 0, 3);
+    ad_tensor *y = ad_pow(a, b);
+    VALUES(y, 0, 0, 0, 1, 8);
+    VALUES(grad_of(y, a), 1e-15, 0, 0, 0, 12);
+    VALUES(grad_of(y, b), 1e-15, 0, 0, 0, 8 * log(2.0));
+}
+END_TEST
+
+/* ---- large magnitudes ---------------------------------------------------------------------- */
+
+START_TEST(stable_at_large_magnitude)
+{
+    ad_dtype dt = _i ? AD_FLOAT32 : AD_FLOAT64;
+    double rt = dt == AD_FLOAT32 ? 1e-6 : 1e-14;
+    ad_tensor *x = VEC(dt, true, -1000, -30, 0, 30, 1000);
+    double e30 = exp(-30.0); /* 9.36e-14 */
+    ad_tensor *s = ad_sigmoid(x), *gs = grad_of(s, x);
+    ad_tensor *p = ad_softplus(x), *gp = grad_of(p, x);
+    ad_tensor *t = ad_tanh(x), *gt = grad_of(t, x);
+    double sv[] = {0, e30 / (1 + e30), 0.5, 1 / (1 + e30), 1};
+    double sd[] = {0, e30 / ((1 + e30) * (1 + e30)), 0.25, e30 / ((1 + e30) * (1 + e30)), 0};
+    double pv[] = {0, log1p(e30), log(2.0), 30 + log1p(e30), 1000};
+    for (int i = 0; i < 5; i++) {
+        double vs = ot_at(s, i), ds = ot_at(gs, i), vp = ot_at(p, i), dp = ot_at(gp, i);
+        ck_assert_msg(isfinite(vs) && isfinite(ds) && isfinite(vp) && isfinite(dp) &&
+                          isfinite(ot_at(t, i)) && isfinite(ot_at(gt, i)),
+                      "non-finite result at element %d", i);
+        /* relative accuracy, including the tiny values at -30 */
+        ck_assert_msg(fabs(vs - sv[i]) <= rt * sv[i] + 1e-300, "sigmoid[%d] = %.17g vs %.17g", i, vs, sv[i]);
+        /* y (1 - y) loses relative precision where y -> 1, as in PyTorch;
+         * the absolute error stays at rounding level */
+        ck_assert_msg(fabs(ds - sd[i]) <= 4 * rt * sd[i] + (dt == AD_FLOAT32 ? 1e-7 : 4e-16),
+                      "sigmoid'[%d] = %.17g vs %.17g", i, ds, sd[i]);
+        ck_assert_msg(fabs(vp - pv[i]) <= rt * pv[i] + 1e-300, "softplus[%d] = %.17g vs %.17g", i, vp, pv[i]);
+        ck_assert_msg(fabs(dp - sv[i]) <= 4 * rt * sv[i] + 1e-300, "softplus'[%d] = %.17g vs %.17g", i, dp, sv[i]);
+    }
+    VALUES(t, 0, -1, -1, 0, 1, 1);
+    VALUES(gt, 0, 0, 0, 1, 0, 0);
+    /* gelu far left: x Phi(x) with Phi(-10) = 7.619853024160526e-24, kept to full relative precision */
+    ad_tensor *g = ad_gelu(VEC(dt, false, -10, 10, -1000));
+    ck_assert_msg(fabs(ot_at(g, 0) / -7.619853024160526e-23 - 1) <= 10 * rt, "gelu(-10) = %.17g",
+                  ot_at(g, 0));
+    ck_assert_close(ot_at(g, 1), 10.0, 0);
+    ck_assert_close(ot_at(g, 2), -0.0, 0);
+}
+END_TEST
+
+/* ---- where ------------------------------------------------------------------------------------ */
+
+START_TEST(where_values_and_gradients)
+{
+    /* cond [2,1] int64, a [1,4], b [4]: row 0 takes a, row 1 takes b */
+    ad_tensor *c = mk(AD_INT64, 2, (int64_t[]){2, 1}, (double[]){1, 0}, false);
+    ad_tensor *a = mk(AD_FLOAT64, 2, (int64_t[]){1, 4}, (double[]){1, 2, 3, 4}, true);
+    ad_tensor *b = VEC(AD_FLOAT64, true, -1, -2, -3, -4);
+    ad_tensor *y = ad_where(c, a, b);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    SHAPE_IS(y, 2, 4);
+    VALUES(y, 0, 1, 2, 3, 4, -1, -2, -3, -4);
+    ad_tensor *w = mk(AD_FLOAT64, 2, (int64_t[]){2, 4}, (double[]){1, 2, 3, 4, 5, 6, 7, 8}, false);
+    ad_tensor *xs[2] = {a, b}, *gs[2];
+    ck_assert_int_eq(ad_gradients(y, w, 2, xs, gs, 0), 0);
+    SHAPE_IS(gs[0], 1, 4);
+    VALUES(gs[0], 0, 1, 2, 3, 4);
+    VALUES(gs[1], 0, 5, 6, 7, 8);
+
+    /* a float condition: nonzero (NaN included) selects a */
+    ad_tensor *fc = VEC(AD_FLOAT32, false, 0, -2, NAN, 0.5);
+    ad_tensor *a32 = VEC(AD_FLOAT32, true, 1, 2, 3, 4), *b32 = VEC(AD_FLOAT32, true, 9, 9, 9, 9);
+    ad_tensor *y32 = ad_where(fc, a32, b32);
+    ck_assert_int_eq(ad_tensor_dtype(y32), AD_FLOAT32);
+    VALUES(y32, 0, 9, 2, 3, 4);
+    VALUES(grad_of(y32, a32), 0, 0, 1, 1, 1);
+    VALUES(grad_of(y32, b32), 0, 1, 0, 0, 0);
+    /* a float64 condition that requires grad gets a zero gradient */
+    ad_tensor *rc = VEC(AD_FLOAT64, true, 1, 0);
+    ad_tensor *p = VEC(AD_FLOAT64, false, 5, 6), *q = VEC(AD_FLOAT64, false, 7, 8);
+    VALUES(grad_of(ad_where(rc, p, q), rc), 0, 0, 0);
+    /* 0-d everything */
+    ad_tensor *y0 = ad_where(ad_scalar_tensor(T, AD_INT64, 0), ad_scalar_tensor(T, AD_FLOAT64, 1),
+                             ad_scalar_tensor(T, AD_FLOAT64, 2));
+    ck_assert_int_eq(ad_ndim(y0), 0);
+    ck_assert_close(ad_item(y0), 2, 0);
+}
+END_TEST
+
+/* ---- broadcasting and views ---------------------------------------------------------------------- */
+
+START_TEST(broadcast_shapes_and_gradients)
+{
+    ad_tensor *a = mk(AD_FLOAT64, 2, (int64_t[]){2, 1}, (double[]){1, 2}, true);
+    ad_tensor *b = mk(AD_FLOAT64, 2, (int64_t[]){1, 4}, (double[]){10, 20, 30, 40}, true);
+    ad_tensor *y = ad_mul(a, b);
+    SHAPE_IS(y, 2, 4);
+    VALUES(y, 0, 10, 20, 30, 40, 20, 40, 60, 80);
+    ad_tensor *ga = grad_of(y, a), *gb = grad_of(y, b);
+    SHAPE_IS(ga, 2, 1);
+    SHAPE_IS(gb, 1, 4);
+    VALUES(ga, 0, 100, 100); /* sum of b */
+    VALUES(gb, 0, 3, 3, 3, 3); /* sum of a */
+
+    ad_tensor *s = ad_scalar_tensor(T, AD_FLOAT64, 2);
+    ad_set_requires_grad(s, true);
+    ad_tensor *v = VEC(AD_FLOAT64, true, 1, 2, 3);
+    ad_tensor *z = ad_sub(s, v);
+    SHAPE_IS(z, 3);
+    VALUES(z, 0, 1, 0, -1);
+    ck_assert_int_eq(ad_ndim(grad_of(z, s)), 0);
+    VALUES(grad_of(z, s), 0, 3);
+    VALUES(grad_of(z, v), 0, -1, -1, -1);
+
+    ad_tensor *m = mk(AD_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6}, true);
+    ad_tensor *r = ad_div(m, VEC(AD_FLOAT64, true, 1, 2, 4));
+    SHAPE_IS(r, 2, 3);
+    VALUES(r, 0, 1, 1, 0.75, 4, 2.5, 1.5);
+
+    ad_tensor *t3 = ad_add(ad_zeros(T, AD_FLOAT32, 3, (int64_t[]){2, 1, 4}),
+                           ad_ones(T, AD_FLOAT32, 2, (int64_t[]){3, 1}));
+    SHAPE_IS(t3, 2, 3, 4);
+    ck_assert_close(ot_at(t3, 23), 1, 0);
+    ad_tensor *w = ad_where(ad_ones(T, AD_INT64, 2, (int64_t[]){3, 1}), VEC(AD_FLOAT64, false, 1, 2, 3, 4),
+                            ad_scalar_tensor(T, AD_FLOAT64, 0));
+    SHAPE_IS(w, 3, 4);
+}
+END_TEST
+
+START_TEST(strided_inputs)
+{
+    /* m = [[1,2,3],[4,5,6]]; m^T = [[1,4],[2,5],[3,6]] */
+    ad_tensor *m = mk(AD_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6}, true);
+    ad_tensor *mt = ad_transpose(m, 0, 1);
+    ck_assert(mt != NULL && !ad_is_contiguous(mt));
+    ad_tensor *y = ad_sub(mt, VEC(AD_FLOAT64, false, 10, 20));
+    SHAPE_IS(y, 3, 2);
+    VALUES(y, 0, -9, -16, -8, -15, -7, -14);
+    ad_tensor *e = ad_exp(mt);
+    VALUES(e, 1e-15, exp(1), exp(4), exp(2), exp(5), exp(3), exp(6));
+    ad_tensor *sq = ad_square(mt);
+    VALUES(grad_of(sq, m), 0, 2, 4, 6, 8, 10, 12); /* back in m's layout */
+    /* a stride-0 (expanded) input */
+    ad_tensor *row = VEC(AD_FLOAT64, true, 1, 2, 3);
+    ad_tensor *ex = ad_expand(row, 2, (int64_t[]){2, 3});
+    ad_tensor *p = ad_mul(ex, m);
+    VALUES(p, 0, 1, 4, 9, 4, 10, 18);
+    VALUES(grad_of(p, row), 0, 5, 7, 9);
+    VALUES(ad_relu(ad_neg(ex)), 0, 0, 0, 0, 0, 0, 0);
+    VALUES(ad_where(ad_transpose(ad_gt(m, ad_scalar_tensor(T, AD_FLOAT64, 3.5)), 0, 1), mt,
+                    ad_neg(mt)), 0, -1, 4, -2, 5, -3, 6);
+}
+END_TEST
+
+/* Long rows run the written-out loops: contiguous operands, a scalar
+ * (stride 0) operand, and a transposed operand. */
+START_TEST(fast_paths_match_formulas)
+{
+    ad_dtype dt = _i ? AD_FLOAT32 : AD_FLOAT64;
+    double tol = dt == AD_FLOAT32 ? 3e-7 : 1e-15;
+    enum { N = 1003, R = 17, C = 59 }; /* R * C == N */
+    double *xv = malloc(N * sizeof *xv), *yv = malloc(N * sizeof *yv), *out = malloc(N * sizeof *out);
+    double *xt = malloc(N * sizeof *xt);
+    for (int i = 0; i < N; i++) xv[i] = 4 * sin(i * 0.7 + 0.1), yv[i] = 1.5 + cos(i * 1.3);
+    ad_tensor *x = mk(dt, 1, (int64_t[]){N}, xv, false), *y = mk(dt, 1, (int64_t[]){N}, yv, false);
+    ad_to_array(x, xv); /* the values as stored (rounded to float32) */
+    ad_to_array(y, yv);
+    ad_tensor *s = ad_scalar_tensor(T, dt, 0.75);
+    ad_tensor *xT = ad_transpose(ad_reshape(x, 2, (int64_t[]){R, C}), 0, 1); /* [C,R], strided */
+    for (int i = 0; i < N; i++) xt[i] = xv[(i % R) * C + i / R];          /* xT row-major */
+    ad_tensor *(*bin[])(ad_tensor *, ad_tensor *) = {ad_add, ad_sub, ad_mul, ad_div};
+    ad_tensor *(*un[])(ad_tensor *) = {ad_neg, ad_exp, ad_relu, ad_tanh, ad_sigmoid};
+    for (int k = 0; k < 4 + 5; k++) {
+        for (int v = 0; v < 3; v++) {
+            /* operands element by element: (x, y), (x, 0.75), (0.75, xT); unary x, 0.75, xT */
+            const double *A = v == 0 ? xv : v == 1 ? (k < 4 ? xv : NULL) : (k < 4 ? NULL : xt);
+            const double *B = v == 0 ? yv : v == 1 ? NULL : xt;
+            ad_tensor *r;
+            if (k < 4)
+                r = v == 0 ? bin[k](x, y) : v == 1 ? bin[k](x, s) : bin[k](s, xT);
+            else
+                r = un[k - 4](v == 0 ? x : v == 1 ? ad_expand(s, 1, (int64_t[]){N}) : xT);
+            ck_assert_msg(r != NULL, "%s", ad_error());
+            ck_assert_int_eq(ad_to_array(r, out), 0);
+            for (int i = 0; i < N; i++) {
+                double a = A ? A[i] : 0.75, b = B ? B[i] : 0.75, want;
+                switch (k) {
+                case 0: want = a + b; break;
+                case 1: want = a - b; break;
+                case 2: want = a * b; break;
+                case 3: want = a / b; break;
+                case 4: want = -a; break;
+                case 5: want = exp(a); break;
+                case 6: want = a > 0 ? a : 0; break;
+                case 7: want = tanh(a); break;
+                default: want = 1 / (1 + exp(-a)); break;
+                }
+                ck_assert_msg(fabs(out[i] - want) <= tol * (1 + fabs(want)),
+                              "op %d variant %d element %d: %.17g vs %.17g", k, v, i, out[i], want);
+            }
+        }
+    }
+    free(xv);
+    free(yv);
+    free(xt);
+    free(out);
+}
+END_TEST
+
+/* ---- ownership -------------------------------------------------------------------------------- */
+
+START_TEST(persistent_results)
+{
+    ad_tape_activate(NULL);
+    ad_tensor *x = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){2}, (double[]){1, 4});
+    ad_tensor *y = ad_sqrt(x), *z = ad_rdiv_scalar(x, 2), *w = ad_where(x, x, y);
+    ck_assert(y && z && w);
+    ck_assert(ad_tensor_tape(y) == NULL && ad_tensor_tape(z) == NULL);
+    ck_assert_close(ot_at(y, 1), 2, 0);
+    ck_assert_close(ot_at(z, 1), 0.5, 0);
+    ck_assert_close(ot_at(w, 0), 1, 0);
+    ck_assert_int_eq(ad_tensor_free(y), 0);
+    ck_assert_int_eq(ad_tensor_free(z), 0);
+    ck_assert_int_eq(ad_tensor_free(w), 0);
+    /* anomaly mode rejects a persistent result; it must not leak */
+    bool prev = ad_set_anomaly_mode(true);
+    ad_tensor *neg = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){1}, (double[]){-1});
+    ck_assert_error(ad_log(neg), "anomaly: produced nan");
+    ck_assert_error(ad_where(x, ad_log(neg), x), "anomaly: produced nan");
+    ad_set_anomaly_mode(prev);
+    ad_tensor_free(neg);
+    /* with a tape active, a persistent input's result lands on it */
+    ad_tape_activate(T);
+    ad_tensor *u = ad_mul_scalar(x, 3);
+    ck_assert(ad_tensor_tape(u) == T);
+    ck_assert_close(ot_at(u, 1), 12, 0);
+    /* comparisons return masks that never require grad */
+    ad_tensor *r = VEC(AD_FLOAT64, true, 1, 5);
+    ad_tensor *m = ad_gt(r, x);
+    ck_assert(!ad_requires_grad(m));
+    VALUES(m, 0, 0, 1);
+    VALUES(ad_ge(r, x), 0, 1, 1);
+    VALUES(ad_lt(r, x), 0, 0, 0);
+    VALUES(ad_le(r, x), 0, 1, 0);
+    VALUES(ad_eq(r, x), 0, 1, 0);
+    ad_tensor_free(x);
+}
+END_TEST
+
+/* ---- replay ----------------------------------------------------------------------------------- */
+
+/* Every op recorded on a replayable tape recomputes from new inputs exactly
+ * as a fresh call would, parameters (slope, clamp bounds) included, and the
+ * comparisons report how many of their results changed. */
+static int nrec;
+static ad_tensor *record_all(ad_tensor *x, ad_tensor *y, ad_tensor **out)
+{
+    int k = 0;
+    for (int i = 0; i < NUN; i++) out[k++] = UN[i].op(UN[i].op == ad_log || UN[i].op == ad_sqrt ? x : y);
+    out[k++] = ad_leaky_relu(y, 0.2);
+    out[k++] = ad_clamp(y, -0.5, 0.25);
+    out[k++] = ad_add(x, y), out[k++] = ad_sub(x, y), out[k++] = ad_mul(x, y);
+    out[k++] = ad_div(y, x), out[k++] = ad_pow(x, y);
+    out[k++] = ad_maximum(x, y), out[k++] = ad_minimum(x, y);
+    out[k++] = ad_rdiv_scalar(x, 3), out[k++] = ad_pow_scalar(y, 3);
+    out[k++] = ad_where(ad_gt(x, y), x, ad_neg(y));
+    out[k++] = ad_sign(ad_sub_scalar(x, 1));
+    out[k++] = ad_relu(ad_sub_scalar(x, 1));
+    nrec = k;
+    return out[k - 1];
+}
+
+START_TEST(replay_recomputes_every_op)
+{
+    ad_tape *t = ad_tape_new();
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    double x1[] = {0.3, 0.8, 1.5, 2.5, 0.6}, y1[] = {0.5, -0.5, 0.5, 0.5, -0.25};
+    double x2[] = {0.7, 0.9, 1.2, 0.4, 2.0}, y2[] = {-0.6, 0.1, 0.5, 0.45, 0.2};
+    ad_tensor *x = ad_from_array(t, AD_FLOAT64, 1, (int64_t[]){5}, x1);
+    ad_tensor *y = ad_from_array(t, AD_FLOAT64, 1, (int64_t[]){5}, y1);
+    ad_set_requires_grad(x, true);
+    ad_tensor *rec[64], *fresh[64];
+    ad_tensor *r = record_all(x, y, rec);
+    ck_assert_msg(r != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+
+    ad_tensor *v[2] = {ad_from_array(T, AD_FLOAT64, 1, (int64_t[]){5}, x2),
+                       ad_from_array(T, AD_FLOAT64, 1, (int64_t[]){5}, y2)};
+    ad_tensor *leaves[2] = {x, y};
+    /* gt(x, y) flips at 0 and 3, sign(x - 1) at 3 and 4 */
+    ck_assert_int_eq(ad_tape_replay(t, 2, leaves, v), 4);
+    record_all(v[0], v[1], fresh);
+    for (int k = 0; k < nrec; k++)
+        for (int i = 0; i < 5; i++)
+            ck_assert_msg(ot_at(rec[k], i) == ot_at(fresh[k], i) ||
+                              (isnan(ot_at(rec[k], i)) && isnan(ot_at(fresh[k], i))),
+                          "output %d element %d: replayed %.17g, fresh %.17g", k, i,
+                          ot_at(rec[k], i), ot_at(fresh[k], i));
+    /* gradients follow the replayed values: relu'(x - 1) = [x > 1] */
+    ad_tensor *g;
+    ck_assert_int_eq(ad_gradients(r, ad_ones(t, AD_FLOAT64, 1, (int64_t[]){5}), 1, &x, &g,
+                                  AD_RETAIN_GRAPH), 0);
+    VALUES(g, 0, 0, 0, 1, 0, 1);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0); /* nothing changed */
+    ad_tape_free(t);
+}
+END_TEST
+
+/* ---- bad inputs ------------------------------------------------------------------------------- */
+
+START_TEST(bad_inputs)
+{
+    ad_tensor *f64 = VEC(AD_FLOAT64, false, 1, 2, 3), *f32 = VEC(AD_FLOAT32, false, 1, 2, 3);
+    ad_tensor *i64 = VEC(AD_INT64, false, 1, 2, 3), *m = ad_zeros(T, AD_FLOAT64, 2, (int64_t[]){2, 3});
+    ad_tensor *v4 = ad_zeros(T, AD_FLOAT64, 1, (int64_t[]){4});
+
+    ck_assert_error(ad_add(NULL, f64), "ad_add: argument 'a' is NULL");
+    ck_assert_error(ad_pow(f64, NULL), "ad_pow: argument 'b' is NULL");
+    ck_assert_error(ad_tanh(NULL), "ad_tanh: argument 'x' is NULL");
+    ck_assert_error(ad_clamp(NULL, 0, 1), "ad_clamp: argument 'x' is NULL");
+    ck_assert_error(ad_div_scalar(NULL, 2), "ad_div_scalar: argument 'a' is NULL");
+    ck_assert_error(ad_where(NULL, f64, f64), "ad_where: argument 'cond' is NULL");
+    ck_assert_error(ad_where(f64, f64, NULL), "ad_where: argument 'b' is NULL");
+    /* a NULL from a failed inner call keeps the inner message */
+    ck_assert_error(ad_mul(ad_log(i64), f64), "ad_log: argument 'x' must be float32 or float64, got int64");
+
+    ck_assert_error(ad_mul(f32, f64), "ad_mul: dtypes differ: float32 vs float64");
+    ck_assert_error(ad_maximum(f64, f32), "ad_maximum: dtypes differ: float64 vs float32");
+    ck_assert_error(ad_where(i64, f64, f32), "ad_where: dtypes differ: float64 vs float32");
+
+    ck_assert_error(ad_add(i64, i64), "ad_add: argument 'a' must be float32 or float64, got int64");
+    ck_assert_error(ad_sub(f64, i64), "ad_sub: argument 'b' must be float32 or float64, got int64");
+    ck_assert_error(ad_exp(i64), "ad_exp: argument 'x' must be float32 or float64, got int64");
+    ck_assert_error(ad_sign(i64), "ad_sign: argument 'x' must be float32 or float64, got int64");
+    ck_assert_error(ad_pow_scalar(i64, 2), "ad_pow_scalar: argument 'a' must be float32 or float64");
+    ck_assert_error(ad_where(f64, i64, i64), "ad_where: argument 'a' must be float32 or float64, got int64");
+    ck_assert_error(ad_gt(i64, f64), "ad_gt: argument 'a' must be float32 or float64, got int64");
+
+    ck_assert_error(ad_add(m, v4), "ad_add: shapes [2,3] and [4] cannot be broadcast together");
+    ck_assert_error(ad_div(v4, f64), "ad_div: shapes [4] and [3] cannot be broadcast together");
+    ck_assert_error(ad_eq(m, v4), "ad_eq: shapes [2,3] and [4] cannot be broadcast together");
+    ck_assert_error(ad_where(v4, f64, f64),
+                    "ad_where: shapes [4] (cond), [3] (a) and [3] (b) cannot be broadcast together");
+    ck_assert_error(ad_where(f64, m, v4),
+                    "ad_where: shapes [3] (cond), [2,3] (a) and [4] (b) cannot be broadcast together");
+
+    ck_assert_error(ad_clamp(f64, 2, 1), "ad_clamp: lo 2 > hi 1");
+    ck_assert_error(ad_clamp(f64, NAN, 1), "ad_clamp: bounds must not be NaN");
+    ck_assert_error(ad_clamp(f64, 0, NAN), "ad_clamp: bounds must not be NaN");
+
+    ad_tape *other = ad_tape_new();
+    ad_tensor *o = ad_ones(other, AD_FLOAT64, 1, (int64_t[]){3});
+    ck_assert_error(ad_add(f64, o), "ad_add: inputs belong to different tapes");
+    ck_assert_error(ad_where(f64, o, f64), "ad_where: inputs belong to different tapes");
+    ad_tape_free(other);
+
+    /* requires grad, no tape anywhere: nowhere to record */
+    ad_tape_activate(NULL);
+    ad_tensor *p = ad_ones(NULL, AD_FLOAT64, 1, (int64_t[]){2});
+    ad_set_requires_grad(p, true);
+    ck_assert_error(ad_sigmoid(p), "ad_sigmoid: an input requires grad but no tape is active");
+    ck_assert_error(ad_mul_scalar(p, 2), "ad_mul_scalar: an input requires grad but no tape is active");
+    ad_tensor_free(p);
+    ad_tape_activate(T);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("pointwise");
+    TCase *tc = tcase_create("pointwise");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_loop_test(tc, unary_closed_forms_f64, 0, NUN);
+    tcase_add_loop_test(tc, unary_closed_forms_f32, 0, NUN);
+    tcase_add_test(tc, x_sin_x);
+    tcase_add_loop_test(tc, binary_closed_forms, 0, 2);
+    tcase_add_test(tc, binary_second_order);
+    tcase_add_test(tc, scalar_forms);
+    tcase_add_test(tc, relu_abs_sign_at_zero);
+    tcase_add_test(tc, maximum_minimum_ties);
+    tcase_add_test(tc, clamp_boundaries);
+    tcase_add_test(tc, pow_at_zero_base);
+    tcase_add_loop_test(tc, stable_at_large_magnitude, 0, 2);
+    tcase_add_test(tc, where_values_and_gradients);
+    tcase_add_test(tc, broadcast_shapes_and_gradients);
+    tcase_add_test(tc, strided_inputs);
+    tcase_add_loop_test(tc, fast_paths_match_formulas, 0, 2);
+    tcase_add_test(tc, persistent_results);
+    tcase_add_test(tc, replay_recomputes_every_op);
+    tcase_add_test(tc, bad_inputs);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}

@@ -1,0 +1,513 @@
+/* tests/test_reduce.c - reductions against hand-derived values: sums over
+ * axes, mean, max/min with their tie rule, logsumexp at the extremes, var
+ * with its correction and second derivative, sum_to, float32 accumulation,
+ * views, replay, and every bad argument. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "optest.h"
+
+static ad_tape *T;
+
+static void setup(void)
+{
+    T = ad_tape_new();
+    ck_assert(T != NULL);
+    ad_tape_activate(T);
+    ad_clear_error();
+}
+
+static void teardown(void)
+{
+    ad_tape_activate(NULL);
+    ad_tape_free(T);
+}
+
+/* 1, 2, ..., n as a float64 tensor of the given shape on T. */
+static ad_tensor *iota(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    ad_tensor *x = ad_arange(T, AD_FLOAT64, 1, 1 + (double)n, 1);
+    return ad_reshape(x, ndim, shape);
+}
+
+static void assert_shape(const ad_tensor *x, int ndim, const int64_t *shape)
+{
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_ndim(x), ndim);
+    for (int d = 0; d < ndim; d++) ck_assert_int_eq(ad_shape(x)[d], shape[d]);
+}
+
+static void assert_values(const ad_tensor *x, const double *want, int64_t n, double tol)
+{
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_numel(x), n);
+    for (int64_t i = 0; i < n; i++) ck_assert_close(ot_at(x, i), want[i], tol);
+}
+
+/* The gradient of sum(y * w) with respect to the leaf x, w = ones. */
+static ad_tensor *grad_of(ad_tensor *y, ad_tensor *x)
+{
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ad_tensor *g;
+    ad_tensor *w = ad_ones(T, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+    ck_assert_int_eq(ad_gradients(y, w, 1, &x, &g, 0), 0);
+    return g;
+}
+
+static ad_tensor *leaf(int ndim, const int64_t *shape, const double *v)
+{
+    ad_tensor *x = ot_f64(T, ndim, shape, v);
+    ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+    return x;
+}
+
+/* ---- sum ---------------------------------------------------------------------- */
+START_TEST(sum_axes)
+{
+    /* x = [[1,2,3],[4,5,6]] */
+    ad_tensor *x = ot_f64(T, AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *all = ad_sum(x, NULL, 0, false);
+    assert_shape(all, 0, NULL);
+    ck_assert_close(ad_item(all), 21, 0);
+    assert_values(ad_sum(x, (int[]){0}, 1, false), (double[]){5, 7, 9}, 3, 0);
+    ad_tensor *k = ad_sum(x, (int[]){1}, 1, true);
+    assert_shape(k, 2, (int64_t[]){2, 1});
+    assert_values(k, (double[]){6, 15}, 2, 0);
+    assert_values(ad_sum(x, (int[]){-1}, 1, false), (double[]){6, 15}, 2, 0);
+    ad_tensor *k2 = ad_sum(x, NULL, 0, true);
+    assert_shape(k2, 2, (int64_t[]){1, 1});
+    ck_assert_close(ad_item(k2), 21, 0);
+    /* x[i][j][k] = 12 i + 4 j + k + 1 over [2,3,4]: summing i and k leaves
+     * sum_i sum_k (12 i + 4 j + k + 1) = 8 (4 j + 1) + 4 * 12 + 2 * 6. */
+    ad_tensor *y = iota(3, (int64_t[]){2, 3, 4});
+    ad_tensor *s = ad_sum(y, (int[]){2, 0}, 2, false);
+    assert_shape(s, 1, (int64_t[]){3});
+    for (int j = 0; j < 3; j++) ck_assert_close(ot_at(s, j), 8 * (4 * j + 1) + 48 + 12, 0);
+    ad_tensor *s2 = ad_sum(y, (int[]){-3, -1}, 2, true);
+    assert_shape(s2, 3, (int64_t[]){1, 3, 1});
+    ck_assert_close(ot_at(s2, 2), 8 * 9 + 60, 0);
+}
+END_TEST
+
+START_TEST(sum_of_empty_and_0d)
+{
+    ad_tensor *e = ad_zeros(T, AD_FLOAT64, AD_SHAPE(2, 0));
+    ck_assert_close(ad_item(ad_sum(e, NULL, 0, false)), 0, 0);
+    ad_tensor *r = ad_sum(e, (int[]){1}, 1, false);
+    assert_values(r, (double[]){0, 0}, 2, 0);
+    ad_tensor *z = ad_scalar_tensor(T, AD_FLOAT64, 2.5);
+    ad_tensor *s = ad_sum(z, (int[]){0}, 1, true);
+    assert_shape(s, 0, NULL);
+    ck_assert_close(ad_item(s), 2.5, 0);
+    ck_assert_close(ad_item(ad_sum(z, (int[]){-1}, 1, false)), 2.5, 0);
+}
+END_TEST
+
+START_TEST(sum_of_views)
+{
+    /* A transposed view sums along its own axes, not storage order. */
+    ad_tensor *x = ot_f64(T, AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *t = ad_transpose(x, 0, 1); /* [[1,4],[2,5],[3,6]] */
+    assert_values(ad_sum(t, (int[]){1}, 1, false), (double[]){5, 7, 9}, 3, 0);
+    /* An expanded (stride 0) view counts each element once per copy. */
+    ad_tensor *v = ot_f64(T, AD_SHAPE(3), (double[]){1, 2, 3});
+    ad_tensor *e = ad_expand(v, 2, (int64_t[]){4, 3});
+    assert_values(ad_sum(e, (int[]){0}, 1, false), (double[]){4, 8, 12}, 3, 0);
+    ck_assert_close(ad_item(ad_sum(e, NULL, 0, false)), 24, 0);
+    /* A stride-2 slice with an offset. */
+    ad_tensor *w = ad_slice(iota(1, (int64_t[]){7}), 0, 1, 7, 2); /* 2, 4, 6 */
+    ck_assert_close(ad_item(ad_sum(w, NULL, 0, false)), 12, 0);
+}
+END_TEST
+
+START_TEST(sum_gradient_spreads)
+{
+    ad_tensor *x = leaf(AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *y = ad_sum(x, (int[]){1}, 1, false);
+    ad_tensor *gy = ot_f64(T, AD_SHAPE(2), (double[]){10, 20});
+    ck_assert_int_eq(ad_backward(y, gy, 0), 0);
+    assert_values(ad_tensor_grad(x), (double[]){10, 10, 10, 20, 20, 20}, 6, 0);
+}
+END_TEST
+
+START_TEST(sum_float32_accumulates_in_double)
+{
+    /* A float32 running sum of a million 0.1f stalls at 2^-7 spacing near
+     * 1e5 and ends near 100958; accumulated in double it is 1e6 * 0.1f =
+     * 100000.0015 rounded once to float32. */
+    int64_t n = 1000000;
+    ad_tensor *x = ad_full(T, AD_FLOAT32, 1, &n, 0.1);
+    double want = (double)n * (double)0.1f;
+    ad_tensor *s = ad_sum(x, NULL, 0, false);
+    ck_assert_int_eq(ad_tensor_dtype(s), AD_FLOAT32);
+    ck_assert_msg(fabs(ad_item(s) - want) <= 1e-7 * want, "sum %.9g, want %.9g", ad_item(s),
+                  want);
+    ck_assert_msg(fabs(ad_item(ad_mean(x, NULL, 0, false)) - 0.1) <= 1e-7 * 0.1 + 1e-9,
+                  "mean %.9g", ad_item(ad_mean(x, NULL, 0, false)));
+    /* The same along an axis (rows of 1000). */
+    ad_tensor *m = ad_reshape(x, 2, (int64_t[]){1000, 1000});
+    ad_tensor *r = ad_sum(m, (int[]){0}, 1, false);
+    ck_assert_close(ot_at(r, 999), (double)(float)(1000 * (double)0.1f), 0);
+    ad_tensor *v = ad_var(x, NULL, 0, 1, false);
+    ck_assert_close(ad_item(v), 0, 1e-12);
+}
+END_TEST
+
+/* ---- mean --------------------------------------------------------------------- */
+START_TEST(mean_values_and_gradient)
+{
+    ad_tensor *x = leaf(AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 9});
+    assert_values(ad_mean(x, (int[]){1}, 1, false), (double[]){2, 6}, 2, 1e-15);
+    assert_values(ad_mean(x, (int[]){0}, 1, true), (double[]){2.5, 3.5, 6}, 3, 1e-15);
+    ad_tensor *all = ad_mean(x, NULL, 0, false);
+    ck_assert_close(ad_item(all), 4, 1e-15);
+    ad_tensor *g = grad_of(all, x);
+    for (int i = 0; i < 6; i++) ck_assert_close(ot_at(g, i), 1.0 / 6, 1e-16);
+    g = grad_of(ad_mean(x, (int[]){-1}, 1, false), x);
+    for (int i = 0; i < 6; i++) ck_assert_close(ot_at(g, i), 1.0 / 3, 1e-16);
+}
+END_TEST
+
+START_TEST(mean_of_nothing_is_nan)
+{
+    ad_tensor *e = ad_zeros(T, AD_FLOAT64, AD_SHAPE(0));
+    ck_assert(isnan(ad_item(ad_mean(e, NULL, 0, false))));
+    ad_tensor *e2 = ad_zeros(T, AD_FLOAT32, AD_SHAPE(2, 0));
+    ad_tensor *m = ad_mean(e2, (int[]){1}, 1, false);
+    assert_shape(m, 1, (int64_t[]){2});
+    ck_assert(isnan(ot_at(m, 0)) && isnan(ot_at(m, 1)));
+    /* Reducing only the non-empty axis leaves an empty result. */
+    ad_tensor *m2 = ad_mean(e2, (int[]){0}, 1, false);
+    assert_shape(m2, 1, (int64_t[]){0});
+}
+END_TEST
+
+/* ---- max / min -------------------------------------------------------------- */
+START_TEST(max_min_values)
+{
+    ad_tensor *x = ot_f64(T, AD_SHAPE(2, 3), (double[]){3, -1, 7, 0, 8, -5});
+    ck_assert_close(ad_item(ad_max(x, NULL, 0, false)), 8, 0);
+    ck_assert_close(ad_item(ad_min(x, NULL, 0, false)), -5, 0);
+    assert_values(ad_max(x, (int[]){1}, 1, false), (double[]){7, 8}, 2, 0);
+    assert_values(ad_min(x, (int[]){0}, 1, true), (double[]){0, -1, -5}, 3, 0);
+    assert_shape(ad_min(x, (int[]){0}, 1, true), 2, (int64_t[]){1, 3});
+    /* Through a transposed view: max over the original rows. */
+    ad_tensor *t = ad_transpose(x, 0, 1);
+    assert_values(ad_max(t, (int[]){0}, 1, false), (double[]){7, 8}, 2, 0);
+    /* Infinities are ordinary values; NaN wins. */
+    ad_tensor *inf = ot_f64(T, AD_SHAPE(3), (double[]){-INFINITY, -INFINITY, -INFINITY});
+    ck_assert(isinf(ad_item(ad_max(inf, NULL, 0, false))));
+    ad_tensor *nan = ot_f64(T, AD_SHAPE(3), (double[]){1, NAN, 3});
+    ck_assert(isnan(ad_item(ad_max(nan, NULL, 0, false))));
+    ck_assert(isnan(ad_item(ad_min(nan, NULL, 0, false))));
+}
+END_TEST
+
+START_TEST(max_min_gradient_one_hot)
+{
+    ad_tensor *x = leaf(AD_SHAPE(2, 3), (double[]){3, -1, 7, 0, 8, -5});
+    assert_values(grad_of(ad_max(x, (int[]){1}, 1, false), x), (double[]){0, 0, 1, 0, 1, 0}, 6,
+                  0);
+    assert_values(grad_of(ad_min(x, NULL, 0, false), x), (double[]){0, 0, 0, 0, 0, 1}, 6, 0);
+}
+END_TEST
+
+START_TEST(max_min_ties_split_evenly)
+{
+    /* Two of four tie for the max, three of four for the min. */
+    ad_tensor *x = leaf(AD_SHAPE(4), (double[]){1, 3, 3, 2});
+    ad_tensor *y = ad_max(x, NULL, 0, false);
+    ck_assert_close(ad_item(y), 3, 0);
+    ck_assert_int_eq(ad_backward(y, ad_scalar_tensor(T, AD_FLOAT64, 2.0), 0), 0);
+    assert_values(ad_tensor_grad(x), (double[]){0, 1, 1, 0}, 4, 0);
+    ad_tensor *z = leaf(AD_SHAPE(4), (double[]){-2, 5, -2, -2});
+    assert_values(grad_of(ad_min(z, NULL, 0, false), z), (double[]){1.0 / 3, 0, 1.0 / 3, 1.0 / 3},
+                  4, 1e-16);
+    /* Per row, each row with its own tie count. */
+    ad_tensor *m = leaf(AD_SHAPE(2, 3), (double[]){4, 4, 4, 1, 9, 9});
+    assert_values(grad_of(ad_max(m, (int[]){1}, 1, false), m),
+                  (double[]){1.0 / 3, 1.0 / 3, 1.0 / 3, 0, 0.5, 0.5}, 6, 1e-16);
+    /* The split is symmetric: the gradient sums to g whatever the ties. */
+    ad_tensor *c = leaf(AD_SHAPE(5), (double[]){7, 7, 7, 7, 7});
+    ad_tensor *g = grad_of(ad_max(c, NULL, 0, false), c);
+    for (int i = 0; i < 5; i++) ck_assert_close(ot_at(g, i), 0.2, 1e-16);
+}
+END_TEST
+
+START_TEST(max_tie_rule_is_linear_in_g)
+{
+    /* With AD_CREATE_GRAPH the max's gradient is a recorded function of the
+     * seed: d/dv of sum(dL/dx) with dL/dx = v * mask / ties is
+     * sum(mask) / ties = 1 whatever v is. */
+    ad_tensor *x = leaf(AD_SHAPE(3), (double[]){2, 5, 5});
+    ad_tensor *v = ad_scalar_tensor(T, AD_FLOAT64, 3.0);
+    ck_assert_int_eq(ad_set_requires_grad(v, true), 0);
+    ad_tensor *y = ad_max(x, NULL, 0, false);
+    ad_tensor *gx;
+    ck_assert_int_eq(ad_gradients(y, v, 1, &x, &gx, AD_CREATE_GRAPH), 0);
+    assert_values(gx, (double[]){0, 1.5, 1.5}, 3, 0);
+    ad_tensor *dv;
+    ck_assert_int_eq(ad_gradients(ad_sum(gx, NULL, 0, false), NULL, 1, &v, &dv, 0), 0);
+    ck_assert_close(ad_item(dv), 1, 0);
+}
+END_TEST
+
+START_TEST(max_min_float32)
+{
+    ad_tensor *x = ad_from_array(T, AD_FLOAT32, AD_SHAPE(3), (float[]){0.25f, -4.5f, 1e30f});
+    ck_assert_close(ad_item(ad_max(x, NULL, 0, false)), 1e30f, 0);
+    ck_assert_close(ad_item(ad_min(x, NULL, 0, false)), -4.5, 0);
+    ck_assert_int_eq(ad_tensor_dtype(ad_min(x, NULL, 0, false)), AD_FLOAT32);
+}
+END_TEST
+
+/* ---- logsumexp ------------------------------------------------------------------- */
+START_TEST(logsumexp_values)
+{
+    ad_tensor *x = ot_f64(T, AD_SHAPE(3), (double[]){1, 2, 3});
+    double want = 3 + log(1 + exp(-1.0) + exp(-2.0));
+    ck_assert_close(ad_item(ad_logsumexp(x, NULL, 0, false)), want, 1e-15);
+    ck_assert_close(want, 3.4076059644443806, 1e-15);
+    /* Per row, keepdim. */
+    ad_tensor *m = ot_f64(T, AD_SHAPE(2, 2), (double[]){0, 0, log(2.0), log(6.0)});
+    ad_tensor *r = ad_logsumexp(m, (int[]){-1}, 1, true);
+    assert_shape(r, 2, (int64_t[]){2, 1});
+    assert_values(r, (double[]){log(2.0), log(8.0)}, 2, 1e-15);
+}
+END_TEST
+
+START_TEST(logsumexp_extremes)
+{
+    /* Naively e^1000 overflows and e^-1000 underflows to log 0. */
+    ad_tensor *big = ot_f64(T, AD_SHAPE(2), (double[]){1000, 1000});
+    ck_assert_close(ad_item(ad_logsumexp(big, NULL, 0, false)), 1000 + log(2.0), 1e-12);
+    ad_tensor *tiny = ot_f64(T, AD_SHAPE(2), (double[]){-1000, -1000});
+    ck_assert_close(ad_item(ad_logsumexp(tiny, NULL, 0, false)), -1000 + log(2.0), 1e-12);
+    ad_tensor *f32 = ad_from_array(T, AD_FLOAT32, AD_SHAPE(2), (float[]){100.f, 100.f});
+    ck_assert_close(ad_item(ad_logsumexp(f32, NULL, 0, false)), 100 + log(2.0), 1e-5);
+    /* All -inf is -inf, not NaN; one -inf among finite values drops out. */
+    ad_tensor *ninf = ot_f64(T, AD_SHAPE(2, 2), (double[]){-INFINITY, -INFINITY, -INFINITY, 0});
+    ad_tensor *r = ad_logsumexp(ninf, (int[]){1}, 1, false);
+    ck_assert(isinf(ot_at(r, 0)) && ot_at(r, 0) < 0);
+    ck_assert_close(ot_at(r, 1), 0, 0);
+    ad_tensor *pinf = ot_f64(T, AD_SHAPE(2), (double[]){INFINITY, 1});
+    ck_assert(isinf(ad_item(ad_logsumexp(pinf, NULL, 0, false))));
+}
+END_TEST
+
+START_TEST(logsumexp_gradient_is_softmax)
+{
+    ad_tensor *x = leaf(AD_SHAPE(3), (double[]){1, 2, 3});
+    ad_tensor *g = grad_of(ad_logsumexp(x, NULL, 0, false), x);
+    double z = exp(1.0) + exp(2.0) + exp(3.0);
+    assert_values(g, (double[]){exp(1.0) / z, exp(2.0) / z, exp(3.0) / z}, 3, 1e-15);
+    /* Stable at large inputs too: softmax of [1000, 1000] is [1/2, 1/2] (to
+     * the rounding of y = 1000 + log 2, whose ulp is 1e-13). */
+    ad_tensor *b = leaf(AD_SHAPE(2), (double[]){1000, 1000});
+    assert_values(grad_of(ad_logsumexp(b, NULL, 0, false), b), (double[]){0.5, 0.5}, 2, 1e-12);
+    /* -inf among finite values gets gradient 0. */
+    ad_tensor *c = leaf(AD_SHAPE(2), (double[]){-INFINITY, 0});
+    assert_values(grad_of(ad_logsumexp(c, NULL, 0, false), c), (double[]){0, 1}, 2, 0);
+}
+END_TEST
+
+/* ---- var ---------------------------------------------------------------------------- */
+START_TEST(var_values_and_correction)
+{
+    ad_tensor *x = ot_f64(T, AD_SHAPE(4), (double[]){1, 2, 3, 4});
+    ck_assert_close(ad_item(ad_var(x, NULL, 0, 1, false)), 5.0 / 3, 1e-15);
+    ck_assert_close(ad_item(ad_var(x, NULL, 0, 0, false)), 1.25, 1e-15);
+    ck_assert_close(ad_item(ad_var(x, NULL, 0, 2, false)), 2.5, 1e-15);
+    ad_tensor *m = ot_f64(T, AD_SHAPE(2, 3), (double[]){1, 2, 3, 2, 4, 9});
+    ad_tensor *r = ad_var(m, (int[]){1}, 1, 1, true);
+    assert_shape(r, 2, (int64_t[]){2, 1});
+    assert_values(r, (double[]){1, 13}, 2, 1e-14);
+    /* Two passes keep the digits a one-pass E[x^2] - E[x]^2 would lose. */
+    ad_tensor *far = ot_f64(T, AD_SHAPE(4), (double[]){1e9 + 1, 1e9 + 2, 1e9 + 3, 1e9 + 4});
+    ck_assert_close(ad_item(ad_var(far, NULL, 0, 1, false)), 5.0 / 3, 1e-6);
+}
+END_TEST
+
+START_TEST(var_without_degrees_of_freedom_is_nan)
+{
+    ad_tensor *one = leaf(AD_SHAPE(1), (double[]){4});
+    ad_tensor *v = ad_var(one, NULL, 0, 1, false);
+    ck_assert(isnan(ad_item(v)));
+    ck_assert(isnan(ot_at(grad_of(v, one), 0)));
+    ck_assert_close(ad_item(ad_var(one, NULL, 0, 0, false)), 0, 0);
+    ad_tensor *two = ot_f64(T, AD_SHAPE(2), (double[]){1, 2});
+    ck_assert(isnan(ad_item(ad_var(two, NULL, 0, 3, false))));
+    ad_tensor *e = ad_zeros(T, AD_FLOAT64, AD_SHAPE(0));
+    ck_assert(isnan(ad_item(ad_var(e, NULL, 0, 0, false))));
+}
+END_TEST
+
+START_TEST(var_first_and_second_derivatives)
+{
+    /* dvar/dx_i = 2 (x_i - mean) / (N - c); the Hessian is
+     * 2 / (N - c) (I - 1/N). x = [1,2,4,5], mean 3, c = 1: */
+    ad_tensor *x = leaf(AD_SHAPE(4), (double[]){1, 2, 4, 5});
+    ad_tensor *v = ad_var(x, NULL, 0, 1, false);
+    ck_assert_close(ad_item(v), 10.0 / 3, 1e-15);
+    ad_tensor *g;
+    ck_assert_int_eq(ad_gradients(v, NULL, 1, &x, &g, AD_CREATE_GRAPH), 0);
+    assert_values(g, (double[]){-4.0 / 3, -2.0 / 3, 2.0 / 3, 4.0 / 3}, 4, 1e-15);
+    /* Hessian times e_0: (2/3) (e_0 - 1/4). */
+    ad_tensor *h;
+    ad_tensor *e0 = ot_f64(T, AD_SHAPE(4), (double[]){1, 0, 0, 0});
+    ck_assert_int_eq(ad_gradients(ad_sum(ad_mul(g, e0), NULL, 0, false), NULL, 1, &x, &h, 0),
+                     0);
+    assert_values(h, (double[]){0.5, -1.0 / 6, -1.0 / 6, -1.0 / 6}, 4, 1e-15);
+}
+END_TEST
+
+/* ---- sum_to -------------------------------------------------------------------------- */
+START_TEST(sum_to_values)
+{
+    ad_tensor *x = iota(3, (int64_t[]){2, 3, 2}); /* 1..12 */
+    ad_tensor *a = ad_sum_to(x, 2, (int64_t[]){3, 1});
+    assert_shape(a, 2, (int64_t[]){3, 1});
+    /* rows j: sum over i, k of 6 i + 2 j + k + 1 */
+    assert_values(a, (double[]){1 + 2 + 7 + 8, 3 + 4 + 9 + 10, 5 + 6 + 11 + 12}, 3, 0);
+    assert_values(ad_sum_to(x, 1, (int64_t[]){2}), (double[]){36, 42}, 2, 0);
+    ck_assert_close(ad_item(ad_sum_to(x, 0, NULL)), 78, 0);
+    /* The identity returns its argument. */
+    ck_assert_ptr_eq(ad_sum_to(x, 3, (int64_t[]){2, 3, 2}), x);
+    /* Gradient: expand back. */
+    ad_tensor *l = leaf(AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    ad_tensor *s = ad_sum_to(l, 2, (int64_t[]){1, 2});
+    ck_assert_int_eq(ad_backward(s, ot_f64(T, AD_SHAPE(1, 2), (double[]){5, 7}), 0), 0);
+    assert_values(ad_tensor_grad(l), (double[]){5, 7, 5, 7}, 4, 0);
+}
+END_TEST
+
+/* ---- ownership, replay ------------------------------------------------------------------ */
+START_TEST(persistent_results)
+{
+    /* With no tape anywhere the result belongs to the caller. */
+    ad_tape_activate(NULL);
+    ad_tensor *x = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    ad_tensor *r[6] = {
+        ad_sum(x, NULL, 0, false),    ad_mean(x, (int[]){0}, 1, false),
+        ad_max(x, NULL, 0, true),     ad_min(x, (int[]){1}, 1, false),
+        ad_logsumexp(x, NULL, 0, false), ad_var(x, NULL, 0, 1, false),
+    };
+    double want[6] = {10, 2, 4, 1, 4 + log(1 + exp(-1.0) + exp(-2.0) + exp(-3.0)), 5.0 / 3};
+    for (int i = 0; i < 6; i++) {
+        ck_assert_msg(r[i] != NULL, "%s", ad_error());
+        ck_assert_ptr_null(ad_tensor_tape(r[i]));
+        ck_assert_close(ot_at(r[i], 0), want[i], 1e-14);
+        ad_tensor_free(r[i]);
+    }
+    ad_tensor *s = ad_sum_to(x, 1, (int64_t[]){2});
+    assert_values(s, (double[]){4, 6}, 2, 0);
+    ad_tensor_free(s);
+    ad_tensor_free(x);
+    ad_tape_activate(T);
+}
+END_TEST
+
+START_TEST(replay_recomputes)
+{
+    ck_assert_int_eq(ad_tape_set_replayable(T, true), 0);
+    ad_tensor *x = leaf(AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *y[7] = {
+        ad_sum(x, (int[]){1}, 1, false), ad_mean(x, NULL, 0, false),
+        ad_max(x, (int[]){0}, 1, false), ad_min(x, NULL, 0, false),
+        ad_logsumexp(x, (int[]){1}, 1, true), ad_var(x, (int[]){1}, 1, 0, false),
+        ad_sum_to(x, 1, (int64_t[]){3}),
+    };
+    for (int i = 0; i < 7; i++) ck_assert_msg(y[i] != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_tape_freeze(T), 0);
+    double nv[6] = {6, -1, 0, 2, 2, 2};
+    memcpy(ad_data(x), nv, sizeof nv);
+    ck_assert_int_ge(ad_tape_replay(T, 0, NULL, NULL), 0);
+    assert_values(y[0], (double[]){5, 6}, 2, 0);
+    ck_assert_close(ot_at(y[1], 0), 11.0 / 6, 1e-15);
+    assert_values(y[2], (double[]){6, 2, 2}, 3, 0);
+    ck_assert_close(ot_at(y[3], 0), -1, 0);
+    assert_values(y[4], (double[]){6 + log(1 + exp(-7.0) + exp(-6.0)), 2 + log(3.0)}, 2, 1e-14);
+    assert_values(y[5], (double[]){86.0 / 9, 0}, 2, 1e-14);
+    assert_values(y[6], (double[]){8, 1, 2}, 3, 0);
+    /* And the replayed max differentiates at its new argmax. */
+    ck_assert_int_eq(ad_backward(ad_sum(y[2], NULL, 0, false), NULL, AD_RETAIN_GRAPH), 0);
+    assert_values(ad_tensor_grad(x), (double[]){1, 0, 0, 0, 1, 1}, 6, 0);
+}
+END_TEST
+
+/* ---- errors ---------------------------------------------------------------------------- */
+START_TEST(errors)
+{
+    ad_tensor *x = ot_f64(T, AD_SHAPE(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *i64 = ad_zeros(T, AD_INT64, AD_SHAPE(3));
+    ck_assert_error(ad_sum(NULL, NULL, 0, false), "ad_sum: argument 'x' is NULL");
+    ck_assert_error(ad_mean(NULL, NULL, 0, false), "ad_mean: argument 'x' is NULL");
+    ck_assert_error(ad_max(NULL, NULL, 0, false), "ad_max: argument 'x' is NULL");
+    ck_assert_error(ad_min(NULL, NULL, 0, false), "ad_min: argument 'x' is NULL");
+    ck_assert_error(ad_logsumexp(NULL, NULL, 0, false), "ad_logsumexp: argument 'x' is NULL");
+    ck_assert_error(ad_var(NULL, NULL, 0, 1, false), "ad_var: argument 'x' is NULL");
+    ck_assert_error(ad_sum_to(NULL, 0, NULL), "ad_sum_to: argument 'x' is NULL");
+    ck_assert_error(ad_sum(i64, NULL, 0, false), "ad_sum: argument 'x' must be float32 or float64, got int64");
+    ck_assert_error(ad_mean(i64, NULL, 0, false), "must be float32 or float64, got int64");
+    ck_assert_error(ad_max(i64, NULL, 0, false), "ad_max: argument 'x' must be float32");
+    ck_assert_error(ad_var(i64, NULL, 0, 0, false), "ad_var: argument 'x' must be float32");
+    ck_assert_error(ad_sum_to(i64, 0, NULL), "ad_sum_to: argument 'x' must be float32");
+    ck_assert_error(ad_sum(x, (int[]){1, 1}, 2, false), "ad_sum: axis 1 repeated");
+    ck_assert_error(ad_var(x, (int[]){0, -2}, 2, 1, false), "ad_var: axis -2 repeated");
+    ck_assert_error(ad_mean(x, (int[]){2}, 1, false),
+                    "ad_mean: axis 2 out of range for a 2-dimensional tensor");
+    ck_assert_error(ad_max(x, (int[]){-3}, 1, false), "ad_max: axis -3 out of range");
+    ck_assert_error(ad_logsumexp(x, (int[]){0, 1, 0}, 3, false), "ad_logsumexp: naxes 3 out of range");
+    ck_assert_error(ad_min(x, NULL, 1, false), "ad_min: axes is NULL with naxes 1");
+    ck_assert_error(ad_sum(x, NULL, -1, false), "naxes -1 out of range");
+    ad_tensor *z = ad_scalar_tensor(T, AD_FLOAT64, 1);
+    ck_assert_error(ad_sum(z, (int[]){1}, 1, false), "ad_sum: axis 1 out of range for a 0-dimensional");
+    /* Empty reductions have no max, min or logsumexp. */
+    ad_tensor *e = ad_zeros(T, AD_FLOAT64, AD_SHAPE(2, 0));
+    ck_assert_error(ad_max(e, (int[]){1}, 1, false),
+                    "ad_max: empty reduction: a reduced dimension of [2,0] has extent 0");
+    ck_assert_error(ad_min(e, NULL, 0, false), "ad_min: empty reduction");
+    ck_assert_error(ad_logsumexp(e, (int[]){-1}, 1, true), "ad_logsumexp: empty reduction");
+    /* ...but reducing only the non-empty axis is fine (an empty result). */
+    ad_tensor *ok = ad_max(e, (int[]){0}, 1, false);
+    assert_shape(ok, 1, (int64_t[]){0});
+    ck_assert_error(ad_sum_to(x, 2, (int64_t[]){2, 2}), "ad_sum_to: shape [2,3] cannot be summed to [2,2]");
+    ck_assert_error(ad_sum_to(x, 3, (int64_t[]){1, 2, 3}), "cannot be summed to [1,2,3]");
+    ck_assert_error(ad_sum_to(x, 1, (int64_t[]){-1}), "ad_sum_to: negative extent");
+    /* A failed inner call's message survives. */
+    ck_assert_error(ad_sum(ad_max(e, NULL, 0, false), NULL, 0, false), "ad_max: empty reduction");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("reduce");
+    TCase *tc = tcase_create("reduce");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, sum_axes);
+    tcase_add_test(tc, sum_of_empty_and_0d);
+    tcase_add_test(tc, sum_of_views);
+    tcase_add_test(tc, sum_gradient_spreads);
+    tcase_add_test(tc, sum_float32_accumulates_in_double);
+    tcase_add_test(tc, mean_values_and_gradient);
+    tcase_add_test(tc, mean_of_nothing_is_nan);
+    tcase_add_test(tc, max_min_values);
+    tcase_add_test(tc, max_min_gradient_one_hot);
+    tcase_add_test(tc, max_min_ties_split_evenly);
+    tcase_add_test(tc, max_tie_rule_is_linear_in_g);
+    tcase_add_test(tc, max_min_float32);
+    tcase_add_test(tc, logsumexp_values);
+    tcase_add_test(tc, logsumexp_extremes);
+    tcase_add_test(tc, logsumexp_gradient_is_softmax);
+    tcase_add_test(tc, var_values_and_correction);
+    tcase_add_test(tc, var_without_degrees_of_freedom_is_nan);
+    tcase_add_test(tc, var_first_and_second_derivatives);
+    tcase_add_test(tc, sum_to_values);
+    tcase_add_test(tc, persistent_results);
+    tcase_add_test(tc, replay_recomputes);
+    tcase_add_test(tc, errors);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}

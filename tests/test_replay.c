@@ -1,0 +1,187 @@
+/* tests/test_replay.c - replayable tapes (record once, run many times,
+ * allocation-free in steady state) and anomaly detection. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autodiff/internal.h"
+#include "optest.h"
+
+/* loss = sum(tanh(x W + b)^2) with x [B,3] data, W [3,2], b [2] persistent. */
+static ad_tensor *model(ad_tensor *x, ad_tensor *w, ad_tensor *b)
+{
+    ad_tensor *h = ad_tanh(ad_add(ad_matmul(x, w), b));
+    return ad_sum(ad_mul(h, h), NULL, 0, false);
+}
+
+static void grads_direct(const double *xv, ad_tensor *w, ad_tensor *b, double *gw, double *gb,
+                         double *loss)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ot_f64(t, 2, (int64_t[]){4, 3}, xv);
+    ad_zero_grad(w);
+    ad_zero_grad(b);
+    ad_tensor *l = model(x, w, b);
+    ck_assert_int_eq(ad_backward(l, NULL, 0), 0);
+    *loss = ad_item(l);
+    ad_to_array(ad_tensor_grad(w), gw);
+    ad_to_array(ad_tensor_grad(b), gb);
+    ad_tape_free(t);
+}
+
+START_TEST(replay_matches_recording_and_allocates_nothing)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    ad_tensor *w = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(3, 2), 0, 1);
+    ad_tensor *b = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(2), 0, 1);
+    ad_set_requires_grad(w, true);
+    ad_set_requires_grad(b, true);
+
+    ad_tape *t = ad_tape_new();
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *x = ad_zeros(t, AD_FLOAT64, AD_SHAPE(4, 3));
+    ad_tensor *loss = model(x, w, b);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+
+    ad_tape_stats s1, s2;
+    for (int step = 0; step < 6; step++) {
+        double xv[12], gw[6], gb[2], want_gw[6], want_gb[2], want_loss;
+        for (int i = 0; i < 12; i++) xv[i] = sin(step * 12 + i);
+        ad_tensor *batch = ot_f64(NULL, 2, (int64_t[]){4, 3}, xv);
+        if (step == 2) ad_tape_get_stats(t, &s1);
+        ck_assert_msg(ad_tape_replay(t, 1, &x, &batch) >= 0, "%s", ad_error());
+        ad_zero_grad(w);
+        ad_zero_grad(b);
+        ck_assert_int_eq(ad_backward(loss, NULL, AD_RETAIN_GRAPH), 0);
+        ad_to_array(ad_tensor_grad(w), gw);
+        ad_to_array(ad_tensor_grad(b), gb);
+        double got_loss = ad_item(loss);
+        if (step >= 2) { /* steps 2..N: the arena does not grow */
+            ad_tape_get_stats(t, &s2);
+            ck_assert_uint_eq(s1.arena_reserved, s2.arena_reserved);
+            ck_assert_uint_eq(s1.arena_chunks, s2.arena_chunks);
+        }
+        ad_tensor_free(batch);
+        grads_direct(xv, w, b, want_gw, want_gb, &want_loss);
+        ck_assert_close(got_loss, want_loss, 1e-12);
+        for (int i = 0; i < 6; i++) ck_assert_close(gw[i], want_gw[i], 1e-12);
+        for (int i = 0; i < 2; i++) ck_assert_close(gb[i], want_gb[i], 1e-12);
+    }
+    ad_tape_free(t);
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+}
+END_TEST
+
+START_TEST(replay_counts_allocations_exactly)
+{
+    ad_tensor *w = ad_full(NULL, AD_FLOAT64, AD_SHAPE(3, 2), 0.5);
+    ad_tensor *b = ad_full(NULL, AD_FLOAT64, AD_SHAPE(2), -0.1);
+    ad_set_requires_grad(w, true);
+    ad_set_requires_grad(b, true);
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x = ad_zeros(t, AD_FLOAT64, AD_SHAPE(4, 3));
+    ad_tensor *loss = model(x, w, b);
+    ad_tape_freeze(t);
+    double *xd = ad_data(x);
+    for (int step = 0; step < 5; step++) {
+        for (int i = 0; i < 12; i++) xd[i] = cos(step + i); /* new data in place */
+        size_t before = ad__alloc_calls;
+        ck_assert_int_ge(ad_tape_replay(t, 0, NULL, NULL), 0);
+        ad_zero_grad(w);
+        ad_zero_grad(b);
+        ck_assert_int_eq(ad_backward(loss, NULL, AD_RETAIN_GRAPH), 0);
+        if (step >= 2) ck_assert_uint_eq(ad__alloc_calls, before); /* zero allocations */
+    }
+    ad_tape_free(t);
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+}
+END_TEST
+
+START_TEST(replay_refuses_other_shapes)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x = ad_zeros(t, AD_FLOAT32, AD_SHAPE(64, 784));
+    ad_exp(x);
+    ck_assert_error_rc(ad_tape_replay(t, 0, NULL, NULL), "not frozen");
+    ad_tape_freeze(t);
+    ad_tensor *other = ad_zeros(t, AD_FLOAT32, AD_SHAPE(32, 784));
+    ck_assert_error_rc(ad_tape_replay(t, 1, &x, &other),
+                       "ad_tape_replay: input 0 was recorded as [64,784] float32, got [32,784] float32");
+    ad_tape *plain = ad_tape_new();
+    ck_assert_error_rc(ad_tape_freeze(plain), "not recorded as replayable");
+    ad_tape_free(plain);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(replay_recomputes_masks_and_counts_branch_switches)
+{
+    /* y = sum(where(x > 0, x, -x)) = sum |x|: the mask is on no gradient
+     * path but is recorded on a replayable tape, so it is recomputed. */
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x = ot_f64(t, 1, (int64_t[]){3}, (double[]){1, -2, 3});
+    ad_set_requires_grad(x, true);
+    ad_tensor *zero = ad_zeros(t, AD_FLOAT64, 0, NULL);
+    ad_tensor *y = ad_sum(ad_where(ad_gt(x, zero), x, ad_neg(x)), NULL, 0, false);
+    ad_tape_freeze(t);
+    ck_assert_close(ad_item(y), 6, 0);
+    ad_tensor *v = ot_f64(t, 1, (int64_t[]){3}, (double[]){-1, -2, 5});
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, &v), 1); /* x[0] switched sign */
+    ck_assert_close(ad_item(y), 8, 0);
+    ck_assert_int_eq(ad_backward(y, NULL, AD_RETAIN_GRAPH), 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 0), -1, 0);
+    ck_assert_close(ot_at(ad_tensor_grad(x), 2), 1, 0);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0); /* nothing changed */
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(anomaly_names_the_first_op)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ot_f64(t, 1, (int64_t[]){3}, (double[]){1, -1, 2});
+    ad_set_requires_grad(x, true);
+    /* off by default: NaN flows silently */
+    ck_assert(!ad_anomaly_mode());
+    ad_tensor *quiet = ad_exp(ad_log(x));
+    ck_assert(isnan(ot_at(quiet, 1)));
+    ck_assert(!ad_set_anomaly_mode(true));
+    const char *prev = ad_set_scope_label("layer2");
+    ad_clear_error();
+    ad_tensor *y = ad_exp(ad_log(x)); /* log(-1) is the first NaN; exp must not be blamed */
+    ck_assert_ptr_null(y);
+    ck_assert_str_eq(ad_error(), "ad_log: anomaly: produced nan at element [1] of a [3] float64 "
+                                 "result from finite inputs (input 0: [3] float64) in 'layer2'");
+    ad_set_scope_label(prev);
+    /* backward: sqrt(0) is finite but its derivative 1/(2 sqrt 0) is not */
+    ad_tensor *z = ot_f64(t, 1, (int64_t[]){2}, (double[]){4, 0});
+    ad_set_requires_grad(z, true);
+    ad_tensor *s = ad_sum(ad_sqrt(z), NULL, 0, false);
+    ck_assert_ptr_nonnull(s);
+    ad_clear_error();
+    ck_assert_int_eq(ad_backward(s, NULL, 0), -1);
+    ck_assert_msg(strstr(ad_error(), "ad_sqrt: anomaly: backward gave the gradient of input 0 inf "
+                                     "at element [1]"), "%s", ad_error());
+    ad_set_anomaly_mode(false);
+    ad_tape_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("replay");
+    TCase *tc = tcase_create("replay");
+    tcase_add_test(tc, replay_matches_recording_and_allocates_nothing);
+    tcase_add_test(tc, replay_counts_allocations_exactly);
+    tcase_add_test(tc, replay_refuses_other_shapes);
+    tcase_add_test(tc, replay_recomputes_masks_and_counts_branch_switches);
+    tcase_add_test(tc, anomaly_names_the_first_op);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
