@@ -18,9 +18,10 @@
  * The micro-kernel keeps its mr x nr tile of C in registers for the whole
  * kc loop: each step loads one row of the B sliver (nr values), broadcasts
  * each of the mr values of A and does mr * nr / VL fused multiply-adds.  It
- * is written with GCC/clang vector extensions (portable C, no intrinsics):
- * GCC's auto-vectoriser, given the same loops over scalars, vectorises the
- * kc loop instead and spills the tile, running several times slower.
+ * is written with GCC/clang vector extensions (portable C, no intrinsics,
+ * compiled for whatever the target has): given the same loops over scalars,
+ * GCC 12's auto-vectoriser interleaves the tile through shuffles and keeps
+ * it on the stack instead of in registers.
  *
  * Kernels are chosen at run time, per dtype, from a small table (pick_*):
  * the AVX2+FMA variant is compiled with a target attribute, so the library

@@ -150,16 +150,18 @@ static int mm_compute(const char *fn, const mm_geom *g, const ad_tensor *a, cons
     const char *pb = (const char *)b->storage->data + b->offset * (int64_t)es;
     char *pc = out->storage->data;
     int64_t merged = mm_merged_rows(g, a->ndim);
-    if (merged > 0)
-        return ad__gemm(out->tape, a->dtype, merged, g->n, g->k, pa, g->rsa, g->csa, pb, g->rsb, g->csb,
-                        pc, g->n)
-                   ? ad__err(fn, "out of memory")
-                   : 0;
+    if (merged > 0) {
+        if (ad__gemm(out->tape, a->dtype, merged, g->n, g->k, pa, g->rsa, g->csa, pb, g->rsb,
+                     g->csb, pc, g->n))
+            return ad__err(fn, "out of memory");
+        return 0;
+    }
     int64_t total = ad__numel(g->nbatch, g->batch), idx[AD_MAX_DIMS] = {0};
     int64_t oa = 0, ob = 0, mn = g->m * g->n;
     for (int64_t t = 0; t < total; t++) {
-        if (ad__gemm(out->tape, a->dtype, g->m, g->n, g->k, pa + oa * (int64_t)es, g->rsa, g->csa,
-                     pb + ob * (int64_t)es, g->rsb, g->csb, pc + t * mn * (int64_t)es, g->n))
+        if (ad__gemm(out->tape, a->dtype, g->m, g->n, g->k, pa + oa * (int64_t)es, g->rsa,
+                     g->csa, pb + ob * (int64_t)es, g->rsb, g->csb, pc + t * mn * (int64_t)es,
+                     g->n))
             return ad__err(fn, "out of memory");
         /* Next batch index, row-major, updating both operands' offsets. */
         for (int d = g->nbatch - 1; d >= 0; d--) {
@@ -258,6 +260,3 @@ const ad_op *const ad__ops_linalg[] = {
     &OP_MATMUL, &OP_DOT, NULL,
 };
 
-/* TEMPORARY: compiles the kernel into this unit until 'gemm.c' is listed in
- * autodiff/meson.build's sources; delete this line when it is. */
-#include "gemm.c"

@@ -1,8 +1,13 @@
 /* autodiff/ops_linalg.h - products.
  *
- * Same dtype on both sides, floating only.  With the `blas` build option
- * the float32/float64 matrix products call OpenBLAS; otherwise the
- * library's own blocked kernels.
+ * Same dtype on both sides, floating only.  Operands may be any views
+ * (transposed, sliced, expanded): they are read through their strides, and
+ * a transposed matrix is handed to the kernel as such, without a copy.
+ * With the `blas` build option the float32/float64 matrix products call
+ * OpenBLAS (cblas_sgemm/cblas_dgemm); otherwise the library's own blocked
+ * kernel (AVX2+FMA where the CPU has it, chosen at run time).  Large
+ * float32 products accumulate in float32, as BLAS does; dot accumulates in
+ * double.
  */
 #ifndef AUTODIFF_OPS_LINALG_H
 #define AUTODIFF_OPS_LINALG_H
@@ -14,15 +19,22 @@ extern "C" {
 #endif
 
 /* Matrix product with torch.matmul's rules:
- *   [n] x [n] -> [] (dot); [m,k] x [k,n] -> [m,n];
- *   [k] x [k,n] -> [n] and [m,k] x [k] -> [m] (the vector is promoted and
- *   the added dimension removed);
- *   batched: [...,m,k] x [...,k,n] -> [...,m,n], batch dimensions
- *   broadcast.
- * dA = g B^T, dB = A^T g (summed over broadcast batch dimensions).
- * Error: "ad_matmul: inner dimensions differ: [3,4] x [5,6]". */
+ *   [n] x [n] -> [] (the dot product; recorded as ad_dot's "dot" op);
+ *   [m,k] x [k,n] -> [m,n];
+ *   [k] x [k,n] -> [n] and [m,k] x [k] -> [m] (the vector is promoted to a
+ *   matrix and the added dimension removed from the result);
+ *   batched: [...,m,k] x [...,k,n] -> [...,m,n], the batch dimensions
+ *   broadcast by numpy's rules ([2,1,3,4] x [5,4,6] -> [2,5,3,6]); a 1-D
+ *   operand broadcasts over the other's batch.
+ * dA = g B^T, dB = A^T g, each summed over the batch dimensions that
+ * broadcasting added to its operand.  A result with k = 0 is zeros.
+ * Errors: NULL, integer dtype, dtypes that differ, a 0-d operand,
+ * "ad_matmul: inner dimensions differ: [3,4] x [5,6]", batch dimensions
+ * that do not broadcast. */
 ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b);
-/* sum_i a_i b_i of two 1-D tensors of one length.  da = g b, db = g a */
+/* sum_i a_i b_i of two 1-D tensors of one length, a 0-d tensor.
+ * da = g b, db = g a.  Errors: NULL, integer dtype, dtypes that differ,
+ * not 1-D, "ad_dot: lengths differ: [3] x [4]". */
 ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
 
 #ifdef __cplusplus

@@ -95,26 +95,14 @@ static void describe(const char *name, const ad_tensor *t, char *buf, size_t siz
 /* The window's parameters, kept in a node's ip[0..12). */
 static void win_store(ad_node *n, const win2d *w)
 {
-    for (int a = 0; a < 2; a++) {
-        n->ip[0 + a] = w->k[a];
-        n->ip[2 + a] = w->s[a];
-        n->ip[4 + a] = w->p[a];
-        n->ip[6 + a] = w->d[a];
-        n->ip[8 + a] = w->in[a];
-        n->ip[10 + a] = w->out[a];
-    }
+    const int64_t *f[6] = {w->k, w->s, w->p, w->d, w->in, w->out};
+    for (int i = 0; i < 12; i++) n->ip[i] = f[i / 2][i % 2];
 }
 static win2d win_load(const ad_node *n)
 {
     win2d w;
-    for (int a = 0; a < 2; a++) {
-        w.k[a] = n->ip[0 + a];
-        w.s[a] = n->ip[2 + a];
-        w.p[a] = n->ip[4 + a];
-        w.d[a] = n->ip[6 + a];
-        w.in[a] = n->ip[8 + a];
-        w.out[a] = n->ip[10 + a];
-    }
+    int64_t *f[6] = {w.k, w.s, w.p, w.d, w.in, w.out};
+    for (int i = 0; i < 12; i++) f[i / 2][i % 2] = n->ip[i];
     return w;
 }
 
@@ -267,8 +255,7 @@ static ad_tensor *fold_w(ad_tensor *cols, const win2d *w)
 {
     int k[2] = {(int)w->k[0], (int)w->k[1]}, s[2] = {(int)w->s[0], (int)w->s[1]};
     int p[2] = {(int)w->p[0], (int)w->p[1]}, d[2] = {(int)w->d[0], (int)w->d[1]};
-    int o[2] = {(int)w->in[0], (int)w->in[1]};
-    return ad_fold(cols, o, k, s, p, d);
+    return ad_fold(cols, (int[]){(int)w->in[0], (int)w->in[1]}, k, s, p, d);
 }
 
 /* Records op, storing the window; frees a persistent result on failure. */
@@ -387,13 +374,15 @@ ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2
 
 /* ---- compositions: where the intermediates go -----------------------------------------
  * The intermediates of a composition go on its inputs' tape (or the active
- * one).  With neither, the inputs are persistent and nothing is recorded,
- * and the intermediates would be persistent tensors nobody frees: so the
- * composition runs on a scratch tape made active for the purpose, its
- * result is copied out as a persistent tensor and the scratch tape is freed
- * with every intermediate. */
+ * one), which is made active while the composition runs: a step that only
+ * involves persistent parameters (reshaping the weight) must land there
+ * too, not fail for want of a tape.  When there is no tape at all, the
+ * inputs are persistent and nothing is recorded, and the intermediates
+ * would be persistent tensors nobody frees: the composition then runs on a
+ * scratch tape, its result is copied out as a persistent tensor and the
+ * scratch tape is freed with every intermediate. */
 typedef struct scope {
-    ad_tape *tape; /* where constants of the composition go */
+    ad_tape *tape; /* where the composition's tensors go */
     ad_tape *tmp, *prev;
 } scope;
 
@@ -404,13 +393,10 @@ static int scope_open(const char *fn, int nin, ad_tensor *const *in, scope *s)
     int k = 0;
     for (int i = 0; i < nin; i++)
         if (in[i]) given[k++] = in[i];
-    s->tmp = s->prev = NULL;
+    s->tmp = NULL;
     if (ad__result_tape(fn, k, given, &s->tape)) return -1;
-    if (s->tape) return 0;
-    s->tmp = ad_tape_new();
-    if (!s->tmp) return ad__err(fn, "out of memory");
-    s->prev = ad_tape_activate(s->tmp);
-    s->tape = s->tmp;
+    if (!s->tape && !(s->tape = s->tmp = ad_tape_new())) return ad__err(fn, "out of memory");
+    s->prev = ad_tape_activate(s->tape);
     return 0;
 }
 
@@ -422,9 +408,8 @@ static ad_tensor *scope_result(scope *s, ad_tensor *r)
 
 static void scope_end(scope *s)
 {
-    if (!s->tmp) return;
     ad_tape_activate(s->prev);
-    ad_tape_free(s->tmp);
+    ad_tape_free(s->tmp); /* NULL is ignored */
     s->tmp = NULL;
 }
 

@@ -166,7 +166,8 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
  *     running_mean = (1 - momentum) running_mean + momentum mu
  *     running_var  = (1 - momentum) running_var  + momentum v M / (M - 1)
  * (the unbiased variance, as PyTorch), only after the output was computed
- * successfully.  Eval (!training): mu, v = running_mean, running_var,
+ * successfully.  The update is plain C, not an op: replaying a frozen tape
+ * recomputes y but does not update the running statistics.  Eval (!training): mu, v = running_mean, running_var,
  * which are then required (and used through ops, so they are
  * differentiable if they require grad).  running_mean, running_var, weight
  * and bias are [C] of x's dtype; weight and bias may be NULL (1 and 0);

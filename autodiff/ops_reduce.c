@@ -132,13 +132,17 @@ static int compute(const char *fn, int kind, const ad_tensor *x, const int64_t *
                    double count, double correction, ad_tensor *out)
 {
     int64_t n = ad__numel(out->ndim, out->shape);
-    bool two = kind == R_LOGSUMEXP || kind == R_VAR;
-    size_t bytes = (size_t)(n ? n : 1) * (two ? 2 : 1) * sizeof(double);
-    /* Scratch from the result's arena when it has one, so a training loop
-     * or a replay that resets its tape allocates nothing here. */
-    double *acc = out->tape ? ad__arena_alloc(out->tape, bytes) : ad__malloc(bytes);
-    if (!acc) return ad__err(fn, "out of memory");
-    double *shift = acc + n;
+    /* A float64 result is its own accumulator; logsumexp and var also need
+     * a shift per result.  Scratch comes from the result's arena when it has
+     * one, so a training loop or a replay that resets its tape allocates
+     * nothing here. */
+    bool direct = out->dtype == AD_FLOAT64, two = kind == R_LOGSUMEXP || kind == R_VAR;
+    int64_t ns = (direct ? 0 : n) + (two ? n : 0);
+    size_t bytes = (size_t)(ns ? ns : 1) * sizeof(double);
+    double *scratch = out->tape ? ad__arena_alloc(out->tape, bytes) : ad__malloc(bytes);
+    if (!scratch) return ad__err(fn, "out of memory");
+    double *acc = direct ? (double *)out->storage->data + out->offset : scratch;
+    double *shift = direct ? scratch : scratch + n;
     double init = kind == R_MAX || kind == R_LOGSUMEXP ? -INFINITY
                   : kind == R_MIN                      ? INFINITY
                                                        : 0.0;
@@ -181,8 +185,9 @@ static int compute(const char *fn, int kind, const ad_tensor *x, const int64_t *
             for (int64_t i = 0; i < n; i++) acc[i] /= count;
         break;
     }
-    for (int64_t i = 0; i < n; i++) ad__st(out, i, acc[i]);
-    if (!out->tape) ad__free(acc);
+    if (!direct)
+        for (int64_t i = 0; i < n; i++) ad__st(out, i, acc[i]);
+    if (!out->tape) ad__free(scratch);
     return 0;
 }
 
@@ -347,7 +352,8 @@ static int var_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int var_fw(ad_node *n) { return replay(n, R_VAR); }
-static const ad_op OP_VAR = {"var", "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
+static const ad_op OP_VAR = {"var",
+                             "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
                              var_bw, var_fw};
 ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim)
 {
@@ -363,7 +369,8 @@ static int sum_to_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int sum_to_fw(ad_node *n) { return replay(n, R_SUM); }
-static const ad_op OP_SUM_TO = {"sum_to", "y = x summed down to a broadcastable shape; dx = expand(g)",
+static const ad_op OP_SUM_TO = {"sum_to",
+                                "y = x summed down to a broadcastable shape; dx = expand(g)",
                                 sum_to_bw, sum_to_fw};
 ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
 {

@@ -256,8 +256,8 @@ static int expand_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_sum_to(g, n->in[0]->ndim, n->in[0]->shape);
     return 0;
 }
-static const ad_op OP_EXPAND = {"expand", "y = x broadcast to a shape (stride 0); dx = sum_to(g, x's shape)",
-                                expand_bw, NULL};
+static const ad_op OP_EXPAND = {"expand", "y = x broadcast to a shape (stride 0); "
+                                          "dx = sum_to(g, x's shape)", expand_bw, NULL};
 ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_expand";
@@ -329,7 +329,8 @@ ad_tensor *ad_permute(ad_tensor *x, const int *perm)
     ad_tape *tape;
     ad_node *n;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *out = finish(ad__view(fn, tape, x, x->ndim, s, st, x->offset), &OP_PERMUTE, 1, &x, &n);
+    ad_tensor *v = ad__view(fn, tape, x, x->ndim, s, st, x->offset);
+    ad_tensor *out = finish(v, &OP_PERMUTE, 1, &x, &n);
     if (n)
         for (int i = 0; i < x->ndim; i++) n->ip[i] = p[i];
     return out;
@@ -372,8 +373,8 @@ static int slice_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
                                 n->ip[2], n->ip[3]);
     return 0;
 }
-static const ad_op OP_SLICE = {"slice", "y = x[first : first+count*step : step] along an axis (a view); "
-                                        "dx = slice_scatter(zeros, g)", slice_bw, NULL};
+static const ad_op OP_SLICE = {"slice", "y = x[first : first+count*step : step] along an axis "
+                                        "(a view); dx = slice_scatter(zeros, g)", slice_bw, NULL};
 static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first, int64_t count,
                              int64_t step)
 {
@@ -420,7 +421,8 @@ static int slice_scatter_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     static const char *fn = "ad_slice_scatter";
     int d = (int)n->ip[0];
     if (ad__needs_grad(n, 0))
-        gin[0] = slice_scatter_core(fn, g, zeros_like(n, n->in[1]), d, n->ip[1], n->ip[2], n->ip[3]);
+        gin[0] = slice_scatter_core(fn, g, zeros_like(n, n->in[1]), d, n->ip[1], n->ip[2],
+                                    n->ip[3]);
     if (ad__needs_grad(n, 1)) gin[1] = slice_core(fn, g, d, n->ip[1], n->ip[2], n->ip[3]);
     return 0;
 }
@@ -739,8 +741,10 @@ static void add_elem(ad_tensor *out, int64_t o, const ad_tensor *src, int64_t os
     switch (out->dtype) {
     case AD_FLOAT32: ((float *)a)[o] += ((const float *)b)[os]; break;
     case AD_FLOAT64: ((double *)a)[o] += ((const double *)b)[os]; break;
-    default:
-        ((int64_t *)a)[o] = (int64_t)((uint64_t)((int64_t *)a)[o] + (uint64_t)((const int64_t *)b)[os]);
+    default: {
+        int64_t *t = a;
+        t[o] = (int64_t)((uint64_t)t[o] + (uint64_t)((const int64_t *)b)[os]);
+    }
     }
 }
 
@@ -910,7 +914,8 @@ static int gather_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static const ad_op OP_GATHER = {
-    "gather", "y[i][j][k] = x[i][index[i][j][k]][k] (axis 1); dx = scatter_add(zeros, axis, index, g)",
+    "gather", "y[i][j][k] = x[i][index[i][j][k]][k] (axis 1); "
+              "dx = scatter_add(zeros, axis, index, g)",
     gather_bw, gather_fw};
 ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index)
 {

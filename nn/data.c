@@ -8,7 +8,6 @@
 #define _POSIX_C_SOURCE 200809L /* getline, newlocale/uselocale, dup */
 
 #include <errno.h>
-#include <float.h>
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
@@ -175,16 +174,18 @@ nn_idx *nn_idx_load(const char *path)
     /* The product of up to eight 32-bit extents can exceed any memory:
      * refuse it before multiplying further, so nothing wraps around. */
     int64_t numel = 1;
-    bool overflow = false;
+    bool overflow = false, empty = false;
     for (int i = 0; i < ndim; i++) {
         const uint8_t *d = head + 4 + 4 * i;
         idx->dims[i] = (int64_t)((uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 |
                                  (uint32_t)d[2] << 8 | d[3]);
-        if (idx->dims[i] != 0 && numel > (INT64_MAX / (int64_t)esize) / idx->dims[i])
-            overflow = true;
-        else
-            numel *= idx->dims[i];
+        empty |= idx->dims[i] == 0; /* then the product is 0, however big the rest */
     }
+    for (int i = 0; i < ndim && !empty && !overflow; i++) {
+        if (numel > (INT64_MAX / (int64_t)esize) / idx->dims[i]) overflow = true;
+        else numel *= idx->dims[i];
+    }
+    if (empty) numel = 0;
     char dims[160];
     fmt_dims(ndim, idx->dims, dims, sizeof dims);
     if (overflow || (uint64_t)numel * esize > SIZE_MAX) {
@@ -233,6 +234,7 @@ nn_idx *nn_idx_load(const char *path)
     }
     /* Anything after the data is an error too: it means the header and the
      * file disagree, and which one is right cannot be known. */
+    /* Counted up to 1 MB only: a small .gz can inflate to gigabytes. */
     int64_t extra = 0;
     uint8_t tail[4096];
     for (;;) {
@@ -242,7 +244,7 @@ nn_idx *nn_idx_load(const char *path)
             return idx_fail(gz, idx);
         }
         extra += got;
-        if (got < (int64_t)sizeof tail) break;
+        if (got < (int64_t)sizeof tail || extra >= (1 << 20)) break;
     }
     if (cut) {
         /* All the data arrived but not the gzip trailer with its CRC: the
@@ -251,9 +253,9 @@ nn_idx *nn_idx_load(const char *path)
         return idx_fail(gz, idx);
     }
     if (extra > 0) {
-        nn__err(fn, "%s has %lld bytes of trailing data after the %lld bytes of data its "
-                    "header (%s%s) describes", path, (long long)extra, (long long)nbytes, dims,
-                per);
+        nn__err(fn, "%s has %s%lld bytes of trailing data after the %lld bytes of data its "
+                    "header (%s%s) describes", path, extra >= (1 << 20) ? "at least " : "",
+                (long long)extra, (long long)nbytes, dims, per);
         return idx_fail(gz, idx);
     }
     int zrc = gzclose(gz);
@@ -306,8 +308,9 @@ int nn_idx_save(const char *path, const nn_idx *idx)
         if (idx->dims[i] < 0 || idx->dims[i] > (int64_t)UINT32_MAX)
             return nn__err(fn, "extent %lld of dimension %d does not fit the format's 32 bits",
                            (long long)idx->dims[i], i);
-        numel *= idx->dims[i]; /* <= 2^32 per factor, checked by numel below */
-        if (numel > INT64_MAX / (1LL << 32)) return nn__err(fn, "too many elements");
+        if (idx->dims[i] != 0 && numel > INT64_MAX / (int64_t)esize / idx->dims[i])
+            return nn__err(fn, "too many elements");
+        numel *= idx->dims[i];
     }
     if (numel != idx->numel)
         return nn__err(fn, "numel %lld differs from the product of the extents, %lld",
@@ -515,8 +518,8 @@ static int parse_number(csv_state *cs, size_t col, ad_dtype dtype, double *out)
                        cs->line, col + 1, s);
     /* Overflow to infinity is refused (underflow to a tiny value is not:
      * that is the nearest representable number). */
-    if ((errno == ERANGE && fabs(v) > 1) ||
-        (dtype == AD_FLOAT32 && isfinite(v) && fabs(v) > FLT_MAX))
+    if ((errno == ERANGE && fabs(v) > 1) || (dtype == AD_FLOAT32 && isfinite(v) &&
+                                             isinf((float)v)))
         return nn__err(fn, "%s line %ld, column %zu: '%.40s' is out of range for %s", cs->path,
                        cs->line, col + 1, s, ad_dtype_name(dtype));
     *out = v;

@@ -31,6 +31,21 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a);
 int nn__atomic_commit(const char *fn, nn__atomic *a);
 void nn__atomic_abort(nn__atomic *a);
 
+/* ---- safetensors headers (safetensors_json.c) --------------------------- */
+struct nn_safetensors_info;
+
+/* Bytes per element of a safetensors dtype name ("F32" -> 4); 0 when
+ * unknown. */
+size_t nn__st_dtype_size(const char *name);
+/* Offset of the first byte of s[0..n) that is not valid UTF-8, or n. */
+size_t nn__utf8_check(const unsigned char *s, size_t n);
+/* Parses the n-byte JSON header of path into info's entries and metadata
+ * (entries in file order, not yet checked against each other). */
+int nn__st_parse_header(const char *fn, const char *path, const unsigned char *buf, size_t n,
+                        struct nn_safetensors_info *info);
+/* Parses a JSON object of strings into info's metadata. */
+int nn__st_parse_metadata(const char *fn, const char *json, struct nn_safetensors_info *info);
+
 /* True on a little-endian host. */
 static inline int nn__little_endian(void)
 {

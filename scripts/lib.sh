@@ -53,8 +53,8 @@ ad_install_deps()
         if command -v sudo >/dev/null 2>&1 && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then
             sudo=(sudo)
         else
-            echo "error: missing packages: ${missing[*]} -- run as root or install them" \
-                 "with: apt-get install ${missing[*]}" >&2
+            echo "error: missing packages: ${missing[*]} -- run this as root, or with" \
+                 "sudo available, or install them first: apt-get install ${missing[*]}" >&2
             return 1
         fi
     fi

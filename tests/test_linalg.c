@@ -321,12 +321,16 @@ START_TEST(second_derivative)
 END_TEST
 
 /* ---- the built-in kernel ------------------------------------------------------------- */
-/* C = A B for an m x k and a k x n operand given with arbitrary strides,
- * through ad__gemm_builtin, against long double. */
+/* C = A B for an m x k and a k x n operand stored plain or transposed,
+ * through ad__gemm_builtin (or ad__gemm: CBLAS in a blas build), against
+ * long double. */
+static bool via_dispatch;
+
 static void check_builtin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb)
 {
     size_t es = ad_dtype_size(d);
-    double *a = malloc((size_t)(m * k + 1) * sizeof *a), *b = malloc((size_t)(k * n + 1) * sizeof *b);
+    double *a = malloc((size_t)(m * k + 1) * sizeof *a);
+    double *b = malloc((size_t)(k * n + 1) * sizeof *b);
     double *want = malloc((size_t)(m * n + 1) * sizeof *want);
     char *pa = malloc((size_t)(m * k + 1) * es), *pb = malloc((size_t)(k * n + 1) * es);
     char *pc = malloc((size_t)(m * n + 1) * es);
@@ -353,8 +357,10 @@ static void check_builtin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, 
             else ((double *)pb)[o] = b[p * n + j];
         }
     memset(pc, 0x7f, (size_t)(m * n + 1) * es); /* garbage: C must be overwritten */
-    int rc = ad__gemm_builtin(NULL, d, m, n, k, pa, ta ? 1 : k, ta ? m : 1, pb, tb ? 1 : n,
-                              tb ? k : 1, pc, n);
+    int (*gemm)(ad_tape *, ad_dtype, int64_t, int64_t, int64_t, const void *, int64_t, int64_t,
+                const void *, int64_t, int64_t, void *, int64_t) =
+        via_dispatch ? ad__gemm : ad__gemm_builtin;
+    int rc = gemm(NULL, d, m, n, k, pa, ta ? 1 : k, ta ? m : 1, pb, tb ? 1 : n, tb ? k : 1, pc, n);
     ck_assert_int_eq(rc, 0);
     double tol = d == AD_FLOAT32 ? 3e-6 * (double)(k + 1) : 1e-15 * (double)(k + 1);
     for (int64_t i = 0; i < m * n; i++) {
@@ -409,6 +415,22 @@ START_TEST(builtin_kernel_tiny_blocks)
     builtin_sweep();
     ad__gemm_testing(true, 9, 4, 5);
     builtin_sweep();
+}
+END_TEST
+
+START_TEST(dispatch_takes_transposes_directly)
+{
+    /* Plain and transposed matrices go to the kernel as they are (CBLAS by
+     * flag); only operands without a unit stride need a copy, and only for
+     * CBLAS. */
+    ck_assert(ad__gemm_direct(3, 4, 4, 1));  /* row-major */
+    ck_assert(ad__gemm_direct(3, 4, 1, 3));  /* its transpose */
+    ck_assert(ad__gemm_direct(3, 4, 8, 1));  /* rows of a wider matrix */
+    ck_assert(ad__gemm_direct(1, 4, 0, 1));  /* a row vector */
+    ck_assert(ad__gemm_direct(4, 1, 1, 0));  /* a column vector */
+    via_dispatch = true;
+    builtin_sweep();
+    via_dispatch = false;
 }
 END_TEST
 
@@ -541,6 +563,7 @@ int main(void)
     tcase_add_test(tc, builtin_kernel_default_blocking);
     tcase_add_test(tc, builtin_kernel_tiny_blocks);
     tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
+    tcase_add_test(tc, dispatch_takes_transposes_directly);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
     tcase_add_test(tc, errors);

@@ -449,7 +449,8 @@ START_TEST(errors)
     ck_assert_error(ad_logsumexp(NULL, NULL, 0, false), "ad_logsumexp: argument 'x' is NULL");
     ck_assert_error(ad_var(NULL, NULL, 0, 1, false), "ad_var: argument 'x' is NULL");
     ck_assert_error(ad_sum_to(NULL, 0, NULL), "ad_sum_to: argument 'x' is NULL");
-    ck_assert_error(ad_sum(i64, NULL, 0, false), "ad_sum: argument 'x' must be float32 or float64, got int64");
+    ck_assert_error(ad_sum(i64, NULL, 0, false),
+                    "ad_sum: argument 'x' must be float32 or float64, got int64");
     ck_assert_error(ad_mean(i64, NULL, 0, false), "must be float32 or float64, got int64");
     ck_assert_error(ad_max(i64, NULL, 0, false), "ad_max: argument 'x' must be float32");
     ck_assert_error(ad_var(i64, NULL, 0, 0, false), "ad_var: argument 'x' must be float32");
@@ -459,11 +460,13 @@ START_TEST(errors)
     ck_assert_error(ad_mean(x, (int[]){2}, 1, false),
                     "ad_mean: axis 2 out of range for a 2-dimensional tensor");
     ck_assert_error(ad_max(x, (int[]){-3}, 1, false), "ad_max: axis -3 out of range");
-    ck_assert_error(ad_logsumexp(x, (int[]){0, 1, 0}, 3, false), "ad_logsumexp: naxes 3 out of range");
+    ck_assert_error(ad_logsumexp(x, (int[]){0, 1, 0}, 3, false),
+                    "ad_logsumexp: naxes 3 out of range");
     ck_assert_error(ad_min(x, NULL, 1, false), "ad_min: axes is NULL with naxes 1");
     ck_assert_error(ad_sum(x, NULL, -1, false), "naxes -1 out of range");
     ad_tensor *z = ad_scalar_tensor(T, AD_FLOAT64, 1);
-    ck_assert_error(ad_sum(z, (int[]){1}, 1, false), "ad_sum: axis 1 out of range for a 0-dimensional");
+    ck_assert_error(ad_sum(z, (int[]){1}, 1, false),
+                    "ad_sum: axis 1 out of range for a 0-dimensional");
     /* Empty reductions have no max, min or logsumexp. */
     ad_tensor *e = ad_zeros(T, AD_FLOAT64, AD_SHAPE(2, 0));
     ck_assert_error(ad_max(e, (int[]){1}, 1, false),
@@ -473,7 +476,8 @@ START_TEST(errors)
     /* ...but reducing only the non-empty axis is fine (an empty result). */
     ad_tensor *ok = ad_max(e, (int[]){0}, 1, false);
     assert_shape(ok, 1, (int64_t[]){0});
-    ck_assert_error(ad_sum_to(x, 2, (int64_t[]){2, 2}), "ad_sum_to: shape [2,3] cannot be summed to [2,2]");
+    ck_assert_error(ad_sum_to(x, 2, (int64_t[]){2, 2}),
+                    "ad_sum_to: shape [2,3] cannot be summed to [2,2]");
     ck_assert_error(ad_sum_to(x, 3, (int64_t[]){1, 2, 3}), "cannot be summed to [1,2,3]");
     ck_assert_error(ad_sum_to(x, 1, (int64_t[]){-1}), "ad_sum_to: negative extent");
     /* A failed inner call's message survives. */

@@ -1,0 +1,826 @@
+/* nn/module.c - the module system: parameters, buffers and children with
+ * hierarchical names, the forward dispatcher, train/eval, Sequential,
+ * printing and the summary table.  The layers themselves are in layers.c.
+ *
+ * A module is a node of a tree.  It owns three named lists - parameters,
+ * buffers, children - and a private state for its type.  Everything that
+ * walks a model (listing parameters, switching modes, freeing) is generic:
+ * a layer type only says how to compute its output.  That is the whole of
+ * PyTorch's nn.Module, minus hooks and Python. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "module.h"
+#include "nn_private.h"
+
+/* A growable list of named items. */
+typedef struct named_vec {
+    int n, cap;
+    char **names;
+    void **items;
+} named_vec;
+
+struct nn_module {
+    const nn_module_type *type;
+    void *state;
+    bool training;
+    nn_module *parent; /* NULL for a root */
+    const char *name;  /* the name in the parent (points into its vec) */
+    named_vec params, buffers, children;
+};
+
+/* ---- small helpers shared with the other nn sources -------------------------- */
+
+int nn__null_arg(const char *fn, const char *name)
+{
+    if (ad_error()) return -1;
+    return ad_set_error("%s: argument '%s' is NULL", fn, name);
+}
+
+void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
+{
+    size_t len = 0;
+    if (size == 0) return;
+    buf[0] = '\0';
+    len += (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, i ? ",%lld" : "%lld", (long long)shape[i]);
+    if (len < size) snprintf(buf + len, size - len, "]");
+}
+
+double nn__sum_sq(const ad_tensor *t)
+{
+    int64_t n = ad_numel(t);
+    double *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    if (!v) return ad_set_error("nn: out of memory for %lld elements", (long long)n);
+    if (ad_to_array(t, v) != 0) {
+        free(v);
+        return -1;
+    }
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += v[i] * v[i];
+    free(v);
+    return s;
+}
+
+int nn__scope_enter(nn__scope *s, const char *fn, ad_tensor *const *in, int n,
+                    bool grads_inside)
+{
+    s->tmp = NULL;
+    s->prev = ad_tape_active();
+    s->switched = false;
+    ad_tape *tape = NULL;
+    for (int i = 0; i < n && !tape; i++)
+        if (in[i]) tape = ad_tensor_tape(in[i]);
+    if (!tape) tape = s->prev;
+    if (tape) {
+        /* Ops on persistent tensors alone (a parameter's transpose) go to
+         * the active tape, so the inputs' tape must be the active one. */
+        if (tape != s->prev) {
+            ad_tape_activate(tape);
+            s->switched = true;
+        }
+        return 0;
+    }
+    bool grads = grads_inside;
+    for (int i = 0; i < n; i++)
+        if (in[i] && ad_requires_grad(in[i])) grads = true;
+    if (grads && ad_grad_enabled())
+        return ad_set_error("%s: no tape to record on: the input is persistent and no tape is "
+                            "active, but gradients are needed (parameters or inputs require "
+                            "grad); activate a tape (ad_tape_activate) for training, or turn "
+                            "grad mode off (ad_set_grad_enabled(false)) for inference",
+                            fn);
+    s->tmp = ad_tape_new();
+    if (!s->tmp) return ad_set_error("%s: out of memory for a temporary tape", fn);
+    ad_tape_activate(s->tmp);
+    return 0;
+}
+
+ad_tensor *nn__scope_leave(nn__scope *s, ad_tensor *r)
+{
+    if (s->tmp) {
+        ad_tensor *c = r ? ad_copy(NULL, r) : NULL;
+        ad_tape_activate(s->prev);
+        ad_tape_free(s->tmp);
+        s->tmp = NULL;
+        return c;
+    }
+    if (s->switched) ad_tape_activate(s->prev);
+    return r;
+}
+
+/* ---- named lists ------------------------------------------------------------ */
+
+static int vec_push(named_vec *v, const char *name, void *item)
+{
+    if (v->n == v->cap) {
+        int cap = v->cap ? 2 * v->cap : 4;
+        char **nn = realloc(v->names, (size_t)cap * sizeof *nn);
+        if (!nn) return -1;
+        v->names = nn;
+        void **ni = realloc(v->items, (size_t)cap * sizeof *ni);
+        if (!ni) return -1;
+        v->items = ni;
+        v->cap = cap;
+    }
+    size_t len = strlen(name);
+    char *copy = malloc(len + 1);
+    if (!copy) return -1;
+    memcpy(copy, name, len + 1);
+    v->names[v->n] = copy;
+    v->items[v->n] = item;
+    v->n++;
+    return 0;
+}
+
+static int vec_find(const named_vec *v, const char *name, size_t len)
+{
+    for (int i = 0; i < v->n; i++)
+        if (strlen(v->names[i]) == len && memcmp(v->names[i], name, len) == 0) return i;
+    return -1;
+}
+
+static void vec_free_names(named_vec *v)
+{
+    for (int i = 0; i < v->n; i++) free(v->names[i]);
+    free(v->names);
+    free(v->items);
+}
+
+/* ---- creation and freeing --------------------------------------------------- */
+
+nn_module *nn_module_new(const nn_module_type *type, void *state)
+{
+    if (!type || !type->forward || !type->name) {
+        if (type && type->free_state && state) type->free_state(state);
+        ad_set_error("nn_module_new: type is NULL or lacks a name or forward function");
+        return NULL;
+    }
+    nn_module *m = calloc(1, sizeof *m);
+    if (!m) {
+        if (type->free_state && state) type->free_state(state);
+        ad_set_error("nn_module_new: out of memory");
+        return NULL;
+    }
+    m->type = type;
+    m->state = state;
+    m->training = true;
+    return m;
+}
+
+void nn_module_free(nn_module *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->children.n; i++) nn_module_free(m->children.items[i]);
+    for (int i = 0; i < m->params.n; i++) ad_tensor_free(m->params.items[i]);
+    for (int i = 0; i < m->buffers.n; i++) ad_tensor_free(m->buffers.items[i]);
+    vec_free_names(&m->children);
+    vec_free_names(&m->params);
+    vec_free_names(&m->buffers);
+    if (m->type->free_state && m->state) m->type->free_state(m->state);
+    free(m);
+}
+
+/* Frees a module handed over to us, unless it belongs to a tree already
+ * (freeing it would break that tree). */
+static void free_orphan(nn_module *m)
+{
+    if (m && !m->parent) nn_module_free(m);
+}
+
+void *nn_module_state(const nn_module *m) { return m ? m->state : NULL; }
+const nn_module_type *nn_module_type_of(const nn_module *m) { return m ? m->type : NULL; }
+const char *nn_module_type_name(const nn_module *m) { return m ? m->type->name : NULL; }
+
+/* The path of m from the root ("0.2"), "" for the root. */
+static void module_path(const nn_module *m, const nn_module *root, char *buf, size_t size)
+{
+    const char *parts[64];
+    int k = 0;
+    for (const nn_module *p = m; p && p != root && p->parent && k < 64; p = p->parent)
+        parts[k++] = p->name;
+    size_t len = 0;
+    buf[0] = '\0';
+    while (k-- > 0 && len < size)
+        len += (size_t)snprintf(buf + len, size - len, "%s%s", parts[k], k ? "." : "");
+}
+
+/* Labels every parameter and buffer of m's subtree with its full name, so
+ * that anomaly reports say "0.weight". */
+static void relabel(nn_module *m)
+{
+    char path[256], label[320];
+    module_path(m, NULL, path, sizeof path);
+    named_vec *vs[2] = {&m->params, &m->buffers};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < vs[k]->n; i++) {
+            snprintf(label, sizeof label, "%s%s%s", path, *path ? "." : "", vs[k]->names[i]);
+            ad_set_label(vs[k]->items[i], label);
+        }
+    for (int i = 0; i < m->children.n; i++) relabel(m->children.items[i]);
+}
+
+static int check_name(const char *fn, const nn_module *m, const char *name)
+{
+    if (!name || !*name) return ad_set_error("%s: the name is NULL or empty", fn);
+    if (strchr(name, '.'))
+        return ad_set_error("%s: name '%s' contains '.', which separates the levels of "
+                            "hierarchical names", fn, name);
+    size_t len = strlen(name);
+    if (vec_find(&m->params, name, len) >= 0 || vec_find(&m->buffers, name, len) >= 0 ||
+        vec_find(&m->children, name, len) >= 0)
+        return ad_set_error("%s: %s already has a parameter, buffer or child called '%s'", fn,
+                            m->type->name, name);
+    return 0;
+}
+
+static int add_tensor(const char *fn, nn_module *m, const char *name, ad_tensor *t, bool param)
+{
+    if (!m || !t) {
+        ad_tensor_free(t);
+        return nn__null_arg(fn, m ? "t" : "m");
+    }
+    int rc = check_name(fn, m, name);
+    if (rc == 0 && ad_tensor_tape(t))
+        rc = ad_set_error("%s: '%s' is on a tape; a module's tensors must be persistent "
+                          "(created with tape NULL) to outlive the tape's reset", fn, name);
+    else if (rc == 0 && !ad_is_leaf(t))
+        rc = ad_set_error("%s: '%s' is not a leaf", fn, name);
+    else if (rc == 0 && param && !nn__is_float(ad_tensor_dtype(t)))
+        rc = ad_set_error("%s: parameter '%s' must be float32 or float64, got %s", fn, name,
+                          ad_dtype_name(ad_tensor_dtype(t)));
+    if (rc == 0) rc = ad_set_requires_grad(t, param);
+    if (rc == 0 && vec_push(param ? &m->params : &m->buffers, name, t) != 0)
+        rc = ad_set_error("%s: out of memory", fn);
+    if (rc != 0) {
+        /* A tensor on a tape belongs to the tape: leave it there. */
+        if (!ad_tensor_tape(t)) ad_tensor_free(t);
+        return -1;
+    }
+    relabel(m);
+    return 0;
+}
+
+int nn_module_add_parameter(nn_module *m, const char *name, ad_tensor *t)
+{
+    return add_tensor("nn_module_add_parameter", m, name, t, true);
+}
+
+int nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *t)
+{
+    return add_tensor("nn_module_add_buffer", m, name, t, false);
+}
+
+int nn_module_add_child(nn_module *m, const char *name, nn_module *child)
+{
+    const char *fn = "nn_module_add_child";
+    if (!m || !child) {
+        if (!m) free_orphan(child);
+        return nn__null_arg(fn, m ? "child" : "m");
+    }
+    /* A child that already has a parent, or that is m or one of its
+     * ancestors, belongs to a tree that freeing it would break: refuse it
+     * and leave it alone. */
+    if (child->parent)
+        return ad_set_error("%s: the %s already is child '%s' of another module", fn,
+                            child->type->name, child->name);
+    for (const nn_module *p = m; p; p = p->parent)
+        if (p == child)
+            return ad_set_error("%s: adding the %s under itself would make a cycle", fn,
+                                child->type->name);
+    if (check_name(fn, m, name) != 0 || vec_push(&m->children, name, child) != 0) {
+        if (!ad_error()) ad_set_error("%s: out of memory", fn);
+        nn_module_free(child);
+        return -1;
+    }
+    child->parent = m;
+    child->name = m->children.names[m->children.n - 1];
+    relabel(child);
+    return 0;
+}
+
+int nn_num_children(const nn_module *m) { return m ? m->children.n : 0; }
+nn_module *nn_child(const nn_module *m, int i)
+{
+    return m && i >= 0 && i < m->children.n ? m->children.items[i] : NULL;
+}
+const char *nn_child_name(const nn_module *m, int i)
+{
+    return m && i >= 0 && i < m->children.n ? m->children.names[i] : NULL;
+}
+
+/* ---- modes ------------------------------------------------------------------ */
+
+int nn_train(nn_module *m, bool training)
+{
+    if (!m) return nn__null_arg("nn_train", "m");
+    m->training = training;
+    for (int i = 0; i < m->children.n; i++) nn_train(m->children.items[i], training);
+    return 0;
+}
+
+int nn_eval(nn_module *m) { return m ? nn_train(m, false) : nn__null_arg("nn_eval", "m"); }
+bool nn_is_training(const nn_module *m) { return m && m->training; }
+
+/* ---- listing parameters and buffers --------------------------------------------- */
+
+enum { LIST_PARAMS = 1, LIST_BUFFERS = 2 };
+
+typedef struct lister {
+    nn_named_tensors *l;
+    int cap;
+    bool failed;
+} lister;
+
+static void list_add(lister *ls, const char *prefix, const char *name, ad_tensor *t)
+{
+    nn_named_tensors *l = ls->l;
+    if (ls->failed) return;
+    if (l->n == ls->cap) {
+        int cap = ls->cap ? 2 * ls->cap : 8;
+        const char **nn = realloc((void *)l->names, (size_t)cap * sizeof *nn);
+        if (nn) l->names = nn;
+        ad_tensor **nt = nn ? realloc(l->tensors, (size_t)cap * sizeof *nt) : NULL;
+        if (nt) l->tensors = nt;
+        if (!nn || !nt) {
+            ls->failed = true;
+            return;
+        }
+        ls->cap = cap;
+    }
+    size_t len = strlen(prefix) + strlen(name) + 2;
+    char *full = malloc(len);
+    if (!full) {
+        ls->failed = true;
+        return;
+    }
+    snprintf(full, len, "%s%s%s", prefix, *prefix ? "." : "", name);
+    l->names[l->n] = full;
+    l->tensors[l->n] = t;
+    l->n++;
+}
+
+static void list_walk(lister *ls, const nn_module *m, const char *prefix, int what)
+{
+    if (what & LIST_PARAMS)
+        for (int i = 0; i < m->params.n; i++)
+            list_add(ls, prefix, m->params.names[i], m->params.items[i]);
+    if (what & LIST_BUFFERS)
+        for (int i = 0; i < m->buffers.n; i++)
+            list_add(ls, prefix, m->buffers.names[i], m->buffers.items[i]);
+    for (int i = 0; i < m->children.n; i++) {
+        size_t len = strlen(prefix) + strlen(m->children.names[i]) + 2;
+        char *p = malloc(len);
+        if (!p) {
+            ls->failed = true;
+            return;
+        }
+        snprintf(p, len, "%s%s%s", prefix, *prefix ? "." : "", m->children.names[i]);
+        list_walk(ls, m->children.items[i], p, what);
+        free(p);
+    }
+}
+
+static nn_named_tensors *list_module(const char *fn, const nn_module *m, int what)
+{
+    if (!m) {
+        nn__null_arg(fn, "m");
+        return NULL;
+    }
+    lister ls = {calloc(1, sizeof(nn_named_tensors)), 0, false};
+    if (!ls.l) {
+        ad_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    list_walk(&ls, m, "", what);
+    if (ls.failed) {
+        nn_named_tensors_free(ls.l);
+        ad_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    return ls.l;
+}
+
+nn_named_tensors *nn_parameters(const nn_module *m)
+{
+    return list_module("nn_parameters", m, LIST_PARAMS);
+}
+nn_named_tensors *nn_buffers(const nn_module *m)
+{
+    return list_module("nn_buffers", m, LIST_BUFFERS);
+}
+nn_named_tensors *nn_state_dict(const nn_module *m)
+{
+    return list_module("nn_state_dict", m, LIST_PARAMS | LIST_BUFFERS);
+}
+
+nn_named_tensors *nn_named_tensors_new(int n, const char *const *names, ad_tensor *const *tensors)
+{
+    const char *fn = "nn_named_tensors_new";
+    if (n < 0) {
+        ad_set_error("%s: n must be >= 0, got %d", fn, n);
+        return NULL;
+    }
+    if (n > 0 && !tensors) {
+        nn__null_arg(fn, "tensors");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (!tensors[i] || (names && !names[i])) {
+            ad_set_error("%s: %s %d is NULL", fn, tensors[i] ? "name" : "tensor", i);
+            return NULL;
+        }
+    lister ls = {calloc(1, sizeof(nn_named_tensors)), 0, false};
+    if (!ls.l) {
+        ad_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    char num[24];
+    for (int i = 0; i < n; i++) {
+        snprintf(num, sizeof num, "%d", i);
+        list_add(&ls, "", names ? names[i] : num, tensors[i]);
+    }
+    if (ls.failed) {
+        nn_named_tensors_free(ls.l);
+        ad_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    return ls.l;
+}
+
+void nn_named_tensors_free(nn_named_tensors *l)
+{
+    if (!l) return;
+    for (int i = 0; i < l->n; i++) free((void *)l->names[i]);
+    free((void *)l->names);
+    free(l->tensors);
+    free(l);
+}
+
+/* Follows "a.b.c": the module at "a.b" and the last part "c". */
+static const nn_module *lookup(const nn_module *m, const char *name, const char **last)
+{
+    const char *dot;
+    while (m && (dot = strchr(name, '.'))) {
+        int i = vec_find(&m->children, name, (size_t)(dot - name));
+        m = i >= 0 ? m->children.items[i] : NULL;
+        name = dot + 1;
+    }
+    *last = name;
+    return m;
+}
+
+static ad_tensor *get_tensor(const char *fn, const nn_module *m, const char *name, bool param)
+{
+    if (!m || !name) {
+        nn__null_arg(fn, m ? "name" : "m");
+        return NULL;
+    }
+    const char *last;
+    const nn_module *owner = lookup(m, name, &last);
+    const named_vec *v = owner ? (param ? &owner->params : &owner->buffers) : NULL;
+    int i = v ? vec_find(v, last, strlen(last)) : -1;
+    if (i < 0) {
+        ad_set_error("%s: the %s has no %s called '%s'", fn, m->type->name,
+                     param ? "parameter" : "buffer", name);
+        return NULL;
+    }
+    return v->items[i];
+}
+
+ad_tensor *nn_get_parameter(const nn_module *m, const char *name)
+{
+    return get_tensor("nn_get_parameter", m, name, true);
+}
+ad_tensor *nn_get_buffer(const nn_module *m, const char *name)
+{
+    return get_tensor("nn_get_buffer", m, name, false);
+}
+
+int64_t nn_num_parameters(const nn_module *m)
+{
+    if (!m) return nn__null_arg("nn_num_parameters", "m");
+    int64_t n = 0;
+    for (int i = 0; i < m->params.n; i++) n += ad_numel(m->params.items[i]);
+    for (int i = 0; i < m->children.n; i++) n += nn_num_parameters(m->children.items[i]);
+    return n;
+}
+
+static bool any_param_requires_grad(const nn_module *m)
+{
+    for (int i = 0; i < m->params.n; i++)
+        if (ad_requires_grad(m->params.items[i])) return true;
+    for (int i = 0; i < m->children.n; i++)
+        if (any_param_requires_grad(m->children.items[i])) return true;
+    return false;
+}
+
+/* ---- describing ------------------------------------------------------------------ */
+
+void nn_module_describe(const nn_module *m, char *buf, size_t size)
+{
+    if (!buf || size == 0) return;
+    if (!m) {
+        snprintf(buf, size, "(null)");
+        return;
+    }
+    char inner[160] = "";
+    if (m->type->describe) m->type->describe(m, inner, sizeof inner);
+    snprintf(buf, size, "%s(%s)", m->type->name, inner);
+}
+
+static int print_tree(const nn_module *m, FILE *out, int depth)
+{
+    char desc[200];
+    nn_module_describe(m, desc, sizeof desc);
+    if (m->children.n == 0) return fprintf(out, "%s\n", desc) < 0 ? -1 : 0;
+    /* "Sequential(" then one "(name): child" line per child, then ")". */
+    desc[strlen(desc) - 1] = '\0';
+    if (fprintf(out, "%s\n", desc) < 0) return -1;
+    for (int i = 0; i < m->children.n; i++) {
+        fprintf(out, "%*s(%s): ", 2 * (depth + 1), "", m->children.names[i]);
+        if (print_tree(m->children.items[i], out, depth + 1) != 0) return -1;
+    }
+    return fprintf(out, "%*s)\n", 2 * depth, "") < 0 ? -1 : 0;
+}
+
+int nn_module_print(const nn_module *m, FILE *out)
+{
+    if (!m || !out) return nn__null_arg("nn_module_print", m ? "out" : "m");
+    if (print_tree(m, out, 0) != 0) return ad_set_error("nn_module_print: write error");
+    return 0;
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+/* The summary watches every nn_forward call through this per-thread hook:
+ * one row per call, opened before the forward (so parents come before their
+ * children) and given its output shape after. */
+typedef struct summary_row {
+    const nn_module *m;
+    int ndim; /* -1 until the forward returned */
+    int64_t shape[AD_MAX_DIMS];
+} summary_row;
+
+typedef struct summary_rec {
+    summary_row *rows;
+    int n, cap;
+    bool failed;
+} summary_rec;
+
+static _Thread_local summary_rec *summary_hook;
+static _Thread_local int fwd_depth;       /* nesting of nn_forward calls */
+static _Thread_local bool fwd_annotated;  /* the failing layer was named */
+
+ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
+{
+    if (!m || !x) {
+        nn__null_arg("nn_forward", m ? "x" : "m");
+        return NULL;
+    }
+    bool top = fwd_depth == 0;
+    nn__scope scope;
+    if (top) {
+        fwd_annotated = false;
+        bool grads = !ad_tensor_tape(x) && !ad_tape_active() && any_param_requires_grad(m);
+        if (nn__scope_enter(&scope, "nn_forward", &x, 1, grads) != 0) return NULL;
+    }
+    int row = -1;
+    summary_rec *rec = summary_hook;
+    if (rec && !rec->failed) {
+        if (rec->n == rec->cap) {
+            int cap = rec->cap ? 2 * rec->cap : 16;
+            summary_row *r = realloc(rec->rows, (size_t)cap * sizeof *r);
+            if (r) {
+                rec->rows = r;
+                rec->cap = cap;
+            }
+        }
+        if (rec->n < rec->cap) {
+            row = rec->n++;
+            rec->rows[row] = (summary_row){m, -1, {0}};
+        } else {
+            rec->failed = true;
+        }
+    }
+    /* Label the ops of this layer for anomaly reports ("... in 'Linear'"). */
+    const char *prev_label = ad_set_scope_label(m->type->name);
+    fwd_depth++;
+    ad_tensor *y = m->type->forward(m, x);
+    fwd_depth--;
+    ad_set_scope_label(prev_label);
+    if (!y && !fwd_annotated) {
+        /* Name the innermost failing layer once; its ancestors pass the
+         * message on unchanged. */
+        char path[256], desc[200];
+        module_path(m, NULL, path, sizeof path);
+        nn_module_describe(m, desc, sizeof desc);
+        const char *inner = ad_error() ? ad_error() : "forward returned NULL without an error";
+        if (*path)
+            ad_set_error("nn_forward: layer '%s' %s: %s", path, desc, inner);
+        else
+            ad_set_error("nn_forward: %s: %s", desc, inner);
+        fwd_annotated = true;
+    }
+    if (y && row >= 0) {
+        rec->rows[row].ndim = ad_ndim(y);
+        memcpy(rec->rows[row].shape, ad_shape(y), (size_t)ad_ndim(y) * sizeof(int64_t));
+    }
+    if (top) y = nn__scope_leave(&scope, y);
+    return y;
+}
+
+/* ---- Sequential -------------------------------------------------------------------- */
+
+static ad_tensor *sequential_forward(nn_module *m, ad_tensor *x)
+{
+    /* y = f_n(... f_2(f_1(x))): each child's output is the next one's input. */
+    for (int i = 0; i < m->children.n && x; i++) x = nn_forward(m->children.items[i], x);
+    return x;
+}
+
+static const nn_module_type SEQUENTIAL = {"Sequential", sequential_forward, NULL, NULL};
+
+nn_module *nn_sequential(int n, nn_module *const *modules)
+{
+    const char *fn = "nn_sequential";
+    int bad = n < 0 || (n > 0 && !modules) ? 0 : -1;
+    for (int i = 0; bad < 0 && i < n; i++)
+        if (!modules[i]) bad = i;
+    nn_module *seq = bad < 0 ? nn_module_new(&SEQUENTIAL, NULL) : NULL;
+    if (!seq) {
+        for (int i = 0; n > 0 && modules && i < n; i++) free_orphan(modules[i]);
+        if (n < 0)
+            ad_set_error("%s: n must be >= 0, got %d", fn, n);
+        else if (bad >= 0 && !ad_error())
+            ad_set_error("%s: module %d is NULL", fn, bad);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (nn_sequential_append(seq, modules[i]) != 0) {
+            for (int j = i + 1; j < n; j++) free_orphan(modules[j]);
+            nn_module_free(seq);
+            return NULL;
+        }
+    return seq;
+}
+
+int nn_sequential_append(nn_module *seq, nn_module *m)
+{
+    const char *fn = "nn_sequential_append";
+    if (!seq || !m) {
+        if (!seq) free_orphan(m);
+        return nn__null_arg(fn, seq ? "m" : "seq");
+    }
+    if (seq->type != &SEQUENTIAL) {
+        free_orphan(m);
+        return ad_set_error("%s: seq is a %s, not a Sequential", fn, seq->type->name);
+    }
+    char name[24];
+    snprintf(name, sizeof name, "%d", seq->children.n);
+    return nn_module_add_child(seq, name, m);
+}
+
+/* ---- summary --------------------------------------------------------------------------- */
+
+static void collect_modes(nn_module *m, bool *modes, int *k, bool restore)
+{
+    if (restore)
+        m->training = modes[*k];
+    else
+        modes[*k] = m->training;
+    (*k)++;
+    for (int i = 0; i < m->children.n; i++) collect_modes(m->children.items[i], modes, k, restore);
+}
+
+static int count_modules(const nn_module *m)
+{
+    int n = 1;
+    for (int i = 0; i < m->children.n; i++) n += count_modules(m->children.items[i]);
+    return n;
+}
+
+/* The first parameter's dtype in pre-order, and whether the first leaf
+ * module is an Embedding (which wants int64 indices). */
+static ad_dtype input_dtype(const nn_module *m)
+{
+    const nn_module *leaf = m;
+    while (leaf->children.n > 0) leaf = leaf->children.items[0];
+    if (strcmp(leaf->type->name, "Embedding") == 0) return AD_INT64;
+    nn_named_tensors *p = nn_parameters(m);
+    ad_dtype dt = p && p->n > 0 ? ad_tensor_dtype(p->tensors[0]) : AD_FLOAT32;
+    nn_named_tensors_free(p);
+    return dt;
+}
+
+/* 203530 -> "203,530" */
+static void commas(int64_t v, char *buf, size_t size)
+{
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%lld", (long long)v), o = 0;
+    for (int i = 0; i < n && (size_t)o + 2 < size; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+}
+
+static int print_summary(const nn_module *m, const summary_rec *rec, int ndim,
+                         const int64_t *shape, ad_dtype dt, FILE *out)
+{
+    static const char rule[] = "====================================================="
+                               "=========================\n";
+    char name[200], sh[96], num[32], desc[160], path[128];
+    fprintf(out, "%-44s %-20s %12s\n", "Layer (type)", "Output shape", "Param #");
+    fputs(rule, out);
+    for (int i = 0; i < rec->n; i++) {
+        const summary_row *r = &rec->rows[i];
+        int depth = 0;
+        for (const nn_module *p = r->m; p && p != m; p = p->parent) depth++;
+        module_path(r->m, m, path, sizeof path);
+        nn_module_describe(r->m, desc, sizeof desc);
+        snprintf(name, sizeof name, "%*s%s%s%s", 2 * depth, "", path, *path ? ": " : "", desc);
+        if (strlen(name) > 44) strcpy(name + 41, "...");
+        nn__shape_str(r->ndim, r->shape, sh, sizeof sh);
+        commas(nn_num_parameters(r->m), num, sizeof num);
+        fprintf(out, "%-44s %-20s %12s\n", name, sh, num);
+    }
+    fputs(rule, out);
+    nn_named_tensors *p = nn_parameters(m), *b = nn_buffers(m);
+    if (!p || !b) {
+        nn_named_tensors_free(p);
+        nn_named_tensors_free(b);
+        return -1;
+    }
+    int64_t total = 0, trainable = 0, bufs = 0;
+    double bytes = 0;
+    for (int i = 0; i < p->n; i++) {
+        int64_t k = ad_numel(p->tensors[i]);
+        total += k;
+        if (ad_requires_grad(p->tensors[i])) trainable += k;
+        bytes += (double)k * (double)ad_dtype_size(ad_tensor_dtype(p->tensors[i]));
+    }
+    for (int i = 0; i < b->n; i++) bufs += ad_numel(b->tensors[i]);
+    nn_named_tensors_free(p);
+    nn_named_tensors_free(b);
+    commas(total, num, sizeof num);
+    fprintf(out, "Total params: %s\n", num);
+    commas(trainable, num, sizeof num);
+    fprintf(out, "Trainable params: %s\n", num);
+    commas(total - trainable, num, sizeof num);
+    fprintf(out, "Non-trainable params: %s\n", num);
+    commas(bufs, num, sizeof num);
+    fprintf(out, "Buffer elements: %s\n", num);
+    nn__shape_str(ndim, shape, sh, sizeof sh);
+    fprintf(out, "Input: %s %s; parameter memory: %.2f KiB\n", sh, ad_dtype_name(dt),
+            bytes / 1024.0);
+    return ferror(out) ? ad_set_error("nn_summary: write error") : 0;
+}
+
+int nn_summary(nn_module *m, int ndim, const int64_t *input_shape, FILE *out)
+{
+    const char *fn = "nn_summary";
+    if (!m || !out || (ndim > 0 && !input_shape))
+        return nn__null_arg(fn, !m ? "m" : !out ? "out" : "input_shape");
+    if (ndim < 1 || ndim > AD_MAX_DIMS)
+        return ad_set_error("%s: ndim must be 1..%d, got %d", fn, AD_MAX_DIMS, ndim);
+    if (summary_hook || fwd_depth > 0)
+        return ad_set_error("%s: cannot run inside a forward pass or another summary", fn);
+    int nmod = count_modules(m), k = 0;
+    bool *modes = malloc((size_t)nmod * sizeof *modes);
+    if (!modes) return ad_set_error("%s: out of memory", fn);
+    collect_modes(m, modes, &k, false);
+    /* Eval mode and no grad: the dummy pass must not update BatchNorm's
+     * running statistics, draw dropout masks or record anything. */
+    nn_eval(m);
+    bool grad = ad_set_grad_enabled(false);
+    ad_tape *tape = ad_tape_new(), *prev = ad_tape_activate(tape);
+    ad_dtype dt = input_dtype(m);
+    summary_rec rec = {0};
+    ad_tensor *x = tape ? ad_zeros(tape, dt, ndim, input_shape) : NULL;
+    ad_tensor *y = NULL;
+    if (x) {
+        summary_hook = &rec;
+        y = nn_forward(m, x);
+        summary_hook = NULL;
+    } else if (!tape) {
+        ad_set_error("%s: out of memory", fn);
+    } else {
+        ad_set_error("%s: bad input shape: %s", fn, ad_error());
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(tape);
+    ad_set_grad_enabled(grad);
+    k = 0;
+    collect_modes(m, modes, &k, true);
+    free(modes);
+    int rc = -1;
+    if (y && rec.failed)
+        ad_set_error("%s: out of memory", fn);
+    else if (y)
+        rc = print_summary(m, &rec, ndim, input_shape, dt, out);
+    free(rec.rows);
+    return rc;
+}

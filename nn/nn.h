@@ -1,0 +1,30 @@
+/* nn/nn.h - the one header of the nn layer: a small PyTorch-style neural
+ * network library built on autodiff's public API.
+ *
+ *   module.h      modules and layers (Linear, Conv2d, BatchNorm2d, ...),
+ *                 Sequential, parameters, train/eval, summary
+ *   init.h        Xavier/Kaiming initialisers
+ *   loss.h        losses (MSE, cross-entropy, BCE with logits, ...) and
+ *                 L1/L2 penalties
+ *   optim.h       SGD, Adam, AdamW, RMSprop, schedules, clipping,
+ *                 gradient-norm report
+ *   train.h       progress bar, evaluation, confusion matrix
+ *   data.h        IDX (MNIST) and CSV data, mini-batch loader
+ *   checkpoint.h  safetensors save and load
+ *
+ * Link with autodiff_nn and autodiff (pkg-config autodiff_nn).
+ */
+#ifndef NN_NN_H
+#define NN_NN_H
+
+#include <autodiff/autodiff.h>
+
+#include "checkpoint.h"
+#include "data.h"
+#include "init.h"
+#include "loss.h"
+#include "module.h"
+#include "optim.h"
+#include "train.h"
+
+#endif

@@ -1,0 +1,465 @@
+/* nn/optim.c - SGD, Adam, AdamW and RMSprop with PyTorch's update rules,
+ * and learning-rate schedules.  Clipping and the gradient report are in
+ * clip.c.
+ *
+ * An optimiser walks its parameters, reads each one's gradient and state,
+ * and writes the new values straight into the parameter's storage
+ * (ad_data): parameters are persistent leaves, and updating them is not
+ * part of any computation to differentiate, so nothing is recorded.  The
+ * arithmetic is done in double and stored in the parameter's dtype. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn_private.h"
+#include "optim.h"
+
+static const double PI = 3.14159265358979323846;
+
+typedef enum optim_kind { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP } optim_kind;
+
+/* Up to three state tensors per parameter, by kind:
+ *   SGD      s[0] momentum_buffer
+ *   Adam(W)  s[0] exp_avg, s[1] exp_avg_sq, s[2] max_exp_avg_sq (amsgrad)
+ *   RMSprop  s[0] square_avg, s[1] momentum_buffer, s[2] grad_avg (centered)
+ * A slot not needed by the options is NULL. */
+enum { NSLOTS = 3 };
+
+typedef struct param_slot {
+    char *name;
+    ad_tensor *p;              /* the parameter (not owned) */
+    ad_tensor *s[NSLOTS];      /* state (owned) */
+    ad_tensor *step;           /* int64 0-d: updates received (owned) */
+} param_slot;
+
+struct nn_optim {
+    optim_kind kind;
+    double lr;
+    nn_sgd_options sgd;
+    nn_adam_options adam;
+    nn_rmsprop_options rms;
+    int n;
+    param_slot *ps;
+    ad_tensor *step; /* int64 0-d: nn_optim_step calls */
+};
+
+static const char *const KIND_NAME[] = {"SGD", "Adam", "AdamW", "RMSprop"};
+static const char *const SLOT_NAME[][NSLOTS] = {
+    {"momentum_buffer", NULL, NULL},
+    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    {"square_avg", "momentum_buffer", "grad_avg"},
+};
+
+void nn_optim_free(nn_optim *o)
+{
+    if (!o) return;
+    for (int i = 0; i < o->n; i++) {
+        free(o->ps[i].name);
+        for (int k = 0; k < NSLOTS; k++) ad_tensor_free(o->ps[i].s[k]);
+        ad_tensor_free(o->ps[i].step);
+    }
+    free(o->ps);
+    ad_tensor_free(o->step);
+    free(o);
+}
+
+/* ---- hyper-parameter checks ------------------------------------------------------ */
+
+static int check_lr(const char *fn, double lr)
+{
+    if (!(isfinite(lr) && lr >= 0))
+        return ad_set_error("%s: learning rate must be finite and >= 0, got %g", fn, lr);
+    return 0;
+}
+
+static int check_range(const char *fn, const char *what, double v, double lo, double hi,
+                       bool hi_open)
+{
+    if (!(v >= lo && (hi_open ? v < hi : v <= hi)))
+        return ad_set_error("%s: %s must be in [%g, %g%s, got %g", fn, what, lo, hi,
+                            hi_open ? ")" : "]", v);
+    return 0;
+}
+
+static int check_nonneg(const char *fn, const char *what, double v)
+{
+    if (!(isfinite(v) && v >= 0))
+        return ad_set_error("%s: %s must be finite and >= 0, got %g", fn, what, v);
+    return 0;
+}
+
+/* ---- construction -------------------------------------------------------------------- */
+
+/* Copies the parameter list and creates the state the options need, all
+ * zeros (step 0). */
+static nn_optim *optim_new(const char *fn, optim_kind kind, const nn_named_tensors *params,
+                           const bool need[NSLOTS])
+{
+    if (!params) {
+        nn__null_arg(fn, "params");
+        return NULL;
+    }
+    for (int i = 0; i < params->n; i++) {
+        ad_tensor *p = params->tensors[i];
+        const char *name = params->names[i];
+        if (!p || !name) {
+            ad_set_error("%s: parameter %d is NULL or has no name", fn, i);
+            return NULL;
+        }
+        if (!nn__is_float(ad_tensor_dtype(p)) || !ad_is_leaf(p)) {
+            ad_set_error("%s: parameter '%s' must be a floating leaf tensor (got a %s %s)", fn,
+                         name, ad_dtype_name(ad_tensor_dtype(p)),
+                         ad_is_leaf(p) ? "leaf" : "result of an op");
+            return NULL;
+        }
+        for (int j = 0; j < i; j++)
+            if (params->tensors[j] == p) {
+                ad_set_error("%s: parameter '%s' is listed twice (also as '%s')", fn, name,
+                             params->names[j]);
+                return NULL;
+            }
+    }
+    nn_optim *o = calloc(1, sizeof *o);
+    if (o) o->ps = calloc((size_t)(params->n > 0 ? params->n : 1), sizeof *o->ps);
+    if (!o || !o->ps) {
+        free(o);
+        ad_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    o->kind = kind;
+    o->step = ad_zeros(NULL, AD_INT64, 0, NULL);
+    bool ok = o->step != NULL;
+    for (int i = 0; ok && i < params->n; i++) {
+        param_slot *s = &o->ps[i];
+        o->n = i + 1;
+        ad_tensor *p = params->tensors[i];
+        s->p = p;
+        s->name = malloc(strlen(params->names[i]) + 1);
+        ok = s->name != NULL;
+        if (ok) strcpy(s->name, params->names[i]);
+        for (int k = 0; ok && k < NSLOTS; k++)
+            if (need[k])
+                ok = (s->s[k] = ad_zeros(NULL, ad_tensor_dtype(p), ad_ndim(p), ad_shape(p)));
+        if (ok) ok = (s->step = ad_zeros(NULL, AD_INT64, 0, NULL)) != NULL;
+    }
+    if (!ok) {
+        nn_optim_free(o);
+        ad_set_error("%s: out of memory for the optimiser's state", fn);
+        return NULL;
+    }
+    return o;
+}
+
+nn_optim *nn_sgd(const nn_named_tensors *params, const nn_sgd_options *opts)
+{
+    const char *fn = "nn_sgd";
+    nn_sgd_options o = opts ? *opts : (nn_sgd_options)NN_SGD_DEFAULTS;
+    if (check_lr(fn, o.lr) || check_range(fn, "momentum", o.momentum, 0, 1, true) ||
+        check_range(fn, "dampening", o.dampening, 0, 1, false) ||
+        check_nonneg(fn, "weight_decay", o.weight_decay))
+        return NULL;
+    if (o.nesterov && (o.momentum <= 0 || o.dampening != 0)) {
+        ad_set_error("%s: nesterov momentum needs momentum > 0 and dampening 0, got momentum "
+                     "%g, dampening %g", fn, o.momentum, o.dampening);
+        return NULL;
+    }
+    nn_optim *opt = optim_new(fn, OPT_SGD, params, (bool[NSLOTS]){o.momentum != 0, 0, 0});
+    if (opt) {
+        opt->sgd = o;
+        opt->lr = o.lr;
+    }
+    return opt;
+}
+
+static nn_optim *adam_new(const char *fn, optim_kind kind, const nn_named_tensors *params,
+                          const nn_adam_options *opts)
+{
+    nn_adam_options o = opts ? *opts
+                             : (kind == OPT_ADAM ? (nn_adam_options)NN_ADAM_DEFAULTS
+                                                 : (nn_adam_options)NN_ADAMW_DEFAULTS);
+    if (check_lr(fn, o.lr) || check_range(fn, "beta1", o.beta1, 0, 1, true) ||
+        check_range(fn, "beta2", o.beta2, 0, 1, true) || check_nonneg(fn, "eps", o.eps) ||
+        check_nonneg(fn, "weight_decay", o.weight_decay))
+        return NULL;
+    nn_optim *opt = optim_new(fn, kind, params, (bool[NSLOTS]){true, true, o.amsgrad});
+    if (opt) {
+        opt->adam = o;
+        opt->lr = o.lr;
+    }
+    return opt;
+}
+
+nn_optim *nn_adam(const nn_named_tensors *params, const nn_adam_options *opts)
+{
+    return adam_new("nn_adam", OPT_ADAM, params, opts);
+}
+
+nn_optim *nn_adamw(const nn_named_tensors *params, const nn_adam_options *opts)
+{
+    return adam_new("nn_adamw", OPT_ADAMW, params, opts);
+}
+
+nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *opts)
+{
+    const char *fn = "nn_rmsprop";
+    nn_rmsprop_options o = opts ? *opts : (nn_rmsprop_options)NN_RMSPROP_DEFAULTS;
+    if (check_lr(fn, o.lr) || check_range(fn, "alpha", o.alpha, 0, 1, false) ||
+        check_range(fn, "momentum", o.momentum, 0, 1, true) || check_nonneg(fn, "eps", o.eps) ||
+        check_nonneg(fn, "weight_decay", o.weight_decay))
+        return NULL;
+    nn_optim *opt =
+        optim_new(fn, OPT_RMSPROP, params, (bool[NSLOTS]){true, o.momentum > 0, o.centered});
+    if (opt) {
+        opt->rms = o;
+        opt->lr = o.lr;
+    }
+    return opt;
+}
+
+/* ---- the update rules ------------------------------------------------------------------
+ * Each works on one parameter: w its values, g its gradient, n elements,
+ * t the number of this update (1 for the first). */
+
+typedef struct upd {
+    void *w;
+    const void *g;
+    void *s[NSLOTS];
+    ad_dtype dt;
+    int64_t n, t;
+} upd;
+
+#define LD(p, i) nn__ld((p), u->dt, (i))
+#define ST(p, i, v) nn__st((p), u->dt, (i), (v))
+
+static void sgd_update(const nn_optim *o, const upd *u)
+{
+    const nn_sgd_options *h = &o->sgd;
+    for (int64_t i = 0; i < u->n; i++) {
+        double w = LD(u->w, i);
+        double g = LD(u->g, i);
+        /* L2 weight decay folded into the gradient: d/dw (lambda/2 w^2) = lambda w. */
+        if (h->weight_decay != 0) g += h->weight_decay * w;
+        if (h->momentum != 0) {
+            /* The buffer is a running sum of past gradients, a velocity:
+             * b = momentum b + (1 - dampening) g.  On the first step it
+             * starts as g itself (PyTorch), not (1 - dampening) g. */
+            double b = u->t == 1 ? g : h->momentum * LD(u->s[0], i) + (1 - h->dampening) * g;
+            ST(u->s[0], i, b);
+            /* Nesterov looks ahead: it steps along g plus the next velocity. */
+            g = h->nesterov ? g + h->momentum * b : b;
+        }
+        /* The gradient-descent step: w <- w - eta dE/dw. */
+        ST(u->w, i, w - o->lr * g);
+    }
+}
+
+static void adam_update(const nn_optim *o, const upd *u)
+{
+    const nn_adam_options *h = &o->adam;
+    /* m and v start at zero, so after t steps they are (1 - beta^t) times
+     * too small on average: dividing by these factors removes the bias. */
+    double bc1 = 1 - pow(h->beta1, (double)u->t), bc2 = 1 - pow(h->beta2, (double)u->t);
+    double step_size = o->lr / bc1, sqrt_bc2 = sqrt(bc2);
+    for (int64_t i = 0; i < u->n; i++) {
+        double w = LD(u->w, i), g = LD(u->g, i);
+        if (o->kind == OPT_ADAMW)
+            w *= 1 - o->lr * h->weight_decay; /* decoupled: shrink w directly */
+        else if (h->weight_decay != 0)
+            g += h->weight_decay * w; /* Adam: L2 term in the gradient */
+        /* Running means of g (direction) and g^2 (scale). */
+        double m = h->beta1 * LD(u->s[0], i) + (1 - h->beta1) * g;
+        double v = h->beta2 * LD(u->s[1], i) + (1 - h->beta2) * g * g;
+        ST(u->s[0], i, m);
+        ST(u->s[1], i, v);
+        if (h->amsgrad) {
+            v = fmax(LD(u->s[2], i), v); /* never let the scale shrink */
+            ST(u->s[2], i, v);
+        }
+        /* w <- w - lr mhat / (sqrt(vhat) + eps), written as PyTorch does:
+         * (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).  Each weight's step is
+         * about lr in size whatever the scale of its gradient. */
+        ST(u->w, i, w - step_size * m / (sqrt(v) / sqrt_bc2 + h->eps));
+    }
+}
+
+static void rmsprop_update(const nn_optim *o, const upd *u)
+{
+    const nn_rmsprop_options *h = &o->rms;
+    for (int64_t i = 0; i < u->n; i++) {
+        double w = LD(u->w, i), g = LD(u->g, i);
+        if (h->weight_decay != 0) g += h->weight_decay * w;
+        /* s: running mean of g^2; dividing by its root gives each weight a
+         * step of about the same size (Hinton's RMSprop). */
+        double s = h->alpha * LD(u->s[0], i) + (1 - h->alpha) * g * g;
+        ST(u->s[0], i, s);
+        double var = s;
+        if (h->centered) {
+            /* Centered: divide by an estimate of the variance s - a^2 instead
+             * of the raw second moment. */
+            double a = h->alpha * LD(u->s[2], i) + (1 - h->alpha) * g;
+            ST(u->s[2], i, a);
+            var = s - a * a;
+        }
+        double d = g / (sqrt(var) + h->eps);
+        if (h->momentum > 0) {
+            /* A velocity of the scaled steps (starting from zero). */
+            d += h->momentum * LD(u->s[1], i);
+            ST(u->s[1], i, d);
+        }
+        ST(u->w, i, w - o->lr * d);
+    }
+}
+
+#undef LD
+#undef ST
+
+/* ---- stepping -------------------------------------------------------------------------- */
+
+int nn_optim_step(nn_optim *o)
+{
+    const char *fn = "nn_optim_step";
+    if (!o) return nn__null_arg(fn, "opt");
+    /* Check every parameter before changing any, so an error leaves the
+     * model and the state as they were. */
+    for (int i = 0; i < o->n; i++) {
+        param_slot *s = &o->ps[i];
+        ad_tensor *g = ad_tensor_grad(s->p);
+        if (!g) continue;
+        bool same = ad_tensor_dtype(g) == ad_tensor_dtype(s->p) && ad_ndim(g) == ad_ndim(s->p);
+        for (int d = 0; same && d < ad_ndim(g); d++) same = ad_size(g, d) == ad_size(s->p, d);
+        if (!same)
+            return ad_set_error("%s: the gradient of '%s' has another shape or dtype than the "
+                                "parameter", fn, s->name);
+        if (!ad_is_contiguous(s->p) || !ad_is_contiguous(g))
+            return ad_set_error("%s: '%s' or its gradient is not contiguous; optimisers update "
+                                "contiguous parameters in place", fn, s->name);
+    }
+    int64_t *global = ad_data(o->step);
+    global[0]++;
+    for (int i = 0; i < o->n; i++) {
+        param_slot *s = &o->ps[i];
+        ad_tensor *g = ad_tensor_grad(s->p);
+        if (!g) continue; /* took no part in the loss: no update, no state change */
+        int64_t *t = ad_data(s->step);
+        t[0]++;
+        upd u = {ad_data(s->p), ad_data(g), {NULL, NULL, NULL}, ad_tensor_dtype(s->p),
+                 ad_numel(s->p), t[0]};
+        for (int k = 0; k < NSLOTS; k++) u.s[k] = s->s[k] ? ad_data(s->s[k]) : NULL;
+        switch (o->kind) {
+        case OPT_SGD: sgd_update(o, &u); break;
+        case OPT_ADAM:
+        case OPT_ADAMW: adam_update(o, &u); break;
+        case OPT_RMSPROP: rmsprop_update(o, &u); break;
+        }
+    }
+    return 0;
+}
+
+int nn_optim_zero_grad(nn_optim *o)
+{
+    if (!o) return nn__null_arg("nn_optim_zero_grad", "opt");
+    for (int i = 0; i < o->n; i++)
+        if (ad_zero_grad(o->ps[i].p) != 0) return -1;
+    return 0;
+}
+
+double nn_optim_get_lr(const nn_optim *o) { return o ? o->lr : NAN; }
+
+int nn_optim_set_lr(nn_optim *o, double lr)
+{
+    if (!o) return nn__null_arg("nn_optim_set_lr", "opt");
+    if (check_lr("nn_optim_set_lr", lr) != 0) return -1;
+    o->lr = lr;
+    return 0;
+}
+
+const char *nn_optim_name(const nn_optim *o) { return o ? KIND_NAME[o->kind] : NULL; }
+
+int64_t nn_optim_steps(const nn_optim *o)
+{
+    if (!o) return nn__null_arg("nn_optim_steps", "opt");
+    return ((int64_t *)ad_data(o->step))[0];
+}
+
+nn_named_tensors *nn_optim_state(const nn_optim *o)
+{
+    const char *fn = "nn_optim_state";
+    if (!o) {
+        nn__null_arg(fn, "opt");
+        return NULL;
+    }
+    int cap = 1 + o->n * (NSLOTS + 1), n = 0;
+    ad_tensor **t = malloc((size_t)cap * sizeof *t);
+    char **names = malloc((size_t)cap * sizeof *names);
+    bool ok = t && names;
+    if (ok) {
+        t[n] = o->step;
+        names[n++] = (char *)"step";
+    }
+    /* Names are built into one buffer per entry; nn_named_tensors_new copies them. */
+    for (int i = 0; ok && i < o->n; i++) {
+        const param_slot *s = &o->ps[i];
+        for (int k = 0; ok && k <= NSLOTS; k++) {
+            ad_tensor *x = k < NSLOTS ? s->s[k] : s->step;
+            if (!x) continue;
+            const char *suffix = k < NSLOTS ? SLOT_NAME[o->kind][k] : "step";
+            size_t len = strlen(s->name) + strlen(suffix) + 2;
+            names[n] = malloc(len);
+            if (!(ok = names[n] != NULL)) break;
+            snprintf(names[n], len, "%s.%s", s->name, suffix);
+            t[n++] = x;
+        }
+    }
+    nn_named_tensors *l = ok ? nn_named_tensors_new(n, (const char *const *)names, t) : NULL;
+    if (!ok) ad_set_error("%s: out of memory", fn);
+    for (int i = 1; names && i < n; i++) free(names[i]);
+    free(names);
+    free(t);
+    return l;
+}
+
+/* ---- learning-rate schedules ------------------------------------------------------------ */
+
+static double sched_err(const char *fn, const char *what, double v)
+{
+    ad_set_error("%s: %s, got %g", fn, what, v);
+    return NAN;
+}
+
+double nn_lr_step(double base, int64_t t, int64_t step_size, double gamma)
+{
+    if (step_size < 1) return sched_err("nn_lr_step", "step_size must be >= 1", (double)step_size);
+    if (t < 0) return sched_err("nn_lr_step", "the epoch must be >= 0", (double)t);
+    if (!(gamma >= 0)) return sched_err("nn_lr_step", "gamma must be >= 0", gamma);
+    return base * pow(gamma, (double)(t / step_size));
+}
+
+double nn_lr_exponential(double base, int64_t t, double gamma)
+{
+    if (t < 0) return sched_err("nn_lr_exponential", "the epoch must be >= 0", (double)t);
+    if (!(gamma >= 0)) return sched_err("nn_lr_exponential", "gamma must be >= 0", gamma);
+    return base * pow(gamma, (double)t);
+}
+
+double nn_lr_cosine(double base, int64_t t, int64_t t_max, double eta_min)
+{
+    if (t_max < 1) return sched_err("nn_lr_cosine", "t_max must be >= 1", (double)t_max);
+    if (t < 0) return sched_err("nn_lr_cosine", "the epoch must be >= 0", (double)t);
+    /* Half a cosine from 1 down to 0, scaled into [eta_min, base]: a slow
+     * start, a fast middle and a gentle landing. */
+    return eta_min + (base - eta_min) * (1 + cos(PI * (double)t / (double)t_max)) / 2;
+}
+
+double nn_lr_warmup(double lr, int64_t t, int64_t warmup, double start_factor)
+{
+    if (warmup < 1) return sched_err("nn_lr_warmup", "warmup must be >= 1", (double)warmup);
+    if (t < 0) return sched_err("nn_lr_warmup", "the step must be >= 0", (double)t);
+    if (!(start_factor >= 0 && start_factor <= 1))
+        return sched_err("nn_lr_warmup", "start_factor must be in [0, 1]", start_factor);
+    /* Small steps while the statistics of Adam or BatchNorm are still
+     * unreliable, rising linearly to the full rate. */
+    double k = (double)(t < warmup ? t : warmup) / (double)warmup;
+    return lr * (start_factor + (1 - start_factor) * k);
+}
