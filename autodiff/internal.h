@@ -82,6 +82,7 @@ struct ad_node {
 extern const ad_op *const ad__ops_pointwise[];
 extern const ad_op *const ad__ops_reduce[];
 extern const ad_op *const ad__ops_shape[];
+extern const ad_op *const ad__ops_index[];
 extern const ad_op *const ad__ops_linalg[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
@@ -225,6 +226,22 @@ int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int nax
 /* Folds x into acc[numel of keep_shape] (double accumulators, which the
  * caller initialises): kind 0 sums, 1 takes the max, 2 the min. */
 void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, int kind);
+
+/* ---- views and copies (ops_shape.c), shared with ops_index.c ------------------
+ * ad__finish records op for a result built by hand (a persistent result is
+ * freed when recording fails); *node, if node is not NULL, gets the node or
+ * NULL.  ad__copy_same copies src into dst (one shape and dtype, any
+ * strides) as raw bytes.  ad__slab is a header (never handed to users) for
+ * count elements of t along axis, from start, step apart.  ad__dim_of
+ * normalises an axis naming an existing dimension (an error for a 0-d
+ * tensor); ad__new_axis one naming the place of a new dimension,
+ * -(ndim+1)..ndim. */
+ad_tensor *ad__finish(ad_tensor *out, const ad_op *op, int nin, ad_tensor *const *in,
+                      ad_node **node);
+void ad__copy_same(ad_tensor *dst, const ad_tensor *src);
+ad_tensor ad__slab(const ad_tensor *t, int axis, int64_t start, int64_t count, int64_t step);
+int ad__dim_of(const char *fn, const ad_tensor *x, int axis, int *d);
+int ad__new_axis(const char *fn, int axis, const ad_tensor *x, int *a);
 
 /* ---- scalar API hooks (scalar.c) ------------------------------------------------ */
 void ad__scalar_reset(ad_tape *tape);

@@ -92,8 +92,8 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
 /* ---- pooling ---------------------------------------------------------------
  * x [N, C, H, W] -> [N, C, Ho, Wo] by the window geometry above with
  * dilation 1 (floor mode: PyTorch's ceil_mode = false).  kernel is
- * required; stride NULL or {0, 0} means stride = kernel (PyTorch's default),
- * padding NULL means 0.  As in PyTorch, padding may be at most half the
+ * required; stride NULL, or a stride entry 0, means stride = kernel in that
+ * dimension (PyTorch's default); padding NULL means 0.  As in PyTorch, padding may be at most half the
  * kernel in each dimension, so every window holds an input element. */
 
 /* Maximum over each window, the padding counting as -inf (never chosen).

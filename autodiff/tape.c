@@ -77,6 +77,8 @@ static _Thread_local bool grad_disabled;
 static _Thread_local bool anomaly;
 static _Thread_local bool in_backward; /* rules' inner ops are checked as a whole */
 static _Thread_local const char *scope_label;
+static _Thread_local ad_trace_fn trace_fn;
+static _Thread_local void *trace_ctx;
 
 struct ad_scalar_tape **ad__scalar_slot(ad_tape *tape) { return &tape->scalars; }
 
@@ -424,6 +426,11 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
         n->freed = false;
     }
     *node = n;
+    if (trace_fn && !in_backward) {
+        ad_trace_event ev = {AD_TRACE_FORWARD, n->seq, op->name, op->formula, nin, n->in, out,
+                             NULL, NULL};
+        trace_fn(&ev, trace_ctx);
+    }
     return 0;
 }
 
@@ -568,6 +575,11 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
             goto clear;
         }
         if (n->op->backward(n, g, gin)) goto clear;
+        if (trace_fn) {
+            ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
+                                 n->in, n->out, g, gin};
+            trace_fn(&ev, trace_ctx);
+        }
         for (int k = 0; k < n->nin; k++) {
             ad_tensor *x = n->in[k];
             if (!ad__needs_grad(n, k)) continue;
@@ -764,4 +776,34 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     ad_set_grad_enabled(prev_mode);
     ad_tape_activate(prev_tape);
     return rc ? -1 : changed;
+}
+
+/* ---- inspection and tracing ----------------------------------------------------------- */
+
+size_t ad_tape_num_nodes(const ad_tape *t) { return t ? t->nnodes : 0; }
+
+int ad_tape_node_info(const ad_tape *t, size_t i, ad_node_info *info)
+{
+    if (!t || !info) return ad__err("ad_tape_node_info", "tape or info is NULL");
+    if (i >= t->nnodes)
+        return ad__err("ad_tape_node_info", "node %zu out of range (the tape has %zu)", i,
+                       t->nnodes);
+    const ad_node *n = t->nodes[i];
+    *info = (ad_node_info){n->op->name, n->op->formula, n->label, n->nin, n->in, n->out,
+                           n->out->node == n};
+    return 0;
+}
+
+long ad_tensor_node_index(const ad_tensor *t)
+{
+    if (ad__check_arg("ad_tensor_node_index", "t", t, false)) return -1;
+    return t->node ? (long)t->node->seq : -1;
+}
+
+ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx)
+{
+    ad_trace_fn prev = trace_fn;
+    trace_fn = fn;
+    trace_ctx = ctx;
+    return prev;
 }

@@ -169,6 +169,51 @@ int ad_tape_freeze(ad_tape *tape);
  * [64,784] float32, got [32,784] float32"), an op that cannot be replayed. */
 int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
 
+/* ---- inspection: walking a recording ---------------------------------------------
+ * For tools that draw or print what was recorded (graph pictures, traces).
+ * Node i is the i-th op recorded since the last reset, in execution order,
+ * so a node's inputs were produced by earlier nodes (or are leaves).  The
+ * pointers in the info are owned by the tape. */
+typedef struct ad_node_info {
+    const char *op;       /* op name, "mul" */
+    const char *formula;  /* the op's one-line formula */
+    const char *label;    /* scope label at recording (ad_set_scope_label), or NULL */
+    int nin;
+    ad_tensor *const *inputs;
+    ad_tensor *output;
+    bool on_grad_path;    /* false for nodes kept only for replay */
+} ad_node_info;
+
+size_t ad_tape_num_nodes(const ad_tape *tape);
+int ad_tape_node_info(const ad_tape *tape, size_t i, ad_node_info *info);
+/* Index of the node that produced t on its tape, or -1 for a leaf (or a
+ * tensor recorded only for replay, which is a leaf for gradients). */
+long ad_tensor_node_index(const ad_tensor *t);
+
+/* ---- tracing -----------------------------------------------------------------------
+ * A per-thread hook called for every op recorded (phase FORWARD, after the
+ * output is computed) and for every node the backward pass processes
+ * (phase BACKWARD, after its rule ran: grad_output is dL/d(output) and
+ * grad_inputs[i] the term g * d(output)/d(input i) that the chain rule adds
+ * to input i's adjoint, NULL where no gradient flows).  For teaching and
+ * debugging: it shows backpropagation step by step.  All tensors are
+ * borrowed for the duration of the call. */
+typedef enum ad_trace_phase { AD_TRACE_FORWARD, AD_TRACE_BACKWARD } ad_trace_phase;
+typedef struct ad_trace_event {
+    ad_trace_phase phase;
+    size_t node;             /* index on the tape (ad_tape_node_info) */
+    const char *op;
+    const char *formula;
+    int nin;
+    ad_tensor *const *inputs;
+    ad_tensor *output;
+    ad_tensor *grad_output;            /* BACKWARD only */
+    ad_tensor *const *grad_inputs;     /* BACKWARD only */
+} ad_trace_event;
+typedef void (*ad_trace_fn)(const ad_trace_event *event, void *ctx);
+/* Installs fn (NULL removes it); returns the previous hook. */
+ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx);
+
 /* ---- anomaly detection -------------------------------------------------------
  * Off by default (it costs a scan of every result).  While on (per thread),
  * the first op whose forward result or backward gradient contains NaN or

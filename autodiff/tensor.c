@@ -432,10 +432,17 @@ typedef struct {
 static void copy_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
 {
     copy_ctx *c = vctx;
-    if (c->dst->dtype == c->src->dtype && step[0] == 1 && step[1] == 1) {
+    if (c->dst->dtype == c->src->dtype) {
+        /* Same dtype: move bytes, so int64 values beyond 2^53 stay exact. */
         size_t es = ad_dtype_size(c->dst->dtype);
-        memmove((char *)c->dst->storage->data + off[0] * (int64_t)es,
-                (const char *)c->src->storage->data + off[1] * (int64_t)es, (size_t)len * es);
+        char *d = (char *)c->dst->storage->data + off[0] * (int64_t)es;
+        const char *s = (const char *)c->src->storage->data + off[1] * (int64_t)es;
+        if (step[0] == 1 && step[1] == 1) {
+            memmove(d, s, (size_t)len * es);
+            return;
+        }
+        for (int64_t i = 0; i < len; i++)
+            memcpy(d + i * step[0] * (int64_t)es, s + i * step[1] * (int64_t)es, es);
         return;
     }
     for (int64_t i = 0; i < len; i++)

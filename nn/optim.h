@@ -28,10 +28,14 @@
  * Parameters.  Constructors take a list (nn_parameters of a module, or
  * nn_named_tensors_new of your own tensors), copy it, and keep pointers to
  * the tensors, which must outlive the optimiser.  Each must be a floating
- * leaf; listing one twice is an error.  A parameter without a gradient
- * (ad_tensor_grad NULL: it took no part in the loss) is skipped by a step,
- * as in PyTorch.  Parameters and gradients must be contiguous (parameters
- * made by modules are).
+ * leaf; listing one twice is an error.  A parameter that has no gradient
+ * (ad_tensor_grad NULL: no backward has reached it yet) is skipped by a
+ * step, as in PyTorch.  Note that ad_zero_grad (and so nn_optim_zero_grad)
+ * zeroes a gradient in place rather than dropping it - PyTorch's
+ * zero_grad(set_to_none=False) - so a parameter that took part in an
+ * earlier step but not in this loss is updated with a zero gradient:
+ * momentum and weight decay still move it.  Parameters and gradients must
+ * be contiguous (parameters made by modules are).
  *
  * State.  The optimiser's state lives in persistent tensors it owns, named
  * as PyTorch's state: "<param>.momentum_buffer" (SGD with momentum, RMSprop
@@ -123,7 +127,7 @@ nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *o
  * dtype.  Checked for every parameter before any is changed. */
 int nn_optim_step(nn_optim *opt);
 /* ad_zero_grad on every parameter (call before each backward: gradients
- * accumulate). */
+ * accumulate), which zeroes the gradients in place. */
 int nn_optim_zero_grad(nn_optim *opt);
 /* The learning rate used by the next step, and setting it (for schedules).
  * get returns NAN for NULL; set fails for a negative or non-finite lr. */

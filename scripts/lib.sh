@@ -19,6 +19,8 @@ AD_DEPS=(
     libffi-dev
     zlib1g-dev
     libopenblas-dev   # optional CBLAS matrix products (-Dblas=auto)
+    gfortran          # libgfortran.so: openblas.pc's Libs.private names
+                      # -lgfortran, so static links (the install test) need it
     valgrind
     python3-numpy     # reference values for some tests
 )

@@ -63,7 +63,8 @@ case " $needed " in *" libgomp.so"*)
     [[ $private == *" -lgomp "* ]] || fail "libautodiff.so needs libgomp; Libs.private lacks -lgomp" ;;
 esac
 case " $needed " in *" libomp.so"*)
-    [[ $private == *" -lomp "* ]] || fail "libautodiff.so needs libomp; Libs.private lacks -lomp" ;;
+    [[ $private == *" -lomp "* || $private == *" -lomp5 "* ]] ||
+        fail "libautodiff.so needs libomp; Libs.private lacks -lomp" ;;
 esac
 case " $needed " in *" libopenblas.so"* | *" libcblas.so"*)
     [[ $requires == *" openblas "* || $requires == *" cblas "* ]] ||
