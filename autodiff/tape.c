@@ -1,14 +1,9 @@
-/* autodiff/tape.c - the arena, the tape, recording and the backward pass.
- *
- * The backward pass is reverse-mode AD in its plainest form.  Recording
- * appends nodes in execution order, so the order of the tape is already a
- * topological order; walking it backwards visits every node after all the
- * nodes that consumed its output.  Each node's rule turns the adjoint of its
- * output (g = dL/dy) into adjoints of its inputs (dL/dx = g * dy/dx, the
- * chain rule), which are summed when an input is used more than once. */
+/* autodiff/tape.c - the arena, the tape's life cycle, grad mode, leaves and
+ * recording (ad__record), anomaly checks, inspection and tracing.  The
+ * backward pass is in backward.c, replay in replay.c. */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "tape_impl.h"
 
 /* ---- allocation ------------------------------------------------------------ */
 
@@ -26,51 +21,6 @@ void *ad__malloc(size_t n) { return injected_failure() ? NULL : malloc(n); }
 void *ad__calloc(size_t n, size_t size) { return injected_failure() ? NULL : calloc(n, size); }
 void *ad__realloc(void *p, size_t n) { return injected_failure() ? NULL : realloc(p, n); }
 void ad__free(void *p) { free(p); }
-
-/* Chunks are kept in creation order.  After a reset the same sequence of
- * allocations lands in the same places, so a loop that records the same
- * computation every step allocates from the system only in its first step. */
-typedef struct chunk {
-    struct chunk *next;
-    size_t size, used;
-    unsigned char *base;
-} chunk;
-
-#define ARENA_ALIGN 64
-#define ARENA_MIN_CHUNK ((size_t)256 << 10)
-
-typedef struct held {
-    struct held *next;
-    ad_storage *storage;
-} held;
-
-typedef struct grad_fixup {
-    struct grad_fixup *next;
-    ad_tensor *leaf;     /* persistent leaf whose grad now lives on this tape */
-    ad_tensor *old_grad; /* its persistent grad before, freed at reset */
-} grad_fixup;
-
-/* The state ad_tape_freeze records and ad_tape_replay returns to. */
-typedef struct tape_mark {
-    chunk *chunk;
-    size_t chunk_used, used, nnodes, ntensors;
-    held *held;
-    grad_fixup *fixups;
-} tape_mark;
-
-struct ad_tape {
-    chunk *first, *cur, *last;
-    size_t reserved, used, nchunks;
-    ad_node **nodes;
-    size_t nnodes, cap;
-    size_t ntensors;
-    unsigned epoch;
-    held *held;
-    grad_fixup *fixups;
-    struct ad_scalar_tape *scalars;
-    bool replayable, frozen;
-    tape_mark mark;
-};
 
 static _Thread_local ad_tape *active_tape;
 static _Thread_local bool grad_disabled;
@@ -140,11 +90,9 @@ ad_tape *ad_tape_new(void)
     return t;
 }
 
-/* Everything reset and free have in common: give persistent leaves back a
- * persistent gradient and drop the references the tape held. */
-static void release(ad_tape *t)
+void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop)
 {
-    for (grad_fixup *f = t->fixups; f; f = f->next) {
+    for (grad_fixup *f = t->fixups; f != fixups_stop; f = f->next) {
         ad_tensor *leaf = f->leaf;
         if (leaf->magic == AD_TENSOR_MAGIC && leaf->grad && leaf->grad->tape == t) {
             ad_tensor *keep = ad_copy(NULL, leaf->grad);
@@ -153,14 +101,19 @@ static void release(ad_tape *t)
         }
         ad_tensor_free(f->old_grad);
     }
-    t->fixups = NULL;
-    for (held *h = t->held; h; h = h->next) {
+    t->fixups = fixups_stop;
+    for (held *h = t->held; h != held_stop; h = h->next)
         if (--h->storage->refs == 0) {
             ad__free(h->storage->data);
             ad__free(h->storage);
         }
-    }
-    t->held = NULL;
+    t->held = held_stop;
+}
+
+/* Everything reset and free have in common. */
+static void release(ad_tape *t)
+{
+    ad__tape_release_after(t, NULL, NULL);
     ad__scalar_reset(t);
 }
 
@@ -351,7 +304,7 @@ static void describe_inputs(int nin, ad_tensor *const *in, char *buf, size_t siz
     }
 }
 
-static int anomaly_error(const char *what, const ad_op *op, const ad_tensor *bad, int64_t where,
+int ad__anomaly_error(const char *what, const ad_op *op, const ad_tensor *bad, int64_t where,
                          int nin, ad_tensor *const *in, const char *label)
 {
     char fn[96], el[160], sh[160], ins[400];
@@ -377,19 +330,19 @@ static int anomaly_error(const char *what, const ad_op *op, const ad_tensor *bad
 
 /* Anomaly check of a forward result: only the op that first turns finite
  * inputs into a non-finite output is blamed. */
-static int check_forward(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in)
+int ad__check_forward(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in)
 {
     int64_t where, dummy;
     if (in_backward || ad__check_finite(op->name, out, &where) == 0) return 0;
     for (int i = 0; i < nin; i++)
         if (ad__check_finite(op->name, in[i], &dummy)) return 0;
-    return anomaly_error("produced", op, out, where, nin, in, scope_label);
+    return ad__anomaly_error("produced", op, out, where, nin, in, scope_label);
 }
 
 int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, ad_node **node)
 {
     *node = NULL;
-    if (anomaly && check_forward(op, out, nin, in)) return -1;
+    if (anomaly && ad__check_forward(op, out, nin, in)) return -1;
     ad_tape *t = out->tape;
     if (!t || grad_disabled) return 0;
     bool any = false;
@@ -434,350 +387,6 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     return 0;
 }
 
-/* ---- backward ------------------------------------------------------------------------ */
-
-static const char *BW = "ad_backward";
-
-static double f_add(double a, double b) { return a + b; }
-
-static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
-{
-    grad_fixup *f = ad__arena_alloc(t, sizeof *f);
-    if (!f) return ad__err(BW, "out of memory");
-    f->leaf = leaf;
-    f->old_grad = old;
-    f->next = t->fixups;
-    t->fixups = f;
-    return 0;
-}
-
-static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
-{
-    ad_tensor *old = leaf->grad;
-    if (create) {
-        ad_tensor *sum = old ? ad_add(old, g) : g;
-        if (!sum) return -1;
-        if (!leaf->tape && (!old || !old->tape) && add_fixup(t, leaf, old)) return -1;
-        leaf->grad = sum;
-        leaf->owns_grad = false;
-        return 0;
-    }
-    /* Accumulate in place only into a buffer the library made for this
-     * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
-     * recorded on it, so it is replaced instead. */
-    if (old && leaf->owns_grad) {
-        ad__map2(old, old, g, f_add);
-        return 0;
-    }
-    ad_tensor *buf = ad__alloc(BW, leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
-    if (!buf) return -1;
-    if (old) ad__map2(buf, old, g, f_add);
-    else ad_copy_into(buf, g);
-    leaf->grad = buf;
-    leaf->owns_grad = true;
-    return 0;
-}
-
-/* Where a computed gradient goes: with targets (ad_gradients) into the
- * matching slot, without (ad_backward) into leaves' grad. */
-typedef struct sink {
-    int n;
-    ad_tensor *const *targets;
-    ad_tensor **grads;
-} sink;
-
-static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create)
-{
-    if (!s->targets) return x->node ? 0 : accumulate_leaf(t, x, g, create);
-    for (int i = 0; i < s->n; i++) {
-        if (s->targets[i] != x) continue;
-        ad_tensor *sum = s->grads[i] ? ad_add(s->grads[i], g) : g;
-        if (!sum) return -1;
-        s->grads[i] = sum;
-    }
-    return 0;
-}
-
-static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, unsigned flags,
-                        const sink *sk)
-{
-    if (ad__check_arg(fn, "out", out, true)) return -1;
-    if (!out->requires_grad)
-        return ad__err(fn, "tensor does not require grad: nothing recorded leads to it");
-    if (gout) {
-        if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
-        if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
-            char a[160], b[160];
-            ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
-            ad__fmt_shape(gout->ndim, gout->shape, b, sizeof b);
-            return ad__err(fn, "grad_output %s %s does not match output %s %s", b,
-                           ad_dtype_name(gout->dtype), a, ad_dtype_name(out->dtype));
-        }
-    } else if (ad__numel(out->ndim, out->shape) != 1) {
-        char a[160];
-        ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
-        return ad__err(fn, "grad_output may be NULL only for a one-element output; got %s", a);
-    }
-    bool create = flags & AD_CREATE_GRAPH;
-    bool retain = create || (flags & AD_RETAIN_GRAPH);
-    ad_tape *t = out->tape;
-    bool prev_mode = ad_set_grad_enabled(create);
-    ad_tape *prev_tape = ad_tape_activate(t);
-    bool prev_in = in_backward;
-    in_backward = true;
-    int rc = -1;
-    size_t top = 0;
-    unsigned epoch = 0;
-
-    ad_tensor *seed = gout ? (ad_tensor *)gout
-                           : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
-    if (!seed) goto done;
-    if (deliver(t, sk, out, seed, create)) goto done;
-    if (!out->node) { /* a leaf: d(out)/d(out) = 1, and nothing else to do */
-        rc = 0;
-        goto done;
-    }
-
-    /* Mark what out depends on, newest first; a freed node on the way is an
-     * error before anything is touched. */
-    top = out->node->seq;
-    epoch = ++t->epoch;
-    out->node->mark = epoch;
-    for (size_t i = top + 1; i-- > 0;) {
-        ad_node *n = t->nodes[i];
-        if (n->mark != epoch) continue;
-        if (n->freed) {
-            ad__err(fn, "the graph through op '%s' was freed by an earlier backward; pass "
-                        "AD_RETAIN_GRAPH to the first backward to run backward twice",
-                    n->op->name);
-            goto done;
-        }
-        for (int k = 0; k < n->nin; k++)
-            if (n->in[k]->node && n->in[k]->requires_grad) n->in[k]->node->mark = epoch;
-    }
-
-    out->adj = seed;
-    ad_tensor *small[8], **gin = small;
-    for (size_t i = top + 1; i-- > 0;) {
-        ad_node *n = t->nodes[i];
-        if (n->mark != epoch) continue;
-        ad_tensor *g = n->out->adj;
-        n->out->adj = NULL;
-        if (!g) continue;
-        gin = n->nin > 8 ? ad__arena_alloc(t, (size_t)n->nin * sizeof *gin) : small;
-        if (!gin) {
-            ad__err(fn, "out of memory");
-            goto clear;
-        }
-        for (int k = 0; k < n->nin; k++) gin[k] = NULL;
-        if (!n->op->backward) {
-            ad__err(fn, "op '%s' is not differentiable", n->op->name);
-            goto clear;
-        }
-        if (n->op->backward(n, g, gin)) goto clear;
-        if (trace_fn) {
-            ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
-                                 n->in, n->out, g, gin};
-            trace_fn(&ev, trace_ctx);
-        }
-        for (int k = 0; k < n->nin; k++) {
-            ad_tensor *x = n->in[k];
-            if (!ad__needs_grad(n, k)) continue;
-            if (!gin[k]) {
-                if (!ad__has_error())
-                    ad__err(fn, "backward of op '%s' gave no gradient for input %d",
-                            n->op->name, k);
-                goto clear;
-            }
-            if (!ad__same_shape(gin[k], x) || gin[k]->dtype != x->dtype) {
-                char a[160], b[160];
-                ad__fmt_shape(gin[k]->ndim, gin[k]->shape, a, sizeof a);
-                ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
-                ad__err(fn, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
-                        n->op->name, a, ad_dtype_name(gin[k]->dtype), b,
-                        ad_dtype_name(x->dtype), k);
-                goto clear;
-            }
-            int64_t where, dummy;
-            if (anomaly && ad__check_finite(fn, gin[k], &where) &&
-                !ad__check_finite(fn, g, &dummy)) {
-                bool finite_in = true;
-                for (int j = 0; j < n->nin; j++)
-                    finite_in &= !ad__check_finite(fn, n->in[j], &dummy);
-                if (finite_in) {
-                    char what[64];
-                    snprintf(what, sizeof what, "backward gave the gradient of input %d", k);
-                    anomaly_error(what, n->op, gin[k], where, n->nin, n->in, n->label);
-                    goto clear;
-                }
-            }
-            if (x->node) {
-                ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
-                if (!sum) goto clear;
-                x->adj = sum;
-            }
-            if (deliver(t, sk, x, gin[k], create)) goto clear;
-        }
-        if (!retain) n->freed = true;
-    }
-    rc = 0;
-clear:
-    /* After an error, adjoints of nodes not yet reached must not leak into
-     * the next backward. */
-    for (size_t i = top + 1; i-- > 0;)
-        if (t->nodes[i]->mark == epoch) t->nodes[i]->out->adj = NULL;
-done:
-    in_backward = prev_in;
-    ad_tape_activate(prev_tape);
-    ad_set_grad_enabled(prev_mode);
-    return rc;
-}
-
-int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
-{
-    sink s = {0, NULL, NULL};
-    return run_backward("ad_backward", out, gout, flags, &s);
-}
-
-int ad_gradients(ad_tensor *out, const ad_tensor *gout, int n, ad_tensor *const *inputs,
-                 ad_tensor **grads, unsigned flags)
-{
-    static const char *fn = "ad_gradients";
-    if (n < 0 || (n > 0 && (!inputs || !grads)))
-        return ad__err(fn, "need n >= 0 inputs and a grads array");
-    for (int i = 0; i < n; i++) {
-        grads[i] = NULL;
-        if (ad__check_arg(fn, "inputs[i]", inputs[i], true)) return -1;
-    }
-    if (ad__check_arg(fn, "out", out, true)) return -1;
-    sink s = {n, inputs, grads};
-    if (out->requires_grad && run_backward(fn, out, gout, flags, &s)) return -1;
-    if (!out->requires_grad && !out->tape)
-        return ad__err(fn, "out does not require grad and has no tape for the zero gradients");
-    /* Inputs out does not depend on get zeros, so callers can always use
-     * grads[i] without a NULL check. */
-    for (int i = 0; i < n; i++)
-        if (!grads[i]) {
-            grads[i] = ad__alloc(fn, out->tape, inputs[i]->dtype, inputs[i]->ndim, inputs[i]->shape);
-            if (!grads[i]) return -1;
-            memset(grads[i]->storage->data, 0, grads[i]->storage->nbytes);
-        }
-    return 0;
-}
-
-/* ---- replay ------------------------------------------------------------------------- */
-
-int ad_tape_set_replayable(ad_tape *t, bool on)
-{
-    if (!t) return ad__err("ad_tape_set_replayable", "tape is NULL");
-    if (t->frozen) return ad__err("ad_tape_set_replayable", "the tape is already frozen");
-    t->replayable = on;
-    return 0;
-}
-
-int ad_tape_freeze(ad_tape *t)
-{
-    if (!t) return ad__err("ad_tape_freeze", "tape is NULL");
-    if (!t->replayable)
-        return ad__err("ad_tape_freeze", "the tape was not recorded as replayable "
-                                         "(ad_tape_set_replayable before recording)");
-    t->mark = (tape_mark){t->cur, t->cur ? t->cur->used : 0, t->used, t->nnodes, t->ntensors,
-                          t->held, t->fixups};
-    t->frozen = true;
-    return 0;
-}
-
-/* Undoes everything after the freeze point: references, gradient fixups,
- * nodes and arena space, exactly as a reset does for the whole tape. */
-static void rewind_to_mark(ad_tape *t)
-{
-    const tape_mark *m = &t->mark;
-    for (grad_fixup *f = t->fixups; f != m->fixups; f = f->next) {
-        ad_tensor *leaf = f->leaf;
-        if (leaf->magic == AD_TENSOR_MAGIC && leaf->grad && leaf->grad->tape == t) {
-            leaf->grad = ad_copy(NULL, leaf->grad);
-            leaf->owns_grad = leaf->grad != NULL;
-        }
-        ad_tensor_free(f->old_grad);
-    }
-    t->fixups = m->fixups;
-    for (held *h = t->held; h != m->held; h = h->next)
-        if (--h->storage->refs == 0) {
-            ad__free(h->storage->data);
-            ad__free(h->storage);
-        }
-    t->held = m->held;
-    t->nnodes = m->nnodes;
-    t->ntensors = m->ntensors;
-    t->used = m->used;
-    t->cur = m->chunk ? m->chunk : t->first;
-    if (m->chunk) {
-        m->chunk->used = m->chunk_used;
-        for (chunk *c = m->chunk->next; c; c = c->next) c->used = 0;
-    } else {
-        for (chunk *c = t->first; c; c = c->next) c->used = 0;
-    }
-}
-
-int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const *values)
-{
-    static const char *fn = "ad_tape_replay";
-    if (!t) return ad__err(fn, "tape is NULL");
-    if (!t->frozen) return ad__err(fn, "the tape is not frozen (ad_tape_freeze after recording)");
-    if (n < 0 || (n > 0 && !leaves)) return ad__err(fn, "need n >= 0 leaves");
-    for (int i = 0; i < n; i++) {
-        if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;
-        if (leaves[i]->node) return ad__err(fn, "input %d is not a leaf", i);
-        if (!values || !values[i]) continue;
-        if (ad__check_arg(fn, "values[i]", values[i], false)) return -1;
-        if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
-            char a[160], b[160];
-            ad__fmt_shape(leaves[i]->ndim, leaves[i]->shape, a, sizeof a);
-            ad__fmt_shape(values[i]->ndim, values[i]->shape, b, sizeof b);
-            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a,
-                           ad_dtype_name(leaves[i]->dtype), b, ad_dtype_name(values[i]->dtype));
-        }
-    }
-    rewind_to_mark(t);
-    for (int i = 0; values && i < n; i++)
-        if (values[i] && leaves[i] != values[i] && ad_copy_into(leaves[i], values[i])) return -1;
-    int changed = 0;
-    ad_tape *prev_tape = ad_tape_activate(t);
-    bool prev_mode = ad_set_grad_enabled(false);
-    int rc = 0;
-    for (size_t i = 0; i < t->nnodes; i++) {
-        ad_node *nd = t->nodes[i];
-        nd->freed = false;
-        for (int k = 0; k < nd->nin; k++) {
-            ad_tensor *x = nd->in[k];
-            if (!x->node && x->tape == t && x->grad) { /* its grad lived past the mark */
-                x->grad = NULL;
-                x->owns_grad = false;
-            }
-        }
-        ad_forward_fn fw = nd->op->forward;
-        if (!fw) {
-            if (nd->out->storage != nd->in[0]->storage)
-                rc = ad__err(fn, "op '%s' cannot be replayed", nd->op->name);
-            if (rc) break;
-            continue;
-        }
-        int c = fw(nd);
-        if (c < 0) {
-            rc = -1;
-            break;
-        }
-        changed += c;
-        if (anomaly && check_forward(nd->op, nd->out, nd->nin, nd->in)) {
-            rc = -1;
-            break;
-        }
-    }
-    ad_set_grad_enabled(prev_mode);
-    ad_tape_activate(prev_tape);
-    return rc ? -1 : changed;
-}
-
 /* ---- inspection and tracing ----------------------------------------------------------- */
 
 size_t ad_tape_num_nodes(const ad_tape *t) { return t ? t->nnodes : 0; }
@@ -806,4 +415,18 @@ ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx)
     trace_fn = fn;
     trace_ctx = ctx;
     return prev;
+}
+
+bool ad__set_in_backward(bool on)
+{
+    bool prev = in_backward;
+    in_backward = on;
+    return prev;
+}
+
+bool ad__tracing(void) { return trace_fn != NULL; }
+
+void ad__emit_trace(const ad_trace_event *ev)
+{
+    if (trace_fn) trace_fn(ev, trace_ctx);
 }

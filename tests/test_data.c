@@ -134,6 +134,13 @@ START_TEST(idx_reads_the_format)
     ck_assert_ptr_nonnull(x);
     ck_assert_int_eq(x->numel, 0);
     nn_idx_free(x);
+    /* A zero extent makes the product 0 however large the others are. */
+    h = idx_header(f, 0x0E, 4, (const uint32_t[]){0xffffffff, 0xffffffff, 0xffffffff, 0});
+    write_bytes(tpath("empty4.idx"), f, h);
+    x = nn_idx_load(tpath("empty4.idx"));
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(x->numel, 0);
+    nn_idx_free(x);
 }
 END_TEST
 
@@ -186,6 +193,12 @@ START_TEST(idx_broken_files)
     expect_idx_error(tpath("trailing"), "has 16 bytes of trailing data after the 2 bytes");
     write_gz(tpath("trailing.gz"), f, h + 2 + 16);
     expect_idx_error(tpath("trailing.gz"), "has 16 bytes of trailing data");
+    /* Trailing data is counted up to 1 MB only (a .gz can inflate hugely). */
+    uint8_t *big = calloc(1, h + 2 + (8 << 20));
+    memcpy(big, f, h + 2);
+    write_gz(tpath("bomb.gz"), big, h + 2 + (8 << 20));
+    free(big);
+    expect_idx_error(tpath("bomb.gz"), "has at least 1048576 bytes of trailing data");
 }
 END_TEST
 

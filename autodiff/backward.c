@@ -1,0 +1,237 @@
+/* autodiff/backward.c - the backward pass.
+ *
+ * Reverse-mode AD in its plainest form.  Recording appends nodes in
+ * execution order, so the order of the tape is already a topological order;
+ * walking it backwards visits every node after all the nodes that consumed
+ * its output.  Each node's rule turns the adjoint of its output (g = dL/dy)
+ * into adjoints of its inputs (dL/dx = g * dy/dx, the chain rule), which are
+ * summed when an input is used more than once. */
+#include "tape_impl.h"
+
+static const char *BW = "ad_backward";
+
+static double f_add(double a, double b) { return a + b; }
+
+static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
+{
+    grad_fixup *f = ad__arena_alloc(t, sizeof *f);
+    if (!f) return ad__err(BW, "out of memory");
+    f->leaf = leaf;
+    f->old_grad = old;
+    f->next = t->fixups;
+    t->fixups = f;
+    return 0;
+}
+
+static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
+{
+    ad_tensor *old = leaf->grad;
+    if (create) {
+        ad_tensor *sum = old ? ad_add(old, g) : g;
+        if (!sum) return -1;
+        if (!leaf->tape && (!old || !old->tape) && add_fixup(t, leaf, old)) return -1;
+        leaf->grad = sum;
+        leaf->owns_grad = false;
+        return 0;
+    }
+    /* Accumulate in place only into a buffer the library made for this
+     * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
+     * recorded on it, so it is replaced instead. */
+    if (old && leaf->owns_grad) {
+        ad__map2(old, old, g, f_add);
+        return 0;
+    }
+    ad_tensor *buf = ad__alloc(BW, leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
+    if (!buf) return -1;
+    if (old) ad__map2(buf, old, g, f_add);
+    else ad_copy_into(buf, g);
+    leaf->grad = buf;
+    leaf->owns_grad = true;
+    return 0;
+}
+
+/* Where a computed gradient goes: with targets (ad_gradients) into the
+ * matching slot, without (ad_backward) into leaves' grad. */
+typedef struct sink {
+    int n;
+    ad_tensor *const *targets;
+    ad_tensor **grads;
+} sink;
+
+static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create)
+{
+    if (!s->targets) return x->node ? 0 : accumulate_leaf(t, x, g, create);
+    for (int i = 0; i < s->n; i++) {
+        if (s->targets[i] != x) continue;
+        ad_tensor *sum = s->grads[i] ? ad_add(s->grads[i], g) : g;
+        if (!sum) return -1;
+        s->grads[i] = sum;
+    }
+    return 0;
+}
+
+static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, unsigned flags,
+                        const sink *sk)
+{
+    if (ad__check_arg(fn, "out", out, true)) return -1;
+    if (!out->requires_grad)
+        return ad__err(fn, "tensor does not require grad: nothing recorded leads to it");
+    if (gout) {
+        if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
+        if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
+            char a[160], b[160];
+            ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
+            ad__fmt_shape(gout->ndim, gout->shape, b, sizeof b);
+            return ad__err(fn, "grad_output %s %s does not match output %s %s", b,
+                           ad_dtype_name(gout->dtype), a, ad_dtype_name(out->dtype));
+        }
+    } else if (ad__numel(out->ndim, out->shape) != 1) {
+        char a[160];
+        ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
+        return ad__err(fn, "grad_output may be NULL only for a one-element output; got %s", a);
+    }
+    bool create = flags & AD_CREATE_GRAPH;
+    bool retain = create || (flags & AD_RETAIN_GRAPH);
+    ad_tape *t = out->tape;
+    bool prev_mode = ad_set_grad_enabled(create);
+    ad_tape *prev_tape = ad_tape_activate(t);
+    bool prev_in = ad__set_in_backward(true);
+    int rc = -1;
+    size_t top = 0;
+    unsigned epoch = 0;
+
+    ad_tensor *seed = gout ? (ad_tensor *)gout
+                           : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
+    if (!seed) goto done;
+    if (deliver(t, sk, out, seed, create)) goto done;
+    if (!out->node) { /* a leaf: d(out)/d(out) = 1, and nothing else to do */
+        rc = 0;
+        goto done;
+    }
+
+    /* Mark what out depends on, newest first; a freed node on the way is an
+     * error before anything is touched. */
+    top = out->node->seq;
+    epoch = ++t->epoch;
+    out->node->mark = epoch;
+    for (size_t i = top + 1; i-- > 0;) {
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        if (n->freed) {
+            ad__err(fn, "the graph through op '%s' was freed by an earlier backward; pass "
+                        "AD_RETAIN_GRAPH to the first backward to run backward twice",
+                    n->op->name);
+            goto done;
+        }
+        for (int k = 0; k < n->nin; k++)
+            if (n->in[k]->node && n->in[k]->requires_grad) n->in[k]->node->mark = epoch;
+    }
+
+    out->adj = seed;
+    ad_tensor *small[8], **gin = small;
+    for (size_t i = top + 1; i-- > 0;) {
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        ad_tensor *g = n->out->adj;
+        n->out->adj = NULL;
+        if (!g) continue;
+        gin = n->nin > 8 ? ad__arena_alloc(t, (size_t)n->nin * sizeof *gin) : small;
+        if (!gin) {
+            ad__err(fn, "out of memory");
+            goto clear;
+        }
+        for (int k = 0; k < n->nin; k++) gin[k] = NULL;
+        if (!n->op->backward) {
+            ad__err(fn, "op '%s' is not differentiable", n->op->name);
+            goto clear;
+        }
+        if (n->op->backward(n, g, gin)) goto clear;
+        if (ad__tracing()) {
+            ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
+                                 n->in, n->out, g, gin};
+            ad__emit_trace(&ev);
+        }
+        for (int k = 0; k < n->nin; k++) {
+            ad_tensor *x = n->in[k];
+            if (!ad__needs_grad(n, k)) continue;
+            if (!gin[k]) {
+                if (!ad__has_error())
+                    ad__err(fn, "backward of op '%s' gave no gradient for input %d",
+                            n->op->name, k);
+                goto clear;
+            }
+            if (!ad__same_shape(gin[k], x) || gin[k]->dtype != x->dtype) {
+                char a[160], b[160];
+                ad__fmt_shape(gin[k]->ndim, gin[k]->shape, a, sizeof a);
+                ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
+                ad__err(fn, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
+                        n->op->name, a, ad_dtype_name(gin[k]->dtype), b,
+                        ad_dtype_name(x->dtype), k);
+                goto clear;
+            }
+            int64_t where, dummy;
+            if (ad__anomaly_on() && ad__check_finite(fn, gin[k], &where) &&
+                !ad__check_finite(fn, g, &dummy)) {
+                bool finite_in = true;
+                for (int j = 0; j < n->nin; j++)
+                    finite_in &= !ad__check_finite(fn, n->in[j], &dummy);
+                if (finite_in) {
+                    char what[64];
+                    snprintf(what, sizeof what, "backward gave the gradient of input %d", k);
+                    ad__anomaly_error(what, n->op, gin[k], where, n->nin, n->in, n->label);
+                    goto clear;
+                }
+            }
+            if (x->node) {
+                ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
+                if (!sum) goto clear;
+                x->adj = sum;
+            }
+            if (deliver(t, sk, x, gin[k], create)) goto clear;
+        }
+        if (!retain) n->freed = true;
+    }
+    rc = 0;
+clear:
+    /* After an error, adjoints of nodes not yet reached must not leak into
+     * the next backward. */
+    for (size_t i = top + 1; i-- > 0;)
+        if (t->nodes[i]->mark == epoch) t->nodes[i]->out->adj = NULL;
+done:
+    ad__set_in_backward(prev_in);
+    ad_tape_activate(prev_tape);
+    ad_set_grad_enabled(prev_mode);
+    return rc;
+}
+
+int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
+{
+    sink s = {0, NULL, NULL};
+    return run_backward("ad_backward", out, gout, flags, &s);
+}
+
+int ad_gradients(ad_tensor *out, const ad_tensor *gout, int n, ad_tensor *const *inputs,
+                 ad_tensor **grads, unsigned flags)
+{
+    static const char *fn = "ad_gradients";
+    if (n < 0 || (n > 0 && (!inputs || !grads)))
+        return ad__err(fn, "need n >= 0 inputs and a grads array");
+    for (int i = 0; i < n; i++) {
+        grads[i] = NULL;
+        if (ad__check_arg(fn, "inputs[i]", inputs[i], true)) return -1;
+    }
+    if (ad__check_arg(fn, "out", out, true)) return -1;
+    sink s = {n, inputs, grads};
+    if (out->requires_grad && run_backward(fn, out, gout, flags, &s)) return -1;
+    if (!out->requires_grad && !out->tape)
+        return ad__err(fn, "out does not require grad and has no tape for the zero gradients");
+    /* Inputs out does not depend on get zeros, so callers can always use
+     * grads[i] without a NULL check. */
+    for (int i = 0; i < n; i++)
+        if (!grads[i]) {
+            grads[i] = ad__alloc(fn, out->tape, inputs[i]->dtype, inputs[i]->ndim, inputs[i]->shape);
+            if (!grads[i]) return -1;
+            memset(grads[i]->storage->data, 0, grads[i]->storage->nbytes);
+        }
+    return 0;
+}

@@ -1,0 +1,101 @@
+/* autodiff/replay.c - replayable tapes: record once, recompute many times.
+ * See tape.h for the API and docs/design.md for how replay avoids
+ * allocation. */
+#include "tape_impl.h"
+
+int ad_tape_set_replayable(ad_tape *t, bool on)
+{
+    if (!t) return ad__err("ad_tape_set_replayable", "tape is NULL");
+    if (t->frozen) return ad__err("ad_tape_set_replayable", "the tape is already frozen");
+    t->replayable = on;
+    return 0;
+}
+
+int ad_tape_freeze(ad_tape *t)
+{
+    if (!t) return ad__err("ad_tape_freeze", "tape is NULL");
+    if (!t->replayable)
+        return ad__err("ad_tape_freeze", "the tape was not recorded as replayable "
+                                         "(ad_tape_set_replayable before recording)");
+    t->mark = (tape_mark){t->cur, t->cur ? t->cur->used : 0, t->used, t->nnodes, t->ntensors,
+                          t->held, t->fixups};
+    t->frozen = true;
+    return 0;
+}
+
+/* Undoes everything after the freeze point: references, gradient fixups,
+ * nodes and arena space, exactly as a reset does for the whole tape. */
+static void rewind_to_mark(ad_tape *t)
+{
+    const tape_mark *m = &t->mark;
+    ad__tape_release_after(t, m->held, m->fixups);
+    t->nnodes = m->nnodes;
+    t->ntensors = m->ntensors;
+    t->used = m->used;
+    t->cur = m->chunk ? m->chunk : t->first;
+    if (m->chunk) {
+        m->chunk->used = m->chunk_used;
+        for (chunk *c = m->chunk->next; c; c = c->next) c->used = 0;
+    } else {
+        for (chunk *c = t->first; c; c = c->next) c->used = 0;
+    }
+}
+
+int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const *values)
+{
+    static const char *fn = "ad_tape_replay";
+    if (!t) return ad__err(fn, "tape is NULL");
+    if (!t->frozen) return ad__err(fn, "the tape is not frozen (ad_tape_freeze after recording)");
+    if (n < 0 || (n > 0 && !leaves)) return ad__err(fn, "need n >= 0 leaves");
+    for (int i = 0; i < n; i++) {
+        if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;
+        if (leaves[i]->node) return ad__err(fn, "input %d is not a leaf", i);
+        if (!values || !values[i]) continue;
+        if (ad__check_arg(fn, "values[i]", values[i], false)) return -1;
+        if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
+            char a[160], b[160];
+            ad__fmt_shape(leaves[i]->ndim, leaves[i]->shape, a, sizeof a);
+            ad__fmt_shape(values[i]->ndim, values[i]->shape, b, sizeof b);
+            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a,
+                           ad_dtype_name(leaves[i]->dtype), b, ad_dtype_name(values[i]->dtype));
+        }
+    }
+    rewind_to_mark(t);
+    for (int i = 0; values && i < n; i++)
+        if (values[i] && leaves[i] != values[i] && ad_copy_into(leaves[i], values[i])) return -1;
+    int changed = 0;
+    ad_tape *prev_tape = ad_tape_activate(t);
+    bool prev_mode = ad_set_grad_enabled(false);
+    int rc = 0;
+    for (size_t i = 0; i < t->nnodes; i++) {
+        ad_node *nd = t->nodes[i];
+        nd->freed = false;
+        for (int k = 0; k < nd->nin; k++) {
+            ad_tensor *x = nd->in[k];
+            if (!x->node && x->tape == t && x->grad) { /* its grad lived past the mark */
+                x->grad = NULL;
+                x->owns_grad = false;
+            }
+        }
+        ad_forward_fn fw = nd->op->forward;
+        if (!fw) {
+            if (nd->out->storage != nd->in[0]->storage)
+                rc = ad__err(fn, "op '%s' cannot be replayed", nd->op->name);
+            if (rc) break;
+            continue;
+        }
+        int c = fw(nd);
+        if (c < 0) {
+            rc = -1;
+            break;
+        }
+        changed += c;
+        if (ad__anomaly_on() && ad__check_forward(nd->op, nd->out, nd->nin, nd->in)) {
+            rc = -1;
+            break;
+        }
+    }
+    ad_set_grad_enabled(prev_mode);
+    ad_tape_activate(prev_tape);
+    return rc ? -1 : changed;
+}

@@ -1,0 +1,68 @@
+/* autodiff/tape_impl.h - the tape's private layout, shared by tape.c (arena,
+ * recording), backward.c (the backward pass) and replay.c.  Not installed. */
+#ifndef AUTODIFF_TAPE_IMPL_H
+#define AUTODIFF_TAPE_IMPL_H
+
+#include "internal.h"
+
+/* Chunks are kept in creation order.  After a reset the same sequence of
+ * allocations lands in the same places, so a loop that records the same
+ * computation every step allocates from the system only in its first step. */
+typedef struct chunk {
+    struct chunk *next;
+    size_t size, used;
+    unsigned char *base;
+} chunk;
+
+#define ARENA_ALIGN 64
+#define ARENA_MIN_CHUNK ((size_t)256 << 10)
+
+typedef struct held {
+    struct held *next;
+    ad_storage *storage;
+} held;
+
+typedef struct grad_fixup {
+    struct grad_fixup *next;
+    ad_tensor *leaf;     /* persistent leaf whose grad now lives on this tape */
+    ad_tensor *old_grad; /* its persistent grad before, freed at reset */
+} grad_fixup;
+
+/* The state ad_tape_freeze records and ad_tape_replay returns to. */
+typedef struct tape_mark {
+    chunk *chunk;
+    size_t chunk_used, used, nnodes, ntensors;
+    held *held;
+    grad_fixup *fixups;
+} tape_mark;
+
+struct ad_tape {
+    chunk *first, *cur, *last;
+    size_t reserved, used, nchunks;
+    ad_node **nodes;
+    size_t nnodes, cap;
+    size_t ntensors;
+    unsigned epoch;
+    held *held;
+    grad_fixup *fixups;
+    struct ad_scalar_tape *scalars;
+    bool replayable, frozen;
+    tape_mark mark;
+};
+
+/* Drops the gradient fixups and storage references taken since `fixups`
+ * and `held` (NULL: all of them), as a reset does: persistent leaves get a
+ * persistent copy of a gradient that lived on the tape. */
+void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop);
+
+/* Per-thread state of tape.c that the backward pass and replay need. */
+bool ad__set_in_backward(bool on);    /* returns the previous value */
+bool ad__tracing(void);
+void ad__emit_trace(const ad_trace_event *ev);
+/* Anomaly mode: checks an op's forward result (error if non-finite from
+ * finite inputs), and formats the error for a bad result or gradient. */
+int ad__check_forward(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in);
+int ad__anomaly_error(const char *what, const ad_op *op, const ad_tensor *bad, int64_t where,
+                      int nin, ad_tensor *const *in, const char *label);
+
+#endif
