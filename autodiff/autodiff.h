@@ -16,6 +16,7 @@
 #define AUTODIFF_VERSION "0.1.0"
 
 #include "gradcheck.h"
+#include "graph.h"
 #include "ops.h"
 #include "scalar.h"
 #include "tape.h"

@@ -194,9 +194,15 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     rc = 0;
 clear:
     /* After an error, adjoints of nodes not yet reached must not leak into
-     * the next backward. */
+     * the next backward.  A failed pass also frees nothing: every marked
+     * node was live when the pass started (the marking loop checked), so
+     * un-freeing them restores the graph and the caller can retry (after
+     * ad_zero_grad, since leaves reached before the failure were updated). */
     for (size_t i = top + 1; i-- > 0;)
-        if (t->nodes[i]->mark == epoch) t->nodes[i]->out->adj = NULL;
+        if (t->nodes[i]->mark == epoch) {
+            t->nodes[i]->out->adj = NULL;
+            if (rc) t->nodes[i]->freed = false;
+        }
 done:
     ad__set_in_backward(prev_in);
     ad_tape_activate(prev_tape);

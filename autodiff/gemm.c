@@ -13,7 +13,10 @@
  * (mr-tall column strips of A, nr-wide row strips of B, zero-padded to full
  * tiles), which is also where arbitrary strides are absorbed: a transposed
  * or strided view costs one gather per element per block, O(mk + kn),
- * against the O(mnk) arithmetic.
+ * against the O(mnk) arithmetic.  For small products (n = 64: 4096 elements
+ * of A packed for 262144 multiply-adds) that gather is a large share of the
+ * time, so each kernel has its own packing routines, compiled for its strip
+ * width and instruction set (see DEFINE_PACK).
  *
  * The micro-kernel keeps its mr x nr tile of C in registers for the whole
  * kc loop: each step loads one row of the B sliver (nr values), broadcasts
@@ -23,10 +26,14 @@
  * GCC 12's auto-vectoriser interleaves the tile through shuffles and keeps
  * it on the stack instead of in registers.
  *
- * Kernels are chosen at run time, per dtype, from a small table (pick_*):
- * the AVX2+FMA variant is compiled with a target attribute, so the library
- * still runs on any x86-64.  Adding e.g. an AVX-512 kernel is one more
- * DEFINE_UKERNEL line, one table entry and one line in pick_*. */
+ * Kernels are chosen at run time, per dtype, from a table (kernels_*): the
+ * AVX2+FMA and AVX-512 variants are compiled with target attributes, so the
+ * library still runs on any x86-64.  Adding one is a DEFINE_UKERNEL and a
+ * DEFINE_PACK line, a table entry, and its CPU test in cpu_can().
+ *
+ * With OpenMP the ic loop is shared among threads (each packs its own A
+ * block; the packed B block is shared), for products large enough to repay
+ * starting the threads and never from inside a parallel region. */
 #include "gemm.h"
 
 #include <limits.h>
@@ -36,6 +43,10 @@
 
 #ifdef AD_HAVE_CBLAS
 #include <cblas.h>
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -64,13 +75,22 @@
 /* ---- micro-kernels ------------------------------------------------------------
  * C[MR x NR] (row stride ldc) = (add ? C : 0) + sum_p a[p*MR + i] b[p*NR + j]
  * with a and b packed slivers of length kc.  V is a vector of VL values of
- * T; the tile lives in MR * NR / VL vector registers. */
+ * T; the tile lives in MR * NR / VL vector registers.
+ *
+ * The tile of C is only touched after the kc loop, but at a row stride of
+ * ldc each of its MR rows is a separate cache line, usually not in L1 (C
+ * is m x n, far larger than L2 for big products); prefetching them first
+ * lets those misses overlap the arithmetic instead of following it. */
 #define DEFINE_UKERNEL(NAME, T, V, MR, NR, ATTR)                                       \
     ATTR FAST_ATTR static void NAME(int64_t kc, const T *restrict a, const T *restrict b, \
                                     T *restrict c, int64_t ldc, bool add)              \
     {                                                                                  \
         CONTRACT_FAST                                                                  \
         enum { VL = sizeof(V) / sizeof(T), NV = (NR) / VL };                           \
+        for (int i = 0; i < (MR); i++) {                                               \
+            __builtin_prefetch(c + i * ldc, 1);                                        \
+            __builtin_prefetch(c + i * ldc + (NR) - 1, 1);                             \
+        }                                                                              \
         V ab[MR][NV];                                                                  \
         for (int i = 0; i < (MR); i++)                                                 \
             for (int j = 0; j < NV; j++) ab[i][j] = (V){0};                            \
@@ -92,12 +112,100 @@
             }                                                                          \
     }
 
+/* ---- packing ---------------------------------------------------------------------
+ * One routine packs both operands.  X is an ns x kc matrix, element (s, p)
+ * at x[s*ss + p*ps]; it is cut into W-wide strips along s, and strip t is
+ * stored as dst[t*W*kc + p*W + w] = X(t*W + w, p), zero past row ns.  A
+ * block (i along s, rows of A) and a B block (j along s, columns of B) are
+ * both this, with W = MR or NR.
+ *
+ * W is a compile-time constant, so the w loops unroll into straight-line
+ * loads and stores, and the case split by stride picks the access order:
+ *
+ *   ss == 1 (each strip a contiguous run: row-major B, transposed A): W
+ *     values copied per p.  When a strip is narrower than a cache line the
+ *     strips are walked p-major, so each line read is used whole at once
+ *     instead of once per strip.
+ *   ps == 1 (row-major A, transposed B): a transpose.  Narrow strips read
+ *     W rows in step (one pointer each); wide ones go 8 elements of a row
+ *     at a time, which both compilers vectorise.
+ *   otherwise: a plain gather. */
+#define DEFINE_PACK(NAME, T, W, ATTR)                                                  \
+    ATTR static void NAME(int64_t ns, int64_t kc, const T *restrict x, int64_t ss,      \
+                          int64_t ps, T *restrict dst)                                 \
+    {                                                                                  \
+        int64_t s0 = 0;                                                                \
+        if (ss == 1) {                                                                 \
+            int64_t full = ns / (W) * (W);                                             \
+            if ((W) * sizeof(T) < 64) {                                                \
+                for (int64_t p = 0; p < kc; p++)                                       \
+                    for (int64_t s = 0; s < full; s += (W))                            \
+                        memcpy(dst + s * kc + p * (W), x + s + p * ps, (W) * sizeof(T)); \
+            } else {                                                                   \
+                for (int64_t s = 0; s < full; s += (W))                                \
+                    for (int64_t p = 0; p < kc; p++)                                   \
+                        memcpy(dst + s * kc + p * (W), x + s + p * ps, (W) * sizeof(T)); \
+            }                                                                          \
+            s0 = full;                                                                 \
+            dst += full * kc;                                                          \
+        } else if (ps == 1) {                                                          \
+            for (; s0 + (W) <= ns; s0 += (W), dst += (W) * kc) {                       \
+                const T *xs = x + s0 * ss;                                             \
+                int64_t p = 0;                                                         \
+                if ((W) < 16) {                                                        \
+                    const T *row[W];                                                   \
+                    for (int w = 0; w < (W); w++) row[w] = xs + w * ss;                \
+                    for (; p < kc; p++)                                                \
+                        for (int w = 0; w < (W); w++) dst[p * (W) + w] = row[w][p];    \
+                } else {                                                               \
+                    for (; p + 8 <= kc; p += 8)                                        \
+                        for (int w = 0; w < (W); w++)                                  \
+                            for (int q = 0; q < 8; q++)                                \
+                                dst[(p + q) * (W) + w] = xs[w * ss + p + q];           \
+                    for (; p < kc; p++)                                                \
+                        for (int w = 0; w < (W); w++) dst[p * (W) + w] = xs[w * ss + p]; \
+                }                                                                      \
+            }                                                                          \
+        } else {                                                                       \
+            for (; s0 + (W) <= ns; s0 += (W), dst += (W) * kc) {                       \
+                const T *xs = x + s0 * ss;                                             \
+                for (int64_t p = 0; p < kc; p++)                                       \
+                    for (int w = 0; w < (W); w++) dst[p * (W) + w] = xs[w * ss + p * ps]; \
+            }                                                                          \
+        }                                                                              \
+        if (s0 < ns) { /* the last, partial strip */                                  \
+            int64_t h = ns - s0;                                                       \
+            const T *xs = x + s0 * ss;                                                 \
+            for (int64_t p = 0; p < kc; p++, dst += (W)) {                             \
+                int64_t w = 0;                                                         \
+                for (; w < h; w++) dst[w] = xs[w * ss + p * ps];                       \
+                for (; w < (W); w++) dst[w] = 0;                                       \
+            }                                                                          \
+        }                                                                              \
+    }
+
+/* A kernel's micro-kernel and its two packing routines. */
+#define DEFINE_KERNEL(SUF, T, V, MR, NR, ATTR)                                         \
+    DEFINE_UKERNEL(uk_##SUF, T, V, MR, NR, ATTR)                                       \
+    DEFINE_PACK(pack_a_##SUF, T, MR, ATTR)                                             \
+    DEFINE_PACK(pack_b_##SUF, T, NR, ATTR)
+
 /* Portable: 16-byte vectors (SSE2 on x86-64, NEON elsewhere), 8 of them
  * hold the tile, leaving registers for B and the broadcast. */
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v2d __attribute__((vector_size(16)));
-DEFINE_UKERNEL(uk_f32_generic, float, v4f, 4, 8, )
-DEFINE_UKERNEL(uk_f64_generic, double, v2d, 4, 4, )
+DEFINE_KERNEL(f32_generic, float, v4f, 4, 8, )
+DEFINE_KERNEL(f64_generic, double, v2d, 4, 4, )
+
+/* The AVX-512 tile shapes again, compiled for the baseline target (the
+ * compiler splits each 64-byte vector into 16-byte ones).  Never chosen
+ * automatically; tests force them (ad__gemm_testing_kernel) so that the
+ * 14-row tiling, its edges and its packing are checked on every machine,
+ * including the ones that cannot run the AVX-512 code itself. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
+DEFINE_KERNEL(f32_shape14, float, v16f, 14, 32, )
+DEFINE_KERNEL(f64_shape14, double, v8d, 14, 16, )
 
 #if AD_GEMM_X86
 /* AVX2 + FMA: 16 ymm registers; the 6 x 2 tile takes 12, B's row 2, the
@@ -105,70 +213,153 @@ DEFINE_UKERNEL(uk_f64_generic, double, v2d, 4, 4, )
 #define AVX2 __attribute__((target("avx2,fma")))
 typedef float v8f __attribute__((vector_size(32)));
 typedef double v4d __attribute__((vector_size(32)));
-DEFINE_UKERNEL(uk_f32_avx2, float, v8f, 6, 16, AVX2)
-DEFINE_UKERNEL(uk_f64_avx2, double, v4d, 6, 8, AVX2)
+DEFINE_KERNEL(f32_avx2, float, v8f, 6, 16, AVX2)
+DEFINE_KERNEL(f64_avx2, double, v4d, 6, 8, AVX2)
+
+/* AVX-512: 32 zmm registers; the 14 x 2 tile takes 28, B's row 2, and the
+ * broadcast of A another (or none: it can be an embedded-broadcast memory
+ * operand of the FMA).  Each step then does 28 FMAs for 2 vector loads and
+ * 14 broadcasts, enough independent accumulators to cover the FMA latency
+ * on two FMA units. */
+#define AVX512 __attribute__((target("avx512f")))
+DEFINE_KERNEL(f32_avx512, float, v16f, 14, 32, AVX512)
+DEFINE_KERNEL(f64_avx512, double, v8d, 14, 16, AVX512)
 #endif
 
 /* ---- kernel table ------------------------------------------------------------
- * mc x kc of A stays in L2 while the kernel sweeps it; a kc x nr sliver of B
- * stays in L1 (kc = 256: 16 KiB for both AVX2 kernels); nc bounds the packed
- * B block, which lives in L3. */
+ * Blocking.  A kc x nr sliver of B is reused by every mr-row strip of the
+ * A block, so it should stay in L1; the mc x kc block of A is swept once
+ * per B sliver, so it should stay in L2; the kc x nc block of B lives in
+ * L3.  For the AVX2 kernels (tuned on a Zen 3: 32 KiB L1d, 512 KiB L2):
+ * kc = 256 makes the B sliver 16 KiB and the A block 144 KiB (float32) or
+ * 144 KiB (float64, mc = 72); larger kc or mc measured no faster and
+ * leaves less room for C's lines.  The AVX-512 kernels' wider slivers
+ * (kc = 256: 32 KiB of B) no longer fit L1 beside the A stream, but at 28
+ * FMAs per 128 bytes of B the sliver can come from L2 at no cost; their A
+ * blocks (280 KiB) suit the 1-2 MiB L2 of AVX-512 cores. */
 #define DEFINE_KERNEL_TYPE(SUF, T)                                                     \
     typedef struct kernel_##SUF {                                                      \
         const char *name;                                                              \
+        int isa; /* what the CPU needs (cpu_can) */                                    \
         int mr, nr;                                                                    \
         int64_t mc, kc, nc;                                                            \
         void (*fn)(int64_t, const T *restrict, const T *restrict, T *restrict, int64_t, bool); \
+        void (*pack_a)(int64_t, int64_t, const T *restrict, int64_t, int64_t, T *restrict); \
+        void (*pack_b)(int64_t, int64_t, const T *restrict, int64_t, int64_t, T *restrict); \
     } kernel_##SUF;
 DEFINE_KERNEL_TYPE(f32, float)
 DEFINE_KERNEL_TYPE(f64, double)
 
-static const kernel_f32 K_F32_GENERIC = {"generic 4x8", 4, 8, 128, 256, 4096, uk_f32_generic};
-static const kernel_f64 K_F64_GENERIC = {"generic 4x4", 4, 4, 128, 256, 4096, uk_f64_generic};
-#if AD_GEMM_X86
-static const kernel_f32 K_F32_AVX2 = {"avx2-fma 6x16", 6, 16, 144, 256, 4096, uk_f32_avx2};
-static const kernel_f64 K_F64_AVX2 = {"avx2-fma 6x8", 6, 8, 72, 256, 4096, uk_f64_avx2};
-#endif
+enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_TEST_ONLY };
 
+#define ENTRY(NAME, ISA, SUF, MR, NR, MC, KC, NC)                                      \
+    {NAME, ISA, MR, NR, MC, KC, NC, uk_##SUF, pack_a_##SUF, pack_b_##SUF}
+
+/* Fastest first: the automatic choice is the first entry the CPU can run. */
+static const kernel_f32 kernels_f32[] = {
+#if AD_GEMM_X86
+    ENTRY("avx512 14x32", ISA_AVX512, f32_avx512, 14, 32, 280, 256, 4096),
+    ENTRY("avx2-fma 6x16", ISA_AVX2, f32_avx2, 6, 16, 144, 256, 4096),
+#endif
+    ENTRY("generic 4x8", ISA_ANY, f32_generic, 4, 8, 128, 256, 4096),
+    ENTRY("portable 14x32", ISA_TEST_ONLY, f32_shape14, 14, 32, 280, 256, 4096),
+};
+static const kernel_f64 kernels_f64[] = {
+#if AD_GEMM_X86
+    ENTRY("avx512 14x16", ISA_AVX512, f64_avx512, 14, 16, 140, 256, 4096),
+    ENTRY("avx2-fma 6x8", ISA_AVX2, f64_avx2, 6, 8, 72, 256, 4096),
+#endif
+    ENTRY("generic 4x4", ISA_ANY, f64_generic, 4, 4, 128, 256, 4096),
+    ENTRY("portable 14x16", ISA_TEST_ONLY, f64_shape14, 14, 16, 140, 256, 4096),
+};
+#define NKERNELS(t) ((int)(sizeof(t) / sizeof((t)[0])))
+
+/* Test overrides (ad__gemm_testing*): not thread-safe, like the hooks. */
 static bool force_generic;
+static int forced_f32 = -1, forced_f64 = -1;
 static int64_t tune_mc, tune_kc, tune_nc;
+/* Multiply-adds below which a product runs on one thread: starting a
+ * parallel region costs a few microseconds, 2^18 multiply-adds about 5 on
+ * one core. */
+#define PARALLEL_MIN_DEFAULT ((int64_t)1 << 18)
+static int64_t parallel_min = PARALLEL_MIN_DEFAULT;
+
+static bool cpu_can(int isa)
+{
+    switch (isa) {
+    case ISA_ANY:
+    case ISA_TEST_ONLY: return true;
+#if AD_GEMM_X86
+    case ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ISA_AVX512: return __builtin_cpu_supports("avx512f");
+#endif
+    default: return false;
+    }
+}
 
 void ad__gemm_testing(bool generic, int64_t mc, int64_t kc, int64_t nc)
 {
     force_generic = generic;
+    forced_f32 = forced_f64 = -1;
     tune_mc = mc;
     tune_kc = kc;
     tune_nc = nc;
+    parallel_min = PARALLEL_MIN_DEFAULT;
 }
 
-static bool have_avx2(void)
-{
-#if AD_GEMM_X86
-    return !force_generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
-static const kernel_f32 *pick_f32(void)
-{
-#if AD_GEMM_X86
-    if (have_avx2()) return &K_F32_AVX2;
-#endif
-    return &K_F32_GENERIC;
-}
-
-static const kernel_f64 *pick_f64(void)
-{
-#if AD_GEMM_X86
-    if (have_avx2()) return &K_F64_AVX2;
-#endif
-    return &K_F64_GENERIC;
-}
+#define DEFINE_PICK(SUF)                                                               \
+    static const kernel_##SUF *pick_##SUF(void)                                        \
+    {                                                                                  \
+        if (forced_##SUF >= 0) return &kernels_##SUF[forced_##SUF];                    \
+        for (int i = 0; i < NKERNELS(kernels_##SUF); i++) {                            \
+            const kernel_##SUF *K = &kernels_##SUF[i];                                 \
+            if (K->isa == ISA_TEST_ONLY || !cpu_can(K->isa)) continue;                 \
+            if (force_generic && K->isa != ISA_ANY) continue;                          \
+            return K;                                                                  \
+        }                                                                              \
+        return &kernels_##SUF[0]; /* unreachable: a generic entry always fits */      \
+    }
+DEFINE_PICK(f32)
+DEFINE_PICK(f64)
 
 const char *ad__gemm_kernel_name(ad_dtype dtype)
 {
     return dtype == AD_FLOAT32 ? pick_f32()->name : pick_f64()->name;
+}
+
+const char *ad__gemm_kernel_at(ad_dtype dtype, int i, bool *runnable)
+{
+    const char *name = NULL;
+    int isa = ISA_ANY;
+    if (dtype == AD_FLOAT32 && i >= 0 && i < NKERNELS(kernels_f32))
+        name = kernels_f32[i].name, isa = kernels_f32[i].isa;
+    else if (dtype == AD_FLOAT64 && i >= 0 && i < NKERNELS(kernels_f64))
+        name = kernels_f64[i].name, isa = kernels_f64[i].isa;
+    if (runnable) *runnable = name && cpu_can(isa);
+    return name;
+}
+
+int ad__gemm_testing_kernel(ad_dtype dtype, const char *name)
+{
+    int *forced = dtype == AD_FLOAT32 ? &forced_f32 : &forced_f64;
+    if (!name) {
+        *forced = -1;
+        return 0;
+    }
+    bool ok;
+    const char *k;
+    for (int i = 0; (k = ad__gemm_kernel_at(dtype, i, &ok)) != NULL; i++)
+        if (strcmp(k, name) == 0) {
+            if (!ok) return -1;
+            *forced = i;
+            return 0;
+        }
+    return -1;
+}
+
+void ad__gemm_testing_parallel(int64_t min_madds)
+{
+    parallel_min = min_madds > 0 ? min_madds : PARALLEL_MIN_DEFAULT;
 }
 
 /* ---- the blocked driver, once per dtype ------------------------------------------ */
@@ -186,90 +377,113 @@ static void *scratch_alloc(ad_tape *tape, size_t n, void **raw)
     return (void *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
 }
 
+/* How many threads a product of m rows and m * n * k multiply-adds gets:
+ * one below the threshold, inside a parallel region (the caller's threads
+ * already occupy the cores; nesting would oversubscribe them), or when
+ * there are fewer mr-row strips than threads to share. */
+static int gemm_threads(int64_t m, int mr, double madds)
+{
+#ifdef _OPENMP
+    if (madds < (double)parallel_min || omp_in_parallel()) return 1;
+    int64_t t = omp_get_max_threads(), strips = (m + mr - 1) / mr;
+    return (int)(t < strips ? t : strips);
+#else
+    (void)m, (void)mr, (void)madds;
+    return 1;
+#endif
+}
+
+#ifdef _OPENMP
+#define OMP_PARALLEL(nt) _Pragma("omp parallel num_threads(nt) if (nt > 1)")
+#define OMP_FOR_STATIC _Pragma("omp for schedule(static)")
+#define OMP_BARRIER _Pragma("omp barrier")
+#define THREAD_NUM omp_get_thread_num()
+#define NUM_THREADS omp_get_num_threads()
+#else
+#define OMP_PARALLEL(nt)
+#define OMP_FOR_STATIC
+#define OMP_BARRIER
+#define THREAD_NUM 0
+#define NUM_THREADS 1
+#endif
+
+/* The macro-kernel: C(0:mb, 0:nb) (+)= packed A block (mb x kb) times packed
+ * B block (kb x nb), tile by tile; partial tiles at the right and bottom
+ * edges are computed whole into a buffer and only their inside is kept. */
 #define DEFINE_DRIVER(SUF, T)                                                          \
-    /* A(0:mc, 0:kc) into mr-tall strips: strip s holds, for each p, the mr          \
-     * values A(s*mr + i, p), zero past row mc. */                                   \
-    static void pack_a_##SUF(int64_t mc, int64_t kc, const T *a, int64_t rs, int64_t cs, \
-                             int mr, T *restrict dst)                                  \
+    static void macro_##SUF(const kernel_##SUF *K, int64_t mb, int64_t nb, int64_t kb, \
+                            const T *pa, const T *pb, T *c, int64_t ldc, bool add)     \
     {                                                                                  \
-        for (int64_t i0 = 0; i0 < mc; i0 += mr) {                                      \
-            int64_t h = min64(mr, mc - i0);                                            \
-            for (int64_t p = 0; p < kc; p++) {                                         \
-                const T *src = a + i0 * rs + p * cs;                                   \
-                int64_t i = 0;                                                         \
-                for (; i < h; i++) dst[i] = src[i * rs];                               \
-                for (; i < mr; i++) dst[i] = 0;                                        \
-                dst += mr;                                                             \
-            }                                                                          \
-        }                                                                              \
-    }                                                                                  \
-    /* B(0:kc, 0:nc) into nr-wide strips, zero past column nc. */                     \
-    static void pack_b_##SUF(int64_t kc, int64_t nc, const T *b, int64_t rs, int64_t cs, \
-                             int nr, T *restrict dst)                                  \
-    {                                                                                  \
-        for (int64_t j0 = 0; j0 < nc; j0 += nr) {                                      \
-            int64_t w = min64(nr, nc - j0);                                            \
-            for (int64_t p = 0; p < kc; p++) {                                         \
-                const T *src = b + p * rs + j0 * cs;                                   \
-                int64_t j = 0;                                                         \
-                if (cs == 1)                                                           \
-                    for (; j < w; j++) dst[j] = src[j];                                \
-                else                                                                   \
-                    for (; j < w; j++) dst[j] = src[j * cs];                           \
-                for (; j < nr; j++) dst[j] = 0;                                        \
-                dst += nr;                                                             \
+        int mr = K->mr, nr = K->nr;                                                    \
+        T edge[MAX_TILE];                                                              \
+        assert(mr * nr <= MAX_TILE);                                                   \
+        for (int64_t jr = 0; jr < nb; jr += nr) {                                      \
+            int64_t w = min64(nr, nb - jr);                                            \
+            for (int64_t ir = 0; ir < mb; ir += mr) {                                  \
+                int64_t h = min64(mr, mb - ir);                                        \
+                T *ct = c + ir * ldc + jr;                                             \
+                const T *as = pa + ir * kb, *bs = pb + jr * kb;                        \
+                if (h == mr && w == nr) {                                              \
+                    K->fn(kb, as, bs, ct, ldc, add);                                   \
+                    continue;                                                          \
+                }                                                                      \
+                K->fn(kb, as, bs, edge, nr, false);                                    \
+                for (int64_t i = 0; i < h; i++)                                        \
+                    for (int64_t j = 0; j < w; j++)                                    \
+                        ct[i * ldc + j] = (add ? ct[i * ldc + j] : 0) + edge[i * nr + j]; \
             }                                                                          \
         }                                                                              \
     }                                                                                  \
     static int gemm_##SUF(ad_tape *tape, int64_t m, int64_t n, int64_t k, const T *a,     \
-                          int64_t rsa,                                                 \
-                          int64_t csa, const T *b, int64_t rsb, int64_t csb, T *c,       \
-                          int64_t ldc)                                                 \
+                          int64_t rsa, int64_t csa, const T *b, int64_t rsb, int64_t csb, \
+                          T *c, int64_t ldc)                                           \
     {                                                                                  \
         const kernel_##SUF *K = pick_##SUF();                                          \
         int mr = K->mr, nr = K->nr;                                                    \
         int64_t MC = tune_mc > 0 ? round_up(tune_mc, mr) : K->mc;                      \
         int64_t KC = tune_kc > 0 ? tune_kc : K->kc;                                    \
         int64_t NC = tune_nc > 0 ? round_up(tune_nc, nr) : K->nc;                      \
+        int nt = gemm_threads(m, mr, (double)m * (double)n * (double)k);               \
+        /* With threads, cut m into at least one block per thread, so that     \
+         * a matrix of one or two blocks still keeps every thread busy. */     \
+        if (nt > 1) MC = min64(MC, round_up((m + nt - 1) / nt, mr));                   \
         int64_t mcap = min64(MC, round_up(m, mr)), kcap = min64(KC, k);                \
         int64_t ncap = min64(NC, round_up(n, nr));                                     \
         void *raw_a, *raw_b = NULL;                                                    \
-        T *pa = scratch_alloc(tape, (size_t)(mcap * kcap) * sizeof(T), &raw_a);        \
+        size_t a_elems = (size_t)(mcap * kcap);                                        \
+        T *pa = scratch_alloc(tape, (size_t)nt * a_elems * sizeof(T), &raw_a);         \
         T *pb = pa ? scratch_alloc(tape, (size_t)(kcap * ncap) * sizeof(T), &raw_b) : NULL; \
         if (!pb) {                                                                     \
             ad__free(raw_a);                                                           \
             return -1;                                                                 \
         }                                                                              \
-        T edge[MAX_TILE];                                                              \
-        assert(mr * nr <= MAX_TILE);                                                   \
-        for (int64_t jc = 0; jc < n; jc += NC) {                                       \
-            int64_t nb = min64(NC, n - jc);                                            \
-            for (int64_t pc = 0; pc < k; pc += KC) {                                   \
-                int64_t kb = min64(KC, k - pc);                                        \
-                bool add = pc > 0; /* later k blocks accumulate into C */              \
-                pack_b_##SUF(kb, nb, b + pc * rsb + jc * csb, rsb, csb, nr, pb);       \
-                for (int64_t ic = 0; ic < m; ic += MC) {                               \
-                    int64_t mb = min64(MC, m - ic);                                    \
-                    pack_a_##SUF(mb, kb, a + ic * rsa + pc * csa, rsa, csa, mr, pa);   \
-                    for (int64_t jr = 0; jr < nb; jr += nr) {                          \
-                        int64_t w = min64(nr, nb - jr);                                \
-                        for (int64_t ir = 0; ir < mb; ir += mr) {                      \
-                            int64_t h = min64(mr, mb - ir);                            \
-                            T *ct = c + (ic + ir) * ldc + jc + jr;                     \
-                            const T *as = pa + ir * kb, *bs = pb + jr * kb;            \
-                            if (h == mr && w == nr) {                                  \
-                                K->fn(kb, as, bs, ct, ldc, add);                       \
-                                continue;                                              \
-                            }                                                          \
-                            /* A partial tile: compute it whole, keep the part       \
-                             * inside C. */                                            \
-                            K->fn(kb, as, bs, edge, nr, false);                        \
-                            for (int64_t i = 0; i < h; i++)                            \
-                                for (int64_t j = 0; j < w; j++)                        \
-                                    ct[i * ldc + j] =                                  \
-                                        (add ? ct[i * ldc + j] : 0) + edge[i * nr + j]; \
-                        }                                                              \
+        OMP_PARALLEL(nt)                                                               \
+        {                                                                              \
+            T *my_pa = pa + (size_t)THREAD_NUM * a_elems;                              \
+            for (int64_t jc = 0; jc < n; jc += NC) {                                   \
+                int64_t nb = min64(NC, n - jc);                                        \
+                int64_t nstrips = (nb + nr - 1) / nr;                                  \
+                for (int64_t pc = 0; pc < k; pc += KC) {                               \
+                    int64_t kb = min64(KC, k - pc);                                    \
+                    bool add = pc > 0; /* later k blocks accumulate into C */          \
+                    /* Each thread packs a run of strips of the shared B block    \
+                     * (one call, so the packing keeps its access order); the    \
+                     * barrier publishes them. */                                 \
+                    int64_t s_lo = nstrips * THREAD_NUM / NUM_THREADS;                 \
+                    int64_t s_hi = nstrips * (THREAD_NUM + 1) / NUM_THREADS;           \
+                    if (s_lo < s_hi)                                                   \
+                        K->pack_b(min64(s_hi * nr, nb) - s_lo * nr, kb,                \
+                                  b + pc * rsb + (jc + s_lo * nr) * csb, csb, rsb,     \
+                                  pb + s_lo * nr * kb);                                \
+                    OMP_BARRIER                                                        \
+                    OMP_FOR_STATIC                                                     \
+                    for (int64_t ic = 0; ic < m; ic += MC) {                           \
+                        int64_t mb = min64(MC, m - ic);                                \
+                        K->pack_a(mb, kb, a + ic * rsa + pc * csa, rsa, csa, my_pa);   \
+                        macro_##SUF(K, mb, nb, kb, my_pa, pb, c + ic * ldc + jc, ldc, add); \
                     }                                                                  \
+                    /* (the barrier closing that loop keeps the next pack of B   \
+                     * from overwriting what another thread still reads) */      \
                 }                                                                      \
             }                                                                          \
         }                                                                              \

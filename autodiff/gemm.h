@@ -6,7 +6,8 @@
  * views are read in place.  With AD_HAVE_CBLAS it calls cblas_sgemm /
  * cblas_dgemm; otherwise (and always through ad__gemm_builtin) it runs the
  * library's own blocked kernel: packing plus a register-tiled micro-kernel
- * chosen at run time per dtype (see gemm.c to add one). */
+ * chosen at run time per dtype (AVX-512, AVX2+FMA or portable; see gemm.c
+ * to add one), threaded with OpenMP when the build has it. */
 #ifndef AUTODIFF_GEMM_H
 #define AUTODIFF_GEMM_H
 
@@ -40,12 +41,32 @@ int ad__gemm_builtin(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int
 bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs);
 
 /* Name of the built-in micro-kernel ad__gemm_builtin uses for dtype now
- * ("avx2-fma 6x8", "generic 4x4", ...). */
+ * ("avx512 14x32", "avx2-fma 6x16", "generic 4x4", ...). */
 const char *ad__gemm_kernel_name(ad_dtype dtype);
 
-/* Test hook, not thread-safe: force the portable micro-kernel even where a
- * faster one is available, and override the cache blocking (0 keeps the
- * kernel's default).  ad__gemm_testing(false, 0, 0, 0) restores defaults. */
+/* ---- test hooks: not thread-safe, for tests and benchmarks only ---------------- */
+
+/* Force the portable micro-kernel even where a faster one is available, and
+ * override the cache blocking (0 keeps the kernel's default).
+ * ad__gemm_testing(false, 0, 0, 0) restores every default, including those
+ * set by the two hooks below. */
 void ad__gemm_testing(bool force_generic, int64_t mc, int64_t kc, int64_t nc);
+
+/* The built-in kernels for dtype, i = 0, 1, ... until NULL: each one's name
+ * and, in *runnable (may be NULL), whether this CPU can run it.  The list
+ * includes test-only kernels ("portable 14x32": the AVX-512 tile shape
+ * compiled without AVX-512), never chosen automatically, which let a test
+ * check every tile shape on any machine. */
+const char *ad__gemm_kernel_at(ad_dtype dtype, int i, bool *runnable);
+
+/* Make ad__gemm_builtin use the named kernel for dtype (NULL: back to the
+ * automatic choice).  Returns 0, or -1 when there is no such kernel or this
+ * CPU cannot run it. */
+int ad__gemm_testing_kernel(ad_dtype dtype, const char *name);
+
+/* With OpenMP: products of at least min_madds multiply-adds (m n k) are
+ * shared among threads; the default (0 restores it) is 2^18.  A test sets
+ * it low to run the threaded path on small matrices. */
+void ad__gemm_testing_parallel(int64_t min_madds);
 
 #endif

@@ -8,7 +8,7 @@
  *     ad_tensor *f = ad_add(ad_mul(x, y), ad_sin(x));
  *     ad_backward(f, NULL, AD_RETAIN_GRAPH);
  *     FILE *out = fopen("f.dot", "w");
- *     ad_dot(out, &f, 1, NULL);        then: dot -Tpng f.dot > f.png
+ *     ad_graph_dot(out, &f, 1, NULL);        then: dot -Tpng f.dot > f.png
  *
  * In the picture, leaves (inputs, parameters, constants) are boxes and
  * recorded ops are ellipses; an arrow goes from each input to the op that
@@ -23,6 +23,8 @@
  * Leaves that require grad are filled, constants are dashed, the tensors
  * asked for are drawn with a double border, and nodes kept only for replay
  * (ad_tape_set_replayable) are dashed ellipses.
+ *
+ * (The names carry "graph": ad_dot is the dot product of ops_linalg.h.)
  *
  * The writer uses only the public inspection API of tape.h
  * (ad_tape_num_nodes, ad_tape_node_info, ad_tensor_node_index), so it is
@@ -66,12 +68,15 @@ typedef struct ad_dot_opts {
  * recorded on one tape (leaves, persistent tensors included, may be among
  * them and are drawn alone).  opts may be NULL for AD_DOT_DEFAULTS.
  * Returns 0, or -1 with ad_error() set: NULL out or output, n < 0, outputs
- * on different tapes, bad options, out of memory, a write error. */
-int ad_dot(FILE *out, ad_tensor *const *outputs, int n, const ad_dot_opts *opts);
+ * on different tapes, bad options, out of memory, a write error (the
+ * stream may then hold part of the graph). */
+int ad_graph_dot(FILE *out, ad_tensor *const *outputs, int n, const ad_dot_opts *opts);
 
 /* Writes every node recorded on tape since its last reset (replay-only
- * nodes too) and the leaves they read.  Same options and errors. */
-int ad_dot_tape(FILE *out, const ad_tape *tape, const ad_dot_opts *opts);
+ * nodes and the nodes of recorded backward passes too) and the leaves
+ * they read.  Same options and errors; the outputs of the tape's last
+ * nodes get no double border. */
+int ad_graph_dot_tape(FILE *out, const ad_tape *tape, const ad_dot_opts *opts);
 
 #ifdef __cplusplus
 }

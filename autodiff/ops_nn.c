@@ -591,6 +591,9 @@ ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
         return ad__err(fn, "rng is NULL (needed when training with 0 < p < 1)"), NULL;
     scope s;
     if (scope_open(fn, 1, &x, &s)) return NULL;
+    /* A call that fails after drawing the mask puts the counter back, so a
+     * retry draws the same mask: a failure changes nothing. */
+    const uint64_t counter = rng->counter;
     /* The mask m / (1 - p) is drawn as uniforms and thresholded in place:
      * it is a fresh constant that no op has seen yet. */
     ad_tensor *m = ad_rand(s.tape, rng, x->dtype, x->ndim, x->shape, 0.0, 1.0), *y = NULL;
@@ -606,7 +609,9 @@ ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
         }
         y = ad_mul(x, m);
     }
-    return scope_close(&s, y);
+    y = scope_close(&s, y);
+    if (!y) rng->counter = counter;
+    return y;
 }
 
 /* ---- embedding ---------------------------------------------------------------------------------- */

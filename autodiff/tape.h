@@ -74,10 +74,14 @@ bool ad_requires_grad(const ad_tensor *t);
 bool ad_is_leaf(const ad_tensor *t);
 
 /* The gradient accumulated into leaf t by ad_backward(), or NULL when none
- * has been (or after ad_zero_grad).  It has t's shape and dtype and is owned
- * by t: it lives on t's tape, or is persistent and freed with t. */
+ * has been.  It has t's shape and dtype and is owned by t: it lives on t's
+ * tape, or is persistent and freed with t. */
 ad_tensor *ad_tensor_grad(const ad_tensor *t);
-/* Drops t's accumulated gradient (the next backward starts from zero). */
+/* Sets t's accumulated gradient to zero so the next backward starts from
+ * zero.  A gradient buffer the library made is zeroed in place and kept, so
+ * a training loop does not reallocate it every step (PyTorch's
+ * zero_grad(set_to_none=False)); a recorded gradient from AD_CREATE_GRAPH is
+ * dropped instead and ad_tensor_grad() then returns NULL. */
 int ad_zero_grad(ad_tensor *t);
 
 /* A view of t sharing its storage, with no history and not requiring grad:

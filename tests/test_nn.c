@@ -9,8 +9,6 @@
 
 #include "optest.h"
 
-static const double LN3 = 1.0986122886681098;
-
 static void ok(int rc) { ck_assert_msg(rc == 0, "%s", ad_error()); }
 static void nonnull(const void *p) { ck_assert_msg(p != NULL, "%s", ad_error()); }
 
@@ -34,13 +32,6 @@ static ad_tensor *f64(ad_tape *t, int nd, const int64_t *sh, const double *v)
 {
     ad_tensor *x = ot_f64(t, nd, sh, v);
     nonnull(x);
-    return x;
-}
-
-static ad_tensor *leaf(ad_tape *t, int nd, const int64_t *sh, const double *v)
-{
-    ad_tensor *x = f64(t, nd, sh, v);
-    ok(ad_set_requires_grad(x, true));
     return x;
 }
 

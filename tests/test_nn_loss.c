@@ -12,22 +12,6 @@ static const double LN3 = 1.0986122886681098;
 static void ok(int rc) { ck_assert_msg(rc == 0, "%s", ad_error()); }
 static void nonnull(const void *p) { ck_assert_msg(p != NULL, "%s", ad_error()); }
 
-/* Everything written to f, as a string the caller frees. */
-static char *slurp(FILE *f)
-{
-    long n = ftell(f);
-    rewind(f);
-    char *s = calloc((size_t)n + 1, 1);
-    ck_assert_int_eq(fread(s, 1, (size_t)n, f), n);
-    fclose(f);
-    return s;
-}
-
-static void has(const char *s, const char *needle)
-{
-    ck_assert_msg(strstr(s, needle) != NULL, "'%s' not found in:\n%s", needle, s);
-}
-
 static ad_tensor *f64(ad_tape *t, int nd, const int64_t *sh, const double *v)
 {
     ad_tensor *x = ot_f64(t, nd, sh, v);

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Tests of tools/adcalc: usage  adcalc_test.py PATH/TO/adcalc
+
+Every expected number below is derived by hand (the derivation is in the
+comment of each row), never by running adcalc, so the table checks the
+engine against calculus rather than against itself.  Set DOT=/path/to/dot
+to also render the --dot output (meson does when Graphviz is installed).
+"""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ADCALC = sys.argv[1] if len(sys.argv) > 1 else "adcalc"
+failures = []
+count = 0
+
+
+def run(*args):
+    p = subprocess.run([ADCALC, *args], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(cond, what):
+    global count
+    count += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def close(a, b, tol=1e-12):
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+s2, c2 = math.sin(2), math.cos(2)
+ln2 = math.log(2)
+sig = 1 / (1 + math.exp(-0.3))
+
+# (expression, point, value, gradient, hessian); variables in point order.
+TABLE = [
+    # x sin x: f' = sin x + x cos x, f'' = 2 cos x - x sin x
+    ("x*sin(x)", {"x": 2}, 2 * s2, [s2 + 2 * c2], [[2 * c2 - 2 * s2]]),
+    # x^2 y + y^3 at (1,2): grad (2xy, x^2 + 3y^2), H = [[2y, 2x], [2x, 6y]]
+    ("x^2*y + y^3", {"x": 1, "y": 2}, 10, [4, 13], [[4, 2], [2, 12]]),
+    # the variables in another order: the output follows the command line
+    ("x^2*y + y^3", {"y": 2, "x": 1}, 10, [13, 4], [[12, 2], [2, 4]]),
+    # -x^2 is -(x^2): value -9, not 9
+    ("-x^2", {"x": 3}, -9, [-6], [[-2]]),
+    ("(-x)^2", {"x": 3}, 9, [6], [[2]]),
+    # ^ is right-associative: 2^(3^2) = 2^9
+    ("2^3^2", {}, 512, [], []),
+    ("2^-1", {}, 0.5, [], []),
+    # - and / are left-associative
+    ("8-4-2", {}, 2, [], []),
+    ("8/4/2", {}, 1, [], []),
+    ("x - -x", {"x": 1.5}, 3, [2], [[0]]),
+    ("+x", {"x": 1.5}, 1.5, [1], [[0]]),
+    ("1 + 2*3", {}, 7, [], []),
+    # number forms
+    ("1e-3*x + .5 + 2.5E+10", {"x": 2}, 2e-3 + 0.5 + 2.5e10, [1e-3], [[0]]),
+    # exp(log x) = x: gradient 1 through two chain-rule steps (1/x times x)
+    ("exp(log(x))", {"x": 1.5}, 1.5, [1], [[0]]),
+    # max/min: the gradient goes to the larger (smaller) argument; on a tie
+    # it is split evenly, 1/2 to each (PyTorch's rule)
+    ("max(x,y)", {"x": 1, "y": 2}, 2, [0, 1], [[0, 0], [0, 0]]),
+    ("max(x,y)", {"x": 2, "y": 2}, 2, [0.5, 0.5], [[0, 0], [0, 0]]),
+    ("min(x,y)", {"x": 3, "y": 1}, 1, [0, 1], [[0, 0], [0, 0]]),
+    ("min(x,y)", {"x": 1, "y": 1}, 1, [0.5, 0.5], [[0, 0], [0, 0]]),
+    # sigmoid s: s' = s(1-s), s'' = s(1-s)(1-2s); at 0: 1/2, 1/4, 0
+    ("sigmoid(x)", {"x": 0}, 0.5, [0.25], [[0]]),
+    ("sigmoid(x)", {"x": 0.3}, sig, [sig * (1 - sig)], [[sig * (1 - sig) * (1 - 2 * sig)]]),
+    # relu: derivative 1 for x > 0, 0 for x < 0, and 0 at the kink x = 0
+    ("relu(x)", {"x": 0}, 0, [0], [[0]]),
+    ("relu(x)", {"x": 2}, 2, [1], [[0]]),
+    ("relu(x)", {"x": -1}, 0, [0], [[0]]),
+    ("abs(x)", {"x": -3}, 3, [-1], [[0]]),
+    # x/y: grad (1/y, -x/y^2), H = [[0, -1/y^2], [-1/y^2, 2x/y^3]]
+    ("x/y", {"x": 1, "y": 2}, 0.5, [0.5, -0.25], [[0, -0.25], [-0.25, 0.25]]),
+    # sqrt x at 4: 1/(2 sqrt x) = 1/4, -1/(4 x^(3/2)) = -1/32
+    ("sqrt(x)", {"x": 4}, 2, [0.25], [[-1 / 32]]),
+    # pow(x,y) at (2,3): grad (y x^(y-1), x^y ln x);
+    # H = [[y(y-1)x^(y-2), x^(y-1)(1 + y ln x)], [.., x^y ln^2 x]]
+    ("pow(x,y)", {"x": 2, "y": 3}, 8, [12, 8 * ln2],
+     [[12, 4 * (1 + 3 * ln2)], [4 * (1 + 3 * ln2), 8 * ln2 * ln2]]),
+    ("x^y", {"x": 2, "y": 3}, 8, [12, 8 * ln2],
+     [[12, 4 * (1 + 3 * ln2)], [4 * (1 + 3 * ln2), 8 * ln2 * ln2]]),
+    # tanh: t' = 1 - t^2, t'' = -2t(1 - t^2)
+    ("tanh(x)", {"x": 0.5}, math.tanh(0.5), [1 - math.tanh(0.5) ** 2],
+     [[-2 * math.tanh(0.5) * (1 - math.tanh(0.5) ** 2)]]),
+    # tan: 1 + tan^2, 2 tan (1 + tan^2)
+    ("tan(x)", {"x": 0.5}, math.tan(0.5), [1 + math.tan(0.5) ** 2],
+     [[2 * math.tan(0.5) * (1 + math.tan(0.5) ** 2)]]),
+    ("cos(x)", {"x": 1}, math.cos(1), [-math.sin(1)], [[-math.cos(1)]]),
+    # a variable used three times: its adjoint is the sum of three terms
+    ("x*x*x", {"x": 2}, 8, [12], [[12]]),
+    ("sin(x)^2 + cos(x)^2", {"x": 0.7}, 1, [0], [[0]]),
+    # constants: e^x is its own derivative; pi
+    ("e^x", {"x": 1}, math.e, [math.e], [[math.e]]),
+    ("pi*x^2", {"x": 2}, 4 * math.pi, [4 * math.pi], [[2 * math.pi]]),
+    # a NAME=VALUE for e makes it a variable
+    ("e*x", {"e": 3, "x": 2}, 6, [2, 3], [[0, 1], [1, 0]]),
+    # x*y + sin(x), the --trace example, and a variable absent from f
+    ("x*y + sin(x)", {"x": 2, "y": 3, "z": 5}, 6 + s2, [3 + c2, 2, 0],
+     [[-s2, 1, 0], [1, 0, 0], [0, 0, 0]]),
+]
+
+
+def point_args(point):
+    return [f"{k}={v!r}" for k, v in point.items()]
+
+
+for expr, point, value, grad, hess in TABLE:
+    rc, out, err = run("--json", "--hessian", expr, *point_args(point))
+    what = f"{expr} at {point}"
+    check(rc == 0, f"{what}: exit {rc}, stderr {err!r}")
+    try:
+        obj = json.loads(out)
+    except ValueError:
+        check(False, f"{what}: not JSON: {out!r}")
+        continue
+    check(out.count("\n") == 1 and out.endswith("}\n"), f"{what}: not one JSON line: {out!r}")
+    check(close(obj["value"], value), f"{what}: value {obj['value']} != {value}")
+    check(obj["variables"] == list(point), f"{what}: variables {obj['variables']}")
+    check(len(obj["grad"]) == len(grad), f"{what}: grad length")
+    for i, (a, b) in enumerate(zip(obj["grad"], grad)):
+        check(close(a, b, 1e-10), f"{what}: grad[{i}] {a} != {b}")
+    check(len(obj["hessian"]) == len(hess), f"{what}: hessian rows")
+    for i, (ra, rb) in enumerate(zip(obj["hessian"], hess)):
+        for j, (a, b) in enumerate(zip(ra, rb)):
+            check(close(a, b, 1e-10), f"{what}: hessian[{i}][{j}] {a} != {b}")
+    # without --hessian there is no "hessian" key
+    rc, out, _ = run("--json", expr, *point_args(point))
+    check(rc == 0 and "hessian" not in json.loads(out), f"{what}: hessian without --hessian")
+
+# --json writes 17 significant digits, so doubles survive the round trip.
+rc, out, _ = run("--json", "x*sin(x)", "x=2")
+v = 2 * math.sin(2)
+check(f'"value": {v:.17g}' in out, f"17 digits: {out!r}")
+check(json.loads(out)["value"] == v, "value round-trips exactly")
+
+# The text output.
+rc, out, _ = run("x*y + sin(x)", "x=2", "y=3")
+check(rc == 0 and out.splitlines()[0] == f"f = {6 + s2!r}", f"text value line: {out!r}")
+check("df/dy = 2" in out.splitlines(), f"text gradient line: {out!r}")
+rc, out, _ = run("--hessian", "x^2*y + y^3", "x=1", "y=2")
+check("hessian (rows and columns: x, y)" in out and "[ 4,  2 ]" in out and "[ 2, 12 ]" in out,
+      f"text hessian: {out!r}")
+# an expression starting with '-' needs no "--"; "--" works too
+for args in (["-x^2", "x=3"], ["--", "-x^2", "x=3"]):
+    rc, out, _ = run(*args)
+    check(rc == 0 and out.startswith("f = -9\n"), f"{args}: {out!r}")
+
+# ---- NaN and Inf: exit 1, a warning naming the op, null in JSON ------------------
+rc, out, err = run("log(x)", "x=-1")
+check(rc == 1, f"log(-1): exit {rc}")
+check("adcalc: warning: log produced nan (argument -1)" in err, f"log(-1) warning: {err!r}")
+rc, out, err = run("--json", "log(x)", "x=-1")
+obj = json.loads(out)
+check(rc == 1 and obj["value"] is None and obj["grad"] == [-1.0], f"log(-1) json: {out!r}")
+check(any("log produced nan" in w for w in obj["warnings"]) and "value is nan" in obj["warnings"],
+      f"log(-1) json warnings: {obj.get('warnings')}")
+rc, out, err = run("1/x", "x=0")
+check(rc == 1 and "div produced inf (arguments 1, 0)" in err, f"1/0: {rc} {err!r}")
+# a finite value with an infinite derivative: d sqrt(x)/dx at 0
+rc, out, err = run("--json", "sqrt(x)", "x=0")
+obj = json.loads(out)
+check(rc == 1 and obj["value"] == 0 and obj["grad"] == [None], f"sqrt(0): {out!r}")
+check("the derivative of sqrt is inf (argument 0)" in err, f"sqrt(0) warning: {err!r}")
+# a NaN born inside is reported once, where it is born
+rc, out, err = run("exp(log(x))*2", "x=-1")
+check(err.count("warning") == 1, f"one warning per NaN: {err!r}")
+
+# ---- errors: message, caret, exit status 2 ------------------------------------------
+ERRORS = [
+    (["x*(y+1))", "x=1", "y=2"], "adcalc: unexpected ')' at column 8\n  x*(y+1))\n         ^\n"),
+    (["sin(x) + (x", "x=1"], "adcalc: unexpected end of expression (expected ')' to close the '(' "
+                             "at column 10) at column 12\n"),
+    (["sine(x)", "x=1"], "adcalc: unknown function 'sine' at column 1\n  sine(x)\n  ^\n"),
+    (["2 * foo(x)", "x=1"], "adcalc: unknown function 'foo' at column 5\n"),
+    (["max(x)", "x=1"], "adcalc: max takes 2 arguments, got 1 at column 1\n"),
+    (["sin x", "x=1"], "adcalc: expected '(' after the function name 'sin' at column 5\n"),
+    (["2x", "x=1"], "adcalc: unexpected 'x' after the number '2' (write 2*x for a product) at column 2\n"),
+    (["1e+", "x=1"], "adcalc: malformed number '1e+' (exponent without digits) at column 1\n"),
+    (["x $ y"], "adcalc: unexpected '$' at column 3\n"),
+    ([""], "adcalc: empty expression at column 1\n"),
+    (["x+y", "x=1"], "adcalc: variable 'y' has no value (give y=...)\n  x+y\n    ^\n"),
+    (["x", "x=abc"], "adcalc: the value 'abc' of x is not a number\n"),
+    (["x", "x="], "adcalc: the value '' of x is not a number\n"),
+    (["x", "x=2y"], "adcalc: the value '2y' of x is not a number\n"),
+    (["x", "x=nan"], "adcalc: the value 'nan' of x is not a finite number\n"),
+    (["x", "x=1", "x=2"], "adcalc: variable 'x' given twice\n"),
+    (["x", "2x=1"], "adcalc: '2x' is not a variable name (in '2x=1')\n"),
+    (["x", "x"], "adcalc: expected NAME=VALUE, got 'x'\n"),
+    ([], "adcalc: no expression given\n"),
+    (["--frobnicate", "x", "x=1"], "adcalc: unknown option '--frobnicate'\n"),
+    (["--dot", "--json", "x", "x=1"], "adcalc: --dot prints only the graph"),
+    (["--json", "--trace", "x", "x=1"], "adcalc: --json and --trace both print"),
+]
+for args, message in ERRORS:
+    rc, out, err = run(*args)
+    check(rc == 2, f"{args}: exit {rc} (expected 2)")
+    check(err.startswith(message), f"{args}: stderr {err!r} does not start with {message!r}")
+    check(out == "", f"{args}: stdout not empty: {out!r}")
+# a NAME=VALUE for a name the expression does not use: a warning only
+rc, out, err = run("x", "x=1", "z=2")
+check(rc == 0 and "adcalc: warning: variable 'z' does not appear in the expression" in err,
+      f"unused variable: {rc} {err!r}")
+check("df/dz = 0" in out, f"unused variable's gradient: {out!r}")
+rc, out, _ = run("--json", "x", "x=1", "z=2")
+check(json.loads(out)["warnings"][0].startswith("variable 'z' does not appear"), "json warning")
+
+# ---- help and version ---------------------------------------------------------------
+rc, out, _ = run("--help")
+check(rc == 0 and out.startswith("Usage: adcalc") and "Exit status:" in out, "--help")
+for code in ("0  success", "1  the value or a derivative is NaN", "2  usage error",
+             "3  --check"):
+    check(code in out, f"--help documents exit status {code!r}")
+rc2, out2, _ = run("-h")
+check(rc2 == 0 and out2 == out, "-h is --help")
+rc, out, _ = run("--version")
+check(rc == 0 and re.fullmatch(r"adcalc \(autodiff\) \d+\.\d+\.\d+\n", out), f"--version: {out!r}")
+
+# ---- --check --------------------------------------------------------------------------
+rc, out, _ = run("--check", "x*y + sin(x)", "x=2", "y=3")
+check(rc == 0 and "gradcheck: pass" in out and "df/dx: tape" in out, f"--check pass: {out!r}")
+# at relu's kink the tape says 0 (the chosen subgradient) and central
+# differences say 1/2: a real disagreement, exit status 3
+rc, out, _ = run("--check", "relu(x)", "x=0")
+check(rc == 3 and "gradcheck: FAIL" in out, f"--check relu(0): {rc} {out!r}")
+rc, out, _ = run("--json", "--check", "x^3", "x=2")
+obj = json.loads(out)
+check(rc == 0 and obj["gradcheck"]["passed"] is True and obj["gradcheck"]["max_error"] < 1e-6,
+      f"--json --check: {out!r}")
+
+# ---- --trace: every forward and backward step of f = x*y + sin(x) ---------------------
+rc, out, _ = run("--trace", "x*y + sin(x)", "x=2", "y=3")
+expected_trace = [
+    "forward pass: each op computes its output from values already known",
+    "  input     x = 2",
+    "  input     y = 3",
+    "  forward   n0 = mul(x, y): x*y = 6",
+    "  forward   n1 = sin(x): sin(x) = 0.909297",
+    "  forward   n2 = add(n0, n1): n0 + n1 = 6.9093",
+    "backward pass: g is df/d(node); each step adds g * d(node)/d(input) to the input's g",
+    "  seed      g(n2) = df/dn2 = 1",
+    "  backward  n2 = add(n0, n1): g = 1; adds to n0: g = 1; adds to n1: g = 1",
+    "  backward  n1 = sin(x): g = 1; adds to x: g*cos(x) = -0.416147",
+    "  backward  n0 = mul(x, y): g = 1; adds to x: g*y = 3; adds to y: g*x = 2",
+    "gradient: each input's adjoint is the sum of the terms the steps added to it",
+    "  df/dx = -0.416147 + 3 = 2.58385",
+    "  df/dy = 2",
+]
+lines = out.splitlines()
+check(rc == 0 and lines[:len(expected_trace)] == expected_trace,
+      "--trace:\n" + "\n".join(lines) + "\nexpected:\n" + "\n".join(expected_trace))
+check(lines[len(expected_trace):] == [f"f = {6 + s2!r}", f"df/dx = {3 + c2!r}", "df/dy = 2"],
+      f"--trace results: {lines[len(expected_trace):]}")
+# a node whose output feeds two ops gets its adjoint as a sum of two terms
+rc, out, _ = run("--trace", "exp(x)*exp(x)", "x=0")
+check("adds to x: g*exp(x) = 1" in out and "df/dx = 1 + 1 = 2" in out, f"--trace sum: {out!r}")
+rc, out, _ = run("--trace", "x", "x=2")
+check("df/dx = 1 (f is x itself)" in out, f"--trace of a leaf: {out!r}")
+
+# ---- --dot ----------------------------------------------------------------------------
+rc, out, _ = run("--dot", "x*y + sin(x)", "x=2", "y=3")
+check(rc == 0 and out.startswith('digraph "adcalc" {') and out.rstrip().endswith("}"),
+      f"--dot framing: {out[:80]!r}")
+nodes = re.findall(r"^  (\w+) \[shape=(\w+)", out, re.M)
+edges = re.findall(r"^  (\w+) -> (\w+)", out, re.M)
+check(sorted(s for _, s in nodes) == ["box", "box", "ellipse", "ellipse", "ellipse"],
+      f"--dot nodes: {nodes}")
+check(len(edges) == 5, f"--dot edges: {edges}")
+check('label="x\\n[] float64\\nvalue 2\\ngrad 2.58385"' in out, "--dot leaf x label")
+check('label="n1: sin\\n[] float64\\nvalue 0.909297\\ngrad 1"' in out, "--dot sin node label")
+check("n0: mul" in out and "n2: add\\nf\\n" in out, "--dot op labels")
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "f.dot")
+    rc, out2, _ = run(f"--dot={path}", "--hessian", "x*y + sin(x)", "x=2", "y=3")
+    check(rc == 0 and out2.startswith("f = ") and "hessian" in out2, "--dot=FILE keeps the output")
+    with open(path) as fh:
+        check(fh.read() == out, "--dot=FILE writes the same graph")
+    dot = os.environ.get("DOT")
+    if dot:
+        png = os.path.join(tmp, "f.png")
+        p = subprocess.run([dot, "-Tpng", path, "-o", png], capture_output=True, text=True)
+        check(p.returncode == 0 and p.stderr == "", f"dot -Tpng: {p.stderr!r}")
+        with open(png, "rb") as fh:
+            check(fh.read(8) == b"\x89PNG\r\n\x1a\n", "dot made a PNG")
+    else:
+        print("skip: DOT not set, --dot output not rendered")
+
+print(f"{count - len(failures)}/{count} checks passed")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,649 @@
+/* tests/test_faults.c - fault injection and size overflow.
+ *
+ * Every allocation the library makes goes through ad__malloc / ad__calloc /
+ * ad__realloc (tape.c), and ad__alloc_fail_in = n makes the n-th next one
+ * fail.  Each scenario below is a complete program (weights, tape, forward,
+ * backward, an update, a second step, cleanup) written so that every public
+ * call is checked.  The sweep runs it with n = 1, 2, 3, ... until a run ends
+ * without reaching the n-th allocation, so every allocation of the scenario
+ * fails once.  At each n:
+ *   - the failing call returns its error (NULL, -1, an invalid scalar
+ *     handle) and the message says "out of memory"; no other call fails,
+ *     and nothing crashes;
+ *   - the run then either stops and frees what it made (LeakSanitizer, in
+ *     the sanitizer build, reports anything the failed call leaked), or, in
+ *     retry mode, repeats the failed call, which must now succeed and lead
+ *     to exactly the values of a run without injection: a failed call must
+ *     leave no half-done state behind;
+ *   - a fresh run without injection still gives the reference values.
+ *
+ * The second half checks that shapes whose element count overflows, or
+ * exceeds the library's limit, are refused before anything is allocated. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autodiff/internal.h"
+#include "../autodiff/tape_impl.h"
+#include "optest.h"
+
+/* ---- the sweep machinery ---------------------------------------------------------- */
+
+/* What a scenario reports back: a few numbers that depend on every step. */
+#define MAX_OUT 64
+typedef struct outcome {
+    int n;
+    double v[MAX_OUT];
+} outcome;
+
+static void put(outcome *o, double v)
+{
+    ck_assert_int_lt(o->n, MAX_OUT);
+    o->v[o->n++] = v;
+}
+static void put_tensor(outcome *o, const ad_tensor *t)
+{
+    int64_t n = ad_numel(t);
+    ck_assert_int_ge(n, 0);
+    ck_assert_int_le(o->n + n, MAX_OUT);
+    ck_assert_int_eq(ad_to_array(t, o->v + o->n), 0);
+    o->n += (int)n;
+}
+
+/* A scenario: returns 0 when it ran to the end, 1 when it stopped at an
+ * injected failure (retry == false only). */
+typedef int (*scenario)(bool retry, outcome *out);
+
+/* Checks a failed call: the failure must be the injected one, with the
+ * documented message.  `what` is the call's source text. */
+static void expect_oom(const char *what)
+{
+    ck_assert_msg(ad__alloc_fail_in == 0,
+                  "%s failed although the injected failure was not reached (%ld allocations "
+                  "to go): %s", what, ad__alloc_fail_in, ad_error() ? ad_error() : "(no message)");
+    ck_assert_msg(ad_error() != NULL, "%s failed without a message", what);
+    ck_assert_msg(strstr(ad_error(), "out of memory") != NULL,
+                  "%s failed with '%s', expected an out-of-memory error", what, ad_error());
+    if (getenv("FAULTS_VERBOSE")) fprintf(stderr, "  %s: %s\n", what, ad_error());
+    ad_clear_error();
+}
+
+/* Pointer-returning call: on failure check it, then stop or retry once. */
+#define TRY_P(var, expr)                                                                 \
+    do {                                                                                 \
+        if (!((var) = (expr))) {                                                         \
+            expect_oom(#expr);                                                           \
+            if (!retry) goto fail;                                                       \
+            (var) = (expr);                                                              \
+            ck_assert_msg((var) != NULL, "retry of %s failed: %s", #expr, ad_error());   \
+        }                                                                                \
+    } while (0)
+/* int-returning call (0 on success, -1 on error). */
+#define TRY_I(expr)                                                                      \
+    do {                                                                                 \
+        int rc_;                                                                         \
+        if ((rc_ = (expr)) != 0) {                                                       \
+            ck_assert_int_eq(rc_, -1);                                                   \
+            expect_oom(#expr);                                                           \
+            if (!retry) goto fail;                                                       \
+            ck_assert_msg((expr) == 0, "retry of %s failed: %s", #expr, ad_error());     \
+        }                                                                                \
+    } while (0)
+/* Calls that must not fail at all (they do not allocate). */
+#define MUST(expr) ck_assert_msg((expr) == 0, "%s: %s", #expr, ad_error() ? ad_error() : "")
+
+/* Runs f under injection for n = 1, 2, ... and returns the number of
+ * injection points swept (the allocations of one complete run). */
+static int sweep(const char *name, scenario f, bool retry)
+{
+    outcome ref = {0}, got;
+    ad_clear_error();
+    size_t calls0 = ad__alloc_calls;
+    ck_assert_int_eq(f(false, &ref), 0);
+    size_t allocs = ad__alloc_calls - calls0;
+    ck_assert_msg(ref.n > 0, "%s reports nothing", name);
+
+    int n;
+    for (n = 1;; n++) {
+        ck_assert_msg(n < 100000, "%s: the sweep does not end", name);
+        memset(&got, 0, sizeof got);
+        ad_clear_error();
+        ad__alloc_fail_in = n;
+        int stopped = f(retry, &got);
+        bool reached = ad__alloc_fail_in == 0;
+        ad__alloc_fail_in = 0;
+        ck_assert_msg(!stopped || reached, "%s stopped at n = %d without the injection", name, n);
+        if (!stopped) {
+            /* It ran to the end (in retry mode, or because the failure was
+             * absorbed): the values must be the reference ones exactly. */
+            ck_assert_int_eq(got.n, ref.n);
+            for (int i = 0; i < ref.n; i++)
+                ck_assert_msg(got.v[i] == ref.v[i] || (isnan(got.v[i]) && isnan(ref.v[i])),
+                              "%s, failure at allocation %d%s: value %d is %.17g, expected "
+                              "%.17g", name, n, retry ? " (retried)" : "", i, got.v[i], ref.v[i]);
+        }
+        if (!reached) break;
+        /* After a failure, a clean run gives the right values again. */
+        memset(&got, 0, sizeof got);
+        ck_assert_int_eq(f(false, &got), 0);
+        ck_assert_int_eq(got.n, ref.n);
+        for (int i = 0; i < ref.n; i++) ck_assert(got.v[i] == ref.v[i] || isnan(ref.v[i]));
+    }
+    int points = n - 1;
+    fprintf(stderr, "test_faults: %-14s %-6s %4d injection points (%zu allocations per run)\n",
+            name, retry ? "retry" : "stop", points, allocs);
+    /* Every allocation of the run was one point. */
+    ck_assert_int_eq((size_t)points, allocs);
+    return points;
+}
+
+/* ---- scenario 1: a training step of a small model -------------------------------------
+ * logits = tanh(x reshape(W, [3,5]) + b); loss = cross_entropy(logits, y) +
+ * 0.01 sum(logits), with W [15] and b [5] persistent; two steps of SGD with a
+ * tape reset in between. */
+static const double XV[12] = {0.5, -1.0, 0.25, 1.5, 0.0, -0.75, -0.5, 2.0, 1.0, 0.3, -0.2, 0.9};
+static const int64_t YV[4] = {0, 3, 4, 1};
+
+static int train_step(bool retry, outcome *out, ad_tape *tape, ad_tensor *w0, ad_tensor *b)
+{
+    ad_tensor *x, *y, *w, *mm, *pre, *h, *ce, *s, *s2, *loss;
+    TRY_P(x, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(4, 3), XV));
+    TRY_P(y, ad_from_array(tape, AD_INT64, AD_SHAPE(4), YV));
+    TRY_P(w, ad_reshape(w0, AD_SHAPE(3, 5)));
+    TRY_P(mm, ad_matmul(x, w));
+    TRY_P(pre, ad_add(mm, b));
+    TRY_P(h, ad_tanh(pre));
+    TRY_P(ce, ad_cross_entropy(h, y, AD_REDUCTION_MEAN));
+    TRY_P(s, ad_sum(h, NULL, 0, false));
+    TRY_P(s2, ad_mul_scalar(s, 0.01));
+    TRY_P(loss, ad_add(ce, s2));
+    MUST(ad_zero_grad(w0));
+    MUST(ad_zero_grad(b));
+    if (ad_backward(loss, NULL, 0) != 0) {
+        expect_oom("ad_backward(loss)");
+        if (!retry) goto fail;
+        /* A failed backward may have delivered some leaves' gradients
+         * already (tape.h promises only that the failing node's are not
+         * half-updated), so the retry starts from zero gradients. */
+        MUST(ad_zero_grad(w0));
+        MUST(ad_zero_grad(b));
+        ck_assert_msg(ad_backward(loss, NULL, 0) == 0, "retry of ad_backward: %s", ad_error());
+    }
+    put(out, ad_item(loss));
+    ck_assert_ptr_nonnull(ad_tensor_grad(w0));
+    ck_assert_ptr_nonnull(ad_tensor_grad(b));
+    put_tensor(out, ad_tensor_grad(w0));
+    put_tensor(out, ad_tensor_grad(b));
+    /* SGD by hand on the persistent weights. */
+    double *wd = ad_data(w0), *bd = ad_data(b), gw[15], gb[5];
+    MUST(ad_to_array(ad_tensor_grad(w0), gw));
+    MUST(ad_to_array(ad_tensor_grad(b), gb));
+    for (int i = 0; i < 15; i++) wd[i] -= 0.5 * gw[i];
+    for (int i = 0; i < 5; i++) bd[i] -= 0.5 * gb[i];
+    return 0;
+fail:
+    return 1;
+}
+
+static int scenario_train(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_tensor *w0 = NULL, *b = NULL;
+    ad_tape *tape = NULL;
+    double wv[15], bv[5] = {0.1, -0.1, 0.2, 0, 0.05};
+    for (int i = 0; i < 15; i++) wv[i] = sin(1.0 + i);
+    TRY_P(w0, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(15), wv));
+    TRY_P(b, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(5), bv));
+    MUST(ad_set_requires_grad(w0, true));
+    MUST(ad_set_requires_grad(b, true));
+    TRY_P(tape, ad_tape_new());
+    /* The reshape of the persistent weight has no tape input: it goes on
+     * the active tape. */
+    ad_tape_activate(tape);
+    for (int step = 0; step < 2; step++) {
+        if (step) TRY_I(ad_tape_reset(tape));
+        if (train_step(retry, out, tape, w0, b)) goto fail;
+    }
+    put_tensor(out, w0);
+    rc = 0;
+fail:
+    ad_tape_activate(NULL);
+    ad_tape_free(tape);
+    ad_tensor_free(w0);
+    ad_tensor_free(b);
+    return rc;
+}
+
+/* ---- scenario 2: tape replay ----------------------------------------------------------
+ * The same model recorded once on a replayable tape, frozen, and replayed
+ * for three batches, each followed by a backward pass and an update. */
+static int scenario_replay(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_tensor *w0 = NULL, *b = NULL, *batch = NULL;
+    ad_tape *tape = NULL;
+    ad_tensor *x, *y, *w, *mm, *pre, *h, *ce, *s, *s2, *loss;
+    double wv[15], bv[5] = {0.1, -0.1, 0.2, 0, 0.05};
+    for (int i = 0; i < 15; i++) wv[i] = cos(1.0 + i);
+    TRY_P(w0, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(15), wv));
+    TRY_P(b, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(5), bv));
+    TRY_P(batch, ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(4, 3)));
+    MUST(ad_set_requires_grad(w0, true));
+    MUST(ad_set_requires_grad(b, true));
+    TRY_P(tape, ad_tape_new());
+    TRY_I(ad_tape_set_replayable(tape, true));
+    ad_tape_activate(tape);
+    TRY_P(x, ad_zeros(tape, AD_FLOAT64, AD_SHAPE(4, 3)));
+    TRY_P(y, ad_from_array(tape, AD_INT64, AD_SHAPE(4), YV));
+    TRY_P(w, ad_reshape(w0, AD_SHAPE(3, 5)));
+    TRY_P(mm, ad_matmul(x, w));
+    TRY_P(pre, ad_add(mm, b));
+    TRY_P(h, ad_tanh(pre));
+    TRY_P(ce, ad_cross_entropy(h, y, AD_REDUCTION_MEAN));
+    TRY_P(s, ad_sum(h, NULL, 0, false));
+    TRY_P(s2, ad_mul_scalar(s, 0.01));
+    TRY_P(loss, ad_add(ce, s2));
+    TRY_I(ad_tape_freeze(tape));
+    for (int step = 0; step < 3; step++) {
+        double *bd = ad_data(batch);
+        for (int i = 0; i < 12; i++) bd[i] = XV[i] * (1 + step);
+        int changed = ad_tape_replay(tape, 1, &x, &batch);
+        if (changed < 0) {
+            expect_oom("ad_tape_replay");
+            if (!retry) goto fail;
+            changed = ad_tape_replay(tape, 1, &x, &batch);
+            ck_assert_msg(changed >= 0, "retry of ad_tape_replay: %s", ad_error());
+        }
+        MUST(ad_zero_grad(w0));
+        MUST(ad_zero_grad(b));
+        if (ad_backward(loss, NULL, AD_RETAIN_GRAPH) != 0) {
+            expect_oom("ad_backward(loss, RETAIN)");
+            if (!retry) goto fail;
+            MUST(ad_zero_grad(w0));
+            MUST(ad_zero_grad(b));
+            ck_assert_msg(ad_backward(loss, NULL, AD_RETAIN_GRAPH) == 0, "retry: %s", ad_error());
+        }
+        put(out, ad_item(loss));
+        put_tensor(out, ad_tensor_grad(b));
+        double *wd = ad_data(w0), gw[15];
+        MUST(ad_to_array(ad_tensor_grad(w0), gw));
+        for (int i = 0; i < 15; i++) wd[i] -= 0.5 * gw[i];
+    }
+    put_tensor(out, w0);
+    rc = 0;
+fail:
+    ad_tape_activate(NULL);
+    ad_tape_free(tape);
+    ad_tensor_free(w0);
+    ad_tensor_free(b);
+    ad_tensor_free(batch);
+    return rc;
+}
+
+/* ---- scenario 3: persistent results, no tape ----------------------------------------
+ * Ops on persistent tensors with nothing to record give persistent results
+ * (each freed here); the nn compositions then run on a scratch tape of
+ * their own, which a failure must free too. */
+static int scenario_persistent(bool retry, outcome *out)
+{
+    int rc = 1;
+    enum { NT = 16 };
+    ad_tensor *t[NT] = {0};
+    int k = 0;
+    ad_rng rng;
+    ad_rng_init(&rng, 42);
+    TRY_P(t[k], ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(2, 2, 5, 5), 0, 1)); /* 0: x */
+    k++;
+    TRY_P(t[k], ad_rand(NULL, &rng, AD_FLOAT32, AD_SHAPE(3, 2, 3, 3), -0.5, 0.5)); /* 1: w */
+    k++;
+    TRY_P(t[k], ad_linspace(NULL, AD_FLOAT32, -1, 1, 3)); /* 2: bias */
+    k++;
+    TRY_P(t[k], ad_conv2d(t[0], t[1], t[2], &(ad_conv2d_params){.padding = {1, 1}})); /* 3 */
+    k++;
+    TRY_P(t[k], ad_max_pool2d(t[3], (int[]){2, 2}, NULL, NULL)); /* 4: [2,3,2,2] */
+    k++;
+    TRY_P(t[k], ad_avg_pool2d(t[3], (int[]){3, 3}, (int[]){2, 2}, (int[]){1, 1}, false));
+    k++; /* 5: [2,3,3,3] */
+    TRY_P(t[k], ad_layer_norm(t[5], 2, NULL, NULL, 1e-5)); /* 6 */
+    k++;
+    TRY_P(t[k], ad_batch_norm(t[4], NULL, NULL, NULL, NULL, true, 0.1, 1e-5)); /* 7 */
+    k++;
+    TRY_P(t[k], ad_dropout(t[7], 0.5, true, &rng)); /* 8 */
+    k++;
+    TRY_P(t[k], ad_flatten(t[8], 1, -1)); /* 9: [2,12] */
+    k++;
+    TRY_P(t[k], ad_log_softmax(t[9], 1)); /* 10 */
+    k++;
+    TRY_P(t[k], ad_from_array(NULL, AD_INT64, AD_SHAPE(3), (int64_t[]){0, 1, 1})); /* 11 */
+    k++;
+    TRY_P(t[k], ad_embedding(t[9], t[11])); /* 12: [3,12] */
+    k++;
+    TRY_P(t[k], ad_sum(t[12], NULL, 0, false)); /* 13 */
+    k++;
+    put_tensor(out, t[10]);
+    put(out, ad_item(t[13]));
+    rc = 0;
+fail:
+    for (int i = NT; i-- > 0;) ad_tensor_free(t[i]);
+    return rc;
+}
+
+/* ---- scenario 4: the scalar API -------------------------------------------------------
+ * Enough nodes (3 per iteration) that the scalar arrays grow four times. */
+#define TRY_S(var, expr)                                                                 \
+    do {                                                                                 \
+        /* A temporary: expr may read var (acc = acc + t). */                          \
+        ad_scalar r_ = (expr);                                                           \
+        if (!ad_scalar_ok(r_)) {                                                         \
+            expect_oom(#expr);                                                           \
+            if (!retry) goto fail;                                                       \
+            ck_assert_msg(ad_scalar_ok(r_ = (expr)), "retry of %s: %s", #expr,           \
+                          ad_error());                                                   \
+        }                                                                                \
+        (var) = r_;                                                                      \
+    } while (0)
+
+static int scenario_scalar(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_tape *tape = NULL;
+    ad_scalar x, y, acc, t1, t2;
+    TRY_P(tape, ad_tape_new());
+    TRY_S(x, ad_scalar_var(tape, 0.5));
+    TRY_S(y, ad_scalar_var(tape, 1.5));
+    TRY_S(acc, ad_scalar_const(tape, 0.0));
+    for (int i = 0; i < 3000; i++) {
+        TRY_S(t1, ad_ssin(i % 2 ? x : y));
+        TRY_S(t2, ad_smul_c(t1, 1.0 / (1 + i)));
+        TRY_S(acc, ad_sadd(acc, t2));
+    }
+    TRY_I(ad_scalar_backward(acc));
+    double g[2];
+    TRY_I(ad_scalar_gradient(acc, 2, (ad_scalar[]){x, y}, g));
+    put(out, ad_scalar_value(acc));
+    put(out, g[0]);
+    put(out, g[1]);
+    TRY_I(ad_tape_reset(tape));
+    TRY_S(x, ad_scalar_var(tape, 2.0));
+    TRY_S(t1, ad_stanh(x));
+    TRY_I(ad_scalar_backward(t1));
+    put(out, ad_scalar_grad(x));
+    rc = 0;
+fail:
+    ad_tape_free(tape);
+    return rc;
+}
+
+/* ---- scenario 5: transforms and gradcheck ----------------------------------------------- */
+static ad_tensor *tf_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    ad_tensor *x = in[0];
+    return ad_sum(ad_mul(ad_square(ad_tanh(x)), x), NULL, 0, false);
+}
+
+static int scenario_transforms(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_tape *tape = NULL;
+    ad_tensor *x = NULL, *u, *hess, *y, *jvp, *grads[1], *value;
+    TRY_P(x, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(3), ((double[]){0.3, -0.7, 1.1})));
+    TRY_P(tape, ad_tape_new());
+    TRY_I(ad_grad(tape, tf_f, NULL, 1, &x, grads, &value, 0));
+    put(out, ad_item(value));
+    put_tensor(out, grads[0]);
+    TRY_I(ad_hessian(tape, tf_f, NULL, x, &hess, 0));
+    put_tensor(out, hess);
+    TRY_P(u, ad_ones(tape, AD_FLOAT64, AD_SHAPE(3)));
+    TRY_I(ad_jvp(tape, tf_f, NULL, 1, &x, &u, &y, &jvp, 0));
+    put(out, ad_item(jvp));
+    MUST(ad_set_requires_grad(x, true));
+    int ok = ad_gradcheck(tf_f, NULL, 1, &x, NULL);
+    if (ok != 1) {
+        ck_assert_int_eq(ok, -1);
+        expect_oom("ad_gradcheck");
+        if (!retry) goto fail;
+        ok = ad_gradcheck(tf_f, NULL, 1, &x, NULL);
+        ck_assert_int_eq(ok, 1);
+    }
+    put(out, ok);
+    rc = 0;
+fail:
+    ad_tape_free(tape);
+    ad_tensor_free(x);
+    return rc;
+}
+
+/* ---- arena sweeps -------------------------------------------------------------------
+ * Tensors, nodes and the backward pass's temporaries come from the tape's
+ * arena, which asks the system for memory only when a chunk is full, so the
+ * sweeps above reach few of the arena's allocation sites.  These sweeps put
+ * each one on a chunk boundary instead: the first chunk is filled up to
+ * `left` bytes before its end, then a step runs with the next system
+ * allocation failing.  As left goes 0, 64, 128, ... (the arena's alignment)
+ * up to what the step takes, every arena allocation of the step is, in
+ * turn, the one that needs a new chunk and fails. */
+static void fill_arena(ad_tape *t, size_t left)
+{
+    ck_assert_ptr_nonnull(t->cur);
+    chunk *c = t->cur;
+    ck_assert_uint_ge(c->size - c->used, left);
+    if (c->size - c->used > left) ck_assert_ptr_nonnull(ad__arena_alloc(t, c->size - c->used - left));
+    ck_assert_uint_eq(c->size - c->used, left);
+    ck_assert_ptr_null(c->next);
+}
+
+typedef int (*arena_step)(bool retry, outcome *out, ad_tape *tape, int phase, void *ctx);
+
+/* Runs setup (phase 0) without injection, fills the arena, then the step
+ * (phase 1) with the next allocation failing; returns how many offsets
+ * made the step fail.  `used` is what the step takes from the arena. */
+static int arena_sweep(const char *name, arena_step step, void *(*make)(void),
+                       void (*destroy)(void *), bool retry)
+{
+    outcome ref = {0}, got;
+    size_t used;
+    {
+        void *ctx = make();
+        ad_tape *t = ad_tape_new();
+        ck_assert_ptr_nonnull(t);
+        ck_assert_int_eq(step(false, &ref, t, 0, ctx), 0);
+        size_t before = t->used;
+        ck_assert_int_eq(step(false, &ref, t, 1, ctx), 0);
+        used = t->used - before;
+        ad_tape_free(t);
+        destroy(ctx);
+    }
+    int failures = 0;
+    for (size_t left = 0; left <= used + ARENA_ALIGN; left += ARENA_ALIGN) {
+        void *ctx = make();
+        ad_tape *t = ad_tape_new();
+        ck_assert_ptr_nonnull(t);
+        memset(&got, 0, sizeof got);
+        ck_assert_int_eq(step(false, &got, t, 0, ctx), 0);
+        fill_arena(t, left);
+        ad_clear_error();
+        ad__alloc_fail_in = 1;
+        int stopped = step(retry, &got, t, 1, ctx);
+        bool reached = ad__alloc_fail_in == 0;
+        ad__alloc_fail_in = 0;
+        failures += reached;
+        if (!stopped) {
+            ck_assert_int_eq(got.n, ref.n);
+            for (int i = 0; i < ref.n; i++)
+                ck_assert_msg(got.v[i] == ref.v[i], "%s, %zu bytes left%s: value %d is %.17g, "
+                              "expected %.17g", name, left, retry ? " (retried)" : "", i,
+                              got.v[i], ref.v[i]);
+        }
+        ad_tape_activate(NULL);
+        ad_tape_free(t);
+        destroy(ctx);
+        if (!reached) ck_assert_int_ge(left, used);
+    }
+    fprintf(stderr, "test_faults: %-14s %-6s %4d arena offsets (%zu bytes per step)\n", name,
+            retry ? "retry" : "stop", failures, used);
+    return failures;
+}
+
+/* The model's persistent weights. */
+typedef struct weights {
+    ad_tensor *w0, *b, *batch;
+    ad_tensor *x, *loss; /* replay: recorded in phase 0 */
+} weights;
+
+static void *make_weights(void)
+{
+    weights *w = calloc(1, sizeof *w);
+    double wv[15], bv[5] = {0.1, -0.1, 0.2, 0, 0.05};
+    for (int i = 0; i < 15; i++) wv[i] = sin(1.0 + i);
+    w->w0 = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(15), wv);
+    w->b = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(5), bv);
+    w->batch = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(4, 3), XV);
+    ck_assert(w->w0 && w->b && w->batch);
+    ad_set_requires_grad(w->w0, true);
+    ad_set_requires_grad(w->b, true);
+    return w;
+}
+
+static void destroy_weights(void *p)
+{
+    weights *w = p;
+    ad_tensor_free(w->w0);
+    ad_tensor_free(w->b);
+    ad_tensor_free(w->batch);
+    free(w);
+}
+
+/* Phase 0 records one op so the node array exists (its first allocation
+ * is not an arena one); phase 1 is one training step. */
+static int arena_train(bool retry, outcome *out, ad_tape *tape, int phase, void *ctx)
+{
+    weights *w = ctx;
+    ad_tape_activate(tape);
+    if (phase == 0) {
+        ad_tensor *warm = ad_neg(w->b);
+        ck_assert_ptr_nonnull(warm);
+        return 0;
+    }
+    return train_step(retry, out, tape, w->w0, w->b);
+}
+
+/* Phase 0 records the model on a replayable tape; phase 1 freezes it (the
+ * arena is filled before, so the freeze point is at the boundary) and runs
+ * two replays, each with a backward pass. */
+static int arena_replay(bool retry, outcome *out, ad_tape *tape, int phase, void *ctx)
+{
+    weights *w = ctx;
+    ad_tensor *y, *r, *mm, *pre, *h, *ce, *s, *s2;
+    ad_tape_activate(tape);
+    if (phase == 0) {
+        ck_assert_int_eq(ad_tape_set_replayable(tape, true), 0);
+        w->x = ad_zeros(tape, AD_FLOAT64, AD_SHAPE(4, 3));
+        y = ad_from_array(tape, AD_INT64, AD_SHAPE(4), YV);
+        r = ad_reshape(w->w0, AD_SHAPE(3, 5));
+        mm = ad_matmul(w->x, r);
+        pre = ad_add(mm, w->b);
+        h = ad_tanh(pre);
+        ce = ad_cross_entropy(h, y, AD_REDUCTION_MEAN);
+        s = ad_sum(h, NULL, 0, false);
+        s2 = ad_mul_scalar(s, 0.01);
+        w->loss = ad_add(ce, s2);
+        ck_assert_ptr_nonnull(w->loss);
+        return 0;
+    }
+    ck_assert_int_eq(ad_tape_freeze(tape), 0);
+    for (int step = 0; step < 2; step++) {
+        int changed = ad_tape_replay(tape, 1, &w->x, &w->batch);
+        if (changed < 0) {
+            expect_oom("ad_tape_replay");
+            if (!retry) goto fail;
+            ck_assert_int_ge(ad_tape_replay(tape, 1, &w->x, &w->batch), 0);
+        }
+        MUST(ad_zero_grad(w->w0));
+        MUST(ad_zero_grad(w->b));
+        if (ad_backward(w->loss, NULL, AD_RETAIN_GRAPH) != 0) {
+            expect_oom("ad_backward(loss, RETAIN)");
+            if (!retry) goto fail;
+            MUST(ad_zero_grad(w->w0));
+            MUST(ad_zero_grad(w->b));
+            ck_assert_int_eq(ad_backward(w->loss, NULL, AD_RETAIN_GRAPH), 0);
+        }
+        put(out, ad_item(w->loss));
+        put_tensor(out, ad_tensor_grad(w->w0));
+        put_tensor(out, ad_tensor_grad(w->b));
+    }
+    return 0;
+fail:
+    return 1;
+}
+
+START_TEST(sweep_training_step)
+{
+    int a = sweep("train", scenario_train, false);
+    int b = sweep("train", scenario_train, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
+START_TEST(sweep_replay)
+{
+    int a = sweep("replay", scenario_replay, false);
+    int b = sweep("replay", scenario_replay, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
+START_TEST(sweep_persistent)
+{
+    sweep("persistent", scenario_persistent, false);
+    sweep("persistent", scenario_persistent, true);
+}
+END_TEST
+
+START_TEST(sweep_scalar)
+{
+    sweep("scalar", scenario_scalar, false);
+    sweep("scalar", scenario_scalar, true);
+}
+END_TEST
+
+START_TEST(sweep_transforms)
+{
+    sweep("transforms", scenario_transforms, false);
+    sweep("transforms", scenario_transforms, true);
+}
+END_TEST
+
+START_TEST(sweep_arena_train)
+{
+    int a = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, false);
+    int b = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
+START_TEST(sweep_arena_replay)
+{
+    int a = arena_sweep("arena-replay", arena_replay, make_weights, destroy_weights, false);
+    int b = arena_sweep("arena-replay", arena_replay, make_weights, destroy_weights, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("faults");
+    TCase *tc = tcase_create("faults");
+    tcase_add_test(tc, sweep_training_step);
+    tcase_add_test(tc, sweep_replay);
+    tcase_add_test(tc, sweep_persistent);
+    tcase_add_test(tc, sweep_scalar);
+    tcase_add_test(tc, sweep_transforms);
+    tcase_add_test(tc, sweep_arena_train);
+    tcase_add_test(tc, sweep_arena_replay);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}

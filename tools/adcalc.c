@@ -1,0 +1,769 @@
+/* tools/adcalc.c - a calculator that differentiates.
+ *
+ *     $ adcalc 'x*y + sin(x)' x=2 y=3
+ *     f = 6.909297426825682
+ *     df/dx = 2.5838531634528574
+ *     df/dy = 2
+ *
+ * adcalc parses the expression (expr.c), then evaluates it with the
+ * library's tensor ops on 0-d float64 tensors.  The variables are leaves
+ * that require grad, so every op that touches them is recorded on a tape;
+ * ad_backward() then walks the tape in reverse and applies the chain rule,
+ * which leaves df/dx in each variable's grad.  That is reverse-mode
+ * automatic differentiation: one backward pass gives the derivative with
+ * respect to every input at once, for about the cost of evaluating f.
+ *
+ * --hessian records the backward pass itself (AD_CREATE_GRAPH): each
+ * gradient df/dx_i is then an ordinary recorded result, and differentiating
+ * it once more (ad_gradients) gives row i of the Hessian.  No second-order
+ * rules exist anywhere: the derivative of the backward pass is computed by
+ * the same first-order rules, which is how autodiff reaches any order.
+ *
+ * See docs/adcalc.md for the full reference, and --trace to watch the
+ * backward pass work.
+ */
+#include "adcalc.h"
+#include "expr.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EXIT_OK = 0, EXIT_NONFINITE = 1, EXIT_USAGE = 2, EXIT_CHECK = 3, EXIT_INTERNAL = 4 };
+
+static const double PI = 3.14159265358979323846;
+static const double E = 2.71828182845904523536;
+
+/* ---- warnings and numbers ---------------------------------------------------------- */
+
+static char **warnings;
+static int nwarnings;
+
+void adcalc_warn(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "adcalc: warning: %s\n", msg);
+    char **w = realloc(warnings, (size_t)(nwarnings + 1) * sizeof *w);
+    if (!w) return;
+    warnings = w;
+    warnings[nwarnings] = malloc(strlen(msg) + 1);
+    if (warnings[nwarnings]) strcpy(warnings[nwarnings++], msg);
+}
+
+void adcalc_number(double v, char *buf, size_t size)
+{
+    if (isnan(v)) {
+        snprintf(buf, size, "nan");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, size, v > 0 ? "inf" : "-inf");
+        return;
+    }
+    /* %g switches to an exponent when the precision is below the number
+     * of integer digits ("1e+01" for 10), so ask for at least those. */
+    int intdigits = fabs(v) >= 1 && fabs(v) < 1e17 ? (int)floor(log10(fabs(v))) + 1 : 1;
+    for (int p = 1; p <= 17; p++) { /* 17 digits always read back exactly */
+        snprintf(buf, size, "%.*g", p > intdigits ? p : intdigits, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+/* ---- evaluation: the expression tree becomes recorded tensor ops ------------------- */
+
+typedef struct calc {
+    const char *src;
+    expr *root;
+    int n;              /* variables, in command-line order */
+    const char **names;
+    double *values;
+    bool quiet;         /* no warnings (while gradcheck re-evaluates) */
+} calc;
+
+typedef ad_tensor *(*unary_op)(ad_tensor *);
+typedef ad_tensor *(*binary_op)(ad_tensor *, ad_tensor *);
+
+static const struct {
+    const char *name;
+    unary_op f1;
+    binary_op f2;
+} FUNCS[] = {
+    {"sin", ad_sin, NULL},   {"cos", ad_cos, NULL},         {"tan", ad_tan, NULL},
+    {"exp", ad_exp, NULL},   {"log", ad_log, NULL},         {"sqrt", ad_sqrt, NULL},
+    {"tanh", ad_tanh, NULL}, {"sigmoid", ad_sigmoid, NULL}, {"relu", ad_relu, NULL},
+    {"abs", ad_abs, NULL},   {"pow", NULL, ad_pow},         {"max", NULL, ad_maximum},
+    {"min", NULL, ad_minimum},
+};
+
+/* A constant lives on the active tape (the one being recorded on, or
+ * gradcheck's); it does not require grad, so no gradient is computed for
+ * it and ops between constants alone are not recorded at all. */
+static ad_tensor *constant(double v, const char *label)
+{
+    ad_tensor *c = ad_scalar_tensor(ad_tape_active(), AD_FLOAT64, v);
+    if (c && label && ad_set_label(c, label)) return NULL;
+    return c;
+}
+
+/* Warns where a NaN or Inf is born: a result that is not finite although
+ * every argument is ("log produced nan (argument -1)").  Later ops that
+ * merely pass the NaN on stay quiet. */
+static void check_result(const calc *c, const char *op, ad_tensor *r, ad_tensor *const *args,
+                         int nargs)
+{
+    double v = ad_item(r);
+    if (c->quiet || isfinite(v)) return;
+    char list[160] = "", num[40];
+    size_t len = 0;
+    for (int i = 0; i < nargs; i++) {
+        double a = ad_item(args[i]);
+        if (!isfinite(a)) return;
+        adcalc_number(a, num, sizeof num);
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", num);
+    }
+    adcalc_number(v, num, sizeof num);
+    adcalc_warn("%s produced %s (argument%s %s)", op, num, nargs > 1 ? "s" : "", list);
+}
+
+/* Evaluates e with the variables bound to in[].  The arguments are
+ * evaluated left to right in separate statements (C leaves the order of
+ * a function's arguments unspecified), so the tape records the ops in the
+ * order the expression is written. */
+static ad_tensor *eval(const calc *c, const expr *e, ad_tensor *const *in)
+{
+    ad_tensor *a[EXPR_MAX_ARGS] = {NULL, NULL}, *r = NULL;
+    const char *op = NULL;
+    switch (e->kind) {
+    case EXPR_NUM:
+        return constant(e->value, e->text);
+    case EXPR_VAR:
+        for (int i = 0; i < c->n; i++)
+            if (strcmp(c->names[i], e->text) == 0) return in[i];
+        if (strcmp(e->text, "pi") == 0) return constant(PI, "pi");
+        if (strcmp(e->text, "e") == 0) return constant(E, "e");
+        ad_set_error("adcalc: variable '%s' has no value", e->text);
+        return NULL;
+    default:
+        break;
+    }
+    for (int i = 0; i < e->nargs; i++)
+        if (!(a[i] = eval(c, e->args[i], in))) return NULL;
+    if (e->kind == EXPR_NEG) {
+        op = "neg";
+        r = ad_neg(a[0]);
+    } else if (e->kind == EXPR_BINARY) {
+        switch (e->op) {
+        case '+': op = "add", r = ad_add(a[0], a[1]); break;
+        case '-': op = "sub", r = ad_sub(a[0], a[1]); break;
+        case '*': op = "mul", r = ad_mul(a[0], a[1]); break;
+        case '/': op = "div", r = ad_div(a[0], a[1]); break;
+        default: op = "pow", r = ad_pow(a[0], a[1]); break;
+        }
+    } else {
+        for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && !op; i++) {
+            if (strcmp(FUNCS[i].name, e->text)) continue;
+            op = FUNCS[i].name;
+            r = FUNCS[i].f1 ? FUNCS[i].f1(a[0]) : FUNCS[i].f2(a[0], a[1]);
+        }
+        if (!op) {
+            ad_set_error("adcalc: no such function '%s'", e->text);
+            return NULL;
+        }
+    }
+    if (r) check_result(c, op, r, a, e->nargs);
+    return r;
+}
+
+/* The expression as an ad_func (transforms.h), for ad_gradcheck. */
+static ad_tensor *eval_fn(ad_tensor *const *inputs, int n, void *ctx)
+{
+    (void)n;
+    const calc *c = ctx;
+    return eval(c, c->root, inputs);
+}
+
+/* f at the point x, with grad mode off: nothing is recorded. */
+static double eval_at(calc *c, const double *x)
+{
+    ad_tape *t = ad_tape_new();
+    if (!t) return NAN;
+    ad_tape *prev = ad_tape_activate(t);
+    bool mode = ad_set_grad_enabled(false);
+    ad_tensor **in = calloc((size_t)c->n + 1, sizeof *in);
+    double v = NAN;
+    bool ok = in != NULL;
+    for (int i = 0; ok && i < c->n; i++) ok = (in[i] = ad_scalar_tensor(t, AD_FLOAT64, x[i]));
+    if (ok) {
+        ad_tensor *f = eval(c, c->root, in);
+        if (f) v = ad_item(f);
+    }
+    free(in);
+    ad_set_grad_enabled(mode);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return v;
+}
+
+/* ---- output ----------------------------------------------------------------------- */
+
+static void json_number(FILE *out, double v)
+{
+    if (isfinite(v)) fprintf(out, "%.17g", v);
+    else fputs("null", out);
+}
+
+static void json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(out, "\\%c", ch);
+        else if (ch == '\n') fputs("\\n", out);
+        else if (ch < 0x20) fprintf(out, "\\u%04x", ch);
+        else fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+static char *copy_string(const char *s)
+{
+    char *d = malloc(strlen(s) + 1);
+    return d ? strcpy(d, s) : NULL;
+}
+
+/* Explains each null of the JSON output in its "warnings". */
+static void warn_nonfinite(const char *what, double v)
+{
+    if (!isfinite(v)) adcalc_warn("%s is %s", what, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+}
+
+typedef struct result {
+    double value;
+    double *grad; /* n */
+    double *hess; /* n*n, row-major, or NULL */
+    int check;    /* -2 not run, else ad_gradcheck's return */
+    double check_err;
+    char *check_msg;
+    double *numeric; /* --check: central differences, n */
+} result;
+
+static void print_json(const calc *c, const result *r)
+{
+    char what[256];
+    warn_nonfinite("value", r->value);
+    for (int i = 0; i < c->n; i++) {
+        snprintf(what, sizeof what, "df/d%s", c->names[i]);
+        warn_nonfinite(what, r->grad[i]);
+    }
+    for (int i = 0; r->hess && i < c->n; i++)
+        for (int j = 0; j < c->n; j++) {
+            snprintf(what, sizeof what, "d2f/d%s d%s", c->names[i], c->names[j]);
+            warn_nonfinite(what, r->hess[i * c->n + j]);
+        }
+    printf("{\"value\": ");
+    json_number(stdout, r->value);
+    printf(", \"grad\": [");
+    for (int i = 0; i < c->n; i++) {
+        if (i) printf(", ");
+        json_number(stdout, r->grad[i]);
+    }
+    printf("]");
+    if (r->hess) {
+        printf(", \"hessian\": [");
+        for (int i = 0; i < c->n; i++) {
+            printf("%s[", i ? ", " : "");
+            for (int j = 0; j < c->n; j++) {
+                if (j) printf(", ");
+                json_number(stdout, r->hess[i * c->n + j]);
+            }
+            printf("]");
+        }
+        printf("]");
+    }
+    printf(", \"variables\": [");
+    for (int i = 0; i < c->n; i++) {
+        if (i) printf(", ");
+        json_string(stdout, c->names[i]);
+    }
+    printf("]");
+    if (r->check != -2) {
+        printf(", \"gradcheck\": {\"passed\": %s, \"max_error\": ", r->check == 1 ? "true" : "false");
+        json_number(stdout, r->check_err);
+        if (r->check_msg) {
+            printf(", \"message\": ");
+            json_string(stdout, r->check_msg);
+        }
+        printf("}");
+    }
+    if (nwarnings) {
+        printf(", \"warnings\": [");
+        for (int i = 0; i < nwarnings; i++) {
+            if (i) printf(", ");
+            json_string(stdout, warnings[i]);
+        }
+        printf("]");
+    }
+    printf("}\n");
+}
+
+static void print_text(const calc *c, const result *r)
+{
+    char num[40];
+    adcalc_number(r->value, num, sizeof num);
+    printf("f = %s\n", num);
+    for (int i = 0; i < c->n; i++) {
+        adcalc_number(r->grad[i], num, sizeof num);
+        printf("df/d%s = %s\n", c->names[i], num);
+    }
+    if (!r->hess || c->n == 0) return;
+    /* Rows and columns in the variables' order, each column as wide as
+     * its widest entry. */
+    printf("hessian (rows and columns: ");
+    for (int i = 0; i < c->n; i++) printf("%s%s", i ? ", " : "", c->names[i]);
+    printf(")\n");
+    int *width = calloc((size_t)c->n, sizeof *width);
+    for (int i = 0; width && i < c->n * c->n; i++) {
+        adcalc_number(r->hess[i], num, sizeof num);
+        int w = (int)strlen(num);
+        if (w > width[i % c->n]) width[i % c->n] = w;
+    }
+    for (int i = 0; i < c->n; i++) {
+        printf("  [");
+        for (int j = 0; j < c->n; j++) {
+            adcalc_number(r->hess[i * c->n + j], num, sizeof num);
+            printf(" %*s%s", width ? width[j] : 0, num, j + 1 < c->n ? "," : " ]\n");
+        }
+    }
+    free(width);
+}
+
+static void print_check(const calc *c, const result *r)
+{
+    const ad_gradcheck_opts go = AD_GRADCHECK_DEFAULTS;
+    if (c->n == 0) {
+        printf("gradcheck: nothing to check (no variables)\n");
+        return;
+    }
+    printf("gradcheck: %s (central differences with eps %g; atol %g, rtol %g)\n",
+           r->check == 1 ? "pass" : r->check == 0 ? "FAIL" : "ERROR", go.eps, go.atol, go.rtol);
+    for (int i = 0; i < c->n; i++)
+        printf("  df/d%s: tape %.15g, central difference %.15g, |difference| %.2g\n",
+               c->names[i], r->grad[i], r->numeric[i], fabs(r->grad[i] - r->numeric[i]));
+    if (r->check_msg) printf("  %s\n", r->check_msg);
+}
+
+/* ---- the computation ---------------------------------------------------------------- */
+
+typedef struct options {
+    bool hessian, json, trace, check, dot;
+    const char *dot_file; /* NULL: standard output */
+    const char *expression;
+} options;
+
+/* Central differences (f(x + h) - f(x - h)) / 2h for each variable, into
+ * numeric[]; returns the largest difference from the tape's gradient, the
+ * error --check reports. */
+static double numeric_error(calc *c, const double *grad, double *numeric)
+{
+    const double h = 1e-6;
+    double worst = 0;
+    double *x = malloc((size_t)(c->n ? c->n : 1) * sizeof *x);
+    if (!x) return NAN;
+    for (int i = 0; i < c->n; i++) {
+        memcpy(x, c->values, (size_t)c->n * sizeof *x);
+        x[i] = c->values[i] + h;
+        double up = eval_at(c, x);
+        x[i] = c->values[i] - h;
+        double down = eval_at(c, x);
+        numeric[i] = (up - down) / (2 * h);
+        double diff = fabs(grad[i] - numeric[i]);
+        if (!(diff <= worst)) worst = diff; /* NaN wins */
+    }
+    free(x);
+    return worst;
+}
+
+static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
+{
+    ad_tape *tape = ad_tensor_tape(f);
+    ad_tensor **outs = calloc(nforward + 1, sizeof *outs), **adj = calloc(nforward + 1, sizeof *adj);
+    int m = 0, rc = -1;
+    if (!outs || !adj) goto done;
+    for (size_t i = 0; tape && i < nforward; i++) {
+        ad_node_info info;
+        if (ad_tape_node_info(tape, i, &info)) goto done;
+        if (info.on_grad_path) outs[m++] = info.output;
+    }
+    /* The adjoint df/dv of every intermediate v, so the picture shows the
+     * gradient at every node, not only at the leaves. */
+    if (m && ad_gradients(f, NULL, m, outs, adj, AD_RETAIN_GRAPH)) goto done;
+    if (ad_tensor_node_index(f) >= 0 && ad_set_label(f, "f")) goto done;
+    ad_dot_opts o = AD_DOT_DEFAULTS;
+    o.precision = 6;
+    o.name = "adcalc";
+    o.ngrads = m;
+    o.grad_of = outs;
+    o.grads = adj;
+    rc = ad_graph_dot(out, &f, 1, &o);
+done:
+    free(outs);
+    free(adj);
+    return rc;
+}
+
+static int run(calc *c, const options *opt)
+{
+    int status = EXIT_INTERNAL;
+    result r = {NAN, calloc((size_t)c->n + 1, sizeof(double)), NULL, -2, NAN, NULL, NULL};
+    ad_tensor **vars = calloc((size_t)c->n + 1, sizeof *vars);
+    ad_tape *tape = ad_tape_new();
+    tracer *tr = tracer_new(opt->trace ? stdout : NULL);
+    ad_tape *prev = ad_tape_activate(tape);
+    ad_tensor *f = NULL;
+    if (!r.grad || !vars || !tape || !tr) {
+        ad_set_error("adcalc: out of memory");
+        goto done;
+    }
+    /* The variables: leaves that require grad, named for traces and graphs. */
+    for (int i = 0; i < c->n; i++) {
+        vars[i] = ad_scalar_tensor(tape, AD_FLOAT64, c->values[i]);
+        if (!vars[i] || ad_set_requires_grad(vars[i], true) || ad_set_label(vars[i], c->names[i]))
+            goto done;
+    }
+    if (opt->trace) {
+        printf("forward pass: each op computes its output from values already known\n");
+        for (int i = 0; i < c->n; i++) printf("  input     %s = %.6g\n", c->names[i], c->values[i]);
+    }
+    ad_set_trace(tracer_event, tr);
+    f = eval_fn(vars, c->n, c);
+    if (!f) goto done;
+    size_t nforward = ad_tape_num_nodes(tape);
+    r.value = ad_item(f);
+
+    /* One backward pass: df/dx for every variable x at once. */
+    if (ad_requires_grad(f)) {
+        if (opt->trace)
+            printf("backward pass: g is df/d(node); each step adds g * d(node)/d(input) to the "
+                   "input's g\n");
+        unsigned flags = AD_RETAIN_GRAPH | (opt->hessian ? AD_CREATE_GRAPH : 0);
+        if (ad_backward(f, NULL, flags)) goto done;
+    } else if (opt->trace) {
+        printf("  (nothing was recorded: f does not depend on any variable)\n");
+    }
+    ad_set_trace(NULL, NULL);
+    for (int i = 0; i < c->n; i++) {
+        ad_tensor *g = ad_tensor_grad(vars[i]);
+        r.grad[i] = g ? ad_item(g) : 0.0; /* no path from x to f: df/dx = 0 */
+    }
+    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r.grad);
+
+    /* The Hessian: with AD_CREATE_GRAPH each gradient df/dx_i is itself a
+     * recorded result, a function of the variables; its gradient is row i
+     * of the Hessian, d2f/dx_i dx_j.  A gradient that was not recorded
+     * (it does not depend on the variables: f linear in them) is constant,
+     * so its row is 0. */
+    if (opt->hessian) {
+        r.hess = calloc((size_t)c->n * (size_t)c->n + 1, sizeof *r.hess);
+        ad_tensor **row = calloc((size_t)c->n + 1, sizeof *row);
+        for (int i = 0; r.hess && row && i < c->n; i++) {
+            ad_tensor *g = ad_tensor_grad(vars[i]);
+            if (!g || !ad_requires_grad(g)) continue;
+            if (ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH)) {
+                free(row);
+                goto done;
+            }
+            for (int j = 0; j < c->n; j++) r.hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
+        }
+        bool ok = r.hess && row;
+        free(row);
+        if (!ok) {
+            ad_set_error("adcalc: out of memory");
+            goto done;
+        }
+        if (opt->trace)
+            printf("hessian: the backward pass above was itself recorded (AD_CREATE_GRAPH); row i "
+                   "is the gradient of df/dx_i, found by a backward pass through it\n");
+    }
+
+    if (opt->check) {
+        ad_gradcheck_opts go = AD_GRADCHECK_DEFAULTS;
+        r.numeric = calloc((size_t)c->n + 1, sizeof *r.numeric);
+        if (!r.numeric) {
+            ad_set_error("adcalc: out of memory");
+            goto done;
+        }
+        r.check = 1;
+        r.check_err = 0;
+        if (c->n > 0) {
+            c->quiet = true; /* the warnings were given already */
+            ad_clear_error();
+            r.check = ad_gradcheck(eval_fn, c, c->n, vars, &go);
+            if (r.check != 1 && ad_error()) r.check_msg = copy_string(ad_error());
+            r.check_err = numeric_error(c, r.grad, r.numeric);
+            c->quiet = false;
+        }
+    }
+
+    if (opt->dot) {
+        FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
+        if (!out) {
+            ad_set_error("adcalc: cannot open '%s' for writing", opt->dot_file);
+            goto done;
+        }
+        int rc = write_dot(f, nforward, out);
+        if (out != stdout && fclose(out) && rc == 0)
+            rc = ad_set_error("adcalc: error writing '%s'", opt->dot_file);
+        if (rc) goto done;
+    }
+
+    if (opt->json) {
+        print_json(c, &r);
+    } else if (!opt->dot || opt->dot_file) {
+        print_text(c, &r);
+        if (opt->check) print_check(c, &r);
+    }
+
+    bool finite = isfinite(r.value);
+    for (int i = 0; i < c->n; i++) finite &= isfinite(r.grad[i]) != 0;
+    for (int i = 0; r.hess && i < c->n * c->n; i++) finite &= isfinite(r.hess[i]) != 0;
+    status = !finite ? EXIT_NONFINITE : (r.check == 0 || r.check == -1) ? EXIT_CHECK : EXIT_OK;
+done:
+    if (status == EXIT_INTERNAL)
+        fprintf(stderr, "adcalc: %s\n", ad_error() ? ad_error() : "internal error");
+    ad_set_trace(NULL, NULL);
+    ad_tape_activate(prev);
+    ad_tape_free(tape);
+    tracer_free(tr);
+    free(vars);
+    free(r.grad);
+    free(r.hess);
+    free(r.check_msg);
+    free(r.numeric);
+    return status;
+}
+
+/* ---- command line ------------------------------------------------------------------- */
+
+static const char USAGE[] = "Usage: adcalc [OPTIONS] EXPRESSION [NAME=VALUE ...]\n";
+
+static const char HELP[] =
+    "Evaluates EXPRESSION at the point given by NAME=VALUE ... and prints its value\n"
+    "and its gradient with respect to every variable, in the order the variables are\n"
+    "given, computed by reverse-mode automatic differentiation (backpropagation).\n"
+    "\n"
+    "Options:\n"
+    "  --hessian     also print the Hessian (all second derivatives), obtained by\n"
+    "                differentiating the recorded backward pass\n"
+    "  --json        print one JSON object {\"value\": v, \"grad\": [...],\n"
+    "                \"hessian\": [[...]], \"variables\": [...]}; NaN and Inf are\n"
+    "                written as null and explained in a \"warnings\" array\n"
+    "  --trace       print the tape step by step: the forward pass node by node,\n"
+    "                then each backward step with the chain-rule term it adds\n"
+    "  --check       compare the gradient with central differences (gradcheck)\n"
+    "  --dot         print only the computation graph, in Graphviz DOT:\n"
+    "                  adcalc --dot 'x*y + sin(x)' x=2 y=3 | dot -Tpng > f.png\n"
+    "  --dot=FILE    write the graph to FILE and print the results as usual\n"
+    "  -h, --help    print this help and exit\n"
+    "  --version     print the version and exit\n"
+    "  --            end of options (an EXPRESSION starting with '-' may also be\n"
+    "                given directly, except \"-h\")\n"
+    "\n"
+    "Expressions: numbers (2, 2.5, .5, 1e-3, 2.5E+10), variables ([A-Za-z_][A-Za-z0-9_]*),\n"
+    "+ - * / and ^ (power: right-associative, binds tighter than unary minus, so\n"
+    "-x^2 = -(x^2) and 2^3^2 = 2^9), parentheses, the functions sin cos tan exp log\n"
+    "sqrt tanh sigmoid relu abs, pow(a,b) max(a,b) min(a,b), and the constants pi\n"
+    "and e (a NAME=VALUE for pi or e makes it a variable instead).\n"
+    "At a kink the derivative is chosen as PyTorch does: relu'(0) = 0, abs'(0) = 0,\n"
+    "and max/min give half the gradient to each argument on a tie.\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  the value or a derivative is NaN or infinite (a warning names the op)\n"
+    "  2  usage error, syntax error, missing or malformed variable value\n"
+    "  3  --check found the gradient and the central differences disagree\n"
+    "  4  internal error (out of memory, cannot write the --dot file)\n";
+
+static int usage_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("adcalc: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%sTry 'adcalc --help' for more information.\n", USAGE);
+    return EXIT_USAGE;
+}
+
+/* The expression and a caret under column col (1-based).  Tabs are copied
+ * into the caret line so the caret stays under its character. */
+static void show_column(const char *src, int col)
+{
+    fprintf(stderr, "  %s\n  ", src);
+    for (int i = 0; i + 1 < col && src[i]; i++) fputc(src[i] == '\t' ? '\t' : ' ', stderr);
+    fputs("^\n", stderr);
+}
+
+static bool is_name(const char *s, size_t len)
+{
+    if (len == 0 || !(s[0] == '_' || (s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!(s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9')))
+            return false;
+    return true;
+}
+
+/* The first variable of the expression (in reading order) that has no
+ * value and is not a constant, or NULL. */
+static const expr *unbound(const calc *c, const expr *e)
+{
+    if (e->kind == EXPR_VAR) {
+        for (int i = 0; i < c->n; i++)
+            if (strcmp(c->names[i], e->text) == 0) return NULL;
+        return strcmp(e->text, "pi") && strcmp(e->text, "e") ? e : NULL;
+    }
+    for (int i = 0; i < e->nargs; i++) {
+        const expr *u = unbound(c, e->args[i]);
+        if (u) return u;
+    }
+    return NULL;
+}
+
+static bool uses(const expr *e, const char *name)
+{
+    if (e->kind == EXPR_VAR) return strcmp(e->text, name) == 0;
+    for (int i = 0; i < e->nargs; i++)
+        if (uses(e->args[i], name)) return true;
+    return false;
+}
+
+/* Reads NAME=VALUE arguments into c->names/c->values. */
+static int bind(calc *c, int argc, char **argv)
+{
+    c->names = calloc((size_t)argc + 1, sizeof *c->names);
+    c->values = calloc((size_t)argc + 1, sizeof *c->values);
+    if (!c->names || !c->values) {
+        fprintf(stderr, "adcalc: out of memory\n");
+        return EXIT_INTERNAL;
+    }
+    for (int a = 0; a < argc; a++) {
+        char *arg = argv[a], *eq = strchr(arg, '=');
+        if (!eq) return usage_error("expected NAME=VALUE, got '%s'", arg);
+        if (!is_name(arg, (size_t)(eq - arg)))
+            return usage_error("'%.*s' is not a variable name (in '%s')", (int)(eq - arg), arg,
+                               arg);
+        *eq = '\0'; /* argv is ours to edit: the name ends here */
+        const char *text = eq + 1;
+        char *end;
+        double v = strtod(text, &end);
+        if (!*text || *end || text[0] == ' ' || text[0] == '\t')
+            return usage_error("the value '%s' of %s is not a number", text, arg);
+        if (!isfinite(v))
+            return usage_error("the value '%s' of %s is not a finite number", text, arg);
+        for (int i = 0; i < c->n; i++)
+            if (strcmp(c->names[i], arg) == 0)
+                return usage_error("variable '%s' given twice", arg);
+        c->names[c->n] = arg;
+        c->values[c->n++] = v;
+    }
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    options opt = {0};
+    int npos = 0;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) return EXIT_INTERNAL;
+    bool options_done = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (options_done || a[0] != '-' || (a[1] != '-' && strcmp(a, "-h") != 0)) {
+            pos[npos++] = argv[i];
+        } else if (strcmp(a, "--") == 0) {
+            options_done = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(USAGE, stdout);
+            fputs(HELP, stdout);
+            free(pos);
+            return EXIT_OK;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("adcalc (autodiff) %s\n", AUTODIFF_VERSION);
+            free(pos);
+            return EXIT_OK;
+        } else if (strcmp(a, "--hessian") == 0) {
+            opt.hessian = true;
+        } else if (strcmp(a, "--json") == 0) {
+            opt.json = true;
+        } else if (strcmp(a, "--trace") == 0) {
+            opt.trace = true;
+        } else if (strcmp(a, "--check") == 0) {
+            opt.check = true;
+        } else if (strcmp(a, "--dot") == 0) {
+            opt.dot = true;
+        } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
+            opt.dot = true;
+            opt.dot_file = a + 6;
+        } else {
+            free(pos);
+            return usage_error("unknown option '%s'", a);
+        }
+    }
+    int status = EXIT_OK;
+    if (npos == 0) status = usage_error("no expression given");
+    else if (opt.dot && !opt.dot_file && (opt.json || opt.trace || opt.check || opt.hessian))
+        status = usage_error("--dot prints only the graph; to combine it with --json, --trace, "
+                             "--check or --hessian write it to a file with --dot=FILE");
+    else if (opt.json && opt.trace)
+        status = usage_error("--json and --trace both print to standard output; use one");
+    if (status) {
+        free(pos);
+        return status;
+    }
+
+    calc c = {0};
+    c.src = opt.expression = pos[0];
+    expr_error err;
+    c.root = expr_parse(c.src, &err);
+    if (!c.root) {
+        fprintf(stderr, "adcalc: %s at column %d\n", err.message, err.column);
+        show_column(c.src, err.column);
+        status = EXIT_USAGE;
+    }
+    if (!status) status = bind(&c, npos - 1, pos + 1);
+    if (!status) {
+        const expr *u = unbound(&c, c.root);
+        if (u) {
+            fprintf(stderr, "adcalc: variable '%s' has no value (give %s=...)\n", u->text, u->text);
+            show_column(c.src, u->column);
+            status = EXIT_USAGE;
+        }
+    }
+    if (!status) {
+        for (int i = 0; i < c.n; i++)
+            if (!uses(c.root, c.names[i]))
+                adcalc_warn("variable '%s' does not appear in the expression (its derivative is 0)",
+                            c.names[i]);
+        status = run(&c, &opt);
+    }
+    expr_free(c.root);
+    free(c.names);
+    free(c.values);
+    free(pos);
+    for (int i = 0; i < nwarnings; i++) free(warnings[i]);
+    free(warnings);
+    return status;
+}

@@ -1,0 +1,39 @@
+/* tools/adcalc.h - what adcalc.c and trace.c share. */
+#ifndef ADCALC_ADCALC_H
+#define ADCALC_ADCALC_H
+
+#include <autodiff/autodiff.h>
+
+/* Prints "adcalc: warning: ..." to stderr and keeps the message for the
+ * "warnings" array of --json. */
+void adcalc_warn(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* The shortest decimal that reads back as v ("0.1", not
+ * "0.10000000000000001"); "nan", "inf", "-inf" for the rest. */
+void adcalc_number(double v, char *buf, size_t size);
+
+/* ---- the step-by-step trace (trace.c) ---- */
+
+typedef struct tracer tracer;
+
+/* A tracer that prints to out, or, with out == NULL, only watches the
+ * backward pass for the first non-finite gradient and warns about it.
+ * NULL when out of memory. */
+tracer *tracer_new(FILE *out);
+void tracer_free(tracer *tr);
+/* The ad_trace_fn to install with ad_set_trace(tracer_event, tr). */
+void tracer_event(const ad_trace_event *event, void *ctx);
+/* After the backward pass: each variable's gradient as the sum of the
+ * chain-rule terms the backward steps added to it. */
+void tracer_summary(tracer *tr, int n, ad_tensor *const *vars, const char *const *names,
+                    const double *grads);
+
+/* The name of a tensor in traces: its label (a variable's name, or a
+ * constant's literal), "n<i>" for the output of node i, else its value. */
+void tensor_name(const ad_tensor *t, char *buf, size_t size);
+
+#endif

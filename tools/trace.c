@@ -1,0 +1,314 @@
+/* tools/trace.c - adcalc --trace: backpropagation, one step at a time.
+ *
+ * The library calls tracer_event() (installed with ad_set_trace) once for
+ * every op it records - the forward pass - and once for every node the
+ * backward pass processes, newest first.  Reverse mode is the chain rule
+ * organised around one number per intermediate result, its *adjoint*
+ *
+ *     g(v) = df/dv    (how much f changes per unit change of v).
+ *
+ * The output's adjoint is 1 (df/df).  A node v = op(a, b) that knows g(v)
+ * passes g(v) * dv/da to a and g(v) * dv/db to b; a value used in several
+ * places receives one such term from each use, and its adjoint is their
+ * sum (the multivariable chain rule).  When the sweep reaches the inputs,
+ * their adjoints are the gradient.  Backpropagation in a neural network is
+ * this very algorithm, with v ranging over layers instead of scalars.
+ *
+ * The trace prints each node's value on the way forward, then each
+ * backward step with the adjoint g it received and the term it adds to
+ * each input, written as the chain-rule factor (g*cos(x)) and its value.
+ */
+#include "adcalc.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How adcalc's ops read, forward and backward: %0, %1 stand for the
+ * inputs' names and %y for the output's.  terms[k] is the factor
+ * g * d(output)/d(input k), the chain-rule term the backward step adds to
+ * input k.  Ops not listed are printed with the library's own formula
+ * (ad_op_formula), so a tape from elsewhere traces too. */
+static const struct {
+    const char *op, *forward, *terms[2];
+} TEMPLATES[] = {
+    {"add", "%0 + %1", {"g", "g"}},
+    {"sub", "%0 - %1", {"g", "-g"}},
+    {"mul", "%0*%1", {"g*%1", "g*%0"}},
+    {"div", "%0/%1", {"g/%1", "-g*%0/%1^2"}},
+    {"pow", "%0^%1", {"g*%1*%0^(%1-1)", "g*%0^%1*log(%0)"}},
+    {"maximum", "max(%0, %1)", {"g*([%0 > %1] + [%0 = %1]/2)", "g*([%1 > %0] + [%0 = %1]/2)"}},
+    {"minimum", "min(%0, %1)", {"g*([%0 < %1] + [%0 = %1]/2)", "g*([%1 < %0] + [%0 = %1]/2)"}},
+    {"neg", "-%0", {"-g", NULL}},
+    {"exp", "exp(%0)", {"g*exp(%0)", NULL}},
+    {"log", "log(%0)", {"g/%0", NULL}},
+    {"sqrt", "sqrt(%0)", {"g/(2*sqrt(%0))", NULL}},
+    {"sin", "sin(%0)", {"g*cos(%0)", NULL}},
+    {"cos", "cos(%0)", {"-g*sin(%0)", NULL}},
+    {"tan", "tan(%0)", {"g*(1 + tan(%0)^2)", NULL}},
+    {"tanh", "tanh(%0)", {"g*(1 - tanh(%0)^2)", NULL}},
+    {"sigmoid", "sigmoid(%0)", {"g*sigmoid(%0)*(1 - sigmoid(%0))", NULL}},
+    {"relu", "relu(%0)", {"g*[%0 > 0]", NULL}},
+    {"abs", "abs(%0)", {"g*sign(%0)", NULL}},
+};
+#define NTEMPLATES (sizeof TEMPLATES / sizeof TEMPLATES[0])
+
+/* What the backward steps added to one tensor's adjoint, in order. */
+typedef struct contrib {
+    const ad_tensor *t;
+    char *terms; /* " + 3 - 0.416147", built as terms arrive */
+    size_t len;
+    int count;
+    double sum;
+} contrib;
+
+struct tracer {
+    FILE *out;
+    bool backward_started;
+    bool warned; /* only the first non-finite gradient is reported */
+    contrib *c;
+    size_t nc, cap;
+};
+
+tracer *tracer_new(FILE *out)
+{
+    tracer *tr = calloc(1, sizeof *tr);
+    if (tr) tr->out = out;
+    return tr;
+}
+
+void tracer_free(tracer *tr)
+{
+    if (!tr) return;
+    for (size_t i = 0; i < tr->nc; i++) free(tr->c[i].terms);
+    free(tr->c);
+    free(tr);
+}
+
+/* Six significant digits, enough to follow a trace; "nan" whatever the
+ * sign bit of the NaN (printf would say "-nan" for some). */
+static void short_number(double v, char *buf, size_t size)
+{
+    if (isnan(v)) snprintf(buf, size, "nan");
+    else snprintf(buf, size, "%.6g", v);
+}
+
+void tensor_name(const ad_tensor *t, char *buf, size_t size)
+{
+    const char *label = ad_label(t);
+    long node = ad_tensor_node_index(t);
+    if (label && *label) snprintf(buf, size, "%s", label);
+    else if (node >= 0) snprintf(buf, size, "n%ld", node);
+    else short_number(ad_item(t), buf, size);
+}
+
+/* A name fit to stand inside a formula: a negative constant gets
+ * parentheses, so g*%1 with %1 = -2 reads g*(-2). */
+static void operand_name(const ad_tensor *t, char *buf, size_t size)
+{
+    char name[96];
+    tensor_name(t, name, sizeof name);
+    if (name[0] == '-') snprintf(buf, size, "(%s)", name);
+    else snprintf(buf, size, "%s", name);
+}
+
+/* Writes a template with %0, %1, %y replaced by names. */
+static void expand(FILE *out, const char *tmpl, const ad_trace_event *ev)
+{
+    for (const char *p = tmpl; *p; p++) {
+        char name[100];
+        if (p[0] == '%' && (p[1] == '0' || p[1] == '1') && p[1] - '0' < ev->nin) {
+            operand_name(ev->inputs[p[1] - '0'], name, sizeof name);
+            fputs(name, out);
+            p++;
+        } else if (p[0] == '%' && p[1] == 'y') {
+            operand_name(ev->output, name, sizeof name);
+            fputs(name, out);
+            p++;
+        } else {
+            fputc(*p, out);
+        }
+    }
+}
+
+static int find_template(const char *op)
+{
+    for (size_t i = 0; i < NTEMPLATES; i++)
+        if (strcmp(TEMPLATES[i].op, op) == 0) return (int)i;
+    return -1;
+}
+
+/* The value of a (one-element) tensor for printing; the first element of
+ * a bigger one would mislead, so those print as their shape. */
+static void value_str(const ad_tensor *t, char *buf, size_t size)
+{
+    if (ad_numel(t) == 1) {
+        short_number(ad_item(t), buf, size);
+    } else {
+        char shape[48];
+        ad_shape_str(t, shape, sizeof shape);
+        snprintf(buf, size, "<%s tensor>", shape);
+    }
+}
+
+static contrib *contrib_of(tracer *tr, const ad_tensor *t)
+{
+    for (size_t i = 0; i < tr->nc; i++)
+        if (tr->c[i].t == t) return &tr->c[i];
+    if (tr->nc == tr->cap) {
+        size_t cap = tr->cap ? 2 * tr->cap : 16;
+        contrib *c = realloc(tr->c, cap * sizeof *c);
+        if (!c) return NULL;
+        tr->c = c;
+        tr->cap = cap;
+    }
+    contrib *c = &tr->c[tr->nc++];
+    memset(c, 0, sizeof *c);
+    c->t = t;
+    return c;
+}
+
+/* Records that a backward step added v to t's adjoint. */
+static void add_term(tracer *tr, const ad_tensor *t, double v)
+{
+    contrib *c = contrib_of(tr, t);
+    if (!c) return; /* out of memory: the summary just shows less */
+    char num[40];
+    short_number(fabs(v), num, sizeof num);
+    bool negative = !isnan(v) && signbit(v);
+    const char *sign = negative ? (c->count ? " - " : "-") : (c->count ? " + " : "");
+    size_t need = c->len + strlen(sign) + strlen(num) + 1;
+    char *s = realloc(c->terms, need);
+    if (!s) return;
+    c->terms = s;
+    c->len += (size_t)sprintf(s + c->len, "%s%s", sign, num);
+    c->count++;
+    c->sum += v;
+}
+
+static bool all_finite(const ad_tensor *t)
+{
+    if (ad_numel(t) != 1) return true; /* adcalc's tensors are scalars */
+    return isfinite(ad_item(t));
+}
+
+/* The backward pass's counterpart of adcalc's forward warnings: the first
+ * step whose finite adjoint g and finite inputs gave a non-finite term
+ * (sqrt at 0: g/(2 sqrt 0) = inf) is where a NaN or Inf gradient comes
+ * from. */
+static void watch(tracer *tr, const ad_trace_event *ev)
+{
+    if (tr->warned || !all_finite(ev->grad_output)) return;
+    for (int k = 0; k < ev->nin; k++) /* a NaN input only passes a NaN on */
+        if (!all_finite(ev->inputs[k])) return;
+    for (int k = 0; k < ev->nin; k++) {
+        const ad_tensor *gk = ev->grad_inputs[k];
+        if (!gk || !ad_requires_grad(ev->inputs[k]) || all_finite(gk)) continue;
+        char args[160] = "", v[96];
+        size_t len = 0;
+        for (int j = 0; j < ev->nin && len < sizeof args; j++) {
+            value_str(ev->inputs[j], v, sizeof v);
+            len += (size_t)snprintf(args + len, sizeof args - len, "%s%s", j ? ", " : "", v);
+        }
+        double x = ad_numel(gk) == 1 ? ad_item(gk) : NAN;
+        adcalc_warn("the derivative of %s is %s (argument%s %s)", ev->op,
+                    isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args);
+        tr->warned = true;
+        return;
+    }
+}
+
+static void print_call(FILE *out, const ad_trace_event *ev)
+{
+    char name[100];
+    tensor_name(ev->output, name, sizeof name);
+    fprintf(out, "%s = %s(", name, ev->op);
+    for (int k = 0; k < ev->nin; k++) {
+        tensor_name(ev->inputs[k], name, sizeof name);
+        fprintf(out, "%s%s", k ? ", " : "", name);
+    }
+    fputc(')', out);
+}
+
+void tracer_event(const ad_trace_event *ev, void *ctx)
+{
+    tracer *tr = ctx;
+    int tmpl = find_template(ev->op);
+    char v[96];
+    if (ev->phase == AD_TRACE_FORWARD) {
+        if (!tr->out) return;
+        fputs("  forward   ", tr->out);
+        print_call(tr->out, ev);
+        fputs(": ", tr->out);
+        if (tmpl >= 0) {
+            expand(tr->out, TEMPLATES[tmpl].forward, ev);
+        } else { /* the library's formula, up to the derivative part */
+            const char *semi = strchr(ev->formula, ';');
+            fprintf(tr->out, "%.*s", semi ? (int)(semi - ev->formula) : (int)strlen(ev->formula),
+                    ev->formula);
+        }
+        value_str(ev->output, v, sizeof v);
+        fprintf(tr->out, " = %s\n", v);
+        return;
+    }
+
+    watch(tr, ev);
+    /* Record the terms even when not printing: cheap, and harmless. */
+    for (int k = 0; k < ev->nin; k++)
+        if (ev->grad_inputs[k] && ad_requires_grad(ev->inputs[k]) &&
+            ad_numel(ev->grad_inputs[k]) == 1)
+            add_term(tr, ev->inputs[k], ad_item(ev->grad_inputs[k]));
+    if (!tr->out) return;
+    char name[100];
+    if (!tr->backward_started) {
+        /* The first node processed is the output; its adjoint is the seed
+         * df/df = 1. */
+        tr->backward_started = true;
+        tensor_name(ev->output, name, sizeof name);
+        value_str(ev->grad_output, v, sizeof v);
+        fprintf(tr->out, "  seed      g(%s) = df/d%s = %s\n", name, name, v);
+    }
+    fputs("  backward  ", tr->out);
+    print_call(tr->out, ev);
+    value_str(ev->grad_output, v, sizeof v);
+    /* A node that fed several consumers got one term from each: show the
+     * sum that makes up its adjoint. */
+    contrib *mine = contrib_of(tr, ev->output);
+    if (mine && mine->count > 1) fprintf(tr->out, ": g = %s = %s", mine->terms, v);
+    else fprintf(tr->out, ": g = %s", v);
+    for (int k = 0; k < ev->nin; k++) {
+        if (!ev->grad_inputs[k] || !ad_requires_grad(ev->inputs[k])) continue;
+        tensor_name(ev->inputs[k], name, sizeof name);
+        fprintf(tr->out, "; adds to %s: ", name);
+        if (tmpl >= 0 && k < 2 && TEMPLATES[tmpl].terms[k]) {
+            expand(tr->out, TEMPLATES[tmpl].terms[k], ev);
+        } else {
+            const char *semi = strchr(ev->formula, ';');
+            fputs(semi ? semi + 2 : ev->formula, tr->out);
+        }
+        value_str(ev->grad_inputs[k], v, sizeof v);
+        fprintf(tr->out, " = %s", v);
+    }
+    fputc('\n', tr->out);
+}
+
+void tracer_summary(tracer *tr, int n, ad_tensor *const *vars, const char *const *names,
+                    const double *grads)
+{
+    if (!tr->out) return;
+    fputs("gradient: each input's adjoint is the sum of the terms the steps added to it\n",
+          tr->out);
+    for (int i = 0; i < n; i++) {
+        char g[40];
+        short_number(grads[i], g, sizeof g);
+        contrib *c = NULL;
+        for (size_t j = 0; j < tr->nc; j++)
+            if (tr->c[j].t == vars[i]) c = &tr->c[j];
+        if (c && c->count > 1) fprintf(tr->out, "  df/d%s = %s = %s\n", names[i], c->terms, g);
+        else if (c) fprintf(tr->out, "  df/d%s = %s\n", names[i], g);
+        else if (grads[i] != 0) /* f is the variable itself: df/dx = 1, no step needed */
+            fprintf(tr->out, "  df/d%s = %s (f is %s itself)\n", names[i], g, names[i]);
+        else fprintf(tr->out, "  df/d%s = 0 (no path leads from %s to f)\n", names[i], names[i]);
+    }
+}
