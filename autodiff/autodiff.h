@@ -6,6 +6,7 @@
  *   scalar.h   the fast scalar API (micrograd / ADOL-C style)
  *   transforms.h grad, vjp, jvp, jacobian, hessian, hvp of C callbacks
  *   gradcheck.h ad_gradcheck and ad_gradgradcheck
+ *   ffi.h      foreign C functions as ops, tapes as C callbacks (libffi)
  */
 #ifndef AUTODIFF_AUTODIFF_H
 #define AUTODIFF_AUTODIFF_H
@@ -15,6 +16,7 @@
 #define AUTODIFF_VERSION_PATCH 0
 #define AUTODIFF_VERSION "0.1.0"
 
+#include "ffi.h"
 #include "gradcheck.h"
 #include "graph.h"
 #include "ops.h"

@@ -362,7 +362,7 @@ void ad__gemm_testing_parallel(int64_t min_madds)
     parallel_min = min_madds > 0 ? min_madds : PARALLEL_MIN_DEFAULT;
 }
 
-/* ---- the blocked driver, once per dtype ------------------------------------------ */
+/* ---- driver helpers ------------------------------------------------------------- */
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -393,24 +393,42 @@ static int gemm_threads(int64_t m, int mr, double madds)
 #endif
 }
 
+/* ---- the blocked driver, once per dtype ------------------------------------------
+ * One product is a job; run_* does thread tid's share of it (all of it for
+ * nth = 1).  Every thread walks the same jc and pc loops; within each pc
+ * step it packs its run of strips of the shared B block, waits for the
+ * others, then takes every nth ic block of A (packed into its own buffer)
+ * through the macro-kernel, and waits again before B is repacked.  The
+ * blocks stay multiples of mr, so the tiles, and the kernel calls that
+ * compute each element of C, are the same with any number of threads: so
+ * is the result, bit for bit.  With one thread no parallel region is
+ * entered at all: even one with if(0) goes through the OpenMP runtime,
+ * which measured several percent of a 64 x 64 product. */
 #ifdef _OPENMP
-#define OMP_PARALLEL(nt) _Pragma("omp parallel num_threads(nt) if (nt > 1)")
-#define OMP_FOR_STATIC _Pragma("omp for schedule(static)")
+#define OMP_PARALLEL_NT(nt) _Pragma("omp parallel num_threads(nt)")
 #define OMP_BARRIER _Pragma("omp barrier")
 #define THREAD_NUM omp_get_thread_num()
 #define NUM_THREADS omp_get_num_threads()
 #else
-#define OMP_PARALLEL(nt)
-#define OMP_FOR_STATIC
+#define OMP_PARALLEL_NT(nt)
 #define OMP_BARRIER
 #define THREAD_NUM 0
 #define NUM_THREADS 1
 #endif
 
-/* The macro-kernel: C(0:mb, 0:nb) (+)= packed A block (mb x kb) times packed
- * B block (kb x nb), tile by tile; partial tiles at the right and bottom
- * edges are computed whole into a buffer and only their inside is kept. */
 #define DEFINE_DRIVER(SUF, T)                                                          \
+    typedef struct job_##SUF {                                                         \
+        const kernel_##SUF *K;                                                         \
+        int64_t m, n, k, MC, KC, NC;                                                   \
+        const T *a, *b;                                                                \
+        int64_t rsa, csa, rsb, csb, ldc;                                               \
+        T *c, *pa, *pb;                                                                \
+        size_t a_elems; /* one thread's A buffer */                                    \
+    } job_##SUF;                                                                       \
+    /* The macro-kernel: C(0:mb, 0:nb) (+)= packed A block (mb x kb) times      \
+     * packed B block (kb x nb), tile by tile; partial tiles at the right and   \
+     * bottom edges are computed whole into a buffer and only their inside is   \
+     * kept. */                                                                    \
     static void macro_##SUF(const kernel_##SUF *K, int64_t mb, int64_t nb, int64_t kb, \
                             const T *pa, const T *pb, T *c, int64_t ldc, bool add)     \
     {                                                                                  \
@@ -434,59 +452,70 @@ static int gemm_threads(int64_t m, int mr, double madds)
             }                                                                          \
         }                                                                              \
     }                                                                                  \
+    static void run_##SUF(const job_##SUF *J, int tid, int nth)                        \
+    {                                                                                  \
+        const kernel_##SUF *K = J->K;                                                  \
+        int64_t nr = K->nr, MC = J->MC, KC = J->KC, NC = J->NC;                        \
+        T *pa = J->pa + (size_t)tid * J->a_elems, *pb = J->pb;                         \
+        int64_t nblocks = (J->m + MC - 1) / MC;                                        \
+        for (int64_t jc = 0; jc < J->n; jc += NC) {                                    \
+            int64_t nb = min64(NC, J->n - jc), nstrips = (nb + nr - 1) / nr;           \
+            for (int64_t pc = 0; pc < J->k; pc += KC) {                                \
+                int64_t kb = min64(KC, J->k - pc);                                     \
+                bool add = pc > 0; /* later k blocks accumulate into C */              \
+                /* This thread's run of B strips, in one call so the packing    \
+                 * keeps its access order. */                                   \
+                int64_t s_lo = nstrips * tid / nth, s_hi = nstrips * (tid + 1) / nth;  \
+                if (s_lo < s_hi)                                                       \
+                    K->pack_b(min64(s_hi * nr, nb) - s_lo * nr, kb,                    \
+                              J->b + pc * J->rsb + (jc + s_lo * nr) * J->csb, J->csb,  \
+                              J->rsb, pb + s_lo * nr * kb);                            \
+                if (nth > 1) {                                                         \
+                    OMP_BARRIER                                                        \
+                }                                                                      \
+                for (int64_t blk = tid; blk < nblocks; blk += nth) {                   \
+                    int64_t ic = blk * MC, mb = min64(MC, J->m - ic);                  \
+                    K->pack_a(mb, kb, J->a + ic * J->rsa + pc * J->csa, J->rsa, J->csa, pa); \
+                    macro_##SUF(K, mb, nb, kb, pa, pb, J->c + ic * J->ldc + jc, J->ldc, add); \
+                }                                                                      \
+                if (nth > 1) {                                                         \
+                    OMP_BARRIER                                                        \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    static void run_parallel_##SUF(const job_##SUF *J, int nt)                         \
+    {                                                                                  \
+        OMP_PARALLEL_NT(nt)                                                            \
+        run_##SUF(J, THREAD_NUM, NUM_THREADS);                                         \
+    }                                                                                  \
     static int gemm_##SUF(ad_tape *tape, int64_t m, int64_t n, int64_t k, const T *a,     \
                           int64_t rsa, int64_t csa, const T *b, int64_t rsb, int64_t csb, \
                           T *c, int64_t ldc)                                           \
     {                                                                                  \
         const kernel_##SUF *K = pick_##SUF();                                          \
         int mr = K->mr, nr = K->nr;                                                    \
-        int64_t MC = tune_mc > 0 ? round_up(tune_mc, mr) : K->mc;                      \
-        int64_t KC = tune_kc > 0 ? tune_kc : K->kc;                                    \
-        int64_t NC = tune_nc > 0 ? round_up(tune_nc, nr) : K->nc;                      \
+        job_##SUF J = {.K = K, .m = m, .n = n, .k = k, .a = a, .b = b, .rsa = rsa,     \
+                       .csa = csa, .rsb = rsb, .csb = csb, .ldc = ldc, .c = c};        \
+        J.MC = tune_mc > 0 ? round_up(tune_mc, mr) : K->mc;                            \
+        J.KC = tune_kc > 0 ? tune_kc : K->kc;                                          \
+        J.NC = tune_nc > 0 ? round_up(tune_nc, nr) : K->nc;                            \
         int nt = gemm_threads(m, mr, (double)m * (double)n * (double)k);               \
         /* With threads, cut m into at least one block per thread, so that     \
          * a matrix of one or two blocks still keeps every thread busy. */     \
-        if (nt > 1) MC = min64(MC, round_up((m + nt - 1) / nt, mr));                   \
-        int64_t mcap = min64(MC, round_up(m, mr)), kcap = min64(KC, k);                \
-        int64_t ncap = min64(NC, round_up(n, nr));                                     \
+        if (nt > 1) J.MC = min64(J.MC, round_up((m + nt - 1) / nt, mr));              \
+        int64_t mcap = min64(J.MC, round_up(m, mr)), kcap = min64(J.KC, k);            \
+        int64_t ncap = min64(J.NC, round_up(n, nr));                                   \
         void *raw_a, *raw_b = NULL;                                                    \
-        size_t a_elems = (size_t)(mcap * kcap);                                        \
-        T *pa = scratch_alloc(tape, (size_t)nt * a_elems * sizeof(T), &raw_a);         \
-        T *pb = pa ? scratch_alloc(tape, (size_t)(kcap * ncap) * sizeof(T), &raw_b) : NULL; \
-        if (!pb) {                                                                     \
+        J.a_elems = (size_t)(mcap * kcap);                                             \
+        J.pa = scratch_alloc(tape, (size_t)nt * J.a_elems * sizeof(T), &raw_a);        \
+        J.pb = J.pa ? scratch_alloc(tape, (size_t)(kcap * ncap) * sizeof(T), &raw_b) : NULL; \
+        if (!J.pb) {                                                                   \
             ad__free(raw_a);                                                           \
             return -1;                                                                 \
         }                                                                              \
-        OMP_PARALLEL(nt)                                                               \
-        {                                                                              \
-            T *my_pa = pa + (size_t)THREAD_NUM * a_elems;                              \
-            for (int64_t jc = 0; jc < n; jc += NC) {                                   \
-                int64_t nb = min64(NC, n - jc);                                        \
-                int64_t nstrips = (nb + nr - 1) / nr;                                  \
-                for (int64_t pc = 0; pc < k; pc += KC) {                               \
-                    int64_t kb = min64(KC, k - pc);                                    \
-                    bool add = pc > 0; /* later k blocks accumulate into C */          \
-                    /* Each thread packs a run of strips of the shared B block    \
-                     * (one call, so the packing keeps its access order); the    \
-                     * barrier publishes them. */                                 \
-                    int64_t s_lo = nstrips * THREAD_NUM / NUM_THREADS;                 \
-                    int64_t s_hi = nstrips * (THREAD_NUM + 1) / NUM_THREADS;           \
-                    if (s_lo < s_hi)                                                   \
-                        K->pack_b(min64(s_hi * nr, nb) - s_lo * nr, kb,                \
-                                  b + pc * rsb + (jc + s_lo * nr) * csb, csb, rsb,     \
-                                  pb + s_lo * nr * kb);                                \
-                    OMP_BARRIER                                                        \
-                    OMP_FOR_STATIC                                                     \
-                    for (int64_t ic = 0; ic < m; ic += MC) {                           \
-                        int64_t mb = min64(MC, m - ic);                                \
-                        K->pack_a(mb, kb, a + ic * rsa + pc * csa, rsa, csa, my_pa);   \
-                        macro_##SUF(K, mb, nb, kb, my_pa, pb, c + ic * ldc + jc, ldc, add); \
-                    }                                                                  \
-                    /* (the barrier closing that loop keeps the next pack of B   \
-                     * from overwriting what another thread still reads) */      \
-                }                                                                      \
-            }                                                                          \
-        }                                                                              \
+        if (nt == 1) run_##SUF(&J, 0, 1);                                              \
+        else run_parallel_##SUF(&J, nt);                                               \
         ad__free(raw_a);                                                               \
         ad__free(raw_b);                                                               \
         return 0;                                                                      \

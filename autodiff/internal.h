@@ -86,6 +86,7 @@ extern const ad_op *const ad__ops_index[];
 extern const ad_op *const ad__ops_linalg[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
+extern const ad_op *const ad__ops_ffi[];
 
 /* ---- errors (error.c) ---------------------------------------------------- */
 /* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that

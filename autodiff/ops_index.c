@@ -124,6 +124,11 @@ ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis)
      * (made active meanwhile, so persistent inputs' views land there too),
      * or, with no tape at all, they are persistent and freed here, which is
      * safe since nothing was recorded. */
+    /* A result too large for a tensor is refused before anything is
+     * allocated (the views below and concat would refuse it later). */
+    int64_t shape[AD_MAX_DIMS];
+    for (int d = 0, k = 0; d <= xs[0]->ndim; d++) shape[d] = d == a ? n : xs[0]->shape[k++];
+    if (ad__check_shape(fn, xs[0]->ndim + 1, shape, NULL)) return NULL;
     ad_tape *tape;
     if (ad__result_tape(fn, n, xs, &tape)) return NULL;
     ad_tensor **u = ad__calloc((size_t)n, sizeof *u), *out = NULL;

@@ -81,6 +81,13 @@ static int win_fit(const char *fn, win2d *w, int64_t h, int64_t wd, const char *
                        (long long)padded[0], (long long)padded[1], what, (long long)w->p[0],
                        (long long)w->p[1]);
     for (int a = 0; a < 2; a++) w->out[a] = (padded[a] - span[a]) / w->s[a] + 1;
+    /* Each count is below 2^33 (int parameters), but their product, the
+     * number of windows L, can overflow int64: refuse it here, before any
+     * caller multiplies. */
+    if (w->out[0] > INT64_MAX / w->out[1])
+        return ad__err(fn, "%lldx%lld window positions are too many: %s, padding %lldx%lld",
+                       (long long)w->out[0], (long long)w->out[1], what, (long long)w->p[0],
+                       (long long)w->p[1]);
     return 0;
 }
 

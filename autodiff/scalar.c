@@ -243,6 +243,9 @@ static void free_array(void *p, int k)
 static int reserve(const char *fn, ad_tape *tape, size_t need)
 {
     struct ad_scalar_tape **slot = ad__scalar_slot(tape), *st = *slot;
+    /* Checked first, so an impossible request allocates nothing. */
+    if (need > (size_t)SOP_NONE)
+        return ad__err(fn, "scalar tape is full (%lu nodes at most)", (unsigned long)SOP_NONE);
     if (!st) {
         st = ad__calloc(1, sizeof *st);
         if (!st) return ad__err(fn, "out of memory recording a scalar");
@@ -250,8 +253,6 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
         *slot = st;
     }
     if (need <= st->cap) return 0;
-    if (need > (size_t)SOP_NONE)
-        return ad__err(fn, "scalar tape is full (%lu nodes at most)", (unsigned long)SOP_NONE);
     size_t cap = st->cap ? st->cap : 1024;
     while (cap < need) cap = cap > (size_t)SOP_NONE / 2 ? (size_t)SOP_NONE : cap * 2;
     if (cap > (SIZE_MAX - 8 * STAGGER) / sizeof(double) - SOP_NDUMP)

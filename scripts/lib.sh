@@ -5,6 +5,7 @@
 #   ad_cd_root       cd to the repository root, whatever the caller's cwd
 #   ad_install_deps  install the Debian packages the build and tests need,
 #                    calling apt-get only when one of them is missing
+#   ad_install_demo_deps  the same, plus what scripts/demo needs
 #   ad_setup DIR ARGS...  meson setup DIR (or --reconfigure when it exists)
 
 # Everything the library, its tests, the sanitizer build and the install
@@ -25,6 +26,15 @@ AD_DEPS=(
     python3-numpy     # reference values for some tests
 )
 
+# What scripts/demo needs on top: the data set it trains on and gnuplot for
+# the picture of the loss curve.  Not needed to build or test (the
+# Fashion-MNIST test falls back to synthetic data and skips what needs the
+# real files).
+AD_DEMO_DEPS=(
+    dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
+    gnuplot-nox             # the PNG next to the curve's CSV
+)
+
 ad_cd_root()
 {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || return 1
@@ -39,13 +49,24 @@ ad__pkg_installed()
 
 ad_install_deps()
 {
+    ad__install "${AD_DEPS[@]}"
+}
+
+ad_install_demo_deps()
+{
+    ad__install "${AD_DEPS[@]}" "${AD_DEMO_DEPS[@]}"
+}
+
+# ad__install PKG...: apt-get install those of PKG that are missing.
+ad__install()
+{
     local missing=() pkg sudo=()
     if ! command -v dpkg >/dev/null 2>&1; then
         echo "error: dpkg not found; this script installs its dependencies with" \
-             "apt-get on Debian/Ubuntu. Install by hand: ${AD_DEPS[*]}" >&2
+             "apt-get on Debian/Ubuntu. Install by hand: $*" >&2
         return 1
     fi
-    for pkg in "${AD_DEPS[@]}"; do
+    for pkg in "$@"; do
         ad__pkg_installed "$pkg" || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0

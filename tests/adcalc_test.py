@@ -189,6 +189,8 @@ ERRORS = [
     (["1e+", "x=1"], "adcalc: malformed number '1e+' (exponent without digits) at column 1\n"),
     (["x $ y"], "adcalc: unexpected '$' at column 3\n"),
     ([""], "adcalc: empty expression at column 1\n"),
+    (["(" * 300 + "x" + ")" * 300, "x=1"], "adcalc: expression nested too deeply (more than 200"),
+    (["+".join(["x"] * 6000), "x=1"], "adcalc: expression too deep (more than 5000 nested"),
     (["x+y", "x=1"], "adcalc: variable 'y' has no value (give y=...)\n  x+y\n    ^\n"),
     (["x", "x=abc"], "adcalc: the value 'abc' of x is not a number\n"),
     (["x", "x="], "adcalc: the value '' of x is not a number\n"),

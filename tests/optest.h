@@ -83,6 +83,7 @@ extern const op_row rows_shape[];
 extern const op_row rows_linalg[];
 extern const op_row rows_loss[];
 extern const op_row rows_nn[];
+extern const op_row rows_ffi[];
 
 /* Runs a Check suite and returns the exit status for main. */
 int ot_run(Suite *s);

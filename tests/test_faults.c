@@ -633,6 +633,121 @@ START_TEST(sweep_arena_replay)
 }
 END_TEST
 
+/* ---- size overflow ------------------------------------------------------------------
+ * Shapes whose element count overflows int64 (or size_t in bytes), or
+ * exceeds the library's limit of 2^58 elements, are refused with an error
+ * before anything is allocated: no system allocation and, for results that
+ * would go on a tape, no arena space either. */
+#define HUGE_ ((int64_t)1 << 32)
+
+/* `check` (ck_assert_error or ck_assert_error_rc of expr) passes, and expr
+ * allocated nothing from the system or from tape's arena. */
+#define REFUSED_(check, expr, needle)                                                    \
+    do {                                                                                 \
+        ad_tape_stats st0_, st1_;                                                        \
+        ck_assert_int_eq(ad_tape_get_stats(tape, &st0_), 0);                             \
+        size_t calls_ = ad__alloc_calls;                                                 \
+        check(expr, needle);                                                             \
+        ck_assert_msg(ad__alloc_calls == calls_, "%s allocated %zu times before failing",  \
+                      #expr, ad__alloc_calls - calls_);                                  \
+        ck_assert_int_eq(ad_tape_get_stats(tape, &st1_), 0);                             \
+        ck_assert_msg(st1_.arena_used == st0_.arena_used,                                \
+                      "%s took %zu arena bytes before failing", #expr,                   \
+                      st1_.arena_used - st0_.arena_used);                                \
+        rows++;                                                                          \
+    } while (0)
+#define REFUSED(expr, needle) REFUSED_(ck_assert_error, expr, needle)
+#define REFUSED_RC(expr, needle) REFUSED_(ck_assert_error_rc, expr, needle)
+
+START_TEST(oversized_shapes_are_refused_before_allocating)
+{
+    int rows = 0;
+    ad_tape *tape = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, 1);
+    double dummy[1] = {0};
+    const int64_t over[2] = {INT64_MAX, 2}, sq[2] = {HUGE_, HUGE_};
+    const int64_t limit[2] = {(int64_t)1 << 30, (int64_t)1 << 29}; /* 2^59 > 2^58 */
+    const int64_t wide[8] = {256, 256, 256, 256, 256, 256, 256, 256}; /* 2^64 */
+    const int64_t neg[2] = {3, -1};
+    const int64_t *shapes[4] = {over, sq, limit, wide};
+    const int ndims[4] = {2, 2, 2, 8};
+    for (int k = 0; k < 4; k++)
+        for (int owner = 0; owner < 2; owner++) {
+            ad_tape *o = owner ? tape : NULL;
+            int nd = ndims[k];
+            const int64_t *sh = shapes[k];
+            REFUSED(ad_empty(o, AD_FLOAT64, nd, sh), "has too many elements");
+            REFUSED(ad_zeros(o, AD_FLOAT32, nd, sh), "has too many elements");
+            REFUSED(ad_ones(o, AD_INT64, nd, sh), "has too many elements");
+            REFUSED(ad_full(o, AD_FLOAT64, nd, sh, 2.0), "has too many elements");
+            REFUSED(ad_from_array(o, AD_FLOAT64, nd, sh, dummy), "has too many elements");
+            REFUSED(ad_rand(o, &rng, AD_FLOAT64, nd, sh, 0, 1), "has too many elements");
+            REFUSED(ad_randn(o, &rng, AD_FLOAT32, nd, sh, 0, 1), "has too many elements");
+        }
+    REFUSED(ad_zeros(NULL, AD_FLOAT64, 2, neg), "negative extent -1 in dimension 1");
+    REFUSED(ad_eye(NULL, AD_FLOAT64, HUGE_), "has too many elements");
+    REFUSED(ad_eye(tape, AD_FLOAT64, -2), "negative extent");
+    REFUSED(ad_arange(NULL, AD_FLOAT64, 0, 1e300, 1), "too many elements");
+    REFUSED(ad_arange(tape, AD_FLOAT32, 0, 0x1p59, 1), "too many elements");
+    REFUSED(ad_linspace(NULL, AD_FLOAT64, 0, 1, INT64_MAX), "has too many elements");
+    ck_assert_uint_eq(rng.counter, 0); /* nothing drawn by the refused draws */
+
+    /* Views may describe many elements without storage (stride 0), and ops
+     * on them must refuse a result that large. */
+    ad_tensor *one1 = ad_ones(tape, AD_FLOAT64, AD_SHAPE(1));
+    ad_tensor *one4 = ad_ones(tape, AD_FLOAT64, AD_SHAPE(1, 1, 1, 1));
+    ad_tensor *one2 = ad_ones(tape, AD_FLOAT64, AD_SHAPE(1, 1));
+    ad_tensor *idx = ad_zeros(tape, AD_INT64, AD_SHAPE(1000));
+    ad_tensor *ea = ad_expand(one4, AD_SHAPE((int64_t)1 << 30, 1, 2, 2));
+    ad_tensor *eb = ad_expand(one4, AD_SHAPE(1, (int64_t)1 << 30, 2, 2));
+    ad_tensor *va = ad_expand(one1, AD_SHAPE((int64_t)1 << 30, 1));
+    ad_tensor *vb = ad_expand(one1, AD_SHAPE(1, (int64_t)1 << 30));
+    ad_tensor *big = ad_expand(one1, AD_SHAPE((int64_t)1 << 57));
+    ad_tensor *wide2 = ad_expand(one2, AD_SHAPE(1, (int64_t)1 << 56));
+    ck_assert(ea && eb && va && vb && big && wide2 && idx);
+    ad_tensor *eights[8] = {big, big, big, big, big, big, big, big};
+    REFUSED(ad_expand(one1, 2, sq), "has too many elements");
+    REFUSED(ad_reshape(one1, AD_SHAPE((int64_t)1 << 62, (int64_t)1 << 62, 0)),
+            "cannot reshape [1] (1 elements) to [4611686018427387904,4611686018427387904,0]");
+    REFUSED(ad_reshape(big, AD_SHAPE(-1, (int64_t)1 << 62, 0)), "cannot reshape");
+    REFUSED(ad_matmul(ea, eb), "has too many elements");
+    REFUSED(ad_add(va, vb), "has too many elements");
+    REFUSED(ad_maximum(va, vb), "has too many elements");
+    REFUSED(ad_gt(va, vb), "has too many elements");
+    REFUSED(ad_where(va, va, vb), "has too many elements");
+    REFUSED(ad_concat(eights, 8, 0), "has too many elements");
+    REFUSED(ad_stack(eights, 8, 0), "has too many elements");
+    REFUSED(ad_index_select(wide2, 0, idx), "has too many elements");
+    REFUSED(ad_embedding(wide2, idx), "has too many elements");
+    /* Window counts: with int padding each count fits, their product
+     * need not. */
+    REFUSED(ad_unfold(one4, (int[]){1, 1}, NULL, (int[]){INT_MAX, INT_MAX}, NULL),
+            "window positions are too many");
+    REFUSED(ad_unfold(one4, (int[]){1, 1}, NULL, (int[]){1 << 30, 1 << 30}, NULL),
+            "has too many elements");
+    REFUSED(ad_conv2d(one4, one4, NULL, &(ad_conv2d_params){.padding = {INT_MAX, INT_MAX}}),
+            "window positions are too many");
+    REFUSED(ad_max_pool2d(one4, (int[]){INT_MAX, INT_MAX}, (int[]){1, 1},
+                          (int[]){INT_MAX / 2, INT_MAX / 2}),
+            "has too many elements");
+    REFUSED(ad_avg_pool2d(one4, (int[]){INT_MAX, INT_MAX}, (int[]){1, 1},
+                          (int[]){INT_MAX / 2, INT_MAX / 2}, true),
+            "has too many elements");
+    ad_tensor *cols = ad_ones(tape, AD_FLOAT64, AD_SHAPE(1, 1, 1));
+    REFUSED(ad_fold(cols, (int[]){INT_MAX, INT_MAX}, (int[]){1, 1}, NULL, (int[]){INT_MAX, 0},
+                    NULL),
+            "window positions are too many");
+    /* The scalar API's node limit. */
+    ad_tape *fresh = ad_tape_new();
+    REFUSED_RC(ad_scalar_reserve(fresh, SIZE_MAX), "scalar tape is full");
+    REFUSED_RC(ad_scalar_reserve(fresh, (size_t)1 << 32), "scalar tape is full");
+    ad_tape_free(fresh);
+    fprintf(stderr, "test_faults: %d oversized requests refused without allocating\n", rows);
+    ad_tape_free(tape);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -645,5 +760,8 @@ int main(void)
     tcase_add_test(tc, sweep_arena_train);
     tcase_add_test(tc, sweep_arena_replay);
     suite_add_tcase(s, tc);
+    TCase *tc2 = tcase_create("overflow");
+    tcase_add_test(tc2, oversized_shapes_are_refused_before_allocating);
+    suite_add_tcase(s, tc2);
     return ot_run(s);
 }

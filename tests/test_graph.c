@@ -32,10 +32,16 @@ static char *dot_of(ad_tensor *const *outs, int n, const ad_dot_opts *o, const a
     return s;
 }
 
+/* Occurrences of what in s.  A plain loop: sanitizers check the whole
+ * haystack on every strstr call, which makes repeated strstr quadratic. */
 static int count(const char *s, const char *what)
 {
     int n = 0;
-    for (const char *p = strstr(s, what); p; p = strstr(p + 1, what)) n++;
+    for (; *s; s++) {
+        size_t i = 0;
+        while (what[i] && s[i] == what[i]) i++;
+        n += what[i] == '\0';
+    }
     return n;
 }
 
@@ -106,7 +112,11 @@ START_TEST(history_of_x_mul_y_plus_sin_x)
     /* f = x*y + sin(x): leaves x, y; ops mul, sin, add; five arrows */
     ad_tape *t = ad_tape_new();
     ad_tensor *x = var(t, 2, "x"), *y = var(t, 3, "y");
-    ad_tensor *f = ad_add(ad_mul(x, y), ad_sin(x));
+    /* one op per statement: C does not fix the order in which a call's
+     * arguments are evaluated, and the order decides the node numbers */
+    ad_tensor *xy = ad_mul(x, y);
+    ad_tensor *sx = ad_sin(x);
+    ad_tensor *f = ad_add(xy, sx);
     ck_assert_int_eq(ad_backward(f, NULL, AD_RETAIN_GRAPH), 0);
     char *s = dot_of(&f, 1, NULL, NULL);
     ck_assert_ptr_nonnull(s);
@@ -129,7 +139,7 @@ START_TEST(history_of_x_mul_y_plus_sin_x)
     ck_assert_ptr_nonnull(strstr(s, "n2 [shape=ellipse, style=filled, fillcolor=\"#fff2cc\", "
                                     "peripheries=2"));
     /* declared before use: every leaf line comes before its first arrow */
-    ck_assert_ptr_lt(strstr(s, "  L1 ["), strstr(s, "L1 -> "));
+    ck_assert(strstr(s, "  L1 [") < strstr(s, "L1 -> "));
     render(s);
     free(s);
     ad_tape_free(t);
@@ -297,11 +307,11 @@ START_TEST(whole_tape_and_replay_only_nodes)
     char *s = dot_of(NULL, 0, NULL, t);
     ck_assert_ptr_nonnull(s);
     assert_well_formed(s);
-    ck_assert_int_eq((int)ad_tape_num_nodes(t), 4);
-    ck_assert_int_eq(count(s, "[shape=ellipse"), 4);
+    ck_assert_int_eq((int)ad_tape_num_nodes(t), 3);
+    ck_assert_int_eq(count(s, "[shape=ellipse"), 3);
     ck_assert_ptr_nonnull(strstr(s, "n0: mul\\n(replay only)"));
     ck_assert_ptr_nonnull(strstr(s, "n0 -> n1 [label=\"1\"];")); /* linked, not a leaf */
-    ck_assert_ptr_nonnull(strstr(s, "n3: exp"));
+    ck_assert_ptr_nonnull(strstr(s, "n2: exp"));
     render(s);
     free(s);
     /* through ad_graph_dot the replay-only result is a leaf of a's history */

@@ -114,6 +114,9 @@ static ad_tensor *constant(double v, const char *label)
 /* Warns where a NaN or Inf is born: a result that is not finite although
  * every argument is ("log produced nan (argument -1)").  Later ops that
  * merely pass the NaN on stay quiet. */
+#if defined(__GNUC__)
+__attribute__((noinline)) /* keep its buffers out of eval's recursive frames */
+#endif
 static void check_result(const calc *c, const char *op, ad_tensor *r, ad_tensor *const *args,
                          int nargs)
 {

@@ -84,7 +84,20 @@ static expr *node(parser *p, expr_kind kind, size_t at)
     if (!e) return fail(p, at, "out of memory");
     e->kind = kind;
     e->column = (int)at + 1;
+    e->height = 1;
     return e;
+}
+
+/* Sets e's height from its arguments; fails (freeing e) past the limit. */
+static expr *grown(parser *p, expr *e)
+{
+    for (int i = 0; i < e->nargs; i++)
+        if (e->args[i]->height + 1 > e->height) e->height = e->args[i]->height + 1;
+    if (e->height <= EXPR_MAX_HEIGHT) return e;
+    fail(p, (size_t)e->column - 1, "expression too deep (more than %d nested operations)",
+         EXPR_MAX_HEIGHT);
+    expr_free(e);
+    return NULL;
 }
 
 static char *copy_span(parser *p, size_t start, size_t end)
@@ -162,7 +175,7 @@ static expr *binary(parser *p, char op, size_t at, expr *lhs, expr *rhs)
     e->nargs = 2;
     e->args[0] = lhs;
     e->args[1] = rhs;
-    return e;
+    return grown(p, e);
 }
 
 /* NUMBER: digits [. digits] | . digits, then [eE][+-]digits.  Scanned by
@@ -264,7 +277,7 @@ static expr *parse_call(parser *p, char *name, size_t at)
         return NULL;
     }
     p->pos++; /* ')' */
-    return e;
+    return grown(p, e);
 }
 
 /* primary := NUMBER | NAME | NAME '(' args ')' | '(' sum ')' */
@@ -349,7 +362,7 @@ static expr *parse_unary(parser *p)
     }
     e->nargs = 1;
     e->args[0] = operand;
-    return e;
+    return grown(p, e);
 }
 
 /* product := unary (('*' | '/') unary)*, folded to the left: a/b/c is

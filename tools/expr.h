@@ -43,10 +43,14 @@ typedef enum expr_kind {
 } expr_kind;
 
 #define EXPR_MAX_ARGS 2
-/* Longest accepted input and deepest nesting of parentheses, unary signs
- * and powers; beyond them expr_parse fails cleanly. */
+/* Longest accepted input, deepest nesting of parentheses, unary signs and
+ * powers (which the parser recurses on), and greatest height of the tree
+ * (a chain a+b+c+... nests to the left without recursion in the parser,
+ * but whoever walks the tree recursively, as adcalc and expr_free do,
+ * recurses once per level); beyond them expr_parse fails cleanly. */
 #define EXPR_MAX_LENGTH 65536
 #define EXPR_MAX_DEPTH 200
+#define EXPR_MAX_HEIGHT 5000
 
 typedef struct expr expr;
 struct expr {
@@ -54,6 +58,7 @@ struct expr {
     int column;  /* 1-based column of the token that made the node: the
                     literal, the name, the operator or the function name */
     char op;     /* EXPR_BINARY: '+', '-', '*', '/' or '^' */
+    int height;  /* 1 for a leaf, else 1 + the tallest argument's height */
     double value;      /* EXPR_NUM */
     char *text;        /* EXPR_NUM: the literal as written; EXPR_VAR: the
                           name; EXPR_CALL: the function name */

@@ -86,12 +86,12 @@ void tracer_free(tracer *tr)
     free(tr);
 }
 
-/* Six significant digits, enough to follow a trace; "nan" whatever the
- * sign bit of the NaN (printf would say "-nan" for some). */
+/* Six significant digits, enough to follow a trace; "nan" and "0"
+ * whatever their sign bit (printf would say "-nan" and "-0"). */
 static void short_number(double v, char *buf, size_t size)
 {
     if (isnan(v)) snprintf(buf, size, "nan");
-    else snprintf(buf, size, "%.6g", v);
+    else snprintf(buf, size, "%.6g", v == 0 ? 0.0 : v); /* -0 reads as 0 */
 }
 
 void tensor_name(const ad_tensor *t, char *buf, size_t size)
@@ -176,7 +176,7 @@ static void add_term(tracer *tr, const ad_tensor *t, double v)
     if (!c) return; /* out of memory: the summary just shows less */
     char num[40];
     short_number(fabs(v), num, sizeof num);
-    bool negative = !isnan(v) && signbit(v);
+    bool negative = v < 0;
     const char *sign = negative ? (c->count ? " - " : "-") : (c->count ? " + " : "");
     size_t need = c->len + strlen(sign) + strlen(num) + 1;
     char *s = realloc(c->terms, need);
