@@ -6,6 +6,7 @@
  *   scalar.h   the fast scalar API (micrograd / ADOL-C style)
  *   transforms.h grad, vjp, jvp, jacobian, hessian, hvp of C callbacks
  *   gradcheck.h ad_gradcheck and ad_gradgradcheck
+ *   graph.h    Graphviz DOT pictures of what a tape recorded
  *   ffi.h      foreign C functions as ops, tapes as C callbacks (libffi)
  */
 #ifndef AUTODIFF_AUTODIFF_H

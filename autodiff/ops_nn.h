@@ -127,7 +127,7 @@ ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
  * rng may then be NULL.  On a replayed tape the recorded mask is reused,
  * not redrawn (record a new step to draw a new mask).
  * Errors: x NULL or not floating, p outside [0, 1] or NaN, rng NULL when
- * it is needed. */
+ * it is needed.  A call that fails leaves rng's counter unchanged. */
 ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng);
 
 /* ---- embedding ---------------------------------------------------------------

@@ -196,7 +196,7 @@ HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, d
 /* The constant of node i, what sop_eval needs besides the operand values:
  * a variable's or constant's value, the constant operand of SOP_*_C ops
  * (kept in db), 0 for the rest.  For the replay. */
-__attribute__((unused)) static inline double sop_const(const struct ad_scalar_tape *st,
+static inline double sop_const(const struct ad_scalar_tape *st,
                                                        size_t i)
 {
     int op = st->op[i];
@@ -565,3 +565,36 @@ ad_scalar ad_ssigmoid(ad_scalar x) { return rec1("ad_ssigmoid", SOP_SIGMOID, x, 
 ad_scalar ad_srelu(ad_scalar x) { return rec1("ad_srelu", SOP_RELU, x, 0.0); }
 ad_scalar ad_sabs(ad_scalar x) { return rec1("ad_sabs", SOP_ABS, x, 0.0); }
 ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0); }
+
+/* ---- replay ---------------------------------------------------------------------- */
+
+/* Ops whose partials jump: a changed partial means the other branch. */
+static inline bool sop_is_kink(int op)
+{
+    return op == SOP_MAX || op == SOP_MIN || op == SOP_RELU || op == SOP_ABS;
+}
+
+int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values)
+{
+    static const char *fn = "ad_scalar_replay";
+    if (!tape) return ad__err(fn, "tape is NULL");
+    struct ad_scalar_tape *st = get(tape);
+    if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
+    for (int k = 0; k < n; k++)
+        if (vars[k].tape != tape || !live(st, vars[k]) || st->op[vars[k].id] != SOP_VAR)
+            return ad__err(fn, "vars[%d] is not a live variable of this tape", k);
+    if (!st) return 0;
+    for (int k = 0; k < n; k++) st->value[vars[k].id] = values[k];
+    int switches = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        int op = st->op[i];
+        if (op == SOP_VAR || op == SOP_CONST) continue;
+        double x = st->a[i] != SOP_NONE ? st->value[st->a[i]] : 0.0;
+        double y = st->b[i] != SOP_NONE ? st->value[st->b[i]] : 0.0;
+        double old = st->da[i];
+        sop_eval(op, x, y, sop_const(st, i), &st->value[i], &st->da[i], &st->db[i]);
+        if (sop_is_kink(op) && st->da[i] != old) switches++;
+    }
+    st->nadj = 0; /* the adjoints belonged to the old point */
+    return switches;
+}

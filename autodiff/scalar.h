@@ -72,6 +72,18 @@ int ad_scalar_backward(ad_scalar y);
  * stale or of another tape than y, n < 0, xs or grad NULL with n > 0), in
  * which case grad is untouched. */
 int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad);
+/* Replay (record once, evaluate many times): sets variables vars[k] to
+ * values[k] for k < n, then re-evaluates every scalar node on the tape in
+ * recording order, values and local partials, so ad_scalar_backward(y)
+ * afterwards gives the gradient at the new point.  Allocates nothing.  The
+ * recording's structure is kept: an `if` that C code took while recording
+ * is not taken again.  Returns the number of kinks (max, min, relu, abs)
+ * whose branch differs from the previous evaluation - ADOL-C's branch
+ * switches: the gradient is then that of the recorded branch structure, and
+ * a re-recording is needed only when C control flow depended on the
+ * switched comparison.  -1 on error (a handle that is not a live variable
+ * of this tape, NULL arrays). */
+int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values);
 /* Number of scalar nodes recorded on the tape since the last reset (0 for
  * a NULL tape).  Every var, const and op result is one node. */
 size_t ad_scalar_count(const ad_tape *tape);

@@ -30,7 +30,6 @@ static _Thread_local const char *scope_label;
 static _Thread_local ad_trace_fn trace_fn;
 static _Thread_local void *trace_ctx;
 
-struct ad_scalar_tape **ad__scalar_slot(ad_tape *tape) { return &tape->scalars; }
 
 void *ad__arena_alloc(ad_tape *t, size_t n)
 {

@@ -115,7 +115,9 @@ const char *ad_label(const ad_tensor *t);
  * Errors: out does not require grad, grad_output missing for a non-scalar or
  * of another shape or dtype, graph already freed, an error inside an op's
  * backward rule (named).  On error no leaf gradient is half-updated by the
- * failing node. */
+ * failing node (leaves reached before it may have been updated), and no
+ * part of the graph is freed: after ad_zero_grad the same backward can be
+ * run again, e.g. after an out-of-memory error. */
 enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1 };
 int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
 

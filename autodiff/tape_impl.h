@@ -37,6 +37,7 @@ typedef struct tape_mark {
 } tape_mark;
 
 struct ad_tape {
+    struct ad_scalar_tape *scalars; /* first: see ad__scalar_slot */
     chunk *first, *cur, *last;
     size_t reserved, used, nchunks;
     ad_node **nodes;
@@ -45,7 +46,6 @@ struct ad_tape {
     unsigned epoch;
     held *held;
     grad_fixup *fixups;
-    struct ad_scalar_tape *scalars;
     bool replayable, frozen;
     tape_mark mark;
 };

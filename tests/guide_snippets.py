@@ -26,8 +26,10 @@ the same order, and identical c, output and console blocks (the programs
 and what they print are shared; only the prose is translated).
 
 --update rewrites every output and console block with what the programs
-print now, instead of comparing; use it after changing a snippet, and read
-the diff.  Identical programs are compiled and run once.
+print now, instead of comparing, and first copies the c, output and console
+blocks of GUIDE.md into GUIDE.zh.md (when both have the same kinds of
+blocks in the same order); use it after changing a snippet, and read the
+diff.  Identical programs are compiled and run once.
 """
 
 import argparse
@@ -186,6 +188,24 @@ def compare_translation(orig, trans, failures):
                             % (a.where(), b.where(), a.lang, diff(a.text, b.text)))
 
 
+def sync_translation(orig, trans, path):
+    """Copies the c, output and console blocks of orig into trans, in place;
+    returns whether the file changed."""
+    b1, (lines, _, b2) = orig[2], trans
+    if [b.lang for b in b1] != [b.lang for b in b2]:
+        return False  # compare_translation reports it
+    changed = False
+    for a, b in sorted(zip(b1, b2), key=lambda p: p[1].start, reverse=True):
+        if a.lang in ("c", "output", "console") and a.text != b.text:
+            lines[b.start:b.end] = a.text.rstrip("\n").split("\n") if a.text.strip() else []
+            changed = True
+    if changed:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+        print("copied the programs of the original into %s" % path)
+    return changed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cc", required=True, help="the C compiler command")
@@ -208,6 +228,8 @@ def main():
             orig = g[:-len(".zh.md")] + ".md"
             match = [o for o in args.guides if os.path.realpath(o) == os.path.realpath(orig)]
             if match:
+                if args.update and sync_translation(parsed[match[0]], parsed[g], g):
+                    parsed[g] = parse(g)
                 compare_translation(parsed[match[0]], parsed[g], failures)
 
     # Every distinct program once, in parallel.

@@ -7,6 +7,8 @@
  * and the wrong one must fail (exit 1) with the failure marked on the wrong
  * component and on no other, and the summary naming it.  Usage, loading and
  * prototype errors must exit 2 with a clear message. */
+#define _POSIX_C_SOURCE 200809L /* fork, pipe, execv */
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>

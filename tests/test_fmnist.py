@@ -270,6 +270,9 @@ def main():
                         ["fmnist_cnn", "wrong architecture"], "--load a CNN checkpoint")
             check_error("cnn", cnn, ["--data", small, "--epochs", 0, "--load", mlp_ck], 1,
                         ["fmnist_mlp", "wrong architecture"], "--load an MLP checkpoint")
+        check_error("mlp", mlp, ["--data", small, "--epochs", 1,
+                                 "--save", "/nonexistent/model.safetensors"], 1,
+                    ["/nonexistent"], "--save into a missing directory (refused up front)")
         bare = os.path.join(tmp, "bare.safetensors")
         write_safetensors_without_metadata(bare)
         check_error("mlp", mlp, ["--data", small, "--epochs", 0, "--load", bare], 1,

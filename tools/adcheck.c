@@ -17,6 +17,8 @@
  * 1e-2 instead of 1e-6, since float's rounding error (1e-7 relative)
  * divided by a 1e-6 step would swamp any derivative; the rounded points
  * actually passed are used in the denominator. */
+#define _POSIX_C_SOURCE 200809L /* strdup, strtok_r, dlopen */
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <ffi.h>
@@ -339,107 +341,109 @@ static void component_name(const opts *o, const target *t, int i, char *buf, siz
     else snprintf(buf, size, "df/dx%d", i);
 }
 
-int main(int argc, char **argv)
+/* The point count and its dimension, from the options and the prototype. */
+static int dimensions(opts *o, target *t, const int *atcounts)
 {
-    opts o = {.seed = 1, .lo = -1, .hi = 1, .eps = 0, .atol = 1e-5, .rtol = 1e-3};
-    double *atv = NULL;
-    int natv = 0;
-    static int atcounts[1000];
-    if (parse_opts(argc, argv, &o, &atv, &natv, atcounts)) return 2;
-    target t;
-    memset(&t, 0, sizeof t);
-    if (load(&o, &t)) return 2;
-    if (t.vector) {
-        long n = o.n ? o.n : (o.nat ? atcounts[0] : 0);
+    if (t->vector) {
+        long n = o->n ? o->n : (o->nat ? atcounts[0] : 0);
         if (!n) return fail("the vector form needs --n N (or --at with the values)");
-        t.dim = (int)n;
+        t->dim = (int)n;
     } else {
-        t.dim = t.sig.nargs;
-        if (o.n) return fail("--n is only for the vector form");
+        t->dim = t->sig.nargs;
+        if (o->n) return fail("--n is only for the vector form");
     }
-    for (int p = 0; p < o.nat; p++)
-        if (atcounts[p] != t.dim) {
-            return fail("--at: point %d has %d values, expected %d", p + 1, atcounts[p], t.dim);
-        }
-    if (o.eps == 0) o.eps = t.single ? 1e-2 : 1e-6;
-    long npoints = o.nat + (o.random ? o.random : (o.nat ? 0 : 5));
+    for (int p = 0; p < o->nat; p++)
+        if (atcounts[p] != t->dim)
+            return fail("--at: point %d has %d values, expected %d", p + 1, atcounts[p], t->dim);
+    if (o->eps == 0) o->eps = t->single ? 1e-2 : 1e-6;
+    return 0;
+}
 
+/* Checks every point and prints the report; returns the exit status. */
+static int check(const opts *o, target *t, const double *atv)
+{
+    long npoints = o->nat + (o->random ? o->random : (o->nat ? 0 : 5));
     frame fr;
     memset(&fr, 0, sizeof fr);
-    size_t es = t.single ? sizeof(float) : sizeof(double);
-    fr.buf = calloc((size_t)t.dim, es);
-    fr.gbuf = calloc((size_t)t.dim, es);
-    double *claimed = calloc((size_t)t.dim, sizeof(double));
-    if (!fr.buf || !fr.gbuf || !claimed) return fail("out of memory");
+    size_t es = t->single ? sizeof(float) : sizeof(double);
+    fr.buf = calloc((size_t)t->dim, es);
+    fr.gbuf = calloc((size_t)t->dim, es);
+    double *claimed = calloc((size_t)t->dim, sizeof(double));
+    if (!fr.buf || !fr.gbuf || !claimed) {
+        free(fr.buf), free(fr.gbuf), free(claimed);
+        return fail("out of memory");
+    }
     fr.gp.p = fr.gbuf;
-    if (t.vector) {
+    if (t->vector) {
         fr.bp.p = fr.buf;
-        if (t.sig.args[1] == AD_C_INT) fr.len.i = t.dim;
-        else if (t.sig.args[1] == AD_C_LONG) fr.len.l = t.dim;
-        else fr.len.z = (size_t)t.dim;
+        if (t->sig.args[1] == AD_C_INT) fr.len.i = t->dim;
+        else if (t->sig.args[1] == AD_C_LONG) fr.len.l = t->dim;
+        else fr.len.z = (size_t)t->dim;
         fr.av[0] = &fr.bp, fr.av[1] = &fr.len, fr.av[2] = &fr.gp;
     } else {
-        for (int i = 0; i < t.dim; i++) fr.av[i] = &fr.v[i];
+        for (int i = 0; i < t->dim; i++) fr.av[i] = &fr.v[i];
     }
 
     ad_rng rng;
-    ad_rng_init(&rng, o.seed);
+    ad_rng_init(&rng, o->seed);
     long failures = 0, worst_point = -1;
     int worst_comp = -1;
     double worst = -1;
     char proto[200], name[160];
-    ad__ffi_format(&t.sig, proto, sizeof proto);
-    if (o.json) {
+    ad__ffi_format(&t->sig, proto, sizeof proto);
+    if (o->json) {
         printf("{\"library\": ");
-        json_str(o.lib);
+        json_str(o->lib);
         printf(", \"function\": ");
-        json_str(o.func);
+        json_str(o->func);
         printf(", \"prototype\": ");
         json_str(proto);
-        printf(", \"eps\": %.17g, \"atol\": %.17g, \"rtol\": %.17g, \"points\": [", o.eps, o.atol,
-               o.rtol);
+        printf(", \"eps\": %.17g, \"atol\": %.17g, \"rtol\": %.17g, \"points\": [", o->eps,
+               o->atol, o->rtol);
     } else {
-        printf("adcheck: %s %s: %s, %s; eps %g, atol %g, rtol %g\n", o.lib, o.func, proto,
-               o.grad ? "--grad" : "--partials", o.eps, o.atol, o.rtol);
+        printf("adcheck: %s %s: %s, %s; eps %g, atol %g, rtol %g\n", o->lib, o->func, proto,
+               o->grad ? "--grad" : "--partials", o->eps, o->atol, o->rtol);
     }
     for (long p = 0; p < npoints; p++) {
-        for (int i = 0; i < t.dim; i++)
-            set(&t, &fr, i, p < o.nat ? atv[p * t.dim + i] : o.lo + (o.hi - o.lo) * ad_rng_uniform(&rng));
-        double value = call_f(&t, &fr, t.f);
-        if (t.g) call_g(&t, &fr, claimed);
+        for (int i = 0; i < t->dim; i++)
+            set(t, &fr, i, p < o->nat ? atv[p * t->dim + i]
+                                      : o->lo + (o->hi - o->lo) * ad_rng_uniform(&rng));
+        double value = call_f(t, &fr, t->f);
+        if (t->g) call_g(t, &fr, claimed);
         else
-            for (int i = 0; i < t.dim; i++) claimed[i] = call_f(&t, &fr, t.p[i]);
-        if (o.json) {
+            for (int i = 0; i < t->dim; i++) claimed[i] = call_f(t, &fr, t->p[i]);
+        if (o->json) {
             printf("%s\n  {\"x\": [", p ? "," : "");
-            for (int i = 0; i < t.dim; i++) {
+            for (int i = 0; i < t->dim; i++) {
                 if (i) fputs(", ", stdout);
-                json_num(get(&t, &fr, i));
+                json_num(get(t, &fr, i));
             }
             printf("], \"value\": ");
             json_num(value);
             printf(", \"components\": [");
         } else {
             printf("\npoint %ld: f(", p + 1);
-            for (int i = 0; i < t.dim && i < 8; i++) printf("%s%.9g", i ? ", " : "", get(&t, &fr, i));
-            printf("%s) = %.17g\n", t.dim > 8 ? ", ..." : "", value);
-            printf("  %-24s %24s %24s %10s %10s\n", "component", "claimed", "numeric", "abs err",
-                   "rel err");
+            for (int i = 0; i < t->dim && i < 8; i++)
+                printf("%s%.9g", i ? ", " : "", get(t, &fr, i));
+            printf("%s) = %.17g\n", t->dim > 8 ? ", ..." : "", value);
+            printf("  %-20s %24s %24s %10s %10s\n", "component", "claimed", "numeric",
+                   "abs err", "rel err");
         }
-        for (int i = 0; i < t.dim; i++) {
-            double x0 = get(&t, &fr, i);
-            double xp = set(&t, &fr, i, x0 + o.eps), fp = call_f(&t, &fr, t.f);
-            double xm = set(&t, &fr, i, x0 - o.eps), fm = call_f(&t, &fr, t.f);
-            set(&t, &fr, i, x0);
-            double num = (fp - fm) / (xp - xm), c = claimed[i];
+        for (int i = 0; i < t->dim; i++) {
+            double x0 = get(t, &fr, i);
+            double xp = set(t, &fr, i, x0 + o->eps), fp = call_f(t, &fr, t->f);
+            double xm = set(t, &fr, i, x0 - o->eps), fm = call_f(t, &fr, t->f);
+            set(t, &fr, i, x0);
+            double num = (fp - fm) / (xp - xm), c = claimed[i], tol = o->atol + o->rtol * fabs(num);
             double ae = fabs(c - num), re = num != 0 ? ae / fabs(num) : (ae == 0 ? 0 : INFINITY);
-            bool ok = ae <= o.atol + o.rtol * fabs(num); /* false for NaN */
-            double excess = isnan(ae) ? INFINITY : ae - (o.atol + o.rtol * fabs(num));
+            bool ok = ae <= tol; /* false for NaN */
+            double excess = isnan(ae) ? INFINITY : ae - tol;
             if (!ok) {
                 failures++;
                 if (excess > worst) worst = excess, worst_point = p, worst_comp = i;
             }
-            component_name(&o, &t, i, name, sizeof name);
-            if (o.json) {
+            component_name(o, t, i, name, sizeof name);
+            if (o->json) {
                 printf("%s\n    {\"component\": ", i ? "," : "");
                 json_str(name);
                 printf(", \"index\": %d, \"claimed\": ", i);
@@ -452,18 +456,18 @@ int main(int argc, char **argv)
                 json_num(re);
                 printf(", \"ok\": %s}", ok ? "true" : "false");
             } else {
-                printf("  %-24s %24.15g %24.15g %10.2e %10.2e%s\n", name, c, num, ae, re,
+                printf("  %-20s %24.15g %24.15g %10.2e %10.2e%s\n", name, c, num, ae, re,
                        ok ? "" : "  <-- FAIL");
             }
         }
-        if (o.json) printf("]}");
+        if (o->json) printf("]}");
     }
-    long total = npoints * t.dim;
-    if (o.json) {
+    long total = npoints * t->dim;
+    if (o->json) {
         printf("\n], \"components\": %ld, \"failures\": %ld, \"ok\": %s}\n", total, failures,
                failures ? "false" : "true");
     } else if (failures) {
-        component_name(&o, &t, worst_comp, name, sizeof name);
+        component_name(o, t, worst_comp, name, sizeof name);
         printf("\nadcheck: FAILED: %ld of %ld components disagree; worst: point %ld, %s\n",
                failures, total, worst_point + 1, name);
     } else {
@@ -473,6 +477,20 @@ int main(int argc, char **argv)
     free(fr.buf);
     free(fr.gbuf);
     free(claimed);
-    free(atv);
     return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.seed = 1, .lo = -1, .hi = 1, .eps = 0, .atol = 1e-5, .rtol = 1e-3};
+    double *atv = NULL;
+    int natv = 0;
+    static int atcounts[1000];
+    static target t;
+    int rc = parse_opts(argc, argv, &o, &atv, &natv, atcounts);
+    if (!rc) rc = load(&o, &t);
+    if (!rc) rc = dimensions(&o, &t, atcounts);
+    if (!rc) rc = check(&o, &t, atv);
+    free(atv);
+    return rc;
 }

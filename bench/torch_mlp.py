@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""bench/torch_mlp.py - the PyTorch side of the fmnist_mlp benchmark.
+
+MLP 784 -> 256 -> ReLU -> 10, batch 64, SGD momentum 0.9, cross-entropy,
+on Fashion-MNIST when present (random data of the same shape otherwise).
+Prints one JSON line (see torch_common.py); run by bench/run.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_common as tc  # noqa: E402
+
+args = tc.parse_args(__doc__)
+tc.pin_threads(args.threads)
+import torch  # noqa: E402  (after the thread pins)
+
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(784, 256),
+    torch.nn.ReLU(),
+    torch.nn.Linear(256, 10),
+)
+tc.train(torch, model, args, flatten=True, name="fmnist_mlp")
