@@ -18,7 +18,8 @@
  *
  * Evaluating a node: the first index uses the user's partial or gradient
  * function when there is one; every index beyond what is analytic is one
- * level of central differences of the level below (numeric_diff). */
+ * level of central differences of the level below (eval_scalar,
+ * eval_vector). */
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -70,24 +71,36 @@ static const ad_foreign *node_foreign(const ad_node *n)
 static bool analytic(const ad_foreign *F, int i) { return F->partials[i] || F->grad; }
 
 /* ---- steps of the numeric derivatives ---------------------------------------------
- * D(h) = (f(x+h) - f(x-h)) / 2h has error h^2 f'''/6 + O(eps f / h).  One
- * Richardson step, (4 D(h) - D(2h)) / 3 (the five-point stencil), cancels
- * the h^2 term, leaving h^4 f^(5)/30, so a much larger h keeps the same
- * truncation error while dividing the rounding error: with h = 1e-3 in
- * double (about eps^(1/5)) both are near 1e-13 relative.  The larger step
- * matters for second derivatives: a derivative computed with a tiny h is a
- * jagged function of x at the scale of its rounding error, and
- * differentiating it again (ad_gradgradcheck does, with its own 1e-6 step)
- * would amplify that noise a millionfold.  Each further level differences
- * a quantity already carrying the error of the levels below, so its step is
- * 3 times larger.  In float the same reasoning gives h = 4e-2
- * (eps_float^(1/5)).  Steps scale with max(1, |x|). */
-static double step(const ad_foreign *F, ad_ctype arg, int level)
+ * D(h) = (f(x+h) - f(x-h)) / 2h has error h^2 f'''/6 + h^4 f^(5)/120 + ...
+ * plus rounding, about eps |f| / h.  One Richardson step, (4 D(h) - D(2h))
+ * / 3 (the five-point stencil), cancels the h^2 term and leaves h^4
+ * f^(5)/30, so a larger h keeps the truncation small while dividing the
+ * rounding error.  The larger step matters for second derivatives: a
+ * derivative taken with a tiny h is a jagged function of x at the scale of
+ * its rounding error, and differentiating it again (ad_gradgradcheck does,
+ * with its own 1e-6 step) amplifies that noise by 1/step.  h = 2e-4 in
+ * double keeps the noise near 1e-12 |f| (1e-6 after such a
+ * differentiation) and the truncation below 1e-16 f^(5).
+ *
+ * Level m > 1 differences the level below, whose error e is far above eps,
+ * so its best step is about e^(1/5): the table follows e from level to
+ * level (double: 1e-12, 1e-10, 1e-8...; float: 2e-5, 2e-4...).
+ *
+ * Steps grow with |x| as max(1, ln(1 + |x|)), as numdifftools does: a
+ * step proportional to |x| would suit x^2 at x = 1e6 but ruin exp or sin at
+ * x = 100, whose derivatives do not grow with x; the logarithm is a
+ * compromise that keeps both within a few digits of the best.  A floor of
+ * 1e-12 |x| (1e-4 |x| in float) keeps x + h distinct from x however large
+ * x is; differences divide by the spacing of the points actually passed. */
+static double step(const ad_foreign *F, ad_ctype arg, int level, double x)
 {
+    static const double hd[AD_FOREIGN_MAX_ORDER] = {2e-4, 4e-3, 1.5e-2, 4e-2,
+                                                    8e-2, 0.15, 0.25, 0.4};
+    static const double hf[AD_FOREIGN_MAX_ORDER] = {1e-2, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7};
     bool single = arg == AD_C_FLOAT || arg == AD_C_FLOAT_PTR || F->sig.ret == AD_C_FLOAT;
-    double h = single ? 4e-2 : 1e-3;
-    for (int i = 0; i < level; i++) h *= 3.0;
-    return h;
+    if (level >= AD_FOREIGN_MAX_ORDER) level = AD_FOREIGN_MAX_ORDER - 1;
+    double h = (single ? hf[level] : hd[level]) * fmax(1.0, log1p(fabs(x)));
+    return fmax(h, fabs(x) * (single ? 1e-4 : 1e-12));
 }
 
 /* The value the callee will see after rounding x to its argument type:
@@ -157,7 +170,7 @@ static double eval_scalar(scall *c, const int64_t *spec, int k)
     int j = (int)spec[k - 1];
     ad_ctype t = F->sig.args[j];
     int level = k - 1 - (analytic(F, i) ? 1 : 0);
-    double x0 = got(&c->v[j], t), h = step(F, t, level) * fmax(1.0, fabs(x0)), d[2];
+    double x0 = got(&c->v[j], t), h = step(F, t, level, x0), d[2];
     for (int r = 0; r < 2; r++) {
         double xp = put(&c->v[j], t, x0 + (r + 1) * h);
         double fp = eval_scalar(c, spec, k - 1);
@@ -265,7 +278,7 @@ static void eval_vector(vcall *c, int k, double *out, double *scratch)
     int level = k - 1 - (F->grad ? 1 : 0);
     for (int64_t q = 0; q < inner * n; q++) out[q] = 0.0;
     for (int64_t j = 0; j < n; j++) {
-        double x0 = vget(c, j), h = step(F, c->et, level) * fmax(1.0, fabs(x0));
+        double x0 = vget(c, j), h = step(F, c->et, level, x0);
         for (int r = 0; r < 2; r++) {
             /* Richardson weights 4/3 on D(h), -1/3 on D(2h); see step() */
             double w = r == 0 ? 4.0 / 3.0 : -1.0 / 3.0;

@@ -66,12 +66,13 @@ extern "C" {
  *                   out[k] for k < n.
  *   nothing         numeric derivatives: central differences refined by one
  *                   Richardson step (the fourth-order five-point stencil),
- *                   with step h = 1e-3 max(1, |x_i|) for double arguments
- *                   and 4e-2 max(1, |x_i|) for float ones: relative error
- *                   about 1e-12 (double) and 1e-5 (float) for a smooth f
- *                   whose fifth derivative is of the order of f.  The op's
- *                   name then says so: "foreign:myfunc (numeric
- *                   derivative)".
+ *                   step h = 2e-4 max(1, ln(1 + |x_i|)) for double, 1e-2
+ *                   times the same for float: relative error about 1e-12
+ *                   (double) and 3e-6 (float) for a smooth f whose
+ *                   derivatives are of the order of f itself; worse near a
+ *                   singularity (log at 0.1: 3e-11) and wrong across a
+ *                   kink or jump.  The op's name then says so:
+ *                   "foreign:myfunc (numeric derivative)".
  * An argument's entry may mix these (partials for some arguments, numeric
  * for the others); grad and partials are exclusive.
  *
@@ -79,12 +80,13 @@ extern "C" {
  * recorded foreign op (the partial, or a numeric difference of f or of the
  * partial), so with AD_CREATE_GRAPH the gradient is differentiable again:
  * any order up to AD_FOREIGN_MAX_ORDER.  Each order that is not given
- * analytically is one more level of differences, taken with a step 3 times
- * larger than the level below (since what it differentiates carries the
- * error of that level): second derivatives of a smooth double function come
- * out to about 1e-10 relative, good enough for ad_gradgradcheck; each level
- * costs 4 more calls per element (4n per row in the vector form, whose
- * k-th derivative is a [..., n^k] tensor of all k-th partials, flattened).
+ * analytically is one more level of differences, with a larger step since
+ * what it differentiates carries the error of the level below: for smooth
+ * double functions second derivatives come out to about 1e-9 relative
+ * (good enough for ad_gradgradcheck), third to 1e-6, fourth to 1e-5; in
+ * float, second derivatives to 1e-4.  Each numeric level multiplies the
+ * calls per element by 4 (per row by 4n in the vector form, whose k-th
+ * derivative is a [..., n^k] tensor of all k-th partials, row-major).
  *
  * Names.  The value op is named "foreign:NAME" (plus " (numeric
  * derivative)" when some first derivative is numeric); the derivative ops

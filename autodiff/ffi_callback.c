@@ -236,29 +236,33 @@ ad_callback *ad_callback_new_scalar(ad_scalar_func f, int n, unsigned flags)
 /* A closure's code address as a function pointer.  C has no conversion
  * from void * to a function pointer, so the bits are copied; libffi
  * guarantees they are a callable address on every platform it supports. */
-#define CODE_AS(type, cb, i)                                                   \
-    do {                                                                       \
-        _Static_assert(sizeof(type) == sizeof(void *), "function pointers"); \
-        type fp_ = NULL;                                                       \
-        if (!(cb)) {                                                           \
-            ad__err(__func__, "callback is NULL");                              \
-            return NULL;                                                       \
-        }                                                                      \
-        memcpy(&fp_, &(cb)->code[i], sizeof fp_);                              \
-        return fp_;                                                            \
-    } while (0)
+_Static_assert(sizeof(ad_value_callback) == sizeof(void *), "code pointers are data-sized");
+
+static void code_of(const char *fn, const ad_callback *cb, int i, void *fp, size_t size)
+{
+    if (!cb) ad__err(fn, "callback is NULL");
+    else memcpy(fp, &cb->code[i], size);
+}
 
 ad_value_callback ad_callback_value(const ad_callback *cb)
 {
-    CODE_AS(ad_value_callback, cb, CB_VALUE);
+    ad_value_callback f = NULL;
+    code_of(__func__, cb, CB_VALUE, &f, sizeof f);
+    return f;
 }
+
 ad_gradient_callback ad_callback_gradient(const ad_callback *cb)
 {
-    CODE_AS(ad_gradient_callback, cb, CB_GRAD);
+    ad_gradient_callback f = NULL;
+    code_of(__func__, cb, CB_GRAD, &f, sizeof f);
+    return f;
 }
+
 ad_value_gradient_callback ad_callback_value_gradient(const ad_callback *cb)
 {
-    CODE_AS(ad_value_gradient_callback, cb, CB_BOTH);
+    ad_value_gradient_callback f = NULL;
+    code_of(__func__, cb, CB_BOTH, &f, sizeof f);
+    return f;
 }
 
 int ad_callback_nargs(const ad_callback *cb) { return cb ? cb->n : -1; }

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "tape_impl.h"
 
 #ifdef AD_HAVE_CBLAS
 #include <cblas.h>
@@ -366,6 +367,36 @@ void ad__gemm_testing_parallel(int64_t min_madds)
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* ---- scratch memory --------------------------------------------------------------
+ * The packing buffers live for one call.  With a tape they come from its
+ * arena, so a loop that resets its tape (or replays it) stops allocating
+ * after its first step, and the arena's fill level is put back when the
+ * call returns: a batched product makes one kernel call per batch entry
+ * (ops_linalg.c), and keeping each call's buffers until the reset
+ * measured 240 MiB more peak memory for fmnist_cnn's evaluation batches.
+ * Nothing else allocates on the tape during the call (a tape belongs to
+ * one thread), so the space taken since the save is exactly the scratch.
+ * The rewind is replay.c's rewind_to_mark for the arena alone: chunks past
+ * the current one are empty, so it refills the current one to its saved
+ * level and empties any chunk the scratch moved on to. */
+typedef struct arena_pos {
+    chunk *cur;
+    size_t cur_used, used;
+} arena_pos;
+
+static arena_pos arena_save(const ad_tape *t)
+{
+    return (arena_pos){t->cur, t->cur ? t->cur->used : 0, t->used};
+}
+
+static void arena_restore(ad_tape *t, arena_pos p)
+{
+    t->used = p.used;
+    t->cur = p.cur ? p.cur : t->first; /* NULL: the tape had no chunk yet */
+    if (p.cur) p.cur->used = p.cur_used;
+    for (chunk *c = p.cur ? p.cur->next : t->first; c; c = c->next) c->used = 0;
+}
+
 /* 64-byte aligned scratch: from the tape's arena (which aligns to 64), or
  * from the heap with *raw set to what to free (NULL for the arena). */
 static void *scratch_alloc(ad_tape *tape, size_t n, void **raw)
@@ -507,18 +538,18 @@ static int gemm_threads(int64_t m, int mr, double madds)
         int64_t mcap = min64(J.MC, round_up(m, mr)), kcap = min64(J.KC, k);            \
         int64_t ncap = min64(J.NC, round_up(n, nr));                                   \
         void *raw_a, *raw_b = NULL;                                                    \
+        arena_pos pos = tape ? arena_save(tape) : (arena_pos){0};                      \
         J.a_elems = (size_t)(mcap * kcap);                                             \
         J.pa = scratch_alloc(tape, (size_t)nt * J.a_elems * sizeof(T), &raw_a);        \
         J.pb = J.pa ? scratch_alloc(tape, (size_t)(kcap * ncap) * sizeof(T), &raw_b) : NULL; \
-        if (!J.pb) {                                                                   \
-            ad__free(raw_a);                                                           \
-            return -1;                                                                 \
+        if (J.pb) {                                                                    \
+            if (nt == 1) run_##SUF(&J, 0, 1);                                          \
+            else run_parallel_##SUF(&J, nt);                                           \
         }                                                                              \
-        if (nt == 1) run_##SUF(&J, 0, 1);                                              \
-        else run_parallel_##SUF(&J, nt);                                               \
         ad__free(raw_a);                                                               \
         ad__free(raw_b);                                                               \
-        return 0;                                                                      \
+        if (tape) arena_restore(tape, pos);                                            \
+        return J.pb ? 0 : -1;                                                          \
     }                                                                                  \
     /* Tiny products: packing would cost more than it saves.  Sums in double. */      \
     static void gemm_small_##SUF(int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa, \
@@ -539,8 +570,12 @@ static int gemm_threads(int64_t m, int mr, double madds)
                               const T *b, int64_t rsb, int64_t csb, T *c)              \
     {                                                                                  \
         void *raw;                                                                     \
+        arena_pos pos = tape ? arena_save(tape) : (arena_pos){0};                      \
         double *acc = scratch_alloc(tape, (size_t)n * sizeof *acc, &raw);              \
-        if (!acc) return -1;                                                           \
+        if (!acc) {                                                                    \
+            if (tape) arena_restore(tape, pos);                                        \
+            return -1;                                                                 \
+        }                                                                              \
         for (int64_t j = 0; j < n; j++) acc[j] = 0;                                    \
         for (int64_t p = 0; p < k; p++) {                                              \
             double ap = a[p * csa];                                                    \
@@ -549,6 +584,7 @@ static int gemm_threads(int64_t m, int mr, double madds)
         }                                                                              \
         for (int64_t j = 0; j < n; j++) c[j] = (T)acc[j];                              \
         ad__free(raw);                                                                 \
+        if (tape) arena_restore(tape, pos);                                            \
         return 0;                                                                      \
     }
 DEFINE_DRIVER(f32, float)

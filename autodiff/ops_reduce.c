@@ -320,9 +320,15 @@ ad_tensor *ad_min(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 static int logsumexp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     /* dy/dx_i = e^(x_i - y) = softmax(x)_i, computed from the output so the
-     * rule is itself differentiable (through y's own node). */
+     * rule is itself differentiable (through y's own node).  But y is the
+     * log-sum-exp rounded to the dtype, off by up to |y| eps, so e^(x - y)
+     * is softmax times a factor e^(lse - y) common to the whole line: 1e-5
+     * off in float32 at |x| = 1000.  Dividing by the line's sum removes the
+     * factor; the ratio is softmax(x) whatever y is, so its derivatives
+     * (AD_CREATE_GRAPH) are right too. */
     ad_tensor *x = n->in[0];
-    ad_tensor *sm = ad_exp(ad_sub(x, ad_reshape(n->out, x->ndim, n->ip)));
+    ad_tensor *e = ad_exp(ad_sub(x, ad_reshape(n->out, x->ndim, n->ip)));
+    ad_tensor *sm = ad_div(e, ad_sum_to(e, x->ndim, n->ip));
     gin[0] = ad_mul(keep(n, g), sm);
     return 0;
 }

@@ -7,17 +7,15 @@
  * "autodiff" records f with the scalar API (scalar.h) and runs the reverse
  * sweep, timing the two phases apart: record (tape reset, n variables, the
  * 8 ops per pair) and backward (ad_scalar_gradient: the sweep plus copying
- * the n gradients out), and their sum.  "analytic" is the hand-written
+ * the n gradients out), and their sum; then the replayed gradient: the
+ * recorded tape re-evaluated at a new point (ad_scalar_replay) and swept
+ * again, without recording anything (ADOL-C's gradient()).  "analytic" is the hand-written
  * gradient, the floor any tool is measured against.  bench/rosenbrock_adolc.cpp
  * is the ADOL-C peer, with the same function, point and operation count.
  *
  * Figures are per operation: the 5n + 1 nodes autodiff records (n
  * variables, the constant 0, 8 ops per pair), the same count for every
- * implementation, so the columns compare.
- *
- * A third row belongs here, the gradient at a new point replayed from the
- * tape without recording again (ADOL-C's gradient()); the scalar API has no
- * replay yet, so bench/run reports it as missing. */
+ * implementation, so the columns compare. */
 #include "common.h"
 
 #include <math.h>
@@ -34,6 +32,7 @@ typedef struct run {
     ad_tape *tape;
     ad_scalar *xs, f;
     double *x, *grad;
+    double *x2; /* the new point of the replay */
 } run;
 
 static ad_scalar record(ad_tape *t, long n, ad_scalar *xs, const double *x)
@@ -64,6 +63,16 @@ static void step_backward(void *p)
     }
 }
 
+static void step_replay(void *p)
+{
+    run *r = p;
+    if (ad_scalar_replay(r->tape, (int)r->n, r->xs, r->x2) < 0) {
+        fprintf(stderr, "rosenbrock: %s\n", ad_error());
+        exit(1);
+    }
+    step_backward(p);
+}
+
 static double analytic(long n, const double *x, double *g)
 {
     double f = 0;
@@ -84,10 +93,10 @@ static void step_analytic(void *p)
     sink = analytic(r->n, r->x, r->grad);
 }
 
-static int check(const run *r)
+static int check(const run *r, const double *x)
 {
     double *want = malloc((size_t)r->n * sizeof *want);
-    analytic(r->n, r->x, want);
+    analytic(r->n, x, want);
     for (long i = 0; i < r->n; i++)
         if (!(fabs(r->grad[i] - want[i]) <= 1e-12 * (1 + fabs(want[i])))) {
             fprintf(stderr, "rosenbrock: gradient[%ld] = %.17g, expected %.17g\n", i, r->grad[i],
@@ -113,8 +122,12 @@ int main(int argc, char **argv)
         r.x = malloc((size_t)r.n * sizeof *r.x);
         r.grad = malloc((size_t)r.n * sizeof *r.grad);
         r.xs = malloc((size_t)r.n * sizeof *r.xs);
-        if (!r.x || !r.grad || !r.xs) return 1;
-        for (long i = 0; i < r.n; i++) r.x[i] = start_point(i);
+        r.x2 = malloc((size_t)r.n * sizeof *r.x2);
+        if (!r.x || !r.grad || !r.xs || !r.x2) return 1;
+        for (long i = 0; i < r.n; i++) {
+            r.x[i] = start_point(i);
+            r.x2[i] = start_point(i + 3);
+        }
         double ops = 5.0 * (double)r.n + 1, per = 1e9 / ops;
         if (ad) {
             r.tape = ad_tape_new();
@@ -128,23 +141,28 @@ int main(int argc, char **argv)
                         ops);
                 return 1;
             }
-            if (check(&r)) return 1;
+            if (check(&r, r.x)) return 1;
+            double rep = bench_time(step_replay, &r, min_time);
+            if (check(&r, r.x2)) return 1;
             bench_json("bench s impl s phase s n i ops i seconds d ns_per_op d", "rosenbrock",
                        impl, "record", r.n, (long)ops, rec, rec * per);
             bench_json("bench s impl s phase s n i ops i seconds d ns_per_op d", "rosenbrock",
                        impl, "backward", r.n, (long)ops, back, back * per);
             bench_json("bench s impl s phase s n i ops i seconds d ns_per_op d", "rosenbrock",
                        impl, "record+backward", r.n, (long)ops, rec + back, (rec + back) * per);
+            bench_json("bench s impl s phase s n i ops i seconds d ns_per_op d", "rosenbrock",
+                       impl, "replay gradient", r.n, (long)ops, rep, rep * per);
             ad_tape_free(r.tape);
         } else {
             double t = bench_time(step_analytic, &r, min_time);
-            if (check(&r)) return 1;
+            if (check(&r, r.x)) return 1;
             bench_json("bench s impl s phase s n i ops i seconds d ns_per_op d", "rosenbrock",
                        impl, "gradient", r.n, (long)ops, t, t * per);
         }
         free(r.x);
         free(r.grad);
         free(r.xs);
+        free(r.x2);
     }
     return 0;
 }

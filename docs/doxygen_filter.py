@@ -70,10 +70,15 @@ def find_comments(lines):
 
 
 def escape(text):
-    text = text.replace("\\", "\\\\")
-    return re.sub(r"<(/?)([A-Za-z_][A-Za-z0-9_]*)>",
-                  lambda m: m.group(0) if m.group(2).lower() in HTML_TAGS
-                  else "\\<" + m.group(1) + m.group(2) + "\\>", text)
+    """Escapes what doxygen would read as a command or an HTML tag, outside
+    "quoted strings" (which doxygen prints as they are)."""
+    parts = text.split('"')
+    for i in range(0, len(parts), 2):
+        part = parts[i].replace("\\", "\\\\")
+        parts[i] = re.sub(r"<(/?)([A-Za-z_][A-Za-z0-9_]*)>",
+                          lambda m: m.group(0) if m.group(2).lower() in HTML_TAGS
+                          else "\\<" + m.group(1) + m.group(2) + "\\>", part)
+    return '"'.join(parts)
 
 
 def body(lines, first, col, last):
@@ -110,12 +115,19 @@ def body(lines, first, col, last):
         elif not indented and in_verbatim and content.strip():
             lines[k - 1] = lines[k - 1].rstrip() + " \\endverbatim"
             in_verbatim = False
+        verbatim_line = in_verbatim
         if not in_verbatim:
             content = escape(content)
         if sep and in_verbatim:
             content = content.rstrip() + " \\endverbatim "
             in_verbatim = False
-        lines[k] = lines[k][:p] + content + sep + rest
+        if verbatim_line and i > 0:
+            # Doxygen keeps a line's leading '*' inside \verbatim: drop it,
+            # and the indentation that made it verbatim.
+            ind = len(content) - len(content.lstrip())
+            lines[k] = content[min(base + 2, ind):] + sep + rest
+        else:
+            lines[k] = lines[k][:p] + content + sep + rest
 
 
 def filter_header(text):
@@ -132,7 +144,9 @@ def filter_header(text):
         rule = RULE.match(line[col:]) if not code_before else None
         if idx == 0 and not code_before:
             openers[first] = (col, "/** \\file ")
-            lines[first] = line[:col] + "/*" + line[col + 2:].lstrip()
+            # "/* nn/optim.h - optimisers, ..." -> "\file nn/optim.h optimisers, ..."
+            # (a "- " would start a list)
+            lines[first] = line[:col] + "/*" + re.sub(r"^(\S+) - ", r"\1 ", line[col + 2:].lstrip())
         elif rule:
             title = rule.group(1).strip(" -")
             lines[first] = line[:col] + "/* " + title + (" */" if rule.group(2) else "")

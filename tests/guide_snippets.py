@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Compile and run every code snippet of the guide, so that it cannot rot.
 
-    guide_snippets.py --cc CC --build-root DIR --lib LIB.a ... [--adcalc PATH]
-                      [--update] GUIDE.md [GUIDE.zh.md ...]
+    guide_snippets.py --cc CC [--cflags FLAGS] --build-root DIR --lib LIB.a ...
+                      [--adcalc PATH] [--update] GUIDE.md [GUIDE.zh.md ...]
 
 What a guide may contain, and what is checked:
 
@@ -211,15 +211,17 @@ def main():
     ap.add_argument("--cc", required=True, help="the C compiler command")
     ap.add_argument("--build-root", required=True)
     ap.add_argument("--lib", action="append", default=[], help="a static library to link")
+    ap.add_argument("--cflags", default="",
+                    help="more compiler flags, e.g. the build's -fsanitize=...")
     ap.add_argument("--adcalc", help="the adcalc program, for console blocks")
     ap.add_argument("--update", action="store_true",
                     help="rewrite output and console blocks instead of comparing")
     ap.add_argument("guides", nargs="+")
     args = ap.parse_args()
 
-    cc = shlex.split(args.cc)
-    cflags, libs = link_flags(args.build_root, args.lib)
-    tools = {"adcalc": args.adcalc} if args.adcalc else {}
+    cc = shlex.split(args.cc) + shlex.split(args.cflags)
+    cflags, libs = link_flags(args.build_root, [os.path.abspath(lib) for lib in args.lib])
+    tools = {"adcalc": os.path.abspath(args.adcalc)} if args.adcalc else {}
     parsed = {g: parse(g) for g in args.guides}
     failures = []
 

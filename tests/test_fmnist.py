@@ -155,9 +155,12 @@ def check_error(name, exe, args, want_rc, words, label):
     return msg
 
 
-def write_safetensors_without_metadata(path):
-    header = json.dumps({"0.weight": {"dtype": "F32", "shape": [1],
-                                      "data_offsets": [0, 4]}}).encode()
+def write_safetensors(path, metadata=None):
+    """One float32 tensor "0.weight" of shape [1], with that metadata."""
+    entries = {"0.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    if metadata:
+        entries = {"__metadata__": metadata, **entries}
+    header = json.dumps(entries).encode()
     header += b" " * (-len(header) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header + struct.pack("<f", 1.0))
@@ -274,9 +277,15 @@ def main():
                                  "--save", "/nonexistent/model.safetensors"], 1,
                     ["/nonexistent"], "--save into a missing directory (refused up front)")
         bare = os.path.join(tmp, "bare.safetensors")
-        write_safetensors_without_metadata(bare)
+        write_safetensors(bare)
         check_error("mlp", mlp, ["--data", small, "--epochs", 0, "--load", bare], 1,
                     ["arch", "bare.safetensors"], "--load a checkpoint without metadata")
+        # the right "arch" but tensors of other shapes: the strict load
+        # checks each one and refuses
+        forged = os.path.join(tmp, "forged.safetensors")
+        write_safetensors(forged, {"arch": "fmnist_mlp"})
+        check_error("mlp", mlp, ["--data", small, "--epochs", 0, "--load", forged], 1,
+                    ["forged.safetensors", "0.weight"], "--load tensors of the wrong shape")
         junk = os.path.join(tmp, "junk.safetensors")
         with open(junk, "wb") as f:
             f.write(b"this is not a checkpoint")

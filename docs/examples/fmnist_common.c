@@ -1,7 +1,8 @@
 /* docs/examples/fmnist_common.c - training and evaluating a Fashion-MNIST
  * classifier: the part fmnist_mlp.c and fmnist_cnn.c share.
  *
- * The pieces, in the order a run uses them:
+ * The pieces, in the order a run uses them (fm_main, at the end of the
+ * file, calls them; each helper comes before its first use):
  *
  *   1. options     parsed and checked before anything is loaded, so a typo
  *                  costs nothing (exit status 2);
@@ -20,7 +21,7 @@
  * -1 with the message in ad_error(); the functions here do the same, and
  * fm_main turns a failure into a message on stderr and exit status 1.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, access */
 
 #include "fmnist_common.h"
 
@@ -60,7 +61,7 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ==== 1. options ========================================================== */
+/* ==== options ========================================================== */
 
 typedef struct options {
     const char *data_dir;
@@ -217,7 +218,7 @@ static int parse_options(const fm_model *m, int argc, char **argv, options *o)
     return 0;
 }
 
-/* ==== 3. the replayed step ===================================================
+/* ==== the replayed step ===================================================
  *
  * A training step is the same computation for every batch: only the
  * numbers in x and y change.  So instead of recording the forward pass
@@ -300,7 +301,7 @@ static void replay_set_free(replay_set *s)
     for (int i = 0; i < 2; i++) ad_tape_free(s->r[i].tape);
 }
 
-/* ==== 4. the loop ============================================================ */
+/* ==== the loop ============================================================ */
 
 /* Everything a run owns, freed in one place whatever went wrong. */
 typedef struct run {
@@ -450,7 +451,7 @@ static int train_epoch(run *r, int64_t epoch)
     return 0;
 }
 
-/* ==== 5. results ============================================================= */
+/* ==== results ============================================================= */
 
 /* The model's parameters and buffers under their state_dict names (0.weight,
  * 0.bias, ...), as PyTorch would save them, with metadata saying which
@@ -571,7 +572,7 @@ static void print_json(const run *r, double wall_s, int threads)
     printf("}\n");
 }
 
-/* ==== 2. data, and the whole run ============================================== */
+/* ==== data, and the whole run ============================================== */
 
 /* The checkpoint is written at the end; finding out then that its
  * directory does not exist would waste the whole training run. */
@@ -712,9 +713,10 @@ static int train_and_report(run *r, double t_start)
         printf("data: %" PRId64 " training and %" PRId64 " test images from %s\n",
                nn_loader_num_samples(r->train), nn_loader_num_samples(r->test), o->data_dir);
         if (o->epochs > 0)
-            printf("training: %" PRId64 " epochs of %" PRId64 " steps, batch %" PRId64
+            printf("training: %" PRId64 " epoch%s of %" PRId64 " steps, batch %" PRId64
                    ", SGD lr %g (cosine to 0) momentum %g, %d thread%s\n",
-                   o->epochs, nb, o->batch, o->lr, o->momentum, threads, threads == 1 ? "" : "s");
+                   o->epochs, o->epochs == 1 ? "" : "s", nb, o->batch, o->lr, o->momentum,
+                   threads, threads == 1 ? "" : "s");
         /* A progress bar redrawn in place on a terminal, plain lines in a
          * log (nn_progress decides with isatty). */
         r->bar = nn_progress_new(stdout, NULL);

@@ -22,7 +22,7 @@
  *
  *     w <- w - eta dE/dw.
  *
- * Each step records about 70,000 scalar nodes - every multiply-add of every
+ * Each step records about 66,000 scalar nodes - every multiply-add of every
  * neuron for every point - and one reverse sweep gives all 337 partial
  * derivatives.  Weights live in a plain double array between steps; each
  * step puts them on the tape as variables, and ad_tape_reset() forgets the
@@ -38,7 +38,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define NPOINTS 100
 #define H1 16
@@ -83,35 +82,37 @@ static ad_scalar mlp(const ad_scalar *p, ad_tape *tape, double x0, double x1)
     return neuron(p, h2, H2, 0);
 }
 
-/* Evaluates the trained model on a grid (no gradients needed: the weights
- * are constants) and writes the picture: the two half planes in light
- * colours, the data points as dark dots.  Also fills sign[] for gnuplot. */
-enum { WIDTH = 300, HEIGHT = 225 };
+/* The picture: WIDTH x HEIGHT pixels covering [XMIN, XMAX] x [YMIN, YMAX].
+ * The model is evaluated once per CELL x CELL block of pixels (no
+ * gradients needed: the weights are constants), which gives sign[]. */
+enum { WIDTH = 320, HEIGHT = 240, CELL = 2, GW = WIDTH / CELL, GH = HEIGHT / CELL };
 static const double XMIN = -1.5, XMAX = 2.5, YMIN = -1.25, YMAX = 1.75;
 
-static int write_ppm(const char *path, const double *w, ad_tape *tape, double x[][2],
-                     const double y[], signed char *sign)
+static double grid_x(int col) { return XMIN + (col + 0.5) * (XMAX - XMIN) / GW; }
+static double grid_y(int row) { return YMAX - (row + 0.5) * (YMAX - YMIN) / GH; }
+
+static void classify_grid(const double *w, ad_tape *tape, signed char sign[GH][GW])
 {
-    unsigned char *img = malloc(3 * WIDTH * HEIGHT);
-    FILE *f = fopen(path, "wb");
-    if (!img || !f) {
-        free(img);
-        if (f) fclose(f);
-        return -1;
-    }
     ad_scalar p[NPARAMS];
-    for (int row = 0; row < HEIGHT; row++) {
+    for (int row = 0; row < GH; row++) {
         ad_tape_reset(tape); /* one row's graph at a time */
         for (int k = 0; k < NPARAMS; k++) p[k] = ad_scalar_const(tape, w[k]);
-        double py = YMAX - (row + 0.5) * (YMAX - YMIN) / HEIGHT;
-        for (int col = 0; col < WIDTH; col++) {
-            double px = XMIN + (col + 0.5) * (XMAX - XMIN) / WIDTH;
-            int pos = ad_scalar_value(mlp(p, tape, px, py)) > 0;
-            sign[row * WIDTH + col] = pos ? 1 : -1;
-            unsigned char *c = img + 3 * (row * WIDTH + col);
-            c[0] = pos ? 255 : 190, c[1] = pos ? 200 : 210, c[2] = pos ? 190 : 255;
-        }
+        for (int col = 0; col < GW; col++)
+            sign[row][col] = ad_scalar_value(mlp(p, tape, grid_x(col), grid_y(row))) > 0 ? 1 : -1;
     }
+}
+
+/* Writes the two half planes in light colours and the data points as dark
+ * dots, as a binary PPM. */
+static int write_ppm(const char *path, signed char sign[GH][GW], double x[][2], const double y[])
+{
+    static unsigned char img[HEIGHT][WIDTH][3];
+    for (int r = 0; r < HEIGHT; r++)
+        for (int c = 0; c < WIDTH; c++) {
+            int pos = sign[r / CELL][c / CELL] > 0;
+            img[r][c][0] = pos ? 255 : 190, img[r][c][1] = pos ? 200 : 210;
+            img[r][c][2] = pos ? 190 : 255;
+        }
     for (int i = 0; i < NPOINTS; i++) {
         int cx = (int)((x[i][0] - XMIN) / (XMAX - XMIN) * WIDTH);
         int cy = (int)((YMAX - x[i][1]) / (YMAX - YMIN) * HEIGHT);
@@ -119,18 +120,19 @@ static int write_ppm(const char *path, const double *w, ad_tape *tape, double x[
             for (int dx = -2; dx <= 2; dx++) {
                 int r = cy + dy, c = cx + dx;
                 if (r < 0 || r >= HEIGHT || c < 0 || c >= WIDTH || dx * dx + dy * dy > 5) continue;
-                unsigned char *px = img + 3 * (r * WIDTH + c);
-                px[0] = y[i] > 0 ? 180 : 20, px[1] = 20, px[2] = y[i] > 0 ? 20 : 180;
+                img[r][c][0] = y[i] > 0 ? 180 : 20, img[r][c][1] = 20;
+                img[r][c][2] = y[i] > 0 ? 20 : 180;
             }
     }
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
     fprintf(f, "P6\n%d %d\n255\n", WIDTH, HEIGHT);
-    size_t n = fwrite(img, 1, 3 * WIDTH * HEIGHT, f);
-    free(img);
-    return (fclose(f) == 0 && n == 3 * WIDTH * HEIGHT) ? 0 : -1;
+    size_t n = fwrite(img, 1, sizeof img, f);
+    return (fclose(f) == 0 && n == sizeof img) ? 0 : -1;
 }
 
 /* The same picture drawn by gnuplot as a PNG, when gnuplot is installed. */
-static void write_png(const char *dir, const signed char *sign, double x[][2], const double y[])
+static void write_png(const char *dir, signed char sign[GH][GW], double x[][2], const double y[])
 {
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) return;
     char data[1024], script[1024], png[1024], cmd[2200];
@@ -143,10 +145,9 @@ static void write_png(const char *dir, const signed char *sign, double x[][2], c
         if (s) fclose(s);
         return;
     }
-    for (int row = 0; row < HEIGHT; row += 2) { /* a coarser grid is enough */
-        for (int col = 0; col < WIDTH; col += 2)
-            fprintf(d, "%g %g %d\n", XMIN + (col + 0.5) * (XMAX - XMIN) / WIDTH,
-                    YMAX - (row + 0.5) * (YMAX - YMIN) / HEIGHT, sign[row * WIDTH + col]);
+    for (int row = 0; row < GH; row++) {
+        for (int col = 0; col < GW; col++)
+            fprintf(d, "%g %g %d\n", grid_x(col), grid_y(row), sign[row][col]);
         fprintf(d, "\n");
     }
     fprintf(d, "\n\n");
@@ -230,8 +231,9 @@ int main(int argc, char **argv)
 
     char path[1024];
     snprintf(path, sizeof path, "%s/micrograd_boundary.ppm", dir);
-    static signed char sign[WIDTH * HEIGHT];
-    if (write_ppm(path, w, tape, x, y, sign) != 0) {
+    static signed char sign[GH][GW];
+    classify_grid(w, tape, sign);
+    if (write_ppm(path, sign, x, y) != 0) {
         fprintf(stderr, "micrograd: cannot write %s\n", path);
         ad_tape_free(tape);
         return 1;

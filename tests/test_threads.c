@@ -1,0 +1,177 @@
+/* tests/test_threads.c - independent tapes on concurrent threads.
+ *
+ * tape.h: "A tape and its tensors must be used by one thread at a time.
+ * Independent tapes may be used from different threads at once; the grad
+ * mode, the active tape and the error message are per thread."  Two
+ * pthreads each train their own small model (their own tape, persistent
+ * weights and rng) at the same time, stepping in lock-step through
+ * barriers so that their calls interleave, and check between steps that
+ * the other thread's error, grad mode and active tape did not leak into
+ * theirs.  Each thread's results must be bit-identical to the same run on
+ * the main thread alone.  Run under ThreadSanitizer by scripts/check
+ * (build-tsan/), which reports any data race between the two. */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optest.h"
+
+#define STEPS 6
+#define NTHREADS 2
+
+typedef struct worker {
+    int id;
+    uint64_t seed;
+    pthread_barrier_t *barrier; /* NULL: run alone */
+    double loss[STEPS];
+    double scalar_grad[STEPS];
+    double params[64];
+    int nparams;
+    char failure[256]; /* empty when every check passed */
+} worker;
+
+/* Threads cannot use ck_assert (Check's reporting is per process), so a
+ * worker records its first failed check and stops checking. */
+#define W_CHECK(w, cond, ...)                                                        \
+    do {                                                                             \
+        if (!(cond) && !(w)->failure[0])                                             \
+            snprintf((w)->failure, sizeof (w)->failure, __VA_ARGS__);                \
+    } while (0)
+
+static void sync_point(worker *w)
+{
+    if (w->barrier) pthread_barrier_wait(w->barrier);
+}
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    /* Fresh thread state, whatever other threads did with theirs. */
+    W_CHECK(w, ad_tape_active() == NULL, "thread %d starts with an active tape", w->id);
+    W_CHECK(w, ad_grad_enabled(), "thread %d starts with grad mode off", w->id);
+    W_CHECK(w, ad_error() == NULL, "thread %d starts with an error: %s", w->id, ad_error());
+
+    ad_rng rng;
+    ad_rng_init(&rng, w->seed);
+    ad_tensor *wt = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(6, 4), 0, 0.5);
+    ad_tensor *b = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(4));
+    ad_tensor *x = ad_rand(NULL, &rng, AD_FLOAT64, AD_SHAPE(8, 6), -1, 1);
+    int64_t labels[8];
+    for (int i = 0; i < 8; i++) labels[i] = (int64_t)ad_rng_below(&rng, 4);
+    ad_set_requires_grad(wt, true);
+    ad_set_requires_grad(b, true);
+    ad_tape *tape = ad_tape_new();
+    ad_tape_activate(tape);
+    for (int step = 0; step < STEPS; step++) {
+        sync_point(w);
+        /* One thread makes an error, turns grad mode off for a moment,
+         * and deactivates its tape, while the other computes. */
+        if (step % NTHREADS == w->id % NTHREADS) {
+            ad_tensor *bad = ad_matmul(x, x); /* [8,6] x [8,6]: an error */
+            W_CHECK(w, bad == NULL && ad_error() && strstr(ad_error(), "inner dimensions"),
+                    "thread %d: expected an error", w->id);
+            bool prev = ad_set_grad_enabled(false);
+            ad_tensor *nog = ad_tanh(wt); /* persistent: grad mode is off */
+            W_CHECK(w, nog && !ad_requires_grad(nog), "thread %d: no-grad op recorded", w->id);
+            ad_tensor_free(nog);
+            ad_set_grad_enabled(prev);
+            ad_tape *was = ad_tape_activate(NULL);
+            W_CHECK(w, was == tape, "thread %d: its active tape changed", w->id);
+            ad_tape_activate(was);
+            ad_clear_error();
+        }
+        sync_point(w);
+        W_CHECK(w, ad_error() == NULL, "thread %d sees an error it did not make: %s", w->id,
+                ad_error());
+        W_CHECK(w, ad_grad_enabled(), "thread %d: grad mode off", w->id);
+        W_CHECK(w, ad_tape_active() == tape, "thread %d: active tape changed", w->id);
+
+        ad_tensor *y = ad_from_array(tape, AD_INT64, AD_SHAPE(8), labels);
+        ad_tensor *logits = ad_add(ad_matmul(ad_tanh(x), wt), b);
+        ad_tensor *loss = ad_cross_entropy(logits, y, AD_REDUCTION_MEAN);
+        W_CHECK(w, loss != NULL, "thread %d step %d: %s", w->id, step, ad_error());
+        if (!loss) break;
+        ad_zero_grad(wt);
+        ad_zero_grad(b);
+        W_CHECK(w, ad_backward(loss, NULL, 0) == 0, "thread %d: backward: %s", w->id,
+                ad_error());
+        w->loss[step] = ad_item(loss);
+        double *d = ad_data(wt), *bd = ad_data(b);
+        const double *g = ad_data(ad_tensor_grad(wt)), *gb = ad_data(ad_tensor_grad(b));
+        for (int i = 0; i < 24; i++) d[i] -= 0.5 * g[i];
+        for (int i = 0; i < 4; i++) bd[i] -= 0.5 * gb[i];
+        /* The scalar API on the same tape. */
+        ad_scalar s = ad_scalar_var(tape, w->loss[step]);
+        ad_scalar f = ad_smul(ad_ssin(s), ad_sexp(s));
+        W_CHECK(w, ad_scalar_backward(f) == 0, "thread %d: scalar backward", w->id);
+        w->scalar_grad[step] = ad_scalar_grad(s);
+        ad_tape_reset(tape);
+    }
+    w->nparams = 28;
+    ad_to_array(wt, w->params);
+    ad_to_array(b, w->params + 24);
+    ad_tape_free(tape);
+    W_CHECK(w, ad_tape_active() == NULL, "thread %d: freed tape still active", w->id);
+    ad_tensor_free(wt);
+    ad_tensor_free(b);
+    ad_tensor_free(x);
+    return NULL;
+}
+
+START_TEST(two_tapes_two_threads)
+{
+    worker alone[NTHREADS], both[NTHREADS];
+    /* The main thread's state must not leak into the workers either. */
+    ad_tape *mine = ad_tape_new();
+    ad_tape_activate(mine);
+    ck_assert_ptr_null(ad_matmul(NULL, NULL));
+    ck_assert_ptr_nonnull(ad_error());
+    bool prev = ad_set_grad_enabled(false);
+
+    for (int i = 0; i < NTHREADS; i++) {
+        alone[i] = (worker){.id = i, .seed = 100 + (uint64_t)i};
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, work, &alone[i]), 0);
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+        ck_assert_msg(!alone[i].failure[0], "%s", alone[i].failure);
+    }
+    pthread_barrier_t barrier;
+    ck_assert_int_eq(pthread_barrier_init(&barrier, NULL, NTHREADS), 0);
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        both[i] = (worker){.id = i, .seed = 100 + (uint64_t)i, .barrier = &barrier};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, work, &both[i]), 0);
+    }
+    for (int i = 0; i < NTHREADS; i++) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&barrier);
+    for (int i = 0; i < NTHREADS; i++) {
+        ck_assert_msg(!both[i].failure[0], "%s", both[i].failure);
+        ck_assert(memcmp(alone[i].loss, both[i].loss, sizeof alone[i].loss) == 0);
+        ck_assert(memcmp(alone[i].scalar_grad, both[i].scalar_grad,
+                         sizeof alone[i].scalar_grad) == 0);
+        ck_assert(memcmp(alone[i].params, both[i].params, 28 * sizeof(double)) == 0);
+        ck_assert(alone[i].loss[STEPS - 1] < alone[i].loss[0]);
+    }
+    /* Two different seeds train differently. */
+    ck_assert(memcmp(both[0].params, both[1].params, 28 * sizeof(double)) != 0);
+
+    /* The main thread's state is as it left it. */
+    ck_assert_ptr_eq(ad_tape_active(), mine);
+    ck_assert(!ad_grad_enabled());
+    ck_assert_ptr_nonnull(ad_error());
+    ck_assert(strstr(ad_error(), "ad_matmul") != NULL);
+    ad_set_grad_enabled(prev);
+    ad_clear_error();
+    ad_tape_free(mine);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("threads");
+    TCase *tc = tcase_create("threads");
+    tcase_add_test(tc, two_tapes_two_threads);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
