@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include <ffi_libffi.h>
+#include <ffi.h> /* libffi */
 
 #include "ffi_sig.h"
 #include "internal.h"
@@ -628,6 +628,8 @@ static ad_foreign *build(const char *fn, const ad_foreign_desc *d)
                           "differences)",
                           "y = a derivative of %s by central differences; dx_j = g d/dx_j y "
                           "(one more level)"};
+    /* each format is under 100 characters plus at most one name, and the
+     * signature appears once: this bounds the six strings */
     size_t len = 6 * (strlen(name) + 200) + strlen(sigs), used = 0;
     F->strings = ad__malloc(len);
     if (!F->strings) {
@@ -643,6 +645,7 @@ static ad_foreign *build(const char *fn, const ad_foreign_desc *d)
               : i == 4   ? snprintf(F->strings + used, len - used, fmt[4],
                                     d->grad ? "gradient" : "partial")
                          : snprintf(F->strings + used, len - used, fmt[i], name);
+        assert(w >= 0 && (size_t)w < len - used);
         used += (size_t)w + 1;
     }
     for (int i = 0; i < 3; i++) {

@@ -13,7 +13,7 @@
  * nothing. */
 #include <stdlib.h>
 
-#include <ffi_libffi.h>
+#include <ffi.h> /* libffi */
 
 #include "internal.h"
 

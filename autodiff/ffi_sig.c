@@ -38,7 +38,10 @@ typedef struct parser {
     bool failed;
 } parser;
 
-static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+static bool is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -100,7 +103,8 @@ static bool is_punct(const parser *p, char c)
 }
 static bool is_word(const parser *p, const char *w)
 {
-    return p->t.kind == T_IDENT && (size_t)p->t.len == strlen(w) && !strncmp(p->t.s, w, (size_t)p->t.len);
+    size_t n = strlen(w);
+    return p->t.kind == T_IDENT && (size_t)p->t.len == n && !strncmp(p->t.s, w, n);
 }
 
 /* "expected ')' but found 'x'" style: names what was found, since the
@@ -182,8 +186,9 @@ static int parse_type(parser *p, ad_ctype *out, int *col)
     ad_ctype t = AD_C_VOID;
     bool ok = true;
     if (stars == 0)
-        t = base == B_VOID ? AD_C_VOID : base == B_DOUBLE ? AD_C_DOUBLE : base == B_FLOAT ? AD_C_FLOAT
-          : base == B_INT ? AD_C_INT : base == B_LONG ? AD_C_LONG : AD_C_SIZE_T;
+        t = base == B_VOID ? AD_C_VOID : base == B_DOUBLE ? AD_C_DOUBLE
+          : base == B_FLOAT ? AD_C_FLOAT : base == B_INT ? AD_C_INT
+          : base == B_LONG ? AD_C_LONG : AD_C_SIZE_T;
     else if (stars == 1 && (base == B_DOUBLE || base == B_FLOAT))
         t = base == B_DOUBLE ? AD_C_DOUBLE_PTR : AD_C_FLOAT_PTR;
     else

@@ -28,8 +28,8 @@
  *
  * Kernels are chosen at run time, per dtype, from a table (kernels_*): the
  * AVX2+FMA and AVX-512 variants are compiled with target attributes, so the
- * library still runs on any x86-64.  Adding one is a DEFINE_UKERNEL and a
- * DEFINE_PACK line, a table entry, and its CPU test in cpu_can().
+ * library still runs on any x86-64.  Adding one is a DEFINE_KERNEL line, a
+ * table entry, and its CPU test in cpu_can().
  *
  * With OpenMP the ic loop is shared among threads (each packs its own A
  * block; the packed B block is shared), for products large enough to repay
@@ -231,13 +231,16 @@ DEFINE_KERNEL(f64_avx512, double, v8d, 14, 16, AVX512)
  * Blocking.  A kc x nr sliver of B is reused by every mr-row strip of the
  * A block, so it should stay in L1; the mc x kc block of A is swept once
  * per B sliver, so it should stay in L2; the kc x nc block of B lives in
- * L3.  For the AVX2 kernels (tuned on a Zen 3: 32 KiB L1d, 512 KiB L2):
- * kc = 256 makes the B sliver 16 KiB and the A block 144 KiB (float32) or
- * 144 KiB (float64, mc = 72); larger kc or mc measured no faster and
- * leaves less room for C's lines.  The AVX-512 kernels' wider slivers
- * (kc = 256: 32 KiB of B) no longer fit L1 beside the A stream, but at 28
- * FMAs per 128 bytes of B the sliver can come from L2 at no cost; their A
- * blocks (280 KiB) suit the 1-2 MiB L2 of AVX-512 cores. */
+ * L3.  For the AVX2 kernels (measured on a Zen 3: 32 KiB L1d, 512 KiB L2):
+ * kc = 256 makes the B sliver 16 KiB and the A block 144 KiB (float32,
+ * mc = 144; float64, mc = 72); kc from 128 to 512 and mc from 72 to 288
+ * measured the same within a few percent, and this is the smallest A
+ * block among them.  The AVX-512 blocking is not measured (it was written
+ * on a machine without AVX-512) but reasoned: the wider B slivers (kc =
+ * 256: 32 KiB) no longer fit L1 beside the A stream, but at 28 FMAs per
+ * 128 bytes of B a sliver can stream from L2 at no cost, and the 280 KiB A
+ * blocks suit the 1-2 MiB L2 of AVX-512 cores.  Its tile logic and packing
+ * are tested through the portable twins above. */
 #define DEFINE_KERNEL_TYPE(SUF, T)                                                     \
     typedef struct kernel_##SUF {                                                      \
         const char *name;                                                              \
@@ -279,9 +282,9 @@ static const kernel_f64 kernels_f64[] = {
 static bool force_generic;
 static int forced_f32 = -1, forced_f64 = -1;
 static int64_t tune_mc, tune_kc, tune_nc;
-/* Multiply-adds below which a product runs on one thread: starting a
- * parallel region costs a few microseconds, 2^18 multiply-adds about 5 on
- * one core. */
+/* Multiply-adds below which a product runs on one thread: waking the
+ * OpenMP threads costs a few microseconds, about what 2^18 multiply-adds
+ * take on one AVX2 core. */
 #define PARALLEL_MIN_DEFAULT ((int64_t)1 << 18)
 static int64_t parallel_min = PARALLEL_MIN_DEFAULT;
 
@@ -408,41 +411,43 @@ static void *scratch_alloc(ad_tape *tape, size_t n, void **raw)
     return (void *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
 }
 
-/* How many threads a product of m rows and m * n * k multiply-adds gets:
- * one below the threshold, inside a parallel region (the caller's threads
- * already occupy the cores; nesting would oversubscribe them), or when
- * there are fewer mr-row strips than threads to share. */
-static int gemm_threads(int64_t m, int mr, double madds)
+/* How many threads a product gets, given how many mr-row strips of C and
+ * nr-column strips it has (the units it is split into) and its m n k
+ * multiply-adds: one below the threshold, inside a parallel region (the
+ * caller's threads already occupy the cores; nesting would oversubscribe
+ * them), or when there is a single strip each way. */
+static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 {
 #ifdef _OPENMP
     if (madds < (double)parallel_min || omp_in_parallel()) return 1;
-    int64_t t = omp_get_max_threads(), strips = (m + mr - 1) / mr;
-    return (int)(t < strips ? t : strips);
+    int64_t t = omp_get_max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
+    return (int)(t < units ? t : units);
 #else
-    (void)m, (void)mr, (void)madds;
+    (void)mstrips, (void)nstrips, (void)madds;
     return 1;
 #endif
 }
 
 /* ---- the blocked driver, once per dtype ------------------------------------------
- * One product is a job; run_* does thread tid's share of it (all of it for
- * nth = 1).  Every thread walks the same jc and pc loops; within each pc
- * step it packs its run of strips of the shared B block, waits for the
- * others, then takes every nth ic block of A (packed into its own buffer)
- * through the macro-kernel, and waits again before B is repacked.  The
- * blocks stay multiples of mr, so the tiles, and the kernel calls that
- * compute each element of C, are the same with any number of threads: so
- * is the result, bit for bit.  With one thread no parallel region is
- * entered at all: even one with if(0) goes through the OpenMP runtime,
- * which measured several percent of a 64 x 64 product. */
+ * One product is a job, and run_* computes it on one thread.  With more
+ * threads each takes a slab of C of its own - a run of nr-column strips,
+ * or of mr-row strips when there are too few column strips to go round -
+ * and runs the whole blocked loop on it with its own packing buffers.  A
+ * slab's thread packs all of A (column slabs) or all of B (row slabs)
+ * again, O(mk) or O(kn) against the slab's O(mnk / threads) arithmetic,
+ * and in exchange the threads never wait for each other until the end:
+ * a version that shared one packed B block and met at two barriers per
+ * k block ran 4 to 14 times slower than one thread on a machine with more
+ * runnable threads than cores, where every barrier waits out a descheduled
+ * thread.  Slabs start on strip boundaries, so the tiles, and the kernel
+ * calls that compute each element of C, are the same with any number of
+ * threads: so is the result, bit for bit. */
 #ifdef _OPENMP
 #define OMP_PARALLEL_NT(nt) _Pragma("omp parallel num_threads(nt)")
-#define OMP_BARRIER _Pragma("omp barrier")
 #define THREAD_NUM omp_get_thread_num()
 #define NUM_THREADS omp_get_num_threads()
 #else
 #define OMP_PARALLEL_NT(nt)
-#define OMP_BARRIER
 #define THREAD_NUM 0
 #define NUM_THREADS 1
 #endif
@@ -453,8 +458,9 @@ static int gemm_threads(int64_t m, int mr, double madds)
         int64_t m, n, k, MC, KC, NC;                                                   \
         const T *a, *b;                                                                \
         int64_t rsa, csa, rsb, csb, ldc;                                               \
-        T *c, *pa, *pb;                                                                \
-        size_t a_elems; /* one thread's A buffer */                                    \
+        T *c, *pa, *pb; /* pa: a_elems per thread, then pb: b_elems per thread */     \
+        size_t a_elems, b_elems;                                                       \
+        bool split_n;                                                                  \
     } job_##SUF;                                                                       \
     /* The macro-kernel: C(0:mb, 0:nb) (+)= packed A block (mb x kb) times      \
      * packed B block (kb x nb), tile by tile; partial tiles at the right and   \
@@ -483,42 +489,47 @@ static int gemm_threads(int64_t m, int mr, double madds)
             }                                                                          \
         }                                                                              \
     }                                                                                  \
-    static void run_##SUF(const job_##SUF *J, int tid, int nth)                        \
+    static void run_##SUF(const job_##SUF *J, T *pa, T *pb)                            \
     {                                                                                  \
         const kernel_##SUF *K = J->K;                                                  \
-        int64_t nr = K->nr, MC = J->MC, KC = J->KC, NC = J->NC;                        \
-        T *pa = J->pa + (size_t)tid * J->a_elems, *pb = J->pb;                         \
-        int64_t nblocks = (J->m + MC - 1) / MC;                                        \
-        for (int64_t jc = 0; jc < J->n; jc += NC) {                                    \
-            int64_t nb = min64(NC, J->n - jc), nstrips = (nb + nr - 1) / nr;           \
-            for (int64_t pc = 0; pc < J->k; pc += KC) {                                \
-                int64_t kb = min64(KC, J->k - pc);                                     \
+        for (int64_t jc = 0; jc < J->n; jc += J->NC) {                                 \
+            int64_t nb = min64(J->NC, J->n - jc);                                      \
+            for (int64_t pc = 0; pc < J->k; pc += J->KC) {                             \
+                int64_t kb = min64(J->KC, J->k - pc);                                  \
                 bool add = pc > 0; /* later k blocks accumulate into C */              \
-                /* This thread's run of B strips, in one call so the packing    \
-                 * keeps its access order. */                                   \
-                int64_t s_lo = nstrips * tid / nth, s_hi = nstrips * (tid + 1) / nth;  \
-                if (s_lo < s_hi)                                                       \
-                    K->pack_b(min64(s_hi * nr, nb) - s_lo * nr, kb,                    \
-                              J->b + pc * J->rsb + (jc + s_lo * nr) * J->csb, J->csb,  \
-                              J->rsb, pb + s_lo * nr * kb);                            \
-                if (nth > 1) {                                                         \
-                    OMP_BARRIER                                                        \
-                }                                                                      \
-                for (int64_t blk = tid; blk < nblocks; blk += nth) {                   \
-                    int64_t ic = blk * MC, mb = min64(MC, J->m - ic);                  \
+                K->pack_b(nb, kb, J->b + pc * J->rsb + jc * J->csb, J->csb, J->rsb, pb); \
+                for (int64_t ic = 0; ic < J->m; ic += J->MC) {                         \
+                    int64_t mb = min64(J->MC, J->m - ic);                              \
                     K->pack_a(mb, kb, J->a + ic * J->rsa + pc * J->csa, J->rsa, J->csa, pa); \
                     macro_##SUF(K, mb, nb, kb, pa, pb, J->c + ic * J->ldc + jc, J->ldc, add); \
-                }                                                                      \
-                if (nth > 1) {                                                         \
-                    OMP_BARRIER                                                        \
                 }                                                                      \
             }                                                                          \
         }                                                                              \
     }                                                                                  \
+    /* Thread tid of nth: its slab of C, as a job of its own. */                      \
+    static void run_slab_##SUF(const job_##SUF *J, int tid, int nth)                   \
+    {                                                                                  \
+        job_##SUF S = *J;                                                              \
+        int64_t unit = J->split_n ? J->K->nr : J->K->mr;                               \
+        int64_t ext = J->split_n ? J->n : J->m, units = (ext + unit - 1) / unit;       \
+        int64_t lo = units * tid / nth * unit, hi = min64(ext, units * (tid + 1) / nth * unit); \
+        if (lo >= hi) return;                                                          \
+        if (J->split_n) {                                                              \
+            S.b += lo * J->csb;                                                        \
+            S.c += lo;                                                                 \
+            S.n = hi - lo;                                                             \
+        } else {                                                                       \
+            S.a += lo * J->rsa;                                                        \
+            S.c += lo * J->ldc;                                                        \
+            S.m = hi - lo;                                                             \
+        }                                                                              \
+        T *pa = J->pa + (size_t)tid * (J->a_elems + J->b_elems);                       \
+        run_##SUF(&S, pa, pa + J->a_elems);                                            \
+    }                                                                                  \
     static void run_parallel_##SUF(const job_##SUF *J, int nt)                         \
     {                                                                                  \
         OMP_PARALLEL_NT(nt)                                                            \
-        run_##SUF(J, THREAD_NUM, NUM_THREADS);                                         \
+        run_slab_##SUF(J, THREAD_NUM, NUM_THREADS);                                    \
     }                                                                                  \
     static int gemm_##SUF(ad_tape *tape, int64_t m, int64_t n, int64_t k, const T *a,     \
                           int64_t rsa, int64_t csa, const T *b, int64_t rsb, int64_t csb, \
@@ -531,25 +542,28 @@ static int gemm_threads(int64_t m, int mr, double madds)
         J.MC = tune_mc > 0 ? round_up(tune_mc, mr) : K->mc;                            \
         J.KC = tune_kc > 0 ? tune_kc : K->kc;                                          \
         J.NC = tune_nc > 0 ? round_up(tune_nc, nr) : K->nc;                            \
-        int nt = gemm_threads(m, mr, (double)m * (double)n * (double)k);               \
-        /* With threads, cut m into at least one block per thread, so that     \
-         * a matrix of one or two blocks still keeps every thread busy. */     \
-        if (nt > 1) J.MC = min64(J.MC, round_up((m + nt - 1) / nt, mr));              \
-        int64_t mcap = min64(J.MC, round_up(m, mr)), kcap = min64(J.KC, k);            \
-        int64_t ncap = min64(J.NC, round_up(n, nr));                                   \
-        void *raw_a, *raw_b = NULL;                                                    \
+        int64_t mstrips = (m + mr - 1) / mr, nstrips = (n + nr - 1) / nr;              \
+        int nt = gemm_threads(mstrips, nstrips, (double)m * (double)n * (double)k);    \
+        J.split_n = nstrips >= nt;                                                     \
+        /* Buffers for the largest slab (the first).  pa and pb are one      \
+         * allocation, the per-thread pairs back to back. */                   \
+        int64_t ms = J.split_n ? m : round_up((mstrips + nt - 1) / nt * mr, mr);       \
+        int64_t ns = J.split_n ? (nstrips + nt - 1) / nt * nr : n;                     \
+        int64_t mcap = min64(J.MC, round_up(ms, mr)), kcap = min64(J.KC, k);           \
+        int64_t ncap = min64(J.NC, round_up(ns, nr));                                  \
+        /* (whole cache lines each, so every buffer starts 64-byte aligned) */   \
+        J.a_elems = (size_t)round_up(mcap * kcap, 64 / sizeof(T));                     \
+        J.b_elems = (size_t)round_up(kcap * ncap, 64 / sizeof(T));                     \
+        void *raw;                                                                     \
         arena_pos pos = tape ? arena_save(tape) : (arena_pos){0};                      \
-        J.a_elems = (size_t)(mcap * kcap);                                             \
-        J.pa = scratch_alloc(tape, (size_t)nt * J.a_elems * sizeof(T), &raw_a);        \
-        J.pb = J.pa ? scratch_alloc(tape, (size_t)(kcap * ncap) * sizeof(T), &raw_b) : NULL; \
-        if (J.pb) {                                                                    \
-            if (nt == 1) run_##SUF(&J, 0, 1);                                          \
+        J.pa = scratch_alloc(tape, (size_t)nt * (J.a_elems + J.b_elems) * sizeof(T), &raw); \
+        if (J.pa) {                                                                    \
+            if (nt == 1) run_##SUF(&J, J.pa, J.pa + J.a_elems);                        \
             else run_parallel_##SUF(&J, nt);                                           \
         }                                                                              \
-        ad__free(raw_a);                                                               \
-        ad__free(raw_b);                                                               \
+        ad__free(raw);                                                                 \
         if (tape) arena_restore(tape, pos);                                            \
-        return J.pb ? 0 : -1;                                                          \
+        return J.pa ? 0 : -1;                                                          \
     }                                                                                  \
     /* Tiny products: packing would cost more than it saves.  Sums in double. */      \
     static void gemm_small_##SUF(int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa, \

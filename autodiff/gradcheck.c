@@ -56,7 +56,8 @@ int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
     if (opts) o = *opts;
     if (!f) return ad__err(GC, "function is NULL");
-    if (n < 1 || n > 64 || !inputs) return ad__err(GC, "need 1 to 64 inputs, got %d", n);
+    if (n < 1 || n > 64) return ad__err(GC, "need 1 to 64 inputs, got %d", n);
+    if (!inputs) return ad__err(GC, "inputs is NULL");
     if (!(o.eps > 0) || !(o.atol >= 0) || !(o.rtol >= 0))
         return ad__err(GC, "eps must be > 0 and atol, rtol >= 0");
     for (int i = 0; i < n; i++)
@@ -198,7 +199,8 @@ int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
 {
     static const char *fn = "ad_gradgradcheck";
     if (!f) return ad__err(fn, "function is NULL");
-    if (n < 1 || n > 64 || !inputs) return ad__err(fn, "need 1 to 64 inputs, got %d", n);
+    if (n < 1 || n > 64) return ad__err(fn, "need 1 to 64 inputs, got %d", n);
+    if (!inputs) return ad__err(fn, "inputs is NULL");
     for (int i = 0; i < n; i++)
         if (ad__check_arg(fn, "inputs[i]", inputs[i], false)) return -1;
 

@@ -456,6 +456,10 @@ PW_OP(D_LEAKY_RELU, "leaky_relu", "y = x > 0 ? x : slope x; dx = g (x > 0 ? 1 : 
       leaky_relu_bw, K_FN, f_leaky, NULL);
 ad_tensor *ad_leaky_relu(ad_tensor *x, double slope)
 {
+    /* A NaN or infinite slope would poison every negative element and its
+     * gradient (inf * 0 at x = 0); refused like clamp's NaN bounds. */
+    if (!isfinite(slope))
+        return ad__err("ad_leaky_relu", "slope must be finite, got %g", slope), NULL;
     return unary("ad_leaky_relu", &D_LEAKY_RELU, x, &slope, 1);
 }
 

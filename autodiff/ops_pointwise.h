@@ -69,7 +69,8 @@ ad_tensor *ad_tanh(ad_tensor *x);       /* tanh x; g (1 - tanh^2 x) */
  * 1 far out, full relative precision in the left tail.  g s (1-s) */
 ad_tensor *ad_sigmoid(ad_tensor *x);
 ad_tensor *ad_relu(ad_tensor *x);       /* max(x, 0); g [x > 0] (0 at x = 0) */
-/* x for x > 0, slope x otherwise; g [x > 0] + g slope [x <= 0] (slope at 0) */
+/* x for x > 0, slope x otherwise; g [x > 0] + g slope [x <= 0] (slope at 0).
+ * Error: "ad_leaky_relu: slope must be finite, got nan". */
 ad_tensor *ad_leaky_relu(ad_tensor *x, double slope);
 /* x Phi(x) with Phi the normal CDF (the exact erf form, not the tanh
  * approximation; computed with erfc, so accurate in the left tail);

@@ -61,21 +61,35 @@ typedef struct {
                 double s = *a;                                                       \
                 for (int64_t i = 0; i < len; i++) s += xs[i * sx];                   \
                 *a = s;                                                              \
+            } else if (sa == 1 && sx == 1) {                                         \
+                for (int64_t i = 0; i < len; i++) a[i] += xs[i];                     \
             } else {                                                                 \
                 for (int64_t i = 0; i < len; i++) a[i * sa] += xs[i * sx];           \
             }                                                                        \
             break;                                                                   \
         case FOLD_MAX:                                                               \
-            for (int64_t i = 0; i < len; i++) {                                      \
-                double v = xs[i * sx], *d = a + i * sa;                              \
-                if (v > *d || isnan(v)) *d = v;                                      \
-            }                                                                        \
+            if (sa == 1 && sx == 1) /* branch-free select: vectorises */             \
+                for (int64_t i = 0; i < len; i++) {                                  \
+                    double v = xs[i], d = a[i];                                      \
+                    a[i] = v > d || v != v ? v : d;                                  \
+                }                                                                    \
+            else                                                                     \
+                for (int64_t i = 0; i < len; i++) {                                  \
+                    double v = xs[i * sx], *d = a + i * sa;                          \
+                    if (v > *d || isnan(v)) *d = v;                                  \
+                }                                                                    \
             break;                                                                   \
         case FOLD_MIN:                                                               \
-            for (int64_t i = 0; i < len; i++) {                                      \
-                double v = xs[i * sx], *d = a + i * sa;                              \
-                if (v < *d || isnan(v)) *d = v;                                      \
-            }                                                                        \
+            if (sa == 1 && sx == 1)                                                  \
+                for (int64_t i = 0; i < len; i++) {                                  \
+                    double v = xs[i], d = a[i];                                      \
+                    a[i] = v < d || v != v ? v : d;                                  \
+                }                                                                    \
+            else                                                                     \
+                for (int64_t i = 0; i < len; i++) {                                  \
+                    double v = xs[i * sx], *d = a + i * sa;                          \
+                    if (v < *d || isnan(v)) *d = v;                                  \
+                }                                                                    \
             break;                                                                   \
         case FOLD_SUMEXP:                                                            \
             for (int64_t i = 0; i < len; i++) a[i * sa] += exp(xs[i * sx] - sh[i * sa]); \
@@ -185,8 +199,10 @@ static int compute(const char *fn, int kind, const ad_tensor *x, const int64_t *
             for (int64_t i = 0; i < n; i++) acc[i] /= count;
         break;
     }
-    if (!direct)
-        for (int64_t i = 0; i < n; i++) ad__st(out, i, acc[i]);
+    if (!direct) { /* out is a new contiguous float32 tensor */
+        float *o = (float *)out->storage->data + out->offset;
+        for (int64_t i = 0; i < n; i++) o[i] = (float)acc[i];
+    }
     if (!out->tape) ad__free(scratch);
     return 0;
 }

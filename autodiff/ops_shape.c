@@ -264,7 +264,8 @@ ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_expand";
     if (ad__check_arg(fn, "x", x, false)) return NULL;
-    if (ndim < x->ndim || ndim > AD_MAX_DIMS || (ndim > 0 && !shape)) {
+    if (ndim > 0 && !shape) return ad__err(fn, "shape is NULL for ndim %d", ndim), NULL;
+    if (ndim < x->ndim || ndim > AD_MAX_DIMS) {
         ad__err(fn, "cannot expand a %d-dimensional tensor to %d dimensions", x->ndim, ndim);
         return NULL;
     }

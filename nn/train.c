@@ -227,6 +227,27 @@ void nn_confusion_reset(nn_confusion *cm)
     cm->total = cm->correct = 0;
 }
 
+/* Element (i, k) of logits [N, C]: xd is its data when contiguous (of
+ * dtype dt), else NULL and the element is read through ad_get. */
+static double logit_at(const ad_tensor *logits, ad_dtype dt, const void *xd, int64_t i,
+                       int64_t k, int64_t c)
+{
+    if (xd) return dt == AD_FLOAT32 ? (double)((const float *)xd)[i * c + k]
+                                    : ((const double *)xd)[i * c + k];
+    double v = NAN;
+    ad_get(logits, (int64_t[]){i, k}, &v);
+    return v;
+}
+
+/* Label i of labels int64 [N]; yd as for logit_at. */
+static int64_t label_at(const ad_tensor *labels, const int64_t *yd, int64_t i)
+{
+    if (yd) return yd[i];
+    double v = -1;
+    ad_get(labels, (int64_t[]){i}, &v);
+    return (int64_t)v;
+}
+
 int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels)
 {
     const char *fn = "nn_confusion_update";
@@ -245,30 +266,34 @@ int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels)
         return ad_set_error("%s: labels must be int64 [%" PRId64 "], got %s %s", fn, n,
                             ad_dtype_name(ad_tensor_dtype(labels)), sh);
     }
-    double *x = malloc((size_t)(n * c > 0 ? n * c : 1) * sizeof *x);
-    double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
-    int rc = x && y ? 0 : ad_set_error("%s: out of memory", fn);
-    if (rc == 0 && (ad_to_array(logits, x) != 0 || ad_to_array(labels, y) != 0)) rc = -1;
-    for (int64_t i = 0; rc == 0 && i < n; i++)
-        if (!(y[i] >= 0 && y[i] < (double)c))
-            rc = ad_set_error("%s: label %.0f at position %" PRId64 " is out of range for %"
-                              PRId64 " classes", fn, y[i], i, c);
-    for (int64_t i = 0; rc == 0 && i < n; i++) {
+    /* Read in place, allocation-free (it runs once per evaluation batch):
+     * contiguous tensors through their data pointer, others element by
+     * element.  Labels are all checked before anything is counted. */
+    const int64_t *yd = ad_is_contiguous(labels) ? ad_data(labels) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t t = label_at(labels, yd, i);
+        if (t < 0 || t >= c)
+            return ad_set_error("%s: label %" PRId64 " at position %" PRId64
+                                " is out of range for %" PRId64 " classes", fn, t, i, c);
+    }
+    void *xd = ad_is_contiguous(logits) ? ad_data(logits) : NULL;
+    ad_dtype dt = ad_tensor_dtype(logits);
+    for (int64_t i = 0; i < n; i++) {
         /* The prediction is the class with the largest logit (softmax is
          * monotonic, so no need to compute the probabilities).  A NaN wins,
          * so that a diverged model scores as badly as it is. */
-        const double *row = x + i * c;
         int64_t best = 0;
-        for (int64_t k = 1; k < c && !isnan(row[best]); k++)
-            if (isnan(row[k]) || row[k] > row[best]) best = k;
-        int64_t t = (int64_t)y[i];
+        double vb = logit_at(logits, dt, xd, i, 0, c);
+        for (int64_t k = 1; k < c && !isnan(vb); k++) {
+            double v = logit_at(logits, dt, xd, i, k, c);
+            if (isnan(v) || v > vb) best = k, vb = v;
+        }
+        int64_t t = label_at(labels, yd, i);
         cm->counts[t * c + best]++;
         cm->total++;
         cm->correct += t == best;
     }
-    free(x);
-    free(y);
-    return rc;
+    return 0;
 }
 
 double nn_confusion_accuracy(const nn_confusion *cm)

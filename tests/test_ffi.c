@@ -299,6 +299,13 @@ START_TEST(numeric_names_in_graph)
                                                            .partials = {AD_FN(cos)}});
     ck_assert_str_eq(ad_foreign_name(F), "foreign:g (numeric derivative)");
     ck_assert_str_eq(ad_foreign_name(G), "foreign:f");
+    char longname[1001];
+    memset(longname, 'n', 1000);
+    longname[1000] = '\0';
+    ad_foreign *Lg = ad_foreign_new("d(d)", AD_FN(sin), longname);
+    ck_assert_uint_eq(strlen(ad_foreign_name(Lg)), strlen("foreign:") + 1000 +
+                                                       strlen(" (numeric derivative)"));
+    ad_foreign_free(Lg);
     ad_tensor *x = VEC(AD_FLOAT64, true, 0.3), *g[1];
     sum_grads(ad_add(ad_foreign_call(F, 1, &x), ad_foreign_call(G, 1, &x)), 1, &x, g);
     ck_assert_close(at(g[0], 0), 2 * cos(0.3), 1e-12);

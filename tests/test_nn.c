@@ -618,6 +618,23 @@ START_TEST(confusion_and_evaluate)
     nn_confusion_reset(cm);
     ck_assert_int_eq(cm->total, 0);
     ck_assert(isnan(nn_confusion_accuracy(cm)));
+    /* Read in place: a transposed (non-contiguous) view of [3, 4] logits and
+     * a strided label view give the same counts as the contiguous case;
+     * float32 with a NaN predicts the NaN's class. */
+    ad_tensor *lt = ad_transpose(f64(t, 2, (int64_t[]){3, 4},
+                                     (double[]){5, 0, 0, 1, 1, 1, 3, 2, 0, 2, 3, 0}), 0, 1);
+    ad_tensor *lab = ot_index(t, 1, (int64_t[]){8}, (int64_t[]){0, 9, 1, 9, 1, 9, 2, 9});
+    ok(nn_confusion_update(cm, lt, ad_slice(lab, 0, 0, 8, 2)));
+    ck_assert_int_eq(cm->counts[0 * 3 + 0], 1);
+    ck_assert_int_eq(cm->counts[1 * 3 + 2], 1);
+    ck_assert_int_eq(cm->counts[1 * 3 + 1], 1);
+    ck_assert_int_eq(cm->counts[2 * 3 + 1], 1);
+    ck_assert_int_eq(cm->correct, 2);
+    ad_tensor *l32 = ad_cast(f64(t, 2, (int64_t[]){1, 3}, (double[]){1, NAN, 9}), AD_FLOAT32);
+    ok(nn_confusion_update(cm, l32, ot_index(t, 1, (int64_t[]){1}, (int64_t[]){2})));
+    ck_assert_int_eq(cm->counts[2 * 3 + 1], 2);
+    ck_assert_int_eq(cm->total, 5);
+    nn_confusion_reset(cm);
 
     /* nn_evaluate over a loader: W = [[1,0],[0,1],[0,0]], b = 0, so x = [1,0]
      * predicts 0 and x = [0,1] predicts 1; labels 0, 1, 1, 1 -> 3/4 right. */

@@ -1,0 +1,51 @@
+/* tests/fuzz/fuzz_expr.c - adcalc's expression parser (tools/expr.h) on
+ * arbitrary bytes.  Besides not crashing, leaking or overflowing the stack
+ * (the depth limit), the parser must keep its promises: either a tree or
+ * an error with a column in 1..length+1 and a terminated message, and
+ * every node of a tree well formed. */
+#include "../../tools/expr.h"
+#include "fuzz_common.h"
+
+static size_t len;
+
+static int check(const expr *e, int depth)
+{
+    FUZZ_ASSERT(e != NULL);
+    FUZZ_ASSERT(depth <= 4 * EXPR_MAX_DEPTH + 8);
+    FUZZ_ASSERT(e->column >= 1 && (size_t)e->column <= len);
+    FUZZ_ASSERT(e->nargs >= 0 && e->nargs <= EXPR_MAX_ARGS);
+    switch (e->kind) {
+    case EXPR_NUM: FUZZ_ASSERT(e->text && e->nargs == 0); break;
+    case EXPR_VAR: FUZZ_ASSERT(e->text && e->nargs == 0 && expr_function_arity(e->text) < 0); break;
+    case EXPR_NEG: FUZZ_ASSERT(e->nargs == 1); break;
+    case EXPR_BINARY:
+        FUZZ_ASSERT(e->nargs == 2 && e->op && strchr("+-*/^", e->op));
+        break;
+    case EXPR_CALL: FUZZ_ASSERT(e->text && expr_function_arity(e->text) == e->nargs); break;
+    default: FUZZ_ASSERT(!"unknown kind");
+    }
+    int n = 1;
+    for (int i = 0; i < e->nargs; i++) n += check(e->args[i], depth + 1);
+    return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *src = fuzz_string(data, size);
+    len = strlen(src);
+    expr_error err;
+    memset(&err, 0x55, sizeof err);
+    expr *e = expr_parse(src, &err);
+    if (e) {
+        check(e, 0);
+        expr_free(e);
+    } else {
+        FUZZ_ASSERT(memchr(err.message, '\0', sizeof err.message) != NULL);
+        FUZZ_ASSERT(err.message[0] != '\0');
+        FUZZ_ASSERT(err.column >= 1 && (size_t)err.column <= len + 1);
+    }
+    /* err may be NULL */
+    expr_free(expr_parse(src, NULL));
+    free(src);
+    return 0;
+}
