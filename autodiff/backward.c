@@ -12,6 +12,30 @@ static const char *BW = "ad_backward";
 
 static double f_add(double a, double b) { return a + b; }
 
+/* acc += g, elementwise, for a leaf's gradient buffer (contiguous, the
+ * leaf's shape and dtype).  This runs for every parameter on every
+ * training step, so the common contiguous case is a plain loop the
+ * compiler vectorises; other layouts of g go through the strided map. */
+static void add_into(ad_tensor *acc, const ad_tensor *g)
+{
+    int64_t n = ad__numel(acc->ndim, acc->shape);
+    if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
+        if (acc->dtype == AD_FLOAT32) {
+            float *restrict a = (float *)acc->storage->data + acc->offset;
+            const float *restrict b = (const float *)g->storage->data + g->offset;
+            for (int64_t i = 0; i < n; i++) a[i] += b[i];
+            return;
+        }
+        if (acc->dtype == AD_FLOAT64) {
+            double *restrict a = (double *)acc->storage->data + acc->offset;
+            const double *restrict b = (const double *)g->storage->data + g->offset;
+            for (int64_t i = 0; i < n; i++) a[i] += b[i];
+            return;
+        }
+    }
+    ad__map2(acc, acc, g, f_add);
+}
+
 static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
 {
     grad_fixup *f = ad__arena_alloc(t, sizeof *f);
@@ -38,7 +62,7 @@ static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool creat
      * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
      * recorded on it, so it is replaced instead. */
     if (old && leaf->owns_grad) {
-        ad__map2(old, old, g, f_add);
+        add_into(old, g);
         return 0;
     }
     ad_tensor *buf = ad__alloc(BW, leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);

@@ -31,9 +31,8 @@
  * library still runs on any x86-64.  Adding one is a DEFINE_KERNEL line, a
  * table entry, and its CPU test in cpu_can().
  *
- * With OpenMP the ic loop is shared among threads (each packs its own A
- * block; the packed B block is shared), for products large enough to repay
- * starting the threads and never from inside a parallel region. */
+ * With OpenMP a large product is cut into slabs of C, one per thread (see
+ * the driver), never from inside a parallel region. */
 #include "gemm.h"
 
 #include <limits.h>
@@ -282,10 +281,12 @@ static const kernel_f64 kernels_f64[] = {
 static bool force_generic;
 static int forced_f32 = -1, forced_f64 = -1;
 static int64_t tune_mc, tune_kc, tune_nc;
-/* Multiply-adds below which a product runs on one thread: waking the
- * OpenMP threads costs a few microseconds, about what 2^18 multiply-adds
- * take on one AVX2 core. */
-#define PARALLEL_MIN_DEFAULT ((int64_t)1 << 18)
+/* Multiply-adds below which a product runs on one thread (2^21: about
+ * 128 x 128 x 128, 50 microseconds on one AVX2 core).  Waking the OpenMP
+ * threads and joining them costs a few microseconds on an idle machine,
+ * but a thread that is not running when the region starts or ends costs a
+ * scheduler time slice, so small products stay on the caller's thread. */
+#define PARALLEL_MIN_DEFAULT ((int64_t)1 << 21)
 static int64_t parallel_min = PARALLEL_MIN_DEFAULT;
 
 static bool cpu_can(int isa)
@@ -435,13 +436,12 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
  * and runs the whole blocked loop on it with its own packing buffers.  A
  * slab's thread packs all of A (column slabs) or all of B (row slabs)
  * again, O(mk) or O(kn) against the slab's O(mnk / threads) arithmetic,
- * and in exchange the threads never wait for each other until the end:
- * a version that shared one packed B block and met at two barriers per
- * k block ran 4 to 14 times slower than one thread on a machine with more
- * runnable threads than cores, where every barrier waits out a descheduled
- * thread.  Slabs start on strip boundaries, so the tiles, and the kernel
- * calls that compute each element of C, are the same with any number of
- * threads: so is the result, bit for bit. */
+ * and in exchange the threads never wait for each other until the end.
+ * (Sharing one packed B block needs two barriers per k block, and on a
+ * machine with more runnable threads than cores each barrier can wait out
+ * a descheduled thread's time slice.)  Slabs start on strip boundaries,
+ * so the tiles, and the kernel calls that compute each element of C, are
+ * the same with any number of threads: so is the result, bit for bit. */
 #ifdef _OPENMP
 #define OMP_PARALLEL_NT(nt) _Pragma("omp parallel num_threads(nt)")
 #define THREAD_NUM omp_get_thread_num()
@@ -528,6 +528,7 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
     }                                                                                  \
     static void run_parallel_##SUF(const job_##SUF *J, int nt)                         \
     {                                                                                  \
+        (void)nt; /* unused when built without OpenMP (-Dopenmp=disabled) */           \
         OMP_PARALLEL_NT(nt)                                                            \
         run_slab_##SUF(J, THREAD_NUM, NUM_THREADS);                                    \
     }                                                                                  \

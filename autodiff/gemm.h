@@ -65,7 +65,7 @@ const char *ad__gemm_kernel_at(ad_dtype dtype, int i, bool *runnable);
 int ad__gemm_testing_kernel(ad_dtype dtype, const char *name);
 
 /* With OpenMP: products of at least min_madds multiply-adds (m n k) are
- * shared among threads; the default (0 restores it) is 2^18.  A test sets
+ * shared among threads; the default (0 restores it) is 2^21.  A test sets
  * it low to run the threaded path on small matrices. */
 void ad__gemm_testing_parallel(int64_t min_madds);
 

@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "autodiff.h"
@@ -14,11 +15,14 @@
 #define AD_DEAD_MAGIC 0xdeadbeefu
 
 /* Storage: a buffer shared by every view of it.  Arena storage belongs to a
- * tape and is never counted; heap storage is freed when refs drops to 0. */
+ * tape and is never counted; heap storage is freed when refs drops to 0.
+ * refs is atomic because threads with tapes of their own may read one
+ * persistent tensor at once (a data set, frozen weights): each view they
+ * take, on their own tape, counts a reference to its storage. */
 typedef struct ad_storage {
     void *data;
     size_t nbytes;
-    long refs;
+    atomic_long refs;
     bool in_arena;
 } ad_storage;
 

@@ -57,7 +57,8 @@ typedef struct {
         int64_t sa = step[0], sx = step[1];                                          \
         switch (c->kind) {                                                           \
         case FOLD_SUM:                                                               \
-            if (sa == 0) { /* the row runs along a reduced dimension */              \
+            if (sa == 0) { /* the row runs along a reduced dimension (summed         \
+                            * in order: reassociating would change results) */       \
                 double s = *a;                                                       \
                 for (int64_t i = 0; i < len; i++) s += xs[i * sx];                   \
                 *a = s;                                                              \

@@ -20,7 +20,11 @@
  *
  * Threads.  A tape and its tensors must be used by one thread at a time.
  * Independent tapes may be used from different threads at once; the grad
- * mode, the active tape and the error message are per thread.
+ * mode, the active tape and the error message are per thread.  A persistent
+ * tensor that does not require grad (a data set, frozen weights) may be
+ * read by several threads at once, each recording on its own tape; one
+ * that requires grad has its gradient written by ad_backward and belongs
+ * to one thread at a time.
  */
 #ifndef AUTODIFF_TAPE_H
 #define AUTODIFF_TAPE_H

@@ -483,8 +483,25 @@ ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t)
 int ad_fill(ad_tensor *t, double value)
 {
     CHECK_OR("ad_fill", t, -1);
-    /* A 0-d source on the stack broadcasts over every element of t; no
-     * allocation, so zeroing gradients in a training loop stays free. */
+    /* Zeroing a gradient every training step is the common case: a plain
+     * memset (all-zero bytes are 0.0 and 0 in every dtype). */
+    if (ad_is_contiguous(t)) {
+        int64_t n = ad__numel(t->ndim, t->shape);
+        char *base = (char *)t->storage->data + t->offset * (int64_t)ad_dtype_size(t->dtype);
+        if (value == 0.0 && !signbit(value)) {
+            memset(base, 0, (size_t)n * ad_dtype_size(t->dtype));
+            return 0;
+        }
+        if (t->dtype == AD_FLOAT32)
+            for (int64_t i = 0; i < n; i++) ((float *)base)[i] = (float)value;
+        else if (t->dtype == AD_FLOAT64)
+            for (int64_t i = 0; i < n; i++) ((double *)base)[i] = value;
+        else
+            for (int64_t i = 0; i < n; i++) ((int64_t *)base)[i] = (int64_t)value;
+        return 0;
+    }
+    /* Any other layout: a 0-d source on the stack broadcasts over every
+     * element of t; still no allocation. */
     int64_t bits = 0;
     ad_storage st = {.data = &bits, .nbytes = sizeof bits, .refs = 1, .in_arena = true};
     ad_tensor v = {.magic = AD_TENSOR_MAGIC, .dtype = t->dtype, .storage = &st};

@@ -10,10 +10,10 @@
  * least (add and mul read two tensors and write one: 12 bytes per element;
  * exp and relu 8; sum 4; memcpy 8), so an op that streams as fast as
  * memcpy shows the same GB/s, and bench/run reports the fraction of copy
- * bandwidth.  (glibc's memcpy writes large blocks with non-temporal stores,
- * which skip reading the destination first; a plain store loop moves that
- * extra read too, so ~2/3 of copy bandwidth is the usual ceiling for a
- * write-allocating kernel.) */
+ * bandwidth.  (How glibc's memcpy moves large blocks depends on the CPU:
+ * non-temporal stores, which skip reading the destination first, or `rep
+ * movsb`; an op's plain stores may stream faster or slower than that, so
+ * the fraction can exceed 1.) */
 #include "common.h"
 
 #include <math.h>

@@ -60,6 +60,7 @@ static int mismatches;
 static void row_done(const char *expr, bool failed, const char *needle)
 {
     const char *e = ad_error();
+    if (getenv("BADINPUT_SHOW")) fprintf(stderr, "ROW %s -> %s\n", expr, e ? e : "(no error)");
     bool ok = needle ? failed && e && strstr(e, needle) : failed && !e;
     if (!ok) {
         char msg[1024];
@@ -1140,11 +1141,222 @@ START_TEST(nn_data_and_checkpoint)
     ROW_RC(nn_loader_reset(NULL), "NULL");
     ROW_RC(nn_loader_set_epoch(NULL, 0), "NULL");
     ROW_OK(nn_loader_free(NULL), (nn_loader_free(NULL), true));
+    ROW_VAL(int64_t, nn_loader_epoch(NULL), -1, "NULL");
+    ROW_VAL(int64_t, nn_loader_num_samples(NULL), -1, "NULL");
+    ROW_VAL(int64_t, nn_loader_num_batches(NULL), -1, "NULL");
+    ROW(nn_loader_order(NULL), "NULL");
     ad_tensor_free(xs);
     ad_tensor_free(ys);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     ck_assert_int_eq(system(cmd), 0);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(nn_modules_optim_init_loss)
+{
+    fx f = setup();
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    int64_t fi, fo;
+    /* modules */
+    ROW(nn_linear(0, 3, true, AD_FLOAT64, &rng), "in_features");
+    ROW(nn_linear(2, -1, true, AD_FLOAT64, &rng), "out_features");
+    ROW(nn_linear(2, 3, true, AD_INT64, &rng), "dtype");
+    ROW(nn_linear(2, 3, true, AD_FLOAT64, NULL), "rng");
+    ROW(nn_conv2d(0, 3, (int[]){3, 3}, NULL, true, AD_FLOAT64, &rng), "in_channels");
+    ROW(nn_conv2d(2, 3, NULL, NULL, true, AD_FLOAT64, &rng), "kernel");
+    ROW(nn_conv2d(2, 3, (int[]){0, 3}, NULL, true, AD_FLOAT64, &rng), "kernel");
+    ROW(nn_conv2d(3, 3, (int[]){3, 3}, &(ad_conv2d_params){.groups = 2}, true, AD_FLOAT64, &rng), "groups");
+    ROW(nn_max_pool2d(NULL, NULL, NULL), "kernel");
+    ROW(nn_max_pool2d((int[]){0, 2}, NULL, NULL), "kernel");
+    ROW(nn_avg_pool2d(NULL, NULL, NULL, true), "kernel");
+    ROW(nn_avg_pool2d((int[]){2, 2}, (int[]){-1, 1}, NULL, true), "stride");
+    ROW_OK(nn_flatten(2, 1), true); /* checked when it runs: */
+    {
+        nn_module *fl = nn_flatten(2, 1);
+        ad_tape_activate(f.t);
+        ROW(nn_forward(fl, f.img), "start 2 (dimension 2) is after end 1");
+        ad_tape_activate(NULL);
+        nn_module_free(fl);
+    }
+    ROW(nn_dropout(1.5, 1), "p");
+    ROW(nn_dropout(NAN, 1), "p");
+    ROW(nn_layer_norm(0, (int64_t[]){3}, 1e-5, true, AD_FLOAT64), "ndim");
+    ROW(nn_layer_norm(1, NULL, 1e-5, true, AD_FLOAT64), "NULL");
+    ROW(nn_layer_norm(1, (int64_t[]){3}, -1, true, AD_FLOAT64), "eps");
+    ROW(nn_layer_norm(1, (int64_t[]){0}, 1e-5, true, AD_FLOAT64), "");
+    ROW(nn_batch_norm2d(0, 1e-5, 0.1, true, AD_FLOAT64), "num_features");
+    ROW(nn_batch_norm2d(3, 1e-5, 2, true, AD_FLOAT64), "momentum");
+    ROW(nn_batch_norm2d(3, NAN, 0.1, true, AD_FLOAT64), "eps");
+    ROW(nn_embedding(0, 3, AD_FLOAT64, &rng), "num_embeddings");
+    ROW(nn_embedding(5, 3, AD_INT64, &rng), "dtype");
+    ROW(nn_leaky_relu(NAN), "");
+    ROW(nn_sequential(-1, NULL), "");
+    /* Constructors without parameters cannot be given bad input. */
+    nn_module *(*plain[])(void) = {nn_relu, nn_tanh, nn_sigmoid, nn_gelu};
+    const char *plain_names[] = {"nn_relu", "nn_tanh", "nn_sigmoid", "nn_gelu"};
+    for (int i = 0; i < 4; i++) {
+        log_row(plain_names[i]);
+        nn_module *m = plain[i]();
+        row_done(plain_names[i], m != NULL, NULL);
+        nn_module_free(m);
+    }
+    ROW(nn_softmax(5), "");
+    ROW(nn_log_softmax(-9), "");
+    ROW(nn_sequential(1, (nn_module *[]){NULL}), "NULL");
+    ROW(nn_module_new(NULL, NULL), "NULL");
+    ROW(nn_forward(NULL, f.a), "NULL");
+    nn_module *lin = nn_linear(3, 2, true, AD_FLOAT64, &rng);
+    ck_assert(lin != NULL);
+    ad_tape_activate(f.t);
+    ROW(nn_forward(lin, NULL), "");
+    ROW(nn_forward(lin, f.v4), "");
+    ROW(nn_forward(lin, f.f32), "");
+    ad_tape_activate(NULL);
+    ROW_RC(nn_train(NULL, true), "NULL");
+    ROW_RC(nn_eval(NULL), "NULL");
+    ROW_OK(nn_is_training(NULL), !nn_is_training(NULL));
+    ROW_OK(nn_module_free(NULL), (nn_module_free(NULL), true));
+    ROW(nn_parameters(NULL), "NULL");
+    ROW(nn_buffers(NULL), "NULL");
+    ROW(nn_state_dict(NULL), "NULL");
+    ROW(nn_named_tensors_new(-1, NULL, NULL), "");
+    ROW(nn_named_tensors_new(1, (const char *[]){NULL}, &f.a), "NULL");
+    ROW(nn_named_tensors_new(1, (const char *[]){"a"}, (ad_tensor *[]){NULL}), "NULL");
+    ROW_OK(nn_named_tensors_free(NULL), (nn_named_tensors_free(NULL), true));
+    ROW(nn_get_parameter(NULL, "weight"), "NULL");
+    ROW(nn_get_parameter(lin, "nope"), "nope");
+    ROW(nn_get_parameter(lin, NULL), "NULL");
+    ROW(nn_get_buffer(lin, "nope"), "nope");
+    ROW_VAL(int64_t, nn_num_parameters(NULL), -1, "NULL");
+    ROW_OK(nn_module_type_name(NULL), nn_module_type_name(NULL) == NULL);
+    char buf[64];
+    ROW_OK(nn_module_describe(NULL, buf, sizeof buf), (nn_module_describe(NULL, buf, sizeof buf), true));
+    ad_clear_error();
+    ROW_OK(nn_num_children(NULL), nn_num_children(NULL) <= 0);
+    ROW_OK(nn_child(lin, 0), nn_child(lin, 0) == NULL);   /* "NULL when out of range" */
+    ROW_OK(nn_child(NULL, 0), nn_child(NULL, 0) == NULL);
+    ROW_OK(nn_child_name(lin, 5), nn_child_name(lin, 5) == NULL);
+    ROW_RC(nn_module_print(NULL, stdout), "NULL");
+    ROW_RC(nn_module_print(lin, NULL), "NULL");
+    ROW_RC(nn_summary(NULL, 2, (int64_t[]){1, 3}, stdout), "NULL");
+    ROW_RC(nn_summary(lin, 2, (int64_t[]){1, 4}, stdout), "");
+    /* These take ownership of the module or tensor they are given and free
+     * it on failure (nn/module.h), so each row gets a fresh one. */
+    ROW_RC(nn_sequential_append(NULL, nn_relu()), "NULL");
+    ROW_RC(nn_sequential_append(lin, nn_relu()), "not a Sequential");
+    ROW_RC(nn_sequential_append(lin, NULL), "NULL");
+    ROW_OK(nn_module_state(NULL), nn_module_state(NULL) == NULL);
+    ROW_OK(nn_module_type_of(NULL), nn_module_type_of(NULL) == NULL);
+    ROW_RC(nn_module_add_parameter(NULL, "w", ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2))), "NULL");
+    ROW_RC(nn_module_add_parameter(lin, "weight", ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2))), "weight");
+    ROW_RC(nn_module_add_parameter(lin, NULL, ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2))), "NULL");
+    ROW_RC(nn_module_add_parameter(lin, "a.b", ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2))), "a.b");
+    ROW_RC(nn_module_add_parameter(lin, "x", ad_ones(NULL, AD_INT64, AD_SHAPE(2))), "int64");
+    ROW_RC(nn_module_add_parameter(lin, "x", f.a), "tape");
+    ROW_RC(nn_module_add_buffer(lin, "x", NULL), "NULL");
+    ROW_RC(nn_module_add_buffer(lin, "bias", ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2))), "bias");
+    ROW_RC(nn_module_add_child(lin, "c", NULL), "NULL");
+    ROW_RC(nn_module_add_child(lin, "c.d", nn_relu()), "c.d");
+    nn_module *self = nn_relu();
+    ROW_RC(nn_module_add_child(self, "me", self), ""); /* frees self */
+    /* optimisers */
+    nn_named_tensors *params = nn_parameters(lin);
+    ck_assert_ptr_nonnull(params);
+    ROW(nn_sgd(NULL, NULL), "NULL");
+    ROW(nn_sgd(params, &(nn_sgd_options){.lr = -1}), "learning rate must be finite and >= 0, got -1");
+    ROW(nn_sgd(params, &(nn_sgd_options){.lr = NAN}), "learning rate must be finite and >= 0, got nan");
+    ROW(nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = -1}), "momentum");
+    ROW(nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .nesterov = true}), "nesterov");
+    ROW(nn_adam(NULL, NULL), "NULL");
+    ROW(nn_adam(params, &(nn_adam_options){.lr = 1e-3, .beta1 = 1.5, .beta2 = 0.999, .eps = 1e-8}), "beta");
+    ROW(nn_adamw(params, &(nn_adam_options){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = -1}), "eps");
+    ROW(nn_rmsprop(NULL, NULL), "NULL");
+    ROW(nn_rmsprop(params, &(nn_rmsprop_options){.lr = -1}), "learning rate must be finite");
+    ROW_RC(nn_optim_step(NULL), "NULL");
+    ROW_RC(nn_optim_zero_grad(NULL), "NULL");
+    ROW_OK(nn_optim_get_lr(NULL), isnan(nn_optim_get_lr(NULL)));
+    nn_optim *opt = nn_sgd(params, NULL);
+    ck_assert_ptr_nonnull(opt);
+    ROW_RC(nn_optim_set_lr(opt, -1), "lr");
+    ROW_RC(nn_optim_set_lr(opt, INFINITY), "lr");
+    ROW_RC(nn_optim_set_lr(NULL, 0.1), "NULL");
+    ROW_OK(nn_optim_name(NULL), nn_optim_name(NULL) == NULL);
+    ROW_VAL(int64_t, nn_optim_steps(NULL), -1, "NULL");
+    ROW(nn_optim_state(NULL), "NULL");
+    ROW_OK(nn_optim_free(NULL), (nn_optim_free(NULL), true));
+    ROW_VAL(double, nn_lr_step(0.1, 5, 0, 0.5), NAN, "step_size");
+    ROW_VAL(double, nn_lr_exponential(0.1, -1, 0.5), NAN, "");
+    ROW_VAL(double, nn_lr_cosine(0.1, 5, 0, 0), NAN, "t_max");
+    ROW_VAL(double, nn_lr_warmup(0.1, 5, -1, 0.1), NAN, "warmup");
+    ROW_VAL(double, nn_clip_grad_norm(NULL, 1), -1, "argument 'params' is NULL");
+    ROW_VAL(double, nn_clip_grad_norm(params, -1), -1, "max_norm must be >= 0, got -1");
+    ROW_VAL(double, nn_clip_grad_norm(params, NAN), -1, "max_norm");
+    ROW_RC(nn_clip_grad_value(NULL, 1), "NULL");
+    ROW_RC(nn_clip_grad_value(params, -1), "clip");
+    ROW_RC(nn_grad_norm_report(NULL, stdout), "NULL");
+    ROW_RC(nn_grad_norm_report(lin, NULL), "NULL");
+    /* initialisers */
+    ROW_VAL(double, nn_calculate_gain((nn_nonlinearity)42, 0), NAN, "");
+    ROW_RC(nn_calculate_fans(NULL, &fi, &fo), "NULL");
+    ROW_RC(nn_calculate_fans(f.s0, &fi, &fo), "");
+    ROW_RC(nn_init_uniform(NULL, 0, 1, &rng), "NULL");
+    ROW_RC(nn_init_uniform(f.a, 1, 0, &rng), "");
+    ROW_RC(nn_init_uniform(f.a, 0, 1, NULL), "rng");
+    ROW_RC(nn_init_normal(f.a, 0, -1, &rng), "std");
+    ROW_RC(nn_init_normal(f.i64m, 0, 1, &rng), "int64");
+    ROW_RC(nn_init_constant(NULL, 1), "NULL");
+    ROW_RC(nn_init_zeros(NULL), "NULL");
+    ROW_RC(nn_init_ones(f.dead), "");
+    ROW_RC(nn_init_xavier_uniform(f.v3, 1, &rng), "");
+    ROW_RC(nn_init_xavier_normal(NULL, 1, &rng), "NULL");
+    ROW_RC(nn_init_kaiming_uniform(f.a, 0, (nn_fan_mode)9, NN_RELU, &rng), "");
+    ROW_RC(nn_init_kaiming_normal(f.s0, 0, NN_FAN_IN, NN_RELU, &rng), "");
+    /* losses */
+    ad_tensor *lab = ad_from_array(f.t, AD_INT64, AD_SHAPE(2), ((int64_t[]){0, 5}));
+    ROW(nn_mse_loss(NULL, f.a, NN_MEAN), "NULL");
+    ROW(nn_mse_loss(f.a, f.v3, NN_MEAN), "");
+    ROW(nn_mse_loss(f.a, f.b, (nn_reduction)9), "reduction");
+    ROW(nn_l1_loss(f.a, f.f32, NN_SUM), "");
+    ROW(nn_l1_loss(f.a, f.b, NN_HALF_SUM), "");
+    ROW(nn_huber_loss(f.a, f.b, NN_MEAN, -1), "delta");
+    ROW(nn_huber_loss(f.a, f.b, NN_MEAN, NAN), "delta");
+    ROW(nn_cross_entropy(f.a, lab, NN_MEAN, 0), "5");
+    ROW(nn_cross_entropy(f.a, f.i64, NN_MEAN, 2), "");
+    ROW(nn_nll_loss(f.a, lab, NN_MEAN), "5");
+    ROW(nn_nll_loss(NULL, lab, NN_MEAN), "NULL");
+    ROW(nn_binary_cross_entropy_with_logits(f.a, f.v3, NULL, NN_MEAN), "");
+    ROW(nn_binary_cross_entropy_with_logits(f.a, f.b, f.v4, NN_MEAN), "");
+    ROW(nn_l1_penalty(NULL, 0.1), "NULL");
+    ROW(nn_l2_penalty(params, NAN), "lambda");
+    /* training helpers */
+    ROW(nn_progress_new(stdout, &(nn_progress_options){.width = -3}), "width");
+    ROW_RC(nn_progress_begin(NULL, 0, 1, 1), "NULL");
+    ROW_RC(nn_progress_update(NULL, 0, 1, 1), "NULL");
+    ROW_RC(nn_progress_end(NULL, "x"), "NULL");
+    ROW_OK(nn_progress_mean_loss(NULL), isnan(nn_progress_mean_loss(NULL)));
+    ROW_OK(nn_progress_free(NULL), (nn_progress_free(NULL), true));
+    ROW(nn_confusion_new(0), "num_classes");
+    ROW(nn_confusion_new(-5), "num_classes");
+    nn_confusion *cm = nn_confusion_new(3);
+    ck_assert_ptr_nonnull(cm);
+    ROW_RC(nn_confusion_update(NULL, f.a, lab), "NULL");
+    ROW_RC(nn_confusion_update(cm, f.a, lab), "5");
+    ROW_RC(nn_confusion_update(cm, f.v3, lab), "");
+    ROW_OK(nn_confusion_free(NULL), (nn_confusion_free(NULL), true));
+    ROW_OK(nn_confusion_reset(NULL), (nn_confusion_reset(NULL), true));
+    ROW_OK(nn_confusion_accuracy(NULL), isnan(nn_confusion_accuracy(NULL)));
+    ROW_OK(nn_confusion_recall(cm, 3), isnan(nn_confusion_recall(cm, 3)));
+    ROW_OK(nn_confusion_recall(cm, -1), isnan(nn_confusion_recall(cm, -1)));
+    ROW_RC(nn_confusion_print(NULL, NULL, stdout), "NULL");
+    ROW_RC(nn_confusion_print(cm, NULL, NULL), "NULL");
+    ROW_VAL(int64_t, nn_evaluate(NULL, NULL, cm, NULL), -1, "NULL");
+    nn_confusion_free(cm);
+    nn_optim_free(opt);
+    nn_named_tensors_free(params);
+    nn_module_free(lin);
     teardown(&f);
 }
 END_TEST
@@ -1290,6 +1502,7 @@ int main(void)
     tcase_add_test(tc, transforms_gradcheck_graph);
     tcase_add_test(tc, ffi_h);
     tcase_add_test(tc, nn_data_and_checkpoint);
+    tcase_add_test(tc, nn_modules_optim_init_loss);
     tcase_add_test(tc, every_public_function_has_rows);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);

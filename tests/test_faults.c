@@ -417,6 +417,68 @@ fail:
     return rc;
 }
 
+/* ---- scenario 6: foreign functions and callbacks (ffi.h) ---------------------------------
+ * A foreign op with numeric derivatives, forward and backward, and a tape
+ * made into a C callback, called for its value and gradient.  (libffi's own
+ * allocations do not go through the hook; the library's do.) */
+static double ffi_f(double a, double b) { return a * b + sin(a); }
+
+static ad_tensor *cb_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)ctx;
+    ad_tensor *s = ad_mul(in[0], ad_exp(in[1]));
+    return n == 2 ? s : NULL;
+}
+
+static int scenario_ffi(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_foreign *op = NULL;
+    ad_callback *cb = NULL;
+    ad_tape *tape = NULL;
+    ad_tensor *x, *y, *z, *s, *args[2];
+    TRY_P(op, ad_foreign_new("d(dd)", AD_FN(ffi_f), "f"));
+    TRY_P(tape, ad_tape_new());
+    TRY_P(x, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(3), ((double[]){0.5, -1, 2})));
+    TRY_P(y, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(3), ((double[]){1.5, 0.25, -3})));
+    MUST(ad_set_requires_grad(x, true));
+    MUST(ad_set_requires_grad(y, true));
+    args[0] = x;
+    args[1] = y;
+    TRY_P(z, ad_foreign_call(op, 2, args));
+    TRY_P(s, ad_sum(z, NULL, 0, false));
+    if (ad_backward(s, NULL, 0) != 0) {
+        expect_oom("ad_backward(foreign)");
+        if (!retry) goto fail;
+        MUST(ad_zero_grad(x));
+        MUST(ad_zero_grad(y));
+        ck_assert_msg(ad_backward(s, NULL, 0) == 0, "retry: %s", ad_error());
+    }
+    put(out, ad_item(s));
+    put_tensor(out, ad_tensor_grad(x));
+    put_tensor(out, ad_tensor_grad(y));
+    TRY_P(cb, ad_callback_new(cb_f, 2, 0));
+    double pt[2] = {0.75, -0.5}, g[2];
+    ad_value_gradient_callback fg = ad_callback_value_gradient(cb);
+    ck_assert_ptr_nonnull(fg);
+    double v = fg(pt, NULL, g);
+    if (isnan(v)) {
+        expect_oom("callback");
+        if (!retry) goto fail;
+        v = fg(pt, NULL, g);
+        ck_assert_msg(!isnan(v), "retry of the callback: %s", ad_error());
+    }
+    put(out, v);
+    put(out, g[0]);
+    put(out, g[1]);
+    rc = 0;
+fail:
+    ad_callback_free(cb);
+    ad_tape_free(tape);
+    ad_foreign_free(op);
+    return rc;
+}
+
 /* ---- arena sweeps -------------------------------------------------------------------
  * Tensors, nodes and the backward pass's temporaries come from the tape's
  * arena, which asks the system for memory only when a chunk is full, so the
@@ -617,6 +679,13 @@ START_TEST(sweep_transforms)
 }
 END_TEST
 
+START_TEST(sweep_ffi)
+{
+    sweep("ffi", scenario_ffi, false);
+    sweep("ffi", scenario_ffi, true);
+}
+END_TEST
+
 START_TEST(sweep_arena_train)
 {
     int a = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, false);
@@ -761,6 +830,7 @@ int main(void)
     tcase_add_test(tc, sweep_persistent);
     tcase_add_test(tc, sweep_scalar);
     tcase_add_test(tc, sweep_transforms);
+    tcase_add_test(tc, sweep_ffi);
     tcase_add_test(tc, sweep_arena_train);
     tcase_add_test(tc, sweep_arena_replay);
     suite_add_tcase(s, tc);

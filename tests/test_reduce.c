@@ -263,6 +263,30 @@ START_TEST(max_min_float32)
 }
 END_TEST
 
+/* Reducing an outer axis of a contiguous tensor runs the unit-stride
+ * loops (one accumulator per column, updated a whole row at a time): NaN
+ * still wins wherever it is in its column, and float32 matches float64. */
+START_TEST(outer_axis_reductions)
+{
+    const double v[12] = {NAN, 2, -1, 4, 5, -6, 7, 0.5, 1, 9, -3, NAN};
+    for (int k = 0; k < 2; k++) {
+        ad_tensor *x = ot_f64(T, AD_SHAPE(3, 4), v);
+        if (k) x = ad_cast(x, AD_FLOAT32);
+        ad_tensor *mx = ad_max(x, (int[]){0}, 1, false), *mn = ad_min(x, (int[]){0}, 1, true);
+        ad_tensor *sm = ad_sum(x, (int[]){0}, 1, false);
+        ck_assert_int_eq(ad_tensor_dtype(mx), k ? AD_FLOAT32 : AD_FLOAT64);
+        ck_assert(isnan(ot_at(mx, 0)) && isnan(ot_at(mn, 0)) && isnan(ot_at(sm, 0)));
+        ck_assert(isnan(ot_at(mx, 3)) && isnan(ot_at(mn, 3)) && isnan(ot_at(sm, 3)));
+        ck_assert_close(ot_at(mx, 1), 9, 0);
+        ck_assert_close(ot_at(mx, 2), 7, 0);
+        ck_assert_close(ot_at(mn, 1), -6, 0);
+        ck_assert_close(ot_at(mn, 2), -3, 0);
+        ck_assert_close(ot_at(sm, 1), 5, 0);
+        ck_assert_close(ot_at(sm, 2), 3, 0);
+    }
+}
+END_TEST
+
 /* ---- logsumexp ------------------------------------------------------------------- */
 START_TEST(logsumexp_values)
 {
@@ -509,6 +533,7 @@ int main(void)
     tcase_add_test(tc, var_without_degrees_of_freedom_is_nan);
     tcase_add_test(tc, var_first_and_second_derivatives);
     tcase_add_test(tc, sum_to_values);
+    tcase_add_test(tc, outer_axis_reductions);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
     tcase_add_test(tc, errors);

@@ -23,6 +23,7 @@
 typedef struct worker {
     int id;
     uint64_t seed;
+    ad_tensor *shared; /* persistent [8,6] data both threads read (tape.h) */
     pthread_barrier_t *barrier; /* NULL: run alone */
     double loss[STEPS];
     double scalar_grad[STEPS];
@@ -57,6 +58,7 @@ static void *work(void *arg)
     ad_tensor *wt = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(6, 4), 0, 0.5);
     ad_tensor *b = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(4));
     ad_tensor *x = ad_rand(NULL, &rng, AD_FLOAT64, AD_SHAPE(8, 6), -1, 1);
+
     int64_t labels[8];
     for (int i = 0; i < 8; i++) labels[i] = (int64_t)ad_rng_below(&rng, 4);
     ad_set_requires_grad(wt, true);
@@ -88,7 +90,11 @@ static void *work(void *arg)
         W_CHECK(w, ad_tape_active() == tape, "thread %d: active tape changed", w->id);
 
         ad_tensor *y = ad_from_array(tape, AD_INT64, AD_SHAPE(8), labels);
-        ad_tensor *logits = ad_add(ad_matmul(ad_tanh(x), wt), b);
+        /* The shared data enters through views of it (narrow, transpose:
+         * references to its storage, counted by both threads at once). */
+        ad_tensor *shared_part = ad_transpose(ad_transpose(ad_narrow(w->shared, 0, 0, 8), 0, 1), 0, 1);
+        ad_tensor *input = ad_add(x, ad_mul_scalar(shared_part, 0.1));
+        ad_tensor *logits = ad_add(ad_matmul(ad_tanh(input), wt), b);
         ad_tensor *loss = ad_cross_entropy(logits, y, AD_REDUCTION_MEAN);
         W_CHECK(w, loss != NULL, "thread %d step %d: %s", w->id, step, ad_error());
         if (!loss) break;
@@ -122,6 +128,9 @@ static void *work(void *arg)
 START_TEST(two_tapes_two_threads)
 {
     worker alone[NTHREADS], both[NTHREADS];
+    ad_tensor *shared = ad_linspace(NULL, AD_FLOAT64, -1, 1, 48);
+    ad_tensor *shared2 = ad_reshape(shared, AD_SHAPE(8, 6));
+    ck_assert_int_eq(ad_tensor_free(shared), 0); /* the view keeps the storage */
     /* The main thread's state must not leak into the workers either. */
     ad_tape *mine = ad_tape_new();
     ad_tape_activate(mine);
@@ -130,7 +139,7 @@ START_TEST(two_tapes_two_threads)
     bool prev = ad_set_grad_enabled(false);
 
     for (int i = 0; i < NTHREADS; i++) {
-        alone[i] = (worker){.id = i, .seed = 100 + (uint64_t)i};
+        alone[i] = (worker){.id = i, .seed = 100 + (uint64_t)i, .shared = shared2};
         pthread_t th;
         ck_assert_int_eq(pthread_create(&th, NULL, work, &alone[i]), 0);
         ck_assert_int_eq(pthread_join(th, NULL), 0);
@@ -140,7 +149,8 @@ START_TEST(two_tapes_two_threads)
     ck_assert_int_eq(pthread_barrier_init(&barrier, NULL, NTHREADS), 0);
     pthread_t th[NTHREADS];
     for (int i = 0; i < NTHREADS; i++) {
-        both[i] = (worker){.id = i, .seed = 100 + (uint64_t)i, .barrier = &barrier};
+        both[i] = (worker){.id = i, .seed = 100 + (uint64_t)i, .barrier = &barrier,
+                           .shared = shared2};
         ck_assert_int_eq(pthread_create(&th[i], NULL, work, &both[i]), 0);
     }
     for (int i = 0; i < NTHREADS; i++) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
@@ -164,6 +174,7 @@ START_TEST(two_tapes_two_threads)
     ad_set_grad_enabled(prev);
     ad_clear_error();
     ad_tape_free(mine);
+    ad_tensor_free(shared2);
 }
 END_TEST
 
