@@ -42,6 +42,37 @@ ad_tensor *ot_index(ad_tape *t, int ndim, const int64_t *shape, const int64_t *v
     return ad_from_array(t, AD_INT64, ndim, shape, values);
 }
 
+ad_tape *ot_tape;
+
+void ot_tape_setup(void)
+{
+    ot_tape = ad_tape_new();
+    ck_assert(ot_tape != NULL);
+    ad_tape_activate(ot_tape);
+    ad_clear_error();
+}
+
+void ot_tape_teardown(void)
+{
+    ad_tape_activate(NULL);
+    ad_tape_free(ot_tape);
+    ot_tape = NULL;
+}
+
+void ot_assert_shape(const ad_tensor *x, int ndim, const int64_t *shape)
+{
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_ndim(x), ndim);
+    for (int d = 0; d < ndim; d++) ck_assert_int_eq(ad_shape(x)[d], shape[d]);
+}
+
+void ot_assert_values(const ad_tensor *x, const double *want, int64_t n, double tol)
+{
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_numel(x), n);
+    for (int64_t i = 0; i < n; i++) ck_assert_close(ot_at(x, i), want[i], tol);
+}
+
 int ot_run(Suite *s)
 {
     SRunner *sr = srunner_create(s);

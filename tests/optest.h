@@ -85,6 +85,18 @@ extern const op_row rows_loss[];
 extern const op_row rows_nn[];
 extern const op_row rows_ffi[];
 
+/* A fresh tape, made active, for each test of a TCase:
+ *     tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
+ * tests then allocate on ot_tape, and everything is freed after each. */
+extern ad_tape *ot_tape;
+void ot_tape_setup(void);
+void ot_tape_teardown(void);
+
+/* x is non-NULL (else the pending error is shown) and has this shape. */
+void ot_assert_shape(const ad_tensor *x, int ndim, const int64_t *shape);
+/* x has n elements equal to want[] within an absolute tolerance. */
+void ot_assert_values(const ad_tensor *x, const double *want, int64_t n, double tol);
+
 /* Runs a Check suite and returns the exit status for main. */
 int ot_run(Suite *s);
 

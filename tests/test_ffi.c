@@ -16,22 +16,7 @@
 #include "../autodiff/internal.h"
 #include "optest.h"
 
-static ad_tape *T;
-
-static void setup(void)
-{
-    T = ad_tape_new();
-    ck_assert(T != NULL);
-    ad_tape_activate(T);
-    ad_clear_error();
-}
-
-static void teardown(void)
-{
-    ad_tape_activate(NULL);
-    ad_tape_free(T);
-    T = NULL;
-}
+#define T ot_tape /* the per-test tape of ot_tape_setup */
 
 static ad_tensor *vec(ad_dtype dt, int64_t n, const double *v, bool rg)
 {
@@ -691,7 +676,7 @@ int main(void)
     tcase_add_test(p, parse_fuzz);
     suite_add_tcase(s, p);
     TCase *f = tcase_create("foreign");
-    tcase_add_checked_fixture(f, setup, teardown);
+    tcase_add_checked_fixture(f, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(f, partials_values_and_derivatives);
     tcase_add_test(f, partial_ops_give_exact_second_derivatives);
     tcase_add_test(f, numeric_names_in_graph);
@@ -702,7 +687,7 @@ int main(void)
     tcase_add_test(f, bad_descriptors);
     suite_add_tcase(s, f);
     TCase *c = tcase_create("callback");
-    tcase_add_checked_fixture(c, setup, teardown);
+    tcase_add_checked_fixture(c, ot_tape_setup, ot_tape_teardown);
     tcase_add_loop_test(c, callback_minimises_rosenbrock, 0, 5);
     tcase_add_loop_test(c, callback_allocates_nothing_per_call, 0, 5);
     tcase_add_test(c, callback_errors);

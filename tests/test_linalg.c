@@ -26,19 +26,8 @@ static void teardown(void)
     ad_tape_free(T);
 }
 
-static void assert_shape(const ad_tensor *x, int ndim, const int64_t *shape)
-{
-    ck_assert_msg(x != NULL, "%s", ad_error());
-    ck_assert_int_eq(ad_ndim(x), ndim);
-    for (int d = 0; d < ndim; d++) ck_assert_int_eq(ad_shape(x)[d], shape[d]);
-}
-
-static void assert_values(const ad_tensor *x, const double *want, int64_t n, double tol)
-{
-    ck_assert_msg(x != NULL, "%s", ad_error());
-    ck_assert_int_eq(ad_numel(x), n);
-    for (int64_t i = 0; i < n; i++) ck_assert_close(ot_at(x, i), want[i], tol);
-}
+#define assert_shape ot_assert_shape
+#define assert_values ot_assert_values
 
 static ad_tensor *leaf(int ndim, const int64_t *shape, const double *v)
 {

@@ -10,22 +10,7 @@
 
 #include "optest.h"
 
-static ad_tape *T;
-
-static void setup(void)
-{
-    T = ad_tape_new();
-    ck_assert(T != NULL);
-    ad_tape_activate(T);
-    ad_clear_error();
-}
-
-static void teardown(void)
-{
-    ad_tape_activate(NULL);
-    ad_tape_free(T);
-    T = NULL;
-}
+#define T ot_tape /* the per-test tape of ot_tape_setup */
 
 /* A tensor on T of the given dtype from double values, requiring grad when rg. */
 static ad_tensor *mk(ad_dtype dt, int ndim, const int64_t *shape, const double *v, bool rg)
@@ -710,7 +695,7 @@ int main(void)
 {
     Suite *s = suite_create("pointwise");
     TCase *tc = tcase_create("pointwise");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
     tcase_add_loop_test(tc, unary_closed_forms_f64, 0, NUN);
     tcase_add_loop_test(tc, unary_closed_forms_f32, 0, NUN);
     tcase_add_test(tc, x_sin_x);

@@ -7,21 +7,7 @@
 
 #include "optest.h"
 
-static ad_tape *T;
-
-static void setup(void)
-{
-    T = ad_tape_new();
-    ck_assert(T != NULL);
-    ad_tape_activate(T);
-    ad_clear_error();
-}
-
-static void teardown(void)
-{
-    ad_tape_activate(NULL);
-    ad_tape_free(T);
-}
+#define T ot_tape /* the per-test tape of ot_tape_setup */
 
 /* 1, 2, ..., n as a float64 tensor of the given shape on T. */
 static ad_tensor *iota(int ndim, const int64_t *shape)
@@ -32,19 +18,8 @@ static ad_tensor *iota(int ndim, const int64_t *shape)
     return ad_reshape(x, ndim, shape);
 }
 
-static void assert_shape(const ad_tensor *x, int ndim, const int64_t *shape)
-{
-    ck_assert_msg(x != NULL, "%s", ad_error());
-    ck_assert_int_eq(ad_ndim(x), ndim);
-    for (int d = 0; d < ndim; d++) ck_assert_int_eq(ad_shape(x)[d], shape[d]);
-}
-
-static void assert_values(const ad_tensor *x, const double *want, int64_t n, double tol)
-{
-    ck_assert_msg(x != NULL, "%s", ad_error());
-    ck_assert_int_eq(ad_numel(x), n);
-    for (int64_t i = 0; i < n; i++) ck_assert_close(ot_at(x, i), want[i], tol);
-}
+#define assert_shape ot_assert_shape
+#define assert_values ot_assert_values
 
 /* The gradient of sum(y * w) with respect to the leaf x, w = ones. */
 static ad_tensor *grad_of(ad_tensor *y, ad_tensor *x)
@@ -513,7 +488,7 @@ int main(void)
 {
     Suite *s = suite_create("reduce");
     TCase *tc = tcase_create("reduce");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(tc, sum_axes);
     tcase_add_test(tc, sum_of_empty_and_0d);
     tcase_add_test(tc, sum_of_views);
