@@ -8,6 +8,7 @@ Prints one JSON line (see torch_common.py); run by bench/run.
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_common as tc  # noqa: E402
 

@@ -104,6 +104,10 @@ def seeds_idx(out):
         "images_gz": gzip.compress(images, mtime=0),
         "labels_gz": gzip.compress(labels, mtime=0),
         "gz_truncated": gzip.compress(images, mtime=0)[:-6],
+        # Extents near 2^32 next to a zero one: no elements, no overflow
+        # (found by fuzz_idx: the harness itself multiplied them).
+        "huge_but_empty": idx(0x08, [0xFFFFFF12, 0xFFFFFF02, 0xFF00FF08, 0], b""),
+        "huge_overflow": idx(0x08, [0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF], b"\0" * 16),
     }
     for name, data in files.items():
         write(out, "fuzz_idx", name, data)
