@@ -5,7 +5,7 @@
  * a transposed matrix is handed to the kernel as such, without a copy.
  * With the `blas` build option the float32/float64 matrix products call
  * OpenBLAS (cblas_sgemm/cblas_dgemm); otherwise the library's own blocked
- * kernel (AVX2+FMA where the CPU has it, chosen at run time).  Large
+ * kernel (AVX-512 or AVX2+FMA where the CPU has them, chosen at run time).  Large
  * float32 products accumulate in float32, as BLAS does; dot accumulates in
  * double.
  */
