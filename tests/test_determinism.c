@@ -288,9 +288,11 @@ static void child_run(int threads, run *r)
     }
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    /* Opened, then removed at once, so no check below leaves it behind. */
+    FILE *f = fopen(path, "rb");
+    unlink(path);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: status %d",
                   status);
-    FILE *f = fopen(path, "rb");
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(fread(r->loss, sizeof r->loss, 1, f), 1);
     ck_assert_int_eq(fread(&r->nparams, sizeof r->nparams, 1, f), 1);
@@ -300,7 +302,6 @@ static void child_run(int threads, run *r)
                      (size_t)r->nparams);
     ck_assert_int_eq(fgetc(f), EOF);
     fclose(f);
-    unlink(path);
 }
 
 START_TEST(same_seed_same_bits_across_processes)

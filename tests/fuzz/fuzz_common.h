@@ -14,14 +14,21 @@
 
 /* The scratch file's path, made once per process; `ext` is appended (the
  * IDX saver picks gzip from ".gz", the loaders go by content). */
+static char fuzz_path_buf[256];
+
+/* libFuzzer ends with exit(), so the scratch file goes with the process
+ * (a crash leaves it; the input is saved as an artifact anyway). */
+static inline void fuzz_remove_scratch(void) { remove(fuzz_path_buf); }
+
 static inline const char *fuzz_path(const char *ext)
 {
-    static char path[256];
-    if (!path[0]) {
+    if (!fuzz_path_buf[0]) {
         const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-        snprintf(path, sizeof path, "%s/adfuzz-%ld%s", dir, (long)getpid(), ext);
+        snprintf(fuzz_path_buf, sizeof fuzz_path_buf, "%s/adfuzz-%ld%s", dir, (long)getpid(),
+                 ext);
+        atexit(fuzz_remove_scratch);
     }
-    return path;
+    return fuzz_path_buf;
 }
 
 /* Writes data to the scratch file; aborts on I/O errors (a broken fuzzing
