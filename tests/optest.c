@@ -1,6 +1,9 @@
+#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
 /* tests/optest.c - helpers shared by the test programs. */
 #include "optest.h"
 
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +74,24 @@ void ot_assert_values(const ad_tensor *x, const double *want, int64_t n, double 
     ck_assert_msg(x != NULL, "%s", ad_error());
     ck_assert_int_eq(ad_numel(x), n);
     for (int64_t i = 0; i < n; i++) ck_assert_close(ot_at(x, i), want[i], tol);
+}
+
+int ot_make_tmpdir(char *buf, size_t size, const char *prefix)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(buf, size, "%s/%s_XXXXXX", base && *base ? base : "/tmp", prefix);
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void ot_remove_tree(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int ot_run(Suite *s)

@@ -97,6 +97,11 @@ void ot_assert_shape(const ad_tensor *x, int ndim, const int64_t *shape);
 /* x has n elements equal to want[] within an absolute tolerance. */
 void ot_assert_values(const ad_tensor *x, const double *want, int64_t n, double tol);
 
+/* A fresh scratch directory "$TMPDIR/<prefix>_XXXXXX" (mkdtemp) written
+ * into buf; 0 on success.  ot_remove_tree deletes it and what it holds. */
+int ot_make_tmpdir(char *buf, size_t size, const char *prefix);
+void ot_remove_tree(const char *dir);
+
 /* Runs a Check suite and returns the exit status for main. */
 int ot_run(Suite *s);
 

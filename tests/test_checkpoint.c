@@ -5,7 +5,6 @@
  * atomic replacement, and a cross-check with a numpy reader of the spec. */
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <nn/checkpoint.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -505,17 +504,9 @@ START_TEST(numpy_cross_check)
 }
 END_TEST
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/test_checkpoint_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) return EXIT_FAILURE;
+    if (ot_make_tmpdir(tmpdir, sizeof tmpdir, "test_checkpoint")) return EXIT_FAILURE;
     Suite *s = suite_create("checkpoint");
     TCase *tc = tcase_create("checkpoint");
     tcase_add_test(tc, round_trip);
@@ -528,6 +519,6 @@ int main(void)
     tcase_add_test(tc, numpy_cross_check);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ot_remove_tree(tmpdir);
     return rc;
 }

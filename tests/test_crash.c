@@ -3,7 +3,6 @@
  * checkpoint is killed with SIGKILL at random moments during the write,
  * many times; the file on disk must always load, and hold either the
  * previous checkpoint or the complete new one, never a mix. */
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,17 +70,9 @@ START_TEST(killed_saves_leave_old_or_new)
 }
 END_TEST
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/test_crash_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(dir)) return EXIT_FAILURE;
+    if (ot_make_tmpdir(dir, sizeof dir, "test_crash")) return EXIT_FAILURE;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     Suite *s = suite_create("crash");
     TCase *tc = tcase_create("crash");
@@ -89,6 +80,6 @@ int main(void)
     tcase_add_test(tc, killed_saves_leave_old_or_new);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ot_remove_tree(dir);
     return rc;
 }

@@ -4,7 +4,6 @@
  * mini-batch loader (determinism, coverage, limit, drop_last, buffers
  * reused across steps).  Test files are written into a temporary directory
  * by the tests themselves. */
-#include <ftw.h>
 #include <nn/data.h>
 #include <stdlib.h>
 #include <string.h>
@@ -655,17 +654,9 @@ START_TEST(loader_over_csv_columns)
 }
 END_TEST
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/test_data_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) return EXIT_FAILURE;
+    if (ot_make_tmpdir(tmpdir, sizeof tmpdir, "test_data")) return EXIT_FAILURE;
     Suite *s = suite_create("data");
     TCase *tc = tcase_create("data");
     tcase_add_test(tc, idx_round_trip_every_type);
@@ -684,6 +675,6 @@ int main(void)
     tcase_add_test(tc, loader_over_csv_columns);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ot_remove_tree(tmpdir);
     return rc;
 }
