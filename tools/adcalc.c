@@ -58,6 +58,7 @@ void adcalc_warn(const char *fmt, ...)
 
 void adcalc_number(double v, char *buf, size_t size)
 {
+    if (!buf || size == 0) return;
     if (isnan(v)) {
         snprintf(buf, size, "nan");
         return;
