@@ -11,6 +11,8 @@
  */
 #include "graph.h"
 
+#include "alloc.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -50,7 +52,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
         }
         size_t cap = b->cap ? b->cap : 128;
         while (cap <= b->len + (size_t)k) cap *= 2;
-        char *s = realloc(b->s, cap);
+        char *s = ad_realloc(b->s, cap);
         if (!s) {
             b->oom = true;
             return;
@@ -90,17 +92,17 @@ static int ptrmap_put(ptrmap *m, const void *key, long val)
 {
     if (2 * (m->count + 1) > m->cap) { /* keep the load factor <= 1/2 */
         ptrmap g = {NULL, NULL, m->cap ? 2 * m->cap : 64, 0};
-        g.keys = calloc(g.cap, sizeof *g.keys);
-        g.vals = calloc(g.cap, sizeof *g.vals);
+        g.keys = ad_calloc(g.cap, sizeof *g.keys);
+        g.vals = ad_calloc(g.cap, sizeof *g.vals);
         if (!g.keys || !g.vals) {
-            free(g.keys);
-            free(g.vals);
+            ad_free(g.keys);
+            ad_free(g.vals);
             return -1;
         }
         for (size_t i = 0; i < m->cap; i++)
             if (m->keys[i]) ptrmap_put(&g, m->keys[i], m->vals[i]);
-        free(m->keys);
-        free(m->vals);
+        ad_free(m->keys);
+        ad_free(m->vals);
         *m = g;
     }
     size_t i = ptr_hash(key, m->cap);
@@ -113,8 +115,8 @@ static int ptrmap_put(ptrmap *m, const void *key, long val)
 
 static void ptrmap_free(ptrmap *m)
 {
-    free(m->keys);
-    free(m->vals);
+    ad_free(m->keys);
+    ad_free(m->vals);
 }
 
 /* ---- the writer ------------------------------------------------------------------ */
@@ -193,15 +195,15 @@ static int sb_tensor_values(writer *w, sbuf *b, const char *what, const ad_tenso
 {
     int64_t n = ad_numel(t);
     if (n > w->o.max_values) return 0;
-    double small[16], *v = n <= 16 ? small : malloc((size_t)n * sizeof *v);
+    double small[16], *v = n <= 16 ? small : ad_malloc((size_t)n * sizeof *v);
     if (!v) return ad_set_error("%s: out of memory", w->fn);
     if (ad_to_array(t, v)) {
-        if (v != small) free(v);
+        if (v != small) ad_free(v);
         return -1;
     }
     sb_printf(b, "\n%s ", what);
     sb_values(b, v, ad_ndim(t), ad_shape(t), w->o.precision);
-    if (v != small) free(v);
+    if (v != small) ad_free(v);
     return 0;
 }
 
@@ -233,11 +235,11 @@ static int write_leaf(writer *w, const ad_tensor *t)
     const char *label = ad_label(t);
     if (!label || !*label) sb_printf(&b, "%s", param ? "leaf" : "constant");
     if (describe(w, &b, t, true)) {
-        free(b.s);
+        ad_free(b.s);
         return -1;
     }
     if (b.oom) {
-        free(b.s);
+        ad_free(b.s);
         return ad_set_error("%s: out of memory", w->fn);
     }
     const char *text = b.s + (b.s[0] == '\n'); /* no empty first line */
@@ -246,7 +248,7 @@ static int write_leaf(writer *w, const ad_tensor *t)
             ptrmap_find(&w->wanted, t) ? "peripheries=2, " : "");
     put_escaped(w->out, text);
     fputs("\"];\n", w->out);
-    free(b.s);
+    ad_free(b.s);
     return 0;
 }
 
@@ -267,11 +269,11 @@ static int write_node(writer *w, size_t i)
         sb_printf(&b, " (in %s)", info.label);
     if (!info.on_grad_path) sb_printf(&b, "\n(replay only)");
     if (describe(w, &b, info.output, false)) {
-        free(b.s);
+        ad_free(b.s);
         return -1;
     }
     if (b.oom) {
-        free(b.s);
+        ad_free(b.s);
         return ad_set_error("%s: out of memory", w->fn);
     }
     fprintf(w->out, "  n%zu [shape=ellipse, %s%slabel=\"", i,
@@ -279,7 +281,7 @@ static int write_node(writer *w, size_t i)
             ptrmap_find(&w->wanted, info.output) ? "peripheries=2, " : "");
     put_escaped(w->out, b.s);
     fputs("\"];\n", w->out);
-    free(b.s);
+    ad_free(b.s);
     for (int k = 0; k < info.nin; k++) {
         long p = producer(w, info.inputs[k]);
         if (p >= 0) fprintf(w->out, "  n%ld -> n%zu", p, i);
@@ -368,7 +370,7 @@ int ad_graph_dot(FILE *out, ad_tensor *const *outputs, int n, const ad_dot_opts 
     }
     /* Mark the history: newest first, each marked node marks the nodes
      * that produced its inputs.  Those are older, so one sweep suffices. */
-    unsigned char *need = calloc(top ? top : 1, 1);
+    unsigned char *need = ad_calloc(top ? top : 1, 1);
     if (!need) return finish(&w, ad_set_error("ad_graph_dot: out of memory"));
     for (int i = 0; i < n; i++) {
         long k = ad_tensor_node_index(outputs[i]);
@@ -389,7 +391,7 @@ int ad_graph_dot(FILE *out, ad_tensor *const *outputs, int n, const ad_dot_opts 
         if (need[i]) rc = write_node(&w, i);
     for (int i = 0; i < n && rc == 0; i++) /* outputs that are leaves themselves */
         if (ad_tensor_node_index(outputs[i]) < 0) rc = write_leaf(&w, outputs[i]);
-    free(need);
+    ad_free(need);
     return finish(&w, rc);
 }
 

@@ -29,8 +29,8 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
     memset(a, 0, sizeof *a);
     if (!path || !*path) return nn__err(fn, "path is NULL or empty");
     size_t size = strlen(path) + 64;
-    a->path = strdup(path);
-    a->tmp = malloc(size);
+    a->path = nn__strndup(path, SIZE_MAX);
+    a->tmp = ad_malloc(size);
     if (!a->path || !a->tmp) {
         nn__atomic_abort(a);
         return nn__err(fn, "out of memory");
@@ -47,7 +47,7 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
         fd = open(a->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) {
             int e = errno;
-            free(a->tmp);
+            ad_free(a->tmp);
             a->tmp = NULL; /* nothing was created: nothing to unlink */
             nn__atomic_abort(a);
             return nn__err(fn, "cannot create a temporary file next to %s: %s", path,
@@ -55,7 +55,7 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
         }
     }
     if (fd < 0) {
-        free(a->tmp);
+        ad_free(a->tmp);
         a->tmp = NULL;
         nn__atomic_abort(a);
         return nn__err(fn, "cannot create a temporary file next to %s: names taken", path);
@@ -74,7 +74,8 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
 static int fsync_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
+    char *dir = slash ? nn__strndup(path, (size_t)(slash - path) + (slash == path))
+                      : nn__strndup(".", 1);
     if (!dir) return ENOMEM;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int e = 0;
@@ -85,7 +86,7 @@ static int fsync_dir(const char *path)
     else if (fsync(fd) != 0 && errno != EINVAL)
         e = errno;
     if (fd >= 0) close(fd);
-    free(dir);
+    ad_free(dir);
     return e;
 }
 
@@ -111,8 +112,8 @@ int nn__atomic_commit(const char *fn, nn__atomic *a)
     if (e != 0)
         rc = nn__err(fn, "%s was written but its directory could not be synced: %s", a->path,
                      strerror(e));
-    free(a->tmp);
-    free(a->path);
+    ad_free(a->tmp);
+    ad_free(a->path);
     a->tmp = a->path = NULL;
     return rc;
 }
@@ -121,7 +122,7 @@ void nn__atomic_abort(nn__atomic *a)
 {
     if (a->f) fclose(a->f);
     if (a->tmp) unlink(a->tmp);
-    free(a->tmp);
-    free(a->path);
+    ad_free(a->tmp);
+    ad_free(a->path);
     memset(a, 0, sizeof *a);
 }

@@ -99,17 +99,17 @@ static int check_layout(const char *fn, const char *path, nn_safetensors_info *i
                            (unsigned long long)e->end, (unsigned long long)(e->end - e->begin));
     }
     if (info->n > 1) {
-        const nn_safetensors_entry **v = malloc((size_t)info->n * sizeof *v);
+        const nn_safetensors_entry **v = ad_malloc((size_t)info->n * sizeof *v);
         if (!v) return nn__err(fn, "out of memory");
         for (int i = 0; i < info->n; i++) v[i] = &info->entries[i];
         qsort(v, (size_t)info->n, sizeof *v, by_name);
         for (int i = 1; i < info->n; i++)
             if (strcmp(v[i - 1]->name, v[i]->name) == 0) {
                 nn__err(fn, "%s: entry '%.60s' appears twice", path, v[i]->name);
-                free(v);
+                ad_free(v);
                 return -1;
             }
-        free(v);
+        ad_free(v);
     }
     if (info->n > 1) qsort(info->entries, (size_t)info->n, sizeof *info->entries, by_offset);
     uint64_t at = 0;
@@ -140,20 +140,20 @@ static int check_layout(const char *fn, const char *path, nn_safetensors_info *i
 static void free_meta(nn_safetensors_info *info)
 {
     for (int i = 0; i < info->n_metadata; i++) {
-        free(info->metadata_keys[i]);
-        free(info->metadata_values[i]);
+        ad_free(info->metadata_keys[i]);
+        ad_free(info->metadata_values[i]);
     }
-    free(info->metadata_keys);
-    free(info->metadata_values);
+    ad_free(info->metadata_keys);
+    ad_free(info->metadata_values);
 }
 
 void nn_safetensors_info_free(nn_safetensors_info *info)
 {
     if (!info) return;
-    for (int i = 0; i < info->n; i++) free(info->entries[i].name);
-    free(info->entries);
+    for (int i = 0; i < info->n; i++) ad_free(info->entries[i].name);
+    ad_free(info->entries);
     free_meta(info);
-    free(info);
+    ad_free(info);
 }
 
 /* Opens path and reads and checks its header.  On success *f is left open
@@ -207,8 +207,8 @@ static nn_safetensors_info *read_header(const char *fn, const char *path, FILE *
                 path, (unsigned long long)n, (unsigned long long)(size - 8));
         goto fail;
     }
-    buf = malloc((size_t)n);
-    info = calloc(1, sizeof *info);
+    buf = ad_malloc((size_t)n);
+    info = ad_calloc(1, sizeof *info);
     if (!buf || !info) {
         nn__err(fn, "out of memory");
         goto fail;
@@ -221,11 +221,11 @@ static nn_safetensors_info *read_header(const char *fn, const char *path, FILE *
     info->data_size = size - 8 - n;
     if (nn__st_parse_header(fn, path, buf, (size_t)n, info) || check_layout(fn, path, info))
         goto fail;
-    free(buf);
+    ad_free(buf);
     *f = file;
     return info;
 fail:
-    free(buf);
+    ad_free(buf);
     nn_safetensors_info_free(info);
     fclose(file);
     return NULL;
@@ -241,8 +241,14 @@ nn_safetensors_info *nn_safetensors_inspect(const char *path)
 
 const char *nn_safetensors_metadata(const nn_safetensors_info *info, const char *key)
 {
-    for (int i = 0; info && key && i < info->n_metadata; i++)
+    static const char *fn = "nn_safetensors_metadata";
+    if (!info || !key) {
+        nn__err(fn, "%s is NULL", !info ? "info" : "key");
+        return NULL;
+    }
+    for (int i = 0; i < info->n_metadata; i++)
         if (strcmp(info->metadata_keys[i], key) == 0) return info->metadata_values[i];
+    nn__err(fn, "no metadata key '%.60s' (the header has %d)", key, info->n_metadata);
     return NULL;
 }
 
@@ -327,8 +333,8 @@ int nn_load_safetensors(const char *path, int n, const char *const *names,
     FILE *f;
     nn_safetensors_info *info = read_header(fn, path, &f);
     if (!info) return -1;
-    ad_tensor **tmp = calloc(n > 0 ? (size_t)n : 1, sizeof *tmp);
-    const nn_safetensors_entry **ent = calloc(n > 0 ? (size_t)n : 1, sizeof *ent);
+    ad_tensor **tmp = ad_calloc(n > 0 ? (size_t)n : 1, sizeof *tmp);
+    const nn_safetensors_entry **ent = ad_calloc(n > 0 ? (size_t)n : 1, sizeof *ent);
     int rc = tmp && ent ? 0 : nn__err(fn, "out of memory");
     /* 1. everything is checked before anything is read ... */
     for (int i = 0; rc == 0 && i < n; i++) {
@@ -358,8 +364,8 @@ int nn_load_safetensors(const char *path, int n, const char *const *names,
             rc = ad_copy_into(tensors[i], tmp[i]);
     }
     for (int i = 0; tmp && i < n; i++) ad_tensor_free(tmp[i]);
-    free(tmp);
-    free(ent);
+    ad_free(tmp);
+    ad_free(ent);
     fclose(f);
     nn_safetensors_info_free(info);
     return rc;
@@ -379,7 +385,7 @@ static void sb_add(sbuf *b, const char *s, size_t n)
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
+        char *p = ad_realloc(b->s, cap);
         if (!p) {
             b->oom = true;
             return;
@@ -513,13 +519,13 @@ int nn_save_safetensors(const char *path, int n, const char *const *names,
     nn__atomic a;
     if (rc == 0) rc = nn__atomic_open(fn, path, &a);
     if (rc != 0) {
-        free(h.s);
+        ad_free(h.s);
         return -1;
     }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
     if (fwrite(len8, 1, 8, a.f) != 8 || fwrite(h.s, 1, h.n, a.f) != h.n) rc = -1;
-    free(h.s);
+    ad_free(h.s);
     errno = 0;
     for (int i = 0; rc == 0 && i < n; i++) rc = write_data(a.f, tensors[i]);
     if (rc != 0) {

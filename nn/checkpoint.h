@@ -92,7 +92,8 @@ typedef struct nn_safetensors_info {
  * in it, with nn_safetensors_info_free.  Errors: as for loading. */
 nn_safetensors_info *nn_safetensors_inspect(const char *path);
 void nn_safetensors_info_free(nn_safetensors_info *info);
-/* The metadata value of key, or NULL when there is none.  Owned by info. */
+/* The metadata value of key (owned by info), or NULL with an error when
+ * there is none ("no metadata key 'epoch'") or info or key is NULL. */
 const char *nn_safetensors_metadata(const nn_safetensors_info *info, const char *key);
 /* The entry called name as a new persistent tensor (the caller frees it
  * with ad_tensor_free).  Errors: as for loading, and a dtype other than

@@ -45,6 +45,7 @@ size_t nn_idx_type_size(nn_idx_type type)
     case NN_IDX_FLOAT32: return 4;
     case NN_IDX_FLOAT64: return 8;
     }
+    ad_set_error("nn_idx_type_size: invalid type code 0x%02x", (unsigned)type);
     return 0;
 }
 
@@ -100,6 +101,21 @@ static int64_t gz_read_full(gzFile gz, void *buf, int64_t n, bool *cut, const ch
     return got;
 }
 
+/* zlib's gz* layer allocates its state and buffers with zlib's own malloc
+ * (gzopen and gzdopen take no allocator, and the z_stream inside, whose
+ * zalloc/zfree could be set, is not exposed), so those allocations cannot
+ * come from ad_malloc.  Opening a gzip stream is still counted as one of
+ * the library's allocations - a probe through ad_malloc just before - so
+ * that the fault injection of the tests reaches the failure path of every
+ * open; a real out-of-memory inside zlib is reported the same way. */
+static bool gz_alloc_probe(void)
+{
+    void *p = ad_malloc(1);
+    if (!p) return false;
+    ad_free(p);
+    return true;
+}
+
 static nn_idx *idx_fail(gzFile gz, nn_idx *idx)
 {
     if (gz) gzclose(gz);
@@ -114,6 +130,10 @@ nn_idx *nn_idx_load(const char *path)
         nn__err(fn, "path is NULL");
         return NULL;
     }
+    if (!gz_alloc_probe()) {
+        nn__err(fn, "cannot open %s: out of memory", path);
+        return NULL;
+    }
     errno = 0;
     gzFile gz = gzopen(path, "rb"); /* reads plain files as they are */
     if (!gz) {
@@ -121,7 +141,7 @@ nn_idx *nn_idx_load(const char *path)
         return NULL;
     }
     gzbuffer(gz, 1u << 17);
-    nn_idx *idx = calloc(1, sizeof *idx);
+    nn_idx *idx = ad_calloc(1, sizeof *idx);
     if (!idx) {
         nn__err(fn, "out of memory");
         return idx_fail(gz, idx);
@@ -201,7 +221,7 @@ nn_idx *nn_idx_load(const char *path)
      * one big allocation: a corrupt header claiming 16 GB of a 1 KB file
      * then fails as "truncated", not as "out of memory". */
     int64_t cap = nbytes < (1 << 26) ? nbytes : (1 << 26);
-    idx->data = malloc(cap > 0 ? (size_t)cap : 1);
+    idx->data = ad_malloc(cap > 0 ? (size_t)cap : 1);
     if (!idx->data) {
         nn__err(fn, "out of memory for %lld bytes", (long long)cap);
         return idx_fail(gz, idx);
@@ -210,7 +230,7 @@ nn_idx *nn_idx_load(const char *path)
     while (have < nbytes && !cut) {
         if (have == cap) {
             cap = cap > nbytes / 2 ? nbytes : cap * 2;
-            uint8_t *p = realloc(idx->data, (size_t)cap);
+            uint8_t *p = ad_realloc(idx->data, (size_t)cap);
             if (!p) {
                 nn__err(fn, "out of memory for %lld bytes", (long long)cap);
                 return idx_fail(gz, idx);
@@ -270,8 +290,8 @@ nn_idx *nn_idx_load(const char *path)
 void nn_idx_free(nn_idx *idx)
 {
     if (!idx) return;
-    free(idx->data);
-    free(idx);
+    ad_free(idx->data);
+    ad_free(idx);
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -330,6 +350,10 @@ int nn_idx_save(const char *path, const nn_idx *idx)
     if (ends_with(path, ".gz")) {
         /* gzclose closes the descriptor it was given; the atomic writer
          * still needs its own to fsync, so zlib gets a duplicate. */
+        if (!gz_alloc_probe()) {
+            nn__atomic_abort(&a);
+            return nn__err(fn, "cannot start a gzip stream for %s: out of memory", path);
+        }
         int fd = dup(fileno(a.f));
         gz = fd >= 0 ? gzdopen(fd, "wb") : NULL;
         if (!gz) {
@@ -365,7 +389,7 @@ int nn_idx_save(const char *path, const nn_idx *idx)
 static char *find_file(const char *fn, const char *dir, const char *name)
 {
     size_t size = strlen(dir) + strlen(name) + 8;
-    char *p = malloc(size);
+    char *p = ad_malloc(size);
     if (!p) {
         nn__err(fn, "out of memory");
         return NULL;
@@ -376,7 +400,7 @@ static char *find_file(const char *fn, const char *dir, const char *name)
     snprintf(p, size, "%s/%s.gz", dir, name);
     if (stat(p, &st) == 0) return p;
     nn__err(fn, "neither %s/%s nor %s/%s.gz exists", dir, name, dir, name);
-    free(p);
+    ad_free(p);
     return NULL;
 }
 
@@ -385,7 +409,7 @@ static nn_idx *load_named(const char *fn, const char *dir, const char *name)
     char *p = find_file(fn, dir, name);
     if (!p) return NULL;
     nn_idx *idx = nn_idx_load(p);
-    free(p);
+    ad_free(p);
     return idx;
 }
 
@@ -400,7 +424,7 @@ nn_mnist *nn_mnist_load(const char *dir, bool train)
     char iname[64], lname[64];
     snprintf(iname, sizeof iname, "%s-images-idx3-ubyte", set);
     snprintf(lname, sizeof lname, "%s-labels-idx1-ubyte", set);
-    nn_mnist *m = calloc(1, sizeof *m);
+    nn_mnist *m = ad_calloc(1, sizeof *m);
     if (!m) {
         nn__err(fn, "out of memory");
         return NULL;
@@ -441,7 +465,7 @@ void nn_mnist_free(nn_mnist *m)
     if (!m) return;
     nn_idx_free(m->images);
     nn_idx_free(m->labels);
-    free(m);
+    ad_free(m);
 }
 
 /* ---- CSV ------------------------------------------------------------------ */
@@ -493,7 +517,7 @@ static int split_line(csv_state *cs, char *line)
         *w = '\0';
         if (cs->nfields == cs->capfields) {
             size_t cap = cs->capfields ? 2 * cs->capfields : 16;
-            char **f = realloc(cs->fields, cap * sizeof *f);
+            char **f = ad_realloc(cs->fields, cap * sizeof *f);
             if (!f) return nn__err(fn, "out of memory");
             cs->fields = f;
             cs->capfields = cap;
@@ -502,6 +526,20 @@ static int split_line(csv_state *cs, char *line)
         if (next == '\0') return 0;
         p++; /* the delimiter */
     }
+}
+
+/* Refuses a field holding a control character (a byte below 0x20 other
+ * than the tab, or 0x7f), naming the file, line and column and the byte's
+ * code: such a field is binary garbage or a broken export, and messages
+ * must not echo raw control bytes to a terminal. */
+static int check_controls(const csv_state *cs)
+{
+    for (size_t c = 0; c < cs->nfields; c++)
+        for (const unsigned char *q = (const unsigned char *)cs->fields[c]; *q; q++)
+            if ((*q < 0x20 && *q != '\t') || *q == 0x7f)
+                return nn__err("nn_csv_load", "%s line %ld, column %zu: control character "
+                               "0x%02x in the field", cs->path, cs->line, c + 1, *q);
+    return 0;
 }
 
 static int parse_number(csv_state *cs, size_t col, ad_dtype dtype, double *out)
@@ -549,6 +587,7 @@ static int csv_parse(csv_state *cs, FILE *f, const nn_csv_options *o, double **v
         while (is_space(*q, cs->delim)) q++;
         if (*q == '\0') continue; /* blank line */
         if ((rc = split_line(cs, line))) break;
+        if ((rc = check_controls(cs))) break;
         if (o->header && !header_line) {
             header_line = cs->line;
             ncols = cs->nfields;
@@ -566,7 +605,7 @@ static int csv_parse(csv_state *cs, FILE *f, const nn_csv_options *o, double **v
         if ((size_t)n + ncols > cap) {
             size_t c = cap ? cap : 1024;
             while (c < (size_t)n + ncols) c *= 2;
-            double *v = realloc(*vals, c * sizeof *v);
+            double *v = ad_realloc(*vals, c * sizeof *v);
             if (!v) {
                 rc = nn__err(fn, "out of memory reading %s", cs->path);
                 break;
@@ -580,7 +619,7 @@ static int csv_parse(csv_state *cs, FILE *f, const nn_csv_options *o, double **v
         nrows++;
     }
     if (rc == 0 && ferror(f)) rc = nn__err(fn, "cannot read %s: %s", cs->path, strerror(errno));
-    free(line);
+    free(line); /* getline's buffer, from the C library's malloc */
     if (rc == 0 && nrows == 0)
         rc = header_line ? nn__err(fn, "%s has a header but no data rows", cs->path)
                          : nn__err(fn, "%s is empty", cs->path);
@@ -626,7 +665,7 @@ ad_tensor *nn_csv_load(const char *path, const nn_csv_options *opts)
         freelocale(cloc);
     }
     fclose(f);
-    free(cs.fields);
+    ad_free(cs.fields);
     ad_tensor *t = NULL;
     if (rc == 0) t = ad_empty(NULL, o.dtype, AD_SHAPE(rows, (int64_t)cols));
     if (t) {
@@ -638,6 +677,6 @@ ad_tensor *nn_csv_load(const char *path, const nn_csv_options *opts)
             for (int64_t i = 0; i < n; i++) d[i] = (float)vals[i];
         }
     }
-    free(vals);
+    ad_free(vals);
     return t;
 }

@@ -90,7 +90,7 @@ int nn_idx_save(const char *path, const nn_idx *idx);
 /* "ubyte", "byte", "short", "int", "float", "double" (the format's own
  * names); "invalid" for anything else. */
 const char *nn_idx_type_name(nn_idx_type type);
-/* Size of one element in bytes; 0 for an invalid type. */
+/* Size of one element in bytes; 0 with an error for an invalid type. */
 size_t nn_idx_type_size(nn_idx_type type);
 
 /* ---- MNIST and Fashion-MNIST ---------------------------------------------
@@ -123,7 +123,10 @@ void nn_mnist_free(nn_mnist *m);
  * Errors name the file, the 1-based line and column: an empty file or one
  * with no data rows; "line 3, column 2: 'abc' is not a number"; an empty
  * field; a row whose field count differs from the first row's (ragged);
- * an unterminated quote. */
+ * an unterminated quote; a field (header included) holding a control
+ * character - a byte below 0x20 other than the tab, or 0x7f, quoted or
+ * not - given by its code ("line 2, column 1: control character 0x07 in
+ * the field"), so no message echoes raw control bytes; a NUL byte. */
 typedef struct nn_csv_options {
     char delimiter; /* 0 means ',' */
     bool header;    /* the first non-blank line is a header row */
@@ -200,12 +203,15 @@ int nn_loader_reset(nn_loader *l);
 /* Goes to the first batch of epoch `epoch` (>= 0): its order is the one a
  * run from epoch 0 would have had there. */
 int nn_loader_set_epoch(nn_loader *l, int64_t epoch);
+/* The current epoch (0 first); -1 with an error for NULL. */
 int64_t nn_loader_epoch(const nn_loader *l);
-/* Samples used (N, or limit) and batches per epoch. */
+/* Samples used (N, or limit) and batches per epoch; -1 with an error for
+ * NULL. */
 int64_t nn_loader_num_samples(const nn_loader *l);
 int64_t nn_loader_num_batches(const nn_loader *l);
 /* The sample indices of the current epoch in the order they are served
- * (num_samples entries, owned by the loader, changed by the next epoch). */
+ * (num_samples entries, owned by the loader, changed by the next epoch);
+ * NULL with an error for NULL. */
 const int64_t *nn_loader_order(const nn_loader *l);
 
 #ifdef __cplusplus

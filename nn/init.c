@@ -87,14 +87,20 @@ int nn_init_normal(ad_tensor *t, double mean, double std, ad_rng *rng)
     return fill_random("nn_init_normal", t, rng, true, mean, std);
 }
 
-int nn_init_constant(ad_tensor *t, double value)
+/* Each public initialiser names itself in its errors. */
+static int fill_constant(const char *fn, ad_tensor *t, double value)
 {
-    if (check_target("nn_init_constant", t) != 0) return -1;
-    return ad_fill(t, value);
+    if (check_target(fn, t) != 0) return -1;
+    if (ad_fill(t, value) != 0) return ad_set_error("%s: %s", fn, ad_error());
+    return 0;
 }
 
-int nn_init_zeros(ad_tensor *t) { return nn_init_constant(t, 0.0); }
-int nn_init_ones(ad_tensor *t) { return nn_init_constant(t, 1.0); }
+int nn_init_constant(ad_tensor *t, double value)
+{
+    return fill_constant("nn_init_constant", t, value);
+}
+int nn_init_zeros(ad_tensor *t) { return fill_constant("nn_init_zeros", t, 0.0); }
+int nn_init_ones(ad_tensor *t) { return fill_constant("nn_init_ones", t, 1.0); }
 
 static int gain_ok(const char *fn, double gain)
 {

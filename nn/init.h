@@ -64,8 +64,14 @@ int nn_calculate_fans(const ad_tensor *t, int64_t *fan_in, int64_t *fan_out);
 int nn_init_uniform(ad_tensor *t, double lo, double hi, ad_rng *rng);
 /* N(mean, std^2); error when std < 0 or not finite. */
 int nn_init_normal(ad_tensor *t, double mean, double std, ad_rng *rng);
+/* Every element set to value (rounded to t's dtype).  Errors, naming
+ * nn_init_constant: t NULL or freed, t not a floating tensor. */
 int nn_init_constant(ad_tensor *t, double value);
+/* Every element set to 0; the errors of nn_init_constant, naming
+ * nn_init_zeros ("nn_init_zeros: argument 't' is NULL"). */
 int nn_init_zeros(ad_tensor *t);
+/* Every element set to 1; the errors of nn_init_constant, naming
+ * nn_init_ones. */
 int nn_init_ones(ad_tensor *t);
 
 /* Glorot: U(-b, b) with b = gain sqrt(6 / (fan_in + fan_out)), and

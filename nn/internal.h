@@ -7,12 +7,19 @@
 #ifndef NN_INTERNAL_H
 #define NN_INTERNAL_H
 
+#include <autodiff/alloc.h>
 #include <autodiff/autodiff.h>
 #include <stdio.h>
 
 /* Sets the thread's error to "fn: <formatted message>" and returns -1, so
  * that `return nn__err(...)` reads naturally in int functions. */
 int nn__err(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The first n bytes of s (fewer if it ends first) as a new string from
+ * ad_malloc (free it with ad_free); NULL, with ad_malloc's error, when out
+ * of memory.  All nn memory comes from ad_malloc and friends (tensor.h), so
+ * the library's fault injection reaches every allocation of the layer. */
+char *nn__strndup(const char *s, size_t n);
 
 /* ---- atomic file replacement (atomic.c) ---------------------------------
  * A file being written goes to a temporary file in the same directory

@@ -28,7 +28,7 @@ static nn_module *new_module(int rc, const nn_module_type *type, void *state)
 {
     if (rc != 0 || !state) {
         if (rc == 0) ad_set_error("nn: out of memory for a %s", type->name);
-        free(state);
+        ad_free(state);
         return NULL;
     }
     return nn_module_new(type, state);
@@ -76,7 +76,7 @@ static void linear_describe(const nn_module *m, char *buf, size_t size)
     snprintf(buf, size, "%" PRId64 ", %" PRId64 "%s", s->in, s->out, s->b ? "" : ", bias=false");
 }
 
-static const nn_module_type LINEAR = {"Linear", linear_forward, free, linear_describe};
+static const nn_module_type LINEAR = {"Linear", linear_forward, ad_free, linear_describe};
 
 /* PyTorch's reset_parameters() of Linear and Conv2d: kaiming_uniform with
  * a = sqrt(5), which works out to U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
@@ -99,7 +99,7 @@ nn_module *nn_linear(int64_t in, int64_t out, bool bias, ad_dtype dtype, ad_rng 
         rc = ad_set_error("%s: in_features and out_features must be >= 1, got %" PRId64
                           " and %" PRId64, fn, in, out);
     if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
-    linear_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    linear_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &LINEAR, s);
     if (!m) return NULL;
     s->in = in;
@@ -147,7 +147,7 @@ static void conv_describe(const nn_module *m, char *buf, size_t size)
     if (n > 0 && (size_t)n < size && !s->b) snprintf(buf + n, size - (size_t)n, ", bias=false");
 }
 
-static const nn_module_type CONV2D = {"Conv2d", conv_forward, free, conv_describe};
+static const nn_module_type CONV2D = {"Conv2d", conv_forward, ad_free, conv_describe};
 
 nn_module *nn_conv2d(int64_t in, int64_t out, const int kernel[2], const ad_conv2d_params *p,
                      bool bias, ad_dtype dtype, ad_rng *rng)
@@ -176,7 +176,7 @@ nn_module *nn_conv2d(int64_t in, int64_t out, const int kernel[2], const ad_conv
     if (rc == 0 && (q.groups < 1 || in % q.groups || out % q.groups))
         rc = ad_set_error("%s: groups %d must be >= 1 and divide in_channels %" PRId64
                           " and out_channels %" PRId64, fn, q.groups, in, out);
-    conv_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    conv_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &CONV2D, s);
     if (!m) return NULL;
     *s = (conv_state){in, out, {kernel[0], kernel[1]}, q, NULL, NULL};
@@ -218,8 +218,8 @@ static void pool_describe(const nn_module *m, char *buf, size_t size)
         snprintf(buf + n, size - (size_t)n, ", padding=%dx%d", s->padding[0], s->padding[1]);
 }
 
-static const nn_module_type MAX_POOL2D = {"MaxPool2d", max_pool_forward, free, pool_describe};
-static const nn_module_type AVG_POOL2D = {"AvgPool2d", avg_pool_forward, free, pool_describe};
+static const nn_module_type MAX_POOL2D = {"MaxPool2d", max_pool_forward, ad_free, pool_describe};
+static const nn_module_type AVG_POOL2D = {"AvgPool2d", avg_pool_forward, ad_free, pool_describe};
 
 static nn_module *pool_new(const char *fn, const nn_module_type *type, const int kernel[2],
                            const int stride[2], const int padding[2], bool cip)
@@ -235,7 +235,7 @@ static nn_module *pool_new(const char *fn, const nn_module_type *type, const int
                               kernel[1], stride ? stride[0] : 0, stride ? stride[1] : 0, pd[0],
                               pd[1]);
     }
-    pool_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    pool_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, type, s);
     if (m) *s = (pool_state){{kernel[0], kernel[1]}, {st[0], st[1]}, {pd[0], pd[1]}, cip};
     return m;
@@ -270,11 +270,11 @@ static void flatten_describe(const nn_module *m, char *buf, size_t size)
     snprintf(buf, size, "start_dim=%d, end_dim=%d", s->start, s->end);
 }
 
-static const nn_module_type FLATTEN = {"Flatten", flatten_forward, free, flatten_describe};
+static const nn_module_type FLATTEN = {"Flatten", flatten_forward, ad_free, flatten_describe};
 
 nn_module *nn_flatten(int start_dim, int end_dim)
 {
-    flatten_state *s = malloc(sizeof *s);
+    flatten_state *s = ad_malloc(sizeof *s);
     nn_module *m = new_module(0, &FLATTEN, s);
     if (m) *s = (flatten_state){start_dim, end_dim};
     return m;
@@ -300,14 +300,14 @@ static void dropout_describe(const nn_module *m, char *buf, size_t size)
     snprintf(buf, size, "p=%g", ((const dropout_state *)nn_module_state(m))->p);
 }
 
-static const nn_module_type DROPOUT = {"Dropout", dropout_forward, free, dropout_describe};
+static const nn_module_type DROPOUT = {"Dropout", dropout_forward, ad_free, dropout_describe};
 
 nn_module *nn_dropout(double p, uint64_t seed)
 {
     int rc = 0;
     if (!(p >= 0 && p <= 1))
         rc = ad_set_error("nn_dropout: p must be in [0, 1], got %g", p);
-    dropout_state *s = rc == 0 ? malloc(sizeof *s) : NULL;
+    dropout_state *s = rc == 0 ? ad_malloc(sizeof *s) : NULL;
     nn_module *m = new_module(rc, &DROPOUT, s);
     if (m) {
         s->p = p;
@@ -352,7 +352,7 @@ static void layer_norm_describe(const nn_module *m, char *buf, size_t size)
     snprintf(buf, size, "%s, eps=%g%s", sh, s->eps, s->w ? "" : ", elementwise_affine=false");
 }
 
-static const nn_module_type LAYER_NORM = {"LayerNorm", layer_norm_forward, free,
+static const nn_module_type LAYER_NORM = {"LayerNorm", layer_norm_forward, ad_free,
                                           layer_norm_describe};
 
 nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, bool affine, ad_dtype dtype)
@@ -368,7 +368,7 @@ nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, bool affine
                               shape[d]);
     if (rc == 0 && !(isfinite(eps) && eps >= 0))
         rc = ad_set_error("%s: eps must be finite and >= 0, got %g", fn, eps);
-    layer_norm_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    layer_norm_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &LAYER_NORM, s);
     if (!m) return NULL;
     s->ndim = ndim;
@@ -417,7 +417,7 @@ static void batch_norm_describe(const nn_module *m, char *buf, size_t size)
              s->w ? "" : ", affine=false");
 }
 
-static const nn_module_type BATCH_NORM2D = {"BatchNorm2d", batch_norm_forward, free,
+static const nn_module_type BATCH_NORM2D = {"BatchNorm2d", batch_norm_forward, ad_free,
                                             batch_norm_describe};
 
 nn_module *nn_batch_norm2d(int64_t c, double eps, double momentum, bool affine, ad_dtype dtype)
@@ -429,7 +429,7 @@ nn_module *nn_batch_norm2d(int64_t c, double eps, double momentum, bool affine, 
         rc = ad_set_error("%s: eps must be finite and >= 0, got %g", fn, eps);
     if (rc == 0 && !(momentum >= 0 && momentum <= 1))
         rc = ad_set_error("%s: momentum must be in [0, 1], got %g", fn, momentum);
-    batch_norm_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    batch_norm_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &BATCH_NORM2D, s);
     if (!m) return NULL;
     s->c = c;
@@ -473,7 +473,7 @@ static void embedding_describe(const nn_module *m, char *buf, size_t size)
     snprintf(buf, size, "%" PRId64 ", %" PRId64, s->num, s->dim);
 }
 
-static const nn_module_type EMBEDDING = {"Embedding", embedding_forward, free,
+static const nn_module_type EMBEDDING = {"Embedding", embedding_forward, ad_free,
                                          embedding_describe};
 
 nn_module *nn_embedding(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng)
@@ -484,7 +484,7 @@ nn_module *nn_embedding(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng)
         rc = ad_set_error("%s: num_embeddings and embedding_dim must be >= 1, got %" PRId64
                           " and %" PRId64, fn, num, dim);
     if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
-    embedding_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    embedding_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &EMBEDDING, s);
     if (!m) return NULL;
     s->num = num;
@@ -536,9 +536,9 @@ static const nn_module_type RELU = {"ReLU", relu_forward, NULL, NULL};
 static const nn_module_type TANH = {"Tanh", tanh_forward, NULL, NULL};
 static const nn_module_type SIGMOID = {"Sigmoid", sigmoid_forward, NULL, NULL};
 static const nn_module_type GELU = {"GELU", gelu_forward, NULL, NULL};
-static const nn_module_type LEAKY_RELU = {"LeakyReLU", leaky_forward, free, leaky_describe};
-static const nn_module_type SOFTMAX = {"Softmax", softmax_forward, free, dim_describe};
-static const nn_module_type LOG_SOFTMAX = {"LogSoftmax", log_softmax_forward, free,
+static const nn_module_type LEAKY_RELU = {"LeakyReLU", leaky_forward, ad_free, leaky_describe};
+static const nn_module_type SOFTMAX = {"Softmax", softmax_forward, ad_free, dim_describe};
+static const nn_module_type LOG_SOFTMAX = {"LogSoftmax", log_softmax_forward, ad_free,
                                            dim_describe};
 
 nn_module *nn_relu(void) { return nn_module_new(&RELU, NULL); }
@@ -551,7 +551,7 @@ nn_module *nn_leaky_relu(double slope)
     int rc = isfinite(slope) ? 0
                              : ad_set_error("nn_leaky_relu: negative_slope must be finite, got %g",
                                             slope);
-    act_state *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+    act_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &LEAKY_RELU, s);
     if (m) s->slope = slope;
     return m;
@@ -559,7 +559,7 @@ nn_module *nn_leaky_relu(double slope)
 
 static nn_module *dim_act(const nn_module_type *type, int dim)
 {
-    act_state *s = calloc(1, sizeof *s);
+    act_state *s = ad_calloc(1, sizeof *s);
     nn_module *m = new_module(0, type, s);
     if (m) s->dim = dim;
     return m;

@@ -10,6 +10,7 @@
 
 #include "data.h"
 #include "internal.h"
+#include "nn_private.h"
 
 enum { SRC_IDX, SRC_TENSOR };
 
@@ -49,8 +50,8 @@ void nn_loader_free(nn_loader *l)
     }
     if (l->own_x) ad_tensor_free(l->x);
     if (l->own_y) ad_tensor_free(l->y);
-    free(l->order);
-    free(l);
+    ad_free(l->order);
+    ad_free(l);
 }
 
 /* The order of an epoch.  Each epoch draws from its own range of the
@@ -115,7 +116,7 @@ static int setup(const char *fn, nn_loader *l, const nn_loader_options *o, int64
         return nn__err(fn, "sample_shape has %lld elements, a stored sample has %lld",
                        (long long)numel, (long long)l->sample_numel);
 
-    l->order = malloc((size_t)l->n * sizeof *l->order);
+    l->order = ad_malloc((size_t)l->n * sizeof *l->order);
     if (!l->order) return nn__err(fn, "out of memory");
     int64_t yfull[AD_MAX_DIMS];
     for (int i = 1; i < yndim; i++) yfull[i] = yshape[i];
@@ -173,7 +174,7 @@ nn_loader *nn_loader_from_idx(const nn_idx *images, const nn_idx *labels,
                     "mean %g, std %g", scale, mean, std);
         return NULL;
     }
-    nn_loader *l = calloc(1, sizeof *l);
+    nn_loader *l = ad_calloc(1, sizeof *l);
     if (!l) {
         nn__err(fn, "out of memory");
         return NULL;
@@ -224,7 +225,7 @@ nn_loader *nn_loader_from_tensors(ad_tensor *x, ad_tensor *y, const nn_loader_op
                 (long long)ad_size(y, 0));
         return NULL;
     }
-    nn_loader *l = calloc(1, sizeof *l);
+    nn_loader *l = ad_calloc(1, sizeof *l);
     if (!l) {
         nn__err(fn, "out of memory");
         return NULL;
@@ -326,7 +327,20 @@ int nn_loader_set_epoch(nn_loader *l, int64_t epoch)
     return 0;
 }
 
-int64_t nn_loader_epoch(const nn_loader *l) { return l ? l->epoch : -1; }
-int64_t nn_loader_num_samples(const nn_loader *l) { return l ? l->n : -1; }
-int64_t nn_loader_num_batches(const nn_loader *l) { return l ? l->nbatches : -1; }
-const int64_t *nn_loader_order(const nn_loader *l) { return l ? l->order : NULL; }
+int64_t nn_loader_epoch(const nn_loader *l)
+{
+    return l ? l->epoch : nn__null_arg("nn_loader_epoch", "l");
+}
+int64_t nn_loader_num_samples(const nn_loader *l)
+{
+    return l ? l->n : nn__null_arg("nn_loader_num_samples", "l");
+}
+int64_t nn_loader_num_batches(const nn_loader *l)
+{
+    return l ? l->nbatches : nn__null_arg("nn_loader_num_batches", "l");
+}
+const int64_t *nn_loader_order(const nn_loader *l)
+{
+    if (!l) nn__null_arg("nn_loader_order", "l");
+    return l ? l->order : NULL;
+}

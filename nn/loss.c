@@ -149,9 +149,9 @@ static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int6
         return NULL;
     }
     ad_tensor *idx = ad_empty(ad_tape_active(), AD_INT64, 2, (int64_t[]){n, 1});
-    double *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!idx || !v || ad_to_array(labels, v) != 0) {
-        free(v);
+        ad_free(v);
         if (!ad_error()) ad_set_error("%s: out of memory", fn);
         return NULL;
     }
@@ -160,12 +160,12 @@ static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int6
         if (!(v[i] >= 0 && v[i] < (double)c)) {
             ad_set_error("%s: label %.0f at position %" PRId64 " is out of range for %" PRId64
                          " classes", fn, v[i], i, c);
-            free(v);
+            ad_free(v);
             return NULL;
         }
         out[i] = (int64_t)v[i];
     }
-    free(v);
+    ad_free(v);
     return idx;
 }
 

@@ -36,16 +36,16 @@ static int vec_push(named_vec *v, const char *name, void *item)
 {
     if (v->n == v->cap) {
         int cap = v->cap ? 2 * v->cap : 4;
-        char **nn = realloc(v->names, (size_t)cap * sizeof *nn);
+        char **nn = ad_realloc(v->names, (size_t)cap * sizeof *nn);
         if (!nn) return -1;
         v->names = nn;
-        void **ni = realloc(v->items, (size_t)cap * sizeof *ni);
+        void **ni = ad_realloc(v->items, (size_t)cap * sizeof *ni);
         if (!ni) return -1;
         v->items = ni;
         v->cap = cap;
     }
     size_t len = strlen(name);
-    char *copy = malloc(len + 1);
+    char *copy = ad_malloc(len + 1);
     if (!copy) return -1;
     memcpy(copy, name, len + 1);
     v->names[v->n] = copy;
@@ -63,9 +63,9 @@ static int vec_find(const named_vec *v, const char *name, size_t len)
 
 static void vec_free_names(named_vec *v)
 {
-    for (int i = 0; i < v->n; i++) free(v->names[i]);
-    free(v->names);
-    free(v->items);
+    for (int i = 0; i < v->n; i++) ad_free(v->names[i]);
+    ad_free(v->names);
+    ad_free(v->items);
 }
 
 /* ---- creation and freeing --------------------------------------------------- */
@@ -77,7 +77,7 @@ nn_module *nn_module_new(const nn_module_type *type, void *state)
         ad_set_error("nn_module_new: type is NULL or lacks a name or forward function");
         return NULL;
     }
-    nn_module *m = calloc(1, sizeof *m);
+    nn_module *m = ad_calloc(1, sizeof *m);
     if (!m) {
         if (type->free_state && state) type->free_state(state);
         ad_set_error("nn_module_new: out of memory");
@@ -99,7 +99,7 @@ void nn_module_free(nn_module *m)
     vec_free_names(&m->params);
     vec_free_names(&m->buffers);
     if (m->type->free_state && m->state) m->type->free_state(m->state);
-    free(m);
+    ad_free(m);
 }
 
 /* Frees a module handed over to us, unless it belongs to a tree already
@@ -109,9 +109,21 @@ static void free_orphan(nn_module *m)
     if (m && !m->parent) nn_module_free(m);
 }
 
-void *nn_module_state(const nn_module *m) { return m ? m->state : NULL; }
-const nn_module_type *nn_module_type_of(const nn_module *m) { return m ? m->type : NULL; }
-const char *nn_module_type_name(const nn_module *m) { return m ? m->type->name : NULL; }
+void *nn_module_state(const nn_module *m)
+{
+    if (!m) nn__null_arg("nn_module_state", "m");
+    return m ? m->state : NULL;
+}
+const nn_module_type *nn_module_type_of(const nn_module *m)
+{
+    if (!m) nn__null_arg("nn_module_type_of", "m");
+    return m ? m->type : NULL;
+}
+const char *nn_module_type_name(const nn_module *m)
+{
+    if (!m) nn__null_arg("nn_module_type_name", "m");
+    return m ? m->type->name : NULL;
+}
 
 /* The path of m from the root ("0.2"), "" for the root. */
 static void module_path(const nn_module *m, const nn_module *root, char *buf, size_t size)
@@ -192,6 +204,15 @@ int nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *t)
     return add_tensor("nn_module_add_buffer", m, name, t, false);
 }
 
+/* "Linear '0.1'" (its type and path in its tree) or "Sequential (a root)". */
+static void module_desc(const nn_module *m, char *buf, size_t size)
+{
+    char path[200];
+    module_path(m, NULL, path, sizeof path);
+    if (*path) snprintf(buf, size, "%s '%s'", m->type->name, path);
+    else snprintf(buf, size, "%s (a root)", m->type->name);
+}
+
 int nn_module_add_child(nn_module *m, const char *name, nn_module *child)
 {
     const char *fn = "nn_module_add_child";
@@ -199,20 +220,32 @@ int nn_module_add_child(nn_module *m, const char *name, nn_module *child)
         if (!m) free_orphan(child);
         return nn__null_arg(fn, m ? "child" : "m");
     }
-    /* A child that already has a parent, or that is m or one of its
-     * ancestors, belongs to a tree that freeing it would break: refuse it
-     * and leave it alone. */
+    /* A child that already belongs to a tree - the child of some module,
+     * or m itself or one of its ancestors (a cycle) - is refused and left
+     * alone: freeing it would free part of a tree that the caller still
+     * holds (for a cycle, m itself). */
+    char cd[240], md[240];
+    module_desc(child, cd, sizeof cd);
+    module_desc(m, md, sizeof md);
+    if (child == m)
+        return ad_set_error("%s: cannot add the %s as child '%s' of itself: that would make a "
+                            "cycle (the module is left as it was)", fn, cd,
+                            name ? name : "(null)");
     if (child->parent)
-        return ad_set_error("%s: the %s already is child '%s' of another module", fn,
-                            child->type->name, child->name);
-    for (const nn_module *p = m; p; p = p->parent)
+        return ad_set_error("%s: the %s already is child '%s' of a %s; a module can have one "
+                            "parent only", fn, cd, child->name, child->parent->type->name);
+    for (const nn_module *p = m->parent; p; p = p->parent)
         if (p == child)
-            return ad_set_error("%s: adding the %s under itself would make a cycle", fn,
-                                child->type->name);
-    if (check_name(fn, m, name) != 0 || vec_push(&m->children, name, child) != 0) {
-        if (!ad_error()) ad_set_error("%s: out of memory", fn);
+            return ad_set_error("%s: the %s is an ancestor of the %s: adding it as child '%s' "
+                                "of it would make a cycle (both are left as they were)", fn, cd,
+                                md, name ? name : "(null)");
+    if (check_name(fn, m, name) != 0) {
         nn_module_free(child);
         return -1;
+    }
+    if (vec_push(&m->children, name, child) != 0) {
+        nn_module_free(child);
+        return ad_set_error("%s: out of memory", fn);
     }
     child->parent = m;
     child->name = m->children.names[m->children.n - 1];
@@ -220,14 +253,29 @@ int nn_module_add_child(nn_module *m, const char *name, nn_module *child)
     return 0;
 }
 
-int nn_num_children(const nn_module *m) { return m ? m->children.n : 0; }
+int nn_num_children(const nn_module *m)
+{
+    return m ? m->children.n : nn__null_arg("nn_num_children", "m");
+}
+
+/* Checks m and i for nn_child and nn_child_name. */
+static bool child_ok(const char *fn, const nn_module *m, int i)
+{
+    if (!m) return nn__null_arg(fn, "m"), false;
+    if (i < 0 || i >= m->children.n) {
+        ad_set_error("%s: child %d out of range: the %s has %d children", fn, i, m->type->name,
+                     m->children.n);
+        return false;
+    }
+    return true;
+}
 nn_module *nn_child(const nn_module *m, int i)
 {
-    return m && i >= 0 && i < m->children.n ? m->children.items[i] : NULL;
+    return child_ok("nn_child", m, i) ? m->children.items[i] : NULL;
 }
 const char *nn_child_name(const nn_module *m, int i)
 {
-    return m && i >= 0 && i < m->children.n ? m->children.names[i] : NULL;
+    return child_ok("nn_child_name", m, i) ? m->children.names[i] : NULL;
 }
 
 /* ---- modes ------------------------------------------------------------------ */
@@ -241,7 +289,11 @@ int nn_train(nn_module *m, bool training)
 }
 
 int nn_eval(nn_module *m) { return m ? nn_train(m, false) : nn__null_arg("nn_eval", "m"); }
-bool nn_is_training(const nn_module *m) { return m && m->training; }
+bool nn_is_training(const nn_module *m)
+{
+    if (!m) nn__null_arg("nn_is_training", "m");
+    return m && m->training;
+}
 
 /* ---- listing parameters and buffers --------------------------------------------- */
 
@@ -259,9 +311,9 @@ static void list_add(lister *ls, const char *prefix, const char *name, ad_tensor
     if (ls->failed) return;
     if (l->n == ls->cap) {
         int cap = ls->cap ? 2 * ls->cap : 8;
-        const char **nn = realloc((void *)l->names, (size_t)cap * sizeof *nn);
+        const char **nn = ad_realloc((void *)l->names, (size_t)cap * sizeof *nn);
         if (nn) l->names = nn;
-        ad_tensor **nt = nn ? realloc(l->tensors, (size_t)cap * sizeof *nt) : NULL;
+        ad_tensor **nt = nn ? ad_realloc(l->tensors, (size_t)cap * sizeof *nt) : NULL;
         if (nt) l->tensors = nt;
         if (!nn || !nt) {
             ls->failed = true;
@@ -270,7 +322,7 @@ static void list_add(lister *ls, const char *prefix, const char *name, ad_tensor
         ls->cap = cap;
     }
     size_t len = strlen(prefix) + strlen(name) + 2;
-    char *full = malloc(len);
+    char *full = ad_malloc(len);
     if (!full) {
         ls->failed = true;
         return;
@@ -291,14 +343,14 @@ static void list_walk(lister *ls, const nn_module *m, const char *prefix, int wh
             list_add(ls, prefix, m->buffers.names[i], m->buffers.items[i]);
     for (int i = 0; i < m->children.n; i++) {
         size_t len = strlen(prefix) + strlen(m->children.names[i]) + 2;
-        char *p = malloc(len);
+        char *p = ad_malloc(len);
         if (!p) {
             ls->failed = true;
             return;
         }
         snprintf(p, len, "%s%s%s", prefix, *prefix ? "." : "", m->children.names[i]);
         list_walk(ls, m->children.items[i], p, what);
-        free(p);
+        ad_free(p);
     }
 }
 
@@ -308,7 +360,7 @@ static nn_named_tensors *list_module(const char *fn, const nn_module *m, int wha
         nn__null_arg(fn, "m");
         return NULL;
     }
-    lister ls = {calloc(1, sizeof(nn_named_tensors)), 0, false};
+    lister ls = {ad_calloc(1, sizeof(nn_named_tensors)), 0, false};
     if (!ls.l) {
         ad_set_error("%s: out of memory", fn);
         return NULL;
@@ -351,7 +403,7 @@ nn_named_tensors *nn_named_tensors_new(int n, const char *const *names, ad_tenso
             ad_set_error("%s: %s %d is NULL", fn, tensors[i] ? "name" : "tensor", i);
             return NULL;
         }
-    lister ls = {calloc(1, sizeof(nn_named_tensors)), 0, false};
+    lister ls = {ad_calloc(1, sizeof(nn_named_tensors)), 0, false};
     if (!ls.l) {
         ad_set_error("%s: out of memory", fn);
         return NULL;
@@ -372,10 +424,10 @@ nn_named_tensors *nn_named_tensors_new(int n, const char *const *names, ad_tenso
 void nn_named_tensors_free(nn_named_tensors *l)
 {
     if (!l) return;
-    for (int i = 0; i < l->n; i++) free((void *)l->names[i]);
-    free((void *)l->names);
-    free(l->tensors);
-    free(l);
+    for (int i = 0; i < l->n; i++) ad_free((void *)l->names[i]);
+    ad_free((void *)l->names);
+    ad_free(l->tensors);
+    ad_free(l);
 }
 
 /* Follows "a.b.c": the module at "a.b" and the last part "c". */
@@ -511,7 +563,7 @@ ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
     if (rec && !rec->failed) {
         if (rec->n == rec->cap) {
             int cap = rec->cap ? 2 * rec->cap : 16;
-            summary_row *r = realloc(rec->rows, (size_t)cap * sizeof *r);
+            summary_row *r = ad_realloc(rec->rows, (size_t)cap * sizeof *r);
             if (r) {
                 rec->rows = r;
                 rec->cap = cap;
@@ -562,6 +614,19 @@ static ad_tensor *sequential_forward(nn_module *m, ad_tensor *x)
 
 static const nn_module_type SEQUENTIAL = {"Sequential", sequential_forward, NULL, NULL};
 
+/* Frees modules[from..n) that nn_sequential was given and did not use,
+ * once each: a module listed twice is freed at its first listing only (an
+ * earlier listing was used, and then its tree owns it or its failure freed
+ * it). */
+static void free_given(nn_module *const *modules, int from, int n)
+{
+    for (int j = from; j < n; j++) {
+        bool seen = false;
+        for (int k = 0; k < j && !seen; k++) seen = modules[k] == modules[j];
+        if (!seen) free_orphan(modules[j]);
+    }
+}
+
 nn_module *nn_sequential(int n, nn_module *const *modules)
 {
     const char *fn = "nn_sequential";
@@ -570,7 +635,7 @@ nn_module *nn_sequential(int n, nn_module *const *modules)
         if (!modules[i]) bad = i;
     nn_module *seq = bad < 0 ? nn_module_new(&SEQUENTIAL, NULL) : NULL;
     if (!seq) {
-        for (int i = 0; n > 0 && modules && i < n; i++) free_orphan(modules[i]);
+        free_given(modules, 0, n > 0 && modules ? n : 0);
         if (n < 0)
             ad_set_error("%s: n must be >= 0, got %d", fn, n);
         else if (bad >= 0 && !ad_error())
@@ -579,7 +644,7 @@ nn_module *nn_sequential(int n, nn_module *const *modules)
     }
     for (int i = 0; i < n; i++)
         if (nn_sequential_append(seq, modules[i]) != 0) {
-            for (int j = i + 1; j < n; j++) free_orphan(modules[j]);
+            free_given(modules, i + 1, n);
             nn_module_free(seq);
             return NULL;
         }
@@ -594,7 +659,10 @@ int nn_sequential_append(nn_module *seq, nn_module *m)
         return nn__null_arg(fn, seq ? "m" : "seq");
     }
     if (seq->type != &SEQUENTIAL) {
-        free_orphan(m);
+        /* as nn_module_add_child: m itself or an ancestor of it stays */
+        bool in_tree = false;
+        for (const nn_module *p = seq; p && !in_tree; p = p->parent) in_tree = p == m;
+        if (!in_tree) free_orphan(m);
         return ad_set_error("%s: seq is a %s, not a Sequential", fn, seq->type->name);
     }
     char name[24];
@@ -708,7 +776,7 @@ int nn_summary(nn_module *m, int ndim, const int64_t *input_shape, FILE *out)
     if (summary_hook || fwd_depth > 0)
         return ad_set_error("%s: cannot run inside a forward pass or another summary", fn);
     int nmod = count_modules(m), k = 0;
-    bool *modes = malloc((size_t)nmod * sizeof *modes);
+    bool *modes = ad_malloc((size_t)nmod * sizeof *modes);
     if (!modes) return ad_set_error("%s: out of memory", fn);
     collect_modes(m, modes, &k, false);
     /* Eval mode and no grad: the dummy pass must not update BatchNorm's
@@ -734,12 +802,12 @@ int nn_summary(nn_module *m, int ndim, const int64_t *input_shape, FILE *out)
     ad_set_grad_enabled(grad);
     k = 0;
     collect_modes(m, modes, &k, true);
-    free(modes);
+    ad_free(modes);
     int rc = -1;
     if (y && rec.failed)
         ad_set_error("%s: out of memory", fn);
     else if (y)
         rc = print_summary(m, &rec, ndim, input_shape, dt, out);
-    free(rec.rows);
+    ad_free(rec.rows);
     return rc;
 }

@@ -26,6 +26,9 @@
  *   - Functions that take a module or tensor to own (nn_sequential,
  *     nn_sequential_append, nn_module_add_child, nn_module_add_parameter,
  *     nn_module_add_buffer) take it in every case: on failure they free it.
+ *     The one exception is a module that already belongs to a tree (a
+ *     child of some module, or for nn_module_add_child m itself or an
+ *     ancestor of m): it stays with its tree, untouched.
  *     So nested constructors need one check at the end, as above: a NULL
  *     from an inner constructor makes the outer one fail (keeping the
  *     inner message) and nothing leaks.
@@ -78,6 +81,7 @@ ad_tensor *nn_forward(nn_module *m, ad_tensor *x);
  * NULL. */
 int nn_train(nn_module *m, bool training);
 int nn_eval(nn_module *m);
+/* The mode; false with an error for NULL. */
 bool nn_is_training(const nn_module *m);
 
 /* Frees m, its parameters, buffers and children.  NULL is ignored.  Do not
@@ -128,13 +132,17 @@ int64_t nn_num_parameters(const nn_module *m);
 
 /* ---- inspection ------------------------------------------------------------------ */
 
-/* The module's type name: "Linear", "Sequential", ... */
+/* The module's type name: "Linear", "Sequential", ...; NULL with an error
+ * for NULL. */
 const char *nn_module_type_name(const nn_module *m);
 /* A one-line description, e.g. "Linear(784, 256)" or "Conv2d(1, 32,
  * kernel=3x3, stride=1, padding=1)", into buf (always terminated). */
 void nn_module_describe(const nn_module *m, char *buf, size_t size);
+/* The number of direct children; -1 with an error for NULL. */
 int nn_num_children(const nn_module *m);
-/* Child i (0-based) and its name; NULL when out of range. */
+/* Child i (0-based) and its name; NULL with an error when m is NULL or i
+ * is out of range ("child 5 out of range: the Sequential has 3
+ * children"). */
 nn_module *nn_child(const nn_module *m, int i);
 const char *nn_child_name(const nn_module *m, int i);
 /* Prints the tree as PyTorch's repr does, one module per line, indented. */
@@ -232,7 +240,9 @@ nn_module *nn_sequential(int n, nn_module *const *modules);
     nn_sequential((int)(sizeof((nn_module *[]){__VA_ARGS__}) / sizeof(nn_module *)), \
                   (nn_module *[]){__VA_ARGS__})
 /* Appends m as the next child of seq (named by its position).  Takes
- * ownership of m (freed on failure).  Error when seq is not a Sequential. */
+ * ownership of m (freed on failure, with nn_module_add_child's exception
+ * for a module that already belongs to a tree).  Error when seq is not a
+ * Sequential. */
 int nn_sequential_append(nn_module *seq, nn_module *m);
 
 /* ---- your own modules -------------------------------------------------------------
@@ -263,6 +273,8 @@ typedef struct nn_module_type {
 /* A new module of that type in training mode, owning state (freed with
  * type->free_state, also when this call fails).  type must outlive it. */
 nn_module *nn_module_new(const nn_module_type *type, void *state);
+/* The state given to nn_module_new (NULL for a module made without one,
+ * which is not an error), and the type; NULL with an error for m NULL. */
 void *nn_module_state(const nn_module *m);
 const nn_module_type *nn_module_type_of(const nn_module *m);
 /* Registers a persistent floating tensor as parameter `name` (no '.' in it,
@@ -272,8 +284,16 @@ const nn_module_type *nn_module_type_of(const nn_module *m);
 int nn_module_add_parameter(nn_module *m, const char *name, ad_tensor *t);
 /* Same for a buffer (any dtype; not trained, not requiring grad). */
 int nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *t);
-/* Makes child a child of m called name (unique, no '.').  m owns it; the
- * child is freed on failure.  A module can have one parent only. */
+/* Makes child a child of m called name (unique, no '.').  m owns it from
+ * then on.  A module can have one parent only.
+ * On failure the child is freed (a bad name, out of memory), except when it
+ * already belongs to a tree: when it is already the child of some module
+ * (its tree owns it), or when it is m itself or one of m's ancestors - a
+ * cycle, refused with an error naming both modules ("cannot add the
+ * Sequential (a root) as child 'x' of itself", "the Sequential (a root) is
+ * an ancestor of the Linear '0'").  Such a child is left exactly as it
+ * was, since freeing it would free part of a tree the caller still holds
+ * (for a cycle, m itself): free the tree's root as usual, once. */
 int nn_module_add_child(nn_module *m, const char *name, nn_module *child);
 
 #ifdef __cplusplus

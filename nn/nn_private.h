@@ -3,6 +3,7 @@
 #ifndef NN_NN_PRIVATE_H
 #define NN_NN_PRIVATE_H
 
+#include <autodiff/alloc.h>
 #include <autodiff/autodiff.h>
 #include <stdbool.h>
 

@@ -56,13 +56,13 @@ void nn_optim_free(nn_optim *o)
 {
     if (!o) return;
     for (int i = 0; i < o->n; i++) {
-        free(o->ps[i].name);
+        ad_free(o->ps[i].name);
         for (int k = 0; k < NSLOTS; k++) ad_tensor_free(o->ps[i].s[k]);
         ad_tensor_free(o->ps[i].step);
     }
-    free(o->ps);
+    ad_free(o->ps);
     ad_tensor_free(o->step);
-    free(o);
+    ad_free(o);
 }
 
 /* ---- hyper-parameter checks ------------------------------------------------------ */
@@ -121,10 +121,10 @@ static nn_optim *optim_new(const char *fn, optim_kind kind, const nn_named_tenso
                 return NULL;
             }
     }
-    nn_optim *o = calloc(1, sizeof *o);
-    if (o) o->ps = calloc((size_t)(params->n > 0 ? params->n : 1), sizeof *o->ps);
+    nn_optim *o = ad_calloc(1, sizeof *o);
+    if (o) o->ps = ad_calloc((size_t)(params->n > 0 ? params->n : 1), sizeof *o->ps);
     if (!o || !o->ps) {
-        free(o);
+        ad_free(o);
         ad_set_error("%s: out of memory", fn);
         return NULL;
     }
@@ -136,7 +136,7 @@ static nn_optim *optim_new(const char *fn, optim_kind kind, const nn_named_tenso
         o->n = i + 1;
         ad_tensor *p = params->tensors[i];
         s->p = p;
-        s->name = malloc(strlen(params->names[i]) + 1);
+        s->name = ad_malloc(strlen(params->names[i]) + 1);
         ok = s->name != NULL;
         if (ok) strcpy(s->name, params->names[i]);
         for (int k = 0; ok && k < NSLOTS; k++)
@@ -365,7 +365,11 @@ int nn_optim_zero_grad(nn_optim *o)
     return 0;
 }
 
-double nn_optim_get_lr(const nn_optim *o) { return o ? o->lr : NAN; }
+double nn_optim_get_lr(const nn_optim *o)
+{
+    if (!o) nn__null_arg("nn_optim_get_lr", "opt");
+    return o ? o->lr : NAN;
+}
 
 int nn_optim_set_lr(nn_optim *o, double lr)
 {
@@ -375,7 +379,11 @@ int nn_optim_set_lr(nn_optim *o, double lr)
     return 0;
 }
 
-const char *nn_optim_name(const nn_optim *o) { return o ? KIND_NAME[o->kind] : NULL; }
+const char *nn_optim_name(const nn_optim *o)
+{
+    if (!o) nn__null_arg("nn_optim_name", "opt");
+    return o ? KIND_NAME[o->kind] : NULL;
+}
 
 int64_t nn_optim_steps(const nn_optim *o)
 {
@@ -391,8 +399,8 @@ nn_named_tensors *nn_optim_state(const nn_optim *o)
         return NULL;
     }
     int cap = 1 + o->n * (NSLOTS + 1), n = 0;
-    ad_tensor **t = malloc((size_t)cap * sizeof *t);
-    char **names = malloc((size_t)cap * sizeof *names);
+    ad_tensor **t = ad_malloc((size_t)cap * sizeof *t);
+    char **names = ad_malloc((size_t)cap * sizeof *names);
     bool ok = t && names;
     if (ok) {
         t[n] = o->step;
@@ -406,7 +414,7 @@ nn_named_tensors *nn_optim_state(const nn_optim *o)
             if (!x) continue;
             const char *suffix = k < NSLOTS ? SLOT_NAME[o->kind][k] : "step";
             size_t len = strlen(s->name) + strlen(suffix) + 2;
-            names[n] = malloc(len);
+            names[n] = ad_malloc(len);
             if (!(ok = names[n] != NULL)) break;
             snprintf(names[n], len, "%s.%s", s->name, suffix);
             t[n++] = x;
@@ -414,9 +422,9 @@ nn_named_tensors *nn_optim_state(const nn_optim *o)
     }
     nn_named_tensors *l = ok ? nn_named_tensors_new(n, (const char *const *)names, t) : NULL;
     if (!ok) ad_set_error("%s: out of memory", fn);
-    for (int i = 1; names && i < n; i++) free(names[i]);
-    free(names);
-    free(t);
+    for (int i = 1; names && i < n; i++) ad_free(names[i]);
+    ad_free(names);
+    ad_free(t);
     return l;
 }
 

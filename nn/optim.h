@@ -130,10 +130,11 @@ int nn_optim_step(nn_optim *opt);
  * accumulate), which zeroes the gradients in place. */
 int nn_optim_zero_grad(nn_optim *opt);
 /* The learning rate used by the next step, and setting it (for schedules).
- * get returns NAN for NULL; set fails for a negative or non-finite lr. */
+ * get returns NAN with an error for NULL; set fails for a negative or
+ * non-finite lr. */
 double nn_optim_get_lr(const nn_optim *opt);
 int nn_optim_set_lr(nn_optim *opt, double lr);
-/* "SGD", "Adam", "AdamW", "RMSprop". */
+/* "SGD", "Adam", "AdamW", "RMSprop"; NULL with an error for NULL. */
 const char *nn_optim_name(const nn_optim *opt);
 /* Number of nn_optim_step calls so far (the "step" state), -1 for NULL. */
 int64_t nn_optim_steps(const nn_optim *opt);

@@ -142,12 +142,12 @@ static int jp_string(jp *p, char **out)
     size_t end = p->i; /* find the closing quote first: the decoded text is no longer */
     while (end < p->n && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
     if (end >= p->n) return jp_err(p, "unterminated string");
-    char *o = malloc(end - p->i + 1), *w = o;
+    char *o = ad_malloc(end - p->i + 1), *w = o;
     if (!o) return nn__err(p->fn, "out of memory");
     while (p->i < end) {
         unsigned c = p->s[p->i];
         if (c < 0x20) {
-            free(o);
+            ad_free(o);
             return jp_err(p, "control character 0x%02x in a string", c);
         }
         if (c != '\\') {
@@ -163,20 +163,20 @@ static int jp_string(jp *p, char **out)
         }
         uint32_t cp, lo;
         if (e != 'u' || p->i + 6 > end || hex4(p->s + p->i + 2, &cp)) {
-            free(o);
+            ad_free(o);
             return jp_err(p, "invalid escape in a string");
         }
         p->i += 6;
         if (cp >= 0xD800 && cp <= 0xDBFF) { /* a surrogate pair: \uD83D\uDE00 */
             if (p->i + 6 > end || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' ||
                 hex4(p->s + p->i + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
-                free(o);
+                ad_free(o);
                 return jp_err(p, "unpaired surrogate \\u%04X in a string", cp);
             }
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             p->i += 6;
         } else if ((cp >= 0xDC00 && cp <= 0xDFFF) || cp == 0) {
-            free(o);
+            ad_free(o);
             return jp_err(p, cp ? "unpaired surrogate in a string" : "\\u0000 in a string");
         }
         if (cp < 0x80) {
@@ -239,9 +239,9 @@ static int jp_uint_array(jp *p, uint64_t *out, int max, int *count)
 static int push_meta(nn_safetensors_info *info, char *k, char *v)
 {
     size_t n = (size_t)info->n_metadata + 1;
-    char **keys = realloc(info->metadata_keys, n * sizeof *keys);
+    char **keys = ad_realloc(info->metadata_keys, n * sizeof *keys);
     if (keys) info->metadata_keys = keys;
-    char **vals = keys ? realloc(info->metadata_values, n * sizeof *vals) : NULL;
+    char **vals = keys ? ad_realloc(info->metadata_values, n * sizeof *vals) : NULL;
     if (vals) info->metadata_values = vals;
     if (!keys || !vals) return -1;
     keys[n - 1] = k;
@@ -273,8 +273,8 @@ static int jp_map(jp *p, nn_safetensors_info *info)
         if (rc == 0) rc = jp_string(p, &v);
         if (rc == 0 && push_meta(info, k, v)) rc = nn__err(p->fn, "out of memory");
         if (rc != 0) {
-            free(k);
-            free(v);
+            ad_free(k);
+            ad_free(v);
             return -1;
         }
         int r = jp_next(p, '}');
@@ -297,10 +297,10 @@ static int jp_entry(jp *p, nn_safetensors_entry *e)
         if (which < 0 || seen[which]) {
             jp_err(p, which < 0 ? "unknown key '%.40s' in entry '%.60s'"
                                 : "key '%.40s' twice in entry '%.60s'", k, e->name);
-            free(k);
+            ad_free(k);
             return -1;
         }
-        free(k);
+        ad_free(k);
         seen[which] = true;
         if (jp_expect(p, ':')) return -1;
         uint64_t v[AD_MAX_DIMS];
@@ -311,7 +311,7 @@ static int jp_entry(jp *p, nn_safetensors_entry *e)
             bool known = nn__st_dtype_size(d) > 0;
             if (known) strcpy(e->dtype, d);
             else jp_err(p, "entry '%.60s' has unknown dtype '%.20s'", e->name, d);
-            free(d);
+            ad_free(d);
             if (!known) return -1;
         } else if (which == 1) {
             if (jp_uint_array(p, v, AD_MAX_DIMS, &count)) return -1;
@@ -346,20 +346,20 @@ static int jp_header(jp *p, nn_safetensors_info *info)
             char *k;
             if (jp_string(p, &k)) return -1;
             if (jp_expect(p, ':')) {
-                free(k);
+                ad_free(k);
                 return -1;
             }
             if (strcmp(k, "__metadata__") == 0) {
-                free(k);
+                ad_free(k);
                 if (meta) return jp_err(p, "__metadata__ appears twice");
                 meta = true;
                 if (jp_map(p, info)) return -1;
             } else {
                 if (info->n == cap) {
                     cap = cap ? 2 * cap : 16;
-                    void *e = realloc(info->entries, (size_t)cap * sizeof *info->entries);
+                    void *e = ad_realloc(info->entries, (size_t)cap * sizeof *info->entries);
                     if (!e) {
-                        free(k);
+                        ad_free(k);
                         return nn__err(p->fn, "out of memory");
                     }
                     info->entries = e;

@@ -64,7 +64,7 @@ nn_progress *nn_progress_new(FILE *out, const nn_progress_options *opts)
                      o.width, o.lines_every);
         return NULL;
     }
-    nn_progress *p = calloc(1, sizeof *p);
+    nn_progress *p = ad_calloc(1, sizeof *p);
     if (!p) {
         ad_set_error("%s: out of memory", fn);
         return NULL;
@@ -80,7 +80,7 @@ nn_progress *nn_progress_new(FILE *out, const nn_progress_options *opts)
     return p;
 }
 
-void nn_progress_free(nn_progress *p) { free(p); }
+void nn_progress_free(nn_progress *p) { ad_free(p); }
 
 int nn_progress_begin(nn_progress *p, int64_t epoch, int64_t nepochs, int64_t nbatches)
 {
@@ -101,9 +101,18 @@ int nn_progress_begin(nn_progress *p, int64_t epoch, int64_t nepochs, int64_t nb
     return 0;
 }
 
+/* The mean loss so far, NAN before any sample (no error: for printing). */
+static double mean_loss(const nn_progress *p)
+{
+    return p->samples > 0 ? p->loss_sum / (double)p->samples : NAN;
+}
+
 double nn_progress_mean_loss(const nn_progress *p)
 {
-    return p && p->samples > 0 ? p->loss_sum / (double)p->samples : NAN;
+    if (!p) return nn__null_arg("nn_progress_mean_loss", "p"), NAN;
+    if (p->samples <= 0)
+        return ad_set_error("nn_progress_mean_loss: no samples counted in this epoch yet"), NAN;
+    return p->loss_sum / (double)p->samples;
 }
 
 /* "epoch 2/10 [=====>    ] 450/938 loss 0.4123 8123 samples/s ETA 0:04" */
@@ -125,7 +134,7 @@ static int format_line(const nn_progress *p, char *buf, size_t size, bool with_b
     char t[32];
     fmt_time(eta, t, sizeof t);
     n += snprintf(buf + n, size - (size_t)n, " %" PRId64 "/%" PRId64 " loss %.4f %.0f samples/s ETA %s",
-                  p->batch, p->nbatches, nn_progress_mean_loss(p), rate, t);
+                  p->batch, p->nbatches, mean_loss(p), rate, t);
     return n;
 }
 
@@ -183,7 +192,7 @@ int nn_progress_end(nn_progress *p, const char *fmt, ...)
         snprintf(head, sizeof head, "epoch %" PRId64, p->epoch);
     char line[512];
     int len = snprintf(line, sizeof line, "%s done: loss %.4f, %.0f samples/s, %s%s%s", head,
-                       nn_progress_mean_loss(p), el > 0 ? (double)p->samples / el : 0, t,
+                       mean_loss(p), el > 0 ? (double)p->samples / el : 0, t,
                        *note ? " | " : "", note);
     if (p->redraw)
         fprintf(p->out, "\r%s%*s\n", line, p->last_len > len ? p->last_len - len : 0, "");
@@ -202,10 +211,10 @@ nn_confusion *nn_confusion_new(int64_t c)
         ad_set_error("nn_confusion_new: num_classes must be 1..100000, got %" PRId64, c);
         return NULL;
     }
-    nn_confusion *cm = calloc(1, sizeof *cm);
-    if (cm) cm->counts = calloc((size_t)(c * c), sizeof *cm->counts);
+    nn_confusion *cm = ad_calloc(1, sizeof *cm);
+    if (cm) cm->counts = ad_calloc((size_t)(c * c), sizeof *cm->counts);
     if (!cm || !cm->counts) {
-        free(cm);
+        ad_free(cm);
         ad_set_error("nn_confusion_new: out of memory for %" PRId64 " classes", c);
         return NULL;
     }
@@ -216,8 +225,8 @@ nn_confusion *nn_confusion_new(int64_t c)
 void nn_confusion_free(nn_confusion *cm)
 {
     if (!cm) return;
-    free(cm->counts);
-    free(cm);
+    ad_free(cm->counts);
+    ad_free(cm);
 }
 
 void nn_confusion_reset(nn_confusion *cm)
@@ -296,17 +305,35 @@ int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels)
     return 0;
 }
 
+/* Recall of class c (in range), NAN for an empty row (no error: for
+ * printing). */
+static double recall(const nn_confusion *cm, int64_t c)
+{
+    int64_t row = 0;
+    for (int64_t k = 0; k < cm->num_classes; k++) row += cm->counts[c * cm->num_classes + k];
+    return row > 0 ? (double)cm->counts[c * cm->num_classes + c] / (double)row : NAN;
+}
+
 double nn_confusion_accuracy(const nn_confusion *cm)
 {
-    return cm && cm->total > 0 ? (double)cm->correct / (double)cm->total : NAN;
+    if (!cm) return nn__null_arg("nn_confusion_accuracy", "cm"), NAN;
+    if (cm->total <= 0)
+        return ad_set_error("nn_confusion_accuracy: nothing counted yet"), NAN;
+    return (double)cm->correct / (double)cm->total;
 }
 
 double nn_confusion_recall(const nn_confusion *cm, int64_t c)
 {
-    if (!cm || c < 0 || c >= cm->num_classes) return NAN;
+    static const char *fn = "nn_confusion_recall";
+    if (!cm) return nn__null_arg(fn, "cm"), NAN;
+    if (c < 0 || c >= cm->num_classes)
+        return ad_set_error("%s: class %lld out of range [0, %lld)", fn, (long long)c,
+                            (long long)cm->num_classes), NAN;
     int64_t row = 0;
     for (int64_t k = 0; k < cm->num_classes; k++) row += cm->counts[c * cm->num_classes + k];
-    return row > 0 ? (double)cm->counts[c * cm->num_classes + c] / (double)row : NAN;
+    if (row == 0)
+        return ad_set_error("%s: no samples of class %lld counted yet", fn, (long long)c), NAN;
+    return (double)cm->counts[c * cm->num_classes + c] / (double)row;
 }
 
 int nn_confusion_print(const nn_confusion *cm, const char *const *names, FILE *out)
@@ -334,13 +361,14 @@ int nn_confusion_print(const nn_confusion *cm, const char *const *names, FILE *o
         else
             fprintf(out, "%-*" PRId64, lw, t);
         for (int64_t k = 0; k < c; k++) fprintf(out, " %*" PRId64, w - 1, cm->counts[t * c + k]);
-        double r = nn_confusion_recall(cm, t);
+        double r = recall(cm, t);
         if (isnan(r))
             fprintf(out, " %8s\n", "-");
         else
             fprintf(out, " %7.2f%%\n", 100 * r);
     }
-    fprintf(out, "accuracy %.2f%% (%" PRId64 "/%" PRId64 ")\n", 100 * nn_confusion_accuracy(cm),
+    fprintf(out, "accuracy %.2f%% (%" PRId64 "/%" PRId64 ")\n",
+            cm->total > 0 ? 100.0 * (double)cm->correct / (double)cm->total : NAN,
             cm->correct, cm->total);
     return ferror(out) ? ad_set_error("%s: write error", fn) : 0;
 }

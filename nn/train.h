@@ -67,7 +67,8 @@ int nn_progress_end(nn_progress *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* The running mean loss of the current epoch (NAN before any update). */
+/* The running mean loss of the current epoch; NAN with an error before any
+ * update or for NULL. */
 double nn_progress_mean_loss(const nn_progress *p);
 void nn_progress_free(nn_progress *p);
 
@@ -92,9 +93,11 @@ void nn_confusion_reset(nn_confusion *cm);
  * the matrix's class count) against labels int64 [N].  Errors: shapes,
  * dtypes, a label outside [0, C) (nothing is counted then). */
 int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels);
-/* correct / total, NAN when nothing was counted. */
+/* correct / total; NAN with an error when nothing was counted or cm is
+ * NULL. */
 double nn_confusion_accuracy(const nn_confusion *cm);
-/* Recall of class c: counts[c][c] / (row c's total), NAN when empty. */
+/* Recall of class c: counts[c][c] / (row c's total); NAN with an error
+ * when that row is empty, c is out of range or cm is NULL. */
 double nn_confusion_recall(const nn_confusion *cm, int64_t c);
 /* The matrix as a table with a header row of predicted classes, one row
  * per true class, and its recall; class_names may be NULL (indices are

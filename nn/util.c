@@ -24,15 +24,15 @@ void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
 double nn__sum_sq(const ad_tensor *t)
 {
     int64_t n = ad_numel(t);
-    double *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!v) return ad_set_error("nn: out of memory for %lld elements", (long long)n);
     if (ad_to_array(t, v) != 0) {
-        free(v);
+        ad_free(v);
         return -1;
     }
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += v[i] * v[i];
-    free(v);
+    ad_free(v);
     return s;
 }
 

@@ -132,7 +132,7 @@ START_TEST(initialiser_statistics)
     ck_assert_error_rc(nn_init_xavier_normal(cw, -1, &rng), "gain must be finite and >= 0");
     ad_tensor *ints = ad_zeros(NULL, AD_INT64, 2, (int64_t[]){2, 2});
     ck_assert_error_rc(nn_init_zeros(ints), "t must be float32 or float64, got int64");
-    ck_assert_error_rc(nn_init_ones(NULL), "nn_init_constant: argument 't' is NULL");
+    ck_assert_error_rc(nn_init_ones(NULL), "nn_init_ones: argument 't' is NULL");
     ad_tensor_free(ints);
     ad_tensor_free(vec);
     ad_tensor_free(cw);
