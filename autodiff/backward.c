@@ -36,6 +36,28 @@ static void add_into(ad_tensor *acc, const ad_tensor *g)
     ad__map2(acc, acc, g, f_add);
 }
 
+/* The values n's rule reads must be those the forward used: an in-place
+ * write since recording (a new batch loaded into the input, an optimiser
+ * step before backward) would make the gradient silently wrong.  Every
+ * input and the output are checked, whether or not this op's rule reads
+ * them: a recorded value changed in place is wrong for everything computed
+ * from it, and the write itself is not on the tape. */
+static int check_saved(const char *fn, const ad_node *n)
+{
+    for (int k = 0; k <= n->nin; k++) {
+        bool out = k == n->nin;
+        const ad_tensor *x = out ? n->out : n->in[k];
+        if (!x || x->storage->version == n->ver[k]) continue;
+        char what[32];
+        if (out) snprintf(what, sizeof what, "the output");
+        else snprintf(what, sizeof what, "input %d", k);
+        return ad__err(fn, "%s of ad_%s, saved for backward, was modified in place (version "
+                           "%u, now %u); record the computation again after changing it",
+                       what, n->op->name, n->ver[k], x->storage->version);
+    }
+    return 0;
+}
+
 static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
 {
     grad_fixup *f = ad__arena_alloc(t, sizeof *f);
@@ -63,6 +85,7 @@ static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool creat
      * recorded on it, so it is replaced instead. */
     if (old && leaf->owns_grad) {
         add_into(old, g);
+        ad__bump(old);
         return 0;
     }
     ad_tensor *buf = ad__alloc(BW, leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
@@ -100,8 +123,9 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     if (ad__check_arg(fn, "out", out, true)) return -1;
     if (!out->requires_grad)
         return ad__err(fn, "tensor does not require grad: nothing recorded leads to it");
-    if (gout) {
-        if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
+    bool has_gout;
+    if (ad__check_opt(fn, "grad_output", gout, true, &has_gout)) return -1;
+    if (has_gout) {
         if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
             char a[160], b[160];
             ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
@@ -169,7 +193,7 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
             ad__err(fn, "op '%s' is not differentiable", n->op->name);
             goto clear;
         }
-        if (n->op->backward(n, g, gin)) goto clear;
+        if (check_saved(fn, n) || n->op->backward(n, g, gin)) goto clear;
         if (ad__tracing()) {
             ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
                                  n->in, n->out, g, gin};

@@ -2,14 +2,26 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "tape_impl.h"
 
 static _Thread_local char err_buf[512];
 static _Thread_local bool err_set;
+/* Set by every failure, cleared once the message is read or cleared: a NULL
+ * optional argument passed meanwhile is that failure propagating. */
+static _Thread_local bool err_unread;
 
-const char *ad_error(void) { return err_set ? err_buf : NULL; }
+const char *ad_error(void)
+{
+    err_unread = false;
+    return err_set ? err_buf : NULL;
+}
 
-void ad_clear_error(void) { err_set = false; err_buf[0] = '\0'; }
+void ad_clear_error(void)
+{
+    err_set = false;
+    err_unread = false;
+    err_buf[0] = '\0';
+}
 
 bool ad__has_error(void) { return err_set; }
 
@@ -26,6 +38,7 @@ int ad_set_error(const char *fmt, ...)
     if (n < 0) snprintf(msg, sizeof msg, "ad_set_error: cannot format '%s'", fmt);
     memcpy(err_buf, msg, sizeof err_buf);
     err_set = true;
+    err_unread = true;
     return -1;
 }
 
@@ -38,6 +51,7 @@ int ad__err(const char *fn, const char *fmt, ...)
     vsnprintf(err_buf + n, sizeof err_buf - (size_t)n, fmt, ap);
     va_end(ap);
     err_set = true;
+    err_unread = true;
     return -1;
 }
 
@@ -49,13 +63,36 @@ int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool flo
         if (err_set) return -1;
         return ad__err(fn, "argument '%s' is NULL", name);
     }
-    if (t->magic != AD_TENSOR_MAGIC)
-        return ad__err(fn, "argument '%s' is not a live tensor (freed, or its tape was reset)",
-                       name);
+    /* The common case in two loads: a live header whose stamp is its
+     * tape's current one, or a persistent tensor not freed. */
+    if (t->magic != AD_TENSOR_MAGIC || (t->tape ? t->stamp != t->tape->gen : t->released)) {
+        const char *why = ad__handle_problem(t);
+        if (why) return ad__err(fn, "argument '%s' %s", name, why);
+    }
     if (float_only && !ad__is_float(t->dtype))
         return ad__err(fn, "argument '%s' must be float32 or float64, got %s", name,
                        ad_dtype_name(t->dtype));
     return 0;
+}
+
+int ad__check_opt(const char *fn, const char *name, const ad_tensor *t, bool float_only,
+                  bool *present)
+{
+    *present = t != NULL;
+    if (t) return ad__check_arg(fn, name, t, float_only);
+    if (!err_unread) return 0;
+    /* The pending message is the real cause; say how this call saw it. */
+    char cause[sizeof err_buf];
+    memcpy(cause, err_buf, sizeof cause);
+    return ad__err(fn, "argument '%s' is NULL right after a failed call (%s); pass NULL "
+                       "for 'none' only once that failure was handled (ad_error() read, "
+                       "or ad_clear_error())", name, cause);
+}
+
+int ad_check_optional(const char *fn, const char *name, const ad_tensor *t)
+{
+    bool present;
+    return ad__check_opt(fn ? fn : "ad_check_optional", name ? name : "t", t, false, &present);
 }
 
 int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b)

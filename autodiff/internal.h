@@ -13,6 +13,8 @@
 
 #define AD_TENSOR_MAGIC 0x7e9503a1u
 #define AD_DEAD_MAGIC 0xdeadbeefu
+#define AD_TAPE_MAGIC 0x7a9e0c11u
+#define AD_DEAD_TAPE_MAGIC 0x7a9edeadu
 
 /* Storage: a buffer shared by every view of it.  Arena storage belongs to a
  * tape and is never counted; heap storage is freed when refs drops to 0.
@@ -23,6 +25,11 @@ typedef struct ad_storage {
     void *data;
     size_t nbytes;
     atomic_long refs;
+    /* Bumped by every write through the API (ad_fill, ad_copy_into, ad_set,
+     * ad_mark_modified, in-place gradient accumulation).  Shared by all
+     * views, so a write through one view is seen by ops that saved another.
+     * A recorded op notes its inputs' versions; backward compares. */
+    uint32_t version;
     bool in_arena;
 } ad_storage;
 
@@ -42,6 +49,15 @@ struct ad_tensor {
     ad_tensor *adj;  /* adjoint while a backward pass runs */
     bool requires_grad;
     bool owns_grad; /* grad is a buffer the library made for this leaf */
+    /* Lifetimes (see tape.c, "handles").  A tape tensor is valid while its
+     * stamp is one its tape still accepts; a carried tensor (ad_detach)
+     * also through the next reset.  A persistent tensor counts references:
+     * one for its owner and one per tape that recorded an op reading it, so
+     * ad_tensor_free before backward or reset only marks it released. */
+    bool carried;
+    bool released;
+    uint64_t stamp;
+    atomic_int hrefs;
     char *label;
 };
 
@@ -76,6 +92,7 @@ struct ad_node {
     int64_t ip[AD_NODE_IPARAMS]; /* integer parameters: axes, extents, flags */
     double fp[4];                /* real parameters */
     ad_tensor *saved[2];         /* extra tensors the rule needs */
+    uint32_t *ver; /* storage versions of in[0..nin) and, at [nin], of out */
     size_t seq;                  /* position on the tape */
     unsigned mark;               /* reachability epoch of a backward pass */
     bool freed;                  /* backward ran without AD_RETAIN_GRAPH */
@@ -102,6 +119,20 @@ bool ad__has_error(void);
  * floating dtype.  On failure sets an error naming fn and argument name,
  * keeping an earlier pending error when t is NULL (a failed inner call). */
 int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only);
+/* The same for an optional argument, where NULL means "none": *present says
+ * which.  A NULL passed while an earlier failure's message is still unread
+ * (neither ad_error() nor ad_clear_error() called since) is that failure
+ * propagating, not "none", and is reported as such. */
+int ad__check_opt(const char *fn, const char *name, const ad_tensor *t, bool float_only,
+                  bool *present);
+/* Why a tensor handle cannot be used: NULL when it can, else a sentence
+ * naming what happened and what to do (tape.c). */
+const char *ad__handle_problem(const ad_tensor *t);
+/* Validates a tape argument (non-NULL, not freed). */
+int ad__check_tape(const char *fn, const ad_tape *tape);
+bool ad__tape_alive(const ad_tape *tape);
+/* A fresh stamp from the process-wide counter (never 0). */
+uint64_t ad__next_gen(void);
 int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b);
 /* Normalises a possibly negative axis for a tensor of ndim dims. */
 int ad__axis(const char *fn, int axis, int ndim, int *out);
@@ -117,6 +148,16 @@ void *ad__malloc(size_t n);
 void *ad__calloc(size_t n, size_t size);
 void *ad__realloc(void *p, size_t n);
 void ad__free(void *p);
+/* A tensor header for tape (see tape.c: headers live in slabs that are
+ * never returned to the system, so a stale handle is always readable). */
+ad_tensor *ad__tape_header(ad_tape *tape);
+/* A persistent tensor's references: the tape holds every persistent input
+ * of a recorded op until reset, so freeing it before backward is safe. */
+int ad__tape_hold_tensor(ad_tape *tape, ad_tensor *t);
+void ad__tensor_unref(ad_tensor *t);
+void ad__tensor_destroy(ad_tensor *t);
+/* Records that t's values were changed in place. */
+static inline void ad__bump(ad_tensor *t) { t->storage->version++; }
 /* 64-byte aligned memory from the tape's arena, valid until reset/free. */
 void *ad__arena_alloc(ad_tape *tape, size_t n);
 /* Copies a string onto the arena (tape) or the heap (tape == NULL). */

@@ -5,7 +5,7 @@
 
 int ad_tape_set_replayable(ad_tape *t, bool on)
 {
-    if (!t) return ad__err("ad_tape_set_replayable", "tape is NULL");
+    if (ad__check_tape("ad_tape_set_replayable", t)) return -1;
     if (t->frozen) return ad__err("ad_tape_set_replayable", "the tape is already frozen");
     t->replayable = on;
     return 0;
@@ -13,13 +13,18 @@ int ad_tape_set_replayable(ad_tape *t, bool on)
 
 int ad_tape_freeze(ad_tape *t)
 {
-    if (!t) return ad__err("ad_tape_freeze", "tape is NULL");
+    if (ad__check_tape("ad_tape_freeze", t)) return -1;
     if (!t->replayable)
         return ad__err("ad_tape_freeze", "the tape was not recorded as replayable "
                                          "(ad_tape_set_replayable before recording)");
-    t->mark = (tape_mark){t->cur, t->cur ? t->cur->used : 0, t->used, t->nnodes, t->ntensors,
-                          t->held, t->fixups};
+    const hdr_list *h = &t->hdr[t->nresets & 1];
+    t->mark = (tape_mark){t->cur,   t->cur ? t->cur->used : 0, t->used, t->nnodes, t->ntensors,
+                          t->held,  t->fixups, h->cur, h->used};
     t->frozen = true;
+    /* What was recorded so far stays valid through every replay; what is
+     * made from now on lives until the next replay rewinds it. */
+    t->mark_gen = t->gen;
+    t->gen = ad__next_gen();
     return 0;
 }
 
@@ -29,6 +34,8 @@ static void rewind_to_mark(ad_tape *t)
 {
     const tape_mark *m = &t->mark;
     ad__tape_release_after(t, m->held, m->fixups);
+    ad__hdr_rewind_to_mark(t);
+    t->gen = ad__next_gen();
     t->nnodes = m->nnodes;
     t->ntensors = m->ntensors;
     t->used = m->used;
@@ -44,7 +51,7 @@ static void rewind_to_mark(ad_tape *t)
 int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const *values)
 {
     static const char *fn = "ad_tape_replay";
-    if (!t) return ad__err(fn, "tape is NULL");
+    if (ad__check_tape(fn, t)) return -1;
     if (!t->frozen) return ad__err(fn, "the tape is not frozen (ad_tape_freeze after recording)");
     if (n < 0 || (n > 0 && !leaves)) return ad__err(fn, "need n >= 0 leaves");
     for (int i = 0; i < n; i++) {
@@ -60,9 +67,11 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
                            ad_dtype_name(leaves[i]->dtype), b, ad_dtype_name(values[i]->dtype));
         }
     }
-    rewind_to_mark(t);
+    /* Values are copied in before the rewind, which frees what was made
+     * after the freeze - values made there included. */
     for (int i = 0; values && i < n; i++)
         if (values[i] && leaves[i] != values[i] && ad_copy_into(leaves[i], values[i])) return -1;
+    rewind_to_mark(t);
     int changed = 0;
     ad_tape *prev_tape = ad_tape_activate(t);
     bool prev_mode = ad_set_grad_enabled(false);
@@ -77,6 +86,11 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
                 x->owns_grad = false;
             }
         }
+        /* The recording is about to hold values computed from the current
+         * inputs (kernels write outputs without a version bump): those are
+         * what backward must see. */
+        for (int k = 0; k < nd->nin; k++) nd->ver[k] = nd->in[k]->storage->version;
+        nd->ver[nd->nin] = nd->out->storage->version;
         ad_forward_fn fw = nd->op->forward;
         if (!fw) {
             if (nd->out->storage != nd->in[0]->storage)

@@ -102,6 +102,7 @@ struct ad_scalar_tape {
     size_t cap;    /* nodes the arrays hold */
     size_t nadj;   /* adjoints of ids < nadj are from the last backward */
     size_t allocs; /* system allocations made so far (for tests) */
+    uint32_t gen;  /* handles made since the last reset carry it */
 };
 
 /* ---- evaluation: one definition of every op ------------------------------------------
@@ -237,6 +238,14 @@ static void free_array(void *p, int k)
     if (p) ad__free((unsigned char *)p - (size_t)k * STAGGER);
 }
 
+/* A generation for handles: the low bits of a fresh process-wide stamp,
+ * never the invalid handle's 0. */
+static uint32_t new_gen(void)
+{
+    uint32_t g = (uint32_t)ad__next_gen();
+    return g ? g : 1;
+}
+
 /* Grows every array to hold at least `need` nodes (doubling, from 1024).
  * Each array is resized on its own; when one fails, those already resized
  * are simply larger than cap, and the tape stays consistent. */
@@ -250,6 +259,7 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
         st = ad__calloc(1, sizeof *st);
         if (!st) return ad__err(fn, "out of memory recording a scalar");
         st->allocs = 1;
+        st->gen = new_gen();
         *slot = st;
     }
     if (need <= st->cap) return 0;
@@ -283,6 +293,7 @@ void ad__scalar_reset(ad_tape *tape)
     if (!st) return;
     st->n = 0;
     st->nadj = 0;
+    st->gen = new_gen();
 }
 
 void ad__scalar_free(ad_tape *tape)
@@ -302,11 +313,15 @@ void ad__scalar_free(ad_tape *tape)
 
 /* ---- handles ------------------------------------------------------------------- */
 
-static const ad_scalar INVALID = {NULL, 0};
+static const ad_scalar INVALID = {NULL, 0, 0};
 
+/* A handle is live when its tape's scalar state is of the same generation
+ * (a fresh stamp at every reset, from the process-wide counter, so a handle
+ * kept across a reset never passes for the node recorded at its id since)
+ * and its id was recorded. */
 static bool live(const struct ad_scalar_tape *st, ad_scalar s)
 {
-    return st && s.id < st->n;
+    return st && s.gen == st->gen && s.id < st->n;
 }
 
 /* Why handle s cannot be used (a message is set), for the slow paths.  An
@@ -318,7 +333,12 @@ COLD static void diagnose(const char *fn, ad_scalar s)
         if (!ad__has_error()) ad__err(fn, "invalid scalar handle (tape is NULL)");
         return;
     }
-    ad__err(fn, "scalar handle is stale (its tape was reset)");
+    if (!ad__tape_alive(s.tape))
+        ad__err(fn, "scalar handle belongs to a tape that was freed (ad_tape_free)");
+    else
+        ad__err(fn, "scalar handle is stale: it was recorded before ad_tape_reset; keep "
+                    "its value (ad_scalar_value) and make a new variable to carry it "
+                    "across steps");
 }
 
 COLD static ad_scalar bad1(const char *fn, ad_scalar x)
@@ -358,7 +378,7 @@ HOT ad_scalar push(const char *fn, ad_tape *tape, struct ad_scalar_tape *st, int
     st->b[i] = ib;
     st->op[i] = (uint8_t)op;
     st->n = i + 1;
-    return (ad_scalar){tape, (uint32_t)i};
+    return (ad_scalar){tape, (uint32_t)i, st->gen};
 }
 
 HOT ad_scalar rec1(const char *fn, int op, ad_scalar x, double c)
@@ -372,17 +392,14 @@ HOT ad_scalar rec2(const char *fn, int op, ad_scalar x, ad_scalar y)
 {
     struct ad_scalar_tape *st;
     if (UNLIKELY(!x.tape || x.tape != y.tape) ||
-        UNLIKELY(!live(st = get(x.tape), x) || y.id >= st->n))
+        UNLIKELY(!live(st = get(x.tape), x) || !live(st, y)))
         return bad2(fn, x, y);
     return push(fn, x.tape, st, op, x.id, st->value[x.id], y.id, st->value[y.id], 0.0);
 }
 
 HOT ad_scalar leaf(const char *fn, ad_tape *tape, int op, double value)
 {
-    if (!tape) {
-        ad__err(fn, "tape is NULL");
-        return INVALID;
-    }
+    if (ad__check_tape(fn, tape)) return INVALID;
     struct ad_scalar_tape *st = get(tape);
     if (UNLIKELY(!st)) {
         if (reserve(fn, tape, 1)) return INVALID;
@@ -527,7 +544,8 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
         }
         if (xs[k].tape != y.tape)
             return ad__err(fn, "xs[%d] belongs to a different tape than y", k);
-        if (!live(st, xs[k])) return ad__err(fn, "xs[%d] is stale (its tape was reset)", k);
+        if (!live(st, xs[k]))
+            return ad__err(fn, "xs[%d] is stale (recorded before ad_tape_reset)", k);
     }
     sweep(st, y.id);
     for (int k = 0; k < n; k++)

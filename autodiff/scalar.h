@@ -21,10 +21,12 @@
  * message, so invalid handles propagate and a whole expression can be
  * checked once, with ad_scalar_ok() on its result and ad_error() for the
  * first thing that went wrong.  Other errors: handles of two different
- * tapes; a stale handle, whose id is beyond what its tape has recorded since
- * its last reset ("scalar handle is stale (its tape was reset)" - a handle
- * whose id was recorded again after the reset cannot be told apart and
- * silently names the new node); a NULL tape; out of memory.  The value and
+ * tapes; a stale handle, recorded before its tape's last ad_tape_reset (each
+ * handle carries the generation it was recorded in, so a kept handle is
+ * always recognised, never mistaken for the node recorded at its index
+ * since); a handle whose tape was freed (tape structures are recycled, not
+ * returned to the system, so this is an error, not a crash); a NULL or
+ * freed tape; out of memory.  The value and
  * gradient of an invalid or stale handle read as NAN, and
  * ad_scalar_backward() of one returns -1.
  *
@@ -50,6 +52,7 @@ extern "C" {
 typedef struct ad_scalar {
     ad_tape *tape; /* NULL for an invalid handle */
     uint32_t id;   /* index of the node on the tape */
+    uint32_t gen;  /* the tape's generation when recorded (stale after reset) */
 } ad_scalar;
 
 /* An independent variable (a leaf whose gradient is wanted). */

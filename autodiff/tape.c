@@ -74,18 +74,253 @@ int ad__tape_hold(ad_tape *tape, ad_storage *s)
     held *h = ad__arena_alloc(tape, sizeof *h);
     if (!h) return -1;
     h->storage = s;
+    h->tensor = NULL;
     h->next = tape->held;
     tape->held = h;
     s->refs++;
     return 0;
 }
 
+int ad__tape_hold_tensor(ad_tape *tape, ad_tensor *t)
+{
+    held *h = ad__arena_alloc(tape, sizeof *h);
+    if (!h) return -1;
+    h->storage = NULL;
+    h->tensor = t;
+    h->next = tape->held;
+    tape->held = h;
+    atomic_fetch_add(&t->hrefs, 1);
+    return 0;
+}
+
+/* ---- handles -------------------------------------------------------------------
+ * A tensor handle is a pointer, and C cannot take it back from the user, so
+ * the library makes every stale use detectable instead:
+ *  - every tape tensor is stamped with its tape's generation, which changes
+ *    at each reset (and each replay), from one process-wide counter;
+ *  - tape tensors' headers live in slabs and tape structures in a pool, both
+ *    recycled but never returned to the system, so reading a stale handle's
+ *    stamp is always safe, even after ad_tape_free;
+ *  - the tape alternates between two header lists at each reset, so the
+ *    header a kept handle points at is not reused for the next step's
+ *    tensors: a handle kept across one reset is always caught.  A handle
+ *    kept across two or more may meet its slot reused by a live tensor,
+ *    which no check on a plain pointer can tell apart.
+ * Persistent tensors a recorded op reads are referenced by the tape until
+ * reset, so freeing one between forward and backward is harmless. */
+
+static atomic_uint_fast64_t gen_counter;
+static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
+static hdr_slab *slab_pool;  /* guarded by pool_lock */
+static ad_tape *tape_pool;   /* guarded by pool_lock */
+
+uint64_t ad__next_gen(void) { return (uint64_t)atomic_fetch_add(&gen_counter, 1) + 1; }
+
+static void pool_acquire(void)
+{
+    while (atomic_flag_test_and_set_explicit(&pool_lock, memory_order_acquire)) {
+    }
+}
+static void pool_release(void) { atomic_flag_clear_explicit(&pool_lock, memory_order_release); }
+
+static hdr_slab *slab_get(void)
+{
+    pool_acquire();
+    hdr_slab *s = slab_pool;
+    if (s) slab_pool = s->next;
+    pool_release();
+    if (!s) s = ad__malloc(sizeof *s);
+    if (s) s->next = NULL;
+    return s;
+}
+
+/* Returns every slab of a list pair to the pool. */
+static void slabs_put(hdr_list pair[2])
+{
+    pool_acquire();
+    for (int p = 0; p < 2; p++) {
+        for (hdr_slab *s = pair[p].first, *n; s; s = n) {
+            n = s->next;
+            s->next = slab_pool;
+            slab_pool = s;
+        }
+        pair[p] = (hdr_list){NULL, NULL, 0};
+    }
+    pool_release();
+}
+
+/* A slot from pair[p].  The two lists of a pair grow together, so the list
+ * of the next step already has the room this step needed and a loop that
+ * resets each step stops allocating after its first. */
+static ad_tensor *slot_take(hdr_list pair[2], int p)
+{
+    hdr_list *l = &pair[p];
+    if (!l->cur || l->used == HDR_SLOTS) {
+        hdr_slab *next = l->cur ? l->cur->next : l->first;
+        if (!next) {
+            hdr_slab *a = slab_get(), *b = a ? slab_get() : NULL;
+            if (!b) {
+                if (a) slabs_put((hdr_list[2]){{a, a, 0}, {NULL, NULL, 0}});
+                return NULL;
+            }
+            hdr_slab **tail[2];
+            for (int q = 0; q < 2; q++) {
+                tail[q] = &pair[q].first;
+                while (*tail[q]) tail[q] = &(*tail[q])->next;
+            }
+            *tail[p] = a;
+            *tail[1 - p] = b;
+            next = a;
+        }
+        l->cur = next;
+        l->used = 0;
+    }
+    return &l->cur->slot[l->used++];
+}
+
+/* Calls f on every slot handed out from l. */
+static void slots_each(hdr_list *l, void (*f)(ad_tensor *))
+{
+    if (!l->cur) return; /* nothing handed out since the last rewind */
+    for (hdr_slab *s = l->first; s; s = s->next) {
+        size_t n = s == l->cur ? l->used : HDR_SLOTS;
+        for (size_t i = 0; i < n; i++) f(&s->slot[i]);
+        if (s == l->cur) break;
+    }
+}
+
+ad_tensor *ad__tape_header(ad_tape *tape)
+{
+    ad_tensor *t = slot_take(tape->hdr, (int)(tape->nresets & 1));
+    if (t) {
+        memset(t, 0, sizeof *t);
+        t->stamp = tape->gen;
+    }
+    return t;
+}
+
+void ad__hdr_rewind_to_mark(ad_tape *t)
+{
+    hdr_list *l = &t->hdr[t->nresets & 1];
+    l->cur = t->mark.hdr_cur;
+    l->used = t->mark.hdr_used;
+}
+
+bool ad__tape_alive(const ad_tape *tape) { return tape && tape->magic == AD_TAPE_MAGIC; }
+
+int ad__check_tape(const char *fn, const ad_tape *tape)
+{
+    if (!tape) return ad__err(fn, "tape is NULL");
+    if (tape->magic == AD_DEAD_TAPE_MAGIC)
+        return ad__err(fn, "the tape was freed (ad_tape_free)");
+    if (tape->magic != AD_TAPE_MAGIC) return ad__err(fn, "not a tape");
+    return 0;
+}
+
+const char *ad__handle_problem(const ad_tensor *t)
+{
+    if (t->magic != AD_TENSOR_MAGIC) return "is not a live tensor (freed, or never made)";
+    const ad_tape *tp = t->tape;
+    if (!tp) return t->released ? "was freed with ad_tensor_free" : NULL;
+    if (t->stamp == tp->gen) return NULL;
+    if (tp->magic != AD_TAPE_MAGIC)
+        return "belongs to a tape that was freed (ad_tape_free); copy it to a persistent "
+               "tensor (ad_copy(NULL, t)) to keep it past its tape";
+    if (t->carried) {
+        if (t->stamp >= tp->prev_floor) return NULL;
+        return "was detached two or more ad_tape_reset calls ago: an ad_detach result "
+               "survives one reset; detach it again each step to carry it further";
+    }
+    if (tp->frozen && t->stamp >= tp->floor && t->stamp <= tp->mark_gen) return NULL;
+    if (t->stamp >= tp->floor)
+        return "was made after ad_tape_freeze and freed by the ad_tape_replay since; "
+               "take it again after the replay";
+    return "was recorded before ad_tape_reset; detach it (ad_detach) or copy it to a "
+           "persistent tensor (ad_copy(NULL, t)) to keep it across steps";
+}
+
+/* Frees a persistent tensor whose last reference is gone. */
+void ad__tensor_destroy(ad_tensor *t)
+{
+    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
+    ad_storage *s = t->storage;
+    if (s && !s->in_arena && --s->refs == 0) {
+        ad__free(s->data);
+        ad__free(s);
+    }
+    ad__free(t->label);
+    t->magic = AD_DEAD_MAGIC;
+    ad__free(t);
+}
+
+void ad__tensor_unref(ad_tensor *t)
+{
+    if (atomic_fetch_sub(&t->hrefs, 1) == 1) ad__tensor_destroy(t);
+}
+
+static void drop_storage_ref(ad_storage *s)
+{
+    if (s && !s->in_arena && --s->refs == 0) {
+        ad__free(s->data);
+        ad__free(s);
+    }
+}
+
+/* A carried tensor whose step ends: its storage reference goes. */
+static void carry_expire(ad_tensor *t)
+{
+    if (t->magic == AD_TENSOR_MAGIC && t->carried) drop_storage_ref(t->storage);
+    t->magic = AD_DEAD_MAGIC;
+}
+
+/* A carried tensor made this step survives the reset: values on the arena
+ * move to heap storage of their own (contiguous), and what lived on the
+ * arena with it (gradient, label) is dropped. */
+static void carry_keep(ad_tensor *t)
+{
+    if (t->magic != AD_TENSOR_MAGIC || !t->carried) return;
+    t->grad = NULL;
+    t->owns_grad = false;
+    t->adj = NULL;
+    t->label = NULL;
+    if (!t->storage->in_arena) return;
+    size_t nbytes = (size_t)ad__numel(t->ndim, t->shape) * ad_dtype_size(t->dtype);
+    ad_storage *s = ad__calloc(1, sizeof *s);
+    void *data = s ? ad__malloc(nbytes ? nbytes : 1) : NULL;
+    if (!data) {
+        /* Out of memory at reset: the tensor is lost, and says so when used
+         * (stale), rather than reading the next step's memory. */
+        ad__free(s);
+        t->carried = false;
+        return;
+    }
+    *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = false};
+    ad_tensor dst = *t;
+    dst.storage = s;
+    dst.offset = 0;
+    ad__contig_strides(dst.ndim, dst.shape, dst.strides);
+    ad__copy_same(&dst, t);
+    t->storage = s;
+    t->offset = 0;
+    memcpy(t->strides, dst.strides, sizeof t->strides);
+}
+
 /* ---- the tape ----------------------------------------------------------------- */
 
 ad_tape *ad_tape_new(void)
 {
-    ad_tape *t = ad__calloc(1, sizeof *t);
-    if (!t) ad__err("ad_tape_new", "out of memory");
+    pool_acquire();
+    ad_tape *t = tape_pool;
+    if (t) tape_pool = t->pool_next;
+    pool_release();
+    if (!t) t = ad__malloc(sizeof *t);
+    if (!t) {
+        ad__err("ad_tape_new", "out of memory");
+        return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    t->magic = AD_TAPE_MAGIC;
+    t->gen = t->floor = t->prev_floor = ad__next_gen();
     return t;
 }
 
@@ -93,7 +328,8 @@ void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop
 {
     for (grad_fixup *f = t->fixups; f != fixups_stop; f = f->next) {
         ad_tensor *leaf = f->leaf;
-        if (leaf->magic == AD_TENSOR_MAGIC && leaf->grad && leaf->grad->tape == t) {
+        if (leaf->magic == AD_TENSOR_MAGIC && !leaf->released && leaf->grad &&
+            leaf->grad->tape == t) {
             ad_tensor *keep = ad_copy(NULL, leaf->grad);
             leaf->grad = keep; /* NULL if out of memory: the gradient is lost, not corrupt */
             leaf->owns_grad = keep != NULL;
@@ -101,11 +337,10 @@ void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop
         ad_tensor_free(f->old_grad);
     }
     t->fixups = fixups_stop;
-    for (held *h = t->held; h != held_stop; h = h->next)
-        if (--h->storage->refs == 0) {
-            ad__free(h->storage->data);
-            ad__free(h->storage);
-        }
+    for (held *h = t->held; h != held_stop; h = h->next) {
+        if (h->tensor) ad__tensor_unref(h->tensor);
+        else drop_storage_ref(h->storage);
+    }
     t->held = held_stop;
 }
 
@@ -118,8 +353,20 @@ static void release(ad_tape *t)
 
 int ad_tape_reset(ad_tape *t)
 {
-    if (!t) return ad__err("ad_tape_reset", "tape is NULL");
+    if (ad__check_tape("ad_tape_reset", t)) return -1;
+    /* Tensors detached this step move off the arena before it is reused;
+     * those detached the step before expire. */
+    slots_each(&t->carry[t->nresets & 1], carry_keep);
     release(t);
+    t->nresets++;
+    int p = (int)(t->nresets & 1);
+    slots_each(&t->carry[p], carry_expire);
+    t->carry[p].cur = NULL;
+    t->carry[p].used = 0;
+    t->hdr[p].cur = NULL;
+    t->hdr[p].used = 0;
+    t->prev_floor = t->floor;
+    t->gen = t->floor = ad__next_gen();
     t->frozen = false;
     for (chunk *c = t->first; c; c = c->next) c->used = 0;
     t->cur = t->first;
@@ -131,21 +378,32 @@ int ad_tape_reset(ad_tape *t)
 
 void ad_tape_free(ad_tape *t)
 {
-    if (!t) return;
+    if (!t || t->magic != AD_TAPE_MAGIC) return; /* NULL, or freed already */
     release(t);
     ad__scalar_free(t);
+    for (int p = 0; p < 2; p++) slots_each(&t->carry[p], carry_expire);
     for (chunk *c = t->first, *n; c; c = n) {
         n = c->next;
         ad__free(c);
     }
     ad__free(t->nodes);
     if (active_tape == t) active_tape = NULL;
-    ad__free(t);
+    /* The structure stays readable, as a tombstone, for handles that
+     * outlive the tape (see "handles"); its slabs go back to the pool. */
+    slabs_put(t->hdr);
+    slabs_put(t->carry);
+    memset(t, 0, sizeof *t);
+    t->magic = AD_DEAD_TAPE_MAGIC;
+    pool_acquire();
+    t->pool_next = tape_pool;
+    tape_pool = t;
+    pool_release();
 }
 
 ad_tape *ad_tape_activate(ad_tape *tape)
 {
     ad_tape *prev = active_tape;
+    if (tape && ad__check_tape("ad_tape_activate", tape)) tape = NULL; /* a freed tape */
     active_tape = tape;
     return prev;
 }
@@ -155,6 +413,7 @@ ad_tape *ad_tape_active(void) { return active_tape; }
 int ad_tape_get_stats(const ad_tape *t, ad_tape_stats *s)
 {
     if (!t || !s) return ad__err("ad_tape_get_stats", "tape or stats is NULL");
+    if (ad__check_tape("ad_tape_get_stats", t)) return -1;
     s->nodes = t->nnodes;
     s->tensors = t->ntensors;
     s->arena_used = t->used;
@@ -189,10 +448,10 @@ int ad_set_requires_grad(ad_tensor *t, bool on)
 
 bool ad_requires_grad(const ad_tensor *t)
 {
-    return t && t->magic == AD_TENSOR_MAGIC && t->requires_grad;
+    return t && !ad__handle_problem(t) && t->requires_grad;
 }
 
-bool ad_is_leaf(const ad_tensor *t) { return t && t->magic == AD_TENSOR_MAGIC && !t->node; }
+bool ad_is_leaf(const ad_tensor *t) { return t && !ad__handle_problem(t) && !t->node; }
 
 ad_tensor *ad_tensor_grad(const ad_tensor *t)
 {
@@ -213,10 +472,27 @@ int ad_zero_grad(ad_tensor *t)
 
 ad_tensor *ad_detach(ad_tensor *t)
 {
-    ad_tape *tape;
-    if (ad__check_arg("ad_detach", "t", t, false)) return NULL;
-    tape = t->tape ? t->tape : active_tape;
-    return ad__view("ad_detach", tape, t, t->ndim, t->shape, t->strides, t->offset);
+    static const char *fn = "ad_detach";
+    if (ad__check_arg(fn, "t", t, false)) return NULL;
+    ad_tape *tape = t->tape ? t->tape : active_tape;
+    if (!tape) return ad__view(fn, NULL, t, t->ndim, t->shape, t->strides, t->offset);
+    /* A carried view: it shares t's storage for the rest of this step, and
+     * the next reset moves its values to storage of its own (carry_keep),
+     * so it stays valid through the next step - the truncated-BPTT habit
+     * h = detach(h) between chunks.  Heap storage is referenced now. */
+    ad_tensor *d = slot_take(tape->carry, (int)(tape->nresets & 1));
+    if (!d) {
+        ad__err(fn, "out of memory");
+        return NULL;
+    }
+    *d = (ad_tensor){.magic = AD_TENSOR_MAGIC, .dtype = t->dtype, .ndim = t->ndim,
+                     .offset = t->offset, .storage = t->storage, .tape = tape,
+                     .carried = true, .stamp = tape->gen};
+    memcpy(d->shape, t->shape, sizeof d->shape);
+    memcpy(d->strides, t->strides, sizeof d->strides);
+    if (!t->storage->in_arena) t->storage->refs++;
+    tape->ntensors++;
+    return d;
 }
 
 int ad_set_label(ad_tensor *t, const char *label)
@@ -233,7 +509,7 @@ int ad_set_label(ad_tensor *t, const char *label)
 
 const char *ad_label(const ad_tensor *t)
 {
-    return t && t->magic == AD_TENSOR_MAGIC ? t->label : NULL;
+    return t && !ad__handle_problem(t) ? t->label : NULL;
 }
 
 /* ---- recording ------------------------------------------------------------------- */
@@ -359,10 +635,21 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
         t->cap = cap;
     }
     ad_node *n = ad__arena_alloc(t, sizeof *n);
-    ad_tensor **ins = n ? ad__arena_alloc(t, (size_t)(nin ? nin : 1) * sizeof *ins) : NULL;
+    /* The inputs and their versions share one arena block. */
+    size_t insz = (size_t)nin * sizeof(ad_tensor *);
+    ad_tensor **ins = n ? ad__arena_alloc(t, insz + (size_t)(nin + 1) * sizeof(uint32_t)) : NULL;
     if (!ins) return ad__err(op->name, "out of memory recording the op");
     memset(n, 0, sizeof *n);
-    for (int i = 0; i < nin; i++) ins[i] = in[i];
+    n->ver = (uint32_t *)(void *)((unsigned char *)ins + insz);
+    for (int i = 0; i < nin; i++) {
+        ins[i] = in[i];
+        n->ver[i] = in[i]->storage->version;
+        /* A persistent input stays alive until reset even if its owner
+         * frees it before backward (see "handles"). */
+        if (!in[i]->tape && ad__tape_hold_tensor(t, in[i]))
+            return ad__err(op->name, "out of memory recording the op");
+    }
+    n->ver[nin] = out->storage->version;
     n->op = op;
     n->out = out;
     n->in = ins;

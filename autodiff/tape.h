@@ -38,12 +38,19 @@ extern "C" {
 /* A new, empty tape; NULL when out of memory.  Free with ad_tape_free(). */
 ad_tape *ad_tape_new(void);
 /* Frees the tape, every tensor and node on it, and its arena.  Persistent
- * tensors are untouched.  NULL is ignored.  If the tape is the active tape
- * of this thread it stops being active. */
+ * tensors are untouched.  NULL and a tape freed already are ignored.  If
+ * the tape is the active tape of this thread it stops being active.  The
+ * tape's handle and its tensors' handles stay safe to pass afterwards: any
+ * function given one fails with "the tape was freed" rather than crashing
+ * (the library keeps the small tape structure and tensor headers for
+ * reuse instead of returning them to the system). */
 void ad_tape_free(ad_tape *tape);
-/* Forgets every node and tensor on the tape (pointers to them become
- * invalid) but keeps the arena memory for reuse.  Persistent leaves keep
- * their grad. */
+/* Forgets every node and tensor on the tape but keeps the arena memory for
+ * reuse.  Tensors recorded before the reset become stale: using one is an
+ * error that says so (see "freeing and lifetimes" in tensor.h), except
+ * ad_detach results of the step just ended, which live through the next.
+ * Persistent leaves keep their grad; persistent tensors the tape held for
+ * backward are released. */
 int ad_tape_reset(ad_tape *tape);
 
 /* Makes tape this thread's active tape and returns the previous one (NULL
@@ -88,8 +95,16 @@ ad_tensor *ad_tensor_grad(const ad_tensor *t);
  * dropped instead and ad_tensor_grad() then returns NULL. */
 int ad_zero_grad(ad_tensor *t);
 
-/* A view of t sharing its storage, with no history and not requiring grad:
- * gradients do not flow through it.  Owned like an op result. */
+/* t's values with no history and not requiring grad: gradients do not flow
+ * through it (PyTorch's detach).  It shares t's storage, and it outlives
+ * one reset: the result belongs to t's tape (for a persistent t, to the
+ * active tape; with none active, it is a persistent view the caller frees),
+ * stays valid for the rest of this step and through the whole next one -
+ * at the next ad_tape_reset its values move to storage of their own - and
+ * becomes stale at the reset after that.  That is the truncated-BPTT
+ * pattern: `h = ad_detach(h); ad_tape_reset(tape);` between chunks, once
+ * per chunk.  Its gradient and label, if given, are dropped at that reset.
+ * Use ad_copy(NULL, t) for a value that must live longer. */
 ad_tensor *ad_detach(ad_tensor *t);
 
 /* A short name shown in errors, anomaly reports and graphs ("fc1.weight").

@@ -17,10 +17,30 @@ typedef struct chunk {
 #define ARENA_ALIGN 64
 #define ARENA_MIN_CHUNK ((size_t)256 << 10)
 
+/* A reference the tape keeps until reset: to heap storage that one of its
+ * tensors views, or to a persistent tensor a recorded op reads. */
 typedef struct held {
     struct held *next;
     ad_storage *storage;
+    ad_tensor *tensor;
 } held;
+
+/* Tensor headers of tape tensors come from slabs of fixed slots, which a
+ * freed tape returns to a process-wide pool instead of the system: a
+ * handle kept past ad_tape_free then still points at readable memory whose
+ * stamp says it is dead, and a use is an error, not a crash.  Each tape
+ * has two lists of slabs and switches at every reset, so the headers of the
+ * previous step are not overwritten during this one and a handle kept
+ * across one reset is always recognised as stale. */
+#define HDR_SLOTS 128
+typedef struct hdr_slab {
+    struct hdr_slab *next;
+    ad_tensor slot[HDR_SLOTS];
+} hdr_slab;
+typedef struct hdr_list {
+    hdr_slab *first, *cur;
+    size_t used; /* slots handed out from cur */
+} hdr_list;
 
 typedef struct grad_fixup {
     struct grad_fixup *next;
@@ -34,10 +54,24 @@ typedef struct tape_mark {
     size_t chunk_used, used, nnodes, ntensors;
     held *held;
     grad_fixup *fixups;
+    hdr_slab *hdr_cur;
+    size_t hdr_used;
 } tape_mark;
 
 struct ad_tape {
     struct ad_scalar_tape *scalars; /* first: see ad__scalar_slot */
+    uint32_t magic;
+    /* Stamps come from one process-wide counter, so no two tapes (nor two
+     * lives of one recycled tape struct) share one.  A tensor made now gets
+     * `gen`; `floor` is the first stamp of this step (since the last reset),
+     * `prev_floor` that of the step before (carried tensors made then are
+     * still valid); while frozen, stamps in [floor, mark_gen] are the
+     * replayed recording, and `gen` moves on at every replay. */
+    uint64_t gen, floor, prev_floor, mark_gen;
+    uint64_t nresets; /* parity picks the header list and carry list */
+    hdr_list hdr[2];   /* headers of ordinary tape tensors */
+    hdr_list carry[2]; /* headers of ad_detach results */
+    struct ad_tape *pool_next; /* in the pool of freed tapes */
     chunk *first, *cur, *last;
     size_t reserved, used, nchunks;
     ad_node **nodes;
@@ -57,6 +91,8 @@ void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop
 
 /* Per-thread state of tape.c that the backward pass and replay need. */
 bool ad__set_in_backward(bool on);    /* returns the previous value */
+/* Rewinds the current header list to where the mark left it (replay). */
+void ad__hdr_rewind_to_mark(ad_tape *t);
 bool ad__tracing(void);
 void ad__emit_trace(const ad_trace_event *ev);
 /* Anomaly mode: checks an op's forward result (error if non-finite from

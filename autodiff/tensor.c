@@ -86,15 +86,18 @@ int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *num
 
 static ad_tensor *new_header(const char *fn, ad_tape *tape)
 {
-    ad_tensor *t = tape ? ad__arena_alloc(tape, sizeof *t) : ad__calloc(1, sizeof *t);
+    if (tape && ad__check_tape(fn, tape)) return NULL;
+    ad_tensor *t = tape ? ad__tape_header(tape) : ad__calloc(1, sizeof *t);
     if (!t) {
         ad__err(fn, "out of memory");
         return NULL;
     }
-    memset(t, 0, sizeof *t);
+    /* ad__tape_header stamps its zeroed header; a persistent one starts
+     * with its owner's reference. */
     t->magic = AD_TENSOR_MAGIC;
     t->tape = tape;
     if (tape) ad__tape_note_tensor(tape);
+    else atomic_init(&t->hrefs, 1);
     return t;
 }
 
@@ -166,18 +169,26 @@ int ad_tensor_free(ad_tensor *t)
 {
     if (!t) return 0;
     if (t->magic != AD_TENSOR_MAGIC) return ad__err("ad_tensor_free", "not a live tensor");
+    if (t->released) return ad__err("ad_tensor_free", "tensor was freed already");
     if (t->tape)
         return ad__err("ad_tensor_free", "tensor belongs to a tape; it is freed by "
                                          "ad_tape_reset or ad_tape_free");
-    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
-    ad_storage *s = t->storage;
-    if (s && !s->in_arena && --s->refs == 0) {
-        ad__free(s->data);
-        ad__free(s);
-    }
-    ad__free(t->label);
-    t->magic = AD_DEAD_MAGIC;
-    ad__free(t);
+    /* Tapes that recorded ops reading t keep it until their reset. */
+    t->released = true;
+    ad__tensor_unref(t);
+    return 0;
+}
+
+uint32_t ad_version(const ad_tensor *t)
+{
+    if (ad__check_arg("ad_version", "t", t, false)) return 0;
+    return t->storage->version;
+}
+
+int ad_mark_modified(ad_tensor *t)
+{
+    if (ad__check_arg("ad_mark_modified", "t", t, false)) return -1;
+    ad__bump(t);
     return 0;
 }
 
@@ -407,6 +418,7 @@ int ad_set(ad_tensor *t, const int64_t *index, double value)
     CHECK_OR("ad_set", t, -1);
     if (index_offset("ad_set", t, index, &o)) return -1;
     ad__st(t, o, value);
+    ad__bump(t);
     return 0;
 }
 
@@ -466,6 +478,7 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
     ad__iter_add(&it, src);
     copy_ctx c = {dst, src};
     ad__iter_run(&it, copy_row, &c);
+    ad__bump(dst);
     return 0;
 }
 
@@ -483,6 +496,7 @@ ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t)
 int ad_fill(ad_tensor *t, double value)
 {
     CHECK_OR("ad_fill", t, -1);
+    ad__bump(t);
     /* Zeroing a gradient every training step is the common case: a plain
      * memset (all-zero bytes are 0.0 and 0 in every dtype). */
     if (ad_is_contiguous(t)) {

@@ -67,6 +67,17 @@ int ad_set_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
+/* Optional tensor arguments.  Where a function takes an optional tensor (a
+ * bias, a weight, a grad_output), NULL means "none" - unless an earlier
+ * call failed and its message has not been read since (neither ad_error()
+ * nor ad_clear_error() was called): then the NULL is that failure
+ * propagating, as in ad_conv2d(x, w, ad_reshape(b, ...)) with a bad
+ * reshape, and the call fails, quoting the earlier message, instead of
+ * silently running without the argument.  After handling a failure, read
+ * the message or clear it before passing NULL for "none".  This function
+ * applies the same rule for code built on the library: 0 when t is a live
+ * tensor or a genuine "none", else -1 with an error naming fn and name. */
+int ad_check_optional(const char *fn, const char *name, const ad_tensor *t);
 
 /* ---- dtypes ------------------------------------------------------------ */
 
@@ -123,11 +134,38 @@ ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
 double ad_rng_uniform(ad_rng *rng);
 uint64_t ad_rng_below(ad_rng *rng, uint64_t n);
 
-/* ---- freeing -------------------------------------------------------------
+/* ---- freeing and lifetimes -------------------------------------------------
  * Frees a persistent tensor (made with tape == NULL), its gradient, and its
  * storage once no other view refers to it.  NULL is ignored.  Returns -1
- * (and frees nothing) for a tensor that belongs to a tape. */
+ * (and frees nothing) for a tensor that belongs to a tape, or one freed
+ * already.  A tape that recorded an op reading t keeps t alive until that
+ * tape is reset or freed, so freeing an input between forward and backward
+ * is safe (backward still sees the values the forward used); any other use
+ * of t after this call is an error ("was freed with ad_tensor_free") while
+ * a tape holds it, and undefined behaviour once the memory is gone, as with
+ * free().
+ *
+ * Tape tensors are checked on every use: one recorded before ad_tape_reset
+ * (or after ad_tape_freeze and before the last ad_tape_replay), or whose
+ * tape was freed, makes any function given it fail with a message saying
+ * so and what to do, instead of reading memory the tape has reused.  A
+ * handle kept across one reset is always recognised; one kept across
+ * several may find its slot reused by a live tensor, which a plain pointer
+ * cannot tell apart (docs/design.md, "Lifetimes"). */
 int ad_tensor_free(ad_tensor *t);
+
+/* ---- in-place changes --------------------------------------------------------
+ * Every write through the API (ad_fill, ad_copy_into, ad_set, in-place
+ * gradient accumulation, ad_mark_modified) adds one to a version counter
+ * shared by all views of the same storage.  A recorded op notes the
+ * versions of what its backward rule reads; ad_backward fails, naming the
+ * op and input ("input 1 of ad_mul, saved for backward, was modified in
+ * place (version 3, now 4)"), when one changed, instead of differentiating
+ * values the forward never saw.  Writes through the pointer of ad_data()
+ * cannot be seen: call ad_mark_modified(t) after them.  ad_tape_replay
+ * recomputes from the current values and so accepts them. */
+uint32_t ad_version(const ad_tensor *t);
+int ad_mark_modified(ad_tensor *t);
 
 /* ---- inspection ---------------------------------------------------------- */
 
@@ -147,8 +185,10 @@ bool ad_is_contiguous(const ad_tensor *t);
 ad_tape *ad_tensor_tape(const ad_tensor *t);
 /* Pointer to element 0 of a contiguous tensor (float *, double * or
  * int64_t * by dtype), for reading and writing in place; NULL with an error
- * when t is not contiguous (use ad_contiguous first).  Writing through it
- * into a tensor that a recorded op saved makes that op's gradient wrong. */
+ * when t is not contiguous (use ad_contiguous first).  The library cannot
+ * see writes through it: call ad_mark_modified(t) after writing, so that
+ * backward through an op that saved t reports the change instead of
+ * computing a wrong gradient. */
 void *ad_data(ad_tensor *t);
 /* Copies all elements, converted to double, into out[numel] in row-major
  * order.  Works for any strides. */

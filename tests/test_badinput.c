@@ -296,6 +296,12 @@ START_TEST(tensor_h)
     ROW_RC(ad_copy_into(f.a, f.v3), "shapes differ: dst [2,3], src [3]");
     ROW_RC(ad_fill(NULL, 0), "argument 't' is NULL");
     ROW_RC(ad_fill(f.dead, 0), "is not a live tensor");
+    ROW_VAL(uint32_t, ad_version(NULL), 0, "argument 't' is NULL");
+    ROW_RC(ad_mark_modified(NULL), "argument 't' is NULL");
+    ROW_RC(ad_mark_modified(f.dead), "is not a live tensor");
+    ad_clear_error();
+    ROW_OK(ad_check_optional("f", "bias", NULL), ad_check_optional("f", "bias", NULL) == 0);
+    ROW_RC(ad_check_optional("f", "bias", f.dead), "f: argument 'bias' is not a live tensor");
     /* printing */
     ROW_RC(ad_print(NULL, stdout), "argument 't' is NULL");
     ROW_RC(ad_print(f.a, NULL), "out is NULL");
@@ -887,7 +893,7 @@ START_TEST(scalar_h)
     /* stale handles: recorded before a reset */
     ad_scalar a = ad_scalar_var(t, 1), b = ad_smul(a, x);
     ck_assert_int_eq(ad_tape_reset(t), 0);
-    ROW_S(ad_sexp(b), "scalar handle is stale (its tape was reset)");
+    ROW_S(ad_sexp(b), "scalar handle is stale: it was recorded before ad_tape_reset");
     ROW_S(ad_sadd(a, b), "stale");
     ROW_RC(ad_scalar_backward(b), "stale");
     ROW_VAL(double, ad_scalar_value(b), NAN, "stale");
