@@ -30,6 +30,40 @@ print now, instead of comparing, and first copies the c, output and console
 blocks of GUIDE.md into GUIDE.zh.md (when both have the same kinds of
 blocks in the same order); use it after changing a snippet, and read the
 diff.  Identical programs are compiled and run once.
+
+    guide_snippets.py --commands --prefix DIR --build-root DIR --source-root DIR
+                      [--require DOC ...] DOC.md ...
+
+checks instead the command lines that the documents tell a user to type to
+build a program against the library (tests/install/run.sh calls it after
+installing into a scratch prefix DIR).  They are the lines of ```sh blocks:
+
+  cc|gcc|clang ...   a compile line: run verbatim by bash in a scratch
+              directory, once for every complete C program (a ```c block
+              with a main) of the same document, saved under the name the
+              line gives (prog.c, myprog.c); then the executable (a.out, or
+              -o NAME) is checked with readelf and ldd, and run: it must
+              exit with status 0 (what it prints is the other mode's test).
+              A line with -static, pkg-config --static or a "# static"
+              comment, or that links libautodiff.a by path, must give an
+              executable that needs no libautodiff*.so; any other
+              must need it and find it in the prefix (with an -rpath line:
+              without LD_LIBRARY_PATH).
+  prefix=...  the test sets prefix to the scratch prefix instead, so that
+              the documents' instructions for a prefix other than /usr/local
+              are followed exactly;
+  export ...  run verbatim (with that prefix) before every compile line and
+              every program: the documents' PKG_CONFIG_PATH and
+              LD_LIBRARY_PATH, in document order, are the only ones set;
+  ./a.out, ./NAME    run (every executable is);
+  sudo ..., meson ...  build and install steps: the caller has done them.
+
+Any other line in a ```sh block fails the test, as does a compile line
+outside one (an indented block, say), which the test could not run, and a
+--require'd document without any compile line.  A compile line of an
+uninstalled build (build/... paths, run with build/ being --build-root and
+the source root's directories next to it) follows the documented "drop
+-lopenblas or -lgomp" rule for the way --build-root was configured.
 """
 
 import argparse
@@ -206,7 +240,256 @@ def sync_translation(orig, trans, path):
     return changed
 
 
+# ---- --commands: the documents' compile lines against an installed prefix
+
+COMPILERS = ("cc", "gcc", "clang", "c99")
+COMPILE_LINE = re.compile(r"^\s*(?:\$\s+)?(?:%s)\s+.*\.c\b" % "|".join(COMPILERS))
+INSTALL_STEPS = ("sudo", "meson", "ninja")
+SH_LANGS = ("sh", "shell", "bash")
+
+
+class Command:
+    def __init__(self, path, line, text):
+        self.path, self.line, self.text = path, line, text
+
+    def where(self):
+        return "%s:%d" % (self.path, self.line)
+
+
+def sh_lines(block):
+    """The logical lines of a shell block (backslash continuations joined),
+    with their line numbers."""
+    out, pending, first = [], "", None
+    for i, raw in enumerate(block.text.rstrip("\n").split("\n")):
+        if first is None:
+            first = block.line + 1 + i
+        if raw.rstrip().endswith("\\"):
+            pending += raw.strip()[:-1].rstrip() + " "
+            continue
+        out.append((first, (pending + raw.strip()).strip()))
+        pending, first = "", None
+    if pending:
+        out.append((first, pending.strip()))
+    return out
+
+
+def doc_commands(path, failures):
+    """Returns (env lines, compile commands, programs) of one document."""
+    lines, _, blocks = parse(path)
+    programs = [b for b in blocks if b.lang == "c" and re.search(r"\bmain\s*\(", b.text)]
+    env, compiles = [], []
+    fenced = set()
+    for b in blocks:
+        fenced.update(range(b.start - 1, b.end + 1))
+        if b.lang not in SH_LANGS:
+            if b.lang not in ("c", "output"):
+                for k, text in enumerate(b.text.split("\n")):
+                    if COMPILE_LINE.match(text):
+                        failures.append("%s:%d: a compile line in a ```%s block, which the "
+                                        "install test does not run; put it in a ```sh block"
+                                        % (path, b.line + 1 + k, b.lang))
+            continue
+        for n, text in sh_lines(b):
+            word = text.split()[0] if text.split() else ""
+            if not text or text.startswith("#"):
+                continue
+            if word in COMPILERS:
+                compiles.append(Command(path, n, text))
+            elif re.match(r"^prefix=\S", text):
+                pass  # the scratch prefix stands in
+            elif word == "export":
+                env.append(Command(path, n, text))
+            elif re.match(r"^\./[\w.-]+(\s|$)", text) or word in INSTALL_STEPS:
+                pass
+            else:
+                failures.append("%s:%d: the install test does not know how to check this "
+                                "line of a ```sh block: %s" % (path, n, text))
+    for i, text in enumerate(lines):
+        if i not in fenced and COMPILE_LINE.match(text) and text.startswith("    "):
+            failures.append("%s:%d: a compile line in an indented block, which the install "
+                            "test does not run; put it in a ```sh block" % (path, i + 1))
+    if compiles and not programs:
+        failures.append("%s: compile lines but no complete C program to build with them"
+                        % path)
+    return env, compiles, programs
+
+
+def pc_field(pcfile, name):
+    try:
+        with open(pcfile, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return " %s " % line[len(name) + 1:].strip().replace(",", " ")
+    except OSError:
+        pass
+    return "  "
+
+
+def adapt_uninstalled(text, build_root):
+    """Applies the documented 'drop -lopenblas or -lgomp if your build was
+    configured without them; -lomp in place of -lgomp with clang' to a
+    compile line of the build tree; returns (line, notes)."""
+    pc = os.path.join(build_root, "meson-private", "autodiff.pc")
+    private, requires = pc_field(pc, "Libs.private"), pc_field(pc, "Requires.private")
+    notes = []
+    if " openblas " not in requires and " cblas " not in requires and " -lopenblas" in text:
+        text = text.replace(" -lopenblas", "")
+        notes.append("dropped -lopenblas")
+    if " -lgomp " not in private and " -lgomp" in text:
+        omp = [t for t in private.split() if t in ("-lomp", "-lomp5")]
+        text = text.replace(" -lgomp", " " + omp[0] if omp else "")
+        notes.append("-lgomp -> %s" % (omp[0] if omp else "dropped"))
+    return text, notes
+
+
+def needed(exe):
+    r = subprocess.run(["readelf", "-d", exe], capture_output=True, text=True)
+    return re.findall(r"\(NEEDED\).*\[(.*)\]", r.stdout)
+
+
+def check_command(cmd_text, program, prelude, base_env, run_env, prefix, ctx, workdir):
+    """Builds one program with one documented line and runs it; returns
+    (ok, message)."""
+    os.makedirs(workdir, exist_ok=True)
+    words = cmd_text.split()
+    sources = [w for w in words if re.match(r"^[\w.-]+\.c$", w)]
+    if len(sources) != 1:
+        return False, "names %d C files; want one, the program" % len(sources)
+    with open(os.path.join(workdir, sources[0]), "w", encoding="utf-8") as f:
+        f.write(program.text)
+    notes = []
+    if re.search(r"(^|\s)build/", cmd_text):
+        # A line for the build tree, run from a copy of the source root's
+        # layout: build/ is the build being tested.
+        os.symlink(ctx["build_root"], os.path.join(workdir, "build"))
+        for name in os.listdir(ctx["source_root"]):
+            full = os.path.join(ctx["source_root"], name)
+            if os.path.isdir(full) and not name.startswith((".", "build")) \
+                    and not os.path.exists(os.path.join(workdir, name)):
+                os.symlink(full, os.path.join(workdir, name))
+        cmd_text, notes = adapt_uninstalled(cmd_text, ctx["build_root"])
+    script = "set -e\n%s\n%s\n" % (prelude, cmd_text)
+    r = subprocess.run(["bash", "-c", script], cwd=workdir, env=base_env,
+                       capture_output=True, text=True)
+    shown = cmd_text + (" (%s)" % ", ".join(notes) if notes else "")
+    if r.returncode != 0:
+        return False, "`%s` failed (status %d):\n%s" % (shown, r.returncode, r.stderr)
+    exe = os.path.join(workdir, words[words.index("-o") + 1] if "-o" in words[:-1]
+                       else "a.out")
+    if not os.path.exists(exe):
+        return False, "`%s` made no %s" % (shown, os.path.basename(exe))
+    libs = [n for n in needed(exe) if n.startswith("libautodiff")]
+    # -static, pkg-config --static, a "# static" comment or archives by path.
+    static = re.search(r"(^|\s)--?static\b|#.*\bstatic\b|libautodiff\w*\.a\b", cmd_text)
+    env = dict(run_env)
+    if "-rpath" in cmd_text:
+        env.pop("LD_LIBRARY_PATH", None)
+    if static and libs:
+        return False, "`%s`: the executable needs %s; a static link must not" % (
+            shown, ", ".join(libs))
+    if not static:
+        if not libs:
+            return False, "`%s`: the executable does not use libautodiff*.so" % shown
+        r = subprocess.run(["ldd", exe], env=env, capture_output=True, text=True)
+        for lib in libs:
+            m = re.search(r"^\s*%s => (\S+)" % re.escape(lib), r.stdout, re.M)
+            where = os.path.realpath(m.group(1)) if m else "not found"
+            if not where.startswith(os.path.realpath(prefix) + os.sep):
+                return False, "`%s`: %s resolves to %s, not into the prefix %s%s" % (
+                    shown, lib, where, prefix,
+                    " (without LD_LIBRARY_PATH)" if "-rpath" in cmd_text else "")
+    try:
+        r = subprocess.run([exe], cwd=workdir, env=env, capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False, "`%s`: the program did not finish in %d s" % (shown, RUN_TIMEOUT)
+    if r.returncode != 0:
+        return False, "`%s`: the program exited with status %d:\n%s" % (
+            shown, r.returncode, r.stderr)
+    return True, shown
+
+
+def commands_main(argv):
+    ap = argparse.ArgumentParser(prog="guide_snippets.py --commands")
+    ap.add_argument("--prefix", required=True, help="the scratch install prefix")
+    ap.add_argument("--build-root", required=True)
+    ap.add_argument("--source-root", required=True)
+    ap.add_argument("--require", action="append", default=[],
+                    help="a document that must have a compile line")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("docs", nargs="+")
+    args = ap.parse_args(argv)
+    failures = []
+    prefix = os.path.abspath(args.prefix)
+    ctx = {"build_root": os.path.abspath(args.build_root),
+           "source_root": os.path.abspath(args.source_root)}
+    docs = list(dict.fromkeys(os.path.normpath(d) for d in args.docs + args.require))
+    parsed = {d: doc_commands(d, failures) for d in docs}
+    for d in args.require:
+        if not parsed[os.path.normpath(d)][1]:
+            failures.append("%s: no compile line in a ```sh block found" % d)
+
+    # The environment the documents set up, and nothing of the caller's.
+    base_env = {k: v for k, v in os.environ.items()
+                if k not in ("PKG_CONFIG_PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH",
+                             "CPATH", "C_INCLUDE_PATH", "prefix")}
+    exports = [c for d in docs for c in parsed[d][0]]
+    prelude = "\n".join(["prefix=%s" % shlex.quote(prefix)] + [c.text for c in exports])
+    r = subprocess.run(["bash", "-c", "set -e\n%s\nenv -0" % prelude], env=base_env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append("the export lines fail:\n%s\n%s" % (prelude, r.stderr))
+        run_env = base_env
+    else:
+        run_env = dict(kv.split("=", 1) for kv in r.stdout.split("\0") if "=" in kv)
+    for name in ("PKG_CONFIG_PATH", "LD_LIBRARY_PATH"):
+        if name not in run_env:
+            failures.append("no document sets %s for a prefix other than /usr/local" % name)
+
+    jobs = {}  # (line, program) -> the places that use it
+    for d in docs:
+        _, compiles, programs = parsed[d]
+        for c in compiles:
+            for p in programs:
+                jobs.setdefault((c.text, p.text), []).append((c, p))
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="doc_commands.") as tmp, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        futures = {}
+        for i, (key, uses) in enumerate(jobs.items()):
+            futures[pool.submit(check_command, key[0], uses[0][1], prelude, base_env, run_env,
+                                prefix, ctx, os.path.join(tmp, str(i)))] = key
+        for fut in concurrent.futures.as_completed(futures):
+            results[futures[fut]] = fut.result()
+
+    n_lines = n_builds = 0
+    for d in docs:
+        _, compiles, programs = parsed[d]
+        for c in compiles:
+            n_lines += 1
+            bad = 0
+            for p in programs:
+                n_builds += 1
+                ok, msg = results[(c.text, p.text)]
+                if not ok:
+                    bad += 1
+                    failures.append("%s: with the program of %s: %s" % (c.where(), p.where(), msg))
+            if args.verbose or bad:
+                print("%s: %d of %d programs %s: %s" % (
+                    c.where(), len(programs) - bad, len(programs),
+                    "built and ran" if not bad else "ok", c.text))
+    for f in failures:
+        print("FAIL: " + f + "\n", file=sys.stderr)
+    print("%d compile lines and %d export lines in %d documents, %d programs built "
+          "(%d distinct builds): %s"
+          % (n_lines, len(exports), len(docs), n_builds, len(jobs),
+             "%d failures" % len(failures) if failures else "all passed"))
+    return 1 if failures else 0
+
+
 def main():
+    if sys.argv[1:2] == ["--commands"]:
+        return commands_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cc", required=True, help="the C compiler command")
     ap.add_argument("--build-root", required=True)
