@@ -3,14 +3,45 @@
  * The analytic Jacobian is built one output element at a time: backward
  * with grad_output = e_j (the j-th unit vector) yields row j, dy_j/dx.  The
  * numeric Jacobian is built one input element at a time with central
- * differences, (f(x + eps e_k) - f(x - eps e_k)) / 2 eps = column k, whose
- * error is O(eps^2).  Both run in float64, where eps = 1e-6 balances that
- * truncation error against rounding error (about 1e-16 / 1e-6 = 1e-10). */
+ * differences, D(h) = (f(x + h e_k) - f(x - h e_k)) / 2h = column k.
+ *
+ * Error of D(h).  By Taylor, D(h) = f' + f''' h^2 / 6 + f^(5) h^4 / 120 + ...
+ * (truncation), plus the rounding of f, about u |f| / h with u the relative
+ * error of an evaluation.  In float64, h = 1e-6 balances the two for f of
+ * order 1 (1e-12 against 1e-10).  The step is taken relative to the
+ * element, h = eps max(1, |x|): for |x| > 1 an absolute 1e-6 would shrink
+ * towards x's own rounding (ulp(1e6) = 1e-10), for |x| <= 1 it is eps.
+ *
+ * Near a domain edge or a pole that fixed choice breaks down: log at
+ * x = 1e-6 evaluates log(0) = -inf at x - h, and sqrt there has
+ * f''' h^2 / 6 = 40% of f'.  So an entry that disagrees is retried at
+ * smaller steps h/2, ..., h/1024 (then eps |x|, eps |x| / 2 when |x| is
+ * tiny), and each pair of consecutive steps h_{k-1} = r h_k also gives the
+ * Richardson extrapolation
+ *     R = D(h_k) + (D(h_k) - D(h_{k-1})) / (r^2 - 1),
+ * which cancels the h^2 term: its error is O(h^4).  An entry passes if any
+ * of these estimates agrees with the analytic value, but a retried
+ * estimate only counts when its rounding error is small against the
+ * tolerance: otherwise, at tiny steps, noise could land near a wrong
+ * gradient.  All estimates converge to the true derivative, so a wrong
+ * gradient still fails.
+ *
+ * Non-finite values are never "close": |a - inf| <= atol + rtol |inf| is
+ * inf <= inf, true, so the plain test passes any analytic value against an
+ * infinite numeric one.  Here an entry with a NaN or an infinity on either
+ * side passes only when both sides are the same infinity. */
+#include <float.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
 static const char *GC = "ad_gradcheck";
+
+/* Retries after the first step: 10 halvings and 2 relative steps. */
+enum { HALVINGS = 10, MAX_STEPS = 1 + HALVINGS + 2 };
+/* Relative rounding error assumed for one evaluation of f (16 ulps), and
+ * the share of the tolerance a retried estimate's rounding may take. */
+static const double F_ULPS = 16 * DBL_EPSILON, NOISE_SHARE = 0.1;
 
 static void fmt_index(const ad_tensor *t, int64_t flat, char *buf, size_t size)
 {
@@ -50,16 +81,121 @@ static int copy_inputs(ad_tape *t, int n, ad_tensor *const *in, ad_tensor **x)
     return 0;
 }
 
+/* The steps tried for an element of value x, largest first; returns how
+ * many.  See the top of the file. */
+static int steps_for(double x, double eps, double *h)
+{
+    int ns = 0;
+    double h0 = eps * fmax(1.0, fabs(x));
+    for (int k = 0; k <= HALVINGS; k++) h[ns++] = ldexp(h0, -k);
+    double hr = eps * fabs(x);
+    if (hr > 0 && hr < h[ns - 1] / 2) {
+        h[ns++] = hr;
+        h[ns++] = hr / 2;
+    }
+    return ns;
+}
+
+/* The estimate of an entry that is kept: the first one that agrees with
+ * the analytic value, or, while none does, the one to report. */
+typedef struct estimate {
+    double num, step, ratio; /* ratio: as ad_gradcheck_result's */
+    double err;              /* its error indicator, see offer() */
+    bool richardson, pass, same_inf, set;
+} estimate;
+
+/* The ratio |a - n| / (atol + rtol |n|) of finite a, n. */
+static double ratio_of(double a, double n, double atol, double rtol)
+{
+    double diff = fabs(a - n), tol = atol + rtol * fabs(n);
+    return diff == 0 ? 0 : tol > 0 ? diff / tol : INFINITY;
+}
+
+/* Offers the estimate num of an entry whose analytic value is ana.  It
+ * passes the entry when it agrees and is trusted: the first step always
+ * is, a retried estimate when its rounding error `noise` is at most a
+ * tenth of the tolerance.  While the entry has not passed, the estimate
+ * kept for the report is, as in Ridders' method, the one with the smallest
+ * error indicator `err` (how much it moved from the previous step's
+ * estimate of the same kind), a finite one before any non-finite one. */
+static void offer(estimate *best, double ana, double num, double noise, double err, double step,
+                  bool richardson, bool trusted, const ad_gradcheck_opts *o)
+{
+    estimate e = {num, step, INFINITY, err, richardson, false, false, true};
+    if (isfinite(ana) && isfinite(num)) {
+        e.ratio = ratio_of(ana, num, o->atol, o->rtol);
+        trusted = trusted || noise <= NOISE_SHARE * (o->atol + o->rtol * fabs(num));
+        if (!trusted) return;
+        e.pass = e.ratio <= 1;
+    } else if (isinf(ana) && ana == num) {
+        e.ratio = 0;
+        e.pass = e.same_inf = true;
+    }
+    bool ef = isfinite(e.num), bf = best->set && isfinite(best->num);
+    if (!best->set || e.pass || (ef && !bf) || (ef == bf && e.err < best->err)) *best = e;
+}
+
+static void describe_entry(char *buf, size_t size, const ad_tensor *in, int i, int64_t k,
+                           const ad_tensor *out, int64_t j, double ana, const estimate *e,
+                           const double *steps, int nsteps, const ad_gradcheck_opts *o)
+{
+    char ki[160], ji[160], how[256] = "";
+    fmt_index(in, k, ki, sizeof ki);
+    fmt_index(out, j, ji, sizeof ji);
+    /* fabs: printf writes a NaN's sign bit ("-nan"), which means nothing */
+    int len = snprintf(buf, size, "input %d element %s, output element %s: analytic %.10g vs "
+                                  "numeric %.10g ", i, ki, ji, isnan(ana) ? fabs(ana) : ana,
+                       isnan(e->num) ? fabs(e->num) : e->num);
+    if (len < 0 || (size_t)len >= size) return;
+    buf += len, size -= (size_t)len;
+    if (e->same_inf) {
+        snprintf(buf, size, "(both %s: accepted as the same infinity)", ana > 0 ? "inf" : "-inf");
+        return;
+    }
+    snprintf(how, sizeof how, "; numeric from the %s step %g, the most converged of steps %g "
+                              "down to %g and their Richardson extrapolations",
+             e->richardson ? "Richardson extrapolation at" : "central difference with", e->step,
+             steps[0], steps[nsteps - 1]);
+    if (isfinite(ana) && isfinite(e->num)) {
+        double diff = fabs(ana - e->num);
+        snprintf(buf, size, "(difference %.3g, relative %.3g > atol %g + rtol %g * |numeric|%s)",
+                 diff, e->num != 0 ? diff / fabs(e->num) : INFINITY, o->atol, o->rtol, how);
+    } else if (!isfinite(e->num)) {
+        snprintf(buf, size, "(no step from %g down to %g gave a finite numeric derivative: f "
+                            "is not finite or not differentiable around this point; only the "
+                            "same infinity on both sides passes)",
+                 steps[0], steps[nsteps - 1]);
+    } else {
+        snprintf(buf, size, "(the analytic derivative is not finite; numeric from a %s step %g)",
+                 e->richardson ? "Richardson extrapolation at" : "central difference with",
+                 e->step);
+    }
+}
+
+static void result_reset(ad_gradcheck_result *r)
+{
+    *r = (ad_gradcheck_result){0, 0, 0, -1, -1, 0, 0, NAN, NAN, NAN, NAN, NAN, NAN, false};
+}
+
 int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                  const ad_gradcheck_opts *opts)
 {
+    return ad_gradcheck_ex(f, ctx, n, inputs, opts, NULL);
+}
+
+int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                    const ad_gradcheck_opts *opts, ad_gradcheck_result *result)
+{
     ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
     if (opts) o = *opts;
+    ad_gradcheck_result res;
+    result_reset(&res);
+    if (result) *result = res;
     if (!f) return ad__err(GC, "function is NULL");
     if (n < 1 || n > 64) return ad__err(GC, "need 1 to 64 inputs, got %d", n);
     if (!inputs) return ad__err(GC, "inputs is NULL");
-    if (!(o.eps > 0) || !(o.atol >= 0) || !(o.rtol >= 0))
-        return ad__err(GC, "eps must be > 0 and atol, rtol >= 0");
+    if (!(o.eps > 0) || !isfinite(o.eps) || !(o.atol >= 0) || !(o.rtol >= 0))
+        return ad__err(GC, "eps must be > 0 and finite, and atol, rtol >= 0");
     for (int i = 0; i < n; i++)
         if (ad__check_arg(GC, "inputs[i]", inputs[i], false)) return -1;
 
@@ -69,7 +205,8 @@ int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     bool prev_mode = ad_set_grad_enabled(true);
     ad_tensor *x[64], *req[64], *grads[64], *y[64];
     int nreq = 0, reqidx[64];
-    double *jac = NULL, *fp = NULL, *fm = NULL;
+    double *jac = NULL, *buf = NULL;
+    estimate *best = NULL;
     if (!ta || !te) goto out;
     ad_tape_activate(ta);
     if (copy_inputs(ta, n, inputs, x)) goto out;
@@ -80,15 +217,32 @@ int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     int64_t m = ad__numel(out->ndim, out->shape), total = 0;
     for (int r = 0; r < nreq; r++) total += ad__numel(req[r]->ndim, req[r]->shape);
 
+    /* A check that compares nothing would "pass" without having looked at
+     * anything; say so instead. */
+    if (nreq == 0 || total == 0 || m == 0) {
+        ad__err(GC, "nothing was checked: %s",
+                nreq == 0    ? "no input requires grad (mark the floating inputs to check "
+                               "with ad_set_requires_grad)"
+                : total == 0 ? "the inputs that require grad have no elements"
+                             : "the function's output has no elements");
+        if (o.report) fprintf(o.report, "%s\n", ad_error());
+        rc = 0;
+        goto out;
+    }
+
     /* jac[(offset of input r + k) * m + j] = d out_j / d x_r[k] */
     jac = ad__calloc((size_t)(total * m + 1), sizeof *jac);
-    fp = ad__malloc((size_t)(m + 1) * sizeof *fp);
-    fm = ad__malloc((size_t)(m + 1) * sizeof *fm);
-    if (!jac || !fp || !fm) {
+    /* per column: f(x + h), f(x - h), and at the previous step D, its
+     * rounding error and the Richardson value */
+    buf = ad__malloc((size_t)(5 * m + 1) * sizeof *buf);
+    best = ad__malloc((size_t)m * sizeof *best);
+    if (!jac || !buf || !best) {
         ad__err(GC, "out of memory");
         goto out;
     }
-    if (out->requires_grad && nreq > 0) {
+    double *fp = buf, *fm = buf + m, *dprev = buf + 2 * m, *nprev = buf + 3 * m;
+    double *rprev = buf + 4 * m;
+    if (out->requires_grad) {
         for (int64_t j = 0; j < m; j++) {
             ad_tensor *e = ad_zeros(ta, out->dtype, out->ndim, out->shape);
             if (!e) goto out;
@@ -110,49 +264,118 @@ int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
         }
     }
 
-    /* Numeric columns, each from two fresh evaluations on tape te. */
+    /* Numeric columns, each from pairs of fresh evaluations on tape te. */
+    char msg[900], worst_msg[900] = "";
     int64_t base = 0;
     for (int r = 0; r < nreq; r++) {
         int i = reqidx[r];
         int64_t nk = ad__numel(req[r]->ndim, req[r]->shape);
         for (int64_t k = 0; k < nk; k++) {
-            for (int side = 0; side < 2; side++) {
-                ad_tape_reset(te);
-                ad_tape_activate(te);
-                if (copy_inputs(te, n, x, y)) goto out;
-                double *d = y[i]->storage->data;
-                d[k] += side == 0 ? o.eps : -o.eps;
-                ad_tensor *v = call(GC, f, ctx, n, y);
-                if (!v) goto out;
-                if (ad__numel(v->ndim, v->shape) != m) {
-                    ad__err(GC, "the function's output changed size between calls");
-                    goto out;
+            const double xk = ((const double *)x[i]->storage->data)[k];
+            double steps[MAX_STEPS], hprev = 0;
+            int ns = steps_for(xk, o.eps, steps), tried = 0;
+            int64_t open = m; /* entries of the column not passed yet */
+            for (int64_t j = 0; j < m; j++) best[j].set = best[j].pass = false;
+            for (int s = 0; s < ns && open > 0; s++) {
+                /* The width actually stepped, (x + h) - (x - h), is what
+                 * the difference divides by: it is not 2h after rounding. */
+                double up = xk + steps[s], down = xk - steps[s], width = up - down;
+                if (!(width > 0)) continue;
+                for (int side = 0; side < 2; side++) {
+                    ad_tape_reset(te);
+                    ad_tape_activate(te);
+                    if (copy_inputs(te, n, x, y)) goto out;
+                    ((double *)y[i]->storage->data)[k] = side == 0 ? up : down;
+                    ad_tensor *v = call(GC, f, ctx, n, y);
+                    if (!v) goto out;
+                    if (ad__numel(v->ndim, v->shape) != m) {
+                        ad__err(GC, "the function's output changed size between calls");
+                        goto out;
+                    }
+                    ad_to_array(v, side == 0 ? fp : fm);
                 }
-                ad_to_array(v, side == 0 ? fp : fm);
+                double h = width / 2, r2 = hprev > 0 ? (hprev / h) * (hprev / h) : 0;
+                for (int64_t j = 0; j < m; j++) {
+                    /* An output that did not move has derivative 0, even
+                     * when it is the same infinity on both sides (where
+                     * inf - inf would say NaN). */
+                    double d = fp[j] == fm[j] ? 0 : (fp[j] - fm[j]) / width, rich = NAN;
+                    double noise = F_ULPS * (fabs(fp[j]) + fabs(fm[j])) / width;
+                    if (!best[j].pass) {
+                        double ana = jac[(base + k) * m + j];
+                        bool prev_ok = tried > 0 && isfinite(dprev[j]);
+                        offer(&best[j], ana, d, noise, prev_ok ? fabs(d - dprev[j]) : INFINITY, h,
+                              false, tried == 0, &o);
+                        /* Richardson: D(h) = f' + c h^2 + O(h^4) at both
+                         * steps, so this combination cancels c. */
+                        if (prev_ok && r2 > 1 && isfinite(d)) {
+                            rich = d + (d - dprev[j]) / (r2 - 1);
+                            double err = fabs(rich - (isfinite(rprev[j]) ? rprev[j] : d));
+                            if (!best[j].pass)
+                                offer(&best[j], ana, rich, (r2 * noise + nprev[j]) / (r2 - 1), err,
+                                      h, true, false, &o);
+                        }
+                        if (best[j].pass) open--;
+                    }
+                    dprev[j] = d;
+                    nprev[j] = noise;
+                    rprev[j] = rich;
+                }
+                hprev = h;
+                tried++;
             }
             for (int64_t j = 0; j < m; j++) {
-                double num = (fp[j] - fm[j]) / (2 * o.eps);
+                const estimate *e = &best[j];
                 double ana = jac[(base + k) * m + j];
-                if (!(fabs(ana - num) <= o.atol + o.rtol * fabs(num))) {
-                    char ki[160], ji[160];
-                    fmt_index(req[r], k, ki, sizeof ki);
-                    fmt_index(out, j, ji, sizeof ji);
-                    ad__err(GC, "input %d element %s, output element %s: analytic %.10g vs "
-                                "numeric %.10g (difference %.3g > atol %g + rtol %g * |numeric|)",
-                            i, ki, ji, ana, num, fabs(ana - num), o.atol, o.rtol);
-                    if (o.report) fprintf(o.report, "%s\n", ad_error());
-                    rc = 0;
+                res.checked++;
+                if (!e->set) { /* no step was wide enough to change x */
+                    ad__err(GC, "input %d element %lld: x = %g does not change by the step %g",
+                            i, (long long)k, xk, steps[0]);
                     goto out;
+                }
+                res.failed += !e->pass;
+                res.infinite += e->same_inf;
+                bool worst = res.input < 0 || e->ratio > res.ratio;
+                if (!e->pass || e->same_inf) {
+                    describe_entry(msg, sizeof msg, req[r], i, k, out, j, ana, e, steps, ns, &o);
+                    if (o.report) fprintf(o.report, "%s: %s\n", GC, msg);
+                }
+                if (worst) {
+                    double diff = e->same_inf ? 0 : fabs(ana - e->num);
+                    res.input = i;
+                    res.element = k;
+                    res.output = j;
+                    res.analytic = ana;
+                    res.numeric = e->num;
+                    res.abs_err = diff;
+                    res.rel_err = diff == 0 ? 0 : e->num != 0 ? diff / fabs(e->num) : INFINITY;
+                    res.ratio = e->ratio;
+                    res.step = e->step;
+                    res.richardson = e->richardson;
+                    /* a failure's ratio exceeds every pass's, so the
+                     * final worst entry's message is kept here */
+                    if (!e->pass) snprintf(worst_msg, sizeof worst_msg, "%s", msg);
                 }
             }
         }
         base += nk;
     }
-    rc = 1;
+    if (res.failed) {
+        ad__err(GC, "%lld of %lld Jacobian entries disagree; the worst: %s",
+                (long long)res.failed, (long long)res.checked, worst_msg);
+        if (o.report) fprintf(o.report, "%s\n", ad_error());
+        rc = 0;
+    } else {
+        if (o.report)
+            fprintf(o.report, "%s: all %lld Jacobian entries agree (%lld as the same infinity)\n",
+                    GC, (long long)res.checked, (long long)res.infinite);
+        rc = 1;
+    }
 out:
+    if (result) *result = res;
     ad__free(jac);
-    ad__free(fp);
-    ad__free(fm);
+    ad__free(buf);
+    ad__free(best);
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
     ad_tape_free(ta);
@@ -197,7 +420,18 @@ static ad_tensor *vjp_fn(ad_tensor *const *x, int n, void *vctx)
 int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                      const ad_gradcheck_opts *opts)
 {
+    return ad_gradgradcheck_ex(f, ctx, n, inputs, opts, NULL);
+}
+
+int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                        const ad_gradcheck_opts *opts, ad_gradcheck_result *result)
+{
     static const char *fn = "ad_gradgradcheck";
+    ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
+    if (opts) o = *opts;
+    ad_gradcheck_result total, one;
+    result_reset(&total);
+    if (result) *result = total;
     if (!f) return ad__err(fn, "function is NULL");
     if (n < 1 || n > 64) return ad__err(fn, "need 1 to 64 inputs, got %d", n);
     if (!inputs) return ad__err(fn, "inputs is NULL");
@@ -211,10 +445,17 @@ int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     ad_tensor *x[64];
     int rc = -1;
     double *v = NULL;
+    char worst_msg[1000] = "";
     if (copy_inputs(t, n, inputs, x)) goto out;
     ad_tensor *out = call(fn, f, ctx, n, x);
     if (!out) goto out;
     int64_t m = ad__numel(out->ndim, out->shape);
+    if (m == 0) { /* v . df/dx is identically 0: nothing to check */
+        ad__err(fn, "nothing was checked: the function's output has no elements");
+        if (o.report) fprintf(o.report, "%s\n", ad_error());
+        rc = 0;
+        goto out;
+    }
     v = ad__malloc((size_t)(m + 1) * sizeof *v);
     if (!v) {
         ad__err(fn, "out of memory");
@@ -224,18 +465,48 @@ int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     ad_rng rng;
     ad_rng_init(&rng, 20261128u);
     for (int64_t j = 0; j < m; j++) v[j] = 0.5 + ad_rng_uniform(&rng);
-    rc = 1;
-    for (int i = 0; i < n && rc == 1; i++) {
+    bool any = false;
+    for (int i = 0; i < n; i++) {
         if (!inputs[i]->requires_grad || !ad__is_float(inputs[i]->dtype)) continue;
+        any = true;
+        if (ad__numel(inputs[i]->ndim, inputs[i]->shape) == 0) continue; /* no gradient */
         vjp_ctx c = {f, ctx, i, v, m};
-        rc = ad_gradcheck(vjp_fn, &c, n, inputs, opts);
-        if (rc == 0) {
-            char inner[400];
-            snprintf(inner, sizeof inner, "%s", ad_error());
-            ad__err(fn, "second derivatives through the gradient of input %d: %s", i, inner);
+        int r = ad_gradcheck_ex(vjp_fn, &c, n, inputs, &o, &one);
+        if (r == 0 && one.checked == 0) { /* the output is empty: nothing was checked */
+            snprintf(worst_msg, sizeof worst_msg, "%s", ad_error());
+            ad__err(fn, "%s", worst_msg);
+            rc = 0;
+            goto out;
         }
+        total.checked += one.checked;
+        total.failed += one.failed;
+        total.infinite += one.infinite;
+        if (total.input < 0 || one.ratio > total.ratio) {
+            int64_t ck = total.checked, fl = total.failed, inf = total.infinite;
+            total = one;
+            total.checked = ck, total.failed = fl, total.infinite = inf;
+            total.grad_of = i;
+            if (r == 0)
+                snprintf(worst_msg, sizeof worst_msg,
+                         "second derivatives through the gradient of input %d: %s", i, ad_error());
+        }
+        if (r < 0) goto out;
+    }
+    if (!any || total.checked == 0) {
+        ad__err(fn, "nothing was checked: %s",
+                !any ? "no input requires grad (mark the floating inputs to check with "
+                       "ad_set_requires_grad)"
+                     : "the inputs that require grad have no elements");
+        if (o.report) fprintf(o.report, "%s\n", ad_error());
+        rc = 0;
+    } else if (total.failed) {
+        ad__err(fn, "%s", worst_msg);
+        rc = 0;
+    } else {
+        rc = 1;
     }
 out:
+    if (result) *result = total;
     ad__free(v);
     ad_tape_activate(prev);
     ad_tape_free(t);

@@ -990,6 +990,12 @@ START_TEST(transforms_gradcheck_graph)
     ROW_RC(ad_gradgradcheck(NULL, NULL, 1, &x, NULL), "NULL");
     ROW_RC(ad_gradgradcheck(fails, NULL, 1, &f.p, NULL), "deliberately failing");
     ROW_RC(ad_gradgradcheck(sumsq, NULL, 1, &f.p, &(ad_gradcheck_opts){.atol = -1}), "atol");
+    ad_gradcheck_result gr;
+    ROW_RC(ad_gradcheck_ex(NULL, NULL, 1, &x, NULL, &gr), "NULL");
+    ck_assert(gr.checked == 0 && gr.input == -1); /* filled on errors too */
+    ROW_RC(ad_gradcheck_ex(fails, NULL, 1, &f.p, NULL, NULL), "deliberately failing");
+    ROW_RC(ad_gradgradcheck_ex(sumsq, NULL, 65, &f.p, NULL, &gr), "need 1 to 64 inputs");
+    ROW_RC(ad_gradgradcheck_ex(fails, NULL, 1, &f.p, NULL, NULL), "deliberately failing");
     /* graph.h */
     FILE *out = fopen("/dev/null", "w");
     ck_assert_ptr_nonnull(out);

@@ -1,5 +1,9 @@
 /* tests/test_gradcheck.c - the checkers must pass right gradients and catch
- * wrong ones, saying where. */
+ * wrong ones, saying where; they must not pass when the numeric derivative
+ * is not finite or when nothing was compared, and must not fail right
+ * gradients near a domain edge. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../autodiff/internal.h"
@@ -117,6 +121,8 @@ START_TEST(reports_errors)
                        "ad_gradcheck: the function failed: ad_add: argument 'b' is NULL");
     ad_gradcheck_opts bad = {0, 1e-5, 1e-3, NULL};
     ck_assert_error_rc(ad_gradcheck(f_cut, NULL, 1, &x, &bad), "eps must be > 0");
+    bad.eps = INFINITY; /* a step must be a number */
+    ck_assert_error_rc(ad_gradcheck(f_cut, NULL, 1, &x, &bad), "eps must be > 0 and finite");
     ad_tensor_free(x);
 }
 END_TEST
@@ -132,6 +138,288 @@ START_TEST(tolerances_are_honoured)
 }
 END_TEST
 
+/* ---- non-finite numeric derivatives ----------------------------------------------------
+ * 0^x at x = 0: the value is 1, the tape's derivative is 0 (pow's rule
+ * takes d(a^b)/db = 0 at a = 0), but 0^(-h) = inf, so the central
+ * difference (0 - inf) / 2h is -inf at every step.  The old test
+ * |0 - (-inf)| <= atol + rtol |-inf| read inf <= inf and passed. */
+static ad_tensor *f_zero_pow(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    ad_tensor *zero = ad_zeros(ad_tensor_tape(in[0]), AD_FLOAT64, 1, (int64_t[]){1});
+    return ad_pow(zero, in[0]);
+}
+
+static ad_tensor *f_log(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_log(in[0]);
+}
+
+static ad_tensor *f_sqrt(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_sqrt(in[0]);
+}
+
+static ad_tensor *f_exp(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_exp(in[0]);
+}
+
+START_TEST(an_infinite_numeric_derivative_fails)
+{
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){1}, (double[]){0});
+    ad_set_requires_grad(x, true);
+    ad_gradcheck_result r;
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradcheck_ex(f_zero_pow, NULL, 1, &x, NULL, &r), 0);
+    const char *e = ad_error();
+    ck_assert_ptr_nonnull(e);
+    ck_assert_msg(strstr(e, "ad_gradcheck: 1 of 1 Jacobian entries disagree; the worst: input 0 "
+                            "element [0], output element [0]: analytic 0 vs numeric -inf"), "%s", e);
+    ck_assert_msg(strstr(e, "no step from 1e-06 down to"), "%s", e);
+    ck_assert_msg(strstr(e, "only the same infinity on both sides passes"), "%s", e);
+    ck_assert_int_eq(r.checked, 1);
+    ck_assert_int_eq(r.failed, 1);
+    ck_assert_int_eq(r.input, 0);
+    ck_assert(r.analytic == 0 && r.numeric == -INFINITY && r.ratio == INFINITY);
+    ad_tensor_free(x);
+}
+END_TEST
+
+START_TEST(a_nan_numeric_derivative_fails)
+{
+    /* log at -1: the value is NaN, the tape says 1/x = -1 */
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){1}, (double[]){-1});
+    ad_set_requires_grad(x, true);
+    ad_gradcheck_result r;
+    ck_assert_int_eq(ad_gradcheck_ex(f_log, NULL, 1, &x, NULL, &r), 0);
+    ck_assert_msg(strstr(ad_error(), "analytic -1 vs numeric nan"), "%s", ad_error());
+    ck_assert(isnan(r.numeric) && r.analytic == -1 && r.ratio == INFINITY);
+    ad_tensor_free(x);
+}
+END_TEST
+
+START_TEST(the_same_infinity_passes_and_is_reported)
+{
+    /* exp overflows above log(DBL_MAX) = 709.78: at x = 709.7828 the tape
+     * says exp(x) = inf, and so does the central difference
+     * (inf - exp(x - h)) / 2h.  (One element only: with two, the tape's
+     * derivative of exp(x_0) along the other output is 0 * inf = NaN,
+     * which rightly fails.) */
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){1}, (double[]){709.7828});
+    ad_set_requires_grad(x, true);
+    FILE *rep = tmpfile();
+    ck_assert_ptr_nonnull(rep);
+    ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
+    o.report = rep;
+    ad_gradcheck_result r;
+    ck_assert_int_eq(ad_gradcheck_ex(f_exp, NULL, 1, &x, &o, &r), 1);
+    ck_assert_int_eq(r.checked, 1);
+    ck_assert_int_eq(r.failed, 0);
+    ck_assert_int_eq(r.infinite, 1);
+    ck_assert(r.analytic == INFINITY && r.numeric == INFINITY && r.abs_err == 0 && r.ratio == 0);
+    char text[2000] = "";
+    rewind(rep);
+    size_t len = fread(text, 1, sizeof text - 1, rep);
+    text[len] = '\0';
+    fclose(rep);
+    ck_assert_msg(strstr(text, "ad_gradcheck: input 0 element [0], output element [0]: analytic "
+                               "inf vs numeric inf (both inf: accepted as the same infinity)"),
+                  "%s", text);
+    ck_assert_msg(strstr(text, "ad_gradcheck: all 1 Jacobian entries agree (1 as the same "
+                               "infinity)"), "%s", text);
+    ad_tensor_free(x);
+}
+END_TEST
+
+/* ---- nothing checked --------------------------------------------------------------- */
+static ad_tensor *f_empty(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_narrow(in[0], 0, 0, 0);
+}
+
+START_TEST(nothing_checked_fails)
+{
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){2}, (double[]){1, 2});
+    ad_tensor *y = ot_f64(NULL, 1, (int64_t[]){2}, (double[]){3, 4});
+    ad_tensor *in[2] = {x, y};
+    ad_gradcheck_result r;
+    /* no input requires grad: 0, not 1, and the message says why */
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradcheck_ex(f_good, NULL, 2, in, NULL, &r), 0);
+    ck_assert_str_eq(ad_error(), "ad_gradcheck: nothing was checked: no input requires grad "
+                                 "(mark the floating inputs to check with ad_set_requires_grad)");
+    ck_assert_int_eq(r.checked, 0);
+    ck_assert_int_eq(r.input, -1);
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradgradcheck_ex(f_good, NULL, 2, in, NULL, &r), 0);
+    ck_assert_msg(strstr(ad_error(), "ad_gradgradcheck: nothing was checked: no input requires "
+                                     "grad"), "%s", ad_error());
+    ck_assert_int_eq(r.checked, 0);
+    /* an output with no elements compares nothing either */
+    ad_set_requires_grad(x, true);
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradcheck(f_empty, NULL, 1, &x, NULL), 0);
+    ck_assert_str_eq(ad_error(),
+                     "ad_gradcheck: nothing was checked: the function's output has no elements");
+    ck_assert_int_eq(ad_gradgradcheck(f_empty, NULL, 1, &x, NULL), 0);
+    ck_assert_msg(strstr(ad_error(), "nothing was checked"), "%s", ad_error());
+    /* nor do inputs that require grad but have no elements */
+    ad_tensor *none = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){0});
+    ad_set_requires_grad(none, true);
+    ck_assert_int_eq(ad_gradcheck(f_log, NULL, 1, &none, NULL), 0);
+    ck_assert_msg(strstr(ad_error(), "nothing was checked: the inputs that require grad have no "
+                                     "elements"), "%s", ad_error());
+    ad_tensor_free(none);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
+/* ---- domain edges ------------------------------------------------------------------
+ * log and sqrt at 1e-6: the first step h = 1e-6 reaches x - h = 0, where
+ * log is -inf and sqrt's central difference is (sqrt(2e-6) - 0) / 2e-6 =
+ * 707 against the true 500.  The smaller steps and their Richardson
+ * extrapolations find the derivative; the test asserts the numeric value
+ * found, not only the verdict. */
+START_TEST(log_and_sqrt_near_zero_pass)
+{
+    const double xs[3] = {1e-6, 3e-6, 1e-9};
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){3}, xs);
+    ad_set_requires_grad(x, true);
+    ad_gradcheck_result r;
+    ad_clear_error();
+    ck_assert_msg(ad_gradcheck_ex(f_log, NULL, 1, &x, NULL, &r) == 1, "%s", ad_error());
+    ck_assert_int_eq(r.checked, 9);
+    ck_assert_int_eq(r.failed, 0);
+    /* the worst entry is still a close one: a finite numeric value */
+    ck_assert(isfinite(r.numeric) && r.ratio <= 1);
+    ck_assert_msg(ad_gradcheck_ex(f_sqrt, NULL, 1, &x, NULL, &r) == 1, "%s", ad_error());
+    ck_assert(r.failed == 0 && r.ratio <= 1);
+    /* one element alone, to read its numeric derivative back */
+    for (int i = 0; i < 3; i++) {
+        ad_tensor *xi = ot_f64(NULL, 1, (int64_t[]){1}, &xs[i]);
+        ad_set_requires_grad(xi, true);
+        ck_assert_int_eq(ad_gradcheck_ex(f_log, NULL, 1, &xi, NULL, &r), 1);
+        ck_assert_msg(fabs(r.numeric - 1 / xs[i]) <= 1e-3 / xs[i], "log'(%g): numeric %.17g",
+                      xs[i], r.numeric);
+        ck_assert_int_eq(ad_gradcheck_ex(f_sqrt, NULL, 1, &xi, NULL, &r), 1);
+        double want = 0.5 / sqrt(xs[i]);
+        ck_assert_msg(fabs(r.numeric - want) <= 1e-3 * want, "sqrt'(%g): numeric %.17g", xs[i],
+                      r.numeric);
+        ck_assert(r.step < xs[i]); /* a step that stays inside the domain */
+        ad_tensor_free(xi);
+    }
+    /* second derivatives there too: -1/x^2 = -1e12 at 1e-6 */
+    ck_assert_msg(ad_gradgradcheck(f_log, NULL, 1, &x, NULL) == 1, "%s", ad_error());
+    ck_assert_msg(ad_gradgradcheck(f_sqrt, NULL, 1, &x, NULL) == 1, "%s", ad_error());
+    ad_tensor_free(x);
+}
+END_TEST
+
+START_TEST(the_step_is_relative_to_x)
+{
+    /* sqrt at 1e6: the step is 1e-6 * 1e6 = 1, where the truncation error
+     * f'(3) h^2 / 6 is 6e-17; an absolute 1e-6 would be 1e-12 of x, close
+     * to its rounding */
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){1}, (double[]){1e6});
+    ad_set_requires_grad(x, true);
+    ad_gradcheck_result r;
+    ck_assert_int_eq(ad_gradcheck_ex(f_sqrt, NULL, 1, &x, NULL, &r), 1);
+    ck_assert_close(r.step, 1.0, 1e-9);
+    ck_assert(!r.richardson);
+    ck_assert_close(r.numeric, 5e-4, 1e-12);
+    ad_tensor_free(x);
+}
+END_TEST
+
+/* ---- the worst entry ------------------------------------------------------------------
+ * f(a, x) = exp(a) + x * detach(x) + w x, elementwise: right in a; in x the
+ * tape says x + w where the truth is 2x + w.  The disagreement relative
+ * to the tolerance, |x| / (atol + rtol |2x + w|), is largest for
+ * x = 0.1, w = 0 (476) against x = 0.5, w = 10 (45) and x = 2, w = 100
+ * (19); x = 0 agrees. */
+static ad_tensor *f_mixed(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    ad_tensor *w = ot_const_like(in[1], 1, (int64_t[]){4}, (double[]){10, 0, 100, 0});
+    ad_tensor *wrong = ad_add(ad_mul(in[1], ad_detach(in[1])), ad_mul(w, in[1]));
+    return ad_add(ad_exp(in[0]), wrong);
+}
+
+START_TEST(reports_the_worst_entry)
+{
+    ad_tensor *a = ot_f64(NULL, 1, (int64_t[]){4}, (double[]){0.3, -0.2, 0.1, 1});
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){4}, (double[]){0.5, 0.1, 2, 0});
+    ad_set_requires_grad(a, true);
+    ad_set_requires_grad(x, true);
+    ad_tensor *in[2] = {a, x};
+    FILE *rep = tmpfile();
+    ck_assert_ptr_nonnull(rep);
+    ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
+    o.report = rep;
+    ad_gradcheck_result r;
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradcheck_ex(f_mixed, NULL, 2, in, &o, &r), 0);
+    const char *e = ad_error();
+    ck_assert_msg(strstr(e, "ad_gradcheck: 3 of 32 Jacobian entries disagree; the worst: input 1 "
+                            "element [1], output element [1]: analytic 0.1 vs numeric 0.2 "
+                            "(difference 0.1, relative 0.5 > atol 1e-05 + rtol 0.001"), "%s", e);
+    ck_assert_int_eq(r.checked, 32);
+    ck_assert_int_eq(r.failed, 3);
+    ck_assert_int_eq(r.input, 1);
+    ck_assert_int_eq(r.grad_of, -1);
+    ck_assert_int_eq(r.element, 1);
+    ck_assert_int_eq(r.output, 1);
+    ck_assert_double_eq(r.analytic, 0.1);
+    ck_assert_close(r.numeric, 0.2, 1e-8);
+    ck_assert_close(r.abs_err, 0.1, 1e-8);
+    ck_assert_close(r.rel_err, 0.5, 1e-7);
+    ck_assert_close(r.ratio, 0.1 / (1e-5 + 1e-3 * 0.2), 1e-3);
+    /* the report has one line per mismatch, then the verdict */
+    char text[4000] = "";
+    rewind(rep);
+    size_t len = fread(text, 1, sizeof text - 1, rep);
+    text[len] = '\0';
+    fclose(rep);
+    int lines = 0;
+    for (const char *p = text; (p = strstr(p, "ad_gradcheck: input 1 element [")); p++) lines++;
+    ck_assert_msg(lines == 3, "%d mismatch lines:\n%s", lines, text);
+    ck_assert_msg(strstr(text, "input 1 element [0], output element [0]: analytic 10.5 vs numeric "
+                               "11 "), "%s", text);
+    ck_assert_msg(strstr(text, "input 1 element [2], output element [2]: analytic 102 vs numeric "
+                               "104 "), "%s", text);
+    ck_assert_msg(strstr(text, "3 of 32 Jacobian entries disagree"), "%s", text);
+    ad_tensor_free(a);
+    ad_tensor_free(x);
+}
+END_TEST
+
+START_TEST(gradgradcheck_reports_the_worst_entry)
+{
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){3}, (double[]){0.5, -1, 2});
+    ad_set_requires_grad(x, true);
+    ad_gradcheck_result r;
+    ck_assert_int_eq(ad_gradgradcheck_ex(f_bad_square, NULL, 1, &x, NULL, &r), 0);
+    /* G(x) = 2 v detach(x): the tape says dG/dx = 0, the truth 2 v (v in
+     * [0.5, 1.5)), on the diagonal only */
+    ck_assert_int_eq(r.checked, 9);
+    ck_assert_int_eq(r.failed, 3);
+    ck_assert_int_eq(r.grad_of, 0);
+    ck_assert_int_eq(r.input, 0);
+    ck_assert_int_eq(r.element, r.output);
+    ck_assert(r.analytic == 0 && r.numeric >= 1 && r.numeric < 3);
+    ck_assert_msg(strstr(ad_error(), "ad_gradgradcheck: second derivatives through the gradient "
+                                     "of input 0: ad_gradcheck: 3 of 9 Jacobian entries "
+                                     "disagree; the worst: input 0 element"), "%s", ad_error());
+    ad_tensor_free(x);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gradcheck");
@@ -142,6 +430,14 @@ int main(void)
     tcase_add_test(tc, gradgradcheck_catches_a_rule_that_is_not_differentiable);
     tcase_add_test(tc, reports_errors);
     tcase_add_test(tc, tolerances_are_honoured);
+    tcase_add_test(tc, an_infinite_numeric_derivative_fails);
+    tcase_add_test(tc, a_nan_numeric_derivative_fails);
+    tcase_add_test(tc, the_same_infinity_passes_and_is_reported);
+    tcase_add_test(tc, nothing_checked_fails);
+    tcase_add_test(tc, log_and_sqrt_near_zero_pass);
+    tcase_add_test(tc, the_step_is_relative_to_x);
+    tcase_add_test(tc, reports_the_worst_entry);
+    tcase_add_test(tc, gradgradcheck_reports_the_worst_entry);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
