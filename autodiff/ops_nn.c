@@ -2,10 +2,13 @@
  *
  * Two real ops live here, unfold (im2col) and fold (col2im).  They are
  * linear and each other's adjoint, so each one's rule is the other and
- * derivatives of every order stay within the pair.  Everything else a
- * network layer needs is composed from public ops: a convolution is unfold
- * then one (batched) matmul, a pool is a max or mean over the kernel axis
- * of unfold's result, the normalisations are mean/var arithmetic.  The
+ * derivatives of every order stay within the pair.  A third,
+ * max_pool2d_index, finds where each pooling window's first maximum is; it
+ * is an integer result, not differentiable, like a comparison.  Everything
+ * else a network layer needs is composed from public ops: a convolution is
+ * unfold then one (batched) matmul, a max pool gathers x at those indices,
+ * an average pool is a mean over the kernel axis of unfold's result, the
+ * normalisations are mean/var arithmetic.  The
  * compositions are differentiable to any order by construction and replay
  * like any recorded computation; the cost is some intermediates, which for
  * a convolution (the columns) is what im2col implementations keep anyway.
@@ -549,6 +552,76 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
     return ad_reshape(y, 4, (int64_t[]){x->shape[0], x->shape[1], w->out[0], w->out[1]});
 }
 
+/* ---- max_pool2d_index ----------------------------------------------------------------
+ * For each window of each plane (n, c), the flat index ih W + iw in x's
+ * H x W plane of its first maximum, scanning the window row by row as
+ * PyTorch does, so ties go to the element that comes first.  A NaN counts
+ * as larger than any number (the first NaN wins), so a NaN in a window
+ * gives a NaN maximum, as ad_max does.  Padding is skipped: it is never
+ * chosen, which is what -inf padding means, and every window holds a real
+ * element because padding is at most half the kernel. */
+#define DEFINE_WINDOW_ARGMAX(name, T)                                                      \
+    static void name(const ad_tensor *x, int64_t *out, const win2d *w)                     \
+    {                                                                                      \
+        const T *xd = x->storage->data;                                                    \
+        const int64_t C = x->shape[1], H = w->in[0], W = w->in[1];                         \
+        const int64_t Ho = w->out[0], Wo = w->out[1], planes = x->shape[0] * C;            \
+        const int64_t *st = x->strides;                                                    \
+        const int64_t work = planes * Ho * Wo * w->k[0] * w->k[1];                         \
+        (void)work;                                                                        \
+        PARALLEL_FOR                                                                       \
+        for (int64_t p = 0; p < planes; p++) {                                             \
+            const T *plane = xd + x->offset + (p / C) * st[0] + (p % C) * st[1];           \
+            int64_t *o = out + p * Ho * Wo;                                                \
+            for (int64_t oh = 0; oh < Ho; oh++) {                                          \
+                int64_t h0 = oh * w->s[0] - w->p[0];                                       \
+                int64_t ha = h0 < 0 ? 0 : h0, hb = h0 + w->k[0] < H ? h0 + w->k[0] : H;    \
+                for (int64_t ow = 0; ow < Wo; ow++) {                                      \
+                    int64_t w0 = ow * w->s[1] - w->p[1];                                   \
+                    int64_t wa = w0 < 0 ? 0 : w0, wb = w0 + w->k[1] < W ? w0 + w->k[1] : W; \
+                    int64_t best = ha * W + wa;                                            \
+                    T bv = plane[ha * st[2] + wa * st[3]];                                 \
+                    for (int64_t ih = ha; ih < hb; ih++)                                   \
+                        for (int64_t iw = wa; iw < wb; iw++) {                             \
+                            T v = plane[ih * st[2] + iw * st[3]];                          \
+                            /* strictly larger: an equal value later loses */              \
+                            if (v > bv || (isnan(v) && !isnan(bv))) bv = v, best = ih * W + iw; \
+                        }                                                                  \
+                    o[oh * Wo + ow] = best;                                                \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+DEFINE_WINDOW_ARGMAX(window_argmax_f32, float)
+DEFINE_WINDOW_ARGMAX(window_argmax_f64, double)
+
+static void window_argmax(const ad_tensor *x, ad_tensor *idx, const win2d *w)
+{
+    int64_t *out = (int64_t *)idx->storage->data + idx->offset;
+    if (x->dtype == AD_FLOAT64) window_argmax_f64(x, out, w);
+    else window_argmax_f32(x, out, w);
+}
+
+/* Replay: the indices follow x's new values (the gather that reads them
+ * comes later on the tape, so it sees them). */
+static int max_pool2d_index_fw(ad_node *n)
+{
+    win2d w = win_load(n);
+    window_argmax(n->in[0], n->out, &w);
+    return 0;
+}
+static const ad_op OP_MAX_POOL2D_INDEX = {
+    "max_pool2d_index",
+    "i[n, c, oh Wo + ow] = ih W + iw of the first maximum of x[n, c] in window (oh, ow) "
+    "(row-major scan, NaN largest); not differentiable (integer)",
+    NULL, max_pool2d_index_fw};
+
+/* y = gather(x viewed as [N, C, H W], axis 2, i) with i from
+ * max_pool2d_index: the value at the first maximum.  The derivative is
+ * gather's, dx = scatter_add(zeros, 2, i, g), so g goes to that one element
+ * (summed over the windows that chose it), and scatter_add's own rule is a
+ * gather: every order of derivative stays within the pair, with i a
+ * constant, which is the truth wherever the maximum is unique. */
 ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2])
 {
@@ -556,15 +629,17 @@ ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
     win2d w;
     scope s;
     if (pool_params(fn, x, kernel, stride, padding, &w) || scope_open(fn, 1, &x, &s)) return NULL;
-    ad_tensor *cols = windows(x, &w);
-    if (w.p[0] || w.p[1]) {
-        /* unfold pads with zeros, which could win the max; -inf never does. */
-        int64_t kk = w.k[0] * w.k[1], L = w.out[0] * w.out[1];
-        ad_tensor *mask = ad_reshape(real_mask(&s, x, &w), 4, (int64_t[]){1, 1, kk, L});
-        cols = ad_where(mask, cols, ad_scalar_tensor(s.tape, x->dtype, -INFINITY));
+    int64_t N = x->shape[0], C = x->shape[1], L = w.out[0] * w.out[1];
+    ad_tensor *idx = ad__alloc(fn, s.tape, AD_INT64, 3, (int64_t[]){N, C, L}), *y = NULL;
+    if (idx) {
+        window_argmax(x, idx, &w);
+        idx = finish(&OP_MAX_POOL2D_INDEX, idx, x, &w);
     }
-    ad_tensor *y = ad_max(cols, (int[]){2}, 1, false);
-    return scope_close(&s, pooled(y, x, &w));
+    if (idx) {
+        ad_tensor *planes = ad_reshape(x, 3, (int64_t[]){N, C, x->shape[2] * x->shape[3]});
+        y = pooled(ad_gather(planes, 2, idx), x, &w);
+    }
+    return scope_close(&s, y);
 }
 
 ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
@@ -801,5 +876,5 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
 }
 
 const ad_op *const ad__ops_nn[] = {
-    &OP_UNFOLD, &OP_FOLD, NULL,
+    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D_INDEX, NULL,
 };

@@ -97,12 +97,21 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
  * kernel in each dimension, so every window holds an input element. */
 
 /* Maximum over each window, the padding counting as -inf (never chosen).
- * Computed as max over the kernel axis of unfold(x) (padding replaced by
- * -inf with ad_where), so the gradient follows ad_max's rule: g goes to
- * the element attaining the maximum; when several elements of a window tie
- * for it, g is split evenly among them (g/count each; PyTorch instead gives
- * all of g to the first).  An element that is the maximum of several
- * overlapping windows receives the sum of their shares.
+ * The gradient g of a window goes to one element: the first maximum, the
+ * first element attaining it when the window is scanned row by row (its
+ * top row left to right, then the next row), as in PyTorch.  With ties
+ * (e.g. the zeros relu leaves) the other tied elements get nothing, and
+ * forward and gradient agree on the element chosen.  An element that is
+ * the chosen maximum of several overlapping windows receives the sum of
+ * their gradients.  A NaN counts as the largest value (the first NaN is
+ * chosen), so NaN propagates.
+ * Computed as gather(x viewed as [N, C, H W], 2, i) where i (int64
+ * [N, C, Ho Wo], the op "max_pool2d_index") holds each window's chosen
+ * flat index ih W + iw; the derivative is gather's, a scatter_add of g to
+ * those indices, whose own derivative is a gather again, so every order
+ * of derivative works (the indices are constants: the second derivative
+ * is 0, the truth where the maximum is unique).  A replayed tape finds the
+ * indices again from the new values.
  * Errors: x not 4-D or not floating, kernel < 1, stride < 0, padding < 0
  * or more than half the kernel, kernel larger than the padded input. */
 ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],

@@ -315,28 +315,107 @@ START_TEST(pools_match_naive)
 }
 END_TEST
 
-START_TEST(max_pool_ties_split_evenly)
+/* Gradient of sum(max_pool2d(x)) for x [1,1,h,w] given row-major, in dtype dt. */
+static void pool_grad(ad_dtype dt, int64_t h, int64_t w, const double *xv, const int k[2],
+                      const int st[2], const int pad[2], double *y, double *g)
 {
     ad_tape *t = ad_tape_new();
-    /* A 2x2 window of equal values: each gets a quarter of the gradient. */
-    ad_tensor *x = ad_ones(t, AD_FLOAT64, AD_SHAPE(1, 1, 2, 2));
+    ad_tensor *x = mk(t, dt, 4, (int64_t[]){1, 1, h, w}, xv);
+    ad_set_requires_grad(x, true);
+    ad_tensor *yy = ad_max_pool2d(x, k, st, pad);
+    ck_assert_msg(yy != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_to_array(yy, y), 0);
+    ck_assert_int_eq(ad_backward(ad_sum(yy, NULL, 0, false), NULL, 0), 0);
+    ck_assert_int_eq(ad_to_array(ad_tensor_grad(x), g), 0);
+    ad_tape_free(t);
+}
+
+START_TEST(max_pool_ties_go_to_the_first_maximum)
+{
+    ad_dtype dt = DTYPES[_i];
+    const int k2[2] = {2, 2}, s1[2] = {1, 1}, p1[2] = {1, 1};
+    double y[9], g[9];
+    /* A 2x2 window of equal values: all of g to the first (top left), as
+     * PyTorch; the split rule gave 1/4 each. */
+    pool_grad(dt, 2, 2, (double[]){1, 1, 1, 1}, k2, NULL, NULL, y, g);
+    ck_assert(y[0] == 1 && g[0] == 1 && g[1] == 0 && g[2] == 0 && g[3] == 0);
+    /* The first maximum in row-major order need not be the window's first
+     * element: [1 5; 5 2] -> the 5 in the top row. */
+    pool_grad(dt, 2, 2, (double[]){1, 5, 5, 2}, k2, NULL, NULL, y, g);
+    ck_assert(y[0] == 5 && g[0] == 0 && g[1] == 1 && g[2] == 0 && g[3] == 0);
+    /* Overlapping windows over a flat 3x3 (stride 1): each window chooses
+     * its own top-left element, so four different elements get 1 each. */
+    pool_grad(dt, 3, 3, (double[]){2, 2, 2, 2, 2, 2, 2, 2, 2}, k2, s1, NULL, y, g);
+    const double want_flat[9] = {1, 1, 0, 1, 1, 0, 0, 0, 0};
+    for (int i = 0; i < 9; i++) ck_assert_msg(g[i] == want_flat[i], "flat: g[%d] = %g", i, g[i]);
+    /* The centre of a 3x3 is the strict maximum of all four windows and
+     * collects all four gradients. */
+    pool_grad(dt, 3, 3, (double[]){0, 1, 0, 2, 9, 3, 0, 4, 0}, k2, s1, NULL, y, g);
+    for (int i = 0; i < 4; i++) ck_assert(y[i] == 9);
+    for (int i = 0; i < 9; i++) ck_assert(g[i] == (i == 4 ? 4 : 0));
+    /* Padding is -inf, never the max, even when every input is negative;
+     * with ties the first real element of each window is chosen: windows
+     * (oh, ow) of a padded 2x2 start at real element (max(oh-1,0),
+     * max(ow-1,0)), so (0,0) is chosen by 4 windows, (0,1) and (1,0) by 2,
+     * (1,1) by 1. */
+    pool_grad(dt, 2, 2, (double[]){-5, -6, -7, -8}, k2, s1, p1, y, g);
+    const double want_y[9] = {-5, -5, -6, -5, -5, -6, -7, -7, -8};
+    for (int i = 0; i < 9; i++) ck_assert(y[i] == want_y[i]);
+    pool_grad(dt, 2, 2, (double[]){-1, -1, -1, -1}, k2, s1, p1, y, g);
+    ck_assert(g[0] == 4 && g[1] == 2 && g[2] == 2 && g[3] == 1);
+    /* A NaN is the largest: it propagates, and the first NaN gets g. */
+    pool_grad(dt, 2, 2, (double[]){1, NAN, 3, NAN}, k2, NULL, NULL, y, g);
+    ck_assert(isnan(y[0]) && g[0] == 0 && g[1] == 1 && g[2] == 0 && g[3] == 0);
+}
+END_TEST
+
+/* Derivatives of every order follow the first maximum: f = max^3 over a
+ * window [3 3; 1 0] has df/dx = 3 y^2 = 27, then 6 y = 18, then 6, all at
+ * element 0 and 0 elsewhere. */
+START_TEST(max_pool_higher_derivatives_follow_the_first_maximum)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ot_f64(t, AD_SHAPE(1, 1, 2, 2), (double[]){3, 3, 1, 0});
     ad_set_requires_grad(x, true);
     ad_tensor *y = ad_max_pool2d(x, (int[]){2, 2}, NULL, NULL);
-    ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
-    for (int i = 0; i < 4; i++) ck_assert_double_eq(ot_at(ad_tensor_grad(x), i), 0.25);
-    /* Overlapping windows: the centre of a 3x3 is the max of all four 2x2
-     * windows (stride 1) and collects all four gradients. */
-    ad_tensor *x2 = ot_f64(t, AD_SHAPE(1, 1, 3, 3), (double[]){0, 1, 0, 2, 9, 3, 0, 4, 0});
-    ad_set_requires_grad(x2, true);
-    ad_tensor *y2 = ad_max_pool2d(x2, (int[]){2, 2}, (int[]){1, 1}, NULL);
-    for (int i = 0; i < 4; i++) ck_assert_double_eq(ot_at(y2, i), 9);
-    ck_assert_int_eq(ad_backward(ad_sum(y2, NULL, 0, false), NULL, 0), 0);
-    for (int i = 0; i < 9; i++) ck_assert_double_eq(ot_at(ad_tensor_grad(x2), i), i == 4 ? 4 : 0);
-    /* Padding is -inf, never the max, even when every input is negative. */
-    ad_tensor *x3 = ot_f64(t, AD_SHAPE(1, 1, 2, 2), (double[]){-5, -6, -7, -8});
-    ad_tensor *y3 = ad_max_pool2d(x3, (int[]){2, 2}, (int[]){1, 1}, (int[]){1, 1});
-    const double want[9] = {-5, -5, -6, -5, -5, -6, -7, -7, -8};
-    for (int i = 0; i < 9; i++) ck_assert_double_eq(ot_at(y3, i), want[i]);
+    ad_tensor *f = ad_sum(ad_pow_scalar(y, 3), NULL, 0, false);
+    const double want[3] = {27, 18, 6};
+    for (int order = 0; order < 3; order++) {
+        ad_tensor *g;
+        ck_assert_int_eq(ad_gradients(f, NULL, 1, &x, &g, AD_CREATE_GRAPH | AD_RETAIN_GRAPH), 0);
+        for (int i = 0; i < 4; i++)
+            ck_assert_msg(ot_at(g, i) == (i == 0 ? want[order] : 0), "order %d: g[%d] = %g",
+                          order + 1, i, ot_at(g, i));
+        f = ad_sum(g, NULL, 0, false); /* the next derivative of the sum */
+    }
+    ad_tape_free(t);
+}
+END_TEST
+
+/* A replayed tape finds the first maximum again from the new values. */
+START_TEST(max_pool_replay_moves_the_chosen_element)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ot_f64(t, AD_SHAPE(1, 1, 2, 2), (double[]){1, 5, 5, 2});
+    ad_set_requires_grad(x, true);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *y = ad_sum(ad_mul_scalar(ad_max_pool2d(x, (int[]){2, 2}, NULL, NULL), 2.0), NULL,
+                          0, false);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    const double inputs[3][4] = {{1, 5, 5, 2}, {7, 7, 0, 0}, {0, 1, 9, 9}};
+    const int chosen[3] = {1, 0, 2};
+    for (int r = 0; r < 3; r++) {
+        ad_tensor *x2 = ot_f64(NULL, AD_SHAPE(1, 1, 2, 2), inputs[r]);
+        ck_assert_int_ge(ad_tape_replay(t, 1, &x, &x2), 0);
+        ad_tensor_free(x2);
+        ck_assert_double_eq(ad_item(y), 2 * inputs[r][chosen[r]]);
+        ad_zero_grad(x);
+        ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+        for (int i = 0; i < 4; i++)
+            ck_assert_msg(ot_at(ad_tensor_grad(x), i) == (i == chosen[r] ? 2 : 0),
+                          "replay %d: g[%d] = %g", r, i, ot_at(ad_tensor_grad(x), i));
+    }
     ad_tape_free(t);
 }
 END_TEST
@@ -781,7 +860,9 @@ int main(void)
     tcase_add_test(tc, unfold_exact_values);
     tcase_add_loop_test(tc, unfold_fold_adjoint_and_naive, 0, 2 * nwin);
     tcase_add_loop_test(tc, pools_match_naive, 0, 2 * npool);
-    tcase_add_test(tc, max_pool_ties_split_evenly);
+    tcase_add_loop_test(tc, max_pool_ties_go_to_the_first_maximum, 0, 2);
+    tcase_add_test(tc, max_pool_higher_derivatives_follow_the_first_maximum);
+    tcase_add_test(tc, max_pool_replay_moves_the_chosen_element);
     tcase_add_loop_test(tc, dropout_statistics_and_reproducibility, 0, 2);
     tcase_add_test(tc, embedding_values_and_grads);
     tcase_add_loop_test(tc, layer_norm_normalises, 0, 2);
