@@ -7,7 +7,10 @@
  *   scalar double, --partials  sd_dx,sd_dy,sd_dz / sd_dz_bad   (df/dx2)
  *   scalar float, --grad       sf_grad / sf_grad_bad          (df/dx0)
  *   vector double, --grad      vd_grad / vd_grad_bad          (df/dx[2])
- *   vector float, --grad       vf_grad / vf_grad_bad          (df/dx[0]) */
+ *   vector float, --grad       vf_grad / vf_grad_bad          (df/dx[0])
+ * and functions for adcheck's safety nets (the end of the file): domain
+ * edges, infinite derivatives, a function that does not vary, a data
+ * symbol. */
 #include <math.h>
 #include <stddef.h>
 
@@ -80,3 +83,50 @@ void vf_grad_bad(const float *x, size_t n, float *g)
     vf_grad(x, n, g);
     if (n > 0) g[0] = x[0] * cosf(x[0]) + 1;
 }
+
+/* ---- domain edges: log and sqrt near 0 ----
+ * At x = 1e-6 the default step 1e-6 reaches the edge (log(0) = -inf made
+ * the numeric derivative +inf, which once passed every claim) and at 1e-7
+ * crosses it (sqrt of a negative: NaN); smaller steps must rescue the right
+ * derivative and still catch the wrong one (off by a factor 2 or 1.2). */
+double ln_(double x) { return log(x); }
+double ln_d(double x) { return 1 / x; }
+double ln_d_bad(double x) { return 2 / x; }
+double rt(double x) { return sqrt(x); }
+double rt_d(double x) { return 0.5 / sqrt(x); }
+double rt_d_bad(double x) { return 0.6 / sqrt(x); }
+float rtf(float x) { return sqrtf(x); }
+float rtf_d(float x) { return 0.5f / sqrtf(x); }
+
+/* ---- infinite derivatives ----
+ * cbrt at 0: the derivative is +inf, any difference quotient finite.
+ * wall jumps to +inf at 0, so every difference quotient there is +inf;
+ * its claimed derivative (0, right almost everywhere) must not pass.
+ * steep(x) = 1e600 x overflows for any x != 0: the claimed +inf and the
+ * numeric +inf at 0 agree, but nothing finite was compared. */
+double cbrt_(double x) { return cbrt(x); }
+double cbrt_d(double x) { return 1 / (3 * cbrt(x) * cbrt(x)); }
+double wall(double x) { return x > 0 ? INFINITY : 0.0; }
+double wall_d(double x) { (void)x; return 0; }
+double steep(double x) { return x * 1e300 * 1e300; }
+double steep_d(double x) { (void)x; return INFINITY; }
+double nan_d(double x) { (void)x; return NAN; }
+
+/* ---- nothing to check ----
+ * flat ignores its arguments: every claimed and numeric derivative is 0. */
+double flat(double x, double y) { (void)x, (void)y; return 3; }
+void flat_grad(double x, double y, double *g) { (void)x, (void)y; g[0] = g[1] = 0; }
+/* sd_grad, but accumulating into its output: right when it is zeroed */
+void sd_grad_acc(double x, double y, double z, double *g)
+{
+    g[0] += sd_dx(x, y, z), g[1] += sd_dy(x, y, z), g[2] += sd_dz(x, y, z);
+}
+/* a vector gradient that stores one value past the n it was given */
+void vd_grad_over(const double *x, int n, double *g)
+{
+    vd_grad(x, n, g);
+    g[n] = 0;
+}
+
+/* a data symbol: calling it would jump into non-executable memory */
+const double sd_table[3] = {1, 2, 3};

@@ -6,33 +6,52 @@
  * (--grad or --partials) through libffi with the C prototype given, and
  * compares every component with central differences at the requested
  * points, as torch.autograd.gradcheck does: a component passes when
- * |claimed - numeric| <= atol + rtol |numeric|.  Exit status 0 when all
- * agree, 1 when any disagrees, 2 for a usage, loading or prototype error.
- * docs/ffi.md has the manual page.
+ * |claimed - numeric| <= atol + rtol |numeric|.  docs/ffi.md has the
+ * manual page, with the exit statuses: 0 all agree, 1 some component
+ * disagrees, 2 a usage, loading or prototype error, or nothing checked.
  *
- * The numeric derivative is deliberately the plain two-point central
- * difference with an absolute step, the reference everyone knows, rather
- * than the library's refined stencil: a tool that checks others' claims
- * should be easy to reason about.  For float functions the default step is
- * 1e-2 instead of 1e-6, since float's rounding error (1e-7 relative)
- * divided by a 1e-6 step would swamp any derivative; the rounded points
- * actually passed are used in the denominator. */
-#define _POSIX_C_SOURCE 200809L /* strdup, strtok_r, dlopen */
+ * The numeric derivative is the plain two-point central difference, the
+ * reference everyone knows, with the step h = eps max(1, |x|): absolute
+ * near 0 and relative beyond 1, where an absolute 1e-6 would vanish in
+ * x's rounding (x + 1e-6 == x for |x| > 1e10).  For float functions eps
+ * is 1e-2, since float's rounding error (1e-7 relative) divided by a 1e-6
+ * step would swamp any derivative; the rounded points actually passed are
+ * used in the denominator.  Only when that estimate disagrees does adcheck
+ * try harder (judge() below): steps h/4, h/16, ... and their Richardson
+ * extrapolations, which rescue points near a domain edge (log, sqrt at
+ * 1e-6 from 0) where the first step crosses or feels the edge.
+ *
+ * The command line is parsed and validated by adcheck_opts.c without
+ * loading anything, so that it can be fuzzed. */
+#define _GNU_SOURCE /* dladdr1: whether a symbol is a function or data */
 
 #include <dlfcn.h>
-#include <errno.h>
 #include <ffi.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <link.h>
+#endif
 
 #include <autodiff/autodiff.h>
 
-#include "../autodiff/ffi_sig.h"
+#include "adcheck_opts.h"
 
-#define MAXP AD_FOREIGN_MAX_ARGS
+#define MAXP ADCHECK_MAX_ARGS
+
+/* Slots after the gradient's output that it must not touch.  A prototype
+ * with fewer arguments than the function has makes a gradient store more
+ * components than adcheck expects; the scalar form has at most MAXP, so a
+ * guard this long catches every such store instead of letting it overrun
+ * the heap. */
+#define GUARD 64
+
+/* Smaller steps tried before a component is declared wrong: h/4 ... h/4^12. */
+#define RETRIES 12
 
 static const char *usage_text =
     "usage: adcheck [options] LIBRARY FUNCTION PROTOTYPE\n"
@@ -46,30 +65,17 @@ static const char *usage_text =
     "  --random K    K random points (default 5 when no --at), uniform in --range\n"
     "  --range LO,HI         default -1,1\n"
     "  --seed S      default 1\n"
-    "  --eps E       central-difference step (default 1e-6; 1e-2 for float)\n"
+    "  --eps E       relative step: h = E max(1, |x|) (default 1e-6; 1e-2 for float);\n"
+    "                smaller steps are tried before a component fails\n"
     "  --atol A      default 1e-5\n"
     "  --rtol R      default 1e-3\n"
     "  --json        print the report as JSON\n"
-    "exit status: 0 all agree, 1 some component disagrees, 2 usage or loading error\n";
-
-typedef struct opts {
-    const char *lib, *func, *proto, *grad;
-    const char *partials[MAXP];
-    int npartials;
-    long n;
-    double *at; /* npoints x dim, from --at */
-    int nat;
-    long random;
-    unsigned long long seed;
-    double lo, hi, eps, atol, rtol;
-    bool json;
-} opts;
+    "exit status: 0 all agree, 1 some component disagrees, 2 usage or loading error,\n"
+    "or nothing was checked\n";
 
 typedef struct target {
-    ad_ffi_sig sig;
-    bool single; /* float rather than double */
-    bool vector;
-    int dim;     /* components per point: nargs, or n */
+    bool single, vector;
+    int dim;
     void *f, *g, *p[MAXP];
     ffi_cif cif_f, cif_g;
     ffi_type *tf[MAXP + 1], *tg[MAXP + 1];
@@ -88,141 +94,39 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
     return 2;
 }
 
-/* ---- options ----------------------------------------------------------------------- */
-
-static int parse_num(const char *opt, const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    *out = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(*out))
-        return fail("%s: '%s' is not a finite number", opt, s);
-    return 0;
-}
-
-/* "1.5,2,3" into a growing array. */
-static int parse_list(const char *opt, const char *s, double **vals, int *count)
-{
-    char *copy = strdup(s), *save = NULL;
-    if (!copy) return fail("%s: out of memory", opt);
-    int rc = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
-        double *grown = realloc(*vals, (size_t)(*count + 1) * sizeof **vals);
-        if (!grown) {
-            rc = fail("%s: out of memory", opt);
-            break;
-        }
-        *vals = grown;
-        rc = parse_num(opt, tok, &(*vals)[(*count)++]);
-    }
-    free(copy);
-    return rc;
-}
-
-static int parse_opts(int argc, char **argv, opts *o, double **atvals, int *natvals, int *atcounts)
-{
-    int pos = 0;
-    const char *posv[3];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            exit(0);
-        }
-        if (!strcmp(a, "--json")) {
-            o->json = true;
-            continue;
-        }
-        if (strncmp(a, "--", 2)) {
-            if (pos == 3) return fail("unexpected argument '%s'", a);
-            posv[pos++] = a;
-            continue;
-        }
-        if (i + 1 >= argc) return fail("%s needs a value", a);
-        const char *v = argv[++i];
-        double d;
-        if (!strcmp(a, "--grad")) {
-            o->grad = v;
-        } else if (!strcmp(a, "--partials")) {
-            static char buf[4096];
-            snprintf(buf, sizeof buf, "%s", v);
-            char *save = NULL;
-            o->npartials = 0;
-            for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                if (o->npartials == MAXP) return fail("--partials: more than 16 names");
-                o->partials[o->npartials++] = t;
-            }
-        } else if (!strcmp(a, "--at")) {
-            int before = *natvals;
-            if (parse_list(a, v, atvals, natvals)) return 2;
-            atcounts[o->nat < 1000 ? o->nat : 999] = *natvals - before;
-            if (++o->nat > 1000) return fail("--at: at most 1000 points");
-        } else if (!strcmp(a, "--range")) {
-            double *r = NULL;
-            int c = 0;
-            int rc = parse_list(a, v, &r, &c);
-            if (!rc && (c != 2 || !(r[0] < r[1])))
-                rc = fail("--range: give LO,HI with LO < HI, not '%s'", v);
-            if (!rc) o->lo = r[0], o->hi = r[1];
-            free(r);
-            if (rc) return 2;
-        } else if (!strcmp(a, "--n") || !strcmp(a, "--random") || !strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            long long k = strtoll(v, &end, 10);
-            if (end == v || *end || errno || k < (a[2] == 's' ? 0 : 1) || k > 1000000)
-                return fail("%s: '%s' is not a count in range", a, v);
-            if (a[2] == 'n') o->n = (long)k;
-            else if (a[2] == 'r') o->random = (long)k;
-            else o->seed = (unsigned long long)k;
-        } else if (!strcmp(a, "--eps") || !strcmp(a, "--atol") || !strcmp(a, "--rtol")) {
-            if (parse_num(a, v, &d)) return 2;
-            if (d < 0 || (a[2] == 'e' && d == 0)) return fail("%s: '%s' must be positive", a, v);
-            *(a[2] == 'e' ? &o->eps : a[2] == 'a' ? &o->atol : &o->rtol) = d;
-        } else {
-            return fail("unknown option '%s'", a);
-        }
-    }
-    if (pos != 3) {
-        fputs(usage_text, stderr);
-        return 2;
-    }
-    o->lib = posv[0], o->func = posv[1], o->proto = posv[2];
-    return 0;
-}
-
 /* ---- loading ------------------------------------------------------------------------ */
+
+/* Calling a data symbol (a table that happens to be named like the
+ * function) jumps into non-executable memory.  glibc's dladdr1 gives the
+ * symbol's ELF type, so that mistake is an error message instead. */
+static bool is_data(void *p)
+{
+#ifdef __GLIBC__
+    Dl_info info;
+    const ElfW(Sym) *es = NULL;
+    if (dladdr1(p, &info, (void **)&es, RTLD_DL_SYMENT) && es) {
+        int type = ELF64_ST_TYPE(es->st_info); /* the same bits in ELF32 */
+        return type == STT_OBJECT || type == STT_TLS || type == STT_COMMON;
+    }
+#else
+    (void)p;
+#endif
+    return false;
+}
 
 static void *sym(void *h, const char *lib, const char *name)
 {
     dlerror();
     void *p = dlsym(h, name);
     if (!p) fail("%s has no function '%s'", lib, name);
+    else if (is_data(p)) fail("'%s' in %s is data, not a function", name, lib), p = NULL;
     return p;
 }
 
-static int load(const opts *o, target *t)
+static int load(const adcheck_opts *o, target *t)
 {
-    char err[300];
-    if (ad__ffi_parse(o->proto, &t->sig, err, sizeof err) ||
-        ad__ffi_classify(&t->sig, err, sizeof err))
-        return fail("prototype: %s", err);
-    ad_ffi_sig *s = &t->sig;
-    t->vector = s->form == AD_FFI_VECTOR;
-    t->single = s->ret == AD_C_FLOAT;
-    if (!t->vector)
-        for (int i = 0; i < s->nargs; i++)
-            if (s->args[i] != s->ret || (s->ret != AD_C_DOUBLE && s->ret != AD_C_FLOAT))
-                return fail("prototype: '%s': arguments and result must be all double or "
-                            "all float", o->proto);
-    if (!o->grad && !o->npartials)
-        return fail("nothing to check: give --grad NAME or --partials N1,N2,...");
-    if (o->grad && o->npartials) return fail("give --grad or --partials, not both");
-    if (t->vector && o->npartials)
-        return fail("a vector function is checked with --grad, not --partials");
-    if (o->npartials && o->npartials != s->nargs) {
-        return fail("--partials needs one name per argument: %d, got %d", s->nargs, o->npartials);
-    }
+    const ad_ffi_sig *s = &o->sig;
+    t->vector = o->vector, t->single = o->single, t->dim = o->dim;
     void *h = dlopen(o->lib, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
@@ -241,9 +145,8 @@ static int load(const opts *o, target *t)
         t->tf[0] = t->tg[0] = &ffi_type_pointer;
         t->tf[1] = t->tg[1] = s->args[1] == AD_C_INT    ? &ffi_type_sint
                               : s->args[1] == AD_C_LONG ? &ffi_type_slong
-                                                        : &ffi_type_pointer; /* size_t: below */
-        if (s->args[1] == AD_C_SIZE_T)
-            t->tf[1] = t->tg[1] = sizeof(size_t) == 8 ? &ffi_type_uint64 : &ffi_type_uint32;
+                              : sizeof(size_t) == 8     ? &ffi_type_uint64
+                                                        : &ffi_type_uint32;
         t->tg[2] = &ffi_type_pointer;
         ng = 3;
     } else {
@@ -266,7 +169,7 @@ typedef struct frame {
         float f;
     } v[MAXP];
     void *buf;  /* vector form: the array */
-    void *gbuf; /* the gradient's output */
+    void *gbuf; /* the gradient's output: dim + GUARD elements */
     union {
         int i;
         long l;
@@ -304,17 +207,164 @@ static double call_f(target *t, frame *fr, void *fn)
     return t->single ? r.f : r.d;
 }
 
-static void call_g(target *t, frame *fr, double *out)
+/* A signalling NaN with a payload no computation produces: a slot that
+ * still holds these bits after the call was not stored to (arithmetic on
+ * it, as in out[i] += ..., gives a quiet NaN, other bits). */
+#define SENTINEL64 0x7ff4adc4ec4b0001ULL
+#define SENTINEL32 0x7fa0adc4U
+
+static void fill(const target *t, void *buf, long from, long to, bool sentinel)
+{
+    for (long k = from; k < to; k++) {
+        if (t->single) {
+            uint32_t b = sentinel ? SENTINEL32 : 0;
+            memcpy((char *)buf + k * 4, &b, 4);
+        } else {
+            uint64_t b = sentinel ? SENTINEL64 : 0;
+            memcpy((char *)buf + k * 8, &b, 8);
+        }
+    }
+}
+
+static bool untouched(const target *t, const void *buf, long k)
+{
+    if (t->single) {
+        uint32_t b;
+        memcpy(&b, (const char *)buf + k * 4, 4);
+        return b == SENTINEL32;
+    }
+    uint64_t b;
+    memcpy(&b, (const char *)buf + k * 8, 8);
+    return b == SENTINEL64;
+}
+
+/* Stores beyond the components, into the guard: the count, or 0. */
+static long overrun(const target *t, const frame *fr)
+{
+    for (long k = t->dim + GUARD - 1; k >= t->dim; k--)
+        if (!untouched(t, fr->gbuf, k)) return k + 1;
+    return 0;
+}
+
+/* Calls the gradient twice: into sentinels, to learn which components it
+ * stores, and into zeros, for the values (a gradient that accumulates,
+ * out[i] += ..., is then still read right).  A component it does not
+ * store is NaN in out[] and flagged in unstored[].  Returns the number of
+ * values stored past the components (the prototype is short), or 0. */
+static long call_g(target *t, frame *fr, double *out, bool *unstored)
 {
     ffi_arg dummy;
-    memset(fr->gbuf, 0, (size_t)t->dim * (t->single ? sizeof(float) : sizeof(double)));
     if (!t->vector) fr->av[t->dim] = &fr->gp; /* the out pointer after the arguments */
+    fill(t, fr->gbuf, 0, t->dim + GUARD, true);
     ffi_call(&t->cif_g, FFI_FN(t->g), &dummy, fr->av);
+    long over = overrun(t, fr);
+    if (over) return over;
+    for (int i = 0; i < t->dim; i++) unstored[i] = untouched(t, fr->gbuf, i);
+    fill(t, fr->gbuf, 0, t->dim, false);
+    ffi_call(&t->cif_g, FFI_FN(t->g), &dummy, fr->av);
+    if ((over = overrun(t, fr))) return over;
     for (int i = 0; i < t->dim; i++)
-        out[i] = t->single ? ((float *)fr->gbuf)[i] : ((double *)fr->gbuf)[i];
+        out[i] = unstored[i] ? NAN
+                 : t->single ? ((float *)fr->gbuf)[i]
+                             : ((double *)fr->gbuf)[i];
+    return 0;
+}
+
+/* ---- judging one component ------------------------------------------------------------ */
+
+/* The central difference with step h at component i, on the points
+ * actually passed, and a bound on its rounding error, 16 ulps of f over
+ * the step.  NaN when x +- h cannot be represented apart from each other
+ * or at all. */
+static double central(target *t, frame *fr, int i, double x0, double h, double *noise)
+{
+    double xp = set(t, fr, i, x0 + h), fp = call_f(t, fr, t->f);
+    double xm = set(t, fr, i, x0 - h), fm = call_f(t, fr, t->f);
+    set(t, fr, i, x0);
+    *noise = INFINITY;
+    if (!(xp > xm) || !isfinite(xp) || !isfinite(xm)) return NAN;
+    double u = t->single ? 0x1p-24 : 0x1p-53;
+    *noise = 16 * u * (fabs(fp) + fabs(fm)) / (xp - xm);
+    return (fp - fm) / (xp - xm);
+}
+
+/* The comparison.  Non-finite values agree only as the same infinity:
+ * |c - inf| <= atol + rtol |inf| would hold for every claim. */
+static bool agrees(const adcheck_opts *o, double c, double num)
+{
+    if (isnan(c) || isnan(num)) return false;
+    if (isinf(c) || isinf(num)) return c == num;
+    return fabs(c - num) <= o->atol + o->rtol * fabs(num);
+}
+
+typedef struct verdict {
+    double num, step; /* the numeric derivative reported and its step */
+    double ae, re, excess;
+    bool ok, refined, extrapolated, finite;
+    const char *why; /* a failure's reason beyond the numbers, or NULL */
+} verdict;
+
+static void take(verdict *v, double d, double h, bool ex)
+{
+    v->num = d, v->step = h, v->refined = true, v->extrapolated = ex;
+}
+
+static verdict judge(const adcheck_opts *o, target *t, frame *fr, int i, double c, bool unstored)
+{
+    verdict v = {0};
+    double x0 = get(t, fr, i), noise;
+    double h0 = o->eps * fmax(1, fabs(x0));
+    v.num = central(t, fr, i, x0, h0, &noise), v.step = h0;
+    v.ok = !unstored && agrees(o, c, v.num);
+    /* Before declaring failure: smaller steps, as long as their rounding
+     * error stays below half the tolerance (below that an estimate is noise
+     * and could agree with anything), and the Richardson extrapolation of
+     * each pair, (16 D(h/4) - D(h)) / 15, whose error is O(h^4).  A wrong
+     * claim passes this way only if some estimate lands within the
+     * tolerance of it, which converging estimates do only for a claim
+     * within about 1.5 tolerances of the truth.
+     * When none agrees, the report shows the estimate with the smallest
+     * error estimate (its distance from the previous one of its kind plus
+     * its rounding bound, as in Ridders' method): the finest step is not
+     * the most accurate, its rounding error grows as the step shrinks. */
+    double prev = v.num, prev_r = NAN, best = INFINITY;
+    for (int k = 1; k <= RETRIES && !v.ok && !unstored && !isnan(c); k++) {
+        double h = ldexp(h0, -2 * k), d = central(t, fr, i, x0, h, &noise);
+        if (noise == INFINITY) break; /* x +- h no longer differ */
+        double r = isfinite(prev) && isfinite(d) ? (16 * d - prev) / 15 : NAN;
+        if (isfinite(d)) {
+            if (noise > (o->atol + o->rtol * fabs(d)) / 2) break;
+            if ((v.ok = agrees(o, c, d))) take(&v, d, h, false);
+            else if ((v.ok = agrees(o, c, r))) take(&v, r, h, true);
+            if (v.ok) break;
+            double err_d = isfinite(prev) ? fabs(d - prev) + noise : INFINITY;
+            double err_r = isfinite(r) ? fabs(r - (isfinite(prev_r) ? prev_r : d)) + noise
+                                       : INFINITY;
+            if (!isfinite(v.num) || err_d < best) take(&v, d, h, false), best = err_d;
+            if (err_r < best) take(&v, r, h, true), best = err_r;
+        }
+        prev = d, prev_r = r;
+    }
+    double num = v.num, tol = o->atol + o->rtol * fabs(num);
+    v.ae = fabs(c - num);
+    v.re = num != 0 ? v.ae / fabs(num) : (v.ae == 0 ? 0 : INFINITY);
+    v.finite = isfinite(c) && isfinite(num);
+    v.excess = v.ok ? 0 : isfinite(v.ae) && isfinite(tol) ? v.ae - tol : INFINITY;
+    if (v.ok) v.why = NULL;
+    else if (unstored) v.why = "the gradient did not store this component";
+    else if (isnan(c)) v.why = "the claimed derivative is NaN";
+    else if (isnan(num))
+        v.why = "the numeric derivative is NaN: f is not finite or not defined next to the point";
+    else if (isinf(c) && isinf(num)) v.why = "claimed and numeric are opposite infinities";
+    else if (isinf(c)) v.why = "the claimed derivative is infinite, the numeric one finite";
+    else if (isinf(num)) v.why = "the numeric derivative is infinite, the claimed one finite";
+    return v;
 }
 
 /* ---- the report ---------------------------------------------------------------------- */
+
+/* NaN without its sign: x86 computes -nan, which printf spells "-nan". */
+static double unsigned_nan(double v) { return isnan(v) ? NAN : v; }
 
 static void json_num(double v)
 {
@@ -324,6 +374,10 @@ static void json_num(double v)
 
 static void json_str(const char *s)
 {
+    if (!s) {
+        printf("null");
+        return;
+    }
     putchar('"');
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -334,50 +388,42 @@ static void json_str(const char *s)
     putchar('"');
 }
 
-static void component_name(const opts *o, const target *t, int i, char *buf, size_t size)
+static void component_name(const adcheck_opts *o, const target *t, int i, char *buf, size_t size)
 {
     if (t->vector) snprintf(buf, size, "df/dx[%d]", i);
-    else if (o->npartials) snprintf(buf, size, "df/dx%d (%s)", i, o->partials[i]);
+    else if (o->npartials) snprintf(buf, size, "df/dx%d (%.100s)", i, o->partials[i]);
     else snprintf(buf, size, "df/dx%d", i);
 }
 
-/* The point count and its dimension, from the options and the prototype. */
-static int dimensions(opts *o, target *t, const int *atcounts)
-{
-    if (t->vector) {
-        long n = o->n ? o->n : (o->nat ? atcounts[0] : 0);
-        if (!n) return fail("the vector form needs --n N (or --at with the values)");
-        t->dim = (int)n;
-    } else {
-        t->dim = t->sig.nargs;
-        if (o->n) return fail("--n is only for the vector form");
-    }
-    for (int p = 0; p < o->nat; p++)
-        if (atcounts[p] != t->dim)
-            return fail("--at: point %d has %d values, expected %d", p + 1, atcounts[p], t->dim);
-    if (o->eps == 0) o->eps = t->single ? 1e-2 : 1e-6;
-    return 0;
-}
+/* The worst failure, for the summary. */
+typedef struct worst {
+    long point;
+    int index;
+    double claimed;
+    verdict v;
+    double x[8];
+    int nx;
+} worst;
 
 /* Checks every point and prints the report; returns the exit status. */
-static int check(const opts *o, target *t, const double *atv)
+static int check(const adcheck_opts *o, target *t)
 {
-    long npoints = o->nat + (o->random ? o->random : (o->nat ? 0 : 5));
     frame fr;
     memset(&fr, 0, sizeof fr);
     size_t es = t->single ? sizeof(float) : sizeof(double);
     fr.buf = calloc((size_t)t->dim, es);
-    fr.gbuf = calloc((size_t)t->dim, es);
+    fr.gbuf = calloc((size_t)t->dim + GUARD, es);
     double *claimed = calloc((size_t)t->dim, sizeof(double));
-    if (!fr.buf || !fr.gbuf || !claimed) {
-        free(fr.buf), free(fr.gbuf), free(claimed);
+    bool *unstored = calloc((size_t)t->dim, sizeof(bool));
+    if (!fr.buf || !fr.gbuf || !claimed || !unstored) {
+        free(fr.buf), free(fr.gbuf), free(claimed), free(unstored);
         return fail("out of memory");
     }
     fr.gp.p = fr.gbuf;
     if (t->vector) {
         fr.bp.p = fr.buf;
-        if (t->sig.args[1] == AD_C_INT) fr.len.i = t->dim;
-        else if (t->sig.args[1] == AD_C_LONG) fr.len.l = t->dim;
+        if (o->sig.args[1] == AD_C_INT) fr.len.i = t->dim;
+        else if (o->sig.args[1] == AD_C_LONG) fr.len.l = t->dim;
         else fr.len.z = (size_t)t->dim;
         fr.av[0] = &fr.bp, fr.av[1] = &fr.len, fr.av[2] = &fr.gp;
     } else {
@@ -386,11 +432,11 @@ static int check(const opts *o, target *t, const double *atv)
 
     ad_rng rng;
     ad_rng_init(&rng, o->seed);
-    long failures = 0, worst_point = -1;
-    int worst_comp = -1;
-    double worst = -1;
-    char proto[200], name[160];
-    ad__ffi_format(&t->sig, proto, sizeof proto);
+    long failures = 0, compared = 0, nonzero = 0, refined = 0, p = 0;
+    bool cut = false; /* the gradient overran its output: the report stops */
+    worst w = {.point = -1, .v = {.excess = -1}};
+    char proto[200], name[160], message[400] = "";
+    ad__ffi_format(&o->sig, proto, sizeof proto);
     if (o->json) {
         printf("{\"library\": ");
         json_str(o->lib);
@@ -401,17 +447,31 @@ static int check(const opts *o, target *t, const double *atv)
         printf(", \"eps\": %.17g, \"atol\": %.17g, \"rtol\": %.17g, \"points\": [", o->eps,
                o->atol, o->rtol);
     } else {
-        printf("adcheck: %s %s: %s, %s; eps %g, atol %g, rtol %g\n", o->lib, o->func, proto,
-               o->grad ? "--grad" : "--partials", o->eps, o->atol, o->rtol);
+        printf("adcheck: %s %s: %s, %s; eps %g (step eps max(1, |x|)), atol %g, rtol %g\n",
+               o->lib, o->func, proto, o->grad ? "--grad" : "--partials", o->eps, o->atol,
+               o->rtol);
     }
-    for (long p = 0; p < npoints; p++) {
+    for (; p < o->npoints; p++) {
         for (int i = 0; i < t->dim; i++)
-            set(t, &fr, i, p < o->nat ? atv[p * t->dim + i]
+            set(t, &fr, i, p < o->nat ? o->at[p * t->dim + i]
                                       : o->lo + (o->hi - o->lo) * ad_rng_uniform(&rng));
         double value = call_f(t, &fr, t->f);
-        if (t->g) call_g(t, &fr, claimed);
-        else
-            for (int i = 0; i < t->dim; i++) claimed[i] = call_f(t, &fr, t->p[i]);
+        if (t->g) {
+            long over = call_g(t, &fr, claimed, unstored);
+            if (over) {
+                /* stop: the next call might store past the guard too */
+                snprintf(message, sizeof message,
+                         t->vector ? "%s stored at least %ld values for a length of %d: it "
+                                     "writes past its output"
+                                   : "%s stored at least %ld values but PROTOTYPE has %d "
+                                     "arguments: the prototype does not match the functions",
+                         o->grad, over, t->dim);
+                cut = true;
+                break;
+            }
+        } else {
+            for (int i = 0; i < t->dim; i++) claimed[i] = call_f(t, &fr, t->p[i]), unstored[i] = false;
+        }
         if (o->json) {
             printf("%s\n  {\"x\": [", p ? "," : "");
             for (int i = 0; i < t->dim; i++) {
@@ -430,17 +490,17 @@ static int check(const opts *o, target *t, const double *atv)
                    "abs err", "rel err");
         }
         for (int i = 0; i < t->dim; i++) {
-            double x0 = get(t, &fr, i);
-            double xp = set(t, &fr, i, x0 + o->eps), fp = call_f(t, &fr, t->f);
-            double xm = set(t, &fr, i, x0 - o->eps), fm = call_f(t, &fr, t->f);
-            set(t, &fr, i, x0);
-            double num = (fp - fm) / (xp - xm), c = claimed[i], tol = o->atol + o->rtol * fabs(num);
-            double ae = fabs(c - num), re = num != 0 ? ae / fabs(num) : (ae == 0 ? 0 : INFINITY);
-            bool ok = ae <= tol; /* false for NaN */
-            double excess = isnan(ae) ? INFINITY : ae - tol;
-            if (!ok) {
+            double c = claimed[i];
+            verdict v = judge(o, t, &fr, i, c, unstored[i]);
+            compared += v.finite;
+            nonzero += v.finite && (c != 0 || v.num != 0);
+            refined += v.ok && v.refined;
+            if (!v.ok) {
                 failures++;
-                if (excess > worst) worst = excess, worst_point = p, worst_comp = i;
+                if (v.excess > w.v.excess) {
+                    w = (worst){.point = p, .index = i, .claimed = c, .v = v};
+                    for (; w.nx < t->dim && w.nx < 8; w.nx++) w.x[w.nx] = get(t, &fr, w.nx);
+                }
             }
             component_name(o, t, i, name, sizeof name);
             if (o->json) {
@@ -449,48 +509,115 @@ static int check(const opts *o, target *t, const double *atv)
                 printf(", \"index\": %d, \"claimed\": ", i);
                 json_num(c);
                 printf(", \"numeric\": ");
-                json_num(num);
-                printf(", \"abs_err\": ");
-                json_num(ae);
+                json_num(v.num);
+                printf(", \"step\": ");
+                json_num(v.step);
+                printf(", \"extrapolated\": %s, \"abs_err\": ", v.extrapolated ? "true" : "false");
+                json_num(v.ae);
                 printf(", \"rel_err\": ");
-                json_num(re);
-                printf(", \"ok\": %s}", ok ? "true" : "false");
+                json_num(v.re);
+                printf(", \"ok\": %s, \"reason\": ", v.ok ? "true" : "false");
+                json_str(v.why);
+                putchar('}');
             } else {
-                printf("  %-20s %24.15g %24.15g %10.2e %10.2e%s\n", name, c, num, ae, re,
-                       ok ? "" : "  <-- FAIL");
+                printf("  %-20s %24.15g %24.15g %10.2e %10.2e", name, unsigned_nan(c),
+                       unsigned_nan(v.num), unsigned_nan(v.ae), unsigned_nan(v.re));
+                if (!v.ok) printf("  <-- FAIL%s%s\n", v.why ? ": " : "", v.why ? v.why : "");
+                else if (v.refined)
+                    printf("  (step %.2g%s)\n", v.step, v.extrapolated ? ", extrapolated" : "");
+                else putchar('\n');
             }
         }
         if (o->json) printf("]}");
     }
-    long total = npoints * t->dim;
+
+    long total = p * t->dim;
+    int status = failures ? 1 : 0;
+    if (cut) {
+        status = 2;
+    } else if (!failures && !compared) {
+        snprintf(message, sizeof message,
+                 "NOTHING CHECKED: no component had a finite claimed and numeric derivative");
+        status = 2;
+    } else if (!failures && !nonzero) {
+        snprintf(message, sizeof message,
+                 "NOTHING CHECKED: every claimed and numeric derivative is exactly 0, so the "
+                 "function does not vary at these points (check the points, FUNCTION and "
+                 "PROTOTYPE)");
+        status = 2;
+    }
     if (o->json) {
-        printf("\n], \"components\": %ld, \"failures\": %ld, \"ok\": %s}\n", total, failures,
-               failures ? "false" : "true");
+        printf("\n], \"components\": %ld, \"compared\": %ld, \"failures\": %ld, \"worst\": ",
+               total, compared, failures);
+        if (failures) {
+            component_name(o, t, w.index, name, sizeof name);
+            printf("{\"point\": %ld, \"component\": ", w.point + 1);
+            json_str(name);
+            printf(", \"index\": %d, \"claimed\": ", w.index);
+            json_num(w.claimed);
+            printf(", \"numeric\": ");
+            json_num(w.v.num);
+            printf(", \"abs_err\": ");
+            json_num(w.v.ae);
+            printf(", \"rel_err\": ");
+            json_num(w.v.re);
+            printf(", \"reason\": ");
+            json_str(w.v.why);
+            printf("}");
+        } else {
+            printf("null");
+        }
+        printf(", \"status\": %d, \"message\": ", status);
+        json_str(message[0] ? message : NULL);
+        printf(", \"ok\": %s}\n", status ? "false" : "true");
+        if (cut) fail("%s", message);
+    } else if (cut) {
+        fflush(stdout);
+        fail("%s", message);
+    } else if (status == 2) {
+        printf("\nadcheck: %s\n", message);
     } else if (failures) {
-        component_name(o, t, worst_comp, name, sizeof name);
+        component_name(o, t, w.index, name, sizeof name);
         printf("\nadcheck: FAILED: %ld of %ld components disagree; worst: point %ld, %s\n",
-               failures, total, worst_point + 1, name);
+               failures, total, w.point + 1, name);
+        printf("  at x = (");
+        for (int i = 0; i < w.nx; i++) printf("%s%.17g", i ? ", " : "", w.x[i]);
+        printf("%s): claimed %.17g, numeric %.17g, abs err %.3g, rel err %.3g%s%s\n",
+               t->dim > 8 ? ", ..." : "", unsigned_nan(w.claimed), unsigned_nan(w.v.num),
+               unsigned_nan(w.v.ae), unsigned_nan(w.v.re),
+               w.v.why ? "; " : "", w.v.why ? w.v.why : "");
     } else {
-        printf("\nadcheck: OK: all %ld components agree at %ld point%s\n", total, npoints,
-               npoints == 1 ? "" : "s");
+        printf("\nadcheck: OK: all %ld components agree at %ld point%s", total, p,
+               p == 1 ? "" : "s");
+        if (refined) printf(" (%ld with a smaller step than eps max(1, |x|))", refined);
+        putchar('\n');
     }
     free(fr.buf);
     free(fr.gbuf);
     free(claimed);
-    return failures ? 1 : 0;
+    free(unstored);
+    return status;
 }
 
 int main(int argc, char **argv)
 {
-    opts o = {.seed = 1, .lo = -1, .hi = 1, .eps = 0, .atol = 1e-5, .rtol = 1e-3};
-    double *atv = NULL;
-    int natv = 0;
-    static int atcounts[1000];
-    static target t;
-    int rc = parse_opts(argc, argv, &o, &atv, &natv, atcounts);
-    if (!rc) rc = load(&o, &t);
-    if (!rc) rc = dimensions(&o, &t, atcounts);
-    if (!rc) rc = check(&o, &t, atv);
-    free(atv);
+    adcheck_opts o;
+    char err[400];
+    int rc = adcheck_parse(argc, argv, &o, err, sizeof err);
+    if (rc == ADCHECK_PARSE_HELP) {
+        fputs(usage_text, stdout);
+        rc = 0;
+    } else if (rc == ADCHECK_PARSE_USAGE) {
+        fail("%s", err);
+        fputs(usage_text, stderr);
+        rc = 2;
+    } else if (rc) {
+        rc = fail("%s", err);
+    } else {
+        static target t;
+        rc = load(&o, &t);
+        if (!rc) rc = check(&o, &t);
+    }
+    adcheck_opts_free(&o);
     return rc;
 }

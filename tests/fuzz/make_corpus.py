@@ -162,6 +162,39 @@ def seeds_ffi(out):
                                      "void", "*", "(", ")", ",", ";", "unsigned", "char"])
 
 
+# ---- adcheck's command line (tools/adcheck_opts.h) -------------------------------------------
+def seeds_adcheck(out):
+    # One argument per line, as the harness splits them.
+    lines = [
+        ["--grad", "g", "./lib.so", "f", "double (double, double)"],
+        ["--partials", "a,b,c", "--at", "0.5,-0.25,0.75", "--random", "3", "lib.so", "sd",
+         "d(ddd)"],
+        ["--json", "--grad", "g", "--n", "5", "--range", "-2,2", "--seed", "9", "l", "v",
+         "double (const double *x, int n)"],
+        ["--grad", "g", "--at", "1,2,3,4", "l", "v", "float (const float *, size_t)"],
+        ["--grad", "g", "--eps", "1e-3", "--atol", "0", "--rtol", "1e-2", "l", "f", "f(ff)"],
+        ["--grad", "g", "--at", "1e300,1", "l", "f", "f(ff)"],
+        ["--grad", "g", "--at", "1,,2", "l", "f", "d(dd)"],
+        ["--partials", "a,,b", "l", "f", "d(dd)"],
+        ["--grad", "g", "--n", "3", "l", "f", "d(dd)"],
+        ["--grad", "g", "l", "f", "d(" + "d" * 17 + ")"],
+        ["--grad", "g", "l", "f", "double ("],
+        ["--grad", "g", "l", "f", "int (double)"],
+        ["--grad", "g", "l", "f"],
+        ["--range", "-1e308,1e308", "--grad", "g", "l", "f", "d(d)"],
+        ["--random", "0", "--grad", "g", "l", "f", "d(d)"],
+        ["--at", "nan", "--grad", "g", "l", "f", "d(d)"],
+        ["--help"],
+    ]
+    for k, args in enumerate(lines):
+        write(out, "fuzz_adcheck_opts", "a%02d" % k, "\n".join(args))
+    write_dict(out, "fuzz_adcheck_opts", [
+        "--grad", "--partials", "--n", "--at", "--random", "--range", "--seed", "--eps",
+        "--atol", "--rtol", "--json", "--help", "-h", "\n", ",", "1e308", "-1e308", "nan",
+        "inf", "0x1p-1074", "1000000", "1000001", "d(dd)", "d(Di)", "f(Fz)",
+        "double (double, double)", "float (const float *, size_t)"])
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUTDIR")
@@ -172,6 +205,7 @@ def main():
     seeds_csv(out)
     seeds_expr(out)
     seeds_ffi(out)
+    seeds_adcheck(out)
 
 
 if __name__ == "__main__":
