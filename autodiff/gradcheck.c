@@ -348,7 +348,10 @@ int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                     res.analytic = ana;
                     res.numeric = e->num;
                     res.abs_err = diff;
-                    res.rel_err = diff == 0 ? 0 : e->num != 0 ? diff / fabs(e->num) : INFINITY;
+                    res.rel_err = !isfinite(diff) ? diff
+                                  : diff == 0     ? 0
+                                  : e->num != 0   ? diff / fabs(e->num)
+                                                  : INFINITY;
                     res.ratio = e->ratio;
                     res.step = e->step;
                     res.richardson = e->richardson;

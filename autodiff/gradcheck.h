@@ -105,7 +105,7 @@ typedef struct ad_gradcheck_result {
     double numeric;   /* the finite-difference estimate compared with it */
     double abs_err;   /* |analytic - numeric| (0 for the same infinity) */
     double rel_err;   /* abs_err / |numeric|: 0 when abs_err is 0, inf when
-                         only numeric is 0 */
+                         only numeric is 0, abs_err when that is not finite */
     double ratio;     /* abs_err / (atol + rtol |numeric|): passes when <= 1,
                          inf for a non-finite mismatch */
     double step;      /* the step h of that estimate */

@@ -239,6 +239,53 @@ rc, out, _ = run("--json", "--check", "x^3", "x=2")
 obj = json.loads(out)
 check(rc == 0 and obj["gradcheck"]["passed"] is True and obj["gradcheck"]["max_error"] < 1e-6,
       f"--json --check: {out!r}")
+# the worst entry: d(x^3)/dx = 3x^2 = 12, central difference with h = 2e-6
+# (the step is 1e-6 max(1, |x|)), whose error h^2 f'''(x) / 6 is 4e-12
+w = obj["gradcheck"].get("worst", {})
+check(w.get("variable") == "x" and w.get("input") == 0 and w.get("element") == 0
+      and w.get("analytic") == 12 and close(w.get("numeric"), 12, 1e-8)
+      and w.get("abs_error", 1) < 1e-6 and w.get("rel_error", 1) < 1e-7
+      and close(w.get("step"), 2e-6, 1e-9) and w.get("richardson") is False,
+      f"--json --check worst entry: {out!r}")
+# 0^x at x = 0: the tape says 0 (pow's db is 0 at a = 0) but 0^(-h) = inf,
+# so every central difference is -inf.  |0 - (-inf)| <= atol + rtol |-inf|
+# is inf <= inf, which used to pass: a non-finite numeric derivative fails.
+rc, out, _ = run("--check", "0^x", "x=0")
+check(rc == 3 and "gradcheck: FAIL" in out and "numeric -inf" in out
+      and "no step from 1e-06 down to" in out, f"--check 0^x: {rc} {out!r}")
+rc, out, _ = run("--json", "--check", "0^x", "x=0")
+obj = json.loads(out)
+g = obj["gradcheck"]
+check(rc == 3 and g["passed"] is False and g["worst"]["analytic"] == 0
+      and g["worst"]["numeric"] is None and "analytic 0 vs numeric -inf" in g["message"]
+      and any("numeric df/dx of gradcheck is -inf" in x for x in obj["warnings"]),
+      f"--json --check 0^x: {out!r}")
+# Near a domain edge (1e-6 from 0) the first step x - h reaches 0: log(0)
+# = -inf (which used to pass against anything, being infinite) and
+# sqrt's difference is 707 instead of 500 (which used to fail).  Smaller
+# steps and Richardson extrapolation find the derivative.
+for expr, deriv in (("log(x)", 1e6), ("sqrt(x)", 500.0)):
+    rc, out, _ = run("--json", "--check", expr, "x=1e-6")
+    obj = json.loads(out)
+    w = obj["gradcheck"]["worst"]
+    check(rc == 0 and obj["gradcheck"]["passed"] is True and close(w["numeric"], deriv, 1e-3)
+          and w["step"] < 1e-6, f"--check {expr} at 1e-6: {rc} {out!r}")
+    rc, out, _ = run("--check", expr, "x=1e-6")
+    check(rc == 0 and "gradcheck: pass" in out and "Richardson" in out, f"--check {expr}: {out!r}")
+# No variables: nothing was checked, which is not a pass.
+rc, out, _ = run("--check", "2+3")
+check(rc == 3 and "gradcheck: FAIL (nothing was checked: the expression has no variables)" in out,
+      f"--check without variables: {rc} {out!r}")
+rc, out, _ = run("--json", "--check", "2+3")
+g = json.loads(out)["gradcheck"]
+check(rc == 3 and g["passed"] is False and g["max_error"] is None and "worst" not in g
+      and g["message"] == "nothing was checked: the expression has no variables",
+      f"--json --check without variables: {out!r}")
+# Each variable has its own verdict: y is right, x's kink disagrees.
+rc, out, _ = run("--check", "relu(x) + y^2", "x=0", "y=1")
+check(rc == 3 and re.search(r"df/dx: tape 0, numeric 0\.5\d* .*: FAIL", out)
+      and re.search(r"df/dy: tape 2, numeric 2\.?\d* \(step 1e-06\)", out)
+      and "input 0 element []" in out, f"--check per variable: {out!r}")
 
 # ---- --trace: every forward and backward step of f = x*y + sin(x) ---------------------
 rc, out, _ = run("--trace", "x*y + sin(x)", "x=2", "y=3")

@@ -192,28 +192,6 @@ static ad_tensor *eval_fn(ad_tensor *const *inputs, int n, void *ctx)
     return eval(c, c->root, inputs);
 }
 
-/* f at the point x, with grad mode off: nothing is recorded. */
-static double eval_at(calc *c, const double *x)
-{
-    ad_tape *t = ad_tape_new();
-    if (!t) return NAN;
-    ad_tape *prev = ad_tape_activate(t);
-    bool mode = ad_set_grad_enabled(false);
-    ad_tensor **in = calloc((size_t)c->n + 1, sizeof *in);
-    double v = NAN;
-    bool ok = in != NULL;
-    for (int i = 0; ok && i < c->n; i++) ok = (in[i] = ad_scalar_tensor(t, AD_FLOAT64, x[i]));
-    if (ok) {
-        ad_tensor *f = eval(c, c->root, in);
-        if (f) v = ad_item(f);
-    }
-    free(in);
-    ad_set_grad_enabled(mode);
-    ad_tape_activate(prev);
-    ad_tape_free(t);
-    return v;
-}
-
 /* ---- output ----------------------------------------------------------------------- */
 
 static void json_number(FILE *out, double v)
@@ -251,10 +229,11 @@ typedef struct result {
     double value;
     double *grad; /* n */
     double *hess; /* n*n, row-major, or NULL */
-    int check;    /* -2 not run, else ad_gradcheck's return */
-    double check_err;
+    int check;    /* -2 not run, else 1 pass, 0 fail, -1 error (as ad_gradcheck) */
+    double check_err; /* the largest |tape - numeric| over the variables */
+    int worst;        /* the variable with the worst ratio, -1 if none */
     char *check_msg;
-    double *numeric; /* --check: central differences, n */
+    ad_gradcheck_result *checks; /* --check: one per variable */
 } result;
 
 static void print_json(const calc *c, const result *r)
@@ -270,6 +249,10 @@ static void print_json(const calc *c, const result *r)
             snprintf(what, sizeof what, "d2f/d%s d%s", c->names[i], c->names[j]);
             warn_nonfinite(what, r->hess[i * c->n + j]);
         }
+    if (r->check != -2 && r->worst >= 0) {
+        snprintf(what, sizeof what, "the numeric df/d%s of gradcheck", c->names[r->worst]);
+        warn_nonfinite(what, r->checks[r->worst].numeric);
+    }
     printf("{\"value\": ");
     json_number(stdout, r->value);
     printf(", \"grad\": [");
@@ -299,6 +282,24 @@ static void print_json(const calc *c, const result *r)
     if (r->check != -2) {
         printf(", \"gradcheck\": {\"passed\": %s, \"max_error\": ", r->check == 1 ? "true" : "false");
         json_number(stdout, r->check_err);
+        if (r->worst >= 0) {
+            /* the entry closest to failing (or the worst failure) */
+            const ad_gradcheck_result *w = &r->checks[r->worst];
+            printf(", \"worst\": {\"variable\": ");
+            json_string(stdout, c->names[r->worst]);
+            printf(", \"input\": %d, \"element\": %lld, \"analytic\": ", r->worst,
+                   (long long)w->element);
+            json_number(stdout, w->analytic);
+            printf(", \"numeric\": ");
+            json_number(stdout, w->numeric);
+            printf(", \"abs_error\": ");
+            json_number(stdout, w->abs_err);
+            printf(", \"rel_error\": ");
+            json_number(stdout, w->rel_err);
+            printf(", \"step\": ");
+            json_number(stdout, w->step);
+            printf(", \"richardson\": %s}", w->richardson ? "true" : "false");
+        }
         if (r->check_msg) {
             printf(", \"message\": ");
             json_string(stdout, r->check_msg);
@@ -351,14 +352,22 @@ static void print_check(const calc *c, const result *r)
 {
     const ad_gradcheck_opts go = AD_GRADCHECK_DEFAULTS;
     if (c->n == 0) {
-        printf("gradcheck: nothing to check (no variables)\n");
+        printf("gradcheck: FAIL (%s)\n", r->check_msg ? r->check_msg : "nothing was checked");
         return;
     }
-    printf("gradcheck: %s (central differences with eps %g; atol %g, rtol %g)\n",
+    printf("gradcheck: %s (central differences with step h = %g max(1, |x|), then smaller steps "
+           "and Richardson extrapolation; atol %g, rtol %g)\n",
            r->check == 1 ? "pass" : r->check == 0 ? "FAIL" : "ERROR", go.eps, go.atol, go.rtol);
-    for (int i = 0; i < c->n; i++)
-        printf("  df/d%s: tape %.15g, central difference %.15g, |difference| %.2g\n",
-               c->names[i], r->grad[i], r->numeric[i], fabs(r->grad[i] - r->numeric[i]));
+    for (int i = 0; i < c->n; i++) {
+        const ad_gradcheck_result *w = &r->checks[i];
+        if (w->input < 0) continue; /* the check of this variable could not run */
+        /* fabs: printf shows a NaN's meaningless sign bit as "-nan" */
+        printf("  df/d%s: tape %.15g, numeric %.15g (%sstep %.3g), |difference| %.2g, "
+               "relative %.2g%s\n",
+               c->names[i], r->grad[i], isnan(w->numeric) ? fabs(w->numeric) : w->numeric,
+               w->richardson ? "Richardson, " : "", w->step, fabs(w->abs_err), fabs(w->rel_err),
+               w->failed ? ": FAIL" : w->infinite ? " (the same infinity)" : "");
+    }
     if (r->check_msg) printf("  %s\n", r->check_msg);
 }
 
@@ -370,27 +379,62 @@ typedef struct options {
     const char *expression;
 } options;
 
-/* Central differences (f(x + h) - f(x - h)) / 2h for each variable, into
- * numeric[]; returns the largest difference from the tape's gradient, the
- * error --check reports. */
-static double numeric_error(calc *c, const double *grad, double *numeric)
+/* --check: ad_gradcheck of f with respect to each variable alone, so each
+ * variable gets its own numeric derivative and verdict from the library
+ * (relative step, retries near domain edges, non-finite values failing).
+ * The copies are persistent leaves; only the one checked requires grad. */
+static int check_variables(calc *c, result *r)
 {
-    const double h = 1e-6;
-    double worst = 0;
-    double *x = malloc((size_t)(c->n ? c->n : 1) * sizeof *x);
-    if (!x) return NAN;
-    for (int i = 0; i < c->n; i++) {
-        memcpy(x, c->values, (size_t)c->n * sizeof *x);
-        x[i] = c->values[i] + h;
-        double up = eval_at(c, x);
-        x[i] = c->values[i] - h;
-        double down = eval_at(c, x);
-        numeric[i] = (up - down) / (2 * h);
-        double diff = fabs(grad[i] - numeric[i]);
-        if (!(diff <= worst)) worst = diff; /* NaN wins */
+    r->checks = calloc((size_t)c->n + 1, sizeof *r->checks);
+    ad_tensor **in = calloc((size_t)c->n + 1, sizeof *in);
+    if (!r->checks || !in) {
+        free(in);
+        return ad_set_error("adcalc: out of memory");
     }
-    free(x);
-    return worst;
+    r->check = 1;
+    r->check_err = 0;
+    r->worst = -1;
+    if (c->n == 0) {
+        /* There is nothing to compare: a check that compared nothing does
+         * not pass. */
+        r->check = 0;
+        r->check_err = NAN;
+        r->check_msg = copy_string("nothing was checked: the expression has no variables");
+        free(in);
+        return 0;
+    }
+    int rc = 0;
+    for (int i = 0; i < c->n && rc == 0; i++)
+        if (!(in[i] = ad_scalar_tensor(NULL, AD_FLOAT64, c->values[i]))) rc = -1;
+    c->quiet = true; /* the warnings were given already */
+    double worst_ratio = -1;
+    for (int i = 0; i < c->n && rc == 0; i++) {
+        if (ad_set_requires_grad(in[i], true)) {
+            rc = -1;
+            break;
+        }
+        ad_clear_error();
+        int ok = ad_gradcheck_ex(eval_fn, c, c->n, in, NULL, &r->checks[i]);
+        ad_set_requires_grad(in[i], false);
+        const ad_gradcheck_result *w = &r->checks[i];
+        if (ok != 1 && r->check != -1) {
+            /* the message of the worst failure, or of the first error */
+            if (ok == -1 || w->ratio > worst_ratio || !r->check_msg) {
+                free(r->check_msg);
+                r->check_msg = copy_string(ad_error() ? ad_error() : "gradcheck failed");
+            }
+            r->check = ok;
+        }
+        if (w->input >= 0 && (r->worst < 0 || w->ratio > worst_ratio)) {
+            r->worst = i;
+            worst_ratio = w->ratio;
+        }
+        if (w->input >= 0 && !(w->abs_err <= r->check_err)) r->check_err = w->abs_err; /* NaN wins */
+    }
+    c->quiet = false;
+    for (int i = 0; i < c->n; i++) ad_tensor_free(in[i]);
+    free(in);
+    return rc;
 }
 
 static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
@@ -424,7 +468,7 @@ done:
 static int run(calc *c, const options *opt)
 {
     int status = EXIT_INTERNAL;
-    result r = {NAN, calloc((size_t)c->n + 1, sizeof(double)), NULL, -2, NAN, NULL, NULL};
+    result r = {NAN, calloc((size_t)c->n + 1, sizeof(double)), NULL, -2, NAN, -1, NULL, NULL};
     ad_tensor **vars = calloc((size_t)c->n + 1, sizeof *vars);
     ad_tape *tape = ad_tape_new();
     tracer *tr = tracer_new(opt->trace ? stdout : NULL);
@@ -495,24 +539,7 @@ static int run(calc *c, const options *opt)
                    "is the gradient of df/dx_i, found by a backward pass through it\n");
     }
 
-    if (opt->check) {
-        ad_gradcheck_opts go = AD_GRADCHECK_DEFAULTS;
-        r.numeric = calloc((size_t)c->n + 1, sizeof *r.numeric);
-        if (!r.numeric) {
-            ad_set_error("adcalc: out of memory");
-            goto done;
-        }
-        r.check = 1;
-        r.check_err = 0;
-        if (c->n > 0) {
-            c->quiet = true; /* the warnings were given already */
-            ad_clear_error();
-            r.check = ad_gradcheck(eval_fn, c, c->n, vars, &go);
-            if (r.check != 1 && ad_error()) r.check_msg = copy_string(ad_error());
-            r.check_err = numeric_error(c, r.grad, r.numeric);
-            c->quiet = false;
-        }
-    }
+    if (opt->check && check_variables(c, &r)) goto done;
 
     if (opt->dot) {
         FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
@@ -548,7 +575,7 @@ done:
     free(r.grad);
     free(r.hess);
     free(r.check_msg);
-    free(r.numeric);
+    free(r.checks);
     return status;
 }
 
@@ -569,7 +596,10 @@ static const char HELP[] =
     "                written as null and explained in a \"warnings\" array\n"
     "  --trace       print the tape step by step: the forward pass node by node,\n"
     "                then each backward step with the chain-rule term it adds\n"
-    "  --check       compare the gradient with central differences (gradcheck)\n"
+    "  --check       compare the gradient with central differences (gradcheck,\n"
+    "                step 1e-6 max(1, |x|), smaller steps near a domain edge); fails\n"
+    "                when they disagree, when the numeric derivative is not finite,\n"
+    "                or when there are no variables (nothing was checked)\n"
     "  --dot         print only the computation graph, in Graphviz DOT:\n"
     "                  adcalc --dot 'x*y + sin(x)' x=2 y=3 | dot -Tpng > f.png\n"
     "  --dot=FILE    write the graph to FILE and print the results as usual\n"
@@ -590,7 +620,8 @@ static const char HELP[] =
     "  0  success\n"
     "  1  the value or a derivative is NaN or infinite (a warning names the op)\n"
     "  2  usage error, syntax error, missing or malformed variable value\n"
-    "  3  --check found the gradient and the central differences disagree\n"
+    "  3  --check failed: the gradient and the central differences disagree, the\n"
+    "     numeric derivative is not finite, or there was nothing to check\n"
     "  4  internal error (out of memory, cannot write the --dot file)\n";
 
 static int usage_error(const char *fmt, ...)
