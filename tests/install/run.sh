@@ -37,6 +37,7 @@ src=$(cd "$here/../.." && pwd)
 cc=${CC:-cc}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+tmp=$(cd "$tmp" && pwd -P)  # the prefix is compared with physical paths
 dest=$tmp/root
 
 meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$tmp/install.log" 2>&1 ||
