@@ -13,6 +13,7 @@
  * symbol. */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 /* sd(x, y, z) = y sin x + x z^2 + e^(y/2) */
 double sd(double x, double y, double z) { return y * sin(x) + x * z * z + exp(0.5 * y); }
@@ -127,6 +128,14 @@ void vd_grad_over(const double *x, int n, double *g)
     vd_grad(x, n, g);
     g[n] = 0;
 }
+
+/* a function that dies (an assertion in someone's library) beyond 0.25 */
+double dies(double x)
+{
+    if (x > 0.25) abort();
+    return x * x;
+}
+double dies_d(double x) { return 2 * x; }
 
 /* a data symbol: calling it would jump into non-executable memory */
 const double sd_table[3] = {1, 2, 3};

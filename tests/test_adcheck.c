@@ -308,6 +308,25 @@ START_TEST(long_prototype_fails)
 }
 END_TEST
 
+/* A function that crashes took adcheck with it; now the check runs in a
+ * child process and the report up to the crash stands. */
+START_TEST(crash_is_reported)
+{
+    result r;
+    RUN(&r, "--partials", "dies_d", "--at", "0.1", "--at", "0.5", LIB, "dies", "d(d)");
+    usage_error(&r, "adcheck: signal 6 (Aborted) while calling dies at point 2: the PROTOTYPE "
+                    "may not match the functions, or the library has a bug");
+    double c, n;
+    line_values(&r, "df/dx0 (dies_d)", 0, &c, &n);
+    ck_assert_double_eq_tol(c, 0.2, 1e-15);
+    ck_assert_double_eq_tol(n, 0.2, 1e-9);
+    /* a vector function called as a scalar one gets garbage for its
+     * pointers: whatever happens, adcheck exits normally */
+    RUN(&r, "--grad", "vf_grad", LIB, "vf", "d(d)");
+    ck_assert_msg(r.status == 0 || r.status == 1 || r.status == 2, "exit %d", r.status);
+}
+END_TEST
+
 /* Naming a data symbol as a function jumped into non-executable memory. */
 START_TEST(data_symbol_is_refused)
 {
@@ -523,6 +542,7 @@ int main(int argc, char **argv)
     tcase_add_test(c, short_prototype_is_an_error);
     tcase_add_test(c, long_prototype_fails);
     tcase_add_test(c, data_symbol_is_refused);
+    tcase_add_test(c, crash_is_reported);
     tcase_add_test(c, log_near_its_edge);
     tcase_add_test(c, sqrt_near_its_edge);
     tcase_add_test(c, non_finite_derivatives);

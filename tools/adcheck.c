@@ -33,6 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef __GLIBC__
 #include <link.h>
 #endif
@@ -405,6 +408,20 @@ typedef struct worst {
     int nx;
 } worst;
 
+/* What the checking process is doing, in memory shared with its parent,
+ * which names it when the process dies (run_isolated). */
+static char *doing;
+#define DOING_SIZE 256
+
+__attribute__((format(printf, 1, 2))) static void now(const char *fmt, ...)
+{
+    if (!doing) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(doing, DOING_SIZE, fmt, ap);
+    va_end(ap);
+}
+
 /* Checks every point and prints the report; returns the exit status. */
 static int check(const adcheck_opts *o, target *t)
 {
@@ -451,12 +468,15 @@ static int check(const adcheck_opts *o, target *t)
                o->lib, o->func, proto, o->grad ? "--grad" : "--partials", o->eps, o->atol,
                o->rtol);
     }
+    fflush(stdout);
     for (; p < o->npoints; p++) {
         for (int i = 0; i < t->dim; i++)
             set(t, &fr, i, p < o->nat ? o->at[p * t->dim + i]
                                       : o->lo + (o->hi - o->lo) * ad_rng_uniform(&rng));
+        now("calling %s at point %ld", o->func, p + 1);
         double value = call_f(t, &fr, t->f);
         if (t->g) {
+            now("calling %s at point %ld", o->grad, p + 1);
             long over = call_g(t, &fr, claimed, unstored);
             if (over) {
                 /* stop: the next call might store past the guard too */
@@ -470,7 +490,10 @@ static int check(const adcheck_opts *o, target *t)
                 break;
             }
         } else {
-            for (int i = 0; i < t->dim; i++) claimed[i] = call_f(t, &fr, t->p[i]), unstored[i] = false;
+            for (int i = 0; i < t->dim; i++) {
+                now("calling %s at point %ld", o->partials[i], p + 1);
+                claimed[i] = call_f(t, &fr, t->p[i]), unstored[i] = false;
+            }
         }
         if (o->json) {
             printf("%s\n  {\"x\": [", p ? "," : "");
@@ -491,6 +514,7 @@ static int check(const adcheck_opts *o, target *t)
         }
         for (int i = 0; i < t->dim; i++) {
             double c = claimed[i];
+            now("calling %s next to point %ld (component %d)", o->func, p + 1, i);
             verdict v = judge(o, t, &fr, i, c, unstored[i]);
             compared += v.finite;
             nonzero += v.finite && (c != 0 || v.num != 0);
@@ -529,6 +553,7 @@ static int check(const adcheck_opts *o, target *t)
             }
         }
         if (o->json) printf("]}");
+        fflush(stdout); /* what was checked survives a crash at the next point */
     }
 
     long total = p * t->dim;
@@ -599,6 +624,54 @@ static int check(const adcheck_opts *o, target *t)
     return status;
 }
 
+/* Runs check() in a child process, so that a function that crashes (a
+ * wrong PROTOTYPE passing garbage where a pointer is expected, or a bug in
+ * the library) ends in a message and exit status 2 rather than taking
+ * adcheck down with it; the report up to the crash stands.  Without
+ * fork or shared memory the check runs in this process. */
+static int run_isolated(adcheck_opts *o, target *t)
+{
+    doing = mmap(NULL, DOING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (doing == MAP_FAILED) {
+        doing = NULL;
+        return check(o, t);
+    }
+    doing[0] = '\0';
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = check(o, t);
+        adcheck_opts_free(o);
+        exit(rc);
+    }
+    int st = 0, rc;
+    if (pid < 0) {
+        rc = check(o, t);
+    } else if (waitpid(pid, &st, 0) != pid) {
+        rc = fail("lost the checking process");
+    } else if (WIFEXITED(st)) {
+        rc = WEXITSTATUS(st);
+    } else {
+        int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+        fflush(stdout);
+        /* the crashed code may have scribbled over the record too */
+        doing[DOING_SIZE - 1] = '\0';
+        for (char *c = doing; *c; c++)
+            if (*c < 0x20 || *c > 0x7e) {
+                snprintf(doing, DOING_SIZE, "calling the functions (the record of which was "
+                                            "overwritten)");
+                break;
+            }
+        rc = fail("signal %d (%s) while %s: the PROTOTYPE may not match the "
+                  "functions, or the library has a bug",
+                  sig, strsignal(sig), doing[0] ? doing : "starting");
+    }
+    munmap(doing, DOING_SIZE);
+    doing = NULL;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     adcheck_opts o;
@@ -616,7 +689,7 @@ int main(int argc, char **argv)
     } else {
         static target t;
         rc = load(&o, &t);
-        if (!rc) rc = check(&o, &t);
+        if (!rc) rc = run_isolated(&o, &t);
     }
     adcheck_opts_free(&o);
     return rc;
