@@ -280,6 +280,11 @@ START_TEST(short_prototype_is_an_error)
     usage_error(&r, "sf_grad stored at least 2 values but PROTOTYPE has 1 arguments");
     RUN(&r, "--grad", "vd_grad_over", "--n", "4", LIB, "vd", "d(Di)");
     usage_error(&r, "vd_grad_over stored at least 5 values for a length of 4");
+    /* flat_grad (double, double, double *g) called as a vector gradient
+     * takes the array x for g: it wrote 16 bytes into a 4-byte array */
+    RUN(&r, "--grad", "flat_grad", "--n", "1", LIB, "flat", "f(Fz)");
+    usage_error(&r, "adcheck: the array x changed while flat and its derivatives were called at "
+                    "point 1: a function writes into its input (is PROTOTYPE right?)");
     RUN(&r, "--json", "--grad", "sd_grad", LIB, "sd", "d(dd)");
     ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.out, "\"components\": 0, \"compared\": 0, \"failures\": 0, \"worst\": "

@@ -249,6 +249,17 @@ static long overrun(const target *t, const frame *fr)
     return 0;
 }
 
+/* Whether the vector form's array still holds the point and its guard is
+ * untouched: the functions take it as const. */
+static bool input_intact(const target *t, const frame *fr, const double *xs)
+{
+    for (int i = 0; i < t->dim; i++)
+        if (get(t, fr, i) != xs[i]) return false;
+    for (long k = t->dim; k < t->dim + GUARD; k++)
+        if (!untouched(t, fr->buf, k)) return false;
+    return true;
+}
+
 /* Calls the gradient twice: into sentinels, to learn which components it
  * stores, and into zeros, for the values (a gradient that accumulates,
  * out[i] += ..., is then still read right).  A component it does not
@@ -428,15 +439,19 @@ static int check(const adcheck_opts *o, target *t)
     frame fr;
     memset(&fr, 0, sizeof fr);
     size_t es = t->single ? sizeof(float) : sizeof(double);
-    fr.buf = calloc((size_t)t->dim, es);
+    /* the vector form's array has a guard too: a gradient with a wrong
+     * prototype may take it for its output */
+    fr.buf = calloc((size_t)t->dim + GUARD, es);
     fr.gbuf = calloc((size_t)t->dim + GUARD, es);
     double *claimed = calloc((size_t)t->dim, sizeof(double));
+    double *xs = calloc((size_t)t->dim, sizeof(double)); /* the point as passed */
     bool *unstored = calloc((size_t)t->dim, sizeof(bool));
-    if (!fr.buf || !fr.gbuf || !claimed || !unstored) {
-        free(fr.buf), free(fr.gbuf), free(claimed), free(unstored);
+    if (!fr.buf || !fr.gbuf || !claimed || !unstored || !xs) {
+        free(fr.buf), free(fr.gbuf), free(claimed), free(unstored), free(xs);
         return fail("out of memory");
     }
     fr.gp.p = fr.gbuf;
+    fill(t, fr.buf, t->dim, t->dim + GUARD, true);
     if (t->vector) {
         fr.bp.p = fr.buf;
         if (o->sig.args[1] == AD_C_INT) fr.len.i = t->dim;
@@ -471,8 +486,8 @@ static int check(const adcheck_opts *o, target *t)
     fflush(stdout);
     for (; p < o->npoints; p++) {
         for (int i = 0; i < t->dim; i++)
-            set(t, &fr, i, p < o->nat ? o->at[p * t->dim + i]
-                                      : o->lo + (o->hi - o->lo) * ad_rng_uniform(&rng));
+            xs[i] = set(t, &fr, i, p < o->nat ? o->at[p * t->dim + i]
+                                              : o->lo + (o->hi - o->lo) * ad_rng_uniform(&rng));
         now("calling %s at point %ld", o->func, p + 1);
         double value = call_f(t, &fr, t->f);
         if (t->g) {
@@ -494,6 +509,14 @@ static int check(const adcheck_opts *o, target *t)
                 now("calling %s at point %ld", o->partials[i], p + 1);
                 claimed[i] = call_f(t, &fr, t->p[i]), unstored[i] = false;
             }
+        }
+        if (t->vector && !input_intact(t, &fr, xs)) {
+            snprintf(message, sizeof message,
+                     "the array x changed while %s and its derivatives were called at point "
+                     "%ld: a function writes into its input (is PROTOTYPE right?)",
+                     o->func, p + 1);
+            cut = true;
+            break;
         }
         if (o->json) {
             printf("%s\n  {\"x\": [", p ? "," : "");
@@ -621,6 +644,7 @@ static int check(const adcheck_opts *o, target *t)
     free(fr.gbuf);
     free(claimed);
     free(unstored);
+    free(xs);
     return status;
 }
 
