@@ -29,9 +29,13 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
     memset(a, 0, sizeof *a);
     if (!path || !*path) return nn__err(fn, "path is NULL or empty");
     size_t size = strlen(path) + 64;
+    const char *slash = strrchr(path, '/');
     a->path = nn__strndup(path, SIZE_MAX);
-    a->tmp = ad_malloc(size);
-    if (!a->path || !a->tmp) {
+    a->tmp = a->path ? ad_malloc(size) : NULL;
+    a->dir = !a->tmp  ? NULL
+             : slash ? nn__strndup(path, (size_t)(slash - path) + (slash == path))
+                     : nn__strndup(".", 1);
+    if (!a->dir) {
         nn__atomic_abort(a);
         return nn__err(fn, "out of memory");
     }
@@ -70,13 +74,9 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
     return 0;
 }
 
-/* The directory holding path ("." when path has no slash). */
-static int fsync_dir(const char *path)
+/* Syncs the directory dir (the one holding the destination). */
+static int fsync_dir(const char *dir)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? nn__strndup(path, (size_t)(slash - path) + (slash == path))
-                      : nn__strndup(".", 1);
-    if (!dir) return ENOMEM;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int e = 0;
     if (fd < 0) e = errno;
@@ -86,7 +86,6 @@ static int fsync_dir(const char *path)
     else if (fsync(fd) != 0 && errno != EINVAL)
         e = errno;
     if (fd >= 0) close(fd);
-    ad_free(dir);
     return e;
 }
 
@@ -108,13 +107,14 @@ int nn__atomic_commit(const char *fn, nn__atomic *a)
         nn__atomic_abort(a);
         return -1;
     }
-    int e = fsync_dir(a->path);
+    int e = fsync_dir(a->dir);
     if (e != 0)
         rc = nn__err(fn, "%s was written but its directory could not be synced: %s", a->path,
                      strerror(e));
     ad_free(a->tmp);
     ad_free(a->path);
-    a->tmp = a->path = NULL;
+    ad_free(a->dir);
+    a->tmp = a->path = a->dir = NULL;
     return rc;
 }
 
@@ -124,5 +124,6 @@ void nn__atomic_abort(nn__atomic *a)
     if (a->tmp) unlink(a->tmp);
     ad_free(a->tmp);
     ad_free(a->path);
+    ad_free(a->dir);
     memset(a, 0, sizeof *a);
 }

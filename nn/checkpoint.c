@@ -357,10 +357,11 @@ int nn_load_safetensors(const char *path, int n, const char *const *names,
     /* 3. ... and the writing cannot fail: same dtype, same shape. */
     for (int i = 0; rc == 0 && i < n; i++) {
         if (ad_numel(tmp[i]) == 0) continue;
-        if (ad_is_contiguous(tensors[i]))
+        if (ad_is_contiguous(tensors[i])) {
             memcpy(ad_data(tensors[i]), ad_data(tmp[i]),
                    (size_t)ad_numel(tmp[i]) * ad_dtype_size(ad_tensor_dtype(tmp[i])));
-        else
+            ad_mark_modified(tensors[i]);
+        } else
             rc = ad_copy_into(tensors[i], tmp[i]);
     }
     for (int i = 0; tmp && i < n; i++) ad_tensor_free(tmp[i]);
@@ -484,7 +485,9 @@ static int build_header(const char *fn, sbuf *h, int n, const char *const *names
         at += bytes;
     }
     sb_str(h, "}");
-    while (h->n % 8) sb_str(h, " "); /* so the data starts 8-byte aligned */
+    /* so the data starts 8-byte aligned (once out of memory the buffer no
+     * longer grows: stop, or this would never end) */
+    while (!h->oom && h->n % 8) sb_str(h, " ");
     return h->oom ? nn__err(fn, "out of memory") : 0;
 }
 

@@ -23,6 +23,8 @@ static int modify_grad(ad_tensor *g, double a, bool clamp)
     if (c != g) {
         rc = ad_copy_into(g, c);
         ad_tensor_free(c);
+    } else {
+        ad_mark_modified(g);
     }
     return rc;
 }

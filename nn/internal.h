@@ -32,6 +32,8 @@ typedef struct nn__atomic {
     FILE *f;     /* write through this (or its fd, see nn__atomic_fd) */
     char *path;  /* the destination */
     char *tmp;   /* the temporary file */
+    char *dir;   /* path's directory, to fsync after the rename (made at
+                  * open, so that committing needs no memory) */
 } nn__atomic;
 
 int nn__atomic_open(const char *fn, const char *path, nn__atomic *a);

@@ -263,6 +263,15 @@ static int64_t label_at(const nn_idx *lb, int64_t i)
     }
 }
 
+/* The batch buffers are reused and written through ad_data: the core is
+ * told, so a backward through ops recorded on the previous batch refuses
+ * to run on this one's values. */
+static void mark_filled(nn_loader *l, int k)
+{
+    ad_mark_modified(l->bx[k]);
+    if (l->by[k]) ad_mark_modified(l->by[k]);
+}
+
 static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
 {
     if (l->kind == SRC_TENSOR) {
@@ -272,6 +281,7 @@ static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
             memcpy(xd + (size_t)i * l->x_row, xs + (size_t)idx[i] * l->x_row, l->x_row);
             if (ys) memcpy(yd + (size_t)i * l->y_row, ys + (size_t)idx[i] * l->y_row, l->y_row);
         }
+        mark_filled(l, k);
         return;
     }
     int64_t m = l->sample_numel;
@@ -286,6 +296,7 @@ static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
         }
         if (l->labels) ((int64_t *)l->by_data[k])[i] = label_at(l->labels, idx[i]);
     }
+    mark_filled(l, k);
 }
 
 int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)

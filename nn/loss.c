@@ -202,7 +202,9 @@ ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_te
                                                nn_reduction reduction)
 {
     const char *fn = "nn_binary_cross_entropy_with_logits";
-    if (check_reduction(fn, reduction, false) || check_pair(fn, x, y, "x", "y")) return NULL;
+    if (check_reduction(fn, reduction, false) || check_pair(fn, x, y, "x", "y") ||
+        ad_check_optional(fn, "pos_weight", pos_weight))
+        return NULL;
     if (pos_weight && (ad_tensor_dtype(pos_weight) != ad_tensor_dtype(x) ||
                        ad_ndim(pos_weight) > ad_ndim(x))) {
         char sh[96];

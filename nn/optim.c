@@ -353,6 +353,9 @@ int nn_optim_step(nn_optim *o)
         case OPT_ADAMW: adam_update(o, &u); break;
         case OPT_RMSPROP: rmsprop_update(o, &u); break;
         }
+        /* Written through ad_data: tell the core, so a backward through
+         * ops recorded before this step refuses to use the new values. */
+        ad_mark_modified(s->p);
     }
     return 0;
 }

@@ -406,6 +406,70 @@ START_TEST(csv_errors)
 }
 END_TEST
 
+/* A field holding a control character is refused by the byte's code,
+ * naming file, line and column; no message carries a raw control byte. */
+static void no_control_bytes(const char *msg)
+{
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+        ck_assert_msg(*p >= 0x20 && *p != 0x7f, "raw byte 0x%02x in message '%s'", *p, msg);
+}
+
+START_TEST(csv_control_characters)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "nn_csv_load: %s line 2, column 2: control character 0x07 in the "
+             "field", tpath("t.csv"));
+    ck_assert_error(csv("1,2\n3,\a4\n", NULL), msg);
+    no_control_bytes(msg);
+    /* in a header, quoted, a lone CR inside a line, DEL, an escape sequence */
+    ck_assert_error(csv("a\x01,b\n1,2\n", &(nn_csv_options){.header = true}),
+                    "line 1, column 1: control character 0x01 in the field");
+    ck_assert_error(csv("1,\"2\x1b[31m\"\n", NULL),
+                    "line 1, column 2: control character 0x1b in the field");
+    ck_assert_error(csv("1,2\r3\n", NULL), "line 1, column 2: control character 0x0d");
+    ck_assert_error(csv("1,2\n4,5\x7f\n", NULL), "line 2, column 2: control character 0x7f");
+    no_control_bytes(ad_error() ? ad_error() : "");
+    ad_clear_error();
+    /* tabs are spaces (or the delimiter), CRLF line ends are fine */
+    ad_tensor *t = csv("1,\t2\r\n3\t,4\r\n", &(nn_csv_options){.dtype = AD_FLOAT64});
+    ck_assert_msg(t != NULL, "%s", ad_error());
+    double v[4];
+    ck_assert_int_eq(ad_to_array(t, v), 0);
+    ck_assert(v[0] == 1 && v[1] == 2 && v[2] == 3 && v[3] == 4);
+    ad_tensor_free(t);
+    t = csv("1\t2\n3\t4\n", &(nn_csv_options){.delimiter = '\t', .dtype = AD_FLOAT64});
+    ck_assert_msg(t != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_to_array(t, v), 0);
+    ck_assert(v[0] == 1 && v[1] == 2 && v[2] == 3 && v[3] == 4);
+    ad_tensor_free(t);
+}
+END_TEST
+
+/* The loader's accessors and the IDX type size say why they return -1,
+ * NULL or 0. */
+START_TEST(accessors_set_errors)
+{
+    ad_clear_error();
+    ck_assert_int_eq(nn_loader_epoch(NULL), -1);
+    ck_assert_str_eq(ad_error(), "nn_loader_epoch: argument 'l' is NULL");
+    ad_clear_error();
+    ck_assert_int_eq(nn_loader_num_samples(NULL), -1);
+    ck_assert_str_eq(ad_error(), "nn_loader_num_samples: argument 'l' is NULL");
+    ad_clear_error();
+    ck_assert_int_eq(nn_loader_num_batches(NULL), -1);
+    ck_assert_str_eq(ad_error(), "nn_loader_num_batches: argument 'l' is NULL");
+    ad_clear_error();
+    ck_assert_ptr_null(nn_loader_order(NULL));
+    ck_assert_str_eq(ad_error(), "nn_loader_order: argument 'l' is NULL");
+    ad_clear_error();
+    ck_assert_uint_eq(nn_idx_type_size((nn_idx_type)0x0a), 0);
+    ck_assert_str_eq(ad_error(), "nn_idx_type_size: invalid type code 0x0a");
+    ad_clear_error();
+    ck_assert_uint_eq(nn_idx_type_size(NN_IDX_INT16), 2);
+    ck_assert_ptr_null(ad_error());
+}
+END_TEST
+
 /* ---- the loader ------------------------------------------------------------- */
 
 enum { N = 10 };
@@ -668,6 +732,8 @@ int main(void)
     tcase_add_test(tc, fashion_mnist_real_files);
     tcase_add_test(tc, csv_reads_numbers);
     tcase_add_test(tc, csv_errors);
+    tcase_add_test(tc, csv_control_characters);
+    tcase_add_test(tc, accessors_set_errors);
     tcase_add_test(tc, loader_order_and_coverage);
     tcase_add_test(tc, loader_limit_and_drop_last);
     tcase_add_test(tc, loader_reuses_batch_buffers);

@@ -19,6 +19,8 @@
  *
  * The second half checks that shapes whose element count overflows, or
  * exceeds the library's limit, are refused before anything is allocated. */
+#define _POSIX_C_SOURCE 200809L /* open_memstream */
+
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@
 
 #include "../autodiff/internal.h"
 #include "../autodiff/tape_impl.h"
+#include "../nn/nn.h"
 #include "optest.h"
 
 /* ---- the sweep machinery ---------------------------------------------------------- */
@@ -484,6 +487,267 @@ fail:
     return rc;
 }
 
+/* ---- scenario 7: nn modules, optimisers, a training step ---------------------------------
+ * Built with the nn layer, whose every allocation goes through ad_malloc
+ * and friends (alloc.h) and so through the same injection counter:
+ * Sequential construction (nested constructors checked once), a child added
+ * by hand, parameter and state-dict listings, Adam and SGD, forward,
+ * cross-entropy, backward, clipping, two optimiser steps, the optimiser's
+ * state listing and printing. */
+static double get_at(const ad_tensor *t, const int64_t *index)
+{
+    double v;
+    ck_assert_msg(ad_get(t, index, &v) == 0, "ad_get: %s", ad_error());
+    return v;
+}
+
+static nn_module *fault_net(void)
+{
+    /* The rng is made here so that a retried construction draws the same
+     * weights as the first attempt. */
+    ad_rng rng;
+    ad_rng_init(&rng, 7);
+    return NN_SEQUENTIAL(nn_linear(3, 4, true, AD_FLOAT64, &rng), nn_tanh(),
+                         nn_linear(4, 5, true, AD_FLOAT64, &rng));
+}
+
+static int count_lines(const nn_module *m, int64_t *lines)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ck_assert_ptr_nonnull(f);
+    int rc = nn_module_print(m, f);
+    fclose(f);
+    *lines = 0;
+    for (size_t i = 0; i < len; i++) *lines += buf[i] == '\n';
+    free(buf);
+    return rc;
+}
+
+static int scenario_nn(bool retry, outcome *out)
+{
+    int rc = 1;
+    nn_module *net = NULL;
+    nn_named_tensors *params = NULL, *sd = NULL, *st = NULL;
+    nn_optim *adam = NULL, *sgd = NULL;
+    ad_tape *tape = NULL;
+    ad_tensor *x, *y, *logits, *loss;
+    TRY_P(net, fault_net());
+    TRY_I(nn_module_add_child(net, "extra", nn_relu()));
+    TRY_P(params, nn_parameters(net));
+    TRY_P(sd, nn_state_dict(net));
+    put(out, params->n);
+    put(out, sd->n);
+    put(out, (double)nn_num_parameters(net));
+    TRY_P(adam, nn_adam(params, &(nn_adam_options)NN_ADAM_DEFAULTS));
+    TRY_P(sgd, nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9}));
+    TRY_P(tape, ad_tape_new());
+    ad_tape_activate(tape);
+    for (int step = 0; step < 2; step++) {
+        if (step) TRY_I(ad_tape_reset(tape));
+        TRY_P(x, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(4, 3), XV));
+        TRY_P(y, ad_from_array(tape, AD_INT64, AD_SHAPE(4), YV));
+        TRY_P(logits, nn_forward(net, x));
+        TRY_P(loss, nn_cross_entropy(logits, y, NN_MEAN, 0.1));
+        MUST(nn_optim_zero_grad(adam));
+        if (ad_backward(loss, NULL, 0) != 0) {
+            expect_oom("ad_backward(nn loss)");
+            if (!retry) goto fail;
+            MUST(nn_optim_zero_grad(adam));
+            ck_assert_msg(ad_backward(loss, NULL, 0) == 0, "retry: %s", ad_error());
+        }
+        put(out, ad_item(loss));
+        double norm = nn_clip_grad_norm(params, 10.0);
+        if (norm < 0) {
+            expect_oom("nn_clip_grad_norm");
+            if (!retry) goto fail;
+            norm = nn_clip_grad_norm(params, 10.0);
+            ck_assert_msg(norm >= 0, "retry: %s", ad_error());
+        }
+        put(out, norm);
+        TRY_I(nn_optim_step(step ? sgd : adam));
+    }
+    TRY_P(st, nn_optim_state(adam));
+    put(out, st->n);
+    int64_t lines;
+    TRY_I(count_lines(net, &lines));
+    put(out, (double)lines);
+    ad_tensor *w = nn_get_parameter(net, "2.weight");
+    ck_assert_ptr_nonnull(w);
+    put(out, get_at(w, (int64_t[]){1, 2}));
+    rc = 0;
+fail:
+    ad_tape_activate(NULL);
+    ad_tape_free(tape);
+    nn_named_tensors_free(st);
+    nn_optim_free(sgd);
+    nn_optim_free(adam);
+    nn_named_tensors_free(sd);
+    nn_named_tensors_free(params);
+    nn_module_free(net);
+    return rc;
+}
+
+/* ---- scenario 8: nn data: IDX (gzip) and CSV files, loaders --------------------------------
+ * The files are written inside the scenario too: nn_idx_save to .gz (a
+ * gzip stream through zlib), a CSV by hand.  zlib's gz* layer allocates
+ * with its own malloc, which no allocator hook reaches; each gzip open is
+ * counted as one of the library's allocations instead (nn/data.c), so its
+ * failure path is swept too. */
+static char data_dir[256];
+
+static int scenario_data(bool retry, outcome *out)
+{
+    int rc = 1;
+    char ipath[320], lpath[320], cpath[320];
+    snprintf(ipath, sizeof ipath, "%s/images.idx.gz", data_dir);
+    snprintf(lpath, sizeof lpath, "%s/labels.idx", data_dir);
+    snprintf(cpath, sizeof cpath, "%s/table.csv", data_dir);
+    nn_idx *images = NULL, *labels = NULL;
+    nn_loader *li = NULL, *lt = NULL;
+    ad_tensor *csv = NULL, *bx, *by;
+    uint8_t pix[5 * 2 * 3], lab[5];
+    for (int i = 0; i < 30; i++) pix[i] = (uint8_t)(i * 37 % 256);
+    for (int i = 0; i < 5; i++) lab[i] = (uint8_t)(i * 3 % 10);
+    nn_idx wi = {NN_IDX_UINT8, 3, {5, 2, 3}, 30, pix}, wl = {NN_IDX_UINT8, 1, {5}, 5, lab};
+    TRY_I(nn_idx_save(ipath, &wi));
+    TRY_I(nn_idx_save(lpath, &wl));
+    FILE *f = fopen(cpath, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("a,b,c\n1.5,2,-3\n\"4\", 5e-1 ,6\n7,8,9.25\n", f);
+    fclose(f);
+    TRY_P(images, nn_idx_load(ipath));
+    TRY_P(labels, nn_idx_load(lpath));
+    put(out, (double)images->numel);
+    put(out, images->data[29]);
+    TRY_P(li, nn_loader_from_idx(images, labels,
+                                 &(nn_loader_options){.batch_size = 2, .shuffle = true,
+                                                      .seed = 3, .dtype = AD_FLOAT64}));
+    for (int k = 0; k < 3; k++) {
+        int r = nn_loader_next(li, &bx, &by);
+        if (r < 0) {
+            expect_oom("nn_loader_next");
+            if (!retry) goto fail;
+            r = nn_loader_next(li, &bx, &by);
+        }
+        ck_assert_int_eq(r, 1);
+        put(out, get_at(bx, (int64_t[]){0, 1, 2}));
+        put(out, get_at(by, (int64_t[]){0}));
+    }
+    TRY_P(csv, nn_csv_load(cpath, &(nn_csv_options){.header = true, .dtype = AD_FLOAT64}));
+    put_tensor(out, csv);
+    TRY_P(lt, nn_loader_from_tensors(csv, NULL, &(nn_loader_options){.batch_size = 2}));
+    int r = nn_loader_next(lt, &bx, NULL);
+    if (r < 0) {
+        expect_oom("nn_loader_next(tensors)");
+        if (!retry) goto fail;
+        r = nn_loader_next(lt, &bx, NULL);
+    }
+    ck_assert_int_eq(r, 1);
+    put_tensor(out, bx);
+    rc = 0;
+fail:
+    nn_loader_free(lt);
+    nn_loader_free(li);
+    ad_tensor_free(csv);
+    nn_idx_free(labels);
+    nn_idx_free(images);
+    return rc;
+}
+
+/* ---- scenario 9: checkpoints -----------------------------------------------------------------
+ * A model's state dict saved with metadata, inspected, one entry read
+ * back, and loaded into a second model built from another seed. */
+static int scenario_checkpoint(bool retry, outcome *out)
+{
+    int rc = 1;
+    char path[320];
+    snprintf(path, sizeof path, "%s/model.safetensors", data_dir);
+    nn_module *a = NULL, *b = NULL;
+    nn_named_tensors *sa = NULL, *sb = NULL;
+    nn_safetensors_info *info = NULL;
+    ad_tensor *one = NULL;
+    ad_rng rng;
+    TRY_P(a, fault_net());
+    TRY_P(sa, nn_state_dict(a));
+    TRY_I(nn_save_safetensors(path, sa->n, sa->names, sa->tensors,
+                              "{\"epoch\": \"3\", \"note\": \"faults\"}"));
+    TRY_P(info, nn_safetensors_inspect(path));
+    put(out, info->n);
+    const char *ep = nn_safetensors_metadata(info, "epoch");
+    ck_assert_ptr_nonnull(ep);
+    put(out, atof(ep));
+    TRY_P(one, nn_safetensors_read(path, "0.bias"));
+    put_tensor(out, one);
+    ad_rng_init(&rng, 99);
+    TRY_P(b, NN_SEQUENTIAL(nn_linear(3, 4, true, AD_FLOAT64, &rng), nn_tanh(),
+                           nn_linear(4, 5, true, AD_FLOAT64, &rng)));
+    TRY_P(sb, nn_state_dict(b));
+    TRY_I(nn_load_safetensors(path, sb->n, sb->names, sb->tensors, true));
+    put_tensor(out, nn_get_parameter(b, "2.bias"));
+    rc = 0;
+fail:
+    ad_tensor_free(one);
+    nn_safetensors_info_free(info);
+    nn_named_tensors_free(sb);
+    nn_named_tensors_free(sa);
+    nn_module_free(b);
+    nn_module_free(a);
+    return rc;
+}
+
+/* ---- scenario 10: graph export ----------------------------------------------------------------
+ * ad_graph_dot and ad_graph_dot_tape of a small recorded computation, with
+ * values and gradients drawn (the DOT writer's labels, maps and buffers
+ * come from ad_malloc).  Each picture goes to a fresh memory stream, and
+ * what is compared is its length and a checksum of its text. */
+static int dot_digest(int tape_form, ad_tape *tape, ad_tensor *const *outs, int n,
+                      const ad_dot_opts *o, double *len, double *sum)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    ck_assert_ptr_nonnull(f);
+    int rc = tape_form ? ad_graph_dot_tape(f, tape, o) : ad_graph_dot(f, outs, n, o);
+    fclose(f);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < size; i++) h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
+    *len = (double)size;
+    *sum = (double)(h >> 11);
+    free(buf);
+    return rc;
+}
+
+static int scenario_graph(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_tape *tape = NULL;
+    ad_tensor *a, *b, *c, *d, *e;
+    double len, sum;
+    TRY_P(tape, ad_tape_new());
+    TRY_P(a, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(2, 3), XV));
+    TRY_P(b, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(3, 2), XV + 6));
+    MUST(ad_set_requires_grad(a, true));
+    TRY_I(ad_set_label(a, "input \"a\""));
+    TRY_P(c, ad_matmul(a, b));
+    TRY_P(d, ad_tanh(c));
+    TRY_P(e, ad_sum(d, NULL, 0, false));
+    TRY_I(ad_backward(e, NULL, AD_RETAIN_GRAPH));
+    ad_dot_opts o = AD_DOT_DEFAULTS;
+    o.max_values = 64; /* more than 16 values: the heap buffer */
+    TRY_I(dot_digest(0, NULL, (ad_tensor *[]){e, d}, 2, &o, &len, &sum));
+    put(out, len);
+    put(out, sum);
+    TRY_I(dot_digest(1, tape, NULL, 0, NULL, &len, &sum));
+    put(out, len);
+    put(out, sum);
+    rc = 0;
+fail:
+    ad_tape_free(tape);
+    return rc;
+}
+
 /* ---- arena sweeps -------------------------------------------------------------------
  * Tensors, nodes and the backward pass's temporaries come from the tape's
  * arena, which asks the system for memory only when a chunk is full, so the
@@ -691,6 +955,42 @@ START_TEST(sweep_ffi)
 }
 END_TEST
 
+START_TEST(sweep_nn)
+{
+    int a = sweep("nn", scenario_nn, false);
+    int b = sweep("nn", scenario_nn, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
+START_TEST(sweep_nn_data)
+{
+    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
+    int a = sweep("nn-data", scenario_data, false);
+    int b = sweep("nn-data", scenario_data, true);
+    ck_assert_int_eq(a, b);
+    ot_remove_tree(data_dir);
+}
+END_TEST
+
+START_TEST(sweep_nn_checkpoint)
+{
+    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
+    int a = sweep("nn-checkpoint", scenario_checkpoint, false);
+    int b = sweep("nn-checkpoint", scenario_checkpoint, true);
+    ck_assert_int_eq(a, b);
+    ot_remove_tree(data_dir);
+}
+END_TEST
+
+START_TEST(sweep_graph)
+{
+    int a = sweep("graph", scenario_graph, false);
+    int b = sweep("graph", scenario_graph, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
 START_TEST(sweep_arena_train)
 {
     int a = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, false);
@@ -829,21 +1129,33 @@ START_TEST(oversized_shapes_are_refused_before_allocating)
 }
 END_TEST
 
+/* FAULTS_ONLY=name runs only the test of that name (while working on one
+ * scenario; Check itself selects whole test cases only). */
+#define ADD_TEST(tc, t)                                                                  \
+    do {                                                                                 \
+        const char *only_ = getenv("FAULTS_ONLY");                                       \
+        if (!only_ || strcmp(only_, #t) == 0) tcase_add_test(tc, t);                     \
+    } while (0)
+
 int main(void)
 {
     Suite *s = suite_create("faults");
     TCase *tc = tcase_create("faults");
-    tcase_add_test(tc, sweep_training_step);
-    tcase_add_test(tc, sweep_replay);
-    tcase_add_test(tc, sweep_persistent);
-    tcase_add_test(tc, sweep_scalar);
-    tcase_add_test(tc, sweep_transforms);
-    tcase_add_test(tc, sweep_ffi);
-    tcase_add_test(tc, sweep_arena_train);
-    tcase_add_test(tc, sweep_arena_replay);
+    ADD_TEST(tc, sweep_training_step);
+    ADD_TEST(tc, sweep_replay);
+    ADD_TEST(tc, sweep_persistent);
+    ADD_TEST(tc, sweep_scalar);
+    ADD_TEST(tc, sweep_transforms);
+    ADD_TEST(tc, sweep_ffi);
+    ADD_TEST(tc, sweep_nn);
+    ADD_TEST(tc, sweep_nn_data);
+    ADD_TEST(tc, sweep_nn_checkpoint);
+    ADD_TEST(tc, sweep_graph);
+    ADD_TEST(tc, sweep_arena_train);
+    ADD_TEST(tc, sweep_arena_replay);
     suite_add_tcase(s, tc);
     TCase *tc2 = tcase_create("overflow");
-    tcase_add_test(tc2, oversized_shapes_are_refused_before_allocating);
+    ADD_TEST(tc2, oversized_shapes_are_refused_before_allocating);
     suite_add_tcase(s, tc2);
     return ot_run(s);
 }

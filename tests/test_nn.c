@@ -720,6 +720,135 @@ START_TEST(constructor_errors)
 }
 END_TEST
 
+/* A cycle is refused with both modules named, and the child - m itself
+ * or an ancestor of m - is left whole: the caller frees the root once
+ * (the sanitizer build reports a double free or a leak). */
+START_TEST(add_child_refuses_cycles)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    nn_module *lin = nn_linear(3, 2, true, AD_FLOAT64, &rng);
+    nonnull(lin);
+    ck_assert_error_rc(nn_module_add_child(lin, "me", lin),
+                       "nn_module_add_child: cannot add the Linear (a root) as child 'me' of "
+                       "itself: that would make a cycle");
+    ck_assert_int_eq(nn_num_parameters(lin), 8);
+    ck_assert_int_eq(nn_num_children(lin), 0);
+    nn_module_free(lin);
+
+    nn_module *net = NN_SEQUENTIAL(nn_linear(3, 2, true, AD_FLOAT64, &rng),
+                                   NN_SEQUENTIAL(nn_relu(), nn_tanh()));
+    nonnull(net);
+    nn_module *inner = nn_child(net, 1);
+    nonnull(inner);
+    ck_assert_error_rc(nn_module_add_child(inner, "up", net),
+                       "nn_module_add_child: the Sequential (a root) is an ancestor of the "
+                       "Sequential '1': adding it as child 'up' of it would make a cycle");
+    ck_assert_error_rc(nn_module_add_child(nn_child(inner, 0), "up", net),
+                       "is an ancestor of the ReLU '1.0'");
+    /* the same through nn_sequential_append, seq being the child itself */
+    ck_assert_error_rc(nn_sequential_append(inner, inner), "as child '2' of itself");
+    ck_assert_error_rc(nn_sequential_append(inner, net), "is an ancestor of the Sequential '1'");
+    ck_assert_int_eq(nn_num_children(net), 2);
+    ck_assert_int_eq(nn_num_children(inner), 2);
+    ck_assert_int_eq(nn_num_parameters(net), 8);
+    /* a module of another tree stays with that tree */
+    nn_module *other = NN_SEQUENTIAL(nn_relu());
+    nonnull(other);
+    ck_assert_error_rc(nn_module_add_child(net, "x", nn_child(other, 0)),
+                       "the ReLU '0' already is child '0' of a Sequential");
+    ck_assert_int_eq(nn_num_children(other), 1);
+    /* a root that is not an ancestor is taken, and freed with net */
+    ok(nn_module_add_child(inner, "other", other));
+    ck_assert_int_eq(nn_num_children(inner), 3);
+    ck_assert_str_eq(nn_child_name(inner, 2), "other");
+    nn_module_free(net);
+
+    /* not a Sequential: m is freed as the header says, unless it is seq
+     * itself or an ancestor of seq */
+    nn_module *relu = nn_relu();
+    ck_assert_error_rc(nn_sequential_append(relu, relu), "seq is a ReLU, not a Sequential");
+    ck_assert_str_eq(nn_module_type_name(relu), "ReLU");
+    nn_module_free(relu);
+    /* one module listed twice: taken once, refused once, freed once */
+    nn_module *tanh = nn_tanh();
+    ck_assert_error(nn_sequential(2, (nn_module *[]){tanh, tanh}),
+                    "the Tanh '0' already is child '0' of a Sequential");
+}
+END_TEST
+
+/* Accessors that return NULL, NaN or -1 say why in ad_error(), and the
+ * initialisers name themselves. */
+START_TEST(accessors_set_errors)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    nn_module *net = NN_SEQUENTIAL(nn_linear(2, 2, false, AD_FLOAT64, &rng), nn_relu());
+    nonnull(net);
+    ad_clear_error();
+    ck_assert_ptr_null(nn_child(net, 2));
+    ck_assert_str_eq(ad_error(), "nn_child: child 2 out of range: the Sequential has 2 children");
+    ad_clear_error();
+    ck_assert_ptr_null(nn_child_name(net, -1));
+    ck_assert_str_eq(ad_error(),
+                     "nn_child_name: child -1 out of range: the Sequential has 2 children");
+    ad_clear_error();
+    ck_assert_int_eq(nn_num_children(NULL), -1);
+    ck_assert_str_eq(ad_error(), "nn_num_children: argument 'm' is NULL");
+    ad_clear_error();
+    ck_assert_ptr_null(nn_module_type_name(NULL));
+    ck_assert_str_eq(ad_error(), "nn_module_type_name: argument 'm' is NULL");
+    ad_clear_error();
+    ck_assert(!nn_is_training(NULL));
+    ck_assert_str_eq(ad_error(), "nn_is_training: argument 'm' is NULL");
+    ad_clear_error();
+    /* a module without state is not an error */
+    ck_assert_ptr_null(nn_module_state(nn_child(net, 1)));
+    ck_assert_ptr_null(ad_error());
+    ck_assert_ptr_null(nn_module_state(NULL));
+    ck_assert_str_eq(ad_error(), "nn_module_state: argument 'm' is NULL");
+    ad_clear_error();
+    ck_assert(isnan(nn_optim_get_lr(NULL)));
+    ck_assert_str_eq(ad_error(), "nn_optim_get_lr: argument 'opt' is NULL");
+    ad_clear_error();
+    ck_assert_ptr_null(nn_optim_name(NULL));
+    ck_assert_str_eq(ad_error(), "nn_optim_name: argument 'opt' is NULL");
+    ad_clear_error();
+    FILE *pf = tmpfile();
+    nn_progress *bar = nn_progress_new(pf, NULL);
+    nonnull(bar);
+    ck_assert(isnan(nn_progress_mean_loss(bar)));
+    ck_assert_str_eq(ad_error(), "nn_progress_mean_loss: no samples counted in this epoch yet");
+    nn_progress_free(bar);
+    fclose(pf);
+    ad_clear_error();
+    nn_confusion *cm = nn_confusion_new(2);
+    nonnull(cm);
+    ck_assert(isnan(nn_confusion_accuracy(cm)));
+    ck_assert_str_eq(ad_error(), "nn_confusion_accuracy: nothing counted yet");
+    ad_clear_error();
+    ck_assert(isnan(nn_confusion_recall(cm, 2)));
+    ck_assert_str_eq(ad_error(), "nn_confusion_recall: class 2 out of range [0, 2)");
+    ad_clear_error();
+    ck_assert(isnan(nn_confusion_recall(cm, 1)));
+    ck_assert_str_eq(ad_error(), "nn_confusion_recall: no samples of class 1 counted yet");
+    ad_clear_error();
+    /* printing a matrix with an empty class is not an error */
+    FILE *f = tmpfile();
+    ok(nn_confusion_print(cm, NULL, f));
+    fclose(f);
+    ck_assert_ptr_null(ad_error());
+    nn_confusion_free(cm);
+    ck_assert_error_rc(nn_init_zeros(NULL), "nn_init_zeros: argument 't' is NULL");
+    ck_assert_error_rc(nn_init_ones(NULL), "nn_init_ones: argument 't' is NULL");
+    ck_assert_error_rc(nn_init_constant(NULL, 2), "nn_init_constant: argument 't' is NULL");
+    ad_tensor *ints = ad_zeros(NULL, AD_INT64, 1, (int64_t[]){2});
+    ck_assert_error_rc(nn_init_zeros(ints), "nn_init_zeros: t must be float32 or float64");
+    ad_tensor_free(ints);
+    nn_module_free(net);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn");
@@ -734,6 +863,8 @@ int main(void)
     tcase_add_test(tc, dropout_modes);
     tcase_add_test(tc, batch_norm_modes);
     tcase_add_test(tc, summary_shapes);
+    tcase_add_test(tc, add_child_refuses_cycles);
+    tcase_add_test(tc, accessors_set_errors);
     tcase_add_test(tc, forward_without_tape);
     tcase_add_test(tc, constructor_errors);
     suite_add_tcase(s, tc);
