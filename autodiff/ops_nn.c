@@ -445,8 +445,10 @@ static int check_like(const char *fn, const char *name, const ad_tensor *t, cons
 ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p)
 {
     static const char *fn = "ad_conv2d";
+    bool has_bias;
     if (ad__check_arg(fn, "x", x, true) || check_like(fn, "w", w, x) ||
-        (bias && check_like(fn, "bias", bias, x)))
+        ad__check_opt(fn, "bias", bias, true, &has_bias) ||
+        (has_bias && check_like(fn, "bias", bias, x)))
         return NULL;
     char xs[200], ws[200], both[420];
     describe("x", x, xs, sizeof xs);
@@ -753,7 +755,9 @@ static ad_tensor *normalise(ad_tensor *x, ad_tensor *mean, ad_tensor *var, doubl
 static int check_param(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x,
                        int ndim, const int64_t *shape, const char *what)
 {
-    if (!t) return 0;
+    bool present;
+    if (ad__check_opt(fn, name, t, true, &present)) return -1;
+    if (!present) return 0;
     if (check_like(fn, name, t, x)) return -1;
     bool ok = t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
@@ -800,7 +804,7 @@ static int check_running(const char *fn, const char *name, const ad_tensor *t,
                          const ad_tensor *x, bool training)
 {
     if (check_param(fn, name, t, x, 1, x->shape + 1, "the channels (dimension 1)")) return -1;
-    if (training && t->requires_grad)
+    if (t && training && t->requires_grad)
         return ad__err(fn, "%s requires grad, but training overwrites it in place", name);
     return 0;
 }

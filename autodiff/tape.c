@@ -221,7 +221,9 @@ const char *ad__handle_problem(const ad_tensor *t)
 {
     if (t->magic != AD_TENSOR_MAGIC) return "is not a live tensor (freed, or never made)";
     const ad_tape *tp = t->tape;
-    if (!tp) return t->released ? "was freed with ad_tensor_free" : NULL;
+    /* A released tensor is still read by the backward rules of the ops
+     * that hold it; only its owner's later uses are errors. */
+    if (!tp) return t->released && !in_backward ? "was freed with ad_tensor_free" : NULL;
     if (t->stamp == tp->gen) return NULL;
     if (tp->magic != AD_TAPE_MAGIC)
         return "belongs to a tape that was freed (ad_tape_free); copy it to a persistent "
@@ -266,11 +268,15 @@ static void drop_storage_ref(ad_storage *s)
     }
 }
 
-/* A carried tensor whose step ends: its storage reference goes. */
+/* A carried tensor whose second step ends: its storage reference goes.
+ * The header stays as it is until the slot is reused, so its stamp still
+ * tells a late use what happened. */
 static void carry_expire(ad_tensor *t)
 {
-    if (t->magic == AD_TENSOR_MAGIC && t->carried) drop_storage_ref(t->storage);
-    t->magic = AD_DEAD_MAGIC;
+    if (t->magic == AD_TENSOR_MAGIC && t->carried && t->storage) {
+        drop_storage_ref(t->storage);
+        t->storage = NULL;
+    }
 }
 
 /* A carried tensor made this step survives the reset: values on the arena

@@ -135,8 +135,9 @@ int ad_jvp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_t
     static const char *fn = "ad_jvp";
     ad_tensor *xv[MAX_IN];
     if (!jvp) return ad__err(fn, "jvp is NULL");
+    bool present;
     for (int i = 0; u && i < n; i++)
-        if (u[i] && ad__check_arg(fn, "u[i]", u[i], true)) return -1;
+        if (ad__check_opt(fn, "u[i]", u[i], true, &present)) return -1;
     ad_tensor *y = call_f(fn, tape, f, ctx, n, x, xv);
     if (!y) return -1;
     if (y_out) *y_out = y;
