@@ -57,8 +57,10 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     for (int i = 0; i < n; i++) {
         if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;
         if (leaves[i]->node) return ad__err(fn, "input %d is not a leaf", i);
-        if (!values || !values[i]) continue;
-        if (ad__check_arg(fn, "values[i]", values[i], false)) return -1;
+        bool has_value;
+        if (!values) continue;
+        if (ad__check_opt(fn, "values[i]", values[i], false, &has_value)) return -1;
+        if (!has_value) continue;
         if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
             char a[160], b[160];
             ad__fmt_shape(leaves[i]->ndim, leaves[i]->shape, a, sizeof a);

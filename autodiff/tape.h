@@ -184,7 +184,8 @@ int ad_tape_set_replayable(ad_tape *tape, bool replayable);
 /* Ends recording: what is on the tape now is what ad_tape_replay
  * recomputes; later allocations are rewound on each replay. */
 int ad_tape_freeze(ad_tape *tape);
-/* Copies values[i] into leaves[i] for i < n (values may be NULL when the
+/* Copies values[i] into leaves[i] for i < n (values, or one values[i], may
+ * be NULL - see ad_check_optional - when the
  * caller wrote into the leaves already), rewinds the arena to the freeze
  * point, and recomputes every recorded op.  Leaves on the tape lose their
  * grad (it lived past the freeze point); persistent leaves keep theirs.

@@ -211,6 +211,8 @@ nn_loader *nn_loader_from_tensors(ad_tensor *x, ad_tensor *y, const nn_loader_op
         nn__err(fn, "%s is NULL", !x ? "x" : "opts");
         return NULL;
     }
+    /* y is optional: a NULL from a failed call is reported, not "no y". */
+    if (ad_check_optional(fn, "y", y)) return NULL;
     if (opts->dtype != AD_FLOAT32 || opts->scale != 0 || opts->normalize) {
         nn__err(fn, "dtype, scale and normalize apply to nn_loader_from_idx only; a tensor "
                     "loader keeps the tensors' dtypes and values");
