@@ -77,7 +77,8 @@ typedef struct ad_conv2d_params {
  *     y[n, o, oh, ow] = bias[o] + sum_{c < C/G, i, j}
  *         w[o, c, i, j] x[n, g C/G + c, oh sh - ph + i dh, ow sw - pw + j dw]
  * with G = groups and g = o / (O/G), the group of output channel o.
- * Shapes: x [N, C, H, W], w [O, C/G, kh, kw], bias [O] or NULL,
+ * Shapes: x [N, C, H, W], w [O, C/G, kh, kw], bias [O] or NULL for none
+ * (a NULL from a failed call is an error: see ad_check_optional),
  * y [N, O, Ho, Wo].  x, w, bias of one floating dtype.
  * Computed as unfold(x) [N, C kh kw, L], viewed per group as
  * [N, G, C/G kh kw, L], times w viewed as [G, O/G, C/G kh kw] (one matmul),
@@ -179,7 +180,8 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
  * recomputes y but does not update the running statistics.  Eval (!training): mu, v = running_mean, running_var,
  * which are then required (and used through ops, so they are
  * differentiable if they require grad).  running_mean, running_var, weight
- * and bias are [C] of x's dtype; weight and bias may be NULL (1 and 0);
+ * and bias are [C] of x's dtype; weight and bias may be NULL (1 and 0; see
+ * ad_check_optional);
  * the running stats are both given or both NULL.
  * Errors: x with ndim < 2, parameter of the wrong shape or dtype, only one
  * running stat given, eval without running stats, training with M <= 1
