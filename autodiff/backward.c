@@ -123,9 +123,11 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     if (ad__check_arg(fn, "out", out, true)) return -1;
     if (!out->requires_grad)
         return ad__err(fn, "tensor does not require grad: nothing recorded leads to it");
-    bool has_gout;
-    if (ad__check_opt(fn, "grad_output", gout, true, &has_gout)) return -1;
-    if (has_gout) {
+    /* grad_output is exempt from ad_check_optional's rule: NULL is the
+     * seed 1 of a one-element output, the most common call of all, and a
+     * non-scalar output without one is refused below anyway. */
+    if (gout) {
+        if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
         if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
             char a[160], b[160];
             ad__fmt_shape(out->ndim, out->shape, a, sizeof a);

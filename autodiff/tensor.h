@@ -68,13 +68,15 @@ int ad_set_error(const char *fmt, ...)
 #endif
     ;
 /* Optional tensor arguments.  Where a function takes an optional tensor (a
- * bias, a weight, a grad_output), NULL means "none" - unless an earlier
+ * bias, a weight, a direction), NULL means "none" - unless an earlier
  * call failed and its message has not been read since (neither ad_error()
  * nor ad_clear_error() was called): then the NULL is that failure
  * propagating, as in ad_conv2d(x, w, ad_reshape(b, ...)) with a bad
  * reshape, and the call fails, quoting the earlier message, instead of
  * silently running without the argument.  After handling a failure, read
- * the message or clear it before passing NULL for "none".  This function
+ * the message or clear it before passing NULL for "none".  (ad_backward's
+ * grad_output is the one exception: NULL is always the seed 1 of a
+ * one-element output.)  This function
  * applies the same rule for code built on the library: 0 when t is a live
  * tensor or a genuine "none", else -1 with an error naming fn and name. */
 int ad_check_optional(const char *fn, const char *name, const ad_tensor *t);

@@ -32,6 +32,7 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
     const char *slash = strrchr(path, '/');
     a->path = nn__strndup(path, SIZE_MAX);
     a->tmp = a->path ? ad_malloc(size) : NULL;
+    if (a->tmp) a->tmp[0] = '\0'; /* no file yet: nothing for abort to unlink */
     a->dir = !a->tmp  ? NULL
              : slash ? nn__strndup(path, (size_t)(slash - path) + (slash == path))
                      : nn__strndup(".", 1);
@@ -121,7 +122,7 @@ int nn__atomic_commit(const char *fn, nn__atomic *a)
 void nn__atomic_abort(nn__atomic *a)
 {
     if (a->f) fclose(a->f);
-    if (a->tmp) unlink(a->tmp);
+    if (a->tmp && a->tmp[0]) unlink(a->tmp);
     ad_free(a->tmp);
     ad_free(a->path);
     ad_free(a->dir);

@@ -286,6 +286,12 @@ START_TEST(null_optional_argument_after_a_failure_is_reported)
     ck_assert_err_has("mylib_fit: argument 'mask' is NULL right after a failed call "
                       "(mylib_load: no such file)");
     ck_assert_int_eq(ad_check_optional("mylib_fit", "mask", NULL), 0);
+    /* grad_output is the exception: NULL is always the seed of a scalar. */
+    ad_set_requires_grad(b, true);
+    ad_tensor *loss = ad_sum(ad_square(b), NULL, 0, false);
+    ad_set_error("mylib_probe: not found");
+    ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
+    ad_clear_error();
     ad_tape_free(t);
 }
 END_TEST
