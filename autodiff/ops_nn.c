@@ -874,6 +874,10 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
             ad__st(running_var, ov, (1 - m) * ad__ld(running_var, ov) +
                                         m * unbias * ad__ld(var, var->offset + c));
         }
+        /* An eval-mode graph recorded earlier reads them: it must not be
+         * differentiated with the updated values. */
+        ad__bump(running_mean);
+        ad__bump(running_var);
     }
     scope_end(&s);
     return y;
