@@ -1,14 +1,101 @@
-/* autodiff/alloc.c - the public allocator (alloc.h): ad_malloc, ad_calloc,
- * ad_realloc, ad_free.
+/* autodiff/alloc.c - the one way the library gets memory.
  *
- * They go through the core's own entry points (ad__malloc and friends,
- * tape.c), so code built on the public API - the nn layer, the DOT writer,
- * the libffi and zlib call sites - is counted and fault-injected exactly
- * like the core: ad__alloc_fail_in reaches it too. */
+ * Every allocation of the library and of nn goes through ad__malloc,
+ * ad__calloc and ad__realloc, which count the calls and can be made to
+ * fail (the fault-injection tests, docs/reliability.md), then call the
+ * installed allocator: the C library's, or a program's (ad_set_allocator).
+ * ad_malloc and friends are the public face of the same entry points, so
+ * code built on the public API is counted and fault-injected like the
+ * core. */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "alloc.h"
 #include "internal.h"
+
+/* ---- the installed allocator ------------------------------------------------------- */
+
+static void *libc_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    return malloc(n);
+}
+static void *libc_calloc(size_t count, size_t size, void *ctx)
+{
+    (void)ctx;
+    return calloc(count, size);
+}
+static void *libc_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    return realloc(p, n);
+}
+static void libc_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static const ad_allocator libc_allocator = {libc_malloc, libc_calloc, libc_realloc, libc_free,
+                                            NULL};
+static ad_allocator current = {libc_malloc, libc_calloc, libc_realloc, libc_free, NULL};
+
+/* How to empty the process-wide cache of memory from the allocator (the
+ * pools of tape.c), registered by its owner: a switch of allocator first
+ * gives that memory back to the allocator it came from. */
+static _Atomic(ad__alloc_release_fn) cache_release;
+
+void ad__alloc_set_cache(ad__alloc_release_fn release) { atomic_store(&cache_release, release); }
+
+int ad_set_allocator(const ad_allocator *a)
+{
+    if (a && (!a->malloc_fn || !a->calloc_fn || !a->realloc_fn || !a->free_fn))
+        return ad__err("ad_set_allocator", "malloc_fn, calloc_fn, realloc_fn and free_fn "
+                                           "must all be set");
+    ad__alloc_release_fn release = atomic_load(&cache_release);
+    if (release) release();
+    current = a ? *a : libc_allocator;
+    return 0;
+}
+
+/* ---- the library's entry points ---------------------------------------------------- */
+
+_Thread_local size_t ad__alloc_calls;
+_Thread_local long ad__alloc_fail_in;
+
+/* True when this allocation is the one a fault-injection test asked to fail. */
+static bool injected_failure(void)
+{
+    ad__alloc_calls++;
+    return ad__alloc_fail_in > 0 && --ad__alloc_fail_in == 0;
+}
+
+/* The installed allocator never sees a request for 0 bytes, a realloc of
+ * NULL or a free of NULL (alloc.h). */
+void *ad__malloc(size_t n)
+{
+    return injected_failure() ? NULL : current.malloc_fn(n ? n : 1, current.ctx);
+}
+
+void *ad__calloc(size_t n, size_t size)
+{
+    if (injected_failure()) return NULL;
+    return n && size ? current.calloc_fn(n, size, current.ctx) : current.calloc_fn(1, 1, current.ctx);
+}
+
+void *ad__realloc(void *p, size_t n)
+{
+    if (injected_failure()) return NULL;
+    if (!n) n = 1;
+    return p ? current.realloc_fn(p, n, current.ctx) : current.malloc_fn(n, current.ctx);
+}
+
+void ad__free(void *p)
+{
+    if (p) current.free_fn(p, current.ctx);
+}
+
+/* ---- the public allocator ---------------------------------------------------------- */
 
 void *ad_malloc(size_t n)
 {

@@ -1,5 +1,6 @@
 /* autodiff/autodiff.h - the one header to include.
  *
+ *   alloc.h    the library's allocator, and ad_set_allocator to install yours
  *   tensor.h   dtypes, creation, views, element access, printing, errors
  *   tape.h     the tape, grad mode, leaves, ad_backward
  *   ops.h      every differentiable op and the op table
@@ -17,6 +18,7 @@
 #define AUTODIFF_VERSION_PATCH 0
 #define AUTODIFF_VERSION "0.1.0"
 
+#include "alloc.h"
 #include "ffi.h"
 #include "gradcheck.h"
 #include "graph.h"

@@ -379,26 +379,15 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
  * (ops_linalg.c), and keeping each call's buffers until the reset
  * measured 240 MiB more peak memory for fmnist_cnn's evaluation batches.
  * Nothing else allocates on the tape during the call (a tape belongs to
- * one thread), so the space taken since the save is exactly the scratch.
- * The rewind is replay.c's rewind_to_mark for the arena alone: chunks past
- * the current one are empty, so it refills the current one to its saved
- * level and empties any chunk the scratch moved on to. */
-typedef struct arena_pos {
-    chunk *cur;
-    size_t cur_used, used;
-} arena_pos;
-
-static arena_pos arena_save(const ad_tape *t)
+ * one thread), so the space taken since the mark is exactly the scratch. */
+static ad_arena_mark scratch_mark(const ad_tape *tape)
 {
-    return (arena_pos){t->cur, t->cur ? t->cur->used : 0, t->used};
+    return tape ? ad__arena_mark(&tape->arena) : (ad_arena_mark){0};
 }
 
-static void arena_restore(ad_tape *t, arena_pos p)
+static void scratch_release(ad_tape *tape, ad_arena_mark m)
 {
-    t->used = p.used;
-    t->cur = p.cur ? p.cur : t->first; /* NULL: the tape had no chunk yet */
-    if (p.cur) p.cur->used = p.cur_used;
-    for (chunk *c = p.cur ? p.cur->next : t->first; c; c = c->next) c->used = 0;
+    if (tape) ad__arena_rewind(&tape->arena, m);
 }
 
 /* 64-byte aligned scratch: from the tape's arena (which aligns to 64), or
@@ -406,7 +395,7 @@ static void arena_restore(ad_tape *t, arena_pos p)
 static void *scratch_alloc(ad_tape *tape, size_t n, void **raw)
 {
     *raw = NULL;
-    if (tape) return ad__arena_alloc(tape, n);
+    if (tape) return ad__arena_take(&tape->arena, n);
     *raw = ad__malloc(n + 64);
     if (!*raw) return NULL;
     return (void *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
@@ -556,14 +545,14 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
         J.a_elems = (size_t)round_up(mcap * kcap, 64 / sizeof(T));                     \
         J.b_elems = (size_t)round_up(kcap * ncap, 64 / sizeof(T));                     \
         void *raw;                                                                     \
-        arena_pos pos = tape ? arena_save(tape) : (arena_pos){0};                      \
+        ad_arena_mark pos = scratch_mark(tape);                                        \
         J.pa = scratch_alloc(tape, (size_t)nt * (J.a_elems + J.b_elems) * sizeof(T), &raw); \
         if (J.pa) {                                                                    \
             if (nt == 1) run_##SUF(&J, J.pa, J.pa + J.a_elems);                        \
             else run_parallel_##SUF(&J, nt);                                           \
         }                                                                              \
         ad__free(raw);                                                                 \
-        if (tape) arena_restore(tape, pos);                                            \
+        scratch_release(tape, pos);                                                    \
         return J.pa ? 0 : -1;                                                          \
     }                                                                                  \
     /* Tiny products: packing would cost more than it saves.  Sums in double. */      \
@@ -585,10 +574,10 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
                               const T *b, int64_t rsb, int64_t csb, T *c)              \
     {                                                                                  \
         void *raw;                                                                     \
-        arena_pos pos = tape ? arena_save(tape) : (arena_pos){0};                      \
+        ad_arena_mark pos = scratch_mark(tape);                                        \
         double *acc = scratch_alloc(tape, (size_t)n * sizeof *acc, &raw);              \
         if (!acc) {                                                                    \
-            if (tape) arena_restore(tape, pos);                                        \
+            scratch_release(tape, pos);                                                \
             return -1;                                                                 \
         }                                                                              \
         for (int64_t j = 0; j < n; j++) acc[j] = 0;                                    \
@@ -599,7 +588,7 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
         }                                                                              \
         for (int64_t j = 0; j < n; j++) c[j] = (T)acc[j];                              \
         ad__free(raw);                                                                 \
-        if (tape) arena_restore(tape, pos);                                            \
+        scratch_release(tape, pos);                                                    \
         return 0;                                                                      \
     }
 DEFINE_DRIVER(f32, float)

@@ -137,10 +137,11 @@ int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b)
 /* Normalises a possibly negative axis for a tensor of ndim dims. */
 int ad__axis(const char *fn, int axis, int ndim, int *out);
 
-/* ---- memory (tape.c) ------------------------------------------------------
+/* ---- memory (alloc.c) -----------------------------------------------------
  * Every allocation the library makes goes through these, so tests can count
  * them (zero-allocation replay) and make the n-th one fail (fault
- * injection).  Both are per thread. */
+ * injection).  Both are per thread.  They then call the installed
+ * allocator (ad_set_allocator). */
 extern _Thread_local size_t ad__alloc_calls;
 extern _Thread_local long ad__alloc_fail_in; /* >0: the n-th next allocation fails */
 /* The library's one allocator entry point, so tests can inject failures. */
@@ -148,6 +149,12 @@ void *ad__malloc(size_t n);
 void *ad__calloc(size_t n, size_t size);
 void *ad__realloc(void *p, size_t n);
 void ad__free(void *p);
+/* A process-wide cache of allocator memory (tape.c's pools) registers how
+ * to empty itself; ad_set_allocator calls it before switching. */
+typedef void (*ad__alloc_release_fn)(void);
+void ad__alloc_set_cache(ad__alloc_release_fn release);
+
+/* ---- the tape's memory (tape.c) -------------------------------------------- */
 /* A tensor header for tape (see tape.c: headers live in slabs that are
  * never returned to the system, so a stale handle is always readable). */
 ad_tensor *ad__tape_header(ad_tape *tape);

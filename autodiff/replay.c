@@ -18,8 +18,8 @@ int ad_tape_freeze(ad_tape *t)
         return ad__err("ad_tape_freeze", "the tape was not recorded as replayable "
                                          "(ad_tape_set_replayable before recording)");
     const hdr_list *h = &t->hdr[t->nresets & 1];
-    t->mark = (tape_mark){t->cur,   t->cur ? t->cur->used : 0, t->used, t->nnodes, t->ntensors,
-                          t->held,  t->fixups, h->cur, h->used};
+    t->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
+                          h->cur, h->used};
     t->frozen = true;
     /* What was recorded so far stays valid through every replay; what is
      * made from now on lives until the next replay rewinds it. */
@@ -38,14 +38,7 @@ static void rewind_to_mark(ad_tape *t)
     t->gen = ad__next_gen();
     t->nnodes = m->nnodes;
     t->ntensors = m->ntensors;
-    t->used = m->used;
-    t->cur = m->chunk ? m->chunk : t->first;
-    if (m->chunk) {
-        m->chunk->used = m->chunk_used;
-        for (chunk *c = m->chunk->next; c; c = c->next) c->used = 0;
-    } else {
-        for (chunk *c = t->first; c; c = c->next) c->used = 0;
-    }
+    ad__arena_rewind(&t->arena, m->arena);
 }
 
 int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const *values)

@@ -1,26 +1,8 @@
-/* autodiff/tape.c - the arena, the tape's life cycle, grad mode, leaves and
- * recording (ad__record), anomaly checks, inspection and tracing.  The
- * backward pass is in backward.c, replay in replay.c. */
-#include <stdlib.h>
-
+/* autodiff/tape.c - the tape's life cycle, grad mode, leaves and recording
+ * (ad__record), anomaly checks, inspection and tracing.  Its memory comes
+ * from an arena (arena.c); the backward pass is in backward.c, replay in
+ * replay.c. */
 #include "tape_impl.h"
-
-/* ---- allocation ------------------------------------------------------------ */
-
-_Thread_local size_t ad__alloc_calls;
-_Thread_local long ad__alloc_fail_in;
-
-/* True when this allocation is the one a fault-injection test asked to fail. */
-static bool injected_failure(void)
-{
-    ad__alloc_calls++;
-    return ad__alloc_fail_in > 0 && --ad__alloc_fail_in == 0;
-}
-
-void *ad__malloc(size_t n) { return injected_failure() ? NULL : malloc(n); }
-void *ad__calloc(size_t n, size_t size) { return injected_failure() ? NULL : calloc(n, size); }
-void *ad__realloc(void *p, size_t n) { return injected_failure() ? NULL : realloc(p, n); }
-void ad__free(void *p) { free(p); }
 
 static _Thread_local ad_tape *active_tape;
 static _Thread_local bool grad_disabled;
@@ -31,33 +13,7 @@ static _Thread_local ad_trace_fn trace_fn;
 static _Thread_local void *trace_ctx;
 
 
-void *ad__arena_alloc(ad_tape *t, size_t n)
-{
-    n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-    while (t->cur && t->cur->used + n > t->cur->size) t->cur = t->cur->next;
-    if (!t->cur) {
-        size_t size = t->last ? t->last->size * 2 : ARENA_MIN_CHUNK;
-        if (size > ((size_t)64 << 20)) size = (size_t)64 << 20;
-        if (size < n) size = n;
-        chunk *c = ad__malloc(sizeof *c + size + ARENA_ALIGN);
-        if (!c) return NULL;
-        c->next = NULL;
-        c->size = size;
-        c->used = 0;
-        uintptr_t p = (uintptr_t)(c + 1);
-        c->base = (unsigned char *)((p + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1));
-        if (t->last) t->last->next = c;
-        else t->first = c;
-        t->last = c;
-        t->cur = c;
-        t->reserved += size;
-        t->nchunks++;
-    }
-    void *p = t->cur->base + t->cur->used;
-    t->cur->used += n;
-    t->used += n;
-    return p;
-}
+void *ad__arena_alloc(ad_tape *t, size_t n) { return ad__arena_take(&t->arena, n); }
 
 char *ad__strdup(ad_tape *tape, const char *s)
 {
@@ -134,9 +90,28 @@ static hdr_slab *slab_get(void)
     return s;
 }
 
+/* Gives the pools back to the allocator (registered with alloc.c, which
+ * calls it when a program installs another allocator). */
+static void pools_release(void)
+{
+    pool_acquire();
+    for (hdr_slab *s = slab_pool, *n; s; s = n) {
+        n = s->next;
+        ad__free(s);
+    }
+    for (ad_tape *t = tape_pool, *n; t; t = n) {
+        n = t->pool_next;
+        ad__free(t);
+    }
+    slab_pool = NULL;
+    tape_pool = NULL;
+    pool_release();
+}
+
 /* Returns every slab of a list pair to the pool. */
 static void slabs_put(hdr_list pair[2])
 {
+    ad__alloc_set_cache(pools_release);
     pool_acquire();
     for (int p = 0; p < 2; p++) {
         for (hdr_slab *s = pair[p].first, *n; s; s = n) {
@@ -374,9 +349,7 @@ int ad_tape_reset(ad_tape *t)
     t->prev_floor = t->floor;
     t->gen = t->floor = ad__next_gen();
     t->frozen = false;
-    for (chunk *c = t->first; c; c = c->next) c->used = 0;
-    t->cur = t->first;
-    t->used = 0;
+    ad__arena_reset(&t->arena);
     t->nnodes = 0;
     t->ntensors = 0;
     return 0;
@@ -388,10 +361,7 @@ void ad_tape_free(ad_tape *t)
     release(t);
     ad__scalar_free(t);
     for (int p = 0; p < 2; p++) slots_each(&t->carry[p], carry_expire);
-    for (chunk *c = t->first, *n; c; c = n) {
-        n = c->next;
-        ad__free(c);
-    }
+    ad__arena_free(&t->arena);
     ad__free(t->nodes);
     if (active_tape == t) active_tape = NULL;
     /* The structure stays readable, as a tombstone, for handles that
@@ -400,6 +370,7 @@ void ad_tape_free(ad_tape *t)
     slabs_put(t->carry);
     memset(t, 0, sizeof *t);
     t->magic = AD_DEAD_TAPE_MAGIC;
+    ad__alloc_set_cache(pools_release);
     pool_acquire();
     t->pool_next = tape_pool;
     tape_pool = t;
@@ -422,9 +393,9 @@ int ad_tape_get_stats(const ad_tape *t, ad_tape_stats *s)
     if (ad__check_tape("ad_tape_get_stats", t)) return -1;
     s->nodes = t->nnodes;
     s->tensors = t->ntensors;
-    s->arena_used = t->used;
-    s->arena_reserved = t->reserved;
-    s->arena_chunks = t->nchunks;
+    s->arena_used = t->arena.used;
+    s->arena_reserved = t->arena.reserved;
+    s->arena_chunks = t->arena.nchunks;
     return 0;
 }
 

@@ -1,21 +1,10 @@
-/* autodiff/tape_impl.h - the tape's private layout, shared by tape.c (arena,
- * recording), backward.c (the backward pass) and replay.c.  Not installed. */
+/* autodiff/tape_impl.h - the tape's private layout, shared by tape.c
+ * (recording), backward.c (the backward pass) and replay.c.  Not installed. */
 #ifndef AUTODIFF_TAPE_IMPL_H
 #define AUTODIFF_TAPE_IMPL_H
 
+#include "arena.h"
 #include "internal.h"
-
-/* Chunks are kept in creation order.  After a reset the same sequence of
- * allocations lands in the same places, so a loop that records the same
- * computation every step allocates from the system only in its first step. */
-typedef struct chunk {
-    struct chunk *next;
-    size_t size, used;
-    unsigned char *base;
-} chunk;
-
-#define ARENA_ALIGN 64
-#define ARENA_MIN_CHUNK ((size_t)256 << 10)
 
 /* A reference the tape keeps until reset: to heap storage that one of its
  * tensors views, or to a persistent tensor a recorded op reads. */
@@ -50,8 +39,8 @@ typedef struct grad_fixup {
 
 /* The state ad_tape_freeze records and ad_tape_replay returns to. */
 typedef struct tape_mark {
-    chunk *chunk;
-    size_t chunk_used, used, nnodes, ntensors;
+    ad_arena_mark arena;
+    size_t nnodes, ntensors;
     held *held;
     grad_fixup *fixups;
     hdr_slab *hdr_cur;
@@ -72,8 +61,7 @@ struct ad_tape {
     hdr_list hdr[2];   /* headers of ordinary tape tensors */
     hdr_list carry[2]; /* headers of ad_detach results */
     struct ad_tape *pool_next; /* in the pool of freed tapes */
-    chunk *first, *cur, *last;
-    size_t reserved, used, nchunks;
+    ad_arena arena; /* tensors, nodes, backward's temporaries */
     ad_node **nodes;
     size_t nnodes, cap;
     size_t ntensors;

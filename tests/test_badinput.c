@@ -1091,6 +1091,9 @@ START_TEST(alloc_h)
     ad_free(p);
     ROW_OK(ad_free(NULL), (ad_free(NULL), true));
     ck_assert_int_eq(ad__alloc_fail_in, 0);
+    ROW_RC(ad_set_allocator(&(ad_allocator){0}), "ad_set_allocator: malloc_fn, calloc_fn, "
+                                                 "realloc_fn and free_fn must all be set");
+    ROW_OK(ad_set_allocator(NULL), ad_set_allocator(NULL) == 0);
 }
 END_TEST
 

@@ -1,7 +1,7 @@
 /* tests/test_faults.c - fault injection and size overflow.
  *
  * Every allocation the library makes goes through ad__malloc / ad__calloc /
- * ad__realloc (tape.c), and ad__alloc_fail_in = n makes the n-th next one
+ * ad__realloc (alloc.c), and ad__alloc_fail_in = n makes the n-th next one
  * fail.  Each scenario below is a complete program (weights, tape, forward,
  * backward, an update, a second step, cleanup) written so that every public
  * call is checked.  The sweep runs it with n = 1, 2, 3, ... until a run ends
@@ -759,8 +759,8 @@ fail:
  * turn, the one that needs a new chunk and fails. */
 static void fill_arena(ad_tape *t, size_t left)
 {
-    ck_assert_ptr_nonnull(t->cur);
-    chunk *c = t->cur;
+    ck_assert_ptr_nonnull(t->arena.cur);
+    ad_arena_chunk *c = t->arena.cur;
     ck_assert_uint_ge(c->size - c->used, left);
     if (c->size - c->used > left) ck_assert_ptr_nonnull(ad__arena_alloc(t, c->size - c->used - left));
     ck_assert_uint_eq(c->size - c->used, left);
@@ -782,9 +782,9 @@ static int arena_sweep(const char *name, arena_step step, void *(*make)(void),
         ad_tape *t = ad_tape_new();
         ck_assert_ptr_nonnull(t);
         ck_assert_int_eq(step(false, &ref, t, 0, ctx), 0);
-        size_t before = t->used;
+        size_t before = t->arena.used;
         ck_assert_int_eq(step(false, &ref, t, 1, ctx), 0);
-        used = t->used - before;
+        used = t->arena.used - before;
         ad_tape_free(t);
         destroy(ctx);
     }

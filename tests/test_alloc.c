@@ -1,0 +1,202 @@
+/* tests/test_alloc.c - ad_set_allocator: a program's allocator sees every
+ * allocation of the library and of nn, gets all of it back, and its
+ * failures are the library's out-of-memory errors. */
+#include <nn/nn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autodiff/internal.h"
+#include "optest.h"
+
+/* A counting allocator over the C library's, failing its fail_at-th call
+ * (0: never).  It also checks the contract of alloc.h: no request for 0
+ * bytes, no NULL to realloc or free. */
+typedef struct counts {
+    long calls, live, fail_at;
+    long bad; /* contract violations seen */
+} counts;
+
+static bool fails(counts *c) { return ++c->calls == c->fail_at; }
+
+static void *c_malloc(size_t n, void *ctx)
+{
+    counts *c = ctx;
+    c->bad += n == 0;
+    if (fails(c)) return NULL;
+    void *p = malloc(n);
+    c->live += p != NULL;
+    return p;
+}
+
+static void *c_calloc(size_t count, size_t size, void *ctx)
+{
+    counts *c = ctx;
+    c->bad += count == 0 || size == 0;
+    if (fails(c)) return NULL;
+    void *p = calloc(count, size);
+    c->live += p != NULL;
+    return p;
+}
+
+static void *c_realloc(void *p, size_t n, void *ctx)
+{
+    counts *c = ctx;
+    c->bad += p == NULL || n == 0;
+    if (fails(c)) return NULL;
+    return realloc(p, n);
+}
+
+static void c_free(void *p, void *ctx)
+{
+    counts *c = ctx;
+    c->bad += p == NULL;
+    c->live--;
+    free(p);
+}
+
+static ad_allocator counting(counts *c)
+{
+    return (ad_allocator){c_malloc, c_calloc, c_realloc, c_free, c};
+}
+
+/* A few training steps of a small nn model on a tape that is reset each
+ * step, everything freed at the end; 0, or -1 at the first failure (the
+ * error set, what was made freed).  loss_out gets the last loss. */
+static int train(double *loss_out)
+{
+    int rc = -1;
+    ad_rng rng;
+    ad_rng_init(&rng, 7);
+    nn_module *net = nn_linear(3, 2, true, AD_FLOAT64, &rng);
+    nn_named_tensors *params = net ? nn_parameters(net) : NULL;
+    nn_optim *opt = params ? nn_sgd(params, &(nn_sgd_options){.lr = 0.1}) : NULL;
+    ad_tape *t = opt ? ad_tape_new() : NULL;
+    char *buf = t ? ad_malloc(0) : NULL;
+    if (!buf) goto done;
+    ad_tape *prev = ad_tape_activate(t);
+    for (int step = 0; step < 3; step++) {
+        ad_tensor *x = ad_from_array(t, AD_FLOAT64, AD_SHAPE(4, 3),
+                                     (double[]){1, 2, 3, 4, 5, 6, -1, 0, 1, 2, -2, 0.5});
+        ad_tensor *y = x ? ad_ones(t, AD_FLOAT64, AD_SHAPE(4, 2)) : NULL;
+        ad_tensor *out = y ? nn_forward(net, x) : NULL;
+        ad_tensor *loss = out ? nn_mse_loss(out, y, NN_MEAN) : NULL;
+        if (!loss || nn_optim_zero_grad(opt) || ad_backward(loss, NULL, 0) ||
+            nn_optim_step(opt)) {
+            ad_tape_activate(prev);
+            goto done;
+        }
+        *loss_out = ad_item(loss);
+        if (ad_tape_reset(t)) {
+            ad_tape_activate(prev);
+            goto done;
+        }
+    }
+    ad_tape_activate(prev);
+    char *bigger = ad_realloc(buf, 100);
+    if (!bigger) goto done;
+    buf = bigger;
+    rc = 0;
+done:
+    ad_free(buf);
+    ad_tape_free(t);
+    nn_optim_free(opt);
+    nn_named_tensors_free(params);
+    nn_module_free(net);
+    return rc;
+}
+
+START_TEST(counting_allocator_sees_everything)
+{
+    double ref, loss;
+    ck_assert_int_eq(train(&ref), 0); /* under the C library's allocator */
+    counts c = {0};
+    ad_allocator a = counting(&c);
+    ck_assert_int_eq(ad_set_allocator(&a), 0);
+    size_t calls0 = ad__alloc_calls;
+    ck_assert_int_eq(train(&loss), 0);
+    /* Every allocation of the library reached the program's allocator. */
+    ck_assert_int_eq(c.calls, (long)(ad__alloc_calls - calls0));
+    ck_assert_int_gt(c.calls, 10);
+    ck_assert(loss == ref);
+    /* The freed tape and its tensor headers are pooled until the
+     * allocator is switched, which gives them back. */
+    ck_assert_int_gt(c.live, 0);
+    ck_assert_int_eq(ad_set_allocator(NULL), 0);
+    ck_assert_int_eq(c.live, 0);
+    ck_assert_int_eq(c.bad, 0);
+    /* The C library's allocator is back: nothing reaches c any more. */
+    long calls = c.calls;
+    ck_assert_int_eq(train(&loss), 0);
+    ck_assert_int_eq(c.calls, calls);
+}
+END_TEST
+
+START_TEST(user_allocator_failure_is_an_error)
+{
+    /* Every allocation of the run fails in turn: the call that needed it
+     * fails with "out of memory", and what was made is freed.  A few
+     * failures are absorbed (a parameter's label, which only names it in
+     * messages): the run then gives its values unchanged. */
+    double ref, loss;
+    counts c = {0};
+    ad_allocator a = counting(&c);
+    ck_assert_int_eq(ad_set_allocator(&a), 0);
+    ck_assert_int_eq(train(&ref), 0);
+    ck_assert_int_eq(ad_set_allocator(NULL), 0);
+    ck_assert_int_eq(c.live, 0);
+    long total = c.calls, failed = 0;
+    for (long n = 1; n <= total; n++) {
+        c = (counts){.fail_at = n};
+        ck_assert_int_eq(ad_set_allocator(&a), 0);
+        ad_clear_error();
+        if (train(&loss) == 0) {
+            ck_assert_msg(loss == ref, "allocation %ld: loss %.17g, expected %.17g", n, loss, ref);
+        } else {
+            failed++;
+            ck_assert_ptr_nonnull(ad_error());
+            ck_assert_msg(strstr(ad_error(), "out of memory"), "allocation %ld: '%s'", n,
+                          ad_error());
+        }
+        ad_clear_error();
+        ck_assert_int_eq(ad_set_allocator(NULL), 0);
+        ck_assert_msg(c.live == 0, "allocation %ld: %ld blocks not freed", n, c.live);
+        ck_assert_int_eq(c.bad, 0);
+    }
+    ck_assert_int_gt(failed, total / 2);
+    /* And once no allocation fails, the run gives its values again. */
+    c = (counts){0};
+    ck_assert_int_eq(ad_set_allocator(&a), 0);
+    ck_assert_int_eq(train(&loss), 0);
+    ck_assert(loss == ref);
+    ck_assert_int_eq(ad_set_allocator(NULL), 0);
+    ck_assert_int_eq(c.live, 0);
+}
+END_TEST
+
+START_TEST(incomplete_allocator_is_refused)
+{
+    counts c = {0};
+    ad_allocator a = counting(&c);
+    ck_assert_int_eq(ad_set_allocator(&a), 0);
+    ad_allocator half = {.malloc_fn = c_malloc, .free_fn = c_free};
+    ck_assert_error_rc(ad_set_allocator(&half), "must all be set");
+    /* The counting allocator stays installed. */
+    void *p = ad_malloc(8);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(c.live, 1);
+    ad_free(p);
+    ck_assert_int_eq(c.live, 0);
+    ck_assert_int_eq(ad_set_allocator(NULL), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("alloc");
+    TCase *tc = tcase_create("alloc");
+    tcase_add_test(tc, counting_allocator_sees_everything);
+    tcase_add_test(tc, user_allocator_failure_is_an_error);
+    tcase_add_test(tc, incomplete_allocator_is_refused);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
