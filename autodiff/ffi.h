@@ -18,6 +18,7 @@
 #ifndef AUTODIFF_FFI_H
 #define AUTODIFF_FFI_H
 
+#include "export.h"
 #include "scalar.h"
 #include "transforms.h"
 
@@ -154,20 +155,20 @@ typedef struct ad_foreign_desc {
 } ad_foreign_desc;
 
 /* f with numeric derivatives; name may be NULL. */
-ad_foreign *ad_foreign_new(const char *signature, ad_fn_ptr fn, const char *name);
-ad_foreign *ad_foreign_new_desc(const ad_foreign_desc *desc);
+AD_API ad_foreign *ad_foreign_new(const char *signature, ad_fn_ptr fn, const char *name);
+AD_API ad_foreign *ad_foreign_new_desc(const ad_foreign_desc *desc);
 /* NULL is ignored. */
-void ad_foreign_free(ad_foreign *f);
+AD_API void ad_foreign_free(ad_foreign *f);
 
 /* "foreign:myfunc (numeric derivative)", owned by f. */
-const char *ad_foreign_name(const ad_foreign *f);
+AD_API const char *ad_foreign_name(const ad_foreign *f);
 /* Number of tensors ad_foreign_call takes (m, or 1 for the vector form);
  * -1 for NULL. */
-int ad_foreign_nargs(const ad_foreign *f);
+AD_API int ad_foreign_nargs(const ad_foreign *f);
 
 /* Applies f (see the forms above) and records the call when an argument
  * requires grad.  The result is owned as any op's (tape.h). */
-ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args);
+AD_API ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args);
 
 /* ---- tapes as native callbacks ---------------------------------------------------
  *
@@ -218,16 +219,16 @@ typedef struct ad_callback ad_callback;
 
 /* n in 1..1000000.  Errors: NULL f, n out of range, unknown flags, libffi
  * failing to make a closure, out of memory. */
-ad_callback *ad_callback_new(ad_func f, int n, unsigned flags);
+AD_API ad_callback *ad_callback_new(ad_func f, int n, unsigned flags);
 /* flags: 0 (the scalar API always re-records; it is that cheap). */
-ad_callback *ad_callback_new_scalar(ad_scalar_func f, int n, unsigned flags);
-void ad_callback_free(ad_callback *cb);
+AD_API ad_callback *ad_callback_new_scalar(ad_scalar_func f, int n, unsigned flags);
+AD_API void ad_callback_free(ad_callback *cb);
 
-ad_value_callback ad_callback_value(const ad_callback *cb);
-ad_gradient_callback ad_callback_gradient(const ad_callback *cb);
-ad_value_gradient_callback ad_callback_value_gradient(const ad_callback *cb);
+AD_API ad_value_callback ad_callback_value(const ad_callback *cb);
+AD_API ad_gradient_callback ad_callback_gradient(const ad_callback *cb);
+AD_API ad_value_gradient_callback ad_callback_value_gradient(const ad_callback *cb);
 /* Number of inputs n; -1 for NULL. */
-int ad_callback_nargs(const ad_callback *cb);
+AD_API int ad_callback_nargs(const ad_callback *cb);
 
 #ifdef __cplusplus
 }
