@@ -170,6 +170,54 @@ AD_API int ad_foreign_nargs(const ad_foreign *f);
  * requires grad.  The result is owned as any op's (tape.h). */
 AD_API ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args);
 
+/* ---- signatures ------------------------------------------------------------------
+ *
+ * The prototype parser behind ad_foreign_new, for programs that read
+ * prototypes themselves (tools/adcheck checks a library's derivatives from
+ * one given on its command line).  It is pure: it reads a string and fills
+ * a struct, with no global state and no allocation, so any thread may call
+ * it and it can be fuzzed on its own (autodiff/ffi_sig.c compiles alone). */
+
+/* The longest parameter list either grammar accepts. */
+#define AD_FFI_MAX_ARGS AD_FOREIGN_MAX_ARGS
+
+typedef enum ad_ffi_form {
+    AD_FFI_SCALAR = 1, /* R f(T1, ..., Tm): R, Ti in double, float, int, long */
+    AD_FFI_VECTOR = 2  /* T f(const T *, int): T double or float; the length
+                          may also be long or size_t */
+} ad_ffi_form;
+
+typedef struct ad_ffi_sig {
+    char name[64]; /* the function's name when the prototype gives one, else "" */
+    ad_ctype ret;
+    int nargs;
+    ad_ctype args[AD_FFI_MAX_ARGS];
+    ad_ffi_form form; /* set by ad_ffi_classify */
+} ad_ffi_sig;
+
+/* Parses either grammar (above and docs/ffi.md):
+ *   short:  "d(ddd)", "f(ff)", "d(Di)"     one letter per type
+ *   C:      "double (double, double, double)", "double f(const double *x, int n);"
+ * into *out.  Returns 0, or -1 with a message in err (at most errlen bytes,
+ * always terminated when errlen > 0) naming the column and quoting the
+ * source:
+ *   expected ',' or ')' at column 16 in "double (double double)"
+ * The caller prefixes its own name; ad_error() is not set.  Only syntax and
+ * the supported types are checked here; ad_ffi_classify says whether the
+ * function can be differentiated. */
+AD_API int ad_ffi_parse(const char *src, ad_ffi_sig *out, char *err, size_t errlen);
+
+/* Decides sig->form, or returns -1 with a message in err when the signature
+ * is neither a scalar nor a vector function ("a vector function is
+ * T (const T *, int) ..."). */
+AD_API int ad_ffi_classify(ad_ffi_sig *sig, char *err, size_t errlen);
+
+/* The C spelling of a type ("const double *") and of a whole signature
+ * ("double (double, double)", always terminated when size > 0), for
+ * messages. */
+AD_API const char *ad_ffi_type_name(ad_ctype t);
+AD_API void ad_ffi_format(const ad_ffi_sig *sig, char *buf, size_t size);
+
 /* ---- tapes as native callbacks ---------------------------------------------------
  *
  * A function of n doubles written with this library becomes C function
