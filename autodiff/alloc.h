@@ -72,14 +72,16 @@
 
 #include <stddef.h>
 
+#include "export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-void *ad_malloc(size_t n);
-void *ad_calloc(size_t count, size_t size);
-void *ad_realloc(void *p, size_t n);
-void ad_free(void *p);
+AD_API void *ad_malloc(size_t n);
+AD_API void *ad_calloc(size_t count, size_t size);
+AD_API void *ad_realloc(void *p, size_t n);
+AD_API void ad_free(void *p);
 
 /* A program's allocator (ad_set_allocator). */
 typedef struct ad_allocator {

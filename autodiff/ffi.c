@@ -26,7 +26,7 @@
 
 #include <ffi.h> /* libffi */
 
-#include "ffi_sig.h"
+#include "ffi.h"
 #include "internal.h"
 
 _Static_assert(sizeof(intptr_t) <= sizeof(int64_t), "a node stores a pointer in ip[0]");
@@ -413,7 +413,7 @@ static ad_tensor *apply(const char *fn, const ad_foreign *F, const int64_t *spec
         if (ad__check_arg(fn, what, args[a], false)) return NULL;
         if (args[a]->dtype != F->in_dtype[a])
             return ad__err(fn, "%s: argument %d is %s, the signature says %s (%s)", nm, a,
-                           ad_dtype_name(args[a]->dtype), ad__ffi_type_name(F->sig.args[a]),
+                           ad_dtype_name(args[a]->dtype), ad_ffi_type_name(F->sig.args[a]),
                            ad_dtype_name(F->in_dtype[a])), NULL;
     }
     int nd = 0;
@@ -546,7 +546,7 @@ static int check_desc(const char *fn, const ad_foreign_desc *d, ad_ffi_sig *sig)
 {
     char err[300], s[200];
     if (d->signature) {
-        if (ad__ffi_parse(d->signature, sig, err, sizeof err)) return ad__err(fn, "%s", err);
+        if (ad_ffi_parse(d->signature, sig, err, sizeof err)) return ad__err(fn, "%s", err);
     } else {
         if (d->nargs < 0 || d->nargs > AD_FOREIGN_MAX_ARGS)
             return ad__err(fn, "nargs %d out of range 1..%d", d->nargs, AD_FOREIGN_MAX_ARGS);
@@ -561,9 +561,9 @@ static int check_desc(const char *fn, const ad_foreign_desc *d, ad_ffi_sig *sig)
         if (d->ret < AD_C_VOID || d->ret > AD_C_FLOAT_PTR)
             return ad__err(fn, "ret is not an ad_ctype");
     }
-    if (ad__ffi_classify(sig, err, sizeof err)) return ad__err(fn, "%s", err);
+    if (ad_ffi_classify(sig, err, sizeof err)) return ad__err(fn, "%s", err);
     if (!d->fn) return ad__err(fn, "fn (the function to call) is NULL");
-    ad__ffi_format(sig, s, sizeof s);
+    ad_ffi_format(sig, s, sizeof s);
     bool vec = sig->form == AD_FFI_VECTOR, intret = sig->ret == AD_C_INT || sig->ret == AD_C_LONG;
     bool any = d->grad != NULL;
     for (int i = 0; i < AD_FOREIGN_MAX_ARGS; i++) {
@@ -577,7 +577,7 @@ static int check_desc(const char *fn, const ad_foreign_desc *d, ad_ffi_sig *sig)
                            sig->nargs, sig->nargs == 1 ? "" : "s");
         if (sig->args[i] != AD_C_DOUBLE && sig->args[i] != AD_C_FLOAT)
             return ad__err(fn, "partials[%d] given for argument %d, an %s", i, i,
-                           ad__ffi_type_name(sig->args[i]));
+                           ad_ffi_type_name(sig->args[i]));
         if (d->partials[i] && d->partial_ops[i])
             return ad__err(fn, "argument %d has both partials[%d] and partial_ops[%d]", i, i, i);
         if (d->partials[i] && d->grad)
@@ -585,7 +585,7 @@ static int check_desc(const char *fn, const ad_foreign_desc *d, ad_ffi_sig *sig)
         const ad_foreign *P = d->partial_ops[i];
         if (P && (P->sig.form != AD_FFI_SCALAR || !same_sig(&P->sig, sig))) {
             char ps[200];
-            ad__ffi_format(&P->sig, ps, sizeof ps);
+            ad_ffi_format(&P->sig, ps, sizeof ps);
             return ad__err(fn, "partial_ops[%d] is \"%s\", expected \"%s\"", i, ps, s);
         }
     }
@@ -619,7 +619,7 @@ static ad_foreign *build(const char *fn, const ad_foreign_desc *d)
     const char *name = d->name ? d->name : sig.name[0] ? sig.name : "f";
     const char *num = numeric ? " (numeric derivative)" : "";
     char sigs[200];
-    ad__ffi_format(&sig, sigs, sizeof sigs);
+    ad_ffi_format(&sig, sigs, sizeof sigs);
     /* names and formulas in one block: value, partial, numeric partial */
     const char *fmt[6] = {"foreign:%s%s", "foreign:%s partial (numeric derivative)",
                           "foreign:%s numeric partial (numeric derivative)",

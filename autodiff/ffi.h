@@ -18,6 +18,7 @@
 #ifndef AUTODIFF_FFI_H
 #define AUTODIFF_FFI_H
 
+#include "export.h"
 #include "scalar.h"
 #include "transforms.h"
 
@@ -154,20 +155,68 @@ typedef struct ad_foreign_desc {
 } ad_foreign_desc;
 
 /* f with numeric derivatives; name may be NULL. */
-ad_foreign *ad_foreign_new(const char *signature, ad_fn_ptr fn, const char *name);
-ad_foreign *ad_foreign_new_desc(const ad_foreign_desc *desc);
+AD_API ad_foreign *ad_foreign_new(const char *signature, ad_fn_ptr fn, const char *name);
+AD_API ad_foreign *ad_foreign_new_desc(const ad_foreign_desc *desc);
 /* NULL is ignored. */
-void ad_foreign_free(ad_foreign *f);
+AD_API void ad_foreign_free(ad_foreign *f);
 
 /* "foreign:myfunc (numeric derivative)", owned by f. */
-const char *ad_foreign_name(const ad_foreign *f);
+AD_API const char *ad_foreign_name(const ad_foreign *f);
 /* Number of tensors ad_foreign_call takes (m, or 1 for the vector form);
  * -1 for NULL. */
-int ad_foreign_nargs(const ad_foreign *f);
+AD_API int ad_foreign_nargs(const ad_foreign *f);
 
 /* Applies f (see the forms above) and records the call when an argument
  * requires grad.  The result is owned as any op's (tape.h). */
-ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args);
+AD_API ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args);
+
+/* ---- signatures ------------------------------------------------------------------
+ *
+ * The prototype parser behind ad_foreign_new, for programs that read
+ * prototypes themselves (tools/adcheck checks a library's derivatives from
+ * one given on its command line).  It is pure: it reads a string and fills
+ * a struct, with no global state and no allocation, so any thread may call
+ * it and it can be fuzzed on its own (autodiff/ffi_sig.c compiles alone). */
+
+/* The longest parameter list either grammar accepts. */
+#define AD_FFI_MAX_ARGS AD_FOREIGN_MAX_ARGS
+
+typedef enum ad_ffi_form {
+    AD_FFI_SCALAR = 1, /* R f(T1, ..., Tm): R, Ti in double, float, int, long */
+    AD_FFI_VECTOR = 2  /* T f(const T *, int): T double or float; the length
+                          may also be long or size_t */
+} ad_ffi_form;
+
+typedef struct ad_ffi_sig {
+    char name[64]; /* the function's name when the prototype gives one, else "" */
+    ad_ctype ret;
+    int nargs;
+    ad_ctype args[AD_FFI_MAX_ARGS];
+    ad_ffi_form form; /* set by ad_ffi_classify */
+} ad_ffi_sig;
+
+/* Parses either grammar (above and docs/ffi.md):
+ *   short:  "d(ddd)", "f(ff)", "d(Di)"     one letter per type
+ *   C:      "double (double, double, double)", "double f(const double *x, int n);"
+ * into *out.  Returns 0, or -1 with a message in err (at most errlen bytes,
+ * always terminated when errlen > 0) naming the column and quoting the
+ * source:
+ *   expected ',' or ')' at column 16 in "double (double double)"
+ * The caller prefixes its own name; ad_error() is not set.  Only syntax and
+ * the supported types are checked here; ad_ffi_classify says whether the
+ * function can be differentiated. */
+AD_API int ad_ffi_parse(const char *src, ad_ffi_sig *out, char *err, size_t errlen);
+
+/* Decides sig->form, or returns -1 with a message in err when the signature
+ * is neither a scalar nor a vector function ("a vector function is
+ * T (const T *, int) ..."). */
+AD_API int ad_ffi_classify(ad_ffi_sig *sig, char *err, size_t errlen);
+
+/* The C spelling of a type ("const double *") and of a whole signature
+ * ("double (double, double)", always terminated when size > 0), for
+ * messages. */
+AD_API const char *ad_ffi_type_name(ad_ctype t);
+AD_API void ad_ffi_format(const ad_ffi_sig *sig, char *buf, size_t size);
 
 /* ---- tapes as native callbacks ---------------------------------------------------
  *
@@ -218,16 +267,16 @@ typedef struct ad_callback ad_callback;
 
 /* n in 1..1000000.  Errors: NULL f, n out of range, unknown flags, libffi
  * failing to make a closure, out of memory. */
-ad_callback *ad_callback_new(ad_func f, int n, unsigned flags);
+AD_API ad_callback *ad_callback_new(ad_func f, int n, unsigned flags);
 /* flags: 0 (the scalar API always re-records; it is that cheap). */
-ad_callback *ad_callback_new_scalar(ad_scalar_func f, int n, unsigned flags);
-void ad_callback_free(ad_callback *cb);
+AD_API ad_callback *ad_callback_new_scalar(ad_scalar_func f, int n, unsigned flags);
+AD_API void ad_callback_free(ad_callback *cb);
 
-ad_value_callback ad_callback_value(const ad_callback *cb);
-ad_gradient_callback ad_callback_gradient(const ad_callback *cb);
-ad_value_gradient_callback ad_callback_value_gradient(const ad_callback *cb);
+AD_API ad_value_callback ad_callback_value(const ad_callback *cb);
+AD_API ad_gradient_callback ad_callback_gradient(const ad_callback *cb);
+AD_API ad_value_gradient_callback ad_callback_value_gradient(const ad_callback *cb);
 /* Number of inputs n; -1 for NULL. */
-int ad_callback_nargs(const ad_callback *cb);
+AD_API int ad_callback_nargs(const ad_callback *cb);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,7 @@
  * hand-written recursive descent over a tiny tokenizer; it must accept any
  * byte string without reading past its end (it is fuzzed), so every read
  * goes through peek(), which stops at the terminating NUL. */
-#include "ffi_sig.h"
+#include "ffi.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -312,7 +312,7 @@ static int parse_short(parser *p, ad_ffi_sig *sig)
     return 0;
 }
 
-int ad__ffi_parse(const char *src, ad_ffi_sig *out, char *err, size_t errlen)
+int ad_ffi_parse(const char *src, ad_ffi_sig *out, char *err, size_t errlen)
 {
     char dummy[1];
     if (!err || errlen == 0) err = dummy, errlen = sizeof dummy;
@@ -336,7 +336,7 @@ int ad__ffi_parse(const char *src, ad_ffi_sig *out, char *err, size_t errlen)
 
 /* ---- classification and printing ---------------------------------------------------- */
 
-const char *ad__ffi_type_name(ad_ctype t)
+const char *ad_ffi_type_name(ad_ctype t)
 {
     switch (t) {
     case AD_C_VOID: return "void";
@@ -351,13 +351,17 @@ const char *ad__ffi_type_name(ad_ctype t)
     return "?";
 }
 
-void ad__ffi_format(const ad_ffi_sig *sig, char *buf, size_t size)
+void ad_ffi_format(const ad_ffi_sig *sig, char *buf, size_t size)
 {
-    if (!size) return;
-    size_t n = (size_t)snprintf(buf, size, "%s (", ad__ffi_type_name(sig->ret));
+    if (!buf || !size) return;
+    if (!sig) {
+        buf[0] = '\0';
+        return;
+    }
+    size_t n = (size_t)snprintf(buf, size, "%s (", ad_ffi_type_name(sig->ret));
     for (int i = 0; i < sig->nargs && n < size; i++)
         n += (size_t)snprintf(buf + n, size - n, "%s%s", i ? ", " : "",
-                              ad__ffi_type_name(sig->args[i]));
+                              ad_ffi_type_name(sig->args[i]));
     if (n < size) snprintf(buf + n, size - n, ")");
 }
 
@@ -367,10 +371,14 @@ static bool is_scalar(ad_ctype t)
     return t == AD_C_DOUBLE || t == AD_C_FLOAT || t == AD_C_INT || t == AD_C_LONG;
 }
 
-int ad__ffi_classify(ad_ffi_sig *sig, char *err, size_t errlen)
+int ad_ffi_classify(ad_ffi_sig *sig, char *err, size_t errlen)
 {
+    char dummy[1];
+    if (!err || errlen == 0) err = dummy, errlen = sizeof dummy;
+    err[0] = '\0';
+    if (!sig) return snprintf(err, errlen, "the signature is NULL"), -1;
     char s[200];
-    ad__ffi_format(sig, s, sizeof s);
+    ad_ffi_format(sig, s, sizeof s);
     bool any_ptr = false;
     for (int i = 0; i < sig->nargs; i++) any_ptr |= is_ptr(sig->args[i]);
     if (sig->ret == AD_C_VOID)
@@ -395,7 +403,7 @@ int ad__ffi_classify(ad_ffi_sig *sig, char *err, size_t errlen)
         if (!is_scalar(sig->args[i]))
             return snprintf(err, errlen, "\"%s\": argument %d is %s; size_t is only for the "
                                          "length of a vector function", s, i,
-                            ad__ffi_type_name(sig->args[i])), -1;
+                            ad_ffi_type_name(sig->args[i])), -1;
     sig->form = AD_FFI_SCALAR;
     return 0;
 }

@@ -48,6 +48,7 @@
 
 #include <stdbool.h>
 
+#include "export.h"
 #include "transforms.h"
 
 #ifdef __cplusplus
@@ -85,7 +86,7 @@ typedef struct ad_gradcheck_opts {
  *      nothing was checked ("ad_gradcheck: nothing was checked: no input
  *      requires grad ...");
  *   -1 on error (f failed, bad arguments, out of memory). */
-int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+AD_API int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                  const ad_gradcheck_opts *opts);
 
 /* What a check found (ad_gradcheck_ex, ad_gradgradcheck_ex). */
@@ -114,7 +115,7 @@ typedef struct ad_gradcheck_result {
 
 /* ad_gradcheck, also filling *result (when not NULL) with what it found,
  * on every return: after -1 it holds what was compared before the error. */
-int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+AD_API int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                     const ad_gradcheck_opts *opts, ad_gradcheck_result *result);
 
 /* Second-order check, like PyTorch's gradgradcheck: with a fixed random
@@ -129,9 +130,9 @@ int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
  * and holds the worst entry, with grad_of = i.  An input with no elements has no
  * gradient to differentiate and is skipped.  Same returns as ad_gradcheck,
  * including 0 with "nothing was checked" when no input requires grad. */
-int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+AD_API int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                      const ad_gradcheck_opts *opts);
-int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+AD_API int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                         const ad_gradcheck_opts *opts, ad_gradcheck_result *result);
 
 #ifdef __cplusplus

@@ -34,6 +34,7 @@
 #ifndef AUTODIFF_GRAPH_H
 #define AUTODIFF_GRAPH_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -70,13 +71,13 @@ typedef struct ad_dot_opts {
  * Returns 0, or -1 with ad_error() set: NULL out or output, n < 0, outputs
  * on different tapes, bad options, out of memory, a write error (the
  * stream may then hold part of the graph). */
-int ad_graph_dot(FILE *out, ad_tensor *const *outputs, int n, const ad_dot_opts *opts);
+AD_API int ad_graph_dot(FILE *out, ad_tensor *const *outputs, int n, const ad_dot_opts *opts);
 
 /* Writes every node recorded on tape since its last reset (replay-only
  * nodes and the nodes of recorded backward passes too) and the leaves
  * they read.  Same options and errors; the outputs of the tape's last
  * nodes get no double border. */
-int ad_graph_dot_tape(FILE *out, const ad_tape *tape, const ad_dot_opts *opts);
+AD_API int ad_graph_dot_tape(FILE *out, const ad_tape *tape, const ad_dot_opts *opts);
 
 #ifdef __cplusplus
 }

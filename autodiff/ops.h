@@ -13,6 +13,7 @@
 #ifndef AUTODIFF_OPS_H
 #define AUTODIFF_OPS_H
 
+#include "export.h"
 #include "ops_linalg.h"
 #include "ops_loss.h"
 #include "ops_nn.h"
@@ -27,9 +28,9 @@ extern "C" {
 /* The op table: every op that can be recorded on a tape, with its name
  * ("add") and its one-line formula ("y = a + b; da = g, db = g").  Strings
  * are static.  Index out of range gives NULL. */
-size_t ad_op_count(void);
-const char *ad_op_name(size_t i);
-const char *ad_op_formula(size_t i);
+AD_API size_t ad_op_count(void);
+AD_API const char *ad_op_name(size_t i);
+AD_API const char *ad_op_formula(size_t i);
 
 #ifdef __cplusplus
 }

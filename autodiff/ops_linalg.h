@@ -12,6 +12,7 @@
 #ifndef AUTODIFF_OPS_LINALG_H
 #define AUTODIFF_OPS_LINALG_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -31,11 +32,11 @@ extern "C" {
  * Errors: NULL, integer dtype, dtypes that differ, a 0-d operand,
  * "ad_matmul: inner dimensions differ: [3,4] x [5,6]", batch dimensions
  * that do not broadcast. */
-ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b);
+AD_API ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b);
 /* sum_i a_i b_i of two 1-D tensors of one length, a 0-d tensor.
  * da = g b, db = g a.  Errors: NULL, integer dtype, dtypes that differ,
  * not 1-D, "ad_dot: lengths differ: [3] x [4]". */
-ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
+AD_API ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #ifndef AUTODIFF_OPS_LOSS_H
 #define AUTODIFF_OPS_LOSS_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -27,10 +28,10 @@ typedef enum ad_reduction {
  * Errors: NULL, integer dtype, axis out of range. */
 
 /* y_i = e^(x_i - m) / sum_j e^(x_j - m).  dx = y (g - sum(g y)) */
-ad_tensor *ad_softmax(ad_tensor *x, int axis);
+AD_API ad_tensor *ad_softmax(ad_tensor *x, int axis);
 /* y_i = (x_i - m) - log sum_j e^(x_j - m) = x_i - logsumexp(x).
  * dx = g - e^y sum(g)   (e^y is the softmax) */
-ad_tensor *ad_log_softmax(ad_tensor *x, int axis);
+AD_API ad_tensor *ad_log_softmax(ad_tensor *x, int axis);
 
 /* ---- losses ------------------------------------------------------------------
  * reduction is one of the three above (anything else is an error).  MEAN and
@@ -47,7 +48,7 @@ ad_tensor *ad_log_softmax(ad_tensor *x, int axis);
  * Errors: logits not 2-D or not float, labels not int64, labels not 1-D of
  * length N, a label < 0 or >= C ("ad_cross_entropy: label 7 at position 3
  * is out of range for 5 classes"), unknown reduction. */
-ad_tensor *ad_cross_entropy(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction);
+AD_API ad_tensor *ad_cross_entropy(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction);
 /* The same with label smoothing eps in [0, 1] (PyTorch's label_smoothing):
  * the target is t = (1 - eps) onehot(labels_n) + eps / C, and
  *     l_n = -sum_c t_c log_softmax(x_n)_c
@@ -55,7 +56,7 @@ ad_tensor *ad_cross_entropy(ad_tensor *logits, ad_tensor *labels, ad_reduction r
  * dx_n = g_n (softmax(x_n) - t_n), / N for mean.  eps = 0 is exactly
  * ad_cross_entropy (same op, "cross_entropy").  Errors as above, and eps
  * outside [0, 1] or NaN (named "ad_cross_entropy_ls"). */
-ad_tensor *ad_cross_entropy_ls(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction,
+AD_API ad_tensor *ad_cross_entropy_ls(ad_tensor *logits, ad_tensor *labels, ad_reduction reduction,
                                double smoothing);
 /* Mean squared error: (a - b)^2 elementwise, reduced by `reduction` (NONE
  * keeps the shape; MEAN divides by the element count N).  Shapes must match
@@ -63,7 +64,7 @@ ad_tensor *ad_cross_entropy_ls(ad_tensor *logits, ad_tensor *labels, ad_reductio
  * mistake.  da = 2 g (a - b) (/ N for mean), db = -da.
  * Errors: NULL, integer dtype, dtypes differ, shapes differ, unknown
  * reduction. */
-ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction);
+AD_API ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction);
 
 #ifdef __cplusplus
 }

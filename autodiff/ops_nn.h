@@ -31,6 +31,7 @@
 #ifndef AUTODIFF_OPS_NN_H
 #define AUTODIFF_OPS_NN_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -49,7 +50,7 @@ extern "C" {
  * Errors: x not 4-D, bad parameters, kernel larger than the padded input
  * ("ad_unfold: kernel 5x5 (dilation 1x1, so 5x5 input positions) does not
  * fit in the padded input 4x4: x [1,1,2,2], padding 1x1"). */
-ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
+AD_API ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
                      const int padding[2], const int dilation[2]);
 
 /* torch.nn.functional.fold (col2im), the adjoint of unfold: cols
@@ -60,7 +61,7 @@ ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
  * fold(unfold(x)) is x times the number of windows covering each position.
  * Errors: cols not 3-D, dim 1 not a multiple of kh kw, L not the number of
  * windows that output_size gives, bad parameters. */
-ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2],
+AD_API ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2],
                    const int stride[2], const int padding[2], const int dilation[2]);
 
 /* ---- convolution ---------------------------------------------------------- */
@@ -88,7 +89,7 @@ typedef struct ad_conv2d_params {
  * x [2,3,8,8], w [6,4,3,3]"; groups not dividing C or O; bias not [O];
  * negative stride/padding/dilation/groups; kernel larger than the padded
  * input. */
-ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p);
+AD_API ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p);
 
 /* ---- pooling ---------------------------------------------------------------
  * x [N, C, H, W] -> [N, C, Ho, Wo] by the window geometry above with
@@ -115,14 +116,14 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
  * indices again from the new values.
  * Errors: x not 4-D or not floating, kernel < 1, stride < 0, padding < 0
  * or more than half the kernel, kernel larger than the padded input. */
-ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
+AD_API ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2]);
 
 /* Mean over each window.  count_include_pad (PyTorch's default true)
  * divides by kh kw, padding counting as zeros; false divides by the number
  * of real input elements in the window.  dx = each window's g / divisor
  * added to the elements it covers.  Errors as max_pool2d. */
-ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
+AD_API ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2], bool count_include_pad);
 
 /* ---- dropout ----------------------------------------------------------------
@@ -138,7 +139,7 @@ ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
  * not redrawn (record a new step to draw a new mask).
  * Errors: x NULL or not floating, p outside [0, 1] or NaN, rng NULL when
  * it is needed.  A call that fails leaves rng's counter unchanged. */
-ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng);
+AD_API ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng);
 
 /* ---- embedding ---------------------------------------------------------------
  * torch.nn.functional.embedding: row lookup.  weight [V, D] (floating),
@@ -151,7 +152,7 @@ ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng);
  * Errors: weight not 2-D or not floating, indices not int64, an entry out
  * of range ("ad_embedding: index 7 at position [1,2] is out of range for 5
  * embeddings (weight [5,3])"). */
-ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
+AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
 
 /* ---- normalisation -------------------------------------------------------------- */
 
@@ -163,7 +164,7 @@ ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
  * Composed of mean, var, sub, sqrt, div, mul, add.
  * Errors: nnormdims out of range, weight/bias of another shape or dtype,
  * eps negative or not finite. */
-ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,
+AD_API ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,
                          double eps);
 
 /* torch.nn.functional.batch_norm for x [N, C] or [N, C, d1, ...] (any
@@ -188,7 +189,7 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
  * ("expected more than 1 value per channel when training"), running
  * stats requiring grad in training (they are overwritten), momentum
  * outside [0, 1], eps negative or not finite. */
-ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
+AD_API ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
                          ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
                          double eps);
 

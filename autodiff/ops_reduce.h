@@ -10,6 +10,7 @@
 #ifndef AUTODIFF_OPS_REDUCE_H
 #define AUTODIFF_OPS_REDUCE_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -17,35 +18,35 @@ extern "C" {
 #endif
 
 /* sum_i x_i; dx = expand(g).  An empty reduction gives 0. */
-ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+AD_API ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim);
 /* (1/N) sum_i x_i over the N reduced elements; dx = expand(g) / N.  An
  * empty reduction (N = 0) gives NaN, as in PyTorch. */
-ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+AD_API ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim);
 /* max_i x_i / min_i x_i (PyTorch's amax/amin).  A NaN among the elements
  * gives NaN.  dx = g where x equals the result, 0 elsewhere; with ties the
  * gradient is split evenly among all elements equal to the result (g/count
  * each), so it stays symmetric in the tied inputs.  Error: empty
  * reduction. */
-ad_tensor *ad_max(ad_tensor *x, const int *axes, int naxes, bool keepdim);
-ad_tensor *ad_min(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+AD_API ad_tensor *ad_max(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+AD_API ad_tensor *ad_min(ad_tensor *x, const int *axes, int naxes, bool keepdim);
 /* log sum_i e^(x_i), computed as m + log sum e^(x_i - m) with m the max, so
  * it is finite for any finite input (no overflow for x = 1000, no log 0 for
  * x = -1000).  All elements -inf gives -inf, any +inf gives +inf.
  * dx = g e^(x - y) = g softmax(x).  Error: empty reduction. */
-ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool keepdim);
+AD_API ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool keepdim);
 /* sum_i (x_i - mean)^2 / (N - correction) over the N reduced elements;
  * correction 1 is the unbiased sample variance (PyTorch's default), 0 the
  * population variance.  When N - correction <= 0 (e.g. one element with
  * correction 1, or an empty reduction) the result and its gradient are NaN,
  * as in PyTorch.  dx = 2 g (x - mean) / (N - correction) */
-ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim);
+AD_API ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim);
 
 /* Sums x down to `shape`, the inverse of broadcasting: leading dimensions
  * are summed away and dimensions where shape has 1 are summed with keepdim.
  * This is how the backward of a broadcasting op returns a gradient of its
  * input's shape.  dx = expand(g, x's shape).  Error when x's shape does not
  * broadcast from `shape`. */
-ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape);
+AD_API ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape);
 
 #ifdef __cplusplus
 }

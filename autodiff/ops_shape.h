@@ -24,6 +24,7 @@
 #ifndef AUTODIFF_OPS_SHAPE_H
 #define AUTODIFF_OPS_SHAPE_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -37,39 +38,39 @@ extern "C" {
  * anything).  A view whenever x's strides allow reading it in the new shape
  * (always when x is contiguous; e.g. not for a transposed matrix flattened),
  * a copy otherwise - PyTorch's reshape.  dx = reshape(g, x's shape) */
-ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape);
+AD_API ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape);
 /* Merges dimensions start..end (inclusive; negative count from the end;
  * start <= end) into one: [2,3,4] with (1,-1) gives [2,12].  A 0-d tensor
  * gives [1].  Recorded as a reshape (a view when reshape's is). */
-ad_tensor *ad_flatten(ad_tensor *x, int start, int end);
+AD_API ad_tensor *ad_flatten(ad_tensor *x, int start, int end);
 /* Removes dimension axis, which must have extent 1.  Always a view;
  * recorded as a reshape. */
-ad_tensor *ad_squeeze(ad_tensor *x, int axis);
+AD_API ad_tensor *ad_squeeze(ad_tensor *x, int axis);
 /* Inserts a dimension of extent 1 so that it becomes dimension axis of the
  * result: axis in 0..ndim, or -(ndim+1)..-1 counting from the end of the
  * result (-1 appends).  Always a view; recorded as a reshape. */
-ad_tensor *ad_unsqueeze(ad_tensor *x, int axis);
+AD_API ad_tensor *ad_unsqueeze(ad_tensor *x, int axis);
 /* Broadcasts x to shape without copying (stride 0): x's dimensions are
  * aligned on the right; an extent of 1 stretches, new leading dimensions
  * are added; -1 keeps x's extent.  dx = sum_to(g, x's shape) */
-ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape);
+AD_API ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape);
 /* Reorders dimensions: result dim i is x's dim perm[i] (negative entries
  * count from the end); perm has x's ndim entries, each dimension exactly
  * once (perm may be NULL for a 0-d x).  dx = permute(g, perm^-1) */
-ad_tensor *ad_permute(ad_tensor *x, const int *perm);
+AD_API ad_tensor *ad_permute(ad_tensor *x, const int *perm);
 /* Swaps two dimensions (for a matrix: the transpose).  Recorded as a
  * permute. */
-ad_tensor *ad_transpose(ad_tensor *x, int dim0, int dim1);
+AD_API ad_tensor *ad_transpose(ad_tensor *x, int dim0, int dim1);
 /* Elements start..start+length-1 along axis; a negative start counts from
  * the end.  Needs 0 <= start, length >= 0 and start + length <= extent
  * (after that).  Recorded as a slice with step 1.
  * dx = slice_scatter(zeros, g): g placed into zeros of x's shape. */
-ad_tensor *ad_narrow(ad_tensor *x, int axis, int64_t start, int64_t length);
+AD_API ad_tensor *ad_narrow(ad_tensor *x, int axis, int64_t start, int64_t length);
 /* Python's x[start:stop:step] along axis, step >= 1: a negative start or
  * stop counts from the end, then both are clamped to 0..extent, so any
  * int64 values are accepted (pass INT64_MAX as stop for "to the end"); an
  * empty range gives extent 0.  dx = slice_scatter(zeros, g) */
-ad_tensor *ad_slice(ad_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
+AD_API ad_tensor *ad_slice(ad_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
 
 /* ---- copies ---------------------------------------------------------------- */
 
@@ -77,24 +78,24 @@ ad_tensor *ad_slice(ad_tensor *x, int axis, int64_t start, int64_t stop, int64_t
  * Python slice as ad_slice) are replaced by src, which must have exactly
  * that slice's shape and base's dtype (PyTorch's slice_scatter).  It is the
  * adjoint of ad_slice.  dbase = g with the slice zeroed, dsrc = slice(g) */
-ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t start,
+AD_API ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t start,
                             int64_t stop, int64_t step);
 /* A contiguous tensor with x's values: a copy when x is not contiguous, a
  * new header over the same storage when it is (still recorded, so it is a
  * distinct tensor with its own history).  dx = g */
-ad_tensor *ad_contiguous(ad_tensor *x);
+AD_API ad_tensor *ad_contiguous(ad_tensor *x);
 /* x converted to dtype: float32 <-> float64 (rounding to nearest), int64
  * -> float (exact up to 2^53 / 2^24), or to its own dtype (then a view).
  * Casting a floating tensor to int64 is an error.  dx = cast(g, x's dtype) */
-ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype);
+AD_API ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype);
 /* Joins n >= 1 tensors along an existing axis; all must have the same
  * dtype and ndim (>= 1), and the same extents except along axis.
  * dx_i = narrow(g, axis, offset_i, extent_i) */
-ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis);
+AD_API ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis);
 /* Joins n >= 1 tensors of one shape and dtype along a new axis (0..ndim,
  * or negative counting from the end of the result as in ad_unsqueeze).
  * Recorded as n reshapes (unsqueeze) and one concat. */
-ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis);
+AD_API ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis);
 
 /* ---- indexing (PyTorch semantics; index is int64, any strides) ---------------
  * An index tensor is read when the op runs and kept by the recorded node
@@ -108,24 +109,24 @@ ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis);
  * len(index) along axis.  index is 1-D (repeats allowed), entries in
  * [-size, size).  dx = index_add(zeros, axis, index, g), so repeated
  * indices accumulate their gradients. */
-ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index);
+AD_API ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index);
 /* A copy of base with src's slices added at index along axis (repeated
  * indices accumulate): y = base; y[.., index[j], ..] += src[.., j, ..].
  * index is 1-D; src has base's dtype and shape except len(index) along
  * axis.
  * dbase = g, dsrc = index_select(g, axis, index) */
-ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src);
+AD_API ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src);
 /* y[i][j][k] = x[i][index[i][j][k]][k] for axis 1 (PyTorch's gather): y
  * has index's shape; index has x's ndim and extents <= x's except along
  * axis, which may be any length.  Entries in [-size, size) of x's axis.
  * dx = scatter_add(zeros, axis, index, g) */
-ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index);
+AD_API ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index);
 /* A copy of base with y[i][index[i][j][k]][k] += src[i][j][k] for axis 1
  * (repeated targets accumulate).  src must
  * have exactly index's shape and base's dtype; index has base's ndim and
  * extents <= base's except along axis.
  * dbase = g, dsrc = gather(g, axis, index) */
-ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src);
+AD_API ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src);
 
 #ifdef __cplusplus
 }

@@ -43,6 +43,7 @@
 #ifndef AUTODIFF_SCALAR_H
 #define AUTODIFF_SCALAR_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -56,25 +57,25 @@ typedef struct ad_scalar {
 } ad_scalar;
 
 /* An independent variable (a leaf whose gradient is wanted). */
-ad_scalar ad_scalar_var(ad_tape *tape, double value);
+AD_API ad_scalar ad_scalar_var(ad_tape *tape, double value);
 /* A constant: no gradient flows into it (ad_scalar_grad() of it reads 0). */
-ad_scalar ad_scalar_const(ad_tape *tape, double value);
-bool ad_scalar_ok(ad_scalar s);
-double ad_scalar_value(ad_scalar s);
+AD_API ad_scalar ad_scalar_const(ad_tape *tape, double value);
+AD_API bool ad_scalar_ok(ad_scalar s);
+AD_API double ad_scalar_value(ad_scalar s);
 /* d(y)/d(s) from the last ad_scalar_backward(y) on s's tape (0 before any,
  * when y does not depend on s, when s was recorded after y, and for
  * constants).  s may be any scalar, not only a variable. */
-double ad_scalar_grad(ad_scalar s);
+AD_API double ad_scalar_grad(ad_scalar s);
 /* Reverse sweep from y: sets every scalar's gradient d(y)/d(s).  Previous
  * scalar gradients on the tape are overwritten, not accumulated.
  * Scalars recorded after y are ignored. */
-int ad_scalar_backward(ad_scalar y);
+AD_API int ad_scalar_backward(ad_scalar y);
 /* The gradient of y with respect to n scalars in one call: runs
  * ad_scalar_backward(y) and stores ad_scalar_grad(xs[k]) into grad[k] for
  * k < n.  Returns 0, or -1 with an error set (y or some xs[k] invalid,
  * stale or of another tape than y, n < 0, xs or grad NULL with n > 0), in
  * which case grad is untouched. */
-int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad);
+AD_API int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad);
 /* Replay (record once, evaluate many times): sets variables vars[k] to
  * values[k] for k < n, then re-evaluates every scalar node on the tape in
  * recording order, values and local partials, so ad_scalar_backward(y)
@@ -86,62 +87,62 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad);
  * a re-recording is needed only when C control flow depended on the
  * switched comparison.  -1 on error (a handle that is not a live variable
  * of this tape, NULL arrays). */
-int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values);
+AD_API int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values);
 /* Number of scalar nodes recorded on the tape since the last reset (0 for
  * a NULL tape).  Every var, const and op result is one node. */
-size_t ad_scalar_count(const ad_tape *tape);
+AD_API size_t ad_scalar_count(const ad_tape *tape);
 /* Makes room for n scalar nodes in all, so that recording up to n nodes
  * does not allocate (capacity grows by doubling anyway; this only saves
  * the reallocations).  Errors: NULL tape, out of memory, n beyond the
  * 2^32 - 1 nodes a tape can hold. */
-int ad_scalar_reserve(ad_tape *tape, size_t n);
+AD_API int ad_scalar_reserve(ad_tape *tape, size_t n);
 /* Nodes the tape can hold before it allocates again.  ad_tape_reset()
  * keeps it, so recording the same computation after a reset allocates
  * nothing. */
-size_t ad_scalar_capacity(const ad_tape *tape);
+AD_API size_t ad_scalar_capacity(const ad_tape *tape);
 /* For tests: number of system allocations (malloc/realloc) the tape's
  * scalar storage has made since the tape was created. */
-size_t ad_scalar_alloc_count(const ad_tape *tape);
+AD_API size_t ad_scalar_alloc_count(const ad_tape *tape);
 
 /* Binary: formula; partials used by the reverse sweep.  Each records one
  * node holding the value and both partials, computed now. */
-ad_scalar ad_sadd(ad_scalar a, ad_scalar b); /* a + b; 1, 1 */
-ad_scalar ad_ssub(ad_scalar a, ad_scalar b); /* a - b; 1, -1 */
-ad_scalar ad_smul(ad_scalar a, ad_scalar b); /* a b; b, a */
-ad_scalar ad_sdiv(ad_scalar a, ad_scalar b); /* a / b; 1/b, -a/b^2 */
+AD_API ad_scalar ad_sadd(ad_scalar a, ad_scalar b); /* a + b; 1, 1 */
+AD_API ad_scalar ad_ssub(ad_scalar a, ad_scalar b); /* a - b; 1, -1 */
+AD_API ad_scalar ad_smul(ad_scalar a, ad_scalar b); /* a b; b, a */
+AD_API ad_scalar ad_sdiv(ad_scalar a, ad_scalar b); /* a / b; 1/b, -a/b^2 */
 /* a^b; b a^(b-1) as IEEE pow evaluates it also at a = 0 (0 for b > 1, 1 for
  * b = 1, inf for 0 < b < 1), except 0 for b = 0 (a^0 is constant); a^b ln a,
  * taken as 0 at a = 0 (NaN for a < 0). */
-ad_scalar ad_spow(ad_scalar a, ad_scalar b);
-ad_scalar ad_smax(ad_scalar a, ad_scalar b); /* max; 1 to the larger, 1/2 each on a tie */
-ad_scalar ad_smin(ad_scalar a, ad_scalar b); /* min; likewise */
+AD_API ad_scalar ad_spow(ad_scalar a, ad_scalar b);
+AD_API ad_scalar ad_smax(ad_scalar a, ad_scalar b); /* max; 1 to the larger, 1/2 each on a tie */
+AD_API ad_scalar ad_smin(ad_scalar a, ad_scalar b); /* min; likewise */
 /* With a constant c on one side (no node made for c; c is kept in the
  * result's node). */
-ad_scalar ad_sadd_c(ad_scalar a, double c);  /* a + c */
-ad_scalar ad_smul_c(ad_scalar a, double c);  /* a c */
-ad_scalar ad_ssub_c(ad_scalar a, double c);  /* a - c */
-ad_scalar ad_scsub(double c, ad_scalar a);   /* c - a */
-ad_scalar ad_sdiv_c(ad_scalar a, double c);  /* a / c */
-ad_scalar ad_scdiv(double c, ad_scalar a);   /* c / a */
-ad_scalar ad_spow_c(ad_scalar a, double c);  /* a^c; as ad_spow */
+AD_API ad_scalar ad_sadd_c(ad_scalar a, double c);  /* a + c */
+AD_API ad_scalar ad_smul_c(ad_scalar a, double c);  /* a c */
+AD_API ad_scalar ad_ssub_c(ad_scalar a, double c);  /* a - c */
+AD_API ad_scalar ad_scsub(double c, ad_scalar a);   /* c - a */
+AD_API ad_scalar ad_sdiv_c(ad_scalar a, double c);  /* a / c */
+AD_API ad_scalar ad_scdiv(double c, ad_scalar a);   /* c / a */
+AD_API ad_scalar ad_spow_c(ad_scalar a, double c);  /* a^c; as ad_spow */
 
 /* Unary: same formulas and kink conventions as the tensor ops
  * (ops_pointwise.h): log'(x) = 1/x, sqrt'(0) = inf, tan' = 1 + tan^2,
  * tanh' = 1 - tanh^2, sigmoid and its derivative computed from e^-|x| so
  * neither overflows nor loses its digits for large |x|, relu'(0) = 0,
  * abs'(0) = 0. */
-ad_scalar ad_sneg(ad_scalar x);
-ad_scalar ad_sexp(ad_scalar x);
-ad_scalar ad_slog(ad_scalar x);
-ad_scalar ad_ssqrt(ad_scalar x);
-ad_scalar ad_ssin(ad_scalar x);
-ad_scalar ad_scos(ad_scalar x);
-ad_scalar ad_stan(ad_scalar x);
-ad_scalar ad_stanh(ad_scalar x);
-ad_scalar ad_ssigmoid(ad_scalar x);
-ad_scalar ad_srelu(ad_scalar x);
-ad_scalar ad_sabs(ad_scalar x);
-ad_scalar ad_ssquare(ad_scalar x);
+AD_API ad_scalar ad_sneg(ad_scalar x);
+AD_API ad_scalar ad_sexp(ad_scalar x);
+AD_API ad_scalar ad_slog(ad_scalar x);
+AD_API ad_scalar ad_ssqrt(ad_scalar x);
+AD_API ad_scalar ad_ssin(ad_scalar x);
+AD_API ad_scalar ad_scos(ad_scalar x);
+AD_API ad_scalar ad_stan(ad_scalar x);
+AD_API ad_scalar ad_stanh(ad_scalar x);
+AD_API ad_scalar ad_ssigmoid(ad_scalar x);
+AD_API ad_scalar ad_srelu(ad_scalar x);
+AD_API ad_scalar ad_sabs(ad_scalar x);
+AD_API ad_scalar ad_ssquare(ad_scalar x);
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,7 @@
 #ifndef AUTODIFF_TAPE_H
 #define AUTODIFF_TAPE_H
 
+#include "export.h"
 #include "tensor.h"
 
 #ifdef __cplusplus
@@ -36,7 +37,7 @@ extern "C" {
 #endif
 
 /* A new, empty tape; NULL when out of memory.  Free with ad_tape_free(). */
-ad_tape *ad_tape_new(void);
+AD_API ad_tape *ad_tape_new(void);
 /* Frees the tape, every tensor and node on it, and its arena.  Persistent
  * tensors are untouched.  NULL and a tape freed already are ignored.  If
  * the tape is the active tape of this thread it stops being active.  The
@@ -44,19 +45,19 @@ ad_tape *ad_tape_new(void);
  * function given one fails with "the tape was freed" rather than crashing
  * (the library keeps the small tape structure and tensor headers for
  * reuse instead of returning them to the system). */
-void ad_tape_free(ad_tape *tape);
+AD_API void ad_tape_free(ad_tape *tape);
 /* Forgets every node and tensor on the tape but keeps the arena memory for
  * reuse.  Tensors recorded before the reset become stale: using one is an
  * error that says so (see "freeing and lifetimes" in tensor.h), except
  * ad_detach results of the step just ended, which live through the next.
  * Persistent leaves keep their grad; persistent tensors the tape held for
  * backward are released. */
-int ad_tape_reset(ad_tape *tape);
+AD_API int ad_tape_reset(ad_tape *tape);
 
 /* Makes tape this thread's active tape and returns the previous one (NULL
  * for none).  Pass NULL to deactivate. */
-ad_tape *ad_tape_activate(ad_tape *tape);
-ad_tape *ad_tape_active(void);
+AD_API ad_tape *ad_tape_activate(ad_tape *tape);
+AD_API ad_tape *ad_tape_active(void);
 
 /* Figures about a tape, for tests and for the curious. */
 typedef struct ad_tape_stats {
@@ -66,34 +67,34 @@ typedef struct ad_tape_stats {
     size_t arena_reserved; /* bytes the arena holds from the system */
     size_t arena_chunks;   /* number of system allocations the arena holds */
 } ad_tape_stats;
-int ad_tape_get_stats(const ad_tape *tape, ad_tape_stats *stats);
+AD_API int ad_tape_get_stats(const ad_tape *tape, ad_tape_stats *stats);
 
 /* ---- grad mode ------------------------------------------------------------
  * While grad mode is off (per thread), ops compute but record nothing and
  * their results do not require grad, like torch.no_grad(). */
-bool ad_grad_enabled(void);
+AD_API bool ad_grad_enabled(void);
 /* Sets grad mode, returns the previous setting (to restore it). */
-bool ad_set_grad_enabled(bool enabled);
+AD_API bool ad_set_grad_enabled(bool enabled);
 
 /* ---- leaves ---------------------------------------------------------------
  * A leaf is a tensor not produced by a recorded op: made by a creation
  * function, or by ad_detach().  Only a floating-point leaf may require grad.
  * Errors: t not a leaf, integer dtype. */
-int ad_set_requires_grad(ad_tensor *t, bool requires_grad);
-bool ad_requires_grad(const ad_tensor *t);
+AD_API int ad_set_requires_grad(ad_tensor *t, bool requires_grad);
+AD_API bool ad_requires_grad(const ad_tensor *t);
 /* True for leaves, false for results of recorded ops. */
-bool ad_is_leaf(const ad_tensor *t);
+AD_API bool ad_is_leaf(const ad_tensor *t);
 
 /* The gradient accumulated into leaf t by ad_backward(), or NULL when none
  * has been.  It has t's shape and dtype and is owned by t: it lives on t's
  * tape, or is persistent and freed with t. */
-ad_tensor *ad_tensor_grad(const ad_tensor *t);
+AD_API ad_tensor *ad_tensor_grad(const ad_tensor *t);
 /* Sets t's accumulated gradient to zero so the next backward starts from
  * zero.  A gradient buffer the library made is zeroed in place and kept, so
  * a training loop does not reallocate it every step (PyTorch's
  * zero_grad(set_to_none=False)); a recorded gradient from AD_CREATE_GRAPH is
  * dropped instead and ad_tensor_grad() then returns NULL. */
-int ad_zero_grad(ad_tensor *t);
+AD_API int ad_zero_grad(ad_tensor *t);
 
 /* t's values with no history and not requiring grad: gradients do not flow
  * through it (PyTorch's detach).  It shares t's storage, and it outlives
@@ -105,12 +106,12 @@ int ad_zero_grad(ad_tensor *t);
  * pattern: `h = ad_detach(h); ad_tape_reset(tape);` between chunks, once
  * per chunk.  Its gradient and label, if given, are dropped at that reset.
  * Use ad_copy(NULL, t) for a value that must live longer. */
-ad_tensor *ad_detach(ad_tensor *t);
+AD_API ad_tensor *ad_detach(ad_tensor *t);
 
 /* A short name shown in errors, anomaly reports and graphs ("fc1.weight").
  * The string is copied onto the tape (or kept by the persistent tensor). */
-int ad_set_label(ad_tensor *t, const char *label);
-const char *ad_label(const ad_tensor *t);
+AD_API int ad_set_label(ad_tensor *t, const char *label);
+AD_API const char *ad_label(const ad_tensor *t);
 
 /* ---- backward -------------------------------------------------------------
  * Computes d(out)/d(leaf) for every leaf that requires grad and out depends
@@ -138,7 +139,7 @@ const char *ad_label(const ad_tensor *t);
  * part of the graph is freed: after ad_zero_grad the same backward can be
  * run again, e.g. after an out-of-memory error. */
 enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1 };
-int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
+AD_API int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
 
 /* The functional form (torch.autograd.grad): stores d(out)/d(inputs[i]),
  * contracted with grad_output as above, into grads[i] for i < n, without
@@ -146,7 +147,7 @@ int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
  * an input that out does not depend on gets zeros.  The gradients live on
  * out's tape.  Same flags and errors as ad_backward; with AD_CREATE_GRAPH
  * the gradients are recorded and can be differentiated again. */
-int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
+AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
                  ad_tensor *const *inputs, ad_tensor **grads, unsigned flags);
 
 /* ---- replay: record once, run many times ------------------------------------
@@ -180,10 +181,10 @@ int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
 /* While on, every op whose result goes on the tape is recorded, also those
  * on no gradient path (data preprocessing, masks, comparisons), so that a
  * replay recomputes everything.  Set it before recording. */
-int ad_tape_set_replayable(ad_tape *tape, bool replayable);
+AD_API int ad_tape_set_replayable(ad_tape *tape, bool replayable);
 /* Ends recording: what is on the tape now is what ad_tape_replay
  * recomputes; later allocations are rewound on each replay. */
-int ad_tape_freeze(ad_tape *tape);
+AD_API int ad_tape_freeze(ad_tape *tape);
 /* Copies values[i] into leaves[i] for i < n (values, or one values[i], may
  * be NULL - see ad_check_optional - when the
  * caller wrote into the leaves already), rewinds the arena to the freeze
@@ -193,7 +194,7 @@ int ad_tape_freeze(ad_tape *tape);
  * previous run (>= 0), or -1 on error: tape not frozen, an input of another
  * shape or dtype than recorded ("ad_tape_replay: input 0 was recorded as
  * [64,784] float32, got [32,784] float32"), an op that cannot be replayed. */
-int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
+AD_API int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
 
 /* ---- inspection: walking a recording ---------------------------------------------
  * For tools that draw or print what was recorded (graph pictures, traces).
@@ -210,11 +211,11 @@ typedef struct ad_node_info {
     bool on_grad_path;    /* false for nodes kept only for replay */
 } ad_node_info;
 
-size_t ad_tape_num_nodes(const ad_tape *tape);
-int ad_tape_node_info(const ad_tape *tape, size_t i, ad_node_info *info);
+AD_API size_t ad_tape_num_nodes(const ad_tape *tape);
+AD_API int ad_tape_node_info(const ad_tape *tape, size_t i, ad_node_info *info);
 /* Index of the node that produced t on its tape, or -1 for a leaf (or a
  * tensor recorded only for replay, which is a leaf for gradients). */
-long ad_tensor_node_index(const ad_tensor *t);
+AD_API long ad_tensor_node_index(const ad_tensor *t);
 
 /* ---- tracing -----------------------------------------------------------------------
  * A per-thread hook called for every op recorded (phase FORWARD, after the
@@ -238,7 +239,7 @@ typedef struct ad_trace_event {
 } ad_trace_event;
 typedef void (*ad_trace_fn)(const ad_trace_event *event, void *ctx);
 /* Installs fn (NULL removes it); returns the previous hook. */
-ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx);
+AD_API ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx);
 
 /* ---- anomaly detection -------------------------------------------------------
  * Off by default (it costs a scan of every result).  While on (per thread),
@@ -249,12 +250,12 @@ ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx);
  *   "ad_log: anomaly: produced nan at element [1] of a [3] float64 result
  *    from finite inputs (x: [3] float64) in 'layer2'"
  */
-bool ad_set_anomaly_mode(bool on); /* returns the previous setting */
-bool ad_anomaly_mode(void);
+AD_API bool ad_set_anomaly_mode(bool on); /* returns the previous setting */
+AD_API bool ad_anomaly_mode(void);
 /* Labels the ops recorded from now on in this thread (shown by anomaly
  * errors and graph dumps); NULL clears.  The string must outlive the tape.
  * Returns the previous label. */
-const char *ad_set_scope_label(const char *label);
+AD_API const char *ad_set_scope_label(const char *label);
 
 #ifdef __cplusplus
 }

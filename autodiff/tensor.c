@@ -104,7 +104,7 @@ static ad_tensor *new_header(const char *fn, ad_tape *tape)
 ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
                      const int64_t *shape)
 {
-    int64_t numel;
+    int64_t numel = 0;
     if (dtype != AD_FLOAT32 && dtype != AD_FLOAT64 && dtype != AD_INT64) {
         ad__err(fn, "invalid dtype %d", (int)dtype);
         return NULL;

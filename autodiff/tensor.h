@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -51,9 +53,9 @@ typedef struct ad_tape ad_tape;
  * dimensions differ: [3,4] x [5,6]"), or NULL when none is pending.  The
  * string is owned by the library and valid until the next call that fails
  * or ad_clear_error().  A successful call does not clear it. */
-const char *ad_error(void);
+AD_API const char *ad_error(void);
 /* Forget the pending error on this thread. */
-void ad_clear_error(void);
+AD_API void ad_clear_error(void);
 /* Sets this thread's error message from a printf-style format and returns
  * -1.  It exists so that code built on this public API (the nn layer, your
  * own library) reports its errors through the same ad_error() as the core,
@@ -62,7 +64,7 @@ void ad_clear_error(void);
  * "mylib_load: %s: bad magic", path);`.  The arguments may include
  * ad_error() itself, to add context to an inner failure.  Messages longer
  * than the buffer (511 bytes) are truncated. */
-int ad_set_error(const char *fmt, ...)
+AD_API int ad_set_error(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
 #endif
@@ -79,14 +81,14 @@ int ad_set_error(const char *fmt, ...)
  * one-element output.)  This function
  * applies the same rule for code built on the library: 0 when t is a live
  * tensor or a genuine "none", else -1 with an error naming fn and name. */
-int ad_check_optional(const char *fn, const char *name, const ad_tensor *t);
+AD_API int ad_check_optional(const char *fn, const char *name, const ad_tensor *t);
 
 /* ---- dtypes ------------------------------------------------------------ */
 
 /* "float32", "float64" or "int64". */
-const char *ad_dtype_name(ad_dtype dtype);
+AD_API const char *ad_dtype_name(ad_dtype dtype);
 /* Size of one element in bytes (4 or 8). */
-size_t ad_dtype_size(ad_dtype dtype);
+AD_API size_t ad_dtype_size(ad_dtype dtype);
 
 /* ---- creation ------------------------------------------------------------
  * `ndim` is 0..AD_MAX_DIMS (0 makes a one-element scalar tensor), `shape`
@@ -95,25 +97,25 @@ size_t ad_dtype_size(ad_dtype dtype);
  * of memory. */
 
 /* Uninitialised contents. */
-ad_tensor *ad_empty(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
-ad_tensor *ad_zeros(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
-ad_tensor *ad_ones(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
+AD_API ad_tensor *ad_empty(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
+AD_API ad_tensor *ad_zeros(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
+AD_API ad_tensor *ad_ones(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape);
 /* Every element = value (converted to the dtype). */
-ad_tensor *ad_full(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+AD_API ad_tensor *ad_full(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
                    double value);
 /* A 0-dimensional tensor holding value. */
-ad_tensor *ad_scalar_tensor(ad_tape *tape, ad_dtype dtype, double value);
+AD_API ad_tensor *ad_scalar_tensor(ad_tape *tape, ad_dtype dtype, double value);
 /* Copies numel elements of the dtype's C type (float, double, int64_t) from
  * data, in row-major order.  data is not retained. */
-ad_tensor *ad_from_array(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+AD_API ad_tensor *ad_from_array(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
                          const void *data);
 /* 1-D [start, start+step, ...) up to but excluding stop (numpy's arange).
  * Error when step is 0 or not finite. */
-ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step);
+AD_API ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step);
 /* 1-D, n points evenly spaced from start to stop inclusive (n >= 1). */
-ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop, int64_t n);
+AD_API ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop, int64_t n);
 /* n x n identity. */
-ad_tensor *ad_eye(ad_tape *tape, ad_dtype dtype, int64_t n);
+AD_API ad_tensor *ad_eye(ad_tape *tape, ad_dtype dtype, int64_t n);
 
 /* ---- random numbers ------------------------------------------------------
  * Counter-based: element i of a draw is a pure function of (seed, counter+i)
@@ -125,16 +127,16 @@ typedef struct ad_rng {
     uint64_t counter;
 } ad_rng;
 
-void ad_rng_init(ad_rng *rng, uint64_t seed);
+AD_API void ad_rng_init(ad_rng *rng, uint64_t seed);
 /* Uniform on [lo, hi). Floating dtypes only. */
-ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
+AD_API ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
                    const int64_t *shape, double lo, double hi);
 /* Normal with the given mean and standard deviation (Box-Muller). */
-ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
+AD_API ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
                     const int64_t *shape, double mean, double std);
 /* One uniform double in [0, 1) / one integer in [0, n), for shuffling. */
-double ad_rng_uniform(ad_rng *rng);
-uint64_t ad_rng_below(ad_rng *rng, uint64_t n);
+AD_API double ad_rng_uniform(ad_rng *rng);
+AD_API uint64_t ad_rng_below(ad_rng *rng, uint64_t n);
 
 /* ---- freeing and lifetimes -------------------------------------------------
  * Frees a persistent tensor (made with tape == NULL), its gradient, and its
@@ -154,7 +156,7 @@ uint64_t ad_rng_below(ad_rng *rng, uint64_t n);
  * handle kept across one reset is always recognised; one kept across
  * several may find its slot reused by a live tensor, which a plain pointer
  * cannot tell apart (docs/design.md, "Lifetimes"). */
-int ad_tensor_free(ad_tensor *t);
+AD_API int ad_tensor_free(ad_tensor *t);
 
 /* ---- in-place changes --------------------------------------------------------
  * Every write through the API (ad_fill, ad_copy_into, ad_set, in-place
@@ -166,41 +168,41 @@ int ad_tensor_free(ad_tensor *t);
  * values the forward never saw.  Writes through the pointer of ad_data()
  * cannot be seen: call ad_mark_modified(t) after them.  ad_tape_replay
  * recomputes from the current values and so accepts them. */
-uint32_t ad_version(const ad_tensor *t);
-int ad_mark_modified(ad_tensor *t);
+AD_API uint32_t ad_version(const ad_tensor *t);
+AD_API int ad_mark_modified(ad_tensor *t);
 
 /* ---- inspection ---------------------------------------------------------- */
 
-ad_dtype ad_tensor_dtype(const ad_tensor *t);
-int ad_ndim(const ad_tensor *t);
+AD_API ad_dtype ad_tensor_dtype(const ad_tensor *t);
+AD_API int ad_ndim(const ad_tensor *t);
 /* Extent of dimension dim; negative dim counts from the end. -1 on error. */
-int64_t ad_size(const ad_tensor *t, int dim);
+AD_API int64_t ad_size(const ad_tensor *t, int dim);
 /* Pointer to the shape array (ndim entries), owned by t. */
-const int64_t *ad_shape(const ad_tensor *t);
+AD_API const int64_t *ad_shape(const ad_tensor *t);
 /* Strides in elements, owned by t. */
-const int64_t *ad_strides(const ad_tensor *t);
+AD_API const int64_t *ad_strides(const ad_tensor *t);
 /* Number of elements (1 for a 0-d tensor). */
-int64_t ad_numel(const ad_tensor *t);
+AD_API int64_t ad_numel(const ad_tensor *t);
 /* True when the elements are laid out row-major without gaps. */
-bool ad_is_contiguous(const ad_tensor *t);
+AD_API bool ad_is_contiguous(const ad_tensor *t);
 /* The tape t belongs to, or NULL for a persistent tensor. */
-ad_tape *ad_tensor_tape(const ad_tensor *t);
+AD_API ad_tape *ad_tensor_tape(const ad_tensor *t);
 /* Pointer to element 0 of a contiguous tensor (float *, double * or
  * int64_t * by dtype), for reading and writing in place; NULL with an error
  * when t is not contiguous (use ad_contiguous first).  The library cannot
  * see writes through it: call ad_mark_modified(t) after writing, so that
  * backward through an op that saved t reports the change instead of
  * computing a wrong gradient. */
-void *ad_data(ad_tensor *t);
+AD_API void *ad_data(ad_tensor *t);
 /* Copies all elements, converted to double, into out[numel] in row-major
  * order.  Works for any strides. */
-int ad_to_array(const ad_tensor *t, double *out);
+AD_API int ad_to_array(const ad_tensor *t, double *out);
 
 /* Element at a full index (ndim entries, negative counts from the end). */
-int ad_get(const ad_tensor *t, const int64_t *index, double *value);
-int ad_set(ad_tensor *t, const int64_t *index, double value);
+AD_API int ad_get(const ad_tensor *t, const int64_t *index, double *value);
+AD_API int ad_set(ad_tensor *t, const int64_t *index, double value);
 /* The value of a one-element tensor; NAN with an error otherwise. */
-double ad_item(const ad_tensor *t);
+AD_API double ad_item(const ad_tensor *t);
 
 /* ---- copies and conversions -----------------------------------------------
  * These record nothing and return a tensor with no history (like
@@ -208,20 +210,20 @@ double ad_item(const ad_tensor *t);
  * ops.h for the differentiable versions. */
 
 /* A contiguous copy of t owned as `tape` says. */
-ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t);
+AD_API ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t);
 /* Copies src's values into dst (same shape; dtypes may differ and are
  * converted).  dst may have any strides. */
-int ad_copy_into(ad_tensor *dst, const ad_tensor *src);
+AD_API int ad_copy_into(ad_tensor *dst, const ad_tensor *src);
 /* Sets every element of t to value. */
-int ad_fill(ad_tensor *t, double value);
+AD_API int ad_fill(ad_tensor *t, double value);
 
 /* ---- printing -------------------------------------------------------------
  * numpy-like: "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]],
  * dtype=float64)"; large tensors are summarised with "..." (first and last
  * three per dimension) as numpy does past 1000 elements. */
-int ad_print(const ad_tensor *t, FILE *out);
+AD_API int ad_print(const ad_tensor *t, FILE *out);
 /* Writes "[2,3]" into buf (at most size bytes, always terminated). */
-void ad_shape_str(const ad_tensor *t, char *buf, size_t size);
+AD_API void ad_shape_str(const ad_tensor *t, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

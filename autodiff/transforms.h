@@ -22,6 +22,7 @@
 #ifndef AUTODIFF_TRANSFORMS_H
 #define AUTODIFF_TRANSFORMS_H
 
+#include "export.h"
 #include "tape.h"
 
 #ifdef __cplusplus
@@ -33,12 +34,12 @@ typedef ad_tensor *(*ad_func)(ad_tensor *const *inputs, int n, void *ctx);
 
 /* grads[i] = d f / d x[i] for a function f with a one-element output;
  * *value (if value is not NULL) = f(x).  flags: AD_CREATE_GRAPH. */
-int ad_grad(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x,
+AD_API int ad_grad(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x,
             ad_tensor **grads, ad_tensor **value, unsigned flags);
 
 /* Vector-Jacobian product (reverse mode): *y = f(x), and
  * vjp[i] = v^T (d y / d x[i]), with v of y's shape and dtype. */
-int ad_vjp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_tensor *v,
+AD_API int ad_vjp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_tensor *v,
            ad_tensor **y, ad_tensor **vjp, unsigned flags);
 
 /* Jacobian-vector product (forward mode): *y = f(x), and
@@ -47,7 +48,7 @@ int ad_vjp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_t
  * cotangent, g(w) = w^T J is linear in w, so d<g(w), u>/dw = J u.  It costs
  * about three reverse passes and needs no separate forward-mode rules: every
  * op's backward rule is differentiable, which is all it takes. */
-int ad_jvp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x,
+AD_API int ad_jvp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x,
            ad_tensor *const *u, ad_tensor **y, ad_tensor **jvp, unsigned flags);
 
 typedef enum ad_jacobian_mode {
@@ -60,19 +61,19 @@ typedef enum ad_jacobian_mode {
  * as torch.autograd.functional.jacobian.  Reverse mode costs one backward
  * pass per output element, forward mode one jvp per input element; AUTO
  * picks the smaller count. */
-int ad_jacobian(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x,
+AD_API int ad_jacobian(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x,
                 ad_tensor **jac, ad_jacobian_mode mode, unsigned flags);
 
 /* Hessian of a function with a one-element output with respect to its one
  * input x: *hess of shape (x's shape ++ x's shape), computed as the
  * Jacobian of the gradient, i.e. by differentiating the recorded backward
  * pass. */
-int ad_hessian(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor **hess,
+AD_API int ad_hessian(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor **hess,
                unsigned flags);
 
 /* Hessian-vector product H v = d/dx <grad f(x), v> without forming H: one
  * backward pass with AD_CREATE_GRAPH and one through it.  v has x's shape. */
-int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *v, ad_tensor **hv,
+AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *v, ad_tensor **hv,
            unsigned flags);
 
 #ifdef __cplusplus

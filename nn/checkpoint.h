@@ -54,7 +54,7 @@ extern "C" {
  * name, a name that is not UTF-8, metadata_json not an object of strings,
  * I/O (nothing is left at path then, and a file that was there is
  * unchanged). */
-int nn_save_safetensors(const char *path, int n, const char *const *names,
+AD_API int nn_save_safetensors(const char *path, int n, const char *const *names,
                         ad_tensor *const *tensors, const char *metadata_json);
 
 /* Loads the entries named names[i] into tensors[i] for i < n.  Each tensor
@@ -66,7 +66,7 @@ int nn_save_safetensors(const char *path, int n, const char *const *names,
  * wrong dtype or shape, truncated or corrupt file, a read error - leaves
  * every tensor as it was.  Needs memory for a copy of the loaded tensors
  * meanwhile. */
-int nn_load_safetensors(const char *path, int n, const char *const *names,
+AD_API int nn_load_safetensors(const char *path, int n, const char *const *names,
                         ad_tensor *const *tensors, bool strict);
 
 /* One entry of a file, as nn_safetensors_inspect found it. */
@@ -90,15 +90,15 @@ typedef struct nn_safetensors_info {
 /* Reads and validates path's header (and checks the file's length against
  * it) without reading the data.  Free the result, which owns every string
  * in it, with nn_safetensors_info_free.  Errors: as for loading. */
-nn_safetensors_info *nn_safetensors_inspect(const char *path);
-void nn_safetensors_info_free(nn_safetensors_info *info);
+AD_API nn_safetensors_info *nn_safetensors_inspect(const char *path);
+AD_API void nn_safetensors_info_free(nn_safetensors_info *info);
 /* The metadata value of key (owned by info), or NULL with an error when
  * there is none ("no metadata key 'epoch'") or info or key is NULL. */
-const char *nn_safetensors_metadata(const nn_safetensors_info *info, const char *key);
+AD_API const char *nn_safetensors_metadata(const nn_safetensors_info *info, const char *key);
 /* The entry called name as a new persistent tensor (the caller frees it
  * with ad_tensor_free).  Errors: as for loading, and a dtype other than
  * F32, F64 or I64. */
-ad_tensor *nn_safetensors_read(const char *path, const char *name);
+AD_API ad_tensor *nn_safetensors_read(const char *path, const char *name);
 
 #ifdef __cplusplus
 }

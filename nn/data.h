@@ -78,20 +78,20 @@ typedef struct nn_idx {
  * ("is truncated: header says 60000x28x28 = 47040000 bytes of data, file
  * has 1234"); bytes after that data ("has 16 bytes of trailing data"); a
  * corrupt gzip stream (bad CRC, cut short). */
-nn_idx *nn_idx_load(const char *path);
+AD_API nn_idx *nn_idx_load(const char *path);
 /* Frees what nn_idx_load returned.  NULL is ignored.  Do not call it on a
  * struct you filled yourself. */
-void nn_idx_free(nn_idx *idx);
+AD_API void nn_idx_free(nn_idx *idx);
 /* Writes idx to path in the IDX format, gzip-compressed when path ends in
  * ".gz".  The file is replaced atomically (see nn/checkpoint.h): a crash
  * leaves the old file or the complete new one.  Errors: NULL arguments,
  * invalid type, ndim or extents (an extent must fit in 32 bits), I/O. */
-int nn_idx_save(const char *path, const nn_idx *idx);
+AD_API int nn_idx_save(const char *path, const nn_idx *idx);
 /* "ubyte", "byte", "short", "int", "float", "double" (the format's own
  * names); "invalid" for anything else. */
-const char *nn_idx_type_name(nn_idx_type type);
+AD_API const char *nn_idx_type_name(nn_idx_type type);
 /* Size of one element in bytes; 0 with an error for an invalid type. */
-size_t nn_idx_type_size(nn_idx_type type);
+AD_API size_t nn_idx_type_size(nn_idx_type type);
 
 /* ---- MNIST and Fashion-MNIST ---------------------------------------------
  * Both use the same four files.  Debian's dataset-fashion-mnist package
@@ -108,8 +108,8 @@ typedef struct nn_mnist {
  * error, images not uint8 3-D or labels not uint8 1-D, image and label
  * counts differing, a label >= 10 (its index given).  Free with
  * nn_mnist_free. */
-nn_mnist *nn_mnist_load(const char *dir, bool train);
-void nn_mnist_free(nn_mnist *m);
+AD_API nn_mnist *nn_mnist_load(const char *dir, bool train);
+AD_API void nn_mnist_free(nn_mnist *m);
 
 /* ---- CSV ---------------------------------------------------------------
  * A numeric table, one row per line, fields separated by a delimiter:
@@ -136,7 +136,7 @@ typedef struct nn_csv_options {
 /* Reads path into a persistent [rows, cols] tensor of opts->dtype (opts may
  * be NULL: comma, no header, float32).  The caller frees it with
  * ad_tensor_free. */
-ad_tensor *nn_csv_load(const char *path, const nn_csv_options *opts);
+AD_API ad_tensor *nn_csv_load(const char *path, const nn_csv_options *opts);
 
 /* ---- mini-batches ---------------------------------------------------------
  * A loader walks a data set in batches of batch_size samples, in a new
@@ -181,15 +181,15 @@ typedef struct nn_loader_options {
  * not [N], batch_size < 1, limit < 0 or > N, std <= 0 or not finite with
  * normalize, a sample shape of another element count, drop_last with fewer
  * samples than one batch. */
-nn_loader *nn_loader_from_idx(const nn_idx *images, const nn_idx *labels,
+AD_API nn_loader *nn_loader_from_idx(const nn_idx *images, const nn_idx *labels,
                               const nn_loader_options *opts);
 /* A loader over tensors x [N, ...] and y [N, ...] (y may be NULL), of any
  * dtypes, e.g. the columns of a CSV file: batches keep their dtypes.  The
  * loader reads x and y when producing each batch, so they must outlive it
  * and not change shape; a non-contiguous x or y is copied once here
  * instead.  Errors as above, and x and y of different lengths. */
-nn_loader *nn_loader_from_tensors(ad_tensor *x, ad_tensor *y, const nn_loader_options *opts);
-void nn_loader_free(nn_loader *l);
+AD_API nn_loader *nn_loader_from_tensors(ad_tensor *x, ad_tensor *y, const nn_loader_options *opts);
+AD_API void nn_loader_free(nn_loader *l);
 
 /* The next batch of the current epoch into *x and *y (y may be NULL to not
  * ask for labels).  Returns 1 with a batch, 0 when the epoch is over (*x
@@ -197,22 +197,22 @@ void nn_loader_free(nn_loader *l);
  * 0 starts the next epoch, so
  *     for (epoch...) while (nn_loader_next(l, &x, &y) == 1) ...
  * walks epoch after epoch. */
-int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y);
+AD_API int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y);
 /* Goes back to the first batch of the current epoch (same order). */
-int nn_loader_reset(nn_loader *l);
+AD_API int nn_loader_reset(nn_loader *l);
 /* Goes to the first batch of epoch `epoch` (>= 0): its order is the one a
  * run from epoch 0 would have had there. */
-int nn_loader_set_epoch(nn_loader *l, int64_t epoch);
+AD_API int nn_loader_set_epoch(nn_loader *l, int64_t epoch);
 /* The current epoch (0 first); -1 with an error for NULL. */
-int64_t nn_loader_epoch(const nn_loader *l);
+AD_API int64_t nn_loader_epoch(const nn_loader *l);
 /* Samples used (N, or limit) and batches per epoch; -1 with an error for
  * NULL. */
-int64_t nn_loader_num_samples(const nn_loader *l);
-int64_t nn_loader_num_batches(const nn_loader *l);
+AD_API int64_t nn_loader_num_samples(const nn_loader *l);
+AD_API int64_t nn_loader_num_batches(const nn_loader *l);
 /* The sample indices of the current epoch in the order they are served
  * (num_samples entries, owned by the loader, changed by the next epoch);
  * NULL with an error for NULL. */
-const int64_t *nn_loader_order(const nn_loader *l);
+AD_API const int64_t *nn_loader_order(const nn_loader *l);
 
 #ifdef __cplusplus
 }

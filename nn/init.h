@@ -55,30 +55,30 @@ typedef enum nn_fan_mode { NN_FAN_IN = 0, NN_FAN_OUT = 1 } nn_fan_mode;
  * deviation for that non-linearity.  param is the negative slope of
  * NN_LEAKY_RELU (ignored otherwise).  NAN with an error for an unknown
  * value or a non-finite slope. */
-double nn_calculate_gain(nn_nonlinearity nonlinearity, double param);
+AD_API double nn_calculate_gain(nn_nonlinearity nonlinearity, double param);
 /* fan_in and fan_out of t as described above (either pointer may be NULL).
  * Error for ndim < 2. */
-int nn_calculate_fans(const ad_tensor *t, int64_t *fan_in, int64_t *fan_out);
+AD_API int nn_calculate_fans(const ad_tensor *t, int64_t *fan_in, int64_t *fan_out);
 
 /* U(lo, hi); error when lo > hi or either is not finite. */
-int nn_init_uniform(ad_tensor *t, double lo, double hi, ad_rng *rng);
+AD_API int nn_init_uniform(ad_tensor *t, double lo, double hi, ad_rng *rng);
 /* N(mean, std^2); error when std < 0 or not finite. */
-int nn_init_normal(ad_tensor *t, double mean, double std, ad_rng *rng);
+AD_API int nn_init_normal(ad_tensor *t, double mean, double std, ad_rng *rng);
 /* Every element set to value (rounded to t's dtype).  Errors, naming
  * nn_init_constant: t NULL or freed, t not a floating tensor. */
-int nn_init_constant(ad_tensor *t, double value);
+AD_API int nn_init_constant(ad_tensor *t, double value);
 /* Every element set to 0; the errors of nn_init_constant, naming
  * nn_init_zeros ("nn_init_zeros: argument 't' is NULL"). */
-int nn_init_zeros(ad_tensor *t);
+AD_API int nn_init_zeros(ad_tensor *t);
 /* Every element set to 1; the errors of nn_init_constant, naming
  * nn_init_ones. */
-int nn_init_ones(ad_tensor *t);
+AD_API int nn_init_ones(ad_tensor *t);
 
 /* Glorot: U(-b, b) with b = gain sqrt(6 / (fan_in + fan_out)), and
  * N(0, std^2) with std = gain sqrt(2 / (fan_in + fan_out)).  gain 1 is
  * PyTorch's default (nn_calculate_gain(NN_TANH, 0) for tanh layers). */
-int nn_init_xavier_uniform(ad_tensor *t, double gain, ad_rng *rng);
-int nn_init_xavier_normal(ad_tensor *t, double gain, ad_rng *rng);
+AD_API int nn_init_xavier_uniform(ad_tensor *t, double gain, ad_rng *rng);
+AD_API int nn_init_xavier_normal(ad_tensor *t, double gain, ad_rng *rng);
 
 /* He: U(-b, b) with b = gain sqrt(3 / fan), and N(0, std^2) with
  * std = gain / sqrt(fan), where gain = nn_calculate_gain(nonlinearity, a)
@@ -86,9 +86,9 @@ int nn_init_xavier_normal(ad_tensor *t, double gain, ad_rng *rng);
  * NN_LEAKY_RELU (which with a = 0 is ReLU's sqrt 2).  Linear and Conv2d
  * layers use kaiming_uniform with a = sqrt(5), NN_LEAKY_RELU, which gives
  * b = 1/sqrt(fan_in). */
-int nn_init_kaiming_uniform(ad_tensor *t, double a, nn_fan_mode mode,
+AD_API int nn_init_kaiming_uniform(ad_tensor *t, double a, nn_fan_mode mode,
                             nn_nonlinearity nonlinearity, ad_rng *rng);
-int nn_init_kaiming_normal(ad_tensor *t, double a, nn_fan_mode mode,
+AD_API int nn_init_kaiming_normal(ad_tensor *t, double a, nn_fan_mode mode,
                            nn_nonlinearity nonlinearity, ad_rng *rng);
 
 #ifdef __cplusplus

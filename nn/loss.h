@@ -43,11 +43,11 @@ typedef enum nn_reduction {
  * float dtype.  NN_MEAN: (1/N) sum (the PyTorch default); NN_HALF_SUM:
  * 1/2 sum.  dE/dyhat = 2 (yhat - y) / N for the mean, (yhat - y) for the
  * half sum. */
-ad_tensor *nn_mse_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction);
+AD_API ad_tensor *nn_mse_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction);
 
 /* Absolute error |yhat - y|, same shapes as mse.  dE/dyhat = sign(yhat - y)
  * (0 where equal) / N for the mean. */
-ad_tensor *nn_l1_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction);
+AD_API ad_tensor *nn_l1_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction);
 
 /* Huber loss with threshold delta > 0 (PyTorch's HuberLoss): with
  * d = yhat - y,
@@ -55,7 +55,7 @@ ad_tensor *nn_l1_loss(ad_tensor *input, ad_tensor *target, nn_reduction reductio
  *     l = delta (|d| - delta/2)   elsewhere,
  * quadratic near the target and linear far from it, so outliers pull with
  * a gradient of at most delta (dl/dd = clamp(d, -delta, delta)). */
-ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction,
+AD_API ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction,
                          double delta);
 
 /* Cross-entropy of logits [N, C] against class indices labels int64 [N]
@@ -63,7 +63,7 @@ ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduc
  * smoothing eps in [0, 1] (0 for none) mixing eps/C of the uniform
  * distribution into the one-hot target.  dE/dx_n = softmax(x_n) - target_n
  * (/ N for the mean). */
-ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction reduction,
+AD_API ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction reduction,
                             double label_smoothing);
 
 /* Negative log-likelihood of log-probabilities logp [N, C] (e.g. from
@@ -71,7 +71,7 @@ ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction r
  * picked with ad_gather.  nll_loss(log_softmax(x)) = cross_entropy(x).
  * Error for a label outside [0, C) ("nn_nll_loss: label 7 at position 3
  * is out of range for 5 classes"). */
-ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reduction);
+AD_API ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reduction);
 
 /* Binary cross-entropy of logits x against targets y in [0, 1] of x's
  * shape, computed without forming sigmoid(x) (whose log overflows):
@@ -80,7 +80,7 @@ ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reductio
  * dimension, one weight per class, as PyTorch) weighting the positive
  * term:  l = (1 - y) x + (1 + (p - 1) y) softplus(-x).
  * dl/dx = sigmoid(x) - y without pos_weight. */
-ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_tensor *pos_weight,
+AD_API ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_tensor *pos_weight,
                                                nn_reduction reduction);
 
 /* ---- penalties ----------------------------------------------------------------
@@ -93,8 +93,8 @@ ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_te
  * The L2 penalty with SGD is "weight decay": w <- w - lr (dE/dw + lambda w).
  * Parameters must share one dtype.  Errors: NULL or empty list, lambda
  * negative or not finite. */
-ad_tensor *nn_l1_penalty(const nn_named_tensors *params, double lambda);
-ad_tensor *nn_l2_penalty(const nn_named_tensors *params, double lambda);
+AD_API ad_tensor *nn_l1_penalty(const nn_named_tensors *params, double lambda);
+AD_API ad_tensor *nn_l2_penalty(const nn_named_tensors *params, double lambda);
 
 #ifdef __cplusplus
 }

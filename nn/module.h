@@ -72,21 +72,21 @@ typedef struct nn_module nn_module;
  * features (x [32,100]) but the layer expects 784"), errors of the ops,
  * each prefixed with the path of the failing layer ("nn_forward: layer
  * '2' Linear(256, 10): ..."). */
-ad_tensor *nn_forward(nn_module *m, ad_tensor *x);
+AD_API ad_tensor *nn_forward(nn_module *m, ad_tensor *x);
 
 /* Training mode (the default for new modules) or evaluation mode, set on m
  * and every descendant (PyTorch's train()/eval()).  It changes what Dropout
  * (identity in eval) and BatchNorm (batch statistics and running-stat
  * updates in training, running stats in eval) do.  Returns 0, or -1 for
  * NULL. */
-int nn_train(nn_module *m, bool training);
-int nn_eval(nn_module *m);
+AD_API int nn_train(nn_module *m, bool training);
+AD_API int nn_eval(nn_module *m);
 /* The mode; false with an error for NULL. */
-bool nn_is_training(const nn_module *m);
+AD_API bool nn_is_training(const nn_module *m);
 
 /* Frees m, its parameters, buffers and children.  NULL is ignored.  Do not
  * free a module that is the child of another (free the root). */
-void nn_module_free(nn_module *m);
+AD_API void nn_module_free(nn_module *m);
 
 /* ---- parameters and buffers --------------------------------------------------- */
 
@@ -107,46 +107,46 @@ typedef struct nn_named_tensors {
  * parameters before its children's (the order of PyTorch's
  * named_parameters): Sequential(Linear, ReLU, Linear) gives 0.weight,
  * 0.bias, 2.weight, 2.bias. */
-nn_named_tensors *nn_parameters(const nn_module *m);
+AD_API nn_named_tensors *nn_parameters(const nn_module *m);
 /* Every buffer (BatchNorm2d's running_mean, running_var and
  * num_batches_tracked), same order and naming. */
-nn_named_tensors *nn_buffers(const nn_module *m);
+AD_API nn_named_tensors *nn_buffers(const nn_module *m);
 /* Parameters and buffers together, each module's parameters then its
  * buffers then its children (PyTorch's state_dict order): what a
  * checkpoint of the model saves and loads. */
-nn_named_tensors *nn_state_dict(const nn_module *m);
+AD_API nn_named_tensors *nn_state_dict(const nn_module *m);
 /* A list of your own tensors (which it does not own), to give an optimiser
  * or clipping tensors that are not in a module.  names may be NULL: the
  * tensors are then called "0", "1", ...  Errors: n < 0, a NULL tensor. */
-nn_named_tensors *nn_named_tensors_new(int n, const char *const *names,
+AD_API nn_named_tensors *nn_named_tensors_new(int n, const char *const *names,
                                        ad_tensor *const *tensors);
-void nn_named_tensors_free(nn_named_tensors *list);
+AD_API void nn_named_tensors_free(nn_named_tensors *list);
 
 /* The parameter / buffer with that hierarchical name ("2.bias"), or NULL
  * with an error naming the missing name.  Owned by the module. */
-ad_tensor *nn_get_parameter(const nn_module *m, const char *name);
-ad_tensor *nn_get_buffer(const nn_module *m, const char *name);
+AD_API ad_tensor *nn_get_parameter(const nn_module *m, const char *name);
+AD_API ad_tensor *nn_get_buffer(const nn_module *m, const char *name);
 /* Total element count of all parameters (203530 for the MLP above); -1 for
  * NULL. */
-int64_t nn_num_parameters(const nn_module *m);
+AD_API int64_t nn_num_parameters(const nn_module *m);
 
 /* ---- inspection ------------------------------------------------------------------ */
 
 /* The module's type name: "Linear", "Sequential", ...; NULL with an error
  * for NULL. */
-const char *nn_module_type_name(const nn_module *m);
+AD_API const char *nn_module_type_name(const nn_module *m);
 /* A one-line description, e.g. "Linear(784, 256)" or "Conv2d(1, 32,
  * kernel=3x3, stride=1, padding=1)", into buf (always terminated). */
-void nn_module_describe(const nn_module *m, char *buf, size_t size);
+AD_API void nn_module_describe(const nn_module *m, char *buf, size_t size);
 /* The number of direct children; -1 with an error for NULL. */
-int nn_num_children(const nn_module *m);
+AD_API int nn_num_children(const nn_module *m);
 /* Child i (0-based) and its name; NULL with an error when m is NULL or i
  * is out of range ("child 5 out of range: the Sequential has 3
  * children"). */
-nn_module *nn_child(const nn_module *m, int i);
-const char *nn_child_name(const nn_module *m, int i);
+AD_API nn_module *nn_child(const nn_module *m, int i);
+AD_API const char *nn_child_name(const nn_module *m, int i);
 /* Prints the tree as PyTorch's repr does, one module per line, indented. */
-int nn_module_print(const nn_module *m, FILE *out);
+AD_API int nn_module_print(const nn_module *m, FILE *out);
 
 /* A table of the model, one row per layer that runs, in the order they
  * run: the layer's name and description, its output shape and its number
@@ -159,7 +159,7 @@ int nn_module_print(const nn_module *m, FILE *out);
  * restores every module's mode after.  The shape includes the batch
  * dimension, e.g. {1, 784} or {1, 1, 28, 28}.  Errors: NULL arguments, a
  * bad shape, the forward failing (its message kept). */
-int nn_summary(nn_module *m, int ndim, const int64_t *input_shape, FILE *out);
+AD_API int nn_summary(nn_module *m, int ndim, const int64_t *input_shape, FILE *out);
 
 /* ---- layers --------------------------------------------------------------------
  * Parameter shapes and defaults are PyTorch's.  dtype is AD_FLOAT32 or
@@ -170,37 +170,37 @@ int nn_summary(nn_module *m, int ndim, const int64_t *input_shape, FILE *out);
  * [out].  x [..., in] -> y [..., out].  Init: W kaiming_uniform with
  * a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); b U(-1/sqrt(in),
  * 1/sqrt(in)).  Parameters "weight", "bias" (if bias). */
-nn_module *nn_linear(int64_t in_features, int64_t out_features, bool bias, ad_dtype dtype,
+AD_API nn_module *nn_linear(int64_t in_features, int64_t out_features, bool bias, ad_dtype dtype,
                      ad_rng *rng);
 
 /* 2-D convolution (ad_conv2d): x [N, C_in, H, W] -> [N, C_out, Ho, Wo].
  * weight [C_out, C_in/groups, kh, kw], bias [C_out].  p may be NULL
  * (stride 1, padding 0, dilation 1, groups 1).  Init as Linear with
  * fan_in = C_in/groups kh kw. */
-nn_module *nn_conv2d(int64_t in_channels, int64_t out_channels, const int kernel[2],
+AD_API nn_module *nn_conv2d(int64_t in_channels, int64_t out_channels, const int kernel[2],
                      const ad_conv2d_params *p, bool bias, ad_dtype dtype, ad_rng *rng);
 
 /* Pooling (ad_max_pool2d, ad_avg_pool2d): stride NULL means stride =
  * kernel, padding NULL means 0.  No parameters. */
-nn_module *nn_max_pool2d(const int kernel[2], const int stride[2], const int padding[2]);
-nn_module *nn_avg_pool2d(const int kernel[2], const int stride[2], const int padding[2],
+AD_API nn_module *nn_max_pool2d(const int kernel[2], const int stride[2], const int padding[2]);
+AD_API nn_module *nn_avg_pool2d(const int kernel[2], const int stride[2], const int padding[2],
                          bool count_include_pad);
 
 /* Merges dimensions start_dim..end_dim (PyTorch's default is 1, -1: keep
  * the batch dimension, flatten the rest). */
-nn_module *nn_flatten(int start_dim, int end_dim);
+AD_API nn_module *nn_flatten(int start_dim, int end_dim);
 
 /* Dropout with probability p in [0, 1] (ad_dropout): in training, each
  * element is zeroed with probability p and the others scaled by 1/(1-p);
  * in eval mode the identity.  The mask comes from an ad_rng owned by the
  * module, seeded with seed, so runs are reproducible. */
-nn_module *nn_dropout(double p, uint64_t seed);
+AD_API nn_module *nn_dropout(double p, uint64_t seed);
 
 /* Layer normalisation over the last ndim dimensions, of extents
  * normalized_shape (ad_layer_norm, eps > 0 e.g. 1e-5).  With
  * elementwise_affine: parameters "weight" (ones) and "bias" (zeros) of
  * normalized_shape. */
-nn_module *nn_layer_norm(int ndim, const int64_t *normalized_shape, double eps,
+AD_API nn_module *nn_layer_norm(int ndim, const int64_t *normalized_shape, double eps,
                          bool elementwise_affine, ad_dtype dtype);
 
 /* Batch normalisation of x [N, C, H, W] per channel (ad_batch_norm).
@@ -211,22 +211,22 @@ nn_module *nn_layer_norm(int ndim, const int64_t *normalized_shape, double eps,
  * updated with `momentum` (PyTorch's default 0.1; cumulative averaging,
  * momentum=None, is not supported); in eval the running ones are used.
  * eps e.g. 1e-5. */
-nn_module *nn_batch_norm2d(int64_t num_features, double eps, double momentum, bool affine,
+AD_API nn_module *nn_batch_norm2d(int64_t num_features, double eps, double momentum, bool affine,
                            ad_dtype dtype);
 
 /* Lookup table: int64 indices [...] -> [..., embedding_dim].  Parameter
  * "weight" [num_embeddings, embedding_dim], init N(0, 1) as PyTorch. */
-nn_module *nn_embedding(int64_t num_embeddings, int64_t embedding_dim, ad_dtype dtype,
+AD_API nn_module *nn_embedding(int64_t num_embeddings, int64_t embedding_dim, ad_dtype dtype,
                         ad_rng *rng);
 
 /* Activations, elementwise unless stated; no parameters. */
-nn_module *nn_relu(void);
-nn_module *nn_tanh(void);
-nn_module *nn_sigmoid(void);
-nn_module *nn_gelu(void);                    /* exact (erf) form */
-nn_module *nn_leaky_relu(double negative_slope); /* PyTorch's default 0.01 */
-nn_module *nn_softmax(int dim);              /* along dim */
-nn_module *nn_log_softmax(int dim);
+AD_API nn_module *nn_relu(void);
+AD_API nn_module *nn_tanh(void);
+AD_API nn_module *nn_sigmoid(void);
+AD_API nn_module *nn_gelu(void);                    /* exact (erf) form */
+AD_API nn_module *nn_leaky_relu(double negative_slope); /* PyTorch's default 0.01 */
+AD_API nn_module *nn_softmax(int dim);              /* along dim */
+AD_API nn_module *nn_log_softmax(int dim);
 
 /* ---- Sequential ------------------------------------------------------------------ */
 
@@ -234,7 +234,7 @@ nn_module *nn_log_softmax(int dim);
  * Takes ownership of the n modules (which may be 0) in every case; a NULL
  * among them makes it fail (freeing the others), so nested constructors are
  * checked once.  Children are named "0", "1", ... */
-nn_module *nn_sequential(int n, nn_module *const *modules);
+AD_API nn_module *nn_sequential(int n, nn_module *const *modules);
 /* nn_sequential with the modules as arguments: NN_SEQUENTIAL(a, b, c). */
 #define NN_SEQUENTIAL(...)                                                     \
     nn_sequential((int)(sizeof((nn_module *[]){__VA_ARGS__}) / sizeof(nn_module *)), \
@@ -243,7 +243,7 @@ nn_module *nn_sequential(int n, nn_module *const *modules);
  * ownership of m (freed on failure, with nn_module_add_child's exception
  * for a module that already belongs to a tree).  Error when seq is not a
  * Sequential. */
-int nn_sequential_append(nn_module *seq, nn_module *m);
+AD_API int nn_sequential_append(nn_module *seq, nn_module *m);
 
 /* ---- your own modules -------------------------------------------------------------
  * A module type is a forward function and, optionally, a function freeing
@@ -272,18 +272,18 @@ typedef struct nn_module_type {
 
 /* A new module of that type in training mode, owning state (freed with
  * type->free_state, also when this call fails).  type must outlive it. */
-nn_module *nn_module_new(const nn_module_type *type, void *state);
+AD_API nn_module *nn_module_new(const nn_module_type *type, void *state);
 /* The state given to nn_module_new (NULL for a module made without one,
  * which is not an error), and the type; NULL with an error for m NULL. */
-void *nn_module_state(const nn_module *m);
-const nn_module_type *nn_module_type_of(const nn_module *m);
+AD_API void *nn_module_state(const nn_module *m);
+AD_API const nn_module_type *nn_module_type_of(const nn_module *m);
 /* Registers a persistent floating tensor as parameter `name` (no '.' in it,
  * unique in m): m owns it from now on and it is made to require grad.
  * Errors: a tensor on a tape, not a leaf, integer dtype, bad or duplicate
  * name.  t is freed on failure. */
-int nn_module_add_parameter(nn_module *m, const char *name, ad_tensor *t);
+AD_API int nn_module_add_parameter(nn_module *m, const char *name, ad_tensor *t);
 /* Same for a buffer (any dtype; not trained, not requiring grad). */
-int nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *t);
+AD_API int nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *t);
 /* Makes child a child of m called name (unique, no '.').  m owns it from
  * then on.  A module can have one parent only.
  * On failure the child is freed (a bad name, out of memory), except when it
@@ -294,7 +294,7 @@ int nn_module_add_buffer(nn_module *m, const char *name, ad_tensor *t);
  * an ancestor of the Linear '0'").  Such a child is left exactly as it
  * was, since freeing it would free part of a tree the caller still holds
  * (for a cycle, m itself): free the tree's root as usual, once. */
-int nn_module_add_child(nn_module *m, const char *name, nn_module *child);
+AD_API int nn_module_add_child(nn_module *m, const char *name, nn_module *child);
 
 #ifdef __cplusplus
 }

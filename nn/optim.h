@@ -78,7 +78,7 @@ typedef struct nn_sgd_options {
 } nn_sgd_options;
 #define NN_SGD_DEFAULTS {1e-3, 0, 0, 0, false}
 /* opts NULL means NN_SGD_DEFAULTS. */
-nn_optim *nn_sgd(const nn_named_tensors *params, const nn_sgd_options *opts);
+AD_API nn_optim *nn_sgd(const nn_named_tensors *params, const nn_sgd_options *opts);
 
 /* ---- Adam and AdamW -----------------------------------------------------------
  * With g = dE/dw (+ weight_decay w for Adam), t the step (1, 2, ...):
@@ -101,8 +101,8 @@ typedef struct nn_adam_options {
 } nn_adam_options;
 #define NN_ADAM_DEFAULTS {1e-3, 0.9, 0.999, 1e-8, 0, false}
 #define NN_ADAMW_DEFAULTS {1e-3, 0.9, 0.999, 1e-8, 1e-2, false}
-nn_optim *nn_adam(const nn_named_tensors *params, const nn_adam_options *opts);
-nn_optim *nn_adamw(const nn_named_tensors *params, const nn_adam_options *opts);
+AD_API nn_optim *nn_adam(const nn_named_tensors *params, const nn_adam_options *opts);
+AD_API nn_optim *nn_adamw(const nn_named_tensors *params, const nn_adam_options *opts);
 
 /* ---- RMSprop ------------------------------------------------------------------
  * With g = dE/dw + weight_decay w:
@@ -118,32 +118,32 @@ typedef struct nn_rmsprop_options {
     bool centered;
 } nn_rmsprop_options;
 #define NN_RMSPROP_DEFAULTS {1e-2, 0.99, 1e-8, 0, 0, false}
-nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *opts);
+AD_API nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *opts);
 
 /* ---- using an optimiser --------------------------------------------------------- */
 
 /* One update of every parameter that has a gradient.  Errors: a gradient
  * or parameter that is not contiguous, a gradient of another shape or
  * dtype.  Checked for every parameter before any is changed. */
-int nn_optim_step(nn_optim *opt);
+AD_API int nn_optim_step(nn_optim *opt);
 /* ad_zero_grad on every parameter (call before each backward: gradients
  * accumulate), which zeroes the gradients in place. */
-int nn_optim_zero_grad(nn_optim *opt);
+AD_API int nn_optim_zero_grad(nn_optim *opt);
 /* The learning rate used by the next step, and setting it (for schedules).
  * get returns NAN with an error for NULL; set fails for a negative or
  * non-finite lr. */
-double nn_optim_get_lr(const nn_optim *opt);
-int nn_optim_set_lr(nn_optim *opt, double lr);
+AD_API double nn_optim_get_lr(const nn_optim *opt);
+AD_API int nn_optim_set_lr(nn_optim *opt, double lr);
 /* "SGD", "Adam", "AdamW", "RMSprop"; NULL with an error for NULL. */
-const char *nn_optim_name(const nn_optim *opt);
+AD_API const char *nn_optim_name(const nn_optim *opt);
 /* Number of nn_optim_step calls so far (the "step" state), -1 for NULL. */
-int64_t nn_optim_steps(const nn_optim *opt);
+AD_API int64_t nn_optim_steps(const nn_optim *opt);
 /* The named state tensors described above, owned by the optimiser (the
  * list itself is the caller's: nn_named_tensors_free).  Writing into them
  * (e.g. loading a checkpoint) sets the state. */
-nn_named_tensors *nn_optim_state(const nn_optim *opt);
+AD_API nn_named_tensors *nn_optim_state(const nn_optim *opt);
 /* Frees the optimiser and its state (not the parameters).  NULL ignored. */
-void nn_optim_free(nn_optim *opt);
+AD_API void nn_optim_free(nn_optim *opt);
 
 /* ---- learning-rate schedules ------------------------------------------------------
  * Pure functions of the epoch (or step) t >= 0 returning the learning rate,
@@ -156,19 +156,19 @@ void nn_optim_free(nn_optim *opt);
 
 /* base gamma^floor(t / step_size): multiply by gamma every step_size
  * epochs (StepLR).  step_size >= 1, gamma >= 0. */
-double nn_lr_step(double base_lr, int64_t t, int64_t step_size, double gamma);
+AD_API double nn_lr_step(double base_lr, int64_t t, int64_t step_size, double gamma);
 /* base gamma^t (ExponentialLR). gamma >= 0. */
-double nn_lr_exponential(double base_lr, int64_t t, double gamma);
+AD_API double nn_lr_exponential(double base_lr, int64_t t, double gamma);
 /* eta_min + (base - eta_min) (1 + cos(pi t / t_max)) / 2: from base at
  * t = 0 down to eta_min at t = t_max along half a cosine
  * (CosineAnnealingLR's closed form; past t_max it rises again, as
  * PyTorch's does).  t_max >= 1. */
-double nn_lr_cosine(double base_lr, int64_t t, int64_t t_max, double eta_min);
+AD_API double nn_lr_cosine(double base_lr, int64_t t, int64_t t_max, double eta_min);
 /* Linear warm-up (LinearLR with end factor 1): lr times a factor going
  * linearly from start_factor at t = 0 to 1 at t = warmup, then 1:
  *     lr (start_factor + (1 - start_factor) min(t, warmup) / warmup).
  * warmup >= 1, start_factor in [0, 1]. */
-double nn_lr_warmup(double lr, int64_t t, int64_t warmup, double start_factor);
+AD_API double nn_lr_warmup(double lr, int64_t t, int64_t warmup, double start_factor);
 
 /* ---- gradient clipping ------------------------------------------------------------
  * Parameters without a gradient are skipped. */
@@ -180,10 +180,10 @@ double nn_lr_warmup(double lr, int64_t t, int64_t warmup, double start_factor);
  * Returns ||g|| before clipping (>= 0); when it is NaN or infinite the
  * gradients are left alone and that value is returned, so the caller can
  * skip the step.  -1 on error (NULL list, max_norm negative or NaN). */
-double nn_clip_grad_norm(const nn_named_tensors *params, double max_norm);
+AD_API double nn_clip_grad_norm(const nn_named_tensors *params, double max_norm);
 /* torch.nn.utils.clip_grad_value_: every gradient element clamped to
  * [-clip, clip].  clip >= 0 and finite. */
-int nn_clip_grad_value(const nn_named_tensors *params, double clip);
+AD_API int nn_clip_grad_value(const nn_named_tensors *params, double clip);
 
 /* ---- diagnosing vanishing and exploding gradients ------------------------------------
  * One line per parameter of m: its name, shape, ||w||, ||dE/dw|| and the
@@ -193,7 +193,7 @@ int nn_clip_grad_value(const nn_named_tensors *params, double clip);
  * (sigmoid/tanh saturation, poor initialisation); huge ones are exploding
  * (lower the learning rate, clip).  A parameter without a gradient shows
  * "-".  Errors: NULL arguments. */
-int nn_grad_norm_report(const nn_module *m, FILE *out);
+AD_API int nn_grad_norm_report(const nn_module *m, FILE *out);
 
 #ifdef __cplusplus
 }

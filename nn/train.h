@@ -51,26 +51,26 @@ typedef struct nn_progress nn_progress;
 
 /* A progress bar writing to out (which it does not close).  opts may be
  * NULL for the defaults. */
-nn_progress *nn_progress_new(FILE *out, const nn_progress_options *opts);
+AD_API nn_progress *nn_progress_new(FILE *out, const nn_progress_options *opts);
 /* Starts an epoch (1-based, shown as epoch/num_epochs; num_epochs 0 shows
  * the epoch alone) of num_batches >= 1 batches, resetting the running loss
  * and the clock. */
-int nn_progress_begin(nn_progress *p, int64_t epoch, int64_t num_epochs, int64_t num_batches);
+AD_API int nn_progress_begin(nn_progress *p, int64_t epoch, int64_t num_epochs, int64_t num_batches);
 /* Reports that batch (1-based) is done with mean loss `loss` over
  * `samples` samples.  A non-finite loss is shown as such (it does not stop
  * anything: that is the caller's decision). */
-int nn_progress_update(nn_progress *p, int64_t batch, double loss, int64_t samples);
+AD_API int nn_progress_update(nn_progress *p, int64_t batch, double loss, int64_t samples);
 /* Ends the epoch's line with the epoch's mean loss, time taken, and an
  * optional printf-formatted note (fmt may be NULL), then a newline. */
-int nn_progress_end(nn_progress *p, const char *fmt, ...)
+AD_API int nn_progress_end(nn_progress *p, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
 /* The running mean loss of the current epoch; NAN with an error before any
  * update or for NULL. */
-double nn_progress_mean_loss(const nn_progress *p);
-void nn_progress_free(nn_progress *p);
+AD_API double nn_progress_mean_loss(const nn_progress *p);
+AD_API void nn_progress_free(nn_progress *p);
 
 /* ---- confusion matrix and accuracy -----------------------------------------------
  * counts[t * C + p] is the number of samples of true class t predicted as
@@ -85,24 +85,24 @@ typedef struct nn_confusion {
     int64_t correct; /* trace of counts */
 } nn_confusion;
 
-nn_confusion *nn_confusion_new(int64_t num_classes);
-void nn_confusion_free(nn_confusion *cm);
+AD_API nn_confusion *nn_confusion_new(int64_t num_classes);
+AD_API void nn_confusion_free(nn_confusion *cm);
 /* Zeroes the counts. */
-void nn_confusion_reset(nn_confusion *cm);
+AD_API void nn_confusion_reset(nn_confusion *cm);
 /* Adds the predictions of logits [N, C] (any float dtype and strides; C
  * the matrix's class count) against labels int64 [N].  Errors: shapes,
  * dtypes, a label outside [0, C) (nothing is counted then). */
-int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels);
+AD_API int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels);
 /* correct / total; NAN with an error when nothing was counted or cm is
  * NULL. */
-double nn_confusion_accuracy(const nn_confusion *cm);
+AD_API double nn_confusion_accuracy(const nn_confusion *cm);
 /* Recall of class c: counts[c][c] / (row c's total); NAN with an error
  * when that row is empty, c is out of range or cm is NULL. */
-double nn_confusion_recall(const nn_confusion *cm, int64_t c);
+AD_API double nn_confusion_recall(const nn_confusion *cm, int64_t c);
 /* The matrix as a table with a header row of predicted classes, one row
  * per true class, and its recall; class_names may be NULL (indices are
  * printed), or hold num_classes names (shortened to fit). */
-int nn_confusion_print(const nn_confusion *cm, const char *const *class_names, FILE *out);
+AD_API int nn_confusion_print(const nn_confusion *cm, const char *const *class_names, FILE *out);
 
 /* Evaluates classifier m (logits [N, C] out) on one whole epoch of the
  * loader: it rewinds the loader to the first batch of its current epoch
@@ -112,7 +112,7 @@ int nn_confusion_print(const nn_confusion *cm, const char *const *class_names, F
  * (not reset first) when cm is not NULL and stores the mean cross-entropy
  * per sample in *mean_loss when it is not NULL.  The loader must give int64
  * labels.  Returns the number of samples evaluated, -1 on error. */
-int64_t nn_evaluate(nn_module *m, nn_loader *loader, nn_confusion *cm, double *mean_loss);
+AD_API int64_t nn_evaluate(nn_module *m, nn_loader *loader, nn_confusion *cm, double *mean_loss);
 
 #ifdef __cplusplus
 }

@@ -1045,6 +1045,18 @@ START_TEST(ffi_h)
     ROW_OK(ad_foreign_free(NULL), (ad_foreign_free(NULL), true));
     ROW(ad_foreign_name(NULL), "f is NULL");
     ROW_OK(ad_foreign_nargs(NULL), ad_foreign_nargs(NULL) == -1);
+    /* The signature parser reports through its err buffer, not ad_error(). */
+    ad_ffi_sig sig_;
+    char err_[128], buf_[64];
+    ROW_OK(ad_ffi_parse(NULL, &sig_, err_, sizeof err_),
+           ad_ffi_parse(NULL, &sig_, err_, sizeof err_) == -1 && strstr(err_, "NULL"));
+    ROW_OK(ad_ffi_parse("d(dd)", NULL, err_, sizeof err_),
+           ad_ffi_parse("d(dd)", NULL, err_, sizeof err_) == -1 && err_[0]);
+    ROW_OK(ad_ffi_classify(NULL, err_, sizeof err_),
+           ad_ffi_classify(NULL, err_, sizeof err_) == -1 && strstr(err_, "NULL"));
+    ROW_OK(ad_ffi_type_name((ad_ctype)99), strcmp(ad_ffi_type_name((ad_ctype)99), "?") == 0);
+    ROW_OK(ad_ffi_format(NULL, buf_, sizeof buf_),
+           (ad_ffi_format(NULL, buf_, sizeof buf_), buf_[0] == '\0'));
     ad_foreign *op = ad_foreign_new("d(dd)", AD_FN(two_args), "f");
     ck_assert_ptr_nonnull(op);
     ROW(ad_foreign_call(NULL, 2, (ad_tensor *[]){f.a, f.b}), "NULL");

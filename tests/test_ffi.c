@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../autodiff/ffi_sig.h"
 #include "../autodiff/internal.h"
 #include "optest.h"
 
@@ -37,10 +36,10 @@ static void parses(const char *src, ad_ffi_form form, const char *canon, const c
 {
     ad_ffi_sig s;
     char err[300], buf[200];
-    ck_assert_msg(ad__ffi_parse(src, &s, err, sizeof err) == 0, "%s: %s", src, err);
-    ck_assert_msg(ad__ffi_classify(&s, err, sizeof err) == 0, "%s: %s", src, err);
+    ck_assert_msg(ad_ffi_parse(src, &s, err, sizeof err) == 0, "%s: %s", src, err);
+    ck_assert_msg(ad_ffi_classify(&s, err, sizeof err) == 0, "%s: %s", src, err);
     ck_assert_int_eq(s.form, form);
-    ad__ffi_format(&s, buf, sizeof buf);
+    ad_ffi_format(&s, buf, sizeof buf);
     ck_assert_str_eq(buf, canon);
     ck_assert_str_eq(s.name, name);
 }
@@ -139,13 +138,13 @@ START_TEST(parse_fuzz)
         }
         buf[len] = '\0';
         ad_ffi_sig s;
-        int rc = ad__ffi_parse(buf, &s, err, sizeof err);
+        int rc = ad_ffi_parse(buf, &s, err, sizeof err);
         ck_assert(rc == 0 || rc == -1);
         ck_assert(memchr(err, '\0', sizeof err) != NULL);
         if (rc == 0) {
             ok++;
             ck_assert(s.nargs >= 0 && s.nargs <= AD_FFI_MAX_ARGS);
-            ad__ffi_classify(&s, err, sizeof err);
+            ad_ffi_classify(&s, err, sizeof err);
         } else {
             ck_assert(err[0] != '\0');
         }

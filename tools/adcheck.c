@@ -468,7 +468,7 @@ static int check(const adcheck_opts *o, target *t)
     bool cut = false; /* the gradient overran its output: the report stops */
     worst w = {.point = -1, .v = {.excess = -1}};
     char proto[200], name[160], message[400] = "";
-    ad__ffi_format(&o->sig, proto, sizeof proto);
+    ad_ffi_format(&o->sig, proto, sizeof proto);
     if (o->json) {
         printf("{\"library\": ");
         json_str(o->lib);

@@ -156,7 +156,7 @@ static int parse_proto(adcheck_opts *o, char *err, size_t errlen)
 {
     char msg[300];
     ad_ffi_sig *s = &o->sig;
-    if (ad__ffi_parse(o->proto, s, msg, sizeof msg) || ad__ffi_classify(s, msg, sizeof msg))
+    if (ad_ffi_parse(o->proto, s, msg, sizeof msg) || ad_ffi_classify(s, msg, sizeof msg))
         return perr(err, errlen, "prototype: %s", msg);
     o->vector = s->form == AD_FFI_VECTOR;
     o->single = s->ret == AD_C_FLOAT;

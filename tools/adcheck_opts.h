@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../autodiff/ffi_sig.h"
+#include <autodiff/ffi.h>
 
 #define ADCHECK_MAX_ARGS AD_FFI_MAX_ARGS
 #define ADCHECK_MAX_AT 1000        /* --at points */

@@ -149,7 +149,7 @@ def seeds_expr(out):
                                   "e+", "E-", ".", ",", "(", ")"])
 
 
-# ---- foreign signatures (autodiff/ffi_sig.h) -----------------------------------------------
+# ---- foreign signatures (autodiff/ffi_sig.c) -----------------------------------------------
 def seeds_ffi(out):
     sigs = ["d(ddd)", "f(ff)", "d(Di)", "F(Fl)", "d(Dz)", "i(dl)", "d(d, d)",
             "double (double, double, double)", "double f(const double *x, int n);",
