@@ -94,7 +94,7 @@ typedef struct ad_allocator {
 
 /* Installs allocator (copied), or the C library's with NULL; 0, or -1 if
  * one of its functions is NULL. */
-int ad_set_allocator(const ad_allocator *allocator);
+AD_API int ad_set_allocator(const ad_allocator *allocator);
 
 #ifdef __cplusplus
 }
