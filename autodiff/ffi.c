@@ -502,10 +502,12 @@ static int foreign_fw(ad_node *nd)
 }
 
 static const ad_op OP_FOREIGN = {
-    "foreign",
-    "y = f(x_1..x_m) for a C function called through libffi; dx_i = g df/dx_i (your "
-    "partials or gradient, else central differences)",
-    foreign_bw, foreign_fw};
+    .name = "foreign",
+    .formula = "y = f(x_1..x_m) for a C function called through libffi; dx_i = g df/dx_i (your "
+               "partials or gradient, else central differences)",
+    .backward = foreign_bw,
+    .forward = foreign_fw,
+};
 
 const ad_op *const ad__ops_ffi[] = {&OP_FOREIGN, NULL};
 

@@ -64,9 +64,13 @@ static int concat_fw(ad_node *n)
     concat_run(n->out, n->in, n->nin, (int)n->ip[0]);
     return 0;
 }
-static const ad_op OP_CONCAT = {"concat", "y = [x_0, x_1, ...] joined along an axis; "
-                                          "dx_i = narrow(g, axis, offset_i, extent_i)", concat_bw,
-                                concat_fw};
+static const ad_op OP_CONCAT = {
+    .name = "concat",
+    .formula = "y = [x_0, x_1, ...] joined along an axis; "
+               "dx_i = narrow(g, axis, offset_i, extent_i)",
+    .backward = concat_bw,
+    .forward = concat_fw,
+};
 ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
 {
     static const char *fn = "ad_concat";
@@ -270,8 +274,11 @@ static int index_select_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static const ad_op OP_INDEX_SELECT = {
-    "index_select", "y = x[.., index[j], ..] along an axis; dx = index_add(zeros, axis, index, g)",
-    index_select_bw, index_select_fw};
+    .name = "index_select",
+    .formula = "y = x[.., index[j], ..] along an axis; dx = index_add(zeros, axis, index, g)",
+    .backward = index_select_bw,
+    .forward = index_select_fw,
+};
 ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index)
 {
     static const char *fn = "ad_index_select";
@@ -311,8 +318,12 @@ static int index_add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static const ad_op OP_INDEX_ADD = {
-    "index_add", "y = base; y[.., index[j], ..] += src[.., j, ..]; "
-                 "dbase = g, dsrc = index_select(g, axis, index)", index_add_bw, index_add_fw};
+    .name = "index_add",
+    .formula = "y = base; y[.., index[j], ..] += src[.., j, ..]; "
+               "dbase = g, dsrc = index_select(g, axis, index)",
+    .backward = index_add_bw,
+    .forward = index_add_fw,
+};
 ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src)
 {
     static const char *fn = "ad_index_add";
@@ -382,9 +393,12 @@ static int gather_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static const ad_op OP_GATHER = {
-    "gather", "y[i][j][k] = x[i][index[i][j][k]][k] (axis 1); "
-              "dx = scatter_add(zeros, axis, index, g)",
-    gather_bw, gather_fw};
+    .name = "gather",
+    .formula = "y[i][j][k] = x[i][index[i][j][k]][k] (axis 1); "
+               "dx = scatter_add(zeros, axis, index, g)",
+    .backward = gather_bw,
+    .forward = gather_fw,
+};
 ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index)
 {
     static const char *fn = "ad_gather";
@@ -419,8 +433,12 @@ static int scatter_add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static const ad_op OP_SCATTER_ADD = {
-    "scatter_add", "y = base; y[i][index[i][j][k]][k] += src[i][j][k] (axis 1); "
-                   "dbase = g, dsrc = gather(g, axis, index)", scatter_add_bw, scatter_add_fw};
+    .name = "scatter_add",
+    .formula = "y = base; y[i][index[i][j][k]][k] += src[i][j][k] (axis 1); "
+               "dbase = g, dsrc = gather(g, axis, index)",
+    .backward = scatter_add_bw,
+    .forward = scatter_add_fw,
+};
 ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src)
 {
     static const char *fn = "ad_scatter_add";

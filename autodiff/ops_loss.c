@@ -154,8 +154,13 @@ static int softmax_fw(ad_node *n)
     softmax_kernel(n->in[0], n->out, (int)n->ip[0], false);
     return 0;
 }
-static const ad_op OP_SOFTMAX = {"softmax", "y = e^(x - max) / sum e^(x - max) along axis; "
-                                            "dx = y (g - sum(g y))", softmax_bw, softmax_fw};
+static const ad_op OP_SOFTMAX = {
+    .name = "softmax",
+    .formula = "y = e^(x - max) / sum e^(x - max) along axis; "
+               "dx = y (g - sum(g y))",
+    .backward = softmax_bw,
+    .forward = softmax_fw,
+};
 ad_tensor *ad_softmax(ad_tensor *x, int axis)
 {
     return softmax_like("ad_softmax", &OP_SOFTMAX, x, axis, false);
@@ -176,9 +181,13 @@ static int log_softmax_fw(ad_node *n)
     softmax_kernel(n->in[0], n->out, (int)n->ip[0], true);
     return 0;
 }
-static const ad_op OP_LOG_SOFTMAX = {"log_softmax", "y = x - logsumexp(x) along axis; "
-                                                    "dx = g - e^y sum(g)", log_softmax_bw,
-                                     log_softmax_fw};
+static const ad_op OP_LOG_SOFTMAX = {
+    .name = "log_softmax",
+    .formula = "y = x - logsumexp(x) along axis; "
+               "dx = g - e^y sum(g)",
+    .backward = log_softmax_bw,
+    .forward = log_softmax_fw,
+};
 ad_tensor *ad_log_softmax(ad_tensor *x, int axis)
 {
     return softmax_like("ad_log_softmax", &OP_LOG_SOFTMAX, x, axis, true);
@@ -269,10 +278,12 @@ static int ce_fw(ad_node *n)
     return 0;
 }
 static const ad_op OP_CROSS_ENTROPY = {
-    "cross_entropy",
-    "l_n = logsumexp(x_n) - sum_c t_nc x_nc, t = (1-eps) onehot(label_n) + eps/C, reduced; "
-    "dx_n = g (softmax(x_n) - t_n) (/ N for mean)",
-    ce_bw, ce_fw};
+    .name = "cross_entropy",
+    .formula = "l_n = logsumexp(x_n) - sum_c t_nc x_nc, t = (1-eps) onehot(label_n) + eps/C, reduced; "
+               "dx_n = g (softmax(x_n) - t_n) (/ N for mean)",
+    .backward = ce_bw,
+    .forward = ce_fw,
+};
 
 static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *labels,
                                 ad_reduction reduction, double eps)
@@ -393,9 +404,13 @@ static int mse_fw(ad_node *n)
     mse_kernel(n->in[0], n->in[1], (ad_reduction)n->ip[0], n->out);
     return 0;
 }
-static const ad_op OP_MSE_LOSS = {"mse_loss", "y = (a - b)^2 reduced; "
-                                              "da = 2 g (a - b) (/ N for mean), db = -da",
-                                  mse_bw, mse_fw};
+static const ad_op OP_MSE_LOSS = {
+    .name = "mse_loss",
+    .formula = "y = (a - b)^2 reduced; "
+               "da = 2 g (a - b) (/ N for mean), db = -da",
+    .backward = mse_bw,
+    .forward = mse_fw,
+};
 ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
 {
     static const char *fn = "ad_mse_loss";

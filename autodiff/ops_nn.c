@@ -293,10 +293,13 @@ static int unfold_fw(ad_node *n)
     unfold_run(n->in[0], n->out, &w);
     return 0;
 }
-static const ad_op OP_UNFOLD = {"unfold",
-                                "y[n, (c kh + i) kw + j, oh Wo + ow] = x[n, c, oh sh - ph + i dh, "
-                                "ow sw - pw + j dw] (0 in the padding); dx = fold(g)",
-                                unfold_bw, unfold_fw};
+static const ad_op OP_UNFOLD = {
+    .name = "unfold",
+    .formula = "y[n, (c kh + i) kw + j, oh Wo + ow] = x[n, c, oh sh - ph + i dh, "
+               "ow sw - pw + j dw] (0 in the padding); dx = fold(g)",
+    .backward = unfold_bw,
+    .forward = unfold_fw,
+};
 ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
                      const int padding[2], const int dilation[2])
 {
@@ -334,11 +337,14 @@ static int fold_fw(ad_node *n)
     win2d w = win_load(n);
     return fold_run(n->op->name, n->in[0], n->out, &w);
 }
-static const ad_op OP_FOLD = {"fold",
-                              "y[n, c, h, w] = sum of cols[n, (c kh + i) kw + j, l] over the "
-                              "windows l and taps (i, j) that unfold reads (h, w) from; "
-                              "dcols = unfold(g)",
-                              fold_bw, fold_fw};
+static const ad_op OP_FOLD = {
+    .name = "fold",
+    .formula = "y[n, c, h, w] = sum of cols[n, (c kh + i) kw + j, l] over the "
+               "windows l and taps (i, j) that unfold reads (h, w) from; "
+               "dcols = unfold(g)",
+    .backward = fold_bw,
+    .forward = fold_fw,
+};
 ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2],
                    const int stride[2], const int padding[2], const int dilation[2])
 {
@@ -613,10 +619,12 @@ static int max_pool2d_index_fw(ad_node *n)
     return 0;
 }
 static const ad_op OP_MAX_POOL2D_INDEX = {
-    "max_pool2d_index",
-    "i[n, c, oh Wo + ow] = ih W + iw of the first maximum of x[n, c] in window (oh, ow) "
-    "(row-major scan, NaN largest); not differentiable (integer)",
-    NULL, max_pool2d_index_fw};
+    .name = "max_pool2d_index",
+    .formula = "i[n, c, oh Wo + ow] = ih W + iw of the first maximum of x[n, c] in window (oh, ow) "
+               "(row-major scan, NaN largest); not differentiable (integer)",
+    .backward = NULL,
+    .forward = max_pool2d_index_fw,
+};
 
 /* y = gather(x viewed as [N, C, H W], axis 2, i) with i from
  * max_pool2d_index: the value at the first maximum.  The derivative is

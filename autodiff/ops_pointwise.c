@@ -246,8 +246,13 @@ static ad_tensor *konst(ad_node *n, double v)
     do { if (ad__needs_grad(n, i)) gin[i] = ad_sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
 
 /* The definition of op X, whose kernel is `kind` or, with K_FN, f1 / f2. */
-#define PW_OP(X, name, formula, rule, kind, f1, f2) \
-    static const pw_def X = {{name, formula, rule, pw_fw}, kind, f1, f2}
+#define PW_OP(X, NAME, FORMULA, RULE, KIND, F1, F2)                                  \
+    static const pw_def X = {                                                         \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
+        .kind = KIND,                                                                 \
+        .f1 = F1,                                                                     \
+        .f2 = F2,                                                                     \
+    }
 
 /* ---- add / sub / mul / div ------------------------------------------------ */
 static int add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -590,8 +595,13 @@ static int where_fw(ad_node *n)
     run(&(kern){.out = n->out, .c = n->in[0], .a = n->in[1], .b = n->in[2]}, where_row);
     return 0;
 }
-static const ad_op OP_WHERE = {"where", "y = cond != 0 ? a : b; da = where(cond, g, 0), "
-                                        "db = where(cond, 0, g)", where_bw, where_fw};
+static const ad_op OP_WHERE = {
+    .name = "where",
+    .formula = "y = cond != 0 ? a : b; da = where(cond, g, 0), "
+               "db = where(cond, 0, g)",
+    .backward = where_bw,
+    .forward = where_fw,
+};
 ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
 {
     static const char *fn = "ad_where";
@@ -622,8 +632,12 @@ ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
  * They have no backward rule, so their results never require grad.  They
  * are still ops: a replayable tape records them (tape.h), and their
  * replay reports how many results changed. */
-#define CMP_OP(X, name, formula, kind, f2) \
-    static const pw_def X = {{name, formula, NULL, cmp_fw}, kind, NULL, f2}
+#define CMP_OP(X, NAME, FORMULA, KIND, F2)                                             \
+    static const pw_def X = {                                                          \
+        .op = {.name = NAME, .formula = FORMULA, .backward = NULL, .forward = cmp_fw}, \
+        .kind = KIND,                                                                  \
+        .f2 = F2,                                                                      \
+    }
 static double f_gt(double a, double b) { return a > b; }
 static double f_ge(double a, double b) { return a >= b; }
 static double f_lt(double a, double b) { return a < b; }
@@ -645,8 +659,12 @@ static double f_sign(double x, const double *p)
     (void)p;
     return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x; /* NaN stays NaN */
 }
-static const pw_def D_SIGN = {{"sign", "y = sign x (-1, 0 or 1); not differentiable", NULL, cmp_fw},
-                              K_FN, f_sign, NULL};
+static const pw_def D_SIGN = {
+    .op = {.name = "sign", .formula = "y = sign x (-1, 0 or 1); not differentiable",
+           .forward = cmp_fw},
+    .kind = K_FN,
+    .f1 = f_sign,
+};
 ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL, 0); }
 
 const ad_op *const ad__ops_pointwise[] = {

@@ -275,7 +275,12 @@ static int sum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int sum_fw(ad_node *n) { return replay(n, R_SUM); }
-static const ad_op OP_SUM = {"sum", "y = sum_i x_i; dx = expand(g)", sum_bw, sum_fw};
+static const ad_op OP_SUM = {
+    .name = "sum",
+    .formula = "y = sum_i x_i; dx = expand(g)",
+    .backward = sum_bw,
+    .forward = sum_fw,
+};
 ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
@@ -290,8 +295,12 @@ static int mean_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int mean_fw(ad_node *n) { return replay(n, R_MEAN); }
-static const ad_op OP_MEAN = {"mean", "y = (1/N) sum_i x_i; dx = expand(g) / N", mean_bw,
-                              mean_fw};
+static const ad_op OP_MEAN = {
+    .name = "mean",
+    .formula = "y = (1/N) sum_i x_i; dx = expand(g) / N",
+    .backward = mean_bw,
+    .forward = mean_fw,
+};
 ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
@@ -316,10 +325,18 @@ static int extreme_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 static int max_fw(ad_node *n) { return replay(n, R_MAX); }
 static int min_fw(ad_node *n) { return replay(n, R_MIN); }
-static const ad_op OP_MAX = {"max", "y = max_i x_i; dx = g [x == y] / #{x == y}", extreme_bw,
-                             max_fw};
-static const ad_op OP_MIN = {"min", "y = min_i x_i; dx = g [x == y] / #{x == y}", extreme_bw,
-                             min_fw};
+static const ad_op OP_MAX = {
+    .name = "max",
+    .formula = "y = max_i x_i; dx = g [x == y] / #{x == y}",
+    .backward = extreme_bw,
+    .forward = max_fw,
+};
+static const ad_op OP_MIN = {
+    .name = "min",
+    .formula = "y = min_i x_i; dx = g [x == y] / #{x == y}",
+    .backward = extreme_bw,
+    .forward = min_fw,
+};
 ad_tensor *ad_max(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
@@ -350,8 +367,12 @@ static int logsumexp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int logsumexp_fw(ad_node *n) { return replay(n, R_LOGSUMEXP); }
-static const ad_op OP_LOGSUMEXP = {"logsumexp", "y = log sum_i e^(x_i); dx = g e^(x - y)",
-                                   logsumexp_bw, logsumexp_fw};
+static const ad_op OP_LOGSUMEXP = {
+    .name = "logsumexp",
+    .formula = "y = log sum_i e^(x_i); dx = g e^(x - y)",
+    .backward = logsumexp_bw,
+    .forward = logsumexp_fw,
+};
 ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     static const char *fn = "ad_logsumexp";
@@ -375,9 +396,12 @@ static int var_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int var_fw(ad_node *n) { return replay(n, R_VAR); }
-static const ad_op OP_VAR = {"var",
-                             "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
-                             var_bw, var_fw};
+static const ad_op OP_VAR = {
+    .name = "var",
+    .formula = "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
+    .backward = var_bw,
+    .forward = var_fw,
+};
 ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim)
 {
     ad_reduce_plan p;
@@ -392,9 +416,12 @@ static int sum_to_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int sum_to_fw(ad_node *n) { return replay(n, R_SUM); }
-static const ad_op OP_SUM_TO = {"sum_to",
-                                "y = x summed down to a broadcastable shape; dx = expand(g)",
-                                sum_to_bw, sum_to_fw};
+static const ad_op OP_SUM_TO = {
+    .name = "sum_to",
+    .formula = "y = x summed down to a broadcastable shape; dx = expand(g)",
+    .backward = sum_to_bw,
+    .forward = sum_to_fw,
+};
 ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_sum_to";

@@ -136,8 +136,13 @@ static int reshape_fw(ad_node *n)
     if (n->out->storage != n->in[0]->storage) copy_rows(n->out, n->in[0]);
     return 0;
 }
-static const ad_op OP_RESHAPE = {"reshape", "y = x with a new shape, same row-major order; "
-                                            "dx = reshape(g, x's shape)", reshape_bw, reshape_fw};
+static const ad_op OP_RESHAPE = {
+    .name = "reshape",
+    .formula = "y = x with a new shape, same row-major order; "
+               "dx = reshape(g, x's shape)",
+    .backward = reshape_bw,
+    .forward = reshape_fw,
+};
 ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_reshape";
@@ -258,8 +263,13 @@ static int expand_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_sum_to(g, n->in[0]->ndim, n->in[0]->shape);
     return 0;
 }
-static const ad_op OP_EXPAND = {"expand", "y = x broadcast to a shape (stride 0); "
-                                          "dx = sum_to(g, x's shape)", expand_bw, NULL};
+static const ad_op OP_EXPAND = {
+    .name = "expand",
+    .formula = "y = x broadcast to a shape (stride 0); "
+               "dx = sum_to(g, x's shape)",
+    .backward = expand_bw,
+    .forward = NULL,
+};
 ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_expand";
@@ -305,8 +315,13 @@ static int permute_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_permute(g, inv);
     return 0;
 }
-static const ad_op OP_PERMUTE = {"permute", "y = x with dims reordered, y dim i = x dim p[i]; "
-                                            "dx = permute(g, p^-1)", permute_bw, NULL};
+static const ad_op OP_PERMUTE = {
+    .name = "permute",
+    .formula = "y = x with dims reordered, y dim i = x dim p[i]; "
+               "dx = permute(g, p^-1)",
+    .backward = permute_bw,
+    .forward = NULL,
+};
 ad_tensor *ad_permute(ad_tensor *x, const int *perm)
 {
     static const char *fn = "ad_permute";
@@ -376,8 +391,13 @@ static int slice_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
                                 n->ip[2], n->ip[3]);
     return 0;
 }
-static const ad_op OP_SLICE = {"slice", "y = x[first : first+count*step : step] along an axis "
-                                        "(a view); dx = slice_scatter(zeros, g)", slice_bw, NULL};
+static const ad_op OP_SLICE = {
+    .name = "slice",
+    .formula = "y = x[first : first+count*step : step] along an axis "
+               "(a view); dx = slice_scatter(zeros, g)",
+    .backward = slice_bw,
+    .forward = NULL,
+};
 static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first, int64_t count,
                              int64_t step)
 {
@@ -442,9 +462,12 @@ static int slice_scatter_fw(ad_node *n)
     return 0;
 }
 static const ad_op OP_SLICE_SCATTER = {
-    "slice_scatter", "y = base with y[first::step][:count] = src along an axis; "
-                     "dbase = g with that slice zeroed, dsrc = slice(g)", slice_scatter_bw,
-    slice_scatter_fw};
+    .name = "slice_scatter",
+    .formula = "y = base with y[first::step][:count] = src along an axis; "
+               "dbase = g with that slice zeroed, dsrc = slice(g)",
+    .backward = slice_scatter_bw,
+    .forward = slice_scatter_fw,
+};
 static ad_tensor *slice_scatter_core(const char *fn, ad_tensor *base, ad_tensor *src, int d,
                                      int64_t first, int64_t count, int64_t step)
 {
@@ -498,8 +521,12 @@ static int contiguous_fw(ad_node *n)
     if (n->out->storage != n->in[0]->storage) ad__copy_same(n->out, n->in[0]);
     return 0;
 }
-static const ad_op OP_CONTIGUOUS = {"contiguous", "y = x laid out row-major; dx = g", contiguous_bw,
-                                    contiguous_fw};
+static const ad_op OP_CONTIGUOUS = {
+    .name = "contiguous",
+    .formula = "y = x laid out row-major; dx = g",
+    .backward = contiguous_bw,
+    .forward = contiguous_fw,
+};
 ad_tensor *ad_contiguous(ad_tensor *x)
 {
     static const char *fn = "ad_contiguous";
@@ -528,8 +555,12 @@ static int cast_fw(ad_node *n)
     if (n->out->storage != n->in[0]->storage) ad_copy_into(n->out, n->in[0]);
     return 0;
 }
-static const ad_op OP_CAST = {"cast", "y = x converted to another dtype; dx = cast(g, x's dtype)",
-                              cast_bw, cast_fw};
+static const ad_op OP_CAST = {
+    .name = "cast",
+    .formula = "y = x converted to another dtype; dx = cast(g, x's dtype)",
+    .backward = cast_bw,
+    .forward = cast_fw,
+};
 ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype)
 {
     static const char *fn = "ad_cast";
