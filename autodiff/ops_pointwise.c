@@ -160,8 +160,9 @@ typedef struct pw_def {
 static int pw_fw(ad_node *n)
 {
     const pw_def *d = (const pw_def *)n->op;
-    kern k = {.kind = d->kind, .f1 = d->f1, .f2 = d->f2, .p = ad__params(n), .out = n->out,
-              .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
+    kern k = {.kind = d->kind, .f1 = d->f1, .f2 = d->f2,
+              .p = d->op.params_size ? ad__params(n) : NULL, .out = n->out, .a = n->in[0],
+              .b = n->nin > 1 ? n->in[1] : NULL};
     run(&k, k.b ? bin_row : un_row);
     return 0;
 }
@@ -171,8 +172,8 @@ static int pw_fw(ad_node *n)
 static int cmp_fw(ad_node *n)
 {
     const pw_def *d = (const pw_def *)n->op;
-    kern k = {.f1 = d->f1, .f2 = d->f2, .p = ad__params(n), .out = n->out, .a = n->in[0],
-              .b = n->nin > 1 ? n->in[1] : NULL};
+    kern k = {.f1 = d->f1, .f2 = d->f2, .p = d->op.params_size ? ad__params(n) : NULL,
+              .out = n->out, .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
     run(&k, count_row);
     return k.changed > INT_MAX ? INT_MAX : (int)k.changed;
 }
