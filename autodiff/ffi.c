@@ -7,8 +7,8 @@
  * call), but it is what lets any C function of any supported signature be
  * called without generated glue code.
  *
- * One node layout serves every derivative.  A node records (ip[0]) the
- * foreign function F, (ip[1]) the derivative order k and (ip[2..2+k)) the
+ * One node layout (foreign_params) serves every derivative.  A node
+ * records the foreign function F, the derivative order k and the k
  * arguments differentiated against, in order: k = 0 is f itself, (i) is
  * df/dx_i, (i, j) is d2f/dx_i dx_j, and so on.  The backward rule of node
  * (F, s) records node (F, s + j) for each input j that needs a gradient,
@@ -28,8 +28,6 @@
 
 #include "ffi.h"
 #include "internal.h"
-
-_Static_assert(sizeof(intptr_t) <= sizeof(int64_t), "a node stores a pointer in ip[0]");
 
 enum { OP_VALUE, OP_PARTIAL, OP_NUMERIC };
 
@@ -63,10 +61,13 @@ typedef union slot {
     void *p;
 } slot;
 
-static const ad_foreign *node_foreign(const ad_node *n)
-{
-    return (const ad_foreign *)(intptr_t)n->ip[0];
-}
+/* A foreign node's parameters: the function, the derivative order k and
+ * the arguments differentiated against, spec[0..k). */
+typedef struct foreign_params {
+    const ad_foreign *F;
+    int k;
+    int64_t spec[AD_FOREIGN_MAX_ORDER];
+} foreign_params;
 
 static bool analytic(const ad_foreign *F, int i) { return F->partials[i] || F->grad; }
 
@@ -431,9 +432,10 @@ static ad_tensor *apply(const char *fn, const ad_foreign *F, const int64_t *spec
         return NULL;
     }
     if (node) {
-        node->ip[0] = (int64_t)(intptr_t)F;
-        node->ip[1] = k;
-        for (int i = 0; spec && i < k; i++) node->ip[2 + i] = spec[i];
+        foreign_params *p = ad__params(node);
+        p->F = F;
+        p->k = k;
+        for (int i = 0; spec && i < k; i++) p->spec[i] = spec[i];
     }
     return out;
 }
@@ -451,8 +453,9 @@ ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args)
 static int foreign_bw(ad_node *nd, ad_tensor *g, ad_tensor **gin)
 {
     static const char *fn = "ad_backward";
-    const ad_foreign *F = node_foreign(nd);
-    int k = (int)nd->ip[1];
+    const foreign_params *p = ad__params(nd);
+    const ad_foreign *F = p->F;
+    int k = p->k;
     if (k >= AD_FOREIGN_MAX_ORDER)
         return ad__err(fn, "%s: derivatives of order above %d are not supported",
                        F->ops[OP_VALUE].name, AD_FOREIGN_MAX_ORDER);
@@ -475,7 +478,7 @@ static int foreign_bw(ad_node *nd, ad_tensor *g, ad_tensor **gin)
         return gin[0] ? 0 : -1;
     }
     int64_t spec[AD_FOREIGN_MAX_ORDER];
-    for (int i = 0; i < k; i++) spec[i] = nd->ip[2 + i];
+    for (int i = 0; i < k; i++) spec[i] = p->spec[i];
     for (int i = 0; i < nd->nin; i++) {
         if (!ad__needs_grad(nd, i)) continue;
         ad_tensor *D;
@@ -497,15 +500,18 @@ static int foreign_bw(ad_node *nd, ad_tensor *g, ad_tensor **gin)
 
 static int foreign_fw(ad_node *nd)
 {
-    return compute("ad_tape_replay", node_foreign(nd), &nd->ip[2], (int)nd->ip[1], nd->in,
-                   nd->out);
+    const foreign_params *p = ad__params(nd);
+    return compute("ad_tape_replay", p->F, p->spec, p->k, nd->in, nd->out);
 }
 
 static const ad_op OP_FOREIGN = {
-    "foreign",
-    "y = f(x_1..x_m) for a C function called through libffi; dx_i = g df/dx_i (your "
-    "partials or gradient, else central differences)",
-    foreign_bw, foreign_fw};
+    .name = "foreign",
+    .formula = "y = f(x_1..x_m) for a C function called through libffi; dx_i = g df/dx_i (your "
+               "partials or gradient, else central differences)",
+    .backward = foreign_bw,
+    .forward = foreign_fw,
+    .params_size = sizeof(foreign_params),
+};
 
 const ad_op *const ad__ops_ffi[] = {&OP_FOREIGN, NULL};
 

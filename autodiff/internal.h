@@ -75,29 +75,46 @@ typedef int (*ad_backward_rule)(ad_node *n, ad_tensor *g, ad_tensor **gin);
  * whose output shares its input's storage and so is always current. */
 typedef int (*ad_forward_fn)(ad_node *n);
 
+/* An op's descriptor.  Tables of them use designated initializers, so a
+ * field added here is zero in every op that does not name it. */
 typedef struct ad_op {
     const char *name;    /* "add"; also what graphs and errors show */
     const char *formula; /* one line: forward and derivative */
     ad_backward_rule backward; /* NULL: not differentiable (comparisons) */
     ad_forward_fn forward;     /* NULL for views */
+    /* sizeof the op's parameter struct (declared beside its kernel, read
+     * through ad__params), 0 for an op without parameters. */
+    size_t params_size;
 } ad_op;
 
-#define AD_NODE_IPARAMS (3 * AD_MAX_DIMS + 4)
-
+/* A recorded op.  ad__record allocates it as one arena block: this header,
+ * then the op's parameters (op->params_size bytes at AD_NODE_HEAD, zeroed
+ * until the op stores them), then in[] and ver[]. */
 struct ad_node {
     const ad_op *op;
     ad_tensor *out;
-    ad_tensor **in; /* nin inputs, arena array */
+    ad_tensor **in;    /* nin inputs, in the node's block */
+    uint32_t *ver;     /* storage versions of in[0..nin) and, at [nin], of out */
+    size_t seq;        /* position on the tape */
+    const char *label; /* the scope label when recorded */
     int nin;
-    int64_t ip[AD_NODE_IPARAMS]; /* integer parameters: axes, extents, flags */
-    double fp[4];                /* real parameters */
-    ad_tensor *saved[2];         /* extra tensors the rule needs */
-    uint32_t *ver; /* storage versions of in[0..nin) and, at [nin], of out */
-    size_t seq;                  /* position on the tape */
-    unsigned mark;               /* reachability epoch of a backward pass */
-    bool freed;                  /* backward ran without AD_RETAIN_GRAPH */
-    const char *label;
+    unsigned mark;     /* reachability epoch of a backward pass */
+    bool freed;        /* backward ran without AD_RETAIN_GRAPH */
 };
+
+/* Where a node's parameters start: after the header, 16-byte aligned (any
+ * parameter struct of scalars, pointers and arrays of them fits). */
+#define AD_PARAMS_ALIGN 16
+#define AD_NODE_HEAD ((sizeof(ad_node) + AD_PARAMS_ALIGN - 1) & ~(size_t)(AD_PARAMS_ALIGN - 1))
+
+/* The op's parameter struct in node n: ops read it as
+ * `const xxx_params *p = ad__params(n);` and store it after ad__record.
+ * An op whose descriptor states no params_size has no block to read. */
+static inline void *ad__params(const ad_node *n)
+{
+    assert(n->op->params_size > 0);
+    return (unsigned char *)(uintptr_t)n + AD_NODE_HEAD;
+}
 
 /* Per-family op lists, NULL-terminated; op_table.c concatenates them. */
 extern const ad_op *const ad__ops_pointwise[];

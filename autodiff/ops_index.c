@@ -39,9 +39,17 @@ static int check_list(const char *fn, ad_tensor *const *xs, int n)
     return 0;
 }
 
+/* Every op of this file has one parameter: the axis it works along,
+ * normalised. */
+typedef struct index_params {
+    int axis;
+} index_params;
+
+static int axis_of(const ad_node *n) { return ((const index_params *)ad__params(n))->axis; }
+
 static int concat_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    int d = (int)n->ip[0];
+    int d = axis_of(n);
     int64_t off = 0;
     for (int i = 0; i < n->nin; i++) {
         int64_t len = n->in[i]->shape[d];
@@ -61,12 +69,17 @@ static void concat_run(ad_tensor *out, ad_tensor *const *xs, int n, int d)
 }
 static int concat_fw(ad_node *n)
 {
-    concat_run(n->out, n->in, n->nin, (int)n->ip[0]);
+    concat_run(n->out, n->in, n->nin, axis_of(n));
     return 0;
 }
-static const ad_op OP_CONCAT = {"concat", "y = [x_0, x_1, ...] joined along an axis; "
-                                          "dx_i = narrow(g, axis, offset_i, extent_i)", concat_bw,
-                                concat_fw};
+static const ad_op OP_CONCAT = {
+    .name = "concat",
+    .formula = "y = [x_0, x_1, ...] joined along an axis; "
+               "dx_i = narrow(g, axis, offset_i, extent_i)",
+    .backward = concat_bw,
+    .forward = concat_fw,
+    .params_size = sizeof(index_params),
+};
 ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
 {
     static const char *fn = "ad_concat";
@@ -101,7 +114,7 @@ ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
     if (!out) return NULL;
     concat_run(out, xs, n, d);
     out = ad__finish(out, &OP_CONCAT, n, xs, &node);
-    if (node) node->ip[0] = d;
+    if (node) *(index_params *)ad__params(node) = (index_params){d};
     return out;
 }
 
@@ -230,7 +243,7 @@ static ad_tensor *finish_indexed(const char *fn, ad_tensor *out, const ad_op *op
         if (!in[1]) return NULL;
     }
     out = ad__finish(out, op, nin, in, &n);
-    if (n) n->ip[0] = d;
+    if (n) *(index_params *)ad__params(n) = (index_params){d};
     return out;
 }
 
@@ -263,15 +276,19 @@ static int index_select_run(ad_tensor *out, ad_tensor *const *in, int d)
     }
     return 0;
 }
-static int index_select_fw(ad_node *n) { return index_select_run(n->out, n->in, (int)n->ip[0]); }
+static int index_select_fw(ad_node *n) { return index_select_run(n->out, n->in, axis_of(n)); }
 static int index_select_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = ad_index_add(zeros_like(n, n->in[0]), (int)n->ip[0], n->in[1], g);
+    gin[0] = ad_index_add(zeros_like(n, n->in[0]), axis_of(n), n->in[1], g);
     return 0;
 }
 static const ad_op OP_INDEX_SELECT = {
-    "index_select", "y = x[.., index[j], ..] along an axis; dx = index_add(zeros, axis, index, g)",
-    index_select_bw, index_select_fw};
+    .name = "index_select",
+    .formula = "y = x[.., index[j], ..] along an axis; dx = index_add(zeros, axis, index, g)",
+    .backward = index_select_bw,
+    .forward = index_select_fw,
+    .params_size = sizeof(index_params),
+};
 ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index)
 {
     static const char *fn = "ad_index_select";
@@ -303,16 +320,21 @@ static int index_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     } while (next_index(src->ndim, src->shape, p));
     return 0;
 }
-static int index_add_fw(ad_node *n) { return index_add_run(n->out, n->in, (int)n->ip[0]); }
+static int index_add_fw(ad_node *n) { return index_add_run(n->out, n->in, axis_of(n)); }
 static int index_add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (ad__needs_grad(n, 0)) gin[0] = g;
-    if (ad__needs_grad(n, 2)) gin[2] = ad_index_select(g, (int)n->ip[0], n->in[1]);
+    if (ad__needs_grad(n, 2)) gin[2] = ad_index_select(g, axis_of(n), n->in[1]);
     return 0;
 }
 static const ad_op OP_INDEX_ADD = {
-    "index_add", "y = base; y[.., index[j], ..] += src[.., j, ..]; "
-                 "dbase = g, dsrc = index_select(g, axis, index)", index_add_bw, index_add_fw};
+    .name = "index_add",
+    .formula = "y = base; y[.., index[j], ..] += src[.., j, ..]; "
+               "dbase = g, dsrc = index_select(g, axis, index)",
+    .backward = index_add_bw,
+    .forward = index_add_fw,
+    .params_size = sizeof(index_params),
+};
 ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src)
 {
     static const char *fn = "ad_index_add";
@@ -375,16 +397,20 @@ static int gather_run(ad_tensor *out, ad_tensor *const *in, int d)
     } while (next_index(out->ndim, out->shape, p));
     return 0;
 }
-static int gather_fw(ad_node *n) { return gather_run(n->out, n->in, (int)n->ip[0]); }
+static int gather_fw(ad_node *n) { return gather_run(n->out, n->in, axis_of(n)); }
 static int gather_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = ad_scatter_add(zeros_like(n, n->in[0]), (int)n->ip[0], n->in[1], g);
+    gin[0] = ad_scatter_add(zeros_like(n, n->in[0]), axis_of(n), n->in[1], g);
     return 0;
 }
 static const ad_op OP_GATHER = {
-    "gather", "y[i][j][k] = x[i][index[i][j][k]][k] (axis 1); "
-              "dx = scatter_add(zeros, axis, index, g)",
-    gather_bw, gather_fw};
+    .name = "gather",
+    .formula = "y[i][j][k] = x[i][index[i][j][k]][k] (axis 1); "
+               "dx = scatter_add(zeros, axis, index, g)",
+    .backward = gather_bw,
+    .forward = gather_fw,
+    .params_size = sizeof(index_params),
+};
 ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index)
 {
     static const char *fn = "ad_gather";
@@ -411,16 +437,21 @@ static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     } while (next_index(src->ndim, src->shape, p));
     return 0;
 }
-static int scatter_add_fw(ad_node *n) { return scatter_add_run(n->out, n->in, (int)n->ip[0]); }
+static int scatter_add_fw(ad_node *n) { return scatter_add_run(n->out, n->in, axis_of(n)); }
 static int scatter_add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (ad__needs_grad(n, 0)) gin[0] = g;
-    if (ad__needs_grad(n, 2)) gin[2] = ad_gather(g, (int)n->ip[0], n->in[1]);
+    if (ad__needs_grad(n, 2)) gin[2] = ad_gather(g, axis_of(n), n->in[1]);
     return 0;
 }
 static const ad_op OP_SCATTER_ADD = {
-    "scatter_add", "y = base; y[i][index[i][j][k]][k] += src[i][j][k] (axis 1); "
-                   "dbase = g, dsrc = gather(g, axis, index)", scatter_add_bw, scatter_add_fw};
+    .name = "scatter_add",
+    .formula = "y = base; y[i][index[i][j][k]][k] += src[i][j][k] (axis 1); "
+               "dbase = g, dsrc = gather(g, axis, index)",
+    .backward = scatter_add_bw,
+    .forward = scatter_add_fw,
+    .params_size = sizeof(index_params),
+};
 ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *src)
 {
     static const char *fn = "ad_scatter_add";

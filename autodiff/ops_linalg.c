@@ -37,7 +37,12 @@ static int dot_fw(ad_node *n)
     ad__st(n->out, 0, dot_kernel(n->in[0], n->in[1]));
     return 0;
 }
-static const ad_op OP_DOT = {"dot", "y = sum_i a_i b_i; da = g b, db = g a", dot_bw, dot_fw};
+static const ad_op OP_DOT = {
+    .name = "dot",
+    .formula = "y = sum_i a_i b_i; da = g b, db = g a",
+    .backward = dot_bw,
+    .forward = dot_fw,
+};
 
 ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b)
 {
@@ -229,10 +234,13 @@ static int matmul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int matmul_fw(ad_node *n) { return mm_run(n->op->name, n->in[0], n->in[1], n->out); }
-static const ad_op OP_MATMUL = {"matmul",
-                                "y = a b (torch.matmul: batched, broadcast, vectors promoted); "
-                                "da = sum_to(g b^T), db = sum_to(a^T g)",
-                                matmul_bw, matmul_fw};
+static const ad_op OP_MATMUL = {
+    .name = "matmul",
+    .formula = "y = a b (torch.matmul: batched, broadcast, vectors promoted); "
+               "da = sum_to(g b^T), db = sum_to(a^T g)",
+    .backward = matmul_bw,
+    .forward = matmul_fw,
+};
 
 ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)
 {

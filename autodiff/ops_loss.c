@@ -119,7 +119,11 @@ static void softmax_kernel(const ad_tensor *x, ad_tensor *y, int ax, bool log)
 }
 
 /* Shared by softmax and log_softmax: checks, computes, records op with the
- * normalised axis in ip[0]. */
+ * normalised axis. */
+typedef struct softmax_params {
+    int axis;
+} softmax_params;
+
 static ad_tensor *softmax_like(const char *fn, const ad_op *op, ad_tensor *x, int axis, bool log)
 {
     int ax;
@@ -134,7 +138,7 @@ static ad_tensor *softmax_like(const char *fn, const ad_op *op, ad_tensor *x, in
         if (!tape) ad_tensor_free(y);
         return NULL;
     }
-    if (n) n->ip[0] = ax;
+    if (n) *(softmax_params *)ad__params(n) = (softmax_params){ax};
     return y;
 }
 
@@ -143,7 +147,7 @@ static ad_tensor *softmax_like(const char *fn, const ad_op *op, ad_tensor *x, in
  * one product and one keepdim sum, never the n x n Jacobian. */
 static int softmax_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    int axis = (int)n->ip[0];
+    int axis = ((const softmax_params *)ad__params(n))->axis;
     ad_tensor *y = n->out;
     ad_tensor *gy = ad_sum(ad_mul(g, y), &axis, 1, true);
     gin[0] = ad_mul(y, ad_sub(g, gy));
@@ -151,11 +155,17 @@ static int softmax_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 static int softmax_fw(ad_node *n)
 {
-    softmax_kernel(n->in[0], n->out, (int)n->ip[0], false);
+    softmax_kernel(n->in[0], n->out, ((const softmax_params *)ad__params(n))->axis, false);
     return 0;
 }
-static const ad_op OP_SOFTMAX = {"softmax", "y = e^(x - max) / sum e^(x - max) along axis; "
-                                            "dx = y (g - sum(g y))", softmax_bw, softmax_fw};
+static const ad_op OP_SOFTMAX = {
+    .name = "softmax",
+    .formula = "y = e^(x - max) / sum e^(x - max) along axis; "
+               "dx = y (g - sum(g y))",
+    .backward = softmax_bw,
+    .forward = softmax_fw,
+    .params_size = sizeof(softmax_params),
+};
 ad_tensor *ad_softmax(ad_tensor *x, int axis)
 {
     return softmax_like("ad_softmax", &OP_SOFTMAX, x, axis, false);
@@ -166,19 +176,24 @@ ad_tensor *ad_softmax(ad_tensor *x, int axis)
  * softmax = e^y is recovered from the output rather than recomputed. */
 static int log_softmax_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    int axis = (int)n->ip[0];
+    int axis = ((const softmax_params *)ad__params(n))->axis;
     ad_tensor *p = ad_exp(n->out);
     gin[0] = ad_sub(g, ad_mul(p, ad_sum(g, &axis, 1, true)));
     return gin[0] ? 0 : -1;
 }
 static int log_softmax_fw(ad_node *n)
 {
-    softmax_kernel(n->in[0], n->out, (int)n->ip[0], true);
+    softmax_kernel(n->in[0], n->out, ((const softmax_params *)ad__params(n))->axis, true);
     return 0;
 }
-static const ad_op OP_LOG_SOFTMAX = {"log_softmax", "y = x - logsumexp(x) along axis; "
-                                                    "dx = g - e^y sum(g)", log_softmax_bw,
-                                     log_softmax_fw};
+static const ad_op OP_LOG_SOFTMAX = {
+    .name = "log_softmax",
+    .formula = "y = x - logsumexp(x) along axis; "
+               "dx = g - e^y sum(g)",
+    .backward = log_softmax_bw,
+    .forward = log_softmax_fw,
+    .params_size = sizeof(softmax_params),
+};
 ad_tensor *ad_log_softmax(ad_tensor *x, int axis)
 {
     return softmax_like("ad_log_softmax", &OP_LOG_SOFTMAX, x, axis, true);
@@ -190,8 +205,7 @@ ad_tensor *ad_log_softmax(ad_tensor *x, int axis)
  *       = log s + sum_c t_c (m - x_c),      lse = m + log s,
  * which subtracts only numbers of the same magnitude: no cancellation of
  * two large values when the logits are large.  dl/dx = softmax(x) - t.
- * Node: ip[0] the reduction, ip[1] 1 when called as ad_cross_entropy_ls,
- * fp[0] eps, saved[0] a copy of the labels. */
+ * The node keeps ce_params. */
 static inline int64_t label_at(const ad_tensor *labels, int64_t i)
 {
     return ((const int64_t *)labels->storage->data)[labels->offset + i * labels->strides[0]];
@@ -232,12 +246,20 @@ static void ce_kernel(const ad_tensor *x, const ad_tensor *labels, ad_reduction 
         ad__st(out, 0, red == AD_REDUCTION_SUM ? total : N ? total / (double)N : NAN);
 }
 
+typedef struct ce_params {
+    ad_reduction reduction;
+    bool smoothed;     /* called as ad_cross_entropy_ls (names replay's errors) */
+    double eps;        /* label smoothing */
+    ad_tensor *labels; /* the rule's copy of the labels, on the tape */
+} ce_params;
+
 static int ce_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (!ad__needs_grad(n, 0)) return 0;
-    ad_tensor *x = n->in[0], *labels = n->saved[0];
+    const ce_params *p = ad__params(n);
+    ad_tensor *x = n->in[0], *labels = p->labels;
     int64_t N = x->shape[0], C = x->shape[1];
-    double eps = n->fp[0];
+    double eps = p->eps;
     /* The smoothed one-hot target: a constant, made here rather than in
      * the forward so that a forward without backward does not pay for it.
      * The labels are the forward's copy, already range-checked. */
@@ -249,7 +271,7 @@ static int ce_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     /* g is [] for sum and mean (broadcast over everything) and [N] for none
      * (one weight per row, so [N, 1]). */
     ad_tensor *gg = g;
-    switch ((ad_reduction)n->ip[0]) {
+    switch (p->reduction) {
     case AD_REDUCTION_NONE: gg = ad_reshape(g, 2, (int64_t[]){N, 1}); break;
     case AD_REDUCTION_MEAN: gg = N > 0 ? ad_mul_scalar(g, 1.0 / (double)N) : g; break;
     case AD_REDUCTION_SUM: break;
@@ -261,18 +283,23 @@ static int ce_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
  * they are checked again and the rule's copy refreshed. */
 static int ce_fw(ad_node *n)
 {
+    const ce_params *p = ad__params(n);
     ad_tensor *x = n->in[0], *labels = n->in[1];
-    if (check_labels(n->ip[1] ? "ad_cross_entropy_ls" : "ad_cross_entropy", labels, x->shape[1]))
+    if (check_labels(p->smoothed ? "ad_cross_entropy_ls" : "ad_cross_entropy", labels, x->shape[1]))
         return -1;
-    ce_kernel(x, labels, (ad_reduction)n->ip[0], n->fp[0], n->out);
-    if (n->saved[0] && ad_copy_into(n->saved[0], labels)) return -1;
+    ce_kernel(x, labels, p->reduction, p->eps, n->out);
+    if (p->labels && ad_copy_into(p->labels, labels)) return -1;
     return 0;
 }
 static const ad_op OP_CROSS_ENTROPY = {
-    "cross_entropy",
-    "l_n = logsumexp(x_n) - sum_c t_nc x_nc, t = (1-eps) onehot(label_n) + eps/C, reduced; "
-    "dx_n = g (softmax(x_n) - t_n) (/ N for mean)",
-    ce_bw, ce_fw};
+    .name = "cross_entropy",
+    .formula = "l_n = logsumexp(x_n) - sum_c t_nc x_nc, "
+               "t = (1-eps) onehot(label_n) + eps/C, reduced; "
+               "dx_n = g (softmax(x_n) - t_n) (/ N for mean)",
+    .backward = ce_bw,
+    .forward = ce_fw,
+    .params_size = sizeof(ce_params),
+};
 
 static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *labels,
                                 ad_reduction reduction, double eps)
@@ -309,13 +336,14 @@ static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *la
         return NULL;
     }
     if (n) {
-        n->ip[0] = reduction;
-        n->ip[1] = !strcmp(fn, "ad_cross_entropy_ls");
-        n->fp[0] = eps;
+        ce_params *p = ad__params(n);
+        p->reduction = reduction;
+        p->smoothed = !strcmp(fn, "ad_cross_entropy_ls");
+        p->eps = eps;
         /* The rule needs the labels as they are now, not as the caller may
          * overwrite them before backward. */
-        n->saved[0] = ad_copy(tape, labels);
-        if (!n->saved[0]) return NULL;
+        p->labels = ad_copy(tape, labels);
+        if (!p->labels) return NULL;
     }
     return out;
 }
@@ -332,7 +360,11 @@ ad_tensor *ad_cross_entropy(ad_tensor *logits, ad_tensor *labels, ad_reduction r
 }
 
 /* ---- mse_loss --------------------------------------------------------------------
- * d/da (a - b)^2 = 2 (a - b) = -d/db.  Node: ip[0] the reduction. */
+ * d/da (a - b)^2 = 2 (a - b) = -d/db.  The node keeps the reduction. */
+typedef struct mse_params {
+    ad_reduction reduction;
+} mse_params;
+
 typedef struct mse_ctx {
     const ad_tensor *a, *b;
     double sum;
@@ -380,7 +412,8 @@ static int mse_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *a = n->in[0], *b = n->in[1];
     int64_t N = ad__numel(a->ndim, a->shape);
-    double k = (ad_reduction)n->ip[0] == AD_REDUCTION_MEAN && N > 0 ? 2.0 / (double)N : 2.0;
+    const mse_params *p = ad__params(n);
+    double k = p->reduction == AD_REDUCTION_MEAN && N > 0 ? 2.0 / (double)N : 2.0;
     /* g is [] for sum and mean, a's shape for none: ad_mul broadcasts both. */
     ad_tensor *da = ad_mul(ad_sub(a, b), ad_mul_scalar(g, k));
     if (!da) return -1;
@@ -390,12 +423,17 @@ static int mse_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 static int mse_fw(ad_node *n)
 {
-    mse_kernel(n->in[0], n->in[1], (ad_reduction)n->ip[0], n->out);
+    mse_kernel(n->in[0], n->in[1], ((const mse_params *)ad__params(n))->reduction, n->out);
     return 0;
 }
-static const ad_op OP_MSE_LOSS = {"mse_loss", "y = (a - b)^2 reduced; "
-                                              "da = 2 g (a - b) (/ N for mean), db = -da",
-                                  mse_bw, mse_fw};
+static const ad_op OP_MSE_LOSS = {
+    .name = "mse_loss",
+    .formula = "y = (a - b)^2 reduced; "
+               "da = 2 g (a - b) (/ N for mean), db = -da",
+    .backward = mse_bw,
+    .forward = mse_fw,
+    .params_size = sizeof(mse_params),
+};
 ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
 {
     static const char *fn = "ad_mse_loss";
@@ -421,7 +459,7 @@ ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
         if (!tape) ad_tensor_free(out);
         return NULL;
     }
-    if (n) n->ip[0] = reduction;
+    if (n) *(mse_params *)ad__params(n) = (mse_params){reduction};
     return out;
 }
 

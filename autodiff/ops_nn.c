@@ -35,7 +35,8 @@
 
 /* ---- window geometry ----------------------------------------------------------
  * Index 0 is the height, 1 the width.  `in` is the image extent (unfold's
- * input, fold's output), `out` the number of window positions. */
+ * input, fold's output), `out` the number of window positions.  It is the
+ * parameter struct of unfold, fold and max_pool2d_index. */
 typedef struct win2d {
     int64_t k[2], s[2], p[2], d[2];
     int64_t in[2], out[2];
@@ -100,20 +101,6 @@ static void describe(const char *name, const ad_tensor *t, char *buf, size_t siz
     char s[160];
     ad__fmt_shape(t->ndim, t->shape, s, sizeof s);
     snprintf(buf, size, "%s %s", name, s);
-}
-
-/* The window's parameters, kept in a node's ip[0..12). */
-static void win_store(ad_node *n, const win2d *w)
-{
-    const int64_t *f[6] = {w->k, w->s, w->p, w->d, w->in, w->out};
-    for (int i = 0; i < 12; i++) n->ip[i] = f[i / 2][i % 2];
-}
-static win2d win_load(const ad_node *n)
-{
-    win2d w;
-    int64_t *f[6] = {w.k, w.s, w.p, w.d, w.in, w.out};
-    for (int i = 0; i < 12; i++) f[i / 2][i % 2] = n->ip[i];
-    return w;
 }
 
 /* Window columns ow in [lo, hi) of one row read inside the image: with
@@ -276,27 +263,31 @@ static ad_tensor *finish(const ad_op *op, ad_tensor *out, ad_tensor *in, const w
         if (!out->tape) ad_tensor_free(out);
         return NULL;
     }
-    if (n) win_store(n, w);
+    if (n) *(win2d *)ad__params(n) = *w;
     return out;
 }
 
 /* ---- unfold ------------------------------------------------------------------------ */
 static int unfold_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    win2d w = win_load(n);
-    gin[0] = fold_w(g, &w);
+    const win2d *w = ad__params(n);
+    gin[0] = fold_w(g, w);
     return 0;
 }
 static int unfold_fw(ad_node *n)
 {
-    win2d w = win_load(n);
-    unfold_run(n->in[0], n->out, &w);
+    const win2d *w = ad__params(n);
+    unfold_run(n->in[0], n->out, w);
     return 0;
 }
-static const ad_op OP_UNFOLD = {"unfold",
-                                "y[n, (c kh + i) kw + j, oh Wo + ow] = x[n, c, oh sh - ph + i dh, "
-                                "ow sw - pw + j dw] (0 in the padding); dx = fold(g)",
-                                unfold_bw, unfold_fw};
+static const ad_op OP_UNFOLD = {
+    .name = "unfold",
+    .formula = "y[n, (c kh + i) kw + j, oh Wo + ow] = x[n, c, oh sh - ph + i dh, "
+               "ow sw - pw + j dw] (0 in the padding); dx = fold(g)",
+    .backward = unfold_bw,
+    .forward = unfold_fw,
+    .params_size = sizeof(win2d),
+};
 ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
                      const int padding[2], const int dilation[2])
 {
@@ -325,20 +316,24 @@ ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
 /* ---- fold ---------------------------------------------------------------------------- */
 static int fold_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    win2d w = win_load(n);
-    gin[0] = unfold_w(g, &w);
+    const win2d *w = ad__params(n);
+    gin[0] = unfold_w(g, w);
     return 0;
 }
 static int fold_fw(ad_node *n)
 {
-    win2d w = win_load(n);
-    return fold_run(n->op->name, n->in[0], n->out, &w);
+    const win2d *w = ad__params(n);
+    return fold_run(n->op->name, n->in[0], n->out, w);
 }
-static const ad_op OP_FOLD = {"fold",
-                              "y[n, c, h, w] = sum of cols[n, (c kh + i) kw + j, l] over the "
-                              "windows l and taps (i, j) that unfold reads (h, w) from; "
-                              "dcols = unfold(g)",
-                              fold_bw, fold_fw};
+static const ad_op OP_FOLD = {
+    .name = "fold",
+    .formula = "y[n, c, h, w] = sum of cols[n, (c kh + i) kw + j, l] over the "
+               "windows l and taps (i, j) that unfold reads (h, w) from; "
+               "dcols = unfold(g)",
+    .backward = fold_bw,
+    .forward = fold_fw,
+    .params_size = sizeof(win2d),
+};
 ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2],
                    const int stride[2], const int padding[2], const int dilation[2])
 {
@@ -608,15 +603,19 @@ static void window_argmax(const ad_tensor *x, ad_tensor *idx, const win2d *w)
  * comes later on the tape, so it sees them). */
 static int max_pool2d_index_fw(ad_node *n)
 {
-    win2d w = win_load(n);
-    window_argmax(n->in[0], n->out, &w);
+    const win2d *w = ad__params(n);
+    window_argmax(n->in[0], n->out, w);
     return 0;
 }
 static const ad_op OP_MAX_POOL2D_INDEX = {
-    "max_pool2d_index",
-    "i[n, c, oh Wo + ow] = ih W + iw of the first maximum of x[n, c] in window (oh, ow) "
-    "(row-major scan, NaN largest); not differentiable (integer)",
-    NULL, max_pool2d_index_fw};
+    .name = "max_pool2d_index",
+    .formula = "i[n, c, oh Wo + ow] = ih W + iw of the first maximum of x[n, c] "
+               "in window (oh, ow) "
+               "(row-major scan, NaN largest); not differentiable (integer)",
+    .backward = NULL,
+    .forward = max_pool2d_index_fw,
+    .params_size = sizeof(win2d),
+};
 
 /* y = gather(x viewed as [N, C, H W], axis 2, i) with i from
  * max_pool2d_index: the value at the first maximum.  The derivative is

@@ -21,11 +21,15 @@
 enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ,
        K_NEG, K_EXP, K_RELU, K_TANH, K_SIGMOID };
 
+/* A unary op's scalar function: x and the op's parameter struct (NULL for
+ * an op without parameters). */
+typedef double (*pw_fn1)(double x, const void *params);
+
 typedef struct kern {
     int kind;
-    ad_fn1 f1;
+    pw_fn1 f1;
     ad_fn2 f2;
-    const double *p;
+    const void *p; /* the op's parameters, for f1 */
     ad_tensor *out;
     const ad_tensor *a, *b, *c; /* operands; c is where's condition */
     int64_t changed;            /* count_row: results that differ from before */
@@ -149,15 +153,16 @@ static void run(kern *k, ad_iter_row row)
 typedef struct pw_def {
     ad_op op;
     int kind;
-    ad_fn1 f1;
+    pw_fn1 f1;
     ad_fn2 f2;
 } pw_def;
 
 static int pw_fw(ad_node *n)
 {
     const pw_def *d = (const pw_def *)n->op;
-    kern k = {.kind = d->kind, .f1 = d->f1, .f2 = d->f2, .p = n->fp, .out = n->out,
-              .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
+    kern k = {.kind = d->kind, .f1 = d->f1, .f2 = d->f2,
+              .p = d->op.params_size ? ad__params(n) : NULL, .out = n->out, .a = n->in[0],
+              .b = n->nin > 1 ? n->in[1] : NULL};
     run(&k, k.b ? bin_row : un_row);
     return 0;
 }
@@ -167,25 +172,24 @@ static int pw_fw(ad_node *n)
 static int cmp_fw(ad_node *n)
 {
     const pw_def *d = (const pw_def *)n->op;
-    kern k = {.f1 = d->f1, .f2 = d->f2, .p = n->fp, .out = n->out, .a = n->in[0],
-              .b = n->nin > 1 ? n->in[1] : NULL};
+    kern k = {.f1 = d->f1, .f2 = d->f2, .p = d->op.params_size ? ad__params(n) : NULL,
+              .out = n->out, .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
     run(&k, count_row);
     return k.changed > INT_MAX ? INT_MAX : (int)k.changed;
 }
 
 /* Records the op (a persistent result is freed if that fails: anomaly
- * mode can reject it) and keeps np parameters in the node for the rule and
- * the replay. */
+ * mode can reject it) and keeps its parameters (op->params_size bytes at
+ * params) in the node for the rule and the replay. */
 static ad_tensor *finish(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
-                         const double *p, int np)
+                         const void *params)
 {
     ad_node *n;
     if (ad__record(op, out, nin, in, &n)) {
         if (!out->tape) ad_tensor_free(out);
         return NULL;
     }
-    if (n)
-        for (int i = 0; i < np; i++) n->fp[i] = p[i];
+    if (n && params) memcpy(ad__params(n), params, op->params_size);
     return out;
 }
 
@@ -204,20 +208,20 @@ static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tenso
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
     run(&(kern){.kind = d->kind, .f2 = d->f2, .out = out, .a = a, .b = b}, bin_row);
-    return finish(&d->op, out, 2, in, NULL, 0);
+    return finish(&d->op, out, 2, in, NULL);
 }
 
-/* Same for one input; p (np <= 4 values) reaches the kernel's f1 and is
- * kept in the node's fp. */
-static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const double *p, int np)
+/* Same for one input; params (the op's parameter struct, NULL when it has
+ * none) reaches the kernel's f1 and is kept in the node. */
+static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const void *params)
 {
     if (ad__check_arg(fn, "x", x, true)) return NULL;
     ad_tape *tape;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
-    run(&(kern){.kind = d->kind, .f1 = d->f1, .p = p, .out = out, .a = x}, un_row);
-    return finish(&d->op, out, 1, &x, p, np);
+    run(&(kern){.kind = d->kind, .f1 = d->f1, .p = params, .out = out, .a = x}, un_row);
+    return finish(&d->op, out, 1, &x, params);
 }
 
 /* A 0-d constant of a's dtype, combined with a by a binary op.  The constant
@@ -246,8 +250,22 @@ static ad_tensor *konst(ad_node *n, double v)
     do { if (ad__needs_grad(n, i)) gin[i] = ad_sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
 
 /* The definition of op X, whose kernel is `kind` or, with K_FN, f1 / f2. */
-#define PW_OP(X, name, formula, rule, kind, f1, f2) \
-    static const pw_def X = {{name, formula, rule, pw_fw}, kind, f1, f2}
+#define PW_OP(X, NAME, FORMULA, RULE, KIND, F1, F2)                                  \
+    static const pw_def X = {                                                         \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
+        .kind = KIND,                                                                 \
+        .f1 = F1,                                                                     \
+        .f2 = F2,                                                                     \
+    }
+
+/* The same for a unary op with a parameter struct P. */
+#define PW_OP_PARAMS(X, NAME, FORMULA, RULE, F1, P)                                  \
+    static const pw_def X = {                                                        \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw, \
+               .params_size = sizeof(P)},                                            \
+        .kind = K_FN,                                                                \
+        .f1 = F1,                                                                    \
+    }
 
 /* ---- add / sub / mul / div ------------------------------------------------ */
 static int add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -360,7 +378,7 @@ static int neg_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_NEG, "neg", "y = -x; dx = -g", neg_bw, K_NEG, NULL, NULL);
-ad_tensor *ad_neg(ad_tensor *x) { return unary("ad_neg", &D_NEG, x, NULL, 0); }
+ad_tensor *ad_neg(ad_tensor *x) { return unary("ad_neg", &D_NEG, x, NULL); }
 
 static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -368,53 +386,53 @@ static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_EXP, "exp", "y = e^x; dx = g y", exp_bw, K_EXP, NULL, NULL);
-ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &D_EXP, x, NULL, 0); }
+ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &D_EXP, x, NULL); }
 
-static double f_log(double x, const double *p) { (void)p; return log(x); }
+static double f_log(double x, const void *p) { (void)p; return log(x); }
 static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_div(g, n->in[0]);
     return 0;
 }
 PW_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, K_FN, f_log, NULL);
-ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL, 0); }
+ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL); }
 
-static double f_sqrt(double x, const double *p) { (void)p; return sqrt(x); }
+static double f_sqrt(double x, const void *p) { (void)p; return sqrt(x); }
 static int sqrt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_div(g, ad_mul_scalar(n->out, 2.0));
     return 0;
 }
 PW_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, K_FN, f_sqrt, NULL);
-ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL, 0); }
+ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL); }
 
 /* ---- sin / cos / tan / tanh / sigmoid ------------------------------------------- */
-static double f_sin(double x, const double *p) { (void)p; return sin(x); }
+static double f_sin(double x, const void *p) { (void)p; return sin(x); }
 static int sin_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, ad_cos(n->in[0]));
     return 0;
 }
 PW_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, K_FN, f_sin, NULL);
-ad_tensor *ad_sin(ad_tensor *x) { return unary("ad_sin", &D_SIN, x, NULL, 0); }
+ad_tensor *ad_sin(ad_tensor *x) { return unary("ad_sin", &D_SIN, x, NULL); }
 
-static double f_cos(double x, const double *p) { (void)p; return cos(x); }
+static double f_cos(double x, const void *p) { (void)p; return cos(x); }
 static int cos_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_neg(ad_mul(g, ad_sin(n->in[0])));
     return 0;
 }
 PW_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, K_FN, f_cos, NULL);
-ad_tensor *ad_cos(ad_tensor *x) { return unary("ad_cos", &D_COS, x, NULL, 0); }
+ad_tensor *ad_cos(ad_tensor *x) { return unary("ad_cos", &D_COS, x, NULL); }
 
-static double f_tan(double x, const double *p) { (void)p; return tan(x); }
+static double f_tan(double x, const void *p) { (void)p; return tan(x); }
 static int tan_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, ad_add_scalar(ad_square(n->out), 1.0)); /* sec^2 = 1 + tan^2 */
     return 0;
 }
 PW_OP(D_TAN, "tan", "y = tan x; dx = g (1 + y^2)", tan_bw, K_FN, f_tan, NULL);
-ad_tensor *ad_tan(ad_tensor *x) { return unary("ad_tan", &D_TAN, x, NULL, 0); }
+ad_tensor *ad_tan(ad_tensor *x) { return unary("ad_tan", &D_TAN, x, NULL); }
 
 static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -422,7 +440,7 @@ static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_TANH, "tanh", "y = tanh x; dx = g (1 - y^2)", tanh_bw, K_TANH, NULL, NULL);
-ad_tensor *ad_tanh(ad_tensor *x) { return unary("ad_tanh", &D_TANH, x, NULL, 0); }
+ad_tensor *ad_tanh(ad_tensor *x) { return unary("ad_tanh", &D_TANH, x, NULL); }
 
 static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -431,7 +449,7 @@ static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 PW_OP(D_SIGMOID, "sigmoid", "y = 1 / (1 + e^-x); dx = g y (1 - y)", sigmoid_bw, K_SIGMOID, NULL,
       NULL);
-ad_tensor *ad_sigmoid(ad_tensor *x) { return unary("ad_sigmoid", &D_SIGMOID, x, NULL, 0); }
+ad_tensor *ad_sigmoid(ad_tensor *x) { return unary("ad_sigmoid", &D_SIGMOID, x, NULL); }
 
 /* ---- relu / leaky_relu ------------------------------------------------------------
  * The derivative at 0 is taken from the left (0 for relu, slope for
@@ -442,25 +460,33 @@ static int relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_RELU, "relu", "y = max(x, 0); dx = g [x > 0]", relu_bw, K_RELU, NULL, NULL);
-ad_tensor *ad_relu(ad_tensor *x) { return unary("ad_relu", &D_RELU, x, NULL, 0); }
+ad_tensor *ad_relu(ad_tensor *x) { return unary("ad_relu", &D_RELU, x, NULL); }
 
-static double f_leaky(double x, const double *p) { return x > 0 ? x : p[0] * x; }
+typedef struct leaky_relu_params {
+    double slope;
+} leaky_relu_params;
+static double f_leaky(double x, const void *params)
+{
+    const leaky_relu_params *p = params;
+    return x > 0 ? x : p->slope * x;
+}
 static int leaky_relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    double s = n->fp[0]; /* slope + (1 - slope) [x > 0] */
+    const leaky_relu_params *p = ad__params(n);
+    double s = p->slope; /* slope + (1 - slope) [x > 0] */
     ad_tensor *pos = ad_gt(n->in[0], konst(n, 0.0));
     gin[0] = ad_mul(g, ad_add_scalar(ad_mul_scalar(pos, 1.0 - s), s));
     return 0;
 }
-PW_OP(D_LEAKY_RELU, "leaky_relu", "y = x > 0 ? x : slope x; dx = g (x > 0 ? 1 : slope)",
-      leaky_relu_bw, K_FN, f_leaky, NULL);
+PW_OP_PARAMS(D_LEAKY_RELU, "leaky_relu", "y = x > 0 ? x : slope x; dx = g (x > 0 ? 1 : slope)",
+             leaky_relu_bw, f_leaky, leaky_relu_params);
 ad_tensor *ad_leaky_relu(ad_tensor *x, double slope)
 {
     /* A NaN or infinite slope would poison every negative element and its
      * gradient (inf * 0 at x = 0); refused like clamp's NaN bounds. */
     if (!isfinite(slope))
         return ad__err("ad_leaky_relu", "slope must be finite, got %g", slope), NULL;
-    return unary("ad_leaky_relu", &D_LEAKY_RELU, x, &slope, 1);
+    return unary("ad_leaky_relu", &D_LEAKY_RELU, x, &(leaky_relu_params){slope});
 }
 
 /* ---- erf / gelu -------------------------------------------------------------- */
@@ -468,7 +494,7 @@ ad_tensor *ad_leaky_relu(ad_tensor *x, double slope)
 #define SQRT1_2 0.70710678118654752440         /* 1/sqrt(2) */
 #define TWO_OVER_SQRTPI 1.12837916709551257390 /* 2/sqrt(pi) */
 #define INV_SQRT_2PI 0.39894228040143267794    /* 1/sqrt(2 pi) */
-static double f_erf(double x, const double *p) { (void)p; return erf(x); }
+static double f_erf(double x, const void *p) { (void)p; return erf(x); }
 static int erf_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *x = n->in[0];
@@ -476,11 +502,11 @@ static int erf_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_ERF, "erf", "y = erf x; dx = g 2/sqrt(pi) e^(-x^2)", erf_bw, K_FN, f_erf, NULL);
-ad_tensor *ad_erf(ad_tensor *x) { return unary("ad_erf", &D_ERF, x, NULL, 0); }
+ad_tensor *ad_erf(ad_tensor *x) { return unary("ad_erf", &D_ERF, x, NULL); }
 
 /* x Phi(x) with Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps full relative
  * precision in the left tail, where 1 + erf(x/sqrt 2) would cancel. */
-static double f_gelu(double x, const double *p) { (void)p; return 0.5 * x * erfc(-x * SQRT1_2); }
+static double f_gelu(double x, const void *p) { (void)p; return 0.5 * x * erfc(-x * SQRT1_2); }
 static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     /* d[x Phi(x)] = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi). */
@@ -492,11 +518,11 @@ static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 PW_OP(D_GELU, "gelu", "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
                       "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))", gelu_bw, K_FN, f_gelu, NULL);
-ad_tensor *ad_gelu(ad_tensor *x) { return unary("ad_gelu", &D_GELU, x, NULL, 0); }
+ad_tensor *ad_gelu(ad_tensor *x) { return unary("ad_gelu", &D_GELU, x, NULL); }
 
 /* ---- softplus ------------------------------------------------------------------ */
 /* ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): the exponent is never positive. */
-static double f_softplus(double x, const double *p)
+static double f_softplus(double x, const void *p)
 {
     (void)p;
     return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
@@ -508,56 +534,63 @@ static int softplus_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 PW_OP(D_SOFTPLUS, "softplus", "y = ln(1 + e^x); dx = g sigmoid(x)", softplus_bw, K_FN,
       f_softplus, NULL);
-ad_tensor *ad_softplus(ad_tensor *x) { return unary("ad_softplus", &D_SOFTPLUS, x, NULL, 0); }
+ad_tensor *ad_softplus(ad_tensor *x) { return unary("ad_softplus", &D_SOFTPLUS, x, NULL); }
 
 /* ---- abs / square / reciprocal ----------------------------------------------------- */
-static double f_abs(double x, const double *p) { (void)p; return fabs(x); }
+static double f_abs(double x, const void *p) { (void)p; return fabs(x); }
 static int abs_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, ad_sign(n->in[0])); /* sign(0) = 0: abs'(0) = 0 */
     return 0;
 }
 PW_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, K_FN, f_abs, NULL);
-ad_tensor *ad_abs(ad_tensor *x) { return unary("ad_abs", &D_ABS, x, NULL, 0); }
+ad_tensor *ad_abs(ad_tensor *x) { return unary("ad_abs", &D_ABS, x, NULL); }
 
-static double f_square(double x, const double *p) { (void)p; return x * x; }
+static double f_square(double x, const void *p) { (void)p; return x * x; }
 static int square_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, ad_mul_scalar(n->in[0], 2.0));
     return 0;
 }
 PW_OP(D_SQUARE, "square", "y = x^2; dx = 2 g x", square_bw, K_FN, f_square, NULL);
-ad_tensor *ad_square(ad_tensor *x) { return unary("ad_square", &D_SQUARE, x, NULL, 0); }
+ad_tensor *ad_square(ad_tensor *x) { return unary("ad_square", &D_SQUARE, x, NULL); }
 
-static double f_recip(double x, const double *p) { (void)p; return 1.0 / x; }
+static double f_recip(double x, const void *p) { (void)p; return 1.0 / x; }
 static int reciprocal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_neg(ad_mul(g, ad_square(n->out))); /* -1/x^2 = -y^2 */
     return 0;
 }
 PW_OP(D_RECIPROCAL, "reciprocal", "y = 1 / x; dx = -g y^2", reciprocal_bw, K_FN, f_recip, NULL);
-ad_tensor *ad_reciprocal(ad_tensor *x) { return unary("ad_reciprocal", &D_RECIPROCAL, x, NULL, 0); }
+ad_tensor *ad_reciprocal(ad_tensor *x) { return unary("ad_reciprocal", &D_RECIPROCAL, x, NULL); }
 
 /* ---- clamp --------------------------------------------------------------------------
- * fp = {lo, hi}.  The mask includes the bounds: a value sitting exactly on
- * one passes its gradient, as in PyTorch. */
-static double f_clamp(double x, const double *p) { return x < p[0] ? p[0] : x > p[1] ? p[1] : x; }
+ * The mask includes the bounds: a value sitting exactly on one passes its
+ * gradient, as in PyTorch. */
+typedef struct clamp_params {
+    double lo, hi;
+} clamp_params;
+static double f_clamp(double x, const void *params)
+{
+    const clamp_params *p = params;
+    return x < p->lo ? p->lo : x > p->hi ? p->hi : x;
+}
 static int clamp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
+    const clamp_params *p = ad__params(n);
     ad_tensor *x = n->in[0];
-    ad_tensor *inside = ad_mul(ad_ge(x, konst(n, n->fp[0])), ad_le(x, konst(n, n->fp[1])));
+    ad_tensor *inside = ad_mul(ad_ge(x, konst(n, p->lo)), ad_le(x, konst(n, p->hi)));
     gin[0] = ad_mul(g, inside);
     return 0;
 }
-PW_OP(D_CLAMP, "clamp", "y = min(max(x, lo), hi); dx = g [lo <= x <= hi]", clamp_bw, K_FN,
-      f_clamp, NULL);
+PW_OP_PARAMS(D_CLAMP, "clamp", "y = min(max(x, lo), hi); dx = g [lo <= x <= hi]", clamp_bw,
+             f_clamp, clamp_params);
 ad_tensor *ad_clamp(ad_tensor *x, double lo, double hi)
 {
     static const char *fn = "ad_clamp";
     if (isnan(lo) || isnan(hi)) return ad__err(fn, "bounds must not be NaN (lo %g, hi %g)", lo, hi), NULL;
     if (lo > hi) return ad__err(fn, "lo %g > hi %g", lo, hi), NULL;
-    double p[2] = {lo, hi};
-    return unary(fn, &D_CLAMP, x, p, 2);
+    return unary(fn, &D_CLAMP, x, &(clamp_params){lo, hi});
 }
 
 /* ---- where ------------------------------------------------------------------------- */
@@ -590,8 +623,13 @@ static int where_fw(ad_node *n)
     run(&(kern){.out = n->out, .c = n->in[0], .a = n->in[1], .b = n->in[2]}, where_row);
     return 0;
 }
-static const ad_op OP_WHERE = {"where", "y = cond != 0 ? a : b; da = where(cond, g, 0), "
-                                        "db = where(cond, 0, g)", where_bw, where_fw};
+static const ad_op OP_WHERE = {
+    .name = "where",
+    .formula = "y = cond != 0 ? a : b; da = where(cond, g, 0), "
+               "db = where(cond, 0, g)",
+    .backward = where_bw,
+    .forward = where_fw,
+};
 ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
 {
     static const char *fn = "ad_where";
@@ -615,15 +653,19 @@ ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
     run(&(kern){.out = out, .c = cond, .a = a, .b = b}, where_row);
-    return finish(&OP_WHERE, out, 3, in, NULL, 0);
+    return finish(&OP_WHERE, out, 3, in, NULL);
 }
 
 /* ---- comparisons and sign: not differentiable ------------------------------------
  * They have no backward rule, so their results never require grad.  They
  * are still ops: a replayable tape records them (tape.h), and their
  * replay reports how many results changed. */
-#define CMP_OP(X, name, formula, kind, f2) \
-    static const pw_def X = {{name, formula, NULL, cmp_fw}, kind, NULL, f2}
+#define CMP_OP(X, NAME, FORMULA, KIND, F2)                                             \
+    static const pw_def X = {                                                          \
+        .op = {.name = NAME, .formula = FORMULA, .backward = NULL, .forward = cmp_fw}, \
+        .kind = KIND,                                                                  \
+        .f2 = F2,                                                                      \
+    }
 static double f_gt(double a, double b) { return a > b; }
 static double f_ge(double a, double b) { return a >= b; }
 static double f_lt(double a, double b) { return a < b; }
@@ -640,14 +682,18 @@ ad_tensor *ad_lt(ad_tensor *a, ad_tensor *b) { return binary("ad_lt", &D_LT, a, 
 ad_tensor *ad_le(ad_tensor *a, ad_tensor *b) { return binary("ad_le", &D_LE, a, b); }
 ad_tensor *ad_eq(ad_tensor *a, ad_tensor *b) { return binary("ad_eq", &D_EQ, a, b); }
 
-static double f_sign(double x, const double *p)
+static double f_sign(double x, const void *p)
 {
     (void)p;
     return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x; /* NaN stays NaN */
 }
-static const pw_def D_SIGN = {{"sign", "y = sign x (-1, 0 or 1); not differentiable", NULL, cmp_fw},
-                              K_FN, f_sign, NULL};
-ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL, 0); }
+static const pw_def D_SIGN = {
+    .op = {.name = "sign", .formula = "y = sign x (-1, 0 or 1); not differentiable",
+           .forward = cmp_fw},
+    .kind = K_FN,
+    .f1 = f_sign,
+};
+ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL); }
 
 const ad_op *const ad__ops_pointwise[] = {
     &D_ADD.op, &D_SUB.op, &D_MUL.op, &D_DIV.op, &D_POW.op, &D_MAXIMUM.op, &D_MINIMUM.op,

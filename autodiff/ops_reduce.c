@@ -3,8 +3,8 @@
  * Every reduction folds x into one double accumulator per result element,
  * whatever the dtype, so a float32 sum of a million elements keeps
  * float32's precision in its result.  The accumulators are laid out like
- * the result with keepdim; the node keeps that keepdim shape in ip[], which
- * is all a rule needs to send g back over x: reshape g to it, and let
+ * the result with keepdim; the node keeps that keepdim shape in its
+ * reduce_params, which is all a rule needs to send g back over x: reshape g to it, and let
  * broadcasting (or ad_expand) spread it over the reduced dimensions. */
 #include "internal.h"
 
@@ -139,9 +139,14 @@ void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, i
  * One function computes every reduction, from x, the keepdim shape and the
  * element count N, into a preallocated result: the public functions call it
  * once, and each op's forward (ad_tape_replay) again from what the node
- * stores: the keepdim shape in ip[0..ndim), N in fp[0], var's correction in
- * fp[1]. */
+ * stores, the same parameters for every reduction. */
 enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_LOGSUMEXP, R_VAR };
+
+typedef struct reduce_params {
+    int64_t keep_shape[AD_MAX_DIMS]; /* the result's shape with keepdim (x's ndim) */
+    double count;                    /* N, the elements folded into each result */
+    double correction;               /* var's: divides by N - correction */
+} reduce_params;
 
 static int compute(const char *fn, int kind, const ad_tensor *x, const int64_t *keep_shape,
                    double count, double correction, ad_tensor *out)
@@ -223,9 +228,10 @@ static ad_tensor *reduction(const char *fn, const ad_op *op, int kind, ad_tensor
         return NULL;
     }
     if (n) {
-        for (int d = 0; d < x->ndim; d++) n->ip[d] = p->keep_shape[d];
-        n->fp[0] = (double)p->count;
-        n->fp[1] = correction;
+        reduce_params *q = ad__params(n);
+        memcpy(q->keep_shape, p->keep_shape, sizeof q->keep_shape);
+        q->count = (double)p->count;
+        q->correction = correction;
     }
     return out;
 }
@@ -233,7 +239,10 @@ static ad_tensor *reduction(const char *fn, const ad_op *op, int kind, ad_tensor
 /* The forward for replay: the same computation from the node. */
 static int replay(ad_node *n, int kind)
 {
-    return compute(n->op->name, kind, n->in[0], n->ip, n->fp[0], n->fp[1], n->out) ? -1 : 0;
+    const reduce_params *p = ad__params(n);
+    return compute(n->op->name, kind, n->in[0], p->keep_shape, p->count, p->correction, n->out)
+               ? -1
+               : 0;
 }
 
 /* Validates x and the axes into a plan. */
@@ -258,7 +267,8 @@ static int nonempty(const char *fn, const ad_tensor *x, const ad_reduce_plan *p)
  * ready to broadcast against x. */
 static ad_tensor *keep(ad_node *n, ad_tensor *g)
 {
-    return ad_reshape(g, n->in[0]->ndim, n->ip);
+    const reduce_params *p = ad__params(n);
+    return ad_reshape(g, n->in[0]->ndim, p->keep_shape);
 }
 
 /* The adjoint of "sum over some axes": g copied along them. */
@@ -275,7 +285,13 @@ static int sum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int sum_fw(ad_node *n) { return replay(n, R_SUM); }
-static const ad_op OP_SUM = {"sum", "y = sum_i x_i; dx = expand(g)", sum_bw, sum_fw};
+static const ad_op OP_SUM = {
+    .name = "sum",
+    .formula = "y = sum_i x_i; dx = expand(g)",
+    .backward = sum_bw,
+    .forward = sum_fw,
+    .params_size = sizeof(reduce_params),
+};
 ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
@@ -286,12 +302,18 @@ ad_tensor *ad_sum(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 /* ---- mean ------------------------------------------------------------------ */
 static int mean_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = ad_mul_scalar(spread(n, g), 1.0 / n->fp[0]);
+    const reduce_params *p = ad__params(n);
+    gin[0] = ad_mul_scalar(spread(n, g), 1.0 / p->count);
     return 0;
 }
 static int mean_fw(ad_node *n) { return replay(n, R_MEAN); }
-static const ad_op OP_MEAN = {"mean", "y = (1/N) sum_i x_i; dx = expand(g) / N", mean_bw,
-                              mean_fw};
+static const ad_op OP_MEAN = {
+    .name = "mean",
+    .formula = "y = (1/N) sum_i x_i; dx = expand(g) / N",
+    .backward = mean_bw,
+    .forward = mean_fw,
+    .params_size = sizeof(reduce_params),
+};
 ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
@@ -308,18 +330,29 @@ ad_tensor *ad_mean(ad_tensor *x, const int *axes, int naxes, bool keepdim)
  * derivatives through it are right. */
 static int extreme_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
+    const reduce_params *p = ad__params(n);
     ad_tensor *x = n->in[0];
-    ad_tensor *mask = ad_eq(x, ad_reshape(n->out, x->ndim, n->ip));
-    ad_tensor *ties = ad_sum_to(mask, x->ndim, n->ip);
+    ad_tensor *mask = ad_eq(x, ad_reshape(n->out, x->ndim, p->keep_shape));
+    ad_tensor *ties = ad_sum_to(mask, x->ndim, p->keep_shape);
     gin[0] = ad_mul(mask, ad_div(keep(n, g), ties));
     return 0;
 }
 static int max_fw(ad_node *n) { return replay(n, R_MAX); }
 static int min_fw(ad_node *n) { return replay(n, R_MIN); }
-static const ad_op OP_MAX = {"max", "y = max_i x_i; dx = g [x == y] / #{x == y}", extreme_bw,
-                             max_fw};
-static const ad_op OP_MIN = {"min", "y = min_i x_i; dx = g [x == y] / #{x == y}", extreme_bw,
-                             min_fw};
+static const ad_op OP_MAX = {
+    .name = "max",
+    .formula = "y = max_i x_i; dx = g [x == y] / #{x == y}",
+    .backward = extreme_bw,
+    .forward = max_fw,
+    .params_size = sizeof(reduce_params),
+};
+static const ad_op OP_MIN = {
+    .name = "min",
+    .formula = "y = min_i x_i; dx = g [x == y] / #{x == y}",
+    .backward = extreme_bw,
+    .forward = min_fw,
+    .params_size = sizeof(reduce_params),
+};
 ad_tensor *ad_max(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     ad_reduce_plan p;
@@ -343,15 +376,21 @@ static int logsumexp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
      * off in float32 at |x| = 1000.  Dividing by the line's sum removes the
      * factor; the ratio is softmax(x) whatever y is, so its derivatives
      * (AD_CREATE_GRAPH) are right too. */
+    const reduce_params *p = ad__params(n);
     ad_tensor *x = n->in[0];
-    ad_tensor *e = ad_exp(ad_sub(x, ad_reshape(n->out, x->ndim, n->ip)));
-    ad_tensor *sm = ad_div(e, ad_sum_to(e, x->ndim, n->ip));
+    ad_tensor *e = ad_exp(ad_sub(x, ad_reshape(n->out, x->ndim, p->keep_shape)));
+    ad_tensor *sm = ad_div(e, ad_sum_to(e, x->ndim, p->keep_shape));
     gin[0] = ad_mul(keep(n, g), sm);
     return 0;
 }
 static int logsumexp_fw(ad_node *n) { return replay(n, R_LOGSUMEXP); }
-static const ad_op OP_LOGSUMEXP = {"logsumexp", "y = log sum_i e^(x_i); dx = g e^(x - y)",
-                                   logsumexp_bw, logsumexp_fw};
+static const ad_op OP_LOGSUMEXP = {
+    .name = "logsumexp",
+    .formula = "y = log sum_i e^(x_i); dx = g e^(x - y)",
+    .backward = logsumexp_bw,
+    .forward = logsumexp_fw,
+    .params_size = sizeof(reduce_params),
+};
 ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool keepdim)
 {
     static const char *fn = "ad_logsumexp";
@@ -367,17 +406,22 @@ static int var_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
      * mean's own dependence on x_i drops out of the first derivative.  The
      * mean is recomputed here with ops (not taken from the forward) so that
      * the second derivative sees it depend on x. */
+    const reduce_params *p = ad__params(n);
     ad_tensor *x = n->in[0];
-    double N = n->fp[0], d = N - n->fp[1];
-    ad_tensor *mean = ad_mul_scalar(ad_sum_to(x, x->ndim, n->ip), 1.0 / N);
+    double N = p->count, d = N - p->correction;
+    ad_tensor *mean = ad_mul_scalar(ad_sum_to(x, x->ndim, p->keep_shape), 1.0 / N);
     ad_tensor *dev = ad_mul(keep(n, g), ad_sub(x, mean));
     gin[0] = ad_mul_scalar(dev, d > 0 ? 2.0 / d : NAN);
     return 0;
 }
 static int var_fw(ad_node *n) { return replay(n, R_VAR); }
-static const ad_op OP_VAR = {"var",
-                             "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
-                             var_bw, var_fw};
+static const ad_op OP_VAR = {
+    .name = "var",
+    .formula = "y = sum_i (x_i - mean)^2 / (N - c); dx = 2 g (x - mean) / (N - c)",
+    .backward = var_bw,
+    .forward = var_fw,
+    .params_size = sizeof(reduce_params),
+};
 ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim)
 {
     ad_reduce_plan p;
@@ -392,9 +436,13 @@ static int sum_to_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 static int sum_to_fw(ad_node *n) { return replay(n, R_SUM); }
-static const ad_op OP_SUM_TO = {"sum_to",
-                                "y = x summed down to a broadcastable shape; dx = expand(g)",
-                                sum_to_bw, sum_to_fw};
+static const ad_op OP_SUM_TO = {
+    .name = "sum_to",
+    .formula = "y = x summed down to a broadcastable shape; dx = expand(g)",
+    .backward = sum_to_bw,
+    .forward = sum_to_fw,
+    .params_size = sizeof(reduce_params),
+};
 ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_sum_to";

@@ -136,8 +136,13 @@ static int reshape_fw(ad_node *n)
     if (n->out->storage != n->in[0]->storage) copy_rows(n->out, n->in[0]);
     return 0;
 }
-static const ad_op OP_RESHAPE = {"reshape", "y = x with a new shape, same row-major order; "
-                                            "dx = reshape(g, x's shape)", reshape_bw, reshape_fw};
+static const ad_op OP_RESHAPE = {
+    .name = "reshape",
+    .formula = "y = x with a new shape, same row-major order; "
+               "dx = reshape(g, x's shape)",
+    .backward = reshape_bw,
+    .forward = reshape_fw,
+};
 ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_reshape";
@@ -258,8 +263,13 @@ static int expand_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_sum_to(g, n->in[0]->ndim, n->in[0]->shape);
     return 0;
 }
-static const ad_op OP_EXPAND = {"expand", "y = x broadcast to a shape (stride 0); "
-                                          "dx = sum_to(g, x's shape)", expand_bw, NULL};
+static const ad_op OP_EXPAND = {
+    .name = "expand",
+    .formula = "y = x broadcast to a shape (stride 0); "
+               "dx = sum_to(g, x's shape)",
+    .backward = expand_bw,
+    .forward = NULL,
+};
 ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_expand";
@@ -298,15 +308,25 @@ ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
 }
 
 /* ---- permute ------------------------------------------------------------------ */
+typedef struct permute_params {
+    int perm[AD_MAX_DIMS]; /* y dim i is x dim perm[i], normalised */
+} permute_params;
 static int permute_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
+    const permute_params *p = ad__params(n);
     int inv[AD_MAX_DIMS];
-    for (int i = 0; i < n->in[0]->ndim; i++) inv[n->ip[i]] = i;
+    for (int i = 0; i < n->in[0]->ndim; i++) inv[p->perm[i]] = i;
     gin[0] = ad_permute(g, inv);
     return 0;
 }
-static const ad_op OP_PERMUTE = {"permute", "y = x with dims reordered, y dim i = x dim p[i]; "
-                                            "dx = permute(g, p^-1)", permute_bw, NULL};
+static const ad_op OP_PERMUTE = {
+    .name = "permute",
+    .formula = "y = x with dims reordered, y dim i = x dim p[i]; "
+               "dx = permute(g, p^-1)",
+    .backward = permute_bw,
+    .forward = NULL,
+    .params_size = sizeof(permute_params),
+};
 ad_tensor *ad_permute(ad_tensor *x, const int *perm)
 {
     static const char *fn = "ad_permute";
@@ -334,8 +354,7 @@ ad_tensor *ad_permute(ad_tensor *x, const int *perm)
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor *v = ad__view(fn, tape, x, x->ndim, s, st, x->offset);
     ad_tensor *out = ad__finish(v, &OP_PERMUTE, 1, &x, &n);
-    if (n)
-        for (int i = 0; i < x->ndim; i++) n->ip[i] = p[i];
+    if (n) memcpy(((permute_params *)ad__params(n))->perm, p, (size_t)x->ndim * sizeof *p);
     return out;
 }
 
@@ -353,7 +372,12 @@ ad_tensor *ad_transpose(ad_tensor *x, int dim0, int dim1)
 
 /* ---- slice (narrow is a slice with step 1) -------------------------------------
  * Both are one strided view: count elements from first, step apart.  The
- * adjoint writes g back into those places of zeros: slice_scatter. */
+ * adjoint writes g back into those places of zeros: slice_scatter.  Both
+ * keep the same parameters. */
+typedef struct slice_params {
+    int axis; /* normalised */
+    int64_t first, count, step;
+} slice_params;
 static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first,
                              int64_t count, int64_t step);
 static ad_tensor *slice_scatter_core(const char *fn, ad_tensor *base, ad_tensor *src, int d,
@@ -372,12 +396,19 @@ static void py_range(int64_t n, int64_t start, int64_t stop, int64_t step, int64
 
 static int slice_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = slice_scatter_core("ad_slice", zeros_like(n, n->in[0]), g, (int)n->ip[0], n->ip[1],
-                                n->ip[2], n->ip[3]);
+    const slice_params *p = ad__params(n);
+    gin[0] = slice_scatter_core("ad_slice", zeros_like(n, n->in[0]), g, p->axis, p->first,
+                                p->count, p->step);
     return 0;
 }
-static const ad_op OP_SLICE = {"slice", "y = x[first : first+count*step : step] along an axis "
-                                        "(a view); dx = slice_scatter(zeros, g)", slice_bw, NULL};
+static const ad_op OP_SLICE = {
+    .name = "slice",
+    .formula = "y = x[first : first+count*step : step] along an axis "
+               "(a view); dx = slice_scatter(zeros, g)",
+    .backward = slice_bw,
+    .forward = NULL,
+    .params_size = sizeof(slice_params),
+};
 static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first, int64_t count,
                              int64_t step)
 {
@@ -387,7 +418,7 @@ static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first,
     ad_tensor v = ad__slab(x, d, first, count, step);
     ad_tensor *out = ad__finish(ad__view(fn, tape, x, v.ndim, v.shape, v.strides, v.offset),
                             &OP_SLICE, 1, &x, &n);
-    if (n) n->ip[0] = d, n->ip[1] = first, n->ip[2] = count, n->ip[3] = step;
+    if (n) *(slice_params *)ad__params(n) = (slice_params){d, first, count, step};
     return out;
 }
 
@@ -422,29 +453,33 @@ ad_tensor *ad_narrow(ad_tensor *x, int axis, int64_t start, int64_t length)
 static int slice_scatter_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     static const char *fn = "ad_slice_scatter";
-    int d = (int)n->ip[0];
+    const slice_params *p = ad__params(n);
     if (ad__needs_grad(n, 0))
-        gin[0] = slice_scatter_core(fn, g, zeros_like(n, n->in[1]), d, n->ip[1], n->ip[2],
-                                    n->ip[3]);
-    if (ad__needs_grad(n, 1)) gin[1] = slice_core(fn, g, d, n->ip[1], n->ip[2], n->ip[3]);
+        gin[0] = slice_scatter_core(fn, g, zeros_like(n, n->in[1]), p->axis, p->first, p->count,
+                                    p->step);
+    if (ad__needs_grad(n, 1)) gin[1] = slice_core(fn, g, p->axis, p->first, p->count, p->step);
     return 0;
 }
 static void slice_scatter_run(ad_tensor *out, const ad_tensor *base, const ad_tensor *src,
-                              const int64_t *ip)
+                              const slice_params *p)
 {
     ad__copy_same(out, base);
-    ad_tensor v = ad__slab(out, (int)ip[0], ip[1], ip[2], ip[3]);
+    ad_tensor v = ad__slab(out, p->axis, p->first, p->count, p->step);
     ad__copy_same(&v, src);
 }
 static int slice_scatter_fw(ad_node *n)
 {
-    slice_scatter_run(n->out, n->in[0], n->in[1], n->ip);
+    slice_scatter_run(n->out, n->in[0], n->in[1], ad__params(n));
     return 0;
 }
 static const ad_op OP_SLICE_SCATTER = {
-    "slice_scatter", "y = base with y[first::step][:count] = src along an axis; "
-                     "dbase = g with that slice zeroed, dsrc = slice(g)", slice_scatter_bw,
-    slice_scatter_fw};
+    .name = "slice_scatter",
+    .formula = "y = base with y[first::step][:count] = src along an axis; "
+               "dbase = g with that slice zeroed, dsrc = slice(g)",
+    .backward = slice_scatter_bw,
+    .forward = slice_scatter_fw,
+    .params_size = sizeof(slice_params),
+};
 static ad_tensor *slice_scatter_core(const char *fn, ad_tensor *base, ad_tensor *src, int d,
                                      int64_t first, int64_t count, int64_t step)
 {
@@ -453,12 +488,12 @@ static ad_tensor *slice_scatter_core(const char *fn, ad_tensor *base, ad_tensor 
     ad_tape *tape;
     ad_node *n;
     if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    int64_t ip[4] = {d, first, count, step};
+    slice_params p = {d, first, count, step};
     ad_tensor *out = ad__alloc(fn, tape, base->dtype, base->ndim, base->shape);
     if (!out) return NULL;
-    slice_scatter_run(out, base, src, ip);
+    slice_scatter_run(out, base, src, &p);
     out = ad__finish(out, &OP_SLICE_SCATTER, 2, in, &n);
-    if (n) memcpy(n->ip, ip, sizeof ip);
+    if (n) *(slice_params *)ad__params(n) = p;
     return out;
 }
 
@@ -498,8 +533,12 @@ static int contiguous_fw(ad_node *n)
     if (n->out->storage != n->in[0]->storage) ad__copy_same(n->out, n->in[0]);
     return 0;
 }
-static const ad_op OP_CONTIGUOUS = {"contiguous", "y = x laid out row-major; dx = g", contiguous_bw,
-                                    contiguous_fw};
+static const ad_op OP_CONTIGUOUS = {
+    .name = "contiguous",
+    .formula = "y = x laid out row-major; dx = g",
+    .backward = contiguous_bw,
+    .forward = contiguous_fw,
+};
 ad_tensor *ad_contiguous(ad_tensor *x)
 {
     static const char *fn = "ad_contiguous";
@@ -528,8 +567,12 @@ static int cast_fw(ad_node *n)
     if (n->out->storage != n->in[0]->storage) ad_copy_into(n->out, n->in[0]);
     return 0;
 }
-static const ad_op OP_CAST = {"cast", "y = x converted to another dtype; dx = cast(g, x's dtype)",
-                              cast_bw, cast_fw};
+static const ad_op OP_CAST = {
+    .name = "cast",
+    .formula = "y = x converted to another dtype; dx = cast(g, x's dtype)",
+    .backward = cast_bw,
+    .forward = cast_fw,
+};
 ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype)
 {
     static const char *fn = "ad_cast";

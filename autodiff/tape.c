@@ -611,12 +611,16 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
         t->nodes = nodes;
         t->cap = cap;
     }
-    ad_node *n = ad__arena_alloc(t, sizeof *n);
-    /* The inputs and their versions share one arena block. */
+    /* One arena block: the node, the op's parameters, the inputs and
+     * their versions (see struct ad_node). */
+    size_t psz = (op->params_size + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
     size_t insz = (size_t)nin * sizeof(ad_tensor *);
-    ad_tensor **ins = n ? ad__arena_alloc(t, insz + (size_t)(nin + 1) * sizeof(uint32_t)) : NULL;
-    if (!ins) return ad__err(op->name, "out of memory recording the op");
-    memset(n, 0, sizeof *n);
+    unsigned char *block = ad__arena_alloc(t, AD_NODE_HEAD + psz + insz +
+                                                  (size_t)(nin + 1) * sizeof(uint32_t));
+    if (!block) return ad__err(op->name, "out of memory recording the op");
+    memset(block, 0, AD_NODE_HEAD + psz);
+    ad_node *n = (ad_node *)(void *)block;
+    ad_tensor **ins = (ad_tensor **)(void *)(block + AD_NODE_HEAD + psz);
     n->ver = (uint32_t *)(void *)((unsigned char *)ins + insz);
     for (int i = 0; i < nin; i++) {
         ins[i] = in[i];

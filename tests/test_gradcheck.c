@@ -32,8 +32,12 @@ static int bad_square_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul_scalar(ad_mul(g, ad_detach(n->in[0])), 2.0);
     return 0;
 }
-static const ad_op BAD_SQUARE = {"bad_square", "y = x^2; dx = 2 g x (not differentiable)",
-                                 bad_square_bw, NULL};
+static const ad_op BAD_SQUARE = {
+    .name = "bad_square",
+    .formula = "y = x^2; dx = 2 g x (not differentiable)",
+    .backward = bad_square_bw,
+    .forward = NULL,
+};
 static ad_tensor *f_bad_square(ad_tensor *const *in, int n, void *ctx)
 {
     (void)n, (void)ctx;
