@@ -190,8 +190,20 @@ static int check_index(const char *fn, const ad_tensor *index)
 static int check_range(const char *fn, const ad_tensor *index, const ad_tensor *x,
                        const char *xname, int d)
 {
-    int64_t p[AD_MAX_DIMS] = {0}, size = x->shape[d];
-    if (ad__numel(index->ndim, index->shape) == 0) return 0;
+    int64_t p[AD_MAX_DIMS] = {0}, size = x->shape[d], n = ad__numel(index->ndim, index->shape);
+    if (n == 0) return 0;
+    /* The common case (every index of a max-pool, an embedding, a gather
+     * from a loader) is contiguous and in range: one branch-free pass over
+     * the entries, and the walk below only to name the first bad one. */
+    if (ad_is_contiguous(index)) {
+        const int64_t *v = (const int64_t *)index->storage->data + index->offset;
+        int64_t lo = 0, hi = 0;
+        for (int64_t i = 0; i < n; i++) {
+            lo = v[i] < lo ? v[i] : lo;
+            hi = v[i] > hi ? v[i] : hi;
+        }
+        if (lo >= -size && hi < size) return 0;
+    }
     do {
         int64_t v = ((const int64_t *)index->storage->data)[ad__offset_of(index, p)];
         if (v < -size || v >= size) {
