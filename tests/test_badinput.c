@@ -205,6 +205,11 @@ START_TEST(tensor_h)
     ROW_OK(ad_error(), ad_error() == NULL);
     ROW_OK(ad_clear_error(), (ad_clear_error(), true));
     ROW_RC(ad_set_error(NULL), "ad_set_error: fmt is NULL");
+    ROW_RC(ad_set_error_code(AD_ERR_IO, NULL), "ad_set_error: fmt is NULL");
+    ROW_RC(ad_set_error_code((ad_error_code)-4, "x: odd code"), "x: odd code");
+    ROW_OK(ad_errcode(), ad_errcode() == AD_OK);
+    ROW_OK(ad_error_code_name((ad_error_code)42),
+           strcmp(ad_error_code_name((ad_error_code)42), "AD_ERR_UNKNOWN") == 0);
     ROW_OK(ad_dtype_name((ad_dtype)7), strcmp(ad_dtype_name((ad_dtype)7), "invalid") == 0 ||
                                             ad_dtype_name((ad_dtype)7) != NULL);
     ROW_OK(ad_dtype_size((ad_dtype)7), ad_dtype_size((ad_dtype)7) == 8); /* "4 or 8" */
