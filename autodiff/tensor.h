@@ -96,7 +96,8 @@ int ad_set_error(const char *fmt, ...)
     ;
 /* ad_set_error with a code for ad_errcode() (ad_set_error itself sets
  * AD_ERR_INVALID, or AD_ERR_MEMORY for a message that says "out of
- * memory").  A code outside the enum is stored as AD_ERR_INVALID. */
+ * memory").  AD_OK or a code outside the enum is stored as
+ * AD_ERR_INVALID. */
 int ad_set_error_code(ad_error_code code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

@@ -392,7 +392,9 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
         }
         if (rc == 0) tr->epoch = e; /* a stop mid-epoch leaves the epoch unfinished */
         int64_t every = o.checkpoint_every > 0 ? o.checkpoint_every : 1;
-        if (o.checkpoint && (rc == 1 || e == epochs || e % every == 0) &&
+        /* Only whole epochs are saved: a checkpoint in the middle of one
+         * could not be resumed at the step it was taken. */
+        if (o.checkpoint && rc == 0 && (e == epochs || e % every == 0) &&
             nn_trainer_save(tr, o.checkpoint, o.checkpoint_metadata)) {
             rc = -1;
             break;

@@ -156,8 +156,9 @@ typedef struct nn_fit_options {
     nn_epoch_callback on_epoch;   /* after the checkpoint of that epoch */
     void *user;                   /* passed to both */
     /* With a path, a checkpoint (nn_trainer_save) every checkpoint_every
-     * epochs (0 means 1) and after the last, with checkpoint_metadata (a
-     * JSON object of strings or NULL) in it. */
+     * epochs (0 means 1) and after the last, before on_epoch is called,
+     * with checkpoint_metadata (a JSON object of strings or NULL) in it.
+     * An epoch cut short by on_step is not saved. */
     const char *checkpoint;
     int64_t checkpoint_every;
     const char *checkpoint_metadata;

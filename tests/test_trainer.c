@@ -339,7 +339,8 @@ START_TEST(stops_and_errors)
     /* an MSE regression through a loss of the plain signature */
     ad_tensor *x = ad_linspace(NULL, AD_FLOAT32, -1, 1, 64);
     ad_tensor *xs = ad_reshape(x, AD_SHAPE(64, 1));
-    ad_tensor *ys = ad_add_scalar(ad_mul_scalar(xs, 3), -1);
+    ad_tensor *x3 = ad_mul_scalar(xs, 3);
+    ad_tensor *ys = ad_add_scalar(x3, -1);
     ad_tensor *xc = ad_copy(NULL, xs), *yc = ad_copy(NULL, ys);
     nn_loader *ld = nn_loader_from_tensors(xc, yc, &(nn_loader_options){.batch_size = 8});
     ck_assert_ptr_nonnull(ld);
@@ -364,6 +365,7 @@ START_TEST(stops_and_errors)
     ad_tensor_free(xc);
     ad_tensor_free(yc);
     ad_tensor_free(ys);
+    ad_tensor_free(x3);
     ad_tensor_free(xs);
     ad_tensor_free(x);
     data_free(&d);

@@ -58,9 +58,9 @@ typedef struct fm_run {
 } fm_run;
 
 /* Parses the command line and loads the data and loaders.  FM_GO to carry
- * on; otherwise the exit status, the message printed: 0 after --help, 1
- * for a runtime error (data, I/O), 2 for a usage error.  fm_finish frees
- * what it made, whatever it returns. */
+ * on (fm_finish then frees what it made); otherwise the exit status, the
+ * message printed and everything freed: 0 after --help, 1 for a runtime
+ * error (data, I/O), 2 for a usage error. */
 int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv);
 /* Before training: loads --load into the trainer's model (weights only,
  * refusing another architecture), prints the model's summary and opens
