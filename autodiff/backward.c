@@ -51,8 +51,8 @@ static int check_saved(const char *fn, const ad_node *n)
         char what[32];
         if (out) snprintf(what, sizeof what, "the output");
         else snprintf(what, sizeof what, "input %d", k);
-        return ad__err(fn, "%s of ad_%s, saved for backward, was modified in place (version "
-                           "%u, now %u); record the computation again after changing it",
+        return ad__errc(AD_ERR_MODIFIED, fn, "%s of ad_%s, saved for backward, was modified in "
+                           "place (version %u, now %u); record the computation again after changing it",
                        what, n->op->name, n->ver[k], x->storage->version);
     }
     return 0;
@@ -168,7 +168,7 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
         ad_node *n = t->nodes[i];
         if (n->mark != epoch) continue;
         if (n->freed) {
-            ad__err(fn, "the graph through op '%s' was freed by an earlier backward; pass "
+            ad__errc(AD_ERR_STATE, fn, "the graph through op '%s' was freed by an earlier backward; pass "
                         "AD_RETAIN_GRAPH to the first backward to run backward twice",
                     n->op->name);
             goto done;

@@ -1,4 +1,5 @@
 /* autodiff/error.c - the per-thread error message and argument checks. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -6,6 +7,7 @@
 
 static _Thread_local char err_buf[512];
 static _Thread_local bool err_set;
+static _Thread_local ad_error_code err_code;
 /* Set by every failure, cleared once the message is read or cleared: a NULL
  * optional argument passed meanwhile is that failure propagating. */
 static _Thread_local bool err_unread;
@@ -19,39 +21,93 @@ const char *ad_error(void)
 void ad_clear_error(void)
 {
     err_set = false;
+    err_code = AD_OK;
     err_unread = false;
     err_buf[0] = '\0';
 }
 
 bool ad__has_error(void) { return err_set; }
 
-int ad_set_error(const char *fmt, ...)
+/* About thirty call sites report running out of memory, all with the words
+ * "out of memory"; recognising them here gives each the right code without
+ * threading one through every site (and through nn, which only has the
+ * public ad_set_error).  Every other uncoded message is AD_ERR_INVALID. */
+static ad_error_code default_code(const char *msg)
+{
+    return strstr(msg, "out of memory") ? AD_ERR_MEMORY : AD_ERR_INVALID;
+}
+
+static int store(ad_error_code code, const char *fmt, va_list ap)
 {
     /* Formatted into a local buffer first: the arguments may point into
      * err_buf (ad_set_error("...: %s", ad_error())), and vsnprintf into the
      * buffer it is reading from is undefined behaviour. */
     char msg[sizeof err_buf];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt ? fmt : "ad_set_error: fmt is NULL", ap);
-    va_end(ap);
     if (n < 0) snprintf(msg, sizeof msg, "ad_set_error: cannot format '%s'", fmt);
     memcpy(err_buf, msg, sizeof err_buf);
     err_set = true;
     err_unread = true;
+    err_code = code > AD_OK && code <= AD_ERR_NUMERIC ? code : default_code(err_buf);
+    return -1;
+}
+
+int ad_set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    store(AD_OK, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int ad_set_error_code(ad_error_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    store(code, fmt, ap);
+    va_end(ap);
+    if (code <= AD_OK || code > AD_ERR_NUMERIC) err_code = AD_ERR_INVALID;
+    return -1;
+}
+
+ad_error_code ad_errcode(void) { return err_set ? err_code : AD_OK; }
+
+const char *ad_error_code_name(ad_error_code code)
+{
+    static const char *const names[] = {
+        "AD_OK",        "AD_ERR_INVALID", "AD_ERR_SHAPE",    "AD_ERR_DTYPE",
+        "AD_ERR_MEMORY", "AD_ERR_STALE",  "AD_ERR_MODIFIED", "AD_ERR_STATE",
+        "AD_ERR_IO",    "AD_ERR_NUMERIC"};
+    return code >= AD_OK && code <= AD_ERR_NUMERIC ? names[code] : "AD_ERR_UNKNOWN";
+}
+
+static int verr(ad_error_code code, const char *fn, const char *fmt, va_list ap)
+{
+    int n = snprintf(err_buf, sizeof err_buf, "%s: ", fn);
+    if (n < 0 || (size_t)n >= sizeof err_buf) n = 0;
+    vsnprintf(err_buf + n, sizeof err_buf - (size_t)n, fmt, ap);
+    err_set = true;
+    err_unread = true;
+    err_code = code != AD_OK ? code : default_code(err_buf + n);
     return -1;
 }
 
 int ad__err(const char *fn, const char *fmt, ...)
 {
-    int n = snprintf(err_buf, sizeof err_buf, "%s: ", fn);
-    if (n < 0 || (size_t)n >= sizeof err_buf) n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf + n, sizeof err_buf - (size_t)n, fmt, ap);
+    verr(AD_OK, fn, fmt, ap);
     va_end(ap);
-    err_set = true;
-    err_unread = true;
+    return -1;
+}
+
+int ad__errc(ad_error_code code, const char *fn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verr(code, fn, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -67,10 +123,10 @@ int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool flo
      * tape's current one, or a persistent tensor not freed. */
     if (t->magic != AD_TENSOR_MAGIC || (t->tape ? t->stamp != t->tape->gen : t->released)) {
         const char *why = ad__handle_problem(t);
-        if (why) return ad__err(fn, "argument '%s' %s", name, why);
+        if (why) return ad__errc(AD_ERR_STALE, fn, "argument '%s' %s", name, why);
     }
     if (float_only && !ad__is_float(t->dtype))
-        return ad__err(fn, "argument '%s' must be float32 or float64, got %s", name,
+        return ad__errc(AD_ERR_DTYPE, fn, "argument '%s' must be float32 or float64, got %s", name,
                        ad_dtype_name(t->dtype));
     return 0;
 }
@@ -98,7 +154,7 @@ int ad_check_optional(const char *fn, const char *name, const ad_tensor *t)
 int ad__check_same_dtype(const char *fn, const ad_tensor *a, const ad_tensor *b)
 {
     if (a->dtype != b->dtype)
-        return ad__err(fn, "dtypes differ: %s vs %s", ad_dtype_name(a->dtype),
+        return ad__errc(AD_ERR_DTYPE, fn, "dtypes differ: %s vs %s", ad_dtype_name(a->dtype),
                        ad_dtype_name(b->dtype));
     return 0;
 }

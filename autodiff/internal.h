@@ -131,6 +131,11 @@ extern const ad_op *const ad__ops_ffi[];
  * `return ad__err(...)` reads naturally in int functions. */
 int ad__err(const char *fn, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The same with the code ad_errcode() reports.  ad__err's code is
+ * AD_ERR_MEMORY for a message saying "out of memory", else AD_ERR_INVALID;
+ * the other codes are given at the sites that know them. */
+int ad__errc(ad_error_code code, const char *fn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 bool ad__has_error(void);
 /* Validates a tensor argument: non-NULL, live, and when float_only a
  * floating dtype.  On failure sets an error naming fn and argument name,

@@ -85,7 +85,7 @@ int ad__broadcast(const char *fn, int na, const int64_t *sa, int nb, const int64
             char a[160], b[160];
             ad__fmt_shape(na, sa, a, sizeof a);
             ad__fmt_shape(nb, sb, b, sizeof b);
-            return ad__err(fn, "shapes %s and %s cannot be broadcast together", a, b);
+            return ad__errc(AD_ERR_SHAPE, fn, "shapes %s and %s cannot be broadcast together", a, b);
         }
         out[d] = x == 1 ? y : x;
     }

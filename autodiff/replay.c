@@ -45,7 +45,7 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
 {
     static const char *fn = "ad_tape_replay";
     if (ad__check_tape(fn, t)) return -1;
-    if (!t->frozen) return ad__err(fn, "the tape is not frozen (ad_tape_freeze after recording)");
+    if (!t->frozen) return ad__errc(AD_ERR_STATE, fn, "the tape is not frozen (ad_tape_freeze after recording)");
     if (n < 0 || (n > 0 && !leaves)) return ad__err(fn, "need n >= 0 leaves");
     for (int i = 0; i < n; i++) {
         if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;

@@ -334,9 +334,9 @@ COLD static void diagnose(const char *fn, ad_scalar s)
         return;
     }
     if (!ad__tape_alive(s.tape))
-        ad__err(fn, "scalar handle belongs to a tape that was freed (ad_tape_free)");
+        ad__errc(AD_ERR_STALE, fn, "scalar handle belongs to a tape that was freed (ad_tape_free)");
     else
-        ad__err(fn, "scalar handle is stale: it was recorded before ad_tape_reset; keep "
+        ad__errc(AD_ERR_STALE, fn, "scalar handle is stale: it was recorded before ad_tape_reset; keep "
                     "its value (ad_scalar_value) and make a new variable to carry it "
                     "across steps");
 }

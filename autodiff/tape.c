@@ -187,7 +187,7 @@ int ad__check_tape(const char *fn, const ad_tape *tape)
 {
     if (!tape) return ad__err(fn, "tape is NULL");
     if (tape->magic == AD_DEAD_TAPE_MAGIC)
-        return ad__err(fn, "the tape was freed (ad_tape_free)");
+        return ad__errc(AD_ERR_STALE, fn, "the tape was freed (ad_tape_free)");
     if (tape->magic != AD_TAPE_MAGIC) return ad__err(fn, "not a tape");
     return 0;
 }

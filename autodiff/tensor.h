@@ -54,8 +54,35 @@ typedef struct ad_tape ad_tape;
  * string is owned by the library and valid until the next call that fails
  * or ad_clear_error().  A successful call does not clear it. */
 AD_API const char *ad_error(void);
-/* Forget the pending error on this thread. */
+/* Forget the pending error on this thread (ad_errcode() is AD_OK again). */
 AD_API void ad_clear_error(void);
+/* What kind of error is pending, beside its message, so that a program
+ * can branch without parsing text (retry after AD_ERR_MEMORY, rebuild a
+ * graph after AD_ERR_STALE, report a file after AD_ERR_IO).  Errors not
+ * classified more precisely are AD_ERR_INVALID: an argument or value the
+ * function refuses.  New codes may be added; treat unknown ones as
+ * AD_ERR_INVALID. */
+typedef enum ad_error_code {
+    AD_OK = 0,        /* no error pending */
+    AD_ERR_INVALID,   /* an invalid argument or value (the default) */
+    AD_ERR_SHAPE,     /* shapes that do not fit (broadcasting, extents) */
+    AD_ERR_DTYPE,     /* a dtype the function does not take, or two that differ */
+    AD_ERR_MEMORY,    /* out of memory */
+    AD_ERR_STALE,     /* a handle used after its tape's reset or free, or a
+                         tensor used after ad_tensor_free */
+    AD_ERR_MODIFIED,  /* a value saved for backward was modified in place */
+    AD_ERR_STATE,     /* a call in the wrong state: backward through a freed
+                         graph, replay of a tape not frozen, ... */
+    AD_ERR_IO,        /* a file could not be opened, read or written, or its
+                         contents are malformed */
+    AD_ERR_NUMERIC    /* a non-finite value where a finite one is needed
+                         (a diverged training loss) */
+} ad_error_code;
+/* The code of the pending error on this thread; AD_OK when none is. */
+AD_API ad_error_code ad_errcode(void);
+/* "AD_ERR_SHAPE" for AD_ERR_SHAPE, and so on; "AD_ERR_UNKNOWN" for a value
+ * outside the enum. */
+AD_API const char *ad_error_code_name(ad_error_code code);
 /* Sets this thread's error message from a printf-style format and returns
  * -1.  It exists so that code built on this public API (the nn layer, your
  * own library) reports its errors through the same ad_error() as the core,
@@ -67,6 +94,15 @@ AD_API void ad_clear_error(void);
 AD_API int ad_set_error(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+/* ad_set_error with a code for ad_errcode() (ad_set_error itself sets
+ * AD_ERR_INVALID, or AD_ERR_MEMORY for a message that says "out of
+ * memory").  AD_OK or a code outside the enum is stored as
+ * AD_ERR_INVALID. */
+AD_API int ad_set_error_code(ad_error_code code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
 #endif
     ;
 /* Optional tensor arguments.  Where a function takes an optional tensor (a

@@ -55,7 +55,7 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
             ad_free(a->tmp);
             a->tmp = NULL; /* nothing was created: nothing to unlink */
             nn__atomic_abort(a);
-            return nn__err(fn, "cannot create a temporary file next to %s: %s", path,
+            return nn__err_io(fn, "cannot create a temporary file next to %s: %s", path,
                            strerror(e));
         }
     }
@@ -63,14 +63,14 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
         ad_free(a->tmp);
         a->tmp = NULL;
         nn__atomic_abort(a);
-        return nn__err(fn, "cannot create a temporary file next to %s: names taken", path);
+        return nn__err_io(fn, "cannot create a temporary file next to %s: names taken", path);
     }
     a->f = fdopen(fd, "wb");
     if (!a->f) {
         int e = errno;
         close(fd);
         nn__atomic_abort(a);
-        return nn__err(fn, "cannot open a stream on %s: %s", path, strerror(e));
+        return nn__err_io(fn, "cannot open a stream on %s: %s", path, strerror(e));
     }
     return 0;
 }
@@ -94,16 +94,16 @@ int nn__atomic_commit(const char *fn, nn__atomic *a)
 {
     int rc = 0;
     if (ferror(a->f))
-        rc = nn__err(fn, "cannot write %s: write error", a->path);
+        rc = nn__err_io(fn, "cannot write %s: write error", a->path);
     else if (fflush(a->f) != 0)
-        rc = nn__err(fn, "cannot write %s: %s", a->path, strerror(errno));
+        rc = nn__err_io(fn, "cannot write %s: %s", a->path, strerror(errno));
     else if (fsync(fileno(a->f)) != 0)
-        rc = nn__err(fn, "cannot write %s: fsync: %s", a->path, strerror(errno));
+        rc = nn__err_io(fn, "cannot write %s: fsync: %s", a->path, strerror(errno));
     if (fclose(a->f) != 0 && rc == 0)
-        rc = nn__err(fn, "cannot write %s: %s", a->path, strerror(errno));
+        rc = nn__err_io(fn, "cannot write %s: %s", a->path, strerror(errno));
     a->f = NULL;
     if (rc == 0 && rename(a->tmp, a->path) != 0)
-        rc = nn__err(fn, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
+        rc = nn__err_io(fn, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
     if (rc != 0) {
         nn__atomic_abort(a);
         return -1;

@@ -128,7 +128,7 @@ static int check_layout(const char *fn, const char *path, nn_safetensors_info *i
         at = e->end;
     }
     if (at > info->data_size)
-        return nn__err(fn, "%s is truncated: its entries need %llu bytes of data, the file has "
+        return nn__err_io(fn, "%s is truncated: its entries need %llu bytes of data, the file has "
                            "%llu", path, (unsigned long long)at,
                        (unsigned long long)info->data_size);
     if (at < info->data_size)
@@ -167,7 +167,7 @@ static nn_safetensors_info *read_header(const char *fn, const char *path, FILE *
     }
     FILE *file = fopen(path, "rb");
     if (!file) {
-        nn__err(fn, "cannot open %s: %s", path, strerror(errno));
+        nn__err_io(fn, "cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
@@ -175,35 +175,35 @@ static nn_safetensors_info *read_header(const char *fn, const char *path, FILE *
     unsigned char *buf = NULL;
     nn_safetensors_info *info = NULL;
     if (fstat(fileno(file), &st) != 0) {
-        nn__err(fn, "cannot stat %s: %s", path, strerror(errno));
+        nn__err_io(fn, "cannot stat %s: %s", path, strerror(errno));
         goto fail;
     }
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8) {
         if (size == 0) nn__err(fn, "%s is empty", path);
-        else nn__err(fn, "%s is truncated: %llu bytes, less than the 8-byte header length",
+        else nn__err_io(fn, "%s is truncated: %llu bytes, less than the 8-byte header length",
                      path, (unsigned long long)size);
         goto fail;
     }
     if (fread(len8, 1, 8, file) != 8) {
-        nn__err(fn, "cannot read %s", path);
+        nn__err_io(fn, "cannot read %s", path);
         goto fail;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | len8[i];
     if (n > NN_SAFETENSORS_MAX_HEADER) {
-        nn__err(fn, "%s: header length %llu is absurd (the limit is %u): not a safetensors "
+        nn__err_io(fn, "%s: header length %llu is absurd (the limit is %u): not a safetensors "
                     "file, or a corrupt one", path, (unsigned long long)n,
                 NN_SAFETENSORS_MAX_HEADER);
         goto fail;
     }
     if (n < 2) {
-        nn__err(fn, "%s: header length %llu is too short for a JSON object", path,
+        nn__err_io(fn, "%s: header length %llu is too short for a JSON object", path,
                 (unsigned long long)n);
         goto fail;
     }
     if (n > size - 8) {
-        nn__err(fn, "%s is truncated: the header length says %llu bytes, only %llu follow",
+        nn__err_io(fn, "%s is truncated: the header length says %llu bytes, only %llu follow",
                 path, (unsigned long long)n, (unsigned long long)(size - 8));
         goto fail;
     }
@@ -214,7 +214,7 @@ static nn_safetensors_info *read_header(const char *fn, const char *path, FILE *
         goto fail;
     }
     if (fread(buf, 1, (size_t)n, file) != (size_t)n) {
-        nn__err(fn, "cannot read %s: %s", path, ferror(file) ? strerror(errno) : "file shrank");
+        nn__err_io(fn, "cannot read %s: %s", path, ferror(file) ? strerror(errno) : "file shrank");
         goto fail;
     }
     info->header_size = n;
@@ -269,7 +269,7 @@ static ad_tensor *read_entry(const char *fn, const char *path, FILE *f,
     void *d = ad_data(t);
     if (fseeko(f, (off_t)(8 + info->header_size + e->begin), SEEK_SET) != 0 ||
         fread(d, 1, bytes, f) != bytes) {
-        nn__err(fn, "cannot read '%.60s' from %s: %s", e->name, path,
+        nn__err_io(fn, "cannot read '%.60s' from %s: %s", e->name, path,
                 ferror(f) ? strerror(errno) : "the file shrank");
         ad_tensor_free(t);
         return NULL;
@@ -535,7 +535,7 @@ int nn_save_safetensors(const char *path, int n, const char *const *names,
         int e = errno;
         nn__atomic_abort(&a);
         if (rc == -2) return -1;
-        return nn__err(fn, "cannot write %s: %s", path, e ? strerror(e) : "write error");
+        return nn__err_io(fn, "cannot write %s: %s", path, e ? strerror(e) : "write error");
     }
     return nn__atomic_commit(fn, &a);
 }

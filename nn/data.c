@@ -137,7 +137,7 @@ nn_idx *nn_idx_load(const char *path)
     errno = 0;
     gzFile gz = gzopen(path, "rb"); /* reads plain files as they are */
     if (!gz) {
-        nn__err(fn, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
+        nn__err_io(fn, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
         return NULL;
     }
     gzbuffer(gz, 1u << 17);
@@ -151,7 +151,7 @@ nn_idx *nn_idx_load(const char *path)
     uint8_t head[4 + 4 * NN_IDX_MAX_DIMS];
     int64_t got = gz_read_full(gz, head, 4, &cut, &gzmsg);
     if (got < 0) {
-        nn__err(fn, "cannot read %s: %s", path, gzmsg);
+        nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
         return idx_fail(gz, idx);
     }
     if (got == 0) {
@@ -159,18 +159,18 @@ nn_idx *nn_idx_load(const char *path)
         return idx_fail(gz, idx);
     }
     if (got < 4) {
-        nn__err(fn, "%s is truncated: it has %lld of the 4 magic bytes", path, (long long)got);
+        nn__err_io(fn, "%s is truncated: it has %lld of the 4 magic bytes", path, (long long)got);
         return idx_fail(gz, idx);
     }
     if (head[0] != 0 || head[1] != 0) {
-        nn__err(fn, "%s is not an IDX file: bad magic %02x %02x %02x %02x, expected 00 00 "
+        nn__err_io(fn, "%s is not an IDX file: bad magic %02x %02x %02x %02x, expected 00 00 "
                     "<type> <ndim>", path, head[0], head[1], head[2], head[3]);
         return idx_fail(gz, idx);
     }
     idx->type = (nn_idx_type)head[2];
     size_t esize = nn_idx_type_size(idx->type);
     if (esize == 0) {
-        nn__err(fn, "%s: bad magic: unknown type code 0x%02x (expected 0x08 ubyte, 0x09 "
+        nn__err_io(fn, "%s: bad magic: unknown type code 0x%02x (expected 0x08 ubyte, 0x09 "
                     "byte, 0x0b short, 0x0c int, 0x0d float or 0x0e double)", path, head[2]);
         return idx_fail(gz, idx);
     }
@@ -183,11 +183,11 @@ nn_idx *nn_idx_load(const char *path)
     idx->ndim = ndim;
     got = gz_read_full(gz, head + 4, 4 * ndim, &cut, &gzmsg);
     if (got < 0) {
-        nn__err(fn, "cannot read %s: %s", path, gzmsg);
+        nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
         return idx_fail(gz, idx);
     }
     if (got < 4 * ndim) {
-        nn__err(fn, "%s is truncated: the header ends after %lld of its %d bytes of extents",
+        nn__err_io(fn, "%s is truncated: the header ends after %lld of its %d bytes of extents",
                 path, (long long)got, 4 * ndim);
         return idx_fail(gz, idx);
     }
@@ -240,14 +240,14 @@ nn_idx *nn_idx_load(const char *path)
         int64_t want = cap - have;
         got = gz_read_full(gz, idx->data + have, want, &cut, &gzmsg);
         if (got < 0) {
-            nn__err(fn, "cannot read %s: %s", path, gzmsg);
+            nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
             return idx_fail(gz, idx);
         }
         have += got;
         if (got < want) break; /* end of the data */
     }
     if (have < nbytes) {
-        nn__err(fn, "%s is truncated: header says %s%s = %lld bytes of data, file has %lld%s",
+        nn__err_io(fn, "%s is truncated: header says %s%s = %lld bytes of data, file has %lld%s",
                 path, dims, per, (long long)nbytes, (long long)have,
                 cut ? " (the gzip stream ends early)" : "");
         return idx_fail(gz, idx);
@@ -260,7 +260,7 @@ nn_idx *nn_idx_load(const char *path)
     for (;;) {
         got = gz_read_full(gz, tail, sizeof tail, &cut, &gzmsg);
         if (got < 0) {
-            nn__err(fn, "cannot read %s: %s", path, gzmsg);
+            nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
             return idx_fail(gz, idx);
         }
         extra += got;
@@ -269,7 +269,7 @@ nn_idx *nn_idx_load(const char *path)
     if (cut) {
         /* All the data arrived but not the gzip trailer with its CRC: the
          * data cannot be verified, so it is not used. */
-        nn__err(fn, "%s is truncated: the gzip stream ends before its checksum", path);
+        nn__err_io(fn, "%s is truncated: the gzip stream ends before its checksum", path);
         return idx_fail(gz, idx);
     }
     if (extra > 0) {
@@ -280,7 +280,7 @@ nn_idx *nn_idx_load(const char *path)
     }
     int zrc = gzclose(gz);
     if (zrc != Z_OK) {
-        nn__err(fn, "cannot read %s: closing failed (zlib error %d)", path, zrc);
+        nn__err_io(fn, "cannot read %s: closing failed (zlib error %d)", path, zrc);
         return idx_fail(NULL, idx);
     }
     swap_bytes(idx->data, numel, esize);
@@ -359,7 +359,7 @@ int nn_idx_save(const char *path, const nn_idx *idx)
         if (!gz) {
             if (fd >= 0) close(fd);
             nn__atomic_abort(&a);
-            return nn__err(fn, "cannot start a gzip stream for %s", path);
+            return nn__err_io(fn, "cannot start a gzip stream for %s", path);
         }
     }
     int rc = put(gz, a.f, head, 4 + 4 * (size_t)idx->ndim);
@@ -377,7 +377,7 @@ int nn_idx_save(const char *path, const nn_idx *idx)
     if (rc != 0) {
         int e = errno;
         nn__atomic_abort(&a);
-        return nn__err(fn, "cannot write %s: %s", path, e ? strerror(e) : "write error");
+        return nn__err_io(fn, "cannot write %s: %s", path, e ? strerror(e) : "write error");
     }
     return nn__atomic_commit(fn, &a);
 }
@@ -618,7 +618,7 @@ static int csv_parse(csv_state *cs, FILE *f, const nn_csv_options *o, double **v
         if (rc) break;
         nrows++;
     }
-    if (rc == 0 && ferror(f)) rc = nn__err(fn, "cannot read %s: %s", cs->path, strerror(errno));
+    if (rc == 0 && ferror(f)) rc = nn__err_io(fn, "cannot read %s: %s", cs->path, strerror(errno));
     free(line); /* getline's buffer, from the C library's malloc */
     if (rc == 0 && nrows == 0)
         rc = header_line ? nn__err(fn, "%s has a header but no data rows", cs->path)
@@ -647,7 +647,7 @@ ad_tensor *nn_csv_load(const char *path, const nn_csv_options *opts)
     }
     FILE *f = fopen(path, "r");
     if (!f) {
-        nn__err(fn, "cannot open %s: %s", path, strerror(errno));
+        nn__err_io(fn, "cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
     /* strtod follows LC_NUMERIC: under a German locale it would read "1.5"

@@ -10,15 +10,33 @@
 
 #include "internal.h"
 
-int nn__err(const char *fn, const char *fmt, ...)
+static int verr(ad_error_code code, const char *fn, const char *fmt, va_list ap)
 {
     char msg[512];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    if (n < 0) msg[0] = '\0';
+    /* AD_OK lets the core pick the default (AD_ERR_MEMORY for "out of
+     * memory", else AD_ERR_INVALID). */
+    return code == AD_OK ? ad_set_error("%s: %s", fn, msg)
+                         : ad_set_error_code(code, "%s: %s", fn, msg);
+}
+
+int nn__err(const char *fn, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    verr(AD_OK, fn, fmt, ap);
     va_end(ap);
-    if (n < 0) msg[0] = '\0';
-    return ad_set_error("%s: %s", fn, msg);
+    return -1;
+}
+
+int nn__err_io(const char *fn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verr(AD_ERR_IO, fn, fmt, ap);
+    va_end(ap);
+    return -1;
 }
 
 char *nn__strndup(const char *s, size_t n)

@@ -14,6 +14,9 @@
 /* Sets the thread's error to "fn: <formatted message>" and returns -1, so
  * that `return nn__err(...)` reads naturally in int functions. */
 int nn__err(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for a file that cannot be opened, read or written, or whose
+ * contents are malformed: ad_errcode() then says AD_ERR_IO. */
+int nn__err_io(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The first n bytes of s (fewer if it ends first) as a new string from
  * ad_malloc (free it with ad_free); NULL, with ad_malloc's error, when out

@@ -9,6 +9,8 @@
  *   optim.h       SGD, Adam, AdamW, RMSprop, schedules, clipping,
  *                 gradient-norm report
  *   train.h       progress bar, evaluation, confusion matrix
+ *   trainer.h     the training loop: replayed steps, evaluate, fit with
+ *                 callbacks, checkpoints that resume exactly
  *   data.h        IDX (MNIST) and CSV data, mini-batch loader
  *   checkpoint.h  safetensors save and load
  *
@@ -26,5 +28,6 @@
 #include "module.h"
 #include "optim.h"
 #include "train.h"
+#include "trainer.h"
 
 #endif

@@ -205,6 +205,11 @@ START_TEST(tensor_h)
     ROW_OK(ad_error(), ad_error() == NULL);
     ROW_OK(ad_clear_error(), (ad_clear_error(), true));
     ROW_RC(ad_set_error(NULL), "ad_set_error: fmt is NULL");
+    ROW_RC(ad_set_error_code(AD_ERR_IO, NULL), "ad_set_error: fmt is NULL");
+    ROW_RC(ad_set_error_code((ad_error_code)-4, "x: odd code"), "x: odd code");
+    ROW_OK(ad_errcode(), ad_errcode() == AD_OK);
+    ROW_OK(ad_error_code_name((ad_error_code)42),
+           strcmp(ad_error_code_name((ad_error_code)42), "AD_ERR_UNKNOWN") == 0);
     ROW_OK(ad_dtype_name((ad_dtype)7), strcmp(ad_dtype_name((ad_dtype)7), "invalid") == 0 ||
                                             ad_dtype_name((ad_dtype)7) != NULL);
     ROW_OK(ad_dtype_size((ad_dtype)7), ad_dtype_size((ad_dtype)7) == 8); /* "4 or 8" */
@@ -1423,6 +1428,45 @@ START_TEST(nn_modules_optim_init_loss)
     ROW_RC(nn_confusion_print(NULL, NULL, stdout), "NULL");
     ROW_RC(nn_confusion_print(cm, NULL, NULL), "NULL");
     ROW_VAL(int64_t, nn_evaluate(NULL, NULL, cm, NULL), -1, "NULL");
+    /* the trainer */
+    ROW(nn_trainer_new(NULL, NULL, opt, NULL), "nn_trainer_new: argument 'model' is NULL");
+    ROW(nn_trainer_new(lin, NULL, NULL, NULL), "nn_trainer_new: argument 'opt' is NULL");
+    ROW(nn_trainer_new(lin, NULL, opt, &(nn_trainer_options){.schedule = (nn_schedule)9}), "unknown schedule 9");
+    nn_trainer *tr = nn_trainer_new(lin, nn_mse_loss, opt, NULL);
+    ck_assert_ptr_nonnull(tr);
+    ROW_OK(nn_trainer_free(NULL), (nn_trainer_free(NULL), true));
+    ad_tensor *tx = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(4, 3)), *ty = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(5, 2));
+    ROW_RC(nn_trainer_step(NULL, tx, ty, NULL), "nn_trainer_step: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_step(tr, NULL, ty, NULL), "nn_trainer_step: argument 'x' is NULL");
+    ROW_RC(nn_trainer_step(tr, tx, ty, NULL), "nn_trainer_step: x and y must be batches of the same length");
+    ROW(nn_trainer_output(tr), "nn_trainer_output: no step or evaluation yet");
+    ROW(nn_trainer_output(NULL), "nn_trainer_output: argument 'tr' is NULL");
+    nn_loader *unlabelled = nn_loader_from_tensors(tx, NULL, &(nn_loader_options){.batch_size = 2});
+    ck_assert_ptr_nonnull(unlabelled);
+    nn_metrics met;
+    ROW_VAL(int64_t, nn_trainer_evaluate(tr, NULL, NULL, &met), -1, "nn_trainer_evaluate: argument 'loader' is NULL");
+    ROW_VAL(int64_t, nn_trainer_evaluate(tr, unlabelled, NULL, NULL), -1, "nn_trainer_evaluate: argument 'out' is NULL");
+    ROW_VAL(int64_t, nn_trainer_evaluate(tr, unlabelled, NULL, &met), -1, "nn_trainer_evaluate: the loader gives no labels");
+    ROW_RC(nn_fit(NULL, unlabelled, NULL, 1, NULL), "nn_fit: argument 'tr' is NULL");
+    ROW_RC(nn_fit(tr, unlabelled, NULL, -1, NULL), "nn_fit: epochs must be >= 0, got -1");
+    ROW_RC(nn_fit(tr, unlabelled, NULL, 1, &(nn_fit_options){.checkpoint_every = -2}), "checkpoint_every must be >= 0");
+    ROW_RC(nn_fit(tr, unlabelled, NULL, 1, NULL), "nn_fit: the training loader gives no labels");
+    ROW_VAL(int64_t, nn_trainer_epoch(NULL), -1, "nn_trainer_epoch: argument 'tr' is NULL");
+    ROW_VAL(int64_t, nn_trainer_steps(NULL), -1, "nn_trainer_steps: argument 'tr' is NULL");
+    nn_trainer_stats tst;
+    ROW_RC(nn_trainer_get_stats(tr, NULL), "nn_trainer_get_stats: argument 'stats' is NULL");
+    ROW_RC(nn_trainer_save(tr, NULL, NULL), "nn_trainer_save: argument 'path' is NULL");
+    ROW_RC(nn_trainer_save(tr, "/tmp/x.safetensors", "[1]"), "metadata_json must be a JSON object");
+    ROW_RC(nn_trainer_save(tr, "/tmp/x.safetensors", "{\"nn_trainer_step\": \"3\"}"), "uses a key of the trainer");
+    ROW_RC(nn_trainer_save(tr, "/nonexistent/x.safetensors", NULL), "/nonexistent");
+    ROW_RC(nn_trainer_load(NULL, "x", false), "nn_trainer_load: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_load(tr, "/nonexistent/x.safetensors", true), "/nonexistent/x.safetensors");
+    ck_assert_int_eq(nn_trainer_get_stats(tr, &tst), 0);
+    ck_assert_int_eq(tst.recordings, 0);
+    nn_loader_free(unlabelled);
+    ad_tensor_free(tx);
+    ad_tensor_free(ty);
+    nn_trainer_free(tr);
     nn_confusion_free(cm);
     nn_optim_free(opt);
     nn_named_tensors_free(params);
@@ -1515,7 +1559,8 @@ START_TEST(every_public_function_has_rows)
         fclose(h);
     }
     int nad = n;
-    const char *nnh[] = {"data.h", "checkpoint.h", "module.h", "optim.h", "init.h", "loss.h", "train.h"};
+    const char *nnh[] = {"data.h", "checkpoint.h", "module.h", "optim.h", "init.h", "loss.h", "train.h",
+                         "trainer.h"};
     for (int i = 0; i < NELEMS(nnh); i++) {
         FILE *h = open_header("nn", nnh[i]);
         if (!h) continue;

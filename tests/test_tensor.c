@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../autodiff/alloc.h"
+#include "../autodiff/internal.h"
 #include "optest.h"
 
 START_TEST(creation_values)
@@ -214,6 +216,70 @@ START_TEST(printing)
 }
 END_TEST
 
+/* Each kind of failure carries its code beside the message, and clearing
+ * or a new error replaces it. */
+START_TEST(error_codes)
+{
+    ad_clear_error();
+    ck_assert_int_eq(ad_errcode(), AD_OK);
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = ad_ones(t, AD_FLOAT64, AD_SHAPE(2, 3));
+    ad_tensor *b = ad_ones(t, AD_FLOAT64, AD_SHAPE(4));
+    ad_tensor *i = ad_zeros(t, AD_INT64, AD_SHAPE(2, 3));
+    ck_assert_ptr_null(ad_add(a, b));
+    ck_assert_int_eq(ad_errcode(), AD_ERR_SHAPE);
+    ck_assert_ptr_null(ad_add(a, i));
+    ck_assert_int_eq(ad_errcode(), AD_ERR_DTYPE);
+    ck_assert_ptr_null(ad_arange(NULL, AD_FLOAT64, 0, 1, 0));
+    ck_assert_int_eq(ad_errcode(), AD_ERR_INVALID);
+    ck_assert_str_eq(ad_error_code_name(ad_errcode()), "AD_ERR_INVALID");
+
+    /* a saved input changed in place: backward refuses it */
+    ad_tensor *x = ad_ones(t, AD_FLOAT64, AD_SHAPE(3));
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_mul(x, x);
+    ck_assert_int_eq(ad_fill(x, 2), 0);
+    ck_assert_int_eq(ad_backward(ad_sum(y, NULL, 0, false), NULL, 0), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_MODIFIED);
+
+    /* a handle used after its tape's reset, and after ad_tensor_free */
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert_int_eq(ad_ndim(a), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_STALE);
+    ad_clear_error();
+    ck_assert_int_eq(ad_errcode(), AD_OK);
+    ck_assert_ptr_null(ad_error());
+
+    /* a frozen tape is needed to replay */
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_STATE);
+    ad_tape_free(t);
+
+    /* the public setters: uncoded messages default to AD_ERR_INVALID, or
+     * AD_ERR_MEMORY when they say so */
+    ck_assert_int_eq(ad_set_error("mylib: bad"), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_INVALID);
+    ck_assert_int_eq(ad_set_error("mylib: out of memory for 3 bytes"), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_MEMORY);
+    ck_assert_int_eq(ad_set_error_code(AD_ERR_IO, "mylib: cannot read %s", "f"), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_IO);
+    ck_assert_str_eq(ad_error(), "mylib: cannot read f");
+    ck_assert_int_eq(ad_set_error_code((ad_error_code)99, "mylib: odd"), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_INVALID);
+    ck_assert_str_eq(ad_error_code_name((ad_error_code)99), "AD_ERR_UNKNOWN");
+    ck_assert_str_eq(ad_error_code_name(AD_ERR_NUMERIC), "AD_ERR_NUMERIC");
+
+    /* an allocation that fails (injected: a real one of absurd size would
+     * stop the sanitizer build) */
+    ad__alloc_fail_in = 1;
+    void *p = ad_malloc(16);
+    ad__alloc_fail_in = 0;
+    ck_assert_ptr_null(p);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_MEMORY);
+    ad_clear_error();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tensor");
@@ -226,6 +292,7 @@ int main(void)
     tcase_add_test(tc, rng_is_counter_based);
     tcase_add_test(tc, randn_moments);
     tcase_add_test(tc, printing);
+    tcase_add_test(tc, error_codes);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }

@@ -26,40 +26,59 @@
  *
  *     build/docs/examples/fmnist_cnn
  *
- * The training loop, data loading and the rest are in fmnist_common.c.
+ * The training loop is nn's trainer (nn/trainer.h); options, data and the
+ * report are in fmnist_common.c.
  */
 #include "fmnist_common.h"
 
-static nn_module *build(ad_rng *rng)
-{
-    const int k3[2] = {3, 3}, k2[2] = {2, 2};
-    /* NULL convolution parameters: stride 1, no padding, so each 3x3
-     * convolution trims one pixel from every border (28 -> 26 -> 24). */
-    return NN_SEQUENTIAL(nn_conv2d(1, 32, k3, NULL, true, AD_FLOAT32, rng),
-                         nn_relu(),
-                         nn_conv2d(32, 32, k3, NULL, true, AD_FLOAT32, rng),
-                         nn_relu(),
-                         nn_max_pool2d(k2, NULL, NULL),
-                         nn_flatten(1, -1),
-                         nn_linear(32 * 12 * 12, 128, true, AD_FLOAT32, rng),
-                         nn_relu(),
-                         nn_linear(128, 10, true, AD_FLOAT32, rng));
-}
+static const fm_recipe recipe = {
+    .arch = "fmnist_cnn",
+    .description = "CNN conv32-conv32-maxpool-128-10",
+    .sample_ndim = 3, /* channels, height, width: batches of [N,1,28,28] */
+    .sample_shape = {1, 28, 28},
+    .epochs = 2,
+    .batch = 64,
+    .lr = 0.02,
+    .momentum = 0.9,
+    .eval_batch = 100,
+};
 
 int main(int argc, char **argv)
 {
-    static const fm_model model = {
-        .arch = "fmnist_cnn",
-        .description = "CNN conv32-conv32-maxpool-128-10",
-        /* channels, height, width: the loader gives [N,1,28,28] batches */
-        .sample_ndim = 3,
-        .sample_shape = {1, 28, 28},
-        .epochs = 2,
-        .batch = 64,
-        .lr = 0.02,
-        .momentum = 0.9,
-        .eval_batch = 100,
-        .build = build,
-    };
-    return fm_main(&model, argc, argv);
+    fm_run run;
+    int status = fm_start(&run, &recipe, argc, argv); /* options, data, loaders */
+    if (status != FM_GO) return status;
+
+    /* NULL convolution parameters: stride 1, no padding, so each 3x3
+     * convolution trims one pixel from every border (28 -> 26 -> 24). */
+    const int k3[2] = {3, 3}, k2[2] = {2, 2};
+    ad_rng rng;
+    ad_rng_init(&rng, run.seed);
+    nn_module *net = NN_SEQUENTIAL(nn_conv2d(1, 32, k3, NULL, true, AD_FLOAT32, &rng),
+                                   nn_relu(),
+                                   nn_conv2d(32, 32, k3, NULL, true, AD_FLOAT32, &rng),
+                                   nn_relu(),
+                                   nn_max_pool2d(k2, NULL, NULL),
+                                   nn_flatten(1, -1),
+                                   nn_linear(32 * 12 * 12, 128, true, AD_FLOAT32, &rng),
+                                   nn_relu(),
+                                   nn_linear(128, 10, true, AD_FLOAT32, &rng));
+
+    /* SGD with momentum on a per-step cosine schedule, cross-entropy. */
+    nn_named_tensors *params = net ? nn_parameters(net) : NULL;
+    nn_optim *sgd = params ? nn_sgd(params, &(nn_sgd_options){.lr = run.lr,
+                                                              .momentum = run.momentum})
+                           : NULL;
+    nn_named_tensors_free(params);
+    nn_trainer *tr = sgd ? nn_trainer_new(net, NULL, sgd,
+                                          &(nn_trainer_options){.accuracy = true,
+                                                                .schedule = NN_SCHEDULE_COSINE})
+                         : NULL;
+
+    int rc = fm_prepare(&run, net, tr) ? -1 : nn_fit(tr, run.train, run.test, run.epochs, &run.fit);
+    status = fm_finish(&run, tr, rc);
+    nn_trainer_free(tr);
+    nn_optim_free(sgd);
+    nn_module_free(net);
+    return status;
 }

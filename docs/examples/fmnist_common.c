@@ -1,25 +1,25 @@
-/* docs/examples/fmnist_common.c - training and evaluating a Fashion-MNIST
- * classifier: the part fmnist_mlp.c and fmnist_cnn.c share.
+/* docs/examples/fmnist_common.c - what fmnist_mlp.c and fmnist_cnn.c share
+ * beyond the nn layer: their command line, the data, the report.
  *
- * The pieces, in the order a run uses them (fm_main, at the end of the
- * file, calls them; each helper comes before its first use):
+ * The training loop itself - the step replayed on a recorded tape, the
+ * evaluation, the epochs, the progress bar - is nn's trainer
+ * (<nn/trainer.h>), which the programs call with nn_fit.  Here:
  *
  *   1. options     parsed and checked before anything is loaded, so a typo
  *                  costs nothing (exit status 2);
  *   2. data        the four IDX files, read once as bytes; a loader
  *                  converts one batch at a time to normalised floats;
- *   3. the step    recorded once on a *replayable* tape and replayed for
- *                  every batch, so that a training step allocates nothing;
- *   4. the loop    SGD with momentum, a cosine learning-rate schedule per
- *                  step, cross-entropy, a test evaluation after each epoch;
- *   5. results     accuracy and confusion matrix, a safetensors checkpoint,
- *                  a CSV loss curve (and a PNG of it when gnuplot exists),
- *                  a one-line JSON summary for scripts.
+ *   3. callbacks   of nn_fit, collecting the loss of every batch (for the
+ *                  first and last tenth the JSON reports) and writing a row
+ *                  of the CSV curve per epoch;
+ *   4. results     accuracy and confusion matrix, a safetensors checkpoint
+ *                  whose "arch" is checked when it is loaded, the curve's
+ *                  PNG when gnuplot exists, a one-line JSON summary.
  *
  * Everything goes through the public headers (<nn/nn.h>, which includes
  * <autodiff/autodiff.h>).  Library calls report errors by returning NULL or
  * -1 with the message in ad_error(); the functions here do the same, and
- * fm_main turns a failure into a message on stderr and exit status 1.
+ * fm_finish turns a failure into a message on stderr and exit status 1.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, access */
 
@@ -73,7 +73,7 @@ typedef struct options {
     bool json, quiet;
 } options;
 
-static void usage(const fm_model *m, FILE *out)
+static void usage(const fm_recipe *m, FILE *out)
 {
     fprintf(out,
             "usage: %s [options]\n"
@@ -102,7 +102,7 @@ static void usage(const fm_model *m, FILE *out)
 /* strtoll/strtod accept leading spaces, trailing junk ("5x") and, for
  * integers, overflow clamped to the limit; a command line should be read
  * strictly, so each value must be the whole argument and in range. */
-static int parse_int(const fm_model *m, const char *opt, const char *s, int64_t lo, int64_t hi,
+static int parse_int(const fm_recipe *m, const char *opt, const char *s, int64_t lo, int64_t hi,
                      const char *what, int64_t *out)
 {
     char *end;
@@ -116,7 +116,7 @@ static int parse_int(const fm_model *m, const char *opt, const char *s, int64_t 
     return 0;
 }
 
-static int parse_real(const fm_model *m, const char *opt, const char *s, double lo, double hi,
+static int parse_real(const fm_recipe *m, const char *opt, const char *s, double lo, double hi,
                       bool hi_open, const char *what, double *out)
 {
     char *end;
@@ -133,7 +133,7 @@ static int parse_real(const fm_model *m, const char *opt, const char *s, double 
 }
 
 /* 0 to go on, -1 after printing a usage error, 1 when --help was given. */
-static int parse_options(const fm_model *m, int argc, char **argv, options *o)
+static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
 {
     *o = (options){.data_dir = DEFAULT_DATA_DIR, .epochs = m->epochs, .batch = m->batch,
                    .lr = m->lr, .momentum = m->momentum, .seed = 1};
@@ -184,7 +184,7 @@ static int parse_options(const fm_model *m, int argc, char **argv, options *o)
             }
             val = argv[++i];
         }
-        int64_t n;
+        int64_t n = 0;
         int rc = 0;
         if (!strcmp(name, "--data")) {
             o->data_dir = val;
@@ -218,283 +218,68 @@ static int parse_options(const fm_model *m, int argc, char **argv, options *o)
     return 0;
 }
 
-/* ==== the replayed step ===================================================
- *
- * A training step is the same computation for every batch: only the
- * numbers in x and y change.  So instead of recording the forward pass
- * anew each time (allocating its nodes and tensors, if only from the tape's
- * arena), we record it once on a replayable tape, freeze the tape, and for
- * each batch *replay* it: ad_tape_replay copies the batch into the
- * recorded input leaves and re-runs every recorded op in place.  The
- * backward pass that follows takes its temporaries from the part of the
- * arena after the freeze point, which the next replay rewinds, so from the
- * second step on a step asks the system for no memory at all.
- *
- * The shapes are fixed by the recording: a [64,784] tape cannot run a
- * [32,784] batch.  A loader yields at most two shapes (full batches and a
- * shorter last one), so a replay_set holds up to two tapes, each recorded
- * when its shape is first needed.  Also fixed at recording: the module's
- * mode (train/eval) and anything C code decided from values - our networks
- * have no such branches (ReLU and max-pool select with tensor ops, which
- * replay recomputes). */
-typedef struct replayed {
-    ad_tape *tape;
-    int64_t batch;         /* 0 while not recorded */
-    ad_tensor *x, *y;      /* the input leaves on the tape */
-    ad_tensor *logits, *loss;
-} replayed;
-
-typedef struct replay_set {
-    replayed r[2];
-    bool training;         /* the module mode to record in */
-    nn_reduction reduction;
-} replay_set;
-
-static int record(replayed *r, nn_module *net, const fm_model *m, int64_t batch, bool training,
-                  nn_reduction reduction)
-{
-    int64_t shape[4] = {batch};
-    for (int d = 0; d < m->sample_ndim; d++) shape[d + 1] = m->sample_shape[d];
-    r->tape = ad_tape_new();
-    if (!r->tape || ad_tape_set_replayable(r->tape, true)) return -1;
-    /* Only recorded ops are replayed, and with grad mode off nothing is
-     * recorded, even on a replayable tape: so grad mode must be on here,
-     * also for the evaluation tape (which simply never runs backward). */
-    bool grad_was = ad_set_grad_enabled(true);
-    bool was_training = nn_is_training(net);
-    nn_train(net, training);
-    /* The leaves hold zeros for now; every replay overwrites them. */
-    r->x = ad_zeros(r->tape, AD_FLOAT32, m->sample_ndim + 1, shape);
-    r->y = ad_zeros(r->tape, AD_INT64, AD_SHAPE(batch));
-    r->logits = nn_forward(net, r->x);
-    r->loss = nn_cross_entropy(r->logits, r->y, reduction, 0);
-    nn_train(net, was_training);
-    ad_set_grad_enabled(grad_was);
-    if (!r->loss || ad_tape_freeze(r->tape)) return -1;
-    r->batch = batch;
-    return 0;
-}
-
-/* Runs the recorded computation on batch (x, y), recording it first if
- * this is the first batch of its size.  NULL on error. */
-static replayed *replay(replay_set *s, nn_module *net, const fm_model *m, ad_tensor *x,
-                        ad_tensor *y)
-{
-    int64_t batch = ad_size(x, 0);
-    replayed *r = NULL;
-    for (int i = 0; i < 2 && !r; i++)
-        if (s->r[i].batch == batch || s->r[i].batch == 0) r = &s->r[i];
-    if (!r) {
-        ad_set_error("replay: a third batch size (%" PRId64 ") from one loader", batch);
-        return NULL;
-    }
-    if (r->batch == 0 && record(r, net, m, batch, s->training, s->reduction)) return NULL;
-    ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
-    /* The return value counts comparisons whose outcome changed since the
-     * recording; it matters only to C code that branched on one (ours
-     * does not), so only an error (< 0) is looked at. */
-    return ad_tape_replay(r->tape, 2, leaves, values) < 0 ? NULL : r;
-}
-
-static void replay_set_free(replay_set *s)
-{
-    for (int i = 0; i < 2; i++) ad_tape_free(s->r[i].tape);
-}
-
-/* ==== the loop ============================================================ */
+/* ==== the run ============================================================== */
 
 /* Everything a run owns, freed in one place whatever went wrong. */
-typedef struct run {
-    const fm_model *m;
+struct fm_private {
+    const fm_recipe *m;
     options o;
+    double t_start;
+    int threads;
     nn_mnist *train_data, *test_data;
-    nn_loader *train, *test;
-    nn_module *net;
-    nn_optim *opt;
-    replay_set train_steps, eval_steps;
-    nn_confusion *test_cm;
-    int64_t train_correct; /* this epoch's correct training predictions */
-    nn_progress *bar;
+    nn_confusion *test_cm; /* of the last evaluation */
     FILE *curve;
-    double *batch_loss; /* this epoch's loss of every batch */
+    double *batch_loss;    /* this epoch's loss of every batch */
     int64_t *batch_size;
     /* figures for the summary */
-    int64_t steps, total_steps, samples_trained, loaded_epochs;
+    int64_t nb, samples_trained, loaded_epochs;
     double train_s, first_loss, last_loss, final_loss, test_loss, test_acc;
-} run;
+};
 
 /* Mean loss over batches [from, to) of the epoch, weighted by batch size
  * (a shorter last batch counts for less). */
-static double window_mean(const run *r, int64_t from, int64_t to)
+static double window_mean(const struct fm_private *p, int64_t from, int64_t to)
 {
     double sum = 0, n = 0;
     for (int64_t b = from; b < to; b++) {
-        sum += r->batch_loss[b] * (double)r->batch_size[b];
-        n += (double)r->batch_size[b];
+        sum += p->batch_loss[b] * (double)p->batch_size[b];
+        n += (double)p->batch_size[b];
     }
     return n > 0 ? sum / n : NAN;
 }
 
-/* One pass over the test set on the evaluation tapes: accuracy and
- * confusion counts into r->test_cm, mean cross-entropy into r->test_loss. */
-static int evaluate(run *r)
+/* nn_fit's callbacks: every batch's loss, then the epoch's figures. */
+static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
 {
-    ad_tensor *x, *y;
-    double loss_sum = 0;
-    int64_t n = 0;
-    int rc;
-    nn_confusion_reset(r->test_cm);
-    if (nn_loader_reset(r->test)) return -1;
-    while ((rc = nn_loader_next(r->test, &x, &y)) == 1) {
-        replayed *s = replay(&r->eval_steps, r->net, r->m, x, y);
-        if (!s || nn_confusion_update(r->test_cm, s->logits, s->y)) return -1;
-        loss_sum += ad_item(s->loss); /* recorded with NN_SUM: exact mean below */
-        n += s->batch;
-    }
-    if (rc < 0) return -1;
-    r->test_loss = loss_sum / (double)n;
-    r->test_acc = nn_confusion_accuracy(r->test_cm);
+    (void)tr;
+    struct fm_private *p = user;
+    p->batch_loss[s->batch - 1] = s->loss;
+    p->batch_size[s->batch - 1] = s->samples;
     return 0;
 }
 
-/* Adds the number of rows of s->logits whose largest entry is at the
- * label to *correct.  nn_confusion_update does this and more, but copies
- * its inputs into fresh buffers on every call; reading the float32 logits
- * in place keeps the training step free of malloc. */
-static int count_correct(const replayed *s, int64_t *correct)
+static int on_epoch(nn_trainer *tr, const nn_epoch_info *e, void *user)
 {
-    const float *x = ad_data(s->logits);
-    const int64_t *y = ad_data(s->y);
-    if (!x || !y) return -1;
-    for (int64_t i = 0; i < s->batch; i++) {
-        const float *row = x + i * NUM_CLASSES;
-        int best = 0;
-        for (int k = 1; k < NUM_CLASSES; k++)
-            if (row[k] > row[best]) best = k;
-        *correct += best == y[i];
-    }
-    return 0;
-}
-
-/* One epoch of SGD; epoch is 1-based. */
-static int train_epoch(run *r, int64_t epoch)
-{
-    const int64_t nb = nn_loader_num_batches(r->train);
-    ad_tensor *x, *y;
-    int rc;
-    int64_t b = 0;
-    double t0 = now();
-    r->train_correct = 0;
-    if (r->bar && nn_progress_begin(r->bar, epoch, r->o.epochs, nb)) return -1;
-    while ((rc = nn_loader_next(r->train, &x, &y)) == 1) {
-        /* Cosine schedule, per step: the rate glides from --lr at the first
-         * step to (almost) 0 at the last.  Large steps early cover ground;
-         * small ones at the end settle into a minimum instead of bouncing
-         * around it.  Per step rather than per epoch, because the CNN runs
-         * only two epochs: a per-epoch schedule would be two constant
-         * rates. */
-        double lr = nn_lr_cosine(r->o.lr, r->steps, r->total_steps, 0);
-        if (nn_optim_set_lr(r->opt, lr)) return -1;
-
-        /* forward + loss: the recorded ops, recomputed on this batch */
-        replayed *s = replay(&r->train_steps, r->net, r->m, x, y);
-        if (!s) return -1;
-        /* Gradients accumulate across backward passes (tape.h), so clear
-         * last step's first.  AD_RETAIN_GRAPH keeps the recording usable:
-         * without it the nodes would be marked freed and the next replay's
-         * backward refused. */
-        if (nn_optim_zero_grad(r->opt) || ad_backward(s->loss, NULL, AD_RETAIN_GRAPH) ||
-            nn_optim_step(r->opt))
-            return -1;
-
-        double loss = ad_item(s->loss);
-        if (!isfinite(loss))
-            return ad_set_error("training diverged: the loss is %g at epoch %" PRId64
-                                ", batch %" PRId64 " (try a smaller --lr)",
-                                loss, epoch, b + 1);
-        if (count_correct(s, &r->train_correct)) return -1;
-        r->batch_loss[b] = loss;
-        r->batch_size[b] = s->batch;
-        r->steps++;
-        r->samples_trained += s->batch;
-        b++;
-        if (r->bar && nn_progress_update(r->bar, b, loss, s->batch)) return -1;
-    }
-    if (rc < 0) return -1;
-    r->train_s += now() - t0;
-
+    (void)tr;
+    struct fm_private *p = user;
     /* The loss of the first and last tenth of training, to show (and let
      * the tests check) that it fell. */
-    int64_t w = nb / 10 > 0 ? nb / 10 : 1;
-    if (epoch == 1) r->first_loss = window_mean(r, 0, w);
-    r->last_loss = window_mean(r, nb - w, nb);
-    r->final_loss = window_mean(r, 0, nb);
-    double train_acc = (double)r->train_correct / (double)nn_loader_num_samples(r->train);
-
-    /* The bar's line ends before the evaluation, so that its samples/s
-     * is the training speed alone. */
-    if (r->bar &&
-        nn_progress_end(r->bar, "train acc %.2f%%", 100 * train_acc))
-        return -1;
-    if (evaluate(r)) return -1;
-    if (!r->o.quiet)
-        printf("          test loss %.4f, test acc %.2f%%, lr now %.3g\n", r->test_loss,
-               100 * r->test_acc, nn_optim_get_lr(r->opt));
-    if (r->curve) {
-        fprintf(r->curve, "%" PRId64 ",%.6g,%.6f,%.6f,%.6f,%.6f,%.3f\n", epoch,
-                nn_optim_get_lr(r->opt), r->final_loss, train_acc,
-                r->test_loss, r->test_acc, now() - t0);
+    int64_t nb = p->nb, w = nb / 10 > 0 ? nb / 10 : 1;
+    if (e->epoch == 1) p->first_loss = window_mean(p, 0, w);
+    p->last_loss = window_mean(p, nb - w, nb);
+    p->final_loss = e->train.loss;
+    p->train_s += e->train_seconds;
+    p->samples_trained += e->train.samples;
+    p->test_loss = e->val.loss;
+    p->test_acc = e->val.accuracy;
+    if (p->curve) {
+        fprintf(p->curve, "%" PRId64 ",%.6g,%.6f,%.6f,%.6f,%.6f,%.3f\n", e->epoch, e->lr,
+                e->train.loss, e->train.accuracy, e->val.loss, e->val.accuracy, e->seconds);
         /* flushed each epoch so a long run can be watched as it goes */
-        if (fflush(r->curve) || ferror(r->curve))
-            return ad_set_error("%s: write error", r->o.curve);
+        if (fflush(p->curve) || ferror(p->curve))
+            return ad_set_error("%s: write error", p->o.curve);
     }
     return 0;
-}
-
-/* ==== results ============================================================= */
-
-/* The model's parameters and buffers under their state_dict names (0.weight,
- * 0.bias, ...), as PyTorch would save them, with metadata saying which
- * program made it.  Loadable in Python with safetensors.numpy.load_file. */
-static int save_checkpoint(const run *r, const char *path)
-{
-    char meta[512];
-    snprintf(meta, sizeof meta,
-             "{\"arch\": \"%s\", \"description\": \"%s\", \"epochs\": \"%" PRId64
-             "\", \"test_accuracy\": \"%.4f\"}",
-             r->m->arch, r->m->description, r->loaded_epochs + r->o.epochs, r->test_acc);
-    nn_named_tensors *sd = nn_state_dict(r->net);
-    int rc = sd ? nn_save_safetensors(path, sd->n, sd->names, sd->tensors, meta) : -1;
-    nn_named_tensors_free(sd);
-    return rc;
-}
-
-/* Loads a checkpoint of *this* architecture.  The metadata is checked
- * first for a clear message ("holds a fmnist_cnn model"); the strict load
- * then checks every name, dtype and shape, and changes nothing unless all
- * match. */
-static int load_checkpoint(run *r, const char *path)
-{
-    nn_safetensors_info *info = nn_safetensors_inspect(path);
-    if (!info) return -1;
-    const char *arch = nn_safetensors_metadata(info, "arch");
-    const char *epochs = nn_safetensors_metadata(info, "epochs");
-    int rc = 0;
-    if (!arch)
-        rc = ad_set_error("%s: no \"arch\" in its metadata, so not a checkpoint saved by these "
-                          "programs' --save; %s refuses it",
-                          path, r->m->arch);
-    else if (strcmp(arch, r->m->arch) != 0)
-        rc = ad_set_error("%s holds a %s model, not %s (%s): wrong architecture", path, arch,
-                          r->m->arch, r->m->description);
-    if (!rc) {
-        nn_named_tensors *sd = nn_state_dict(r->net);
-        rc = sd ? nn_load_safetensors(path, sd->n, sd->names, sd->tensors, true) : -1;
-        nn_named_tensors_free(sd);
-    }
-    if (!rc && epochs) r->loaded_epochs = strtoll(epochs, NULL, 10);
-    nn_safetensors_info_free(info);
-    return rc;
 }
 
 /* Writes a gnuplot script into gnuplot's stdin: two panels, loss and
@@ -553,26 +338,27 @@ static void json_number(const char *key, double v, bool last)
         printf("\"%s\": null%s", key, last ? "" : ", ");
 }
 
-static void print_json(const run *r, double wall_s, int threads)
+static void print_json(const fm_run *r)
 {
+    const struct fm_private *p = r->p;
     printf("{\"arch\": \"%s\", \"epochs\": %" PRId64 ", \"batch\": %" PRId64
            ", \"lr\": %g, \"momentum\": %g, \"seed\": %" PRIu64 ", \"threads\": %d"
            ", \"train_samples\": %" PRId64 ", \"test_samples\": %" PRId64 ", ",
-           r->m->arch, r->o.epochs, r->o.batch, r->o.lr, r->o.momentum, r->o.seed, threads,
+           p->m->arch, p->o.epochs, p->o.batch, p->o.lr, p->o.momentum, p->o.seed, p->threads,
            nn_loader_num_samples(r->train), nn_loader_num_samples(r->test));
-    json_number("test_accuracy", r->test_acc, false);
-    json_number("test_loss", r->test_loss, false);
-    json_number("first_loss", r->first_loss, false);
-    json_number("last_loss", r->last_loss, false);
-    json_number("final_loss", r->final_loss, false);
+    json_number("test_accuracy", p->test_acc, false);
+    json_number("test_loss", p->test_loss, false);
+    json_number("first_loss", p->first_loss, false);
+    json_number("last_loss", p->last_loss, false);
+    json_number("final_loss", p->final_loss, false);
     json_number("train_samples_per_s",
-                r->train_s > 0 ? (double)r->samples_trained / r->train_s : NAN, false);
-    json_number("train_s", r->train_s, false);
-    json_number("wall_s", wall_s, true);
+                p->train_s > 0 ? (double)p->samples_trained / p->train_s : NAN, false);
+    json_number("train_s", p->train_s, false);
+    json_number("wall_s", now() - p->t_start, true);
     printf("}\n");
 }
 
-/* ==== data, and the whole run ============================================== */
+/* ==== data ================================================================ */
 
 /* The checkpoint is written at the end; finding out then that its
  * directory does not exist would waste the whole training run. */
@@ -590,204 +376,252 @@ static int check_writable_dir(const char *path)
     return 0;
 }
 
-static int load_data(run *r)
+static int load_data(struct fm_private *p)
 {
-    r->train_data = nn_mnist_load(r->o.data_dir, true);
-    if (!r->train_data) return -1;
-    r->test_data = nn_mnist_load(r->o.data_dir, false);
-    if (!r->test_data) return -1;
+    p->train_data = nn_mnist_load(p->o.data_dir, true);
+    if (!p->train_data) return -1;
+    p->test_data = nn_mnist_load(p->o.data_dir, false);
+    if (!p->test_data) return -1;
     for (int i = 0; i < 2; i++) {
-        const nn_idx *im = (i ? r->test_data : r->train_data)->images;
+        const nn_idx *im = (i ? p->test_data : p->train_data)->images;
         if (im->dims[1] != 28 || im->dims[2] != 28)
             return ad_set_error("%s: the %s images are %" PRId64 "x%" PRId64
                                 ", Fashion-MNIST's are 28x28",
-                                r->o.data_dir, i ? "test" : "training", im->dims[1], im->dims[2]);
+                                p->o.data_dir, i ? "test" : "training", im->dims[1], im->dims[2]);
     }
     return 0;
 }
 
-static int make_loaders(run *r)
+static int make_loaders(fm_run *r)
 {
+    const struct fm_private *p = r->p;
     nn_loader_options o = {
-        .batch_size = r->o.batch,
+        .batch_size = p->o.batch,
         /* a new order each epoch: batches of one class would pull the
          * weights back and forth */
         .shuffle = true,
         /* Not the initialisation's seed: the generator is counter-based, so
          * the same seed would make the first shuffle draw the very numbers
          * that initialised the weights. */
-        .seed = r->o.seed ^ UINT64_C(0x9e3779b97f4a7c15),
-        .limit = r->o.limit,
+        .seed = p->o.seed ^ UINT64_C(0x9e3779b97f4a7c15),
+        .limit = p->o.limit,
         .normalize = true,
         .mean = PIXEL_MEAN,
         .std = PIXEL_STD,
-        .sample_ndim = r->m->sample_ndim,
+        .sample_ndim = p->m->sample_ndim,
     };
-    for (int d = 0; d < r->m->sample_ndim; d++) o.sample_shape[d] = r->m->sample_shape[d];
-    r->train = nn_loader_from_idx(r->train_data->images, r->train_data->labels, &o);
-    o.batch_size = r->m->eval_batch;
+    for (int d = 0; d < p->m->sample_ndim; d++) o.sample_shape[d] = p->m->sample_shape[d];
+    r->train = nn_loader_from_idx(p->train_data->images, p->train_data->labels, &o);
+    o.batch_size = p->m->eval_batch;
     o.shuffle = false;
-    o.limit = r->o.test_limit;
-    r->test = nn_loader_from_idx(r->test_data->images, r->test_data->labels, &o);
+    o.limit = p->o.test_limit;
+    r->test = nn_loader_from_idx(p->test_data->images, p->test_data->labels, &o);
     return r->train && r->test ? 0 : -1;
 }
 
-static void run_free(run *r)
+/* ==== the three calls of a program ======================================== */
+
+static void run_free(fm_run *r)
 {
-    replay_set_free(&r->train_steps);
-    replay_set_free(&r->eval_steps);
-    nn_progress_free(r->bar);
-    nn_confusion_free(r->test_cm);
-    nn_optim_free(r->opt);
-    nn_module_free(r->net);
+    struct fm_private *p = r->p;
     nn_loader_free(r->train);
     nn_loader_free(r->test);
-    nn_mnist_free(r->train_data);
-    nn_mnist_free(r->test_data);
-    if (r->curve) fclose(r->curve);
-    free(r->batch_loss);
-    free(r->batch_size);
+    if (!p) return;
+    nn_confusion_free(p->test_cm);
+    nn_mnist_free(p->train_data);
+    nn_mnist_free(p->test_data);
+    if (p->curve) fclose(p->curve);
+    free(p->batch_loss);
+    free(p->batch_size);
+    free(p);
+    *r = (fm_run){0};
 }
 
-/* Everything after the options; -1 with ad_error() set on failure, or
- * EXIT_USAGE after printing a message for a value the data contradicts. */
-static int train_and_report(run *r, double t_start)
+/* Everything of fm_start after the options: -1 with ad_error() set, or
+ * EXIT_USAGE after printing a message for a value the data contradict. */
+static int start(fm_run *r)
 {
-    const options *o = &r->o;
-    const fm_model *m = r->m;
-    int threads = 1;
+    struct fm_private *p = r->p;
+    const options *o = &p->o;
+    p->threads = 1;
 #ifdef _OPENMP
     /* OpenMP parallelises the library's own kernels (elementwise ops,
      * unfold/fold of the convolutions, the built-in matrix product).
      * OpenBLAS, when the library uses it for matrix products, keeps its
      * own thread pool: set OPENBLAS_NUM_THREADS in the environment. */
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    threads = omp_get_max_threads();
+    p->threads = omp_get_max_threads();
 #else
     if (o->threads > 1 && !o->quiet)
         printf("note: built without OpenMP, --threads %d has no effect\n", o->threads);
 #endif
-
     if (o->save && check_writable_dir(o->save)) return -1;
-    if (load_data(r)) return -1;
-    int64_t ntrain = r->train_data->images->dims[0], ntest = r->test_data->images->dims[0];
+    if (load_data(p)) return -1;
+    int64_t ntrain = p->train_data->images->dims[0], ntest = p->test_data->images->dims[0];
     if (o->limit > ntrain || o->test_limit > ntest) {
         fprintf(stderr, "%s: --%s %" PRId64 " is more than the %" PRId64 " images of %s\n",
-                m->arch, o->limit > ntrain ? "limit" : "test-limit",
+                p->m->arch, o->limit > ntrain ? "limit" : "test-limit",
                 o->limit > ntrain ? o->limit : o->test_limit,
                 o->limit > ntrain ? ntrain : ntest, o->data_dir);
         return EXIT_USAGE;
     }
     if (make_loaders(r)) return -1;
+    int64_t nb = p->nb = nn_loader_num_batches(r->train);
+    p->test_cm = nn_confusion_new(NUM_CLASSES);
+    p->batch_loss = malloc((size_t)nb * sizeof *p->batch_loss);
+    p->batch_size = malloc((size_t)nb * sizeof *p->batch_size);
+    if (!p->test_cm) return -1;
+    if (!p->batch_loss || !p->batch_size) return ad_set_error("out of memory");
+    p->first_loss = p->last_loss = p->final_loss = p->test_loss = p->test_acc = NAN;
+    r->fit = (nn_fit_options){.progress = o->quiet ? NULL : stdout,
+                              .val_confusion = p->test_cm,
+                              .on_step = on_step,
+                              .on_epoch = on_epoch,
+                              .user = p};
+    return 0;
+}
 
-    ad_rng rng;
-    ad_rng_init(&rng, o->seed);
-    r->net = m->build(&rng);
-    if (!r->net) return -1;
-    if (o->load && load_checkpoint(r, o->load)) return -1;
+int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv)
+{
+    *r = (fm_run){0};
+    struct fm_private *p = calloc(1, sizeof *p);
+    if (!p) {
+        fprintf(stderr, "%s: out of memory\n", recipe->arch);
+        return EXIT_RUNTIME;
+    }
+    r->p = p;
+    p->m = recipe;
+    p->t_start = now();
+    int rc = parse_options(recipe, argc, argv, &p->o);
+    if (rc) {
+        run_free(r);
+        return rc < 0 ? EXIT_USAGE : 0;
+    }
+    rc = start(r);
+    if (rc == 0) {
+        r->seed = p->o.seed;
+        r->epochs = p->o.epochs;
+        r->lr = p->o.lr;
+        r->momentum = p->o.momentum;
+        return FM_GO;
+    }
+    if (rc < 0) {
+        fflush(stdout);
+        fprintf(stderr, "%s: error: %s\n", recipe->arch, ad_error() ? ad_error() : "unknown");
+        rc = EXIT_RUNTIME;
+    }
+    run_free(r);
+    return rc;
+}
 
-    /* PyTorch's SGD: v <- momentum v + g, w <- w - lr v.  The rate set here
-     * is replaced before every step by the schedule. */
-    nn_named_tensors *params = nn_parameters(r->net);
-    r->opt = params ? nn_sgd(params, &(nn_sgd_options){.lr = o->lr, .momentum = o->momentum})
-                    : NULL;
-    nn_named_tensors_free(params); /* the optimiser keeps its own copy */
-    r->test_cm = nn_confusion_new(NUM_CLASSES);
-    int64_t nb = nn_loader_num_batches(r->train);
-    r->batch_loss = malloc((size_t)nb * sizeof *r->batch_loss);
-    r->batch_size = malloc((size_t)nb * sizeof *r->batch_size);
-    if (!r->opt || !r->test_cm) return -1;
-    if (!r->batch_loss || !r->batch_size) return ad_set_error("out of memory");
-    r->train_steps = (replay_set){.training = true, .reduction = NN_MEAN};
-    /* The test loss is summed per batch and divided by the sample count
-     * once, so a shorter last batch is weighted right. */
-    r->eval_steps = (replay_set){.training = false, .reduction = NN_SUM};
-    r->total_steps = o->epochs * nb;
-
-    if (!o->quiet) {
-        printf("%s: %s, %" PRId64 " parameters\n", m->arch, m->description,
-               nn_num_parameters(r->net));
-        int64_t shape[4] = {1};
-        for (int d = 0; d < m->sample_ndim; d++) shape[d + 1] = m->sample_shape[d];
-        if (nn_summary(r->net, m->sample_ndim + 1, shape, stdout)) return -1;
-        printf("data: %" PRId64 " training and %" PRId64 " test images from %s\n",
-               nn_loader_num_samples(r->train), nn_loader_num_samples(r->test), o->data_dir);
-        if (o->epochs > 0)
-            printf("training: %" PRId64 " epoch%s of %" PRId64 " steps, batch %" PRId64
-                   ", SGD lr %g (cosine to 0) momentum %g, %d thread%s\n",
-                   o->epochs, o->epochs == 1 ? "" : "s", nb, o->batch, o->lr, o->momentum,
-                   threads, threads == 1 ? "" : "s");
-        /* A progress bar redrawn in place on a terminal, plain lines in a
-         * log (nn_progress decides with isatty). */
-        r->bar = nn_progress_new(stdout, NULL);
-        if (!r->bar) return -1;
+int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
+{
+    struct fm_private *p = r->p;
+    const options *o = &p->o;
+    const fm_recipe *m = p->m;
+    if (!net || !tr) return -1;
+    if (o->load) {
+        /* The metadata is checked first for a clear message ("holds a
+         * fmnist_cnn model"); the strict load then checks every name,
+         * dtype and shape, and changes nothing unless all match. */
+        nn_safetensors_info *info = nn_safetensors_inspect(o->load);
+        if (!info) return -1;
+        const char *arch = nn_safetensors_metadata(info, "arch");
+        const char *epochs = nn_safetensors_metadata(info, "epochs");
+        int rc = 0;
+        if (!arch)
+            rc = ad_set_error("%s: no \"arch\" in its metadata, so not a checkpoint saved by "
+                              "these programs' --save; %s refuses it", o->load, m->arch);
+        else if (strcmp(arch, m->arch) != 0)
+            rc = ad_set_error("%s holds a %s model, not %s (%s): wrong architecture", o->load,
+                              arch, m->arch, m->description);
+        if (!rc && epochs) p->loaded_epochs = strtoll(epochs, NULL, 10);
+        nn_safetensors_info_free(info);
+        if (rc || nn_trainer_load(tr, o->load, false)) return -1;
     }
     if (o->curve) {
-        r->curve = fopen(o->curve, "w");
-        if (!r->curve) return ad_set_error("%s: cannot write: %s", o->curve, strerror(errno));
-        fprintf(r->curve, "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,epoch_s\n");
+        p->curve = fopen(o->curve, "w");
+        if (!p->curve) return ad_set_error("%s: cannot write: %s", o->curve, strerror(errno));
+        fprintf(p->curve, "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,epoch_s\n");
     }
+    if (o->quiet) return 0;
+    printf("%s: %s, %" PRId64 " parameters\n", m->arch, m->description, nn_num_parameters(net));
+    int64_t shape[4] = {1};
+    for (int d = 0; d < m->sample_ndim; d++) shape[d + 1] = m->sample_shape[d];
+    if (nn_summary(net, m->sample_ndim + 1, shape, stdout)) return -1;
+    printf("data: %" PRId64 " training and %" PRId64 " test images from %s\n",
+           nn_loader_num_samples(r->train), nn_loader_num_samples(r->test), o->data_dir);
+    if (o->epochs > 0)
+        printf("training: %" PRId64 " epoch%s of %" PRId64 " steps, batch %" PRId64
+               ", SGD lr %g (cosine to 0) momentum %g, %d thread%s\n",
+               o->epochs, o->epochs == 1 ? "" : "s", nn_loader_num_batches(r->train), o->batch,
+               o->lr, o->momentum, p->threads, p->threads == 1 ? "" : "s");
+    return 0;
+}
 
-    r->first_loss = r->last_loss = r->final_loss = NAN;
-    for (int64_t e = 1; e <= o->epochs; e++)
-        if (train_epoch(r, e)) return -1;
-    if (o->epochs == 0 && evaluate(r)) return -1; /* evaluate a loaded model */
-
-    if (!o->quiet && o->epochs > 0) {
+/* The report of a successful run; -1 with ad_error() set on failure. */
+static int report(fm_run *r, nn_trainer *tr)
+{
+    struct fm_private *p = r->p;
+    const options *o = &p->o;
+    if (o->epochs == 0) { /* only evaluate a loaded model */
+        nn_metrics mt;
+        nn_confusion_reset(p->test_cm);
+        if (nn_trainer_evaluate(tr, r->test, p->test_cm, &mt) < 0) return -1;
+        p->test_loss = mt.loss;
+        p->test_acc = mt.accuracy;
+    }
+    nn_trainer_stats st;
+    if (!o->quiet && o->epochs > 0 && nn_trainer_get_stats(tr, &st) == 0)
         /* One tape per batch shape; their arenas stopped growing after
          * their first backward pass. */
-        size_t nodes = 0, bytes = 0;
-        int tapes = 0;
-        for (int i = 0; i < 2; i++) {
-            ad_tape_stats st;
-            if (r->train_steps.r[i].tape && ad_tape_get_stats(r->train_steps.r[i].tape, &st) == 0) {
-                nodes = st.nodes > nodes ? st.nodes : nodes;
-                bytes += st.arena_reserved;
-                tapes++;
-            }
-        }
         printf("training step: recorded once per batch shape (%d tape%s, %zu ops each), "
                "replayed %" PRId64 " times; arenas %.1f MB\n",
-               tapes, tapes == 1 ? "" : "s", nodes, r->steps, (double)bytes / 1e6);
-    }
-    if (r->curve) {
-        int bad = fclose(r->curve);
-        r->curve = NULL;
+               st.recordings, st.recordings == 1 ? "" : "s", st.nodes, st.replays,
+               (double)st.arena_reserved / 1e6);
+    if (p->curve) {
+        int bad = fclose(p->curve);
+        p->curve = NULL;
         if (bad) return ad_set_error("%s: write error", o->curve);
-        if (o->epochs > 0) plot_curve(o->curve, m->arch, o->epochs, o->quiet);
+        if (o->epochs > 0) plot_curve(o->curve, p->m->arch, o->epochs, o->quiet);
     }
     if (o->save) {
-        if (save_checkpoint(r, o->save)) return -1;
+        /* Loadable in Python with safetensors.numpy.load_file: the model's
+         * state_dict, the optimiser's state under optim.*, and metadata
+         * saying which program made it. */
+        char meta[512];
+        snprintf(meta, sizeof meta,
+                 "{\"arch\": \"%s\", \"description\": \"%s\", \"epochs\": \"%" PRId64
+                 "\", \"test_accuracy\": \"%.4f\"}",
+                 p->m->arch, p->m->description, p->loaded_epochs + o->epochs, p->test_acc);
+        if (nn_trainer_save(tr, o->save, meta)) return -1;
         if (!o->quiet) printf("model saved to %s\n", o->save);
     }
     if (!o->quiet) {
         printf("\ntest accuracy: %.2f%% (%" PRId64 "/%" PRId64 "), test loss %.4f\n",
-               100 * r->test_acc, r->test_cm->correct, r->test_cm->total, r->test_loss);
-        if (r->train_s > 0)
+               100 * p->test_acc, p->test_cm->correct, p->test_cm->total, p->test_loss);
+        if (p->train_s > 0)
             printf("training: %.0f samples/s, %.1f s\n",
-                   (double)r->samples_trained / r->train_s, r->train_s);
+                   (double)p->samples_trained / p->train_s, p->train_s);
         printf("\nconfusion matrix (rows: true class, columns: predicted)\n");
-        if (nn_confusion_print(r->test_cm, CLASS_NAMES, stdout)) return -1;
+        if (nn_confusion_print(p->test_cm, CLASS_NAMES, stdout)) return -1;
     }
-    if (o->json) print_json(r, now() - t_start, threads);
+    if (o->json) print_json(r);
     return 0;
 }
 
-int fm_main(const fm_model *model, int argc, char **argv)
+int fm_finish(fm_run *r, nn_trainer *tr, int rc)
 {
-    double t_start = now();
-    run r = {.m = model};
-    int rc = parse_options(model, argc, argv, &r.o);
-    if (rc) return rc < 0 ? EXIT_USAGE : 0;
-    rc = train_and_report(&r, t_start);
+    const char *arch = r->p->m->arch;
+    if (rc == 0) rc = report(r, tr);
     if (rc < 0) {
         fflush(stdout);
-        fprintf(stderr, "%s: error: %s\n", model->arch, ad_error() ? ad_error() : "unknown");
+        fprintf(stderr, "%s: error: %s\n", arch, ad_error() ? ad_error() : "unknown");
         rc = EXIT_RUNTIME;
     }
-    run_free(&r);
+    run_free(r);
     if (fflush(stdout) || ferror(stdout)) {
-        fprintf(stderr, "%s: error writing the output\n", model->arch);
+        fprintf(stderr, "%s: error writing the output\n", arch);
         return EXIT_RUNTIME;
     }
     return rc;

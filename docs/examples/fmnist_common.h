@@ -1,17 +1,17 @@
 /* docs/examples/fmnist_common.h - what fmnist_mlp.c and fmnist_cnn.c share.
  *
- * The two programs differ only in the network they build and the recipe
- * (epochs, batch, learning rate) that trains it well; everything else -
- * options, data loading, the training loop on a replayed tape, evaluation,
- * checkpoints, the loss curve and the JSON summary - is here, in
- * fmnist_common.c.  A program describes its model in an fm_model and hands
- * over to fm_main():
+ * The training itself is the nn layer's trainer (<nn/trainer.h>): a step
+ * replayed on a recorded tape, evaluation, fit over epochs.  What is left
+ * here is what belongs to these two programs: their command line, the
+ * Fashion-MNIST files and loaders, the checkpoint's "arch" check, the loss
+ * curve and the JSON summary.  A program is
  *
- *     static nn_module *build(ad_rng *rng) { return NN_SEQUENTIAL(...); }
- *     int main(int argc, char **argv) {
- *         static const fm_model model = {.arch = "fmnist_mlp", ...};
- *         return fm_main(&model, argc, argv);
- *     }
+ *     fm_run run;
+ *     int status = fm_start(&run, &recipe, argc, argv);  // options, data
+ *     if (status != FM_GO) return status;
+ *     ... build the model, its optimiser, nn_trainer_new ...
+ *     int rc = fm_prepare(&run, net, tr) ? -1 : nn_fit(tr, run.train, run.test, run.epochs, &run.fit);
+ *     status = fm_finish(&run, tr, rc);                   // report, save, JSON
  *
  * See docs/training.md for how to run them and what they reach.
  */
@@ -19,8 +19,9 @@
 #define FMNIST_COMMON_H
 
 #include <nn/nn.h>
+#include <stdio.h>
 
-typedef struct fm_model {
+typedef struct fm_recipe {
     /* Names the architecture: the program's name in messages, and the
      * "arch" metadata of its checkpoints, checked when one is loaded so
      * that an MLP checkpoint is never fed to the CNN. */
@@ -39,15 +40,36 @@ typedef struct fm_model {
     /* Images per evaluation batch: larger is faster, but a convolution's
      * intermediates grow with it (see fmnist_cnn.c). */
     int64_t eval_batch;
-    /* Makes a fresh, randomly initialised network from rng (NULL with
-     * ad_error() set on failure). */
-    nn_module *(*build)(ad_rng *rng);
-} fm_model;
+} fm_recipe;
 
-/* Parses the command line (see usage in fmnist_common.c or
- * docs/training.md), trains and evaluates model, and returns the process's
- * exit status: 0 on success, 1 for a runtime error (data, checkpoint, I/O),
- * 2 for a usage error (unknown option, invalid value). */
-int fm_main(const fm_model *model, int argc, char **argv);
+/* fm_start's "carry on" (any other value is the exit status). */
+enum { FM_GO = -1 };
+
+/* A run: the options as given on the command line, the data, and what the
+ * report needs.  The fields above the line are for the program. */
+typedef struct fm_run {
+    uint64_t seed;
+    int64_t epochs;
+    double lr, momentum;
+    nn_loader *train, *test;
+    nn_fit_options fit; /* progress, the curve's callbacks, the confusion matrix */
+    /* ------------------------------------------------------------------ */
+    struct fm_private *p;
+} fm_run;
+
+/* Parses the command line and loads the data and loaders.  FM_GO to carry
+ * on (fm_finish then frees what it made); otherwise the exit status, the
+ * message printed and everything freed: 0 after --help, 1 for a runtime
+ * error (data, I/O), 2 for a usage error. */
+int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv);
+/* Before training: loads --load into the trainer's model (weights only,
+ * refusing another architecture), prints the model's summary and opens
+ * --curve.  -1 with ad_error() set on failure. */
+int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr);
+/* After nn_fit returned rc: on success, evaluates (when no epoch was run),
+ * writes --curve's plot, --save, the accuracy and confusion matrix, the
+ * JSON line; on failure prints ad_error().  Frees what fm_start made (not
+ * the trainer) and returns the exit status. */
+int fm_finish(fm_run *r, nn_trainer *tr, int rc);
 
 #endif

@@ -15,35 +15,55 @@
  *     build/docs/examples/fmnist_mlp                  # train, evaluate
  *     build/docs/examples/fmnist_mlp --help           # every option
  *
- * The training loop, data loading and the rest are in fmnist_common.c.
+ * The training loop is nn's trainer (nn/trainer.h); options, data and the
+ * report are in fmnist_common.c.
  */
 #include "fmnist_common.h"
 
-static nn_module *build(ad_rng *rng)
-{
-    /* Each layer draws its initial weights from rng (PyTorch's defaults,
-     * see nn/init.h), so the seed fixes the starting point.  A NULL from
-     * any constructor makes NN_SEQUENTIAL fail and free the others, so
-     * one check by the caller covers all. */
-    return NN_SEQUENTIAL(nn_linear(784, 256, true, AD_FLOAT32, rng),
-                         nn_relu(),
-                         nn_linear(256, 10, true, AD_FLOAT32, rng));
-}
+static const fm_recipe recipe = {
+    .arch = "fmnist_mlp",
+    .description = "MLP 784-256-ReLU-10",
+    .sample_ndim = 1, /* the loader flattens each 28x28 image into 784 inputs */
+    .sample_shape = {784},
+    .epochs = 5,
+    .batch = 64,
+    .lr = 0.05,
+    .momentum = 0.9,
+    .eval_batch = 1000,
+};
 
 int main(int argc, char **argv)
 {
-    static const fm_model model = {
-        .arch = "fmnist_mlp",
-        .description = "MLP 784-256-ReLU-10",
-        /* the loader flattens each 28x28 image into the 784 inputs */
-        .sample_ndim = 1,
-        .sample_shape = {784},
-        .epochs = 5,
-        .batch = 64,
-        .lr = 0.05,
-        .momentum = 0.9,
-        .eval_batch = 1000,
-        .build = build,
-    };
-    return fm_main(&model, argc, argv);
+    fm_run run;
+    int status = fm_start(&run, &recipe, argc, argv); /* options, data, loaders */
+    if (status != FM_GO) return status;
+
+    /* Each layer draws its initial weights from rng (PyTorch's defaults,
+     * nn/init.h), so the seed fixes the starting point.  A NULL from any
+     * constructor makes NN_SEQUENTIAL fail and free the others. */
+    ad_rng rng;
+    ad_rng_init(&rng, run.seed);
+    nn_module *net = NN_SEQUENTIAL(nn_linear(784, 256, true, AD_FLOAT32, &rng),
+                                   nn_relu(),
+                                   nn_linear(256, 10, true, AD_FLOAT32, &rng));
+
+    /* PyTorch's SGD (v <- momentum v + g, w <- w - lr v), its rate glided
+     * to 0 along a cosine over all the steps by the trainer; the loss is
+     * cross-entropy (NULL), and the accuracy is counted as it trains. */
+    nn_named_tensors *params = net ? nn_parameters(net) : NULL;
+    nn_optim *sgd = params ? nn_sgd(params, &(nn_sgd_options){.lr = run.lr,
+                                                              .momentum = run.momentum})
+                           : NULL;
+    nn_named_tensors_free(params); /* the optimiser keeps its own copy */
+    nn_trainer *tr = sgd ? nn_trainer_new(net, NULL, sgd,
+                                          &(nn_trainer_options){.accuracy = true,
+                                                                .schedule = NN_SCHEDULE_COSINE})
+                         : NULL;
+
+    int rc = fm_prepare(&run, net, tr) ? -1 : nn_fit(tr, run.train, run.test, run.epochs, &run.fit);
+    status = fm_finish(&run, tr, rc); /* accuracy, confusion matrix, --save, --json */
+    nn_trainer_free(tr);
+    nn_optim_free(sgd);
+    nn_module_free(net);
+    return status;
 }

@@ -1,0 +1,572 @@
+/* nn/trainer.c - the training loop of nn/trainer.h: replayed steps,
+ * evaluation, fit with callbacks, checkpoints.
+ *
+ * Built on the public API only, like the rest of nn: a step is
+ * ad_tape_replay + ad_backward + nn_optim_step, exactly what a program
+ * would write by hand, so a trainer's run and a hand-written loop with the
+ * same seed give the same numbers bit for bit. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
+#include "trainer.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "internal.h"
+#include "nn_private.h"
+
+/* One recording: the tape, the input leaves the batch is copied into, and
+ * the output and loss the replay recomputes.  tape NULL: slot unused. */
+typedef struct rec {
+    ad_tape *tape;
+    ad_dtype xdt, ydt;
+    int xnd, ynd;
+    int64_t xshape[AD_MAX_DIMS], yshape[AD_MAX_DIMS];
+    ad_tensor *x, *y, *out, *loss;
+} rec;
+
+struct nn_trainer {
+    nn_module *model;
+    nn_loss_fn loss;
+    nn_optim *opt;
+    nn_trainer_options o;
+    double base_lr;
+    rec train[NN_TRAINER_MAX_SHAPES], eval[NN_TRAINER_MAX_SHAPES];
+    ad_tape *scratch;        /* steps without replay, reset before each */
+    ad_tensor *out, *y;      /* of the last step or evaluation batch */
+    int64_t epoch, steps, replays;
+    int64_t fit_total;       /* steps of the current nn_fit, for the schedule */
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static ad_tensor *cross_entropy(ad_tensor *out, ad_tensor *target, nn_reduction r)
+{
+    return nn_cross_entropy(out, target, r, 0);
+}
+
+nn_trainer *nn_trainer_new(nn_module *model, nn_loss_fn loss, nn_optim *opt,
+                           const nn_trainer_options *opts)
+{
+    const char *fn = "nn_trainer_new";
+    if (!model || !opt) {
+        nn__null_arg(fn, model ? "opt" : "model");
+        return NULL;
+    }
+    nn_trainer_options o = opts ? *opts : (nn_trainer_options){0};
+    if (o.schedule != NN_SCHEDULE_CONSTANT && o.schedule != NN_SCHEDULE_COSINE) {
+        nn__err(fn, "unknown schedule %d", (int)o.schedule);
+        return NULL;
+    }
+    nn_trainer *tr = ad_calloc(1, sizeof *tr);
+    if (!tr) return NULL;
+    tr->model = model;
+    tr->loss = loss ? loss : cross_entropy;
+    tr->opt = opt;
+    tr->o = o;
+    tr->base_lr = nn_optim_get_lr(opt);
+    return tr;
+}
+
+static void rec_free(rec *r)
+{
+    ad_tape_free(r->tape);
+    *r = (rec){0};
+}
+
+void nn_trainer_free(nn_trainer *tr)
+{
+    if (!tr) return;
+    for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+        rec_free(&tr->train[i]);
+        rec_free(&tr->eval[i]);
+    }
+    ad_tape_free(tr->scratch);
+    ad_free(tr);
+}
+
+/* ---- forward and loss, replayed or recorded ---------------------------------- */
+
+static bool rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y)
+{
+    if (r->xdt != ad_tensor_dtype(x) || r->ydt != ad_tensor_dtype(y) || r->xnd != ad_ndim(x) ||
+        r->ynd != ad_ndim(y))
+        return false;
+    return memcmp(r->xshape, ad_shape(x), (size_t)r->xnd * sizeof(int64_t)) == 0 &&
+           memcmp(r->yshape, ad_shape(y), (size_t)r->ynd * sizeof(int64_t)) == 0;
+}
+
+/* Records forward and loss for batches shaped as (x, y) on a new frozen
+ * replayable tape.  The leaves hold zeros until the replay that follows
+ * copies the batch in. */
+static int record(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y, bool training)
+{
+    *r = (rec){.xdt = ad_tensor_dtype(x), .ydt = ad_tensor_dtype(y), .xnd = ad_ndim(x),
+               .ynd = ad_ndim(y)};
+    memcpy(r->xshape, ad_shape(x), (size_t)r->xnd * sizeof(int64_t));
+    memcpy(r->yshape, ad_shape(y), (size_t)r->ynd * sizeof(int64_t));
+    r->tape = ad_tape_new();
+    if (!r->tape || ad_tape_set_replayable(r->tape, true)) {
+        rec_free(r);
+        return -1;
+    }
+    /* Only recorded ops are replayed, and with grad mode off nothing is
+     * recorded: so grad mode is on here, also for evaluation (whose tapes
+     * simply never run backward). */
+    bool grad_was = ad_set_grad_enabled(true);
+    bool was_training = nn_is_training(tr->model);
+    nn_train(tr->model, training);
+    r->x = ad_zeros(r->tape, r->xdt, r->xnd, r->xshape);
+    r->y = ad_zeros(r->tape, r->ydt, r->ynd, r->yshape);
+    r->out = r->x && r->y ? nn_forward(tr->model, r->x) : NULL;
+    r->loss = r->out ? tr->loss(r->out, r->y, training ? NN_MEAN : NN_SUM) : NULL;
+    nn_train(tr->model, was_training);
+    ad_set_grad_enabled(grad_was);
+    if (!r->loss || ad_tape_freeze(r->tape)) {
+        rec_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+/* Forward and loss of batch (x, y) into *out and *loss: replayed from the
+ * recording of its shape (recorded first if this is its first batch), or,
+ * without replay or with every slot taken, recorded afresh on the scratch
+ * tape.  *replayed says which. */
+static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad_tensor **out,
+                   ad_tensor **loss, bool *replayed)
+{
+    rec *recs = training ? tr->train : tr->eval, *r = NULL;
+    *replayed = false;
+    for (int i = 0; !tr->o.no_replay && i < NN_TRAINER_MAX_SHAPES && !r; i++)
+        if (!recs[i].tape || rec_matches(&recs[i], x, y)) r = &recs[i];
+    if (r) {
+        if (!r->tape && record(tr, r, x, y, training)) return -1;
+        ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
+        /* A positive count (comparisons whose outcome changed since the
+         * recording) matters only to C code that branched on one; a model
+         * that does must use no_replay, as the header says. */
+        if (ad_tape_replay(r->tape, 2, leaves, values) < 0) return -1;
+        *out = r->out;
+        *loss = r->loss;
+        tr->y = r->y;
+        *replayed = true;
+        return 0;
+    }
+    if (!tr->scratch && !(tr->scratch = ad_tape_new())) return -1;
+    if (ad_tape_reset(tr->scratch)) return -1;
+    ad_tape *prev = ad_tape_activate(tr->scratch);
+    bool grad_was = ad_set_grad_enabled(training);
+    bool was_training = nn_is_training(tr->model);
+    nn_train(tr->model, training);
+    *out = nn_forward(tr->model, x);
+    *loss = *out ? tr->loss(*out, y, training ? NN_MEAN : NN_SUM) : NULL;
+    nn_train(tr->model, was_training);
+    ad_set_grad_enabled(grad_was);
+    ad_tape_activate(prev);
+    tr->y = y;
+    return *loss ? 0 : -1;
+}
+
+/* Rows of logits [N, C] whose prediction is the label, added to *correct.
+ * Read in place: nn_confusion_update would copy the batch, and a training
+ * step should not allocate.  A NaN is the prediction, as there. */
+static int count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int64_t *correct)
+{
+    ad_dtype dt = ad_tensor_dtype(logits);
+    if (ad_ndim(logits) != 2 || !nn__is_float(dt) || ad_tensor_dtype(labels) != AD_INT64 ||
+        ad_ndim(labels) != 1 || ad_size(labels, 0) != ad_size(logits, 0))
+        return nn__err(fn, "accuracy needs logits [N, C] and int64 labels [N]");
+    const void *x = ad_data(logits);
+    const int64_t *y = ad_data(labels);
+    if (!x || !y) return -1;
+    int64_t n = ad_size(logits, 0), c = ad_size(logits, 1);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t best = 0;
+        double vb = nn__ld(x, dt, i * c);
+        for (int64_t k = 0; k < c && !isnan(vb); k++) {
+            double v = nn__ld(x, dt, i * c + k);
+            if (isnan(v) || v > vb) {
+                best = k;
+                vb = v;
+            }
+        }
+        *correct += best == y[i];
+    }
+    return 0;
+}
+
+/* The step without its checks of tr, x and y: 1 for a non-finite loss
+ * (nothing updated; the caller words the message), -1 on error. */
+static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, double *loss,
+                int64_t *correct)
+{
+    ad_tensor *out, *l;
+    bool replayed;
+    if (forward(tr, x, y, true, &out, &l, &replayed)) return -1;
+    tr->out = out;
+    if (ad_numel(l) != 1)
+        return nn__err(fn, "the loss function must give one value, got %" PRId64, ad_numel(l));
+    double v = ad_item(l);
+    *loss = v;
+    if (!isfinite(v)) return 1;
+    /* Gradients accumulate across backward passes, so last step's are
+     * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
+     * next replay. */
+    if (nn_optim_zero_grad(tr->opt) || ad_backward(l, NULL, replayed ? AD_RETAIN_GRAPH : 0) ||
+        nn_optim_step(tr->opt))
+        return -1;
+    if (tr->o.accuracy && count_correct(fn, out, tr->y, correct)) return -1;
+    tr->steps++;
+    tr->replays += replayed;
+    return 0;
+}
+
+static int check_batch(const char *fn, const ad_tensor *x, const ad_tensor *y)
+{
+    if (!x || !y) return nn__null_arg(fn, x ? "y" : "x");
+    if (ad_ndim(x) < 1 || ad_ndim(y) < 1 || ad_size(x, 0) != ad_size(y, 0))
+        return ad_set_error_code(AD_ERR_SHAPE, "%s: x and y must be batches of the same length",
+                                 fn);
+    return 0;
+}
+
+int nn_trainer_step(nn_trainer *tr, ad_tensor *x, ad_tensor *y, double *loss)
+{
+    const char *fn = "nn_trainer_step";
+    if (!tr) return nn__null_arg(fn, "tr");
+    if (check_batch(fn, x, y)) return -1;
+    double v;
+    int64_t correct = 0;
+    int rc = step(tr, fn, x, y, &v, &correct);
+    if (rc > 0)
+        return ad_set_error_code(AD_ERR_NUMERIC, "%s: the loss is %g: parameters not updated",
+                                 fn, v);
+    if (rc == 0 && loss) *loss = v;
+    return rc;
+}
+
+ad_tensor *nn_trainer_output(const nn_trainer *tr)
+{
+    if (!tr) return nn__null_arg("nn_trainer_output", "tr"), NULL;
+    if (!tr->out) return nn__err("nn_trainer_output", "no step or evaluation yet"), NULL;
+    return tr->out;
+}
+
+/* ---- evaluation ------------------------------------------------------------- */
+
+static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_confusion *cm,
+                        nn_metrics *m)
+{
+    *m = (nn_metrics){.loss = NAN, .accuracy = NAN};
+    if (nn_loader_reset(loader)) return -1;
+    double loss_sum = 0;
+    int64_t n = 0, correct = 0;
+    ad_tensor *x, *y;
+    int got;
+    while ((got = nn_loader_next(loader, &x, &y)) == 1) {
+        if (!y) return nn__err(fn, "the loader gives no labels");
+        ad_tensor *out, *l;
+        bool replayed;
+        if (forward(tr, x, y, false, &out, &l, &replayed)) return -1;
+        tr->out = out;
+        if (ad_numel(l) != 1)
+            return nn__err(fn, "the loss function must give one value, got %" PRId64,
+                           ad_numel(l));
+        if ((cm && nn_confusion_update(cm, out, tr->y)) ||
+            (tr->o.accuracy && count_correct(fn, out, tr->y, &correct)))
+            return -1;
+        loss_sum += ad_item(l); /* summed per batch: the mean is exact below */
+        n += ad_size(x, 0);
+    }
+    if (got < 0) return -1;
+    m->samples = n;
+    m->loss = n > 0 ? loss_sum / (double)n : NAN;
+    if (tr->o.accuracy && n > 0) m->accuracy = (double)correct / (double)n;
+    return n;
+}
+
+int64_t nn_trainer_evaluate(nn_trainer *tr, nn_loader *loader, nn_confusion *cm, nn_metrics *out)
+{
+    const char *fn = "nn_trainer_evaluate";
+    if (!tr || !loader || !out) return nn__null_arg(fn, !tr ? "tr" : !loader ? "loader" : "out");
+    return evaluate(tr, fn, loader, cm, out);
+}
+
+/* ---- fit ----------------------------------------------------------------------- */
+
+/* One epoch of steps; fills info's training figures.  1 when a callback
+ * asked to stop. */
+static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, nn_progress *bar,
+                     int64_t epoch, int64_t epochs, nn_epoch_info *info)
+{
+    const char *fn = "nn_fit";
+    int64_t nb = nn_loader_num_batches(train), correct = 0, n = 0;
+    double loss_sum = 0, t0 = now();
+    if (nn_loader_set_epoch(train, epoch - 1)) return -1;
+    if (bar && nn_progress_begin(bar, epoch, epochs, nb)) return -1;
+    ad_tensor *x, *y;
+    int got = 0, stop = 0;
+    for (int64_t b = 1; !stop && (got = nn_loader_next(train, &x, &y)) == 1; b++) {
+        if (!y) return nn__err(fn, "the training loader gives no labels");
+        if (tr->o.schedule == NN_SCHEDULE_COSINE &&
+            nn_optim_set_lr(tr->opt, nn_lr_cosine(tr->base_lr, tr->steps, tr->fit_total, 0)))
+            return -1;
+        double loss;
+        int rc = step(tr, fn, x, y, &loss, &correct);
+        if (rc > 0)
+            return ad_set_error_code(AD_ERR_NUMERIC,
+                                     "%s: training diverged: the loss is %g at epoch %" PRId64
+                                     ", batch %" PRId64 " (try a smaller learning rate)",
+                                     fn, loss, epoch, b);
+        if (rc < 0) return -1;
+        int64_t samples = ad_size(x, 0);
+        loss_sum += loss * (double)samples;
+        n += samples;
+        if (bar && nn_progress_update(bar, b, loss, samples)) return -1;
+        if (o->on_step) {
+            nn_step_info si = {epoch, epochs, b, nb, tr->steps, samples, loss,
+                               nn_optim_get_lr(tr->opt)};
+            stop = o->on_step(tr, &si, o->user);
+            if (stop < 0) return -1;
+        }
+    }
+    if (!stop && got < 0) return -1;
+    info->train = (nn_metrics){n, n > 0 ? loss_sum / (double)n : NAN,
+                               tr->o.accuracy && n > 0 ? (double)correct / (double)n : NAN};
+    info->train_seconds = now() - t0;
+    return stop ? 1 : 0;
+}
+
+int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
+           const nn_fit_options *opts)
+{
+    const char *fn = "nn_fit";
+    if (!tr || !train) return nn__null_arg(fn, tr ? "train" : "tr");
+    if (epochs < 0) return nn__err(fn, "epochs must be >= 0, got %" PRId64, epochs);
+    nn_fit_options o = opts ? *opts : (nn_fit_options){0};
+    if (o.checkpoint_every < 0)
+        return nn__err(fn, "checkpoint_every must be >= 0, got %" PRId64, o.checkpoint_every);
+    int64_t nb = nn_loader_num_batches(train);
+    if (nb < 0) return -1;
+    tr->fit_total = epochs * nb;
+    nn_progress *bar = NULL;
+    if (o.progress && tr->epoch < epochs &&
+        !(bar = nn_progress_new(o.progress, o.progress_options)))
+        return -1;
+    int rc = 0;
+    for (int64_t e = tr->epoch + 1; e <= epochs && rc == 0; e++) {
+        nn_epoch_info info = {.epoch = e, .epochs = epochs};
+        double t0 = now();
+        rc = fit_epoch(tr, train, &o, bar, e, epochs, &info);
+        if (rc < 0) break;
+        info.lr = nn_optim_get_lr(tr->opt);
+        /* The bar's line ends before the evaluation, so that its samples/s
+         * is the training speed alone. */
+        if (bar && (tr->o.accuracy ? nn_progress_end(bar, "train acc %.2f%%",
+                                                     100 * info.train.accuracy)
+                                   : nn_progress_end(bar, NULL))) {
+            rc = -1;
+            break;
+        }
+        info.val = (nn_metrics){0, NAN, NAN};
+        if (val && o.val_confusion) nn_confusion_reset(o.val_confusion);
+        if (val && evaluate(tr, fn, val, o.val_confusion, &info.val) < 0) {
+            rc = -1;
+            break;
+        }
+        if (o.progress && val) {
+            fprintf(o.progress, "          val loss %.4f", info.val.loss);
+            if (tr->o.accuracy) fprintf(o.progress, ", val acc %.2f%%", 100 * info.val.accuracy);
+            fprintf(o.progress, ", lr now %.3g\n", info.lr);
+        }
+        if (rc == 0) tr->epoch = e; /* a stop mid-epoch leaves the epoch unfinished */
+        int64_t every = o.checkpoint_every > 0 ? o.checkpoint_every : 1;
+        /* Only whole epochs are saved: a checkpoint in the middle of one
+         * could not be resumed at the step it was taken. */
+        if (o.checkpoint && rc == 0 && (e == epochs || e % every == 0) &&
+            nn_trainer_save(tr, o.checkpoint, o.checkpoint_metadata)) {
+            rc = -1;
+            break;
+        }
+        info.seconds = now() - t0;
+        if (rc == 0 && o.on_epoch) rc = o.on_epoch(tr, &info, o.user);
+    }
+    nn_progress_free(bar);
+    tr->fit_total = 0;
+    return rc < 0 ? -1 : 0;
+}
+
+int64_t nn_trainer_epoch(const nn_trainer *tr)
+{
+    return tr ? tr->epoch : nn__null_arg("nn_trainer_epoch", "tr");
+}
+
+int64_t nn_trainer_steps(const nn_trainer *tr)
+{
+    return tr ? tr->steps : nn__null_arg("nn_trainer_steps", "tr");
+}
+
+int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *s)
+{
+    const char *fn = "nn_trainer_get_stats";
+    if (!tr || !s) return nn__null_arg(fn, tr ? "stats" : "tr");
+    *s = (nn_trainer_stats){.replays = tr->replays};
+    for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+        ad_tape_stats ts;
+        if (!tr->train[i].tape) continue;
+        if (ad_tape_get_stats(tr->train[i].tape, &ts)) return -1;
+        s->recordings++;
+        s->nodes = ts.nodes > s->nodes ? ts.nodes : s->nodes;
+        s->arena_reserved += ts.arena_reserved;
+        s->arena_chunks += ts.arena_chunks;
+    }
+    return 0;
+}
+
+/* ---- checkpoints ------------------------------------------------------------ */
+
+#define EPOCH_KEY "nn_trainer_epoch"
+#define STEP_KEY "nn_trainer_step"
+#define OPTIM_PREFIX "optim."
+
+/* The model's state_dict followed by the optimiser's state under
+ * "optim.<name>" (with_optim), as parallel arrays; names[i] for i >=
+ * sd->n are owned.  NULL on error. */
+typedef struct entries {
+    nn_named_tensors *sd, *st;
+    int n;
+    const char **names;
+    ad_tensor **tensors;
+} entries;
+
+static void entries_free(entries *e)
+{
+    for (int i = e->sd ? e->sd->n : 0; i < e->n; i++) ad_free((char *)e->names[i]);
+    ad_free(e->names);
+    ad_free(e->tensors);
+    nn_named_tensors_free(e->sd);
+    nn_named_tensors_free(e->st);
+}
+
+static int entries_make(const nn_trainer *tr, bool with_optim, entries *e)
+{
+    *e = (entries){0};
+    e->sd = nn_state_dict(tr->model);
+    if (!e->sd || (with_optim && !(e->st = nn_optim_state(tr->opt)))) return -1;
+    int total = e->sd->n + (e->st ? e->st->n : 0);
+    e->names = ad_calloc((size_t)total + 1, sizeof *e->names);
+    e->tensors = ad_calloc((size_t)total + 1, sizeof *e->tensors);
+    if (!e->names || !e->tensors) return -1;
+    for (int i = 0; i < e->sd->n; i++, e->n++) {
+        e->names[e->n] = e->sd->names[i];
+        e->tensors[e->n] = e->sd->tensors[i];
+    }
+    for (int i = 0; e->st && i < e->st->n; i++, e->n++) {
+        size_t len = strlen(OPTIM_PREFIX) + strlen(e->st->names[i]) + 1;
+        char *name = ad_malloc(len);
+        if (!name) return -1;
+        snprintf(name, len, "%s%s", OPTIM_PREFIX, e->st->names[i]);
+        e->names[e->n] = name;
+        e->tensors[e->n] = e->st->tensors[i];
+    }
+    return 0;
+}
+
+int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata_json)
+{
+    const char *fn = "nn_trainer_save";
+    if (!tr || !path) return nn__null_arg(fn, tr ? "path" : "tr");
+    /* The user's object is spliced after the trainer's keys: its braces
+     * are dropped here, and nn_save_safetensors checks the whole. */
+    const char *body = "";
+    size_t blen = 0;
+    if (metadata_json) {
+        const char *b = metadata_json + strspn(metadata_json, " \t\r\n");
+        size_t len = strlen(b);
+        while (len > 0 && strchr(" \t\r\n", b[len - 1])) len--;
+        if (len < 2 || b[0] != '{' || b[len - 1] != '}')
+            return nn__err(fn, "metadata_json must be a JSON object, got '%.40s'", metadata_json);
+        if (strstr(b, "\"" EPOCH_KEY "\"") || strstr(b, "\"" STEP_KEY "\""))
+            return nn__err(fn, "metadata_json uses a key of the trainer (%s, %s)", EPOCH_KEY,
+                           STEP_KEY);
+        body = b + 1;
+        blen = len - 2;
+        while (blen > 0 && strchr(" \t\r\n", *body)) body++, blen--;
+    }
+    size_t size = blen + 128;
+    char *meta = ad_malloc(size);
+    if (!meta) return -1;
+    snprintf(meta, size, "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\"%s%.*s}",
+             tr->epoch, tr->steps, blen ? ", " : "", (int)blen, body);
+    entries e;
+    int rc = entries_make(tr, true, &e);
+    if (rc == 0) rc = nn_save_safetensors(path, e.n, e.names, e.tensors, meta);
+    entries_free(&e);
+    ad_free(meta);
+    return rc;
+}
+
+/* The count stored under key as a non-negative integer, in *out. */
+static int meta_count(const char *fn, const char *path, const nn_safetensors_info *info,
+                      const char *key, int64_t *out)
+{
+    const char *v = NULL;
+    for (int i = 0; i < info->n_metadata && !v; i++)
+        if (!strcmp(info->metadata_keys[i], key)) v = info->metadata_values[i];
+    if (!v)
+        return nn__err_io(fn, "%s: no \"%s\" in its metadata: not saved by nn_trainer_save, so "
+                              "there is nothing to resume (load it without resume)",
+                          path, key);
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < 0)
+        return nn__err_io(fn, "%s: \"%s\" is '%s', not a count", path, key, v);
+    *out = (int64_t)n;
+    return 0;
+}
+
+int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
+{
+    const char *fn = "nn_trainer_load";
+    if (!tr || !path) return nn__null_arg(fn, tr ? "path" : "tr");
+    nn_safetensors_info *info = nn_safetensors_inspect(path);
+    if (!info) return -1;
+    entries e;
+    int64_t epoch = 0, steps = 0;
+    int rc = entries_make(tr, resume, &e);
+    if (rc == 0 && resume)
+        rc = meta_count(fn, path, info, EPOCH_KEY, &epoch) ||
+                     meta_count(fn, path, info, STEP_KEY, &steps)
+                 ? -1
+                 : 0;
+    /* Loading weights only, the optimiser's entries of a trainer's
+     * checkpoint are skipped; any other entry the model lacks is an error,
+     * as a strict load would say. */
+    for (int i = 0; rc == 0 && !resume && i < info->n; i++) {
+        const char *name = info->entries[i].name;
+        bool known = !strncmp(name, OPTIM_PREFIX, strlen(OPTIM_PREFIX));
+        for (int k = 0; k < e.n && !known; k++) known = !strcmp(e.names[k], name);
+        if (!known)
+            rc = nn__err(fn, "%s: '%s' is not a tensor of the model (nor an optimiser's)", path,
+                         name);
+    }
+    if (rc == 0) rc = nn_load_safetensors(path, e.n, e.names, e.tensors, resume);
+    if (rc == 0 && resume) {
+        tr->epoch = epoch;
+        tr->steps = steps;
+    }
+    entries_free(&e);
+    nn_safetensors_info_free(info);
+    return rc;
+}

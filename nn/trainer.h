@@ -1,0 +1,215 @@
+/* nn/trainer.h - the training loop: a step on a replayed tape, evaluation,
+ * fit over epochs with callbacks, checkpoints that resume exactly.
+ *
+ * What Keras' model.fit or Lightning's Trainer give Python users:
+ *
+ *     nn_optim *opt = nn_sgd(params, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9});
+ *     nn_trainer *tr = nn_trainer_new(net, NULL, opt,       // NULL: cross-entropy
+ *                                     &(nn_trainer_options){.accuracy = true,
+ *                                                           .schedule = NN_SCHEDULE_COSINE});
+ *     nn_fit(tr, train, test, 5, &(nn_fit_options){.progress = stdout});
+ *     nn_trainer_free(tr);                                   // then opt, net
+ *
+ * The step.  A training step is the same computation for every batch of a
+ * shape; only the numbers change.  So the trainer records forward and loss
+ * once per batch shape on a replayable tape, freezes it, and for every
+ * batch replays it (ad_tape_replay: the batch is copied into the recorded
+ * input leaves and every op recomputed in place), then runs backward with
+ * AD_RETAIN_GRAPH and the optimiser's update.  From the second step of a
+ * shape on, a step asks the system for no memory.  A loader gives at most
+ * two shapes (full batches and a shorter last one); the trainer keeps
+ * NN_TRAINER_MAX_SHAPES recordings per mode and steps a shape beyond those
+ * without replay.  Replay fixes what the recording saw: the model's mode
+ * and any C-level branch on a value.  A model whose forward branches in C
+ * on data (not with tensor ops such as ReLU or ad_where, which replay
+ * recomputes) must be trained with .no_replay, which records every step
+ * afresh on a tape reset each time.
+ *
+ * Ownership.  The trainer borrows the model and the optimiser (they must
+ * outlive it; free them after nn_trainer_free) and owns its tapes.  Tensors
+ * it hands out (nn_trainer_output) live on its tapes and are valid until
+ * the next step or evaluation.
+ *
+ * Errors never abort: functions return -1 or NULL with ad_error() naming
+ * the function ("nn_fit: training diverged: ...") and ad_errcode() the kind
+ * (AD_ERR_NUMERIC for a non-finite loss, AD_ERR_IO for a checkpoint that
+ * cannot be written or read).
+ */
+#ifndef NN_TRAINER_H
+#define NN_TRAINER_H
+
+#include <stdio.h>
+
+#include "data.h"
+#include "loss.h"
+#include "module.h"
+#include "optim.h"
+#include "train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Batch shapes recorded for replay, per mode (training, evaluation). */
+#define NN_TRAINER_MAX_SHAPES 4
+
+/* A loss of the model's output and the target, reduced as asked: the
+ * trainer records the training loss with NN_MEAN and the evaluation loss
+ * with NN_SUM, so that a shorter last batch weighs what its samples do.
+ * nn_mse_loss, nn_l1_loss and nn_nll_loss have this type; NULL means
+ * nn_cross_entropy without label smoothing. */
+typedef ad_tensor *(*nn_loss_fn)(ad_tensor *output, ad_tensor *target, nn_reduction reduction);
+
+/* The learning rate per step, from the optimiser's rate when the trainer
+ * was made (base) and the step count t of nn_fit's whole run of T steps. */
+typedef enum nn_schedule {
+    NN_SCHEDULE_CONSTANT = 0, /* the rate is left alone (set it yourself) */
+    NN_SCHEDULE_COSINE        /* nn_lr_cosine(base, t, T, 0), set before each
+                                 step: PyTorch's CosineAnnealingLR per step */
+} nn_schedule;
+
+typedef struct nn_trainer_options {
+    /* Count correct predictions: the output is logits [N, C], the target
+     * int64 labels [N]; the prediction is the first maximum of a row (a
+     * NaN counts as the maximum, as in nn_confusion_update). */
+    bool accuracy;
+    /* Record every step afresh instead of replaying (see above). */
+    bool no_replay;
+    nn_schedule schedule;
+} nn_trainer_options;
+
+typedef struct nn_trainer nn_trainer;
+
+/* A trainer of model with loss (NULL: cross-entropy) and optimiser opt
+ * (whose parameters should be the model's).  opts may be NULL for the
+ * defaults (zeroed fields).  Free with nn_trainer_free.  Errors: NULL model
+ * or opt, an unknown schedule, out of memory. */
+AD_API nn_trainer *nn_trainer_new(nn_module *model, nn_loss_fn loss, nn_optim *opt,
+                           const nn_trainer_options *opts);
+/* Frees the tapes and the trainer, not the model nor the optimiser.  NULL
+ * is ignored. */
+AD_API void nn_trainer_free(nn_trainer *tr);
+
+/* One training step on batch (x, y): the model in training mode, the loss
+ * (mean over the batch), zero_grad, backward, the optimiser's update, with
+ * the schedule's rate when nn_fit drives it.  x and y are read, not kept
+ * (a loader's batches are fine).  Stores the batch's mean loss in *loss
+ * when loss is not NULL.  Errors: NULL x or y, a failure of the model, the
+ * loss or the optimiser (the message says which), a non-finite loss
+ * (AD_ERR_NUMERIC: the parameters were not updated). */
+AD_API int nn_trainer_step(nn_trainer *tr, ad_tensor *x, ad_tensor *y, double *loss);
+
+/* The model's output of the last step or evaluation batch, on a tape of
+ * the trainer: valid until its next step or evaluation, not to be freed.
+ * NULL with an error before any. */
+AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
+
+/* Figures of one pass over a data set. */
+typedef struct nn_metrics {
+    int64_t samples;  /* evaluated (or trained on) */
+    double loss;      /* mean per sample */
+    double accuracy;  /* correct / samples, with .accuracy; NAN without */
+} nn_metrics;
+
+/* One pass over the loader (from the first batch of its current epoch, see
+ * nn_loader_reset) in eval mode, on replayed evaluation tapes; the model's
+ * mode is restored after.  Fills *out, and adds the predictions to cm when
+ * cm is not NULL (logits [N, C] and int64 labels then).  Returns the number
+ * of samples, -1 on error. */
+AD_API int64_t nn_trainer_evaluate(nn_trainer *tr, nn_loader *loader, nn_confusion *cm,
+                            nn_metrics *out);
+
+/* What a callback of nn_fit is told after each step. */
+typedef struct nn_step_info {
+    int64_t epoch, epochs;        /* 1-based, of the run's last */
+    int64_t batch, num_batches;   /* 1-based, in this epoch */
+    int64_t step;                 /* steps done by the trainer, this one included */
+    int64_t samples;              /* in this batch */
+    double loss;                  /* the batch's mean loss */
+    double lr;                    /* the rate this step used */
+} nn_step_info;
+
+/* ... and after each epoch (the evaluation on val included). */
+typedef struct nn_epoch_info {
+    int64_t epoch, epochs;
+    nn_metrics train;             /* loss: mean over the epoch's samples */
+    nn_metrics val;               /* samples 0 and NANs without val */
+    double lr;                    /* the rate of the epoch's last step */
+    double train_seconds;         /* the training steps alone */
+    double seconds;               /* the epoch, evaluation included */
+} nn_epoch_info;
+
+/* Callbacks return 0 to go on, 1 to stop training after this step or
+ * epoch (nn_fit returns 0), or -1 with ad_error() set to fail it. */
+typedef int (*nn_step_callback)(nn_trainer *tr, const nn_step_info *info, void *user);
+typedef int (*nn_epoch_callback)(nn_trainer *tr, const nn_epoch_info *info, void *user);
+
+typedef struct nn_fit_options {
+    /* A progress bar (nn_progress, options as given) and a line per epoch
+     * with the evaluation on val; NULL prints nothing. */
+    FILE *progress;
+    const nn_progress_options *progress_options;
+    /* Reset and filled by each epoch's evaluation on val (when both are
+     * given): after nn_fit it holds the last epoch's predictions. */
+    nn_confusion *val_confusion;
+    nn_step_callback on_step;
+    nn_epoch_callback on_epoch;   /* after the checkpoint of that epoch */
+    void *user;                   /* passed to both */
+    /* With a path, a checkpoint (nn_trainer_save) every checkpoint_every
+     * epochs (0 means 1) and after the last, before on_epoch is called,
+     * with checkpoint_metadata (a JSON object of strings or NULL) in it.
+     * An epoch cut short by on_step is not saved. */
+    const char *checkpoint;
+    int64_t checkpoint_every;
+    const char *checkpoint_metadata;
+} nn_fit_options;
+
+/* Trains until the trainer has done `epochs` epochs (Keras' epochs): a
+ * fresh trainer runs epochs 1..epochs, one resumed from a checkpoint of
+ * epoch k runs k+1..epochs, with the loader set to each epoch's order
+ * (nn_loader_set_epoch) so that the resumed run sees the batches the
+ * uninterrupted one would have.  After each epoch it evaluates on val when
+ * val is not NULL.  The schedule spans epochs * batches-per-epoch steps.
+ * opts may be NULL.  Errors: NULL tr or train, epochs < 0, a loader
+ * without labels, any step's, evaluation's, checkpoint's or callback's
+ * error (training stops there; the parameters hold the last good step). */
+AD_API int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
+           const nn_fit_options *opts);
+
+/* Epochs and steps the trainer has completed (restored by a resuming
+ * load); -1 with an error for NULL. */
+AD_API int64_t nn_trainer_epoch(const nn_trainer *tr);
+AD_API int64_t nn_trainer_steps(const nn_trainer *tr);
+
+/* How the steps ran: recordings made, replays since, and the tapes' sizes. */
+typedef struct nn_trainer_stats {
+    int recordings;               /* training tapes recorded (one per shape) */
+    int64_t replays;              /* training steps that replayed a recording */
+    size_t nodes;                 /* ops of the largest training recording */
+    size_t arena_reserved;        /* bytes the training tapes hold */
+    size_t arena_chunks;          /* system allocations they hold */
+} nn_trainer_stats;
+AD_API int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *stats);
+
+/* Saves the model's state_dict (parameters and buffers under their names,
+ * as nn_state_dict gives them), the optimiser's state under "optim.<name>"
+ * and the trainer's epoch and step counts as metadata, atomically, to a
+ * safetensors file; metadata_json (a JSON object of strings, or NULL) is
+ * added to the metadata.  Errors: as nn_save_safetensors, and a key of
+ * metadata_json that the trainer uses ("nn_trainer_epoch",
+ * "nn_trainer_step"). */
+AD_API int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata_json);
+
+/* Loads a checkpoint into the model.  With resume, also the optimiser's
+ * state and the epoch and step counts (the file must come from
+ * nn_trainer_save), so that nn_fit continues exactly where the saved run
+ * was; without, the model's tensors alone (the optimiser and counts are
+ * left as they are), from any file holding them under their state_dict
+ * names.  Strict and all-or-nothing as nn_load_safetensors: an entry of the
+ * file that is not loaded is an error, and nothing changes on an error. */
+AD_API int nn_trainer_load(nn_trainer *tr, const char *path, bool resume);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

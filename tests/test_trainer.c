@@ -1,0 +1,386 @@
+/* tests/test_trainer.c - nn/trainer.h: fit learns, steps replay without
+ * allocating, evaluation agrees with nn_evaluate, a resumed run is the
+ * uninterrupted one bit for bit, callbacks and errors. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <nn/nn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autodiff/internal.h"
+#include "optest.h"
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+/* Three classes of points in the plane, around (cos, sin) of 0, 120 and
+ * 240 degrees, with a little noise: N = 100, so batches of 16 end with a
+ * shorter batch of 4 (two shapes to record). */
+enum { N = 100, BATCH = 16 };
+
+typedef struct data {
+    ad_tensor *x, *y;
+    nn_loader *train, *test;
+} data;
+
+static void data_make(data *d)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 7);
+    float xv[N * 2];
+    int64_t yv[N];
+    for (int i = 0; i < N; i++) {
+        yv[i] = i % 3;
+        double a = 2.0943951 * (double)yv[i];
+        xv[2 * i] = (float)(cos(a) + 0.3 * (ad_rng_uniform(&rng) - 0.5));
+        xv[2 * i + 1] = (float)(sin(a) + 0.3 * (ad_rng_uniform(&rng) - 0.5));
+    }
+    d->x = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(N, 2), xv);
+    d->y = ad_from_array(NULL, AD_INT64, AD_SHAPE(N), yv);
+    ck_assert_ptr_nonnull(d->x);
+    ck_assert_ptr_nonnull(d->y);
+    d->train = nn_loader_from_tensors(
+        d->x, d->y, &(nn_loader_options){.batch_size = BATCH, .shuffle = true, .seed = 3});
+    d->test = nn_loader_from_tensors(d->x, d->y, &(nn_loader_options){.batch_size = 32});
+    ck_assert_ptr_nonnull(d->train);
+    ck_assert_ptr_nonnull(d->test);
+}
+
+static void data_free(data *d)
+{
+    nn_loader_free(d->train);
+    nn_loader_free(d->test);
+    ad_tensor_free(d->x);
+    ad_tensor_free(d->y);
+}
+
+/* A model, its SGD and a trainer; seed fixes the initial weights. */
+typedef struct setup {
+    nn_module *net;
+    nn_optim *opt;
+    nn_trainer *tr;
+} setup;
+
+static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_options *o)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, seed);
+    s->net = NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                           nn_linear(8, 3, true, AD_FLOAT32, &rng));
+    ck_assert_ptr_nonnull(s->net);
+    nn_named_tensors *p = nn_parameters(s->net);
+    s->opt = nn_sgd(p, &(nn_sgd_options){.lr = lr, .momentum = 0.9});
+    nn_named_tensors_free(p);
+    ck_assert_ptr_nonnull(s->opt);
+    s->tr = nn_trainer_new(s->net, NULL, s->opt, o);
+    ck_assert_ptr_nonnull(s->tr);
+}
+
+static void setup_free(setup *s)
+{
+    nn_trainer_free(s->tr);
+    nn_optim_free(s->opt);
+    nn_module_free(s->net);
+}
+
+static const nn_trainer_options CLASSIFY = {.accuracy = true, .schedule = NN_SCHEDULE_COSINE};
+
+/* True when every parameter of a and b holds the same bits. */
+static bool same_params(const nn_module *a, const nn_module *b)
+{
+    nn_named_tensors *pa = nn_parameters(a), *pb = nn_parameters(b);
+    bool same = pa->n == pb->n;
+    for (int i = 0; same && i < pa->n; i++)
+        same = memcmp(ad_data(pa->tensors[i]), ad_data(pb->tensors[i]),
+                      (size_t)ad_numel(pa->tensors[i]) * sizeof(float)) == 0;
+    nn_named_tensors_free(pa);
+    nn_named_tensors_free(pb);
+    return same;
+}
+
+/* Collects every epoch's figures. */
+typedef struct run_log {
+    int epochs;
+    nn_epoch_info e[16];
+    int64_t steps;
+    int stop_after_steps; /* on_step returns 1 then (0: never) */
+    int stop_at_epoch;    /* on_epoch returns 1 then (0: never) */
+} run_log;
+
+static int log_step(nn_trainer *tr, const nn_step_info *s, void *user)
+{
+    run_log *l = user;
+    ck_assert_int_eq(s->step, nn_trainer_steps(tr));
+    ck_assert(s->batch >= 1 && s->batch <= s->num_batches);
+    ck_assert(s->samples == BATCH || s->samples == N % BATCH);
+    l->steps++;
+    return l->stop_after_steps && l->steps == l->stop_after_steps ? 1 : 0;
+}
+
+static int log_epoch(nn_trainer *tr, const nn_epoch_info *e, void *user)
+{
+    run_log *l = user;
+    ck_assert_int_eq(e->epoch, nn_trainer_epoch(tr));
+    if (l->epochs < 16) l->e[l->epochs++] = *e;
+    return l->stop_at_epoch && e->epoch == l->stop_at_epoch ? 1 : 0;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/* Training on the three clusters brings the loss from about ln 3 = 1.1 to
+ * near 0 and the accuracy to 1; every figure the epochs report is real. */
+START_TEST(fit_learns)
+{
+    data d;
+    data_make(&d);
+    setup s;
+    setup_make(&s, 1, 0.1, &CLASSIFY);
+    run_log l = {0};
+    nn_fit_options fo = {.on_step = log_step, .on_epoch = log_epoch, .user = &l};
+    ck_assert_int_eq(nn_fit(s.tr, d.train, d.test, 10, &fo), 0);
+    ck_assert_int_eq(l.epochs, 10);
+    ck_assert_int_eq(l.steps, 10 * 7);
+    ck_assert_int_eq(nn_trainer_steps(s.tr), 70);
+    ck_assert_int_eq(nn_trainer_epoch(s.tr), 10);
+    ck_assert_int_eq(l.e[0].train.samples, N);
+    ck_assert_int_eq(l.e[9].val.samples, N);
+    ck_assert(l.e[0].train.loss > 0.5);
+    ck_assert_msg(l.e[9].train.loss < 0.1, "final training loss %g", l.e[9].train.loss);
+    ck_assert_msg(l.e[9].val.loss < l.e[0].val.loss, "val loss did not fall");
+    ck_assert_double_eq(l.e[9].val.accuracy, 1.0);
+    /* the cosine schedule ends near 0 */
+    ck_assert(l.e[9].lr < 1e-3 && l.e[0].lr > 0.05);
+
+    /* evaluate: the same figures as nn_evaluate and a confusion matrix */
+    nn_metrics m;
+    nn_confusion *cm = nn_confusion_new(3);
+    ck_assert_int_eq(nn_trainer_evaluate(s.tr, d.test, cm, &m), N);
+    double mean_loss;
+    ck_assert_int_eq(nn_evaluate(s.net, d.test, NULL, &mean_loss), N);
+    ck_assert_double_eq_tol(m.loss, mean_loss, 1e-6);
+    ck_assert_double_eq(m.loss, l.e[9].val.loss);
+    ck_assert_double_eq(m.accuracy, nn_confusion_accuracy(cm));
+    ck_assert_int_eq(cm->total, N);
+    ad_tensor *out = nn_trainer_output(s.tr);
+    ck_assert_int_eq(ad_size(out, 1), 3);
+    nn_confusion_free(cm);
+    setup_free(&s);
+    data_free(&d);
+}
+END_TEST
+
+/* One recording per batch shape, replayed by every step; from the second
+ * step of a shape on, a step asks the allocator for nothing. */
+START_TEST(steps_replay_without_allocating)
+{
+    data d;
+    data_make(&d);
+    setup s;
+    setup_make(&s, 1, 0.1, &CLASSIFY);
+    ad_tensor *x, *y;
+    for (int epoch = 0; epoch < 3; epoch++) {
+        for (int b = 0; nn_loader_next(d.train, &x, &y) == 1; b++) {
+            size_t before = ad__alloc_calls;
+            double loss;
+            ck_assert_int_eq(nn_trainer_step(s.tr, x, y, &loss), 0);
+            ck_assert(isfinite(loss));
+            if (epoch > 0) ck_assert_uint_eq(ad__alloc_calls, before);
+        }
+    }
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(s.tr, &st), 0);
+    ck_assert_int_eq(st.recordings, 2); /* 16 and the last 4 */
+    ck_assert_int_eq(st.replays, 21);
+    ck_assert_uint_gt(st.nodes, 0);
+    ck_assert_uint_gt(st.arena_reserved, 0);
+    setup_free(&s);
+    data_free(&d);
+}
+END_TEST
+
+/* Replay recomputes what a fresh recording computes: the two trainers end
+ * with the same bits. */
+START_TEST(replay_matches_recording)
+{
+    data d;
+    data_make(&d);
+    setup a, b;
+    setup_make(&a, 5, 0.1, &CLASSIFY);
+    nn_trainer_options fresh = CLASSIFY;
+    fresh.no_replay = true;
+    setup_make(&b, 5, 0.1, &fresh);
+    ck_assert_int_eq(nn_fit(a.tr, d.train, d.test, 3, NULL), 0);
+    ck_assert_int_eq(nn_fit(b.tr, d.train, d.test, 3, NULL), 0);
+    ck_assert(same_params(a.net, b.net));
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(b.tr, &st), 0);
+    ck_assert_int_eq(st.recordings, 0);
+    ck_assert_int_eq(st.replays, 0);
+    setup_free(&a);
+    setup_free(&b);
+    data_free(&d);
+}
+END_TEST
+
+/* A 5-epoch run stopped after epoch 2 (by its epoch callback) with a
+ * checkpoint per epoch, then resumed by fresh objects (other initial
+ * weights, which the load replaces): the parameters end bit-identical to
+ * the uninterrupted run's.  The loader's order per epoch and the schedule
+ * over all 35 steps are what make it exact. */
+START_TEST(checkpoint_resume_is_exact)
+{
+    char dir[256], path[300], bare[300];
+    ck_assert_int_eq(ot_make_tmpdir(dir, sizeof dir, "test_trainer"), 0);
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    snprintf(bare, sizeof bare, "%s/bare.safetensors", dir);
+    data d;
+    data_make(&d);
+
+    setup whole;
+    setup_make(&whole, 11, 0.1, &CLASSIFY);
+    ck_assert_int_eq(nn_fit(whole.tr, d.train, d.test, 5, NULL), 0);
+
+    setup first;
+    setup_make(&first, 11, 0.1, &CLASSIFY);
+    run_log l = {.stop_at_epoch = 2};
+    nn_fit_options fo = {.checkpoint = path, .checkpoint_metadata = "{\"note\": \"test\"}",
+                         .on_epoch = log_epoch, .user = &l};
+    ck_assert_int_eq(nn_fit(first.tr, d.train, d.test, 5, &fo), 0);
+    ck_assert_int_eq(nn_trainer_epoch(first.tr), 2);
+    ck_assert_int_eq(l.epochs, 2);
+    ck_assert(!same_params(first.net, whole.net));
+
+    nn_safetensors_info *info = nn_safetensors_inspect(path);
+    ck_assert_ptr_nonnull(info);
+    ck_assert_str_eq(nn_safetensors_metadata(info, "nn_trainer_epoch"), "2");
+    ck_assert_str_eq(nn_safetensors_metadata(info, "nn_trainer_step"), "14");
+    ck_assert_str_eq(nn_safetensors_metadata(info, "note"), "test");
+    nn_safetensors_info_free(info);
+
+    setup resumed;
+    setup_make(&resumed, 99, 0.1, &CLASSIFY);
+    ck_assert(!same_params(resumed.net, first.net));
+    ck_assert_int_eq(nn_trainer_load(resumed.tr, path, true), 0);
+    ck_assert(same_params(resumed.net, first.net));
+    ck_assert_int_eq(nn_trainer_epoch(resumed.tr), 2);
+    ck_assert_int_eq(nn_trainer_steps(resumed.tr), 14);
+    ck_assert_int_eq(nn_optim_steps(resumed.opt), 14);
+    ck_assert_int_eq(nn_fit(resumed.tr, d.train, d.test, 5, NULL), 0);
+    ck_assert_int_eq(nn_trainer_epoch(resumed.tr), 5);
+    ck_assert_msg(same_params(resumed.net, whole.net), "the resumed run differs");
+
+    /* weights only: the model's tensors, not the optimiser or the counts */
+    setup w;
+    setup_make(&w, 99, 0.1, &CLASSIFY);
+    ck_assert_int_eq(nn_trainer_load(w.tr, path, false), 0);
+    ck_assert(same_params(w.net, first.net));
+    ck_assert_int_eq(nn_trainer_epoch(w.tr), 0);
+    ck_assert_int_eq(nn_optim_steps(w.opt), 0);
+
+    /* a plain state_dict has nothing to resume; a missing file is I/O */
+    nn_named_tensors *sd = nn_state_dict(whole.net);
+    ck_assert_int_eq(nn_save_safetensors(bare, sd->n, sd->names, sd->tensors, NULL), 0);
+    nn_named_tensors_free(sd);
+    ck_assert_int_eq(nn_trainer_load(w.tr, bare, false), 0);
+    ck_assert(same_params(w.net, whole.net));
+    ck_assert_int_eq(nn_trainer_load(w.tr, bare, true), -1);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "nothing to resume"));
+    ck_assert(same_params(w.net, whole.net));
+    ck_assert_int_eq(nn_trainer_load(w.tr, "/nonexistent/x.safetensors", false), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_IO);
+    ad_clear_error();
+
+    setup_free(&w);
+    setup_free(&resumed);
+    setup_free(&first);
+    setup_free(&whole);
+    data_free(&d);
+    ot_remove_tree(dir);
+}
+END_TEST
+
+/* A learning rate far too large makes the loss non-finite: nn_fit stops
+ * with AD_ERR_NUMERIC, naming the epoch and batch.  A callback's error
+ * stops it too, with the callback's message; an on_step returning 1 stops
+ * it cleanly mid-epoch. */
+static int fail_epoch(nn_trainer *tr, const nn_epoch_info *e, void *user)
+{
+    (void)tr, (void)e, (void)user;
+    return ad_set_error("my_callback: disk full");
+}
+
+START_TEST(stops_and_errors)
+{
+    data d;
+    data_make(&d);
+    setup s;
+    setup_make(&s, 1, 1e30, &CLASSIFY);
+    ck_assert_int_eq(nn_fit(s.tr, d.train, NULL, 3, NULL), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_NUMERIC);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "nn_fit: training diverged: the loss is"));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "at epoch 1, batch"));
+    setup_free(&s);
+
+    setup_make(&s, 1, 0.1, &CLASSIFY);
+    ck_assert_int_eq(nn_fit(s.tr, d.train, d.test, 3,
+                            &(nn_fit_options){.on_epoch = fail_epoch}), -1);
+    ck_assert_str_eq(ad_error(), "my_callback: disk full");
+    ck_assert_int_eq(nn_trainer_epoch(s.tr), 1);
+    run_log l = {.stop_after_steps = 3};
+    ck_assert_int_eq(nn_fit(s.tr, d.train, NULL, 3,
+                            &(nn_fit_options){.on_step = log_step, .user = &l}), 0);
+    ck_assert_int_eq(nn_trainer_steps(s.tr), 7 + 3);
+    ck_assert_int_eq(nn_trainer_epoch(s.tr), 1); /* epoch 2 was cut short */
+    /* fitting to where the trainer already is does nothing */
+    ck_assert_int_eq(nn_fit(s.tr, d.train, d.test, 1, NULL), 0);
+    ck_assert_int_eq(nn_trainer_steps(s.tr), 10);
+    setup_free(&s);
+
+    /* an MSE regression through a loss of the plain signature */
+    ad_tensor *x = ad_linspace(NULL, AD_FLOAT32, -1, 1, 64);
+    ad_tensor *xs = ad_reshape(x, AD_SHAPE(64, 1));
+    ad_tensor *x3 = ad_mul_scalar(xs, 3);
+    ad_tensor *ys = ad_add_scalar(x3, -1);
+    ad_tensor *xc = ad_copy(NULL, xs), *yc = ad_copy(NULL, ys);
+    nn_loader *ld = nn_loader_from_tensors(xc, yc, &(nn_loader_options){.batch_size = 8});
+    ck_assert_ptr_nonnull(ld);
+    ad_rng rng;
+    ad_rng_init(&rng, 1);
+    nn_module *lin = nn_linear(1, 1, true, AD_FLOAT32, &rng);
+    nn_named_tensors *p = nn_parameters(lin);
+    nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.1});
+    nn_named_tensors_free(p);
+    nn_trainer *tr = nn_trainer_new(lin, nn_mse_loss, opt, NULL);
+    ck_assert_int_eq(nn_fit(tr, ld, ld, 40, NULL), 0);
+    nn_metrics m;
+    ck_assert_int_eq(nn_trainer_evaluate(tr, ld, NULL, &m), 64);
+    ck_assert_msg(m.loss < 1e-6, "regression loss %g", m.loss);
+    ck_assert(isnan(m.accuracy));
+    ck_assert_double_eq_tol(ad_item(nn_get_parameter(lin, "weight")), 3, 1e-3);
+    ck_assert_double_eq_tol(ad_item(nn_get_parameter(lin, "bias")), -1, 1e-3);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_module_free(lin);
+    nn_loader_free(ld);
+    ad_tensor_free(xc);
+    ad_tensor_free(yc);
+    ad_tensor_free(ys);
+    ad_tensor_free(x3);
+    ad_tensor_free(xs);
+    ad_tensor_free(x);
+    data_free(&d);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("trainer");
+    TCase *tc = tcase_create("trainer");
+    tcase_add_test(tc, fit_learns);
+    tcase_add_test(tc, steps_replay_without_allocating);
+    tcase_add_test(tc, replay_matches_recording);
+    tcase_add_test(tc, checkpoint_resume_is_exact);
+    tcase_add_test(tc, stops_and_errors);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
