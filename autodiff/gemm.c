@@ -441,158 +441,16 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 #define NUM_THREADS 1
 #endif
 
-#define DEFINE_DRIVER(SUF, T)                                                          \
-    typedef struct job_##SUF {                                                         \
-        const kernel_##SUF *K;                                                         \
-        int64_t m, n, k, MC, KC, NC;                                                   \
-        const T *a, *b;                                                                \
-        int64_t rsa, csa, rsb, csb, ldc;                                               \
-        T *c, *pa, *pb; /* pa: a_elems per thread, then pb: b_elems per thread */     \
-        size_t a_elems, b_elems;                                                       \
-        bool split_n;                                                                  \
-    } job_##SUF;                                                                       \
-    /* The macro-kernel: C(0:mb, 0:nb) (+)= packed A block (mb x kb) times      \
-     * packed B block (kb x nb), tile by tile; partial tiles at the right and   \
-     * bottom edges are computed whole into a buffer and only their inside is   \
-     * kept. */                                                                    \
-    static void macro_##SUF(const kernel_##SUF *K, int64_t mb, int64_t nb, int64_t kb, \
-                            const T *pa, const T *pb, T *c, int64_t ldc, bool add)     \
-    {                                                                                  \
-        int mr = K->mr, nr = K->nr;                                                    \
-        T edge[MAX_TILE];                                                              \
-        assert(mr * nr <= MAX_TILE);                                                   \
-        for (int64_t jr = 0; jr < nb; jr += nr) {                                      \
-            int64_t w = min64(nr, nb - jr);                                            \
-            for (int64_t ir = 0; ir < mb; ir += mr) {                                  \
-                int64_t h = min64(mr, mb - ir);                                        \
-                T *ct = c + ir * ldc + jr;                                             \
-                const T *as = pa + ir * kb, *bs = pb + jr * kb;                        \
-                if (h == mr && w == nr) {                                              \
-                    K->fn(kb, as, bs, ct, ldc, add);                                   \
-                    continue;                                                          \
-                }                                                                      \
-                K->fn(kb, as, bs, edge, nr, false);                                    \
-                for (int64_t i = 0; i < h; i++)                                        \
-                    for (int64_t j = 0; j < w; j++)                                    \
-                        ct[i * ldc + j] = (add ? ct[i * ldc + j] : 0) + edge[i * nr + j]; \
-            }                                                                          \
-        }                                                                              \
-    }                                                                                  \
-    static void run_##SUF(const job_##SUF *J, T *pa, T *pb)                            \
-    {                                                                                  \
-        const kernel_##SUF *K = J->K;                                                  \
-        for (int64_t jc = 0; jc < J->n; jc += J->NC) {                                 \
-            int64_t nb = min64(J->NC, J->n - jc);                                      \
-            for (int64_t pc = 0; pc < J->k; pc += J->KC) {                             \
-                int64_t kb = min64(J->KC, J->k - pc);                                  \
-                bool add = pc > 0; /* later k blocks accumulate into C */              \
-                K->pack_b(nb, kb, J->b + pc * J->rsb + jc * J->csb, J->csb, J->rsb, pb); \
-                for (int64_t ic = 0; ic < J->m; ic += J->MC) {                         \
-                    int64_t mb = min64(J->MC, J->m - ic);                              \
-                    K->pack_a(mb, kb, J->a + ic * J->rsa + pc * J->csa, J->rsa, J->csa, pa); \
-                    macro_##SUF(K, mb, nb, kb, pa, pb, J->c + ic * J->ldc + jc, J->ldc, add); \
-                }                                                                      \
-            }                                                                          \
-        }                                                                              \
-    }                                                                                  \
-    /* Thread tid of nth: its slab of C, as a job of its own. */                      \
-    static void run_slab_##SUF(const job_##SUF *J, int tid, int nth)                   \
-    {                                                                                  \
-        job_##SUF S = *J;                                                              \
-        int64_t unit = J->split_n ? J->K->nr : J->K->mr;                               \
-        int64_t ext = J->split_n ? J->n : J->m, units = (ext + unit - 1) / unit;       \
-        int64_t lo = units * tid / nth * unit, hi = min64(ext, units * (tid + 1) / nth * unit); \
-        if (lo >= hi) return;                                                          \
-        if (J->split_n) {                                                              \
-            S.b += lo * J->csb;                                                        \
-            S.c += lo;                                                                 \
-            S.n = hi - lo;                                                             \
-        } else {                                                                       \
-            S.a += lo * J->rsa;                                                        \
-            S.c += lo * J->ldc;                                                        \
-            S.m = hi - lo;                                                             \
-        }                                                                              \
-        T *pa = J->pa + (size_t)tid * (J->a_elems + J->b_elems);                       \
-        run_##SUF(&S, pa, pa + J->a_elems);                                            \
-    }                                                                                  \
-    static void run_parallel_##SUF(const job_##SUF *J, int nt)                         \
-    {                                                                                  \
-        (void)nt; /* unused when built without OpenMP (-Dopenmp=disabled) */           \
-        OMP_PARALLEL_NT(nt)                                                            \
-        run_slab_##SUF(J, THREAD_NUM, NUM_THREADS);                                    \
-    }                                                                                  \
-    static int gemm_##SUF(ad_tape *tape, int64_t m, int64_t n, int64_t k, const T *a,     \
-                          int64_t rsa, int64_t csa, const T *b, int64_t rsb, int64_t csb, \
-                          T *c, int64_t ldc)                                           \
-    {                                                                                  \
-        const kernel_##SUF *K = pick_##SUF();                                          \
-        int mr = K->mr, nr = K->nr;                                                    \
-        job_##SUF J = {.K = K, .m = m, .n = n, .k = k, .a = a, .b = b, .rsa = rsa,     \
-                       .csa = csa, .rsb = rsb, .csb = csb, .ldc = ldc, .c = c};        \
-        J.MC = tune_mc > 0 ? round_up(tune_mc, mr) : K->mc;                            \
-        J.KC = tune_kc > 0 ? tune_kc : K->kc;                                          \
-        J.NC = tune_nc > 0 ? round_up(tune_nc, nr) : K->nc;                            \
-        int64_t mstrips = (m + mr - 1) / mr, nstrips = (n + nr - 1) / nr;              \
-        int nt = gemm_threads(mstrips, nstrips, (double)m * (double)n * (double)k);    \
-        J.split_n = nstrips >= nt;                                                     \
-        /* Buffers for the largest slab (the first).  pa and pb are one      \
-         * allocation, the per-thread pairs back to back. */                   \
-        int64_t ms = J.split_n ? m : round_up((mstrips + nt - 1) / nt * mr, mr);       \
-        int64_t ns = J.split_n ? (nstrips + nt - 1) / nt * nr : n;                     \
-        int64_t mcap = min64(J.MC, round_up(ms, mr)), kcap = min64(J.KC, k);           \
-        int64_t ncap = min64(J.NC, round_up(ns, nr));                                  \
-        /* (whole cache lines each, so every buffer starts 64-byte aligned) */   \
-        J.a_elems = (size_t)round_up(mcap * kcap, 64 / sizeof(T));                     \
-        J.b_elems = (size_t)round_up(kcap * ncap, 64 / sizeof(T));                     \
-        void *raw;                                                                     \
-        ad_arena_mark pos = scratch_mark(tape);                                        \
-        J.pa = scratch_alloc(tape, (size_t)nt * (J.a_elems + J.b_elems) * sizeof(T), &raw); \
-        if (J.pa) {                                                                    \
-            if (nt == 1) run_##SUF(&J, J.pa, J.pa + J.a_elems);                        \
-            else run_parallel_##SUF(&J, nt);                                           \
-        }                                                                              \
-        ad__free(raw);                                                                 \
-        scratch_release(tape, pos);                                                    \
-        return J.pa ? 0 : -1;                                                          \
-    }                                                                                  \
-    /* Tiny products: packing would cost more than it saves.  Sums in double. */      \
-    static void gemm_small_##SUF(int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa, \
-                                 int64_t csa, const T *b, int64_t rsb, int64_t csb, T *c, \
-                                 int64_t ldc)                                          \
-    {                                                                                  \
-        for (int64_t i = 0; i < m; i++)                                                \
-            for (int64_t j = 0; j < n; j++) {                                          \
-                double s = 0;                                                          \
-                for (int64_t p = 0; p < k; p++)                                        \
-                    s += (double)a[i * rsa + p * csa] * (double)b[p * rsb + j * csb];  \
-                c[i * ldc + j] = (T)s;                                                 \
-            }                                                                          \
-    }                                                                                  \
-    /* 1 x k times k x n: walk B row by row (its storage order when it is        \
-     * contiguous), accumulating the n results in double. */                        \
-    static int gemm_row_##SUF(ad_tape *tape, int64_t n, int64_t k, const T *a, int64_t csa, \
-                              const T *b, int64_t rsb, int64_t csb, T *c)              \
-    {                                                                                  \
-        void *raw;                                                                     \
-        ad_arena_mark pos = scratch_mark(tape);                                        \
-        double *acc = scratch_alloc(tape, (size_t)n * sizeof *acc, &raw);              \
-        if (!acc) {                                                                    \
-            scratch_release(tape, pos);                                                \
-            return -1;                                                                 \
-        }                                                                              \
-        for (int64_t j = 0; j < n; j++) acc[j] = 0;                                    \
-        for (int64_t p = 0; p < k; p++) {                                              \
-            double ap = a[p * csa];                                                    \
-            const T *row = b + p * rsb;                                                \
-            for (int64_t j = 0; j < n; j++) acc[j] += ap * (double)row[j * csb];       \
-        }                                                                              \
-        for (int64_t j = 0; j < n; j++) c[j] = (T)acc[j];                              \
-        ad__free(raw);                                                                 \
-        scratch_release(tape, pos);                                                    \
-        return 0;                                                                      \
-    }
-DEFINE_DRIVER(f32, float)
-DEFINE_DRIVER(f64, double)
+#define T float
+#define SFX(name) name##_f32
+#include "gemm_driver.inc"
+#undef SFX
+#undef T
+#define T double
+#define SFX(name) name##_f64
+#include "gemm_driver.inc"
+#undef SFX
+#undef T
 
 /* Below this many multiply-adds the direct loop wins. */
 #define SMALL_GEMM 4096

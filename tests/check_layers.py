@@ -10,7 +10,8 @@ The layers (docs/design.md, "Layers"), lowest first:
     4 nn          nn/, on the public API of the core only
     5 programs    tools/ and docs/examples/, on the public API only
 
-Every #include "..." and #include <autodiff/...>/<nn/...> of autodiff/*.[ch],
+Every #include "..." and #include <autodiff/...>/<nn/...> of autodiff/*.[ch]
+(and the kernel files autodiff/*.inc, included once per dtype),
 nn/*.[ch], tools/*.[ch] and docs/examples/*.[ch] is checked:
   - a file includes nothing of a higher layer than its own;
   - an installed header includes only installed headers;
@@ -38,6 +39,7 @@ LAYERS = {
 
     'autodiff/ops.h': 2, 'autodiff/op_table.c': 2, 'autodiff/gemm.h': 2,
     'autodiff/gemm.c': 2,  # and autodiff/ops_*.[ch], below
+    'autodiff/gemm_driver.inc': 2, 'autodiff/pointwise_kernels.inc': 2,  # once per dtype
 
     'autodiff/transforms.h': 3, 'autodiff/transforms.c': 3,
     'autodiff/gradcheck.h': 3, 'autodiff/gradcheck.c': 3,
@@ -91,7 +93,7 @@ def main(root):
     files = []
     for d in ('autodiff', 'nn', 'tools', 'docs/examples'):
         for name in sorted(os.listdir(os.path.join(root, d))):
-            if name.endswith(('.c', '.h')):
+            if name.endswith(('.c', '.h', '.inc')):
                 files.append(d + '/' + name)
     problems, seen, count = [], set(), 0
     for path in files:
