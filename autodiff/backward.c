@@ -10,12 +10,10 @@
 
 static const char *BW = "ad_backward";
 
-static double f_add(double a, double b) { return a + b; }
-
 /* acc += g, elementwise, for a leaf's gradient buffer (contiguous, the
  * leaf's shape and dtype).  This runs for every parameter on every
  * training step, so the common contiguous case is a plain loop the
- * compiler vectorises; other layouts of g go through the strided map. */
+ * compiler vectorises; other layouts of g go through the strided kernel. */
 static void add_into(ad_tensor *acc, const ad_tensor *g)
 {
     int64_t n = ad__numel(acc->ndim, acc->shape);
@@ -33,7 +31,7 @@ static void add_into(ad_tensor *acc, const ad_tensor *g)
             return;
         }
     }
-    ad__map2(acc, acc, g, f_add);
+    ad__add_into(acc, acc, g);
 }
 
 /* The values n's rule reads must be those the forward used: an in-place
@@ -90,7 +88,7 @@ static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool creat
     }
     ad_tensor *buf = ad__alloc(BW, leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
     if (!buf) return -1;
-    if (old) ad__map2(buf, old, g, f_add);
+    if (old) ad__add_into(buf, old, g);
     else ad_copy_into(buf, g);
     leaf->grad = buf;
     leaf->owns_grad = true;

@@ -278,12 +278,13 @@ void ad__iter_run(const ad_iter *it, ad_iter_row row, void *ctx);
 int ad__broadcast(const char *fn, int na, const int64_t *sa, int nb, const int64_t *sb,
                   int *nout, int64_t *out);
 
-/* Elementwise kernels over any strides, computing in double.  out is a new
- * contiguous tensor of the broadcast shape. */
-typedef double (*ad_fn1)(double x, const double *p);
-typedef double (*ad_fn2)(double a, double b);
-void ad__map1(ad_tensor *out, const ad_tensor *a, ad_fn1 f, const double *p);
-void ad__map2(ad_tensor *out, const ad_tensor *a, const ad_tensor *b, ad_fn2 f);
+/* Elementwise kernels of ops_pointwise.c for other files, over any strides:
+ * a and b are broadcast against out's shape, and out may be a or b.
+ * ad__add_into: out = a + b.  ad__sqdiff_into: out = (a - b)^2, computed in
+ * double.  Float dtypes; when they are not all the same, each element is
+ * computed in double and converted to out's dtype. */
+void ad__add_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b);
+void ad__sqdiff_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b);
 
 /* ---- reductions (ops_reduce.c) ------------------------------------------------------
  * Which dimensions a reduction removes, and the result's shape with
@@ -298,9 +299,6 @@ typedef struct ad_reduce_plan {
 } ad_reduce_plan;
 int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int naxes,
                     bool keepdim, ad_reduce_plan *p);
-/* Folds x into acc[numel of keep_shape] (double accumulators, which the
- * caller initialises): kind 0 sums, 1 takes the max, 2 the min. */
-void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, int kind);
 
 /* ---- views and copies (ops_shape.c), shared with ops_index.c ------------------
  * ad__finish records op for a result built by hand (a persistent result is

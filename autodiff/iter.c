@@ -1,4 +1,4 @@
-/* autodiff/iter.c - strided n-dimensional iteration and elementwise maps.
+/* autodiff/iter.c - strided n-dimensional iteration and broadcasting.
  *
  * Every elementwise kernel is a "row" function applied to the innermost
  * run of an n-dimensional walk.  Dimensions that are laid out back to back
@@ -91,84 +91,4 @@ int ad__broadcast(const char *fn, int na, const int64_t *sa, int nb, const int64
     }
     *nout = n;
     return 0;
-}
-
-/* ---- maps ------------------------------------------------------------------ */
-
-typedef struct {
-    ad_tensor *out;
-    const ad_tensor *a, *b;
-    ad_fn1 f1;
-    ad_fn2 f2;
-    const double *p;
-} map_ctx;
-
-#define MAP1_ROW(T)                                                              \
-    {                                                                            \
-        T *o = (T *)c->out->storage->data + off[0];                              \
-        const T *x = (const T *)c->a->storage->data + off[1];                    \
-        for (int64_t i = 0; i < len; i++)                                        \
-            o[i * step[0]] = (T)c->f1((double)x[i * step[1]], c->p);             \
-    }
-
-static void map1_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
-{
-    map_ctx *c = vctx;
-    if (c->out->dtype == AD_FLOAT64 && c->a->dtype == AD_FLOAT64)
-        MAP1_ROW(double)
-    else if (c->out->dtype == AD_FLOAT32 && c->a->dtype == AD_FLOAT32)
-        MAP1_ROW(float)
-    else
-        for (int64_t i = 0; i < len; i++)
-            ad__st(c->out, off[0] + i * step[0], c->f1(ad__ld(c->a, off[1] + i * step[1]), c->p));
-}
-
-/* Unit steps (the common all-contiguous case) get their own loop without
- * the index multiplications; f2 is still called per element. */
-#define MAP2_ROW(T)                                                              \
-    {                                                                            \
-        T *o = (T *)c->out->storage->data + off[0];                              \
-        const T *x = (const T *)c->a->storage->data + off[1];                    \
-        const T *y = (const T *)c->b->storage->data + off[2];                    \
-        ad_fn2 f = c->f2;                                                        \
-        if (step[0] == 1 && step[1] == 1 && step[2] == 1)                        \
-            for (int64_t i = 0; i < len; i++) o[i] = (T)f((double)x[i], (double)y[i]); \
-        else                                                                     \
-            for (int64_t i = 0; i < len; i++)                                    \
-                o[i * step[0]] = (T)f((double)x[i * step[1]], (double)y[i * step[2]]); \
-    }
-
-static void map2_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
-{
-    map_ctx *c = vctx;
-    ad_dtype d = c->out->dtype;
-    if (d == AD_FLOAT64 && c->a->dtype == d && c->b->dtype == d)
-        MAP2_ROW(double)
-    else if (d == AD_FLOAT32 && c->a->dtype == d && c->b->dtype == d)
-        MAP2_ROW(float)
-    else
-        for (int64_t i = 0; i < len; i++)
-            ad__st(c->out, off[0] + i * step[0],
-                   c->f2(ad__ld(c->a, off[1] + i * step[1]), ad__ld(c->b, off[2] + i * step[2])));
-}
-
-void ad__map1(ad_tensor *out, const ad_tensor *a, ad_fn1 f, const double *p)
-{
-    ad_iter it = {.ndim = out->ndim};
-    memcpy(it.shape, out->shape, sizeof it.shape);
-    ad__iter_add(&it, out);
-    ad__iter_add(&it, a);
-    map_ctx c = {.out = out, .a = a, .f1 = f, .p = p};
-    ad__iter_run(&it, map1_row, &c);
-}
-
-void ad__map2(ad_tensor *out, const ad_tensor *a, const ad_tensor *b, ad_fn2 f)
-{
-    ad_iter it = {.ndim = out->ndim};
-    memcpy(it.shape, out->shape, sizeof it.shape);
-    ad__iter_add(&it, out);
-    ad__iter_add(&it, a);
-    ad__iter_add(&it, b);
-    map_ctx c = {.out = out, .a = a, .b = b, .f2 = f};
-    ad__iter_run(&it, map2_row, &c);
 }

@@ -389,12 +389,10 @@ static void mse_row(int64_t len, const int64_t *off, const int64_t *step, void *
     c->sum += s;
 }
 
-static double f_sqdiff(double a, double b) { return (a - b) * (a - b); }
-
 static void mse_kernel(const ad_tensor *a, const ad_tensor *b, ad_reduction red, ad_tensor *out)
 {
     if (red == AD_REDUCTION_NONE) {
-        ad__map2(out, a, b, f_sqdiff);
+        ad__sqdiff_into(out, a, b);
         return;
     }
     mse_ctx c = {a, b, 0.0};

@@ -14,21 +14,23 @@
 /* ---- kernels -------------------------------------------------------------
  * The strided iterator hands over one innermost run ("row") at a time, with
  * contiguous dimensions merged, so a contiguous tensor is a single row with
- * unit steps.  The hot ops (add, sub, mul, div, the comparisons; neg, exp,
- * relu, tanh, sigmoid) have their loops written out and are chosen by a
- * switch once per row; every other op maps a scalar function, computed in
- * double. */
-enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ,
+ * unit steps.  The hot ops (add, sub, mul, div, the comparisons, the
+ * squared difference of mse_loss; neg, exp, relu, tanh, sigmoid) are
+ * computed in their dtype (the squared difference in double) by typed
+ * kernels, chosen by a switch once per row; every other op maps a scalar
+ * function, computed in double. */
+enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF,
        K_NEG, K_EXP, K_RELU, K_TANH, K_SIGMOID };
 
 /* A unary op's scalar function: x and the op's parameter struct (NULL for
- * an op without parameters). */
+ * an op without parameters); a binary op's. */
 typedef double (*pw_fn1)(double x, const void *params);
+typedef double (*pw_fn2)(double a, double b);
 
 typedef struct kern {
     int kind;
     pw_fn1 f1;
-    ad_fn2 f2;
+    pw_fn2 f2;
     const void *p; /* the op's parameters, for f1 */
     ad_tensor *out;
     const ad_tensor *a, *b, *c; /* operands; c is where's condition */
@@ -38,82 +40,58 @@ typedef struct kern {
 /* Logistic function without overflow: with e = exp(-|x|) in (0, 1], both
  * 1/(1+e) and e/(1+e) are well conditioned, so sigmoid(+-1000) is exactly 1
  * and 0 rather than NaN. */
-static inline double sig_d(double x)
+static inline double sig_f64(double x)
 {
     double e = exp(-fabs(x));
     return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
-static inline float sig_f(float x)
+static inline float sig_f32(float x)
 {
     float e = expf(-fabsf(x));
     return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
+static inline double exp_f64(double x) { return exp(x); }
+static inline float exp_f32(float x) { return expf(x); }
+static inline double tanh_f64(double x) { return tanh(x); }
+static inline float tanh_f32(float x) { return tanhf(x); }
 
-/* Loops over one row, x (and y) bound to the current elements. */
-#define UN_LOOP(T, E)                                                                 \
-    do {                                                                              \
-        T *o = (T *)k->out->storage->data + off[0];                                   \
-        const T *X = (const T *)k->a->storage->data + off[1];                         \
-        if (step[0] == 1 && step[1] == 1)                                             \
-            for (int64_t i = 0; i < len; i++) { T x = X[i]; o[i] = (E); }             \
-        else                                                                          \
-            for (int64_t i = 0; i < len; i++) { T x = X[i * step[1]]; o[i * step[0]] = (E); } \
-    } while (0)
+/* The per-dtype row kernels (un_row_f32, bin_row_f64, where_row_f32...). */
+#if defined(__GNUC__) || defined(__clang__)
+#define KERNEL_INLINE inline __attribute__((always_inline))
+#else
+#define KERNEL_INLINE inline
+#endif
+#define T float
+#define SFX(name) name##_f32
+#include "pointwise_kernels.inc"
+#undef SFX
+#undef T
+#define T double
+#define SFX(name) name##_f64
+#include "pointwise_kernels.inc"
+#undef SFX
+#undef T
 
-#define BIN_LOOP(T, E)                                                                \
-    do {                                                                              \
-        T *o = (T *)k->out->storage->data + off[0];                                   \
-        const T *X = (const T *)k->a->storage->data + off[1];                         \
-        const T *Y = (const T *)k->b->storage->data + off[2];                         \
-        int64_t so = step[0], sx = step[1], sy = step[2];                             \
-        if (so == 1 && sx == 1 && sy == 1)                                            \
-            for (int64_t i = 0; i < len; i++) { T x = X[i], y = Y[i]; o[i] = (E); }   \
-        else if (so == 1 && sx == 1 && sy == 0) {                                     \
-            T y = Y[0];                                                               \
-            for (int64_t i = 0; i < len; i++) { T x = X[i]; o[i] = (E); }             \
-        } else                                                                        \
-            for (int64_t i = 0; i < len; i++) {                                       \
-                T x = X[i * sx], y = Y[i * sy];                                       \
-                o[i * so] = (E);                                                      \
-            }                                                                         \
-    } while (0)
-
-#define UN_KINDS(T, EXP, TANH, SIG)                                                   \
-    switch (k->kind) {                                                                \
-    case K_NEG: UN_LOOP(T, -x); break;                                                \
-    case K_EXP: UN_LOOP(T, EXP(x)); break;                                            \
-    case K_RELU: UN_LOOP(T, x <= 0 ? (T)0 : x); break; /* NaN passes through */      \
-    case K_TANH: UN_LOOP(T, TANH(x)); break;                                          \
-    case K_SIGMOID: UN_LOOP(T, SIG(x)); break;                                        \
-    default: UN_LOOP(T, (T)k->f1((double)x, k->p)); break;                            \
-    }
-
-#define BIN_KINDS(T)                                                                  \
-    switch (k->kind) {                                                                \
-    case K_ADD: BIN_LOOP(T, x + y); break;                                            \
-    case K_SUB: BIN_LOOP(T, x - y); break;                                            \
-    case K_MUL: BIN_LOOP(T, x * y); break;                                            \
-    case K_DIV: BIN_LOOP(T, x / y); break;                                            \
-    case K_GT: BIN_LOOP(T, (T)(x > y)); break;                                        \
-    case K_GE: BIN_LOOP(T, (T)(x >= y)); break;                                       \
-    case K_LT: BIN_LOOP(T, (T)(x < y)); break;                                        \
-    case K_LE: BIN_LOOP(T, (T)(x <= y)); break;                                       \
-    case K_EQ: BIN_LOOP(T, (T)(x == y)); break;                                       \
-    default: BIN_LOOP(T, (T)k->f2((double)x, (double)y)); break;                      \
-    }
-
+/* The iterator's row functions: the kernel of out's dtype. */
 static void un_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
 {
     const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) UN_KINDS(double, exp, tanh, sig_d)
-    else UN_KINDS(float, expf, tanhf, sig_f)
+    if (k->out->dtype == AD_FLOAT64) un_row_f64(k, len, off, step);
+    else un_row_f32(k, len, off, step);
 }
 
 static void bin_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
 {
     const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) BIN_KINDS(double)
-    else BIN_KINDS(float)
+    if (k->out->dtype == AD_FLOAT64) bin_row_f64(k, len, off, step);
+    else bin_row_f32(k, len, off, step);
+}
+
+static void where_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) where_row_f64(k, len, off, step);
+    else where_row_f32(k, len, off, step);
 }
 
 /* For replaying comparisons and sign: writes the new result and counts the
@@ -146,6 +124,32 @@ static void run(kern *k, ad_iter_row row)
     ad__iter_run(&it, row, k);
 }
 
+/* ad__add_into and ad__sqdiff_into: the typed kernel when the dtypes agree,
+ * else each element in double (bin_elem_f64) through ad__ld / ad__st. */
+static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    ad_dtype d = k->out->dtype;
+    if ((d == AD_FLOAT32 || d == AD_FLOAT64) && k->a->dtype == d && k->b->dtype == d) {
+        bin_row(len, off, step, ctx);
+        return;
+    }
+    for (int64_t i = 0; i < len; i++) {
+        double x = ad__ld(k->a, off[1] + i * step[1]), y = ad__ld(k->b, off[2] + i * step[2]);
+        ad__st(k->out, off[0] + i * step[0], bin_elem_f64(k->kind, x, y, k));
+    }
+}
+
+void ad__add_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b)
+{
+    run(&(kern){.kind = K_ADD, .out = out, .a = a, .b = b}, mixed_row);
+}
+
+void ad__sqdiff_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b)
+{
+    run(&(kern){.kind = K_SQDIFF, .out = out, .a = a, .b = b}, mixed_row);
+}
+
 /* ---- shared machinery ---------------------------------------------------
  * An elementwise op is its ad_op plus the kernel that computes it, so one
  * forward (pw_fw, for ad_tape_replay) serves them all: it finds the kernel
@@ -154,7 +158,7 @@ typedef struct pw_def {
     ad_op op;
     int kind;
     pw_fn1 f1;
-    ad_fn2 f2;
+    pw_fn2 f2;
 } pw_def;
 
 static int pw_fw(ad_node *n)
@@ -594,21 +598,6 @@ ad_tensor *ad_clamp(ad_tensor *x, double lo, double hi)
 }
 
 /* ---- where ------------------------------------------------------------------------- */
-#define WHERE_LOOP(T)                                                                 \
-    do {                                                                              \
-        T *o = (T *)k->out->storage->data + off[0];                                   \
-        const T *X = (const T *)k->a->storage->data + off[2];                         \
-        const T *Y = (const T *)k->b->storage->data + off[3];                         \
-        for (int64_t i = 0; i < len; i++)                                             \
-            o[i * step[0]] = ad__ld(k->c, off[1] + i * step[1]) != 0 ? X[i * step[2]] \
-                                                                     : Y[i * step[3]]; \
-    } while (0)
-static void where_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
-{
-    const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) WHERE_LOOP(double);
-    else WHERE_LOOP(float);
-}
 static int where_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *cond = n->in[0], *zero = konst(n, 0.0);

@@ -35,8 +35,7 @@ int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int nax
 }
 
 /* ---- folding -------------------------------------------------------------------
- * The first three kinds are ad__reduce_into's public 0, 1, 2.  The shifted
- * kinds read a second array laid out like acc (the per-result max for
+ * The shifted kinds read a second array laid out like acc (the per-result max for
  * logsumexp, the mean for var). */
 enum { FOLD_SUM, FOLD_MAX, FOLD_MIN, FOLD_SUMEXP, FOLD_SUMSQ };
 
@@ -127,12 +126,6 @@ static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, con
     ad__iter_add(&it, x);
     fold_ctx c = {x, acc, shift, kind};
     ad__iter_run(&it, fold_row, &c);
-}
-
-void ad__reduce_into(const ad_tensor *x, const ad_reduce_plan *p, double *acc, int kind)
-{
-    assert(kind >= FOLD_SUM && kind <= FOLD_MIN);
-    fold(x, p->keep_shape, acc, NULL, kind);
 }
 
 /* ---- shared machinery ----------------------------------------------------------
