@@ -46,68 +46,23 @@ typedef struct {
     int kind;
 } fold_ctx;
 
-/* max/min propagate NaN: once the accumulator is NaN no comparison is true
- * and it stays NaN. */
-#define FOLD_ROW(T)                                                                  \
-    {                                                                                \
-        const T *xs = (const T *)c->x->storage->data + off[1];                       \
-        double *a = c->acc + off[0];                                                 \
-        const double *sh = c->shift ? c->shift + off[0] : NULL;                      \
-        int64_t sa = step[0], sx = step[1];                                          \
-        switch (c->kind) {                                                           \
-        case FOLD_SUM:                                                               \
-            if (sa == 0) { /* the row runs along a reduced dimension (summed         \
-                            * in order: reassociating would change results) */       \
-                double s = *a;                                                       \
-                for (int64_t i = 0; i < len; i++) s += xs[i * sx];                   \
-                *a = s;                                                              \
-            } else if (sa == 1 && sx == 1) {                                         \
-                for (int64_t i = 0; i < len; i++) a[i] += xs[i];                     \
-            } else {                                                                 \
-                for (int64_t i = 0; i < len; i++) a[i * sa] += xs[i * sx];           \
-            }                                                                        \
-            break;                                                                   \
-        case FOLD_MAX:                                                               \
-            if (sa == 1 && sx == 1) /* branch-free select: vectorises */             \
-                for (int64_t i = 0; i < len; i++) {                                  \
-                    double v = xs[i], d = a[i];                                      \
-                    a[i] = v > d || v != v ? v : d;                                  \
-                }                                                                    \
-            else                                                                     \
-                for (int64_t i = 0; i < len; i++) {                                  \
-                    double v = xs[i * sx], *d = a + i * sa;                          \
-                    if (v > *d || isnan(v)) *d = v;                                  \
-                }                                                                    \
-            break;                                                                   \
-        case FOLD_MIN:                                                               \
-            if (sa == 1 && sx == 1)                                                  \
-                for (int64_t i = 0; i < len; i++) {                                  \
-                    double v = xs[i], d = a[i];                                      \
-                    a[i] = v < d || v != v ? v : d;                                  \
-                }                                                                    \
-            else                                                                     \
-                for (int64_t i = 0; i < len; i++) {                                  \
-                    double v = xs[i * sx], *d = a + i * sa;                          \
-                    if (v < *d || isnan(v)) *d = v;                                  \
-                }                                                                    \
-            break;                                                                   \
-        case FOLD_SUMEXP:                                                            \
-            for (int64_t i = 0; i < len; i++) a[i * sa] += exp(xs[i * sx] - sh[i * sa]); \
-            break;                                                                   \
-        default:                                                                     \
-            for (int64_t i = 0; i < len; i++) {                                      \
-                double d = xs[i * sx] - sh[i * sa];                                  \
-                a[i * sa] += d * d;                                                  \
-            }                                                                        \
-            break;                                                                   \
-        }                                                                            \
-    }
+/* fold_row_f32 and fold_row_f64, by x's dtype. */
+#define T float
+#define SFX(name) name##_f32
+#include "fold_kernels.inc"
+#undef SFX
+#undef T
+#define T double
+#define SFX(name) name##_f64
+#include "fold_kernels.inc"
+#undef SFX
+#undef T
 
 static void fold_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
 {
     const fold_ctx *c = vctx;
-    if (c->x->dtype == AD_FLOAT32) FOLD_ROW(float)
-    else FOLD_ROW(double)
+    if (c->x->dtype == AD_FLOAT32) fold_row_f32(c, len, off, step);
+    else fold_row_f64(c, len, off, step);
 }
 
 static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, const double *shift,
