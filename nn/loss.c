@@ -50,16 +50,17 @@ static ad_tensor *reduce(ad_tensor *l, nn_reduction r)
     return l;
 }
 
-/* Runs body's result through the scope: the shared frame of every loss. */
-#define SCOPED(fn, inputs, n, expr)                                                \
-    do {                                                                           \
-        nn__scope sc_;                                                             \
-        if (nn__scope_enter(&sc_, fn, inputs, n, false) != 0) return NULL;         \
-        ad_tensor *r_ = (expr);                                                    \
-        if (!r_ && ad_error() && strncmp(ad_error(), fn, strlen(fn)) != 0)         \
-            ad_set_error("%s: %s", fn, ad_error());                                \
-        return nn__scope_leave(&sc_, r_);                                          \
-    } while (0)
+/* Leaves a loss's scope with its result r (NULL on error): a message from
+ * an inner op gets the loss's name in front, so it names the call the user
+ * made.  Each loss enters its scope before computing r, as the frame of
+ *     if (nn__scope_enter(&sc, fn, in, n, false) != 0) return NULL;
+ *     return leave(&sc, fn, expression);                                   */
+static ad_tensor *leave(nn__scope *sc, const char *fn, ad_tensor *r)
+{
+    if (!r && ad_error() && strncmp(ad_error(), fn, strlen(fn)) != 0)
+        ad_set_error("%s: %s", fn, ad_error());
+    return nn__scope_leave(sc, r);
+}
 
 /* ---- regression ---------------------------------------------------------------- */
 
@@ -69,14 +70,15 @@ ad_tensor *nn_mse_loss(ad_tensor *input, ad_tensor *target, nn_reduction reducti
     if (check_reduction(fn, reduction, true) || check_pair(fn, input, target, "input", "target"))
         return NULL;
     ad_tensor *in[2] = {input, target};
-    if (reduction == NN_HALF_SUM) {
-        /* E = 1/2 sum (yhat - y)^2: the 1/2 cancels the 2 of the square's
-         * derivative, so dE/dyhat = yhat - y, the "error" of the output units
-         * that backpropagation sends backwards. */
-        SCOPED(fn, in, 2, ad_mul_scalar(ad_mse_loss(input, target, AD_REDUCTION_SUM), 0.5));
-    }
+    nn__scope sc;
+    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    /* E = 1/2 sum (yhat - y)^2: the 1/2 cancels the 2 of the square's
+     * derivative, so dE/dyhat = yhat - y, the "error" of the output units
+     * that backpropagation sends backwards. */
+    if (reduction == NN_HALF_SUM)
+        return leave(&sc, fn, ad_mul_scalar(ad_mse_loss(input, target, AD_REDUCTION_SUM), 0.5));
     /* (1/N) sum (yhat - y)^2, one fused op: dE/dyhat = 2 (yhat - y) / N. */
-    SCOPED(fn, in, 2, ad_mse_loss(input, target, (ad_reduction)reduction));
+    return leave(&sc, fn, ad_mse_loss(input, target, (ad_reduction)reduction));
 }
 
 ad_tensor *nn_l1_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction)
@@ -88,7 +90,9 @@ ad_tensor *nn_l1_loss(ad_tensor *input, ad_tensor *target, nn_reduction reductio
     /* |yhat - y|: the gradient is sign(yhat - y), the same size for small and
      * large errors (robust to outliers, but no slowing down near the
      * optimum). */
-    SCOPED(fn, in, 2, reduce(ad_abs(ad_sub(input, target)), reduction));
+    nn__scope sc;
+    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    return leave(&sc, fn, reduce(ad_abs(ad_sub(input, target)), reduction));
 }
 
 ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduction,
@@ -133,8 +137,10 @@ ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction r
     /* -log softmax(x)[label] = logsumexp(x) - x[label], one fused op whose
      * gradient is softmax(x) - onehot(label): the predicted probabilities
      * minus the target distribution. */
-    SCOPED(fn, in, 2,
-           ad_cross_entropy_ls(logits, labels, (ad_reduction)reduction, label_smoothing));
+    nn__scope sc;
+    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    return leave(&sc, fn,
+                 ad_cross_entropy_ls(logits, labels, (ad_reduction)reduction, label_smoothing));
 }
 
 /* Checks labels int64 [N] with entries in [0, C) and copies them into an
