@@ -115,15 +115,15 @@ static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool c
     return 0;
 }
 
-static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, unsigned flags,
-                        const sink *sk)
+/* out must require grad; grad_output, when given, has out's shape and
+ * dtype.  grad_output is exempt from ad_check_optional's rule: NULL is the
+ * seed 1 of a one-element output, the most common call of all, and a
+ * non-scalar output without one is refused here. */
+static int check_backward_args(const char *fn, ad_tensor *out, const ad_tensor *gout)
 {
     if (ad__check_arg(fn, "out", out, true)) return -1;
     if (!out->requires_grad)
         return ad__err(fn, "tensor does not require grad: nothing recorded leads to it");
-    /* grad_output is exempt from ad_check_optional's rule: NULL is the
-     * seed 1 of a one-element output, the most common call of all, and a
-     * non-scalar output without one is refused below anyway. */
     if (gout) {
         if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
         if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
@@ -138,120 +138,151 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
         ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
         return ad__err(fn, "grad_output may be NULL only for a one-element output; got %s", a);
     }
-    bool create = flags & AD_CREATE_GRAPH;
-    bool retain = create || (flags & AD_RETAIN_GRAPH);
-    ad_tape *t = out->tape;
-    bool prev_mode = ad_set_grad_enabled(create);
-    ad_tape *prev_tape = ad_tape_activate(t);
-    bool prev_in = ad__set_in_backward(true);
-    int rc = -1;
-    size_t top = 0;
-    unsigned epoch = 0;
+    return 0;
+}
 
-    ad_tensor *seed = gout ? (ad_tensor *)gout
-                           : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
-    if (!seed) goto done;
-    if (deliver(t, sk, out, seed, create)) goto done;
-    if (!out->node) { /* a leaf: d(out)/d(out) = 1, and nothing else to do */
-        rc = 0;
-        goto done;
-    }
-
-    /* Mark what out depends on, newest first; a freed node on the way is an
-     * error before anything is touched. */
-    top = out->node->seq;
-    epoch = ++t->epoch;
-    out->node->mark = epoch;
-    for (size_t i = top + 1; i-- > 0;) {
+/* Marks with epoch what top depends on, newest first; a freed node on the
+ * way is an error before anything is touched. */
+static int mark_graph(const char *fn, ad_tape *t, ad_node *top, unsigned epoch)
+{
+    top->mark = epoch;
+    for (size_t i = top->seq + 1; i-- > 0;) {
         ad_node *n = t->nodes[i];
         if (n->mark != epoch) continue;
-        if (n->freed) {
-            ad__errc(AD_ERR_STATE, fn, "the graph through op '%s' was freed by an earlier backward; pass "
-                        "AD_RETAIN_GRAPH to the first backward to run backward twice",
-                    n->op->name);
-            goto done;
-        }
+        if (n->freed)
+            return ad__errc(AD_ERR_STATE, fn,
+                            "the graph through op '%s' was freed by an earlier backward; pass "
+                            "AD_RETAIN_GRAPH to the first backward to run backward twice",
+                            n->op->name);
         for (int k = 0; k < n->nin; k++)
             if (n->in[k]->node && n->in[k]->requires_grad) n->in[k]->node->mark = epoch;
     }
+    return 0;
+}
 
+/* The gradient n's rule gave for input k (which needs one), given the
+ * output's g: present, of the input's shape and dtype, and under anomaly
+ * mode not non-finite from finite inputs and g. */
+static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_tensor *g,
+                            ad_tensor *const *gin)
+{
+    const ad_tensor *x = n->in[k];
+    if (!gin[k]) {
+        if (!ad__has_error())
+            ad__err(fn, "backward of op '%s' gave no gradient for input %d", n->op->name, k);
+        return -1;
+    }
+    if (!ad__same_shape(gin[k], x) || gin[k]->dtype != x->dtype) {
+        char a[160], b[160];
+        ad__fmt_shape(gin[k]->ndim, gin[k]->shape, a, sizeof a);
+        ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
+        return ad__err(fn, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
+                       n->op->name, a, ad_dtype_name(gin[k]->dtype), b, ad_dtype_name(x->dtype),
+                       k);
+    }
+    int64_t where, dummy;
+    if (ad__anomaly_on() && ad__check_finite(fn, gin[k], &where) &&
+        !ad__check_finite(fn, g, &dummy)) {
+        bool finite_in = true;
+        for (int j = 0; j < n->nin; j++) finite_in &= !ad__check_finite(fn, n->in[j], &dummy);
+        if (finite_in) {
+            char what[64];
+            snprintf(what, sizeof what, "backward gave the gradient of input %d", k);
+            ad__anomaly_error(what, n->op, gin[k], where, n->nin, n->in, n->label);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Runs n's rule on the adjoint g of its output, and sends each input's
+ * gradient on: added to the adjoint of a computed input, delivered to the
+ * sink (a leaf's grad, or a target's slot). */
+static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
+                         bool create)
+{
+    ad_tensor *small[8];
+    ad_tensor **gin = n->nin > 8 ? ad__arena_alloc(t, (size_t)n->nin * sizeof *gin) : small;
+    if (!gin) return ad__err(fn, "out of memory");
+    for (int k = 0; k < n->nin; k++) gin[k] = NULL;
+    if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
+    if (check_saved(fn, n) || n->op->backward(n, g, gin)) return -1;
+    if (ad__tracing()) {
+        ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
+                             n->in, n->out, g, gin};
+        ad__emit_trace(&ev);
+    }
+    for (int k = 0; k < n->nin; k++) {
+        ad_tensor *x = n->in[k];
+        if (!ad__needs_grad(n, k)) continue;
+        if (check_input_grad(fn, n, k, g, gin)) return -1;
+        if (x->node) {
+            ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
+            if (!sum) return -1;
+            x->adj = sum;
+        }
+        if (deliver(t, sk, x, gin[k], create)) return -1;
+    }
+    return 0;
+}
+
+/* After a pass, adjoints of nodes not yet reached must not leak into the
+ * next backward.  A failed pass also frees nothing: every marked node was
+ * live when the pass started (mark_graph checked), so un-freeing them
+ * restores the graph and the caller can retry (after ad_zero_grad, since
+ * leaves reached before the failure were updated). */
+static void clear_marks(ad_tape *t, size_t top, unsigned epoch, bool failed)
+{
+    for (size_t i = top + 1; i-- > 0;)
+        if (t->nodes[i]->mark == epoch) {
+            t->nodes[i]->out->adj = NULL;
+            if (failed) t->nodes[i]->freed = false;
+        }
+}
+
+/* The pass itself: seeds out's adjoint, then walks the tape from out's node
+ * down, each marked node that an adjoint reached in turn. */
+static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, bool create,
+                         bool retain, const sink *sk)
+{
+    ad_tape *t = out->tape;
+    ad_tensor *seed = gout ? (ad_tensor *)gout
+                           : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
+    if (!seed || deliver(t, sk, out, seed, create)) return -1;
+    if (!out->node) return 0; /* a leaf: d(out)/d(out) = 1, and nothing else to do */
+    size_t top = out->node->seq;
+    unsigned epoch = ++t->epoch;
+    if (mark_graph(fn, t, out->node, epoch)) return -1;
     out->adj = seed;
-    ad_tensor *small[8], **gin = small;
+    int rc = 0;
     for (size_t i = top + 1; i-- > 0;) {
         ad_node *n = t->nodes[i];
         if (n->mark != epoch) continue;
         ad_tensor *g = n->out->adj;
         n->out->adj = NULL;
         if (!g) continue;
-        gin = n->nin > 8 ? ad__arena_alloc(t, (size_t)n->nin * sizeof *gin) : small;
-        if (!gin) {
-            ad__err(fn, "out of memory");
-            goto clear;
-        }
-        for (int k = 0; k < n->nin; k++) gin[k] = NULL;
-        if (!n->op->backward) {
-            ad__err(fn, "op '%s' is not differentiable", n->op->name);
-            goto clear;
-        }
-        if (check_saved(fn, n) || n->op->backward(n, g, gin)) goto clear;
-        if (ad__tracing()) {
-            ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
-                                 n->in, n->out, g, gin};
-            ad__emit_trace(&ev);
-        }
-        for (int k = 0; k < n->nin; k++) {
-            ad_tensor *x = n->in[k];
-            if (!ad__needs_grad(n, k)) continue;
-            if (!gin[k]) {
-                if (!ad__has_error())
-                    ad__err(fn, "backward of op '%s' gave no gradient for input %d",
-                            n->op->name, k);
-                goto clear;
-            }
-            if (!ad__same_shape(gin[k], x) || gin[k]->dtype != x->dtype) {
-                char a[160], b[160];
-                ad__fmt_shape(gin[k]->ndim, gin[k]->shape, a, sizeof a);
-                ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
-                ad__err(fn, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
-                        n->op->name, a, ad_dtype_name(gin[k]->dtype), b,
-                        ad_dtype_name(x->dtype), k);
-                goto clear;
-            }
-            int64_t where, dummy;
-            if (ad__anomaly_on() && ad__check_finite(fn, gin[k], &where) &&
-                !ad__check_finite(fn, g, &dummy)) {
-                bool finite_in = true;
-                for (int j = 0; j < n->nin; j++)
-                    finite_in &= !ad__check_finite(fn, n->in[j], &dummy);
-                if (finite_in) {
-                    char what[64];
-                    snprintf(what, sizeof what, "backward gave the gradient of input %d", k);
-                    ad__anomaly_error(what, n->op, gin[k], where, n->nin, n->in, n->label);
-                    goto clear;
-                }
-            }
-            if (x->node) {
-                ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
-                if (!sum) goto clear;
-                x->adj = sum;
-            }
-            if (deliver(t, sk, x, gin[k], create)) goto clear;
+        if (backward_node(fn, t, n, g, sk, create)) {
+            rc = -1;
+            break;
         }
         if (!retain) n->freed = true;
     }
-    rc = 0;
-clear:
-    /* After an error, adjoints of nodes not yet reached must not leak into
-     * the next backward.  A failed pass also frees nothing: every marked
-     * node was live when the pass started (the marking loop checked), so
-     * un-freeing them restores the graph and the caller can retry (after
-     * ad_zero_grad, since leaves reached before the failure were updated). */
-    for (size_t i = top + 1; i-- > 0;)
-        if (t->nodes[i]->mark == epoch) {
-            t->nodes[i]->out->adj = NULL;
-            if (rc) t->nodes[i]->freed = false;
-        }
-done:
+    clear_marks(t, top, epoch, rc != 0);
+    return rc;
+}
+
+/* ad_backward and ad_gradients: the pass with grad mode, the active tape
+ * and the in-backward flag set for its duration. */
+static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, unsigned flags,
+                        const sink *sk)
+{
+    if (check_backward_args(fn, out, gout)) return -1;
+    bool create = flags & AD_CREATE_GRAPH;
+    bool retain = create || (flags & AD_RETAIN_GRAPH);
+    bool prev_mode = ad_set_grad_enabled(create);
+    ad_tape *prev_tape = ad_tape_activate(out->tape);
+    bool prev_in = ad__set_in_backward(true);
+    int rc = backward_pass(fn, out, gout, create, retain, sk);
     ad__set_in_backward(prev_in);
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
