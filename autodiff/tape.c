@@ -511,6 +511,49 @@ int ad__result_tape(const char *fn, int nin, ad_tensor *const *in, ad_tape **out
     return 0;
 }
 
+int ad_scope_begin(ad_scope *s, const char *fn, int n, ad_tensor *const *in, bool needs_grad)
+{
+    if (!fn) fn = "ad_scope_begin";
+    if (!s) return ad__err(fn, "argument 's' is NULL");
+    if (n < 0 || (n > 0 && !in)) return ad__err(fn, "inputs is NULL or n (%d) is negative", n);
+    ad_tape *t = NULL;
+    bool rg = needs_grad;
+    for (int i = 0; i < n; i++) {
+        if (!in[i]) continue;
+        if (ad__check_arg(fn, "inputs", in[i], false)) return -1;
+        if (in[i]->tape) {
+            if (t && t != in[i]->tape) return ad__err(fn, "inputs belong to different tapes");
+            t = in[i]->tape;
+        }
+        rg |= in[i]->requires_grad;
+    }
+    if (!t) t = active_tape;
+    if (!t && rg && !grad_disabled)
+        return ad__err(fn, "no tape to record on: gradients are needed (an input or parameter "
+                           "requires grad) but no tape is active to record on; activate a tape "
+                           "(ad_tape_activate) for training, or turn grad mode off "
+                           "(ad_set_grad_enabled(false)) for inference");
+    s->scratch = NULL;
+    if (!t && !(t = s->scratch = ad_tape_new()))
+        return ad__err(fn, "out of memory for a scratch tape");
+    s->tape = t;
+    s->prev = ad_tape_activate(t);
+    return 0;
+}
+
+ad_tensor *ad_scope_end(ad_scope *s, ad_tensor *r)
+{
+    if (!s) {
+        ad__err("ad_scope_end", "argument 's' is NULL");
+        return NULL;
+    }
+    if (s->scratch && r) r = ad_copy(NULL, r);
+    ad_tape_activate(s->prev);
+    ad_tape_free(s->scratch); /* NULL is ignored */
+    s->scratch = NULL;
+    return r;
+}
+
 bool ad__anomaly_on(void) { return anomaly; }
 bool ad_anomaly_mode(void) { return anomaly; }
 

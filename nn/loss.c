@@ -3,7 +3,7 @@
  * Every loss here is a short chain of differentiable ops, so its gradient
  * is whatever the chain rule through those ops gives; the comments show
  * that the result is the textbook derivative.  Each function runs inside
- * an nn__scope (nn_private.h), which puts intermediates on the right tape,
+ * an ad_scope (autodiff/tape.h), which puts intermediates on the right tape,
  * or on a temporary one when no tape is involved. */
 #include <inttypes.h>
 #include <math.h>
@@ -53,12 +53,12 @@ static ad_tensor *reduce(ad_tensor *l, nn_reduction r)
 /* Runs body's result through the scope: the shared frame of every loss. */
 #define SCOPED(fn, inputs, n, expr)                                                \
     do {                                                                           \
-        nn__scope sc_;                                                             \
-        if (nn__scope_enter(&sc_, fn, inputs, n, false) != 0) return NULL;         \
+        ad_scope sc_;                                                              \
+        if (ad_scope_begin(&sc_, fn, n, inputs, false) != 0) return NULL;          \
         ad_tensor *r_ = (expr);                                                    \
         if (!r_ && ad_error() && strncmp(ad_error(), fn, strlen(fn)) != 0)         \
             ad_set_error("%s: %s", fn, ad_error());                                \
-        return nn__scope_leave(&sc_, r_);                                          \
+        return ad_scope_end(&sc_, r_);                                             \
     } while (0)
 
 /* ---- regression ---------------------------------------------------------------- */
@@ -110,12 +110,12 @@ ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduc
      * Its derivative is c + c'(d - c): c' = 1 inside (where d - c = 0) and 0
      * outside, so dl/dd = c = clamp(d, -delta, delta) everywhere, also at
      * |d| = delta - no where(), no kink to special-case. */
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     ad_tensor *d = ad_sub(input, target);
     ad_tensor *c = ad_clamp(d, -delta, delta);
     ad_tensor *l = reduce(ad_mul(c, ad_sub(d, ad_mul_scalar(c, 0.5))), reduction);
-    return nn__scope_leave(&sc, l);
+    return ad_scope_end(&sc, l);
 }
 
 /* ---- classification -------------------------------------------------------------- */
@@ -185,8 +185,8 @@ ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reductio
         return NULL;
     }
     ad_tensor *in[2] = {logp, labels};
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     int64_t n = ad_size(logp, 0);
     ad_tensor *idx = label_index(fn, labels, n, ad_size(logp, 1)), *l = NULL;
     if (idx) {
@@ -195,7 +195,7 @@ ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reductio
         ad_tensor *picked = ad_gather(logp, 1, idx);
         l = reduce(ad_neg(ad_reshape(picked, 1, (int64_t[]){n})), reduction);
     }
-    return nn__scope_leave(&sc, l);
+    return ad_scope_end(&sc, l);
 }
 
 ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_tensor *pos_weight,
@@ -215,8 +215,8 @@ ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_te
         return NULL;
     }
     ad_tensor *in[3] = {x, y, pos_weight};
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 3, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 3, in, false) != 0) return NULL;
     /* With s = sigmoid(x): -[y log s + (1 - y) log(1 - s)].  Using
      * log s = -softplus(-x) and log(1 - s) = -x - softplus(-x):
      *     l = (1 - y) x + softplus(-x)
@@ -246,7 +246,7 @@ ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_te
     l = l ? reduce(l, reduction) : NULL;
     if (!l && ad_error() && strncmp(ad_error(), fn, strlen(fn)) != 0)
         ad_set_error("%s: %s", fn, ad_error());
-    return nn__scope_leave(&sc, l);
+    return ad_scope_end(&sc, l);
 }
 
 /* ---- penalties -------------------------------------------------------------------- */
@@ -265,8 +265,8 @@ static ad_tensor *penalty(const char *fn, const nn_named_tensors *p, double lamb
         ad_set_error("%s: lambda must be finite and >= 0, got %g", fn, lambda);
         return NULL;
     }
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, p->tensors, p->n, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, p->n, p->tensors, false) != 0) return NULL;
     /* L1: lambda sum |w|, gradient lambda sign(w): pushes every weight
      *     towards 0 by the same amount, so many end exactly at 0 (sparse).
      * L2: lambda/2 sum w^2, gradient lambda w: shrinks each weight in
@@ -282,7 +282,7 @@ static ad_tensor *penalty(const char *fn, const nn_named_tensors *p, double lamb
         }
     }
     ad_tensor *r = acc ? ad_mul_scalar(acc, l1 ? lambda : 0.5 * lambda) : NULL;
-    return nn__scope_leave(&sc, r);
+    return ad_scope_end(&sc, r);
 }
 
 ad_tensor *nn_l1_penalty(const nn_named_tensors *params, double lambda)
