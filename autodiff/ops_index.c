@@ -107,15 +107,10 @@ ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
         if (total > ((int64_t)1 << 60)) return ad__err(fn, "the result is too large"), NULL;
     }
     shape[d] = total;
-    ad_tape *tape;
-    ad_node *node;
-    if (ad__result_tape(fn, n, xs, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, x0->dtype, x0->ndim, shape);
+    ad_tensor *out = ad__result(fn, n, xs, x0->dtype, x0->ndim, shape);
     if (!out) return NULL;
     concat_run(out, xs, n, d);
-    out = ad__finish(out, &OP_CONCAT, n, xs, &node);
-    if (node) *(index_params *)ad__params(node) = (index_params){d};
-    return out;
+    return ad__finish(out, 0, &OP_CONCAT, n, xs, &(index_params){d}, NULL);
 }
 
 ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis)
@@ -241,39 +236,24 @@ static void add_elem(ad_tensor *out, int64_t o, const ad_tensor *src, int64_t os
     }
 }
 
-/* Records an op whose input 1 is an index.  A persistent index is replaced
- * in the record by a view on the tape, which holds its storage, so the
- * caller may free it before backward. */
-static ad_tensor *finish_indexed(const char *fn, ad_tensor *out, const ad_op *op, int nin,
-                                 ad_tensor **in, int d)
-{
-    ad_node *n;
-    if (!out) return NULL;
-    if (out->tape && !in[1]->tape) {
-        ad_tensor *idx = in[1];
-        in[1] = ad__view(fn, out->tape, idx, idx->ndim, idx->shape, idx->strides, idx->offset);
-        if (!in[1]) return NULL;
-    }
-    out = ad__finish(out, op, nin, in, &n);
-    if (n) *(index_params *)ad__params(n) = (index_params){d};
-    return out;
-}
-
-/* Allocates the result of an index op and runs its kernel; a persistent
- * result is freed again when the kernel rejects the index. */
+/* Allocates the result of an index op, runs its kernel (a persistent
+ * result is freed again when the kernel rejects the index) and records the
+ * op, whose input 1 is the index.  A persistent index is replaced in the
+ * record by a view on the tape, which holds its storage, so the caller may
+ * free it before backward. */
 typedef int (*index_kernel)(ad_tensor *out, ad_tensor *const *in, int d);
 static ad_tensor *index_op(const char *fn, const ad_op *op, index_kernel run, int nin,
                            ad_tensor **in, int d, ad_tensor *like, const ad_tensor *shape_of)
 {
-    ad_tape *tape;
-    if (ad__result_tape(fn, nin, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, like->dtype, shape_of->ndim, shape_of->shape);
+    ad_tensor *out = ad__result(fn, nin, in, like->dtype, shape_of->ndim, shape_of->shape);
     if (!out) return NULL;
-    if (run(out, in, d)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
+    int failed = run(out, in, d);
+    if (!failed && out->tape && !in[1]->tape) {
+        ad_tensor *idx = in[1];
+        in[1] = ad__view(fn, out->tape, idx, idx->ndim, idx->shape, idx->strides, idx->offset);
+        failed = !in[1];
     }
-    return finish_indexed(fn, out, op, nin, in, d);
+    return ad__finish(out, failed, op, nin, in, &(index_params){d}, NULL);
 }
 
 /* ---- index_select ------------------------------------------------------------------ */

@@ -59,17 +59,10 @@ ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b)
         return ad__err(fn, "lengths differ: %s x %s", sa, sb), NULL;
     }
     ad_tensor *in[2] = {a, b};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, a->dtype, 0, NULL);
+    ad_tensor *out = ad__result(fn, 2, in, a->dtype, 0, NULL);
     if (!out) return NULL;
     ad__st(out, 0, dot_kernel(a, b));
-    ad_node *n;
-    if (ad__record(&OP_DOT, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    return out;
+    return ad__finish(out, 0, &OP_DOT, 2, in, NULL, NULL);
 }
 
 /* ---- matmul ---------------------------------------------------------------------- */
@@ -252,16 +245,9 @@ ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)
     if (mm_geometry(fn, a, b, &g)) return NULL;
     if (a->ndim == 1 && b->ndim == 1) return ad_dot(a, b); /* recorded as "dot" */
     ad_tensor *in[2] = {a, b};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, a->dtype, g.out_ndim, g.out_shape);
+    ad_tensor *out = ad__result(fn, 2, in, a->dtype, g.out_ndim, g.out_shape);
     if (!out) return NULL;
-    ad_node *n;
-    if (mm_run(fn, a, b, out) || ad__record(&OP_MATMUL, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    return out;
+    return ad__finish(out, mm_run(fn, a, b, out), &OP_MATMUL, 2, in, NULL, NULL);
 }
 
 const ad_op *const ad__ops_linalg[] = {

@@ -128,18 +128,10 @@ static ad_tensor *softmax_like(const char *fn, const ad_op *op, ad_tensor *x, in
 {
     int ax;
     if (ad__check_arg(fn, "x", x, true) || ad__axis(fn, axis, x->ndim, &ax)) return NULL;
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *y = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
+    ad_tensor *y = ad__result(fn, 1, &x, x->dtype, x->ndim, x->shape);
     if (!y) return NULL;
     softmax_kernel(x, y, ax, log);
-    ad_node *n;
-    if (ad__record(op, y, 1, &x, &n)) {
-        if (!tape) ad_tensor_free(y);
-        return NULL;
-    }
-    if (n) *(softmax_params *)ad__params(n) = (softmax_params){ax};
-    return y;
+    return ad__finish(y, 0, op, 1, &x, &(softmax_params){ax}, NULL);
 }
 
 /* ---- softmax ---------------------------------------------------------------
@@ -325,16 +317,11 @@ static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *la
         return ad__err(fn, "label smoothing %g is not in [0, 1]", eps), NULL;
     if (check_labels(fn, labels, logits->shape[1])) return NULL;
     ad_tensor *in[2] = {logits, labels};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, logits->dtype, reduction == AD_REDUCTION_NONE, &N);
+    ad_tensor *out = ad__result(fn, 2, in, logits->dtype, reduction == AD_REDUCTION_NONE, &N);
     if (!out) return NULL;
     ce_kernel(logits, labels, reduction, eps, out);
     ad_node *n;
-    if (ad__record(&OP_CROSS_ENTROPY, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
+    out = ad__finish(out, 0, &OP_CROSS_ENTROPY, 2, in, NULL, &n);
     if (n) {
         ce_params *p = ad__params(n);
         p->reduction = reduction;
@@ -342,7 +329,7 @@ static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *la
         p->eps = eps;
         /* The rule needs the labels as they are now, not as the caller may
          * overwrite them before backward. */
-        p->labels = ad_copy(tape, labels);
+        p->labels = ad_copy(out->tape, labels);
         if (!p->labels) return NULL;
     }
     return out;
@@ -448,19 +435,11 @@ ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
                NULL;
     }
     ad_tensor *in[2] = {a, b};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     bool none = reduction == AD_REDUCTION_NONE;
-    ad_tensor *out = ad__alloc(fn, tape, a->dtype, none ? a->ndim : 0, a->shape);
+    ad_tensor *out = ad__result(fn, 2, in, a->dtype, none ? a->ndim : 0, a->shape);
     if (!out) return NULL;
     mse_kernel(a, b, reduction, out);
-    ad_node *n;
-    if (ad__record(&OP_MSE_LOSS, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n) *(mse_params *)ad__params(n) = (mse_params){reduction};
-    return out;
+    return ad__finish(out, 0, &OP_MSE_LOSS, 2, in, &(mse_params){reduction}, NULL);
 }
 
 const ad_op *const ad__ops_loss[] = {

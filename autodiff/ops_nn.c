@@ -255,18 +255,6 @@ static ad_tensor *fold_w(ad_tensor *cols, const win2d *w)
     return ad_fold(cols, (int[]){(int)w->in[0], (int)w->in[1]}, k, s, p, d);
 }
 
-/* Records op, storing the window; frees a persistent result on failure. */
-static ad_tensor *finish(const ad_op *op, ad_tensor *out, ad_tensor *in, const win2d *w)
-{
-    ad_node *n;
-    if (ad__record(op, out, 1, &in, &n)) {
-        if (!out->tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n) *(win2d *)ad__params(n) = *w;
-    return out;
-}
-
 /* ---- unfold ------------------------------------------------------------------------ */
 static int unfold_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -305,12 +293,10 @@ ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
         return ad__err(fn, "C kh kw overflows: %s with kernel %lldx%lld", what,
                        (long long)w.k[0], (long long)w.k[1]), NULL;
     int64_t shape[3] = {x->shape[0], x->shape[1] * kk, w.out[0] * w.out[1]};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, x->dtype, 3, shape);
+    ad_tensor *out = ad__result(fn, 1, &x, x->dtype, 3, shape);
     if (!out) return NULL;
     unfold_run(x, out, &w);
-    return finish(&OP_UNFOLD, out, x, &w);
+    return ad__finish(out, 0, &OP_UNFOLD, 1, &x, &w, NULL);
 }
 
 /* ---- fold ---------------------------------------------------------------------------- */
@@ -366,15 +352,9 @@ ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2
                        (long long)w.d[1], (long long)w.out[0], (long long)w.out[1], (long long)L),
                NULL;
     int64_t shape[4] = {cols->shape[0], cols->shape[1] / kk, w.in[0], w.in[1]};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &cols, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, cols->dtype, 4, shape);
+    ad_tensor *out = ad__result(fn, 1, &cols, cols->dtype, 4, shape);
     if (!out) return NULL;
-    if (fold_run(fn, cols, out, &w)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    return finish(&OP_FOLD, out, cols, &w);
+    return ad__finish(out, fold_run(fn, cols, out, &w), &OP_FOLD, 1, &cols, &w, NULL);
 }
 
 /* ---- compositions -------------------------------------------------------------------
@@ -593,7 +573,7 @@ ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
     ad_tensor *idx = ad__alloc(fn, s.tape, AD_INT64, 3, (int64_t[]){N, C, L}), *y = NULL;
     if (idx) {
         window_argmax(x, idx, &w);
-        idx = finish(&OP_MAX_POOL2D_INDEX, idx, x, &w);
+        idx = ad__finish(idx, 0, &OP_MAX_POOL2D_INDEX, 1, &x, &w, NULL);
     }
     if (idx) {
         ad_tensor *planes = ad_reshape(x, 3, (int64_t[]){N, C, x->shape[2] * x->shape[3]});

@@ -178,21 +178,6 @@ static int cmp_fw(ad_node *n)
     return k.changed > INT_MAX ? INT_MAX : (int)k.changed;
 }
 
-/* Records the op (a persistent result is freed if that fails: anomaly
- * mode can reject it) and keeps its parameters (op->params_size bytes at
- * params) in the node for the rule and the replay. */
-static ad_tensor *finish(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
-                         const void *params)
-{
-    ad_node *n;
-    if (ad__record(op, out, nin, in, &n)) {
-        if (!out->tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n && params) memcpy(ad__params(n), params, op->params_size);
-    return out;
-}
-
 /* Checks, broadcasts, allocates, runs the kernel and records. */
 static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tensor *b)
 {
@@ -208,7 +193,7 @@ static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tenso
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
     run(&(kern){.kind = d->kind, .f2 = d->f2, .out = out, .a = a, .b = b}, bin_row);
-    return finish(&d->op, out, 2, in, NULL);
+    return ad__finish(out, 0, &d->op, 2, in, NULL, NULL);
 }
 
 /* Same for one input; params (the op's parameter struct, NULL when it has
@@ -221,7 +206,7 @@ static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const voi
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
     run(&(kern){.kind = d->kind, .f1 = d->f1, .p = params, .out = out, .a = x}, un_row);
-    return finish(&d->op, out, 1, &x, params);
+    return ad__finish(out, 0, &d->op, 1, &x, params, NULL);
 }
 
 /* A 0-d constant of a's dtype, combined with a by a binary op.  The constant
@@ -653,7 +638,7 @@ ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
     run(&(kern){.out = out, .c = cond, .a = a, .b = b}, where_row);
-    return finish(&OP_WHERE, out, 3, in, NULL);
+    return ad__finish(out, 0, &OP_WHERE, 3, in, NULL, NULL);
 }
 
 /* ---- comparisons and sign: not differentiable ------------------------------------

@@ -14,20 +14,6 @@
  * helpers below (declared in internal.h). */
 #include "internal.h"
 
-/* Records op for a result built by hand (views and copies).  A persistent
- * result is freed when recording fails (anomaly mode checks it). */
-ad_tensor *ad__finish(ad_tensor *out, const ad_op *op, int nin, ad_tensor *const *in,
-                      ad_node **node)
-{
-    ad_node *n = NULL;
-    if (out && ad__record(op, out, nin, in, &n)) {
-        if (!out->tape) ad_tensor_free(out);
-        out = NULL;
-    }
-    if (node) *node = out ? n : NULL;
-    return out;
-}
-
 /* ---- shared helpers ------------------------------------------------------------ */
 
 typedef struct {
@@ -187,7 +173,7 @@ ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
         out = ad__alloc(fn, tape, x->dtype, ndim, s);
         if (out) copy_rows(out, x);
     }
-    return ad__finish(out, &OP_RESHAPE, 1, &x, NULL);
+    return ad__finish(out, 0, &OP_RESHAPE, 1, &x, NULL, NULL);
 }
 
 /* flatten, squeeze and unsqueeze are reshapes whose shape is derived here;
@@ -304,7 +290,8 @@ ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
     if (ad__check_shape(fn, ndim, s, NULL)) return NULL;
     ad_tape *tape;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    return ad__finish(ad__view(fn, tape, x, ndim, s, st, x->offset), &OP_EXPAND, 1, &x, NULL);
+    return ad__finish(ad__view(fn, tape, x, ndim, s, st, x->offset), 0, &OP_EXPAND, 1, &x, NULL,
+                      NULL);
 }
 
 /* ---- permute ------------------------------------------------------------------ */
@@ -350,12 +337,11 @@ ad_tensor *ad_permute(ad_tensor *x, const int *perm)
     int64_t s[AD_MAX_DIMS], st[AD_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) s[i] = x->shape[p[i]], st[i] = x->strides[p[i]];
     ad_tape *tape;
-    ad_node *n;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *v = ad__view(fn, tape, x, x->ndim, s, st, x->offset);
-    ad_tensor *out = ad__finish(v, &OP_PERMUTE, 1, &x, &n);
-    if (n) memcpy(((permute_params *)ad__params(n))->perm, p, (size_t)x->ndim * sizeof *p);
-    return out;
+    permute_params pp = {{0}};
+    memcpy(pp.perm, p, (size_t)x->ndim * sizeof *p);
+    return ad__finish(ad__view(fn, tape, x, x->ndim, s, st, x->offset), 0, &OP_PERMUTE, 1, &x,
+                      &pp, NULL);
 }
 
 ad_tensor *ad_transpose(ad_tensor *x, int dim0, int dim1)
@@ -413,13 +399,11 @@ static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first,
                              int64_t step)
 {
     ad_tape *tape;
-    ad_node *n;
     if (!x || ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor v = ad__slab(x, d, first, count, step);
-    ad_tensor *out = ad__finish(ad__view(fn, tape, x, v.ndim, v.shape, v.strides, v.offset),
-                            &OP_SLICE, 1, &x, &n);
-    if (n) *(slice_params *)ad__params(n) = (slice_params){d, first, count, step};
-    return out;
+    slice_params p = {d, first, count, step};
+    return ad__finish(ad__view(fn, tape, x, v.ndim, v.shape, v.strides, v.offset), 0, &OP_SLICE,
+                      1, &x, &p, NULL);
 }
 
 ad_tensor *ad_slice(ad_tensor *x, int axis, int64_t start, int64_t stop, int64_t step)
@@ -485,16 +469,11 @@ static ad_tensor *slice_scatter_core(const char *fn, ad_tensor *base, ad_tensor 
 {
     if (!base || !src) return NULL;
     ad_tensor *in[2] = {base, src};
-    ad_tape *tape;
-    ad_node *n;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     slice_params p = {d, first, count, step};
-    ad_tensor *out = ad__alloc(fn, tape, base->dtype, base->ndim, base->shape);
+    ad_tensor *out = ad__result(fn, 2, in, base->dtype, base->ndim, base->shape);
     if (!out) return NULL;
     slice_scatter_run(out, base, src, &p);
-    out = ad__finish(out, &OP_SLICE_SCATTER, 2, in, &n);
-    if (n) *(slice_params *)ad__params(n) = p;
-    return out;
+    return ad__finish(out, 0, &OP_SLICE_SCATTER, 2, in, &p, NULL);
 }
 
 ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t start,
@@ -553,7 +532,7 @@ ad_tensor *ad_contiguous(ad_tensor *x)
         out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
         if (out) ad__copy_same(out, x);
     }
-    return ad__finish(out, &OP_CONTIGUOUS, 1, &x, NULL);
+    return ad__finish(out, 0, &OP_CONTIGUOUS, 1, &x, NULL, NULL);
 }
 
 /* ---- cast ------------------------------------------------------------------------- */
@@ -591,7 +570,7 @@ ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype)
         out = ad__alloc(fn, tape, dtype, x->ndim, x->shape);
         if (out) ad_copy_into(out, x); /* converts through double: exact, then rounds once */
     }
-    return ad__finish(out, &OP_CAST, 1, &x, NULL);
+    return ad__finish(out, 0, &OP_CAST, 1, &x, NULL, NULL);
 }
 
 const ad_op *const ad__ops_shape[] = {

@@ -697,6 +697,29 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     return 0;
 }
 
+ad_tensor *ad__result(const char *fn, int nin, ad_tensor *const *in, ad_dtype dtype, int ndim,
+                      const int64_t *shape)
+{
+    ad_tape *tape = NULL;
+    if (ad__result_tape(fn, nin, in, &tape)) return NULL;
+    return ad__alloc(fn, tape, dtype, ndim, shape);
+}
+
+ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
+                      ad_tensor *const *in, const void *params, ad_node **node)
+{
+    ad_node *n = NULL;
+    if (node) *node = NULL;
+    if (!out) return NULL;
+    if (failed || ad__record(op, out, nin, in, &n)) {
+        if (!out->tape) ad_tensor_free(out);
+        return NULL;
+    }
+    if (n && params) memcpy(ad__params(n), params, op->params_size);
+    if (node) *node = n;
+    return out;
+}
+
 /* ---- inspection and tracing ----------------------------------------------------------- */
 
 size_t ad_tape_num_nodes(const ad_tape *t) { return t ? t->nnodes : 0; }
