@@ -76,10 +76,8 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         nd->freed = false;
         for (int k = 0; k < nd->nin; k++) {
             ad_tensor *x = nd->in[k];
-            if (!x->node && x->tape == t && x->grad) { /* its grad lived past the mark */
-                x->grad = NULL;
-                x->owns_grad = false;
-            }
+            if (!x->node && x->tape == t && x->grad) /* its grad lived past the mark */
+                ad__leaf_grad_forget(x);
         }
         /* The recording is about to hold values computed from the current
          * inputs (kernels write outputs without a version bump): those are

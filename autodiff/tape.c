@@ -219,7 +219,7 @@ const char *ad__handle_problem(const ad_tensor *t)
 /* Frees a persistent tensor whose last reference is gone. */
 void ad__tensor_destroy(ad_tensor *t)
 {
-    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
+    ad__leaf_grad_destroy(t);
     ad_storage *s = t->storage;
     if (s && !s->in_arena && --s->refs == 0) {
         ad__free(s->data);
@@ -260,8 +260,7 @@ static void carry_expire(ad_tensor *t)
 static void carry_keep(ad_tensor *t)
 {
     if (t->magic != AD_TENSOR_MAGIC || !t->carried) return;
-    t->grad = NULL;
-    t->owns_grad = false;
+    ad__leaf_grad_forget(t);
     t->adj = NULL;
     t->label = NULL;
     if (!t->storage->in_arena) return;
@@ -307,17 +306,7 @@ ad_tape *ad_tape_new(void)
 
 void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop)
 {
-    for (grad_fixup *f = t->fixups; f != fixups_stop; f = f->next) {
-        ad_tensor *leaf = f->leaf;
-        if (leaf->magic == AD_TENSOR_MAGIC && !leaf->released && leaf->grad &&
-            leaf->grad->tape == t) {
-            ad_tensor *keep = ad_copy(NULL, leaf->grad);
-            leaf->grad = keep; /* NULL if out of memory: the gradient is lost, not corrupt */
-            leaf->owns_grad = keep != NULL;
-        }
-        ad_tensor_free(f->old_grad);
-    }
-    t->fixups = fixups_stop;
+    ad__leaf_grad_release(t, fixups_stop);
     for (held *h = t->held; h != held_stop; h = h->next) {
         if (h->tensor) ad__tensor_unref(h->tensor);
         else drop_storage_ref(h->storage);
@@ -434,17 +423,6 @@ ad_tensor *ad_tensor_grad(const ad_tensor *t)
 {
     if (ad__check_arg("ad_tensor_grad", "t", t, false)) return NULL;
     return t->grad;
-}
-
-int ad_zero_grad(ad_tensor *t)
-{
-    if (ad__check_arg("ad_zero_grad", "t", t, false)) return -1;
-    if (!t->grad) return 0;
-    /* A gradient buffer the library allocated is zeroed in place, so a
-     * training loop does not reallocate it every step. */
-    if (t->owns_grad) return ad_fill(t->grad, 0.0);
-    t->grad = NULL; /* a recorded gradient lives on its tape, which frees it */
-    return 0;
 }
 
 ad_tensor *ad_detach(ad_tensor *t)
