@@ -8,7 +8,6 @@
  * summed when an input is used more than once. */
 #include "tape_impl.h"
 
-
 /* The values n's rule reads must be those the forward used: an in-place
  * write since recording (a new batch loaded into the input, an optimiser
  * step before backward) would make the gradient silently wrong.  Every

@@ -9,6 +9,7 @@
  * which is right, since their derivative is 0 wherever it exists. */
 #include <limits.h>
 
+#include "formulas.h"
 #include "internal.h"
 
 /* ---- kernels -------------------------------------------------------------
@@ -34,20 +35,6 @@ typedef struct kern {
     const ad_tensor *a, *b, *c; /* operands; c is where's condition */
     int64_t changed;            /* count_row: results that differ from before */
 } kern;
-
-/* Logistic function without overflow: with e = exp(-|x|) in (0, 1], both
- * 1/(1+e) and e/(1+e) are well conditioned, so sigmoid(+-1000) is exactly 1
- * and 0 rather than NaN. */
-static inline double sig_d(double x)
-{
-    double e = exp(-fabs(x));
-    return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-}
-static inline float sig_f(float x)
-{
-    float e = expf(-fabsf(x));
-    return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
 
 /* Loops over one row, x (and y) bound to the current elements. */
 #define UN_LOOP(T, E)                                                                 \
@@ -105,8 +92,8 @@ static inline float sig_f(float x)
 static void un_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
 {
     const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) UN_KINDS(double, exp, tanh, sig_d)
-    else UN_KINDS(float, expf, tanhf, sig_f)
+    if (k->out->dtype == AD_FLOAT64) UN_KINDS(double, exp, tanh, ad__sigmoid)
+    else UN_KINDS(float, expf, tanhf, ad__sigmoidf)
 }
 
 static void bin_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
