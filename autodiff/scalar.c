@@ -407,15 +407,21 @@ ad_scalar ad_scalar_const(ad_tape *tape, double value)
 
 bool ad_scalar_ok(ad_scalar s) { return s.tape && live(get(s.tape), s); }
 
+/* s's scalar tape, or NULL: for the zero handle quietly, for a stale one
+ * with an error saying why. */
+static struct ad_scalar_tape *tape_of(const char *fn, ad_scalar s)
+{
+    if (!s.tape) return NULL;
+    struct ad_scalar_tape *st = get(s.tape);
+    if (live(st, s)) return st;
+    diagnose(fn, s);
+    return NULL;
+}
+
 double ad_scalar_value(ad_scalar s)
 {
-    if (!s.tape) return NAN;
-    struct ad_scalar_tape *st = get(s.tape);
-    if (!live(st, s)) {
-        diagnose("ad_scalar_value", s);
-        return NAN;
-    }
-    return st->value[s.id];
+    struct ad_scalar_tape *st = tape_of("ad_scalar_value", s);
+    return st ? st->value[s.id] : NAN;
 }
 
 /* d y / d node id from the last sweep (which computes it for constants too,
@@ -428,13 +434,8 @@ static double grad_of(const struct ad_scalar_tape *st, uint32_t id)
 
 double ad_scalar_grad(ad_scalar s)
 {
-    if (!s.tape) return NAN;
-    struct ad_scalar_tape *st = get(s.tape);
-    if (!live(st, s)) {
-        diagnose("ad_scalar_grad", s);
-        return NAN;
-    }
-    return grad_of(st, s.id);
+    struct ad_scalar_tape *st = tape_of("ad_scalar_grad", s);
+    return st ? grad_of(st, s.id) : NAN;
 }
 
 size_t ad_scalar_count(const ad_tape *tape)

@@ -25,26 +25,26 @@ char *ad__strdup(ad_tape *tape, const char *s)
 
 void ad__tape_note_tensor(ad_tape *tape) { tape->ntensors++; }
 
-int ad__tape_hold(ad_tape *tape, ad_storage *s)
+/* Adds a reference to the tape's list (exactly one of s and t). */
+static int hold(ad_tape *tape, ad_storage *s, ad_tensor *t)
 {
     held *h = ad__arena_alloc(tape, sizeof *h);
     if (!h) return -1;
-    h->storage = s;
-    h->tensor = NULL;
-    h->next = tape->held;
+    *h = (held){.storage = s, .tensor = t, .next = tape->held};
     tape->held = h;
+    return 0;
+}
+
+int ad__tape_hold(ad_tape *tape, ad_storage *s)
+{
+    if (hold(tape, s, NULL)) return -1;
     s->refs++;
     return 0;
 }
 
 int ad__tape_hold_tensor(ad_tape *tape, ad_tensor *t)
 {
-    held *h = ad__arena_alloc(tape, sizeof *h);
-    if (!h) return -1;
-    h->storage = NULL;
-    h->tensor = t;
-    h->next = tape->held;
-    tape->held = h;
+    if (hold(tape, NULL, t)) return -1;
     atomic_fetch_add(&t->hrefs, 1);
     return 0;
 }
