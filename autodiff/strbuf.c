@@ -36,13 +36,17 @@ void ad__sb_str(ad__strbuf *b, const char *s) { ad__sb_put(b, s, strlen(s)); }
 
 void ad__sb_printf(ad__strbuf *b, const char *fmt, ...)
 {
+    if (b->oom) return;
+    size_t room = b->s ? b->cap - b->len : 0;
     va_list ap;
     va_start(ap, fmt);
-    int k = b->oom ? 0 : vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+    int k = vsnprintf(room ? b->s + b->len : NULL, room, fmt, ap);
     va_end(ap);
-    if (k < 0) b->oom = true;
-    if (b->oom) return;
-    if (b->s && (size_t)k < b->cap - b->len) {
+    if (k < 0) {
+        b->oom = true;
+        return;
+    }
+    if ((size_t)k < room) {
         b->len += (size_t)k;
         return;
     }
