@@ -208,8 +208,15 @@ ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int nd
 void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
 int64_t ad__numel(int ndim, const int64_t *shape);
 bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
-/* "[2,3]" into buf. */
+/* "[2,3]" into buf.  ad__shape_text returns it for a message's %s, as
+ *     ad__text a = ad__shape_text(x->ndim, x->shape);
+ *     ad__err(fn, "cannot expand %s", a.s);
+ * or straight in the call (the text lives to the end of the statement). */
 void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size);
+typedef struct ad__text {
+    char s[160];
+} ad__text;
+ad__text ad__shape_text(int ndim, const int64_t *shape);
 
 static inline bool ad__is_float(ad_dtype d) { return d == AD_FLOAT32 || d == AD_FLOAT64; }
 

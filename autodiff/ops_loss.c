@@ -296,21 +296,18 @@ static const ad_op OP_CROSS_ENTROPY = {
 static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *labels,
                                 ad_reduction reduction, double eps)
 {
-    char a[160], b[160];
     if (ad__check_arg(fn, "logits", logits, true) || ad__check_arg(fn, "labels", labels, false) ||
         check_reduction(fn, reduction))
         return NULL;
-    if (logits->ndim != 2) {
-        ad__fmt_shape(logits->ndim, logits->shape, a, sizeof a);
-        return ad__err(fn, "logits must be 2-D [N, C], got %s", a), NULL;
-    }
+    ad__text ls = ad__shape_text(logits->ndim, logits->shape);
+    if (logits->ndim != 2) return ad__err(fn, "logits must be 2-D [N, C], got %s", ls.s), NULL;
     int64_t N = logits->shape[0];
     if (labels->dtype != AD_INT64)
         return ad__err(fn, "labels must be int64, got %s", ad_dtype_name(labels->dtype)), NULL;
     if (labels->ndim != 1 || labels->shape[0] != N) {
-        ad__fmt_shape(labels->ndim, labels->shape, a, sizeof a);
-        ad__fmt_shape(logits->ndim, logits->shape, b, sizeof b);
-        return ad__err(fn, "labels %s do not match logits %s: need [%lld]", a, b, (long long)N),
+        ad__text a = ad__shape_text(labels->ndim, labels->shape);
+        return ad__err(fn, "labels %s do not match logits %s: need [%lld]", a.s, ls.s,
+                       (long long)N),
                NULL;
     }
     if (!(eps >= 0.0 && eps <= 1.0))
@@ -428,10 +425,8 @@ ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
         ad__check_same_dtype(fn, a, b) || check_reduction(fn, reduction))
         return NULL;
     if (!ad__same_shape(a, b)) {
-        char sa[160], sb[160];
-        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
-        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)", sa, sb),
+        ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
+        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)", sa.s, sb.s),
                NULL;
     }
     ad_tensor *in[2] = {a, b};

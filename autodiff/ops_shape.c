@@ -152,13 +152,11 @@ ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
     }
     bool ambiguous = infer >= 0 && known == 0;
     if (ambiguous || (infer >= 0 ? numel % known != 0 : known != numel)) {
-        char a[160], b[160];
-        ad__fmt_shape(x->ndim, x->shape, a, sizeof a);
-        ad__fmt_shape(ndim, shape, b, sizeof b);
+        ad__text a = ad__shape_text(x->ndim, x->shape), b = ad__shape_text(ndim, shape);
         if (ambiguous)
             return ad__err(fn, "cannot reshape %s to %s: the -1 extent is ambiguous next to "
-                               "an extent 0", a, b), NULL;
-        return ad__err(fn, "cannot reshape %s (%lld elements) to %s", a, (long long)numel, b),
+                               "an extent 0", a.s, b.s), NULL;
+        return ad__err(fn, "cannot reshape %s (%lld elements) to %s", a.s, (long long)numel, b.s),
                NULL;
     }
     if (infer >= 0) s[infer] = numel / known;
@@ -281,10 +279,8 @@ ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
             s[d] = want;
             st[d] = 0;
         } else {
-            char a[160], b[160];
-            ad__fmt_shape(x->ndim, x->shape, a, sizeof a);
-            ad__fmt_shape(ndim, shape, b, sizeof b);
-            return ad__err(fn, "cannot expand %s to %s", a, b), NULL;
+            ad__text a = ad__shape_text(x->ndim, x->shape), b = ad__shape_text(ndim, shape);
+            return ad__err(fn, "cannot expand %s to %s", a.s, b.s), NULL;
         }
     }
     if (ad__check_shape(fn, ndim, s, NULL)) return NULL;
@@ -489,13 +485,12 @@ ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t s
     py_range(base->shape[d], start, stop, step, &first, &count);
     ad_tensor want = ad__slab(base, d, first, count, step);
     if (!ad__same_shape(&want, src)) {
-        char a[160], b[160], c[160];
-        ad__fmt_shape(src->ndim, src->shape, a, sizeof a);
-        ad__fmt_shape(want.ndim, want.shape, b, sizeof b);
-        ad__fmt_shape(base->ndim, base->shape, c, sizeof c);
+        ad__text a = ad__shape_text(src->ndim, src->shape),
+                 b = ad__shape_text(want.ndim, want.shape),
+                 c = ad__shape_text(base->ndim, base->shape);
         return ad__err(fn, "src has shape %s, expected %s: %lld elements from %lld in steps of "
-                           "%lld along dimension %d of base %s", a, b, (long long)count,
-                       (long long)first, (long long)step, d, c), NULL;
+                           "%lld along dimension %d of base %s", a.s, b.s, (long long)count,
+                       (long long)first, (long long)step, d, c.s), NULL;
     }
     return slice_scatter_core(fn, base, src, d, first, count, step);
 }
