@@ -91,14 +91,21 @@ static int default_init(ad_tensor *w, ad_tensor *b, ad_rng *rng)
     return b ? nn_init_uniform(b, -bound, bound, rng) : 0;
 }
 
+/* The arguments of a layer with two extents named `what` and random
+ * initial weights: a floating dtype, extents >= 1, an rng.  0 or -1. */
+static int check_sized(const char *fn, ad_dtype dtype, const char *what, int64_t a, int64_t b,
+                       const ad_rng *rng)
+{
+    int rc = check_dtype(fn, dtype);
+    if (rc == 0 && (a < 1 || b < 1))
+        rc = ad_set_error("%s: %s must be >= 1, got %" PRId64 " and %" PRId64, fn, what, a, b);
+    if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
+    return rc;
+}
+
 nn_module *nn_linear(int64_t in, int64_t out, bool bias, ad_dtype dtype, ad_rng *rng)
 {
-    const char *fn = "nn_linear";
-    int rc = check_dtype(fn, dtype);
-    if (rc == 0 && (in < 1 || out < 1))
-        rc = ad_set_error("%s: in_features and out_features must be >= 1, got %" PRId64
-                          " and %" PRId64, fn, in, out);
-    if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
+    int rc = check_sized("nn_linear", dtype, "in_features and out_features", in, out, rng);
     linear_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &LINEAR, s);
     if (!m) return NULL;
@@ -478,12 +485,8 @@ static const nn_module_type EMBEDDING = {"Embedding", embedding_forward, ad_free
 
 nn_module *nn_embedding(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng)
 {
-    const char *fn = "nn_embedding";
-    int rc = check_dtype(fn, dtype);
-    if (rc == 0 && (num < 1 || dim < 1))
-        rc = ad_set_error("%s: num_embeddings and embedding_dim must be >= 1, got %" PRId64
-                          " and %" PRId64, fn, num, dim);
-    if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
+    int rc = check_sized("nn_embedding", dtype, "num_embeddings and embedding_dim", num, dim,
+                         rng);
     embedding_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &EMBEDDING, s);
     if (!m) return NULL;
