@@ -498,7 +498,9 @@ int ad_scope_begin(ad_scope *s, const char *fn, int n, ad_tensor *const *in, boo
     bool rg = needs_grad;
     for (int i = 0; i < n; i++) {
         if (!in[i]) continue;
-        if (ad__check_arg(fn, "inputs", in[i], false)) return -1;
+        char what[24];
+        snprintf(what, sizeof what, "inputs[%d]", i);
+        if (ad__check_arg(fn, what, in[i], false)) return -1;
         if (in[i]->tape) {
             if (t && t != in[i]->tape) return ad__err(fn, "inputs belong to different tapes");
             t = in[i]->tape;
