@@ -103,6 +103,20 @@ static int check_sized(const char *fn, ad_dtype dtype, const char *what, int64_t
     return rc;
 }
 
+/* Gives m its "weight" (wshape) and, with bias, its "bias" [wshape[0]],
+ * initialised by default_init.  Returns m, or frees it and returns NULL. */
+static nn_module *with_weight(nn_module *m, ad_dtype dtype, int ndim, const int64_t *wshape,
+                              bool bias, ad_rng *rng, ad_tensor **w, ad_tensor **b)
+{
+    if (!(*w = add_param(m, "weight", dtype, ndim, wshape)) ||
+        (bias && !(*b = add_param(m, "bias", dtype, 1, wshape))) ||
+        default_init(*w, *b, rng) != 0) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 nn_module *nn_linear(int64_t in, int64_t out, bool bias, ad_dtype dtype, ad_rng *rng)
 {
     int rc = check_sized("nn_linear", dtype, "in_features and out_features", in, out, rng);
@@ -111,13 +125,7 @@ nn_module *nn_linear(int64_t in, int64_t out, bool bias, ad_dtype dtype, ad_rng 
     if (!m) return NULL;
     s->in = in;
     s->out = out;
-    if (!(s->w = add_param(m, "weight", dtype, 2, (int64_t[]){out, in})) ||
-        (bias && !(s->b = add_param(m, "bias", dtype, 1, (int64_t[]){out}))) ||
-        default_init(s->w, s->b, rng) != 0) {
-        nn_module_free(m);
-        return NULL;
-    }
-    return m;
+    return with_weight(m, dtype, 2, (int64_t[]){out, in}, bias, rng, &s->w, &s->b);
 }
 
 /* ---- Conv2d --------------------------------------------------------------------- */
@@ -188,13 +196,7 @@ nn_module *nn_conv2d(int64_t in, int64_t out, const int kernel[2], const ad_conv
     if (!m) return NULL;
     *s = (conv_state){in, out, {kernel[0], kernel[1]}, q, NULL, NULL};
     int64_t wshape[4] = {out, in / q.groups, kernel[0], kernel[1]};
-    if (!(s->w = add_param(m, "weight", dtype, 4, wshape)) ||
-        (bias && !(s->b = add_param(m, "bias", dtype, 1, (int64_t[]){out}))) ||
-        default_init(s->w, s->b, rng) != 0) {
-        nn_module_free(m);
-        return NULL;
-    }
-    return m;
+    return with_weight(m, dtype, 4, wshape, bias, rng, &s->w, &s->b);
 }
 
 /* ---- pooling ---------------------------------------------------------------------- */
