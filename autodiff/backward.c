@@ -8,32 +8,6 @@
  * summed when an input is used more than once. */
 #include "tape_impl.h"
 
-static const char *BW = "ad_backward";
-
-/* acc += g, elementwise, for a leaf's gradient buffer (contiguous, the
- * leaf's shape and dtype).  This runs for every parameter on every
- * training step, so the common contiguous case is a plain loop the
- * compiler vectorises; other layouts of g go through the strided kernel. */
-static void add_into(ad_tensor *acc, const ad_tensor *g)
-{
-    int64_t n = ad__numel(acc->ndim, acc->shape);
-    if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
-        if (acc->dtype == AD_FLOAT32) {
-            float *restrict a = (float *)acc->storage->data + acc->offset;
-            const float *restrict b = (const float *)g->storage->data + g->offset;
-            for (int64_t i = 0; i < n; i++) a[i] += b[i];
-            return;
-        }
-        if (acc->dtype == AD_FLOAT64) {
-            double *restrict a = (double *)acc->storage->data + acc->offset;
-            const double *restrict b = (const double *)g->storage->data + g->offset;
-            for (int64_t i = 0; i < n; i++) a[i] += b[i];
-            return;
-        }
-    }
-    ad__add_into(acc, acc, g);
-}
-
 /* The values n's rule reads must be those the forward used: an in-place
  * write since recording (a new batch loaded into the input, an optimiser
  * step before backward) would make the gradient silently wrong.  Every
@@ -56,45 +30,6 @@ static int check_saved(const char *fn, const ad_node *n)
     return 0;
 }
 
-static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
-{
-    grad_fixup *f = ad__arena_alloc(t, sizeof *f);
-    if (!f) return ad__err(BW, "out of memory");
-    f->leaf = leaf;
-    f->old_grad = old;
-    f->next = t->fixups;
-    t->fixups = f;
-    return 0;
-}
-
-static int accumulate_leaf(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
-{
-    ad_tensor *old = leaf->grad;
-    if (create) {
-        ad_tensor *sum = old ? ad_add(old, g) : g;
-        if (!sum) return -1;
-        if (!leaf->tape && (!old || !old->tape) && add_fixup(t, leaf, old)) return -1;
-        leaf->grad = sum;
-        leaf->owns_grad = false;
-        return 0;
-    }
-    /* Accumulate in place only into a buffer the library made for this
-     * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
-     * recorded on it, so it is replaced instead. */
-    if (old && leaf->owns_grad) {
-        add_into(old, g);
-        ad__bump(old);
-        return 0;
-    }
-    ad_tensor *buf = ad__alloc(BW, leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
-    if (!buf) return -1;
-    if (old) ad__add_into(buf, old, g);
-    else ad_copy_into(buf, g);
-    leaf->grad = buf;
-    leaf->owns_grad = true;
-    return 0;
-}
-
 /* Where a computed gradient goes: with targets (ad_gradients) into the
  * matching slot, without (ad_backward) into leaves' grad. */
 typedef struct sink {
@@ -105,7 +40,7 @@ typedef struct sink {
 
 static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create)
 {
-    if (!s->targets) return x->node ? 0 : accumulate_leaf(t, x, g, create);
+    if (!s->targets) return x->node ? 0 : ad__leaf_grad_add(t, x, g, create);
     for (int i = 0; i < s->n; i++) {
         if (s->targets[i] != x) continue;
         ad_tensor *sum = s->grads[i] ? ad_add(s->grads[i], g) : g;

@@ -419,25 +419,14 @@ static ad_tensor *apply(const char *fn, const ad_foreign *F, const int64_t *spec
     }
     int nd = 0;
     int64_t shape[AD_MAX_DIMS];
-    ad_tape *tape;
-    if (result_shape(fn, F, k, args, &nd, shape) || ad__result_tape(fn, n, args, &tape))
-        return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, F->out_dtype, nd, shape);
+    if (result_shape(fn, F, k, args, &nd, shape)) return NULL;
+    ad_tensor *out = ad__result(fn, n, args, F->out_dtype, nd, shape);
     if (!out) return NULL;
-    ad_node *node = NULL;
     int which = k == 0 ? OP_VALUE : (k == 1 && analytic(F, spec ? (int)spec[0] : 0)) ? OP_PARTIAL
                                                                                        : OP_NUMERIC;
-    if (compute(fn, F, spec, k, args, out) || ad__record(&F->ops[which], out, n, args, &node)) {
-        if (!out->tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (node) {
-        foreign_params *p = ad__params(node);
-        p->F = F;
-        p->k = k;
-        for (int i = 0; spec && i < k; i++) p->spec[i] = spec[i];
-    }
-    return out;
+    foreign_params p = {F, k, {0}};
+    for (int i = 0; spec && i < k; i++) p.spec[i] = spec[i];
+    return ad__finish(out, compute(fn, F, spec, k, args, out), &F->ops[which], n, args, &p, NULL);
 }
 
 ad_tensor *ad_foreign_call(const ad_foreign *f, int n, ad_tensor *const *args)

@@ -1,6 +1,7 @@
 /* autodiff/graph.c - the DOT writer of graph.h.
  *
- * Built on the public inspection API only (tape.h): a node's inputs are
+ * Built on the public inspection API (tape.h), with the library's growing
+ * string (strbuf.h) for the labels: a node's inputs are
  * tensors, and ad_tensor_node_index() says which earlier node produced
  * each one, or -1 for a leaf.  Because nodes are recorded in execution
  * order, every input of node i was produced by a node j < i, so one sweep
@@ -12,55 +13,13 @@
 #include "graph.h"
 
 #include "alloc.h"
+#include "strbuf.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- a growing string, for building labels -------------------------------------- */
-
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = b->cap - b->len;
-        int k = vsnprintf(b->s ? b->s + b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)k < room) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap <= b->len + (size_t)k) cap *= 2;
-        char *s = ad_realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
 
 /* ---- pointer -> id map (open addressing), for leaves and producers --------------- */
 
@@ -165,16 +124,16 @@ static void put_escaped(FILE *out, const char *s)
     }
 }
 
-static void sb_number(sbuf *b, double v, int precision)
+static void sb_number(ad__strbuf *b, double v, int precision)
 {
-    if (isnan(v)) sb_printf(b, "nan");
-    else if (isinf(v)) sb_printf(b, v > 0 ? "inf" : "-inf");
-    else sb_printf(b, "%.*g", precision, v == 0 ? 0.0 : v); /* no "-0" */
+    if (isnan(v)) ad__sb_printf(b, "nan");
+    else if (isinf(v)) ad__sb_printf(b, v > 0 ? "inf" : "-inf");
+    else ad__sb_printf(b, "%.*g", precision, v == 0 ? 0.0 : v); /* no "-0" */
 }
 
 /* Nested brackets in row-major order: [[1, 2], [3, 4]]; a 0-d tensor is
  * its bare number. */
-static void sb_values(sbuf *b, const double *v, int ndim, const int64_t *shape, int precision)
+static void sb_values(ad__strbuf *b, const double *v, int ndim, const int64_t *shape, int precision)
 {
     if (ndim == 0) {
         sb_number(b, v[0], precision);
@@ -182,16 +141,16 @@ static void sb_values(sbuf *b, const double *v, int ndim, const int64_t *shape, 
     }
     int64_t inner = 1;
     for (int d = 1; d < ndim; d++) inner *= shape[d];
-    sb_printf(b, "[");
+    ad__sb_printf(b, "[");
     for (int64_t i = 0; i < shape[0]; i++) {
-        if (i) sb_printf(b, ", ");
+        if (i) ad__sb_printf(b, ", ");
         sb_values(b, v + i * inner, ndim - 1, shape + 1, precision);
     }
-    sb_printf(b, "]");
+    ad__sb_printf(b, "]");
 }
 
 /* Appends "\n<what> <values>" for small tensors. */
-static int sb_tensor_values(writer *w, sbuf *b, const char *what, const ad_tensor *t)
+static int sb_tensor_values(writer *w, ad__strbuf *b, const char *what, const ad_tensor *t)
 {
     int64_t n = ad_numel(t);
     if (n > w->o.max_values) return 0;
@@ -201,20 +160,20 @@ static int sb_tensor_values(writer *w, sbuf *b, const char *what, const ad_tenso
         if (v != small) ad_free(v);
         return -1;
     }
-    sb_printf(b, "\n%s ", what);
+    ad__sb_printf(b, "\n%s ", what);
     sb_values(b, v, ad_ndim(t), ad_shape(t), w->o.precision);
     if (v != small) ad_free(v);
     return 0;
 }
 
 /* The label shared by leaves and ops: label, shape, dtype, value, grad. */
-static int describe(writer *w, sbuf *b, const ad_tensor *t, bool leaf)
+static int describe(writer *w, ad__strbuf *b, const ad_tensor *t, bool leaf)
 {
     const char *label = ad_label(t);
-    if (label && *label) sb_printf(b, "\n%s", label);
+    if (label && *label) ad__sb_printf(b, "\n%s", label);
     char shape[128];
     ad_shape_str(t, shape, sizeof shape);
-    sb_printf(b, "\n%s %s", shape, ad_dtype_name(ad_tensor_dtype(t)));
+    ad__sb_printf(b, "\n%s %s", shape, ad_dtype_name(ad_tensor_dtype(t)));
     if (sb_tensor_values(w, b, "value", t)) return -1;
     const ad_tensor *g = NULL;
     long *k = ptrmap_find(&w->grads, t);
@@ -230,10 +189,10 @@ static int write_leaf(writer *w, const ad_tensor *t)
     long id = (long)w->leaves.count;
     if (ptrmap_put(&w->leaves, t, id)) return ad_set_error("%s: out of memory", w->fn);
     bool param = ad_requires_grad(t);
-    sbuf b = {0};
+    ad__strbuf b = {0};
     /* A label of its own names the leaf; otherwise say what kind it is. */
     const char *label = ad_label(t);
-    if (!label || !*label) sb_printf(&b, "%s", param ? "leaf" : "constant");
+    if (!label || !*label) ad__sb_printf(&b, "%s", param ? "leaf" : "constant");
     if (describe(w, &b, t, true)) {
         ad_free(b.s);
         return -1;
@@ -260,14 +219,14 @@ static int write_node(writer *w, size_t i)
     if (ad_tape_node_info(w->tape, i, &info)) return -1;
     for (int k = 0; k < info.nin; k++)
         if (producer(w, info.inputs[k]) < 0 && write_leaf(w, info.inputs[k])) return -1;
-    sbuf b = {0};
-    sb_printf(&b, "n%zu: %s", i, info.op);
+    ad__strbuf b = {0};
+    ad__sb_printf(&b, "n%zu: %s", i, info.op);
     /* The node's label is its scope's, or the output's own label when one
      * was set on it (ad_set_label names the node too); show it once. */
     const char *own = ad_label(info.output);
     if (info.label && *info.label && !(own && strcmp(own, info.label) == 0))
-        sb_printf(&b, " (in %s)", info.label);
-    if (!info.on_grad_path) sb_printf(&b, "\n(replay only)");
+        ad__sb_printf(&b, " (in %s)", info.label);
+    if (!info.on_grad_path) ad__sb_printf(&b, "\n(replay only)");
     if (describe(w, &b, info.output, false)) {
         ad_free(b.s);
         return -1;

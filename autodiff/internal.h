@@ -208,8 +208,15 @@ ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int nd
 void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
 int64_t ad__numel(int ndim, const int64_t *shape);
 bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
-/* "[2,3]" into buf. */
+/* "[2,3]" into buf.  ad__shape_text returns it for a message's %s, as
+ *     ad__text a = ad__shape_text(x->ndim, x->shape);
+ *     ad__err(fn, "cannot expand %s", a.s);
+ * or straight in the call (the text lives to the end of the statement). */
 void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size);
+typedef struct ad__text {
+    char s[160];
+} ad__text;
+ad__text ad__shape_text(int ndim, const int64_t *shape);
 
 static inline bool ad__is_float(ad_dtype d) { return d == AD_FLOAT32 || d == AD_FLOAT64; }
 
@@ -246,6 +253,19 @@ int ad__result_tape(const char *fn, int nin, ad_tensor *const *in, ad_tape **tap
  * parameters in) and out requires grad.  Otherwise *node = NULL. */
 int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
                ad_node **node);
+/* The two ends of every op (op = checks, ad__result, kernel, ad__finish):
+ * ad__result allocates the result, a new contiguous tensor on the tape of
+ * in[0..nin) (ad__result_tape), NULL with an error.  ad__finish takes the
+ * result the kernel filled (or built by hand: a view, a copy) and the
+ * kernel's return code: when out is NULL, failed is non-zero or recording
+ * fails (anomaly mode checks the result), it frees a persistent out and
+ * returns NULL.  Otherwise it records op (ad__record), copies
+ * op->params_size bytes from params (when not NULL) into the node, sets
+ * *node (when node is not NULL) to the node or NULL, and returns out. */
+ad_tensor *ad__result(const char *fn, int nin, ad_tensor *const *in, ad_dtype dtype, int ndim,
+                      const int64_t *shape);
+ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
+                      ad_tensor *const *in, const void *params, ad_node **node);
 /* Anomaly mode: the first non-finite value an op produces from finite
  * inputs is an error (see tape.h).  ad__record checks forward results. */
 bool ad__anomaly_on(void);
@@ -301,16 +321,12 @@ int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int nax
                     bool keepdim, ad_reduce_plan *p);
 
 /* ---- views and copies (ops_shape.c), shared with ops_index.c ------------------
- * ad__finish records op for a result built by hand (a persistent result is
- * freed when recording fails); *node, if node is not NULL, gets the node or
- * NULL.  ad__copy_same copies src into dst (one shape and dtype, any
+ * ad__copy_same copies src into dst (one shape and dtype, any
  * strides) as raw bytes.  ad__slab is a header (never handed to users) for
  * count elements of t along axis, from start, step apart.  ad__dim_of
  * normalises an axis naming an existing dimension (an error for a 0-d
  * tensor); ad__new_axis one naming the place of a new dimension,
  * -(ndim+1)..ndim. */
-ad_tensor *ad__finish(ad_tensor *out, const ad_op *op, int nin, ad_tensor *const *in,
-                      ad_node **node);
 void ad__copy_same(ad_tensor *dst, const ad_tensor *src);
 ad_tensor ad__slab(const ad_tensor *t, int axis, int64_t start, int64_t count, int64_t step);
 int ad__dim_of(const char *fn, const ad_tensor *x, int axis, int *d);

@@ -107,15 +107,10 @@ ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
         if (total > ((int64_t)1 << 60)) return ad__err(fn, "the result is too large"), NULL;
     }
     shape[d] = total;
-    ad_tape *tape;
-    ad_node *node;
-    if (ad__result_tape(fn, n, xs, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, x0->dtype, x0->ndim, shape);
+    ad_tensor *out = ad__result(fn, n, xs, x0->dtype, x0->ndim, shape);
     if (!out) return NULL;
     concat_run(out, xs, n, d);
-    out = ad__finish(out, &OP_CONCAT, n, xs, &node);
-    if (node) *(index_params *)ad__params(node) = (index_params){d};
-    return out;
+    return ad__finish(out, 0, &OP_CONCAT, n, xs, &(index_params){d}, NULL);
 }
 
 ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis)
@@ -125,10 +120,9 @@ ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis)
     if (check_list(fn, xs, n) || ad__new_axis(fn, axis, xs[0], &a)) return NULL;
     for (int i = 1; i < n; i++)
         if (!ad__same_shape(xs[i], xs[0])) {
-            char s[160], s0[160];
-            ad__fmt_shape(xs[i]->ndim, xs[i]->shape, s, sizeof s);
-            ad__fmt_shape(xs[0]->ndim, xs[0]->shape, s0, sizeof s0);
-            return ad__err(fn, "tensor %d has shape %s, expected %s like tensor 0", i, s, s0),
+            ad__text s = ad__shape_text(xs[i]->ndim, xs[i]->shape),
+                     s0 = ad__shape_text(xs[0]->ndim, xs[0]->shape);
+            return ad__err(fn, "tensor %d has shape %s, expected %s like tensor 0", i, s.s, s0.s),
                    NULL;
         }
     if (xs[0]->ndim == AD_MAX_DIMS)
@@ -207,12 +201,10 @@ static int check_range(const char *fn, const ad_tensor *index, const ad_tensor *
     do {
         int64_t v = ((const int64_t *)index->storage->data)[ad__offset_of(index, p)];
         if (v < -size || v >= size) {
-            char a[160], b[160];
-            ad__fmt_shape(index->ndim, p, a, sizeof a);
-            ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
+            ad__text a = ad__shape_text(index->ndim, p), b = ad__shape_text(x->ndim, x->shape);
             return ad__err(fn, "index%s = %lld is out of range [%lld, %lld) for dimension %d "
-                               "of %s %s", a, (long long)v, (long long)-size, (long long)size,
-                           d, xname, b);
+                               "of %s %s", a.s, (long long)v, (long long)-size, (long long)size,
+                           d, xname, b.s);
         }
     } while (next_index(index->ndim, index->shape, p));
     return 0;
@@ -241,39 +233,24 @@ static void add_elem(ad_tensor *out, int64_t o, const ad_tensor *src, int64_t os
     }
 }
 
-/* Records an op whose input 1 is an index.  A persistent index is replaced
- * in the record by a view on the tape, which holds its storage, so the
- * caller may free it before backward. */
-static ad_tensor *finish_indexed(const char *fn, ad_tensor *out, const ad_op *op, int nin,
-                                 ad_tensor **in, int d)
-{
-    ad_node *n;
-    if (!out) return NULL;
-    if (out->tape && !in[1]->tape) {
-        ad_tensor *idx = in[1];
-        in[1] = ad__view(fn, out->tape, idx, idx->ndim, idx->shape, idx->strides, idx->offset);
-        if (!in[1]) return NULL;
-    }
-    out = ad__finish(out, op, nin, in, &n);
-    if (n) *(index_params *)ad__params(n) = (index_params){d};
-    return out;
-}
-
-/* Allocates the result of an index op and runs its kernel; a persistent
- * result is freed again when the kernel rejects the index. */
+/* Allocates the result of an index op, runs its kernel (a persistent
+ * result is freed again when the kernel rejects the index) and records the
+ * op, whose input 1 is the index.  A persistent index is replaced in the
+ * record by a view on the tape, which holds its storage, so the caller may
+ * free it before backward. */
 typedef int (*index_kernel)(ad_tensor *out, ad_tensor *const *in, int d);
 static ad_tensor *index_op(const char *fn, const ad_op *op, index_kernel run, int nin,
                            ad_tensor **in, int d, ad_tensor *like, const ad_tensor *shape_of)
 {
-    ad_tape *tape;
-    if (ad__result_tape(fn, nin, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, like->dtype, shape_of->ndim, shape_of->shape);
+    ad_tensor *out = ad__result(fn, nin, in, like->dtype, shape_of->ndim, shape_of->shape);
     if (!out) return NULL;
-    if (run(out, in, d)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
+    int failed = run(out, in, d);
+    if (!failed && out->tape && !in[1]->tape) {
+        ad_tensor *idx = in[1];
+        in[1] = ad__view(fn, out->tape, idx, idx->ndim, idx->shape, idx->strides, idx->offset);
+        failed = !in[1];
     }
-    return finish_indexed(fn, out, op, nin, in, d);
+    return ad__finish(out, failed, op, nin, in, &(index_params){d}, NULL);
 }
 
 /* ---- index_select ------------------------------------------------------------------ */
@@ -355,18 +332,16 @@ ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *
         ad__check_arg(fn, "src", src, false) || ad__check_same_dtype(fn, base, src) ||
         ad__dim_of(fn, base, axis, &d))
         return NULL;
-    char a[160], b[160], c[160];
-    if (index->ndim != 1) {
-        ad__fmt_shape(index->ndim, index->shape, a, sizeof a);
-        return ad__err(fn, "index must be 1-D, got shape %s", a), NULL;
-    }
+    if (index->ndim != 1)
+        return ad__err(fn, "index must be 1-D, got shape %s",
+                       ad__shape_text(index->ndim, index->shape).s), NULL;
     ad_tensor want = ad__slab(base, d, 0, index->shape[0], 1);
     if (!ad__same_shape(&want, src)) {
-        ad__fmt_shape(src->ndim, src->shape, a, sizeof a);
-        ad__fmt_shape(want.ndim, want.shape, b, sizeof b);
-        ad__fmt_shape(base->ndim, base->shape, c, sizeof c);
+        ad__text a = ad__shape_text(src->ndim, src->shape),
+                 b = ad__shape_text(want.ndim, want.shape),
+                 c = ad__shape_text(base->ndim, base->shape);
         return ad__err(fn, "src has shape %s, expected %s: base %s with extent len(index) = "
-                           "%lld along dimension %d", a, b, c, (long long)index->shape[0], d),
+                           "%lld along dimension %d", a.s, b.s, c.s, (long long)index->shape[0], d),
                NULL;
     }
     ad_tensor *in[3] = {base, index, src};
@@ -379,17 +354,15 @@ ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *
 static int check_fits(const char *fn, const ad_tensor *index, const ad_tensor *t,
                       const char *tname, int d)
 {
-    char a[160], b[160];
-    ad__fmt_shape(index->ndim, index->shape, a, sizeof a);
-    ad__fmt_shape(t->ndim, t->shape, b, sizeof b);
+    ad__text a = ad__shape_text(index->ndim, index->shape), b = ad__shape_text(t->ndim, t->shape);
     if (index->ndim != t->ndim)
         return ad__err(fn, "index has shape %s but %s has shape %s: they need the same number "
-                           "of dimensions", a, tname, b);
+                           "of dimensions", a.s, tname, b.s);
     for (int k = 0; k < t->ndim; k++)
         if (k != d && index->shape[k] > t->shape[k])
             return ad__err(fn, "index shape %s does not fit %s %s: extent %lld of dimension %d "
-                               "exceeds %lld (only dimension %d, the axis, may be longer)", a,
-                           tname, b, (long long)index->shape[k], k, (long long)t->shape[k], d);
+                               "exceeds %lld (only dimension %d, the axis, may be longer)", a.s,
+                           tname, b.s, (long long)index->shape[k], k, (long long)t->shape[k], d);
     return 0;
 }
 
@@ -473,10 +446,9 @@ ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor
         ad__dim_of(fn, base, axis, &d) || check_fits(fn, index, base, "base", d))
         return NULL;
     if (!ad__same_shape(src, index)) {
-        char a[160], b[160];
-        ad__fmt_shape(src->ndim, src->shape, a, sizeof a);
-        ad__fmt_shape(index->ndim, index->shape, b, sizeof b);
-        return ad__err(fn, "src has shape %s but index has shape %s; they must be equal", a, b),
+        ad__text a = ad__shape_text(src->ndim, src->shape),
+                 b = ad__shape_text(index->ndim, index->shape);
+        return ad__err(fn, "src has shape %s but index has shape %s; they must be equal", a.s, b.s),
                NULL;
     }
     ad_tensor *in[3] = {base, index, src};

@@ -51,25 +51,16 @@ ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b)
         ad__check_same_dtype(fn, a, b))
         return NULL;
     if (a->ndim != 1 || b->ndim != 1 || a->shape[0] != b->shape[0]) {
-        char sa[160], sb[160];
-        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
+        ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
         if (a->ndim != 1 || b->ndim != 1)
-            return ad__err(fn, "expected two 1-D tensors, got %s x %s", sa, sb), NULL;
-        return ad__err(fn, "lengths differ: %s x %s", sa, sb), NULL;
+            return ad__err(fn, "expected two 1-D tensors, got %s x %s", sa.s, sb.s), NULL;
+        return ad__err(fn, "lengths differ: %s x %s", sa.s, sb.s), NULL;
     }
     ad_tensor *in[2] = {a, b};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, a->dtype, 0, NULL);
+    ad_tensor *out = ad__result(fn, 2, in, a->dtype, 0, NULL);
     if (!out) return NULL;
     ad__st(out, 0, dot_kernel(a, b));
-    ad_node *n;
-    if (ad__record(&OP_DOT, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    return out;
+    return ad__finish(out, 0, &OP_DOT, 2, in, NULL, NULL);
 }
 
 /* ---- matmul ---------------------------------------------------------------------- */
@@ -89,10 +80,8 @@ typedef struct mm_geom {
 
 static int mm_error(const char *fn, const char *what, const ad_tensor *a, const ad_tensor *b)
 {
-    char sa[160], sb[160];
-    ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-    ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
-    return ad__err(fn, "%s: %s x %s", what, sa, sb);
+    ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
+    return ad__err(fn, "%s: %s x %s", what, sa.s, sb.s);
 }
 
 static int mm_geometry(const char *fn, const ad_tensor *a, const ad_tensor *b, mm_geom *g)
@@ -252,16 +241,9 @@ ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)
     if (mm_geometry(fn, a, b, &g)) return NULL;
     if (a->ndim == 1 && b->ndim == 1) return ad_dot(a, b); /* recorded as "dot" */
     ad_tensor *in[2] = {a, b};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, a->dtype, g.out_ndim, g.out_shape);
+    ad_tensor *out = ad__result(fn, 2, in, a->dtype, g.out_ndim, g.out_shape);
     if (!out) return NULL;
-    ad_node *n;
-    if (mm_run(fn, a, b, out) || ad__record(&OP_MATMUL, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    return out;
+    return ad__finish(out, mm_run(fn, a, b, out), &OP_MATMUL, 2, in, NULL, NULL);
 }
 
 const ad_op *const ad__ops_linalg[] = {

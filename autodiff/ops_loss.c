@@ -128,18 +128,10 @@ static ad_tensor *softmax_like(const char *fn, const ad_op *op, ad_tensor *x, in
 {
     int ax;
     if (ad__check_arg(fn, "x", x, true) || ad__axis(fn, axis, x->ndim, &ax)) return NULL;
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *y = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
+    ad_tensor *y = ad__result(fn, 1, &x, x->dtype, x->ndim, x->shape);
     if (!y) return NULL;
     softmax_kernel(x, y, ax, log);
-    ad_node *n;
-    if (ad__record(op, y, 1, &x, &n)) {
-        if (!tape) ad_tensor_free(y);
-        return NULL;
-    }
-    if (n) *(softmax_params *)ad__params(n) = (softmax_params){ax};
-    return y;
+    return ad__finish(y, 0, op, 1, &x, &(softmax_params){ax}, NULL);
 }
 
 /* ---- softmax ---------------------------------------------------------------
@@ -304,37 +296,29 @@ static const ad_op OP_CROSS_ENTROPY = {
 static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *labels,
                                 ad_reduction reduction, double eps)
 {
-    char a[160], b[160];
     if (ad__check_arg(fn, "logits", logits, true) || ad__check_arg(fn, "labels", labels, false) ||
         check_reduction(fn, reduction))
         return NULL;
-    if (logits->ndim != 2) {
-        ad__fmt_shape(logits->ndim, logits->shape, a, sizeof a);
-        return ad__err(fn, "logits must be 2-D [N, C], got %s", a), NULL;
-    }
+    ad__text ls = ad__shape_text(logits->ndim, logits->shape);
+    if (logits->ndim != 2) return ad__err(fn, "logits must be 2-D [N, C], got %s", ls.s), NULL;
     int64_t N = logits->shape[0];
     if (labels->dtype != AD_INT64)
         return ad__err(fn, "labels must be int64, got %s", ad_dtype_name(labels->dtype)), NULL;
     if (labels->ndim != 1 || labels->shape[0] != N) {
-        ad__fmt_shape(labels->ndim, labels->shape, a, sizeof a);
-        ad__fmt_shape(logits->ndim, logits->shape, b, sizeof b);
-        return ad__err(fn, "labels %s do not match logits %s: need [%lld]", a, b, (long long)N),
+        ad__text a = ad__shape_text(labels->ndim, labels->shape);
+        return ad__err(fn, "labels %s do not match logits %s: need [%lld]", a.s, ls.s,
+                       (long long)N),
                NULL;
     }
     if (!(eps >= 0.0 && eps <= 1.0))
         return ad__err(fn, "label smoothing %g is not in [0, 1]", eps), NULL;
     if (check_labels(fn, labels, logits->shape[1])) return NULL;
     ad_tensor *in[2] = {logits, labels};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, logits->dtype, reduction == AD_REDUCTION_NONE, &N);
+    ad_tensor *out = ad__result(fn, 2, in, logits->dtype, reduction == AD_REDUCTION_NONE, &N);
     if (!out) return NULL;
     ce_kernel(logits, labels, reduction, eps, out);
     ad_node *n;
-    if (ad__record(&OP_CROSS_ENTROPY, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
+    out = ad__finish(out, 0, &OP_CROSS_ENTROPY, 2, in, NULL, &n);
     if (n) {
         ce_params *p = ad__params(n);
         p->reduction = reduction;
@@ -342,7 +326,7 @@ static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *la
         p->eps = eps;
         /* The rule needs the labels as they are now, not as the caller may
          * overwrite them before backward. */
-        p->labels = ad_copy(tape, labels);
+        p->labels = ad_copy(out->tape, labels);
         if (!p->labels) return NULL;
     }
     return out;
@@ -439,26 +423,16 @@ ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
         ad__check_same_dtype(fn, a, b) || check_reduction(fn, reduction))
         return NULL;
     if (!ad__same_shape(a, b)) {
-        char sa[160], sb[160];
-        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
-        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)", sa, sb),
+        ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
+        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)", sa.s, sb.s),
                NULL;
     }
     ad_tensor *in[2] = {a, b};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     bool none = reduction == AD_REDUCTION_NONE;
-    ad_tensor *out = ad__alloc(fn, tape, a->dtype, none ? a->ndim : 0, a->shape);
+    ad_tensor *out = ad__result(fn, 2, in, a->dtype, none ? a->ndim : 0, a->shape);
     if (!out) return NULL;
     mse_kernel(a, b, reduction, out);
-    ad_node *n;
-    if (ad__record(&OP_MSE_LOSS, out, 2, in, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n) *(mse_params *)ad__params(n) = (mse_params){reduction};
-    return out;
+    return ad__finish(out, 0, &OP_MSE_LOSS, 2, in, &(mse_params){reduction}, NULL);
 }
 
 const ad_op *const ad__ops_loss[] = {

@@ -255,18 +255,6 @@ static ad_tensor *fold_w(ad_tensor *cols, const win2d *w)
     return ad_fold(cols, (int[]){(int)w->in[0], (int)w->in[1]}, k, s, p, d);
 }
 
-/* Records op, storing the window; frees a persistent result on failure. */
-static ad_tensor *finish(const ad_op *op, ad_tensor *out, ad_tensor *in, const win2d *w)
-{
-    ad_node *n;
-    if (ad__record(op, out, 1, &in, &n)) {
-        if (!out->tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n) *(win2d *)ad__params(n) = *w;
-    return out;
-}
-
 /* ---- unfold ------------------------------------------------------------------------ */
 static int unfold_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -305,12 +293,10 @@ ad_tensor *ad_unfold(ad_tensor *x, const int kernel[2], const int stride[2],
         return ad__err(fn, "C kh kw overflows: %s with kernel %lldx%lld", what,
                        (long long)w.k[0], (long long)w.k[1]), NULL;
     int64_t shape[3] = {x->shape[0], x->shape[1] * kk, w.out[0] * w.out[1]};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, x->dtype, 3, shape);
+    ad_tensor *out = ad__result(fn, 1, &x, x->dtype, 3, shape);
     if (!out) return NULL;
     unfold_run(x, out, &w);
-    return finish(&OP_UNFOLD, out, x, &w);
+    return ad__finish(out, 0, &OP_UNFOLD, 1, &x, &w, NULL);
 }
 
 /* ---- fold ---------------------------------------------------------------------------- */
@@ -366,64 +352,15 @@ ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2
                        (long long)w.d[1], (long long)w.out[0], (long long)w.out[1], (long long)L),
                NULL;
     int64_t shape[4] = {cols->shape[0], cols->shape[1] / kk, w.in[0], w.in[1]};
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &cols, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, cols->dtype, 4, shape);
+    ad_tensor *out = ad__result(fn, 1, &cols, cols->dtype, 4, shape);
     if (!out) return NULL;
-    if (fold_run(fn, cols, out, &w)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    return finish(&OP_FOLD, out, cols, &w);
+    return ad__finish(out, fold_run(fn, cols, out, &w), &OP_FOLD, 1, &cols, &w, NULL);
 }
 
-/* ---- compositions: where the intermediates go -----------------------------------------
- * The intermediates of a composition go on its inputs' tape (or the active
- * one), which is made active while the composition runs: a step that only
- * involves persistent parameters (reshaping the weight) must land there
- * too, not fail for want of a tape.  When there is no tape at all, the
- * inputs are persistent and nothing is recorded, and the intermediates
- * would be persistent tensors nobody frees: the composition then runs on a
- * scratch tape, its result is copied out as a persistent tensor and the
- * scratch tape is freed with every intermediate. */
-typedef struct scope {
-    ad_tape *tape; /* where the composition's tensors go */
-    ad_tape *tmp, *prev;
-} scope;
-
-/* in[] may hold NULLs (absent optional arguments), which are skipped. */
-static int scope_open(const char *fn, int nin, ad_tensor *const *in, scope *s)
-{
-    ad_tensor *given[8];
-    int k = 0;
-    for (int i = 0; i < nin; i++)
-        if (in[i]) given[k++] = in[i];
-    s->tmp = NULL;
-    if (ad__result_tape(fn, k, given, &s->tape)) return -1;
-    if (!s->tape && !(s->tape = s->tmp = ad_tape_new())) return ad__err(fn, "out of memory");
-    s->prev = ad_tape_activate(s->tape);
-    return 0;
-}
-
-/* The composition's result as the caller receives it. */
-static ad_tensor *scope_result(scope *s, ad_tensor *r)
-{
-    return r && s->tmp ? ad_copy(NULL, r) : r;
-}
-
-static void scope_end(scope *s)
-{
-    ad_tape_activate(s->prev);
-    ad_tape_free(s->tmp); /* NULL is ignored */
-    s->tmp = NULL;
-}
-
-static ad_tensor *scope_close(scope *s, ad_tensor *r)
-{
-    r = scope_result(s, r);
-    scope_end(s);
-    return r;
-}
+/* ---- compositions -------------------------------------------------------------------
+ * The ops below are built out of other ops inside an ad_scope (tape.h),
+ * which puts their intermediates on the inputs' tape, or on a scratch tape
+ * freed before they return when no tape is involved. */
 
 /* Floating argument of x's dtype (optional ones may be NULL). */
 static int check_like(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x)
@@ -486,9 +423,9 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
         win_fit(fn, &win, x->shape[2], x->shape[3], xs))
         return NULL;
 
-    scope s;
+    ad_scope s;
     ad_tensor *in[3] = {x, w, bias};
-    if (scope_open(fn, 3, in, &s)) return NULL;
+    if (ad_scope_begin(&s, fn, 3, in, false)) return NULL;
     int64_t N = x->shape[0], K = w->shape[1] * win.k[0] * win.k[1];
     int64_t L = win.out[0] * win.out[1];
     ad_tensor *cols = unfold_w(x, &win), *y; /* [N, C kh kw, L] */
@@ -501,7 +438,7 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
                       ad_reshape(cols, 4, (int64_t[]){N, G, K, L})); /* [N, G, O/G, L] */
     y = ad_reshape(y, 4, (int64_t[]){N, O, win.out[0], win.out[1]});
     if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){O, 1, 1}));
-    return scope_close(&s, y);
+    return ad_scope_end(&s, y);
 }
 
 /* ---- pooling -------------------------------------------------------------------------------- */
@@ -530,7 +467,7 @@ static int pool_params(const char *fn, const ad_tensor *x, const int kernel[2],
 
 /* Which entries of unfold's result are real input (1) rather than padding
  * (0): unfold of ones, [1, kh kw, L], the same for every (n, c). */
-static ad_tensor *real_mask(const scope *s, const ad_tensor *x, const win2d *w)
+static ad_tensor *real_mask(const ad_scope *s, const ad_tensor *x, const win2d *w)
 {
     ad_tensor *ones = ad_ones(s->tape, x->dtype, 4, (int64_t[]){1, 1, x->shape[2], x->shape[3]});
     return unfold_w(ones, w);
@@ -628,19 +565,21 @@ ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
 {
     static const char *fn = "ad_max_pool2d";
     win2d w;
-    scope s;
-    if (pool_params(fn, x, kernel, stride, padding, &w) || scope_open(fn, 1, &x, &s)) return NULL;
+    ad_scope s;
+    if (pool_params(fn, x, kernel, stride, padding, &w) ||
+        ad_scope_begin(&s, fn, 1, &x, false))
+        return NULL;
     int64_t N = x->shape[0], C = x->shape[1], L = w.out[0] * w.out[1];
     ad_tensor *idx = ad__alloc(fn, s.tape, AD_INT64, 3, (int64_t[]){N, C, L}), *y = NULL;
     if (idx) {
         window_argmax(x, idx, &w);
-        idx = finish(&OP_MAX_POOL2D_INDEX, idx, x, &w);
+        idx = ad__finish(idx, 0, &OP_MAX_POOL2D_INDEX, 1, &x, &w, NULL);
     }
     if (idx) {
         ad_tensor *planes = ad_reshape(x, 3, (int64_t[]){N, C, x->shape[2] * x->shape[3]});
         y = pooled(ad_gather(planes, 2, idx), x, &w);
     }
-    return scope_close(&s, y);
+    return ad_scope_end(&s, y);
 }
 
 ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
@@ -648,8 +587,10 @@ ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
 {
     static const char *fn = "ad_avg_pool2d";
     win2d w;
-    scope s;
-    if (pool_params(fn, x, kernel, stride, padding, &w) || scope_open(fn, 1, &x, &s)) return NULL;
+    ad_scope s;
+    if (pool_params(fn, x, kernel, stride, padding, &w) ||
+        ad_scope_begin(&s, fn, 1, &x, false))
+        return NULL;
     ad_tensor *cols = windows(x, &w), *y;
     if (count_include_pad || (!w.p[0] && !w.p[1])) {
         y = ad_mean(cols, (int[]){2}, 1, false);
@@ -658,7 +599,7 @@ ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
         ad_tensor *count = ad_sum(real_mask(&s, x, &w), (int[]){1}, 1, false);
         y = ad_div(ad_sum(cols, (int[]){2}, 1, false), count);
     }
-    return scope_close(&s, pooled(y, x, &w));
+    return ad_scope_end(&s, pooled(y, x, &w));
 }
 
 /* ---- dropout ------------------------------------------------------------------------------------ */
@@ -672,8 +613,8 @@ ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
     if (p == 1.0) return ad_mul_scalar(x, 0.0); /* as PyTorch: x * 0, so NaN stays NaN */
     if (!rng)
         return ad__err(fn, "rng is NULL (needed when training with 0 < p < 1)"), NULL;
-    scope s;
-    if (scope_open(fn, 1, &x, &s)) return NULL;
+    ad_scope s;
+    if (ad_scope_begin(&s, fn, 1, &x, false)) return NULL;
     /* A call that fails after drawing the mask puts the counter back, so a
      * retry draws the same mask: a failure changes nothing. */
     const uint64_t counter = rng->counter;
@@ -692,7 +633,7 @@ ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
         }
         y = ad_mul(x, m);
     }
-    y = scope_close(&s, y);
+    y = ad_scope_end(&s, y);
     if (!y) rng->counter = counter;
     return y;
 }
@@ -727,14 +668,14 @@ ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices)
         }
         for (int d = indices->ndim - 1; d >= 0 && ++pos[d] == indices->shape[d]; d--) pos[d] = 0;
     }
-    scope s;
+    ad_scope s;
     ad_tensor *in[2] = {weight, indices};
-    if (scope_open(fn, 2, in, &s)) return NULL;
+    if (ad_scope_begin(&s, fn, 2, in, false)) return NULL;
     int64_t shape[AD_MAX_DIMS];
     for (int d = 0; d < indices->ndim; d++) shape[d] = indices->shape[d];
     shape[indices->ndim] = weight->shape[1];
     ad_tensor *rows = ad_index_select(weight, 0, ad_reshape(indices, 1, (int64_t[]){n}));
-    return scope_close(&s, ad_reshape(rows, indices->ndim + 1, shape));
+    return ad_scope_end(&s, ad_reshape(rows, indices->ndim + 1, shape));
 }
 
 /* ---- normalisation ------------------------------------------------------------------------------- */
@@ -785,9 +726,9 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
     if (check_param(fn, "weight", weight, x, nnormdims, last, what) ||
         check_param(fn, "bias", bias, x, nnormdims, last, what) || check_eps(fn, eps))
         return NULL;
-    scope s;
+    ad_scope s;
     ad_tensor *in[3] = {x, weight, bias};
-    if (scope_open(fn, 3, in, &s)) return NULL;
+    if (ad_scope_begin(&s, fn, 3, in, false)) return NULL;
     int axes[AD_MAX_DIMS];
     for (int i = 0; i < nnormdims; i++) axes[i] = x->ndim - nnormdims + i;
     ad_tensor *y = normalise(x, ad_mean(x, axes, nnormdims, true),
@@ -795,7 +736,7 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
     /* weight and bias have the trailing shape: plain broadcasting. */
     if (weight) y = ad_mul(y, weight);
     if (bias) y = ad_add(y, bias);
-    return scope_close(&s, y);
+    return ad_scope_end(&s, y);
 }
 
 /* Running statistics: [C] of x's dtype, overwritten in training. */
@@ -835,10 +776,10 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
         return ad__err(fn, "expected more than 1 value per channel when training, got x %s", xs),
                NULL;
 
-    scope s;
+    ad_scope s;
     ad_tensor *in[5] = {x, weight, bias, training ? NULL : running_mean,
                         training ? NULL : running_var};
-    if (scope_open(fn, 5, in, &s)) return NULL;
+    if (ad_scope_begin(&s, fn, 5, in, false)) return NULL;
     /* Per-channel tensors [C] are seen as [C, 1, ...] to broadcast against
      * x's [N, C, ...]; the statistics are reduced over all but dimension 1
      * with keepdim, [1, C, 1, ...], which broadcasts as it is. */
@@ -859,7 +800,6 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
     ad_tensor *y = normalise(x, mean, var, eps);
     if (weight) y = ad_mul(y, ad_reshape(weight, x->ndim - 1, cshape));
     if (bias) y = ad_add(y, ad_reshape(bias, x->ndim - 1, cshape));
-    y = scope_result(&s, y);
     if (y && training && running_mean) {
         /* Not recorded: the running statistics are buffers, not part of
          * the function being differentiated.  mean and var are contiguous
@@ -878,8 +818,7 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
         ad__bump(running_mean);
         ad__bump(running_var);
     }
-    scope_end(&s);
-    return y;
+    return ad_scope_end(&s, y);
 }
 
 const ad_op *const ad__ops_nn[] = {

@@ -9,6 +9,7 @@
  * which is right, since their derivative is 0 wherever it exists. */
 #include <limits.h>
 
+#include "formulas.h"
 #include "internal.h"
 
 /* ---- kernels -------------------------------------------------------------
@@ -37,19 +38,10 @@ typedef struct kern {
     int64_t changed;            /* count_row: results that differ from before */
 } kern;
 
-/* Logistic function without overflow: with e = exp(-|x|) in (0, 1], both
- * 1/(1+e) and e/(1+e) are well conditioned, so sigmoid(+-1000) is exactly 1
- * and 0 rather than NaN. */
-static inline double sig_f64(double x)
-{
-    double e = exp(-fabs(x));
-    return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-}
-static inline float sig_f32(float x)
-{
-    float e = expf(-fabsf(x));
-    return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
+/* The overflow-free logistic function of formulas.h, shared with the
+ * scalar API. */
+static inline double sig_f64(double x) { return ad__sigmoid(x); }
+static inline float sig_f32(float x) { return ad__sigmoidf(x); }
 static inline double exp_f64(double x) { return exp(x); }
 static inline float exp_f32(float x) { return expf(x); }
 static inline double tanh_f64(double x) { return tanh(x); }
@@ -182,21 +174,6 @@ static int cmp_fw(ad_node *n)
     return k.changed > INT_MAX ? INT_MAX : (int)k.changed;
 }
 
-/* Records the op (a persistent result is freed if that fails: anomaly
- * mode can reject it) and keeps its parameters (op->params_size bytes at
- * params) in the node for the rule and the replay. */
-static ad_tensor *finish(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in,
-                         const void *params)
-{
-    ad_node *n;
-    if (ad__record(op, out, nin, in, &n)) {
-        if (!out->tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n && params) memcpy(ad__params(n), params, op->params_size);
-    return out;
-}
-
 /* Checks, broadcasts, allocates, runs the kernel and records. */
 static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tensor *b)
 {
@@ -212,7 +189,7 @@ static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tenso
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
     run(&(kern){.kind = d->kind, .f2 = d->f2, .out = out, .a = a, .b = b}, bin_row);
-    return finish(&d->op, out, 2, in, NULL);
+    return ad__finish(out, 0, &d->op, 2, in, NULL, NULL);
 }
 
 /* Same for one input; params (the op's parameter struct, NULL when it has
@@ -225,7 +202,7 @@ static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const voi
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
     run(&(kern){.kind = d->kind, .f1 = d->f1, .p = params, .out = out, .a = x}, un_row);
-    return finish(&d->op, out, 1, &x, params);
+    return ad__finish(out, 0, &d->op, 1, &x, params, NULL);
 }
 
 /* A 0-d constant of a's dtype, combined with a by a binary op.  The constant
@@ -642,7 +619,7 @@ ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
     run(&(kern){.out = out, .c = cond, .a = a, .b = b}, where_row);
-    return finish(&OP_WHERE, out, 3, in, NULL);
+    return ad__finish(out, 0, &OP_WHERE, 3, in, NULL, NULL);
 }
 
 /* ---- comparisons and sign: not differentiable ------------------------------------

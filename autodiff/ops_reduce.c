@@ -165,23 +165,12 @@ static int compute(const char *fn, int kind, const ad_tensor *x, const int64_t *
 static ad_tensor *reduction(const char *fn, const ad_op *op, int kind, ad_tensor *x,
                             const ad_reduce_plan *p, int correction)
 {
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, x->dtype, p->ndim, p->shape);
+    ad_tensor *out = ad__result(fn, 1, &x, x->dtype, p->ndim, p->shape);
     if (!out) return NULL;
-    ad_node *n;
-    if (compute(fn, kind, x, p->keep_shape, (double)p->count, correction, out) ||
-        ad__record(op, out, 1, &x, &n)) {
-        if (!tape) ad_tensor_free(out);
-        return NULL;
-    }
-    if (n) {
-        reduce_params *q = ad__params(n);
-        memcpy(q->keep_shape, p->keep_shape, sizeof q->keep_shape);
-        q->count = (double)p->count;
-        q->correction = correction;
-    }
-    return out;
+    reduce_params q = {.count = (double)p->count, .correction = correction};
+    memcpy(q.keep_shape, p->keep_shape, sizeof q.keep_shape);
+    int failed = compute(fn, kind, x, p->keep_shape, (double)p->count, correction, out);
+    return ad__finish(out, failed, op, 1, &x, &q, NULL);
 }
 
 /* The forward for replay: the same computation from the node. */

@@ -14,20 +14,6 @@
  * helpers below (declared in internal.h). */
 #include "internal.h"
 
-/* Records op for a result built by hand (views and copies).  A persistent
- * result is freed when recording fails (anomaly mode checks it). */
-ad_tensor *ad__finish(ad_tensor *out, const ad_op *op, int nin, ad_tensor *const *in,
-                      ad_node **node)
-{
-    ad_node *n = NULL;
-    if (out && ad__record(op, out, nin, in, &n)) {
-        if (!out->tape) ad_tensor_free(out);
-        out = NULL;
-    }
-    if (node) *node = out ? n : NULL;
-    return out;
-}
-
 /* ---- shared helpers ------------------------------------------------------------ */
 
 typedef struct {
@@ -166,13 +152,11 @@ ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
     }
     bool ambiguous = infer >= 0 && known == 0;
     if (ambiguous || (infer >= 0 ? numel % known != 0 : known != numel)) {
-        char a[160], b[160];
-        ad__fmt_shape(x->ndim, x->shape, a, sizeof a);
-        ad__fmt_shape(ndim, shape, b, sizeof b);
+        ad__text a = ad__shape_text(x->ndim, x->shape), b = ad__shape_text(ndim, shape);
         if (ambiguous)
             return ad__err(fn, "cannot reshape %s to %s: the -1 extent is ambiguous next to "
-                               "an extent 0", a, b), NULL;
-        return ad__err(fn, "cannot reshape %s (%lld elements) to %s", a, (long long)numel, b),
+                               "an extent 0", a.s, b.s), NULL;
+        return ad__err(fn, "cannot reshape %s (%lld elements) to %s", a.s, (long long)numel, b.s),
                NULL;
     }
     if (infer >= 0) s[infer] = numel / known;
@@ -187,7 +171,7 @@ ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
         out = ad__alloc(fn, tape, x->dtype, ndim, s);
         if (out) copy_rows(out, x);
     }
-    return ad__finish(out, &OP_RESHAPE, 1, &x, NULL);
+    return ad__finish(out, 0, &OP_RESHAPE, 1, &x, NULL, NULL);
 }
 
 /* flatten, squeeze and unsqueeze are reshapes whose shape is derived here;
@@ -295,16 +279,15 @@ ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
             s[d] = want;
             st[d] = 0;
         } else {
-            char a[160], b[160];
-            ad__fmt_shape(x->ndim, x->shape, a, sizeof a);
-            ad__fmt_shape(ndim, shape, b, sizeof b);
-            return ad__err(fn, "cannot expand %s to %s", a, b), NULL;
+            ad__text a = ad__shape_text(x->ndim, x->shape), b = ad__shape_text(ndim, shape);
+            return ad__err(fn, "cannot expand %s to %s", a.s, b.s), NULL;
         }
     }
     if (ad__check_shape(fn, ndim, s, NULL)) return NULL;
     ad_tape *tape;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    return ad__finish(ad__view(fn, tape, x, ndim, s, st, x->offset), &OP_EXPAND, 1, &x, NULL);
+    return ad__finish(ad__view(fn, tape, x, ndim, s, st, x->offset), 0, &OP_EXPAND, 1, &x, NULL,
+                      NULL);
 }
 
 /* ---- permute ------------------------------------------------------------------ */
@@ -350,12 +333,11 @@ ad_tensor *ad_permute(ad_tensor *x, const int *perm)
     int64_t s[AD_MAX_DIMS], st[AD_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) s[i] = x->shape[p[i]], st[i] = x->strides[p[i]];
     ad_tape *tape;
-    ad_node *n;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *v = ad__view(fn, tape, x, x->ndim, s, st, x->offset);
-    ad_tensor *out = ad__finish(v, &OP_PERMUTE, 1, &x, &n);
-    if (n) memcpy(((permute_params *)ad__params(n))->perm, p, (size_t)x->ndim * sizeof *p);
-    return out;
+    permute_params pp = {{0}};
+    memcpy(pp.perm, p, (size_t)x->ndim * sizeof *p);
+    return ad__finish(ad__view(fn, tape, x, x->ndim, s, st, x->offset), 0, &OP_PERMUTE, 1, &x,
+                      &pp, NULL);
 }
 
 ad_tensor *ad_transpose(ad_tensor *x, int dim0, int dim1)
@@ -413,13 +395,11 @@ static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first,
                              int64_t step)
 {
     ad_tape *tape;
-    ad_node *n;
     if (!x || ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor v = ad__slab(x, d, first, count, step);
-    ad_tensor *out = ad__finish(ad__view(fn, tape, x, v.ndim, v.shape, v.strides, v.offset),
-                            &OP_SLICE, 1, &x, &n);
-    if (n) *(slice_params *)ad__params(n) = (slice_params){d, first, count, step};
-    return out;
+    slice_params p = {d, first, count, step};
+    return ad__finish(ad__view(fn, tape, x, v.ndim, v.shape, v.strides, v.offset), 0, &OP_SLICE,
+                      1, &x, &p, NULL);
 }
 
 ad_tensor *ad_slice(ad_tensor *x, int axis, int64_t start, int64_t stop, int64_t step)
@@ -485,16 +465,11 @@ static ad_tensor *slice_scatter_core(const char *fn, ad_tensor *base, ad_tensor 
 {
     if (!base || !src) return NULL;
     ad_tensor *in[2] = {base, src};
-    ad_tape *tape;
-    ad_node *n;
-    if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     slice_params p = {d, first, count, step};
-    ad_tensor *out = ad__alloc(fn, tape, base->dtype, base->ndim, base->shape);
+    ad_tensor *out = ad__result(fn, 2, in, base->dtype, base->ndim, base->shape);
     if (!out) return NULL;
     slice_scatter_run(out, base, src, &p);
-    out = ad__finish(out, &OP_SLICE_SCATTER, 2, in, &n);
-    if (n) *(slice_params *)ad__params(n) = p;
-    return out;
+    return ad__finish(out, 0, &OP_SLICE_SCATTER, 2, in, &p, NULL);
 }
 
 ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t start,
@@ -510,13 +485,12 @@ ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t s
     py_range(base->shape[d], start, stop, step, &first, &count);
     ad_tensor want = ad__slab(base, d, first, count, step);
     if (!ad__same_shape(&want, src)) {
-        char a[160], b[160], c[160];
-        ad__fmt_shape(src->ndim, src->shape, a, sizeof a);
-        ad__fmt_shape(want.ndim, want.shape, b, sizeof b);
-        ad__fmt_shape(base->ndim, base->shape, c, sizeof c);
+        ad__text a = ad__shape_text(src->ndim, src->shape),
+                 b = ad__shape_text(want.ndim, want.shape),
+                 c = ad__shape_text(base->ndim, base->shape);
         return ad__err(fn, "src has shape %s, expected %s: %lld elements from %lld in steps of "
-                           "%lld along dimension %d of base %s", a, b, (long long)count,
-                       (long long)first, (long long)step, d, c), NULL;
+                           "%lld along dimension %d of base %s", a.s, b.s, (long long)count,
+                       (long long)first, (long long)step, d, c.s), NULL;
     }
     return slice_scatter_core(fn, base, src, d, first, count, step);
 }
@@ -553,7 +527,7 @@ ad_tensor *ad_contiguous(ad_tensor *x)
         out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
         if (out) ad__copy_same(out, x);
     }
-    return ad__finish(out, &OP_CONTIGUOUS, 1, &x, NULL);
+    return ad__finish(out, 0, &OP_CONTIGUOUS, 1, &x, NULL, NULL);
 }
 
 /* ---- cast ------------------------------------------------------------------------- */
@@ -591,7 +565,7 @@ ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype)
         out = ad__alloc(fn, tape, dtype, x->ndim, x->shape);
         if (out) ad_copy_into(out, x); /* converts through double: exact, then rounds once */
     }
-    return ad__finish(out, &OP_CAST, 1, &x, NULL);
+    return ad__finish(out, 0, &OP_CAST, 1, &x, NULL, NULL);
 }
 
 const ad_op *const ad__ops_shape[] = {

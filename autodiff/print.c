@@ -17,49 +17,23 @@
 #include <inttypes.h>
 
 #include "internal.h"
+#include "strbuf.h"
 
 #define SUMMARY_THRESHOLD 1000 /* numel above which we summarise */
 #define EDGE 3                 /* entries kept at each end when summarising */
 #define LINE_WIDTH 80          /* 1-D rows wrap to stay within this */
 #define PREFIX "tensor("
 
-/* ---- a growing string ------------------------------------------------------ */
+/* ---- text: strbuf.h, and runs of one character ---------------------------- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
+static void sb_spaces(ad__strbuf *b, int n)
 {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = ad__realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    for (int i = 0; i < n; i++) ad__sb_put(b, " ", 1);
 }
 
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_spaces(sbuf *b, int n)
+static void sb_newlines(ad__strbuf *b, int n)
 {
-    for (int i = 0; i < n; i++) sb_put(b, " ", 1);
-}
-
-static void sb_newlines(sbuf *b, int n)
-{
-    for (int i = 0; i < n; i++) sb_put(b, "\n", 1);
+    for (int i = 0; i < n; i++) ad__sb_put(b, "\n", 1);
 }
 
 /* ---- element formatting ---------------------------------------------------- */
@@ -142,12 +116,12 @@ static fmt_spec choose_format(const ad_tensor *t, bool summ)
     return f;
 }
 
-static void put_elem(sbuf *b, const fmt_spec *f, const ad_tensor *t, int64_t off)
+static void put_elem(ad__strbuf *b, const fmt_spec *f, const ad_tensor *t, int64_t off)
 {
     char buf[64];
     int n = fmt_elem(f, t, off, buf, sizeof buf);
     sb_spaces(b, f->width - n);
-    sb_put(b, buf, (size_t)n);
+    ad__sb_put(b, buf, (size_t)n);
 }
 
 /* ---- layout ------------------------------------------------------------------
@@ -156,7 +130,7 @@ static void put_elem(sbuf *b, const fmt_spec *f, const ad_tensor *t, int64_t off
  * tensors show a blank line between matrices.  `indent` is the column of the
  * opening bracket of this level. */
 
-static void put_row(sbuf *b, const ad_tensor *t, int64_t off, bool summ, const fmt_spec *f,
+static void put_row(ad__strbuf *b, const ad_tensor *t, int64_t off, bool summ, const fmt_spec *f,
                     int indent)
 {
     int d = t->ndim - 1;
@@ -164,31 +138,31 @@ static void put_row(sbuf *b, const ad_tensor *t, int64_t off, bool summ, const f
     int per_line = (LINE_WIDTH - indent) / (f->width + 2);
     if (per_line < 1) per_line = 1;
     int on_line = 0;
-    sb_str(b, "[");
+    ad__sb_str(b, "[");
     for (int64_t i = 0; i < n; i++) {
         bool skip = summ && n > 2 * EDGE && i == EDGE;
         if (i > 0) {
-            sb_str(b, ",");
+            ad__sb_str(b, ",");
             if (on_line == per_line) {
                 sb_newlines(b, 1);
                 sb_spaces(b, indent + 1);
                 on_line = 0;
             } else {
-                sb_str(b, " ");
+                ad__sb_str(b, " ");
             }
         }
         if (skip) {
-            sb_str(b, " ...");
+            ad__sb_str(b, " ...");
             i = n - EDGE - 1;
         } else {
             put_elem(b, f, t, off + i * t->strides[d]);
         }
         on_line++;
     }
-    sb_str(b, "]");
+    ad__sb_str(b, "]");
 }
 
-static void put_block(sbuf *b, const ad_tensor *t, int d, int64_t off, bool summ,
+static void put_block(ad__strbuf *b, const ad_tensor *t, int d, int64_t off, bool summ,
                       const fmt_spec *f, int indent)
 {
     if (d == t->ndim - 1) {
@@ -196,21 +170,21 @@ static void put_block(sbuf *b, const ad_tensor *t, int d, int64_t off, bool summ
         return;
     }
     int64_t n = t->shape[d];
-    sb_str(b, "[");
+    ad__sb_str(b, "[");
     for (int64_t i = 0; i < n; i++) {
         if (i > 0) {
-            sb_str(b, ",");
+            ad__sb_str(b, ",");
             sb_newlines(b, t->ndim - d - 1);
             sb_spaces(b, indent + 1);
         }
         if (summ && n > 2 * EDGE && i == EDGE) {
-            sb_str(b, "...");
+            ad__sb_str(b, "...");
             i = n - EDGE - 1;
             continue;
         }
         put_block(b, t, d + 1, off + i * t->strides[d], summ, f, indent + 1);
     }
-    sb_str(b, "]");
+    ad__sb_str(b, "]");
 }
 
 int ad_print(const ad_tensor *t, FILE *out)
@@ -218,20 +192,20 @@ int ad_print(const ad_tensor *t, FILE *out)
     if (ad__check_arg("ad_print", "t", t, false)) return -1;
     if (!out) return ad__err("ad_print", "out is NULL");
 
-    sbuf b = {0};
+    ad__strbuf b = {0};
     int64_t numel = ad__numel(t->ndim, t->shape);
-    sb_str(&b, PREFIX);
+    ad__sb_str(&b, PREFIX);
     if (numel == 0) {
         /* Nothing to show but the shape, which "[]" alone would hide. */
-        sb_str(&b, "[]");
+        ad__sb_str(&b, "[]");
         if (t->ndim != 1) {
             char buf[32];
-            sb_str(&b, ", size=(");
+            ad__sb_str(&b, ", size=(");
             for (int d = 0; d < t->ndim; d++) {
                 snprintf(buf, sizeof buf, d ? ", %" PRId64 : "%" PRId64, t->shape[d]);
-                sb_str(&b, buf);
+                ad__sb_str(&b, buf);
             }
-            sb_str(&b, ")");
+            ad__sb_str(&b, ")");
         }
     } else {
         bool summ = numel > SUMMARY_THRESHOLD;
@@ -239,24 +213,24 @@ int ad_print(const ad_tensor *t, FILE *out)
         if (t->ndim == 0) put_elem(&b, &f, t, t->offset);
         else put_block(&b, t, 0, t->offset, summ, &f, (int)strlen(PREFIX));
     }
-    sb_str(&b, ", dtype=");
-    sb_str(&b, ad_dtype_name(t->dtype));
+    ad__sb_str(&b, ", dtype=");
+    ad__sb_str(&b, ad_dtype_name(t->dtype));
     /* As PyTorch: a recorded result names the op that made it; a leaf says
      * only that it requires grad. */
     if (t->node) {
-        sb_str(&b, ", grad_fn=<");
-        sb_str(&b, t->node->op->name);
-        sb_str(&b, ">");
+        ad__sb_str(&b, ", grad_fn=<");
+        ad__sb_str(&b, t->node->op->name);
+        ad__sb_str(&b, ">");
     } else if (t->requires_grad) {
-        sb_str(&b, ", requires_grad=True");
+        ad__sb_str(&b, ", requires_grad=True");
     }
-    sb_str(&b, ")\n");
+    ad__sb_str(&b, ")\n");
 
     int rc = 0;
     if (b.oom) rc = ad__err("ad_print", "out of memory formatting a tensor of %" PRId64
                                         " elements", numel);
-    else if (fwrite(b.p, 1, b.len, out) != b.len || fflush(out) != 0)
+    else if (fwrite(b.s, 1, b.len, out) != b.len || fflush(out) != 0)
         rc = ad__err("ad_print", "write failed");
-    ad__free(b.p);
+    ad__free(b.s);
     return rc;
 }

@@ -55,11 +55,10 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         if (ad__check_opt(fn, "values[i]", values[i], false, &has_value)) return -1;
         if (!has_value) continue;
         if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
-            char a[160], b[160];
-            ad__fmt_shape(leaves[i]->ndim, leaves[i]->shape, a, sizeof a);
-            ad__fmt_shape(values[i]->ndim, values[i]->shape, b, sizeof b);
-            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a,
-                           ad_dtype_name(leaves[i]->dtype), b, ad_dtype_name(values[i]->dtype));
+            ad__text a = ad__shape_text(leaves[i]->ndim, leaves[i]->shape),
+                     b = ad__shape_text(values[i]->ndim, values[i]->shape);
+            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a.s,
+                           ad_dtype_name(leaves[i]->dtype), b.s, ad_dtype_name(values[i]->dtype));
         }
     }
     /* Values are copied in before the rewind, which frees what was made
@@ -76,10 +75,8 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         nd->freed = false;
         for (int k = 0; k < nd->nin; k++) {
             ad_tensor *x = nd->in[k];
-            if (!x->node && x->tape == t && x->grad) { /* its grad lived past the mark */
-                x->grad = NULL;
-                x->owns_grad = false;
-            }
+            if (!x->node && x->tape == t && x->grad) /* its grad lived past the mark */
+                ad__leaf_grad_forget(x);
         }
         /* The recording is about to hold values computed from the current
          * inputs (kernels write outputs without a version bump): those are

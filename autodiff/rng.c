@@ -140,6 +140,24 @@ static float to_float_in(double x, double lo, double hi)
     return f;
 }
 
+/* The tensor a draw fills: shape checked, fresh storage of a floating
+ * dtype, its element count n, and its data as d64 or d32 by dtype. */
+typedef struct draws {
+    ad_tensor *t;
+    int64_t n;
+    double *d64;
+    float *d32;
+} draws;
+static int new_draws(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
+                     const int64_t *shape, draws *d)
+{
+    if (ad__check_shape(fn, ndim, shape, &d->n)) return -1;
+    if (!(d->t = ad__alloc(fn, tape, dtype, ndim, shape))) return -1;
+    d->d64 = dtype == AD_FLOAT64 ? d->t->storage->data : NULL;
+    d->d32 = dtype == AD_FLOAT32 ? d->t->storage->data : NULL;
+    return 0;
+}
+
 ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
                    const int64_t *shape, double lo, double hi)
 {
@@ -163,10 +181,9 @@ ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
             return NULL;
         }
     }
-    int64_t n;
-    if (ad__check_shape(fn, ndim, shape, &n)) return NULL;
-    ad_tensor *t = ad__alloc(fn, tape, dtype, ndim, shape);
-    if (!t) return NULL;
+    draws d;
+    if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
+    const int64_t n = d.n;
 
     /* lo + (hi - lo) u is exact at u = 0 and monotonic in u, but hi - lo
      * overflows for bounds of opposite sign near DBL_MAX; the blend
@@ -176,19 +193,17 @@ ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
     const double width = hi - lo;
     const bool blend = !isfinite(width);
     const double below_hi = nextafter(hi, -INFINITY);
-    double *d64 = dtype == AD_FLOAT64 ? t->storage->data : NULL;
-    float *d32 = dtype == AD_FLOAT32 ? t->storage->data : NULL;
     PARALLEL_FOR_N
     for (int64_t i = 0; i < n; i++) {
         double u = unit(seed, c0 + (uint64_t)i);
         double x = blend ? lo * (1.0 - u) + hi * u : lo + width * u;
         if (x >= hi) x = below_hi;
         if (x < lo) x = lo;
-        if (d64) d64[i] = x;
-        else d32[i] = to_float_in(x, lo, hi);
+        if (d.d64) d.d64[i] = x;
+        else d.d32[i] = to_float_in(x, lo, hi);
     }
     rng->counter = c0 + (uint64_t)n;
-    return t;
+    return d.t;
 }
 
 ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
@@ -206,10 +221,9 @@ ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
         ad__err(fn, "mean %g and std %g overflow float32", mean, std);
         return NULL;
     }
-    int64_t n;
-    if (ad__check_shape(fn, ndim, shape, &n)) return NULL;
-    ad_tensor *t = ad__alloc(fn, tape, dtype, ndim, shape);
-    if (!t) return NULL;
+    draws d;
+    if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
+    const int64_t n = d.n;
 
     /* Box-Muller: for independent u1, u2 uniform on (0, 1],
      * sqrt(-2 ln u1) cos(2 pi u2) is standard normal (the pair (r, theta)
@@ -218,17 +232,15 @@ ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
      * cosine, so it is a function of its own index alone.  u1 = 1 - unit()
      * lies in (0, 1], which keeps ln u1 finite: |z| <= sqrt(2 ln 2^53) ~ 8.6. */
     const uint64_t seed = rng->seed, c0 = rng->counter;
-    double *d64 = dtype == AD_FLOAT64 ? t->storage->data : NULL;
-    float *d32 = dtype == AD_FLOAT32 ? t->storage->data : NULL;
     PARALLEL_FOR_N
     for (int64_t i = 0; i < n; i++) {
         uint64_t c = c0 + 2 * (uint64_t)i;
         double u1 = 1.0 - unit(seed, c);
         double u2 = unit(seed, c + 1);
         double x = mean + std * (sqrt(-2.0 * log(u1)) * cos(TWO_PI * u2));
-        if (d64) d64[i] = x;
-        else d32[i] = (float)x;
+        if (d.d64) d.d64[i] = x;
+        else d.d32[i] = (float)x;
     }
     rng->counter = c0 + 2 * (uint64_t)n;
-    return t;
+    return d.t;
 }

@@ -39,6 +39,7 @@
  */
 #include <stdint.h>
 
+#include "formulas.h"
 #include "internal.h"
 
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -114,7 +115,7 @@ struct ad_scalar_tape {
  * follow the tensor API (ops_pointwise.h). */
 HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, double *db)
 {
-    double r, e, s;
+    double r;
     *da = 0.0;
     *db = sop_has_c(op) ? c : 0.0;
     switch (op) {
@@ -128,17 +129,11 @@ HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, d
         r = x / y;
         *v = r; *da = 1.0 / y; *db = -r / y;
         return;
-    case SOP_POW:
-        /* d/dx x^y = y x^(y-1), as IEEE pow gives it also at x = 0 (0 for
-         * y > 1, 1 for y = 1, inf for 0 < y < 1), except that y = 0 gives 0:
-         * x^0 = 1 is constant in x, where the formula would be 0 * inf at
-         * x = 0 (PyTorch makes the same exception).  d/dy x^y = x^y ln x,
-         * taken as 0 at x = 0, where x^y is 0 or 1 for every y > 0 (the
-         * limit from the right) and ln 0 = -inf would give 0 * -inf. */
+    case SOP_POW: /* the conventions at x = 0 and y = 0: formulas.h */
         r = pow(x, y);
         *v = r;
-        *da = y == 0.0 ? 0.0 : y * pow(x, y - 1.0);
-        *db = x == 0.0 ? 0.0 : r * log(x);
+        *da = ad__pow_dx(x, y);
+        *db = ad__pow_dy(x, r);
         return;
     case SOP_MAX:
     case SOP_MIN:
@@ -158,7 +153,7 @@ HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, d
     case SOP_POW_C:
         /* As SOP_POW with y = c. */
         *v = pow(x, c);
-        *da = c == 0.0 ? 0.0 : c * pow(x, c - 1.0);
+        *da = ad__pow_dx(x, c);
         return;
     case SOP_NEG: *v = -x; *da = -1.0; return;
     case SOP_EXP: r = exp(x); *v = r; *da = r; return;
@@ -168,17 +163,7 @@ HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, d
     case SOP_COS: *v = cos(x); *da = -sin(x); return;
     case SOP_TAN: r = tan(x); *v = r; *da = 1.0 + r * r; return; /* sec^2 */
     case SOP_TANH: r = tanh(x); *v = r; *da = 1.0 - r * r; return;
-    case SOP_SIGMOID:
-        /* s = 1/(1+e^-x) and s' = s (1-s), each from e = e^-|x| <= 1 so
-         * nothing overflows.  For x >= 0: s = 1/(1+e) and 1-s = e s, so
-         * s' = e s^2; for x < 0: s = e/(1+e) and 1-s = 1/(1+e), so
-         * s' = s/(1+e).  Forming 1-s by subtraction would lose every digit
-         * once s rounds to 1 (x > ~37), giving s' = 0 instead of ~e^-x.
-         * A NaN x takes the second branch and gives NaN. */
-        e = exp(-fabs(x));
-        if (x >= 0.0) { s = 1.0 / (1.0 + e); *v = s; *da = e * s * s; }
-        else { s = e / (1.0 + e); *v = s; *da = s / (1.0 + e); }
-        return;
+    case SOP_SIGMOID: *v = ad__sigmoid_d(x, da); return; /* overflow-free: formulas.h */
     case SOP_RELU:
         /* relu'(0) = 0: the subgradient PyTorch picks.  NaN propagates. */
         *v = x > 0.0 ? x : (isnan(x) ? x : 0.0);
@@ -422,15 +407,21 @@ ad_scalar ad_scalar_const(ad_tape *tape, double value)
 
 bool ad_scalar_ok(ad_scalar s) { return s.tape && live(get(s.tape), s); }
 
+/* s's scalar tape, or NULL: for the zero handle quietly, for a stale one
+ * with an error saying why. */
+static struct ad_scalar_tape *tape_of(const char *fn, ad_scalar s)
+{
+    if (!s.tape) return NULL;
+    struct ad_scalar_tape *st = get(s.tape);
+    if (live(st, s)) return st;
+    diagnose(fn, s);
+    return NULL;
+}
+
 double ad_scalar_value(ad_scalar s)
 {
-    if (!s.tape) return NAN;
-    struct ad_scalar_tape *st = get(s.tape);
-    if (!live(st, s)) {
-        diagnose("ad_scalar_value", s);
-        return NAN;
-    }
-    return st->value[s.id];
+    struct ad_scalar_tape *st = tape_of("ad_scalar_value", s);
+    return st ? st->value[s.id] : NAN;
 }
 
 /* d y / d node id from the last sweep (which computes it for constants too,
@@ -443,13 +434,8 @@ static double grad_of(const struct ad_scalar_tape *st, uint32_t id)
 
 double ad_scalar_grad(ad_scalar s)
 {
-    if (!s.tape) return NAN;
-    struct ad_scalar_tape *st = get(s.tape);
-    if (!live(st, s)) {
-        diagnose("ad_scalar_grad", s);
-        return NAN;
-    }
-    return grad_of(st, s.id);
+    struct ad_scalar_tape *st = tape_of("ad_scalar_grad", s);
+    return st ? grad_of(st, s.id) : NAN;
 }
 
 size_t ad_scalar_count(const ad_tape *tape)

@@ -25,26 +25,26 @@ char *ad__strdup(ad_tape *tape, const char *s)
 
 void ad__tape_note_tensor(ad_tape *tape) { tape->ntensors++; }
 
-int ad__tape_hold(ad_tape *tape, ad_storage *s)
+/* Adds a reference to the tape's list (exactly one of s and t). */
+static int hold(ad_tape *tape, ad_storage *s, ad_tensor *t)
 {
     held *h = ad__arena_alloc(tape, sizeof *h);
     if (!h) return -1;
-    h->storage = s;
-    h->tensor = NULL;
-    h->next = tape->held;
+    *h = (held){.storage = s, .tensor = t, .next = tape->held};
     tape->held = h;
+    return 0;
+}
+
+int ad__tape_hold(ad_tape *tape, ad_storage *s)
+{
+    if (hold(tape, s, NULL)) return -1;
     s->refs++;
     return 0;
 }
 
 int ad__tape_hold_tensor(ad_tape *tape, ad_tensor *t)
 {
-    held *h = ad__arena_alloc(tape, sizeof *h);
-    if (!h) return -1;
-    h->storage = NULL;
-    h->tensor = t;
-    h->next = tape->held;
-    tape->held = h;
+    if (hold(tape, NULL, t)) return -1;
     atomic_fetch_add(&t->hrefs, 1);
     return 0;
 }
@@ -219,7 +219,7 @@ const char *ad__handle_problem(const ad_tensor *t)
 /* Frees a persistent tensor whose last reference is gone. */
 void ad__tensor_destroy(ad_tensor *t)
 {
-    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
+    ad__leaf_grad_destroy(t);
     ad_storage *s = t->storage;
     if (s && !s->in_arena && --s->refs == 0) {
         ad__free(s->data);
@@ -260,8 +260,7 @@ static void carry_expire(ad_tensor *t)
 static void carry_keep(ad_tensor *t)
 {
     if (t->magic != AD_TENSOR_MAGIC || !t->carried) return;
-    t->grad = NULL;
-    t->owns_grad = false;
+    ad__leaf_grad_forget(t);
     t->adj = NULL;
     t->label = NULL;
     if (!t->storage->in_arena) return;
@@ -307,17 +306,7 @@ ad_tape *ad_tape_new(void)
 
 void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop)
 {
-    for (grad_fixup *f = t->fixups; f != fixups_stop; f = f->next) {
-        ad_tensor *leaf = f->leaf;
-        if (leaf->magic == AD_TENSOR_MAGIC && !leaf->released && leaf->grad &&
-            leaf->grad->tape == t) {
-            ad_tensor *keep = ad_copy(NULL, leaf->grad);
-            leaf->grad = keep; /* NULL if out of memory: the gradient is lost, not corrupt */
-            leaf->owns_grad = keep != NULL;
-        }
-        ad_tensor_free(f->old_grad);
-    }
-    t->fixups = fixups_stop;
+    ad__leaf_grad_release(t, fixups_stop);
     for (held *h = t->held; h != held_stop; h = h->next) {
         if (h->tensor) ad__tensor_unref(h->tensor);
         else drop_storage_ref(h->storage);
@@ -436,17 +425,6 @@ ad_tensor *ad_tensor_grad(const ad_tensor *t)
     return t->grad;
 }
 
-int ad_zero_grad(ad_tensor *t)
-{
-    if (ad__check_arg("ad_zero_grad", "t", t, false)) return -1;
-    if (!t->grad) return 0;
-    /* A gradient buffer the library allocated is zeroed in place, so a
-     * training loop does not reallocate it every step. */
-    if (t->owns_grad) return ad_fill(t->grad, 0.0);
-    t->grad = NULL; /* a recorded gradient lives on its tape, which frees it */
-    return 0;
-}
-
 ad_tensor *ad_detach(ad_tensor *t)
 {
     static const char *fn = "ad_detach";
@@ -509,6 +487,51 @@ int ad__result_tape(const char *fn, int nin, ad_tensor *const *in, ad_tape **out
                            "(see ad_tape_activate)");
     *out = t;
     return 0;
+}
+
+int ad_scope_begin(ad_scope *s, const char *fn, int n, ad_tensor *const *in, bool needs_grad)
+{
+    if (!fn) fn = "ad_scope_begin";
+    if (!s) return ad__err(fn, "argument 's' is NULL");
+    if (n < 0 || (n > 0 && !in)) return ad__err(fn, "inputs is NULL or n (%d) is negative", n);
+    ad_tape *t = NULL;
+    bool rg = needs_grad;
+    for (int i = 0; i < n; i++) {
+        if (!in[i]) continue;
+        char what[24];
+        snprintf(what, sizeof what, "inputs[%d]", i);
+        if (ad__check_arg(fn, what, in[i], false)) return -1;
+        if (in[i]->tape) {
+            if (t && t != in[i]->tape) return ad__err(fn, "inputs belong to different tapes");
+            t = in[i]->tape;
+        }
+        rg |= in[i]->requires_grad;
+    }
+    if (!t) t = active_tape;
+    if (!t && rg && !grad_disabled)
+        return ad__err(fn, "no tape to record on: gradients are needed (an input or parameter "
+                           "requires grad) but no tape is active to record on; activate a tape "
+                           "(ad_tape_activate) for training, or turn grad mode off "
+                           "(ad_set_grad_enabled(false)) for inference");
+    s->scratch = NULL;
+    if (!t && !(t = s->scratch = ad_tape_new()))
+        return ad__err(fn, "out of memory for a scratch tape");
+    s->tape = t;
+    s->prev = ad_tape_activate(t);
+    return 0;
+}
+
+ad_tensor *ad_scope_end(ad_scope *s, ad_tensor *r)
+{
+    if (!s) {
+        ad__err("ad_scope_end", "argument 's' is NULL");
+        return NULL;
+    }
+    if (s->scratch && r) r = ad_copy(NULL, r);
+    ad_tape_activate(s->prev);
+    ad_tape_free(s->scratch); /* NULL is ignored */
+    s->scratch = NULL;
+    return r;
 }
 
 bool ad__anomaly_on(void) { return anomaly; }
@@ -652,6 +675,29 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
         trace_fn(&ev, trace_ctx);
     }
     return 0;
+}
+
+ad_tensor *ad__result(const char *fn, int nin, ad_tensor *const *in, ad_dtype dtype, int ndim,
+                      const int64_t *shape)
+{
+    ad_tape *tape = NULL;
+    if (ad__result_tape(fn, nin, in, &tape)) return NULL;
+    return ad__alloc(fn, tape, dtype, ndim, shape);
+}
+
+ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
+                      ad_tensor *const *in, const void *params, ad_node **node)
+{
+    ad_node *n = NULL;
+    if (node) *node = NULL;
+    if (!out) return NULL;
+    if (failed || ad__record(op, out, nin, in, &n)) {
+        if (!out->tape) ad_tensor_free(out);
+        return NULL;
+    }
+    if (n && params) memcpy(ad__params(n), params, op->params_size);
+    if (node) *node = n;
+    return out;
 }
 
 /* ---- inspection and tracing ----------------------------------------------------------- */

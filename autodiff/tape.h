@@ -59,6 +59,49 @@ AD_API int ad_tape_reset(ad_tape *tape);
 AD_API ad_tape *ad_tape_activate(ad_tape *tape);
 AD_API ad_tape *ad_tape_active(void);
 
+/* ---- composition scopes ---------------------------------------------------
+ * A function built out of other ops (a convolution out of unfold and
+ * matmul, a loss, a module's forward) leaves its intermediates wherever
+ * those ops put them.  A scope makes the inputs' tape (or else the active
+ * one) active while the composition runs, so that a step on persistent
+ * tensors alone (transposing a weight) lands there too, and every
+ * intermediate is freed with that tape.  When no tape is involved at all,
+ * the composition runs on a scratch tape: ad_scope_end copies the result
+ * out as a persistent tensor and frees the scratch tape with every
+ * intermediate.  The library's own compositions (conv2d, pooling, the
+ * normalisations, nn's losses and forward) are written this way:
+ *
+ *     ad_scope s;
+ *     ad_tensor *in[2] = {x, w};
+ *     if (ad_scope_begin(&s, "my_op", 2, in, false) != 0) return NULL;
+ *     ad_tensor *y = ad_relu(ad_matmul(x, w));
+ *     return ad_scope_end(&s, y);
+ *
+ * ad_scope_begin: inputs[0..n) may hold NULLs (absent optional arguments),
+ * which are ignored; needs_grad says that tensors other than the inputs (a
+ * module's parameters) require grad.  s->tape is the tape the composition's
+ * new tensors go to (for ad_zeros and the like).  Returns 0, or -1 with an
+ * error naming fn (or "ad_scope_begin" when fn is NULL), and then there is
+ * nothing to end: s or inputs is NULL, an input is not usable, the inputs
+ * belong to different tapes, gradients are needed (an input requires grad,
+ * or needs_grad) while grad mode is on but there is no tape to record on,
+ * or no memory for the scratch tape.
+ *
+ * ad_scope_end: makes the previous active tape active again and returns
+ * result as it is (it lives on the tape), or with a scratch tape a
+ * persistent copy that the caller owns (NULL when result is NULL or the
+ * copy fails, with the error set).  Scopes nest: end them in the reverse
+ * order of their beginnings, on the thread that began them.  s NULL
+ * returns NULL with an error. */
+typedef struct ad_scope {
+    ad_tape *tape;    /* where the composition's tensors go */
+    ad_tape *scratch; /* the scratch tape, or NULL when a tape is involved */
+    ad_tape *prev;    /* the active tape before the scope */
+} ad_scope;
+AD_API int ad_scope_begin(ad_scope *s, const char *fn, int n, ad_tensor *const *inputs,
+                          bool needs_grad);
+AD_API ad_tensor *ad_scope_end(ad_scope *s, ad_tensor *result);
+
 /* Figures about a tape, for tests and for the curious. */
 typedef struct ad_tape_stats {
     size_t nodes;          /* ops recorded since the last reset */

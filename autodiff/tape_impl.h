@@ -77,6 +77,21 @@ struct ad_tape {
  * persistent copy of a gradient that lived on the tape. */
 void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop);
 
+/* ---- leaf gradients (leaf_grad.c, which states the ownership rules) ----------
+ * ad__leaf_grad_add: backward's g for leaf goes into its grad: with create
+ * (AD_CREATE_GRAPH) as a recorded sum on tape t (a fixup when the leaf is
+ * persistent), otherwise into its owned buffer, made when it has none.
+ * 0, or -1 with an error.  ad__leaf_grad_release: the fixups taken since
+ * `stop` are settled (persistent copies, the replaced gradients freed), as
+ * a reset or a rewind does.  ad__leaf_grad_forget: grad lived where it is
+ * gone (an arena rewound or reset): the leaf has none.
+ * ad__leaf_grad_destroy: a persistent tensor being destroyed frees its
+ * owned persistent buffer. */
+int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create);
+void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop);
+void ad__leaf_grad_forget(ad_tensor *t);
+void ad__leaf_grad_destroy(ad_tensor *t);
+
 /* Per-thread state of tape.c that the backward pass and replay need. */
 bool ad__set_in_backward(bool on);    /* returns the previous value */
 /* Rewinds the current header list to where the mark left it (replay). */

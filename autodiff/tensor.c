@@ -27,6 +27,13 @@ void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size)
     if (n < size) snprintf(buf + n, size - n, "]");
 }
 
+ad__text ad__shape_text(int ndim, const int64_t *shape)
+{
+    ad__text t;
+    ad__fmt_shape(ndim, shape, t.s, sizeof t.s);
+    return t;
+}
+
 void ad_shape_str(const ad_tensor *t, char *buf, size_t size)
 {
     if (!t) {
@@ -467,10 +474,9 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
         ad__check_arg("ad_copy_into", "src", src, false))
         return -1;
     if (!ad__same_shape(dst, src)) {
-        char a[160], b[160];
-        ad__fmt_shape(dst->ndim, dst->shape, a, sizeof a);
-        ad__fmt_shape(src->ndim, src->shape, b, sizeof b);
-        return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", a, b);
+        ad__text a = ad__shape_text(dst->ndim, dst->shape),
+                 b = ad__shape_text(src->ndim, src->shape);
+        return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", a.s, b.s);
     }
     ad_iter it = {.ndim = dst->ndim};
     memcpy(it.shape, dst->shape, sizeof it.shape);

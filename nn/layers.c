@@ -91,26 +91,41 @@ static int default_init(ad_tensor *w, ad_tensor *b, ad_rng *rng)
     return b ? nn_init_uniform(b, -bound, bound, rng) : 0;
 }
 
+/* The arguments of a layer with two extents named `what` and random
+ * initial weights: a floating dtype, extents >= 1, an rng.  0 or -1. */
+static int check_sized(const char *fn, ad_dtype dtype, const char *what, int64_t a, int64_t b,
+                       const ad_rng *rng)
+{
+    int rc = check_dtype(fn, dtype);
+    if (rc == 0 && (a < 1 || b < 1))
+        rc = ad_set_error("%s: %s must be >= 1, got %" PRId64 " and %" PRId64, fn, what, a, b);
+    if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
+    return rc;
+}
+
+/* Gives m its "weight" (wshape) and, with bias, its "bias" [wshape[0]],
+ * initialised by default_init.  Returns m, or frees it and returns NULL. */
+static nn_module *with_weight(nn_module *m, ad_dtype dtype, int ndim, const int64_t *wshape,
+                              bool bias, ad_rng *rng, ad_tensor **w, ad_tensor **b)
+{
+    if (!(*w = add_param(m, "weight", dtype, ndim, wshape)) ||
+        (bias && !(*b = add_param(m, "bias", dtype, 1, wshape))) ||
+        default_init(*w, *b, rng) != 0) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 nn_module *nn_linear(int64_t in, int64_t out, bool bias, ad_dtype dtype, ad_rng *rng)
 {
-    const char *fn = "nn_linear";
-    int rc = check_dtype(fn, dtype);
-    if (rc == 0 && (in < 1 || out < 1))
-        rc = ad_set_error("%s: in_features and out_features must be >= 1, got %" PRId64
-                          " and %" PRId64, fn, in, out);
-    if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
+    int rc = check_sized("nn_linear", dtype, "in_features and out_features", in, out, rng);
     linear_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &LINEAR, s);
     if (!m) return NULL;
     s->in = in;
     s->out = out;
-    if (!(s->w = add_param(m, "weight", dtype, 2, (int64_t[]){out, in})) ||
-        (bias && !(s->b = add_param(m, "bias", dtype, 1, (int64_t[]){out}))) ||
-        default_init(s->w, s->b, rng) != 0) {
-        nn_module_free(m);
-        return NULL;
-    }
-    return m;
+    return with_weight(m, dtype, 2, (int64_t[]){out, in}, bias, rng, &s->w, &s->b);
 }
 
 /* ---- Conv2d --------------------------------------------------------------------- */
@@ -181,13 +196,7 @@ nn_module *nn_conv2d(int64_t in, int64_t out, const int kernel[2], const ad_conv
     if (!m) return NULL;
     *s = (conv_state){in, out, {kernel[0], kernel[1]}, q, NULL, NULL};
     int64_t wshape[4] = {out, in / q.groups, kernel[0], kernel[1]};
-    if (!(s->w = add_param(m, "weight", dtype, 4, wshape)) ||
-        (bias && !(s->b = add_param(m, "bias", dtype, 1, (int64_t[]){out}))) ||
-        default_init(s->w, s->b, rng) != 0) {
-        nn_module_free(m);
-        return NULL;
-    }
-    return m;
+    return with_weight(m, dtype, 4, wshape, bias, rng, &s->w, &s->b);
 }
 
 /* ---- pooling ---------------------------------------------------------------------- */
@@ -478,12 +487,8 @@ static const nn_module_type EMBEDDING = {"Embedding", embedding_forward, ad_free
 
 nn_module *nn_embedding(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng)
 {
-    const char *fn = "nn_embedding";
-    int rc = check_dtype(fn, dtype);
-    if (rc == 0 && (num < 1 || dim < 1))
-        rc = ad_set_error("%s: num_embeddings and embedding_dim must be >= 1, got %" PRId64
-                          " and %" PRId64, fn, num, dim);
-    if (rc == 0 && !rng) rc = nn__null_arg(fn, "rng");
+    int rc = check_sized("nn_embedding", dtype, "num_embeddings and embedding_dim", num, dim,
+                         rng);
     embedding_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     nn_module *m = new_module(rc, &EMBEDDING, s);
     if (!m) return NULL;

@@ -3,7 +3,7 @@
  * Every loss here is a short chain of differentiable ops, so its gradient
  * is whatever the chain rule through those ops gives; the comments show
  * that the result is the textbook derivative.  Each function runs inside
- * an nn__scope (nn_private.h), which puts intermediates on the right tape,
+ * an ad_scope (autodiff/tape.h), which puts intermediates on the right tape,
  * or on a temporary one when no tape is involved. */
 #include <inttypes.h>
 #include <math.h>
@@ -53,13 +53,13 @@ static ad_tensor *reduce(ad_tensor *l, nn_reduction r)
 /* Leaves a loss's scope with its result r (NULL on error): a message from
  * an inner op gets the loss's name in front, so it names the call the user
  * made.  Each loss enters its scope before computing r, as the frame of
- *     if (nn__scope_enter(&sc, fn, in, n, false) != 0) return NULL;
+ *     if (ad_scope_begin(&sc, fn, n, in, false) != 0) return NULL;
  *     return leave(&sc, fn, expression);                                   */
-static ad_tensor *leave(nn__scope *sc, const char *fn, ad_tensor *r)
+static ad_tensor *leave(ad_scope *sc, const char *fn, ad_tensor *r)
 {
     if (!r && ad_error() && strncmp(ad_error(), fn, strlen(fn)) != 0)
         ad_set_error("%s: %s", fn, ad_error());
-    return nn__scope_leave(sc, r);
+    return ad_scope_end(sc, r);
 }
 
 /* ---- regression ---------------------------------------------------------------- */
@@ -70,8 +70,8 @@ ad_tensor *nn_mse_loss(ad_tensor *input, ad_tensor *target, nn_reduction reducti
     if (check_reduction(fn, reduction, true) || check_pair(fn, input, target, "input", "target"))
         return NULL;
     ad_tensor *in[2] = {input, target};
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     /* E = 1/2 sum (yhat - y)^2: the 1/2 cancels the 2 of the square's
      * derivative, so dE/dyhat = yhat - y, the "error" of the output units
      * that backpropagation sends backwards. */
@@ -90,8 +90,8 @@ ad_tensor *nn_l1_loss(ad_tensor *input, ad_tensor *target, nn_reduction reductio
     /* |yhat - y|: the gradient is sign(yhat - y), the same size for small and
      * large errors (robust to outliers, but no slowing down near the
      * optimum). */
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     return leave(&sc, fn, reduce(ad_abs(ad_sub(input, target)), reduction));
 }
 
@@ -114,12 +114,12 @@ ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduc
      * Its derivative is c + c'(d - c): c' = 1 inside (where d - c = 0) and 0
      * outside, so dl/dd = c = clamp(d, -delta, delta) everywhere, also at
      * |d| = delta - no where(), no kink to special-case. */
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     ad_tensor *d = ad_sub(input, target);
     ad_tensor *c = ad_clamp(d, -delta, delta);
     ad_tensor *l = reduce(ad_mul(c, ad_sub(d, ad_mul_scalar(c, 0.5))), reduction);
-    return nn__scope_leave(&sc, l);
+    return ad_scope_end(&sc, l);
 }
 
 /* ---- classification -------------------------------------------------------------- */
@@ -137,8 +137,8 @@ ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction r
     /* -log softmax(x)[label] = logsumexp(x) - x[label], one fused op whose
      * gradient is softmax(x) - onehot(label): the predicted probabilities
      * minus the target distribution. */
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     return leave(&sc, fn,
                  ad_cross_entropy_ls(logits, labels, (ad_reduction)reduction, label_smoothing));
 }
@@ -191,8 +191,8 @@ ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reductio
         return NULL;
     }
     ad_tensor *in[2] = {logp, labels};
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 2, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
     int64_t n = ad_size(logp, 0);
     ad_tensor *idx = label_index(fn, labels, n, ad_size(logp, 1)), *l = NULL;
     if (idx) {
@@ -201,7 +201,7 @@ ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reductio
         ad_tensor *picked = ad_gather(logp, 1, idx);
         l = reduce(ad_neg(ad_reshape(picked, 1, (int64_t[]){n})), reduction);
     }
-    return nn__scope_leave(&sc, l);
+    return ad_scope_end(&sc, l);
 }
 
 ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_tensor *pos_weight,
@@ -221,8 +221,8 @@ ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_te
         return NULL;
     }
     ad_tensor *in[3] = {x, y, pos_weight};
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, in, 3, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, 3, in, false) != 0) return NULL;
     /* With s = sigmoid(x): -[y log s + (1 - y) log(1 - s)].  Using
      * log s = -softplus(-x) and log(1 - s) = -x - softplus(-x):
      *     l = (1 - y) x + softplus(-x)
@@ -252,7 +252,7 @@ ad_tensor *nn_binary_cross_entropy_with_logits(ad_tensor *x, ad_tensor *y, ad_te
     l = l ? reduce(l, reduction) : NULL;
     if (!l && ad_error() && strncmp(ad_error(), fn, strlen(fn)) != 0)
         ad_set_error("%s: %s", fn, ad_error());
-    return nn__scope_leave(&sc, l);
+    return ad_scope_end(&sc, l);
 }
 
 /* ---- penalties -------------------------------------------------------------------- */
@@ -271,8 +271,8 @@ static ad_tensor *penalty(const char *fn, const nn_named_tensors *p, double lamb
         ad_set_error("%s: lambda must be finite and >= 0, got %g", fn, lambda);
         return NULL;
     }
-    nn__scope sc;
-    if (nn__scope_enter(&sc, fn, p->tensors, p->n, false) != 0) return NULL;
+    ad_scope sc;
+    if (ad_scope_begin(&sc, fn, p->n, p->tensors, false) != 0) return NULL;
     /* L1: lambda sum |w|, gradient lambda sign(w): pushes every weight
      *     towards 0 by the same amount, so many end exactly at 0 (sparse).
      * L2: lambda/2 sum w^2, gradient lambda w: shrinks each weight in
@@ -288,7 +288,7 @@ static ad_tensor *penalty(const char *fn, const nn_named_tensors *p, double lamb
         }
     }
     ad_tensor *r = acc ? ad_mul_scalar(acc, l1 ? lambda : 0.5 * lambda) : NULL;
-    return nn__scope_leave(&sc, r);
+    return ad_scope_end(&sc, r);
 }
 
 ad_tensor *nn_l1_penalty(const nn_named_tensors *params, double lambda)

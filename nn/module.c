@@ -552,11 +552,11 @@ ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
         return NULL;
     }
     bool top = fwd_depth == 0;
-    nn__scope scope;
+    ad_scope scope;
     if (top) {
         fwd_annotated = false;
         bool grads = !ad_tensor_tape(x) && !ad_tape_active() && any_param_requires_grad(m);
-        if (nn__scope_enter(&scope, "nn_forward", &x, 1, grads) != 0) return NULL;
+        if (ad_scope_begin(&scope, "nn_forward", 1, &x, grads) != 0) return NULL;
     }
     int row = -1;
     summary_rec *rec = summary_hook;
@@ -599,7 +599,7 @@ ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
         rec->rows[row].ndim = ad_ndim(y);
         memcpy(rec->rows[row].shape, ad_shape(y), (size_t)ad_ndim(y) * sizeof(int64_t));
     }
-    if (top) y = nn__scope_leave(&scope, y);
+    if (top) y = ad_scope_end(&scope, y);
     return y;
 }
 

@@ -15,33 +15,6 @@ int nn__null_arg(const char *fn, const char *name);
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }
 
-/* ---- where composed results go ------------------------------------------------
- * A function built from several ops leaves intermediates wherever the ops
- * put them.  With a tape involved (an input's, or the active one) that is
- * the tape, freed at its reset.  Without one every intermediate would be a
- * persistent tensor that nobody frees, so the composition runs on a
- * temporary tape instead, and only the final result is copied out as a
- * persistent tensor for the caller.  Without a tape nothing can be
- * recorded, so that path refuses inputs that require grad while grad mode
- * is on, with the same advice the core gives. */
-typedef struct nn__scope {
-    ad_tape *tmp;  /* the temporary tape, or NULL when a tape is involved */
-    ad_tape *prev; /* the active tape before */
-    bool switched; /* the inputs' tape was activated for the scope */
-} nn__scope;
-
-/* Enters a scope for inputs[0..n) (NULL entries ignored): makes the
- * inputs' tape (or else the active one) active for the scope, since ops on
- * persistent tensors alone go to the active tape; with no tape at all,
- * starts a temporary one.  grads_inside says that tensors other than the
- * inputs (a module's parameters) require grad. */
-int nn__scope_enter(nn__scope *s, const char *fn, ad_tensor *const *inputs, int n,
-                    bool grads_inside);
-/* Leaves it: returns result (on the tape), or with a temporary tape a
- * persistent copy of result (NULL if result is NULL or the copy fails),
- * and frees the temporary tape. */
-ad_tensor *nn__scope_leave(nn__scope *s, ad_tensor *result);
-
 /* Reads element i of contiguous data of a floating dtype as a double, and
  * writes one: the optimisers' and initialisers' loops work in double and
  * store in the parameter's own dtype. */

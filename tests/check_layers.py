@@ -31,9 +31,11 @@ LAYERS = {
     'autodiff/export.h': 0, 'autodiff/alloc.h': 0, 'autodiff/alloc.c': 0,
     'autodiff/tensor.h': 0, 'autodiff/tensor.c': 0, 'autodiff/iter.c': 0,
     'autodiff/rng.c': 0, 'autodiff/print.c': 0, 'autodiff/error.c': 0,
+    'autodiff/formulas.h': 0, 'autodiff/strbuf.h': 0, 'autodiff/strbuf.c': 0,
 
     'autodiff/tape.h': 1, 'autodiff/tape.c': 1, 'autodiff/tape_impl.h': 1,
     'autodiff/internal.h': 1, 'autodiff/backward.c': 1, 'autodiff/replay.c': 1,
+    'autodiff/leaf_grad.c': 1,
     'autodiff/scalar.h': 1, 'autodiff/scalar.c': 1,
     'autodiff/arena.h': 1, 'autodiff/arena.c': 1,  # the tape's, and gemm's scratch
 

@@ -340,6 +340,14 @@ START_TEST(tape_h)
     ROW_RC(ad_tape_get_stats(f.t, NULL), "tape or stats is NULL");
     ROW_OK(ad_grad_enabled(), ad_grad_enabled());
     ROW_OK(ad_set_grad_enabled(true), ad_set_grad_enabled(true));
+    /* composition scopes */
+    ad_scope sc;
+    ROW_RC(ad_scope_begin(NULL, "f", 0, NULL, false), "argument 's' is NULL");
+    ROW_RC(ad_scope_begin(&sc, "f", 1, NULL, false), "inputs is NULL");
+    ROW_RC(ad_scope_begin(&sc, "f", 2, (ad_tensor *[]){f.a, f.other}, false), "different tapes");
+    ROW_RC(ad_scope_begin(&sc, "f", 1, &f.p, false), "f: no tape to record on");
+    ROW_RC(ad_scope_begin(&sc, "f", 1, &f.dead, false), "is not a live tensor");
+    ROW(ad_scope_end(NULL, f.a), "argument 's' is NULL");
     /* leaves */
     ROW_RC(ad_set_requires_grad(NULL, true), "argument 't' is NULL");
     ROW_RC(ad_set_requires_grad(f.dead, true), "is not a live tensor");

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "optest.h"
+#include "closed_forms.h"
 
 #define T ot_tape /* the per-test tape of ot_tape_setup */
 
@@ -72,35 +73,24 @@ static double tol_of(ad_dtype dt) { return dt == AD_FLOAT32 ? 2e-6 : 1e-13; }
 /* ---- unary ops: value, first and second derivative vs closed forms ------------------- */
 
 static const double SQRT_2PI = 2.5066282746310002, PI = 3.14159265358979323846;
-static double sigm(double x) { return 1 / (1 + exp(-x)); }
 static double Phi(double x) { return 0.5 * (1 + erf(x / sqrt(2.0))); }
 static double phi(double x) { return exp(-x * x / 2) / SQRT_2PI; }
-static double sec2(double x) { return 1 / (cos(x) * cos(x)); }
 
-static double neg_f(double x) { return -x; }
-static double neg_d(double x) { (void)x; return -1; }
 static double zero_d(double x) { (void)x; return 0; }
 static double exp_f(double x) { return exp(x); }
 static double log_f(double x) { return log(x); }
-static double log_d(double x) { return 1 / x; }
 static double log_dd(double x) { return -1 / (x * x); }
 static double sqrt_f(double x) { return sqrt(x); }
-static double sqrt_d(double x) { return 0.5 / sqrt(x); }
 static double sqrt_dd(double x) { return -0.25 / (x * sqrt(x)); }
 static double sin_f(double x) { return sin(x); }
 static double sin_dd(double x) { return -sin(x); }
 static double cos_f(double x) { return cos(x); }
-static double cos_d(double x) { return -sin(x); }
 static double cos_dd(double x) { return -cos(x); }
 static double tan_f(double x) { return tan(x); }
-static double tan_dd(double x) { return 2 * tan(x) * sec2(x); }
+static double tan_dd(double x) { return 2 * tan(x) * cf_d_tan(x); }
 static double tanh_f(double x) { return tanh(x); }
-static double tanh_d(double x) { return 1 / (cosh(x) * cosh(x)); }
 static double tanh_dd(double x) { return -2 * tanh(x) / (cosh(x) * cosh(x)); }
-static double sig_d(double x) { return sigm(x) * (1 - sigm(x)); }
-static double sig_dd(double x) { return sig_d(x) * (1 - 2 * sigm(x)); }
-static double relu_f(double x) { return x > 0 ? x : 0; }
-static double relu_d(double x) { return x > 0; }
+static double sig_dd(double x) { return cf_d_sigmoid(x) * (1 - 2 * cf_sigmoid(x)); }
 static double erf_f(double x) { return erf(x); }
 static double erf_d(double x) { return 2 / sqrt(PI) * exp(-x * x); }
 static double erf_dd(double x) { return -4 * x / sqrt(PI) * exp(-x * x); }
@@ -109,9 +99,6 @@ static double gelu_d(double x) { return Phi(x) + x * phi(x); }
 static double gelu_dd(double x) { return phi(x) * (2 - x * x); }
 static double softplus_f(double x) { return log(1 + exp(x)); }
 static double abs_f(double x) { return fabs(x); }
-static double abs_d(double x) { return x > 0 ? 1 : -1; }
-static double square_f(double x) { return x * x; }
-static double square_d(double x) { return 2 * x; }
 static double two(double x) { (void)x; return 2; }
 static double recip_f(double x) { return 1 / x; }
 static double recip_d(double x) { return -1 / (x * x); }
@@ -127,21 +114,21 @@ typedef struct un_case {
 #define GENERIC {-1.3, -0.4, 0.2, 0.7, 1.9}
 #define POSITIVE {0.3, 0.8, 1.5, 2.5, 7.0}
 static const un_case UN[] = {
-    {"neg", ad_neg, neg_f, neg_d, zero_d, GENERIC},
+    {"neg", ad_neg, cf_neg, cf_d_neg, zero_d, GENERIC},
     {"exp", ad_exp, exp_f, exp_f, exp_f, GENERIC},
-    {"log", ad_log, log_f, log_d, log_dd, POSITIVE},
-    {"sqrt", ad_sqrt, sqrt_f, sqrt_d, sqrt_dd, POSITIVE},
+    {"log", ad_log, log_f, cf_d_log, log_dd, POSITIVE},
+    {"sqrt", ad_sqrt, sqrt_f, cf_d_sqrt, sqrt_dd, POSITIVE},
     {"sin", ad_sin, sin_f, cos_f, sin_dd, GENERIC},
-    {"cos", ad_cos, cos_f, cos_d, cos_dd, GENERIC},
-    {"tan", ad_tan, tan_f, sec2, tan_dd, {-1.3, -0.4, 0.2, 0.7, 1.1}},
-    {"tanh", ad_tanh, tanh_f, tanh_d, tanh_dd, GENERIC},
-    {"sigmoid", ad_sigmoid, sigm, sig_d, sig_dd, {-4.5, -0.4, 0.2, 0.7, 3.9}},
-    {"relu", ad_relu, relu_f, relu_d, zero_d, GENERIC},
+    {"cos", ad_cos, cos_f, cf_d_cos, cos_dd, GENERIC},
+    {"tan", ad_tan, tan_f, cf_d_tan, tan_dd, {-1.3, -0.4, 0.2, 0.7, 1.1}},
+    {"tanh", ad_tanh, tanh_f, cf_d_tanh, tanh_dd, GENERIC},
+    {"sigmoid", ad_sigmoid, cf_sigmoid, cf_d_sigmoid, sig_dd, {-4.5, -0.4, 0.2, 0.7, 3.9}},
+    {"relu", ad_relu, cf_relu, cf_d_relu, zero_d, GENERIC},
     {"erf", ad_erf, erf_f, erf_d, erf_dd, GENERIC},
     {"gelu", ad_gelu, gelu_f, gelu_d, gelu_dd, {-3.1, -0.4, 0.2, 0.7, 2.6}},
-    {"softplus", ad_softplus, softplus_f, sigm, sig_d, {-4.5, -0.4, 0.2, 0.7, 3.9}},
-    {"abs", ad_abs, abs_f, abs_d, zero_d, GENERIC},
-    {"square", ad_square, square_f, square_d, two, GENERIC},
+    {"softplus", ad_softplus, softplus_f, cf_sigmoid, cf_d_sigmoid, {-4.5, -0.4, 0.2, 0.7, 3.9}},
+    {"abs", ad_abs, abs_f, cf_d_abs, zero_d, GENERIC},
+    {"square", ad_square, cf_square, cf_d_square, two, GENERIC},
     {"reciprocal", ad_reciprocal, recip_f, recip_d, recip_dd, {-2.5, -0.7, 0.3, 0.8, 4.0}},
 };
 #define NUN ((int)(sizeof UN / sizeof UN[0]))

@@ -16,6 +16,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "closed_forms.h"
+
 /* |got - want| <= tol * max(1, |want|), or both NaN, or equal infinities. */
 #define ck_assert_rel(got, want, tol)                                                  \
     do {                                                                               \
@@ -109,7 +111,6 @@ END_TEST
 
 /* ---- unary ops ------------------------------------------------------------------ */
 
-static double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 static ad_scalar u_add_c(ad_scalar x) { return ad_sadd_c(x, 2.5); }
 static ad_scalar u_sub_c(ad_scalar x) { return ad_ssub_c(x, 2.5); }
@@ -130,22 +131,8 @@ typedef struct unary_case {
     int npts;
 } unary_case;
 
-/* Closed forms and their hand-derived derivatives. */
-static double v_neg(double x) { return -x; }
-static double d_neg(double x) { (void)x; return -1.0; }
+/* More closed forms (the common ones are in closed_forms.h). */
 static double d_exp(double x) { return exp(x); }
-static double d_log(double x) { return 1.0 / x; }
-static double d_sqrt(double x) { return 0.5 / sqrt(x); }
-static double d_sin(double x) { return cos(x); }
-static double d_cos(double x) { return -sin(x); }
-static double d_tan(double x) { return 1.0 / (cos(x) * cos(x)); }
-static double d_tanh(double x) { return 1.0 / (cosh(x) * cosh(x)); }
-static double d_sigm(double x) { return sigm(x) * (1.0 - sigm(x)); }
-static double v_relu(double x) { return x > 0 ? x : 0.0; }
-static double d_relu(double x) { return x > 0 ? 1.0 : 0.0; }
-static double d_abs(double x) { return x > 0 ? 1.0 : -1.0; }
-static double v_square(double x) { return x * x; }
-static double d_square(double x) { return 2 * x; }
 static double v_add_c(double x) { return x + 2.5; }
 static double v_sub_c(double x) { return x - 2.5; }
 static double v_csub(double x) { return 2.5 - x; }
@@ -164,21 +151,21 @@ static double v_pow_m2(double x) { return 1.0 / (x * x); }
 static double d_pow_m2(double x) { return -2.0 / (x * x * x); }
 
 static const unary_case unary_cases[] = {
-    {"neg", ad_sneg, v_neg, d_neg, {-2.0, -0.3, 0.0, 1.7}, 4},
+    {"neg", ad_sneg, cf_neg, cf_d_neg, {-2.0, -0.3, 0.0, 1.7}, 4},
     {"exp", ad_sexp, exp, d_exp, {-3.0, -0.5, 0.0, 2.0}, 4},
-    {"log", ad_slog, log, d_log, {0.1, 1.0, 2.5, 40.0}, 4},
-    {"sqrt", ad_ssqrt, sqrt, d_sqrt, {0.04, 1.0, 2.0, 9.0}, 4},
-    {"sin", ad_ssin, sin, d_sin, {-2.0, -0.4, 0.0, 1.3, 4.0}, 5},
-    {"cos", ad_scos, cos, d_cos, {-2.0, -0.4, 0.0, 1.3, 4.0}, 5},
-    {"tan", ad_stan, tan, d_tan, {-1.2, -0.4, 0.0, 0.9, 1.4}, 5},
-    {"tanh", ad_stanh, tanh, d_tanh, {-3.0, -0.5, 0.0, 0.8, 2.0}, 5},
-    {"sigmoid", ad_ssigmoid, sigm, d_sigm, {-6.0, -1.0, 0.0, 0.5, 3.0}, 5},
-    {"relu", ad_srelu, v_relu, d_relu, {-2.0, -0.1, 0.1, 3.0}, 4},
-    {"abs", ad_sabs, fabs, d_abs, {-2.0, -0.1, 0.1, 3.0}, 4},
-    {"square", ad_ssquare, v_square, d_square, {-2.0, -0.5, 0.0, 1.5}, 4},
+    {"log", ad_slog, log, cf_d_log, {0.1, 1.0, 2.5, 40.0}, 4},
+    {"sqrt", ad_ssqrt, sqrt, cf_d_sqrt, {0.04, 1.0, 2.0, 9.0}, 4},
+    {"sin", ad_ssin, sin, cf_d_sin, {-2.0, -0.4, 0.0, 1.3, 4.0}, 5},
+    {"cos", ad_scos, cos, cf_d_cos, {-2.0, -0.4, 0.0, 1.3, 4.0}, 5},
+    {"tan", ad_stan, tan, cf_d_tan, {-1.2, -0.4, 0.0, 0.9, 1.4}, 5},
+    {"tanh", ad_stanh, tanh, cf_d_tanh, {-3.0, -0.5, 0.0, 0.8, 2.0}, 5},
+    {"sigmoid", ad_ssigmoid, cf_sigmoid, cf_d_sigmoid, {-6.0, -1.0, 0.0, 0.5, 3.0}, 5},
+    {"relu", ad_srelu, cf_relu, cf_d_relu, {-2.0, -0.1, 0.1, 3.0}, 4},
+    {"abs", ad_sabs, fabs, cf_d_abs, {-2.0, -0.1, 0.1, 3.0}, 4},
+    {"square", ad_ssquare, cf_square, cf_d_square, {-2.0, -0.5, 0.0, 1.5}, 4},
     {"add_c", u_add_c, v_add_c, d_one, {-2.0, 0.0, 1.5}, 3},
     {"sub_c", u_sub_c, v_sub_c, d_one, {-2.0, 0.0, 1.5}, 3},
-    {"csub", u_csub, v_csub, d_neg, {-2.0, 0.0, 1.5}, 3},
+    {"csub", u_csub, v_csub, cf_d_neg, {-2.0, 0.0, 1.5}, 3},
     {"mul_c", u_mul_c, v_mul_c, d_mul_c, {-2.0, 0.0, 1.5}, 3},
     {"div_c", u_div_c, v_div_c, d_div_c, {-2.0, 0.0, 1.5}, 3},
     {"cdiv", u_cdiv, v_cdiv, d_cdiv, {-2.0, -0.3, 0.5, 4.0}, 4},

@@ -281,6 +281,41 @@ START_TEST(errors_keep_the_first_message)
 }
 END_TEST
 
+/* A composition scope: its steps go on the inputs' tape, made active
+ * meanwhile; with no tape at all they go on a scratch tape and only the
+ * result comes out, as a persistent tensor. */
+START_TEST(scopes_put_intermediates_on_the_right_tape)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 2, (double[]){1, 2}), *w = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2));
+    ad_tensor *in[3] = {x, NULL, w};
+    ad_scope s;
+    ck_assert_int_eq(ad_scope_begin(&s, "f", 3, in, false), 0);
+    ck_assert_ptr_eq(ad_tape_active(), t);
+    ck_assert_ptr_eq(s.tape, t);
+    ad_tensor *y = ad_scope_end(&s, ad_mul(ad_exp(w), x));
+    ck_assert_ptr_null(ad_tape_active());
+    ck_assert_ptr_eq(ad_tensor_tape(y), t);
+
+    ck_assert_int_eq(ad_scope_begin(&s, "f", 1, &w, false), 0);
+    ad_tape *scratch = ad_tape_active();
+    ck_assert_ptr_nonnull(scratch);
+    ad_tensor *z = ad_scope_end(&s, ad_add(ad_exp(w), w));
+    ck_assert_ptr_null(ad_tape_active());
+    ck_assert_ptr_nonnull(z);
+    ck_assert_ptr_null(ad_tensor_tape(z));
+    double v[2];
+    ck_assert_int_eq(ad_to_array(z, v), 0);
+    ck_assert_double_eq(v[0], exp(1.0) + 1);
+
+    ad_set_requires_grad(w, true);
+    ck_assert_error_rc(ad_scope_begin(&s, "f", 1, &w, false), "f: no tape to record on");
+    ad_tensor_free(z);
+    ad_tensor_free(w);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(stats_count_nodes)
 {
     ad_tape *t = ad_tape_new();
@@ -319,6 +354,7 @@ int main(void)
     tcase_add_test(tc, backward_of_a_leaf);
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
+    tcase_add_test(tc, scopes_put_intermediates_on_the_right_tape);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }

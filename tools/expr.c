@@ -29,10 +29,6 @@ static const struct {
 };
 #define NFUNCTIONS (sizeof FUNCTIONS / sizeof FUNCTIONS[0])
 
-size_t expr_num_functions(void) { return NFUNCTIONS; }
-
-const char *expr_function_name(size_t i) { return i < NFUNCTIONS ? FUNCTIONS[i].name : NULL; }
-
 int expr_function_arity(const char *name)
 {
     if (!name) return -1;

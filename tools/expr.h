@@ -77,11 +77,9 @@ expr *expr_parse(const char *src, expr_error *err);
 /* Frees a tree from expr_parse; NULL is ignored. */
 void expr_free(expr *e);
 
-/* The functions the grammar knows, in a fixed order: sin cos tan exp log
- * sqrt tanh sigmoid relu abs (one argument), pow max min (two). */
-size_t expr_num_functions(void);
-const char *expr_function_name(size_t i); /* NULL out of range */
-/* The arity of the named function, or -1 when there is no such function. */
+/* The functions the grammar knows: sin cos tan exp log sqrt tanh sigmoid
+ * relu abs (one argument), pow max min (two).  The arity of the named
+ * function, or -1 when there is no such function. */
 int expr_function_arity(const char *name);
 
 #endif

@@ -1,0 +1,125 @@
+/* autodiff/leaf_grad.c - who owns a leaf's gradient, in one place.
+ *
+ * A leaf's grad (ad_tensor_grad) is always one of:
+ *
+ *  - NULL: no gradient yet, or one dropped (ad_zero_grad of a recorded
+ *    gradient, a tape reset or replay that freed where it lived);
+ *  - an owned buffer (owns_grad): made by ad_backward for this leaf, with
+ *    the leaf's shape and dtype, on the leaf's tape (a persistent buffer
+ *    for a persistent leaf).  Backward adds into it in place, ad_zero_grad
+ *    zeroes it in place, and a persistent buffer is freed with its leaf;
+ *  - a recorded gradient (AD_CREATE_GRAPH, !owns_grad): the result of ops,
+ *    which may be shared and has a graph of its own, so it is never written
+ *    in place but replaced by the next sum, and it lives on the tape that
+ *    recorded it.  When a persistent leaf's gradient goes onto a tape, the
+ *    tape keeps a fixup: when it resets (or rewinds to its replay mark) the
+ *    leaf receives a persistent copy, and the persistent gradient the
+ *    recorded one replaced is freed then, not earlier (the recorded sum
+ *    read it).
+ *
+ * The backward pass, the tape's reset and the tensor's destruction, replay
+ * and carried tensors change a grad only through the functions below
+ * (declared in tape_impl.h). */
+#include "tape_impl.h"
+
+
+/* acc += g, elementwise, for a leaf's gradient buffer (contiguous, the
+ * leaf's shape and dtype).  This runs for every parameter on every
+ * training step, so the common contiguous case is a plain loop the
+ * compiler vectorises; other layouts of g go through the strided typed kernel. */
+static void add_into(ad_tensor *acc, const ad_tensor *g)
+{
+    int64_t n = ad__numel(acc->ndim, acc->shape);
+    if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
+        if (acc->dtype == AD_FLOAT32) {
+            float *restrict a = (float *)acc->storage->data + acc->offset;
+            const float *restrict b = (const float *)g->storage->data + g->offset;
+            for (int64_t i = 0; i < n; i++) a[i] += b[i];
+            return;
+        }
+        if (acc->dtype == AD_FLOAT64) {
+            double *restrict a = (double *)acc->storage->data + acc->offset;
+            const double *restrict b = (const double *)g->storage->data + g->offset;
+            for (int64_t i = 0; i < n; i++) a[i] += b[i];
+            return;
+        }
+    }
+    ad__add_into(acc, acc, g);
+}
+
+/* The tape remembers a persistent leaf whose gradient now lives on it. */
+static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
+{
+    grad_fixup *f = ad__arena_alloc(t, sizeof *f);
+    if (!f) return ad__err("ad_backward", "out of memory");
+    f->leaf = leaf;
+    f->old_grad = old;
+    f->next = t->fixups;
+    t->fixups = f;
+    return 0;
+}
+
+int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
+{
+    ad_tensor *old = leaf->grad;
+    if (create) {
+        ad_tensor *sum = old ? ad_add(old, g) : g;
+        if (!sum) return -1;
+        if (!leaf->tape && (!old || !old->tape) && add_fixup(t, leaf, old)) return -1;
+        leaf->grad = sum;
+        leaf->owns_grad = false;
+        return 0;
+    }
+    /* Accumulate in place only into a buffer the library made for this
+     * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
+     * recorded on it, so it is replaced instead. */
+    if (old && leaf->owns_grad) {
+        add_into(old, g);
+        ad__bump(old);
+        return 0;
+    }
+    ad_tensor *buf = ad__alloc("ad_backward", leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
+    if (!buf) return -1;
+    if (old) ad__add_into(buf, old, g);
+    else ad_copy_into(buf, g);
+    leaf->grad = buf;
+    leaf->owns_grad = true;
+    return 0;
+}
+
+void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop)
+{
+    for (grad_fixup *f = t->fixups; f != stop; f = f->next) {
+        ad_tensor *leaf = f->leaf;
+        if (leaf->magic == AD_TENSOR_MAGIC && !leaf->released && leaf->grad &&
+            leaf->grad->tape == t) {
+            ad_tensor *keep = ad_copy(NULL, leaf->grad);
+            leaf->grad = keep; /* NULL if out of memory: the gradient is lost, not corrupt */
+            leaf->owns_grad = keep != NULL;
+        }
+        ad_tensor_free(f->old_grad);
+    }
+    t->fixups = stop;
+}
+
+void ad__leaf_grad_forget(ad_tensor *t)
+{
+    t->grad = NULL;
+    t->owns_grad = false;
+}
+
+void ad__leaf_grad_destroy(ad_tensor *t)
+{
+    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
+}
+
+int ad_zero_grad(ad_tensor *t)
+{
+    if (ad__check_arg("ad_zero_grad", "t", t, false)) return -1;
+    if (!t->grad) return 0;
+    /* A gradient buffer the library allocated is zeroed in place, so a
+     * training loop does not reallocate it every step. */
+    if (t->owns_grad) return ad_fill(t->grad, 0.0);
+    t->grad = NULL; /* a recorded gradient lives on its tape, which frees it */
+    return 0;
+}
