@@ -441,16 +441,8 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 #define NUM_THREADS 1
 #endif
 
-#define T float
-#define SFX(name) name##_f32
-#include "gemm_driver.inc"
-#undef SFX
-#undef T
-#define T double
-#define SFX(name) name##_f64
-#include "gemm_driver.inc"
-#undef SFX
-#undef T
+#define KERNEL_FILE "gemm_driver.inc"
+#include "per_dtype.inc"
 
 /* Below this many multiply-adds the direct loop wins. */
 #define SMALL_GEMM 4096

@@ -53,16 +53,8 @@ static inline float tanh_f32(float x) { return tanhf(x); }
 #else
 #define KERNEL_INLINE inline
 #endif
-#define T float
-#define SFX(name) name##_f32
-#include "pointwise_kernels.inc"
-#undef SFX
-#undef T
-#define T double
-#define SFX(name) name##_f64
-#include "pointwise_kernels.inc"
-#undef SFX
-#undef T
+#define KERNEL_FILE "pointwise_kernels.inc"
+#include "per_dtype.inc"
 
 /* The iterator's row functions: the kernel of out's dtype. */
 static void un_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)

@@ -47,16 +47,8 @@ typedef struct {
 } fold_ctx;
 
 /* fold_row_f32 and fold_row_f64, by x's dtype. */
-#define T float
-#define SFX(name) name##_f32
-#include "fold_kernels.inc"
-#undef SFX
-#undef T
-#define T double
-#define SFX(name) name##_f64
-#include "fold_kernels.inc"
-#undef SFX
-#undef T
+#define KERNEL_FILE "fold_kernels.inc"
+#include "per_dtype.inc"
 
 static void fold_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
 {
