@@ -183,14 +183,234 @@ int ad_gradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     return ad_gradcheck_ex(f, ctx, n, inputs, opts, NULL);
 }
 
+/* What one ad_gradcheck_ex call works on. */
+typedef struct gc_run {
+    ad_func f;
+    void *ctx;
+    int n;
+    ad_gradcheck_opts o;
+    ad_tape *ta, *te;   /* the analytic pass; each numeric evaluation */
+    ad_tensor *x[64];   /* float64 copies of the inputs, on ta */
+    ad_tensor *req[64]; /* those that require grad, reqidx[] their positions */
+    int nreq, reqidx[64];
+    ad_tensor *out;     /* f(x) on ta */
+    int64_t m;          /* out's element count */
+    double *jac;        /* jac[(offset of input r + k) * m + j] = d out_j / d x_r[k] */
+    double *fp, *fm, *dprev, *nprev, *rprev; /* per output element, see numeric_column */
+    estimate *best;     /* per output element: the estimate kept */
+    ad_gradcheck_result res;
+    char msg[900], worst_msg[900];
+} gc_run;
+
+/* Row j of the Jacobian is the gradient of out_j: one backward per output
+ * element with grad_output = e_j. */
+static int analytic_jacobian(gc_run *g)
+{
+    ad_tensor *grads[64];
+    if (!g->out->requires_grad) return 0; /* constant in x: the zero Jacobian */
+    for (int64_t j = 0; j < g->m; j++) {
+        ad_tensor *e = ad_zeros(g->ta, g->out->dtype, g->out->ndim, g->out->shape);
+        if (!e) return -1;
+        ad__st(e, j, 1.0);
+        if (ad_gradients(g->out, e, g->nreq, g->req, grads, AD_RETAIN_GRAPH)) return -1;
+        int64_t base = 0;
+        for (int r = 0; r < g->nreq; r++) {
+            int64_t nk = ad__numel(g->req[r]->ndim, g->req[r]->shape);
+            double *col = ad__malloc((size_t)(nk + 1) * sizeof *col);
+            if (!col) return ad__err(GC, "out of memory");
+            ad_to_array(grads[r], col);
+            for (int64_t k = 0; k < nk; k++) g->jac[(base + k) * g->m + j] = col[k];
+            ad__free(col);
+            base += nk;
+        }
+    }
+    return 0;
+}
+
+/* f at x with element k of input i moved to xk, into vals[m]. */
+static int evaluate_at(gc_run *g, int i, int64_t k, double xk, double *vals)
+{
+    ad_tensor *y[64];
+    ad_tape_reset(g->te);
+    ad_tape_activate(g->te);
+    if (copy_inputs(g->te, g->n, g->x, y)) return -1;
+    ((double *)y[i]->storage->data)[k] = xk;
+    ad_tensor *v = call(GC, g->f, g->ctx, g->n, y);
+    if (!v) return -1;
+    if (ad__numel(v->ndim, v->shape) != g->m)
+        return ad__err(GC, "the function's output changed size between calls");
+    ad_to_array(v, vals);
+    return 0;
+}
+
+/* Column `col` of the Jacobian (element k of input i, value xk) by central
+ * differences at the steps h[0..ns), stopping once every entry passed;
+ * best[j] is then each entry's estimate (see offer). */
+static int numeric_column(gc_run *g, int i, int64_t k, double xk, int64_t col, const double *h,
+                          int ns)
+{
+    double hprev = 0;
+    int tried = 0;
+    int64_t open = g->m; /* entries of the column not passed yet */
+    for (int64_t j = 0; j < g->m; j++) g->best[j].set = g->best[j].pass = false;
+    for (int s = 0; s < ns && open > 0; s++) {
+        /* The width actually stepped, (x + h) - (x - h), is what the
+         * difference divides by: it is not 2h after rounding. */
+        double up = xk + h[s], down = xk - h[s], width = up - down;
+        if (!(width > 0)) continue;
+        if (evaluate_at(g, i, k, up, g->fp) || evaluate_at(g, i, k, down, g->fm)) return -1;
+        double hh = width / 2, r2 = hprev > 0 ? (hprev / hh) * (hprev / hh) : 0;
+        for (int64_t j = 0; j < g->m; j++) {
+            /* An output that did not move has derivative 0, even when it is
+             * the same infinity on both sides (where inf - inf is NaN). */
+            double fp = g->fp[j], fm = g->fm[j];
+            double d = fp == fm ? 0 : (fp - fm) / width, rich = NAN;
+            double noise = F_ULPS * (fabs(fp) + fabs(fm)) / width;
+            estimate *b = &g->best[j];
+            if (!b->pass) {
+                double ana = g->jac[col * g->m + j];
+                bool prev_ok = tried > 0 && isfinite(g->dprev[j]);
+                offer(b, ana, d, noise, prev_ok ? fabs(d - g->dprev[j]) : INFINITY, hh, false,
+                      tried == 0, &g->o);
+                /* Richardson: D(h) = f' + c h^2 + O(h^4) at both steps, so
+                 * this combination cancels c. */
+                if (prev_ok && r2 > 1 && isfinite(d)) {
+                    rich = d + (d - g->dprev[j]) / (r2 - 1);
+                    double err = fabs(rich - (isfinite(g->rprev[j]) ? g->rprev[j] : d));
+                    if (!b->pass)
+                        offer(b, ana, rich, (r2 * noise + g->nprev[j]) / (r2 - 1), err, hh, true,
+                              false, &g->o);
+                }
+                if (b->pass) open--;
+            }
+            g->dprev[j] = d;
+            g->nprev[j] = noise;
+            g->rprev[j] = rich;
+        }
+        hprev = hh;
+        tried++;
+    }
+    return 0;
+}
+
+/* Counts column col's entries into the result, reports failures and keeps
+ * the worst entry. */
+static int account_column(gc_run *g, int r, int64_t k, double xk, int64_t col, const double *h,
+                          int ns)
+{
+    int i = g->reqidx[r];
+    ad_gradcheck_result *res = &g->res;
+    for (int64_t j = 0; j < g->m; j++) {
+        const estimate *e = &g->best[j];
+        double ana = g->jac[col * g->m + j];
+        res->checked++;
+        if (!e->set) /* no step was wide enough to change x */
+            return ad__err(GC, "input %d element %lld: x = %g does not change by the step %g", i,
+                           (long long)k, xk, h[0]);
+        res->failed += !e->pass;
+        res->infinite += e->same_inf;
+        bool worst = res->input < 0 || e->ratio > res->ratio;
+        if (!e->pass || e->same_inf) {
+            describe_entry(g->msg, sizeof g->msg, g->req[r], i, k, g->out, j, ana, e, h, ns,
+                           &g->o);
+            if (g->o.report) fprintf(g->o.report, "%s: %s\n", GC, g->msg);
+        }
+        if (!worst) continue;
+        double diff = e->same_inf ? 0 : fabs(ana - e->num);
+        res->input = i;
+        res->element = k;
+        res->output = j;
+        res->analytic = ana;
+        res->numeric = e->num;
+        res->abs_err = diff;
+        res->rel_err = !isfinite(diff) ? diff : diff == 0 ? 0 : e->num != 0 ? diff / fabs(e->num)
+                                                                           : INFINITY;
+        res->ratio = e->ratio;
+        res->step = e->step;
+        res->richardson = e->richardson;
+        /* a failure's ratio exceeds every pass's, so the final worst
+         * entry's message is kept here */
+        if (!e->pass) snprintf(g->worst_msg, sizeof g->worst_msg, "%s", g->msg);
+    }
+    return 0;
+}
+
+/* Why a check would compare nothing, or NULL when it compares something. */
+static const char *nothing_to_check(const gc_run *g, int64_t total)
+{
+    return g->nreq == 0 ? "no input requires grad (mark the floating inputs to check with "
+                          "ad_set_requires_grad)"
+           : total == 0 ? "the inputs that require grad have no elements"
+           : g->m == 0  ? "the function's output has no elements"
+                        : NULL;
+}
+
+/* The check proper, on tapes already made; returns as ad_gradcheck_ex. */
+static int run_check(gc_run *g, ad_tensor *const *inputs)
+{
+    ad_tape_activate(g->ta);
+    if (copy_inputs(g->ta, g->n, inputs, g->x)) return -1;
+    for (int i = 0; i < g->n; i++)
+        if (g->x[i]->requires_grad) g->reqidx[g->nreq] = i, g->req[g->nreq++] = g->x[i];
+    g->out = call(GC, g->f, g->ctx, g->n, g->x);
+    if (!g->out) return -1;
+    g->m = ad__numel(g->out->ndim, g->out->shape);
+    int64_t total = 0;
+    for (int r = 0; r < g->nreq; r++) total += ad__numel(g->req[r]->ndim, g->req[r]->shape);
+
+    /* A check that compares nothing would "pass" without having looked at
+     * anything; say so instead. */
+    const char *why = nothing_to_check(g, total);
+    if (why) {
+        ad__err(GC, "nothing was checked: %s", why);
+        if (g->o.report) fprintf(g->o.report, "%s\n", ad_error());
+        return 0;
+    }
+
+    g->jac = ad__calloc((size_t)(total * g->m + 1), sizeof *g->jac);
+    /* per output element: f(x + h), f(x - h), and at the previous step D,
+     * its rounding error and the Richardson value */
+    double *buf = ad__malloc((size_t)(5 * g->m + 1) * sizeof *buf);
+    g->best = ad__malloc((size_t)g->m * sizeof *g->best);
+    g->fp = buf;
+    if (!g->jac || !buf || !g->best) return ad__err(GC, "out of memory");
+    g->fm = buf + g->m, g->dprev = buf + 2 * g->m, g->nprev = buf + 3 * g->m;
+    g->rprev = buf + 4 * g->m;
+    if (analytic_jacobian(g)) return -1;
+
+    /* Numeric columns, each from pairs of fresh evaluations on tape te. */
+    int64_t base = 0;
+    for (int r = 0; r < g->nreq; r++) {
+        int i = g->reqidx[r];
+        int64_t nk = ad__numel(g->req[r]->ndim, g->req[r]->shape);
+        for (int64_t k = 0; k < nk; k++) {
+            const double xk = ((const double *)g->x[i]->storage->data)[k];
+            double h[MAX_STEPS];
+            int ns = steps_for(xk, g->o.eps, h);
+            if (numeric_column(g, i, k, xk, base + k, h, ns) ||
+                account_column(g, r, k, xk, base + k, h, ns))
+                return -1;
+        }
+        base += nk;
+    }
+    if (g->res.failed) {
+        ad__err(GC, "%lld of %lld Jacobian entries disagree; the worst: %s",
+                (long long)g->res.failed, (long long)g->res.checked, g->worst_msg);
+        if (g->o.report) fprintf(g->o.report, "%s\n", ad_error());
+        return 0;
+    }
+    if (g->o.report)
+        fprintf(g->o.report, "%s: all %lld Jacobian entries agree (%lld as the same infinity)\n",
+                GC, (long long)g->res.checked, (long long)g->res.infinite);
+    return 1;
+}
+
 int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                     const ad_gradcheck_opts *opts, ad_gradcheck_result *result)
 {
     ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
     if (opts) o = *opts;
-    ad_gradcheck_result res;
-    result_reset(&res);
-    if (result) *result = res;
+    if (result) result_reset(result);
     if (!f) return ad__err(GC, "function is NULL");
     if (n < 1 || n > 64) return ad__err(GC, "need 1 to 64 inputs, got %d", n);
     if (!inputs) return ad__err(GC, "inputs is NULL");
@@ -199,190 +419,24 @@ int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     for (int i = 0; i < n; i++)
         if (ad__check_arg(GC, "inputs[i]", inputs[i], false)) return -1;
 
-    int rc = -1;
-    ad_tape *ta = ad_tape_new(), *te = ad_tape_new();
+    gc_run *g = ad__calloc(1, sizeof *g);
+    if (!g) return ad__err(GC, "out of memory");
+    g->f = f, g->ctx = ctx, g->n = n, g->o = o;
+    result_reset(&g->res);
     ad_tape *prev_tape = ad_tape_active();
     bool prev_mode = ad_set_grad_enabled(true);
-    ad_tensor *x[64], *req[64], *grads[64], *y[64];
-    int nreq = 0, reqidx[64];
-    double *jac = NULL, *buf = NULL;
-    estimate *best = NULL;
-    if (!ta || !te) goto out;
-    ad_tape_activate(ta);
-    if (copy_inputs(ta, n, inputs, x)) goto out;
-    for (int i = 0; i < n; i++)
-        if (x[i]->requires_grad) reqidx[nreq] = i, req[nreq++] = x[i];
-    ad_tensor *out = call(GC, f, ctx, n, x);
-    if (!out) goto out;
-    int64_t m = ad__numel(out->ndim, out->shape), total = 0;
-    for (int r = 0; r < nreq; r++) total += ad__numel(req[r]->ndim, req[r]->shape);
-
-    /* A check that compares nothing would "pass" without having looked at
-     * anything; say so instead. */
-    if (nreq == 0 || total == 0 || m == 0) {
-        ad__err(GC, "nothing was checked: %s",
-                nreq == 0    ? "no input requires grad (mark the floating inputs to check "
-                               "with ad_set_requires_grad)"
-                : total == 0 ? "the inputs that require grad have no elements"
-                             : "the function's output has no elements");
-        if (o.report) fprintf(o.report, "%s\n", ad_error());
-        rc = 0;
-        goto out;
-    }
-
-    /* jac[(offset of input r + k) * m + j] = d out_j / d x_r[k] */
-    jac = ad__calloc((size_t)(total * m + 1), sizeof *jac);
-    /* per column: f(x + h), f(x - h), and at the previous step D, its
-     * rounding error and the Richardson value */
-    buf = ad__malloc((size_t)(5 * m + 1) * sizeof *buf);
-    best = ad__malloc((size_t)m * sizeof *best);
-    if (!jac || !buf || !best) {
-        ad__err(GC, "out of memory");
-        goto out;
-    }
-    double *fp = buf, *fm = buf + m, *dprev = buf + 2 * m, *nprev = buf + 3 * m;
-    double *rprev = buf + 4 * m;
-    if (out->requires_grad) {
-        for (int64_t j = 0; j < m; j++) {
-            ad_tensor *e = ad_zeros(ta, out->dtype, out->ndim, out->shape);
-            if (!e) goto out;
-            ad__st(e, j, 1.0);
-            if (ad_gradients(out, e, nreq, req, grads, AD_RETAIN_GRAPH)) goto out;
-            int64_t base = 0;
-            for (int r = 0; r < nreq; r++) {
-                int64_t nk = ad__numel(req[r]->ndim, req[r]->shape);
-                double *col = ad__malloc((size_t)(nk + 1) * sizeof *col);
-                if (!col) {
-                    ad__err(GC, "out of memory");
-                    goto out;
-                }
-                ad_to_array(grads[r], col);
-                for (int64_t k = 0; k < nk; k++) jac[(base + k) * m + j] = col[k];
-                ad__free(col);
-                base += nk;
-            }
-        }
-    }
-
-    /* Numeric columns, each from pairs of fresh evaluations on tape te. */
-    char msg[900], worst_msg[900] = "";
-    int64_t base = 0;
-    for (int r = 0; r < nreq; r++) {
-        int i = reqidx[r];
-        int64_t nk = ad__numel(req[r]->ndim, req[r]->shape);
-        for (int64_t k = 0; k < nk; k++) {
-            const double xk = ((const double *)x[i]->storage->data)[k];
-            double steps[MAX_STEPS], hprev = 0;
-            int ns = steps_for(xk, o.eps, steps), tried = 0;
-            int64_t open = m; /* entries of the column not passed yet */
-            for (int64_t j = 0; j < m; j++) best[j].set = best[j].pass = false;
-            for (int s = 0; s < ns && open > 0; s++) {
-                /* The width actually stepped, (x + h) - (x - h), is what
-                 * the difference divides by: it is not 2h after rounding. */
-                double up = xk + steps[s], down = xk - steps[s], width = up - down;
-                if (!(width > 0)) continue;
-                for (int side = 0; side < 2; side++) {
-                    ad_tape_reset(te);
-                    ad_tape_activate(te);
-                    if (copy_inputs(te, n, x, y)) goto out;
-                    ((double *)y[i]->storage->data)[k] = side == 0 ? up : down;
-                    ad_tensor *v = call(GC, f, ctx, n, y);
-                    if (!v) goto out;
-                    if (ad__numel(v->ndim, v->shape) != m) {
-                        ad__err(GC, "the function's output changed size between calls");
-                        goto out;
-                    }
-                    ad_to_array(v, side == 0 ? fp : fm);
-                }
-                double h = width / 2, r2 = hprev > 0 ? (hprev / h) * (hprev / h) : 0;
-                for (int64_t j = 0; j < m; j++) {
-                    /* An output that did not move has derivative 0, even
-                     * when it is the same infinity on both sides (where
-                     * inf - inf would say NaN). */
-                    double d = fp[j] == fm[j] ? 0 : (fp[j] - fm[j]) / width, rich = NAN;
-                    double noise = F_ULPS * (fabs(fp[j]) + fabs(fm[j])) / width;
-                    if (!best[j].pass) {
-                        double ana = jac[(base + k) * m + j];
-                        bool prev_ok = tried > 0 && isfinite(dprev[j]);
-                        offer(&best[j], ana, d, noise, prev_ok ? fabs(d - dprev[j]) : INFINITY, h,
-                              false, tried == 0, &o);
-                        /* Richardson: D(h) = f' + c h^2 + O(h^4) at both
-                         * steps, so this combination cancels c. */
-                        if (prev_ok && r2 > 1 && isfinite(d)) {
-                            rich = d + (d - dprev[j]) / (r2 - 1);
-                            double err = fabs(rich - (isfinite(rprev[j]) ? rprev[j] : d));
-                            if (!best[j].pass)
-                                offer(&best[j], ana, rich, (r2 * noise + nprev[j]) / (r2 - 1), err,
-                                      h, true, false, &o);
-                        }
-                        if (best[j].pass) open--;
-                    }
-                    dprev[j] = d;
-                    nprev[j] = noise;
-                    rprev[j] = rich;
-                }
-                hprev = h;
-                tried++;
-            }
-            for (int64_t j = 0; j < m; j++) {
-                const estimate *e = &best[j];
-                double ana = jac[(base + k) * m + j];
-                res.checked++;
-                if (!e->set) { /* no step was wide enough to change x */
-                    ad__err(GC, "input %d element %lld: x = %g does not change by the step %g",
-                            i, (long long)k, xk, steps[0]);
-                    goto out;
-                }
-                res.failed += !e->pass;
-                res.infinite += e->same_inf;
-                bool worst = res.input < 0 || e->ratio > res.ratio;
-                if (!e->pass || e->same_inf) {
-                    describe_entry(msg, sizeof msg, req[r], i, k, out, j, ana, e, steps, ns, &o);
-                    if (o.report) fprintf(o.report, "%s: %s\n", GC, msg);
-                }
-                if (worst) {
-                    double diff = e->same_inf ? 0 : fabs(ana - e->num);
-                    res.input = i;
-                    res.element = k;
-                    res.output = j;
-                    res.analytic = ana;
-                    res.numeric = e->num;
-                    res.abs_err = diff;
-                    res.rel_err = !isfinite(diff) ? diff
-                                  : diff == 0     ? 0
-                                  : e->num != 0   ? diff / fabs(e->num)
-                                                  : INFINITY;
-                    res.ratio = e->ratio;
-                    res.step = e->step;
-                    res.richardson = e->richardson;
-                    /* a failure's ratio exceeds every pass's, so the
-                     * final worst entry's message is kept here */
-                    if (!e->pass) snprintf(worst_msg, sizeof worst_msg, "%s", msg);
-                }
-            }
-        }
-        base += nk;
-    }
-    if (res.failed) {
-        ad__err(GC, "%lld of %lld Jacobian entries disagree; the worst: %s",
-                (long long)res.failed, (long long)res.checked, worst_msg);
-        if (o.report) fprintf(o.report, "%s\n", ad_error());
-        rc = 0;
-    } else {
-        if (o.report)
-            fprintf(o.report, "%s: all %lld Jacobian entries agree (%lld as the same infinity)\n",
-                    GC, (long long)res.checked, (long long)res.infinite);
-        rc = 1;
-    }
-out:
-    if (result) *result = res;
-    ad__free(jac);
-    ad__free(buf);
-    ad__free(best);
+    g->ta = ad_tape_new();
+    g->te = ad_tape_new();
+    int rc = g->ta && g->te ? run_check(g, inputs) : -1;
+    if (result) *result = g->res;
+    ad__free(g->jac);
+    ad__free(g->fp);
+    ad__free(g->best);
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
-    ad_tape_free(ta);
-    ad_tape_free(te);
+    ad_tape_free(g->ta);
+    ad_tape_free(g->te);
+    ad__free(g);
     return rc;
 }
 
