@@ -55,11 +55,8 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         if (ad__check_opt(fn, "values[i]", values[i], false, &has_value)) return -1;
         if (!has_value) continue;
         if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
-            char a[160], b[160];
-            ad__fmt_shape(leaves[i]->ndim, leaves[i]->shape, a, sizeof a);
-            ad__fmt_shape(values[i]->ndim, values[i]->shape, b, sizeof b);
-            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a,
-                           ad_dtype_name(leaves[i]->dtype), b, ad_dtype_name(values[i]->dtype));
+            return ad__err(fn, "input %d was recorded as %s, got %s", i, ad__desc(leaves[i]),
+                           ad__desc(values[i]));
         }
     }
     /* Values are copied in before the rewind, which frees what was made
