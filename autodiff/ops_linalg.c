@@ -51,12 +51,10 @@ ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b)
         ad__check_same_dtype(fn, a, b))
         return NULL;
     if (a->ndim != 1 || b->ndim != 1 || a->shape[0] != b->shape[0]) {
-        char sa[160], sb[160];
-        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
         if (a->ndim != 1 || b->ndim != 1)
-            return ad__err(fn, "expected two 1-D tensors, got %s x %s", sa, sb), NULL;
-        return ad__err(fn, "lengths differ: %s x %s", sa, sb), NULL;
+            return ad__err(fn, "expected two 1-D tensors, got %s x %s", ad__shape_str(a),
+                           ad__shape_str(b)), NULL;
+        return ad__err(fn, "lengths differ: %s x %s", ad__shape_str(a), ad__shape_str(b)), NULL;
     }
     ad_tensor *in[2] = {a, b};
     ad_tape *tape;
@@ -89,10 +87,7 @@ typedef struct mm_geom {
 
 static int mm_error(const char *fn, const char *what, const ad_tensor *a, const ad_tensor *b)
 {
-    char sa[160], sb[160];
-    ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-    ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
-    return ad__err(fn, "%s: %s x %s", what, sa, sb);
+    return ad__err(fn, "%s: %s x %s", what, ad__shape_str(a), ad__shape_str(b));
 }
 
 static int mm_geometry(const char *fn, const ad_tensor *a, const ad_tensor *b, mm_geom *g)
