@@ -62,16 +62,12 @@ static int check_backward_args(const char *fn, ad_tensor *out, const ad_tensor *
     if (gout) {
         if (ad__check_arg(fn, "grad_output", gout, true)) return -1;
         if (!ad__same_shape(out, gout) || gout->dtype != out->dtype) {
-            char a[160], b[160];
-            ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
-            ad__fmt_shape(gout->ndim, gout->shape, b, sizeof b);
-            return ad__err(fn, "grad_output %s %s does not match output %s %s", b,
-                           ad_dtype_name(gout->dtype), a, ad_dtype_name(out->dtype));
+            return ad__err(fn, "grad_output %s does not match output %s", ad__desc(gout),
+                           ad__desc(out));
         }
     } else if (ad__numel(out->ndim, out->shape) != 1) {
-        char a[160];
-        ad__fmt_shape(out->ndim, out->shape, a, sizeof a);
-        return ad__err(fn, "grad_output may be NULL only for a one-element output; got %s", a);
+        return ad__err(fn, "grad_output may be NULL only for a one-element output; got %s",
+                       ad__shape_str(out));
     }
     return 0;
 }
@@ -108,12 +104,8 @@ static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_te
         return -1;
     }
     if (!ad__same_shape(gin[k], x) || gin[k]->dtype != x->dtype) {
-        char a[160], b[160];
-        ad__fmt_shape(gin[k]->ndim, gin[k]->shape, a, sizeof a);
-        ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
-        return ad__err(fn, "backward of op '%s' gave a %s %s gradient for a %s %s input %d",
-                       n->op->name, a, ad_dtype_name(gin[k]->dtype), b, ad_dtype_name(x->dtype),
-                       k);
+        return ad__err(fn, "backward of op '%s' gave a %s gradient for a %s input %d",
+                       n->op->name, ad__desc(gin[k]), ad__desc(x), k);
     }
     int64_t where, dummy;
     if (ad__anomaly_on() && ad__check_finite(fn, gin[k], &where) &&

@@ -382,11 +382,11 @@ static int result_shape(const char *fn, const ad_foreign *F, int k, ad_tensor *c
             int64_t x = d - (m - na) >= 0 ? in[a]->shape[d - (m - na)] : 1;
             int64_t y = d - (m - *nd) >= 0 ? shape[d - (m - *nd)] : 1;
             if (x != y && x != 1 && y != 1) {
-                char all[400] = "", s[64];
+                char all[400] = "";
                 for (int b = 0; b < F->nin; b++) {
-                    ad__fmt_shape(in[b]->ndim, in[b]->shape, s, sizeof s);
                     size_t len = strlen(all);
-                    snprintf(all + len, sizeof all - len, "%s%s", b ? ", " : "", s);
+                    snprintf(all + len, sizeof all - len, "%s%s", b ? ", " : "",
+                             ad__shape_str(in[b]));
                 }
                 return ad__err(fn, "%s: argument shapes %s cannot be broadcast together", nm,
                                all);

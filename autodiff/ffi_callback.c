@@ -49,9 +49,7 @@ static int check_output(const ad_callback *cb, const ad_tensor *y)
     }
     if (ad__check_arg(CB, "the function's output", y, true)) return -1;
     if (ad__numel(y->ndim, y->shape) != 1) {
-        char s[160];
-        ad__fmt_shape(y->ndim, y->shape, s, sizeof s);
-        return ad__err(CB, "the function must return one element, got %s", s);
+        return ad__err(CB, "the function must return one element, got %s", ad__shape_str(y));
     }
     if (y->tape != cb->tape)
         return ad__err(CB, "the function's output is not on the callback's tape (make "

@@ -43,14 +43,15 @@ enum { HALVINGS = 10, MAX_STEPS = 1 + HALVINGS + 2 };
  * the share of the tolerance a retried estimate's rounding may take. */
 static const double F_ULPS = 16 * DBL_EPSILON, NOISE_SHARE = 0.1;
 
-static void fmt_index(const ad_tensor *t, int64_t flat, char *buf, size_t size)
+/* "[i,j]", the position of element flat of t, for a message (ad__dims_str). */
+static const char *index_str(const ad_tensor *t, int64_t flat)
 {
     int64_t idx[AD_MAX_DIMS];
     for (int d = t->ndim - 1; d >= 0; d--) {
         idx[d] = t->shape[d] ? flat % t->shape[d] : 0;
         flat = t->shape[d] ? flat / t->shape[d] : 0;
     }
-    ad__fmt_shape(t->ndim, idx, buf, size);
+    return ad__dims_str(t->ndim, idx);
 }
 
 /* Calls f, turning a failure into an error that names the checker and
@@ -139,12 +140,10 @@ static void describe_entry(char *buf, size_t size, const ad_tensor *in, int i, i
                            const ad_tensor *out, int64_t j, double ana, const estimate *e,
                            const double *steps, int nsteps, const ad_gradcheck_opts *o)
 {
-    char ki[160], ji[160], how[256] = "";
-    fmt_index(in, k, ki, sizeof ki);
-    fmt_index(out, j, ji, sizeof ji);
+    char how[256] = "";
     /* fabs: printf writes a NaN's sign bit ("-nan"), which means nothing */
     int len = snprintf(buf, size, "input %d element %s, output element %s: analytic %.10g vs "
-                                  "numeric %.10g ", i, ki, ji, isnan(ana) ? fabs(ana) : ana,
+                                  "numeric %.10g ", i, index_str(in, k), index_str(out, j), isnan(ana) ? fabs(ana) : ana,
                        isnan(e->num) ? fabs(e->num) : e->num);
     if (len < 0 || (size_t)len >= size) return;
     buf += len, size -= (size_t)len;

@@ -208,15 +208,18 @@ ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int nd
 void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
 int64_t ad__numel(int ndim, const int64_t *shape);
 bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
-/* "[2,3]" into buf.  ad__shape_text returns it for a message's %s, as
- *     ad__text a = ad__shape_text(x->ndim, x->shape);
- *     ad__err(fn, "cannot expand %s", a.s);
- * or straight in the call (the text lives to the end of the statement). */
+/* "[2,3]" into buf. */
 void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size);
-typedef struct ad__text {
-    char s[160];
-} ad__text;
-ad__text ad__shape_text(int ndim, const int64_t *shape);
+/* Shapes for messages, without a caller's buffer: "[2,3]" for a shape,
+ * for a tensor's shape ("(null)" for NULL), and "[2,3] float32" for a
+ * tensor's shape and dtype.  Each returns a buffer of a small per-thread
+ * ring of 8: it stays valid until the 8th next call on the same thread, so
+ * use these only as the printf arguments of one message, as in
+ *     ad__err(fn, "lengths differ: %s x %s", ad__shape_str(a), ad__shape_str(b));
+ */
+const char *ad__dims_str(int ndim, const int64_t *shape);
+const char *ad__shape_str(const ad_tensor *t);
+const char *ad__desc(const ad_tensor *t);
 
 static inline bool ad__is_float(ad_dtype d) { return d == AD_FLOAT32 || d == AD_FLOAT64; }
 

@@ -82,10 +82,8 @@ int ad__broadcast(const char *fn, int na, const int64_t *sa, int nb, const int64
         int da = d - (n - na), db = d - (n - nb);
         int64_t x = da >= 0 ? sa[da] : 1, y = db >= 0 ? sb[db] : 1;
         if (x != y && x != 1 && y != 1) {
-            char a[160], b[160];
-            ad__fmt_shape(na, sa, a, sizeof a);
-            ad__fmt_shape(nb, sb, b, sizeof b);
-            return ad__errc(AD_ERR_SHAPE, fn, "shapes %s and %s cannot be broadcast together", a, b);
+            return ad__errc(AD_ERR_SHAPE, fn, "shapes %s and %s cannot be broadcast together",
+                            ad__dims_str(na, sa), ad__dims_str(nb, sb));
         }
         out[d] = x == 1 ? y : x;
     }

@@ -96,12 +96,11 @@ ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
         bool ok = xs[i]->ndim == x0->ndim;
         for (int k = 0; ok && k < x0->ndim; k++) ok = k == d || xs[i]->shape[k] == x0->shape[k];
         if (!ok) {
-            char a[160], b[160], c[160];
-            ad__fmt_shape(xs[i]->ndim, xs[i]->shape, a, sizeof a);
+            char b[160];
             fmt_star(x0, d, b, sizeof b);
-            ad__fmt_shape(x0->ndim, x0->shape, c, sizeof c);
             return ad__err(fn, "tensor %d has shape %s, expected %s with the other extents of "
-                               "tensor 0 %s", i, a, b, c), NULL;
+                               "tensor 0 %s", i, ad__shape_str(xs[i]), b, ad__shape_str(x0)),
+                   NULL;
         }
         total += xs[i]->shape[d];
         if (total > ((int64_t)1 << 60)) return ad__err(fn, "the result is too large"), NULL;
@@ -120,10 +119,8 @@ ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis)
     if (check_list(fn, xs, n) || ad__new_axis(fn, axis, xs[0], &a)) return NULL;
     for (int i = 1; i < n; i++)
         if (!ad__same_shape(xs[i], xs[0])) {
-            ad__text s = ad__shape_text(xs[i]->ndim, xs[i]->shape),
-                     s0 = ad__shape_text(xs[0]->ndim, xs[0]->shape);
-            return ad__err(fn, "tensor %d has shape %s, expected %s like tensor 0", i, s.s, s0.s),
-                   NULL;
+            return ad__err(fn, "tensor %d has shape %s, expected %s like tensor 0", i,
+                           ad__shape_str(xs[i]), ad__shape_str(xs[0])), NULL;
         }
     if (xs[0]->ndim == AD_MAX_DIMS)
         return ad__err(fn, "a tensor has at most %d dimensions", AD_MAX_DIMS), NULL;
@@ -201,10 +198,9 @@ static int check_range(const char *fn, const ad_tensor *index, const ad_tensor *
     do {
         int64_t v = ((const int64_t *)index->storage->data)[ad__offset_of(index, p)];
         if (v < -size || v >= size) {
-            ad__text a = ad__shape_text(index->ndim, p), b = ad__shape_text(x->ndim, x->shape);
             return ad__err(fn, "index%s = %lld is out of range [%lld, %lld) for dimension %d "
-                               "of %s %s", a.s, (long long)v, (long long)-size, (long long)size,
-                           d, xname, b.s);
+                               "of %s %s", ad__dims_str(index->ndim, p), (long long)v,
+                           (long long)-size, (long long)size, d, xname, ad__shape_str(x));
         }
     } while (next_index(index->ndim, index->shape, p));
     return 0;
@@ -285,9 +281,7 @@ ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index)
     if (ad__check_arg(fn, "x", x, false) || check_index(fn, index) || ad__dim_of(fn, x, axis, &d))
         return NULL;
     if (index->ndim != 1) {
-        char s[160];
-        ad__fmt_shape(index->ndim, index->shape, s, sizeof s);
-        return ad__err(fn, "index must be 1-D, got shape %s", s), NULL;
+        return ad__err(fn, "index must be 1-D, got shape %s", ad__shape_str(index)), NULL;
     }
     ad_tensor *in[2] = {x, index}, want = ad__slab(x, d, 0, index->shape[0], 1);
     return index_op(fn, &OP_INDEX_SELECT, index_select_run, 2, in, d, x, &want);
@@ -333,16 +327,12 @@ ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *
         ad__dim_of(fn, base, axis, &d))
         return NULL;
     if (index->ndim != 1)
-        return ad__err(fn, "index must be 1-D, got shape %s",
-                       ad__shape_text(index->ndim, index->shape).s), NULL;
+        return ad__err(fn, "index must be 1-D, got shape %s", ad__shape_str(index)), NULL;
     ad_tensor want = ad__slab(base, d, 0, index->shape[0], 1);
     if (!ad__same_shape(&want, src)) {
-        ad__text a = ad__shape_text(src->ndim, src->shape),
-                 b = ad__shape_text(want.ndim, want.shape),
-                 c = ad__shape_text(base->ndim, base->shape);
         return ad__err(fn, "src has shape %s, expected %s: base %s with extent len(index) = "
-                           "%lld along dimension %d", a.s, b.s, c.s, (long long)index->shape[0], d),
-               NULL;
+                           "%lld along dimension %d", ad__shape_str(src), ad__shape_str(&want),
+                       ad__shape_str(base), (long long)index->shape[0], d), NULL;
     }
     ad_tensor *in[3] = {base, index, src};
     return index_op(fn, &OP_INDEX_ADD, index_add_run, 3, in, d, base, base);
@@ -354,15 +344,15 @@ ad_tensor *ad_index_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor *
 static int check_fits(const char *fn, const ad_tensor *index, const ad_tensor *t,
                       const char *tname, int d)
 {
-    ad__text a = ad__shape_text(index->ndim, index->shape), b = ad__shape_text(t->ndim, t->shape);
     if (index->ndim != t->ndim)
         return ad__err(fn, "index has shape %s but %s has shape %s: they need the same number "
-                           "of dimensions", a.s, tname, b.s);
+                           "of dimensions", ad__shape_str(index), tname, ad__shape_str(t));
     for (int k = 0; k < t->ndim; k++)
         if (k != d && index->shape[k] > t->shape[k])
             return ad__err(fn, "index shape %s does not fit %s %s: extent %lld of dimension %d "
-                               "exceeds %lld (only dimension %d, the axis, may be longer)", a.s,
-                           tname, b.s, (long long)index->shape[k], k, (long long)t->shape[k], d);
+                               "exceeds %lld (only dimension %d, the axis, may be longer)",
+                           ad__shape_str(index), tname, ad__shape_str(t),
+                           (long long)index->shape[k], k, (long long)t->shape[k], d);
     return 0;
 }
 
@@ -446,10 +436,8 @@ ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor
         ad__dim_of(fn, base, axis, &d) || check_fits(fn, index, base, "base", d))
         return NULL;
     if (!ad__same_shape(src, index)) {
-        ad__text a = ad__shape_text(src->ndim, src->shape),
-                 b = ad__shape_text(index->ndim, index->shape);
-        return ad__err(fn, "src has shape %s but index has shape %s; they must be equal", a.s, b.s),
-               NULL;
+        return ad__err(fn, "src has shape %s but index has shape %s; they must be equal",
+                       ad__shape_str(src), ad__shape_str(index)), NULL;
     }
     ad_tensor *in[3] = {base, index, src};
     return index_op(fn, &OP_SCATTER_ADD, scatter_add_run, 3, in, d, base, base);

@@ -51,10 +51,10 @@ ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b)
         ad__check_same_dtype(fn, a, b))
         return NULL;
     if (a->ndim != 1 || b->ndim != 1 || a->shape[0] != b->shape[0]) {
-        ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
         if (a->ndim != 1 || b->ndim != 1)
-            return ad__err(fn, "expected two 1-D tensors, got %s x %s", sa.s, sb.s), NULL;
-        return ad__err(fn, "lengths differ: %s x %s", sa.s, sb.s), NULL;
+            return ad__err(fn, "expected two 1-D tensors, got %s x %s", ad__shape_str(a),
+                           ad__shape_str(b)), NULL;
+        return ad__err(fn, "lengths differ: %s x %s", ad__shape_str(a), ad__shape_str(b)), NULL;
     }
     ad_tensor *in[2] = {a, b};
     ad_tensor *out = ad__result(fn, 2, in, a->dtype, 0, NULL);
@@ -80,8 +80,7 @@ typedef struct mm_geom {
 
 static int mm_error(const char *fn, const char *what, const ad_tensor *a, const ad_tensor *b)
 {
-    ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
-    return ad__err(fn, "%s: %s x %s", what, sa.s, sb.s);
+    return ad__err(fn, "%s: %s x %s", what, ad__shape_str(a), ad__shape_str(b));
 }
 
 static int mm_geometry(const char *fn, const ad_tensor *a, const ad_tensor *b, mm_geom *g)

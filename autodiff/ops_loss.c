@@ -299,17 +299,14 @@ static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *la
     if (ad__check_arg(fn, "logits", logits, true) || ad__check_arg(fn, "labels", labels, false) ||
         check_reduction(fn, reduction))
         return NULL;
-    ad__text ls = ad__shape_text(logits->ndim, logits->shape);
-    if (logits->ndim != 2) return ad__err(fn, "logits must be 2-D [N, C], got %s", ls.s), NULL;
+    if (logits->ndim != 2)
+        return ad__err(fn, "logits must be 2-D [N, C], got %s", ad__shape_str(logits)), NULL;
     int64_t N = logits->shape[0];
     if (labels->dtype != AD_INT64)
         return ad__err(fn, "labels must be int64, got %s", ad_dtype_name(labels->dtype)), NULL;
-    if (labels->ndim != 1 || labels->shape[0] != N) {
-        ad__text a = ad__shape_text(labels->ndim, labels->shape);
-        return ad__err(fn, "labels %s do not match logits %s: need [%lld]", a.s, ls.s,
-                       (long long)N),
-               NULL;
-    }
+    if (labels->ndim != 1 || labels->shape[0] != N)
+        return ad__err(fn, "labels %s do not match logits %s: need [%lld]",
+                       ad__shape_str(labels), ad__shape_str(logits), (long long)N), NULL;
     if (!(eps >= 0.0 && eps <= 1.0))
         return ad__err(fn, "label smoothing %g is not in [0, 1]", eps), NULL;
     if (check_labels(fn, labels, logits->shape[1])) return NULL;
@@ -423,9 +420,8 @@ ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
         ad__check_same_dtype(fn, a, b) || check_reduction(fn, reduction))
         return NULL;
     if (!ad__same_shape(a, b)) {
-        ad__text sa = ad__shape_text(a->ndim, a->shape), sb = ad__shape_text(b->ndim, b->shape);
-        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)", sa.s, sb.s),
-               NULL;
+        return ad__err(fn, "shapes differ: %s vs %s (mse_loss does not broadcast)",
+                       ad__shape_str(a), ad__shape_str(b)), NULL;
     }
     ad_tensor *in[2] = {a, b};
     bool none = reduction == AD_REDUCTION_NONE;

@@ -98,9 +98,7 @@ static int win_fit(const char *fn, win2d *w, int64_t h, int64_t wd, const char *
 /* "x [1,2,5,5]" for messages. */
 static void describe(const char *name, const ad_tensor *t, char *buf, size_t size)
 {
-    char s[160];
-    ad__fmt_shape(t->ndim, t->shape, s, sizeof s);
-    snprintf(buf, size, "%s %s", name, s);
+    snprintf(buf, size, "%s %s", name, ad__shape_str(t));
 }
 
 /* Window columns ow in [lo, hi) of one row read inside the image: with
@@ -410,10 +408,8 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
         return ad__err(fn, "input has %lld channels but weight expects %lld (groups %lld): %s",
                        (long long)C, (long long)(w->shape[1] * G), (long long)G, both), NULL;
     if (bias && (bias->ndim != 1 || bias->shape[0] != O)) {
-        char bs[160];
-        ad__fmt_shape(bias->ndim, bias->shape, bs, sizeof bs);
         return ad__err(fn, "bias must be [%lld] (the output channels of %s), got %s",
-                       (long long)O, ws, bs), NULL;
+                       (long long)O, ws, ad__shape_str(bias)), NULL;
     }
     if (w->shape[2] > INT_MAX || w->shape[3] > INT_MAX)
         return ad__err(fn, "kernel too large: %s", ws), NULL;
@@ -643,12 +639,11 @@ ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
 ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices)
 {
     static const char *fn = "ad_embedding";
-    char wsh[160];
     if (ad__check_arg(fn, "weight", weight, true) ||
         ad__check_arg(fn, "indices", indices, false))
         return NULL;
-    ad__fmt_shape(weight->ndim, weight->shape, wsh, sizeof wsh);
-    if (weight->ndim != 2) return ad__err(fn, "weight must be 2-D [V, D], got %s", wsh), NULL;
+    if (weight->ndim != 2)
+        return ad__err(fn, "weight must be 2-D [V, D], got %s", ad__shape_str(weight)), NULL;
     if (indices->dtype != AD_INT64)
         return ad__err(fn, "indices must be int64, got %s", ad_dtype_name(indices->dtype)), NULL;
     if (indices->ndim >= AD_MAX_DIMS)
@@ -661,10 +656,9 @@ ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices)
     for (int64_t k = 0; k < n; k++) {
         int64_t v = ((const int64_t *)indices->storage->data)[ad__offset_of(indices, pos)];
         if (v < 0 || v >= V) {
-            char ps[160];
-            ad__fmt_shape(indices->ndim, pos, ps, sizeof ps);
             return ad__err(fn, "index %lld at position %s is out of range for %lld embeddings "
-                               "(weight %s)", (long long)v, ps, (long long)V, wsh), NULL;
+                               "(weight %s)", (long long)v, ad__dims_str(indices->ndim, pos),
+                           (long long)V, ad__shape_str(weight)), NULL;
         }
         for (int d = indices->ndim - 1; d >= 0 && ++pos[d] == indices->shape[d]; d--) pos[d] = 0;
     }
@@ -702,11 +696,8 @@ static int check_param(const char *fn, const char *name, const ad_tensor *t, con
     bool ok = t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
     if (ok) return 0;
-    char a[160], b[160], c[160];
-    ad__fmt_shape(t->ndim, t->shape, a, sizeof a);
-    ad__fmt_shape(ndim, shape, b, sizeof b);
-    ad__fmt_shape(x->ndim, x->shape, c, sizeof c);
-    return ad__err(fn, "%s has shape %s but %s of x %s are %s", name, a, what, c, b);
+    return ad__err(fn, "%s has shape %s but %s of x %s are %s", name, ad__shape_str(t), what,
+                   ad__shape_str(x), ad__dims_str(ndim, shape));
 }
 
 ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,
@@ -715,10 +706,8 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
     static const char *fn = "ad_layer_norm";
     if (ad__check_arg(fn, "x", x, true)) return NULL;
     if (nnormdims < 1 || nnormdims > x->ndim) {
-        char xs[160];
-        ad__fmt_shape(x->ndim, x->shape, xs, sizeof xs);
-        return ad__err(fn, "nnormdims %d out of range 1..%d for x %s", nnormdims, x->ndim, xs),
-               NULL;
+        return ad__err(fn, "nnormdims %d out of range 1..%d for x %s", nnormdims, x->ndim,
+                       ad__shape_str(x)), NULL;
     }
     const int64_t *last = x->shape + (x->ndim - nnormdims);
     char what[64];
@@ -755,9 +744,8 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
 {
     static const char *fn = "ad_batch_norm";
     if (ad__check_arg(fn, "x", x, true)) return NULL;
-    char xs[160];
-    ad__fmt_shape(x->ndim, x->shape, xs, sizeof xs);
-    if (x->ndim < 2) return ad__err(fn, "x must be [N, C, ...] (ndim >= 2), got %s", xs), NULL;
+    if (x->ndim < 2)
+        return ad__err(fn, "x must be [N, C, ...] (ndim >= 2), got %s", ad__shape_str(x)), NULL;
     if (!running_mean != !running_var)
         return ad__err(fn, "give both running_mean and running_var, or neither"), NULL;
     if (!training && !running_mean)
@@ -773,8 +761,8 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
         return ad__err(fn, "momentum must be in [0, 1], got %g", momentum), NULL;
     int64_t C = x->shape[1], M = C ? ad__numel(x->ndim, x->shape) / C : 0;
     if (training && M <= 1)
-        return ad__err(fn, "expected more than 1 value per channel when training, got x %s", xs),
-               NULL;
+        return ad__err(fn, "expected more than 1 value per channel when training, got x %s",
+                       ad__shape_str(x)), NULL;
 
     ad_scope s;
     ad_tensor *in[5] = {x, weight, bias, training ? NULL : running_mean,

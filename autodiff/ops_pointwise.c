@@ -598,11 +598,8 @@ ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
     int64_t s1[AD_MAX_DIMS], shape[AD_MAX_DIMS];
     if (ad__broadcast(fn, cond->ndim, cond->shape, a->ndim, a->shape, &n1, s1) ||
         ad__broadcast(fn, n1, s1, b->ndim, b->shape, &nd, shape)) {
-        char sc[160], sa[160], sb[160];
-        ad__fmt_shape(cond->ndim, cond->shape, sc, sizeof sc);
-        ad__fmt_shape(a->ndim, a->shape, sa, sizeof sa);
-        ad__fmt_shape(b->ndim, b->shape, sb, sizeof sb);
-        ad__err(fn, "shapes %s (cond), %s (a) and %s (b) cannot be broadcast together", sc, sa, sb);
+        ad__err(fn, "shapes %s (cond), %s (a) and %s (b) cannot be broadcast together",
+                ad__shape_str(cond), ad__shape_str(a), ad__shape_str(b));
         return NULL;
     }
     ad_tensor *in[3] = {cond, a, b};

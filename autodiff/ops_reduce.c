@@ -187,9 +187,8 @@ static int begin(const char *fn, ad_tensor *x, const int *axes, int naxes, bool 
 static int nonempty(const char *fn, const ad_tensor *x, const ad_reduce_plan *p)
 {
     if (p->count > 0) return 0;
-    char s[160];
-    ad__fmt_shape(x->ndim, x->shape, s, sizeof s);
-    return ad__err(fn, "empty reduction: a reduced dimension of %s has extent 0", s);
+    return ad__err(fn, "empty reduction: a reduced dimension of %s has extent 0",
+                   ad__shape_str(x));
 }
 
 /* g (the result's shape) with the reduced dimensions put back as extent 1,
@@ -390,10 +389,7 @@ ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
         if (red) p.count *= x->shape[d];
     }
     if (!ok) {
-        char a[160], b[160];
-        ad__fmt_shape(x->ndim, x->shape, a, sizeof a);
-        ad__fmt_shape(ndim, shape, b, sizeof b);
-        ad__err(fn, "shape %s cannot be summed to %s", a, b);
+        ad__err(fn, "shape %s cannot be summed to %s", ad__shape_str(x), ad__dims_str(ndim, shape));
         return NULL;
     }
     if (lead == 0) {

@@ -152,12 +152,11 @@ ad_tensor *ad_reshape(ad_tensor *x, int ndim, const int64_t *shape)
     }
     bool ambiguous = infer >= 0 && known == 0;
     if (ambiguous || (infer >= 0 ? numel % known != 0 : known != numel)) {
-        ad__text a = ad__shape_text(x->ndim, x->shape), b = ad__shape_text(ndim, shape);
         if (ambiguous)
             return ad__err(fn, "cannot reshape %s to %s: the -1 extent is ambiguous next to "
-                               "an extent 0", a.s, b.s), NULL;
-        return ad__err(fn, "cannot reshape %s (%lld elements) to %s", a.s, (long long)numel, b.s),
-               NULL;
+                               "an extent 0", ad__shape_str(x), ad__dims_str(ndim, shape)), NULL;
+        return ad__err(fn, "cannot reshape %s (%lld elements) to %s", ad__shape_str(x),
+                       (long long)numel, ad__dims_str(ndim, shape)), NULL;
     }
     if (infer >= 0) s[infer] = numel / known;
     if (ad__check_shape(fn, ndim, s, NULL)) return NULL;
@@ -185,10 +184,8 @@ ad_tensor *ad_flatten(ad_tensor *x, int start, int end)
         return NULL;
     if (x->ndim == 0) return ad_reshape(x, 1, (int64_t[]){1});
     if (s > e) {
-        char a[160];
-        ad__fmt_shape(x->ndim, x->shape, a, sizeof a);
         return ad__err(fn, "start %d (dimension %d) is after end %d (dimension %d) for %s",
-                       start, s, end, e, a), NULL;
+                       start, s, end, e, ad__shape_str(x)), NULL;
     }
     int64_t shape[AD_MAX_DIMS];
     int nd = 0;
@@ -205,9 +202,7 @@ ad_tensor *ad_squeeze(ad_tensor *x, int axis)
     int a;
     if (ad__check_arg(fn, "x", x, false) || ad__dim_of(fn, x, axis, &a)) return NULL;
     if (x->shape[a] != 1) {
-        char buf[160];
-        ad__fmt_shape(x->ndim, x->shape, buf, sizeof buf);
-        return ad__err(fn, "dimension %d of %s has extent %lld, not 1", a, buf,
+        return ad__err(fn, "dimension %d of %s has extent %lld, not 1", a, ad__shape_str(x),
                        (long long)x->shape[a]), NULL;
     }
     int64_t shape[AD_MAX_DIMS];
@@ -220,10 +215,8 @@ ad_tensor *ad_squeeze(ad_tensor *x, int axis)
 int ad__new_axis(const char *fn, int axis, const ad_tensor *x, int *a)
 {
     if (axis < -(x->ndim + 1) || axis > x->ndim) {
-        char buf[160];
-        ad__fmt_shape(x->ndim, x->shape, buf, sizeof buf);
         return ad__err(fn, "axis %d out of range %d..%d for a new dimension of %s", axis,
-                       -(x->ndim + 1), x->ndim, buf);
+                       -(x->ndim + 1), x->ndim, ad__shape_str(x));
     }
     *a = axis < 0 ? axis + x->ndim + 1 : axis;
     return 0;
@@ -279,8 +272,8 @@ ad_tensor *ad_expand(ad_tensor *x, int ndim, const int64_t *shape)
             s[d] = want;
             st[d] = 0;
         } else {
-            ad__text a = ad__shape_text(x->ndim, x->shape), b = ad__shape_text(ndim, shape);
-            return ad__err(fn, "cannot expand %s to %s", a.s, b.s), NULL;
+            return ad__err(fn, "cannot expand %s to %s", ad__shape_str(x),
+                           ad__dims_str(ndim, shape)), NULL;
         }
     }
     if (ad__check_shape(fn, ndim, s, NULL)) return NULL;
@@ -320,13 +313,13 @@ ad_tensor *ad_permute(ad_tensor *x, const int *perm)
     for (int i = 0; i < x->ndim; i++) {
         if (ad__axis(fn, perm[i], x->ndim, &p[i])) return NULL;
         if (seen[p[i]]) {
-            char buf[160], list[64];
+            char list[64];
             int k = 0;
-            ad__fmt_shape(x->ndim, x->shape, buf, sizeof buf);
             for (int j = 0; j < x->ndim && k < (int)sizeof list - 8; j++)
                 k += snprintf(list + k, sizeof list - (size_t)k, j ? ",%d" : "%d", perm[j]);
             return ad__err(fn, "perm (%s) names dimension %d twice; it must list each "
-                               "dimension of %s exactly once", list, p[i], buf), NULL;
+                               "dimension of %s exactly once", list, p[i], ad__shape_str(x)),
+                   NULL;
         }
         seen[p[i]] = true;
     }
@@ -420,11 +413,9 @@ ad_tensor *ad_narrow(ad_tensor *x, int axis, int64_t start, int64_t length)
     if (ad__check_arg(fn, "x", x, false) || ad__dim_of(fn, x, axis, &d)) return NULL;
     int64_t n = x->shape[d], first = start < 0 ? start + n : start;
     if (first < 0 || first > n || length < 0 || length > n - first) {
-        char buf[160];
-        ad__fmt_shape(x->ndim, x->shape, buf, sizeof buf);
         return ad__err(fn, "start %lld, length %lld do not fit in extent %lld of dimension %d "
-                           "of %s", (long long)start, (long long)length, (long long)n, d, buf),
-               NULL;
+                           "of %s", (long long)start, (long long)length, (long long)n, d,
+                       ad__shape_str(x)), NULL;
     }
     return slice_core(fn, x, d, first, length, 1);
 }
@@ -485,12 +476,10 @@ ad_tensor *ad_slice_scatter(ad_tensor *base, ad_tensor *src, int axis, int64_t s
     py_range(base->shape[d], start, stop, step, &first, &count);
     ad_tensor want = ad__slab(base, d, first, count, step);
     if (!ad__same_shape(&want, src)) {
-        ad__text a = ad__shape_text(src->ndim, src->shape),
-                 b = ad__shape_text(want.ndim, want.shape),
-                 c = ad__shape_text(base->ndim, base->shape);
         return ad__err(fn, "src has shape %s, expected %s: %lld elements from %lld in steps of "
-                           "%lld along dimension %d of base %s", a.s, b.s, (long long)count,
-                       (long long)first, (long long)step, d, c.s), NULL;
+                           "%lld along dimension %d of base %s", ad__shape_str(src),
+                       ad__shape_str(&want), (long long)count, (long long)first, (long long)step,
+                       d, ad__shape_str(base)), NULL;
     }
     return slice_scatter_core(fn, base, src, d, first, count, step);
 }

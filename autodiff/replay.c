@@ -55,10 +55,8 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         if (ad__check_opt(fn, "values[i]", values[i], false, &has_value)) return -1;
         if (!has_value) continue;
         if (!ad__same_shape(leaves[i], values[i]) || leaves[i]->dtype != values[i]->dtype) {
-            ad__text a = ad__shape_text(leaves[i]->ndim, leaves[i]->shape),
-                     b = ad__shape_text(values[i]->ndim, values[i]->shape);
-            return ad__err(fn, "input %d was recorded as %s %s, got %s %s", i, a.s,
-                           ad_dtype_name(leaves[i]->dtype), b.s, ad_dtype_name(values[i]->dtype));
+            return ad__err(fn, "input %d was recorded as %s, got %s", i, ad__desc(leaves[i]),
+                           ad__desc(values[i]));
         }
     }
     /* Values are copied in before the rewind, which frees what was made

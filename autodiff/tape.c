@@ -572,34 +572,30 @@ static void describe_inputs(int nin, ad_tensor *const *in, char *buf, size_t siz
     size_t len = 0;
     buf[0] = '\0';
     for (int i = 0; i < nin && len + 1 < size; i++) {
-        char sh[160];
-        ad__fmt_shape(in[i]->ndim, in[i]->shape, sh, sizeof sh);
-        len += (size_t)snprintf(buf + len, size - len, "%sinput %d: %s %s", i ? ", " : "", i, sh,
-                                ad_dtype_name(in[i]->dtype));
+        len += (size_t)snprintf(buf + len, size - len, "%sinput %d: %s", i ? ", " : "", i,
+                                ad__desc(in[i]));
     }
 }
 
 int ad__anomaly_error(const char *what, const ad_op *op, const ad_tensor *bad, int64_t where,
                          int nin, ad_tensor *const *in, const char *label)
 {
-    char fn[96], el[160], sh[160], ins[400];
+    char fn[96], ins[400];
     snprintf(fn, sizeof fn, "ad_%s", op->name);
     int64_t idx[AD_MAX_DIMS];
     for (int d = bad->ndim - 1; d >= 0; d--) {
         idx[d] = bad->shape[d] ? where % bad->shape[d] : 0;
         where = bad->shape[d] ? where / bad->shape[d] : 0;
     }
-    ad__fmt_shape(bad->ndim, idx, el, sizeof el);
-    ad__fmt_shape(bad->ndim, bad->shape, sh, sizeof sh);
     describe_inputs(nin, in, ins, sizeof ins);
     int64_t flat = 0;
     for (int d = 0; d < bad->ndim; d++) flat = flat * bad->shape[d] + idx[d];
     (void)flat;
     double v = ad__ld(bad, ad__offset_of(bad, idx));
-    return ad__err(fn, "anomaly: %s %s at element %s of a %s %s result from finite inputs "
+    return ad__err(fn, "anomaly: %s %s at element %s of a %s result from finite inputs "
                        "(%s)%s%s%s",
-                   what, isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"), el, sh,
-                   ad_dtype_name(bad->dtype), ins, label ? " in '" : "", label ? label : "",
+                   what, isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"), ad__dims_str(bad->ndim, idx),
+                   ad__desc(bad), ins, label ? " in '" : "", label ? label : "",
                    label ? "'" : "");
 }
 

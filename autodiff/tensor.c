@@ -27,11 +27,41 @@ void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size)
     if (n < size) snprintf(buf + n, size - n, "]");
 }
 
-ad__text ad__shape_text(int ndim, const int64_t *shape)
+/* The ring behind ad__dims_str/ad__shape_str/ad__desc: AD_FMT_RING buffers
+ * per thread, handed out in turn.  192 bytes hold any shape (AD_MAX_DIMS
+ * dimensions of up to 20 characters) followed by a dtype name. */
+enum { AD_FMT_RING = 8, AD_FMT_SIZE = 192 };
+static _Thread_local char fmt_ring[AD_FMT_RING][AD_FMT_SIZE];
+static _Thread_local unsigned fmt_next;
+
+static char *fmt_slot(void)
 {
-    ad__text t;
-    ad__fmt_shape(ndim, shape, t.s, sizeof t.s);
-    return t;
+    return fmt_ring[fmt_next++ % AD_FMT_RING];
+}
+
+const char *ad__dims_str(int ndim, const int64_t *shape)
+{
+    char *buf = fmt_slot();
+    ad__fmt_shape(ndim, shape, buf, AD_FMT_SIZE);
+    return buf;
+}
+
+const char *ad__shape_str(const ad_tensor *t)
+{
+    char *buf = fmt_slot();
+    ad_shape_str(t, buf, AD_FMT_SIZE);
+    return buf;
+}
+
+const char *ad__desc(const ad_tensor *t)
+{
+    char *buf = fmt_slot();
+    ad_shape_str(t, buf, AD_FMT_SIZE);
+    if (t) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, AD_FMT_SIZE - n, " %s", ad_dtype_name(t->dtype));
+    }
+    return buf;
 }
 
 void ad_shape_str(const ad_tensor *t, char *buf, size_t size)
@@ -81,9 +111,7 @@ int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *num
         if (shape[d] < 0)
             return ad__err(fn, "negative extent %lld in dimension %d", (long long)shape[d], d);
         if (shape[d] > 0 && n > AD_MAX_NUMEL / shape[d]) {
-            char buf[160];
-            ad__fmt_shape(ndim, shape, buf, sizeof buf);
-            return ad__err(fn, "shape %s has too many elements", buf);
+            return ad__err(fn, "shape %s has too many elements", ad__dims_str(ndim, shape));
         }
         n *= shape[d];
     }
@@ -399,10 +427,8 @@ static int index_offset(const char *fn, const ad_tensor *t, const int64_t *index
     for (int d = 0; d < t->ndim; d++) {
         int64_t i = index[d] < 0 ? index[d] + t->shape[d] : index[d];
         if (i < 0 || i >= t->shape[d]) {
-            char buf[160];
-            ad__fmt_shape(t->ndim, t->shape, buf, sizeof buf);
             return ad__err(fn, "index %lld out of range for dimension %d of shape %s",
-                           (long long)index[d], d, buf);
+                           (long long)index[d], d, ad__shape_str(t));
         }
         *o += i * t->strides[d];
     }
@@ -433,9 +459,8 @@ double ad_item(const ad_tensor *t)
 {
     CHECK_OR("ad_item", t, NAN);
     if (ad__numel(t->ndim, t->shape) != 1) {
-        char buf[160];
-        ad__fmt_shape(t->ndim, t->shape, buf, sizeof buf);
-        ad__err("ad_item", "tensor of shape %s does not have exactly one element", buf);
+        ad__err("ad_item", "tensor of shape %s does not have exactly one element",
+                ad__shape_str(t));
         return NAN;
     }
     return ad__ld(t, t->offset);
@@ -474,9 +499,8 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
         ad__check_arg("ad_copy_into", "src", src, false))
         return -1;
     if (!ad__same_shape(dst, src)) {
-        ad__text a = ad__shape_text(dst->ndim, dst->shape),
-                 b = ad__shape_text(src->ndim, src->shape);
-        return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", a.s, b.s);
+        return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", ad__shape_str(dst),
+                       ad__shape_str(src));
     }
     ad_iter it = {.ndim = dst->ndim};
     memcpy(it.shape, dst->shape, sizeof it.shape);

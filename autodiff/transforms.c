@@ -65,9 +65,8 @@ int ad_grad(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_
     ad_tensor *y = call_f(fn, tape, f, ctx, n, x, xv);
     if (!y) return -1;
     if (ad__numel(y->ndim, y->shape) != 1) {
-        char b[160];
-        ad__fmt_shape(y->ndim, y->shape, b, sizeof b);
-        return ad__err(fn, "the function must return one element, got shape %s", b);
+        return ad__err(fn, "the function must return one element, got shape %s",
+                       ad__shape_str(y));
     }
     if (value) *value = y;
     return grads_of(y, NULL, n, xv, grads, flags | AD_RETAIN_GRAPH);
@@ -107,11 +106,7 @@ static ad_tensor *jvp_dir(const char *fn, ad_tensor *w, int n, ad_tensor *const 
     for (int i = 0; i < n; i++) {
         if (!u || !u[i]) continue;
         if (!ad__same_shape(u[i], xv[i]) || u[i]->dtype != xv[i]->dtype) {
-            char a[160], b[160];
-            ad__fmt_shape(u[i]->ndim, u[i]->shape, a, sizeof a);
-            ad__fmt_shape(xv[i]->ndim, xv[i]->shape, b, sizeof b);
-            ad__err(fn, "tangent %d has shape %s %s, input %s %s", i, a, ad_dtype_name(u[i]->dtype),
-                    b, ad_dtype_name(xv[i]->dtype));
+            ad__err(fn, "tangent %d has shape %s, input %s", i, ad__desc(u[i]), ad__desc(xv[i]));
             s = NULL;
             goto out;
         }
@@ -256,9 +251,8 @@ static ad_tensor *gradient_fn(ad_tensor *const *x, int n, void *vctx)
     if (!y) return NULL;
     if (ad__check_arg(fn, "the function's output", y, true)) return NULL;
     if (ad__numel(y->ndim, y->shape) != 1) {
-        char b[160];
-        ad__fmt_shape(y->ndim, y->shape, b, sizeof b);
-        return ad__err(fn, "the function must return one element, got shape %s", b), NULL;
+        return ad__err(fn, "the function must return one element, got shape %s",
+                       ad__shape_str(y)), NULL;
     }
     ad_tensor *g;
     if (grads_of(y, NULL, 1, x, &g, AD_CREATE_GRAPH)) return NULL;
@@ -284,10 +278,7 @@ int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *v, ad_t
     ad_tensor *g = call_f(fn, tape, gradient_fn, &c, 1, &x, xv);
     if (!g) return -1;
     if (!ad__same_shape(v, xv[0]) || v->dtype != xv[0]->dtype) {
-        char a[160], b[160];
-        ad__fmt_shape(v->ndim, v->shape, a, sizeof a);
-        ad__fmt_shape(x->ndim, x->shape, b, sizeof b);
-        return ad__err(fn, "v has shape %s, x has %s", a, b);
+        return ad__err(fn, "v has shape %s, x has %s", ad__shape_str(v), ad__shape_str(x));
     }
     ad_tape *prev = ad_tape_activate(tape);
     bool prev_mode = ad_set_grad_enabled(true);
