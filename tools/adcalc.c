@@ -737,83 +737,99 @@ static int bind(calc *c, int argc, char **argv)
     return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+/* Sorts the arguments into options and the positional pos[] (the
+ * expression, then NAME=VALUE ...).  True when the program ends here
+ * (--help, --version, an unknown option), with its exit status. */
+static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npos, int *status)
 {
-    options opt = {0};
-    int npos = 0;
-    char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    if (!pos) return EXIT_INTERNAL;
     bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (options_done || a[0] != '-' || (a[1] != '-' && strcmp(a, "-h") != 0)) {
-            pos[npos++] = argv[i];
+            pos[(*npos)++] = argv[i];
         } else if (strcmp(a, "--") == 0) {
             options_done = true;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(USAGE, stdout);
             fputs(HELP, stdout);
-            free(pos);
-            return EXIT_OK;
+            return *status = EXIT_OK, true;
         } else if (strcmp(a, "--version") == 0) {
             printf("adcalc (autodiff) %s\n", AUTODIFF_VERSION);
-            free(pos);
-            return EXIT_OK;
+            return *status = EXIT_OK, true;
         } else if (strcmp(a, "--hessian") == 0) {
-            opt.hessian = true;
+            opt->hessian = true;
         } else if (strcmp(a, "--json") == 0) {
-            opt.json = true;
+            opt->json = true;
         } else if (strcmp(a, "--trace") == 0) {
-            opt.trace = true;
+            opt->trace = true;
         } else if (strcmp(a, "--check") == 0) {
-            opt.check = true;
+            opt->check = true;
         } else if (strcmp(a, "--dot") == 0) {
-            opt.dot = true;
+            opt->dot = true;
         } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
-            opt.dot = true;
-            opt.dot_file = a + 6;
+            opt->dot = true;
+            opt->dot_file = a + 6;
         } else {
-            free(pos);
-            return usage_error("unknown option '%s'", a);
+            return *status = usage_error("unknown option '%s'", a), true;
         }
     }
-    int status = EXIT_OK;
-    if (npos == 0) status = usage_error("no expression given");
-    else if (opt.dot && !opt.dot_file && (opt.json || opt.trace || opt.check || opt.hessian))
-        status = usage_error("--dot prints only the graph; to combine it with --json, --trace, "
-                             "--check or --hessian write it to a file with --dot=FILE");
-    else if (opt.json && opt.trace)
-        status = usage_error("--json and --trace both print to standard output; use one");
-    if (status) {
+    return false;
+}
+
+/* The options that cannot be combined, and a missing expression. */
+static int check_options(const options *opt, int npos)
+{
+    if (npos == 0) return usage_error("no expression given");
+    if (opt->dot && !opt->dot_file && (opt->json || opt->trace || opt->check || opt->hessian))
+        return usage_error("--dot prints only the graph; to combine it with --json, --trace, "
+                           "--check or --hessian write it to a file with --dot=FILE");
+    if (opt->json && opt->trace)
+        return usage_error("--json and --trace both print to standard output; use one");
+    return EXIT_OK;
+}
+
+/* Parses the expression and binds its variables; EXIT_OK or the status of
+ * the error, which has been reported. */
+static int prepare(calc *c, int nbind, char **bindings)
+{
+    expr_error err;
+    c->root = expr_parse(c->src, &err);
+    if (!c->root) {
+        fprintf(stderr, "adcalc: %s at column %d\n", err.message, err.column);
+        show_column(c->src, err.column);
+        return EXIT_USAGE;
+    }
+    int status = bind(c, nbind, bindings);
+    if (status) return status;
+    const expr *u = unbound(c, c->root);
+    if (u) {
+        fprintf(stderr, "adcalc: variable '%s' has no value (give %s=...)\n", u->text, u->text);
+        show_column(c->src, u->column);
+        return EXIT_USAGE;
+    }
+    for (int i = 0; i < c->n; i++)
+        if (!uses(c->root, c->names[i]))
+            adcalc_warn("variable '%s' does not appear in the expression (its derivative is 0)",
+                        c->names[i]);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    options opt = {0};
+    int npos = 0, status = EXIT_OK;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) return EXIT_INTERNAL;
+    if (parse_args(argc, argv, &opt, pos, &npos, &status) ||
+        (status = check_options(&opt, npos))) {
         free(pos);
         return status;
     }
 
     calc c = {0};
     c.src = opt.expression = pos[0];
-    expr_error err;
-    c.root = expr_parse(c.src, &err);
-    if (!c.root) {
-        fprintf(stderr, "adcalc: %s at column %d\n", err.message, err.column);
-        show_column(c.src, err.column);
-        status = EXIT_USAGE;
-    }
-    if (!status) status = bind(&c, npos - 1, pos + 1);
-    if (!status) {
-        const expr *u = unbound(&c, c.root);
-        if (u) {
-            fprintf(stderr, "adcalc: variable '%s' has no value (give %s=...)\n", u->text, u->text);
-            show_column(c.src, u->column);
-            status = EXIT_USAGE;
-        }
-    }
-    if (!status) {
-        for (int i = 0; i < c.n; i++)
-            if (!uses(c.root, c.names[i]))
-                adcalc_warn("variable '%s' does not appear in the expression (its derivative is 0)",
-                            c.names[i]);
-        status = run(&c, &opt);
-    }
+    status = prepare(&c, npos - 1, pos + 1);
+    if (!status) status = run(&c, &opt);
     expr_free(c.root);
     free(c.names);
     free(c.values);
