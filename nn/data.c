@@ -123,73 +123,94 @@ static nn_idx *idx_fail(gzFile gz, nn_idx *idx)
     return NULL;
 }
 
-nn_idx *nn_idx_load(const char *path)
+/* One IDX file being read by nn_idx_load: the stream, what its header
+ * says, and the state of gz_read_full shared by every read. */
+typedef struct idx_reader {
+    gzFile gz;
+    const char *path;
+    const char *gzmsg; /* a zlib error's message, when a read returns -1 */
+    bool cut;          /* the gzip stream ended early */
+    size_t esize;      /* bytes per element */
+    int64_t nbytes;    /* of data, as the header says */
+    char dims[160];    /* "60000x28x28" */
+    char per[32];      /* " x 4 bytes", or "" for bytes */
+} idx_reader;
+
+static const char *const idx_fn = "nn_idx_load";
+
+/* gz_read_full, with "cannot read" reported: returns -1 then. */
+static int64_t idx_read(idx_reader *r, void *buf, int64_t n)
 {
-    static const char *fn = "nn_idx_load";
-    if (!path) {
-        nn__err(fn, "path is NULL");
-        return NULL;
-    }
+    int64_t got = gz_read_full(r->gz, buf, n, &r->cut, &r->gzmsg);
+    if (got < 0) nn__err_io(idx_fn, "cannot read %s: %s", r->path, r->gzmsg);
+    return got;
+}
+
+/* Opens path, plain or gzip; NULL with the error set. */
+static gzFile idx_open(const char *path)
+{
     if (!gz_alloc_probe()) {
-        nn__err(fn, "cannot open %s: out of memory", path);
+        nn__err(idx_fn, "cannot open %s: out of memory", path);
         return NULL;
     }
     errno = 0;
     gzFile gz = gzopen(path, "rb"); /* reads plain files as they are */
     if (!gz) {
-        nn__err_io(fn, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
+        nn__err_io(idx_fn, "cannot open %s: %s", path,
+                   errno ? strerror(errno) : "out of memory");
         return NULL;
     }
     gzbuffer(gz, 1u << 17);
-    nn_idx *idx = ad_calloc(1, sizeof *idx);
-    if (!idx) {
-        nn__err(fn, "out of memory");
-        return idx_fail(gz, idx);
-    }
-    const char *gzmsg = "";
-    bool cut = false;
-    uint8_t head[4 + 4 * NN_IDX_MAX_DIMS];
-    int64_t got = gz_read_full(gz, head, 4, &cut, &gzmsg);
-    if (got < 0) {
-        nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
-        return idx_fail(gz, idx);
-    }
-    if (got == 0) {
-        nn__err(fn, "%s is empty", path);
-        return idx_fail(gz, idx);
-    }
+    return gz;
+}
+
+/* The magic number, 00 00 <type> <ndim>, into head[0..3], idx->type,
+ * idx->ndim and r->esize. */
+static bool idx_read_magic(idx_reader *r, nn_idx *idx, uint8_t *head)
+{
+    const char *path = r->path;
+    int64_t got = idx_read(r, head, 4);
+    if (got < 0) return false;
+    if (got == 0) return nn__err(idx_fn, "%s is empty", path), false;
     if (got < 4) {
-        nn__err_io(fn, "%s is truncated: it has %lld of the 4 magic bytes", path, (long long)got);
-        return idx_fail(gz, idx);
+        nn__err_io(idx_fn, "%s is truncated: it has %lld of the 4 magic bytes", path,
+                   (long long)got);
+        return false;
     }
     if (head[0] != 0 || head[1] != 0) {
-        nn__err_io(fn, "%s is not an IDX file: bad magic %02x %02x %02x %02x, expected 00 00 "
-                    "<type> <ndim>", path, head[0], head[1], head[2], head[3]);
-        return idx_fail(gz, idx);
+        nn__err_io(idx_fn, "%s is not an IDX file: bad magic %02x %02x %02x %02x, expected 00 "
+                   "00 <type> <ndim>", path, head[0], head[1], head[2], head[3]);
+        return false;
     }
     idx->type = (nn_idx_type)head[2];
-    size_t esize = nn_idx_type_size(idx->type);
-    if (esize == 0) {
-        nn__err_io(fn, "%s: bad magic: unknown type code 0x%02x (expected 0x08 ubyte, 0x09 "
-                    "byte, 0x0b short, 0x0c int, 0x0d float or 0x0e double)", path, head[2]);
-        return idx_fail(gz, idx);
+    r->esize = nn_idx_type_size(idx->type);
+    if (r->esize == 0) {
+        nn__err_io(idx_fn, "%s: bad magic: unknown type code 0x%02x (expected 0x08 ubyte, "
+                   "0x09 byte, 0x0b short, 0x0c int, 0x0d float or 0x0e double)", path,
+                   head[2]);
+        return false;
     }
     int ndim = head[3];
     if (ndim < 1 || ndim > NN_IDX_MAX_DIMS) {
-        nn__err(fn, "%s has %d dimensions; 1 to %d are supported", path, ndim,
+        nn__err(idx_fn, "%s has %d dimensions; 1 to %d are supported", path, ndim,
                 NN_IDX_MAX_DIMS);
-        return idx_fail(gz, idx);
+        return false;
     }
     idx->ndim = ndim;
-    got = gz_read_full(gz, head + 4, 4 * ndim, &cut, &gzmsg);
-    if (got < 0) {
-        nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
-        return idx_fail(gz, idx);
-    }
+    return true;
+}
+
+/* The extents after the magic, into idx->dims, idx->numel and r->nbytes,
+ * refused when their product cannot be held in memory. */
+static bool idx_read_extents(idx_reader *r, nn_idx *idx, uint8_t *head)
+{
+    int ndim = idx->ndim;
+    int64_t got = idx_read(r, head + 4, 4 * ndim);
+    if (got < 0) return false;
     if (got < 4 * ndim) {
-        nn__err_io(fn, "%s is truncated: the header ends after %lld of its %d bytes of extents",
-                path, (long long)got, 4 * ndim);
-        return idx_fail(gz, idx);
+        nn__err_io(idx_fn, "%s is truncated: the header ends after %lld of its %d bytes of "
+                   "extents", r->path, (long long)got, 4 * ndim);
+        return false;
     }
     /* The product of up to eight 32-bit extents can exceed any memory:
      * refuse it before multiplying further, so nothing wraps around. */
@@ -202,88 +223,109 @@ nn_idx *nn_idx_load(const char *path)
         empty |= idx->dims[i] == 0; /* then the product is 0, however big the rest */
     }
     for (int i = 0; i < ndim && !empty && !overflow; i++) {
-        if (numel > (INT64_MAX / (int64_t)esize) / idx->dims[i]) overflow = true;
+        if (numel > (INT64_MAX / (int64_t)r->esize) / idx->dims[i]) overflow = true;
         else numel *= idx->dims[i];
     }
     if (empty) numel = 0;
-    char dims[160];
-    fmt_dims(ndim, idx->dims, dims, sizeof dims);
-    if (overflow || (uint64_t)numel * esize > SIZE_MAX) {
-        nn__err(fn, "%s: extents %s overflow: more elements than memory can hold", path, dims);
-        return idx_fail(gz, idx);
+    fmt_dims(ndim, idx->dims, r->dims, sizeof r->dims);
+    if (overflow || (uint64_t)numel * r->esize > SIZE_MAX) {
+        nn__err(idx_fn, "%s: extents %s overflow: more elements than memory can hold", r->path,
+                r->dims);
+        return false;
     }
     idx->numel = numel;
-    int64_t nbytes = numel * (int64_t)esize;
-    char per[32] = "";
-    if (esize > 1) snprintf(per, sizeof per, " x %zu bytes", esize);
+    r->nbytes = numel * (int64_t)r->esize;
+    if (r->esize > 1) snprintf(r->per, sizeof r->per, " x %zu bytes", r->esize);
+    return true;
+}
 
+/* The r->nbytes bytes of data into idx->data. */
+static bool idx_read_data(idx_reader *r, nn_idx *idx)
+{
+    int64_t nbytes = r->nbytes;
     /* Grow the buffer as data arrives instead of trusting the header with
      * one big allocation: a corrupt header claiming 16 GB of a 1 KB file
      * then fails as "truncated", not as "out of memory". */
     int64_t cap = nbytes < (1 << 26) ? nbytes : (1 << 26);
     idx->data = ad_malloc(cap > 0 ? (size_t)cap : 1);
-    if (!idx->data) {
-        nn__err(fn, "out of memory for %lld bytes", (long long)cap);
-        return idx_fail(gz, idx);
-    }
+    if (!idx->data) return nn__err(idx_fn, "out of memory for %lld bytes", (long long)cap), false;
     int64_t have = 0;
-    while (have < nbytes && !cut) {
+    while (have < nbytes && !r->cut) {
         if (have == cap) {
             cap = cap > nbytes / 2 ? nbytes : cap * 2;
             uint8_t *p = ad_realloc(idx->data, (size_t)cap);
             if (!p) {
-                nn__err(fn, "out of memory for %lld bytes", (long long)cap);
-                return idx_fail(gz, idx);
+                nn__err(idx_fn, "out of memory for %lld bytes", (long long)cap);
+                return false;
             }
             idx->data = p;
         }
         int64_t want = cap - have;
-        got = gz_read_full(gz, idx->data + have, want, &cut, &gzmsg);
-        if (got < 0) {
-            nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
-            return idx_fail(gz, idx);
-        }
+        int64_t got = idx_read(r, idx->data + have, want);
+        if (got < 0) return false;
         have += got;
         if (got < want) break; /* end of the data */
     }
     if (have < nbytes) {
-        nn__err_io(fn, "%s is truncated: header says %s%s = %lld bytes of data, file has %lld%s",
-                path, dims, per, (long long)nbytes, (long long)have,
-                cut ? " (the gzip stream ends early)" : "");
-        return idx_fail(gz, idx);
+        nn__err_io(idx_fn, "%s is truncated: header says %s%s = %lld bytes of data, file has "
+                   "%lld%s", r->path, r->dims, r->per, (long long)nbytes, (long long)have,
+                   r->cut ? " (the gzip stream ends early)" : "");
+        return false;
     }
-    /* Anything after the data is an error too: it means the header and the
-     * file disagree, and which one is right cannot be known. */
+    return true;
+}
+
+/* Anything after the data is an error too: it means the header and the
+ * file disagree, and which one is right cannot be known. */
+static bool idx_check_end(idx_reader *r)
+{
     /* Counted up to 1 MB only: a small .gz can inflate to gigabytes. */
-    int64_t extra = 0;
+    int64_t extra = 0, got;
     uint8_t tail[4096];
     for (;;) {
-        got = gz_read_full(gz, tail, sizeof tail, &cut, &gzmsg);
-        if (got < 0) {
-            nn__err_io(fn, "cannot read %s: %s", path, gzmsg);
-            return idx_fail(gz, idx);
-        }
+        if ((got = idx_read(r, tail, sizeof tail)) < 0) return false;
         extra += got;
         if (got < (int64_t)sizeof tail || extra >= (1 << 20)) break;
     }
-    if (cut) {
+    if (r->cut) {
         /* All the data arrived but not the gzip trailer with its CRC: the
          * data cannot be verified, so it is not used. */
-        nn__err_io(fn, "%s is truncated: the gzip stream ends before its checksum", path);
-        return idx_fail(gz, idx);
+        nn__err_io(idx_fn, "%s is truncated: the gzip stream ends before its checksum",
+                   r->path);
+        return false;
     }
     if (extra > 0) {
-        nn__err(fn, "%s has %s%lld bytes of trailing data after the %lld bytes of data its "
-                    "header (%s%s) describes", path, extra >= (1 << 20) ? "at least " : "",
-                (long long)extra, (long long)nbytes, dims, per);
-        return idx_fail(gz, idx);
+        nn__err(idx_fn, "%s has %s%lld bytes of trailing data after the %lld bytes of data "
+                "its header (%s%s) describes", r->path, extra >= (1 << 20) ? "at least " : "",
+                (long long)extra, (long long)r->nbytes, r->dims, r->per);
+        return false;
     }
-    int zrc = gzclose(gz);
+    return true;
+}
+
+nn_idx *nn_idx_load(const char *path)
+{
+    if (!path) {
+        nn__err(idx_fn, "path is NULL");
+        return NULL;
+    }
+    idx_reader r = {.path = path, .gzmsg = ""};
+    if (!(r.gz = idx_open(path))) return NULL;
+    nn_idx *idx = ad_calloc(1, sizeof *idx);
+    if (!idx) {
+        nn__err(idx_fn, "out of memory");
+        return idx_fail(r.gz, idx);
+    }
+    uint8_t head[4 + 4 * NN_IDX_MAX_DIMS];
+    if (!idx_read_magic(&r, idx, head) || !idx_read_extents(&r, idx, head) ||
+        !idx_read_data(&r, idx) || !idx_check_end(&r))
+        return idx_fail(r.gz, idx);
+    int zrc = gzclose(r.gz);
     if (zrc != Z_OK) {
-        nn__err_io(fn, "cannot read %s: closing failed (zlib error %d)", path, zrc);
+        nn__err_io(idx_fn, "cannot read %s: closing failed (zlib error %d)", path, zrc);
         return idx_fail(NULL, idx);
     }
-    swap_bytes(idx->data, numel, esize);
+    swap_bytes(idx->data, idx->numel, r.esize);
     return idx;
 }
 

@@ -465,6 +465,96 @@ done:
     return rc;
 }
 
+/* The variables: leaves that require grad, named for traces and graphs. */
+static int make_variables(const calc *c, ad_tape *tape, ad_tensor **vars)
+{
+    for (int i = 0; i < c->n; i++) {
+        vars[i] = ad_scalar_tensor(tape, AD_FLOAT64, c->values[i]);
+        if (!vars[i] || ad_set_requires_grad(vars[i], true) || ad_set_label(vars[i], c->names[i]))
+            return -1;
+    }
+    return 0;
+}
+
+/* The forward pass, recorded on the active tape; NULL on error. */
+static ad_tensor *forward(calc *c, const options *opt, ad_tensor **vars, tracer *tr)
+{
+    if (opt->trace) {
+        printf("forward pass: each op computes its output from values already known\n");
+        for (int i = 0; i < c->n; i++) printf("  input     %s = %.6g\n", c->names[i], c->values[i]);
+    }
+    ad_set_trace(tracer_event, tr);
+    return eval_fn(vars, c->n, c);
+}
+
+/* One backward pass: df/dx for every variable x at once, into r->grad. */
+static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor **vars,
+                    tracer *tr, result *r)
+{
+    if (ad_requires_grad(f)) {
+        if (opt->trace)
+            printf("backward pass: g is df/d(node); each step adds g * d(node)/d(input) to the "
+                   "input's g\n");
+        unsigned flags = AD_RETAIN_GRAPH | (opt->hessian ? AD_CREATE_GRAPH : 0);
+        if (ad_backward(f, NULL, flags)) return -1;
+    } else if (opt->trace) {
+        printf("  (nothing was recorded: f does not depend on any variable)\n");
+    }
+    ad_set_trace(NULL, NULL);
+    for (int i = 0; i < c->n; i++) {
+        ad_tensor *g = ad_tensor_grad(vars[i]);
+        r->grad[i] = g ? ad_item(g) : 0.0; /* no path from x to f: df/dx = 0 */
+    }
+    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r->grad);
+    return 0;
+}
+
+/* The Hessian: with AD_CREATE_GRAPH each gradient df/dx_i is itself a
+ * recorded result, a function of the variables; its gradient is row i
+ * of the Hessian, d2f/dx_i dx_j.  A gradient that was not recorded
+ * (it does not depend on the variables: f linear in them) is constant,
+ * so its row is 0. */
+static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *r)
+{
+    r->hess = calloc((size_t)c->n * (size_t)c->n + 1, sizeof *r->hess);
+    ad_tensor **row = calloc((size_t)c->n + 1, sizeof *row);
+    for (int i = 0; r->hess && row && i < c->n; i++) {
+        ad_tensor *g = ad_tensor_grad(vars[i]);
+        if (!g || !ad_requires_grad(g)) continue;
+        if (ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH)) {
+            free(row);
+            return -1;
+        }
+        for (int j = 0; j < c->n; j++) r->hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
+    }
+    bool ok = r->hess && row;
+    free(row);
+    if (!ok) return ad_set_error("adcalc: out of memory");
+    if (opt->trace)
+        printf("hessian: the backward pass above was itself recorded (AD_CREATE_GRAPH); row i "
+               "is the gradient of df/dx_i, found by a backward pass through it\n");
+    return 0;
+}
+
+/* --dot and --dot=FILE: the graph to standard output or to FILE. */
+static int dot_output(const options *opt, ad_tensor *f, size_t nforward)
+{
+    FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
+    if (!out) return ad_set_error("adcalc: cannot open '%s' for writing", opt->dot_file);
+    int rc = write_dot(f, nforward, out);
+    if (out != stdout && fclose(out) && rc == 0)
+        rc = ad_set_error("adcalc: error writing '%s'", opt->dot_file);
+    return rc;
+}
+
+static int exit_status(const calc *c, const result *r)
+{
+    bool finite = isfinite(r->value);
+    for (int i = 0; i < c->n; i++) finite &= isfinite(r->grad[i]) != 0;
+    for (int i = 0; r->hess && i < c->n * c->n; i++) finite &= isfinite(r->hess[i]) != 0;
+    return !finite ? EXIT_NONFINITE : (r->check == 0 || r->check == -1) ? EXIT_CHECK : EXIT_OK;
+}
+
 static int run(calc *c, const options *opt)
 {
     int status = EXIT_INTERNAL;
@@ -474,84 +564,18 @@ static int run(calc *c, const options *opt)
     tracer *tr = tracer_new(opt->trace ? stdout : NULL);
     ad_tape *prev = ad_tape_activate(tape);
     ad_tensor *f = NULL;
+    size_t nforward = 0;
     if (!r.grad || !vars || !tape || !tr) {
         ad_set_error("adcalc: out of memory");
         goto done;
     }
-    /* The variables: leaves that require grad, named for traces and graphs. */
-    for (int i = 0; i < c->n; i++) {
-        vars[i] = ad_scalar_tensor(tape, AD_FLOAT64, c->values[i]);
-        if (!vars[i] || ad_set_requires_grad(vars[i], true) || ad_set_label(vars[i], c->names[i]))
-            goto done;
-    }
-    if (opt->trace) {
-        printf("forward pass: each op computes its output from values already known\n");
-        for (int i = 0; i < c->n; i++) printf("  input     %s = %.6g\n", c->names[i], c->values[i]);
-    }
-    ad_set_trace(tracer_event, tr);
-    f = eval_fn(vars, c->n, c);
-    if (!f) goto done;
-    size_t nforward = ad_tape_num_nodes(tape);
+    if (make_variables(c, tape, vars) || !(f = forward(c, opt, vars, tr))) goto done;
+    nforward = ad_tape_num_nodes(tape);
     r.value = ad_item(f);
-
-    /* One backward pass: df/dx for every variable x at once. */
-    if (ad_requires_grad(f)) {
-        if (opt->trace)
-            printf("backward pass: g is df/d(node); each step adds g * d(node)/d(input) to the "
-                   "input's g\n");
-        unsigned flags = AD_RETAIN_GRAPH | (opt->hessian ? AD_CREATE_GRAPH : 0);
-        if (ad_backward(f, NULL, flags)) goto done;
-    } else if (opt->trace) {
-        printf("  (nothing was recorded: f does not depend on any variable)\n");
-    }
-    ad_set_trace(NULL, NULL);
-    for (int i = 0; i < c->n; i++) {
-        ad_tensor *g = ad_tensor_grad(vars[i]);
-        r.grad[i] = g ? ad_item(g) : 0.0; /* no path from x to f: df/dx = 0 */
-    }
-    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r.grad);
-
-    /* The Hessian: with AD_CREATE_GRAPH each gradient df/dx_i is itself a
-     * recorded result, a function of the variables; its gradient is row i
-     * of the Hessian, d2f/dx_i dx_j.  A gradient that was not recorded
-     * (it does not depend on the variables: f linear in them) is constant,
-     * so its row is 0. */
-    if (opt->hessian) {
-        r.hess = calloc((size_t)c->n * (size_t)c->n + 1, sizeof *r.hess);
-        ad_tensor **row = calloc((size_t)c->n + 1, sizeof *row);
-        for (int i = 0; r.hess && row && i < c->n; i++) {
-            ad_tensor *g = ad_tensor_grad(vars[i]);
-            if (!g || !ad_requires_grad(g)) continue;
-            if (ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH)) {
-                free(row);
-                goto done;
-            }
-            for (int j = 0; j < c->n; j++) r.hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
-        }
-        bool ok = r.hess && row;
-        free(row);
-        if (!ok) {
-            ad_set_error("adcalc: out of memory");
-            goto done;
-        }
-        if (opt->trace)
-            printf("hessian: the backward pass above was itself recorded (AD_CREATE_GRAPH); row i "
-                   "is the gradient of df/dx_i, found by a backward pass through it\n");
-    }
-
+    if (backward(c, opt, f, vars, tr, &r)) goto done;
+    if (opt->hessian && hessian(c, opt, vars, &r)) goto done;
     if (opt->check && check_variables(c, &r)) goto done;
-
-    if (opt->dot) {
-        FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
-        if (!out) {
-            ad_set_error("adcalc: cannot open '%s' for writing", opt->dot_file);
-            goto done;
-        }
-        int rc = write_dot(f, nforward, out);
-        if (out != stdout && fclose(out) && rc == 0)
-            rc = ad_set_error("adcalc: error writing '%s'", opt->dot_file);
-        if (rc) goto done;
-    }
+    if (opt->dot && dot_output(opt, f, nforward)) goto done;
 
     if (opt->json) {
         print_json(c, &r);
@@ -559,11 +583,7 @@ static int run(calc *c, const options *opt)
         print_text(c, &r);
         if (opt->check) print_check(c, &r);
     }
-
-    bool finite = isfinite(r.value);
-    for (int i = 0; i < c->n; i++) finite &= isfinite(r.grad[i]) != 0;
-    for (int i = 0; r.hess && i < c->n * c->n; i++) finite &= isfinite(r.hess[i]) != 0;
-    status = !finite ? EXIT_NONFINITE : (r.check == 0 || r.check == -1) ? EXIT_CHECK : EXIT_OK;
+    status = exit_status(c, &r);
 done:
     if (status == EXIT_INTERNAL)
         fprintf(stderr, "adcalc: %s\n", ad_error() ? ad_error() : "internal error");
@@ -717,83 +737,99 @@ static int bind(calc *c, int argc, char **argv)
     return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+/* Sorts the arguments into options and the positional pos[] (the
+ * expression, then NAME=VALUE ...).  True when the program ends here
+ * (--help, --version, an unknown option), with its exit status. */
+static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npos, int *status)
 {
-    options opt = {0};
-    int npos = 0;
-    char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    if (!pos) return EXIT_INTERNAL;
     bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (options_done || a[0] != '-' || (a[1] != '-' && strcmp(a, "-h") != 0)) {
-            pos[npos++] = argv[i];
+            pos[(*npos)++] = argv[i];
         } else if (strcmp(a, "--") == 0) {
             options_done = true;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(USAGE, stdout);
             fputs(HELP, stdout);
-            free(pos);
-            return EXIT_OK;
+            return *status = EXIT_OK, true;
         } else if (strcmp(a, "--version") == 0) {
             printf("adcalc (autodiff) %s\n", AUTODIFF_VERSION);
-            free(pos);
-            return EXIT_OK;
+            return *status = EXIT_OK, true;
         } else if (strcmp(a, "--hessian") == 0) {
-            opt.hessian = true;
+            opt->hessian = true;
         } else if (strcmp(a, "--json") == 0) {
-            opt.json = true;
+            opt->json = true;
         } else if (strcmp(a, "--trace") == 0) {
-            opt.trace = true;
+            opt->trace = true;
         } else if (strcmp(a, "--check") == 0) {
-            opt.check = true;
+            opt->check = true;
         } else if (strcmp(a, "--dot") == 0) {
-            opt.dot = true;
+            opt->dot = true;
         } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
-            opt.dot = true;
-            opt.dot_file = a + 6;
+            opt->dot = true;
+            opt->dot_file = a + 6;
         } else {
-            free(pos);
-            return usage_error("unknown option '%s'", a);
+            return *status = usage_error("unknown option '%s'", a), true;
         }
     }
-    int status = EXIT_OK;
-    if (npos == 0) status = usage_error("no expression given");
-    else if (opt.dot && !opt.dot_file && (opt.json || opt.trace || opt.check || opt.hessian))
-        status = usage_error("--dot prints only the graph; to combine it with --json, --trace, "
-                             "--check or --hessian write it to a file with --dot=FILE");
-    else if (opt.json && opt.trace)
-        status = usage_error("--json and --trace both print to standard output; use one");
-    if (status) {
+    return false;
+}
+
+/* The options that cannot be combined, and a missing expression. */
+static int check_options(const options *opt, int npos)
+{
+    if (npos == 0) return usage_error("no expression given");
+    if (opt->dot && !opt->dot_file && (opt->json || opt->trace || opt->check || opt->hessian))
+        return usage_error("--dot prints only the graph; to combine it with --json, --trace, "
+                           "--check or --hessian write it to a file with --dot=FILE");
+    if (opt->json && opt->trace)
+        return usage_error("--json and --trace both print to standard output; use one");
+    return EXIT_OK;
+}
+
+/* Parses the expression and binds its variables; EXIT_OK or the status of
+ * the error, which has been reported. */
+static int prepare(calc *c, int nbind, char **bindings)
+{
+    expr_error err;
+    c->root = expr_parse(c->src, &err);
+    if (!c->root) {
+        fprintf(stderr, "adcalc: %s at column %d\n", err.message, err.column);
+        show_column(c->src, err.column);
+        return EXIT_USAGE;
+    }
+    int status = bind(c, nbind, bindings);
+    if (status) return status;
+    const expr *u = unbound(c, c->root);
+    if (u) {
+        fprintf(stderr, "adcalc: variable '%s' has no value (give %s=...)\n", u->text, u->text);
+        show_column(c->src, u->column);
+        return EXIT_USAGE;
+    }
+    for (int i = 0; i < c->n; i++)
+        if (!uses(c->root, c->names[i]))
+            adcalc_warn("variable '%s' does not appear in the expression (its derivative is 0)",
+                        c->names[i]);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    options opt = {0};
+    int npos = 0, status = EXIT_OK;
+    char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) return EXIT_INTERNAL;
+    if (parse_args(argc, argv, &opt, pos, &npos, &status) ||
+        (status = check_options(&opt, npos))) {
         free(pos);
         return status;
     }
 
     calc c = {0};
     c.src = opt.expression = pos[0];
-    expr_error err;
-    c.root = expr_parse(c.src, &err);
-    if (!c.root) {
-        fprintf(stderr, "adcalc: %s at column %d\n", err.message, err.column);
-        show_column(c.src, err.column);
-        status = EXIT_USAGE;
-    }
-    if (!status) status = bind(&c, npos - 1, pos + 1);
-    if (!status) {
-        const expr *u = unbound(&c, c.root);
-        if (u) {
-            fprintf(stderr, "adcalc: variable '%s' has no value (give %s=...)\n", u->text, u->text);
-            show_column(c.src, u->column);
-            status = EXIT_USAGE;
-        }
-    }
-    if (!status) {
-        for (int i = 0; i < c.n; i++)
-            if (!uses(c.root, c.names[i]))
-                adcalc_warn("variable '%s' does not appear in the expression (its derivative is 0)",
-                            c.names[i]);
-        status = run(&c, &opt);
-    }
+    status = prepare(&c, npos - 1, pos + 1);
+    if (!status) status = run(&c, &opt);
     expr_free(c.root);
     free(c.names);
     free(c.values);

@@ -433,41 +433,64 @@ __attribute__((format(printf, 1, 2))) static void now(const char *fmt, ...)
     va_end(ap);
 }
 
-/* Checks every point and prints the report; returns the exit status. */
-static int check(const adcheck_opts *o, target *t)
-{
+/* One run of check(): the frame the functions are called with, the claimed
+ * gradient at the current point and the tallies for the summary. */
+typedef struct checking {
     frame fr;
-    memset(&fr, 0, sizeof fr);
+    double *claimed;
+    double *xs; /* the point as passed */
+    bool *unstored;
+    long failures, compared, nonzero, refined;
+    long points; /* points checked to the end */
+    bool cut;    /* the gradient overran its output: the report stops */
+    worst w;
+    char message[400];
+} checking;
+
+static void close_checking(checking *ck)
+{
+    free(ck->fr.buf);
+    free(ck->fr.gbuf);
+    free(ck->claimed);
+    free(ck->unstored);
+    free(ck->xs);
+}
+
+/* Allocates the buffers and points the frame's av[] at the arguments. */
+static int open_checking(const adcheck_opts *o, const target *t, checking *ck)
+{
+    memset(ck, 0, sizeof *ck);
+    frame *fr = &ck->fr;
     size_t es = t->single ? sizeof(float) : sizeof(double);
     /* the vector form's array has a guard too: a gradient with a wrong
      * prototype may take it for its output */
-    fr.buf = calloc((size_t)t->dim + GUARD, es);
-    fr.gbuf = calloc((size_t)t->dim + GUARD, es);
-    double *claimed = calloc((size_t)t->dim, sizeof(double));
-    double *xs = calloc((size_t)t->dim, sizeof(double)); /* the point as passed */
-    bool *unstored = calloc((size_t)t->dim, sizeof(bool));
-    if (!fr.buf || !fr.gbuf || !claimed || !unstored || !xs) {
-        free(fr.buf), free(fr.gbuf), free(claimed), free(unstored), free(xs);
+    fr->buf = calloc((size_t)t->dim + GUARD, es);
+    fr->gbuf = calloc((size_t)t->dim + GUARD, es);
+    ck->claimed = calloc((size_t)t->dim, sizeof(double));
+    ck->xs = calloc((size_t)t->dim, sizeof(double));
+    ck->unstored = calloc((size_t)t->dim, sizeof(bool));
+    if (!fr->buf || !fr->gbuf || !ck->claimed || !ck->unstored || !ck->xs) {
+        close_checking(ck);
         return fail("out of memory");
     }
-    fr.gp.p = fr.gbuf;
-    fill(t, fr.buf, t->dim, t->dim + GUARD, true);
+    fr->gp.p = fr->gbuf;
+    fill(t, fr->buf, t->dim, t->dim + GUARD, true);
     if (t->vector) {
-        fr.bp.p = fr.buf;
-        if (o->sig.args[1] == AD_C_INT) fr.len.i = t->dim;
-        else if (o->sig.args[1] == AD_C_LONG) fr.len.l = t->dim;
-        else fr.len.z = (size_t)t->dim;
-        fr.av[0] = &fr.bp, fr.av[1] = &fr.len, fr.av[2] = &fr.gp;
+        fr->bp.p = fr->buf;
+        if (o->sig.args[1] == AD_C_INT) fr->len.i = t->dim;
+        else if (o->sig.args[1] == AD_C_LONG) fr->len.l = t->dim;
+        else fr->len.z = (size_t)t->dim;
+        fr->av[0] = &fr->bp, fr->av[1] = &fr->len, fr->av[2] = &fr->gp;
     } else {
-        for (int i = 0; i < t->dim; i++) fr.av[i] = &fr.v[i];
+        for (int i = 0; i < t->dim; i++) fr->av[i] = &fr->v[i];
     }
+    ck->w = (worst){.point = -1, .v = {.excess = -1}};
+    return 0;
+}
 
-    ad_rng rng;
-    ad_rng_init(&rng, o->seed);
-    long failures = 0, compared = 0, nonzero = 0, refined = 0, p = 0;
-    bool cut = false; /* the gradient overran its output: the report stops */
-    worst w = {.point = -1, .v = {.excess = -1}};
-    char proto[200], name[160], message[400] = "";
+static void print_header(const adcheck_opts *o)
+{
+    char proto[200];
     ad_ffi_format(&o->sig, proto, sizeof proto);
     if (o->json) {
         printf("{\"library\": ");
@@ -484,167 +507,228 @@ static int check(const adcheck_opts *o, target *t)
                o->rtol);
     }
     fflush(stdout);
-    for (; p < o->npoints; p++) {
-        for (int i = 0; i < t->dim; i++)
-            xs[i] = set(t, &fr, i, p < o->nat ? o->at[p * t->dim + i]
-                                              : o->lo + (o->hi - o->lo) * ad_rng_uniform(&rng));
-        now("calling %s at point %ld", o->func, p + 1);
-        double value = call_f(t, &fr, t->f);
-        if (t->g) {
-            now("calling %s at point %ld", o->grad, p + 1);
-            long over = call_g(t, &fr, claimed, unstored);
-            if (over) {
-                /* stop: the next call might store past the guard too */
-                snprintf(message, sizeof message,
-                         t->vector ? "%s stored at least %ld values for a length of %d: it "
-                                     "writes past its output"
-                                   : "%s stored at least %ld values but PROTOTYPE has %d "
-                                     "arguments: the prototype does not match the functions",
-                         o->grad, over, t->dim);
-                cut = true;
-                break;
-            }
-        } else {
-            for (int i = 0; i < t->dim; i++) {
-                now("calling %s at point %ld", o->partials[i], p + 1);
-                claimed[i] = call_f(t, &fr, t->p[i]), unstored[i] = false;
-            }
-        }
-        if (t->vector && !input_intact(t, &fr, xs)) {
-            snprintf(message, sizeof message,
-                     "the array x changed while %s and its derivatives were called at point "
-                     "%ld: a function writes into its input (is PROTOTYPE right?)",
-                     o->func, p + 1);
-            cut = true;
-            break;
-        }
-        if (o->json) {
-            printf("%s\n  {\"x\": [", p ? "," : "");
-            for (int i = 0; i < t->dim; i++) {
-                if (i) fputs(", ", stdout);
-                json_num(get(t, &fr, i));
-            }
-            printf("], \"value\": ");
-            json_num(value);
-            printf(", \"components\": [");
-        } else {
-            printf("\npoint %ld: f(", p + 1);
-            for (int i = 0; i < t->dim && i < 8; i++)
-                printf("%s%.9g", i ? ", " : "", get(t, &fr, i));
-            printf("%s) = %.17g\n", t->dim > 8 ? ", ..." : "", value);
-            printf("  %-20s %24s %24s %10s %10s\n", "component", "claimed", "numeric",
-                   "abs err", "rel err");
-        }
-        for (int i = 0; i < t->dim; i++) {
-            double c = claimed[i];
-            now("calling %s next to point %ld (component %d)", o->func, p + 1, i);
-            verdict v = judge(o, t, &fr, i, c, unstored[i]);
-            compared += v.finite;
-            nonzero += v.finite && (c != 0 || v.num != 0);
-            refined += v.ok && v.refined;
-            if (!v.ok) {
-                failures++;
-                if (v.excess > w.v.excess) {
-                    w = (worst){.point = p, .index = i, .claimed = c, .v = v};
-                    for (; w.nx < t->dim && w.nx < 8; w.nx++) w.x[w.nx] = get(t, &fr, w.nx);
-                }
-            }
-            component_name(o, t, i, name, sizeof name);
-            if (o->json) {
-                printf("%s\n    {\"component\": ", i ? "," : "");
-                json_str(name);
-                printf(", \"index\": %d, \"claimed\": ", i);
-                json_num(c);
-                printf(", \"numeric\": ");
-                json_num(v.num);
-                printf(", \"step\": ");
-                json_num(v.step);
-                printf(", \"extrapolated\": %s, \"abs_err\": ", v.extrapolated ? "true" : "false");
-                json_num(v.ae);
-                printf(", \"rel_err\": ");
-                json_num(v.re);
-                printf(", \"ok\": %s, \"reason\": ", v.ok ? "true" : "false");
-                json_str(v.why);
-                putchar('}');
-            } else {
-                printf("  %-20s %24.15g %24.15g %10.2e %10.2e", name, unsigned_nan(c),
-                       unsigned_nan(v.num), unsigned_nan(v.ae), unsigned_nan(v.re));
-                if (!v.ok) printf("  <-- FAIL%s%s\n", v.why ? ": " : "", v.why ? v.why : "");
-                else if (v.refined)
-                    printf("  (step %.2g%s)\n", v.step, v.extrapolated ? ", extrapolated" : "");
-                else putchar('\n');
-            }
-        }
-        if (o->json) printf("]}");
-        fflush(stdout); /* what was checked survives a crash at the next point */
-    }
+}
 
-    long total = p * t->dim;
-    int status = failures ? 1 : 0;
-    if (cut) {
-        status = 2;
-    } else if (!failures && !compared) {
-        snprintf(message, sizeof message,
+/* The claimed derivatives at point p (counted from 0), into ck->claimed
+ * and ck->unstored.  False, with ck->message, when a call wrote where it
+ * must not: the check stops there. */
+static bool claim(const adcheck_opts *o, target *t, checking *ck, long p)
+{
+    if (t->g) {
+        now("calling %s at point %ld", o->grad, p + 1);
+        long over = call_g(t, &ck->fr, ck->claimed, ck->unstored);
+        if (over) {
+            /* stop: the next call might store past the guard too */
+            snprintf(ck->message, sizeof ck->message,
+                     t->vector ? "%s stored at least %ld values for a length of %d: it "
+                                 "writes past its output"
+                               : "%s stored at least %ld values but PROTOTYPE has %d "
+                                 "arguments: the prototype does not match the functions",
+                     o->grad, over, t->dim);
+            return false;
+        }
+    } else {
+        for (int i = 0; i < t->dim; i++) {
+            now("calling %s at point %ld", o->partials[i], p + 1);
+            ck->claimed[i] = call_f(t, &ck->fr, t->p[i]), ck->unstored[i] = false;
+        }
+    }
+    if (t->vector && !input_intact(t, &ck->fr, ck->xs)) {
+        snprintf(ck->message, sizeof ck->message,
+                 "the array x changed while %s and its derivatives were called at point "
+                 "%ld: a function writes into its input (is PROTOTYPE right?)",
+                 o->func, p + 1);
+        return false;
+    }
+    return true;
+}
+
+/* The point's line (text) or the opening of its object (JSON). */
+static void print_point(const adcheck_opts *o, const target *t, const frame *fr, long p,
+                        double value)
+{
+    if (o->json) {
+        printf("%s\n  {\"x\": [", p ? "," : "");
+        for (int i = 0; i < t->dim; i++) {
+            if (i) fputs(", ", stdout);
+            json_num(get(t, fr, i));
+        }
+        printf("], \"value\": ");
+        json_num(value);
+        printf(", \"components\": [");
+    } else {
+        printf("\npoint %ld: f(", p + 1);
+        for (int i = 0; i < t->dim && i < 8; i++)
+            printf("%s%.9g", i ? ", " : "", get(t, fr, i));
+        printf("%s) = %.17g\n", t->dim > 8 ? ", ..." : "", value);
+        printf("  %-20s %24s %24s %10s %10s\n", "component", "claimed", "numeric", "abs err",
+               "rel err");
+    }
+}
+
+static void print_component(const adcheck_opts *o, const char *name, int i, double c,
+                            const verdict *v)
+{
+    if (o->json) {
+        printf("%s\n    {\"component\": ", i ? "," : "");
+        json_str(name);
+        printf(", \"index\": %d, \"claimed\": ", i);
+        json_num(c);
+        printf(", \"numeric\": ");
+        json_num(v->num);
+        printf(", \"step\": ");
+        json_num(v->step);
+        printf(", \"extrapolated\": %s, \"abs_err\": ", v->extrapolated ? "true" : "false");
+        json_num(v->ae);
+        printf(", \"rel_err\": ");
+        json_num(v->re);
+        printf(", \"ok\": %s, \"reason\": ", v->ok ? "true" : "false");
+        json_str(v->why);
+        putchar('}');
+    } else {
+        printf("  %-20s %24.15g %24.15g %10.2e %10.2e", name, unsigned_nan(c),
+               unsigned_nan(v->num), unsigned_nan(v->ae), unsigned_nan(v->re));
+        if (!v->ok) printf("  <-- FAIL%s%s\n", v->why ? ": " : "", v->why ? v->why : "");
+        else if (v->refined)
+            printf("  (step %.2g%s)\n", v->step, v->extrapolated ? ", extrapolated" : "");
+        else putchar('\n');
+    }
+}
+
+/* Judges component i at point p against the numeric derivative, counts
+ * it in the tallies, keeps it if it is the worst failure so far, and
+ * prints its line. */
+static void check_component(const adcheck_opts *o, target *t, checking *ck, long p, int i)
+{
+    double c = ck->claimed[i];
+    char name[160];
+    now("calling %s next to point %ld (component %d)", o->func, p + 1, i);
+    verdict v = judge(o, t, &ck->fr, i, c, ck->unstored[i]);
+    ck->compared += v.finite;
+    ck->nonzero += v.finite && (c != 0 || v.num != 0);
+    ck->refined += v.ok && v.refined;
+    if (!v.ok) {
+        ck->failures++;
+        if (v.excess > ck->w.v.excess) {
+            worst *w = &ck->w;
+            *w = (worst){.point = p, .index = i, .claimed = c, .v = v};
+            for (; w->nx < t->dim && w->nx < 8; w->nx++) w->x[w->nx] = get(t, &ck->fr, w->nx);
+        }
+    }
+    component_name(o, t, i, name, sizeof name);
+    print_component(o, name, i, c, &v);
+}
+
+/* Checks point p (counted from 0); false when the check stops there. */
+static bool check_point(const adcheck_opts *o, target *t, checking *ck, ad_rng *rng, long p)
+{
+    for (int i = 0; i < t->dim; i++)
+        ck->xs[i] = set(t, &ck->fr, i, p < o->nat ? o->at[p * t->dim + i]
+                                                  : o->lo + (o->hi - o->lo) * ad_rng_uniform(rng));
+    now("calling %s at point %ld", o->func, p + 1);
+    double value = call_f(t, &ck->fr, t->f);
+    if (!claim(o, t, ck, p)) return false;
+    print_point(o, t, &ck->fr, p, value);
+    for (int i = 0; i < t->dim; i++) check_component(o, t, ck, p, i);
+    if (o->json) printf("]}");
+    fflush(stdout); /* what was checked survives a crash at the next point */
+    return true;
+}
+
+/* The exit status, with ck->message when nothing was checked. */
+static int final_status(checking *ck)
+{
+    if (ck->cut) return 2;
+    if (!ck->failures && !ck->compared) {
+        snprintf(ck->message, sizeof ck->message,
                  "NOTHING CHECKED: no component had a finite claimed and numeric derivative");
-        status = 2;
-    } else if (!failures && !nonzero) {
-        snprintf(message, sizeof message,
+        return 2;
+    }
+    if (!ck->failures && !ck->nonzero) {
+        snprintf(ck->message, sizeof ck->message,
                  "NOTHING CHECKED: every claimed and numeric derivative is exactly 0, so the "
                  "function does not vary at these points (check the points, FUNCTION and "
                  "PROTOTYPE)");
-        status = 2;
+        return 2;
     }
-    if (o->json) {
-        printf("\n], \"components\": %ld, \"compared\": %ld, \"failures\": %ld, \"worst\": ",
-               total, compared, failures);
-        if (failures) {
-            component_name(o, t, w.index, name, sizeof name);
-            printf("{\"point\": %ld, \"component\": ", w.point + 1);
-            json_str(name);
-            printf(", \"index\": %d, \"claimed\": ", w.index);
-            json_num(w.claimed);
-            printf(", \"numeric\": ");
-            json_num(w.v.num);
-            printf(", \"abs_err\": ");
-            json_num(w.v.ae);
-            printf(", \"rel_err\": ");
-            json_num(w.v.re);
-            printf(", \"reason\": ");
-            json_str(w.v.why);
-            printf("}");
-        } else {
-            printf("null");
-        }
-        printf(", \"status\": %d, \"message\": ", status);
-        json_str(message[0] ? message : NULL);
-        printf(", \"ok\": %s}\n", status ? "false" : "true");
-        if (cut) fail("%s", message);
-    } else if (cut) {
+    return ck->failures ? 1 : 0;
+}
+
+static void report_json(const adcheck_opts *o, const target *t, const checking *ck, int status)
+{
+    const worst *w = &ck->w;
+    char name[160];
+    printf("\n], \"components\": %ld, \"compared\": %ld, \"failures\": %ld, \"worst\": ",
+           ck->points * t->dim, ck->compared, ck->failures);
+    if (ck->failures) {
+        component_name(o, t, w->index, name, sizeof name);
+        printf("{\"point\": %ld, \"component\": ", w->point + 1);
+        json_str(name);
+        printf(", \"index\": %d, \"claimed\": ", w->index);
+        json_num(w->claimed);
+        printf(", \"numeric\": ");
+        json_num(w->v.num);
+        printf(", \"abs_err\": ");
+        json_num(w->v.ae);
+        printf(", \"rel_err\": ");
+        json_num(w->v.re);
+        printf(", \"reason\": ");
+        json_str(w->v.why);
+        printf("}");
+    } else {
+        printf("null");
+    }
+    printf(", \"status\": %d, \"message\": ", status);
+    json_str(ck->message[0] ? ck->message : NULL);
+    printf(", \"ok\": %s}\n", status ? "false" : "true");
+    if (ck->cut) fail("%s", ck->message);
+}
+
+static void report_text(const adcheck_opts *o, const target *t, const checking *ck, int status)
+{
+    const worst *w = &ck->w;
+    long total = ck->points * t->dim, p = ck->points;
+    char name[160];
+    if (ck->cut) {
         fflush(stdout);
-        fail("%s", message);
+        fail("%s", ck->message);
     } else if (status == 2) {
-        printf("\nadcheck: %s\n", message);
-    } else if (failures) {
-        component_name(o, t, w.index, name, sizeof name);
+        printf("\nadcheck: %s\n", ck->message);
+    } else if (ck->failures) {
+        component_name(o, t, w->index, name, sizeof name);
         printf("\nadcheck: FAILED: %ld of %ld components disagree; worst: point %ld, %s\n",
-               failures, total, w.point + 1, name);
+               ck->failures, total, w->point + 1, name);
         printf("  at x = (");
-        for (int i = 0; i < w.nx; i++) printf("%s%.17g", i ? ", " : "", w.x[i]);
+        for (int i = 0; i < w->nx; i++) printf("%s%.17g", i ? ", " : "", w->x[i]);
         printf("%s): claimed %.17g, numeric %.17g, abs err %.3g, rel err %.3g%s%s\n",
-               t->dim > 8 ? ", ..." : "", unsigned_nan(w.claimed), unsigned_nan(w.v.num),
-               unsigned_nan(w.v.ae), unsigned_nan(w.v.re),
-               w.v.why ? "; " : "", w.v.why ? w.v.why : "");
+               t->dim > 8 ? ", ..." : "", unsigned_nan(w->claimed), unsigned_nan(w->v.num),
+               unsigned_nan(w->v.ae), unsigned_nan(w->v.re), w->v.why ? "; " : "",
+               w->v.why ? w->v.why : "");
     } else {
         printf("\nadcheck: OK: all %ld components agree at %ld point%s", total, p,
                p == 1 ? "" : "s");
-        if (refined) printf(" (%ld with a smaller step than eps max(1, |x|))", refined);
+        if (ck->refined) printf(" (%ld with a smaller step than eps max(1, |x|))", ck->refined);
         putchar('\n');
     }
-    free(fr.buf);
-    free(fr.gbuf);
-    free(claimed);
-    free(unstored);
-    free(xs);
+}
+
+/* Checks every point and prints the report; returns the exit status. */
+static int check(const adcheck_opts *o, target *t)
+{
+    checking ck;
+    if (open_checking(o, t, &ck)) return 2;
+    ad_rng rng;
+    ad_rng_init(&rng, o->seed);
+    print_header(o);
+    for (; ck.points < o->npoints; ck.points++)
+        if (!check_point(o, t, &ck, &rng, ck.points)) {
+            ck.cut = true;
+            break;
+        }
+    int status = final_status(&ck);
+    if (o->json) report_json(o, t, &ck, status);
+    else report_text(o, t, &ck, status);
+    close_checking(&ck);
     return status;
 }
 
