@@ -18,21 +18,23 @@
  * unit steps.  The hot ops (add, sub, mul, div, the comparisons, the
  * squared difference of mse_loss; neg, exp, relu, tanh, sigmoid) are
  * computed in their dtype (the squared difference in double) by typed
- * kernels, chosen by a switch once per row; every other op maps a scalar
- * function, computed in double. */
+ * kernels, chosen by a switch once per row; every other op (kind K_FN) maps
+ * a scalar function, computed in double, through a row function of its own
+ * defined beside it (PW_FN1_OP...) in which that function is a constant. */
 enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF,
        K_NEG, K_EXP, K_RELU, K_TANH, K_SIGMOID };
 
 /* A unary op's scalar function: x and the op's parameter struct (NULL for
- * an op without parameters); a binary op's. */
+ * an op without parameters); a binary op's.  The row loops call them with a
+ * constant function; the kern's f1 / f2 are only for count_row. */
 typedef double (*pw_fn1)(double x, const void *params);
 typedef double (*pw_fn2)(double a, double b);
 
 typedef struct kern {
     int kind;
-    pw_fn1 f1;
-    pw_fn2 f2;
-    const void *p; /* the op's parameters, for f1 */
+    pw_fn1 f1;  /* count_row's scalar function (sign), */
+    pw_fn2 f2;  /* or its binary one (the comparisons) */
+    const void *p; /* the op's parameters */
     ad_tensor *out;
     const ad_tensor *a, *b, *c; /* operands; c is where's condition */
     int64_t changed;            /* count_row: results that differ from before */
@@ -78,7 +80,27 @@ static void where_row(int64_t len, const int64_t *off, const int64_t *step, void
     else where_row_f32(k, len, off, step);
 }
 
-/* For replaying comparisons and sign: writes the new result and counts the
+/* The row function of a K_FN op with scalar function f: the loop of out's
+ * dtype, always inlined into the op's own row function (made by
+ * PW_FN1_OP...), where f is a constant, so each element's call is direct. */
+static KERNEL_INLINE void fn1_row(pw_fn1 f, int64_t len, const int64_t *off,
+                                  const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) fn1_loop_f64(f, k, len, off, step);
+    else fn1_loop_f32(f, k, len, off, step);
+}
+
+static KERNEL_INLINE void fn2_row(pw_fn2 f, int64_t len, const int64_t *off,
+                                  const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) fn2_loop_f64(f, k, len, off, step);
+    else fn2_loop_f32(f, k, len, off, step);
+}
+
+/* For replaying comparisons and sign (generic: elements through ad__ld,
+ * scalar function through the kern): writes the new result and counts the
  * elements where it differs from the one already there (branch switches). */
 static void count_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
 {
@@ -120,7 +142,7 @@ static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void
     }
     for (int64_t i = 0; i < len; i++) {
         double x = ad__ld(k->a, off[1] + i * step[1]), y = ad__ld(k->b, off[2] + i * step[2]);
-        ad__st(k->out, off[0] + i * step[0], bin_elem_f64(k->kind, x, y, k));
+        ad__st(k->out, off[0] + i * step[0], bin_elem_f64(k->kind, x, y));
     }
 }
 
@@ -140,18 +162,24 @@ void ad__sqdiff_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b)
  * from n->op, which points at the first member of the op's pw_def. */
 typedef struct pw_def {
     ad_op op;
-    int kind;
-    pw_fn1 f1;
-    pw_fn2 f2;
+    int kind;         /* a hot kind, or K_FN with row: */
+    ad_iter_row row;  /* a K_FN op's row function */
+    pw_fn1 f1;        /* for count_row (sign) */
+    pw_fn2 f2;        /* for count_row (the comparisons) */
 } pw_def;
+
+/* The row function that computes op d. */
+static ad_iter_row pw_row(const pw_def *d, bool binary)
+{
+    return d->row ? d->row : binary ? bin_row : un_row;
+}
 
 static int pw_fw(ad_node *n)
 {
     const pw_def *d = (const pw_def *)n->op;
-    kern k = {.kind = d->kind, .f1 = d->f1, .f2 = d->f2,
-              .p = d->op.params_size ? ad__params(n) : NULL, .out = n->out, .a = n->in[0],
-              .b = n->nin > 1 ? n->in[1] : NULL};
-    run(&k, k.b ? bin_row : un_row);
+    kern k = {.kind = d->kind, .p = d->op.params_size ? ad__params(n) : NULL, .out = n->out,
+              .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
+    run(&k, pw_row(d, k.b != NULL));
     return 0;
 }
 
@@ -180,12 +208,12 @@ static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tenso
     if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
-    run(&(kern){.kind = d->kind, .f2 = d->f2, .out = out, .a = a, .b = b}, bin_row);
+    run(&(kern){.kind = d->kind, .out = out, .a = a, .b = b}, pw_row(d, true));
     return ad__finish(out, 0, &d->op, 2, in, NULL, NULL);
 }
 
 /* Same for one input; params (the op's parameter struct, NULL when it has
- * none) reaches the kernel's f1 and is kept in the node. */
+ * none) reaches the op's scalar function and is kept in the node. */
 static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const void *params)
 {
     if (ad__check_arg(fn, "x", x, true)) return NULL;
@@ -193,7 +221,7 @@ static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const voi
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
-    run(&(kern){.kind = d->kind, .f1 = d->f1, .p = params, .out = out, .a = x}, un_row);
+    run(&(kern){.kind = d->kind, .p = params, .out = out, .a = x}, pw_row(d, false));
     return ad__finish(out, 0, &d->op, 1, &x, params, NULL);
 }
 
@@ -222,22 +250,50 @@ static ad_tensor *konst(ad_node *n, double v)
 #define GRAD_TO(i, expr) \
     do { if (ad__needs_grad(n, i)) gin[i] = ad_sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
 
-/* The definition of op X, whose kernel is `kind` or, with K_FN, f1 / f2. */
-#define PW_OP(X, NAME, FORMULA, RULE, KIND, F1, F2)                                  \
+/* The definition of op X, whose kernel is the hot kind KIND. */
+#define PW_OP(X, NAME, FORMULA, RULE, KIND)                                           \
     static const pw_def X = {                                                         \
         .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
         .kind = KIND,                                                                 \
-        .f1 = F1,                                                                     \
-        .f2 = F2,                                                                     \
     }
 
-/* The same for a unary op with a parameter struct P. */
+/* The row function X_row of an op mapping the unary scalar function F1
+ * (binary F2): the generic loop with F1 as a constant. */
+#define PW_FN1_ROW(X, F1)                                                                \
+    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
+    {                                                                                    \
+        fn1_row(F1, len, off, step, ctx);                                                \
+    }
+#define PW_FN2_ROW(X, F2)                                                                \
+    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
+    {                                                                                    \
+        fn2_row(F2, len, off, step, ctx);                                                \
+    }
+
+/* The definition of op X mapping the unary scalar function F1, with its
+ * row function; the same for a binary F2, and for a unary op with a
+ * parameter struct P. */
+#define PW_FN1_OP(X, NAME, FORMULA, RULE, F1)                                         \
+    PW_FN1_ROW(X, F1)                                                                 \
+    static const pw_def X = {                                                         \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
+        .kind = K_FN,                                                                 \
+        .row = X##_row,                                                               \
+    }
+#define PW_FN2_OP(X, NAME, FORMULA, RULE, F2)                                         \
+    PW_FN2_ROW(X, F2)                                                                 \
+    static const pw_def X = {                                                         \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
+        .kind = K_FN,                                                                 \
+        .row = X##_row,                                                               \
+    }
 #define PW_OP_PARAMS(X, NAME, FORMULA, RULE, F1, P)                                  \
+    PW_FN1_ROW(X, F1)                                                                \
     static const pw_def X = {                                                        \
         .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw, \
                .params_size = sizeof(P)},                                            \
         .kind = K_FN,                                                                \
-        .f1 = F1,                                                                    \
+        .row = X##_row,                                                              \
     }
 
 /* ---- add / sub / mul / div ------------------------------------------------ */
@@ -247,7 +303,7 @@ static int add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     GRAD_TO(1, g);
     return 0;
 }
-PW_OP(D_ADD, "add", "y = a + b; da = g, db = g", add_bw, K_ADD, NULL, NULL);
+PW_OP(D_ADD, "add", "y = a + b; da = g, db = g", add_bw, K_ADD);
 ad_tensor *ad_add(ad_tensor *a, ad_tensor *b) { return binary("ad_add", &D_ADD, a, b); }
 
 static int sub_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -256,7 +312,7 @@ static int sub_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     GRAD_TO(1, ad_neg(g));
     return 0;
 }
-PW_OP(D_SUB, "sub", "y = a - b; da = g, db = -g", sub_bw, K_SUB, NULL, NULL);
+PW_OP(D_SUB, "sub", "y = a - b; da = g, db = -g", sub_bw, K_SUB);
 ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b) { return binary("ad_sub", &D_SUB, a, b); }
 
 static int mul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -265,7 +321,7 @@ static int mul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     GRAD_TO(1, ad_mul(g, n->in[0]));
     return 0;
 }
-PW_OP(D_MUL, "mul", "y = a * b; da = g b, db = g a", mul_bw, K_MUL, NULL, NULL);
+PW_OP(D_MUL, "mul", "y = a * b; da = g b, db = g a", mul_bw, K_MUL);
 ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b) { return binary("ad_mul", &D_MUL, a, b); }
 
 static int div_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -277,7 +333,7 @@ static int div_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     GRAD_TO(1, ad_neg(ad_mul(gb, n->out)));
     return 0;
 }
-PW_OP(D_DIV, "div", "y = a / b; da = g / b, db = -g y / b", div_bw, K_DIV, NULL, NULL);
+PW_OP(D_DIV, "div", "y = a / b; da = g / b, db = -g y / b", div_bw, K_DIV);
 ad_tensor *ad_div(ad_tensor *a, ad_tensor *b) { return binary("ad_div", &D_DIV, a, b); }
 
 /* ---- pow ----------------------------------------------------------------- */
@@ -300,8 +356,8 @@ static int pow_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     GRAD_TO(1, ad_where(at0, zero, ad_mul(ad_mul(g, n->out), ad_log(ad_where(at0, one, a)))));
     return 0;
 }
-PW_OP(D_POW, "pow", "y = a^b; da = g b a^(b-1), db = g y ln a (0 where a = 0)", pow_bw, K_FN,
-      NULL, f_pow);
+PW_FN2_OP(D_POW, "pow", "y = a^b; da = g b a^(b-1), db = g y ln a (0 where a = 0)", pow_bw,
+          f_pow);
 ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b) { return binary("ad_pow", &D_POW, a, b); }
 
 /* ---- maximum / minimum -----------------------------------------------------
@@ -327,10 +383,10 @@ static int minimum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     return extremum_bw(n, g, gin, ad_lt(n->in[0], n->in[1]));
 }
-PW_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2), db = g - da",
-      maximum_bw, K_FN, NULL, f_max);
-PW_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
-      minimum_bw, K_FN, NULL, f_min);
+PW_FN2_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2), db = g - da",
+          maximum_bw, f_max);
+PW_FN2_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
+          minimum_bw, f_min);
 ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b) { return binary("ad_maximum", &D_MAXIMUM, a, b); }
 ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b) { return binary("ad_minimum", &D_MINIMUM, a, b); }
 
@@ -350,7 +406,7 @@ static int neg_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_neg(g);
     return 0;
 }
-PW_OP(D_NEG, "neg", "y = -x; dx = -g", neg_bw, K_NEG, NULL, NULL);
+PW_OP(D_NEG, "neg", "y = -x; dx = -g", neg_bw, K_NEG);
 ad_tensor *ad_neg(ad_tensor *x) { return unary("ad_neg", &D_NEG, x, NULL); }
 
 static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -358,7 +414,7 @@ static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, n->out); /* d e^x = e^x: reuse the output */
     return 0;
 }
-PW_OP(D_EXP, "exp", "y = e^x; dx = g y", exp_bw, K_EXP, NULL, NULL);
+PW_OP(D_EXP, "exp", "y = e^x; dx = g y", exp_bw, K_EXP);
 ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &D_EXP, x, NULL); }
 
 static double f_log(double x, const void *p) { (void)p; return log(x); }
@@ -367,7 +423,7 @@ static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_div(g, n->in[0]);
     return 0;
 }
-PW_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, K_FN, f_log, NULL);
+PW_FN1_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, f_log);
 ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL); }
 
 static double f_sqrt(double x, const void *p) { (void)p; return sqrt(x); }
@@ -376,7 +432,7 @@ static int sqrt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_div(g, ad_mul_scalar(n->out, 2.0));
     return 0;
 }
-PW_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, K_FN, f_sqrt, NULL);
+PW_FN1_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, f_sqrt);
 ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL); }
 
 /* ---- sin / cos / tan / tanh / sigmoid ------------------------------------------- */
@@ -386,7 +442,7 @@ static int sin_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_cos(n->in[0]));
     return 0;
 }
-PW_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, K_FN, f_sin, NULL);
+PW_FN1_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, f_sin);
 ad_tensor *ad_sin(ad_tensor *x) { return unary("ad_sin", &D_SIN, x, NULL); }
 
 static double f_cos(double x, const void *p) { (void)p; return cos(x); }
@@ -395,7 +451,7 @@ static int cos_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_neg(ad_mul(g, ad_sin(n->in[0])));
     return 0;
 }
-PW_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, K_FN, f_cos, NULL);
+PW_FN1_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, f_cos);
 ad_tensor *ad_cos(ad_tensor *x) { return unary("ad_cos", &D_COS, x, NULL); }
 
 static double f_tan(double x, const void *p) { (void)p; return tan(x); }
@@ -404,7 +460,7 @@ static int tan_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_add_scalar(ad_square(n->out), 1.0)); /* sec^2 = 1 + tan^2 */
     return 0;
 }
-PW_OP(D_TAN, "tan", "y = tan x; dx = g (1 + y^2)", tan_bw, K_FN, f_tan, NULL);
+PW_FN1_OP(D_TAN, "tan", "y = tan x; dx = g (1 + y^2)", tan_bw, f_tan);
 ad_tensor *ad_tan(ad_tensor *x) { return unary("ad_tan", &D_TAN, x, NULL); }
 
 static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -412,7 +468,7 @@ static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_rsub_scalar(ad_square(n->out), 1.0));
     return 0;
 }
-PW_OP(D_TANH, "tanh", "y = tanh x; dx = g (1 - y^2)", tanh_bw, K_TANH, NULL, NULL);
+PW_OP(D_TANH, "tanh", "y = tanh x; dx = g (1 - y^2)", tanh_bw, K_TANH);
 ad_tensor *ad_tanh(ad_tensor *x) { return unary("ad_tanh", &D_TANH, x, NULL); }
 
 static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -420,8 +476,7 @@ static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_mul(n->out, ad_rsub_scalar(n->out, 1.0)));
     return 0;
 }
-PW_OP(D_SIGMOID, "sigmoid", "y = 1 / (1 + e^-x); dx = g y (1 - y)", sigmoid_bw, K_SIGMOID, NULL,
-      NULL);
+PW_OP(D_SIGMOID, "sigmoid", "y = 1 / (1 + e^-x); dx = g y (1 - y)", sigmoid_bw, K_SIGMOID);
 ad_tensor *ad_sigmoid(ad_tensor *x) { return unary("ad_sigmoid", &D_SIGMOID, x, NULL); }
 
 /* ---- relu / leaky_relu ------------------------------------------------------------
@@ -432,7 +487,7 @@ static int relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_gt(n->in[0], konst(n, 0.0)));
     return 0;
 }
-PW_OP(D_RELU, "relu", "y = max(x, 0); dx = g [x > 0]", relu_bw, K_RELU, NULL, NULL);
+PW_OP(D_RELU, "relu", "y = max(x, 0); dx = g [x > 0]", relu_bw, K_RELU);
 ad_tensor *ad_relu(ad_tensor *x) { return unary("ad_relu", &D_RELU, x, NULL); }
 
 typedef struct leaky_relu_params {
@@ -474,7 +529,7 @@ static int erf_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_mul_scalar(ad_exp(ad_neg(ad_square(x))), TWO_OVER_SQRTPI));
     return 0;
 }
-PW_OP(D_ERF, "erf", "y = erf x; dx = g 2/sqrt(pi) e^(-x^2)", erf_bw, K_FN, f_erf, NULL);
+PW_FN1_OP(D_ERF, "erf", "y = erf x; dx = g 2/sqrt(pi) e^(-x^2)", erf_bw, f_erf);
 ad_tensor *ad_erf(ad_tensor *x) { return unary("ad_erf", &D_ERF, x, NULL); }
 
 /* x Phi(x) with Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps full relative
@@ -489,8 +544,8 @@ static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_add(Phi, ad_mul(x, phi)));
     return 0;
 }
-PW_OP(D_GELU, "gelu", "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
-                      "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))", gelu_bw, K_FN, f_gelu, NULL);
+PW_FN1_OP(D_GELU, "gelu", "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
+                          "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))", gelu_bw, f_gelu);
 ad_tensor *ad_gelu(ad_tensor *x) { return unary("ad_gelu", &D_GELU, x, NULL); }
 
 /* ---- softplus ------------------------------------------------------------------ */
@@ -505,8 +560,8 @@ static int softplus_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_sigmoid(n->in[0]));
     return 0;
 }
-PW_OP(D_SOFTPLUS, "softplus", "y = ln(1 + e^x); dx = g sigmoid(x)", softplus_bw, K_FN,
-      f_softplus, NULL);
+PW_FN1_OP(D_SOFTPLUS, "softplus", "y = ln(1 + e^x); dx = g sigmoid(x)", softplus_bw,
+          f_softplus);
 ad_tensor *ad_softplus(ad_tensor *x) { return unary("ad_softplus", &D_SOFTPLUS, x, NULL); }
 
 /* ---- abs / square / reciprocal ----------------------------------------------------- */
@@ -516,7 +571,7 @@ static int abs_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_sign(n->in[0])); /* sign(0) = 0: abs'(0) = 0 */
     return 0;
 }
-PW_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, K_FN, f_abs, NULL);
+PW_FN1_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, f_abs);
 ad_tensor *ad_abs(ad_tensor *x) { return unary("ad_abs", &D_ABS, x, NULL); }
 
 static double f_square(double x, const void *p) { (void)p; return x * x; }
@@ -525,7 +580,7 @@ static int square_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_mul(g, ad_mul_scalar(n->in[0], 2.0));
     return 0;
 }
-PW_OP(D_SQUARE, "square", "y = x^2; dx = 2 g x", square_bw, K_FN, f_square, NULL);
+PW_FN1_OP(D_SQUARE, "square", "y = x^2; dx = 2 g x", square_bw, f_square);
 ad_tensor *ad_square(ad_tensor *x) { return unary("ad_square", &D_SQUARE, x, NULL); }
 
 static double f_recip(double x, const void *p) { (void)p; return 1.0 / x; }
@@ -534,7 +589,7 @@ static int reciprocal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     gin[0] = ad_neg(ad_mul(g, ad_square(n->out))); /* -1/x^2 = -y^2 */
     return 0;
 }
-PW_OP(D_RECIPROCAL, "reciprocal", "y = 1 / x; dx = -g y^2", reciprocal_bw, K_FN, f_recip, NULL);
+PW_FN1_OP(D_RECIPROCAL, "reciprocal", "y = 1 / x; dx = -g y^2", reciprocal_bw, f_recip);
 ad_tensor *ad_reciprocal(ad_tensor *x) { return unary("ad_reciprocal", &D_RECIPROCAL, x, NULL); }
 
 /* ---- clamp --------------------------------------------------------------------------
@@ -642,10 +697,12 @@ static double f_sign(double x, const void *p)
     (void)p;
     return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x; /* NaN stays NaN */
 }
+PW_FN1_ROW(D_SIGN, f_sign)
 static const pw_def D_SIGN = {
     .op = {.name = "sign", .formula = "y = sign x (-1, 0 or 1); not differentiable",
            .forward = cmp_fw},
     .kind = K_FN,
+    .row = D_SIGN_row,
     .f1 = f_sign,
 };
 ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL); }
