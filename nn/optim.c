@@ -220,7 +220,14 @@ nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *o
 
 /* ---- the update rules ------------------------------------------------------------------
  * Each works on one parameter: w its values, g its gradient, n elements,
- * t the number of this update (1 for the first). */
+ * t the number of this update (1 for the first).  A rule is written once
+ * as a macro and instantiated per floating dtype T, so its loop runs over
+ * the contiguous buffers with no per-element dtype dispatch and the
+ * compiler can vectorise it.  Every element is still read as a double,
+ * updated in double and stored back in T, in the same order of operations
+ * as always: results are the same to the bit whatever the dtype.  The
+ * options tested inside a loop are loop-invariant (the compiler moves the
+ * tests out of it). */
 
 typedef struct upd {
     void *w;
@@ -230,30 +237,78 @@ typedef struct upd {
     int64_t n, t;
 } upd;
 
-#define LD(p, i) nn__ld((p), u->dt, (i))
-#define ST(p, i, v) nn__st((p), u->dt, (i), (v))
+#define DEFINE_SGD(T)                                                                        \
+    static void sgd_##T(int64_t n, T *restrict wp, const T *restrict gp, T *restrict bp,     \
+                        double lr, double wd, double mom, double damp1, bool first,           \
+                        bool nesterov)                                                        \
+    {                                                                                         \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            double w = wp[i], g = gp[i];                                                      \
+            if (wd != 0) g += wd * w;                                                         \
+            if (mom != 0) {                                                                   \
+                double b = first ? g : mom * (double)bp[i] + damp1 * g;                       \
+                bp[i] = (T)b;                                                                 \
+                g = nesterov ? g + mom * b : b;                                               \
+            }                                                                                 \
+            wp[i] = (T)(w - lr * g);                                                          \
+        }                                                                                     \
+    }
+DEFINE_SGD(float)
+DEFINE_SGD(double)
+#undef DEFINE_SGD
 
 static void sgd_update(const nn_optim *o, const upd *u)
 {
     const nn_sgd_options *h = &o->sgd;
-    for (int64_t i = 0; i < u->n; i++) {
-        double w = LD(u->w, i);
-        double g = LD(u->g, i);
-        /* L2 weight decay folded into the gradient: d/dw (lambda/2 w^2) = lambda w. */
-        if (h->weight_decay != 0) g += h->weight_decay * w;
-        if (h->momentum != 0) {
-            /* The buffer is a running sum of past gradients, a velocity:
-             * b = momentum b + (1 - dampening) g.  On the first step it
-             * starts as g itself (PyTorch), not (1 - dampening) g. */
-            double b = u->t == 1 ? g : h->momentum * LD(u->s[0], i) + (1 - h->dampening) * g;
-            ST(u->s[0], i, b);
-            /* Nesterov looks ahead: it steps along g plus the next velocity. */
-            g = h->nesterov ? g + h->momentum * b : b;
-        }
-        /* The gradient-descent step: w <- w - eta dE/dw. */
-        ST(u->w, i, w - o->lr * g);
-    }
+    /* L2 weight decay folded into the gradient: d/dw (lambda/2 w^2) = lambda w.
+     * The momentum buffer is a running sum of past gradients, a velocity:
+     * b = momentum b + (1 - dampening) g.  On the first step it starts as g
+     * itself (PyTorch), not (1 - dampening) g.  Nesterov looks ahead: it
+     * steps along g plus the next velocity.  Then the gradient-descent
+     * step: w <- w - eta dE/dw. */
+    double damp1 = 1 - h->dampening;
+    if (u->dt == AD_FLOAT32)
+        sgd_float(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
+                  u->t == 1, h->nesterov);
+    else
+        sgd_double(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
+                   u->t == 1, h->nesterov);
 }
+
+typedef struct adam_k {
+    double wdecay;     /* AdamW: w *= wdecay */
+    double wd;         /* Adam: g += wd w */
+    double b1, b1c;    /* beta1, 1 - beta1 */
+    double b2, b2c;    /* beta2, 1 - beta2 */
+    double step_size, sqrt_bc2, eps;
+    bool adamw, amsgrad;
+} adam_k;
+
+#define DEFINE_ADAM(T)                                                                       \
+    static void adam_##T(int64_t n, T *restrict wp, const T *restrict gp, T *restrict mp,    \
+                         T *restrict vp, T *restrict vmaxp, const adam_k *k)                 \
+    {                                                                                         \
+        const adam_k c = *k;                                                                  \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            double w = wp[i], g = gp[i];                                                      \
+            if (c.adamw)                                                                      \
+                w *= c.wdecay;                                                                \
+            else if (c.wd != 0)                                                               \
+                g += c.wd * w;                                                                \
+            double m = c.b1 * (double)mp[i] + c.b1c * g;                                      \
+            double v = c.b2 * (double)vp[i] + c.b2c * g * g;                                  \
+            mp[i] = (T)m;                                                                     \
+            vp[i] = (T)v;                                                                     \
+            if (c.amsgrad) {                                                                  \
+                v = fmax((double)vmaxp[i], v);                                                \
+                vmaxp[i] = (T)v;                                                              \
+            }                                                                                 \
+            wp[i] = (T)(w - c.step_size * m / (sqrt(v) / c.sqrt_bc2 + c.eps));                \
+        }                                                                                     \
+    }
+DEFINE_ADAM(float)
+DEFINE_ADAM(double)
+#undef DEFINE_ADAM
 
 static void adam_update(const nn_optim *o, const upd *u)
 {
@@ -261,59 +316,73 @@ static void adam_update(const nn_optim *o, const upd *u)
     /* m and v start at zero, so after t steps they are (1 - beta^t) times
      * too small on average: dividing by these factors removes the bias. */
     double bc1 = 1 - pow(h->beta1, (double)u->t), bc2 = 1 - pow(h->beta2, (double)u->t);
-    double step_size = o->lr / bc1, sqrt_bc2 = sqrt(bc2);
-    for (int64_t i = 0; i < u->n; i++) {
-        double w = LD(u->w, i), g = LD(u->g, i);
-        if (o->kind == OPT_ADAMW)
-            w *= 1 - o->lr * h->weight_decay; /* decoupled: shrink w directly */
-        else if (h->weight_decay != 0)
-            g += h->weight_decay * w; /* Adam: L2 term in the gradient */
-        /* Running means of g (direction) and g^2 (scale). */
-        double m = h->beta1 * LD(u->s[0], i) + (1 - h->beta1) * g;
-        double v = h->beta2 * LD(u->s[1], i) + (1 - h->beta2) * g * g;
-        ST(u->s[0], i, m);
-        ST(u->s[1], i, v);
-        if (h->amsgrad) {
-            v = fmax(LD(u->s[2], i), v); /* never let the scale shrink */
-            ST(u->s[2], i, v);
-        }
-        /* w <- w - lr mhat / (sqrt(vhat) + eps), written as PyTorch does:
-         * (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).  Each weight's step is
-         * about lr in size whatever the scale of its gradient. */
-        ST(u->w, i, w - step_size * m / (sqrt(v) / sqrt_bc2 + h->eps));
-    }
+    /* AdamW decouples the decay and shrinks w directly; Adam puts the L2
+     * term in the gradient.  m and v are running means of g (direction)
+     * and g^2 (scale); amsgrad never lets the scale shrink.  Then
+     * w <- w - lr mhat / (sqrt(vhat) + eps), written as PyTorch does:
+     * (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).  Each weight's step is
+     * about lr in size whatever the scale of its gradient. */
+    adam_k k = {
+        .wdecay = 1 - o->lr * h->weight_decay,
+        .wd = h->weight_decay,
+        .b1 = h->beta1, .b1c = 1 - h->beta1,
+        .b2 = h->beta2, .b2c = 1 - h->beta2,
+        .step_size = o->lr / bc1, .sqrt_bc2 = sqrt(bc2), .eps = h->eps,
+        .adamw = o->kind == OPT_ADAMW, .amsgrad = h->amsgrad,
+    };
+    if (u->dt == AD_FLOAT32)
+        adam_float(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+    else
+        adam_double(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
 }
+
+typedef struct rms_k {
+    double lr, wd, alpha, alpha1, eps, mom;
+    bool centered;
+} rms_k;
+
+#define DEFINE_RMSPROP(T)                                                                    \
+    static void rmsprop_##T(int64_t n, T *restrict wp, const T *restrict gp, T *restrict sp, \
+                            T *restrict bp, T *restrict ap, const rms_k *k)                  \
+    {                                                                                         \
+        const rms_k c = *k;                                                                   \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            double w = wp[i], g = gp[i];                                                      \
+            if (c.wd != 0) g += c.wd * w;                                                     \
+            double s = c.alpha * (double)sp[i] + c.alpha1 * g * g;                            \
+            sp[i] = (T)s;                                                                     \
+            double var = s;                                                                   \
+            if (c.centered) {                                                                 \
+                double a = c.alpha * (double)ap[i] + c.alpha1 * g;                            \
+                ap[i] = (T)a;                                                                 \
+                var = s - a * a;                                                              \
+            }                                                                                 \
+            double d = g / (sqrt(var) + c.eps);                                               \
+            if (c.mom > 0) {                                                                  \
+                d += c.mom * (double)bp[i];                                                   \
+                bp[i] = (T)d;                                                                 \
+            }                                                                                 \
+            wp[i] = (T)(w - c.lr * d);                                                        \
+        }                                                                                     \
+    }
+DEFINE_RMSPROP(float)
+DEFINE_RMSPROP(double)
+#undef DEFINE_RMSPROP
 
 static void rmsprop_update(const nn_optim *o, const upd *u)
 {
     const nn_rmsprop_options *h = &o->rms;
-    for (int64_t i = 0; i < u->n; i++) {
-        double w = LD(u->w, i), g = LD(u->g, i);
-        if (h->weight_decay != 0) g += h->weight_decay * w;
-        /* s: running mean of g^2; dividing by its root gives each weight a
-         * step of about the same size (Hinton's RMSprop). */
-        double s = h->alpha * LD(u->s[0], i) + (1 - h->alpha) * g * g;
-        ST(u->s[0], i, s);
-        double var = s;
-        if (h->centered) {
-            /* Centered: divide by an estimate of the variance s - a^2 instead
-             * of the raw second moment. */
-            double a = h->alpha * LD(u->s[2], i) + (1 - h->alpha) * g;
-            ST(u->s[2], i, a);
-            var = s - a * a;
-        }
-        double d = g / (sqrt(var) + h->eps);
-        if (h->momentum > 0) {
-            /* A velocity of the scaled steps (starting from zero). */
-            d += h->momentum * LD(u->s[1], i);
-            ST(u->s[1], i, d);
-        }
-        ST(u->w, i, w - o->lr * d);
-    }
+    /* s: running mean of g^2; dividing by its root gives each weight a
+     * step of about the same size (Hinton's RMSprop).  Centered divides by
+     * an estimate of the variance s - a^2 instead of the raw second moment.
+     * With momentum, a velocity of the scaled steps (starting from zero). */
+    rms_k k = {o->lr, h->weight_decay, h->alpha, 1 - h->alpha, h->eps, h->momentum,
+               h->centered};
+    if (u->dt == AD_FLOAT32)
+        rmsprop_float(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+    else
+        rmsprop_double(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
 }
-
-#undef LD
-#undef ST
 
 /* ---- stepping -------------------------------------------------------------------------- */
 
