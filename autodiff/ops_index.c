@@ -356,13 +356,48 @@ static int check_fits(const char *fn, const ad_tensor *index, const ad_tensor *t
     return 0;
 }
 
+/* The fast case of gather and scatter_add: the axis is the last one, the
+ * tensors are contiguous and share their leading extents, so row r of the
+ * index reads (or adds into) row r of the other tensor.  Rows of lx
+ * elements in x (base), li in the index. */
+static bool last_axis_rows(int d, const ad_tensor *t, const ad_tensor *index,
+                           const ad_tensor *other, int64_t *rows, int64_t *lx, int64_t *li)
+{
+    if (d != t->ndim - 1 || !ad_is_contiguous(t) || !ad_is_contiguous(index) ||
+        (other && !ad_is_contiguous(other)))
+        return false;
+    int64_t r = 1;
+    for (int k = 0; k < d; k++) {
+        if (index->shape[k] != t->shape[k]) return false;
+        r *= t->shape[k];
+    }
+    *rows = r, *lx = t->shape[d], *li = index->shape[d];
+    return true;
+}
+
+#define GATHER_ROWS(T)                                                                  \
+    do {                                                                                \
+        const T *xs = (const T *)x->storage->data + x->offset;                          \
+        T *o = (T *)out->storage->data + out->offset;                                   \
+        for (int64_t r = 0; r < rows; r++, xs += lx, iv += li, o += li)                 \
+            for (int64_t j = 0; j < li; j++) o[j] = xs[iv[j] < 0 ? iv[j] + lx : iv[j]]; \
+    } while (0)
+
 static int gather_run(ad_tensor *out, ad_tensor *const *in, int d)
 {
     const ad_tensor *x = in[0], *index = in[1];
-    int64_t p[AD_MAX_DIMS] = {0}, j = 0;
+    int64_t p[AD_MAX_DIMS] = {0}, j = 0, rows, lx, li;
     size_t es = ad_dtype_size(x->dtype);
     if (check_range("ad_gather", index, x, "x", d)) return -1;
     if (ad__numel(out->ndim, out->shape) == 0) return 0;
+    if (last_axis_rows(d, x, index, NULL, &rows, &lx, &li) && ad_is_contiguous(out)) {
+        const int64_t *iv = (const int64_t *)index->storage->data + index->offset;
+        if (es == 4) GATHER_ROWS(uint32_t);
+        else if (es == 8) GATHER_ROWS(uint64_t);
+        else goto walk;
+        return 0;
+    }
+walk:
     do {
         int64_t k = p[d];
         p[d] = entry(index, ad__offset_of(index, p), x->shape[d]);
@@ -397,6 +432,19 @@ ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index)
     return index_op(fn, &OP_GATHER, gather_run, 2, in, d, x, index);
 }
 
+#define SCATTER_ADD_ROWS(T, ADD)                                                        \
+    do {                                                                                \
+        T *o = (T *)out->storage->data + out->offset;                                   \
+        const T *sv = (const T *)src->storage->data + src->offset;                      \
+        for (int64_t r = 0; r < rows; r++, o += lx, iv += li, sv += li)                 \
+            for (int64_t j = 0; j < li; j++) {                                          \
+                T *ap = &o[iv[j] < 0 ? iv[j] + lx : iv[j]];                             \
+                T a = *ap, b = sv[j];                                                   \
+                ADD;                                                                    \
+                *ap = a;                                                                \
+            }                                                                           \
+    } while (0)
+
 static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
 {
     const ad_tensor *base = in[0], *index = in[1], *src = in[2];
@@ -404,6 +452,17 @@ static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     if (check_range("ad_scatter_add", index, base, "base", d)) return -1;
     ad__copy_same(out, base);
     if (ad__numel(src->ndim, src->shape) == 0) return 0;
+    int64_t rows, lx, li;
+    if (last_axis_rows(d, out, index, src, &rows, &lx, &li)) {
+        /* same order of additions as the walk below */
+        const int64_t *iv = (const int64_t *)index->storage->data + index->offset;
+        switch (out->dtype) {
+        case AD_FLOAT32: SCATTER_ADD_ROWS(float, a += b); break;
+        case AD_FLOAT64: SCATTER_ADD_ROWS(double, a += b); break;
+        default: SCATTER_ADD_ROWS(int64_t, a = (int64_t)((uint64_t)a + (uint64_t)b));
+        }
+        return 0;
+    }
     do {
         int64_t k = p[d], os = ad__offset_of(src, p);
         p[d] = entry(index, ad__offset_of(index, p), base->shape[d]);

@@ -525,11 +525,76 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
 DEFINE_WINDOW_ARGMAX(window_argmax_f32, float)
 DEFINE_WINDOW_ARGMAX(window_argmax_f64, double)
 
+/* The same scan for a contiguous x, whose rows are runs of memory: plain
+ * pointer loops, and the common 2x2 window of stride 2 without padding
+ * unrolled.  The comparisons and their order are those above, so the
+ * chosen index is the same. */
+#define ARGMAX_TAKE(T, v, i) \
+    if ((v) > bv || (isnan(v) && !isnan(bv))) bv = (v), best = (i)
+#define DEFINE_WINDOW_ARGMAX_CONTIG(name, T)                                               \
+    static void name(const ad_tensor *x, int64_t *out, const win2d *w)                     \
+    {                                                                                      \
+        const T *xd = (const T *)x->storage->data + x->offset;                             \
+        const int64_t H = w->in[0], W = w->in[1], Ho = w->out[0], Wo = w->out[1];          \
+        const int64_t planes = x->shape[0] * x->shape[1];                                  \
+        const int64_t kh = w->k[0], kw = w->k[1], sh = w->s[0], sw = w->s[1];              \
+        const int64_t ph = w->p[0], pw = w->p[1];                                          \
+        const int64_t work = planes * Ho * Wo * kh * kw;                                   \
+        const bool two = kh == 2 && kw == 2 && sh == 2 && sw == 2 && !ph && !pw;           \
+        (void)work;                                                                        \
+        PARALLEL_FOR                                                                       \
+        for (int64_t p = 0; p < planes; p++) {                                             \
+            const T *plane = xd + p * H * W;                                               \
+            int64_t *o = out + p * Ho * Wo;                                                \
+            if (two) {                                                                     \
+                for (int64_t oh = 0; oh < Ho; oh++, o += Wo) {                             \
+                    const T *r0 = plane + 2 * oh * W, *r1 = r0 + W;                        \
+                    const int64_t i0 = 2 * oh * W;                                         \
+                    for (int64_t ow = 0; ow < Wo; ow++) {                                  \
+                        const int64_t c = 2 * ow;                                          \
+                        T bv = r0[c], v;                                                   \
+                        int64_t best = i0 + c;                                             \
+                        v = r0[c + 1];                                                     \
+                        ARGMAX_TAKE(T, v, i0 + c + 1);                                     \
+                        v = r1[c];                                                         \
+                        ARGMAX_TAKE(T, v, i0 + W + c);                                     \
+                        v = r1[c + 1];                                                     \
+                        ARGMAX_TAKE(T, v, i0 + W + c + 1);                                 \
+                        o[ow] = best;                                                      \
+                    }                                                                      \
+                }                                                                          \
+                continue;                                                                  \
+            }                                                                              \
+            for (int64_t oh = 0; oh < Ho; oh++, o += Wo) {                                 \
+                int64_t h0 = oh * sh - ph;                                                 \
+                int64_t ha = h0 < 0 ? 0 : h0, hb = h0 + kh < H ? h0 + kh : H;              \
+                for (int64_t ow = 0; ow < Wo; ow++) {                                      \
+                    int64_t w0 = ow * sw - pw;                                             \
+                    int64_t wa = w0 < 0 ? 0 : w0, wb = w0 + kw < W ? w0 + kw : W;          \
+                    int64_t best = ha * W + wa;                                            \
+                    T bv = plane[best];                                                    \
+                    for (int64_t ih = ha; ih < hb; ih++) {                                 \
+                        const T *row = plane + ih * W;                                     \
+                        for (int64_t iw = wa; iw < wb; iw++) {                             \
+                            T v = row[iw];                                                 \
+                            ARGMAX_TAKE(T, v, ih * W + iw);                                \
+                        }                                                                  \
+                    }                                                                      \
+                    o[ow] = best;                                                          \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+DEFINE_WINDOW_ARGMAX_CONTIG(window_argmax_contig_f32, float)
+DEFINE_WINDOW_ARGMAX_CONTIG(window_argmax_contig_f64, double)
+
 static void window_argmax(const ad_tensor *x, ad_tensor *idx, const win2d *w)
 {
     int64_t *out = (int64_t *)idx->storage->data + idx->offset;
-    if (x->dtype == AD_FLOAT64) window_argmax_f64(x, out, w);
-    else window_argmax_f32(x, out, w);
+    bool contig = ad_is_contiguous(x) && w->d[0] == 1 && w->d[1] == 1;
+    if (x->dtype == AD_FLOAT64)
+        contig ? window_argmax_contig_f64(x, out, w) : window_argmax_f64(x, out, w);
+    else contig ? window_argmax_contig_f32(x, out, w) : window_argmax_f32(x, out, w);
 }
 
 /* Replay: the indices follow x's new values (the gather that reads them
