@@ -220,8 +220,9 @@ nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *o
 
 /* ---- the update rules ------------------------------------------------------------------
  * Each works on one parameter: w its values, g its gradient, n elements,
- * t the number of this update (1 for the first).  A rule is written once
- * as a macro and instantiated per floating dtype T, so its loop runs over
+ * t the number of this update (1 for the first).  A rule's loop is
+ * written once, in optim_kernels.inc, and instantiated per floating dtype
+ * T, so it runs over
  * the contiguous buffers with no per-element dtype dispatch and the
  * compiler can vectorise it.  Every element is still read as a double,
  * updated in double and stored back in T, in the same order of operations
@@ -237,25 +238,32 @@ typedef struct upd {
     int64_t n, t;
 } upd;
 
-#define DEFINE_SGD(T)                                                                        \
-    static void sgd_##T(int64_t n, T *restrict wp, const T *restrict gp, T *restrict bp,     \
-                        double lr, double wd, double mom, double damp1, bool first,           \
-                        bool nesterov)                                                        \
-    {                                                                                         \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            double w = wp[i], g = gp[i];                                                      \
-            if (wd != 0) g += wd * w;                                                         \
-            if (mom != 0) {                                                                   \
-                double b = first ? g : mom * (double)bp[i] + damp1 * g;                       \
-                bp[i] = (T)b;                                                                 \
-                g = nesterov ? g + mom * b : b;                                               \
-            }                                                                                 \
-            wp[i] = (T)(w - lr * g);                                                          \
-        }                                                                                     \
-    }
-DEFINE_SGD(float)
-DEFINE_SGD(double)
-#undef DEFINE_SGD
+typedef struct adam_k {
+    double wdecay;     /* AdamW: w *= wdecay */
+    double wd;         /* Adam: g += wd w */
+    double b1, b1c;    /* beta1, 1 - beta1 */
+    double b2, b2c;    /* beta2, 1 - beta2 */
+    double step_size, sqrt_bc2, eps;
+    bool adamw, amsgrad;
+} adam_k;
+
+typedef struct rms_k {
+    double lr, wd, alpha, alpha1, eps, mom;
+    bool centered;
+} rms_k;
+
+/* The update loops, one per dtype: optim_kernels.inc read with T = float
+ * and then double (SFX adds _f32 / _f64). */
+#define T float
+#define SFX(name) name##_f32
+#include "optim_kernels.inc"
+#undef SFX
+#undef T
+#define T double
+#define SFX(name) name##_f64
+#include "optim_kernels.inc"
+#undef SFX
+#undef T
 
 static void sgd_update(const nn_optim *o, const upd *u)
 {
@@ -268,47 +276,13 @@ static void sgd_update(const nn_optim *o, const upd *u)
      * step: w <- w - eta dE/dw. */
     double damp1 = 1 - h->dampening;
     if (u->dt == AD_FLOAT32)
-        sgd_float(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
+        sgd_f32(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
                   u->t == 1, h->nesterov);
     else
-        sgd_double(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
+        sgd_f64(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
                    u->t == 1, h->nesterov);
 }
 
-typedef struct adam_k {
-    double wdecay;     /* AdamW: w *= wdecay */
-    double wd;         /* Adam: g += wd w */
-    double b1, b1c;    /* beta1, 1 - beta1 */
-    double b2, b2c;    /* beta2, 1 - beta2 */
-    double step_size, sqrt_bc2, eps;
-    bool adamw, amsgrad;
-} adam_k;
-
-#define DEFINE_ADAM(T)                                                                       \
-    static void adam_##T(int64_t n, T *restrict wp, const T *restrict gp, T *restrict mp,    \
-                         T *restrict vp, T *restrict vmaxp, const adam_k *k)                 \
-    {                                                                                         \
-        const adam_k c = *k;                                                                  \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            double w = wp[i], g = gp[i];                                                      \
-            if (c.adamw)                                                                      \
-                w *= c.wdecay;                                                                \
-            else if (c.wd != 0)                                                               \
-                g += c.wd * w;                                                                \
-            double m = c.b1 * (double)mp[i] + c.b1c * g;                                      \
-            double v = c.b2 * (double)vp[i] + c.b2c * g * g;                                  \
-            mp[i] = (T)m;                                                                     \
-            vp[i] = (T)v;                                                                     \
-            if (c.amsgrad) {                                                                  \
-                v = fmax((double)vmaxp[i], v);                                                \
-                vmaxp[i] = (T)v;                                                              \
-            }                                                                                 \
-            wp[i] = (T)(w - c.step_size * m / (sqrt(v) / c.sqrt_bc2 + c.eps));                \
-        }                                                                                     \
-    }
-DEFINE_ADAM(float)
-DEFINE_ADAM(double)
-#undef DEFINE_ADAM
 
 static void adam_update(const nn_optim *o, const upd *u)
 {
@@ -331,43 +305,11 @@ static void adam_update(const nn_optim *o, const upd *u)
         .adamw = o->kind == OPT_ADAMW, .amsgrad = h->amsgrad,
     };
     if (u->dt == AD_FLOAT32)
-        adam_float(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+        adam_f32(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
     else
-        adam_double(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+        adam_f64(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
 }
 
-typedef struct rms_k {
-    double lr, wd, alpha, alpha1, eps, mom;
-    bool centered;
-} rms_k;
-
-#define DEFINE_RMSPROP(T)                                                                    \
-    static void rmsprop_##T(int64_t n, T *restrict wp, const T *restrict gp, T *restrict sp, \
-                            T *restrict bp, T *restrict ap, const rms_k *k)                  \
-    {                                                                                         \
-        const rms_k c = *k;                                                                   \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            double w = wp[i], g = gp[i];                                                      \
-            if (c.wd != 0) g += c.wd * w;                                                     \
-            double s = c.alpha * (double)sp[i] + c.alpha1 * g * g;                            \
-            sp[i] = (T)s;                                                                     \
-            double var = s;                                                                   \
-            if (c.centered) {                                                                 \
-                double a = c.alpha * (double)ap[i] + c.alpha1 * g;                            \
-                ap[i] = (T)a;                                                                 \
-                var = s - a * a;                                                              \
-            }                                                                                 \
-            double d = g / (sqrt(var) + c.eps);                                               \
-            if (c.mom > 0) {                                                                  \
-                d += c.mom * (double)bp[i];                                                   \
-                bp[i] = (T)d;                                                                 \
-            }                                                                                 \
-            wp[i] = (T)(w - c.lr * d);                                                        \
-        }                                                                                     \
-    }
-DEFINE_RMSPROP(float)
-DEFINE_RMSPROP(double)
-#undef DEFINE_RMSPROP
 
 static void rmsprop_update(const nn_optim *o, const upd *u)
 {
@@ -379,9 +321,9 @@ static void rmsprop_update(const nn_optim *o, const upd *u)
     rms_k k = {o->lr, h->weight_decay, h->alpha, 1 - h->alpha, h->eps, h->momentum,
                h->centered};
     if (u->dt == AD_FLOAT32)
-        rmsprop_float(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+        rmsprop_f32(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
     else
-        rmsprop_double(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+        rmsprop_f64(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
 }
 
 /* ---- stepping -------------------------------------------------------------------------- */
