@@ -375,13 +375,16 @@ static bool last_axis_rows(int d, const ad_tensor *t, const ad_tensor *index,
     return true;
 }
 
-#define GATHER_ROWS(T)                                                                  \
-    do {                                                                                \
-        const T *xs = (const T *)x->storage->data + x->offset;                          \
-        T *o = (T *)out->storage->data + out->offset;                                   \
-        for (int64_t r = 0; r < rows; r++, xs += lx, iv += li, o += li)                 \
-            for (int64_t j = 0; j < li; j++) o[j] = xs[iv[j] < 0 ? iv[j] + lx : iv[j]]; \
-    } while (0)
+/* rows x li gathered entries along the last axis of contiguous x (rows x
+ * lx) into out, es bytes each: a raw copy, whatever the dtype.  es is a
+ * constant at both calls, so each copy compiles to one move. */
+static inline void gather_rows(const char *xs, char *o, const int64_t *iv, int64_t rows,
+                               int64_t lx, int64_t li, size_t es)
+{
+    for (int64_t r = 0; r < rows; r++, xs += lx * (int64_t)es, iv += li, o += li * (int64_t)es)
+        for (int64_t j = 0; j < li; j++)
+            memcpy(o + j * (int64_t)es, xs + (iv[j] < 0 ? iv[j] + lx : iv[j]) * (int64_t)es, es);
+}
 
 static int gather_run(ad_tensor *out, ad_tensor *const *in, int d)
 {
@@ -392,8 +395,10 @@ static int gather_run(ad_tensor *out, ad_tensor *const *in, int d)
     if (ad__numel(out->ndim, out->shape) == 0) return 0;
     if (last_axis_rows(d, x, index, NULL, &rows, &lx, &li) && ad_is_contiguous(out)) {
         const int64_t *iv = (const int64_t *)index->storage->data + index->offset;
-        if (es == 4) GATHER_ROWS(uint32_t);
-        else if (es == 8) GATHER_ROWS(uint64_t);
+        const char *xs = (const char *)x->storage->data + x->offset * (int64_t)es;
+        char *o = (char *)out->storage->data + out->offset * (int64_t)es;
+        if (es == 4) gather_rows(xs, o, iv, rows, lx, li, 4);
+        else if (es == 8) gather_rows(xs, o, iv, rows, lx, li, 8);
         else goto walk;
         return 0;
     }
@@ -432,18 +437,30 @@ ad_tensor *ad_gather(ad_tensor *x, int axis, ad_tensor *index)
     return index_op(fn, &OP_GATHER, gather_run, 2, in, d, x, index);
 }
 
-#define SCATTER_ADD_ROWS(T, ADD)                                                        \
-    do {                                                                                \
-        T *o = (T *)out->storage->data + out->offset;                                   \
-        const T *sv = (const T *)src->storage->data + src->offset;                      \
-        for (int64_t r = 0; r < rows; r++, o += lx, iv += li, sv += li)                 \
-            for (int64_t j = 0; j < li; j++) {                                          \
-                T *ap = &o[iv[j] < 0 ? iv[j] + lx : iv[j]];                             \
-                T a = *ap, b = sv[j];                                                   \
-                ADD;                                                                    \
-                *ap = a;                                                                \
-            }                                                                           \
-    } while (0)
+/* out[r, index[r, j]] += src[r, j] along the last axis of contiguous
+ * tensors, in the walk's order, so float sums round the same way; int64
+ * wraps. */
+static void scatter_rows_f32(float *o, const float *sv, const int64_t *iv, int64_t rows,
+                             int64_t lx, int64_t li)
+{
+    for (int64_t r = 0; r < rows; r++, o += lx, iv += li, sv += li)
+        for (int64_t j = 0; j < li; j++) o[iv[j] < 0 ? iv[j] + lx : iv[j]] += sv[j];
+}
+static void scatter_rows_f64(double *o, const double *sv, const int64_t *iv, int64_t rows,
+                             int64_t lx, int64_t li)
+{
+    for (int64_t r = 0; r < rows; r++, o += lx, iv += li, sv += li)
+        for (int64_t j = 0; j < li; j++) o[iv[j] < 0 ? iv[j] + lx : iv[j]] += sv[j];
+}
+static void scatter_rows_i64(int64_t *o, const int64_t *sv, const int64_t *iv, int64_t rows,
+                             int64_t lx, int64_t li)
+{
+    for (int64_t r = 0; r < rows; r++, o += lx, iv += li, sv += li)
+        for (int64_t j = 0; j < li; j++) {
+            int64_t *a = &o[iv[j] < 0 ? iv[j] + lx : iv[j]];
+            *a = (int64_t)((uint64_t)*a + (uint64_t)sv[j]);
+        }
+}
 
 static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
 {
@@ -456,10 +473,13 @@ static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     if (last_axis_rows(d, out, index, src, &rows, &lx, &li)) {
         /* same order of additions as the walk below */
         const int64_t *iv = (const int64_t *)index->storage->data + index->offset;
+        void *o = (char *)out->storage->data + out->offset * (int64_t)ad_dtype_size(out->dtype);
+        const void *sv =
+            (const char *)src->storage->data + src->offset * (int64_t)ad_dtype_size(src->dtype);
         switch (out->dtype) {
-        case AD_FLOAT32: SCATTER_ADD_ROWS(float, a += b); break;
-        case AD_FLOAT64: SCATTER_ADD_ROWS(double, a += b); break;
-        default: SCATTER_ADD_ROWS(int64_t, a = (int64_t)((uint64_t)a + (uint64_t)b));
+        case AD_FLOAT32: scatter_rows_f32(o, sv, iv, rows, lx, li); break;
+        case AD_FLOAT64: scatter_rows_f64(o, sv, iv, rows, lx, li); break;
+        default: scatter_rows_i64(o, sv, iv, rows, lx, li);
         }
         return 0;
     }

@@ -490,103 +490,12 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
  * gives a NaN maximum, as ad_max does.  Padding is skipped: it is never
  * chosen, which is what -inf padding means, and every window holds a real
  * element because padding is at most half the kernel. */
-#define DEFINE_WINDOW_ARGMAX(name, T)                                                      \
-    static void name(const ad_tensor *x, int64_t *out, const win2d *w)                     \
-    {                                                                                      \
-        const T *xd = x->storage->data;                                                    \
-        const int64_t C = x->shape[1], H = w->in[0], W = w->in[1];                         \
-        const int64_t Ho = w->out[0], Wo = w->out[1], planes = x->shape[0] * C;            \
-        const int64_t *st = x->strides;                                                    \
-        const int64_t work = planes * Ho * Wo * w->k[0] * w->k[1];                         \
-        (void)work;                                                                        \
-        PARALLEL_FOR                                                                       \
-        for (int64_t p = 0; p < planes; p++) {                                             \
-            const T *plane = xd + x->offset + (p / C) * st[0] + (p % C) * st[1];           \
-            int64_t *o = out + p * Ho * Wo;                                                \
-            for (int64_t oh = 0; oh < Ho; oh++) {                                          \
-                int64_t h0 = oh * w->s[0] - w->p[0];                                       \
-                int64_t ha = h0 < 0 ? 0 : h0, hb = h0 + w->k[0] < H ? h0 + w->k[0] : H;    \
-                for (int64_t ow = 0; ow < Wo; ow++) {                                      \
-                    int64_t w0 = ow * w->s[1] - w->p[1];                                   \
-                    int64_t wa = w0 < 0 ? 0 : w0, wb = w0 + w->k[1] < W ? w0 + w->k[1] : W; \
-                    int64_t best = ha * W + wa;                                            \
-                    T bv = plane[ha * st[2] + wa * st[3]];                                 \
-                    for (int64_t ih = ha; ih < hb; ih++)                                   \
-                        for (int64_t iw = wa; iw < wb; iw++) {                             \
-                            T v = plane[ih * st[2] + iw * st[3]];                          \
-                            /* strictly larger: an equal value later loses */              \
-                            if (v > bv || (isnan(v) && !isnan(bv))) bv = v, best = ih * W + iw; \
-                        }                                                                  \
-                    o[oh * Wo + ow] = best;                                                \
-                }                                                                          \
-            }                                                                              \
-        }                                                                                  \
-    }
-DEFINE_WINDOW_ARGMAX(window_argmax_f32, float)
-DEFINE_WINDOW_ARGMAX(window_argmax_f64, double)
+/* window_argmax_f32/_f64 (any strides) and window_argmax_contig_f32/_f64
+ * (contiguous x, the common 2x2 stride-2 window unrolled), from
+ * pool_kernels.inc instantiated per dtype. */
+#define KERNEL_FILE "pool_kernels.inc"
+#include "per_dtype.inc"
 
-/* The same scan for a contiguous x, whose rows are runs of memory: plain
- * pointer loops, and the common 2x2 window of stride 2 without padding
- * unrolled.  The comparisons and their order are those above, so the
- * chosen index is the same. */
-#define ARGMAX_TAKE(T, v, i) \
-    if ((v) > bv || (isnan(v) && !isnan(bv))) bv = (v), best = (i)
-#define DEFINE_WINDOW_ARGMAX_CONTIG(name, T)                                               \
-    static void name(const ad_tensor *x, int64_t *out, const win2d *w)                     \
-    {                                                                                      \
-        const T *xd = (const T *)x->storage->data + x->offset;                             \
-        const int64_t H = w->in[0], W = w->in[1], Ho = w->out[0], Wo = w->out[1];          \
-        const int64_t planes = x->shape[0] * x->shape[1];                                  \
-        const int64_t kh = w->k[0], kw = w->k[1], sh = w->s[0], sw = w->s[1];              \
-        const int64_t ph = w->p[0], pw = w->p[1];                                          \
-        const int64_t work = planes * Ho * Wo * kh * kw;                                   \
-        const bool two = kh == 2 && kw == 2 && sh == 2 && sw == 2 && !ph && !pw;           \
-        (void)work;                                                                        \
-        PARALLEL_FOR                                                                       \
-        for (int64_t p = 0; p < planes; p++) {                                             \
-            const T *plane = xd + p * H * W;                                               \
-            int64_t *o = out + p * Ho * Wo;                                                \
-            if (two) {                                                                     \
-                for (int64_t oh = 0; oh < Ho; oh++, o += Wo) {                             \
-                    const T *r0 = plane + 2 * oh * W, *r1 = r0 + W;                        \
-                    const int64_t i0 = 2 * oh * W;                                         \
-                    for (int64_t ow = 0; ow < Wo; ow++) {                                  \
-                        const int64_t c = 2 * ow;                                          \
-                        T bv = r0[c], v;                                                   \
-                        int64_t best = i0 + c;                                             \
-                        v = r0[c + 1];                                                     \
-                        ARGMAX_TAKE(T, v, i0 + c + 1);                                     \
-                        v = r1[c];                                                         \
-                        ARGMAX_TAKE(T, v, i0 + W + c);                                     \
-                        v = r1[c + 1];                                                     \
-                        ARGMAX_TAKE(T, v, i0 + W + c + 1);                                 \
-                        o[ow] = best;                                                      \
-                    }                                                                      \
-                }                                                                          \
-                continue;                                                                  \
-            }                                                                              \
-            for (int64_t oh = 0; oh < Ho; oh++, o += Wo) {                                 \
-                int64_t h0 = oh * sh - ph;                                                 \
-                int64_t ha = h0 < 0 ? 0 : h0, hb = h0 + kh < H ? h0 + kh : H;              \
-                for (int64_t ow = 0; ow < Wo; ow++) {                                      \
-                    int64_t w0 = ow * sw - pw;                                             \
-                    int64_t wa = w0 < 0 ? 0 : w0, wb = w0 + kw < W ? w0 + kw : W;          \
-                    int64_t best = ha * W + wa;                                            \
-                    T bv = plane[best];                                                    \
-                    for (int64_t ih = ha; ih < hb; ih++) {                                 \
-                        const T *row = plane + ih * W;                                     \
-                        for (int64_t iw = wa; iw < wb; iw++) {                             \
-                            T v = row[iw];                                                 \
-                            ARGMAX_TAKE(T, v, ih * W + iw);                                \
-                        }                                                                  \
-                    }                                                                      \
-                    o[ow] = best;                                                          \
-                }                                                                          \
-            }                                                                              \
-        }                                                                                  \
-    }
-DEFINE_WINDOW_ARGMAX_CONTIG(window_argmax_contig_f32, float)
-DEFINE_WINDOW_ARGMAX_CONTIG(window_argmax_contig_f64, double)
 
 static void window_argmax(const ad_tensor *x, ad_tensor *idx, const win2d *w)
 {
