@@ -71,6 +71,54 @@ START_TEST(replay_errors)
 }
 END_TEST
 
+/* Every op of the scalar API, each node used once in a sum, so the replay's
+ * case for each op (value, and the partials it re-evaluates or keeps) is
+ * compared against a fresh recording, bit for bit. */
+static ad_scalar every_op(ad_tape *t, ad_scalar *v, const double *p)
+{
+    ad_scalar x = v[0] = ad_scalar_var(t, p[0]), y = v[1] = ad_scalar_var(t, p[1]);
+    ad_scalar terms[] = {
+        ad_sadd(x, y), ad_ssub(x, y), ad_smul(x, y), ad_sdiv(x, y), ad_spow(x, y),
+        ad_smax(x, y), ad_smin(x, y), ad_sadd_c(x, 0.25), ad_smul_c(x, -3.0),
+        ad_ssub_c(y, 1.5), ad_scsub(2.0, y), ad_sdiv_c(x, 7.0), ad_scdiv(3.0, y),
+        ad_spow_c(x, 2.5), ad_sneg(y), ad_sexp(x), ad_slog(y), ad_ssqrt(x), ad_ssin(y),
+        ad_scos(x), ad_stan(y), ad_stanh(x), ad_ssigmoid(y), ad_srelu(ad_ssub(x, y)),
+        ad_sabs(ad_ssub(y, x)), ad_ssquare(y), ad_smul(ad_scalar_const(t, 0.5), x),
+    };
+    /* A product chain as well, so partials that depend on other nodes'
+     * values (not only on x and y) are replayed. */
+    ad_scalar f = ad_scalar_const(t, 0.0), prod = ad_scalar_const(t, 1.0);
+    for (size_t k = 0; k < sizeof terms / sizeof *terms; k++) {
+        f = ad_sadd(f, terms[k]);
+        prod = ad_smul(prod, ad_sadd_c(ad_smul_c(terms[k], 0.01), 1.0));
+    }
+    return ad_sadd(f, prod);
+}
+
+START_TEST(replay_every_op_matches_fresh_recording)
+{
+    /* (x, y) moves to points where max, min, relu and abs take the other
+     * branch too, and back. */
+    const double points[][2] = {{1.3, 0.7}, {0.6, 1.1}, {2.2, 0.4}, {0.9, 1.9}};
+    ad_tape *t = ad_tape_new(), *u = ad_tape_new();
+    ad_scalar v[2], w[2];
+    ad_scalar f = every_op(t, v, points[0]);
+    for (size_t k = 1; k < sizeof points / sizeof *points; k++) {
+        ck_assert_int_ge(ad_scalar_replay(t, 2, v, points[k]), 0);
+        double gr[2], gf[2];
+        ck_assert_int_eq(ad_scalar_gradient(f, 2, v, gr), 0);
+        ad_tape_reset(u);
+        ad_scalar g = every_op(u, w, points[k]);
+        ck_assert_int_eq(ad_scalar_gradient(g, 2, w, gf), 0);
+        ck_assert_close(ad_scalar_value(f), ad_scalar_value(g), 0);
+        ck_assert_close(gr[0], gf[0], 0);
+        ck_assert_close(gr[1], gf[1], 0);
+    }
+    ad_tape_free(t);
+    ad_tape_free(u);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scalar_replay");
@@ -78,6 +126,7 @@ int main(void)
     tcase_add_test(tc, replay_matches_fresh_recording);
     tcase_add_test(tc, replay_counts_branch_switches);
     tcase_add_test(tc, replay_errors);
+    tcase_add_test(tc, replay_every_op_matches_fresh_recording);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
