@@ -13,6 +13,8 @@
  *                 callbacks, checkpoints that resume exactly
  *   data.h        IDX (MNIST) and CSV data, mini-batch loader
  *   checkpoint.h  safetensors save and load
+ *   state.h       whole-state checkpoints: model, optimiser, random
+ *                 streams, epoch and step in one file
  *
  * Link with autodiff_nn and autodiff (pkg-config autodiff_nn).
  */
@@ -27,6 +29,7 @@
 #include "loss.h"
 #include "module.h"
 #include "optim.h"
+#include "state.h"
 #include "train.h"
 #include "trainer.h"
 
