@@ -557,9 +557,12 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
         const char *name = info->entries[i].name;
         bool known = !strncmp(name, OPTIM_PREFIX, strlen(OPTIM_PREFIX));
         for (int k = 0; k < e.n && !known; k++) known = !strcmp(e.names[k], name);
-        if (!known)
-            rc = nn__err(fn, "%s: '%s' is not a tensor of the model (nor an optimiser's)", path,
-                         name);
+        if (!known) {
+            char list[700];
+            nn__name_list(list, sizeof list, e.sd->n, e.sd->names);
+            rc = nn__err(fn, "%s: '%s' is not a tensor of the model (nor an optimiser's); the "
+                             "model's are: %s", path, name, list);
+        }
     }
     if (rc == 0) rc = nn_load_safetensors(path, e.n, e.names, e.tensors, resume);
     if (rc == 0 && resume) {
