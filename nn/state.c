@@ -12,7 +12,7 @@
 
 #define OPTIM_PREFIX "optim."
 #define RNG_PREFIX "rng."
-#define MODULE_RNG "module_rng"
+#define MODULE_RNG NN__MODULE_RNG
 #define KEY_EPOCH "nn_checkpoint_epoch"
 #define KEY_STEP "nn_checkpoint_step"
 #define KEY_OPTIM "nn_checkpoint_optim"
@@ -61,17 +61,9 @@ static int add(parts *p, const char *prefix, const char *name, ad_tensor *t, ad_
     char *full = ad_malloc(len);
     if (!full) return -1;
     snprintf(full, len, "%s%s", prefix, name);
-    if (rng) {
-        int64_t two = 2;
-        t = ad_empty(NULL, AD_INT64, 1, &two);
-        if (!t) {
-            ad_free(full);
-            return -1;
-        }
-        int64_t *v = ad_data(t);
-        /* the bits of the unsigned state, as safetensors has no U64 we load */
-        memcpy(&v[0], &rng->seed, sizeof v[0]);
-        memcpy(&v[1], &rng->counter, sizeof v[1]);
+    if (rng && !(t = nn__rng_tensor(rng))) {
+        ad_free(full);
+        return -1;
     }
     p->names[p->n] = full;
     p->tensors[p->n] = t;
@@ -80,23 +72,71 @@ static int add(parts *p, const char *prefix, const char *name, ad_tensor *t, ad_
     return 0;
 }
 
-/* The model's registered streams, depth first: "module_rng" for the root,
- * "module_rng.<path>" below it. */
-static int add_module_rngs(parts *p, const nn_module *m, const char *path)
+ad_tensor *nn__rng_tensor(const ad_rng *r)
+{
+    int64_t two = 2;
+    ad_tensor *t = ad_empty(NULL, AD_INT64, 1, &two);
+    if (!t) return NULL;
+    int64_t *v = ad_data(t);
+    /* the bits of the unsigned state: the loadable dtypes have no U64 */
+    memcpy(&v[0], &r->seed, sizeof v[0]);
+    memcpy(&v[1], &r->counter, sizeof v[1]);
+    return t;
+}
+
+void nn__rng_set(ad_rng *r, ad_tensor *t)
+{
+    const int64_t *v = ad_data(t);
+    memcpy(&r->seed, &v[0], sizeof v[0]);
+    memcpy(&r->counter, &v[1], sizeof v[1]);
+}
+
+void nn__rngs_free(int n, char **names, ad_rng **rngs)
+{
+    for (int i = 0; names && i < n; i++) ad_free(names[i]);
+    ad_free(names);
+    ad_free(rngs);
+}
+
+/* Appends m's stream and its descendants' to the lists, path being m's. */
+static int walk(const nn_module *m, const char *path, int *n, char ***names, ad_rng ***rngs)
 {
     ad_rng *r = nn_module_rng(m);
-    if (r && add(p, path[0] ? MODULE_RNG "." : MODULE_RNG, path, NULL, r)) return -1;
+    if (r) {
+        char **nn = ad_realloc(*names, (size_t)(*n + 1) * sizeof *nn);
+        if (nn) *names = nn;
+        ad_rng **nr = nn ? ad_realloc(*rngs, (size_t)(*n + 1) * sizeof *nr) : NULL;
+        if (!nr) return -1;
+        *rngs = nr;
+        size_t len = strlen(NN__MODULE_RNG) + strlen(path) + 2;
+        if (!((*names)[*n] = ad_malloc(len))) return -1;
+        snprintf((*names)[*n], len, "%s%s%s", NN__MODULE_RNG, path[0] ? "." : "", path);
+        (*rngs)[(*n)++] = r;
+    }
     for (int i = 0; i < nn_num_children(m); i++) {
         const char *c = nn_child_name(m, i);
         size_t len = strlen(path) + strlen(c) + 2;
         char *sub = ad_malloc(len);
         if (!sub) return -1;
         snprintf(sub, len, "%s%s%s", path, path[0] ? "." : "", c);
-        int rc = add_module_rngs(p, nn_child(m, i), sub);
+        int rc = walk(nn_child(m, i), sub, n, names, rngs);
         ad_free(sub);
         if (rc) return -1;
     }
     return 0;
+}
+
+int nn__module_rngs(const nn_module *m, int *n, char ***names, ad_rng ***rngs)
+{
+    *n = 0;
+    *names = NULL;
+    *rngs = NULL;
+    if (walk(m, "", n, names, rngs) == 0) return 0;
+    nn__rngs_free(*n, *names, *rngs);
+    *n = 0;
+    *names = NULL;
+    *rngs = NULL;
+    return -1;
 }
 
 static int check_ck(const char *fn, const char *path, const nn_checkpoint *ck)
@@ -131,7 +171,16 @@ static int collect(const nn_checkpoint *ck, parts *p)
         for (int i = 0; i < p->st->n; i++)
             if (add(p, OPTIM_PREFIX, p->st->names[i], p->st->tensors[i], NULL)) return -1;
     }
-    if (ck->model && add_module_rngs(p, ck->model, "")) return -1;
+    if (ck->model) {
+        int n;
+        char **names;
+        ad_rng **rngs;
+        if (nn__module_rngs(ck->model, &n, &names, &rngs)) return -1;
+        int rc = 0;
+        for (int i = 0; i < n && rc == 0; i++) rc = add(p, "", names[i], NULL, rngs[i]);
+        nn__rngs_free(n, names, rngs);
+        if (rc) return -1;
+    }
     for (int i = 0; i < ck->n_rngs; i++)
         if (add(p, RNG_PREFIX, ck->rng_names[i], NULL, ck->rngs[i])) return -1;
     return 0;
@@ -254,12 +303,8 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
     if (rc == 0)
         rc = nn_load_safetensors(path, p.n, (const char *const *)p.names, p.tensors, false);
     if (rc == 0) {
-        for (int i = 0; i < p.n; i++) {
-            if (!p.rng[i]) continue;
-            const int64_t *v = ad_data(p.tensors[i]);
-            memcpy(&p.rng[i]->seed, &v[0], sizeof v[0]);
-            memcpy(&p.rng[i]->counter, &v[1], sizeof v[1]);
-        }
+        for (int i = 0; i < p.n; i++)
+            if (p.rng[i]) nn__rng_set(p.rng[i], p.tensors[i]);
         ck->epoch = epoch;
         ck->step = step;
     }
