@@ -203,6 +203,14 @@ START_TEST(wrong_model_left_untouched)
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, true),
                        "the model's 'net.fc1.weight' has a prefix 'net.' that the file's "
                        "'fc1.weight' lacks");
+    /* and the other way: the file's names carry the wrapper's prefix */
+    const char *wrapped[1] = {"model.fc1.weight"};
+    ck_assert_int_eq(nn_save_safetensors(tpath("w.safetensors"), 1, wrapped, &b.t[0], NULL), 0);
+    ck_assert_error_rc(nn_load_safetensors(tpath("w.safetensors"), 1, (const char *[]){"fc1.weight"},
+                                           &b.t[0], true),
+                       "has no entry 'fc1.weight'; the file has 1: 'model.fc1.weight'; the "
+                       "file's 'model.fc1.weight' has a prefix 'model.' that the model's names "
+                       "lack");
     ck_assert(same_model(&b, &keep));
     nm[4] = "step";
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, false),
