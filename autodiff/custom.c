@@ -162,6 +162,11 @@ ad_tensor *ad_custom_call(const ad_custom *C, int n, ad_tensor *const *in)
         return ad__err(fn, "%s: expected %d input%s, got %d", op_name(C), C->d.nin,
                        C->d.nin == 1 ? "" : "s", n), NULL;
     if (!in) return ad__err(fn, "%s: in is NULL", op_name(C)), NULL;
+    for (int i = 0; i < n; i++) {
+        char what[24];
+        snprintf(what, sizeof what, "in[%d]", i);
+        if (ad__check_arg(fn, what, in[i], false)) return NULL;
+    }
     ad_scope s;
     if (ad_scope_begin(&s, fn, n, in, false)) return NULL;
     ad_custom_ctx ctx = {.C = C, .tape = s.tape, .in = in, .nin = n,
