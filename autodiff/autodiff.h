@@ -9,6 +9,7 @@
  *   gradcheck.h ad_gradcheck and ad_gradgradcheck
  *   graph.h    Graphviz DOT pictures of what a tape recorded
  *   ffi.h      foreign C functions as ops, tapes as C callbacks (libffi)
+ *   custom.h   your own ops: a forward and a backward written in C
  */
 #ifndef AUTODIFF_AUTODIFF_H
 #define AUTODIFF_AUTODIFF_H
@@ -19,6 +20,7 @@
 #define AUTODIFF_VERSION "0.1.0"
 
 #include "alloc.h"
+#include "custom.h"
 #include "ffi.h"
 #include "gradcheck.h"
 #include "graph.h"

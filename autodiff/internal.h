@@ -125,6 +125,7 @@ extern const ad_op *const ad__ops_linalg[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
 extern const ad_op *const ad__ops_ffi[];
+extern const ad_op *const ad__ops_custom[];
 
 /* ---- errors (error.c) ---------------------------------------------------- */
 /* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that

@@ -294,6 +294,45 @@ ad_tensor *ad_min(ad_tensor *x, const int *axes, int naxes, bool keepdim)
     return reduction("ad_min", &OP_MIN, R_MIN, x, &p, 0);
 }
 
+/* The short forms (ops_reduce.h): the same ops, with their own names in
+ * messages. */
+ad_tensor *ad_sum_all(ad_tensor *x)
+{
+    ad_reduce_plan p;
+    if (begin("ad_sum_all", x, NULL, 0, false, &p)) return NULL;
+    return reduction("ad_sum_all", &OP_SUM, R_SUM, x, &p, 0);
+}
+ad_tensor *ad_mean_all(ad_tensor *x)
+{
+    ad_reduce_plan p;
+    if (begin("ad_mean_all", x, NULL, 0, false, &p)) return NULL;
+    return reduction("ad_mean_all", &OP_MEAN, R_MEAN, x, &p, 0);
+}
+ad_tensor *ad_max_all(ad_tensor *x)
+{
+    ad_reduce_plan p;
+    if (begin("ad_max_all", x, NULL, 0, false, &p) || nonempty("ad_max_all", x, &p)) return NULL;
+    return reduction("ad_max_all", &OP_MAX, R_MAX, x, &p, 0);
+}
+ad_tensor *ad_min_all(ad_tensor *x)
+{
+    ad_reduce_plan p;
+    if (begin("ad_min_all", x, NULL, 0, false, &p) || nonempty("ad_min_all", x, &p)) return NULL;
+    return reduction("ad_min_all", &OP_MIN, R_MIN, x, &p, 0);
+}
+ad_tensor *ad_sum_dim(ad_tensor *x, int axis, bool keepdim)
+{
+    ad_reduce_plan p;
+    if (begin("ad_sum_dim", x, &axis, 1, keepdim, &p)) return NULL;
+    return reduction("ad_sum_dim", &OP_SUM, R_SUM, x, &p, 0);
+}
+ad_tensor *ad_mean_dim(ad_tensor *x, int axis, bool keepdim)
+{
+    ad_reduce_plan p;
+    if (begin("ad_mean_dim", x, &axis, 1, keepdim, &p)) return NULL;
+    return reduction("ad_mean_dim", &OP_MEAN, R_MEAN, x, &p, 0);
+}
+
 /* ---- logsumexp ------------------------------------------------------------------ */
 static int logsumexp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {

@@ -41,6 +41,23 @@ AD_API ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool ke
  * as in PyTorch.  dx = 2 g (x - mean) / (N - correction) */
 AD_API ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim);
 
+/* Short forms for the common calls, as PyTorch's x.sum(), x.mean(),
+ * x.amax(), x.amin() and x.sum(dim), x.mean(dim): the same ops as above
+ * (recorded as sum, mean, max, min), without the axes arguments.
+ *   ad_sum_all(x)  = ad_sum(x, NULL, 0, false): a 0-d tensor
+ *   ad_mean_all(x) = ad_mean(x, NULL, 0, false)
+ *   ad_max_all(x)  = ad_max(x, NULL, 0, false), ad_min_all likewise
+ *   ad_sum_dim(x, axis, keepdim) = ad_sum(x, &axis, 1, keepdim),
+ *   ad_mean_dim likewise
+ * Errors as the long forms, named after the short one:
+ *   ad_sum_dim: axis 2 out of range for a tensor of 2 dimensions */
+AD_API ad_tensor *ad_sum_all(ad_tensor *x);
+AD_API ad_tensor *ad_mean_all(ad_tensor *x);
+AD_API ad_tensor *ad_max_all(ad_tensor *x);
+AD_API ad_tensor *ad_min_all(ad_tensor *x);
+AD_API ad_tensor *ad_sum_dim(ad_tensor *x, int axis, bool keepdim);
+AD_API ad_tensor *ad_mean_dim(ad_tensor *x, int axis, bool keepdim);
+
 /* Sums x down to `shape`, the inverse of broadcasting: leading dimensions
  * are summed away and dimensions where shape has 1 are summed with keepdim.
  * This is how the backward of a broadcasting op returns a gradient of its

@@ -285,6 +285,40 @@ static const nn_safetensors_entry *find_entry(const nn_safetensors_info *info, c
     return NULL;
 }
 
+/* The file's entry names, as an array for nn__name_list (owned by info). */
+static const char **entry_names(const nn_safetensors_info *info)
+{
+    const char **v = ad_calloc((size_t)info->n + 1, sizeof *v);
+    for (int i = 0; v && i < info->n; i++) v[i] = info->entries[i].name;
+    return v;
+}
+
+/* "has no entry 'X'", with the names the file has, and a hint when they
+ * differ from the requested one by a prefix (a model saved inside a
+ * wrapper module: "model.0.weight" for "0.weight"). */
+static int missing(const char *fn, const char *path, const nn_safetensors_info *info,
+                   const char *name)
+{
+    const char **v = entry_names(info);
+    char list[700], hint[300] = "";
+    nn__name_list(list, sizeof list, v ? info->n : 0, v);
+    size_t ln = strlen(name);
+    for (int i = 0; i < info->n && !hint[0]; i++) {
+        const char *f = info->entries[i].name;
+        size_t lf = strlen(f);
+        if (lf > ln + 1 && !strcmp(f + lf - ln, name) && f[lf - ln - 1] == '.')
+            snprintf(hint, sizeof hint, "; the file's '%.100s' has a prefix '%.*s' that the model's "
+                     "names lack (rename the entries, or save the inner model's state_dict)",
+                     f, (int)(lf - ln), f);
+        else if (ln > lf + 1 && !strcmp(name + ln - lf, f) && name[ln - lf - 1] == '.')
+            snprintf(hint, sizeof hint, "; the model's '%.100s' has a prefix '%.*s' that the "
+                     "file's '%.100s' lacks", name, (int)(ln - lf), name, f);
+    }
+    ad_free(v);
+    return nn__err(fn, "%s has no entry '%.60s'; the file has %d: %s%s", path, name, info->n,
+                   list, hint);
+}
+
 ad_tensor *nn_safetensors_read(const char *path, const char *name)
 {
     static const char *fn = "nn_safetensors_read";
@@ -294,7 +328,7 @@ ad_tensor *nn_safetensors_read(const char *path, const char *name)
     ad_tensor *t = NULL;
     const nn_safetensors_entry *e = name ? find_entry(info, name) : NULL;
     if (!name) nn__err(fn, "name is NULL");
-    else if (!e) nn__err(fn, "%s has no entry '%.60s'", path, name);
+    else if (!e) missing(fn, path, info, name);
     else t = read_entry(fn, path, f, info, e);
     fclose(f);
     nn_safetensors_info_free(info);
@@ -309,7 +343,7 @@ static int check_request(const char *fn, const char *path, const nn_safetensors_
     if (!t) return nn__err(fn, "tensors[%d] ('%.60s') is NULL", i, name);
     if (ad_ndim(t) < 0) return -1; /* not a live tensor; the core said why */
     const nn_safetensors_entry *e = find_entry(info, name);
-    if (!e) return nn__err(fn, "%s has no entry '%.60s'", path, name);
+    if (!e) return missing(fn, path, info, name);
     const char *want = st_name(ad_tensor_dtype(t));
     char a[200], b[200];
     fmt_shape(e->ndim, e->shape, a, sizeof a);
@@ -347,9 +381,13 @@ int nn_load_safetensors(const char *path, int n, const char *const *names,
     for (int k = 0; rc == 0 && strict && k < info->n; k++) {
         bool asked = false;
         for (int i = 0; i < n && !asked; i++) asked = ent[i] == &info->entries[k];
-        if (!asked)
-            rc = nn__err(fn, "%s has an entry '%.60s' that is not among the %d names (pass "
-                             "strict = false to ignore it)", path, info->entries[k].name, n);
+        if (!asked) {
+            char list[700];
+            nn__name_list(list, sizeof list, n, names);
+            rc = nn__err(fn, "%s has an entry '%.60s' that is not among the %d names asked for "
+                             "(a strict load refuses entries it does not load); asked for: %s",
+                         path, info->entries[k].name, n, list);
+        }
     }
     /* 2. ... everything is read before anything is written ... */
     for (int i = 0; rc == 0 && i < n; i++)

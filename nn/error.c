@@ -48,3 +48,20 @@ char *nn__strndup(const char *s, size_t n)
     p[len] = '\0';
     return p;
 }
+
+void nn__name_list(char *buf, size_t size, int n, const char *const *names)
+{
+    size_t used = 0;
+    if (size == 0) return;
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        /* room for this name, its separator and the " ... (N more)" tail */
+        size_t need = strlen(names[i]) + 4;
+        if (used + need + 24 > size) {
+            snprintf(buf + used, size - used, "%s... (%d more)", i ? ", " : "", n - i);
+            return;
+        }
+        used += (size_t)snprintf(buf + used, size - used, "%s'%s'", i ? ", " : "", names[i]);
+    }
+    if (n == 0) snprintf(buf, size, "none");
+}

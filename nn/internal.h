@@ -24,6 +24,11 @@ int nn__err_io(const char *fn, const char *fmt, ...) __attribute__((format(print
  * the library's fault injection reaches every allocation of the layer. */
 char *nn__strndup(const char *s, size_t n);
 
+/* "'a', 'b', 'c'" into buf, cut to fit with "... (N more)"; "none" for
+ * n = 0.  For messages that list the names a file has and the names
+ * expected, so a mismatch can be seen at a glance. */
+void nn__name_list(char *buf, size_t size, int n, const char *const *names);
+
 /* ---- atomic file replacement (atomic.c) ---------------------------------
  * A file being written goes to a temporary file in the same directory
  * (rename is atomic only within one file system); commit flushes it,

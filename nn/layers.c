@@ -321,6 +321,7 @@ nn_module *nn_dropout(double p, uint64_t seed)
     if (m) {
         s->p = p;
         ad_rng_init(&s->rng, seed);
+        nn_module_set_rng(m, &s->rng); /* its masks' stream goes into checkpoints */
     }
     return m;
 }

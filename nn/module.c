@@ -28,6 +28,7 @@ struct nn_module {
     nn_module *parent; /* NULL for a root */
     const char *name;  /* the name in the parent (points into its vec) */
     named_vec params, buffers, children;
+    ad_rng *rng;       /* the random stream in state (nn_module_set_rng), or NULL */
 };
 
 /* ---- named lists ------------------------------------------------------------ */
@@ -113,6 +114,17 @@ void *nn_module_state(const nn_module *m)
 {
     if (!m) nn__null_arg("nn_module_state", "m");
     return m ? m->state : NULL;
+}
+int nn_module_set_rng(nn_module *m, ad_rng *rng)
+{
+    if (!m) return nn__null_arg("nn_module_set_rng", "m");
+    m->rng = rng;
+    return 0;
+}
+ad_rng *nn_module_rng(const nn_module *m)
+{
+    if (!m) nn__null_arg("nn_module_rng", "m");
+    return m ? m->rng : NULL;
 }
 const nn_module_type *nn_module_type_of(const nn_module *m)
 {

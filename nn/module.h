@@ -277,6 +277,14 @@ AD_API nn_module *nn_module_new(const nn_module_type *type, void *state);
  * which is not an error), and the type; NULL with an error for m NULL. */
 AD_API void *nn_module_state(const nn_module *m);
 AD_API const nn_module_type *nn_module_type_of(const nn_module *m);
+/* Registers the module's random stream, an ad_rng inside its state (as
+ * Dropout's mask stream), so that whole-state checkpoints
+ * (nn_checkpoint_save) save and restore it and a resumed run draws the
+ * same numbers; NULL unregisters.  One per module; the pointer must stay
+ * valid while the module lives.  nn_module_rng returns it (NULL when none,
+ * which is no error).  Errors: m NULL. */
+AD_API int nn_module_set_rng(nn_module *m, ad_rng *rng);
+AD_API ad_rng *nn_module_rng(const nn_module *m);
 /* Registers a persistent floating tensor as parameter `name` (no '.' in it,
  * unique in m): m owns it from now on and it is made to require grad.
  * Errors: a tensor on a tape, not a leaf, integer dtype, bad or duplicate

@@ -13,6 +13,9 @@
  *                 callbacks, checkpoints that resume exactly
  *   data.h        IDX (MNIST) and CSV data, mini-batch loader
  *   checkpoint.h  safetensors save and load
+ *   modcheck.h    nn_gradcheck: a module's parameter gradients checked
+ *   state.h       whole-state checkpoints: model, optimiser, random
+ *                 streams, epoch and step in one file
  *
  * Link with autodiff_nn and autodiff (pkg-config autodiff_nn).
  */
@@ -25,8 +28,10 @@
 #include "data.h"
 #include "init.h"
 #include "loss.h"
+#include "modcheck.h"
 #include "module.h"
 #include "optim.h"
+#include "state.h"
 #include "train.h"
 #include "trainer.h"
 

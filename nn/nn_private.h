@@ -36,4 +36,20 @@ void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
 /* Sum of squares of all elements of t (any strides), in double; -1 on error. */
 double nn__sum_sq(const ad_tensor *t);
 
+/* ---- random streams in checkpoints (state.c) ----------------------------
+ * The model's registered streams (nn_module_set_rng), depth first, named
+ * "module_rng" for the root and "module_rng.<path>" below it: *n of them,
+ * *names (each and the array from ad_malloc, nn__rngs_free frees them)
+ * and *rngs (pointers into the modules).  A stream is saved as an int64
+ * [2] tensor holding the bits of its seed and counter, the whole state of
+ * the counter-based generator. */
+#define NN__MODULE_RNG "module_rng"
+struct nn_module;
+int nn__module_rngs(const struct nn_module *m, int *n, char ***names, ad_rng ***rngs);
+void nn__rngs_free(int n, char **names, ad_rng **rngs);
+/* A new persistent int64 [2] tensor holding r, or NULL. */
+ad_tensor *nn__rng_tensor(const ad_rng *r);
+/* r from a tensor nn__rng_tensor made (and a load filled). */
+void nn__rng_set(ad_rng *r, ad_tensor *t);
+
 #endif

@@ -23,7 +23,9 @@
  * and any C-level branch on a value.  A model whose forward branches in C
  * on data (not with tensor ops such as ReLU or ad_where, which replay
  * recomputes) must be trained with .no_replay, which records every step
- * afresh on a tape reset each time.
+ * afresh on a tape reset each time.  So must a model with Dropout in
+ * training mode: its mask is drawn when the step is recorded, and a
+ * replayed step reuses that mask instead of drawing a new one.
  *
  * Ownership.  The trainer borrows the model and the optimiser (they must
  * outlive it; free them after nn_trainer_free) and owns its tapes.  Tensors
@@ -192,8 +194,10 @@ typedef struct nn_trainer_stats {
 AD_API int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *stats);
 
 /* Saves the model's state_dict (parameters and buffers under their names,
- * as nn_state_dict gives them), the optimiser's state under "optim.<name>"
- * and the trainer's epoch and step counts as metadata, atomically, to a
+ * as nn_state_dict gives them), the optimiser's state under "optim.<name>",
+ * the model's random streams (nn_module_set_rng: Dropout's mask stream)
+ * as "module_rng.<path>" (int64 [2], as nn/state.h) and the trainer's
+ * epoch and step counts as metadata, atomically, to a
  * safetensors file; metadata_json (a JSON object of strings, or NULL) is
  * added to the metadata.  Errors: as nn_save_safetensors, and a key of
  * metadata_json that the trainer uses ("nn_trainer_epoch",

@@ -24,6 +24,8 @@ AD_DEPS=(
                       # -lgfortran, so static links (the install test) need it
     valgrind
     python3-numpy     # reference values for some tests
+    python3-torch     # docs/examples/torch_to_c.py: PyTorch weights run by the
+                      # C example (skipped without it)
 )
 
 # What scripts/demo needs on top: the data set it trains on and gnuplot for

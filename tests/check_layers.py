@@ -49,7 +49,8 @@ LAYERS = {
     'autodiff/gradcheck.h': 3, 'autodiff/gradcheck.c': 3,
     'autodiff/graph.h': 3, 'autodiff/graph.c': 3,
     'autodiff/ffi.h': 3, 'autodiff/ffi.c': 3, 'autodiff/ffi_callback.c': 3,
-    'autodiff/ffi_sig.c': 3, 'autodiff/autodiff.h': 3,
+    'autodiff/ffi_sig.c': 3,
+    'autodiff/custom.h': 3, 'autodiff/custom.c': 3, 'autodiff/autodiff.h': 3,
 }
 NAMES = ['tensor', 'tape', 'ops', 'transforms', 'nn', 'programs']
 

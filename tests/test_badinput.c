@@ -1123,6 +1123,61 @@ START_TEST(alloc_h)
 END_TEST
 
 /* ---- nn/ --------------------------------------------------------------------------------------- */
+/* ---- custom.h and the short reductions ---- */
+
+static ad_tensor *id_fw(ad_custom_ctx *ctx, ad_tensor *const *in, int n, void *u)
+{
+    (void)ctx, (void)n, (void)u;
+    return ad_mul_scalar(in[0], 1);
+}
+/* saves the tensor it is given as user, which the rows make dead */
+static ad_tensor *save_fw(ad_custom_ctx *ctx, ad_tensor *const *in, int n, void *u)
+{
+    (void)n;
+    ad_tensor *t = u;
+    return ad_custom_save(ctx, 1, &t) ? NULL : ad_mul_scalar(in[0], 1);
+}
+
+START_TEST(custom_h_and_short_reductions)
+{
+    fx f = setup();
+    ROW(ad_custom_new(NULL), "ad_custom_new: desc is NULL");
+    ROW(ad_custom_new(&(ad_custom_desc){.nin = 1, .forward = id_fw}), "name is NULL or empty");
+    ROW(ad_custom_new(&(ad_custom_desc){.name = "x", .nin = 0, .forward = id_fw}),
+        "x: nin 0 out of range 1..16");
+    ROW(ad_custom_new(&(ad_custom_desc){.name = "x", .nin = 1}), "x: forward is NULL");
+    ROW_OK(ad_custom_free(NULL), (ad_custom_free(NULL), true));
+    ROW(ad_custom_name(NULL), "ad_custom_name: op is NULL");
+    ad_custom *op = ad_custom_new(&(ad_custom_desc){.name = "id", .nin = 1, .forward = id_fw});
+    ck_assert_ptr_nonnull(op);
+    ROW(ad_custom_call(NULL, 1, &f.a), "ad_custom_call: op is NULL");
+    ROW(ad_custom_call(op, 2, (ad_tensor *[]){f.a, f.b}), "custom:id: expected 1 input, got 2");
+    ROW(ad_custom_call(op, 1, NULL), "custom:id: in is NULL");
+    ROW(ad_custom_call(op, 1, &f.dead), "ad_custom_call: argument 'in[0]' is not a live tensor");
+    ROW(ad_custom_call(op, 1, (ad_tensor *[]){NULL}), "ad_custom_call: argument 'in[0]' is NULL");
+    ROW_RC(ad_custom_check(NULL, 1, &f.a, NULL), "ad_custom_check: op is NULL");
+    ROW_RC(ad_custom_check(op, 1, &f.a, NULL), "custom:id has no backward to check");
+    ROW_RC(ad_custom_save(NULL, 1, &f.a), "ad_custom_save: ctx is NULL");
+    ROW(ad_custom_saved(NULL, 0), "ad_custom_saved: ctx is NULL");
+    ROW_OK(ad_custom_num_saved(NULL), ad_custom_num_saved(NULL) == -1);
+    ROW_OK(ad_custom_needs_input_grad(NULL, 0), !ad_custom_needs_input_grad(NULL, 0));
+    ROW_OK(ad_custom_tape(NULL), ad_custom_tape(NULL) == NULL);
+    ad_custom *sv = ad_custom_new(&(ad_custom_desc){.name = "sv", .nin = 1, .forward = save_fw,
+                                                    .user = f.dead});
+    ROW(ad_custom_call(sv, 1, &f.a), "ad_custom_save: argument 't[0]' is not a live tensor");
+    ad_custom_free(sv);
+    ad_custom_free(op);
+
+    ROW(ad_sum_all(NULL), "ad_sum_all: argument 'x' is NULL");
+    ROW(ad_mean_all(f.i64), "ad_mean_all: argument 'x' must be float32 or float64, got int64");
+    ROW(ad_max_all(f.dead), "ad_max_all: argument 'x' is not a live tensor");
+    ROW(ad_min_all(ad_narrow(f.v3, 0, 0, 0)), "ad_min_all: ");
+    ROW(ad_sum_dim(f.a, 2, false), "ad_sum_dim: ");
+    ROW(ad_mean_dim(f.a, -3, true), "ad_mean_dim: ");
+    teardown(&f);
+}
+END_TEST
+
 START_TEST(nn_data_and_checkpoint)
 {
     fx f = setup();
@@ -1471,6 +1526,20 @@ START_TEST(nn_modules_optim_init_loss)
     ROW_RC(nn_trainer_load(tr, "/nonexistent/x.safetensors", true), "/nonexistent/x.safetensors");
     ck_assert_int_eq(nn_trainer_get_stats(tr, &tst), 0);
     ck_assert_int_eq(tst.recordings, 0);
+    /* whole-state checkpoints, module random streams, nn_gradcheck */
+    nn_checkpoint ck = {.model = lin, .optim = opt};
+    ROW_RC(nn_checkpoint_save(NULL, &ck), "nn_checkpoint_save: argument 'path' is NULL");
+    ROW_RC(nn_checkpoint_save("/tmp/x.safetensors", NULL), "nn_checkpoint_save: argument 'ck' is NULL");
+    ROW_RC(nn_checkpoint_save("/tmp/x.safetensors", &(nn_checkpoint){.n_rngs = 1}),
+           "n_rngs is 1 but rng_names or rngs is NULL");
+    ROW_RC(nn_checkpoint_save("/tmp/x.safetensors", &(nn_checkpoint){.epoch = -1}), "must be >= 0");
+    ROW_RC(nn_checkpoint_save("/nonexistent/x.safetensors", &ck), "/nonexistent");
+    ROW_RC(nn_checkpoint_load(NULL, &ck), "nn_checkpoint_load: argument 'path' is NULL");
+    ROW_RC(nn_checkpoint_load("/nonexistent/x.safetensors", &ck), "/nonexistent/x.safetensors");
+    ROW_RC(nn_module_set_rng(NULL, NULL), "nn_module_set_rng: argument 'm' is NULL");
+    ROW(nn_module_rng(NULL), "nn_module_rng: argument 'm' is NULL");
+    ROW_RC(nn_gradcheck(NULL, tx, NULL, NULL, NULL), "nn_gradcheck: argument 'm' is NULL");
+    ROW_RC(nn_gradcheck(lin, NULL, NULL, NULL, NULL), "nn_gradcheck: argument 'x' is NULL");
     nn_loader_free(unlabelled);
     ad_tensor_free(tx);
     ad_tensor_free(ty);
@@ -1492,7 +1561,7 @@ END_TEST
 static const char *const HEADERS[] = {"alloc.h", "tensor.h", "tape.h", "ops.h", "ops_pointwise.h",
                                       "ops_reduce.h", "ops_shape.h", "ops_linalg.h",
                                       "ops_loss.h", "ops_nn.h", "scalar.h", "transforms.h",
-                                      "gradcheck.h", "graph.h", "ffi.h"};
+                                      "gradcheck.h", "graph.h", "ffi.h", "custom.h"};
 
 static FILE *open_header(const char *sub, const char *name)
 {
@@ -1568,7 +1637,7 @@ START_TEST(every_public_function_has_rows)
     }
     int nad = n;
     const char *nnh[] = {"data.h", "checkpoint.h", "module.h", "optim.h", "init.h", "loss.h", "train.h",
-                         "trainer.h"};
+                         "trainer.h", "state.h", "modcheck.h"};
     for (int i = 0; i < NELEMS(nnh); i++) {
         FILE *h = open_header("nn", nnh[i]);
         if (!h) continue;
@@ -1624,6 +1693,7 @@ int main(void)
     tcase_add_test(tc, scalar_h);
     tcase_add_test(tc, transforms_gradcheck_graph);
     tcase_add_test(tc, ffi_h);
+    tcase_add_test(tc, custom_h_and_short_reductions);
     tcase_add_test(tc, alloc_h);
     tcase_add_test(tc, nn_data_and_checkpoint);
     tcase_add_test(tc, nn_modules_optim_init_loss);

@@ -190,10 +190,27 @@ START_TEST(wrong_model_left_untouched)
                        "'fc1.weight' is F32 in the file, the tensor is float64");
     nm[4] = "fc2.weight";
     t[4] = b.t[0];
+    /* a mismatch lists what the file has and what was asked for */
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, true),
-                       "has no entry 'fc2.weight'");
+                       "has no entry 'fc2.weight'; the file has 5: 'fc1.weight', 'fc1.bias', "
+                       "'step', 'scalar', 'empty'");
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 4, nm, t, true),
-                       "has an entry 'fc1.weight' that is not among the 4 names");
+                       "has an entry 'fc1.weight' that is not among the 4 names asked for (a "
+                       "strict load refuses entries it does not load); asked for: 'fc1.bias', "
+                       "'step', 'scalar', 'empty'");
+    /* a prefix (a model saved inside a wrapper) is pointed out */
+    nm[4] = "net.fc1.weight";
+    ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, true),
+                       "the model's 'net.fc1.weight' has a prefix 'net.' that the file's "
+                       "'fc1.weight' lacks");
+    /* and the other way: the file's names carry the wrapper's prefix */
+    const char *wrapped[1] = {"model.fc1.weight"};
+    ck_assert_int_eq(nn_save_safetensors(tpath("w.safetensors"), 1, wrapped, &b.t[0], NULL), 0);
+    ck_assert_error_rc(nn_load_safetensors(tpath("w.safetensors"), 1, (const char *[]){"fc1.weight"},
+                                           &b.t[0], true),
+                       "has no entry 'fc1.weight'; the file has 1: 'model.fc1.weight'; the "
+                       "file's 'model.fc1.weight' has a prefix 'model.' that the model's names "
+                       "lack");
     ck_assert(same_model(&b, &keep));
     nm[4] = "step";
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, false),

@@ -21,9 +21,11 @@ What is checked:
     JSON line) and the JSON line parses with the documented keys;
   - the curve CSV (and PNG when gnuplot exists), the confusion matrix;
   - --save then --epochs 0 --load gives the very same test accuracy;
+  - --predict writes one CSV row per test image whose predicted class is
+    the largest logit and whose accuracy is the reported one;
   - usage errors exit 2, runtime errors exit 1, each with a message naming
     the problem: bad values, missing or truncated data, a checkpoint of the
-    other architecture or without metadata.
+    other architecture, a state_dict of other shapes.
 """
 import gzip
 import json
@@ -166,6 +168,29 @@ def write_safetensors(path, metadata=None):
         f.write(struct.pack("<Q", len(header)) + header + struct.pack("<f", 1.0))
 
 
+def check_predictions(mlp, small, ck, tmp, accuracy):
+    """--predict: a header, one row per test image in order, the predicted
+    class the largest logit, and the accuracy counted from the rows the
+    one the program reports."""
+    pred = os.path.join(tmp, "pred.csv")
+    rc, out, err = run(mlp, "--data", small, "--epochs", 0, "--load", ck, "--test-limit", 300,
+                       "--predict", pred, "--quiet")
+    if not check(rc == 0 and os.path.exists(pred), "mlp: --predict exits 0 and writes", err):
+        return
+    rows = open(pred).read().splitlines()
+    header = rows[0].split(",")
+    check(header == ["index", "label", "predicted"] + [f"logit_{c}" for c in range(10)],
+          "mlp: --predict header is index,label,predicted,logit_0..logit_9", rows[0])
+    body = [r.split(",") for r in rows[1:]]
+    check(len(body) == 300 and [int(r[0]) for r in body] == list(range(300)),
+          f"mlp: --predict writes one row per test image, in order ({len(body)} rows)")
+    argmax_ok = all(int(r[2]) == max(range(10), key=lambda c: float(r[3 + c])) for r in body)
+    check(argmax_ok, "mlp: --predict's predicted class is the largest logit")
+    correct = sum(int(r[1]) == int(r[2]) for r in body)
+    check(abs(correct / 300 - accuracy) < 1e-5,  # the JSON has 6 digits
+          f"mlp: accuracy from the --predict rows ({correct}/300) is the reported {accuracy}")
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: test_fmnist.py FMNIST_MLP FMNIST_CNN")
@@ -207,6 +232,7 @@ def main():
                   and js2["test_loss"] == js["test_loss"],
                   "mlp: --epochs 0 --load gives the saved model's accuracy and loss",
                   f"exit {rc}: {err} {out[-300:]}")
+            check_predictions(mlp, small, mlp_ck, tmp, js["test_accuracy"])
 
         # -- CNN: a few steps, save, reload --------------------------------
         cnn_ck = os.path.join(tmp, "cnn.safetensors")
@@ -278,8 +304,12 @@ def main():
                     ["/nonexistent"], "--save into a missing directory (refused up front)")
         bare = os.path.join(tmp, "bare.safetensors")
         write_safetensors(bare)
+        # without "arch" (a plain state_dict, as PyTorch's save_file writes)
+        # the file is loaded as this architecture, and the strict load says
+        # what does not fit: here the shape of 0.weight
         check_error("mlp", mlp, ["--data", small, "--epochs", 0, "--load", bare], 1,
-                    ["arch", "bare.safetensors"], "--load a checkpoint without metadata")
+                    ["bare.safetensors", "'0.weight' has shape [1] in the file, the tensor is "
+                     "[256,784]"], "--load a state_dict without metadata, of other shapes")
         # the right "arch" but tensors of other shapes: the strict load
         # checks each one and refuses
         forged = os.path.join(tmp, "forged.safetensors")

@@ -484,6 +484,35 @@ START_TEST(errors)
 }
 END_TEST
 
+/* ---- short forms ------------------------------------------------------------------ */
+
+START_TEST(short_forms)
+{
+    int64_t sh[2] = {2, 3};
+    ad_tensor *x = leaf(2, sh, (double[]){1, -2, 3, 4, 5, -6});
+    ad_tensor *s = ad_sum_all(x), *m = ad_mean_all(x), *hi = ad_max_all(x), *lo = ad_min_all(x);
+    ck_assert_int_eq(ad_ndim(s), 0);
+    ck_assert_close(ad_item(s), 5, 0);
+    ck_assert_close(ad_item(m), 5.0 / 6, 1e-15);
+    ck_assert_close(ad_item(hi), 5, 0);
+    ck_assert_close(ad_item(lo), -6, 0);
+    ad_tensor *r = ad_sum_dim(x, 1, false), *c = ad_mean_dim(x, 0, true);
+    assert_shape(r, 1, (int64_t[]){2});
+    assert_values(r, (double[]){2, 3}, 2, 0);
+    assert_shape(c, 2, (int64_t[]){1, 3});
+    assert_values(c, (double[]){2.5, 1.5, -1.5}, 3, 0);
+    /* the same ops as the long forms: the same gradients */
+    assert_values(grad_of(m, x), (double[]){1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6},
+                  6, 1e-16);
+    assert_values(grad_of(hi, x), (double[]){0, 0, 0, 0, 1, 0}, 6, 0);
+    assert_values(grad_of(c, x), (double[]){0.5, 0.5, 0.5, 0.5, 0.5, 0.5}, 6, 0);
+    ck_assert_error(ad_sum_dim(x, 2, false), "ad_sum_dim: ");
+    ck_assert_error(ad_sum_all(NULL), "ad_sum_all: ");
+    ck_assert_error(ad_max_all(ad_zeros(T, AD_FLOAT64, 1, (int64_t[]){0})), "ad_max_all: ");
+    ck_assert_error(ad_mean_all(ad_zeros(T, AD_INT64, 1, (int64_t[]){2})), "ad_mean_all: ");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reduce");
@@ -512,6 +541,7 @@ int main(void)
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
     tcase_add_test(tc, errors);
+    tcase_add_test(tc, short_forms);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }

@@ -61,12 +61,18 @@ typedef struct setup {
     nn_trainer *tr;
 } setup;
 
+/* With a Dropout (its mask stream seeded from seed) between the layers. */
+static bool with_dropout;
+
 static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_options *o)
 {
     ad_rng rng;
     ad_rng_init(&rng, seed);
-    s->net = NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
-                           nn_linear(8, 3, true, AD_FLOAT32, &rng));
+    s->net = with_dropout ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                          nn_dropout(0.25, seed + 1),
+                                          nn_linear(8, 3, true, AD_FLOAT32, &rng))
+                          : NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                          nn_linear(8, 3, true, AD_FLOAT32, &rng));
     ck_assert_ptr_nonnull(s->net);
     nn_named_tensors *p = nn_parameters(s->net);
     s->opt = nn_sgd(p, &(nn_sgd_options){.lr = lr, .momentum = 0.9});
@@ -226,9 +232,15 @@ END_TEST
  * checkpoint per epoch, then resumed by fresh objects (other initial
  * weights, which the load replaces): the parameters end bit-identical to
  * the uninterrupted run's.  The loader's order per epoch and the schedule
- * over all 35 steps are what make it exact. */
+ * over all 35 steps are what make it exact, and with a Dropout (_i = 1)
+ * its mask stream, saved as "module_rng.2".  The Dropout run records
+ * every step (no_replay): a replayed step reuses the mask drawn when its
+ * tape was recorded (ad_rand's mask is a constant, not a recorded op). */
 START_TEST(checkpoint_resume_is_exact)
 {
+    with_dropout = _i == 1;
+    const nn_trainer_options opts = {.accuracy = true, .schedule = NN_SCHEDULE_COSINE,
+                                     .no_replay = with_dropout};
     char dir[256], path[300], bare[300];
     ck_assert_int_eq(ot_make_tmpdir(dir, sizeof dir, "test_trainer"), 0);
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
@@ -237,11 +249,11 @@ START_TEST(checkpoint_resume_is_exact)
     data_make(&d);
 
     setup whole;
-    setup_make(&whole, 11, 0.1, &CLASSIFY);
+    setup_make(&whole, 11, 0.1, &opts);
     ck_assert_int_eq(nn_fit(whole.tr, d.train, d.test, 5, NULL), 0);
 
     setup first;
-    setup_make(&first, 11, 0.1, &CLASSIFY);
+    setup_make(&first, 11, 0.1, &opts);
     run_log l = {.stop_at_epoch = 2};
     nn_fit_options fo = {.checkpoint = path, .checkpoint_metadata = "{\"note\": \"test\"}",
                          .on_epoch = log_epoch, .user = &l};
@@ -255,10 +267,13 @@ START_TEST(checkpoint_resume_is_exact)
     ck_assert_str_eq(nn_safetensors_metadata(info, "nn_trainer_epoch"), "2");
     ck_assert_str_eq(nn_safetensors_metadata(info, "nn_trainer_step"), "14");
     ck_assert_str_eq(nn_safetensors_metadata(info, "note"), "test");
+    bool has_rng = false;
+    for (int i = 0; i < info->n; i++) has_rng |= !strcmp(info->entries[i].name, "module_rng.2");
+    ck_assert(has_rng == with_dropout);
     nn_safetensors_info_free(info);
 
     setup resumed;
-    setup_make(&resumed, 99, 0.1, &CLASSIFY);
+    setup_make(&resumed, 99, 0.1, &opts);
     ck_assert(!same_params(resumed.net, first.net));
     ck_assert_int_eq(nn_trainer_load(resumed.tr, path, true), 0);
     ck_assert(same_params(resumed.net, first.net));
@@ -271,7 +286,7 @@ START_TEST(checkpoint_resume_is_exact)
 
     /* weights only: the model's tensors, not the optimiser or the counts */
     setup w;
-    setup_make(&w, 99, 0.1, &CLASSIFY);
+    setup_make(&w, 99, 0.1, &opts);
     ck_assert_int_eq(nn_trainer_load(w.tr, path, false), 0);
     ck_assert(same_params(w.net, first.net));
     ck_assert_int_eq(nn_trainer_epoch(w.tr), 0);
@@ -379,7 +394,7 @@ int main(void)
     tcase_add_test(tc, fit_learns);
     tcase_add_test(tc, steps_replay_without_allocating);
     tcase_add_test(tc, replay_matches_recording);
-    tcase_add_test(tc, checkpoint_resume_is_exact);
+    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 2);
     tcase_add_test(tc, stops_and_errors);
     suite_add_tcase(s, tc);
     return ot_run(s);

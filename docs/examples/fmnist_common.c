@@ -69,7 +69,7 @@ typedef struct options {
     double lr, momentum;
     int threads;
     uint64_t seed;
-    const char *save, *load, *curve;
+    const char *save, *load, *curve, *predict;
     bool json, quiet;
 } options;
 
@@ -89,7 +89,10 @@ static void usage(const fm_recipe *m, FILE *out)
             "  --test-limit N    evaluate on the first N test images only (0 = all)\n"
             "  --seed N          initialisation and shuffling [1]\n"
             "  --save FILE       write the trained model (safetensors)\n"
-            "  --load FILE       start from a model saved by --save\n"
+            "  --load FILE       start from saved weights: a file of --save, or a PyTorch\n"
+            "                    state_dict saved with safetensors (names and shapes checked)\n"
+            "  --predict FILE    write the test set's predictions as CSV: index, label,\n"
+            "                    predicted class and the 10 logits per image\n"
             "  --curve FILE.csv  per-epoch loss and accuracy (+ FILE.png with gnuplot)\n"
             "  --json            end with one line of JSON: the figures of the run\n"
             "  --quiet           no progress, no tables (errors and --json still print)\n"
@@ -167,7 +170,7 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
         }
         static const char *const with_value[] = {
             "--data", "--save", "--load", "--curve", "--epochs", "--batch", "--limit",
-            "--test-limit", "--threads", "--seed", "--lr", "--momentum"};
+            "--test-limit", "--threads", "--seed", "--lr", "--momentum", "--predict"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
             known |= !strcmp(name, with_value[k]);
@@ -192,6 +195,8 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
             o->save = val;
         } else if (!strcmp(name, "--load")) {
             o->load = val;
+        } else if (!strcmp(name, "--predict")) {
+            o->predict = val;
         } else if (!strcmp(name, "--curve")) {
             o->curve = val;
         } else if (!strcmp(name, "--epochs")) {
@@ -228,6 +233,7 @@ struct fm_private {
     int threads;
     nn_mnist *train_data, *test_data;
     nn_confusion *test_cm; /* of the last evaluation */
+    nn_module *net;        /* the program's, for --predict */
     FILE *curve;
     double *batch_loss;    /* this epoch's loss of every batch */
     int64_t *batch_size;
@@ -456,6 +462,7 @@ static int start(fm_run *r)
         printf("note: built without OpenMP, --threads %d has no effect\n", o->threads);
 #endif
     if (o->save && check_writable_dir(o->save)) return -1;
+    if (o->predict && check_writable_dir(o->predict)) return -1;
     if (load_data(p)) return -1;
     int64_t ntrain = p->train_data->images->dims[0], ntest = p->test_data->images->dims[0];
     if (o->limit > ntrain || o->test_limit > ntest) {
@@ -520,6 +527,7 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
     const options *o = &p->o;
     const fm_recipe *m = p->m;
     if (!net || !tr) return -1;
+    p->net = net;
     if (o->load) {
         /* The metadata is checked first for a clear message ("holds a
          * fmnist_cnn model"); the strict load then checks every name,
@@ -529,10 +537,17 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
         const char *arch = nn_safetensors_metadata(info, "arch");
         const char *epochs = nn_safetensors_metadata(info, "epochs");
         int rc = 0;
-        if (!arch)
-            rc = ad_set_error("%s: no \"arch\" in its metadata, so not a checkpoint saved by "
-                              "these programs' --save; %s refuses it", o->load, m->arch);
-        else if (strcmp(arch, m->arch) != 0)
+        /* A file without "arch" is someone else's state_dict, e.g. from
+         * PyTorch's safetensors.torch.save_file(model.state_dict()): it is
+         * loaded as this architecture, and the strict load below says
+         * which names or shapes do not fit. */
+        if (!arch) {
+            ad_clear_error();
+            if (!o->quiet)
+                printf("note: %s has no \"arch\" metadata (a plain state_dict, e.g. saved from "
+                       "PyTorch); loading it as %s, every name, dtype and shape checked\n",
+                       o->load, m->arch);
+        } else if (strcmp(arch, m->arch) != 0)
             rc = ad_set_error("%s holds a %s model, not %s (%s): wrong architecture", o->load,
                               arch, m->arch, m->description);
         if (!rc && epochs) p->loaded_epochs = strtoll(epochs, NULL, 10);
@@ -557,6 +572,58 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
                o->epochs, o->epochs == 1 ? "" : "s", nn_loader_num_batches(r->train), o->batch,
                o->lr, o->momentum, p->threads, p->threads == 1 ? "" : "s");
     return 0;
+}
+
+/* --predict: one CSV row per test image, in the data set's order (the
+ * test loader does not shuffle): its index, true label, predicted class
+ * (the largest logit) and the 10 logits, from the model in eval mode
+ * without recording. */
+static int write_predictions(fm_run *r)
+{
+    struct fm_private *p = r->p;
+    const char *path = p->o.predict;
+    FILE *f = fopen(path, "w");
+    if (!f) return ad_set_error("%s: cannot write: %s", path, strerror(errno));
+    fprintf(f, "index,label,predicted");
+    for (int c = 0; c < NUM_CLASSES; c++) fprintf(f, ",logit_%d", c);
+    fprintf(f, "\n");
+    ad_tape *tape = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(tape);
+    bool grad = ad_set_grad_enabled(false);
+    bool training = nn_is_training(p->net);
+    nn_eval(p->net);
+    int rc = tape && nn_loader_reset(r->test) == 0 ? 0 : -1;
+    int64_t index = 0;
+    ad_tensor *x, *y;
+    while (rc == 0 && (rc = nn_loader_next(r->test, &x, &y)) == 1) {
+        rc = 0;
+        ad_tensor *logits = nn_forward(p->net, x);
+        ad_tensor *dense = logits ? ad_copy(tape, logits) : NULL; /* float32, row-major */
+        if (!dense || ad_tensor_dtype(dense) != AD_FLOAT32 || ad_size(dense, 1) != NUM_CLASSES) {
+            rc = dense ? ad_set_error("--predict: the model's output is not [batch, 10] float32")
+                       : -1;
+            break;
+        }
+        const float *v = ad_data(dense);
+        const int64_t *lab = ad_data(y);
+        for (int64_t i = 0; i < ad_size(dense, 0); i++, index++) {
+            int best = 0;
+            for (int c = 1; c < NUM_CLASSES; c++)
+                if (v[i * NUM_CLASSES + c] > v[i * NUM_CLASSES + best]) best = c;
+            fprintf(f, "%" PRId64 ",%" PRId64 ",%d", index, lab[i], best);
+            for (int c = 0; c < NUM_CLASSES; c++) fprintf(f, ",%.9g", v[i * NUM_CLASSES + c]);
+            fprintf(f, "\n");
+        }
+        if (ad_tape_reset(tape)) rc = -1;
+    }
+    nn_train(p->net, training);
+    ad_set_grad_enabled(grad);
+    ad_tape_activate(prev);
+    ad_tape_free(tape);
+    if (fclose(f) && rc == 0) rc = ad_set_error("%s: write error", path);
+    if (rc == 0 && !p->o.quiet)
+        printf("predictions for %" PRId64 " test images written to %s\n", index, path);
+    return rc < 0 ? -1 : 0;
 }
 
 /* The report of a successful run; -1 with ad_error() set on failure. */
@@ -585,6 +652,7 @@ static int report(fm_run *r, nn_trainer *tr)
         if (bad) return ad_set_error("%s: write error", o->curve);
         if (o->epochs > 0) plot_curve(o->curve, p->m->arch, o->epochs, o->quiet);
     }
+    if (o->predict && write_predictions(r)) return -1;
     if (o->save) {
         /* Loadable in Python with safetensors.numpy.load_file: the model's
          * state_dict, the optimiser's state under optim.*, and metadata
