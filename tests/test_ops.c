@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const op_row *const sets[] = {rows_pointwise, rows_reduce, rows_shape, rows_linalg, rows_util,
+static const op_row *const sets[] = {rows_pointwise, rows_reduce, rows_shape, rows_linalg, rows_util, rows_decomp,
                                      rows_loss, rows_nn, rows_ffi};
 #define NSETS (sizeof sets / sizeof sets[0])
 
