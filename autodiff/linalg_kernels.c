@@ -22,6 +22,9 @@ void dtrtrs_(const char *uplo, const char *trans, const char *diag, const int *n
 void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
              double *w, double *work, const int *lwork, int *iwork, const int *liwork, int *info,
              size_t l1, size_t l2);
+void dgesdd_(const char *jobz, const int *m, const int *n, double *a, const int *lda, double *s,
+             double *u, const int *ldu, double *vt, const int *ldvt, double *work,
+             const int *lwork, int *iwork, int *info, size_t l1);
 void dgeqrf_(const int *m, const int *n, double *a, const int *lda, double *tau, double *work,
              const int *lwork, int *info);
 void dorgqr_(const int *m, const int *n, const int *k, double *a, const int *lda,
@@ -301,6 +304,144 @@ int ad__qr(int m, int n, double *a, double *r)
         if (r[j + (int64_t)j * n] >= 0) continue;
         for (int c = j; c < n; c++) r[j + (int64_t)c * n] = -r[j + (int64_t)c * n];
         for (int i = 0; i < m; i++) A_(i, j) = -A_(i, j);
+    }
+    return 0;
+}
+
+/* ---- SVD --------------------------------------------------------------------------------- */
+#ifndef AD_HAVE_LAPACK
+/* One-sided Jacobi (Hestenes; Demmel & Veselic 1992) for m >= n: plane
+ * rotations of pairs of columns of w (m x n) until all are orthogonal;
+ * v (n x n) accumulates them, so w = u diag(s) and a = w v^T. */
+static int one_sided_jacobi(int m, int n, double *w, double *v)
+{
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < n; i++) v[i + (int64_t)j * n] = i == j;
+    for (int sweep = 0; sweep < 100; sweep++) {
+        bool rotated = false;
+        for (int p = 0; p < n - 1; p++)
+            for (int q = p + 1; q < n; q++) {
+                double *wp = w + (int64_t)p * m, *wq = w + (int64_t)q * m;
+                double al = 0, be = 0, ga = 0;
+                for (int i = 0; i < m; i++) al += wp[i] * wp[i], be += wq[i] * wq[i], ga += wp[i] * wq[i];
+                if (!(fabs(ga) > 1e-15 * sqrt(al * be))) continue;
+                rotated = true;
+                double zeta = (be - al) / (2 * ga);
+                double t = fabs(zeta) > 1e150 ? 0.5 / zeta
+                           : (zeta >= 0 ? 1 : -1) / (fabs(zeta) + sqrt(1 + zeta * zeta));
+                double c = 1 / sqrt(1 + t * t), s = c * t;
+                for (int i = 0; i < m; i++) {
+                    double x = wp[i], y = wq[i];
+                    wp[i] = c * x - s * y;
+                    wq[i] = s * x + c * y;
+                }
+                double *vp = v + (int64_t)p * n, *vq = v + (int64_t)q * n;
+                for (int i = 0; i < n; i++) {
+                    double x = vp[i], y = vq[i];
+                    vp[i] = c * x - s * y;
+                    vq[i] = s * x + c * y;
+                }
+            }
+        if (!rotated) return 0;
+    }
+    return 1;
+}
+
+/* Columns j of u (m x k) whose singular value is 0 are replaced by unit
+ * vectors orthogonal to the others (Gram-Schmidt over e_0, e_1, ...). */
+static void complete_basis(int m, int k, double *u, const double *s)
+{
+    for (int j = 0; j < k; j++) {
+        if (s[j] > 0) continue;
+        double *uj = u + (int64_t)j * m;
+        for (int e = 0; e < m; e++) {
+            for (int i = 0; i < m; i++) uj[i] = i == e;
+            for (int pass = 0; pass < 2; pass++)
+                for (int c = 0; c < k; c++) {
+                    if (c == j || (s[c] <= 0 && c > j)) continue;
+                    const double *uc = u + (int64_t)c * m;
+                    double d = 0;
+                    for (int i = 0; i < m; i++) d += uc[i] * uj[i];
+                    for (int i = 0; i < m; i++) uj[i] -= d * uc[i];
+                }
+            double nrm = 0;
+            for (int i = 0; i < m; i++) nrm += uj[i] * uj[i];
+            if (nrm > 1e-6) {
+                for (int i = 0; i < m; i++) uj[i] /= sqrt(nrm);
+                break;
+            }
+        }
+    }
+}
+#endif
+
+int ad__svd(int m, int n, double *a, double *u, double *s, double *v)
+{
+    int k = m < n ? m : n;
+    if (k == 0) return 0;
+#ifdef AD_HAVE_LAPACK
+    int info = 0, lwork = -1;
+    double wq;
+    int *iwork = ad__malloc(8 * (size_t)k * sizeof *iwork);
+    double *vt = ad__malloc((size_t)k * (size_t)n * sizeof *vt);
+    if (!iwork || !vt) {
+        ad__free(iwork), ad__free(vt);
+        return -1;
+    }
+    dgesdd_("S", &m, &n, a, &m, s, u, &m, vt, &k, &wq, &lwork, iwork, &info, 1);
+    lwork = (int)wq + 1;
+    double *work = ad__malloc((size_t)lwork * sizeof *work);
+    if (work) dgesdd_("S", &m, &n, a, &m, s, u, &m, vt, &k, work, &lwork, iwork, &info, 1);
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < n; j++) v[j + (int64_t)i * n] = vt[i + (int64_t)j * k];
+    int rc = !work ? -1 : info < 0 ? -1 : info;
+    ad__free(work), ad__free(iwork), ad__free(vt);
+    if (rc) return rc;
+#else
+    /* m >= n: Jacobi on a itself; m < n: on a^T, whose u and v swap. */
+    bool wide = m < n;
+    int rows = wide ? n : m, cols = k;
+    double *w = ad__malloc((size_t)rows * (size_t)cols * sizeof *w);
+    double *vv = ad__malloc((size_t)cols * (size_t)cols * sizeof *vv);
+    if (!w || !vv) {
+        ad__free(w), ad__free(vv);
+        return -1;
+    }
+    for (int j = 0; j < cols; j++)
+        for (int i = 0; i < rows; i++)
+            w[i + (int64_t)j * rows] = wide ? a[j + (int64_t)i * m] : a[i + (int64_t)j * m];
+    int rc = one_sided_jacobi(rows, cols, w, vv);
+    double *uu = wide ? v : u, *vo = wide ? u : v; /* left / right factors of the Jacobi input */
+    for (int j = 0; j < cols && !rc; j++) {
+        double nrm = 0;
+        for (int i = 0; i < rows; i++) nrm += w[i + (int64_t)j * rows] * w[i + (int64_t)j * rows];
+        s[j] = sqrt(nrm);
+        for (int i = 0; i < rows; i++) uu[i + (int64_t)j * rows] = s[j] > 0 ? w[i + (int64_t)j * rows] / s[j] : 0;
+        for (int i = 0; i < cols; i++) vo[i + (int64_t)j * cols] = vv[i + (int64_t)j * cols];
+    }
+    ad__free(w), ad__free(vv);
+    if (rc) return rc;
+    for (int i = 0; i < k; i++) { /* descending order */
+        int mx = i;
+        for (int j = i + 1; j < k; j++)
+            if (s[j] > s[mx]) mx = j;
+        if (mx == i) continue;
+        double t = s[i];
+        s[i] = s[mx], s[mx] = t;
+        for (int r = 0; r < m; r++) t = u[r + (int64_t)i * m], u[r + (int64_t)i * m] = u[r + (int64_t)mx * m], u[r + (int64_t)mx * m] = t;
+        for (int r = 0; r < n; r++) t = v[r + (int64_t)i * n], v[r + (int64_t)i * n] = v[r + (int64_t)mx * n], v[r + (int64_t)mx * n] = t;
+    }
+    complete_basis(m, k, u, s);
+    complete_basis(n, k, v, s);
+#endif
+    for (int j = 0; j < k; j++) { /* sign: the largest entry of u's column positive */
+        double *uj = u + (int64_t)j * m, *vj = v + (int64_t)j * n;
+        int mx = 0;
+        for (int i = 1; i < m; i++)
+            if (fabs(uj[i]) > fabs(uj[mx])) mx = i;
+        if (uj[mx] >= 0) continue;
+        for (int i = 0; i < m; i++) uj[i] = -uj[i];
+        for (int i = 0; i < n; i++) vj[i] = -vj[i];
     }
     return 0;
 }

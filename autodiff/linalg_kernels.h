@@ -45,5 +45,10 @@ int ad__eigh(int n, double *a, double *w);
  * orthonormal columns) and r (n x n) receives R, upper triangular with a
  * diagonal >= 0 (unique for a matrix of full column rank). */
 int ad__qr(int m, int n, double *a, double *r);
+/* Reduced SVD of the m x n a (destroyed): k = min(m, n) singular values s
+ * in descending order, u (m x k) and v (n x k) with orthonormal columns,
+ * a = u diag(s) v^T.  Signs are fixed: each column of u has its entry of
+ * largest magnitude positive (v's column follows). */
+int ad__svd(int m, int n, double *a, double *u, double *s, double *v);
 
 #endif

@@ -607,7 +607,116 @@ int ad_linalg_qr(ad_tensor *A, ad_tensor **Q, ad_tensor **R)
     return two_results(&s, q, r, Q, R);
 }
 
+/* ---- svd: A = U diag(S) V^T (reduced) --------------------------------------------------------
+ * One op with one output [..., m+1+n, k], k = min(m, n): U in rows
+ * 0..m-1, S in row m, V in rows m+1..m+n. */
+static int svd_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
+{
+    int m = (int)A->shape[A->ndim - 2], n = (int)A->shape[A->ndim - 1], k = m < n ? m : n;
+    int64_t nb = batch_count(A);
+    double *a = scratch(fn, (int64_t)m * n + (int64_t)(m + n + 1) * k, n, NULL);
+    if (!a) return -1;
+    double *u = a + (int64_t)m * n, *s = u + (int64_t)m * k, *v = s + k;
+    int rc = 0;
+    for (int64_t i = 0; i < nb && !rc; i++) {
+        pack(A, i, a);
+        int info = ad__svd(m, n, a, u, s, v);
+        if (info) rc = singular(fn, i, nb, info, "has no SVD (non-finite entries)");
+        else {
+            unpack(out, i, 0, m, k, u);
+            unpack(out, i, m, 1, k, s);
+            unpack(out, i, m + 1, n, k, v);
+        }
+    }
+    ad__free(a);
+    return rc;
+}
+/* The reduced SVD's adjoint (Townsend 2016, "Differentiating the singular
+ * value decomposition"; Seeger et al. 2017), as PyTorch writes it:
+ *   dA = U [skew(U^T G_U)/E S + S skew(V^T G_V)/E + diag(G_S)] V^T
+ *      + (I - U U^T) G_U S^-1 V^T + U S^-1 G_V^T (I - V V^T),
+ * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (1 on the diagonal).  Defined
+ * for distinct, non-zero singular values when U or V is used; through S
+ * alone it is U diag(G_S) V^T, always defined. */
+static int svd_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *P = n->out;
+    int64_t k = P->shape[P->ndim - 1], m = n->in[0]->shape[n->in[0]->ndim - 2];
+    int64_t cols = n->in[0]->shape[n->in[0]->ndim - 1];
+    ad_tensor *U = ad_narrow(P, -2, 0, m), *S = ad_narrow(P, -2, m, 1),
+              *V = ad_narrow(P, -2, m + 1, cols);
+    ad_tensor *gU = ad_narrow(g, -2, 0, m), *gS = ad_narrow(g, -2, m, 1),
+              *gV = ad_narrow(g, -2, m + 1, cols);
+    ad_tensor *S2 = ad_square(S), *eye = ad_eye(n->out->tape, P->dtype, k);
+    ad_tensor *E = ad_add(ad_sub(S2, tr(S2)), eye);
+    ad_tensor *UgU = ad_matmul(tr(U), gU), *VgV = ad_matmul(tr(V), gV);
+    ad_tensor *J = ad_div(ad_sub(UgU, tr(UgU)), E), *K = ad_div(ad_sub(VgV, tr(VgV)), E);
+    ad_tensor *inner = ad_add(ad_add(ad_mul(J, S), ad_mul(tr(S), K)),
+                              ad_diag_embed(ad_squeeze(gS, -2), 0));
+    ad_tensor *Sinv = ad_reciprocal(S);
+    ad_tensor *t1 = ad_matmul(ad_matmul(U, inner), tr(V));
+    ad_tensor *t2 = ad_matmul(ad_mul(ad_sub(gU, ad_matmul(U, UgU)), Sinv), tr(V));
+    ad_tensor *t3 = ad_matmul(U, tr(ad_mul(ad_sub(gV, ad_matmul(V, VgV)), Sinv)));
+    gin[0] = ad_add(ad_add(t1, t2), t3);
+    return 0;
+}
+static int svd_fw(ad_node *n) { return svd_kernel(n->op->name, n->in[0], n->out); }
+static const ad_op OP_SVD = {
+    .name = "svd",
+    .formula = "A = U diag(S) V^T (reduced); dA = U [skew(U^T G_U)/E S + S skew(V^T G_V)/E "
+               "+ diag(G_S)] V^T + (I - UU^T) G_U S^-1 V^T + U S^-1 G_V^T (I - VV^T) "
+               "(Townsend 2016)",
+    .backward = svd_bw,
+    .forward = svd_fw,
+};
+
+int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
+{
+    static const char *fn = "ad_linalg_svd";
+    if (U) *U = NULL;
+    if (S) *S = NULL;
+    if (Vh) *Vh = NULL;
+    if (!S) return ad__err(fn, "argument 'S' is NULL");
+    if (ad__check_arg(fn, "A", A, true)) return -1;
+    if (A->ndim < 2)
+        return ad__errc(AD_ERR_SHAPE, fn, "A must be a matrix or a batch of them ([..., m, n]), "
+                        "got %s", ad__shape_str(A));
+    int64_t m = A->shape[A->ndim - 2], n = A->shape[A->ndim - 1], k = m < n ? m : n;
+    if (m > INT32_MAX / 64 || n > INT32_MAX / 64)
+        return ad__errc(AD_ERR_SHAPE, fn, "A %s is too large", ad__shape_str(A));
+    int64_t shape[AD_MAX_DIMS];
+    memcpy(shape, A->shape, (size_t)A->ndim * sizeof *shape);
+    shape[A->ndim - 2] = m + 1 + n;
+    shape[A->ndim - 1] = k;
+    ad_scope s;
+    if (ad_scope_begin(&s, fn, 1, &A, false)) return -1;
+    ad_tensor *P = ad__result(fn, 1, &A, A->dtype, A->ndim, shape);
+    if (P) P = ad__finish(P, svd_kernel(fn, A, P), &OP_SVD, 1, &A, NULL, NULL);
+    ad_tensor *u = P ? ad_narrow(P, -2, 0, m) : NULL;
+    ad_tensor *sv = P ? ad_squeeze(ad_narrow(P, -2, m, 1), -2) : NULL;
+    ad_tensor *vh = P ? tr(ad_narrow(P, -2, m + 1, n)) : NULL;
+    if (!u || !sv || !vh) {
+        ad_scope_end(&s, NULL);
+        return -1;
+    }
+    if (s.scratch) {
+        sv = ad_copy(NULL, sv);
+        u = U ? ad_copy(NULL, u) : NULL;
+        vh = Vh ? ad_copy(NULL, vh) : NULL;
+        if (!sv || (U && !u) || (Vh && !vh)) {
+            ad_tensor_free(sv), ad_tensor_free(u), ad_tensor_free(vh);
+            ad_scope_end(&s, NULL);
+            return -1;
+        }
+    }
+    ad_scope_end(&s, NULL);
+    *S = sv;
+    if (U) *U = u;
+    if (Vh) *Vh = vh;
+    return 0;
+}
+
 const ad_op *const ad__ops_decomp[] = {
-    &OP_SOLVE, &OP_TRSOLVE, &OP_INV, &OP_SLOGDET, &OP_DET_SIGN, &OP_CHOLESKY, &OP_EIGH, &OP_QR,
+    &OP_SOLVE, &OP_TRSOLVE, &OP_INV, &OP_SLOGDET, &OP_DET_SIGN, &OP_CHOLESKY, &OP_EIGH, &OP_QR, &OP_SVD,
     NULL,
 };

@@ -54,7 +54,8 @@ AD_API ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
  * factorization cannot take ("ad_linalg_solve: matrix 1 of the batch is
  * singular (zero pivot) (at step 3)") - only exact zero pivots are caught:
  * a nearly singular A gives large, inaccurate values, as in LAPACK.
- * Not provided: SVD, eig of non-symmetric matrices, lstsq, matrix_exp. */
+ * Not provided: eig of non-symmetric matrices, lstsq, pinv, matrix_exp,
+ * full_matrices SVD. */
 
 /* X = A^-1 B: A [..., n, n], B [..., n, k] or [n] (one right-hand side;
  * X is then [n]); the batch dimensions broadcast.  LU with partial
@@ -106,6 +107,19 @@ AD_API int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eig
  * (Walter & Lehmann 2018; copyltu mirrors the lower triangle), which
  * needs full column rank.  Errors: Q or R NULL, m < n. */
 AD_API int ad_linalg_qr(ad_tensor *A, ad_tensor **Q, ad_tensor **R);
+/* Reduced SVD of A [..., m, n], k = min(m, n): singular values S [..., k]
+ * in descending order and, when U / Vh are not NULL, U [..., m, k] and
+ * Vh [..., k, n] with orthonormal columns / rows, A = U diag(S) Vh
+ * (torch.linalg.svd with full_matrices = false).  Signs are fixed: each
+ * column of U has its entry of largest magnitude positive.  LAPACK's
+ * dgesdd, or one-sided Jacobi.
+ *   dA = U [skew(U^T G_U)/E S + S skew(V^T G_V)/E + diag(G_S)] V^T
+ *      + (I - U U^T) G_U S^-1 V^T + U S^-1 G_V^T (I - V V^T),
+ * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (Townsend 2016).  Through S
+ * alone the gradient is U diag(G_S) V^T, defined everywhere; through U or
+ * Vh it needs distinct, non-zero singular values (inf/NaN otherwise, as in
+ * PyTorch).  Errors: S NULL, A with fewer than 2 dimensions. */
+AD_API int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh);
 
 #ifdef __cplusplus
 }

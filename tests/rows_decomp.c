@@ -85,6 +85,24 @@ static ad_tensor *b_qr(ad_tensor *const *in, int n, void *ctx)
     if ((h & D_Q) && (h & D_R)) return ad_concat((ad_tensor *[]){Q, R}, 2, -2);
     return h & D_Q ? Q : R;
 }
+/* A = X + C with C a fixed [m,n] of 3, 1.5, 0 on its diagonal: distinct
+ * singular values, away from 0.  U, S, Vh combined as U diag(S^2) Vh when
+ * all are asked for. */
+static ad_tensor *b_svd(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    ad_tensor *x = in[0];
+    int nd = ad_ndim(x);
+    int64_t m = ad_size(x, nd - 2), c = ad_size(x, nd - 1);
+    double v[64] = {0};
+    for (int64_t i = 0; i < m && i < c; i++) v[i * c + i] = 3.0 - 1.5 * (double)i;
+    ad_tensor *A = ad_add(x, ot_const_like(x, 2, (int64_t[]){m, c}, v));
+    ad_tensor *U, *S, *Vh;
+    int h = how(ctx);
+    if (ad_linalg_svd(A, h & D_Q ? &U : NULL, &S, h & D_R ? &Vh : NULL)) return NULL;
+    if ((h & D_Q) && (h & D_R)) return ad_matmul(ad_mul(U, ad_unsqueeze(ad_square(S), -2)), Vh);
+    return h & D_Q ? U : h & D_R ? Vh : S;
+}
 
 #define H(h) (&(dctx){h})
 #define G(nd, ...) {nd, {__VA_ARGS__}, OT_GRAD, 0, 0, 0}
@@ -122,5 +140,12 @@ const op_row rows_decomp[] = {
     {"qr", "Q of [4,3]", b_qr, H(D_Q), 1, {G(2, 4, 3)}},
     {"qr", "Q and R of square [3,3]", b_qr, H(D_Q | D_R), 1, {G(2, 3, 3)}},
     {"qr", "Q and R, batched [2,4,2]", b_qr, H(D_Q | D_R), 1, {G(3, 2, 4, 2)}},
+    {"svd", "singular values of [3,2]", b_svd, H(D_PLAIN), 1, {G(2, 3, 2)}},
+    {"svd", "singular values of [2,3]", b_svd, H(D_PLAIN), 1, {G(2, 2, 3)}},
+    {"svd", "U of [3,2]", b_svd, H(D_Q), 1, {G(2, 3, 2)}},
+    {"svd", "Vh of [2,3]", b_svd, H(D_R), 1, {G(2, 2, 3)}},
+    {"svd", "U diag(S^2) Vh of square [3,3]", b_svd, H(D_Q | D_R), 1, {G(2, 3, 3)}},
+    {"svd", "U diag(S^2) Vh, batched [2,3,2]", b_svd, H(D_Q | D_R), 1, {G(3, 2, 3, 2)}},
+    {"svd", "U diag(S^2) Vh of wide [2,4]", b_svd, H(D_Q | D_R), 1, {G(2, 2, 4)}},
     {0},
 };

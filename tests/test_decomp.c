@@ -165,6 +165,47 @@ START_TEST(qr_values)
 }
 END_TEST
 
+/* A = U diag(S) Vh, orthonormal columns of U and rows of Vh, S sorted. */
+static void check_svd(ad_tensor *A, double tol)
+{
+    ad_tensor *U, *S, *Vh;
+    ck_assert_msg(ad_linalg_svd(A, &U, &S, &Vh) == 0, "%s", ad_error());
+    int nd = ad_ndim(A);
+    int64_t m = ad_size(A, nd - 2), n = ad_size(A, nd - 1), k = m < n ? m : n;
+    ck_assert_int_eq(ad_size(U, -1), k);
+    ck_assert_int_eq(ad_size(Vh, -2), k);
+    ck_assert_double_le(maxdiff(ad_matmul(ad_mul(U, ad_unsqueeze(S, -2)), Vh), A), tol);
+    ad_tensor *UtU = ad_matmul(ad_transpose(U, -2, -1), U);
+    ad_tensor *I = ad_expand(ad_eye(ot_tape, AD_FLOAT64, k), ad_ndim(UtU), ad_shape(UtU));
+    ck_assert_double_le(maxdiff(UtU, I), tol);
+    ck_assert_double_le(maxdiff(ad_matmul(Vh, ad_transpose(Vh, -2, -1)), I), tol);
+    for (int64_t i = 0; i + 1 < k; i++) ck_assert_double_ge(ot_at(S, i), ot_at(S, i + 1));
+}
+
+START_TEST(svd_values)
+{
+    ad_tensor *D = ot_f64(ot_tape, 2, SH(2, 3), F64(0, -2, 0, 1, 0, 0));
+    ad_tensor *U, *S, *Vh;
+    ck_assert_int_eq(ad_linalg_svd(D, &U, &S, &Vh), 0);
+    ot_assert_values(S, F64(2, 1), 2, 1e-15);
+    /* sign convention: U's largest entries positive, so Vh carries the -1 */
+    ot_assert_values(U, F64(1, 0, 0, 1), 4, 1e-15);
+    ot_assert_values(Vh, F64(0, -1, 0, 1, 0, 0), 6, 1e-15);
+    ad_rng rng;
+    ad_rng_init(&rng, 11);
+    check_svd(ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(5, 3), -1, 1), 1e-13);
+    check_svd(ad_rand(ot_tape, &rng, AD_FLOAT64, 3, SH(2, 3, 6), -1, 1), 1e-13);
+    /* rank 1: the missing columns of U and rows of Vh are completed */
+    ad_tensor *r1 = ot_f64(ot_tape, 2, SH(3, 3), F64(1, 2, 3, 2, 4, 6, 3, 6, 9));
+    check_svd(r1, 1e-13);
+    ck_assert_int_eq(ad_linalg_svd(r1, NULL, &S, NULL), 0);
+    ot_assert_values(S, F64(14, 0, 0), 3, 1e-13);
+    ck_assert_error_rc(ad_linalg_svd(r1, &U, NULL, &Vh), "'S' is NULL");
+    ck_assert_error_rc(ad_linalg_svd(ot_f64(ot_tape, 1, SH(2), F64(1, 2)), NULL, &S, NULL),
+                       "A must be a matrix");
+}
+END_TEST
+
 START_TEST(persistent_results)
 {
     /* no tape anywhere: results are persistent and owned by the caller */
@@ -216,6 +257,7 @@ int main(void)
     tcase_add_test(tc, cholesky_values);
     tcase_add_test(tc, eigh_values);
     tcase_add_test(tc, qr_values);
+    tcase_add_test(tc, svd_values);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
     suite_add_tcase(s, tc);
