@@ -1,5 +1,5 @@
 /* autodiff/ops_util.h - utilities: arg-extrema, sorting, running sums and
- * products, triangles and diagonals, one-hot, masked fill.
+ * products, triangles and diagonals, one-hot, masked fill, einsum.
  *
  * Axes follow ops_shape.h (an existing dimension, negative counts from the
  * end; a 0-d tensor has none).  Inputs may have any strides; results are
@@ -12,15 +12,6 @@
  * Errors (NULL returned, ad_error() set, naming the function): NULL or
  * freed argument, integer dtype where a float is needed, axis out of range,
  * and the cases given per function.
- *
- * Not provided: einsum.  Its common contractions are one call each:
- *   "ij,jk->ik", "bij,bjk->bik"   ad_matmul
- *   "i,i->"                       ad_dot
- *   "ij->ji", permutations        ad_transpose, ad_permute
- *   "ii->i", "ii->"               ad_diagonal, ad_sum(ad_diagonal(...))
- *   "i,j->ij" (outer product)     ad_mul(ad_unsqueeze(a, 1), ad_unsqueeze(b, 0))
- *   "ij,ij->i"                    ad_sum(ad_mul(a, b), (int[]){1}, 1, false)
- *   "bhqd,bhkd->bhqk"             ad_matmul(q, ad_transpose(k, -2, -1))
  */
 #ifndef AUTODIFF_OPS_UTIL_H
 #define AUTODIFF_OPS_UTIL_H
@@ -104,6 +95,26 @@ AD_API ad_tensor *ad_one_hot(ad_tensor *labels, int64_t num_classes, ad_dtype dt
  * does not broadcast to x's shape ("ad_masked_fill: mask [3] does not
  * broadcast to x [2,4]"). */
 AD_API ad_tensor *ad_masked_fill(ad_tensor *x, ad_tensor *mask, double value);
+
+/* ---- einsum --------------------------------------------------------------------------- */
+
+/* torch.einsum without ellipsis: "ij,jk->ik" names each operand's
+ * dimensions by letters (case matters); labels shared by operands and
+ * absent from the output are summed over; a label repeated in one operand
+ * takes the diagonal ("ii->i", "ii->" is the trace).  Without "->" the
+ * output is the labels that appear once, in alphabetical order ("ij,jk"
+ * is "ij,jk->ik").  Spaces are ignored.  1 to 16 operands of one floating
+ * dtype.  Computed from ad_diagonal, ad_sum, ad_permute, ad_reshape and
+ * one batched ad_matmul per pair of operands (left to right), so it is as
+ * differentiable as those; no op of its own.  Examples:
+ *   "ij,jk->ik", "bij,bjk->bik"  matrix products     "i,i->"  dot
+ *   "i,j->ij"   outer product     "ij->ji"   transpose  "ij,ij->i" row dots
+ *   "bhqd,bhkd->bhqk" attention scores  "ij,jk,kl->il" chained products
+ * Errors: a label count that differs from an operand's ndim ("ad_einsum:
+ * operand 1 is [3,4] but 'j' has 1 labels"), one label with two extents
+ * ("label 'j' has extent 3 and 4"), an output label that is no input's or
+ * is repeated, "...", other characters, too few or too many operands. */
+AD_API ad_tensor *ad_einsum(const char *equation, int n, ad_tensor *const *operands);
 
 #ifdef __cplusplus
 }

@@ -102,6 +102,12 @@ static ad_tensor *b_masked_fill(ad_tensor *const *in, int n, void *vctx)
     ad_tensor *mask = ot_const_like(in[0], 1, (int64_t[]){4}, m);
     return ad_square(ad_masked_fill(in[0], mask, 0.5));
 }
+/* einsum: ctx is the equation; the result squared so that second
+ * derivatives are not all zero. */
+static ad_tensor *b_einsum(ad_tensor *const *in, int n, void *vctx)
+{
+    return ad_square(ad_einsum(vctx, n, in));
+}
 
 #define U(...) (&(util_ctx){__VA_ARGS__})
 #define G(nd, ...) {nd, {__VA_ARGS__}, OT_GRAD, 0, 0, 0}
@@ -147,5 +153,15 @@ const op_row rows_util[] = {
     {"one_hot", "x^2 [3,4] times one_hot(labels [3], 4)", b_one_hot, NULL, 2,
      {G(2, 3, 4), IX(4, 1, 3)}},
     {"where", "masked_fill of [3,4] with a [4] mask", b_masked_fill, NULL, 1, {G(2, 3, 4)}},
+    {"matmul", "einsum ij,jk->ik", b_einsum, "ij,jk->ik", 2, {G(2, 3, 4), G(2, 4, 2)}},
+    {"matmul", "einsum bhqd,bhkd->bhqk", b_einsum, "bhqd,bhkd->bhqk", 2,
+     {G(4, 2, 1, 3, 2), G(4, 2, 1, 2, 2)}},
+    {"matmul", "einsum ij,jk,kl->il (three operands)", b_einsum, "ij,jk,kl->il", 3,
+     {G(2, 2, 3), G(2, 3, 2), G(2, 2, 2)}},
+    {"matmul", "einsum i,j->ij (outer product)", b_einsum, "i,j->ij", 2, {G(1, 3), G(1, 2)}},
+    {"diagonal", "einsum ii->i", b_einsum, "ii->i", 1, {G(2, 3, 3)}},
+    {"sum", "einsum iij->j (trace of each slice)", b_einsum, "iij->j", 1, {G(3, 2, 2, 3)}},
+    {"sum", "einsum ij,ij->i (row dots)", b_einsum, "ij,ij->i", 2, {G(2, 2, 3), G(2, 2, 3)}},
+    {"permute", "einsum ijk->kij", b_einsum, "ijk->kij", 1, {G(3, 2, 3, 2)}},
     {0},
 };

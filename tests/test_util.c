@@ -122,6 +122,57 @@ START_TEST(log1p_expm1_atan2_values)
 }
 END_TEST
 
+static double maxdiff(const ad_tensor *x, const ad_tensor *y)
+{
+    ck_assert_msg(x && y, "%s", ad_error());
+    ck_assert_int_eq(ad_ndim(x), ad_ndim(y));
+    for (int d = 0; d < ad_ndim(x); d++) ck_assert_int_eq(ad_shape(x)[d], ad_shape(y)[d]);
+    double m = 0;
+    for (int64_t i = 0; i < ad_numel(x); i++) m = fmax(m, fabs(ot_at(x, i) - ot_at(y, i)));
+    return m;
+}
+
+START_TEST(einsum_values)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 9);
+    ad_tensor *a = ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(3, 4), -1, 1);
+    ad_tensor *b = ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(4, 2), -1, 1);
+    ad_tensor *c = ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(2, 5), -1, 1);
+    ad_tensor *q = ad_rand(ot_tape, &rng, AD_FLOAT64, 4, SH(2, 2, 3, 4), -1, 1);
+    ad_tensor *k = ad_rand(ot_tape, &rng, AD_FLOAT64, 4, SH(2, 2, 5, 4), -1, 1);
+    ad_tensor *sq = ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(3, 3), -1, 1);
+    ad_tensor *v = ad_rand(ot_tape, &rng, AD_FLOAT64, 1, SH(4), -1, 1);
+    ad_tensor *ab = ad_matmul(a, b);
+    ck_assert_double_le(maxdiff(ad_einsum("ij,jk->ik", 2, (ad_tensor *[]){a, b}), ab), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ij,jk", 2, (ad_tensor *[]){a, b}), ab), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ik,jk->ij", 2, (ad_tensor *[]){a, ad_transpose(b, 0, 1)}), ab), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ij,jk,kl->il", 3, (ad_tensor *[]){a, b, c}),
+                                ad_matmul(ab, c)), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ij->ji", 1, &a), ad_transpose(a, 0, 1)), 0);
+    ck_assert_double_le(maxdiff(ad_einsum("ii->i", 1, &sq), ad_diagonal(sq, 0)), 0);
+    ck_assert_double_le(maxdiff(ad_einsum("ii", 1, &sq), ad_sum(ad_diagonal(sq, 0), NULL, 0, false)), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("i,i->", 2, (ad_tensor *[]){v, v}), ad_dot(v, v)), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ij->", 1, &a), ad_sum(a, NULL, 0, false)), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ij,j->i", 2, (ad_tensor *[]){a, v}), ad_matmul(a, v)), 1e-15);
+    ad_tensor *outer = ad_mul(ad_unsqueeze(v, 1), ad_unsqueeze(v, 0));
+    ck_assert_double_le(maxdiff(ad_einsum("i,j->ij", 2, (ad_tensor *[]){v, v}), outer), 0);
+    ck_assert_double_le(maxdiff(ad_einsum("bhqd,bhkd->bhqk", 2, (ad_tensor *[]){q, k}),
+                                ad_matmul(q, ad_transpose(k, -2, -1))), 1e-15);
+    ck_assert_double_le(maxdiff(ad_einsum("ij,ij->i", 2, (ad_tensor *[]){a, a}),
+                                ad_sum(ad_square(a), (int[]){1}, 1, false)), 1e-15);
+    ck_assert_error(ad_einsum("ij,j->i", 2, (ad_tensor *[]){a, b}),
+                    "ad_einsum: operand 1 is [4,2] but 'j' has 1 labels");
+    ck_assert_error(ad_einsum("ij,jk->ik", 2, (ad_tensor *[]){a, c}),
+                    "ad_einsum: label 'j' has extent 4 and 2");
+    ck_assert_error(ad_einsum("ij->iz", 1, &a), "output label 'z'");
+    ck_assert_error(ad_einsum("...ij->ij", 1, &a), "ellipsis");
+    ck_assert_error(ad_einsum("ij,jk->ik", 1, &a), "has more operands than the 1 given");
+    ck_assert_error(ad_einsum("ij->ij", 2, (ad_tensor *[]){a, a}), "names 1 operands but 2 are given");
+    ck_assert_error(ad_einsum("i1->i", 1, &v), "unexpected character '1'");
+}
+END_TEST
+
 START_TEST(replay_recomputes_sort)
 {
     ad_tape *t = ad_tape_new();
@@ -152,6 +203,7 @@ int main(void)
     tcase_add_test(tc, triangles_and_diagonals);
     tcase_add_test(tc, one_hot_and_masked_fill);
     tcase_add_test(tc, log1p_expm1_atan2_values);
+    tcase_add_test(tc, einsum_values);
     tcase_add_test(tc, replay_recomputes_sort);
     suite_add_tcase(s, tc);
     return ot_run(s);
