@@ -122,6 +122,8 @@ extern const ad_op *const ad__ops_reduce[];
 extern const ad_op *const ad__ops_shape[];
 extern const ad_op *const ad__ops_index[];
 extern const ad_op *const ad__ops_linalg[];
+extern const ad_op *const ad__ops_util[];
+extern const ad_op *const ad__ops_decomp[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
 extern const ad_op *const ad__ops_ffi[];

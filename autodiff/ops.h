@@ -20,6 +20,7 @@
 #include "ops_pointwise.h"
 #include "ops_reduce.h"
 #include "ops_shape.h"
+#include "ops_util.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -564,6 +564,41 @@ PW_FN1_OP(D_SOFTPLUS, "softplus", "y = ln(1 + e^x); dx = g sigmoid(x)", softplus
           f_softplus);
 ad_tensor *ad_softplus(ad_tensor *x) { return unary("ad_softplus", &D_SOFTPLUS, x, NULL); }
 
+/* ---- log1p / expm1 / atan2 --------------------------------------------------------
+ * log1p and expm1 keep full relative precision near 0, where log(1 + x)
+ * and e^x - 1 cancel; atan2 gives the angle of (b, a) in (-pi, pi]. */
+static double f_log1p(double x, const void *p) { (void)p; return log1p(x); }
+static int log1p_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_div(g, ad_add_scalar(n->in[0], 1.0));
+    return 0;
+}
+PW_FN1_OP(D_LOG1P, "log1p", "y = ln(1 + x); dx = g / (1 + x)", log1p_bw, f_log1p);
+ad_tensor *ad_log1p(ad_tensor *x) { return unary("ad_log1p", &D_LOG1P, x, NULL); }
+
+static double f_expm1(double x, const void *p) { (void)p; return expm1(x); }
+static int expm1_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul(g, ad_add_scalar(n->out, 1.0)); /* e^x = y + 1 */
+    return 0;
+}
+PW_FN1_OP(D_EXPM1, "expm1", "y = e^x - 1; dx = g (y + 1)", expm1_bw, f_expm1);
+ad_tensor *ad_expm1(ad_tensor *x) { return unary("ad_expm1", &D_EXPM1, x, NULL); }
+
+static double f_atan2(double a, double b) { return atan2(a, b); }
+static int atan2_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    /* d atan2(a, b) = (b da - a db) / (a^2 + b^2) */
+    ad_tensor *a = n->in[0], *b = n->in[1];
+    ad_tensor *gr = ad_div(g, ad_add(ad_square(a), ad_square(b)));
+    GRAD_TO(0, ad_mul(gr, b));
+    GRAD_TO(1, ad_neg(ad_mul(gr, a)));
+    return 0;
+}
+PW_FN2_OP(D_ATAN2, "atan2", "y = atan2(a, b); da = g b / (a^2 + b^2), db = -g a / (a^2 + b^2)",
+          atan2_bw, f_atan2);
+ad_tensor *ad_atan2(ad_tensor *a, ad_tensor *b) { return binary("ad_atan2", &D_ATAN2, a, b); }
+
 /* ---- abs / square / reciprocal ----------------------------------------------------- */
 static double f_abs(double x, const void *p) { (void)p; return fabs(x); }
 static int abs_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -711,6 +746,6 @@ const ad_op *const ad__ops_pointwise[] = {
     &D_ADD.op, &D_SUB.op, &D_MUL.op, &D_DIV.op, &D_POW.op, &D_MAXIMUM.op, &D_MINIMUM.op,
     &D_NEG.op, &D_EXP.op, &D_LOG.op, &D_SQRT.op, &D_SIN.op, &D_COS.op, &D_TAN.op,
     &D_TANH.op, &D_SIGMOID.op, &D_RELU.op, &D_LEAKY_RELU.op, &D_ERF.op, &D_GELU.op,
-    &D_SOFTPLUS.op, &D_ABS.op, &D_SQUARE.op, &D_RECIPROCAL.op, &D_CLAMP.op, &OP_WHERE,
+    &D_SOFTPLUS.op, &D_LOG1P.op, &D_EXPM1.op, &D_ATAN2.op, &D_ABS.op, &D_SQUARE.op, &D_RECIPROCAL.op, &D_CLAMP.op, &OP_WHERE,
     &D_GT.op, &D_GE.op, &D_LT.op, &D_LE.op, &D_EQ.op, &D_SIGN.op, NULL,
 };

@@ -46,6 +46,10 @@ AD_API ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b);
  * evenly, g/2 to each (as PyTorch's maximum/minimum). */
 AD_API ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b);
 AD_API ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b);
+/* atan2(a, b): the angle of the point (b, a), in (-pi, pi] (C's atan2; at
+ * a = b = 0 it is 0 and the gradient is NaN, 0/0).
+ * da = g b / (a^2 + b^2), db = -g a / (a^2 + b^2) */
+AD_API ad_tensor *ad_atan2(ad_tensor *a, ad_tensor *b);
 
 /* ---- tensor-scalar forms: the scalar becomes a 0-d constant of a's dtype
  * and the binary op above is applied (and recorded) with it. ---- */
@@ -61,6 +65,10 @@ AD_API ad_tensor *ad_pow_scalar(ad_tensor *a, double s);   /* a^s */
 AD_API ad_tensor *ad_neg(ad_tensor *x);        /* -x; -g */
 AD_API ad_tensor *ad_exp(ad_tensor *x);        /* e^x; g e^x */
 AD_API ad_tensor *ad_log(ad_tensor *x);        /* ln x (NaN for x < 0, -inf at 0); g / x */
+/* ln(1 + x), exact near 0 where log(1 + x) loses digits (NaN for x < -1,
+ * -inf at -1); g / (1 + x) */
+AD_API ad_tensor *ad_log1p(ad_tensor *x);
+AD_API ad_tensor *ad_expm1(ad_tensor *x);      /* e^x - 1, exact near 0; g (y + 1) */
 AD_API ad_tensor *ad_sqrt(ad_tensor *x);       /* sqrt x; g / (2 sqrt x) */
 AD_API ad_tensor *ad_sin(ad_tensor *x);        /* sin x; g cos x */
 AD_API ad_tensor *ad_cos(ad_tensor *x);        /* cos x; -g sin x */

@@ -81,6 +81,8 @@ extern const op_row rows_pointwise[];
 extern const op_row rows_reduce[];
 extern const op_row rows_shape[];
 extern const op_row rows_linalg[];
+extern const op_row rows_util[];
+extern const op_row rows_decomp[];
 extern const op_row rows_loss[];
 extern const op_row rows_nn[];
 extern const op_row rows_ffi[];

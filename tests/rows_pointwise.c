@@ -102,13 +102,13 @@ static ad_tensor *b_self(ad_tensor *const *in, int n, void *ctx)
 }
 
 static bin_ctx C_ADD = {ad_add}, C_SUB = {ad_sub}, C_MUL = {ad_mul}, C_DIV = {ad_div},
-               C_POW = {ad_pow}, C_MAXIMUM = {ad_maximum}, C_MINIMUM = {ad_minimum},
+               C_POW = {ad_pow}, C_ATAN2 = {ad_atan2}, C_MAXIMUM = {ad_maximum}, C_MINIMUM = {ad_minimum},
                C_GT = {ad_gt}, C_GE = {ad_ge}, C_LT = {ad_lt}, C_LE = {ad_le}, C_EQ = {ad_eq};
 static un_ctx C_NEG = {ad_neg}, C_EXP = {ad_exp}, C_LOG = {ad_log}, C_SQRT = {ad_sqrt},
               C_SIN = {ad_sin}, C_COS = {ad_cos}, C_TAN = {ad_tan}, C_TANH = {ad_tanh},
               C_SIGMOID = {ad_sigmoid}, C_RELU = {ad_relu}, C_ERF = {ad_erf},
               C_GELU = {ad_gelu}, C_SOFTPLUS = {ad_softplus}, C_ABS = {ad_abs},
-              C_SQUARE = {ad_square}, C_RECIPROCAL = {ad_reciprocal}, C_SIGN = {ad_sign};
+              C_SQUARE = {ad_square}, C_LOG1P = {ad_log1p}, C_EXPM1 = {ad_expm1}, C_RECIPROCAL = {ad_reciprocal}, C_SIGN = {ad_sign};
 static sc_ctx S_ADD = {ad_add_scalar, 1.5}, S_SUB = {ad_sub_scalar, 0.25},
               S_RSUB = {ad_rsub_scalar, 2.0}, S_MUL = {ad_mul_scalar, -3.0},
               S_DIV = {ad_div_scalar, 4.0}, S_RDIV = {ad_rdiv_scalar, 3.0},
@@ -192,6 +192,12 @@ const op_row rows_pointwise[] = {
     UN_ROWS("erf", C_ERF, -2, 2),
     UN_ROWS("gelu", C_GELU, -3, 3),
     UN_ROWS("softplus", C_SOFTPLUS, -4, 4),
+    UN_ROWS("log1p", C_LOG1P, -0.5, 2),
+    UN_ROWS("expm1", C_EXPM1, -2, 2),
+    /* atan2 away from its branch cut (b < 0, a = 0): b > 0, or a > 0 */
+    BIN_ROWS("atan2", C_ATAN2, -1, 1, 0.5, 2),
+    {"atan2", "upper half plane, b of both signs", b_bin, &C_ATAN2, 2,
+     {IN(2, 0.5, 1, 2, 3), IN(2, -1, 1, 2, 3)}},
     UN_ROWS("abs", C_ABS, -1, 1),
     UN_ROWS("square", C_SQUARE, -2, 2),
     UN_ROWS("reciprocal", C_RECIPROCAL, 0.5, 2),

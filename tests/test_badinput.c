@@ -459,7 +459,8 @@ static const struct {
     {"ad_abs", ad_abs},         {"ad_square", ad_square},
     {"ad_reciprocal", ad_reciprocal}, {"ad_clamp", clamp01},
     {"ad_sign", ad_sign},       {"ad_softmax", sm1},
-    {"ad_log_softmax", lsm1},
+    {"ad_log_softmax", lsm1},   {"ad_log1p", ad_log1p},
+    {"ad_expm1", ad_expm1},
 };
 
 static const struct {
@@ -470,6 +471,7 @@ static const struct {
     {"ad_div", ad_div}, {"ad_pow", ad_pow}, {"ad_maximum", ad_maximum},
     {"ad_minimum", ad_minimum}, {"ad_gt", ad_gt}, {"ad_ge", ad_ge},
     {"ad_lt", ad_lt}, {"ad_le", ad_le}, {"ad_eq", ad_eq},
+    {"ad_atan2", ad_atan2},
 };
 
 static const struct {
@@ -1552,6 +1554,87 @@ START_TEST(nn_modules_optim_init_loss)
 }
 END_TEST
 
+/* ---- ops_util.h and the linear algebra of ops_linalg.h ---------------------------------- */
+START_TEST(util_and_decomp)
+{
+    fx f = setup();
+    ad_tensor *sq = ad_eye(f.t, AD_FLOAT64, 3), *sing = ad_zeros(f.t, AD_FLOAT64, AD_SHAPE(2, 2));
+    ad_tensor *notpd = ad_from_array(f.t, AD_FLOAT64, AD_SHAPE(2, 2), ((double[]){1, 0, 0, -1}));
+    ad_tensor *w, *V, *Q, *R, *S, *sg;
+    ROW(ad_argmax(NULL, 0, false), "argument 'x' is NULL");
+    ROW(ad_argmax(f.i64, 0, false), "got int64");
+    ROW(ad_argmax(f.a, 2, false), "axis 2 out of range");
+    ROW(ad_argmax(f.s0, 0, false), "0-dimensional");
+    ROW(ad_argmin(ad_zeros(f.t, AD_FLOAT64, AD_SHAPE(2, 0)), 1, true), "empty reduction");
+    ROW(ad_argmin(f.dead, 0, false), "is not a live tensor");
+    ROW(ad_argsort(f.a, -3, false), "axis -3 out of range");
+    ROW(ad_argsort(NULL, 0, false), "argument 'x' is NULL");
+    ROW(ad_sort(f.i64m, 0, false, NULL), "got int64");
+    ROW(ad_sort(f.p, 0, false, NULL), "no tape to record on");
+    ROW(ad_topk(f.a, 4, 1, true, NULL), "k = 4 out of range for axis 1 of [2,3]");
+    ROW(ad_topk(f.a, 1, 5, true, NULL), "axis 5 out of range");
+    ROW(ad_cumsum(f.a, 2), "axis 2 out of range");
+    ROW(ad_cumsum(f.i64, 0), "got int64");
+    ROW(ad_cumprod(NULL, 0), "argument 'x' is NULL");
+    ROW(ad_cumprod(f.s0, 0), "0-dimensional");
+    ROW(ad_tril(f.v3, 0), "expected a matrix or a batch of matrices (ndim >= 2), got [3]");
+    ROW(ad_triu(NULL, 0), "argument 'x' is NULL");
+    ROW(ad_triu(f.s0, 1), "got []");
+    ROW(ad_diagonal(f.v3, 0), "expected a matrix or a batch of matrices (ndim >= 2), got [3]");
+    ROW(ad_diagonal(f.dead, 0), "is not a live tensor");
+    ROW(ad_diag_embed(f.s0, 0), "expected 1 to 7 dimensions, got []");
+    ROW(ad_diag_embed(f.v3, (int64_t)1 << 40), "offset 1099511627776 out of range");
+    ROW(ad_diag(f.img, 0), "expected a vector or a matrix, got [1,2,4,4]");
+    ROW(ad_one_hot(f.a, 3, AD_FLOAT64), "labels must be int64, got float64");
+    ROW(ad_one_hot(f.i64, 2, AD_FLOAT64), "label 2 at position 2 is out of range for 2 classes");
+    ROW(ad_one_hot(f.i64, 3, (ad_dtype)9), "unknown dtype 9");
+    ROW(ad_one_hot(ad_zeros(f.t, AD_INT64, AD_SHAPE(0)), -1, AD_FLOAT64), "cannot infer");
+    ROW(ad_masked_fill(f.a, f.v4, 0), "mask [4] does not broadcast to x [2,3]");
+    ROW(ad_masked_fill(f.v3, f.i64m, 0), "mask [2,3] does not broadcast to x [3]");
+    ROW(ad_masked_fill(f.i64, f.i64, 0), "got int64");
+    ROW(ad_masked_fill(f.a, NULL, 0), "argument 'mask' is NULL");
+    ROW(ad_einsum(NULL, 1, &f.a), "equation is NULL");
+    ROW(ad_einsum("ij", 0, &f.a), "need 1 to 16 operands, got 0");
+    ROW(ad_einsum("ij,jk", 2, ((ad_tensor *[]){f.a, f.f32})), "dtypes differ");
+    ROW(ad_einsum("ij,jk", 2, ((ad_tensor *[]){f.a, f.a})), "label 'j' has extent 3 and 2");
+    ROW(ad_einsum("i->i", 1, &f.a), "operand 0 is [2,3] but 'i' has 1 labels");
+    ROW(ad_einsum("ij->ii", 1, &f.a), "output label 'i' is not an input label, or repeated");
+    ROW(ad_einsum("ij", 1, ((ad_tensor *[]){NULL})), "argument 'operands[0]' is NULL");
+    /* linear algebra */
+    ROW(ad_linalg_solve(f.a, f.v3), "A must be a square matrix or a batch of them ([..., n, n]), got [2,3]");
+    ROW(ad_linalg_solve(sq, f.v4), "B must be [..., 3, k] or [3] for A [3,3], got [4]");
+    ROW(ad_linalg_solve(sing, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2))), "the matrix is singular");
+    ROW(ad_linalg_solve(sq, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(3))), "dtypes differ");
+    ROW(ad_linalg_solve(NULL, f.v3), "argument 'A' is NULL");
+    ROW(ad_linalg_solve(ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2, 3, 3)), ad_ones(f.t, AD_FLOAT64, AD_SHAPE(4, 3, 1))),
+        "batch dimensions of A [2,3,3] and B [4,3,1] cannot be broadcast");
+    ROW(ad_linalg_solve_triangular(sing, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2, 1)), true, true, false),
+        "zero on the diagonal");
+    ROW(ad_linalg_solve_triangular(sq, f.v3, false, false, false), "B must be [..., k, n] when left is false, got [3]");
+    ROW(ad_linalg_solve_triangular(sq, NULL, false, true, false), "argument 'B' is NULL");
+    ROW(ad_linalg_inv(f.i64m), "got int64");
+    ROW(ad_linalg_inv(sing), "the matrix is singular");
+    ROW(ad_linalg_inv(f.v3), "A must be a square matrix");
+    ROW_RC(ad_linalg_slogdet(sq, &sg, NULL), "argument 'logabsdet' is NULL");
+    ROW_RC(ad_linalg_slogdet(f.a, &sg, &S), "A must be a square matrix");
+    ROW(ad_linalg_det(f.a), "A must be a square matrix");
+    ROW(ad_linalg_det(f.dead), "is not a live tensor");
+    ROW(ad_logdet(NULL), "argument 'A' is NULL");
+    ROW(ad_linalg_cholesky(notpd), "the matrix is not positive definite (at step 2)");
+    ROW(ad_linalg_cholesky(f.a), "A must be a square matrix");
+    ROW_RC(ad_linalg_eigh(sq, NULL, &V), "argument 'eigenvalues' is NULL");
+    ROW_RC(ad_linalg_eigh(f.a, &w, &V), "A must be a square matrix");
+    ROW_RC(ad_linalg_eigh(NULL, &w, &V), "argument 'A' is NULL");
+    ROW_RC(ad_linalg_qr(f.a, &Q, &R), "A must be [..., m, n] with m >= n");
+    ROW_RC(ad_linalg_qr(sq, NULL, &R), "arguments 'Q' and 'R' must not be NULL");
+    ROW_RC(ad_linalg_qr(f.i64m, &Q, &R), "got int64");
+    ROW_RC(ad_linalg_svd(f.a, &Q, NULL, &R), "argument 'S' is NULL");
+    ROW_RC(ad_linalg_svd(f.v3, NULL, &S, NULL), "A must be a matrix or a batch of them");
+    ROW_RC(ad_linalg_svd(f.dead, NULL, &S, NULL), "is not a live tensor");
+    teardown(&f);
+}
+END_TEST
+
 /* ---- coverage of the public headers -------------------------------------------------------------
  * Reads the public headers (found from this file's path, as the compiler
  * saw it, relative to the build directory the test runs in or to the
@@ -1559,7 +1642,7 @@ END_TEST
  * row.  The nn_ functions without a row are listed, not failed: nn/ is
  * outside this suite's brief beyond its parsers and loaders. */
 static const char *const HEADERS[] = {"alloc.h", "tensor.h", "tape.h", "ops.h", "ops_pointwise.h",
-                                      "ops_reduce.h", "ops_shape.h", "ops_linalg.h",
+                                      "ops_reduce.h", "ops_shape.h", "ops_util.h", "ops_linalg.h",
                                       "ops_loss.h", "ops_nn.h", "scalar.h", "transforms.h",
                                       "gradcheck.h", "graph.h", "ffi.h", "custom.h"};
 
@@ -1689,6 +1772,7 @@ int main(void)
     tcase_add_test(tc, pointwise_and_reduce_specifics);
     tcase_add_test(tc, shape_ops);
     tcase_add_test(tc, linalg_and_loss);
+    tcase_add_test(tc, util_and_decomp);
     tcase_add_test(tc, nn_ops);
     tcase_add_test(tc, scalar_h);
     tcase_add_test(tc, transforms_gradcheck_graph);

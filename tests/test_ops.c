@@ -15,7 +15,8 @@
 #include <string.h>
 
 static const op_row *const sets[] = {rows_pointwise, rows_reduce, rows_shape, rows_linalg,
-                                     rows_loss, rows_nn, rows_ffi, rows_custom};
+                                     rows_util,      rows_decomp, rows_loss,  rows_nn,
+                                     rows_ffi,       rows_custom};
 #define NSETS (sizeof sets / sizeof sets[0])
 
 static int count_rows(void)

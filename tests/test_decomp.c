@@ -1,0 +1,265 @@
+/* tests/test_decomp.c - values, identities and errors of the linear algebra
+ * of ops_decomp.c; gradients are checked by test_ops' rows.  The same
+ * tests run against LAPACK or the built-in kernels, whichever the build
+ * has (-Dblas=disabled gives the built-in ones). */
+#include "optest.h"
+
+#include <string.h>
+
+#define F64(...) (const double[]){__VA_ARGS__}
+#define SH(...) (const int64_t[]){__VA_ARGS__}
+
+/* max |x - y| over all elements. */
+static double maxdiff(const ad_tensor *x, const ad_tensor *y)
+{
+    ck_assert_msg(x && y, "%s", ad_error());
+    ck_assert_int_eq(ad_numel(x), ad_numel(y));
+    double m = 0;
+    for (int64_t i = 0; i < ad_numel(x); i++) m = fmax(m, fabs(ot_at(x, i) - ot_at(y, i)));
+    return m;
+}
+
+START_TEST(solve_inv_values)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(2, 2), F64(2, 1, 1, 3));
+    ad_tensor *b = ot_f64(ot_tape, 1, SH(2), F64(3, 5));
+    ot_assert_values(ad_linalg_solve(A, b), F64(0.8, 1.4), 2, 1e-15);
+    ot_assert_values(ad_linalg_inv(A), F64(0.6, -0.2, -0.2, 0.4), 4, 1e-15);
+    /* a pivot is needed: A[0,0] = 0 */
+    ad_tensor *P = ot_f64(ot_tape, 2, SH(3, 3), F64(0, 2, 1, 1, 1, 1, 2, 0, 3));
+    ad_tensor *I = ad_matmul(P, ad_linalg_inv(P));
+    ck_assert_double_le(maxdiff(I, ad_eye(ot_tape, AD_FLOAT64, 3)), 1e-14);
+    /* batched with broadcasting: [2,2] against [3,2,1] */
+    ad_rng rng;
+    ad_rng_init(&rng, 7);
+    ad_tensor *B = ad_rand(ot_tape, &rng, AD_FLOAT64, 3, SH(3, 2, 1), -1, 1);
+    ad_tensor *X = ad_linalg_solve(A, B);
+    ot_assert_shape(X, 3, SH(3, 2, 1));
+    ck_assert_double_le(maxdiff(ad_matmul(A, X), B), 1e-14);
+    /* float32 */
+    ad_tensor *A32 = ad_cast(A, AD_FLOAT32);
+    ot_assert_values(ad_linalg_inv(A32), F64(0.6, -0.2, -0.2, 0.4), 4, 1e-7);
+}
+END_TEST
+
+START_TEST(solve_errors)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(2, 2), F64(1, 2, 2, 4));
+    ad_tensor *b = ot_f64(ot_tape, 1, SH(2), F64(1, 1));
+    ck_assert_error(ad_linalg_solve(A, b), "ad_linalg_solve: the matrix is singular");
+    ck_assert_ptr_null(ad_linalg_solve(A, b));
+    ck_assert_int_eq(ad_errcode(), AD_ERR_NUMERIC);
+    ck_assert_error(ad_linalg_inv(A), "is singular");
+    ad_tensor *R = ad_zeros(ot_tape, AD_FLOAT64, 2, SH(2, 3));
+    ck_assert_error(ad_linalg_inv(R), "ad_linalg_inv: A must be a square matrix or a batch of "
+                                      "them ([..., n, n]), got [2,3]");
+    ck_assert_error(ad_linalg_solve(ad_eye(ot_tape, AD_FLOAT64, 3), b),
+                    "ad_linalg_solve: B must be [..., 3, k] or [3] for A [3,3], got [2]");
+    ck_assert_error(ad_linalg_solve(ad_eye(ot_tape, AD_FLOAT32, 2), b), "dtypes differ");
+    ck_assert_error(ad_linalg_solve_triangular(ot_f64(ot_tape, 2, SH(2, 2), F64(1, 0, 1, 0)), b,
+                                               false, true, false),
+                    "zero on the diagonal");
+    ad_tensor *s;
+    ck_assert_error_rc(ad_linalg_slogdet(A, &s, NULL), "logabsdet");
+}
+END_TEST
+
+START_TEST(triangular_values)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(2, 2), F64(2, 7, 1, 4)); /* upper [2,7;0,4], lower [2,0;1,4] */
+    ad_tensor *B = ot_f64(ot_tape, 2, SH(2, 1), F64(4, 8));
+    ot_assert_values(ad_linalg_solve_triangular(A, B, false, true, false), F64(2, 1.5), 2, 1e-15);
+    ot_assert_values(ad_linalg_solve_triangular(A, B, true, true, false), F64(-5, 2), 2, 1e-15);
+    /* unit lower [1,0;1,1] */
+    ot_assert_values(ad_linalg_solve_triangular(A, B, false, true, true), F64(4, 4), 2, 1e-15);
+    /* right: X [1,2] with X [2,0;1,4] = [4, 8] -> X = [1, 2] */
+    ad_tensor *Bt = ot_f64(ot_tape, 2, SH(1, 2), F64(4, 8));
+    ot_assert_values(ad_linalg_solve_triangular(A, Bt, false, false, false), F64(1, 2), 2, 1e-15);
+}
+END_TEST
+
+START_TEST(det_values)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(3, 3), F64(0, 2, 1, 1, 1, 1, 2, 0, 3));
+    /* det = 0(3-0) - 2(3-2) + 1(0-2) = -4 */
+    ck_assert_double_eq_tol(ad_item(ad_linalg_det(A)), -4, 1e-14);
+    ck_assert(isnan(ad_item(ad_logdet(A))));
+    ad_tensor *s, *l;
+    ck_assert_int_eq(ad_linalg_slogdet(A, &s, &l), 0);
+    ck_assert_double_eq(ad_item(s), -1);
+    ck_assert_double_eq_tol(ad_item(l), log(4.0), 1e-14);
+    ad_tensor *S = ot_f64(ot_tape, 2, SH(2, 2), F64(1, 2, 2, 4));
+    ck_assert_int_eq(ad_linalg_slogdet(S, &s, &l), 0);
+    ck_assert_double_eq(ad_item(s), 0);
+    ck_assert(isinf(ad_item(l)) && ad_item(l) < 0);
+    ck_assert_double_eq(ad_item(ad_linalg_det(S)), 0);
+    /* d det / dA = det A^-T */
+    ad_tensor *B = ot_f64(ot_tape, 2, SH(2, 2), F64(2, 1, 1, 3));
+    ad_set_requires_grad(B, true);
+    ck_assert_int_eq(ad_backward(ad_linalg_det(B), NULL, 0), 0);
+    ot_assert_values(ad_tensor_grad(B), F64(3, -1, -1, 2), 4, 1e-14);
+    /* batched: [2,2,2] gives [2] */
+    ad_tensor *D = ot_f64(ot_tape, 3, SH(2, 2, 2), F64(1, 0, 0, 2, 0, 1, 1, 0));
+    ot_assert_values(ad_linalg_det(D), F64(2, -1), 2, 1e-15);
+}
+END_TEST
+
+START_TEST(cholesky_values)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(2, 2), F64(4, 99, 2, 5)); /* upper entry not read */
+    ot_assert_values(ad_linalg_cholesky(A), F64(2, 0, 1, 2), 4, 1e-15);
+    ad_tensor *N = ot_f64(ot_tape, 2, SH(2, 2), F64(1, 0, 2, 1));
+    ck_assert_error(ad_linalg_cholesky(N), "ad_linalg_cholesky: the matrix is not positive "
+                                           "definite (at step 2)");
+    ad_tensor *Nb = ad_stack((ad_tensor *[]){ad_eye(ot_tape, AD_FLOAT64, 2), N}, 2, 0);
+    ck_assert_error(ad_linalg_cholesky(Nb), "matrix 1 of the batch is not positive definite");
+}
+END_TEST
+
+START_TEST(eigh_values)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(2, 2), F64(2, 1, 1, 2));
+    ad_tensor *w, *V;
+    ck_assert_int_eq(ad_linalg_eigh(A, &w, &V), 0);
+    ot_assert_values(w, F64(1, 3), 2, 1e-14);
+    double r = sqrt(0.5);
+    /* sign convention: the largest entry of each column positive (first on ties) */
+    ot_assert_values(V, F64(r, r, -r, r), 4, 1e-14);
+    /* V diag(w) V^T = A and V^T V = I for a random symmetric [4,4] */
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    ad_tensor *X = ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(4, 4), -1, 1);
+    ad_tensor *S = ad_add(X, ad_transpose(X, 0, 1));
+    ck_assert_int_eq(ad_linalg_eigh(S, &w, &V), 0);
+    ad_tensor *back = ad_matmul(ad_mul(V, ad_unsqueeze(w, 0)), ad_transpose(V, 0, 1));
+    ck_assert_double_le(maxdiff(back, S), 1e-13);
+    ck_assert_double_le(maxdiff(ad_matmul(ad_transpose(V, 0, 1), V), ad_eye(ot_tape, AD_FLOAT64, 4)),
+                        1e-13);
+    for (int i = 0; i < 3; i++) ck_assert_double_lt(ot_at(w, i), ot_at(w, i + 1));
+    /* eigenvalues only */
+    ad_tensor *w2;
+    ck_assert_int_eq(ad_linalg_eigh(S, &w2, NULL), 0);
+    ck_assert_double_le(maxdiff(w, w2), 0);
+    ck_assert_error_rc(ad_linalg_eigh(S, NULL, &V), "eigenvalues");
+}
+END_TEST
+
+START_TEST(qr_values)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    ad_tensor *A = ad_rand(ot_tape, &rng, AD_FLOAT64, 3, SH(2, 5, 3), -1, 1);
+    ad_tensor *Q, *R;
+    ck_assert_int_eq(ad_linalg_qr(A, &Q, &R), 0);
+    ot_assert_shape(Q, 3, SH(2, 5, 3));
+    ot_assert_shape(R, 3, SH(2, 3, 3));
+    ck_assert_double_le(maxdiff(ad_matmul(Q, R), A), 1e-14);
+    ad_tensor *QtQ = ad_matmul(ad_transpose(Q, -2, -1), Q);
+    ad_tensor *I = ad_expand(ad_eye(ot_tape, AD_FLOAT64, 3), 3, SH(2, 3, 3));
+    ck_assert_double_le(maxdiff(QtQ, I), 1e-14);
+    ck_assert_double_le(maxdiff(ad_tril(R, -1), ad_zeros(ot_tape, AD_FLOAT64, 3, SH(2, 3, 3))), 0);
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 3; i++) ck_assert_double_ge(ot_at(R, b * 9 + i * 4), 0);
+    ck_assert_error_rc(ad_linalg_qr(ad_zeros(ot_tape, AD_FLOAT64, 2, SH(2, 3)), &Q, &R),
+                       "A must be [..., m, n] with m >= n");
+}
+END_TEST
+
+/* A = U diag(S) Vh, orthonormal columns of U and rows of Vh, S sorted. */
+static void check_svd(ad_tensor *A, double tol)
+{
+    ad_tensor *U, *S, *Vh;
+    ck_assert_msg(ad_linalg_svd(A, &U, &S, &Vh) == 0, "%s", ad_error());
+    int nd = ad_ndim(A);
+    int64_t m = ad_size(A, nd - 2), n = ad_size(A, nd - 1), k = m < n ? m : n;
+    ck_assert_int_eq(ad_size(U, -1), k);
+    ck_assert_int_eq(ad_size(Vh, -2), k);
+    ck_assert_double_le(maxdiff(ad_matmul(ad_mul(U, ad_unsqueeze(S, -2)), Vh), A), tol);
+    ad_tensor *UtU = ad_matmul(ad_transpose(U, -2, -1), U);
+    ad_tensor *I = ad_expand(ad_eye(ot_tape, AD_FLOAT64, k), ad_ndim(UtU), ad_shape(UtU));
+    ck_assert_double_le(maxdiff(UtU, I), tol);
+    ck_assert_double_le(maxdiff(ad_matmul(Vh, ad_transpose(Vh, -2, -1)), I), tol);
+    for (int64_t i = 0; i + 1 < k; i++) ck_assert_double_ge(ot_at(S, i), ot_at(S, i + 1));
+}
+
+START_TEST(svd_values)
+{
+    ad_tensor *D = ot_f64(ot_tape, 2, SH(2, 3), F64(0, -2, 0, 1, 0, 0));
+    ad_tensor *U, *S, *Vh;
+    ck_assert_int_eq(ad_linalg_svd(D, &U, &S, &Vh), 0);
+    ot_assert_values(S, F64(2, 1), 2, 1e-15);
+    /* sign convention: U's largest entries positive, so Vh carries the -1 */
+    ot_assert_values(U, F64(1, 0, 0, 1), 4, 1e-15);
+    ot_assert_values(Vh, F64(0, -1, 0, 1, 0, 0), 6, 1e-15);
+    ad_rng rng;
+    ad_rng_init(&rng, 11);
+    check_svd(ad_rand(ot_tape, &rng, AD_FLOAT64, 2, SH(5, 3), -1, 1), 1e-13);
+    check_svd(ad_rand(ot_tape, &rng, AD_FLOAT64, 3, SH(2, 3, 6), -1, 1), 1e-13);
+    /* rank 1: the missing columns of U and rows of Vh are completed */
+    ad_tensor *r1 = ot_f64(ot_tape, 2, SH(3, 3), F64(1, 2, 3, 2, 4, 6, 3, 6, 9));
+    check_svd(r1, 1e-13);
+    ck_assert_int_eq(ad_linalg_svd(r1, NULL, &S, NULL), 0);
+    ot_assert_values(S, F64(14, 0, 0), 3, 1e-13);
+    ck_assert_error_rc(ad_linalg_svd(r1, &U, NULL, &Vh), "'S' is NULL");
+    ck_assert_error_rc(ad_linalg_svd(ot_f64(ot_tape, 1, SH(2), F64(1, 2)), NULL, &S, NULL),
+                       "A must be a matrix");
+}
+END_TEST
+
+START_TEST(persistent_results)
+{
+    /* no tape anywhere: results are persistent and owned by the caller */
+    ad_tape *prev = ad_tape_activate(NULL);
+    ad_tensor *A = ad_from_array(NULL, AD_FLOAT64, 2, SH(2, 2), F64(2, 1, 1, 2));
+    ad_tensor *w, *V, *Q, *R, *d = ad_linalg_det(A), *x = ad_linalg_solve(A, A);
+    ck_assert_int_eq(ad_linalg_eigh(A, &w, &V), 0);
+    ck_assert_int_eq(ad_linalg_qr(A, &Q, &R), 0);
+    ck_assert_ptr_null(ad_tensor_tape(w));
+    ck_assert_ptr_null(ad_tensor_tape(V));
+    ck_assert_ptr_null(ad_tensor_tape(Q));
+    ck_assert_ptr_null(ad_tensor_tape(d));
+    ck_assert_double_eq_tol(ad_item(d), 3, 1e-15);
+    ot_assert_values(x, F64(1, 0, 0, 1), 4, 1e-15);
+    ad_tensor *all[] = {A, w, V, Q, R, d, x};
+    for (int i = 0; i < 7; i++) ad_tensor_free(all[i]);
+    ad_tape_activate(prev);
+}
+END_TEST
+
+START_TEST(replay_recomputes)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *a = ad_from_array(t, AD_FLOAT64, 2, SH(2, 2), F64(2, 1, 1, 2));
+    ad_set_requires_grad(a, true);
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *d = ad_linalg_det(a), *L = ad_linalg_cholesky(a);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *nv = ad_from_array(NULL, AD_FLOAT64, 2, SH(2, 2), F64(4, 2, 2, 5));
+    ck_assert_int_ge(ad_tape_replay(t, 1, &a, &nv), 0);
+    ck_assert_double_eq_tol(ad_item(d), 16, 1e-14);
+    ot_assert_values(L, F64(2, 0, 1, 2), 4, 1e-15);
+    ad_tensor_free(nv);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("decomp");
+    TCase *tc = tcase_create("decomp");
+    tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
+    tcase_add_test(tc, solve_inv_values);
+    tcase_add_test(tc, solve_errors);
+    tcase_add_test(tc, triangular_values);
+    tcase_add_test(tc, det_values);
+    tcase_add_test(tc, cholesky_values);
+    tcase_add_test(tc, eigh_values);
+    tcase_add_test(tc, qr_values);
+    tcase_add_test(tc, svd_values);
+    tcase_add_test(tc, persistent_results);
+    tcase_add_test(tc, replay_recomputes);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
