@@ -202,7 +202,10 @@ ERRORS = [
     ([], "adcalc: no expression given\n"),
     (["--frobnicate", "x", "x=1"], "adcalc: unknown option '--frobnicate'\n"),
     (["--dot", "--json", "x", "x=1"], "adcalc: --dot prints only the graph"),
-    (["--json", "--trace", "x", "x=1"], "adcalc: --json and --trace both print"),
+    (["--descend=newton", "x", "x=1"], "adcalc: --descend takes sgd, momentum or adam"),
+    (["--descend=sgd", "--trace", "x", "x=1"], "adcalc: --descend prints the path only"),
+    (["--descend=sgd", "--lr=-1", "x", "x=1"], "adcalc: --lr needs a positive number"),
+    (["--descend=sgd", "--steps=many", "x", "x=1"], "adcalc: --steps needs a whole number"),
 ]
 for args, message in ERRORS:
     rc, out, err = run(*args)
@@ -315,6 +318,58 @@ rc, out, _ = run("--trace", "exp(x)*exp(x)", "x=0")
 check("adds to x: g*exp(x) = 1" in out and "df/dx = 1 + 1 = 2" in out, f"--trace sum: {out!r}")
 rc, out, _ = run("--trace", "x", "x=2")
 check("df/dx = 1 (f is x itself)" in out, f"--trace of a leaf: {out!r}")
+
+# ---- --json --trace -----------------------------------------------------------------------
+# x*y + sin(x) at (2, 3): n0 = xy = 6, n1 = sin 2, n2 = n0 + n1.  Backward:
+# the seed g(n2) = 1; add passes 1 to n0 and n1; sin passes cos 2 to x; mul
+# passes g*y = 3 to x and g*x = 2 to y, so df/dx = cos 2 + 3, df/dy = 2.
+rc, out, err = run("--json", "--trace", "x*y + sin(x)", "x=2", "y=3")
+d = json.loads(out) if rc == 0 else {}
+steps = d.get("trace", [])
+check([s["phase"] for s in steps] == ["forward"] * 3 + ["seed"] + ["backward"] * 3,
+      f"--json --trace phases: {[s.get('phase') for s in steps]}")
+if len(steps) == 7:
+    check(steps[1]["node"] == "n1" and steps[1]["op"] == "sin" and steps[1]["inputs"] == ["x"]
+          and close(steps[1]["value"], s2), f"--json --trace forward step: {steps[1]}")
+    check(steps[3]["adjoints"] == {"n2": 1}, f"seed step: {steps[3]}")
+    check(steps[5]["adds"] == [{"to": "x", "term": "g*cos(x)", "value": c2}]
+          or (steps[5]["adds"][0]["term"] == "g*cos(x)" and close(steps[5]["adds"][0]["value"], c2)),
+          f"sin step: {steps[5]}")
+    last = steps[6]["adjoints"]
+    check(close(last["x"], c2 + 3) and last["y"] == 2 and last["n0"] == 1,
+          f"adjoints after the last step: {last}")
+    check(close(d["grad"][0], c2 + 3) and d["grad"][1] == 2, "--json --trace keeps the gradient")
+    # the text of each step is the line --trace prints
+    _, text, _ = run("--trace", "x*y + sin(x)", "x=2", "y=3")
+    lines = [l.strip() for l in text.splitlines()]
+    check(all(s["text"] in lines for s in steps), "--json --trace text equals the --trace lines")
+
+# ---- --descend ----------------------------------------------------------------------------
+# f = x^2 + 10 y^2, sgd with lr 0.05: x <- x - 0.05 (2x) = 0.9 x, y <- y - 0.05 (20 y) = 0
+rc, out, _ = run("--descend=sgd", "--lr=0.05", "--steps=5", "x^2 + 10*y^2", "x=1", "y=1")
+rows = [l.split() for l in out.splitlines()]
+check(rc == 0 and rows[0] == ["step", "x", "y", "f"] and len(rows) == 7,
+      f"--descend table: {out!r}")
+if len(rows) == 7:
+    check(close(float(rows[6][1]), 0.9 ** 5) and float(rows[6][2]) == 0
+          and close(float(rows[6][3]), 0.9 ** 10), f"--descend sgd last row: {rows[6]}")
+# momentum 0.9 on x^2 from 1, lr 0.1: g = 2, b = 2, x = 0.8; g = 1.6,
+# b = 0.9*2 + 1.6 = 3.4, x = 0.8 - 0.34 = 0.46
+rc, out, _ = run("--json", "--descend=momentum", "--steps=2", "x^2", "x=1")
+d = json.loads(out) if rc == 0 else {}
+path = d.get("path", [])
+check(len(path) == 3 and close(path[1][0], 0.8) and close(path[2][0], 0.46)
+      and d.get("diverged") is False and d.get("method") == "momentum",
+      f"--descend momentum: {out!r}")
+# Adam's first step moves by lr g/(|g| + eps): x = 1 - 0.1 * 2/(2 + 1e-8)
+rc, out, _ = run("--json", "--descend=adam", "--steps=1", "x^2", "x=1")
+d = json.loads(out) if rc == 0 else {}
+check(close(d.get("path", [[0], [0]])[1][0], 1 - 0.1 * 2 / (2 + 1e-8)), f"--descend adam: {out!r}")
+# lr 1.5 > 2/lambda = 1 on x^2: x <- -2x, |x| doubles until it overflows
+rc, out, _ = run("--json", "--descend=sgd", "--lr=1.5", "--steps=2000", "x^2", "x=1")
+d = json.loads(out) if out else {}
+check(rc == 1 and d.get("diverged") is True and d["path"][-1][1] is None
+      and d["path"][1][0] == -2 and d["path"][2][0] == 4, f"--descend divergence: rc {rc}")
 
 # ---- --dot ----------------------------------------------------------------------------
 rc, out, _ = run("--dot", "x*y + sin(x)", "x=2", "y=3")

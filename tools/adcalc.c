@@ -236,7 +236,7 @@ typedef struct result {
     ad_gradcheck_result *checks; /* --check: one per variable */
 } result;
 
-static void print_json(const calc *c, const result *r)
+static void print_json(const calc *c, const result *r, tracer *tr)
 {
     char what[256];
     warn_nonfinite("value", r->value);
@@ -306,6 +306,7 @@ static void print_json(const calc *c, const result *r)
         }
         printf("}");
     }
+    if (tracer_json(tr)) printf(", \"trace\": %s", tracer_json(tr));
     if (nwarnings) {
         printf(", \"warnings\": [");
         for (int i = 0; i < nwarnings; i++) {
@@ -375,6 +376,7 @@ static void print_check(const calc *c, const result *r)
 
 typedef struct options {
     bool hessian, json, trace, check, dot;
+    adcalc_descent descent; /* method NULL: no --descend */
     const char *dot_file; /* NULL: standard output */
     const char *expression;
 } options;
@@ -479,7 +481,7 @@ static int make_variables(const calc *c, ad_tape *tape, ad_tensor **vars)
 /* The forward pass, recorded on the active tape; NULL on error. */
 static ad_tensor *forward(calc *c, const options *opt, ad_tensor **vars, tracer *tr)
 {
-    if (opt->trace) {
+    if (opt->trace && !opt->json) {
         printf("forward pass: each op computes its output from values already known\n");
         for (int i = 0; i < c->n; i++) printf("  input     %s = %.6g\n", c->names[i], c->values[i]);
     }
@@ -492,12 +494,12 @@ static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor *
                     tracer *tr, result *r)
 {
     if (ad_requires_grad(f)) {
-        if (opt->trace)
+        if (opt->trace && !opt->json)
             printf("backward pass: g is df/d(node); each step adds g * d(node)/d(input) to the "
                    "input's g\n");
         unsigned flags = AD_RETAIN_GRAPH | (opt->hessian ? AD_CREATE_GRAPH : 0);
         if (ad_backward(f, NULL, flags)) return -1;
-    } else if (opt->trace) {
+    } else if (opt->trace && !opt->json) {
         printf("  (nothing was recorded: f does not depend on any variable)\n");
     }
     ad_set_trace(NULL, NULL);
@@ -530,7 +532,7 @@ static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *
     bool ok = r->hess && row;
     free(row);
     if (!ok) return ad_set_error("adcalc: out of memory");
-    if (opt->trace)
+    if (opt->trace && !opt->json)
         printf("hessian: the backward pass above was itself recorded (AD_CREATE_GRAPH); row i "
                "is the gradient of df/dx_i, found by a backward pass through it\n");
     return 0;
@@ -555,13 +557,28 @@ static int exit_status(const calc *c, const result *r)
     return !finite ? EXIT_NONFINITE : (r->check == 0 || r->check == -1) ? EXIT_CHECK : EXIT_OK;
 }
 
+/* --descend: the path of the optimiser instead of one gradient. */
+static int descend(calc *c, const options *opt)
+{
+    c->quiet = true; /* a diverging path would warn at every step */
+    int rc = adcalc_descend(&opt->descent, c->n, c->names, c->values, eval_fn, c, stdout);
+    if (rc < 0) {
+        fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
+        return EXIT_INTERNAL;
+    }
+    return rc ? EXIT_NONFINITE : EXIT_OK;
+}
+
 static int run(calc *c, const options *opt)
 {
+    if (opt->descent.method) return descend(c, opt);
     int status = EXIT_INTERNAL;
     result r = {NAN, calloc((size_t)c->n + 1, sizeof(double)), NULL, -2, NAN, -1, NULL, NULL};
     ad_tensor **vars = calloc((size_t)c->n + 1, sizeof *vars);
     ad_tape *tape = ad_tape_new();
-    tracer *tr = tracer_new(opt->trace ? stdout : NULL);
+    /* With --json the trace goes into the JSON object, not to stdout. */
+    tracer *tr = tracer_new(opt->trace && !opt->json ? stdout : NULL);
+    if (tr && opt->trace && opt->json) tracer_record_json(tr);
     ad_tape *prev = ad_tape_activate(tape);
     ad_tensor *f = NULL;
     size_t nforward = 0;
@@ -578,7 +595,7 @@ static int run(calc *c, const options *opt)
     if (opt->dot && dot_output(opt, f, nforward)) goto done;
 
     if (opt->json) {
-        print_json(c, &r);
+        print_json(c, &r, tr);
     } else if (!opt->dot || opt->dot_file) {
         print_text(c, &r);
         if (opt->check) print_check(c, &r);
@@ -615,7 +632,13 @@ static const char HELP[] =
     "                \"hessian\": [[...]], \"variables\": [...]}; NaN and Inf are\n"
     "                written as null and explained in a \"warnings\" array\n"
     "  --trace       print the tape step by step: the forward pass node by node,\n"
-    "                then each backward step with the chain-rule term it adds\n"
+    "                then each backward step with the chain-rule term it adds;\n"
+    "                with --json, as a \"trace\" array of steps in the object\n"
+    "  --descend=M   minimise the expression from the given point with the\n"
+    "                optimiser M (sgd, momentum 0.9, or adam) and print the path,\n"
+    "                one line per step (\"step x y f\"), or as JSON with --json\n"
+    "  --lr=X        the learning rate of --descend (default 0.1)\n"
+    "  --steps=N     the number of --descend steps (default 100)\n"
     "  --check       compare the gradient with central differences (gradcheck,\n"
     "                step 1e-6 max(1, |x|), smaller steps near a domain edge); fails\n"
     "                when they disagree, when the numeric derivative is not finite,\n"
@@ -766,6 +789,20 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
             opt->check = true;
         } else if (strcmp(a, "--dot") == 0) {
             opt->dot = true;
+        } else if (strncmp(a, "--descend=", 10) == 0) {
+            opt->descent.method = a + 10;
+        } else if (strncmp(a, "--lr=", 5) == 0) {
+            char *end;
+            opt->descent.lr = strtod(a + 5, &end);
+            if (end == a + 5 || *end || !(opt->descent.lr > 0) || !isfinite(opt->descent.lr))
+                return *status = usage_error("--lr needs a positive number, not '%s'", a + 5), true;
+        } else if (strncmp(a, "--steps=", 8) == 0) {
+            char *end;
+            long k = strtol(a + 8, &end, 10);
+            if (end == a + 8 || *end || k < 0 || k > 1000000)
+                return *status = usage_error("--steps needs a whole number from 0 to 1000000, not '%s'",
+                                             a + 8), true;
+            opt->descent.steps = (int)k;
         } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
             opt->dot = true;
             opt->dot_file = a + 6;
@@ -783,8 +820,12 @@ static int check_options(const options *opt, int npos)
     if (opt->dot && !opt->dot_file && (opt->json || opt->trace || opt->check || opt->hessian))
         return usage_error("--dot prints only the graph; to combine it with --json, --trace, "
                            "--check or --hessian write it to a file with --dot=FILE");
-    if (opt->json && opt->trace)
-        return usage_error("--json and --trace both print to standard output; use one");
+    const char *m = opt->descent.method;
+    if (m && strcmp(m, "sgd") && strcmp(m, "momentum") && strcmp(m, "adam"))
+        return usage_error("--descend takes sgd, momentum or adam, not '%s'", m);
+    if (m && (opt->trace || opt->check || opt->hessian || opt->dot))
+        return usage_error("--descend prints the path only; it does not combine with --trace, "
+                           "--check, --hessian or --dot");
     return EXIT_OK;
 }
 
@@ -816,7 +857,7 @@ static int prepare(calc *c, int nbind, char **bindings)
 
 int main(int argc, char **argv)
 {
-    options opt = {0};
+    options opt = {.descent = {NULL, 0.1, 100, false}};
     int npos = 0, status = EXIT_OK;
     char **pos = calloc((size_t)argc + 1, sizeof *pos);
     if (!pos) return EXIT_INTERNAL;
@@ -828,6 +869,7 @@ int main(int argc, char **argv)
 
     calc c = {0};
     c.src = opt.expression = pos[0];
+    opt.descent.json = opt.json;
     status = prepare(&c, npos - 1, pos + 1);
     if (!status) status = run(&c, &opt);
     expr_free(c.root);

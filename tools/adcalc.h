@@ -36,4 +36,35 @@ void tracer_summary(tracer *tr, int n, ad_tensor *const *vars, const char *const
  * constant's literal), "n<i>" for the output of node i, else its value. */
 void tensor_name(const ad_tensor *t, char *buf, size_t size);
 
+/* ---- the trace as JSON (trace.c) ---- */
+
+/* Makes the tracer keep every step as a JSON object as well (for
+ * adcalc --json --trace): {"phase": "forward"|"seed"|"backward", "node",
+ * "op", "inputs": [...], "value" (forward) or "g" (backward), "adds":
+ * [{"to", "term", "value"}], "adjoints": {name: the sum so far}, "text":
+ * the line --trace prints}.  Out of memory leaves the list short. */
+void tracer_record_json(tracer *tr);
+/* The recorded steps as one JSON array, or NULL when not recording; ends
+ * the recording.  Owned by the tracer. */
+const char *tracer_json(tracer *tr);
+
+/* ---- gradient descent (descend.c) ---- */
+
+/* adcalc --descend=METHOD [--lr=X] [--steps=N]. */
+typedef struct adcalc_descent {
+    const char *method; /* "sgd", "momentum" or "adam" */
+    double lr;
+    int steps;
+    bool json;
+} adcalc_descent;
+
+/* Minimises f over its n variables from start[] with the method's
+ * optimiser (nn/optim.h), printing the path to out: a table "step x y f"
+ * or, with json, {"method", "lr", "steps", "variables", "path": [[x, y,
+ * f], ...], "diverged"}.  Point k is where step k starts; a non-finite f
+ * or variable ends the path there.  0 when the path ended finite, 1 when
+ * it diverged, -1 on error (ad_error() says why). */
+int adcalc_descend(const adcalc_descent *d, int n, const char *const *names, const double *start,
+                   ad_func f, void *ctx, FILE *out);
+
 #endif
