@@ -202,6 +202,12 @@ ERRORS = [
     ([], "adcalc: no expression given\n"),
     (["--frobnicate", "x", "x=1"], "adcalc: unknown option '--frobnicate'\n"),
     (["--dot", "--json", "x", "x=1"], "adcalc: --dot prints only the graph"),
+    (["--grid=1", "x", "x=0:1"], "adcalc: --grid needs a number of points from 2"),
+    (["--grid=3", "x", "x=1"], "adcalc: --grid needs a range NAME=LO:HI"),
+    (["--grid=3", "x", "x=1:0"], "adcalc: the range '1:0' of x is not LO:HI"),
+    (["--grid=3", "x+y+z", "x=0:1", "y=0:1", "z=0:1"], "adcalc: --grid spans at most two"),
+    (["--grid=3", "--descend=sgd", "x", "x=0:1"], "adcalc: --grid prints the surface only"),
+    (["x", "x=0:1"], "adcalc: the value '0:1' of x is not a number"),
     (["--descend=newton", "x", "x=1"], "adcalc: --descend takes sgd, momentum or adam"),
     (["--descend=sgd", "--trace", "x", "x=1"], "adcalc: --descend prints the path only"),
     (["--descend=sgd", "--lr=-1", "x", "x=1"], "adcalc: --lr needs a positive number"),
@@ -370,6 +376,16 @@ rc, out, _ = run("--json", "--descend=sgd", "--lr=1.5", "--steps=2000", "x^2", "
 d = json.loads(out) if out else {}
 check(rc == 1 and d.get("diverged") is True and d["path"][-1][1] is None
       and d["path"][1][0] == -2 and d["path"][2][0] == 4, f"--descend divergence: rc {rc}")
+
+# ---- --grid ------------------------------------------------------------------------------
+# x^2 + 10 y^2 + z on x in {-1, 0, 1}, y in {0, 1, 2}, z = 0.5 fixed
+rc, out, _ = run("--json", "--grid=3", "x^2 + 10*y^2 + z", "x=-1:1", "y=0:2", "z=0.5")
+d = json.loads(out) if rc == 0 else {}
+check(d.get("variables") == ["x", "y"] and d.get("axes") == [[-1, 0, 1], [0, 1, 2]]
+      and d.get("f") == [[1.5, 0.5, 1.5], [11.5, 10.5, 11.5], [41.5, 40.5, 41.5]],
+      f"--grid --json: {out!r}")
+rc, out, _ = run("--grid=2", "x^2 + y", "x=0:1", "y=2:3")
+check(rc == 0 and out == "# x y f\n0 2 2\n1 2 3\n\n0 3 3\n1 3 4\n\n", f"--grid text: {out!r}")
 
 # ---- --dot ----------------------------------------------------------------------------
 rc, out, _ = run("--dot", "x*y + sin(x)", "x=2", "y=3")

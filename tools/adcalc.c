@@ -84,6 +84,8 @@ typedef struct calc {
     int n;              /* variables, in command-line order */
     const char **names;
     double *values;
+    bool ranges;        /* --grid: NAME=LO:HI allowed */
+    double *hi;         /* with ranges: the upper ends (HI, or the value) */
     bool quiet;         /* no warnings (while gradcheck re-evaluates) */
 } calc;
 
@@ -377,6 +379,7 @@ static void print_check(const calc *c, const result *r)
 typedef struct options {
     bool hessian, json, trace, check, dot;
     adcalc_descent descent; /* method NULL: no --descend */
+    int grid;               /* --grid=N: points per axis, 0 without */
     const char *dot_file; /* NULL: standard output */
     const char *expression;
 } options;
@@ -569,9 +572,21 @@ static int descend(calc *c, const options *opt)
     return rc ? EXIT_NONFINITE : EXIT_OK;
 }
 
+/* --grid: f over the ranges. */
+static int grid(calc *c, const options *opt)
+{
+    c->quiet = true;
+    if (adcalc_grid(opt->grid, c->n, c->names, c->values, c->hi, eval_fn, c, opt->json, stdout)) {
+        fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
+        return ad_error() && strstr(ad_error(), "--grid") ? EXIT_USAGE : EXIT_INTERNAL;
+    }
+    return EXIT_OK;
+}
+
 static int run(calc *c, const options *opt)
 {
     if (opt->descent.method) return descend(c, opt);
+    if (opt->grid) return grid(c, opt);
     int status = EXIT_INTERNAL;
     result r = {NAN, calloc((size_t)c->n + 1, sizeof(double)), NULL, -2, NAN, -1, NULL, NULL};
     ad_tensor **vars = calloc((size_t)c->n + 1, sizeof *vars);
@@ -639,6 +654,9 @@ static const char HELP[] =
     "                one line per step (\"step x y f\"), or as JSON with --json\n"
     "  --lr=X        the learning rate of --descend (default 0.1)\n"
     "  --steps=N     the number of --descend steps (default 100)\n"
+    "  --grid=N      print f on an N x N grid over the variables given as\n"
+    "                ranges NAME=LO:HI (one or two), for contour plots: \"x y f\"\n"
+    "                lines, a blank line between rows, or JSON with --json\n"
     "  --check       compare the gradient with central differences (gradcheck,\n"
     "                step 1e-6 max(1, |x|), smaller steps near a domain edge); fails\n"
     "                when they disagree, when the numeric derivative is not finite,\n"
@@ -733,7 +751,8 @@ static int bind(calc *c, int argc, char **argv)
 {
     c->names = calloc((size_t)argc + 1, sizeof *c->names);
     c->values = calloc((size_t)argc + 1, sizeof *c->values);
-    if (!c->names || !c->values) {
+    if (c->ranges) c->hi = calloc((size_t)argc + 1, sizeof *c->hi);
+    if (!c->names || !c->values || (c->ranges && !c->hi)) {
         fprintf(stderr, "adcalc: out of memory\n");
         return EXIT_INTERNAL;
     }
@@ -744,13 +763,25 @@ static int bind(calc *c, int argc, char **argv)
             return usage_error("'%.*s' is not a variable name (in '%s')", (int)(eq - arg), arg,
                                arg);
         *eq = '\0'; /* argv is ours to edit: the name ends here */
-        const char *text = eq + 1;
-        char *end;
+        char *text = eq + 1, *end;
+        /* --grid: a range LO:HI (or one value, which stays fixed) */
+        char *colon = c->hi ? strchr(text, ':') : NULL;
+        if (colon) *colon = '\0';
         double v = strtod(text, &end);
         if (!*text || *end || text[0] == ' ' || text[0] == '\t')
             return usage_error("the value '%s' of %s is not a number", text, arg);
         if (!isfinite(v))
             return usage_error("the value '%s' of %s is not a finite number", text, arg);
+        if (c->hi) {
+            c->hi[c->n] = v;
+            if (colon) {
+                char *h = colon + 1;
+                c->hi[c->n] = strtod(h, &end);
+                if (!*h || *end || !isfinite(c->hi[c->n]) || !(c->hi[c->n] > v))
+                    return usage_error("the range '%s:%s' of %s is not LO:HI with LO < HI", text, h,
+                                       arg);
+            }
+        }
         for (int i = 0; i < c->n; i++)
             if (strcmp(c->names[i], arg) == 0)
                 return usage_error("variable '%s' given twice", arg);
@@ -791,6 +822,13 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
             opt->dot = true;
         } else if (strncmp(a, "--descend=", 10) == 0) {
             opt->descent.method = a + 10;
+        } else if (strncmp(a, "--grid=", 7) == 0) {
+            char *end;
+            long k = strtol(a + 7, &end, 10);
+            if (end == a + 7 || *end || k < 2 || k > 1000)
+                return *status = usage_error("--grid needs a number of points from 2 to 1000, not "
+                                             "'%s'", a + 7), true;
+            opt->grid = (int)k;
         } else if (strncmp(a, "--lr=", 5) == 0) {
             char *end;
             opt->descent.lr = strtod(a + 5, &end);
@@ -823,6 +861,9 @@ static int check_options(const options *opt, int npos)
     const char *m = opt->descent.method;
     if (m && strcmp(m, "sgd") && strcmp(m, "momentum") && strcmp(m, "adam"))
         return usage_error("--descend takes sgd, momentum or adam, not '%s'", m);
+    if (opt->grid && (m || opt->trace || opt->check || opt->hessian || opt->dot))
+        return usage_error("--grid prints the surface only; it does not combine with --descend, "
+                           "--trace, --check, --hessian or --dot");
     if (m && (opt->trace || opt->check || opt->hessian || opt->dot))
         return usage_error("--descend prints the path only; it does not combine with --trace, "
                            "--check, --hessian or --dot");
@@ -870,11 +911,13 @@ int main(int argc, char **argv)
     calc c = {0};
     c.src = opt.expression = pos[0];
     opt.descent.json = opt.json;
+    c.ranges = opt.grid > 0;
     status = prepare(&c, npos - 1, pos + 1);
     if (!status) status = run(&c, &opt);
     expr_free(c.root);
     free(c.names);
     free(c.values);
+    free(c.hi);
     free(pos);
     for (int i = 0; i < nwarnings; i++) free(warnings[i]);
     free(warnings);

@@ -67,4 +67,12 @@ typedef struct adcalc_descent {
 int adcalc_descend(const adcalc_descent *d, int n, const char *const *names, const double *start,
                    ad_func f, void *ctx, FILE *out);
 
+/* f on a grid of points x points over the one or two variables whose
+ * range lo[i] < hi[i] (the others stay at lo[i]), printed as "x y f"
+ * lines with a blank line between rows (gnuplot's splot), or with json
+ * {"variables", "axes": [[x...], [y...]], "f": [[f(x_i, y_j) for i] for
+ * j]}.  For contour plots of a loss surface.  0, or -1 on error. */
+int adcalc_grid(int points, int n, const char *const *names, const double *lo, const double *hi,
+                ad_func f, void *ctx, bool json, FILE *out);
+
 #endif

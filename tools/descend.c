@@ -1,4 +1,5 @@
-/* tools/descend.c - adcalc --descend: gradient descent on the expression.
+/* tools/descend.c - adcalc --descend and --grid: paths of gradient descent
+ * on the expression, and the surface they run on.
  *
  * Minimises f(x1, ..., xn) from the point given on the command line with
  * one of the library's optimisers (nn/optim.h), printing the path:
@@ -138,5 +139,95 @@ done:
     for (int i = 0; w && i < n; i++) ad_tensor_free(w[i]);
     free(w);
     ad_tape_free(tape);
+    return status;
+}
+
+/* ---- the surface: f on a grid ------------------------------------------------------- */
+
+int adcalc_grid(int points, int n, const char *const *names, const double *lo, const double *hi,
+                ad_func f, void *ctx, bool json, FILE *out)
+{
+    int axis[2] = {-1, -1}, naxes = 0;
+    for (int i = 0; i < n; i++)
+        if (lo[i] != hi[i]) {
+            if (naxes == 2) {
+                ad_set_error("adcalc: --grid spans at most two variables (%s, %s and %s have "
+                             "ranges)", names[axis[0]], names[axis[1]], names[i]);
+                return -1;
+            }
+            axis[naxes++] = i;
+        }
+    if (naxes == 0) {
+        ad_set_error("adcalc: --grid needs a range NAME=LO:HI for one or two variables");
+        return -1;
+    }
+    int nx = points, ny = naxes == 2 ? points : 1;
+    ad_tensor **w = calloc((size_t)n + 1, sizeof *w);
+    double *at = calloc((size_t)n + 1, sizeof *at);
+    ad_tape *tape = ad_tape_new(), *prev = NULL;
+    int status = -1;
+    if (!w || !at || !tape) {
+        ad_set_error("adcalc: out of memory");
+        goto done;
+    }
+    memcpy(at, lo, (size_t)n * sizeof *at);
+    prev = ad_tape_activate(tape);
+    /* Grid point k of an axis is lo + k (hi - lo)/(points - 1). */
+#define AXIS_AT(i, k) (lo[i] + (points > 1 ? (double)(k) * (hi[i] - lo[i]) / (points - 1) : 0.0))
+    if (json) {
+        fputs("{\"variables\": [", out);
+        for (int a = 0; a < naxes; a++) fprintf(out, "%s\"%s\"", a ? ", " : "", names[axis[a]]);
+        fputs("], \"axes\": [", out);
+        for (int a = 0; a < naxes; a++) {
+            fputs(a ? ", [" : "[", out);
+            for (int k = 0; k < (a ? ny : nx); k++) {
+                if (k) fputs(", ", out);
+                print_number(out, AXIS_AT(axis[a], k), true);
+            }
+            fputc(']', out);
+        }
+        fputs("], \"f\": [", out);
+    } else {
+        fprintf(out, "# %s%s%s f\n", names[axis[0]], naxes == 2 ? " " : "",
+                naxes == 2 ? names[axis[1]] : "");
+    }
+    /* Rows of constant second variable, as gnuplot's splot reads them
+     * (a blank line between rows); JSON f[j][i] = f(x_i, y_j). */
+    for (int j = 0; j < ny; j++) {
+        if (naxes == 2) at[axis[1]] = AXIS_AT(axis[1], j);
+        if (json) fputs(j ? ", [" : "[", out);
+        for (int i = 0; i < nx; i++) {
+            at[axis[0]] = AXIS_AT(axis[0], i);
+            ad_tape_reset(tape);
+            for (int v = 0; v < n; v++)
+                if (!(w[v] = ad_scalar_tensor(tape, AD_FLOAT64, at[v]))) goto restore;
+            ad_tensor *y = f(w, n, ctx);
+            if (!y) goto restore;
+            if (json) {
+                if (i) fputs(", ", out);
+                print_number(out, ad_item(y), true);
+            } else {
+                print_number(out, at[axis[0]], false);
+                if (naxes == 2) {
+                    fputc(' ', out);
+                    print_number(out, at[axis[1]], false);
+                }
+                fputc(' ', out);
+                print_number(out, ad_item(y), false);
+                fputc('\n', out);
+            }
+        }
+        if (json) fputc(']', out);
+        else if (naxes == 2) fputc('\n', out);
+    }
+#undef AXIS_AT
+    if (json) fputs("]}\n", out);
+    status = 0;
+restore:
+    ad_tape_activate(prev);
+done:
+    ad_tape_free(tape);
+    free(w);
+    free(at);
     return status;
 }
