@@ -341,6 +341,16 @@ check(len(edges) == 5, f"--dot edges: {edges}")
 check('label="x\\n[] float64\\nvalue 2\\ngrad 2.58385"' in out, "--dot leaf x label")
 check('label="n1: sin\\n[] float64\\nvalue 0.909297\\ngrad 1"' in out, "--dot sin node label")
 check("n0: mul" in out and "n2: add\\nf\\n" in out, "--dot op labels")
+# --edge-derivatives: the local derivative on each arrow, by hand at (2, 3):
+# d(xy)/dx = y = 3, d(xy)/dy = x = 2, d sin x/dx = cos 2, d(a+b)/da = 1
+rc, edges, _ = run("--dot", "--edge-derivatives", "x*y + sin(x)", "x=2", "y=3")
+check(rc == 0 and 'L0 -> n0 [label="0: ∂ = 3"];' in edges and 'L1 -> n0 [label="1: ∂ = 2"];' in edges
+      and f'L0 -> n1 [label="∂ = {c2:.6g}"];' in edges and 'n0 -> n2 [label="0: ∂ = 1"];' in edges
+      and 'n1 -> n2 [label="1: ∂ = 1"];' in edges, f"--edge-derivatives: {edges!r}")
+check("∂" not in out, "no local derivatives by default")
+rc, _, err = run("--edge-derivatives", "x", "x=1")
+check(rc == 2 and err.startswith("adcalc: --edge-derivatives labels the arrows of the --dot graph"),
+      f"--edge-derivatives without --dot: {rc} {err!r}")
 with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "f.dot")
     rc, out2, _ = run(f"--dot={path}", "--hessian", "x*y + sin(x)", "x=2", "y=3")

@@ -260,6 +260,7 @@ static void print_check(const calc *c, const result *r)
 
 typedef struct options {
     bool hessian, json, trace, check, dot;
+    bool edge_derivatives; /* --edge-derivatives: local derivatives on --dot's arrows */
     const char *dot_file; /* NULL: standard output */
     const char *expression;
 } options;
@@ -322,7 +323,7 @@ static int check_variables(calc *c, result *r)
     return rc;
 }
 
-static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
+static int write_dot(ad_tensor *f, size_t nforward, bool edge_derivatives, FILE *out)
 {
     ad_tape *tape = ad_tensor_tape(f);
     ad_tensor **outs = calloc(nforward + 1, sizeof *outs), **adj = calloc(nforward + 1, sizeof *adj);
@@ -343,6 +344,7 @@ static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
     o.ngrads = m;
     o.grad_of = outs;
     o.grads = adj;
+    o.edge_derivatives = edge_derivatives;
     rc = ad_graph_dot(out, &f, 1, &o);
 done:
     free(outs);
@@ -469,7 +471,7 @@ static int dot_output(const options *opt, ad_tensor *f, size_t nforward)
 {
     FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
     if (!out) return ad_set_error("cannot open '%s' for writing", opt->dot_file);
-    int rc = write_dot(f, nforward, out);
+    int rc = write_dot(f, nforward, opt->edge_derivatives, out);
     if (out != stdout && fclose(out) && rc == 0)
         rc = ad_set_error("error writing '%s'", opt->dot_file);
     return rc;
@@ -561,6 +563,9 @@ static const char HELP[] =
     "  --dot         print only the computation graph, in Graphviz DOT:\n"
     "                  adcalc --dot 'x*y + sin(x)' x=2 y=3 | dot -Tpng > f.png\n"
     "  --dot=FILE    write the graph to FILE and print the results as usual\n"
+    "  --edge-derivatives  label each arrow of the --dot graph with the local\n"
+    "                derivative d(op)/d(input); df/dv is the sum over v's arrows of\n"
+    "                the label times the adjoint (grad) of the op it points to\n"
     "  -h, --help    print this help and exit\n"
     "  --version     print the version and exit\n"
     "  --            end of options (an EXPRESSION starting with '-' may also be\n"
@@ -731,6 +736,8 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
             opt->check = true;
         } else if (strcmp(a, "--dot") == 0) {
             opt->dot = true;
+        } else if (strcmp(a, "--edge-derivatives") == 0) {
+            opt->edge_derivatives = true;
         } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
             opt->dot = true;
             opt->dot_file = a + 6;
@@ -745,6 +752,9 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
 static int check_options(const options *opt, int npos)
 {
     if (npos == 0) return usage_error("no expression given");
+    if (opt->edge_derivatives && !opt->dot)
+        return usage_error("--edge-derivatives labels the arrows of the --dot graph; give --dot "
+                           "or --dot=FILE too");
     if (opt->dot && !opt->dot_file && (opt->json || opt->trace || opt->check || opt->hessian))
         return usage_error("--dot prints only the graph; to combine it with --json, --trace, "
                            "--check or --hessian write it to a file with --dot=FILE");
