@@ -20,6 +20,12 @@ What a guide may contain, and what is checked:
               --adcalc) and its stdout must match.
   anything else (sh, text, ...) is shown, not run.
 
+  <!-- check-table ... -->   after a hand-worked markdown table (one or
+              more tables, up to the previous code block or heading): every
+              number in those tables must appear, as a number, in what the
+              next console block prints, so the table cannot drift from the
+              tool's output (− is read as -).
+
 A translation GUIDE.zh.md is checked against GUIDE.md when both are given:
 the same number of headings at each level, the same kinds of code blocks in
 the same order, and identical c, output and console blocks (the programs
@@ -80,6 +86,33 @@ import tempfile
 
 FENCE = re.compile(r"^```(\S*)\s*$")
 RUN_TIMEOUT = 120
+
+
+CHECK_TABLE = re.compile(r"^<!--\s*check-table\b")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+
+
+def numbers(text):
+    return NUMBER.findall(text.replace("\u2212", "-"))
+
+
+def table_checks(lines, blocks):
+    """The check-table markers of a document: (line, table numbers, console
+    block) for each; the tables are the '|' lines between the marker and the
+    code block or heading before it."""
+    out = []
+    for i, line in enumerate(lines):
+        if not CHECK_TABLE.match(line):
+            continue
+        rows, j = [], i - 1
+        while j >= 0 and not FENCE.match(lines[j]) and not lines[j].startswith("#"):
+            if lines[j].startswith("|") and not re.match(r"^\|[\s|:-]+\|\s*$", lines[j]):
+                rows.append(lines[j])
+            j -= 1
+        after = [b for b in blocks if b.line > i + 1]
+        console = after[0] if after and after[0].lang == "console" else None
+        out.append((i + 1, [n for r in rows for n in numbers(r)], console))
+    return out
 
 
 class Block:
@@ -581,6 +614,24 @@ def main():
             with open(g, "w", encoding="utf-8") as f:
                 f.write("\n".join(lines))
             print("updated %d blocks in %s" % (len(edits), g))
+
+    # Hand-worked tables against the console output that follows them.
+    for g in args.guides if not args.update else []:  # (after --update: run again)
+        lines, _, blocks = parsed[g]
+        for line, nums, console in table_checks(lines, blocks):
+            checked += 1
+            if console is None:
+                failures.append("%s:%d: check-table: no console block follows" % (g, line))
+                continue
+            if not nums:
+                failures.append("%s:%d: check-table: no table with numbers above" % (g, line))
+                continue
+            printed = set(float(n) for n in numbers(console.text))
+            missing = sorted(set(n for n in nums if float(n) not in printed), key=nums.index)
+            if missing:
+                failures.append("%s:%d: check-table: these numbers of the table are not in what "
+                                "the console block at line %d prints: %s"
+                                % (g, line, console.line, ", ".join(missing)))
 
     for f in failures:
         print("FAIL: " + f + "\n", file=sys.stderr)
