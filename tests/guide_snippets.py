@@ -17,7 +17,10 @@ What a guide may contain, and what is checked:
               Prose may stand between the two blocks.
   ```console  "$ adcalc ..." command lines, each followed by what it prints;
               each command is run (without a shell, with the adcalc given by
-              --adcalc) and its stdout must match.
+              --adcalc) and its stdout must match.  A command ending in
+              " 2>&1" shows standard error too (merged as written).  A
+              command must exit with status 0, unless what the block shows
+              for it ends with "[exit status N]": then it must exit with N.
   anything else (sh, text, ...) is shown, not run.
 
   <!-- check-table ... -->   after a hand-worked markdown table (one or
@@ -210,24 +213,43 @@ def build_and_run(cc, cflags, libs, code, workdir):
     return True, "", r.stdout
 
 
+EXIT_STATUS = re.compile(r"^\[exit status (\d+)\]$")
+
+
 def run_console(block, tools):
     """Runs the commands of a console block; returns (ok, message, transcript)."""
     transcript, message = [], ""
-    for line in block.text.rstrip("\n").split("\n"):
+    lines = block.text.rstrip("\n").split("\n")
+    for i, line in enumerate(lines):
         if not line.startswith("$ "):
             continue
+        # the status the block shows for this command: "[exit status N]"
+        # closing what it prints, else 0
+        shown = 0
+        for later in lines[i + 1:]:
+            if later.startswith("$ "):
+                break
+            m = EXIT_STATUS.match(later)
+            if m:
+                shown = int(m.group(1))
         argv = shlex.split(line[2:])
+        merge = bool(argv) and argv[-1] == "2>&1"
+        if merge:
+            argv = argv[:-1]
         if not argv or argv[0] not in tools:
             return False, "unknown command %r (known: %s)" % (
                 argv[0] if argv else "", ", ".join(sorted(tools))), ""
         try:
-            r = subprocess.run([tools[argv[0]]] + argv[1:], capture_output=True, text=True,
-                               timeout=RUN_TIMEOUT)
+            r = subprocess.run([tools[argv[0]]] + argv[1:], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                               text=True, timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             return False, "%s: did not finish" % line, ""
-        if r.returncode != 0:
-            message = "%s: exit status %d\n%s" % (line, r.returncode, r.stderr)
-        transcript.append(line + "\n" + r.stdout)
+        if r.returncode != shown:
+            message = "%s: exit status %d, the block shows %d\n%s" % (
+                line, r.returncode, shown, r.stderr or "")
+        transcript.append(line + "\n" + r.stdout +
+                          ("[exit status %d]\n" % r.returncode if r.returncode else ""))
     return not message, message, "".join(transcript)
 
 
