@@ -26,15 +26,17 @@ AD_DEPS=(
                       # -lgfortran, so static links (the install test) need it
     valgrind
     python3-numpy     # reference values for some tests
+    graphviz          # dot: renders the DOT export in tests and the guide's
+                      # graph pictures (docs/figures, ninja -C build figures)
+    gnuplot-nox       # the guide's plots (docs/figures) and the demo's curve
 )
 
-# What scripts/demo needs on top: the data set it trains on and gnuplot for
-# the picture of the loss curve.  Not needed to build or test (the
-# Fashion-MNIST test falls back to synthetic data and skips what needs the
-# real files).
+# What scripts/demo needs on top: the data set it trains on (gnuplot, for
+# the picture of the loss curve, is in AD_DEPS).  Not needed to build or
+# test (the Fashion-MNIST test falls back to synthetic data and skips what
+# needs the real files).
 AD_DEMO_DEPS=(
     dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
-    gnuplot-nox             # the PNG next to the curve's CSV
 )
 
 # The playground page (web/): emcc compiles adcalc to WebAssembly, and the

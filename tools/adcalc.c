@@ -32,9 +32,10 @@
 #include <string.h>
 
 enum { EXIT_OK = 0, EXIT_NONFINITE = 1, EXIT_USAGE = 2, EXIT_CHECK = 3, EXIT_INTERNAL = 4 };
+/* Not an exit status: a derivative that does not exist, reported as an
+ * error and then exiting with EXIT_NONFINITE. */
+enum { EXIT_DOMAIN = 100 };
 
-static const double PI = 3.14159265358979323846;
-static const double E = 2.71828182845904523536;
 
 /* ---- warnings and numbers ---------------------------------------------------------- */
 
@@ -74,124 +75,6 @@ void adcalc_number(double v, char *buf, size_t size)
         snprintf(buf, size, "%.*g", p > intdigits ? p : intdigits, v);
         if (strtod(buf, NULL) == v) return;
     }
-}
-
-/* ---- evaluation: the expression tree becomes recorded tensor ops ------------------- */
-
-typedef struct calc {
-    const char *src;
-    expr *root;
-    int n;              /* variables, in command-line order */
-    const char **names;
-    double *values;
-    bool ranges;        /* --grid: NAME=LO:HI allowed */
-    double *hi;         /* with ranges: the upper ends (HI, or the value) */
-    bool quiet;         /* no warnings (while gradcheck re-evaluates) */
-} calc;
-
-typedef ad_tensor *(*unary_op)(ad_tensor *);
-typedef ad_tensor *(*binary_op)(ad_tensor *, ad_tensor *);
-
-static const struct {
-    const char *name;
-    unary_op f1;
-    binary_op f2;
-} FUNCS[] = {
-    {"sin", ad_sin, NULL},   {"cos", ad_cos, NULL},         {"tan", ad_tan, NULL},
-    {"exp", ad_exp, NULL},   {"log", ad_log, NULL},         {"sqrt", ad_sqrt, NULL},
-    {"tanh", ad_tanh, NULL}, {"sigmoid", ad_sigmoid, NULL}, {"relu", ad_relu, NULL},
-    {"abs", ad_abs, NULL},   {"pow", NULL, ad_pow},         {"max", NULL, ad_maximum},
-    {"min", NULL, ad_minimum},
-};
-
-/* A constant lives on the active tape (the one being recorded on, or
- * gradcheck's); it does not require grad, so no gradient is computed for
- * it and ops between constants alone are not recorded at all. */
-static ad_tensor *constant(double v, const char *label)
-{
-    ad_tensor *c = ad_scalar_tensor(ad_tape_active(), AD_FLOAT64, v);
-    if (c && label && ad_set_label(c, label)) return NULL;
-    return c;
-}
-
-/* Warns where a NaN or Inf is born: a result that is not finite although
- * every argument is ("log produced nan (argument -1)").  Later ops that
- * merely pass the NaN on stay quiet. */
-#if defined(__GNUC__)
-__attribute__((noinline)) /* keep its buffers out of eval's recursive frames */
-#endif
-static void check_result(const calc *c, const char *op, ad_tensor *r, ad_tensor *const *args,
-                         int nargs)
-{
-    double v = ad_item(r);
-    if (c->quiet || isfinite(v)) return;
-    char list[160] = "", num[40];
-    size_t len = 0;
-    for (int i = 0; i < nargs; i++) {
-        double a = ad_item(args[i]);
-        if (!isfinite(a)) return;
-        adcalc_number(a, num, sizeof num);
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", num);
-    }
-    adcalc_number(v, num, sizeof num);
-    adcalc_warn("%s produced %s (argument%s %s)", op, num, nargs > 1 ? "s" : "", list);
-}
-
-/* Evaluates e with the variables bound to in[].  The arguments are
- * evaluated left to right in separate statements (C leaves the order of
- * a function's arguments unspecified), so the tape records the ops in the
- * order the expression is written. */
-static ad_tensor *eval(const calc *c, const expr *e, ad_tensor *const *in)
-{
-    ad_tensor *a[EXPR_MAX_ARGS] = {NULL, NULL}, *r = NULL;
-    const char *op = NULL;
-    switch (e->kind) {
-    case EXPR_NUM:
-        return constant(e->value, e->text);
-    case EXPR_VAR:
-        for (int i = 0; i < c->n; i++)
-            if (strcmp(c->names[i], e->text) == 0) return in[i];
-        if (strcmp(e->text, "pi") == 0) return constant(PI, "pi");
-        if (strcmp(e->text, "e") == 0) return constant(E, "e");
-        ad_set_error("adcalc: variable '%s' has no value", e->text);
-        return NULL;
-    default:
-        break;
-    }
-    for (int i = 0; i < e->nargs; i++)
-        if (!(a[i] = eval(c, e->args[i], in))) return NULL;
-    if (e->kind == EXPR_NEG) {
-        op = "neg";
-        r = ad_neg(a[0]);
-    } else if (e->kind == EXPR_BINARY) {
-        switch (e->op) {
-        case '+': op = "add", r = ad_add(a[0], a[1]); break;
-        case '-': op = "sub", r = ad_sub(a[0], a[1]); break;
-        case '*': op = "mul", r = ad_mul(a[0], a[1]); break;
-        case '/': op = "div", r = ad_div(a[0], a[1]); break;
-        default: op = "pow", r = ad_pow(a[0], a[1]); break;
-        }
-    } else {
-        for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && !op; i++) {
-            if (strcmp(FUNCS[i].name, e->text)) continue;
-            op = FUNCS[i].name;
-            r = FUNCS[i].f1 ? FUNCS[i].f1(a[0]) : FUNCS[i].f2(a[0], a[1]);
-        }
-        if (!op) {
-            ad_set_error("adcalc: no such function '%s'", e->text);
-            return NULL;
-        }
-    }
-    if (r) check_result(c, op, r, a, e->nargs);
-    return r;
-}
-
-/* The expression as an ad_func (transforms.h), for ad_gradcheck. */
-static ad_tensor *eval_fn(ad_tensor *const *inputs, int n, void *ctx)
-{
-    (void)n;
-    const calc *c = ctx;
-    return eval(c, c->root, inputs);
 }
 
 /* ---- output ----------------------------------------------------------------------- */
@@ -380,6 +263,7 @@ typedef struct options {
     bool hessian, json, trace, check, dot;
     adcalc_descent descent; /* method NULL: no --descend */
     int grid;               /* --grid=N: points per axis, 0 without */
+    bool edge_derivatives; /* --edge-derivatives: local derivatives on --dot's arrows */
     const char *dot_file; /* NULL: standard output */
     const char *expression;
 } options;
@@ -394,7 +278,7 @@ static int check_variables(calc *c, result *r)
     ad_tensor **in = calloc((size_t)c->n + 1, sizeof *in);
     if (!r->checks || !in) {
         free(in);
-        return ad_set_error("adcalc: out of memory");
+        return ad_set_error("out of memory");
     }
     r->check = 1;
     r->check_err = 0;
@@ -419,7 +303,7 @@ static int check_variables(calc *c, result *r)
             break;
         }
         ad_clear_error();
-        int ok = ad_gradcheck_ex(eval_fn, c, c->n, in, NULL, &r->checks[i]);
+        int ok = ad_gradcheck_ex(adcalc_eval, c, c->n, in, NULL, &r->checks[i]);
         ad_set_requires_grad(in[i], false);
         const ad_gradcheck_result *w = &r->checks[i];
         if (ok != 1 && r->check != -1) {
@@ -442,7 +326,7 @@ static int check_variables(calc *c, result *r)
     return rc;
 }
 
-static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
+static int write_dot(ad_tensor *f, size_t nforward, bool edge_derivatives, FILE *out)
 {
     ad_tape *tape = ad_tensor_tape(f);
     ad_tensor **outs = calloc(nforward + 1, sizeof *outs), **adj = calloc(nforward + 1, sizeof *adj);
@@ -463,6 +347,7 @@ static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
     o.ngrads = m;
     o.grad_of = outs;
     o.grads = adj;
+    o.edge_derivatives = edge_derivatives;
     rc = ad_graph_dot(out, &f, 1, &o);
 done:
     free(outs);
@@ -489,7 +374,7 @@ static ad_tensor *forward(calc *c, const options *opt, ad_tensor **vars, tracer 
         for (int i = 0; i < c->n; i++) printf("  input     %s = %.6g\n", c->names[i], c->values[i]);
     }
     ad_set_trace(tracer_event, tr);
-    return eval_fn(vars, c->n, c);
+    return adcalc_eval(vars, c->n, c);
 }
 
 /* One backward pass: df/dx for every variable x at once, into r->grad. */
@@ -510,7 +395,7 @@ static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor *
         ad_tensor *g = ad_tensor_grad(vars[i]);
         r->grad[i] = g ? ad_item(g) : 0.0; /* no path from x to f: df/dx = 0 */
     }
-    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r->grad);
+    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r->grad, NULL);
     return 0;
 }
 
@@ -519,25 +404,70 @@ static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor *
  * of the Hessian, d2f/dx_i dx_j.  A gradient that was not recorded
  * (it does not depend on the variables: f linear in them) is constant,
  * so its row is 0. */
-static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *r)
+static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *r,
+                   const ad_tape *tape, size_t nforward)
 {
     r->hess = calloc((size_t)c->n * (size_t)c->n + 1, sizeof *r->hess);
     ad_tensor **row = calloc((size_t)c->n + 1, sizeof *row);
+    /* --json --trace carries the first backward pass only */
+    bool show = opt->trace && !opt->json;
+    if (show) {
+        printf("recorded by the backward pass (AD_CREATE_GRAPH): its chain-rule steps are ops "
+               "too, so each df/dx_i is a node of the tape\n");
+        tracer *list = tracer_new(stdout);
+        if (!list) {
+            free(row);
+            return ad_set_error("out of memory");
+        }
+        tracer_list_nodes(list, tape, nforward, ad_tape_num_nodes(tape));
+        tracer_free(list);
+        printf("second backward passes: a backward pass from df/dx_i gives row i of the "
+               "hessian, d2f/dx_i dx_j\n");
+    }
     for (int i = 0; r->hess && row && i < c->n; i++) {
         ad_tensor *g = ad_tensor_grad(vars[i]);
-        if (!g || !ad_requires_grad(g)) continue;
-        if (ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH)) {
+        if (!g || !ad_requires_grad(g)) {
+            if (show)
+                printf("  row %s: df/d%s does not depend on the variables; the row is 0\n",
+                       c->names[i], c->names[i]);
+            continue;
+        }
+        tracer *tr = NULL;
+        if (show) {
+            char name[100];
+            tensor_name(g, name, sizeof name);
+            printf("  row %s: from df/d%s = %s back to the variables\n", c->names[i], c->names[i],
+                   name);
+            if (!(tr = tracer_new(stdout))) {
+                free(row);
+                return ad_set_error("out of memory");
+            }
+            ad_set_trace(tracer_event, tr);
+        }
+        int rc = ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH);
+        ad_set_trace(NULL, NULL);
+        for (int j = 0; rc == 0 && j < c->n; j++)
+            r->hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
+        if (tr)
+            tracer_summary(tr, c->n, vars, c->names, r->hess + (size_t)i * (size_t)c->n,
+                           c->names[i]);
+        tracer_free(tr);
+        if (rc) {
             free(row);
             return -1;
         }
-        for (int j = 0; j < c->n; j++) r->hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
     }
     bool ok = r->hess && row;
     free(row);
-    if (!ok) return ad_set_error("adcalc: out of memory");
-    if (opt->trace && !opt->json)
-        printf("hessian: the backward pass above was itself recorded (AD_CREATE_GRAPH); row i "
-               "is the gradient of df/dx_i, found by a backward pass through it\n");
+    if (!ok) return ad_set_error("out of memory");
+    /* d2f/dxi dxj and d2f/dxj dxi come from two different backward passes
+     * (rows i and j) and may differ in the last bits; print their mean, so
+     * that the matrix is exactly symmetric, as the true Hessian is. */
+    for (int i = 0; i < c->n; i++)
+        for (int j = i + 1; j < c->n; j++) {
+            double m = 0.5 * (r->hess[i * c->n + j] + r->hess[j * c->n + i]);
+            r->hess[i * c->n + j] = r->hess[j * c->n + i] = m;
+        }
     return 0;
 }
 
@@ -545,10 +475,10 @@ static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *
 static int dot_output(const options *opt, ad_tensor *f, size_t nforward)
 {
     FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
-    if (!out) return ad_set_error("adcalc: cannot open '%s' for writing", opt->dot_file);
-    int rc = write_dot(f, nforward, out);
+    if (!out) return ad_set_error("cannot open '%s' for writing", opt->dot_file);
+    int rc = write_dot(f, nforward, opt->edge_derivatives, out);
     if (out != stdout && fclose(out) && rc == 0)
-        rc = ad_set_error("adcalc: error writing '%s'", opt->dot_file);
+        rc = ad_set_error("error writing '%s'", opt->dot_file);
     return rc;
 }
 
@@ -564,7 +494,7 @@ static int exit_status(const calc *c, const result *r)
 static int descend(calc *c, const options *opt)
 {
     c->quiet = true; /* a diverging path would warn at every step */
-    int rc = adcalc_descend(&opt->descent, c->n, c->names, c->values, eval_fn, c, stdout);
+    int rc = adcalc_descend(&opt->descent, c->n, c->names, c->values, adcalc_eval, c, stdout);
     if (rc < 0) {
         fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
         return EXIT_INTERNAL;
@@ -576,7 +506,7 @@ static int descend(calc *c, const options *opt)
 static int grid(calc *c, const options *opt)
 {
     c->quiet = true;
-    if (adcalc_grid(opt->grid, c->n, c->names, c->values, c->hi, eval_fn, c, opt->json, stdout)) {
+    if (adcalc_grid(opt->grid, c->n, c->names, c->values, c->hi, adcalc_eval, c, opt->json, stdout)) {
         fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
         return ad_error() && strstr(ad_error(), "--grid") ? EXIT_USAGE : EXIT_INTERNAL;
     }
@@ -598,14 +528,18 @@ static int run(calc *c, const options *opt)
     ad_tensor *f = NULL;
     size_t nforward = 0;
     if (!r.grad || !vars || !tape || !tr) {
-        ad_set_error("adcalc: out of memory");
+        ad_set_error("out of memory");
         goto done;
     }
-    if (make_variables(c, tape, vars) || !(f = forward(c, opt, vars, tr))) goto done;
+    if (make_variables(c, tape, vars)) goto done;
+    if (!(f = forward(c, opt, vars, tr))) {
+        if (c->domain_error) status = EXIT_DOMAIN;
+        goto done;
+    }
     nforward = ad_tape_num_nodes(tape);
     r.value = ad_item(f);
     if (backward(c, opt, f, vars, tr, &r)) goto done;
-    if (opt->hessian && hessian(c, opt, vars, &r)) goto done;
+    if (opt->hessian && hessian(c, opt, vars, &r, tape, nforward)) goto done;
     if (opt->check && check_variables(c, &r)) goto done;
     if (opt->dot && dot_output(opt, f, nforward)) goto done;
 
@@ -617,8 +551,12 @@ static int run(calc *c, const options *opt)
     }
     status = exit_status(c, &r);
 done:
-    if (status == EXIT_INTERNAL)
-        fprintf(stderr, "adcalc: %s\n", ad_error() ? ad_error() : "internal error");
+    if (status == EXIT_INTERNAL || status == EXIT_DOMAIN) {
+        const char *msg = ad_error() ? ad_error() : "internal error";
+        if (strncmp(msg, "adcalc: ", 8) == 0) msg += 8; /* one prefix per message */
+        fprintf(stderr, "adcalc: %s\n", msg);
+    }
+    if (status == EXIT_DOMAIN) status = EXIT_NONFINITE;
     ad_set_trace(NULL, NULL);
     ad_tape_activate(prev);
     ad_tape_free(tape);
@@ -648,7 +586,9 @@ static const char HELP[] =
     "                written as null and explained in a \"warnings\" array\n"
     "  --trace       print the tape step by step: the forward pass node by node,\n"
     "                then each backward step with the chain-rule term it adds;\n"
-    "                with --json, as a \"trace\" array of steps in the object\n"
+    "                with --hessian also the ops the backward pass recorded and\n"
+    "                the second backward pass of each row; with --json, as a\n"
+    "                \"trace\" array of steps in the JSON object\n"
     "  --descend=M   minimise the expression from the given point with the\n"
     "                optimiser M (sgd, momentum 0.9, or adam) and print the path,\n"
     "                one line per step (\"step x y f\"), or as JSON with --json\n"
@@ -664,6 +604,9 @@ static const char HELP[] =
     "  --dot         print only the computation graph, in Graphviz DOT:\n"
     "                  adcalc --dot 'x*y + sin(x)' x=2 y=3 | dot -Tpng > f.png\n"
     "  --dot=FILE    write the graph to FILE and print the results as usual\n"
+    "  --edge-derivatives  label each arrow of the --dot graph with the local\n"
+    "                derivative d(op)/d(input); df/dv is the sum over v's arrows of\n"
+    "                the label times the adjoint (grad) of the op it points to\n"
     "  -h, --help    print this help and exit\n"
     "  --version     print the version and exit\n"
     "  --            end of options (an EXPRESSION starting with '-' may also be\n"
@@ -673,13 +616,20 @@ static const char HELP[] =
     "+ - * / and ^ (power: right-associative, binds tighter than unary minus, so\n"
     "-x^2 = -(x^2) and 2^3^2 = 2^9), parentheses, the functions sin cos tan exp log\n"
     "sqrt tanh sigmoid relu abs, pow(a,b) max(a,b) min(a,b), and the constants pi\n"
-    "and e (a NAME=VALUE for pi or e makes it a variable instead).\n"
+    "and e (a NAME=VALUE for pi or e makes it a variable instead).  The printed\n"
+    "notation works too: x·y, x×y, x÷y, x − y (U+2212), x², x³, π.  Numbers and\n"
+    "values are decimal (hexadecimal is rejected).  Sums and products may have any\n"
+    "number of terms.\n"
     "At a kink the derivative is chosen as PyTorch does: relu'(0) = 0, abs'(0) = 0,\n"
-    "and max/min give half the gradient to each argument on a tie.\n"
+    "and max/min give half the gradient to each argument on a tie.  0^0 = 1, and\n"
+    "x^0 has derivative 0; but x^y at x = y = 0 with y depending on the variables\n"
+    "(x^x at 0) has no derivative in y: an error, exit status 1.  The Hessian's two\n"
+    "computations of each mixed partial are averaged, so it is exactly symmetric.\n"
     "\n"
     "Exit status:\n"
     "  0  success\n"
-    "  1  the value or a derivative is NaN or infinite (a warning names the op)\n"
+    "  1  the value or a derivative is NaN or infinite (a warning names the op), or\n"
+    "     a derivative does not exist (0^y at y = 0)\n"
     "  2  usage error, syntax error, missing or malformed variable value\n"
     "  3  --check failed: the gradient and the central differences disagree, the\n"
     "     numeric derivative is not finite, or there was nothing to check\n"
@@ -707,7 +657,12 @@ static int usage_error(const char *fmt, ...)
 static void show_column(const char *src, int col)
 {
     fprintf(stderr, "  %s\n  ", src);
-    for (int i = 0; i + 1 < col && src[i]; i++) fputc(src[i] == '\t' ? '\t' : ' ', stderr);
+    /* col counts characters: UTF-8 continuation bytes take no column */
+    for (int i = 0, c = 1; c < col && src[i]; i++) {
+        if (((unsigned char)src[i + 1] & 0xc0) == 0x80 && (unsigned char)src[i] >= 0x80) continue;
+        fputc(src[i] == '\t' ? '\t' : ' ', stderr);
+        c++;
+    }
     fputs("^\n", stderr);
 }
 
@@ -731,6 +686,16 @@ static const expr *unbound(const calc *c, const expr *e)
             if (strcmp(c->names[i], e->text) == 0) return NULL;
         return strcmp(e->text, "pi") && strcmp(e->text, "e") ? e : NULL;
     }
+    if (e->kind == EXPR_BINARY) {
+        /* along the left spine by a loop (see eval); the leftmost wins */
+        const expr *first = NULL;
+        for (; e->kind == EXPR_BINARY; e = e->args[0]) {
+            const expr *u = unbound(c, e->args[1]);
+            if (u) first = u;
+        }
+        const expr *u = unbound(c, e);
+        return u ? u : first;
+    }
     for (int i = 0; i < e->nargs; i++) {
         const expr *u = unbound(c, e->args[i]);
         if (u) return u;
@@ -740,6 +705,8 @@ static const expr *unbound(const calc *c, const expr *e)
 
 static bool uses(const expr *e, const char *name)
 {
+    for (; e->kind == EXPR_BINARY; e = e->args[0]) /* the left spine by a loop */
+        if (uses(e->args[1], name)) return true;
     if (e->kind == EXPR_VAR) return strcmp(e->text, name) == 0;
     for (int i = 0; i < e->nargs; i++)
         if (uses(e->args[i], name)) return true;
@@ -770,6 +737,9 @@ static int bind(calc *c, int argc, char **argv)
         double v = strtod(text, &end);
         if (!*text || *end || text[0] == ' ' || text[0] == '\t')
             return usage_error("the value '%s' of %s is not a number", text, arg);
+        if (strpbrk(text, "xX")) /* strtod reads C's hexadecimal 0x10 and 0x1p-3 */
+            return usage_error("the value '%s' of %s is hexadecimal; write it in decimal", text,
+                               arg);
         if (!isfinite(v))
             return usage_error("the value '%s' of %s is not a finite number", text, arg);
         if (c->hi) {
@@ -841,6 +811,8 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
                 return *status = usage_error("--steps needs a whole number from 0 to 1000000, not '%s'",
                                              a + 8), true;
             opt->descent.steps = (int)k;
+        } else if (strcmp(a, "--edge-derivatives") == 0) {
+            opt->edge_derivatives = true;
         } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
             opt->dot = true;
             opt->dot_file = a + 6;
@@ -855,6 +827,9 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
 static int check_options(const options *opt, int npos)
 {
     if (npos == 0) return usage_error("no expression given");
+    if (opt->edge_derivatives && !opt->dot)
+        return usage_error("--edge-derivatives labels the arrows of the --dot graph; give --dot "
+                           "or --dot=FILE too");
     if (opt->dot && !opt->dot_file && (opt->json || opt->trace || opt->check || opt->hessian))
         return usage_error("--dot prints only the graph; to combine it with --json, --trace, "
                            "--check or --hessian write it to a file with --dot=FILE");

@@ -223,8 +223,18 @@ static void watch(tracer *tr, const ad_trace_event *ev)
             len += (size_t)snprintf(args + len, sizeof args - len, "%s%s", j ? ", " : "", v);
         }
         double x = ad_numel(gk) == 1 ? ad_item(gk) : NAN;
-        adcalc_warn("the derivative of %s is %s (argument%s %s)", ev->op,
-                    isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args);
+        if (!all_finite(ev->output)) {
+            /* exp(800) = inf forward; backward g * exp(x) with g = 0 */
+            value_str(ev->output, v, sizeof v);
+            char g[96];
+            value_str(ev->grad_output, g, sizeof g);
+            adcalc_warn("the derivative of %s is %s (argument%s %s): its value %s overflowed "
+                        "in the forward pass, and the chain rule multiplied it by g = %s",
+                        ev->op, isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args, v, g);
+        } else {
+            adcalc_warn("the derivative of %s is %s (argument%s %s)", ev->op,
+                        isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args);
+        }
         tr->warned = true;
         return;
     }
@@ -242,6 +252,35 @@ static void print_call(FILE *out, const ad_trace_event *ev)
     fputc(')', out);
 }
 
+/* One forward step: "n1 = sin(x): sin(x) = 0.909297". */
+static void print_forward(FILE *out, const char *prefix, const ad_trace_event *ev, int tmpl)
+{
+    char v[96];
+    fputs(prefix, out);
+    print_call(out, ev);
+    fputs(": ", out);
+    if (tmpl >= 0) {
+        expand(out, TEMPLATES[tmpl].forward, ev);
+    } else { /* the library's formula, up to the derivative part */
+        const char *semi = strchr(ev->formula, ';');
+        fprintf(out, "%.*s", semi ? (int)(semi - ev->formula) : (int)strlen(ev->formula),
+                ev->formula);
+    }
+    value_str(ev->output, v, sizeof v);
+    fprintf(out, " = %s\n", v);
+}
+
+void tracer_list_nodes(tracer *tr, const ad_tape *tape, size_t from, size_t to)
+{
+    for (size_t i = from; tr->out && i < to; i++) {
+        ad_node_info info;
+        if (ad_tape_node_info(tape, i, &info)) return;
+        ad_trace_event ev = {AD_TRACE_FORWARD, i, info.op, info.formula, info.nin, info.inputs,
+                             info.output, NULL, NULL};
+        print_forward(tr->out, "  recorded  ", &ev, find_template(info.op));
+    }
+}
+
 /* Prints one event as --trace does (the watching and the bookkeeping of
  * terms happen even when tr->out is NULL). */
 static void print_event(tracer *tr, const ad_trace_event *ev)
@@ -250,18 +289,7 @@ static void print_event(tracer *tr, const ad_trace_event *ev)
     char v[96];
     if (ev->phase == AD_TRACE_FORWARD) {
         if (!tr->out) return;
-        fputs("  forward   ", tr->out);
-        print_call(tr->out, ev);
-        fputs(": ", tr->out);
-        if (tmpl >= 0) {
-            expand(tr->out, TEMPLATES[tmpl].forward, ev);
-        } else { /* the library's formula, up to the derivative part */
-            const char *semi = strchr(ev->formula, ';');
-            fprintf(tr->out, "%.*s", semi ? (int)(semi - ev->formula) : (int)strlen(ev->formula),
-                    ev->formula);
-        }
-        value_str(ev->output, v, sizeof v);
-        fprintf(tr->out, " = %s\n", v);
+        print_forward(tr->out, "  forward   ", ev, tmpl);
         return;
     }
 
@@ -477,21 +505,32 @@ const char *tracer_json(tracer *tr)
 }
 
 void tracer_summary(tracer *tr, int n, ad_tensor *const *vars, const char *const *names,
-                    const double *grads)
+                    const double *grads, const char *row)
 {
     if (!tr->out) return;
-    fputs("gradient: each input's adjoint is the sum of the terms the steps added to it\n",
-          tr->out);
+    if (row)
+        fprintf(tr->out, "  row %s of the hessian: the sums of the terms added to each input\n",
+                row);
+    else
+        fputs("gradient: each input's adjoint is the sum of the terms the steps added to it\n",
+              tr->out);
     for (int i = 0; i < n; i++) {
-        char g[40];
+        char g[40], d[160], of[80];
         short_number(grads[i], g, sizeof g);
+        if (row) {
+            snprintf(d, sizeof d, "d2f/d%s d%s", row, names[i]);
+            snprintf(of, sizeof of, "df/d%s", row);
+        } else {
+            snprintf(d, sizeof d, "df/d%s", names[i]);
+            snprintf(of, sizeof of, "f");
+        }
         contrib *c = NULL;
         for (size_t j = 0; j < tr->nc; j++)
             if (tr->c[j].t == vars[i]) c = &tr->c[j];
-        if (c && c->count > 1) fprintf(tr->out, "  df/d%s = %s = %s\n", names[i], c->terms, g);
-        else if (c) fprintf(tr->out, "  df/d%s = %s\n", names[i], g);
-        else if (grads[i] != 0) /* f is the variable itself: df/dx = 1, no step needed */
-            fprintf(tr->out, "  df/d%s = %s (f is %s itself)\n", names[i], g, names[i]);
-        else fprintf(tr->out, "  df/d%s = 0 (no path leads from %s to f)\n", names[i], names[i]);
+        if (c && c->count > 1) fprintf(tr->out, "  %s = %s = %s\n", d, c->terms, g);
+        else if (c) fprintf(tr->out, "  %s = %s\n", d, g);
+        else if (grads[i] != 0) /* the output is the variable itself: 1, no step needed */
+            fprintf(tr->out, "  %s = %s (%s is %s itself)\n", d, g, of, names[i]);
+        else fprintf(tr->out, "  %s = 0 (no path leads from %s to %s)\n", d, names[i], of);
     }
 }

@@ -115,7 +115,7 @@ async function compute(ev) {
 }
 
 async function drawGraph(expr, point) {
-  var r = await adcalc(['--dot', '--', expr].concat(point));
+  var r = await adcalc(['--dot', '--edge-derivatives', '--', expr].concat(point));
   var box = document.getElementById('graph');
   box.textContent = '';
   nodeOf = {};
