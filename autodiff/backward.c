@@ -216,6 +216,31 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     return rc;
 }
 
+int ad__node_local_grads(ad_tape *t, size_t i, ad_tensor **gin)
+{
+    static const char *fn = "ad__node_local_grads";
+    if (!t || i >= t->nnodes) return ad__err(fn, "no node %zu on this tape", i);
+    ad_node *n = t->nodes[i];
+    for (int k = 0; k < n->nin; k++) gin[k] = NULL;
+    if (!n->op->backward || n->freed) return 0; /* nothing to show */
+    if (check_saved(fn, n)) {
+        ad_clear_error(); /* an input changed since: no derivative to show */
+        return 0;
+    }
+    /* as run_backward: nothing recorded, temporaries on the node's tape */
+    bool prev_mode = ad_set_grad_enabled(false);
+    ad_tape *prev_tape = ad_tape_activate(t);
+    bool prev_in = ad__set_in_backward(true);
+    ad_tensor *ones = ad_full(t, n->out->dtype, n->out->ndim, n->out->shape, 1.0);
+    int rc = ones ? n->op->backward(n, ones, gin) : -1;
+    ad__set_in_backward(prev_in);
+    ad_tape_activate(prev_tape);
+    ad_set_grad_enabled(prev_mode);
+    for (int k = 0; k < n->nin; k++)
+        if (!ad__needs_grad(n, k)) gin[k] = NULL;
+    return rc;
+}
+
 int ad_backward(ad_tensor *out, const ad_tensor *gout, unsigned flags)
 {
     sink s = {0, NULL, NULL};

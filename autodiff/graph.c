@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "strbuf.h"
+#include "tape_impl.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -241,13 +242,39 @@ static int write_node(writer *w, size_t i)
     put_escaped(w->out, b.s);
     fputs("\"];\n", w->out);
     ad_free(b.s);
+    ad_tensor *small[8], **local = NULL;
+    if (w->o.edge_derivatives && info.on_grad_path && ad_numel(info.output) == 1) {
+        local = info.nin <= 8 ? small : ad_calloc((size_t)info.nin, sizeof *local);
+        if (!local) return ad_set_error("%s: out of memory", w->fn);
+        if (ad__node_local_grads((ad_tape *)w->tape, i, local)) {
+            if (local != small) ad_free(local);
+            return -1;
+        }
+    }
     for (int k = 0; k < info.nin; k++) {
         long p = producer(w, info.inputs[k]);
         if (p >= 0) fprintf(w->out, "  n%ld -> n%zu", p, i);
         else fprintf(w->out, "  L%ld -> n%zu", *ptrmap_find(&w->leaves, info.inputs[k]), i);
-        if (info.nin > 1) fprintf(w->out, " [label=\"%d\"]", k);
+        ad__strbuf e = {0};
+        if (info.nin > 1) ad__sb_printf(&e, "%d", k);
+        if (local && local[k] && ad_numel(local[k]) == 1 && ad_numel(info.inputs[k]) == 1) {
+            ad__sb_printf(&e, "%s\xe2\x88\x82 = ", info.nin > 1 ? ": " : "");
+            sb_number(&e, ad_item(local[k]), w->o.precision);
+        }
+        if (e.oom) {
+            ad_free(e.s);
+            if (local && local != small) ad_free(local);
+            return ad_set_error("%s: out of memory", w->fn);
+        }
+        if (e.s && *e.s) {
+            fputs(" [label=\"", w->out);
+            put_escaped(w->out, e.s);
+            fputs("\"]", w->out);
+        }
+        ad_free(e.s);
         fputs(";\n", w->out);
     }
+    if (local && local != small) ad_free(local);
     return 0;
 }
 

@@ -20,6 +20,9 @@
  * most max_values elements, and its gradient when one is known: a leaf's
  * accumulated ad_tensor_grad(), or one passed in the options (for
  * instance the adjoints of intermediate results, from ad_gradients()).
+ * With edge_derivatives, an arrow between one-element tensors also carries
+ * the local derivative d(op)/d(input) ("0: ∂ = 3"), so the chain rule can
+ * be read off the picture.
  * Leaves that require grad are filled, constants are dashed, the tensors
  * asked for are drawn with a double border, and nodes kept only for replay
  * (ad_tape_set_replayable) are dashed ellipses.
@@ -60,8 +63,18 @@ typedef struct ad_dot_opts {
     int ngrads;
     ad_tensor *const *grad_of;
     ad_tensor *const *grads;
+    /* Label each arrow from a one-element input to a one-element op with
+     * the local derivative d(op)/d(input) at the recorded values ("∂ = 3"
+     * on the arrow from y to mul(x, y) at x = 3): the factor by which the
+     * chain rule multiplies the op's adjoint on its way to that input, so
+     * that df/d(input) is the sum, over the arrows leaving it, of the
+     * arrow's factor times the adjoint of the op it points to.  Computed by
+     * the op's own backward rule applied to 1 (nothing is recorded).
+     * Arrows between larger tensors, whose local derivative is a Jacobian,
+     * are not labelled with it. */
+    bool edge_derivatives;
 } ad_dot_opts;
-#define AD_DOT_DEFAULTS {4, 4, true, NULL, NULL, 0, NULL, NULL}
+#define AD_DOT_DEFAULTS {4, 4, true, NULL, NULL, 0, NULL, NULL, false}
 
 /* Writes the history of outputs[0..n-1] as one DOT digraph: every recorded
  * node they depend on, found through ad_tensor_node_index() and

@@ -92,6 +92,15 @@ void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop);
 void ad__leaf_grad_forget(ad_tensor *t);
 void ad__leaf_grad_destroy(ad_tensor *t);
 
+/* The rule of node i of t applied to g = ones (the output's shape), without
+ * recording anything: gin[k] (n->nin entries) = the local derivative of the
+ * output with respect to input k when both are scalars (a vector-Jacobian
+ * product with ones otherwise), NULL where no gradient flows or the node
+ * cannot be differentiated (any more).  Temporaries live on t until its
+ * reset.  For the DOT writer's edge labels (graph.c).  0 or -1 with an
+ * error. */
+int ad__node_local_grads(ad_tape *t, size_t i, ad_tensor **gin);
+
 /* Per-thread state of tape.c that the backward pass and replay need. */
 bool ad__set_in_backward(bool on);    /* returns the previous value */
 /* Rewinds the current header list to where the mark left it (replay). */

@@ -3,6 +3,8 @@
 #
 # Provides:
 #   ad_cd_root       cd to the repository root, whatever the caller's cwd
+#   ad_install_web_deps  emscripten and chromium, and the page's npm
+#                    packages (web/node_modules), for the playground page
 #   ad_install_deps  install the Debian packages the build and tests need,
 #                    calling apt-get only when one of them is missing
 #   ad_install_demo_deps  the same, plus what scripts/demo needs
@@ -26,15 +28,26 @@ AD_DEPS=(
     python3-numpy     # reference values for some tests
     python3-torch     # docs/examples/torch_to_c.py: PyTorch weights run by the
                       # C example (skipped without it)
+    graphviz          # dot: renders the DOT export in tests and the guide's
+                      # graph pictures (docs/figures, ninja -C build figures)
+    gnuplot-nox       # the guide's plots (docs/figures) and the demo's curve
 )
 
-# What scripts/demo needs on top: the data set it trains on and gnuplot for
-# the picture of the loss curve.  Not needed to build or test (the
-# Fashion-MNIST test falls back to synthetic data and skips what needs the
-# real files).
+# What scripts/demo needs on top: the data set it trains on (gnuplot, for
+# the picture of the loss curve, is in AD_DEPS).  Not needed to build or
+# test (the Fashion-MNIST test falls back to synthetic data and skips what
+# needs the real files).
 AD_DEMO_DEPS=(
     dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
-    gnuplot-nox             # the PNG next to the curve's CSV
+)
+
+# The playground page (web/): emcc compiles adcalc to WebAssembly, and the
+# browser test runs the page in Debian's chromium.  scripts/check installs
+# them; without them (or without the npm registry) the page and its test
+# are skipped with a message.
+AD_WEB_DEPS=(
+    emscripten        # emcc (with node-acorn, binaryen, clang)
+    chromium          # the browser test drives it through playwright-core
 )
 
 ad_cd_root()
@@ -57,6 +70,29 @@ ad_install_deps()
 ad_install_demo_deps()
 {
     ad__install "${AD_DEPS[@]}" "${AD_DEMO_DEPS[@]}"
+}
+
+# The page's two npm packages, pinned in web/package-lock.json: the graph
+# layout (@viz-js/viz, Graphviz in WebAssembly) and the browser test's
+# driver (playwright-core, which uses the system chromium, no download).
+# A failure (no registry) is reported, not fatal: the page is then skipped.
+ad_install_web_deps()
+{
+    ad__install "${AD_WEB_DEPS[@]}" || {
+        echo "note: could not install ${AD_WEB_DEPS[*]}; the playground page is skipped" >&2
+        return 0
+    }
+    # npm ci starts from an empty node_modules; only when the lock changed.
+    if [ -f web/node_modules/.package-lock.json ] &&
+        ! [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "note: npm not found; the playground page (web/) is skipped" >&2
+        return 0
+    fi
+    (cd web && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "note: npm ci in web/ failed; the playground page is skipped" >&2
 }
 
 # ad__install PKG...: apt-get install those of PKG that are missing.

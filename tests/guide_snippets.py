@@ -17,8 +17,17 @@ What a guide may contain, and what is checked:
               Prose may stand between the two blocks.
   ```console  "$ adcalc ..." command lines, each followed by what it prints;
               each command is run (without a shell, with the adcalc given by
-              --adcalc) and its stdout must match.
+              --adcalc) and its stdout must match.  A command ending in
+              " 2>&1" shows standard error too (merged as written).  A
+              command must exit with status 0, unless what the block shows
+              for it ends with "[exit status N]": then it must exit with N.
   anything else (sh, text, ...) is shown, not run.
+
+  <!-- check-table ... -->   after a hand-worked markdown table (one or
+              more tables, up to the previous code block or heading): every
+              number in those tables must appear, as a number, in what the
+              next console block prints, so the table cannot drift from the
+              tool's output (− is read as -).
 
 A translation GUIDE.zh.md is checked against GUIDE.md when both are given:
 the same number of headings at each level, the same kinds of code blocks in
@@ -80,6 +89,33 @@ import tempfile
 
 FENCE = re.compile(r"^```(\S*)\s*$")
 RUN_TIMEOUT = 120
+
+
+CHECK_TABLE = re.compile(r"^<!--\s*check-table\b")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+
+
+def numbers(text):
+    return NUMBER.findall(text.replace("\u2212", "-"))
+
+
+def table_checks(lines, blocks):
+    """The check-table markers of a document: (line, table numbers, console
+    block) for each; the tables are the '|' lines between the marker and the
+    code block or heading before it."""
+    out = []
+    for i, line in enumerate(lines):
+        if not CHECK_TABLE.match(line):
+            continue
+        rows, j = [], i - 1
+        while j >= 0 and not FENCE.match(lines[j]) and not lines[j].startswith("#"):
+            if lines[j].startswith("|") and not re.match(r"^\|[\s|:-]+\|\s*$", lines[j]):
+                rows.append(lines[j])
+            j -= 1
+        after = [b for b in blocks if b.line > i + 1]
+        console = after[0] if after and after[0].lang == "console" else None
+        out.append((i + 1, [n for r in rows for n in numbers(r)], console))
+    return out
 
 
 class Block:
@@ -177,24 +213,43 @@ def build_and_run(cc, cflags, libs, code, workdir):
     return True, "", r.stdout
 
 
+EXIT_STATUS = re.compile(r"^\[exit status (\d+)\]$")
+
+
 def run_console(block, tools):
     """Runs the commands of a console block; returns (ok, message, transcript)."""
     transcript, message = [], ""
-    for line in block.text.rstrip("\n").split("\n"):
+    lines = block.text.rstrip("\n").split("\n")
+    for i, line in enumerate(lines):
         if not line.startswith("$ "):
             continue
+        # the status the block shows for this command: "[exit status N]"
+        # closing what it prints, else 0
+        shown = 0
+        for later in lines[i + 1:]:
+            if later.startswith("$ "):
+                break
+            m = EXIT_STATUS.match(later)
+            if m:
+                shown = int(m.group(1))
         argv = shlex.split(line[2:])
+        merge = bool(argv) and argv[-1] == "2>&1"
+        if merge:
+            argv = argv[:-1]
         if not argv or argv[0] not in tools:
             return False, "unknown command %r (known: %s)" % (
                 argv[0] if argv else "", ", ".join(sorted(tools))), ""
         try:
-            r = subprocess.run([tools[argv[0]]] + argv[1:], capture_output=True, text=True,
-                               timeout=RUN_TIMEOUT)
+            r = subprocess.run([tools[argv[0]]] + argv[1:], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                               text=True, timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             return False, "%s: did not finish" % line, ""
-        if r.returncode != 0:
-            message = "%s: exit status %d\n%s" % (line, r.returncode, r.stderr)
-        transcript.append(line + "\n" + r.stdout)
+        if r.returncode != shown:
+            message = "%s: exit status %d, the block shows %d\n%s" % (
+                line, r.returncode, shown, r.stderr or "")
+        transcript.append(line + "\n" + r.stdout +
+                          ("[exit status %d]\n" % r.returncode if r.returncode else ""))
     return not message, message, "".join(transcript)
 
 
@@ -581,6 +636,24 @@ def main():
             with open(g, "w", encoding="utf-8") as f:
                 f.write("\n".join(lines))
             print("updated %d blocks in %s" % (len(edits), g))
+
+    # Hand-worked tables against the console output that follows them.
+    for g in args.guides if not args.update else []:  # (after --update: run again)
+        lines, _, blocks = parsed[g]
+        for line, nums, console in table_checks(lines, blocks):
+            checked += 1
+            if console is None:
+                failures.append("%s:%d: check-table: no console block follows" % (g, line))
+                continue
+            if not nums:
+                failures.append("%s:%d: check-table: no table with numbers above" % (g, line))
+                continue
+            printed = set(float(n) for n in numbers(console.text))
+            missing = sorted(set(n for n in nums if float(n) not in printed), key=nums.index)
+            if missing:
+                failures.append("%s:%d: check-table: these numbers of the table are not in what "
+                                "the console block at line %d prints: %s"
+                                % (g, line, console.line, ", ".join(missing)))
 
     for f in failures:
         print("FAIL: " + f + "\n", file=sys.stderr)

@@ -146,6 +146,54 @@ START_TEST(history_of_x_mul_y_plus_sin_x)
 }
 END_TEST
 
+/* edge_derivatives: each arrow between one-element tensors carries the
+ * local derivative of the op with respect to that input, by hand:
+ * d(x*y)/dx = y = 3, d(x*y)/dy = x = 2, d sin(x)/dx = cos 2, d(a+b) = 1;
+ * x^3 at 2: 3x^2 = 12 (the constant 3 gets no derivative).  Arrows
+ * between larger tensors carry none. */
+START_TEST(local_derivatives_on_the_arrows)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = var(t, 2, "x"), *y = var(t, 3, "y");
+    ad_tensor *xy = ad_mul(x, y);
+    ad_tensor *sx = ad_sin(x);
+    ad_tensor *f = ad_add(xy, sx);
+    ad_tensor *cube = ad_pow_scalar(x, 3);
+    ad_dot_opts o = AD_DOT_DEFAULTS;
+    ck_assert(!o.edge_derivatives); /* off by default */
+    o.edge_derivatives = true;
+    o.precision = 6;
+    /* before any backward pass, and the graph is not consumed */
+    ad_tensor *outs[2] = {f, cube};
+    char *s = dot_of(outs, 2, &o, NULL);
+    ck_assert_ptr_nonnull(s);
+    assert_well_formed(s);
+    ck_assert_ptr_nonnull(strstr(s, "L0 -> n0 [label=\"0: \xe2\x88\x82 = 3\"];"));
+    ck_assert_ptr_nonnull(strstr(s, "L1 -> n0 [label=\"1: \xe2\x88\x82 = 2\"];"));
+    char want[80];
+    snprintf(want, sizeof want, "L0 -> n1 [label=\"\xe2\x88\x82 = %.6g\"];", cos(2.0));
+    ck_assert_msg(strstr(s, want) != NULL, "%s not in\n%s", want, s);
+    ck_assert_ptr_nonnull(strstr(s, "n0 -> n2 [label=\"0: \xe2\x88\x82 = 1\"];"));
+    ck_assert_ptr_nonnull(strstr(s, "n1 -> n2 [label=\"1: \xe2\x88\x82 = 1\"];"));
+    ck_assert_ptr_nonnull(strstr(s, "L0 -> n3 [label=\"0: \xe2\x88\x82 = 12\"];"));
+    render(s);
+    free(s);
+    /* the chain rule over the arrows: df/dx = 3*1 + cos 2*1, as backward says */
+    ck_assert_int_eq(ad_backward(f, NULL, 0), 0);
+    ck_assert_double_eq_tol(ad_item(ad_tensor_grad(x)), 3 + cos(2.0), 1e-15);
+    /* a matrix product: arrows between tensors are not labelled */
+    ad_tensor *A = ad_from_array(t, AD_FLOAT64, AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
+    ck_assert_int_eq(ad_set_requires_grad(A, true), 0);
+    ad_tensor *s2 = ad_sum(ad_matmul(A, A), NULL, 0, false);
+    s = dot_of(&s2, 1, &o, NULL);
+    ck_assert_ptr_nonnull(s);
+    assert_well_formed(s);
+    ck_assert_int_eq(count(s, "\xe2\x88\x82"), 0);
+    free(s);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(only_the_history_of_the_outputs)
 {
     ad_tape *t = ad_tape_new();
@@ -394,6 +442,7 @@ int main(void)
     Suite *s = suite_create("graph");
     TCase *tc = tcase_create("graph");
     tcase_add_test(tc, history_of_x_mul_y_plus_sin_x);
+    tcase_add_test(tc, local_derivatives_on_the_arrows);
     tcase_add_test(tc, only_the_history_of_the_outputs);
     tcase_add_test(tc, values_up_to_max_values_then_shapes);
     tcase_add_test(tc, labels_scopes_and_escaping);

@@ -32,9 +32,10 @@
 #include <string.h>
 
 enum { EXIT_OK = 0, EXIT_NONFINITE = 1, EXIT_USAGE = 2, EXIT_CHECK = 3, EXIT_INTERNAL = 4 };
+/* Not an exit status: a derivative that does not exist, reported as an
+ * error and then exiting with EXIT_NONFINITE. */
+enum { EXIT_DOMAIN = 100 };
 
-static const double PI = 3.14159265358979323846;
-static const double E = 2.71828182845904523536;
 
 /* ---- warnings and numbers ---------------------------------------------------------- */
 
@@ -74,122 +75,6 @@ void adcalc_number(double v, char *buf, size_t size)
         snprintf(buf, size, "%.*g", p > intdigits ? p : intdigits, v);
         if (strtod(buf, NULL) == v) return;
     }
-}
-
-/* ---- evaluation: the expression tree becomes recorded tensor ops ------------------- */
-
-typedef struct calc {
-    const char *src;
-    expr *root;
-    int n;              /* variables, in command-line order */
-    const char **names;
-    double *values;
-    bool quiet;         /* no warnings (while gradcheck re-evaluates) */
-} calc;
-
-typedef ad_tensor *(*unary_op)(ad_tensor *);
-typedef ad_tensor *(*binary_op)(ad_tensor *, ad_tensor *);
-
-static const struct {
-    const char *name;
-    unary_op f1;
-    binary_op f2;
-} FUNCS[] = {
-    {"sin", ad_sin, NULL},   {"cos", ad_cos, NULL},         {"tan", ad_tan, NULL},
-    {"exp", ad_exp, NULL},   {"log", ad_log, NULL},         {"sqrt", ad_sqrt, NULL},
-    {"tanh", ad_tanh, NULL}, {"sigmoid", ad_sigmoid, NULL}, {"relu", ad_relu, NULL},
-    {"abs", ad_abs, NULL},   {"pow", NULL, ad_pow},         {"max", NULL, ad_maximum},
-    {"min", NULL, ad_minimum},
-};
-
-/* A constant lives on the active tape (the one being recorded on, or
- * gradcheck's); it does not require grad, so no gradient is computed for
- * it and ops between constants alone are not recorded at all. */
-static ad_tensor *constant(double v, const char *label)
-{
-    ad_tensor *c = ad_scalar_tensor(ad_tape_active(), AD_FLOAT64, v);
-    if (c && label && ad_set_label(c, label)) return NULL;
-    return c;
-}
-
-/* Warns where a NaN or Inf is born: a result that is not finite although
- * every argument is ("log produced nan (argument -1)").  Later ops that
- * merely pass the NaN on stay quiet. */
-#if defined(__GNUC__)
-__attribute__((noinline)) /* keep its buffers out of eval's recursive frames */
-#endif
-static void check_result(const calc *c, const char *op, ad_tensor *r, ad_tensor *const *args,
-                         int nargs)
-{
-    double v = ad_item(r);
-    if (c->quiet || isfinite(v)) return;
-    char list[160] = "", num[40];
-    size_t len = 0;
-    for (int i = 0; i < nargs; i++) {
-        double a = ad_item(args[i]);
-        if (!isfinite(a)) return;
-        adcalc_number(a, num, sizeof num);
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", num);
-    }
-    adcalc_number(v, num, sizeof num);
-    adcalc_warn("%s produced %s (argument%s %s)", op, num, nargs > 1 ? "s" : "", list);
-}
-
-/* Evaluates e with the variables bound to in[].  The arguments are
- * evaluated left to right in separate statements (C leaves the order of
- * a function's arguments unspecified), so the tape records the ops in the
- * order the expression is written. */
-static ad_tensor *eval(const calc *c, const expr *e, ad_tensor *const *in)
-{
-    ad_tensor *a[EXPR_MAX_ARGS] = {NULL, NULL}, *r = NULL;
-    const char *op = NULL;
-    switch (e->kind) {
-    case EXPR_NUM:
-        return constant(e->value, e->text);
-    case EXPR_VAR:
-        for (int i = 0; i < c->n; i++)
-            if (strcmp(c->names[i], e->text) == 0) return in[i];
-        if (strcmp(e->text, "pi") == 0) return constant(PI, "pi");
-        if (strcmp(e->text, "e") == 0) return constant(E, "e");
-        ad_set_error("adcalc: variable '%s' has no value", e->text);
-        return NULL;
-    default:
-        break;
-    }
-    for (int i = 0; i < e->nargs; i++)
-        if (!(a[i] = eval(c, e->args[i], in))) return NULL;
-    if (e->kind == EXPR_NEG) {
-        op = "neg";
-        r = ad_neg(a[0]);
-    } else if (e->kind == EXPR_BINARY) {
-        switch (e->op) {
-        case '+': op = "add", r = ad_add(a[0], a[1]); break;
-        case '-': op = "sub", r = ad_sub(a[0], a[1]); break;
-        case '*': op = "mul", r = ad_mul(a[0], a[1]); break;
-        case '/': op = "div", r = ad_div(a[0], a[1]); break;
-        default: op = "pow", r = ad_pow(a[0], a[1]); break;
-        }
-    } else {
-        for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && !op; i++) {
-            if (strcmp(FUNCS[i].name, e->text)) continue;
-            op = FUNCS[i].name;
-            r = FUNCS[i].f1 ? FUNCS[i].f1(a[0]) : FUNCS[i].f2(a[0], a[1]);
-        }
-        if (!op) {
-            ad_set_error("adcalc: no such function '%s'", e->text);
-            return NULL;
-        }
-    }
-    if (r) check_result(c, op, r, a, e->nargs);
-    return r;
-}
-
-/* The expression as an ad_func (transforms.h), for ad_gradcheck. */
-static ad_tensor *eval_fn(ad_tensor *const *inputs, int n, void *ctx)
-{
-    (void)n;
-    const calc *c = ctx;
-    return eval(c, c->root, inputs);
 }
 
 /* ---- output ----------------------------------------------------------------------- */
@@ -236,7 +121,7 @@ typedef struct result {
     ad_gradcheck_result *checks; /* --check: one per variable */
 } result;
 
-static void print_json(const calc *c, const result *r)
+static void print_json(const calc *c, const result *r, tracer *tr)
 {
     char what[256];
     warn_nonfinite("value", r->value);
@@ -306,6 +191,7 @@ static void print_json(const calc *c, const result *r)
         }
         printf("}");
     }
+    if (tracer_json(tr)) printf(", \"trace\": %s", tracer_json(tr));
     if (nwarnings) {
         printf(", \"warnings\": [");
         for (int i = 0; i < nwarnings; i++) {
@@ -375,6 +261,9 @@ static void print_check(const calc *c, const result *r)
 
 typedef struct options {
     bool hessian, json, trace, check, dot;
+    adcalc_descent descent; /* method NULL: no --descend */
+    int grid;               /* --grid=N: points per axis, 0 without */
+    bool edge_derivatives; /* --edge-derivatives: local derivatives on --dot's arrows */
     const char *dot_file; /* NULL: standard output */
     const char *expression;
 } options;
@@ -389,7 +278,7 @@ static int check_variables(calc *c, result *r)
     ad_tensor **in = calloc((size_t)c->n + 1, sizeof *in);
     if (!r->checks || !in) {
         free(in);
-        return ad_set_error("adcalc: out of memory");
+        return ad_set_error("out of memory");
     }
     r->check = 1;
     r->check_err = 0;
@@ -414,7 +303,7 @@ static int check_variables(calc *c, result *r)
             break;
         }
         ad_clear_error();
-        int ok = ad_gradcheck_ex(eval_fn, c, c->n, in, NULL, &r->checks[i]);
+        int ok = ad_gradcheck_ex(adcalc_eval, c, c->n, in, NULL, &r->checks[i]);
         ad_set_requires_grad(in[i], false);
         const ad_gradcheck_result *w = &r->checks[i];
         if (ok != 1 && r->check != -1) {
@@ -437,7 +326,7 @@ static int check_variables(calc *c, result *r)
     return rc;
 }
 
-static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
+static int write_dot(ad_tensor *f, size_t nforward, bool edge_derivatives, FILE *out)
 {
     ad_tape *tape = ad_tensor_tape(f);
     ad_tensor **outs = calloc(nforward + 1, sizeof *outs), **adj = calloc(nforward + 1, sizeof *adj);
@@ -458,6 +347,7 @@ static int write_dot(ad_tensor *f, size_t nforward, FILE *out)
     o.ngrads = m;
     o.grad_of = outs;
     o.grads = adj;
+    o.edge_derivatives = edge_derivatives;
     rc = ad_graph_dot(out, &f, 1, &o);
 done:
     free(outs);
@@ -479,12 +369,12 @@ static int make_variables(const calc *c, ad_tape *tape, ad_tensor **vars)
 /* The forward pass, recorded on the active tape; NULL on error. */
 static ad_tensor *forward(calc *c, const options *opt, ad_tensor **vars, tracer *tr)
 {
-    if (opt->trace) {
+    if (opt->trace && !opt->json) {
         printf("forward pass: each op computes its output from values already known\n");
         for (int i = 0; i < c->n; i++) printf("  input     %s = %.6g\n", c->names[i], c->values[i]);
     }
     ad_set_trace(tracer_event, tr);
-    return eval_fn(vars, c->n, c);
+    return adcalc_eval(vars, c->n, c);
 }
 
 /* One backward pass: df/dx for every variable x at once, into r->grad. */
@@ -492,12 +382,12 @@ static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor *
                     tracer *tr, result *r)
 {
     if (ad_requires_grad(f)) {
-        if (opt->trace)
+        if (opt->trace && !opt->json)
             printf("backward pass: g is df/d(node); each step adds g * d(node)/d(input) to the "
                    "input's g\n");
         unsigned flags = AD_RETAIN_GRAPH | (opt->hessian ? AD_CREATE_GRAPH : 0);
         if (ad_backward(f, NULL, flags)) return -1;
-    } else if (opt->trace) {
+    } else if (opt->trace && !opt->json) {
         printf("  (nothing was recorded: f does not depend on any variable)\n");
     }
     ad_set_trace(NULL, NULL);
@@ -505,7 +395,7 @@ static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor *
         ad_tensor *g = ad_tensor_grad(vars[i]);
         r->grad[i] = g ? ad_item(g) : 0.0; /* no path from x to f: df/dx = 0 */
     }
-    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r->grad);
+    if (opt->trace) tracer_summary(tr, c->n, vars, c->names, r->grad, NULL);
     return 0;
 }
 
@@ -514,25 +404,70 @@ static int backward(const calc *c, const options *opt, ad_tensor *f, ad_tensor *
  * of the Hessian, d2f/dx_i dx_j.  A gradient that was not recorded
  * (it does not depend on the variables: f linear in them) is constant,
  * so its row is 0. */
-static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *r)
+static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *r,
+                   const ad_tape *tape, size_t nforward)
 {
     r->hess = calloc((size_t)c->n * (size_t)c->n + 1, sizeof *r->hess);
     ad_tensor **row = calloc((size_t)c->n + 1, sizeof *row);
+    /* --json --trace carries the first backward pass only */
+    bool show = opt->trace && !opt->json;
+    if (show) {
+        printf("recorded by the backward pass (AD_CREATE_GRAPH): its chain-rule steps are ops "
+               "too, so each df/dx_i is a node of the tape\n");
+        tracer *list = tracer_new(stdout);
+        if (!list) {
+            free(row);
+            return ad_set_error("out of memory");
+        }
+        tracer_list_nodes(list, tape, nforward, ad_tape_num_nodes(tape));
+        tracer_free(list);
+        printf("second backward passes: a backward pass from df/dx_i gives row i of the "
+               "hessian, d2f/dx_i dx_j\n");
+    }
     for (int i = 0; r->hess && row && i < c->n; i++) {
         ad_tensor *g = ad_tensor_grad(vars[i]);
-        if (!g || !ad_requires_grad(g)) continue;
-        if (ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH)) {
+        if (!g || !ad_requires_grad(g)) {
+            if (show)
+                printf("  row %s: df/d%s does not depend on the variables; the row is 0\n",
+                       c->names[i], c->names[i]);
+            continue;
+        }
+        tracer *tr = NULL;
+        if (show) {
+            char name[100];
+            tensor_name(g, name, sizeof name);
+            printf("  row %s: from df/d%s = %s back to the variables\n", c->names[i], c->names[i],
+                   name);
+            if (!(tr = tracer_new(stdout))) {
+                free(row);
+                return ad_set_error("out of memory");
+            }
+            ad_set_trace(tracer_event, tr);
+        }
+        int rc = ad_gradients(g, NULL, c->n, vars, row, AD_RETAIN_GRAPH);
+        ad_set_trace(NULL, NULL);
+        for (int j = 0; rc == 0 && j < c->n; j++)
+            r->hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
+        if (tr)
+            tracer_summary(tr, c->n, vars, c->names, r->hess + (size_t)i * (size_t)c->n,
+                           c->names[i]);
+        tracer_free(tr);
+        if (rc) {
             free(row);
             return -1;
         }
-        for (int j = 0; j < c->n; j++) r->hess[i * c->n + j] = row[j] ? ad_item(row[j]) : 0;
     }
     bool ok = r->hess && row;
     free(row);
-    if (!ok) return ad_set_error("adcalc: out of memory");
-    if (opt->trace)
-        printf("hessian: the backward pass above was itself recorded (AD_CREATE_GRAPH); row i "
-               "is the gradient of df/dx_i, found by a backward pass through it\n");
+    if (!ok) return ad_set_error("out of memory");
+    /* d2f/dxi dxj and d2f/dxj dxi come from two different backward passes
+     * (rows i and j) and may differ in the last bits; print their mean, so
+     * that the matrix is exactly symmetric, as the true Hessian is. */
+    for (int i = 0; i < c->n; i++)
+        for (int j = i + 1; j < c->n; j++) {
+            double m = 0.5 * (r->hess[i * c->n + j] + r->hess[j * c->n + i]);
+            r->hess[i * c->n + j] = r->hess[j * c->n + i] = m;
+        }
     return 0;
 }
 
@@ -540,10 +475,10 @@ static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *
 static int dot_output(const options *opt, ad_tensor *f, size_t nforward)
 {
     FILE *out = opt->dot_file ? fopen(opt->dot_file, "w") : stdout;
-    if (!out) return ad_set_error("adcalc: cannot open '%s' for writing", opt->dot_file);
-    int rc = write_dot(f, nforward, out);
+    if (!out) return ad_set_error("cannot open '%s' for writing", opt->dot_file);
+    int rc = write_dot(f, nforward, opt->edge_derivatives, out);
     if (out != stdout && fclose(out) && rc == 0)
-        rc = ad_set_error("adcalc: error writing '%s'", opt->dot_file);
+        rc = ad_set_error("error writing '%s'", opt->dot_file);
     return rc;
 }
 
@@ -555,38 +490,73 @@ static int exit_status(const calc *c, const result *r)
     return !finite ? EXIT_NONFINITE : (r->check == 0 || r->check == -1) ? EXIT_CHECK : EXIT_OK;
 }
 
+/* --descend: the path of the optimiser instead of one gradient. */
+static int descend(calc *c, const options *opt)
+{
+    c->quiet = true; /* a diverging path would warn at every step */
+    int rc = adcalc_descend(&opt->descent, c->n, c->names, c->values, adcalc_eval, c, stdout);
+    if (rc < 0) {
+        fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
+        return EXIT_INTERNAL;
+    }
+    return rc ? EXIT_NONFINITE : EXIT_OK;
+}
+
+/* --grid: f over the ranges. */
+static int grid(calc *c, const options *opt)
+{
+    c->quiet = true;
+    if (adcalc_grid(opt->grid, c->n, c->names, c->values, c->hi, adcalc_eval, c, opt->json, stdout)) {
+        fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
+        return ad_error() && strstr(ad_error(), "--grid") ? EXIT_USAGE : EXIT_INTERNAL;
+    }
+    return EXIT_OK;
+}
+
 static int run(calc *c, const options *opt)
 {
+    if (opt->descent.method) return descend(c, opt);
+    if (opt->grid) return grid(c, opt);
     int status = EXIT_INTERNAL;
     result r = {NAN, calloc((size_t)c->n + 1, sizeof(double)), NULL, -2, NAN, -1, NULL, NULL};
     ad_tensor **vars = calloc((size_t)c->n + 1, sizeof *vars);
     ad_tape *tape = ad_tape_new();
-    tracer *tr = tracer_new(opt->trace ? stdout : NULL);
+    /* With --json the trace goes into the JSON object, not to stdout. */
+    tracer *tr = tracer_new(opt->trace && !opt->json ? stdout : NULL);
+    if (tr && opt->trace && opt->json) tracer_record_json(tr);
     ad_tape *prev = ad_tape_activate(tape);
     ad_tensor *f = NULL;
     size_t nforward = 0;
     if (!r.grad || !vars || !tape || !tr) {
-        ad_set_error("adcalc: out of memory");
+        ad_set_error("out of memory");
         goto done;
     }
-    if (make_variables(c, tape, vars) || !(f = forward(c, opt, vars, tr))) goto done;
+    if (make_variables(c, tape, vars)) goto done;
+    if (!(f = forward(c, opt, vars, tr))) {
+        if (c->domain_error) status = EXIT_DOMAIN;
+        goto done;
+    }
     nforward = ad_tape_num_nodes(tape);
     r.value = ad_item(f);
     if (backward(c, opt, f, vars, tr, &r)) goto done;
-    if (opt->hessian && hessian(c, opt, vars, &r)) goto done;
+    if (opt->hessian && hessian(c, opt, vars, &r, tape, nforward)) goto done;
     if (opt->check && check_variables(c, &r)) goto done;
     if (opt->dot && dot_output(opt, f, nforward)) goto done;
 
     if (opt->json) {
-        print_json(c, &r);
+        print_json(c, &r, tr);
     } else if (!opt->dot || opt->dot_file) {
         print_text(c, &r);
         if (opt->check) print_check(c, &r);
     }
     status = exit_status(c, &r);
 done:
-    if (status == EXIT_INTERNAL)
-        fprintf(stderr, "adcalc: %s\n", ad_error() ? ad_error() : "internal error");
+    if (status == EXIT_INTERNAL || status == EXIT_DOMAIN) {
+        const char *msg = ad_error() ? ad_error() : "internal error";
+        if (strncmp(msg, "adcalc: ", 8) == 0) msg += 8; /* one prefix per message */
+        fprintf(stderr, "adcalc: %s\n", msg);
+    }
+    if (status == EXIT_DOMAIN) status = EXIT_NONFINITE;
     ad_set_trace(NULL, NULL);
     ad_tape_activate(prev);
     ad_tape_free(tape);
@@ -615,7 +585,18 @@ static const char HELP[] =
     "                \"hessian\": [[...]], \"variables\": [...]}; NaN and Inf are\n"
     "                written as null and explained in a \"warnings\" array\n"
     "  --trace       print the tape step by step: the forward pass node by node,\n"
-    "                then each backward step with the chain-rule term it adds\n"
+    "                then each backward step with the chain-rule term it adds;\n"
+    "                with --hessian also the ops the backward pass recorded and\n"
+    "                the second backward pass of each row; with --json, as a\n"
+    "                \"trace\" array of steps in the JSON object\n"
+    "  --descend=M   minimise the expression from the given point with the\n"
+    "                optimiser M (sgd, momentum 0.9, or adam) and print the path,\n"
+    "                one line per step (\"step x y f\"), or as JSON with --json\n"
+    "  --lr=X        the learning rate of --descend (default 0.1)\n"
+    "  --steps=N     the number of --descend steps (default 100)\n"
+    "  --grid=N      print f on an N x N grid over the variables given as\n"
+    "                ranges NAME=LO:HI (one or two), for contour plots: \"x y f\"\n"
+    "                lines, a blank line between rows, or JSON with --json\n"
     "  --check       compare the gradient with central differences (gradcheck,\n"
     "                step 1e-6 max(1, |x|), smaller steps near a domain edge); fails\n"
     "                when they disagree, when the numeric derivative is not finite,\n"
@@ -623,6 +604,9 @@ static const char HELP[] =
     "  --dot         print only the computation graph, in Graphviz DOT:\n"
     "                  adcalc --dot 'x*y + sin(x)' x=2 y=3 | dot -Tpng > f.png\n"
     "  --dot=FILE    write the graph to FILE and print the results as usual\n"
+    "  --edge-derivatives  label each arrow of the --dot graph with the local\n"
+    "                derivative d(op)/d(input); df/dv is the sum over v's arrows of\n"
+    "                the label times the adjoint (grad) of the op it points to\n"
     "  -h, --help    print this help and exit\n"
     "  --version     print the version and exit\n"
     "  --            end of options (an EXPRESSION starting with '-' may also be\n"
@@ -632,13 +616,20 @@ static const char HELP[] =
     "+ - * / and ^ (power: right-associative, binds tighter than unary minus, so\n"
     "-x^2 = -(x^2) and 2^3^2 = 2^9), parentheses, the functions sin cos tan exp log\n"
     "sqrt tanh sigmoid relu abs, pow(a,b) max(a,b) min(a,b), and the constants pi\n"
-    "and e (a NAME=VALUE for pi or e makes it a variable instead).\n"
+    "and e (a NAME=VALUE for pi or e makes it a variable instead).  The printed\n"
+    "notation works too: x·y, x×y, x÷y, x − y (U+2212), x², x³, π.  Numbers and\n"
+    "values are decimal (hexadecimal is rejected).  Sums and products may have any\n"
+    "number of terms.\n"
     "At a kink the derivative is chosen as PyTorch does: relu'(0) = 0, abs'(0) = 0,\n"
-    "and max/min give half the gradient to each argument on a tie.\n"
+    "and max/min give half the gradient to each argument on a tie.  0^0 = 1, and\n"
+    "x^0 has derivative 0; but x^y at x = y = 0 with y depending on the variables\n"
+    "(x^x at 0) has no derivative in y: an error, exit status 1.  The Hessian's two\n"
+    "computations of each mixed partial are averaged, so it is exactly symmetric.\n"
     "\n"
     "Exit status:\n"
     "  0  success\n"
-    "  1  the value or a derivative is NaN or infinite (a warning names the op)\n"
+    "  1  the value or a derivative is NaN or infinite (a warning names the op), or\n"
+    "     a derivative does not exist (0^y at y = 0)\n"
     "  2  usage error, syntax error, missing or malformed variable value\n"
     "  3  --check failed: the gradient and the central differences disagree, the\n"
     "     numeric derivative is not finite, or there was nothing to check\n"
@@ -666,7 +657,12 @@ static int usage_error(const char *fmt, ...)
 static void show_column(const char *src, int col)
 {
     fprintf(stderr, "  %s\n  ", src);
-    for (int i = 0; i + 1 < col && src[i]; i++) fputc(src[i] == '\t' ? '\t' : ' ', stderr);
+    /* col counts characters: UTF-8 continuation bytes take no column */
+    for (int i = 0, c = 1; c < col && src[i]; i++) {
+        if (((unsigned char)src[i + 1] & 0xc0) == 0x80 && (unsigned char)src[i] >= 0x80) continue;
+        fputc(src[i] == '\t' ? '\t' : ' ', stderr);
+        c++;
+    }
     fputs("^\n", stderr);
 }
 
@@ -690,6 +686,16 @@ static const expr *unbound(const calc *c, const expr *e)
             if (strcmp(c->names[i], e->text) == 0) return NULL;
         return strcmp(e->text, "pi") && strcmp(e->text, "e") ? e : NULL;
     }
+    if (e->kind == EXPR_BINARY) {
+        /* along the left spine by a loop (see eval); the leftmost wins */
+        const expr *first = NULL;
+        for (; e->kind == EXPR_BINARY; e = e->args[0]) {
+            const expr *u = unbound(c, e->args[1]);
+            if (u) first = u;
+        }
+        const expr *u = unbound(c, e);
+        return u ? u : first;
+    }
     for (int i = 0; i < e->nargs; i++) {
         const expr *u = unbound(c, e->args[i]);
         if (u) return u;
@@ -699,6 +705,8 @@ static const expr *unbound(const calc *c, const expr *e)
 
 static bool uses(const expr *e, const char *name)
 {
+    for (; e->kind == EXPR_BINARY; e = e->args[0]) /* the left spine by a loop */
+        if (uses(e->args[1], name)) return true;
     if (e->kind == EXPR_VAR) return strcmp(e->text, name) == 0;
     for (int i = 0; i < e->nargs; i++)
         if (uses(e->args[i], name)) return true;
@@ -710,7 +718,8 @@ static int bind(calc *c, int argc, char **argv)
 {
     c->names = calloc((size_t)argc + 1, sizeof *c->names);
     c->values = calloc((size_t)argc + 1, sizeof *c->values);
-    if (!c->names || !c->values) {
+    if (c->ranges) c->hi = calloc((size_t)argc + 1, sizeof *c->hi);
+    if (!c->names || !c->values || (c->ranges && !c->hi)) {
         fprintf(stderr, "adcalc: out of memory\n");
         return EXIT_INTERNAL;
     }
@@ -721,13 +730,28 @@ static int bind(calc *c, int argc, char **argv)
             return usage_error("'%.*s' is not a variable name (in '%s')", (int)(eq - arg), arg,
                                arg);
         *eq = '\0'; /* argv is ours to edit: the name ends here */
-        const char *text = eq + 1;
-        char *end;
+        char *text = eq + 1, *end;
+        /* --grid: a range LO:HI (or one value, which stays fixed) */
+        char *colon = c->hi ? strchr(text, ':') : NULL;
+        if (colon) *colon = '\0';
         double v = strtod(text, &end);
         if (!*text || *end || text[0] == ' ' || text[0] == '\t')
             return usage_error("the value '%s' of %s is not a number", text, arg);
+        if (strpbrk(text, "xX")) /* strtod reads C's hexadecimal 0x10 and 0x1p-3 */
+            return usage_error("the value '%s' of %s is hexadecimal; write it in decimal", text,
+                               arg);
         if (!isfinite(v))
             return usage_error("the value '%s' of %s is not a finite number", text, arg);
+        if (c->hi) {
+            c->hi[c->n] = v;
+            if (colon) {
+                char *h = colon + 1;
+                c->hi[c->n] = strtod(h, &end);
+                if (!*h || *end || !isfinite(c->hi[c->n]) || !(c->hi[c->n] > v))
+                    return usage_error("the range '%s:%s' of %s is not LO:HI with LO < HI", text, h,
+                                       arg);
+            }
+        }
         for (int i = 0; i < c->n; i++)
             if (strcmp(c->names[i], arg) == 0)
                 return usage_error("variable '%s' given twice", arg);
@@ -766,6 +790,29 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
             opt->check = true;
         } else if (strcmp(a, "--dot") == 0) {
             opt->dot = true;
+        } else if (strncmp(a, "--descend=", 10) == 0) {
+            opt->descent.method = a + 10;
+        } else if (strncmp(a, "--grid=", 7) == 0) {
+            char *end;
+            long k = strtol(a + 7, &end, 10);
+            if (end == a + 7 || *end || k < 2 || k > 1000)
+                return *status = usage_error("--grid needs a number of points from 2 to 1000, not "
+                                             "'%s'", a + 7), true;
+            opt->grid = (int)k;
+        } else if (strncmp(a, "--lr=", 5) == 0) {
+            char *end;
+            opt->descent.lr = strtod(a + 5, &end);
+            if (end == a + 5 || *end || !(opt->descent.lr > 0) || !isfinite(opt->descent.lr))
+                return *status = usage_error("--lr needs a positive number, not '%s'", a + 5), true;
+        } else if (strncmp(a, "--steps=", 8) == 0) {
+            char *end;
+            long k = strtol(a + 8, &end, 10);
+            if (end == a + 8 || *end || k < 0 || k > 1000000)
+                return *status = usage_error("--steps needs a whole number from 0 to 1000000, not '%s'",
+                                             a + 8), true;
+            opt->descent.steps = (int)k;
+        } else if (strcmp(a, "--edge-derivatives") == 0) {
+            opt->edge_derivatives = true;
         } else if (strncmp(a, "--dot=", 6) == 0 && a[6]) {
             opt->dot = true;
             opt->dot_file = a + 6;
@@ -780,11 +827,21 @@ static bool parse_args(int argc, char **argv, options *opt, char **pos, int *npo
 static int check_options(const options *opt, int npos)
 {
     if (npos == 0) return usage_error("no expression given");
+    if (opt->edge_derivatives && !opt->dot)
+        return usage_error("--edge-derivatives labels the arrows of the --dot graph; give --dot "
+                           "or --dot=FILE too");
     if (opt->dot && !opt->dot_file && (opt->json || opt->trace || opt->check || opt->hessian))
         return usage_error("--dot prints only the graph; to combine it with --json, --trace, "
                            "--check or --hessian write it to a file with --dot=FILE");
-    if (opt->json && opt->trace)
-        return usage_error("--json and --trace both print to standard output; use one");
+    const char *m = opt->descent.method;
+    if (m && strcmp(m, "sgd") && strcmp(m, "momentum") && strcmp(m, "adam"))
+        return usage_error("--descend takes sgd, momentum or adam, not '%s'", m);
+    if (opt->grid && (m || opt->trace || opt->check || opt->hessian || opt->dot))
+        return usage_error("--grid prints the surface only; it does not combine with --descend, "
+                           "--trace, --check, --hessian or --dot");
+    if (m && (opt->trace || opt->check || opt->hessian || opt->dot))
+        return usage_error("--descend prints the path only; it does not combine with --trace, "
+                           "--check, --hessian or --dot");
     return EXIT_OK;
 }
 
@@ -816,7 +873,7 @@ static int prepare(calc *c, int nbind, char **bindings)
 
 int main(int argc, char **argv)
 {
-    options opt = {0};
+    options opt = {.descent = {NULL, 0.1, 100, false}};
     int npos = 0, status = EXIT_OK;
     char **pos = calloc((size_t)argc + 1, sizeof *pos);
     if (!pos) return EXIT_INTERNAL;
@@ -828,11 +885,14 @@ int main(int argc, char **argv)
 
     calc c = {0};
     c.src = opt.expression = pos[0];
+    opt.descent.json = opt.json;
+    c.ranges = opt.grid > 0;
     status = prepare(&c, npos - 1, pos + 1);
     if (!status) status = run(&c, &opt);
     expr_free(c.root);
     free(c.names);
     free(c.values);
+    free(c.hi);
     free(pos);
     for (int i = 0; i < nwarnings; i++) free(warnings[i]);
     free(warnings);

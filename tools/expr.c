@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +39,12 @@ int expr_function_arity(const char *name)
 }
 
 typedef struct parser {
-    const char *src;
+    const char *src;   /* the ASCII form of the input (see normalise) */
     size_t len;
     size_t pos;        /* next unread byte */
+    const int *col;    /* col[i]: 1-based column, in characters of the input as
+                          given, of the character that produced src[i]; col[len]
+                          is the column just past the end */
     int depth;         /* current nesting, bounded by EXPR_MAX_DEPTH */
     expr_error *err;
     int failed;
@@ -61,17 +65,26 @@ static expr *fail(parser *p, size_t at, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(p->err->message, sizeof p->err->message, fmt, ap);
         va_end(ap);
-        p->err->column = (int)at + 1;
+        p->err->column = p->col ? p->col[at < p->len ? at : p->len] : (int)at + 1;
     }
     return NULL;
 }
 
+/* Iterative along the left operands of binary nodes, so a flat sum of
+ * thousands of terms (a left-leaning chain) is freed without recursing
+ * once per term; recursion is bounded by the height (see grown). */
 void expr_free(expr *e)
 {
-    if (!e) return;
-    for (int i = 0; i < e->nargs; i++) expr_free(e->args[i]);
-    free(e->text);
-    free(e);
+    while (e) {
+        expr *next = NULL;
+        for (int i = 0; i < e->nargs; i++) {
+            if (e->kind == EXPR_BINARY && i == 0) next = e->args[0];
+            else expr_free(e->args[i]);
+        }
+        free(e->text);
+        free(e);
+        e = next;
+    }
 }
 
 static expr *node(parser *p, expr_kind kind, size_t at)
@@ -79,19 +92,25 @@ static expr *node(parser *p, expr_kind kind, size_t at)
     expr *e = calloc(1, sizeof *e);
     if (!e) return fail(p, at, "out of memory");
     e->kind = kind;
-    e->column = (int)at + 1;
+    e->column = p->col[at];
     e->height = 1;
     return e;
 }
 
-/* Sets e's height from its arguments; fails (freeing e) past the limit. */
+/* Sets e's height from its arguments; fails (freeing e) past the limit.
+ * The height is the recursion depth of a walk that loops along the left
+ * operand of binary nodes (as expr_free and adcalc do) and recurses into
+ * everything else: a chain a+b+c+... of any length has height 2. */
 static expr *grown(parser *p, expr *e)
 {
-    for (int i = 0; i < e->nargs; i++)
-        if (e->args[i]->height + 1 > e->height) e->height = e->args[i]->height + 1;
+    for (int i = 0; i < e->nargs; i++) {
+        int h = e->args[i]->height + (e->kind == EXPR_BINARY && i == 0 ? 0 : 1);
+        if (h > e->height) e->height = h;
+    }
     if (e->height <= EXPR_MAX_HEIGHT) return e;
-    fail(p, (size_t)e->column - 1, "expression too deep (more than %d nested operations)",
-         EXPR_MAX_HEIGHT);
+    size_t at = 0; /* the position of e's token, for the message's column */
+    while (at < p->len && p->col[at] < e->column) at++;
+    fail(p, at, "expression too deep (more than %d nested operations)", EXPR_MAX_HEIGHT);
     expr_free(e);
     return NULL;
 }
@@ -135,8 +154,22 @@ static expr *unexpected(parser *p)
             return fail(p, p->pos, "unexpected '%.*s'", (int)(end - p->pos > 40 ? 40 : end - p->pos),
                         p->src + p->pos);
         }
+        if (c == '*' && p->pos + 1 < p->len && p->src[p->pos + 1] == '*')
+            return fail(p, p->pos, "unexpected '**' (write ^ for a power: x^2)");
         return fail(p, p->pos, "unexpected '%c'", c);
     }
+    /* A UTF-8 character that normalise() does not know: show it whole. */
+    size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    unsigned cp = n == 4 ? c & 0x07u : n == 3 ? c & 0x0fu : c & 0x1fu;
+    bool valid = n > 1 && p->pos + n <= p->len;
+    for (size_t k = 1; valid && k < n; k++) {
+        unsigned char b = (unsigned char)p->src[p->pos + k];
+        valid = (b & 0xc0) == 0x80;
+        cp = cp << 6 | (b & 0x3fu);
+    }
+    if (valid)
+        return fail(p, p->pos, "unexpected character '%.*s' (U+%04X)", (int)n, p->src + p->pos,
+                    cp);
     return fail(p, p->pos, "unexpected byte 0x%02x", (unsigned)c);
 }
 
@@ -181,6 +214,14 @@ static expr *parse_number(parser *p)
 {
     size_t start = p->pos, i = p->pos;
     size_t digits = 0;
+    if (p->src[i] == '0' && i + 1 < p->len && (p->src[i + 1] == 'x' || p->src[i + 1] == 'X') &&
+        i + 2 < p->len && isxdigit((unsigned char)p->src[i + 2])) {
+        size_t end = i + 2;
+        while (end < p->len && isalnum((unsigned char)p->src[end])) end++;
+        return fail(p, start, "hexadecimal numbers such as '%.*s' are not supported; write "
+                    "numbers in decimal", (int)(end - start > 40 ? 40 : end - start),
+                    p->src + start);
+    }
     while (i < p->len && isdigit((unsigned char)p->src[i])) i++, digits++;
     if (i < p->len && p->src[i] == '.') {
         i++;
@@ -211,12 +252,15 @@ static expr *parse_number(parser *p)
         return fail(p, start, "number '%.40s' is too large for a double", p->src + start);
     }
     p->pos = i;
-    /* "2x" and "2(x+1)" are common slips for a product; say so. */
+    /* "2x", "2pi" and "2(x+1)" are common slips for a product; say so. */
     if (i < p->len && (is_name_start((unsigned char)p->src[i]) || p->src[i] == '(')) {
+        size_t end = i + 1;
+        while (p->src[i] != '(' && end < p->len && is_name_char((unsigned char)p->src[end])) end++;
+        int nl = (int)(i - start > 40 ? 40 : i - start), ml = (int)(end - i > 40 ? 40 : end - i);
         expr_free(e);
-        return fail(p, i, "unexpected '%c' after the number '%.*s' (write %.*s*%c for a product)",
-                    p->src[i], (int)(i - start > 40 ? 40 : i - start), p->src + start,
-                    (int)(i - start > 40 ? 40 : i - start), p->src + start, p->src[i]);
+        return fail(p, i, "unexpected '%.*s' after the number '%.*s' (write %.*s*%.*s for a "
+                    "product)", ml, p->src + i, nl, p->src + start, nl, p->src + start, ml,
+                    p->src + i);
     }
     return e;
 }
@@ -228,7 +272,22 @@ static expr *parse_call(parser *p, char *name, size_t at)
 {
     int arity = expr_function_arity(name);
     if (arity < 0) {
-        fail(p, at, "unknown function '%.40s'", name);
+        /* Names from other notations, and what to write instead. */
+        static const char *const HINTS[][2] = {
+            {"ln", "log is the natural logarithm: write log(x)"},
+            {"log10", "write log(x)/log(10)"},
+            {"log2", "write log(x)/log(2)"},
+            {"power", "write x^y or pow(x, y)"},
+            {"sqr", "write x^2"},
+            {"logistic", "write sigmoid(x)"},
+            {"expit", "write sigmoid(x)"},
+            {"fabs", "write abs(x)"},
+        };
+        const char *hint = NULL;
+        for (size_t k = 0; k < sizeof HINTS / sizeof HINTS[0]; k++)
+            if (strcmp(HINTS[k][0], name) == 0) hint = HINTS[k][1];
+        if (hint) fail(p, at, "unknown function '%s' (%s)", name, hint);
+        else fail(p, at, "unknown function '%.40s'", name);
         free(name);
         return NULL;
     }
@@ -313,8 +372,8 @@ static expr *parse_primary(parser *p)
             if (peek(p) < 0)
                 return fail(p, p->pos,
                             "unexpected end of expression (expected ')' to close the '(' at "
-                            "column %zu)",
-                            at + 1);
+                            "column %d)",
+                            p->col[at]);
             return unexpected(p);
         }
         p->pos++;
@@ -369,6 +428,10 @@ static expr *parse_product(parser *p)
     while (lhs && (peek(p) == '*' || peek(p) == '/')) {
         char op = p->src[p->pos];
         size_t at = p->pos++;
+        if (op == '*' && peek(p) == '*') { /* x**2, the power of Python and Fortran */
+            expr_free(lhs);
+            return fail(p, at, "unexpected '**' (write ^ for a power: x^2)");
+        }
         lhs = binary(p, op, at, lhs, parse_unary(p));
     }
     return lhs;
@@ -387,22 +450,90 @@ static expr *parse_sum(parser *p)
     return lhs;
 }
 
+/* The mathematical characters that the guide and textbooks print, and the
+ * ASCII that stands for them.  π becomes " pi " so that it cannot merge with
+ * a neighbouring name ("xπ" is a product written without '*', an error,
+ * not a variable "xpi"). */
+static const struct {
+    const char *utf8, *ascii;
+} UNICODE[] = {
+    {"\xc2\xb7", "*"},     /* · U+00B7 middle dot */
+    {"\xe2\x8b\x85", "*"}, /* ⋅ U+22C5 dot operator */
+    {"\xc3\x97", "*"},     /* × U+00D7 */
+    {"\xc3\xb7", "/"},     /* ÷ U+00F7 */
+    {"\xe2\x88\x92", "-"}, /* − U+2212 minus sign */
+    {"\xc2\xb2", "^2"},    /* ² U+00B2 */
+    {"\xc2\xb3", "^3"},    /* ³ U+00B3 */
+    {"\xcf\x80", " pi "},  /* π U+03C0 */
+};
+
+/* Rewrites src[0..len) into ASCII for the parser: the characters above
+ * become their ASCII forms, everything else is copied.  col[i] receives
+ * the 1-based character column (UTF-8 continuation bytes do not count) of
+ * the input character that produced out[i].  out needs room for 4 * len + 1
+ * bytes (" pi " from two), col for as many ints.  Returns the length. */
+static size_t normalise(const char *src, size_t len, char *out, int *col)
+{
+    size_t n = 0;
+    int column = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)src[i];
+        /* a character starts here, unless this is a continuation byte of
+         * a UTF-8 sequence (a stray one counts as a character of its own) */
+        if ((c & 0xc0) != 0x80 || i == 0 || (unsigned char)src[i - 1] < 0x80) column++;
+        size_t k = 0;
+        while (k < sizeof UNICODE / sizeof UNICODE[0] &&
+               strncmp(src + i, UNICODE[k].utf8, strlen(UNICODE[k].utf8)) != 0)
+            k++;
+        if (k < sizeof UNICODE / sizeof UNICODE[0]) {
+            for (const char *a = UNICODE[k].ascii; *a; a++) {
+                col[n] = column;
+                out[n++] = *a;
+            }
+            i += strlen(UNICODE[k].utf8);
+        } else {
+            col[n] = column;
+            out[n++] = src[i++];
+        }
+    }
+    col[n] = column + 1;
+    out[n] = '\0';
+    return n;
+}
+
 expr *expr_parse(const char *src, expr_error *err)
 {
-    parser p = {src, 0, 0, 0, err, 0};
+    parser p = {src, 0, 0, NULL, 0, err, 0};
     if (err) {
         err->column = 0;
         err->message[0] = '\0';
     }
     if (!src) return fail(&p, 0, "no expression (NULL)");
-    while (p.len <= EXPR_MAX_LENGTH && src[p.len]) p.len++; /* strlen, bounded */
-    if (p.len > EXPR_MAX_LENGTH)
+    size_t len = 0;
+    while (len <= EXPR_MAX_LENGTH && src[len]) len++; /* strlen, bounded */
+    if (len > EXPR_MAX_LENGTH)
         return fail(&p, 0, "expression longer than %d characters", EXPR_MAX_LENGTH);
-    if (peek(&p) < 0) return fail(&p, p.pos, "empty expression");
-    expr *e = parse_sum(&p);
-    if (e && peek(&p) >= 0) {
-        expr_free(e);
-        return unexpected(&p);
+    char *ascii = malloc(4 * len + 1);
+    int *col = malloc((4 * len + 1) * sizeof *col);
+    if (!ascii || !col) {
+        free(ascii);
+        free(col);
+        return fail(&p, 0, "out of memory");
     }
+    p.len = normalise(src, len, ascii, col);
+    p.src = ascii;
+    p.col = col;
+    expr *e;
+    if (peek(&p) < 0) {
+        e = fail(&p, p.pos, "empty expression");
+    } else {
+        e = parse_sum(&p);
+        if (e && peek(&p) >= 0) {
+            expr_free(e);
+            e = unexpected(&p);
+        }
+    }
+    free(ascii);
+    free(col);
     return e;
 }

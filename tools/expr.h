@@ -27,7 +27,14 @@
  * followed by '(' is a call and must be one of the functions below; a
  * function name without '(' is an error.  Any other NAME is a variable
  * (the caller decides what pi or e mean).  Spaces and tabs are ignored.
- * Columns count bytes from 1.
+ * Hexadecimal literals (0x10) are rejected with a message saying so.
+ *
+ * The characters that mathematics is printed with are read as their ASCII
+ * forms: · ⋅ × as '*', ÷ as '/', − (U+2212) as '-', ² and ³ as ^2 and ^3,
+ * π as pi.  So "x·y − x²" is "x*y - x^2".  Other non-ASCII characters are
+ * errors that show the character and its code point.
+ *
+ * Columns count characters (UTF-8 code points) of src from 1.
  */
 #ifndef ADCALC_EXPR_H
 #define ADCALC_EXPR_H
@@ -43,11 +50,14 @@ typedef enum expr_kind {
 } expr_kind;
 
 #define EXPR_MAX_ARGS 2
-/* Longest accepted input, deepest nesting of parentheses, unary signs and
- * powers (which the parser recurses on), and greatest height of the tree
- * (a chain a+b+c+... nests to the left without recursion in the parser,
- * but whoever walks the tree recursively, as adcalc and expr_free do,
- * recurses once per level); beyond them expr_parse fails cleanly. */
+/* Longest accepted input (in bytes), deepest nesting of parentheses, unary
+ * signs and powers (which the parser recurses on), and greatest height of
+ * the tree; beyond them expr_parse fails cleanly.  The height counts the
+ * recursion of a walk that loops along the left operand (args[0]) of
+ * EXPR_BINARY nodes and recurses into every other argument, as expr_free
+ * and adcalc do: a chain a+b+c+... nests to the left and has height 2
+ * whatever its length, so flat sums and products of thousands of terms are
+ * fine, while a nesting such as sin(sin(...)) counts one per level. */
 #define EXPR_MAX_LENGTH 65536
 #define EXPR_MAX_DEPTH 200
 #define EXPR_MAX_HEIGHT 5000
@@ -55,10 +65,13 @@ typedef enum expr_kind {
 typedef struct expr expr;
 struct expr {
     expr_kind kind;
-    int column;  /* 1-based column of the token that made the node: the
-                    literal, the name, the operator or the function name */
+    int column;  /* 1-based column (in characters) of the token that made
+                    the node: the literal, the name, the operator or the
+                    function name */
     char op;     /* EXPR_BINARY: '+', '-', '*', '/' or '^' */
-    int height;  /* 1 for a leaf, else 1 + the tallest argument's height */
+    int height;  /* 1 for a leaf; else the largest of args[i]->height + 1,
+                    except args[0] of EXPR_BINARY, which counts without the
+                    + 1 (see EXPR_MAX_HEIGHT) */
     double value;      /* EXPR_NUM */
     char *text;        /* EXPR_NUM: the literal as written; EXPR_VAR: the
                           name; EXPR_CALL: the function name */
@@ -67,7 +80,7 @@ struct expr {
 };
 
 typedef struct expr_error {
-    int column;        /* 1-based; length + 1 for "at the end" */
+    int column;        /* 1-based, in characters; length + 1 for "at the end" */
     char message[160]; /* "unexpected ')'", "unknown function 'sine'" */
 } expr_error;
 

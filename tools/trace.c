@@ -18,6 +18,9 @@
  * backward step with the adjoint g it received and the term it adds to
  * each input, written as the chain-rule factor (g*cos(x)) and its value.
  */
+/* open_memstream (POSIX 2008), to capture the lines of --trace for --json. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "adcalc.h"
 
 #include <math.h>
@@ -69,6 +72,12 @@ struct tracer {
     bool warned; /* only the first non-finite gradient is reported */
     contrib *c;
     size_t nc, cap;
+    /* --json --trace: the steps as a JSON array, written into json_buf */
+    FILE *json;
+    char *json_buf;
+    size_t json_len;
+    char seed_name[100]; /* the output, whose adjoint is the seed */
+    double seed;
 };
 
 tracer *tracer_new(FILE *out)
@@ -81,6 +90,8 @@ tracer *tracer_new(FILE *out)
 void tracer_free(tracer *tr)
 {
     if (!tr) return;
+    if (tr->json) fclose(tr->json);
+    free(tr->json_buf);
     for (size_t i = 0; i < tr->nc; i++) free(tr->c[i].terms);
     free(tr->c);
     free(tr);
@@ -212,8 +223,18 @@ static void watch(tracer *tr, const ad_trace_event *ev)
             len += (size_t)snprintf(args + len, sizeof args - len, "%s%s", j ? ", " : "", v);
         }
         double x = ad_numel(gk) == 1 ? ad_item(gk) : NAN;
-        adcalc_warn("the derivative of %s is %s (argument%s %s)", ev->op,
-                    isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args);
+        if (!all_finite(ev->output)) {
+            /* exp(800) = inf forward; backward g * exp(x) with g = 0 */
+            value_str(ev->output, v, sizeof v);
+            char g[96];
+            value_str(ev->grad_output, g, sizeof g);
+            adcalc_warn("the derivative of %s is %s (argument%s %s): its value %s overflowed "
+                        "in the forward pass, and the chain rule multiplied it by g = %s",
+                        ev->op, isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args, v, g);
+        } else {
+            adcalc_warn("the derivative of %s is %s (argument%s %s)", ev->op,
+                        isnan(x) ? "nan" : "inf", ev->nin > 1 ? "s" : "", args);
+        }
         tr->warned = true;
         return;
     }
@@ -231,25 +252,44 @@ static void print_call(FILE *out, const ad_trace_event *ev)
     fputc(')', out);
 }
 
-void tracer_event(const ad_trace_event *ev, void *ctx)
+/* One forward step: "n1 = sin(x): sin(x) = 0.909297". */
+static void print_forward(FILE *out, const char *prefix, const ad_trace_event *ev, int tmpl)
 {
-    tracer *tr = ctx;
+    char v[96];
+    fputs(prefix, out);
+    print_call(out, ev);
+    fputs(": ", out);
+    if (tmpl >= 0) {
+        expand(out, TEMPLATES[tmpl].forward, ev);
+    } else { /* the library's formula, up to the derivative part */
+        const char *semi = strchr(ev->formula, ';');
+        fprintf(out, "%.*s", semi ? (int)(semi - ev->formula) : (int)strlen(ev->formula),
+                ev->formula);
+    }
+    value_str(ev->output, v, sizeof v);
+    fprintf(out, " = %s\n", v);
+}
+
+void tracer_list_nodes(tracer *tr, const ad_tape *tape, size_t from, size_t to)
+{
+    for (size_t i = from; tr->out && i < to; i++) {
+        ad_node_info info;
+        if (ad_tape_node_info(tape, i, &info)) return;
+        ad_trace_event ev = {AD_TRACE_FORWARD, i, info.op, info.formula, info.nin, info.inputs,
+                             info.output, NULL, NULL};
+        print_forward(tr->out, "  recorded  ", &ev, find_template(info.op));
+    }
+}
+
+/* Prints one event as --trace does (the watching and the bookkeeping of
+ * terms happen even when tr->out is NULL). */
+static void print_event(tracer *tr, const ad_trace_event *ev)
+{
     int tmpl = find_template(ev->op);
     char v[96];
     if (ev->phase == AD_TRACE_FORWARD) {
         if (!tr->out) return;
-        fputs("  forward   ", tr->out);
-        print_call(tr->out, ev);
-        fputs(": ", tr->out);
-        if (tmpl >= 0) {
-            expand(tr->out, TEMPLATES[tmpl].forward, ev);
-        } else { /* the library's formula, up to the derivative part */
-            const char *semi = strchr(ev->formula, ';');
-            fprintf(tr->out, "%.*s", semi ? (int)(semi - ev->formula) : (int)strlen(ev->formula),
-                    ev->formula);
-        }
-        value_str(ev->output, v, sizeof v);
-        fprintf(tr->out, " = %s\n", v);
+        print_forward(tr->out, "  forward   ", ev, tmpl);
         return;
     }
 
@@ -266,6 +306,8 @@ void tracer_event(const ad_trace_event *ev, void *ctx)
          * df/df = 1. */
         tr->backward_started = true;
         tensor_name(ev->output, name, sizeof name);
+        snprintf(tr->seed_name, sizeof tr->seed_name, "%s", name);
+        tr->seed = ad_numel(ev->grad_output) == 1 ? ad_item(ev->grad_output) : NAN;
         value_str(ev->grad_output, v, sizeof v);
         fprintf(tr->out, "  seed      g(%s) = df/d%s = %s\n", name, name, v);
     }
@@ -293,22 +335,202 @@ void tracer_event(const ad_trace_event *ev, void *ctx)
     fputc('\n', tr->out);
 }
 
+/* ---- the trace as JSON ------------------------------------------------------------- */
+
+void tracer_record_json(tracer *tr)
+{
+    if (tr->json) return;
+    tr->json = open_memstream(&tr->json_buf, &tr->json_len);
+    if (tr->json) fputc('[', tr->json);
+}
+
+static void json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(out, "\\%c", ch);
+        else if (ch == '\n') fputs("\\n", out);
+        else if (ch < 0x20) fprintf(out, "\\u%04x", ch);
+        else fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+/* A number at full precision (the page shows what it likes of it); null
+ * for NaN and Inf, as adcalc's --json. */
+static void json_num(FILE *out, double v)
+{
+    if (isfinite(v)) fprintf(out, "%.17g", v);
+    else fputs("null", out);
+}
+
+static double item_or_nan(const ad_tensor *t)
+{
+    return t && ad_numel(t) == 1 ? ad_item(t) : NAN;
+}
+
+/* The adjoints known after this step: the seed and the sum of the terms
+ * each tensor has received so far. */
+static void json_adjoints(tracer *tr, FILE *out, bool seed_only)
+{
+    char name[100];
+    fputs(", \"adjoints\": {", out);
+    bool first = true;
+    if (tr->seed_name[0]) {
+        json_str(out, tr->seed_name);
+        fputs(": ", out);
+        json_num(out, tr->seed);
+        first = false;
+    }
+    for (size_t i = 0; !seed_only && i < tr->nc; i++) {
+        if (tr->c[i].count == 0) continue; /* looked up, nothing received yet */
+        tensor_name(tr->c[i].t, name, sizeof name);
+        if (!first) fputs(", ", out);
+        json_str(out, name);
+        fputs(": ", out);
+        json_num(out, tr->c[i].sum);
+        first = false;
+    }
+    fputc('}', out);
+}
+
+/* One step object; text is what --trace prints for it (one line). */
+static void json_step(tracer *tr, const ad_trace_event *ev, const char *phase, const char *text)
+{
+    FILE *out = tr->json;
+    char name[100];
+    int tmpl = find_template(ev->op);
+    bool backward = strcmp(phase, "forward") != 0;
+    if (ftell(out) > 1) fputs(", ", out);
+    fputs("{\"phase\": ", out);
+    json_str(out, phase);
+    tensor_name(ev->output, name, sizeof name);
+    fputs(", \"node\": ", out);
+    json_str(out, name);
+    fputs(", \"op\": ", out);
+    json_str(out, ev->op);
+    fputs(", \"inputs\": [", out);
+    for (int k = 0; k < ev->nin; k++) {
+        tensor_name(ev->inputs[k], name, sizeof name);
+        if (k) fputs(", ", out);
+        json_str(out, name);
+    }
+    fputc(']', out);
+    if (!backward) {
+        fputs(", \"value\": ", out);
+        json_num(out, item_or_nan(ev->output));
+    } else {
+        fputs(", \"g\": ", out);
+        json_num(out, item_or_nan(ev->grad_output));
+    }
+    if (strcmp(phase, "backward") == 0) {
+        fputs(", \"adds\": [", out);
+        bool first = true;
+        for (int k = 0; k < ev->nin; k++) {
+            if (!ev->grad_inputs[k] || !ad_requires_grad(ev->inputs[k])) continue;
+            tensor_name(ev->inputs[k], name, sizeof name);
+            fputs(first ? "{\"to\": " : ", {\"to\": ", out);
+            json_str(out, name);
+            char *term = NULL;
+            size_t len = 0;
+            FILE *t = open_memstream(&term, &len);
+            if (t) {
+                if (tmpl >= 0 && k < 2 && TEMPLATES[tmpl].terms[k]) {
+                    expand(t, TEMPLATES[tmpl].terms[k], ev);
+                } else {
+                    const char *semi = strchr(ev->formula, ';');
+                    fputs(semi ? semi + 2 : ev->formula, t);
+                }
+                fclose(t);
+                fputs(", \"term\": ", out);
+                json_str(out, term ? term : "");
+                free(term);
+            }
+            fputs(", \"value\": ", out);
+            json_num(out, item_or_nan(ev->grad_inputs[k]));
+            fputc('}', out);
+            first = false;
+        }
+        fputc(']', out);
+    }
+    if (backward) json_adjoints(tr, out, strcmp(phase, "seed") == 0);
+    fputs(", \"text\": ", out);
+    json_str(out, text);
+    fputc('}', out);
+}
+
+void tracer_event(const ad_trace_event *ev, void *ctx)
+{
+    tracer *tr = ctx;
+    if (!tr->json) {
+        print_event(tr, ev);
+        return;
+    }
+    /* The same lines --trace prints, captured, and the step's fields. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len), *saved = tr->out;
+    if (!mem) {
+        print_event(tr, ev);
+        return;
+    }
+    tr->out = mem;
+    print_event(tr, ev);
+    tr->out = saved;
+    fclose(mem);
+    /* Lines of "  seed      ...\n  backward  ...\n": one step each. */
+    char *line = text;
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        const char *body = line;
+        while (*body == ' ') body++;
+        const char *phase = strncmp(body, "seed", 4) == 0      ? "seed"
+                            : strncmp(body, "forward", 7) == 0 ? "forward"
+                                                                : "backward";
+        json_step(tr, ev, phase, body);
+        line = nl ? nl + 1 : NULL;
+    }
+    free(text);
+}
+
+const char *tracer_json(tracer *tr)
+{
+    if (!tr || !tr->json) return tr ? tr->json_buf : NULL;
+    fputc(']', tr->json);
+    fclose(tr->json);
+    tr->json = NULL;
+    return tr->json_buf;
+}
+
 void tracer_summary(tracer *tr, int n, ad_tensor *const *vars, const char *const *names,
-                    const double *grads)
+                    const double *grads, const char *row)
 {
     if (!tr->out) return;
-    fputs("gradient: each input's adjoint is the sum of the terms the steps added to it\n",
-          tr->out);
+    if (row)
+        fprintf(tr->out, "  row %s of the hessian: the sums of the terms added to each input\n",
+                row);
+    else
+        fputs("gradient: each input's adjoint is the sum of the terms the steps added to it\n",
+              tr->out);
     for (int i = 0; i < n; i++) {
-        char g[40];
+        char g[40], d[160], of[80];
         short_number(grads[i], g, sizeof g);
+        if (row) {
+            snprintf(d, sizeof d, "d2f/d%s d%s", row, names[i]);
+            snprintf(of, sizeof of, "df/d%s", row);
+        } else {
+            snprintf(d, sizeof d, "df/d%s", names[i]);
+            snprintf(of, sizeof of, "f");
+        }
         contrib *c = NULL;
         for (size_t j = 0; j < tr->nc; j++)
             if (tr->c[j].t == vars[i]) c = &tr->c[j];
-        if (c && c->count > 1) fprintf(tr->out, "  df/d%s = %s = %s\n", names[i], c->terms, g);
-        else if (c) fprintf(tr->out, "  df/d%s = %s\n", names[i], g);
-        else if (grads[i] != 0) /* f is the variable itself: df/dx = 1, no step needed */
-            fprintf(tr->out, "  df/d%s = %s (f is %s itself)\n", names[i], g, names[i]);
-        else fprintf(tr->out, "  df/d%s = 0 (no path leads from %s to f)\n", names[i], names[i]);
+        if (c && c->count > 1) fprintf(tr->out, "  %s = %s = %s\n", d, c->terms, g);
+        else if (c) fprintf(tr->out, "  %s = %s\n", d, g);
+        else if (grads[i] != 0) /* the output is the variable itself: 1, no step needed */
+            fprintf(tr->out, "  %s = %s (%s is %s itself)\n", d, g, of, names[i]);
+        else fprintf(tr->out, "  %s = 0 (no path leads from %s to %s)\n", d, names[i], of);
     }
 }

@@ -8,25 +8,35 @@
 
 static size_t len;
 
+/* Walks the tree as expr_free and adcalc do: a loop along the left operand
+ * of binary nodes (a chain a+b+c+... of any length), recursion into the
+ * rest, whose depth the height bounds. */
 static int check(const expr *e, int depth)
 {
-    FUZZ_ASSERT(e != NULL);
-    FUZZ_ASSERT(depth <= 4 * EXPR_MAX_DEPTH + 8);
-    FUZZ_ASSERT(e->column >= 1 && (size_t)e->column <= len);
-    FUZZ_ASSERT(e->nargs >= 0 && e->nargs <= EXPR_MAX_ARGS);
-    switch (e->kind) {
-    case EXPR_NUM: FUZZ_ASSERT(e->text && e->nargs == 0); break;
-    case EXPR_VAR: FUZZ_ASSERT(e->text && e->nargs == 0 && expr_function_arity(e->text) < 0); break;
-    case EXPR_NEG: FUZZ_ASSERT(e->nargs == 1); break;
-    case EXPR_BINARY:
-        FUZZ_ASSERT(e->nargs == 2 && e->op && strchr("+-*/^", e->op));
-        break;
-    case EXPR_CALL: FUZZ_ASSERT(e->text && expr_function_arity(e->text) == e->nargs); break;
-    default: FUZZ_ASSERT(!"unknown kind");
+    int n = 0;
+    for (;;) {
+        FUZZ_ASSERT(e != NULL);
+        FUZZ_ASSERT(depth <= EXPR_MAX_HEIGHT);
+        FUZZ_ASSERT(e->height >= 1 && e->height <= EXPR_MAX_HEIGHT);
+        FUZZ_ASSERT(e->column >= 1 && (size_t)e->column <= len);
+        FUZZ_ASSERT(e->nargs >= 0 && e->nargs <= EXPR_MAX_ARGS);
+        switch (e->kind) {
+        case EXPR_NUM: FUZZ_ASSERT(e->text && e->nargs == 0); break;
+        case EXPR_VAR: FUZZ_ASSERT(e->text && e->nargs == 0 && expr_function_arity(e->text) < 0); break;
+        case EXPR_NEG: FUZZ_ASSERT(e->nargs == 1); break;
+        case EXPR_BINARY:
+            FUZZ_ASSERT(e->nargs == 2 && e->op && strchr("+-*/^", e->op));
+            FUZZ_ASSERT(e->args[0]->height <= e->height && e->args[1]->height < e->height);
+            break;
+        case EXPR_CALL: FUZZ_ASSERT(e->text && expr_function_arity(e->text) == e->nargs); break;
+        default: FUZZ_ASSERT(!"unknown kind");
+        }
+        n++;
+        for (int i = e->kind == EXPR_BINARY ? 1 : 0; i < e->nargs; i++)
+            n += check(e->args[i], depth + 1);
+        if (e->kind != EXPR_BINARY) return n;
+        e = e->args[0];
     }
-    int n = 1;
-    for (int i = 0; i < e->nargs; i++) n += check(e->args[i], depth + 1);
-    return n;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
