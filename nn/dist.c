@@ -56,6 +56,20 @@ static MPI_Datatype mpi_type(ad_dtype dt)
 
 /* ---- set-up ---------------------------------------------------------------- */
 
+bool nn_dist_launched(void)
+{
+    static const char *const vars[] = {
+        "OMPI_COMM_WORLD_SIZE", /* Open MPI's mpirun */
+        "PMI_SIZE",             /* MPICH's Hydra, Intel MPI, srun --mpi=pmi2 */
+        "PMIX_RANK",            /* PMIx launchers, srun --mpi=pmix */
+        "MPI_LOCALNRANKS",      /* MPICH */
+        "SLURM_PROCID",         /* any srun task */
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        if (getenv(vars[i])) return true;
+    return false;
+}
+
 nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
 {
     int up = 0;

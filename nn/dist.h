@@ -72,6 +72,12 @@ typedef struct nn_dist_options {
  * be NULL.  opts may be NULL for the defaults.  NULL with an error when MPI
  * fails. */
 AD_API nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts);
+/* True when this process was started by an MPI launcher (mpirun or
+ * mpiexec of Open MPI, MPICH or Intel MPI, Slurm's srun): the variables
+ * they set (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK, SLURM_PROCID ...)
+ * are there.  A program that also runs alone can skip MPI then, and start
+ * faster, with no MPI state at all (sanitizers and valgrind see none). */
+AD_API bool nn_dist_launched(void);
 /* The same on a communicator of the caller's (an MPI program that trains
  * on a sub-communicator); comm is duplicated, so the library's messages
  * never mix with the caller's, and the caller keeps comm.  MPI must be

@@ -24,6 +24,8 @@ AD_DEPS=(
                       # -lgfortran, so static links (the install test) need it
     valgrind
     python3-numpy     # reference values for some tests
+    libopenmpi-dev    # MPI for libautodiff_nn_mpi (-Dmpi=auto), data-parallel
+    openmpi-bin       # training; mpirun runs its test (tests/test_dist.py)
 )
 
 # What scripts/demo needs on top: the data set it trains on and gnuplot for

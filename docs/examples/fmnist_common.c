@@ -555,17 +555,19 @@ int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv)
     p->t_start = now();
     p->world = 1;
 #ifdef FM_WITH_MPI
-    /* MPI_Init, unless the program is one rank of nothing (run without
-     * mpirun it is a world of one).  Every rank parses the same options;
-     * only rank 0 prints, saves and writes the curve. */
-    p->dist = nn_dist_init(&argc, &argv, NULL);
-    if (!p->dist) {
+    /* Under mpirun or srun: MPI_Init, and this is one rank of several.
+     * Started alone, the program trains alone and never touches MPI.
+     * Every rank parses the same options; only rank 0 prints, saves and
+     * writes the curve. */
+    if (nn_dist_launched() && !(p->dist = nn_dist_init(&argc, &argv, NULL))) {
         fprintf(stderr, "%s: error: %s\n", recipe->arch, ad_error());
         run_free(r);
         return EXIT_RUNTIME;
     }
-    p->rank = nn_dist_rank(p->dist);
-    p->world = nn_dist_world_size(p->dist);
+    if (p->dist) {
+        p->rank = nn_dist_rank(p->dist);
+        p->world = nn_dist_world_size(p->dist);
+    }
 #endif
     if (p->rank > 0) silent_sink = fopen("/dev/null", "w");
     int rc = parse_options(recipe, argc, argv, &p->o);
@@ -593,7 +595,11 @@ int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv)
     if (rc < 0) {
 #ifdef FM_WITH_MPI
         /* A rank that stops here would leave the others waiting. */
-        if (p->world > 1) nn_dist_abort(p->dist, "", EXIT_RUNTIME);
+        if (p->world > 1) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "%s: ", recipe->arch);
+            nn_dist_abort(p->dist, prefix, EXIT_RUNTIME);
+        }
 #endif
         fflush(stdout);
         fprintf(stderr, "%s: error: %s\n", recipe->arch, ad_error() ? ad_error() : "unknown");
