@@ -4,11 +4,14 @@
  * autodiff and nn and on MPI: nothing else of the project sees MPI.  The
  * trainer knows only the two hooks of nn_trainer_comm; this file fills
  * them with collectives on a duplicate of the user's communicator. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+
 #include "dist.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Per step, after the gradients, the last bucket carries three numbers of
  * the rank (in its dtype; exact as long as counts stay below 2^24 in
@@ -82,6 +85,10 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
     if (!d) return NULL;
     d->o = opts ? *opts : (nn_dist_options){0};
     if (d->o.bucket_bytes == 0) d->o.bucket_bytes = (size_t)25 << 20;
+    /* The environment has the last word, as MPI's own OMPI_MCA_* do: the
+     * wait suits the machine, not the program. */
+    const char *w = getenv("NN_DIST_WAIT_US");
+    if (w && *w) d->o.wait_sleep_us = atoi(w) > 0 ? atoi(w) : 0;
     d->comm = MPI_COMM_NULL;
     if (mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
         mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
@@ -321,6 +328,50 @@ static double get_extra(const bucket *b, int j)
                                   : ((const double *)b->data)[b->count - EXTRA + j];
 }
 
+/* Waits for a reduction: MPI_Wait, or with wait_sleep_us, MPI_Test in a
+ * loop that sleeps between polls (1 us doubling up to wait_sleep_us) once
+ * the first 20 us have passed without completion.  A rank that sleeps
+ * gives its core to whatever it is waiting for; one that spins in MPI_Wait
+ * (or sched_yield()s, as Open MPI does when oversubscribed) keeps
+ * competing for it.  Seconds spent are added to *t. */
+static int wait_for(nn_dist *d, MPI_Request *req, double *t)
+{
+    double t0 = MPI_Wtime();
+    int rc;
+    if (d->o.wait_sleep_us <= 0) {
+        rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+    } else {
+        long ns = 1000, cap = 1000L * d->o.wait_sleep_us;
+        int done = 0;
+        while ((rc = MPI_Test(req, &done, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !done) {
+            if (MPI_Wtime() - t0 < 20e-6) continue;
+            struct timespec ts = {0, ns};
+            nanosleep(&ts, NULL);
+            ns = ns * 2 < cap ? ns * 2 : cap;
+        }
+    }
+    *t += MPI_Wtime() - t0;
+    return mpi_ok(rc, d->o.wait_sleep_us > 0 ? "MPI_Test" : "MPI_Wait");
+}
+
+/* Starts the reduction of bucket b: MPI_Iallreduce when it will be waited
+ * for later (overlap, or the sleeping wait), else a blocking
+ * MPI_Allreduce. */
+static int start(nn_dist *d, bucket *b, double *t)
+{
+    double t0 = MPI_Wtime();
+    bool async = d->o.overlap || d->o.wait_sleep_us > 0;
+    int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
+                                    MPI_SUM, d->comm, &b->req)
+                   : MPI_Allreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
+                                   MPI_SUM, d->comm);
+    *t += MPI_Wtime() - t0;
+    if (mpi_ok(rc, async ? "MPI_Iallreduce" : "MPI_Allreduce")) return -1;
+    /* Without overlap, a started reduction is finished before the next
+     * bucket is packed. */
+    return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
+}
+
 /* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad. */
 static int average_grads(void *user, double *samples, double *loss)
 {
@@ -335,25 +386,14 @@ static int average_grads(void *user, double *samples, double *loss)
             set_extra(b, 1, *samples * *loss);
             set_extra(b, 2, have);
         }
-        double t = MPI_Wtime();
-        int rc = d->o.overlap ? MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->count,
-                                               mpi_type(b->dtype), MPI_SUM, d->comm, &b->req)
-                              : MPI_Allreduce(MPI_IN_PLACE, b->data, (int)b->count,
-                                              mpi_type(b->dtype), MPI_SUM, d->comm);
-        tcomm += MPI_Wtime() - t;
-        if (mpi_ok(rc, d->o.overlap ? "MPI_Iallreduce" : "MPI_Allreduce")) return -1;
+        if (start(d, b, &tcomm)) return -1;
     }
     /* The extras live in the last bucket: with overlap, wait for it first,
-     * then for the others in order, unpacking each while later ones run. */
-    if (d->o.overlap) {
-        double t = MPI_Wtime();
-        int rc = MPI_Wait(&d->b[d->nb - 1].req, MPI_STATUS_IGNORE);
-        tcomm += MPI_Wtime() - t;
-        if (mpi_ok(rc, "MPI_Wait")) return -1;
-    }
+     * then for the others in order, unpacking each while later ones run
+     * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
     bucket *last = &d->b[d->nb - 1];
-    double total = get_extra(last, 0);
-    double lsum = get_extra(last, 1), had = get_extra(last, 2);
+    if (d->o.overlap && wait_for(d, &last->req, &tcomm)) return -1;
+    double total = get_extra(last, 0), lsum = get_extra(last, 1), had = get_extra(last, 2);
     if (had != (double)have * d->size) {
         for (int k = 0; k < d->nb && d->o.overlap; k++) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
         return ad_set_error("nn_dist: the ranks disagree on which parameters have gradients "
@@ -362,12 +402,7 @@ static int average_grads(void *user, double *samples, double *loss)
     }
     for (int k = 0; k < d->nb; k++) {
         bucket *b = &d->b[k];
-        if (d->o.overlap) {
-            double t = MPI_Wtime();
-            int rc = MPI_Wait(&b->req, MPI_STATUS_IGNORE);
-            tcomm += MPI_Wtime() - t;
-            if (mpi_ok(rc, "MPI_Wait")) return -1;
-        }
+        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) return -1;
         for (int i = b->first; i < b->end; i++) unpack(d, b, i, 1.0 / total);
     }
     *samples = total;

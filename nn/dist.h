@@ -65,6 +65,15 @@ typedef struct nn_dist_options {
      * MPI_Allreduce per bucket.  Only models of several buckets can gain;
      * docs/distributed.md has the measurement. */
     bool overlap;
+    /* How a rank waits for a reduction.  0: MPI_Wait, MPI's own wait,
+     * which spins (or, when Open MPI knows it is oversubscribed, calls
+     * sched_yield) - the lowest latency when every rank has a core of its
+     * own.  > 0: polls with MPI_Test, sleeping between polls (from 1 us,
+     * doubling up to this many microseconds) after the first 20 us, so a
+     * rank that arrives early gives its core to the others; on a machine
+     * with more runnable processes than cores this is much faster
+     * (docs/distributed.md has the figures). */
+    int wait_sleep_us;
 } nn_dist_options;
 
 /* MPI_Init (MPI_Init_thread, MPI_THREAD_FUNNELED) unless MPI is already

@@ -461,7 +461,7 @@ static int make_loaders(fm_run *r)
 #ifdef FM_WITH_MPI
     /* Each rank trains on its slice of every global batch, and evaluates
      * its slice of the test set; the trainer sums the figures. */
-    if (p->dist && (nn_dist_shard(p->dist, r->train) || nn_dist_shard(p->dist, r->test)))
+    if (p->world > 1 && (nn_dist_shard(p->dist, r->train) || nn_dist_shard(p->dist, r->test)))
         return -1;
 #endif
     return 0;
@@ -637,9 +637,13 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
 #ifdef FM_WITH_MPI
     /* Rank 0's model (initialised from the same seed, or loaded above)
      * and optimiser state on every rank; then --resume reads the file on
-     * rank 0 and sends it to all. */
-    if (p->dist && nn_dist_attach(p->dist, tr)) return -1;
-    if (o->resume && p->dist && nn_dist_load(p->dist, tr, o->resume)) return -1;
+     * rank 0 and sends it to all.  A world of one trains alone. */
+    if (p->world > 1) {
+        if (nn_dist_attach(p->dist, tr) || (o->resume && nn_dist_load(p->dist, tr, o->resume)))
+            return -1;
+    } else if (o->resume && nn_trainer_load(tr, o->resume, true)) {
+        return -1;
+    }
 #else
     if (o->resume && nn_trainer_load(tr, o->resume, true)) return -1;
 #endif
