@@ -674,7 +674,7 @@ static int report(fm_run *r, nn_trainer *tr)
 {
     struct fm_private *p = r->p;
     const options *o = &p->o;
-    if (o->epochs == 0) { /* only evaluate a loaded model */
+    if (p->samples_trained == 0) { /* nothing trained here: evaluate what was loaded */
         nn_metrics mt;
         nn_confusion_reset(p->test_cm);
         if (nn_trainer_evaluate(tr, r->test, p->test_cm, &mt) < 0) return -1;
