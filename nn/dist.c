@@ -136,7 +136,10 @@ void nn_dist_detach(nn_dist *d)
 int nn_dist_finalize(nn_dist *d)
 {
     if (!d) return 0;
-    nn_dist_detach(d);
+    /* The trainer is not touched: it may be freed already (programs free
+     * their objects in any order at the end); one that lives on must not
+     * train again (nn/dist.h). */
+    buckets_free(d);
     bool fin = d->finalize_mpi;
     MPI_Comm_free(&d->comm);
     ad_free(d);
@@ -188,14 +191,15 @@ int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list)
     /* A layout signature first: a rank with another model would otherwise
      * receive bytes of the wrong tensors, or block in a broadcast of
      * another size. */
-    int64_t sig = list->n;
+    uint64_t sig = (uint64_t)list->n; /* unsigned: the hash wraps around */
     for (int i = 0; i < list->n; i++) {
         ad_tensor *t = list->tensors[i];
         if (!ad_is_contiguous(t))
             return ad_set_error("%s: '%s' is not contiguous", fn, list->names[i]);
-        sig = sig * 1000003 + ad_numel(t) * (int64_t)ad_dtype_size(ad_tensor_dtype(t));
+        sig = sig * 1000003u + (uint64_t)ad_numel(t) * ad_dtype_size(ad_tensor_dtype(t));
     }
-    if (same_everywhere(d, fn, sig, "their tensors (names, dtypes or sizes)")) return -1;
+    /* compared as int64 (the top bit cleared, so that -v never overflows) */
+    if (same_everywhere(d, fn, (int64_t)(sig >> 1), "their tensors (dtypes or sizes)")) return -1;
     for (int i = 0; i < list->n; i++) {
         ad_tensor *t = list->tensors[i];
         char *p = ad_data(t);

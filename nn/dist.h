@@ -42,7 +42,9 @@
  *
  * Ownership: nn_dist_init and nn_dist_from_comm return an object the caller
  * ends with nn_dist_finalize; it borrows the trainer given to
- * nn_dist_attach (detach or finalize before freeing the trainer).
+ * nn_dist_attach, whose hooks then point at it: the trainer must not step
+ * after nn_dist_finalize (nn_dist_detach first to train on alone).  The two
+ * may be freed in either order.
  */
 #ifndef NN_DIST_H
 #define NN_DIST_H
@@ -92,9 +94,11 @@ AD_API bool nn_dist_launched(void);
  * never mix with the caller's, and the caller keeps comm.  MPI must be
  * initialised.  Errors: MPI not initialised, MPI failures, out of memory. */
 AD_API nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts);
-/* Detaches, frees the duplicate communicator and d, and calls MPI_Finalize
- * when nn_dist_init initialised MPI.  NULL is ignored.  Returns 0, or -1
- * when MPI_Finalize fails. */
+/* Frees the buckets, the duplicate communicator and d, and calls
+ * MPI_Finalize when nn_dist_init initialised MPI.  The attached trainer is
+ * not touched (it may already be freed): do not train with it afterwards,
+ * or nn_dist_detach it first.  NULL is ignored.  Returns 0, or -1 when
+ * MPI_Finalize fails. */
 AD_API int nn_dist_finalize(nn_dist *d);
 
 /* This process's rank in [0, world size) and the world size; -1 with an

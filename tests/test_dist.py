@@ -9,8 +9,8 @@ saves (safetensors, read here without any library):
      1e-5 in float32, over shared memory (--mca btl self,vader) and over
      TCP on loopback (--mca btl self,tcp);
   2. two runs with the same world size and transport are bit-identical,
-     and so are the blocking reduction and the overlapped one
-     (MPI_Iallreduce over many small buckets);
+     and so are the blocking reduction, the overlapped one (MPI_Iallreduce
+     over many small buckets) and the sleeping wait (NN_DIST_WAIT_US);
   3. a rank that returns an error, or dies (SIGKILL), in epoch 2 ends
      every rank with a clear message and a non-zero status, and leaves the
      last checkpoint (epoch 1) intact;
@@ -42,8 +42,14 @@ env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIR
            OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1',
            # Open MPI's own allocations (its start-up state, kept to exit)
            # are not ours: a sanitized build reports only leaks of ours.
+           # The suppressions match Open MPI's libraries in the allocation's
+           # stack, which takes the slow unwinder (its plug-ins have no
+           # frame pointers) and plug-ins that stay loaded to the end.
            LSAN_OPTIONS='suppressions=' + os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                       'lsan_mpi.supp'))
+                                                       'lsan_mpi.supp'),
+           OMPI_MCA_mca_base_component_disable_dlclose='1')
+if 'ASAN_OPTIONS' in env:
+    env['ASAN_OPTIONS'] += ':fast_unwind_on_malloc=0'
 failures = []
 
 
@@ -53,10 +59,12 @@ def check(cond, what):
         failures.append(what)
 
 
-def run(np, args, btl='vader', expect_ok=True, timeout=120):
+def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0):
     cmd = [mpirun, '-np', str(np)]
     if openmpi:
         cmd += ['--oversubscribe', '--mca', 'btl', 'self,' + btl]
+        if wait_us:
+            cmd += ['-x', 'NN_DIST_WAIT_US=%d' % wait_us]
     cmd += [prog] + args
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if expect_ok and p.returncode != 0:
@@ -119,6 +127,10 @@ try:
         btl=transports[0])
     check(same_bits(f(transports[0]), f('overlap')),
           'MPI_Iallreduce over 4 KB buckets = one blocking MPI_Allreduce, bit for bit')
+    if openmpi:
+        run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
+        check(same_bits(f(transports[0]), f('sleepy')),
+              'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
 
     # failures in epoch 2 (steps 9..16) of a 2-epoch run: a rank errs, a
     # rank dies; then the run resumes from the checkpoint of epoch 1, at
