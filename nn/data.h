@@ -203,10 +203,26 @@ AD_API int nn_loader_reset(nn_loader *l);
 /* Goes to the first batch of epoch `epoch` (>= 0): its order is the one a
  * run from epoch 0 would have had there. */
 AD_API int nn_loader_set_epoch(nn_loader *l, int64_t epoch);
+/* Makes the loader serve shard `rank` of `world_size` (PyTorch's
+ * DistributedSampler, with the global batch kept whole): every worker
+ * shuffles with the same seed, so all draw the same epoch order; batch k
+ * of the whole run is order[k*G .. k*G + G) with G = world_size *
+ * batch_size, and rank r takes its r-th slice of batch_size samples.  So
+ * world_size workers with batch B see, step for step, exactly the samples
+ * one loader with batch world_size * B would, and averaging their
+ * gradients (weighted by batch size) gives its step.  A shorter last
+ * global batch of R samples is split as evenly as the ranks allow (the
+ * first R % world_size ranks take one more); with fewer than world_size
+ * samples left, or drop_last, it is dropped, so that every rank takes the
+ * same number of steps.  world_size 1 undoes the sharding.  Goes to the
+ * first batch of the current epoch.  Errors: NULL, world_size < 1, rank
+ * outside [0, world_size), no whole global batch and nothing to split
+ * (fewer samples than ranks), out of memory. */
+AD_API int nn_loader_shard(nn_loader *l, int64_t rank, int64_t world_size);
 /* The current epoch (0 first); -1 with an error for NULL. */
 AD_API int64_t nn_loader_epoch(const nn_loader *l);
-/* Samples used (N, or limit) and batches per epoch; -1 with an error for
- * NULL. */
+/* Samples used (N, or limit, of every shard together) and batches per
+ * epoch (this shard's steps); -1 with an error for NULL. */
 AD_API int64_t nn_loader_num_samples(const nn_loader *l);
 AD_API int64_t nn_loader_num_batches(const nn_loader *l);
 /* The sample indices of the current epoch in the order they are served

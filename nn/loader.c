@@ -31,6 +31,13 @@ struct nn_loader {
     ad_dtype xdtype;
     int64_t batch_size, last_size; /* last_size 0: no shorter last batch */
     int64_t nbatches;
+    bool drop_last;
+    int64_t rank, world;      /* shard (nn_loader_shard): 0 of 1 unless sharded */
+    ad_dtype ydtype;
+    int yndim;
+    int64_t yshape[AD_MAX_DIMS];
+    int bndim;
+    int64_t bshape[AD_MAX_DIMS]; /* batch shape of x, [0] set per batch */
     ad_tensor *bx[2], *by[2]; /* [0] full batches, [1] the shorter last one */
     void *bx_data[2], *by_data[2];
 
@@ -76,6 +83,72 @@ static void start_epoch(nn_loader *l, int64_t epoch)
     }
 }
 
+/* The batch tensors of k (0: full batches, 1: the shorter last one) for b
+ * samples, made when missing or of another size. */
+static int make_batch(nn_loader *l, int k, int64_t b)
+{
+    if (l->bx[k] && ad_size(l->bx[k], 0) == b) return 0;
+    ad_tensor_free(l->bx[k]);
+    ad_tensor_free(l->by[k]);
+    l->bx[k] = l->by[k] = NULL;
+    l->bx_data[k] = l->by_data[k] = NULL;
+    if (b == 0) return 0;
+    int64_t shape[AD_MAX_DIMS], yshape[AD_MAX_DIMS];
+    memcpy(shape, l->bshape, sizeof shape);
+    memcpy(yshape, l->yshape, sizeof yshape);
+    shape[0] = yshape[0] = b;
+    l->bx[k] = ad_empty(NULL, l->xdtype, l->bndim, shape);
+    if (!l->bx[k]) return -1;
+    l->bx_data[k] = ad_data(l->bx[k]);
+    if (l->yndim > 0) {
+        l->by[k] = ad_empty(NULL, l->ydtype, l->yndim, yshape);
+        if (!l->by[k]) return -1;
+        l->by_data[k] = ad_data(l->by[k]);
+    }
+    return 0;
+}
+
+/* Rank r's slice of a global batch of g samples: its offset and size.
+ * A whole global batch gives every rank batch_size; a shorter one is
+ * split as evenly as can be, the first g % world ranks taking one more. */
+static void slice_of(const nn_loader *l, int64_t g, int64_t *off, int64_t *b)
+{
+    if (g == l->batch_size * l->world) {
+        *off = l->rank * l->batch_size;
+        *b = l->batch_size;
+        return;
+    }
+    int64_t q = g / l->world, extra = g % l->world;
+    *off = l->rank * q + (l->rank < extra ? l->rank : extra);
+    *b = q + (l->rank < extra);
+}
+
+/* The epoch's layout from n, batch_size, drop_last and the shard: where it
+ * stops, the batches and the shorter last batch's size on this rank, and
+ * the batch tensors for them. */
+static int partition(const char *fn, nn_loader *l)
+{
+    int64_t g = l->batch_size * l->world, whole = l->n / g, rest = l->n % g;
+    if (l->drop_last || rest < l->world) rest = 0;
+    if (whole == 0 && rest == 0 && l->world == 1)
+        return nn__err(fn, "drop_last with batch_size %lld and only %lld samples leaves no "
+                           "batch", (long long)l->batch_size, (long long)l->n);
+    if (whole == 0 && rest == 0)
+        return nn__err(fn, "%lld samples leave no batch for %lld workers with batch_size %lld%s",
+                       (long long)l->n, (long long)l->world, (long long)l->batch_size,
+                       l->drop_last ? " and drop_last" : "");
+    l->stop = whole * g + rest;
+    l->nbatches = whole + (rest > 0);
+    l->last_size = 0;
+    int64_t off;
+    if (rest > 0) slice_of(l, rest, &off, &l->last_size);
+    if (l->last_size == l->batch_size) l->last_size = 0; /* served by the full pair */
+    if (make_batch(l, 0, whole > 0 || l->last_size == 0 ? l->batch_size : 0) ||
+        make_batch(l, 1, l->last_size))
+        return -1;
+    return 0;
+}
+
 /* Checks the options common to both kinds and sets up everything that
  * depends only on n and the sample shape: order, batch tensors. */
 static int setup(const char *fn, nn_loader *l, const nn_loader_options *o, int64_t total,
@@ -90,17 +163,14 @@ static int setup(const char *fn, nn_loader *l, const nn_loader_options *o, int64
     l->n = o->limit ? o->limit : total;
     if (l->n == 0) return nn__err(fn, "the data set has no samples");
     l->batch_size = o->batch_size;
-    l->last_size = o->drop_last ? 0 : l->n % o->batch_size;
-    l->nbatches = l->n / o->batch_size + (l->last_size > 0);
-    if (l->nbatches == 0)
-        return nn__err(fn, "drop_last with batch_size %lld and only %lld samples leaves no "
-                           "batch", (long long)o->batch_size, (long long)l->n);
-    l->stop = l->n - (o->drop_last ? l->n % o->batch_size : 0);
+    l->drop_last = o->drop_last;
+    l->rank = 0;
+    l->world = 1;
     l->shuffle = o->shuffle;
     l->seed = o->seed;
 
     /* The sample shape of the batch: as stored, or the one asked for. */
-    int64_t shape[AD_MAX_DIMS];
+    int64_t shape[AD_MAX_DIMS] = {0};
     int ndim = 1 + (o->sample_ndim ? o->sample_ndim : sndim);
     if (o->sample_ndim < 0 || o->sample_ndim > AD_MAX_DIMS - 1 || ndim > AD_MAX_DIMS)
         return nn__err(fn, "a sample has %d dimensions; at most %d fit in a batch",
@@ -118,21 +188,12 @@ static int setup(const char *fn, nn_loader *l, const nn_loader_options *o, int64
 
     l->order = ad_malloc((size_t)l->n * sizeof *l->order);
     if (!l->order) return nn__err(fn, "out of memory");
-    int64_t yfull[AD_MAX_DIMS];
-    for (int i = 1; i < yndim; i++) yfull[i] = yshape[i];
-    for (int k = 0; k < 2; k++) {
-        int64_t b = k == 0 ? l->batch_size : l->last_size;
-        if (b == 0 || (k == 0 && l->n < l->batch_size)) continue;
-        shape[0] = yfull[0] = b;
-        l->bx[k] = ad_empty(NULL, l->xdtype, ndim, shape);
-        if (!l->bx[k]) return -1;
-        l->bx_data[k] = ad_data(l->bx[k]);
-        if (yndim > 0) {
-            l->by[k] = ad_empty(NULL, ydtype, yndim, yfull);
-            if (!l->by[k]) return -1;
-            l->by_data[k] = ad_data(l->by[k]);
-        }
-    }
+    l->bndim = ndim;
+    memcpy(l->bshape, shape, sizeof shape);
+    l->ydtype = ydtype;
+    l->yndim = yndim;
+    for (int i = 1; i < yndim; i++) l->yshape[i] = yshape[i];
+    if (partition(fn, l)) return -1;
     start_epoch(l, 0);
     return 0;
 }
@@ -314,13 +375,34 @@ int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
         }
         start_epoch(l, l->epoch + 1);
     }
-    int64_t b = l->stop - l->pos < l->batch_size ? l->stop - l->pos : l->batch_size;
+    int64_t g = l->batch_size * l->world, off, b;
+    if (l->stop - l->pos < g) g = l->stop - l->pos;
+    slice_of(l, g, &off, &b);
     int k = b == l->batch_size ? 0 : 1;
-    fill_batch(l, k, l->order + l->pos, b);
-    l->pos += b;
+    fill_batch(l, k, l->order + l->pos + off, b);
+    l->pos += g;
     *x = l->bx[k];
     if (y) *y = l->by[k];
     return 1;
+}
+
+int nn_loader_shard(nn_loader *l, int64_t rank, int64_t world_size)
+{
+    const char *fn = "nn_loader_shard";
+    if (!l) return nn__err(fn, "loader is NULL");
+    if (world_size < 1 || rank < 0 || rank >= world_size)
+        return nn__err(fn, "rank %lld outside a world of size %lld", (long long)rank,
+                       (long long)world_size);
+    int64_t old_rank = l->rank, old_world = l->world;
+    l->rank = rank;
+    l->world = world_size;
+    if (partition(fn, l)) {
+        l->rank = old_rank;
+        l->world = old_world;
+        partition(fn, l); /* the old layout's tensors, if the failure freed them */
+        return -1;
+    }
+    return nn_loader_reset(l);
 }
 
 int nn_loader_reset(nn_loader *l)

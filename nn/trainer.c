@@ -41,6 +41,8 @@ struct nn_trainer {
     ad_tensor *out, *y;      /* of the last step or evaluation batch */
     int64_t epoch, steps, replays;
     int64_t fit_total;       /* steps of the current nn_fit, for the schedule */
+    nn_trainer_comm comm;    /* world_size 0: alone */
+    bool resumed;            /* counts set by a load, not by training here */
 };
 
 static double now(void)
@@ -207,9 +209,11 @@ static int count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, i
 }
 
 /* The step without its checks of tr, x and y: 1 for a non-finite loss
- * (nothing updated; the caller words the message), -1 on error. */
+ * (nothing updated; the caller words the message), -1 on error.  *loss
+ * and *samples: the batch's mean loss and size, over every worker's batch
+ * in a data-parallel run. */
 static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, double *loss,
-                int64_t *correct)
+                double *samples, int64_t *correct)
 {
     ad_tensor *out, *l;
     bool replayed;
@@ -219,13 +223,21 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
         return nn__err(fn, "the loss function must give one value, got %" PRId64, ad_numel(l));
     double v = ad_item(l);
     *loss = v;
-    if (!isfinite(v)) return 1;
+    *samples = (double)ad_size(x, 0);
+    if (!isfinite(v) && tr->comm.world_size == 0) return 1;
     /* Gradients accumulate across backward passes, so last step's are
      * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
      * next replay. */
-    if (nn_optim_zero_grad(tr->opt) || ad_backward(l, NULL, replayed ? AD_RETAIN_GRAPH : 0) ||
-        nn_optim_step(tr->opt))
+    if (nn_optim_zero_grad(tr->opt) || ad_backward(l, NULL, replayed ? AD_RETAIN_GRAPH : 0))
         return -1;
+    /* A worker of a data-parallel run decides on the loss over every
+     * worker's batch, which the averaging brings back: all skip the update
+     * together, or none does. */
+    if (tr->comm.world_size > 0) {
+        if (tr->comm.average_grads(tr->comm.user, samples, loss)) return -1;
+        if (!isfinite(*loss)) return 1;
+    }
+    if (nn_optim_step(tr->opt)) return -1;
     if (tr->o.accuracy && count_correct(fn, out, tr->y, correct)) return -1;
     tr->steps++;
     tr->replays += replayed;
@@ -246,9 +258,9 @@ int nn_trainer_step(nn_trainer *tr, ad_tensor *x, ad_tensor *y, double *loss)
     const char *fn = "nn_trainer_step";
     if (!tr) return nn__null_arg(fn, "tr");
     if (check_batch(fn, x, y)) return -1;
-    double v;
+    double v, samples;
     int64_t correct = 0;
-    int rc = step(tr, fn, x, y, &v, &correct);
+    int rc = step(tr, fn, x, y, &v, &samples, &correct);
     if (rc > 0)
         return ad_set_error_code(AD_ERR_NUMERIC, "%s: the loss is %g: parameters not updated",
                                  fn, v);
@@ -264,6 +276,35 @@ ad_tensor *nn_trainer_output(const nn_trainer *tr)
 }
 
 /* ---- evaluation ------------------------------------------------------------- */
+
+/* Sums a pass's figures, and cm's counts when cm is not NULL, over the
+ * workers of a data-parallel run.  Counts travel as doubles: exact below
+ * 2^53. */
+static int sum_over_workers(nn_trainer *tr, double *loss_sum, int64_t *n, int64_t *correct,
+                            nn_confusion *cm)
+{
+    int64_t cells = cm ? cm->num_classes * cm->num_classes : 0;
+    double small[3] = {*loss_sum, (double)*n, (double)*correct};
+    if (tr->comm.sum(tr->comm.user, small, 3)) return -1;
+    *loss_sum = small[0];
+    *n = (int64_t)small[1];
+    *correct = (int64_t)small[2];
+    if (!cm) return 0;
+    double *v = ad_malloc((size_t)cells * sizeof *v);
+    if (!v) return -1;
+    for (int64_t i = 0; i < cells; i++) v[i] = (double)cm->counts[i];
+    int rc = tr->comm.sum(tr->comm.user, v, (int)cells);
+    if (rc == 0) {
+        cm->total = cm->correct = 0;
+        for (int64_t i = 0; i < cells; i++) {
+            cm->counts[i] = (int64_t)v[i];
+            cm->total += cm->counts[i];
+            if (i / cm->num_classes == i % cm->num_classes) cm->correct += cm->counts[i];
+        }
+    }
+    ad_free(v);
+    return rc;
+}
 
 static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_confusion *cm,
                         nn_metrics *m)
@@ -290,6 +331,7 @@ static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_co
         n += ad_size(x, 0);
     }
     if (got < 0) return -1;
+    if (tr->comm.world_size > 0 && sum_over_workers(tr, &loss_sum, &n, &correct, cm)) return -1;
     m->samples = n;
     m->loss = n > 0 ? loss_sum / (double)n : NAN;
     if (tr->o.accuracy && n > 0) m->accuracy = (double)correct / (double)n;
@@ -322,26 +364,32 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
         if (tr->o.schedule == NN_SCHEDULE_COSINE &&
             nn_optim_set_lr(tr->opt, nn_lr_cosine(tr->base_lr, tr->steps, tr->fit_total, 0)))
             return -1;
-        double loss;
-        int rc = step(tr, fn, x, y, &loss, &correct);
+        double loss, samples;
+        int rc = step(tr, fn, x, y, &loss, &samples, &correct);
         if (rc > 0)
             return ad_set_error_code(AD_ERR_NUMERIC,
                                      "%s: training diverged: the loss is %g at epoch %" PRId64
                                      ", batch %" PRId64 " (try a smaller learning rate)",
                                      fn, loss, epoch, b);
         if (rc < 0) return -1;
-        int64_t samples = ad_size(x, 0);
-        loss_sum += loss * (double)samples;
-        n += samples;
-        if (bar && nn_progress_update(bar, b, loss, samples)) return -1;
+        loss_sum += loss * samples;
+        n += (int64_t)samples;
+        if (bar && nn_progress_update(bar, b, loss, (int64_t)samples)) return -1;
         if (o->on_step) {
-            nn_step_info si = {epoch, epochs, b, nb, tr->steps, samples, loss,
+            nn_step_info si = {epoch, epochs, b, nb, tr->steps, (int64_t)samples, loss,
                                nn_optim_get_lr(tr->opt)};
             stop = o->on_step(tr, &si, o->user);
             if (stop < 0) return -1;
         }
     }
     if (!stop && got < 0) return -1;
+    /* The loss and sample counts are the workers' already (see step);
+     * the correct predictions are counted where they were made. */
+    if (tr->comm.world_size > 0 && tr->o.accuracy) {
+        double c = (double)correct;
+        if (tr->comm.sum(tr->comm.user, &c, 1)) return -1;
+        correct = (int64_t)c;
+    }
     info->train = (nn_metrics){n, n > 0 ? loss_sum / (double)n : NAN,
                                tr->o.accuracy && n > 0 ? (double)correct / (double)n : NAN};
     info->train_seconds = now() - t0;
@@ -357,9 +405,18 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
     nn_fit_options o = opts ? *opts : (nn_fit_options){0};
     if (o.checkpoint_every < 0)
         return nn__err(fn, "checkpoint_every must be >= 0, got %" PRId64, o.checkpoint_every);
+    if (tr->comm.rank > 0) { /* only the first worker speaks and saves */
+        o.progress = NULL;
+        o.checkpoint = NULL;
+    }
     int64_t nb = nn_loader_num_batches(train);
     if (nb < 0) return -1;
     tr->fit_total = epochs * nb;
+    /* Checkpoints hold whole epochs; a resumed schedule goes on from the
+     * start of the next, whatever the batches per epoch were when it was
+     * saved (another batch size or number of workers). */
+    if (tr->resumed) tr->steps = tr->epoch * nb;
+    tr->resumed = false;
     nn_progress *bar = NULL;
     if (o.progress && tr->epoch < epochs &&
         !(bar = nn_progress_new(o.progress, o.progress_options)))
@@ -405,6 +462,45 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
     nn_progress_free(bar);
     tr->fit_total = 0;
     return rc < 0 ? -1 : 0;
+}
+
+int nn_trainer_set_comm(nn_trainer *tr, const nn_trainer_comm *comm)
+{
+    const char *fn = "nn_trainer_set_comm";
+    if (!tr) return nn__null_arg(fn, "tr");
+    if (!comm) {
+        tr->comm = (nn_trainer_comm){0};
+        return 0;
+    }
+    if (!comm->average_grads || !comm->sum)
+        return nn__err(fn, "comm needs both hooks (average_grads and sum)");
+    if (comm->world_size < 1 || comm->rank < 0 || comm->rank >= comm->world_size)
+        return nn__err(fn, "rank %d outside a world of size %d", comm->rank, comm->world_size);
+    tr->comm = *comm;
+    return 0;
+}
+
+nn_module *nn_trainer_model(const nn_trainer *tr)
+{
+    return tr ? tr->model : (nn__null_arg("nn_trainer_model", "tr"), NULL);
+}
+
+nn_optim *nn_trainer_optimizer(const nn_trainer *tr)
+{
+    return tr ? tr->opt : (nn__null_arg("nn_trainer_optimizer", "tr"), NULL);
+}
+
+int nn_trainer_set_counts(nn_trainer *tr, int64_t epoch, int64_t steps)
+{
+    const char *fn = "nn_trainer_set_counts";
+    if (!tr) return nn__null_arg(fn, "tr");
+    if (epoch < 0 || steps < 0)
+        return nn__err(fn, "counts must be >= 0, got epoch %" PRId64 ", steps %" PRId64, epoch,
+                       steps);
+    tr->epoch = epoch;
+    tr->steps = steps;
+    tr->resumed = true;
+    return 0;
 }
 
 int64_t nn_trainer_epoch(const nn_trainer *tr)
@@ -604,6 +700,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
         for (int i = e.rng_first; i < e.n; i++) nn__rng_set(e.rngs[i - e.rng_first], e.tensors[i]);
         tr->epoch = epoch;
         tr->steps = steps;
+        tr->resumed = true;
     }
     entries_free(&e);
     nn_safetensors_info_free(info);

@@ -171,12 +171,55 @@ typedef struct nn_fit_options {
  * epoch k runs k+1..epochs, with the loader set to each epoch's order
  * (nn_loader_set_epoch) so that the resumed run sees the batches the
  * uninterrupted one would have.  After each epoch it evaluates on val when
- * val is not NULL.  The schedule spans epochs * batches-per-epoch steps.
- * opts may be NULL.  Errors: NULL tr or train, epochs < 0, a loader
+ * val is not NULL.  The schedule spans epochs * batches-per-epoch steps;
+ * a trainer resumed at epoch k (nn_trainer_load, nn_trainer_set_counts)
+ * continues it from step k * batches-per-epoch (its step count is set so), so a run resumed with another batch size or
+ * number of workers keeps a consistent schedule.  opts may be NULL.  Errors: NULL tr or train, epochs < 0, a loader
  * without labels, any step's, evaluation's, checkpoint's or callback's
  * error (training stops there; the parameters hold the last good step). */
 AD_API int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
            const nn_fit_options *opts);
+
+/* ---- data-parallel training --------------------------------------------------
+ * Several workers (processes, usually MPI ranks: nn/dist.h sets this up)
+ * each run the same trainer on their shard of every batch.  The trainer
+ * stays transport-free: it calls the hooks below, and nn/dist.h (built only
+ * with MPI) fills them with MPI_Allreduce.  With a comm set:
+ *   - a step runs backward, then average_grads, then the optimiser's
+ *     update; the loss it reports (and checks for finiteness) is the mean
+ *     over all workers' samples, so every worker decides alike;
+ *   - nn_fit's figures (loss, accuracy, samples) and nn_trainer_evaluate's
+ *     (and its confusion matrix) are summed over the workers with sum;
+ *   - nn_fit prints progress and writes checkpoints only where rank is 0
+ *     (the others' progress and checkpoint options are ignored). */
+typedef struct nn_trainer_comm {
+    int rank, world_size;          /* 0 <= rank < world_size */
+    /* Replaces every parameter's gradient by the workers' average,
+     * weighted by their batch sizes: sum_r samples_r g_r / sum_r samples_r
+     * (the gradient of the mean loss over the union of the batches).  In:
+     * this worker's batch size and mean loss; out: the sums' results, the
+     * total batch size and the mean loss over it.  -1 with ad_error() set
+     * on failure. */
+    int (*average_grads)(void *user, double *samples, double *loss);
+    /* Sums values[0..n) over the workers, in place, in the same order
+     * everywhere (so every worker gets bit-identical sums). */
+    int (*sum)(void *user, double *values, int n);
+    void *user;
+} nn_trainer_comm;
+
+/* Makes tr one worker of a data-parallel run (comm is copied); NULL makes
+ * it a lone trainer again.  Errors: NULL tr, a hook missing, rank outside
+ * [0, world_size). */
+AD_API int nn_trainer_set_comm(nn_trainer *tr, const nn_trainer_comm *comm);
+
+/* The model and optimiser the trainer was made with (borrowed). */
+AD_API nn_module *nn_trainer_model(const nn_trainer *tr);
+AD_API nn_optim *nn_trainer_optimizer(const nn_trainer *tr);
+
+/* Sets the epoch and step counts, as a resuming nn_trainer_load does (for
+ * a worker that got the state from another one rather than from a file).
+ * Errors: NULL tr, a negative count. */
+AD_API int nn_trainer_set_counts(nn_trainer *tr, int64_t epoch, int64_t steps);
 
 /* Epochs and steps the trainer has completed (restored by a resuming
  * load); -1 with an error for NULL. */

@@ -31,6 +31,8 @@ AD_DEPS=(
     graphviz          # dot: renders the DOT export in tests and the guide's
                       # graph pictures (docs/figures, ninja -C build figures)
     gnuplot-nox       # the guide's plots (docs/figures) and the demo's curve
+    libopenmpi-dev    # MPI for libautodiff_nn_mpi (-Dmpi=auto), data-parallel
+    openmpi-bin       # training; mpirun runs its test (tests/test_dist.py)
 )
 
 # What scripts/demo needs on top: the data set it trains on (gnuplot, for

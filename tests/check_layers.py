@@ -89,8 +89,9 @@ def installed(root, sub):
     """The headers autodiff/meson.build or nn/meson.build installs."""
     with open(os.path.join(root, sub, 'meson.build'), encoding='utf-8') as f:
         text = f.read()
-    m = re.search(r'\w+_headers\s*=\s*files\((.*?)\)', text, re.S)
-    return {sub + '/' + h for h in re.findall(r"'([^']+\.h)'", m.group(1))}
+    # every list: nn/ has a second one, nn_dist_headers (built with MPI)
+    lists = re.findall(r'\w+_headers\s*=\s*files\((.*?)\)', text, re.S)
+    return {sub + '/' + h for body in lists for h in re.findall(r"'([^']+\.h)'", body)}
 
 
 def main(root):

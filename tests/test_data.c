@@ -603,6 +603,85 @@ START_TEST(loader_limit_and_drop_last)
 }
 END_TEST
 
+/* Sharding: W loaders with batch B, one per rank, serve step for step the
+ * slices of what one loader with batch W*B serves: rank r the r-th slice
+ * of each global batch, in the same seeded order.  A shorter last global
+ * batch is split as evenly as can be; one with fewer samples than ranks
+ * is dropped so that every rank takes the same number of steps. */
+static void shard_epoch(nn_loader *l, int64_t batches[][N], int64_t *sizes, int *nb)
+{
+    ad_tensor *bx, *by;
+    int rc;
+    *nb = 0;
+    while ((rc = nn_loader_next(l, &bx, &by)) == 1) {
+        sizes[*nb] = ad_size(by, 0);
+        for (int64_t i = 0; i < sizes[*nb]; i++) batches[*nb][i] = (int64_t)ot_at(by, i);
+        (*nb)++;
+    }
+    ck_assert_int_eq(rc, 0);
+}
+
+START_TEST(loader_shards_by_rank)
+{
+    ad_tensor *x, *y;
+    int64_t whole[N][N], part[3][N][N], wsize[N], psize[3][N];
+    int nb, pnb[3];
+    /* 10 samples: batch 4 alone, or 2 ranks of batch 2: 4 + 4 + 2 (1 + 1) */
+    nn_loader_options o = {.batch_size = 4, .shuffle = true, .seed = 9};
+    nn_loader *one = index_loader(&x, &y, o);
+    ck_assert_int_eq(nn_loader_set_epoch(one, 2), 0);
+    shard_epoch(one, whole, wsize, &nb);
+    ck_assert_int_eq(nb, 3);
+    o.batch_size = 2;
+    for (int r = 0; r < 2; r++) {
+        nn_loader *l = nn_loader_from_tensors(x, y, &o);
+        ck_assert_int_eq(nn_loader_shard(l, r, 2), 0);
+        ck_assert_int_eq(nn_loader_num_batches(l), 3);
+        ck_assert_int_eq(nn_loader_set_epoch(l, 2), 0);
+        shard_epoch(l, part[r], psize[r], &pnb[r]);
+        ck_assert_int_eq(pnb[r], 3);
+        nn_loader_free(l);
+    }
+    for (int b = 0; b < nb; b++) { /* the slices, in order, are the whole batch */
+        int64_t k = 0;
+        for (int r = 0; r < 2; r++)
+            for (int64_t i = 0; i < psize[r][b]; i++, k++)
+                ck_assert_int_eq(part[r][b][i], whole[b][k]);
+        ck_assert_int_eq(k, wsize[b]);
+    }
+    ck_assert_int_eq(psize[0][2], 1);
+    ck_assert_int_eq(psize[1][2], 1);
+
+    /* 3 ranks of batch 3: one global batch of 9; the 1 left is dropped */
+    o.batch_size = 3;
+    for (int r = 0; r < 3; r++) {
+        nn_loader *l = nn_loader_from_tensors(x, y, &o);
+        ck_assert_int_eq(nn_loader_shard(l, r, 3), 0);
+        shard_epoch(l, part[r], psize[r], &pnb[r]);
+        ck_assert_int_eq(pnb[r], 1);
+        ck_assert_int_eq(psize[r][0], 3);
+        /* sharding back to one rank undoes it */
+        ck_assert_int_eq(nn_loader_shard(l, 0, 1), 0);
+        ck_assert_int_eq(nn_loader_num_batches(l), 4);
+        nn_loader_free(l);
+    }
+    /* 4 ranks of batch 2: one global batch of 8, and 2 left for 4 ranks */
+    o.batch_size = 2;
+    nn_loader *l = nn_loader_from_tensors(x, y, &o);
+    ck_assert_int_eq(nn_loader_shard(l, 3, 4), 0);
+    ck_assert_int_eq(nn_loader_num_batches(l), 1);
+    /* 10 samples cannot feed 11 ranks with a batch each */
+    ck_assert_error_rc(nn_loader_shard(l, 0, 11),
+                       "nn_loader_shard: 10 samples leave no batch for 11 workers with batch_size 2");
+    ck_assert_int_eq(nn_loader_num_batches(l), 1); /* unchanged by the failure */
+    ck_assert_error_rc(nn_loader_shard(l, 4, 4), "nn_loader_shard: rank 4 outside a world of size 4");
+    ck_assert_error_rc(nn_loader_shard(NULL, 0, 1), "nn_loader_shard: loader is NULL");
+    nn_loader_free(l);
+    nn_loader_free(one);
+    ad_tensor_free(x), ad_tensor_free(y);
+}
+END_TEST
+
 /* The batches are the same two tensors, over the same memory, at every
  * step and every epoch: a step allocates nothing. */
 START_TEST(loader_reuses_batch_buffers)
@@ -736,6 +815,7 @@ int main(void)
     tcase_add_test(tc, accessors_set_errors);
     tcase_add_test(tc, loader_order_and_coverage);
     tcase_add_test(tc, loader_limit_and_drop_last);
+    tcase_add_test(tc, loader_shards_by_rank);
     tcase_add_test(tc, loader_reuses_batch_buffers);
     tcase_add_test(tc, loader_idx_conversion);
     tcase_add_test(tc, loader_over_csv_columns);

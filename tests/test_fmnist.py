@@ -234,6 +234,26 @@ def main():
                   f"exit {rc}: {err} {out[-300:]}")
             check_predictions(mlp, small, mlp_ck, tmp, js["test_accuracy"])
 
+        # -- --checkpoint after every epoch, then --resume from it ----------
+        # (that a resumed run is the uninterrupted one bit for bit is
+        # test_trainer's checkpoint_resume_is_exact; here: the options)
+        ck = os.path.join(tmp, "ck.safetensors")
+        common = ["--data", small, "--limit", 640, "--test-limit", 100, "--quiet", "--json"]
+        rc1, out1, err1 = run(mlp, *common, "--epochs", 2, "--checkpoint", ck)
+        rc2, out2, err2 = run(mlp, *common, "--epochs", 2, "--resume", ck)
+        rc3, out3, err3 = run(mlp, *common, "--epochs", 3, "--resume", ck)
+        js1, js2, js3 = last_json(out1), last_json(out2), last_json(out3)
+        check(rc1 == 0 and rc2 == 0 and js1 and js2 and js2["train_samples_per_s"] is None
+              and js2["test_accuracy"] == js1["test_accuracy"],
+              "mlp: --resume of a finished run trains nothing and gives its accuracy",
+              f"exit {rc1} {rc2}: {err1} {err2} {out2[-300:]}")
+        check(rc3 == 0 and js3 and js3["train_samples_per_s"] is not None
+              and js3["final_loss"] < js1["first_loss"],
+              "mlp: --resume with one more epoch trains that epoch",
+              f"exit {rc3}: {err3} {out3[-300:]}")
+        check_error("mlp", mlp, ["--data", small, "--load", ck, "--resume", ck], 2,
+                    ["--load and --resume"], "--load with --resume")
+
         # -- CNN: a few steps, save, reload --------------------------------
         cnn_ck = os.path.join(tmp, "cnn.safetensors")
         got = check_training("cnn", cnn, small, tmp,

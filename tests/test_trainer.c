@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../autodiff/internal.h"
 #include "optest.h"
@@ -324,6 +325,93 @@ static int fail_epoch(nn_trainer *tr, const nn_epoch_info *e, void *user)
     return ad_set_error("my_callback: disk full");
 }
 
+/* The data-parallel hooks, with a mirror for a peer: a world of two whose
+ * other worker always had this one's batch.  Averaging identical
+ * gradients changes nothing, so the parameters are bit for bit those of a
+ * lone run, while every figure counts both workers' samples; the worker
+ * of rank 1 writes no checkpoint and prints nothing. */
+typedef struct mirror {
+    int averaged, sums;
+    bool fail;
+} mirror;
+
+static int mirror_average(void *user, double *samples, double *loss)
+{
+    mirror *m = user;
+    m->averaged++;
+    if (m->fail) return ad_set_error("mirror: the peer is gone");
+    *samples *= 2; /* (n g + n g) / 2n = g: the gradients stay; the loss too */
+    (void)loss;
+    return 0;
+}
+
+static int mirror_sum(void *user, double *v, int n)
+{
+    ((mirror *)user)->sums++;
+    for (int i = 0; i < n; i++) v[i] *= 2;
+    return 0;
+}
+
+START_TEST(comm_hooks)
+{
+    data d;
+    data_make(&d);
+    setup alone, two;
+    setup_make(&alone, 5, 0.1, &CLASSIFY);
+    setup_make(&two, 5, 0.1, &CLASSIFY);
+    mirror m = {0};
+    nn_trainer_comm c = {.rank = 1, .world_size = 2, .average_grads = mirror_average,
+                         .sum = mirror_sum, .user = &m};
+    ck_assert_error_rc(nn_trainer_set_comm(two.tr, &(nn_trainer_comm){.rank = 2, .world_size = 2,
+                                                   .average_grads = mirror_average,
+                                                   .sum = mirror_sum}),
+                       "nn_trainer_set_comm: rank 2 outside a world of size 2");
+    ck_assert_error_rc(nn_trainer_set_comm(two.tr, &(nn_trainer_comm){.world_size = 1}),
+                       "nn_trainer_set_comm: comm needs both hooks");
+    ck_assert_int_eq(nn_trainer_set_comm(two.tr, &c), 0);
+    ck_assert_ptr_eq(nn_trainer_model(two.tr), two.net);
+    ck_assert_ptr_eq(nn_trainer_optimizer(two.tr), two.opt);
+
+    run_log la = {0}, lb = {0};
+    char path[] = "/tmp/test_trainer_commXXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    remove(path);
+    ck_assert_int_eq(nn_fit(alone.tr, d.train, d.test, 2,
+                            &(nn_fit_options){.on_epoch = log_epoch, .user = &la}), 0);
+    ck_assert_int_eq(nn_fit(two.tr, d.train, d.test, 2,
+                            &(nn_fit_options){.on_epoch = log_epoch, .user = &lb,
+                                              .checkpoint = path, .progress = stderr}), 0);
+    ck_assert(same_params(alone.net, two.net));
+    ck_assert_int_eq(m.averaged, 2 * ((N + BATCH - 1) / BATCH));
+    ck_assert_int_gt(m.sums, 0);
+    ck_assert_int_eq(lb.e[1].train.samples, 2 * N);
+    ck_assert_int_eq(lb.e[1].val.samples, 2 * N);
+    ck_assert_double_eq_tol(lb.e[1].train.loss, la.e[1].train.loss, 1e-6);
+    ck_assert_double_eq_tol(lb.e[1].val.accuracy, la.e[1].val.accuracy, 1e-12);
+    ck_assert_int_ne(access(path, F_OK), 0); /* rank 1 saves nothing */
+
+    /* a failing peer fails the step, with its message */
+    m.fail = true;
+    ck_assert_int_eq(nn_fit(two.tr, d.train, NULL, 3, NULL), -1);
+    ck_assert_str_eq(ad_error(), "mirror: the peer is gone");
+    ck_assert_int_eq(nn_trainer_epoch(two.tr), 2);
+    ck_assert_int_eq(nn_trainer_set_comm(two.tr, NULL), 0); /* alone again */
+    ck_assert_int_eq(nn_fit(two.tr, d.train, NULL, 3, NULL), 0);
+
+    /* counts set as a resume does: the schedule goes on from epoch * batches */
+    ck_assert_int_eq(nn_trainer_set_counts(alone.tr, 1, 999), 0);
+    ck_assert_int_eq(nn_fit(alone.tr, d.train, NULL, 2, NULL), 0);
+    ck_assert_int_eq(nn_trainer_steps(alone.tr), 2 * ((N + BATCH - 1) / BATCH));
+    ck_assert_error_rc(nn_trainer_set_counts(alone.tr, -1, 0),
+                       "nn_trainer_set_counts: counts must be >= 0");
+    setup_free(&alone);
+    setup_free(&two);
+    data_free(&d);
+}
+END_TEST
+
 START_TEST(stops_and_errors)
 {
     data d;
@@ -396,6 +484,7 @@ int main(void)
     tcase_add_test(tc, replay_matches_recording);
     tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 2);
     tcase_add_test(tc, stops_and_errors);
+    tcase_add_test(tc, comm_hooks);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }

@@ -36,6 +36,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef FM_WITH_MPI
+#include <nn/dist.h>
+#endif
 
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 #define NUM_CLASSES 10
@@ -69,7 +72,7 @@ typedef struct options {
     double lr, momentum;
     int threads;
     uint64_t seed;
-    const char *save, *load, *curve, *predict;
+    const char *save, *load, *curve, *predict, *checkpoint, *resume;
     bool json, quiet;
 } options;
 
@@ -93,13 +96,26 @@ static void usage(const fm_recipe *m, FILE *out)
             "                    state_dict saved with safetensors (names and shapes checked)\n"
             "  --predict FILE    write the test set's predictions as CSV: index, label,\n"
             "                    predicted class and the 10 logits per image\n"
+            "  --checkpoint FILE save model and optimiser after every epoch (atomically)\n"
+            "  --resume FILE     go on from a --checkpoint or --save file, to --epochs\n"
             "  --curve FILE.csv  per-epoch loss and accuracy (+ FILE.png with gnuplot)\n"
             "  --json            end with one line of JSON: the figures of the run\n"
             "  --quiet           no progress, no tables (errors and --json still print)\n"
             "  --help            this text\n"
             "\n"
+            "Under mpirun or srun (when built with MPI), each rank trains on its slice of\n"
+            "every batch: --batch is per rank, the global batch is ranks x --batch.\n"
+            "\n"
             "Exit status: 0 success, 1 runtime error (data, checkpoint, I/O), 2 usage.\n",
             m->arch, m->description, DEFAULT_DATA_DIR, m->epochs, m->batch, m->lr, m->momentum);
+}
+
+/* Where the option parser's messages go: to f, or nowhere on the ranks
+ * after the first, which parse the same command line in silence. */
+static FILE *silent_sink;
+static FILE *msgs(FILE *f)
+{
+    return silent_sink ? silent_sink : f;
 }
 
 /* strtoll/strtod accept leading spaces, trailing junk ("5x") and, for
@@ -112,7 +128,7 @@ static int parse_int(const fm_recipe *m, const char *opt, const char *s, int64_t
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (*s == '\0' || *end != '\0' || errno == ERANGE || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s must be %s, got '%s'\n", m->arch, opt, what, s);
+        fprintf(msgs(stderr), "%s: %s must be %s, got '%s'\n", m->arch, opt, what, s);
         return -1;
     }
     *out = (int64_t)v;
@@ -128,7 +144,7 @@ static int parse_real(const fm_recipe *m, const char *opt, const char *s, double
      * learning rate would turn every weight into NaN at the first step. */
     if (*s == '\0' || *end != '\0' || !isfinite(v) || !(v >= lo) || v > hi ||
         (hi_open && v >= hi)) {
-        fprintf(stderr, "%s: %s must be %s, got '%s'\n", m->arch, opt, what, s);
+        fprintf(msgs(stderr), "%s: %s must be %s, got '%s'\n", m->arch, opt, what, s);
         return -1;
     }
     *out = v;
@@ -143,7 +159,7 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(m, stdout);
+            usage(m, msgs(stdout));
             return 1;
         }
         if (!strcmp(arg, "--json")) {
@@ -159,7 +175,7 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
         const char *val;
         const char *eq = strchr(arg, '=');
         if (strncmp(arg, "--", 2) != 0 || (eq ? (size_t)(eq - arg) : strlen(arg)) >= sizeof name) {
-            fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", m->arch, arg);
+            fprintf(msgs(stderr), "%s: unknown argument '%s' (see --help)\n", m->arch, arg);
             return -1;
         }
         if (eq) {
@@ -169,20 +185,21 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
             strcpy(name, arg);
         }
         static const char *const with_value[] = {
-            "--data", "--save", "--load", "--curve", "--epochs", "--batch", "--limit",
-            "--test-limit", "--threads", "--seed", "--lr", "--momentum", "--predict"};
+            "--data", "--save", "--load", "--curve", "--checkpoint", "--resume", "--epochs",
+            "--batch", "--limit", "--test-limit", "--threads", "--seed", "--lr", "--momentum",
+            "--predict"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
             known |= !strcmp(name, with_value[k]);
         if (!known) {
-            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", m->arch, name);
+            fprintf(msgs(stderr), "%s: unknown option '%s' (see --help)\n", m->arch, name);
             return -1;
         }
         if (eq) {
             val = eq + 1;
         } else {
             if (i + 1 >= argc) {
-                fprintf(stderr, "%s: %s needs a value (see --help)\n", m->arch, name);
+                fprintf(msgs(stderr), "%s: %s needs a value (see --help)\n", m->arch, name);
                 return -1;
             }
             val = argv[++i];
@@ -199,6 +216,10 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
             o->predict = val;
         } else if (!strcmp(name, "--curve")) {
             o->curve = val;
+        } else if (!strcmp(name, "--checkpoint")) {
+            o->checkpoint = val;
+        } else if (!strcmp(name, "--resume")) {
+            o->resume = val;
         } else if (!strcmp(name, "--epochs")) {
             rc = parse_int(m, name, val, 0, 100000, "an integer from 0 to 100000", &o->epochs);
         } else if (!strcmp(name, "--batch")) {
@@ -220,6 +241,10 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
         }
         if (rc) return -1;
     }
+    if (o->load && o->resume) {
+        fprintf(msgs(stderr), "%s: --load and --resume exclude each other\n", m->arch);
+        return -1;
+    }
     return 0;
 }
 
@@ -240,6 +265,12 @@ struct fm_private {
     /* figures for the summary */
     int64_t nb, samples_trained, loaded_epochs;
     double train_s, first_loss, last_loss, final_loss, test_loss, test_acc;
+    /* data-parallel: this rank of world ranks (0 of 1 alone) */
+    int rank, world;
+#ifdef FM_WITH_MPI
+    nn_dist *dist;
+#endif
+    char meta[512];        /* the checkpoints' metadata */
 };
 
 /* Mean loss over batches [from, to) of the epoch, weighted by batch size
@@ -352,6 +383,17 @@ static void print_json(const fm_run *r)
            ", \"train_samples\": %" PRId64 ", \"test_samples\": %" PRId64 ", ",
            p->m->arch, p->o.epochs, p->o.batch, p->o.lr, p->o.momentum, p->o.seed, p->threads,
            nn_loader_num_samples(r->train), nn_loader_num_samples(r->test));
+    /* train_samples_per_s is the aggregate over the ranks: every rank's
+     * samples, over rank 0's training time. */
+    printf("\"world_size\": %d, ", p->world);
+#ifdef FM_WITH_MPI
+    nn_dist_stats ds;
+    if (p->dist && nn_dist_get_stats(p->dist, &ds) == 0 && ds.steps > 0) {
+        json_number("allreduce_ms_per_step", 1e3 * ds.reduce_seconds / (double)ds.steps, false);
+        json_number("pack_ms_per_step", 1e3 * ds.pack_seconds / (double)ds.steps, false);
+        printf("\"allreduce_bytes\": %" PRId64 ", ", ds.bytes);
+    }
+#endif
     json_number("test_accuracy", p->test_acc, false);
     json_number("test_loss", p->test_loss, false);
     json_number("first_loss", p->first_loss, false);
@@ -422,7 +464,14 @@ static int make_loaders(fm_run *r)
     o.shuffle = false;
     o.limit = p->o.test_limit;
     r->test = nn_loader_from_idx(p->test_data->images, p->test_data->labels, &o);
-    return r->train && r->test ? 0 : -1;
+    if (!r->train || !r->test) return -1;
+#ifdef FM_WITH_MPI
+    /* Each rank trains on its slice of every global batch, and evaluates
+     * its slice of the test set; the trainer sums the figures. */
+    if (p->world > 1 && (nn_dist_shard(p->dist, r->train) || nn_dist_shard(p->dist, r->test)))
+        return -1;
+#endif
+    return 0;
 }
 
 /* ==== the three calls of a program ======================================== */
@@ -439,6 +488,9 @@ static void run_free(fm_run *r)
     if (p->curve) fclose(p->curve);
     free(p->batch_loss);
     free(p->batch_size);
+#ifdef FM_WITH_MPI
+    nn_dist_finalize(p->dist);
+#endif
     free(p);
     *r = (fm_run){0};
 }
@@ -461,12 +513,19 @@ static int start(fm_run *r)
     if (o->threads > 1 && !o->quiet)
         printf("note: built without OpenMP, --threads %d has no effect\n", o->threads);
 #endif
-    if (o->save && check_writable_dir(o->save)) return -1;
-    if (o->predict && check_writable_dir(o->predict)) return -1;
+    /* Every rank evaluates its own slice of the test set under mpirun. */
+    if (o->predict && p->world > 1)
+        return ad_set_error("--predict writes the whole test set from one process: run it "
+                            "without mpirun (--load the saved model, --epochs 0)");
+    if (p->rank == 0 && ((o->save && check_writable_dir(o->save)) ||
+                         (o->predict && check_writable_dir(o->predict)) ||
+                         (o->checkpoint && check_writable_dir(o->checkpoint))))
+        return -1;
     if (load_data(p)) return -1;
     int64_t ntrain = p->train_data->images->dims[0], ntest = p->test_data->images->dims[0];
     if (o->limit > ntrain || o->test_limit > ntest) {
-        fprintf(stderr, "%s: --%s %" PRId64 " is more than the %" PRId64 " images of %s\n",
+        if (p->rank == 0)
+            fprintf(stderr, "%s: --%s %" PRId64 " is more than the %" PRId64 " images of %s\n",
                 p->m->arch, o->limit > ntrain ? "limit" : "test-limit",
                 o->limit > ntrain ? o->limit : o->test_limit,
                 o->limit > ntrain ? ntrain : ntest, o->data_dir);
@@ -485,6 +544,13 @@ static int start(fm_run *r)
                               .on_step = on_step,
                               .on_epoch = on_epoch,
                               .user = p};
+    if (o->checkpoint) {
+        snprintf(p->meta, sizeof p->meta,
+                 "{\"arch\": \"%s\", \"description\": \"%s\"}", p->m->arch,
+                 p->m->description);
+        r->fit.checkpoint = o->checkpoint; /* nn_fit writes it on rank 0 only */
+        r->fit.checkpoint_metadata = p->meta;
+    }
     return 0;
 }
 
@@ -499,7 +565,33 @@ int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv)
     r->p = p;
     p->m = recipe;
     p->t_start = now();
+    p->world = 1;
+#ifdef FM_WITH_MPI
+    /* Under mpirun or srun: MPI_Init, and this is one rank of several.
+     * Started alone, the program trains alone and never touches MPI.
+     * Every rank parses the same options; only rank 0 prints, saves and
+     * writes the curve. */
+    if (nn_dist_launched() && !(p->dist = nn_dist_init(&argc, &argv, NULL))) {
+        fprintf(stderr, "%s: error: %s\n", recipe->arch, ad_error());
+        run_free(r);
+        return EXIT_RUNTIME;
+    }
+    if (p->dist) {
+        p->rank = nn_dist_rank(p->dist);
+        p->world = nn_dist_world_size(p->dist);
+    }
+#endif
+    if (p->rank > 0) silent_sink = fopen("/dev/null", "w");
     int rc = parse_options(recipe, argc, argv, &p->o);
+    if (silent_sink) {
+        fclose(silent_sink);
+        silent_sink = NULL;
+    }
+    if (p->rank > 0) { /* the same options; rank 0 speaks for all */
+        p->o.quiet = true;
+        p->o.json = false;
+        p->o.curve = NULL;
+    }
     if (rc) {
         run_free(r);
         return rc < 0 ? EXIT_USAGE : 0;
@@ -513,6 +605,14 @@ int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv)
         return FM_GO;
     }
     if (rc < 0) {
+#ifdef FM_WITH_MPI
+        /* A rank that stops here would leave the others waiting. */
+        if (p->world > 1) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "%s: ", recipe->arch);
+            nn_dist_abort(p->dist, prefix, EXIT_RUNTIME);
+        }
+#endif
         fflush(stdout);
         fprintf(stderr, "%s: error: %s\n", recipe->arch, ad_error() ? ad_error() : "unknown");
         rc = EXIT_RUNTIME;
@@ -554,6 +654,21 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
         nn_safetensors_info_free(info);
         if (rc || nn_trainer_load(tr, o->load, false)) return -1;
     }
+#ifdef FM_WITH_MPI
+    /* Rank 0's model (initialised from the same seed, or loaded above)
+     * and optimiser state on every rank; then --resume reads the file on
+     * rank 0 and sends it to all.  A world of one trains alone. */
+    if (p->world > 1) {
+        if (nn_dist_attach(p->dist, tr) || (o->resume && nn_dist_load(p->dist, tr, o->resume)))
+            return -1;
+    } else if (o->resume && nn_trainer_load(tr, o->resume, true)) {
+        return -1;
+    }
+#else
+    if (o->resume && nn_trainer_load(tr, o->resume, true)) return -1;
+#endif
+    if (o->resume && !o->quiet)
+        printf("resumed from %s after epoch %" PRId64 "\n", o->resume, nn_trainer_epoch(tr));
     if (o->curve) {
         p->curve = fopen(o->curve, "w");
         if (!p->curve) return ad_set_error("%s: cannot write: %s", o->curve, strerror(errno));
@@ -631,7 +746,7 @@ static int report(fm_run *r, nn_trainer *tr)
 {
     struct fm_private *p = r->p;
     const options *o = &p->o;
-    if (o->epochs == 0) { /* only evaluate a loaded model */
+    if (p->samples_trained == 0) { /* nothing trained here: evaluate what was loaded */
         nn_metrics mt;
         nn_confusion_reset(p->test_cm);
         if (nn_trainer_evaluate(tr, r->test, p->test_cm, &mt) < 0) return -1;
@@ -652,8 +767,8 @@ static int report(fm_run *r, nn_trainer *tr)
         if (bad) return ad_set_error("%s: write error", o->curve);
         if (o->epochs > 0) plot_curve(o->curve, p->m->arch, o->epochs, o->quiet);
     }
-    if (o->predict && write_predictions(r)) return -1;
-    if (o->save) {
+    if (o->predict && p->rank == 0 && write_predictions(r)) return -1;
+    if (o->save && p->rank == 0) {
         /* Loadable in Python with safetensors.numpy.load_file: the model's
          * state_dict, the optimiser's state under optim.*, and metadata
          * saying which program made it. */
@@ -683,6 +798,16 @@ int fm_finish(fm_run *r, nn_trainer *tr, int rc)
     const char *arch = r->p->m->arch;
     if (rc == 0) rc = report(r, tr);
     if (rc < 0) {
+#ifdef FM_WITH_MPI
+        /* The other ranks may be waiting in a collective for this one:
+         * end them all, with this rank's message.  The last checkpoint,
+         * written atomically, is intact. */
+        if (r->p->world > 1) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "%s: ", arch);
+            nn_dist_abort(r->p->dist, prefix, EXIT_RUNTIME);
+        }
+#endif
         fflush(stdout);
         fprintf(stderr, "%s: error: %s\n", arch, ad_error() ? ad_error() : "unknown");
         rc = EXIT_RUNTIME;

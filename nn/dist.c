@@ -1,0 +1,508 @@
+/* nn/dist.c - data-parallel training over MPI (nn/dist.h).
+ *
+ * Its own library (libautodiff_nn_mpi), built on the public API of
+ * autodiff and nn and on MPI: nothing else of the project sees MPI.  The
+ * trainer knows only the two hooks of nn_trainer_comm; this file fills
+ * them with collectives on a duplicate of the user's communicator. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+
+#include "dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Per step, after the gradients, the last bucket carries three numbers of
+ * the rank (in its dtype; exact as long as counts stay below 2^24 in
+ * float32): its batch size, its loss times its batch size, and how many
+ * parameters got a gradient (the ranks must agree). */
+enum { EXTRA = 3 };
+
+typedef struct bucket {
+    ad_dtype dtype;
+    int first, end;       /* parameters [first, end) */
+    int64_t count;        /* elements, the extras included in the last */
+    void *data;
+    MPI_Request req;
+} bucket;
+
+struct nn_dist {
+    MPI_Comm comm;
+    int rank, size;
+    bool finalize_mpi;    /* nn_dist_init called MPI_Init */
+    nn_dist_options o;
+    nn_trainer *tr;       /* attached, borrowed */
+    nn_named_tensors *params;
+    int64_t *offset;      /* of each parameter in its bucket */
+    bucket *b;
+    int nb;
+    nn_dist_stats stats;
+};
+
+/* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */
+static int mpi_ok(int rc, const char *call)
+{
+    if (rc == MPI_SUCCESS) return 0;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
+    msg[len] = '\0';
+    return ad_set_error_code(AD_ERR_IO, "nn_dist: %s failed: %s", call,
+                             len ? msg : "unknown MPI error");
+}
+
+static MPI_Datatype mpi_type(ad_dtype dt)
+{
+    return dt == AD_FLOAT32 ? MPI_FLOAT : MPI_DOUBLE;
+}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+bool nn_dist_launched(void)
+{
+    static const char *const vars[] = {
+        "OMPI_COMM_WORLD_SIZE", /* Open MPI's mpirun */
+        "PMI_SIZE",             /* MPICH's Hydra, Intel MPI, srun --mpi=pmi2 */
+        "PMIX_RANK",            /* PMIx launchers, srun --mpi=pmix */
+        "MPI_LOCALNRANKS",      /* MPICH */
+        "SLURM_PROCID",         /* any srun task */
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        if (getenv(vars[i])) return true;
+    return false;
+}
+
+nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
+{
+    int up = 0;
+    MPI_Initialized(&up);
+    if (!up) {
+        ad_set_error("nn_dist_from_comm: MPI is not initialised (call MPI_Init, or nn_dist_init)");
+        return NULL;
+    }
+    nn_dist *d = ad_calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->o = opts ? *opts : (nn_dist_options){0};
+    if (d->o.bucket_bytes == 0) d->o.bucket_bytes = (size_t)25 << 20;
+    /* The environment has the last word, as MPI's own OMPI_MCA_* do: the
+     * wait suits the machine, not the program. */
+    const char *w = getenv("NN_DIST_WAIT_US");
+    if (w && *w) d->o.wait_sleep_us = atoi(w) > 0 ? atoi(w) : 0;
+    d->comm = MPI_COMM_NULL;
+    if (mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
+        mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
+        mpi_ok(MPI_Comm_rank(d->comm, &d->rank), "MPI_Comm_rank") ||
+        mpi_ok(MPI_Comm_size(d->comm, &d->size), "MPI_Comm_size")) {
+        if (d->comm != MPI_COMM_NULL) MPI_Comm_free(&d->comm);
+        ad_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts)
+{
+    int up = 0, provided;
+    MPI_Initialized(&up);
+    if (!up && mpi_ok(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided),
+                      "MPI_Init_thread"))
+        return NULL;
+    nn_dist *d = nn_dist_from_comm(MPI_COMM_WORLD, opts);
+    if (d) d->finalize_mpi = !up;
+    return d;
+}
+
+static void buckets_free(nn_dist *d)
+{
+    for (int i = 0; i < d->nb; i++) ad_free(d->b[i].data);
+    ad_free(d->b);
+    ad_free(d->offset);
+    nn_named_tensors_free(d->params);
+    d->b = NULL;
+    d->offset = NULL;
+    d->params = NULL;
+    d->nb = 0;
+}
+
+void nn_dist_detach(nn_dist *d)
+{
+    if (!d) return;
+    if (d->tr) nn_trainer_set_comm(d->tr, NULL);
+    d->tr = NULL;
+    buckets_free(d);
+}
+
+int nn_dist_finalize(nn_dist *d)
+{
+    if (!d) return 0;
+    /* The trainer is not touched: it may be freed already (programs free
+     * their objects in any order at the end); one that lives on must not
+     * train again (nn/dist.h). */
+    buckets_free(d);
+    bool fin = d->finalize_mpi;
+    MPI_Comm_free(&d->comm);
+    ad_free(d);
+    return fin ? mpi_ok(MPI_Finalize(), "MPI_Finalize") : 0;
+}
+
+int nn_dist_rank(const nn_dist *d)
+{
+    return d ? d->rank : ad_set_error("nn_dist_rank: d is NULL");
+}
+
+int nn_dist_world_size(const nn_dist *d)
+{
+    return d ? d->size : ad_set_error("nn_dist_world_size: d is NULL");
+}
+
+MPI_Comm nn_dist_comm(const nn_dist *d)
+{
+    return d ? d->comm : MPI_COMM_NULL;
+}
+
+/* ---- the collectives ------------------------------------------------------- */
+
+int nn_dist_sum(nn_dist *d, double *values, int n)
+{
+    if (!d || (!values && n > 0)) return ad_set_error("nn_dist_sum: %s is NULL", d ? "values" : "d");
+    if (n <= 0) return 0;
+    return mpi_ok(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, d->comm),
+                  "MPI_Allreduce");
+}
+
+/* -1 on every rank unless all ranks hold the same value v. */
+static int same_everywhere(nn_dist *d, const char *fn, int64_t v, const char *what)
+{
+    int64_t mm[2] = {v, -v};
+    if (mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT64_T, MPI_MAX, d->comm),
+               "MPI_Allreduce"))
+        return -1;
+    if (mm[0] != -mm[1])
+        return ad_set_error("%s: the ranks differ in %s (rank %d has %lld)", fn, what, d->rank,
+                            (long long)v);
+    return 0;
+}
+
+int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list)
+{
+    const char *fn = "nn_dist_broadcast";
+    if (!d || !list) return ad_set_error("%s: %s is NULL", fn, d ? "list" : "d");
+    /* A layout signature first: a rank with another model would otherwise
+     * receive bytes of the wrong tensors, or block in a broadcast of
+     * another size. */
+    uint64_t sig = (uint64_t)list->n; /* unsigned: the hash wraps around */
+    for (int i = 0; i < list->n; i++) {
+        ad_tensor *t = list->tensors[i];
+        if (!ad_is_contiguous(t))
+            return ad_set_error("%s: '%s' is not contiguous", fn, list->names[i]);
+        sig = sig * 1000003u + (uint64_t)ad_numel(t) * ad_dtype_size(ad_tensor_dtype(t));
+    }
+    /* compared as int64 (the top bit cleared, so that -v never overflows) */
+    if (same_everywhere(d, fn, (int64_t)(sig >> 1), "their tensors (dtypes or sizes)")) return -1;
+    for (int i = 0; i < list->n; i++) {
+        ad_tensor *t = list->tensors[i];
+        char *p = ad_data(t);
+        size_t bytes = (size_t)ad_numel(t) * ad_dtype_size(ad_tensor_dtype(t));
+        if (!p && bytes) return -1;
+        for (size_t done = 0; done < bytes;) { /* an int count per call */
+            size_t chunk = bytes - done < ((size_t)1 << 30) ? bytes - done : (size_t)1 << 30;
+            if (mpi_ok(MPI_Bcast(p + done, (int)chunk, MPI_BYTE, 0, d->comm), "MPI_Bcast"))
+                return -1;
+            done += chunk;
+        }
+        if (d->rank != 0) ad_mark_modified(t);
+    }
+    return 0;
+}
+
+/* Rank 0's model, optimiser state and counts onto every rank. */
+static int broadcast_trainer(nn_dist *d, nn_trainer *tr)
+{
+    nn_named_tensors *sd = nn_state_dict(nn_trainer_model(tr));
+    nn_named_tensors *st = sd ? nn_optim_state(nn_trainer_optimizer(tr)) : NULL;
+    int rc = st ? 0 : -1;
+    if (rc == 0) rc = nn_dist_broadcast(d, sd);
+    if (rc == 0) rc = nn_dist_broadcast(d, st);
+    int64_t counts[2] = {nn_trainer_epoch(tr), nn_trainer_steps(tr)};
+    if (rc == 0)
+        rc = mpi_ok(MPI_Bcast(counts, 2, MPI_INT64_T, 0, d->comm), "MPI_Bcast");
+    if (rc == 0) rc = nn_trainer_set_counts(tr, counts[0], counts[1]);
+    nn_named_tensors_free(sd);
+    nn_named_tensors_free(st);
+    return rc;
+}
+
+/* ---- gradient averaging ------------------------------------------------------ */
+
+/* Buckets over the parameters in their order: a new one where the dtype
+ * changes or the bytes would pass bucket_bytes (a larger parameter has one
+ * of its own). */
+static int layout(nn_dist *d, const char *fn)
+{
+    nn_named_tensors *ps = d->params;
+    d->offset = ad_calloc((size_t)ps->n + 1, sizeof *d->offset);
+    d->b = ad_calloc((size_t)ps->n + 1, sizeof *d->b);
+    if (!d->offset || !d->b) return -1;
+    for (int i = 0; i < ps->n; i++) {
+        ad_tensor *p = ps->tensors[i];
+        ad_dtype dt = ad_tensor_dtype(p);
+        if (dt != AD_FLOAT32 && dt != AD_FLOAT64)
+            return ad_set_error("%s: parameter '%s' is %s; gradients are averaged in float32 or "
+                                "float64", fn, ps->names[i], ad_dtype_name(dt));
+        if (!ad_is_contiguous(p))
+            return ad_set_error("%s: parameter '%s' is not contiguous", fn, ps->names[i]);
+        int64_t n = ad_numel(p);
+        bucket *cur = d->nb ? &d->b[d->nb - 1] : NULL;
+        if (!cur || cur->dtype != dt ||
+            (size_t)(cur->count + n) * ad_dtype_size(dt) > d->o.bucket_bytes) {
+            cur = &d->b[d->nb++];
+            *cur = (bucket){.dtype = dt, .first = i, .end = i, .req = MPI_REQUEST_NULL};
+        }
+        d->offset[i] = cur->count;
+        cur->count += n;
+        cur->end = i + 1;
+    }
+    if (d->nb == 0) return ad_set_error("%s: the model has no parameters", fn);
+    d->b[d->nb - 1].count += EXTRA;
+    d->stats.buckets = d->nb;
+    d->stats.bytes = 0;
+    for (int k = 0; k < d->nb; k++) {
+        bucket *b = &d->b[k];
+        if (b->count > 2147483647)
+            return ad_set_error("%s: a parameter of %lld elements is more than one MPI call "
+                                "can reduce", fn, (long long)b->count);
+        b->data = ad_malloc((size_t)b->count * ad_dtype_size(b->dtype));
+        if (!b->data) return -1;
+        d->stats.bytes += b->count * (int64_t)ad_dtype_size(b->dtype);
+    }
+    return 0;
+}
+
+/* Copies parameter i's gradient, times scale, into its bucket (zeros when
+ * it has none); 1 when it has one. */
+static int pack(nn_dist *d, int i, double scale)
+{
+    const bucket *b = NULL;
+    for (int k = 0; !b; k++)
+        if (i < d->b[k].end) b = &d->b[k];
+    ad_tensor *g = ad_tensor_grad(d->params->tensors[i]);
+    int64_t n = ad_numel(d->params->tensors[i]);
+    if (b->dtype == AD_FLOAT32) {
+        float *dst = (float *)b->data + d->offset[i], s = (float)scale;
+        const float *src = g ? ad_data(g) : NULL;
+        for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * s : 0.0f;
+    } else {
+        double *dst = (double *)b->data + d->offset[i];
+        const double *src = g ? ad_data(g) : NULL;
+        for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * scale : 0.0;
+    }
+    return g != NULL;
+}
+
+/* The summed gradient of parameter i, times scale, back into its grad. */
+static void unpack(nn_dist *d, const bucket *b, int i, double scale)
+{
+    ad_tensor *g = ad_tensor_grad(d->params->tensors[i]);
+    if (!g) return;
+    int64_t n = ad_numel(g);
+    if (b->dtype == AD_FLOAT32) {
+        const float *src = (const float *)b->data + d->offset[i];
+        float *dst = ad_data(g), s = (float)scale;
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j] * s;
+    } else {
+        const double *src = (const double *)b->data + d->offset[i];
+        double *dst = ad_data(g);
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
+    }
+    ad_mark_modified(g);
+}
+
+static void set_extra(bucket *b, int j, double v)
+{
+    if (b->dtype == AD_FLOAT32)
+        ((float *)b->data)[b->count - EXTRA + j] = (float)v;
+    else
+        ((double *)b->data)[b->count - EXTRA + j] = v;
+}
+
+static double get_extra(const bucket *b, int j)
+{
+    return b->dtype == AD_FLOAT32 ? (double)((const float *)b->data)[b->count - EXTRA + j]
+                                  : ((const double *)b->data)[b->count - EXTRA + j];
+}
+
+/* Waits for a reduction: MPI_Wait, or with wait_sleep_us, MPI_Test in a
+ * loop that sleeps between polls (1 us doubling up to wait_sleep_us) once
+ * the first 20 us have passed without completion.  A rank that sleeps
+ * gives its core to whatever it is waiting for; one that spins in MPI_Wait
+ * (or sched_yield()s, as Open MPI does when oversubscribed) keeps
+ * competing for it.  Seconds spent are added to *t. */
+static int wait_for(nn_dist *d, MPI_Request *req, double *t)
+{
+    double t0 = MPI_Wtime();
+    int rc;
+    if (d->o.wait_sleep_us <= 0) {
+        rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+    } else {
+        long ns = 1000, cap = 1000L * d->o.wait_sleep_us;
+        int done = 0;
+        while ((rc = MPI_Test(req, &done, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !done) {
+            if (MPI_Wtime() - t0 < 20e-6) continue;
+            struct timespec ts = {0, ns};
+            nanosleep(&ts, NULL);
+            ns = ns * 2 < cap ? ns * 2 : cap;
+        }
+    }
+    *t += MPI_Wtime() - t0;
+    return mpi_ok(rc, d->o.wait_sleep_us > 0 ? "MPI_Test" : "MPI_Wait");
+}
+
+/* Starts the reduction of bucket b: MPI_Iallreduce when it will be waited
+ * for later (overlap, or the sleeping wait), else a blocking
+ * MPI_Allreduce. */
+static int start(nn_dist *d, bucket *b, double *t)
+{
+    double t0 = MPI_Wtime();
+    bool async = d->o.overlap || d->o.wait_sleep_us > 0;
+    int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
+                                    MPI_SUM, d->comm, &b->req)
+                   : MPI_Allreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
+                                   MPI_SUM, d->comm);
+    *t += MPI_Wtime() - t0;
+    if (mpi_ok(rc, async ? "MPI_Iallreduce" : "MPI_Allreduce")) return -1;
+    /* Without overlap, a started reduction is finished before the next
+     * bucket is packed. */
+    return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
+}
+
+/* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad. */
+static int average_grads(void *user, double *samples, double *loss)
+{
+    nn_dist *d = user;
+    double t0 = MPI_Wtime(), tcomm = 0;
+    int have = 0;
+    for (int k = 0; k < d->nb; k++) {
+        bucket *b = &d->b[k];
+        for (int i = b->first; i < b->end; i++) have += pack(d, i, *samples);
+        if (k == d->nb - 1) {
+            set_extra(b, 0, *samples);
+            set_extra(b, 1, *samples * *loss);
+            set_extra(b, 2, have);
+        }
+        if (start(d, b, &tcomm)) return -1;
+    }
+    /* The extras live in the last bucket: with overlap, wait for it first,
+     * then for the others in order, unpacking each while later ones run
+     * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
+    bucket *last = &d->b[d->nb - 1];
+    if (d->o.overlap && wait_for(d, &last->req, &tcomm)) return -1;
+    double total = get_extra(last, 0), lsum = get_extra(last, 1), had = get_extra(last, 2);
+    if (had != (double)have * d->size) {
+        for (int k = 0; k < d->nb && d->o.overlap; k++) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
+        return ad_set_error("nn_dist: the ranks disagree on which parameters have gradients "
+                            "(rank %d: %d of %d); a parameter must get one on every rank or "
+                            "on none", d->rank, have, d->params->n);
+    }
+    for (int k = 0; k < d->nb; k++) {
+        bucket *b = &d->b[k];
+        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) return -1;
+        for (int i = b->first; i < b->end; i++) unpack(d, b, i, 1.0 / total);
+    }
+    *samples = total;
+    *loss = lsum / total;
+    d->stats.steps++;
+    d->stats.reduce_seconds += tcomm;
+    d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
+    return 0;
+}
+
+static int sum_hook(void *user, double *values, int n)
+{
+    return nn_dist_sum(user, values, n);
+}
+
+int nn_dist_attach(nn_dist *d, nn_trainer *tr)
+{
+    const char *fn = "nn_dist_attach";
+    if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
+    nn_dist_detach(d);
+    d->params = nn_parameters(nn_trainer_model(tr));
+    int rc = d->params ? layout(d, fn) : -1;
+    /* Every rank must agree before the first collective of another size. */
+    int bad = rc != 0, any = 0;
+    if (mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))
+        rc = -1;
+    else if (any && rc == 0)
+        rc = ad_set_error("%s: another rank could not lay out its gradient buckets", fn);
+    if (rc == 0) rc = same_everywhere(d, fn, d->stats.bytes, "their gradients' size");
+    if (rc == 0) rc = broadcast_trainer(d, tr);
+    nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d};
+    if (rc == 0) rc = nn_trainer_set_comm(tr, &c);
+    if (rc) {
+        buckets_free(d);
+        return -1;
+    }
+    d->tr = tr;
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    return 0;
+}
+
+int nn_dist_shard(nn_dist *d, nn_loader *l)
+{
+    if (!d) return ad_set_error("nn_dist_shard: d is NULL");
+    return nn_loader_shard(l, d->rank, d->size);
+}
+
+int nn_dist_load(nn_dist *d, nn_trainer *tr, const char *path)
+{
+    const char *fn = "nn_dist_load";
+    if (!d || !tr || !path) return ad_set_error("%s: %s is NULL", fn, !d ? "d" : !tr ? "tr" : "path");
+    if (d->tr != tr) return ad_set_error("%s: attach the trainer first (nn_dist_attach)", fn);
+    /* Rank 0 reads; its outcome, and its message on failure, go to all. */
+    struct {
+        int rc;
+        char msg[1024];
+    } out = {0, ""};
+    if (d->rank == 0 && nn_trainer_load(tr, path, true)) {
+        out.rc = -1;
+        snprintf(out.msg, sizeof out.msg, "%s", ad_error() ? ad_error() : "unknown error");
+    }
+    if (mpi_ok(MPI_Bcast(&out, (int)sizeof out, MPI_BYTE, 0, d->comm), "MPI_Bcast")) return -1;
+    if (out.rc) return ad_set_error_code(AD_ERR_IO, "%s: rank 0: %s", fn, out.msg);
+    return broadcast_trainer(d, tr);
+}
+
+int nn_dist_abort(nn_dist *d, const char *prefix, int code)
+{
+    int rank = 0, size = 1;
+    MPI_Comm comm = d ? d->comm : MPI_COMM_WORLD;
+    if (d) {
+        rank = d->rank;
+        size = d->size;
+    } else {
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+    }
+    fflush(stdout);
+    fprintf(stderr, "%srank %d of %d: error: %s; ending every rank\n", prefix ? prefix : "", rank,
+            size, ad_error() ? ad_error() : "unknown error");
+    fflush(stderr);
+    MPI_Abort(comm, code ? code : 1);
+    /* MPI_Abort does not return in the implementations we know. */
+    return ad_set_error("nn_dist_abort: MPI_Abort returned");
+}
+
+int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats)
+{
+    if (!d || !stats) return ad_set_error("nn_dist_get_stats: %s is NULL", d ? "stats" : "d");
+    *stats = d->stats;
+    return 0;
+}
+
+int nn_dist_reset_stats(nn_dist *d)
+{
+    if (!d) return ad_set_error("nn_dist_reset_stats: d is NULL");
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    return 0;
+}

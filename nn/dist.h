@@ -1,0 +1,167 @@
+/* nn/dist.h - data-parallel training over MPI: the same model on every
+ * rank, each rank's shard of every batch, gradients averaged with
+ * MPI_Allreduce.
+ *
+ * Built only when MPI is found (meson -Dmpi=auto|enabled|disabled), as its
+ * own library, libautodiff_nn_mpi (pkg-config autodiff_nn_mpi), so that
+ * libautodiff and libautodiff_nn never depend on MPI.  A program is an MPI
+ * program: compile with mpicc or add MPI's flags (pkg-config ompi-c), run
+ * under mpirun or srun (docs/distributed.md).
+ *
+ *     nn_dist *d = nn_dist_init(&argc, &argv, NULL);     // MPI_Init when needed
+ *     ... model, optimiser, trainer, loaders: the same code as alone ...
+ *     if (nn_dist_attach(d, tr)                           // rank 0's weights everywhere
+ *         || nn_dist_shard(d, train) || nn_dist_shard(d, val)
+ *         || nn_fit(tr, train, val, epochs, &fit))        // rank 0 prints and saves
+ *         nn_dist_abort(d, 1);                            // ends every rank
+ *     nn_dist_finalize(d);
+ *
+ * What a step does.  Each rank runs forward and backward on its slice of
+ * the global batch (nn_loader_shard), then the trainer calls the hook set
+ * by nn_dist_attach: the gradients are copied, scaled by the rank's batch
+ * size, into flat contiguous buckets (about bucket_bytes each, per dtype;
+ * the batch size and loss ride in the last one), every bucket is summed
+ * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started as
+ * soon as a bucket is packed so the packing of the next overlaps it, with
+ * .overlap), and copied back divided by the total batch size.  Every rank
+ * then takes the same optimiser step from the same numbers, so the replicas
+ * stay identical without ever sending weights again.  The reduction's
+ * order of additions is fixed by MPI for a given world size and
+ * algorithm, so two runs with the same world size, transport and seed are
+ * bit-identical.
+ *
+ * Errors.  The communicator is a duplicate of the one given, set to
+ * MPI_ERRORS_RETURN: an MPI failure comes back as -1 with ad_error()
+ * naming the call and MPI's message ("nn_dist: MPI_Allreduce: ..."),
+ * never as an abort inside the library.  A rank that fails cannot be
+ * waited for by the others (they block in the next collective), so the
+ * program ends them all with nn_dist_abort, which prints the rank and the
+ * message and calls MPI_Abort.  A rank that dies is seen by mpirun or srun,
+ * which end the others.  Checkpoints are written by rank 0 only, atomically
+ * (nn_trainer_save), so the last one survives any of this.
+ *
+ * Ownership: nn_dist_init and nn_dist_from_comm return an object the caller
+ * ends with nn_dist_finalize; it borrows the trainer given to
+ * nn_dist_attach, whose hooks then point at it: the trainer must not step
+ * after nn_dist_finalize (nn_dist_detach first to train on alone).  The two
+ * may be freed in either order.
+ */
+#ifndef NN_DIST_H
+#define NN_DIST_H
+
+#include <mpi.h>
+
+#include "trainer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nn_dist nn_dist;
+
+typedef struct nn_dist_options {
+    /* Bytes per gradient bucket; 0 means 25 MB (PyTorch DDP's default). */
+    size_t bucket_bytes;
+    /* Start each bucket's reduction (MPI_Iallreduce) as soon as it is
+     * packed, so that packing the next overlaps it; false: one blocking
+     * MPI_Allreduce per bucket.  Only models of several buckets can gain;
+     * docs/distributed.md has the measurement. */
+    bool overlap;
+    /* How a rank waits for a reduction.  0: MPI_Wait, MPI's own wait,
+     * which spins (or, when Open MPI knows it is oversubscribed, calls
+     * sched_yield) - the lowest latency when every rank has a core of its
+     * own.  > 0: polls with MPI_Test, sleeping between polls (from 1 us,
+     * doubling up to this many microseconds) after the first 20 us, so a
+     * rank that arrives early gives its core to the others; on a machine
+     * with more runnable processes than cores this is much faster
+     * (docs/distributed.md has the figures). */
+    int wait_sleep_us;
+} nn_dist_options;
+
+/* MPI_Init (MPI_Init_thread, MPI_THREAD_FUNNELED) unless MPI is already
+ * initialised, then nn_dist_from_comm(MPI_COMM_WORLD).  argc and argv may
+ * be NULL.  opts may be NULL for the defaults.  NULL with an error when MPI
+ * fails. */
+AD_API nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts);
+/* True when this process was started by an MPI launcher (mpirun or
+ * mpiexec of Open MPI, MPICH or Intel MPI, Slurm's srun): the variables
+ * they set (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK, SLURM_PROCID ...)
+ * are there.  A program that also runs alone can skip MPI then, and start
+ * faster, with no MPI state at all (sanitizers and valgrind see none). */
+AD_API bool nn_dist_launched(void);
+/* The same on a communicator of the caller's (an MPI program that trains
+ * on a sub-communicator); comm is duplicated, so the library's messages
+ * never mix with the caller's, and the caller keeps comm.  MPI must be
+ * initialised.  Errors: MPI not initialised, MPI failures, out of memory. */
+AD_API nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts);
+/* Frees the buckets, the duplicate communicator and d, and calls
+ * MPI_Finalize when nn_dist_init initialised MPI.  The attached trainer is
+ * not touched (it may already be freed): do not train with it afterwards,
+ * or nn_dist_detach it first.  NULL is ignored.  Returns 0, or -1 when
+ * MPI_Finalize fails. */
+AD_API int nn_dist_finalize(nn_dist *d);
+
+/* This process's rank in [0, world size) and the world size; -1 with an
+ * error for NULL. */
+AD_API int nn_dist_rank(const nn_dist *d);
+AD_API int nn_dist_world_size(const nn_dist *d);
+/* The duplicate communicator the library uses (MPI_COMM_NULL for NULL). */
+AD_API MPI_Comm nn_dist_comm(const nn_dist *d);
+
+/* Makes tr a worker of the run (nn_trainer_set_comm with hooks of d) and
+ * broadcasts from rank 0 the model's state_dict, the optimiser's state and
+ * the trainer's epoch and step counts, so every rank starts from rank 0's
+ * replica (its initialisation, or the checkpoint it loaded).  The buckets
+ * are laid out here from the model's parameters, which must not change
+ * afterwards (attach again if they do).  Collective: every rank calls it
+ * with the same model.  Errors: NULL, a parameter not float32/float64 or
+ * not contiguous, the ranks' models differing in their tensors' sizes
+ * (checked by a reduction before any byte is sent), MPI failures. */
+AD_API int nn_dist_attach(nn_dist *d, nn_trainer *tr);
+/* Undoes nn_dist_attach: tr trains alone again.  NULL d is ignored. */
+AD_API void nn_dist_detach(nn_dist *d);
+
+/* Broadcasts from rank 0 every tensor of list (the same names and shapes
+ * on every rank, contiguous).  Collective.  nn_dist_attach uses it; call
+ * it for tensors of your own. */
+AD_API int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list);
+
+/* nn_loader_shard(l, rank, world size): this rank's slice of every global
+ * batch (nn/data.h says how). */
+AD_API int nn_dist_shard(nn_dist *d, nn_loader *l);
+
+/* A resuming nn_trainer_load on rank 0 only, then nn_dist_attach's
+ * broadcast, so the file need exist on rank 0's machine alone, and a run
+ * resumes on any number of ranks (the global batch is world size * the
+ * per-rank batch; nn_fit continues the schedule from the saved epoch).
+ * Collective; tr must be attached.  On rank 0's failure every rank returns
+ * -1 with rank 0's message. */
+AD_API int nn_dist_load(nn_dist *d, nn_trainer *tr, const char *path);
+
+/* Sums values[0..n) over the ranks in place (MPI_Allreduce of doubles).
+ * Collective. */
+AD_API int nn_dist_sum(nn_dist *d, double *values, int n);
+
+/* Prints "<prefix>rank R of W: error: <ad_error()>; ending every rank" to
+ * stderr and ends every rank with MPI_Abort(code) (1 for 0).  For a
+ * program's error path: a rank that returns instead leaves the others
+ * blocked in their next collective.  d may be NULL (MPI_COMM_WORLD is
+ * ended).  Returns -1 only if MPI_Abort returned. */
+AD_API int nn_dist_abort(nn_dist *d, const char *prefix, int code);
+
+/* Time spent averaging gradients since attach (or the last reset): the
+ * reductions themselves, and packing and unpacking the buckets. */
+typedef struct nn_dist_stats {
+    int64_t steps;          /* gradient averagings */
+    int buckets;            /* per step */
+    int64_t bytes;          /* reduced per step, all buckets */
+    double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
+    double pack_seconds;    /* copying in and out of the buckets */
+} nn_dist_stats;
+AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
+AD_API int nn_dist_reset_stats(nn_dist *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
