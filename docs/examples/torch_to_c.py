@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """docs/examples/torch_to_c.py - weights trained in PyTorch, run by the C
-program: the torch -> C direction, end to end.
+program, and back: both directions end to end.
 
     torch_to_c.py FMNIST_MLP [DATA_DIR]
 
