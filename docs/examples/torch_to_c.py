@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """docs/examples/torch_to_c.py - weights trained in PyTorch, run by the C
-program: the torch -> C direction, end to end.
+program, and back: both directions end to end.
 
     torch_to_c.py FMNIST_MLP [DATA_DIR]
 
@@ -19,6 +19,11 @@ program: the torch -> C direction, end to end.
 3. runs  fmnist_mlp --epochs 0 --load mlp.safetensors --predict pred.csv
    and checks that the C program's logits are PyTorch's (float32, to
    1e-4) and its predicted classes the same.
+4. and back: trains the C model for an epoch from those weights
+   (--epochs 1 --save c.safetensors --predict c.csv), loads its state_dict
+   into the PyTorch model (load_state_dict with strict=False: the file also
+   holds the optimiser's state under "optim.") and checks that PyTorch
+   computes the C program's logits.
 
 The data are the four IDX files of DATA_DIR (default: Debian's
 dataset-fashion-mnist), or when those are not installed a small synthetic
@@ -72,6 +77,39 @@ def save_file(tensors, path):
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+
+
+def load_file(path):
+    """safetensors.torch.load_file, or the same by hand (F32, I64, F64)."""
+    try:
+        from safetensors.torch import load_file as st_load
+        return st_load(path)
+    except ImportError:
+        pass
+    types = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        t = torch.frombuffer(bytearray(data[b:end]), dtype=types[e["dtype"]])
+        out[name] = t.reshape(e["shape"]).clone()
+    return out
+
+
+def c_logits(exe, data, args, csv):
+    """Runs the C program with --predict csv; its logits as a tensor."""
+    p = subprocess.run([exe, "--data", data, "--test-limit", str(N), "--predict", csv,
+                        "--quiet", *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"FAIL fmnist_mlp {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
+        return None, None
+    rows = [r.split(",") for r in open(csv).read().splitlines()[1:]]
+    return torch.tensor([[float(v) for v in r[3:]] for r in rows]), rows
 
 
 def read_idx(path):
@@ -138,20 +176,30 @@ def main():
         save_file(model.state_dict(), path)
 
         # 3. the C program evaluates it and writes its logits
-        pred = os.path.join(tmp, "pred.csv")
-        p = subprocess.run([exe, "--data", data, "--epochs", "0", "--load", path,
-                            "--test-limit", str(N), "--predict", pred, "--quiet"],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            print(f"FAIL fmnist_mlp exited {p.returncode}: {p.stderr.strip()}")
+        got, rows = c_logits(exe, data, ["--epochs", "0", "--load", path],
+                             os.path.join(tmp, "pred.csv"))
+        if got is None:
             return 1
-        rows = [r.split(",") for r in open(pred).read().splitlines()[1:]]
-        got = torch.tensor([[float(v) for v in r[3:]] for r in rows])
         diff = (got - want).abs().max().item()
         same_class = sum(int(r[2]) == int(c) for r, c in zip(rows, want.argmax(1)))
-        print(f"{len(rows)} images: largest logit difference C vs PyTorch {diff:.2e}, "
+        print(f"torch -> C: {len(rows)} images, largest logit difference {diff:.2e}, "
               f"same predicted class for {same_class}")
         ok = len(rows) == N and diff < 1e-4 and same_class == N
+
+        # 4. C -> torch: an epoch of training in C, its checkpoint in PyTorch
+        cpath = os.path.join(tmp, "c.safetensors")
+        got, rows = c_logits(exe, data, ["--epochs", "1", "--limit", str(N), "--load", path,
+                                         "--save", cpath], os.path.join(tmp, "c.csv"))
+        if got is None:
+            return 1
+        missing, unexpected = model.load_state_dict(load_file(cpath), strict=False)
+        with torch.no_grad():
+            back = model(x)
+        diff2 = (got - back).abs().max().item()
+        print(f"C -> torch: missing {missing}, {len(unexpected)} optimiser entries ignored, "
+              f"largest logit difference {diff2:.2e}")
+        ok = ok and not missing and all(u.startswith("optim.") for u in unexpected) \
+            and diff2 < 1e-4 and (back - want).abs().max().item() > 1e-3
         print("ok" if ok else "FAIL")
         return 0 if ok else 1
 
