@@ -742,6 +742,13 @@ static int scenario_graph(bool retry, outcome *out)
     TRY_I(dot_digest(1, tape, NULL, 0, NULL, &len, &sum));
     put(out, len);
     put(out, sum);
+    /* local derivatives on the arrows: each op's rule runs on the tape */
+    ad_tensor *sq;
+    TRY_P(sq, ad_mul(e, e));
+    o.edge_derivatives = true;
+    TRY_I(dot_digest(0, NULL, &sq, 1, &o, &len, &sum));
+    put(out, len);
+    put(out, sum);
     rc = 0;
 fail:
     ad_tape_free(tape);

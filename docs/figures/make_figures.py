@@ -10,6 +10,7 @@ was written.  `ninja -C build figures` calls it; the meson test "figures"
 too, into a scratch directory.
 
     backward_steps  ->  backward_step0.png ... backward_step3.png  (dot)
+    lr_paths        ->  lr_paths.png                               (gnuplot)
     optim_paths     ->  optim_paths.png                            (gnuplot)
     fd_error        ->  fd_error.png                               (gnuplot)
     landscape       ->  landscape.png                              (gnuplot)
@@ -21,7 +22,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PLOTS = ("optim_paths", "fd_error", "landscape")
+PLOTS = ("lr_paths", "optim_paths", "fd_error", "landscape")
 
 
 def run(cmd):
