@@ -1,6 +1,6 @@
 // tests/web_test.js - the playground page (web/) in headless Chromium.
 //
-//   node tests/web_test.js BUILD/web/index.html PATH/TO/adcalc /usr/bin/chromium
+//   node tests/web_test.js BUILD/web/index.html PATH/TO/adcalc /usr/bin/chromium [GUIDE.md ...]
 //
 // Opens the page from the file system (as a student would, offline) with
 // playwright-core driving Debian's chromium, and checks it against the
@@ -8,7 +8,8 @@
 // stepping through the backward pass ends with the adjoints of the native
 // --json --trace; an invalid expression shows the engine's message; the
 // descent panel's final points match the native --descend; the Chinese
-// page has every string.  The page runs the same C code compiled by
+// page has every string; every link from the guides to the page opens it
+// with its example and no error.  The page runs the same C code compiled by
 // emscripten, whose libm (musl's) may differ from glibc's in the last
 // bits of sin, exp, pow: numbers are compared to 1e-12 relative.
 'use strict';
@@ -18,7 +19,7 @@ const { execFileSync } = require('child_process');
 const path = require('path');
 const fs = require('fs');
 
-const [page_path, adcalc, browser_path] = process.argv.slice(2);
+const [page_path, adcalc, browser_path, ...guides] = process.argv.slice(2);
 let failures = 0, checks = 0;
 
 function check(cond, what) {
@@ -175,6 +176,29 @@ async function main() {
   const pre = await page.evaluate(() => ({ v: document.getElementById('value').dataset.value,
                                            h1: document.querySelector('h1').textContent }));
   check(pre.v === '8' && pre.h1 === 'autodiff 演练场', `pre-filled link: ${JSON.stringify(pre)}`);
+
+  // ---- every link from the guides opens the page with its example ----
+  for (const guide of guides) {
+    const text = fs.readFileSync(guide, 'utf8');
+    const links = [...text.matchAll(/\(\.\.\/build\/web\/index\.html(\?[^)]*)\)/g)].map((m) => m[1]);
+    check(links.length >= 5, `${path.basename(guide)} links to the page (${links.length} links)`);
+    for (const q of links) {
+      await page.goto(url + q);
+      const state = await waitReady(page);
+      const shown = await page.evaluate(() => ({
+        calcError: document.getElementById('calc-error').hidden ? '' : document.getElementById('calc-error').textContent,
+        descentError: document.getElementById('descent-error').hidden ? '' : document.getElementById('descent-error').textContent,
+        expr: document.getElementById('expr').value, f: document.getElementById('f').value,
+        lang: document.documentElement.lang,
+      }));
+      const params = new URLSearchParams(q);
+      check(state === 'true' && !shown.calcError && !shown.descentError &&
+            (!params.get('expr') || shown.expr === params.get('expr')) &&
+            (!params.get('f') || shown.f === params.get('f')) &&
+            (params.get('lang') !== 'zh' || shown.lang === 'zh-CN'),
+            `${path.basename(guide)} link ${q}: ${JSON.stringify(shown)}`);
+    }
+  }
 
   check(pageErrors.length === 0, `no JavaScript errors: ${pageErrors.join('; ')}`);
   await browser.close();

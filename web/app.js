@@ -327,9 +327,11 @@ function drawContours(grid, paths) {
 function init() {
   var params = new URLSearchParams(location.search);
   lang = params.get('lang') === 'zh' ? 'zh' : 'en';
-  // Links from the guide pre-fill the panels: ?expr=...&point=...&f=...
+  // Links from the guide pre-fill the panels: ?expr=...&point=...&hessian=1,
+  // ?f=...&start=...&range=...&lr=...&steps=...
   if (params.get('expr')) document.getElementById('expr').value = params.get('expr');
   if (params.get('point')) document.getElementById('point').value = params.get('point');
+  if (params.get('hessian') === '1') document.getElementById('hessian').checked = true;
   if (params.get('f')) {
     document.getElementById('preset').value = 'custom';
     document.getElementById('f').value = params.get('f');
