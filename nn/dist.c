@@ -475,12 +475,13 @@ int nn_dist_load(nn_dist *d, nn_trainer *tr, const char *path)
 
 int nn_dist_abort(nn_dist *d, const char *prefix, int code)
 {
-    int rank = 0, size = 1;
+    int rank = 0, size = 1, up = 0;
     MPI_Comm comm = d ? d->comm : MPI_COMM_WORLD;
+    MPI_Initialized(&up);
     if (d) {
         rank = d->rank;
         size = d->size;
-    } else {
+    } else if (up) {
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         MPI_Comm_size(MPI_COMM_WORLD, &size);
     }
@@ -488,6 +489,7 @@ int nn_dist_abort(nn_dist *d, const char *prefix, int code)
     fprintf(stderr, "%srank %d of %d: error: %s; ending every rank\n", prefix ? prefix : "", rank,
             size, ad_error() ? ad_error() : "unknown error");
     fflush(stderr);
+    if (!up) return ad_set_error("nn_dist_abort: MPI is not initialised: nothing to end");
     MPI_Abort(comm, code ? code : 1);
     /* MPI_Abort does not return in the implementations we know. */
     return ad_set_error("nn_dist_abort: MPI_Abort returned");

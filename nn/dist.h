@@ -146,7 +146,8 @@ AD_API int nn_dist_sum(nn_dist *d, double *values, int n);
  * stderr and ends every rank with MPI_Abort(code) (1 for 0).  For a
  * program's error path: a rank that returns instead leaves the others
  * blocked in their next collective.  d may be NULL (MPI_COMM_WORLD is
- * ended).  Returns -1 only if MPI_Abort returned. */
+ * ended).  Returns -1 (after printing) when MPI is not initialised, or if
+ * MPI_Abort returned. */
 AD_API int nn_dist_abort(nn_dist *d, const char *prefix, int code);
 
 /* Time spent averaging gradients since attach (or the last reset): the

@@ -14,6 +14,8 @@
  *   --resume FILE      nn_dist_load before training
  *   --bucket BYTES     gradient bucket size (0: the default 25 MB)
  *   --overlap          MPI_Iallreduce per bucket
+ *   --mismatch         rank 1 builds a wider hidden layer: attach must
+ *                      refuse on every rank
  *   --fail-rank R --fail-step K --fail-mode error|die
  *                      rank R fails at its K-th step: an error (nn_fit
  *                      fails, the program calls nn_dist_abort) or death
@@ -38,7 +40,7 @@ typedef struct opts {
     const char *out, *checkpoint, *resume, *fail_mode;
     int fail_rank;
     int64_t fail_step;
-    bool overlap;
+    bool overlap, mismatch;
 } opts;
 
 static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
@@ -76,8 +78,8 @@ int main(int argc, char **argv)
     opts o = {.batch = 32, .epochs = 2, .fail_rank = -1, .fail_step = -1, .fail_mode = "error"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-        if (!strcmp(a, "--overlap")) {
-            o.overlap = true;
+        if (!strcmp(a, "--overlap") || !strcmp(a, "--mismatch")) {
+            *(a[2] == 'o' ? &o.overlap : &o.mismatch) = true;
             continue;
         }
         i++;
@@ -107,8 +109,9 @@ int main(int argc, char **argv)
     make_data(&x, &y);
     ad_rng rng;
     ad_rng_init(&rng, 3 + (uint64_t)rank); /* different on each rank: attach must fix it */
-    nn_module *net = NN_SEQUENTIAL(nn_linear(IN, 32, true, AD_FLOAT32, &rng), nn_relu(),
-                                   nn_linear(32, 32, true, AD_FLOAT32, &rng), nn_relu(),
+    int64_t hidden = o.mismatch && rank == 1 ? 48 : 32;
+    nn_module *net = NN_SEQUENTIAL(nn_linear(IN, hidden, true, AD_FLOAT32, &rng), nn_relu(),
+                                   nn_linear(hidden, 32, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(32, CLASSES, true, AD_FLOAT32, &rng));
     nn_named_tensors *params = net ? nn_parameters(net) : NULL;
     nn_optim *opt = params ? nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9}) : NULL;

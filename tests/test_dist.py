@@ -132,6 +132,12 @@ try:
         check(same_bits(f(transports[0]), f('sleepy')),
               'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
 
+    # ranks whose models differ: refused by every rank before any weight moves
+    p = run(2, ['--mismatch'], expect_ok=False, timeout=90)
+    check(p.returncode != 0 and 'nn_dist_attach: the ranks differ in their gradients\' size'
+          in p.stderr and 'ending every rank' in p.stderr,
+          'ranks with different models: nn_dist_attach refuses, naming the difference')
+
     # failures in epoch 2 (steps 9..16) of a 2-epoch run: a rank errs, a
     # rank dies; then the run resumes from the checkpoint of epoch 1, at
     # one rank with batch 64 and at two with batch 32, and ends where the
