@@ -38,6 +38,7 @@ bool ad__lapack_present(void) { return false; }
 
 int ad__lu(int n, double *a, int *piv)
 {
+    if (n == 0) return 0; /* LAPACK refuses a leading dimension of 0 */
 #ifdef AD_HAVE_LAPACK
     int info = 0;
     dgetrf_(&n, &n, a, &n, piv, &info);
@@ -79,6 +80,7 @@ void ad__lu_solve(int n, int nrhs, const double *a, const int *piv, double *b)
 
 int ad__cholesky(int n, double *a)
 {
+    if (n == 0) return 0;
 #ifdef AD_HAVE_LAPACK
     int info = 0;
     dpotrf_("L", &n, a, &n, &info, 1);
@@ -238,6 +240,7 @@ int ad__eigh(int n, double *a, double *w)
 
 int ad__qr(int m, int n, double *a, double *r)
 {
+    if (n == 0) return 0;
 #ifdef AD_HAVE_LAPACK
     int info = 0, lwork = -1;
     double wq, *tau = ad__malloc(((size_t)n + 1) * sizeof *tau);
@@ -379,6 +382,7 @@ int ad__svd(int m, int n, double *a, double *u, double *s, double *v)
 {
     int k = m < n ? m : n;
     if (k == 0) return 0;
+    /* from here m, n >= 1: LAPACK's leading dimensions are valid */
 #ifdef AD_HAVE_LAPACK
     int info = 0, lwork = -1;
     double wq;

@@ -235,7 +235,7 @@ static ad_tensor *solve_like(const char *fn, ad_tensor *A, ad_tensor *B, bool tr
     ad_tensor *Ab = ad_expand(A, nbatch + 2, sa);
     ad_tensor *Bb = ad_expand(vec ? ad_unsqueeze(B, 1) : B, nbatch + 2, sb);
     ad_tensor *X = triangular ? trsolve_core(fn, Ab, Bb, p) : solve_core(fn, Ab, Bb);
-    if (X && vec) X = ad_reshape(X, 1, (int64_t[]){n});
+    if (X && vec) X = ad_squeeze(X, -1); /* [..., n, 1] -> [..., n] */
     return ad_scope_end(&s, X);
 }
 

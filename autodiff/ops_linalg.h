@@ -57,8 +57,8 @@ AD_API ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
  * Not provided: eig of non-symmetric matrices, lstsq, pinv, matrix_exp,
  * full_matrices SVD. */
 
-/* X = A^-1 B: A [..., n, n], B [..., n, k] or [n] (one right-hand side;
- * X is then [n]); the batch dimensions broadcast.  LU with partial
+/* X = A^-1 B: A [..., n, n], B [..., n, k] or [n] (one right-hand side
+ * for every matrix; X is then [..., n]); the batch dimensions broadcast.  LU with partial
  * pivoting.  dB = A^-T G, dA = -dB X^T (summed over broadcast batches). */
 AD_API ad_tensor *ad_linalg_solve(ad_tensor *A, ad_tensor *B);
 /* X with T X = B (left) or X T = B (!left, B [..., k, n]), T the upper or

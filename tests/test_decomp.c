@@ -36,6 +36,24 @@ START_TEST(solve_inv_values)
     ad_tensor *X = ad_linalg_solve(A, B);
     ot_assert_shape(X, 3, SH(3, 2, 1));
     ck_assert_double_le(maxdiff(ad_matmul(A, X), B), 1e-14);
+    /* one vector against a batch of matrices: [2,2,2] and [2] give [2,2] */
+    ad_tensor *A2 = ad_stack((ad_tensor *[]){A, ad_mul_scalar(A, 2)}, 2, 0);
+    ad_tensor *x2 = ad_linalg_solve(A2, b);
+    ot_assert_shape(x2, 2, SH(2, 2));
+    ot_assert_values(x2, F64(0.8, 1.4, 0.4, 0.7), 4, 1e-15);
+    /* empty matrices and batches */
+    ad_tensor *E = ad_zeros(ot_tape, AD_FLOAT64, 2, SH(0, 0));
+    ot_assert_shape(ad_linalg_inv(E), 2, SH(0, 0));
+    ck_assert_double_eq(ad_item(ad_linalg_det(E)), 1);
+    ot_assert_shape(ad_linalg_cholesky(E), 2, SH(0, 0));
+    ad_tensor *e3 = ad_zeros(ot_tape, AD_FLOAT64, 3, SH(0, 2, 2));
+    ot_assert_shape(ad_linalg_det(e3), 1, SH(0));
+    ad_tensor *w0, *q0, *r0, *s0;
+    ck_assert_int_eq(ad_linalg_eigh(E, &w0, NULL), 0);
+    ck_assert_int_eq(ad_linalg_qr(ad_zeros(ot_tape, AD_FLOAT64, 2, SH(3, 0)), &q0, &r0), 0);
+    ot_assert_shape(q0, 2, SH(3, 0));
+    ck_assert_int_eq(ad_linalg_svd(ad_zeros(ot_tape, AD_FLOAT64, 2, SH(0, 3)), NULL, &s0, NULL), 0);
+    ot_assert_shape(s0, 1, SH(0));
     /* float32 */
     ad_tensor *A32 = ad_cast(A, AD_FLOAT32);
     ot_assert_values(ad_linalg_inv(A32), F64(0.6, -0.2, -0.2, 0.4), 4, 1e-7);
