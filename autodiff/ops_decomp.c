@@ -475,12 +475,29 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
  * only when the eigenvalues are distinct, unless the loss does not depend
  * on the eigenvectors of the repeated ones (then G_V's part there is 0
  * but 0 * inf is still NaN: as in PyTorch, avoid it). */
+/* Whether the caller took the vectors (eigh's V, svd's U and Vh): when
+ * not, their gradient is known to be zero and the rule leaves out the
+ * terms with 1/(w_j - w_i) or 1/S, which are inf for repeated eigenvalues
+ * or zero singular values and would turn 0 into NaN.  The shortened rule
+ * still reads the vectors; when it is being recorded (create-graph), it
+ * takes them from a new decomposition that hands them out, so that the
+ * next derivative flows through them by the full rule. */
+typedef struct vec_params {
+    bool vectors;
+} vec_params;
+
 static int eigh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *P = n->out;
     int64_t m = P->shape[P->ndim - 1];
     ad_tensor *w = ad_narrow(P, -2, 0, 1), *V = ad_narrow(P, -2, 1, m);
     ad_tensor *gw = ad_squeeze(ad_narrow(g, -2, 0, 1), -2), *gV = ad_narrow(g, -2, 1, m);
+    if (!((const vec_params *)ad__params(n))->vectors) {
+        ad_tensor *w2;
+        if (ad_grad_enabled() && ad_linalg_eigh(n->in[0], &w2, &V)) return -1;
+        gin[0] = ad_matmul(ad_mul(V, ad_unsqueeze(gw, -2)), tr(V)); /* V diag(g_w) V^T */
+        return 0;
+    }
     ad_tensor *M = ad_matmul(tr(V), gV);
     ad_tensor *skew = ad_mul_scalar(ad_sub(M, tr(M)), 0.5);
     ad_tensor *eye = ad_eye(n->out->tape, P->dtype, m);
@@ -497,6 +514,7 @@ static const ad_op OP_EIGH = {
                "F_ij = 1/(w_j - w_i) (Giles 2008)",
     .backward = eigh_bw,
     .forward = eigh_fw,
+    .params_size = sizeof(vec_params),
 };
 
 /* Hands out two parts of a packed result made in scope s: views on a tape,
@@ -532,7 +550,8 @@ int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eigenvecto
     ad_scope s;
     if (ad_scope_begin(&s, fn, 1, &A, false)) return -1;
     ad_tensor *P = ad__result(fn, 1, &A, A->dtype, A->ndim, shape);
-    if (P) P = ad__finish(P, eigh_kernel(fn, A, P), &OP_EIGH, 1, &A, NULL, NULL);
+    vec_params vp = {eigenvectors != NULL};
+    if (P) P = ad__finish(P, eigh_kernel(fn, A, P), &OP_EIGH, 1, &A, &vp, NULL);
     ad_tensor *w = P ? ad_squeeze(ad_narrow(P, -2, 0, 1), -2) : NULL;
     ad_tensor *V = P ? ad_narrow(P, -2, 1, n) : NULL;
     return two_results(&s, V, w, eigenvectors, eigenvalues);
@@ -647,6 +666,13 @@ static int svd_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
               *V = ad_narrow(P, -2, m + 1, cols);
     ad_tensor *gU = ad_narrow(g, -2, 0, m), *gS = ad_narrow(g, -2, m, 1),
               *gV = ad_narrow(g, -2, m + 1, cols);
+    if (!((const vec_params *)ad__params(n))->vectors) {
+        ad_tensor *S2, *Vh;
+        if (!ad_grad_enabled()) Vh = tr(V);
+        else if (ad_linalg_svd(n->in[0], &U, &S2, &Vh)) return -1;
+        gin[0] = ad_matmul(ad_mul(U, gS), Vh); /* U diag(g_S) V^T */
+        return 0;
+    }
     ad_tensor *S2 = ad_square(S), *eye = ad_eye(n->out->tape, P->dtype, k);
     ad_tensor *E = ad_add(ad_sub(S2, tr(S2)), eye);
     ad_tensor *UgU = ad_matmul(tr(U), gU), *VgV = ad_matmul(tr(V), gV);
@@ -668,6 +694,7 @@ static const ad_op OP_SVD = {
                "(Townsend 2016)",
     .backward = svd_bw,
     .forward = svd_fw,
+    .params_size = sizeof(vec_params),
 };
 
 int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
@@ -691,7 +718,8 @@ int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
     ad_scope s;
     if (ad_scope_begin(&s, fn, 1, &A, false)) return -1;
     ad_tensor *P = ad__result(fn, 1, &A, A->dtype, A->ndim, shape);
-    if (P) P = ad__finish(P, svd_kernel(fn, A, P), &OP_SVD, 1, &A, NULL, NULL);
+    vec_params vp = {U != NULL || Vh != NULL};
+    if (P) P = ad__finish(P, svd_kernel(fn, A, P), &OP_SVD, 1, &A, &vp, NULL);
     ad_tensor *u = P ? ad_narrow(P, -2, 0, m) : NULL;
     ad_tensor *sv = P ? ad_squeeze(ad_narrow(P, -2, m, 1), -2) : NULL;
     ad_tensor *vh = P ? tr(ad_narrow(P, -2, m + 1, n)) : NULL;

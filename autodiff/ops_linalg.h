@@ -97,8 +97,8 @@ AD_API ad_tensor *ad_linalg_cholesky(ad_tensor *A);
  *   dA = V (diag(G_w) + F o (V^T G_V - G_V^T V)/2) V^T, F_ij = 1/(w_j - w_i)
  * (Giles 2008; Seeger et al. 2017), symmetric like cholesky's.  The
  * gradient through V is defined only for distinct eigenvalues: repeated
- * ones give inf/NaN, as in PyTorch; the gradient through w alone is
- * always fine.  Error: eigenvalues NULL, non-finite entries. */
+ * ones give inf/NaN, as in PyTorch; with eigenvectors NULL the gradient
+ * is V diag(G_w) V^T, defined for repeated eigenvalues too.  Error: eigenvalues NULL, non-finite entries. */
 AD_API int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eigenvectors);
 /* Reduced QR of A [..., m, n], m >= n: Q [..., m, n] with orthonormal
  * columns and R [..., n, n] upper triangular with a diagonal >= 0 (unique,
@@ -115,10 +115,11 @@ AD_API int ad_linalg_qr(ad_tensor *A, ad_tensor **Q, ad_tensor **R);
  * dgesdd, or one-sided Jacobi.
  *   dA = U [skew(U^T G_U)/E S + S skew(V^T G_V)/E + diag(G_S)] V^T
  *      + (I - U U^T) G_U S^-1 V^T + U S^-1 G_V^T (I - V V^T),
- * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (Townsend 2016).  Through S
- * alone the gradient is U diag(G_S) V^T, defined everywhere; through U or
- * Vh it needs distinct, non-zero singular values (inf/NaN otherwise, as in
- * PyTorch).  Errors: S NULL, A with fewer than 2 dimensions. */
+ * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (Townsend 2016).  With U and
+ * Vh both NULL the gradient is U diag(G_S) V^T, defined everywhere (the
+ * nuclear norm of a rank-deficient matrix, repeated singular values);
+ * when U or Vh is taken it needs distinct, non-zero singular values
+ * (inf/NaN otherwise, as in PyTorch).  Errors: S NULL, A with fewer than 2 dimensions. */
 AD_API int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh);
 
 #ifdef __cplusplus

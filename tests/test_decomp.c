@@ -224,6 +224,30 @@ START_TEST(svd_values)
 }
 END_TEST
 
+/* Gradients through eigenvalues or singular values alone stay finite
+ * where the vectors' are not: repeated eigenvalues, zero singular values. */
+START_TEST(value_only_gradients)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(3, 3), F64(2, 0, 0, 0, 2, 0, 0, 0, 5));
+    ad_set_requires_grad(A, true);
+    ad_tensor *w;
+    ck_assert_int_eq(ad_linalg_eigh(A, &w, NULL), 0);
+    /* sum of eigenvalues = trace: gradient I */
+    ck_assert_int_eq(ad_backward(ad_sum(w, NULL, 0, false), NULL, 0), 0);
+    ot_assert_values(ad_tensor_grad(A), F64(1, 0, 0, 0, 1, 0, 0, 0, 1), 9, 1e-14);
+    /* the largest singular value of a rank-1 matrix u v^T (the other is 0):
+     * gradient u v^T / |u||v| */
+    ad_tensor *B = ot_f64(ot_tape, 2, SH(3, 2), F64(1, 2, 2, 4, 2, 4));
+    ad_set_requires_grad(B, true);
+    ad_tensor *S;
+    ck_assert_int_eq(ad_linalg_svd(B, NULL, &S, NULL), 0);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_narrow(S, 0, 0, 1), NULL, 0, false), NULL, 0), 0);
+    double nrm = 3 * sqrt(5.0);
+    ot_assert_values(ad_tensor_grad(B), F64(1 / nrm, 2 / nrm, 2 / nrm, 4 / nrm, 2 / nrm, 4 / nrm),
+                     6, 1e-13);
+}
+END_TEST
+
 START_TEST(persistent_results)
 {
     /* no tape anywhere: results are persistent and owned by the caller */
@@ -276,6 +300,7 @@ int main(void)
     tcase_add_test(tc, eigh_values);
     tcase_add_test(tc, qr_values);
     tcase_add_test(tc, svd_values);
+    tcase_add_test(tc, value_only_gradients);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
     suite_add_tcase(s, tc);
