@@ -86,13 +86,26 @@ static int check_square(const char *fn, const char *name, const ad_tensor *x)
     return 0;
 }
 
-static int singular(const char *fn, int64_t b, int64_t batch, int info, const char *what)
+/* The error for a kernel's info (see linalg_kernels.h, 1-based): "the
+ * matrix <what> (<step> <info - base>)", or "matrix <b> of the batch ..."
+ * for a batch; step NULL leaves the parenthesis out. */
+static int singular(const char *fn, int64_t b, int64_t batch, int info, const char *what,
+                    const char *step, int base)
 {
     if (info < 0) return ad__err(fn, "out of memory");
-    if (batch > 1)
-        return ad__errc(AD_ERR_NUMERIC, fn, "matrix %lld of the batch %s (at step %d)",
-                        (long long)b, what, info);
-    return ad__errc(AD_ERR_NUMERIC, fn, "the matrix %s (at step %d)", what, info);
+    char where[48] = "the matrix";
+    if (batch > 1) snprintf(where, sizeof where, "matrix %lld of the batch", (long long)b);
+    if (!step) return ad__errc(AD_ERR_NUMERIC, fn, "%s %s", where, what);
+    return ad__errc(AD_ERR_NUMERIC, fn, "%s %s (%s %d)", where, what, step, info - base);
+}
+
+/* 0 when the count values of a are finite; iterative solvers (eigh, svd)
+ * are not given NaN or inf, on which LAPACK may return garbage quietly. */
+static int check_finite(const char *fn, int64_t b, int64_t batch, const double *a, int64_t count)
+{
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(a[i])) return singular(fn, b, batch, 1, "has non-finite entries", NULL, 0);
+    return 0;
 }
 
 static ad_tensor *tr(ad_tensor *x) { return ad_transpose(x, -2, -1); }
@@ -109,7 +122,7 @@ static int solve_kernel(const char *fn, const ad_tensor *A, const ad_tensor *B, 
         pack(A, i, a);
         pack(B, i, b);
         int info = ad__lu(n, a, piv);
-        if (info) rc = singular(fn, i, nb, info, "is singular (zero pivot)");
+        if (info) rc = singular(fn, i, nb, info, "is singular", "zero pivot in column", 1);
         else {
             ad__lu_solve(n, (int)k, a, piv, b);
             unpack(X, i, 0, n, k, b);
@@ -160,7 +173,7 @@ static int trsolve_kernel(const char *fn, const ad_tensor *A, const ad_tensor *B
         pack(A, i, a);
         pack(B, i, b);
         int info = ad__trsolve(n, (int)k, a, p->upper, p->unit, b);
-        if (info) rc = singular(fn, i, nb, info, "is singular (zero on the diagonal)");
+        if (info) rc = singular(fn, i, nb, info, "is singular", "zero on the diagonal at", 1);
         else unpack(X, i, 0, n, k, b);
     }
     ad__free(a);
@@ -272,7 +285,7 @@ static int inv_kernel(const char *fn, const ad_tensor *A, ad_tensor *Y)
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
         int info = ad__lu(n, a, piv);
-        if (info) rc = singular(fn, i, nb, info, "is singular (zero pivot)");
+        if (info) rc = singular(fn, i, nb, info, "is singular", "zero pivot in column", 1);
         else {
             for (int64_t e = 0; e < (int64_t)n * n; e++) b[e] = e % (n + 1) == 0;
             ad__lu_solve(n, n, a, piv, b);
@@ -406,7 +419,8 @@ static int chol_kernel(const char *fn, const ad_tensor *A, ad_tensor *L)
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
         int info = ad__cholesky(n, a);
-        if (info) rc = singular(fn, i, nb, info, "is not positive definite");
+        if (info) rc = singular(fn, i, nb, info, "is not positive definite",
+                                   "the leading minor that is not has order", 0);
         else unpack(L, i, 0, n, n, a);
     }
     ad__free(a);
@@ -457,8 +471,11 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
+        if ((rc = check_finite(fn, i, nb, a, (int64_t)n * n))) break;
         int info = ad__eigh(n, a, w);
-        if (info) rc = singular(fn, i, nb, info, "has no eigendecomposition (non-finite entries)");
+        if (info)
+            rc = singular(fn, i, nb, info, "has no eigendecomposition: the solver did not "
+                          "converge (non-finite entries?)", NULL, 0);
         else {
             unpack(out, i, 0, 1, n, w);
             unpack(out, i, 1, n, n, a);
@@ -639,8 +656,11 @@ static int svd_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
+        if ((rc = check_finite(fn, i, nb, a, (int64_t)m * n))) break;
         int info = ad__svd(m, n, a, u, s, v);
-        if (info) rc = singular(fn, i, nb, info, "has no SVD (non-finite entries)");
+        if (info)
+            rc = singular(fn, i, nb, info, "has no SVD: the solver did not converge "
+                          "(non-finite entries?)", NULL, 0);
         else {
             unpack(out, i, 0, m, k, u);
             unpack(out, i, m, 1, k, s);
