@@ -326,7 +326,11 @@ static int one_sided_jacobi(int m, int n, double *w, double *v)
             for (int q = p + 1; q < n; q++) {
                 double *wp = w + (int64_t)p * m, *wq = w + (int64_t)q * m;
                 double al = 0, be = 0, ga = 0;
-                for (int i = 0; i < m; i++) al += wp[i] * wp[i], be += wq[i] * wq[i], ga += wp[i] * wq[i];
+                for (int i = 0; i < m; i++) {
+                    al += wp[i] * wp[i];
+                    be += wq[i] * wq[i];
+                    ga += wp[i] * wq[i];
+                }
                 if (!(fabs(ga) > 1e-15 * sqrt(al * be))) continue;
                 rotated = true;
                 double zeta = (be - al) / (2 * ga);
@@ -348,6 +352,16 @@ static int one_sided_jacobi(int m, int n, double *w, double *v)
         if (!rotated) return 0;
     }
     return 1;
+}
+
+/* Swaps columns i and j of the column-major x with `rows` rows. */
+static void swap_columns(double *x, int rows, int i, int j)
+{
+    for (int r = 0; r < rows; r++) {
+        double t = x[r + (int64_t)i * rows];
+        x[r + (int64_t)i * rows] = x[r + (int64_t)j * rows];
+        x[r + (int64_t)j * rows] = t;
+    }
 }
 
 /* Columns j of u (m x k) whose singular value is 0 are replaced by unit
@@ -420,7 +434,8 @@ int ad__svd(int m, int n, double *a, double *u, double *s, double *v)
         double nrm = 0;
         for (int i = 0; i < rows; i++) nrm += w[i + (int64_t)j * rows] * w[i + (int64_t)j * rows];
         s[j] = sqrt(nrm);
-        for (int i = 0; i < rows; i++) uu[i + (int64_t)j * rows] = s[j] > 0 ? w[i + (int64_t)j * rows] / s[j] : 0;
+        for (int i = 0; i < rows; i++)
+            uu[i + (int64_t)j * rows] = s[j] > 0 ? w[i + (int64_t)j * rows] / s[j] : 0;
         for (int i = 0; i < cols; i++) vo[i + (int64_t)j * cols] = vv[i + (int64_t)j * cols];
     }
     ad__free(w), ad__free(vv);
@@ -432,8 +447,8 @@ int ad__svd(int m, int n, double *a, double *u, double *s, double *v)
         if (mx == i) continue;
         double t = s[i];
         s[i] = s[mx], s[mx] = t;
-        for (int r = 0; r < m; r++) t = u[r + (int64_t)i * m], u[r + (int64_t)i * m] = u[r + (int64_t)mx * m], u[r + (int64_t)mx * m] = t;
-        for (int r = 0; r < n; r++) t = v[r + (int64_t)i * n], v[r + (int64_t)i * n] = v[r + (int64_t)mx * n], v[r + (int64_t)mx * n] = t;
+        swap_columns(u, m, i, mx);
+        swap_columns(v, n, i, mx);
     }
     complete_basis(m, k, u, s);
     complete_basis(n, k, v, s);

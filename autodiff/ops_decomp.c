@@ -765,6 +765,6 @@ int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
 }
 
 const ad_op *const ad__ops_decomp[] = {
-    &OP_SOLVE, &OP_TRSOLVE, &OP_INV, &OP_SLOGDET, &OP_DET_SIGN, &OP_CHOLESKY, &OP_EIGH, &OP_QR, &OP_SVD,
-    NULL,
+    &OP_SOLVE, &OP_TRSOLVE, &OP_INV, &OP_SLOGDET, &OP_DET_SIGN, &OP_CHOLESKY, &OP_EIGH, &OP_QR,
+    &OP_SVD, NULL,
 };
