@@ -1,10 +1,14 @@
 /* tests/test_decomp.c - values, identities and errors of the linear algebra
- * of ops_decomp.c; gradients are checked by test_ops' rows.  The same
- * tests run against LAPACK or the built-in kernels, whichever the build
- * has (-Dblas=disabled gives the built-in ones). */
+ * of ops_decomp.c; gradients are checked by test_ops' rows.  Every test
+ * runs twice: with the kernels the build chose (LAPACK when it has it) and
+ * with the built-in ones (ad__lapack_off), and the second run also
+ * gradchecks and gradgradchecks the op rows of rows_decomp.c, so a build
+ * with LAPACK checks both paths. */
 #include "optest.h"
 
 #include <string.h>
+
+#include "../autodiff/linalg_kernels.h"
 
 #define F64(...) (const double[]){__VA_ARGS__}
 #define SH(...) (const int64_t[]){__VA_ARGS__}
@@ -292,10 +296,41 @@ START_TEST(replay_recomputes)
 }
 END_TEST
 
-int main(void)
+/* The op rows of rows_decomp.c with the built-in kernels. */
+static int nrows(void)
 {
-    Suite *s = suite_create("decomp");
-    TCase *tc = tcase_create("decomp");
+    int n = 0;
+    while (rows_decomp[n].op) n++;
+    return n;
+}
+
+START_TEST(builtin_rows)
+{
+    const op_row *r = &rows_decomp[_i];
+    ad_rng rng;
+    ad_rng_init(&rng, 500u + (unsigned)_i);
+    ad_tensor *in[4];
+    for (int i = 0; i < r->nin; i++) {
+        const op_input *p = &r->in[i];
+        in[i] = ad_rand(NULL, &rng, AD_FLOAT64, p->ndim, p->shape, -1, 1);
+        if (p->kind == OT_GRAD) ad_set_requires_grad(in[i], true);
+    }
+    ck_assert_msg(!ad__lapack_present(), "the built-in kernels are not selected");
+    ad_clear_error();
+    ck_assert_msg(ad_gradcheck(r->f, r->ctx, r->nin, in, NULL) == 1, "gradcheck of %s (%s): %s",
+                  r->op, r->what, ad_error());
+    ck_assert_msg(ad_gradgradcheck(r->f, r->ctx, r->nin, in, NULL) == 1,
+                  "gradgradcheck of %s (%s): %s", r->op, r->what, ad_error());
+    for (int i = 0; i < r->nin; i++) ad_tensor_free(in[i]);
+}
+END_TEST
+
+static void builtin_on(void) { ad__lapack_off = true; }
+static void builtin_off(void) { ad__lapack_off = false; }
+
+static TCase *value_tests(const char *name)
+{
+    TCase *tc = tcase_create(name);
     tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(tc, solve_inv_values);
     tcase_add_test(tc, solve_errors);
@@ -308,6 +343,18 @@ int main(void)
     tcase_add_test(tc, value_only_gradients);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
-    suite_add_tcase(s, tc);
+    return tc;
+}
+
+int main(void)
+{
+    Suite *s = suite_create("decomp");
+    suite_add_tcase(s, value_tests("chosen kernels"));
+    TCase *b = value_tests("built-in kernels");
+    /* unchecked: runs in the process (fork or not) around every test */
+    tcase_add_unchecked_fixture(b, builtin_on, builtin_off);
+    tcase_add_checked_fixture(b, builtin_on, builtin_off);
+    tcase_add_loop_test(b, builtin_rows, 0, nrows());
+    suite_add_tcase(s, b);
     return ot_run(s);
 }
