@@ -29,39 +29,51 @@ void dgeqrf_(const int *m, const int *n, double *a, const int *lda, double *tau,
              const int *lwork, int *info);
 void dorgqr_(const int *m, const int *n, const int *k, double *a, const int *lda,
              const double *tau, double *work, const int *lwork, int *info);
-bool ad__lapack_present(void) { return true; }
-#else
-bool ad__lapack_present(void) { return false; }
 #endif
+
+_Thread_local bool ad__lapack_off;
+
+bool ad__lapack_present(void)
+{
+#ifdef AD_HAVE_LAPACK
+    return !ad__lapack_off;
+#else
+    return false;
+#endif
+}
 
 #define A_(i, j) a[(i) + (int64_t)(j) * n]
 
 int ad__lu(int n, double *a, int *piv)
 {
+    if (n == 0) return 0; /* LAPACK refuses a leading dimension of 0 */
 #ifdef AD_HAVE_LAPACK
-    int info = 0;
-    dgetrf_(&n, &n, a, &n, piv, &info);
-    for (int i = 0; i < n; i++) piv[i]--; /* LAPACK counts from 1 */
-    return info < 0 ? -1 : info;
-#else
-    for (int k = 0; k < n; k++) {
-        int p = k;
-        for (int i = k + 1; i < n; i++)
-            if (fabs(A_(i, k)) > fabs(A_(p, k))) p = i;
-        piv[k] = p;
-        if (A_(p, k) == 0) return k + 1;
-        if (p != k)
-            for (int j = 0; j < n; j++) {
-                double t = A_(k, j);
-                A_(k, j) = A_(p, j);
-                A_(p, j) = t;
-            }
-        for (int i = k + 1; i < n; i++) A_(i, k) /= A_(k, k);
-        for (int j = k + 1; j < n; j++)
-            for (int i = k + 1; i < n; i++) A_(i, j) -= A_(i, k) * A_(k, j);
-    }
-    return 0;
+    if (!ad__lapack_off) {
+        int info = 0;
+        dgetrf_(&n, &n, a, &n, piv, &info);
+        for (int i = 0; i < n; i++) piv[i]--; /* LAPACK counts from 1 */
+        return info < 0 ? -1 : info;
+    } else
 #endif
+    {
+        for (int k = 0; k < n; k++) {
+            int p = k;
+            for (int i = k + 1; i < n; i++)
+                if (fabs(A_(i, k)) > fabs(A_(p, k))) p = i;
+            piv[k] = p;
+            if (A_(p, k) == 0) return k + 1;
+            if (p != k)
+                for (int j = 0; j < n; j++) {
+                    double t = A_(k, j);
+                    A_(k, j) = A_(p, j);
+                    A_(p, j) = t;
+                }
+            for (int i = k + 1; i < n; i++) A_(i, k) /= A_(k, k);
+            for (int j = k + 1; j < n; j++)
+                for (int i = k + 1; i < n; i++) A_(i, j) -= A_(i, k) * A_(k, j);
+        }
+        return 0;
+    }
 }
 
 void ad__lu_solve(int n, int nrhs, const double *a, const int *piv, double *b)
@@ -79,24 +91,28 @@ void ad__lu_solve(int n, int nrhs, const double *a, const int *piv, double *b)
 
 int ad__cholesky(int n, double *a)
 {
+    if (n == 0) return 0;
 #ifdef AD_HAVE_LAPACK
-    int info = 0;
-    dpotrf_("L", &n, a, &n, &info, 1);
-    if (info != 0) return info < 0 ? -1 : info;
-#else
-    for (int j = 0; j < n; j++) {
-        double s = A_(j, j);
-        for (int k = 0; k < j; k++) s -= A_(j, k) * A_(j, k);
-        if (!(s > 0)) return j + 1; /* also NaN */
-        double d = sqrt(s);
-        A_(j, j) = d;
-        for (int i = j + 1; i < n; i++) {
-            double t = A_(i, j);
-            for (int k = 0; k < j; k++) t -= A_(i, k) * A_(j, k);
-            A_(i, j) = t / d;
+    if (!ad__lapack_off) {
+        int info = 0;
+        dpotrf_("L", &n, a, &n, &info, 1);
+        if (info != 0) return info < 0 ? -1 : info;
+    } else
+#endif
+    {
+        for (int j = 0; j < n; j++) {
+            double s = A_(j, j);
+            for (int k = 0; k < j; k++) s -= A_(j, k) * A_(j, k);
+            if (!(s > 0)) return j + 1; /* also NaN */
+            double d = sqrt(s);
+            A_(j, j) = d;
+            for (int i = j + 1; i < n; i++) {
+                double t = A_(i, j);
+                for (int k = 0; k < j; k++) t -= A_(i, k) * A_(j, k);
+                A_(i, j) = t / d;
+            }
         }
     }
-#endif
     for (int j = 1; j < n; j++)
         for (int i = 0; i < j; i++) A_(i, j) = 0;
     return 0;
@@ -108,33 +124,35 @@ int ad__trsolve(int n, int nrhs, const double *a, bool upper, bool unit, double 
         for (int k = 0; k < n; k++)
             if (A_(k, k) == 0) return k + 1;
 #ifdef AD_HAVE_LAPACK
-    int info = 0;
-    if (n > 0 && nrhs > 0)
-        dtrtrs_(upper ? "U" : "L", "N", unit ? "U" : "N", &n, &nrhs, a, &n, b, &n, &info, 1, 1,
-                1);
-    return info < 0 ? -1 : info;
-#else
-    for (int c = 0; c < nrhs; c++) {
-        double *x = b + (int64_t)c * n;
-        if (upper)
-            for (int i = n - 1; i >= 0; i--) {
-                double s = x[i];
-                for (int k = i + 1; k < n; k++) s -= A_(i, k) * x[k];
-                x[i] = unit ? s : s / A_(i, i);
-            }
-        else
-            for (int i = 0; i < n; i++) {
-                double s = x[i];
-                for (int k = 0; k < i; k++) s -= A_(i, k) * x[k];
-                x[i] = unit ? s : s / A_(i, i);
-            }
-    }
-    return 0;
+    if (!ad__lapack_off) {
+        int info = 0;
+        if (n > 0 && nrhs > 0)
+            dtrtrs_(upper ? "U" : "L", "N", unit ? "U" : "N", &n, &nrhs, a, &n, b, &n, &info, 1, 1,
+                    1);
+        return info < 0 ? -1 : info;
+    } else
 #endif
+    {
+        for (int c = 0; c < nrhs; c++) {
+            double *x = b + (int64_t)c * n;
+            if (upper)
+                for (int i = n - 1; i >= 0; i--) {
+                    double s = x[i];
+                    for (int k = i + 1; k < n; k++) s -= A_(i, k) * x[k];
+                    x[i] = unit ? s : s / A_(i, i);
+                }
+            else
+                for (int i = 0; i < n; i++) {
+                    double s = x[i];
+                    for (int k = 0; k < i; k++) s -= A_(i, k) * x[k];
+                    x[i] = unit ? s : s / A_(i, i);
+                }
+        }
+        return 0;
+    }
 }
 
 /* ---- symmetric eigendecomposition ------------------------------------------------ */
-#ifndef AD_HAVE_LAPACK
 /* Cyclic Jacobi (Golub & Van Loan, "Matrix Computations", 8.5): rotations
  * J^T A J that zero one off-diagonal pair each, swept until the
  * off-diagonal part is negligible; v accumulates the rotations. */
@@ -180,48 +198,51 @@ static int jacobi(int n, double *a, double *v, double *w)
     }
     return n > 0 ? n : 1; /* no convergence (NaN or inf entries) */
 }
-#endif
 
 int ad__eigh(int n, double *a, double *w)
 {
     if (n == 0) return 0;
 #ifdef AD_HAVE_LAPACK
-    int info = 0, lwork = -1, liwork = -1, iq;
-    double wq;
-    dsyevd_("V", "L", &n, a, &n, w, &wq, &lwork, &iq, &liwork, &info, 1, 1);
-    if (info != 0) return -1;
-    lwork = (int)wq;
-    liwork = iq;
-    double *work = ad__malloc((size_t)lwork * sizeof *work);
-    int *iwork = ad__malloc((size_t)liwork * sizeof *iwork);
-    if (work && iwork) dsyevd_("V", "L", &n, a, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
-    int rc = !work || !iwork ? -1 : info != 0 ? (info < 0 ? -1 : info) : 0;
-    ad__free(work);
-    ad__free(iwork);
-    if (rc) return rc;
-#else
-    double *v = ad__malloc((size_t)n * (size_t)n * sizeof *v);
-    if (!v) return -1;
-    int rc = jacobi(n, a, v, w);
-    memcpy(a, v, (size_t)n * (size_t)n * sizeof *v);
-    ad__free(v);
-    if (rc) return rc;
-    /* ascending order (selection sort: n is small on this path) */
-    for (int i = 0; i < n; i++) {
-        int m = i;
-        for (int j = i + 1; j < n; j++)
-            if (w[j] < w[m]) m = j;
-        if (m == i) continue;
-        double t = w[i];
-        w[i] = w[m];
-        w[m] = t;
-        for (int k = 0; k < n; k++) {
-            t = A_(k, i);
-            A_(k, i) = A_(k, m);
-            A_(k, m) = t;
+    if (!ad__lapack_off) {
+        int info = 0, lwork = -1, liwork = -1, iq;
+        double wq;
+        dsyevd_("V", "L", &n, a, &n, w, &wq, &lwork, &iq, &liwork, &info, 1, 1);
+        if (info != 0) return -1;
+        lwork = (int)wq;
+        liwork = iq;
+        double *work = ad__malloc((size_t)lwork * sizeof *work);
+        int *iwork = ad__malloc((size_t)liwork * sizeof *iwork);
+        if (work && iwork)
+            dsyevd_("V", "L", &n, a, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
+        int rc = !work || !iwork ? -1 : info != 0 ? (info < 0 ? -1 : info) : 0;
+        ad__free(work);
+        ad__free(iwork);
+        if (rc) return rc;
+    } else
+#endif
+    {
+        double *v = ad__malloc((size_t)n * (size_t)n * sizeof *v);
+        if (!v) return -1;
+        int rc = jacobi(n, a, v, w);
+        memcpy(a, v, (size_t)n * (size_t)n * sizeof *v);
+        ad__free(v);
+        if (rc) return rc;
+        /* ascending order (selection sort: n is small on this path) */
+        for (int i = 0; i < n; i++) {
+            int m = i;
+            for (int j = i + 1; j < n; j++)
+                if (w[j] < w[m]) m = j;
+            if (m == i) continue;
+            double t = w[i];
+            w[i] = w[m];
+            w[m] = t;
+            for (int k = 0; k < n; k++) {
+                t = A_(k, i);
+                A_(k, i) = A_(k, m);
+                A_(k, m) = t;
+            }
         }
     }
-#endif
     for (int j = 0; j < n; j++) { /* sign: the largest entry is positive */
         int m = 0;
         for (int i = 1; i < n; i++)
@@ -238,68 +259,72 @@ int ad__eigh(int n, double *a, double *w)
 
 int ad__qr(int m, int n, double *a, double *r)
 {
+    if (n == 0) return 0;
 #ifdef AD_HAVE_LAPACK
-    int info = 0, lwork = -1;
-    double wq, *tau = ad__malloc(((size_t)n + 1) * sizeof *tau);
-    if (!tau) return -1;
-    dgeqrf_(&m, &n, a, &m, tau, &wq, &lwork, &info);
-    int l2 = -1;
-    double wq2;
-    dorgqr_(&m, &n, &n, a, &m, tau, &wq2, &l2, &info);
-    lwork = (int)(wq > wq2 ? wq : wq2) + 1;
-    double *work = ad__malloc((size_t)lwork * sizeof *work);
-    if (!work) {
+    if (!ad__lapack_off) {
+        int info = 0, lwork = -1;
+        double wq, *tau = ad__malloc(((size_t)n + 1) * sizeof *tau);
+        if (!tau) return -1;
+        dgeqrf_(&m, &n, a, &m, tau, &wq, &lwork, &info);
+        int l2 = -1;
+        double wq2;
+        dorgqr_(&m, &n, &n, a, &m, tau, &wq2, &l2, &info);
+        lwork = (int)(wq > wq2 ? wq : wq2) + 1;
+        double *work = ad__malloc((size_t)lwork * sizeof *work);
+        if (!work) {
+            ad__free(tau);
+            return -1;
+        }
+        dgeqrf_(&m, &n, a, &m, tau, work, &lwork, &info);
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < n; i++) r[i + (int64_t)j * n] = i <= j ? A_(i, j) : 0;
+        if (info == 0) dorgqr_(&m, &n, &n, a, &m, tau, work, &lwork, &info);
+        ad__free(work);
         ad__free(tau);
-        return -1;
-    }
-    dgeqrf_(&m, &n, a, &m, tau, work, &lwork, &info);
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < n; i++) r[i + (int64_t)j * n] = i <= j ? A_(i, j) : 0;
-    if (info == 0) dorgqr_(&m, &n, &n, a, &m, tau, work, &lwork, &info);
-    ad__free(work);
-    ad__free(tau);
-    if (info != 0) return -1;
-#else
-    /* Householder: H_k = I - 2 v v^T / v^T v zeroes column k below the
-     * diagonal; the vectors are kept in v (m x n), then Q = H_0 ... H_{n-1}
-     * applied to the first n columns of the identity. */
-    double *v = ad__calloc((size_t)m * (size_t)n, sizeof *v);
-    if (!v) return -1;
-    for (int k = 0; k < n; k++) {
-        double norm = 0;
-        for (int i = k; i < m; i++) norm += A_(i, k) * A_(i, k);
-        norm = sqrt(norm);
-        double alpha = A_(k, k) >= 0 ? -norm : norm, vv = 0;
-        double *vk = v + (int64_t)k * m;
-        for (int i = k; i < m; i++) vk[i] = A_(i, k);
-        vk[k] -= alpha;
-        for (int i = k; i < m; i++) vv += vk[i] * vk[i];
-        if (vv == 0) continue;
-        for (int j = k; j < n; j++) {
-            double s = 0;
-            for (int i = k; i < m; i++) s += vk[i] * A_(i, j);
-            s *= 2 / vv;
-            for (int i = k; i < m; i++) A_(i, j) -= s * vk[i];
-        }
-    }
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < n; i++) r[i + (int64_t)j * n] = i <= j ? A_(i, j) : 0;
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) A_(i, j) = i == j;
-    for (int k = n - 1; k >= 0; k--) {
-        const double *vk = v + (int64_t)k * m;
-        double vv = 0;
-        for (int i = k; i < m; i++) vv += vk[i] * vk[i];
-        if (vv == 0) continue;
-        for (int j = 0; j < n; j++) {
-            double s = 0;
-            for (int i = k; i < m; i++) s += vk[i] * A_(i, j);
-            s *= 2 / vv;
-            for (int i = k; i < m; i++) A_(i, j) -= s * vk[i];
-        }
-    }
-    ad__free(v);
+        if (info != 0) return -1;
+    } else
 #endif
+    {
+        /* Householder: H_k = I - 2 v v^T / v^T v zeroes column k below the
+         * diagonal; the vectors are kept in v (m x n), then Q = H_0 ... H_{n-1}
+         * applied to the first n columns of the identity. */
+        double *v = ad__calloc((size_t)m * (size_t)n, sizeof *v);
+        if (!v) return -1;
+        for (int k = 0; k < n; k++) {
+            double norm = 0;
+            for (int i = k; i < m; i++) norm += A_(i, k) * A_(i, k);
+            norm = sqrt(norm);
+            double alpha = A_(k, k) >= 0 ? -norm : norm, vv = 0;
+            double *vk = v + (int64_t)k * m;
+            for (int i = k; i < m; i++) vk[i] = A_(i, k);
+            vk[k] -= alpha;
+            for (int i = k; i < m; i++) vv += vk[i] * vk[i];
+            if (vv == 0) continue;
+            for (int j = k; j < n; j++) {
+                double s = 0;
+                for (int i = k; i < m; i++) s += vk[i] * A_(i, j);
+                s *= 2 / vv;
+                for (int i = k; i < m; i++) A_(i, j) -= s * vk[i];
+            }
+        }
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < n; i++) r[i + (int64_t)j * n] = i <= j ? A_(i, j) : 0;
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) A_(i, j) = i == j;
+        for (int k = n - 1; k >= 0; k--) {
+            const double *vk = v + (int64_t)k * m;
+            double vv = 0;
+            for (int i = k; i < m; i++) vv += vk[i] * vk[i];
+            if (vv == 0) continue;
+            for (int j = 0; j < n; j++) {
+                double s = 0;
+                for (int i = k; i < m; i++) s += vk[i] * A_(i, j);
+                s *= 2 / vv;
+                for (int i = k; i < m; i++) A_(i, j) -= s * vk[i];
+            }
+        }
+        ad__free(v);
+    }
     for (int j = 0; j < n; j++) { /* R's diagonal made >= 0 */
         if (r[j + (int64_t)j * n] >= 0) continue;
         for (int c = j; c < n; c++) r[j + (int64_t)c * n] = -r[j + (int64_t)c * n];
@@ -309,7 +334,6 @@ int ad__qr(int m, int n, double *a, double *r)
 }
 
 /* ---- SVD --------------------------------------------------------------------------------- */
-#ifndef AD_HAVE_LAPACK
 /* One-sided Jacobi (Hestenes; Demmel & Veselic 1992) for m >= n: plane
  * rotations of pairs of columns of w (m x n) until all are orthogonal;
  * v (n x n) accumulates them, so w = u diag(s) and a = w v^T. */
@@ -323,7 +347,11 @@ static int one_sided_jacobi(int m, int n, double *w, double *v)
             for (int q = p + 1; q < n; q++) {
                 double *wp = w + (int64_t)p * m, *wq = w + (int64_t)q * m;
                 double al = 0, be = 0, ga = 0;
-                for (int i = 0; i < m; i++) al += wp[i] * wp[i], be += wq[i] * wq[i], ga += wp[i] * wq[i];
+                for (int i = 0; i < m; i++) {
+                    al += wp[i] * wp[i];
+                    be += wq[i] * wq[i];
+                    ga += wp[i] * wq[i];
+                }
                 if (!(fabs(ga) > 1e-15 * sqrt(al * be))) continue;
                 rotated = true;
                 double zeta = (be - al) / (2 * ga);
@@ -345,6 +373,16 @@ static int one_sided_jacobi(int m, int n, double *w, double *v)
         if (!rotated) return 0;
     }
     return 1;
+}
+
+/* Swaps columns i and j of the column-major x with `rows` rows. */
+static void swap_columns(double *x, int rows, int i, int j)
+{
+    for (int r = 0; r < rows; r++) {
+        double t = x[r + (int64_t)i * rows];
+        x[r + (int64_t)i * rows] = x[r + (int64_t)j * rows];
+        x[r + (int64_t)j * rows] = t;
+    }
 }
 
 /* Columns j of u (m x k) whose singular value is 0 are replaced by unit
@@ -373,67 +411,73 @@ static void complete_basis(int m, int k, double *u, const double *s)
         }
     }
 }
-#endif
 
 int ad__svd(int m, int n, double *a, double *u, double *s, double *v)
 {
     int k = m < n ? m : n;
     if (k == 0) return 0;
+    /* from here m, n >= 1: LAPACK's leading dimensions are valid */
 #ifdef AD_HAVE_LAPACK
-    int info = 0, lwork = -1;
-    double wq;
-    int *iwork = ad__malloc(8 * (size_t)k * sizeof *iwork);
-    double *vt = ad__malloc((size_t)k * (size_t)n * sizeof *vt);
-    if (!iwork || !vt) {
-        ad__free(iwork), ad__free(vt);
-        return -1;
-    }
-    dgesdd_("S", &m, &n, a, &m, s, u, &m, vt, &k, &wq, &lwork, iwork, &info, 1);
-    lwork = (int)wq + 1;
-    double *work = ad__malloc((size_t)lwork * sizeof *work);
-    if (work) dgesdd_("S", &m, &n, a, &m, s, u, &m, vt, &k, work, &lwork, iwork, &info, 1);
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < n; j++) v[j + (int64_t)i * n] = vt[i + (int64_t)j * k];
-    int rc = !work ? -1 : info < 0 ? -1 : info;
-    ad__free(work), ad__free(iwork), ad__free(vt);
-    if (rc) return rc;
-#else
-    /* m >= n: Jacobi on a itself; m < n: on a^T, whose u and v swap. */
-    bool wide = m < n;
-    int rows = wide ? n : m, cols = k;
-    double *w = ad__malloc((size_t)rows * (size_t)cols * sizeof *w);
-    double *vv = ad__malloc((size_t)cols * (size_t)cols * sizeof *vv);
-    if (!w || !vv) {
-        ad__free(w), ad__free(vv);
-        return -1;
-    }
-    for (int j = 0; j < cols; j++)
-        for (int i = 0; i < rows; i++)
-            w[i + (int64_t)j * rows] = wide ? a[j + (int64_t)i * m] : a[i + (int64_t)j * m];
-    int rc = one_sided_jacobi(rows, cols, w, vv);
-    double *uu = wide ? v : u, *vo = wide ? u : v; /* left / right factors of the Jacobi input */
-    for (int j = 0; j < cols && !rc; j++) {
-        double nrm = 0;
-        for (int i = 0; i < rows; i++) nrm += w[i + (int64_t)j * rows] * w[i + (int64_t)j * rows];
-        s[j] = sqrt(nrm);
-        for (int i = 0; i < rows; i++) uu[i + (int64_t)j * rows] = s[j] > 0 ? w[i + (int64_t)j * rows] / s[j] : 0;
-        for (int i = 0; i < cols; i++) vo[i + (int64_t)j * cols] = vv[i + (int64_t)j * cols];
-    }
-    ad__free(w), ad__free(vv);
-    if (rc) return rc;
-    for (int i = 0; i < k; i++) { /* descending order */
-        int mx = i;
-        for (int j = i + 1; j < k; j++)
-            if (s[j] > s[mx]) mx = j;
-        if (mx == i) continue;
-        double t = s[i];
-        s[i] = s[mx], s[mx] = t;
-        for (int r = 0; r < m; r++) t = u[r + (int64_t)i * m], u[r + (int64_t)i * m] = u[r + (int64_t)mx * m], u[r + (int64_t)mx * m] = t;
-        for (int r = 0; r < n; r++) t = v[r + (int64_t)i * n], v[r + (int64_t)i * n] = v[r + (int64_t)mx * n], v[r + (int64_t)mx * n] = t;
-    }
-    complete_basis(m, k, u, s);
-    complete_basis(n, k, v, s);
+    if (!ad__lapack_off) {
+        int info = 0, lwork = -1;
+        double wq;
+        int *iwork = ad__malloc(8 * (size_t)k * sizeof *iwork);
+        double *vt = ad__malloc((size_t)k * (size_t)n * sizeof *vt);
+        if (!iwork || !vt) {
+            ad__free(iwork), ad__free(vt);
+            return -1;
+        }
+        dgesdd_("S", &m, &n, a, &m, s, u, &m, vt, &k, &wq, &lwork, iwork, &info, 1);
+        lwork = (int)wq + 1;
+        double *work = ad__malloc((size_t)lwork * sizeof *work);
+        if (work) dgesdd_("S", &m, &n, a, &m, s, u, &m, vt, &k, work, &lwork, iwork, &info, 1);
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < n; j++) v[j + (int64_t)i * n] = vt[i + (int64_t)j * k];
+        int rc = !work ? -1 : info < 0 ? -1 : info;
+        ad__free(work), ad__free(iwork), ad__free(vt);
+        if (rc) return rc;
+    } else
 #endif
+    {
+        /* m >= n: Jacobi on a itself; m < n: on a^T, whose u and v swap. */
+        bool wide = m < n;
+        int rows = wide ? n : m, cols = k;
+        double *w = ad__malloc((size_t)rows * (size_t)cols * sizeof *w);
+        double *vv = ad__malloc((size_t)cols * (size_t)cols * sizeof *vv);
+        if (!w || !vv) {
+            ad__free(w), ad__free(vv);
+            return -1;
+        }
+        for (int j = 0; j < cols; j++)
+            for (int i = 0; i < rows; i++)
+                w[i + (int64_t)j * rows] = wide ? a[j + (int64_t)i * m] : a[i + (int64_t)j * m];
+        int rc = one_sided_jacobi(rows, cols, w, vv);
+        /* the left and right factors of what Jacobi was given */
+        double *uu = wide ? v : u, *vo = wide ? u : v;
+        for (int j = 0; j < cols && !rc; j++) {
+            double nrm = 0;
+            const double *wj = w + (int64_t)j * rows;
+            for (int i = 0; i < rows; i++) nrm += wj[i] * wj[i];
+            s[j] = sqrt(nrm);
+            for (int i = 0; i < rows; i++)
+                uu[i + (int64_t)j * rows] = s[j] > 0 ? w[i + (int64_t)j * rows] / s[j] : 0;
+            for (int i = 0; i < cols; i++) vo[i + (int64_t)j * cols] = vv[i + (int64_t)j * cols];
+        }
+        ad__free(w), ad__free(vv);
+        if (rc) return rc;
+        for (int i = 0; i < k; i++) { /* descending order */
+            int mx = i;
+            for (int j = i + 1; j < k; j++)
+                if (s[j] > s[mx]) mx = j;
+            if (mx == i) continue;
+            double t = s[i];
+            s[i] = s[mx], s[mx] = t;
+            swap_columns(u, m, i, mx);
+            swap_columns(v, n, i, mx);
+        }
+        complete_basis(m, k, u, s);
+        complete_basis(n, k, v, s);
+    }
     for (int j = 0; j < k; j++) { /* sign: the largest entry of u's column positive */
         double *uj = u + (int64_t)j * m, *vj = v + (int64_t)j * n;
         int mx = 0;

@@ -5,8 +5,8 @@
  * (element (i, j) of an m x n matrix at a[i + j m]), which is LAPACK's
  * layout: ops_decomp.c copies each matrix of a batch into such a buffer
  * (float32 is computed in double) and back.  With AD_HAVE_LAPACK the
- * kernels call LAPACK (OpenBLAS ships it; see meson.build); otherwise the
- * library's own unblocked algorithms run, which are exact enough but meant
+ * kernels call LAPACK (OpenBLAS ships it; see meson.build); otherwise, or
+ * with ad__lapack_off, the library's own unblocked algorithms run, which are exact enough but meant
  * for small matrices (O(n^3) without blocking; the eigensolver is cyclic
  * Jacobi).  Integer returns: 0 on success, k > 0 when the matrix is
  * numerically unusable at step k (a zero pivot, a non-positive pivot of
@@ -17,7 +17,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Whether LAPACK is used (for messages and tests). */
+/* Whether LAPACK is used: built with it and not switched off.  Tests set
+ * ad__lapack_off (per thread) to run the built-in kernels in a build that
+ * has LAPACK, so both paths are checked by one build. */
+extern _Thread_local bool ad__lapack_off;
 bool ad__lapack_present(void);
 
 /* LU with partial pivoting of the n x n a in place (L unit lower, U

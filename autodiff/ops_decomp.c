@@ -86,13 +86,26 @@ static int check_square(const char *fn, const char *name, const ad_tensor *x)
     return 0;
 }
 
-static int singular(const char *fn, int64_t b, int64_t batch, int info, const char *what)
+/* The error for a kernel's info (see linalg_kernels.h, 1-based): "the
+ * matrix <what> (<step> <info - base>)", or "matrix <b> of the batch ..."
+ * for a batch; step NULL leaves the parenthesis out. */
+static int singular(const char *fn, int64_t b, int64_t batch, int info, const char *what,
+                    const char *step, int base)
 {
     if (info < 0) return ad__err(fn, "out of memory");
-    if (batch > 1)
-        return ad__errc(AD_ERR_NUMERIC, fn, "matrix %lld of the batch %s (at step %d)",
-                        (long long)b, what, info);
-    return ad__errc(AD_ERR_NUMERIC, fn, "the matrix %s (at step %d)", what, info);
+    char where[48] = "the matrix";
+    if (batch > 1) snprintf(where, sizeof where, "matrix %lld of the batch", (long long)b);
+    if (!step) return ad__errc(AD_ERR_NUMERIC, fn, "%s %s", where, what);
+    return ad__errc(AD_ERR_NUMERIC, fn, "%s %s (%s %d)", where, what, step, info - base);
+}
+
+/* 0 when the count values of a are finite; iterative solvers (eigh, svd)
+ * are not given NaN or inf, on which LAPACK may return garbage quietly. */
+static int check_finite(const char *fn, int64_t b, int64_t batch, const double *a, int64_t count)
+{
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(a[i])) return singular(fn, b, batch, 1, "has non-finite entries", NULL, 0);
+    return 0;
 }
 
 static ad_tensor *tr(ad_tensor *x) { return ad_transpose(x, -2, -1); }
@@ -109,7 +122,7 @@ static int solve_kernel(const char *fn, const ad_tensor *A, const ad_tensor *B, 
         pack(A, i, a);
         pack(B, i, b);
         int info = ad__lu(n, a, piv);
-        if (info) rc = singular(fn, i, nb, info, "is singular (zero pivot)");
+        if (info) rc = singular(fn, i, nb, info, "is singular", "zero pivot in column", 1);
         else {
             ad__lu_solve(n, (int)k, a, piv, b);
             unpack(X, i, 0, n, k, b);
@@ -160,7 +173,7 @@ static int trsolve_kernel(const char *fn, const ad_tensor *A, const ad_tensor *B
         pack(A, i, a);
         pack(B, i, b);
         int info = ad__trsolve(n, (int)k, a, p->upper, p->unit, b);
-        if (info) rc = singular(fn, i, nb, info, "is singular (zero on the diagonal)");
+        if (info) rc = singular(fn, i, nb, info, "is singular", "zero on the diagonal at", 1);
         else unpack(X, i, 0, n, k, b);
     }
     ad__free(a);
@@ -235,7 +248,7 @@ static ad_tensor *solve_like(const char *fn, ad_tensor *A, ad_tensor *B, bool tr
     ad_tensor *Ab = ad_expand(A, nbatch + 2, sa);
     ad_tensor *Bb = ad_expand(vec ? ad_unsqueeze(B, 1) : B, nbatch + 2, sb);
     ad_tensor *X = triangular ? trsolve_core(fn, Ab, Bb, p) : solve_core(fn, Ab, Bb);
-    if (X && vec) X = ad_reshape(X, 1, (int64_t[]){n});
+    if (X && vec) X = ad_squeeze(X, -1); /* [..., n, 1] -> [..., n] */
     return ad_scope_end(&s, X);
 }
 
@@ -272,7 +285,7 @@ static int inv_kernel(const char *fn, const ad_tensor *A, ad_tensor *Y)
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
         int info = ad__lu(n, a, piv);
-        if (info) rc = singular(fn, i, nb, info, "is singular (zero pivot)");
+        if (info) rc = singular(fn, i, nb, info, "is singular", "zero pivot in column", 1);
         else {
             for (int64_t e = 0; e < (int64_t)n * n; e++) b[e] = e % (n + 1) == 0;
             ad__lu_solve(n, n, a, piv, b);
@@ -406,7 +419,8 @@ static int chol_kernel(const char *fn, const ad_tensor *A, ad_tensor *L)
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
         int info = ad__cholesky(n, a);
-        if (info) rc = singular(fn, i, nb, info, "is not positive definite");
+        if (info) rc = singular(fn, i, nb, info, "is not positive definite",
+                                   "the leading minor that is not has order", 0);
         else unpack(L, i, 0, n, n, a);
     }
     ad__free(a);
@@ -457,8 +471,11 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
+        if ((rc = check_finite(fn, i, nb, a, (int64_t)n * n))) break;
         int info = ad__eigh(n, a, w);
-        if (info) rc = singular(fn, i, nb, info, "has no eigendecomposition (non-finite entries)");
+        if (info)
+            rc = singular(fn, i, nb, info, "has no eigendecomposition: the solver did not "
+                          "converge (non-finite entries?)", NULL, 0);
         else {
             unpack(out, i, 0, 1, n, w);
             unpack(out, i, 1, n, n, a);
@@ -475,12 +492,29 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
  * only when the eigenvalues are distinct, unless the loss does not depend
  * on the eigenvectors of the repeated ones (then G_V's part there is 0
  * but 0 * inf is still NaN: as in PyTorch, avoid it). */
+/* Whether the caller took the vectors (eigh's V, svd's U and Vh): when
+ * not, their gradient is known to be zero and the rule leaves out the
+ * terms with 1/(w_j - w_i) or 1/S, which are inf for repeated eigenvalues
+ * or zero singular values and would turn 0 into NaN.  The shortened rule
+ * still reads the vectors; when it is being recorded (create-graph), it
+ * takes them from a new decomposition that hands them out, so that the
+ * next derivative flows through them by the full rule. */
+typedef struct vec_params {
+    bool vectors;
+} vec_params;
+
 static int eigh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *P = n->out;
     int64_t m = P->shape[P->ndim - 1];
     ad_tensor *w = ad_narrow(P, -2, 0, 1), *V = ad_narrow(P, -2, 1, m);
     ad_tensor *gw = ad_squeeze(ad_narrow(g, -2, 0, 1), -2), *gV = ad_narrow(g, -2, 1, m);
+    if (!((const vec_params *)ad__params(n))->vectors) {
+        ad_tensor *w2;
+        if (ad_grad_enabled() && ad_linalg_eigh(n->in[0], &w2, &V)) return -1;
+        gin[0] = ad_matmul(ad_mul(V, ad_unsqueeze(gw, -2)), tr(V)); /* V diag(g_w) V^T */
+        return 0;
+    }
     ad_tensor *M = ad_matmul(tr(V), gV);
     ad_tensor *skew = ad_mul_scalar(ad_sub(M, tr(M)), 0.5);
     ad_tensor *eye = ad_eye(n->out->tape, P->dtype, m);
@@ -497,6 +531,7 @@ static const ad_op OP_EIGH = {
                "F_ij = 1/(w_j - w_i) (Giles 2008)",
     .backward = eigh_bw,
     .forward = eigh_fw,
+    .params_size = sizeof(vec_params),
 };
 
 /* Hands out two parts of a packed result made in scope s: views on a tape,
@@ -532,7 +567,8 @@ int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eigenvecto
     ad_scope s;
     if (ad_scope_begin(&s, fn, 1, &A, false)) return -1;
     ad_tensor *P = ad__result(fn, 1, &A, A->dtype, A->ndim, shape);
-    if (P) P = ad__finish(P, eigh_kernel(fn, A, P), &OP_EIGH, 1, &A, NULL, NULL);
+    vec_params vp = {eigenvectors != NULL};
+    if (P) P = ad__finish(P, eigh_kernel(fn, A, P), &OP_EIGH, 1, &A, &vp, NULL);
     ad_tensor *w = P ? ad_squeeze(ad_narrow(P, -2, 0, 1), -2) : NULL;
     ad_tensor *V = P ? ad_narrow(P, -2, 1, n) : NULL;
     return two_results(&s, V, w, eigenvectors, eigenvalues);
@@ -620,8 +656,11 @@ static int svd_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
+        if ((rc = check_finite(fn, i, nb, a, (int64_t)m * n))) break;
         int info = ad__svd(m, n, a, u, s, v);
-        if (info) rc = singular(fn, i, nb, info, "has no SVD (non-finite entries)");
+        if (info)
+            rc = singular(fn, i, nb, info, "has no SVD: the solver did not converge "
+                          "(non-finite entries?)", NULL, 0);
         else {
             unpack(out, i, 0, m, k, u);
             unpack(out, i, m, 1, k, s);
@@ -647,6 +686,13 @@ static int svd_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
               *V = ad_narrow(P, -2, m + 1, cols);
     ad_tensor *gU = ad_narrow(g, -2, 0, m), *gS = ad_narrow(g, -2, m, 1),
               *gV = ad_narrow(g, -2, m + 1, cols);
+    if (!((const vec_params *)ad__params(n))->vectors) {
+        ad_tensor *S2, *Vh;
+        if (!ad_grad_enabled()) Vh = tr(V);
+        else if (ad_linalg_svd(n->in[0], &U, &S2, &Vh)) return -1;
+        gin[0] = ad_matmul(ad_mul(U, gS), Vh); /* U diag(g_S) V^T */
+        return 0;
+    }
     ad_tensor *S2 = ad_square(S), *eye = ad_eye(n->out->tape, P->dtype, k);
     ad_tensor *E = ad_add(ad_sub(S2, tr(S2)), eye);
     ad_tensor *UgU = ad_matmul(tr(U), gU), *VgV = ad_matmul(tr(V), gV);
@@ -668,6 +714,7 @@ static const ad_op OP_SVD = {
                "(Townsend 2016)",
     .backward = svd_bw,
     .forward = svd_fw,
+    .params_size = sizeof(vec_params),
 };
 
 int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
@@ -691,7 +738,8 @@ int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
     ad_scope s;
     if (ad_scope_begin(&s, fn, 1, &A, false)) return -1;
     ad_tensor *P = ad__result(fn, 1, &A, A->dtype, A->ndim, shape);
-    if (P) P = ad__finish(P, svd_kernel(fn, A, P), &OP_SVD, 1, &A, NULL, NULL);
+    vec_params vp = {U != NULL || Vh != NULL};
+    if (P) P = ad__finish(P, svd_kernel(fn, A, P), &OP_SVD, 1, &A, &vp, NULL);
     ad_tensor *u = P ? ad_narrow(P, -2, 0, m) : NULL;
     ad_tensor *sv = P ? ad_squeeze(ad_narrow(P, -2, m, 1), -2) : NULL;
     ad_tensor *vh = P ? tr(ad_narrow(P, -2, m + 1, n)) : NULL;
@@ -717,6 +765,6 @@ int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
 }
 
 const ad_op *const ad__ops_decomp[] = {
-    &OP_SOLVE, &OP_TRSOLVE, &OP_INV, &OP_SLOGDET, &OP_DET_SIGN, &OP_CHOLESKY, &OP_EIGH, &OP_QR, &OP_SVD,
-    NULL,
+    &OP_SOLVE, &OP_TRSOLVE, &OP_INV, &OP_SLOGDET, &OP_DET_SIGN, &OP_CHOLESKY, &OP_EIGH, &OP_QR,
+    &OP_SVD, NULL,
 };

@@ -60,20 +60,26 @@ static int diagonals(term *t)
     for (int i = 0; i < t->n; i++)
         for (int j = i + 1; j < t->n; j++) {
             if (t->lab[i] != t->lab[j]) continue;
-            char order[AD_MAX_DIMS];
-            int k = 0;
-            for (int d = 0; d < t->n; d++)
-                if (d != i && d != j) order[k++] = (char)d;
-            order[k++] = (char)i, order[k++] = (char)j;
-            int perm[AD_MAX_DIMS];
+            int perm[AD_MAX_DIMS], k = 0; /* the pair moved last */
             char lab[AD_MAX_DIMS];
-            for (int d = 0; d < t->n; d++) perm[d] = order[d], lab[d] = t->lab[(int)order[d]];
+            for (int d = 0; d < t->n; d++)
+                if (d != i && d != j) perm[k++] = d;
+            perm[k++] = i, perm[k++] = j;
+            for (int d = 0; d < t->n; d++) lab[d] = t->lab[perm[d]];
             if (!(t->t = ad_diagonal(ad_permute(t->t, perm), 0))) return -1;
             memcpy(t->lab, lab, (size_t)t->n - 1);
             t->n--;
             return diagonals(t);
         }
     return 0;
+}
+
+/* dst = x y z (label strings of the given lengths, not terminated). */
+static void join3(char *dst, const char *x, int nx, const char *y, int ny, const char *z, int nz)
+{
+    memcpy(dst, x, (size_t)nx);
+    memcpy(dst + nx, y, (size_t)ny);
+    memcpy(dst + nx + ny, z, (size_t)nz);
 }
 
 /* a := a x b contracted over the labels they share that `keep` lacks. */
@@ -99,16 +105,16 @@ static int contract(const char *fn, term *a, term *b, const char *keep)
     if (nb + nl + nr > AD_MAX_DIMS)
         return ad__err(fn, "an intermediate result would have %d dimensions (at most %d)",
                        nb + nl + nr, AD_MAX_DIMS);
-    char oa[AD_MAX_DIMS], ob[AD_MAX_DIMS], out[AD_MAX_DIMS];
-    memcpy(oa, bat, (size_t)nb), memcpy(oa + nb, lft, (size_t)nl), memcpy(oa + nb + nl, con, (size_t)nc);
-    memcpy(ob, bat, (size_t)nb), memcpy(ob + nb, con, (size_t)nc), memcpy(ob + nb + nc, rgt, (size_t)nr);
+    char oa[AD_MAX_DIMS * 2], ob[AD_MAX_DIMS * 2], out[AD_MAX_DIMS * 2];
+    join3(oa, bat, nb, lft, nl, con, nc);
+    join3(ob, bat, nb, con, nc, rgt, nr);
     if (permute_to(a, oa) || permute_to(b, ob)) return -1;
     for (int d = 0; d < nb + nl; d++) shape[d] = a->t->shape[d];
     for (int d = 0; d < nr; d++) shape[nb + nl + d] = b->t->shape[nb + nc + d];
     ad_tensor *x = ad_reshape(a->t, 3, (int64_t[]){P, L, C});
     ad_tensor *y = ad_reshape(b->t, 3, (int64_t[]){P, C, R});
     if (!(a->t = ad_reshape(ad_matmul(x, y), nb + nl + nr, shape))) return -1;
-    memcpy(out, bat, (size_t)nb), memcpy(out + nb, lft, (size_t)nl), memcpy(out + nb + nl, rgt, (size_t)nr);
+    join3(out, bat, nb, lft, nl, rgt, nr);
     a->n = nb + nl + nr;
     memcpy(a->lab, out, (size_t)a->n);
     return 0;
@@ -193,7 +199,8 @@ ad_tensor *ad_einsum(const char *equation, int n, ad_tensor *const *operands)
         char keep[AD_MAX_DIMS * MAXOPS + 1];
         int k = snprintf(keep, sizeof keep, "%s", outlab);
         for (int j = 0; j < n; j++)
-            if (j != i) k += snprintf(keep + k, sizeof keep - (size_t)k, "%.*s", terms[j].n, terms[j].lab);
+            if (j != i)
+                k += snprintf(keep + k, sizeof keep - (size_t)k, "%.*s", terms[j].n, terms[j].lab);
         rc = diagonals(&terms[i]) || sum_unneeded(&terms[i], keep);
     }
     for (int i = 1; i < n && !rc; i++) {

@@ -52,13 +52,13 @@ AD_API ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
  * ("ad_linalg_inv: A must be a square matrix or a batch of them ([..., n,
  * n]), got [2,3]"), and, with code AD_ERR_NUMERIC, a matrix the
  * factorization cannot take ("ad_linalg_solve: matrix 1 of the batch is
- * singular (zero pivot) (at step 3)") - only exact zero pivots are caught:
+ * singular (zero pivot in column 2)"; columns count from 0) - only exact zero pivots are caught:
  * a nearly singular A gives large, inaccurate values, as in LAPACK.
  * Not provided: eig of non-symmetric matrices, lstsq, pinv, matrix_exp,
  * full_matrices SVD. */
 
-/* X = A^-1 B: A [..., n, n], B [..., n, k] or [n] (one right-hand side;
- * X is then [n]); the batch dimensions broadcast.  LU with partial
+/* X = A^-1 B: A [..., n, n], B [..., n, k] or [n] (one right-hand side
+ * for every matrix; X is then [..., n]); the batch dimensions broadcast.  LU with partial
  * pivoting.  dB = A^-T G, dA = -dB X^T (summed over broadcast batches). */
 AD_API ad_tensor *ad_linalg_solve(ad_tensor *A, ad_tensor *B);
 /* X with T X = B (left) or X T = B (!left, B [..., k, n]), T the upper or
@@ -88,7 +88,8 @@ AD_API ad_tensor *ad_logdet(ad_tensor *A);
  * dA = L^-T sym(Phi(L^T G)) L^-1 (Murray 2016; Phi: the lower triangle with
  * the diagonal halved), symmetric: the derivative along symmetric
  * perturbations, as PyTorch.  Error: not positive definite
- * (AD_ERR_NUMERIC, naming the order of the failing leading minor). */
+ * (AD_ERR_NUMERIC): "ad_linalg_cholesky: the matrix is not positive
+ * definite (the leading minor that is not has order 2)". */
 AD_API ad_tensor *ad_linalg_cholesky(ad_tensor *A);
 /* Eigenvalues w [..., n] in ascending order and, when eigenvectors is not
  * NULL, orthonormal eigenvectors V [..., n, n] (columns; A = V diag(w)
@@ -97,8 +98,12 @@ AD_API ad_tensor *ad_linalg_cholesky(ad_tensor *A);
  *   dA = V (diag(G_w) + F o (V^T G_V - G_V^T V)/2) V^T, F_ij = 1/(w_j - w_i)
  * (Giles 2008; Seeger et al. 2017), symmetric like cholesky's.  The
  * gradient through V is defined only for distinct eigenvalues: repeated
- * ones give inf/NaN, as in PyTorch; the gradient through w alone is
- * always fine.  Error: eigenvalues NULL, non-finite entries. */
+ * ones give inf/NaN, as in PyTorch; with eigenvectors NULL the gradient
+ * is V diag(G_w) V^T, finite for repeated eigenvalues too (exact for
+ * symmetric functions of w such as its sum; otherwise the one-sided
+ * derivative the solver's eigenvectors pick).
+ * Errors: eigenvalues NULL, a NaN or inf entry ("ad_linalg_eigh: the
+ * matrix has non-finite entries"). */
 AD_API int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eigenvectors);
 /* Reduced QR of A [..., m, n], m >= n: Q [..., m, n] with orthonormal
  * columns and R [..., n, n] upper triangular with a diagonal >= 0 (unique,
@@ -115,10 +120,13 @@ AD_API int ad_linalg_qr(ad_tensor *A, ad_tensor **Q, ad_tensor **R);
  * dgesdd, or one-sided Jacobi.
  *   dA = U [skew(U^T G_U)/E S + S skew(V^T G_V)/E + diag(G_S)] V^T
  *      + (I - U U^T) G_U S^-1 V^T + U S^-1 G_V^T (I - V V^T),
- * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (Townsend 2016).  Through S
- * alone the gradient is U diag(G_S) V^T, defined everywhere; through U or
- * Vh it needs distinct, non-zero singular values (inf/NaN otherwise, as in
- * PyTorch).  Errors: S NULL, A with fewer than 2 dimensions. */
+ * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (Townsend 2016).  With U and
+ * Vh both NULL the gradient is U diag(G_S) V^T, finite everywhere (where
+ * singular values repeat or vanish, S is not differentiable and this is
+ * the subgradient the solver's singular vectors give, as in PyTorch);
+ * when U or Vh is taken it needs distinct, non-zero singular values
+ * (inf/NaN otherwise, as in PyTorch).  Errors: S NULL, A with fewer than
+ * 2 dimensions, a NaN or inf entry. */
 AD_API int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh);
 
 #ifdef __cplusplus

@@ -129,7 +129,8 @@ static void merge_sort(const double *v, int64_t *idx, int64_t *tmp, int64_t n, b
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int64_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) tmp[k++] = before(v[idx[j]], v[idx[i]], desc) ? idx[j++] : idx[i++];
+            while (i < mid && j < hi) /* the left run wins ties: stable */
+                tmp[k++] = before(v[idx[j]], v[idx[i]], desc) ? idx[j++] : idx[i++];
             while (i < mid) tmp[k++] = idx[i++];
             while (j < hi) tmp[k++] = idx[j++];
         }
@@ -438,7 +439,8 @@ ad_tensor *ad_diagonal(ad_tensor *x, int64_t k)
 
 static void embed_kernel(const ad_tensor *x, ad_tensor *out, int64_t k)
 {
-    memset(out->storage->data, 0, (size_t)ad__numel(out->ndim, out->shape) * ad_dtype_size(out->dtype));
+    size_t bytes = (size_t)ad__numel(out->ndim, out->shape) * ad_dtype_size(out->dtype);
+    memset(out->storage->data, 0, bytes);
     int last = x->ndim - 1;
     int64_t len = x->shape[last], st = x->strides[last], lines = len ? line_count(x, last) : 0;
     int64_t rows = out->shape[out->ndim - 2], cols = out->shape[out->ndim - 1];

@@ -71,8 +71,8 @@ static ad_tensor *b_eigh(ad_tensor *const *in, int n, void *ctx)
     ad_tensor *spread = ad_mul_scalar(ad_arange(ad_tensor_tape(x), ad_tensor_dtype(x), 0, (double)m, 1), 3.0);
     ad_tensor *A = ad_add(ad_add(x, tr(x)), ad_diag_embed(spread, 0));
     ad_tensor *w, *V;
-    if (ad_linalg_eigh(A, &w, how(ctx) & D_V ? &V : NULL)) return NULL;
-    if (!(how(ctx) & D_V)) return w;
+    if (ad_linalg_eigh(A, &w, how(ctx) & (D_V | D_UNIT) ? &V : NULL)) return NULL;
+    if (!(how(ctx) & D_V)) return w; /* D_UNIT: V taken but unused */
     if (!(how(ctx) & D_W)) return V;
     return ad_mul(V, ad_unsqueeze(ad_square(w), -2)); /* V diag(w^2) */
 }
@@ -99,7 +99,7 @@ static ad_tensor *b_svd(ad_tensor *const *in, int n, void *ctx)
     ad_tensor *A = ad_add(x, ot_const_like(x, 2, (int64_t[]){m, c}, v));
     ad_tensor *U, *S, *Vh;
     int h = how(ctx);
-    if (ad_linalg_svd(A, h & D_Q ? &U : NULL, &S, h & D_R ? &Vh : NULL)) return NULL;
+    if (ad_linalg_svd(A, h & (D_Q | D_UNIT) ? &U : NULL, &S, h & D_R ? &Vh : NULL)) return NULL;
     if ((h & D_Q) && (h & D_R)) return ad_matmul(ad_mul(U, ad_unsqueeze(ad_square(S), -2)), Vh);
     return h & D_Q ? U : h & D_R ? Vh : S;
 }
@@ -115,6 +115,8 @@ const op_row rows_decomp[] = {
      {G(3, 2, 3, 3), G(3, 2, 3, 1)}},
     {"linalg_solve", "[2,2] broadcast against [3,2,2]", b_solve, H(D_PLAIN), 2,
      {G(2, 2, 2), G(3, 3, 2, 2)}},
+    {"linalg_solve", "batched [2,3,3] with one vector [3]", b_solve, H(D_VEC), 2,
+     {G(3, 2, 3, 3), G(1, 3)}},
     {"linalg_solve", "constant A, B [3,2]", b_solve, H(D_PLAIN), 2, {C(2, 3, 3), G(2, 3, 2)}},
     {"solve_triangular", "lower, left", b_trsolve, H(D_PLAIN), 2, {G(2, 3, 3), G(2, 3, 2)}},
     {"solve_triangular", "upper, left, batched", b_trsolve, H(D_UPPER), 2,
@@ -134,6 +136,8 @@ const op_row rows_decomp[] = {
     {"cholesky", "of X X^T + I, X [3,4]", b_cholesky, H(D_PLAIN), 1, {G(2, 3, 4)}},
     {"cholesky", "batched, X [2,2,3]", b_cholesky, H(D_PLAIN), 1, {G(3, 2, 2, 3)}},
     {"eigh", "eigenvalues of [3,3]", b_eigh, H(D_W), 1, {G(2, 3, 3)}},
+    {"eigh", "eigenvalues of [3,3] with V taken (the full rule)", b_eigh, H(D_W | D_UNIT), 1,
+     {G(2, 3, 3)}},
     {"eigh", "eigenvectors of [3,3]", b_eigh, H(D_V), 1, {G(2, 3, 3)}},
     {"eigh", "V diag(w^2), batched [2,3,3]", b_eigh, H(D_V | D_W), 1, {G(3, 2, 3, 3)}},
     {"qr", "R of [4,3]", b_qr, H(D_R), 1, {G(2, 4, 3)}},
@@ -142,6 +146,8 @@ const op_row rows_decomp[] = {
     {"qr", "Q and R, batched [2,4,2]", b_qr, H(D_Q | D_R), 1, {G(3, 2, 4, 2)}},
     {"svd", "singular values of [3,2]", b_svd, H(D_PLAIN), 1, {G(2, 3, 2)}},
     {"svd", "singular values of [2,3]", b_svd, H(D_PLAIN), 1, {G(2, 2, 3)}},
+    {"svd", "singular values of [3,2] with U taken (the full rule)", b_svd, H(D_UNIT), 1,
+     {G(2, 3, 2)}},
     {"svd", "U of [3,2]", b_svd, H(D_Q), 1, {G(2, 3, 2)}},
     {"svd", "Vh of [2,3]", b_svd, H(D_R), 1, {G(2, 2, 3)}},
     {"svd", "U diag(S^2) Vh of square [3,3]", b_svd, H(D_Q | D_R), 1, {G(2, 3, 3)}},

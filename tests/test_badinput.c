@@ -1620,7 +1620,7 @@ START_TEST(util_and_decomp)
     ROW(ad_linalg_det(f.a), "A must be a square matrix");
     ROW(ad_linalg_det(f.dead), "is not a live tensor");
     ROW(ad_logdet(NULL), "argument 'A' is NULL");
-    ROW(ad_linalg_cholesky(notpd), "the matrix is not positive definite (at step 2)");
+    ROW(ad_linalg_cholesky(notpd), "the matrix is not positive definite (the leading minor that is not has order 2)");
     ROW(ad_linalg_cholesky(f.a), "A must be a square matrix");
     ROW_RC(ad_linalg_eigh(sq, NULL, &V), "argument 'eigenvalues' is NULL");
     ROW_RC(ad_linalg_eigh(f.a, &w, &V), "A must be a square matrix");

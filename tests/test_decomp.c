@@ -1,10 +1,14 @@
 /* tests/test_decomp.c - values, identities and errors of the linear algebra
- * of ops_decomp.c; gradients are checked by test_ops' rows.  The same
- * tests run against LAPACK or the built-in kernels, whichever the build
- * has (-Dblas=disabled gives the built-in ones). */
+ * of ops_decomp.c; gradients are checked by test_ops' rows.  Every test
+ * runs twice: with the kernels the build chose (LAPACK when it has it) and
+ * with the built-in ones (ad__lapack_off), and the second run also
+ * gradchecks and gradgradchecks the op rows of rows_decomp.c, so a build
+ * with LAPACK checks both paths. */
 #include "optest.h"
 
 #include <string.h>
+
+#include "../autodiff/linalg_kernels.h"
 
 #define F64(...) (const double[]){__VA_ARGS__}
 #define SH(...) (const int64_t[]){__VA_ARGS__}
@@ -36,6 +40,24 @@ START_TEST(solve_inv_values)
     ad_tensor *X = ad_linalg_solve(A, B);
     ot_assert_shape(X, 3, SH(3, 2, 1));
     ck_assert_double_le(maxdiff(ad_matmul(A, X), B), 1e-14);
+    /* one vector against a batch of matrices: [2,2,2] and [2] give [2,2] */
+    ad_tensor *A2 = ad_stack((ad_tensor *[]){A, ad_mul_scalar(A, 2)}, 2, 0);
+    ad_tensor *x2 = ad_linalg_solve(A2, b);
+    ot_assert_shape(x2, 2, SH(2, 2));
+    ot_assert_values(x2, F64(0.8, 1.4, 0.4, 0.7), 4, 1e-15);
+    /* empty matrices and batches */
+    ad_tensor *E = ad_zeros(ot_tape, AD_FLOAT64, 2, SH(0, 0));
+    ot_assert_shape(ad_linalg_inv(E), 2, SH(0, 0));
+    ck_assert_double_eq(ad_item(ad_linalg_det(E)), 1);
+    ot_assert_shape(ad_linalg_cholesky(E), 2, SH(0, 0));
+    ad_tensor *e3 = ad_zeros(ot_tape, AD_FLOAT64, 3, SH(0, 2, 2));
+    ot_assert_shape(ad_linalg_det(e3), 1, SH(0));
+    ad_tensor *w0, *q0, *r0, *s0;
+    ck_assert_int_eq(ad_linalg_eigh(E, &w0, NULL), 0);
+    ck_assert_int_eq(ad_linalg_qr(ad_zeros(ot_tape, AD_FLOAT64, 2, SH(3, 0)), &q0, &r0), 0);
+    ot_assert_shape(q0, 2, SH(3, 0));
+    ck_assert_int_eq(ad_linalg_svd(ad_zeros(ot_tape, AD_FLOAT64, 2, SH(0, 3)), NULL, &s0, NULL), 0);
+    ot_assert_shape(s0, 1, SH(0));
     /* float32 */
     ad_tensor *A32 = ad_cast(A, AD_FLOAT32);
     ot_assert_values(ad_linalg_inv(A32), F64(0.6, -0.2, -0.2, 0.4), 4, 1e-7);
@@ -49,7 +71,12 @@ START_TEST(solve_errors)
     ck_assert_error(ad_linalg_solve(A, b), "ad_linalg_solve: the matrix is singular");
     ck_assert_ptr_null(ad_linalg_solve(A, b));
     ck_assert_int_eq(ad_errcode(), AD_ERR_NUMERIC);
-    ck_assert_error(ad_linalg_inv(A), "is singular");
+    ck_assert_error(ad_linalg_inv(A), "ad_linalg_inv: the matrix is singular (zero pivot in column 1)");
+    ad_tensor *nanm = ot_f64(ot_tape, 2, SH(2, 2), F64(1, NAN, NAN, 1));
+    ad_tensor *w, *sv;
+    ck_assert_error_rc(ad_linalg_eigh(nanm, &w, NULL),
+                       "ad_linalg_eigh: the matrix has non-finite entries");
+    ck_assert_error_rc(ad_linalg_svd(nanm, NULL, &sv, NULL), "has non-finite entries");
     ad_tensor *R = ad_zeros(ot_tape, AD_FLOAT64, 2, SH(2, 3));
     ck_assert_error(ad_linalg_inv(R), "ad_linalg_inv: A must be a square matrix or a batch of "
                                       "them ([..., n, n]), got [2,3]");
@@ -110,7 +137,7 @@ START_TEST(cholesky_values)
     ot_assert_values(ad_linalg_cholesky(A), F64(2, 0, 1, 2), 4, 1e-15);
     ad_tensor *N = ot_f64(ot_tape, 2, SH(2, 2), F64(1, 0, 2, 1));
     ck_assert_error(ad_linalg_cholesky(N), "ad_linalg_cholesky: the matrix is not positive "
-                                           "definite (at step 2)");
+                                           "definite (the leading minor that is not has order 2)");
     ad_tensor *Nb = ad_stack((ad_tensor *[]){ad_eye(ot_tape, AD_FLOAT64, 2), N}, 2, 0);
     ck_assert_error(ad_linalg_cholesky(Nb), "matrix 1 of the batch is not positive definite");
 }
@@ -206,6 +233,30 @@ START_TEST(svd_values)
 }
 END_TEST
 
+/* Gradients through eigenvalues or singular values alone stay finite
+ * where the vectors' are not: repeated eigenvalues, zero singular values. */
+START_TEST(value_only_gradients)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(3, 3), F64(2, 0, 0, 0, 2, 0, 0, 0, 5));
+    ad_set_requires_grad(A, true);
+    ad_tensor *w;
+    ck_assert_int_eq(ad_linalg_eigh(A, &w, NULL), 0);
+    /* sum of eigenvalues = trace: gradient I */
+    ck_assert_int_eq(ad_backward(ad_sum(w, NULL, 0, false), NULL, 0), 0);
+    ot_assert_values(ad_tensor_grad(A), F64(1, 0, 0, 0, 1, 0, 0, 0, 1), 9, 1e-14);
+    /* the largest singular value of a rank-1 matrix u v^T (the other is 0):
+     * gradient u v^T / |u||v| */
+    ad_tensor *B = ot_f64(ot_tape, 2, SH(3, 2), F64(1, 2, 2, 4, 2, 4));
+    ad_set_requires_grad(B, true);
+    ad_tensor *S;
+    ck_assert_int_eq(ad_linalg_svd(B, NULL, &S, NULL), 0);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_narrow(S, 0, 0, 1), NULL, 0, false), NULL, 0), 0);
+    double nrm = 3 * sqrt(5.0);
+    ot_assert_values(ad_tensor_grad(B), F64(1 / nrm, 2 / nrm, 2 / nrm, 4 / nrm, 2 / nrm, 4 / nrm),
+                     6, 1e-13);
+}
+END_TEST
+
 START_TEST(persistent_results)
 {
     /* no tape anywhere: results are persistent and owned by the caller */
@@ -245,10 +296,41 @@ START_TEST(replay_recomputes)
 }
 END_TEST
 
-int main(void)
+/* The op rows of rows_decomp.c with the built-in kernels. */
+static int nrows(void)
 {
-    Suite *s = suite_create("decomp");
-    TCase *tc = tcase_create("decomp");
+    int n = 0;
+    while (rows_decomp[n].op) n++;
+    return n;
+}
+
+START_TEST(builtin_rows)
+{
+    const op_row *r = &rows_decomp[_i];
+    ad_rng rng;
+    ad_rng_init(&rng, 500u + (unsigned)_i);
+    ad_tensor *in[4];
+    for (int i = 0; i < r->nin; i++) {
+        const op_input *p = &r->in[i];
+        in[i] = ad_rand(NULL, &rng, AD_FLOAT64, p->ndim, p->shape, -1, 1);
+        if (p->kind == OT_GRAD) ad_set_requires_grad(in[i], true);
+    }
+    ck_assert_msg(!ad__lapack_present(), "the built-in kernels are not selected");
+    ad_clear_error();
+    ck_assert_msg(ad_gradcheck(r->f, r->ctx, r->nin, in, NULL) == 1, "gradcheck of %s (%s): %s",
+                  r->op, r->what, ad_error());
+    ck_assert_msg(ad_gradgradcheck(r->f, r->ctx, r->nin, in, NULL) == 1,
+                  "gradgradcheck of %s (%s): %s", r->op, r->what, ad_error());
+    for (int i = 0; i < r->nin; i++) ad_tensor_free(in[i]);
+}
+END_TEST
+
+static void builtin_on(void) { ad__lapack_off = true; }
+static void builtin_off(void) { ad__lapack_off = false; }
+
+static TCase *value_tests(const char *name)
+{
+    TCase *tc = tcase_create(name);
     tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(tc, solve_inv_values);
     tcase_add_test(tc, solve_errors);
@@ -258,8 +340,21 @@ int main(void)
     tcase_add_test(tc, eigh_values);
     tcase_add_test(tc, qr_values);
     tcase_add_test(tc, svd_values);
+    tcase_add_test(tc, value_only_gradients);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
-    suite_add_tcase(s, tc);
+    return tc;
+}
+
+int main(void)
+{
+    Suite *s = suite_create("decomp");
+    suite_add_tcase(s, value_tests("chosen kernels"));
+    TCase *b = value_tests("built-in kernels");
+    /* unchecked: runs in the process (fork or not) around every test */
+    tcase_add_unchecked_fixture(b, builtin_on, builtin_off);
+    tcase_add_checked_fixture(b, builtin_on, builtin_off);
+    tcase_add_loop_test(b, builtin_rows, 0, nrows());
+    suite_add_tcase(s, b);
     return ot_run(s);
 }
