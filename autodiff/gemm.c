@@ -410,7 +410,7 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 {
 #ifdef _OPENMP
     if (madds < (double)parallel_min || omp_in_parallel()) return 1;
-    int64_t t = omp_get_max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
+    int64_t t = ad__max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
     return (int)(t < units ? t : units);
 #else
     (void)mstrips, (void)nstrips, (void)madds;
@@ -496,7 +496,7 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE tr;
     int64_t ld;
-    return blas_layout(rows, cols, rs, cs, &tr, &ld);
+    return ad__single_thread() || blas_layout(rows, cols, rs, cs, &tr, &ld);
 #else
     (void)rows, (void)cols, (void)rs, (void)cs;
     return true;
@@ -511,7 +511,10 @@ int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, 
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE ta, tb;
     int64_t lda, ldb;
-    if (k > 0 && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && ldc <= INT_MAX &&
+    /* A thread limited to itself (ad_set_num_threads(1)) does not call into
+     * a BLAS whose own thread pool would share the cores it was told to
+     * leave to the caller's other threads. */
+    if (!ad__single_thread() && k > 0 && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && ldc <= INT_MAX &&
         (ldc >= n || m == 1) && blas_layout(m, k, rsa, csa, &ta, &lda) &&
         blas_layout(k, n, rsb, csb, &tb, &ldb)) {
         int ldcc = ldc >= n ? (int)ldc : (int)n;
