@@ -126,9 +126,10 @@ AD_API bool ad_set_grad_enabled(bool enabled);
  * trainer with nn_trainer_set_threads) limits the kernels each of them
  * calls, so that the cores are not shared by teams on top of teams.  Per
  * thread, like the grad mode; OpenMP's own settings are left alone.
- * ad_set_num_threads(1) also keeps matrix products off a BLAS with a
- * thread pool of its own (OpenBLAS): they run on the built-in kernel, on
- * the calling thread.  n = 0 removes the limit.  Returns the previous
+ * ad_set_num_threads(1) also keeps matrix products off a BLAS whose own
+ * thread pool would share those cores: they go to OpenBLAS only when it
+ * runs on its caller's thread (OPENBLAS_NUM_THREADS=1), else to the
+ * built-in kernel, on the calling thread.  n = 0 removes the limit.  Returns the previous
  * limit (0 for none), or -1 with an error for n < 0.  Results do not depend
  * on the limit except through which matrix kernel runs (the built-in
  * kernel splits its work so that every thread count gives the same bits;

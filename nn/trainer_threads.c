@@ -73,7 +73,8 @@ typedef struct pgrad {
 
 struct pool {
     int n;                /* shards = threads; shard 0 runs on the caller's thread */
-    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce */
+    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and update */
+    nn_optim *opt;
     bool leaf_mode;       /* shard 0 went into the leaves' grads (a first step) */
     pgrad *pg;            /* [nparams] */
     shard *sh;
@@ -265,7 +266,8 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
  * gradient i, read through its strides; T is float or double.  A weight's
  * gradient is often a transposed view (of the product that computed it):
  * that case reads 16 consecutive elements of a column at a time, a cache
- * line of the view's storage, for 16 rows of G. */
+ * line of the view's storage, for 16 rows of G (measured faster than
+ * tiles of 16 x 64 read along G's rows). */
 #define DEFINE_ADD_ROWS(NAME, T)                                                         \
     static void NAME(const pgrad *G, const shard *sh, int i, int64_t lo, int64_t hi)     \
     {                                                                                    \
@@ -331,6 +333,8 @@ static void reduce_slice(struct pool *p, int t)
             else add_rows_f64(G, &p->sh[u], i, lo, hi);
         }
     }
+    /* The same rows of the parameters, while their gradients are in cache. */
+    nn__optim_step_slice(p->opt, t, p->n);
 }
 
 /* Runs phase (1 or 2) on every thread, shard 0's part on this one. */
@@ -407,6 +411,11 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
         G->inner = G->rows ? ad_numel(g) / G->rows : 0;
         if (!nn__is_float(G->dt) || !(G->d = ad_data(g))) rc = -1;
     }
+    /* Phase 2: each thread sums its rows of every gradient and updates the
+     * same rows of every parameter.  The optimiser's checks come first: a
+     * step it refuses leaves the parameters as they were. */
+    p->opt = tr->opt;
+    if (rc == 0 && nn__optim_step_begin(tr->opt)) rc = -1;
     if (rc == 0) run_phase(p, 2);
     ad_set_num_threads(prev);
     if (failed >= 0) return ad_set_error_code(p->sh[failed].code, "%s", p->sh[failed].err);
@@ -414,7 +423,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     if (rc) return rc;
     for (int i = 0; i < p->nparams; i++)
         if (p->pg[i].d && ad_mark_modified(ad_tensor_grad(p->params[i]))) return -1;
-    if (nn_optim_step(tr->opt)) return -1;
+    nn__optim_step_end(tr->opt);
     for (int t = 0; tr->o.accuracy && t < T; t++)
         if (nn__count_correct(fn, p->sh[t].r->out, p->sh[t].r->y, correct)) return -1;
     tr->out = p->sh[0].r->out;
