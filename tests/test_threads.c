@@ -277,6 +277,36 @@ START_TEST(trainer_split_among_threads)
     /* Splitting changes the grouping of sums, so some bits differ. */
     ck_assert(memcmp(one.params, two.params, sizeof one.params) != 0);
 
+    /* Changing the count between fits stops the old threads and starts
+     * new ones; the output is the first shard's rows. */
+    {
+        ad_rng rng;
+        ad_rng_init(&rng, 5);
+        ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(40, 3), 0, 1);
+        ad_tensor *y = ad_zeros(NULL, AD_INT64, AD_SHAPE(40));
+        nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 8});
+        nn_module *net = nn_linear(3, 2, true, AD_FLOAT32, &rng);
+        nn_named_tensors *p = nn_parameters(net);
+        nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.1});
+        nn_named_tensors_free(p);
+        nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+        const int counts[4] = {2, 3, 0, 4};
+        for (int k = 0; k < 4; k++) {
+            ck_assert_int_eq(nn_trainer_set_threads(tr, counts[k]), 0);
+            ck_assert_int_eq(nn_fit(tr, ld, NULL, k + 1, NULL), 0);
+            ad_tensor *out = nn_trainer_output(tr);
+            ck_assert_ptr_nonnull(out);
+            ck_assert_int_eq(ad_size(out, 0), counts[k] > 1 ? 8 / counts[k] : 8);
+        }
+        ck_assert_int_eq(nn_trainer_steps(tr), 4 * 5);
+        nn_trainer_free(tr);
+        nn_optim_free(opt);
+        nn_module_free(net);
+        nn_loader_free(ld);
+        ad_tensor_free(x);
+        ad_tensor_free(y);
+    }
+
     ck_assert_error_rc(nn_trainer_set_threads(NULL, 2), "argument 'tr' is NULL");
     ck_assert_int_eq(nn_trainer_get_threads(NULL), -1);
     ad_clear_error();
