@@ -420,7 +420,7 @@ int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *s)
         s->arena_reserved += ts.arena_reserved;
         s->arena_chunks += ts.arena_chunks;
     }
-    return 0;
+    return nn__pool_stats(tr->pool, s);
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */

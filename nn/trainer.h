@@ -206,7 +206,8 @@ AD_API int64_t nn_trainer_steps(const nn_trainer *tr);
 
 /* How the steps ran: recordings made, replays since, and the tapes' sizes. */
 typedef struct nn_trainer_stats {
-    int recordings;               /* training tapes recorded (one per shape) */
+    int recordings;               /* training tapes recorded (one per shape, and
+                                     one per shard shape and thread when split) */
     int64_t replays;              /* training steps that replayed a recording */
     size_t nodes;                 /* ops of the largest training recording */
     size_t arena_reserved;        /* bytes the training tapes hold */

@@ -48,6 +48,8 @@ int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int6
  * non-contiguous batch): the caller then runs the one-thread step. */
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
                            double *loss, int64_t *correct);
+/* Adds the shards' recordings to *s (nothing for NULL). */
+int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */
 void nn__pool_free(pool *p);
 

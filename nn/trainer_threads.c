@@ -433,6 +433,21 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     return 0;
 }
 
+int nn__pool_stats(const struct pool *p, nn_trainer_stats *st)
+{
+    for (int t = 0; p && t < p->n; t++)
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+            ad_tape_stats ts;
+            if (!p->sh[t].recs[i].tape) continue;
+            if (ad_tape_get_stats(p->sh[t].recs[i].tape, &ts)) return -1;
+            st->recordings++;
+            st->nodes = ts.nodes > st->nodes ? ts.nodes : st->nodes;
+            st->arena_reserved += ts.arena_reserved;
+            st->arena_chunks += ts.arena_chunks;
+        }
+    return 0;
+}
+
 int nn_trainer_set_threads(nn_trainer *tr, int threads)
 {
     const char *fn = "nn_trainer_set_threads";

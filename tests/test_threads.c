@@ -191,6 +191,7 @@ typedef struct split_run {
     double losses[32];
     int nlosses;
     int64_t replays;
+    int recordings;
 } split_run;
 
 static int note_loss(nn_trainer *tr, const nn_step_info *si, void *user)
@@ -232,6 +233,7 @@ static void split_train(int threads, split_run *out)
     nn_trainer_stats st;
     ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
     out->replays = st.replays;
+    out->recordings = st.recordings;
     for (int i = 0; i < p->n; i++) {
         const float *v = ad_data(p->tensors[i]);
         for (int64_t k = 0; k < ad_numel(p->tensors[i]) && out->nparams < 64; k++)
@@ -265,6 +267,13 @@ START_TEST(trainer_split_among_threads)
     ck_assert_int_eq(one.nlosses, 2 * 6);
     ck_assert(memcmp(&two, &two_again, sizeof two) == 0);
     ck_assert(one.losses[one.nlosses - 1] < 0.5 * one.losses[0]); /* it learns */
+    /* A recording per shape and shard: 16 and 10 rows on one thread; 8, 8
+     * and 5, 5; 5, 5, 6 and 3, 3, 4; twelve shards of 1 or 2 rows and the
+     * batch of 10 on one thread. */
+    ck_assert_int_eq(one.recordings, 2);
+    ck_assert_int_eq(two.recordings, 4);
+    ck_assert_int_eq(three.recordings, 6);
+    ck_assert_int_eq(twelve.recordings, 13);
     const split_run *runs[3] = {&two, &three, &twelve};
     for (int r = 0; r < 3; r++) {
         ck_assert_int_eq(runs[r]->nlosses, one.nlosses);
