@@ -410,7 +410,7 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 {
 #ifdef _OPENMP
     if (madds < (double)parallel_min || omp_in_parallel()) return 1;
-    int64_t t = omp_get_max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
+    int64_t t = ad__max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
     return (int)(t < units ? t : units);
 #else
     (void)mstrips, (void)nstrips, (void)madds;
@@ -470,6 +470,21 @@ int ad__gemm_builtin(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int
 
 /* ---- CBLAS ------------------------------------------------------------------------ */
 #ifdef AD_HAVE_CBLAS
+/* Whether this thread may call BLAS: always, unless it asked for kernels
+ * on itself alone (ad_set_num_threads(1)); then only a BLAS known to run
+ * on its caller's thread (OpenBLAS with one thread, OPENBLAS_NUM_THREADS=1),
+ * not one whose own thread pool would share the cores the caller's other
+ * threads are using. */
+static bool blas_allowed(void)
+{
+    if (!ad__single_thread()) return true;
+#ifdef AD_HAVE_OPENBLAS_THREADS
+    return openblas_get_num_threads() == 1;
+#else
+    return false;
+#endif
+}
+
 /* How a rows x cols operand with strides (rs, cs) is described to row-major
  * CBLAS: as itself with leading dimension rs when its rows are contiguous,
  * or as the transpose of a cols x rows matrix with leading dimension cs when
@@ -496,7 +511,7 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE tr;
     int64_t ld;
-    return blas_layout(rows, cols, rs, cs, &tr, &ld);
+    return !blas_allowed() || blas_layout(rows, cols, rs, cs, &tr, &ld);
 #else
     (void)rows, (void)cols, (void)rs, (void)cs;
     return true;
@@ -511,7 +526,7 @@ int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, 
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE ta, tb;
     int64_t lda, ldb;
-    if (k > 0 && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && ldc <= INT_MAX &&
+    if (blas_allowed() && k > 0 && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && ldc <= INT_MAX &&
         (ldc >= n || m == 1) && blas_layout(m, k, rsa, csa, &ta, &lda) &&
         blas_layout(k, n, rsb, csb, &tb, &ldb)) {
         int ldcc = ldc >= n ? (int)ldc : (int)n;

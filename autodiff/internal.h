@@ -140,6 +140,14 @@ int ad__err(const char *fn, const char *fmt, ...)
 int ad__errc(ad_error_code code, const char *fn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool ad__has_error(void);
+
+/* Threads a kernel called from this thread may use: OpenMP's maximum,
+ * capped by ad_set_num_threads (threads.c); 1 without OpenMP. */
+int ad__max_threads(void);
+/* Whether this thread asked for kernels on itself alone
+ * (ad_set_num_threads(1)): then no BLAS with a thread pool of its own
+ * either. */
+bool ad__single_thread(void);
 /* Validates a tensor argument: non-NULL, live, and when float_only a
  * floating dtype.  On failure sets an error naming fn and argument name,
  * keeping an earlier pending error when t is NULL (a failed inner call). */

@@ -28,7 +28,8 @@
 /* Parallel over the loop that follows when it moves enough data to pay
  * for waking the threads; `work` must be in scope. */
 #ifdef _OPENMP
-#define PARALLEL_FOR _Pragma("omp parallel for schedule(static) if (work >= 65536)")
+#define PARALLEL_FOR \
+    _Pragma("omp parallel for schedule(static) if (work >= 65536) num_threads(ad__max_threads())")
 #else
 #define PARALLEL_FOR
 #endif
@@ -166,7 +167,7 @@ DEFINE_UNFOLD(unfold_f64, double)
 
 #ifdef _OPENMP
 #define THREAD_ID omp_get_thread_num()
-#define MAX_THREADS omp_get_max_threads()
+#define MAX_THREADS ad__max_threads()
 #else
 #define THREAD_ID 0
 #define MAX_THREADS 1

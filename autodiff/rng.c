@@ -86,7 +86,8 @@ static int check_float_dtype(const char *fn, ad_dtype dtype)
  * so the result does not depend on the number of threads or on how the loop
  * is split. */
 #ifdef _OPENMP
-#define PARALLEL_FOR_N _Pragma("omp parallel for schedule(static) if (n >= 32768)")
+#define PARALLEL_FOR_N \
+    _Pragma("omp parallel for schedule(static) if (n >= 32768) num_threads(ad__max_threads())")
 #else
 #define PARALLEL_FOR_N
 #endif

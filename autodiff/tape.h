@@ -119,6 +119,26 @@ AD_API bool ad_grad_enabled(void);
 /* Sets grad mode, returns the previous setting (to restore it). */
 AD_API bool ad_set_grad_enabled(bool enabled);
 
+/* ---- kernel threads ---------------------------------------------------------
+ * With OpenMP, the kernels that split their work (matrix products, unfold,
+ * fold, max-pooling, random fills) use up to OpenMP's thread count.  A
+ * program that already runs tapes on several threads of its own (nn's
+ * trainer with nn_trainer_set_threads) limits the kernels each of them
+ * calls, so that the cores are not shared by teams on top of teams.  Per
+ * thread, like the grad mode; OpenMP's own settings are left alone.
+ * ad_set_num_threads(1) also keeps matrix products off a BLAS whose own
+ * thread pool would share those cores: they go to OpenBLAS only when it
+ * runs on its caller's thread (OPENBLAS_NUM_THREADS=1), else to the
+ * built-in kernel, on the calling thread.  n = 0 removes the limit.  Returns the previous
+ * limit (0 for none), or -1 with an error for n < 0.  Results do not depend
+ * on the limit except through which matrix kernel runs (the built-in
+ * kernel splits its work so that every thread count gives the same bits;
+ * BLAS and the built-in kernel may differ in the last bits). */
+AD_API int ad_set_num_threads(int n);
+/* Threads this thread's kernels may use now: OpenMP's count, capped by the
+ * limit; 1 without OpenMP. */
+AD_API int ad_get_num_threads(void);
+
 /* ---- leaves ---------------------------------------------------------------
  * A leaf is a tensor not produced by a recorded op: made by a creation
  * function, or by ad_detach().  Only a floating-point leaf may require grad.

@@ -12,6 +12,15 @@
  * otherwise sets "fn: argument 'name' is NULL".  Returns -1. */
 int nn__null_arg(const char *fn, const char *name);
 
+/* nn_optim_step in parts (optim.c): checks and step counts; the update
+ * of rows [R part / parts, R (part + 1) / parts) of every parameter (R its
+ * first dimension), which threads may run at once for different parts;
+ * the version bumps.  nn_optim_step is begin, slice(0, 1), end. */
+typedef struct nn_optim nn_optim;
+int nn__optim_step_begin(nn_optim *o);
+void nn__optim_step_slice(nn_optim *o, int part, int parts);
+void nn__optim_step_end(nn_optim *o);
+
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }
 

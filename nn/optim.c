@@ -328,7 +328,15 @@ static void rmsprop_update(const nn_optim *o, const upd *u)
 
 /* ---- stepping -------------------------------------------------------------------------- */
 
-int nn_optim_step(nn_optim *o)
+/* nn_optim_step in three parts, so that nn's trainer can update each
+ * thread's rows of the parameters on that thread (trainer_threads.c):
+ * begin checks every parameter and counts the step, slice updates part
+ * `part` of `parts` of every parameter, end tells the core the values
+ * changed.  A part is rows [R part / parts, R (part + 1) / parts) of the
+ * first dimension (R = 1 for a 0-d parameter), whole rows, the same split
+ * as the trainer's reduction of the gradients.  Each element's update is
+ * the same whichever part it is in. */
+int nn__optim_step_begin(nn_optim *o)
 {
     const char *fn = "nn_optim_step";
     if (!o) return nn__null_arg(fn, "opt");
@@ -351,23 +359,49 @@ int nn_optim_step(nn_optim *o)
     global[0]++;
     for (int i = 0; i < o->n; i++) {
         param_slot *s = &o->ps[i];
+        if (!ad_tensor_grad(s->p)) continue; /* took no part in the loss: no update */
+        ((int64_t *)ad_data(s->step))[0]++;
+    }
+    return 0;
+}
+
+void nn__optim_step_slice(nn_optim *o, int part, int parts)
+{
+    for (int i = 0; i < o->n; i++) {
+        param_slot *s = &o->ps[i];
         ad_tensor *g = ad_tensor_grad(s->p);
         if (!g) continue; /* took no part in the loss: no update, no state change */
-        int64_t *t = ad_data(s->step);
-        t[0]++;
-        upd u = {ad_data(s->p), ad_data(g), {NULL, NULL, NULL}, ad_tensor_dtype(s->p),
-                 ad_numel(s->p), t[0]};
-        for (int k = 0; k < NSLOTS; k++) u.s[k] = s->s[k] ? ad_data(s->s[k]) : NULL;
+        int64_t n = ad_numel(s->p), rows = ad_ndim(s->p) ? ad_size(s->p, 0) : 1;
+        int64_t inner = rows ? n / rows : 0;
+        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
+        if (lo >= hi) continue;
+        size_t es = ad_dtype_size(ad_tensor_dtype(s->p)), off = (size_t)lo * es;
+        upd u = {(char *)ad_data(s->p) + off, (const char *)ad_data(g) + off,
+                 {NULL, NULL, NULL}, ad_tensor_dtype(s->p), hi - lo,
+                 ((const int64_t *)ad_data(s->step))[0]};
+        for (int k = 0; k < NSLOTS; k++) u.s[k] = s->s[k] ? (char *)ad_data(s->s[k]) + off : NULL;
         switch (o->kind) {
         case OPT_SGD: sgd_update(o, &u); break;
         case OPT_ADAM:
         case OPT_ADAMW: adam_update(o, &u); break;
         case OPT_RMSPROP: rmsprop_update(o, &u); break;
         }
-        /* Written through ad_data: tell the core, so a backward through
-         * ops recorded before this step refuses to use the new values. */
-        ad_mark_modified(s->p);
     }
+}
+
+void nn__optim_step_end(nn_optim *o)
+{
+    /* Written through ad_data: tell the core, so a backward through ops
+     * recorded before this step refuses to use the new values. */
+    for (int i = 0; i < o->n; i++)
+        if (ad_tensor_grad(o->ps[i].p)) ad_mark_modified(o->ps[i].p);
+}
+
+int nn_optim_step(nn_optim *o)
+{
+    if (nn__optim_step_begin(o)) return -1;
+    nn__optim_step_slice(o, 0, 1);
+    nn__optim_step_end(o);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,31 +20,7 @@
 #include "checkpoint.h"
 #include "internal.h"
 #include "nn_private.h"
-
-/* One recording: the tape, the input leaves the batch is copied into, and
- * the output and loss the replay recomputes.  tape NULL: slot unused. */
-typedef struct rec {
-    ad_tape *tape;
-    ad_dtype xdt, ydt;
-    int xnd, ynd;
-    int64_t xshape[AD_MAX_DIMS], yshape[AD_MAX_DIMS];
-    ad_tensor *x, *y, *out, *loss;
-} rec;
-
-struct nn_trainer {
-    nn_module *model;
-    nn_loss_fn loss;
-    nn_optim *opt;
-    nn_trainer_options o;
-    double base_lr;
-    rec train[NN_TRAINER_MAX_SHAPES], eval[NN_TRAINER_MAX_SHAPES];
-    ad_tape *scratch;        /* steps without replay, reset before each */
-    ad_tensor *out, *y;      /* of the last step or evaluation batch */
-    int64_t epoch, steps, replays;
-    int64_t fit_total;       /* steps of the current nn_fit, for the schedule */
-    nn_trainer_comm comm;    /* world_size 0: alone */
-    bool resumed;            /* counts set by a load, not by training here */
-};
+#include "trainer_impl.h"
 
 static double now(void)
 {
@@ -80,7 +57,7 @@ nn_trainer *nn_trainer_new(nn_module *model, nn_loss_fn loss, nn_optim *opt,
     return tr;
 }
 
-static void rec_free(rec *r)
+void nn__rec_free(rec *r)
 {
     ad_tape_free(r->tape);
     *r = (rec){0};
@@ -89,9 +66,10 @@ static void rec_free(rec *r)
 void nn_trainer_free(nn_trainer *tr)
 {
     if (!tr) return;
+    nn__pool_free(tr->pool);
     for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
-        rec_free(&tr->train[i]);
-        rec_free(&tr->eval[i]);
+        nn__rec_free(&tr->train[i]);
+        nn__rec_free(&tr->eval[i]);
     }
     ad_tape_free(tr->scratch);
     ad_free(tr);
@@ -117,9 +95,14 @@ static int record(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y
                .ynd = ad_ndim(y)};
     memcpy(r->xshape, ad_shape(x), (size_t)r->xnd * sizeof(int64_t));
     memcpy(r->yshape, ad_shape(y), (size_t)r->ynd * sizeof(int64_t));
+    return nn__trainer_record(tr, r, training);
+}
+
+int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
+{
     r->tape = ad_tape_new();
     if (!r->tape || ad_tape_set_replayable(r->tape, true)) {
-        rec_free(r);
+        nn__rec_free(r);
         return -1;
     }
     /* Only recorded ops are replayed, and with grad mode off nothing is
@@ -135,7 +118,7 @@ static int record(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y
     nn_train(tr->model, was_training);
     ad_set_grad_enabled(grad_was);
     if (!r->loss || ad_tape_freeze(r->tape)) {
-        rec_free(r);
+        nn__rec_free(r);
         return -1;
     }
     return 0;
@@ -183,7 +166,7 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
 /* Rows of logits [N, C] whose prediction is the label, added to *correct.
  * Read in place: nn_confusion_update would copy the batch, and a training
  * step should not allocate.  A NaN is the prediction, as there. */
-static int count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int64_t *correct)
+int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int64_t *correct)
 {
     ad_dtype dt = ad_tensor_dtype(logits);
     if (ad_ndim(logits) != 2 || !nn__is_float(dt) || ad_tensor_dtype(labels) != AD_INT64 ||
@@ -215,6 +198,13 @@ static int count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, i
 static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, double *loss,
                 double *samples, int64_t *correct)
 {
+    /* A worker of a data-parallel run (comm) takes the one-thread step,
+     * which averages the gradients over the workers. */
+    if (tr->threads > 1 && !tr->o.no_replay && tr->comm.world_size == 0) {
+        *samples = (double)ad_size(x, 0);
+        int rc = nn__trainer_step_split(tr, fn, x, y, loss, correct);
+        if (rc != 2) return rc;
+    }
     ad_tensor *out, *l;
     bool replayed;
     if (forward(tr, x, y, true, &out, &l, &replayed)) return -1;
@@ -238,7 +228,7 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
         if (!isfinite(*loss)) return 1;
     }
     if (nn_optim_step(tr->opt)) return -1;
-    if (tr->o.accuracy && count_correct(fn, out, tr->y, correct)) return -1;
+    if (tr->o.accuracy && nn__count_correct(fn, out, tr->y, correct)) return -1;
     tr->steps++;
     tr->replays += replayed;
     return 0;
@@ -325,7 +315,7 @@ static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_co
             return nn__err(fn, "the loss function must give one value, got %" PRId64,
                            ad_numel(l));
         if ((cm && nn_confusion_update(cm, out, tr->y)) ||
-            (tr->o.accuracy && count_correct(fn, out, tr->y, &correct)))
+            (tr->o.accuracy && nn__count_correct(fn, out, tr->y, &correct)))
             return -1;
         loss_sum += ad_item(l); /* summed per batch: the mean is exact below */
         n += ad_size(x, 0);
@@ -527,7 +517,7 @@ int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *s)
         s->arena_reserved += ts.arena_reserved;
         s->arena_chunks += ts.arena_chunks;
     }
-    return 0;
+    return nn__pool_stats(tr->pool, s);
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */

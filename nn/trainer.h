@@ -103,8 +103,31 @@ AD_API int nn_trainer_step(nn_trainer *tr, ad_tensor *x, ad_tensor *y, double *l
 
 /* The model's output of the last step or evaluation batch, on a tape of
  * the trainer: valid until its next step or evaluation, not to be freed.
- * NULL with an error before any. */
+ * After a step split among threads (nn_trainer_set_threads) it is the
+ * output of the first shard, the batch's first rows.  NULL with an error
+ * before any. */
 AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
+
+/* Training steps split the batch among `threads` threads (data
+ * parallelism; 0 or 1: one thread, the default).  Each thread replays the
+ * forward and loss of its contiguous shard of the batch on tapes of its
+ * own (recorded on the calling thread the first time a shard shape comes
+ * up) and differentiates it; the gradients, weighted by each shard's share
+ * of the batch, are added in shard order and the optimiser steps once.
+ * The threads are started at the first split step and wait between steps;
+ * they, and the caller during a step, limit the kernels they call to
+ * themselves (ad_set_num_threads(1)).  Results: a seeded run with the same
+ * thread count gives the same bits every time; another count groups the
+ * sums differently and changes the last bits.  Requirements: the loss is a
+ * mean of per-sample terms (all of nn's losses are), and a layer that
+ * couples the samples of a batch (BatchNorm in training) sees a shard, not
+ * the batch.  Batches with fewer rows than threads, non-contiguous
+ * batches, .no_replay and evaluation run on one thread (evaluation's
+ * kernels still use OpenMP's threads).  Errors: NULL tr, threads outside
+ * 0..256.  Changing the count stops the old threads. */
+AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
+/* The thread count of training steps (1 when not split); -1 for NULL. */
+AD_API int nn_trainer_get_threads(const nn_trainer *tr);
 
 /* Figures of one pass over a data set. */
 typedef struct nn_metrics {
@@ -228,7 +251,8 @@ AD_API int64_t nn_trainer_steps(const nn_trainer *tr);
 
 /* How the steps ran: recordings made, replays since, and the tapes' sizes. */
 typedef struct nn_trainer_stats {
-    int recordings;               /* training tapes recorded (one per shape) */
+    int recordings;               /* training tapes recorded (one per shape, and
+                                     one per shard shape and thread when split) */
     int64_t replays;              /* training steps that replayed a recording */
     size_t nodes;                 /* ops of the largest training recording */
     size_t arena_reserved;        /* bytes the training tapes hold */

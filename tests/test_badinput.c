@@ -340,6 +340,10 @@ START_TEST(tape_h)
     ROW_RC(ad_tape_get_stats(f.t, NULL), "tape or stats is NULL");
     ROW_OK(ad_grad_enabled(), ad_grad_enabled());
     ROW_OK(ad_set_grad_enabled(true), ad_set_grad_enabled(true));
+    ROW_RC(ad_set_num_threads(-1), "ad_set_num_threads: n must be >= 0, got -1");
+    ROW_OK(ad_set_num_threads(1),
+           (ad_set_num_threads(1), ad_get_num_threads() == 1 && ad_set_num_threads(0) == 1));
+    ROW_OK(ad_get_num_threads(), ad_get_num_threads() >= 1);
     /* composition scopes */
     ad_scope sc;
     ROW_RC(ad_scope_begin(NULL, "f", 0, NULL, false), "argument 's' is NULL");
@@ -1506,6 +1510,10 @@ START_TEST(nn_modules_optim_init_loss)
     ROW_RC(nn_trainer_step(tr, tx, ty, NULL), "nn_trainer_step: x and y must be batches of the same length");
     ROW(nn_trainer_output(tr), "nn_trainer_output: no step or evaluation yet");
     ROW(nn_trainer_output(NULL), "nn_trainer_output: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_set_threads(NULL, 2), "nn_trainer_set_threads: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_set_threads(tr, -1), "threads must be in 0..256, got -1");
+    ROW_RC(nn_trainer_set_threads(tr, 257), "threads must be in 0..256, got 257");
+    ROW_VAL(int, nn_trainer_get_threads(NULL), -1, "nn_trainer_get_threads: argument 'tr' is NULL");
     nn_loader *unlabelled = nn_loader_from_tensors(tx, NULL, &(nn_loader_options){.batch_size = 2});
     ck_assert_ptr_nonnull(unlabelled);
     nn_metrics met;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../nn/nn_private.h"
 #include "optest.h"
 
 static const double W0[2] = {1.0, -2.0};
@@ -433,6 +434,82 @@ END_TEST
 
 /* ---- schedules -------------------------------------------------------------------------- */
 
+/* The update split into parts by rows (what nn's trainer runs on several
+ * threads, nn__optim_step_slice) gives the same bits as nn_optim_step, for
+ * every optimiser, a 2-D, a 1-D and a 0-d parameter, and 1 to 4 parts
+ * (more parts than rows included). */
+START_TEST(sliced_step_matches)
+{
+    for (int kind = 0; kind < 4; kind++)
+        for (int parts = 1; parts <= 4; parts++) {
+            ad_tensor *w[2][3];
+            nn_optim *o[2];
+            for (int k = 0; k < 2; k++) {
+                double v[15];
+                for (int i = 0; i < 15; i++) v[i] = 0.1 * i - 0.7;
+                w[k][0] = ad_from_array(NULL, AD_FLOAT32, 2, (int64_t[]){5, 3}, (float[]){
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, -1, -2, -3, -4, -5, -6});
+                w[k][1] = param(3, v);
+                w[k][2] = ad_scalar_tensor(NULL, AD_FLOAT64, 0.25);
+                for (int j = 0; j < 3; j++) ad_set_requires_grad(w[k][j], true);
+                nn_named_tensors *l =
+                    nn_named_tensors_new(3, (const char *[]){"a", "b", "c"}, w[k]);
+                nn_adam_options ao = NN_ADAM_DEFAULTS;
+                ao.amsgrad = true;
+                ao.weight_decay = 0.01;
+                nn_rmsprop_options ro = NN_RMSPROP_DEFAULTS;
+                ro.centered = true;
+                ro.momentum = 0.5;
+                o[k] = kind == 0   ? nn_sgd(l, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9,
+                                                                  .nesterov = true,
+                                                                  .weight_decay = 0.01})
+                       : kind == 1 ? nn_adam(l, &ao)
+                       : kind == 2 ? nn_adamw(l, &ao)
+                                   : nn_rmsprop(l, &ro);
+                nn_named_tensors_free(l);
+                ck_assert_msg(o[k] != NULL, "%s", ad_error());
+            }
+            for (int step = 0; step < 3; step++)
+                for (int k = 0; k < 2; k++) {
+                    /* E = sum (w^2 (step + 1)): gradients that change */
+                    ad_tape *t = ad_tape_new();
+                    ad_tape_activate(t);
+                    ad_tensor *e = NULL;
+                    for (int j = 0; j < 3; j++) {
+                        ad_tensor *s = ad_sum(ad_mul_scalar(ad_mul(w[k][j], w[k][j]), step + 1.0),
+                                              NULL, 0, false);
+                        e = e ? ad_add(e, ad_cast(s, AD_FLOAT64)) : ad_cast(s, AD_FLOAT64);
+                    }
+                    ck_assert_int_eq(nn_optim_zero_grad(o[k]), 0);
+                    ck_assert_int_eq(ad_backward(e, NULL, 0), 0);
+                    if (k == 0) {
+                        ck_assert_int_eq(nn_optim_step(o[k]), 0);
+                    } else {
+                        ck_assert_int_eq(nn__optim_step_begin(o[k]), 0);
+                        for (int part = parts - 1; part >= 0; part--)
+                            nn__optim_step_slice(o[k], part, parts);
+                        nn__optim_step_end(o[k]);
+                    }
+                    ad_tape_activate(NULL);
+                    ad_tape_free(t);
+                }
+            for (int j = 0; j < 3; j++) {
+                ck_assert_int_eq(ad_numel(w[0][j]), ad_numel(w[1][j]));
+                size_t bytes = (size_t)ad_numel(w[0][j]) *
+                               ad_dtype_size(ad_tensor_dtype(w[0][j]));
+                ck_assert_msg(memcmp(ad_data(w[0][j]), ad_data(w[1][j]), bytes) == 0,
+                              "optimiser %d, %d parts: parameter %d differs", kind, parts, j);
+            }
+            /* and the weights moved */
+            ck_assert(((float *)ad_data(w[0][0]))[0] != 1.0f);
+            for (int k = 0; k < 2; k++) {
+                nn_optim_free(o[k]);
+                for (int j = 0; j < 3; j++) ad_tensor_free(w[k][j]);
+            }
+        }
+}
+END_TEST
+
 START_TEST(schedules)
 {
     /* StepLR(step_size 30, gamma 0.1) */
@@ -657,6 +734,7 @@ int main(void)
     tcase_add_test(tc, sgd_state_names);
     suite_add_tcase(s, tc);
     tc = tcase_create("schedules_clipping");
+    tcase_add_test(tc, sliced_step_matches);
     tcase_add_test(tc, schedules);
     tcase_add_test(tc, clip_norm);
     tcase_add_test(tc, grad_report);

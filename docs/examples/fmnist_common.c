@@ -87,7 +87,9 @@ static void usage(const fm_recipe *m, FILE *out)
             "  --batch N         samples per step [%" PRId64 "]\n"
             "  --lr X            initial learning rate, decayed along a cosine [%g]\n"
             "  --momentum X      SGD momentum in [0, 1) [%g]\n"
-            "  --threads N       OpenMP threads for the library's kernels, 0 = default\n"
+            "  --threads N       threads: N > 1 splits each training batch among N\n"
+            "                    threads (nn_trainer_set_threads); 0 = OpenMP's default\n"
+            "                    for the library's kernels, batch not split\n"
             "  --limit N         train on the first N training images only (0 = all)\n"
             "  --test-limit N    evaluate on the first N test images only (0 = all)\n"
             "  --seed N          initialisation and shuffling [1]\n"
@@ -628,6 +630,11 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
     const fm_recipe *m = p->m;
     if (!net || !tr) return -1;
     p->net = net;
+    /* With --threads N > 1 every training step's batch is split among N
+     * threads, each running forward and backward of its share (data
+     * parallelism), which keeps N cores busy through the whole step rather
+     * than only inside the larger kernels. */
+    if (o->threads > 1 && nn_trainer_set_threads(tr, o->threads)) return -1;
     if (o->load) {
         /* The metadata is checked first for a clear message ("holds a
          * fmnist_cnn model"); the strict load then checks every name,

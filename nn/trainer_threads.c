@@ -1,0 +1,469 @@
+/* nn/trainer_threads.c - a training step with the batch split among
+ * threads (nn_trainer_set_threads).
+ *
+ * Data parallelism, as PyTorch's DistributedDataParallel does it across
+ * processes: the batch of N rows is cut into T contiguous shards, shard t
+ * of n_t rows.  Each shard has recordings of its own (its own tapes, made
+ * on the calling thread the first time its shape comes up), and a step
+ * replays every shard's forward and loss on a thread of its own and
+ * differentiates it there, all at once.  The training loss is a mean over
+ * the batch, so the batch's loss and gradient are the shards' weighted by
+ * n_t / N: shard 0, on the caller's thread, accumulates its gradient into
+ * the parameters' grads (ad_backward with grad_output n_0 / N), the others
+ * compute theirs with ad_gradients on their own tapes (the parameters are
+ * only read, which independent tapes may do at once: tape.h), and after
+ * the threads meet the caller adds them in shard order and runs the
+ * optimiser.  Every op of the forward and backward - matrix products,
+ * convolutions' unfold and fold, the elementwise ops - runs on a shard of
+ * the batch, so the whole step is split, not a few kernels of it, with one
+ * wake-up and one join per step.
+ *
+ * The threads are started at the first split step and kept until the
+ * trainer is freed or its thread count changes: a step wakes them through
+ * a condition variable, it does not create them.  Each limits the kernels
+ * it calls to itself (ad_set_num_threads(1)), as does the caller during the
+ * step, so T threads keep T cores busy and no OpenMP team or BLAS pool is
+ * started on top of them.
+ *
+ * What a split step guarantees: the shards, the kernels each runs and the
+ * order of the final additions are fixed by N and T, so a seeded run with
+ * T threads gives the same bits every time; with another T (one thread
+ * included) the sums are grouped differently and the results differ in the
+ * last bits.  Layers that couple the samples of a batch (BatchNorm in
+ * training) see a shard instead of the batch; a loss given to the trainer
+ * must be a mean of per-sample terms (all of nn's are). */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nn_private.h"
+#include "trainer_impl.h"
+
+/* More threads than this is a mistake rather than a machine. */
+#define MAX_SPLIT 256
+
+typedef struct shard {
+    struct pool *pool;
+    int idx;
+    rec recs[NN_TRAINER_MAX_SHAPES]; /* this shard's recordings, one per shard shape */
+    rec *r;                          /* the one this step replays */
+    ad_tensor *weight;               /* persistent 0-d n_t / N: grad_output of its loss */
+    ad_tensor **grads;               /* this step's gradients, on r's tape */
+    const void **base;               /* ... their element 0 */
+    int64_t (*strides)[AD_MAX_DIMS]; /* ... and strides */
+    int64_t row0, rows;
+    double loss;
+    int rc;                          /* 0, or -1 with the error below */
+    ad_error_code code;
+    char err[512];
+} shard;
+
+/* A parameter's gradient buffer, as the reduction writes it. */
+typedef struct pgrad {
+    void *d;              /* NULL: no gradient (the loss does not reach it) */
+    ad_dtype dt;
+    int nd;
+    const int64_t *shape;
+    int64_t rows, inner;  /* first dimension, elements per index of it */
+} pgrad;
+
+struct pool {
+    int n;                /* shards = threads; shard 0 runs on the caller's thread */
+    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and update */
+    nn_optim *opt;
+    bool leaf_mode;       /* shard 0 went into the leaves' grads (a first step) */
+    pgrad *pg;            /* [nparams] */
+    shard *sh;
+    int nparams;
+    ad_tensor **params;   /* the model's parameters that require grad */
+    pthread_t *th;        /* the n - 1 workers */
+    int started;          /* workers created */
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t gen;         /* bumped to start a step */
+    int pending;          /* workers still in this step */
+    bool quit;
+    const char *xd, *yd;  /* this step's batch, and the bytes of one row */
+    size_t xrow, yrow;
+};
+
+/* Where gradient i of shard s is: its element 0 and strides.  A weight's
+ * gradient is often a transposed view (of the product that computed it);
+ * permuted to decreasing strides it is contiguous, and ad_data gives its
+ * element 0 without a copy.  Any other view is copied. */
+static int locate(shard *s, int i)
+{
+    ad_tensor *h = s->grads[i];
+    int nd = ad_ndim(h), perm[AD_MAX_DIMS];
+    const int64_t *st = ad_strides(h);
+    for (int a = 0; a < nd; a++) perm[a] = a;
+    for (int a = 1; a < nd; a++) /* insertion sort, stable: by decreasing stride */
+        for (int b = a; b > 0 && st[perm[b]] > st[perm[b - 1]]; b--) {
+            int tmp = perm[b];
+            perm[b] = perm[b - 1];
+            perm[b - 1] = tmp;
+        }
+    ad_tensor *v = ad_is_contiguous(h) ? h : ad_permute(h, perm);
+    if (v && !ad_is_contiguous(v)) v = h = s->grads[i] = ad_contiguous(h);
+    if (!v) return -1;
+    memcpy(s->strides[i], ad_strides(h), (size_t)nd * sizeof(int64_t));
+    s->base[i] = ad_data(v);
+    return s->base[i] ? 0 : -1;
+}
+
+/* Replays shard s on the batch in p and differentiates it; the outcome in
+ * s->rc (the message copied, since errors are per thread). */
+static void shard_run(struct pool *p, shard *s)
+{
+    rec *r = s->r;
+    memcpy(ad_data(r->x), p->xd + (size_t)s->row0 * p->xrow, (size_t)s->rows * p->xrow);
+    memcpy(ad_data(r->y), p->yd + (size_t)s->row0 * p->yrow, (size_t)s->rows * p->yrow);
+    ad_tensor *leaves[2] = {r->x, r->y};
+    int rc = ad_tape_replay(r->tape, 2, leaves, NULL) < 0 ? -1 : 0;
+    if (rc == 0) {
+        s->loss = ad_item(r->loss);
+        if (!isfinite(s->loss)) {
+            /* the caller reports it; nothing to differentiate */
+        } else if (s->idx == 0 && p->leaf_mode) {
+            rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH);
+        } else {
+            rc = ad_gradients(r->loss, s->weight, p->nparams, p->params, s->grads,
+                              AD_RETAIN_GRAPH);
+            for (int i = 0; rc == 0 && i < p->nparams; i++) rc = locate(s, i);
+        }
+    }
+    s->rc = rc;
+    if (rc) {
+        s->code = ad_errcode();
+        snprintf(s->err, sizeof s->err, "%s", ad_error() ? ad_error() : "unknown error");
+    }
+}
+
+static void reduce_slice(struct pool *p, int t);
+
+static void *worker(void *arg)
+{
+    shard *s = arg;
+    struct pool *p = s->pool;
+    ad_set_num_threads(1);
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) break;
+        seen = p->gen;
+        int phase = p->phase;
+        pthread_mutex_unlock(&p->mu);
+        if (phase == 1) shard_run(p, s);
+        else reduce_slice(p, s->idx);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+void nn__pool_free(struct pool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = true;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int t = 0; t < p->started; t++) pthread_join(p->th[t], NULL);
+    for (int t = 0; t < p->n; t++) {
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&p->sh[t].recs[i]);
+        ad_tensor_free(p->sh[t].weight);
+        ad_free(p->sh[t].grads);
+        ad_free((void *)p->sh[t].base);
+        ad_free(p->sh[t].strides);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+    ad_free(p->sh);
+    ad_free(p->pg);
+    ad_free(p->params);
+    ad_free(p->th);
+    ad_free(p);
+}
+
+static struct pool *pool_new(nn_trainer *tr, int n)
+{
+    const char *fn = "nn_trainer_step";
+    struct pool *p = ad_calloc(1, sizeof *p);
+    if (!p) return NULL;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->n = n;
+    p->sh = ad_calloc((size_t)n, sizeof *p->sh);
+    p->th = ad_calloc((size_t)n, sizeof *p->th);
+    nn_named_tensors *all = nn_parameters(tr->model);
+    if (!p->sh || !p->th || !all) goto fail;
+    p->params = ad_calloc((size_t)all->n + 1, sizeof *p->params);
+    p->pg = ad_calloc((size_t)all->n + 1, sizeof *p->pg);
+    if (!p->params || !p->pg) goto fail;
+    for (int i = 0; i < all->n; i++)
+        if (ad_requires_grad(all->tensors[i])) p->params[p->nparams++] = all->tensors[i];
+    nn_named_tensors_free(all);
+    all = NULL;
+    for (int t = 0; t < n; t++) {
+        p->sh[t].pool = p;
+        p->sh[t].idx = t;
+        size_t np = (size_t)p->nparams + 1;
+        if ((!(p->sh[t].grads = ad_calloc(np, sizeof(ad_tensor *))) ||
+                      !(p->sh[t].base = ad_calloc(np, sizeof(void *))) ||
+                      !(p->sh[t].strides = ad_calloc(np, sizeof *p->sh[t].strides))))
+            goto fail;
+    }
+    for (; p->started < n - 1; p->started++)
+        if (pthread_create(&p->th[p->started], NULL, worker, &p->sh[p->started + 1])) {
+            nn__err(fn, "cannot start thread %d of %d", p->started + 2, n);
+            goto fail;
+        }
+    return p;
+fail:
+    nn_named_tensors_free(all);
+    nn__pool_free(p);
+    return NULL;
+}
+
+/* Sets s->r to shard s's recording for its rows of the batch (x, y),
+ * recorded on this thread when its shape is new.  1 when every slot holds
+ * another shape (the caller steps on one thread), -1 when the recording
+ * failed. */
+static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tensor *y)
+{
+    rec want = {.xdt = ad_tensor_dtype(x), .ydt = ad_tensor_dtype(y), .xnd = ad_ndim(x),
+                .ynd = ad_ndim(y)};
+    memcpy(want.xshape, ad_shape(x), (size_t)want.xnd * sizeof(int64_t));
+    memcpy(want.yshape, ad_shape(y), (size_t)want.ynd * sizeof(int64_t));
+    want.xshape[0] = want.yshape[0] = s->rows;
+    for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+        rec *r = &s->recs[i];
+        if (!r->tape) {
+            *r = want;
+            s->r = r;
+            return nn__trainer_record(tr, r, true);
+        }
+        if (r->xdt == want.xdt && r->ydt == want.ydt && r->xnd == want.xnd &&
+            r->ynd == want.ynd &&
+            !memcmp(r->xshape, want.xshape, (size_t)want.xnd * sizeof(int64_t)) &&
+            !memcmp(r->yshape, want.yshape, (size_t)want.ynd * sizeof(int64_t))) {
+            s->r = r;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Rows [lo, hi) (of the first dimension) of gradient G += shard sh's
+ * gradient i, read through its strides; T is float or double.  A weight's
+ * gradient is often a transposed view (of the product that computed it):
+ * that case reads 16 consecutive elements of a column at a time, a cache
+ * line of the view's storage, for 16 rows of G (measured faster than
+ * tiles of 16 x 64 read along G's rows). */
+#define DEFINE_ADD_ROWS(NAME, T)                                                         \
+    static void NAME(const pgrad *G, const shard *sh, int i, int64_t lo, int64_t hi)     \
+    {                                                                                    \
+        T *d = G->d;                                                                     \
+        const T *src = sh->base[i];                                                      \
+        const int64_t *st = sh->strides[i];                                              \
+        int64_t C = G->inner;                                                            \
+        if (G->nd == 0) {                                                                \
+            d[0] += src[0];                                                              \
+        } else if (G->nd <= 2 && (G->nd == 1 || st[1] == 1)) { /* rows contiguous */    \
+            int64_t s0 = st[0];                                                          \
+            for (int64_t r = lo; r < hi; r++) {                                          \
+                T *dr = d + r * C;                                                       \
+                const T *sr = src + r * s0;                                              \
+                for (int64_t j = 0; j < C; j++) dr[j] += sr[j];                          \
+            }                                                                            \
+        } else if (G->nd == 2 && st[0] == 1) { /* a transpose */                        \
+            int64_t s1 = st[1];                                                          \
+            for (int64_t rb = lo; rb < hi; rb += 16) {                                   \
+                int64_t rn = hi - rb < 16 ? hi - rb : 16;                                \
+                for (int64_t j = 0; j < C; j++) {                                        \
+                    const T *col = src + j * s1 + rb;                                    \
+                    T *dj = d + rb * C + j;                                              \
+                    for (int64_t r = 0; r < rn; r++) dj[r * C] += col[r];               \
+                }                                                                        \
+            }                                                                            \
+        } else {                                                                         \
+            for (int64_t r = lo; r < hi; r++) {                                          \
+                int64_t idx[AD_MAX_DIMS] = {0}, off = r * st[0];                         \
+                T *dr = d + r * C;                                                       \
+                for (int64_t k = 0; k < C; k++) {                                        \
+                    dr[k] += src[off];                                                   \
+                    for (int a = G->nd - 1; a >= 1; a--) {                               \
+                        off += st[a];                                                    \
+                        if (++idx[a] < G->shape[a]) break;                               \
+                        off -= st[a] * G->shape[a];                                      \
+                        idx[a] = 0;                                                      \
+                    }                                                                    \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+    }
+DEFINE_ADD_ROWS(add_rows_f32, float)
+DEFINE_ADD_ROWS(add_rows_f64, double)
+
+/* Thread t's share of the reduction: rows [R t / n, R (t + 1) / n) of
+ * every parameter's gradient, set to the sum of the shards' gradients in
+ * shard order (in leaf mode shard 0's is in it already).  Each element is
+ * the same sum in the same order whichever thread computes it. */
+static void reduce_slice(struct pool *p, int t)
+{
+    for (int i = 0; i < p->nparams; i++) {
+        const pgrad *G = &p->pg[i];
+        if (!G->d) continue;
+        int64_t lo = G->rows * t / p->n, hi = G->rows * (t + 1) / p->n;
+        if (lo >= hi) continue;
+        size_t es = G->dt == AD_FLOAT32 ? sizeof(float) : sizeof(double);
+        if (!p->leaf_mode)
+            memset((char *)G->d + (size_t)(lo * G->inner) * es, 0,
+                   (size_t)((hi - lo) * G->inner) * es);
+        for (int u = p->leaf_mode ? 1 : 0; u < p->n; u++) {
+            if (G->dt == AD_FLOAT32) add_rows_f32(G, &p->sh[u], i, lo, hi);
+            else add_rows_f64(G, &p->sh[u], i, lo, hi);
+        }
+    }
+    /* The same rows of the parameters, while their gradients are in cache. */
+    nn__optim_step_slice(p->opt, t, p->n);
+}
+
+/* Runs phase (1 or 2) on every thread, shard 0's part on this one. */
+static void run_phase(struct pool *p, int phase)
+{
+    pthread_mutex_lock(&p->mu);
+    p->phase = phase;
+    p->pending = p->n - 1;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    if (phase == 1) shard_run(p, &p->sh[0]);
+    else reduce_slice(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
+                           double *loss, int64_t *correct)
+{
+    int T = tr->threads;
+    int64_t N = ad_size(x, 0);
+    if (N < T || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 2;
+    if (!tr->pool && !(tr->pool = pool_new(tr, T))) return -1;
+    struct pool *p = tr->pool;
+    for (int t = 0; t < T; t++) {
+        shard *s = &p->sh[t];
+        s->row0 = N * t / T;
+        s->rows = N * (t + 1) / T - s->row0;
+        int got = shard_rec(tr, s, x, y);
+        if (got) return got < 0 ? -1 : 2;
+        ad_dtype ldt = ad_tensor_dtype(s->r->loss);
+        if (s->weight && ad_tensor_dtype(s->weight) != ldt) {
+            ad_tensor_free(s->weight);
+            s->weight = NULL;
+        }
+        if (!s->weight && !(s->weight = ad_scalar_tensor(NULL, ldt, 0))) return -1;
+        nn__st(ad_data(s->weight), ldt, 0, (double)s->rows / (double)N);
+    }
+    p->xd = ad_data(x);
+    p->yd = ad_data(y);
+    p->xrow = (size_t)(ad_numel(x) / N) * ad_dtype_size(ad_tensor_dtype(x));
+    p->yrow = (size_t)(ad_numel(y) / N) * ad_dtype_size(ad_tensor_dtype(y));
+    if (!p->xd || !p->yd) return -1;
+    /* Once every parameter has a gradient buffer the shards' gradients are
+     * summed straight into it (no zeroing first); until then (the first
+     * step) shard 0 goes through ad_backward, which makes the buffers. */
+    p->leaf_mode = false;
+    for (int i = 0; i < p->nparams; i++) p->leaf_mode |= !ad_tensor_grad(p->params[i]);
+    if (p->leaf_mode && nn_optim_zero_grad(tr->opt)) return -1;
+
+    int prev = ad_set_num_threads(1);
+    run_phase(p, 1);
+    double v = 0;
+    bool finite = true;
+    int failed = -1;
+    for (int t = 0; t < T; t++) {
+        shard *s = &p->sh[t];
+        if (s->rc && failed < 0) failed = t;
+        finite = finite && isfinite(s->loss);
+        v += (double)s->rows / (double)N * s->loss;
+    }
+    int rc = failed >= 0 ? -1 : !finite || !isfinite(v) ? 1 : 0;
+    for (int i = 0; rc == 0 && i < p->nparams; i++) {
+        ad_tensor *g = ad_tensor_grad(p->params[i]);
+        pgrad *G = &p->pg[i];
+        *G = (pgrad){0};
+        if (!g) continue; /* leaf mode: the loss does not reach it, every shard's is 0 */
+        G->dt = ad_tensor_dtype(g);
+        G->nd = ad_ndim(g);
+        G->shape = ad_shape(g);
+        G->rows = G->nd ? G->shape[0] : 1;
+        G->inner = G->rows ? ad_numel(g) / G->rows : 0;
+        if (!nn__is_float(G->dt) || !(G->d = ad_data(g))) rc = -1;
+    }
+    /* Phase 2: each thread sums its rows of every gradient and updates the
+     * same rows of every parameter.  The optimiser's checks come first: a
+     * step it refuses leaves the parameters as they were. */
+    p->opt = tr->opt;
+    if (rc == 0 && nn__optim_step_begin(tr->opt)) rc = -1;
+    if (rc == 0) run_phase(p, 2);
+    ad_set_num_threads(prev);
+    if (failed >= 0) return ad_set_error_code(p->sh[failed].code, "%s", p->sh[failed].err);
+    *loss = v;
+    if (rc) return rc;
+    for (int i = 0; i < p->nparams; i++)
+        if (p->pg[i].d && ad_mark_modified(ad_tensor_grad(p->params[i]))) return -1;
+    nn__optim_step_end(tr->opt);
+    for (int t = 0; tr->o.accuracy && t < T; t++)
+        if (nn__count_correct(fn, p->sh[t].r->out, p->sh[t].r->y, correct)) return -1;
+    tr->out = p->sh[0].r->out;
+    tr->y = p->sh[0].r->y;
+    tr->steps++;
+    tr->replays++;
+    return 0;
+}
+
+int nn__pool_stats(const struct pool *p, nn_trainer_stats *st)
+{
+    for (int t = 0; p && t < p->n; t++)
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+            ad_tape_stats ts;
+            if (!p->sh[t].recs[i].tape) continue;
+            if (ad_tape_get_stats(p->sh[t].recs[i].tape, &ts)) return -1;
+            st->recordings++;
+            st->nodes = ts.nodes > st->nodes ? ts.nodes : st->nodes;
+            st->arena_reserved += ts.arena_reserved;
+            st->arena_chunks += ts.arena_chunks;
+        }
+    return 0;
+}
+
+int nn_trainer_set_threads(nn_trainer *tr, int threads)
+{
+    const char *fn = "nn_trainer_set_threads";
+    if (!tr) return nn__null_arg(fn, "tr");
+    if (threads < 0 || threads > MAX_SPLIT)
+        return nn__err(fn, "threads must be in 0..%d, got %d", MAX_SPLIT, threads);
+    if (threads != tr->threads) {
+        nn__pool_free(tr->pool);
+        tr->pool = NULL;
+        tr->threads = threads;
+    }
+    return 0;
+}
+
+int nn_trainer_get_threads(const nn_trainer *tr)
+{
+    if (!tr) return nn__null_arg("nn_trainer_get_threads", "tr");
+    return tr->threads > 1 ? tr->threads : 1;
+}
