@@ -11,18 +11,19 @@
 
 #include "formulas.h"
 #include "internal.h"
+#include "vmath.h"
 
 /* ---- kernels -------------------------------------------------------------
  * The strided iterator hands over one innermost run ("row") at a time, with
  * contiguous dimensions merged, so a contiguous tensor is a single row with
  * unit steps.  The hot ops (add, sub, mul, div, the comparisons, the
- * squared difference of mse_loss; neg, exp, relu, tanh, sigmoid) are
+ * squared difference of mse_loss; neg, exp, log, relu, tanh, sigmoid) are
  * computed in their dtype (the squared difference in double) by typed
  * kernels, chosen by a switch once per row; every other op (kind K_FN) maps
  * a scalar function, computed in double, through a row function of its own
  * defined beside it (PW_FN1_OP...) in which that function is a constant. */
 enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF,
-       K_NEG, K_EXP, K_RELU, K_TANH, K_SIGMOID };
+       K_NEG, K_EXP, K_LOG, K_RELU, K_TANH, K_SIGMOID };
 
 /* A unary op's scalar function: x and the op's parameter struct (NULL for
  * an op without parameters); a binary op's.  The row loops call them with a
@@ -40,14 +41,30 @@ typedef struct kern {
     int64_t changed;            /* count_row: results that differ from before */
 } kern;
 
-/* The overflow-free logistic function of formulas.h, shared with the
- * scalar API. */
-static inline double sig_f64(double x) { return ad__sigmoid(x); }
-static inline float sig_f32(float x) { return ad__sigmoidf(x); }
-static inline double exp_f64(double x) { return exp(x); }
-static inline float exp_f32(float x) { return expf(x); }
-static inline double tanh_f64(double x) { return tanh(x); }
-static inline float tanh_f32(float x) { return tanhf(x); }
+/* The transcendental kinds over a contiguous run (y may be x).  float32:
+ * the vectorised polynomials of vmath.c (within 2 ulp, see vmath.h).
+ * float64: the C library, and for sigmoid the overflow-free form of
+ * formulas.h shared with the scalar API; polynomials accurate to 1e-15
+ * for float64 are not written yet. */
+static void vec_f32(int kind, float *y, const float *x, int64_t n)
+{
+    switch (kind) {
+    case K_EXP: ad__vexp_f32(y, x, n); break;
+    case K_LOG: ad__vlog_f32(y, x, n); break;
+    case K_TANH: ad__vtanh_f32(y, x, n); break;
+    default: ad__vsigmoid_f32(y, x, n); break;
+    }
+}
+
+static void vec_f64(int kind, double *y, const double *x, int64_t n)
+{
+    switch (kind) {
+    case K_EXP: for (int64_t i = 0; i < n; i++) y[i] = exp(x[i]); break;
+    case K_LOG: for (int64_t i = 0; i < n; i++) y[i] = log(x[i]); break;
+    case K_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanh(x[i]); break;
+    default: for (int64_t i = 0; i < n; i++) y[i] = ad__sigmoid(x[i]); break;
+    }
+}
 
 /* The per-dtype row kernels (un_row_f32, bin_row_f64, where_row_f32...). */
 #if defined(__GNUC__) || defined(__clang__)
@@ -417,13 +434,12 @@ static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 PW_OP(D_EXP, "exp", "y = e^x; dx = g y", exp_bw, K_EXP);
 ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &D_EXP, x, NULL); }
 
-static double f_log(double x, const void *p) { (void)p; return log(x); }
 static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_div(g, n->in[0]);
     return 0;
 }
-PW_FN1_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, f_log);
+PW_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, K_LOG);
 ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL); }
 
 static double f_sqrt(double x, const void *p) { (void)p; return sqrt(x); }
