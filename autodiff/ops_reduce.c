@@ -8,6 +8,10 @@
  * broadcasting (or ad_expand) spread it over the reduced dimensions. */
 #include "internal.h"
 
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int naxes,
                     bool keepdim, ad_reduce_plan *p)
 {
@@ -46,10 +50,41 @@ typedef struct {
     int kind;
 } fold_ctx;
 
-/* fold_row_f32 and fold_row_f64, by x's dtype. */
+/* The partial sums of a row (fold_kernels.inc): 16 doubles are 8 SSE2,
+ * 4 AVX2 or 2 AVX-512 registers, enough independent additions to cover
+ * the latency of each. */
+#define FOLD_LANES 16
+
+/* The lanes' total, pairwise in a fixed order. */
+static inline double lanes_total(double *p)
+{
+    for (int w = FOLD_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) p[j] += p[j + w];
+    return p[0];
+}
+
+/* fold_row_f32 and fold_row_f64, by x's dtype, always inlined into
+ * fold_row (so into each of its clones, below). */
+#if defined(__GNUC__) || defined(__clang__)
+#define FOLD_INLINE inline __attribute__((always_inline))
+#else
+#define FOLD_INLINE inline
+#endif
 #define KERNEL_FILE "fold_kernels.inc"
 #include "per_dtype.inc"
 
+/* The fold loops compiled for the baseline target and for AVX2 and
+ * AVX-512, the CPU's best chosen at load time; each clone adds the same
+ * numbers in the same order (the lanes are explicit, and nothing is fused:
+ * GCC does not contract in ISO C, clang is told below), so the result does
+ * not depend on the CPU. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__SANITIZE_ADDRESS__)
+#define FOLD_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
+#else
+#define FOLD_CLONES
+#endif
+
+FOLD_CLONES
 static void fold_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
 {
     const fold_ctx *c = vctx;
