@@ -73,24 +73,45 @@ static inline double lanes_total(double *p)
 #define KERNEL_FILE "fold_kernels.inc"
 #include "per_dtype.inc"
 
-/* The fold loops compiled for the baseline target and for AVX2 and
- * AVX-512, the CPU's best chosen at load time; each clone adds the same
- * numbers in the same order (the lanes are explicit, and nothing is fused:
- * GCC does not contract in ISO C, clang is told below), so the result does
- * not depend on the CPU. */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__SANITIZE_ADDRESS__)
-#define FOLD_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
-#else
-#define FOLD_CLONES
-#endif
-
-FOLD_CLONES
-static void fold_row(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
+/* The fold loops compiled for the baseline target and, with target
+ * attributes, for AVX2 and AVX-512; fold runs the CPU's best.  Each adds
+ * the same numbers in the same order (the lanes are explicit, and nothing
+ * is fused: GCC does not contract in ISO C, clang is told above), so the
+ * result does not depend on the CPU. */
+static FOLD_INLINE void fold_body(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
 {
     const fold_ctx *c = vctx;
     if (c->x->dtype == AD_FLOAT32) fold_row_f32(c, len, off, step);
     else fold_row_f64(c, len, off, step);
 }
+
+static void fold_row_any(int64_t len, const int64_t *off, const int64_t *step, void *vctx)
+{
+    fold_body(len, off, step, vctx);
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2"))) static void fold_row_avx2(int64_t len, const int64_t *off,
+                                                         const int64_t *step, void *vctx)
+{
+    fold_body(len, off, step, vctx);
+}
+
+__attribute__((target("avx512f"))) static void fold_row_avx512(int64_t len, const int64_t *off,
+                                                              const int64_t *step, void *vctx)
+{
+    fold_body(len, off, step, vctx);
+}
+
+static ad_iter_row fold_row(void)
+{
+    return __builtin_cpu_supports("avx512f") ? fold_row_avx512
+           : __builtin_cpu_supports("avx2")  ? fold_row_avx2
+                                             : fold_row_any;
+}
+#else
+static ad_iter_row fold_row(void) { return fold_row_any; }
+#endif
 
 static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, const double *shift,
                  int kind)
@@ -107,7 +128,7 @@ static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, con
     ad__iter_add(&it, &acc_t);
     ad__iter_add(&it, x);
     fold_ctx c = {x, acc, shift, kind};
-    ad__iter_run(&it, fold_row, &c);
+    ad__iter_run(&it, fold_row(), &c);
 }
 
 /* ---- shared machinery ----------------------------------------------------------
