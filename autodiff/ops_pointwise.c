@@ -17,13 +17,13 @@
  * The strided iterator hands over one innermost run ("row") at a time, with
  * contiguous dimensions merged, so a contiguous tensor is a single row with
  * unit steps.  The hot ops (add, sub, mul, div, the comparisons, the
- * squared difference of mse_loss; neg, exp, log, relu, tanh, sigmoid) are
+ * squared difference of mse_loss; neg, exp, log, sqrt, relu, tanh, sigmoid) are
  * computed in their dtype (the squared difference in double) by typed
  * kernels, chosen by a switch once per row; every other op (kind K_FN) maps
  * a scalar function, computed in double, through a row function of its own
  * defined beside it (PW_FN1_OP...) in which that function is a constant. */
 enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF,
-       K_NEG, K_EXP, K_LOG, K_RELU, K_TANH, K_SIGMOID };
+       K_NEG, K_EXP, K_LOG, K_SQRT, K_RELU, K_TANH, K_SIGMOID };
 
 /* A unary op's scalar function: x and the op's parameter struct (NULL for
  * an op without parameters); a binary op's.  The row loops call them with a
@@ -65,6 +65,9 @@ static void vec_f64(int kind, double *y, const double *x, int64_t n)
     default: for (int64_t i = 0; i < n; i++) y[i] = ad__sigmoid(x[i]); break;
     }
 }
+
+static inline float sqrt_f32(float x) { return sqrtf(x); }
+static inline double sqrt_f64(double x) { return sqrt(x); }
 
 /* The per-dtype row kernels (un_row_f32, bin_row_f64, where_row_f32...). */
 #if defined(__GNUC__) || defined(__clang__)
@@ -442,13 +445,12 @@ static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 PW_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, K_LOG);
 ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL); }
 
-static double f_sqrt(double x, const void *p) { (void)p; return sqrt(x); }
 static int sqrt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_div(g, ad_mul_scalar(n->out, 2.0));
     return 0;
 }
-PW_FN1_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, f_sqrt);
+PW_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, K_SQRT);
 ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL); }
 
 /* ---- sin / cos / tan / tanh / sigmoid ------------------------------------------- */

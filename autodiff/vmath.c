@@ -1,31 +1,44 @@
 /* autodiff/vmath.c - exp, log, tanh and sigmoid of float32 arrays as
  * polynomials the compiler vectorises (vmath.h states the accuracy).
  *
- * Every element is computed in double from its float and rounded to float
- * once.  The double computation is accurate to about 2e-8 relative or
- * better (a float ulp is 6e-8 to 1.2e-7 relative), so the rounding to
- * float makes the result the correctly rounded one except near a midpoint
- * between two floats, where it may be the neighbour: at most 1 ulp (0.6
- * measured, tests/test_vmath.c).  That
- * margin buys short polynomials, no tables and no special cases for
- * subnormal inputs or results: a float's subnormals are normal doubles,
- * and a double result below float's range rounds to the right subnormal
- * or zero.  Working in double halves the elements per vector against a
- * float-only algorithm, but these loops are bounded by memory bandwidth
- * on long arrays, not by arithmetic.
+ * exp is computed in float (16 elements per AVX-512 register), the others
+ * in double from each element's float, rounded to float once.
  *
- *   exp    x = n ln2 + r, |r| <= ln2/2 (n = round(x / ln2); n ln2 is
- *          rounded once, an error below 2e-14 for |n| <= 217); e^r - 1 by
- *          its Taylor series to r^7 (error r^8/8! < 6e-9 of e^r, 1.6e-8
- *          of e^r - 1); e^x = 2^n + 2^n (e^r - 1), with 2^n built in the
- *          exponent bits.  x is clamped to [-150, 128], where e^x is
- *          already 0 or inf in float.
+ *   exp    x = n ln2 + r, |r| <= ln2/2, n = round(x / ln2), ln2 in two
+ *          parts so that n ln2_hi is exact and x - n ln2_hi too; e^r by
+ *          its Taylor series to r^7 (truncation 6e-9 relative) in Horner
+ *          form; e^x = e^r 2^h 2^(n-h), h = floor(n/2), both factors
+ *          built in the exponent bits and normal, so the first product is
+ *          exact and the second rounds once, also into the subnormals or
+ *          to inf.  The error budget in ulp of the result: r's rounding
+ *          0.25, the Horner steps 0.45, the last addition 0.5, truncation
+ *          0.1: 1.3 at most; measured 1.13 (tests/test_vmath.c).  x is
+ *          clamped to [-104, 89], where e^x is already 0 or inf in float.
+ *
+ * For the others the double computation is accurate to about 2e-8
+ * relative or better (a float ulp is 6e-8 to 1.2e-7 relative), so the
+ * rounding to float makes the result the correctly rounded one except
+ * near a midpoint between two floats, where it may be the neighbour: at
+ * most 1 ulp (0.72 measured).  That margin buys short polynomials, no
+ * tables and no special cases for subnormal inputs or results: a float's
+ * subnormals are normal doubles, and a double result below float's range
+ * rounds to the right subnormal or zero.  Working in double halves the
+ * elements per vector, and these three run at about 0.4 of memcpy's
+ * bandwidth on long arrays (exp in float: 0.85); a float algorithm for
+ * them needs more care to stay within 2 ulp (a division after an
+ * inexact exp).
+ *
+ *   e^r-1  (tanh, sigmoid) in double: r as for exp (n ln2 rounded once,
+ *          an error below 2e-14 for |n| <= 217); e^r - 1 by its Taylor
+ *          series to r^7 (error r^8/8! < 6e-9 of e^r, 1.6e-8 of
+ *          e^r - 1); e^x = 2^n + 2^n (e^r - 1), 2^n built in the
+ *          exponent bits.
  *   log    x = 2^k m with m in [sqrt(1/2), sqrt 2); ln m = 2 atanh(s) with
  *          s = (m-1)/(m+1), |s| <= 0.172: 2s (1 + s^2/3 + ... + s^10/11),
  *          error < 1e-10 relative; ln x = k ln2 + ln m.  0 gives -inf, a
  *          negative x NaN, inf inf.
  *   tanh   |x| clamped to 20 (tanh 20 = 1 - 8e-18 is 1 in float);
- *          tanh a = u / (u + 2) with u = e^(2a) - 1 from exp's expm1 form
+ *          tanh a = u / (u + 2) with u = e^(2a) - 1 from the expm1 form
  *          2^n - 1 + 2^n (e^r - 1), which keeps full relative precision as
  *          a -> 0 (tanh of a subnormal is itself); the sign copied back.
  *   sigmoid 1 / (1 + e^-x) with x clamped to [-120, 120]: e^-x stays
@@ -33,8 +46,8 @@
  *
  * NaN passes through every step (the clamps are written so that a NaN
  * compares false and is kept), and no step converts a NaN to an integer:
- * n comes from adding 1.5 * 2^52, which rounds x / ln2 to an integer in
- * the low bits of the sum.
+ * n comes from adding 1.5 * 2^52 (float: 1.5 * 2^23), which rounds x / ln2
+ * to an integer in the low bits of the sum.
  *
  * The variants.  The loops (vmath_kernels.inc) are compiled three times:
  * for the baseline target, and with target attributes for AVX2 and
@@ -98,7 +111,7 @@ static VM_INLINE double expm1_poly(double r)
 }
 
 /* For x in [-150, 128] (or NaN): 2^n in *s and e^r - 1 in the result,
- * e^x = *s + *s * result. */
+ * e^x = *s + *s * result (double: tanh and sigmoid). */
 static VM_INLINE double exp_split(double x, double *s)
 {
     double t = x * LOG2E + SHIFT;
@@ -110,12 +123,48 @@ static VM_INLINE double exp_split(double x, double *s)
     return expm1_poly(r);
 }
 
-static VM_INLINE double vm_exp(double x)
+static VM_INLINE uint32_t bits_of_f(float x)
 {
-    x = x < -150.0 ? -150.0 : x;
-    x = x > 128.0 ? 128.0 : x;
-    double s, q = exp_split(x, &s);
-    return s + s * q;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static VM_INLINE float float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+#define SHIFT_F 0x1.8p23f
+#define LN2_HI_F 0x1.62e4p-1f        /* ln 2 to 15 bits: n LN2_HI_F is exact */
+#define LN2_LO_F 0x1.7f7d1cp-20f     /* ln 2 - LN2_HI_F */
+
+/* e^x in float arithmetic (the head of the file has the error budget). */
+static VM_INLINE float vm_expf(float x)
+{
+    x = x < -104.0f ? -104.0f : x;
+    x = x > 89.0f ? 89.0f : x;
+    float t = x * (float)LOG2E + SHIFT_F;
+    float n = t - SHIFT_F;
+    float r = (x - n * LN2_HI_F) - n * LN2_LO_F;
+    float p = 1.0f / 5040;
+    p = 1.0f / 720 + r * p;
+    p = 1.0f / 120 + r * p;
+    p = 1.0f / 24 + r * p;
+    p = 1.0f / 6 + r * p;
+    p = 0.5f + r * p;
+    p = 1.0f + r * p;
+    float e = 1.0f + r * p; /* e^r, in [0.70, 1.42] */
+    /* 2^n = 2^h 2^(n-h), h = floor(n/2): both normal for n in [-150,
+     * 128], so e 2^h is exact and the second product rounds once, also
+     * to a subnormal or to inf.  The low bits of t hold n + 2^22; all in
+     * unsigned arithmetic (a NaN's bits are then harmless garbage). */
+    uint32_t nb = bits_of_f(t) - 0x4b400000u + 256u; /* n + 256 >= 0 */
+    uint32_t h = (nb >> 1) - 128u;                   /* floor(n/2) */
+    float s1 = float_of((h + 127u) << 23), s2 = float_of((nb - 256u - h + 127u) << 23);
+    return e * s1 * s2;
 }
 
 static VM_INLINE double vm_log(double x)

@@ -4,7 +4,8 @@
  * y[i] = f(x[i]) for i < n, with x and y either the same array or not
  * overlapping.  Each result is within 2 ulp of the exact value (measured
  * against the C library's double functions over the whole float32 range
- * by tests/test_vmath.c: 1 ulp in practice), including subnormal inputs
+ * by tests/test_vmath.c: at most 1.13 ulp for exp, 0.72 for the others),
+ * including subnormal inputs
  * and results, +-0, +-inf and NaN, the overflow and underflow thresholds
  * and the saturated tails of tanh and sigmoid.  The result of an element
  * depends only on its value: not on n, on its position, or on the CPU

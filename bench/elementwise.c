@@ -18,7 +18,7 @@
  * The broadcast and axis ops view the tensors as a square matrix (LOG2_N
  * even): add_row adds a row vector to every row, add_col a column vector
  * to every column, sum_rows sums each row (axis 1), sum_cols each column
- * (axis 0). */
+ * (axis 0); add_t adds the transpose of a matrix to another. */
 #include "common.h"
 
 #include <math.h>
@@ -68,6 +68,7 @@ static const op_def OPS[] = {
     {"maximum", BINARY, 12, r_max},
     {"add_row", BCAST, 8, r_add},
     {"add_col", BCAST, 8, r_add},
+    {"add_t", BINARY, 12, r_add},
     {"neg", UNARY, 8, r_neg},
     {"exp", UNARY, 8, r_exp},
     {"log", UNARY, 8, r_log},
@@ -98,6 +99,7 @@ static ad_tensor *apply(run *r)
     if (!strcmp(op, "maximum")) return ad_maximum(a, b);
     if (!strcmp(op, "add_row")) return ad_add(ad_reshape(a, 2, sq), r->row);
     if (!strcmp(op, "add_col")) return ad_add(ad_reshape(a, 2, sq), r->col);
+    if (!strcmp(op, "add_t")) return ad_add(ad_reshape(a, 2, sq), ad_transpose(ad_reshape(b, 2, sq), 0, 1));
     if (!strcmp(op, "neg")) return ad_neg(a);
     if (!strcmp(op, "exp")) return ad_exp(a);
     if (!strcmp(op, "log")) return ad_log(r->pos);
@@ -161,7 +163,8 @@ static int check(const run *r, size_t i)
         got = ((const float *)ad_data(r->out))[i];
         double x = a[i];
         if (!strcmp(d->name, "log") || !strcmp(d->name, "sqrt")) x = pos[i];
-        double y = d->kind == BINARY                ? b[i]
+        double y = !strcmp(d->name, "add_t")        ? b[(i % side) * side + i / side]
+                   : d->kind == BINARY              ? b[i]
                    : !strcmp(d->name, "add_row")    ? row[i % side]
                    : !strcmp(d->name, "add_col")    ? col[i / side]
                                                     : 0;
