@@ -30,11 +30,6 @@ static inline double ad__sigmoid(double x)
     double e = exp(-fabs(x));
     return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
-static inline float ad__sigmoidf(float x)
-{
-    float e = expf(-fabsf(x));
-    return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
 /* sigmoid(x), and its derivative in *d. */
 static inline double ad__sigmoid_d(double x, double *d)
 {

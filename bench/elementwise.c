@@ -1,19 +1,24 @@
-/* bench/elementwise.c - elementwise ops and a reduction against the memory
+/* bench/elementwise.c - elementwise ops and reductions against the memory
  * bandwidth of the same process.
  *
- *   elementwise MIN_TIME LOG2_N
+ *   elementwise MIN_TIME LOG2_N [OP...]
  *
  * On contiguous float32 tensors of 2^LOG2_N elements (2^24: 64 MiB each,
- * far beyond any cache) times ad_add, ad_mul, ad_exp, ad_relu and ad_sum
- * with grad mode off, and memcpy of one tensor into another as the
- * reference.  Each line reports GB/s counting the bytes an op must move at
- * least (add and mul read two tensors and write one: 12 bytes per element;
- * exp and relu 8; sum 4; memcpy 8), so an op that streams as fast as
- * memcpy shows the same GB/s, and bench/run reports the fraction of copy
- * bandwidth.  (How glibc's memcpy moves large blocks depends on the CPU:
- * non-temporal stores, which skip reading the destination first, or `rep
- * movsb`; an op's plain stores may stream faster or slower than that, so
- * the fraction can exceed 1.) */
+ * far beyond any cache) times each op with grad mode off, and memcpy of
+ * one tensor into another as the reference; with OP arguments only those
+ * (and copy).  Each line reports GB/s counting the bytes an op must move at
+ * least (a binary op reads two tensors and writes one: 12 bytes per
+ * element; a unary op and a broadcast one 8; a reduction 4; memcpy 8), so
+ * an op that streams as fast as memcpy shows the same GB/s, and bench/run
+ * reports the fraction of copy bandwidth.  (How glibc's memcpy moves large
+ * blocks depends on the CPU: non-temporal stores, which skip reading the
+ * destination first, or `rep movsb`; an op's plain stores may stream faster
+ * or slower than that, so the fraction can exceed 1.)
+ *
+ * The broadcast and axis ops view the tensors as a square matrix (LOG2_N
+ * even): add_row adds a row vector to every row, add_col a column vector
+ * to every column, sum_rows sums each row (axis 1), sum_cols each column
+ * (axis 0); add_t adds the transpose of a matrix to another. */
 #include "common.h"
 
 #include <math.h>
@@ -22,17 +27,100 @@
 #include <autodiff/autodiff.h>
 
 typedef struct run {
-    const char *op;
+    int op; /* index into OPS */
     ad_tape *tape;
-    ad_tensor *a, *b, *out;
+    ad_tensor *a, *b, *pos, *row, *col, *out;
     float *src, *dst;
     size_t n;
+    int64_t side; /* the square matrix view: side x side */
 } run;
+
+enum { UNARY, BINARY, BCAST, REDUCE, COPY };
+
+typedef struct op_def {
+    const char *name;
+    int kind, bytes; /* bytes per element read + written */
+    double (*ref)(double x, double y);
+} op_def;
+
+static double r_add(double x, double y) { return x + y; }
+static double r_sub(double x, double y) { return x - y; }
+static double r_mul(double x, double y) { return x * y; }
+static double r_div(double x, double y) { return x / y; }
+static double r_max(double x, double y) { return x > y ? x : y; }
+static double r_neg(double x, double y) { (void)y; return -x; }
+static double r_exp(double x, double y) { (void)y; return exp(x); }
+static double r_log(double x, double y) { (void)y; return log(x); }
+static double r_sqrt(double x, double y) { (void)y; return sqrt(x); }
+static double r_tanh(double x, double y) { (void)y; return tanh(x); }
+static double r_sig(double x, double y) { (void)y; return 1 / (1 + exp(-x)); }
+static double r_relu(double x, double y) { (void)y; return x > 0 ? x : 0; }
+static double r_abs(double x, double y) { (void)y; return fabs(x); }
+static double r_square(double x, double y) { (void)y; return x * x; }
+static double r_sin(double x, double y) { (void)y; return sin(x); }
+
+static const op_def OPS[] = {
+    {"copy", COPY, 8, NULL},
+    {"add", BINARY, 12, r_add},
+    {"sub", BINARY, 12, r_sub},
+    {"mul", BINARY, 12, r_mul},
+    {"div", BINARY, 12, r_div},
+    {"maximum", BINARY, 12, r_max},
+    {"add_row", BCAST, 8, r_add},
+    {"add_col", BCAST, 8, r_add},
+    {"add_t", BINARY, 12, r_add},
+    {"neg", UNARY, 8, r_neg},
+    {"exp", UNARY, 8, r_exp},
+    {"log", UNARY, 8, r_log},
+    {"sqrt", UNARY, 8, r_sqrt},
+    {"tanh", UNARY, 8, r_tanh},
+    {"sigmoid", UNARY, 8, r_sig},
+    {"relu", UNARY, 8, r_relu},
+    {"abs", UNARY, 8, r_abs},
+    {"square", UNARY, 8, r_square},
+    {"sin", UNARY, 8, r_sin},
+    {"sum", REDUCE, 4, NULL},
+    {"mean", REDUCE, 4, NULL},
+    {"max", REDUCE, 4, NULL},
+    {"sum_rows", REDUCE, 4, NULL},
+    {"sum_cols", REDUCE, 4, NULL},
+};
+#define NOPS ((int)(sizeof OPS / sizeof OPS[0]))
+
+static ad_tensor *apply(run *r)
+{
+    const char *op = OPS[r->op].name;
+    ad_tensor *a = r->a, *b = r->b;
+    int64_t sq[2] = {r->side, r->side};
+    if (!strcmp(op, "add")) return ad_add(a, b);
+    if (!strcmp(op, "sub")) return ad_sub(a, b);
+    if (!strcmp(op, "mul")) return ad_mul(a, b);
+    if (!strcmp(op, "div")) return ad_div(a, b);
+    if (!strcmp(op, "maximum")) return ad_maximum(a, b);
+    if (!strcmp(op, "add_row")) return ad_add(ad_reshape(a, 2, sq), r->row);
+    if (!strcmp(op, "add_col")) return ad_add(ad_reshape(a, 2, sq), r->col);
+    if (!strcmp(op, "add_t")) return ad_add(ad_reshape(a, 2, sq), ad_transpose(ad_reshape(b, 2, sq), 0, 1));
+    if (!strcmp(op, "neg")) return ad_neg(a);
+    if (!strcmp(op, "exp")) return ad_exp(a);
+    if (!strcmp(op, "log")) return ad_log(r->pos);
+    if (!strcmp(op, "sqrt")) return ad_sqrt(r->pos);
+    if (!strcmp(op, "tanh")) return ad_tanh(a);
+    if (!strcmp(op, "sigmoid")) return ad_sigmoid(a);
+    if (!strcmp(op, "relu")) return ad_relu(a);
+    if (!strcmp(op, "abs")) return ad_abs(a);
+    if (!strcmp(op, "square")) return ad_square(a);
+    if (!strcmp(op, "sin")) return ad_sin(a);
+    if (!strcmp(op, "sum")) return ad_sum(a, NULL, 0, false);
+    if (!strcmp(op, "mean")) return ad_mean(a, NULL, 0, false);
+    if (!strcmp(op, "max")) return ad_max(a, NULL, 0, false);
+    int axis = !strcmp(op, "sum_rows") ? 1 : 0;
+    return ad_sum(ad_reshape(a, 2, sq), &axis, 1, false);
+}
 
 static void step(void *p)
 {
     run *r = p;
-    if (strcmp(r->op, "copy") == 0) {
+    if (OPS[r->op].kind == COPY) {
         memcpy(r->dst, r->src, r->n * sizeof(float));
         return;
     }
@@ -40,81 +128,111 @@ static void step(void *p)
      * arena memory back, so the output pages are already mapped, as in a
      * training loop after its first step. */
     ad_tape_reset(r->tape);
-    if (strcmp(r->op, "add") == 0) r->out = ad_add(r->a, r->b);
-    else if (strcmp(r->op, "mul") == 0) r->out = ad_mul(r->a, r->b);
-    else if (strcmp(r->op, "exp") == 0) r->out = ad_exp(r->a);
-    else if (strcmp(r->op, "relu") == 0) r->out = ad_relu(r->a);
-    else r->out = ad_sum(r->a, NULL, 0, false);
+    r->out = apply(r);
     if (!r->out) {
-        fprintf(stderr, "elementwise %s: %s\n", r->op, ad_error());
+        fprintf(stderr, "elementwise %s: %s\n", OPS[r->op].name, ad_error());
         exit(1);
     }
 }
 
-/* One element of the result against its formula. */
+/* Element i of the result (of a reduction: result i, or the only one)
+ * against its formula, in double. */
 static int check(const run *r, size_t i)
 {
-    const float *a = ad_data(r->a), *b = ad_data(r->b);
-    double got, want;
-    if (strcmp(r->op, "sum") == 0) {
-        double s = 0;
-        for (size_t j = 0; j < r->n; j++) s += a[j];
-        got = ad_item(r->out), want = s;
-        if (fabs(got - want) <= 1e-3 * sqrt((double)r->n)) return 0;
+    const op_def *d = &OPS[r->op];
+    const float *a = ad_data(r->a), *b = ad_data(r->b), *pos = ad_data(r->pos);
+    const float *row = ad_data(r->row), *col = ad_data(r->col);
+    size_t side = (size_t)r->side;
+    double got, want, tol;
+    if (d->kind == REDUCE) {
+        size_t nres = (size_t)ad_numel(r->out);
+        i %= nres;
+        size_t first = 0, count = r->n, stride = 1;
+        if (!strcmp(d->name, "sum_rows")) first = i * side, count = side;
+        if (!strcmp(d->name, "sum_cols")) first = i, count = side, stride = side;
+        double s = 0, m = -INFINITY;
+        for (size_t j = 0; j < count; j++) {
+            double v = a[first + j * stride];
+            s += v;
+            m = v > m ? v : m;
+        }
+        want = !strcmp(d->name, "max") ? m : !strcmp(d->name, "mean") ? s / (double)r->n : s;
+        got = ((const float *)ad_data(r->out))[i];
+        tol = 1e-5 * sqrt((double)count) + 1e-6 * fabs(want);
     } else {
         got = ((const float *)ad_data(r->out))[i];
-        if (strcmp(r->op, "add") == 0) want = (double)a[i] + b[i];
-        else if (strcmp(r->op, "mul") == 0) want = (double)a[i] * b[i];
-        else if (strcmp(r->op, "exp") == 0) want = exp(a[i]);
-        else want = a[i] > 0 ? a[i] : 0;
-        if (fabs(got - want) <= 1e-6 * (1 + fabs(want))) return 0;
+        double x = a[i];
+        if (!strcmp(d->name, "log") || !strcmp(d->name, "sqrt")) x = pos[i];
+        double y = !strcmp(d->name, "add_t")        ? b[(i % side) * side + i / side]
+                   : d->kind == BINARY              ? b[i]
+                   : !strcmp(d->name, "add_row")    ? row[i % side]
+                   : !strcmp(d->name, "add_col")    ? col[i / side]
+                                                    : 0;
+        want = d->ref(x, y);
+        tol = 1e-6 * (1 + fabs(want));
     }
-    fprintf(stderr, "elementwise %s: element %zu = %.9g, expected %.9g\n", r->op, i, got, want);
+    if (fabs(got - want) <= tol) return 0;
+    fprintf(stderr, "elementwise %s: element %zu = %.9g, expected %.9g\n", d->name, i, got, want);
     return -1;
+}
+
+static ad_tensor *filled(int64_t n, int64_t cols, unsigned long long *seed, double lo, double hi)
+{
+    ad_tensor *t = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(n, cols));
+    if (!t) return NULL;
+    n *= cols;
+    float *v = ad_data(t);
+    for (int64_t i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * 0.5 * (bench_rand(seed) + 1));
+    return t;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s MIN_TIME LOG2_N\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s MIN_TIME LOG2_N [OP...]\n", argv[0]);
         return 2;
     }
     double min_time = atof(argv[1]);
-    run r = {.n = (size_t)1 << atoi(argv[2])};
+    int log2n = atoi(argv[2]);
+    run r = {.n = (size_t)1 << log2n, .side = (int64_t)1 << (log2n / 2)};
     int64_t n = (int64_t)r.n;
+    if (r.side * r.side != n) {
+        fprintf(stderr, "elementwise: LOG2_N must be even\n");
+        return 2;
+    }
     ad_set_grad_enabled(false);
+    unsigned long long seed = 7;
     r.tape = ad_tape_new();
-    r.a = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(n));
-    r.b = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(n));
+    r.a = filled(n, 1, &seed, -1, 1);
+    r.b = filled(n, 1, &seed, -1, 1);
+    r.pos = filled(n, 1, &seed, 0.01, 4);
+    r.row = filled(1, r.side, &seed, -1, 1);
+    r.col = filled(r.side, 1, &seed, -1, 1);
     r.src = malloc(r.n * sizeof(float));
     r.dst = malloc(r.n * sizeof(float));
-    if (!r.tape || !r.a || !r.b || !r.src || !r.dst) return 1;
-    unsigned long long seed = 7;
-    float *a = ad_data(r.a), *b = ad_data(r.b);
-    for (size_t i = 0; i < r.n; i++) {
-        a[i] = (float)bench_rand(&seed);
-        b[i] = (float)bench_rand(&seed);
-        r.src[i] = a[i];
-        r.dst[i] = 0; /* map the pages before timing */
-    }
+    if (!r.tape || !r.a || !r.b || !r.pos || !r.row || !r.col || !r.src || !r.dst) return 1;
+    memcpy(r.src, ad_data(r.a), r.n * sizeof(float));
+    memset(r.dst, 0, r.n * sizeof(float)); /* map the pages before timing */
     ad_tape_activate(r.tape);
-    static const struct {
-        const char *op;
-        int bytes; /* per element, read + written */
-    } ops[] = {{"copy", 8}, {"add", 12}, {"mul", 12}, {"exp", 8}, {"relu", 8}, {"sum", 4}};
-    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
-        r.op = ops[k].op;
+    for (int k = 0; k < NOPS; k++) {
+        bool wanted = argc == 3 || OPS[k].kind == COPY;
+        for (int j = 3; j < argc; j++) wanted |= strcmp(argv[j], OPS[k].name) == 0;
+        if (!wanted) continue;
+        r.op = k;
         double sec = bench_time(step, &r, min_time);
-        if (strcmp(r.op, "copy") != 0 && (check(&r, 0) || check(&r, r.n / 2 + 1) || check(&r, r.n - 1)))
+        if (OPS[k].kind != COPY && (check(&r, 0) || check(&r, r.n / 2 + 1) || check(&r, r.n - 1)))
             return 1;
-        double bytes = (double)ops[k].bytes * (double)r.n;
-        bench_json("bench s op s n i seconds d bytes d gbps d", "elementwise", r.op, (long)r.n,
-                   sec, bytes, bytes / sec * 1e-9);
+        double bytes = (double)OPS[k].bytes * (double)r.n;
+        bench_json("bench s op s n i seconds d bytes d gbps d", "elementwise", OPS[k].name,
+                   (long)r.n, sec, bytes, bytes / sec * 1e-9);
     }
     ad_tape_activate(NULL);
     ad_tape_free(r.tape);
     ad_tensor_free(r.a);
     ad_tensor_free(r.b);
+    ad_tensor_free(r.pos);
+    ad_tensor_free(r.row);
+    ad_tensor_free(r.col);
     free(r.src);
     free(r.dst);
     return 0;

@@ -32,6 +32,7 @@ LAYERS = {
     'autodiff/tensor.h': 0, 'autodiff/tensor.c': 0, 'autodiff/iter.c': 0,
     'autodiff/rng.c': 0, 'autodiff/print.c': 0, 'autodiff/error.c': 0,
     'autodiff/formulas.h': 0, 'autodiff/strbuf.h': 0, 'autodiff/strbuf.c': 0,
+    'autodiff/vmath.h': 0, 'autodiff/vmath.c': 0, 'autodiff/vmath_kernels.inc': 0,
 
     'autodiff/tape.h': 1, 'autodiff/tape.c': 1, 'autodiff/tape_impl.h': 1,
     'autodiff/internal.h': 1, 'autodiff/backward.c': 1, 'autodiff/replay.c': 1,

@@ -522,6 +522,76 @@ END_TEST
 
 /* ---- ownership -------------------------------------------------------------------------------- */
 
+/* A transposed operand of a binary op takes a blocked path (bin_tiles in
+ * ops_pointwise.c): every element as the formula says, in both operand
+ * positions, for shapes that are and are not multiples of its 16 x 16
+ * blocks, and for a leaf's gradient accumulated from a transposed one. */
+START_TEST(transposed_operands)
+{
+    ad_dtype dt = _i ? AD_FLOAT32 : AD_FLOAT64;
+    static const int64_t shapes[][2] = {{16, 16}, {37, 29}, {20, 70}, {64, 17}};
+    ad_tensor *(*ops[])(ad_tensor *, ad_tensor *) = {ad_add, ad_sub, ad_mul, ad_div};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int64_t m = shapes[sh][0], n = shapes[sh][1], N = m * n;
+        double *av = malloc((size_t)N * sizeof *av), *bv = malloc((size_t)N * sizeof *bv);
+        double *got = malloc((size_t)N * sizeof *got);
+        for (int64_t i = 0; i < N; i++) av[i] = sin((double)i * 0.37) * 3, bv[i] = 1.5 + cos((double)i);
+        ad_tensor *a = mk(dt, 2, (int64_t[]){m, n}, av, false);
+        ad_tensor *b = mk(dt, 2, (int64_t[]){n, m}, bv, false); /* its transpose is [m, n] */
+        ad_to_array(a, av);
+        ad_to_array(b, bv);
+        ad_tensor *bt = ad_transpose(b, 0, 1), *at = ad_transpose(a, 0, 1);
+        for (int k = 0; k < 4; k++)
+            for (int pos = 0; pos < 2; pos++) {
+                /* pos 0: a op b^T; pos 1: b^T op a (both [m, n]). */
+                ad_tensor *r = pos ? ops[k](bt, a) : ops[k](a, bt);
+                ck_assert_msg(r != NULL, "%s", ad_error());
+                ck_assert_int_eq(ad_to_array(r, got), 0);
+                for (int64_t i = 0; i < m; i++)
+                    for (int64_t j = 0; j < n; j++) {
+                        double x = av[i * n + j], y = bv[j * m + i];
+                        if (pos) x = y, y = av[i * n + j];
+                        double want = k == 0 ? x + y : k == 1 ? x - y : k == 2 ? x * y : x / y;
+                        if (dt == AD_FLOAT32) want = (float)want;
+                        ck_assert_msg(got[i * n + j] == want, "op %d pos %d [%lld,%lld]: %.17g != %.17g",
+                                      k, pos, (long long)i, (long long)j, got[i * n + j], want);
+                    }
+            }
+        /* [n, m] result from a transposed first operand and a transposed
+         * second one: the general strides. */
+        ad_tensor *r = ad_sub(at, b);
+        ck_assert_int_eq(ad_to_array(r, got), 0);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < m; j++) {
+                double want = av[j * n + i] - bv[i * m + j];
+                if (dt == AD_FLOAT32) want = (float)want;
+                ck_assert(got[i * m + j] == want);
+            }
+        /* A leaf's gradient accumulated from transposed gradients: d/dW of
+         * sum(x W^T) twice is 2 * column sums of x, laid out like W. */
+        ad_tensor *w = mk(dt, 2, (int64_t[]){m, n}, bv, true); /* y = a W^T: [m, m] */
+        for (int rep = 0; rep < 2; rep++) {
+            ad_tensor *y = ad_matmul(a, ad_transpose(w, 0, 1));
+            ck_assert_msg(y && ad_backward(ad_sum(y, NULL, 0, false), NULL, 0) == 0, "%s",
+                          ad_error());
+        }
+        ck_assert_int_eq(ad_to_array(ad_tensor_grad(w), got), 0);
+        for (int64_t j = 0; j < n; j++) {
+            double col = 0;
+            for (int64_t i = 0; i < m; i++) col += av[i * n + j];
+            for (int64_t i = 0; i < m; i++)
+                ck_assert_msg(fabs(got[i * n + j] - 2 * col) <=
+                                  (dt == AD_FLOAT32 ? 1e-5 : 1e-13) * (1 + fabs(col)),
+                              "dW[%lld,%lld] = %g, want %g", (long long)i, (long long)j,
+                              got[i * n + j], 2 * col);
+        }
+        free(av);
+        free(bv);
+        free(got);
+    }
+}
+END_TEST
+
 START_TEST(persistent_results)
 {
     ad_tape_activate(NULL);
@@ -698,6 +768,7 @@ int main(void)
     tcase_add_test(tc, broadcast_shapes_and_gradients);
     tcase_add_test(tc, strided_inputs);
     tcase_add_loop_test(tc, fast_paths_match_formulas, 0, 2);
+    tcase_add_loop_test(tc, transposed_operands, 0, 2);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes_every_op);
     tcase_add_test(tc, bad_inputs);

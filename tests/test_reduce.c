@@ -180,6 +180,42 @@ START_TEST(max_min_values)
 }
 END_TEST
 
+/* Long rows are folded in 16 interleaved lanes (fold_kernels.inc): every
+ * lane and the tail after the last full group must count.  For each
+ * length around the group size and each position of one extreme value (or
+ * NaN): max, min and sum of the row, in both dtypes; a sum over rows too. */
+START_TEST(long_rows_every_lane)
+{
+    for (int dt = 0; dt < 2; dt++)
+        for (int64_t n = 1; n <= 70; n += n < 40 ? 1 : 13)
+            for (int64_t at = 0; at < n; at++) {
+                double *v = malloc((size_t)n * sizeof *v);
+                double sum = 0;
+                for (int64_t i = 0; i < n; i++) v[i] = (double)((i * 7) % 11) - 5, sum += v[i];
+                double big = v[at];
+                v[at] = 100;
+                sum += 100 - big;
+                ad_tensor *x = ot_f64(T, 1, (int64_t[]){n}, v);
+                if (dt) x = ad_cast(x, AD_FLOAT32);
+                ck_assert(x != NULL);
+                ck_assert(ad_item(ad_max(x, NULL, 0, false)) == 100);
+                ck_assert(ad_item(ad_sum(x, NULL, 0, false)) == sum); /* small integers: exact */
+                v[at] = -100;
+                ad_tensor *y = ot_f64(T, 1, (int64_t[]){n}, v);
+                if (dt) y = ad_cast(y, AD_FLOAT32);
+                ck_assert(ad_item(ad_min(y, NULL, 0, false)) == -100);
+                v[at] = NAN;
+                ad_tensor *z = ot_f64(T, 1, (int64_t[]){n}, v);
+                if (dt) z = ad_cast(z, AD_FLOAT32);
+                ck_assert_msg(isnan(ad_item(ad_max(z, NULL, 0, false))), "max n %lld NaN at %lld",
+                              (long long)n, (long long)at);
+                ck_assert(isnan(ad_item(ad_min(z, NULL, 0, false))));
+                ck_assert(isnan(ad_item(ad_sum(z, NULL, 0, false))));
+                free(v);
+            }
+}
+END_TEST
+
 START_TEST(max_min_gradient_one_hot)
 {
     ad_tensor *x = leaf(AD_SHAPE(2, 3), (double[]){3, -1, 7, 0, 8, -5});
@@ -526,6 +562,7 @@ int main(void)
     tcase_add_test(tc, mean_values_and_gradient);
     tcase_add_test(tc, mean_of_nothing_is_nan);
     tcase_add_test(tc, max_min_values);
+    tcase_add_test(tc, long_rows_every_lane);
     tcase_add_test(tc, max_min_gradient_one_hot);
     tcase_add_test(tc, max_min_ties_split_evenly);
     tcase_add_test(tc, max_tie_rule_is_linear_in_g);

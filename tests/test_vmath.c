@@ -1,0 +1,258 @@
+/* tests/test_vmath.c - the vectorised float32 exp, log, tanh and sigmoid
+ * (autodiff/vmath.c) against the C library's double functions.
+ *
+ * The sweep: every 2^STRIDE_LOG2-th float32 bit pattern (each with a
+ * different low part, so that mantissas of every shape occur), both signs,
+ * plus every bit pattern within 2^15 of each edge: 0 (the subnormals), 1,
+ * the overflow and underflow thresholds of exp, where tanh and sigmoid
+ * saturate, the largest float and infinity.  The maximum error in ulp of
+ * the float result must be <= 2 (vmath.h promises it), non-finite results
+ * must match exactly, and every instruction-set variant this CPU can run
+ * must give the same bits as the portable one.  AD_VMATH_STRIDE_LOG2=0 in
+ * the environment makes the sweep exhaustive (all 2^32 patterns; minutes).
+ *
+ * Through the ops: ad_exp, ad_log, ad_tanh and ad_sigmoid of float32
+ * tensors give the same bits contiguous and strided. */
+#include <float.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autodiff/vmath.h"
+#include "optest.h"
+
+#define STRIDE_LOG2 9
+
+typedef void (*vfn)(float *, const float *, int64_t);
+
+static double ref_exp(double x) { return exp(x); }
+static double ref_log(double x) { return log(x); }
+static double ref_tanh(double x) { return tanh(x); }
+static double ref_sigmoid(double x)
+{
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+
+static const struct fn {
+    const char *name;
+    vfn f;
+    double (*ref)(double);
+} FNS[] = {
+    {"exp", ad__vexp_f32, ref_exp},
+    {"log", ad__vlog_f32, ref_log},
+    {"tanh", ad__vtanh_f32, ref_tanh},
+    {"sigmoid", ad__vsigmoid_f32, ref_sigmoid},
+};
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t to_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* |got - ref| in units of the last place of float at ref (2^-149 below
+ * the normal range).  A non-finite result must be exactly the reference's
+ * float: NaN for NaN, the same infinity where ref is beyond the float
+ * range. */
+static double ulp_error(float got, double ref)
+{
+    if (isnan(ref) || isnan(got)) return isnan(ref) && isnan(got) ? 0 : INFINITY;
+    float rf = (float)ref;
+    if (isinf(rf) || isinf(got)) return rf == got ? 0 : INFINITY;
+    int e;
+    frexp(ref, &e);
+    double ulp = ldexp(1.0, e - 24 < -149 ? -149 : e - 24);
+    return fabs((double)got - ref) / ulp;
+}
+
+typedef struct worst {
+    double ulp;
+    float x, got;
+    double ref;
+    long mismatches; /* elements where a variant differs from the portable one */
+} worst;
+
+#define BLOCK 4096
+
+/* Checks one block of inputs against the reference and across variants. */
+static void check_block(const struct fn *fn, const float *x, int n, worst *w)
+{
+    static float y[BLOCK], yv[BLOCK];
+    ck_assert_int_eq(ad__vmath_testing_isa(0), 0);
+    fn->f(y, x, n);
+    for (int i = 0; i < n; i++) {
+        double ref = fn->ref((double)x[i]);
+        double u = ulp_error(y[i], ref);
+        if (u > w->ulp || (isinf(u) && !isinf(w->ulp)))
+            *w = (worst){u, x[i], y[i], ref, w->mismatches};
+    }
+    for (int isa = 1; isa <= 2; isa++) {
+        if (ad__vmath_testing_isa(isa)) continue;
+        fn->f(yv, x, n);
+        for (int i = 0; i < n; i++)
+            if (to_bits(yv[i]) != to_bits(y[i])) w->mismatches++;
+    }
+    ad__vmath_testing_isa(-1);
+}
+
+/* Edges: every bit pattern within 2^15 of each, both signs. */
+static const float EDGES[] = {
+    0.0f, 1.0f, FLT_MIN, FLT_MAX, INFINITY,
+    88.7228394f,  /* largest x with finite e^x */
+    103.972084f,  /* e^-x underflows to 0 beyond */
+    87.3365479f,  /* e^-x becomes subnormal */
+    9.01091290f,  /* tanh rounds to 1 */
+    16.6355324f,  /* sigmoid rounds to 1 */
+    0.707106781f, 1.41421356f, /* log's range reduction switches */
+    0.34657359f,  /* exp's reduction switches n */
+    20.0f, 120.0f, 128.0f, 150.0f, /* the clamps */
+};
+
+START_TEST(ulp_over_the_whole_range)
+{
+    const struct fn *fn = &FNS[_i];
+    int stride_log2 = STRIDE_LOG2;
+    const char *env = getenv("AD_VMATH_STRIDE_LOG2");
+    if (env) stride_log2 = atoi(env);
+    uint64_t stride = (uint64_t)1 << stride_log2;
+    static float x[BLOCK];
+    worst w = {0};
+    int n = 0;
+    long count = 0;
+    for (uint64_t p = 0; p < ((uint64_t)1 << 32); p += stride) {
+        /* A different low part for each pattern of the sweep. */
+        uint64_t low = stride > 1 ? (p >> stride_log2) * 2654435761u % stride : 0;
+        x[n++] = from_bits((uint32_t)(p + low));
+        if (n == BLOCK) check_block(fn, x, n, &w), count += n, n = 0;
+    }
+    for (size_t e = 0; e < sizeof EDGES / sizeof EDGES[0]; e++)
+        for (int sign = 0; sign < 2; sign++)
+            for (int64_t d = -(1 << 15); d <= (1 << 15); d++) {
+                int64_t b = (int64_t)(to_bits(EDGES[e]) & 0x7fffffff) + d;
+                if (b < 0 || b > 0x7fffffff) continue;
+                x[n++] = from_bits((uint32_t)b | (sign ? 0x80000000u : 0));
+                if (n == BLOCK) check_block(fn, x, n, &w), count += n, n = 0;
+            }
+    check_block(fn, x, n, &w);
+    count += n;
+    printf("vmath %s: %ld inputs, max error %.3f ulp at x = %.9g (0x%08x): got %.9g, "
+           "exact %.17g; variants differing: %ld\n",
+           fn->name, count, w.ulp, w.x, to_bits(w.x), w.got, w.ref, w.mismatches);
+    ck_assert_msg(w.ulp <= 2.0, "%s: %.3f ulp at x = %.9g", fn->name, w.ulp, w.x);
+    ck_assert_int_eq(w.mismatches, 0);
+}
+END_TEST
+
+/* Exact values at the edges, independent of the reference. */
+START_TEST(edge_values)
+{
+    float x[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.0f, -1.0f, 200.0f, -200.0f};
+    enum { N = sizeof x / sizeof x[0] };
+    float y[N];
+    ad__vexp_f32(y, x, N);
+    ck_assert(y[0] == 1 && y[1] == 1 && y[2] == INFINITY && y[3] == 0 && isnan(y[4]));
+    ck_assert(y[7] == INFINITY && y[8] == 0);
+    ck_assert(y[5] == 2.71828183f);
+    ad__vlog_f32(y, x, N);
+    ck_assert(y[0] == -INFINITY && y[1] == -INFINITY && y[2] == INFINITY && isnan(y[3]));
+    ck_assert(isnan(y[4]) && y[5] == 0 && !signbit(y[5]) && isnan(y[6]));
+    ad__vtanh_f32(y, x, N);
+    ck_assert(y[0] == 0 && !signbit(y[0]) && y[1] == 0 && signbit(y[1]));
+    ck_assert(y[2] == 1 && y[3] == -1 && isnan(y[4]) && y[7] == 1 && y[8] == -1);
+    ck_assert(y[6] == -y[5] && y[5] == 0.761594156f);
+    ad__vsigmoid_f32(y, x, N);
+    ck_assert(y[0] == 0.5f && y[1] == 0.5f && y[2] == 1 && y[3] == 0 && isnan(y[4]));
+    ck_assert(y[7] == 1 && y[8] == 0);
+    /* Subnormal results: e^-100 = 3.72e-44 is 26.6 times 2^-149. */
+    float t[] = {-100.0f, FLT_TRUE_MIN, -FLT_TRUE_MIN};
+    ad__vexp_f32(y, t, 1);
+    ck_assert(y[0] == 27 * FLT_TRUE_MIN);
+    ad__vsigmoid_f32(y, t, 1);
+    ck_assert(y[0] == 27 * FLT_TRUE_MIN);
+    ad__vtanh_f32(y, t + 1, 2);
+    ck_assert(y[0] == FLT_TRUE_MIN && y[1] == -FLT_TRUE_MIN);
+    ad__vlog_f32(y, t + 1, 1);
+    ck_assert(y[0] == (float)(-149 * log(2.0)));
+}
+END_TEST
+
+/* Every length and alignment (the vector loops' remainders) agrees with
+ * element-at-a-time calls. */
+START_TEST(lengths_and_offsets)
+{
+    const struct fn *fn = &FNS[_i];
+    float x[80], y[80], one;
+    for (int i = 0; i < 80; i++) x[i] = (float)(i * 0.37 - 13.1);
+    for (int off = 0; off < 8; off++)
+        for (int n = 0; n + off <= 80; n++) {
+            for (int i = 0; i < 80; i++) y[i] = -42.0f;
+            fn->f(y + off, x + off, n);
+            for (int i = 0; i < 80; i++) {
+                if (i < off || i >= off + n) {
+                    ck_assert(y[i] == -42.0f); /* nothing written outside */
+                    continue;
+                }
+                fn->f(&one, &x[i], 1);
+                ck_assert(to_bits(one) == to_bits(y[i]));
+            }
+        }
+    /* In place. */
+    memcpy(y, x, sizeof y);
+    fn->f(y, y, 80);
+    for (int i = 0; i < 80; i++) {
+        fn->f(&one, &x[i], 1);
+        ck_assert(to_bits(one) == to_bits(y[i]));
+    }
+}
+END_TEST
+
+/* The ops: contiguous and strided float32 tensors give the same bits. */
+START_TEST(ops_contiguous_and_strided)
+{
+    ad_tensor *(*ops[])(ad_tensor *) = {ad_exp, ad_log, ad_tanh, ad_sigmoid};
+    ad_tape *tape = ad_tape_new();
+    ck_assert(tape != NULL);
+    int64_t rows = 37, cols = 29;
+    ad_tensor *x = ad_empty(tape, AD_FLOAT32, AD_SHAPE(rows, cols));
+    float *v = ad_data(x);
+    for (int64_t i = 0; i < rows * cols; i++) v[i] = (float)((double)i * 0.013 - 6.0);
+    ad_tensor *xt = ad_transpose(x, 0, 1);
+    ck_assert(xt != NULL);
+    for (int k = 0; k < 4; k++) {
+        ad_tensor *y = ops[k](x), *yt = ops[k](xt);
+        ck_assert_msg(y && yt, "%s", ad_error());
+        const float *a = ad_data(y), *b = ad_data(yt);
+        float want;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++) {
+                FNS[k].f(&want, &v[i * cols + j], 1);
+                ck_assert(to_bits(a[i * cols + j]) == to_bits(want));
+                ck_assert(to_bits(b[j * rows + i]) == to_bits(want));
+            }
+    }
+    ad_tape_free(tape);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("vmath");
+    TCase *tc = tcase_create("float32");
+    tcase_set_timeout(tc, 0);
+    tcase_add_loop_test(tc, ulp_over_the_whole_range, 0, 4);
+    tcase_add_test(tc, edge_values);
+    tcase_add_loop_test(tc, lengths_and_offsets, 0, 4);
+    tcase_add_test(tc, ops_contiguous_and_strided);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
