@@ -249,15 +249,16 @@ int ad__vmath_testing_isa(int isa)
     return 0;
 }
 
+#if VMATH_X86
 /* The variant to run: the forced one, else the widest the CPU has (asked
- * each call: __builtin_cpu_supports reads a word the loader filled in). */
+ * each call: __builtin_cpu_supports reads a word the loader filled in).
+ * Elsewhere (other CPUs, WebAssembly) there is only the portable one. */
 static int pick(void)
 {
     if (forced != ISA_AUTO) return forced;
     return cpu_can(ISA_AVX512) ? ISA_AVX512 : cpu_can(ISA_AVX2) ? ISA_AVX2 : ISA_ANY;
 }
 
-#if VMATH_X86
 #define DISPATCH(name, y, x, n)                                   \
     switch (pick()) {                                             \
     case ISA_AVX512: name##_avx512(y, x, n); break;               \
@@ -265,7 +266,7 @@ static int pick(void)
     default: name##_any(y, x, n); break;                          \
     }
 #else
-#define DISPATCH(name, y, x, n) name##_any(y, x, n)
+#define DISPATCH(name, y, x, n) name##_any(y, x, n);
 #endif
 
 void ad__vexp_f32(float *y, const float *x, int64_t n) { DISPATCH(exp, y, x, n) }
