@@ -3,6 +3,7 @@
  *
  *   module.h      modules and layers (Linear, Conv2d, BatchNorm2d, ...),
  *                 Sequential, parameters, train/eval, summary
+ *   rnn.h         RNN, GRU, LSTM: cells and sequence layers
  *   init.h        Xavier/Kaiming initialisers
  *   loss.h        losses (MSE, cross-entropy, BCE with logits, ...) and
  *                 L1/L2 penalties
@@ -27,6 +28,7 @@
 #include "loss.h"
 #include "module.h"
 #include "optim.h"
+#include "rnn.h"
 #include "train.h"
 #include "trainer.h"
 
