@@ -6,10 +6,11 @@
  *
  * The cost of a recurrent layer is in its time loop, which cannot be
  * parallelised over t.  Two things keep it small: the input's contribution
- * to every gate of every step, x_t W_ih^T + b, is one matrix product for
- * the whole sequence before the loop; and inside the loop one product
- * h W_hh^T gives all the gate blocks of the step at once, which are then
- * taken apart as views (narrow), not copies. */
+ * [W_ih W_hh] are joined once per call, so that each step makes one
+ * matrix product [x_t, h] W^T for all the gate blocks at once, which are
+ * then taken apart as views (narrow), not copies; and the steps' inputs
+ * and outputs stay separate tensors, so the backward pass never builds a
+ * whole sequence's gradient per step (see nn_rnn_sequence). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -83,28 +84,59 @@ static int check_inputs(const char *fn, nn_rnn_mode mode, ad_tensor *x, int nd, 
 
 /* ---- the recurrence ---------------------------------------------------------------- */
 
-/* One step from gi = the input's contribution to every gate (with the
- * biases that can be folded into it) and the state h, c:
- * *h1 = h', *c1 = c' (LSTM).  whh_t is W_hh^T [H, G H]; bhh is b_hh for the
- * GRU (its n block sits inside r * (...), so it cannot be folded into gi),
- * NULL otherwise.  NULL results propagate through the ops with the first
- * failure's message. */
-static void step(nn_rnn_mode mode, int64_t H, ad_tensor *gi, ad_tensor *h, ad_tensor *c,
-                 ad_tensor *whh_t, ad_tensor *bhh, ad_tensor **h1, ad_tensor **c1)
+/* The weights of one layer as one matrix, so that a step is one product
+ * [x_t, h] W^T + b for all gate blocks: W = [W_ih W_hh] [G H, F + H] and
+ * b = b_ih + b_hh (RNN, LSTM).  The GRU's n block keeps the input and
+ * recurrent parts apart (r multiplies only the latter), so its W has four
+ * blocks [W_ir W_hr; W_iz W_hz; W_in 0; 0 W_hn] and b = [b_ir + b_hr,
+ * b_iz + b_hz, b_in, b_hn].  Built once per call (a copy of the weights),
+ * differentiable like everything else.  *wt = W^T (a view), *b or NULL. */
+static void fuse(nn_rnn_mode mode, int64_t H, ad_tape *tape, ad_tensor *wih, ad_tensor *whh,
+                 ad_tensor *bih, ad_tensor *bhh, ad_tensor **wt, ad_tensor **b)
 {
-    /* all gate blocks' recurrent parts in one product */
-    ad_tensor *gh = ad_matmul(h, whh_t);
+    ad_tensor *w;
+    if (mode != NN_GRU) {
+        w = ad_concat((ad_tensor *[]){wih, whh}, 2, 1);
+        *b = bih ? ad_add(bih, bhh) : NULL;
+    } else {
+        ad_dtype dt = ad_tensor_dtype(wih);
+        int64_t F = ad_size(wih, 1);
+        ad_tensor *rz = ad_concat((ad_tensor *[]){ad_narrow(wih, 0, 0, 2 * H),
+                                                  ad_narrow(whh, 0, 0, 2 * H)}, 2, 1);
+        ad_tensor *nx = ad_concat((ad_tensor *[]){ad_narrow(wih, 0, 2 * H, H),
+                                                  ad_zeros(tape, dt, 2, (int64_t[]){H, H})}, 2, 1);
+        ad_tensor *nh = ad_concat((ad_tensor *[]){ad_zeros(tape, dt, 2, (int64_t[]){H, F}),
+                                                  ad_narrow(whh, 0, 2 * H, H)}, 2, 1);
+        w = ad_concat((ad_tensor *[]){rz, nx, nh}, 3, 0);
+        *b = bih ? ad_concat((ad_tensor *[]){ad_add(ad_narrow(bih, 0, 0, 2 * H),
+                                                    ad_narrow(bhh, 0, 0, 2 * H)),
+                                             ad_narrow(bih, 0, 2 * H, H),
+                                             ad_narrow(bhh, 0, 2 * H, H)}, 3, 0)
+                 : NULL;
+    }
+    *wt = ad_transpose(w, 0, 1);
+}
+
+/* One step: *h1 = h', *c1 = c' (LSTM) from the input x [B, F] and the
+ * state h, c [B, H], with the fused weights wt [F + H, blocks H] and b.
+ * NULL results propagate through the ops with the first failure's
+ * message. */
+static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_tensor *c,
+                 ad_tensor *wt, ad_tensor *b, ad_tensor **h1, ad_tensor **c1)
+{
+    /* every gate block of the step in one product */
+    ad_tensor *pre = ad_matmul(ad_concat((ad_tensor *[]){x, h}, 2, 1), wt);
+    if (b) pre = ad_add(pre, b);
     switch (mode) {
     case NN_RNN_TANH:
-        *h1 = ad_tanh(ad_add(gi, gh));
+        *h1 = ad_tanh(pre);
         break;
     case NN_RNN_RELU:
-        *h1 = ad_relu(ad_add(gi, gh));
+        *h1 = ad_relu(pre);
         break;
     case NN_LSTM: {
         /* The sigmoid runs over all four blocks (one op instead of three)
          * and the g block's sigmoid is simply not used. */
-        ad_tensor *pre = ad_add(gi, gh);
         ad_tensor *sg = ad_sigmoid(pre);
         ad_tensor *i = ad_narrow(sg, 1, 0, H), *f = ad_narrow(sg, 1, H, H);
         ad_tensor *g = ad_tanh(ad_narrow(pre, 1, 2 * H, H));
@@ -116,26 +148,15 @@ static void step(nn_rnn_mode mode, int64_t H, ad_tensor *gi, ad_tensor *h, ad_te
         break;
     }
     case NN_GRU: {
-        if (bhh) gh = ad_add(gh, bhh);
-        ad_tensor *rz = ad_sigmoid(ad_add(ad_narrow(gi, 1, 0, 2 * H), ad_narrow(gh, 1, 0, 2 * H)));
+        ad_tensor *rz = ad_sigmoid(ad_narrow(pre, 1, 0, 2 * H));
         ad_tensor *r = ad_narrow(rz, 1, 0, H), *z = ad_narrow(rz, 1, H, H);
-        ad_tensor *n = ad_tanh(ad_add(ad_narrow(gi, 1, 2 * H, H),
-                                      ad_mul(r, ad_narrow(gh, 1, 2 * H, H))));
+        ad_tensor *n = ad_tanh(ad_add(ad_narrow(pre, 1, 2 * H, H),
+                                      ad_mul(r, ad_narrow(pre, 1, 3 * H, H))));
         /* h' = (1 - z) n + z h, written n + z (h - n): one op fewer */
         *h1 = ad_add(n, ad_mul(z, ad_sub(h, n)));
         break;
     }
     }
-}
-
-/* The input's contribution for rows x2 [N, F]: x2 W_ih^T plus b_ih + b_hh
- * (RNN, LSTM) or b_ih (GRU). */
-static ad_tensor *input_part(nn_rnn_mode mode, ad_tensor *x2, ad_tensor *wih, ad_tensor *bih,
-                             ad_tensor *bhh)
-{
-    ad_tensor *gi = ad_matmul(x2, ad_transpose(wih, 0, 1));
-    if (!bih) return gi;
-    return ad_add(gi, mode == NN_GRU ? bih : ad_add(bih, bhh));
 }
 
 /* Ends scope s with the main result r and the extra results e1, e2: with a
@@ -187,9 +208,9 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     ad_dtype dt = ad_tensor_dtype(x);
     if (!h) h = ad_zeros(s.tape, dt, 2, st);
     if (!c && mode == NN_LSTM) c = ad_zeros(s.tape, dt, 2, st);
-    ad_tensor *h1 = NULL, *c1 = NULL;
-    step(mode, H, input_part(mode, x, w_ih, b_ih, b_hh), h, c, ad_transpose(w_hh, 0, 1),
-         mode == NN_GRU ? b_hh : NULL, &h1, &c1);
+    ad_tensor *h1 = NULL, *c1 = NULL, *wt = NULL, *b = NULL;
+    fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
+    step(mode, H, x, h, c, wt, b, &h1, &c1);
     if (end_scope(&s, &h1, mode == NN_LSTM ? &c1 : NULL, NULL) != 0) return -1;
     *h_out = h1;
     if (c_out) *c_out = c1;
@@ -197,26 +218,23 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     return 0;
 }
 
-/* One layer over the whole sequence, time-major: in [T, B, F] ->
- * the stacked h_t along axis `axis` (0: [T, B, H]; 1: [B, T, H]), and the
- * final state in *h, *c (which hold the initial state on entry). */
-static ad_tensor *run_layer(nn_rnn_mode mode, int64_t H, ad_tensor *in, ad_tensor *const *w,
-                            bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs, int axis)
+/* One layer over the whole sequence: xs[t] [B, F] the inputs of step t,
+ * hs[t] gets h_t; *h, *c hold the initial state on entry and the final
+ * one on return.  0, or -1 when an op failed. */
+static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_tensor *const *xs,
+                     ad_tensor *const *w, bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs)
 {
-    int64_t T = ad_size(in, 0), B = ad_size(in, 1), F = ad_size(in, 2), G = gates_of(mode) * H;
-    ad_tensor *gi = input_part(mode, ad_reshape(in, 2, (int64_t[]){T * B, F}), w[0],
-                               bias ? w[2] : NULL, bias ? w[3] : NULL);
-    gi = ad_reshape(gi, 3, (int64_t[]){T, B, G});
-    ad_tensor *whh_t = ad_transpose(w[1], 0, 1);
-    ad_tensor *bhh = bias && mode == NN_GRU ? w[3] : NULL;
+    ad_tensor *wt = NULL, *b = NULL;
+    fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
+    if (!wt || (bias && !b)) return -1;
     for (int64_t t = 0; t < T; t++) {
         ad_tensor *h1 = NULL, *c1 = NULL;
-        step(mode, H, ad_squeeze(ad_narrow(gi, 0, t, 1), 0), *h, *c, whh_t, bhh, &h1, &c1);
-        if (!h1 || (mode == NN_LSTM && !c1)) return NULL;
+        step(mode, H, xs[t], *h, *c, wt, b, &h1, &c1);
+        if (!h1 || (mode == NN_LSTM && !c1)) return -1;
         *h = hs[t] = h1;
         *c = c1;
     }
-    return ad_stack(hs, (int)T, axis);
+    return 0;
 }
 
 int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, int num_layers,
@@ -243,11 +261,12 @@ int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0
 
     int64_t T = ad_size(x, 1);
     ad_tensor **in = ad_calloc((size_t)(3 + nw), sizeof *in);
-    /* per layer's h_t, then the final h and c of every layer */
-    ad_tensor **hs = ad_calloc((size_t)(T + 2 * num_layers), sizeof *hs);
-    if (!in || !hs) {
+    /* the steps' inputs and outputs of a layer (the outputs become the
+     * next layer's inputs), then the final h and c of every layer */
+    ad_tensor **buf = ad_calloc((size_t)(2 * T + 2 * num_layers), sizeof *buf);
+    if (!in || !buf) {
         ad_free(in);
-        ad_free(hs);
+        ad_free(buf);
         return ad_set_error("%s: out of memory", fn);
     }
     in[0] = x;
@@ -258,29 +277,37 @@ int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0
     int rc = ad_scope_begin(&s, fn, 3 + nw, in, false);
     ad_free(in);
     if (rc != 0) {
-        ad_free(hs);
+        ad_free(buf);
         return -1;
     }
     ad_dtype dt = ad_tensor_dtype(x);
-    ad_tensor **hl = hs + T, **cl = hs + T + num_layers;
-    /* time-major inside: step t's rows are then one contiguous block */
-    ad_tensor *seq = ad_contiguous(ad_transpose(x, 0, 1));
-    for (int l = 0; seq && l < num_layers; l++) {
+    ad_tensor **xs = buf, **hs = buf + T, **hl = buf + 2 * T, **cl = hl + num_layers;
+    /* Each step reads its own [B, F] slice of x.  The steps are kept as
+     * separate tensors from there on (a layer's h_t is the next layer's
+     * x_t), not cut out of one [B, T, H] tensor: the gradient of a slice
+     * is a zero tensor of the whole's size, so cutting T slices out of a
+     * whole would cost T wholes in the backward pass. */
+    for (int64_t t = 0; t < T; t++) xs[t] = ad_squeeze(ad_narrow(x, 1, t, 1), 1);
+    for (int l = 0; rc == 0 && l < num_layers; l++) {
         ad_tensor *h = h0 ? ad_squeeze(ad_narrow(h0, 0, l, 1), 0)
                           : ad_zeros(s.tape, dt, 2, (int64_t[]){B, H});
         ad_tensor *c = mode != NN_LSTM ? NULL
                        : c0            ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
                                        : ad_zeros(s.tape, dt, 2, (int64_t[]){B, H});
-        seq = h && (c || mode != NN_LSTM) ? run_layer(mode, H, seq, weights + per * l, bias, &h,
-                                                      &c, hs, l == num_layers - 1 ? 1 : 0)
-                                          : NULL;
+        rc = h && (c || mode != NN_LSTM) ? run_layer(mode, H, T, s.tape, xs, weights + per * l,
+                                                     bias, &h, &c, hs)
+                                         : -1;
         hl[l] = h;
         cl[l] = c;
+        ad_tensor **tmp = xs; /* this layer's outputs are the next one's inputs */
+        xs = hs;
+        hs = tmp;
     }
+    ad_tensor *seq = rc == 0 ? ad_stack(xs, (int)T, 1) : NULL;
     ad_tensor *hn = seq && h_n ? ad_stack(hl, num_layers, 0) : NULL;
     ad_tensor *cn = seq && c_n && mode == NN_LSTM ? ad_stack(cl, num_layers, 0) : NULL;
     if (seq && ((h_n && !hn) || (c_n && mode == NN_LSTM && !cn))) seq = NULL;
-    ad_free(hs);
+    ad_free(buf);
     if (end_scope(&s, &seq, &hn, &cn) != 0) return -1;
     if (output) *output = seq;
     else if (s.scratch) ad_tensor_free(seq);

@@ -27,10 +27,11 @@
  *
  * Initialisation (PyTorch's): every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
  *
- * How it is computed.  A sequence layer multiplies the whole input
- * sequence by W_ih^T in one matrix product ([T B, F] x [F, G H]) before the
- * time loop, and each step then makes one product h W_hh^T for all gates at
- * once ([B, H] x [H, G H]) and splits the gate blocks as views.  Everything
+ * How it is computed.  The weights of a layer are joined once per call
+ * into one matrix, so that each step makes one product [x_t, h] W^T
+ * ([B, F + H] x [F + H, G H]) for all the gate blocks at once, which are
+ * then taken apart as views.  (The GRU's matrix has a fourth block, since
+ * its n gate keeps the input and recurrent parts apart.)  Everything
  * is made of the library's differentiable ops, so gradients of any order,
  * gradcheck and gradgradcheck work; backprop through time is the ordinary
  * backward pass through the unrolled steps.  For truncated BPTT, carry the

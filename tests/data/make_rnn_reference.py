@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes tests/data/rnn_reference.safetensors: PyTorch's outputs and
 gradients for RNN (tanh, relu), GRU and LSTM, as 2-layer batch-first
-sequence layers and as cells, on fixed float64 weights and inputs.
+sequence layers and as cells, and for causal multi-head self-attention and
+a pre-norm transformer block (nn.TransformerEncoderLayer, norm_first, gelu,
+causal mask; keys "mha" and "block": K.<parameter>, K.x, K.out, K.r_out,
+K.grad.*, loss sum(out r_out)), on fixed float64 weights and inputs.
 
-tests/test_rnn.c loads the weights into the library's modules by their
+tests/test_rnn.c and test_attention.c load the weights into the library's modules by their
 PyTorch names (so the file is also the check that checkpoints exchange),
 runs the same computation and compares.  Run once, with PyTorch installed:
 
@@ -79,6 +82,29 @@ def case(out, key, module, lstm, cell):
         out[f"{key}.c_n"], out[f"{key}.r_c"] = cn, r_c
 
 
+def attention_case(out, key, module):
+    """Self-attention with the causal mask, batch-first: y = module(x)."""
+    g = torch.Generator().manual_seed(len(out) + 11)
+    x = torch.randn((B, T, 8), generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.triu(torch.full((T, T), float("-inf"), dtype=torch.float64), 1)
+    with torch.no_grad():  # nonzero biases and norms, so that they are checked too
+        for n, p in module.named_parameters():
+            if n.endswith("bias") or n.startswith("norm"):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.3
+                        + (1.0 if n.startswith("norm") and n.endswith("weight") else 0.0))
+    if isinstance(module, torch.nn.MultiheadAttention):
+        y, _ = module(x, x, x, attn_mask=mask, need_weights=False)
+    else:
+        y = module(x, src_mask=mask)
+    r = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    (y * r).sum().backward()
+    for n, p in module.named_parameters():
+        out[f"{key}.{n}"] = p
+        out[f"{key}.grad.{n}"] = p.grad
+    out[f"{key}.x"], out[f"{key}.grad.x"] = x, x.grad
+    out[f"{key}.out"], out[f"{key}.r_out"] = y, r
+
+
 def main():
     torch.manual_seed(0)
     d = torch.float64
@@ -92,6 +118,9 @@ def main():
     case(out, "rnn_relu_cell", torch.nn.RNNCell(F, H, nonlinearity="relu", dtype=d), False, True)
     case(out, "gru_cell", torch.nn.GRUCell(F, H, dtype=d), False, True)
     case(out, "lstm_cell", torch.nn.LSTMCell(F, H, dtype=d), True, True)
+    attention_case(out, "mha", torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=d))
+    attention_case(out, "block", torch.nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, activation="gelu", batch_first=True, norm_first=True, dtype=d))
     save(sys.argv[1] if len(sys.argv) > 1 else "rnn_reference.safetensors", out)
 
 
