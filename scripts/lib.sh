@@ -24,6 +24,8 @@ AD_DEPS=(
                       # -lgfortran, so static links (the install test) need it
     valgrind
     python3-numpy     # reference values for some tests
+    fortunes-min      # the text the charlm test trains on (it falls back to
+                      # a generated text without it)
 )
 
 # What scripts/demo needs on top: the data set it trains on and gnuplot for
@@ -33,6 +35,7 @@ AD_DEPS=(
 AD_DEMO_DEPS=(
     dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
     gnuplot-nox             # the PNG next to the curve's CSV
+    fortunes                # the full fortunes text for docs/examples/charlm
 )
 
 ad_cd_root()
