@@ -30,9 +30,10 @@
  * --resume continues a run exactly where it stopped: on one thread the
  * resumed run is the uninterrupted one bit for bit.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, lstat */
+#define _GNU_SOURCE /* clock_gettime, lstat, RTLD_DEFAULT */
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -57,6 +58,27 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU time of the process (all threads): on a shared machine the wall
+ * clock also counts the time spent waiting for a core. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The library may do its matrix products with OpenBLAS, whose thread pool
+ * is its own: --threads sets it too, when the program has OpenBLAS in it
+ * (looked up at run time, so the example needs no OpenBLAS header). */
+static void set_blas_threads(int n)
+{
+    void *sym = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+    void (*set)(int);
+    if (!sym) return;
+    memcpy(&set, &sym, sizeof set); /* POSIX: a data pointer to a function */
+    set(n);
 }
 
 /* ==== options ========================================================== */
@@ -651,6 +673,7 @@ int main(int argc, char **argv)
     if (o->threads > 0) omp_set_num_threads(o->threads);
     threads = omp_get_max_threads();
 #endif
+    if (o->threads > 0) set_blas_threads(o->threads);
 
     text t = {0};
     nn_progress *bar = NULL;
@@ -694,7 +717,7 @@ int main(int argc, char **argv)
         rc = bar ? nn_progress_begin(bar, 1, 1, todo) : -1;
     }
     ad_tape_activate(tape);
-    double t0 = now(), fwd_mb = NAN, step_mb = NAN;
+    double t0 = now(), c0 = cpu_now(), fwd_mb = NAN, step_mb = NAN;
     for (int64_t k = 0; rc == 0 && k < todo; k++, r.step++) {
         int64_t p = (r.step % per_pass) * S;
         if (p == 0) { /* a new pass over the streams starts from zeros */
@@ -743,7 +766,7 @@ int main(int argc, char **argv)
             r.step--;
         }
     }
-    double train_s = now() - t0;
+    double train_s = now() - t0, train_cpu_s = cpu_now() - c0;
     if (bar && rc == 0) nn_progress_end(bar, NULL);
     ad_tape_activate(NULL);
 
@@ -767,6 +790,9 @@ int main(int argc, char **argv)
                o->model, todo, first, B, S, threads, o->seed, nn_num_parameters(r.m.root));
         json_number("train_tokens_per_s", todo > 0 ? (double)(todo * B * S) / train_s : NAN, false);
         json_number("train_s", train_s, false);
+        json_number("train_tokens_per_cpu_s",
+                    todo > 0 ? (double)(todo * B * S) / train_cpu_s : NAN, false);
+        json_number("train_cpu_s", train_cpu_s, false);
         json_number("first_loss", todo > 0 ? a : NAN, false);
         json_number("last_loss", todo > 0 ? b : NAN, false);
         json_number("val_bits_per_char", bpc, false);
