@@ -47,6 +47,8 @@ struct ad_tensor {
     ad_node *node;   /* the recorded op that produced it, NULL for leaves */
     ad_tensor *grad; /* accumulated gradient of a leaf */
     ad_tensor *adj;  /* adjoint while a backward pass runs */
+    bool adj_owned;  /* adj is a sum the pass made for this tensor alone, so
+                        further contributions may be added into it in place */
     bool requires_grad;
     bool owns_grad; /* grad is a buffer the library made for this leaf */
     /* Lifetimes (see tape.c, "handles").  A tape tensor is valid while its
@@ -85,6 +87,13 @@ typedef struct ad_op {
     /* sizeof the op's parameter struct (declared beside its kernel, read
      * through ad__params), 0 for an op without parameters. */
     size_t params_size;
+    /* Optional, for a view that picks part of its input (slice): adds g,
+     * the gradient of the output, into the part of adj (a tensor of the
+     * input's shape that the backward pass owns) that the output views,
+     * in place.  A pass that records nothing uses it instead of the rule,
+     * whose result is a zero-filled gradient of the whole input per use:
+     * T slices of one tensor would cost T wholes. */
+    void (*accumulate)(const ad_node *n, const ad_tensor *g, ad_tensor *adj);
 } ad_op;
 
 /* A recorded op.  ad__record allocates it as one arena block: this header,
