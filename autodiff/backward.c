@@ -125,15 +125,64 @@ static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_te
 /* Runs n's rule on the adjoint g of its output, and sends each input's
  * gradient on: added to the adjoint of a computed input, delivered to the
  * sink (a leaf's grad, or a target's slot). */
-static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
-                         bool create)
+/* The in-place path of a view with an accumulate function (a slice):
+ * taken when the pass records nothing, the input is a computed tensor
+ * (a leaf's gradient is delivered, not accumulated here), no gradient is
+ * being collected for a target, and no trace or anomaly check needs the
+ * rule's result.  Returns 1 when it handled n, 0 when the rule must run,
+ * -1 on error. */
+static int accumulate_view(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g,
+                           const sink *sk, bool create)
 {
+    ad_tensor *x = n->in[0];
+    if (create || !n->op->accumulate || n->nin != 1 || sk->targets || !ad__needs_grad(n, 0) ||
+        !x->node || ad__tracing() || ad__anomaly_on())
+        return 0;
+    if (check_saved(fn, n)) return -1;
+    if (!x->adj || !x->adj_owned) {
+        ad_tensor *acc = ad_zeros(t, x->dtype, x->ndim, x->shape);
+        if (!acc) return -1;
+        if (x->adj) ad__add_into(acc, acc, x->adj);
+        x->adj = acc;
+        x->adj_owned = true;
+    }
+    n->op->accumulate(n, g, x->adj);
+    return 1;
+}
+
+/* Inputs whose adjoint is already a sum the pass owns get their gradient
+ * added in by the op's accumulate_input, if it has one, with the arena
+ * space of its temporaries given back at once; n->skip tells the rule to
+ * leave them out.  Same conditions as accumulate_view. */
+static int accumulate_inputs(ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk, bool create)
+{
+    n->skip = 0;
+    if (create || !n->op->accumulate_input || sk->targets || ad__tracing() || ad__anomaly_on())
+        return 0;
+    for (int k = 0; k < n->nin && k < 8; k++) {
+        ad_tensor *x = n->in[k];
+        if (!ad__needs_grad(n, k) || !x->node || !x->adj || !x->adj_owned) continue;
+        ad_arena_mark m = ad__arena_mark(&t->arena);
+        int r = n->op->accumulate_input(n, k, g, x->adj);
+        ad__arena_rewind(&t->arena, m);
+        if (r < 0) return -1;
+        if (r > 0) n->skip |= (uint8_t)(1u << k);
+    }
+    return 0;
+}
+
+static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
+                    bool create)
+{
+    int done = accumulate_view(fn, t, n, g, sk, create);
+    if (done) return done < 0 ? -1 : 0;
+    if (check_saved(fn, n) || accumulate_inputs(t, n, g, sk, create)) return -1;
     ad_tensor *small[8];
     ad_tensor **gin = n->nin > 8 ? ad__arena_alloc(t, (size_t)n->nin * sizeof *gin) : small;
     if (!gin) return ad__err(fn, "out of memory");
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
-    if (check_saved(fn, n) || n->op->backward(n, g, gin)) return -1;
+    if (n->op->backward(n, g, gin)) return -1;
     if (ad__tracing()) {
         ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
                              n->in, n->out, g, gin};
@@ -142,15 +191,39 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     for (int k = 0; k < n->nin; k++) {
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k)) continue;
-        if (check_input_grad(fn, n, k, g, gin)) return -1;
-        if (x->node) {
+        if (check_input_grad(fn, n, k, g, gin)) {
+            return -1;
+        }
+        if (x->node && x->adj && x->adj_owned && !create) {
+            /* A tensor used many times (a weight at every step of a
+             * recurrence) would otherwise get a new sum per use, all of
+             * them alive until the tape is reset. */
+            ad__add_into(x->adj, x->adj, gin[k]);
+        } else if (x->node) {
             ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
-            if (!sum) return -1;
+            if (!sum) {
+                return -1;
+            }
+            /* a new sum belongs to x alone; a gradient a rule handed over
+             * may be shared (add's rule gives g to both inputs) */
+            x->adj_owned = x->adj != NULL;
             x->adj = sum;
         }
-        if (deliver(t, sk, x, gin[k], create)) return -1;
+        if (deliver(t, sk, x, gin[k], create)) {
+            return -1;
+        }
     }
     return 0;
+}
+
+/* n's backward, with the inputs' skip marks (accumulate_inputs) cleared
+ * whatever happened. */
+static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
+                         bool create)
+{
+    int rc = run_node(fn, t, n, g, sk, create);
+    n->skip = 0;
+    return rc;
 }
 
 /* After a pass, adjoints of nodes not yet reached must not leak into the
@@ -163,6 +236,7 @@ static void clear_marks(ad_tape *t, size_t top, unsigned epoch, bool failed)
     for (size_t i = top + 1; i-- > 0;)
         if (t->nodes[i]->mark == epoch) {
             t->nodes[i]->out->adj = NULL;
+            t->nodes[i]->out->adj_owned = false;
             if (failed) t->nodes[i]->freed = false;
         }
 }
@@ -181,12 +255,14 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
     unsigned epoch = ++t->epoch;
     if (mark_graph(fn, t, out->node, epoch)) return -1;
     out->adj = seed;
+    out->adj_owned = false;
     int rc = 0;
     for (size_t i = top + 1; i-- > 0;) {
         ad_node *n = t->nodes[i];
         if (n->mark != epoch) continue;
         ad_tensor *g = n->out->adj;
         n->out->adj = NULL;
+        n->out->adj_owned = false;
         if (!g) continue;
         if (backward_node(fn, t, n, g, sk, create)) {
             rc = -1;

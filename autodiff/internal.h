@@ -47,6 +47,8 @@ struct ad_tensor {
     ad_node *node;   /* the recorded op that produced it, NULL for leaves */
     ad_tensor *grad; /* accumulated gradient of a leaf */
     ad_tensor *adj;  /* adjoint while a backward pass runs */
+    bool adj_owned;  /* adj is a sum the pass made for this tensor alone, so
+                        further contributions may be added into it in place */
     bool requires_grad;
     bool owns_grad; /* grad is a buffer the library made for this leaf */
     /* Lifetimes (see tape.c, "handles").  A tape tensor is valid while its
@@ -85,6 +87,23 @@ typedef struct ad_op {
     /* sizeof the op's parameter struct (declared beside its kernel, read
      * through ad__params), 0 for an op without parameters. */
     size_t params_size;
+    /* Optional, for a view that picks part of its input (slice): adds g,
+     * the gradient of the output, into the part of adj (a tensor of the
+     * input's shape that the backward pass owns) that the output views,
+     * in place.  A pass that records nothing uses it instead of the rule,
+     * whose result is a zero-filled gradient of the whole input per use:
+     * T slices of one tensor would cost T wholes. */
+    void (*accumulate)(const ad_node *n, const ad_tensor *g, ad_tensor *adj);
+    /* Optional: adds input k's gradient, for the output's gradient g, into
+     * adj (a tensor of the input's shape that the backward pass owns) in
+     * place and returns 1, or returns 0 when it does not handle the case
+     * (the rule then computes that input's gradient), -1 on error.  The
+     * caller gives back every temporary it made on the tape right after,
+     * so it must keep none.  Used by a pass that records nothing, for an
+     * input whose adjoint is already a sum of several uses (a weight at
+     * every step of a recurrence): matmul's product then lives only while
+     * it is added in. */
+    int (*accumulate_input)(const ad_node *n, int k, ad_tensor *g, ad_tensor *adj);
 } ad_op;
 
 /* A recorded op.  ad__record allocates it as one arena block: this header,
@@ -100,6 +119,9 @@ struct ad_node {
     int nin;
     unsigned mark;     /* reachability epoch of a backward pass */
     bool freed;        /* backward ran without AD_RETAIN_GRAPH */
+    uint8_t skip;      /* inputs (bit i: in[i], i < 8) whose gradient the
+                          backward pass has already added in through
+                          op->accumulate_input: the rule leaves them out */
 };
 
 /* Where a node's parameters start: after the header, 16-byte aligned (any
@@ -286,7 +308,8 @@ bool ad__anomaly_on(void);
 int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where);
 static inline bool ad__needs_grad(const ad_node *n, int i)
 {
-    return n->in[i]->requires_grad && ad__is_float(n->in[i]->dtype);
+    return n->in[i]->requires_grad && ad__is_float(n->in[i]->dtype) &&
+           !(i < 8 && (n->skip >> i) & 1u);
 }
 
 /* ---- strided iteration (iter.c) ----------------------------------------------

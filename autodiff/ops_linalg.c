@@ -221,6 +221,19 @@ static int matmul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     }
     return 0;
 }
+/* adj += g b^T (k = 0) or a^T g (k = 1), for plain matrices only (see
+ * ad_op.accumulate_input); the product is a temporary the caller gives
+ * back at once. */
+static int matmul_acc(const ad_node *n, int k, ad_tensor *g, ad_tensor *adj)
+{
+    ad_tensor *a = n->in[0], *b = n->in[1];
+    if (a->ndim != 2 || b->ndim != 2) return 0;
+    ad_tensor *d = k == 0 ? ad_matmul(g, ad_transpose(b, 0, 1))
+                          : ad_matmul(ad_transpose(a, 0, 1), g);
+    if (!d) return -1;
+    ad__add_into(adj, adj, d);
+    return 1;
+}
 static int matmul_fw(ad_node *n) { return mm_run(n->op->name, n->in[0], n->in[1], n->out); }
 static const ad_op OP_MATMUL = {
     .name = "matmul",
@@ -228,6 +241,7 @@ static const ad_op OP_MATMUL = {
                "da = sum_to(g b^T), db = sum_to(a^T g)",
     .backward = matmul_bw,
     .forward = matmul_fw,
+    .accumulate_input = matmul_acc,
 };
 
 ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)

@@ -376,6 +376,13 @@ static int slice_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
                                 p->count, p->step);
     return 0;
 }
+/* dx[slice] += g, in place (see ad_op.accumulate) */
+static void slice_acc(const ad_node *n, const ad_tensor *g, ad_tensor *adj)
+{
+    const slice_params *p = ad__params(n);
+    ad_tensor v = ad__slab(adj, p->axis, p->first, p->count, p->step);
+    ad__add_into(&v, &v, g);
+}
 static const ad_op OP_SLICE = {
     .name = "slice",
     .formula = "y = x[first : first+count*step : step] along an axis "
@@ -383,6 +390,7 @@ static const ad_op OP_SLICE = {
     .backward = slice_bw,
     .forward = NULL,
     .params_size = sizeof(slice_params),
+    .accumulate = slice_acc,
 };
 static ad_tensor *slice_core(const char *fn, ad_tensor *x, int d, int64_t first, int64_t count,
                              int64_t step)

@@ -262,6 +262,7 @@ static void carry_keep(ad_tensor *t)
     if (t->magic != AD_TENSOR_MAGIC || !t->carried) return;
     ad__leaf_grad_forget(t);
     t->adj = NULL;
+    t->adj_owned = false;
     t->label = NULL;
     if (!t->storage->in_arena) return;
     size_t nbytes = (size_t)ad__numel(t->ndim, t->shape) * ad_dtype_size(t->dtype);

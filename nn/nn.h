@@ -3,6 +3,9 @@
  *
  *   module.h      modules and layers (Linear, Conv2d, BatchNorm2d, ...),
  *                 Sequential, parameters, train/eval, summary
+ *   rnn.h         RNN, GRU, LSTM: cells and sequence layers
+ *   transformer.h multi-head attention, positional embeddings, the
+ *                 pre-norm decoder block
  *   init.h        Xavier/Kaiming initialisers
  *   loss.h        losses (MSE, cross-entropy, BCE with logits, ...) and
  *                 L1/L2 penalties
@@ -31,8 +34,10 @@
 #include "modcheck.h"
 #include "module.h"
 #include "optim.h"
+#include "rnn.h"
 #include "state.h"
 #include "train.h"
 #include "trainer.h"
+#include "transformer.h"
 
 #endif

@@ -33,6 +33,8 @@ AD_DEPS=(
     gnuplot-nox       # the guide's plots (docs/figures) and the demo's curve
     libopenmpi-dev    # MPI for libautodiff_nn_mpi (-Dmpi=auto), data-parallel
     openmpi-bin       # training; mpirun runs its test (tests/test_dist.py)
+    fortunes-min      # the text the charlm test trains on (it falls back to
+                      # a generated text without it)
 )
 
 # What scripts/demo needs on top: the data set it trains on (gnuplot, for
@@ -41,6 +43,7 @@ AD_DEPS=(
 # needs the real files).
 AD_DEMO_DEPS=(
     dataset-fashion-mnist   # /usr/share/datasets/fashion-mnist
+    fortunes                # the full fortunes text for docs/examples/charlm
 )
 
 # The playground page (web/): emcc compiles adcalc to WebAssembly, and the

