@@ -4,6 +4,8 @@
  * file maps torch.matmul's shape rules onto it.  Every operand is handed to
  * the kernel as (pointer, row stride, column stride), so transposed views -
  * which is what the backward pass produces, g B^T and A^T g - cost no copy. */
+#include <inttypes.h>
+
 #include "gemm.h"
 #include "internal.h"
 
@@ -245,7 +247,186 @@ ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)
     return ad__finish(out, mm_run(fn, a, b, out), &OP_MATMUL, 2, in, NULL, NULL);
 }
 
+/* ---- linear ---------------------------------------------------------------------
+ * y = act(x w^T + b): torch.nn.functional.linear with an optional fused
+ * activation.  It is one GEMM whose epilogue adds the bias and applies
+ * the activation to each tile of y while the tile is still in cache (see
+ * gemm_driver.inc), instead of a matmul, a broadcast add and a relu that
+ * each write a new [M, out] tensor.  Its rule gives dW = gz^T x as an
+ * [out, in] matrix laid out like W, where matmul's rule through the
+ * transposed view W^T gives the transpose of it, strided, which the leaf's
+ * gradient buffer then accumulated one strided element at a time. */
+typedef struct linear_params {
+    int act; /* ad_activation */
+} linear_params;
+
+/* x [..., in] as an M x in matrix with row stride *rs: true when its
+ * leading dimensions continue each other's strides (any contiguous x,
+ * or a transposed-last-dims view with a single row). */
+static bool lin_rows(const ad_tensor *x, int64_t *M, int64_t *rs)
+{
+    int nd = x->ndim;
+    if (nd == 1) {
+        *M = 1;
+        *rs = x->shape[0];
+        return true;
+    }
+    int64_t rows = x->shape[nd - 2], expect = x->strides[nd - 2] * rows;
+    *rs = x->strides[nd - 2];
+    for (int d = nd - 3; d >= 0; d--) {
+        if (x->shape[d] == 1) continue;
+        if (x->strides[d] != expect) return false;
+        expect *= x->shape[d];
+        rows *= x->shape[d];
+    }
+    *M = rows;
+    return true;
+}
+
+/* out = act(x w^T + b) for arguments ad_linear_act has checked: the public
+ * function and the replay forward share it. */
+static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const ad_tensor *b,
+                   int act, ad_tensor *out)
+{
+    int64_t nout = w->shape[0], nin = w->shape[1], M = 0, rs = 0;
+    ad_tensor *cx = NULL, *cw = NULL;
+    int rc = 0;
+    /* The kernel reads any strides (CBLAS: one unit stride per operand);
+     * an x whose rows do not merge, or an operand CBLAS cannot take, is
+     * copied first, as ad_matmul does. */
+    if (!lin_rows(x, &M, &rs) || !ad__gemm_direct(M, nin, rs, x->strides[x->ndim - 1])) {
+        rc |= !(x = cx = ad_copy(out->tape, x));
+        if (!rc) lin_rows(x, &M, &rs);
+    }
+    if (!rc && !ad__gemm_direct(nin, nout, w->strides[1], w->strides[0]))
+        rc |= !(w = cw = ad_copy(out->tape, w));
+    if (!rc) {
+        size_t es = ad_dtype_size(x->dtype);
+        ad_gemm_ep ep = {b ? (const char *)b->storage->data + b->offset * (int64_t)es : NULL,
+                         b ? b->strides[0] : 0, act == AD_ACT_RELU};
+        rc = ad__gemm_ep(out->tape, x->dtype, M, nout, nin,
+                         (const char *)x->storage->data + x->offset * (int64_t)es, rs,
+                         x->strides[x->ndim - 1],
+                         (const char *)w->storage->data + w->offset * (int64_t)es, w->strides[1],
+                         w->strides[0], out->storage->data, nout, &ep);
+        if (rc) ad__err(fn, "out of memory");
+    }
+    if (!out->tape) {
+        ad_tensor_free(cx);
+        ad_tensor_free(cw);
+    }
+    return rc ? -1 : 0;
+}
+
+/* gz = g [y > 0] and, when db is not NULL, db = sum over the rows of gz, in
+ * one pass over g and y (contiguous [M, nout]); db accumulates row by row,
+ * in the rows' order, so it is deterministic. */
+static void relu_mask_rowsum(int64_t M, int64_t nout, const ad_tensor *g, const ad_tensor *y,
+                             ad_tensor *gz, ad_tensor *db)
+{
+    if (g->dtype == AD_FLOAT32) {
+        const float *gp = (const float *)g->storage->data + g->offset;
+        const float *yp = (const float *)y->storage->data + y->offset;
+        float *zp = gz->storage->data, *bp = db ? (float *)db->storage->data : NULL;
+        if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
+        for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
+            for (int64_t j = 0; j < nout; j++) zp[j] = yp[j] > 0 ? gp[j] : 0.0f;
+            if (bp)
+                for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
+        }
+    } else {
+        const double *gp = (const double *)g->storage->data + g->offset;
+        const double *yp = (const double *)y->storage->data + y->offset;
+        double *zp = gz->storage->data, *bp = db ? (double *)db->storage->data : NULL;
+        if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
+        for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
+            for (int64_t j = 0; j < nout; j++) zp[j] = yp[j] > 0 ? gp[j] : 0.0;
+            if (bp)
+                for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
+        }
+    }
+}
+
+static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const linear_params *p = ad__params(n);
+    ad_tensor *x = n->in[0], *w = n->in[1], *y = n->out;
+    bool want_b = n->nin > 2 && ad__needs_grad(n, 2);
+    int64_t nout = w->shape[0], nin = w->shape[1];
+    int64_t M = ad__numel(g->ndim, g->shape) / (nout ? nout : 1);
+    ad_tensor *G = ad_reshape(g, 2, (int64_t[]){M, nout}), *db = NULL;
+    if (!G) return -1;
+    if (p->act == AD_ACT_RELU) {
+        if (!ad_grad_enabled() && ad_is_contiguous(G)) {
+            /* First order: the mask and the bias gradient in one pass. */
+            ad_tensor *gz = ad__alloc("ad_backward", y->tape, y->dtype, 2, (int64_t[]){M, nout});
+            if (!gz || (want_b && !(db = ad__alloc("ad_backward", y->tape, y->dtype, 1, &nout))))
+                return -1;
+            relu_mask_rowsum(M, nout, G, y, gz, db);
+            G = gz;
+        } else {
+            /* Written with ops, so that create-graph records it: dz = g [y > 0]
+             * (y > 0 exactly where x w^T + b > 0). */
+            ad_tensor *Y = ad_reshape(y, 2, (int64_t[]){M, nout});
+            G = ad_mul(G, ad_gt(Y, ad_scalar_tensor(y->tape, y->dtype, 0.0)));
+        }
+    }
+    /* dx = gz w, dW = gz^T x, db = sum over the rows of gz. */
+    if (ad__needs_grad(n, 0)) gin[0] = ad_reshape(ad_matmul(G, w), x->ndim, x->shape);
+    if (ad__needs_grad(n, 1))
+        gin[1] = ad_matmul(ad_transpose(G, 0, 1), ad_reshape(x, 2, (int64_t[]){M, nin}));
+    if (want_b) gin[2] = db ? db : ad_sum(G, (const int[]){0}, 1, false);
+    return 0;
+}
+static int linear_fw(ad_node *n)
+{
+    const linear_params *p = ad__params(n);
+    return lin_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, p->act, n->out);
+}
+static const ad_op OP_LINEAR = {
+    .name = "linear",
+    .formula = "y = act(x w^T + b), act none or relu; gz = g act'(y), "
+               "dx = gz w, dw = gz^T x, db = sum_rows gz",
+    .backward = linear_bw,
+    .forward = linear_fw,
+    .params_size = sizeof(linear_params),
+};
+
+ad_tensor *ad_linear_act(ad_tensor *x, ad_tensor *w, ad_tensor *b, ad_activation act)
+{
+    static const char *fn = "ad_linear";
+    if (ad__check_arg(fn, "x", x, true) || ad__check_arg(fn, "w", w, true) ||
+        ad__check_same_dtype(fn, x, w) ||
+        (b && (ad__check_arg(fn, "b", b, true) || ad__check_same_dtype(fn, x, b))))
+        return NULL;
+    if (act != AD_ACT_NONE && act != AD_ACT_RELU)
+        return ad__err(fn, "unknown activation %d", (int)act), NULL;
+    if (w->ndim != 2 || x->ndim < 1)
+        return ad__err(fn, "expected x [..., in] and w [out, in], got x %s and w %s",
+                       ad__shape_str(x), ad__shape_str(w)), NULL;
+    if (x->shape[x->ndim - 1] != w->shape[1])
+        return ad__err(fn, "x has %" PRId64 " features but w is %s (x %s)",
+                       x->shape[x->ndim - 1], ad__shape_str(w), ad__shape_str(x)), NULL;
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return ad__err(fn, "bias must be [%" PRId64 "] for w %s, got %s", w->shape[0],
+                       ad__shape_str(w), ad__shape_str(b)), NULL;
+    ad_tensor *in[3] = {x, w, b};
+    int nin = b ? 3 : 2;
+    int64_t shape[AD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape[0] * (size_t)x->ndim);
+    shape[x->ndim - 1] = w->shape[0];
+    ad_tensor *out = ad__result(fn, nin, in, x->dtype, x->ndim, shape);
+    if (!out) return NULL;
+    linear_params p = {act};
+    return ad__finish(out, lin_run(fn, x, w, b, act, out), &OP_LINEAR, nin, in, &p, NULL);
+}
+
+ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b)
+{
+    return ad_linear_act(x, w, b, AD_ACT_NONE);
+}
+
 const ad_op *const ad__ops_linalg[] = {
-    &OP_MATMUL, &OP_DOT, NULL,
+    &OP_MATMUL, &OP_DOT, &OP_LINEAR, NULL,
 };
 
