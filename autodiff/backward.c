@@ -122,6 +122,36 @@ static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_te
     return 0;
 }
 
+/* The node whose rule is running, and which of its leaf inputs' gradients
+ * the rule added into the leaf's buffer itself (ad__leaf_grad_target). */
+typedef struct direct_state {
+    const ad_node *node;
+    const sink *sk;
+    bool create;
+    unsigned done; /* bit k: input k delivered */
+} direct_state;
+static _Thread_local direct_state direct;
+
+/* A rule may add input k's gradient straight into the leaf's gradient
+ * buffer - a matrix product with beta = 1 instead of a product into a new
+ * tensor that the pass then adds into the buffer, which for a weight
+ * matrix is a second pass over a buffer larger than L2 - when the pass
+ * would do exactly that: ad_backward (not ad_gradients, whose results go
+ * elsewhere), first order, no anomaly check or trace (both look at the
+ * gradient tensor), and the leaf holds a contiguous buffer of its own. */
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
+{
+    if (direct.node != n || direct.sk->targets || direct.create || k >= 32 ||
+        (direct.done & (1u << k)) || ad__anomaly_on() || ad__tracing())
+        return NULL;
+    ad_tensor *x = n->in[k], *gb = x->grad;
+    if (x->node || !ad__needs_grad(n, k) || !gb || !x->owns_grad || gb->dtype != x->dtype ||
+        !ad__same_shape(gb, x) || !ad_is_contiguous(gb))
+        return NULL;
+    direct.done |= 1u << k;
+    return gb;
+}
+
 /* Runs n's rule on the adjoint g of its output, and sends each input's
  * gradient on: added to the adjoint of a computed input, delivered to the
  * sink (a leaf's grad, or a target's slot). */
@@ -133,7 +163,13 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     if (!gin) return ad__err(fn, "out of memory");
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
-    if (check_saved(fn, n) || n->op->backward(n, g, gin)) return -1;
+    if (check_saved(fn, n)) return -1;
+    direct_state outer = direct; /* a rule may run a backward pass of its own */
+    direct = (direct_state){n, sk, create, 0};
+    int rc = n->op->backward(n, g, gin);
+    unsigned done = direct.done;
+    direct = outer;
+    if (rc) return -1;
     if (ad__tracing()) {
         ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
                              n->in, n->out, g, gin};
@@ -142,6 +178,10 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     for (int k = 0; k < n->nin; k++) {
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k)) continue;
+        if (done & (1u << k)) { /* the rule added it into x's buffer */
+            ad__bump(x->grad);
+            continue;
+        }
         if (check_input_grad(fn, n, k, g, gin)) return -1;
         if (x->node) {
             ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];

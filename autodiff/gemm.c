@@ -467,21 +467,23 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
 {
     assert(dtype == AD_FLOAT32 || dtype == AD_FLOAT64);
     if (m <= 0 || n <= 0) return 0;
-    if (ep && !ep->bias && !ep->relu) ep = NULL;
+    if (ep && !ep->bias && !ep->relu && !ep->accumulate) ep = NULL;
+    assert(!ep || !ep->accumulate || (!ep->bias && !ep->relu));
+    bool acc = ep && ep->accumulate;
     /* Matrix-vector shapes would be mostly padding in an mr x nr tile: a
      * column result is a dot product per row, a row result one pass over B. */
     bool small = k == 0 || n == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM;
     int rc = 0;
     if (dtype == AD_FLOAT32) {
-        if (small) gemm_small_f32(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
-        else if (m == 1) rc = gemm_row_f32(scratch, n, k, a, csa, b, rsb, csb, c);
+        if (small) gemm_small_f32(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);
+        else if (m == 1) rc = gemm_row_f32(scratch, n, k, a, csa, b, rsb, csb, c, acc);
         else return gemm_f32(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, ep);
     } else {
-        if (small) gemm_small_f64(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
-        else if (m == 1) rc = gemm_row_f64(scratch, n, k, a, csa, b, rsb, csb, c);
+        if (small) gemm_small_f64(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);
+        else if (m == 1) rc = gemm_row_f64(scratch, n, k, a, csa, b, rsb, csb, c, acc);
         else return gemm_f64(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, ep);
     }
-    if (rc == 0 && ep) epilogue_all(dtype, m, n, c, ldc, ep);
+    if (rc == 0 && ep && !acc) epilogue_all(dtype, m, n, c, ldc, ep);
     return rc;
 }
 
@@ -522,7 +524,7 @@ static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE t
                      enum CBLAS_TRANSPOSE tb, int ldb, const void *a, const void *b, void *c,
                      int ldc, const ad_gemm_ep *ep)
 {
-    bool bias = ep && ep->bias;
+    bool bias = ep && ep->bias, beta1 = bias || (ep && ep->accumulate);
     if (bias && dtype == AD_FLOAT32) {
         const float *bv = ep->bias;
         for (int i = 0; i < m; i++)
@@ -533,12 +535,12 @@ static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE t
             for (int j = 0; j < n; j++) ((double *)c)[(int64_t)i * ldc + j] = bv[j * ep->bias_stride];
     }
     if (dtype == AD_FLOAT32)
-        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, bias ? 1.0f : 0.0f, c,
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta1 ? 1.0f : 0.0f, c,
                     ldc);
     else
-        cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, bias ? 1.0 : 0.0, c,
+        cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta1 ? 1.0 : 0.0, c,
                     ldc);
-    if (ep && ep->relu) epilogue_all(dtype, m, n, c, ldc, &(ad_gemm_ep){NULL, 0, true});
+    if (ep && ep->relu) epilogue_all(dtype, m, n, c, ldc, &(ad_gemm_ep){.relu = true});
 }
 #endif
 
@@ -559,7 +561,7 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
                 int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep)
 {
     if (m <= 0 || n <= 0) return 0;
-    if (ep && !ep->bias && !ep->relu) ep = NULL;
+    if (ep && !ep->bias && !ep->relu && !ep->accumulate) ep = NULL;
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE ta, tb;
     int64_t lda, ldb;
@@ -570,22 +572,28 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
         gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
         int pick = ad__gemm_choose(&sh);
         if (pick == AD_GEMM_CALIBRATE) {
-            /* First product of this shape: time both kernels on it (into
-             * C, which the chosen one then overwrites with the result). */
-            double tb_ = 1e300, tl = 1e300;
-            for (int r = 0; r < CALIBRATION_REPS; r++) {
+            /* First product of this shape: time both kernels on it, into
+             * a scratch C (the real one may hold a sum being accumulated). */
+            void *raw;
+            ad_arena_mark pos = scratch_mark(scratch);
+            void *tmp = scratch_alloc(scratch, (size_t)(m * n) * ad_dtype_size(dtype), &raw);
+            double t_in = 1e300, t_bl = 1e300;
+            for (int r = 0; tmp && r < CALIBRATION_REPS; r++) {
                 double t0 = ad__gemm_clock();
-                if (ad__gemm_builtin_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, c,
-                                        ldc, NULL))
-                    return -1;
+                if (ad__gemm_builtin_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, tmp,
+                                        n, NULL))
+                    break;
                 double t1 = ad__gemm_clock();
-                blas_run(dtype, (int)m, (int)n, (int)k, ta, (int)lda, tb, (int)ldb, a, b, c,
-                         ldcc, NULL);
+                blas_run(dtype, (int)m, (int)n, (int)k, ta, (int)lda, tb, (int)ldb, a, b, tmp,
+                         (int)n, NULL);
                 double t2 = ad__gemm_clock();
-                if (t1 - t0 < tb_) tb_ = t1 - t0;
-                if (t2 - t1 < tl) tl = t2 - t1;
+                if (t1 - t0 < t_in) t_in = t1 - t0;
+                if (t2 - t1 < t_bl) t_bl = t2 - t1;
             }
-            pick = ad__gemm_record(&sh, tb_, tl);
+            ad__free(raw);
+            scratch_release(scratch, pos);
+            if (!tmp || t_bl == 1e300) return -1;
+            pick = ad__gemm_record(&sh, t_in, t_bl);
         }
         if (pick == AD_GEMM_BLAS) {
             blas_run(dtype, (int)m, (int)n, (int)k, ta, (int)lda, tb, (int)ldb, a, b, c, ldcc,

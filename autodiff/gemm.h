@@ -18,11 +18,14 @@
 
 /* An epilogue applied to C after the product, while each tile of C is
  * still in cache: C(i,j) += bias[j * bias_stride] when bias is not NULL
- * (of C's dtype), then C = max(C, 0) when relu (NaN passes through). */
+ * (of C's dtype), then C = max(C, 0) when relu (NaN passes through).
+ * With accumulate the product is added to C (C += A B, for a gradient
+ * accumulated in place); it takes no bias or relu. */
 typedef struct ad_gemm_ep {
     const void *bias;
     int64_t bias_stride;
     bool relu;
+    bool accumulate;
 } ad_gemm_ep;
 
 /* C[m,n] = A[m,k] B[k,n] in dtype (AD_FLOAT32 or AD_FLOAT64).  Element

@@ -302,8 +302,11 @@ static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const
         rc |= !(w = cw = ad_copy(out->tape, w));
     if (!rc) {
         size_t es = ad_dtype_size(x->dtype);
-        ad_gemm_ep ep = {b ? (const char *)b->storage->data + b->offset * (int64_t)es : NULL,
-                         b ? b->strides[0] : 0, act == AD_ACT_RELU};
+        ad_gemm_ep ep = {
+            .bias = b ? (const char *)b->storage->data + b->offset * (int64_t)es : NULL,
+            .bias_stride = b ? b->strides[0] : 0,
+            .relu = act == AD_ACT_RELU,
+        };
         rc = ad__gemm_ep(out->tape, x->dtype, M, nout, nin,
                          (const char *)x->storage->data + x->offset * (int64_t)es, rs,
                          x->strides[x->ndim - 1],
@@ -373,8 +376,23 @@ static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     }
     /* dx = gz w, dW = gz^T x, db = sum over the rows of gz. */
     if (ad__needs_grad(n, 0)) gin[0] = ad_reshape(ad_matmul(G, w), x->ndim, x->shape);
-    if (ad__needs_grad(n, 1))
-        gin[1] = ad_matmul(ad_transpose(G, 0, 1), ad_reshape(x, 2, (int64_t[]){M, nin}));
+    if (ad__needs_grad(n, 1)) {
+        ad_tensor *X = ad_reshape(x, 2, (int64_t[]){M, nin});
+        ad_tensor *acc = X && !ad_grad_enabled() ? ad__leaf_grad_target(n, 1) : NULL;
+        if (acc) { /* w.grad += gz^T x in one product (see ad__leaf_grad_target) */
+            size_t es = ad_dtype_size(X->dtype);
+            if (ad__gemm_ep(y->tape, X->dtype, nout, nin, M,
+                            (const char *)G->storage->data + G->offset * (int64_t)es,
+                            G->strides[1], G->strides[0],
+                            (const char *)X->storage->data + X->offset * (int64_t)es,
+                            X->strides[0], X->strides[1],
+                            (char *)acc->storage->data + acc->offset * (int64_t)es, nin,
+                            &(ad_gemm_ep){.accumulate = true}))
+                return ad__err("ad_backward", "out of memory");
+        } else {
+            gin[1] = ad_matmul(ad_transpose(G, 0, 1), X);
+        }
+    }
     if (want_b) gin[2] = db ? db : ad_sum(G, (const int[]){0}, 1, false);
     return 0;
 }
