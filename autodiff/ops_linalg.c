@@ -323,31 +323,48 @@ static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const
 
 /* gz = g [y > 0] and, when db is not NULL, db = sum over the rows of gz, in
  * one pass over g and y (contiguous [M, nout]); db accumulates row by row,
- * in the rows' order, so it is deterministic. */
+ * in the rows' order, so it is deterministic.  Selects, not branches: the
+ * mask is about half ones, which no branch predictor guesses. */
+static void relu_mask_rowsum_f32(int64_t M, int64_t nout, const float *restrict gp,
+                                 const float *restrict yp, float *restrict zp,
+                                 float *restrict bp)
+{
+    if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
+    for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
+        for (int64_t j = 0; j < nout; j++) {
+            float gv = gp[j]; /* loaded either way, so the select vectorises */
+            zp[j] = yp[j] > 0 ? gv : 0.0f;
+        }
+        if (bp)
+            for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
+    }
+}
+static void relu_mask_rowsum_f64(int64_t M, int64_t nout, const double *restrict gp,
+                                 const double *restrict yp, double *restrict zp,
+                                 double *restrict bp)
+{
+    if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
+    for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
+        for (int64_t j = 0; j < nout; j++) {
+            double gv = gp[j];
+            zp[j] = yp[j] > 0 ? gv : 0.0;
+        }
+        if (bp)
+            for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
+    }
+}
+
 static void relu_mask_rowsum(int64_t M, int64_t nout, const ad_tensor *g, const ad_tensor *y,
                              ad_tensor *gz, ad_tensor *db)
 {
-    if (g->dtype == AD_FLOAT32) {
-        const float *gp = (const float *)g->storage->data + g->offset;
-        const float *yp = (const float *)y->storage->data + y->offset;
-        float *zp = gz->storage->data, *bp = db ? (float *)db->storage->data : NULL;
-        if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
-        for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
-            for (int64_t j = 0; j < nout; j++) zp[j] = yp[j] > 0 ? gp[j] : 0.0f;
-            if (bp)
-                for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
-        }
-    } else {
-        const double *gp = (const double *)g->storage->data + g->offset;
-        const double *yp = (const double *)y->storage->data + y->offset;
-        double *zp = gz->storage->data, *bp = db ? (double *)db->storage->data : NULL;
-        if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
-        for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
-            for (int64_t j = 0; j < nout; j++) zp[j] = yp[j] > 0 ? gp[j] : 0.0;
-            if (bp)
-                for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
-        }
-    }
+    if (g->dtype == AD_FLOAT32)
+        relu_mask_rowsum_f32(M, nout, (const float *)g->storage->data + g->offset,
+                               (const float *)y->storage->data + y->offset, gz->storage->data,
+                               db ? db->storage->data : NULL);
+    else
+        relu_mask_rowsum_f64(M, nout, (const double *)g->storage->data + g->offset,
+                                (const double *)y->storage->data + y->offset, gz->storage->data,
+                                db ? db->storage->data : NULL);
 }
 
 static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
