@@ -448,15 +448,15 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 #define SMALL_GEMM 4096
 
 /* The epilogue over a whole m x n C, for the paths that have no tiles
- * (tiny products, one row, k = 0) and for CBLAS's relu. */
+ * (tiny products, one row, k = 0). */
 static void epilogue_all(ad_dtype dtype, int64_t m, int64_t n, void *c, int64_t ldc,
                          const ad_gemm_ep *ep)
 {
     if (dtype == AD_FLOAT32) {
-        job_f32 E = {.bias = ep->bias, .bstr = ep->bias_stride, .relu = ep->relu};
+        job_f32 E = {.bias = ep->bias, .bstr = ep->bias_stride};
         epilogue_f32(&E, c, ldc, m, n, 0);
     } else {
-        job_f64 E = {.bias = ep->bias, .bstr = ep->bias_stride, .relu = ep->relu};
+        job_f64 E = {.bias = ep->bias, .bstr = ep->bias_stride};
         epilogue_f64(&E, c, ldc, m, n, 0);
     }
 }
@@ -467,8 +467,8 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
 {
     assert(dtype == AD_FLOAT32 || dtype == AD_FLOAT64);
     if (m <= 0 || n <= 0) return 0;
-    if (ep && !ep->bias && !ep->relu && !ep->accumulate) ep = NULL;
-    assert(!ep || !ep->accumulate || (!ep->bias && !ep->relu));
+    if (ep && !ep->bias && !ep->accumulate) ep = NULL;
+    assert(!ep || !ep->accumulate || !ep->bias);
     bool acc = ep && ep->accumulate;
     /* Matrix-vector shapes would be mostly padding in an mr x nr tile: a
      * column result is a dot product per row, a row result one pass over B. */
@@ -518,8 +518,7 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs,
 
 /* One product through CBLAS.  A bias is written into C's rows first and
  * the product added to it (beta = 1), which costs the same pass over C
- * that beta = 0 costs OpenBLAS (it clears C before accumulating); relu is
- * a pass over C afterwards. */
+ * that beta = 0 costs OpenBLAS (it clears C before accumulating). */
 static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE ta, int lda,
                      enum CBLAS_TRANSPOSE tb, int ldb, const void *a, const void *b, void *c,
                      int ldc, const ad_gemm_ep *ep)
@@ -540,7 +539,6 @@ static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE t
     else
         cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta1 ? 1.0 : 0.0, c,
                     ldc);
-    if (ep && ep->relu) epilogue_all(dtype, m, n, c, ldc, &(ad_gemm_ep){.relu = true});
 }
 #endif
 
@@ -561,7 +559,7 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
                 int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep)
 {
     if (m <= 0 || n <= 0) return 0;
-    if (ep && !ep->bias && !ep->relu && !ep->accumulate) ep = NULL;
+    if (ep && !ep->bias && !ep->accumulate) ep = NULL;
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE ta, tb;
     int64_t lda, ldb;

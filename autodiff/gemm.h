@@ -16,15 +16,13 @@
 
 #include "tensor.h"
 
-/* An epilogue applied to C after the product, while each tile of C is
- * still in cache: C(i,j) += bias[j * bias_stride] when bias is not NULL
- * (of C's dtype), then C = max(C, 0) when relu (NaN passes through).
- * With accumulate the product is added to C (C += A B, for a gradient
- * accumulated in place); it takes no bias or relu. */
+/* What ad__gemm_ep does beyond C = A B: with bias (not NULL, of C's
+ * dtype), C(i,j) += bias[j * bias_stride], added to each tile of C after
+ * the product while the tile is still in cache; with accumulate, C += A B
+ * (a gradient accumulated in place; no bias then). */
 typedef struct ad_gemm_ep {
     const void *bias;
     int64_t bias_stride;
-    bool relu;
     bool accumulate;
 } ad_gemm_ep;
 

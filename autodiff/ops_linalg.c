@@ -248,21 +248,23 @@ ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)
 }
 
 /* ---- linear ---------------------------------------------------------------------
- * y = act(x w^T + b): torch.nn.functional.linear with an optional fused
- * activation.  It is one GEMM whose epilogue adds the bias and applies
- * the activation to each tile of y while the tile is still in cache (see
- * gemm_driver.inc), instead of a matmul, a broadcast add and a relu that
- * each write a new [M, out] tensor.  Its rule gives dW = gz^T x as an
- * [out, in] matrix laid out like W, where matmul's rule through the
- * transposed view W^T gives the transpose of it, strided, which the leaf's
- * gradient buffer then accumulated one strided element at a time. */
-typedef struct linear_params {
-    int act; /* ad_activation */
-} linear_params;
+ * y = x w^T + b: torch.nn.functional.linear.  One GEMM whose epilogue adds
+ * the bias to each tile of y while the tile is still in cache (see
+ * gemm_driver.inc), instead of a matmul and a broadcast add that writes a
+ * second [M, out] tensor.  Its rule gives dW = g^T x as an [out, in]
+ * matrix laid out like W, added straight into W's gradient buffer when
+ * backward would add it there anyway (ad__leaf_grad_target); matmul's rule
+ * through the transposed view W^T gave the transpose of it, strided, which
+ * the leaf's buffer then accumulated one strided element at a time.
+ *
+ * A relu fused in the same way (in the epilogue, and its mask with the
+ * bias gradient in one backward pass) was measured with bench/linear.c on
+ * the MLP's first layer and did not pay: a step took the same time as
+ * ad_relu(ad_linear(...)) within the noise (about 1% either way), so it
+ * is not offered. */
 
 /* x [..., in] as an M x in matrix with row stride *rs: true when its
- * leading dimensions continue each other's strides (any contiguous x,
- * or a transposed-last-dims view with a single row). */
+ * leading dimensions continue each other's strides (any contiguous x). */
 static bool lin_rows(const ad_tensor *x, int64_t *M, int64_t *rs)
 {
     int nd = x->ndim;
@@ -283,10 +285,10 @@ static bool lin_rows(const ad_tensor *x, int64_t *M, int64_t *rs)
     return true;
 }
 
-/* out = act(x w^T + b) for arguments ad_linear_act has checked: the public
- * function and the replay forward share it. */
+/* out = x w^T + b for arguments ad_linear has checked: the public function
+ * and the replay forward share it. */
 static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const ad_tensor *b,
-                   int act, ad_tensor *out)
+                   ad_tensor *out)
 {
     int64_t nout = w->shape[0], nin = w->shape[1], M = 0, rs = 0;
     ad_tensor *cx = NULL, *cw = NULL;
@@ -305,7 +307,6 @@ static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const
         ad_gemm_ep ep = {
             .bias = b ? (const char *)b->storage->data + b->offset * (int64_t)es : NULL,
             .bias_stride = b ? b->strides[0] : 0,
-            .relu = act == AD_ACT_RELU,
         };
         rc = ad__gemm_ep(out->tape, x->dtype, M, nout, nin,
                          (const char *)x->storage->data + x->offset * (int64_t)es, rs,
@@ -321,84 +322,21 @@ static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const
     return rc ? -1 : 0;
 }
 
-/* gz = g [y > 0] and, when db is not NULL, db = sum over the rows of gz, in
- * one pass over g and y (contiguous [M, nout]); db accumulates row by row,
- * in the rows' order, so it is deterministic.  Selects, not branches: the
- * mask is about half ones, which no branch predictor guesses. */
-static void relu_mask_rowsum_f32(int64_t M, int64_t nout, const float *restrict gp,
-                                 const float *restrict yp, float *restrict zp,
-                                 float *restrict bp)
-{
-    if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
-    for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
-        for (int64_t j = 0; j < nout; j++) {
-            float gv = gp[j]; /* loaded either way, so the select vectorises */
-            zp[j] = yp[j] > 0 ? gv : 0.0f;
-        }
-        if (bp)
-            for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
-    }
-}
-static void relu_mask_rowsum_f64(int64_t M, int64_t nout, const double *restrict gp,
-                                 const double *restrict yp, double *restrict zp,
-                                 double *restrict bp)
-{
-    if (bp) memset(bp, 0, (size_t)nout * sizeof *bp);
-    for (int64_t i = 0; i < M; i++, gp += nout, yp += nout, zp += nout) {
-        for (int64_t j = 0; j < nout; j++) {
-            double gv = gp[j];
-            zp[j] = yp[j] > 0 ? gv : 0.0;
-        }
-        if (bp)
-            for (int64_t j = 0; j < nout; j++) bp[j] += zp[j];
-    }
-}
-
-static void relu_mask_rowsum(int64_t M, int64_t nout, const ad_tensor *g, const ad_tensor *y,
-                             ad_tensor *gz, ad_tensor *db)
-{
-    if (g->dtype == AD_FLOAT32)
-        relu_mask_rowsum_f32(M, nout, (const float *)g->storage->data + g->offset,
-                               (const float *)y->storage->data + y->offset, gz->storage->data,
-                               db ? db->storage->data : NULL);
-    else
-        relu_mask_rowsum_f64(M, nout, (const double *)g->storage->data + g->offset,
-                                (const double *)y->storage->data + y->offset, gz->storage->data,
-                                db ? db->storage->data : NULL);
-}
-
 static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    const linear_params *p = ad__params(n);
-    ad_tensor *x = n->in[0], *w = n->in[1], *y = n->out;
-    bool want_b = n->nin > 2 && ad__needs_grad(n, 2);
+    ad_tensor *x = n->in[0], *w = n->in[1];
     int64_t nout = w->shape[0], nin = w->shape[1];
     int64_t M = ad__numel(g->ndim, g->shape) / (nout ? nout : 1);
-    ad_tensor *G = ad_reshape(g, 2, (int64_t[]){M, nout}), *db = NULL;
+    ad_tensor *G = ad_reshape(g, 2, (int64_t[]){M, nout});
     if (!G) return -1;
-    if (p->act == AD_ACT_RELU) {
-        if (!ad_grad_enabled() && ad_is_contiguous(G)) {
-            /* First order: the mask and the bias gradient in one pass. */
-            ad_tensor *gz = ad__alloc("ad_backward", y->tape, y->dtype, 2, (int64_t[]){M, nout});
-            if (!gz || (want_b && !(db = ad__alloc("ad_backward", y->tape, y->dtype, 1, &nout))))
-                return -1;
-            relu_mask_rowsum(M, nout, G, y, gz, db);
-            G = gz;
-        } else {
-            /* Written with ops, so that create-graph records it: dz = g [y > 0]
-             * (y > 0 exactly where x w^T + b > 0). */
-            ad_tensor *Y = ad_reshape(y, 2, (int64_t[]){M, nout});
-            G = ad_mul(G, ad_gt(Y, ad_scalar_tensor(y->tape, y->dtype, 0.0)));
-        }
-    }
-    /* dx = gz w, dW = gz^T x, db = sum over the rows of gz. */
+    /* dx = g w, dW = g^T x, db = sum over the rows of g. */
     if (ad__needs_grad(n, 0)) gin[0] = ad_reshape(ad_matmul(G, w), x->ndim, x->shape);
     if (ad__needs_grad(n, 1)) {
         ad_tensor *X = ad_reshape(x, 2, (int64_t[]){M, nin});
         ad_tensor *acc = X && !ad_grad_enabled() ? ad__leaf_grad_target(n, 1) : NULL;
-        if (acc) { /* w.grad += gz^T x in one product (see ad__leaf_grad_target) */
+        if (acc) { /* w.grad += g^T x in one product (see ad__leaf_grad_target) */
             size_t es = ad_dtype_size(X->dtype);
-            if (ad__gemm_ep(y->tape, X->dtype, nout, nin, M,
+            if (ad__gemm_ep(n->out->tape, X->dtype, nout, nin, M,
                             (const char *)G->storage->data + G->offset * (int64_t)es,
                             G->strides[1], G->strides[0],
                             (const char *)X->storage->data + X->offset * (int64_t)es,
@@ -410,32 +348,27 @@ static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
             gin[1] = ad_matmul(ad_transpose(G, 0, 1), X);
         }
     }
-    if (want_b) gin[2] = db ? db : ad_sum(G, (const int[]){0}, 1, false);
+    if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(G, (const int[]){0}, 1, false);
     return 0;
 }
 static int linear_fw(ad_node *n)
 {
-    const linear_params *p = ad__params(n);
-    return lin_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, p->act, n->out);
+    return lin_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, n->out);
 }
 static const ad_op OP_LINEAR = {
     .name = "linear",
-    .formula = "y = act(x w^T + b), act none or relu; gz = g act'(y), "
-               "dx = gz w, dw = gz^T x, db = sum_rows gz",
+    .formula = "y = x w^T + b; dx = g w, dw = g^T x, db = sum_rows g",
     .backward = linear_bw,
     .forward = linear_fw,
-    .params_size = sizeof(linear_params),
 };
 
-ad_tensor *ad_linear_act(ad_tensor *x, ad_tensor *w, ad_tensor *b, ad_activation act)
+ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b)
 {
     static const char *fn = "ad_linear";
     if (ad__check_arg(fn, "x", x, true) || ad__check_arg(fn, "w", w, true) ||
         ad__check_same_dtype(fn, x, w) ||
         (b && (ad__check_arg(fn, "b", b, true) || ad__check_same_dtype(fn, x, b))))
         return NULL;
-    if (act != AD_ACT_NONE && act != AD_ACT_RELU)
-        return ad__err(fn, "unknown activation %d", (int)act), NULL;
     if (w->ndim != 2 || x->ndim < 1)
         return ad__err(fn, "expected x [..., in] and w [out, in], got x %s and w %s",
                        ad__shape_str(x), ad__shape_str(w)), NULL;
@@ -452,13 +385,7 @@ ad_tensor *ad_linear_act(ad_tensor *x, ad_tensor *w, ad_tensor *b, ad_activation
     shape[x->ndim - 1] = w->shape[0];
     ad_tensor *out = ad__result(fn, nin, in, x->dtype, x->ndim, shape);
     if (!out) return NULL;
-    linear_params p = {act};
-    return ad__finish(out, lin_run(fn, x, w, b, act, out), &OP_LINEAR, nin, in, &p, NULL);
-}
-
-ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b)
-{
-    return ad_linear_act(x, w, b, AD_ACT_NONE);
+    return ad__finish(out, lin_run(fn, x, w, b, out), &OP_LINEAR, nin, in, NULL, NULL);
 }
 
 const ad_op *const ad__ops_linalg[] = {

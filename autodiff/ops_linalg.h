@@ -38,27 +38,18 @@ AD_API ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b);
  * not 1-D, "ad_dot: lengths differ: [3] x [4]". */
 AD_API ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
 
-/* The activation ad_linear_act applies to its result. */
-typedef enum ad_activation {
-    AD_ACT_NONE = 0, /* y = z */
-    AD_ACT_RELU = 1, /* y = max(z, 0); dz = g [z > 0] (0 at z = 0, as ad_relu) */
-} ad_activation;
-
 /* y = x w^T + b, torch.nn.functional.linear: x [..., in], w [out, in],
  * b [out] or NULL (no bias); y [..., out], on x's tape as any op result.
  * dx = g w, dw = g^T x (summed over all leading dimensions of x),
- * db = g summed over them.  The product, the bias and the activation of
- * ad_linear_act are one matrix kernel call (the bias and activation are
- * applied to each tile of y while it is in cache), and the backward rule
- * is made of ops, so it can be differentiated again.
+ * db = g summed over them.  The product and the bias are one matrix kernel
+ * call (the bias is added to each tile of y while it is in cache), and in
+ * a first-order ad_backward dw is added straight into w's gradient buffer
+ * by the product; the backward rule is made of ops, so it can be
+ * differentiated again.
  * Errors: NULL, integer dtype, dtypes that differ, w not 2-D, x 0-d,
  * "ad_linear: x has 783 features but w is [256,784] (x [64,783])",
  * "ad_linear: bias must be [256] for w [256,784], got [10]". */
 AD_API ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b);
-/* act(x w^T + b), act one of ad_activation; ad_linear_act(x, w, b,
- * AD_ACT_RELU) is ad_relu(ad_linear(x, w, b)) in one op.  Errors: those of
- * ad_linear, "ad_linear: unknown activation 7". */
-AD_API ad_tensor *ad_linear_act(ad_tensor *x, ad_tensor *w, ad_tensor *b, ad_activation act);
 
 #ifdef __cplusplus
 }

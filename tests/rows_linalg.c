@@ -1,6 +1,6 @@
 /* tests/rows_linalg.c - op rows for test_ops (see optest.h): matmul in
  * every shape case of torch.matmul, on transposed views and with one side
- * constant, dot, and linear (bias, batch, views, the fused relu). */
+ * constant, dot, and linear (bias, batch, views). */
 #include "optest.h"
 
 /* How the inputs are prepared before the product. */
@@ -30,12 +30,8 @@ static ad_tensor *b_dot(ad_tensor *const *in, int n, void *vctx)
     return ad_dot(a, b);
 }
 
-/* ad_linear(x, w, b) over in[0..2]; RELU: with ad_linear_act and the
- * bias shifted by +3 on even and -3 on odd output columns, so that with
- * |x|, |w|, |b| <= 0.5 and at most 4 features the pre-activation stays
- * at least 1 away from relu's kink: half the columns are masked, half
- * pass, and central differences see no kink. */
-enum { L_BIAS = 1, L_RELU = 2, L_TW = 4, L_TX = 8 };
+/* ad_linear(x, w, b) over in[0..2], x and w optionally transposed views. */
+enum { L_BIAS = 1, L_TW = 4, L_TX = 8 };
 static ad_tensor *b_linear(ad_tensor *const *in, int n, void *vctx)
 {
     (void)n;
@@ -43,13 +39,6 @@ static ad_tensor *b_linear(ad_tensor *const *in, int n, void *vctx)
     ad_tensor *x = in[0], *w = in[1], *b = how & L_BIAS ? in[2] : NULL;
     if (how & L_TX) x = tr(x);
     if (how & L_TW) w = tr(w);
-    if (how & L_RELU) {
-        int64_t out = ad_size(w, 0);
-        double shift[8];
-        for (int64_t j = 0; j < out; j++) shift[j] = j % 2 ? -3.0 : 3.0;
-        b = ad_add(b, ot_const_like(b, 1, &out, shift));
-        return ad_linear_act(x, w, b, AD_ACT_RELU);
-    }
     return ad_linear(x, w, b);
 }
 
@@ -94,13 +83,6 @@ const op_row rows_linalg[] = {
      {C(2, 3, 4), G(2, 4, 2), G(1, 2)}},
     {"linear", "x a transposed [4,3] view, no bias", b_linear, HOW(L_TX), 2,
      {G(2, 4, 3), G(2, 2, 4)}},
-    {"linear", "fused relu: [5,4] x [4,4]^T + [4], half the columns masked", b_linear,
-     HOW(L_BIAS | L_RELU), 3,
-     {{2, {5, 4}, OT_GRAD, -0.5, 0.5, 0}, {2, {4, 4}, OT_GRAD, -0.5, 0.5, 0},
-      {1, {4}, OT_GRAD, -0.5, 0.5, 0}}},
-    {"linear", "fused relu, batched [2,2,3] x [2,3]^T + [2]", b_linear, HOW(L_BIAS | L_RELU), 3,
-     {{3, {2, 2, 3}, OT_GRAD, -0.5, 0.5, 0}, {2, {2, 3}, OT_GRAD, -0.5, 0.5, 0},
-      {1, {2}, OT_GRAD, -0.5, 0.5, 0}}},
     {"dot", "[5] . [5]", b_dot, HOW(PLAIN), 2, {G(1, 5), G(1, 5)}},
     {"dot", "stride-2 slices of [8] and [9]", b_dot, HOW(STRIDED), 2, {G(1, 8), G(1, 9)}},
     {"dot", "[4] x [4] through ad_matmul", b_matmul, HOW(PLAIN), 2, {G(1, 4), G(1, 4)}},

@@ -1,6 +1,6 @@
-/* tests/test_linear.c - ad_linear / ad_linear_act and what they rest on:
- * values against a long double reference with both matrix kernels (the
- * bias and relu epilogue on edge tiles, several k blocks and threads), the
+/* tests/test_linear.c - ad_linear and what it rests on: values against a
+ * long double reference with both matrix kernels (the bias epilogue on
+ * edge tiles and after several k blocks), the
  * weight gradient accumulated in place into a leaf's buffer, the
  * per-shape choice between the built-in kernel and CBLAS, and bad
  * arguments.  Gradcheck and gradgradcheck are test_ops' rows (rows_linalg.c). */
@@ -36,9 +36,9 @@ static ad_tensor *rnd(ad_rng *rng, ad_dtype dt, int64_t r, int64_t c)
     return ad_rand(NULL, rng, dt, 2, (int64_t[]){r, c}, -1.0, 1.0);
 }
 
-/* max |y - act(x w^T + b)| over y, the reference summed in long double
+/* max |y - (x w^T + b)| over y, the reference summed in long double
  * (float64 x, w, b and y, contiguous). */
-static double linear_error(ad_tensor *y, ad_tensor *x, ad_tensor *w, ad_tensor *b, bool relu)
+static double linear_error(ad_tensor *y, ad_tensor *x, ad_tensor *w, ad_tensor *b)
 {
     int64_t M = ad_size(x, 0), K = ad_size(x, 1), N = ad_size(w, 0);
     const double *xv = ad_data(x), *wv = ad_data(w), *bv = b ? ad_data(b) : NULL;
@@ -48,7 +48,6 @@ static double linear_error(ad_tensor *y, ad_tensor *x, ad_tensor *w, ad_tensor *
         for (int64_t j = 0; j < N; j++) {
             long double s = bv ? bv[j] : 0;
             for (int64_t p = 0; p < K; p++) s += (long double)xv[i * K + p] * wv[j * K + p];
-            if (relu && s < 0) s = 0;
             double e = fabs(yv[i * N + j] - (double)s);
             if (e > worst) worst = e;
         }
@@ -68,27 +67,18 @@ START_TEST(values_with_every_kernel)
     ad_tensor *b = ad_rand(NULL, &rng, AD_FLOAT64, 1, (int64_t[]){29}, -1.0, 1.0);
     for (int m = 0; m < 3; m++) {
         ad__gemm_testing_choice(MODES[m]);
-        for (int relu = 0; relu < 2; relu++) {
-            ad_tensor *y = ad_linear_act(x, w, relu ? b : NULL, relu ? AD_ACT_RELU : AD_ACT_NONE);
-            ck_assert_msg(y != NULL, "%s", ad_error());
-            ck_assert_double_lt(linear_error(y, x, w, relu ? b : NULL, relu), 1e-12);
-            y = ad_linear(x, w, b);
-            ck_assert_double_lt(linear_error(y, x, w, b, false), 1e-12);
-        }
-        /* tiny cache blocks: many tiles and k blocks, the epilogue on each */
+        ad_tensor *y = ad_linear(x, w, b);
+        ck_assert_msg(y != NULL, "%s", ad_error());
+        ck_assert_double_lt(linear_error(y, x, w, b), 1e-12);
+        ck_assert_double_lt(linear_error(ad_linear(x, w, NULL), x, w, NULL), 1e-12);
+        /* tiny cache blocks: many tiles and k blocks, the bias on each tile */
         ad__gemm_testing(false, 14, 8, 32);
-        ck_assert_double_lt(linear_error(ad_linear_act(x, w, b, AD_ACT_RELU), x, w, b, true),
-                            1e-12);
+        ck_assert_double_lt(linear_error(ad_linear(x, w, b), x, w, b), 1e-12);
         ad__gemm_testing(false, 0, 0, 0);
     }
-    /* the fused relu is relu(linear) exactly, float32 too */
-    ad_tensor *xf = rnd(&rng, AD_FLOAT32, 64, 784), *wf = rnd(&rng, AD_FLOAT32, 256, 784);
-    ad_tensor *bf = ad_rand(NULL, &rng, AD_FLOAT32, 1, (int64_t[]){256}, -1.0, 1.0);
-    ad_tensor *y1 = ad_linear_act(xf, wf, bf, AD_ACT_RELU), *y2 = ad_relu(ad_linear(xf, wf, bf));
-    ck_assert(y1 && y2);
-    ck_assert_int_eq(memcmp(ad_data(y1), ad_data(y2), 64 * 256 * sizeof(float)), 0);
-    ad_tensor *all[] = {x, w, b, xf, wf, bf};
-    for (int i = 0; i < 6; i++) ad_tensor_free(all[i]);
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+    ad_tensor_free(b);
 }
 END_TEST
 
@@ -128,7 +118,7 @@ START_TEST(weight_gradient_accumulates_in_place)
         ad_set_requires_grad(b, true);
         ad_tensor *gw = NULL, *gb = NULL;
         for (int pass = 0; pass < 3; pass++) {
-            ad_tensor *y = ad_add(ad_linear_act(x, w, b, AD_ACT_RELU), ad_linear(x2, w, NULL));
+            ad_tensor *y = ad_add(ad_relu(ad_linear(x, w, b)), ad_linear(x2, w, NULL));
             ad_tensor *loss = ad_sum(ad_mul(y, y), NULL, 0, false);
             if (pass < 2) {
                 ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
@@ -146,7 +136,7 @@ START_TEST(weight_gradient_accumulates_in_place)
         for (int64_t i = 0; i < 20; i++) ck_assert_double_eq_tol(ab[i], 2 * rb[i], 1e-10);
         /* zero_grad, then one pass: exactly the single gradient again */
         ck_assert_int_eq(ad_zero_grad(w), 0);
-        ad_tensor *y = ad_add(ad_linear_act(x, w, b, AD_ACT_RELU), ad_linear(x2, w, NULL));
+        ad_tensor *y = ad_add(ad_relu(ad_linear(x, w, b)), ad_linear(x2, w, NULL));
         ck_assert_int_eq(ad_backward(ad_sum(ad_mul(y, y), NULL, 0, false), NULL, 0), 0);
         aw = ad_data(ad_tensor_grad(w));
         for (int64_t i = 0; i < 800; i++) ck_assert_double_eq_tol(aw[i], rw[i], 1e-10);
@@ -203,8 +193,6 @@ START_TEST(errors)
     ck_assert_error(ad_linear(x, w3, NULL), "ad_linear: expected x [..., in] and w [out, in]");
     ck_assert_error(ad_linear(xf, w, NULL), "ad_linear");
     ck_assert_error(ad_linear(NULL, w, NULL), "ad_linear: argument 'x' is NULL");
-    ck_assert_error(ad_linear_act(xf, xf, NULL, (ad_activation)7),
-                    "ad_linear: unknown activation 7");
     ad_tensor *all[] = {x, w, b10, w3, xf};
     for (int i = 0; i < 5; i++) ad_tensor_free(all[i]);
 }
