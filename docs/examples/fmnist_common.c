@@ -67,17 +67,22 @@ static double now(void)
  * first steps' one-off work (recording the tape, the matrix kernel's
  * calibration, first-touch page faults), and how long a user waits for
  * the first step.  After WARMUP_STEPS steps each step samples the clock
- * and getrusage's minor page faults; the figures span the warm-up's end
- * to the last step.  The clock is the wall clock, or the process's CPU
- * time with BENCH_CLOCK=cpu (bench/run sets it: on a shared machine that
- * leaves out the time spent waiting for a core, as its PyTorch side does). */
+ * and getrusage's minor page faults, and the figures add up the steps
+ * from there on: each step's share is the time and the faults since the
+ * step before, except for an epoch's first step, whose gap holds the
+ * previous epoch's evaluation (the first of which records its own tape).
+ * The clock is the wall clock, or the process's CPU time with
+ * BENCH_CLOCK=cpu (bench/run sets it: on a shared machine that leaves out
+ * the time spent waiting for a core, as its PyTorch side does). */
 #define WARMUP_STEPS 5
 
 typedef struct steady {
-    double first_step_s;          /* process start (or BENCH_LAUNCH_TIME) to step 1's end */
-    double t0, t1;                /* clock at the warm-up's end and at the last step */
-    long flt0, flt1;              /* minor faults then */
-    int64_t steps, samples;       /* after the warm-up */
+    double first_step_s; /* process start (or BENCH_LAUNCH_TIME) to step 1's end */
+    double t_prev;       /* clock and minor faults at the previous step's end */
+    long flt_prev;
+    double seconds;      /* summed over the counted steps */
+    long faults;
+    int64_t steps, samples;
 } steady;
 
 static double bench_clock(void)
@@ -311,15 +316,14 @@ static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
     if (k >= WARMUP_STEPS) {
         double t = bench_clock();
         long f = minor_faults();
-        if (k == WARMUP_STEPS) {
-            p->st.t0 = t;
-            p->st.flt0 = f;
-        } else {
+        if (k > WARMUP_STEPS && s->batch > 1) {
+            p->st.seconds += t - p->st.t_prev;
+            p->st.faults += f - p->st.flt_prev;
             p->st.steps++;
             p->st.samples += s->samples;
         }
-        p->st.t1 = t;
-        p->st.flt1 = f;
+        p->st.t_prev = t;
+        p->st.flt_prev = f;
     }
     return 0;
 }
@@ -422,13 +426,12 @@ static void print_json(const fm_run *r)
     json_number("train_s", p->train_s, false);
     /* after the warm-up: samples/s, minor page faults per step */
     const steady *st = &p->st;
-    bool settled = st->steps > 0 && st->t1 > st->t0;
     json_number("first_step_s", p->steps_seen > 0 ? st->first_step_s : NAN, false);
     json_number("steady_steps", (double)st->steps, false);
-    json_number("steady_samples_per_s", settled ? (double)st->samples / (st->t1 - st->t0) : NAN,
-                false);
-    json_number("minflt_per_step", st->steps > 0 ? (double)(st->flt1 - st->flt0) / (double)st->steps
-                                                 : NAN, false);
+    json_number("steady_samples_per_s",
+                st->seconds > 0 ? (double)st->samples / st->seconds : NAN, false);
+    json_number("minflt_per_step",
+                st->steps > 0 ? (double)st->faults / (double)st->steps : NAN, false);
     json_number("wall_s", now() - p->t_start, true);
     printf("}\n");
 }
