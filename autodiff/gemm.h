@@ -105,7 +105,8 @@ enum { AD_GEMM_CALIBRATE = 1, AD_GEMM_BUILTIN = 2, AD_GEMM_BLAS = 3 };
 #define CHOICE_MARGIN 1.05 /* CBLAS must be 5% faster to be taken */
 int ad__gemm_choose(const gemm_shape *s);
 int ad__gemm_record(const gemm_shape *s, double t_builtin, double t_blas);
-double ad__gemm_clock(void);
+/* Seconds: the calling thread's CPU time, or the monotonic wall clock. */
+double ad__gemm_clock(bool thread_cpu);
 /* For tests and benchmarks: the recorded choice for s (AD_GEMM_CALIBRATE
  * when none yet), with the measured seconds when not NULL; and a hook that
  * forgets every recorded choice and forces mode (-1: back to AD_GEMM). */

@@ -10,10 +10,15 @@
  * goes depends on the CPU, the BLAS build and its environment, so it is
  * measured rather than fixed at compile time: the first product of each
  * shape (dtype, m, n, k, which operands are transposed, thread count) runs
- * on both kernels CALIBRATION_REPS times each, interleaved, and the
+ * on both kernels once to warm up and CALIBRATION_REPS times each, timed,
+ * interleaved, and the
  * faster minimum wins for every later product of that shape; CBLAS must
  * be CHOICE_MARGIN faster to be taken, so near-ties stay on the built-in
- * kernel.  A training loop repeats a handful of shapes, so it pays the
+ * kernel.  When both run on the calling thread alone they are timed by
+ * that thread's CPU time: on a machine with more runnable threads than
+ * cores, wall time measured mostly the wait for a core (a 3 ms product
+ * took 10 to 50 ms of wall time at a load of 20 on 2 cores) and sent
+ * shapes to the slower kernel.  A training loop repeats a handful of shapes, so it pays the
  * calibration once per shape, in its first step.
  *
  * The environment variable AD_GEMM overrides the measurement: "builtin"
@@ -53,10 +58,10 @@ static void acquire(void)
 }
 static void release(void) { atomic_flag_clear_explicit(&lock, memory_order_release); }
 
-double ad__gemm_clock(void)
+double ad__gemm_clock(bool thread_cpu)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(thread_cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
