@@ -188,7 +188,8 @@ START_TEST(errors)
     ad_tensor *xf = ad_zeros(NULL, AD_FLOAT32, 2, (int64_t[]){2, 784});
     ck_assert_error(ad_linear(x, w, NULL),
                     "ad_linear: x has 783 features but w is [256,784] (x [64,783])");
-    ck_assert_error(ad_linear(ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){784}), w, b10),
+    ad_tensor *v784 = ad_zeros(T, AD_FLOAT64, 1, (int64_t[]){784});
+    ck_assert_error(ad_linear(v784, w, b10),
                     "ad_linear: bias must be [256] for w [256,784], got [10]");
     ck_assert_error(ad_linear(x, w3, NULL), "ad_linear: expected x [..., in] and w [out, in]");
     ck_assert_error(ad_linear(xf, w, NULL), "ad_linear");
