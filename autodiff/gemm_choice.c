@@ -26,6 +26,8 @@
  * two kernels round differently, so results are bit-identical between
  * processes only when every shape is decided the same way; a program that
  * needs that across runs sets AD_GEMM (docs/reliability.md). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime and its CPU-time clocks */
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
