@@ -122,9 +122,36 @@ static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_te
     return 0;
 }
 
-/* Runs n's rule on the adjoint g of its output, and sends each input's
- * gradient on: added to the adjoint of a computed input, delivered to the
- * sink (a leaf's grad, or a target's slot). */
+/* The node whose rule is running, and which of its leaf inputs' gradients
+ * the rule added into the leaf's buffer itself (ad__leaf_grad_target). */
+typedef struct direct_state {
+    const ad_node *node;
+    const sink *sk;
+    bool create;
+    unsigned done; /* bit k: input k delivered */
+} direct_state;
+static _Thread_local direct_state direct;
+
+/* A rule may add input k's gradient straight into the leaf's gradient
+ * buffer - a matrix product with beta = 1 instead of a product into a new
+ * tensor that the pass then adds into the buffer, which for a weight
+ * matrix is a second pass over a buffer larger than L2 - when the pass
+ * would do exactly that: ad_backward (not ad_gradients, whose results go
+ * elsewhere), first order, no anomaly check or trace (both look at the
+ * gradient tensor), and the leaf holds a contiguous buffer of its own. */
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
+{
+    if (direct.node != n || direct.sk->targets || direct.create || k >= 32 ||
+        (direct.done & (1u << k)) || ad__anomaly_on() || ad__tracing())
+        return NULL;
+    ad_tensor *x = n->in[k], *gb = x->grad;
+    if (x->node || !ad__needs_grad(n, k) || !gb || !x->owns_grad || gb->dtype != x->dtype ||
+        !ad__same_shape(gb, x) || !ad_is_contiguous(gb))
+        return NULL;
+    direct.done |= 1u << k;
+    return gb;
+}
+
 /* The in-place path of a view with an accumulate function (a slice):
  * taken when the pass records nothing, the input is a computed tensor
  * (a leaf's gradient is delivered, not accumulated here), no gradient is
@@ -171,6 +198,9 @@ static int accumulate_inputs(ad_tape *t, ad_node *n, ad_tensor *g, const sink *s
     return 0;
 }
 
+/* Runs n's rule on the adjoint g of its output, and sends each input's
+ * gradient on: added to the adjoint of a computed input, delivered to the
+ * sink (a leaf's grad, or a target's slot). */
 static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
                     bool create)
 {
@@ -182,7 +212,12 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     if (!gin) return ad__err(fn, "out of memory");
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
-    if (n->op->backward(n, g, gin)) return -1;
+    direct_state outer = direct; /* a rule may run a backward pass of its own */
+    direct = (direct_state){n, sk, create, 0};
+    int rc = n->op->backward(n, g, gin);
+    unsigned delivered = direct.done;
+    direct = outer;
+    if (rc) return -1;
     if (ad__tracing()) {
         ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
                              n->in, n->out, g, gin};
@@ -191,9 +226,11 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin; k++) {
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k)) continue;
-        if (check_input_grad(fn, n, k, g, gin)) {
-            return -1;
+        if (delivered & (1u << k)) { /* the rule added it into x's buffer */
+            ad__bump(x->grad);
+            continue;
         }
+        if (check_input_grad(fn, n, k, g, gin)) return -1;
         if (x->node && x->adj && x->adj_owned && !create) {
             /* A tensor used many times (a weight at every step of a
              * recurrence) would otherwise get a new sum per use, all of

@@ -447,25 +447,51 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 /* Below this many multiply-adds the direct loop wins. */
 #define SMALL_GEMM 4096
 
+/* The epilogue over a whole m x n C, for the paths that have no tiles
+ * (tiny products, one row, k = 0). */
+static void epilogue_all(ad_dtype dtype, int64_t m, int64_t n, void *c, int64_t ldc,
+                         const ad_gemm_ep *ep)
+{
+    if (dtype == AD_FLOAT32) {
+        job_f32 E = {.bias = ep->bias, .bstr = ep->bias_stride};
+        epilogue_f32(&E, c, ldc, m, n, 0);
+    } else {
+        job_f64 E = {.bias = ep->bias, .bstr = ep->bias_stride};
+        epilogue_f64(&E, c, ldc, m, n, 0);
+    }
+}
+
+int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
+                        const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
+                        int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep)
+{
+    assert(dtype == AD_FLOAT32 || dtype == AD_FLOAT64);
+    if (m <= 0 || n <= 0) return 0;
+    if (ep && !ep->bias && !ep->accumulate) ep = NULL;
+    assert(!ep || !ep->accumulate || !ep->bias);
+    bool acc = ep && ep->accumulate;
+    /* Matrix-vector shapes would be mostly padding in an mr x nr tile: a
+     * column result is a dot product per row, a row result one pass over B. */
+    bool small = k == 0 || n == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM;
+    int rc = 0;
+    if (dtype == AD_FLOAT32) {
+        if (small) gemm_small_f32(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);
+        else if (m == 1) rc = gemm_row_f32(scratch, n, k, a, csa, b, rsb, csb, c, acc);
+        else return gemm_f32(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, ep);
+    } else {
+        if (small) gemm_small_f64(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);
+        else if (m == 1) rc = gemm_row_f64(scratch, n, k, a, csa, b, rsb, csb, c, acc);
+        else return gemm_f64(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, ep);
+    }
+    if (rc == 0 && ep && !acc) epilogue_all(dtype, m, n, c, ldc, ep);
+    return rc;
+}
+
 int ad__gemm_builtin(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
                      const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
                      int64_t csb, void *c, int64_t ldc)
 {
-    assert(dtype == AD_FLOAT32 || dtype == AD_FLOAT64);
-    if (m <= 0 || n <= 0) return 0;
-    /* Matrix-vector shapes would be mostly padding in an mr x nr tile: a
-     * column result is a dot product per row, a row result one pass over B. */
-    bool small = k == 0 || n == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM;
-    if (dtype == AD_FLOAT32) {
-        if (small) gemm_small_f32(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
-        else if (m == 1) return gemm_row_f32(scratch, n, k, a, csa, b, rsb, csb, c);
-        else return gemm_f32(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
-    } else {
-        if (small) gemm_small_f64(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
-        else if (m == 1) return gemm_row_f64(scratch, n, k, a, csa, b, rsb, csb, c);
-        else return gemm_f64(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
-    }
-    return 0;
+    return ad__gemm_builtin_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, NULL);
 }
 
 /* ---- CBLAS ------------------------------------------------------------------------ */
@@ -504,6 +530,45 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs,
     if (*ld < 1) *ld = 1;
     return *ld <= INT_MAX;
 }
+
+/* One product through CBLAS.  A bias is written into C's rows first and
+ * the product added to it (beta = 1), which costs the same pass over C
+ * that beta = 0 costs OpenBLAS (it clears C before accumulating). */
+static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE ta, int lda,
+                     enum CBLAS_TRANSPOSE tb, int ldb, const void *a, const void *b, void *c,
+                     int ldc, const ad_gemm_ep *ep)
+{
+    bool bias = ep && ep->bias, beta1 = bias || (ep && ep->accumulate);
+    if (bias && dtype == AD_FLOAT32) {
+        const float *bv = ep->bias;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) ((float *)c)[(int64_t)i * ldc + j] = bv[j * ep->bias_stride];
+    } else if (bias) {
+        const double *bv = ep->bias;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) ((double *)c)[(int64_t)i * ldc + j] = bv[j * ep->bias_stride];
+    }
+    if (dtype == AD_FLOAT32)
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta1 ? 1.0f : 0.0f, c,
+                    ldc);
+    else
+        cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta1 ? 1.0 : 0.0, c,
+                    ldc);
+}
+
+/* Whether both kernels compute an m x n x k product on the calling thread
+ * alone, so that its CPU time is their cost: the built-in kernel's
+ * threshold and thread count (gemm_threads), and OpenBLAS's thread count
+ * (another CBLAS's is unknown: assume threads). */
+static bool calibration_single_threaded(int64_t m, int64_t n, int64_t k)
+{
+    if (gemm_threads(m, n, (double)m * (double)n * (double)k) != 1) return false;
+#ifdef OPENBLAS_VERSION
+    return openblas_get_num_threads() == 1;
+#else
+    return false;
+#endif
+}
 #endif
 
 bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
@@ -518,11 +583,12 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
 #endif
 }
 
-int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, const void *a,
-             int64_t rsa, int64_t csa, const void *b, int64_t rsb, int64_t csb, void *c,
-             int64_t ldc)
+int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
+                const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
+                int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep)
 {
     if (m <= 0 || n <= 0) return 0;
+    if (ep && !ep->bias && !ep->accumulate) ep = NULL;
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE ta, tb;
     int64_t lda, ldb;
@@ -530,14 +596,48 @@ int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, 
         (ldc >= n || m == 1) && blas_layout(m, k, rsa, csa, &ta, &lda) &&
         blas_layout(k, n, rsb, csb, &tb, &ldb)) {
         int ldcc = ldc >= n ? (int)ldc : (int)n;
-        if (dtype == AD_FLOAT32)
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b,
-                        (int)ldb, 0.0f, c, ldcc);
-        else
-            cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b,
-                        (int)ldb, 0.0, c, ldcc);
-        return 0;
+        gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
+        int pick = ad__gemm_choose(&sh);
+        if (pick == AD_GEMM_CALIBRATE) {
+            /* First product of this shape: time both kernels on it, into
+             * a scratch C (the real one may hold a sum being accumulated). */
+            void *raw;
+            ad_arena_mark pos = scratch_mark(scratch);
+            void *tmp = scratch_alloc(scratch, (size_t)(m * n) * ad_dtype_size(dtype), &raw);
+            double t_in = 1e300, t_bl = 1e300;
+            bool cpu = calibration_single_threaded(m, n, k);
+            /* rep 0 warms both up (first touch of packing buffers, BLAS's
+             * own buffers) and is not counted */
+            for (int r = 0; tmp && r <= CALIBRATION_REPS; r++) {
+                double t0 = ad__gemm_clock(cpu);
+                if (ad__gemm_builtin_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, tmp,
+                                        n, NULL))
+                    break;
+                double t1 = ad__gemm_clock(cpu);
+                blas_run(dtype, (int)m, (int)n, (int)k, ta, (int)lda, tb, (int)ldb, a, b, tmp,
+                         (int)n, NULL);
+                double t2 = ad__gemm_clock(cpu);
+                if (r > 0 && t1 - t0 < t_in) t_in = t1 - t0;
+                if (r > 0 && t2 - t1 < t_bl) t_bl = t2 - t1;
+            }
+            ad__free(raw);
+            scratch_release(scratch, pos);
+            if (!tmp || t_bl == 1e300) return -1;
+            pick = ad__gemm_record(&sh, t_in, t_bl);
+        }
+        if (pick == AD_GEMM_BLAS) {
+            blas_run(dtype, (int)m, (int)n, (int)k, ta, (int)lda, tb, (int)ldb, a, b, c, ldcc,
+                     ep);
+            return 0;
+        }
     }
 #endif
-    return ad__gemm_builtin(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc);
+    return ad__gemm_builtin_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, ep);
+}
+
+int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, const void *a,
+             int64_t rsa, int64_t csa, const void *b, int64_t rsb, int64_t csb, void *c,
+             int64_t ldc)
+{
+    return ad__gemm_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, NULL);
 }

@@ -16,6 +16,16 @@
 
 #include "tensor.h"
 
+/* What ad__gemm_ep does beyond C = A B: with bias (not NULL, of C's
+ * dtype), C(i,j) += bias[j * bias_stride], added to each tile of C after
+ * the product while the tile is still in cache; with accumulate, C += A B
+ * (a gradient accumulated in place; no bias then). */
+typedef struct ad_gemm_ep {
+    const void *bias;
+    int64_t bias_stride;
+    bool accumulate;
+} ad_gemm_ep;
+
 /* C[m,n] = A[m,k] B[k,n] in dtype (AD_FLOAT32 or AD_FLOAT64).  Element
  * (i,p) of A is a[i*rsa + p*csa], (p,j) of B is b[p*rsb + j*csb], (i,j) of
  * C is c[i*ldc + j]; strides in elements.  C is overwritten (k == 0 gives
@@ -27,6 +37,14 @@
 int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, const void *a,
              int64_t rsa, int64_t csa, const void *b, int64_t rsb, int64_t csb, void *c,
              int64_t ldc);
+
+/* The same followed by the epilogue ep (NULL: none). */
+int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
+                const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
+                int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep);
+int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
+                        const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
+                        int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep);
 
 /* The same, always with the built-in kernel (for tests and benchmarks). */
 int ad__gemm_builtin(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
@@ -68,5 +86,31 @@ int ad__gemm_testing_kernel(ad_dtype dtype, const char *name);
  * shared among threads; the default (0 restores it) is 2^21.  A test sets
  * it low to run the threaded path on small matrices. */
 void ad__gemm_testing_parallel(int64_t min_madds);
+
+
+/* ---- the choice between the built-in kernel and CBLAS (gemm_choice.c) ---------
+ * A product's shape as CBLAS sees it: ta / tb when A / B is passed
+ * transposed.  ad__gemm_choose says which kernel computes it: AD_GEMM_BUILTIN,
+ * AD_GEMM_BLAS, or AD_GEMM_CALIBRATE when the shape has not been measured
+ * yet (the caller then times both, CALIBRATION_REPS times each, and reports
+ * the minima to ad__gemm_record, which stores and returns the choice).
+ * AD_GEMM=builtin|blas in the environment fixes the answer. */
+typedef struct gemm_shape {
+    ad_dtype dtype;
+    int64_t m, n, k;
+    bool ta, tb;
+} gemm_shape;
+enum { AD_GEMM_CALIBRATE = 1, AD_GEMM_BUILTIN = 2, AD_GEMM_BLAS = 3 };
+#define CALIBRATION_REPS 3
+#define CHOICE_MARGIN 1.05 /* CBLAS must be 5% faster to be taken */
+int ad__gemm_choose(const gemm_shape *s);
+int ad__gemm_record(const gemm_shape *s, double t_builtin, double t_blas);
+/* Seconds: the calling thread's CPU time, or the monotonic wall clock. */
+double ad__gemm_clock(bool thread_cpu);
+/* For tests and benchmarks: the recorded choice for s (AD_GEMM_CALIBRATE
+ * when none yet), with the measured seconds when not NULL; and a hook that
+ * forgets every recorded choice and forces mode (-1: back to AD_GEMM). */
+int ad__gemm_choice(const gemm_shape *s, double *t_builtin, double *t_blas);
+void ad__gemm_testing_choice(int mode);
 
 #endif

@@ -306,6 +306,12 @@ ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
  * inputs is an error (see tape.h).  ad__record checks forward results. */
 bool ad__anomaly_on(void);
 int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where);
+/* For a backward rule: the gradient buffer of leaf input k when the rule
+ * may add input k's gradient into it itself (the pass then delivers
+ * nothing for k; see backward.c for when), else NULL and the rule returns
+ * gin[k] as usual.  Asking commits the rule: a non-NULL answer must be
+ * added into. */
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k);
 static inline bool ad__needs_grad(const ad_node *n, int i)
 {
     return n->in[i]->requires_grad && ad__is_float(n->in[i]->dtype) &&

@@ -4,6 +4,8 @@
  * file maps torch.matmul's shape rules onto it.  Every operand is handed to
  * the kernel as (pointer, row stride, column stride), so transposed views -
  * which is what the backward pass produces, g B^T and A^T g - cost no copy. */
+#include <inttypes.h>
+
 #include "gemm.h"
 #include "internal.h"
 
@@ -259,7 +261,148 @@ ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b)
     return ad__finish(out, mm_run(fn, a, b, out), &OP_MATMUL, 2, in, NULL, NULL);
 }
 
+/* ---- linear ---------------------------------------------------------------------
+ * y = x w^T + b: torch.nn.functional.linear.  One GEMM whose epilogue adds
+ * the bias to each tile of y while the tile is still in cache (see
+ * gemm_driver.inc), instead of a matmul and a broadcast add that writes a
+ * second [M, out] tensor.  Its rule gives dW = g^T x as an [out, in]
+ * matrix laid out like W, added straight into W's gradient buffer when
+ * backward would add it there anyway (ad__leaf_grad_target); matmul's rule
+ * through the transposed view W^T gave the transpose of it, strided, which
+ * the leaf's buffer then accumulated one strided element at a time.
+ *
+ * A relu fused in the same way (in the epilogue, and its mask with the
+ * bias gradient in one backward pass) was measured with bench/linear.c on
+ * the MLP's first layer and did not pay: a step took the same time as
+ * ad_relu(ad_linear(...)) within the noise (about 1% either way), so it
+ * is not offered. */
+
+/* x [..., in] as an M x in matrix with row stride *rs: true when its
+ * leading dimensions continue each other's strides (any contiguous x). */
+static bool lin_rows(const ad_tensor *x, int64_t *M, int64_t *rs)
+{
+    int nd = x->ndim;
+    if (nd == 1) {
+        *M = 1;
+        *rs = x->shape[0];
+        return true;
+    }
+    int64_t rows = x->shape[nd - 2], expect = x->strides[nd - 2] * rows;
+    *rs = x->strides[nd - 2];
+    for (int d = nd - 3; d >= 0; d--) {
+        if (x->shape[d] == 1) continue;
+        if (x->strides[d] != expect) return false;
+        expect *= x->shape[d];
+        rows *= x->shape[d];
+    }
+    *M = rows;
+    return true;
+}
+
+/* out = x w^T + b for arguments ad_linear has checked: the public function
+ * and the replay forward share it. */
+static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const ad_tensor *b,
+                   ad_tensor *out)
+{
+    int64_t nout = w->shape[0], nin = w->shape[1], M = 0, rs = 0;
+    ad_tensor *cx = NULL, *cw = NULL;
+    int rc = 0;
+    /* The kernel reads any strides (CBLAS: one unit stride per operand);
+     * an x whose rows do not merge, or an operand CBLAS cannot take, is
+     * copied first, as ad_matmul does. */
+    if (!lin_rows(x, &M, &rs) || !ad__gemm_direct(M, nin, rs, x->strides[x->ndim - 1])) {
+        rc |= !(x = cx = ad_copy(out->tape, x));
+        if (!rc) lin_rows(x, &M, &rs);
+    }
+    if (!rc && !ad__gemm_direct(nin, nout, w->strides[1], w->strides[0]))
+        rc |= !(w = cw = ad_copy(out->tape, w));
+    if (!rc) {
+        size_t es = ad_dtype_size(x->dtype);
+        ad_gemm_ep ep = {
+            .bias = b ? (const char *)b->storage->data + b->offset * (int64_t)es : NULL,
+            .bias_stride = b ? b->strides[0] : 0,
+        };
+        rc = ad__gemm_ep(out->tape, x->dtype, M, nout, nin,
+                         (const char *)x->storage->data + x->offset * (int64_t)es, rs,
+                         x->strides[x->ndim - 1],
+                         (const char *)w->storage->data + w->offset * (int64_t)es, w->strides[1],
+                         w->strides[0], out->storage->data, nout, &ep);
+        if (rc) ad__err(fn, "out of memory");
+    }
+    if (!out->tape) {
+        ad_tensor_free(cx);
+        ad_tensor_free(cw);
+    }
+    return rc ? -1 : 0;
+}
+
+static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *x = n->in[0], *w = n->in[1];
+    int64_t nout = w->shape[0], nin = w->shape[1];
+    int64_t M = ad__numel(g->ndim, g->shape) / (nout ? nout : 1);
+    ad_tensor *G = ad_reshape(g, 2, (int64_t[]){M, nout});
+    if (!G) return -1;
+    /* dx = g w, dW = g^T x, db = sum over the rows of g. */
+    if (ad__needs_grad(n, 0)) gin[0] = ad_reshape(ad_matmul(G, w), x->ndim, x->shape);
+    if (ad__needs_grad(n, 1)) {
+        ad_tensor *X = ad_reshape(x, 2, (int64_t[]){M, nin});
+        ad_tensor *acc = X && !ad_grad_enabled() ? ad__leaf_grad_target(n, 1) : NULL;
+        if (acc) { /* w.grad += g^T x in one product (see ad__leaf_grad_target) */
+            size_t es = ad_dtype_size(X->dtype);
+            if (ad__gemm_ep(n->out->tape, X->dtype, nout, nin, M,
+                            (const char *)G->storage->data + G->offset * (int64_t)es,
+                            G->strides[1], G->strides[0],
+                            (const char *)X->storage->data + X->offset * (int64_t)es,
+                            X->strides[0], X->strides[1],
+                            (char *)acc->storage->data + acc->offset * (int64_t)es, nin,
+                            &(ad_gemm_ep){.accumulate = true}))
+                return ad__err("ad_backward", "out of memory");
+        } else {
+            gin[1] = ad_matmul(ad_transpose(G, 0, 1), X);
+        }
+    }
+    if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(G, (const int[]){0}, 1, false);
+    return 0;
+}
+static int linear_fw(ad_node *n)
+{
+    return lin_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, n->out);
+}
+static const ad_op OP_LINEAR = {
+    .name = "linear",
+    .formula = "y = x w^T + b; dx = g w, dw = g^T x, db = sum_rows g",
+    .backward = linear_bw,
+    .forward = linear_fw,
+};
+
+ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b)
+{
+    static const char *fn = "ad_linear";
+    if (ad__check_arg(fn, "x", x, true) || ad__check_arg(fn, "w", w, true) ||
+        ad__check_same_dtype(fn, x, w) ||
+        (b && (ad__check_arg(fn, "b", b, true) || ad__check_same_dtype(fn, x, b))))
+        return NULL;
+    if (w->ndim != 2 || x->ndim < 1)
+        return ad__err(fn, "expected x [..., in] and w [out, in], got x %s and w %s",
+                       ad__shape_str(x), ad__shape_str(w)), NULL;
+    if (x->shape[x->ndim - 1] != w->shape[1])
+        return ad__err(fn, "x has %" PRId64 " features but w is %s (x %s)",
+                       x->shape[x->ndim - 1], ad__shape_str(w), ad__shape_str(x)), NULL;
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return ad__err(fn, "bias must be [%" PRId64 "] for w %s, got %s", w->shape[0],
+                       ad__shape_str(w), ad__shape_str(b)), NULL;
+    ad_tensor *in[3] = {x, w, b};
+    int nin = b ? 3 : 2;
+    int64_t shape[AD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape[0] * (size_t)x->ndim);
+    shape[x->ndim - 1] = w->shape[0];
+    ad_tensor *out = ad__result(fn, nin, in, x->dtype, x->ndim, shape);
+    if (!out) return NULL;
+    return ad__finish(out, lin_run(fn, x, w, b, out), &OP_LINEAR, nin, in, NULL, NULL);
+}
+
 const ad_op *const ad__ops_linalg[] = {
-    &OP_MATMUL, &OP_DOT, NULL,
+    &OP_MATMUL, &OP_DOT, &OP_LINEAR, NULL,
 };
 

@@ -38,6 +38,19 @@ AD_API ad_tensor *ad_matmul(ad_tensor *a, ad_tensor *b);
  * not 1-D, "ad_dot: lengths differ: [3] x [4]". */
 AD_API ad_tensor *ad_dot(ad_tensor *a, ad_tensor *b);
 
+/* y = x w^T + b, torch.nn.functional.linear: x [..., in], w [out, in],
+ * b [out] or NULL (no bias); y [..., out], on x's tape as any op result.
+ * dx = g w, dw = g^T x (summed over all leading dimensions of x),
+ * db = g summed over them.  The product and the bias are one matrix kernel
+ * call (the bias is added to each tile of y while it is in cache), and in
+ * a first-order ad_backward dw is added straight into w's gradient buffer
+ * by the product; the backward rule is made of ops, so it can be
+ * differentiated again.
+ * Errors: NULL, integer dtype, dtypes that differ, w not 2-D, x 0-d,
+ * "ad_linear: x has 783 features but w is [256,784] (x [64,783])",
+ * "ad_linear: bias must be [256] for w [256,784], got [10]". */
+AD_API ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b);
+
 /* ---- linear algebra with derivatives (torch.linalg's names and rules) -------------
  * Every function works on the last two dimensions, batched over the others
  * ([..., m, n]); float32 or float64 (float32 is computed in double and

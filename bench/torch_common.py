@@ -3,7 +3,8 @@
 Thread counts have to be pinned before torch is imported (its OpenMP and
 BLAS pools read the environment when they start), so each script calls
 pin_threads() first and imports torch afterwards.  Each prints one JSON line:
-samples/s over the timed steps, peak RSS, and the time from process start
+samples/s over the timed steps, their minor page faults per step
+(getrusage), peak RSS, and the time from process start
 to the end of the first training step (interpreter start, torch import,
 data loading and the first step's one-off work).
 """
@@ -107,6 +108,7 @@ def train(torch, model, args, flatten, name):
     for step in range(total):
         if step == args.warmup:
             t0 = clock()
+            flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         i = (step * b) % (n - b + 1)
         xb = x[i:i + b]
         if flatten:
@@ -118,7 +120,8 @@ def train(torch, model, args, flatten, name):
         if first_step is None:
             first_step = time.time() - t_start
     dt = clock() - t0
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    rss_kib = ru.ru_maxrss
     print(json.dumps({
         "bench": name, "impl": "pytorch", "torch": torch.__version__,
         "threads": torch.get_num_threads(), "data": source,
@@ -126,6 +129,7 @@ def train(torch, model, args, flatten, name):
         "samples_per_s": args.steps * b / dt,
         "peak_rss_mb": rss_kib / 1024.0,
         "first_step_s": first_step,
+        "minflt_per_step": (ru.ru_minflt - flt0) / args.steps,
         "final_loss": float(loss),
         "malloc_tuned": bool(os.environ.get("MALLOC_TRIM_THRESHOLD_")),
     }))

@@ -62,12 +62,11 @@ static ad_tensor *linear_forward(nn_module *m, ad_tensor *x)
         return NULL;
     }
     /* Each output unit j computes y_j = sum_i W_ji x_i + b_j, i.e. for a
-     * batch of row vectors y = x W^T + b.  W^T is a transposed view of W
-     * (no copy); the bias broadcasts over the batch, and ad_add's backward
-     * sums the gradient back over it: dE/db = sum_n dE/dy_n.  The backward
-     * of the matmul gives dE/dW = (dE/dy)^T x and dE/dx = (dE/dy) W. */
-    ad_tensor *y = ad_matmul(x, ad_transpose(s->w, 0, 1));
-    return s->b ? ad_add(y, s->b) : y;
+     * batch of row vectors y = x W^T + b: one ad_linear, a single matrix
+     * kernel call that adds the bias to each tile of y while it is in
+     * cache.  Its backward gives dE/dW = (dE/dy)^T x in W's own layout,
+     * dE/dx = (dE/dy) W and dE/db = sum_n dE/dy_n. */
+    return ad_linear(x, s->w, s->b);
 }
 
 static void linear_describe(const nn_module *m, char *buf, size_t size)

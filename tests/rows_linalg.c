@@ -1,6 +1,6 @@
 /* tests/rows_linalg.c - op rows for test_ops (see optest.h): matmul in
  * every shape case of torch.matmul, on transposed views and with one side
- * constant, and dot. */
+ * constant, dot, and linear (bias, batch, views). */
 #include "optest.h"
 
 /* How the inputs are prepared before the product. */
@@ -28,6 +28,18 @@ static ad_tensor *b_dot(ad_tensor *const *in, int n, void *vctx)
         b = ad_slice(b, 0, 1, ad_size(b, 0), 2);
     }
     return ad_dot(a, b);
+}
+
+/* ad_linear(x, w, b) over in[0..2], x and w optionally transposed views. */
+enum { L_BIAS = 1, L_TW = 4, L_TX = 8 };
+static ad_tensor *b_linear(ad_tensor *const *in, int n, void *vctx)
+{
+    (void)n;
+    int how = *(const int *)vctx;
+    ad_tensor *x = in[0], *w = in[1], *b = how & L_BIAS ? in[2] : NULL;
+    if (how & L_TX) x = tr(x);
+    if (how & L_TW) w = tr(w);
+    return ad_linear(x, w, b);
 }
 
 #define HOW(h) (&(int){h})
@@ -60,6 +72,17 @@ const op_row rows_linalg[] = {
     {"matmul", "[2,3] x constant [3,4]", b_matmul, HOW(PLAIN), 2, {G(2, 2, 3), C(2, 3, 4)}},
     {"matmul", "[1,5] x [5,1] (extents of 1)", b_matmul, HOW(PLAIN), 2,
      {G(2, 1, 5), G(2, 5, 1)}},
+    {"linear", "[3,4] x [2,4]^T + [2]", b_linear, HOW(L_BIAS), 3,
+     {G(2, 3, 4), G(2, 2, 4), G(1, 2)}},
+    {"linear", "no bias: [3,4] x [2,4]^T", b_linear, HOW(0), 2, {G(2, 3, 4), G(2, 2, 4)}},
+    {"linear", "batched [2,3,4] x [3,4]^T + [3]", b_linear, HOW(L_BIAS), 3,
+     {G(3, 2, 3, 4), G(2, 3, 4), G(1, 3)}},
+    {"linear", "vector [4] x [2,4]^T + [2]", b_linear, HOW(L_BIAS), 3,
+     {G(1, 4), G(2, 2, 4), G(1, 2)}},
+    {"linear", "constant x [3,4], w a transposed [4,2] view", b_linear, HOW(L_BIAS | L_TW), 3,
+     {C(2, 3, 4), G(2, 4, 2), G(1, 2)}},
+    {"linear", "x a transposed [4,3] view, no bias", b_linear, HOW(L_TX), 2,
+     {G(2, 4, 3), G(2, 2, 4)}},
     {"dot", "[5] . [5]", b_dot, HOW(PLAIN), 2, {G(1, 5), G(1, 5)}},
     {"dot", "stride-2 slices of [8] and [9]", b_dot, HOW(STRIDED), 2, {G(1, 8), G(1, 9)}},
     {"dot", "[4] x [4] through ad_matmul", b_matmul, HOW(PLAIN), 2, {G(1, 4), G(1, 4)}},

@@ -714,6 +714,16 @@ START_TEST(linalg_and_loss)
         "batch");
     ROW(ad_matmul(f.a, ad_ones(f.t2, AD_FLOAT64, AD_SHAPE(3, 4))), "different tapes");
     ROW(ad_matmul(f.dead, m34), "is not a live tensor");
+    ROW(ad_linear(NULL, m34, NULL), "ad_linear: argument 'x' is NULL");
+    ROW(ad_linear(m34, NULL, NULL), "ad_linear: argument 'w' is NULL");
+    ROW(ad_linear(m34, m56, NULL), "x has 4 features but w is [5,6] (x [3,4])");
+    ROW(ad_linear(m34, m34, f.v4), "bias must be [3] for w [3,4], got [4]");
+    ROW(ad_linear(m34, f.v4, NULL), "expected x [..., in] and w [out, in]");
+    ROW(ad_linear(f.s0, m34, NULL), "expected x [..., in] and w [out, in]");
+    ROW(ad_linear(f.a, f.f32, NULL), "dtypes differ");
+    ROW(ad_linear(f.i64m, f.i64m, NULL), "got int64");
+    ROW(ad_linear(m34, ad_ones(f.t2, AD_FLOAT64, AD_SHAPE(2, 4)), NULL), "different tapes");
+    ROW(ad_linear(f.dead, m34, NULL), "is not a live tensor");
     ROW(ad_dot(NULL, f.v3), "argument 'a' is NULL");
     ROW(ad_dot(f.v3, f.v4), "lengths differ: [3] x [4]");
     ROW(ad_dot(f.a, f.a), "expected two 1-D tensors, got [2,3] x [2,3]");

@@ -21,7 +21,7 @@
  * -1 with the message in ad_error(); the functions here do the same, and
  * fm_finish turns a failure into a message on stderr and exit status 1.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, access */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, access, getrusage */
 
 #include "fmnist_common.h"
 
@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
@@ -62,6 +63,59 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ==== steady-state figures (--json) =====================================
+ * A benchmark wants the cost of a step once the run has settled, not the
+ * first steps' one-off work (recording the tape, the matrix kernel's
+ * calibration, first-touch page faults), and how long a user waits for
+ * the first step.  After WARMUP_STEPS steps each step samples the clock
+ * and getrusage's minor page faults, and the figures add up the steps
+ * from there on: each step's share is the time and the faults since the
+ * step before, except for an epoch's first step, whose gap holds the
+ * previous epoch's evaluation (the first of which records its own tape).
+ * The clock is the wall clock, or the process's CPU time with
+ * BENCH_CLOCK=cpu (bench/run sets it: on a shared machine that leaves out
+ * the time spent waiting for a core, as its PyTorch side does). */
+#define WARMUP_STEPS 5
+
+typedef struct steady {
+    double first_step_s; /* process start (or BENCH_LAUNCH_TIME) to step 1's end */
+    double t_prev;       /* clock and minor faults at the previous step's end */
+    long flt_prev;
+    double seconds;      /* summed over the counted steps */
+    long faults;
+    int64_t steps, samples;
+} steady;
+
+static double bench_clock(void)
+{
+    const char *c = getenv("BENCH_CLOCK");
+    if (c && strcmp(c, "cpu") == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+    return now();
+}
+
+static long minor_faults(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : 0;
+}
+
+/* Seconds since the launch time bench/run passes (BENCH_LAUNCH_TIME,
+ * seconds since the epoch) or, without it, since t_start (fm_start). */
+static double since_launch(double t_start)
+{
+    const char *l = getenv("BENCH_LAUNCH_TIME");
+    if (l && *l) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec - strtod(l, NULL);
+    }
+    return now() - t_start;
 }
 
 /* ==== options ========================================================== */
@@ -273,6 +327,8 @@ struct fm_private {
     nn_dist *dist;
 #endif
     char meta[512];        /* the checkpoints' metadata */
+    int64_t steps_seen;
+    steady st;
 };
 
 /* Mean loss over batches [from, to) of the epoch, weighted by batch size
@@ -294,6 +350,20 @@ static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
     struct fm_private *p = user;
     p->batch_loss[s->batch - 1] = s->loss;
     p->batch_size[s->batch - 1] = s->samples;
+    int64_t k = ++p->steps_seen;
+    if (k == 1) p->st.first_step_s = since_launch(p->t_start);
+    if (k >= WARMUP_STEPS) {
+        double t = bench_clock();
+        long f = minor_faults();
+        if (k > WARMUP_STEPS && s->batch > 1) {
+            p->st.seconds += t - p->st.t_prev;
+            p->st.faults += f - p->st.flt_prev;
+            p->st.steps++;
+            p->st.samples += s->samples;
+        }
+        p->st.t_prev = t;
+        p->st.flt_prev = f;
+    }
     return 0;
 }
 
@@ -404,6 +474,14 @@ static void print_json(const fm_run *r)
     json_number("train_samples_per_s",
                 p->train_s > 0 ? (double)p->samples_trained / p->train_s : NAN, false);
     json_number("train_s", p->train_s, false);
+    /* after the warm-up: samples/s, minor page faults per step */
+    const steady *st = &p->st;
+    json_number("first_step_s", p->steps_seen > 0 ? st->first_step_s : NAN, false);
+    json_number("steady_steps", (double)st->steps, false);
+    json_number("steady_samples_per_s",
+                st->seconds > 0 ? (double)st->samples / st->seconds : NAN, false);
+    json_number("minflt_per_step",
+                st->steps > 0 ? (double)st->faults / (double)st->steps : NAN, false);
     json_number("wall_s", now() - p->t_start, true);
     printf("}\n");
 }

@@ -1,0 +1,214 @@
+/* tests/test_linear.c - ad_linear and what it rests on: values against a
+ * long double reference with both matrix kernels (the bias epilogue on
+ * edge tiles and after several k blocks), the
+ * weight gradient accumulated in place into a leaf's buffer, the
+ * per-shape choice between the built-in kernel and CBLAS, and bad
+ * arguments.  Gradcheck and gradgradcheck are test_ops' rows (rows_linalg.c). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <autodiff/gemm.h>
+
+#include "optest.h"
+
+static ad_tape *T;
+
+static void setup(void)
+{
+    T = ad_tape_new();
+    ck_assert(T != NULL);
+    ad_tape_activate(T);
+    ad_clear_error();
+}
+
+static void teardown(void)
+{
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ad_tape_activate(NULL);
+    ad_tape_free(T);
+}
+
+/* A persistent [r, c] tensor of dtype with values in [-1, 1). */
+static ad_tensor *rnd(ad_rng *rng, ad_dtype dt, int64_t r, int64_t c)
+{
+    return ad_rand(NULL, rng, dt, 2, (int64_t[]){r, c}, -1.0, 1.0);
+}
+
+/* max |y - (x w^T + b)| over y, the reference summed in long double
+ * (float64 x, w, b and y, contiguous). */
+static double linear_error(ad_tensor *y, ad_tensor *x, ad_tensor *w, ad_tensor *b)
+{
+    int64_t M = ad_size(x, 0), K = ad_size(x, 1), N = ad_size(w, 0);
+    const double *xv = ad_data(x), *wv = ad_data(w), *bv = b ? ad_data(b) : NULL;
+    const double *yv = ad_data(y);
+    double worst = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            long double s = bv ? bv[j] : 0;
+            for (int64_t p = 0; p < K; p++) s += (long double)xv[i * K + p] * wv[j * K + p];
+            double e = fabs(yv[i * N + j] - (double)s);
+            if (e > worst) worst = e;
+        }
+    return worst;
+}
+
+/* Each mode of the kernel choice, for the tests that run all of them. */
+static const int MODES[] = {AD_GEMM_BUILTIN, AD_GEMM_BLAS, AD_GEMM_CALIBRATE};
+
+START_TEST(values_with_every_kernel)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 11);
+    /* 37 x 29 with k = 300: edge tiles both ways and two k blocks of the
+     * built-in kernel (kc = 256), so the epilogue runs after the last one. */
+    ad_tensor *x = rnd(&rng, AD_FLOAT64, 37, 300), *w = rnd(&rng, AD_FLOAT64, 29, 300);
+    ad_tensor *b = ad_rand(NULL, &rng, AD_FLOAT64, 1, (int64_t[]){29}, -1.0, 1.0);
+    for (int m = 0; m < 3; m++) {
+        ad__gemm_testing_choice(MODES[m]);
+        ad_tensor *y = ad_linear(x, w, b);
+        ck_assert_msg(y != NULL, "%s", ad_error());
+        ck_assert_double_lt(linear_error(y, x, w, b), 1e-12);
+        ck_assert_double_lt(linear_error(ad_linear(x, w, NULL), x, w, NULL), 1e-12);
+        /* tiny cache blocks: many tiles and k blocks, the bias on each tile */
+        ad__gemm_testing(false, 14, 8, 32);
+        ck_assert_double_lt(linear_error(ad_linear(x, w, b), x, w, b), 1e-12);
+        ad__gemm_testing(false, 0, 0, 0);
+    }
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+}
+END_TEST
+
+START_TEST(batched_and_strided_inputs)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 12);
+    ad_tensor *x = ad_rand(NULL, &rng, AD_FLOAT64, 3, (int64_t[]){2, 5, 6}, -1.0, 1.0);
+    ad_tensor *w = rnd(&rng, AD_FLOAT64, 6, 4); /* used transposed: w^T is [4, 6] */
+    ad_tensor *y = ad_linear(x, ad_transpose(w, 0, 1), NULL);
+    ot_assert_shape(y, 3, (int64_t[]){2, 5, 4});
+    const double *yv = ad_data(y), *rv = ad_data(ad_matmul(x, w));
+    for (int64_t i = 0; i < 40; i++) ck_assert_double_eq_tol(yv[i], rv[i], 1e-14);
+    /* a 1-D x gives a 1-D result */
+    ad_tensor *v = ad_linear(ad_squeeze(ad_narrow(ad_reshape(x, 2, (int64_t[]){10, 6}), 0, 3, 1), 0),
+                             ad_transpose(w, 0, 1), NULL);
+    ot_assert_shape(v, 1, (int64_t[]){4});
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+}
+END_TEST
+
+/* Two backward passes into a persistent weight's gradient: the first makes
+ * the buffer, the second adds into it in place (the product with beta = 1),
+ * with w used by two linears; against ad_gradients, whose results go to
+ * new tensors, summed by hand. */
+START_TEST(weight_gradient_accumulates_in_place)
+{
+    for (int m = 0; m < 3; m++) {
+        ad__gemm_testing_choice(MODES[m]);
+        ad_rng rng;
+        ad_rng_init(&rng, 13);
+        ad_tensor *x = rnd(&rng, AD_FLOAT64, 9, 40), *x2 = rnd(&rng, AD_FLOAT64, 9, 40);
+        ad_tensor *w = rnd(&rng, AD_FLOAT64, 20, 40);
+        ad_tensor *b = ad_rand(NULL, &rng, AD_FLOAT64, 1, (int64_t[]){20}, -1.0, 1.0);
+        ad_set_requires_grad(w, true);
+        ad_set_requires_grad(b, true);
+        ad_tensor *gw = NULL, *gb = NULL;
+        for (int pass = 0; pass < 3; pass++) {
+            ad_tensor *y = ad_add(ad_relu(ad_linear(x, w, b)), ad_linear(x2, w, NULL));
+            ad_tensor *loss = ad_sum(ad_mul(y, y), NULL, 0, false);
+            if (pass < 2) {
+                ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
+            } else {
+                ad_tensor *in[2] = {w, b}, *g[2];
+                ck_assert_int_eq(ad_gradients(loss, NULL, 2, in, g, 0), 0);
+                gw = g[0];
+                gb = g[1];
+            }
+        }
+        ck_assert(ad_tensor_grad(w) && ad_tensor_grad(b) && gw && gb);
+        const double *aw = ad_data(ad_tensor_grad(w)), *ab = ad_data(ad_tensor_grad(b));
+        const double *rw = ad_data(gw), *rb = ad_data(gb);
+        for (int64_t i = 0; i < 800; i++) ck_assert_double_eq_tol(aw[i], 2 * rw[i], 1e-10);
+        for (int64_t i = 0; i < 20; i++) ck_assert_double_eq_tol(ab[i], 2 * rb[i], 1e-10);
+        /* zero_grad, then one pass: exactly the single gradient again */
+        ck_assert_int_eq(ad_zero_grad(w), 0);
+        ad_tensor *y = ad_add(ad_relu(ad_linear(x, w, b)), ad_linear(x2, w, NULL));
+        ck_assert_int_eq(ad_backward(ad_sum(ad_mul(y, y), NULL, 0, false), NULL, 0), 0);
+        aw = ad_data(ad_tensor_grad(w));
+        for (int64_t i = 0; i < 800; i++) ck_assert_double_eq_tol(aw[i], rw[i], 1e-10);
+        ad_tensor *all[] = {x, x2, w, b};
+        for (int i = 0; i < 4; i++) ad_tensor_free(all[i]);
+        ad_tape_reset(T);
+    }
+}
+END_TEST
+
+START_TEST(kernel_choice_is_measured_once_per_shape)
+{
+    ad__gemm_testing_choice(AD_GEMM_CALIBRATE); /* forget earlier choices */
+    ad_rng rng;
+    ad_rng_init(&rng, 14);
+    ad_tensor *x = rnd(&rng, AD_FLOAT32, 64, 200), *w = rnd(&rng, AD_FLOAT32, 48, 200);
+    gemm_shape s = {AD_FLOAT32, 64, 48, 200, false, true};
+    ck_assert_int_eq(ad__gemm_choice(&s, NULL, NULL), AD_GEMM_CALIBRATE);
+    ck_assert(ad_linear(x, w, NULL) != NULL);
+    double tb = -1, tl = -1;
+    int pick = ad__gemm_choice(&s, &tb, &tl);
+    /* With CBLAS the product measured both kernels; without, nothing to
+     * choose and the shape stays unmeasured. */
+    if (pick != AD_GEMM_CALIBRATE) {
+        ck_assert(pick == AD_GEMM_BUILTIN || pick == AD_GEMM_BLAS);
+        ck_assert(tb > 0 && tl > 0);
+        ck_assert_int_eq(pick, tl * CHOICE_MARGIN < tb ? AD_GEMM_BLAS : AD_GEMM_BUILTIN);
+        /* the next product of the shape reuses the choice */
+        ck_assert(ad_linear(x, w, NULL) != NULL);
+        double tb2, tl2;
+        ck_assert_int_eq(ad__gemm_choice(&s, &tb2, &tl2), pick);
+        ck_assert(tb2 == tb && tl2 == tl);
+    }
+    /* a forced mode answers without measuring */
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ck_assert_int_eq(ad__gemm_choice(&s, NULL, NULL), AD_GEMM_BUILTIN);
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+}
+END_TEST
+
+START_TEST(errors)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 15);
+    ad_tensor *x = rnd(&rng, AD_FLOAT64, 64, 783), *w = rnd(&rng, AD_FLOAT64, 256, 784);
+    ad_tensor *b10 = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){10});
+    ad_tensor *w3 = ad_zeros(NULL, AD_FLOAT64, 3, (int64_t[]){2, 3, 4});
+    ad_tensor *xf = ad_zeros(NULL, AD_FLOAT32, 2, (int64_t[]){2, 784});
+    ck_assert_error(ad_linear(x, w, NULL),
+                    "ad_linear: x has 783 features but w is [256,784] (x [64,783])");
+    ad_tensor *v784 = ad_zeros(T, AD_FLOAT64, 1, (int64_t[]){784});
+    ck_assert_error(ad_linear(v784, w, b10),
+                    "ad_linear: bias must be [256] for w [256,784], got [10]");
+    ck_assert_error(ad_linear(x, w3, NULL), "ad_linear: expected x [..., in] and w [out, in]");
+    ck_assert_error(ad_linear(xf, w, NULL), "ad_linear");
+    ck_assert_error(ad_linear(NULL, w, NULL), "ad_linear: argument 'x' is NULL");
+    ad_tensor *all[] = {x, w, b10, w3, xf};
+    for (int i = 0; i < 5; i++) ad_tensor_free(all[i]);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("linear");
+    TCase *tc = tcase_create("linear");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, values_with_every_kernel);
+    tcase_add_test(tc, batched_and_strided_inputs);
+    tcase_add_test(tc, weight_gradient_accumulates_in_place);
+    tcase_add_test(tc, kernel_choice_is_measured_once_per_shape);
+    tcase_add_test(tc, errors);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
