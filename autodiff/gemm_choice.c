@@ -21,11 +21,14 @@
  * shapes to the slower kernel.  A training loop repeats a handful of shapes, so it pays the
  * calibration once per shape, in its first step.
  *
- * The environment variable AD_GEMM overrides the measurement: "builtin"
- * or "blas" (every product CBLAS can take), "auto" (the default).  The
- * two kernels round differently, so results are bit-identical between
- * processes only when every shape is decided the same way; a program that
- * needs that across runs sets AD_GEMM (docs/reliability.md). */
+ * The measurement is asked for with AD_GEMM=auto in the environment.
+ * Without it every product CBLAS can take goes to CBLAS ("blas", the
+ * default), and AD_GEMM=builtin sends all to the built-in kernel.  The
+ * default is fixed, not measured, because the two kernels round
+ * differently: a choice that depends on timings would let two runs of the
+ * same seeded program differ in the last bits (a shape timed a few
+ * percent apart goes either way on a busy machine), and the library
+ * promises bit-identical runs on one thread (docs/reliability.md). */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime and its CPU-time clocks */
 
 #include <stdatomic.h>
@@ -75,8 +78,8 @@ static int env_mode(void)
     if (m) return m;
     const char *e = getenv("AD_GEMM");
     m = e && strcmp(e, "builtin") == 0 ? AD_GEMM_BUILTIN
-        : e && strcmp(e, "blas") == 0  ? AD_GEMM_BLAS
-                                       : AD_GEMM_CALIBRATE;
+        : e && strcmp(e, "auto") == 0  ? AD_GEMM_CALIBRATE
+                                       : AD_GEMM_BLAS;
     atomic_store(&mode, m);
     return m;
 }
