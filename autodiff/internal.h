@@ -204,6 +204,11 @@ int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *num
 /* A new contiguous tensor with fresh, uninitialised storage. */
 ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
                      const int64_t *shape);
+/* n uniforms on [lo, hi) (checked by the caller as ad_rand checks them:
+ * finite, lo < hi, a float32 in range for d32) from rng's counter on, into
+ * d64 or d32 (the other NULL), advancing the counter by n: exactly what
+ * ad_rand draws, for ops that redraw in place at replay (dropout's mask). */
+void ad__rand_fill(ad_rng *rng, int64_t n, double lo, double hi, double *d64, float *d32);
 /* A new tensor header viewing base's storage with the given geometry,
  * owned by `tape` (which may differ from base's when base is persistent). */
 ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int ndim,

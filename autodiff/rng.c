@@ -158,6 +158,28 @@ static int new_draws(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
     return 0;
 }
 
+void ad__rand_fill(ad_rng *rng, int64_t n, double lo, double hi, double *d64, float *d32)
+{
+    /* lo + (hi - lo) u is exact at u = 0 and monotonic in u, but hi - lo
+     * overflows for bounds of opposite sign near DBL_MAX; the blend
+     * lo (1 - u) + hi u cannot.  Either can round up to hi itself when u is
+     * within an ulp of 1, so the result is clamped below hi. */
+    const uint64_t seed = rng->seed, c0 = rng->counter;
+    const double width = hi - lo;
+    const bool blend = !isfinite(width);
+    const double below_hi = nextafter(hi, -INFINITY);
+    PARALLEL_FOR_N
+    for (int64_t i = 0; i < n; i++) {
+        double u = unit(seed, c0 + (uint64_t)i);
+        double x = blend ? lo * (1.0 - u) + hi * u : lo + width * u;
+        if (x >= hi) x = below_hi;
+        if (x < lo) x = lo;
+        if (d64) d64[i] = x;
+        else d32[i] = to_float_in(x, lo, hi);
+    }
+    rng->counter = c0 + (uint64_t)n;
+}
+
 ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
                    const int64_t *shape, double lo, double hi)
 {
@@ -183,26 +205,7 @@ ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
     }
     draws d;
     if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
-    const int64_t n = d.n;
-
-    /* lo + (hi - lo) u is exact at u = 0 and monotonic in u, but hi - lo
-     * overflows for bounds of opposite sign near DBL_MAX; the blend
-     * lo (1 - u) + hi u cannot.  Either can round up to hi itself when u is
-     * within an ulp of 1, so the result is clamped below hi. */
-    const uint64_t seed = rng->seed, c0 = rng->counter;
-    const double width = hi - lo;
-    const bool blend = !isfinite(width);
-    const double below_hi = nextafter(hi, -INFINITY);
-    PARALLEL_FOR_N
-    for (int64_t i = 0; i < n; i++) {
-        double u = unit(seed, c0 + (uint64_t)i);
-        double x = blend ? lo * (1.0 - u) + hi * u : lo + width * u;
-        if (x >= hi) x = below_hi;
-        if (x < lo) x = lo;
-        if (d.d64) d.d64[i] = x;
-        else d.d32[i] = to_float_in(x, lo, hi);
-    }
-    rng->counter = c0 + (uint64_t)n;
+    ad__rand_fill(rng, d.n, lo, hi, d.d64, d.d32);
     return d.t;
 }
 

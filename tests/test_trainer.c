@@ -206,9 +206,13 @@ START_TEST(steps_replay_without_allocating)
 END_TEST
 
 /* Replay recomputes what a fresh recording computes: the two trainers end
- * with the same bits. */
+ * with the same bits.  With a Dropout (_i = 1) too: each replay draws a new
+ * mask from the layer's stream, as a fresh recording does, and the
+ * recording of each batch shape puts the stream back, so both runs take
+ * the same masks and leave the stream at the same counter. */
 START_TEST(replay_matches_recording)
 {
+    with_dropout = _i == 1;
     data d;
     data_make(&d);
     setup a, b;
@@ -218,14 +222,40 @@ START_TEST(replay_matches_recording)
     setup_make(&b, 5, 0.1, &fresh);
     ck_assert_int_eq(nn_fit(a.tr, d.train, d.test, 3, NULL), 0);
     ck_assert_int_eq(nn_fit(b.tr, d.train, d.test, 3, NULL), 0);
-    ck_assert(same_params(a.net, b.net));
+    ck_assert_msg(same_params(a.net, b.net), "replayed and fresh runs differ");
     nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(a.tr, &st), 0);
+    ck_assert_int_eq(st.replays, 21);
     ck_assert_int_eq(nn_trainer_get_stats(b.tr, &st), 0);
     ck_assert_int_eq(st.recordings, 0);
     ck_assert_int_eq(st.replays, 0);
+    if (with_dropout) {
+        /* 21 steps of 16 or 4 rows of 8 features: 3 epochs x (6 x 128 + 32) */
+        const ad_rng *ra = nn_module_rng(nn_child(a.net, 2)), *rb = nn_module_rng(nn_child(b.net, 2));
+        ck_assert_uint_eq(ra->counter, 3 * (6 * 16 * 8 + 4 * 8));
+        ck_assert_uint_eq(ra->counter, rb->counter);
+        ck_assert_uint_eq(ra->seed, rb->seed);
+        /* and the masks did change from step to step: a run whose every
+         * step used one fixed mask per shape (the old replay) differs */
+        setup c;
+        setup_make(&c, 5, 0.1, &CLASSIFY);
+        ad_rng *rc = nn_module_rng(nn_child(c.net, 2));
+        ad_tensor *x, *y;
+        for (int epoch = 0; epoch < 3; epoch++) {
+            while (nn_loader_next(d.train, &x, &y) == 1) {
+                const ad_rng keep = *rc; /* every step the same stream position */
+                double loss;
+                ck_assert_int_eq(nn_trainer_step(c.tr, x, y, &loss), 0);
+                *rc = keep;
+            }
+        }
+        ck_assert(!same_params(a.net, c.net));
+        setup_free(&c);
+    }
     setup_free(&a);
     setup_free(&b);
     data_free(&d);
+    with_dropout = false;
 }
 END_TEST
 
@@ -234,14 +264,13 @@ END_TEST
  * weights, which the load replaces): the parameters end bit-identical to
  * the uninterrupted run's.  The loader's order per epoch and the schedule
  * over all 35 steps are what make it exact, and with a Dropout (_i = 1)
- * its mask stream, saved as "module_rng.2".  The Dropout run records
- * every step (no_replay): a replayed step reuses the mask drawn when its
- * tape was recorded (ad_rand's mask is a constant, not a recorded op). */
+ * its mask stream, saved as "module_rng.2".  Both replay their steps
+ * (_i = 2: the Dropout run again without replay, which must agree too). */
 START_TEST(checkpoint_resume_is_exact)
 {
-    with_dropout = _i == 1;
+    with_dropout = _i >= 1;
     const nn_trainer_options opts = {.accuracy = true, .schedule = NN_SCHEDULE_COSINE,
-                                     .no_replay = with_dropout};
+                                     .no_replay = _i == 2};
     char dir[256], path[300], bare[300];
     ck_assert_int_eq(ot_make_tmpdir(dir, sizeof dir, "test_trainer"), 0);
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
@@ -312,6 +341,7 @@ START_TEST(checkpoint_resume_is_exact)
     setup_free(&whole);
     data_free(&d);
     ot_remove_tree(dir);
+    with_dropout = false;
 }
 END_TEST
 
@@ -481,8 +511,8 @@ int main(void)
     TCase *tc = tcase_create("trainer");
     tcase_add_test(tc, fit_learns);
     tcase_add_test(tc, steps_replay_without_allocating);
-    tcase_add_test(tc, replay_matches_recording);
-    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 2);
+    tcase_add_loop_test(tc, replay_matches_recording, 0, 2);
+    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);
     suite_add_tcase(s, tc);
