@@ -4,7 +4,9 @@
  * linear and each other's adjoint, so each one's rule is the other and
  * derivatives of every order stay within the pair.  A third,
  * max_pool2d_index, finds where each pooling window's first maximum is; it
- * is an integer result, not differentiable, like a comparison.  Everything
+ * is an integer result, not differentiable, like a comparison.  A fourth,
+ * dropout_mask, draws dropout's scaled Bernoulli mask, again at every
+ * replay (a random constant, not differentiable).  Everything
  * else a network layer needs is composed from public ops: a convolution is
  * unfold then one (batched) matmul, a max pool gathers x at those indices,
  * an average pool is a mean over the kernel axis of unfold's result, the
