@@ -28,8 +28,10 @@
  * every replay, and the trainer puts the model's registered streams
  * (nn_module_set_rng) back after recording a shape, so a replayed run and
  * a .no_replay run from the same seed give the same bits.  A layer of your
- * own that draws from its own ad_rng should register it with
- * nn_module_set_rng (it then also goes into checkpoints).
+ * own that draws noise should draw it with ad_rand_like / ad_randn_like
+ * (ops that replay draws again; ad_rand and ad_randn make constants of the
+ * recording) from an ad_rng it registers with nn_module_set_rng (it then
+ * also goes into checkpoints).
  *
  * Ownership.  The trainer borrows the model and the optimiser (they must
  * outlive it; free them after nn_trainer_free) and owns its tapes.  Tensors

@@ -818,6 +818,13 @@ START_TEST(nn_ops)
     ROW(ad_dropout(f.a, -0.5, false, &rng), "p must be in [0, 1]");
     ROW(ad_dropout(f.a, 0.5, true, NULL), "rng is NULL (needed when training with 0 < p < 1)");
     ROW(ad_dropout(f.i64m, 0.5, true, &rng), "got int64");
+    ROW(ad_rand_like(NULL, &rng, 0, 1), "ad_rand_like: argument 'x' is NULL");
+    ROW(ad_rand_like(f.a, NULL, 0, 1), "ad_rand_like: rng is NULL");
+    ROW(ad_rand_like(f.a, &rng, 1, 1), "ad_rand_like: need finite lo < hi, got [1, 1)");
+    ROW(ad_rand_like(f.i64m, &rng, 0, 1), "got int64");
+    ROW(ad_randn_like(NULL, &rng, 0, 1), "ad_randn_like: argument 'x' is NULL");
+    ROW(ad_randn_like(f.a, &rng, 0, -1), "ad_randn_like: need a finite mean and a finite std >= 0, got mean 0, std -1");
+    ROW(ad_randn_like(f.a, NULL, 0, 1), "ad_randn_like: rng is NULL");
     ck_assert_uint_eq(rng.counter, 0);
     /* embedding */
     ad_tensor *emb = ad_ones(f.t, AD_FLOAT64, AD_SHAPE(5, 3));

@@ -216,6 +216,69 @@ START_TEST(replay_draws_a_new_dropout_mask_as_a_fresh_recording_would)
 }
 END_TEST
 
+/* loss = sum((mu + sigma * randn_like(mu))^2) + sum(rand_like(mu) mu):
+ * a replayed step draws both noises anew, bit-identical to a fresh
+ * recording from the same stream state, which advances by 3 x numel. */
+static ad_tensor *noisy_loss(ad_tensor *mu, ad_tensor *sigma, ad_rng *rng)
+{
+    ad_tensor *z = ad_add(mu, ad_mul(sigma, ad_randn_like(mu, rng, 0, 1)));
+    return ad_add(ad_sum_all(ad_mul(z, z)), ad_sum_all(ad_mul(ad_rand_like(mu, rng, -1, 1), mu)));
+}
+
+START_TEST(replay_draws_new_noise_from_rand_like)
+{
+    const double mv[6] = {0.5, -1, 2, 0, 1.5, -0.25}, sv[6] = {1, 0.5, 2, 1, 0.25, 3};
+    ad_rng rng;
+    ad_rng_init(&rng, 21);
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *mu = ad_leaf(t, AD_FLOAT64, AD_SHAPE(2, 3), mv);
+    ad_tensor *sigma = ad_leaf(t, AD_FLOAT64, AD_SHAPE(2, 3), sv);
+    ad_tensor *loss = noisy_loss(mu, sigma, &rng);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_uint_eq(rng.counter, 18);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    double prev = ad_item(loss);
+    for (int step = 0; step < 3; step++) {
+        const ad_rng before = rng;
+        ck_assert_int_ge(ad_tape_replay(t, 0, NULL, NULL), 0);
+        ck_assert_uint_eq(rng.counter, before.counter + 18);
+        ck_assert_int_eq(ad_backward(loss, NULL, AD_RETAIN_GRAPH), 0);
+        double got = ad_item(loss), gmu[6], gsig[6], wmu[6], wsig[6];
+        ck_assert(got != prev); /* new noise, same inputs */
+        prev = got;
+        ad_to_array(ad_tensor_grad(mu), gmu);
+        ad_to_array(ad_tensor_grad(sigma), gsig);
+        ad_rng fresh = before;
+        ad_tape *f = ad_tape_new();
+        ad_tensor *fm = ad_leaf(f, AD_FLOAT64, AD_SHAPE(2, 3), mv);
+        ad_tensor *fs = ad_leaf(f, AD_FLOAT64, AD_SHAPE(2, 3), sv);
+        ad_tensor *fl = noisy_loss(fm, fs, &fresh);
+        ck_assert_int_eq(ad_backward(fl, NULL, 0), 0);
+        ad_to_array(ad_tensor_grad(fm), wmu);
+        ad_to_array(ad_tensor_grad(fs), wsig);
+        ck_assert_msg(got == ad_item(fl), "step %d: replay %.17g, fresh %.17g", step, got,
+                      ad_item(fl));
+        ck_assert_int_eq(memcmp(gmu, wmu, sizeof gmu), 0);
+        ck_assert_int_eq(memcmp(gsig, wsig, sizeof gsig), 0);
+        ck_assert_uint_eq(fresh.counter, rng.counter);
+        ad_tape_free(f);
+        ad_zero_grad(mu);
+        ad_zero_grad(sigma);
+    }
+    /* the values are ad_randn's and ad_rand's from the same stream state */
+    ad_rng r1, r2;
+    ad_rng_init(&r1, 5);
+    ad_rng_init(&r2, 5);
+    ad_tensor *a = ad_randn_like(mu, &r1, 2, 3), *b = ad_randn(t, &r2, AD_FLOAT64, AD_SHAPE(2, 3), 2, 3);
+    for (int i = 0; i < 6; i++) ck_assert(ot_at(a, i) == ot_at(b, i));
+    a = ad_rand_like(mu, &r1, -2, 2), b = ad_rand(t, &r2, AD_FLOAT64, AD_SHAPE(2, 3), -2, 2);
+    for (int i = 0; i < 6; i++) ck_assert(ot_at(a, i) == ot_at(b, i));
+    ck_assert(!ad_requires_grad(a));
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(anomaly_names_the_first_op)
 {
     ad_tape *t = ad_tape_new();
@@ -256,6 +319,7 @@ int main(void)
     tcase_add_test(tc, replay_refuses_other_shapes);
     tcase_add_test(tc, replay_recomputes_masks_and_counts_branch_switches);
     tcase_add_test(tc, replay_draws_a_new_dropout_mask_as_a_fresh_recording_would);
+    tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
     tcase_add_test(tc, anomaly_names_the_first_op);
     suite_add_tcase(s, tc);
     return ot_run(s);
