@@ -64,6 +64,32 @@ typedef struct setup {
 
 /* With a Dropout (its mask stream seeded from seed) between the layers. */
 static bool with_dropout;
+/* Or with a layer of a user's own there: Gaussian noise in training,
+ * x + 0.1 randn_like(x), from a stream it registers. */
+static bool with_noise;
+
+typedef struct noise_state {
+    ad_rng rng;
+} noise_state;
+
+static ad_tensor *noise_forward(nn_module *m, ad_tensor *x)
+{
+    noise_state *s = nn_module_state(m);
+    if (!nn_is_training(m)) return x;
+    return ad_add(x, ad_mul_scalar(ad_randn_like(x, &s->rng, 0, 1), 0.1));
+}
+static const nn_module_type NOISE = {"Noise", noise_forward, free, NULL};
+
+static nn_module *noise_layer(uint64_t seed)
+{
+    noise_state *s = malloc(sizeof *s);
+    ck_assert_ptr_nonnull(s);
+    ad_rng_init(&s->rng, seed);
+    nn_module *m = nn_module_new(&NOISE, s);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(nn_module_set_rng(m, &s->rng), 0);
+    return m;
+}
 
 static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_options *o)
 {
@@ -71,6 +97,9 @@ static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_opti
     ad_rng_init(&rng, seed);
     s->net = with_dropout ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
                                           nn_dropout(0.25, seed + 1),
+                                          nn_linear(8, 3, true, AD_FLOAT32, &rng))
+             : with_noise ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                          noise_layer(seed + 1),
                                           nn_linear(8, 3, true, AD_FLOAT32, &rng))
                           : NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
                                           nn_linear(8, 3, true, AD_FLOAT32, &rng));
@@ -209,10 +238,12 @@ END_TEST
  * with the same bits.  With a Dropout (_i = 1) too: each replay draws a new
  * mask from the layer's stream, as a fresh recording does, and the
  * recording of each batch shape puts the stream back, so both runs take
- * the same masks and leave the stream at the same counter. */
+ * the same masks and leave the stream at the same counter.  With a noise
+ * layer of the user's own (_i = 2, ad_randn_like) the same holds. */
 START_TEST(replay_matches_recording)
 {
     with_dropout = _i == 1;
+    with_noise = _i == 2;
     data d;
     data_make(&d);
     setup a, b;
@@ -229,10 +260,11 @@ START_TEST(replay_matches_recording)
     ck_assert_int_eq(nn_trainer_get_stats(b.tr, &st), 0);
     ck_assert_int_eq(st.recordings, 0);
     ck_assert_int_eq(st.replays, 0);
-    if (with_dropout) {
-        /* 21 steps of 16 or 4 rows of 8 features: 3 epochs x (6 x 128 + 32) */
+    if (with_dropout || with_noise) {
+        /* 21 steps of 16 or 4 rows of 8 features: 3 epochs x (6 x 128 + 32)
+         * values, two uniforms each for a normal */
         const ad_rng *ra = nn_module_rng(nn_child(a.net, 2)), *rb = nn_module_rng(nn_child(b.net, 2));
-        ck_assert_uint_eq(ra->counter, 3 * (6 * 16 * 8 + 4 * 8));
+        ck_assert_uint_eq(ra->counter, (with_noise ? 2u : 1u) * 3 * (6 * 16 * 8 + 4 * 8));
         ck_assert_uint_eq(ra->counter, rb->counter);
         ck_assert_uint_eq(ra->seed, rb->seed);
         /* and the masks did change from step to step: a run whose every
@@ -255,7 +287,7 @@ START_TEST(replay_matches_recording)
     setup_free(&a);
     setup_free(&b);
     data_free(&d);
-    with_dropout = false;
+    with_dropout = with_noise = false;
 }
 END_TEST
 
@@ -511,7 +543,7 @@ int main(void)
     TCase *tc = tcase_create("trainer");
     tcase_add_test(tc, fit_learns);
     tcase_add_test(tc, steps_replay_without_allocating);
-    tcase_add_loop_test(tc, replay_matches_recording, 0, 2);
+    tcase_add_loop_test(tc, replay_matches_recording, 0, 3);
     tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);
