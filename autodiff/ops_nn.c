@@ -4,9 +4,8 @@
  * linear and each other's adjoint, so each one's rule is the other and
  * derivatives of every order stay within the pair.  A third,
  * max_pool2d_index, finds where each pooling window's first maximum is; it
- * is an integer result, not differentiable, like a comparison.  A fourth,
- * dropout_mask, draws dropout's scaled Bernoulli mask, again at every
- * replay (a random constant, not differentiable).  Everything
+ * is an integer result, not differentiable, like a comparison.  (Dropout's
+ * mask is an op of ops_random.c.)  Everything
  * else a network layer needs is composed from public ops: a convolution is
  * unfold then one (batched) matmul, a max pool gathers x at those indices,
  * an average pool is a mean over the kernel axis of unfold's result, the
@@ -574,79 +573,6 @@ ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
     return ad_scope_end(&s, pooled(y, x, &w));
 }
 
-/* ---- dropout ------------------------------------------------------------------------------------
- * The mask is an op of its own, "dropout_mask", so that a replayed tape
- * draws a new one: its forward takes the next numel(x) uniforms of the
- * rng it was recorded with, from that rng's counter *at replay*, exactly
- * as a fresh recording would, and y = x * mask is the ordinary mul, whose
- * rule (dx = g * mask) is written with ops.  The mask is not
- * differentiable (a constant of the draw), like max_pool2d_index; x is its
- * input for its shape and tape and for its place on the tape (replay runs
- * it before the mul that reads it), never read. */
-typedef struct dropout_params {
-    ad_rng *rng; /* the caller's stream: must outlive every replay */
-    double p;
-} dropout_params;
-
-/* mask = [u >= p] / (1 - p) with u the next numel uniforms of rng in
- * row-major order, the uniforms ad_rand(rng, dtype, 0, 1) would give. */
-static void draw_mask(ad_tensor *m, ad_rng *rng, double p)
-{
-    int64_t n = ad__numel(m->ndim, m->shape);
-    double scale = 1.0 / (1.0 - p);
-    if (m->dtype == AD_FLOAT64) {
-        double *d = (double *)m->storage->data + m->offset;
-        ad__rand_fill(rng, n, 0.0, 1.0, d, NULL);
-        for (int64_t i = 0; i < n; i++) d[i] = d[i] >= p ? scale : 0.0;
-    } else {
-        float *d = (float *)m->storage->data + m->offset;
-        ad__rand_fill(rng, n, 0.0, 1.0, NULL, d);
-        for (int64_t i = 0; i < n; i++) d[i] = (double)d[i] >= p ? (float)scale : 0.0f;
-    }
-}
-
-/* Replay: a new mask from the stream's current counter, in place. */
-static int dropout_mask_fw(ad_node *n)
-{
-    const dropout_params *p = ad__params(n);
-    draw_mask(n->out, p->rng, p->p);
-    return 0;
-}
-static const ad_op OP_DROPOUT_MASK = {
-    .name = "dropout_mask",
-    .formula = "m = [u >= p] / (1 - p), u the next numel(x) uniforms of rng (drawn again "
-               "at replay); not differentiable (a random constant; y = x m is a mul)",
-    .backward = NULL,
-    .forward = dropout_mask_fw,
-    .params_size = sizeof(dropout_params),
-};
-
-ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
-{
-    static const char *fn = "ad_dropout";
-    if (ad__check_arg(fn, "x", x, true)) return NULL;
-    if (!(p >= 0.0 && p <= 1.0)) return ad__err(fn, "p must be in [0, 1], got %g", p), NULL;
-    if (!training || p == 0.0) return x;
-    if (p == 1.0) return ad_mul_scalar(x, 0.0); /* as PyTorch: x * 0, so NaN stays NaN */
-    if (!rng)
-        return ad__err(fn, "rng is NULL (needed when training with 0 < p < 1)"), NULL;
-    ad_scope s;
-    if (ad_scope_begin(&s, fn, 1, &x, false)) return NULL;
-    /* A call that fails after drawing the mask puts the counter back, so a
-     * retry draws the same mask: a failure changes nothing. */
-    const uint64_t counter = rng->counter;
-    ad_tensor *m = ad__alloc(fn, s.tape, x->dtype, x->ndim, x->shape), *y = NULL;
-    if (m) {
-        draw_mask(m, rng, p);
-        dropout_params dp = {rng, p};
-        m = ad__finish(m, 0, &OP_DROPOUT_MASK, 1, &x, &dp, NULL);
-    }
-    if (m) y = ad_mul(x, m);
-    y = ad_scope_end(&s, y);
-    if (!y) rng->counter = counter;
-    return y;
-}
-
 /* ---- embedding ---------------------------------------------------------------------------------- */
 
 ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices)
@@ -823,5 +749,5 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
 }
 
 const ad_op *const ad__ops_nn[] = {
-    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D_INDEX, &OP_DROPOUT_MASK, NULL,
+    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D_INDEX, NULL,
 };

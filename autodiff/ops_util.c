@@ -582,78 +582,7 @@ ad_tensor *ad_masked_fill(ad_tensor *x, ad_tensor *mask, double value)
     return ad_scope_end(&s, v ? ad_where(mask, v, x) : NULL);
 }
 
-/* ---- random tensors shaped like x ------------------------------------------------------
- * Noise inside a model (a VAE's reparameterisation, noise injection) must
- * be drawn again at every step; a tensor from ad_rand/ad_randn is a
- * constant of the recording, which a replayed tape would reuse.  These two
- * are ops: x gives the shape, dtype and tape and the place on the tape
- * (its values are not read), and their replay forward draws from the
- * recorded rng's counter at that moment, as a fresh recording would.  Not
- * differentiable: the draw is a constant of the step. */
-typedef struct rand_params {
-    ad_rng *rng;   /* the caller's stream: must outlive every replay */
-    double a, b;   /* [lo, hi) or (mean, std) */
-    bool normal;
-} rand_params;
-
-static void draw_like(ad_tensor *y, const rand_params *p)
-{
-    int64_t n = ad__numel(y->ndim, y->shape);
-    double *d64 = y->dtype == AD_FLOAT64 ? (double *)y->storage->data + y->offset : NULL;
-    float *d32 = y->dtype == AD_FLOAT32 ? (float *)y->storage->data + y->offset : NULL;
-    if (p->normal) ad__randn_fill(p->rng, n, p->a, p->b, d64, d32);
-    else ad__rand_fill(p->rng, n, p->a, p->b, d64, d32);
-}
-
-static int rand_like_fw(ad_node *n)
-{
-    draw_like(n->out, ad__params(n));
-    return 0;
-}
-static const ad_op OP_RAND_LIKE = {
-    .name = "rand_like",
-    .formula = "y = lo + (hi - lo) u, shaped like x, u the next numel(x) uniforms of rng "
-               "(drawn again at replay); not differentiable",
-    .backward = NULL,
-    .forward = rand_like_fw,
-    .params_size = sizeof(rand_params),
-};
-static const ad_op OP_RANDN_LIKE = {
-    .name = "randn_like",
-    .formula = "y = mean + std sqrt(-2 ln u1) cos(2 pi u2), shaped like x, (u1, u2) the next "
-               "pairs of uniforms of rng (drawn again at replay); not differentiable",
-    .backward = NULL,
-    .forward = rand_like_fw,
-    .params_size = sizeof(rand_params),
-};
-
-static ad_tensor *random_like(const char *fn, const ad_op *op, ad_tensor *x, const rand_params *p)
-{
-    if (ad__check_arg(fn, "x", x, true)) return NULL;
-    if (p->normal ? ad__check_randn(fn, p->rng, x->dtype, p->a, p->b)
-                  : ad__check_rand(fn, p->rng, x->dtype, p->a, p->b))
-        return NULL;
-    ad_tensor *y = ad__result(fn, 1, &x, x->dtype, x->ndim, x->shape);
-    if (!y) return NULL;
-    /* A failed recording puts the counter back: a failure changes nothing. */
-    const uint64_t counter = p->rng->counter;
-    draw_like(y, p);
-    y = ad__finish(y, 0, op, 1, &x, p, NULL);
-    if (!y) p->rng->counter = counter;
-    return y;
-}
-
-ad_tensor *ad_rand_like(ad_tensor *x, ad_rng *rng, double lo, double hi)
-{
-    return random_like("ad_rand_like", &OP_RAND_LIKE, x, &(rand_params){rng, lo, hi, false});
-}
-
-ad_tensor *ad_randn_like(ad_tensor *x, ad_rng *rng, double mean, double std)
-{
-    return random_like("ad_randn_like", &OP_RANDN_LIKE, x, &(rand_params){rng, mean, std, true});
-}
-
 const ad_op *const ad__ops_util[] = {
     &OP_ARGMAX, &OP_ARGMIN, &OP_ARGSORT, &OP_CUMSUM, &OP_CUMPROD, &OP_TRIL, &OP_TRIU,
-    &OP_DIAGONAL, &OP_DIAG_EMBED, &OP_ONE_HOT, &OP_RAND_LIKE, &OP_RANDN_LIKE, NULL,
+    &OP_DIAGONAL, &OP_DIAG_EMBED, &OP_ONE_HOT, NULL,
 };

@@ -1,8 +1,9 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
- * Only unfold, fold, max_pool2d_index and dropout_mask are ops of the
- * table; conv2d, the pools, the normalisations, embedding and dropout (a
- * mul by dropout_mask's result) are compositions, so their rows are named
+ * Only unfold, fold and max_pool2d_index are ops of the table here, and
+ * dropout_mask (of ops_random.c; its row is here beside dropout's use);
+ * conv2d, the pools, the normalisations, embedding and dropout (a mul by
+ * dropout_mask's result) are compositions, so their rows are named
  * after a real op they exercise ("unfold" for conv2d, "max_pool2d_index"
  * and "gather" for max_pool2d...) and say what they are
  * in `what`.  Inputs stay tiny because
