@@ -148,6 +148,7 @@ extern const ad_op *const ad__ops_util[];
 extern const ad_op *const ad__ops_decomp[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
+extern const ad_op *const ad__ops_random[];
 extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];
 
@@ -234,6 +235,18 @@ int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *num
 /* A new contiguous tensor with fresh, uninitialised storage. */
 ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
                      const int64_t *shape);
+/* n uniforms on [lo, hi) (checked by the caller as ad_rand checks them:
+ * finite, lo < hi, a float32 in range for d32) from rng's counter on, into
+ * d64 or d32 (the other NULL), advancing the counter by n: exactly what
+ * ad_rand draws, for ops that redraw in place at replay (dropout's mask). */
+void ad__rand_fill(ad_rng *rng, int64_t n, double lo, double hi, double *d64, float *d32);
+/* The same for ad_randn: n normals N(mean, std^2), the counter advanced by
+ * 2n (two uniforms per value). */
+void ad__randn_fill(ad_rng *rng, int64_t n, double mean, double std, double *d64, float *d32);
+/* The argument checks of ad_rand and ad_randn, with fn in the message:
+ * rng NULL, dtype not floating, the bounds; 0 or -1. */
+int ad__check_rand(const char *fn, const ad_rng *rng, ad_dtype dtype, double lo, double hi);
+int ad__check_randn(const char *fn, const ad_rng *rng, ad_dtype dtype, double mean, double std);
 /* A new tensor header viewing base's storage with the given geometry,
  * owned by `tape` (which may differ from base's when base is persistent). */
 ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int ndim,

@@ -4,7 +4,8 @@
  * linear and each other's adjoint, so each one's rule is the other and
  * derivatives of every order stay within the pair.  A third,
  * max_pool2d_index, finds where each pooling window's first maximum is; it
- * is an integer result, not differentiable, like a comparison.  Everything
+ * is an integer result, not differentiable, like a comparison.  (Dropout's
+ * mask is an op of ops_random.c.)  Everything
  * else a network layer needs is composed from public ops: a convolution is
  * unfold then one (batched) matmul, a max pool gathers x at those indices,
  * an average pool is a mean over the kernel axis of unfold's result, the
@@ -571,42 +572,6 @@ ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
         y = ad_div(ad_sum(cols, (int[]){2}, 1, false), count);
     }
     return ad_scope_end(&s, pooled(y, x, &w));
-}
-
-/* ---- dropout ------------------------------------------------------------------------------------ */
-
-ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
-{
-    static const char *fn = "ad_dropout";
-    if (ad__check_arg(fn, "x", x, true)) return NULL;
-    if (!(p >= 0.0 && p <= 1.0)) return ad__err(fn, "p must be in [0, 1], got %g", p), NULL;
-    if (!training || p == 0.0) return x;
-    if (p == 1.0) return ad_mul_scalar(x, 0.0); /* as PyTorch: x * 0, so NaN stays NaN */
-    if (!rng)
-        return ad__err(fn, "rng is NULL (needed when training with 0 < p < 1)"), NULL;
-    ad_scope s;
-    if (ad_scope_begin(&s, fn, 1, &x, false)) return NULL;
-    /* A call that fails after drawing the mask puts the counter back, so a
-     * retry draws the same mask: a failure changes nothing. */
-    const uint64_t counter = rng->counter;
-    /* The mask m / (1 - p) is drawn as uniforms and thresholded in place:
-     * it is a fresh constant that no op has seen yet. */
-    ad_tensor *m = ad_rand(s.tape, rng, x->dtype, x->ndim, x->shape, 0.0, 1.0), *y = NULL;
-    if (m) {
-        int64_t n = ad__numel(m->ndim, m->shape);
-        double scale = 1.0 / (1.0 - p);
-        if (m->dtype == AD_FLOAT64) {
-            double *d = m->storage->data;
-            for (int64_t i = 0; i < n; i++) d[i] = d[i] >= p ? scale : 0.0;
-        } else {
-            float *d = m->storage->data;
-            for (int64_t i = 0; i < n; i++) d[i] = (double)d[i] >= p ? (float)scale : 0.0f;
-        }
-        y = ad_mul(x, m);
-    }
-    y = ad_scope_end(&s, y);
-    if (!y) rng->counter = counter;
-    return y;
 }
 
 /* ---- embedding ---------------------------------------------------------------------------------- */

@@ -135,8 +135,13 @@ AD_API ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int str
  * dx = g m / (1 - p).  p == 1 gives x * 0 (zeros, gradient zeros, as
  * PyTorch) and does not touch rng.  When !training or p == 0 the result is
  * x itself (no new tensor, nothing recorded: do not free it separately);
- * rng may then be NULL.  On a replayed tape the recorded mask is reused,
- * not redrawn (record a new step to draw a new mask).
+ * rng may then be NULL.  Computed as x * m with m from the op
+ * "dropout_mask": on a replayable tape that op is recorded, and every
+ * ad_tape_replay draws a new mask from rng's counter at that moment,
+ * advancing it by numel(x), so a replayed step and a freshly recorded one
+ * give the same numbers from the same rng state.  rng is therefore kept by
+ * the recording: it must stay valid while the tape can be replayed (a
+ * module's stream does, while the module lives).
  * Errors: x NULL or not floating, p outside [0, 1] or NaN, rng NULL when
  * it is needed.  A call that fails leaves rng's counter unchanged. */
 AD_API ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng);

@@ -1,5 +1,6 @@
 /* autodiff/ops_util.h - utilities: arg-extrema, sorting, running sums and
- * products, triangles and diagonals, one-hot, masked fill, einsum.
+ * products, triangles and diagonals, one-hot, masked fill, einsum, random
+ * tensors that replay draws again.
  *
  * Axes follow ops_shape.h (an existing dimension, negative counts from the
  * end; a 0-d tensor has none).  Inputs may have any strides; results are
@@ -115,6 +116,22 @@ AD_API ad_tensor *ad_masked_fill(ad_tensor *x, ad_tensor *mask, double value);
  * ("label 'j' has extent 3 and 4"), an output label that is no input's or
  * is repeated, "...", other characters, too few or too many operands. */
 AD_API ad_tensor *ad_einsum(const char *equation, int n, ad_tensor *const *operands);
+
+/* ---- random tensors shaped like x -------------------------------------------------
+ * torch.rand_like / torch.randn_like: x's shape and dtype (floating), on
+ * x's tape, uniform on [lo, hi) / normal with mean and std, the values
+ * ad_rand / ad_randn would draw from rng (the counter advances by numel(x)
+ * / 2 numel(x)).  Unlike those, these are ops: on a replayable tape the
+ * draw is recorded, and every ad_tape_replay draws anew from rng's counter
+ * at that moment, as a fresh recording would, so noise inside a model
+ * (a VAE's eps, noise injection) changes from step to step under nn_fit.
+ * rng is kept by such a recording and must stay valid while the tape can
+ * be replayed.  x's values are not read; the result is a constant, not
+ * differentiable (y = mu + sigma * ad_randn_like(mu, rng, 0, 1) has the
+ * gradients of mu and sigma).  Errors: x NULL or not floating, rng NULL,
+ * bounds as ad_rand / ad_randn.  A failed call leaves rng unchanged. */
+AD_API ad_tensor *ad_rand_like(ad_tensor *x, ad_rng *rng, double lo, double hi);
+AD_API ad_tensor *ad_randn_like(ad_tensor *x, ad_rng *rng, double mean, double std);
 
 #ifdef __cplusplus
 }

@@ -159,33 +159,8 @@ static int new_draws(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
     return 0;
 }
 
-ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
-                   const int64_t *shape, double lo, double hi)
+void ad__rand_fill(ad_rng *rng, int64_t n, double lo, double hi, double *d64, float *d32)
 {
-    static const char *fn = "ad_rand";
-    if (check_rng(fn, rng) || check_float_dtype(fn, dtype)) return NULL;
-    if (!isfinite(lo) || !isfinite(hi) || !(lo < hi)) {
-        ad__err(fn, "need finite lo < hi, got [%g, %g)", lo, hi);
-        return NULL;
-    }
-    if (dtype == AD_FLOAT32) {
-        /* The interval must hold at least one float32, or there is nothing
-         * to round to: the largest float32 below hi must not be below lo. */
-        if (fabs(lo) > FLT_MAX || fabs(hi) > FLT_MAX) {
-            ad__err(fn, "bounds [%g, %g) exceed the float32 range", lo, hi);
-            return NULL;
-        }
-        float top = (float)hi;
-        if ((double)top >= hi) top = nextafterf(top, -INFINITY);
-        if ((double)top < lo) {
-            ad__err(fn, "no float32 value lies in [%.17g, %.17g)", lo, hi);
-            return NULL;
-        }
-    }
-    draws d;
-    if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
-    const int64_t n = d.n;
-
     /* lo + (hi - lo) u is exact at u = 0 and monotonic in u, but hi - lo
      * overflows for bounds of opposite sign near DBL_MAX; the blend
      * lo (1 - u) + hi u cannot.  Either can round up to hi itself when u is
@@ -200,32 +175,55 @@ ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
         double x = blend ? lo * (1.0 - u) + hi * u : lo + width * u;
         if (x >= hi) x = below_hi;
         if (x < lo) x = lo;
-        if (d.d64) d.d64[i] = x;
-        else d.d32[i] = to_float_in(x, lo, hi);
+        if (d64) d64[i] = x;
+        else d32[i] = to_float_in(x, lo, hi);
     }
     rng->counter = c0 + (uint64_t)n;
+}
+
+int ad__check_rand(const char *fn, const ad_rng *rng, ad_dtype dtype, double lo, double hi)
+{
+    if (check_rng(fn, rng) || check_float_dtype(fn, dtype)) return -1;
+    if (!isfinite(lo) || !isfinite(hi) || !(lo < hi))
+        return ad__err(fn, "need finite lo < hi, got [%g, %g)", lo, hi);
+    if (dtype == AD_FLOAT32) {
+        /* The interval must hold at least one float32, or there is nothing
+         * to round to: the largest float32 below hi must not be below lo. */
+        if (fabs(lo) > FLT_MAX || fabs(hi) > FLT_MAX)
+            return ad__err(fn, "bounds [%g, %g) exceed the float32 range", lo, hi);
+        float top = (float)hi;
+        if ((double)top >= hi) top = nextafterf(top, -INFINITY);
+        if ((double)top < lo) return ad__err(fn, "no float32 value lies in [%.17g, %.17g)", lo, hi);
+    }
+    return 0;
+}
+
+ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
+                   const int64_t *shape, double lo, double hi)
+{
+    static const char *fn = "ad_rand";
+    if (ad__check_rand(fn, rng, dtype, lo, hi)) return NULL;
+    draws d;
+    if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
+    ad__rand_fill(rng, d.n, lo, hi, d.d64, d.d32);
     return d.t;
 }
 
-ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
-                    const int64_t *shape, double mean, double std)
+int ad__check_randn(const char *fn, const ad_rng *rng, ad_dtype dtype, double mean, double std)
 {
-    static const char *fn = "ad_randn";
-    if (check_rng(fn, rng) || check_float_dtype(fn, dtype)) return NULL;
-    if (!isfinite(mean) || !isfinite(std) || std < 0) {
-        ad__err(fn, "need a finite mean and a finite std >= 0, got mean %g, std %g", mean,
-                std);
-        return NULL;
-    }
-    /* |z| stays below 8.6 (see below); a float32 result must not overflow. */
-    if (dtype == AD_FLOAT32 && fabs(mean) + 9.0 * std > FLT_MAX) {
-        ad__err(fn, "mean %g and std %g overflow float32", mean, std);
-        return NULL;
-    }
-    draws d;
-    if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
-    const int64_t n = d.n;
+    if (check_rng(fn, rng) || check_float_dtype(fn, dtype)) return -1;
+    if (!isfinite(mean) || !isfinite(std) || std < 0)
+        return ad__err(fn, "need a finite mean and a finite std >= 0, got mean %g, std %g", mean,
+                       std);
+    /* |z| stays below 8.6 (see ad__randn_fill); a float32 result must not
+     * overflow. */
+    if (dtype == AD_FLOAT32 && fabs(mean) + 9.0 * std > FLT_MAX)
+        return ad__err(fn, "mean %g and std %g overflow float32", mean, std);
+    return 0;
+}
 
+void ad__randn_fill(ad_rng *rng, int64_t n, double mean, double std, double *d64, float *d32)
+{
     /* Box-Muller: for independent u1, u2 uniform on (0, 1],
      * sqrt(-2 ln u1) cos(2 pi u2) is standard normal (the pair (r, theta)
      * is the polar form of two independent normals; r^2 / 2 is Exp(1)).
@@ -239,9 +237,19 @@ ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
         double u1 = 1.0 - unit(seed, c);
         double u2 = unit(seed, c + 1);
         double x = mean + std * (sqrt(-2.0 * log(u1)) * cos(TWO_PI * u2));
-        if (d.d64) d.d64[i] = x;
-        else d.d32[i] = (float)x;
+        if (d64) d64[i] = x;
+        else d32[i] = (float)x;
     }
     rng->counter = c0 + 2 * (uint64_t)n;
+}
+
+ad_tensor *ad_randn(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
+                    const int64_t *shape, double mean, double std)
+{
+    static const char *fn = "ad_randn";
+    if (ad__check_randn(fn, rng, dtype, mean, std)) return NULL;
+    draws d;
+    if (new_draws(fn, tape, dtype, ndim, shape, &d)) return NULL;
+    ad__randn_fill(rng, d.n, mean, std, d.d64, d.d32);
     return d.t;
 }

@@ -413,6 +413,20 @@ int ad_set_requires_grad(ad_tensor *t, bool on)
     return 0;
 }
 
+ad_tensor *ad_leaf(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+                   const void *data)
+{
+    if (!ad__is_float(dtype))
+        return ad__err("ad_leaf", "only float32 and float64 tensors can require grad, got %s",
+                       ad_dtype_name(dtype)), NULL;
+    if (!data) return ad__err("ad_leaf", "data is NULL"), NULL;
+    ad_tensor *t = ad__alloc("ad_leaf", tape, dtype, ndim, shape);
+    if (!t) return NULL;
+    memcpy(t->storage->data, data, t->storage->nbytes);
+    t->requires_grad = true; /* a fresh tensor is a leaf of a floating dtype */
+    return t;
+}
+
 bool ad_requires_grad(const ad_tensor *t)
 {
     return t && !ad__handle_problem(t) && t->requires_grad;

@@ -144,6 +144,15 @@ AD_API int ad_get_num_threads(void);
  * function, or by ad_detach().  Only a floating-point leaf may require grad.
  * Errors: t not a leaf, integer dtype. */
 AD_API int ad_set_requires_grad(ad_tensor *t, bool requires_grad);
+/* A leaf that requires grad, holding numel values of the dtype's C type
+ * (float or double) copied from data in row-major order:
+ * torch.tensor(data, requires_grad=True), i.e. ad_from_array then
+ * ad_set_requires_grad(t, true) in one call.  On tape (its arena owns it),
+ * or persistent with tape NULL (free it with ad_tensor_free).  data is not
+ * retained.  Errors: an integer or invalid dtype, data NULL, a bad shape,
+ * out of memory; NULL then. */
+AD_API ad_tensor *ad_leaf(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
+                          const void *data);
 AD_API bool ad_requires_grad(const ad_tensor *t);
 /* True for leaves, false for results of recorded ops. */
 AD_API bool ad_is_leaf(const ad_tensor *t);

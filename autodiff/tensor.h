@@ -164,7 +164,11 @@ typedef struct ad_rng {
 } ad_rng;
 
 AD_API void ad_rng_init(ad_rng *rng, uint64_t seed);
-/* Uniform on [lo, hi). Floating dtypes only. */
+/* Uniform on [lo, hi). Floating dtypes only.  ad_rand and ad_randn make
+ * constants: on a replayable tape their values are those drawn at
+ * recording, as for any constructor (so a drawn tensor can be a replay
+ * input).  Noise that a replayed step must draw again comes from the ops
+ * ad_rand_like / ad_randn_like (ops_util.h), or ad_dropout's mask. */
 AD_API ad_tensor *ad_rand(ad_tape *tape, ad_rng *rng, ad_dtype dtype, int ndim,
                    const int64_t *shape, double lo, double hi);
 /* Normal with the given mean and standard deviation (Box-Muller). */

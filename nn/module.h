@@ -193,7 +193,9 @@ AD_API nn_module *nn_flatten(int start_dim, int end_dim);
 /* Dropout with probability p in [0, 1] (ad_dropout): in training, each
  * element is zeroed with probability p and the others scaled by 1/(1-p);
  * in eval mode the identity.  The mask comes from an ad_rng owned by the
- * module, seeded with seed, so runs are reproducible. */
+ * module, seeded with seed, so runs are reproducible; a replayed tape
+ * draws a new mask from it at every replay, as a fresh recording would
+ * (nn_trainer steps replay). */
 AD_API nn_module *nn_dropout(double p, uint64_t seed);
 
 /* Layer normalisation over the last ndim dimensions, of extents
@@ -280,7 +282,9 @@ AD_API const nn_module_type *nn_module_type_of(const nn_module *m);
 /* Registers the module's random stream, an ad_rng inside its state (as
  * Dropout's mask stream), so that whole-state checkpoints
  * (nn_checkpoint_save) save and restore it and a resumed run draws the
- * same numbers; NULL unregisters.  One per module; the pointer must stay
+ * same numbers, and so that nn_trainer puts it back after recording a
+ * step for replay (the replay draws the step's numbers again); NULL
+ * unregisters.  One per module; the pointer must stay
  * valid while the module lives.  nn_module_rng returns it (NULL when none,
  * which is no error).  Errors: m NULL. */
 AD_API int nn_module_set_rng(nn_module *m, ad_rng *rng);

@@ -152,9 +152,9 @@ static nn_optim *optim_new(const char *fn, optim_kind kind, const nn_named_tenso
     return o;
 }
 
-nn_optim *nn_sgd(const nn_named_tensors *params, const nn_sgd_options *opts)
+static nn_optim *sgd_new(const char *fn, const nn_named_tensors *params,
+                         const nn_sgd_options *opts)
 {
-    const char *fn = "nn_sgd";
     nn_sgd_options o = opts ? *opts : (nn_sgd_options)NN_SGD_DEFAULTS;
     if (check_lr(fn, o.lr) || check_range(fn, "momentum", o.momentum, 0, 1, true) ||
         check_range(fn, "dampening", o.dampening, 0, 1, false) ||
@@ -171,6 +171,11 @@ nn_optim *nn_sgd(const nn_named_tensors *params, const nn_sgd_options *opts)
         opt->lr = o.lr;
     }
     return opt;
+}
+
+nn_optim *nn_sgd(const nn_named_tensors *params, const nn_sgd_options *opts)
+{
+    return sgd_new("nn_sgd", params, opts);
 }
 
 static nn_optim *adam_new(const char *fn, optim_kind kind, const nn_named_tensors *params,
@@ -201,9 +206,9 @@ nn_optim *nn_adamw(const nn_named_tensors *params, const nn_adam_options *opts)
     return adam_new("nn_adamw", OPT_ADAMW, params, opts);
 }
 
-nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *opts)
+static nn_optim *rmsprop_new(const char *fn, const nn_named_tensors *params,
+                             const nn_rmsprop_options *opts)
 {
-    const char *fn = "nn_rmsprop";
     nn_rmsprop_options o = opts ? *opts : (nn_rmsprop_options)NN_RMSPROP_DEFAULTS;
     if (check_lr(fn, o.lr) || check_range(fn, "alpha", o.alpha, 0, 1, false) ||
         check_range(fn, "momentum", o.momentum, 0, 1, true) || check_nonneg(fn, "eps", o.eps) ||
@@ -216,6 +221,50 @@ nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *o
         opt->lr = o.lr;
     }
     return opt;
+}
+
+nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *opts)
+{
+    return rmsprop_new("nn_rmsprop", params, opts);
+}
+
+/* ---- over a module's parameters -------------------------------------------------------
+ * torch.optim.SGD(model.parameters(), ...): the list is made, handed to
+ * the constructor (which copies it) and freed here. */
+typedef enum { MOD_SGD, MOD_ADAM, MOD_ADAMW, MOD_RMSPROP } module_optim;
+
+static nn_optim *for_module(const char *fn, module_optim kind, const nn_module *m,
+                           const void *opts)
+{
+    if (!m) return nn__null_arg(fn, "m"), NULL;
+    nn_named_tensors *ps = nn_parameters(m);
+    if (!ps) return NULL;
+    nn_optim *o = NULL;
+    switch (kind) {
+    case MOD_SGD: o = sgd_new(fn, ps, opts); break;
+    case MOD_ADAM: o = adam_new(fn, OPT_ADAM, ps, opts); break;
+    case MOD_ADAMW: o = adam_new(fn, OPT_ADAMW, ps, opts); break;
+    case MOD_RMSPROP: o = rmsprop_new(fn, ps, opts); break;
+    }
+    nn_named_tensors_free(ps);
+    return o;
+}
+
+nn_optim *nn_sgd_module(const nn_module *m, const nn_sgd_options *opts)
+{
+    return for_module("nn_sgd_module", MOD_SGD, m, opts);
+}
+nn_optim *nn_adam_module(const nn_module *m, const nn_adam_options *opts)
+{
+    return for_module("nn_adam_module", MOD_ADAM, m, opts);
+}
+nn_optim *nn_adamw_module(const nn_module *m, const nn_adam_options *opts)
+{
+    return for_module("nn_adamw_module", MOD_ADAMW, m, opts);
+}
+nn_optim *nn_rmsprop_module(const nn_module *m, const nn_rmsprop_options *opts)
+{
+    return for_module("nn_rmsprop_module", MOD_RMSPROP, m, opts);
 }
 
 /* ---- the update rules ------------------------------------------------------------------

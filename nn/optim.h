@@ -14,9 +14,7 @@
  * persistent parameters; nothing is recorded.
  *
  * A training step:
- *     nn_named_tensors *params = nn_parameters(net);
- *     nn_optim *opt = nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9});
- *     nn_named_tensors_free(params);            // the optimiser keeps a copy
+ *     nn_optim *opt = nn_sgd_module(net, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9});
  *     for each batch:
  *         nn_optim_zero_grad(opt);
  *         loss = nn_cross_entropy(nn_forward(net, x), y, NN_MEAN, 0);
@@ -27,7 +25,9 @@
  *
  * Parameters.  Constructors take a list (nn_parameters of a module, or
  * nn_named_tensors_new of your own tensors), copy it, and keep pointers to
- * the tensors, which must outlive the optimiser.  Each must be a floating
+ * the tensors, which must outlive the optimiser.  The _module forms
+ * (nn_sgd_module(net, opts), ...: torch.optim.SGD(net.parameters(), ...))
+ * take every parameter of a module instead.  Each must be a floating
  * leaf; listing one twice is an error.  A parameter that has no gradient
  * (ad_tensor_grad NULL: no backward has reached it yet) is skipped by a
  * step, as in PyTorch.  Note that ad_zero_grad (and so nn_optim_zero_grad)
@@ -119,6 +119,18 @@ typedef struct nn_rmsprop_options {
 } nn_rmsprop_options;
 #define NN_RMSPROP_DEFAULTS {1e-2, 0.99, 1e-8, 0, 0, false}
 AD_API nn_optim *nn_rmsprop(const nn_named_tensors *params, const nn_rmsprop_options *opts);
+
+/* ---- over a module's parameters ---------------------------------------------------
+ * nn_sgd(nn_parameters(m), opts) and so on in one call, with nothing to
+ * free but the optimiser: torch.optim.SGD(m.parameters(), lr=...).  The
+ * parameters are m's at the call (a module given new parameters later
+ * needs a new optimiser, as in PyTorch); m must outlive the optimiser.
+ * opts NULL means the defaults, as above.  Errors: m NULL, and those of
+ * the list form, named after the _module function. */
+AD_API nn_optim *nn_sgd_module(const nn_module *m, const nn_sgd_options *opts);
+AD_API nn_optim *nn_adam_module(const nn_module *m, const nn_adam_options *opts);
+AD_API nn_optim *nn_adamw_module(const nn_module *m, const nn_adam_options *opts);
+AD_API nn_optim *nn_rmsprop_module(const nn_module *m, const nn_rmsprop_options *opts);
 
 /* ---- using an optimiser --------------------------------------------------------- */
 

@@ -86,9 +86,42 @@ static bool rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y)
            memcmp(r->yshape, ad_shape(y), (size_t)r->ynd * sizeof(int64_t)) == 0;
 }
 
+/* The model's registered random streams (nn_module_set_rng: every
+ * Dropout's) and a copy of their state, to put back after a recording. */
+typedef struct streams {
+    int n;
+    char **names;
+    ad_rng **rngs, *saved;
+} streams;
+
+static int streams_save(const nn_module *m, streams *s)
+{
+    *s = (streams){0};
+    if (nn__module_rngs(m, &s->n, &s->names, &s->rngs)) return -1;
+    if (s->n && !(s->saved = ad_malloc((size_t)s->n * sizeof *s->saved))) {
+        nn__rngs_free(s->n, s->names, s->rngs);
+        return -1;
+    }
+    for (int i = 0; i < s->n; i++) s->saved[i] = *s->rngs[i];
+    return 0;
+}
+
+static void streams_restore(streams *s)
+{
+    for (int i = 0; i < s->n; i++) *s->rngs[i] = s->saved[i];
+    ad_free(s->saved);
+    nn__rngs_free(s->n, s->names, s->rngs);
+}
+
 /* Records forward and loss for batches shaped as (x, y) on a new frozen
  * replayable tape.  The leaves hold zeros until the replay that follows
- * copies the batch in. */
+ * copies the batch in.  That replay draws the step's Dropout masks again
+ * (the mask is a recorded op, redrawn at every replay), so the model's
+ * streams are put back to where they were before the recording: the step
+ * consumes them once, as a step recorded afresh (no_replay) does, and the
+ * two give the same bits.  A stream the model did not register with
+ * nn_module_set_rng cannot be put back: its first step of each shape
+ * skips one mask's worth of numbers. */
 static int record(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y, bool training)
 {
     *r = (rec){.xdt = ad_tensor_dtype(x), .ydt = ad_tensor_dtype(y), .xnd = ad_ndim(x),
@@ -105,6 +138,11 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
         nn__rec_free(r);
         return -1;
     }
+    streams st;
+    if (streams_save(tr->model, &st)) {
+        rec_free(r);
+        return -1;
+    }
     /* Only recorded ops are replayed, and with grad mode off nothing is
      * recorded: so grad mode is on here, also for evaluation (whose tapes
      * simply never run backward). */
@@ -117,6 +155,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     r->loss = r->out ? tr->loss(r->out, r->y, training ? NN_MEAN : NN_SUM) : NULL;
     nn_train(tr->model, was_training);
     ad_set_grad_enabled(grad_was);
+    streams_restore(&st);
     if (!r->loss || ad_tape_freeze(r->tape)) {
         nn__rec_free(r);
         return -1;
@@ -140,7 +179,8 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
         /* A positive count (comparisons whose outcome changed since the
          * recording) matters only to C code that branched on one; a model
-         * that does must use no_replay, as the header says. */
+         * that does must use no_replay, as the header says.  Dropout's
+         * masks are drawn anew here, from the model's streams. */
         if (ad_tape_replay(r->tape, 2, leaves, values) < 0) return -1;
         *out = r->out;
         *loss = r->loss;

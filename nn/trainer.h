@@ -23,9 +23,15 @@
  * and any C-level branch on a value.  A model whose forward branches in C
  * on data (not with tensor ops such as ReLU or ad_where, which replay
  * recomputes) must be trained with .no_replay, which records every step
- * afresh on a tape reset each time.  So must a model with Dropout in
- * training mode: its mask is drawn when the step is recorded, and a
- * replayed step reuses that mask instead of drawing a new one.
+ * afresh on a tape reset each time.  Dropout needs no such care: its mask
+ * is a recorded op (ad_dropout), drawn anew from the layer's stream at
+ * every replay, and the trainer puts the model's registered streams
+ * (nn_module_set_rng) back after recording a shape, so a replayed run and
+ * a .no_replay run from the same seed give the same bits.  A layer of your
+ * own that draws noise should draw it with ad_rand_like / ad_randn_like
+ * (ops that replay draws again; ad_rand and ad_randn make constants of the
+ * recording) from an ad_rng it registers with nn_module_set_rng (it then
+ * also goes into checkpoints).
  *
  * Ownership.  The trainer borrows the model and the optimiser (they must
  * outlive it; free them after nn_trainer_free) and owns its tapes.  Tensors

@@ -1,9 +1,11 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
- * Only unfold, fold and max_pool2d_index are ops of the table; conv2d, the
- * pools, the normalisations, embedding and dropout are compositions, so
- * their rows are named after a real op they exercise ("unfold" for conv2d,
- * "max_pool2d_index" and "gather" for max_pool2d...) and say what they are
+ * Only unfold, fold and max_pool2d_index are ops of the table here, and
+ * dropout_mask (of ops_random.c; its row is here beside dropout's use);
+ * conv2d, the pools, the normalisations, embedding and dropout (a mul by
+ * dropout_mask's result) are compositions, so their rows are named
+ * after a real op they exercise ("unfold" for conv2d, "max_pool2d_index"
+ * and "gather" for max_pool2d...) and say what they are
  * in `what`.  Inputs stay tiny because
  * gradcheck is O(inputs x outputs). */
 #include "optest.h"
@@ -180,7 +182,7 @@ const op_row rows_nn[] = {
     /* embedding and dropout */
     {"index_select", "embedding [5,3] looked up by [2,3] indices (repeats accumulate)",
      embedding_f, NULL, 2, {{2, {5, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_INDEX, 0, 0, 5}}},
-    {"mul", "dropout p = 0.4 training, fixed seed (mask constant)", dropout_f, NULL, 1,
-     {{2, {3, 4}, OT_GRAD, 0, 0, 0}}},
+    {"dropout_mask", "dropout p = 0.4 training, fixed seed (the same mask each call)", dropout_f,
+     NULL, 1, {{2, {3, 4}, OT_GRAD, 0, 0, 0}}},
     {0},
 };

@@ -90,6 +90,23 @@ static ad_tensor *b_diag(ad_tensor *const *in, int n, void *vctx)
     const util_ctx *c = vctx;
     return ad_square(ad_diag(in[0], c->k));
 }
+/* mu + sigma * randn_like(mu) and x * rand_like(x), with a stream seeded
+ * afresh on every call: the same draw each time, as gradcheck needs. */
+static ad_tensor *b_randn_like(ad_tensor *const *in, int n, void *vctx)
+{
+    (void)n, (void)vctx;
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    return ad_add(in[0], ad_mul(in[1], ad_randn_like(in[0], &rng, 0, 1)));
+}
+static ad_tensor *b_rand_like(ad_tensor *const *in, int n, void *vctx)
+{
+    (void)n, (void)vctx;
+    ad_rng rng;
+    ad_rng_init(&rng, 4);
+    return ad_mul(ad_square(in[0]), ad_rand_like(in[0], &rng, 0.5, 1.5));
+}
+
 static ad_tensor *b_one_hot(ad_tensor *const *in, int n, void *vctx)
 {
     (void)n, (void)vctx;
@@ -153,6 +170,10 @@ const op_row rows_util[] = {
     {"one_hot", "x^2 [3,4] times one_hot(labels [3], 4)", b_one_hot, NULL, 2,
      {G(2, 3, 4), IX(4, 1, 3)}},
     {"where", "masked_fill of [3,4] with a [4] mask", b_masked_fill, NULL, 1, {G(2, 3, 4)}},
+    {"randn_like", "mu + sigma * randn_like(mu), [2,3], fixed seed", b_randn_like, NULL, 2,
+     {G(2, 2, 3), G(2, 2, 3)}},
+    {"rand_like", "x^2 * rand_like(x, 0.5, 1.5), [3,4], fixed seed", b_rand_like, NULL, 1,
+     {G(2, 3, 4)}},
     {"matmul", "einsum ij,jk->ik", b_einsum, "ij,jk->ik", 2, {G(2, 3, 4), G(2, 4, 2)}},
     {"matmul", "einsum bhqd,bhkd->bhqk", b_einsum, "bhqd,bhkd->bhqk", 2,
      {G(4, 2, 1, 3, 2), G(4, 2, 1, 2, 2)}},

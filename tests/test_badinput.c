@@ -225,6 +225,9 @@ START_TEST(tensor_h)
     ROW(ad_scalar_tensor(NULL, (ad_dtype)9, 1.0), "invalid dtype 9");
     ROW(ad_from_array(NULL, AD_FLOAT64, 2, sh2, NULL), "data is NULL");
     ROW(ad_from_array(f.t, AD_INT64, 2, NULL, d), "shape is NULL for ndim 2");
+    ROW(ad_leaf(NULL, AD_FLOAT64, 2, sh2, NULL), "ad_leaf: data is NULL");
+    ROW(ad_leaf(f.t, AD_INT64, 2, sh2, d), "ad_leaf: only float32 and float64 tensors can require grad, got int64");
+    ROW(ad_leaf(f.t, AD_FLOAT32, 2, NULL, d), "ad_leaf: shape is NULL for ndim 2");
     ROW(ad_arange(NULL, AD_FLOAT64, 0, 10, 0), "step non-zero");
     ROW(ad_arange(NULL, AD_FLOAT64, 0, 10, NAN), "must be finite");
     ROW(ad_arange(NULL, AD_FLOAT64, 0, INFINITY, 1), "must be finite");
@@ -829,6 +832,13 @@ START_TEST(nn_ops)
     ROW(ad_dropout(f.a, -0.5, false, &rng), "p must be in [0, 1]");
     ROW(ad_dropout(f.a, 0.5, true, NULL), "rng is NULL (needed when training with 0 < p < 1)");
     ROW(ad_dropout(f.i64m, 0.5, true, &rng), "got int64");
+    ROW(ad_rand_like(NULL, &rng, 0, 1), "ad_rand_like: argument 'x' is NULL");
+    ROW(ad_rand_like(f.a, NULL, 0, 1), "ad_rand_like: rng is NULL");
+    ROW(ad_rand_like(f.a, &rng, 1, 1), "ad_rand_like: need finite lo < hi, got [1, 1)");
+    ROW(ad_rand_like(f.i64m, &rng, 0, 1), "got int64");
+    ROW(ad_randn_like(NULL, &rng, 0, 1), "ad_randn_like: argument 'x' is NULL");
+    ROW(ad_randn_like(f.a, &rng, 0, -1), "ad_randn_like: need a finite mean and a finite std >= 0, got mean 0, std -1");
+    ROW(ad_randn_like(f.a, NULL, 0, 1), "ad_randn_like: rng is NULL");
     ck_assert_uint_eq(rng.counter, 0);
     /* embedding */
     ad_tensor *emb = ad_ones(f.t, AD_FLOAT64, AD_SHAPE(5, 3));
@@ -1425,6 +1435,14 @@ START_TEST(nn_modules_optim_init_loss)
     ROW(nn_adamw(params, &(nn_adam_options){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = -1}), "eps must be finite and >= 0, got -1");
     ROW(nn_rmsprop(NULL, NULL), "NULL");
     ROW(nn_rmsprop(params, &(nn_rmsprop_options){.lr = -1}), "learning rate must be finite");
+    ROW(nn_sgd_module(NULL, NULL), "nn_sgd_module: argument 'm' is NULL");
+    ROW(nn_sgd_module(lin, &(nn_sgd_options){.lr = NAN}), "nn_sgd_module: learning rate must be finite and >= 0, got nan");
+    ROW(nn_adam_module(NULL, NULL), "nn_adam_module: argument 'm' is NULL");
+    ROW(nn_adam_module(lin, &(nn_adam_options){.lr = 1e-3, .beta1 = 0.9, .beta2 = 1, .eps = 1e-8}), "nn_adam_module: beta2 must be in [0, 1), got 1");
+    ROW(nn_adamw_module(NULL, NULL), "nn_adamw_module: argument 'm' is NULL");
+    ROW(nn_adamw_module(lin, &(nn_adam_options){.lr = -2}), "nn_adamw_module: learning rate");
+    ROW(nn_rmsprop_module(NULL, NULL), "nn_rmsprop_module: argument 'm' is NULL");
+    ROW(nn_rmsprop_module(lin, &(nn_rmsprop_options){.lr = 0.1, .alpha = 0.9, .momentum = 1}), "nn_rmsprop_module: momentum must be in [0, 1), got 1");
     ROW_RC(nn_optim_step(NULL), "NULL");
     ROW_RC(nn_optim_zero_grad(NULL), "NULL");
     ROW_VAL(double, nn_optim_get_lr(NULL), NAN, "nn_optim_get_lr: argument 'opt' is NULL");

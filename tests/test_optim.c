@@ -432,6 +432,59 @@ START_TEST(sgd_state_names)
 }
 END_TEST
 
+/* The _module forms are the list forms over nn_parameters: the same state
+ * names, the same updates to the bit; errors name the _module function. */
+START_TEST(module_forms_match_list_forms)
+{
+    for (int kind = 0; kind < 4; kind++) {
+        nn_module *a = mlp(3), *b = mlp(3);
+        nn_named_tensors *pa = nn_parameters(a);
+        nn_optim *oa = NULL, *ob = NULL;
+        nn_sgd_options so = {.lr = 0.1, .momentum = 0.9};
+        nn_adam_options ao = NN_ADAM_DEFAULTS;
+        nn_rmsprop_options ro = NN_RMSPROP_DEFAULTS;
+        switch (kind) {
+        case 0: oa = nn_sgd(pa, &so), ob = nn_sgd_module(b, &so); break;
+        case 1: oa = nn_adam(pa, &ao), ob = nn_adam_module(b, &ao); break;
+        case 2: oa = nn_adamw(pa, NULL), ob = nn_adamw_module(b, NULL); break;
+        default: oa = nn_rmsprop(pa, &ro), ob = nn_rmsprop_module(b, &ro); break;
+        }
+        nn_named_tensors_free(pa);
+        ck_assert_msg(oa && ob, "%s", ad_error());
+        ck_assert_str_eq(nn_optim_name(oa), nn_optim_name(ob));
+        nn_named_tensors *sa = nn_optim_state(oa), *sb = nn_optim_state(ob);
+        ck_assert_int_eq(sa->n, sb->n);
+        for (int i = 0; i < sa->n; i++) ck_assert_str_eq(sa->names[i], sb->names[i]);
+        nn_named_tensors_free(sa);
+        nn_named_tensors_free(sb);
+        ad_tape *t = ad_tape_new();
+        for (int s = 0; s < 3; s++) ck_assert_close(train_step(a, oa, t), train_step(b, ob, t), 0);
+        nn_named_tensors *qa = nn_parameters(a), *qb = nn_parameters(b);
+        for (int i = 0; i < qa->n; i++)
+            ck_assert_int_eq(memcmp(ad_data(qa->tensors[i]), ad_data(qb->tensors[i]),
+                                    (size_t)ad_numel(qa->tensors[i]) * sizeof(double)), 0);
+        nn_named_tensors_free(qa);
+        nn_named_tensors_free(qb);
+        ad_tape_free(t);
+        nn_optim_free(oa);
+        nn_optim_free(ob);
+        nn_module_free(a);
+        nn_module_free(b);
+    }
+    nn_module *m = mlp(1);
+    ck_assert_error(nn_sgd_module(NULL, NULL), "nn_sgd_module: argument 'm' is NULL");
+    ck_assert_error(nn_adam_module(NULL, NULL), "nn_adam_module");
+    ck_assert_error(nn_sgd_module(m, &(nn_sgd_options){.lr = -1}),
+                    "nn_sgd_module: learning rate must be finite and >= 0, got -1");
+    nn_adam_options ao = NN_ADAM_DEFAULTS;
+    ao.beta1 = 1;
+    ck_assert_error(nn_adamw_module(m, &ao), "nn_adamw_module: beta1 must be in [0, 1), got 1");
+    ck_assert_error(nn_rmsprop_module(m, &(nn_rmsprop_options){.lr = 0.1, .alpha = 2}),
+                    "nn_rmsprop_module: alpha");
+    nn_module_free(m);
+}
+END_TEST
+
 /* ---- schedules -------------------------------------------------------------------------- */
 
 /* The update split into parts by rows (what nn's trainer runs on several
@@ -732,6 +785,7 @@ int main(void)
     tc = tcase_create("state");
     tcase_add_test(tc, state_names_and_resume);
     tcase_add_test(tc, sgd_state_names);
+    tcase_add_test(tc, module_forms_match_list_forms);
     suite_add_tcase(s, tc);
     tc = tcase_create("schedules_clipping");
     tcase_add_test(tc, sliced_step_matches);

@@ -142,6 +142,143 @@ START_TEST(replay_recomputes_masks_and_counts_branch_switches)
 }
 END_TEST
 
+/* loss = sum((dropout(x, 0.5) * w)^2) on tape t, x [4, 8] float32 with
+ * values xv, w [8] persistent; rng the dropout's stream. */
+static ad_tensor *dropout_loss(ad_tape *t, ad_tensor *w, ad_rng *rng, ad_tensor **x)
+{
+    *x = ad_zeros(t, AD_FLOAT32, AD_SHAPE(4, 8));
+    ad_set_requires_grad(*x, true);
+    ad_tensor *h = ad_mul(ad_dropout(*x, 0.5, true, rng), w);
+    return ad_sum(ad_mul(h, h), NULL, 0, false);
+}
+
+START_TEST(replay_draws_a_new_dropout_mask_as_a_fresh_recording_would)
+{
+    /* A replayed step must be the step a fresh recording from the same rng
+     * state gives, bit for bit: same loss, same gradients, same counter. */
+    const float wv[8] = {0.5f, -1, 2, 0.25f, -0.75f, 1.5f, 3, -2};
+    ad_tensor *w = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(8), wv);
+    ad_set_requires_grad(w, true);
+    ad_rng rng;
+    ad_rng_init(&rng, 11);
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x;
+    ad_tensor *loss = dropout_loss(t, w, &rng, &x);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    double first_mask_grad[32];
+    for (int step = 0; step < 4; step++) {
+        float xv[32];
+        for (int i = 0; i < 32; i++) xv[i] = 1.0f + 0.1f * (float)i; /* the same every step */
+        ad_tensor *batch = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(4, 8), xv);
+        const ad_rng before = rng;
+        ck_assert_msg(ad_tape_replay(t, 1, &x, &batch) >= 0, "%s", ad_error());
+        ck_assert_uint_eq(rng.counter, before.counter + 32); /* one mask drawn */
+        ad_zero_grad(w);
+        ck_assert_int_eq(ad_backward(loss, NULL, AD_RETAIN_GRAPH), 0);
+        double got_gx[32], got_gw[8], got_loss = ad_item(loss);
+        ad_to_array(ad_tensor_grad(x), got_gx);
+        ad_to_array(ad_tensor_grad(w), got_gw);
+
+        ad_rng fresh = before;
+        ad_tape *f = ad_tape_new();
+        ad_zero_grad(w);
+        ad_tensor *fx2 = ad_from_array(f, AD_FLOAT32, AD_SHAPE(4, 8), xv);
+        ad_set_requires_grad(fx2, true);
+        ad_tensor *h = ad_mul(ad_dropout(fx2, 0.5, true, &fresh), w);
+        ad_tensor *l2 = ad_sum(ad_mul(h, h), NULL, 0, false);
+        ck_assert_int_eq(ad_backward(l2, NULL, 0), 0);
+        double want_gx[32], want_gw[8];
+        ad_to_array(ad_tensor_grad(fx2), want_gx);
+        ad_to_array(ad_tensor_grad(w), want_gw);
+        ck_assert_uint_eq(fresh.counter, rng.counter);
+        ck_assert_msg(got_loss == ad_item(l2), "step %d: replay %.9g, fresh %.9g", step,
+                      got_loss, ad_item(l2));
+        ck_assert_int_eq(memcmp(got_gx, want_gx, sizeof got_gx), 0);
+        ck_assert_int_eq(memcmp(got_gw, want_gw, sizeof got_gw), 0);
+        /* The mask is redrawn: dL/dx is zero exactly where it dropped, and
+         * steps with the same input differ where the masks do. */
+        int dropped = 0, differ = 0;
+        for (int i = 0; i < 32; i++) {
+            dropped += got_gx[i] == 0.0;
+            if (step > 0) differ += (got_gx[i] == 0.0) != (first_mask_grad[i] == 0.0);
+        }
+        ck_assert_int_gt(dropped, 4);
+        ck_assert_int_lt(dropped, 28);
+        if (step == 0) memcpy(first_mask_grad, got_gx, sizeof got_gx);
+        else ck_assert_int_gt(differ, 0);
+        ad_tape_free(f);
+        ad_tensor_free(batch);
+    }
+    ad_tape_free(t);
+    ad_tensor_free(w);
+}
+END_TEST
+
+/* loss = sum((mu + sigma * randn_like(mu))^2) + sum(rand_like(mu) mu):
+ * a replayed step draws both noises anew, bit-identical to a fresh
+ * recording from the same stream state, which advances by 3 x numel. */
+static ad_tensor *noisy_loss(ad_tensor *mu, ad_tensor *sigma, ad_rng *rng)
+{
+    ad_tensor *z = ad_add(mu, ad_mul(sigma, ad_randn_like(mu, rng, 0, 1)));
+    return ad_add(ad_sum_all(ad_mul(z, z)), ad_sum_all(ad_mul(ad_rand_like(mu, rng, -1, 1), mu)));
+}
+
+START_TEST(replay_draws_new_noise_from_rand_like)
+{
+    const double mv[6] = {0.5, -1, 2, 0, 1.5, -0.25}, sv[6] = {1, 0.5, 2, 1, 0.25, 3};
+    ad_rng rng;
+    ad_rng_init(&rng, 21);
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *mu = ad_leaf(t, AD_FLOAT64, AD_SHAPE(2, 3), mv);
+    ad_tensor *sigma = ad_leaf(t, AD_FLOAT64, AD_SHAPE(2, 3), sv);
+    ad_tensor *loss = noisy_loss(mu, sigma, &rng);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_uint_eq(rng.counter, 18);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    double prev = ad_item(loss);
+    for (int step = 0; step < 3; step++) {
+        const ad_rng before = rng;
+        ck_assert_int_ge(ad_tape_replay(t, 0, NULL, NULL), 0);
+        ck_assert_uint_eq(rng.counter, before.counter + 18);
+        ck_assert_int_eq(ad_backward(loss, NULL, AD_RETAIN_GRAPH), 0);
+        double got = ad_item(loss), gmu[6], gsig[6], wmu[6], wsig[6];
+        ck_assert(got != prev); /* new noise, same inputs */
+        prev = got;
+        ad_to_array(ad_tensor_grad(mu), gmu);
+        ad_to_array(ad_tensor_grad(sigma), gsig);
+        ad_rng fresh = before;
+        ad_tape *f = ad_tape_new();
+        ad_tensor *fm = ad_leaf(f, AD_FLOAT64, AD_SHAPE(2, 3), mv);
+        ad_tensor *fs = ad_leaf(f, AD_FLOAT64, AD_SHAPE(2, 3), sv);
+        ad_tensor *fl = noisy_loss(fm, fs, &fresh);
+        ck_assert_int_eq(ad_backward(fl, NULL, 0), 0);
+        ad_to_array(ad_tensor_grad(fm), wmu);
+        ad_to_array(ad_tensor_grad(fs), wsig);
+        ck_assert_msg(got == ad_item(fl), "step %d: replay %.17g, fresh %.17g", step, got,
+                      ad_item(fl));
+        ck_assert_int_eq(memcmp(gmu, wmu, sizeof gmu), 0);
+        ck_assert_int_eq(memcmp(gsig, wsig, sizeof gsig), 0);
+        ck_assert_uint_eq(fresh.counter, rng.counter);
+        ad_tape_free(f);
+        ad_zero_grad(mu);
+        ad_zero_grad(sigma);
+    }
+    /* the values are ad_randn's and ad_rand's from the same stream state */
+    ad_rng r1, r2;
+    ad_rng_init(&r1, 5);
+    ad_rng_init(&r2, 5);
+    ad_tensor *a = ad_randn_like(mu, &r1, 2, 3), *b = ad_randn(t, &r2, AD_FLOAT64, AD_SHAPE(2, 3), 2, 3);
+    for (int i = 0; i < 6; i++) ck_assert(ot_at(a, i) == ot_at(b, i));
+    a = ad_rand_like(mu, &r1, -2, 2), b = ad_rand(t, &r2, AD_FLOAT64, AD_SHAPE(2, 3), -2, 2);
+    for (int i = 0; i < 6; i++) ck_assert(ot_at(a, i) == ot_at(b, i));
+    ck_assert(!ad_requires_grad(a));
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(anomaly_names_the_first_op)
 {
     ad_tape *t = ad_tape_new();
@@ -181,6 +318,8 @@ int main(void)
     tcase_add_test(tc, replay_counts_allocations_exactly);
     tcase_add_test(tc, replay_refuses_other_shapes);
     tcase_add_test(tc, replay_recomputes_masks_and_counts_branch_switches);
+    tcase_add_test(tc, replay_draws_a_new_dropout_mask_as_a_fresh_recording_would);
+    tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
     tcase_add_test(tc, anomaly_names_the_first_op);
     suite_add_tcase(s, tc);
     return ot_run(s);

@@ -31,6 +31,32 @@ START_TEST(chain_rule_exact)
 }
 END_TEST
 
+/* ad_leaf: from_array and requires_grad in one call, on a tape or
+ * persistent; integer dtypes and missing data are errors. */
+START_TEST(leaf_from_array)
+{
+    ad_tape *t = ad_tape_new();
+    const float xs[3] = {1.5f, -2, 0.25f};
+    ad_tensor *x = ad_leaf(t, AD_FLOAT32, 1, (int64_t[]){3}, xs);
+    ck_assert_msg(x != NULL, "%s", ad_error());
+    ck_assert(ad_requires_grad(x) && ad_is_leaf(x));
+    ck_assert_int_eq(ad_tensor_dtype(x), AD_FLOAT32);
+    for (int i = 0; i < 3; i++) ck_assert_close(ot_at(x, i), xs[i], 0);
+    ad_tensor *y = ad_sum(ad_mul(x, x), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+    for (int i = 0; i < 3; i++) ck_assert_close(ot_at(ad_tensor_grad(x), i), 2 * xs[i], 0);
+    ad_tensor *w = ad_leaf(NULL, AD_FLOAT64, 2, (int64_t[]){1, 2}, (double[]){3, 4});
+    ck_assert(w && ad_requires_grad(w) && ad_ndim(w) == 2);
+    ck_assert_close(ot_at(w, 1), 4, 0);
+    ad_tensor_free(w);
+    ck_assert_error(ad_leaf(t, AD_INT64, 1, (int64_t[]){1}, (int64_t[]){1}),
+                    "ad_leaf: only float32 and float64 tensors can require grad, got int64");
+    ck_assert_error(ad_leaf(t, AD_FLOAT64, 1, (int64_t[]){1}, NULL), "ad_leaf: data is NULL");
+    ck_assert_error(ad_leaf(t, AD_FLOAT64, 1, (int64_t[]){-1}, (double[]){1}), "ad_leaf: ");
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(shared_input_and_diamond)
 {
     /* y = x*x + x*x: x feeds four places; dy/dx = 4x */
@@ -395,6 +421,7 @@ int main(void)
     Suite *s = suite_create("tape");
     TCase *tc = tcase_create("tape");
     tcase_add_test(tc, chain_rule_exact);
+    tcase_add_test(tc, leaf_from_array);
     tcase_add_test(tc, shared_input_and_diamond);
     tcase_add_test(tc, grads_accumulate_and_zero);
     tcase_add_test(tc, grad_output_rules);

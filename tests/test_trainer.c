@@ -64,6 +64,32 @@ typedef struct setup {
 
 /* With a Dropout (its mask stream seeded from seed) between the layers. */
 static bool with_dropout;
+/* Or with a layer of a user's own there: Gaussian noise in training,
+ * x + 0.1 randn_like(x), from a stream it registers. */
+static bool with_noise;
+
+typedef struct noise_state {
+    ad_rng rng;
+} noise_state;
+
+static ad_tensor *noise_forward(nn_module *m, ad_tensor *x)
+{
+    noise_state *s = nn_module_state(m);
+    if (!nn_is_training(m)) return x;
+    return ad_add(x, ad_mul_scalar(ad_randn_like(x, &s->rng, 0, 1), 0.1));
+}
+static const nn_module_type NOISE = {"Noise", noise_forward, free, NULL};
+
+static nn_module *noise_layer(uint64_t seed)
+{
+    noise_state *s = malloc(sizeof *s);
+    ck_assert_ptr_nonnull(s);
+    ad_rng_init(&s->rng, seed);
+    nn_module *m = nn_module_new(&NOISE, s);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(nn_module_set_rng(m, &s->rng), 0);
+    return m;
+}
 
 static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_options *o)
 {
@@ -71,6 +97,9 @@ static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_opti
     ad_rng_init(&rng, seed);
     s->net = with_dropout ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
                                           nn_dropout(0.25, seed + 1),
+                                          nn_linear(8, 3, true, AD_FLOAT32, &rng))
+             : with_noise ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                          noise_layer(seed + 1),
                                           nn_linear(8, 3, true, AD_FLOAT32, &rng))
                           : NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
                                           nn_linear(8, 3, true, AD_FLOAT32, &rng));
@@ -206,9 +235,15 @@ START_TEST(steps_replay_without_allocating)
 END_TEST
 
 /* Replay recomputes what a fresh recording computes: the two trainers end
- * with the same bits. */
+ * with the same bits.  With a Dropout (_i = 1) too: each replay draws a new
+ * mask from the layer's stream, as a fresh recording does, and the
+ * recording of each batch shape puts the stream back, so both runs take
+ * the same masks and leave the stream at the same counter.  With a noise
+ * layer of the user's own (_i = 2, ad_randn_like) the same holds. */
 START_TEST(replay_matches_recording)
 {
+    with_dropout = _i == 1;
+    with_noise = _i == 2;
     data d;
     data_make(&d);
     setup a, b;
@@ -218,14 +253,41 @@ START_TEST(replay_matches_recording)
     setup_make(&b, 5, 0.1, &fresh);
     ck_assert_int_eq(nn_fit(a.tr, d.train, d.test, 3, NULL), 0);
     ck_assert_int_eq(nn_fit(b.tr, d.train, d.test, 3, NULL), 0);
-    ck_assert(same_params(a.net, b.net));
+    ck_assert_msg(same_params(a.net, b.net), "replayed and fresh runs differ");
     nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(a.tr, &st), 0);
+    ck_assert_int_eq(st.replays, 21);
     ck_assert_int_eq(nn_trainer_get_stats(b.tr, &st), 0);
     ck_assert_int_eq(st.recordings, 0);
     ck_assert_int_eq(st.replays, 0);
+    if (with_dropout || with_noise) {
+        /* 21 steps of 16 or 4 rows of 8 features: 3 epochs x (6 x 128 + 32)
+         * values, two uniforms each for a normal */
+        const ad_rng *ra = nn_module_rng(nn_child(a.net, 2)), *rb = nn_module_rng(nn_child(b.net, 2));
+        ck_assert_uint_eq(ra->counter, (with_noise ? 2u : 1u) * 3 * (6 * 16 * 8 + 4 * 8));
+        ck_assert_uint_eq(ra->counter, rb->counter);
+        ck_assert_uint_eq(ra->seed, rb->seed);
+        /* and the masks did change from step to step: a run whose every
+         * step used one fixed mask per shape (the old replay) differs */
+        setup c;
+        setup_make(&c, 5, 0.1, &CLASSIFY);
+        ad_rng *rc = nn_module_rng(nn_child(c.net, 2));
+        ad_tensor *x, *y;
+        for (int epoch = 0; epoch < 3; epoch++) {
+            while (nn_loader_next(d.train, &x, &y) == 1) {
+                const ad_rng keep = *rc; /* every step the same stream position */
+                double loss;
+                ck_assert_int_eq(nn_trainer_step(c.tr, x, y, &loss), 0);
+                *rc = keep;
+            }
+        }
+        ck_assert(!same_params(a.net, c.net));
+        setup_free(&c);
+    }
     setup_free(&a);
     setup_free(&b);
     data_free(&d);
+    with_dropout = with_noise = false;
 }
 END_TEST
 
@@ -234,14 +296,13 @@ END_TEST
  * weights, which the load replaces): the parameters end bit-identical to
  * the uninterrupted run's.  The loader's order per epoch and the schedule
  * over all 35 steps are what make it exact, and with a Dropout (_i = 1)
- * its mask stream, saved as "module_rng.2".  The Dropout run records
- * every step (no_replay): a replayed step reuses the mask drawn when its
- * tape was recorded (ad_rand's mask is a constant, not a recorded op). */
+ * its mask stream, saved as "module_rng.2".  Both replay their steps
+ * (_i = 2: the Dropout run again without replay, which must agree too). */
 START_TEST(checkpoint_resume_is_exact)
 {
-    with_dropout = _i == 1;
+    with_dropout = _i >= 1;
     const nn_trainer_options opts = {.accuracy = true, .schedule = NN_SCHEDULE_COSINE,
-                                     .no_replay = with_dropout};
+                                     .no_replay = _i == 2};
     char dir[256], path[300], bare[300];
     ck_assert_int_eq(ot_make_tmpdir(dir, sizeof dir, "test_trainer"), 0);
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
@@ -312,6 +373,7 @@ START_TEST(checkpoint_resume_is_exact)
     setup_free(&whole);
     data_free(&d);
     ot_remove_tree(dir);
+    with_dropout = false;
 }
 END_TEST
 
@@ -481,8 +543,8 @@ int main(void)
     TCase *tc = tcase_create("trainer");
     tcase_add_test(tc, fit_learns);
     tcase_add_test(tc, steps_replay_without_allocating);
-    tcase_add_test(tc, replay_matches_recording);
-    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 2);
+    tcase_add_loop_test(tc, replay_matches_recording, 0, 3);
+    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);
     suite_add_tcase(s, tc);

@@ -29,9 +29,7 @@ static int setup(run *r, uint64_t seed)
     ad_rng_init(&init, seed);
     r->net = NN_SEQUENTIAL(nn_linear(3, 16, true, AD_FLOAT32, &init), nn_relu(),
                            nn_dropout(0.2, seed + 1), nn_linear(16, 1, true, AD_FLOAT32, &init));
-    nn_named_tensors *ps = r->net ? nn_parameters(r->net) : NULL;
-    r->opt = ps ? nn_adam(ps, NULL) : NULL;
-    nn_named_tensors_free(ps);
+    r->opt = nn_adam_module(r->net, NULL); /* NULL: Adam's defaults */
     ad_rng_init(&r->data, seed + 2);
     r->step = 0;
     return r->opt ? 0 : -1;
@@ -42,7 +40,7 @@ static int train(run *r, int64_t until, ad_tape *tape)
 {
     for (; r->step < until; r->step++) {
         ad_tensor *x = ad_randn(tape, &r->data, AD_FLOAT32, AD_SHAPE(32, 3), 0, 1);
-        ad_tensor *w = ad_from_array(tape, AD_FLOAT32, AD_SHAPE(3, 1), (double[]){1, -2, 0});
+        ad_tensor *w = ad_from_array(tape, AD_FLOAT32, AD_SHAPE(3, 1), (float[]){1, -2, 0});
         ad_tensor *x2 = ad_slice(x, 1, 2, 3, 1);
         ad_tensor *y = ad_add(ad_matmul(x, w), ad_mul(x2, x2));
         nn_optim_zero_grad(r->opt);

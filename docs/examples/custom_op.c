@@ -74,8 +74,7 @@ int main(void)
     if (!softplus || !cube || !tape) return fprintf(stderr, "%s\n", ad_error()), 1;
     ad_tape_activate(tape);
     const double xs[4] = {-2, -0.5, 0.5, 3};
-    ad_tensor *x = ad_from_array(tape, AD_FLOAT64, AD_SHAPE(4), xs);
-    ad_set_requires_grad(x, true);
+    ad_tensor *x = ad_leaf(tape, AD_FLOAT64, AD_SHAPE(4), xs);
     int bad = 0;
 
     /* one call checks the backward: first and (through the recorded

@@ -65,11 +65,7 @@ int main(int argc, char **argv)
                                    nn_linear(128, 10, true, AD_FLOAT32, &rng));
 
     /* SGD with momentum on a per-step cosine schedule, cross-entropy. */
-    nn_named_tensors *params = net ? nn_parameters(net) : NULL;
-    nn_optim *sgd = params ? nn_sgd(params, &(nn_sgd_options){.lr = run.lr,
-                                                              .momentum = run.momentum})
-                           : NULL;
-    nn_named_tensors_free(params);
+    nn_optim *sgd = nn_sgd_module(net, &(nn_sgd_options){.lr = run.lr, .momentum = run.momentum});
     nn_trainer *tr = sgd ? nn_trainer_new(net, NULL, sgd,
                                           &(nn_trainer_options){.accuracy = true,
                                                                 .schedule = NN_SCHEDULE_COSINE})

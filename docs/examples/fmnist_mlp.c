@@ -50,11 +50,7 @@ int main(int argc, char **argv)
     /* PyTorch's SGD (v <- momentum v + g, w <- w - lr v), its rate glided
      * to 0 along a cosine over all the steps by the trainer; the loss is
      * cross-entropy (NULL), and the accuracy is counted as it trains. */
-    nn_named_tensors *params = net ? nn_parameters(net) : NULL;
-    nn_optim *sgd = params ? nn_sgd(params, &(nn_sgd_options){.lr = run.lr,
-                                                              .momentum = run.momentum})
-                           : NULL;
-    nn_named_tensors_free(params); /* the optimiser keeps its own copy */
+    nn_optim *sgd = nn_sgd_module(net, &(nn_sgd_options){.lr = run.lr, .momentum = run.momentum});
     nn_trainer *tr = sgd ? nn_trainer_new(net, NULL, sgd,
                                           &(nn_trainer_options){.accuracy = true,
                                                                 .schedule = NN_SCHEDULE_COSINE})

@@ -25,11 +25,12 @@ int main(void)
     /* Everything made for this computation lives on one tape, freed at the
      * end in one go. */
     ad_tape *tape = ad_tape_new();
-    ad_tensor *x = ad_from_array(tape, AD_FLOAT64, AD_SHAPE(N), xs);
 
     /* x is the input we differentiate with respect to: a leaf that
-     * requires grad.  Ops on it are recorded from here on. */
-    if (!x || ad_set_requires_grad(x, true)) goto fail;
+     * requires grad (torch.tensor(xs, requires_grad=True)).  Ops on it are
+     * recorded from here on. */
+    ad_tensor *x = ad_leaf(tape, AD_FLOAT64, AD_SHAPE(N), xs);
+    if (!x) goto fail;
 
     /* Errors propagate as NULL through nested calls, so one check after
      * the expression is enough; ad_error() says which op failed and why. */

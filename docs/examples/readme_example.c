@@ -8,8 +8,7 @@ int main(void)
 {
     ad_tape *tape = ad_tape_new();
     double xs[3] = {-1.0, 0.0, 2.0};
-    ad_tensor *x = ad_from_array(tape, AD_FLOAT64, AD_SHAPE(3), xs);
-    ad_set_requires_grad(x, true);
+    ad_tensor *x = ad_leaf(tape, AD_FLOAT64, AD_SHAPE(3), xs); /* requires grad */
 
     /* y = sum_i x_i e^(x_i), recorded on the tape as it is computed */
     ad_tensor *y = ad_sum(ad_mul(x, ad_exp(x)), NULL, 0, false);
