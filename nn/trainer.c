@@ -140,7 +140,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     }
     streams st;
     if (streams_save(tr->model, &st)) {
-        rec_free(r);
+        nn__rec_free(r);
         return -1;
     }
     /* Only recorded ops are replayed, and with grad mode off nothing is
@@ -231,6 +231,20 @@ int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int6
     return 0;
 }
 
+/* Whether the model registered a random stream (nn_module_set_rng). */
+static bool has_random_streams(const nn_module *m)
+{
+    int n = 0;
+    char **names = NULL;
+    ad_rng **rngs = NULL;
+    if (nn__module_rngs(m, &n, &names, &rngs)) {
+        ad_clear_error();
+        return true; /* unknown: the one-thread step is always right */
+    }
+    nn__rngs_free(n, names, rngs);
+    return n > 0;
+}
+
 /* The step without its checks of tr, x and y: 1 for a non-finite loss
  * (nothing updated; the caller words the message), -1 on error.  *loss
  * and *samples: the batch's mean loss and size, over every worker's batch
@@ -239,8 +253,11 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
                 double *samples, int64_t *correct)
 {
     /* A worker of a data-parallel run (comm) takes the one-thread step,
-     * which averages the gradients over the workers. */
-    if (tr->threads > 1 && !tr->o.no_replay && tr->comm.world_size == 0) {
+     * which averages the gradients over the workers; so does a model with
+     * random streams (Dropout), whose shards would all draw from the one
+     * stream at once, in an order the threads decide. */
+    if (tr->threads > 1 && !tr->o.no_replay && tr->comm.world_size == 0 &&
+        !has_random_streams(tr->model)) {
         *samples = (double)ad_size(x, 0);
         int rc = nn__trainer_step_split(tr, fn, x, y, loss, correct);
         if (rc != 2) return rc;

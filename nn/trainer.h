@@ -128,7 +128,9 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * mean of per-sample terms (all of nn's losses are), and a layer that
  * couples the samples of a batch (BatchNorm in training) sees a shard, not
  * the batch.  Batches with fewer rows than threads, non-contiguous
- * batches, .no_replay and evaluation run on one thread (evaluation's
+ * batches, .no_replay, a model with random streams (Dropout: the shards
+ * would draw from one stream in whatever order the threads run), a worker
+ * of a data-parallel run, and evaluation run on one thread (evaluation's
  * kernels still use OpenMP's threads).  Errors: NULL tr, threads outside
  * 0..256.  Changing the count stops the old threads. */
 AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);

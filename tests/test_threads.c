@@ -202,9 +202,10 @@ static int note_loss(nn_trainer *tr, const nn_step_info *si, void *user)
     return 0;
 }
 
-/* Two epochs of a 3-8-3 classifier with the batch split among `threads`
- * threads (0: not split); the parameters and every step's loss. */
-static void split_train(int threads, split_run *out)
+/* Two epochs of a 3-8-3 classifier (with Dropout after the ReLU when
+ * dropout) with the batch split among `threads` threads (0: not split);
+ * the parameters and every step's loss. */
+static void split_train_ex(int threads, bool dropout, split_run *out)
 {
     memset(out, 0, sizeof *out);
     ad_rng rng;
@@ -220,8 +221,11 @@ static void split_train(int threads, split_run *out)
     ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(TN), yv);
     nn_loader *ld = nn_loader_from_tensors(
         x, y, &(nn_loader_options){.batch_size = TBATCH, .shuffle = true, .seed = 2});
-    nn_module *net = NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
-                                   nn_linear(8, 3, true, AD_FLOAT32, &rng));
+    nn_module *net = dropout ? NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                             nn_dropout(0.25, 7),
+                                             nn_linear(8, 3, true, AD_FLOAT32, &rng))
+                             : NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                             nn_linear(8, 3, true, AD_FLOAT32, &rng));
     nn_named_tensors *p = nn_parameters(net);
     nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.2, .momentum = 0.9});
     nn_trainer *tr = nn_trainer_new(net, NULL, opt, &(nn_trainer_options){.accuracy = true});
@@ -247,6 +251,8 @@ static void split_train(int threads, split_run *out)
     ad_tensor_free(x);
     ad_tensor_free(y);
 }
+
+static void split_train(int threads, split_run *out) { split_train_ex(threads, false, out); }
 
 /* The same seeded run with the batch split among 2 or 3 threads (shards of
  * 8 + 8 and 5 + 5 of the last batch; 5 + 5 + 6 and 3 + 3 + 4) gives the
@@ -285,6 +291,19 @@ START_TEST(trainer_split_among_threads)
     }
     /* Splitting changes the grouping of sums, so some bits differ. */
     ck_assert(memcmp(one.params, two.params, sizeof one.params) != 0);
+
+    /* A model with a random stream (Dropout) is not split: its shards
+     * would draw from the one stream in the order the threads happen to
+     * run.  Two threads then give the one-thread run, bit for bit. */
+    {
+        split_run d1, d2;
+        split_train_ex(0, true, &d1);
+        split_train_ex(2, true, &d2);
+        ck_assert_int_eq(d2.recordings, d1.recordings);
+        ck_assert(memcmp(d1.params, d2.params, sizeof d1.params) == 0);
+        ck_assert(memcmp(d1.losses, d2.losses, sizeof d1.losses) == 0);
+        ck_assert(memcmp(d1.params, one.params, sizeof d1.params) != 0); /* dropout acted */
+    }
 
     /* Changing the count between fits stops the old threads and starts
      * new ones; the output is the first shard's rows. */
