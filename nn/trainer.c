@@ -231,18 +231,15 @@ int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int6
     return 0;
 }
 
-/* Whether the model registered a random stream (nn_module_set_rng). */
+/* Whether the model or one of its descendants registered a random stream
+ * (nn_module_set_rng).  Asked before every split step, so it walks the
+ * tree without building the names nn__module_rngs makes for checkpoints. */
 static bool has_random_streams(const nn_module *m)
 {
-    int n = 0;
-    char **names = NULL;
-    ad_rng **rngs = NULL;
-    if (nn__module_rngs(m, &n, &names, &rngs)) {
-        ad_clear_error();
-        return true; /* unknown: the one-thread step is always right */
-    }
-    nn__rngs_free(n, names, rngs);
-    return n > 0;
+    if (nn_module_rng(m)) return true;
+    for (int i = 0; i < nn_num_children(m); i++)
+        if (has_random_streams(nn_child(m, i))) return true;
+    return false;
 }
 
 /* The step without its checks of tr, x and y: 1 for a non-finite loss

@@ -435,7 +435,9 @@ START_TEST(comm_hooks)
     ck_assert_ptr_eq(nn_trainer_optimizer(two.tr), two.opt);
 
     run_log la = {0}, lb = {0};
-    char path[] = "/tmp/test_trainer_commXXXXXX";
+    char path[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/test_trainer_commXXXXXX", tmp && *tmp ? tmp : "/tmp");
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     close(fd);

@@ -79,13 +79,13 @@ void adcalc_number(double v, char *buf, size_t size)
 
 /* ---- output ----------------------------------------------------------------------- */
 
-static void json_number(FILE *out, double v)
+void adcalc_json_number(FILE *out, double v)
 {
     if (isfinite(v)) fprintf(out, "%.17g", v);
     else fputs("null", out);
 }
 
-static void json_string(FILE *out, const char *s)
+void adcalc_json_string(FILE *out, const char *s)
 {
     fputc('"', out);
     for (; *s; s++) {
@@ -139,11 +139,11 @@ static void print_json(const calc *c, const result *r, tracer *tr)
         warn_nonfinite(what, r->checks[r->worst].numeric);
     }
     printf("{\"value\": ");
-    json_number(stdout, r->value);
+    adcalc_json_number(stdout, r->value);
     printf(", \"grad\": [");
     for (int i = 0; i < c->n; i++) {
         if (i) printf(", ");
-        json_number(stdout, r->grad[i]);
+        adcalc_json_number(stdout, r->grad[i]);
     }
     printf("]");
     if (r->hess) {
@@ -152,7 +152,7 @@ static void print_json(const calc *c, const result *r, tracer *tr)
             printf("%s[", i ? ", " : "");
             for (int j = 0; j < c->n; j++) {
                 if (j) printf(", ");
-                json_number(stdout, r->hess[i * c->n + j]);
+                adcalc_json_number(stdout, r->hess[i * c->n + j]);
             }
             printf("]");
         }
@@ -161,33 +161,33 @@ static void print_json(const calc *c, const result *r, tracer *tr)
     printf(", \"variables\": [");
     for (int i = 0; i < c->n; i++) {
         if (i) printf(", ");
-        json_string(stdout, c->names[i]);
+        adcalc_json_string(stdout, c->names[i]);
     }
     printf("]");
     if (r->check != -2) {
         printf(", \"gradcheck\": {\"passed\": %s, \"max_error\": ", r->check == 1 ? "true" : "false");
-        json_number(stdout, r->check_err);
+        adcalc_json_number(stdout, r->check_err);
         if (r->worst >= 0) {
             /* the entry closest to failing (or the worst failure) */
             const ad_gradcheck_result *w = &r->checks[r->worst];
             printf(", \"worst\": {\"variable\": ");
-            json_string(stdout, c->names[r->worst]);
+            adcalc_json_string(stdout, c->names[r->worst]);
             printf(", \"input\": %d, \"element\": %lld, \"analytic\": ", r->worst,
                    (long long)w->element);
-            json_number(stdout, w->analytic);
+            adcalc_json_number(stdout, w->analytic);
             printf(", \"numeric\": ");
-            json_number(stdout, w->numeric);
+            adcalc_json_number(stdout, w->numeric);
             printf(", \"abs_error\": ");
-            json_number(stdout, w->abs_err);
+            adcalc_json_number(stdout, w->abs_err);
             printf(", \"rel_error\": ");
-            json_number(stdout, w->rel_err);
+            adcalc_json_number(stdout, w->rel_err);
             printf(", \"step\": ");
-            json_number(stdout, w->step);
+            adcalc_json_number(stdout, w->step);
             printf(", \"richardson\": %s}", w->richardson ? "true" : "false");
         }
         if (r->check_msg) {
             printf(", \"message\": ");
-            json_string(stdout, r->check_msg);
+            adcalc_json_string(stdout, r->check_msg);
         }
         printf("}");
     }
@@ -196,7 +196,7 @@ static void print_json(const calc *c, const result *r, tracer *tr)
         printf(", \"warnings\": [");
         for (int i = 0; i < nwarnings; i++) {
             if (i) printf(", ");
-            json_string(stdout, warnings[i]);
+            adcalc_json_string(stdout, warnings[i]);
         }
         printf("]");
     }

@@ -12,6 +12,12 @@ void adcalc_warn(const char *fmt, ...)
 #endif
     ;
 
+/* JSON output shared by --json and the trace's steps: a number at full
+ * precision (%.17g), null for NaN and infinities; a string with quotes,
+ * backslashes and control characters escaped. */
+void adcalc_json_number(FILE *out, double v);
+void adcalc_json_string(FILE *out, const char *s);
+
 /* The shortest decimal that reads back as v ("0.1", not
  * "0.10000000000000001"); "nan", "inf", "-inf" for the rest. */
 void adcalc_number(double v, char *buf, size_t size);

@@ -344,27 +344,6 @@ void tracer_record_json(tracer *tr)
     if (tr->json) fputc('[', tr->json);
 }
 
-static void json_str(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(out, "\\%c", ch);
-        else if (ch == '\n') fputs("\\n", out);
-        else if (ch < 0x20) fprintf(out, "\\u%04x", ch);
-        else fputc(ch, out);
-    }
-    fputc('"', out);
-}
-
-/* A number at full precision (the page shows what it likes of it); null
- * for NaN and Inf, as adcalc's --json. */
-static void json_num(FILE *out, double v)
-{
-    if (isfinite(v)) fprintf(out, "%.17g", v);
-    else fputs("null", out);
-}
-
 static double item_or_nan(const ad_tensor *t)
 {
     return t && ad_numel(t) == 1 ? ad_item(t) : NAN;
@@ -378,18 +357,18 @@ static void json_adjoints(tracer *tr, FILE *out, bool seed_only)
     fputs(", \"adjoints\": {", out);
     bool first = true;
     if (tr->seed_name[0]) {
-        json_str(out, tr->seed_name);
+        adcalc_json_string(out, tr->seed_name);
         fputs(": ", out);
-        json_num(out, tr->seed);
+        adcalc_json_number(out, tr->seed);
         first = false;
     }
     for (size_t i = 0; !seed_only && i < tr->nc; i++) {
         if (tr->c[i].count == 0) continue; /* looked up, nothing received yet */
         tensor_name(tr->c[i].t, name, sizeof name);
         if (!first) fputs(", ", out);
-        json_str(out, name);
+        adcalc_json_string(out, name);
         fputs(": ", out);
-        json_num(out, tr->c[i].sum);
+        adcalc_json_number(out, tr->c[i].sum);
         first = false;
     }
     fputc('}', out);
@@ -404,25 +383,25 @@ static void json_step(tracer *tr, const ad_trace_event *ev, const char *phase, c
     bool backward = strcmp(phase, "forward") != 0;
     if (ftell(out) > 1) fputs(", ", out);
     fputs("{\"phase\": ", out);
-    json_str(out, phase);
+    adcalc_json_string(out, phase);
     tensor_name(ev->output, name, sizeof name);
     fputs(", \"node\": ", out);
-    json_str(out, name);
+    adcalc_json_string(out, name);
     fputs(", \"op\": ", out);
-    json_str(out, ev->op);
+    adcalc_json_string(out, ev->op);
     fputs(", \"inputs\": [", out);
     for (int k = 0; k < ev->nin; k++) {
         tensor_name(ev->inputs[k], name, sizeof name);
         if (k) fputs(", ", out);
-        json_str(out, name);
+        adcalc_json_string(out, name);
     }
     fputc(']', out);
     if (!backward) {
         fputs(", \"value\": ", out);
-        json_num(out, item_or_nan(ev->output));
+        adcalc_json_number(out, item_or_nan(ev->output));
     } else {
         fputs(", \"g\": ", out);
-        json_num(out, item_or_nan(ev->grad_output));
+        adcalc_json_number(out, item_or_nan(ev->grad_output));
     }
     if (strcmp(phase, "backward") == 0) {
         fputs(", \"adds\": [", out);
@@ -431,7 +410,7 @@ static void json_step(tracer *tr, const ad_trace_event *ev, const char *phase, c
             if (!ev->grad_inputs[k] || !ad_requires_grad(ev->inputs[k])) continue;
             tensor_name(ev->inputs[k], name, sizeof name);
             fputs(first ? "{\"to\": " : ", {\"to\": ", out);
-            json_str(out, name);
+            adcalc_json_string(out, name);
             char *term = NULL;
             size_t len = 0;
             FILE *t = open_memstream(&term, &len);
@@ -444,11 +423,11 @@ static void json_step(tracer *tr, const ad_trace_event *ev, const char *phase, c
                 }
                 fclose(t);
                 fputs(", \"term\": ", out);
-                json_str(out, term ? term : "");
+                adcalc_json_string(out, term ? term : "");
                 free(term);
             }
             fputs(", \"value\": ", out);
-            json_num(out, item_or_nan(ev->grad_inputs[k]));
+            adcalc_json_number(out, item_or_nan(ev->grad_inputs[k]));
             fputc('}', out);
             first = false;
         }
@@ -456,7 +435,7 @@ static void json_step(tracer *tr, const ad_trace_event *ev, const char *phase, c
     }
     if (backward) json_adjoints(tr, out, strcmp(phase, "seed") == 0);
     fputs(", \"text\": ", out);
-    json_str(out, text);
+    adcalc_json_string(out, text);
     fputc('}', out);
 }
 
