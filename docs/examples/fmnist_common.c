@@ -84,6 +84,7 @@ typedef struct steady {
     double t_prev;       /* clock and minor faults at the previous step's end */
     long flt_prev;
     double seconds;      /* summed over the counted steps */
+    double cpu_prev, cpu_seconds; /* the process's CPU time (all threads), likewise */
     long faults;
     int64_t steps, samples;
 } steady;
@@ -97,6 +98,13 @@ static double bench_clock(void)
         return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
     }
     return now();
+}
+
+static double cpu_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static long minor_faults(void)
@@ -353,15 +361,17 @@ static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
     int64_t k = ++p->steps_seen;
     if (k == 1) p->st.first_step_s = since_launch(p->t_start);
     if (k >= WARMUP_STEPS) {
-        double t = bench_clock();
+        double t = bench_clock(), c = cpu_clock();
         long f = minor_faults();
         if (k > WARMUP_STEPS && s->batch > 1) {
             p->st.seconds += t - p->st.t_prev;
+            p->st.cpu_seconds += c - p->st.cpu_prev;
             p->st.faults += f - p->st.flt_prev;
             p->st.steps++;
             p->st.samples += s->samples;
         }
         p->st.t_prev = t;
+        p->st.cpu_prev = c;
         p->st.flt_prev = f;
     }
     return 0;
@@ -480,6 +490,10 @@ static void print_json(const fm_run *r)
     json_number("steady_steps", (double)st->steps, false);
     json_number("steady_samples_per_s",
                 st->seconds > 0 ? (double)st->samples / st->seconds : NAN, false);
+    /* CPU time of all threads per sample: what a split step costs in
+     * cores, whatever the wait for them on a busy machine */
+    json_number("steady_cpu_us_per_sample",
+                st->samples > 0 ? 1e6 * st->cpu_seconds / (double)st->samples : NAN, false);
     json_number("minflt_per_step",
                 st->steps > 0 ? (double)st->faults / (double)st->steps : NAN, false);
     json_number("wall_s", now() - p->t_start, true);
