@@ -20,6 +20,17 @@ typedef struct nn_optim nn_optim;
 int nn__optim_step_begin(nn_optim *o);
 void nn__optim_step_slice(nn_optim *o, int part, int parts);
 void nn__optim_step_end(nn_optim *o);
+/* The same update by parameter: the optimiser's parameter count, the index
+ * of p among them (-1: not one), parameter k (borrowed), its first
+ * dimension (1 for a 0-d one), and the update of its rows [r0, r1) -
+ * slice(part, parts) is
+ * rows(k) part / parts to rows(k) (part + 1) / parts of every k.  An
+ * element's update is the same in any of these calls. */
+int nn__optim_count(const nn_optim *o);
+int nn__optim_find(const nn_optim *o, const ad_tensor *p);
+ad_tensor *nn__optim_param(const nn_optim *o, int k);
+int64_t nn__optim_rows(const nn_optim *o, int k);
+void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1);
 
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }

@@ -414,27 +414,48 @@ int nn__optim_step_begin(nn_optim *o)
     return 0;
 }
 
+int nn__optim_count(const nn_optim *o) { return o->n; }
+
+int nn__optim_find(const nn_optim *o, const ad_tensor *p)
+{
+    for (int k = 0; k < o->n; k++)
+        if (o->ps[k].p == p) return k;
+    return -1;
+}
+
+ad_tensor *nn__optim_param(const nn_optim *o, int k) { return o->ps[k].p; }
+
+int64_t nn__optim_rows(const nn_optim *o, int k)
+{
+    return ad_ndim(o->ps[k].p) ? ad_size(o->ps[k].p, 0) : 1;
+}
+
+void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1)
+{
+    param_slot *s = &o->ps[k];
+    ad_tensor *g = ad_tensor_grad(s->p);
+    if (!g) return; /* took no part in the loss: no update, no state change */
+    int64_t n = ad_numel(s->p), rows = nn__optim_rows(o, k);
+    int64_t inner = rows ? n / rows : 0, lo = r0 * inner, hi = r1 * inner;
+    if (lo >= hi) return;
+    size_t es = ad_dtype_size(ad_tensor_dtype(s->p)), off = (size_t)lo * es;
+    upd u = {(char *)ad_data(s->p) + off, (const char *)ad_data(g) + off,
+             {NULL, NULL, NULL}, ad_tensor_dtype(s->p), hi - lo,
+             ((const int64_t *)ad_data(s->step))[0]};
+    for (int j = 0; j < NSLOTS; j++) u.s[j] = s->s[j] ? (char *)ad_data(s->s[j]) + off : NULL;
+    switch (o->kind) {
+    case OPT_SGD: sgd_update(o, &u); break;
+    case OPT_ADAM:
+    case OPT_ADAMW: adam_update(o, &u); break;
+    case OPT_RMSPROP: rmsprop_update(o, &u); break;
+    }
+}
+
 void nn__optim_step_slice(nn_optim *o, int part, int parts)
 {
-    for (int i = 0; i < o->n; i++) {
-        param_slot *s = &o->ps[i];
-        ad_tensor *g = ad_tensor_grad(s->p);
-        if (!g) continue; /* took no part in the loss: no update, no state change */
-        int64_t n = ad_numel(s->p), rows = ad_ndim(s->p) ? ad_size(s->p, 0) : 1;
-        int64_t inner = rows ? n / rows : 0;
-        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
-        if (lo >= hi) continue;
-        size_t es = ad_dtype_size(ad_tensor_dtype(s->p)), off = (size_t)lo * es;
-        upd u = {(char *)ad_data(s->p) + off, (const char *)ad_data(g) + off,
-                 {NULL, NULL, NULL}, ad_tensor_dtype(s->p), hi - lo,
-                 ((const int64_t *)ad_data(s->step))[0]};
-        for (int k = 0; k < NSLOTS; k++) u.s[k] = s->s[k] ? (char *)ad_data(s->s[k]) + off : NULL;
-        switch (o->kind) {
-        case OPT_SGD: sgd_update(o, &u); break;
-        case OPT_ADAM:
-        case OPT_ADAMW: adam_update(o, &u); break;
-        case OPT_RMSPROP: rmsprop_update(o, &u); break;
-        }
+    for (int k = 0; k < o->n; k++) {
+        int64_t rows = nn__optim_rows(o, k);
+        nn__optim_step_rows(o, k, rows * part / parts, rows * (part + 1) / parts);
     }
 }
 

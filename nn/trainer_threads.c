@@ -19,8 +19,14 @@
  * wake-up and one join per step.
  *
  * The threads are started at the first split step and kept until the
- * trainer is freed or its thread count changes: a step wakes them through
- * a condition variable, it does not create them.  Each limits the kernels
+ * trainer is freed or its thread count changes: a step wakes them, it does
+ * not create them.  A hand-off (the start of a phase, the end of one) is an
+ * atomic counter that the waiting side spins on for up to SPIN_NS, then
+ * sleeps on a condition variable, as OpenMP runtimes wait: an MLP step is
+ * under a millisecond, and a sleeping thread's wake-up on a virtual machine
+ * can take tens of microseconds, several times per step, while a thread
+ * between two steps of a running trainer is woken within the spin.  A
+ * trainer left idle costs SPIN_NS of one core, then nothing.  Each limits the kernels
  * it calls to itself (ad_set_num_threads(1)), as does the caller during the
  * step, so T threads keep T cores busy and no OpenMP team or BLAS pool is
  * started on top of them.
@@ -36,8 +42,14 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "internal.h"
 #include "nn_private.h"
@@ -45,6 +57,45 @@
 
 /* More threads than this is a mistake rather than a machine. */
 #define MAX_SPLIT 256
+
+/* How long a waiting thread spins before it sleeps: longer than the gaps
+ * inside a running trainer's step and between its steps (loading the next
+ * batch), short enough that an idle trainer gives its cores back at once. */
+#define SPIN_NS 200000
+
+/* The processor's spin-wait hint: it saves power and lets a sibling
+ * hardware thread run while this one polls. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A signal that one side raises by bumping seq and the other awaits: it
+ * spins on seq, then sleeps on cv (under the pool's mutex) after counting
+ * itself in sleepers.  The raiser reads sleepers after its bump and takes
+ * the mutex to broadcast only when someone sleeps.  Both are sequentially
+ * consistent, so either the sleeper sees the new seq before it waits or
+ * the raiser sees the sleeper; a sleeper holds the mutex from its last
+ * look at seq until the wait releases it, so the broadcast cannot fall in
+ * between.  The release of the bump and the acquire of the look order
+ * everything written before a raise before everything read after the
+ * wait. */
+typedef struct event {
+    _Atomic uint64_t seq;
+    _Atomic int sleepers;
+    pthread_cond_t cv;
+} event;
 
 typedef struct shard {
     struct pool *pool;
@@ -80,13 +131,15 @@ struct pool {
     shard *sh;
     int nparams;
     ad_tensor **params;   /* the model's parameters that require grad */
+    int *slot;            /* [nparams]: each one's index in the optimiser, or -1 */
+    int *extra, nextra;   /* the optimiser's parameters that are none of these */
     pthread_t *th;        /* the n - 1 workers */
     int started;          /* workers created */
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    uint64_t gen;         /* bumped to start a step */
-    int pending;          /* workers still in this step */
-    bool quit;
+    pthread_mutex_t mu;   /* guards only the sleeps of go and done */
+    event go;             /* raised by the caller to start a phase (or to quit) */
+    event done;           /* raised by the last worker to finish a phase */
+    _Atomic int pending;  /* workers still in this phase */
+    _Atomic bool quit;
     const char *xd, *yd;  /* this step's batch, and the bytes of one row */
     size_t xrow, yrow;
 };
@@ -145,35 +198,63 @@ static void shard_run(struct pool *p, shard *s)
 
 static void reduce_slice(struct pool *p, int t);
 
+static void raise_event(struct pool *p, event *e)
+{
+    atomic_fetch_add(&e->seq, 1);
+    if (atomic_load(&e->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Waits until e->seq is no longer seen; returns the new value. */
+static uint64_t await_event(struct pool *p, event *e, uint64_t seen)
+{
+    uint64_t v;
+    int64_t t0 = 0;
+    for (unsigned i = 0;; i++) {
+        if ((v = atomic_load_explicit(&e->seq, memory_order_acquire)) != seen) return v;
+        cpu_relax();
+        if (i % 64 == 63) { /* every few microseconds of spinning */
+            int64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > SPIN_NS) break;
+            /* Let another runnable thread have this core: on a busy machine
+             * it may be the very one this thread waits for, and a spinner
+             * must not take its turn; alone on the core this returns at once. */
+            sched_yield();
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&e->sleepers, 1);
+    while ((v = atomic_load(&e->seq)) == seen) pthread_cond_wait(&e->cv, &p->mu);
+    atomic_fetch_sub(&e->sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
 static void *worker(void *arg)
 {
     shard *s = arg;
     struct pool *p = s->pool;
     ad_set_num_threads(1);
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) break;
-        seen = p->gen;
-        int phase = p->phase;
-        pthread_mutex_unlock(&p->mu);
-        if (phase == 1) shard_run(p, s);
+        seen = await_event(p, &p->go, seen);
+        if (atomic_load(&p->quit)) break;
+        if (p->phase == 1) shard_run(p, s);
         else reduce_slice(p, s->idx);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        if (atomic_fetch_sub(&p->pending, 1) == 1) raise_event(p, &p->done);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
 void nn__pool_free(struct pool *p)
 {
     if (!p) return;
-    pthread_mutex_lock(&p->mu);
-    p->quit = true;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->quit, true);
+    raise_event(p, &p->go);
     for (int t = 0; t < p->started; t++) pthread_join(p->th[t], NULL);
     for (int t = 0; t < p->n; t++) {
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&p->sh[t].recs[i]);
@@ -183,11 +264,13 @@ void nn__pool_free(struct pool *p)
         ad_free(p->sh[t].strides);
     }
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->go);
-    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->go.cv);
+    pthread_cond_destroy(&p->done.cv);
     ad_free(p->sh);
     ad_free(p->pg);
     ad_free(p->params);
+    ad_free(p->slot);
+    ad_free(p->extra);
     ad_free(p->th);
     ad_free(p);
 }
@@ -198,8 +281,14 @@ static struct pool *pool_new(nn_trainer *tr, int n)
     struct pool *p = ad_calloc(1, sizeof *p);
     if (!p) return NULL;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->go, NULL);
-    pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->go.cv, NULL);
+    pthread_cond_init(&p->done.cv, NULL);
+    atomic_init(&p->go.seq, 0);
+    atomic_init(&p->go.sleepers, 0);
+    atomic_init(&p->done.seq, 0);
+    atomic_init(&p->done.sleepers, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->quit, false);
     p->n = n;
     p->sh = ad_calloc((size_t)n, sizeof *p->sh);
     p->th = ad_calloc((size_t)n, sizeof *p->th);
@@ -212,6 +301,16 @@ static struct pool *pool_new(nn_trainer *tr, int n)
         if (ad_requires_grad(all->tensors[i])) p->params[p->nparams++] = all->tensors[i];
     nn_named_tensors_free(all);
     all = NULL;
+    int nopt = nn__optim_count(tr->opt);
+    p->slot = ad_calloc((size_t)p->nparams + 1, sizeof *p->slot);
+    p->extra = ad_calloc((size_t)nopt + 1, sizeof *p->extra);
+    if (!p->slot || !p->extra) goto fail;
+    for (int i = 0; i < p->nparams; i++) p->slot[i] = nn__optim_find(tr->opt, p->params[i]);
+    for (int k = 0; k < nopt; k++) {
+        bool found = false;
+        for (int i = 0; !found && i < p->nparams; i++) found = p->slot[i] == k;
+        if (!found) p->extra[p->nextra++] = k;
+    }
     for (int t = 0; t < n; t++) {
         p->sh[t].pool = p;
         p->sh[t].idx = t;
@@ -263,26 +362,32 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
 }
 
 /* Rows [lo, hi) (of the first dimension) of gradient G += shard sh's
- * gradient i, read through its strides; T is float or double.  A weight's
- * gradient is often a transposed view (of the product that computed it):
- * that case reads 16 consecutive elements of a column at a time, a cache
- * line of the view's storage, for 16 rows of G (measured faster than
- * tiles of 16 x 64 read along G's rows). */
+ * gradient i, read through its strides, or G = it when set (the first
+ * shard of the sum: the buffer is written, not zeroed and then added to);
+ * T is float or double.  A weight's gradient is often a transposed view
+ * (of the product that computed it): that case reads 16 consecutive
+ * elements of a column at a time, a cache line of the view's storage, for
+ * 16 rows of G (measured faster than tiles of 16 x 64 read along G's
+ * rows).  Each case has its loop twice, so neither tests set per element. */
 #define DEFINE_ADD_ROWS(NAME, T)                                                         \
-    static void NAME(const pgrad *G, const shard *sh, int i, int64_t lo, int64_t hi)     \
+    static void NAME(const pgrad *G, const shard *sh, int i, int64_t lo, int64_t hi,     \
+                     bool set)                                                           \
     {                                                                                    \
         T *d = G->d;                                                                     \
         const T *src = sh->base[i];                                                      \
         const int64_t *st = sh->strides[i];                                              \
         int64_t C = G->inner;                                                            \
         if (G->nd == 0) {                                                                \
-            d[0] += src[0];                                                              \
+            d[0] = set ? src[0] : d[0] + src[0];                                         \
         } else if (G->nd <= 2 && (G->nd == 1 || st[1] == 1)) { /* rows contiguous */    \
             int64_t s0 = st[0];                                                          \
             for (int64_t r = lo; r < hi; r++) {                                          \
                 T *dr = d + r * C;                                                       \
                 const T *sr = src + r * s0;                                              \
-                for (int64_t j = 0; j < C; j++) dr[j] += sr[j];                          \
+                if (set)                                                                 \
+                    for (int64_t j = 0; j < C; j++) dr[j] = sr[j];                       \
+                else                                                                     \
+                    for (int64_t j = 0; j < C; j++) dr[j] += sr[j];                      \
             }                                                                            \
         } else if (G->nd == 2 && st[0] == 1) { /* a transpose */                        \
             int64_t s1 = st[1];                                                          \
@@ -291,7 +396,10 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
                 for (int64_t j = 0; j < C; j++) {                                        \
                     const T *col = src + j * s1 + rb;                                    \
                     T *dj = d + rb * C + j;                                              \
-                    for (int64_t r = 0; r < rn; r++) dj[r * C] += col[r];               \
+                    if (set)                                                             \
+                        for (int64_t r = 0; r < rn; r++) dj[r * C] = col[r];             \
+                    else                                                                 \
+                        for (int64_t r = 0; r < rn; r++) dj[r * C] += col[r];            \
                 }                                                                        \
             }                                                                            \
         } else {                                                                         \
@@ -299,7 +407,7 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
                 int64_t idx[AD_MAX_DIMS] = {0}, off = r * st[0];                         \
                 T *dr = d + r * C;                                                       \
                 for (int64_t k = 0; k < C; k++) {                                        \
-                    dr[k] += src[off];                                                   \
+                    dr[k] = set ? src[off] : dr[k] + src[off];                           \
                     for (int a = G->nd - 1; a >= 1; a--) {                               \
                         off += st[a];                                                    \
                         if (++idx[a] < G->shape[a]) break;                               \
@@ -313,44 +421,57 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
 DEFINE_ADD_ROWS(add_rows_f32, float)
 DEFINE_ADD_ROWS(add_rows_f64, double)
 
-/* Thread t's share of the reduction: rows [R t / n, R (t + 1) / n) of
- * every parameter's gradient, set to the sum of the shards' gradients in
- * shard order (in leaf mode shard 0's is in it already).  Each element is
- * the same sum in the same order whichever thread computes it. */
+/* Thread t's share of phase 2: rows [R t / n, R (t + 1) / n) of every
+ * parameter's gradient, set to the sum of the shards' gradients in shard
+ * order (in leaf mode shard 0's is in it already; otherwise shard 0's is
+ * copied in and the others added, with no zeroing pass), and the
+ * optimiser's update of the same rows of the parameter.  Both go a block
+ * of rows at a time, some ten thousand elements, so the update reads the
+ * sums while they are in cache (the MLP's first weight is 800 KB).  Each
+ * element is the same sum in the same order, and the same update, whichever
+ * thread computes it and whatever the blocks. */
 static void reduce_slice(struct pool *p, int t)
 {
     for (int i = 0; i < p->nparams; i++) {
         const pgrad *G = &p->pg[i];
         if (!G->d) continue;
         int64_t lo = G->rows * t / p->n, hi = G->rows * (t + 1) / p->n;
-        if (lo >= hi) continue;
-        size_t es = G->dt == AD_FLOAT32 ? sizeof(float) : sizeof(double);
-        if (!p->leaf_mode)
-            memset((char *)G->d + (size_t)(lo * G->inner) * es, 0,
-                   (size_t)((hi - lo) * G->inner) * es);
-        for (int u = p->leaf_mode ? 1 : 0; u < p->n; u++) {
-            if (G->dt == AD_FLOAT32) add_rows_f32(G, &p->sh[u], i, lo, hi);
-            else add_rows_f64(G, &p->sh[u], i, lo, hi);
+        /* whole 16-row blocks: the transposed case reads 16 of a column */
+        int64_t block = G->inner > 0 ? 8192 / G->inner / 16 * 16 : 0;
+        if (block < 16) block = 16;
+        for (int64_t r0 = lo; r0 < hi; r0 += block) {
+            int64_t r1 = hi - r0 < block ? hi : r0 + block;
+            for (int u = p->leaf_mode ? 1 : 0; u < p->n; u++) {
+                bool set = u == 0; /* in leaf mode shard 0's is there: add to it */
+                if (G->dt == AD_FLOAT32) add_rows_f32(G, &p->sh[u], i, r0, r1, set);
+                else add_rows_f64(G, &p->sh[u], i, r0, r1, set);
+            }
+            if (p->slot[i] >= 0) nn__optim_step_rows(p->opt, p->slot[i], r0, r1);
         }
     }
-    /* The same rows of the parameters, while their gradients are in cache. */
-    nn__optim_step_slice(p->opt, t, p->n);
+    /* Parameters the optimiser holds and the model does not (their
+     * gradients zeroed, as on one thread): nn_optim_step updates them too,
+     * which decay or momentum can move. */
+    for (int e = 0; e < p->nextra; e++) {
+        int k = p->extra[e];
+        int64_t rows = nn__optim_rows(p->opt, k);
+        nn__optim_step_rows(p->opt, k, rows * t / p->n, rows * (t + 1) / p->n);
+    }
 }
 
-/* Runs phase (1 or 2) on every thread, shard 0's part on this one. */
+/* Runs phase (1 or 2) on every thread, shard 0's part on this one.  The
+ * workers are all waiting on go (only this function raises it, and it
+ * returns after they finish), so done's seq does not move until the last
+ * of this phase. */
 static void run_phase(struct pool *p, int phase)
 {
-    pthread_mutex_lock(&p->mu);
     p->phase = phase;
-    p->pending = p->n - 1;
-    p->gen++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->pending, p->n - 1);
+    uint64_t seen = atomic_load(&p->done.seq);
+    raise_event(p, &p->go);
     if (phase == 1) shard_run(p, &p->sh[0]);
     else reduce_slice(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    await_event(p, &p->done, seen);
 }
 
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
@@ -386,6 +507,10 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     p->leaf_mode = false;
     for (int i = 0; i < p->nparams; i++) p->leaf_mode |= !ad_tensor_grad(p->params[i]);
     if (p->leaf_mode && nn_optim_zero_grad(tr->opt)) return -1;
+    /* What nn_optim_zero_grad does for them on one thread: the optimiser's
+     * parameters outside the model step with a zero gradient. */
+    for (int e = 0; !p->leaf_mode && e < p->nextra; e++)
+        if (ad_zero_grad(nn__optim_param(tr->opt, p->extra[e]))) return -1;
 
     int prev = ad_set_num_threads(1);
     run_phase(p, 1);
