@@ -12,11 +12,12 @@
  * the parameters' grads (ad_backward with grad_output n_0 / N), the others
  * compute theirs with ad_gradients on their own tapes (the parameters are
  * only read, which independent tapes may do at once: tape.h), and after
- * the threads meet the caller adds them in shard order and runs the
- * optimiser.  Every op of the forward and backward - matrix products,
- * convolutions' unfold and fold, the elementwise ops - runs on a shard of
- * the batch, so the whole step is split, not a few kernels of it, with one
- * wake-up and one join per step.
+ * the threads meet each thread adds them, in shard order, into its rows
+ * of the grads and runs the optimiser on those rows.  Every op of the
+ * forward and backward - matrix products, convolutions' unfold and fold,
+ * the elementwise ops - runs on a shard of the batch, so the whole step is
+ * split, not a few kernels of it, in two phases (forward and backward;
+ * sums and update).
  *
  * The threads are started at the first split step and kept until the
  * trainer is freed or its thread count changes: a step wakes them, it does
@@ -26,10 +27,10 @@
  * under a millisecond, and a sleeping thread's wake-up on a virtual machine
  * can take tens of microseconds, several times per step, while a thread
  * between two steps of a running trainer is woken within the spin.  A
- * trainer left idle costs SPIN_NS of one core, then nothing.  Each limits the kernels
- * it calls to itself (ad_set_num_threads(1)), as does the caller during the
- * step, so T threads keep T cores busy and no OpenMP team or BLAS pool is
- * started on top of them.
+ * trainer left idle costs SPIN_NS of one core, then nothing.  Each thread
+ * limits the kernels it calls to itself (ad_set_num_threads(1)), as does
+ * the caller during the step, so T threads keep T cores busy and no
+ * OpenMP team or BLAS pool is started on top of them.
  *
  * What a split step guarantees: the shards, the kernels each runs and the
  * order of the final additions are fixed by N and T, so a seeded run with
@@ -126,7 +127,6 @@ struct pool {
     int n;                /* shards = threads; shard 0 runs on the caller's thread */
     int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and update */
     nn_optim *opt;
-    bool leaf_mode;       /* shard 0 went into the leaves' grads (a first step) */
     pgrad *pg;            /* [nparams] */
     shard *sh;
     int nparams;
@@ -181,7 +181,7 @@ static void shard_run(struct pool *p, shard *s)
         s->loss = ad_item(r->loss);
         if (!isfinite(s->loss)) {
             /* the caller reports it; nothing to differentiate */
-        } else if (s->idx == 0 && p->leaf_mode) {
+        } else if (s->idx == 0) {
             rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH);
         } else {
             rc = ad_gradients(r->loss, s->weight, p->nparams, p->params, s->grads,
@@ -362,32 +362,26 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
 }
 
 /* Rows [lo, hi) (of the first dimension) of gradient G += shard sh's
- * gradient i, read through its strides, or G = it when set (the first
- * shard of the sum: the buffer is written, not zeroed and then added to);
- * T is float or double.  A weight's gradient is often a transposed view
- * (of the product that computed it): that case reads 16 consecutive
- * elements of a column at a time, a cache line of the view's storage, for
- * 16 rows of G (measured faster than tiles of 16 x 64 read along G's
- * rows).  Each case has its loop twice, so neither tests set per element. */
+ * gradient i, read through its strides; T is float or double.  A weight's
+ * gradient is often a transposed view (of the product that computed it):
+ * that case reads 16 consecutive elements of a column at a time, a cache
+ * line of the view's storage, for 16 rows of G (measured faster than
+ * tiles of 16 x 64 read along G's rows). */
 #define DEFINE_ADD_ROWS(NAME, T)                                                         \
-    static void NAME(const pgrad *G, const shard *sh, int i, int64_t lo, int64_t hi,     \
-                     bool set)                                                           \
+    static void NAME(const pgrad *G, const shard *sh, int i, int64_t lo, int64_t hi)     \
     {                                                                                    \
         T *d = G->d;                                                                     \
         const T *src = sh->base[i];                                                      \
         const int64_t *st = sh->strides[i];                                              \
         int64_t C = G->inner;                                                            \
         if (G->nd == 0) {                                                                \
-            d[0] = set ? src[0] : d[0] + src[0];                                         \
+            d[0] += src[0];                                                              \
         } else if (G->nd <= 2 && (G->nd == 1 || st[1] == 1)) { /* rows contiguous */    \
             int64_t s0 = st[0];                                                          \
             for (int64_t r = lo; r < hi; r++) {                                          \
                 T *dr = d + r * C;                                                       \
                 const T *sr = src + r * s0;                                              \
-                if (set)                                                                 \
-                    for (int64_t j = 0; j < C; j++) dr[j] = sr[j];                       \
-                else                                                                     \
-                    for (int64_t j = 0; j < C; j++) dr[j] += sr[j];                      \
+                for (int64_t j = 0; j < C; j++) dr[j] += sr[j];                          \
             }                                                                            \
         } else if (G->nd == 2 && st[0] == 1) { /* a transpose */                        \
             int64_t s1 = st[1];                                                          \
@@ -396,10 +390,7 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
                 for (int64_t j = 0; j < C; j++) {                                        \
                     const T *col = src + j * s1 + rb;                                    \
                     T *dj = d + rb * C + j;                                              \
-                    if (set)                                                             \
-                        for (int64_t r = 0; r < rn; r++) dj[r * C] = col[r];             \
-                    else                                                                 \
-                        for (int64_t r = 0; r < rn; r++) dj[r * C] += col[r];            \
+                    for (int64_t r = 0; r < rn; r++) dj[r * C] += col[r];               \
                 }                                                                        \
             }                                                                            \
         } else {                                                                         \
@@ -407,7 +398,7 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
                 int64_t idx[AD_MAX_DIMS] = {0}, off = r * st[0];                         \
                 T *dr = d + r * C;                                                       \
                 for (int64_t k = 0; k < C; k++) {                                        \
-                    dr[k] = set ? src[off] : dr[k] + src[off];                           \
+                    dr[k] += src[off];                                                   \
                     for (int a = G->nd - 1; a >= 1; a--) {                               \
                         off += st[a];                                                    \
                         if (++idx[a] < G->shape[a]) break;                               \
@@ -422,14 +413,13 @@ DEFINE_ADD_ROWS(add_rows_f32, float)
 DEFINE_ADD_ROWS(add_rows_f64, double)
 
 /* Thread t's share of phase 2: rows [R t / n, R (t + 1) / n) of every
- * parameter's gradient, set to the sum of the shards' gradients in shard
- * order (in leaf mode shard 0's is in it already; otherwise shard 0's is
- * copied in and the others added, with no zeroing pass), and the
- * optimiser's update of the same rows of the parameter.  Both go a block
- * of rows at a time, some ten thousand elements, so the update reads the
- * sums while they are in cache (the MLP's first weight is 800 KB).  Each
- * element is the same sum in the same order, and the same update, whichever
- * thread computes it and whatever the blocks. */
+ * parameter's gradient, which holds shard 0's, plus the other shards' in
+ * shard order, and the optimiser's update of the same rows of the
+ * parameter.  Both go a block of rows at a time, some ten thousand
+ * elements, so the update reads the sums while they are in cache (the
+ * MLP's first weight is 800 KB).  Each element is the same sum in the same
+ * order, and the same update, whichever thread computes it and whatever
+ * the blocks. */
 static void reduce_slice(struct pool *p, int t)
 {
     for (int i = 0; i < p->nparams; i++) {
@@ -441,10 +431,9 @@ static void reduce_slice(struct pool *p, int t)
         if (block < 16) block = 16;
         for (int64_t r0 = lo; r0 < hi; r0 += block) {
             int64_t r1 = hi - r0 < block ? hi : r0 + block;
-            for (int u = p->leaf_mode ? 1 : 0; u < p->n; u++) {
-                bool set = u == 0; /* in leaf mode shard 0's is there: add to it */
-                if (G->dt == AD_FLOAT32) add_rows_f32(G, &p->sh[u], i, r0, r1, set);
-                else add_rows_f64(G, &p->sh[u], i, r0, r1, set);
+            for (int u = 1; u < p->n; u++) {
+                if (G->dt == AD_FLOAT32) add_rows_f32(G, &p->sh[u], i, r0, r1);
+                else add_rows_f64(G, &p->sh[u], i, r0, r1);
             }
             if (p->slot[i] >= 0) nn__optim_step_rows(p->opt, p->slot[i], r0, r1);
         }
@@ -501,16 +490,13 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     p->xrow = (size_t)(ad_numel(x) / N) * ad_dtype_size(ad_tensor_dtype(x));
     p->yrow = (size_t)(ad_numel(y) / N) * ad_dtype_size(ad_tensor_dtype(y));
     if (!p->xd || !p->yd) return -1;
-    /* Once every parameter has a gradient buffer the shards' gradients are
-     * summed straight into it (no zeroing first); until then (the first
-     * step) shard 0 goes through ad_backward, which makes the buffers. */
-    p->leaf_mode = false;
-    for (int i = 0; i < p->nparams; i++) p->leaf_mode |= !ad_tensor_grad(p->params[i]);
-    if (p->leaf_mode && nn_optim_zero_grad(tr->opt)) return -1;
-    /* What nn_optim_zero_grad does for them on one thread: the optimiser's
-     * parameters outside the model step with a zero gradient. */
-    for (int e = 0; !p->leaf_mode && e < p->nextra; e++)
-        if (ad_zero_grad(nn__optim_param(tr->opt, p->extra[e]))) return -1;
+    /* Shard 0 adds its gradient into the parameters' buffers, zeroed
+     * here (as a one-thread step does, the optimiser's parameters outside
+     * the model included): a matrix product's gradient goes straight in
+     * (ad_backward's accumulation into a leaf, no buffer of its own), where
+     * one made apart would be zeroed by the product (BLAS at beta 0) and
+     * then read again to be copied.  The other shards are added in phase 2. */
+    if (nn_optim_zero_grad(tr->opt)) return -1;
 
     int prev = ad_set_num_threads(1);
     run_phase(p, 1);
@@ -528,7 +514,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
         ad_tensor *g = ad_tensor_grad(p->params[i]);
         pgrad *G = &p->pg[i];
         *G = (pgrad){0};
-        if (!g) continue; /* leaf mode: the loss does not reach it, every shard's is 0 */
+        if (!g) continue; /* the loss does not reach it: every shard's is 0 */
         G->dt = ad_tensor_dtype(g);
         G->nd = ad_ndim(g);
         G->shape = ad_shape(g);
