@@ -8,8 +8,8 @@
  * replays every shard's forward and loss on a thread of its own and
  * differentiates it there, all at once.  The training loss is a mean over
  * the batch, so the batch's loss and gradient are the shards' weighted by
- * n_t / N: shard 0, on the caller's thread, accumulates its gradient into
- * the parameters' grads (ad_backward with grad_output n_0 / N), the others
+ * n_t / N: the last shard, on a worker, accumulates its gradient into the
+ * parameters' grads (ad_backward with grad_output n_t / N), the others
  * compute theirs with ad_gradients on their own tapes (the parameters are
  * only read, which independent tapes may do at once: tape.h), and after
  * the threads meet each thread adds them, in shard order, into its rows
@@ -173,15 +173,19 @@ static int locate(shard *s, int i)
 static void shard_run(struct pool *p, shard *s)
 {
     rec *r = s->r;
+    bool last = s->idx == p->n - 1;
     memcpy(ad_data(r->x), p->xd + (size_t)s->row0 * p->xrow, (size_t)s->rows * p->xrow);
     memcpy(ad_data(r->y), p->yd + (size_t)s->row0 * p->yrow, (size_t)s->rows * p->yrow);
     ad_tensor *leaves[2] = {r->x, r->y};
-    int rc = ad_tape_replay(r->tape, 2, leaves, NULL) < 0 ? -1 : 0;
+    /* The last shard adds into the parameters' grads: zeroed first, as
+     * nn_optim_zero_grad does on one thread. */
+    int rc = last && nn_optim_zero_grad(p->opt) ? -1 : 0;
+    if (rc == 0) rc = ad_tape_replay(r->tape, 2, leaves, NULL) < 0 ? -1 : 0;
     if (rc == 0) {
         s->loss = ad_item(r->loss);
         if (!isfinite(s->loss)) {
             /* the caller reports it; nothing to differentiate */
-        } else if (s->idx == 0) {
+        } else if (last) {
             rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH);
         } else {
             rc = ad_gradients(r->loss, s->weight, p->nparams, p->params, s->grads,
@@ -413,7 +417,7 @@ DEFINE_ADD_ROWS(add_rows_f32, float)
 DEFINE_ADD_ROWS(add_rows_f64, double)
 
 /* Thread t's share of phase 2: rows [R t / n, R (t + 1) / n) of every
- * parameter's gradient, which holds shard 0's, plus the other shards' in
+ * parameter's gradient, which holds the last shard's, plus the others' in
  * shard order, and the optimiser's update of the same rows of the
  * parameter.  Both go a block of rows at a time, some ten thousand
  * elements, so the update reads the sums while they are in cache (the
@@ -431,7 +435,7 @@ static void reduce_slice(struct pool *p, int t)
         if (block < 16) block = 16;
         for (int64_t r0 = lo; r0 < hi; r0 += block) {
             int64_t r1 = hi - r0 < block ? hi : r0 + block;
-            for (int u = 1; u < p->n; u++) {
+            for (int u = 0; u < p->n - 1; u++) {
                 if (G->dt == AD_FLOAT32) add_rows_f32(G, &p->sh[u], i, r0, r1);
                 else add_rows_f64(G, &p->sh[u], i, r0, r1);
             }
@@ -490,13 +494,15 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     p->xrow = (size_t)(ad_numel(x) / N) * ad_dtype_size(ad_tensor_dtype(x));
     p->yrow = (size_t)(ad_numel(y) / N) * ad_dtype_size(ad_tensor_dtype(y));
     if (!p->xd || !p->yd) return -1;
-    /* Shard 0 adds its gradient into the parameters' buffers, zeroed
-     * here (as a one-thread step does, the optimiser's parameters outside
-     * the model included): a matrix product's gradient goes straight in
-     * (ad_backward's accumulation into a leaf, no buffer of its own), where
-     * one made apart would be zeroed by the product (BLAS at beta 0) and
-     * then read again to be copied.  The other shards are added in phase 2. */
-    if (nn_optim_zero_grad(tr->opt)) return -1;
+    /* The last shard, on a worker, adds its gradient into the parameters'
+     * buffers, which it zeroes first (as a one-thread step does, the
+     * optimiser's parameters outside the model included): a matrix
+     * product's gradient goes straight in (ad_backward's accumulation into
+     * a leaf, no buffer of its own), where one made apart would be zeroed
+     * by the product (BLAS at beta 0) and then read again to be copied.
+     * The worker, not this thread, zeroes: this one loaded the batch.  The
+     * other shards are added in phase 2. */
+    p->opt = tr->opt;
 
     int prev = ad_set_num_threads(1);
     run_phase(p, 1);
@@ -525,7 +531,6 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     /* Phase 2: each thread sums its rows of every gradient and updates the
      * same rows of every parameter.  The optimiser's checks come first: a
      * step it refuses leaves the parameters as they were. */
-    p->opt = tr->opt;
     if (rc == 0 && nn__optim_step_begin(tr->opt)) rc = -1;
     if (rc == 0) run_phase(p, 2);
     ad_set_num_threads(prev);
