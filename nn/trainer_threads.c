@@ -26,11 +26,13 @@
  * sleeps on a condition variable, as OpenMP runtimes wait: an MLP step is
  * under a millisecond, and a sleeping thread's wake-up on a virtual machine
  * can take tens of microseconds, several times per step, while a thread
- * between two steps of a running trainer is woken within the spin.  A
- * trainer left idle costs SPIN_NS of one core, then nothing.  Each thread
- * limits the kernels it calls to itself (ad_set_num_threads(1)), as does
- * the caller during the step, so T threads keep T cores busy and no
- * OpenMP team or BLAS pool is started on top of them.
+ * between two steps of a running trainer is woken within the spin.  The
+ * limit shrinks while spins fail (a busy machine, where sleeping is
+ * better) and grows back when they succeed.  A trainer left idle costs a
+ * spin of one core, then nothing.  Each thread limits the kernels it
+ * calls to itself (ad_set_num_threads(1)), as does the caller during the
+ * step, so T threads keep T cores busy and no OpenMP team or BLAS pool is
+ * started on top of them.
  *
  * What a split step guarantees: the shards, the kernels each runs and the
  * order of the final additions are fixed by N and T, so a seeded run with
@@ -43,7 +45,6 @@
 
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,10 +60,12 @@
 /* More threads than this is a mistake rather than a machine. */
 #define MAX_SPLIT 256
 
-/* How long a waiting thread spins before it sleeps: longer than the gaps
- * inside a running trainer's step and between its steps (loading the next
- * batch), short enough that an idle trainer gives its cores back at once. */
+/* How long a waiting thread spins before it sleeps, at most: longer than
+ * the gaps inside a running trainer's step and between its steps (loading
+ * the next batch), short enough that an idle trainer gives its cores back
+ * at once; and at least, once spins keep failing (await_event). */
 #define SPIN_NS 200000
+#define SPIN_MIN_NS 5000
 
 /* The processor's spin-wait hint: it saves power and lets a sibling
  * hardware thread run while this one polls. */
@@ -109,6 +112,7 @@ typedef struct shard {
     int64_t (*strides)[AD_MAX_DIMS]; /* ... and strides */
     int64_t row0, rows;
     double loss;
+    int64_t spin;                    /* its thread's spin limit (await_event), ns */
     int rc;                          /* 0, or -1 with the error below */
     ad_error_code code;
     char err[512];
@@ -212,24 +216,33 @@ static void raise_event(struct pool *p, event *e)
     }
 }
 
-/* Waits until e->seq is no longer seen; returns the new value. */
-static uint64_t await_event(struct pool *p, event *e, uint64_t seen)
+/* Waits until e->seq is no longer seen; returns the new value.  *budget
+ * is this waiter's spin limit, adapted as adaptive mutexes do: a spin
+ * that ends without the event (on a busy machine the awaited thread is
+ * often waiting for a core itself, for milliseconds) quarters it, down to
+ * SPIN_MIN_NS; one that sees the event doubles it, up to SPIN_NS.  On an
+ * idle machine every hand-off of a running trainer comes within the
+ * spin and the limit stays at SPIN_NS.  The spin never yields its core
+ * (sched_yield): a yielding thread, still runnable, waits behind every
+ * other runnable thread for its next turn, where a sleeping one that is
+ * woken is scheduled at once (docs/benchmarks.md has the measurements). */
+static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *budget)
 {
     uint64_t v;
     int64_t t0 = 0;
     for (unsigned i = 0;; i++) {
-        if ((v = atomic_load_explicit(&e->seq, memory_order_acquire)) != seen) return v;
+        if ((v = atomic_load_explicit(&e->seq, memory_order_acquire)) != seen) {
+            *budget = *budget < SPIN_NS / 2 ? 2 * *budget : SPIN_NS;
+            return v;
+        }
         cpu_relax();
         if (i % 64 == 63) { /* every few microseconds of spinning */
             int64_t t = now_ns();
             if (!t0) t0 = t;
-            else if (t - t0 > SPIN_NS) break;
-            /* Let another runnable thread have this core: on a busy machine
-             * it may be the very one this thread waits for, and a spinner
-             * must not take its turn; alone on the core this returns at once. */
-            sched_yield();
+            else if (t - t0 > *budget) break;
         }
     }
+    *budget = *budget / 4 > SPIN_MIN_NS ? *budget / 4 : SPIN_MIN_NS;
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&e->sleepers, 1);
     while ((v = atomic_load(&e->seq)) == seen) pthread_cond_wait(&e->cv, &p->mu);
@@ -245,7 +258,7 @@ static void *worker(void *arg)
     ad_set_num_threads(1);
     uint64_t seen = 0;
     for (;;) {
-        seen = await_event(p, &p->go, seen);
+        seen = await_event(p, &p->go, seen, &s->spin);
         if (atomic_load(&p->quit)) break;
         if (p->phase == 1) shard_run(p, s);
         else reduce_slice(p, s->idx);
@@ -318,6 +331,7 @@ static struct pool *pool_new(nn_trainer *tr, int n)
     for (int t = 0; t < n; t++) {
         p->sh[t].pool = p;
         p->sh[t].idx = t;
+        p->sh[t].spin = SPIN_NS;
         size_t np = (size_t)p->nparams + 1;
         if ((!(p->sh[t].grads = ad_calloc(np, sizeof(ad_tensor *))) ||
                       !(p->sh[t].base = ad_calloc(np, sizeof(void *))) ||
@@ -464,7 +478,7 @@ static void run_phase(struct pool *p, int phase)
     raise_event(p, &p->go);
     if (phase == 1) shard_run(p, &p->sh[0]);
     else reduce_slice(p, 0);
-    await_event(p, &p->done, seen);
+    await_event(p, &p->done, seen, &p->sh[0].spin);
 }
 
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
