@@ -21,7 +21,7 @@ enum { EXTRA = 3 };
 
 typedef struct bucket {
     ad_dtype dtype;
-    int first, end;       /* parameters [first, end) */
+    int first, end;       /* entries [first, end) */
     int64_t count;        /* elements, the extras included in the last */
     void *data;
     MPI_Request req;
@@ -33,8 +33,15 @@ struct nn_dist {
     bool finalize_mpi;    /* nn_dist_init called MPI_Init */
     nn_dist_options o;
     nn_trainer *tr;       /* attached, borrowed */
-    nn_named_tensors *params;
-    int64_t *offset;      /* of each parameter in its bucket */
+    /* The entries of the buckets: the parameters' gradients, then the
+     * floating-point buffers (BatchNorm's running statistics), which are
+     * averaged with them (nn/dist.h says why). */
+    nn_named_tensors *params, *buffers;
+    int nent;             /* params->n + nbuf */
+    int nbuf;
+    ad_tensor **avg;      /* the averaged buffers, nbuf of them */
+    int64_t *offset;      /* of each entry in its bucket */
+    int *bucket_of;       /* of each entry */
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -118,11 +125,16 @@ static void buckets_free(nn_dist *d)
     for (int i = 0; i < d->nb; i++) ad_free(d->b[i].data);
     ad_free(d->b);
     ad_free(d->offset);
+    ad_free(d->bucket_of);
+    ad_free(d->avg);
     nn_named_tensors_free(d->params);
+    nn_named_tensors_free(d->buffers);
     d->b = NULL;
     d->offset = NULL;
-    d->params = NULL;
-    d->nb = 0;
+    d->bucket_of = NULL;
+    d->avg = NULL;
+    d->params = d->buffers = NULL;
+    d->nb = d->nent = d->nbuf = 0;
 }
 
 void nn_dist_detach(nn_dist *d)
@@ -235,35 +247,69 @@ static int broadcast_trainer(nn_dist *d, nn_trainer *tr)
 
 /* ---- gradient averaging ------------------------------------------------------ */
 
-/* Buckets over the parameters in their order: a new one where the dtype
- * changes or the bytes would pass bucket_bytes (a larger parameter has one
- * of its own). */
+/* Entry e of the buckets: parameter e, or after them an averaged buffer. */
+static ad_tensor *entry(const nn_dist *d, int e)
+{
+    return e < d->params->n ? d->params->tensors[e] : d->avg[e - d->params->n];
+}
+
+static const char *entry_name(const nn_dist *d, int e)
+{
+    return e < d->params->n ? d->params->names[e] : "buffer";
+}
+
+/* The floating-point buffers of the list, which are averaged; integer
+ * ones (BatchNorm's num_batches_tracked) count steps, which every rank
+ * takes alike, and are left alone. */
+static int pick_buffers(nn_dist *d, const char *fn)
+{
+    const nn_named_tensors *bl = d->buffers;
+    d->avg = ad_calloc((size_t)(bl ? bl->n : 0) + 1, sizeof *d->avg);
+    if (!d->avg) return -1;
+    for (int i = 0; bl && i < bl->n; i++) {
+        ad_tensor *t = bl->tensors[i];
+        ad_dtype dt = ad_tensor_dtype(t);
+        if (dt != AD_FLOAT32 && dt != AD_FLOAT64) continue;
+        if (!ad_is_contiguous(t))
+            return ad_set_error("%s: buffer '%s' is not contiguous", fn, bl->names[i]);
+        d->avg[d->nbuf++] = t;
+    }
+    return 0;
+}
+
+/* Buckets over the entries in their order: a new one where the dtype
+ * changes or the bytes would pass bucket_bytes (a larger tensor has one of
+ * its own). */
 static int layout(nn_dist *d, const char *fn)
 {
     nn_named_tensors *ps = d->params;
-    d->offset = ad_calloc((size_t)ps->n + 1, sizeof *d->offset);
-    d->b = ad_calloc((size_t)ps->n + 1, sizeof *d->b);
-    if (!d->offset || !d->b) return -1;
-    for (int i = 0; i < ps->n; i++) {
-        ad_tensor *p = ps->tensors[i];
+    if (pick_buffers(d, fn)) return -1;
+    d->nent = ps->n + d->nbuf;
+    d->offset = ad_calloc((size_t)d->nent + 1, sizeof *d->offset);
+    d->bucket_of = ad_calloc((size_t)d->nent + 1, sizeof *d->bucket_of);
+    d->b = ad_calloc((size_t)d->nent + 1, sizeof *d->b);
+    if (!d->offset || !d->bucket_of || !d->b) return -1;
+    for (int e = 0; e < d->nent; e++) {
+        ad_tensor *p = entry(d, e);
         ad_dtype dt = ad_tensor_dtype(p);
         if (dt != AD_FLOAT32 && dt != AD_FLOAT64)
             return ad_set_error("%s: parameter '%s' is %s; gradients are averaged in float32 or "
-                                "float64", fn, ps->names[i], ad_dtype_name(dt));
+                                "float64", fn, entry_name(d, e), ad_dtype_name(dt));
         if (!ad_is_contiguous(p))
-            return ad_set_error("%s: parameter '%s' is not contiguous", fn, ps->names[i]);
+            return ad_set_error("%s: parameter '%s' is not contiguous", fn, entry_name(d, e));
         int64_t n = ad_numel(p);
         bucket *cur = d->nb ? &d->b[d->nb - 1] : NULL;
         if (!cur || cur->dtype != dt ||
             (size_t)(cur->count + n) * ad_dtype_size(dt) > d->o.bucket_bytes) {
             cur = &d->b[d->nb++];
-            *cur = (bucket){.dtype = dt, .first = i, .end = i, .req = MPI_REQUEST_NULL};
+            *cur = (bucket){.dtype = dt, .first = e, .end = e, .req = MPI_REQUEST_NULL};
         }
-        d->offset[i] = cur->count;
+        d->offset[e] = cur->count;
+        d->bucket_of[e] = d->nb - 1;
         cur->count += n;
-        cur->end = i + 1;
+        cur->end = e + 1;
     }
-    if (d->nb == 0) return ad_set_error("%s: the model has no parameters", fn);
+    if (ps->n == 0) return ad_set_error("%s: the model has no parameters", fn);
     d->b[d->nb - 1].count += EXTRA;
     d->stats.buckets = d->nb;
     d->stats.bytes = 0;
@@ -279,39 +325,41 @@ static int layout(nn_dist *d, const char *fn)
     return 0;
 }
 
-/* Copies parameter i's gradient, times scale, into its bucket (zeros when
- * it has none); 1 when it has one. */
-static int pack(nn_dist *d, int i, double scale)
+/* Copies entry e, times scale, into its bucket: a parameter's gradient
+ * (zeros when it has none; returns 1 when it has one), or a buffer's
+ * values. */
+static int pack(nn_dist *d, int e, double scale)
 {
-    const bucket *b = NULL;
-    for (int k = 0; !b; k++)
-        if (i < d->b[k].end) b = &d->b[k];
-    ad_tensor *g = ad_tensor_grad(d->params->tensors[i]);
-    int64_t n = ad_numel(d->params->tensors[i]);
+    const bucket *b = &d->b[d->bucket_of[e]];
+    ad_tensor *t = entry(d, e);
+    bool param = e < d->params->n;
+    ad_tensor *g = param ? ad_tensor_grad(t) : t;
+    int64_t n = ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
-        float *dst = (float *)b->data + d->offset[i], s = (float)scale;
+        float *dst = (float *)b->data + d->offset[e], s = (float)scale;
         const float *src = g ? ad_data(g) : NULL;
         for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * s : 0.0f;
     } else {
-        double *dst = (double *)b->data + d->offset[i];
+        double *dst = (double *)b->data + d->offset[e];
         const double *src = g ? ad_data(g) : NULL;
         for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * scale : 0.0;
     }
-    return g != NULL;
+    return param && g != NULL;
 }
 
-/* The summed gradient of parameter i, times scale, back into its grad. */
-static void unpack(nn_dist *d, const bucket *b, int i, double scale)
+/* The sum of entry e, times scale, back into the gradient or buffer. */
+static void unpack(nn_dist *d, int e, double scale)
 {
-    ad_tensor *g = ad_tensor_grad(d->params->tensors[i]);
+    const bucket *b = &d->b[d->bucket_of[e]];
+    ad_tensor *g = e < d->params->n ? ad_tensor_grad(entry(d, e)) : entry(d, e);
     if (!g) return;
     int64_t n = ad_numel(g);
     if (b->dtype == AD_FLOAT32) {
-        const float *src = (const float *)b->data + d->offset[i];
+        const float *src = (const float *)b->data + d->offset[e];
         float *dst = ad_data(g), s = (float)scale;
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * s;
     } else {
-        const double *src = (const double *)b->data + d->offset[i];
+        const double *src = (const double *)b->data + d->offset[e];
         double *dst = ad_data(g);
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
     }
@@ -384,7 +432,7 @@ static int average_grads(void *user, double *samples, double *loss)
     int have = 0;
     for (int k = 0; k < d->nb; k++) {
         bucket *b = &d->b[k];
-        for (int i = b->first; i < b->end; i++) have += pack(d, i, *samples);
+        for (int e = b->first; e < b->end; e++) have += pack(d, e, *samples);
         if (k == d->nb - 1) {
             set_extra(b, 0, *samples);
             set_extra(b, 1, *samples * *loss);
@@ -407,7 +455,7 @@ static int average_grads(void *user, double *samples, double *loss)
     for (int k = 0; k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (d->o.overlap && wait_for(d, &b->req, &tcomm)) return -1;
-        for (int i = b->first; i < b->end; i++) unpack(d, b, i, 1.0 / total);
+        for (int e = b->first; e < b->end; e++) unpack(d, e, 1.0 / total);
     }
     *samples = total;
     *loss = lsum / total;
@@ -428,7 +476,8 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
     nn_dist_detach(d);
     d->params = nn_parameters(nn_trainer_model(tr));
-    int rc = d->params ? layout(d, fn) : -1;
+    d->buffers = d->params ? nn_buffers(nn_trainer_model(tr)) : NULL;
+    int rc = d->buffers ? layout(d, fn) : -1;
     /* Every rank must agree before the first collective of another size. */
     int bad = rc != 0, any = 0;
     if (mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))

@@ -25,7 +25,19 @@
  * soon as a bucket is packed so the packing of the next overlaps it, with
  * .overlap), and copied back divided by the total batch size.  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
- * stay identical without ever sending weights again.  The reduction's
+ * stay identical without ever sending weights again.
+ *
+ * Buffers.  The model's floating-point buffers (BatchNorm's running mean
+ * and variance) ride in the same buckets and are averaged the same way,
+ * weighted by the ranks' batch sizes, after every step: the running mean
+ * is then the one a single process at the global batch keeps (to
+ * rounding), the running variance the average of the shards' (which
+ * misses the spread between the shards' means), and every rank holds the
+ * same numbers.  PyTorch DDP instead broadcasts rank 0's buffers at each
+ * forward, so its statistics come from rank 0's shards alone; averaging
+ * uses every sample and costs no message of its own.  Integer buffers
+ * (num_batches_tracked) are left alone: every rank takes the same steps.
+ * The reduction's
  * order of additions is fixed by MPI for a given world size and
  * algorithm, so two runs with the same world size, transport and seed are
  * bit-identical.
