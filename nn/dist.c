@@ -25,7 +25,16 @@ typedef struct bucket {
     int64_t count;        /* elements, the extras included in the last */
     void *data;
     MPI_Request req;
+    int pending;          /* entries not packed yet in this step */
+    bool started;         /* its reduction of this step has started */
 } bucket;
+
+/* A parameter's address and its entry, sorted by address: the
+ * gradient-ready hook looks parameters up here. */
+typedef struct param_key {
+    const ad_tensor *t;
+    int e;
+} param_key;
 
 struct nn_dist {
     MPI_Comm comm;
@@ -42,6 +51,9 @@ struct nn_dist {
     ad_tensor **avg;      /* the averaged buffers, nbuf of them */
     int64_t *offset;      /* of each entry in its bucket */
     int *bucket_of;       /* of each entry */
+    bool *packed;         /* of each entry, in this step */
+    param_key *keys;      /* params->n of them */
+    int have;             /* parameters packed with a gradient, this step */
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -126,12 +138,16 @@ static void buckets_free(nn_dist *d)
     ad_free(d->b);
     ad_free(d->offset);
     ad_free(d->bucket_of);
+    ad_free(d->packed);
+    ad_free(d->keys);
     ad_free(d->avg);
     nn_named_tensors_free(d->params);
     nn_named_tensors_free(d->buffers);
     d->b = NULL;
     d->offset = NULL;
     d->bucket_of = NULL;
+    d->packed = NULL;
+    d->keys = NULL;
     d->avg = NULL;
     d->params = d->buffers = NULL;
     d->nb = d->nent = d->nbuf = 0;
@@ -247,15 +263,36 @@ static int broadcast_trainer(nn_dist *d, nn_trainer *tr)
 
 /* ---- gradient averaging ------------------------------------------------------ */
 
-/* Entry e of the buckets: parameter e, or after them an averaged buffer. */
+/* Entry e of the buckets: the parameters last first (backward produces
+ * the last layers' gradients first, so the first bucket fills first, as
+ * in PyTorch DDP), then the averaged buffers. */
+static int param_of(const nn_dist *d, int e)
+{
+    return d->params->n - 1 - e;
+}
+
 static ad_tensor *entry(const nn_dist *d, int e)
 {
-    return e < d->params->n ? d->params->tensors[e] : d->avg[e - d->params->n];
+    return e < d->params->n ? d->params->tensors[param_of(d, e)] : d->avg[e - d->params->n];
 }
 
 static const char *entry_name(const nn_dist *d, int e)
 {
-    return e < d->params->n ? d->params->names[e] : "buffer";
+    return e < d->params->n ? d->params->names[param_of(d, e)] : "buffer";
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const param_key *)a)->t, y = (uintptr_t)((const param_key *)b)->t;
+    return (x > y) - (x < y);
+}
+
+/* The entry of parameter t, or -1 when t is not one. */
+static int entry_of(const nn_dist *d, const ad_tensor *t)
+{
+    param_key k = {t, 0};
+    const param_key *f = bsearch(&k, d->keys, (size_t)d->params->n, sizeof k, key_cmp);
+    return f ? f->e : -1;
 }
 
 /* The floating-point buffers of the list, which are averaged; integer
@@ -287,8 +324,12 @@ static int layout(nn_dist *d, const char *fn)
     d->nent = ps->n + d->nbuf;
     d->offset = ad_calloc((size_t)d->nent + 1, sizeof *d->offset);
     d->bucket_of = ad_calloc((size_t)d->nent + 1, sizeof *d->bucket_of);
+    d->packed = ad_calloc((size_t)d->nent + 1, sizeof *d->packed);
+    d->keys = ad_calloc((size_t)ps->n + 1, sizeof *d->keys);
     d->b = ad_calloc((size_t)d->nent + 1, sizeof *d->b);
-    if (!d->offset || !d->bucket_of || !d->b) return -1;
+    if (!d->offset || !d->bucket_of || !d->packed || !d->keys || !d->b) return -1;
+    for (int e = 0; e < ps->n; e++) d->keys[e] = (param_key){entry(d, e), e};
+    qsort(d->keys, (size_t)ps->n, sizeof *d->keys, key_cmp);
     for (int e = 0; e < d->nent; e++) {
         ad_tensor *p = entry(d, e);
         ad_dtype dt = ad_tensor_dtype(p);
@@ -308,6 +349,7 @@ static int layout(nn_dist *d, const char *fn)
         d->bucket_of[e] = d->nb - 1;
         cur->count += n;
         cur->end = e + 1;
+        cur->pending++;
     }
     if (ps->n == 0) return ad_set_error("%s: the model has no parameters", fn);
     d->b[d->nb - 1].count += EXTRA;
@@ -424,39 +466,104 @@ static int start(nn_dist *d, bucket *b, double *t)
     return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
 }
 
-/* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad. */
+/* Starts the reductions of every bucket that is fully packed and not
+ * started, in order, up to but not including the last (which carries the
+ * extras and is started by average_grads); with overlap only. */
+static int start_ready(nn_dist *d, double *tcomm)
+{
+    for (int k = 0; k < d->nb - 1; k++) {
+        bucket *b = &d->b[k];
+        if (b->started || b->pending) continue;
+        b->started = true;
+        d->stats.early_buckets++;
+        if (start(d, b, tcomm)) return -1;
+    }
+    return 0;
+}
+
+/* Entry e into its bucket, once per step. */
+static void pack_once(nn_dist *d, int e, double samples)
+{
+    if (d->packed[e]) return;
+    d->packed[e] = true;
+    d->have += pack(d, e, samples);
+    d->b[d->bucket_of[e]].pending--;
+}
+
+/* The grad_ready hook of nn_trainer_comm (set with overlap): packs the
+ * parameter's gradient, starts every bucket that is now complete, and
+ * lets MPI move the started ones on (Open MPI progresses a non-blocking
+ * collective only inside MPI calls). */
+static int grad_ready(void *user, ad_tensor *param, double samples)
+{
+    nn_dist *d = user;
+    int e = entry_of(d, param);
+    if (e < 0) return 0; /* a leaf that is not one of the model's parameters */
+    double t0 = MPI_Wtime(), tcomm = 0;
+    pack_once(d, e, samples);
+    int rc = start_ready(d, &tcomm);
+    for (int k = 0; rc == 0 && k < d->nb; k++) {
+        int done;
+        if (d->b[k].started && d->b[k].req != MPI_REQUEST_NULL)
+            rc = mpi_ok(MPI_Test(&d->b[k].req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    }
+    d->stats.reduce_seconds += tcomm;
+    d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
+    return rc;
+}
+
+/* Ready for the next step: nothing packed, nothing started. */
+static void step_done(nn_dist *d)
+{
+    for (int e = 0; e < d->nent; e++) d->packed[e] = false;
+    for (int k = 0; k < d->nb; k++) {
+        d->b[k].started = false;
+        d->b[k].pending = d->b[k].end - d->b[k].first;
+    }
+    d->have = 0;
+}
+
+/* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad
+ * (and every averaged buffer).  What grad_ready packed and started during
+ * backward stays; the rest is packed and started here. */
 static int average_grads(void *user, double *samples, double *loss)
 {
     nn_dist *d = user;
     double t0 = MPI_Wtime(), tcomm = 0;
-    int have = 0;
-    for (int k = 0; k < d->nb; k++) {
+    int rc = 0;
+    for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
-        for (int e = b->first; e < b->end; e++) have += pack(d, e, *samples);
+        if (b->started) continue;
+        for (int e = b->first; e < b->end; e++) pack_once(d, e, *samples);
         if (k == d->nb - 1) {
             set_extra(b, 0, *samples);
             set_extra(b, 1, *samples * *loss);
-            set_extra(b, 2, have);
+            set_extra(b, 2, d->have);
         }
-        if (start(d, b, &tcomm)) return -1;
+        b->started = true;
+        rc = start(d, b, &tcomm);
     }
     /* The extras live in the last bucket: with overlap, wait for it first,
      * then for the others in order, unpacking each while later ones run
      * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
     bucket *last = &d->b[d->nb - 1];
-    if (d->o.overlap && wait_for(d, &last->req, &tcomm)) return -1;
+    if (rc == 0 && d->o.overlap) rc = wait_for(d, &last->req, &tcomm);
     double total = get_extra(last, 0), lsum = get_extra(last, 1), had = get_extra(last, 2);
-    if (had != (double)have * d->size) {
-        for (int k = 0; k < d->nb && d->o.overlap; k++) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
-        return ad_set_error("nn_dist: the ranks disagree on which parameters have gradients "
-                            "(rank %d: %d of %d); a parameter must get one on every rank or "
-                            "on none", d->rank, have, d->params->n);
-    }
-    for (int k = 0; k < d->nb; k++) {
+    if (rc == 0 && had != (double)d->have * d->size)
+        rc = ad_set_error("nn_dist: the ranks disagree on which parameters have gradients "
+                          "(rank %d: %d of %d); a parameter must get one on every rank or "
+                          "on none", d->rank, d->have, d->params->n);
+    for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
-        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) return -1;
-        for (int e = b->first; e < b->end; e++) unpack(d, e, 1.0 / total);
+        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) rc = -1;
+        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, 1.0 / total);
     }
+    /* On failure, no request may stay in flight over buffers that the next
+     * step would refill. */
+    for (int k = 0; rc && k < d->nb; k++)
+        if (d->b[k].req != MPI_REQUEST_NULL) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
+    step_done(d);
+    if (rc) return -1;
     *samples = total;
     *loss = lsum / total;
     d->stats.steps++;
@@ -470,14 +577,16 @@ static int sum_hook(void *user, double *values, int n)
     return nn_dist_sum(user, values, n);
 }
 
-int nn_dist_attach(nn_dist *d, nn_trainer *tr)
+/* Lays out the buckets for params and buffers (which d takes, NULL
+ * buffers for none), every rank agreeing on the layout before any other
+ * collective. */
+static int attach_lists(nn_dist *d, const char *fn, nn_named_tensors *params,
+                        nn_named_tensors *buffers)
 {
-    const char *fn = "nn_dist_attach";
-    if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
     nn_dist_detach(d);
-    d->params = nn_parameters(nn_trainer_model(tr));
-    d->buffers = d->params ? nn_buffers(nn_trainer_model(tr)) : NULL;
-    int rc = d->buffers ? layout(d, fn) : -1;
+    d->params = params;
+    d->buffers = buffers;
+    int rc = d->params ? layout(d, fn) : -1;
     /* Every rank must agree before the first collective of another size. */
     int bad = rc != 0, any = 0;
     if (mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))
@@ -485,8 +594,21 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     else if (any && rc == 0)
         rc = ad_set_error("%s: another rank could not lay out its gradient buckets", fn);
     if (rc == 0) rc = same_everywhere(d, fn, d->stats.bytes, "their gradients' size");
+    if (rc == 0) step_done(d);
+    return rc;
+}
+
+int nn_dist_attach(nn_dist *d, nn_trainer *tr)
+{
+    const char *fn = "nn_dist_attach";
+    if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
+    nn_named_tensors *ps = nn_parameters(nn_trainer_model(tr));
+    nn_named_tensors *bs = ps ? nn_buffers(nn_trainer_model(tr)) : NULL;
+    if (ps && !bs) nn_named_tensors_free(ps);
+    int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
-    nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d};
+    nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
+                         d->o.overlap ? grad_ready : NULL};
     if (rc == 0) rc = nn_trainer_set_comm(tr, &c);
     if (rc) {
         buckets_free(d);
@@ -495,6 +617,62 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     d->tr = tr;
     d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
     return 0;
+}
+
+int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params)
+{
+    const char *fn = "nn_dist_attach_params";
+    if (!d || !params) return ad_set_error("%s: %s is NULL", fn, d ? "params" : "d");
+    nn_named_tensors *own = nn_named_tensors_new(params->n, params->names, params->tensors);
+    int rc = attach_lists(d, fn, own, NULL);
+    if (rc == 0) rc = nn_dist_broadcast(d, params);
+    if (rc) {
+        buckets_free(d);
+        return -1;
+    }
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    return 0;
+}
+
+int nn_dist_average_grads(nn_dist *d, double *samples, double *loss)
+{
+    const char *fn = "nn_dist_average_grads";
+    if (!d || !samples || !loss)
+        return ad_set_error("%s: %s is NULL", fn, !d ? "d" : !samples ? "samples" : "loss");
+    if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
+    return average_grads(d, samples, loss);
+}
+
+/* The core's gradient-ready hook over grad_ready. */
+typedef struct backward_ctx {
+    nn_dist *d;
+    double samples;
+} backward_ctx;
+
+static int ready_in_backward(ad_tensor *leaf, void *ctx)
+{
+    backward_ctx *b = ctx;
+    return grad_ready(b->d, leaf, b->samples);
+}
+
+int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *samples,
+                     double *mean_loss)
+{
+    const char *fn = "nn_dist_backward";
+    if (!d || !loss || !samples || !mean_loss)
+        return ad_set_error("%s: %s is NULL", fn,
+                            !d ? "d" : !loss ? "loss" : !samples ? "samples" : "mean_loss");
+    if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
+    backward_ctx b = {d, *samples};
+    ad_grad_ready_hook prev = {NULL, NULL};
+    if (d->o.overlap) prev = ad_set_grad_ready_hook((ad_grad_ready_hook){ready_in_backward, &b});
+    int rc = ad_backward(loss, NULL, flags);
+    if (d->o.overlap) ad_set_grad_ready_hook(prev);
+    /* Even a failed backward joins the reduction, with its gradients as
+     * they are: the other ranks wait in it.  The error is then this
+     * rank's, and the caller ends the run (nn_dist_abort). */
+    int rc2 = average_grads(d, samples, mean_loss);
+    return rc || rc2 ? -1 : 0;
 }
 
 int nn_dist_shard(nn_dist *d, nn_loader *l)

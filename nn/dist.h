@@ -21,8 +21,8 @@
  * by nn_dist_attach: the gradients are copied, scaled by the rank's batch
  * size, into flat contiguous buckets (about bucket_bytes each, per dtype;
  * the batch size and loss ride in the last one), every bucket is summed
- * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started as
- * soon as a bucket is packed so the packing of the next overlaps it, with
+ * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
+ * during backward as soon as a bucket's gradients are all final, with
  * .overlap), and copied back divided by the total batch size.  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
  * stay identical without ever sending weights again.
@@ -74,10 +74,13 @@ typedef struct nn_dist nn_dist;
 typedef struct nn_dist_options {
     /* Bytes per gradient bucket; 0 means 25 MB (PyTorch DDP's default). */
     size_t bucket_bytes;
-    /* Start each bucket's reduction (MPI_Iallreduce) as soon as it is
-     * packed, so that packing the next overlaps it; false: one blocking
-     * MPI_Allreduce per bucket.  Only models of several buckets can gain;
-     * docs/distributed.md has the measurement. */
+    /* Start each bucket's reduction (MPI_Iallreduce) as soon as backward
+     * has produced all of its gradients (the buckets hold the parameters
+     * last first, so the last layers' bucket fills first), polling MPI as
+     * later gradients arrive, and wait for all before the optimiser;
+     * false: one blocking MPI_Allreduce per bucket after backward.  Only
+     * models of several buckets can gain; docs/distributed.md has the
+     * measurement. */
     bool overlap;
     /* How a rank waits for a reduction.  0: MPI_Wait, MPI's own wait,
      * which spins (or, when Open MPI knows it is oversubscribed, calls
@@ -130,6 +133,26 @@ AD_API MPI_Comm nn_dist_comm(const nn_dist *d);
  * not contiguous, the ranks' models differing in their tensors' sizes
  * (checked by a reduction before any byte is sent), MPI failures. */
 AD_API int nn_dist_attach(nn_dist *d, nn_trainer *tr);
+/* For a training loop of your own, without nn_trainer: lays out the
+ * buckets for the gradients of params (the list is copied; the tensors
+ * are borrowed and must not change shape) and broadcasts their values
+ * from rank 0.  Optimiser state on resume: nn_dist_broadcast it.
+ * Collective.  Errors as nn_dist_attach. */
+AD_API int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params);
+/* ad_backward(loss, NULL, flags), then the averaging a trainer's step
+ * does: every attached parameter's grad becomes sum_r samples_r g_r /
+ * sum_r samples_r.  With .overlap each bucket's MPI_Iallreduce starts as
+ * soon as backward has produced all of its gradients
+ * (ad_set_grad_ready_hook).  In: *samples this rank's batch size,
+ * *mean_loss its mean loss; out: the total batch size and the mean loss
+ * over all ranks.  Collective: every rank calls it once per step (a rank
+ * whose backward failed still joins the reduction, then returns -1).
+ * Errors: NULL arguments, nothing attached, backward's errors, MPI
+ * failures, ranks disagreeing on which parameters got a gradient. */
+AD_API int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *samples,
+                            double *mean_loss);
+/* The averaging alone, after a backward pass of your own. */
+AD_API int nn_dist_average_grads(nn_dist *d, double *samples, double *mean_loss);
 /* Undoes nn_dist_attach: tr trains alone again.  NULL d is ignored. */
 AD_API void nn_dist_detach(nn_dist *d);
 
@@ -170,6 +193,7 @@ typedef struct nn_dist_stats {
     int64_t bytes;          /* reduced per step, all buckets */
     double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
     double pack_seconds;    /* copying in and out of the buckets */
+    int64_t early_buckets;  /* reductions started during backward (.overlap), summed */
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
 AD_API int nn_dist_reset_stats(nn_dist *d);

@@ -299,6 +299,30 @@ static bool has_random_streams(const nn_module *m)
     return false;
 }
 
+/* The comm's grad_ready hook as the core's gradient-ready hook. */
+typedef struct ready_ctx {
+    const nn_trainer *tr;
+    double samples;
+} ready_ctx;
+
+static int tell_ready(ad_tensor *leaf, void *ctx)
+{
+    const ready_ctx *r = ctx;
+    return r->tr->comm.grad_ready(r->tr->comm.user, leaf, r->samples);
+}
+
+/* ad_backward, telling the comm's grad_ready hook (when there is one)
+ * about each gradient as soon as it is final. */
+static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
+{
+    if (!tr->comm.grad_ready) return ad_backward(loss, NULL, flags);
+    ready_ctx r = {tr, samples};
+    ad_grad_ready_hook prev = ad_set_grad_ready_hook((ad_grad_ready_hook){tell_ready, &r});
+    int rc = ad_backward(loss, NULL, flags);
+    ad_set_grad_ready_hook(prev);
+    return rc;
+}
+
 /* The step without its checks of tr, x and y: 1 for a non-finite loss
  * (nothing updated; the caller words the message), -1 on error.  *loss
  * and *samples: the batch's mean loss and size, over every worker's batch
@@ -329,7 +353,7 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
     /* Gradients accumulate across backward passes, so last step's are
      * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
      * next replay. */
-    if (nn_optim_zero_grad(tr->opt) || ad_backward(l, NULL, replayed ? AD_RETAIN_GRAPH : 0))
+    if (nn_optim_zero_grad(tr->opt) || backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
         return -1;
     /* A worker of a data-parallel run decides on the loss over every
      * worker's batch, which the averaging brings back: all skip the update

@@ -153,7 +153,10 @@ int main(int argc, char **argv)
         nn_fit(tr, train, val, o.epochs, &fit) ||
         (o.out && (rank == 0 || o.every_rank) && save(tr, o.out, o.every_rank ? rank : -1)))
         nn_dist_abort(d, "dist_train: ", 1);
-    printf("dist_train: rank %d of %d done\n", rank, world);
+    nn_dist_stats st;
+    nn_dist_get_stats(d, &st);
+    printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward)\n", rank,
+           world, st.buckets, (long long)st.early_buckets);
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);

@@ -127,10 +127,16 @@ try:
         check(d < 1e-5, f'2 ranks x batch 32 over {btl} = 1 x batch 64 (max |diff| {d:.2e})')
     run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
     check(same_bits(f(transports[0]), f('again')), 'two 2-rank runs are bit-identical')
-    run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
-        btl=transports[0])
+    p = run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
+            btl=transports[0])
     check(same_bits(f(transports[0]), f('overlap')),
           'MPI_Iallreduce over 4 KB buckets = one blocking MPI_Allreduce, bit for bit')
+    # 16 steps of 2 ranks; the 4 KB buckets hold the parameters last first:
+    # [4.*, 2.bias], [2.weight], [0.bias, 0.weight] and the extras, the
+    # first two started while backward still computes the first layer
+    early = [l for l in p.stdout.splitlines() if '(3 buckets, 32 started during backward)' in l]
+    check(len(early) == 2, 'with overlap, 2 of the 3 buckets start during backward at every step '
+                           '(' + ' | '.join(p.stdout.splitlines()) + ')')
     if openmpi:
         run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
         check(same_bits(f(transports[0]), f('sleepy')),
