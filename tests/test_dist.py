@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tests/test_dist.py DIST_TRAIN - data-parallel training over MPI.
+"""tests/test_dist.py DIST_TRAIN [CHARLM] - data-parallel training over MPI.
 
 Runs tests/dist_train.c under mpirun and checks, on the states rank 0
 saves (safetensors, read here without any library):
@@ -20,7 +20,11 @@ saves (safetensors, read here without any library):
   5. with a BatchNorm2d first in the model, the ranks' running statistics
      are averaged every step: both ranks end with the same bits, and the
      running mean is the one-process run's at the global batch (the layer
-     sees the data, so its batch means are the global batch's shards').
+     sees the data, so its batch means are the global batch's shards');
+  6. with CHARLM (docs/examples/charlm): 2 ranks with --batch 4 train an
+     LSTM on a synthetic text as 1 process with --batch 8 does (its
+     streams are split between the ranks), to 1e-5, with the loss of all
+     ranks in rank 0's --json, world_size 2, and only rank 0 printing.
 
 Runs as root in containers (OMPI_ALLOW_RUN_AS_ROOT*), with
 --oversubscribe, on loopback without network set-up.  Exits 77 (skip) with
@@ -35,6 +39,7 @@ import sys
 import tempfile
 
 prog = os.path.abspath(sys.argv[1])
+charlm = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
 mpirun = shutil.which('mpirun') or shutil.which('mpiexec')
 if not mpirun:
     print('skipped: no mpirun or mpiexec in PATH (apt-get install openmpi-bin)')
@@ -63,13 +68,13 @@ def check(cond, what):
         failures.append(what)
 
 
-def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0):
+def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None):
     cmd = [mpirun, '-np', str(np)]
     if openmpi:
         cmd += ['--oversubscribe', '--mca', 'btl', 'self,' + btl]
         if wait_us:
             cmd += ['-x', 'NN_DIST_WAIT_US=%d' % wait_us]
-    cmd += [prog] + args
+    cmd += [exe or prog] + args
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if expect_ok and p.returncode != 0:
         print(' '.join(cmd))
@@ -108,6 +113,10 @@ def max_diff(a, b):
     pa, pb = params(a), params(b)
     assert pa.keys() == pb.keys() and pa, (pa.keys(), pb.keys())
     return max(abs(x - y) for k in pa for x, y in zip(pa[k], pb[k]))
+
+
+def json_lines_of(p):
+    return [json.loads(l) for l in p.stdout.splitlines() if l.startswith('{')]
 
 
 def same_bits(a, b):
@@ -191,6 +200,33 @@ try:
     # the average of the shards' unbiased variances misses the spread of
     # the shard means: close, not equal
     check(rv < 1e-2, f'running_var at 2 ranks x 32 close to 1 x 64 (max relative diff {rv:.2e})')
+
+    if charlm:
+        # a synthetic text (the fortunes need not be installed)
+        state, words = 12345, 'the a cat dog sat on mat and ran to see what is it who'.split()
+        out = []
+        for i in range(6000):
+            state = (state * 1103515245 + 12345) % 2**31
+            out.append(words[state % len(words)] + ('.\n' if state % 7 == 0 else ''))
+        with open(f('text'), 'w') as fh:
+            fh.write(' '.join(out))
+        small = ['--data', f('text'), '--seq', '16', '--hidden', '32', '--embed', '16',
+                 '--steps', '12', '--val-limit', '2000', '--threads', '1', '--json']
+        p1 = run(1, small + ['--batch', '8', '--save', f('lm1')], exe=charlm)
+        p2 = run(2, small + ['--batch', '4', '--save', f('lm2')], btl=transports[0], exe=charlm)
+        a, _ = load(f('lm1'))
+        b, _ = load(f('lm2'))
+        d = max(abs(x - y) for k in a if k.startswith('model.')
+                for x, y in zip(floats(a[k]), floats(b[k])))
+        check(d < 1e-5, f'charlm: 2 ranks x batch 4 = 1 x batch 8 after 12 steps '
+                        f'(max |diff| {d:.2e})')
+        j1, j2 = json_lines_of(p1), json_lines_of(p2)
+        check(len(j2) == 1 and j2[0]['world_size'] == 2 and j1[0]['world_size'] == 1,
+              'charlm --json: one line (rank 0 alone prints), world_size 2')
+        check(abs(j2[0]['last_loss'] - j1[0]['last_loss']) < 1e-4 and
+              j2[0]['last_loss'] < j2[0]['first_loss'] - 0.1,
+              f'charlm: the loss over both ranks is the one-process loss and falls '
+              f'({j2[0]["first_loss"]:.3f} -> {j2[0]["last_loss"]:.3f})')
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
