@@ -161,6 +161,18 @@ AD_API bool ad_is_leaf(const ad_tensor *t);
  * has been.  It has t's shape and dtype and is owned by t: it lives on t's
  * tape, or is persistent and freed with t. */
 AD_API ad_tensor *ad_tensor_grad(const ad_tensor *t);
+/* Gives persistent leaf t the gradient buffer grad: from now on backward
+ * adds t's gradient into grad in place and ad_zero_grad zeroes it, as for
+ * a buffer the library made.  grad is persistent, contiguous, of t's shape
+ * and dtype, usually a view into a larger tensor (ad_narrow + ad_reshape
+ * of one flat buffer holding many parameters' gradients, which a
+ * data-parallel trainer then reduces with one call and no copying, as
+ * PyTorch DDP's gradient_as_bucket_view).  Its current values become t's
+ * gradient.  t takes the handle: it is freed with t or when replaced (a
+ * view keeps its storage alive).  The buffer t had is freed; NULL only
+ * drops it.  Errors: t not a persistent leaf requiring grad, grad on a
+ * tape, of another shape or dtype, not contiguous, or sharing t's storage. */
+AD_API int ad_set_grad(ad_tensor *t, ad_tensor *grad);
 /* Sets t's accumulated gradient to zero so the next backward starts from
  * zero.  A gradient buffer the library made is zeroed in place and kept, so
  * a training loop does not reallocate it every step (PyTorch's

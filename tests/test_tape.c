@@ -125,6 +125,59 @@ START_TEST(grad_ready_hook)
 }
 END_TEST
 
+/* ad_set_grad: two leaves' gradients as views into one flat buffer;
+ * backward adds into it in place, ad_zero_grad zeroes it there, freeing
+ * the leaves frees the views but not the buffer; mismatches are errors. */
+START_TEST(grad_as_view_of_a_flat_buffer)
+{
+    ad_tensor *flat = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){7});
+    ad_tensor *w = ad_leaf(NULL, AD_FLOAT64, 2, (int64_t[]){2, 2}, (double[]){1, 2, 3, 4});
+    ad_tensor *b = ad_leaf(NULL, AD_FLOAT64, 1, (int64_t[]){3}, (double[]){-1, 0, 1});
+    ad_tensor *nw = ad_narrow(flat, 0, 0, 4), *vw = ad_reshape(nw, 2, (int64_t[]){2, 2});
+    ad_tensor *vb = ad_narrow(flat, 0, 4, 3);
+    ad_tensor_free(nw);
+    ck_assert_int_eq(ad_set_grad(w, vw), 0);
+    ck_assert_int_eq(ad_set_grad(b, vb), 0);
+    ck_assert_ptr_eq(ad_tensor_grad(w), vw);
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    for (int pass = 0; pass < 2; pass++) { /* accumulates: twice the gradient */
+        ad_tensor *y = ad_add(ad_sum(ad_mul(w, w), NULL, 0, false), ad_sum(b, NULL, 0, false));
+        ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+        ad_tape_reset(t);
+    }
+    ad_tape_activate(NULL);
+    const double *f = ad_data(flat);
+    const double want[7] = {4, 8, 12, 16, 2, 2, 2};
+    for (int i = 0; i < 7; i++) ck_assert_double_eq(f[i], want[i]);
+    ck_assert_int_eq(ad_zero_grad(w), 0);
+    for (int i = 0; i < 7; i++) ck_assert_double_eq(f[i], i < 4 ? 0 : 2);
+    /* errors */
+    ad_tensor *small = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){2});
+    ck_assert_int_eq(ad_set_grad(b, small), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad [2] float64 does not match t [3] float64");
+    ck_assert_int_eq(ad_set_grad(small, vb), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: t must be a persistent leaf that requires grad");
+    ad_tensor *tg = ad_zeros(t, AD_FLOAT64, 1, (int64_t[]){3});
+    ck_assert_int_eq(ad_set_grad(b, tg), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must be persistent");
+    ad_tensor *strided = ad_slice(flat, 0, 0, 6, 2);
+    ck_assert_int_eq(ad_set_grad(b, strided), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must be contiguous");
+    ck_assert_int_eq(ad_set_grad(b, b), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must not share t's storage");
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must not share t's storage");
+    /* the leaves go first, then the buffer */
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+    ck_assert_double_eq(((const double *)ad_data(flat))[4], 2);
+    ad_tensor_free(small);
+    ad_tensor_free(strided);
+    ad_tensor_free(flat);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(shared_input_and_diamond)
 {
     /* y = x*x + x*x: x feeds four places; dy/dx = 4x */
@@ -492,6 +545,7 @@ int main(void)
     tcase_add_test(tc, leaf_from_array);
     tcase_add_test(tc, shared_input_and_diamond);
     tcase_add_test(tc, grad_ready_hook);
+    tcase_add_test(tc, grad_as_view_of_a_flat_buffer);
     tcase_add_test(tc, grads_accumulate_and_zero);
     tcase_add_test(tc, grad_output_rules);
     tcase_add_test(tc, no_grad_and_detach);
