@@ -15,15 +15,17 @@
 
 /* Per step, after the gradients, the last bucket carries three numbers of
  * the rank (in its dtype; exact as long as counts stay below 2^24 in
- * float32): its batch size, its loss times its batch size, and how many
- * parameters got a gradient (the ranks must agree). */
+ * float32): its batch size, its loss times its batch size, and the square
+ * of its batch size (so that every rank can tell whether all batch sizes
+ * were equal: W sum n^2 = (sum n)^2 exactly then). */
 enum { EXTRA = 3 };
 
 typedef struct bucket {
     ad_dtype dtype;
     int first, end;       /* entries [first, end) */
     int64_t count;        /* elements, the extras included in the last */
-    void *data;
+    ad_tensor *flat;      /* [count], persistent: the parameters' grads are views of it */
+    void *data;           /* flat's */
     MPI_Request req;
     int pending;          /* entries not packed yet in this step */
     bool started;         /* its reduction of this step has started */
@@ -53,7 +55,13 @@ struct nn_dist {
     int *bucket_of;       /* of each entry */
     bool *packed;         /* of each entry, in this step */
     param_key *keys;      /* params->n of them */
-    int have;             /* parameters packed with a gradient, this step */
+    /* Each rank sends its gradient times n_r / n0 and the sum is scaled by
+     * n0 / N: the weighted average sum_r n_r g_r / N whatever n0 is.  n0
+     * is 1 until a step where every rank had the same batch size, and
+     * that size then (agreed from reduced numbers, so alike everywhere):
+     * a rank whose batch has it sends its gradient as it is, with no pass
+     * over it before the reduction. */
+    double n0;
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -108,6 +116,8 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
      * wait suits the machine, not the program. */
     const char *w = getenv("NN_DIST_WAIT_US");
     if (w && *w) d->o.wait_sleep_us = atoi(w) > 0 ? atoi(w) : 0;
+    if ((w = getenv("NN_DIST_OVERLAP")) && *w) d->o.overlap = atoi(w) != 0;
+    if ((w = getenv("NN_DIST_BUCKET_BYTES")) && atoll(w) > 0) d->o.bucket_bytes = (size_t)atoll(w);
     d->comm = MPI_COMM_NULL;
     if (mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
         mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
@@ -134,7 +144,7 @@ nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts)
 
 static void buckets_free(nn_dist *d)
 {
-    for (int i = 0; i < d->nb; i++) ad_free(d->b[i].data);
+    for (int i = 0; i < d->nb; i++) ad_tensor_free(d->b[i].flat);
     ad_free(d->b);
     ad_free(d->offset);
     ad_free(d->bucket_of);
@@ -314,6 +324,29 @@ static int pick_buffers(nn_dist *d, const char *fn)
     return 0;
 }
 
+/* Parameter entry e's gradient becomes a view of its part of the bucket
+ * (ad_set_grad), holding the gradient it had: backward then writes the
+ * gradients where the reduction reads them, and nothing is copied. */
+static int grad_into_bucket(nn_dist *d, int e, const char *fn)
+{
+    ad_tensor *p = entry(d, e), *old = ad_tensor_grad(p);
+    ad_tape *was = ad_tape_activate(NULL); /* persistent views */
+    bool grad_was = ad_set_grad_enabled(false);
+    ad_tensor *part = ad_narrow(d->b[d->bucket_of[e]].flat, 0, d->offset[e], ad_numel(p));
+    ad_tensor *view = part ? ad_reshape(part, ad_ndim(p), ad_shape(p)) : NULL;
+    ad_set_grad_enabled(grad_was);
+    ad_tape_activate(was);
+    ad_tensor_free(part);
+    int rc = view ? 0 : -1;
+    if (rc == 0 && old) rc = ad_copy_into(view, old);
+    if (rc == 0) rc = ad_set_grad(p, view);
+    if (rc) {
+        ad_tensor_free(view);
+        return ad_set_error("%s: parameter '%s': %s", fn, entry_name(d, e), ad_error());
+    }
+    return 0;
+}
+
 /* Buckets over the entries in their order: a new one where the dtype
  * changes or the bytes would pass bucket_bytes (a larger tensor has one of
  * its own). */
@@ -360,52 +393,55 @@ static int layout(nn_dist *d, const char *fn)
         if (b->count > 2147483647)
             return ad_set_error("%s: a parameter of %lld elements is more than one MPI call "
                                 "can reduce", fn, (long long)b->count);
-        b->data = ad_malloc((size_t)b->count * ad_dtype_size(b->dtype));
-        if (!b->data) return -1;
+        if (!(b->flat = ad_zeros(NULL, b->dtype, 1, &b->count))) return -1;
+        b->data = ad_data(b->flat);
         d->stats.bytes += b->count * (int64_t)ad_dtype_size(b->dtype);
     }
+    for (int e = 0; e < ps->n; e++)
+        if (grad_into_bucket(d, e, fn)) return -1;
+    d->n0 = 1;
     return 0;
 }
 
-/* Copies entry e, times scale, into its bucket: a parameter's gradient
- * (zeros when it has none; returns 1 when it has one), or a buffer's
- * values. */
-static int pack(nn_dist *d, int e, double scale)
+/* Entry e into its bucket, times scale: a parameter's gradient is there
+ * already (scaled in place, when scale is not 1), a buffer's values are
+ * copied. */
+static void pack(nn_dist *d, int e, double scale)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
-    ad_tensor *t = entry(d, e);
     bool param = e < d->params->n;
-    ad_tensor *g = param ? ad_tensor_grad(t) : t;
+    if (param && scale == 1.0) return;
+    ad_tensor *t = entry(d, e);
     int64_t n = ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         float *dst = (float *)b->data + d->offset[e], s = (float)scale;
-        const float *src = g ? ad_data(g) : NULL;
-        for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * s : 0.0f;
+        const float *src = param ? dst : ad_data(t);
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j] * s;
     } else {
         double *dst = (double *)b->data + d->offset[e];
-        const double *src = g ? ad_data(g) : NULL;
-        for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * scale : 0.0;
+        const double *src = param ? dst : ad_data(t);
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
     }
-    return param && g != NULL;
 }
 
-/* The sum of entry e, times scale, back into the gradient or buffer. */
+/* The sum of entry e, times scale: in place for a gradient, copied back
+ * for a buffer. */
 static void unpack(nn_dist *d, int e, double scale)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
-    ad_tensor *g = e < d->params->n ? ad_tensor_grad(entry(d, e)) : entry(d, e);
-    if (!g) return;
-    int64_t n = ad_numel(g);
+    bool param = e < d->params->n;
+    ad_tensor *t = param ? ad_tensor_grad(entry(d, e)) : entry(d, e);
+    int64_t n = ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         const float *src = (const float *)b->data + d->offset[e];
-        float *dst = ad_data(g), s = (float)scale;
+        float *dst = param ? (float *)src : ad_data(t), s = (float)scale;
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * s;
     } else {
         const double *src = (const double *)b->data + d->offset[e];
-        double *dst = ad_data(g);
+        double *dst = param ? (double *)src : ad_data(t);
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
     }
-    ad_mark_modified(g);
+    ad_mark_modified(t);
 }
 
 static void set_extra(bucket *b, int j, double v)
@@ -481,12 +517,12 @@ static int start_ready(nn_dist *d, double *tcomm)
     return 0;
 }
 
-/* Entry e into its bucket, once per step. */
+/* Entry e into its bucket, once per step, for a rank with this batch size. */
 static void pack_once(nn_dist *d, int e, double samples)
 {
     if (d->packed[e]) return;
     d->packed[e] = true;
-    d->have += pack(d, e, samples);
+    pack(d, e, samples / d->n0);
     d->b[d->bucket_of[e]].pending--;
 }
 
@@ -520,7 +556,6 @@ static void step_done(nn_dist *d)
         d->b[k].started = false;
         d->b[k].pending = d->b[k].end - d->b[k].first;
     }
-    d->have = 0;
 }
 
 /* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad
@@ -538,7 +573,7 @@ static int average_grads(void *user, double *samples, double *loss)
         if (k == d->nb - 1) {
             set_extra(b, 0, *samples);
             set_extra(b, 1, *samples * *loss);
-            set_extra(b, 2, d->have);
+            set_extra(b, 2, *samples * *samples);
         }
         b->started = true;
         rc = start(d, b, &tcomm);
@@ -548,16 +583,18 @@ static int average_grads(void *user, double *samples, double *loss)
      * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
     bucket *last = &d->b[d->nb - 1];
     if (rc == 0 && d->o.overlap) rc = wait_for(d, &last->req, &tcomm);
-    double total = get_extra(last, 0), lsum = get_extra(last, 1), had = get_extra(last, 2);
-    if (rc == 0 && had != (double)d->have * d->size)
-        rc = ad_set_error("nn_dist: the ranks disagree on which parameters have gradients "
-                          "(rank %d: %d of %d); a parameter must get one on every rank or "
-                          "on none", d->rank, d->have, d->params->n);
+    double total = get_extra(last, 0), lsum = get_extra(last, 1), sq = get_extra(last, 2);
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (d->o.overlap && wait_for(d, &b->req, &tcomm)) rc = -1;
-        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, 1.0 / total);
+        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, d->n0 / total);
     }
+    /* Every batch size equal: the next steps send gradients as they are.
+     * Decided only where the extras' sums are exact integers (2^24 in
+     * float32), so that equal means equal. */
+    double exact = last->dtype == AD_FLOAT32 ? 16777216.0 : 9007199254740992.0;
+    if (rc == 0 && d->n0 == 1 && total * total < exact && sq * d->size == total * total)
+        d->n0 = total / d->size;
     /* On failure, no request may stay in flight over buffers that the next
      * step would refill. */
     for (int k = 0; rc && k < d->nb; k++)

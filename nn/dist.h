@@ -16,14 +16,19 @@
  *         nn_dist_abort(d, 1);                            // ends every rank
  *     nn_dist_finalize(d);
  *
- * What a step does.  Each rank runs forward and backward on its slice of
- * the global batch (nn_loader_shard), then the trainer calls the hook set
- * by nn_dist_attach: the gradients are copied, scaled by the rank's batch
- * size, into flat contiguous buckets (about bucket_bytes each, per dtype;
- * the batch size and loss ride in the last one), every bucket is summed
+ * What a step does.  nn_dist_attach lays the gradients out in flat
+ * contiguous buckets (about bucket_bytes each, per dtype, the parameters
+ * last first) and makes every parameter's gradient a view of its part
+ * (ad_set_grad), so backward writes them where the reduction reads them,
+ * as PyTorch DDP's gradient_as_bucket_view.  Each rank runs forward and
+ * backward on its slice of the global batch (nn_loader_shard); then the
+ * trainer calls the hook set by nn_dist_attach: the batch size and loss
+ * ride at the end of the last bucket, every bucket is summed
  * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
  * during backward as soon as a bucket's gradients are all final, with
- * .overlap), and copied back divided by the total batch size.  Every rank
+ * .overlap), and scaled by 1 / the total batch size (the sum is weighted
+ * by the ranks' batch sizes: a rank whose batch differs from the common
+ * one scales its gradients first).  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
  * stay identical without ever sending weights again.
  *
@@ -92,6 +97,10 @@ typedef struct nn_dist_options {
      * (docs/distributed.md has the figures). */
     int wait_sleep_us;
 } nn_dist_options;
+/* The environment overrides the three, as OMPI_MCA_* variables override
+ * Open MPI's settings (they suit a machine, not a program; pass them on
+ * with mpirun -x): NN_DIST_BUCKET_BYTES, NN_DIST_OVERLAP (0 or 1),
+ * NN_DIST_WAIT_US. */
 
 /* MPI_Init (MPI_Init_thread, MPI_THREAD_FUNNELED) unless MPI is already
  * initialised, then nn_dist_from_comm(MPI_COMM_WORLD).  argc and argv may
@@ -128,7 +137,8 @@ AD_API MPI_Comm nn_dist_comm(const nn_dist *d);
  * the trainer's epoch and step counts, so every rank starts from rank 0's
  * replica (its initialisation, or the checkpoint it loaded).  The buckets
  * are laid out here from the model's parameters, which must not change
- * afterwards (attach again if they do).  Collective: every rank calls it
+ * afterwards (attach again if they do), and each parameter's gradient
+ * becomes a view of its bucket (ad_set_grad; it stays one after detach).  Collective: every rank calls it
  * with the same model.  Errors: NULL, a parameter not float32/float64 or
  * not contiguous, the ranks' models differing in their tensors' sizes
  * (checked by a reduction before any byte is sent), MPI failures. */
@@ -192,7 +202,7 @@ typedef struct nn_dist_stats {
     int buckets;            /* per step */
     int64_t bytes;          /* reduced per step, all buckets */
     double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
-    double pack_seconds;    /* copying in and out of the buckets */
+    double pack_seconds;    /* scaling in the buckets, copying buffers in and out */
     int64_t early_buckets;  /* reductions started during backward (.overlap), summed */
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);

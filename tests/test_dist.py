@@ -134,6 +134,13 @@ try:
         run(2, ['--batch', '32', '--out', f(btl)], btl=btl)
         d = max_diff(f('ref'), f(btl))
         check(d < 1e-5, f'2 ranks x batch 32 over {btl} = 1 x batch 64 (max |diff| {d:.2e})')
+    # 3 ranks x batch 20: every epoch ends with 32 samples split 11, 11, 10,
+    # so the average is weighted by unequal batch sizes there
+    run(1, ['--batch', '60', '--out', f('ref60')])
+    run(3, ['--batch', '20', '--out', f('three')], btl=transports[0])
+    d = max_diff(f('ref60'), f('three'))
+    check(d < 1e-5, f'3 ranks x batch 20 (last batches 11, 11, 10) = 1 x batch 60 '
+                    f'(max |diff| {d:.2e})')
     run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
     check(same_bits(f(transports[0]), f('again')), 'two 2-rank runs are bit-identical')
     p = run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
