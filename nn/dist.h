@@ -13,7 +13,7 @@
  *     if (nn_dist_attach(d, tr)                           // rank 0's weights everywhere
  *         || nn_dist_shard(d, train) || nn_dist_shard(d, val)
  *         || nn_fit(tr, train, val, epochs, &fit))        // rank 0 prints and saves
- *         nn_dist_abort(d, 1);                            // ends every rank
+ *         nn_dist_abort(d, "prog: ", 1);                  // ends every rank
  *     nn_dist_finalize(d);
  *
  * What a step does.  nn_dist_attach lays the gradients out in flat
