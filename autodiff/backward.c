@@ -263,6 +263,92 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     return rc;
 }
 
+/* ---- gradient-ready notification (tape.h) ----
+ * With a hook installed, the pass first finds, for every leaf that some
+ * marked node reads and needs a gradient for, the oldest such node: the
+ * leaf's gradient is final once that node has run (or been skipped, when
+ * no adjoint reached it).  The leaves go into an open-addressing table on
+ * the arena, keyed by address; nothing is written into the tensors, which
+ * other threads' passes may read at the same time. */
+static _Thread_local ad_grad_ready_hook ready_hook;
+
+ad_grad_ready_hook ad_set_grad_ready_hook(ad_grad_ready_hook hook)
+{
+    ad_grad_ready_hook prev = ready_hook;
+    ready_hook = hook;
+    return prev;
+}
+
+typedef struct ready_slot {
+    ad_tensor *leaf;
+    size_t oldest; /* seq of the oldest marked node that reads it */
+    bool told;
+} ready_slot;
+
+typedef struct ready_table {
+    ready_slot *slot;
+    size_t mask; /* size - 1, a power of two */
+} ready_table;
+
+static ready_slot *ready_find(const ready_table *rt, const ad_tensor *x)
+{
+    size_t h = ((uintptr_t)x >> 6) * 0x9E3779B97F4A7C15u;
+    for (size_t i = h & rt->mask;; i = (i + 1) & rt->mask)
+        if (rt->slot[i].leaf == x || !rt->slot[i].leaf) return &rt->slot[i];
+}
+
+static bool is_ready_leaf(const ad_node *n, int k)
+{
+    return ad__needs_grad(n, k) && !n->in[k]->node;
+}
+
+/* The table for the marked nodes top..0; rt->slot NULL when there is no
+ * hook or no leaf. */
+static int ready_setup(const char *fn, ad_tape *t, size_t top, unsigned epoch, ready_table *rt)
+{
+    *rt = (ready_table){NULL, 0};
+    if (!ready_hook.fn) return 0;
+    size_t uses = 0;
+    for (size_t i = top + 1; i-- > 0;)
+        if (t->nodes[i]->mark == epoch)
+            for (int k = 0; k < t->nodes[i]->nin; k++) uses += is_ready_leaf(t->nodes[i], k);
+    if (!uses) return 0;
+    size_t size = 16;
+    while (size < 2 * uses) size *= 2;
+    if (!(rt->slot = ad__arena_alloc(t, size * sizeof *rt->slot)))
+        return ad__err(fn, "out of memory");
+    memset(rt->slot, 0, size * sizeof *rt->slot);
+    rt->mask = size - 1;
+    for (size_t i = top + 1; i-- > 0;) { /* newest first: the last write is the oldest */
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        for (int k = 0; k < n->nin; k++) {
+            if (!is_ready_leaf(n, k)) continue;
+            ready_slot *s = ready_find(rt, n->in[k]);
+            s->leaf = n->in[k];
+            s->oldest = n->seq;
+        }
+    }
+    return 0;
+}
+
+/* After node n: tells the hook about every leaf n was the oldest reader of. */
+static int ready_notify(const ready_table *rt, const ad_node *n)
+{
+    if (!rt->slot) return 0;
+    for (int k = 0; k < n->nin; k++) {
+        if (!is_ready_leaf(n, k)) continue;
+        ready_slot *s = ready_find(rt, n->in[k]);
+        if (s->oldest != n->seq || s->told) continue;
+        s->told = true;
+        if (ready_hook.fn(s->leaf, ready_hook.ctx)) {
+            if (!ad__has_error()) ad__err("ad_backward", "the gradient-ready hook failed");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* After a pass, adjoints of nodes not yet reached must not leak into the
  * next backward.  A failed pass also frees nothing: every marked node was
  * live when the pass started (mark_graph checked), so un-freeing them
@@ -291,6 +377,11 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
     size_t top = out->node->seq;
     unsigned epoch = ++t->epoch;
     if (mark_graph(fn, t, out->node, epoch)) return -1;
+    ready_table rt = {NULL, 0};
+    if (!sk->targets && ready_setup(fn, t, top, epoch, &rt)) {
+        clear_marks(t, top, epoch, true);
+        return -1;
+    }
     out->adj = seed;
     out->adj_owned = false;
     int rc = 0;
@@ -300,12 +391,15 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
         ad_tensor *g = n->out->adj;
         n->out->adj = NULL;
         n->out->adj_owned = false;
-        if (!g) continue;
-        if (backward_node(fn, t, n, g, sk, create)) {
+        if (g && backward_node(fn, t, n, g, sk, create)) {
             rc = -1;
             break;
         }
-        if (!retain) n->freed = true;
+        if (g && !retain) n->freed = true;
+        if (ready_notify(&rt, n)) {
+            rc = -1;
+            break;
+        }
     }
     clear_marks(t, top, epoch, rc != 0);
     return rc;

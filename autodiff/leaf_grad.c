@@ -113,6 +113,27 @@ void ad__leaf_grad_destroy(ad_tensor *t)
     if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
 }
 
+int ad_set_grad(ad_tensor *t, ad_tensor *grad)
+{
+    static const char *fn = "ad_set_grad";
+    if (ad__check_arg(fn, "t", t, true) || (grad && ad__check_arg(fn, "grad", grad, true)))
+        return -1;
+    if (t->node || !t->requires_grad || t->tape)
+        return ad__errc(AD_ERR_STATE, fn, "t must be a persistent leaf that requires grad");
+    if (grad && grad->tape) return ad__errc(AD_ERR_STATE, fn, "grad must be persistent");
+    if (grad && (grad->dtype != t->dtype || !ad__same_shape(grad, t)))
+        return ad__errc(AD_ERR_SHAPE, fn, "grad %s does not match t %s", ad__desc(grad),
+                        ad__desc(t));
+    if (grad && !ad_is_contiguous(grad)) return ad__err(fn, "grad must be contiguous");
+    if (grad && grad->storage == t->storage)
+        return ad__err(fn, "grad must not share t's storage");
+    if (t->grad == grad) return 0;
+    ad__leaf_grad_destroy(t);
+    t->grad = grad;
+    t->owns_grad = grad != NULL;
+    return 0;
+}
+
 int ad_zero_grad(ad_tensor *t)
 {
     if (ad__check_arg("ad_zero_grad", "t", t, false)) return -1;

@@ -678,6 +678,68 @@ static int check_running(const char *fn, const char *name, const ad_tensor *t,
     return 0;
 }
 
+/* ---- batch_norm's running statistics ----------------------------------------------------
+ * Not part of the function differentiated, but an op all the same: on a
+ * replayable tape it is recorded, and its replay forward folds the
+ * replayed batch's statistics into the buffers again, as a fresh
+ * recording would.  Its output (the new running mean) only gives the node
+ * a result; nothing reads it. */
+typedef struct bn_stats_params {
+    ad_tensor *running_mean, *running_var; /* the caller's: must outlive every replay */
+    double momentum, unbias;               /* unbias = M / (M - 1) */
+} bn_stats_params;
+
+/* running = (1 - m) running + m stat per channel; mean and var are
+ * contiguous [1, C, 1, ...], so channel c is element c. */
+static void fold_running(ad_tensor *out, const ad_tensor *mean, const ad_tensor *var,
+                         const bn_stats_params *p)
+{
+    ad_tensor *rm = p->running_mean, *rv = p->running_var;
+    double m = p->momentum;
+    for (int64_t c = 0; c < rm->shape[0]; c++) {
+        int64_t om = rm->offset + c * rm->strides[0], ov = rv->offset + c * rv->strides[0];
+        double nm = (1 - m) * ad__ld(rm, om) + m * ad__ld(mean, mean->offset + c);
+        ad__st(rm, om, nm);
+        ad__st(rv, ov, (1 - m) * ad__ld(rv, ov) + m * p->unbias * ad__ld(var, var->offset + c));
+        if (out) ad__st(out, out->offset + c, nm);
+    }
+    /* An eval-mode graph recorded earlier reads them: it must not be
+     * differentiated with the updated values. */
+    ad__bump(rm);
+    ad__bump(rv);
+}
+
+static int bn_stats_fw(ad_node *n)
+{
+    fold_running(n->out, n->in[0], n->in[1], ad__params(n));
+    return 0;
+}
+static const ad_op OP_BATCH_NORM_STATS = {
+    .name = "batch_norm_stats",
+    .formula = "running_mean = (1 - m) running_mean + m mu; running_var = (1 - m) running_var "
+               "+ m v M / (M - 1), in place, again at every replay; not differentiable",
+    .backward = NULL,
+    .forward = bn_stats_fw,
+    .params_size = sizeof(bn_stats_params),
+};
+
+/* Folds mean and var into the running statistics, recorded as the op
+ * above when they live on a tape; y, or NULL when recording fails. */
+static ad_tensor *update_running(const char *fn, ad_tensor *y, ad_tensor *mean, ad_tensor *var,
+                                 ad_tensor *rm, ad_tensor *rv, double momentum, int64_t M)
+{
+    bn_stats_params p = {rm, rv, momentum, (double)M / (double)(M - 1)};
+    if (!mean || !var) return NULL;
+    if (!mean->tape) {
+        fold_running(NULL, mean, var, &p);
+        return y;
+    }
+    ad_tensor *in[2] = {mean, var};
+    ad_tensor *u = ad__alloc(fn, mean->tape, mean->dtype, 1, rm->shape);
+    if (u) fold_running(u, mean, var, &p);
+    return u && ad__finish(u, 0, &OP_BATCH_NORM_STATS, 2, in, &p, NULL) ? y : NULL;
+}
+
 ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
                          ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
                          double eps)
@@ -728,27 +790,11 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
     ad_tensor *y = normalise(x, mean, var, eps);
     if (weight) y = ad_mul(y, ad_reshape(weight, x->ndim - 1, cshape));
     if (bias) y = ad_add(y, ad_reshape(bias, x->ndim - 1, cshape));
-    if (y && training && running_mean) {
-        /* Not recorded: the running statistics are buffers, not part of
-         * the function being differentiated.  mean and var are contiguous
-         * [1, C, 1, ...], so channel c is element c. */
-        double m = momentum, unbias = (double)M / (double)(M - 1);
-        for (int64_t c = 0; c < C; c++) {
-            int64_t om = running_mean->offset + c * running_mean->strides[0];
-            int64_t ov = running_var->offset + c * running_var->strides[0];
-            ad__st(running_mean, om, (1 - m) * ad__ld(running_mean, om) +
-                                         m * ad__ld(mean, mean->offset + c));
-            ad__st(running_var, ov, (1 - m) * ad__ld(running_var, ov) +
-                                        m * unbias * ad__ld(var, var->offset + c));
-        }
-        /* An eval-mode graph recorded earlier reads them: it must not be
-         * differentiated with the updated values. */
-        ad__bump(running_mean);
-        ad__bump(running_var);
-    }
+    if (y && training && running_mean)
+        y = update_running(fn, y, mean, var, running_mean, running_var, momentum, M);
     return ad_scope_end(&s, y);
 }
 
 const ad_op *const ad__ops_nn[] = {
-    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D_INDEX, NULL,
+    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D_INDEX, &OP_BATCH_NORM_STATS, NULL,
 };

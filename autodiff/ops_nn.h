@@ -178,12 +178,14 @@ AD_API ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, 
  *     y = (x - mu) / sqrt(v + eps) * weight[c] + bias[c]
  * Training: mu and v are the batch mean and biased variance (recorded, so
  * the gradient flows through them).  If running_mean and running_var are
- * given they are then updated in place, not recorded:
+ * given they are then updated in place:
  *     running_mean = (1 - momentum) running_mean + momentum mu
  *     running_var  = (1 - momentum) running_var  + momentum v M / (M - 1)
  * (the unbiased variance, as PyTorch), only after the output was computed
- * successfully.  The update is plain C, not an op: replaying a frozen tape
- * recomputes y but does not update the running statistics.  Eval (!training): mu, v = running_mean, running_var,
+ * successfully.  On a tape the update is an op of its own
+ * (batch_norm_stats, not differentiable), so replaying a frozen tape
+ * updates the running statistics again with the replayed batch's; the
+ * two buffers must then outlive every replay.  Eval (!training): mu, v = running_mean, running_var,
  * which are then required (and used through ops, so they are
  * differentiable if they require grad).  running_mean, running_var, weight
  * and bias are [C] of x's dtype; weight and bias may be NULL (1 and 0; see

@@ -161,6 +161,18 @@ AD_API bool ad_is_leaf(const ad_tensor *t);
  * has been.  It has t's shape and dtype and is owned by t: it lives on t's
  * tape, or is persistent and freed with t. */
 AD_API ad_tensor *ad_tensor_grad(const ad_tensor *t);
+/* Gives persistent leaf t the gradient buffer grad: from now on backward
+ * adds t's gradient into grad in place and ad_zero_grad zeroes it, as for
+ * a buffer the library made.  grad is persistent, contiguous, of t's shape
+ * and dtype, usually a view into a larger tensor (ad_narrow + ad_reshape
+ * of one flat buffer holding many parameters' gradients, which a
+ * data-parallel trainer then reduces with one call and no copying, as
+ * PyTorch DDP's gradient_as_bucket_view).  Its current values become t's
+ * gradient.  t takes the handle: it is freed with t or when replaced (a
+ * view keeps its storage alive).  The buffer t had is freed; NULL only
+ * drops it.  Errors: t not a persistent leaf requiring grad, grad on a
+ * tape, of another shape or dtype, not contiguous, or sharing t's storage. */
+AD_API int ad_set_grad(ad_tensor *t, ad_tensor *grad);
 /* Sets t's accumulated gradient to zero so the next backward starts from
  * zero.  A gradient buffer the library made is zeroed in place and kept, so
  * a training loop does not reallocate it every step (PyTorch's
@@ -312,6 +324,29 @@ typedef struct ad_trace_event {
 typedef void (*ad_trace_fn)(const ad_trace_event *event, void *ctx);
 /* Installs fn (NULL removes it); returns the previous hook. */
 AD_API ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx);
+
+/* ---- gradient-ready notification -------------------------------------------------
+ * A per-thread hook that ad_backward calls once for every leaf that
+ * requires grad and that the pass reaches, as soon as that leaf's gradient
+ * is final for this pass: right after the oldest node that reads the leaf
+ * has run (nodes run newest first, so nothing later adds to it), while
+ * the pass goes on with older nodes.  A data-parallel trainer uses it to
+ * start reducing a layer's gradients while backward still computes the
+ * layers below (nn/dist.h).  leaf's grad (ad_tensor_grad) holds the final
+ * gradient, or the sum with what it held before the pass; it is borrowed
+ * for the call, and the hook must not change it or run a backward pass on
+ * this tape.  A leaf used by no node that the output depends on is not
+ * reported.  Not called by ad_gradients (whose results go elsewhere).
+ * fn returns 0, or -1 with an error set, which ends the pass with that
+ * error.  The bookkeeping (a table of the leaves, on the tape's arena)
+ * is made only while a hook is installed. */
+typedef struct ad_grad_ready_hook {
+    int (*fn)(ad_tensor *leaf, void *ctx); /* NULL: no hook */
+    void *ctx;
+} ad_grad_ready_hook;
+/* Installs hook for this thread ({NULL, NULL} removes it); returns the
+ * previous one, so that a caller can put it back. */
+AD_API ad_grad_ready_hook ad_set_grad_ready_hook(ad_grad_ready_hook hook);
 
 /* ---- anomaly detection -------------------------------------------------------
  * Off by default (it costs a scan of every result).  While on (per thread),

@@ -15,17 +15,28 @@
 
 /* Per step, after the gradients, the last bucket carries three numbers of
  * the rank (in its dtype; exact as long as counts stay below 2^24 in
- * float32): its batch size, its loss times its batch size, and how many
- * parameters got a gradient (the ranks must agree). */
+ * float32): its batch size, its loss times its batch size, and the square
+ * of its batch size (so that every rank can tell whether all batch sizes
+ * were equal: W sum n^2 = (sum n)^2 exactly then). */
 enum { EXTRA = 3 };
 
 typedef struct bucket {
     ad_dtype dtype;
-    int first, end;       /* parameters [first, end) */
+    int first, end;       /* entries [first, end) */
     int64_t count;        /* elements, the extras included in the last */
-    void *data;
+    ad_tensor *flat;      /* [count], persistent: the parameters' grads are views of it */
+    void *data;           /* flat's */
     MPI_Request req;
+    int pending;          /* entries not packed yet in this step */
+    bool started;         /* its reduction of this step has started */
 } bucket;
+
+/* A parameter's address and its entry, sorted by address: the
+ * gradient-ready hook looks parameters up here. */
+typedef struct param_key {
+    const ad_tensor *t;
+    int e;
+} param_key;
 
 struct nn_dist {
     MPI_Comm comm;
@@ -33,8 +44,24 @@ struct nn_dist {
     bool finalize_mpi;    /* nn_dist_init called MPI_Init */
     nn_dist_options o;
     nn_trainer *tr;       /* attached, borrowed */
-    nn_named_tensors *params;
-    int64_t *offset;      /* of each parameter in its bucket */
+    /* The entries of the buckets: the parameters' gradients, then the
+     * floating-point buffers (BatchNorm's running statistics), which are
+     * averaged with them (nn/dist.h says why). */
+    nn_named_tensors *params, *buffers;
+    int nent;             /* params->n + nbuf */
+    int nbuf;
+    ad_tensor **avg;      /* the averaged buffers, nbuf of them */
+    int64_t *offset;      /* of each entry in its bucket */
+    int *bucket_of;       /* of each entry */
+    bool *packed;         /* of each entry, in this step */
+    param_key *keys;      /* params->n of them */
+    /* Each rank sends its gradient times n_r / n0 and the sum is scaled by
+     * n0 / N: the weighted average sum_r n_r g_r / N whatever n0 is.  n0
+     * is 1 until a step where every rank had the same batch size, and
+     * that size then (agreed from reduced numbers, so alike everywhere):
+     * a rank whose batch has it sends its gradient as it is, with no pass
+     * over it before the reduction. */
+    double n0;
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -89,6 +116,8 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
      * wait suits the machine, not the program. */
     const char *w = getenv("NN_DIST_WAIT_US");
     if (w && *w) d->o.wait_sleep_us = atoi(w) > 0 ? atoi(w) : 0;
+    if ((w = getenv("NN_DIST_OVERLAP")) && *w) d->o.overlap = atoi(w) != 0;
+    if ((w = getenv("NN_DIST_BUCKET_BYTES")) && atoll(w) > 0) d->o.bucket_bytes = (size_t)atoll(w);
     d->comm = MPI_COMM_NULL;
     if (mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
         mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
@@ -115,14 +144,23 @@ nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts)
 
 static void buckets_free(nn_dist *d)
 {
-    for (int i = 0; i < d->nb; i++) ad_free(d->b[i].data);
+    for (int i = 0; i < d->nb; i++) ad_tensor_free(d->b[i].flat);
     ad_free(d->b);
     ad_free(d->offset);
+    ad_free(d->bucket_of);
+    ad_free(d->packed);
+    ad_free(d->keys);
+    ad_free(d->avg);
     nn_named_tensors_free(d->params);
+    nn_named_tensors_free(d->buffers);
     d->b = NULL;
     d->offset = NULL;
-    d->params = NULL;
-    d->nb = 0;
+    d->bucket_of = NULL;
+    d->packed = NULL;
+    d->keys = NULL;
+    d->avg = NULL;
+    d->params = d->buffers = NULL;
+    d->nb = d->nent = d->nbuf = 0;
 }
 
 void nn_dist_detach(nn_dist *d)
@@ -235,35 +273,118 @@ static int broadcast_trainer(nn_dist *d, nn_trainer *tr)
 
 /* ---- gradient averaging ------------------------------------------------------ */
 
-/* Buckets over the parameters in their order: a new one where the dtype
- * changes or the bytes would pass bucket_bytes (a larger parameter has one
- * of its own). */
+/* Entry e of the buckets: the parameters last first (backward produces
+ * the last layers' gradients first, so the first bucket fills first, as
+ * in PyTorch DDP), then the averaged buffers. */
+static int param_of(const nn_dist *d, int e)
+{
+    return d->params->n - 1 - e;
+}
+
+static ad_tensor *entry(const nn_dist *d, int e)
+{
+    return e < d->params->n ? d->params->tensors[param_of(d, e)] : d->avg[e - d->params->n];
+}
+
+static const char *entry_name(const nn_dist *d, int e)
+{
+    return e < d->params->n ? d->params->names[param_of(d, e)] : "buffer";
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const param_key *)a)->t, y = (uintptr_t)((const param_key *)b)->t;
+    return (x > y) - (x < y);
+}
+
+/* The entry of parameter t, or -1 when t is not one. */
+static int entry_of(const nn_dist *d, const ad_tensor *t)
+{
+    param_key k = {t, 0};
+    const param_key *f = bsearch(&k, d->keys, (size_t)d->params->n, sizeof k, key_cmp);
+    return f ? f->e : -1;
+}
+
+/* The floating-point buffers of the list, which are averaged; integer
+ * ones (BatchNorm's num_batches_tracked) count steps, which every rank
+ * takes alike, and are left alone. */
+static int pick_buffers(nn_dist *d, const char *fn)
+{
+    const nn_named_tensors *bl = d->buffers;
+    d->avg = ad_calloc((size_t)(bl ? bl->n : 0) + 1, sizeof *d->avg);
+    if (!d->avg) return -1;
+    for (int i = 0; bl && i < bl->n; i++) {
+        ad_tensor *t = bl->tensors[i];
+        ad_dtype dt = ad_tensor_dtype(t);
+        if (dt != AD_FLOAT32 && dt != AD_FLOAT64) continue;
+        if (!ad_is_contiguous(t))
+            return ad_set_error("%s: buffer '%s' is not contiguous", fn, bl->names[i]);
+        d->avg[d->nbuf++] = t;
+    }
+    return 0;
+}
+
+/* Parameter entry e's gradient becomes a view of its part of the bucket
+ * (ad_set_grad), holding the gradient it had: backward then writes the
+ * gradients where the reduction reads them, and nothing is copied. */
+static int grad_into_bucket(nn_dist *d, int e, const char *fn)
+{
+    ad_tensor *p = entry(d, e), *old = ad_tensor_grad(p);
+    ad_tape *was = ad_tape_activate(NULL); /* persistent views */
+    bool grad_was = ad_set_grad_enabled(false);
+    ad_tensor *part = ad_narrow(d->b[d->bucket_of[e]].flat, 0, d->offset[e], ad_numel(p));
+    ad_tensor *view = part ? ad_reshape(part, ad_ndim(p), ad_shape(p)) : NULL;
+    ad_set_grad_enabled(grad_was);
+    ad_tape_activate(was);
+    ad_tensor_free(part);
+    int rc = view ? 0 : -1;
+    if (rc == 0 && old) rc = ad_copy_into(view, old);
+    if (rc == 0) rc = ad_set_grad(p, view);
+    if (rc) {
+        ad_tensor_free(view);
+        return ad_set_error("%s: parameter '%s': %s", fn, entry_name(d, e), ad_error());
+    }
+    return 0;
+}
+
+/* Buckets over the entries in their order: a new one where the dtype
+ * changes or the bytes would pass bucket_bytes (a larger tensor has one of
+ * its own). */
 static int layout(nn_dist *d, const char *fn)
 {
     nn_named_tensors *ps = d->params;
-    d->offset = ad_calloc((size_t)ps->n + 1, sizeof *d->offset);
-    d->b = ad_calloc((size_t)ps->n + 1, sizeof *d->b);
-    if (!d->offset || !d->b) return -1;
-    for (int i = 0; i < ps->n; i++) {
-        ad_tensor *p = ps->tensors[i];
+    if (pick_buffers(d, fn)) return -1;
+    d->nent = ps->n + d->nbuf;
+    d->offset = ad_calloc((size_t)d->nent + 1, sizeof *d->offset);
+    d->bucket_of = ad_calloc((size_t)d->nent + 1, sizeof *d->bucket_of);
+    d->packed = ad_calloc((size_t)d->nent + 1, sizeof *d->packed);
+    d->keys = ad_calloc((size_t)ps->n + 1, sizeof *d->keys);
+    d->b = ad_calloc((size_t)d->nent + 1, sizeof *d->b);
+    if (!d->offset || !d->bucket_of || !d->packed || !d->keys || !d->b) return -1;
+    for (int e = 0; e < ps->n; e++) d->keys[e] = (param_key){entry(d, e), e};
+    qsort(d->keys, (size_t)ps->n, sizeof *d->keys, key_cmp);
+    for (int e = 0; e < d->nent; e++) {
+        ad_tensor *p = entry(d, e);
         ad_dtype dt = ad_tensor_dtype(p);
         if (dt != AD_FLOAT32 && dt != AD_FLOAT64)
             return ad_set_error("%s: parameter '%s' is %s; gradients are averaged in float32 or "
-                                "float64", fn, ps->names[i], ad_dtype_name(dt));
+                                "float64", fn, entry_name(d, e), ad_dtype_name(dt));
         if (!ad_is_contiguous(p))
-            return ad_set_error("%s: parameter '%s' is not contiguous", fn, ps->names[i]);
+            return ad_set_error("%s: parameter '%s' is not contiguous", fn, entry_name(d, e));
         int64_t n = ad_numel(p);
         bucket *cur = d->nb ? &d->b[d->nb - 1] : NULL;
         if (!cur || cur->dtype != dt ||
             (size_t)(cur->count + n) * ad_dtype_size(dt) > d->o.bucket_bytes) {
             cur = &d->b[d->nb++];
-            *cur = (bucket){.dtype = dt, .first = i, .end = i, .req = MPI_REQUEST_NULL};
+            *cur = (bucket){.dtype = dt, .first = e, .end = e, .req = MPI_REQUEST_NULL};
         }
-        d->offset[i] = cur->count;
+        d->offset[e] = cur->count;
+        d->bucket_of[e] = d->nb - 1;
         cur->count += n;
-        cur->end = i + 1;
+        cur->end = e + 1;
+        cur->pending++;
     }
-    if (d->nb == 0) return ad_set_error("%s: the model has no parameters", fn);
+    if (ps->n == 0) return ad_set_error("%s: the model has no parameters", fn);
     d->b[d->nb - 1].count += EXTRA;
     d->stats.buckets = d->nb;
     d->stats.bytes = 0;
@@ -272,50 +393,55 @@ static int layout(nn_dist *d, const char *fn)
         if (b->count > 2147483647)
             return ad_set_error("%s: a parameter of %lld elements is more than one MPI call "
                                 "can reduce", fn, (long long)b->count);
-        b->data = ad_malloc((size_t)b->count * ad_dtype_size(b->dtype));
-        if (!b->data) return -1;
+        if (!(b->flat = ad_zeros(NULL, b->dtype, 1, &b->count))) return -1;
+        b->data = ad_data(b->flat);
         d->stats.bytes += b->count * (int64_t)ad_dtype_size(b->dtype);
     }
+    for (int e = 0; e < ps->n; e++)
+        if (grad_into_bucket(d, e, fn)) return -1;
+    d->n0 = 1;
     return 0;
 }
 
-/* Copies parameter i's gradient, times scale, into its bucket (zeros when
- * it has none); 1 when it has one. */
-static int pack(nn_dist *d, int i, double scale)
+/* Entry e into its bucket, times scale: a parameter's gradient is there
+ * already (scaled in place, when scale is not 1), a buffer's values are
+ * copied. */
+static void pack(nn_dist *d, int e, double scale)
 {
-    const bucket *b = NULL;
-    for (int k = 0; !b; k++)
-        if (i < d->b[k].end) b = &d->b[k];
-    ad_tensor *g = ad_tensor_grad(d->params->tensors[i]);
-    int64_t n = ad_numel(d->params->tensors[i]);
+    const bucket *b = &d->b[d->bucket_of[e]];
+    bool param = e < d->params->n;
+    if (param && scale == 1.0) return;
+    ad_tensor *t = entry(d, e);
+    int64_t n = ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
-        float *dst = (float *)b->data + d->offset[i], s = (float)scale;
-        const float *src = g ? ad_data(g) : NULL;
-        for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * s : 0.0f;
-    } else {
-        double *dst = (double *)b->data + d->offset[i];
-        const double *src = g ? ad_data(g) : NULL;
-        for (int64_t j = 0; j < n; j++) dst[j] = src ? src[j] * scale : 0.0;
-    }
-    return g != NULL;
-}
-
-/* The summed gradient of parameter i, times scale, back into its grad. */
-static void unpack(nn_dist *d, const bucket *b, int i, double scale)
-{
-    ad_tensor *g = ad_tensor_grad(d->params->tensors[i]);
-    if (!g) return;
-    int64_t n = ad_numel(g);
-    if (b->dtype == AD_FLOAT32) {
-        const float *src = (const float *)b->data + d->offset[i];
-        float *dst = ad_data(g), s = (float)scale;
+        float *dst = (float *)b->data + d->offset[e], s = (float)scale;
+        const float *src = param ? dst : ad_data(t);
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * s;
     } else {
-        const double *src = (const double *)b->data + d->offset[i];
-        double *dst = ad_data(g);
+        double *dst = (double *)b->data + d->offset[e];
+        const double *src = param ? dst : ad_data(t);
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
     }
-    ad_mark_modified(g);
+}
+
+/* The sum of entry e, times scale: in place for a gradient, copied back
+ * for a buffer. */
+static void unpack(nn_dist *d, int e, double scale)
+{
+    const bucket *b = &d->b[d->bucket_of[e]];
+    bool param = e < d->params->n;
+    ad_tensor *t = param ? ad_tensor_grad(entry(d, e)) : entry(d, e);
+    int64_t n = ad_numel(t);
+    if (b->dtype == AD_FLOAT32) {
+        const float *src = (const float *)b->data + d->offset[e];
+        float *dst = param ? (float *)src : ad_data(t), s = (float)scale;
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j] * s;
+    } else {
+        const double *src = (const double *)b->data + d->offset[e];
+        double *dst = param ? (double *)src : ad_data(t);
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
+    }
+    ad_mark_modified(t);
 }
 
 static void set_extra(bucket *b, int j, double v)
@@ -376,39 +502,107 @@ static int start(nn_dist *d, bucket *b, double *t)
     return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
 }
 
-/* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad. */
+/* Starts the reductions of every bucket that is fully packed and not
+ * started, in order, up to but not including the last (which carries the
+ * extras and is started by average_grads); with overlap only. */
+static int start_ready(nn_dist *d, double *tcomm)
+{
+    for (int k = 0; k < d->nb - 1; k++) {
+        bucket *b = &d->b[k];
+        if (b->started || b->pending) continue;
+        b->started = true;
+        d->stats.early_buckets++;
+        if (start(d, b, tcomm)) return -1;
+    }
+    return 0;
+}
+
+/* Entry e into its bucket, once per step, for a rank with this batch size. */
+static void pack_once(nn_dist *d, int e, double samples)
+{
+    if (d->packed[e]) return;
+    d->packed[e] = true;
+    pack(d, e, samples / d->n0);
+    d->b[d->bucket_of[e]].pending--;
+}
+
+/* The grad_ready hook of nn_trainer_comm (set with overlap): packs the
+ * parameter's gradient, starts every bucket that is now complete, and
+ * lets MPI move the started ones on (Open MPI progresses a non-blocking
+ * collective only inside MPI calls). */
+static int grad_ready(void *user, ad_tensor *param, double samples)
+{
+    nn_dist *d = user;
+    int e = entry_of(d, param);
+    if (e < 0) return 0; /* a leaf that is not one of the model's parameters */
+    double t0 = MPI_Wtime(), tcomm = 0;
+    pack_once(d, e, samples);
+    int rc = start_ready(d, &tcomm);
+    double t1 = MPI_Wtime(); /* MPI_Test moves the reductions on: their time */
+    for (int k = 0; rc == 0 && k < d->nb; k++) {
+        int done;
+        if (d->b[k].started && d->b[k].req != MPI_REQUEST_NULL)
+            rc = mpi_ok(MPI_Test(&d->b[k].req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    }
+    tcomm += MPI_Wtime() - t1;
+    d->stats.reduce_seconds += tcomm;
+    d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
+    return rc;
+}
+
+/* Ready for the next step: nothing packed, nothing started. */
+static void step_done(nn_dist *d)
+{
+    for (int e = 0; e < d->nent; e++) d->packed[e] = false;
+    for (int k = 0; k < d->nb; k++) {
+        d->b[k].started = false;
+        d->b[k].pending = d->b[k].end - d->b[k].first;
+    }
+}
+
+/* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad
+ * (and every averaged buffer).  What grad_ready packed and started during
+ * backward stays; the rest is packed and started here. */
 static int average_grads(void *user, double *samples, double *loss)
 {
     nn_dist *d = user;
     double t0 = MPI_Wtime(), tcomm = 0;
-    int have = 0;
-    for (int k = 0; k < d->nb; k++) {
+    int rc = 0;
+    for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
-        for (int i = b->first; i < b->end; i++) have += pack(d, i, *samples);
+        if (b->started) continue;
+        for (int e = b->first; e < b->end; e++) pack_once(d, e, *samples);
         if (k == d->nb - 1) {
             set_extra(b, 0, *samples);
             set_extra(b, 1, *samples * *loss);
-            set_extra(b, 2, have);
+            set_extra(b, 2, *samples * *samples);
         }
-        if (start(d, b, &tcomm)) return -1;
+        b->started = true;
+        rc = start(d, b, &tcomm);
     }
     /* The extras live in the last bucket: with overlap, wait for it first,
      * then for the others in order, unpacking each while later ones run
      * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
     bucket *last = &d->b[d->nb - 1];
-    if (d->o.overlap && wait_for(d, &last->req, &tcomm)) return -1;
-    double total = get_extra(last, 0), lsum = get_extra(last, 1), had = get_extra(last, 2);
-    if (had != (double)have * d->size) {
-        for (int k = 0; k < d->nb && d->o.overlap; k++) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
-        return ad_set_error("nn_dist: the ranks disagree on which parameters have gradients "
-                            "(rank %d: %d of %d); a parameter must get one on every rank or "
-                            "on none", d->rank, have, d->params->n);
-    }
-    for (int k = 0; k < d->nb; k++) {
+    if (rc == 0 && d->o.overlap) rc = wait_for(d, &last->req, &tcomm);
+    double total = get_extra(last, 0), lsum = get_extra(last, 1), sq = get_extra(last, 2);
+    for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
-        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) return -1;
-        for (int i = b->first; i < b->end; i++) unpack(d, b, i, 1.0 / total);
+        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) rc = -1;
+        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, d->n0 / total);
     }
+    /* Every batch size equal: the next steps send gradients as they are.
+     * Decided only where the extras' sums are exact integers (2^24 in
+     * float32), so that equal means equal. */
+    double exact = last->dtype == AD_FLOAT32 ? 16777216.0 : 9007199254740992.0;
+    if (rc == 0 && d->n0 == 1 && total * total < exact && sq * d->size == total * total)
+        d->n0 = total / d->size;
+    /* On failure, no request may stay in flight over buffers that the next
+     * step would refill. */
+    for (int k = 0; rc && k < d->nb; k++)
+        if (d->b[k].req != MPI_REQUEST_NULL) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
+    step_done(d);
+    if (rc) return -1;
     *samples = total;
     *loss = lsum / total;
     d->stats.steps++;
@@ -422,12 +616,15 @@ static int sum_hook(void *user, double *values, int n)
     return nn_dist_sum(user, values, n);
 }
 
-int nn_dist_attach(nn_dist *d, nn_trainer *tr)
+/* Lays out the buckets for params and buffers (which d takes, NULL
+ * buffers for none), every rank agreeing on the layout before any other
+ * collective. */
+static int attach_lists(nn_dist *d, const char *fn, nn_named_tensors *params,
+                        nn_named_tensors *buffers)
 {
-    const char *fn = "nn_dist_attach";
-    if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
     nn_dist_detach(d);
-    d->params = nn_parameters(nn_trainer_model(tr));
+    d->params = params;
+    d->buffers = buffers;
     int rc = d->params ? layout(d, fn) : -1;
     /* Every rank must agree before the first collective of another size. */
     int bad = rc != 0, any = 0;
@@ -436,8 +633,21 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     else if (any && rc == 0)
         rc = ad_set_error("%s: another rank could not lay out its gradient buckets", fn);
     if (rc == 0) rc = same_everywhere(d, fn, d->stats.bytes, "their gradients' size");
+    if (rc == 0) step_done(d);
+    return rc;
+}
+
+int nn_dist_attach(nn_dist *d, nn_trainer *tr)
+{
+    const char *fn = "nn_dist_attach";
+    if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
+    nn_named_tensors *ps = nn_parameters(nn_trainer_model(tr));
+    nn_named_tensors *bs = ps ? nn_buffers(nn_trainer_model(tr)) : NULL;
+    if (ps && !bs) nn_named_tensors_free(ps);
+    int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
-    nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d};
+    nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
+                         d->o.overlap ? grad_ready : NULL};
     if (rc == 0) rc = nn_trainer_set_comm(tr, &c);
     if (rc) {
         buckets_free(d);
@@ -446,6 +656,62 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     d->tr = tr;
     d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
     return 0;
+}
+
+int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params)
+{
+    const char *fn = "nn_dist_attach_params";
+    if (!d || !params) return ad_set_error("%s: %s is NULL", fn, d ? "params" : "d");
+    nn_named_tensors *own = nn_named_tensors_new(params->n, params->names, params->tensors);
+    int rc = attach_lists(d, fn, own, NULL);
+    if (rc == 0) rc = nn_dist_broadcast(d, params);
+    if (rc) {
+        buckets_free(d);
+        return -1;
+    }
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    return 0;
+}
+
+int nn_dist_average_grads(nn_dist *d, double *samples, double *loss)
+{
+    const char *fn = "nn_dist_average_grads";
+    if (!d || !samples || !loss)
+        return ad_set_error("%s: %s is NULL", fn, !d ? "d" : !samples ? "samples" : "loss");
+    if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
+    return average_grads(d, samples, loss);
+}
+
+/* The core's gradient-ready hook over grad_ready. */
+typedef struct backward_ctx {
+    nn_dist *d;
+    double samples;
+} backward_ctx;
+
+static int ready_in_backward(ad_tensor *leaf, void *ctx)
+{
+    backward_ctx *b = ctx;
+    return grad_ready(b->d, leaf, b->samples);
+}
+
+int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *samples,
+                     double *mean_loss)
+{
+    const char *fn = "nn_dist_backward";
+    if (!d || !loss || !samples || !mean_loss)
+        return ad_set_error("%s: %s is NULL", fn,
+                            !d ? "d" : !loss ? "loss" : !samples ? "samples" : "mean_loss");
+    if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
+    backward_ctx b = {d, *samples};
+    ad_grad_ready_hook prev = {NULL, NULL};
+    if (d->o.overlap) prev = ad_set_grad_ready_hook((ad_grad_ready_hook){ready_in_backward, &b});
+    int rc = ad_backward(loss, NULL, flags);
+    if (d->o.overlap) ad_set_grad_ready_hook(prev);
+    /* Even a failed backward joins the reduction, with its gradients as
+     * they are: the other ranks wait in it.  The error is then this
+     * rank's, and the caller ends the run (nn_dist_abort). */
+    int rc2 = average_grads(d, samples, mean_loss);
+    return rc || rc2 ? -1 : 0;
 }
 
 int nn_dist_shard(nn_dist *d, nn_loader *l)

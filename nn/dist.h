@@ -13,19 +13,36 @@
  *     if (nn_dist_attach(d, tr)                           // rank 0's weights everywhere
  *         || nn_dist_shard(d, train) || nn_dist_shard(d, val)
  *         || nn_fit(tr, train, val, epochs, &fit))        // rank 0 prints and saves
- *         nn_dist_abort(d, 1);                            // ends every rank
+ *         nn_dist_abort(d, "prog: ", 1);                  // ends every rank
  *     nn_dist_finalize(d);
  *
- * What a step does.  Each rank runs forward and backward on its slice of
- * the global batch (nn_loader_shard), then the trainer calls the hook set
- * by nn_dist_attach: the gradients are copied, scaled by the rank's batch
- * size, into flat contiguous buckets (about bucket_bytes each, per dtype;
- * the batch size and loss ride in the last one), every bucket is summed
- * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started as
- * soon as a bucket is packed so the packing of the next overlaps it, with
- * .overlap), and copied back divided by the total batch size.  Every rank
+ * What a step does.  nn_dist_attach lays the gradients out in flat
+ * contiguous buckets (about bucket_bytes each, per dtype, the parameters
+ * last first) and makes every parameter's gradient a view of its part
+ * (ad_set_grad), so backward writes them where the reduction reads them,
+ * as PyTorch DDP's gradient_as_bucket_view.  Each rank runs forward and
+ * backward on its slice of the global batch (nn_loader_shard); then the
+ * trainer calls the hook set by nn_dist_attach: the batch size and loss
+ * ride at the end of the last bucket, every bucket is summed
+ * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
+ * during backward as soon as a bucket's gradients are all final, with
+ * .overlap), and scaled by 1 / the total batch size (the sum is weighted
+ * by the ranks' batch sizes: a rank whose batch differs from the common
+ * one scales its gradients first).  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
- * stay identical without ever sending weights again.  The reduction's
+ * stay identical without ever sending weights again.
+ *
+ * Buffers.  The model's floating-point buffers (BatchNorm's running mean
+ * and variance) ride in the same buckets and are averaged the same way,
+ * weighted by the ranks' batch sizes, after every step: the running mean
+ * is then the one a single process at the global batch keeps (to
+ * rounding), the running variance the average of the shards' (which
+ * misses the spread between the shards' means), and every rank holds the
+ * same numbers.  PyTorch DDP instead broadcasts rank 0's buffers at each
+ * forward, so its statistics come from rank 0's shards alone; averaging
+ * uses every sample and costs no message of its own.  Integer buffers
+ * (num_batches_tracked) are left alone: every rank takes the same steps.
+ * The reduction's
  * order of additions is fixed by MPI for a given world size and
  * algorithm, so two runs with the same world size, transport and seed are
  * bit-identical.
@@ -62,10 +79,13 @@ typedef struct nn_dist nn_dist;
 typedef struct nn_dist_options {
     /* Bytes per gradient bucket; 0 means 25 MB (PyTorch DDP's default). */
     size_t bucket_bytes;
-    /* Start each bucket's reduction (MPI_Iallreduce) as soon as it is
-     * packed, so that packing the next overlaps it; false: one blocking
-     * MPI_Allreduce per bucket.  Only models of several buckets can gain;
-     * docs/distributed.md has the measurement. */
+    /* Start each bucket's reduction (MPI_Iallreduce) as soon as backward
+     * has produced all of its gradients (the buckets hold the parameters
+     * last first, so the last layers' bucket fills first), polling MPI as
+     * later gradients arrive, and wait for all before the optimiser;
+     * false: one blocking MPI_Allreduce per bucket after backward.  Only
+     * models of several buckets can gain; docs/distributed.md has the
+     * measurement. */
     bool overlap;
     /* How a rank waits for a reduction.  0: MPI_Wait, MPI's own wait,
      * which spins (or, when Open MPI knows it is oversubscribed, calls
@@ -77,6 +97,10 @@ typedef struct nn_dist_options {
      * (docs/distributed.md has the figures). */
     int wait_sleep_us;
 } nn_dist_options;
+/* The environment overrides the three, as OMPI_MCA_* variables override
+ * Open MPI's settings (they suit a machine, not a program; pass them on
+ * with mpirun -x): NN_DIST_BUCKET_BYTES, NN_DIST_OVERLAP (0 or 1),
+ * NN_DIST_WAIT_US. */
 
 /* MPI_Init (MPI_Init_thread, MPI_THREAD_FUNNELED) unless MPI is already
  * initialised, then nn_dist_from_comm(MPI_COMM_WORLD).  argc and argv may
@@ -113,11 +137,32 @@ AD_API MPI_Comm nn_dist_comm(const nn_dist *d);
  * the trainer's epoch and step counts, so every rank starts from rank 0's
  * replica (its initialisation, or the checkpoint it loaded).  The buckets
  * are laid out here from the model's parameters, which must not change
- * afterwards (attach again if they do).  Collective: every rank calls it
+ * afterwards (attach again if they do), and each parameter's gradient
+ * becomes a view of its bucket (ad_set_grad; it stays one after detach).  Collective: every rank calls it
  * with the same model.  Errors: NULL, a parameter not float32/float64 or
  * not contiguous, the ranks' models differing in their tensors' sizes
  * (checked by a reduction before any byte is sent), MPI failures. */
 AD_API int nn_dist_attach(nn_dist *d, nn_trainer *tr);
+/* For a training loop of your own, without nn_trainer: lays out the
+ * buckets for the gradients of params (the list is copied; the tensors
+ * are borrowed and must not change shape) and broadcasts their values
+ * from rank 0.  Optimiser state on resume: nn_dist_broadcast it.
+ * Collective.  Errors as nn_dist_attach. */
+AD_API int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params);
+/* ad_backward(loss, NULL, flags), then the averaging a trainer's step
+ * does: every attached parameter's grad becomes sum_r samples_r g_r /
+ * sum_r samples_r.  With .overlap each bucket's MPI_Iallreduce starts as
+ * soon as backward has produced all of its gradients
+ * (ad_set_grad_ready_hook).  In: *samples this rank's batch size,
+ * *mean_loss its mean loss; out: the total batch size and the mean loss
+ * over all ranks.  Collective: every rank calls it once per step (a rank
+ * whose backward failed still joins the reduction, then returns -1).
+ * Errors: NULL arguments, nothing attached, backward's errors, MPI
+ * failures, ranks disagreeing on which parameters got a gradient. */
+AD_API int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *samples,
+                            double *mean_loss);
+/* The averaging alone, after a backward pass of your own. */
+AD_API int nn_dist_average_grads(nn_dist *d, double *samples, double *mean_loss);
 /* Undoes nn_dist_attach: tr trains alone again.  NULL d is ignored. */
 AD_API void nn_dist_detach(nn_dist *d);
 
@@ -157,7 +202,8 @@ typedef struct nn_dist_stats {
     int buckets;            /* per step */
     int64_t bytes;          /* reduced per step, all buckets */
     double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
-    double pack_seconds;    /* copying in and out of the buckets */
+    double pack_seconds;    /* scaling in the buckets, copying buffers in and out */
+    int64_t early_buckets;  /* reductions started during backward (.overlap), summed */
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
 AD_API int nn_dist_reset_stats(nn_dist *d);

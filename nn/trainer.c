@@ -113,6 +113,56 @@ static void streams_restore(streams *s)
     nn__rngs_free(s->n, s->names, s->rngs);
 }
 
+/* The model's buffers (BatchNorm's running statistics) and a copy of
+ * their bytes: a recording runs the model on zeros, which must not count
+ * as a batch; the replay that follows folds the real batch in
+ * (batch_norm_stats is an op, run again at every replay). */
+typedef struct buffers {
+    nn_named_tensors *list;
+    char *saved;
+} buffers;
+
+static size_t buffer_bytes(const ad_tensor *t)
+{
+    return (size_t)ad_numel(t) * ad_dtype_size(ad_tensor_dtype(t));
+}
+
+static int buffers_save(const nn_module *m, buffers *b)
+{
+    *b = (buffers){nn_buffers(m), NULL};
+    if (!b->list) return -1;
+    size_t total = 0;
+    for (int i = 0; i < b->list->n; i++) total += buffer_bytes(b->list->tensors[i]);
+    if (total && !(b->saved = ad_malloc(total))) {
+        nn_named_tensors_free(b->list);
+        return -1;
+    }
+    char *p = b->saved;
+    for (int i = 0; i < b->list->n; i++) {
+        ad_tensor *t = b->list->tensors[i];
+        if (!ad_is_contiguous(t)) continue; /* nn's own buffers always are */
+        memcpy(p, ad_data(t), buffer_bytes(t));
+        p += buffer_bytes(t);
+    }
+    return 0;
+}
+
+static void buffers_restore(buffers *b)
+{
+    const char *p = b->saved;
+    for (int i = 0; i < b->list->n; i++) {
+        ad_tensor *t = b->list->tensors[i];
+        if (!ad_is_contiguous(t)) continue;
+        if (memcmp(ad_data(t), p, buffer_bytes(t))) {
+            memcpy(ad_data(t), p, buffer_bytes(t));
+            ad_mark_modified(t);
+        }
+        p += buffer_bytes(t);
+    }
+    ad_free(b->saved);
+    nn_named_tensors_free(b->list);
+}
+
 /* Records forward and loss for batches shaped as (x, y) on a new frozen
  * replayable tape.  The leaves hold zeros until the replay that follows
  * copies the batch in.  That replay draws the step's Dropout masks again
@@ -139,7 +189,13 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
         return -1;
     }
     streams st;
+    buffers bu;
     if (streams_save(tr->model, &st)) {
+        nn__rec_free(r);
+        return -1;
+    }
+    if (buffers_save(tr->model, &bu)) {
+        streams_restore(&st);
         nn__rec_free(r);
         return -1;
     }
@@ -156,6 +212,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     nn_train(tr->model, was_training);
     ad_set_grad_enabled(grad_was);
     streams_restore(&st);
+    buffers_restore(&bu);
     if (!r->loss || ad_tape_freeze(r->tape)) {
         nn__rec_free(r);
         return -1;
@@ -242,6 +299,30 @@ static bool has_random_streams(const nn_module *m)
     return false;
 }
 
+/* The comm's grad_ready hook as the core's gradient-ready hook. */
+typedef struct ready_ctx {
+    const nn_trainer *tr;
+    double samples;
+} ready_ctx;
+
+static int tell_ready(ad_tensor *leaf, void *ctx)
+{
+    const ready_ctx *r = ctx;
+    return r->tr->comm.grad_ready(r->tr->comm.user, leaf, r->samples);
+}
+
+/* ad_backward, telling the comm's grad_ready hook (when there is one)
+ * about each gradient as soon as it is final. */
+static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
+{
+    if (!tr->comm.grad_ready) return ad_backward(loss, NULL, flags);
+    ready_ctx r = {tr, samples};
+    ad_grad_ready_hook prev = ad_set_grad_ready_hook((ad_grad_ready_hook){tell_ready, &r});
+    int rc = ad_backward(loss, NULL, flags);
+    ad_set_grad_ready_hook(prev);
+    return rc;
+}
+
 /* The step without its checks of tr, x and y: 1 for a non-finite loss
  * (nothing updated; the caller words the message), -1 on error.  *loss
  * and *samples: the batch's mean loss and size, over every worker's batch
@@ -272,7 +353,7 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
     /* Gradients accumulate across backward passes, so last step's are
      * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
      * next replay. */
-    if (nn_optim_zero_grad(tr->opt) || ad_backward(l, NULL, replayed ? AD_RETAIN_GRAPH : 0))
+    if (nn_optim_zero_grad(tr->opt) || backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
         return -1;
     /* A worker of a data-parallel run decides on the loss over every
      * worker's batch, which the averaging brings back: all skip the update

@@ -236,6 +236,12 @@ typedef struct nn_trainer_comm {
      * everywhere (so every worker gets bit-identical sums). */
     int (*sum)(void *user, double *values, int n);
     void *user;
+    /* Optional (NULL: all the work is in average_grads): called during
+     * backward for each parameter as soon as its gradient is final
+     * (ad_set_grad_ready_hook), with this worker's batch size, so that a
+     * transport can start reducing the last layers' gradients while
+     * backward computes the first layers'; average_grads then finishes. */
+    int (*grad_ready)(void *user, ad_tensor *param, double samples);
 } nn_trainer_comm;
 
 /* Makes tr one worker of a data-parallel run (comm is copied); NULL makes

@@ -14,6 +14,10 @@
  *   --resume FILE      nn_dist_load before training
  *   --bucket BYTES     gradient bucket size (0: the default 25 MB)
  *   --overlap          MPI_Iallreduce per bucket
+ *   --bn               the input seen as [N, 2, 2, 4] goes through a
+ *                      BatchNorm2d(2) first, whose running statistics the
+ *                      ranks average
+ *   --every-rank       every rank saves, rank r to FILE.r (with --out)
  *   --mismatch         rank 1 builds a wider hidden layer: attach must
  *                      refuse on every rank
  *   --fail-rank R --fail-step K --fail-mode error|die
@@ -40,7 +44,7 @@ typedef struct opts {
     const char *out, *checkpoint, *resume, *fail_mode;
     int fail_rank;
     int64_t fail_step;
-    bool overlap, mismatch;
+    bool overlap, mismatch, bn, every_rank;
 } opts;
 
 static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
@@ -73,13 +77,23 @@ static void make_data(ad_tensor **x, ad_tensor **y)
     *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(N), yv);
 }
 
+/* nn_trainer_save to path, or to path.rank when rank >= 0. */
+static int save(nn_trainer *tr, const char *path, int rank)
+{
+    char name[4096];
+    if (rank >= 0) snprintf(name, sizeof name, "%s.%d", path, rank);
+    return nn_trainer_save(tr, rank >= 0 ? name : path, NULL);
+}
+
 int main(int argc, char **argv)
 {
     opts o = {.batch = 32, .epochs = 2, .fail_rank = -1, .fail_step = -1, .fail_mode = "error"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-        if (!strcmp(a, "--overlap") || !strcmp(a, "--mismatch")) {
-            *(a[2] == 'o' ? &o.overlap : &o.mismatch) = true;
+        bool *flag = !strcmp(a, "--overlap") ? &o.overlap : !strcmp(a, "--mismatch") ? &o.mismatch
+                   : !strcmp(a, "--bn") ? &o.bn : !strcmp(a, "--every-rank") ? &o.every_rank : NULL;
+        if (flag) {
+            *flag = true;
             continue;
         }
         i++;
@@ -107,12 +121,20 @@ int main(int argc, char **argv)
     if (rank != o.fail_rank) o.fail_step = -1;
     ad_tensor *x, *y;
     make_data(&x, &y);
+    if (o.bn) { /* the same numbers as 2 channels of 2 x 4 */
+        ad_tensor *x4 = x ? ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(N, 2, 2, 4), ad_data(x)) : NULL;
+        ad_tensor_free(x);
+        x = x4;
+    }
     ad_rng rng;
     ad_rng_init(&rng, 3 + (uint64_t)rank); /* different on each rank: attach must fix it */
     int64_t hidden = o.mismatch && rank == 1 ? 48 : 32;
-    nn_module *net = NN_SEQUENTIAL(nn_linear(IN, hidden, true, AD_FLOAT32, &rng), nn_relu(),
+    nn_module *mlp = NN_SEQUENTIAL(nn_linear(IN, hidden, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(hidden, 32, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(32, CLASSES, true, AD_FLOAT32, &rng));
+    nn_module *net = o.bn ? NN_SEQUENTIAL(nn_batch_norm2d(2, 1e-5, 0.1, true, AD_FLOAT32),
+                                          nn_flatten(1, -1), mlp)
+                          : mlp;
     nn_named_tensors *params = net ? nn_parameters(net) : NULL;
     nn_optim *opt = params ? nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9}) : NULL;
     nn_named_tensors_free(params);
@@ -129,9 +151,12 @@ int main(int argc, char **argv)
     if (!tr || !train || !val || nn_dist_attach(d, tr) || nn_dist_shard(d, train) ||
         nn_dist_shard(d, val) || (o.resume && nn_dist_load(d, tr, o.resume)) ||
         nn_fit(tr, train, val, o.epochs, &fit) ||
-        (rank == 0 && o.out && nn_trainer_save(tr, o.out, NULL)))
+        (o.out && (rank == 0 || o.every_rank) && save(tr, o.out, o.every_rank ? rank : -1)))
         nn_dist_abort(d, "dist_train: ", 1);
-    printf("dist_train: rank %d of %d done\n", rank, world);
+    nn_dist_stats st;
+    nn_dist_get_stats(d, &st);
+    printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward)\n", rank,
+           world, st.buckets, (long long)st.early_buckets);
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);

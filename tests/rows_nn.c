@@ -1,6 +1,7 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
- * Only unfold, fold and max_pool2d_index are ops of the table here, and
+ * Only unfold, fold, max_pool2d_index and batch_norm_stats are ops of the
+ * table here, and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
@@ -177,6 +178,8 @@ const op_row rows_nn[] = {
      {X4(2, 2, 3, 3), V1(2), V1(2)}},
     {"mean", "batch_norm training [N, C, H, W], running stats updated", batch_norm_running_f, NULL,
      3, {X4(2, 3, 2, 2), V1(3), V1(3)}},
+    {"batch_norm_stats", "batch_norm training, running stats updated (the update is an op of "
+     "its own, not differentiable)", batch_norm_running_f, NULL, 3, {X4(2, 2, 3, 2), V1(2), V1(2)}},
     {"sqrt", "batch_norm eval with running stats (constants), weight", batch_norm_eval_f, NULL, 4,
      {X4(2, 2, 2, 2), {1, {2}, OT_CONST, -0.5, 0.5, 0}, {1, {2}, OT_CONST, 0.5, 2, 0}, V1(2)}},
     /* embedding and dropout */

@@ -370,6 +370,11 @@ START_TEST(tape_h)
     ROW(ad_tensor_grad(f.dead), "is not a live tensor");
     ROW_OK(ad_tensor_grad(f.a), ad_tensor_grad(f.a) == NULL);
     ROW_RC(ad_zero_grad(NULL), "argument 't' is NULL");
+    ROW_RC(ad_set_grad(NULL, NULL), "argument 't' is NULL");
+    ROW_RC(ad_set_grad(f.dead, NULL), "is not a live tensor");
+    ROW_RC(ad_set_grad(x, f.dead), "argument 'grad' is not a live tensor");
+    ROW_RC(ad_set_grad(x, NULL), "t must be a persistent leaf that requires grad");
+    ROW_RC(ad_set_grad(f.i64, NULL), "float");
     ROW(ad_detach(NULL), "argument 't' is NULL");
     ROW(ad_detach(f.dead), "is not a live tensor");
     ROW_RC(ad_set_label(NULL, "x"), "argument 't' is NULL");
@@ -430,6 +435,8 @@ START_TEST(tape_h)
     ROW_VAL(long, ad_tensor_node_index(NULL), -1, "argument 't' is NULL");
     ROW_VAL(long, ad_tensor_node_index(f.dead), -1, "is not a live tensor");
     ROW_OK(ad_set_trace(NULL, NULL), ad_set_trace(NULL, NULL) == NULL);
+    const ad_grad_ready_hook no_hook = {NULL, NULL};
+    ROW_OK(ad_set_grad_ready_hook(no_hook), ad_set_grad_ready_hook(no_hook).fn == NULL);
     ROW_OK(ad_set_anomaly_mode(false), !ad_set_anomaly_mode(false));
     ROW_OK(ad_anomaly_mode(), !ad_anomaly_mode());
     ROW_OK(ad_set_scope_label(NULL), ad_set_scope_label(NULL) == NULL);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tests/test_dist.py DIST_TRAIN - data-parallel training over MPI.
+"""tests/test_dist.py DIST_TRAIN [CHARLM] - data-parallel training over MPI.
 
 Runs tests/dist_train.c under mpirun and checks, on the states rank 0
 saves (safetensors, read here without any library):
@@ -16,7 +16,18 @@ saves (safetensors, read here without any library):
      last checkpoint (epoch 1) intact;
   4. that checkpoint resumes at 1 rank with batch 64 (after the error) or
      at 2 ranks with batch 32 (after the death), and either run ends where
-     the uninterrupted one does.
+     the uninterrupted one does;
+  5. with a BatchNorm2d first in the model, the ranks' running statistics
+     are averaged every step: both ranks end with the same bits, and the
+     running mean is the one-process run's at the global batch (the layer
+     sees the data, so its batch means are the global batch's shards');
+  6. with CHARLM (docs/examples/charlm): 2 ranks with --batch 4 train an
+     LSTM on a synthetic text as 1 process with --batch 8 does (its
+     streams are split between the ranks), to 1e-5, with the loss of all
+     ranks in rank 0's --json, world_size 2, and only rank 0 printing;
+     with NN_DIST_OVERLAP=1 and 16 KB buckets (reductions started during
+     backward through an LSTM, whose weights every step reads) the bits
+     are the blocking run's.
 
 Runs as root in containers (OMPI_ALLOW_RUN_AS_ROOT*), with
 --oversubscribe, on loopback without network set-up.  Exits 77 (skip) with
@@ -31,6 +42,7 @@ import sys
 import tempfile
 
 prog = os.path.abspath(sys.argv[1])
+charlm = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
 mpirun = shutil.which('mpirun') or shutil.which('mpiexec')
 if not mpirun:
     print('skipped: no mpirun or mpiexec in PATH (apt-get install openmpi-bin)')
@@ -59,13 +71,14 @@ def check(cond, what):
         failures.append(what)
 
 
-def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0):
+def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None, mpi_args=()):
     cmd = [mpirun, '-np', str(np)]
     if openmpi:
         cmd += ['--oversubscribe', '--mca', 'btl', 'self,' + btl]
         if wait_us:
             cmd += ['-x', 'NN_DIST_WAIT_US=%d' % wait_us]
-    cmd += [prog] + args
+        cmd += list(mpi_args)
+    cmd += [exe or prog] + args
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if expect_ok and p.returncode != 0:
         print(' '.join(cmd))
@@ -106,6 +119,10 @@ def max_diff(a, b):
     return max(abs(x - y) for k in pa for x, y in zip(pa[k], pb[k]))
 
 
+def json_lines_of(p):
+    return [json.loads(l) for l in p.stdout.splitlines() if l.startswith('{')]
+
+
 def same_bits(a, b):
     ta, _ = load(a)
     tb, _ = load(b)
@@ -121,12 +138,25 @@ try:
         run(2, ['--batch', '32', '--out', f(btl)], btl=btl)
         d = max_diff(f('ref'), f(btl))
         check(d < 1e-5, f'2 ranks x batch 32 over {btl} = 1 x batch 64 (max |diff| {d:.2e})')
+    # 3 ranks x batch 20: every epoch ends with 32 samples split 11, 11, 10,
+    # so the average is weighted by unequal batch sizes there
+    run(1, ['--batch', '60', '--out', f('ref60')])
+    run(3, ['--batch', '20', '--out', f('three')], btl=transports[0])
+    d = max_diff(f('ref60'), f('three'))
+    check(d < 1e-5, f'3 ranks x batch 20 (last batches 11, 11, 10) = 1 x batch 60 '
+                    f'(max |diff| {d:.2e})')
     run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
     check(same_bits(f(transports[0]), f('again')), 'two 2-rank runs are bit-identical')
-    run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
-        btl=transports[0])
+    p = run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
+            btl=transports[0])
     check(same_bits(f(transports[0]), f('overlap')),
           'MPI_Iallreduce over 4 KB buckets = one blocking MPI_Allreduce, bit for bit')
+    # 16 steps of 2 ranks; the 4 KB buckets hold the parameters last first:
+    # [4.*, 2.bias], [2.weight], [0.bias, 0.weight] and the extras, the
+    # first two started while backward still computes the first layer
+    early = [l for l in p.stdout.splitlines() if '(3 buckets, 32 started during backward)' in l]
+    check(len(early) == 2, 'with overlap, 2 of the 3 buckets start during backward at every step '
+                           '(' + ' | '.join(p.stdout.splitlines()) + ')')
     if openmpi:
         run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
         check(same_bits(f(transports[0]), f('sleepy')),
@@ -164,6 +194,57 @@ try:
         d = max_diff(f('ref'), f('resumed'))
         check(d < 1e-5, f'resumed from epoch 1 at {np_} rank(s) x batch {batch} = the '
                         f'uninterrupted run (max |diff| {d:.2e})')
+
+    # BatchNorm's running statistics, averaged over the ranks
+    run(1, ['--bn', '--batch', '64', '--out', f('bn_ref')])
+    run(2, ['--bn', '--batch', '32', '--every-rank', '--out', f('bn')], btl=transports[0])
+    t0, _ = load(f('bn') + '.0')
+    t1, _ = load(f('bn') + '.1')
+    check(t0 == t1, 'with BatchNorm, both ranks end with the same state, running statistics '
+                    'included, bit for bit')
+    ref, _ = load(f('bn_ref'))
+    rm = max(abs(a - b) for a, b in zip(floats(ref['0.running_mean']), floats(t0['0.running_mean'])))
+    rv = max(abs(a - b) / a for a, b in zip(floats(ref['0.running_var']), floats(t0['0.running_var'])))
+    moved = max(abs(a) for a in floats(ref['0.running_mean']))
+    check(rm < 1e-6 and moved > 1e-3,
+          f'running_mean at 2 ranks x 32 = 1 x 64 (max |diff| {rm:.2e}, values up to {moved:.2e})')
+    # the average of the shards' unbiased variances misses the spread of
+    # the shard means: close, not equal
+    check(rv < 1e-2, f'running_var at 2 ranks x 32 close to 1 x 64 (max relative diff {rv:.2e})')
+
+    if charlm:
+        # a synthetic text (the fortunes need not be installed)
+        state, words = 12345, 'the a cat dog sat on mat and ran to see what is it who'.split()
+        out = []
+        for i in range(6000):
+            state = (state * 1103515245 + 12345) % 2**31
+            out.append(words[state % len(words)] + ('.\n' if state % 7 == 0 else ''))
+        with open(f('text'), 'w') as fh:
+            fh.write(' '.join(out))
+        small = ['--data', f('text'), '--seq', '16', '--hidden', '32', '--embed', '16',
+                 '--steps', '12', '--val-limit', '2000', '--threads', '1', '--json']
+        p1 = run(1, small + ['--batch', '8', '--save', f('lm1')], exe=charlm)
+        p2 = run(2, small + ['--batch', '4', '--save', f('lm2')], btl=transports[0], exe=charlm)
+        # overlap: an LSTM's weights are read at every step, so a bucket
+        # starts only once backward has reached the first step
+        cmd_env = ['-x', 'NN_DIST_OVERLAP=1', '-x', 'NN_DIST_BUCKET_BYTES=16384']
+        run(2, small + ['--batch', '4', '--save', f('lm2o')], btl=transports[0], exe=charlm,
+            mpi_args=cmd_env if openmpi else [])
+        check(same_bits(f('lm2'), f('lm2o')) or not openmpi,
+              'charlm: reductions started during backward (16 KB buckets) give the same bits')
+        a, _ = load(f('lm1'))
+        b, _ = load(f('lm2'))
+        d = max(abs(x - y) for k in a if k.startswith('model.')
+                for x, y in zip(floats(a[k]), floats(b[k])))
+        check(d < 1e-5, f'charlm: 2 ranks x batch 4 = 1 x batch 8 after 12 steps '
+                        f'(max |diff| {d:.2e})')
+        j1, j2 = json_lines_of(p1), json_lines_of(p2)
+        check(len(j2) == 1 and j2[0]['world_size'] == 2 and j1[0]['world_size'] == 1,
+              'charlm --json: one line (rank 0 alone prints), world_size 2')
+        check(abs(j2[0]['last_loss'] - j1[0]['last_loss']) < 1e-4 and
+              j2[0]['last_loss'] < j2[0]['first_loss'] - 0.1,
+              f'charlm: the loss over both ranks is the one-process loss and falls '
+              f'({j2[0]["first_loss"]:.3f} -> {j2[0]["last_loss"]:.3f})')
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -57,6 +57,127 @@ START_TEST(leaf_from_array)
 }
 END_TEST
 
+/* The gradient-ready hook: every leaf once, as soon as its gradient is
+ * final.  y = sum(tanh(w2 * tanh(w1 * x + b)) * w1): w1 is read by the
+ * first op and the last, so it is final only at the end, with x; w2
+ * before b, b before them (the pass runs newest first).  At each call the leaf's grad
+ * already holds its final value; a failing hook ends the pass with its
+ * message; ad_gradients and a pass without a hook call nothing. */
+typedef struct ready_log {
+    int n, fail_at;
+    ad_tensor *leaf[8];
+    double first[8]; /* grad[0] when told */
+} ready_log;
+
+static int log_ready(ad_tensor *leaf, void *ctx)
+{
+    ready_log *l = ctx;
+    if (l->n == l->fail_at) return ad_set_error("log_ready: stop here");
+    l->leaf[l->n] = leaf;
+    l->first[l->n++] = ot_at(ad_tensor_grad(leaf), 0);
+    return 0;
+}
+
+START_TEST(grad_ready_hook)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = vec(t, 3, (double[]){0.5, -1, 2}), *w1 = vec(t, 3, (double[]){0.3, 0.7, -0.2});
+    ad_tensor *w2 = vec(t, 3, (double[]){1.1, -0.4, 0.9}), *b = vec(t, 3, (double[]){0.1, 0, -0.1});
+    ad_tensor *c = vec(t, 3, (double[]){1, 2, 3}); /* requires no grad: never told */
+    ad_tensor *unused = vec(t, 1, (double[]){5});
+    ad_tensor *leaves[] = {x, w1, w2, b, unused};
+    for (int i = 0; i < 5; i++) ad_set_requires_grad(leaves[i], true);
+    ad_tensor *h = ad_tanh(ad_add(ad_mul(w1, x), b));
+    ad_tensor *y = ad_sum(ad_mul(ad_mul(ad_tanh(ad_mul(w2, h)), w1), c), NULL, 0, false);
+    ck_assert_ptr_nonnull(y);
+    ready_log l = {.fail_at = -1};
+    ad_grad_ready_hook prev = ad_set_grad_ready_hook((ad_grad_ready_hook){log_ready, &l});
+    ck_assert_ptr_null(prev.fn);
+    ck_assert_int_eq(ad_backward(y, NULL, AD_RETAIN_GRAPH), 0);
+    ck_assert_int_eq(l.n, 4);
+    ck_assert_ptr_eq(l.leaf[0], w2);
+    ck_assert_ptr_eq(l.leaf[1], b);
+    /* w1 is read by the oldest op too: told only there, with x, in the
+     * op's order of inputs */
+    ck_assert_ptr_eq(l.leaf[2], w1);
+    ck_assert_ptr_eq(l.leaf[3], x);
+    for (int i = 0; i < 4; i++) ck_assert_double_eq(l.first[i], ot_at(ad_tensor_grad(l.leaf[i]), 0));
+    /* told after its last contribution: w1's grad has both terms */
+    ck_assert(ot_at(ad_tensor_grad(w1), 0) != 0);
+
+    /* a failing hook ends the pass with its error */
+    for (int i = 0; i < 5; i++) ad_zero_grad(leaves[i]);
+    l = (ready_log){.fail_at = 1};
+    ck_assert_int_eq(ad_backward(y, NULL, AD_RETAIN_GRAPH), -1);
+    ck_assert_str_eq(ad_error(), "log_ready: stop here");
+    ck_assert_int_eq(l.n, 1);
+
+    /* ad_gradients tells nothing */
+    l = (ready_log){.fail_at = -1};
+    ad_tensor *g[1];
+    ck_assert_int_eq(ad_gradients(y, NULL, 1, &w1, g, AD_RETAIN_GRAPH), 0);
+    ck_assert_int_eq(l.n, 0);
+    prev = ad_set_grad_ready_hook(prev);
+    ck_assert(prev.fn == log_ready && prev.ctx == &l);
+    ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+    ck_assert_int_eq(l.n, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+/* ad_set_grad: two leaves' gradients as views into one flat buffer;
+ * backward adds into it in place, ad_zero_grad zeroes it there, freeing
+ * the leaves frees the views but not the buffer; mismatches are errors. */
+START_TEST(grad_as_view_of_a_flat_buffer)
+{
+    ad_tensor *flat = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){7});
+    ad_tensor *w = ad_leaf(NULL, AD_FLOAT64, 2, (int64_t[]){2, 2}, (double[]){1, 2, 3, 4});
+    ad_tensor *b = ad_leaf(NULL, AD_FLOAT64, 1, (int64_t[]){3}, (double[]){-1, 0, 1});
+    ad_tensor *nw = ad_narrow(flat, 0, 0, 4), *vw = ad_reshape(nw, 2, (int64_t[]){2, 2});
+    ad_tensor *vb = ad_narrow(flat, 0, 4, 3);
+    ad_tensor_free(nw);
+    ck_assert_int_eq(ad_set_grad(w, vw), 0);
+    ck_assert_int_eq(ad_set_grad(b, vb), 0);
+    ck_assert_ptr_eq(ad_tensor_grad(w), vw);
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    for (int pass = 0; pass < 2; pass++) { /* accumulates: twice the gradient */
+        ad_tensor *y = ad_add(ad_sum(ad_mul(w, w), NULL, 0, false), ad_sum(b, NULL, 0, false));
+        ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+        ad_tape_reset(t);
+    }
+    ad_tape_activate(NULL);
+    const double *f = ad_data(flat);
+    const double want[7] = {4, 8, 12, 16, 2, 2, 2};
+    for (int i = 0; i < 7; i++) ck_assert_double_eq(f[i], want[i]);
+    ck_assert_int_eq(ad_zero_grad(w), 0);
+    for (int i = 0; i < 7; i++) ck_assert_double_eq(f[i], i < 4 ? 0 : 2);
+    /* errors */
+    ad_tensor *small = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){2});
+    ck_assert_int_eq(ad_set_grad(b, small), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad [2] float64 does not match t [3] float64");
+    ck_assert_int_eq(ad_set_grad(small, vb), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: t must be a persistent leaf that requires grad");
+    ad_tensor *tg = ad_zeros(t, AD_FLOAT64, 1, (int64_t[]){3});
+    ck_assert_int_eq(ad_set_grad(b, tg), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must be persistent");
+    ad_tensor *strided = ad_slice(flat, 0, 0, 6, 2);
+    ck_assert_int_eq(ad_set_grad(b, strided), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must be contiguous");
+    ck_assert_int_eq(ad_set_grad(b, b), -1);
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must not share t's storage");
+    ck_assert_str_eq(ad_error(), "ad_set_grad: grad must not share t's storage");
+    /* the leaves go first, then the buffer */
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+    ck_assert_double_eq(((const double *)ad_data(flat))[4], 2);
+    ad_tensor_free(small);
+    ad_tensor_free(strided);
+    ad_tensor_free(flat);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(shared_input_and_diamond)
 {
     /* y = x*x + x*x: x feeds four places; dy/dx = 4x */
@@ -423,6 +544,8 @@ int main(void)
     tcase_add_test(tc, chain_rule_exact);
     tcase_add_test(tc, leaf_from_array);
     tcase_add_test(tc, shared_input_and_diamond);
+    tcase_add_test(tc, grad_ready_hook);
+    tcase_add_test(tc, grad_as_view_of_a_flat_buffer);
     tcase_add_test(tc, grads_accumulate_and_zero);
     tcase_add_test(tc, grad_output_rules);
     tcase_add_test(tc, no_grad_and_detach);

@@ -291,6 +291,62 @@ START_TEST(replay_matches_recording)
 }
 END_TEST
 
+/* BatchNorm's running statistics follow every step: a replayed step
+ * folds its batch in (the update is the op batch_norm_stats, run again at
+ * replay), and recording a shape on zeros does not count as a batch.  The
+ * replayed trainer ends with the bits of one that records every step
+ * afresh, over two batch shapes (16 and the last 4), and the statistics
+ * did move from their start (0 and 1). */
+START_TEST(replay_updates_batch_norm_stats)
+{
+    enum { N = 36, C = 2 };
+    double xv[N * C * 4];
+    int64_t yv[N];
+    ad_rng rng;
+    ad_rng_init(&rng, 21);
+    for (int i = 0; i < N * C * 4; i++) xv[i] = 6 * ad_rng_uniform(&rng) + (i % 8 < 4 ? 1 : -2);
+    for (int i = 0; i < N; i++) yv[i] = i % 3;
+    ad_tensor *x = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(N, C, 2, 2), xv);
+    ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(N), yv);
+    nn_module *net[2];
+    nn_optim *opt[2];
+    nn_trainer *tr[2];
+    for (int k = 0; k < 2; k++) {
+        ad_rng init;
+        ad_rng_init(&init, 4);
+        net[k] = NN_SEQUENTIAL(nn_batch_norm2d(C, 1e-5, 0.1, true, AD_FLOAT64), nn_flatten(1, -1),
+                               nn_linear(C * 4, 3, true, AD_FLOAT64, &init));
+        opt[k] = nn_sgd_module(net[k], &(nn_sgd_options){.lr = 0.1});
+        tr[k] = nn_trainer_new(net[k], NULL, opt[k], &(nn_trainer_options){.no_replay = k == 1});
+        ck_assert_ptr_nonnull(tr[k]);
+        nn_loader *l = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 16});
+        ck_assert_int_eq(nn_fit(tr[k], l, NULL, 3, NULL), 0);
+        nn_loader_free(l);
+    }
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(tr[0], &st), 0);
+    ck_assert_int_eq(st.recordings, 2);
+    ck_assert_int_eq(st.replays, 9);
+    for (int j = 0; j < 2; j++) {
+        const char *name = j ? "0.running_var" : "0.running_mean";
+        const double *a = ad_data(nn_get_buffer(net[0], name));
+        const double *b = ad_data(nn_get_buffer(net[1], name));
+        for (int c = 0; c < C; c++) {
+            ck_assert_msg(a[c] == b[c], "%s[%d]: replayed %.17g, recorded %.17g", name, c, a[c],
+                          b[c]);
+            ck_assert_msg(fabs(a[c] - (j ? 1.0 : 0.0)) > 0.1, "%s[%d] = %g", name, c, a[c]);
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        nn_trainer_free(tr[k]);
+        nn_optim_free(opt[k]);
+        nn_module_free(net[k]);
+    }
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
 /* A 5-epoch run stopped after epoch 2 (by its epoch callback) with a
  * checkpoint per epoch, then resumed by fresh objects (other initial
  * weights, which the load replaces): the parameters end bit-identical to
@@ -546,6 +602,7 @@ int main(void)
     tcase_add_test(tc, fit_learns);
     tcase_add_test(tc, steps_replay_without_allocating);
     tcase_add_loop_test(tc, replay_matches_recording, 0, 3);
+    tcase_add_test(tc, replay_updates_batch_norm_stats);
     tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);

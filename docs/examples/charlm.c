@@ -29,6 +29,14 @@
  * model, the optimiser's state, the step and the carried state, so
  * --resume continues a run exactly where it stopped: on one thread the
  * resumed run is the uninterrupted one bit for bit.
+ *
+ * Under mpirun or srun (built with MPI) it trains data-parallel: the
+ * training text is cut into world size x batch streams, rank r reads
+ * streams [r batch, (r+1) batch), the gradients are averaged over the
+ * ranks (nn_dist_backward) before clipping, and rank 0 alone prints and
+ * saves; --json adds world_size, and its tokens/s are all ranks'.  So
+ * `mpirun -np 2 charlm --batch 16` trains as `charlm --batch 32` does
+ * (docs/distributed.md).
  */
 #define _GNU_SOURCE /* clock_gettime, lstat, RTLD_DEFAULT */
 
@@ -46,6 +54,12 @@
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#ifdef CHARLM_WITH_MPI
+#include <nn/dist.h>
+typedef nn_dist dist_t;
+#else
+typedef void dist_t;
 #endif
 
 #define DEFAULT_DATA "/usr/share/games/fortunes"
@@ -734,11 +748,57 @@ static void json_number(const char *key, double v, bool last)
         printf("\"%s\": null%s", key, last ? "" : ", ");
 }
 
+/* ---- data-parallel training (under mpirun, built with MPI) */
+
+/* ad_backward, and for a rank of several the average of all ranks'
+ * gradients, weighted by their tokens; *loss: the mean loss over them. */
+static int backward(dist_t *d, ad_tensor *E, int64_t tokens, double *loss)
+{
+    *loss = ad_item(E);
+#ifdef CHARLM_WITH_MPI
+    double n = (double)tokens;
+    if (d) return nn_dist_backward(d, E, 0, &n, loss);
+#endif
+    (void)d;
+    (void)tokens;
+    return ad_backward(E, NULL, 0);
+}
+
+#ifdef CHARLM_WITH_MPI
+/* Rank 0's parameters and Adam state on every rank.  A checkpoint's
+ * carried state belongs to rank 0's streams, so a run of several ranks
+ * does not resume. */
+static int dist_attach(nn_dist *d, const run *r)
+{
+    if (nn_dist_world_size(d) > 1 && r->o.resume)
+        return ad_set_error("--resume is for one process: the checkpoint's carried state "
+                            "belongs to rank 0's streams");
+    nn_named_tensors *st = nn_optim_state(r->opt);
+    int rc = st && !nn_dist_attach_params(d, r->params) ? nn_dist_broadcast(d, st) : -1;
+    nn_named_tensors_free(st);
+    return rc;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     run r = {0};
     int status = parse_options(argc, argv, &r.o);
     if (status) return status < 0 ? EXIT_USAGE : 0;
+    dist_t *dist = NULL;
+    int rank = 0, world = 1;
+#ifdef CHARLM_WITH_MPI
+    if (nn_dist_launched() && !(dist = nn_dist_init(&argc, &argv, NULL)))
+        return fprintf(stderr, "charlm: %s\n", ad_error()), EXIT_RUNTIME;
+    rank = dist ? nn_dist_rank(dist) : 0;
+    world = dist ? nn_dist_world_size(dist) : 1;
+#endif
+    if (rank > 0) { /* rank 0 alone prints and writes */
+        r.o.quiet = true;
+        r.o.json = false;
+        r.o.save = r.o.norms = NULL;
+        r.o.sample = 0;
+    }
     const options *o = &r.o;
     int threads = 1;
 #ifdef _OPENMP
@@ -755,7 +815,7 @@ int main(int argc, char **argv)
     int rc = load_text(o->data, &t);
     int64_t B = o->batch, S = o->seq;
     int64_t ntrain = t.n * 95 / 100, nval = t.n - ntrain;
-    int64_t stream = ntrain / B;
+    int64_t stream = ntrain / (B * world); /* rank r reads streams [r B, (r+1) B) */
     if (rc == 0 && stream < S + 2)
         rc = ad_set_error("%s: %" PRId64 " bytes are too few for --batch %" PRId64 " --seq %" PRId64,
                           o->data, t.n, B, S);
@@ -770,6 +830,9 @@ int main(int argc, char **argv)
     r.opt = r.params ? nn_adam(r.params, &ao) : NULL;
     if (rc == 0 && !r.opt) rc = -1;
     if (rc == 0 && o->resume) rc = resume(&r, o->resume, B);
+#ifdef CHARLM_WITH_MPI
+    if (rc == 0 && dist) rc = dist_attach(dist, &r);
+#endif
     if (rc == 0 && !o->quiet && !o->json)
         printf("charlm: %s, %" PRId64 " parameters; %" PRId64 " training and %" PRId64
                " validation bytes from %s; %d thread%s\n",
@@ -808,7 +871,7 @@ int main(int argc, char **argv)
             r.h = r.c = NULL;
         }
         r.state_persistent = false;
-        chunk(t.bytes, stream, B, S, p, xb, yb);
+        chunk(t.bytes + rank * B * stream, stream, B, S, p, xb, yb);
         ad_tensor *x = ad_from_array(tape, AD_INT64, 2, (int64_t[]){B, S}, xb);
         ad_tensor *y = ad_from_array(tape, AD_INT64, 1, (int64_t[]){B * S}, yb);
         ad_tensor *h_in = r.h, *c_in = r.c;
@@ -819,7 +882,8 @@ int main(int argc, char **argv)
             break;
         }
         fwd_mb = (double)st.arena_used / 1048576.0;
-        if (nn_optim_zero_grad(r.opt) != 0 || ad_backward(E, NULL, 0) != 0 ||
+        double loss;
+        if (nn_optim_zero_grad(r.opt) != 0 || backward(dist, E, B * S, &loss) != 0 ||
             ad_tape_get_stats(tape, &st) != 0) {
             rc = -1;
             break;
@@ -831,7 +895,7 @@ int main(int argc, char **argv)
             rc = -1;
             break;
         }
-        losses[k] = ad_item(E);
+        losses[k] = loss;
         if (steps_csv) fprintf(steps_csv, "%" PRId64 ",%.6g,%.6g\n", r.step + 1, losses[k], norm);
         if (bar) nn_progress_update(bar, k + 1, losses[k], B * S);
         /* Truncated BPTT: keep the final state's values for the next chunk
@@ -854,7 +918,7 @@ int main(int argc, char **argv)
 
     /* ---- saving, validation, sampling, the report */
     if (rc == 0 && o->save) rc = save(&r, o->save);
-    double bpc = rc == 0 ? evaluate(&r.m, t.bytes + ntrain, nval, B, S) : NAN;
+    double bpc = rc == 0 && rank == 0 ? evaluate(&r.m, t.bytes + ntrain, nval, B, S) : 0;
     if (rc == 0 && !isfinite(bpc)) rc = -1;
     if (rc == 0 && !o->quiet && !o->json)
         printf("validation: %.4f bits per character over %" PRId64 " bytes\n", bpc, nval);
@@ -882,9 +946,10 @@ int main(int argc, char **argv)
         }
         printf("{\"model\": \"%s\", \"steps\": %" PRId64 ", \"first_step\": %" PRId64
                ", \"batch\": %" PRId64 ", \"seq\": %" PRId64 ", \"threads\": %d, \"seed\": %" PRIu64
-               ", \"parameters\": %" PRId64 ", ",
-               o->model, todo, first, B, S, threads, o->seed, nn_num_parameters(r.m.root));
-        json_number("train_tokens_per_s", todo > 0 ? (double)(todo * B * S) / train_s : NAN, false);
+               ", \"parameters\": %" PRId64 ", \"world_size\": %d, ",
+               o->model, todo, first, B, S, threads, o->seed, nn_num_parameters(r.m.root), world);
+        json_number("train_tokens_per_s",
+                    todo > 0 ? (double)(todo * B * S * world) / train_s : NAN, false);
         json_number("train_s", train_s, false);
         json_number("train_tokens_per_cpu_s",
                     todo > 0 ? (double)(todo * B * S) / train_cpu_s : NAN, false);
@@ -897,6 +962,9 @@ int main(int argc, char **argv)
         json_number("peak_rss_mb", peak_rss_mb(), true);
         printf("}\n");
     }
+#ifdef CHARLM_WITH_MPI
+    if (rc != 0 && world > 1) nn_dist_abort(dist, "charlm: ", EXIT_RUNTIME); /* ends every rank */
+#endif
     if (rc != 0) fprintf(stderr, "charlm: %s\n", ad_error() ? ad_error() : "failed");
     if (r.h && !ad_tensor_tape(r.h)) ad_tensor_free(r.h);
     if (r.c && !ad_tensor_tape(r.c)) ad_tensor_free(r.c);
@@ -909,5 +977,8 @@ int main(int argc, char **argv)
     free(yb);
     free(losses);
     free(t.bytes);
+#ifdef CHARLM_WITH_MPI
+    if (nn_dist_finalize(dist) && rc == 0) rc = -1;
+#endif
     return rc == 0 ? 0 : EXIT_RUNTIME;
 }
