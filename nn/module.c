@@ -126,6 +126,13 @@ ad_rng *nn_module_rng(const nn_module *m)
     if (!m) nn__null_arg("nn_module_rng", "m");
     return m ? m->rng : NULL;
 }
+bool nn__module_has_buffers(const nn_module *m)
+{
+    if (m->buffers.n) return true;
+    for (int i = 0; i < m->children.n; i++)
+        if (nn__module_has_buffers(m->children.items[i])) return true;
+    return false;
+}
 const nn_module_type *nn_module_type_of(const nn_module *m)
 {
     if (!m) nn__null_arg("nn_module_type_of", "m");

@@ -67,6 +67,9 @@ double nn__sum_sq(const ad_tensor *t);
 struct nn_module;
 int nn__module_rngs(const struct nn_module *m, int *n, char ***names, ad_rng ***rngs);
 void nn__rngs_free(int n, char **names, ad_rng **rngs);
+/* Whether m or a descendant holds a buffer (BatchNorm's running
+ * statistics): a walk of the tree that allocates nothing. */
+bool nn__module_has_buffers(const struct nn_module *m);
 /* A new persistent int64 [2] tensor holding r, or NULL. */
 ad_tensor *nn__rng_tensor(const ad_rng *r);
 /* r from a tensor nn__rng_tensor made (and a load filled). */

@@ -333,9 +333,11 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
     /* A worker of a data-parallel run (comm) takes the one-thread step,
      * which averages the gradients over the workers; so does a model with
      * random streams (Dropout), whose shards would all draw from the one
-     * stream at once, in an order the threads decide. */
+     * stream at once, in an order the threads decide; and so does a model
+     * with buffers (BatchNorm), whose running statistics every shard's
+     * replay would update at once (batch_norm_stats is a replayed op). */
     if (tr->threads > 1 && !tr->o.no_replay && tr->comm.world_size == 0 &&
-        !has_random_streams(tr->model)) {
+        !has_random_streams(tr->model) && !nn__module_has_buffers(tr->model)) {
         *samples = (double)ad_size(x, 0);
         int rc = nn__trainer_step_split(tr, fn, x, y, loss, correct);
         if (rc != 2) return rc;

@@ -124,12 +124,13 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * they, and the caller during a step, limit the kernels they call to
  * themselves (ad_set_num_threads(1)).  Results: a seeded run with the same
  * thread count gives the same bits every time; another count groups the
- * sums differently and changes the last bits.  Requirements: the loss is a
- * mean of per-sample terms (all of nn's losses are), and a layer that
- * couples the samples of a batch (BatchNorm in training) sees a shard, not
- * the batch.  Batches with fewer rows than threads, non-contiguous
- * batches, .no_replay, a model with random streams (Dropout: the shards
- * would draw from one stream in whatever order the threads run), a worker
+ * sums differently and changes the last bits.  Requirement: the loss is a
+ * mean of per-sample terms (all of nn's losses are).  Batches with fewer
+ * rows than threads, non-contiguous batches, .no_replay, a model with
+ * random streams (Dropout: the shards would draw from one stream in
+ * whatever order the threads run), a model with buffers (BatchNorm: every
+ * shard would update the one set of running statistics, and each would
+ * normalise by its shard's statistics instead of the batch's), a worker
  * of a data-parallel run, and evaluation run on one thread (evaluation's
  * kernels still use OpenMP's threads).  Errors: NULL tr, threads outside
  * 0..256.  Changing the count stops the old threads. */

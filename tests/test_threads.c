@@ -193,6 +193,8 @@ typedef struct split_run {
     int nlosses;
     int64_t replays;
     int recordings;
+    float stats[8]; /* BatchNorm's running_mean then running_var */
+    int nstats;
 } split_run;
 
 static int note_loss(nn_trainer *tr, const nn_step_info *si, void *user)
@@ -203,10 +205,13 @@ static int note_loss(nn_trainer *tr, const nn_step_info *si, void *user)
     return 0;
 }
 
-/* Two epochs of a 3-8-3 classifier (with Dropout after the ReLU when
- * dropout) with the batch split among `threads` threads (0: not split);
- * the parameters and every step's loss. */
-static void split_train_ex(int threads, bool dropout, split_run *out)
+enum { PLAIN, WITH_DROPOUT, WITH_BATCH_NORM };
+
+/* Two epochs of a 3-8-3 classifier (with Dropout after the ReLU, or
+ * BatchNorm over the 3 inputs seen as channels of 1x1 images) with the
+ * batch split among `threads` threads (0: not split); the parameters,
+ * every step's loss and, with BatchNorm, its running mean and variance. */
+static void split_train_ex(int threads, int variant, split_run *out)
 {
     memset(out, 0, sizeof *out);
     ad_rng rng;
@@ -218,15 +223,22 @@ static void split_train_ex(int threads, bool dropout, split_run *out)
         for (int k = 0; k < 3; k++)
             xv[3 * i + k] = (float)((k == yv[i]) + 0.5 * (ad_rng_uniform(&rng) - 0.5));
     }
-    ad_tensor *x = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(TN, 3), xv);
+    ad_tensor *x = variant == WITH_BATCH_NORM
+                       ? ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(TN, 3, 1, 1), xv)
+                       : ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(TN, 3), xv);
     ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(TN), yv);
     nn_loader *ld = nn_loader_from_tensors(
         x, y, &(nn_loader_options){.batch_size = TBATCH, .shuffle = true, .seed = 2});
-    nn_module *net = dropout ? NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
-                                             nn_dropout(0.25, 7),
-                                             nn_linear(8, 3, true, AD_FLOAT32, &rng))
-                             : NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
-                                             nn_linear(8, 3, true, AD_FLOAT32, &rng));
+    nn_module *net =
+        variant == WITH_DROPOUT
+            ? NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(), nn_dropout(0.25, 7),
+                            nn_linear(8, 3, true, AD_FLOAT32, &rng))
+        : variant == WITH_BATCH_NORM
+            ? NN_SEQUENTIAL(nn_batch_norm2d(3, 1e-5, 0.1, true, AD_FLOAT32), nn_flatten(1, -1),
+                            nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                            nn_linear(8, 3, true, AD_FLOAT32, &rng))
+            : NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                            nn_linear(8, 3, true, AD_FLOAT32, &rng));
     nn_named_tensors *p = nn_parameters(net);
     nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.2, .momentum = 0.9});
     nn_trainer *tr = nn_trainer_new(net, NULL, opt, &(nn_trainer_options){.accuracy = true});
@@ -245,6 +257,14 @@ static void split_train_ex(int threads, bool dropout, split_run *out)
             out->params[out->nparams++] = v[k];
     }
     nn_named_tensors_free(p);
+    nn_named_tensors *b = nn_buffers(net);
+    for (int i = 0; i < b->n; i++) {
+        if (ad_tensor_dtype(b->tensors[i]) != AD_FLOAT32) continue; /* num_batches_tracked */
+        const float *v = ad_data(b->tensors[i]);
+        for (int64_t k = 0; k < ad_numel(b->tensors[i]) && out->nstats < 8; k++)
+            out->stats[out->nstats++] = v[k];
+    }
+    nn_named_tensors_free(b);
     nn_trainer_free(tr);
     nn_optim_free(opt);
     nn_module_free(net);
@@ -253,7 +273,7 @@ static void split_train_ex(int threads, bool dropout, split_run *out)
     ad_tensor_free(y);
 }
 
-static void split_train(int threads, split_run *out) { split_train_ex(threads, false, out); }
+static void split_train(int threads, split_run *out) { split_train_ex(threads, PLAIN, out); }
 
 /* The same seeded run with the batch split among 2 or 3 threads (shards of
  * 8 + 8 and 5 + 5 of the last batch; 5 + 5 + 6 and 3 + 3 + 4) gives the
@@ -298,12 +318,29 @@ START_TEST(trainer_split_among_threads)
      * run.  Two threads then give the one-thread run, bit for bit. */
     {
         split_run d1, d2;
-        split_train_ex(0, true, &d1);
-        split_train_ex(2, true, &d2);
+        split_train_ex(0, WITH_DROPOUT, &d1);
+        split_train_ex(2, WITH_DROPOUT, &d2);
         ck_assert_int_eq(d2.recordings, d1.recordings);
         ck_assert(memcmp(d1.params, d2.params, sizeof d1.params) == 0);
         ck_assert(memcmp(d1.losses, d2.losses, sizeof d1.losses) == 0);
         ck_assert(memcmp(d1.params, one.params, sizeof d1.params) != 0); /* dropout acted */
+    }
+
+    /* Nor is a model with buffers (BatchNorm): every shard's replay would
+     * update the one set of running statistics at once.  Two threads give
+     * the one-thread run bit for bit, running statistics included, and
+     * those statistics moved away from their initial zeros and ones. */
+    {
+        split_run b1, b2;
+        split_train_ex(0, WITH_BATCH_NORM, &b1);
+        split_train_ex(2, WITH_BATCH_NORM, &b2);
+        ck_assert_int_eq(b1.nstats, 6);
+        ck_assert_int_eq(b2.recordings, b1.recordings);
+        ck_assert(memcmp(&b1, &b2, sizeof b1) == 0);
+        for (int c = 0; c < 3; c++) {
+            ck_assert(fabs(b1.stats[c]) > 0.05);         /* running_mean */
+            ck_assert(fabs(b1.stats[3 + c] - 1) > 0.05); /* running_var */
+        }
     }
 
     /* Changing the count between fits stops the old threads and starts
