@@ -55,6 +55,14 @@
 #define FAST_ATTR __attribute__((optimize("fp-contract=fast")))
 #endif
 
+/* GCC would turn conv_copy's loop of vector moves back into a call of
+ * memmove, which it exists to avoid. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_LIBCALL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NO_LIBCALL
+#endif
+
 /* ---- the tiles, per variant ----------------------------------------------------- */
 typedef float cv4f __attribute__((vector_size(16)));
 typedef double cv2d __attribute__((vector_size(16)));
@@ -142,6 +150,7 @@ typedef float cv16f __attribute__((vector_size(64)));
                    const int64_t *restrict, int64_t, int64_t, T *restrict);              \
         void (*dw)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
                    int64_t, T *restrict);                                                \
+        void (*copy)(T *restrict, const T *restrict, int64_t);                           \
     } conv_kern_##SUF;
 DEFINE_KERN_TYPE(f32, float)
 DEFINE_KERN_TYPE(f64, double)
@@ -151,13 +160,14 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 /* Widest first: the automatic choice is the first the CPU runs. */
 static const conv_kern_f32 kerns_f32[] = {
 #if CONV_X86
-    {ISA_AVX512, 16, 8, 3, 2, 9, conv_fw_tile_f32_avx512, conv_dw_tile_f32_avx512},
-    {ISA_AVX2, 8, 4, 3, 1, 9, conv_fw_tile_f32_avx2, conv_dw_tile_f32_avx2},
+    {ISA_AVX512, 16, 8, 3, 2, 9, conv_fw_tile_f32_avx512, conv_dw_tile_f32_avx512,
+     conv_copy_f32_avx512},
+    {ISA_AVX2, 8, 4, 3, 1, 9, conv_fw_tile_f32_avx2, conv_dw_tile_f32_avx2, conv_copy_f32_avx2},
 #endif
-    {ISA_ANY, 4, 4, 3, 1, 9, conv_fw_tile_f32_any, conv_dw_tile_f32_any},
+    {ISA_ANY, 4, 4, 3, 1, 9, conv_fw_tile_f32_any, conv_dw_tile_f32_any, conv_copy_f32_any},
 };
 static const conv_kern_f64 kerns_f64[] = {
-    {ISA_ANY, 2, 4, 3, 1, 9, conv_fw_tile_f64_any, conv_dw_tile_f64_any},
+    {ISA_ANY, 2, 4, 3, 1, 9, conv_fw_tile_f64_any, conv_dw_tile_f64_any, conv_copy_f64_any},
 };
 
 static bool cpu_can(int isa)
