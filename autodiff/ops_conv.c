@@ -38,6 +38,9 @@
  * adds in another order); each variant gives the same bits every run. */
 #include "internal.h"
 #include "tape_impl.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CONV_X86 1
@@ -213,6 +216,31 @@ static void conv_release(const ad_tensor *out, void *p, ad_arena_mark m)
     if (out->tape) ad__arena_rewind(&out->tape->arena, m);
     else ad__free(p);
 }
+
+/* Kernel threads for a call of `work` multiply-adds over `items`
+ * independent pieces: one below 2^21 (waking a team costs more), as
+ * gemm.c decides. */
+static int conv_threads(int64_t work, int64_t items)
+{
+    int nt = ad__max_threads();
+    if (work < ((int64_t)1 << 21) || nt < 2) return 1;
+    return items < nt ? (int)(items > 0 ? items : 1) : nt;
+}
+#ifdef _OPENMP
+#define CONV_PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")
+#define CONV_PARALLEL _Pragma("omp parallel num_threads(nt) if (nt > 1)")
+#define CONV_SINGLE _Pragma("omp single")
+#define CONV_BARRIER _Pragma("omp barrier")
+#define CONV_THREAD_ID omp_get_thread_num()
+#define CONV_TEAM_SIZE omp_get_num_threads()
+#else
+#define CONV_PARALLEL_FOR
+#define CONV_PARALLEL
+#define CONV_SINGLE
+#define CONV_BARRIER
+#define CONV_THREAD_ID 0
+#define CONV_TEAM_SIZE 1
+#endif
 
 #define KERNEL_FILE "conv_driver.inc"
 #include "per_dtype.inc"

@@ -116,6 +116,24 @@ START_TEST(direct_matches_composite)
 }
 END_TEST
 
+/* Kernel threads split samples (forward, transpose) and input channels
+ * (weight gradient): the same bits as one thread. */
+START_TEST(same_bits_with_kernel_threads)
+{
+    const shape s = {4, 16, 20, 20, 16, 3, 3, 1, 1, false}; /* above the threading threshold */
+    ad_set_num_threads(1);
+    result one = run(&s, AD_FLOAT32, true, 5);
+    ad_set_num_threads(2);
+    result two = run(&s, AD_FLOAT32, true, 5);
+    ad_set_num_threads(0);
+    int64_t ny = s.N * s.O * s.H * s.W, nx = s.N * s.C * s.H * s.W, nw = s.O * s.C * 9;
+    ck_assert(memcmp(one.y, two.y, (size_t)ny * sizeof(double)) == 0);
+    ck_assert(memcmp(one.dx, two.dx, (size_t)nx * sizeof(double)) == 0);
+    ck_assert(memcmp(one.dw, two.dw, (size_t)nw * sizeof(double)) == 0);
+    free(one.y), free(one.dx), free(one.dw), free(two.y), free(two.dx), free(two.dw);
+}
+END_TEST
+
 /* The graph of y in DOT, malloc'd. */
 static char *dot_of(ad_tensor *y)
 {
@@ -216,6 +234,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, direct_matches_composite, 0, 2 * NSHAPES);
     tcase_add_test(tc, conv2d_records_the_direct_op);
+    tcase_add_test(tc, same_bits_with_kernel_threads);
     tcase_add_test(tc, exact_values);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
