@@ -150,7 +150,8 @@ typedef float cv16f __attribute__((vector_size(64)));
     typedef struct conv_kern_##SUF {                                                     \
         int isa, vw, ob, nv, ov, tb;                                                     \
         void (*fw)(const T *restrict, int64_t, int64_t, const T *restrict,               \
-                   const int64_t *restrict, int64_t, int64_t, T *restrict);              \
+                   const T *restrict, const int64_t *restrict, int64_t, int64_t,         \
+                   T *restrict);                                                         \
         void (*dw)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
                    int64_t, T *restrict);                                                \
         void (*copy)(T *restrict, const T *restrict, int64_t);                           \
@@ -228,18 +229,10 @@ static int conv_threads(int64_t work, int64_t items)
 }
 #ifdef _OPENMP
 #define CONV_PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")
-#define CONV_PARALLEL _Pragma("omp parallel num_threads(nt) if (nt > 1)")
-#define CONV_SINGLE _Pragma("omp single")
-#define CONV_BARRIER _Pragma("omp barrier")
 #define CONV_THREAD_ID omp_get_thread_num()
-#define CONV_TEAM_SIZE omp_get_num_threads()
 #else
 #define CONV_PARALLEL_FOR
-#define CONV_PARALLEL
-#define CONV_SINGLE
-#define CONV_BARRIER
 #define CONV_THREAD_ID 0
-#define CONV_TEAM_SIZE 1
 #endif
 
 #define KERNEL_FILE "conv_driver.inc"
@@ -251,16 +244,16 @@ typedef struct conv_params {
     int64_t k[2]; /* kernel extent (conv2d_weight's result) */
 } conv_params;
 
-/* y = conv2d(x, w): K(o, c, i, j) = w[o, c, i, j]. */
-static int conv_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const int64_t *p,
-                    ad_tensor *y)
+/* y = conv2d(x, w) + bias (bias may be NULL): K(o, c, i, j) = w[o, c, i, j]. */
+static int conv_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const ad_tensor *bias,
+                    const int64_t *p, ad_tensor *y)
 {
     const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
     if (x->dtype == AD_FLOAT64)
         return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + w->offset,
-                                s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], y);
+                                s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], bias, y);
     return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + w->offset, s[0],
-                            s[1], s[2], s[3], kh, kw, p[0], p[1], y);
+                            s[1], s[2], s[3], kh, kw, p[0], p[1], bias, y);
 }
 
 /* y = conv_transpose2d(x, w): the forward kernel with output channel c,
@@ -273,9 +266,9 @@ static int convt_run(const char *fn, const ad_tensor *x, const ad_tensor *w, con
     int64_t last = w->offset + (kh - 1) * s[2] + (kw - 1) * s[3];
     if (x->dtype == AD_FLOAT64)
         return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + last,
-                                s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], y);
+                                s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, y);
     return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + last, s[1], s[0],
-                            -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], y);
+                            -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, y);
 }
 
 static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy,
@@ -289,29 +282,33 @@ static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy,
 /* ---- the three ops ---------------------------------------------------------------
  * Constructors without argument checks (the public functions and the
  * rules call them with consistent shapes). */
-static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p);
+static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                          const int64_t *p);
 static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p);
 static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const int64_t *k,
                            const int64_t *p);
 
-/* conv2d: dx = conv_transpose2d(g, w), dw = conv2d_weight(x, g). */
+/* conv2d: dx = conv_transpose2d(g, w), dw = conv2d_weight(x, g), dbias =
+ * sum g (what add's rule gave when the bias was added separately). */
 static int conv_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
     if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d backward", g, n->in[1], q->p);
     if (ad__needs_grad(n, 1)) gin[1] = convw_op("conv2d backward", n->in[0], g, k, q->p);
+    if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
     return 0;
 }
 static int conv_fw(ad_node *n)
 {
     const conv_params *q = ad__params(n);
-    return conv_run(n->op->name, n->in[0], n->in[1], q->p, n->out);
+    return conv_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, q->p, n->out);
 }
 static const ad_op OP_CONV2D = {
     .name = "conv2d",
-    .formula = "y[n, o, h, w] = sum_{c, i, j} w[o, c, i, j] x[n, c, h - p + i, w - p + j] "
-               "(stride 1); dx = conv_transpose2d(g, w), dw = conv2d_weight(x, g)",
+    .formula = "y[n, o, h, w] = bias[o] + sum_{c, i, j} w[o, c, i, j] x[n, c, h - p + i, w - p + j] "
+               "(stride 1, bias optional); dx = conv_transpose2d(g, w), "
+               "dw = conv2d_weight(x, g), dbias = sum g",
     .backward = conv_bw,
     .forward = conv_fw,
     .params_size = sizeof(conv_params),
@@ -322,7 +319,8 @@ static int convt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
-    if (ad__needs_grad(n, 0)) gin[0] = conv_op("conv_transpose2d backward", g, n->in[1], q->p);
+    if (ad__needs_grad(n, 0))
+        gin[0] = conv_op("conv_transpose2d backward", g, n->in[1], NULL, q->p);
     if (ad__needs_grad(n, 1))
         gin[1] = convw_op("conv_transpose2d backward", g, n->in[0], k, q->p);
     return 0;
@@ -346,7 +344,7 @@ static int convw_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d_weight backward", n->in[1], g, q->p);
-    if (ad__needs_grad(n, 1)) gin[1] = conv_op("conv2d_weight backward", n->in[0], g, q->p);
+    if (ad__needs_grad(n, 1)) gin[1] = conv_op("conv2d_weight backward", n->in[0], g, NULL, q->p);
     return 0;
 }
 static int convw_fw(ad_node *n)
@@ -362,15 +360,17 @@ static const ad_op OP_CONV2D_WEIGHT = {
     .params_size = sizeof(conv_params),
 };
 
-static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p)
+static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                          const int64_t *p)
 {
     if (!x || !w) return NULL;
     conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}};
     int64_t shape[4] = {x->shape[0], w->shape[0], x->shape[2] + 2 * p[0] - q.k[0] + 1,
                         x->shape[3] + 2 * p[1] - q.k[1] + 1};
-    ad_tensor *in[2] = {x, w}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
+    int nin = bias ? 3 : 2;
+    ad_tensor *in[3] = {x, w, bias}, *y = ad__result(fn, nin, in, x->dtype, 4, shape);
     if (!y) return NULL;
-    return ad__finish(y, conv_run(fn, x, w, p, y), &OP_CONV2D, 2, in, &q, NULL);
+    return ad__finish(y, conv_run(fn, x, w, bias, p, y), &OP_CONV2D, nin, in, &q, NULL);
 }
 
 static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p)
@@ -398,16 +398,11 @@ static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const in
 /* ---- public functions ------------------------------------------------------------- */
 
 /* ad_conv2d's fast path: groups 1, stride 1, dilation 1, arguments checked
- * there.  The bias is added as before (its gradient is add's sum). */
+ * there.  The bias starts the tiles' sums instead of being added in a
+ * pass of its own over y (its gradient is the same sum add's rule gave). */
 ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2])
 {
-    static const char *fn = "ad_conv2d";
-    ad_scope s;
-    ad_tensor *in[3] = {x, w, bias};
-    if (ad_scope_begin(&s, fn, 3, in, false)) return NULL;
-    ad_tensor *y = conv_op(fn, x, w, (const int64_t[]){padding[0], padding[1]});
-    if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){bias->shape[0], 1, 1}));
-    return ad_scope_end(&s, y);
+    return conv_op("ad_conv2d", x, w, bias, (const int64_t[]){padding[0], padding[1]});
 }
 
 /* The parameters these two accept: stride 1, dilation 1, groups 1 (0 for

@@ -27,19 +27,20 @@ static const shape SHAPES[] = {
 };
 enum { NSHAPES = sizeof SHAPES / sizeof SHAPES[0] };
 
-/* The old path: y = reshape(w [O, C kh kw] @ unfold(x), [N, O, Ho, Wo]). */
-static ad_tensor *composite(ad_tensor *x, ad_tensor *w, const shape *s)
+/* The old path: y = reshape(w [O, C kh kw] @ unfold(x), [N, O, Ho, Wo]) + b. */
+static ad_tensor *composite(ad_tensor *x, ad_tensor *w, ad_tensor *b, const shape *s)
 {
     int k[2] = {(int)s->kh, (int)s->kw}, p[2] = {(int)s->ph, (int)s->pw};
     ad_tensor *cols = ad_unfold(x, k, NULL, p, NULL);
     ad_tensor *y = ad_matmul(ad_reshape(w, 2, (int64_t[]){s->O, s->C * s->kh * s->kw}), cols);
     int64_t Ho = s->H + 2 * s->ph - s->kh + 1, Wo = s->W + 2 * s->pw - s->kw + 1;
-    return ad_reshape(y, 4, (int64_t[]){s->N, s->O, Ho, Wo});
+    y = ad_reshape(y, 4, (int64_t[]){s->N, s->O, Ho, Wo});
+    return ad_add(y, ad_reshape(b, 3, (int64_t[]){s->O, 1, 1}));
 }
 
-/* y, dx, dw of one path for upstream gradient r, as doubles. */
+/* y, dx, dw, db of one path for upstream gradient r, as doubles. */
 typedef struct result {
-    double *y, *dx, *dw;
+    double *y, *dx, *dw, *db;
 } result;
 
 static double *values(const ad_tensor *t)
@@ -65,15 +66,17 @@ static result run(const shape *s, ad_dtype dt, bool direct, uint64_t seed)
         ck_assert_int_eq(ad_set_requires_grad(xb, true), 0);
     }
     ad_tensor *w = ad_rand(t, &rng, dt, 4, (int64_t[]){s->O, s->C, s->kh, s->kw}, -1, 1);
+    ad_tensor *b = ad_rand(t, &rng, dt, 1, &s->O, -1, 1);
     ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    ck_assert_int_eq(ad_set_requires_grad(b, true), 0);
     ad_conv2d_params p = {{1, 1}, {(int)s->ph, (int)s->pw}, {1, 1}, 1};
-    ad_tensor *y = direct ? ad_conv2d(x, w, NULL, &p) : composite(x, w, s);
+    ad_tensor *y = direct ? ad_conv2d(x, w, b, &p) : composite(x, w, b, s);
     ck_assert_msg(y != NULL, "%s", ad_error());
     ad_tensor *r = ad_rand(t, &rng, dt, 4, ad_shape(y), -1, 1);
     ck_assert_int_eq(ad_backward(y, r, 0), 0);
     ad_tensor *gx = ad_tensor_grad(xb);
     if (s->transposed) gx = ad_transpose(gx, 2, 3);
-    result res = {values(y), values(gx), values(ad_tensor_grad(w))};
+    result res = {values(y), values(gx), values(ad_tensor_grad(w)), values(ad_tensor_grad(b))};
     ad_tape_free(t);
     return res;
 }
@@ -98,7 +101,8 @@ static void compare(const shape *s, ad_dtype dt, int isa, uint64_t seed)
     assert_close(d.y, c.y, s->N * s->O * Ho * Wo, ty, "y", isa);
     assert_close(d.dx, c.dx, s->N * s->C * s->H * s->W, ty * sqrt((double)s->O), "dx", isa);
     assert_close(d.dw, c.dw, s->O * s->C * s->kh * s->kw, tw, "dw", isa);
-    free(d.y), free(d.dx), free(d.dw), free(c.y), free(c.dx), free(c.dw);
+    assert_close(d.db, c.db, s->O, tw, "db", isa);
+    free(d.y), free(d.dx), free(d.dw), free(d.db), free(c.y), free(c.dx), free(c.dw), free(c.db);
 }
 
 START_TEST(direct_matches_composite)
@@ -116,8 +120,8 @@ START_TEST(direct_matches_composite)
 }
 END_TEST
 
-/* Kernel threads split samples (forward, transpose) and input channels
- * (weight gradient): the same bits as one thread. */
+/* Kernel threads split the samples of the forward and transpose: the
+ * same bits as one thread. */
 START_TEST(same_bits_with_kernel_threads)
 {
     const shape s = {4, 16, 20, 20, 16, 3, 3, 1, 1, false}; /* above the threading threshold */
@@ -130,7 +134,9 @@ START_TEST(same_bits_with_kernel_threads)
     ck_assert(memcmp(one.y, two.y, (size_t)ny * sizeof(double)) == 0);
     ck_assert(memcmp(one.dx, two.dx, (size_t)nx * sizeof(double)) == 0);
     ck_assert(memcmp(one.dw, two.dw, (size_t)nw * sizeof(double)) == 0);
-    free(one.y), free(one.dx), free(one.dw), free(two.y), free(two.dx), free(two.dw);
+    ck_assert(memcmp(one.db, two.db, (size_t)s.O * sizeof(double)) == 0);
+    free(one.y), free(one.dx), free(one.dw), free(one.db);
+    free(two.y), free(two.dx), free(two.dw), free(two.db);
 }
 END_TEST
 
