@@ -82,11 +82,11 @@ typedef struct ad_conv2d_params {
  * Shapes: x [N, C, H, W], w [O, C/G, kh, kw], bias [O] or NULL for none
  * (a NULL from a failed call is an error: see ad_check_optional),
  * y [N, O, Ho, Wo].  x, w, bias of one floating dtype.
- * With groups 1, stride 1 and dilation 1 (any padding) it is the op
- * conv2d, a direct convolution (ops_conv.c), plus bias: dx =
- * ad_conv_transpose2d(g, w), dw = ad_conv2d_weight(x, g), dbias = sum g,
- * each an op whose own derivatives are the other two, so every order
- * works.  Otherwise it is computed as unfold(x) [N, C kh kw, L], viewed
+ * With groups 1, stride 1 and dilation 1 (any padding) it is one op,
+ * conv2d, a direct convolution (ops_conv.c) whose sums start from the
+ * bias: dx = ad_conv_transpose2d(g, w), dw = ad_conv2d_weight(x, g),
+ * dbias = sum g, the first two ops whose own derivatives are each
+ * other and conv2d, so every order works.  Otherwise it is computed as unfold(x) [N, C kh kw, L], viewed
  * per group as [N, G, C/G kh kw, L], times w viewed as [G, O/G, C/G kh kw]
  * (one matmul), viewed as [N, O, Ho, Wo], plus bias: every derivative of
  * every order comes from those ops (dx = fold(w^T g), dw = sum_n g cols^T,
