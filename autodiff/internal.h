@@ -148,9 +148,17 @@ extern const ad_op *const ad__ops_util[];
 extern const ad_op *const ad__ops_decomp[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
+extern const ad_op *const ad__ops_conv[];
 extern const ad_op *const ad__ops_random[];
 extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];
+
+/* ops_conv.c: ad_conv2d's direct path (groups 1, stride 1, dilation 1;
+ * arguments already checked), and for tests the instruction set of its
+ * float32 kernels: 0 portable, 1 AVX2, 2 AVX-512, -1 the CPU's best;
+ * -1 returned when the CPU lacks it.  Not thread-safe. */
+ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2]);
+int ad__conv_testing_isa(int isa);
 
 /* ---- errors (error.c) ---------------------------------------------------- */
 /* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that

@@ -421,6 +421,11 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
         win_fit(fn, &win, x->shape[2], x->shape[3], xs))
         return NULL;
 
+    /* The direct kernels of ops_conv.c cover the common case. */
+    if (G == 1 && q.stride[0] == 1 && q.stride[1] == 1 && q.dilation[0] == 1 &&
+        q.dilation[1] == 1)
+        return ad__conv2d_direct(x, w, bias, q.padding);
+
     ad_scope s;
     ad_tensor *in[3] = {x, w, bias};
     if (ad_scope_begin(&s, fn, 3, in, false)) return NULL;

@@ -6,8 +6,9 @@
  * function here wants the batch dimension (no unbatched [C, H, W] form).
  * Inputs may have any strides; floating dtypes only, except indices.
  *
- * Only ad_unfold and ad_fold are ops of their own (they appear in the op
- * table).  Everything else is a composition of public differentiable ops
+ * ad_unfold, ad_fold and the direct convolution (ad_conv2d's common case,
+ * ad_conv_transpose2d, ad_conv2d_weight) are ops of their own (they
+ * appear in the op table).  Everything else is a composition of public differentiable ops
  * (unfold, matmul, reshape, max, mean, var, index_select, ...), so it is
  * differentiable to any order by construction and replays on a frozen tape
  * like any recorded computation.  Results are owned as tape.h says; when no
@@ -81,15 +82,52 @@ typedef struct ad_conv2d_params {
  * Shapes: x [N, C, H, W], w [O, C/G, kh, kw], bias [O] or NULL for none
  * (a NULL from a failed call is an error: see ad_check_optional),
  * y [N, O, Ho, Wo].  x, w, bias of one floating dtype.
- * Computed as unfold(x) [N, C kh kw, L], viewed per group as
- * [N, G, C/G kh kw, L], times w viewed as [G, O/G, C/G kh kw] (one matmul),
- * viewed as [N, O, Ho, Wo], plus bias: every derivative of every order
- * comes from those ops (dx = fold(w^T g), dw = sum_n g cols^T, dbias = sum g).
+ * With groups 1, stride 1 and dilation 1 (any padding) it is one op,
+ * conv2d, a direct convolution (ops_conv.c) whose sums start from the
+ * bias: dx = ad_conv_transpose2d(g, w), dw = ad_conv2d_weight(x, g),
+ * dbias = sum g, the first two ops whose own derivatives are each
+ * other and conv2d, so every order works.  Otherwise it is computed as unfold(x) [N, C kh kw, L], viewed
+ * per group as [N, G, C/G kh kw, L], times w viewed as [G, O/G, C/G kh kw]
+ * (one matmul), viewed as [N, O, Ho, Wo], plus bias: every derivative of
+ * every order comes from those ops (dx = fold(w^T g), dw = sum_n g cols^T,
+ * dbias = sum g).  The two paths agree to rounding (float32: they add in
+ * different orders, and the direct one fuses multiply-adds on x86).
  * Errors: "ad_conv2d: input has 3 channels but weight expects 4 (groups 1):
  * x [2,3,8,8], w [6,4,3,3]"; groups not dividing C or O; bias not [O];
  * negative stride/padding/dilation/groups; kernel larger than the padded
  * input. */
 AD_API ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p);
+
+/* torch.nn.functional.conv_transpose2d, stride 1 only: the adjoint of
+ * conv2d in its input, so conv2d's dx = conv_transpose2d(g, w) with the
+ * same padding p:
+ *     y[n, c, h, w] = bias[c] + sum_{o, i, j} w[o, c, i, j] x[n, o, h + p0 - i, w + p1 - j]
+ * (terms outside x are zero).  Shapes: x [N, C_in, H, W], w [C_in, C_out,
+ * kh, kw] (PyTorch's layout: conv2d's weight [O, C, ...] read as
+ * [C_in = O, C_out = C, ...]), bias [C_out] or NULL, y [N, C_out,
+ * H - 2 p0 + kh - 1, W - 2 p1 + kw - 1].  p: only the padding is used;
+ * stride and dilation must be 1 (or 0), groups 1 (or 0), no output
+ * padding.  Derivatives: dx = conv2d(g, w), dw = conv2d_weight(g, x),
+ * dbias = sum g.  Result owned as tape.h says.
+ * Errors: not 4-D, dtypes differ, w's dimension 0 not x's channels, bias
+ * not [C_out], stride/dilation/groups other than 1 ("ad_conv_transpose2d:
+ * stride 2x2: only stride 1 is supported"), negative padding, an empty
+ * output. */
+AD_API ad_tensor *ad_conv_transpose2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                                      const ad_conv2d_params *p);
+
+/* torch.nn.grad.conv2d_weight, stride 1 only: the gradient of conv2d with
+ * respect to its weight, given its input x and output gradient
+ * grad_output (gy):
+ *     dw[o, c, i, j] = sum_{n, h, w} gy[n, o, h, w] x[n, c, h - p0 + i, w - p1 + j]
+ * Shapes: x [N, C, H, W], gy [N, O, Ho, Wo] with Ho = H + 2 p0 - kh + 1
+ * (and Wo alike), weight_size = {O, C, kh, kw}, the result's shape.  p as
+ * for ad_conv_transpose2d.  Linear in x and in gy: dx =
+ * conv_transpose2d(gy, g), dgy = conv2d(x, g).  Result owned as tape.h
+ * says.  Errors: not 4-D, dtypes differ, weight_size not consistent with
+ * the shapes and padding, parameters as for ad_conv_transpose2d. */
+AD_API ad_tensor *ad_conv2d_weight(ad_tensor *x, const int64_t weight_size[4], ad_tensor *gy,
+                                   const ad_conv2d_params *p);
 
 /* ---- pooling ---------------------------------------------------------------
  * x [N, C, H, W] -> [N, C, Ho, Wo] by the window geometry above with

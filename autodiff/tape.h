@@ -121,7 +121,8 @@ AD_API bool ad_set_grad_enabled(bool enabled);
 
 /* ---- kernel threads ---------------------------------------------------------
  * With OpenMP, the kernels that split their work (matrix products, unfold,
- * fold, max-pooling, random fills) use up to OpenMP's thread count.  A
+ * fold, direct convolutions, max-pooling, random fills) use up to OpenMP's
+ * thread count.  A
  * program that already runs tapes on several threads of its own (nn's
  * trainer with nn_trainer_set_threads) limits the kernels each of them
  * calls, so that the cores are not shared by teams on top of teams.  Per

@@ -1,9 +1,10 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
- * Only unfold, fold, max_pool2d_index and batch_norm_stats are ops of the
+ * Only unfold, fold, max_pool2d_index, batch_norm_stats and the direct
+ * convolution (conv2d, conv_transpose2d, conv2d_weight) are ops of the
  * table here, and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
- * conv2d, the pools, the normalisations, embedding and dropout (a mul by
+ * conv2d outside the direct case, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
  * after a real op they exercise ("unfold" for conv2d, "max_pool2d_index"
  * and "gather" for max_pool2d...) and say what they are
@@ -51,7 +52,30 @@ static ad_tensor *conv_t_f(ad_tensor *const *in, int n, void *ctx)
     /* x given as [N, C, W, H] and transposed: a non-contiguous input */
     return ad_conv2d(ad_transpose(in[0], 2, 3), in[1], n > 2 ? in[2] : NULL, ctx);
 }
+/* conv_transpose2d: in = x [N, C_in, H, W], w [C_in, C_out, kh, kw][, bias] */
+static ad_tensor *convt_f(ad_tensor *const *in, int n, void *ctx)
+{
+    return ad_conv_transpose2d(in[0], in[1], n > 2 ? in[2] : NULL, ctx);
+}
+/* conv2d_weight: in = x, grad_output; ctx gives the kernel and padding */
+typedef struct wgrad {
+    int64_t kh, kw;
+    ad_conv2d_params p;
+} wgrad;
+static ad_tensor *convw_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const wgrad *g = ctx;
+    int64_t ws[4] = {ad_size(in[1], 1), ad_size(in[0], 1), g->kh, g->kw};
+    return ad_conv2d_weight(in[0], ws, in[1], &g->p);
+}
 static ad_conv2d_params C_PLAIN = {{0, 0}, {0, 0}, {0, 0}, 0};
+static ad_conv2d_params C_P1 = {{1, 1}, {1, 1}, {1, 1}, 1};
+static ad_conv2d_params C_P02 = {{1, 1}, {0, 2}, {1, 1}, 1};
+static ad_conv2d_params C_P21 = {{0, 0}, {2, 1}, {0, 0}, 0};
+static wgrad W_3x3 = {3, 3, {{1, 1}, {0, 0}, {1, 1}, 1}};
+static wgrad W_P1 = {3, 3, {{1, 1}, {1, 1}, {1, 1}, 1}};
+static wgrad W_2x3 = {2, 3, {{0, 0}, {1, 0}, {0, 0}, 0}};
 static ad_conv2d_params C_S2P1 = {{2, 2}, {1, 1}, {1, 1}, 1};
 static ad_conv2d_params C_DIL2 = {{1, 1}, {0, 0}, {2, 2}, 1};
 static ad_conv2d_params C_G2 = {{1, 1}, {1, 0}, {1, 1}, 2};
@@ -140,9 +164,31 @@ const op_row rows_nn[] = {
      {X3(1, 6, 9)}},
     {"fold", "fold of a transposed (non-contiguous) input, stride 2x1, padding 1x0", fold_f, &F_T,
      1, {X3(2, 6, 4)}},
-    /* conv2d (unfold -> matmul -> reshape -> add) */
-    {"unfold", "conv2d 3x3 with bias", conv_f, &C_PLAIN, 3,
+    /* conv2d, the direct op (groups 1, stride 1, dilation 1) */
+    {"conv2d", "conv2d 3x3 with bias", conv_f, &C_PLAIN, 3,
      {X4(1, 2, 5, 5), X4(3, 2, 3, 3), V1(3)}},
+    {"conv2d", "conv2d 3x3 padding 1, batch 2, odd 5x4 input", conv_f, &C_P1, 3,
+     {X4(2, 3, 5, 4), X4(2, 3, 3, 3), V1(2)}},
+    {"conv2d", "conv2d kernel 2x3, padding 0x2, 5 output channels", conv_f, &C_P02, 2,
+     {X4(1, 2, 4, 3), X4(5, 2, 2, 3)}},
+    {"conv2d", "conv2d 1x1 with padding 2x1 beyond the kernel (transpose crops)", conv_f, &C_P21,
+     2, {X4(2, 2, 3, 2), X4(3, 2, 1, 1)}},
+    {"conv2d", "conv2d of a transposed (non-contiguous) input, padding 1", conv_t_f, &C_P1, 2,
+     {X4(1, 2, 4, 5), X4(2, 2, 2, 2)}},
+    /* conv_transpose2d and conv2d_weight, conv2d's derivatives */
+    {"conv_transpose2d", "conv_transpose2d 3x3 with bias", convt_f, &C_PLAIN, 3,
+     {X4(1, 2, 3, 3), X4(2, 3, 3, 3), V1(3)}},
+    {"conv_transpose2d", "conv_transpose2d kernel 2x3, padding 1, batch 2", convt_f, &C_P1, 2,
+     {X4(2, 3, 4, 5), X4(3, 2, 2, 3)}},
+    {"conv_transpose2d", "conv_transpose2d 1x1, padding 2x1 (crops)", convt_f, &C_P21, 2,
+     {X4(1, 2, 5, 4), X4(2, 1, 1, 1)}},
+    {"conv2d_weight", "conv2d_weight 3x3, batch 2", convw_f, &W_3x3, 2,
+     {X4(2, 2, 4, 4), X4(2, 3, 2, 2)}},
+    {"conv2d_weight", "conv2d_weight 3x3 padding 1, odd 3x4 input", convw_f, &W_P1, 2,
+     {X4(1, 2, 3, 4), X4(1, 2, 3, 4)}},
+    {"conv2d_weight", "conv2d_weight kernel 2x3, padding 1x0, batch 2", convw_f, &W_2x3, 2,
+     {X4(2, 1, 4, 5), X4(2, 2, 5, 3)}},
+    /* conv2d, the composite (unfold -> matmul -> reshape -> add) */
     {"unfold", "conv2d without bias, stride 2, padding 1", conv_f, &C_S2P1, 2,
      {X4(1, 2, 5, 5), X4(2, 2, 3, 3)}},
     {"unfold", "conv2d dilation 2, batch 2", conv_f, &C_DIL2, 3,

@@ -819,6 +819,47 @@ START_TEST(nn_ops)
     ROW(ad_conv2d(f.img, f.a, NULL, NULL), "4-D");
     ROW(ad_conv2d(f.img, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(3, 2, 5, 5)), NULL, NULL), "does not fit");
     ROW(ad_conv2d(f.img, ad_ones(f.t2, AD_FLOAT64, AD_SHAPE(3, 2, 3, 3)), NULL, NULL), "different tapes");
+    /* conv_transpose2d: x [1,2,4,4], w [C_in 2, C_out 3, 3, 3] */
+    {
+        ad_tensor *wt = ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2, 3, 3, 3));
+        ROW(ad_conv_transpose2d(NULL, wt, NULL, NULL), "argument 'x' is NULL");
+        ROW(ad_conv_transpose2d(f.img, NULL, NULL, NULL), "argument 'w' is NULL");
+        ROW(ad_conv_transpose2d(f.a, wt, NULL, NULL), "x must be 4-D");
+        ROW(ad_conv_transpose2d(f.img, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(3, 3, 3, 3)), NULL, NULL),
+            "x has 2 channels but w [3,3,3,3] expects 3");
+        ROW(ad_conv_transpose2d(f.img, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(2, 3, 3, 3)), NULL, NULL),
+            "w is float32 but x is float64");
+        ROW(ad_conv_transpose2d(f.img, wt, f.v4, NULL), "bias must be [3] float64");
+        ROW(ad_conv_transpose2d(f.img, wt, NULL, &(ad_conv2d_params){.stride = {2, 2}}),
+            "stride 2x2: only stride 1 is supported");
+        ROW(ad_conv_transpose2d(f.img, wt, NULL, &(ad_conv2d_params){.dilation = {1, 2}}),
+            "dilation 1x2: only dilation 1 is supported");
+        ROW(ad_conv_transpose2d(f.img, wt, NULL, &(ad_conv2d_params){.groups = 2}),
+            "groups 2: only groups 1 is supported");
+        ROW(ad_conv_transpose2d(f.img, wt, NULL, &(ad_conv2d_params){.padding = {-1, 0}}),
+            "padding -1x0: must be >= 0");
+        ROW(ad_conv_transpose2d(f.img, wt, NULL, &(ad_conv2d_params){.padding = {4, 0}}),
+            "the output would be empty");
+        ROW(ad_conv_transpose2d(f.img, ad_ones(f.t2, AD_FLOAT64, AD_SHAPE(2, 3, 3, 3)), NULL, NULL),
+            "different tapes");
+    }
+    /* conv2d_weight: x [1,2,4,4], grad_output [1,3,2,2] -> [3,2,3,3] */
+    {
+        ad_tensor *gy = ad_ones(f.t, AD_FLOAT64, AD_SHAPE(1, 3, 2, 2));
+        const int64_t ws[4] = {3, 2, 3, 3};
+        ROW(ad_conv2d_weight(NULL, ws, gy, NULL), "argument 'x' is NULL");
+        ROW(ad_conv2d_weight(f.img, ws, NULL, NULL), "argument 'grad_output' is NULL");
+        ROW(ad_conv2d_weight(f.img, NULL, gy, NULL), "weight_size is NULL");
+        ROW(ad_conv2d_weight(f.img, ws, f.a, NULL), "grad_output must be 4-D");
+        ROW(ad_conv2d_weight(f.img, (int64_t[]){3, 2, 2, 2}, gy, NULL),
+            "weight_size [3,2,2,2] does not fit x [1,2,4,4], grad_output [1,3,2,2]");
+        ROW(ad_conv2d_weight(f.img, ws, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(1, 3, 2, 2)), NULL),
+            "grad_output is float32 but x is float64");
+        ROW(ad_conv2d_weight(f.img, ws, gy, &(ad_conv2d_params){.stride = {1, 3}}),
+            "stride 1x3: only stride 1 is supported");
+        ROW(ad_conv2d_weight(f.img, ws, ad_ones(f.t2, AD_FLOAT64, AD_SHAPE(1, 3, 2, 2)), NULL),
+            "different tapes");
+    }
     /* pools */
     ROW(ad_max_pool2d(NULL, k2, NULL, NULL), "argument 'x' is NULL");
     ROW(ad_max_pool2d(f.a, k2, NULL, NULL), "4-D");

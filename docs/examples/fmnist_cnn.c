@@ -14,10 +14,10 @@
  * block, halving the resolution and allowing small shifts.  The MLP of
  * fmnist_mlp.c has to learn each feature at each position separately.
  *
- * The library computes a convolution as unfold (im2col: every 3x3 patch
- * becomes a column) followed by one matrix product; for the second layer
- * that is a [N, 288, 576] matrix of patches, 42 MB for a batch of 64,
- * which is why evaluation uses batches of 100 rather than thousands.
+ * Both convolutions (stride 1, one group) run the library's direct
+ * convolution kernel, which slides the filters over each image's padded
+ * planes while they are in cache; evaluation uses batches of 100, which
+ * keeps the activations of a batch small.
  *
  * Default recipe: 2 epochs, batch 64, SGD momentum 0.9, lr 0.02 on a
  * cosine schedule; about 90.5% test accuracy (docs/training.md).  It costs

@@ -1,0 +1,497 @@
+/* autodiff/ops_conv.c - the direct convolution: three ops, each linear in
+ * each of its two arguments, whose rules are written with one another, so
+ * derivatives of every order stay within the three:
+ *
+ *   conv2d            y = x * w             (x [N,C,H,W], w [O,C,kh,kw])
+ *   conv_transpose2d  y = its adjoint in x  (x [N,O,Ho,Wo], w [O,C,kh,kw])
+ *   conv2d_weight     dw = its adjoint in w (x [N,C,H,W], gy [N,O,Ho,Wo])
+ *
+ * all with stride 1, dilation 1, one group and a padding p >= 0 (ops_nn.h
+ * has the formulas).  ad_conv2d uses conv2d for exactly those; every other
+ * convolution stays the composite unfold + matmul of ops_nn.c.
+ *
+ * Why not im2col + GEMM for these: the product a sample makes is
+ * [O, C kh kw] x [C kh kw, Ho Wo], for fmnist's second layer 32 x 288 x
+ * 576, too narrow in O for a GEMM to amortise its packing, and a
+ * batch-wide im2col measured slower still (its 42 MB of columns leave the
+ * cache).  The direct kernel reads the sample's input (86 KB there) from
+ * cache instead: the input is copied once into a padded plane per channel
+ * stored row after row (width Wp = Wo + kw - 1), so output position
+ * f = oh Wp + ow reads tap (i, j) at f + i Wp + j, one offset per tap,
+ * and a run of consecutive f is a single unaligned vector load per tap.
+ * The columns ow >= Wo of that flat output wrap into the next row; they
+ * are computed (kw - 1 of every Wp: 8 % for 3x3 on 26 columns) and
+ * dropped.  The forward tile holds COB output channels x CNV vectors of
+ * positions in registers (AVX-512: 8 x 3 x 16 floats) and does COB CNV
+ * multiply-adds per tap for CNV loads and COB broadcasts.  The weight
+ * gradient, a sum over positions, is vectorised over output channels
+ * instead (gy transposed per sample), CTB taps at a time, so its sums
+ * need no horizontal reduction.  conv_transpose2d is the forward kernel
+ * with the weight read transposed and flipped and padding kh - 1 - p
+ * (negative when p >= kh: the input is cropped instead).
+ *
+ * Variants: float32 compiled for the baseline target, AVX2+FMA and
+ * AVX-512 (target attributes, as gemm.c and vmath.c do), chosen at run
+ * time by the CPU; float64 for the baseline only (correct, not tuned).
+ * Like gemm.c, the x86 variants fuse multiply-adds, so float32 results
+ * differ in the last bits between CPUs (and from the composite, which
+ * adds in another order); each variant gives the same bits every run. */
+#include "internal.h"
+#include "tape_impl.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define CONV_X86 1
+#else
+#define CONV_X86 0
+#endif
+
+/* Let a * b + c become one fused multiply-add in the tiles (ISO C turns
+ * contraction off; gemm.c does the same for its kernels). */
+#if defined(__clang__)
+#define CONTRACT_FAST _Pragma("clang fp contract(fast)")
+#define FAST_ATTR
+#else
+#define CONTRACT_FAST
+#define FAST_ATTR __attribute__((optimize("fp-contract=fast")))
+#endif
+
+/* GCC would turn conv_copy's loop of vector moves back into a call of
+ * memmove, which it exists to avoid. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_LIBCALL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NO_LIBCALL
+#endif
+
+/* ---- the tiles, per variant ----------------------------------------------------- */
+typedef float cv4f __attribute__((vector_size(16)));
+typedef double cv2d __attribute__((vector_size(16)));
+
+#define CATTR
+#define CT float
+#define CV cv4f
+#define CVW 4
+#define COB 4
+#define CNV 3
+#define COV 1
+#define CTB 9
+#define CSFX(n) n##_f32_any
+#include "conv_kernels.inc"
+#undef CT
+#undef CV
+#undef CVW
+#undef CSFX
+#define CT double
+#define CV cv2d
+#define CVW 2
+#define CSFX(n) n##_f64_any
+#include "conv_kernels.inc"
+#undef CT
+#undef CV
+#undef CVW
+#undef CSFX
+#undef COB
+#undef CNV
+#undef COV
+#undef CTB
+#undef CATTR
+
+#if CONV_X86
+/* AVX2: 16 ymm registers; 4 x 3 accumulators, 3 loads and a broadcast
+ * forward; 9 taps x 1 vector of channels for the weight gradient. */
+typedef float cv8f __attribute__((vector_size(32)));
+#define CATTR __attribute__((target("avx2,fma")))
+#define CT float
+#define CV cv8f
+#define CVW 8
+#define COB 4
+#define CNV 3
+#define COV 1
+#define CTB 9
+#define CSFX(n) n##_f32_avx2
+#include "conv_kernels.inc"
+#undef CATTR
+#undef CV
+#undef CVW
+#undef COB
+#undef CNV
+#undef COV
+#undef CTB
+#undef CSFX
+/* AVX-512: 32 zmm registers; forward 8 x 3 = 24 accumulators, 3 loads and
+ * a broadcast (or an embedded-broadcast operand); weight gradient 9 taps
+ * x 2 vectors (32 channels) = 18 accumulators and 2 loads. */
+typedef float cv16f __attribute__((vector_size(64)));
+#define CATTR __attribute__((target("avx512f")))
+#define CV cv16f
+#define CVW 16
+#define COB 8
+#define CNV 3
+#define COV 2
+#define CTB 9
+#define CSFX(n) n##_f32_avx512
+#include "conv_kernels.inc"
+#undef CATTR
+#undef CT
+#undef CV
+#undef CVW
+#undef COB
+#undef CNV
+#undef COV
+#undef CTB
+#undef CSFX
+#endif
+
+/* A variant's tiles and their blocking. */
+#define DEFINE_KERN_TYPE(SUF, T)                                                         \
+    typedef struct conv_kern_##SUF {                                                     \
+        int isa, vw, ob, nv, ov, tb;                                                     \
+        void (*fw)(const T *restrict, int64_t, int64_t, const T *restrict,               \
+                   const T *restrict, const int64_t *restrict, int64_t, int64_t,         \
+                   T *restrict);                                                         \
+        void (*dw)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
+                   int64_t, T *restrict);                                                \
+        void (*copy)(T *restrict, const T *restrict, int64_t);                           \
+    } conv_kern_##SUF;
+DEFINE_KERN_TYPE(f32, float)
+DEFINE_KERN_TYPE(f64, double)
+
+enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
+
+/* Widest first: the automatic choice is the first the CPU runs. */
+static const conv_kern_f32 kerns_f32[] = {
+#if CONV_X86
+    {ISA_AVX512, 16, 8, 3, 2, 9, conv_fw_tile_f32_avx512, conv_dw_tile_f32_avx512,
+     conv_copy_f32_avx512},
+    {ISA_AVX2, 8, 4, 3, 1, 9, conv_fw_tile_f32_avx2, conv_dw_tile_f32_avx2, conv_copy_f32_avx2},
+#endif
+    {ISA_ANY, 4, 4, 3, 1, 9, conv_fw_tile_f32_any, conv_dw_tile_f32_any, conv_copy_f32_any},
+};
+static const conv_kern_f64 kerns_f64[] = {
+    {ISA_ANY, 2, 4, 3, 1, 9, conv_fw_tile_f64_any, conv_dw_tile_f64_any, conv_copy_f64_any},
+};
+
+static bool cpu_can(int isa)
+{
+#if CONV_X86
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return isa == ISA_ANY;
+}
+
+static int forced = ISA_AUTO; /* tests only; not thread-safe, like the other hooks */
+
+int ad__conv_testing_isa(int isa)
+{
+    if (isa != ISA_AUTO && !cpu_can(isa)) return -1;
+    forced = isa;
+    return 0;
+}
+
+static const conv_kern_f32 *pick_f32(void)
+{
+    int n = (int)(sizeof kerns_f32 / sizeof kerns_f32[0]);
+    for (int i = 0; i < n; i++)
+        if (forced == ISA_AUTO ? cpu_can(kerns_f32[i].isa) : kerns_f32[i].isa == forced)
+            return &kerns_f32[i];
+    return &kerns_f32[n - 1];
+}
+
+/* Scratch for one call: from the result's tape, its fill level put back
+ * when the call returns (nothing else allocates on the tape meanwhile: a
+ * tape belongs to one thread), or from the heap for a persistent result. */
+static ad_arena_mark conv_mark(const ad_tensor *out)
+{
+    return out->tape ? ad__arena_mark(&out->tape->arena) : (ad_arena_mark){0};
+}
+static void *conv_alloc(const ad_tensor *out, size_t bytes)
+{
+    return out->tape ? ad__arena_alloc(out->tape, bytes) : ad__malloc(bytes);
+}
+static void conv_release(const ad_tensor *out, void *p, ad_arena_mark m)
+{
+    if (out->tape) ad__arena_rewind(&out->tape->arena, m);
+    else ad__free(p);
+}
+
+/* Kernel threads for a call of `work` multiply-adds over `items`
+ * independent pieces: one below 2^21 (waking a team costs more), as
+ * gemm.c decides. */
+static int conv_threads(int64_t work, int64_t items)
+{
+    int nt = ad__max_threads();
+    if (work < ((int64_t)1 << 21) || nt < 2) return 1;
+    return items < nt ? (int)(items > 0 ? items : 1) : nt;
+}
+#ifdef _OPENMP
+#define CONV_PARALLEL_FOR _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")
+#define CONV_THREAD_ID omp_get_thread_num()
+#else
+#define CONV_PARALLEL_FOR
+#define CONV_THREAD_ID 0
+#endif
+
+#define KERNEL_FILE "conv_driver.inc"
+#include "per_dtype.inc"
+
+/* ---- the kernels by dtype ------------------------------------------------------- */
+typedef struct conv_params {
+    int64_t p[2]; /* padding */
+    int64_t k[2]; /* kernel extent (conv2d_weight's result) */
+} conv_params;
+
+/* y = conv2d(x, w) + bias (bias may be NULL): K(o, c, i, j) = w[o, c, i, j]. */
+static int conv_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const ad_tensor *bias,
+                    const int64_t *p, ad_tensor *y)
+{
+    const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
+    if (x->dtype == AD_FLOAT64)
+        return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + w->offset,
+                                s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], bias, y);
+    return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + w->offset, s[0],
+                            s[1], s[2], s[3], kh, kw, p[0], p[1], bias, y);
+}
+
+/* y = conv_transpose2d(x, w): the forward kernel with output channel c,
+ * input channel o and the taps flipped, K(c, o, i, j) = w[o, c, kh-1-i,
+ * kw-1-j], and padding kh - 1 - p. */
+static int convt_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const int64_t *p,
+                     ad_tensor *y)
+{
+    const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
+    int64_t last = w->offset + (kh - 1) * s[2] + (kw - 1) * s[3];
+    if (x->dtype == AD_FLOAT64)
+        return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + last,
+                                s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, y);
+    return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + last, s[1], s[0],
+                            -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, y);
+}
+
+static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy,
+                     const conv_params *q, ad_tensor *dw)
+{
+    if (x->dtype == AD_FLOAT64)
+        return conv_weight_f64(fn, &kerns_f64[0], x, gy, q->k[0], q->k[1], q->p[0], q->p[1], dw);
+    return conv_weight_f32(fn, pick_f32(), x, gy, q->k[0], q->k[1], q->p[0], q->p[1], dw);
+}
+
+/* ---- the three ops ---------------------------------------------------------------
+ * Constructors without argument checks (the public functions and the
+ * rules call them with consistent shapes). */
+static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                          const int64_t *p);
+static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p);
+static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const int64_t *k,
+                           const int64_t *p);
+
+/* conv2d: dx = conv_transpose2d(g, w), dw = conv2d_weight(x, g), dbias =
+ * sum g (what add's rule gave when the bias was added separately). */
+static int conv_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const conv_params *q = ad__params(n);
+    const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
+    if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d backward", g, n->in[1], q->p);
+    if (ad__needs_grad(n, 1)) gin[1] = convw_op("conv2d backward", n->in[0], g, k, q->p);
+    if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
+    return 0;
+}
+static int conv_fw(ad_node *n)
+{
+    const conv_params *q = ad__params(n);
+    return conv_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, q->p, n->out);
+}
+static const ad_op OP_CONV2D = {
+    .name = "conv2d",
+    .formula = "y[n, o, h, w] = bias[o] + sum_{c, i, j} w[o, c, i, j] x[n, c, h - p + i, w - p + j] "
+               "(stride 1, bias optional); dx = conv_transpose2d(g, w), "
+               "dw = conv2d_weight(x, g), dbias = sum g",
+    .backward = conv_bw,
+    .forward = conv_fw,
+    .params_size = sizeof(conv_params),
+};
+
+/* conv_transpose2d(x, w): dx = conv2d(g, w), dw = conv2d_weight(g, x). */
+static int convt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const conv_params *q = ad__params(n);
+    const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
+    if (ad__needs_grad(n, 0))
+        gin[0] = conv_op("conv_transpose2d backward", g, n->in[1], NULL, q->p);
+    if (ad__needs_grad(n, 1))
+        gin[1] = convw_op("conv_transpose2d backward", g, n->in[0], k, q->p);
+    return 0;
+}
+static int convt_fw(ad_node *n)
+{
+    const conv_params *q = ad__params(n);
+    return convt_run(n->op->name, n->in[0], n->in[1], q->p, n->out);
+}
+static const ad_op OP_CONV_TRANSPOSE2D = {
+    .name = "conv_transpose2d",
+    .formula = "y[n, c, h, w] = sum_{o, i, j} w[o, c, i, j] x[n, o, h + p - i, w + p - j] "
+               "(stride 1); dx = conv2d(g, w), dw = conv2d_weight(g, x)",
+    .backward = convt_bw,
+    .forward = convt_fw,
+    .params_size = sizeof(conv_params),
+};
+
+/* conv2d_weight(x, gy): dx = conv_transpose2d(gy, g), dgy = conv2d(x, g). */
+static int convw_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const conv_params *q = ad__params(n);
+    if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d_weight backward", n->in[1], g, q->p);
+    if (ad__needs_grad(n, 1)) gin[1] = conv_op("conv2d_weight backward", n->in[0], g, NULL, q->p);
+    return 0;
+}
+static int convw_fw(ad_node *n)
+{
+    return convw_run(n->op->name, n->in[0], n->in[1], ad__params(n), n->out);
+}
+static const ad_op OP_CONV2D_WEIGHT = {
+    .name = "conv2d_weight",
+    .formula = "dw[o, c, i, j] = sum_{n, h, w} gy[n, o, h, w] x[n, c, h - p + i, w - p + j] "
+               "(stride 1); dx = conv_transpose2d(gy, g), dgy = conv2d(x, g)",
+    .backward = convw_bw,
+    .forward = convw_fw,
+    .params_size = sizeof(conv_params),
+};
+
+static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                          const int64_t *p)
+{
+    if (!x || !w) return NULL;
+    conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}};
+    int64_t shape[4] = {x->shape[0], w->shape[0], x->shape[2] + 2 * p[0] - q.k[0] + 1,
+                        x->shape[3] + 2 * p[1] - q.k[1] + 1};
+    int nin = bias ? 3 : 2;
+    ad_tensor *in[3] = {x, w, bias}, *y = ad__result(fn, nin, in, x->dtype, 4, shape);
+    if (!y) return NULL;
+    return ad__finish(y, conv_run(fn, x, w, bias, p, y), &OP_CONV2D, nin, in, &q, NULL);
+}
+
+static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p)
+{
+    if (!x || !w) return NULL;
+    conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}};
+    int64_t shape[4] = {x->shape[0], w->shape[1], x->shape[2] - 2 * p[0] + q.k[0] - 1,
+                        x->shape[3] - 2 * p[1] + q.k[1] - 1};
+    ad_tensor *in[2] = {x, w}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
+    if (!y) return NULL;
+    return ad__finish(y, convt_run(fn, x, w, p, y), &OP_CONV_TRANSPOSE2D, 2, in, &q, NULL);
+}
+
+static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const int64_t *k,
+                           const int64_t *p)
+{
+    if (!x || !gy) return NULL;
+    conv_params q = {{p[0], p[1]}, {k[0], k[1]}};
+    int64_t shape[4] = {gy->shape[1], x->shape[1], k[0], k[1]};
+    ad_tensor *in[2] = {x, gy}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
+    if (!y) return NULL;
+    return ad__finish(y, convw_run(fn, x, gy, &q, y), &OP_CONV2D_WEIGHT, 2, in, &q, NULL);
+}
+
+/* ---- public functions ------------------------------------------------------------- */
+
+/* ad_conv2d's fast path: groups 1, stride 1, dilation 1, arguments checked
+ * there.  The bias starts the tiles' sums instead of being added in a
+ * pass of its own over y (its gradient is the same sum add's rule gave). */
+ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2])
+{
+    return conv_op("ad_conv2d", x, w, bias, (const int64_t[]){padding[0], padding[1]});
+}
+
+/* The parameters these two accept: stride 1, dilation 1, groups 1 (0 for
+ * each means that), padding >= 0. */
+static int direct_params(const char *fn, const ad_conv2d_params *p, int64_t pad[2])
+{
+    ad_conv2d_params q = p ? *p : (ad_conv2d_params)AD_CONV2D_DEFAULTS;
+    for (int a = 0; a < 2; a++) {
+        if (q.padding[a] < 0)
+            return ad__err(fn, "padding %dx%d: must be >= 0", q.padding[0], q.padding[1]);
+        if (q.stride[a] > 1 || q.stride[a] < 0)
+            return ad__err(fn, "stride %dx%d: only stride 1 is supported", q.stride[0],
+                           q.stride[1]);
+        if (q.dilation[a] > 1 || q.dilation[a] < 0)
+            return ad__err(fn, "dilation %dx%d: only dilation 1 is supported", q.dilation[0],
+                           q.dilation[1]);
+        pad[a] = q.padding[a];
+    }
+    if (q.groups > 1 || q.groups < 0)
+        return ad__err(fn, "groups %d: only groups 1 is supported", q.groups);
+    return 0;
+}
+
+/* A floating 4-D argument of x's dtype. */
+static int check_4d(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x,
+                    const char *layout)
+{
+    if (ad__check_arg(fn, name, t, true)) return -1;
+    if (!ad__is_float(t->dtype))
+        return ad__err(fn, "%s must be float32 or float64, got %s", name, ad__desc(t));
+    if (x && t->dtype != x->dtype)
+        return ad__errc(AD_ERR_DTYPE, fn, "%s is %s but x is %s", name,
+                        ad_dtype_name(t->dtype), ad_dtype_name(x->dtype));
+    if (t->ndim != 4) return ad__err(fn, "%s must be 4-D %s, got %s", name, layout, ad__desc(t));
+    return 0;
+}
+
+ad_tensor *ad_conv_transpose2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                               const ad_conv2d_params *p)
+{
+    static const char *fn = "ad_conv_transpose2d";
+    int64_t pad[2];
+    bool has_bias;
+    if (check_4d(fn, "x", x, NULL, "[N, C_in, H, W]") ||
+        check_4d(fn, "w", w, x, "[C_in, C_out, kh, kw]") ||
+        ad__check_opt(fn, "bias", bias, true, &has_bias) || direct_params(fn, p, pad))
+        return NULL;
+    if (w->shape[0] != x->shape[1])
+        return ad__err(fn, "x has %lld channels but w %s expects %lld", (long long)x->shape[1],
+                       ad__shape_str(w), (long long)w->shape[0]), NULL;
+    int64_t Cout = w->shape[1];
+    if (has_bias && (bias->dtype != x->dtype || bias->ndim != 1 || bias->shape[0] != Cout))
+        return ad__err(fn, "bias must be [%lld] %s (the output channels of w %s), got %s",
+                       (long long)Cout, ad_dtype_name(x->dtype), ad__shape_str(w),
+                       ad__desc(bias)), NULL;
+    for (int a = 0; a < 2; a++)
+        if (x->shape[2 + a] - 2 * pad[a] + w->shape[2 + a] - 1 < 1)
+            return ad__err(fn, "the output would be empty: x %s, w %s, padding %lldx%lld",
+                           ad__shape_str(x), ad__shape_str(w), (long long)pad[0],
+                           (long long)pad[1]), NULL;
+    ad_scope s;
+    ad_tensor *in[3] = {x, w, bias};
+    if (ad_scope_begin(&s, fn, 3, in, false)) return NULL;
+    ad_tensor *y = convt_op(fn, x, w, pad);
+    if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){Cout, 1, 1}));
+    return ad_scope_end(&s, y);
+}
+
+ad_tensor *ad_conv2d_weight(ad_tensor *x, const int64_t weight_size[4], ad_tensor *gy,
+                            const ad_conv2d_params *p)
+{
+    static const char *fn = "ad_conv2d_weight";
+    int64_t pad[2];
+    if (check_4d(fn, "x", x, NULL, "[N, C, H, W]") ||
+        check_4d(fn, "grad_output", gy, x, "[N, O, Ho, Wo]") || direct_params(fn, p, pad))
+        return NULL;
+    if (!weight_size) return ad__err(fn, "weight_size is NULL"), NULL;
+    const int64_t *ws = weight_size;
+    if (ws[0] != gy->shape[1] || ws[1] != x->shape[1] || ws[2] < 1 || ws[3] < 1 ||
+        gy->shape[0] != x->shape[0] ||
+        gy->shape[2] != x->shape[2] + 2 * pad[0] - ws[2] + 1 ||
+        gy->shape[3] != x->shape[3] + 2 * pad[1] - ws[3] + 1)
+        return ad__err(fn, "weight_size %s does not fit x %s, grad_output %s and padding "
+                           "%lldx%lld (need [O, C, kh, kw] with Ho = H + 2 p - kh + 1)",
+                       ad__dims_str(4, ws), ad__shape_str(x), ad__shape_str(gy),
+                       (long long)pad[0], (long long)pad[1]), NULL;
+    return convw_op(fn, x, gy, ws + 2, pad);
+}
+
+const ad_op *const ad__ops_conv[] = {
+    &OP_CONV2D, &OP_CONV_TRANSPOSE2D, &OP_CONV2D_WEIGHT, NULL,
+};

@@ -1,0 +1,248 @@
+/* tests/test_conv.c - the direct convolution (ops_conv.c) against the
+ * composite it replaced (unfold, matmul, reshape: built here from public
+ * ops), forward and both gradients, float32 and float64, with every
+ * float32 kernel variant this CPU can run (portable, AVX2, AVX-512); and
+ * the argument checks of ad_conv_transpose2d and ad_conv2d_weight. */
+#include "optest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ad__conv_testing_isa(int isa); /* ops_conv.c (internal) */
+
+typedef struct shape {
+    int64_t N, C, H, W, O, kh, kw, ph, pw;
+    bool transposed; /* x given as a transposed (non-contiguous) view */
+} shape;
+
+static const shape SHAPES[] = {
+    {2, 32, 26, 26, 32, 3, 3, 0, 0, false}, /* fmnist's second layer, batch 2 */
+    {3, 1, 28, 28, 32, 3, 3, 0, 0, false},  /* its first layer */
+    {2, 3, 7, 9, 5, 3, 3, 1, 1, false},     /* padding, O not a multiple of a tile */
+    {1, 4, 5, 6, 17, 2, 3, 0, 2, true},     /* odd kernel and padding, non-contiguous */
+    {2, 2, 4, 3, 3, 1, 1, 2, 1, false},     /* padding beyond the kernel */
+    {1, 5, 11, 13, 9, 5, 4, 2, 3, false},   /* larger kernel: taps past one tile */
+    {2, 3, 3, 40, 6, 3, 3, 0, 1, true},     /* long rows: several vectors per row */
+};
+enum { NSHAPES = sizeof SHAPES / sizeof SHAPES[0] };
+
+/* The old path: y = reshape(w [O, C kh kw] @ unfold(x), [N, O, Ho, Wo]) + b. */
+static ad_tensor *composite(ad_tensor *x, ad_tensor *w, ad_tensor *b, const shape *s)
+{
+    int k[2] = {(int)s->kh, (int)s->kw}, p[2] = {(int)s->ph, (int)s->pw};
+    ad_tensor *cols = ad_unfold(x, k, NULL, p, NULL);
+    ad_tensor *y = ad_matmul(ad_reshape(w, 2, (int64_t[]){s->O, s->C * s->kh * s->kw}), cols);
+    int64_t Ho = s->H + 2 * s->ph - s->kh + 1, Wo = s->W + 2 * s->pw - s->kw + 1;
+    y = ad_reshape(y, 4, (int64_t[]){s->N, s->O, Ho, Wo});
+    return ad_add(y, ad_reshape(b, 3, (int64_t[]){s->O, 1, 1}));
+}
+
+/* y, dx, dw, db of one path for upstream gradient r, as doubles. */
+typedef struct result {
+    double *y, *dx, *dw, *db;
+} result;
+
+static double *values(const ad_tensor *t)
+{
+    ck_assert_msg(t != NULL, "%s", ad_error());
+    double *v = malloc((size_t)ad_numel(t) * sizeof *v);
+    ck_assert_int_eq(ad_to_array(t, v), 0);
+    return v;
+}
+
+static result run(const shape *s, ad_dtype dt, bool direct, uint64_t seed)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, seed);
+    ad_tensor *xb, *x;
+    if (s->transposed) {
+        xb = ad_rand(t, &rng, dt, 4, (int64_t[]){s->N, s->C, s->W, s->H}, -1, 1);
+        ck_assert_int_eq(ad_set_requires_grad(xb, true), 0);
+        x = ad_transpose(xb, 2, 3);
+    } else {
+        x = xb = ad_rand(t, &rng, dt, 4, (int64_t[]){s->N, s->C, s->H, s->W}, -1, 1);
+        ck_assert_int_eq(ad_set_requires_grad(xb, true), 0);
+    }
+    ad_tensor *w = ad_rand(t, &rng, dt, 4, (int64_t[]){s->O, s->C, s->kh, s->kw}, -1, 1);
+    ad_tensor *b = ad_rand(t, &rng, dt, 1, &s->O, -1, 1);
+    ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    ck_assert_int_eq(ad_set_requires_grad(b, true), 0);
+    ad_conv2d_params p = {{1, 1}, {(int)s->ph, (int)s->pw}, {1, 1}, 1};
+    ad_tensor *y = direct ? ad_conv2d(x, w, b, &p) : composite(x, w, b, s);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ad_tensor *r = ad_rand(t, &rng, dt, 4, ad_shape(y), -1, 1);
+    ck_assert_int_eq(ad_backward(y, r, 0), 0);
+    ad_tensor *gx = ad_tensor_grad(xb);
+    if (s->transposed) gx = ad_transpose(gx, 2, 3);
+    result res = {values(y), values(gx), values(ad_tensor_grad(w)), values(ad_tensor_grad(b))};
+    ad_tape_free(t);
+    return res;
+}
+
+/* Relative to the scale of the sum: each entry adds C kh kw (or N Ho Wo)
+ * products of values in [-1, 1]. */
+static void assert_close(const double *a, const double *b, int64_t n, double tol, const char *what,
+                         int isa)
+{
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(fabs(a[i] - b[i]) <= tol * (1 + fabs(b[i])),
+                      "%s [%lld] (isa %d): direct %.12g, composite %.12g", what, (long long)i,
+                      isa, a[i], b[i]);
+}
+
+static void compare(const shape *s, ad_dtype dt, int isa, uint64_t seed)
+{
+    result d = run(s, dt, true, seed), c = run(s, dt, false, seed);
+    int64_t Ho = s->H + 2 * s->ph - s->kh + 1, Wo = s->W + 2 * s->pw - s->kw + 1;
+    double ty = dt == AD_FLOAT64 ? 1e-12 : 2e-5 * sqrt((double)(s->C * s->kh * s->kw));
+    double tw = dt == AD_FLOAT64 ? 1e-12 : 2e-5 * sqrt((double)(s->N * Ho * Wo));
+    assert_close(d.y, c.y, s->N * s->O * Ho * Wo, ty, "y", isa);
+    assert_close(d.dx, c.dx, s->N * s->C * s->H * s->W, ty * sqrt((double)s->O), "dx", isa);
+    assert_close(d.dw, c.dw, s->O * s->C * s->kh * s->kw, tw, "dw", isa);
+    assert_close(d.db, c.db, s->O, tw, "db", isa);
+    free(d.y), free(d.dx), free(d.dw), free(d.db), free(c.y), free(c.dx), free(c.dw), free(c.db);
+}
+
+START_TEST(direct_matches_composite)
+{
+    const shape *s = &SHAPES[_i % NSHAPES];
+    ad_dtype dt = _i / NSHAPES ? AD_FLOAT32 : AD_FLOAT64;
+    int tried = 0;
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__conv_testing_isa(isa) != 0) continue; /* this CPU cannot run it */
+        compare(s, dt, isa, 100 + (uint64_t)_i);
+        tried++;
+    }
+    ad__conv_testing_isa(-1);
+    ck_assert_int_ge(tried, 1);
+}
+END_TEST
+
+/* Kernel threads split the samples of the forward and transpose: the
+ * same bits as one thread. */
+START_TEST(same_bits_with_kernel_threads)
+{
+    const shape s = {4, 16, 20, 20, 16, 3, 3, 1, 1, false}; /* above the threading threshold */
+    ad_set_num_threads(1);
+    result one = run(&s, AD_FLOAT32, true, 5);
+    ad_set_num_threads(2);
+    result two = run(&s, AD_FLOAT32, true, 5);
+    ad_set_num_threads(0);
+    int64_t ny = s.N * s.O * s.H * s.W, nx = s.N * s.C * s.H * s.W, nw = s.O * s.C * 9;
+    ck_assert(memcmp(one.y, two.y, (size_t)ny * sizeof(double)) == 0);
+    ck_assert(memcmp(one.dx, two.dx, (size_t)nx * sizeof(double)) == 0);
+    ck_assert(memcmp(one.dw, two.dw, (size_t)nw * sizeof(double)) == 0);
+    ck_assert(memcmp(one.db, two.db, (size_t)s.O * sizeof(double)) == 0);
+    free(one.y), free(one.dx), free(one.dw), free(one.db);
+    free(two.y), free(two.dx), free(two.dw), free(two.db);
+}
+END_TEST
+
+/* The graph of y in DOT, malloc'd. */
+static char *dot_of(ad_tensor *y)
+{
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    FILE *f = tmpfile();
+    ck_assert(f != NULL);
+    ck_assert_int_eq(ad_graph_dot(f, &y, 1, NULL), 0);
+    long n = ftell(f);
+    ck_assert(n > 0);
+    char *s = malloc((size_t)n + 1);
+    rewind(f);
+    ck_assert_int_eq((long)fread(s, 1, (size_t)n, f), n);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+/* The direct kernel is really used: a node named conv2d, no matmul (x
+ * needs no gradient, so the composite records no unfold). */
+START_TEST(conv2d_records_the_direct_op)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    ad_tensor *x = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(1, 2, 5, 5), -1, 1);
+    ad_tensor *w = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(3, 2, 3, 3), -1, 1);
+    ad_set_requires_grad(w, true);
+    ad_tensor *y = ad_conv2d(x, w, NULL, &(ad_conv2d_params){{1, 1}, {1, 1}, {1, 1}, 1});
+    char *dot = dot_of(y);
+    ck_assert_msg(strstr(dot, "conv2d") != NULL, "no conv2d node:\n%s", dot);
+    ck_assert_msg(strstr(dot, "matmul") == NULL, "matmul recorded:\n%s", dot);
+    free(dot);
+    /* stride 2 stays the composite */
+    y = ad_conv2d(x, w, NULL, &(ad_conv2d_params){{2, 2}, {1, 1}, {1, 1}, 1});
+    dot = dot_of(y);
+    ck_assert_msg(strstr(dot, "matmul") != NULL && strstr(dot, "conv2d") == NULL,
+                  "stride 2 is not the composite:\n%s", dot);
+    free(dot);
+    ad_tape_free(t);
+}
+END_TEST
+
+/* Exact small values: x = 1..9 in a 3x3 plane, a 2x2 kernel of ones. */
+START_TEST(exact_values)
+{
+    ad_tape *t = ad_tape_new();
+    double xv[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    ad_tensor *x = ot_f64(t, AD_SHAPE(1, 1, 3, 3), xv);
+    ad_tensor *w = ot_f64(t, AD_SHAPE(1, 1, 2, 2), (double[]){1, 1, 1, 1});
+    ad_tensor *y = ad_conv2d(x, w, NULL, NULL);
+    ot_assert_values(y, (double[]){12, 16, 24, 28}, 4, 0);
+    /* transpose of ones [1,1,2,2] with the same kernel: window counts */
+    ad_tensor *g = ot_f64(t, AD_SHAPE(1, 1, 2, 2), (double[]){1, 1, 1, 1});
+    ad_tensor *dx = ad_conv_transpose2d(g, w, NULL, NULL);
+    ot_assert_values(dx, (double[]){1, 2, 1, 2, 4, 2, 1, 2, 1}, 9, 0);
+    /* weight gradient with g of ones: sums of the 2x2 sub-squares of x */
+    ad_tensor *dw = ad_conv2d_weight(x, (int64_t[]){1, 1, 2, 2}, g, NULL);
+    ot_assert_values(dw, (double[]){12, 16, 24, 28}, 4, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 2, 4, 4));
+    ad_tensor *w = ad_zeros(t, AD_FLOAT32, AD_SHAPE(2, 3, 3, 3));
+    ad_tensor *w64 = ad_zeros(t, AD_FLOAT64, AD_SHAPE(2, 3, 3, 3));
+    ad_tensor *g = ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 3, 2, 2));
+    ck_assert_error(ad_conv_transpose2d(x, w64, NULL, NULL), "w is float64 but x is float32");
+    ck_assert_error(ad_conv_transpose2d(x, g, NULL, NULL), "x has 2 channels but w [1,3,2,2]");
+    ck_assert_error(ad_conv_transpose2d(x, w, NULL, &(ad_conv2d_params){{2, 2}, {0, 0}, {1, 1}, 1}),
+                    "ad_conv_transpose2d: stride 2x2: only stride 1 is supported");
+    ck_assert_error(ad_conv_transpose2d(x, w, NULL, &(ad_conv2d_params){{1, 1}, {0, 0}, {1, 1}, 2}),
+                    "groups 2: only groups 1");
+    ck_assert_error(ad_conv_transpose2d(x, w, NULL, &(ad_conv2d_params){{1, 1}, {3, 3}, {1, 1}, 1}),
+                    "the output would be empty");
+    ck_assert_error(ad_conv_transpose2d(x, w, x, NULL), "bias must be [3] float32");
+    ck_assert_error(ad_conv_transpose2d(ad_zeros(t, AD_FLOAT32, AD_SHAPE(2, 4, 4)), w, NULL, NULL),
+                    "x must be 4-D");
+    /* x [1,2,4,4], gy [1,3,2,2]: kernel 3x3 */
+    ck_assert_error(ad_conv2d_weight(x, (int64_t[]){3, 2, 2, 2}, g, NULL),
+                    "weight_size [3,2,2,2] does not fit x [1,2,4,4], grad_output [1,3,2,2]");
+    ck_assert_error(ad_conv2d_weight(x, NULL, g, NULL), "weight_size is NULL");
+    ck_assert_error(ad_conv2d_weight(x, (int64_t[]){3, 2, 3, 3}, g,
+                                     &(ad_conv2d_params){{1, 1}, {0, 0}, {2, 2}, 1}),
+                    "dilation 2x2: only dilation 1");
+    ad_tensor *dw = ad_conv2d_weight(x, (int64_t[]){3, 2, 3, 3}, g, NULL);
+    ck_assert_msg(dw != NULL, "%s", ad_error());
+    ad_tape_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("conv");
+    TCase *tc = tcase_create("conv");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, direct_matches_composite, 0, 2 * NSHAPES);
+    tcase_add_test(tc, conv2d_records_the_direct_op);
+    tcase_add_test(tc, same_bits_with_kernel_threads);
+    tcase_add_test(tc, exact_values);
+    tcase_add_test(tc, bad_arguments);
+    suite_add_tcase(s, tc);
+    return ot_run(s);
+}
