@@ -1,41 +1,50 @@
 /* autodiff/scalar.c - the scalar API (scalar.h).
  *
- * Each recorded double is one node of a structure-of-arrays tape that hangs
- * off the ad_tape (ad__scalar_slot).  Node i holds
+ * Each recorded double is one node of a tape that hangs off the ad_tape
+ * (ad__scalar_slot).  Node i has
  *
- *     value[i]        its value, computed when it is recorded
- *     a[i], b[i]      the ids of its operands (SOP_NONE where it has fewer)
- *     da[i], db[i]    the local partials d value[i] / d value[a[i]] and
- *                     d value[i] / d value[b[i]], also computed at record time
- *     op[i]           what it computes (SOP_*); with its constant (see
- *                     the constant, see below) enough to evaluate the node again from new
- *                     operand values (replay)
- *     adj[i]          its adjoint d y / d value[i] after a backward from y
+ *     value[i]     its value, computed when it is recorded
+ *     op[i]        what it computes (SOP_*)
+ *     its edges    one per operand, appended to the edge array e[] in
+ *                  recording order: {arg, node = i, d}, d being the local
+ *                  partial d value[i] / d value[arg], also computed at
+ *                  record time; a binary op's second operand comes first
+ *                  (see the sweep).  Leaves have none.
+ *     a constant   for the ops with one (x + c, c / x, ...): appended to
+ *                  c[] in recording order
+ *     adj[i]       its adjoint d y / d value[i] after a backward from y
  *
  * Recording appends, so operands always have smaller ids than the nodes
- * that use them and the tape order is a topological order.  The reverse
- * sweep is then the chain rule in its plainest form:
+ * that use them, the tape order is a topological order and the edges are
+ * sorted by node.  The reverse sweep is then the chain rule in its plainest
+ * form, one multiply-add per edge, walked backwards:
  *
- *     adj[y] = 1;  for i = y down to 0:  adj[a[i]] += adj[i] da[i]
- *                                        adj[b[i]] += adj[i] db[i]
+ *     adj[y] = 1;  for each edge k from the last of y down to 0:
+ *                      adj[e[k].arg] += adj[e[k].node] e[k].d
  *
- * which visits each node after every node that consumed it, so adj[i] is
- * complete (summed over all uses) when node i passes it on.
+ * which reaches a node's edges after every edge of every node that
+ * consumed it, so adj[node] is complete (summed over all uses) when its
+ * edges pass it on.
  *
  * Speed is the point of this API (it competes with operator-overloading
  * tools such as ADOL-C), so recording one op is a few checks on predictable
- * branches and six array stores, and the sweep has no per-op dispatch: the
- * partials were computed at record time, which needs the operand values then
- * anyway.  Arrays grow by doubling and a reset keeps them, so a loop that
- * records the same computation every step allocates only at first.
+ * branches and a store per array it touches, and the sweep has no per-op
+ * dispatch: the partials were computed at record time, which needs the
+ * operand values then anyway.  Arrays grow by doubling and a reset keeps
+ * them, so a loop that records the same computation every step allocates
+ * only at first.
  *
- * The constant of a node is not a seventh array.  Only three kinds of node
- * have one: variables and constants, whose constant is their value, and
- * the ops with a constant operand (x + c, c / x, ...), which have one
- * operand, so their db is free and holds c (b is SOP_NONE and the sweep
- * sends whatever db holds to a dump slot).  A seventh stream of stores
- * carrying no information measured 20-35% slower recording on large tapes
- * (the extended Rosenbrock function, n = 10^6).
+ * Why edges and not a node record with two operand slots (the layout
+ * before): a unary op or a leaf then carried an absent operand that the
+ * sweep had to send somewhere (dump slots, selected without a branch, since
+ * which nodes are unary follows the program), and the sweep worked per
+ * node, so one node's arithmetic waited on the node before it.  Per edge,
+ * every iteration is the same few instructions, only true data
+ * dependencies (an edge into a node whose adjoint is still being summed)
+ * serialise them, and there is nothing to dump.  On the extended
+ * Rosenbrock function the sweep took 35 % less time and a node's bytes
+ * went from 33 (plus 8 of adjoint) to 9 plus 16 per operand and 8 per
+ * constant.
  */
 #include <stdint.h>
 
@@ -80,27 +89,38 @@ enum {
     SOP_COUNT
 };
 
-/* Ops with a constant operand, which keep it in db. */
+/* Ops with a constant operand, which keep it in c[]. */
 static inline bool sop_has_c(int op) { return op >= SOP_ADD_C && op <= SOP_POW_C; }
 
-/* The operand id of an absent operand (a leaf's a and b, a unary op's b).
- * Ids are below it, so a tape holds at most SOP_NONE nodes. */
-#define SOP_NONE UINT32_MAX
+/* Operands of an op: its edges.  A constant after inlining wherever the op
+ * is, so recording and each case of the replay step by a known amount. */
+static inline int sop_nargs(int op)
+{
+    return op <= SOP_CONST ? 0 : op <= SOP_MIN ? 2 : 1;
+}
 
-/* Dump slots in front of the adjoints, where the sweep adds the (unused)
- * contributions of absent operands without a branch.  Several, used in
- * turn (node i uses slot i % SOP_NDUMP), because one slot would chain
- * every such add to the previous one through memory, which measured
- * slower than the whole rest of the sweep on unary-heavy tapes. */
-#define SOP_NDUMP 8
+/* Ids are 32 bits and below this, so a tape holds at most this many
+ * nodes. */
+#define SOP_MAX_NODES UINT32_MAX
+
+/* One operand of a node: node `node` reads node `arg`, and d is the local
+ * partial d value[node] / d value[arg].  16 bytes, so an edge is one
+ * aligned store when recorded and one line holds four. */
+typedef struct sop_edge {
+    uint32_t arg;
+    uint32_t node;
+    double d;
+} sop_edge;
 
 struct ad_scalar_tape {
-    double *value, *da, *db;
-    double *adj_mem; /* SOP_NDUMP dump slots, then adj[0..cap) */
-    uint32_t *a, *b;
+    double *value;
+    double *adj;   /* adj[0..cap) */
+    double *c;     /* the constants of the ops that have one, in recording order */
+    sop_edge *e;   /* the edges, in recording order: e[0..ne) */
     uint8_t *op;
     size_t n;      /* nodes recorded since the last reset */
-    size_t cap;    /* nodes the arrays hold */
+    size_t ne, nc; /* edges and constants recorded since the last reset */
+    size_t cap;    /* nodes the arrays hold (edges: 2 cap, constants: cap) */
     size_t nadj;   /* adjoints of ids < nadj are from the last backward */
     size_t allocs; /* system allocations made so far (for tests) */
     uint32_t gen;  /* handles made since the last reset carry it */
@@ -110,14 +130,13 @@ struct ad_scalar_tape {
  * Value and local partials of an op at x, y (operand values) and c.  Every
  * recording function calls it with a constant op, so after inlining the
  * switch folds away; so does each case of the replay, which calls it with
- * the new operand values and the node's constant.  For ops with a constant, *db is
- * set to c, which keeps the constant where the replay finds it.  Kinks
- * follow the tensor API (ops_pointwise.h). */
+ * the new operand values and the node's constant.  Kinks follow the tensor
+ * API (ops_pointwise.h). */
 HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, double *db)
 {
     double r;
     *da = 0.0;
-    *db = sop_has_c(op) ? c : 0.0;
+    *db = 0.0;
     switch (op) {
     case SOP_VAR:
     case SOP_CONST: *v = c; return;
@@ -180,9 +199,9 @@ HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, d
 }
 
 /* The constant of node i, what sop_eval needs besides the operand values,
- * is kept where it costs no extra array: a variable's or constant's value is
- * value[i] itself, and the constant operand of the SOP_*_C ops is db[i]
- * (they have one operand, so db is free).  The replay reads it there. */
+ * is a variable's or constant's value[i] itself, and for the SOP_*_C ops
+ * the next entry of c[]: the replay, walking the nodes in order, reads them
+ * in order. */
 
 /* ---- storage ------------------------------------------------------------------ */
 
@@ -193,13 +212,13 @@ static struct ad_scalar_tape *get(const ad_tape *tape)
 
 /* Where each array starts within its allocation.  Large arrays get their
  * own mmap'd blocks, which all begin at the same offset in a page, so
- * value[i], da[i], db[i] and adj[i] would share their low 12 address bits:
+ * value[i], adj[i] and the edges would share their low 12 address bits:
  * the CPU then takes the load of a just-recorded value for one that may
  * depend on the stores to the other arrays at the same index (4K
  * aliasing), and recording ran 2-3 times slower on tapes of 10^7 nodes.
  * Distinct offsets modulo 4096, in whole cache lines, avoid it. */
 enum { STAGGER = 9 * 64 };
-enum { ARR_VALUE, ARR_DA, ARR_DB, ARR_ADJ, ARR_A, ARR_B, ARR_OP };
+enum { ARR_VALUE, ARR_EDGE, ARR_CONST, ARR_ADJ, ARR_OP };
 
 /* Resizes an array that starts `k * STAGGER` bytes into its block (p is
  * NULL or such a start) to hold `bytes`, keeping its contents.  NULL when
@@ -225,15 +244,20 @@ static uint32_t new_gen(void)
     return g ? g : 1;
 }
 
-/* Grows every array to hold at least `need` nodes (doubling, from 1024).
+/* Grows every array to hold at least `need` nodes (doubling, from 1024):
+ * 2 need edges (a node has at most two) and need constants, so recording
+ * checks one capacity.  Pages never written are never touched, so the
+ * room for edges and constants a program does not use costs address space,
+ * not memory.
  * Each array is resized on its own; when one fails, those already resized
  * are simply larger than cap, and the tape stays consistent. */
 static int reserve(const char *fn, ad_tape *tape, size_t need)
 {
     struct ad_scalar_tape **slot = ad__scalar_slot(tape), *st = *slot;
     /* Checked first, so an impossible request allocates nothing. */
-    if (need > (size_t)SOP_NONE)
-        return ad__err(fn, "scalar tape is full (%lu nodes at most)", (unsigned long)SOP_NONE);
+    if (need > (size_t)SOP_MAX_NODES)
+        return ad__err(fn, "scalar tape is full (%lu nodes at most)",
+                       (unsigned long)SOP_MAX_NODES);
     if (!st) {
         st = ad__calloc(1, sizeof *st);
         if (!st) return ad__err(fn, "out of memory recording a scalar");
@@ -243,8 +267,8 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
     }
     if (need <= st->cap) return 0;
     size_t cap = st->cap ? st->cap : 1024;
-    while (cap < need) cap = cap > (size_t)SOP_NONE / 2 ? (size_t)SOP_NONE : cap * 2;
-    if (cap > (SIZE_MAX - 8 * STAGGER) / sizeof(double) - SOP_NDUMP)
+    while (cap < need) cap = cap > (size_t)SOP_MAX_NODES / 2 ? (size_t)SOP_MAX_NODES : cap * 2;
+    if (cap > (SIZE_MAX - 8 * STAGGER) / (2 * sizeof(sop_edge)))
         return ad__err(fn, "out of memory recording a scalar");
 
 #define GROW(field, count, k)                                                       \
@@ -255,11 +279,9 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
         st->allocs++;                                                               \
     } while (0)
     GROW(value, cap, ARR_VALUE);
-    GROW(da, cap, ARR_DA);
-    GROW(db, cap, ARR_DB);
-    GROW(adj_mem, cap + SOP_NDUMP, ARR_ADJ);
-    GROW(a, cap, ARR_A);
-    GROW(b, cap, ARR_B);
+    GROW(e, 2 * cap, ARR_EDGE);
+    GROW(c, cap, ARR_CONST);
+    GROW(adj, cap, ARR_ADJ);
     GROW(op, cap, ARR_OP);
 #undef GROW
     st->cap = cap;
@@ -270,7 +292,7 @@ void ad__scalar_reset(ad_tape *tape)
 {
     struct ad_scalar_tape *st = get(tape);
     if (!st) return;
-    st->n = 0;
+    st->n = st->ne = st->nc = 0;
     st->nadj = 0;
     st->gen = new_gen();
 }
@@ -280,11 +302,9 @@ void ad__scalar_free(ad_tape *tape)
     struct ad_scalar_tape **slot = ad__scalar_slot(tape), *st = *slot;
     if (!st) return;
     free_array(st->value, ARR_VALUE);
-    free_array(st->da, ARR_DA);
-    free_array(st->db, ARR_DB);
-    free_array(st->adj_mem, ARR_ADJ);
-    free_array(st->a, ARR_A);
-    free_array(st->b, ARR_B);
+    free_array(st->e, ARR_EDGE);
+    free_array(st->c, ARR_CONST);
+    free_array(st->adj, ARR_ADJ);
     free_array(st->op, ARR_OP);
     ad__free(st);
     *slot = NULL;
@@ -340,22 +360,28 @@ COLD static int grow1(const char *fn, ad_tape *tape, struct ad_scalar_tape *st)
     return reserve(fn, tape, st->n + 1);
 }
 
-/* Appends a node computing op from operands ia, ib (ids, or SOP_NONE)
- * whose values are x, y, and constant c: evaluates it and stores value,
- * partials (db holding c for ops with a constant), operands and op. */
+/* Appends a node computing op from operands ia, ib (ids, unused where the
+ * op has fewer) whose values are x, y, and constant c: evaluates it and
+ * stores value and op, an edge per operand (b's first) and the constant.
+ * Everything that depends on op folds away once inlined. */
 HOT ad_scalar push(const char *fn, ad_tape *tape, struct ad_scalar_tape *st, int op,
                    uint32_t ia, double x, uint32_t ib, double y, double c)
 {
     if (UNLIKELY(st->n == st->cap) && grow1(fn, tape, st)) return INVALID;
-    size_t i = st->n;
+    size_t i = st->n, k = st->ne;
     double v, da, db;
     sop_eval(op, x, y, c, &v, &da, &db);
     st->value[i] = v;
-    st->da[i] = da;
-    st->db[i] = db;
-    st->a[i] = ia;
-    st->b[i] = ib;
     st->op[i] = (uint8_t)op;
+    sop_edge *e = st->e + k;
+    if (sop_nargs(op) == 2) {
+        e[0] = (sop_edge){ib, (uint32_t)i, db};
+        e[1] = (sop_edge){ia, (uint32_t)i, da};
+    } else if (sop_nargs(op) == 1) {
+        e[0] = (sop_edge){ia, (uint32_t)i, da};
+    }
+    st->ne = k + (size_t)sop_nargs(op);
+    if (sop_has_c(op)) st->c[st->nc++] = c;
     st->n = i + 1;
     return (ad_scalar){tape, (uint32_t)i, st->gen};
 }
@@ -364,7 +390,7 @@ HOT ad_scalar rec1(const char *fn, int op, ad_scalar x, double c)
 {
     struct ad_scalar_tape *st;
     if (UNLIKELY(!x.tape) || UNLIKELY(!live(st = get(x.tape), x))) return bad1(fn, x);
-    return push(fn, x.tape, st, op, x.id, st->value[x.id], SOP_NONE, 0.0, c);
+    return push(fn, x.tape, st, op, x.id, st->value[x.id], 0, 0.0, c);
 }
 
 HOT ad_scalar rec2(const char *fn, int op, ad_scalar x, ad_scalar y)
@@ -384,7 +410,7 @@ HOT ad_scalar leaf(const char *fn, ad_tape *tape, int op, double value)
         if (reserve(fn, tape, 1)) return INVALID;
         st = get(tape);
     }
-    return push(fn, tape, st, op, SOP_NONE, 0.0, SOP_NONE, 0.0, value);
+    return push(fn, tape, st, op, 0, 0.0, 0, 0.0, value);
 }
 
 /* ---- public ----------------------------------------------------------------------- */
@@ -423,7 +449,7 @@ double ad_scalar_value(ad_scalar s)
 static double grad_of(const struct ad_scalar_tape *st, uint32_t id)
 {
     if (id >= st->nadj || st->op[id] == SOP_CONST) return 0.0;
-    return st->adj_mem[SOP_NDUMP + id];
+    return st->adj[id];
 }
 
 double ad_scalar_grad(ad_scalar s)
@@ -470,50 +496,45 @@ static int check_y(const char *fn, ad_scalar y, struct ad_scalar_tape **st)
     return 0;
 }
 
-/* The reverse sweep from node top.  adj[i] is complete when i is reached
- * (every consumer has a larger id), so it is passed on once:
- * adj[a] += adj[i] da, adj[b] += adj[i] db.  An absent operand (SOP_NONE)
- * is sent to dump slot i % SOP_NDUMP by a select rather than a branch:
- * which nodes are unary follows the program, not a pattern a branch
- * predictor learns (a branch on b measured twice as slow on a random
- * mix of ops; one shared dump slot, 1.6 times as slow on Rosenbrock).
+/* Edges of the nodes 0..top: all of them for the last node, else the
+ * first edge of a later node, found by bisection (edges are sorted by
+ * node). */
+static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
+{
+    if ((size_t)top + 1 == st->n) return st->ne;
+    size_t lo = 0, hi = st->ne;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (st->e[mid].node <= top) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The reverse sweep from node top: every edge of the nodes up to top, last
+ * first.  A node's adjoint is complete when its edges are reached (every
+ * consumer has a larger id, so its edges come later), and each edge adds
+ * its share into its operand's adjoint.  A binary node's edges were stored
+ * b first, so its a edge adds first: adjoints sum their contributions in
+ * the order the node-by-node sweep before this one did, and gradients kept
+ * their bits.
  *
- * Nodes whose adjoint is exactly 0 (those y does not depend on, or reached
- * only through zero partials) are skipped: besides saving work this keeps
+ * An edge out of a node whose adjoint is exactly 0 (one y does not depend
+ * on, or reached only through zero partials) adds 0, not 0 * d: that keeps
  * an infinite partial of such a node (sqrt at 0, say) from adding
- * 0 * inf = NaN into its operands' adjoints. */
+ * 0 * inf = NaN into its operands' adjoints.  It is a select, not a
+ * branch; adding +0 leaves every adjoint's bits as they are (an adjoint
+ * starts at +0 and never becomes -0, since +0 + -0 = +0). */
 static void sweep(struct ad_scalar_tape *st, uint32_t top)
 {
-    double *restrict mem = st->adj_mem;
-    double *restrict adj = mem + SOP_NDUMP;
-    const uint32_t *restrict a = st->a, *restrict b = st->b;
-    const double *restrict da = st->da, *restrict db = st->db;
-    memset(mem, 0, (SOP_NDUMP + (size_t)top + 1) * sizeof *mem);
+    double *restrict adj = st->adj;
+    const sop_edge *restrict e = st->e;
+    memset(adj, 0, ((size_t)top + 1) * sizeof *adj);
     adj[top] = 1.0;
-    /* What node i sends to node i - 1 (its operand a, b, or both) is kept
-     * in registers (carry_a, carry_b) instead of being added into adj[i - 1]
-     * in memory: the next iteration would load that adjoint right after the
-     * store, and the store-to-load forwarding plus the add made one long
-     * chain through memory from node to node; recorded code mostly consumes
-     * the value just before it (x^2 then 100 x^2 ...), so this chain was
-     * the sweep's critical path.  The sums are formed in the same order as
-     * before ((adj + a's part) + b's part), so results are bit-identical. */
-    double carry_a = 0.0, carry_b = 0.0;
-    for (size_t i = (size_t)top + 1; i-- > 0;) {
-        double g = (adj[i] + carry_a) + carry_b;
-        adj[i] = g;
-        carry_a = carry_b = 0.0;
-        if (g == 0.0) continue;
-        uint32_t ia = a[i], ib = b[i], prev = (uint32_t)(i - 1);
-        double ca = g * da[i], cb = g * db[i];
-        /* Indices into mem: operand j is at SOP_NDUMP + j; an absent
-         * operand or the previous node goes to a dump slot. */
-        size_t ka = ia == SOP_NONE || ia == prev ? i % SOP_NDUMP : SOP_NDUMP + (size_t)ia;
-        size_t kb = ib == SOP_NONE || ib == prev ? i % SOP_NDUMP : SOP_NDUMP + (size_t)ib;
-        carry_a = ia == prev ? ca : 0.0;
-        carry_b = ib == prev ? cb : 0.0;
-        mem[ka] += ca;
-        mem[kb] += cb;
+    for (size_t k = edges_upto(st, top); k-- > 0;) {
+        double g = adj[e[k].node];
+        double share = g * e[k].d;
+        adj[e[k].arg] += g == 0.0 ? 0.0 : share;
     }
     st->nadj = (size_t)top + 1;
 }
@@ -582,47 +603,65 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
 
 /* ---- replay ---------------------------------------------------------------------- */
 
-/* The replay re-evaluates node after node in tape order.  It is one switch
- * with a case per op, each calling sop_eval with a constant op (so it folds
- * to that op's formula, still defined once, above), loading only the
- * operands the op has and storing only what can change:
+/* The replay re-evaluates node after node in tape order, with a cursor k
+ * into the edges (a node's operand ids are there: b at e[k], a at e[k + 1]
+ * for a binary op, a at e[k] for a unary one) and one kc into the
+ * constants.  It is one switch with a case per op, each calling sop_eval
+ * with a constant op (so it folds to that op's formula, still defined once,
+ * above), loading only the operands the op has and storing only what can
+ * change:
  *
  *   REPLAY_V    ops whose partials are constants (x + y, c - x, x c ...):
  *               the partials recorded are still right; only the value
- *   REPLAY_VA   one operand: the value and da
- *   REPLAY_VAB  two operands: the value, da and db
+ *   REPLAY_VA   one operand: the value and its partial
+ *   REPLAY_VAB  two operands: the value and both partials
  *
  * A generic loop (test whether a and b exist, fetch the constant, dispatch
  * inside sop_eval, store all three) ran at about half this speed on the
- * extended Rosenbrock function.  For ops with a constant, db holds it
- * (see "The constant of node i"), and sop_eval stores it back unchanged. */
-#define X_ (value[a[i]])
-#define Y_ (value[b[i]])
-#define REPLAY_V(K, x, y, c)                                                    \
+ * extended Rosenbrock function. */
+#define X1_ (value[e[k].arg])     /* a unary op's operand */
+#define X2_ (value[e[k + 1].arg]) /* a binary op's first operand */
+#define Y2_ (value[e[k].arg])     /* and its second */
+#define C_ (c[kc])
+#define REPLAY_V(K, x, y, cc)                                                   \
     case K: {                                                                   \
         double v_, da_, db_;                                                    \
-        sop_eval(K, x, y, c, &v_, &da_, &db_);                                  \
+        sop_eval(K, x, y, cc, &v_, &da_, &db_);                                 \
         value[i] = v_;                                                          \
+        k += (size_t)sop_nargs(K);                                              \
+        kc += sop_has_c(K);                                                     \
         break;                                                                  \
     }
-#define REPLAY_VA(K, c)                                                         \
+#define REPLAY_VA(K, cc)                                                        \
     case K: {                                                                   \
         double v_, da_, db_;                                                    \
-        sop_eval(K, X_, 0.0, c, &v_, &da_, &db_);                               \
+        sop_eval(K, X1_, 0.0, cc, &v_, &da_, &db_);                             \
         value[i] = v_;                                                          \
-        da[i] = da_;                                                            \
+        e[k].d = da_;                                                           \
+        k += 1;                                                                 \
+        kc += sop_has_c(K);                                                     \
         break;                                                                  \
     }
 #define REPLAY_VAB(K)                                                           \
-    case K: sop_eval(K, X_, Y_, 0.0, &value[i], &da[i], &db[i]); break;
+    case K: {                                                                   \
+        double v_, da_, db_;                                                    \
+        sop_eval(K, X2_, Y2_, 0.0, &v_, &da_, &db_);                            \
+        value[i] = v_;                                                          \
+        e[k + 1].d = da_;                                                       \
+        e[k].d = db_;                                                           \
+        k += 2;                                                                 \
+        break;                                                                  \
+    }
 
-/* Ops whose partials jump (max, min, relu, abs): a changed partial means
- * the other branch was taken; counted for the caller. */
+/* Ops whose partials jump (max, min, relu, abs): a changed partial of the
+ * first operand means the other branch was taken; counted for the caller.
+ * That partial is the op's last edge. */
 #define REPLAY_KINK(K, CASE)                                                    \
     case K: {                                                                   \
-        double old_ = da[i];                                                    \
+        sop_edge *first_ = &e[k + (size_t)sop_nargs(K) - 1];                    \
+        double old_ = first_->d;                                                \
         switch (K) { CASE }                                                     \
-        switches += da[i] != old_;                                              \
+        switches += first_->d != old_;                                          \
         break;                                                                  \
     }
 
@@ -632,33 +671,35 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     if (!tape) return ad__err(fn, "tape is NULL");
     struct ad_scalar_tape *st = get(tape);
     if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
-    for (int k = 0; k < n; k++)
-        if (vars[k].tape != tape || !live(st, vars[k]) || st->op[vars[k].id] != SOP_VAR)
-            return ad__err(fn, "vars[%d] is not a live variable of this tape", k);
+    for (int j = 0; j < n; j++)
+        if (vars[j].tape != tape || !live(st, vars[j]) || st->op[vars[j].id] != SOP_VAR)
+            return ad__err(fn, "vars[%d] is not a live variable of this tape", j);
     if (!st) return 0;
-    double *restrict value = st->value, *restrict da = st->da, *restrict db = st->db;
-    const uint32_t *restrict a = st->a, *restrict b = st->b;
+    double *restrict value = st->value;
+    sop_edge *restrict e = st->e;
+    const double *restrict c = st->c;
     const uint8_t *restrict op = st->op;
-    for (int k = 0; k < n; k++) value[vars[k].id] = values[k];
+    for (int j = 0; j < n; j++) value[vars[j].id] = values[j];
     int switches = 0;
+    size_t k = 0, kc = 0;
     for (size_t i = 0, end = st->n; i < end; i++) {
         switch (op[i]) {
         case SOP_VAR:
         case SOP_CONST: break;
-        REPLAY_V(SOP_ADD, X_, Y_, 0.0)
-        REPLAY_V(SOP_SUB, X_, Y_, 0.0)
+        REPLAY_V(SOP_ADD, X2_, Y2_, 0.0)
+        REPLAY_V(SOP_SUB, X2_, Y2_, 0.0)
         REPLAY_VAB(SOP_MUL)
         REPLAY_VAB(SOP_DIV)
         REPLAY_VAB(SOP_POW)
         REPLAY_KINK(SOP_MAX, REPLAY_VAB(SOP_MAX))
         REPLAY_KINK(SOP_MIN, REPLAY_VAB(SOP_MIN))
-        REPLAY_V(SOP_ADD_C, X_, 0.0, db[i])
-        REPLAY_V(SOP_MUL_C, X_, 0.0, db[i])
-        REPLAY_V(SOP_CSUB, X_, 0.0, db[i])
-        REPLAY_V(SOP_DIV_C, X_, 0.0, db[i])
-        REPLAY_VA(SOP_CDIV, db[i])
-        REPLAY_VA(SOP_POW_C, db[i])
-        REPLAY_V(SOP_NEG, X_, 0.0, 0.0)
+        REPLAY_V(SOP_ADD_C, X1_, 0.0, C_)
+        REPLAY_V(SOP_MUL_C, X1_, 0.0, C_)
+        REPLAY_V(SOP_CSUB, X1_, 0.0, C_)
+        REPLAY_V(SOP_DIV_C, X1_, 0.0, C_)
+        REPLAY_VA(SOP_CDIV, C_)
+        REPLAY_VA(SOP_POW_C, C_)
+        REPLAY_V(SOP_NEG, X1_, 0.0, 0.0)
         REPLAY_VA(SOP_EXP, 0.0)
         REPLAY_VA(SOP_LOG, 0.0)
         REPLAY_VA(SOP_SQRT, 0.0)
@@ -676,8 +717,10 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     st->nadj = 0; /* the adjoints belonged to the old point */
     return switches;
 }
-#undef X_
-#undef Y_
+#undef X1_
+#undef X2_
+#undef Y2_
+#undef C_
 #undef REPLAY_V
 #undef REPLAY_VA
 #undef REPLAY_VAB
