@@ -282,7 +282,7 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
     GROW(e, 2 * cap, ARR_EDGE);
     GROW(c, cap, ARR_CONST);
     GROW(adj, cap, ARR_ADJ);
-    GROW(op, cap, ARR_OP);
+    GROW(op, cap + 1, ARR_OP); /* + the replay's end mark */
 #undef GROW
     st->cap = cap;
     return 0;
@@ -603,66 +603,93 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
 
 /* ---- replay ---------------------------------------------------------------------- */
 
-/* The replay re-evaluates node after node in tape order, with a cursor k
- * into the edges (a node's operand ids are there: b at e[k], a at e[k + 1]
- * for a binary op, a at e[k] for a unary one) and one kc into the
- * constants.  It is one switch with a case per op, each calling sop_eval
- * with a constant op (so it folds to that op's formula, still defined once,
- * above), loading only the operands the op has and storing only what can
+/* The replay re-evaluates node after node in tape order, with a cursor e
+ * into the edges (a node's operand ids are there: b at e[0], a at e[1] for
+ * a binary op, a at e[0] for a unary one) and one c into the constants.  Each op has its own handler, which calls sop_eval with a
+ * constant op (so it folds to that op's formula, still defined once,
+ * above), loads only the operands the op has and stores only what can
  * change:
  *
  *   REPLAY_V    ops whose partials are constants (x + y, c - x, x c ...):
  *               the partials recorded are still right; only the value
  *   REPLAY_VA   one operand: the value and its partial
  *   REPLAY_VAB  two operands: the value and both partials
+ *   REPLAY_KINK_* the same for ops whose partials jump (max, min, relu,
+ *               abs): a changed partial of the first operand means the
+ *               other branch was taken, which is counted for the caller
  *
- * A generic loop (test whether a and b exist, fetch the constant, dispatch
- * inside sop_eval, store all three) ran at about half this speed on the
- * extended Rosenbrock function. */
-#define X1_ (value[e[k].arg])     /* a unary op's operand */
-#define X2_ (value[e[k + 1].arg]) /* a binary op's first operand */
-#define Y2_ (value[e[k].arg])     /* and its second */
-#define C_ (c[kc])
+ * With GCC and clang the handlers are threaded: each ends by jumping
+ * straight to the next node's handler through a table of label addresses
+ * (the labels-as-values extension), and an end mark after the last op
+ * (op[n] = SOP_COUNT, the arrays have room for it) stops the walk, so a
+ * node costs one indirect jump and no loop test or bounds check; this
+ * predicts better too, as each handler's jump learns what follows its own
+ * op.  Other compilers (and -DAD_SCALAR_REPLAY_SWITCH, which tests this
+ * path) get the same handlers as the cases of a switch in a loop.  A generic loop (test whether a and b exist, fetch the constant,
+ * dispatch inside sop_eval, store all three) ran at about half the
+ * switch's speed on the extended Rosenbrock function. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(AD_SCALAR_REPLAY_SWITCH)
+#define REPLAY_THREADED 1
+#define CASE(K) L_##K:
+#define NEXT goto *label[op[++i]]
+#else
+#define REPLAY_THREADED 0
+#define CASE(K) case K:
+#define NEXT break
+#endif
+#define X1_ (value[e[0].arg]) /* a unary op's operand */
+#define X2_ (value[e[1].arg]) /* a binary op's first operand */
+#define Y2_ (value[e[0].arg]) /* and its second */
+#define C_ (*c)
 #define REPLAY_V(K, x, y, cc)                                                   \
-    case K: {                                                                   \
+    CASE(K) {                                                                   \
         double v_, da_, db_;                                                    \
         sop_eval(K, x, y, cc, &v_, &da_, &db_);                                 \
         value[i] = v_;                                                          \
-        k += (size_t)sop_nargs(K);                                              \
-        kc += sop_has_c(K);                                                     \
-        break;                                                                  \
+        e += sop_nargs(K);                                                      \
+        c += sop_has_c(K);                                                      \
+        NEXT;                                                                   \
     }
 #define REPLAY_VA(K, cc)                                                        \
-    case K: {                                                                   \
+    CASE(K) {                                                                   \
         double v_, da_, db_;                                                    \
         sop_eval(K, X1_, 0.0, cc, &v_, &da_, &db_);                             \
         value[i] = v_;                                                          \
-        e[k].d = da_;                                                           \
-        k += 1;                                                                 \
-        kc += sop_has_c(K);                                                     \
-        break;                                                                  \
+        e[0].d = da_;                                                           \
+        e += 1;                                                                 \
+        c += sop_has_c(K);                                                      \
+        NEXT;                                                                   \
     }
 #define REPLAY_VAB(K)                                                           \
-    case K: {                                                                   \
+    CASE(K) {                                                                   \
         double v_, da_, db_;                                                    \
         sop_eval(K, X2_, Y2_, 0.0, &v_, &da_, &db_);                            \
         value[i] = v_;                                                          \
-        e[k + 1].d = da_;                                                       \
-        e[k].d = db_;                                                           \
-        k += 2;                                                                 \
-        break;                                                                  \
+        e[1].d = da_;                                                       \
+        e[0].d = db_;                                                           \
+        e += 2;                                                                 \
+        NEXT;                                                                   \
     }
-
-/* Ops whose partials jump (max, min, relu, abs): a changed partial of the
- * first operand means the other branch was taken; counted for the caller.
- * That partial is the op's last edge. */
-#define REPLAY_KINK(K, CASE)                                                    \
-    case K: {                                                                   \
-        sop_edge *first_ = &e[k + (size_t)sop_nargs(K) - 1];                    \
-        double old_ = first_->d;                                                \
-        switch (K) { CASE }                                                     \
-        switches += first_->d != old_;                                          \
-        break;                                                                  \
+#define REPLAY_KINK_VA(K)                                                       \
+    CASE(K) {                                                                   \
+        double v_, da_, db_;                                                    \
+        sop_eval(K, X1_, 0.0, 0.0, &v_, &da_, &db_);                            \
+        value[i] = v_;                                                          \
+        switches += e[0].d != da_;                                              \
+        e[0].d = da_;                                                           \
+        e += 1;                                                                 \
+        NEXT;                                                                   \
+    }
+#define REPLAY_KINK_VAB(K)                                                      \
+    CASE(K) {                                                                   \
+        double v_, da_, db_;                                                    \
+        sop_eval(K, X2_, Y2_, 0.0, &v_, &da_, &db_);                            \
+        value[i] = v_;                                                          \
+        switches += e[1].d != da_;                                          \
+        e[1].d = da_;                                                       \
+        e[0].d = db_;                                                           \
+        e += 2;                                                                 \
+        NEXT;                                                                   \
     }
 
 int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values)
@@ -678,45 +705,65 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     double *restrict value = st->value;
     sop_edge *restrict e = st->e;
     const double *restrict c = st->c;
-    const uint8_t *restrict op = st->op;
+    uint8_t *restrict op = st->op;
     for (int j = 0; j < n; j++) value[vars[j].id] = values[j];
     int switches = 0;
-    size_t k = 0, kc = 0;
-    for (size_t i = 0, end = st->n; i < end; i++) {
-        switch (op[i]) {
-        case SOP_VAR:
-        case SOP_CONST: break;
-        REPLAY_V(SOP_ADD, X2_, Y2_, 0.0)
-        REPLAY_V(SOP_SUB, X2_, Y2_, 0.0)
-        REPLAY_VAB(SOP_MUL)
-        REPLAY_VAB(SOP_DIV)
-        REPLAY_VAB(SOP_POW)
-        REPLAY_KINK(SOP_MAX, REPLAY_VAB(SOP_MAX))
-        REPLAY_KINK(SOP_MIN, REPLAY_VAB(SOP_MIN))
-        REPLAY_V(SOP_ADD_C, X1_, 0.0, C_)
-        REPLAY_V(SOP_MUL_C, X1_, 0.0, C_)
-        REPLAY_V(SOP_CSUB, X1_, 0.0, C_)
-        REPLAY_V(SOP_DIV_C, X1_, 0.0, C_)
-        REPLAY_VA(SOP_CDIV, C_)
-        REPLAY_VA(SOP_POW_C, C_)
-        REPLAY_V(SOP_NEG, X1_, 0.0, 0.0)
-        REPLAY_VA(SOP_EXP, 0.0)
-        REPLAY_VA(SOP_LOG, 0.0)
-        REPLAY_VA(SOP_SQRT, 0.0)
-        REPLAY_VA(SOP_SIN, 0.0)
-        REPLAY_VA(SOP_COS, 0.0)
-        REPLAY_VA(SOP_TAN, 0.0)
-        REPLAY_VA(SOP_TANH, 0.0)
-        REPLAY_VA(SOP_SIGMOID, 0.0)
-        REPLAY_KINK(SOP_RELU, REPLAY_VA(SOP_RELU, 0.0))
-        REPLAY_KINK(SOP_ABS, REPLAY_VA(SOP_ABS, 0.0))
-        REPLAY_VA(SOP_SQUARE, 0.0)
-        default: break; /* unreachable: every op has a case */
-        }
+    size_t i = 0;
+#if REPLAY_THREADED
+#define L_(K) [K] = &&L_##K
+    static const void *const label[SOP_COUNT + 1] = {
+        L_(SOP_VAR), L_(SOP_CONST), L_(SOP_ADD), L_(SOP_SUB), L_(SOP_MUL), L_(SOP_DIV),
+        L_(SOP_POW), L_(SOP_MAX), L_(SOP_MIN), L_(SOP_ADD_C), L_(SOP_MUL_C), L_(SOP_CSUB),
+        L_(SOP_DIV_C), L_(SOP_CDIV), L_(SOP_POW_C), L_(SOP_NEG), L_(SOP_EXP), L_(SOP_LOG),
+        L_(SOP_SQRT), L_(SOP_SIN), L_(SOP_COS), L_(SOP_TAN), L_(SOP_TANH), L_(SOP_SIGMOID),
+        L_(SOP_RELU), L_(SOP_ABS), L_(SOP_SQUARE), L_(SOP_COUNT),
+    };
+#undef L_
+    op[st->n] = SOP_COUNT; /* the end mark */
+    goto *label[op[0]];
+#else
+    for (; i < st->n; i++) switch (op[i]) {
+#endif
+    CASE(SOP_VAR)
+    CASE(SOP_CONST) NEXT;
+    REPLAY_V(SOP_ADD, X2_, Y2_, 0.0)
+    REPLAY_V(SOP_SUB, X2_, Y2_, 0.0)
+    REPLAY_VAB(SOP_MUL)
+    REPLAY_VAB(SOP_DIV)
+    REPLAY_VAB(SOP_POW)
+    REPLAY_KINK_VAB(SOP_MAX)
+    REPLAY_KINK_VAB(SOP_MIN)
+    REPLAY_V(SOP_ADD_C, X1_, 0.0, C_)
+    REPLAY_V(SOP_MUL_C, X1_, 0.0, C_)
+    REPLAY_V(SOP_CSUB, X1_, 0.0, C_)
+    REPLAY_V(SOP_DIV_C, X1_, 0.0, C_)
+    REPLAY_VA(SOP_CDIV, C_)
+    REPLAY_VA(SOP_POW_C, C_)
+    REPLAY_V(SOP_NEG, X1_, 0.0, 0.0)
+    REPLAY_VA(SOP_EXP, 0.0)
+    REPLAY_VA(SOP_LOG, 0.0)
+    REPLAY_VA(SOP_SQRT, 0.0)
+    REPLAY_VA(SOP_SIN, 0.0)
+    REPLAY_VA(SOP_COS, 0.0)
+    REPLAY_VA(SOP_TAN, 0.0)
+    REPLAY_VA(SOP_TANH, 0.0)
+    REPLAY_VA(SOP_SIGMOID, 0.0)
+    REPLAY_KINK_VA(SOP_RELU)
+    REPLAY_KINK_VA(SOP_ABS)
+    REPLAY_VA(SOP_SQUARE, 0.0)
+#if REPLAY_THREADED
+    L_SOP_COUNT:
+#else
+    default: break; /* unreachable: every op has a case */
     }
+#endif
+    assert(e == st->e + st->ne && c == st->c + st->nc);
     st->nadj = 0; /* the adjoints belonged to the old point */
     return switches;
 }
+#undef REPLAY_THREADED
+#undef CASE
+#undef NEXT
 #undef X1_
 #undef X2_
 #undef Y2_
@@ -724,4 +771,5 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
 #undef REPLAY_V
 #undef REPLAY_VA
 #undef REPLAY_VAB
-#undef REPLAY_KINK
+#undef REPLAY_KINK_VA
+#undef REPLAY_KINK_VAB
