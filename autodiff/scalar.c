@@ -707,6 +707,9 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     const double *restrict c = st->c;
     uint8_t *restrict op = st->op;
     for (int j = 0; j < n; j++) value[vars[j].id] = values[j];
+    /* Set before the walk, so that st is not live in it: the handlers that
+     * call the C library need all the registers a call preserves. */
+    st->nadj = 0; /* the adjoints belong to the old point */
     int switches = 0;
     size_t i = 0;
 #if REPLAY_THREADED
@@ -757,8 +760,6 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     default: break; /* unreachable: every op has a case */
     }
 #endif
-    assert(e == st->e + st->ne && c == st->c + st->nc);
-    st->nadj = 0; /* the adjoints belonged to the old point */
     return switches;
 }
 #undef REPLAY_THREADED
