@@ -446,10 +446,14 @@ double ad_scalar_value(ad_scalar s)
 
 /* d y / d node id from the last sweep (which computes it for constants too,
  * but no gradient flows into a constant as far as callers see). */
+static inline double grad_at(const uint8_t *op, const double *adj, size_t nadj, uint32_t id)
+{
+    return id >= nadj || op[id] == SOP_CONST ? 0.0 : adj[id];
+}
+
 static double grad_of(const struct ad_scalar_tape *st, uint32_t id)
 {
-    if (id >= st->nadj || st->op[id] == SOP_CONST) return 0.0;
-    return st->adj[id];
+    return grad_at(st->op, st->adj, st->nadj, id);
 }
 
 double ad_scalar_grad(ad_scalar s)
@@ -565,8 +569,13 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
             return ad__err(fn, "xs[%d] is stale (recorded before ad_tape_reset)", k);
     }
     sweep(st, y.id);
+    /* The tape's fields in locals: grad might alias them for all the
+     * compiler knows, and would make it load them again per store. */
+    const uint8_t *op = st->op;
+    const double *adj = st->adj;
+    size_t nadj = st->nadj;
     for (int k = 0; k < n; k++)
-        grad[k] = grad_of(st, xs[k].id);
+        grad[k] = grad_at(op, adj, nadj, xs[k].id);
     return 0;
 }
 
