@@ -5,11 +5,11 @@
  *
  *     value[i]     its value, computed when it is recorded
  *     op[i]        what it computes (SOP_*)
- *     its edges    one per operand, appended to the edge array e[] in
- *                  recording order: {arg, node = i, d}, d being the local
- *                  partial d value[i] / d value[arg], also computed at
- *                  record time; a binary op's second operand comes first
- *                  (see the sweep).  Leaves have none.
+ *     its edges    one per operand, appended in recording order to two
+ *                  parallel arrays: link[k] = {arg, node = i} and d[k],
+ *                  the local partial d value[i] / d value[arg], also
+ *                  computed at record time; a binary op's second operand
+ *                  comes first (see the sweep).  Leaves have none.
  *     a constant   for the ops with one (x + c, c / x, ...): appended to
  *                  c[] in recording order
  *     adj[i]       its adjoint d y / d value[i] after a backward from y
@@ -20,7 +20,7 @@
  * form, one multiply-add per edge, walked backwards:
  *
  *     adj[y] = 1;  for each edge k from the last of y down to 0:
- *                      adj[e[k].arg] += adj[e[k].node] e[k].d
+ *                      adj[link[k].arg] += adj[link[k].node] d[k]
  *
  * which reaches a node's edges after every edge of every node that
  * consumed it, so adj[node] is complete (summed over all uses) when its
@@ -44,7 +44,9 @@
  * serialise them, and there is nothing to dump.  On the extended
  * Rosenbrock function the sweep took 35 % less time and a node's bytes
  * went from 33 (plus 8 of adjoint) to 9 plus 16 per operand and 8 per
- * constant.
+ * constant.  The partials are an array of their own, not a field beside
+ * the ids: the replay rewrites partials but never ids, so the ids' cache
+ * lines stay clean and only the partials' are written back to memory.
  */
 #include <stdint.h>
 
@@ -103,20 +105,19 @@ static inline int sop_nargs(int op)
  * nodes. */
 #define SOP_MAX_NODES UINT32_MAX
 
-/* One operand of a node: node `node` reads node `arg`, and d is the local
- * partial d value[node] / d value[arg].  16 bytes, so an edge is one
- * aligned store when recorded and one line holds four. */
-typedef struct sop_edge {
+/* One operand of a node: node `node` reads node `arg` (the partial is
+ * d[k] beside it).  8 bytes, one store when recorded. */
+typedef struct sop_link {
     uint32_t arg;
     uint32_t node;
-    double d;
-} sop_edge;
+} sop_link;
 
 struct ad_scalar_tape {
     double *value;
     double *adj;   /* adj[0..cap) */
     double *c;     /* the constants of the ops that have one, in recording order */
-    sop_edge *e;   /* the edges, in recording order: e[0..ne) */
+    sop_link *link; /* the edges, in recording order: link[0..ne) */
+    double *d;      /* and their partials */
     uint8_t *op;
     size_t n;      /* nodes recorded since the last reset */
     size_t ne, nc; /* edges and constants recorded since the last reset */
@@ -218,7 +219,7 @@ static struct ad_scalar_tape *get(const ad_tape *tape)
  * aliasing), and recording ran 2-3 times slower on tapes of 10^7 nodes.
  * Distinct offsets modulo 4096, in whole cache lines, avoid it. */
 enum { STAGGER = 9 * 64 };
-enum { ARR_VALUE, ARR_EDGE, ARR_CONST, ARR_ADJ, ARR_OP };
+enum { ARR_VALUE, ARR_LINK, ARR_D, ARR_CONST, ARR_ADJ, ARR_OP };
 
 /* Resizes an array that starts `k * STAGGER` bytes into its block (p is
  * NULL or such a start) to hold `bytes`, keeping its contents.  NULL when
@@ -268,18 +269,19 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
     if (need <= st->cap) return 0;
     size_t cap = st->cap ? st->cap : 1024;
     while (cap < need) cap = cap > (size_t)SOP_MAX_NODES / 2 ? (size_t)SOP_MAX_NODES : cap * 2;
-    if (cap > (SIZE_MAX - 8 * STAGGER) / (2 * sizeof(sop_edge)))
+    if (cap > (SIZE_MAX - 8 * STAGGER) / (2 * sizeof(double)))
         return ad__err(fn, "out of memory recording a scalar");
 
-#define GROW(field, count, k)                                                       \
-    do {                                                                            \
-        void *p_ = grow_array(st->field, (count) * sizeof *st->field, k);           \
-        if (!p_) return ad__err(fn, "out of memory recording a scalar");            \
-        st->field = p_;                                                             \
-        st->allocs++;                                                               \
+#define GROW(field, count, k)                                                   \
+    do {                                                                        \
+        void *p_ = grow_array(st->field, (count) * sizeof *st->field, k);       \
+        if (!p_) return ad__err(fn, "out of memory recording a scalar");        \
+        st->field = p_;                                                         \
+        st->allocs++;                                                           \
     } while (0)
     GROW(value, cap, ARR_VALUE);
-    GROW(e, 2 * cap, ARR_EDGE);
+    GROW(link, 2 * cap, ARR_LINK);
+    GROW(d, 2 * cap, ARR_D);
     GROW(c, cap, ARR_CONST);
     GROW(adj, cap, ARR_ADJ);
     GROW(op, cap + 1, ARR_OP); /* + the replay's end mark */
@@ -302,7 +304,8 @@ void ad__scalar_free(ad_tape *tape)
     struct ad_scalar_tape **slot = ad__scalar_slot(tape), *st = *slot;
     if (!st) return;
     free_array(st->value, ARR_VALUE);
-    free_array(st->e, ARR_EDGE);
+    free_array(st->link, ARR_LINK);
+    free_array(st->d, ARR_D);
     free_array(st->c, ARR_CONST);
     free_array(st->adj, ARR_ADJ);
     free_array(st->op, ARR_OP);
@@ -373,12 +376,16 @@ HOT ad_scalar push(const char *fn, ad_tape *tape, struct ad_scalar_tape *st, int
     sop_eval(op, x, y, c, &v, &da, &db);
     st->value[i] = v;
     st->op[i] = (uint8_t)op;
-    sop_edge *e = st->e + k;
+    sop_link *l = st->link + k;
+    double *d = st->d + k;
     if (sop_nargs(op) == 2) {
-        e[0] = (sop_edge){ib, (uint32_t)i, db};
-        e[1] = (sop_edge){ia, (uint32_t)i, da};
+        l[0] = (sop_link){ib, (uint32_t)i};
+        l[1] = (sop_link){ia, (uint32_t)i};
+        d[0] = db;
+        d[1] = da;
     } else if (sop_nargs(op) == 1) {
-        e[0] = (sop_edge){ia, (uint32_t)i, da};
+        l[0] = (sop_link){ia, (uint32_t)i};
+        d[0] = da;
     }
     st->ne = k + (size_t)sop_nargs(op);
     if (sop_has_c(op)) st->c[st->nc++] = c;
@@ -509,7 +516,7 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
     size_t lo = 0, hi = st->ne;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (st->e[mid].node <= top) lo = mid + 1;
+        if (st->link[mid].node <= top) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -532,13 +539,14 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
 static void sweep(struct ad_scalar_tape *st, uint32_t top)
 {
     double *restrict adj = st->adj;
-    const sop_edge *restrict e = st->e;
+    const sop_link *restrict l = st->link;
+    const double *restrict d = st->d;
     memset(adj, 0, ((size_t)top + 1) * sizeof *adj);
     adj[top] = 1.0;
     for (size_t k = edges_upto(st, top); k-- > 0;) {
-        double g = adj[e[k].node];
-        double share = g * e[k].d;
-        adj[e[k].arg] += g == 0.0 ? 0.0 : share;
+        double g = adj[l[k].node];
+        double share = g * d[k];
+        adj[l[k].arg] += g == 0.0 ? 0.0 : share;
     }
     st->nadj = (size_t)top + 1;
 }
@@ -613,8 +621,9 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
 /* ---- replay ---------------------------------------------------------------------- */
 
 /* The replay re-evaluates node after node in tape order, with a cursor e
- * into the edges (a node's operand ids are there: b at e[0], a at e[1] for
- * a binary op, a at e[0] for a unary one) and one c into the constants.  Each op has its own handler, which calls sop_eval with a
+ * into the edges (l into their ids: b at l[0], a at l[1] for a binary op,
+ * a at l[0] for a unary one; d into their partials, in step) and one c
+ * into the constants.  Each op has its own handler, which calls sop_eval with a
  * constant op (so it folds to that op's formula, still defined once,
  * above), loads only the operands the op has and stores only what can
  * change:
@@ -646,16 +655,17 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
 #define CASE(K) case K:
 #define NEXT break
 #endif
-#define X1_ (value[e[0].arg]) /* a unary op's operand */
-#define X2_ (value[e[1].arg]) /* a binary op's first operand */
-#define Y2_ (value[e[0].arg]) /* and its second */
+#define X1_ (value[l[0].arg]) /* a unary op's operand */
+#define X2_ (value[l[1].arg]) /* a binary op's first operand */
+#define Y2_ (value[l[0].arg]) /* and its second */
 #define C_ (*c)
 #define REPLAY_V(K, x, y, cc)                                                   \
     CASE(K) {                                                                   \
         double v_, da_, db_;                                                    \
         sop_eval(K, x, y, cc, &v_, &da_, &db_);                                 \
         value[i] = v_;                                                          \
-        e += sop_nargs(K);                                                      \
+        l += sop_nargs(K);                                                      \
+        d += sop_nargs(K);                                                      \
         c += sop_has_c(K);                                                      \
         NEXT;                                                                   \
     }
@@ -664,8 +674,9 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
         double v_, da_, db_;                                                    \
         sop_eval(K, X1_, 0.0, cc, &v_, &da_, &db_);                             \
         value[i] = v_;                                                          \
-        e[0].d = da_;                                                           \
-        e += 1;                                                                 \
+        d[0] = da_;                                                             \
+        l += 1;                                                                 \
+        d += 1;                                                                 \
         c += sop_has_c(K);                                                      \
         NEXT;                                                                   \
     }
@@ -674,9 +685,10 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
         double v_, da_, db_;                                                    \
         sop_eval(K, X2_, Y2_, 0.0, &v_, &da_, &db_);                            \
         value[i] = v_;                                                          \
-        e[1].d = da_;                                                       \
-        e[0].d = db_;                                                           \
-        e += 2;                                                                 \
+        d[1] = da_;                                                             \
+        d[0] = db_;                                                             \
+        l += 2;                                                                 \
+        d += 2;                                                                 \
         NEXT;                                                                   \
     }
 #define REPLAY_KINK_VA(K)                                                       \
@@ -684,9 +696,10 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
         double v_, da_, db_;                                                    \
         sop_eval(K, X1_, 0.0, 0.0, &v_, &da_, &db_);                            \
         value[i] = v_;                                                          \
-        switches += e[0].d != da_;                                              \
-        e[0].d = da_;                                                           \
-        e += 1;                                                                 \
+        switches += d[0] != da_;                                                \
+        d[0] = da_;                                                             \
+        l += 1;                                                                 \
+        d += 1;                                                                 \
         NEXT;                                                                   \
     }
 #define REPLAY_KINK_VAB(K)                                                      \
@@ -694,10 +707,11 @@ ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0
         double v_, da_, db_;                                                    \
         sop_eval(K, X2_, Y2_, 0.0, &v_, &da_, &db_);                            \
         value[i] = v_;                                                          \
-        switches += e[1].d != da_;                                          \
-        e[1].d = da_;                                                       \
-        e[0].d = db_;                                                           \
-        e += 2;                                                                 \
+        switches += d[1] != da_;                                                \
+        d[1] = da_;                                                             \
+        d[0] = db_;                                                             \
+        l += 2;                                                                 \
+        d += 2;                                                                 \
         NEXT;                                                                   \
     }
 
@@ -712,7 +726,8 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
             return ad__err(fn, "vars[%d] is not a live variable of this tape", j);
     if (!st) return 0;
     double *restrict value = st->value;
-    sop_edge *restrict e = st->e;
+    const sop_link *restrict l = st->link;
+    double *restrict d = st->d;
     const double *restrict c = st->c;
     uint8_t *restrict op = st->op;
     for (int j = 0; j < n; j++) value[vars[j].id] = values[j];
