@@ -57,6 +57,9 @@ static inline int sop_nargs(int op)
 {
     return op <= SOP_CONST ? 0 : op <= SOP_MIN ? 2 : 1;
 }
+_Static_assert(SOP_VAR == 0 && SOP_CONST == 1 && SOP_ADD == 2 && SOP_MIN == 8 &&
+                   SOP_ADD_C == 9 && SOP_SQUARE == SOP_COUNT - 1,
+               "sop_nargs and sop_has_c read the arity from the order of the op codes");
 
 /* Ids are 32 bits and below this, so a tape holds at most this many
  * nodes. */
