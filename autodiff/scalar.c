@@ -1,205 +1,66 @@
 /* autodiff/scalar.c - the scalar API (scalar.h).
  *
- * Each recorded double is one node of a structure-of-arrays tape that hangs
- * off the ad_tape (ad__scalar_slot).  Node i holds
+ * Each recorded double is one node of a tape that hangs off the ad_tape
+ * (ad__scalar_slot).  Node i has
  *
- *     value[i]        its value, computed when it is recorded
- *     a[i], b[i]      the ids of its operands (SOP_NONE where it has fewer)
- *     da[i], db[i]    the local partials d value[i] / d value[a[i]] and
- *                     d value[i] / d value[b[i]], also computed at record time
- *     op[i]           what it computes (SOP_*); with its constant (see
- *                     the constant, see below) enough to evaluate the node again from new
- *                     operand values (replay)
- *     adj[i]          its adjoint d y / d value[i] after a backward from y
+ *     value[i]     its value, computed when it is recorded
+ *     op[i]        what it computes (SOP_*)
+ *     its edges    one per operand, appended in recording order to two
+ *                  parallel arrays: link[k] = {arg, node = i} and d[k],
+ *                  the local partial d value[i] / d value[arg], also
+ *                  computed at record time; a binary op's second operand
+ *                  comes first (see the sweep).  Leaves have none.
+ *     a constant   for the ops with one (x + c, c / x, ...): appended to
+ *                  c[] in recording order
+ *     adj[i]       its adjoint d y / d value[i] after a backward from y
  *
  * Recording appends, so operands always have smaller ids than the nodes
- * that use them and the tape order is a topological order.  The reverse
- * sweep is then the chain rule in its plainest form:
+ * that use them, the tape order is a topological order and the edges are
+ * sorted by node.  The reverse sweep is then the chain rule in its plainest
+ * form, one multiply-add per edge, walked backwards:
  *
- *     adj[y] = 1;  for i = y down to 0:  adj[a[i]] += adj[i] da[i]
- *                                        adj[b[i]] += adj[i] db[i]
+ *     adj[y] = 1;  for each edge k from the last of y down to 0:
+ *                      adj[link[k].arg] += adj[link[k].node] d[k]
  *
- * which visits each node after every node that consumed it, so adj[i] is
- * complete (summed over all uses) when node i passes it on.
+ * which reaches a node's edges after every edge of every node that
+ * consumed it, so adj[node] is complete (summed over all uses) when its
+ * edges pass it on.
  *
  * Speed is the point of this API (it competes with operator-overloading
  * tools such as ADOL-C), so recording one op is a few checks on predictable
- * branches and six array stores, and the sweep has no per-op dispatch: the
- * partials were computed at record time, which needs the operand values then
- * anyway.  Arrays grow by doubling and a reset keeps them, so a loop that
- * records the same computation every step allocates only at first.
+ * branches and a store per array it touches, and the sweep has no per-op
+ * dispatch: the partials were computed at record time, which needs the
+ * operand values then anyway.  Arrays grow by doubling and a reset keeps
+ * them, so a loop that records the same computation every step allocates
+ * only at first.
  *
- * The constant of a node is not a seventh array.  Only three kinds of node
- * have one: variables and constants, whose constant is their value, and
- * the ops with a constant operand (x + c, c / x, ...), which have one
- * operand, so their db is free and holds c (b is SOP_NONE and the sweep
- * sends whatever db holds to a dump slot).  A seventh stream of stores
- * carrying no information measured 20-35% slower recording on large tapes
- * (the extended Rosenbrock function, n = 10^6).
+ * Why edges and not a node record with two operand slots (the layout
+ * before): a unary op or a leaf then carried an absent operand that the
+ * sweep had to send somewhere (dump slots, selected without a branch, since
+ * which nodes are unary follows the program), and the sweep worked per
+ * node, so one node's arithmetic waited on the node before it.  Per edge,
+ * every iteration is the same few instructions, only true data
+ * dependencies (an edge into a node whose adjoint is still being summed)
+ * serialise them, and there is nothing to dump.  On the extended
+ * Rosenbrock function the sweep took 35 % less time and a node's bytes
+ * went from 33 (plus 8 of adjoint) to 9 plus 16 per operand and 8 per
+ * constant.  The partials are an array of their own, not a field beside
+ * the ids: the replay rewrites partials but never ids, so the ids' cache
+ * lines stay clean and only the partials' are written back to memory.
  */
-#include <stdint.h>
-
-#include "formulas.h"
-#include "internal.h"
-
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define HOT static inline __attribute__((always_inline))
-#define COLD __attribute__((noinline, cold))
-
-/* ---- op codes ------------------------------------------------------------------
- * What node i computes from x = value[a[i]], y = value[b[i]] and its
- * constant c (sop_eval below is the one definition of each). */
-enum {
-    SOP_VAR,     /* independent variable: c (the replay supplies new ones) */
-    SOP_CONST,   /* constant: c */
-    SOP_ADD,     /* x + y */
-    SOP_SUB,     /* x - y */
-    SOP_MUL,     /* x y */
-    SOP_DIV,     /* x / y */
-    SOP_POW,     /* x^y */
-    SOP_MAX,     /* max(x, y) */
-    SOP_MIN,     /* min(x, y) */
-    SOP_ADD_C,   /* x + c (also x - c, recorded as x + (-c), which is exact) */
-    SOP_MUL_C,   /* x c */
-    SOP_CSUB,    /* c - x */
-    SOP_DIV_C,   /* x / c (not x (1/c), which rounds differently) */
-    SOP_CDIV,    /* c / x */
-    SOP_POW_C,   /* x^c */
-    SOP_NEG,     /* -x */
-    SOP_EXP,     /* e^x */
-    SOP_LOG,     /* ln x */
-    SOP_SQRT,    /* sqrt x */
-    SOP_SIN,     /* sin x */
-    SOP_COS,     /* cos x */
-    SOP_TAN,     /* tan x */
-    SOP_TANH,    /* tanh x */
-    SOP_SIGMOID, /* 1 / (1 + e^-x) */
-    SOP_RELU,    /* max(x, 0) */
-    SOP_ABS,     /* |x| */
-    SOP_SQUARE,  /* x^2 */
-    SOP_COUNT
-};
-
-/* Ops with a constant operand, which keep it in db. */
-static inline bool sop_has_c(int op) { return op >= SOP_ADD_C && op <= SOP_POW_C; }
-
-/* The operand id of an absent operand (a leaf's a and b, a unary op's b).
- * Ids are below it, so a tape holds at most SOP_NONE nodes. */
-#define SOP_NONE UINT32_MAX
-
-/* Dump slots in front of the adjoints, where the sweep adds the (unused)
- * contributions of absent operands without a branch.  Several, used in
- * turn (node i uses slot i % SOP_NDUMP), because one slot would chain
- * every such add to the previous one through memory, which measured
- * slower than the whole rest of the sweep on unary-heavy tapes. */
-#define SOP_NDUMP 8
-
-struct ad_scalar_tape {
-    double *value, *da, *db;
-    double *adj_mem; /* SOP_NDUMP dump slots, then adj[0..cap) */
-    uint32_t *a, *b;
-    uint8_t *op;
-    size_t n;      /* nodes recorded since the last reset */
-    size_t cap;    /* nodes the arrays hold */
-    size_t nadj;   /* adjoints of ids < nadj are from the last backward */
-    size_t allocs; /* system allocations made so far (for tests) */
-    uint32_t gen;  /* handles made since the last reset carry it */
-};
-
-/* ---- evaluation: one definition of every op ------------------------------------------
- * Value and local partials of an op at x, y (operand values) and c.  Every
- * recording function calls it with a constant op, so after inlining the
- * switch folds away; so does each case of the replay, which calls it with
- * the new operand values and the node's constant.  For ops with a constant, *db is
- * set to c, which keeps the constant where the replay finds it.  Kinks
- * follow the tensor API (ops_pointwise.h). */
-HOT void sop_eval(int op, double x, double y, double c, double *v, double *da, double *db)
-{
-    double r;
-    *da = 0.0;
-    *db = sop_has_c(op) ? c : 0.0;
-    switch (op) {
-    case SOP_VAR:
-    case SOP_CONST: *v = c; return;
-    case SOP_ADD: *v = x + y; *da = 1.0; *db = 1.0; return;
-    case SOP_SUB: *v = x - y; *da = 1.0; *db = -1.0; return;
-    case SOP_MUL: *v = x * y; *da = y; *db = x; return;
-    case SOP_DIV:
-        /* d(x/y)/dy = -x/y^2 = -(x/y)/y, which does not overflow y^2. */
-        r = x / y;
-        *v = r; *da = 1.0 / y; *db = -r / y;
-        return;
-    case SOP_POW: /* the conventions at x = 0 and y = 0: formulas.h */
-        r = pow(x, y);
-        *v = r;
-        *da = ad__pow_dx(x, y);
-        *db = ad__pow_dy(x, r);
-        return;
-    case SOP_MAX:
-    case SOP_MIN:
-        /* The larger (smaller) operand gets the whole gradient; on a tie
-         * each gets half, the average of the one-sided choices, as the
-         * tensor API's maximum/minimum.  NaN propagates. */
-        if (op == SOP_MAX ? x > y : x < y) { *v = x; *da = 1.0; return; }
-        if (op == SOP_MAX ? y > x : y < x) { *v = y; *db = 1.0; return; }
-        *v = x == y ? x : x + y; /* a tie, or a NaN (x + y is then NaN) */
-        *da = 0.5; *db = 0.5;
-        return;
-    case SOP_ADD_C: *v = x + c; *da = 1.0; return;
-    case SOP_MUL_C: *v = x * c; *da = c; return;
-    case SOP_CSUB: *v = c - x; *da = -1.0; return;
-    case SOP_DIV_C: *v = x / c; *da = 1.0 / c; return;
-    case SOP_CDIV: r = c / x; *v = r; *da = -r / x; return; /* -c/x^2 */
-    case SOP_POW_C:
-        /* As SOP_POW with y = c. */
-        *v = pow(x, c);
-        *da = ad__pow_dx(x, c);
-        return;
-    case SOP_NEG: *v = -x; *da = -1.0; return;
-    case SOP_EXP: r = exp(x); *v = r; *da = r; return;
-    case SOP_LOG: *v = log(x); *da = 1.0 / x; return;
-    case SOP_SQRT: r = sqrt(x); *v = r; *da = 0.5 / r; return; /* inf at 0 */
-    case SOP_SIN: *v = sin(x); *da = cos(x); return;
-    case SOP_COS: *v = cos(x); *da = -sin(x); return;
-    case SOP_TAN: r = tan(x); *v = r; *da = 1.0 + r * r; return; /* sec^2 */
-    case SOP_TANH: r = tanh(x); *v = r; *da = 1.0 - r * r; return;
-    case SOP_SIGMOID: *v = ad__sigmoid_d(x, da); return; /* overflow-free: formulas.h */
-    case SOP_RELU:
-        /* relu'(0) = 0: the subgradient PyTorch picks.  NaN propagates. */
-        *v = x > 0.0 ? x : (isnan(x) ? x : 0.0);
-        *da = x > 0.0 ? 1.0 : 0.0;
-        return;
-    case SOP_ABS:
-        /* sign(x), with abs'(0) = 0. */
-        *v = fabs(x);
-        *da = x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0);
-        return;
-    case SOP_SQUARE: *v = x * x; *da = 2.0 * x; return;
-    default: *v = NAN; return;
-    }
-}
-
-/* The constant of node i, what sop_eval needs besides the operand values,
- * is kept where it costs no extra array: a variable's or constant's value is
- * value[i] itself, and the constant operand of the SOP_*_C ops is db[i]
- * (they have one operand, so db is free).  The replay reads it there. */
+#include "scalar_impl.h"
 
 /* ---- storage ------------------------------------------------------------------ */
 
-static struct ad_scalar_tape *get(const ad_tape *tape)
-{
-    return *ad__scalar_slot((ad_tape *)tape);
-}
-
 /* Where each array starts within its allocation.  Large arrays get their
  * own mmap'd blocks, which all begin at the same offset in a page, so
- * value[i], da[i], db[i] and adj[i] would share their low 12 address bits:
+ * value[i], adj[i] and the edges would share their low 12 address bits:
  * the CPU then takes the load of a just-recorded value for one that may
  * depend on the stores to the other arrays at the same index (4K
  * aliasing), and recording ran 2-3 times slower on tapes of 10^7 nodes.
  * Distinct offsets modulo 4096, in whole cache lines, avoid it. */
 enum { STAGGER = 9 * 64 };
-enum { ARR_VALUE, ARR_DA, ARR_DB, ARR_ADJ, ARR_A, ARR_B, ARR_OP };
+enum { ARR_VALUE, ARR_LINK, ARR_D, ARR_CONST, ARR_ADJ, ARR_OP };
 
 /* Resizes an array that starts `k * STAGGER` bytes into its block (p is
  * NULL or such a start) to hold `bytes`, keeping its contents.  NULL when
@@ -225,15 +86,20 @@ static uint32_t new_gen(void)
     return g ? g : 1;
 }
 
-/* Grows every array to hold at least `need` nodes (doubling, from 1024).
+/* Grows every array to hold at least `need` nodes (doubling, from 1024):
+ * 2 need edges (a node has at most two) and need constants, so recording
+ * checks one capacity.  Pages never written are never touched, so the
+ * room for edges and constants a program does not use costs address space,
+ * not memory.
  * Each array is resized on its own; when one fails, those already resized
  * are simply larger than cap, and the tape stays consistent. */
 static int reserve(const char *fn, ad_tape *tape, size_t need)
 {
     struct ad_scalar_tape **slot = ad__scalar_slot(tape), *st = *slot;
     /* Checked first, so an impossible request allocates nothing. */
-    if (need > (size_t)SOP_NONE)
-        return ad__err(fn, "scalar tape is full (%lu nodes at most)", (unsigned long)SOP_NONE);
+    if (need > (size_t)SOP_MAX_NODES)
+        return ad__err(fn, "scalar tape is full (%lu nodes at most)",
+                       (unsigned long)SOP_MAX_NODES);
     if (!st) {
         st = ad__calloc(1, sizeof *st);
         if (!st) return ad__err(fn, "out of memory recording a scalar");
@@ -243,24 +109,23 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
     }
     if (need <= st->cap) return 0;
     size_t cap = st->cap ? st->cap : 1024;
-    while (cap < need) cap = cap > (size_t)SOP_NONE / 2 ? (size_t)SOP_NONE : cap * 2;
-    if (cap > (SIZE_MAX - 8 * STAGGER) / sizeof(double) - SOP_NDUMP)
+    while (cap < need) cap = cap > (size_t)SOP_MAX_NODES / 2 ? (size_t)SOP_MAX_NODES : cap * 2;
+    if (cap > (SIZE_MAX - 8 * STAGGER) / (2 * sizeof(double)))
         return ad__err(fn, "out of memory recording a scalar");
 
-#define GROW(field, count, k)                                                       \
-    do {                                                                            \
-        void *p_ = grow_array(st->field, (count) * sizeof *st->field, k);           \
-        if (!p_) return ad__err(fn, "out of memory recording a scalar");            \
-        st->field = p_;                                                             \
-        st->allocs++;                                                               \
+#define GROW(field, count, k)                                                   \
+    do {                                                                        \
+        void *p_ = grow_array(st->field, (count) * sizeof *st->field, k);       \
+        if (!p_) return ad__err(fn, "out of memory recording a scalar");        \
+        st->field = p_;                                                         \
+        st->allocs++;                                                           \
     } while (0)
     GROW(value, cap, ARR_VALUE);
-    GROW(da, cap, ARR_DA);
-    GROW(db, cap, ARR_DB);
-    GROW(adj_mem, cap + SOP_NDUMP, ARR_ADJ);
-    GROW(a, cap, ARR_A);
-    GROW(b, cap, ARR_B);
-    GROW(op, cap, ARR_OP);
+    GROW(link, 2 * cap, ARR_LINK);
+    GROW(d, 2 * cap, ARR_D);
+    GROW(c, cap, ARR_CONST);
+    GROW(adj, cap, ARR_ADJ);
+    GROW(op, cap + 1, ARR_OP); /* + the replay's end mark */
 #undef GROW
     st->cap = cap;
     return 0;
@@ -270,7 +135,7 @@ void ad__scalar_reset(ad_tape *tape)
 {
     struct ad_scalar_tape *st = get(tape);
     if (!st) return;
-    st->n = 0;
+    st->n = st->ne = st->nc = 0;
     st->nadj = 0;
     st->gen = new_gen();
 }
@@ -280,11 +145,10 @@ void ad__scalar_free(ad_tape *tape)
     struct ad_scalar_tape **slot = ad__scalar_slot(tape), *st = *slot;
     if (!st) return;
     free_array(st->value, ARR_VALUE);
-    free_array(st->da, ARR_DA);
-    free_array(st->db, ARR_DB);
-    free_array(st->adj_mem, ARR_ADJ);
-    free_array(st->a, ARR_A);
-    free_array(st->b, ARR_B);
+    free_array(st->link, ARR_LINK);
+    free_array(st->d, ARR_D);
+    free_array(st->c, ARR_CONST);
+    free_array(st->adj, ARR_ADJ);
     free_array(st->op, ARR_OP);
     ad__free(st);
     *slot = NULL;
@@ -293,15 +157,6 @@ void ad__scalar_free(ad_tape *tape)
 /* ---- handles ------------------------------------------------------------------- */
 
 static const ad_scalar INVALID = {NULL, 0, 0};
-
-/* A handle is live when its tape's scalar state is of the same generation
- * (a fresh stamp at every reset, from the process-wide counter, so a handle
- * kept across a reset never passes for the node recorded at its id since)
- * and its id was recorded. */
-static bool live(const struct ad_scalar_tape *st, ad_scalar s)
-{
-    return st && s.gen == st->gen && s.id < st->n;
-}
 
 /* Why handle s cannot be used (a message is set), for the slow paths.  An
  * invalid handle comes from a failed call whose message says what went
@@ -340,22 +195,32 @@ COLD static int grow1(const char *fn, ad_tape *tape, struct ad_scalar_tape *st)
     return reserve(fn, tape, st->n + 1);
 }
 
-/* Appends a node computing op from operands ia, ib (ids, or SOP_NONE)
- * whose values are x, y, and constant c: evaluates it and stores value,
- * partials (db holding c for ops with a constant), operands and op. */
+/* Appends a node computing op from operands ia, ib (ids, unused where the
+ * op has fewer) whose values are x, y, and constant c: evaluates it and
+ * stores value and op, an edge per operand (b's first) and the constant.
+ * Everything that depends on op folds away once inlined. */
 HOT ad_scalar push(const char *fn, ad_tape *tape, struct ad_scalar_tape *st, int op,
                    uint32_t ia, double x, uint32_t ib, double y, double c)
 {
     if (UNLIKELY(st->n == st->cap) && grow1(fn, tape, st)) return INVALID;
-    size_t i = st->n;
+    size_t i = st->n, k = st->ne;
     double v, da, db;
     sop_eval(op, x, y, c, &v, &da, &db);
     st->value[i] = v;
-    st->da[i] = da;
-    st->db[i] = db;
-    st->a[i] = ia;
-    st->b[i] = ib;
     st->op[i] = (uint8_t)op;
+    sop_link *l = st->link + k;
+    double *d = st->d + k;
+    if (sop_nargs(op) == 2) {
+        l[0] = (sop_link){ib, (uint32_t)i};
+        l[1] = (sop_link){ia, (uint32_t)i};
+        d[0] = db;
+        d[1] = da;
+    } else if (sop_nargs(op) == 1) {
+        l[0] = (sop_link){ia, (uint32_t)i};
+        d[0] = da;
+    }
+    st->ne = k + (size_t)sop_nargs(op);
+    if (sop_has_c(op)) st->c[st->nc++] = c;
     st->n = i + 1;
     return (ad_scalar){tape, (uint32_t)i, st->gen};
 }
@@ -364,7 +229,7 @@ HOT ad_scalar rec1(const char *fn, int op, ad_scalar x, double c)
 {
     struct ad_scalar_tape *st;
     if (UNLIKELY(!x.tape) || UNLIKELY(!live(st = get(x.tape), x))) return bad1(fn, x);
-    return push(fn, x.tape, st, op, x.id, st->value[x.id], SOP_NONE, 0.0, c);
+    return push(fn, x.tape, st, op, x.id, st->value[x.id], 0, 0.0, c);
 }
 
 HOT ad_scalar rec2(const char *fn, int op, ad_scalar x, ad_scalar y)
@@ -384,7 +249,7 @@ HOT ad_scalar leaf(const char *fn, ad_tape *tape, int op, double value)
         if (reserve(fn, tape, 1)) return INVALID;
         st = get(tape);
     }
-    return push(fn, tape, st, op, SOP_NONE, 0.0, SOP_NONE, 0.0, value);
+    return push(fn, tape, st, op, 0, 0.0, 0, 0.0, value);
 }
 
 /* ---- public ----------------------------------------------------------------------- */
@@ -420,10 +285,14 @@ double ad_scalar_value(ad_scalar s)
 
 /* d y / d node id from the last sweep (which computes it for constants too,
  * but no gradient flows into a constant as far as callers see). */
+static inline double grad_at(const uint8_t *op, const double *adj, size_t nadj, uint32_t id)
+{
+    return id >= nadj || op[id] == SOP_CONST ? 0.0 : adj[id];
+}
+
 static double grad_of(const struct ad_scalar_tape *st, uint32_t id)
 {
-    if (id >= st->nadj || st->op[id] == SOP_CONST) return 0.0;
-    return st->adj_mem[SOP_NDUMP + id];
+    return grad_at(st->op, st->adj, st->nadj, id);
 }
 
 double ad_scalar_grad(ad_scalar s)
@@ -470,50 +339,46 @@ static int check_y(const char *fn, ad_scalar y, struct ad_scalar_tape **st)
     return 0;
 }
 
-/* The reverse sweep from node top.  adj[i] is complete when i is reached
- * (every consumer has a larger id), so it is passed on once:
- * adj[a] += adj[i] da, adj[b] += adj[i] db.  An absent operand (SOP_NONE)
- * is sent to dump slot i % SOP_NDUMP by a select rather than a branch:
- * which nodes are unary follows the program, not a pattern a branch
- * predictor learns (a branch on b measured twice as slow on a random
- * mix of ops; one shared dump slot, 1.6 times as slow on Rosenbrock).
+/* Edges of the nodes 0..top: all of them for the last node, else the
+ * first edge of a later node, found by bisection (edges are sorted by
+ * node). */
+static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
+{
+    if ((size_t)top + 1 == st->n) return st->ne;
+    size_t lo = 0, hi = st->ne;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (st->link[mid].node <= top) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The reverse sweep from node top: every edge of the nodes up to top, last
+ * first.  A node's adjoint is complete when its edges are reached (every
+ * consumer has a larger id, so its edges come later), and each edge adds
+ * its share into its operand's adjoint.  A binary node's edges were stored
+ * b first, so its a edge adds first: adjoints sum their contributions in
+ * the order the node-by-node sweep before this one did, and gradients kept
+ * their bits.
  *
- * Nodes whose adjoint is exactly 0 (those y does not depend on, or reached
- * only through zero partials) are skipped: besides saving work this keeps
+ * An edge out of a node whose adjoint is exactly 0 (one y does not depend
+ * on, or reached only through zero partials) adds 0, not 0 * d: that keeps
  * an infinite partial of such a node (sqrt at 0, say) from adding
- * 0 * inf = NaN into its operands' adjoints. */
+ * 0 * inf = NaN into its operands' adjoints.  It is a select, not a
+ * branch; adding +0 leaves every adjoint's bits as they are (an adjoint
+ * starts at +0 and never becomes -0, since +0 + -0 = +0). */
 static void sweep(struct ad_scalar_tape *st, uint32_t top)
 {
-    double *restrict mem = st->adj_mem;
-    double *restrict adj = mem + SOP_NDUMP;
-    const uint32_t *restrict a = st->a, *restrict b = st->b;
-    const double *restrict da = st->da, *restrict db = st->db;
-    memset(mem, 0, (SOP_NDUMP + (size_t)top + 1) * sizeof *mem);
+    double *restrict adj = st->adj;
+    const sop_link *restrict l = st->link;
+    const double *restrict d = st->d;
+    memset(adj, 0, ((size_t)top + 1) * sizeof *adj);
     adj[top] = 1.0;
-    /* What node i sends to node i - 1 (its operand a, b, or both) is kept
-     * in registers (carry_a, carry_b) instead of being added into adj[i - 1]
-     * in memory: the next iteration would load that adjoint right after the
-     * store, and the store-to-load forwarding plus the add made one long
-     * chain through memory from node to node; recorded code mostly consumes
-     * the value just before it (x^2 then 100 x^2 ...), so this chain was
-     * the sweep's critical path.  The sums are formed in the same order as
-     * before ((adj + a's part) + b's part), so results are bit-identical. */
-    double carry_a = 0.0, carry_b = 0.0;
-    for (size_t i = (size_t)top + 1; i-- > 0;) {
-        double g = (adj[i] + carry_a) + carry_b;
-        adj[i] = g;
-        carry_a = carry_b = 0.0;
-        if (g == 0.0) continue;
-        uint32_t ia = a[i], ib = b[i], prev = (uint32_t)(i - 1);
-        double ca = g * da[i], cb = g * db[i];
-        /* Indices into mem: operand j is at SOP_NDUMP + j; an absent
-         * operand or the previous node goes to a dump slot. */
-        size_t ka = ia == SOP_NONE || ia == prev ? i % SOP_NDUMP : SOP_NDUMP + (size_t)ia;
-        size_t kb = ib == SOP_NONE || ib == prev ? i % SOP_NDUMP : SOP_NDUMP + (size_t)ib;
-        carry_a = ia == prev ? ca : 0.0;
-        carry_b = ib == prev ? cb : 0.0;
-        mem[ka] += ca;
-        mem[kb] += cb;
+    for (size_t k = edges_upto(st, top); k-- > 0;) {
+        double g = adj[l[k].node];
+        double share = g * d[k];
+        adj[l[k].arg] += g == 0.0 ? 0.0 : share;
     }
     st->nadj = (size_t)top + 1;
 }
@@ -544,8 +409,13 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
             return ad__err(fn, "xs[%d] is stale (recorded before ad_tape_reset)", k);
     }
     sweep(st, y.id);
+    /* The tape's fields in locals: grad might alias them for all the
+     * compiler knows, and would make it load them again per store. */
+    const uint8_t *op = st->op;
+    const double *adj = st->adj;
+    size_t nadj = st->nadj;
     for (int k = 0; k < n; k++)
-        grad[k] = grad_of(st, xs[k].id);
+        grad[k] = grad_at(op, adj, nadj, xs[k].id);
     return 0;
 }
 
@@ -580,105 +450,3 @@ ad_scalar ad_srelu(ad_scalar x) { return rec1("ad_srelu", SOP_RELU, x, 0.0); }
 ad_scalar ad_sabs(ad_scalar x) { return rec1("ad_sabs", SOP_ABS, x, 0.0); }
 ad_scalar ad_ssquare(ad_scalar x) { return rec1("ad_ssquare", SOP_SQUARE, x, 0.0); }
 
-/* ---- replay ---------------------------------------------------------------------- */
-
-/* The replay re-evaluates node after node in tape order.  It is one switch
- * with a case per op, each calling sop_eval with a constant op (so it folds
- * to that op's formula, still defined once, above), loading only the
- * operands the op has and storing only what can change:
- *
- *   REPLAY_V    ops whose partials are constants (x + y, c - x, x c ...):
- *               the partials recorded are still right; only the value
- *   REPLAY_VA   one operand: the value and da
- *   REPLAY_VAB  two operands: the value, da and db
- *
- * A generic loop (test whether a and b exist, fetch the constant, dispatch
- * inside sop_eval, store all three) ran at about half this speed on the
- * extended Rosenbrock function.  For ops with a constant, db holds it
- * (see "The constant of node i"), and sop_eval stores it back unchanged. */
-#define X_ (value[a[i]])
-#define Y_ (value[b[i]])
-#define REPLAY_V(K, x, y, c)                                                    \
-    case K: {                                                                   \
-        double v_, da_, db_;                                                    \
-        sop_eval(K, x, y, c, &v_, &da_, &db_);                                  \
-        value[i] = v_;                                                          \
-        break;                                                                  \
-    }
-#define REPLAY_VA(K, c)                                                         \
-    case K: {                                                                   \
-        double v_, da_, db_;                                                    \
-        sop_eval(K, X_, 0.0, c, &v_, &da_, &db_);                               \
-        value[i] = v_;                                                          \
-        da[i] = da_;                                                            \
-        break;                                                                  \
-    }
-#define REPLAY_VAB(K)                                                           \
-    case K: sop_eval(K, X_, Y_, 0.0, &value[i], &da[i], &db[i]); break;
-
-/* Ops whose partials jump (max, min, relu, abs): a changed partial means
- * the other branch was taken; counted for the caller. */
-#define REPLAY_KINK(K, CASE)                                                    \
-    case K: {                                                                   \
-        double old_ = da[i];                                                    \
-        switch (K) { CASE }                                                     \
-        switches += da[i] != old_;                                              \
-        break;                                                                  \
-    }
-
-int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values)
-{
-    static const char *fn = "ad_scalar_replay";
-    if (!tape) return ad__err(fn, "tape is NULL");
-    struct ad_scalar_tape *st = get(tape);
-    if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
-    for (int k = 0; k < n; k++)
-        if (vars[k].tape != tape || !live(st, vars[k]) || st->op[vars[k].id] != SOP_VAR)
-            return ad__err(fn, "vars[%d] is not a live variable of this tape", k);
-    if (!st) return 0;
-    double *restrict value = st->value, *restrict da = st->da, *restrict db = st->db;
-    const uint32_t *restrict a = st->a, *restrict b = st->b;
-    const uint8_t *restrict op = st->op;
-    for (int k = 0; k < n; k++) value[vars[k].id] = values[k];
-    int switches = 0;
-    for (size_t i = 0, end = st->n; i < end; i++) {
-        switch (op[i]) {
-        case SOP_VAR:
-        case SOP_CONST: break;
-        REPLAY_V(SOP_ADD, X_, Y_, 0.0)
-        REPLAY_V(SOP_SUB, X_, Y_, 0.0)
-        REPLAY_VAB(SOP_MUL)
-        REPLAY_VAB(SOP_DIV)
-        REPLAY_VAB(SOP_POW)
-        REPLAY_KINK(SOP_MAX, REPLAY_VAB(SOP_MAX))
-        REPLAY_KINK(SOP_MIN, REPLAY_VAB(SOP_MIN))
-        REPLAY_V(SOP_ADD_C, X_, 0.0, db[i])
-        REPLAY_V(SOP_MUL_C, X_, 0.0, db[i])
-        REPLAY_V(SOP_CSUB, X_, 0.0, db[i])
-        REPLAY_V(SOP_DIV_C, X_, 0.0, db[i])
-        REPLAY_VA(SOP_CDIV, db[i])
-        REPLAY_VA(SOP_POW_C, db[i])
-        REPLAY_V(SOP_NEG, X_, 0.0, 0.0)
-        REPLAY_VA(SOP_EXP, 0.0)
-        REPLAY_VA(SOP_LOG, 0.0)
-        REPLAY_VA(SOP_SQRT, 0.0)
-        REPLAY_VA(SOP_SIN, 0.0)
-        REPLAY_VA(SOP_COS, 0.0)
-        REPLAY_VA(SOP_TAN, 0.0)
-        REPLAY_VA(SOP_TANH, 0.0)
-        REPLAY_VA(SOP_SIGMOID, 0.0)
-        REPLAY_KINK(SOP_RELU, REPLAY_VA(SOP_RELU, 0.0))
-        REPLAY_KINK(SOP_ABS, REPLAY_VA(SOP_ABS, 0.0))
-        REPLAY_VA(SOP_SQUARE, 0.0)
-        default: break; /* unreachable: every op has a case */
-        }
-    }
-    st->nadj = 0; /* the adjoints belonged to the old point */
-    return switches;
-}
-#undef X_
-#undef Y_
-#undef REPLAY_V
-#undef REPLAY_VA
-#undef REPLAY_VAB
-#undef REPLAY_KINK

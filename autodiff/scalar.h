@@ -36,9 +36,11 @@
  * turns an infinite partial (sqrt at 0) into NaN gradients: IEEE
  * 0 * inf = NaN is not formed there.
  *
- * Cost.  One node is a value, two operand ids, two partials and an op code
- * (33 bytes, and 8 more for its adjoint); recording one op is a few predictable checks and stores, and
- * the reverse sweep is one multiply-add per operand with no dispatch.
+ * Cost.  One node is a value and an op code (9 bytes), 16 more per operand
+ * (its id, the node's id and the local partial), 8 for a constant operand
+ * and 8 for its adjoint; recording one op is a few predictable checks and
+ * stores, and the reverse sweep is one multiply-add per operand with no
+ * dispatch.
  */
 #ifndef AUTODIFF_SCALAR_H
 #define AUTODIFF_SCALAR_H

@@ -2,14 +2,16 @@
  *
  *   f(x) = sum_{i < n/2} 100 (x_{2i+1} - x_{2i}^2)^2 + (1 - x_{2i})^2
  *
- *   rosenbrock autodiff|analytic MIN_TIME N...
+ *   rosenbrock autodiff|replay|analytic MIN_TIME N...
  *
  * "autodiff" records f with the scalar API (scalar.h) and runs the reverse
  * sweep, timing the two phases apart: record (tape reset, n variables, the
  * 8 ops per pair) and backward (ad_scalar_gradient: the sweep plus copying
  * the n gradients out), and their sum; then the replayed gradient: the
  * recorded tape re-evaluated at a new point (ad_scalar_replay) and swept
- * again, without recording anything (ADOL-C's gradient()).  "analytic" is the hand-written
+ * again, without recording anything (ADOL-C's gradient()).  "replay" records
+ * once and times only the replayed gradient, for a profiler (perf record
+ * sees nothing of the recording but its one run).  "analytic" is the hand-written
  * gradient, the floor any tool is measured against.  bench/rosenbrock_adolc.cpp
  * is the ADOL-C peer, with the same function, point and operation count.
  *
@@ -111,12 +113,12 @@ static int check(const run *r, const double *x)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s autodiff|analytic MIN_TIME N...\n", argv[0]);
+        fprintf(stderr, "usage: %s autodiff|replay|analytic MIN_TIME N...\n", argv[0]);
         return 2;
     }
     const char *impl = argv[1];
     double min_time = atof(argv[2]);
-    bool ad = strcmp(impl, "autodiff") == 0;
+    bool ad = strcmp(impl, "autodiff") == 0, replay_only = strcmp(impl, "replay") == 0;
     for (int arg = 3; arg < argc; arg++) {
         run r = {.n = atol(argv[arg])};
         r.x = malloc((size_t)r.n * sizeof *r.x);
@@ -129,7 +131,15 @@ int main(int argc, char **argv)
             r.x2[i] = start_point(i + 3);
         }
         double ops = 5.0 * (double)r.n + 1, per = 1e9 / ops;
-        if (ad) {
+        if (replay_only) {
+            r.tape = ad_tape_new();
+            step_record(&r);
+            double rep = bench_time(step_replay, &r, min_time);
+            if (check(&r, r.x2)) return 1;
+            bench_json("bench s impl s phase s n i ops i seconds d ns_per_op d", "rosenbrock",
+                       "autodiff", "replay gradient", r.n, (long)ops, rep, rep * per);
+            ad_tape_free(r.tape);
+        } else if (ad) {
             r.tape = ad_tape_new();
             /* Recording the same function after a reset reuses the tape's
              * arrays (bench_time's warm-up call grows them), as a user's

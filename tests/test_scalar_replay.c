@@ -98,8 +98,9 @@ static ad_scalar every_op(ad_tape *t, ad_scalar *v, const double *p)
 START_TEST(replay_every_op_matches_fresh_recording)
 {
     /* (x, y) moves to points where max, min, relu and abs take the other
-     * branch too, and back. */
-    const double points[][2] = {{1.3, 0.7}, {0.6, 1.1}, {2.2, 0.4}, {0.9, 1.9}};
+     * branch too, to their ties (x = y), and back. */
+    const double points[][2] = {{1.3, 0.7}, {0.6, 1.1}, {2.2, 0.4}, {0.9, 1.9},
+                                {1.0, 1.0}, {1.3, 0.7}};
     ad_tape *t = ad_tape_new(), *u = ad_tape_new();
     ad_scalar v[2], w[2];
     ad_scalar f = every_op(t, v, points[0]);
@@ -119,6 +120,170 @@ START_TEST(replay_every_op_matches_fresh_recording)
 }
 END_TEST
 
+/* Backward from inner nodes of a replayed tape (the sweep then starts in
+ * the middle of the edges): the same bits as from a fresh recording. */
+START_TEST(replay_backward_from_inner_nodes)
+{
+    const double p0[2] = {1.3, 0.7}, p1[2] = {0.6, 1.1};
+    ad_tape *t = ad_tape_new(), *u = ad_tape_new();
+    ad_scalar v[2], w[2];
+    ad_scalar f = every_op(t, v, p0);
+    ck_assert_int_ge(ad_scalar_replay(t, 2, v, p1), 0);
+    every_op(u, w, p1);
+    size_t count = ad_scalar_count(t);
+    ck_assert_uint_eq(count, ad_scalar_count(u));
+    /* From the last node first, then from inner nodes downwards, so that
+     * adjoints of later nodes are left over from the sweep before and any
+     * sweep that went past its start would use them.  Handles of inner
+     * nodes are made from their ids (ids follow recording order). */
+    ck_assert_int_eq(ad_scalar_backward(f), 0);
+    for (long id = (long)count - 2; id >= 2; id -= 7) {
+        ad_scalar a = {t, (uint32_t)id, v[0].gen}, b = {u, (uint32_t)id, w[0].gen};
+        ck_assert(ad_scalar_ok(a) && ad_scalar_ok(b));
+        ck_assert_int_eq(ad_scalar_backward(a), 0);
+        ck_assert_int_eq(ad_scalar_backward(b), 0);
+        ck_assert_close(ad_scalar_value(a), ad_scalar_value(b), 0);
+        ck_assert_close(ad_scalar_grad(v[0]), ad_scalar_grad(w[0]), 0);
+        ck_assert_close(ad_scalar_grad(v[1]), ad_scalar_grad(w[1]), 0);
+        /* Nodes recorded after the one differentiated get no gradient. */
+        ad_scalar later = {t, (uint32_t)(count - 1), v[0].gen};
+        ck_assert(ad_scalar_grad(later) == 0.0);
+    }
+    ad_tape_free(t);
+    ad_tape_free(u);
+}
+END_TEST
+
+/* Recording goes on after a replay, and the next replay evaluates the new
+ * nodes too. */
+START_TEST(record_after_replay)
+{
+    const double p0[2] = {1.3, 0.7}, p1[2] = {0.6, 1.1}, p2[2] = {2.2, 0.4};
+    ad_tape *t = ad_tape_new(), *u = ad_tape_new();
+    ad_scalar v[2], w[2];
+    ad_scalar f = every_op(t, v, p0);
+    ck_assert_int_ge(ad_scalar_replay(t, 2, v, p1), 0);
+    ad_scalar g = ad_sadd(ad_smul(f, ad_ssin(v[0])), ad_sdiv_c(ad_sexp(v[1]), 3.0));
+    ad_scalar gf = every_op(u, w, p1); /* one statement each: w is set first */
+    gf = ad_sadd(ad_smul(gf, ad_ssin(w[0])), ad_sdiv_c(ad_sexp(w[1]), 3.0));
+    double gr[2], want[2];
+    ck_assert_int_eq(ad_scalar_gradient(g, 2, v, gr), 0);
+    ck_assert_int_eq(ad_scalar_gradient(gf, 2, w, want), 0);
+    ck_assert_close(ad_scalar_value(g), ad_scalar_value(gf), 0);
+    ck_assert_close(gr[0], want[0], 0);
+    ck_assert_close(gr[1], want[1], 0);
+    ck_assert_int_ge(ad_scalar_replay(t, 2, v, p2), 0);
+    ad_tape_reset(u);
+    gf = every_op(u, w, p2);
+    gf = ad_sadd(ad_smul(gf, ad_ssin(w[0])), ad_sdiv_c(ad_sexp(w[1]), 3.0));
+    ck_assert_int_eq(ad_scalar_gradient(g, 2, v, gr), 0);
+    ck_assert_int_eq(ad_scalar_gradient(gf, 2, w, want), 0);
+    ck_assert_close(ad_scalar_value(g), ad_scalar_value(gf), 0);
+    ck_assert_close(gr[0], want[0], 0);
+    ck_assert_close(gr[1], want[1], 0);
+    ad_tape_free(t);
+    ad_tape_free(u);
+}
+END_TEST
+
+/* A reset tape records a different computation, which the replay then
+ * evaluates (nothing of the first recording is left in its way). */
+START_TEST(replay_after_reset)
+{
+    ad_tape *t = ad_tape_new();
+    ad_scalar v[2];
+    every_op(t, v, (double[]){1.3, 0.7});
+    ck_assert_int_ge(ad_scalar_replay(t, 2, v, (double[]){0.6, 1.1}), 0);
+    ad_tape_reset(t);
+    ad_scalar x = ad_scalar_var(t, 2.0), y = ad_scalar_var(t, 0.5);
+    ad_scalar f = ad_sdiv(ad_scdiv(1.0, x), ad_sadd_c(ad_smul(x, y), 1.0)); /* 1 / (x (x y + 1)) */
+    ad_scalar xy[2] = {x, y};
+    ck_assert_int_eq(ad_scalar_replay(t, 2, xy, (double[]){1.0, 3.0}), 0);
+    ck_assert_close(ad_scalar_value(f), 0.25, 1e-15);
+    ck_assert_int_eq(ad_scalar_backward(f), 0);
+    /* d/dx = -(2 x y + 1) / (x (x y + 1))^2 = -7/16, d/dy = -x^2 / (x (x y + 1))^2 = -1/16 */
+    ck_assert_close(ad_scalar_grad(x), -7.0 / 16.0, 1e-15);
+    ck_assert_close(ad_scalar_grad(y), -1.0 / 16.0, 1e-15);
+    ad_tape_free(t);
+}
+END_TEST
+
+/* A partial that becomes infinite at the replay's point, on a node the
+ * output does not depend on, must not turn the gradient into NaN (the
+ * sweep adds nothing out of a node whose adjoint is 0). */
+START_TEST(replay_unreached_infinite_partial)
+{
+    ad_tape *t = ad_tape_new();
+    ad_scalar x = ad_scalar_var(t, 4.0);
+    ad_scalar u = ad_ssqrt(x), l = ad_slog(x);
+    ad_scalar y = ad_smul_c(x, 2.0);
+    ck_assert_int_eq(ad_scalar_replay(t, 1, &x, (double[]){0.0}), 0);
+    ck_assert(ad_scalar_value(u) == 0.0);
+    ck_assert(isinf(ad_scalar_value(l)));
+    ck_assert_int_eq(ad_scalar_backward(y), 0);
+    ck_assert(ad_scalar_grad(x) == 2.0);
+    ck_assert(ad_scalar_grad(u) == 0.0);
+    /* From u itself the partial is used: d sqrt(x) / dx = inf at 0. */
+    ck_assert_int_eq(ad_scalar_backward(u), 0);
+    ck_assert(isinf(ad_scalar_grad(x)));
+    ad_tape_free(t);
+}
+END_TEST
+
+/* Each kink op counts its own switch, once per change of branch; the
+ * structure C code chose while recording stays (ADOL-C's semantics). */
+START_TEST(replay_switches_per_kink)
+{
+    ad_tape *t = ad_tape_new();
+    ad_scalar x = ad_scalar_var(t, 2.0), y = ad_scalar_var(t, 1.0);
+    ad_scalar xy[2] = {x, y};
+    ad_scalar m = ad_smax(x, y), n = ad_smin(x, y), r = ad_srelu(x), a = ad_sabs(y);
+    ad_scalar f = ad_sadd(ad_sadd(m, n), ad_sadd(r, a));
+    /* An `if` taken while recording: x > 0 here, so g = x^2 whatever the
+     * replay's x. */
+    ad_scalar g = ad_scalar_value(x) > 0 ? ad_ssquare(x) : ad_sneg(x);
+    ck_assert_int_eq(ad_scalar_replay(t, 2, xy, (double[]){3.0, 0.5}), 0);   /* same branches */
+    ck_assert_int_eq(ad_scalar_replay(t, 2, xy, (double[]){0.5, 3.0}), 2);   /* max, min */
+    ck_assert_int_eq(ad_scalar_replay(t, 2, xy, (double[]){-0.5, 3.0}), 1);  /* relu */
+    ck_assert_int_eq(ad_scalar_replay(t, 2, xy, (double[]){-0.5, -3.0}), 3); /* max, min, abs */
+    ck_assert_close(ad_scalar_value(f), -0.5 + -3.0 + 0.0 + 3.0, 0);
+    ck_assert_int_eq(ad_scalar_backward(f), 0);
+    ck_assert_close(ad_scalar_grad(x), 1.0, 0);      /* max */
+    ck_assert_close(ad_scalar_grad(y), 1.0 - 1.0, 0); /* min, abs' = -1 */
+    ck_assert_close(ad_scalar_value(g), 0.25, 0);    /* the recorded branch */
+    ck_assert_int_eq(ad_scalar_backward(g), 0);
+    ck_assert_close(ad_scalar_grad(x), -1.0, 0);     /* 2x */
+    /* Back to the recording's point: max and min already are. */
+    ck_assert_int_eq(ad_scalar_replay(t, 2, xy, (double[]){2.0, 1.0}), 2); /* relu, abs */
+    ad_tape_free(t);
+}
+END_TEST
+
+/* A longer tape replayed at several points, every gradient bit for bit
+ * that of a fresh recording. */
+START_TEST(replay_rosenbrock_many_points)
+{
+    enum { N = 2000 };
+    static double x0[N], x1[N], g[N], want[N];
+    static ad_scalar x[N], xf[N];
+    ad_tape *t = ad_tape_new(), *fresh = ad_tape_new();
+    for (int i = 0; i < N; i++) x0[i] = cos(0.1 * i);
+    ad_scalar f = rosen(t, N, x, x0);
+    for (int round = 1; round <= 4; round++) {
+        for (int i = 0; i < N; i++) x1[i] = sin(round * (i + 1) * 0.37);
+        ck_assert_int_eq(ad_scalar_replay(t, N, x, x1), 0);
+        ck_assert_int_eq(ad_scalar_gradient(f, N, x, g), 0);
+        ad_tape_reset(fresh);
+        ad_scalar h = rosen(fresh, N, xf, x1);
+        ck_assert_int_eq(ad_scalar_gradient(h, N, xf, want), 0);
+        ck_assert_close(ad_scalar_value(f), ad_scalar_value(h), 0);
+        for (int i = 0; i < N; i++) ck_assert_close(g[i], want[i], 0);
+    }
+    ad_tape_free(t);
+    ad_tape_free(fresh);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scalar_replay");
@@ -127,6 +292,12 @@ int main(void)
     tcase_add_test(tc, replay_counts_branch_switches);
     tcase_add_test(tc, replay_errors);
     tcase_add_test(tc, replay_every_op_matches_fresh_recording);
+    tcase_add_test(tc, replay_backward_from_inner_nodes);
+    tcase_add_test(tc, record_after_replay);
+    tcase_add_test(tc, replay_after_reset);
+    tcase_add_test(tc, replay_unreached_infinite_partial);
+    tcase_add_test(tc, replay_switches_per_kink);
+    tcase_add_test(tc, replay_rosenbrock_many_points);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
