@@ -33,6 +33,7 @@ void *ad__arena_grow(ad_arena *a, size_t n)
 
 void ad__arena_rewind(ad_arena *a, ad_arena_mark m)
 {
+    if (a->used > a->peak) a->peak = a->used;
     a->used = m.used;
     a->cur = m.chunk ? m.chunk : a->first;
     if (m.chunk) m.chunk->used = m.chunk_used;

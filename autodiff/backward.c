@@ -129,6 +129,7 @@ typedef struct direct_state {
     const sink *sk;
     bool create;
     unsigned done; /* bit k: input k delivered */
+    bool handled;  /* the rule propagated everything itself (ad__backward_segment) */
 } direct_state;
 static _Thread_local direct_state direct;
 
@@ -213,9 +214,10 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
     direct_state outer = direct; /* a rule may run a backward pass of its own */
-    direct = (direct_state){n, sk, create, 0};
+    direct = (direct_state){n, sk, create, 0, false};
     int rc = n->op->backward(n, g, gin);
     unsigned delivered = direct.done;
+    bool handled = direct.handled;
     direct = outer;
     if (rc) return -1;
     if (ad__tracing()) {
@@ -223,7 +225,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
                              n->in, n->out, g, gin};
         ad__emit_trace(&ev);
     }
-    for (int k = 0; k < n->nin; k++) {
+    for (int k = 0; k < n->nin && !handled; k++) {
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k)) continue;
         if (delivered & (1u << k)) { /* the rule added it into x's buffer */
@@ -326,6 +328,179 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     ad__set_in_backward(prev_in);
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
+    return rc;
+}
+
+/* ---- a recomputed segment (ad_checkpoint) ------------------------------------------ */
+
+/* A place outside the segment that the pass over it may point at a tensor
+ * made inside it: the adjoint of a tensor made before the segment (a new
+ * sum, or a gradient a rule handed over), a leaf's gradient buffer made by
+ * its first delivery, a target's gradient (ad_gradients). */
+typedef struct seg_slot {
+    ad_tensor **slot;
+    ad_tensor *before;
+} seg_slot;
+
+typedef struct seg_slots {
+    seg_slot *v;
+    size_t n, cap;
+} seg_slots;
+
+static int slot_add(seg_slots *s, ad_tensor **slot)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].slot == slot) return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        seg_slot *v = ad__realloc(s->v, cap * sizeof *v);
+        if (!v) return ad__err("ad_backward", "out of memory");
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (seg_slot){slot, *slot};
+    return 0;
+}
+
+/* Every slot the pass over nodes [first, end) can change. */
+static int collect_slots(ad_tape *t, size_t first, size_t end, const sink *sk, seg_slots *s)
+{
+    for (size_t i = first; i < end; i++) {
+        const ad_node *n = t->nodes[i];
+        for (int k = 0; k < n->nin; k++) {
+            ad_tensor *x = n->in[k];
+            if (!x->requires_grad) continue;
+            if (!x->node) {
+                if (x->tape == t && slot_add(s, &x->grad)) return -1;
+            } else if (x->node->seq < first && slot_add(s, &x->adj)) {
+                return -1;
+            }
+        }
+    }
+    for (int i = 0; sk->targets && i < sk->n; i++)
+        if (slot_add(s, &sk->grads[i])) return -1;
+    return 0;
+}
+
+/* Gives the segment back: the tensors that slots now point at and did not
+ * before (all made inside the segment) are copied out, the segment is
+ * rewound, and they come back as tensors of their own on t, with the
+ * same values, each slot re-pointed.  A tensor in several slots stays one
+ * tensor. */
+static int give_back(ad_tape *t, ad__segment *seg, seg_slots *s)
+{
+    size_t total = 0, nmoved = 0;
+    ad_tensor **old = s->n ? ad__malloc(2 * s->n * sizeof *old) : NULL;
+    if (s->n && !old) return ad__err("ad_backward", "out of memory");
+    for (size_t i = 0; i < s->n; i++) {
+        ad_tensor *x = *s->v[i].slot;
+        if (!x || x == s->v[i].before) continue;
+        bool seen = false;
+        for (size_t j = 0; j < nmoved && !seen; j++) seen = old[j] == x;
+        if (seen) continue;
+        old[nmoved++] = x;
+        total += (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+    }
+    unsigned char *buf = total ? ad__malloc(total) : NULL;
+    if (total && !buf) {
+        ad__free(old);
+        return ad__err("ad_backward", "out of memory");
+    }
+    size_t off = 0;
+    for (size_t j = 0; j < nmoved; j++) {
+        ad_tensor *x = old[j];
+        ad_storage st = {.data = buf + off, .in_arena = false};
+        ad_tensor dst = *x;
+        dst.storage = &st;
+        dst.offset = 0;
+        ad__contig_strides(dst.ndim, dst.shape, dst.strides);
+        ad__copy_same(&dst, x);
+        off += (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+    }
+    ad__segment_kill(t, seg);
+    ad__segment_rewind(t, seg);
+    ad_tensor **moved = old + s->n;
+    int rc = 0;
+    off = 0;
+    for (size_t j = 0; j < nmoved; j++) {
+        ad_tensor *x = old[j];
+        size_t nb = (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+        moved[j] = ad__alloc("ad_backward", t, x->dtype, x->ndim, x->shape);
+        if (!moved[j]) {
+            rc = -1;
+            break;
+        }
+        memcpy(moved[j]->storage->data, buf + off, nb);
+        off += nb;
+    }
+    for (size_t i = 0; rc == 0 && i < s->n; i++)
+        for (size_t j = 0; j < nmoved; j++)
+            if (*s->v[i].slot == old[j]) *s->v[i].slot = moved[j];
+    ad__free(buf);
+    ad__free(old);
+    return rc;
+}
+
+bool ad__rule_running(const ad_node *n) { return direct.node == n; }
+
+int ad__backward_segment(ad_node *caller, ad__segment *seg, int nout, ad_tensor *const *outs,
+                         ad_tensor *const *gs)
+{
+    static const char *fn = "ad_backward";
+    if (direct.node != caller) return ad__err(fn, "a segment's pass outside its node's rule");
+    const sink *sk = direct.sk;
+    bool create = direct.create;
+    ad_tape *t = caller->out->tape;
+    size_t first = seg->mark.nnodes, end = t->nnodes;
+    seg_slots slots = {0};
+    if (!create && collect_slots(t, first, end, sk, &slots)) {
+        ad__free(slots.v);
+        return -1;
+    }
+    unsigned epoch = ++t->epoch;
+    int rc = 0;
+    for (int i = 0; i < nout && rc == 0; i++) {
+        ad_tensor *y = outs[i];
+        if (!y->node || y->node->seq < first || !gs[i]) continue;
+        y->node->mark = epoch;
+        if (!y->adj) {
+            y->adj = gs[i];
+            y->adj_owned = false;
+        } else { /* one tensor returned twice */
+            ad_tensor *sum = ad_add(y->adj, gs[i]);
+            if (!sum) rc = -1;
+            y->adj = sum;
+            y->adj_owned = sum != NULL;
+        }
+    }
+    for (size_t i = end; rc == 0 && i-- > first;) {
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        for (int k = 0; k < n->nin; k++) {
+            ad_tensor *x = n->in[k];
+            if (x->node && x->requires_grad && x->node->seq >= first) x->node->mark = epoch;
+        }
+    }
+    direct_state mine = direct;
+    for (size_t i = end; rc == 0 && i-- > first;) {
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        ad_tensor *g = n->out->adj;
+        n->out->adj = NULL;
+        n->out->adj_owned = false;
+        if (g && backward_node(fn, t, n, g, sk, create)) rc = -1;
+    }
+    direct = mine;
+    for (size_t i = first; i < end; i++)
+        if (t->nodes[i]->mark == epoch) {
+            t->nodes[i]->out->adj = NULL;
+            t->nodes[i]->out->adj_owned = false;
+        }
+    /* After a failure the segment stays where it is (until the reset):
+     * the adjoints made so far may live in it. */
+    if (rc == 0 && !create) rc = give_back(t, seg, &slots);
+    ad__free(slots.v);
+    if (rc == 0) direct.handled = true;
     return rc;
 }
 
