@@ -327,8 +327,8 @@ static int finish(const char *fn, ad_tape *t, ad__segment *seg, const ckpt_param
     return rc;
 }
 
-int ad_checkpoint(ad_checkpoint_fn f, void *ctx, int nin, ad_tensor *const *in, int nout,
-                  ad_tensor **out)
+int ad_checkpoint(ad_checkpoint_fn f, const void *ctx, size_t ctx_size, int nin,
+                  ad_tensor *const *in, int nout, ad_tensor **out)
 {
     static const char *fn = "ad_checkpoint";
     if (!f) return ad__err(fn, "the function is NULL");
@@ -353,13 +353,24 @@ int ad_checkpoint(ad_checkpoint_fn f, void *ctx, int nin, ad_tensor *const *in, 
     ad_scope s;
     if (ad_scope_begin(&s, fn, nin, in, false)) return -1;
     ad_tape *t = s.tape;
-    if (!ad_grad_enabled() || s.scratch) return run_plain(fn, &s, f, ctx, nin, in, nout, out);
+    /* const is the caller's promise about its own memory; f receives a
+     * plain pointer, to the caller's ctx or to the tape's copy */
+    void *c = (void *)(uintptr_t)ctx;
+    if (!ad_grad_enabled() || s.scratch) return run_plain(fn, &s, f, c, nin, in, nout, out);
+    if (ctx && ctx_size) { /* the copy lives with the node, until the reset */
+        c = ad__arena_alloc(t, ctx_size);
+        if (!c) {
+            ad_scope_end(&s, NULL);
+            return ad__err(fn, "out of memory for a %zu-byte ctx", ctx_size);
+        }
+        memcpy(c, ctx, ctx_size);
+    }
     ad_tensor *outs[CKPT_MAX];
     ad__rng_log log;
     ad__segment seg;
     ad__segment_begin(t, &seg);
-    int rc = run_fn(fn, t, f, ctx, nin, in, nout, outs, &log);
-    ckpt_params proto = {f, ctx, nin, nout, log.n, AD_FLOAT32, NULL, {0}, {0}};
+    int rc = run_fn(fn, t, f, c, nin, in, nout, outs, &log);
+    ckpt_params proto = {f, c, nin, nout, log.n, AD_FLOAT32, NULL, {0}, {0}};
     memcpy(proto.rng, log.rng, sizeof proto.rng);
     memcpy(proto.counter, log.counter, sizeof proto.counter);
     if (rc) { /* the segment's memory is given back; the error stays */

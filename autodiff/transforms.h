@@ -79,7 +79,7 @@ AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *
 /* ---- gradient checkpointing -------------------------------------------------------
  * Trades compute for memory, as torch.utils.checkpoint and jax.checkpoint:
  *
- *     ad_checkpoint(f, ctx, nin, in, nout, out)
+ *     ad_checkpoint(f, ctx, ctx_size, nin, in, nout, out)
  *
  * computes out[0..nout) = f(in[0..nin)) but keeps none of f's
  * intermediates: when f returns, its outputs are copied out and all the
@@ -95,8 +95,12 @@ AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *
  * with the library's ops from in[] (and from tensors it reads from ctx,
  * such as weights), stores them into out[0..nout) and returns 0 (or -1
  * with an error set, kept).  It is called once now and once per backward
- * pass (and per ad_tape_replay), so ctx and everything it reads must stay
- * alive and unchanged until then.  Its outputs go on the inputs' tape
+ * pass (and per ad_tape_replay), so what it reads must stay alive and
+ * unchanged until then.  With ctx_size > 0 the ctx_size bytes at ctx are
+ * copied onto the tape (living until its reset) and f always receives
+ * that copy: a struct on the caller's stack then serves (the tensors it
+ * points at must still live); with ctx_size 0, f receives ctx itself,
+ * which must outlive the backward pass.  Its outputs go on the inputs' tape
  * (else the active one, like any op's) and are views of one packed
  * tensor (the node "checkpoint"); all must be floating tensors of one
  * dtype.
@@ -146,8 +150,8 @@ AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *
  * function's outputs to use it outside". */
 typedef int (*ad_checkpoint_fn)(ad_tensor *const *in, int nin, ad_tensor **out, int nout,
                                 void *ctx);
-AD_API int ad_checkpoint(ad_checkpoint_fn f, void *ctx, int nin, ad_tensor *const *in, int nout,
-                         ad_tensor **out);
+AD_API int ad_checkpoint(ad_checkpoint_fn f, const void *ctx, size_t ctx_size, int nin,
+                         ad_tensor *const *in, int nout, ad_tensor **out);
 
 #ifdef __cplusplus
 }

@@ -232,9 +232,31 @@ nn_module *nn_positional_embedding(int64_t max_len, int64_t dim, ad_dtype dtype,
 typedef struct block_state {
     int64_t d_model, heads, ff;
     nn_module *attn, *lin1, *lin2, *norm1, *norm2, *drop, *drop1, *drop2;
+    bool checkpoint; /* the block runs through ad_checkpoint */
 } block_state;
 
+static ad_tensor *block_compute(nn_module *m, ad_tensor *x);
+
+/* The block as a checkpointed function (its ctx the module, which
+ * outlives the step): its parameters are read from the module, and
+ * ad_checkpoint finds them; its dropouts draw the same masks
+ * again when the backward pass recomputes it. */
+static int block_segment(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *m)
+{
+    (void)n, (void)nout;
+    out[0] = block_compute(m, in[0]);
+    return out[0] ? 0 : -1;
+}
+
 static ad_tensor *block_forward(nn_module *m, ad_tensor *x)
+{
+    block_state *s = nn_module_state(m);
+    ad_tensor *y = NULL;
+    if (!s->checkpoint) return block_compute(m, x);
+    return ad_checkpoint(block_segment, m, 0, 1, &x, 1, &y) == 0 ? y : NULL;
+}
+
+static ad_tensor *block_compute(nn_module *m, ad_tensor *x)
 {
     block_state *s = nn_module_state(m);
     if (ad_ndim(x) != 3 || ad_size(x, 2) != s->d_model) {
@@ -302,4 +324,13 @@ nn_module *nn_transformer_block(int64_t D, int64_t heads, int64_t ff, double dro
         return NULL;
     }
     return m;
+}
+
+int nn_transformer_block_set_checkpoint(nn_module *m, bool on)
+{
+    if (!m || nn_module_type_of(m) != &BLOCK)
+        return ad_set_error("nn_transformer_block_set_checkpoint: the module is %s, not a "
+                            "TransformerBlock", m ? nn_module_type_of(m)->name : "NULL");
+    ((block_state *)nn_module_state(m))->checkpoint = on;
+    return 0;
 }

@@ -25,7 +25,7 @@ static ad_tensor *b_two(ad_tensor *const *in, int n, void *ctx)
 {
     (void)ctx;
     ad_tensor *o[2];
-    if (ad_checkpoint(two_outputs, NULL, n, in, 2, o)) return NULL;
+    if (ad_checkpoint(two_outputs, NULL, 0, n, in, 2, o)) return NULL;
     return ad_add(o[0], ad_mul_scalar(o[1], 2.0));
 }
 
@@ -42,7 +42,7 @@ static ad_tensor *b_closure(ad_tensor *const *in, int n, void *ctx)
 {
     (void)n, (void)ctx;
     ad_tensor *o;
-    if (ad_checkpoint(closes_over, in[1], 1, in, 1, &o)) return NULL;
+    if (ad_checkpoint(closes_over, in[1], 0, 1, in, 1, &o)) return NULL;
     return ad_sin(o);
 }
 

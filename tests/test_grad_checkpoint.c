@@ -53,7 +53,7 @@ static ad_tensor *run_chain(ad_tensor *x, chain *c, int segs, bool ckpt)
     ad_tensor *h = x;
     for (int s = 0; s < segs && h; s++) {
         ad_tensor *next = NULL;
-        if (ckpt ? ad_checkpoint(seg_fn, c, 1, &h, 1, &next) : seg_fn(&h, 1, &next, 1, c)) return NULL;
+        if (ckpt ? ad_checkpoint(seg_fn, c, 0, 1, &h, 1, &next) : seg_fn(&h, 1, &next, 1, c)) return NULL;
         h = next;
     }
     return ad_sum(ad_mul(h, h), NULL, 0, false);
@@ -150,7 +150,7 @@ static int outer_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, void
     (void)n, (void)nout;
     ad_tensor *h = in[0];
     for (int s = 0; s < 2; s++)
-        if (inner_ckpt ? ad_checkpoint(seg_fn, ctx, 1, &h, 1, &h) : seg_fn(&h, 1, &h, 1, ctx))
+        if (inner_ckpt ? ad_checkpoint(seg_fn, ctx, 0, 1, &h, 1, &h) : seg_fn(&h, 1, &h, 1, ctx))
             return -1;
     out[0] = h;
     return 0;
@@ -166,7 +166,7 @@ START_TEST(nested_checkpoints)
         ad_tensor *x = random_leaf(T, AD_FLOAT64, B, H, 5), *h = NULL;
         ck_assert_int_eq(ad_zero_grad(w), 0);
         inner_ckpt = ckpt;
-        if (ckpt) ck_assert_int_eq(ad_checkpoint(outer_fn, &c, 1, &x, 1, &h), 0);
+        if (ckpt) ck_assert_int_eq(ad_checkpoint(outer_fn, &c, 0, 1, &x, 1, &h), 0);
         else ck_assert_int_eq(outer_fn(&x, 1, &h, 1, &c), 0);
         ck_assert_int_eq(ad_backward(ad_sum(ad_mul(h, h), NULL, 0, false), NULL, 0), 0);
         if (!ckpt) want = bytes_of(ad_tensor_grad(w), &n);
@@ -191,7 +191,7 @@ static ad_tensor *hess_f(ad_tensor *const *in, int n, void *ctx)
 {
     (void)n, (void)ctx;
     ad_tensor *y;
-    return ad_checkpoint(sin_sq, NULL, 1, in, 1, &y) ? NULL : ad_sum(y, NULL, 0, false);
+    return ad_checkpoint(sin_sq, NULL, 0, 1, in, 1, &y) ? NULL : ad_sum(y, NULL, 0, false);
 }
 
 START_TEST(hessian_through_checkpoint)
@@ -282,6 +282,40 @@ START_TEST(memory_shrinks)
 }
 END_TEST
 
+/* ctx copied with ctx_size: the caller's struct is gone (a returned
+ * frame) when backward recomputes. */
+typedef struct scale_ctx {
+    double a;
+} scale_ctx;
+static int scaled_sin(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
+{
+    (void)n, (void)nout;
+    out[0] = ad_mul_scalar(ad_sin(in[0]), ((scale_ctx *)ctx)->a);
+    return out[0] ? 0 : -1;
+}
+static ad_tensor *scaled(ad_tensor *x, double a)
+{
+    scale_ctx c = {a};
+    ad_tensor *y = NULL;
+    return ad_checkpoint(scaled_sin, &c, sizeof c, 1, &x, 1, &y) ? NULL : y;
+}
+
+START_TEST(ctx_copied)
+{
+    const double v[2] = {0.5, -2.0};
+    ad_tensor *x = ot_f64(T, 1, (int64_t[]){2}, v);
+    ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+    ad_tensor *y = scaled(x, 3.0);
+    ck_assert(y != NULL);
+    /* another frame over the one scaled() used */
+    volatile double junk[64];
+    for (int i = 0; i < 64; i++) junk[i] = -1.0;
+    (void)junk;
+    ck_assert_int_eq(ad_backward(ad_sum(y, NULL, 0, false), NULL, 0), 0);
+    for (int i = 0; i < 2; i++) ck_assert_close(ot_at(ad_tensor_grad(x), i), 3.0 * cos(v[i]), 1e-15);
+}
+END_TEST
+
 /* ---- errors ------------------------------------------------------------------------- */
 
 static int returns_input(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
@@ -328,43 +362,43 @@ static int mixed_dtypes(ad_tensor *const *in, int n, ad_tensor **out, int nout, 
 START_TEST(errors)
 {
     ad_tensor *x = random_leaf(T, AD_FLOAT64, 2, 3, 1), *o[2];
-    ck_assert_error_rc(ad_checkpoint(NULL, NULL, 1, &x, 1, o), "the function is NULL");
-    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 0, &x, 1, o), "need 1..64 inputs, got 0");
-    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 1, &x, 0, o), "need 1..64 outputs");
-    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 1, (ad_tensor *[]){NULL}, 1, o),
+    ck_assert_error_rc(ad_checkpoint(NULL, NULL, 0, 1, &x, 1, o), "the function is NULL");
+    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 0, 0, &x, 1, o), "need 1..64 inputs, got 0");
+    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 0, 1, &x, 0, o), "need 1..64 outputs");
+    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 0, 1, (ad_tensor *[]){NULL}, 1, o),
                        "in[0]");
-    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 1, &x, 1, o),
+    ck_assert_error_rc(ad_checkpoint(returns_input, NULL, 0, 1, &x, 1, o),
                        "output 0 of the function was not computed by it (it is one of its inputs");
     ck_assert(o[0] == NULL);
     ad_tensor *p = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){3});
-    ck_assert_error_rc(ad_checkpoint(returns_persistent, p, 1, &x, 1, o),
+    ck_assert_error_rc(ad_checkpoint(returns_persistent, p, 0, 1, &x, 1, o),
                        "output 0 of the function is a persistent tensor");
     ad_tensor_free(p);
-    ck_assert_error_rc(ad_checkpoint(fails, NULL, 1, &x, 1, o), "my function failed");
-    ck_assert_error_rc(ad_checkpoint(mixed_dtypes, NULL, 1, &x, 2, o), "share one dtype");
+    ck_assert_error_rc(ad_checkpoint(fails, NULL, 0, 1, &x, 1, o), "my function failed");
+    ck_assert_error_rc(ad_checkpoint(mixed_dtypes, NULL, 0, 1, &x, 2, o), "share one dtype");
 
     /* a handle kept from inside the function is stale */
     ad_tensor *inner = NULL;
-    ck_assert_int_eq(ad_checkpoint(keeps_inner, &inner, 1, &x, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(keeps_inner, &inner, 0, 1, &x, 1, o), 0);
     ck_assert_error(ad_cos(inner), "was made inside a function run by ad_checkpoint");
     ck_assert_int_eq(ad_backward(ad_sum(o[0], NULL, 0, false), NULL, 0), 0);
 
     /* a different shape at recomputation */
     int calls = 0;
-    ck_assert_int_eq(ad_checkpoint(grows, &calls, 1, &x, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(grows, &calls, 0, 1, &x, 1, o), 0);
     ck_assert_error_rc(ad_backward(ad_sum(o[0], NULL, 0, false), NULL, 0),
                        "at recomputation, but [2,3] when first run");
 
     /* an input, and a weight read through ctx, changed before backward */
     ad_tensor *w = random_leaf(NULL, AD_FLOAT64, H, H, 7), *h = random_leaf(T, AD_FLOAT64, B, H, 2);
     chain c = {w, 2, NULL, 0};
-    ck_assert_int_eq(ad_checkpoint(seg_fn, &c, 1, &h, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(seg_fn, &c, 0, 1, &h, 1, o), 0);
     ad_tensor *E = ad_sum(o[0], NULL, 0, false);
     ck_assert_int_eq(ad_fill(h, 0.5), 0);
     ck_assert_error_rc(ad_backward(E, NULL, 0), "was modified in place");
     ck_assert_int_eq(ad_errcode(), AD_OK); /* cleared by the macro */
     h = random_leaf(T, AD_FLOAT64, B, H, 2);
-    ck_assert_int_eq(ad_checkpoint(seg_fn, &c, 1, &h, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(seg_fn, &c, 0, 1, &h, 1, o), 0);
     E = ad_sum(o[0], NULL, 0, false);
     ck_assert_int_eq(ad_fill(w, 0.5), 0);
     ad_clear_error();
@@ -373,7 +407,7 @@ START_TEST(errors)
 
     /* a second backward without AD_RETAIN_GRAPH */
     h = random_leaf(T, AD_FLOAT64, B, H, 2);
-    ck_assert_int_eq(ad_checkpoint(seg_fn, &c, 1, &h, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(seg_fn, &c, 0, 1, &h, 1, o), 0);
     E = ad_sum(o[0], NULL, 0, false);
     ck_assert_int_eq(ad_backward(E, NULL, 0), 0);
     ck_assert_error_rc(ad_backward(E, NULL, 0), "freed by an earlier backward");
@@ -387,7 +421,7 @@ START_TEST(without_tape_or_grad)
 {
     ad_tape_activate(NULL);
     ad_tensor *x = ad_full(NULL, AD_FLOAT64, 1, (int64_t[]){2}, 0.5), *o[2];
-    ck_assert_int_eq(ad_checkpoint(sin_sq, NULL, 1, &x, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(sin_sq, NULL, 0, 1, &x, 1, o), 0);
     ck_assert_ptr_null(ad_tensor_tape(o[0]));
     ck_assert_close(ot_at(o[0], 1), sin(0.5) * sin(0.5) * 0.5, 1e-15);
     ad_tensor_free(o[0]);
@@ -395,7 +429,7 @@ START_TEST(without_tape_or_grad)
     ad_tape_activate(T);
     bool prev = ad_set_grad_enabled(false);
     x = random_leaf(T, AD_FLOAT64, 2, 2, 1);
-    ck_assert_int_eq(ad_checkpoint(sin_sq, NULL, 1, &x, 1, o), 0);
+    ck_assert_int_eq(ad_checkpoint(sin_sq, NULL, 0, 1, &x, 1, o), 0);
     ck_assert(!ad_requires_grad(o[0]));
     ck_assert_uint_eq(ad_tape_num_nodes(T), 0);
     ad_set_grad_enabled(prev);
@@ -413,6 +447,7 @@ int main(void)
     tcase_add_test(v, nested_checkpoints);
     tcase_add_test(v, hessian_through_checkpoint);
     tcase_add_test(v, replay_recomputes);
+    tcase_add_test(v, ctx_copied);
     suite_add_tcase(s, v);
     TCase *m = tcase_create("memory");
     tcase_add_checked_fixture(m, ot_tape_setup, ot_tape_teardown);
