@@ -11,6 +11,7 @@
 #ifndef AUTODIFF_ARENA_H
 #define AUTODIFF_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define ARENA_ALIGN 64
@@ -70,6 +71,8 @@ static inline size_t ad__arena_peak(const ad_arena *a)
     return a->used > a->peak ? a->used : a->peak;
 }
 static inline void ad__arena_clear_peak(ad_arena *a) { a->peak = a->used; }
+/* Whether p points into space handed out since m. */
+bool ad__arena_since(const ad_arena *a, ad_arena_mark m, const void *p);
 /* Rewinds to the start; the chunks are kept for reuse. */
 static inline void ad__arena_reset(ad_arena *a) { ad__arena_rewind(a, (ad_arena_mark){0}); }
 /* Returns every chunk to the allocator and leaves an empty arena. */

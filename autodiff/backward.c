@@ -255,13 +255,110 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     return 0;
 }
 
+/* ---- giving a rule's temporaries back --------------------------------------------
+ * Without AD_CREATE_GRAPH, what a rule allocates is dead once its
+ * gradients are handed on, except what they became: a first gradient
+ * that is now its input's adjoint, a new sum, a leaf's new gradient
+ * buffer, a target's gradient.  Those few are moved down to where the
+ * rule started and the rest of the arena space it took is given back, so
+ * the pass holds the forward's values, the adjoints, and one rule's
+ * temporaries at a time instead of every rule's until the reset. */
+
+enum { RECLAIM_MAX = 32 };
+
+typedef struct reclaim {
+    ad_arena_mark m;
+    held *held; /* the tape's references before the rule (a view of a
+                   persistent weight takes one, in the arena) */
+    int n;
+    ad_tensor **slot[RECLAIM_MAX];
+    ad_tensor *before[RECLAIM_MAX];
+} reclaim;
+
+/* Notes the slots n's pass may change; false when it is not safe or not
+ * worth it (the graph recorded; a trace or the anomaly check looks at the
+ * gradients; more slots than the fixed array holds). */
+static bool reclaim_begin(ad_tape *t, const ad_node *n, const sink *sk, bool create, reclaim *r)
+{
+    if (create || ad__tracing() || ad__anomaly_on() || n->nin + sk->n > RECLAIM_MAX) return false;
+    r->n = 0;
+    for (int k = 0; k < n->nin; k++) {
+        ad_tensor *x = n->in[k];
+        if (!x->requires_grad) continue;
+        if (x->node) r->slot[r->n++] = &x->adj;
+        else if (x->tape == t) r->slot[r->n++] = &x->grad;
+    }
+    for (int i = 0; sk->targets && i < sk->n; i++) r->slot[r->n++] = &sk->grads[i];
+    for (int i = 0; i < r->n; i++) r->before[i] = *r->slot[i];
+    r->m = ad__arena_mark(&t->arena);
+    r->held = t->held;
+    return true;
+}
+
+/* The slots' new tensors that live in the space since the mark are
+ * copied to the arena's top, everything since the mark is given back,
+ * and they are made again from the mark on (below the copy: they are a
+ * part of what the rule took) with the same values. */
+static int reclaim_end(ad_tape *t, reclaim *r)
+{
+    ad_tensor *old[RECLAIM_MAX];
+    size_t bytes[RECLAIM_MAX], total = 0;
+    int nm = 0;
+    for (int i = 0; i < r->n; i++) {
+        ad_tensor *x = *r->slot[i];
+        if (!x || x == r->before[i] || !ad__arena_since(&t->arena, r->m, x->storage)) continue;
+        bool seen = false;
+        for (int j = 0; j < nm && !seen; j++) seen = old[j] == x;
+        if (seen) continue;
+        bytes[nm] = (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+        total += bytes[nm];
+        old[nm++] = x;
+    }
+    unsigned char *top = total ? ad__arena_alloc(t, total) : NULL;
+    if (total && !top) return 0; /* no room to move them: keep everything, as before */
+    size_t off = 0;
+    for (int j = 0; j < nm; j++) {
+        ad_storage st = {.data = top + off};
+        ad_tensor dst = *old[j];
+        dst.storage = &st;
+        dst.offset = 0;
+        ad__contig_strides(dst.ndim, dst.shape, dst.strides);
+        ad__copy_same(&dst, old[j]);
+        off += bytes[j];
+    }
+    /* the rule's views of persistent tensors are as dead as the rest */
+    ad__tape_release_after(t, r->held, t->fixups);
+    ad__arena_rewind(&t->arena, r->m);
+    off = 0;
+    for (int j = 0; j < nm; j++) {
+        ad_tensor *y = ad__alloc("ad_backward", t, old[j]->dtype, old[j]->ndim, old[j]->shape);
+        if (!y) { /* no memory for a header: the slots not moved yet go back to what
+                     they were before the rule, as for a node that failed */
+            for (int i = 0; i < r->n; i++)
+                for (int k = j; k < nm; k++)
+                    if (*r->slot[i] == old[k]) *r->slot[i] = r->before[i];
+            return -1;
+        }
+        memmove(y->storage->data, top + off, bytes[j]);
+        off += bytes[j];
+        for (int i = 0; i < r->n; i++)
+            if (*r->slot[i] == old[j]) *r->slot[i] = y;
+    }
+    return 0;
+}
+
 /* n's backward, with the inputs' skip marks (accumulate_inputs) cleared
- * whatever happened. */
+ * whatever happened, and the rule's temporaries given back. */
 static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
                          bool create)
 {
+    reclaim r;
+    r.n = 0; /* read only when reclaim_begin says yes; set for the compiler */
+    r.held = NULL;
+    bool give = reclaim_begin(t, n, sk, create, &r);
     int rc = run_node(fn, t, n, g, sk, create);
     n->skip = 0;
+    if (rc == 0 && give) rc = reclaim_end(t, &r);
     return rc;
 }
 
