@@ -228,7 +228,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin && !handled; k++) {
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k)) continue;
-        if (delivered & (1u << k)) { /* the rule added it into x's buffer */
+        if (k < 32 && (delivered & (1u << k))) { /* the rule added it into x's buffer */
             ad__bump(x->grad);
             continue;
         }
