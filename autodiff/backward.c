@@ -202,8 +202,26 @@ static int accumulate_inputs(ad_tape *t, ad_node *n, ad_tensor *g, const sink *s
 /* Runs n's rule on the adjoint g of its output, and sends each input's
  * gradient on: added to the adjoint of a computed input, delivered to the
  * sink (a leaf's grad, or a target's slot). */
+/* Whether gin[k], the first gradient of a computed input, may become a
+ * sum the pass owns (added into in place from then on, as a second
+ * contribution would have made it): it is a temporary the rule made
+ * (above the mark `fresh`), given to no other input, and no target's
+ * gradient is collected (ad_gradients keeps the first gradient as it
+ * is).  An owned adjoint spares a copy per further contribution: a view's
+ * accumulation (the LSTM's gate slices) then adds into it instead of
+ * copying it into a new whole. */
+static bool may_own(const ad_tape *t, const ad_arena_mark *fresh, const ad_node *n, int k,
+                    ad_tensor *const *gin, const sink *sk)
+{
+    if (!fresh || sk->targets || !ad__arena_since(&t->arena, *fresh, gin[k]->storage))
+        return false;
+    for (int j = 0; j < n->nin; j++)
+        if (j != k && gin[j] && gin[j]->storage == gin[k]->storage) return false;
+    return true;
+}
+
 static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
-                    bool create)
+                    bool create, const ad_arena_mark *fresh)
 {
     int done = accumulate_view(fn, t, n, g, sk, create);
     if (done) return done < 0 ? -1 : 0;
@@ -245,7 +263,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
             }
             /* a new sum belongs to x alone; a gradient a rule handed over
              * may be shared (add's rule gives g to both inputs) */
-            x->adj_owned = x->adj != NULL;
+            x->adj_owned = x->adj != NULL || may_own(t, fresh, n, k, gin, sk);
             x->adj = sum;
         }
         if (deliver(t, sk, x, gin[k], create)) {
@@ -356,7 +374,7 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     r.n = 0; /* read only when reclaim_begin says yes; set for the compiler */
     r.held = NULL;
     bool give = reclaim_begin(t, n, sk, create, &r);
-    int rc = run_node(fn, t, n, g, sk, create);
+    int rc = run_node(fn, t, n, g, sk, create, give ? &r.m : NULL);
     n->skip = 0;
     if (rc == 0 && give) rc = reclaim_end(t, &r);
     return rc;
