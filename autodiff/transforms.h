@@ -100,7 +100,10 @@ AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *
  * copied onto the tape (living until its reset) and f always receives
  * that copy: a struct on the caller's stack then serves (the tensors it
  * points at must still live); with ctx_size 0, f receives ctx itself,
- * which must outlive the backward pass.  Its outputs go on the inputs' tape
+ * which must outlive the backward pass.  State f depends on that may
+ * change in between belongs in the copied ctx: nn's checkpointed layers
+ * keep the module's training mode there, since a trainer may replay or
+ * recompute while the model is in the other mode.  Its outputs go on the inputs' tape
  * (else the active one, like any op's) and are views of one packed
  * tensor (the node "checkpoint"); all must be floating tensors of one
  * dtype.

@@ -237,14 +237,25 @@ typedef struct block_state {
 
 static ad_tensor *block_compute(nn_module *m, ad_tensor *x);
 
-/* The block as a checkpointed function (its ctx the module, which
- * outlives the step): its parameters are read from the module, and
- * ad_checkpoint finds them; its dropouts draw the same masks
- * again when the backward pass recomputes it. */
-static int block_segment(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *m)
+/* The block as a checkpointed function: its parameters are read from the
+ * module, and ad_checkpoint finds them; its dropouts draw the same masks
+ * again when the backward pass recomputes it.  The call (copied with the
+ * checkpoint) keeps the mode the block ran in: a replay or a backward
+ * pass may come while the model is in the other mode (the trainer's
+ * evaluation), and the recomputation must be the same function. */
+typedef struct block_call {
+    nn_module *m;
+    bool training;
+} block_call;
+
+static int block_segment(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
 {
     (void)n, (void)nout;
-    out[0] = block_compute(m, in[0]);
+    const block_call *c = ctx;
+    bool was = nn_is_training(c->m);
+    nn_train(c->m, c->training);
+    out[0] = block_compute(c->m, in[0]);
+    nn_train(c->m, was);
     return out[0] ? 0 : -1;
 }
 
@@ -253,7 +264,8 @@ static ad_tensor *block_forward(nn_module *m, ad_tensor *x)
     block_state *s = nn_module_state(m);
     ad_tensor *y = NULL;
     if (!s->checkpoint) return block_compute(m, x);
-    return ad_checkpoint(block_segment, m, 0, 1, &x, 1, &y) == 0 ? y : NULL;
+    block_call c = {m, nn_is_training(m)};
+    return ad_checkpoint(block_segment, &c, sizeof c, 1, &x, 1, &y) == 0 ? y : NULL;
 }
 
 static ad_tensor *block_compute(nn_module *m, ad_tensor *x)
