@@ -25,6 +25,12 @@
  *         --sample 400 --temperature 0.8 --prompt "The "
  *     build/docs/examples/charlm --help
  *
+ * --checkpoint K trades compute for memory (gradient checkpointing,
+ * ad_checkpoint): a recurrent model recomputes its steps in the backward
+ * pass in segments of K, a transformer each block; the losses are the
+ * same bits, forward_arena_mb and step_arena_mb (the step's peak) in
+ * --json show the saving (bench/checkpoint_memory.py).
+ *
  * Checkpoints (--save, every --save-every steps and at the end) hold the
  * model, the optimiser's state, the step and the carried state, so
  * --resume continues a run exactly where it stopped: on one thread the
