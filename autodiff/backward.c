@@ -286,27 +286,56 @@ enum { RECLAIM_MAX = 32 };
 
 typedef struct reclaim {
     ad_arena_mark m;
+    ad_tensor *g;        /* the adjoint the rule consumes, when it is the arena's top block */
+    ad_arena_mark floor; /* where that block starts */
     held *held; /* the tape's references before the rule (a view of a
                    persistent weight takes one, in the arena) */
     int n;
     ad_tensor **slot[RECLAIM_MAX];
+    ad_tensor *owner[RECLAIM_MAX]; /* whose adj or grad the slot is; NULL: a target's */
     ad_tensor *before[RECLAIM_MAX];
 } reclaim;
 
 /* Notes the slots n's pass may change; false when it is not safe or not
  * worth it (the graph recorded; a trace or the anomaly check looks at the
  * gradients; more slots than the fixed array holds). */
-static bool reclaim_begin(ad_tape *t, const ad_node *n, const sink *sk, bool create, reclaim *r)
+/* The adjoint the last reclaim moved down, when it was the only tensor
+ * moved and the only slot's: in a chain it is the next node's g, and if
+ * nothing was allocated since it is the arena's top block, which that
+ * node's reclaim can give back too once g is consumed. */
+static _Thread_local struct {
+    const ad_tape *t;
+    const ad_tensor *y;
+    ad_arena_mark before, after;
+} top_adj;
+
+static bool same_mark(ad_arena_mark a, ad_arena_mark b)
 {
+    return a.chunk == b.chunk && a.chunk_used == b.chunk_used && a.used == b.used;
+}
+
+static bool reclaim_begin(ad_tape *t, const ad_node *n, ad_tensor *g, const sink *sk, bool create,
+                          reclaim *r)
+{
+    r->g = NULL;
     if (create || ad__tracing() || ad__anomaly_on() || n->nin + sk->n > RECLAIM_MAX) return false;
     r->n = 0;
+    if (top_adj.t == t && top_adj.y == g && same_mark(top_adj.after, ad__arena_mark(&t->arena))) {
+        r->g = g;
+        r->floor = top_adj.before;
+    }
+    top_adj.y = NULL;
     for (int k = 0; k < n->nin; k++) {
         ad_tensor *x = n->in[k];
         if (!x->requires_grad) continue;
-        if (x->node) r->slot[r->n++] = &x->adj;
-        else if (x->tape == t) r->slot[r->n++] = &x->grad;
+        if (!x->node && x->tape != t) continue;
+        r->owner[r->n] = x;
+        r->slot[r->n++] = x->node ? &x->adj : &x->grad;
     }
-    for (int i = 0; sk->targets && i < sk->n; i++) r->slot[r->n++] = &sk->grads[i];
+    for (int i = 0; sk->targets && i < sk->n; i++) {
+        r->owner[r->n] = NULL;
+        r->slot[r->n++] = &sk->grads[i];
+    }
     for (int i = 0; i < r->n; i++) r->before[i] = *r->slot[i];
     r->m = ad__arena_mark(&t->arena);
     r->held = t->held;
@@ -346,7 +375,12 @@ static int reclaim_end(ad_tape *t, reclaim *r)
     }
     /* the rule's views of persistent tensors are as dead as the rest */
     ad__tape_release_after(t, r->held, t->fixups);
-    ad__arena_rewind(&t->arena, r->m);
+    /* g, the top block, goes too when nothing now refers to its storage */
+    bool g_dead = r->g != NULL;
+    for (int i = 0; i < r->n && g_dead; i++)
+        g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
+    ad_arena_mark to = g_dead ? r->floor : r->m;
+    ad__arena_rewind(&t->arena, to);
     off = 0;
     for (int j = 0; j < nm; j++) {
         ad_tensor *y = ad__alloc("ad_backward", t, old[j]->dtype, old[j]->ndim, old[j]->shape);
@@ -359,8 +393,19 @@ static int reclaim_end(ad_tape *t, reclaim *r)
         }
         memmove(y->storage->data, top + off, bytes[j]);
         off += bytes[j];
+        int refs = 0, adj_refs = 0;
         for (int i = 0; i < r->n; i++)
-            if (*r->slot[i] == old[j]) *r->slot[i] = y;
+            if (*r->slot[i] == old[j]) {
+                *r->slot[i] = y;
+                refs++;
+                adj_refs += r->owner[i] && r->slot[i] == &r->owner[i]->adj;
+            }
+        if (nm == 1 && refs == 1 && adj_refs == 1) {
+            top_adj.t = t;
+            top_adj.y = y;
+            top_adj.before = to;
+            top_adj.after = ad__arena_mark(&t->arena);
+        }
     }
     return 0;
 }
@@ -373,7 +418,7 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     reclaim r;
     r.n = 0; /* read only when reclaim_begin says yes; set for the compiler */
     r.held = NULL;
-    bool give = reclaim_begin(t, n, sk, create, &r);
+    bool give = reclaim_begin(t, n, g, sk, create, &r);
     int rc = run_node(fn, t, n, g, sk, create, give ? &r.m : NULL);
     n->skip = 0;
     if (rc == 0 && give) rc = reclaim_end(t, &r);
@@ -401,6 +446,7 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
                          bool retain, const sink *sk)
 {
     ad_tape *t = out->tape;
+    top_adj.y = NULL;
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
     if (!seed || deliver(t, sk, out, seed, create)) return -1;
