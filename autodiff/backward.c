@@ -296,9 +296,6 @@ typedef struct reclaim {
     ad_tensor *before[RECLAIM_MAX];
 } reclaim;
 
-/* Notes the slots n's pass may change; false when it is not safe or not
- * worth it (the graph recorded; a trace or the anomaly check looks at the
- * gradients; more slots than the fixed array holds). */
 /* The adjoint the last reclaim moved down, when it was the only tensor
  * moved and the only slot's: in a chain it is the next node's g, and if
  * nothing was allocated since it is the arena's top block, which that
@@ -314,6 +311,10 @@ static bool same_mark(ad_arena_mark a, ad_arena_mark b)
     return a.chunk == b.chunk && a.chunk_used == b.chunk_used && a.used == b.used;
 }
 
+/* Notes the slots n's pass may change; false when it is not safe or not
+ * worth it (the graph recorded; a trace or the anomaly check looks at the
+ * gradients; more slots than the fixed array holds).  When g, the adjoint the rule
+ * consumes, is the top block top_adj describes, its start is noted too. */
 static bool reclaim_begin(ad_tape *t, const ad_node *n, ad_tensor *g, const sink *sk, bool create,
                           reclaim *r)
 {
