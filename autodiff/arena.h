@@ -11,6 +11,7 @@
 #ifndef AUTODIFF_ARENA_H
 #define AUTODIFF_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define ARENA_ALIGN 64
@@ -28,6 +29,10 @@ typedef struct ad_arena {
     ad_arena_chunk *first, *cur, *last;
     /* stats: bytes handed out, bytes of all chunks, number of chunks */
     size_t used, reserved, nchunks;
+    /* the most bytes handed out at once before the last rewind (used only
+     * falls at a rewind, so the high-water mark is taken there and not on
+     * the allocation's fast path); ad__arena_peak adds the current fill */
+    size_t peak;
 } ad_arena;
 
 /* A fill level to rewind to; all zero is the empty arena. */
@@ -60,6 +65,14 @@ static inline ad_arena_mark ad__arena_mark(const ad_arena *a)
 /* Gives back everything allocated since m: the chunks after m's are empty
  * again and the current chunk is refilled to its level at m. */
 void ad__arena_rewind(ad_arena *a, ad_arena_mark m);
+/* The high-water mark of used since the last ad__arena_clear_peak. */
+static inline size_t ad__arena_peak(const ad_arena *a)
+{
+    return a->used > a->peak ? a->used : a->peak;
+}
+static inline void ad__arena_clear_peak(ad_arena *a) { a->peak = a->used; }
+/* Whether p points into space handed out since m. */
+bool ad__arena_since(const ad_arena *a, ad_arena_mark m, const void *p);
 /* Rewinds to the start; the chunks are kept for reuse. */
 static inline void ad__arena_reset(ad_arena *a) { ad__arena_rewind(a, (ad_arena_mark){0}); }
 /* Returns every chunk to the allocator and leaves an empty arena. */

@@ -129,6 +129,7 @@ typedef struct direct_state {
     const sink *sk;
     bool create;
     unsigned done; /* bit k: input k delivered */
+    bool handled;  /* the rule propagated everything itself (ad__backward_segment) */
 } direct_state;
 static _Thread_local direct_state direct;
 
@@ -201,8 +202,26 @@ static int accumulate_inputs(ad_tape *t, ad_node *n, ad_tensor *g, const sink *s
 /* Runs n's rule on the adjoint g of its output, and sends each input's
  * gradient on: added to the adjoint of a computed input, delivered to the
  * sink (a leaf's grad, or a target's slot). */
+/* Whether gin[k], the first gradient of a computed input, may become a
+ * sum the pass owns (added into in place from then on, as a second
+ * contribution would have made it): it is a temporary the rule made
+ * (above the mark `fresh`), given to no other input, and no target's
+ * gradient is collected (ad_gradients keeps the first gradient as it
+ * is).  An owned adjoint spares a copy per further contribution: a view's
+ * accumulation (the LSTM's gate slices) then adds into it instead of
+ * copying it into a new whole. */
+static bool may_own(const ad_tape *t, const ad_arena_mark *fresh, const ad_node *n, int k,
+                    ad_tensor *const *gin, const sink *sk)
+{
+    if (!fresh || sk->targets || !ad__arena_since(&t->arena, *fresh, gin[k]->storage))
+        return false;
+    for (int j = 0; j < n->nin; j++)
+        if (j != k && gin[j] && gin[j]->storage == gin[k]->storage) return false;
+    return true;
+}
+
 static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
-                    bool create)
+                    bool create, const ad_arena_mark *fresh)
 {
     int done = accumulate_view(fn, t, n, g, sk, create);
     if (done) return done < 0 ? -1 : 0;
@@ -213,9 +232,10 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
     direct_state outer = direct; /* a rule may run a backward pass of its own */
-    direct = (direct_state){n, sk, create, 0};
+    direct = (direct_state){n, sk, create, 0, false};
     int rc = n->op->backward(n, g, gin);
     unsigned delivered = direct.done;
+    bool handled = direct.handled;
     direct = outer;
     if (rc) return -1;
     if (ad__tracing()) {
@@ -223,10 +243,10 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
                              n->in, n->out, g, gin};
         ad__emit_trace(&ev);
     }
-    for (int k = 0; k < n->nin; k++) {
+    for (int k = 0; k < n->nin && !handled; k++) {
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k)) continue;
-        if (delivered & (1u << k)) { /* the rule added it into x's buffer */
+        if (k < 32 && (delivered & (1u << k))) { /* the rule added it into x's buffer */
             ad__bump(x->grad);
             continue;
         }
@@ -243,7 +263,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
             }
             /* a new sum belongs to x alone; a gradient a rule handed over
              * may be shared (add's rule gives g to both inputs) */
-            x->adj_owned = x->adj != NULL;
+            x->adj_owned = x->adj != NULL || may_own(t, fresh, n, k, gin, sk);
             x->adj = sum;
         }
         if (deliver(t, sk, x, gin[k], create)) {
@@ -253,13 +273,156 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     return 0;
 }
 
+/* ---- giving a rule's temporaries back --------------------------------------------
+ * Without AD_CREATE_GRAPH, what a rule allocates is dead once its
+ * gradients are handed on, except what they became: a first gradient
+ * that is now its input's adjoint, a new sum, a leaf's new gradient
+ * buffer, a target's gradient.  Those few are moved down to where the
+ * rule started and the rest of the arena space it took is given back, so
+ * the pass holds the forward's values, the adjoints, and one rule's
+ * temporaries at a time instead of every rule's until the reset. */
+
+enum { RECLAIM_MAX = 32 };
+
+typedef struct reclaim {
+    ad_arena_mark m;
+    ad_tensor *g;        /* the adjoint the rule consumes, when it is the arena's top block */
+    ad_arena_mark floor; /* where that block starts */
+    held *held; /* the tape's references before the rule (a view of a
+                   persistent weight takes one, in the arena) */
+    int n;
+    ad_tensor **slot[RECLAIM_MAX];
+    ad_tensor *owner[RECLAIM_MAX]; /* whose adj or grad the slot is; NULL: a target's */
+    ad_tensor *before[RECLAIM_MAX];
+} reclaim;
+
+/* The adjoint the last reclaim moved down, when it was the only tensor
+ * moved and the only slot's: in a chain it is the next node's g, and if
+ * nothing was allocated since it is the arena's top block, which that
+ * node's reclaim can give back too once g is consumed. */
+static _Thread_local struct {
+    const ad_tape *t;
+    const ad_tensor *y;
+    ad_arena_mark before, after;
+} top_adj;
+
+static bool same_mark(ad_arena_mark a, ad_arena_mark b)
+{
+    return a.chunk == b.chunk && a.chunk_used == b.chunk_used && a.used == b.used;
+}
+
+/* Notes the slots n's pass may change; false when it is not safe or not
+ * worth it (the graph recorded; a trace or the anomaly check looks at the
+ * gradients; more slots than the fixed array holds).  When g, the adjoint the rule
+ * consumes, is the top block top_adj describes, its start is noted too. */
+static bool reclaim_begin(ad_tape *t, const ad_node *n, ad_tensor *g, const sink *sk, bool create,
+                          reclaim *r)
+{
+    r->g = NULL;
+    if (create || ad__tracing() || ad__anomaly_on() || n->nin + sk->n > RECLAIM_MAX) return false;
+    r->n = 0;
+    if (top_adj.t == t && top_adj.y == g && same_mark(top_adj.after, ad__arena_mark(&t->arena))) {
+        r->g = g;
+        r->floor = top_adj.before;
+    }
+    top_adj.y = NULL;
+    for (int k = 0; k < n->nin; k++) {
+        ad_tensor *x = n->in[k];
+        if (!x->requires_grad) continue;
+        if (!x->node && x->tape != t) continue;
+        r->owner[r->n] = x;
+        r->slot[r->n++] = x->node ? &x->adj : &x->grad;
+    }
+    for (int i = 0; sk->targets && i < sk->n; i++) {
+        r->owner[r->n] = NULL;
+        r->slot[r->n++] = &sk->grads[i];
+    }
+    for (int i = 0; i < r->n; i++) r->before[i] = *r->slot[i];
+    r->m = ad__arena_mark(&t->arena);
+    r->held = t->held;
+    return true;
+}
+
+/* The slots' new tensors that live in the space since the mark are
+ * copied to the arena's top, everything since the mark is given back,
+ * and they are made again from the mark on (below the copy: they are a
+ * part of what the rule took) with the same values. */
+static int reclaim_end(ad_tape *t, reclaim *r)
+{
+    ad_tensor *old[RECLAIM_MAX];
+    size_t bytes[RECLAIM_MAX], total = 0;
+    int nm = 0;
+    for (int i = 0; i < r->n; i++) {
+        ad_tensor *x = *r->slot[i];
+        if (!x || x == r->before[i] || !ad__arena_since(&t->arena, r->m, x->storage)) continue;
+        bool seen = false;
+        for (int j = 0; j < nm && !seen; j++) seen = old[j] == x;
+        if (seen) continue;
+        bytes[nm] = (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+        total += bytes[nm];
+        old[nm++] = x;
+    }
+    unsigned char *top = total ? ad__arena_alloc(t, total) : NULL;
+    if (total && !top) return 0; /* no room to move them: keep everything, as before */
+    size_t off = 0;
+    for (int j = 0; j < nm; j++) {
+        ad_storage st = {.data = top + off};
+        ad_tensor dst = *old[j];
+        dst.storage = &st;
+        dst.offset = 0;
+        ad__contig_strides(dst.ndim, dst.shape, dst.strides);
+        ad__copy_same(&dst, old[j]);
+        off += bytes[j];
+    }
+    /* the rule's views of persistent tensors are as dead as the rest */
+    ad__tape_release_after(t, r->held, t->fixups);
+    /* g, the top block, goes too when nothing now refers to its storage */
+    bool g_dead = r->g != NULL;
+    for (int i = 0; i < r->n && g_dead; i++)
+        g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
+    ad_arena_mark to = g_dead ? r->floor : r->m;
+    ad__arena_rewind(&t->arena, to);
+    off = 0;
+    for (int j = 0; j < nm; j++) {
+        ad_tensor *y = ad__alloc("ad_backward", t, old[j]->dtype, old[j]->ndim, old[j]->shape);
+        if (!y) { /* no memory for a header: the slots not moved yet go back to what
+                     they were before the rule, as for a node that failed */
+            for (int i = 0; i < r->n; i++)
+                for (int k = j; k < nm; k++)
+                    if (*r->slot[i] == old[k]) *r->slot[i] = r->before[i];
+            return -1;
+        }
+        memmove(y->storage->data, top + off, bytes[j]);
+        off += bytes[j];
+        int refs = 0, adj_refs = 0;
+        for (int i = 0; i < r->n; i++)
+            if (*r->slot[i] == old[j]) {
+                *r->slot[i] = y;
+                refs++;
+                adj_refs += r->owner[i] && r->slot[i] == &r->owner[i]->adj;
+            }
+        if (nm == 1 && refs == 1 && adj_refs == 1) {
+            top_adj.t = t;
+            top_adj.y = y;
+            top_adj.before = to;
+            top_adj.after = ad__arena_mark(&t->arena);
+        }
+    }
+    return 0;
+}
+
 /* n's backward, with the inputs' skip marks (accumulate_inputs) cleared
- * whatever happened. */
+ * whatever happened, and the rule's temporaries given back. */
 static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
                          bool create)
 {
-    int rc = run_node(fn, t, n, g, sk, create);
+    reclaim r;
+    r.n = 0; /* read only when reclaim_begin says yes; set for the compiler */
+    r.held = NULL;
+    bool give = reclaim_begin(t, n, g, sk, create, &r);
+    int rc = run_node(fn, t, n, g, sk, create, give ? &r.m : NULL);
     n->skip = 0;
+    if (rc == 0 && give) rc = reclaim_end(t, &r);
     return rc;
 }
 
@@ -370,6 +533,7 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
                          bool retain, const sink *sk)
 {
     ad_tape *t = out->tape;
+    top_adj.y = NULL;
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
     if (!seed || deliver(t, sk, out, seed, create)) return -1;
@@ -420,6 +584,179 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     ad__set_in_backward(prev_in);
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);
+    return rc;
+}
+
+/* ---- a recomputed segment (ad_checkpoint) ------------------------------------------ */
+
+/* A place outside the segment that the pass over it may point at a tensor
+ * made inside it: the adjoint of a tensor made before the segment (a new
+ * sum, or a gradient a rule handed over), a leaf's gradient buffer made by
+ * its first delivery, a target's gradient (ad_gradients). */
+typedef struct seg_slot {
+    ad_tensor **slot;
+    ad_tensor *before;
+} seg_slot;
+
+typedef struct seg_slots {
+    seg_slot *v;
+    size_t n, cap;
+} seg_slots;
+
+static int slot_add(seg_slots *s, ad_tensor **slot)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].slot == slot) return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        seg_slot *v = ad__realloc(s->v, cap * sizeof *v);
+        if (!v) return ad__err("ad_backward", "out of memory");
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (seg_slot){slot, *slot};
+    return 0;
+}
+
+/* Every slot the pass over nodes [first, end) can change. */
+static int collect_slots(ad_tape *t, size_t first, size_t end, const sink *sk, seg_slots *s)
+{
+    for (size_t i = first; i < end; i++) {
+        const ad_node *n = t->nodes[i];
+        for (int k = 0; k < n->nin; k++) {
+            ad_tensor *x = n->in[k];
+            if (!x->requires_grad) continue;
+            if (!x->node) {
+                if (x->tape == t && slot_add(s, &x->grad)) return -1;
+            } else if (x->node->seq < first && slot_add(s, &x->adj)) {
+                return -1;
+            }
+        }
+    }
+    for (int i = 0; sk->targets && i < sk->n; i++)
+        if (slot_add(s, &sk->grads[i])) return -1;
+    return 0;
+}
+
+/* Gives the segment back: the tensors that slots now point at and did not
+ * before (all made inside the segment) are copied out, the segment is
+ * rewound, and they come back as tensors of their own on t, with the
+ * same values, each slot re-pointed.  A tensor in several slots stays one
+ * tensor. */
+static int give_back(ad_tape *t, ad__segment *seg, seg_slots *s)
+{
+    size_t total = 0, nmoved = 0;
+    ad_tensor **old = s->n ? ad__malloc(2 * s->n * sizeof *old) : NULL;
+    if (s->n && !old) return ad__err("ad_backward", "out of memory");
+    for (size_t i = 0; i < s->n; i++) {
+        ad_tensor *x = *s->v[i].slot;
+        if (!x || x == s->v[i].before) continue;
+        bool seen = false;
+        for (size_t j = 0; j < nmoved && !seen; j++) seen = old[j] == x;
+        if (seen) continue;
+        old[nmoved++] = x;
+        total += (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+    }
+    unsigned char *buf = total ? ad__malloc(total) : NULL;
+    if (total && !buf) {
+        ad__free(old);
+        return ad__err("ad_backward", "out of memory");
+    }
+    size_t off = 0;
+    for (size_t j = 0; j < nmoved; j++) {
+        ad_tensor *x = old[j];
+        ad_storage st = {.data = buf + off, .in_arena = false};
+        ad_tensor dst = *x;
+        dst.storage = &st;
+        dst.offset = 0;
+        ad__contig_strides(dst.ndim, dst.shape, dst.strides);
+        ad__copy_same(&dst, x);
+        off += (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+    }
+    ad__segment_kill(t, seg);
+    ad__segment_rewind(t, seg);
+    ad_tensor **moved = old + s->n;
+    int rc = 0;
+    off = 0;
+    for (size_t j = 0; j < nmoved; j++) {
+        ad_tensor *x = old[j];
+        size_t nb = (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
+        moved[j] = ad__alloc("ad_backward", t, x->dtype, x->ndim, x->shape);
+        if (!moved[j]) {
+            rc = -1;
+            break;
+        }
+        memcpy(moved[j]->storage->data, buf + off, nb);
+        off += nb;
+    }
+    for (size_t i = 0; rc == 0 && i < s->n; i++)
+        for (size_t j = 0; j < nmoved; j++)
+            if (*s->v[i].slot == old[j]) *s->v[i].slot = moved[j];
+    ad__free(buf);
+    ad__free(old);
+    return rc;
+}
+
+bool ad__rule_running(const ad_node *n) { return direct.node == n; }
+
+int ad__backward_segment(ad_node *caller, ad__segment *seg, int nout, ad_tensor *const *outs,
+                         ad_tensor *const *gs)
+{
+    static const char *fn = "ad_backward";
+    if (direct.node != caller) return ad__err(fn, "a segment's pass outside its node's rule");
+    const sink *sk = direct.sk;
+    bool create = direct.create;
+    ad_tape *t = caller->out->tape;
+    size_t first = seg->mark.nnodes, end = t->nnodes;
+    seg_slots slots = {0};
+    if (!create && collect_slots(t, first, end, sk, &slots)) {
+        ad__free(slots.v);
+        return -1;
+    }
+    unsigned epoch = ++t->epoch;
+    int rc = 0;
+    for (int i = 0; i < nout && rc == 0; i++) {
+        ad_tensor *y = outs[i];
+        if (!y->node || y->node->seq < first || !gs[i]) continue;
+        y->node->mark = epoch;
+        if (!y->adj) {
+            y->adj = gs[i];
+            y->adj_owned = false;
+        } else { /* one tensor returned twice */
+            ad_tensor *sum = ad_add(y->adj, gs[i]);
+            if (!sum) rc = -1;
+            y->adj = sum;
+            y->adj_owned = sum != NULL;
+        }
+    }
+    for (size_t i = end; rc == 0 && i-- > first;) {
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        for (int k = 0; k < n->nin; k++) {
+            ad_tensor *x = n->in[k];
+            if (x->node && x->requires_grad && x->node->seq >= first) x->node->mark = epoch;
+        }
+    }
+    direct_state mine = direct;
+    for (size_t i = end; rc == 0 && i-- > first;) {
+        ad_node *n = t->nodes[i];
+        if (n->mark != epoch) continue;
+        ad_tensor *g = n->out->adj;
+        n->out->adj = NULL;
+        n->out->adj_owned = false;
+        if (g && backward_node(fn, t, n, g, sk, create)) rc = -1;
+    }
+    direct = mine;
+    for (size_t i = first; i < end; i++)
+        if (t->nodes[i]->mark == epoch) {
+            t->nodes[i]->out->adj = NULL;
+            t->nodes[i]->out->adj_owned = false;
+        }
+    /* After a failure the segment stays where it is (until the reset):
+     * the adjoints made so far may live in it. */
+    if (rc == 0 && !create) rc = give_back(t, seg, &slots);
+    ad__free(slots.v);
+    if (rc == 0) direct.handled = true;
     return rc;
 }
 

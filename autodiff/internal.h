@@ -58,6 +58,9 @@ struct ad_tensor {
      * ad_tensor_free before backward or reset only marks it released. */
     bool carried;
     bool released;
+    /* Made inside a function that ad_checkpoint ran: its memory was given
+     * back when the function returned (its stamp is then 0). */
+    bool segment_freed;
     uint64_t stamp;
     atomic_int hrefs;
     char *label;
@@ -152,6 +155,7 @@ extern const ad_op *const ad__ops_conv[];
 extern const ad_op *const ad__ops_random[];
 extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];
+extern const ad_op *const ad__ops_checkpoint[];
 
 /* ops_conv.c: ad_conv2d's direct path (groups 1, stride 1, dilation 1;
  * arguments already checked), and for tests the instruction set of its
@@ -248,6 +252,25 @@ ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
  * d64 or d32 (the other NULL), advancing the counter by n: exactly what
  * ad_rand draws, for ops that redraw in place at replay (dropout's mask). */
 void ad__rand_fill(ad_rng *rng, int64_t n, double lo, double hi, double *d64, float *d32);
+/* The streams drawn from while a log is open (ad_checkpoint's forward),
+ * each with its counter before its first draw, so that a recomputation can
+ * draw the same numbers again (PyTorch's preserve_rng_state).  Logs nest:
+ * a draw is noted in every open log.  More than AD__RNG_LOG_MAX streams
+ * sets overflow. */
+#define AD__RNG_LOG_MAX 8
+typedef struct ad__rng_log {
+    struct ad__rng_log *parent;
+    int n;
+    bool overflow;
+    ad_rng *rng[AD__RNG_LOG_MAX];
+    uint64_t counter[AD__RNG_LOG_MAX];
+} ad__rng_log;
+extern _Thread_local ad__rng_log *ad__rng_logs;
+void ad__rng_log_note(ad_rng *rng);
+static inline void ad__rng_note(ad_rng *rng)
+{
+    if (ad__rng_logs) ad__rng_log_note(rng);
+}
 /* The same for ad_randn: n normals N(mean, std^2), the counter advanced by
  * 2n (two uniforms per value). */
 void ad__randn_fill(ad_rng *rng, int64_t n, double mean, double std, double *d64, float *d32);

@@ -92,6 +92,25 @@ static int check_float_dtype(const char *fn, ad_dtype dtype)
 #define PARALLEL_FOR_N
 #endif
 
+/* ---- the log of streams used (ad_checkpoint) ------------------------------- */
+
+_Thread_local ad__rng_log *ad__rng_logs;
+
+void ad__rng_log_note(ad_rng *rng)
+{
+    for (ad__rng_log *l = ad__rng_logs; l; l = l->parent) {
+        bool seen = false;
+        for (int i = 0; i < l->n && !seen; i++) seen = l->rng[i] == rng;
+        if (seen) continue;
+        if (l->n == AD__RNG_LOG_MAX) {
+            l->overflow = true;
+            continue;
+        }
+        l->rng[l->n] = rng;
+        l->counter[l->n++] = rng->counter;
+    }
+}
+
 /* ---- public ---------------------------------------------------------------- */
 
 void ad_rng_init(ad_rng *rng, uint64_t seed)
@@ -107,6 +126,7 @@ void ad_rng_init(ad_rng *rng, uint64_t seed)
 double ad_rng_uniform(ad_rng *rng)
 {
     if (check_rng("ad_rng_uniform", rng)) return NAN;
+    ad__rng_note(rng);
     return unit(rng->seed, rng->counter++);
 }
 
@@ -124,6 +144,7 @@ uint64_t ad_rng_below(ad_rng *rng, uint64_t n)
      * most half the range is rejected, so the expected number of draws is
      * below 2 (and is 1 plus a vanishing amount for small n). */
     uint64_t t = -n % n;
+    ad__rng_note(rng);
     for (;;) {
         uint64_t r = bits64(rng->seed, rng->counter++);
         if (r >= t) return r % n;
@@ -161,6 +182,7 @@ static int new_draws(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
 
 void ad__rand_fill(ad_rng *rng, int64_t n, double lo, double hi, double *d64, float *d32)
 {
+    ad__rng_note(rng);
     /* lo + (hi - lo) u is exact at u = 0 and monotonic in u, but hi - lo
      * overflows for bounds of opposite sign near DBL_MAX; the blend
      * lo (1 - u) + hi u cannot.  Either can round up to hi itself when u is
@@ -224,6 +246,7 @@ int ad__check_randn(const char *fn, const ad_rng *rng, ad_dtype dtype, double me
 
 void ad__randn_fill(ad_rng *rng, int64_t n, double mean, double std, double *d64, float *d32)
 {
+    ad__rng_note(rng);
     /* Box-Muller: for independent u1, u2 uniform on (0, 1],
      * sqrt(-2 ln u1) cos(2 pi u2) is standard normal (the pair (r, theta)
      * is the polar form of two independent normals; r^2 / 2 is Exp(1)).

@@ -181,6 +181,49 @@ void ad__hdr_rewind_to_mark(ad_tape *t)
     l->used = t->mark.hdr_used;
 }
 
+/* ---- segments (ad_checkpoint) -------------------------------------------------- */
+
+void ad__segment_begin(ad_tape *t, ad__segment *m)
+{
+    const hdr_list *h = &t->hdr[t->nresets & 1], *c = &t->carry[t->nresets & 1];
+    m->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
+                          h->cur, h->used};
+    m->carry_cur = c->cur;
+    m->carry_used = c->used;
+}
+
+bool ad__segment_detached(const ad_tape *t, const ad__segment *m)
+{
+    const hdr_list *c = &t->carry[t->nresets & 1];
+    return c->cur != m->carry_cur || c->used != m->carry_used;
+}
+
+void ad__segment_kill(ad_tape *t, const ad__segment *m)
+{
+    hdr_list *l = &t->hdr[t->nresets & 1];
+    if (!l->cur) return;
+    hdr_slab *s = m->mark.hdr_cur ? m->mark.hdr_cur : l->first;
+    size_t i = m->mark.hdr_cur ? m->mark.hdr_used : 0;
+    for (;;) {
+        size_t end = s == l->cur ? l->used : HDR_SLOTS;
+        for (; i < end; i++) {
+            s->slot[i].segment_freed = true;
+            s->slot[i].stamp = 0;
+        }
+        if (s == l->cur) break;
+        s = s->next;
+        i = 0;
+    }
+}
+
+void ad__segment_rewind(ad_tape *t, const ad__segment *m)
+{
+    ad__tape_release_after(t, m->mark.held, m->mark.fixups);
+    t->nnodes = m->mark.nnodes;
+    t->ntensors = m->mark.ntensors;
+    ad__arena_rewind(&t->arena, m->mark.arena);
+}
+
 bool ad__tape_alive(const ad_tape *tape) { return tape && tape->magic == AD_TAPE_MAGIC; }
 
 int ad__check_tape(const char *fn, const ad_tape *tape)
@@ -200,6 +243,10 @@ const char *ad__handle_problem(const ad_tensor *t)
      * that hold it; only its owner's later uses are errors. */
     if (!tp) return t->released && !in_backward ? "was freed with ad_tensor_free" : NULL;
     if (t->stamp == tp->gen) return NULL;
+    if (t->segment_freed)
+        return "was made inside a function run by ad_checkpoint, whose intermediate tensors "
+               "are freed when it returns; make it one of the function's outputs to use it "
+               "outside";
     if (tp->magic != AD_TAPE_MAGIC)
         return "belongs to a tape that was freed (ad_tape_free); copy it to a persistent "
                "tensor (ad_copy(NULL, t)) to keep it past its tape";
@@ -340,6 +387,7 @@ int ad_tape_reset(ad_tape *t)
     t->gen = t->floor = ad__next_gen();
     t->frozen = false;
     ad__arena_reset(&t->arena);
+    ad__arena_clear_peak(&t->arena);
     t->nnodes = 0;
     t->ntensors = 0;
     return 0;
@@ -386,6 +434,7 @@ int ad_tape_get_stats(const ad_tape *t, ad_tape_stats *s)
     s->arena_used = t->arena.used;
     s->arena_reserved = t->arena.reserved;
     s->arena_chunks = t->arena.nchunks;
+    s->arena_peak = ad__arena_peak(&t->arena);
     return 0;
 }
 

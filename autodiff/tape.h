@@ -109,6 +109,9 @@ typedef struct ad_tape_stats {
     size_t arena_used;     /* bytes handed out since the last reset */
     size_t arena_reserved; /* bytes the arena holds from the system */
     size_t arena_chunks;   /* number of system allocations the arena holds */
+    size_t arena_peak;     /* the most bytes handed out at once since the last reset:
+                              a training step's peak, also when parts of it were given
+                              back before its end (ad_checkpoint's recomputations) */
 } ad_tape_stats;
 AD_API int ad_tape_get_stats(const ad_tape *tape, ad_tape_stats *stats);
 

@@ -72,6 +72,41 @@ struct ad_tape {
     tape_mark mark;
 };
 
+/* A segment of a tape (ad_checkpoint): everything recorded and allocated
+ * between ad__segment_begin and ad__segment_rewind is given back - arena
+ * space, nodes, references - as a replay gives back what followed the
+ * freeze.  ad__segment_kill first marks every tensor header handed out
+ * since the beginning as freed (segment_freed, stamp 0), so a handle kept
+ * from inside is an error that says so; headers are not reused until the
+ * reset.  ad__segment_detached: whether ad_detach was called since (its
+ * carried tensors would outlive the segment's memory). */
+typedef struct ad__segment {
+    tape_mark mark;
+    hdr_slab *carry_cur;
+    size_t carry_used;
+} ad__segment;
+void ad__segment_begin(ad_tape *t, ad__segment *m);
+void ad__segment_kill(ad_tape *t, const ad__segment *m);
+void ad__segment_rewind(ad_tape *t, const ad__segment *m);
+bool ad__segment_detached(const ad_tape *t, const ad__segment *m);
+
+/* The pass over a recomputed segment (backward.c), for the rule of a node
+ * that propagates its gradient itself instead of returning one per input
+ * (ad_checkpoint's): the nodes recorded since seg (from m->mark.nnodes
+ * on) are walked newest first, seeded with outs[i]'s adjoint gs[i], under
+ * the running pass's mode and sink, so that what reaches tensors made
+ * before the segment - the caller's inputs, leaves - is added to their
+ * adjoints or delivered exactly as if the segment's ops had been recorded
+ * in place.  Without AD_CREATE_GRAPH the segment is then given back
+ * (ad__segment_rewind), the adjoints and gradients that were made inside
+ * it moved out first.  caller must be the node whose rule is running.
+ * 0, or -1 with an error. */
+int ad__backward_segment(ad_node *caller, ad__segment *seg, int nout, ad_tensor *const *outs,
+                         ad_tensor *const *gs);
+/* Whether n's rule is being run by a backward pass (not by the DOT
+ * writer's ad__node_local_grads, which has no pass to propagate in). */
+bool ad__rule_running(const ad_node *n);
+
 /* Drops the gradient fixups and storage references taken since `fixups`
  * and `held` (NULL: all of them), as a reset does: persistent leaves get a
  * persistent copy of a gradient that lived on the tape. */

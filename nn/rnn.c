@@ -218,15 +218,66 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     return 0;
 }
 
+/* A checkpointed segment of steps (ad_checkpoint): in = h[, c], wt[, b];
+ * the steps' inputs xs[0..len) are read from here (ad_checkpoint finds
+ * those that require grad); out = the
+ * len outputs h_t, then (LSTM) the last c. */
+typedef struct rnn_segment {
+    nn_rnn_mode mode;
+    int64_t H, len;
+    ad_tensor *xs[NN_RNN_MAX_CHECKPOINT];
+} rnn_segment;
+
+static int segment_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nout;
+    const rnn_segment *g = ctx;
+    int k = g->mode == NN_LSTM ? 2 : 1;
+    ad_tensor *h = in[0], *c = g->mode == NN_LSTM ? in[1] : NULL;
+    ad_tensor *wt = in[k], *b = n > k + 1 ? in[k + 1] : NULL;
+    for (int64_t t = 0; t < g->len; t++) {
+        ad_tensor *h1 = NULL, *c1 = NULL;
+        step(g->mode, g->H, g->xs[t], h, c, wt, b, &h1, &c1);
+        if (!h1 || (g->mode == NN_LSTM && !c1)) return -1;
+        out[t] = h = h1;
+        c = c1;
+    }
+    if (g->mode == NN_LSTM) out[g->len] = c;
+    return 0;
+}
+
 /* One layer over the whole sequence: xs[t] [B, F] the inputs of step t,
  * hs[t] gets h_t; *h, *c hold the initial state on entry and the final
- * one on return.  0, or -1 when an op failed. */
+ * one on return.  With ckpt > 0 the steps run in checkpointed segments
+ * of ckpt steps: only the segments' outputs stay on the tape, and the
+ * backward pass recomputes one segment at a time.  0, or -1 when an op
+ * failed. */
 static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_tensor *const *xs,
-                     ad_tensor *const *w, bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs)
+                     ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h, ad_tensor **c,
+                     ad_tensor **hs)
 {
     ad_tensor *wt = NULL, *b = NULL;
     fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
     if (!wt || (bias && !b)) return -1;
+    if (ckpt > 0) {
+        bool lstm = mode == NN_LSTM;
+        for (int64_t t0 = 0; t0 < T; t0 += ckpt) {
+            /* copied with the node (ctx_size), so this frame may go */
+            rnn_segment g = {mode, H, T - t0 < ckpt ? T - t0 : ckpt, {0}};
+            memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
+            ad_tensor *in[4] = {*h, lstm ? *c : wt, lstm ? wt : b, lstm ? b : NULL};
+            int nin = 2 + lstm + (b != NULL);
+            ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
+            if (lstm) out = last;
+            if (ad_checkpoint(segment_fn, &g, sizeof g, nin, in, (int)g.len + lstm, out) != 0) return -1;
+            if (lstm) {
+                memcpy(hs + t0, last, (size_t)g.len * sizeof *hs);
+                *c = last[g.len];
+            }
+            *h = hs[t0 + g.len - 1];
+        }
+        return 0;
+    }
     for (int64_t t = 0; t < T; t++) {
         ad_tensor *h1 = NULL, *c1 = NULL;
         step(mode, H, xs[t], *h, *c, wt, b, &h1, &c1);
@@ -237,11 +288,11 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
     return 0;
 }
 
-int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, int num_layers,
-                    ad_tensor *const *weights, bool bias, ad_tensor **output, ad_tensor **h_n,
-                    ad_tensor **c_n)
+/* nn_rnn_sequence with segments of ckpt steps checkpointed (0: none). */
+static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
+                    int num_layers, ad_tensor *const *weights, bool bias, int ckpt,
+                    ad_tensor **output, ad_tensor **h_n, ad_tensor **c_n)
 {
-    const char *fn = "nn_rnn_sequence";
     if (output) *output = NULL;
     if (h_n) *h_n = NULL;
     if (c_n) *c_n = NULL;
@@ -295,7 +346,7 @@ int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0
                        : c0            ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
                                        : ad_zeros(s.tape, dt, 2, (int64_t[]){B, H});
         rc = h && (c || mode != NN_LSTM) ? run_layer(mode, H, T, s.tape, xs, weights + per * l,
-                                                     bias, &h, &c, hs)
+                                                     bias, ckpt, &h, &c, hs)
                                          : -1;
         hl[l] = h;
         cl[l] = c;
@@ -316,6 +367,14 @@ int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0
     return 0;
 }
 
+int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, int num_layers,
+                    ad_tensor *const *weights, bool bias, ad_tensor **output, ad_tensor **h_n,
+                    ad_tensor **c_n)
+{
+    return sequence("nn_rnn_sequence", mode, x, h0, c0, num_layers, weights, bias, 0, output, h_n,
+                    c_n);
+}
+
 /* ---- the modules -------------------------------------------------------------------- */
 
 typedef struct rnn_state {
@@ -323,6 +382,7 @@ typedef struct rnn_state {
     int64_t in, hidden;
     int layers; /* 0 for a cell */
     bool bias;
+    int checkpoint; /* steps per checkpointed segment, 0: none */
     ad_tensor **w; /* per layer w_ih, w_hh[, b_ih, b_hh] (owned by the module) */
 } rnn_state;
 
@@ -404,7 +464,7 @@ static nn_module *make(const char *fn, bool cell, int64_t in, int64_t hidden, in
         return NULL;
     }
     if (rc != 0) return NULL;
-    *s = (rnn_state){mode, in, hidden, cell ? 0 : layers, bias, s->w};
+    *s = (rnn_state){mode, in, hidden, cell ? 0 : layers, bias, 0, s->w};
     nn_module *m = nn_module_new(&TYPES[cell][mode], s);
     if (!m) return NULL;
     static const char *const names[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
@@ -498,7 +558,8 @@ int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, ad_
                             ad_dtype_name(ad_tensor_dtype(s->w[0])));
     }
     if (s->layers)
-        return nn_rnn_sequence(s->mode, x, h0, c0, s->layers, s->w, s->bias, output, h_n, c_n);
+        return sequence("nn_rnn_sequence", s->mode, x, h0, c0, s->layers, s->w, s->bias,
+                        s->checkpoint, output, h_n, c_n);
     ad_tensor *h1 = NULL, *c1 = NULL;
     if (nn_rnn_cell_step(s->mode, x, h0, c0, s->w[0], s->w[1], s->bias ? s->w[2] : NULL,
                          s->bias ? s->w[3] : NULL, &h1, s->mode == NN_LSTM ? &c1 : NULL) != 0)
@@ -511,5 +572,20 @@ int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, ad_
     if (!output && !h_n && persistent) ad_tensor_free(h1);
     if (c_n) *c_n = c1;
     else if (c1 && persistent) ad_tensor_free(c1);
+    return 0;
+}
+
+int nn_rnn_set_checkpoint(nn_module *m, int steps)
+{
+    const char *fn = "nn_rnn_set_checkpoint";
+    rnn_state *s = state_of(fn, m);
+    if (!s) return -1;
+    if (!s->layers)
+        return ad_set_error("%s: a cell runs one step; checkpoint the loop that calls it "
+                            "(ad_checkpoint)", fn);
+    if (steps < 0 || steps > NN_RNN_MAX_CHECKPOINT)
+        return ad_set_error("%s: steps must be 0 (off) or 1..%d, got %d", fn,
+                            NN_RNN_MAX_CHECKPOINT, steps);
+    s->checkpoint = steps;
     return 0;
 }

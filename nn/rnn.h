@@ -104,6 +104,20 @@ AD_API nn_module *nn_lstm_cell(int64_t input_size, int64_t hidden_size, bool bia
 AD_API int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
                           ad_tensor **output, ad_tensor **h_n, ad_tensor **c_n);
 
+/* Gradient checkpointing of a sequence layer (nn_rnn, nn_gru, nn_lstm):
+ * with steps > 0 its time loop runs in segments of that many steps, each
+ * through ad_checkpoint (autodiff/transforms.h), so the tape keeps each
+ * segment's outputs (h_t, and the LSTM's last c) but none of its gates;
+ * the backward pass recomputes one segment at a time.  The step's memory
+ * then holds the outputs plus one segment's intermediates instead of
+ * every step's, for about one more forward pass of compute; gradients
+ * are the same bits as without.  Good values are near sqrt(T).  0 turns
+ * it off (the default); at most NN_RNN_MAX_CHECKPOINT.  Errors: not a
+ * sequence layer (a cell: checkpoint the loop that calls it), steps out
+ * of range. */
+#define NN_RNN_MAX_CHECKPOINT 63
+AD_API int nn_rnn_set_checkpoint(nn_module *m, int steps);
+
 /* The recurrence of a module: its mode, or -1 with an error when m is not
  * one of the modules above. */
 AD_API int nn_rnn_mode_of(const nn_module *m);

@@ -232,9 +232,43 @@ nn_module *nn_positional_embedding(int64_t max_len, int64_t dim, ad_dtype dtype,
 typedef struct block_state {
     int64_t d_model, heads, ff;
     nn_module *attn, *lin1, *lin2, *norm1, *norm2, *drop, *drop1, *drop2;
+    bool checkpoint; /* the block runs through ad_checkpoint */
 } block_state;
 
+static ad_tensor *block_compute(nn_module *m, ad_tensor *x);
+
+/* The block as a checkpointed function: its parameters are read from the
+ * module, and ad_checkpoint finds them; its dropouts draw the same masks
+ * again when the backward pass recomputes it.  The call (copied with the
+ * checkpoint) keeps the mode the block ran in: a replay or a backward
+ * pass may come while the model is in the other mode (the trainer's
+ * evaluation), and the recomputation must be the same function. */
+typedef struct block_call {
+    nn_module *m;
+    bool training;
+} block_call;
+
+static int block_segment(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
+{
+    (void)n, (void)nout;
+    const block_call *c = ctx;
+    bool was = nn_is_training(c->m);
+    nn_train(c->m, c->training);
+    out[0] = block_compute(c->m, in[0]);
+    nn_train(c->m, was);
+    return out[0] ? 0 : -1;
+}
+
 static ad_tensor *block_forward(nn_module *m, ad_tensor *x)
+{
+    block_state *s = nn_module_state(m);
+    ad_tensor *y = NULL;
+    if (!s->checkpoint) return block_compute(m, x);
+    block_call c = {m, nn_is_training(m)};
+    return ad_checkpoint(block_segment, &c, sizeof c, 1, &x, 1, &y) == 0 ? y : NULL;
+}
+
+static ad_tensor *block_compute(nn_module *m, ad_tensor *x)
 {
     block_state *s = nn_module_state(m);
     if (ad_ndim(x) != 3 || ad_size(x, 2) != s->d_model) {
@@ -302,4 +336,13 @@ nn_module *nn_transformer_block(int64_t D, int64_t heads, int64_t ff, double dro
         return NULL;
     }
     return m;
+}
+
+int nn_transformer_block_set_checkpoint(nn_module *m, bool on)
+{
+    if (!m || nn_module_type_of(m) != &BLOCK)
+        return ad_set_error("nn_transformer_block_set_checkpoint: the module is %s, not a "
+                            "TransformerBlock", m ? nn_module_type_of(m)->name : "NULL");
+    ((block_state *)nn_module_state(m))->checkpoint = on;
+    return 0;
 }

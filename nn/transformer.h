@@ -65,6 +65,15 @@ AD_API nn_module *nn_positional_embedding(int64_t max_len, int64_t dim, ad_dtype
 AD_API nn_module *nn_transformer_block(int64_t d_model, int64_t heads, int64_t ff, double dropout,
                                        ad_dtype dtype, ad_rng *rng, uint64_t seed);
 
+/* Gradient checkpointing per block: with on, the block's forward runs
+ * through ad_checkpoint (autodiff/transforms.h), so a training step keeps
+ * the block's input and output but none of its intermediates (attention
+ * weights, the feed-forward's [B, T, ff] activations), and the backward
+ * pass recomputes them, the dropout masks drawn again alike; gradients
+ * are the same bits as without.  Off by default.  Error: m is not a
+ * block from nn_transformer_block. */
+AD_API int nn_transformer_block_set_checkpoint(nn_module *m, bool on);
+
 #ifdef __cplusplus
 }
 #endif

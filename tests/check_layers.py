@@ -55,6 +55,7 @@ LAYERS = {
     'autodiff/ffi.h': 3, 'autodiff/ffi.c': 3, 'autodiff/ffi_callback.c': 3,
     'autodiff/ffi_sig.c': 3,
     'autodiff/custom.h': 3, 'autodiff/custom.c': 3, 'autodiff/autodiff.h': 3,
+    'autodiff/grad_checkpoint.c': 3,
 }
 NAMES = ['tensor', 'tape', 'ops', 'transforms', 'nn', 'programs']
 

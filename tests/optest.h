@@ -87,6 +87,7 @@ extern const op_row rows_loss[];
 extern const op_row rows_nn[];
 extern const op_row rows_ffi[];
 extern const op_row rows_custom[];
+extern const op_row rows_checkpoint[];
 
 /* A fresh tape, made active, for each test of a TCase:
  *     tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);

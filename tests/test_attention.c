@@ -5,7 +5,8 @@
  * with respect to its input; agreement with PyTorch's MultiheadAttention
  * and TransformerEncoderLayer(norm_first, gelu, causal mask) on fixed
  * weights loaded by PyTorch's names from tests/data/rnn_reference.safetensors;
- * causality; dropout; bad inputs. */
+ * causality; dropout; a checkpointed block with dropout against the
+ * plain one, to the bit; bad inputs. */
 #include <nn/nn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,63 @@ START_TEST(dropout_in_training_only)
 }
 END_TEST
 
+/* Gradient checkpointing of a block with dropout: two blocks made alike,
+ * one checkpointed, give the same loss and the same gradients to the
+ * bit over two steps - the recomputation draws the dropout masks the
+ * first run drew, and leaves the streams where the plain block leaves
+ * them, so the second step's masks agree too. */
+START_TEST(checkpointed_block_matches_plain)
+{
+    nn_module *b[2];
+    for (int k = 0; k < 2; k++) {
+        ad_rng rng;
+        ad_rng_init(&rng, 5);
+        b[k] = nn_transformer_block(8, 2, 16, 0.2, AD_FLOAT32, &rng, 9);
+        nonnull(b[k]);
+    }
+    ok(nn_transformer_block_set_checkpoint(b[1], true));
+    nn_named_tensors *p[2] = {nn_parameters(b[0]), nn_parameters(b[1])};
+    for (int step = 0; step < 2; step++) {
+        double loss[2];
+        void *g0[64] = {0};
+        for (int k = 0; k < 2; k++) {
+            ad_rng r;
+            ad_rng_init(&r, 20 + (uint64_t)step);
+            ad_tensor *x = ad_randn(ot_tape, &r, AD_FLOAT32, AD_SHAPE(2, 5, 8), 0, 1);
+            ok(ad_set_requires_grad(x, true));
+            for (int i = 0; i < p[k]->n; i++) ok(ad_zero_grad(p[k]->tensors[i]));
+            ad_tensor *y = nn_forward(b[k], x);
+            nonnull(y);
+            ad_tensor *E = ad_sum(ad_mul(y, y), NULL, 0, false);
+            ok(ad_backward(E, NULL, 0));
+            loss[k] = ad_item(E);
+            for (int i = 0; i <= p[k]->n && i < 64; i++) {
+                ad_tensor *g = ad_contiguous(ad_tensor_grad(i < p[k]->n ? p[k]->tensors[i] : x));
+                nonnull(g);
+                size_t nb = (size_t)ad_numel(g) * sizeof(float);
+                if (k == 0) {
+                    g0[i] = malloc(nb);
+                    memcpy(g0[i], ad_data(g), nb);
+                } else {
+                    ck_assert_msg(memcmp(g0[i], ad_data(g), nb) == 0,
+                                  "step %d: gradient of %s differs with checkpointing", step,
+                                  i < p[k]->n ? p[k]->names[i] : "x");
+                }
+            }
+            ok(ad_tape_reset(ot_tape));
+        }
+        ck_assert(loss[0] == loss[1]);
+        for (int i = 0; i < 64; i++) free(g0[i]);
+    }
+    ck_assert_error_rc(nn_transformer_block_set_checkpoint(p[0]->n ? NULL : b[0], true),
+                       "not a TransformerBlock");
+    nn_named_tensors_free(p[0]);
+    nn_named_tensors_free(p[1]);
+    nn_module_free(b[0]);
+    nn_module_free(b[1]);
+}
+END_TEST
+
 START_TEST(names_and_bad_inputs)
 {
     ad_rng rng;
@@ -252,6 +310,7 @@ int main(void)
     tcase_add_test(tc, agrees_with_pytorch);
     tcase_add_test(tc, causal_mask_hides_the_future);
     tcase_add_test(tc, dropout_in_training_only);
+    tcase_add_test(tc, checkpointed_block_matches_plain);
     tcase_add_test(tc, names_and_bad_inputs);
     suite_add_tcase(s, tc);
     return ot_run(s);

@@ -1212,6 +1212,13 @@ static ad_tensor *save_fw(ad_custom_ctx *ctx, ad_tensor *const *in, int n, void 
     return ad_custom_save(ctx, 1, &t) ? NULL : ad_mul_scalar(in[0], 1);
 }
 
+static int ckpt_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
+{
+    (void)n, (void)nout, (void)ctx;
+    out[0] = ad_sin(in[0]);
+    return out[0] ? 0 : -1;
+}
+
 START_TEST(custom_h_and_short_reductions)
 {
     fx f = setup();
@@ -1241,6 +1248,14 @@ START_TEST(custom_h_and_short_reductions)
     ROW(ad_custom_call(sv, 1, &f.a), "ad_custom_save: argument 't[0]' is not a live tensor");
     ad_custom_free(sv);
     ad_custom_free(op);
+
+    ad_tensor *co[1];
+    ROW_RC(ad_checkpoint(NULL, NULL, 0, 1, &f.a, 1, co), "ad_checkpoint: the function is NULL");
+    ROW_RC(ad_checkpoint(ckpt_fn, NULL, 0, 0, &f.a, 1, co), "need 1..64 inputs, got 0");
+    ROW_RC(ad_checkpoint(ckpt_fn, NULL, 0, 1, &f.a, 65, co), "need 1..64 outputs, got 65");
+    ROW_RC(ad_checkpoint(ckpt_fn, NULL, 0, 1, &f.a, 1, NULL), "(out NULL)");
+    ROW_RC(ad_checkpoint(ckpt_fn, NULL, 0, 1, &f.dead, 1, co),
+           "ad_checkpoint: argument 'in[0]' is not a live tensor");
 
     ROW(ad_sum_all(NULL), "ad_sum_all: argument 'x' is NULL");
     ROW(ad_mean_all(f.i64), "ad_mean_all: argument 'x' must be float32 or float64, got int64");

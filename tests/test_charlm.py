@@ -15,6 +15,9 @@ runs on any machine).  Small models and few steps keep it to a minute:
     the same checkpoint, byte for byte, as the uninterrupted run;
   - --norms writes the per-step gradient norms and the gradient by
     distance back in time;
+  - --checkpoint K gives the same losses and validation score to the last
+    printed digit (the gradients are the same bits) with a smaller forward
+    arena and step peak, for the LSTM and the transformer with dropout;
   - bad options exit with status 2, a missing data path with status 1.
 """
 import json
@@ -95,6 +98,20 @@ def main():
     p = run(base + ["--model", "gru", "--steps", "0", "--resume", whole], expect=1)
     assert b"holds a charlm-lstm" in p.stderr, p.stderr
 
+    # gradient checkpointing changes memory, not numbers
+    for model, extra in (("lstm", ["--checkpoint", "5"]),
+                         ("transformer", ["--checkpoint", "1", "--embed", "32", "--heads", "2",
+                                          "--ff", "64", "--dropout", "0.1"])):
+        plain = report(run(base + ["--model", model, "--steps", "4"] + extra[2:]))
+        ckpt = report(run(base + ["--model", model, "--steps", "4"] + extra))
+        print(model, "checkpoint", {k: (plain[k], ckpt[k]) for k in
+                                    ("forward_arena_mb", "step_arena_mb")})
+        for key in ("first_loss", "last_loss", "val_bits_per_char"):
+            assert plain[key] == ckpt[key], (model, key, plain[key], ckpt[key])
+        assert ckpt["checkpoint"] == int(extra[1]) and plain["checkpoint"] == 0
+        assert ckpt["forward_arena_mb"] < 0.7 * plain["forward_arena_mb"], (plain, ckpt)
+        assert ckpt["step_arena_mb"] < 0.9 * plain["step_arena_mb"], (plain, ckpt)
+
     # --norms: the gradient norm of every step, and by distance back in time
     prefix = os.path.join(tmp, "norms")
     run(base + ["--model", "rnn", "--steps", "6", "--norms", prefix])
@@ -111,6 +128,7 @@ def main():
 
     # bad input
     for args in (["--model", "cnn"], ["--steps", "-1"], ["--bogus"], ["--temperature", "0"],
+                 ["--checkpoint", "64"],
                  ["--model", "transformer", "--embed", "30", "--heads", "4"]):
         p = run(base + args, expect=2)
         assert p.stderr.startswith(b"charlm: "), p.stderr

@@ -790,8 +790,11 @@ static int arena_sweep(const char *name, arena_step step, void *(*make)(void),
         ck_assert_ptr_nonnull(t);
         ck_assert_int_eq(step(false, &ref, t, 0, ctx), 0);
         size_t before = t->arena.used;
+        /* the step's high-water mark: the backward pass gives its rules'
+         * temporaries back as it goes, so it ends below its peak */
+        ad__arena_clear_peak(&t->arena);
         ck_assert_int_eq(step(false, &ref, t, 1, ctx), 0);
-        used = t->arena.used - before;
+        used = ad__arena_peak(&t->arena) - before;
         ad_tape_free(t);
         destroy(ctx);
     }

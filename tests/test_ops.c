@@ -16,7 +16,7 @@
 
 static const op_row *const sets[] = {rows_pointwise, rows_reduce, rows_shape, rows_linalg,
                                      rows_util,      rows_decomp, rows_loss,  rows_nn,
-                                     rows_ffi,       rows_custom};
+                                     rows_ffi,       rows_custom, rows_checkpoint};
 #define NSETS (sizeof sets / sizeof sets[0])
 
 static int count_rows(void)

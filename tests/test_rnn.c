@@ -5,7 +5,8 @@
  * weights loaded by PyTorch's parameter names from
  * tests/data/rnn_reference.safetensors (made by make_rnn_reference.py);
  * the modules against the functional forms; truncated BPTT with a carried,
- * detached state; bad inputs. */
+ * detached state; checkpointed segments against the plain layer, to the
+ * bit; bad inputs. */
 #include <nn/nn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,6 +342,96 @@ START_TEST(chunks_with_carried_state)
 }
 END_TEST
 
+/* Gradient checkpointing (nn_rnn_set_checkpoint): a 2-layer sequence of
+ * 11 steps in segments of 4 (the last one shorter) gives the same
+ * outputs, final state and gradients - of every weight, of the input and
+ * of the initial state - to the bit as the plain layer, for every
+ * recurrence, in float32. */
+static void *grad_bytes(ad_tensor *t, size_t *n)
+{
+    ad_tensor *g = ad_contiguous(ad_tensor_grad(t));
+    nonnull(g);
+    *n = (size_t)ad_numel(g) * ad_dtype_size(ad_tensor_dtype(g));
+    void *p = malloc(*n);
+    nonnull(p);
+    memcpy(p, ad_data(g), *n);
+    return p;
+}
+
+START_TEST(checkpointed_matches_plain)
+{
+    for (int mode = 0; mode < 4; mode++) {
+        ad_rng rng;
+        ad_rng_init(&rng, 11);
+        nn_module *m = mode == NN_GRU    ? nn_gru(5, 6, 2, true, AD_FLOAT32, &rng)
+                       : mode == NN_LSTM ? nn_lstm(5, 6, 2, true, AD_FLOAT32, &rng)
+                                         : nn_rnn(5, 6, 2, mode, true, AD_FLOAT32, &rng);
+        nonnull(m);
+        nn_named_tensors *p = nn_parameters(m);
+        nonnull(p);
+        enum { NG = 8 + 3 };
+        void *want[NG] = {0};
+        size_t nb[NG] = {0};
+        double y_last = 0;
+        for (int ckpt = 0; ckpt < 2; ckpt++) {
+            ad_rng r2;
+            ad_rng_init(&r2, 12);
+            ad_tensor *x = ad_randn(ot_tape, &r2, AD_FLOAT32, AD_SHAPE(3, 11, 5), 0, 1);
+            ad_tensor *h0 = ad_randn(ot_tape, &r2, AD_FLOAT32, AD_SHAPE(2, 3, 6), 0, 1);
+            ad_tensor *c0 = mode == NN_LSTM
+                                ? ad_randn(ot_tape, &r2, AD_FLOAT32, AD_SHAPE(2, 3, 6), 0, 1)
+                                : NULL;
+            ad_tensor *wy = ad_randn(ot_tape, &r2, AD_FLOAT32, AD_SHAPE(3, 11, 6), 0, 1);
+            ok(ad_set_requires_grad(x, true));
+            ok(ad_set_requires_grad(h0, true));
+            if (c0) ok(ad_set_requires_grad(c0, true));
+            ok(nn_rnn_set_checkpoint(m, ckpt ? 4 : 0));
+            for (int i = 0; i < p->n; i++) ok(ad_zero_grad(p->tensors[i]));
+            ad_tensor *y = NULL, *hn = NULL, *cn = NULL;
+            ok(nn_rnn_forward(m, x, h0, c0, &y, &hn, c0 ? &cn : NULL));
+            /* every result reaches the loss, each with its own weights */
+            ad_tensor *E = ad_add(ad_sum(ad_mul(y, wy), NULL, 0, false),
+                                  ad_sum(ad_mul(hn, hn), NULL, 0, false));
+            if (cn) E = ad_add(E, ad_sum(ad_sin(cn), NULL, 0, false));
+            ok(ad_backward(E, NULL, 0));
+            ad_tensor *leaves[NG];
+            int n = 0;
+            for (int i = 0; i < p->n; i++) leaves[n++] = p->tensors[i];
+            leaves[n++] = x;
+            leaves[n++] = h0;
+            if (c0) leaves[n++] = c0;
+            for (int i = 0; i < n; i++) {
+                size_t k;
+                void *b = grad_bytes(leaves[i], &k);
+                if (!ckpt) {
+                    want[i] = b;
+                    nb[i] = k;
+                    continue;
+                }
+                ck_assert_uint_eq(k, nb[i]);
+                ck_assert_msg(memcmp(b, want[i], k) == 0, "%s: gradient %d differs with checkpoints",
+                              KEYS[mode], i);
+                free(b);
+            }
+            if (!ckpt) y_last = ad_item(E);
+            else ck_assert(ad_item(E) == y_last);
+            ok(ad_tape_reset(ot_tape));
+        }
+        for (int i = 0; i < NG; i++) free(want[i]);
+        nn_named_tensors_free(p);
+        nn_module_free(m);
+    }
+    ad_rng rng;
+    ad_rng_init(&rng, 1);
+    nn_module *cell = nn_lstm_cell(2, 3, true, AD_FLOAT32, &rng), *seq = nn_gru(2, 3, 1, true, AD_FLOAT32, &rng);
+    ck_assert_error_rc(nn_rnn_set_checkpoint(cell, 4), "a cell runs one step");
+    ck_assert_error_rc(nn_rnn_set_checkpoint(seq, 64), "steps must be 0 (off) or 1..63, got 64");
+    ck_assert_error_rc(nn_rnn_set_checkpoint(NULL, 4), "m");
+    nn_module_free(cell);
+    nn_module_free(seq);
+}
+END_TEST
+
 START_TEST(cells_and_persistent_results)
 {
     ad_rng rng;
@@ -434,6 +525,7 @@ int main(void)
     tcase_add_test(tc, parameter_names_and_shapes);
     tcase_add_test(tc, module_matches_functional);
     tcase_add_test(tc, chunks_with_carried_state);
+    tcase_add_test(tc, checkpointed_matches_plain);
     tcase_add_test(tc, cells_and_persistent_results);
     tcase_add_test(tc, bad_inputs);
     suite_add_tcase(s, tc);

@@ -91,11 +91,49 @@ static nn_module *noise_layer(uint64_t seed)
     return m;
 }
 
+/* Or the first three layers (linear, relu, dropout) inside a module
+ * whose forward runs them through ad_checkpoint. */
+static bool with_ckpt;
+
+typedef struct ckpt_call {
+    nn_module *child;
+    bool training; /* the mode at the call: replay and backward may come in the other */
+} ckpt_call;
+static int ckpt_child(ad_tensor *const *in, int n, ad_tensor **out, int nout, void *ctx)
+{
+    (void)n, (void)nout;
+    const ckpt_call *c = ctx;
+    bool was = nn_is_training(c->child);
+    nn_train(c->child, c->training);
+    out[0] = nn_forward(c->child, in[0]);
+    nn_train(c->child, was);
+    return out[0] ? 0 : -1;
+}
+static ad_tensor *ckpt_forward(nn_module *m, ad_tensor *x)
+{
+    ad_tensor *y = NULL;
+    ckpt_call c = {nn_child(m, 0), nn_is_training(m)};
+    return ad_checkpoint(ckpt_child, &c, sizeof c, 1, &x, 1, &y) ? NULL : y;
+}
+static const nn_module_type CKPT = {"Checkpointed", ckpt_forward, NULL, NULL};
+
+static nn_module *checkpointed(nn_module *child)
+{
+    nn_module *m = nn_module_new(&CKPT, NULL);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(nn_module_add_child(m, "0", child), 0);
+    return m;
+}
+
 static void setup_make(setup *s, uint64_t seed, double lr, const nn_trainer_options *o)
 {
     ad_rng rng;
     ad_rng_init(&rng, seed);
-    s->net = with_dropout ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+    s->net = with_ckpt ? NN_SEQUENTIAL(checkpointed(NN_SEQUENTIAL(
+                                           nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                           nn_dropout(0.25, seed + 1))),
+                                       nn_linear(8, 3, true, AD_FLOAT32, &rng))
+             : with_dropout ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
                                           nn_dropout(0.25, seed + 1),
                                           nn_linear(8, 3, true, AD_FLOAT32, &rng))
              : with_noise ? NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
@@ -344,6 +382,38 @@ START_TEST(replay_updates_batch_norm_stats)
     }
     ad_tensor_free(x);
     ad_tensor_free(y);
+}
+END_TEST
+
+/* A model with a checkpointed part (dropout inside) trained by nn_fit,
+ * whose steps replay a frozen tape: the parameters end the same bits as
+ * the plain model's trained without replay - the checkpoint replays by
+ * calling its function again, and its recomputation in each backward
+ * pass draws the masks that step drew.  The function runs its child in
+ * the mode of the call (ckpt_call): the trainer replays its evaluation
+ * tape with the model in training mode. */
+START_TEST(checkpointed_model_replays)
+{
+    data d;
+    data_make(&d);
+    setup a, b;
+    nn_trainer_options fresh = CLASSIFY;
+    fresh.no_replay = true;
+    with_ckpt = true;
+    setup_make(&a, 5, 0.1, &CLASSIFY);
+    with_ckpt = false;
+    with_dropout = true;
+    setup_make(&b, 5, 0.1, &fresh);
+    ck_assert_int_eq(nn_fit(a.tr, d.train, d.test, 3, NULL), 0);
+    ck_assert_int_eq(nn_fit(b.tr, d.train, d.test, 3, NULL), 0);
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(a.tr, &st), 0);
+    ck_assert_int_eq(st.replays, 21);
+    ck_assert_msg(same_params(a.net, b.net), "checkpointed and plain runs differ");
+    setup_free(&a);
+    setup_free(&b);
+    data_free(&d);
+    with_dropout = false;
 }
 END_TEST
 
@@ -601,6 +671,7 @@ int main(void)
     TCase *tc = tcase_create("trainer");
     tcase_add_test(tc, fit_learns);
     tcase_add_test(tc, steps_replay_without_allocating);
+    tcase_add_test(tc, checkpointed_model_replays);
     tcase_add_loop_test(tc, replay_matches_recording, 0, 3);
     tcase_add_test(tc, replay_updates_batch_norm_stats);
     tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);

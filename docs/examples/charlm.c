@@ -25,6 +25,12 @@
  *         --sample 400 --temperature 0.8 --prompt "The "
  *     build/docs/examples/charlm --help
  *
+ * --checkpoint K trades compute for memory (gradient checkpointing,
+ * ad_checkpoint): a recurrent model recomputes its steps in the backward
+ * pass in segments of K, a transformer each block; the losses are the
+ * same bits, forward_arena_mb and step_arena_mb (the step's peak) in
+ * --json show the saving (bench/checkpoint_memory.py).
+ *
  * Checkpoints (--save, every --save-every steps and at the end) hold the
  * model, the optimiser's state, the step and the carried state, so
  * --resume continues a run exactly where it stopped: on one thread the
@@ -99,7 +105,8 @@ static void set_blas_threads(int n)
 
 typedef struct options {
     const char *model, *data, *save, *resume, *prompt, *norms;
-    int64_t steps, batch, seq, embed, hidden, layers, heads, ff, save_every, sample, val_limit;
+    int64_t steps, batch, seq, embed, hidden, layers, heads, ff, save_every, sample, val_limit,
+        checkpoint;
     double lr, clip, temperature, dropout;
     int threads;
     uint64_t seed;
@@ -124,6 +131,9 @@ static void usage(FILE *out)
             "  --heads N          transformer attention heads [4]\n"
             "  --ff N             transformer feed-forward width [512]\n"
             "  --dropout P        transformer dropout [0]\n"
+            "  --checkpoint K     gradient checkpointing: recurrent models recompute their\n"
+            "                     steps in backward in segments of K (1..63), a transformer\n"
+            "                     each block (any K > 0); 0 = off [0]\n"
             "  --lr X             Adam learning rate [0.002]\n"
             "  --clip X           clip the gradient's global norm to X, 0 = off [1]\n"
             "  --threads N        OpenMP threads for the library's kernels, 0 = default\n"
@@ -197,7 +207,7 @@ static int parse_options(int argc, char **argv, options *o)
             "--model", "--steps", "--data", "--batch", "--seq", "--embed", "--hidden",
             "--layers", "--d-model", "--heads", "--ff", "--dropout", "--lr", "--clip",
             "--threads", "--seed", "--val-limit", "--save", "--save-every", "--resume",
-            "--sample", "--temperature", "--prompt", "--norms"};
+            "--sample", "--temperature", "--prompt", "--norms", "--checkpoint"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
             known |= !strcmp(a, with_value[k]);
@@ -264,6 +274,8 @@ static int parse_options(int argc, char **argv, options *o)
             rc = parse_int(a, v, 0, INT64_MAX, &o->save_every);
         } else if (!strcmp(a, "--sample")) {
             rc = parse_int(a, v, 0, 100000000, &o->sample);
+        } else if (!strcmp(a, "--checkpoint")) {
+            rc = parse_int(a, v, 0, 63, &o->checkpoint);
         } else if (!strcmp(a, "--temperature")) {
             rc = parse_real(a, v, 1e-3, 100, &o->temperature);
         }
@@ -404,10 +416,12 @@ static int build(model *m, const options *o, ad_rng *rng)
         if (rc == 0)
             rc = nn_sequential_append(m->tfm,
                                       nn_positional_embedding(o->seq, o->embed, AD_FLOAT32, rng));
-        for (int64_t l = 0; rc == 0 && l < o->layers; l++)
-            rc = nn_sequential_append(m->tfm, nn_transformer_block(o->embed, o->heads, o->ff,
-                                                                   o->dropout, AD_FLOAT32, rng,
-                                                                   o->seed * 16 + (uint64_t)l));
+        for (int64_t l = 0; rc == 0 && l < o->layers; l++) {
+            nn_module *block = nn_transformer_block(o->embed, o->heads, o->ff, o->dropout,
+                                                    AD_FLOAT32, rng, o->seed * 16 + (uint64_t)l);
+            if (block && o->checkpoint > 0) rc = nn_transformer_block_set_checkpoint(block, true);
+            if (rc == 0) rc = nn_sequential_append(m->tfm, block);
+        }
         if (rc == 0) rc = nn_sequential_append(m->tfm, nn_layer_norm(1, d, 1e-5, true, AD_FLOAT32));
         if (rc == 0)
             rc = nn_sequential_append(m->tfm, nn_linear(o->embed, VOCAB, true, AD_FLOAT32, rng));
@@ -425,6 +439,7 @@ static int build(model *m, const options *o, ad_rng *rng)
                        : nn_rnn(o->embed, o->hidden, (int)o->layers, NN_RNN_TANH, true,
                                 AD_FLOAT32, rng);
     if (nn_module_add_child(m->root, "rnn", m->rnn) != 0) return -1;
+    if (o->checkpoint > 0 && nn_rnn_set_checkpoint(m->rnn, (int)o->checkpoint) != 0) return -1;
     m->head = nn_linear(o->hidden, VOCAB, true, AD_FLOAT32, rng);
     return nn_module_add_child(m->root, "head", m->head);
 }
@@ -888,7 +903,7 @@ int main(int argc, char **argv)
             rc = -1;
             break;
         }
-        step_mb = (double)st.arena_used / 1048576.0;
+        step_mb = (double)st.arena_peak / 1048576.0;
         /* the norm before clipping; with --clip 0 it is only measured */
         double norm = nn_clip_grad_norm(r.params, o->clip > 0 ? o->clip : INFINITY);
         if (norm < 0 || nn_optim_step(r.opt) != 0) {
@@ -959,6 +974,7 @@ int main(int argc, char **argv)
         json_number("val_bits_per_char", bpc, false);
         json_number("forward_arena_mb", fwd_mb, false);
         json_number("step_arena_mb", step_mb, false);
+        printf("\"checkpoint\": %" PRId64 ", ", o->checkpoint);
         json_number("peak_rss_mb", peak_rss_mb(), true);
         printf("}\n");
     }
