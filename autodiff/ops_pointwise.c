@@ -17,13 +17,13 @@
  * The strided iterator hands over one innermost run ("row") at a time, with
  * contiguous dimensions merged, so a contiguous tensor is a single row with
  * unit steps.  The hot ops (add, sub, mul, div, the comparisons, the
- * squared difference of mse_loss; neg, exp, log, sqrt, relu, tanh, sigmoid) are
- * computed in their dtype (the squared difference in double) by typed
+ * squared difference of mse_loss; neg, exp, log, sqrt, relu, tanh, sigmoid,
+ * sin, cos) are computed in their dtype (the squared difference in double) by typed
  * kernels, chosen by a switch once per row; every other op (kind K_FN) maps
  * a scalar function, computed in double, through a row function of its own
  * defined beside it (PW_FN1_OP...) in which that function is a constant. */
 enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF,
-       K_NEG, K_EXP, K_LOG, K_SQRT, K_RELU, K_TANH, K_SIGMOID };
+       K_NEG, K_EXP, K_LOG, K_SQRT, K_RELU, K_TANH, K_SIGMOID, K_SIN, K_COS };
 
 /* A unary op's scalar function: x and the op's parameter struct (NULL for
  * an op without parameters); a binary op's.  The row loops call them with a
@@ -52,6 +52,8 @@ static void vec_f32(int kind, float *y, const float *x, int64_t n)
     case K_EXP: ad__vexp_f32(y, x, n); break;
     case K_LOG: ad__vlog_f32(y, x, n); break;
     case K_TANH: ad__vtanh_f32(y, x, n); break;
+    case K_SIN: ad__vsin_f32(y, x, n); break;
+    case K_COS: ad__vcos_f32(y, x, n); break;
     default: ad__vsigmoid_f32(y, x, n); break;
     }
 }
@@ -62,6 +64,8 @@ static void vec_f64(int kind, double *y, const double *x, int64_t n)
     case K_EXP: for (int64_t i = 0; i < n; i++) y[i] = exp(x[i]); break;
     case K_LOG: for (int64_t i = 0; i < n; i++) y[i] = log(x[i]); break;
     case K_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanh(x[i]); break;
+    case K_SIN: for (int64_t i = 0; i < n; i++) y[i] = sin(x[i]); break;
+    case K_COS: for (int64_t i = 0; i < n; i++) y[i] = cos(x[i]); break;
     default: for (int64_t i = 0; i < n; i++) y[i] = ad__sigmoid(x[i]); break;
     }
 }
@@ -496,22 +500,20 @@ PW_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, K_SQRT);
 ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL); }
 
 /* ---- sin / cos / tan / tanh / sigmoid ------------------------------------------- */
-static double f_sin(double x, const void *p) { (void)p; return sin(x); }
 static int sin_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, ad_cos(n->in[0]));
     return 0;
 }
-PW_FN1_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, f_sin);
+PW_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, K_SIN);
 ad_tensor *ad_sin(ad_tensor *x) { return unary("ad_sin", &D_SIN, x, NULL); }
 
-static double f_cos(double x, const void *p) { (void)p; return cos(x); }
 static int cos_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_neg(ad_mul(g, ad_sin(n->in[0])));
     return 0;
 }
-PW_FN1_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, f_cos);
+PW_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, K_COS);
 ad_tensor *ad_cos(ad_tensor *x) { return unary("ad_cos", &D_COS, x, NULL); }
 
 static double f_tan(double x, const void *p) { (void)p; return tan(x); }
