@@ -13,6 +13,10 @@
 #include "internal.h"
 #include "vmath.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /* ---- kernels -------------------------------------------------------------
  * The strided iterator hands over one innermost run ("row") at a time, with
  * contiguous dimensions merged, so a contiguous tensor is a single row with
@@ -68,6 +72,56 @@ static void vec_f64(int kind, double *y, const double *x, int64_t n)
     case K_COS: for (int64_t i = 0; i < n; i++) y[i] = cos(x[i]); break;
     default: for (int64_t i = 0; i < n; i++) y[i] = ad__sigmoid(x[i]); break;
     }
+}
+
+/* buf[i * ldb + j] = src[i + j * lds] for i < rows, j < cols: a block of
+ * a transposed operand copied into rows (bin_tile_loop).  With SSE2, 4 x 4
+ * (float) or 2 x 2 (double) blocks at a time through registers; element by
+ * element elsewhere.  Only a copy: the values are the same either way. */
+static void transpose_f32(float *buf, int64_t ldb, const float *src, int64_t lds, int64_t rows,
+                          int64_t cols)
+{
+    int64_t j = 0;
+#ifdef __SSE2__
+    for (; j + 4 <= cols && rows >= 4; j += 4) {
+        const float *s = src + j * lds;
+        int64_t i = 0;
+        for (; i + 4 <= rows; i += 4) {
+            __m128 r0 = _mm_loadu_ps(s + i), r1 = _mm_loadu_ps(s + lds + i);
+            __m128 r2 = _mm_loadu_ps(s + 2 * lds + i), r3 = _mm_loadu_ps(s + 3 * lds + i);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps(buf + i * ldb + j, r0);
+            _mm_storeu_ps(buf + (i + 1) * ldb + j, r1);
+            _mm_storeu_ps(buf + (i + 2) * ldb + j, r2);
+            _mm_storeu_ps(buf + (i + 3) * ldb + j, r3);
+        }
+        for (; i < rows; i++)
+            for (int64_t c = 0; c < 4; c++) buf[i * ldb + j + c] = s[i + c * lds];
+    }
+#endif
+    for (; j < cols; j++)
+        for (int64_t i = 0; i < rows; i++) buf[i * ldb + j] = src[i + j * lds];
+}
+
+static void transpose_f64(double *buf, int64_t ldb, const double *src, int64_t lds,
+                          int64_t rows, int64_t cols)
+{
+    int64_t j = 0;
+#ifdef __SSE2__
+    for (; j + 2 <= cols && rows >= 2; j += 2) {
+        const double *s = src + j * lds;
+        int64_t i = 0;
+        for (; i + 2 <= rows; i += 2) {
+            __m128d r0 = _mm_loadu_pd(s + i), r1 = _mm_loadu_pd(s + lds + i);
+            _mm_storeu_pd(buf + i * ldb + j, _mm_unpacklo_pd(r0, r1));
+            _mm_storeu_pd(buf + (i + 1) * ldb + j, _mm_unpackhi_pd(r0, r1));
+        }
+        for (; i < rows; i++)
+            for (int64_t c = 0; c < 2; c++) buf[i * ldb + j + c] = s[i + c * lds];
+    }
+#endif
+    for (; j < cols; j++)
+        for (int64_t i = 0; i < rows; i++) buf[i * ldb + j] = src[i + j * lds];
 }
 
 static inline float sqrt_f32(float x) { return sqrtf(x); }
