@@ -27,12 +27,13 @@
  *          f^3 q(f), q of degree 7 (truncation 0.1 ulp); ln x = k ln2_hi
  *          (exact) + (f + (k ln2_lo + f^3 q - f^2/2)).  Error 0.84 ulp
  *          measured.  0 gives -inf, a negative x NaN, inf inf.
- *   tanh   a = |x|; below 0.625 a + a^3 p(a^2), p of degree 5 (truncation
- *          0.05 ulp), which keeps full relative precision as a -> 0 (tanh
+ *   tanh   a = |x|; below 0.625 a + a^3 p(a^2), p of degree 4 (truncation
+ *          0.14 ulp), which keeps full relative precision as a -> 0 (tanh
  *          of a subnormal is itself); above, 1 - 2 / (e^(2a) + 1), where
- *          the subtracted part is below 0.45 and its errors count half;
- *          a clamped to 10 (tanh 10 is 1 in float); the sign copied back.
- *          Error 1.25 ulp measured (just above 0.625).
+ *          the subtracted part is below 0.45 and its errors count half,
+ *          so e^(2a) goes without rl; a clamped to 10 (tanh 10 is 1 in
+ *          float); the sign copied back.  Error 1.31 ulp measured (just
+ *          above 0.625).
  *   sigmoid e = e^-|x| in (0, 1] (never overflows; |x| clamped to 104,
  *          where e is 0 in float); sigmoid x = n / d with d = 1 + e and
  *          n = 1 for x >= 0, e below.  The rounding of d would cost up to
@@ -128,20 +129,23 @@ static VM_INLINE float float_of(uint32_t u)
 /* e^x = e 2^n for x in [-104, 89] or NaN: returns e = e^r in [0.70, 1.42]
  * and sets *t, whose low bits hold n + 2^22 (the head of the file has the
  * error budget). */
-static VM_INLINE float exp_reduce(float x, float *t)
+static VM_INLINE float exp_reduce(float x, float *t, bool keep_rl)
 {
     *t = x * (float)LOG2E + SHIFT_F;
     float n = *t - SHIFT_F;
     /* r = x - n ln2 rounded, and rl its rounding error: x - n ln2_hi is
      * exact, and so is the difference of two floats this close. */
     float xh = x - n * LN2_HI_F, nl = n * LN2_LO_F;
-    float r = xh - nl, rl = (xh - r) - nl;
+    float r = xh - nl;
     float q = 0x1.6a244cp-10f;
     q = 0x1.1239d4p-7f + r * q;
     q = 0x1.5558f2p-5f + r * q;
     q = 0x1.555492p-3f + r * q;
     q = 0x1.fffffcp-2f + r * q;
-    /* e^(r + rl) = 1 + r + r^2 q + rl (1 + r), the small terms first. */
+    /* e^(r + rl) = 1 + r + r^2 q + rl (1 + r), the small terms first;
+     * tanh, whose error is not e's, leaves rl out. */
+    if (!keep_rl) return 1.0f + (r + r * r * q);
+    float rl = (xh - r) - nl;
     return 1.0f + (r + (r * r * q + (rl + rl * r)));
 }
 
@@ -162,7 +166,7 @@ static VM_INLINE float vm_expf(float x)
 {
     x = x < -104.0f ? -104.0f : x;
     x = x > 89.0f ? 89.0f : x;
-    float t, e = exp_reduce(x, &t);
+    float t, e = exp_reduce(x, &t, true);
     return exp_scale(e, t);
 }
 
@@ -206,16 +210,15 @@ static VM_INLINE float vm_tanhf(float x)
 {
     float a = fabsf(x);
     float z = a * a;
-    float p = 0x1.18e1e0p-9f;
-    p = -0x1.0bf4fep-7f + z * p;
-    p = 0x1.638b58p-6f + z * p;
-    p = -0x1.b9ee90p-5f + z * p;
-    p = 0x1.111066p-3f + z * p;
-    p = -0x1.555554p-2f + z * p;
+    float p = -0x1.75e1cep-8f;
+    p = 0x1.52269cp-6f + z * p;
+    p = -0x1.b83c5ap-5f + z * p;
+    p = 0x1.110726p-3f + z * p;
+    p = -0x1.555532p-2f + z * p;
     float small = a + a * (z * p);
     /* e^(2a) for 2a in [0, 20] (tanh 10 is 1 in float): n in [0, 29], so
      * 2^n is one normal factor. */
-    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t);
+    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t, false);
     e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u) << 23);
     float big = 1.0f - 2.0f / (e + 1.0f);
     return copysignf(a < 0.625f ? small : big, x);
@@ -226,7 +229,7 @@ static VM_INLINE float vm_tanhf(float x)
 static VM_INLINE float vm_sigmoidf(float x)
 {
     float m = -fabsf(x);
-    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t); /* e^-104 is 0 in float */
+    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t, true); /* e^-104 is 0 in float */
     e = exp_scale(e, t);
     float d = 1.0f + e, dl = e - (d - 1.0f); /* 1 + e = d + dl exactly */
     /* The numerator, 1 or e, chosen in integer bits: given a select, the
