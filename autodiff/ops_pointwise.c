@@ -45,11 +45,10 @@ typedef struct kern {
     int64_t changed;            /* count_row: results that differ from before */
 } kern;
 
-/* The transcendental kinds over a contiguous run (y may be x).  float32:
- * the vectorised polynomials of vmath.c (within 2 ulp, see vmath.h).
- * float64: the C library, and for sigmoid the overflow-free form of
- * formulas.h shared with the scalar API; polynomials accurate to 1e-15
- * for float64 are not written yet. */
+/* The transcendental kinds over a contiguous run (y may be x): the
+ * vectorised polynomials of vmath.c (float32 within 2 ulp, float64 within
+ * 1e-15 relative, see vmath.h), except float64 sin and cos, which are the
+ * C library's. */
 static void vec_f32(int kind, float *y, const float *x, int64_t n)
 {
     switch (kind) {
@@ -65,12 +64,12 @@ static void vec_f32(int kind, float *y, const float *x, int64_t n)
 static void vec_f64(int kind, double *y, const double *x, int64_t n)
 {
     switch (kind) {
-    case K_EXP: for (int64_t i = 0; i < n; i++) y[i] = exp(x[i]); break;
-    case K_LOG: for (int64_t i = 0; i < n; i++) y[i] = log(x[i]); break;
-    case K_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanh(x[i]); break;
+    case K_EXP: ad__vexp_f64(y, x, n); break;
+    case K_LOG: ad__vlog_f64(y, x, n); break;
+    case K_TANH: ad__vtanh_f64(y, x, n); break;
     case K_SIN: for (int64_t i = 0; i < n; i++) y[i] = sin(x[i]); break;
     case K_COS: for (int64_t i = 0; i < n; i++) y[i] = cos(x[i]); break;
-    default: for (int64_t i = 0; i < n; i++) y[i] = ad__sigmoid(x[i]); break;
+    default: ad__vsigmoid_f64(y, x, n); break;
     }
 }
 

@@ -269,6 +269,113 @@ static VM_INLINE float vm_sincosf(float xf, uint64_t quadrant)
     return (float)double_of(bits_of(v) ^ ((q & 2) << 62));
 }
 
+/* ---- float64 -------------------------------------------------------------
+ * The same methods in double, with longer polynomials (Taylor: every
+ * coefficient 1/k! or 1/(2k+1), rounded to double).  Accuracy, relative to
+ * the exact value for normal results (tests/test_vmath.c against long
+ * double): within 1e-15, about 4.5 double ulp (subnormal results: within
+ * 1 ulp of 2^-1074, as no relative bound can hold there). */
+#define LN2_HI 0x1.62e42fefa38p-1        /* ln 2 to 42 bits: n LN2_HI exact */
+#define LN2_LO 0x1.ef35793c76730p-45     /* ln 2 - LN2_HI */
+
+/* e^x = e 2^n for x in [-746, 710] or NaN: returns e = e^r - 1 (so that
+ * expm1 keeps its relative precision) and sets *t, whose low bits hold n.
+ * r as for float (rl kept); e^r - 1 = r + r^2 q(r) + rl (1 + r), q to
+ * r^11/13! (truncation 4e-18). */
+static VM_INLINE double expm1_reduce(double x, double *t)
+{
+    *t = x * LOG2E + SHIFT;
+    double n = *t - SHIFT;
+    double xh = x - n * LN2_HI, nl = n * LN2_LO;
+    double r = xh - nl, rl = (xh - r) - nl;
+    double q = 1.0 / 6227020800;
+    q = 1.0 / 479001600 + r * q;
+    q = 1.0 / 39916800 + r * q;
+    q = 1.0 / 3628800 + r * q;
+    q = 1.0 / 362880 + r * q;
+    q = 1.0 / 40320 + r * q;
+    q = 1.0 / 5040 + r * q;
+    q = 1.0 / 720 + r * q;
+    q = 1.0 / 120 + r * q;
+    q = 1.0 / 24 + r * q;
+    q = 1.0 / 6 + r * q;
+    q = 0.5 + r * q;
+    return r + (r * r * q + (rl + rl * r));
+}
+
+/* (1 + m) 2^n, 2^n in two normal factors as for float (n in [-1075,
+ * 1024]). */
+static VM_INLINE double exp_scale_d(double m, double t)
+{
+    uint64_t nb = bits_of(t) - 0x4338000000000000ull + 2048u; /* n + 2048 >= 0 */
+    uint64_t h = (nb >> 1) - 1024u;                          /* floor(n/2) */
+    double s1 = double_of((h + 1023u) << 52), s2 = double_of((nb - 2048u - h + 1023u) << 52);
+    return (1.0 + m) * s1 * s2;
+}
+
+static VM_INLINE double vm_exp(double x)
+{
+    x = x < -746.0 ? -746.0 : x;
+    x = x > 710.0 ? 710.0 : x;
+    double t, m = expm1_reduce(x, &t);
+    return exp_scale_d(m, t);
+}
+
+#define SQRT1_2_BITS 0x3fe6a09e667f3bcdull /* sqrt(1/2) */
+
+/* ln x: x = 2^k m, m in [sqrt(1/2), sqrt 2), f = m - 1 exact; ln m =
+ * 2 atanh(s), s = f / (2 + f), |s| <= 0.172: 2s + 2s z R(z), z = s^2, R to
+ * z^10/21 (truncation 6e-19); ln x = k ln2_hi + (2s + (2s z R + k ln2_lo)). */
+static VM_INLINE double vm_log(double x)
+{
+    double v = x > 0.0 && x < INFINITY ? x : 1.0;
+    uint64_t sub = 0u - (uint64_t)(v < 0x1p-1022); /* scaled by 2^54 (integer select, as for float) */
+    v = v * double_of(0x3ff0000000000000ull + (sub & (54ull << 52)));
+    uint64_t u = bits_of(v) + (0x3ff0000000000000ull - SQRT1_2_BITS);
+    /* k through the mantissa of 2^52 (no int64-to-double vector
+     * conversion before AVX-512DQ). */
+    double k = double_of((u >> 52) | 0x4330000000000000ull) - (0x1p52 + 1023.0) -
+               (double)(int)(sub & 54u);
+    double f = double_of((u & 0x000fffffffffffffull) + SQRT1_2_BITS) - 1.0;
+    double s = f / (2.0 + f), z = s * s;
+    double p = 1.0 / 21;
+    p = 1.0 / 19 + z * p;
+    p = 1.0 / 17 + z * p;
+    p = 1.0 / 15 + z * p;
+    p = 1.0 / 13 + z * p;
+    p = 1.0 / 11 + z * p;
+    p = 1.0 / 9 + z * p;
+    p = 1.0 / 7 + z * p;
+    p = 1.0 / 5 + z * p;
+    p = 1.0 / 3 + z * p;
+    double s2 = 2.0 * s;
+    double y = k * LN2_HI + (s2 + (s2 * z * p + k * LN2_LO));
+    double special = x == 0.0 ? -INFINITY : x < 0.0 ? NAN : x;
+    return x > 0.0 && x < INFINITY ? y : special;
+}
+
+/* tanh a = u / (u + 2), u = e^(2a) - 1 = (2^n - 1) + 2^n (e^r - 1), which
+ * keeps full relative precision as a -> 0; a clamped to 20 (tanh 20 is 1
+ * in double). */
+static VM_INLINE double vm_tanh(double x)
+{
+    double a = fabs(x);
+    double t, m = expm1_reduce(2.0 * (a > 20.0 ? 20.0 : a), &t);
+    double s = double_of((bits_of(t) - 0x4338000000000000ull + 1023u) << 52); /* 2^n, n in [0, 58] */
+    double u = (s - 1.0) + s * m;
+    return copysign(u / (u + 2.0), x);
+}
+
+/* sigmoid: e = e^-|x|, 1 / (1 + e) for x >= 0, e / (1 + e) below. */
+static VM_INLINE double vm_sigmoid(double x)
+{
+    double m = -fabs(x);
+    double t, e = expm1_reduce(m < -746.0 ? -746.0 : m, &t);
+    e = exp_scale_d(e, t);
+    uint64_t pos = 0u - (uint64_t)(x >= 0.0); /* integer select, as for float */
+    return double_of((bits_of(e) & ~pos) | (0x3ff0000000000000ull & pos)) / (1.0 + e);
+}
+
 /* The portable loops, and the AVX2 and AVX-512 ones. */
 #define VTARGET
 #define VSFX(name) name##_any
@@ -334,3 +441,7 @@ void ad__vtanh_f32(float *y, const float *x, int64_t n) { DISPATCH(tanh, y, x, n
 void ad__vsigmoid_f32(float *y, const float *x, int64_t n) { DISPATCH(sigmoid, y, x, n) }
 void ad__vsin_f32(float *y, const float *x, int64_t n) { DISPATCH(sin, y, x, n) }
 void ad__vcos_f32(float *y, const float *x, int64_t n) { DISPATCH(cos, y, x, n) }
+void ad__vexp_f64(double *y, const double *x, int64_t n) { DISPATCH(exp_d, y, x, n) }
+void ad__vlog_f64(double *y, const double *x, int64_t n) { DISPATCH(log_d, y, x, n) }
+void ad__vtanh_f64(double *y, const double *x, int64_t n) { DISPATCH(tanh_d, y, x, n) }
+void ad__vsigmoid_f64(double *y, const double *x, int64_t n) { DISPATCH(sigmoid_d, y, x, n) }

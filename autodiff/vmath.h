@@ -27,6 +27,13 @@ void ad__vsigmoid_f32(float *y, const float *x, int64_t n);
 void ad__vsin_f32(float *y, const float *x, int64_t n);
 void ad__vcos_f32(float *y, const float *x, int64_t n);
 
+/* float64: the same contract with a relative error within 1e-15 for
+ * normal results (within 1 ulp of 2^-1074 for subnormal ones). */
+void ad__vexp_f64(double *y, const double *x, int64_t n);
+void ad__vlog_f64(double *y, const double *x, int64_t n);
+void ad__vtanh_f64(double *y, const double *x, int64_t n);
+void ad__vsigmoid_f64(double *y, const double *x, int64_t n);
+
 /* Tests: run the variant isa (0 portable, 1 AVX2, 2 AVX-512) from now on,
  * -1 for the automatic choice.  Returns -1, changing nothing, when this CPU
  * or build cannot run it.  Not thread-safe. */
