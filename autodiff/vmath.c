@@ -34,8 +34,8 @@
  *          of a subnormal is itself); above, 1 - 2 / (e^(2a) + 1), where
  *          the subtracted part is below 0.45 and its errors count half,
  *          so e^(2a) goes without rl; a clamped to 10 (tanh 10 is 1 in
- *          float); the sign copied back.  Error 1.31 ulp over the sweep (just
- *          above 0.625); 1.33 over all 2^32 inputs.
+ *          float); the sign copied back.  Error 1.31 ulp over the sweep
+ *          (just above 0.625); 1.33 over all 2^32 inputs.
  *   sigmoid e = e^-|x| in (0, 1] (never overflows; |x| clamped to 104,
  *          where e is 0 in float); sigmoid x = n / d with d = 1 + e and
  *          n = 1 for x >= 0, e below, all scaled by 2^64 so that e 2^64
