@@ -218,8 +218,9 @@ static void run(kern *k, ad_iter_row row)
  * before the next row would use them again.  For a 2-d contiguous output
  * of the arithmetic kinds with an input that runs along the rows (stride 1
  * in dimension 0, not in 1) the op goes through bin_tiles instead, in
- * blocks (2.7 times faster at 256 x 784).  Each element is computed by the
- * same expression as on the iterator's path. */
+ * blocks whose transposed part is first copied into rows (bin_tile_loop:
+ * 0.19 -> 0.40 of memcpy bandwidth at 4096 x 4096 float32).  Each element
+ * is computed by the same expression as on the iterator's path. */
 static bool bin_tiles(const kern *k)
 {
     const ad_tensor *o = k->out, *a = k->a, *b = k->b;
