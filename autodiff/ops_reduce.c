@@ -113,6 +113,63 @@ static ad_iter_row fold_row(void)
 static ad_iter_row fold_row(void) { return fold_row_any; }
 #endif
 
+/* A sum over the leading dimensions of a contiguous x, viewed as m x n (a
+ * bias gradient: G summed over the batch), by fold_cols in each variant. */
+static FOLD_INLINE void cols_body(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+{
+    if (x->dtype == AD_FLOAT32) fold_cols_f32(acc, (const float *)x->storage->data + x->offset, m, n);
+    else fold_cols_f64(acc, (const double *)x->storage->data + x->offset, m, n);
+}
+
+static void cols_any(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+{
+    cols_body(x, acc, m, n);
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2"))) static void cols_avx2(const ad_tensor *x, double *acc, int64_t m,
+                                                     int64_t n)
+{
+    cols_body(x, acc, m, n);
+}
+
+__attribute__((target("avx512f"))) static void cols_avx512(const ad_tensor *x, double *acc,
+                                                          int64_t m, int64_t n)
+{
+    cols_body(x, acc, m, n);
+}
+
+static void fold_cols(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+{
+    if (__builtin_cpu_supports("avx512f")) cols_avx512(x, acc, m, n);
+    else if (__builtin_cpu_supports("avx2")) cols_avx2(x, acc, m, n);
+    else cols_any(x, acc, m, n);
+}
+#else
+static void fold_cols(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+{
+    cols_any(x, acc, m, n);
+}
+#endif
+
+/* For a sum: whether x is contiguous and reduced over exactly its leading
+ * dimensions (those before some p, with the rest kept), and then its view
+ * as m x n. */
+static bool leading_sum(const ad_tensor *x, const int64_t *keep_shape, int64_t *m, int64_t *n)
+{
+    int64_t st[AD_MAX_DIMS];
+    ad__contig_strides(x->ndim, x->shape, st);
+    int p = 0;
+    while (p < x->ndim && keep_shape[p] == 1) p++;
+    *m = 1, *n = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        if (x->shape[d] != 1 && x->strides[d] != st[d]) return false;
+        if (d >= p && keep_shape[d] != x->shape[d]) return false;
+        *(d < p ? m : n) *= x->shape[d];
+    }
+    return p > 0 && p < x->ndim && *m > 1;
+}
+
 static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, const double *shift,
                  int kind)
 {
@@ -123,6 +180,11 @@ static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, con
     ad_tensor acc_t = {.dtype = AD_FLOAT64, .ndim = x->ndim, .storage = &st};
     memcpy(acc_t.shape, keep_shape, (size_t)x->ndim * sizeof *keep_shape);
     ad__contig_strides(x->ndim, acc_t.shape, acc_t.strides);
+    int64_t m, n;
+    if (kind == FOLD_SUM && leading_sum(x, keep_shape, &m, &n)) {
+        fold_cols(x, acc, m, n);
+        return;
+    }
     ad_iter it = {.ndim = x->ndim};
     memcpy(it.shape, x->shape, sizeof it.shape);
     ad__iter_add(&it, &acc_t);

@@ -1,49 +1,68 @@
-/* autodiff/vmath.c - exp, log, tanh and sigmoid of float32 arrays as
- * polynomials the compiler vectorises (vmath.h states the accuracy).
+/* autodiff/vmath.c - exp, log, tanh, sigmoid, sin and cos of float32
+ * arrays as polynomials the compiler vectorises (vmath.h states the
+ * accuracy).
  *
- * exp is computed in float (16 elements per AVX-512 register), the others
- * in double from each element's float, rounded to float once.
+ * The first four are computed in float (16 elements per AVX-512
+ * register), sin and cos in double (8).  The
+ * polynomials' coefficients are minimax fits of the relative error
+ * (weighted least squares iterated to equal ripple, then rounded to
+ * float); their truncation error is given in float ulp (6e-8 to 1.2e-7
+ * relative).  Errors below are measured maxima: over all 2^32 inputs
+ * where said, else over tests/test_vmath.c's sweep (every 2^9-th bit
+ * pattern and 2^16 around each edge).
  *
  *   exp    x = n ln2 + r, |r| <= ln2/2, n = round(x / ln2), ln2 in two
- *          parts so that n ln2_hi is exact and x - n ln2_hi too; e^r by
- *          its Taylor series to r^7 (truncation 6e-9 relative) in Horner
- *          form; e^x = e^r 2^h 2^(n-h), h = floor(n/2), both factors
- *          built in the exponent bits and normal, so the first product is
- *          exact and the second rounds once, also into the subnormals or
- *          to inf.  The error budget in ulp of the result: r's rounding
- *          0.25, the Horner steps 0.45, the last addition 0.5, truncation
- *          0.1: 1.3 at most; measured 1.22 over all 2^32 inputs (at
- *          x = 59.2652245), 1.13 over tests/test_vmath.c's sweep.  x is
- *          clamped to [-104, 89], where e^x is already 0 or inf in float.
- *
- * For the others the double computation is accurate to about 2e-8
- * relative or better (a float ulp is 6e-8 to 1.2e-7 relative), so the
- * rounding to float makes the result the correctly rounded one except
- * near a midpoint between two floats, where it may be the neighbour: at
- * most 1 ulp (0.73 measured).  That margin buys short polynomials, no
- * tables and no special cases for subnormal inputs or results: a float's
- * subnormals are normal doubles, and a double result below float's range
- * rounds to the right subnormal or zero.  Working in double halves the
- * elements per vector, and these three run at about 0.4 of memcpy's
- * bandwidth on long arrays (exp in float: 0.85); a float algorithm for
- * them needs more care to stay within 2 ulp (a division after an
- * inexact exp).
- *
- *   e^r-1  (tanh, sigmoid) in double: r as for exp (n ln2 rounded once,
- *          an error below 2e-14 for |n| <= 217); e^r - 1 by its Taylor
- *          series to r^7 (error r^8/8! < 6e-9 of e^r, 1.6e-8 of
- *          e^r - 1); e^x = 2^n + 2^n (e^r - 1), 2^n built in the
- *          exponent bits.
- *   log    x = 2^k m with m in [sqrt(1/2), sqrt 2); ln m = 2 atanh(s) with
- *          s = (m-1)/(m+1), |s| <= 0.172: 2s (1 + s^2/3 + ... + s^10/11),
- *          error < 1e-10 relative; ln x = k ln2 + ln m.  0 gives -inf, a
- *          negative x NaN, inf inf.
- *   tanh   |x| clamped to 20 (tanh 20 = 1 - 8e-18 is 1 in float);
- *          tanh a = u / (u + 2) with u = e^(2a) - 1 from the expm1 form
- *          2^n - 1 + 2^n (e^r - 1), which keeps full relative precision as
- *          a -> 0 (tanh of a subnormal is itself); the sign copied back.
- *   sigmoid 1 / (1 + e^-x) with x clamped to [-120, 120]: e^-x stays
- *          finite in double, and sigmoid(-120) = 8e-53 is 0 in float.
+ *          parts so that n ln2_hi is exact and x - n ln2_hi too; e^r =
+ *          1 + r + r^2 q(r), q of degree 4 (truncation 0.06 ulp), the small
+ *          terms added first.  e^x = e^r 2^h 2^(n-h), h = floor(n/2),
+ *          both factors built in the exponent bits and normal, so the
+ *          first product is exact and the second rounds once, also into
+ *          the subnormals or to inf.  Error: the last addition 0.5 ulp,
+ *          r's rounding up to 0.5 (in ulp of e^r < 1; 0.25 above), the
+ *          rest below 0.2; 0.99 over all 2^32 inputs.  sigmoid,
+ *          whose result carries e^x's error whole, also keeps r's rounding
+ *          error rl (a difference of floats this close is exact) and adds
+ *          rl (1 + r): 0.84 over all 2^32 inputs.  x is clamped to
+ *          [-104, 89], where e^x is already 0 or inf in float.
+ *   log    x = 2^k m with m in [sqrt(1/2), sqrt 2) (a subnormal x scaled
+ *          by 2^23 first), f = m - 1 exact; ln(1+f) = f - f^2/2 +
+ *          f^3 q(f), q of degree 7 (truncation 0.1 ulp); ln x = k ln2_hi
+ *          (exact) + (f + (k ln2_lo + f^3 q - f^2/2)).  Error 0.89 ulp
+ *          over all 2^32 inputs.  0 gives -inf, a negative x NaN, inf inf.
+ *   tanh   a = |x|; below 0.625 a + a^3 p(a^2), p of degree 4 (truncation
+ *          0.14 ulp), which keeps full relative precision as a -> 0 (tanh
+ *          of a subnormal is itself); above, 1 - 2 / (e^(2a) + 1), where
+ *          the subtracted part is below 0.45 and its errors count half,
+ *          so e^(2a) goes without rl; a clamped to 10 (tanh 10 is 1 in
+ *          float); the sign copied back.  Error 1.31 ulp over the sweep
+ *          (just above 0.625); 1.33 over all 2^32 inputs.
+ *   sigmoid e = e^-|x| in (0, 1] (never overflows; |x| clamped to 104,
+ *          where e is 0 in float); sigmoid x = n / d with d = 1 + e and
+ *          n = 1 for x >= 0, e below, all scaled by 2^64 so that e 2^64
+ *          is normal and needs one factor of 2^n, the division rounding
+ *          once into the subnormals (the same bits as two factors, over
+ *          all 2^32 inputs, and 15 % faster).  The rounding of d would cost up to
+ *          1 ulp of the result, so its error dl = e - (d - 1) is kept
+ *          (exact: e <= 1) and the quotient q = n / d corrected:
+ *          n / (d + dl) = q - q dl / d, and 1 / d is q (x >= 0) or 1 - q.
+ *          Error: e's 0.84 ulp (damped by e / (1 + e) for x >= 0), the
+ *          division's 0.5 and the last subtraction's 0.5; 1.97 over all
+ *          2^32 inputs (at x = -6.2377), 1.87 over the test sweep.
+ *          Without dl, 2.23; without rl, 2.2.
+ *   sin, cos  in double from the float x, rounded to float once: x = n
+ *          pi/2 + r, |r| <= pi/4, n = round(x 2/pi), pi/2 in three parts
+ *          of 29, 29 and 53 bits (Cody and Waite), so that for |x| <= 2^24
+ *          (|n| < 2^24) n times each of the first two is exact, and so is
+ *          x - n pi/2_1; r then carries a relative error near 2^-52 even
+ *          at the floats nearest to multiples of pi/2, where it is
+ *          smallest.  sin r = r (1 + r^2 p(r^2)), p of degree 3, and
+ *          cos r = 1 - r^2/2 + r^4 c(r^2), c of degree 2 (relative
+ *          truncation 5e-12 and 1.2e-10); the quadrant n (plus 1 for cos)
+ *          picks sin or cos and the sign.  Error 0.502 ulp measured (the
+ *          rounding to float).  Beyond 2^24, and for inf and NaN, the C
+ *          library's double sin and cos, rounded: the kernel scans each
+ *          chunk of 512 for such elements first, so that the common chunk
+ *          is one vectorised loop.
  *
  * NaN passes through every step (the clamps are written so that a NaN
  * compares false and is kept), and no step converts a NaN to an integer:
@@ -79,6 +98,8 @@
 #define VM_INLINE inline
 #endif
 
+#define LOG2E 1.4426950408889634074  /* 1 / ln 2 */
+
 static VM_INLINE uint64_t bits_of(double x)
 {
     uint64_t u;
@@ -91,37 +112,6 @@ static VM_INLINE double double_of(uint64_t u)
     double x;
     memcpy(&x, &u, sizeof x);
     return x;
-}
-
-#define SHIFT 0x1.8p52               /* x + SHIFT rounds x to an integer */
-#define LOG2E 1.4426950408889634074  /* 1 / ln 2 */
-#define LN2 0.69314718055994530942
-#define SQRT1_2_BITS 0x3fe6a09e667f3bcdull /* sqrt(1/2) */
-
-/* e^r - 1 for |r| <= ln2/2: Taylor to r^7. */
-static VM_INLINE double expm1_poly(double r)
-{
-    double p = 1.0 / 5040;
-    p = 1.0 / 720 + r * p;
-    p = 1.0 / 120 + r * p;
-    p = 1.0 / 24 + r * p;
-    p = 1.0 / 6 + r * p;
-    p = 0.5 + r * p;
-    p = 1.0 + r * p;
-    return r * p;
-}
-
-/* For x in [-150, 128] (or NaN): 2^n in *s and e^r - 1 in the result,
- * e^x = *s + *s * result (double: tanh and sigmoid). */
-static VM_INLINE double exp_split(double x, double *s)
-{
-    double t = x * LOG2E + SHIFT;
-    double n = t - SHIFT;
-    double r = x - n * LN2;
-    /* The low bits of t hold n (two's complement); n + 1023 in [1, 2046]
-     * is the biased exponent of 2^n.  The shift drops t's own exponent. */
-    *s = double_of((bits_of(t) + 1023u) << 52);
-    return expm1_poly(r);
 }
 
 static VM_INLINE uint32_t bits_of_f(float x)
@@ -142,72 +132,258 @@ static VM_INLINE float float_of(uint32_t u)
 #define LN2_HI_F 0x1.62e4p-1f        /* ln 2 to 15 bits: n LN2_HI_F is exact */
 #define LN2_LO_F 0x1.7f7d1cp-20f     /* ln 2 - LN2_HI_F */
 
-/* e^x in float arithmetic (the head of the file has the error budget). */
-static VM_INLINE float vm_expf(float x)
+/* e^x = e 2^n for x in [-104, 89] or NaN: returns e = e^r in [0.70, 1.42]
+ * and sets *t, whose low bits hold n + 2^22 (the head of the file has the
+ * error budget). */
+static VM_INLINE float exp_reduce(float x, float *t, bool keep_rl)
 {
-    x = x < -104.0f ? -104.0f : x;
-    x = x > 89.0f ? 89.0f : x;
-    float t = x * (float)LOG2E + SHIFT_F;
-    float n = t - SHIFT_F;
-    float r = (x - n * LN2_HI_F) - n * LN2_LO_F;
-    float p = 1.0f / 5040;
-    p = 1.0f / 720 + r * p;
-    p = 1.0f / 120 + r * p;
-    p = 1.0f / 24 + r * p;
-    p = 1.0f / 6 + r * p;
-    p = 0.5f + r * p;
-    p = 1.0f + r * p;
-    float e = 1.0f + r * p; /* e^r, in [0.70, 1.42] */
-    /* 2^n = 2^h 2^(n-h), h = floor(n/2): both normal for n in [-150,
-     * 128], so e 2^h is exact and the second product rounds once, also
-     * to a subnormal or to inf.  The low bits of t hold n + 2^22; all in
-     * unsigned arithmetic (a NaN's bits are then harmless garbage). */
+    *t = x * (float)LOG2E + SHIFT_F;
+    float n = *t - SHIFT_F;
+    /* r = x - n ln2 rounded, and rl its rounding error: x - n ln2_hi is
+     * exact, and so is the difference of two floats this close. */
+    float xh = x - n * LN2_HI_F, nl = n * LN2_LO_F;
+    float r = xh - nl;
+    float q = 0x1.6a244cp-10f;
+    q = 0x1.1239d4p-7f + r * q;
+    q = 0x1.5558f2p-5f + r * q;
+    q = 0x1.555492p-3f + r * q;
+    q = 0x1.fffffcp-2f + r * q;
+    /* e^(r + rl) = 1 + r + r^2 q + rl (1 + r), the small terms first;
+     * only sigmoid keeps rl (the head of the file says why). */
+    if (!keep_rl) return 1.0f + (r + r * r * q);
+    float rl = (xh - r) - nl;
+    return 1.0f + (r + (r * r * q + (rl + rl * r)));
+}
+
+/* e 2^n from exp_reduce's e and t.  2^n = 2^h 2^(n-h), h = floor(n/2):
+ * both normal for n in [-150, 128], so e 2^h is exact and the second
+ * product rounds once, also to a subnormal or to inf.  All in unsigned
+ * arithmetic (a NaN's bits are then harmless garbage). */
+static VM_INLINE float exp_scale(float e, float t)
+{
     uint32_t nb = bits_of_f(t) - 0x4b400000u + 256u; /* n + 256 >= 0 */
     uint32_t h = (nb >> 1) - 128u;                   /* floor(n/2) */
     float s1 = float_of((h + 127u) << 23), s2 = float_of((nb - 256u - h + 127u) << 23);
     return e * s1 * s2;
 }
 
-static VM_INLINE double vm_log(double x)
+/* e^x in float arithmetic. */
+static VM_INLINE float vm_expf(float x)
+{
+    x = x < -104.0f ? -104.0f : x;
+    x = x > 89.0f ? 89.0f : x;
+    float t, e = exp_reduce(x, &t, false);
+    return exp_scale(e, t);
+}
+
+#define SQRT1_2_BITS_F 0x3f3504f3u /* sqrt(1/2) in float */
+
+/* ln x in float arithmetic (the head of the file has the method). */
+static VM_INLINE float vm_logf(float x)
 {
     /* The main path runs on every element (a vector computes all lanes);
-     * an element outside (0, inf) takes it with 1 and then its own value. */
-    double v = x > 0.0 && x < INFINITY ? x : 1.0;
+     * an element outside (0, inf) takes it with 1 and then its own value.
+     * A subnormal is scaled by 2^23 into the normal range first. */
+    float v = x > 0.0f && x < INFINITY ? x : 1.0f;
+    /* In integer bits, not as a select of two values: given a select,
+     * the compiler runs everything after it twice. */
+    uint32_t sub = 0u - (uint32_t)(v < 0x1p-126f); /* all ones or 0 */
+    v = v * float_of(0x3f800000u + (sub & (23u << 23))); /* 2^23 or 1 */
     /* Move the exponent so that the mantissa lands in [sqrt(1/2), sqrt 2):
-     * k = exponent of v / sqrt(1/2), rounded down, converted to double
-     * through the mantissa of 2^52 (an int64-to-double conversion has no
-     * vector instruction before AVX-512DQ). */
+     * k = exponent of v / sqrt(1/2), rounded down. */
+    uint32_t u = bits_of_f(v) + (0x3f800000u - SQRT1_2_BITS_F);
+    float k = (float)((int32_t)(u >> 23) - 127 - (int32_t)(sub & 23u));
+    float f = float_of((u & 0x007fffffu) + SQRT1_2_BITS_F) - 1.0f; /* exact */
+    float z = f * f;
+    float q = -0x1.38b576p-4f;
+    q = 0x1.055b68p-3f + f * q;
+    q = -0x1.0d8542p-3f + f * q;
+    q = 0x1.22da1ep-3f + f * q;
+    q = -0x1.547244p-3f + f * q;
+    q = 0x1.99a008p-3f + f * q;
+    q = -0x1.000226p-2f + f * q;
+    q = 0x1.555554p-2f + f * q;
+    /* ln(1+f) = f - f^2/2 + f^3 q; the small parts first, f and k ln2_hi
+     * (exact products) last. */
+    float y = (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+    float special = x == 0.0f ? -INFINITY : x < 0.0f ? NAN : x; /* inf and NaN are themselves */
+    return x > 0.0f && x < INFINITY ? y : special;
+}
+
+/* tanh in float: an odd polynomial below 0.625, 1 - 2 / (e^(2a) + 1)
+ * above, the sign copied back. */
+static VM_INLINE float vm_tanhf(float x)
+{
+    float a = fabsf(x);
+    float z = a * a;
+    float p = -0x1.75e1cep-8f;
+    p = 0x1.52269cp-6f + z * p;
+    p = -0x1.b83c5ap-5f + z * p;
+    p = 0x1.110726p-3f + z * p;
+    p = -0x1.555532p-2f + z * p;
+    float small = a + a * (z * p);
+    /* e^(2a) for 2a in [0, 20] (tanh 10 is 1 in float): n in [0, 29], so
+     * 2^n is one normal factor. */
+    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t, false);
+    e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u) << 23);
+    float big = 1.0f - 2.0f / (e + 1.0f);
+    return copysignf(a < 0.625f ? small : big, x);
+}
+
+/* sigmoid in float: e = e^-|x| in (0, 1] never overflows, and
+ * sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below. */
+static VM_INLINE float vm_sigmoidf(float x)
+{
+    float m = -fabsf(x);
+    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t, true); /* e^-104 is 0 in float */
+    /* Everything scaled by 2^64: e 2^64 = e^r 2^(n+64) is normal for n >=
+     * -150 and exact with one factor, and the division rounds once, also
+     * into the subnormals, where the result is e^x itself. */
+    e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u + 64u) << 23);
+    float d = 0x1p64f + e, dl = e - (d - 0x1p64f); /* 2^64 + e = d + dl exactly */
+    /* The numerator, 1 or e, chosen in integer bits: given a select, the
+     * compiler divides both and selects the quotient. */
+    uint32_t pos = 0u - (uint32_t)(x >= 0.0f);
+    float q = float_of((bits_of_f(e) & ~pos) | (0x5f800000u & pos)) / d;
+    /* n / (d + dl) = q - q dl / d, and 2^64 / d is q or 1 - q. */
+    return q - q * ((dl * 0x1p-64f) * (x >= 0.0f ? q : 1.0f - q));
+}
+
+#define SHIFT 0x1.8p52 /* x + SHIFT rounds x to an integer */
+#define TWO_OVER_PI 0x1.45f306dc9c883p-1
+#define PIO2_1 0x1.921fb54p+0             /* pi/2 to 29 bits: n PIO2_1 exact */
+#define PIO2_2 0x1.10b4611p-30            /* the next 29 bits */
+#define PIO2_3 0x1.4c4c6628b80dcp-59      /* the rest, to 53 bits */
+#define SINCOS_BOUND_BITS 0x4b800000u     /* 2^24: |x| above it goes to libm */
+
+/* sin x (quadrant 0) or cos x (quadrant 1, since cos x = sin(x + pi/2)) in
+ * double for |x| <= 2^24 (the head of the file has the method). */
+static VM_INLINE float vm_sincosf(float xf, uint64_t quadrant)
+{
+    double x = (double)xf;
+    double t = x * TWO_OVER_PI + SHIFT;
+    double n = t - SHIFT;
+    double r = ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3;
+    uint64_t q = bits_of(t) + quadrant; /* n + quadrant in the low bits */
+    double z = r * r;
+    double ps = 0x1.6cd1f2bfa75f2p-19; /* sin r = r (1 + r^2 ps(r^2)) */
+    ps = -0x1.a00f7f2916aaap-13 + z * ps;
+    ps = 0x1.1111086a61e8ep-7 + z * ps;
+    ps = -0x1.5555554c71d26p-3 + z * ps;
+    double pc = 0x1.99eb9c33749e5p-16; /* cos r = 1 - r^2/2 + r^4 pc(r^2) */
+    pc = -0x1.6c0c33a7bfd7ap-10 + z * pc;
+    pc = 0x1.55554a115aa05p-5 + z * pc;
+    double sr = r * (1.0 + z * ps), cr = (1.0 - 0.5 * z) + (z * z) * pc; /* sr keeps -0 */
+    /* Quadrant q: sin, cos, -sin, -cos of r. */
+    double v = (q & 1) ? cr : sr;
+    return (float)double_of(bits_of(v) ^ ((q & 2) << 62));
+}
+
+/* ---- float64 -------------------------------------------------------------
+ * The same methods in double, with longer polynomials (Taylor: every
+ * coefficient 1/k! or 1/(2k+1), rounded to double).  Accuracy, relative to
+ * the exact value for normal results (tests/test_vmath.c against long
+ * double): within 1e-15, about 4.5 double ulp (subnormal results: within
+ * 1 ulp of 2^-1074, as no relative bound can hold there). */
+#define LN2_HI 0x1.62e42fefa38p-1        /* ln 2 to 42 bits: n LN2_HI exact */
+#define LN2_LO 0x1.ef35793c76730p-45     /* ln 2 - LN2_HI */
+
+/* e^x = e 2^n for x in [-746, 710] or NaN: returns e = e^r - 1 (so that
+ * expm1 keeps its relative precision) and sets *t, whose low bits hold n.
+ * r as for float (rl kept); e^r - 1 = r + r^2 q(r) + rl (1 + r), q to
+ * r^11/13! (truncation 4e-18). */
+static VM_INLINE double expm1_reduce(double x, double *t)
+{
+    *t = x * LOG2E + SHIFT;
+    double n = *t - SHIFT;
+    double xh = x - n * LN2_HI, nl = n * LN2_LO;
+    double r = xh - nl, rl = (xh - r) - nl;
+    double q = 1.0 / 6227020800;
+    q = 1.0 / 479001600 + r * q;
+    q = 1.0 / 39916800 + r * q;
+    q = 1.0 / 3628800 + r * q;
+    q = 1.0 / 362880 + r * q;
+    q = 1.0 / 40320 + r * q;
+    q = 1.0 / 5040 + r * q;
+    q = 1.0 / 720 + r * q;
+    q = 1.0 / 120 + r * q;
+    q = 1.0 / 24 + r * q;
+    q = 1.0 / 6 + r * q;
+    q = 0.5 + r * q;
+    return r + (r * r * q + (rl + rl * r));
+}
+
+/* (1 + m) 2^n, 2^n in two normal factors as for float (n in [-1075,
+ * 1024]). */
+static VM_INLINE double exp_scale_d(double m, double t)
+{
+    uint64_t nb = bits_of(t) - 0x4338000000000000ull + 2048u; /* n + 2048 >= 0 */
+    uint64_t h = (nb >> 1) - 1024u;                          /* floor(n/2) */
+    double s1 = double_of((h + 1023u) << 52), s2 = double_of((nb - 2048u - h + 1023u) << 52);
+    return (1.0 + m) * s1 * s2;
+}
+
+static VM_INLINE double vm_exp(double x)
+{
+    x = x < -746.0 ? -746.0 : x;
+    x = x > 710.0 ? 710.0 : x;
+    double t, m = expm1_reduce(x, &t);
+    return exp_scale_d(m, t);
+}
+
+#define SQRT1_2_BITS 0x3fe6a09e667f3bcdull /* sqrt(1/2) */
+
+/* ln x: x = 2^k m, m in [sqrt(1/2), sqrt 2), f = m - 1 exact; ln m =
+ * 2 atanh(s), s = f / (2 + f), |s| <= 0.172: 2s + 2s z R(z), z = s^2, R to
+ * z^10/21 (truncation 6e-19); ln x = k ln2_hi + (2s + (2s z R + k ln2_lo)). */
+static VM_INLINE double vm_log(double x)
+{
+    double v = x > 0.0 && x < INFINITY ? x : 1.0;
+    uint64_t sub = 0u - (uint64_t)(v < 0x1p-1022); /* scaled by 2^54 (integer select, as for float) */
+    v = v * double_of(0x3ff0000000000000ull + (sub & (54ull << 52)));
     uint64_t u = bits_of(v) + (0x3ff0000000000000ull - SQRT1_2_BITS);
-    double k = double_of((u >> 52) | 0x4330000000000000ull) - (0x1p52 + 1023.0);
-    double m = double_of((u & 0x000fffffffffffffull) + SQRT1_2_BITS);
-    double f = m - 1.0; /* exact: m is within a factor 2 of 1 */
+    /* k through the mantissa of 2^52 (no int64-to-double vector
+     * conversion before AVX-512DQ). */
+    double k = double_of((u >> 52) | 0x4330000000000000ull) - (0x1p52 + 1023.0) -
+               (double)(int)(sub & 54u);
+    double f = double_of((u & 0x000fffffffffffffull) + SQRT1_2_BITS) - 1.0;
     double s = f / (2.0 + f), z = s * s;
-    double p = 1.0 / 11;
+    double p = 1.0 / 21;
+    p = 1.0 / 19 + z * p;
+    p = 1.0 / 17 + z * p;
+    p = 1.0 / 15 + z * p;
+    p = 1.0 / 13 + z * p;
+    p = 1.0 / 11 + z * p;
     p = 1.0 / 9 + z * p;
     p = 1.0 / 7 + z * p;
     p = 1.0 / 5 + z * p;
     p = 1.0 / 3 + z * p;
-    p = 1.0 + z * p;
-    double y = k * LN2 + 2.0 * s * p;
-    double special = x == 0.0 ? -INFINITY : x < 0.0 ? NAN : x; /* inf and NaN are themselves */
+    double s2 = 2.0 * s;
+    double y = k * LN2_HI + (s2 + (s2 * z * p + k * LN2_LO));
+    double special = x == 0.0 ? -INFINITY : x < 0.0 ? NAN : x;
     return x > 0.0 && x < INFINITY ? y : special;
 }
 
+/* tanh a = u / (u + 2), u = e^(2a) - 1 = (2^n - 1) + 2^n (e^r - 1), which
+ * keeps full relative precision as a -> 0; a clamped to 20 (tanh 20 is 1
+ * in double). */
 static VM_INLINE double vm_tanh(double x)
 {
     double a = fabs(x);
-    a = a > 20.0 ? 20.0 : a;
-    double s, q = exp_split(2.0 * a, &s);
-    double u = (s - 1.0) + s * q; /* e^(2a) - 1 */
+    double t, m = expm1_reduce(2.0 * (a > 20.0 ? 20.0 : a), &t);
+    double s = double_of((bits_of(t) - 0x4338000000000000ull + 1023u) << 52); /* 2^n, n in [0, 58] */
+    double u = (s - 1.0) + s * m;
     return copysign(u / (u + 2.0), x);
 }
 
+/* sigmoid: e = e^-|x|, 1 / (1 + e) for x >= 0, e / (1 + e) below. */
 static VM_INLINE double vm_sigmoid(double x)
 {
-    x = x < -120.0 ? -120.0 : x;
-    x = x > 120.0 ? 120.0 : x;
-    double s, q = exp_split(-x, &s);
-    return 1.0 / (1.0 + (s + s * q));
+    double m = -fabs(x);
+    double t, e = expm1_reduce(m < -746.0 ? -746.0 : m, &t);
+    e = exp_scale_d(e, t);
+    uint64_t pos = 0u - (uint64_t)(x >= 0.0); /* integer select, as for float */
+    return double_of((bits_of(e) & ~pos) | (0x3ff0000000000000ull & pos)) / (1.0 + e);
 }
 
 /* The portable loops, and the AVX2 and AVX-512 ones. */
@@ -273,3 +449,9 @@ void ad__vexp_f32(float *y, const float *x, int64_t n) { DISPATCH(exp, y, x, n) 
 void ad__vlog_f32(float *y, const float *x, int64_t n) { DISPATCH(log, y, x, n) }
 void ad__vtanh_f32(float *y, const float *x, int64_t n) { DISPATCH(tanh, y, x, n) }
 void ad__vsigmoid_f32(float *y, const float *x, int64_t n) { DISPATCH(sigmoid, y, x, n) }
+void ad__vsin_f32(float *y, const float *x, int64_t n) { DISPATCH(sin, y, x, n) }
+void ad__vcos_f32(float *y, const float *x, int64_t n) { DISPATCH(cos, y, x, n) }
+void ad__vexp_f64(double *y, const double *x, int64_t n) { DISPATCH(exp_d, y, x, n) }
+void ad__vlog_f64(double *y, const double *x, int64_t n) { DISPATCH(log_d, y, x, n) }
+void ad__vtanh_f64(double *y, const double *x, int64_t n) { DISPATCH(tanh_d, y, x, n) }
+void ad__vsigmoid_f64(double *y, const double *x, int64_t n) { DISPATCH(sigmoid_d, y, x, n) }

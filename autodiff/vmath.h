@@ -1,17 +1,17 @@
-/* autodiff/vmath.h - exp, log, tanh and sigmoid over contiguous float32
- * arrays, vectorised; never installed.
+/* autodiff/vmath.h - exp, log, tanh, sigmoid, sin and cos over contiguous
+ * float32 arrays, vectorised; never installed.
  *
  * y[i] = f(x[i]) for i < n, with x and y either the same array or not
  * overlapping.  Each result is within 2 ulp of the exact value (measured
  * against the C library's double functions over the whole float32 range
- * by tests/test_vmath.c, and over all 2^32 inputs once: at most 1.22 ulp
- * for exp, 0.73 for the others), including subnormal inputs and results,
- * +-0, +-inf and NaN, the overflow and underflow thresholds and the
- * saturated tails of tanh and sigmoid.  The result of an element
- * depends only on its value: not on n, on its position, or on the CPU
- * (the AVX2 and AVX-512 variants, chosen at run time, compute the same
- * operations in the same order as the portable one, without fused
- * multiply-adds, so all give the same bits). */
+ * by tests/test_vmath.c; vmath.c gives each function's maximum),
+ * including subnormal inputs and results, +-0, +-inf and NaN, the
+ * overflow and underflow thresholds and the saturated tails of tanh and
+ * sigmoid.  The result of an element depends only on its value: not on
+ * n, on its position, or on the CPU (the AVX2 and AVX-512 variants,
+ * chosen at run time, compute the same operations in the same order as
+ * the portable one, without fused multiply-adds, so all give the same
+ * bits). */
 #ifndef AUTODIFF_VMATH_H
 #define AUTODIFF_VMATH_H
 
@@ -21,6 +21,18 @@ void ad__vexp_f32(float *y, const float *x, int64_t n);
 void ad__vlog_f32(float *y, const float *x, int64_t n);
 void ad__vtanh_f32(float *y, const float *x, int64_t n);
 void ad__vsigmoid_f32(float *y, const float *x, int64_t n);
+/* sin and cos reduce x modulo pi/2 in double for |x| <= 2^24 and call the
+ * C library's double sin and cos above (and for inf and NaN); within 1 ulp
+ * everywhere. */
+void ad__vsin_f32(float *y, const float *x, int64_t n);
+void ad__vcos_f32(float *y, const float *x, int64_t n);
+
+/* float64: the same contract with a relative error within 1e-15 for
+ * normal results (within 1 ulp of 2^-1074 for subnormal ones). */
+void ad__vexp_f64(double *y, const double *x, int64_t n);
+void ad__vlog_f64(double *y, const double *x, int64_t n);
+void ad__vtanh_f64(double *y, const double *x, int64_t n);
+void ad__vsigmoid_f64(double *y, const double *x, int64_t n);
 
 /* Tests: run the variant isa (0 portable, 1 AVX2, 2 AVX-512) from now on,
  * -1 for the automatic choice.  Returns -1, changing nothing, when this CPU

@@ -298,6 +298,49 @@ START_TEST(outer_axis_reductions)
 }
 END_TEST
 
+/* Sums over leading axes of a contiguous tensor take a path of their own
+ * (fold_cols: 8 rows per pass over the accumulators).  Every result must
+ * be the rows added in order in double, exactly, for row counts around
+ * multiples of 8, over one or two leading axes, with keepdim, and the same
+ * bits when the tensor is a strided view instead (the general path). */
+START_TEST(leading_axis_sums_row_by_row)
+{
+    static const int64_t rows[] = {1, 2, 7, 8, 9, 16, 37};
+    for (int k = 0; k < 2; k++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            int64_t m = rows[r], n = 29;
+            double *v = malloc((size_t)(m * n) * sizeof *v);
+            for (int64_t i = 0; i < m * n; i++) v[i] = sin((double)i * 1.7) * 1e3 + 1e-7 * (double)i;
+            ad_tensor *x = ot_f64(T, AD_SHAPE(m, n), v);
+            if (k) x = ad_cast(x, AD_FLOAT32);
+            const double *dv = k ? NULL : ad_data(x);
+            const float *fv = k ? ad_data(x) : NULL;
+            ad_tensor *s = ad_sum(x, (int[]){0}, 1, false);
+            ad_tensor *sk = ad_mean(x, (int[]){0}, 1, true);
+            /* [m, n] as [m/... , n]: two leading axes when m splits. */
+            ad_tensor *x3 = m % 2 == 0 ? ad_reshape(x, 3, (int64_t[]){2, m / 2, n}) : x;
+            ad_tensor *s3 = ad_sum(x3, (int[]){0, 1}, m % 2 == 0 ? 2 : 1, false);
+            /* The same values as a strided view: the transpose of a copy
+             * laid out [n, m]. */
+            ad_tensor *xt = ad_transpose(ad_contiguous(ad_transpose(x, 0, 1)), 0, 1);
+            ad_tensor *st = ad_sum(xt, (int[]){0}, 1, false);
+            ck_assert_msg(s && sk && s3 && st, "%s", ad_error());
+            assert_shape(sk, AD_SHAPE(1, n));
+            for (int64_t j = 0; j < n; j++) {
+                double want = 0;
+                for (int64_t i = 0; i < m; i++) want += k ? (double)fv[i * n + j] : dv[i * n + j];
+                double w = k ? (double)(float)want : want;
+                ck_assert_msg(ot_at(s, j) == w, "m %lld col %lld: %.17g != %.17g", (long long)m,
+                              (long long)j, ot_at(s, j), w);
+                ck_assert(ot_at(s3, j) == w && ot_at(st, j) == w);
+                double mean = k ? (double)(float)(want / (double)m) : want / (double)m;
+                ck_assert(ot_at(sk, j) == mean);
+            }
+            free(v);
+        }
+}
+END_TEST
+
 /* ---- logsumexp ------------------------------------------------------------------- */
 START_TEST(logsumexp_values)
 {
@@ -567,6 +610,7 @@ int main(void)
     tcase_add_test(tc, max_min_ties_split_evenly);
     tcase_add_test(tc, max_tie_rule_is_linear_in_g);
     tcase_add_test(tc, max_min_float32);
+    tcase_add_test(tc, leading_axis_sums_row_by_row);
     tcase_add_test(tc, logsumexp_values);
     tcase_add_test(tc, logsumexp_extremes);
     tcase_add_test(tc, logsumexp_gradient_is_softmax);

@@ -1,5 +1,5 @@
-/* tests/test_vmath.c - the vectorised float32 exp, log, tanh and sigmoid
- * (autodiff/vmath.c) against the C library's double functions.
+/* tests/test_vmath.c - the vectorised float32 exp, log, tanh, sigmoid, sin
+ * and cos (autodiff/vmath.c) against the C library's double functions.
  *
  * The sweep: every 2^STRIDE_LOG2-th float32 bit pattern (each with a
  * different low part, so that mantissas of every shape occur), both signs,
@@ -11,8 +11,16 @@
  * must give the same bits as the portable one.  AD_VMATH_STRIDE_LOG2=0 in
  * the environment makes the sweep exhaustive (all 2^32 patterns; minutes).
  *
- * Through the ops: ad_exp, ad_log, ad_tanh and ad_sigmoid of float32
- * tensors give the same bits contiguous and strided. */
+ * sin and cos also against every float nearest to a multiple of pi/2 up
+ * to the bound of their range reduction (where the reduced argument is
+ * smallest and cancellation worst), and with elements beyond the bound
+ * (the C library's) mixed among ordinary ones.
+ *
+ * float64 exp, log, tanh and sigmoid: relative error within 1e-15 (long
+ * double reference), edges exact, variants identical.
+ *
+ * Through the ops: ad_exp, ad_log, ad_tanh, ad_sigmoid, ad_sin and ad_cos
+ * of float32 tensors give the same bits contiguous and strided. */
 #include <float.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +37,8 @@ typedef void (*vfn)(float *, const float *, int64_t);
 static double ref_exp(double x) { return exp(x); }
 static double ref_log(double x) { return log(x); }
 static double ref_tanh(double x) { return tanh(x); }
+static double ref_sin(double x) { return sin(x); }
+static double ref_cos(double x) { return cos(x); }
 static double ref_sigmoid(double x)
 {
     double e = exp(-fabs(x));
@@ -44,7 +54,10 @@ static const struct fn {
     {"log", ad__vlog_f32, ref_log},
     {"tanh", ad__vtanh_f32, ref_tanh},
     {"sigmoid", ad__vsigmoid_f32, ref_sigmoid},
+    {"sin", ad__vsin_f32, ref_sin},
+    {"cos", ad__vcos_f32, ref_cos},
 };
+#define NFNS ((int)(sizeof FNS / sizeof FNS[0]))
 
 static float from_bits(uint32_t u)
 {
@@ -115,7 +128,10 @@ static const float EDGES[] = {
     16.6355324f,  /* sigmoid rounds to 1 */
     0.707106781f, 1.41421356f, /* log's range reduction switches */
     0.34657359f,  /* exp's reduction switches n */
-    20.0f, 120.0f, 128.0f, 150.0f, /* the clamps */
+    0.625f,       /* tanh switches from its polynomial to e^(2a) */
+    0.785398163f, 1.57079633f, 3.14159265f, 4.71238898f, /* sin and cos switch quadrants */
+    16777216.0f,  /* the bound of sin's and cos's reduction */
+    10.0f, 104.0f, 89.0f, 128.0f, 150.0f, /* the clamps */
 };
 
 START_TEST(ulp_over_the_whole_range)
@@ -183,6 +199,162 @@ START_TEST(edge_values)
     ck_assert(y[0] == FLT_TRUE_MIN && y[1] == -FLT_TRUE_MIN);
     ad__vlog_f32(y, t + 1, 1);
     ck_assert(y[0] == (float)(-149 * log(2.0)));
+    ad__vsin_f32(y, x, N);
+    ck_assert(y[0] == 0 && !signbit(y[0]) && y[1] == 0 && signbit(y[1]));
+    ck_assert(isnan(y[2]) && isnan(y[3]) && isnan(y[4]) && y[5] == 0.841470985f && y[6] == -y[5]);
+    ad__vcos_f32(y, x, N);
+    ck_assert(y[0] == 1 && y[1] == 1 && isnan(y[2]) && isnan(y[3]) && isnan(y[4]));
+    ck_assert(y[5] == 0.540302306f && y[6] == y[5]);
+    ad__vsin_f32(y, t + 1, 2);
+    ck_assert(y[0] == FLT_TRUE_MIN && y[1] == -FLT_TRUE_MIN);
+}
+END_TEST
+
+/* sin and cos at the floats nearest to k pi/2 (and their neighbours) for
+ * every k up to the reduction's bound 2^24: there the reduced argument is
+ * smallest, and an error in pi/2's parts would show. */
+START_TEST(near_multiples_of_half_pi)
+{
+    const struct fn *fn = &FNS[_i];
+    static float x[BLOCK];
+    worst w = {0};
+    int n = 0;
+    for (int64_t k = 1; k <= 10680707; k++) { /* 10680707 pi/2 < 2^24 */
+        float f = (float)((double)k * 1.5707963267948966);
+        uint32_t b = to_bits(f);
+        for (int d = -1; d <= 1; d++) {
+            x[n++] = from_bits(b + (uint32_t)d);
+            if (n == BLOCK) check_block(fn, x, n, &w), n = 0;
+        }
+        if (k > 4096) k += k >> 12; /* every k below 4096, then a sample */
+    }
+    check_block(fn, x, n, &w);
+    printf("vmath %s near k pi/2: max error %.3f ulp at x = %.9g\n", fn->name, w.ulp, w.x);
+    ck_assert_msg(w.ulp <= 2.0, "%s: %.3f ulp at x = %.9g", fn->name, w.ulp, w.x);
+    ck_assert_int_eq(w.mismatches, 0);
+}
+END_TEST
+
+/* Elements beyond 2^24, inf and NaN, which sin and cos hand to the C
+ * library, among ordinary ones: every element as computed alone, and the
+ * library's value beyond the bound. */
+START_TEST(beyond_the_reduction_bound)
+{
+    enum { N = 1500 };
+    static float x[N], y[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(i * 0.731 - 500);
+    x[3] = 1e30f, x[700] = -16777218.0f, x[701] = INFINITY, x[1499] = NAN, x[1498] = 16777216.0f;
+    for (int f = 4; f < 6; f++) {
+        FNS[f].f(y, x, N);
+        for (int i = 0; i < N; i++) {
+            float one;
+            FNS[f].f(&one, &x[i], 1);
+            ck_assert(to_bits(one) == to_bits(y[i]) || (isnan(one) && isnan(y[i])));
+            ck_assert_msg(ulp_error(y[i], FNS[f].ref((double)x[i])) <= 1.0, "%s(%.9g)", FNS[f].name,
+                          x[i]);
+        }
+        ck_assert(y[3] == (float)FNS[f].ref((double)x[3]) && isnan(y[701]) && isnan(y[1499]));
+    }
+}
+END_TEST
+
+/* float64: relative error within 1e-15 against long double for normal
+ * results, within 1 ulp of 2^-1074 for subnormal ones, over a sweep of
+ * bit patterns (every exponent, both signs) and dense ranges around the
+ * places where each method switches or saturates; the variants agree. */
+typedef void (*vfn_d)(double *, const double *, int64_t);
+static long double ref_sigmoidl(long double x)
+{
+    long double e = expl(-fabsl(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+static const struct fn_d {
+    const char *name;
+    vfn_d f;
+    long double (*ref)(long double);
+} FNS_D[] = {
+    {"exp", ad__vexp_f64, expl},
+    {"log", ad__vlog_f64, logl},
+    {"tanh", ad__vtanh_f64, tanhl},
+    {"sigmoid", ad__vsigmoid_f64, ref_sigmoidl},
+};
+
+static double from_bits_d(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+START_TEST(float64_relative_error)
+{
+    const struct fn_d *fn = &FNS_D[_i];
+    static double x[BLOCK], y[BLOCK], yv[BLOCK];
+    static const double ranges[][2] = {
+        {-1, 1}, {-1e-3, 1e-3}, {0.99, 1.01}, {0.7, 0.71}, {1.41, 1.42}, {-20, 20},
+        {-745.2, -700}, {700, 709.8}, {-40, -30}, {1e-310, 1e-300}, {0, 1e300},
+    };
+    double worst = 0, wx = 0;
+    long mismatches = 0;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (int block = 0; block < 600; block++) {
+        for (int i = 0; i < BLOCK; i++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            double u = (double)(seed >> 11) * 0x1p-53;
+            if (block < 160) { /* any bit pattern of a finite double */
+                x[i] = from_bits_d(seed & 0xffefffffffffffffull);
+            } else {
+                const double *r = ranges[block % (sizeof ranges / sizeof ranges[0])];
+                x[i] = r[0] + (r[1] - r[0]) * u;
+            }
+        }
+        ck_assert_int_eq(ad__vmath_testing_isa(0), 0);
+        fn->f(y, x, BLOCK);
+        for (int isa = 1; isa <= 2; isa++) {
+            if (ad__vmath_testing_isa(isa)) continue;
+            fn->f(yv, x, BLOCK);
+            for (int i = 0; i < BLOCK; i++)
+                if (memcmp(&y[i], &yv[i], sizeof y[i])) mismatches++;
+        }
+        ad__vmath_testing_isa(-1);
+        for (int i = 0; i < BLOCK; i++) {
+            long double r = fn->ref((long double)x[i]);
+            double err;
+            if (isnan(r) || isinf(r) || isinf((double)r))
+                err = (isnan(r) ? isnan(y[i]) : y[i] == (double)r) ? 0 : INFINITY;
+            else if (fabsl(r) < 0x1p-1022L)
+                err = fabsl((long double)y[i] - r) > 0x1p-1074L ? INFINITY : 0;
+            else
+                err = (double)fabsl(((long double)y[i] - r) / r);
+            if (!(err <= worst)) worst = err, wx = x[i];
+        }
+    }
+    printf("vmath %s float64: max relative error %.3g at x = %.17g; variants differing: %ld\n",
+           fn->name, worst, wx, mismatches);
+    ck_assert_msg(worst <= 1e-15, "%s: %.3g at %.17g", fn->name, worst, wx);
+    ck_assert_int_eq(mismatches, 0);
+    /* The edges, exactly. */
+    double e[] = {0.0, -0.0, INFINITY, -INFINITY, NAN, -1.0, 4.9e-324, 1e6, -1e6};
+    double o[9];
+    fn->f(o, e, 9);
+    switch (_i) {
+    case 0:
+        ck_assert(o[0] == 1 && o[1] == 1 && o[2] == INFINITY && o[3] == 0 && isnan(o[4]));
+        ck_assert(o[7] == INFINITY && o[8] == 0 && o[6] == 1);
+        break;
+    case 1:
+        ck_assert(o[0] == -INFINITY && o[1] == -INFINITY && o[2] == INFINITY && isnan(o[3]));
+        ck_assert(isnan(o[4]) && isnan(o[5]) && o[6] == (double)(-1074 * logl(2.0L)));
+        break;
+    case 2:
+        ck_assert(o[0] == 0 && !signbit(o[0]) && o[1] == 0 && signbit(o[1]) && o[2] == 1);
+        ck_assert(o[3] == -1 && isnan(o[4]) && o[6] == 4.9e-324 && o[7] == 1 && o[8] == -1);
+        break;
+    default:
+        ck_assert(o[0] == 0.5 && o[1] == 0.5 && o[2] == 1 && o[3] == 0 && isnan(o[4]));
+        ck_assert(o[7] == 1 && o[8] == 0);
+        break;
+    }
 }
 END_TEST
 
@@ -219,7 +391,7 @@ END_TEST
 /* The ops: contiguous and strided float32 tensors give the same bits. */
 START_TEST(ops_contiguous_and_strided)
 {
-    ad_tensor *(*ops[])(ad_tensor *) = {ad_exp, ad_log, ad_tanh, ad_sigmoid};
+    ad_tensor *(*ops[])(ad_tensor *) = {ad_exp, ad_log, ad_tanh, ad_sigmoid, ad_sin, ad_cos};
     ad_tape *tape = ad_tape_new();
     ck_assert(tape != NULL);
     int64_t rows = 37, cols = 29;
@@ -228,7 +400,7 @@ START_TEST(ops_contiguous_and_strided)
     for (int64_t i = 0; i < rows * cols; i++) v[i] = (float)((double)i * 0.013 - 6.0);
     ad_tensor *xt = ad_transpose(x, 0, 1);
     ck_assert(xt != NULL);
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < NFNS; k++) {
         ad_tensor *y = ops[k](x), *yt = ops[k](xt);
         ck_assert_msg(y && yt, "%s", ad_error());
         const float *a = ad_data(y), *b = ad_data(yt);
@@ -249,9 +421,12 @@ int main(void)
     Suite *s = suite_create("vmath");
     TCase *tc = tcase_create("float32");
     tcase_set_timeout(tc, 0);
-    tcase_add_loop_test(tc, ulp_over_the_whole_range, 0, 4);
+    tcase_add_loop_test(tc, ulp_over_the_whole_range, 0, NFNS);
     tcase_add_test(tc, edge_values);
-    tcase_add_loop_test(tc, lengths_and_offsets, 0, 4);
+    tcase_add_loop_test(tc, lengths_and_offsets, 0, NFNS);
+    tcase_add_loop_test(tc, near_multiples_of_half_pi, 4, 6);
+    tcase_add_test(tc, beyond_the_reduction_bound);
+    tcase_add_loop_test(tc, float64_relative_error, 0, 4);
     tcase_add_test(tc, ops_contiguous_and_strided);
     suite_add_tcase(s, tc);
     return ot_run(s);
