@@ -148,6 +148,7 @@ extern const ad_op *const ad__ops_util[];
 extern const ad_op *const ad__ops_decomp[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
+extern const ad_op *const ad__ops_rnn[];
 extern const ad_op *const ad__ops_random[];
 extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];

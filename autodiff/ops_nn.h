@@ -159,6 +159,22 @@ AD_API ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
  * embeddings (weight [5,3])"). */
 AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
 
+/* ---- recurrent cells -----------------------------------------------------------
+ * One LSTM step after its two matrix products (PyTorch's internal
+ * _thnn_fused_lstm_cell without biases): gx, gh [B, 4H] are the input's
+ * and the hidden state's contributions to the gate blocks i, f, g, o
+ * (any strides; give the biases inside either), c [B, H] the cell state:
+ *     [i f g o] = [sigmoid sigmoid tanh sigmoid](gx + gh)
+ *     c' = f c + i g,   h' = o tanh c',   y = [h', c']  [2, B, H]
+ * (take h' and c' with ad_narrow and ad_squeeze).  One forward pass, and
+ * in a first-order backward one pass back (the rule keeps the
+ * activations, 5 B H values, on the result's tape); under AD_CREATE_GRAPH
+ * the rule is made of ops and differentiates again.  Result owned as any
+ * op result (tape.h).  Errors: NULL, dtypes that are not one floating
+ * dtype, shapes that do not fit ("ad_fused_lstm_cell: need gx and gh
+ * [B, 4H] and c [B, H], got [2,8], [2,8], [2,3]"). */
+AD_API ad_tensor *ad_fused_lstm_cell(ad_tensor *gx, ad_tensor *gh, ad_tensor *c);
+
 /* ---- normalisation -------------------------------------------------------------- */
 
 /* torch.nn.functional.layer_norm over the last nnormdims dimensions (1..ndim):

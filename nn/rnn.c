@@ -5,12 +5,15 @@
  * loop - backprop through time - is the ordinary one, to any order.
  *
  * The cost of a recurrent layer is in its time loop, which cannot be
- * parallelised over t.  Two things keep it small: the input's contribution
- * [W_ih W_hh] are joined once per call, so that each step makes one
- * matrix product [x_t, h] W^T for all the gate blocks at once, which are
- * then taken apart as views (narrow), not copies; and the steps' inputs
- * and outputs stay separate tensors, so the backward pass never builds a
- * whole sequence's gradient per step (see nn_rnn_sequence). */
+ * parallelised over t.  What keeps it small: an LSTM computes the input's
+ * share of all steps' gates in one product before the loop and runs each
+ * step as one product and one fused cell op (ad_fused_lstm_cell, which
+ * also has a one-pass backward); RNN and GRU join [W_ih W_hh] once per
+ * call, so that each step makes one matrix product [x_t, h] W^T for all
+ * the gate blocks at once, which are then taken apart as views (narrow),
+ * not copies; and the steps' outputs stay separate tensors, so the
+ * backward pass never builds a whole sequence's gradient per step (see
+ * nn_rnn_sequence). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -159,6 +162,17 @@ static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_ten
     }
 }
 
+/* One LSTM step from its input's share of the gates gx [B, 4H] (biases
+ * included): the hidden state's share h W_hh^T, then the fused cell op,
+ * whose [2, B, H] result holds h' and c'. */
+static void lstm_step(ad_tensor *gx, ad_tensor *h, ad_tensor *c, ad_tensor *w_hh, ad_tensor **h1,
+                      ad_tensor **c1)
+{
+    ad_tensor *y = ad_fused_lstm_cell(gx, ad_linear(h, w_hh, NULL), c);
+    *h1 = ad_squeeze(ad_narrow(y, 0, 0, 1), 0);
+    *c1 = ad_squeeze(ad_narrow(y, 0, 1, 1), 0);
+}
+
 /* Ends scope s with the main result r and the extra results e1, e2: with a
  * scratch tape, the extras are copied out as persistent tensors first. */
 static int end_scope(ad_scope *s, ad_tensor **r, ad_tensor **e1, ad_tensor **e2)
@@ -209,12 +223,37 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     if (!h) h = ad_zeros(s.tape, dt, 2, st);
     if (!c && mode == NN_LSTM) c = ad_zeros(s.tape, dt, 2, st);
     ad_tensor *h1 = NULL, *c1 = NULL, *wt = NULL, *b = NULL;
-    fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
-    step(mode, H, x, h, c, wt, b, &h1, &c1);
+    if (mode == NN_LSTM) {
+        lstm_step(ad_linear(x, w_ih, b_ih ? ad_add(b_ih, b_hh) : NULL), h, c, w_hh, &h1, &c1);
+    } else {
+        fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
+        step(mode, H, x, h, c, wt, b, &h1, &c1);
+    }
     if (end_scope(&s, &h1, mode == NN_LSTM ? &c1 : NULL, NULL) != 0) return -1;
     *h_out = h1;
     if (c_out) *c_out = c1;
     else if (c1 && s.scratch) ad_tensor_free(c1);
+    return 0;
+}
+
+/* An LSTM layer as cuDNN and PyTorch run it: the input's share of every
+ * step's gates, x_t W_ih^T + b_ih + b_hh, is one product for the whole
+ * sequence ([T B, F] x [F, 4H], the biases added in its epilogue) before
+ * the recurrence, which is then one [B, H] x [H, 4H] product and one fused
+ * cell op per step.  Arguments as run_layer's. */
+static int run_lstm(int64_t T, ad_tensor *const *xs, ad_tensor *const *w, bool bias, ad_tensor **h,
+                    ad_tensor **c, ad_tensor **hs)
+{
+    ad_tensor *b = bias ? ad_add(w[2], w[3]) : NULL;
+    ad_tensor *gx = (bias && !b) ? NULL : ad_linear(ad_stack(xs, (int)T, 0), w[0], b);
+    if (!gx) return -1;
+    for (int64_t t = 0; t < T; t++) {
+        ad_tensor *h1 = NULL, *c1 = NULL;
+        lstm_step(ad_squeeze(ad_narrow(gx, 0, t, 1), 0), *h, *c, w[1], &h1, &c1);
+        if (!h1 || !c1) return -1;
+        *h = hs[t] = h1;
+        *c = c1;
+    }
     return 0;
 }
 
@@ -224,6 +263,7 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
 static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_tensor *const *xs,
                      ad_tensor *const *w, bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs)
 {
+    if (mode == NN_LSTM) return run_lstm(T, xs, w, bias, h, c, hs);
     ad_tensor *wt = NULL, *b = NULL;
     fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
     if (!wt || (bias && !b)) return -1;

@@ -1,6 +1,7 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
- * Only unfold, fold and max_pool2d_index are ops of the table here, and
+ * Only unfold, fold and max_pool2d_index are ops of the table here (and
+ * fused_lstm_cell, of ops_rnn.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
@@ -121,6 +122,15 @@ static ad_tensor *dropout_f(ad_tensor *const *in, int n, void *ctx)
     return ad_dropout(in[0], 0.4, true, &rng);
 }
 
+/* ---- fused_lstm_cell: in = gx, gh, c; the strided case reads gx as the
+ * transpose of an [4H, B] input ---- */
+static ad_tensor *lstm_cell_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    ad_tensor *gx = ctx ? ad_transpose(in[0], 0, 1) : in[0];
+    return ad_fused_lstm_cell(gx, in[1], in[2]);
+}
+
 #define X4(a, b, c, d) {4, {a, b, c, d}, OT_GRAD, 0, 0, 0}
 #define X3(a, b, c) {3, {a, b, c}, OT_GRAD, 0, 0, 0}
 #define V1(a) {1, {a}, OT_GRAD, 0, 0, 0}
@@ -179,6 +189,14 @@ const op_row rows_nn[] = {
      3, {X4(2, 3, 2, 2), V1(3), V1(3)}},
     {"sqrt", "batch_norm eval with running stats (constants), weight", batch_norm_eval_f, NULL, 4,
      {X4(2, 2, 2, 2), {1, {2}, OT_CONST, -0.5, 0.5, 0}, {1, {2}, OT_CONST, 0.5, 2, 0}, V1(2)}},
+    /* the fused LSTM cell */
+    {"fused_lstm_cell", "fused LSTM cell, B 2, H 3", lstm_cell_f, NULL, 3,
+     {{2, {2, 12}, OT_GRAD, -2, 2, 0}, {2, {2, 12}, OT_GRAD, 0, 0, 0},
+      {2, {2, 3}, OT_GRAD, -2, 2, 0}}},
+    {"fused_lstm_cell", "fused LSTM cell with a transposed (strided) gx, constant c",
+     lstm_cell_f, (void *)1, 3,
+     {{2, {8, 3}, OT_GRAD, 0, 0, 0}, {2, {3, 8}, OT_GRAD, 0, 0, 0},
+      {2, {3, 2}, OT_CONST, 0, 0, 0}}},
     /* embedding and dropout */
     {"index_select", "embedding [5,3] looked up by [2,3] indices (repeats accumulate)",
      embedding_f, NULL, 2, {{2, {5, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_INDEX, 0, 0, 5}}},

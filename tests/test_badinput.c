@@ -853,6 +853,18 @@ START_TEST(nn_ops)
         "indices have 8 dimensions; at most 7 are allowed");
     ROW(ad_embedding(f.i64m, f.i64), "got int64");
     /* normalisation */
+    {
+        ad_tensor *g8 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){2, 8});
+        ad_tensor *c2 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){2, 2});
+        ROW(ad_fused_lstm_cell(NULL, g8, c2), "argument 'gx' is NULL");
+        ROW(ad_fused_lstm_cell(g8, g8, NULL), "argument 'c' is NULL");
+        ROW(ad_fused_lstm_cell(g8, g8, f.a), "need gx and gh [B, 4H] and c [B, H], got [2,8], "
+                                             "[2,8], [2,3]");
+        ROW(ad_fused_lstm_cell(g8, f.a, c2), "need gx and gh [B, 4H]");
+        ROW(ad_fused_lstm_cell(g8, g8, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
+            "one floating dtype");
+        ROW(ad_fused_lstm_cell(g8, g8, f.i64m), "got int64");
+    }
     ROW(ad_layer_norm(NULL, 1, NULL, NULL, 1e-5), "argument 'x' is NULL");
     ROW(ad_layer_norm(f.a, 0, NULL, NULL, 1e-5), "nnormdims");
     ROW(ad_layer_norm(f.a, 3, NULL, NULL, 1e-5), "nnormdims");
