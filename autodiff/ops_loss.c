@@ -12,6 +12,7 @@
  * Rules are written with the library's ops (softmax's own rule included),
  * so under AD_CREATE_GRAPH they are recorded and differentiate again. */
 #include "internal.h"
+#include "vmath.h"
 
 static int check_reduction(const char *fn, ad_reduction r)
 {
@@ -35,12 +36,39 @@ static int check_reduction(const char *fn, ad_reduction r)
         for (int64_t k = 0; k < len; k++) s += exp((double)p[k * st] - m);       \
     }
 
+/* float32 lines take their exponentials in float32 from vmath.c (within
+ * 2 ulp), a chunk at a time, in place of the C library's double exp: the
+ * softmax of attention scores and of a language model's logits is mostly
+ * this.  The max and the sum are as before (the sum in double). */
+enum { EXP_CHUNK = 256 };
+
+/* buf[i] = e^(p[i st] - m) for i < n <= EXP_CHUNK; returns their sum. */
+static double exp_chunk_f32(const float *p, int64_t st, int64_t n, float m, float *buf)
+{
+    for (int64_t i = 0; i < n; i++) buf[i] = p[i * st] - m;
+    ad__vexp_f32(buf, buf, n);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += buf[i];
+    return s;
+}
+
 static void line_stats(const ad_tensor *x, int64_t off, int64_t st, int64_t len, double *max,
                        double *sum)
 {
     double m = -INFINITY, s = 0.0;
-    if (x->dtype == AD_FLOAT32) LINE_STATS(float)
-    else LINE_STATS(double)
+    if (x->dtype == AD_FLOAT32) {
+        const float *p = (const float *)x->storage->data + off;
+        for (int64_t k = 0; k < len; k++) {
+            double v = p[k * st];
+            if (v > m || isnan(v)) m = v;
+        }
+        float buf[EXP_CHUNK];
+        for (int64_t k = 0; k < len; k += EXP_CHUNK)
+            s += exp_chunk_f32(p + k * st, st, len - k < EXP_CHUNK ? len - k : EXP_CHUNK,
+                               (float)m, buf);
+    } else {
+        LINE_STATS(double)
+    }
     *max = m;
     *sum = s;
 }
@@ -87,6 +115,25 @@ typedef struct sm_ctx {
         }                                                                        \
     }
 
+/* softmax of one float32 line: the exponentials of exp_chunk_f32, kept in
+ * the output, then scaled by 1/s. */
+static void softmax_line_f32(const float *p, int64_t xs, float *q, int64_t ys, int64_t len)
+{
+    double m = -INFINITY, s = 0.0;
+    for (int64_t k = 0; k < len; k++) {
+        double v = p[k * xs];
+        if (v > m || isnan(v)) m = v;
+    }
+    float buf[EXP_CHUNK];
+    for (int64_t k = 0; k < len; k += EXP_CHUNK) {
+        int64_t n = len - k < EXP_CHUNK ? len - k : EXP_CHUNK;
+        s += exp_chunk_f32(p + k * xs, xs, n, (float)m, buf);
+        for (int64_t i = 0; i < n; i++) q[(k + i) * ys] = buf[i];
+    }
+    double inv = 1.0 / s;
+    for (int64_t k = 0; k < len; k++) q[k * ys] = (float)(q[k * ys] * inv);
+}
+
 static void sm_row(int64_t nlines, const int64_t *off, const int64_t *step, void *vctx)
 {
     sm_ctx *c = vctx;
@@ -94,7 +141,10 @@ static void sm_row(int64_t nlines, const int64_t *off, const int64_t *step, void
     int64_t len = c->len;
     for (int64_t i = 0; i < nlines; i++) {
         int64_t yo = off[0] + i * step[0], xo = off[1] + i * step[1];
-        if (x->dtype == AD_FLOAT32) SM_LINE(float)
+        if (x->dtype == AD_FLOAT32 && !c->log)
+            softmax_line_f32((const float *)x->storage->data + xo, c->xs,
+                             (float *)c->y->storage->data + yo, c->ys, len);
+        else if (x->dtype == AD_FLOAT32) SM_LINE(float)
         else SM_LINE(double)
     }
 }
