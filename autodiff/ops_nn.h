@@ -182,7 +182,9 @@ AD_API ad_tensor *ad_fused_lstm_cell(ad_tensor *gx, ad_tensor *gh, ad_tensor *c)
  * with mean and the biased variance (divide by the count, as PyTorch) taken
  * over those dimensions for each leading index.  weight and bias (each may
  * be NULL: 1 and 0) have exactly the shape of those last dimensions.
- * Composed of mean, var, sub, sqrt, div, mul, add.
+ * One op (layer_norm, of ops_fused.c): one pass forward, and in a
+ * first-order backward one pass back; under AD_CREATE_GRAPH its rule is
+ * made of ops and differentiates again.  A strided x is copied first.
  * Errors: nnormdims out of range, weight/bias of another shape or dtype,
  * eps negative or not finite. */
 AD_API ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,

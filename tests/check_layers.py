@@ -44,7 +44,7 @@ LAYERS = {
     'autodiff/gemm.c': 2, 'autodiff/gemm_choice.c': 2,  # and autodiff/ops_*.[ch], below
     'autodiff/gemm_driver.inc': 2, 'autodiff/pointwise_kernels.inc': 2,  # once per dtype
     'autodiff/fold_kernels.inc': 2, 'autodiff/per_dtype.inc': 2,
-    'autodiff/pool_kernels.inc': 2, 'autodiff/rnn_kernels.inc': 2,
+    'autodiff/pool_kernels.inc': 2, 'autodiff/fused_kernels.inc': 2,
     'autodiff/linalg_kernels.h': 2, 'autodiff/linalg_kernels.c': 2,
 
     'autodiff/transforms.h': 3, 'autodiff/transforms.c': 3,

@@ -1,7 +1,7 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
  * Only unfold, fold and max_pool2d_index are ops of the table here (and
- * fused_lstm_cell, of ops_rnn.c), and
+ * fused_lstm_cell and layer_norm, of ops_fused.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
@@ -84,6 +84,19 @@ static int ONE = 1, TWO = 2;
 static ad_tensor *layer_norm_f(ad_tensor *const *in, int n, void *ctx)
 {
     return ad_layer_norm(in[0], *(int *)ctx, n > 1 ? in[1] : NULL, n > 2 ? in[2] : NULL, 1e-5);
+}
+/* bias only; a transposed (strided) x with weight only */
+static ad_tensor *layer_norm_b_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_layer_norm(in[0], 1, NULL, in[1], 1e-5);
+}
+static ad_tensor *layer_norm_tw_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_layer_norm(ad_transpose(in[0], 0, 1), 1, in[1], NULL, 1e-5);
 }
 static ad_tensor *batch_norm_train_f(ad_tensor *const *in, int n, void *ctx)
 {
@@ -174,11 +187,15 @@ const op_row rows_nn[] = {
     {"sum", "avg_pool2d 3x3 stride 2 padding 1, count_include_pad false", avgpool_f, &P_EXCL, 1,
      {X4(1, 2, 5, 5)}},
     /* layer_norm */
-    {"var", "layer_norm over the last dim with weight and bias", layer_norm_f, &ONE, 3,
+    {"layer_norm", "layer_norm over the last dim with weight and bias", layer_norm_f, &ONE, 3,
      {{2, {3, 4}, OT_GRAD, 0, 0, 0}, V1(4), V1(4)}},
-    {"var", "layer_norm over the last 2 dims with weight and bias", layer_norm_f, &TWO, 3,
+    {"layer_norm", "layer_norm over the last 2 dims with weight and bias", layer_norm_f, &TWO, 3,
      {X3(2, 2, 3), {2, {2, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_GRAD, 0, 0, 0}}},
-    {"mean", "layer_norm over the last 2 dims, no affine", layer_norm_f, &TWO, 1,
+    {"layer_norm", "layer_norm over the last dim, bias only", layer_norm_b_f, NULL, 2,
+     {{2, {3, 5}, OT_GRAD, 0, 0, 0}, V1(5)}},
+    {"layer_norm", "layer_norm of a transposed (strided) x, weight only", layer_norm_tw_f, NULL, 2,
+     {{2, {4, 3}, OT_GRAD, 0, 0, 0}, V1(4)}},
+    {"layer_norm", "layer_norm over the last 2 dims, no affine", layer_norm_f, &TWO, 1,
      {X3(2, 3, 3)}},
     /* batch_norm */
     {"var", "batch_norm training [N, C] with weight and bias", batch_norm_train_f, NULL, 3,
