@@ -733,6 +733,12 @@ START_TEST(linalg_and_loss)
     ROW(ad_dot(f.v3, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(3))), "dtypes differ");
     ROW(ad_dot(f.i64, f.i64), "got int64");
     /* softmax family */
+    ROW(ad_softmax_causal(NULL, 1.0), "argument 'x' is NULL");
+    ROW(ad_softmax_causal(f.a, 1.0), "x must be [..., T, T], got [2,3]");
+    ROW(ad_softmax_causal(f.v3, 1.0), "x must be [..., T, T], got [3]");
+    ROW(ad_softmax_causal(ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){2, 2}), NAN),
+        "scale must be finite");
+    ROW(ad_softmax_causal(f.i64m, 1.0), "got int64");
     ROW(ad_softmax(f.a, 2), "axis 2 out of range");
     ROW(ad_log_softmax(f.a, -3), "axis -3 out of range");
     /* losses */
