@@ -175,6 +175,23 @@ AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
  * [B, 4H] and c [B, H], got [2,8], [2,8], [2,3]"). */
 AD_API ad_tensor *ad_fused_lstm_cell(ad_tensor *gx, ad_tensor *gh, ad_tensor *c);
 
+/* A whole LSTM layer's recurrence after the input's product, as cuDNN runs
+ * it: gx [T, B, 4H] is every step's input share of the gates (x_t W_ih^T
+ * + b_ih + b_hh, one product for the sequence), w_hh [4H, H], h0 and c0
+ * [B, H].  For t = 0 .. T-1:
+ *     [i f g o] = [sigmoid sigmoid tanh sigmoid](gx_t + h_t w_hh^T)
+ *     c_(t+1) = f c_t + i g,   h_(t+1) = o tanh c_(t+1)
+ * y [T + 1, B, H]: y[t] = h_(t+1) for t < T, y[T] = c_T (so h_T = y[T-1]).
+ * One product and one cell pass per step forward; backward, one cell pass
+ * and one product per step, and w_hh's gradient sum_t dG_t^T h_t as one
+ * product over all steps; under AD_CREATE_GRAPH the rule is made of ops.
+ * Keeps 6 T B H values for the rule on the result's tape.  Strided inputs
+ * are copied first.  Errors: NULL, dtypes that differ or are not
+ * floating, shapes that do not fit ("ad_lstm_recurrence: need gx [T, B,
+ * 4H] (T >= 1), w_hh [4H, H], h0 and c0 [B, H], got ..."). */
+AD_API ad_tensor *ad_lstm_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *h0,
+                                     ad_tensor *c0);
+
 /* ---- normalisation -------------------------------------------------------------- */
 
 /* torch.nn.functional.layer_norm over the last nnormdims dimensions (1..ndim):

@@ -6,9 +6,10 @@
  *
  * The cost of a recurrent layer is in its time loop, which cannot be
  * parallelised over t.  What keeps it small: an LSTM computes the input's
- * share of all steps' gates in one product before the loop and runs each
- * step as one product and one fused cell op (ad_fused_lstm_cell, which
- * also has a one-pass backward); RNN and GRU join [W_ih W_hh] once per
+ * share of all steps' gates in one product before the loop and runs the
+ * loop as one op (ad_lstm_recurrence: per step one product and the fused
+ * cell, and backward the recurrent weight's gradient as one product over
+ * all steps); RNN and GRU join [W_ih W_hh] once per
  * call, so that each step makes one matrix product [x_t, h] W^T for all
  * the gate blocks at once, which are then taken apart as views (narrow),
  * not copies; and the steps' outputs stay separate tensors, so the
@@ -239,22 +240,22 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
 /* An LSTM layer as cuDNN and PyTorch run it: the input's share of every
  * step's gates, x_t W_ih^T + b_ih + b_hh, is one product for the whole
  * sequence ([T B, F] x [F, 4H], the biases added in its epilogue) before
- * the recurrence, which is then one [B, H] x [H, 4H] product and one fused
- * cell op per step.  Arguments as run_layer's. */
+ * the recurrence, which is one op (ad_lstm_recurrence: per step one
+ * [B, H] x [H, 4H] product and the fused cell; W_hh's gradient one product
+ * over all steps).  Its [T + 1, B, H] result holds h_1 .. h_T and c_T.
+ * Arguments as run_layer's. */
 static int run_lstm(int64_t T, ad_tensor *const *xs, ad_tensor *const *w, bool bias, ad_tensor **h,
                     ad_tensor **c, ad_tensor **hs)
 {
     ad_tensor *b = bias ? ad_add(w[2], w[3]) : NULL;
     ad_tensor *gx = (bias && !b) ? NULL : ad_linear(ad_stack(xs, (int)T, 0), w[0], b);
-    if (!gx) return -1;
-    for (int64_t t = 0; t < T; t++) {
-        ad_tensor *h1 = NULL, *c1 = NULL;
-        lstm_step(ad_squeeze(ad_narrow(gx, 0, t, 1), 0), *h, *c, w[1], &h1, &c1);
-        if (!h1 || !c1) return -1;
-        *h = hs[t] = h1;
-        *c = c1;
-    }
-    return 0;
+    ad_tensor *y = gx ? ad_lstm_recurrence(gx, w[1], *h, *c) : NULL;
+    if (!y) return -1;
+    for (int64_t t = 0; t < T; t++)
+        if (!(hs[t] = ad_squeeze(ad_narrow(y, 0, t, 1), 0))) return -1;
+    *h = hs[T - 1];
+    *c = ad_squeeze(ad_narrow(y, 0, T, 1), 0);
+    return *c ? 0 : -1;
 }
 
 /* One layer over the whole sequence: xs[t] [B, F] the inputs of step t,

@@ -29,10 +29,11 @@
  *
  * How it is computed.  An LSTM layer makes the input's share of every
  * step's gates in one product for the whole sequence, x W_ih^T + b_ih +
- * b_hh ([T B, F] x [F, 4H]), before the recurrence; each step is then one
- * product h W_hh^T ([B, H] x [H, 4H]) and one fused cell op
- * (ad_fused_lstm_cell: the gates' activations and the cell update in one
- * pass, and one pass back).  RNN and GRU layers join their weights once
+ * b_hh ([T B, F] x [F, 4H]), before the recurrence, which is one op
+ * (ad_lstm_recurrence): each step one product h W_hh^T ([B, H] x [H, 4H])
+ * and the gates' activations and cell update in one pass; backward one
+ * pass and one product per step, and W_hh's gradient one product over
+ * all steps.  (A cell step uses ad_fused_lstm_cell.)  RNN and GRU layers join their weights once
  * per call into one matrix, so that each step makes one product
  * [x_t, h] W^T ([B, F + H] x [F + H, G H]) for all the gate blocks at
  * once, which are then taken apart as views.  (The GRU's matrix has a

@@ -1,7 +1,7 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
  * Only unfold, fold and max_pool2d_index are ops of the table here (and
- * fused_lstm_cell and layer_norm, of ops_fused.c), and
+ * fused_lstm_cell, lstm_recurrence and layer_norm, of ops_fused.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
@@ -144,6 +144,14 @@ static ad_tensor *lstm_cell_f(ad_tensor *const *in, int n, void *ctx)
     return ad_fused_lstm_cell(gx, in[1], in[2]);
 }
 
+/* ---- lstm_recurrence: in = gx, w_hh, h0, c0 ---- */
+static ad_tensor *lstm_seq_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_lstm_recurrence(in[0], in[1], in[2], in[3]);
+}
+
 #define X4(a, b, c, d) {4, {a, b, c, d}, OT_GRAD, 0, 0, 0}
 #define X3(a, b, c) {3, {a, b, c}, OT_GRAD, 0, 0, 0}
 #define V1(a) {1, {a}, OT_GRAD, 0, 0, 0}
@@ -214,6 +222,12 @@ const op_row rows_nn[] = {
      lstm_cell_f, (void *)1, 3,
      {{2, {8, 3}, OT_GRAD, 0, 0, 0}, {2, {3, 8}, OT_GRAD, 0, 0, 0},
       {2, {3, 2}, OT_CONST, 0, 0, 0}}},
+    {"lstm_recurrence", "LSTM recurrence, T 3, B 2, H 2", lstm_seq_f, NULL, 4,
+     {{3, {3, 2, 8}, OT_GRAD, -1.5, 1.5, 0}, {2, {8, 2}, OT_GRAD, 0, 0, 0},
+      {2, {2, 2}, OT_GRAD, 0, 0, 0}, {2, {2, 2}, OT_GRAD, -1.5, 1.5, 0}}},
+    {"lstm_recurrence", "LSTM recurrence, T 1, constant h0", lstm_seq_f, NULL, 4,
+     {{3, {1, 3, 4}, OT_GRAD, 0, 0, 0}, {2, {4, 1}, OT_GRAD, 0, 0, 0},
+      {2, {3, 1}, OT_CONST, 0, 0, 0}, {2, {3, 1}, OT_GRAD, 0, 0, 0}}},
     /* embedding and dropout */
     {"index_select", "embedding [5,3] looked up by [2,3] indices (repeats accumulate)",
      embedding_f, NULL, 2, {{2, {5, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_INDEX, 0, 0, 5}}},

@@ -870,6 +870,16 @@ START_TEST(nn_ops)
         ROW(ad_fused_lstm_cell(g8, g8, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
             "one floating dtype");
         ROW(ad_fused_lstm_cell(g8, g8, f.i64m), "got int64");
+        ad_tensor *gs = ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){3, 2, 8});
+        ad_tensor *w82 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){8, 2});
+        ROW(ad_lstm_recurrence(NULL, w82, c2, c2), "argument 'gx' is NULL");
+        ROW(ad_lstm_recurrence(gs, w82, c2, NULL), "argument 'c0' is NULL");
+        ROW(ad_lstm_recurrence(g8, w82, c2, c2), "need gx [T, B, 4H] (T >= 1), w_hh [4H, H], "
+                                                 "h0 and c0 [B, H], got [2,8], [8,2], [2,2], [2,2]");
+        ROW(ad_lstm_recurrence(gs, f.a, c2, c2), "need gx [T, B, 4H]");
+        ROW(ad_lstm_recurrence(gs, w82, f.a, c2), "need gx [T, B, 4H]");
+        ROW(ad_lstm_recurrence(gs, w82, c2, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
+            "must share one dtype");
     }
     ROW(ad_layer_norm(NULL, 1, NULL, NULL, 1e-5), "argument 'x' is NULL");
     ROW(ad_layer_norm(f.a, 0, NULL, NULL, 1e-5), "nnormdims");
