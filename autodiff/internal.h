@@ -152,6 +152,11 @@ extern const ad_op *const ad__ops_decomp[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
 extern const ad_op *const ad__ops_conv[];
+extern const ad_op *const ad__ops_fused[];
+/* ad_layer_norm after its argument checks (ops_nn.c): the fused op of
+ * ops_fused.c, fn naming the caller in messages. */
+ad_tensor *ad__layer_norm_fused(const char *fn, ad_tensor *x, int nnorm, ad_tensor *w,
+                                ad_tensor *b, double eps);
 extern const ad_op *const ad__ops_random[];
 extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];

@@ -12,6 +12,7 @@
  * Rules are written with the library's ops (softmax's own rule included),
  * so under AD_CREATE_GRAPH they are recorded and differentiate again. */
 #include "internal.h"
+#include "vmath.h"
 
 static int check_reduction(const char *fn, ad_reduction r)
 {
@@ -35,12 +36,39 @@ static int check_reduction(const char *fn, ad_reduction r)
         for (int64_t k = 0; k < len; k++) s += exp((double)p[k * st] - m);       \
     }
 
+/* float32 lines take their exponentials in float32 from vmath.c (within
+ * 2 ulp), a chunk at a time, in place of the C library's double exp: the
+ * softmax of attention scores and of a language model's logits is mostly
+ * this.  The max and the sum are as before (the sum in double). */
+enum { EXP_CHUNK = 256 };
+
+/* buf[i] = e^(p[i st] - m) for i < n <= EXP_CHUNK; returns their sum. */
+static double exp_chunk_f32(const float *p, int64_t st, int64_t n, float m, float *buf)
+{
+    for (int64_t i = 0; i < n; i++) buf[i] = p[i * st] - m;
+    ad__vexp_f32(buf, buf, n);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += buf[i];
+    return s;
+}
+
 static void line_stats(const ad_tensor *x, int64_t off, int64_t st, int64_t len, double *max,
                        double *sum)
 {
     double m = -INFINITY, s = 0.0;
-    if (x->dtype == AD_FLOAT32) LINE_STATS(float)
-    else LINE_STATS(double)
+    if (x->dtype == AD_FLOAT32) {
+        const float *p = (const float *)x->storage->data + off;
+        for (int64_t k = 0; k < len; k++) {
+            double v = p[k * st];
+            if (v > m || isnan(v)) m = v;
+        }
+        float buf[EXP_CHUNK];
+        for (int64_t k = 0; k < len; k += EXP_CHUNK)
+            s += exp_chunk_f32(p + k * st, st, len - k < EXP_CHUNK ? len - k : EXP_CHUNK,
+                               (float)m, buf);
+    } else {
+        LINE_STATS(double)
+    }
     *max = m;
     *sum = s;
 }
@@ -87,6 +115,25 @@ typedef struct sm_ctx {
         }                                                                        \
     }
 
+/* softmax of one float32 line: the exponentials of exp_chunk_f32, kept in
+ * the output, then scaled by 1/s. */
+static void softmax_line_f32(const float *p, int64_t xs, float *q, int64_t ys, int64_t len)
+{
+    double m = -INFINITY, s = 0.0;
+    for (int64_t k = 0; k < len; k++) {
+        double v = p[k * xs];
+        if (v > m || isnan(v)) m = v;
+    }
+    float buf[EXP_CHUNK];
+    for (int64_t k = 0; k < len; k += EXP_CHUNK) {
+        int64_t n = len - k < EXP_CHUNK ? len - k : EXP_CHUNK;
+        s += exp_chunk_f32(p + k * xs, xs, n, (float)m, buf);
+        for (int64_t i = 0; i < n; i++) q[(k + i) * ys] = buf[i];
+    }
+    double inv = 1.0 / s;
+    for (int64_t k = 0; k < len; k++) q[k * ys] = (float)(q[k * ys] * inv);
+}
+
 static void sm_row(int64_t nlines, const int64_t *off, const int64_t *step, void *vctx)
 {
     sm_ctx *c = vctx;
@@ -94,7 +141,10 @@ static void sm_row(int64_t nlines, const int64_t *off, const int64_t *step, void
     int64_t len = c->len;
     for (int64_t i = 0; i < nlines; i++) {
         int64_t yo = off[0] + i * step[0], xo = off[1] + i * step[1];
-        if (x->dtype == AD_FLOAT32) SM_LINE(float)
+        if (x->dtype == AD_FLOAT32 && !c->log)
+            softmax_line_f32((const float *)x->storage->data + xo, c->xs,
+                             (float *)c->y->storage->data + yo, c->ys, len);
+        else if (x->dtype == AD_FLOAT32) SM_LINE(float)
         else SM_LINE(double)
     }
 }
@@ -161,6 +211,131 @@ static const ad_op OP_SOFTMAX = {
 ad_tensor *ad_softmax(ad_tensor *x, int axis)
 {
     return softmax_like("ad_softmax", &OP_SOFTMAX, x, axis, false);
+}
+
+/* ---- softmax_causal -----------------------------------------------------------
+ * Row t of each [T, T] matrix has t + 1 entries that count; the rest of
+ * the row is zero and is never read.  x is contiguous (the public function
+ * copies a strided one). */
+typedef struct causal_params {
+    double scale;
+} causal_params;
+
+static void causal_row_f32(const float *p, float *q, int64_t len, int64_t T, float scale)
+{
+    float m = -INFINITY;
+    bool nan = false;
+    for (int64_t k = 0; k < len; k++) {
+        float v = p[k] * scale;
+        if (v > m) m = v;
+        nan |= isnan(v);
+    }
+    if (nan) m = NAN;
+    float buf[EXP_CHUNK];
+    double s = 0.0;
+    for (int64_t k = 0; k < len; k += EXP_CHUNK) {
+        int64_t n = len - k < EXP_CHUNK ? len - k : EXP_CHUNK;
+        for (int64_t i = 0; i < n; i++) buf[i] = p[k + i] * scale - m;
+        ad__vexp_f32(buf, buf, n);
+        for (int64_t i = 0; i < n; i++) s += buf[i];
+        for (int64_t i = 0; i < n; i++) q[k + i] = buf[i];
+    }
+    double inv = 1.0 / s;
+    for (int64_t k = 0; k < len; k++) q[k] = (float)(q[k] * inv);
+    for (int64_t k = len; k < T; k++) q[k] = 0.0f;
+}
+
+static void causal_row_f64(const double *p, double *q, int64_t len, int64_t T, double scale)
+{
+    double m = -INFINITY, s = 0.0;
+    for (int64_t k = 0; k < len; k++) {
+        double v = p[k] * scale;
+        if (v > m || isnan(v)) m = v;
+    }
+    for (int64_t k = 0; k < len; k++) s += q[k] = exp(p[k] * scale - m);
+    double inv = 1.0 / s;
+    for (int64_t k = 0; k < len; k++) q[k] *= inv;
+    for (int64_t k = len; k < T; k++) q[k] = 0.0;
+}
+
+static void causal_kernel(const ad_tensor *x, ad_tensor *y, double scale)
+{
+    int64_t T = x->shape[x->ndim - 1], rows = ad__numel(x->ndim, x->shape) / (T ? T : 1);
+    for (int64_t r = 0; T && r < rows; r++) {
+        int64_t len = r % T + 1;
+        if (x->dtype == AD_FLOAT32)
+            causal_row_f32((const float *)x->storage->data + x->offset + r * T,
+                           (float *)y->storage->data + y->offset + r * T, len, T, (float)scale);
+        else
+            causal_row_f64((const double *)x->storage->data + x->offset + r * T,
+                           (double *)y->storage->data + y->offset + r * T, len, T, scale);
+    }
+}
+
+/* dx = scale y (g - sum(g y)): with ops under create-graph, else one pass
+ * per row (g contiguous). */
+static int causal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const causal_params *p = ad__params(n);
+    ad_tensor *y = n->out;
+    int axis = y->ndim - 1;
+    if (ad_grad_enabled() || !ad_is_contiguous(g) || !ad__same_shape(g, y) ||
+        g->dtype != y->dtype) {
+        ad_tensor *gy = ad_sum(ad_mul(g, y), &axis, 1, true);
+        gin[0] = ad_mul_scalar(ad_mul(y, ad_sub(g, gy)), p->scale);
+        return gin[0] ? 0 : -1;
+    }
+    ad_tensor *dx = ad__alloc("ad_softmax_causal (backward)", y->tape, y->dtype, y->ndim, y->shape);
+    if (!dx) return -1;
+    int64_t T = y->shape[axis], rows = ad__numel(y->ndim, y->shape) / (T ? T : 1);
+    for (int64_t r = 0; T && r < rows; r++) {
+        int64_t o = r * T, len = r % T + 1;
+        double s = 0.0;
+        for (int64_t k = 0; k < len; k++)
+            s += ad__ld(g, g->offset + o + k) * ad__ld(y, y->offset + o + k);
+        if (y->dtype == AD_FLOAT32) {
+            const float *gp = (const float *)g->storage->data + g->offset + o;
+            const float *yp = (const float *)y->storage->data + y->offset + o;
+            float *d = (float *)dx->storage->data + o, sf = (float)s, sc = (float)p->scale;
+            for (int64_t k = 0; k < len; k++) d[k] = sc * yp[k] * (gp[k] - sf);
+            for (int64_t k = len; k < T; k++) d[k] = 0.0f;
+        } else {
+            const double *gp = (const double *)g->storage->data + g->offset + o;
+            const double *yp = (const double *)y->storage->data + y->offset + o;
+            double *d = (double *)dx->storage->data + o;
+            for (int64_t k = 0; k < len; k++) d[k] = p->scale * yp[k] * (gp[k] - s);
+            for (int64_t k = len; k < T; k++) d[k] = 0.0;
+        }
+    }
+    gin[0] = dx;
+    return 0;
+}
+static int causal_fw(ad_node *n)
+{
+    causal_kernel(n->in[0], n->out, ((const causal_params *)ad__params(n))->scale);
+    return 0;
+}
+static const ad_op OP_SOFTMAX_CAUSAL = {
+    .name = "softmax_causal",
+    .formula = "y = softmax(scale x + M) along the last axis, M_ts = -inf for s > t; "
+               "dx = scale y (g - sum(g y))",
+    .backward = causal_bw,
+    .forward = causal_fw,
+    .params_size = sizeof(causal_params),
+};
+ad_tensor *ad_softmax_causal(ad_tensor *x, double scale)
+{
+    static const char *fn = "ad_softmax_causal";
+    if (ad__check_arg(fn, "x", x, true)) return NULL;
+    if (x->ndim < 2 || x->shape[x->ndim - 1] != x->shape[x->ndim - 2])
+        return ad__errc(AD_ERR_SHAPE, fn, "x must be [..., T, T], got %s", ad__shape_str(x)), NULL;
+    if (!isfinite(scale)) return ad__err(fn, "scale must be finite, got %g", scale), NULL;
+    ad_tensor *xc = ad_is_contiguous(x) ? x : ad_contiguous(x);
+    if (!xc) return NULL;
+    ad_tensor *y = ad__result(fn, 1, &xc, xc->dtype, xc->ndim, xc->shape);
+    if (!y) return NULL;
+    causal_kernel(xc, y, scale);
+    return ad__finish(y, 0, &OP_SOFTMAX_CAUSAL, 1, &xc, &(causal_params){scale}, NULL);
 }
 
 /* ---- log_softmax -------------------------------------------------------------
@@ -432,5 +607,5 @@ ad_tensor *ad_mse_loss(ad_tensor *a, ad_tensor *b, ad_reduction reduction)
 }
 
 const ad_op *const ad__ops_loss[] = {
-    &OP_SOFTMAX, &OP_LOG_SOFTMAX, &OP_CROSS_ENTROPY, &OP_MSE_LOSS, NULL,
+    &OP_SOFTMAX, &OP_SOFTMAX_CAUSAL, &OP_LOG_SOFTMAX, &OP_CROSS_ENTROPY, &OP_MSE_LOSS, NULL,
 };

@@ -33,6 +33,20 @@ AD_API ad_tensor *ad_softmax(ad_tensor *x, int axis);
  * dx = g - e^y sum(g)   (e^y is the softmax) */
 AD_API ad_tensor *ad_log_softmax(ad_tensor *x, int axis);
 
+/* The causal softmax of attention scores: for x [..., T, T] (at least 2-D,
+ * square in its last two dimensions) and a finite scale,
+ *     y_ts = e^(scale x_ts - m_t) / sum_(u <= t) e^(scale x_tu - m_t)  (s <= t),
+ *     y_ts = 0                                                        (s > t),
+ * m_t the maximum over u <= t: softmax(scale x + M) along the last axis
+ * with M_ts = -inf above the diagonal, as attention with a causal mask
+ * computes it, without the mask's tensor, its addition or the scaled
+ * copy; the entries above the diagonal are never read.
+ * dx = scale y (g - sum_s g y).  A strided x is copied first.
+ * Errors: NULL, integer dtype, fewer than 2 dimensions or not square
+ * ("ad_softmax_causal: x must be [..., T, T], got [2,3,4]"), scale not
+ * finite. */
+AD_API ad_tensor *ad_softmax_causal(ad_tensor *x, double scale);
+
 /* ---- losses ------------------------------------------------------------------
  * reduction is one of the three above (anything else is an error).  MEAN and
  * SUM give a 0-d tensor; MEAN of an empty batch is NaN (as in PyTorch). */

@@ -663,14 +663,8 @@ ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tens
     ad_scope s;
     ad_tensor *in[3] = {x, weight, bias};
     if (ad_scope_begin(&s, fn, 3, in, false)) return NULL;
-    int axes[AD_MAX_DIMS];
-    for (int i = 0; i < nnormdims; i++) axes[i] = x->ndim - nnormdims + i;
-    ad_tensor *y = normalise(x, ad_mean(x, axes, nnormdims, true),
-                             ad_var(x, axes, nnormdims, 0, true), eps);
-    /* weight and bias have the trailing shape: plain broadcasting. */
-    if (weight) y = ad_mul(y, weight);
-    if (bias) y = ad_add(y, bias);
-    return ad_scope_end(&s, y);
+    /* one op of ops_fused.c (a copy first for a strided x) */
+    return ad_scope_end(&s, ad__layer_norm_fused(fn, x, nnormdims, weight, bias, eps));
 }
 
 /* Running statistics: [C] of x's dtype, overwritten in training. */

@@ -197,6 +197,39 @@ AD_API ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
  * embeddings (weight [5,3])"). */
 AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
 
+/* ---- recurrent cells -----------------------------------------------------------
+ * One LSTM step after its two matrix products (PyTorch's internal
+ * _thnn_fused_lstm_cell without biases): gx, gh [B, 4H] are the input's
+ * and the hidden state's contributions to the gate blocks i, f, g, o
+ * (any strides; give the biases inside either), c [B, H] the cell state:
+ *     [i f g o] = [sigmoid sigmoid tanh sigmoid](gx + gh)
+ *     c' = f c + i g,   h' = o tanh c',   y = [h', c']  [2, B, H]
+ * (take h' and c' with ad_narrow and ad_squeeze).  One forward pass, and
+ * in a first-order backward one pass back (the rule keeps the
+ * activations, 5 B H values, on the result's tape); under AD_CREATE_GRAPH
+ * the rule is made of ops and differentiates again.  Result owned as any
+ * op result (tape.h).  Errors: NULL, dtypes that are not one floating
+ * dtype, shapes that do not fit ("ad_fused_lstm_cell: need gx and gh
+ * [B, 4H] and c [B, H], got [2,8], [2,8], [2,3]"). */
+AD_API ad_tensor *ad_fused_lstm_cell(ad_tensor *gx, ad_tensor *gh, ad_tensor *c);
+
+/* A whole LSTM layer's recurrence after the input's product, as cuDNN runs
+ * it: gx [T, B, 4H] is every step's input share of the gates (x_t W_ih^T
+ * + b_ih + b_hh, one product for the sequence), w_hh [4H, H], h0 and c0
+ * [B, H].  For t = 0 .. T-1:
+ *     [i f g o] = [sigmoid sigmoid tanh sigmoid](gx_t + h_t w_hh^T)
+ *     c_(t+1) = f c_t + i g,   h_(t+1) = o tanh c_(t+1)
+ * y [T + 1, B, H]: y[t] = h_(t+1) for t < T, y[T] = c_T (so h_T = y[T-1]).
+ * One product and one cell pass per step forward; backward, one cell pass
+ * and one product per step, and w_hh's gradient sum_t dG_t^T h_t as one
+ * product over all steps; under AD_CREATE_GRAPH the rule is made of ops.
+ * Keeps 6 T B H values for the rule on the result's tape.  Strided inputs
+ * are copied first.  Errors: NULL, dtypes that differ or are not
+ * floating, shapes that do not fit ("ad_lstm_recurrence: need gx [T, B,
+ * 4H] (T >= 1), w_hh [4H, H], h0 and c0 [B, H], got ..."). */
+AD_API ad_tensor *ad_lstm_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *h0,
+                                     ad_tensor *c0);
+
 /* ---- normalisation -------------------------------------------------------------- */
 
 /* torch.nn.functional.layer_norm over the last nnormdims dimensions (1..ndim):
@@ -204,7 +237,9 @@ AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
  * with mean and the biased variance (divide by the count, as PyTorch) taken
  * over those dimensions for each leading index.  weight and bias (each may
  * be NULL: 1 and 0) have exactly the shape of those last dimensions.
- * Composed of mean, var, sub, sqrt, div, mul, add.
+ * One op (layer_norm, of ops_fused.c): one pass forward, and in a
+ * first-order backward one pass back; under AD_CREATE_GRAPH its rule is
+ * made of ops and differentiates again.  A strided x is copied first.
  * Errors: nnormdims out of range, weight/bias of another shape or dtype,
  * eps negative or not finite. */
 AD_API ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, ad_tensor *bias,

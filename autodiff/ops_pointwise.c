@@ -651,17 +651,125 @@ ad_tensor *ad_erf(ad_tensor *x) { return unary("ad_erf", &D_ERF, x, NULL); }
 /* x Phi(x) with Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps full relative
  * precision in the left tail, where 1 + erf(x/sqrt 2) would cancel. */
 static double f_gelu(double x, const void *p) { (void)p; return 0.5 * x * erfc(-x * SQRT1_2); }
+
+/* float32 GELU, the feed-forward activation of a transformer, computes
+ * Phi in float32 from a Chebyshev fit of erfc (Numerical Recipes' erfcc,
+ * relative error below 1.2e-7 in exact arithmetic; with float32
+ * arithmetic and the exponential of vmath.c the GELU is within 4e-7 of the
+ * exact value absolutely and 2e-5 relatively over [-12, 12], the relative
+ * error largest far in the left tail), vectorised a chunk at a time,
+ * instead of the C library's double erfc per element:
+ *     erfc(z) = t e^(-z^2 + P(t)),  t = 1/(1 + z/2),  z >= 0,
+ * and Phi(x) = erfc(|x|/sqrt 2)/2 for x < 0, 1 - erfc(x/sqrt 2)/2 else. */
+enum { GELU_CHUNK = 256 };
+static void phi_cdf_f32(const float *x, int64_t n, float *P)
+{
+    float t[GELU_CHUNK], a[GELU_CHUNK];
+    for (int64_t i = 0; i < n; i++) {
+        float z = fabsf(x[i]) * (float)SQRT1_2, u = 1.0f / (1.0f + 0.5f * z);
+        float q = -0.82215223f + u * 0.17087277f;
+        q = 1.48851587f + u * q;
+        q = -1.13520398f + u * q;
+        q = 0.27886807f + u * q;
+        q = -0.18628806f + u * q;
+        q = 0.09678418f + u * q;
+        q = 0.37409196f + u * q;
+        q = 1.00002368f + u * q;
+        a[i] = -z * z - 1.26551223f + u * q;
+        t[i] = u;
+    }
+    ad__vexp_f32(a, a, n);
+    for (int64_t i = 0; i < n; i++) {
+        float r = 0.5f * t[i] * a[i]; /* erfc(|x|/sqrt 2) / 2 */
+        P[i] = x[i] < 0 ? r : 1.0f - r;
+    }
+}
+
+/* The row function: float32 through phi_cdf_f32 (strided rows gathered a
+ * chunk at a time), float64 through f_gelu. */
+static void gelu_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
+{
+    const kern *k = ctx;
+    if (k->out->dtype == AD_FLOAT64) {
+        fn1_loop_f64(f_gelu, k, len, off, step);
+        return;
+    }
+    float *o = (float *)k->out->storage->data + off[0];
+    const float *X = (const float *)k->a->storage->data + off[1];
+    float xb[GELU_CHUNK], P[GELU_CHUNK];
+    for (int64_t i = 0; i < len; i += GELU_CHUNK) {
+        int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
+        for (int64_t j = 0; j < n; j++) xb[j] = X[(i + j) * step[1]];
+        phi_cdf_f32(xb, n, P);
+        for (int64_t j = 0; j < n; j++) o[(i + j) * step[0]] = xb[j] * P[j];
+    }
+}
+
+/* d[x Phi(x)] = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi), over
+ * n contiguous elements: dx = g (Phi + x phi). */
+static void gelu_grad_f32(const float *x, const float *g, float *dx, int64_t n)
+{
+    float P[GELU_CHUNK], e[GELU_CHUNK];
+    for (int64_t i = 0; i < n; i += GELU_CHUNK) {
+        int64_t m = n - i < GELU_CHUNK ? n - i : GELU_CHUNK;
+        phi_cdf_f32(x + i, m, P);
+        for (int64_t j = 0; j < m; j++) e[j] = -0.5f * x[i + j] * x[i + j];
+        ad__vexp_f32(e, e, m);
+        for (int64_t j = 0; j < m; j++)
+            dx[i + j] = g[i + j] * (P[j] + x[i + j] * (float)INV_SQRT_2PI * e[j]);
+    }
+}
+static void gelu_grad_f64(const double *x, const double *g, double *dx, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double Phi = 0.5 * erfc(-x[i] * SQRT1_2);
+        dx[i] = g[i] * (Phi + x[i] * INV_SQRT_2PI * exp(-0.5 * x[i] * x[i]));
+    }
+}
+
+static bool contiguous(const ad_tensor *t)
+{
+    int64_t st[AD_MAX_DIMS];
+    ad__contig_strides(t->ndim, t->shape, st);
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] > 1 && t->strides[d] != st[d]) return false;
+    return true;
+}
+
 static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    /* d[x Phi(x)] = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi). */
     ad_tensor *x = n->in[0];
+    /* A pass that records nothing, on contiguous operands (the common
+     * case): one kernel, no temporaries. */
+    if (!ad_grad_enabled() && ad__same_shape(g, x) && g->dtype == x->dtype && contiguous(g) &&
+        contiguous(x)) {
+        ad_tensor *dx = ad__alloc("ad_gelu (backward)", n->out->tape, x->dtype, x->ndim, x->shape);
+        if (!dx) return -1;
+        int64_t cnt = ad__numel(x->ndim, x->shape);
+        if (x->dtype == AD_FLOAT32)
+            gelu_grad_f32((const float *)x->storage->data + x->offset,
+                          (const float *)g->storage->data + g->offset, dx->storage->data, cnt);
+        else
+            gelu_grad_f64((const double *)x->storage->data + x->offset,
+                          (const double *)g->storage->data + g->offset, dx->storage->data, cnt);
+        gin[0] = dx;
+        return 0;
+    }
+    /* With ops, so that it differentiates again. */
     ad_tensor *Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
     ad_tensor *phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
     gin[0] = ad_mul(g, ad_add(Phi, ad_mul(x, phi)));
     return 0;
 }
-PW_FN1_OP(D_GELU, "gelu", "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
-                          "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))", gelu_bw, f_gelu);
+static const pw_def D_GELU = {
+    .op = {.name = "gelu",
+           .formula = "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
+                      "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))",
+           .backward = gelu_bw,
+           .forward = pw_fw},
+    .kind = K_FN,
+    .row = gelu_row,
+};
 ad_tensor *ad_gelu(ad_tensor *x) { return unary("ad_gelu", &D_GELU, x, NULL); }
 
 /* ---- softplus ------------------------------------------------------------------ */

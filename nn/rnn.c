@@ -5,12 +5,16 @@
  * loop - backprop through time - is the ordinary one, to any order.
  *
  * The cost of a recurrent layer is in its time loop, which cannot be
- * parallelised over t.  Two things keep it small: the input's contribution
- * [W_ih W_hh] are joined once per call, so that each step makes one
- * matrix product [x_t, h] W^T for all the gate blocks at once, which are
- * then taken apart as views (narrow), not copies; and the steps' inputs
- * and outputs stay separate tensors, so the backward pass never builds a
- * whole sequence's gradient per step (see nn_rnn_sequence). */
+ * parallelised over t.  What keeps it small: an LSTM computes the input's
+ * share of all steps' gates in one product before the loop and runs the
+ * loop as one op (ad_lstm_recurrence: per step one product and the fused
+ * cell, and backward the recurrent weight's gradient as one product over
+ * all steps); RNN and GRU join [W_ih W_hh] once per
+ * call, so that each step makes one matrix product [x_t, h] W^T for all
+ * the gate blocks at once, which are then taken apart as views (narrow),
+ * not copies; and the steps' outputs stay separate tensors, so the
+ * backward pass never builds a whole sequence's gradient per step (see
+ * nn_rnn_sequence). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -159,6 +163,17 @@ static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_ten
     }
 }
 
+/* One LSTM step from its input's share of the gates gx [B, 4H] (biases
+ * included): the hidden state's share h W_hh^T, then the fused cell op,
+ * whose [2, B, H] result holds h' and c'. */
+static void lstm_step(ad_tensor *gx, ad_tensor *h, ad_tensor *c, ad_tensor *w_hh, ad_tensor **h1,
+                      ad_tensor **c1)
+{
+    ad_tensor *y = ad_fused_lstm_cell(gx, ad_linear(h, w_hh, NULL), c);
+    *h1 = ad_squeeze(ad_narrow(y, 0, 0, 1), 0);
+    *c1 = ad_squeeze(ad_narrow(y, 0, 1, 1), 0);
+}
+
 /* Ends scope s with the main result r and the extra results e1, e2: with a
  * scratch tape, the extras are copied out as persistent tensors first. */
 static int end_scope(ad_scope *s, ad_tensor **r, ad_tensor **e1, ad_tensor **e2)
@@ -209,8 +224,12 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     if (!h) h = ad_zeros(s.tape, dt, 2, st);
     if (!c && mode == NN_LSTM) c = ad_zeros(s.tape, dt, 2, st);
     ad_tensor *h1 = NULL, *c1 = NULL, *wt = NULL, *b = NULL;
-    fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
-    step(mode, H, x, h, c, wt, b, &h1, &c1);
+    if (mode == NN_LSTM) {
+        lstm_step(ad_linear(x, w_ih, b_ih ? ad_add(b_ih, b_hh) : NULL), h, c, w_hh, &h1, &c1);
+    } else {
+        fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
+        step(mode, H, x, h, c, wt, b, &h1, &c1);
+    }
     if (end_scope(&s, &h1, mode == NN_LSTM ? &c1 : NULL, NULL) != 0) return -1;
     *h_out = h1;
     if (c_out) *c_out = c1;
@@ -218,10 +237,32 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     return 0;
 }
 
-/* A checkpointed segment of steps (ad_checkpoint): in = h[, c], wt[, b];
- * the steps' inputs xs[0..len) are read from here (ad_checkpoint finds
- * those that require grad); out = the
- * len outputs h_t, then (LSTM) the last c. */
+/* An LSTM layer as cuDNN and PyTorch run it: the input's share of every
+ * step's gates, x_t W_ih^T + b_ih + b_hh, is one product for the whole
+ * sequence ([T B, F] x [F, 4H], the biases added in its epilogue) before
+ * the recurrence, which is one op (ad_lstm_recurrence: per step one
+ * [B, H] x [H, 4H] product and the fused cell; W_hh's gradient one product
+ * over all steps).  Its [T + 1, B, H] result holds h_1 .. h_T and c_T.
+ * Arguments as run_layer's. */
+static int run_lstm(int64_t T, ad_tensor *const *xs, ad_tensor *const *w, bool bias, ad_tensor **h,
+                    ad_tensor **c, ad_tensor **hs)
+{
+    ad_tensor *b = bias ? ad_add(w[2], w[3]) : NULL;
+    ad_tensor *gx = (bias && !b) ? NULL : ad_linear(ad_stack(xs, (int)T, 0), w[0], b);
+    ad_tensor *y = gx ? ad_lstm_recurrence(gx, w[1], *h, *c) : NULL;
+    if (!y) return -1;
+    for (int64_t t = 0; t < T; t++)
+        if (!(hs[t] = ad_squeeze(ad_narrow(y, 0, t, 1), 0))) return -1;
+    *h = hs[T - 1];
+    *c = ad_squeeze(ad_narrow(y, 0, T, 1), 0);
+    return *c ? 0 : -1;
+}
+
+/* A checkpointed segment of steps (ad_checkpoint): in = h, wt[, b], or
+ * for the LSTM h, c, w_ih, w_hh[, b_ih, b_hh] (its segment runs as
+ * run_lstm, the op the plain layer uses); the steps' inputs xs[0..len)
+ * are read from here (ad_checkpoint finds those that require grad); out =
+ * the len outputs h_t, then (LSTM) the last c. */
 typedef struct rnn_segment {
     nn_rnn_mode mode;
     int64_t H, len;
@@ -232,17 +273,19 @@ static int segment_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, vo
 {
     (void)nout;
     const rnn_segment *g = ctx;
-    int k = g->mode == NN_LSTM ? 2 : 1;
-    ad_tensor *h = in[0], *c = g->mode == NN_LSTM ? in[1] : NULL;
-    ad_tensor *wt = in[k], *b = n > k + 1 ? in[k + 1] : NULL;
+    if (g->mode == NN_LSTM) {
+        ad_tensor *h = in[0], *c = in[1];
+        if (run_lstm(g->len, g->xs, in + 2, n > 4, &h, &c, out)) return -1;
+        out[g->len] = c;
+        return 0;
+    }
+    ad_tensor *h = in[0], *wt = in[1], *b = n > 2 ? in[2] : NULL;
     for (int64_t t = 0; t < g->len; t++) {
         ad_tensor *h1 = NULL, *c1 = NULL;
-        step(g->mode, g->H, g->xs[t], h, c, wt, b, &h1, &c1);
-        if (!h1 || (g->mode == NN_LSTM && !c1)) return -1;
+        step(g->mode, g->H, g->xs[t], h, NULL, wt, b, &h1, &c1);
+        if (!h1) return -1;
         out[t] = h = h1;
-        c = c1;
     }
-    if (g->mode == NN_LSTM) out[g->len] = c;
     return 0;
 }
 
@@ -256,17 +299,25 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
                      ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h, ad_tensor **c,
                      ad_tensor **hs)
 {
+    bool lstm = mode == NN_LSTM;
+    if (lstm && ckpt <= 0) return run_lstm(T, xs, w, bias, h, c, hs);
     ad_tensor *wt = NULL, *b = NULL;
-    fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
-    if (!wt || (bias && !b)) return -1;
+    if (!lstm) {
+        fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
+        if (!wt || (bias && !b)) return -1;
+    }
     if (ckpt > 0) {
-        bool lstm = mode == NN_LSTM;
         for (int64_t t0 = 0; t0 < T; t0 += ckpt) {
             /* copied with the node (ctx_size), so this frame may go */
             rnn_segment g = {mode, H, T - t0 < ckpt ? T - t0 : ckpt, {0}};
             memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
-            ad_tensor *in[4] = {*h, lstm ? *c : wt, lstm ? wt : b, lstm ? b : NULL};
-            int nin = 2 + lstm + (b != NULL);
+            ad_tensor *in[6] = {*h, wt, b};
+            int nin = 2 + (b != NULL);
+            if (lstm) {
+                ad_tensor *lin[6] = {*h, *c, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
+                memcpy(in, lin, sizeof in);
+                nin = bias ? 6 : 4;
+            }
             ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
             if (lstm) out = last;
             if (ad_checkpoint(segment_fn, &g, sizeof g, nin, in, (int)g.len + lstm, out) != 0) return -1;

@@ -27,12 +27,19 @@
  *
  * Initialisation (PyTorch's): every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
  *
- * How it is computed.  The weights of a layer are joined once per call
- * into one matrix, so that each step makes one product [x_t, h] W^T
- * ([B, F + H] x [F + H, G H]) for all the gate blocks at once, which are
- * then taken apart as views.  (The GRU's matrix has a fourth block, since
- * its n gate keeps the input and recurrent parts apart.)  Everything
- * is made of the library's differentiable ops, so gradients of any order,
+ * How it is computed.  An LSTM layer makes the input's share of every
+ * step's gates in one product for the whole sequence, x W_ih^T + b_ih +
+ * b_hh ([T B, F] x [F, 4H]), before the recurrence, which is one op
+ * (ad_lstm_recurrence): each step one product h W_hh^T ([B, H] x [H, 4H])
+ * and the gates' activations and cell update in one pass; backward one
+ * pass and one product per step, and W_hh's gradient one product over
+ * all steps.  (A cell step uses ad_fused_lstm_cell.)  RNN and GRU layers join their weights once
+ * per call into one matrix, so that each step makes one product
+ * [x_t, h] W^T ([B, F + H] x [F + H, G H]) for all the gate blocks at
+ * once, which are then taken apart as views.  (The GRU's matrix has a
+ * fourth block, since its n gate keeps the input and recurrent parts
+ * apart.)  Everything is made of the library's differentiable ops, so
+ * gradients of any order,
  * gradcheck and gradgradcheck work; backprop through time is the ordinary
  * backward pass through the unrolled steps.  For truncated BPTT, carry the
  * final state into the next chunk through ad_detach (docs/lifetimes.md,

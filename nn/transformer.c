@@ -32,18 +32,6 @@ static int check_w(const char *fn, const char *what, const ad_tensor *t, ad_dtyp
                         ad_dtype_name(ad_tensor_dtype(t)), w, ad_dtype_name(dt));
 }
 
-/* The additive causal mask [T, T]: 0 where s <= t, -inf above the
- * diagonal, so softmax gives the future exactly zero weight. */
-static ad_tensor *causal_mask(ad_tape *tape, ad_dtype dt, int64_t T)
-{
-    ad_tensor *m = ad_zeros(tape, dt, 2, (int64_t[]){T, T});
-    void *p = m ? ad_data(m) : NULL;
-    if (!p) return NULL;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t s = t + 1; s < T; s++) nn__st(p, dt, t * T + s, -INFINITY);
-    return m;
-}
-
 ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_tensor *w_out,
                              ad_tensor *b_out, int64_t heads, bool causal, double dropout,
                              bool training, ad_rng *rng)
@@ -87,10 +75,12 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
     ad_tensor *k = ad_squeeze(ad_narrow(qkv, 0, 1, 1), 0);
     ad_tensor *v = ad_squeeze(ad_narrow(qkv, 0, 2, 1), 0);
     /* scores [B, heads, T, T], scaled by 1/sqrt(d) so their spread does
-     * not grow with the head width (which would saturate the softmax) */
-    ad_tensor *sc = ad_mul_scalar(ad_matmul(q, ad_transpose(k, 2, 3)), 1.0 / sqrt((double)d));
-    if (causal) sc = ad_add(sc, causal_mask(s.tape, dt, T));
-    ad_tensor *a = ad_softmax(sc, 3);
+     * not grow with the head width (which would saturate the softmax);
+     * with the causal mask, scale, mask and softmax are one op that never
+     * reads the masked half */
+    ad_tensor *sc = ad_matmul(q, ad_transpose(k, 2, 3));
+    double scale = 1.0 / sqrt((double)d);
+    ad_tensor *a = causal ? ad_softmax_causal(sc, scale) : ad_softmax(ad_mul_scalar(sc, scale), 3);
     if (a && dropout > 0 && training) a = ad_dropout(a, dropout, true, rng);
     /* the heads side by side again: [B, heads, T, d] -> [B, T, D] */
     ad_tensor *o = ad_matmul(a, v);

@@ -35,6 +35,19 @@ static ad_tensor *b_log_softmax_t(ad_tensor *const *in, int n, void *ctx)
     (void)n;
     return ad_log_softmax(ad_transpose(in[0], 0, 1), axis_of(ctx));
 }
+/* The causal softmax, scale 0.7; and of a transposed (strided) input. */
+static ad_tensor *b_causal(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_softmax_causal(in[0], 0.7);
+}
+static ad_tensor *b_causal_t(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_softmax_causal(ad_transpose(in[0], 1, 2), -1.3);
+}
 /* Non-contiguous: columns 1..4 of a [3,6] input (an offset and a gap
  * between rows). */
 static ad_tensor *b_softmax_narrow(ad_tensor *const *in, int n, void *ctx)
@@ -147,6 +160,8 @@ static ad_tensor *b_mse_self(ad_tensor *const *in, int n, void *ctx)
 
 const op_row rows_loss[] = {
     /* softmax */
+    {"softmax_causal", "[2,4,4], scale 0.7", b_causal, NULL, 1, {IN(3, G(2, 4, 4))}},
+    {"softmax_causal", "transposed [2,3,3], scale -1.3", b_causal_t, NULL, 1, {IN(3, G(2, 3, 3))}},
     {"softmax", "1-D [6], axis 0", b_softmax, AXIS(0), 1, {IN(1, G(6))}},
     {"softmax", "[2,5] along the last axis (-1)", b_softmax, AXIS(-1), 1, {IN(2, G(2, 5))}},
     {"softmax", "[4,3] along axis 0 (strided lines)", b_softmax, AXIS(0), 1, {IN(2, G(4, 3))}},

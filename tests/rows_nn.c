@@ -2,7 +2,8 @@
  *
  * Only unfold, fold, max_pool2d_index, batch_norm_stats and the direct
  * convolution (conv2d, conv_transpose2d, conv2d_weight) are ops of the
- * table here, and
+ * table here (and fused_lstm_cell, lstm_recurrence and layer_norm, of
+ * ops_fused.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d outside the direct case, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
@@ -109,6 +110,19 @@ static ad_tensor *layer_norm_f(ad_tensor *const *in, int n, void *ctx)
 {
     return ad_layer_norm(in[0], *(int *)ctx, n > 1 ? in[1] : NULL, n > 2 ? in[2] : NULL, 1e-5);
 }
+/* bias only; a transposed (strided) x with weight only */
+static ad_tensor *layer_norm_b_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_layer_norm(in[0], 1, NULL, in[1], 1e-5);
+}
+static ad_tensor *layer_norm_tw_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_layer_norm(ad_transpose(in[0], 0, 1), 1, in[1], NULL, 1e-5);
+}
 static ad_tensor *batch_norm_train_f(ad_tensor *const *in, int n, void *ctx)
 {
     (void)ctx;
@@ -144,6 +158,23 @@ static ad_tensor *dropout_f(ad_tensor *const *in, int n, void *ctx)
     ad_rng rng; /* the same seed on every call: the same mask */
     ad_rng_init(&rng, 7);
     return ad_dropout(in[0], 0.4, true, &rng);
+}
+
+/* ---- fused_lstm_cell: in = gx, gh, c; the strided case reads gx as the
+ * transpose of an [4H, B] input ---- */
+static ad_tensor *lstm_cell_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    ad_tensor *gx = ctx ? ad_transpose(in[0], 0, 1) : in[0];
+    return ad_fused_lstm_cell(gx, in[1], in[2]);
+}
+
+/* ---- lstm_recurrence: in = gx, w_hh, h0, c0 ---- */
+static ad_tensor *lstm_seq_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    return ad_lstm_recurrence(in[0], in[1], in[2], in[3]);
 }
 
 #define X4(a, b, c, d) {4, {a, b, c, d}, OT_GRAD, 0, 0, 0}
@@ -211,11 +242,15 @@ const op_row rows_nn[] = {
     {"sum", "avg_pool2d 3x3 stride 2 padding 1, count_include_pad false", avgpool_f, &P_EXCL, 1,
      {X4(1, 2, 5, 5)}},
     /* layer_norm */
-    {"var", "layer_norm over the last dim with weight and bias", layer_norm_f, &ONE, 3,
+    {"layer_norm", "layer_norm over the last dim with weight and bias", layer_norm_f, &ONE, 3,
      {{2, {3, 4}, OT_GRAD, 0, 0, 0}, V1(4), V1(4)}},
-    {"var", "layer_norm over the last 2 dims with weight and bias", layer_norm_f, &TWO, 3,
+    {"layer_norm", "layer_norm over the last 2 dims with weight and bias", layer_norm_f, &TWO, 3,
      {X3(2, 2, 3), {2, {2, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_GRAD, 0, 0, 0}}},
-    {"mean", "layer_norm over the last 2 dims, no affine", layer_norm_f, &TWO, 1,
+    {"layer_norm", "layer_norm over the last dim, bias only", layer_norm_b_f, NULL, 2,
+     {{2, {3, 5}, OT_GRAD, 0, 0, 0}, V1(5)}},
+    {"layer_norm", "layer_norm of a transposed (strided) x, weight only", layer_norm_tw_f, NULL, 2,
+     {{2, {4, 3}, OT_GRAD, 0, 0, 0}, V1(4)}},
+    {"layer_norm", "layer_norm over the last 2 dims, no affine", layer_norm_f, &TWO, 1,
      {X3(2, 3, 3)}},
     /* batch_norm */
     {"var", "batch_norm training [N, C] with weight and bias", batch_norm_train_f, NULL, 3,
@@ -228,6 +263,20 @@ const op_row rows_nn[] = {
      "its own, not differentiable)", batch_norm_running_f, NULL, 3, {X4(2, 2, 3, 2), V1(2), V1(2)}},
     {"sqrt", "batch_norm eval with running stats (constants), weight", batch_norm_eval_f, NULL, 4,
      {X4(2, 2, 2, 2), {1, {2}, OT_CONST, -0.5, 0.5, 0}, {1, {2}, OT_CONST, 0.5, 2, 0}, V1(2)}},
+    /* the fused LSTM cell */
+    {"fused_lstm_cell", "fused LSTM cell, B 2, H 3", lstm_cell_f, NULL, 3,
+     {{2, {2, 12}, OT_GRAD, -2, 2, 0}, {2, {2, 12}, OT_GRAD, 0, 0, 0},
+      {2, {2, 3}, OT_GRAD, -2, 2, 0}}},
+    {"fused_lstm_cell", "fused LSTM cell with a transposed (strided) gx, constant c",
+     lstm_cell_f, (void *)1, 3,
+     {{2, {8, 3}, OT_GRAD, 0, 0, 0}, {2, {3, 8}, OT_GRAD, 0, 0, 0},
+      {2, {3, 2}, OT_CONST, 0, 0, 0}}},
+    {"lstm_recurrence", "LSTM recurrence, T 3, B 2, H 2", lstm_seq_f, NULL, 4,
+     {{3, {3, 2, 8}, OT_GRAD, -1.5, 1.5, 0}, {2, {8, 2}, OT_GRAD, 0, 0, 0},
+      {2, {2, 2}, OT_GRAD, 0, 0, 0}, {2, {2, 2}, OT_GRAD, -1.5, 1.5, 0}}},
+    {"lstm_recurrence", "LSTM recurrence, T 1, constant h0", lstm_seq_f, NULL, 4,
+     {{3, {1, 3, 4}, OT_GRAD, 0, 0, 0}, {2, {4, 1}, OT_GRAD, 0, 0, 0},
+      {2, {3, 1}, OT_CONST, 0, 0, 0}, {2, {3, 1}, OT_GRAD, 0, 0, 0}}},
     /* embedding and dropout */
     {"index_select", "embedding [5,3] looked up by [2,3] indices (repeats accumulate)",
      embedding_f, NULL, 2, {{2, {5, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_INDEX, 0, 0, 5}}},

@@ -740,6 +740,12 @@ START_TEST(linalg_and_loss)
     ROW(ad_dot(f.v3, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(3))), "dtypes differ");
     ROW(ad_dot(f.i64, f.i64), "got int64");
     /* softmax family */
+    ROW(ad_softmax_causal(NULL, 1.0), "argument 'x' is NULL");
+    ROW(ad_softmax_causal(f.a, 1.0), "x must be [..., T, T], got [2,3]");
+    ROW(ad_softmax_causal(f.v3, 1.0), "x must be [..., T, T], got [3]");
+    ROW(ad_softmax_causal(ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){2, 2}), NAN),
+        "scale must be finite");
+    ROW(ad_softmax_causal(f.i64m, 1.0), "got int64");
     ROW(ad_softmax(f.a, 2), "axis 2 out of range");
     ROW(ad_log_softmax(f.a, -3), "axis -3 out of range");
     /* losses */
@@ -901,6 +907,28 @@ START_TEST(nn_ops)
         "indices have 8 dimensions; at most 7 are allowed");
     ROW(ad_embedding(f.i64m, f.i64), "got int64");
     /* normalisation */
+    {
+        ad_tensor *g8 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){2, 8});
+        ad_tensor *c2 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){2, 2});
+        ROW(ad_fused_lstm_cell(NULL, g8, c2), "argument 'gx' is NULL");
+        ROW(ad_fused_lstm_cell(g8, g8, NULL), "argument 'c' is NULL");
+        ROW(ad_fused_lstm_cell(g8, g8, f.a), "need gx and gh [B, 4H] and c [B, H], got [2,8], "
+                                             "[2,8], [2,3]");
+        ROW(ad_fused_lstm_cell(g8, f.a, c2), "need gx and gh [B, 4H]");
+        ROW(ad_fused_lstm_cell(g8, g8, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
+            "one floating dtype");
+        ROW(ad_fused_lstm_cell(g8, g8, f.i64m), "got int64");
+        ad_tensor *gs = ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){3, 2, 8});
+        ad_tensor *w82 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){8, 2});
+        ROW(ad_lstm_recurrence(NULL, w82, c2, c2), "argument 'gx' is NULL");
+        ROW(ad_lstm_recurrence(gs, w82, c2, NULL), "argument 'c0' is NULL");
+        ROW(ad_lstm_recurrence(g8, w82, c2, c2), "need gx [T, B, 4H] (T >= 1), w_hh [4H, H], "
+                                                 "h0 and c0 [B, H], got [2,8], [8,2], [2,2], [2,2]");
+        ROW(ad_lstm_recurrence(gs, f.a, c2, c2), "need gx [T, B, 4H]");
+        ROW(ad_lstm_recurrence(gs, w82, f.a, c2), "need gx [T, B, 4H]");
+        ROW(ad_lstm_recurrence(gs, w82, c2, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
+            "must share one dtype");
+    }
     ROW(ad_layer_norm(NULL, 1, NULL, NULL, 1e-5), "argument 'x' is NULL");
     ROW(ad_layer_norm(f.a, 0, NULL, NULL, 1e-5), "nnormdims");
     ROW(ad_layer_norm(f.a, 3, NULL, NULL, 1e-5), "nnormdims");

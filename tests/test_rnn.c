@@ -345,8 +345,12 @@ END_TEST
 /* Gradient checkpointing (nn_rnn_set_checkpoint): a 2-layer sequence of
  * 11 steps in segments of 4 (the last one shorter) gives the same
  * outputs, final state and gradients - of every weight, of the input and
- * of the initial state - to the bit as the plain layer, for every
- * recurrence, in float32. */
+ * of the initial state - to the bit as the plain layer, for the Elman
+ * and GRU recurrences, in float32.  The plain LSTM layer is one op over
+ * the whole sequence (ad_lstm_recurrence, its weights' gradients one
+ * product over all steps), a checkpointed one an op per segment: the same
+ * terms summed in other groups, so there the agreement is float32's
+ * rounding (1e-5 of the gradient's largest entry), not the bits. */
 static void *grad_bytes(ad_tensor *t, size_t *n)
 {
     ad_tensor *g = ad_contiguous(ad_tensor_grad(t));
@@ -409,11 +413,24 @@ START_TEST(checkpointed_matches_plain)
                     continue;
                 }
                 ck_assert_uint_eq(k, nb[i]);
-                ck_assert_msg(memcmp(b, want[i], k) == 0, "%s: gradient %d differs with checkpoints",
-                              KEYS[mode], i);
+                if (mode == NN_LSTM) {
+                    const float *got = b, *ref = want[i];
+                    size_t m = k / sizeof(float);
+                    double scale = 0;
+                    for (size_t j = 0; j < m; j++) scale = fmax(scale, fabs(ref[j]));
+                    ck_assert(scale > 0);
+                    for (size_t j = 0; j < m; j++)
+                        ck_assert_msg(fabs(got[j] - ref[j]) <= 1e-5 * scale,
+                                      "lstm: gradient %d [%zu]: %g with checkpoints, %g without",
+                                      i, j, got[j], ref[j]);
+                } else {
+                    ck_assert_msg(memcmp(b, want[i], k) == 0,
+                                  "%s: gradient %d differs with checkpoints", KEYS[mode], i);
+                }
                 free(b);
             }
             if (!ckpt) y_last = ad_item(E);
+            else if (mode == NN_LSTM) ck_assert(fabs(ad_item(E) - y_last) <= 1e-5 * fabs(y_last));
             else ck_assert(ad_item(E) == y_last);
             ok(ad_tape_reset(ot_tape));
         }
