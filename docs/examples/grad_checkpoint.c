@@ -19,6 +19,7 @@
  * exits 1 otherwise.
  */
 #include <nn/nn.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -131,12 +132,21 @@ int main(void)
 
     plain = lstm_step(lstm, tape, 0, la);
     ck = lstm_step(lstm, tape, 16, lb);
-    bool same = !memcmp(la, lb, sizeof la);
+    /* The plain LSTM is one op over all 256 steps, whose weight gradient is
+     * one product over every step; checkpointed, it is one op per segment,
+     * and the same terms are summed in 16 groups: equal up to float32's
+     * rounding, not to the bit. */
+    double diff = 0, scale = 0;
+    for (int i = 0; i < 4 * 64 * 64; i++) {
+        diff = fmax(diff, fabs((double)la[i] - lb[i]));
+        scale = fmax(scale, fabs((double)la[i]));
+    }
+    bool same = scale > 0 && diff <= 1e-5 * scale;
     ok = ok && plain.peak_mb > 0 && ck.peak_mb > 0 && same && ck.peak_mb < plain.peak_mb / 2;
     printf("LSTM(32, 64), batch 16, 256 steps, segments of 16:\n");
     printf("  plain:        forward %6.2f MB, step peak %6.2f MB\n", plain.forward_mb,
            plain.peak_mb);
-    printf("  checkpointed: forward %6.2f MB, step peak %6.2f MB, same gradient: %s\n",
+    printf("  checkpointed: forward %6.2f MB, step peak %6.2f MB, same gradient to rounding: %s\n",
            ck.forward_mb, ck.peak_mb, same ? "yes" : "no");
 
     ad_tape_free(tape);
