@@ -121,12 +121,13 @@ static void fuse(nn_rnn_mode mode, int64_t H, ad_tape *tape, ad_tensor *wih, ad_
     *wt = ad_transpose(w, 0, 1);
 }
 
-/* One step: *h1 = h', *c1 = c' (LSTM) from the input x [B, F] and the
- * state h, c [B, H], with the fused weights wt [F + H, blocks H] and b.
- * NULL results propagate through the ops with the first failure's
- * message. */
-static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_tensor *c,
-                 ad_tensor *wt, ad_tensor *b, ad_tensor **h1, ad_tensor **c1)
+/* One step of an Elman or GRU recurrence: *h1 = h' from the input x
+ * [B, F] and the state h [B, H], with the fused weights wt [F + H,
+ * blocks H] and b.  (The LSTM runs as its fused ops: lstm_step,
+ * run_lstm.)  NULL results propagate through the ops with the first
+ * failure's message. */
+static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_tensor *wt,
+                 ad_tensor *b, ad_tensor **h1)
 {
     /* every gate block of the step in one product */
     ad_tensor *pre = ad_matmul(ad_concat((ad_tensor *[]){x, h}, 2, 1), wt);
@@ -138,19 +139,6 @@ static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_ten
     case NN_RNN_RELU:
         *h1 = ad_relu(pre);
         break;
-    case NN_LSTM: {
-        /* The sigmoid runs over all four blocks (one op instead of three)
-         * and the g block's sigmoid is simply not used. */
-        ad_tensor *sg = ad_sigmoid(pre);
-        ad_tensor *i = ad_narrow(sg, 1, 0, H), *f = ad_narrow(sg, 1, H, H);
-        ad_tensor *g = ad_tanh(ad_narrow(pre, 1, 2 * H, H));
-        ad_tensor *o = ad_narrow(sg, 1, 3 * H, H);
-        /* c' = f c + i g: the cell state is changed by addition, which is
-         * why its gradient survives many steps (f near 1 passes it on). */
-        *c1 = ad_add(ad_mul(f, c), ad_mul(i, g));
-        *h1 = ad_mul(o, ad_tanh(*c1));
-        break;
-    }
     case NN_GRU: {
         ad_tensor *rz = ad_sigmoid(ad_narrow(pre, 1, 0, 2 * H));
         ad_tensor *r = ad_narrow(rz, 1, 0, H), *z = ad_narrow(rz, 1, H, H);
@@ -160,6 +148,9 @@ static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_ten
         *h1 = ad_add(n, ad_mul(z, ad_sub(h, n)));
         break;
     }
+    case NN_LSTM:
+        *h1 = NULL; /* not reached: see above */
+        break;
     }
 }
 
@@ -228,7 +219,7 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
         lstm_step(ad_linear(x, w_ih, b_ih ? ad_add(b_ih, b_hh) : NULL), h, c, w_hh, &h1, &c1);
     } else {
         fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
-        step(mode, H, x, h, c, wt, b, &h1, &c1);
+        step(mode, H, x, h, wt, b, &h1);
     }
     if (end_scope(&s, &h1, mode == NN_LSTM ? &c1 : NULL, NULL) != 0) return -1;
     *h_out = h1;
@@ -281,8 +272,8 @@ static int segment_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, vo
     }
     ad_tensor *h = in[0], *wt = in[1], *b = n > 2 ? in[2] : NULL;
     for (int64_t t = 0; t < g->len; t++) {
-        ad_tensor *h1 = NULL, *c1 = NULL;
-        step(g->mode, g->H, g->xs[t], h, NULL, wt, b, &h1, &c1);
+        ad_tensor *h1 = NULL;
+        step(g->mode, g->H, g->xs[t], h, wt, b, &h1);
         if (!h1) return -1;
         out[t] = h = h1;
     }
@@ -330,11 +321,10 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
         return 0;
     }
     for (int64_t t = 0; t < T; t++) {
-        ad_tensor *h1 = NULL, *c1 = NULL;
-        step(mode, H, xs[t], *h, *c, wt, b, &h1, &c1);
-        if (!h1 || (mode == NN_LSTM && !c1)) return -1;
+        ad_tensor *h1 = NULL;
+        step(mode, H, xs[t], *h, wt, b, &h1);
+        if (!h1) return -1;
         *h = hs[t] = h1;
-        *c = c1;
     }
     return 0;
 }
