@@ -31,6 +31,10 @@ int nn__optim_find(const nn_optim *o, const ad_tensor *p);
 ad_tensor *nn__optim_param(const nn_optim *o, int k);
 int64_t nn__optim_rows(const nn_optim *o, int k);
 void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1);
+/* Tests only: runs the update loops compiled for instruction set isa (0
+ * the portable C, 1 AVX2, 2 AVX-512; -1 the widest the CPU has, the
+ * default).  -1 when this CPU or build cannot run isa. */
+int nn__optim_testing_isa(int isa);
 
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }

