@@ -36,6 +36,11 @@ void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1);
  * default).  -1 when this CPU or build cannot run isa. */
 int nn__optim_testing_isa(int isa);
 
+/* Tests only (loader.c): whether an IDX loader converts bytes with its
+ * multiply-add (true) or its table (false); both give the same bits. */
+typedef struct nn_loader nn_loader;
+bool nn__loader_affine(const nn_loader *l);
+
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }
 

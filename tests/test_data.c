@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "../nn/nn_private.h"
 #include "optest.h"
 
 static char tmpdir[512];
@@ -771,6 +772,65 @@ START_TEST(loader_idx_conversion)
 }
 END_TEST
 
+/* Every byte value through both conversions of an IDX loader: the
+ * multiply-add that float32 batches use under the usual scalings, and the
+ * table kept where the multiply-add would differ in a bit (float64 with
+ * normalize, here).  Each element must be the table's formula exactly,
+ * ((double)v scale - mean) / std rounded to the dtype; 37 bytes a sample
+ * give vector loops a tail. */
+START_TEST(loader_idx_every_byte)
+{
+    enum { M = 256, W = 37 };
+    static uint8_t pix[M * W];
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < W; j++) pix[i * W + j] = (uint8_t)(i + 101 * j);
+    nn_idx images = {.type = NN_IDX_UINT8, .ndim = 2, .dims = {M, W}, .numel = M * W,
+                     .data = pix};
+    const struct { ad_dtype dt; double scale, mean, std; bool normalize, affine; } cases[] = {
+        {AD_FLOAT32, 0, 0, 1, false, true},
+        {AD_FLOAT32, 0, 0.2860, 0.3530, true, true},
+        {AD_FLOAT32, 0.7, -0.3, 0.9, true, true},
+        {AD_FLOAT64, 0, 0, 1, false, true},
+        {AD_FLOAT64, 0, 0.2860, 0.3530, true, false},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        nn_loader_options o = {.batch_size = 50, .shuffle = true, .seed = 3, .dtype = cases[c].dt,
+                               .scale = cases[c].scale, .normalize = cases[c].normalize,
+                               .mean = cases[c].mean, .std = cases[c].std};
+        nn_loader *l = nn_loader_from_idx(&images, NULL, &o);
+        ck_assert_msg(l != NULL, "%s", ad_error());
+        ck_assert_int_eq(nn__loader_affine(l), cases[c].affine);
+        double scale = cases[c].scale ? cases[c].scale : 1.0 / 255.0;
+        double mean = cases[c].normalize ? cases[c].mean : 0, std = cases[c].normalize ? cases[c].std : 1;
+        ad_tensor *x;
+        int64_t seen = 0;
+        while (nn_loader_next(l, &x, NULL) == 1) {
+            int64_t b = ad_size(x, 0);
+            for (int64_t i = 0; i < b; i++) {
+                int64_t k = nn_loader_order(l)[seen + i];
+                for (int j = 0; j < W; j++) {
+                    double want = ((double)pix[k * W + j] * scale - mean) / std;
+                    if (cases[c].dt == AD_FLOAT32) {
+                        float got = ((const float *)ad_data(x))[i * W + j], w32 = (float)want;
+                        ck_assert_msg(memcmp(&got, &w32, sizeof got) == 0,
+                                      "case %zu, byte %u: %.9g, want %.9g", c,
+                                      (unsigned)pix[k * W + j], got, w32);
+                    } else {
+                        double got = ((const double *)ad_data(x))[i * W + j];
+                        ck_assert_msg(memcmp(&got, &want, sizeof got) == 0,
+                                      "case %zu, byte %u: %.17g, want %.17g", c,
+                                      (unsigned)pix[k * W + j], got, want);
+                    }
+                }
+            }
+            seen += b;
+        }
+        ck_assert_int_eq(seen, M);
+        nn_loader_free(l);
+    }
+}
+END_TEST
+
 /* CSV columns (a non-contiguous view) through the generic loader. */
 START_TEST(loader_over_csv_columns)
 {
@@ -818,6 +878,7 @@ int main(void)
     tcase_add_test(tc, loader_shards_by_rank);
     tcase_add_test(tc, loader_reuses_batch_buffers);
     tcase_add_test(tc, loader_idx_conversion);
+    tcase_add_test(tc, loader_idx_every_byte);
     tcase_add_test(tc, loader_over_csv_columns);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);
