@@ -443,6 +443,27 @@ static void mark_filled(nn_loader *l, int k)
     if (l->by[k]) ad_mark_modified(l->by[k]);
 }
 
+/* Asks the cache for image i's bytes.  In shuffled order each image is
+ * anywhere in the set (47 MB for Fashion-MNIST, more than the L3 cache),
+ * so fill_batch waited for memory at every image; it now asks for the
+ * image AHEAD places on while it converts this one (MLP profile: the
+ * loader 6.1 % -> 4 %; 4, 8 and 16 ahead measured alike).  Asking for the
+ * whole next batch when one is handed out did not help: the training
+ * step in between pushed it out of the caches again.  Only a hint: no
+ * value changes. */
+enum { AHEAD = 8 };
+static void prefetch_image(const nn_loader *l, int64_t i)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    size_t m = (size_t)l->sample_numel;
+    const char *p = (const char *)(l->images + (size_t)i * m);
+    for (size_t o = 0; o < m; o += 64) __builtin_prefetch(p + o, 0, 3);
+    __builtin_prefetch(p + m - 1, 0, 3);
+#else
+    (void)l, (void)i;
+#endif
+}
+
 static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
 {
     if (l->kind == SRC_TENSOR) {
@@ -457,8 +478,10 @@ static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
     }
     int64_t m = l->sample_numel;
     int isa = l->affine ? pick_isa() : -1;
+    for (int64_t i = 0; i < b && i < AHEAD; i++) prefetch_image(l, idx[i]);
     for (int64_t i = 0; i < b; i++) {
         const uint8_t *s = l->images + idx[i] * m;
+        if (i + AHEAD < b) prefetch_image(l, idx[i + AHEAD]);
         if (l->xdtype == AD_FLOAT32) {
             float *d = (float *)l->bx_data[k] + i * m;
             if (isa >= 0)
@@ -475,30 +498,6 @@ static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
         if (l->labels) ((int64_t *)l->by_data[k])[i] = label_at(l->labels, idx[i]);
     }
     mark_filled(l, k);
-}
-
-/* Asks the cache for the images of the next batch of the epoch (this
- * rank's slice of it).  In shuffled order each image is somewhere in the
- * whole set (47 MB for Fashion-MNIST, more than the L3 cache), so without
- * this fill_batch waited for memory image after image; the step that runs
- * between two batches leaves time for them to arrive.  Only a hint: it
- * changes no value. */
-static void prefetch_next(const nn_loader *l)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    if (l->kind != SRC_IDX || l->pos >= l->stop) return;
-    int64_t g = l->batch_size * l->world, off, b;
-    if (l->stop - l->pos < g) g = l->stop - l->pos;
-    slice_of(l, g, &off, &b);
-    size_t m = (size_t)l->sample_numel;
-    for (int64_t i = 0; i < b; i++) {
-        const char *p = (const char *)(l->images + (size_t)l->order[l->pos + off + i] * m);
-        for (size_t o = 0; o < m; o += 64) __builtin_prefetch(p + o, 0, 1);
-        __builtin_prefetch(p + m - 1, 0, 1);
-    }
-#else
-    (void)l;
-#endif
 }
 
 int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
@@ -520,7 +519,6 @@ int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
     int k = b == l->batch_size ? 0 : 1;
     fill_batch(l, k, l->order + l->pos + off, b);
     l->pos += g;
-    prefetch_next(l);
     *x = l->bx[k];
     if (y) *y = l->by[k];
     return 1;
