@@ -305,10 +305,12 @@ typedef struct rms_k {
  * read with T = float and double (SFX adds _f32 / _f64), each compiled
  * for the baseline and, on x86, again for AVX2 and AVX-512 (suffix _avx2,
  * _avx512), chosen at run time.  The baseline's SSE2 works two doubles
- * per instruction with a conversion per float at each end, and is bound by
- * those instructions; the AVX-512 copy is bound by the memory traffic (w,
- * g and the state streamed from L3): on the 200k-parameter MLP it took the
- * update from 13.8 % of the training profile to 10.0 %.  Each copy does the same
+ * per instruction with a conversion per float at each end; the AVX-512
+ * copy took the update of the 200k-parameter MLP from 13.8 % of its
+ * training profile to 10.0 %.  It is still bound by the five float <->
+ * double conversions per element of SGD with momentum, at about twice the
+ * time of the bare memory traffic (bench/optim.c): the price of doing the
+ * arithmetic in double, whatever the dtype.  Each copy does the same
  * IEEE operations in the same order - no a * b + c is fused into one
  * rounding (clang would fuse within an expression unless told; gcc does
  * not under -std=c11) - so every copy gives the same bits. */
