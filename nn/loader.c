@@ -24,7 +24,7 @@ struct nn_loader {
     /* lut[v] == v * affine_a + affine_b in double, rounded to the dtype,
      * for every v (checked at construction): fill_batch then converts
      * with a multiply-add the compiler vectorises instead of a table
-     * lookup per element (see convert_row). */
+     * lookup per element (see "bytes to values" below). */
     bool affine;
     double affine_a, affine_b;
     /* SRC_TENSOR: rows of x and y, copied byte for byte */
@@ -457,8 +457,9 @@ static void prefetch_image(const nn_loader *l, int64_t i)
 #if defined(__GNUC__) || defined(__clang__)
     size_t m = (size_t)l->sample_numel;
     const char *p = (const char *)(l->images + (size_t)i * m);
+    if (m == 0) return;
     for (size_t o = 0; o < m; o += 64) __builtin_prefetch(p + o, 0, 3);
-    __builtin_prefetch(p + m - 1, 0, 3);
+    __builtin_prefetch(p + m - 1, 0, 3); /* the last line when m is not a multiple of 64 */
 #else
     (void)l, (void)i;
 #endif
