@@ -509,6 +509,16 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
 #ifndef POOL_VEC
 #define POOL_VEC 0
 #endif
+/* Compiled for AVX2 on x86 (the baseline's 16-byte registers would make
+ * the compiler split the 8-lane shuffles element by element), used when
+ * the CPU has it; elsewhere for the baseline target. */
+#if POOL_VEC && (defined(__x86_64__) || defined(__i386__))
+#define POOL_ATTR __attribute__((target("avx2")))
+#define POOL_CPU_OK() __builtin_cpu_supports("avx2")
+#else
+#define POOL_ATTR
+#define POOL_CPU_OK() 1
+#endif
 #define KERNEL_FILE "pool_kernels.inc"
 #include "per_dtype.inc"
 
