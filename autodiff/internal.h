@@ -168,6 +168,9 @@ extern const ad_op *const ad__ops_checkpoint[];
  * -1 returned when the CPU lacks it.  Not thread-safe. */
 ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2]);
 int ad__conv_testing_isa(int isa);
+/* Tests: the weight gradient's kernel (-1 by the shape, 0 over output
+ * channels, 1 over positions). */
+int ad__conv_testing_dw(int pick);
 
 /* ---- errors (error.c) ---------------------------------------------------- */
 /* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that
