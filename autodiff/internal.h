@@ -162,6 +162,10 @@ extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];
 extern const ad_op *const ad__ops_checkpoint[];
 
+/* ops_pointwise.c: relu's input gradient, g [x > 0] in one pass (an op
+ * of its own, so relu's derivatives of every order stay in it). */
+ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x);
+
 /* ops_conv.c: ad_conv2d's direct path (groups 1, stride 1, dilation 1;
  * arguments already checked), and for tests the instruction set of its
  * float32 kernels: 0 portable, 1 AVX2, 2 AVX-512, -1 the CPU's best;
