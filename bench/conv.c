@@ -1,7 +1,7 @@
 /* bench/conv.c - GFLOP/s of the direct convolution's three ops on the
  * layers of docs/examples/fmnist_cnn.c, batch 64, float32, one thread.
  *
- *   conv MIN_TIME [OP]
+ *   conv MIN_TIME [OP [LAYER]]
  *
  * For each layer it times ad_conv2d (the forward, with its bias),
  * ad_conv_transpose2d (conv2d's input gradient) and ad_conv2d_weight
@@ -11,7 +11,8 @@
  * do, not what the kernel computes: padding and wrapped columns it
  * multiplies by zero are its own cost).  The first layer's input gradient
  * is not timed: training never asks for it.  OP (conv2d,
- * conv_transpose2d or conv2d_weight) times that op only.  Compare builds by running
+ * conv_transpose2d or conv2d_weight) times that op only, LAYER (conv1,
+ * conv2) that layer only.  Compare builds by running
  * them alternately (A B A B), as bench/threads_ab does for the trainer:
  *
  *   cc -O3 -std=c11 -I. bench/conv.c -o conv \
@@ -78,6 +79,8 @@ int main(int argc, char **argv)
     unsigned long long seed = 1;
     for (size_t l = 0; l < sizeof layers / sizeof layers[0]; l++) {
         const layer *L = &layers[l];
+        if (argc > 3 && strncmp(L->name, argv[3], strlen(argv[3])))
+            continue;
         int64_t Ho = L->H - L->k + 1, Wo = L->W - L->k + 1;
         run r = {.L = L, .tape = ad_tape_new()};
         /* results go on the active tape, which each call resets (keeping
