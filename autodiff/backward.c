@@ -343,14 +343,80 @@ static bool reclaim_begin(ad_tape *t, const ad_node *n, ad_tensor *g, const sink
     return true;
 }
 
+/* Where ad__arena_take will put the next n bytes: its walk over the
+ * chunks repeated (those after a rewind's chunk are empty), NULL for a
+ * chunk it would have to add (new memory, which holds none of the
+ * tensors being moved). */
+typedef struct arena_sim {
+    const ad_arena_chunk *c;
+    size_t used;
+} arena_sim;
+
+static unsigned char *sim_take(arena_sim *s, size_t n)
+{
+    n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    while (s->c && s->used + n > s->c->size) s->c = s->c->next, s->used = 0;
+    if (!s->c) return NULL;
+    unsigned char *p = s->c->base + s->used;
+    s->used += n;
+    return p;
+}
+
+static bool overlap(const unsigned char *a, size_t na, const unsigned char *b, size_t nb)
+{
+    return a < b + nb && b < a + na;
+}
+
+/* Whether the moved tensors can be re-made straight from where they are
+ * instead of through a copy at the arena's top (two copies of a rule's
+ * result, 5.5 MB for a convolution's input gradient): re-made from `to`
+ * on in order of address (sorted here), tensor j's storage and data must
+ * not land on the data of a later one, and on its own only at or below
+ * it (one forward memmove, or none when it is already in place).  Each
+ * must be contiguous, so its data is one run of bytes[j]. */
+static bool reclaim_in_place(const ad_arena *a, ad_arena_mark to, ad_tensor **old,
+                             size_t *bytes, int nm, const void **src_out, const void **dst_out)
+{
+    const unsigned char *src[RECLAIM_MAX];
+    for (int j = 1; j < nm; j++) /* insertion sort by address: nm is a handful */
+        for (int k = j; k > 0 && (uintptr_t)old[k]->storage->data <
+                                     (uintptr_t)old[k - 1]->storage->data; k--) {
+            ad_tensor *x = old[k];
+            size_t b = bytes[k];
+            old[k] = old[k - 1], bytes[k] = bytes[k - 1];
+            old[k - 1] = x, bytes[k - 1] = b;
+        }
+    for (int j = 0; j < nm; j++) {
+        if (!ad_is_contiguous(old[j])) return false;
+        src[j] = (const unsigned char *)old[j]->storage->data +
+                 (size_t)old[j]->offset * ad_dtype_size(old[j]->dtype);
+    }
+    arena_sim s = {to.chunk ? to.chunk : a->first, to.chunk ? to.chunk_used : 0};
+    for (int j = 0; j < nm; j++) {
+        /* ad__alloc's two blocks: the storage, then the data */
+        const unsigned char *st = sim_take(&s, sizeof(ad_storage));
+        const unsigned char *d = st ? sim_take(&s, bytes[j] ? bytes[j] : 1) : NULL;
+        dst_out[j] = d;
+        if (!st || !d) continue; /* new memory from here on */
+        size_t span = (size_t)(d - st) + bytes[j];
+        if (overlap(st, span, src[j], bytes[j]) && d > src[j]) return false;
+        for (int k = j + 1; k < nm; k++)
+            if (overlap(st, span, src[k], bytes[k])) return false;
+    }
+    for (int j = 0; j < nm; j++) src_out[j] = src[j];
+    return true;
+}
+
 /* The slots' new tensors that live in the space since the mark are
- * copied to the arena's top, everything since the mark is given back,
- * and they are made again from the mark on (below the copy: they are a
- * part of what the rule took) with the same values. */
+ * copied to the arena's top (or, when reclaim_in_place allows, left
+ * where they are), everything since the mark is given back, and they
+ * are made again from the mark on (below the copy: they are a part of
+ * what the rule took) with the same values. */
 static int reclaim_end(ad_tape *t, reclaim *r)
 {
     ad_tensor *old[RECLAIM_MAX];
     size_t bytes[RECLAIM_MAX], total = 0;
+    const void *src[RECLAIM_MAX], *land[RECLAIM_MAX];
     int nm = 0;
     for (int i = 0; i < r->n; i++) {
         ad_tensor *x = *r->slot[i];
@@ -362,27 +428,30 @@ static int reclaim_end(ad_tape *t, reclaim *r)
         total += bytes[nm];
         old[nm++] = x;
     }
-    unsigned char *top = total ? ad__arena_alloc(t, total) : NULL;
-    if (total && !top) return 0; /* no room to move them: keep everything, as before */
-    size_t off = 0;
-    for (int j = 0; j < nm; j++) {
-        ad_storage st = {.data = top + off};
-        ad_tensor dst = *old[j];
-        dst.storage = &st;
-        dst.offset = 0;
-        ad__contig_strides(dst.ndim, dst.shape, dst.strides);
-        ad__copy_same(&dst, old[j]);
-        off += bytes[j];
-    }
-    /* the rule's views of persistent tensors are as dead as the rest */
-    ad__tape_release_after(t, r->held, t->fixups);
     /* g, the top block, goes too when nothing now refers to its storage */
     bool g_dead = r->g != NULL;
     for (int i = 0; i < r->n && g_dead; i++)
         g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
     ad_arena_mark to = g_dead ? r->floor : r->m;
+    bool in_place = nm && reclaim_in_place(&t->arena, to, old, bytes, nm, src, land);
+    if (!in_place) {
+        unsigned char *top = total ? ad__arena_alloc(t, total) : NULL;
+        if (total && !top) return 0; /* no room to move them: keep everything, as before */
+        size_t off = 0;
+        for (int j = 0; j < nm; j++) {
+            ad_storage st = {.data = top + off};
+            ad_tensor dst = *old[j];
+            dst.storage = &st;
+            dst.offset = 0;
+            ad__contig_strides(dst.ndim, dst.shape, dst.strides);
+            ad__copy_same(&dst, old[j]);
+            src[j] = top + off;
+            off += bytes[j];
+        }
+    }
+    /* the rule's views of persistent tensors are as dead as the rest */
+    ad__tape_release_after(t, r->held, t->fixups);
     ad__arena_rewind(&t->arena, to);
-    off = 0;
     for (int j = 0; j < nm; j++) {
         ad_tensor *y = ad__alloc("ad_backward", t, old[j]->dtype, old[j]->ndim, old[j]->shape);
         if (!y) { /* no memory for a header: the slots not moved yet go back to what
@@ -392,8 +461,9 @@ static int reclaim_end(ad_tape *t, reclaim *r)
                     if (*r->slot[i] == old[k]) *r->slot[i] = r->before[i];
             return -1;
         }
-        memmove(y->storage->data, top + off, bytes[j]);
-        off += bytes[j];
+        /* reclaim_in_place foresaw where it lands (NULL: a new chunk) */
+        assert(!in_place || !land[j] || y->storage->data == land[j]);
+        if (y->storage->data != src[j]) memmove(y->storage->data, src[j], bytes[j]);
         int refs = 0, adj_refs = 0;
         for (int i = 0; i < r->n; i++)
             if (*r->slot[i] == old[j]) {

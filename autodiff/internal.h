@@ -162,12 +162,19 @@ extern const ad_op *const ad__ops_ffi[];
 extern const ad_op *const ad__ops_custom[];
 extern const ad_op *const ad__ops_checkpoint[];
 
+/* ops_pointwise.c: relu's input gradient, g [x > 0] in one pass (an op
+ * of its own, so relu's derivatives of every order stay in it). */
+ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x);
+
 /* ops_conv.c: ad_conv2d's direct path (groups 1, stride 1, dilation 1;
  * arguments already checked), and for tests the instruction set of its
  * float32 kernels: 0 portable, 1 AVX2, 2 AVX-512, -1 the CPU's best;
  * -1 returned when the CPU lacks it.  Not thread-safe. */
 ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2]);
 int ad__conv_testing_isa(int isa);
+/* Tests: the weight gradient's kernel (-1 by the shape, 0 over output
+ * channels, 1 over positions). */
+int ad__conv_testing_dw(int pick);
 
 /* ---- errors (error.c) ---------------------------------------------------- */
 /* Sets the thread's error to "fn: <formatted message>".  Returns -1 so that

@@ -24,9 +24,15 @@
  * dropped.  The forward tile holds COB output channels x CNV vectors of
  * positions in registers (AVX-512: 8 x 3 x 16 floats) and does COB CNV
  * multiply-adds per tap for CNV loads and COB broadcasts.  The weight
- * gradient, a sum over positions, is vectorised over output channels
- * instead (gy transposed per sample), CTB taps at a time, so its sums
- * need no horizontal reduction.  conv_transpose2d is the forward kernel
+ * gradient, a sum over positions, has two kernels.  With many input
+ * channels (C kh kw >= 64) it is vectorised over output channels (gy
+ * transposed per sample, a cost the C kh kw taps share), CTB taps x CTV
+ * vectors of channels at a time, so its sums need no horizontal
+ * reduction.  With few (fmnist's first layer: 1) it is vectorised over
+ * positions too, into a vector of partial sums per weight added up once
+ * per call, CPO output channels x CTB taps at a time (AVX-512: 3 x 9),
+ * gy widened to the flat layout with zeros in the wrapped columns so
+ * they add nothing.  conv_transpose2d is the forward kernel
  * with the weight read transposed and flipped and padding kh - 1 - p
  * (negative when p >= kh: the input is cropped instead).
  *
@@ -66,6 +72,17 @@
 #define NO_LIBCALL
 #endif
 
+/* Keeps vector v in a register: left alone, GCC folds the weight-gradient
+ * tile over positions' load of x into each of the CPO multiply-adds that
+ * use it, as their memory operand, so every tap's (unaligned, mostly
+ * cache-line splitting) load runs CPO times, at half the speed.  An empty asm that claims to change v makes the load happen once
+ * and v live in a register.  Only where the constraint is known. */
+#if CONV_X86
+#define CONV_IN_REG(v) __asm__("" : "+v"(v))
+#else
+#define CONV_IN_REG(v) ((void)0)
+#endif
+
 /* ---- the tiles, per variant ----------------------------------------------------- */
 typedef float cv4f __attribute__((vector_size(16)));
 typedef double cv2d __attribute__((vector_size(16)));
@@ -76,7 +93,8 @@ typedef double cv2d __attribute__((vector_size(16)));
 #define CVW 4
 #define COB 4
 #define CNV 3
-#define COV 1
+#define CTV 1
+#define CPO 1
 #define CTB 9
 #define CSFX(n) n##_f32_any
 #include "conv_kernels.inc"
@@ -95,13 +113,15 @@ typedef double cv2d __attribute__((vector_size(16)));
 #undef CSFX
 #undef COB
 #undef CNV
-#undef COV
+#undef CTV
+#undef CPO
 #undef CTB
 #undef CATTR
 
 #if CONV_X86
 /* AVX2: 16 ymm registers; 4 x 3 accumulators, 3 loads and a broadcast
- * forward; 9 taps x 1 vector of channels for the weight gradient. */
+ * forward; 1 output channel x 9 taps for the weight gradient (2 x 9 would
+ * not fit). */
 typedef float cv8f __attribute__((vector_size(32)));
 #define CATTR __attribute__((target("avx2,fma")))
 #define CT float
@@ -109,7 +129,8 @@ typedef float cv8f __attribute__((vector_size(32)));
 #define CVW 8
 #define COB 4
 #define CNV 3
-#define COV 1
+#define CTV 1
+#define CPO 1
 #define CTB 9
 #define CSFX(n) n##_f32_avx2
 #include "conv_kernels.inc"
@@ -118,19 +139,22 @@ typedef float cv8f __attribute__((vector_size(32)));
 #undef CVW
 #undef COB
 #undef CNV
-#undef COV
+#undef CTV
+#undef CPO
 #undef CTB
 #undef CSFX
 /* AVX-512: 32 zmm registers; forward 8 x 3 = 24 accumulators, 3 loads and
- * a broadcast (or an embedded-broadcast operand); weight gradient 9 taps
- * x 2 vectors (32 channels) = 18 accumulators and 2 loads. */
+ * a broadcast (or an embedded-broadcast operand); weight gradient 3
+ * output channels x 9 taps = 27 accumulators, 3 loads of gy kept and one
+ * of x per tap (a third output channel for 32 pads the last block, 3 %). */
 typedef float cv16f __attribute__((vector_size(64)));
 #define CATTR __attribute__((target("avx512f")))
 #define CV cv16f
 #define CVW 16
 #define COB 8
 #define CNV 3
-#define COV 2
+#define CTV 2
+#define CPO 3
 #define CTB 9
 #define CSFX(n) n##_f32_avx512
 #include "conv_kernels.inc"
@@ -140,7 +164,8 @@ typedef float cv16f __attribute__((vector_size(64)));
 #undef CVW
 #undef COB
 #undef CNV
-#undef COV
+#undef CTV
+#undef CPO
 #undef CTB
 #undef CSFX
 #endif
@@ -148,12 +173,14 @@ typedef float cv16f __attribute__((vector_size(64)));
 /* A variant's tiles and their blocking. */
 #define DEFINE_KERN_TYPE(SUF, T)                                                         \
     typedef struct conv_kern_##SUF {                                                     \
-        int isa, vw, ob, nv, ov, tb;                                                     \
+        int isa, vw, ob, nv, tv, po, tb;                                                 \
         void (*fw)(const T *restrict, int64_t, int64_t, const T *restrict,               \
                    const T *restrict, const int64_t *restrict, int64_t, int64_t,         \
                    T *restrict);                                                         \
-        void (*dw)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
-                   int64_t, T *restrict);                                                \
+        void (*dwt)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
+                    int64_t, T *restrict);                                               \
+        void (*dwp)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
+                    int64_t, T *restrict, int64_t);                                      \
         void (*copy)(T *restrict, const T *restrict, int64_t);                           \
     } conv_kern_##SUF;
 DEFINE_KERN_TYPE(f32, float)
@@ -164,14 +191,17 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 /* Widest first: the automatic choice is the first the CPU runs. */
 static const conv_kern_f32 kerns_f32[] = {
 #if CONV_X86
-    {ISA_AVX512, 16, 8, 3, 2, 9, conv_fw_tile_f32_avx512, conv_dw_tile_f32_avx512,
-     conv_copy_f32_avx512},
-    {ISA_AVX2, 8, 4, 3, 1, 9, conv_fw_tile_f32_avx2, conv_dw_tile_f32_avx2, conv_copy_f32_avx2},
+    {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
+     conv_dwp_tile_f32_avx512, conv_copy_f32_avx512},
+    {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
+     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2},
 #endif
-    {ISA_ANY, 4, 4, 3, 1, 9, conv_fw_tile_f32_any, conv_dw_tile_f32_any, conv_copy_f32_any},
+    {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
+     conv_copy_f32_any},
 };
 static const conv_kern_f64 kerns_f64[] = {
-    {ISA_ANY, 2, 4, 3, 1, 9, conv_fw_tile_f64_any, conv_dw_tile_f64_any, conv_copy_f64_any},
+    {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,
+     conv_copy_f64_any},
 };
 
 static bool cpu_can(int isa)
@@ -189,6 +219,16 @@ int ad__conv_testing_isa(int isa)
 {
     if (isa != ISA_AUTO && !cpu_can(isa)) return -1;
     forced = isa;
+    return 0;
+}
+
+/* The weight gradient's kernel: -1 by the shape, 0 over output channels,
+ * 1 over positions (tests only, like the ISA). */
+static int conv_dw_pick = -1;
+
+int ad__conv_testing_dw(int pick)
+{
+    conv_dw_pick = pick;
     return 0;
 }
 

@@ -500,6 +500,25 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
 /* window_argmax_f32/_f64 (any strides) and window_argmax_contig_f32/_f64
  * (contiguous x, the common 2x2 stride-2 window unrolled), from
  * pool_kernels.inc instantiated per dtype. */
+/* The vectorised 2x2 window needs the two builtins (GCC 12, clang 9 on). */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector) && __has_builtin(__builtin_convertvector)
+#define POOL_VEC 1
+#endif
+#endif
+#ifndef POOL_VEC
+#define POOL_VEC 0
+#endif
+/* Compiled for AVX2 on x86 (the baseline's 16-byte registers would make
+ * the compiler split the 8-lane shuffles element by element), used when
+ * the CPU has it; elsewhere for the baseline target. */
+#if POOL_VEC && (defined(__x86_64__) || defined(__i386__))
+#define POOL_ATTR __attribute__((target("avx2")))
+#define POOL_CPU_OK() __builtin_cpu_supports("avx2")
+#else
+#define POOL_ATTR
+#define POOL_CPU_OK() 1
+#endif
 #define KERNEL_FILE "pool_kernels.inc"
 #include "per_dtype.inc"
 

@@ -26,7 +26,7 @@
  * kernels, chosen by a switch once per row; every other op (kind K_FN) maps
  * a scalar function, computed in double, through a row function of its own
  * defined beside it (PW_FN1_OP...) in which that function is a constant. */
-enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF,
+enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF, K_RELU_GRAD,
        K_NEG, K_EXP, K_LOG, K_SQRT, K_RELU, K_TANH, K_SIGMOID, K_SIN, K_COS };
 
 /* A unary op's scalar function: x and the op's parameter struct (NULL for
@@ -600,11 +600,30 @@ ad_tensor *ad_sigmoid(ad_tensor *x) { return unary("ad_sigmoid", &D_SIGMOID, x, 
  * leaky_relu), as PyTorch does. */
 static int relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = ad_mul(g, ad_gt(n->in[0], konst(n, 0.0)));
+    gin[0] = ad__relu_grad(g, n->in[0]);
     return 0;
 }
-PW_OP(D_RELU, "relu", "y = max(x, 0); dx = g [x > 0]", relu_bw, K_RELU);
+PW_OP(D_RELU, "relu", "y = max(x, 0); dx = relu_grad(g, x) = g [x > 0]", relu_bw, K_RELU);
 ad_tensor *ad_relu(ad_tensor *x) { return unary("ad_relu", &D_RELU, x, NULL); }
+
+/* relu's rule as one pass over g and x, where g * gt(x, 0) took two and a
+ * mask as large as x (the same values: the mask's 1 or 0 times g).  Linear
+ * in g, with itself as the rule; x only decides where: its derivative is 0
+ * (almost everywhere), given as zeros when asked for, as where does for
+ * its condition. */
+static int relu_grad_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *x = n->in[1];
+    GRAD_TO(0, ad__relu_grad(g, x));
+    if (ad__needs_grad(n, 1)) gin[1] = ad_zeros(n->out->tape, x->dtype, x->ndim, x->shape);
+    return 0;
+}
+PW_OP(D_RELU_GRAD, "relu_grad", "y = g [x > 0]; dg = relu_grad(gg, x), dx = 0", relu_grad_bw,
+      K_RELU_GRAD);
+ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x)
+{
+    return binary("relu backward", &D_RELU_GRAD, g, x);
+}
 
 typedef struct leaky_relu_params {
     double slope;
@@ -969,7 +988,7 @@ ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL); }
 const ad_op *const ad__ops_pointwise[] = {
     &D_ADD.op, &D_SUB.op, &D_MUL.op, &D_DIV.op, &D_POW.op, &D_MAXIMUM.op, &D_MINIMUM.op,
     &D_NEG.op, &D_EXP.op, &D_LOG.op, &D_SQRT.op, &D_SIN.op, &D_COS.op, &D_TAN.op,
-    &D_TANH.op, &D_SIGMOID.op, &D_RELU.op, &D_LEAKY_RELU.op, &D_ERF.op, &D_GELU.op,
+    &D_TANH.op, &D_SIGMOID.op, &D_RELU.op, &D_RELU_GRAD.op, &D_LEAKY_RELU.op, &D_ERF.op, &D_GELU.op,
     &D_SOFTPLUS.op, &D_LOG1P.op, &D_EXPM1.op, &D_ATAN2.op, &D_ABS.op, &D_SQUARE.op, &D_RECIPROCAL.op, &D_CLAMP.op, &OP_WHERE,
     &D_GT.op, &D_GE.op, &D_LT.op, &D_LE.op, &D_EQ.op, &D_SIGN.op, NULL,
 };

@@ -10,6 +10,8 @@
 #include "optest.h"
 
 typedef struct { ad_tensor *(*f)(ad_tensor *, ad_tensor *); } bin_ctx;
+
+ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x); /* relu's rule (internal) */
 typedef struct { ad_tensor *(*f)(ad_tensor *); } un_ctx;
 typedef struct { ad_tensor *(*f)(ad_tensor *, double); double s; } sc_ctx;
 
@@ -103,7 +105,8 @@ static ad_tensor *b_self(ad_tensor *const *in, int n, void *ctx)
 
 static bin_ctx C_ADD = {ad_add}, C_SUB = {ad_sub}, C_MUL = {ad_mul}, C_DIV = {ad_div},
                C_POW = {ad_pow}, C_ATAN2 = {ad_atan2}, C_MAXIMUM = {ad_maximum}, C_MINIMUM = {ad_minimum},
-               C_GT = {ad_gt}, C_GE = {ad_ge}, C_LT = {ad_lt}, C_LE = {ad_le}, C_EQ = {ad_eq};
+               C_GT = {ad_gt}, C_GE = {ad_ge}, C_LT = {ad_lt}, C_LE = {ad_le}, C_EQ = {ad_eq},
+               C_RELU_GRAD = {ad__relu_grad};
 static un_ctx C_NEG = {ad_neg}, C_EXP = {ad_exp}, C_LOG = {ad_log}, C_SQRT = {ad_sqrt},
               C_SIN = {ad_sin}, C_COS = {ad_cos}, C_TAN = {ad_tan}, C_TANH = {ad_tanh},
               C_SIGMOID = {ad_sigmoid}, C_RELU = {ad_relu}, C_ERF = {ad_erf},
@@ -186,6 +189,8 @@ const op_row rows_pointwise[] = {
     UN_ROWS("tanh", C_TANH, -2, 2),
     UN_ROWS("sigmoid", C_SIGMOID, -4, 4),
     UN_ROWS("relu", C_RELU, -1, 1),
+    /* relu's rule: linear in g, 0 in x away from x = 0 (a uniform draw) */
+    BIN_ROWS("relu_grad", C_RELU_GRAD, -1, 1, -1, 1),
     {"leaky_relu", "slope 0.1 [2,3]", b_leaky, &LEAKY, 1, {IN(2, -1, 1, 2, 3)}},
     {"leaky_relu", "slope 0.1 0-d", b_leaky, &LEAKY, 1, {IN(0, -1, 1, 0)}},
     {"leaky_relu", "slope 2.5 transposed [3,2]", b_leaky_t, &LEAKY_BIG, 1, {IN(2, -1, 1, 3, 2)}},

@@ -10,6 +10,7 @@
 #include <string.h>
 
 int ad__conv_testing_isa(int isa); /* ops_conv.c (internal) */
+int ad__conv_testing_dw(int pick);
 
 typedef struct shape {
     int64_t N, C, H, W, O, kh, kw, ph, pw;
@@ -112,10 +113,14 @@ START_TEST(direct_matches_composite)
     int tried = 0;
     for (int isa = 0; isa <= 2; isa++) {
         if (ad__conv_testing_isa(isa) != 0) continue; /* this CPU cannot run it */
-        compare(s, dt, isa, 100 + (uint64_t)_i);
+        for (int dw = 0; dw <= 1; dw++) { /* both weight-gradient kernels */
+            ad__conv_testing_dw(dw);
+            compare(s, dt, isa, 100 + (uint64_t)_i);
+        }
         tried++;
     }
     ad__conv_testing_isa(-1);
+    ad__conv_testing_dw(-1);
     ck_assert_int_ge(tried, 1);
 }
 END_TEST

@@ -392,6 +392,46 @@ START_TEST(max_pool_higher_derivatives_follow_the_first_maximum)
 }
 END_TEST
 
+/* The 2x2 stride-2 window over rows wide enough for its vectorised path
+ * (eight outputs at a time, then the rest one by one): values from
+ * {-1, 0, 1, 2, NaN}, so most windows hold ties or NaNs, against the
+ * row-major scan (strictly larger, or the first NaN) element by element
+ * through the gradient of sum(y), which lands on the chosen element. */
+START_TEST(max_pool_2x2_wide_rows_choose_the_first_maximum)
+{
+    ad_dtype dt = DTYPES[_i];
+    const int64_t N = 2, C = 3, H = 6, W = 38, Ho = H / 2, Wo = W / 2; /* 2 vectors + 3 */
+    const int64_t n = N * C * H * W;
+    const double pick[5] = {-1, 0, 1, 2, NAN};
+    double *xv = malloc((size_t)n * sizeof *xv), *want = calloc((size_t)n, sizeof *want);
+    ad_rng rng;
+    ad_rng_init(&rng, 7 + (uint64_t)_i);
+    for (int64_t i = 0; i < n; i++) xv[i] = pick[ad_rng_below(&rng, 5)];
+    for (int64_t p = 0; p < N * C; p++)
+        for (int64_t oh = 0; oh < Ho; oh++)
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                int64_t best = (p * H + 2 * oh) * W + 2 * ow;
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++) {
+                        int64_t q = (p * H + 2 * oh + i) * W + 2 * ow + j;
+                        if (xv[q] > xv[best] || (isnan(xv[q]) && !isnan(xv[best]))) best = q;
+                    }
+                want[best] += 1;
+            }
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = mk(t, dt, 4, (int64_t[]){N, C, H, W}, xv);
+    ad_set_requires_grad(x, true);
+    ad_tensor *y = ad_max_pool2d(x, (int[]){2, 2}, NULL, NULL);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_backward(ad_sum(y, NULL, 0, false), NULL, 0), 0);
+    double *g = vals(ad_tensor_grad(x));
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(g[i] == want[i], "g[%lld] = %g, want %g", (long long)i, g[i], want[i]);
+    free(g), free(xv), free(want);
+    ad_tape_free(t);
+}
+END_TEST
+
 /* A replayed tape finds the first maximum again from the new values. */
 START_TEST(max_pool_replay_moves_the_chosen_element)
 {
@@ -863,6 +903,7 @@ int main(void)
     tcase_add_loop_test(tc, max_pool_ties_go_to_the_first_maximum, 0, 2);
     tcase_add_test(tc, max_pool_higher_derivatives_follow_the_first_maximum);
     tcase_add_test(tc, max_pool_replay_moves_the_chosen_element);
+    tcase_add_loop_test(tc, max_pool_2x2_wide_rows_choose_the_first_maximum, 0, 2);
     tcase_add_loop_test(tc, dropout_statistics_and_reproducibility, 0, 2);
     tcase_add_test(tc, embedding_values_and_grads);
     tcase_add_loop_test(tc, layer_norm_normalises, 0, 2);
