@@ -62,6 +62,14 @@ struct nn_dist {
      * a rank whose batch has it sends its gradient as it is, with no pass
      * over it before the reduction. */
     double n0;
+    /* The seed backward had in this step (nn_trainer_comm's grad_scale,
+     * or nn_dist_backward's): n_r / (W n0), so that the gradients leave
+     * backward weighted for the sum, and the sum needs scaling by
+     * W n0 / N only when the batch sizes differ (an epoch's last batch):
+     * no pass over the gradients before or after the reduction.  0 when
+     * backward was not seeded (nn_dist_average_grads after a backward of
+     * the caller's): the weights are applied around the reduction then. */
+    double seed;
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -403,13 +411,15 @@ static int layout(nn_dist *d, const char *fn)
     return 0;
 }
 
-/* Entry e into its bucket, times scale: a parameter's gradient is there
- * already (scaled in place, when scale is not 1), a buffer's values are
- * copied. */
-static void pack(nn_dist *d, int e, double scale)
+/* Entry e into its bucket, for a rank with a batch of this many samples:
+ * a parameter's gradient is there already (scaled in place by n_r / n0
+ * when backward was not seeded and n_r is not n0), a buffer's values are
+ * copied, times the rank's weight (what the seed gives a gradient). */
+static void pack(nn_dist *d, int e, double samples)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
+    double scale = d->seed > 0 ? (param ? 1.0 : d->seed) : samples / d->n0;
     if (param && scale == 1.0) return;
     ad_tensor *t = entry(d, e);
     int64_t n = ad_numel(t);
@@ -424,14 +434,14 @@ static void pack(nn_dist *d, int e, double scale)
     }
 }
 
-/* The sum of entry e, times scale: in place for a gradient, copied back
- * for a buffer. */
+/* The sum of entry e, times scale: in place for a gradient (nothing to do
+ * when scale is 1), copied back for a buffer. */
 static void unpack(nn_dist *d, int e, double scale)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
     ad_tensor *t = param ? ad_tensor_grad(entry(d, e)) : entry(d, e);
-    int64_t n = ad_numel(t);
+    int64_t n = param && scale == 1.0 ? 0 : ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         const float *src = (const float *)b->data + d->offset[e];
         float *dst = param ? (float *)src : ad_data(t), s = (float)scale;
@@ -522,7 +532,7 @@ static void pack_once(nn_dist *d, int e, double samples)
 {
     if (d->packed[e]) return;
     d->packed[e] = true;
-    pack(d, e, samples / d->n0);
+    pack(d, e, samples);
     d->b[d->bucket_of[e]].pending--;
 }
 
@@ -553,6 +563,7 @@ static int grad_ready(void *user, ad_tensor *param, double samples)
 /* Ready for the next step: nothing packed, nothing started. */
 static void step_done(nn_dist *d)
 {
+    d->seed = 0;
     for (int e = 0; e < d->nent; e++) d->packed[e] = false;
     for (int k = 0; k < d->nb; k++) {
         d->b[k].started = false;
@@ -586,10 +597,15 @@ static int average_grads(void *user, double *samples, double *loss)
     bucket *last = &d->b[d->nb - 1];
     if (rc == 0 && d->o.overlap) rc = wait_for(d, &last->req, &tcomm);
     double total = get_extra(last, 0), lsum = get_extra(last, 1), sq = get_extra(last, 2);
+    /* The sum is sum_r w_r g_r with w_r = n_r / (W n0) (seeded) or
+     * n_r / n0: times W n0 / N or n0 / N it is the weighted average, and
+     * the factor is exactly 1 when every rank had n0 samples and backward
+     * was seeded. */
+    double post = (d->seed > 0 ? d->size * d->n0 : d->n0) / total;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (d->o.overlap && wait_for(d, &b->req, &tcomm)) rc = -1;
-        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, d->n0 / total);
+        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, post);
     }
     /* Every batch size equal: the next steps send gradients as they are.
      * Decided only where the extras' sums are exact integers (2^24 in
@@ -614,6 +630,15 @@ static int average_grads(void *user, double *samples, double *loss)
 static int sum_hook(void *user, double *values, int n)
 {
     return nn_dist_sum(user, values, n);
+}
+
+/* The grad_scale hook of nn_trainer_comm: this rank's weight in the sum,
+ * n_r / (W n0), as backward's seed. */
+static double grad_scale(void *user, double samples)
+{
+    nn_dist *d = user;
+    d->seed = samples / (d->size * d->n0);
+    return d->seed;
 }
 
 /* Lays out the buckets for params and buffers (which d takes, NULL
@@ -647,7 +672,7 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
     nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
-                         d->o.overlap ? grad_ready : NULL};
+                         d->o.overlap ? grad_ready : NULL, grad_scale};
     if (rc == 0) rc = nn_trainer_set_comm(tr, &c);
     if (rc) {
         buckets_free(d);
@@ -703,10 +728,15 @@ int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *sample
                             !d ? "d" : !loss ? "loss" : !samples ? "samples" : "mean_loss");
     if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
     backward_ctx b = {d, *samples};
+    /* seeded with this rank's weight, as the trainer does (grad_scale) */
+    double s = grad_scale(d, *samples);
+    ad_tensor *seed = s == 1.0 ? NULL
+                               : ad_full(NULL, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s);
     ad_grad_ready_hook prev = {NULL, NULL};
     if (d->o.overlap) prev = ad_set_grad_ready_hook((ad_grad_ready_hook){ready_in_backward, &b});
-    int rc = ad_backward(loss, NULL, flags);
+    int rc = s == 1.0 || seed ? ad_backward(loss, seed, flags) : -1;
     if (d->o.overlap) ad_set_grad_ready_hook(prev);
+    ad_tensor_free(seed);
     /* Even a failed backward joins the reduction, with its gradients as
      * they are: the other ranks wait in it.  The error is then this
      * rank's, and the caller ends the run (nn_dist_abort). */

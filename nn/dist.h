@@ -26,9 +26,13 @@
  * ride at the end of the last bucket, every bucket is summed
  * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
  * during backward as soon as a bucket's gradients are all final, with
- * .overlap), and scaled by 1 / the total batch size (the sum is weighted
- * by the ranks' batch sizes: a rank whose batch differs from the common
- * one scales its gradients first).  Every rank
+ * .overlap).  The sum is weighted by the ranks' batch sizes, n_r / N:
+ * backward is seeded with n_r / (W n0) instead of 1 (nn_trainer_comm's
+ * grad_scale; n0 the batch size of every rank once a step has shown them
+ * all the same, W the world size), so the gradients leave backward
+ * weighted and the sum is the average as it comes out of MPI; only a step
+ * whose batch sizes differ (an epoch's last) scales the sums, by
+ * W n0 / N.  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
  * stay identical without ever sending weights again.
  *
