@@ -91,14 +91,17 @@ typedef struct nn_dist_options {
      * models of several buckets can gain; docs/distributed.md has the
      * measurement. */
     bool overlap;
-    /* How a rank waits for a reduction.  0: MPI_Wait, MPI's own wait,
-     * which spins (or, when Open MPI knows it is oversubscribed, calls
-     * sched_yield) - the lowest latency when every rank has a core of its
-     * own.  > 0: polls with MPI_Test, sleeping between polls (from 1 us,
-     * doubling up to this many microseconds) after the first 20 us, so a
-     * rank that arrives early gives its core to the others; on a machine
-     * with more runnable processes than cores this is much faster
-     * (docs/distributed.md has the figures). */
+    /* How a rank waits for the others.  0: inside MPI_Allreduce (or
+     * MPI_Wait), MPI's own wait, which spins (or, when Open MPI knows it
+     * is oversubscribed, calls sched_yield) - the lowest latency when
+     * every rank has a core of its own.  > 0: in an MPI_Ibarrier before
+     * the blocking reductions (with overlap, in the reductions' requests),
+     * polled with MPI_Test, sleeping between polls (from 1 us, doubling up
+     * to this many microseconds) after the first 20 us, so a rank that
+     * arrives early gives its core to the others, and the reductions then
+     * run with every rank present; on a machine with more runnable
+     * processes than cores this is much faster (docs/distributed.md has
+     * the figures). */
     int wait_sleep_us;
 } nn_dist_options;
 /* The environment overrides the three, as OMPI_MCA_* variables override
@@ -208,6 +211,12 @@ typedef struct nn_dist_stats {
     double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
     double pack_seconds;    /* scaling in the buckets, copying buffers in and out */
     int64_t early_buckets;  /* reductions started during backward (.overlap), summed */
+    /* Of reduce_seconds, the time spent waiting for every rank to arrive
+     * (a barrier before the reductions), measured with the sleeping wait
+     * or with NN_DIST_TIMING=1 in the environment (one barrier per step
+     * more with MPI's own wait); 0 otherwise.  reduce_seconds minus this
+     * is the reductions' own time, all ranks present. */
+    double wait_seconds;
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
 AD_API int nn_dist_reset_stats(nn_dist *d);

@@ -155,8 +155,10 @@ int main(int argc, char **argv)
         nn_dist_abort(d, "dist_train: ", 1);
     nn_dist_stats st;
     nn_dist_get_stats(d, &st);
-    printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward)\n", rank,
-           world, st.buckets, (long long)st.early_buckets);
+    printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward, "
+           "wait %s)\n",
+           rank, world, st.buckets, (long long)st.early_buckets,
+           st.wait_seconds > 0 ? "timed" : "not timed");
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);
