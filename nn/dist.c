@@ -497,27 +497,31 @@ static int wait_for(nn_dist *d, MPI_Request *req, double *t)
 }
 
 /* Starts the reduction of bucket b: MPI_Iallreduce when it will be waited
- * for later (overlap), else a blocking MPI_Allreduce.  (The sleeping wait
- * does not take MPI_Iallreduce: Open MPI's non-blocking collectives
- * (libnbc) reduce 814 KB between two ranks in about twice the time of the
- * blocking one, 170-210 us against 85-110 here; it waits for the other
- * ranks in a barrier first, arrive_all.) */
+ * for later (overlap, or the sleeping wait, which polls it: a rank that
+ * is descheduled in the middle of the reduction then stalls the others
+ * without their spinning), else a blocking MPI_Allreduce.  Open MPI's
+ * non-blocking reductions (libnbc) are slower than its blocking ones with
+ * their default algorithm: 814 KB between two ranks in 170-210 us against
+ * 85-110 over shared memory; --mca coll_libnbc_iallreduce_algorithm 3
+ * (Rabenseifner's) brings them level (docs/distributed.md). */
 static int start(nn_dist *d, bucket *b, double *t)
 {
     double t0 = MPI_Wtime();
-    bool async = d->o.overlap;
+    bool async = d->o.overlap || d->o.wait_sleep_us > 0;
     int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
                                     MPI_SUM, d->comm, &b->req)
                    : MPI_Allreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
                                    MPI_SUM, d->comm);
     *t += MPI_Wtime() - t0;
-    return mpi_ok(rc, async ? "MPI_Iallreduce" : "MPI_Allreduce");
+    if (mpi_ok(rc, async ? "MPI_Iallreduce" : "MPI_Allreduce")) return -1;
+    /* Without overlap, a started reduction is finished before the next
+     * bucket is packed. */
+    return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
 }
 
-/* With the sleeping wait (or NN_DIST_TIMING), before the blocking
- * reductions: an MPI_Ibarrier waited for by wait_for, so that a rank that
- * arrives first sleeps until every rank is there, and the reductions then
- * run with all ranks present, at the blocking collective's speed.  The
+/* With the sleeping wait (or NN_DIST_TIMING), before the reductions: an
+ * MPI_Ibarrier waited for by wait_for, so that a rank that arrives first
+ * waits (sleeping, with wait_sleep_us) until every rank is there.  Its
  * time is the step's wait for the slowest rank (stats.wait_seconds), kept
  * apart from the reductions' own.  Costs one barrier's latency (about
  * 1 us over shared memory) per step. */

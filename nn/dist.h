@@ -94,14 +94,13 @@ typedef struct nn_dist_options {
     /* How a rank waits for the others.  0: inside MPI_Allreduce (or
      * MPI_Wait), MPI's own wait, which spins (or, when Open MPI knows it
      * is oversubscribed, calls sched_yield) - the lowest latency when
-     * every rank has a core of its own.  > 0: in an MPI_Ibarrier before
-     * the blocking reductions (with overlap, in the reductions' requests),
-     * polled with MPI_Test, sleeping between polls (from 1 us, doubling up
-     * to this many microseconds) after the first 20 us, so a rank that
-     * arrives early gives its core to the others, and the reductions then
-     * run with every rank present; on a machine with more runnable
-     * processes than cores this is much faster (docs/distributed.md has
-     * the figures). */
+     * every rank has a core of its own.  > 0: an MPI_Ibarrier, then the
+     * reductions as MPI_Iallreduce, each polled with MPI_Test, sleeping
+     * between polls (from 1 us, doubling up to this many microseconds)
+     * after the first 20 us, so a rank that arrives early, or whose peer
+     * is descheduled in the middle of a reduction, gives its core to the
+     * others; on a machine with more runnable processes than cores this
+     * is much faster (docs/distributed.md has the figures). */
     int wait_sleep_us;
 } nn_dist_options;
 /* The environment overrides the three, as OMPI_MCA_* variables override
