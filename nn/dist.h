@@ -100,7 +100,11 @@ typedef struct nn_dist_options {
      * after the first 20 us, so a rank that arrives early, or whose peer
      * is descheduled in the middle of a reduction, gives its core to the
      * others; on a machine with more runnable processes than cores this
-     * is much faster (docs/distributed.md has the figures). */
+     * is much faster (docs/distributed.md has the figures).
+     * With this or overlap, nn_dist sets Open MPI's
+     * coll_libnbc_iallreduce_algorithm to 3 (Rabenseifner's, through
+     * MPI_T, process-wide) unless it was set otherwise (--mca): its
+     * default made MPI_Iallreduce twice as slow as MPI_Allreduce here. */
     int wait_sleep_us;
 } nn_dist_options;
 /* The environment overrides the three, as OMPI_MCA_* variables override

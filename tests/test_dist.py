@@ -166,13 +166,25 @@ try:
               'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
         # it waits in a barrier before the blocking reduction, and times it
         check(p.stdout.count('wait timed') == 2, 'the sleeping wait times the wait on both ranks')
+        # and its MPI_Iallreduce takes Rabenseifner's algorithm, unless the
+        # user chose one
+        check(p.stdout.count('libnbc iallreduce algorithm 3)') == 2,
+              'the sleeping wait chooses libnbc\'s Rabenseifner allreduce (' +
+              ' | '.join(p.stdout.splitlines()) + ')')
+        p = run(2, ['--batch', '32', '--out', f('sleepy4')], btl=transports[0], wait_us=50,
+                mpi_args=['--mca', 'coll_libnbc_iallreduce_algorithm', '4'])
+        check(p.stdout.count('libnbc iallreduce algorithm 4)') == 2 and
+              same_bits(f(transports[0]), f('sleepy4')),
+              'an algorithm given with --mca is kept, and gives the same bits')
         p = run(2, ['--batch', '32', '--out', f('timed')], btl=transports[0],
                 mpi_args=['-x', 'NN_DIST_TIMING=1'])
         check(same_bits(f(transports[0]), f('timed')) and p.stdout.count('wait timed') == 2,
               'NN_DIST_TIMING=1 times the wait for the other rank and gives the same bits')
         p = run(2, ['--batch', '32', '--out', f('untimed')], btl=transports[0])
-        check(p.stdout.count('wait not timed') == 2, 'by default the wait is not timed '
-              '(no barrier before the reduction)')
+        check(p.stdout.count('wait not timed') == 2 and
+              p.stdout.count('libnbc iallreduce algorithm 0)') == 2,
+              'by default the wait is not timed (no barrier before the reduction) and libnbc '
+              'keeps its own choice')
 
     # ranks whose models differ: refused by every rank before any weight moves
     p = run(2, ['--mismatch'], expect_ok=False, timeout=90)
