@@ -110,7 +110,9 @@ typedef struct nn_dist_options {
 /* The environment overrides the three, as OMPI_MCA_* variables override
  * Open MPI's settings (they suit a machine, not a program; pass them on
  * with mpirun -x): NN_DIST_BUCKET_BYTES, NN_DIST_OVERLAP (0 or 1),
- * NN_DIST_WAIT_US. */
+ * NN_DIST_WAIT_US.  NN_DIST_TIMING=1 adds a barrier before each step's
+ * reductions with MPI's own wait too, so that stats.wait_seconds is
+ * measured (the sleeping wait always measures it). */
 
 /* MPI_Init (MPI_Init_thread, MPI_THREAD_FUNNELED) unless MPI is already
  * initialised, then nn_dist_from_comm(MPI_COMM_WORLD).  argc and argv may
