@@ -803,15 +803,18 @@ int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *sample
                             !d ? "d" : !loss ? "loss" : !samples ? "samples" : "mean_loss");
     if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
     backward_ctx b = {d, *samples};
-    /* seeded with this rank's weight, as the trainer does (grad_scale) */
+    /* seeded with this rank's weight, as the trainer does (grad_scale), on
+     * the loss's tape: with AD_CREATE_GRAPH the recorded backward keeps
+     * reading it */
     double s = grad_scale(d, *samples);
+    ad_tape *tape = ad_tensor_tape(loss);
     ad_tensor *seed = s == 1.0 ? NULL
-                               : ad_full(NULL, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s);
+                               : ad_full(tape, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s);
     ad_grad_ready_hook prev = {NULL, NULL};
     if (d->o.overlap) prev = ad_set_grad_ready_hook((ad_grad_ready_hook){ready_in_backward, &b});
     int rc = s == 1.0 || seed ? ad_backward(loss, seed, flags) : -1;
     if (d->o.overlap) ad_set_grad_ready_hook(prev);
-    ad_tensor_free(seed);
+    if (!tape) ad_tensor_free(seed);
     /* Even a failed backward joins the reduction, with its gradients as
      * they are: the other ranks wait in it.  The error is then this
      * rank's, and the caller ends the run (nn_dist_abort). */

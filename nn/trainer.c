@@ -316,12 +316,14 @@ static int tell_ready(ad_tensor *leaf, void *ctx)
 static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
 {
     /* The comm's seed (its weight for this worker's gradients), of the
-     * loss's shape and dtype; NULL seeds 1. */
+     * loss's shape and dtype, on the loss's tape as backward's own seed of
+     * 1 would be (NULL seeds 1). */
     ad_tensor *seed = NULL;
+    ad_tape *tape = ad_tensor_tape(loss);
     if (tr->comm.grad_scale) {
         double s = tr->comm.grad_scale(tr->comm.user, samples);
         if (s != 1.0 &&
-            !(seed = ad_full(NULL, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s)))
+            !(seed = ad_full(tape, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s)))
             return -1;
     }
     int rc;
@@ -333,7 +335,7 @@ static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samp
         rc = ad_backward(loss, seed, flags);
         ad_set_grad_ready_hook(prev);
     }
-    ad_tensor_free(seed);
+    if (!tape) ad_tensor_free(seed);
     return rc;
 }
 
