@@ -12,6 +12,16 @@
  *       mostly communication), with nn_dist's buckets of BUCKET_MB and
  *       OVERLAP 0/1; prints {"ms_per_step", "reduce_ms", "pack_ms",
  *       "buckets"} from rank 0.
+ *   dist_bench mlp-comm [REPS]
+ *       The MLP's 203,533 floats (its gradients and the three extras),
+ *       REPS times each (median and fastest, the slowest rank's): the
+ *       blocking MPI_Allreduce; MPI_Iallreduce + MPI_Wait (Open MPI's
+ *       libnbc, which the sleeping wait and overlap use); and zeroing the
+ *       buffer (what zero_grad does before backward) after this rank's own
+ *       writes and after an MPI_Allreduce followed by a read pass (the
+ *       optimiser): the other rank read the buffer during the reduction,
+ *       so its cache lines must be taken back before they are written.
+ *       One JSON line from rank 0.
  */
 #include <nn/dist.h>
 #include <nn/nn.h>
@@ -52,6 +62,64 @@ static int allreduce(nn_dist *d, int reps)
     }
     free(buf);
     free(t);
+    return 0;
+}
+
+/* Median and fastest of t[0..r), the slowest rank's, in microseconds. */
+static void summary(MPI_Comm comm, double *t, int r, double *median, double *fastest)
+{
+    MPI_Allreduce(MPI_IN_PLACE, t, r, MPI_DOUBLE, MPI_MAX, comm);
+    qsort(t, (size_t)r, sizeof *t, cmp);
+    *median = 1e6 * t[r / 2];
+    *fastest = 1e6 * t[0];
+}
+
+static int mlp_comm(nn_dist *d, int reps)
+{
+    MPI_Comm comm = nn_dist_comm(d);
+    const int n = 203533;
+    float *g = calloc((size_t)n, sizeof *g);
+    double *t[4];
+    for (int k = 0; k < 4; k++) t[k] = calloc((size_t)reps, sizeof(double));
+    if (!g || !t[0] || !t[1] || !t[2] || !t[3]) return ad_set_error("dist_bench: out of memory");
+    volatile float sink = 0;
+    int rank = nn_dist_rank(d);
+    for (int i = -3; i < reps; i++) { /* 3 rounds of warm-up */
+        double dt[4];
+        for (int j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
+        MPI_Barrier(comm);
+        double t0 = MPI_Wtime();
+        if (MPI_Allreduce(MPI_IN_PLACE, g, n, MPI_FLOAT, MPI_SUM, comm) != MPI_SUCCESS)
+            return ad_set_error("dist_bench: MPI_Allreduce failed");
+        dt[0] = MPI_Wtime() - t0;
+        for (int j = 0; j < n; j += 16) sink += g[j];
+        t0 = MPI_Wtime();
+        memset(g, 0, (size_t)n * sizeof *g);
+        dt[3] = MPI_Wtime() - t0;
+        for (int j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
+        t0 = MPI_Wtime();
+        memset(g, 0, (size_t)n * sizeof *g);
+        dt[2] = MPI_Wtime() - t0;
+        MPI_Request req;
+        MPI_Barrier(comm);
+        t0 = MPI_Wtime();
+        if (MPI_Iallreduce(MPI_IN_PLACE, g, n, MPI_FLOAT, MPI_SUM, comm, &req) != MPI_SUCCESS ||
+            MPI_Wait(&req, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return ad_set_error("dist_bench: MPI_Iallreduce failed");
+        dt[1] = MPI_Wtime() - t0;
+        for (int k = 0; i >= 0 && k < 4; k++) t[k][i] = dt[k];
+    }
+    double m[4], f[4];
+    for (int k = 0; k < 4; k++) summary(comm, t[k], reps, &m[k], &f[k]);
+    if (rank == 0)
+        printf("{\"bytes\": %d, \"allreduce_us\": %.1f, \"allreduce_min_us\": %.1f, "
+               "\"iallreduce_us\": %.1f, \"iallreduce_min_us\": %.1f, "
+               "\"zero_after_own_writes_us\": %.1f, \"zero_after_own_writes_min_us\": %.1f, "
+               "\"zero_after_allreduce_us\": %.1f, \"zero_after_allreduce_min_us\": %.1f}\n",
+               n * 4, m[0], f[0], m[1], f[1], m[2], f[2], m[3], f[3]);
+    (void)sink;
+    free(g);
+    for (int k = 0; k < 4; k++) free(t[k]);
     return 0;
 }
 
@@ -104,9 +172,9 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "step") && argc == 6) {
         o.bucket_bytes = (size_t)(atof(argv[3]) * (1 << 20));
         o.overlap = atoi(argv[4]) != 0;
-    } else if (strcmp(mode, "allreduce") != 0) {
+    } else if (strcmp(mode, "allreduce") != 0 && strcmp(mode, "mlp-comm") != 0) {
         fprintf(stderr, "usage: dist_bench allreduce [REPS] | step PARAMS_M BUCKET_MB OVERLAP "
-                        "STEPS\n");
+                        "STEPS | mlp-comm [REPS]\n");
         return 2;
     }
     nn_dist *d = nn_dist_init(&argc, &argv, &o);
@@ -114,9 +182,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "dist_bench: %s\n", ad_error());
         return 1;
     }
-    int rc = !strcmp(mode, "allreduce")
-                 ? allreduce(d, argc > 2 ? atoi(argv[2]) : 50)
-                 : step(d, atof(argv[2]), atof(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    int rc = !strcmp(mode, "allreduce")  ? allreduce(d, argc > 2 ? atoi(argv[2]) : 50)
+             : !strcmp(mode, "mlp-comm") ? mlp_comm(d, argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 300)
+                                         : step(d, atof(argv[2]), atof(argv[3]), atoi(argv[4]), atoi(argv[5]));
     if (rc) nn_dist_abort(d, "dist_bench: ", 1);
     return nn_dist_finalize(d) ? 1 : 0;
 }

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 /* Per step, after the gradients, the last bucket carries three numbers of
  * the rank (in its dtype; exact as long as counts stay below 2^24 in
@@ -62,6 +65,15 @@ struct nn_dist {
      * a rank whose batch has it sends its gradient as it is, with no pass
      * over it before the reduction. */
     double n0;
+    bool timing;          /* NN_DIST_TIMING: arrive_all with MPI's own wait too */
+    /* The seed backward had in this step (nn_trainer_comm's grad_scale,
+     * or nn_dist_backward's): n_r / (W n0), so that the gradients leave
+     * backward weighted for the sum, and the sum needs scaling by
+     * W n0 / N only when the batch sizes differ (an epoch's last batch):
+     * no pass over the gradients before or after the reduction.  0 when
+     * backward was not seeded (nn_dist_average_grads after a backward of
+     * the caller's): the weights are applied around the reduction then. */
+    double seed;
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -100,6 +112,34 @@ bool nn_dist_launched(void)
     return false;
 }
 
+/* Open MPI's non-blocking reductions (libnbc), which the sleeping wait and
+ * overlap use, choose by default an algorithm that reduces the MLP's
+ * 814 KB between two ranks in twice the time of the blocking
+ * MPI_Allreduce (about 210 us against 110 over shared memory);
+ * Rabenseifner's (reduce-scatter, then allgather: each rank moves its
+ * share of the bytes twice, as the ring does) is as fast as the blocking
+ * one.  Chosen through MPI's tools interface (MPI_T control variables)
+ * when the variable exists (Open MPI) and is still at its default 0
+ * ("ignore": a value given with --mca or OMPI_MCA_* is kept).  It is
+ * process-wide: the caller's own MPI_Iallreduce calls take it too. */
+static void prefer_rabenseifner(void)
+{
+#if MPI_VERSION >= 3
+    int provided, idx, count, v = -1;
+    MPI_T_cvar_handle h;
+    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return;
+    if (MPI_T_cvar_get_index("coll_libnbc_iallreduce_algorithm", &idx) == MPI_SUCCESS &&
+        MPI_T_cvar_handle_alloc(idx, NULL, &h, &count) == MPI_SUCCESS) {
+        if (count == 1 && MPI_T_cvar_read(h, &v) == MPI_SUCCESS && v == 0) {
+            v = 3; /* 0 ignore, 1 ring, 2 binomial, 3 rabenseifner, 4 recursive doubling */
+            MPI_T_cvar_write(h, &v);
+        }
+        MPI_T_cvar_handle_free(&h);
+    }
+    MPI_T_finalize();
+#endif
+}
+
 nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
 {
     int up = 0;
@@ -118,6 +158,8 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
     if (w && *w) d->o.wait_sleep_us = atoi(w) > 0 ? atoi(w) : 0;
     if ((w = getenv("NN_DIST_OVERLAP")) && *w) d->o.overlap = atoi(w) != 0;
     if ((w = getenv("NN_DIST_BUCKET_BYTES")) && atoll(w) > 0) d->o.bucket_bytes = (size_t)atoll(w);
+    d->timing = (w = getenv("NN_DIST_TIMING")) && atoi(w) != 0;
+    if (d->o.overlap || d->o.wait_sleep_us > 0) prefer_rabenseifner();
     d->comm = MPI_COMM_NULL;
     if (mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
         mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
@@ -403,13 +445,15 @@ static int layout(nn_dist *d, const char *fn)
     return 0;
 }
 
-/* Entry e into its bucket, times scale: a parameter's gradient is there
- * already (scaled in place, when scale is not 1), a buffer's values are
- * copied. */
-static void pack(nn_dist *d, int e, double scale)
+/* Entry e into its bucket, for a rank with a batch of this many samples:
+ * a parameter's gradient is there already (scaled in place by n_r / n0
+ * when backward was not seeded and n_r is not n0), a buffer's values are
+ * copied, times the rank's weight (what the seed gives a gradient). */
+static void pack(nn_dist *d, int e, double samples)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
+    double scale = d->seed > 0 ? (param ? 1.0 : d->seed) : samples / d->n0;
     if (param && scale == 1.0) return;
     ad_tensor *t = entry(d, e);
     int64_t n = ad_numel(t);
@@ -424,14 +468,14 @@ static void pack(nn_dist *d, int e, double scale)
     }
 }
 
-/* The sum of entry e, times scale: in place for a gradient, copied back
- * for a buffer. */
+/* The sum of entry e, times scale: in place for a gradient (nothing to do
+ * when scale is 1), copied back for a buffer. */
 static void unpack(nn_dist *d, int e, double scale)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
     ad_tensor *t = param ? ad_tensor_grad(entry(d, e)) : entry(d, e);
-    int64_t n = ad_numel(t);
+    int64_t n = param && scale == 1.0 ? 0 : ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         const float *src = (const float *)b->data + d->offset[e];
         float *dst = param ? (float *)src : ad_data(t), s = (float)scale;
@@ -472,21 +516,39 @@ static int wait_for(nn_dist *d, MPI_Request *req, double *t)
         rc = MPI_Wait(req, MPI_STATUS_IGNORE);
     } else {
         long ns = 1000, cap = 1000L * d->o.wait_sleep_us;
-        int done = 0;
+        int done = 0, slack = -1;
         while ((rc = MPI_Test(req, &done, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !done) {
             if (MPI_Wtime() - t0 < 20e-6) continue;
+#ifdef __linux__
+            /* Linux lets a sleep end up to the thread's timer slack late
+             * (50 us by default; nanosleep of 1 us took 69 us on the
+             * development machine, 19 us with a slack of 1 us): while
+             * this rank sleeps for its peers, the slack is 1 us, and the
+             * caller's is restored after. */
+            if (slack < 0 && (slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)) >= 0)
+                prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+#endif
             struct timespec ts = {0, ns};
             nanosleep(&ts, NULL);
             ns = ns * 2 < cap ? ns * 2 : cap;
         }
+#ifdef __linux__
+        if (slack > 0) prctl(PR_SET_TIMERSLACK, (unsigned long)slack, 0, 0, 0);
+#endif
+        (void)slack;
     }
     *t += MPI_Wtime() - t0;
     return mpi_ok(rc, d->o.wait_sleep_us > 0 ? "MPI_Test" : "MPI_Wait");
 }
 
 /* Starts the reduction of bucket b: MPI_Iallreduce when it will be waited
- * for later (overlap, or the sleeping wait), else a blocking
- * MPI_Allreduce. */
+ * for later (overlap, or the sleeping wait, which polls it: a rank that
+ * is descheduled in the middle of the reduction then stalls the others
+ * without their spinning), else a blocking MPI_Allreduce.  Open MPI's
+ * non-blocking reductions (libnbc) are slower than its blocking ones with
+ * their default algorithm: 814 KB between two ranks in 170-210 us against
+ * 85-110 over shared memory; Rabenseifner's brings them level, and
+ * prefer_rabenseifner chooses it. */
 static int start(nn_dist *d, bucket *b, double *t)
 {
     double t0 = MPI_Wtime();
@@ -500,6 +562,24 @@ static int start(nn_dist *d, bucket *b, double *t)
     /* Without overlap, a started reduction is finished before the next
      * bucket is packed. */
     return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
+}
+
+/* With the sleeping wait (or NN_DIST_TIMING), before the reductions: an
+ * MPI_Ibarrier waited for by wait_for, so that a rank that arrives first
+ * waits (sleeping, with wait_sleep_us) until every rank is there.  Its
+ * time is the step's wait for the slowest rank (stats.wait_seconds), kept
+ * apart from the reductions' own.  Costs one barrier's latency (about
+ * 1 us over shared memory) per step. */
+static int arrive_all(nn_dist *d, double *t)
+{
+    if (d->o.overlap || (d->o.wait_sleep_us <= 0 && !d->timing)) return 0;
+    double t0 = MPI_Wtime(), tw = 0;
+    MPI_Request req = MPI_REQUEST_NULL;
+    int rc = mpi_ok(MPI_Ibarrier(d->comm, &req), "MPI_Ibarrier");
+    if (rc == 0) rc = wait_for(d, &req, &tw);
+    d->stats.wait_seconds += MPI_Wtime() - t0;
+    *t += MPI_Wtime() - t0;
+    return rc;
 }
 
 /* Starts the reductions of every bucket that is fully packed and not
@@ -522,7 +602,7 @@ static void pack_once(nn_dist *d, int e, double samples)
 {
     if (d->packed[e]) return;
     d->packed[e] = true;
-    pack(d, e, samples / d->n0);
+    pack(d, e, samples);
     d->b[d->bucket_of[e]].pending--;
 }
 
@@ -553,6 +633,7 @@ static int grad_ready(void *user, ad_tensor *param, double samples)
 /* Ready for the next step: nothing packed, nothing started. */
 static void step_done(nn_dist *d)
 {
+    d->seed = 0;
     for (int e = 0; e < d->nent; e++) d->packed[e] = false;
     for (int k = 0; k < d->nb; k++) {
         d->b[k].started = false;
@@ -568,6 +649,7 @@ static int average_grads(void *user, double *samples, double *loss)
     nn_dist *d = user;
     double t0 = MPI_Wtime(), tcomm = 0;
     int rc = 0;
+    bool arrived = false;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (b->started) continue;
@@ -578,6 +660,10 @@ static int average_grads(void *user, double *samples, double *loss)
             set_extra(b, 2, *samples * *samples);
         }
         b->started = true;
+        if (!arrived) {
+            arrived = true;
+            if ((rc = arrive_all(d, &tcomm))) break;
+        }
         rc = start(d, b, &tcomm);
     }
     /* The extras live in the last bucket: with overlap, wait for it first,
@@ -586,10 +672,15 @@ static int average_grads(void *user, double *samples, double *loss)
     bucket *last = &d->b[d->nb - 1];
     if (rc == 0 && d->o.overlap) rc = wait_for(d, &last->req, &tcomm);
     double total = get_extra(last, 0), lsum = get_extra(last, 1), sq = get_extra(last, 2);
+    /* The sum is sum_r w_r g_r with w_r = n_r / (W n0) (seeded) or
+     * n_r / n0: times W n0 / N or n0 / N it is the weighted average, and
+     * the factor is exactly 1 when every rank had n0 samples and backward
+     * was seeded. */
+    double post = (d->seed > 0 ? d->size * d->n0 : d->n0) / total;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (d->o.overlap && wait_for(d, &b->req, &tcomm)) rc = -1;
-        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, d->n0 / total);
+        for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, post);
     }
     /* Every batch size equal: the next steps send gradients as they are.
      * Decided only where the extras' sums are exact integers (2^24 in
@@ -614,6 +705,15 @@ static int average_grads(void *user, double *samples, double *loss)
 static int sum_hook(void *user, double *values, int n)
 {
     return nn_dist_sum(user, values, n);
+}
+
+/* The grad_scale hook of nn_trainer_comm: this rank's weight in the sum,
+ * n_r / (W n0), as backward's seed. */
+static double grad_scale(void *user, double samples)
+{
+    nn_dist *d = user;
+    d->seed = samples / (d->size * d->n0);
+    return d->seed;
 }
 
 /* Lays out the buckets for params and buffers (which d takes, NULL
@@ -647,7 +747,7 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
     nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
-                         d->o.overlap ? grad_ready : NULL};
+                         d->o.overlap ? grad_ready : NULL, grad_scale};
     if (rc == 0) rc = nn_trainer_set_comm(tr, &c);
     if (rc) {
         buckets_free(d);
@@ -703,10 +803,18 @@ int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *sample
                             !d ? "d" : !loss ? "loss" : !samples ? "samples" : "mean_loss");
     if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
     backward_ctx b = {d, *samples};
+    /* seeded with this rank's weight, as the trainer does (grad_scale), on
+     * the loss's tape: with AD_CREATE_GRAPH the recorded backward keeps
+     * reading it */
+    double s = grad_scale(d, *samples);
+    ad_tape *tape = ad_tensor_tape(loss);
+    ad_tensor *seed = s == 1.0 ? NULL
+                               : ad_full(tape, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s);
     ad_grad_ready_hook prev = {NULL, NULL};
     if (d->o.overlap) prev = ad_set_grad_ready_hook((ad_grad_ready_hook){ready_in_backward, &b});
-    int rc = ad_backward(loss, NULL, flags);
+    int rc = s == 1.0 || seed ? ad_backward(loss, seed, flags) : -1;
     if (d->o.overlap) ad_set_grad_ready_hook(prev);
+    if (!tape) ad_tensor_free(seed);
     /* Even a failed backward joins the reduction, with its gradients as
      * they are: the other ranks wait in it.  The error is then this
      * rank's, and the caller ends the run (nn_dist_abort). */

@@ -26,9 +26,13 @@
  * ride at the end of the last bucket, every bucket is summed
  * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
  * during backward as soon as a bucket's gradients are all final, with
- * .overlap), and scaled by 1 / the total batch size (the sum is weighted
- * by the ranks' batch sizes: a rank whose batch differs from the common
- * one scales its gradients first).  Every rank
+ * .overlap).  The sum is weighted by the ranks' batch sizes, n_r / N:
+ * backward is seeded with n_r / (W n0) instead of 1 (nn_trainer_comm's
+ * grad_scale; n0 the batch size of every rank once a step has shown them
+ * all the same, W the world size), so the gradients leave backward
+ * weighted and the sum is the average as it comes out of MPI; only a step
+ * whose batch sizes differ (an epoch's last) scales the sums, by
+ * W n0 / N.  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
  * stay identical without ever sending weights again.
  *
@@ -87,20 +91,28 @@ typedef struct nn_dist_options {
      * models of several buckets can gain; docs/distributed.md has the
      * measurement. */
     bool overlap;
-    /* How a rank waits for a reduction.  0: MPI_Wait, MPI's own wait,
-     * which spins (or, when Open MPI knows it is oversubscribed, calls
-     * sched_yield) - the lowest latency when every rank has a core of its
-     * own.  > 0: polls with MPI_Test, sleeping between polls (from 1 us,
-     * doubling up to this many microseconds) after the first 20 us, so a
-     * rank that arrives early gives its core to the others; on a machine
-     * with more runnable processes than cores this is much faster
-     * (docs/distributed.md has the figures). */
+    /* How a rank waits for the others.  0: inside MPI_Allreduce (or
+     * MPI_Wait), MPI's own wait, which spins (or, when Open MPI knows it
+     * is oversubscribed, calls sched_yield) - the lowest latency when
+     * every rank has a core of its own.  > 0: an MPI_Ibarrier, then the
+     * reductions as MPI_Iallreduce, each polled with MPI_Test, sleeping
+     * between polls (from 1 us, doubling up to this many microseconds)
+     * after the first 20 us, so a rank that arrives early, or whose peer
+     * is descheduled in the middle of a reduction, gives its core to the
+     * others; on a machine with more runnable processes than cores this
+     * is much faster (docs/distributed.md has the figures).
+     * With this or overlap, nn_dist sets Open MPI's
+     * coll_libnbc_iallreduce_algorithm to 3 (Rabenseifner's, through
+     * MPI_T, process-wide) unless it was set otherwise (--mca): its
+     * default made MPI_Iallreduce twice as slow as MPI_Allreduce here. */
     int wait_sleep_us;
 } nn_dist_options;
 /* The environment overrides the three, as OMPI_MCA_* variables override
  * Open MPI's settings (they suit a machine, not a program; pass them on
  * with mpirun -x): NN_DIST_BUCKET_BYTES, NN_DIST_OVERLAP (0 or 1),
- * NN_DIST_WAIT_US. */
+ * NN_DIST_WAIT_US.  NN_DIST_TIMING=1 adds a barrier before each step's
+ * reductions with MPI's own wait too, so that stats.wait_seconds is
+ * measured (the sleeping wait always measures it). */
 
 /* MPI_Init (MPI_Init_thread, MPI_THREAD_FUNNELED) unless MPI is already
  * initialised, then nn_dist_from_comm(MPI_COMM_WORLD).  argc and argv may
@@ -204,6 +216,12 @@ typedef struct nn_dist_stats {
     double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
     double pack_seconds;    /* scaling in the buckets, copying buffers in and out */
     int64_t early_buckets;  /* reductions started during backward (.overlap), summed */
+    /* Of reduce_seconds, the time spent waiting for every rank to arrive
+     * (a barrier before the reductions), measured with the sleeping wait
+     * or with NN_DIST_TIMING=1 in the environment (one barrier per step
+     * more with MPI's own wait); 0 otherwise.  reduce_seconds minus this
+     * is the reductions' own time, all ranks present. */
+    double wait_seconds;
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
 AD_API int nn_dist_reset_stats(nn_dist *d);

@@ -315,11 +315,27 @@ static int tell_ready(ad_tensor *leaf, void *ctx)
  * about each gradient as soon as it is final. */
 static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
 {
-    if (!tr->comm.grad_ready) return ad_backward(loss, NULL, flags);
-    ready_ctx r = {tr, samples};
-    ad_grad_ready_hook prev = ad_set_grad_ready_hook((ad_grad_ready_hook){tell_ready, &r});
-    int rc = ad_backward(loss, NULL, flags);
-    ad_set_grad_ready_hook(prev);
+    /* The comm's seed (its weight for this worker's gradients), of the
+     * loss's shape and dtype, on the loss's tape as backward's own seed of
+     * 1 would be (NULL seeds 1). */
+    ad_tensor *seed = NULL;
+    ad_tape *tape = ad_tensor_tape(loss);
+    if (tr->comm.grad_scale) {
+        double s = tr->comm.grad_scale(tr->comm.user, samples);
+        if (s != 1.0 &&
+            !(seed = ad_full(tape, ad_tensor_dtype(loss), ad_ndim(loss), ad_shape(loss), s)))
+            return -1;
+    }
+    int rc;
+    if (!tr->comm.grad_ready) {
+        rc = ad_backward(loss, seed, flags);
+    } else {
+        ready_ctx r = {tr, samples};
+        ad_grad_ready_hook prev = ad_set_grad_ready_hook((ad_grad_ready_hook){tell_ready, &r});
+        rc = ad_backward(loss, seed, flags);
+        ad_set_grad_ready_hook(prev);
+    }
+    if (!tape) ad_tensor_free(seed);
     return rc;
 }
 

@@ -243,6 +243,12 @@ typedef struct nn_trainer_comm {
      * transport can start reducing the last layers' gradients while
      * backward computes the first layers'; average_grads then finishes. */
     int (*grad_ready)(void *user, ad_tensor *param, double samples);
+    /* Optional (NULL: 1): the factor backward's seed gets for this
+     * worker's batch of samples, d(loss)/d(loss) = scale instead of 1, so
+     * that the gradients come out of backward already weighted as the
+     * transport's sum wants them (n_r / sum_r n_r when it can tell) and
+     * nothing has to pass over them again after the reduction. */
+    double (*grad_scale)(void *user, double samples);
 } nn_trainer_comm;
 
 /* Makes tr one worker of a data-parallel run (comm is copied); NULL makes

@@ -78,6 +78,23 @@ static void make_data(ad_tensor **x, ad_tensor **y)
 }
 
 /* nn_trainer_save to path, or to path.rank when rank >= 0. */
+/* Open MPI's coll_libnbc_iallreduce_algorithm as MPI_T reads it now (-1
+ * where there is no such variable): nn_dist chooses 3 for the sleeping
+ * wait and overlap unless it was set. */
+static int nbc_algorithm(void)
+{
+    int provided, idx, count, v = -1;
+    MPI_T_cvar_handle h;
+    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return -1;
+    if (MPI_T_cvar_get_index("coll_libnbc_iallreduce_algorithm", &idx) == MPI_SUCCESS &&
+        MPI_T_cvar_handle_alloc(idx, NULL, &h, &count) == MPI_SUCCESS) {
+        if (count != 1 || MPI_T_cvar_read(h, &v) != MPI_SUCCESS) v = -1;
+        MPI_T_cvar_handle_free(&h);
+    }
+    MPI_T_finalize();
+    return v;
+}
+
 static int save(nn_trainer *tr, const char *path, int rank)
 {
     char name[4096];
@@ -155,8 +172,10 @@ int main(int argc, char **argv)
         nn_dist_abort(d, "dist_train: ", 1);
     nn_dist_stats st;
     nn_dist_get_stats(d, &st);
-    printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward)\n", rank,
-           world, st.buckets, (long long)st.early_buckets);
+    printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward, "
+           "wait %s, libnbc iallreduce algorithm %d)\n",
+           rank, world, st.buckets, (long long)st.early_buckets,
+           st.wait_seconds > 0 ? "timed" : "not timed", nbc_algorithm());
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);

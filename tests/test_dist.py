@@ -10,7 +10,10 @@ saves (safetensors, read here without any library):
      TCP on loopback (--mca btl self,tcp);
   2. two runs with the same world size and transport are bit-identical,
      and so are the blocking reduction, the overlapped one (MPI_Iallreduce
-     over many small buckets) and the sleeping wait (NN_DIST_WAIT_US);
+     over many small buckets), the sleeping wait (NN_DIST_WAIT_US) and
+     the timed one (NN_DIST_TIMING), both of which time the wait for the
+     other rank (a barrier before the reduction) where the default does
+     not;
   3. a rank that returns an error, or dies (SIGKILL), in epoch 2 ends
      every rank with a clear message and a non-zero status, and leaves the
      last checkpoint (epoch 1) intact;
@@ -154,13 +157,34 @@ try:
     # 16 steps of 2 ranks; the 4 KB buckets hold the parameters last first:
     # [4.*, 2.bias], [2.weight], [0.bias, 0.weight] and the extras, the
     # first two started while backward still computes the first layer
-    early = [l for l in p.stdout.splitlines() if '(3 buckets, 32 started during backward)' in l]
+    early = [l for l in p.stdout.splitlines() if '(3 buckets, 32 started during backward,' in l]
     check(len(early) == 2, 'with overlap, 2 of the 3 buckets start during backward at every step '
                            '(' + ' | '.join(p.stdout.splitlines()) + ')')
     if openmpi:
-        run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
+        p = run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
         check(same_bits(f(transports[0]), f('sleepy')),
               'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
+        # it waits in a barrier before the blocking reduction, and times it
+        check(p.stdout.count('wait timed') == 2, 'the sleeping wait times the wait on both ranks')
+        # and its MPI_Iallreduce takes Rabenseifner's algorithm, unless the
+        # user chose one
+        check(p.stdout.count('libnbc iallreduce algorithm 3)') == 2,
+              'the sleeping wait chooses libnbc\'s Rabenseifner allreduce (' +
+              ' | '.join(p.stdout.splitlines()) + ')')
+        p = run(2, ['--batch', '32', '--out', f('sleepy4')], btl=transports[0], wait_us=50,
+                mpi_args=['--mca', 'coll_libnbc_iallreduce_algorithm', '4'])
+        check(p.stdout.count('libnbc iallreduce algorithm 4)') == 2 and
+              same_bits(f(transports[0]), f('sleepy4')),
+              'an algorithm given with --mca is kept, and gives the same bits')
+        p = run(2, ['--batch', '32', '--out', f('timed')], btl=transports[0],
+                mpi_args=['-x', 'NN_DIST_TIMING=1'])
+        check(same_bits(f(transports[0]), f('timed')) and p.stdout.count('wait timed') == 2,
+              'NN_DIST_TIMING=1 times the wait for the other rank and gives the same bits')
+        p = run(2, ['--batch', '32', '--out', f('untimed')], btl=transports[0])
+        check(p.stdout.count('wait not timed') == 2 and
+              p.stdout.count('libnbc iallreduce algorithm 0)') == 2,
+              'by default the wait is not timed (no barrier before the reduction) and libnbc '
+              'keeps its own choice')
 
     # ranks whose models differ: refused by every rank before any weight moves
     p = run(2, ['--mismatch'], expect_ok=False, timeout=90)

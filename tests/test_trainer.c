@@ -540,6 +540,50 @@ static int mirror_sum(void *user, double *v, int n)
     return 0;
 }
 
+/* A transport that asks for its weight in the seed (grad_scale): each of
+ * two workers' gradients leave backward halved, and the mirror's sum of
+ * the two doubles them back (exactly: powers of two), so the parameters
+ * are again the lone run's bits; were the seed ignored, every step would
+ * take twice the lone run's gradient. */
+typedef struct seeded {
+    nn_module *net;
+    int seeds;
+    double samples;
+} seeded;
+
+static double seeded_scale(void *user, double samples)
+{
+    seeded *m = user;
+    m->seeds++;
+    m->samples = samples;
+    return 0.5;
+}
+
+static int seeded_average(void *user, double *samples, double *loss)
+{
+    seeded *m = user;
+    nn_named_tensors *ps = nn_parameters(m->net);
+    for (int i = 0; ps && i < ps->n; i++) {
+        ad_tensor *g = ad_tensor_grad(ps->tensors[i]);
+        ck_assert_ptr_nonnull(g);
+        ck_assert_int_eq(ad_tensor_dtype(g), AD_FLOAT32);
+        float *v = ad_data(g);
+        for (int64_t j = 0; j < ad_numel(g); j++) v[j] *= 2;
+    }
+    nn_named_tensors_free(ps);
+    ck_assert_double_eq(*samples, m->samples); /* the batch that was seeded */
+    *samples *= 2;
+    (void)loss;
+    return 0;
+}
+
+static int seeded_sum(void *user, double *v, int n)
+{
+    (void)user;
+    for (int i = 0; i < n; i++) v[i] *= 2;
+    return 0;
+}
+
 START_TEST(comm_hooks)
 {
     data d;
@@ -581,6 +625,21 @@ START_TEST(comm_hooks)
     ck_assert_double_eq_tol(lb.e[1].train.loss, la.e[1].train.loss, 1e-6);
     ck_assert_double_eq_tol(lb.e[1].val.accuracy, la.e[1].val.accuracy, 1e-12);
     ck_assert_int_ne(access(path, F_OK), 0); /* rank 1 saves nothing */
+
+    /* the seed hook: gradients weighted in backward, not after */
+    setup halved;
+    setup_make(&halved, 5, 0.1, &CLASSIFY);
+    seeded sm = {.net = halved.net};
+    ck_assert_int_eq(nn_trainer_set_comm(halved.tr, &(nn_trainer_comm){
+                                                        .rank = 0, .world_size = 2,
+                                                        .average_grads = seeded_average,
+                                                        .sum = seeded_sum, .user = &sm,
+                                                        .grad_scale = seeded_scale}),
+                     0);
+    ck_assert_int_eq(nn_fit(halved.tr, d.train, NULL, 2, NULL), 0);
+    ck_assert_int_eq(sm.seeds, 2 * ((N + BATCH - 1) / BATCH));
+    ck_assert(same_params(alone.net, halved.net));
+    setup_free(&halved);
 
     /* a failing peer fails the step, with its message */
     m.fail = true;

@@ -477,6 +477,9 @@ static void print_json(const fm_run *r)
     if (p->dist && nn_dist_get_stats(p->dist, &ds) == 0 && ds.steps > 0) {
         json_number("allreduce_ms_per_step", 1e3 * ds.reduce_seconds / (double)ds.steps, false);
         json_number("pack_ms_per_step", 1e3 * ds.pack_seconds / (double)ds.steps, false);
+        if (ds.wait_seconds > 0)
+            json_number("allreduce_wait_ms_per_step", 1e3 * ds.wait_seconds / (double)ds.steps,
+                        false);
         printf("\"allreduce_bytes\": %" PRId64 ", ", ds.bytes);
     }
 #endif
