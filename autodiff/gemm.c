@@ -408,6 +408,10 @@ static void *scratch_alloc(ad_tape *tape, size_t n, void **raw)
  * them), or when there is a single strip each way. */
 static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 {
+    /* A runner of the caller's (ad_set_parallel_runner) takes every part
+     * it has, even when some get no strip: its threads wait either way. */
+    int parts = ad__runner_parts();
+    if (parts > 1) return madds < (double)parallel_min ? 1 : parts;
 #ifdef _OPENMP
     if (madds < (double)parallel_min || omp_in_parallel()) return 1;
     int64_t t = ad__max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
@@ -422,6 +426,7 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
  * One product is a job, and run_* computes it on one thread.  With more
  * threads each takes a slab of C of its own - a run of nr-column strips,
  * or of mr-row strips when there are too few column strips to go round -
+ * on OpenMP's threads, or on the caller's runner (ad_set_parallel_runner) -
  * and runs the whole blocked loop on it with its own packing buffers.  A
  * slab's thread packs all of A (column slabs) or all of B (row slabs)
  * again, O(mk) or O(kn) against the slab's O(mnk / threads) arithmetic,
@@ -569,6 +574,24 @@ static bool calibration_single_threaded(int64_t m, int64_t n, int64_t k)
     return false;
 #endif
 }
+
+/* Whether the default choice should leave this product to the built-in
+ * kernel: the caller may use several threads (OpenMP's count, capped by
+ * ad_set_num_threads) and the built-in kernel would share the product
+ * among them, while OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1,
+ * as a program that runs threads of its own sets it) and would leave the
+ * others waiting.  The built-in kernel gives the same bits for every
+ * thread count, so the result does not depend on the count either. */
+static bool blas_idles_threads(int64_t m, int64_t n, int64_t k)
+{
+#ifdef AD_HAVE_OPENBLAS_THREADS
+    return ad__gemm_default_mode() && openblas_get_num_threads() == 1 &&
+           gemm_threads(m, n, (double)m * (double)n * (double)k) > 1;
+#else
+    (void)m, (void)n, (void)k;
+    return false;
+#endif
+}
 #endif
 
 bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
@@ -598,6 +621,7 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
         int ldcc = ldc >= n ? (int)ldc : (int)n;
         gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
         int pick = ad__gemm_choose(&sh);
+        if (pick == AD_GEMM_BLAS && blas_idles_threads(m, n, k)) pick = AD_GEMM_BUILTIN;
         if (pick == AD_GEMM_CALIBRATE) {
             /* First product of this shape: time both kernels on it, into
              * a scratch C (the real one may hold a sum being accumulated). */
