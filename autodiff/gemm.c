@@ -575,22 +575,56 @@ static bool calibration_single_threaded(int64_t m, int64_t n, int64_t k)
 #endif
 }
 
-/* Whether the default choice should leave this product to the built-in
- * kernel: the caller may use several threads (OpenMP's count, capped by
- * ad_set_num_threads) and the built-in kernel would share the product
- * among them, while OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1,
- * as a program that runs threads of its own sets it) and would leave the
- * others waiting.  The built-in kernel gives the same bits for every
- * thread count, so the result does not depend on the count either. */
+/* Whether the caller may use several threads for this product (a runner
+ * of its own, or OpenMP's count capped by ad_set_num_threads) while
+ * OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1, as a program that
+ * runs threads of its own sets it) and would leave the others waiting. */
 static bool blas_idles_threads(int64_t m, int64_t n, int64_t k)
 {
 #ifdef AD_HAVE_OPENBLAS_THREADS
-    return ad__gemm_default_mode() && openblas_get_num_threads() == 1 &&
+    return openblas_get_num_threads() == 1 &&
            gemm_threads(m, n, (double)m * (double)n * (double)k) > 1;
 #else
     (void)m, (void)n, (void)k;
     return false;
 #endif
+}
+
+/* A CBLAS product cut into slabs of C for the caller's runner
+ * (ad_set_parallel_runner), each computed by one call of a one-thread
+ * BLAS: runs of 32 columns, or for a product accumulated into C (a
+ * weight's gradient) runs of 16 rows, as the built-in kernel cuts its
+ * slabs on a runner (gemm_driver.inc).  The slabs are fixed by the part
+ * count, so a run with the same count gives the same bits every time. */
+typedef struct blas_job {
+    ad_dtype dtype;
+    int m, n, k, lda, ldb, ldc;
+    enum CBLAS_TRANSPOSE ta, tb;
+    const char *a, *b;
+    char *c;
+    int64_t rsa, csb; /* element strides of A's rows and B's columns */
+    const ad_gemm_ep *ep;
+    bool split_n;
+} blas_job;
+
+static void blas_slab(void *ctx, int part, int parts)
+{
+    const blas_job *J = ctx;
+    int64_t unit = J->split_n ? 32 : 16, ext = J->split_n ? J->n : J->m;
+    int64_t units = (ext + unit - 1) / unit;
+    int64_t lo = units * part / parts * unit, hi = units * (part + 1) / parts * unit;
+    if (hi > ext) hi = ext;
+    if (lo >= hi) return;
+    int64_t es = (int64_t)ad_dtype_size(J->dtype);
+    ad_gemm_ep ep = J->ep ? *J->ep : (ad_gemm_ep){0};
+    if (J->split_n) {
+        if (ep.bias) ep.bias = (const char *)ep.bias + lo * ep.bias_stride * es;
+        blas_run(J->dtype, J->m, (int)(hi - lo), J->k, J->ta, J->lda, J->tb, J->ldb, J->a,
+                 J->b + lo * J->csb * es, J->c + lo * es, J->ldc, J->ep ? &ep : NULL);
+    } else {
+        blas_run(J->dtype, (int)(hi - lo), J->n, J->k, J->ta, J->lda, J->tb, J->ldb,
+                 J->a + lo * J->rsa * es, J->b, J->c + lo * J->ldc * es, J->ldc, J->ep);
+    }
 }
 #endif
 
@@ -621,7 +655,20 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
         int ldcc = ldc >= n ? (int)ldc : (int)n;
         gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
         int pick = ad__gemm_choose(&sh);
-        if (pick == AD_GEMM_BLAS && blas_idles_threads(m, n, k)) pick = AD_GEMM_BUILTIN;
+        if (pick == AD_GEMM_BLAS && blas_idles_threads(m, n, k)) {
+            /* On a runner's threads, BLAS in slabs; on OpenMP's, the
+             * built-in kernel splits (unless AD_GEMM=blas asks for BLAS) */
+            if (ad__runner_parts() > 1) {
+                int parts = ad__runner_parts();
+                int64_t nu = (n + 31) / 32, mu = (m + 15) / 16;
+                bool acc = ep && ep->accumulate;
+                blas_job J = {dtype, (int)m, (int)n, (int)k, (int)lda, (int)ldb, ldcc, ta, tb,
+                              a, b, c, rsa, csb, ep, nu >= parts && !(acc && mu >= parts)};
+                ad__run_parts(blas_slab, &J);
+                return 0;
+            }
+            if (ad__gemm_default_mode()) pick = AD_GEMM_BUILTIN;
+        }
         if (pick == AD_GEMM_CALIBRATE) {
             /* First product of this shape: time both kernels on it, into
              * a scratch C (the real one may hold a sum being accumulated). */

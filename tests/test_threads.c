@@ -568,6 +568,86 @@ START_TEST(trainer_ops_mode)
     /* the batch split groups the sums differently: close, not equal */
     ck_assert(memcmp(&one.w1, &two_batch.w1, sizeof one.w1) != 0);
     for (int i = 0; i < OHID * OIN; i++) ck_assert_close(two_batch.w1[i], one.w1[i], 1e-4);
+
+    /* The default choice: with a one-thread OpenBLAS (this test runs with
+     * OPENBLAS_NUM_THREADS=1) each split product is BLAS in slabs, one
+     * call per thread; without BLAS, the built-in kernel.  The same bits
+     * every time, and the one-thread run's up to rounding. */
+    static ops_run one_d, two_d, two_d_again;
+    ad__gemm_testing_parallel(1);
+    ops_train(0, NN_THREADS_OPS, &one_d);
+    ops_train(2, NN_THREADS_OPS, &two_d);
+    ops_train(2, NN_THREADS_OPS, &two_d_again);
+    ad__gemm_testing(false, 0, 0, 0);
+    ck_assert(memcmp(&two_d, &two_d_again, sizeof two_d) == 0);
+    for (int i = 0; i < OHID * OIN; i++) ck_assert_close(two_d.w1[i], one_d.w1[i], 1e-5);
+    for (int i = 0; i < 6; i++) ck_assert_close(two_d.losses[i], one_d.losses[i], 1e-6);
+}
+END_TEST
+
+/* A runner that runs the parts one after the other on the calling thread,
+ * in reverse order, counting its calls. */
+static int serial_calls;
+static void reverse_runner(void *pool, ad_parallel_task task, void *ctx)
+{
+    int parts = *(int *)pool;
+    serial_calls++;
+    for (int p = parts - 1; p >= 0; p--) task(ctx, p, parts);
+}
+
+/* ad_set_parallel_runner: a product large enough to split goes to the
+ * runner once, its parts cover C exactly (a bias epilogue and an
+ * accumulation included), and with the built-in kernel the bits are those
+ * of the product without a runner; small products never reach it. */
+START_TEST(parallel_runner_products)
+{
+    enum { M = 70, K = 150, N = 90 };
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    ad_tensor *a = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(M, K), 0, 1);
+    ad_tensor *b = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(K, N), 0, 1);
+    ad_tensor *bias = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(N), 0, 1);
+    static float want[M * N], got[M * N], acc0[M * N];
+    for (int i = 0; i < M * N; i++) acc0[i] = (float)(i % 7) - 3;
+    const int modes[2] = {AD_GEMM_BUILTIN, -1};
+    for (int md = 0; md < 2; md++) {
+        for (int parts = 2; parts <= 5; parts += 3) {
+            for (int variant = 0; variant < 3; variant++) { /* plain, bias, accumulate */
+                ad__gemm_testing_choice(modes[md]);
+                ad_gemm_ep ep = {.bias = variant == 1 ? ad_data(bias) : NULL,
+                                 .bias_stride = 1, .accumulate = variant == 2};
+                memcpy(want, acc0, sizeof want);
+                ck_assert_int_eq(ad__gemm_ep(NULL, AD_FLOAT32, M, N, K, ad_data(a), K, 1,
+                                             ad_data(b), N, 1, want, N, &ep), 0);
+                memcpy(got, acc0, sizeof got);
+                ad__gemm_testing_parallel(1);
+                serial_calls = 0;
+                ck_assert_int_eq(ad_set_parallel_runner(reverse_runner, &parts, parts), 0);
+                ck_assert_int_eq(ad__gemm_ep(NULL, AD_FLOAT32, M, N, K, ad_data(a), K, 1,
+                                             ad_data(b), N, 1, got, N, &ep), 0);
+                /* a product below the threshold stays on the caller */
+                ad__gemm_testing_parallel(0);
+                float small[4];
+                ck_assert_int_eq(ad__gemm(NULL, AD_FLOAT32, 2, 2, 1, ad_data(a), K, 1,
+                                          ad_data(b), N, 1, small, 2), 0);
+                ck_assert_int_eq(ad_set_parallel_runner(NULL, NULL, 0), 0);
+                /* once (the BLAS case needs OPENBLAS_NUM_THREADS=1, as
+                 * meson runs this test; a BLAS with threads of its own
+                 * keeps the product) */
+                ck_assert_int_eq(serial_calls, 1);
+                if (md == 0) {
+                    ck_assert(memcmp(want, got, sizeof want) == 0);
+                } else {
+                    for (int i = 0; i < M * N; i++) ck_assert_close(got[i], want[i], 1e-5);
+                }
+            }
+        }
+    }
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+    ad_tensor_free(bias);
 }
 END_TEST
 
@@ -643,6 +723,7 @@ int main(void)
     tcase_add_test(tc, trainer_split_among_threads);
     tcase_add_test(tc, trainer_split_blocks);
     tcase_add_test(tc, trainer_ops_mode);
+    tcase_add_test(tc, parallel_runner_products);
     tcase_add_test(tc, trainer_thread_mode_auto);
     suite_add_tcase(s, tc);
     return ot_run(s);
