@@ -376,7 +376,8 @@ static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y
     /* Gradients accumulate across backward passes, so last step's are
      * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
      * next replay. */
-    if (nn_optim_zero_grad(tr->opt) || backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
+    if ((tr->ops ? nn__ops_zero_grad(tr) : nn_optim_zero_grad(tr->opt)) ||
+        backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
         return -1;
     /* A worker of a data-parallel run decides on the loss over every
      * worker's batch, which the averaging brings back: all skip the update

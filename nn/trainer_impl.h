@@ -66,6 +66,9 @@ void nn__trainer_choose_mode(nn_trainer *tr);
 int nn__ops_begin(nn_trainer *tr);
 void nn__ops_end(void);
 int nn__ops_optim_step(nn_trainer *tr);
+/* ... and nn_optim_zero_grad with the gradients' rows zeroed by the
+ * threads that update them. */
+int nn__ops_zero_grad(nn_trainer *tr);
 /* Adds the shards' recordings to *s (nothing for NULL). */
 int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */
