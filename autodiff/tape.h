@@ -154,9 +154,10 @@ AD_API int ad_get_num_threads(void);
  * pool whose threads keep their part numbers, each thread writes the same
  * columns of the same product step after step.  Bits do not depend on
  * parts (the split follows the built-in kernel's tiles).  nn's trainer
- * sets one for its threads (NN_THREADS_OPS, nn/trainer.h): waking a
- * persistent pool costs it less, and on a busy machine far less, than an
- * OpenMP team.  Per thread; run NULL removes it.  Returns 0, or -1 with
+ * sets one for its threads during a step (NN_THREADS_OPS, nn/trainer.h)
+ * and removes it after: waking a persistent pool costs it less, and on a
+ * busy machine far less, than an OpenMP team.  Per thread; run NULL
+ * removes it.  Returns 0, or -1 with
  * an error for parts < 2 with a runner. */
 typedef void (*ad_parallel_task)(void *ctx, int part, int parts);
 typedef void (*ad_parallel_runner)(void *pool, ad_parallel_task task, void *ctx);
