@@ -133,7 +133,10 @@ AD_API bool ad_set_grad_enabled(bool enabled);
  * ad_set_num_threads(1) also keeps matrix products off a BLAS whose own
  * thread pool would share those cores: they go to OpenBLAS only when it
  * runs on its caller's thread (OPENBLAS_NUM_THREADS=1), else to the
- * built-in kernel, on the calling thread.  n = 0 removes the limit.  Returns the previous
+ * built-in kernel, on the calling thread.  The other way round, with
+ * several threads allowed, a product large enough for the built-in kernel
+ * to split goes to it rather than to an OpenBLAS that runs on one thread
+ * (unless AD_GEMM=blas).  n = 0 removes the limit.  Returns the previous
  * limit (0 for none), or -1 with an error for n < 0.  Results do not depend
  * on the limit except through which matrix kernel runs (the built-in
  * kernel splits its work so that every thread count gives the same bits;

@@ -234,11 +234,14 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     if (r) {
         if (!r->tape && record(tr, r, x, y, training)) return -1;
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
+        /* NN_THREADS_OPS: the threads copy the batch in, each a part */
+        int copied = training && tr->ops ? nn__ops_load(tr, r, x, y) : 1;
+        if (copied < 0) return -1;
         /* A positive count (comparisons whose outcome changed since the
          * recording) matters only to C code that branched on one; a model
          * that does must use no_replay, as the header says.  Dropout's
          * masks are drawn anew here, from the model's streams. */
-        if (ad_tape_replay(r->tape, 2, leaves, values) < 0) return -1;
+        if (ad_tape_replay(r->tape, 2, leaves, copied ? values : NULL) < 0) return -1;
         *out = r->out;
         *loss = r->loss;
         tr->y = r->y;

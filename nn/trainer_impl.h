@@ -69,6 +69,10 @@ int nn__ops_optim_step(nn_trainer *tr);
 /* ... and nn_optim_zero_grad with the gradients' rows zeroed by the
  * threads that update them. */
 int nn__ops_zero_grad(nn_trainer *tr);
+/* ... and the batch (x, y) copied into the leaves of recording r (whose
+ * shapes and dtypes match) by the threads: 0, or 1 when the batch is small
+ * or not contiguous (the replay copies it then), -1 on error. */
+int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y);
 /* Adds the shards' recordings to *s (nothing for NULL). */
 int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */

@@ -568,6 +568,38 @@ int nn__ops_zero_grad(nn_trainer *tr)
     return 0;
 }
 
+/* The batch's bytes into the recording's leaves, each thread a part. */
+typedef struct copy_job {
+    char *dst[2];
+    const char *src[2];
+    size_t n[2];
+} copy_job;
+
+static void copy_task(void *ctx, int part, int parts)
+{
+    const copy_job *J = ctx;
+    for (int i = 0; i < 2; i++) { /* cut on cache lines */
+        size_t lo = J->n[i] / 64 * (size_t)part / (size_t)parts * 64;
+        size_t hi = part + 1 == parts ? J->n[i] : J->n[i] / 64 * (size_t)(part + 1) / (size_t)parts * 64;
+        if (hi > lo) memcpy(J->dst[i] + lo, J->src[i] + lo, hi - lo);
+    }
+}
+
+/* Bytes of a batch below which the replay copies it on the calling
+ * thread: a wake-up costs about what 64 KB of copying does. */
+#define OPS_COPY_MIN 65536
+
+int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
+{
+    size_t nx = (size_t)ad_numel(x) * ad_dtype_size(ad_tensor_dtype(x));
+    size_t ny = (size_t)ad_numel(y) * ad_dtype_size(ad_tensor_dtype(y));
+    if (nx + ny < OPS_COPY_MIN || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 1;
+    copy_job J = {{ad_data(r->x), ad_data(r->y)}, {ad_data(x), ad_data(y)}, {nx, ny}};
+    if (!J.dst[0] || !J.dst[1] || !J.src[0] || !J.src[1]) return -1;
+    pool_run(tr->pool, copy_task, &J);
+    return 0;
+}
+
 int nn__ops_optim_step(nn_trainer *tr)
 {
     if (nn__optim_step_begin(tr->opt)) return -1;

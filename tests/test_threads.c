@@ -478,7 +478,9 @@ END_TEST
 
 /* ---- NN_THREADS_OPS: the threads share the products and the update ---- */
 
-enum { ON = 96, OIN = 300, OHID = 64 }; /* 19,459 parameters: the update is split */
+/* 19,459 parameters: the zeroing and the update are split; batches of 64
+ * rows, 77 KB: the copy of the batch into the recording is split too */
+enum { ON = 192, OIN = 300, OHID = 64, OBATCH = 64 };
 
 typedef struct ops_run {
     float w1[OHID * OIN], rest[OHID + 3 * OHID + 3];
@@ -494,7 +496,7 @@ static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
     return 0;
 }
 
-/* Two epochs of a 300-64-3 classifier, batches of 32, SGD with momentum
+/* Two epochs of a 300-64-3 classifier, batches of 64, SGD with momentum
  * and weight decay, on `threads` threads in `mode`. */
 static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
 {
@@ -505,7 +507,7 @@ static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
     int64_t yv[ON];
     for (int i = 0; i < ON; i++) yv[i] = i % 3;
     ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(ON), yv);
-    nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 32});
+    nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = OBATCH});
     nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(OHID, 3, true, AD_FLOAT32, &rng));
     nn_named_tensors *p = nn_parameters(net);
@@ -557,7 +559,7 @@ START_TEST(trainer_ops_mode)
     ck_assert(one.losses[5] < one.losses[0]); /* it learns */
     ck_assert_int_eq(two.mode, NN_THREADS_OPS);
     ck_assert_int_eq(two_batch.mode, NN_THREADS_BATCH);
-    /* one recording of the batch of 32, none per shard */
+    /* one recording of the batch of 64, none per shard */
     ck_assert_int_eq(two.recordings, 1);
     ck_assert_int_eq(two_batch.recordings, 2);
     ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
@@ -658,7 +660,7 @@ static void serial_runner(void *pool, ad_parallel_task task, void *ctx)
 }
 
 /* NN_THREADS_AUTO: a model whose parameters outweigh its step's tape (a
- * 300-64-3 MLP on batches of 32: 78 KB of parameters) gets its products
+ * 300-64-3 MLP on batches of 64: 78 KB of parameters) gets its products
  * split; one whose activations outweigh its parameters (a 3-8-3 model,
  * 236 bytes of parameters, on batches of 16) gets its batch split.  The
  * mode is AUTO until the first step, and AUTO again after a change of the
