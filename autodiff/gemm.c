@@ -408,6 +408,10 @@ static void *scratch_alloc(ad_tape *tape, size_t n, void **raw)
  * them), or when there is a single strip each way. */
 static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
 {
+    /* A runner of the caller's (ad_set_parallel_runner) takes every part
+     * it has, even when some get no strip: its threads wait either way. */
+    int parts = ad__runner_parts();
+    if (parts > 1) return madds < (double)parallel_min ? 1 : parts;
 #ifdef _OPENMP
     if (madds < (double)parallel_min || omp_in_parallel()) return 1;
     int64_t t = ad__max_threads(), units = mstrips > nstrips ? mstrips : nstrips;
@@ -422,6 +426,7 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
  * One product is a job, and run_* computes it on one thread.  With more
  * threads each takes a slab of C of its own - a run of nr-column strips,
  * or of mr-row strips when there are too few column strips to go round -
+ * on OpenMP's threads, or on the caller's runner (ad_set_parallel_runner) -
  * and runs the whole blocked loop on it with its own packing buffers.  A
  * slab's thread packs all of A (column slabs) or all of B (row slabs)
  * again, O(mk) or O(kn) against the slab's O(mnk / threads) arithmetic,
@@ -569,6 +574,58 @@ static bool calibration_single_threaded(int64_t m, int64_t n, int64_t k)
     return false;
 #endif
 }
+
+/* Whether the caller may use several threads for this product (a runner
+ * of its own, or OpenMP's count capped by ad_set_num_threads) while
+ * OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1, as a program that
+ * runs threads of its own sets it) and would leave the others waiting. */
+static bool blas_idles_threads(int64_t m, int64_t n, int64_t k)
+{
+#ifdef AD_HAVE_OPENBLAS_THREADS
+    return openblas_get_num_threads() == 1 &&
+           gemm_threads(m, n, (double)m * (double)n * (double)k) > 1;
+#else
+    (void)m, (void)n, (void)k;
+    return false;
+#endif
+}
+
+/* A CBLAS product cut into slabs of C for the caller's runner
+ * (ad_set_parallel_runner), each computed by one call of a one-thread
+ * BLAS: runs of 32 columns, or for a product accumulated into C (a
+ * weight's gradient) runs of 16 rows, as the built-in kernel cuts its
+ * slabs on a runner (gemm_driver.inc).  The slabs are fixed by the part
+ * count, so a run with the same count gives the same bits every time. */
+typedef struct blas_job {
+    ad_dtype dtype;
+    int m, n, k, lda, ldb, ldc;
+    enum CBLAS_TRANSPOSE ta, tb;
+    const char *a, *b;
+    char *c;
+    int64_t rsa, csb; /* element strides of A's rows and B's columns */
+    const ad_gemm_ep *ep;
+    bool split_n;
+} blas_job;
+
+static void blas_slab(void *ctx, int part, int parts)
+{
+    const blas_job *J = ctx;
+    int64_t unit = J->split_n ? 32 : 16, ext = J->split_n ? J->n : J->m;
+    int64_t units = (ext + unit - 1) / unit;
+    int64_t lo = units * part / parts * unit, hi = units * (part + 1) / parts * unit;
+    if (hi > ext) hi = ext;
+    if (lo >= hi) return;
+    int64_t es = (int64_t)ad_dtype_size(J->dtype);
+    ad_gemm_ep ep = J->ep ? *J->ep : (ad_gemm_ep){0};
+    if (J->split_n) {
+        if (ep.bias) ep.bias = (const char *)ep.bias + lo * ep.bias_stride * es;
+        blas_run(J->dtype, J->m, (int)(hi - lo), J->k, J->ta, J->lda, J->tb, J->ldb, J->a,
+                 J->b + lo * J->csb * es, J->c + lo * es, J->ldc, J->ep ? &ep : NULL);
+    } else {
+        blas_run(J->dtype, (int)(hi - lo), J->n, J->k, J->ta, J->lda, J->tb, J->ldb,
+                 J->a + lo * J->rsa * es, J->b, J->c + lo * J->ldc * es, J->ldc, J->ep);
+    }
+}
 #endif
 
 bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
@@ -598,6 +655,20 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
         int ldcc = ldc >= n ? (int)ldc : (int)n;
         gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
         int pick = ad__gemm_choose(&sh);
+        if (pick == AD_GEMM_BLAS && blas_idles_threads(m, n, k)) {
+            /* On a runner's threads, BLAS in slabs; on OpenMP's, the
+             * built-in kernel splits (unless AD_GEMM=blas asks for BLAS) */
+            if (ad__runner_parts() > 1) {
+                int parts = ad__runner_parts();
+                int64_t nu = (n + 31) / 32, mu = (m + 15) / 16;
+                bool acc = ep && ep->accumulate;
+                blas_job J = {dtype, (int)m, (int)n, (int)k, (int)lda, (int)ldb, ldcc, ta, tb,
+                              a, b, c, rsa, csb, ep, nu >= parts && !(acc && mu >= parts)};
+                ad__run_parts(blas_slab, &J);
+                return 0;
+            }
+            if (ad__gemm_default_mode()) pick = AD_GEMM_BUILTIN;
+        }
         if (pick == AD_GEMM_CALIBRATE) {
             /* First product of this shape: time both kernels on it, into
              * a scratch C (the real one may hold a sum being accumulated). */

@@ -104,6 +104,11 @@ enum { AD_GEMM_CALIBRATE = 1, AD_GEMM_BUILTIN = 2, AD_GEMM_BLAS = 3 };
 #define CALIBRATION_REPS 3
 #define CHOICE_MARGIN 1.05 /* CBLAS must be 5% faster to be taken */
 int ad__gemm_choose(const gemm_shape *s);
+/* Whether the choice is the default (AD_GEMM unset or unknown, no test
+ * hook): CBLAS, except for a product that the built-in kernel would share
+ * among threads while a one-thread OpenBLAS would leave them idle
+ * (ad__gemm_ep).  AD_GEMM=blas sends even those to CBLAS. */
+bool ad__gemm_default_mode(void);
 int ad__gemm_record(const gemm_shape *s, double t_builtin, double t_blas);
 /* Seconds: the calling thread's CPU time, or the monotonic wall clock. */
 double ad__gemm_clock(bool thread_cpu);

@@ -70,7 +70,9 @@ double ad__gemm_clock(bool thread_cpu)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* AD_GEMM, read once. */
+/* AD_GEMM, read once: the mode, and whether "blas" was asked for by
+ * name (explicit) rather than left as the default. */
+static atomic_bool env_explicit;
 static int env_mode(void)
 {
     static atomic_int mode; /* 0: not read yet */
@@ -80,8 +82,15 @@ static int env_mode(void)
     m = e && strcmp(e, "builtin") == 0 ? AD_GEMM_BUILTIN
         : e && strcmp(e, "auto") == 0  ? AD_GEMM_CALIBRATE
                                        : AD_GEMM_BLAS;
+    atomic_store(&env_explicit, e && strcmp(e, "blas") == 0);
     atomic_store(&mode, m);
     return m;
+}
+
+bool ad__gemm_default_mode(void)
+{
+    if (forced >= 0) return false;
+    return env_mode() == AD_GEMM_BLAS && !atomic_load(&env_explicit);
 }
 
 static int threads_now(void)

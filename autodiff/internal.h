@@ -195,6 +195,10 @@ int ad__max_threads(void);
  * (ad_set_num_threads(1)): then no BLAS with a thread pool of its own
  * either. */
 bool ad__single_thread(void);
+/* This thread's ad_set_parallel_runner: its parts (0: none), and a call
+ * of it (only when there is one). */
+int ad__runner_parts(void);
+void ad__run_parts(ad_parallel_task task, void *ctx);
 /* Validates a tensor argument: non-NULL, live, and when float_only a
  * floating dtype.  On failure sets an error naming fn and argument name,
  * keeping an earlier pending error when t is NULL (a failed inner call). */

@@ -133,7 +133,10 @@ AD_API bool ad_set_grad_enabled(bool enabled);
  * ad_set_num_threads(1) also keeps matrix products off a BLAS whose own
  * thread pool would share those cores: they go to OpenBLAS only when it
  * runs on its caller's thread (OPENBLAS_NUM_THREADS=1), else to the
- * built-in kernel, on the calling thread.  n = 0 removes the limit.  Returns the previous
+ * built-in kernel, on the calling thread.  The other way round, with
+ * several threads allowed, a product large enough for the built-in kernel
+ * to split goes to it rather than to an OpenBLAS that runs on one thread
+ * (unless AD_GEMM=blas).  n = 0 removes the limit.  Returns the previous
  * limit (0 for none), or -1 with an error for n < 0.  Results do not depend
  * on the limit except through which matrix kernel runs (the built-in
  * kernel splits its work so that every thread count gives the same bits;
@@ -142,6 +145,26 @@ AD_API int ad_set_num_threads(int n);
 /* Threads this thread's kernels may use now: OpenMP's count, capped by the
  * limit; 1 without OpenMP. */
 AD_API int ad_get_num_threads(void);
+
+/* A program's own threads for the kernels of this thread, instead of
+ * OpenMP's: while a runner is set, a matrix product large enough to split
+ * (the built-in kernel; ad_set_num_threads(1) keeps a BLAS with threads of
+ * its own out) calls run(pool, task, ctx) once, and run must call
+ * task(ctx, part, parts) for every part in 0..parts-1, on threads of its
+ * choice (the caller's included), and return when all have returned; each
+ * part writes its own slab of the result, so the parts need no locks.
+ * The parts are fixed runs of each product's output columns, so with a
+ * pool whose threads keep their part numbers, each thread writes the same
+ * columns of the same product step after step.  Bits do not depend on
+ * parts (the split follows the built-in kernel's tiles).  nn's trainer
+ * sets one for its threads during a step (NN_THREADS_OPS, nn/trainer.h)
+ * and removes it after: waking a persistent pool costs it less, and on a
+ * busy machine far less, than an OpenMP team.  Per thread; run NULL
+ * removes it.  Returns 0, or -1 with
+ * an error for parts < 2 with a runner. */
+typedef void (*ad_parallel_task)(void *ctx, int part, int parts);
+typedef void (*ad_parallel_runner)(void *pool, ad_parallel_task task, void *ctx);
+AD_API int ad_set_parallel_runner(ad_parallel_runner run, void *pool, int parts);
 
 /* ---- leaves ---------------------------------------------------------------
  * A leaf is a tensor not produced by a recorded op: made by a creation

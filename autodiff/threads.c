@@ -37,3 +37,23 @@ int ad__max_threads(void)
 }
 
 bool ad__single_thread(void) { return limit == 1; }
+
+/* ad_set_parallel_runner's runner, per thread. */
+static _Thread_local ad_parallel_runner runner;
+static _Thread_local void *runner_pool;
+static _Thread_local int runner_parts;
+
+int ad_set_parallel_runner(ad_parallel_runner run, void *pool, int parts)
+{
+    if (run && parts < 2)
+        return ad__err("ad_set_parallel_runner", "parts must be >= 2 with a runner, got %d",
+                       parts);
+    runner = run;
+    runner_pool = run ? pool : NULL;
+    runner_parts = run ? parts : 0;
+    return 0;
+}
+
+int ad__runner_parts(void) { return runner ? runner_parts : 0; }
+
+void ad__run_parts(ad_parallel_task task, void *ctx) { runner(runner_pool, task, ctx); }

@@ -234,11 +234,14 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     if (r) {
         if (!r->tape && record(tr, r, x, y, training)) return -1;
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
+        /* NN_THREADS_OPS: the threads copy the batch in, each a part */
+        int copied = training && tr->ops ? nn__ops_load(tr, r, x, y) : 1;
+        if (copied < 0) return -1;
         /* A positive count (comparisons whose outcome changed since the
          * recording) matters only to C code that branched on one; a model
          * that does must use no_replay, as the header says.  Dropout's
          * masks are drawn anew here, from the model's streams. */
-        if (ad_tape_replay(r->tape, 2, leaves, values) < 0) return -1;
+        if (ad_tape_replay(r->tape, 2, leaves, copied ? values : NULL) < 0) return -1;
         *out = r->out;
         *loss = r->loss;
         tr->y = r->y;
@@ -343,6 +346,9 @@ static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samp
  * (nothing updated; the caller words the message), -1 on error.  *loss
  * and *samples: the batch's mean loss and size, over every worker's batch
  * in a data-parallel run. */
+static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
+                      double *loss, double *samples, int64_t *correct);
+
 static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, double *loss,
                 double *samples, int64_t *correct)
 {
@@ -352,12 +358,30 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
      * stream at once, in an order the threads decide; and so does a model
      * with buffers (BatchNorm), whose running statistics every shard's
      * replay would update at once (batch_norm_stats is a replayed op). */
-    if (tr->threads > 1 && !tr->o.no_replay && tr->comm.world_size == 0 &&
-        !has_random_streams(tr->model) && !nn__module_has_buffers(tr->model)) {
+    if (tr->threads > 1 && nn__trainer_mode(tr) == NN_THREADS_BATCH && !tr->o.no_replay &&
+        tr->comm.world_size == 0 && !has_random_streams(tr->model) &&
+        !nn__module_has_buffers(tr->model)) {
         *samples = (double)ad_size(x, 0);
         int rc = nn__trainer_step_split(tr, fn, x, y, loss, correct);
         if (rc != 2) return rc;
     }
+    /* Otherwise the whole batch on this thread, its products and update
+     * shared with the trainer's threads (NN_THREADS_OPS). */
+    if (tr->threads <= 1) return step_whole(tr, fn, x, y, loss, samples, correct);
+    if (nn__ops_begin(tr)) return -1;
+    tr->ops = true;
+    int rc = step_whole(tr, fn, x, y, loss, samples, correct);
+    tr->ops = false;
+    nn__ops_end();
+    if (rc == 0 && !tr->chosen) nn__trainer_choose_mode(tr);
+    return rc;
+}
+
+/* One step on the whole batch, on this thread (its kernels as the
+ * caller's limit allows). */
+static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
+                      double *loss, double *samples, int64_t *correct)
+{
     ad_tensor *out, *l;
     bool replayed;
     if (forward(tr, x, y, true, &out, &l, &replayed)) return -1;
@@ -371,7 +395,8 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
     /* Gradients accumulate across backward passes, so last step's are
      * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
      * next replay. */
-    if (nn_optim_zero_grad(tr->opt) || backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
+    if ((tr->ops ? nn__ops_zero_grad(tr) : nn_optim_zero_grad(tr->opt)) ||
+        backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
         return -1;
     /* A worker of a data-parallel run decides on the loss over every
      * worker's batch, which the averaging brings back: all skip the update
@@ -380,7 +405,7 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
         if (tr->comm.average_grads(tr->comm.user, samples, loss)) return -1;
         if (!isfinite(*loss)) return 1;
     }
-    if (nn_optim_step(tr->opt)) return -1;
+    if (tr->ops ? nn__ops_optim_step(tr) : nn_optim_step(tr->opt)) return -1;
     if (tr->o.accuracy && nn__count_correct(fn, out, tr->y, correct)) return -1;
     tr->steps++;
     tr->replays += replayed;

@@ -109,13 +109,15 @@ AD_API int nn_trainer_step(nn_trainer *tr, ad_tensor *x, ad_tensor *y, double *l
 
 /* The model's output of the last step or evaluation batch, on a tape of
  * the trainer: valid until its next step or evaluation, not to be freed.
- * After a step split among threads (nn_trainer_set_threads) it is the
+ * After a step with the batch split (NN_THREADS_BATCH) it is the
  * output of the first shard, the batch's first rows.  NULL with an error
  * before any. */
 AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
 
-/* Training steps split the batch among `threads` threads (data
- * parallelism; 0 or 1: one thread, the default).  Each thread replays the
+/* Training steps run on `threads` threads (0 or 1: one thread, the
+ * default), in one of two ways (nn_trainer_set_thread_mode): the batch
+ * split among them, or each product and the optimiser's update split.
+ * With the batch split (NN_THREADS_BATCH), each thread replays the
  * forward and loss of its contiguous shard of the batch on tapes of its
  * own (recorded on the calling thread the first time a shard shape comes
  * up) and differentiates it; the gradients, weighted by each shard's share
@@ -130,11 +132,58 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * random streams (Dropout: the shards would draw from one stream in
  * whatever order the threads run), a model with buffers (BatchNorm: every
  * shard would update the one set of running statistics, and each would
- * normalise by its shard's statistics instead of the batch's), a worker
- * of a data-parallel run, and evaluation run on one thread (evaluation's
- * kernels still use OpenMP's threads).  Errors: NULL tr, threads outside
+ * normalise by its shard's statistics instead of the batch's) and a
+ * worker of a data-parallel run are not split: their steps run as
+ * NN_THREADS_OPS; evaluation runs on the calling thread, its kernels on
+ * OpenMP's threads.  Errors: NULL tr, threads outside
  * 0..256.  Changing the count stops the old threads. */
 AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
+
+/* How nn_trainer_set_threads's threads share a training step.
+ *   NN_THREADS_BATCH  the batch split among them, as above: every op of
+ *                     the step runs on a shard, and the threads' gradients
+ *                     are summed; it pays per step about two passes over
+ *                     the parameters' size per thread (the sum, and each
+ *                     thread packing the weights for its products).
+ *   NN_THREADS_OPS    one step on the whole batch, on the calling thread,
+ *                     whose large matrix products (the built-in kernel,
+ *                     through ad_set_parallel_runner) and optimiser update
+ *                     the trainer's threads share: thread t always takes
+ *                     the same run of a product's output columns (rows of
+ *                     a weight's gradient), and the same rows of every
+ *                     parameter in the update.  Other ops (elementwise,
+ *                     small products) run as in a one-thread step, on the
+ *                     calling thread or on OpenMP's threads.  A product
+ *                     that OpenBLAS would run on one thread
+ *                     (OPENBLAS_NUM_THREADS=1) is split on the built-in
+ *                     kernel instead; one with threads of its own keeps
+ *                     the product.  Nothing the size of the parameters is
+ *                     summed or packed twice.  The bits do not depend on
+ *                     the thread count: they are those of a one-thread
+ *                     step with the built-in kernel for the split
+ *                     products (with OpenBLAS, not the default one-thread
+ *                     step's).
+ *   NN_THREADS_AUTO   (the default) chosen at the first step with more than
+ *                     one thread, from its one-thread recording: OPS when
+ *                     the parameters take at least half as many bytes as
+ *                     the recording holds after the step (the batch, the
+ *                     activations and what backward keeps: an MLP on a
+ *                     small batch), BATCH otherwise (a convolutional
+ *                     network).  The first step runs as OPS.  The choice depends on the model and the batch
+ *                     shape only, so a seeded run stays reproducible.
+ * Models that the batch split refuses (above) run as OPS under every
+ * mode.  Setting a mode, or another thread count, makes AUTO choose
+ * again.  Errors: NULL tr, an unknown mode. */
+typedef enum nn_thread_mode {
+    NN_THREADS_AUTO = 0,
+    NN_THREADS_BATCH = 1,
+    NN_THREADS_OPS = 2
+} nn_thread_mode;
+AD_API int nn_trainer_set_thread_mode(nn_trainer *tr, nn_thread_mode mode);
+/* The mode the trainer's steps use: the one set, or for NN_THREADS_AUTO
+ * the one chosen (NN_THREADS_AUTO until the first step with more than
+ * one thread has run).  -1 with an error for NULL tr. */
+AD_API int nn_trainer_get_thread_mode(const nn_trainer *tr);
 /* The thread count of training steps (1 when not split); -1 for NULL. */
 AD_API int nn_trainer_get_threads(const nn_trainer *tr);
 

@@ -21,6 +21,10 @@ typedef struct pool pool;
 struct nn_trainer {
     pool *pool;              /* the batch split among threads, or NULL */
     int threads;             /* nn_trainer_set_threads; <= 1: one thread */
+    int thread_mode;         /* nn_trainer_set_thread_mode (nn_thread_mode) */
+    int chosen;              /* NN_THREADS_AUTO's choice; 0 until it is made */
+    bool drop_whole;         /* free train[] at the next split step */
+    bool ops;                /* in a step with NN_THREADS_OPS's runner */
     nn_module *model;
     nn_loss_fn loss;
     nn_optim *opt;
@@ -50,6 +54,25 @@ int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int6
  * non-contiguous batch): the caller then runs the one-thread step. */
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
                            double *loss, int64_t *correct);
+/* The thread mode the next step uses (nn_trainer_get_thread_mode), and
+ * NN_THREADS_AUTO's choice, made after the first step with threads (from
+ * its one-thread recording) and stored in tr->chosen. */
+int nn__trainer_mode(const nn_trainer *tr);
+void nn__trainer_choose_mode(nn_trainer *tr);
+/* NN_THREADS_OPS: begin sets the pool's threads as this thread's kernel
+ * runner (ad_set_parallel_runner; 0, or -1 with an error), end removes
+ * it; optim_step is nn_optim_step with the update split among the
+ * threads. */
+int nn__ops_begin(nn_trainer *tr);
+void nn__ops_end(void);
+int nn__ops_optim_step(nn_trainer *tr);
+/* ... and nn_optim_zero_grad with the gradients' rows zeroed by the
+ * threads that update them. */
+int nn__ops_zero_grad(nn_trainer *tr);
+/* ... and the batch (x, y) copied into the leaves of recording r (whose
+ * shapes and dtypes match) by the threads: 0, or 1 when the batch is small
+ * or not contiguous (the replay copies it then), -1 on error. */
+int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y);
 /* Adds the shards' recordings to *s (nothing for NULL). */
 int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */

@@ -129,7 +129,10 @@ typedef struct pgrad {
 
 struct pool {
     int n;                /* shards = threads; shard 0 runs on the caller's thread */
-    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and update */
+    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and
+                             update, 3 a part of task (NN_THREADS_OPS) */
+    ad_parallel_task task;
+    void *task_ctx;
     nn_optim *opt;
     pgrad *pg;            /* [nparams] */
     shard *sh;
@@ -261,7 +264,8 @@ static void *worker(void *arg)
         seen = await_event(p, &p->go, seen, &s->spin);
         if (atomic_load(&p->quit)) break;
         if (p->phase == 1) shard_run(p, s);
-        else reduce_slice(p, s->idx);
+        else if (p->phase == 2) reduce_slice(p, s->idx);
+        else p->task(p->task_ctx, s->idx, p->n);
         if (atomic_fetch_sub(&p->pending, 1) == 1) raise_event(p, &p->done);
     }
     return NULL;
@@ -477,8 +481,135 @@ static void run_phase(struct pool *p, int phase)
     uint64_t seen = atomic_load(&p->done.seq);
     raise_event(p, &p->go);
     if (phase == 1) shard_run(p, &p->sh[0]);
-    else reduce_slice(p, 0);
+    else if (phase == 2) reduce_slice(p, 0);
+    else p->task(p->task_ctx, 0, p->n);
     await_event(p, &p->done, seen, &p->sh[0].spin);
+}
+
+/* ---- NN_THREADS_OPS: the threads share each product and the update ----
+ * The same threads, woken the same way, run parts of a kernel instead of
+ * shards of the batch: the calling thread steps through the whole batch,
+ * and the core calls pool_run (its runner, ad_set_parallel_runner) for
+ * each product large enough to split; thread t always computes part t,
+ * the same output columns of the same product at every step.  The
+ * optimiser's update is split by rows the same way (thread t: rows
+ * [R t / T, R (t + 1) / T) of every parameter), so a weight's rows that
+ * thread t's part of its gradient product wrote are mostly updated there
+ * too.  No hand-off sleeps on the fast path, as above, and an idle
+ * trainer's threads sleep. */
+static void pool_run(void *pool, ad_parallel_task task, void *ctx)
+{
+    struct pool *p = pool;
+    p->task = task;
+    p->task_ctx = ctx;
+    run_phase(p, 3);
+}
+
+/* The caller's kernels limit stays as it is: a product that the runner
+ * does not split (a small one) goes where a one-thread step sends it, a
+ * BLAS with threads of its own included, so that a step the runner does
+ * not change gives the one-thread step's bits. */
+int nn__ops_begin(nn_trainer *tr)
+{
+    if (!tr->pool && !(tr->pool = pool_new(tr, tr->threads))) return -1;
+    return ad_set_parallel_runner(pool_run, tr->pool, tr->pool->n);
+}
+
+void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
+
+static void optim_task(void *o, int part, int parts) { nn__optim_step_slice(o, part, parts); }
+
+/* Elements below which the update stays on the calling thread: waking
+ * the threads costs a few microseconds, about what 16K elements of SGD
+ * take. */
+#define OPS_OPTIM_MIN 16384
+
+/* A gradient buffer the threads zero in place: the library's own
+ * (persistent: a gradient recorded on a tape is dropped, not zeroed, by
+ * ad_zero_grad) and contiguous. */
+static ad_tensor *zeroable_grad(const nn_optim *o, int k)
+{
+    ad_tensor *g = ad_tensor_grad(nn__optim_param(o, k));
+    return g && !ad_tensor_tape(g) && ad_is_contiguous(g) ? g : NULL;
+}
+
+static void zero_task(void *ctx, int part, int parts)
+{
+    const nn_optim *o = ctx;
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (!g) continue;
+        int64_t rows = ad_ndim(g) ? ad_size(g, 0) : 1, inner = rows ? ad_numel(g) / rows : 0;
+        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
+        size_t es = ad_dtype_size(ad_tensor_dtype(g));
+        if (hi > lo) memset((char *)ad_data(g) + (size_t)lo * es, 0, (size_t)(hi - lo) * es);
+    }
+}
+
+/* nn_optim_zero_grad with the threads zeroing the rows of each gradient
+ * that they will update (and, for a weight's gradient product split by
+ * rows, write): 800 KB of the MLP's first weight is not left to the
+ * calling thread, and each thread's rows come into its own cache. */
+int nn__ops_zero_grad(nn_trainer *tr)
+{
+    nn_optim *o = tr->opt;
+    int64_t total = 0;
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (g) total += ad_numel(g);
+        else if (ad_zero_grad(nn__optim_param(o, k))) return -1;
+    }
+    if (total < OPS_OPTIM_MIN) return nn_optim_zero_grad(o);
+    pool_run(tr->pool, zero_task, o);
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (g && ad_mark_modified(g)) return -1; /* as ad_zero_grad's ad_fill does */
+    }
+    return 0;
+}
+
+/* The batch's bytes into the recording's leaves, each thread a part. */
+typedef struct copy_job {
+    char *dst[2];
+    const char *src[2];
+    size_t n[2];
+} copy_job;
+
+static void copy_task(void *ctx, int part, int parts)
+{
+    const copy_job *J = ctx;
+    for (int i = 0; i < 2; i++) { /* cut on cache lines */
+        size_t lo = J->n[i] / 64 * (size_t)part / (size_t)parts * 64;
+        size_t hi = part + 1 == parts ? J->n[i] : J->n[i] / 64 * (size_t)(part + 1) / (size_t)parts * 64;
+        if (hi > lo) memcpy(J->dst[i] + lo, J->src[i] + lo, hi - lo);
+    }
+}
+
+/* Bytes of a batch below which the replay copies it on the calling
+ * thread: a wake-up costs about what 64 KB of copying does. */
+#define OPS_COPY_MIN 65536
+
+int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
+{
+    size_t nx = (size_t)ad_numel(x) * ad_dtype_size(ad_tensor_dtype(x));
+    size_t ny = (size_t)ad_numel(y) * ad_dtype_size(ad_tensor_dtype(y));
+    if (nx + ny < OPS_COPY_MIN || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 1;
+    copy_job J = {{ad_data(r->x), ad_data(r->y)}, {ad_data(x), ad_data(y)}, {nx, ny}};
+    if (!J.dst[0] || !J.dst[1] || !J.src[0] || !J.src[1]) return -1;
+    pool_run(tr->pool, copy_task, &J);
+    return 0;
+}
+
+int nn__ops_optim_step(nn_trainer *tr)
+{
+    if (nn__optim_step_begin(tr->opt)) return -1;
+    int64_t total = 0;
+    for (int k = 0; k < nn__optim_count(tr->opt); k++)
+        total += ad_numel(nn__optim_param(tr->opt, k));
+    if (total >= OPS_OPTIM_MIN) pool_run(tr->pool, optim_task, tr->opt);
+    else nn__optim_step_slice(tr->opt, 0, 1);
+    nn__optim_step_end(tr->opt);
+    return 0;
 }
 
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
@@ -488,6 +619,11 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     int64_t N = ad_size(x, 0);
     if (N < T || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 2;
     if (!tr->pool && !(tr->pool = pool_new(tr, T))) return -1;
+    if (tr->drop_whole) { /* nn__trainer_choose_mode */
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&tr->train[i]);
+        tr->out = tr->y = NULL;
+        tr->drop_whole = false;
+    }
     struct pool *p = tr->pool;
     for (int t = 0; t < T; t++) {
         shard *s = &p->sh[t];
@@ -588,8 +724,69 @@ int nn_trainer_set_threads(nn_trainer *tr, int threads)
         nn__pool_free(tr->pool);
         tr->pool = NULL;
         tr->threads = threads;
+        tr->chosen = 0;
+        tr->drop_whole = false;
     }
     return 0;
+}
+
+int nn__trainer_mode(const nn_trainer *tr)
+{
+    return tr->thread_mode != NN_THREADS_AUTO ? tr->thread_mode : tr->chosen;
+}
+
+/* NN_THREADS_AUTO's rule.  The batch split pays per step, per thread,
+ * about two passes over the parameters' bytes that the one-thread step
+ * does not (the sum of the threads' gradients, read across cores, and the
+ * packing of each weight for each thread's products), and gains a split
+ * of everything else; splitting the products pays nothing the size of
+ * the parameters, but leaves the small ops on one thread, whose cost goes
+ * with the activations.  So the ratio of the two sizes decides: the
+ * parameters' bytes against the bytes the first step's recording holds
+ * after it (the batch, the activations and what backward keeps; not the
+ * products' scratch, whose size depends on the thread count).
+ * Fashion-MNIST at batch 64: the 784-256-10 MLP has 0.81 MB of parameters
+ * against a 0.34 MB tape (products split; docs/training.md has the
+ * figures), the CNN 2.4 MB against 30 MB (batch split). */
+void nn__trainer_choose_mode(nn_trainer *tr)
+{
+    size_t tape = 0, pbytes = 0;
+    for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+        ad_tape_stats ts;
+        if (tr->train[i].tape && !ad_tape_get_stats(tr->train[i].tape, &ts) &&
+            ts.arena_used > tape)
+            tape = ts.arena_used;
+    }
+    nn_named_tensors *all = nn_parameters(tr->model);
+    for (int i = 0; all && i < all->n; i++)
+        if (ad_requires_grad(all->tensors[i]))
+            pbytes += (size_t)ad_numel(all->tensors[i]) *
+                      ad_dtype_size(ad_tensor_dtype(all->tensors[i]));
+    nn_named_tensors_free(all);
+    tr->chosen = 2 * pbytes >= tape ? NN_THREADS_OPS : NN_THREADS_BATCH;
+    /* A batch split replays recordings of its own: the one-thread
+     * recording of the first step goes (at the next step: the output of
+     * this one lives on it). */
+    tr->drop_whole = tr->chosen == NN_THREADS_BATCH && tr->thread_mode == NN_THREADS_AUTO;
+}
+
+int nn_trainer_set_thread_mode(nn_trainer *tr, nn_thread_mode mode)
+{
+    const char *fn = "nn_trainer_set_thread_mode";
+    if (!tr) return nn__null_arg(fn, "tr");
+    if (mode != NN_THREADS_AUTO && mode != NN_THREADS_BATCH && mode != NN_THREADS_OPS)
+        return nn__err(fn, "mode must be NN_THREADS_AUTO, NN_THREADS_BATCH or NN_THREADS_OPS, "
+                           "got %d", (int)mode);
+    tr->thread_mode = mode;
+    tr->chosen = 0;
+    tr->drop_whole = false;
+    return 0;
+}
+
+int nn_trainer_get_thread_mode(const nn_trainer *tr)
+{
+    if (!tr) return nn__null_arg("nn_trainer_get_thread_mode", "tr");
+    return nn__trainer_mode(tr);
 }
 
 int nn_trainer_get_threads(const nn_trainer *tr)

@@ -138,6 +138,14 @@ static void row_done(const char *expr, bool failed, const char *needle)
     } while (0)
 
 /* ---- fixtures --------------------------------------------------------------------------- */
+/* A runner for ad_set_parallel_runner's row: never called (parts 1 is refused). */
+static void badinput_runner(void *pool, ad_parallel_task task, void *ctx)
+{
+    (void)pool;
+    task(ctx, 0, 2);
+    task(ctx, 1, 2);
+}
+
 typedef struct fx {
     ad_tape *t, *t2;
     ad_tensor *a, *b;  /* float64 [2,3] on t */
@@ -347,6 +355,9 @@ START_TEST(tape_h)
     ROW_OK(ad_set_num_threads(1),
            (ad_set_num_threads(1), ad_get_num_threads() == 1 && ad_set_num_threads(0) == 1));
     ROW_OK(ad_get_num_threads(), ad_get_num_threads() >= 1);
+    ROW_RC(ad_set_parallel_runner(badinput_runner, NULL, 1),
+           "ad_set_parallel_runner: parts must be >= 2 with a runner, got 1");
+    ROW_OK(ad_set_parallel_runner(NULL, NULL, 0), ad_set_parallel_runner(NULL, NULL, 0) == 0);
     /* composition scopes */
     ad_scope sc;
     ROW_RC(ad_scope_begin(NULL, "f", 0, NULL, false), "argument 's' is NULL");
@@ -1633,6 +1644,13 @@ START_TEST(nn_modules_optim_init_loss)
     ROW_RC(nn_trainer_set_threads(tr, -1), "threads must be in 0..256, got -1");
     ROW_RC(nn_trainer_set_threads(tr, 257), "threads must be in 0..256, got 257");
     ROW_VAL(int, nn_trainer_get_threads(NULL), -1, "nn_trainer_get_threads: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_set_thread_mode(NULL, NN_THREADS_OPS),
+           "nn_trainer_set_thread_mode: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_set_thread_mode(tr, (nn_thread_mode)3),
+           "nn_trainer_set_thread_mode: mode must be NN_THREADS_AUTO, NN_THREADS_BATCH or "
+           "NN_THREADS_OPS, got 3");
+    ROW_VAL(int, nn_trainer_get_thread_mode(NULL), -1,
+            "nn_trainer_get_thread_mode: argument 'tr' is NULL");
     nn_loader *unlabelled = nn_loader_from_tensors(tx, NULL, &(nn_loader_options){.batch_size = 2});
     ck_assert_ptr_nonnull(unlabelled);
     nn_metrics met;

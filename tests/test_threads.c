@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <autodiff/gemm.h>
 #include <nn/nn.h>
 
 #include "optest.h"
@@ -244,6 +245,7 @@ static void split_train_ex(int threads, int variant, split_run *out)
     nn_trainer *tr = nn_trainer_new(net, NULL, opt, &(nn_trainer_options){.accuracy = true});
     ck_assert_ptr_nonnull(tr);
     ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_BATCH), 0);
     ck_assert_int_eq(nn_trainer_get_threads(tr), threads > 1 ? threads : 1);
     ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_loss,
                                                               .user = out}), 0);
@@ -356,6 +358,7 @@ START_TEST(trainer_split_among_threads)
         nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.1});
         nn_named_tensors_free(p);
         nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+        ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_BATCH), 0);
         const int counts[4] = {2, 3, 0, 4};
         for (int k = 0; k < 4; k++) {
             ck_assert_int_eq(nn_trainer_set_threads(tr, counts[k]), 0);
@@ -431,6 +434,7 @@ static void block_train(int threads, float *w1, float *zout)
     nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
     ck_assert_ptr_nonnull(tr);
     ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_BATCH), 0);
     ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = add_z_grad,
                                                               .user = z}), 0);
     memcpy(w1, ad_data(p->tensors[0]), BHID * BIN * sizeof(float));
@@ -472,6 +476,247 @@ START_TEST(trainer_split_blocks)
 }
 END_TEST
 
+/* ---- NN_THREADS_OPS: the threads share the products and the update ---- */
+
+/* 19,459 parameters: the zeroing and the update are split; batches of 64
+ * rows, 77 KB: the copy of the batch into the recording is split too */
+enum { ON = 192, OIN = 300, OHID = 64, OBATCH = 64 };
+
+typedef struct ops_run {
+    float w1[OHID * OIN], rest[OHID + 3 * OHID + 3];
+    double losses[8];
+    int nlosses, mode, recordings;
+} ops_run;
+
+static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
+{
+    ops_run *r = user;
+    if (r->nlosses < 8) r->losses[r->nlosses++] = si->loss;
+    r->mode = nn_trainer_get_thread_mode(tr);
+    return 0;
+}
+
+/* Two epochs of a 300-64-3 classifier, batches of 64, SGD with momentum
+ * and weight decay, on `threads` threads in `mode`. */
+static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
+{
+    memset(out, 0, sizeof *out);
+    ad_rng rng;
+    ad_rng_init(&rng, 31);
+    ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(ON, OIN), 0, 1);
+    int64_t yv[ON];
+    for (int i = 0; i < ON; i++) yv[i] = i % 3;
+    ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(ON), yv);
+    nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = OBATCH});
+    nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
+                                   nn_linear(OHID, 3, true, AD_FLOAT32, &rng));
+    nn_named_tensors *p = nn_parameters(net);
+    nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9,
+                                                .weight_decay = 1e-3});
+    nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+    ck_assert_ptr_nonnull(tr);
+    ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, mode), 0);
+    ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
+                                                              .user = out}), 0);
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
+    out->recordings = st.recordings;
+    memcpy(out->w1, ad_data(p->tensors[0]), sizeof out->w1);
+    int64_t k = 0;
+    for (int i = 1; i < p->n; i++) {
+        memcpy(out->rest + k, ad_data(p->tensors[i]), (size_t)ad_numel(p->tensors[i]) * 4);
+        k += ad_numel(p->tensors[i]);
+    }
+    ck_assert_int_eq(k, OHID + 3 * OHID + 3);
+    nn_named_tensors_free(p);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_loader_free(ld);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+
+/* With the products split (every product here, by lowering the built-in
+ * kernel's threshold; the built-in kernel on every path), the runs on 2
+ * and 3 threads give the one-thread run's bits: each thread computes whole
+ * tiles of each product, and the update is elementwise.  Under
+ * ThreadSanitizer this is the race check of the parts: each thread writes
+ * its own slab of C from its own packing buffers. */
+START_TEST(trainer_ops_mode)
+{
+    static ops_run one, two, three, two_batch;
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    ops_train(0, NN_THREADS_OPS, &one);
+    ops_train(2, NN_THREADS_OPS, &two);
+    ops_train(3, NN_THREADS_OPS, &three);
+    ops_train(2, NN_THREADS_BATCH, &two_batch);
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ck_assert_int_eq(one.nlosses, 6);
+    ck_assert(one.losses[5] < one.losses[0]); /* it learns */
+    ck_assert_int_eq(two.mode, NN_THREADS_OPS);
+    ck_assert_int_eq(two_batch.mode, NN_THREADS_BATCH);
+    /* one recording of the batch of 64, none per shard */
+    ck_assert_int_eq(two.recordings, 1);
+    ck_assert_int_eq(two_batch.recordings, 2);
+    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
+    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
+    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.rest, &three.rest, sizeof one.rest) == 0);
+    /* the batch split groups the sums differently: close, not equal */
+    ck_assert(memcmp(&one.w1, &two_batch.w1, sizeof one.w1) != 0);
+    for (int i = 0; i < OHID * OIN; i++) ck_assert_close(two_batch.w1[i], one.w1[i], 1e-4);
+
+    /* The default choice: with a one-thread OpenBLAS (this test runs with
+     * OPENBLAS_NUM_THREADS=1) each split product is BLAS in slabs, one
+     * call per thread; without BLAS, the built-in kernel.  The same bits
+     * every time, and the one-thread run's up to rounding. */
+    static ops_run one_d, two_d, two_d_again;
+    ad__gemm_testing_parallel(1);
+    ops_train(0, NN_THREADS_OPS, &one_d);
+    ops_train(2, NN_THREADS_OPS, &two_d);
+    ops_train(2, NN_THREADS_OPS, &two_d_again);
+    ad__gemm_testing(false, 0, 0, 0);
+    ck_assert(memcmp(&two_d, &two_d_again, sizeof two_d) == 0);
+    for (int i = 0; i < OHID * OIN; i++) ck_assert_close(two_d.w1[i], one_d.w1[i], 1e-5);
+    for (int i = 0; i < 6; i++) ck_assert_close(two_d.losses[i], one_d.losses[i], 1e-6);
+}
+END_TEST
+
+/* A runner that runs the parts one after the other on the calling thread,
+ * in reverse order, counting its calls. */
+static int serial_calls;
+static void reverse_runner(void *pool, ad_parallel_task task, void *ctx)
+{
+    int parts = *(int *)pool;
+    serial_calls++;
+    for (int p = parts - 1; p >= 0; p--) task(ctx, p, parts);
+}
+
+/* ad_set_parallel_runner: a product large enough to split goes to the
+ * runner once, its parts cover C exactly (a bias epilogue and an
+ * accumulation included), and with the built-in kernel the bits are those
+ * of the product without a runner; small products never reach it. */
+START_TEST(parallel_runner_products)
+{
+    enum { M = 70, K = 150, N = 90 };
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    ad_tensor *a = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(M, K), 0, 1);
+    ad_tensor *b = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(K, N), 0, 1);
+    ad_tensor *bias = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(N), 0, 1);
+    static float want[M * N], got[M * N], acc0[M * N];
+    for (int i = 0; i < M * N; i++) acc0[i] = (float)(i % 7) - 3;
+    const int modes[2] = {AD_GEMM_BUILTIN, -1};
+    for (int md = 0; md < 2; md++) {
+        for (int parts = 2; parts <= 5; parts += 3) {
+            for (int variant = 0; variant < 3; variant++) { /* plain, bias, accumulate */
+                ad__gemm_testing_choice(modes[md]);
+                ad_gemm_ep ep = {.bias = variant == 1 ? ad_data(bias) : NULL,
+                                 .bias_stride = 1, .accumulate = variant == 2};
+                memcpy(want, acc0, sizeof want);
+                ck_assert_int_eq(ad__gemm_ep(NULL, AD_FLOAT32, M, N, K, ad_data(a), K, 1,
+                                             ad_data(b), N, 1, want, N, &ep), 0);
+                memcpy(got, acc0, sizeof got);
+                ad__gemm_testing_parallel(1);
+                serial_calls = 0;
+                ck_assert_int_eq(ad_set_parallel_runner(reverse_runner, &parts, parts), 0);
+                ck_assert_int_eq(ad__gemm_ep(NULL, AD_FLOAT32, M, N, K, ad_data(a), K, 1,
+                                             ad_data(b), N, 1, got, N, &ep), 0);
+                /* a product below the threshold stays on the caller */
+                ad__gemm_testing_parallel(0);
+                float small[4];
+                ck_assert_int_eq(ad__gemm(NULL, AD_FLOAT32, 2, 2, 1, ad_data(a), K, 1,
+                                          ad_data(b), N, 1, small, 2), 0);
+                ck_assert_int_eq(ad_set_parallel_runner(NULL, NULL, 0), 0);
+                /* once (the BLAS case needs OPENBLAS_NUM_THREADS=1, as
+                 * meson runs this test; a BLAS with threads of its own
+                 * keeps the product) */
+                ck_assert_int_eq(serial_calls, 1);
+                if (md == 0) {
+                    ck_assert(memcmp(want, got, sizeof want) == 0);
+                } else {
+                    for (int i = 0; i < M * N; i++) ck_assert_close(got[i], want[i], 1e-5);
+                }
+            }
+        }
+    }
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+    ad_tensor_free(bias);
+}
+END_TEST
+
+static void serial_runner(void *pool, ad_parallel_task task, void *ctx)
+{
+    (void)pool;
+    task(ctx, 0, 1);
+}
+
+/* NN_THREADS_AUTO: a model whose parameters outweigh its step's tape (a
+ * 300-64-3 MLP on batches of 64: 78 KB of parameters) gets its products
+ * split; one whose activations outweigh its parameters (a 3-8-3 model,
+ * 236 bytes of parameters, on batches of 16) gets its batch split.  The
+ * mode is AUTO until the first step, and AUTO again after a change of the
+ * thread count.  Bad modes are refused. */
+START_TEST(trainer_thread_mode_auto)
+{
+    static ops_run wide;
+    ops_train(2, NN_THREADS_AUTO, &wide);
+    ck_assert_int_eq(wide.mode, NN_THREADS_OPS);
+    ck_assert_int_eq(wide.recordings, 1);
+
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(64, 3), 0, 1);
+    ad_tensor *y = ad_zeros(NULL, AD_INT64, AD_SHAPE(64));
+    nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 16});
+    nn_module *net = NN_SEQUENTIAL(nn_linear(3, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                   nn_linear(8, 3, true, AD_FLOAT32, &rng));
+    nn_named_tensors *p = nn_parameters(net);
+    nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.1});
+    nn_named_tensors_free(p);
+    nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+    ck_assert_int_eq(nn_trainer_get_thread_mode(tr), NN_THREADS_AUTO);
+    ck_assert_int_eq(nn_trainer_set_threads(tr, 2), 0);
+    ck_assert_int_eq(nn_fit(tr, ld, NULL, 1, NULL), 0);
+    ck_assert_int_eq(nn_trainer_get_thread_mode(tr), NN_THREADS_BATCH);
+    /* the first step's one-thread recording went; the shards' two stay */
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
+    ck_assert_int_eq(st.recordings, 2);
+    ck_assert_int_eq(ad_size(nn_trainer_output(tr), 0), 8);
+    ck_assert_int_eq(nn_trainer_set_threads(tr, 3), 0);
+    ck_assert_int_eq(nn_trainer_get_thread_mode(tr), NN_THREADS_AUTO);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_OPS), 0);
+    ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, NULL), 0);
+    ck_assert_int_eq(nn_trainer_get_thread_mode(tr), NN_THREADS_OPS);
+    ck_assert_int_eq(ad_size(nn_trainer_output(tr), 0), 16);
+    ck_assert_error_rc(nn_trainer_set_thread_mode(tr, (nn_thread_mode)7),
+                       "nn_trainer_set_thread_mode: mode must be NN_THREADS_AUTO, NN_THREADS_BATCH "
+                       "or NN_THREADS_OPS, got 7");
+    ck_assert_error_rc(nn_trainer_set_thread_mode(NULL, NN_THREADS_OPS), "argument 'tr' is NULL");
+    ck_assert_int_eq(nn_trainer_get_thread_mode(NULL), -1);
+    ad_clear_error();
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_loader_free(ld);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+
+    ck_assert_error_rc(ad_set_parallel_runner(serial_runner, NULL, 1),
+                       "ad_set_parallel_runner: parts must be >= 2 with a runner, got 1");
+    ck_assert_int_eq(ad_set_parallel_runner(NULL, NULL, 0), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -479,6 +724,9 @@ int main(void)
     tcase_add_test(tc, two_tapes_two_threads);
     tcase_add_test(tc, trainer_split_among_threads);
     tcase_add_test(tc, trainer_split_blocks);
+    tcase_add_test(tc, trainer_ops_mode);
+    tcase_add_test(tc, parallel_runner_products);
+    tcase_add_test(tc, trainer_thread_mode_auto);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }

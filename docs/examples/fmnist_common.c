@@ -134,6 +134,7 @@ typedef struct options {
     int64_t epochs, batch, limit, test_limit;
     double lr, momentum;
     int threads;
+    nn_thread_mode thread_mode;
     uint64_t seed;
     const char *save, *load, *curve, *predict, *checkpoint, *resume;
     bool json, quiet;
@@ -150,9 +151,12 @@ static void usage(const fm_recipe *m, FILE *out)
             "  --batch N         samples per step [%" PRId64 "]\n"
             "  --lr X            initial learning rate, decayed along a cosine [%g]\n"
             "  --momentum X      SGD momentum in [0, 1) [%g]\n"
-            "  --threads N       threads: N > 1 splits each training batch among N\n"
-            "                    threads (nn_trainer_set_threads); 0 = OpenMP's default\n"
-            "                    for the library's kernels, batch not split\n"
+            "  --threads N       threads: N > 1 trains on N threads\n"
+            "                    (nn_trainer_set_threads); 0 = OpenMP's default\n"
+            "                    for the library's kernels, one training thread\n"
+            "  --thread-mode M   how N threads share a step: batch (split the\n"
+            "                    batch), ops (split the products and the update) or\n"
+            "                    auto (chosen per model) [auto]\n"
             "  --limit N         train on the first N training images only (0 = all)\n"
             "  --test-limit N    evaluate on the first N test images only (0 = all)\n"
             "  --seed N          initialisation and shuffling [1]\n"
@@ -252,7 +256,7 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
         static const char *const with_value[] = {
             "--data", "--save", "--load", "--curve", "--checkpoint", "--resume", "--epochs",
             "--batch", "--limit", "--test-limit", "--threads", "--seed", "--lr", "--momentum",
-            "--predict"};
+            "--predict", "--thread-mode"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
             known |= !strcmp(name, with_value[k]);
@@ -296,6 +300,18 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
         } else if (!strcmp(name, "--threads")) {
             rc = parse_int(m, name, val, 0, 1024, "an integer from 0 to 1024", &n);
             o->threads = (int)n;
+        } else if (!strcmp(name, "--thread-mode")) {
+            if (!strcmp(val, "auto")) {
+                o->thread_mode = NN_THREADS_AUTO;
+            } else if (!strcmp(val, "batch")) {
+                o->thread_mode = NN_THREADS_BATCH;
+            } else if (!strcmp(val, "ops")) {
+                o->thread_mode = NN_THREADS_OPS;
+            } else {
+                fprintf(msgs(stderr), "%s: --thread-mode must be auto, batch or ops, got '%s'\n",
+                        m->arch, val);
+                rc = -1;
+            }
         } else if (!strcmp(name, "--seed")) {
             rc = parse_int(m, name, val, 0, INT64_MAX, "an integer >= 0", &n);
             o->seed = (uint64_t)n;
@@ -337,6 +353,7 @@ struct fm_private {
 #endif
     char meta[512];        /* the checkpoints' metadata */
     int64_t steps_seen;
+    int thread_mode;       /* the trainer's (nn_trainer_get_thread_mode), after a step */
     steady st;
 };
 
@@ -355,8 +372,8 @@ static double window_mean(const struct fm_private *p, int64_t from, int64_t to)
 /* nn_fit's callbacks: every batch's loss, then the epoch's figures. */
 static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
 {
-    (void)tr;
     struct fm_private *p = user;
+    p->thread_mode = nn_trainer_get_thread_mode(tr);
     p->batch_loss[s->batch - 1] = s->loss;
     p->batch_size[s->batch - 1] = s->samples;
     int64_t k = ++p->steps_seen;
@@ -471,6 +488,9 @@ static void print_json(const fm_run *r)
            nn_loader_num_samples(r->train), nn_loader_num_samples(r->test));
     /* train_samples_per_s is the aggregate over the ranks: every rank's
      * samples, over rank 0's training time. */
+    static const char *const mode_name[] = {"none", "batch", "ops"};
+    printf("\"thread_mode\": \"%s\", ", p->o.threads > 1 && p->thread_mode > 0
+                                             ? mode_name[p->thread_mode] : "none");
     printf("\"world_size\": %d, ", p->world);
 #ifdef FM_WITH_MPI
     nn_dist_stats ds;
@@ -733,11 +753,12 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
     const fm_recipe *m = p->m;
     if (!net || !tr) return -1;
     p->net = net;
-    /* With --threads N > 1 every training step's batch is split among N
-     * threads, each running forward and backward of its share (data
-     * parallelism), which keeps N cores busy through the whole step rather
-     * than only inside the larger kernels. */
-    if (o->threads > 1 && nn_trainer_set_threads(tr, o->threads)) return -1;
+    /* With --threads N > 1 every training step runs on N threads: the
+     * batch split among them (data parallelism), or the products and the
+     * update split, as --thread-mode says (auto: the trainer's rule). */
+    if (o->threads > 1 && (nn_trainer_set_threads(tr, o->threads) ||
+                           nn_trainer_set_thread_mode(tr, o->thread_mode)))
+        return -1;
     if (o->load) {
         /* The metadata is checked first for a clear message ("holds a
          * fmnist_cnn model"); the strict load then checks every name,
