@@ -66,10 +66,11 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
     ad_scope s;
     if (ad_scope_begin(&s, fn, 5, in, false) != 0) return NULL;
     int64_t d = D / heads;
-    /* one projection for q, k and v of every head: [B, T, 3D] seen as
-     * [B, T, 3, heads, d] and permuted to [3, B, heads, T, d] (a view) */
-    ad_tensor *qkv = ad_matmul(x, ad_transpose(w_in, 0, 1));
-    if (b_in) qkv = ad_add(qkv, b_in);
+    /* one projection for q, k and v of every head, [B, T, 3D] (ad_linear:
+     * the bias added in the product, W's gradient one product over all
+     * B T rows), seen as [B, T, 3, heads, d] and permuted to
+     * [3, B, heads, T, d] (a view) */
+    ad_tensor *qkv = ad_linear(x, w_in, b_in);
     qkv = ad_permute(ad_reshape(qkv, 5, (int64_t[]){B, T, 3, heads, d}), (int[]){2, 0, 3, 1, 4});
     ad_tensor *q = ad_squeeze(ad_narrow(qkv, 0, 0, 1), 0);
     ad_tensor *k = ad_squeeze(ad_narrow(qkv, 0, 1, 1), 0);
@@ -85,9 +86,7 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
     /* the heads side by side again: [B, heads, T, d] -> [B, T, D] */
     ad_tensor *o = ad_matmul(a, v);
     o = ad_reshape(ad_contiguous(ad_permute(o, (int[]){0, 2, 1, 3})), 3, (int64_t[]){B, T, D});
-    ad_tensor *y = ad_matmul(o, ad_transpose(w_out, 0, 1));
-    if (b_out) y = ad_add(y, b_out);
-    return ad_scope_end(&s, y);
+    return ad_scope_end(&s, ad_linear(o, w_out, b_out));
 }
 
 /* ---- MultiheadAttention ---------------------------------------------------------------- */
