@@ -343,14 +343,67 @@ static bool reclaim_begin(ad_tape *t, const ad_node *n, ad_tensor *g, const sink
     return true;
 }
 
+/* Where a moved tensor's values are (contiguous ones only: NULL for a
+ * strided view, which the copy compacts). */
+static unsigned char *moved_src(const ad_tensor *x)
+{
+    int64_t st[AD_MAX_DIMS];
+    ad__contig_strides(x->ndim, x->shape, st);
+    for (int d = 0; d < x->ndim; d++)
+        if (x->shape[d] > 1 && x->strides[d] != st[d]) return NULL;
+    return (unsigned char *)x->storage->data + x->offset * (int64_t)ad_dtype_size(x->dtype);
+}
+
+static size_t arena_round(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
+
+/* Whether the tensors old[0..nm) can be made again from mark `to` on by
+ * moving each one's values straight down, without a copy to the arena's
+ * top first: all contiguous in to's chunk above its level, apart, and
+ * (taken in address order, which this sorts them into) each landing at
+ * or below where its values are now, as ad__alloc would place them (a
+ * storage block, then the data).  Then each new storage block lies below
+ * its tensor's values and above the previous tensor's new place, so
+ * nothing is overwritten before it has moved, and a tensor that is
+ * already where it would land (a rule's first result) is not copied. */
+static bool moves_down(ad_arena_mark to, ad_tensor **old, size_t *bytes, unsigned char **src,
+                       int nm)
+{
+    ad_arena_chunk *c = to.chunk;
+    if (!c) return false;
+    for (int j = 0; j < nm; j++) {
+        src[j] = moved_src(old[j]);
+        if (!src[j] || src[j] < c->base + to.chunk_used || src[j] + bytes[j] > c->base + c->used)
+            return false;
+    }
+    for (int j = 1; j < nm; j++) /* insertion sort by address: nm is a handful */
+        for (int i = j; i > 0 && src[i] < src[i - 1]; i--) {
+            unsigned char *ts = src[i];
+            src[i] = src[i - 1], src[i - 1] = ts;
+            ad_tensor *tt = old[i];
+            old[i] = old[i - 1], old[i - 1] = tt;
+            size_t tb = bytes[i];
+            bytes[i] = bytes[i - 1], bytes[i - 1] = tb;
+        }
+    size_t pos = to.chunk_used;
+    for (int j = 0; j < nm; j++) {
+        if (j > 0 && src[j] < src[j - 1] + bytes[j - 1]) return false; /* views of one storage */
+        pos += arena_round(sizeof(ad_storage));
+        if (c->base + pos > src[j]) return false;
+        pos += arena_round(bytes[j] ? bytes[j] : 1);
+    }
+    return true;
+}
+
 /* The slots' new tensors that live in the space since the mark are
- * copied to the arena's top, everything since the mark is given back,
- * and they are made again from the mark on (below the copy: they are a
- * part of what the rule took) with the same values. */
+ * moved down to where the rule started (straight down when moves_down
+ * allows, else through a copy at the arena's top), everything since the
+ * mark is given back, and they are made again from the mark on with the
+ * same values. */
 static int reclaim_end(ad_tape *t, reclaim *r)
 {
     ad_tensor *old[RECLAIM_MAX];
     size_t bytes[RECLAIM_MAX], total = 0;
+    unsigned char *src[RECLAIM_MAX];
     int nm = 0;
     for (int i = 0; i < r->n; i++) {
         ad_tensor *x = *r->slot[i];
@@ -362,27 +415,28 @@ static int reclaim_end(ad_tape *t, reclaim *r)
         total += bytes[nm];
         old[nm++] = x;
     }
-    unsigned char *top = total ? ad__arena_alloc(t, total) : NULL;
-    if (total && !top) return 0; /* no room to move them: keep everything, as before */
+    /* g, the top block, goes too when nothing now refers to its storage */
+    bool g_dead = r->g != NULL;
+    for (int i = 0; i < r->n && g_dead; i++)
+        g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
+    ad_arena_mark to = g_dead ? r->floor : r->m;
+    bool down = nm > 0 && moves_down(to, old, bytes, src, nm);
+    unsigned char *top = total && !down ? ad__arena_alloc(t, total) : NULL;
+    if (total && !down && !top) return 0; /* no room to move them: keep everything, as before */
     size_t off = 0;
-    for (int j = 0; j < nm; j++) {
+    for (int j = 0; j < nm && !down; j++) {
         ad_storage st = {.data = top + off};
         ad_tensor dst = *old[j];
         dst.storage = &st;
         dst.offset = 0;
         ad__contig_strides(dst.ndim, dst.shape, dst.strides);
         ad__copy_same(&dst, old[j]);
+        src[j] = top + off;
         off += bytes[j];
     }
     /* the rule's views of persistent tensors are as dead as the rest */
     ad__tape_release_after(t, r->held, t->fixups);
-    /* g, the top block, goes too when nothing now refers to its storage */
-    bool g_dead = r->g != NULL;
-    for (int i = 0; i < r->n && g_dead; i++)
-        g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
-    ad_arena_mark to = g_dead ? r->floor : r->m;
     ad__arena_rewind(&t->arena, to);
-    off = 0;
     for (int j = 0; j < nm; j++) {
         ad_tensor *y = ad__alloc("ad_backward", t, old[j]->dtype, old[j]->ndim, old[j]->shape);
         if (!y) { /* no memory for a header: the slots not moved yet go back to what
@@ -392,8 +446,8 @@ static int reclaim_end(ad_tape *t, reclaim *r)
                     if (*r->slot[i] == old[k]) *r->slot[i] = r->before[i];
             return -1;
         }
-        memmove(y->storage->data, top + off, bytes[j]);
-        off += bytes[j];
+        assert(!down || (unsigned char *)y->storage->data <= src[j]);
+        if (y->storage->data != src[j]) memmove(y->storage->data, src[j], bytes[j]);
         int refs = 0, adj_refs = 0;
         for (int i = 0; i < r->n; i++)
             if (*r->slot[i] == old[j]) {
