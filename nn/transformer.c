@@ -71,6 +71,14 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
      * B T rows), seen as [B, T, 3, heads, d] and permuted to
      * [3, B, heads, T, d] (a view) */
     ad_tensor *qkv = ad_linear(x, w_in, b_in);
+    double scale = 1.0 / sqrt((double)d);
+    /* causal without dropout on the weights (charlm's transformer): one op
+     * that reads every head from qkv and writes it into its columns of the
+     * result, scores scaled by 1/sqrt(d) as below */
+    if (causal && !(dropout > 0 && training)) {
+        ad_tensor *o = qkv ? ad_causal_attention(qkv, heads, scale) : NULL;
+        return ad_scope_end(&s, ad_linear(o, w_out, b_out));
+    }
     qkv = ad_permute(ad_reshape(qkv, 5, (int64_t[]){B, T, 3, heads, d}), (int[]){2, 0, 3, 1, 4});
     ad_tensor *q = ad_squeeze(ad_narrow(qkv, 0, 0, 1), 0);
     ad_tensor *k = ad_squeeze(ad_narrow(qkv, 0, 1, 1), 0);
@@ -80,7 +88,6 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
      * with the causal mask, scale, mask and softmax are one op that never
      * reads the masked half */
     ad_tensor *sc = ad_matmul(q, ad_transpose(k, 2, 3));
-    double scale = 1.0 / sqrt((double)d);
     ad_tensor *a = causal ? ad_softmax_causal(sc, scale) : ad_softmax(ad_mul_scalar(sc, scale), 3);
     if (a && dropout > 0 && training) a = ad_dropout(a, dropout, true, rng);
     /* the heads side by side again: [B, heads, T, d] -> [B, T, D] */
