@@ -539,7 +539,11 @@ static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE t
                      int ldc, const ad_gemm_ep *ep)
 {
     bool bias = ep && ep->bias, beta1 = bias || (ep && ep->accumulate);
-    if (bias && dtype == AD_FLOAT32) {
+    if (bias && ep->bias_stride == 1) { /* a contiguous bias: a row copy per row of C */
+        size_t es = ad_dtype_size(dtype);
+        for (int i = 0; i < m; i++)
+            memcpy((char *)c + (size_t)i * (size_t)ldc * es, ep->bias, (size_t)n * es);
+    } else if (bias && dtype == AD_FLOAT32) {
         const float *bv = ep->bias;
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) ((float *)c)[(int64_t)i * ldc + j] = bv[j * ep->bias_stride];
