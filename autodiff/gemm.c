@@ -544,7 +544,11 @@ static void blas_run(ad_dtype dtype, int m, int n, int k, enum CBLAS_TRANSPOSE t
                      int ldc, const ad_gemm_ep *ep)
 {
     bool bias = ep && ep->bias, beta1 = bias || (ep && ep->accumulate);
-    if (bias && dtype == AD_FLOAT32) {
+    if (bias && ep->bias_stride == 1) { /* a contiguous bias: a row copy per row of C */
+        size_t es = ad_dtype_size(dtype);
+        for (int i = 0; i < m; i++)
+            memcpy((char *)c + (size_t)i * (size_t)ldc * es, ep->bias, (size_t)n * es);
+    } else if (bias && dtype == AD_FLOAT32) {
         const float *bv = ep->bias;
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) ((float *)c)[(int64_t)i * ldc + j] = bv[j * ep->bias_stride];
@@ -711,4 +715,74 @@ int ad__gemm(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k, 
              int64_t ldc)
 {
     return ad__gemm_ep(scratch, dtype, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, NULL);
+}
+
+/* ---- a packed A reused by many products ----------------------------------------- */
+/* The k blocking of a packed product: its B is a few columns (a batch),
+ * so the whole k x nr sliver stays in L2 up to k = 1024, and one block
+ * stores each tile of C once instead of once per k block (through the
+ * edge buffer, with C's strides). */
+static int64_t packed_kc(int64_t kc, int64_t k) { return k <= 1024 ? k : kc; }
+
+int ad__gemm_pack_a(ad_tape *tape, ad_dtype dtype, int64_t m, int64_t k, const void *a,
+                    int64_t rsa, int64_t csa, int64_t nmax, ad_gemm_packed *p)
+{
+    *p = (ad_gemm_packed){.dtype = dtype, .m = m, .k = k};
+    /* a product the built-in kernel would share among threads keeps them */
+    if (m <= 0 || k <= 0 || nmax <= 0 ||
+        gemm_threads(m, nmax, (double)m * (double)nmax * (double)k) != 1)
+        return 0;
+    p->mark = scratch_mark(tape);
+    p->tape = tape;
+    size_t es = ad_dtype_size(dtype), ea, eb;
+    if (dtype == AD_FLOAT32) {
+        const kernel_f32 *K = pick_f32();
+        p->kernel = K;
+        p->MC = tune_mc > 0 ? round_up(tune_mc, K->mr) : K->mc;
+        p->KC = tune_kc > 0 ? tune_kc : packed_kc(K->kc, k);
+        p->NC = tune_nc > 0 ? round_up(tune_nc, K->nr) : K->nc;
+        ea = packed_a_elems_f32(K, m, k, p->MC, p->KC);
+        eb = (size_t)(min64(p->KC, k) * round_up(min64(p->NC, nmax), K->nr));
+    } else {
+        const kernel_f64 *K = pick_f64();
+        p->kernel = K;
+        p->MC = tune_mc > 0 ? round_up(tune_mc, K->mr) : K->mc;
+        p->KC = tune_kc > 0 ? tune_kc : packed_kc(K->kc, k);
+        p->NC = tune_nc > 0 ? round_up(tune_nc, K->nr) : K->nc;
+        ea = packed_a_elems_f64(K, m, k, p->MC, p->KC);
+        eb = (size_t)(min64(p->KC, k) * round_up(min64(p->NC, nmax), K->nr));
+    }
+    ea = (ea * es + 63) / 64 * 64 / es; /* pb starts on a cache line */
+    p->pa = scratch_alloc(tape, (ea + eb) * es, &p->raw);
+    if (!p->pa) {
+        scratch_release(tape, p->mark);
+        return -1;
+    }
+    p->pb = (char *)p->pa + ea * es;
+    p->nmax = nmax;
+    if (dtype == AD_FLOAT32)
+        pack_a_all_f32(p->kernel, m, k, p->MC, p->KC, a, rsa, csa, p->pa);
+    else
+        pack_a_all_f64(p->kernel, m, k, p->MC, p->KC, a, rsa, csa, p->pa);
+    return 0;
+}
+
+void ad__gemm_packed(const ad_gemm_packed *p, int64_t n, const void *b, int64_t rsb,
+                     int64_t csb, void *c, int64_t rsc, int64_t csc, bool accumulate)
+{
+    assert(p->pa && n <= p->nmax);
+    if (p->dtype == AD_FLOAT32)
+        run_packed_f32(p->kernel, p->m, n, p->k, p->MC, p->KC, p->NC, p->pa, b, rsb, csb, c, rsc,
+                       csc, accumulate, p->pb);
+    else
+        run_packed_f64(p->kernel, p->m, n, p->k, p->MC, p->KC, p->NC, p->pa, b, rsb, csb, c, rsc,
+                       csc, accumulate, p->pb);
+}
+
+void ad__gemm_packed_release(ad_gemm_packed *p)
+{
+    if (!p->pa) return;
+    ad__free(p->raw);
+    scratch_release(p->tape, p->mark);
+    p->pa = NULL;
 }

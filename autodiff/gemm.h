@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arena.h"
 #include "tensor.h"
 
 /* What ad__gemm_ep does beyond C = A B: with bias (not NULL, of C's
@@ -61,6 +62,35 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs);
 /* Name of the built-in micro-kernel ad__gemm_builtin uses for dtype now
  * ("avx512 14x32", "avx2-fma 6x16", "generic 4x4", ...). */
 const char *ad__gemm_kernel_name(ad_dtype dtype);
+
+/* A matrix A (m x k) packed once for the built-in kernel and multiplied
+ * by many B (a recurrence's weight, one product per time step: packing
+ * the 1024 x 256 W of a 256-unit LSTM cost as much as a third of each
+ * step's product).  ad__gemm_pack_a packs it into scratch taken from
+ * tape's arena (the heap when tape is NULL) for products with up to nmax
+ * columns; nothing else may be allocated on that arena until
+ * ad__gemm_packed_release gives the scratch back.  It leaves p->pa NULL,
+ * packing nothing, when the built-in kernel would share such a product
+ * among threads (the caller then calls ad__gemm per product); returns -1
+ * when out of memory.  ad__gemm_packed computes C = A B, or C += A B with
+ * accumulate, for B k x n at (rsb, csb) and C m x n with element (i, j)
+ * at c[i*rsc + j*csc] (a transposed C is allowed), always with the
+ * built-in kernel's micro-kernel and packing whatever AD_GEMM says, with
+ * k blocks up to 1024 long (B is a few columns: its k x nr sliver stays
+ * in L2), so its last bits may differ from ad__gemm_builtin's for k > 256. */
+typedef struct ad_gemm_packed {
+    ad_dtype dtype;
+    int64_t m, k, nmax, MC, KC, NC;
+    const void *kernel;
+    void *pa, *pb, *raw;
+    ad_tape *tape;
+    ad_arena_mark mark;
+} ad_gemm_packed;
+int ad__gemm_pack_a(ad_tape *tape, ad_dtype dtype, int64_t m, int64_t k, const void *a,
+                    int64_t rsa, int64_t csa, int64_t nmax, ad_gemm_packed *p);
+void ad__gemm_packed(const ad_gemm_packed *p, int64_t n, const void *b, int64_t rsb,
+                     int64_t csb, void *c, int64_t rsc, int64_t csc, bool accumulate);
+void ad__gemm_packed_release(ad_gemm_packed *p);
 
 /* ---- test hooks: not thread-safe, for tests and benchmarks only ---------------- */
 

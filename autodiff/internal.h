@@ -153,6 +153,13 @@ extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
 extern const ad_op *const ad__ops_conv[];
 extern const ad_op *const ad__ops_fused[];
+extern const ad_op *const ad__ops_attention[];
+/* The causal softmax of one contiguous T x T matrix of scores, in place
+ * (row t: softmax of scale x[t, 0..t], zeros after), and its rule on one
+ * matrix: g becomes scale y (g - sum_s g y) row by row, zero above the
+ * diagonal (ops_loss.c; ops_attention.c runs them per head). */
+void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale);
+void ad__softmax_causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T, double scale);
 /* ad_layer_norm after its argument checks (ops_nn.c): the fused op of
  * ops_fused.c, fn naming the caller in messages. */
 ad_tensor *ad__layer_norm_fused(const char *fn, ad_tensor *x, int nnorm, ad_tensor *w,

@@ -172,6 +172,10 @@ static int seq_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
     char *py = (char *)y->storage->data + y->offset * (int64_t)es;
     char *pc = (char *)cs->storage->data + cs->offset * (int64_t)es;
     const char *pw = (const char *)w->storage->data + w->offset * (int64_t)es;
+    /* W packed once for the T products (ad__gemm_pack_a, gemm.h) */
+    ad_gemm_packed pk;
+    if (ad__gemm_pack_a(y->tape, gx->dtype, 4 * H, H, pw, H, 1, B, &pk))
+        return ad__err(fn, "out of memory");
     for (int64_t t = 0; t < T; t++) {
         char *a = pa + t * B * 5 * H * (int64_t)es;
         for (int64_t b = 0; b < B; b++)
@@ -181,10 +185,15 @@ static int seq_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
                            : (const char *)h0->storage->data + h0->offset * (int64_t)es;
         const char *cp = t ? pc + (t - 1) * B * H * (int64_t)es
                            : (const char *)c0->storage->data + c0->offset * (int64_t)es;
-        /* a[:, :4H] += h_t W^T: W^T's (p, j) is w[j H + p] */
+        /* a[:, :4H] += h_t W^T: W^T's (p, j) is w[j H + p]; with W
+         * packed, as its transpose W h_t^T into a's columns */
         ad_gemm_ep acc = {NULL, 0, true};
-        if (ad__gemm_ep(y->tape, gx->dtype, B, 4 * H, H, hp, H, 1, pw, 1, H, a, 5 * H, &acc))
+        if (pk.pa)
+            ad__gemm_packed(&pk, B, hp, 1, H, a, 1, 5 * H, true);
+        else if (ad__gemm_ep(y->tape, gx->dtype, B, 4 * H, H, hp, H, 1, pw, 1, H, a, 5 * H, &acc)) {
+            ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
+        }
         char *hn = py + t * B * H * (int64_t)es, *cn = pc + t * B * H * (int64_t)es;
         for (int64_t b = 0; b < B; b++) {
             int64_t ra = b * 5 * H * (int64_t)es, rh = b * H * (int64_t)es;
@@ -196,6 +205,7 @@ static int seq_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
                              1, (float *)(void *)(hn + rh), (float *)(void *)(cn + rh));
         }
     }
+    ad__gemm_packed_release(&pk);
     /* y[T] = c_T */
     memcpy(py + T * B * H * (int64_t)es, pc + (T - 1) * B * H * (int64_t)es, (size_t)(B * H) * es);
     return 0;
@@ -275,6 +285,9 @@ static int seq_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
     int64_t BH = B * H * (int64_t)es;
     memset(ph, 0, (size_t)BH);
     memcpy(dcs[0]->storage->data, pg + T * BH, (size_t)BH); /* dL/dc_T */
+    /* W^T (W read transposed) packed once for the T products */
+    ad_gemm_packed pk;
+    if (ad__gemm_pack_a(tp, dt, H, 4 * H, pw, 1, H, B, &pk)) return ad__err(fn, "out of memory");
     int cur = 0;
     for (int64_t t = T - 1; t >= 0; t--) {
         const char *gt = pg + t * BH;
@@ -305,9 +318,14 @@ static int seq_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
         cur = 1 - cur;
         /* dL/dh_t = dG_t W (the part through the step; G[t - 1] is added
          * at the next iteration) */
-        if (ad__gemm(tp, dt, B, H, 4 * H, dgt, 4 * H, 1, pw, H, 1, ph, H))
+        if (pk.pa) /* as dh_t^T = W^T dG_t^T into dh's columns */
+            ad__gemm_packed(&pk, B, dgt, 1, 4 * H, ph, 1, H, false);
+        else if (ad__gemm(tp, dt, B, H, 4 * H, dgt, 4 * H, 1, pw, H, 1, ph, H)) {
+            ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
+        }
     }
+    ad__gemm_packed_release(&pk);
     if (ad__needs_grad(n, 1)) {
         /* dW = sum_t dG_t^T h_t: h_0, then h_1 .. h_(T-1) = y[0 .. T-2] */
         ad_tensor *dw = ad__alloc(fn, tp, dt, 2, w->shape);

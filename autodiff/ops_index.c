@@ -295,6 +295,25 @@ static int index_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     if (check_range("ad_index_add", index, base, "base", d)) return -1;
     ad__copy_same(out, base);
     if (ad__numel(src->ndim, src->shape) == 0) return 0;
+    if (d == 0 && out->dtype != AD_INT64 && ad_is_contiguous(out) && ad_is_contiguous(src)) {
+        /* whole rows (an embedding's gradient): row j of src into row
+         * index[j] of out, one vectorisable loop per row; the same
+         * additions in the same order as the loop below */
+        int64_t L = ad__numel(src->ndim, src->shape) / src->shape[0];
+        for (int64_t j = 0; j < src->shape[0]; j++) {
+            int64_t r = entry(index, index->offset + j * index->strides[0], base->shape[0]);
+            if (out->dtype == AD_FLOAT32) {
+                float *o = (float *)out->storage->data + out->offset + r * L;
+                const float *x = (const float *)src->storage->data + src->offset + j * L;
+                for (int64_t k = 0; k < L; k++) o[k] += x[k];
+            } else {
+                double *o = (double *)out->storage->data + out->offset + r * L;
+                const double *x = (const double *)src->storage->data + src->offset + j * L;
+                for (int64_t k = 0; k < L; k++) o[k] += x[k];
+            }
+        }
+        return 0;
+    }
     do { /* src's element p lands at p with p[d] replaced by index[p[d]] */
         int64_t j = p[d], os = ad__offset_of(src, p);
         p[d] = entry(index, index->offset + j * index->strides[0], base->shape[d]);

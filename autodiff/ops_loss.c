@@ -272,6 +272,47 @@ static void causal_kernel(const ad_tensor *x, ad_tensor *y, double scale)
     }
 }
 
+/* The same on one contiguous T x T matrix, in place (ops_attention.c). */
+void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
+{
+    for (int64_t r = 0; r < T; r++) {
+        if (dt == AD_FLOAT32)
+            causal_row_f32((float *)x + r * T, (float *)x + r * T, r + 1, T, (float)scale);
+        else
+            causal_row_f64((double *)x + r * T, (double *)x + r * T, r + 1, T, scale);
+    }
+}
+
+/* One row of the rule below: d = scale y (g - sum_(k < len) g y), zero
+ * past len; d may be g. */
+static void causal_bw_row(ad_dtype dt, const void *yv, const void *gv, void *dv, int64_t len,
+                          int64_t T, double scale)
+{
+    double s = 0.0;
+    if (dt == AD_FLOAT32) {
+        const float *gp = gv, *yp = yv;
+        float *d = dv;
+        for (int64_t k = 0; k < len; k++) s += (double)gp[k] * (double)yp[k];
+        float sf = (float)s, sc = (float)scale;
+        for (int64_t k = 0; k < len; k++) d[k] = sc * yp[k] * (gp[k] - sf);
+        for (int64_t k = len; k < T; k++) d[k] = 0.0f;
+    } else {
+        const double *gp = gv, *yp = yv;
+        double *d = dv;
+        for (int64_t k = 0; k < len; k++) s += gp[k] * yp[k];
+        for (int64_t k = 0; k < len; k++) d[k] = scale * yp[k] * (gp[k] - s);
+        for (int64_t k = len; k < T; k++) d[k] = 0.0;
+    }
+}
+
+void ad__softmax_causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T, double scale)
+{
+    size_t es = ad_dtype_size(dt);
+    for (int64_t r = 0; r < T; r++)
+        causal_bw_row(dt, (const char *)y + r * T * (int64_t)es, (char *)g + r * T * (int64_t)es,
+                      (char *)g + r * T * (int64_t)es, r + 1, T, scale);
+}
+
 /* dx = scale y (g - sum(g y)): with ops under create-graph, else one pass
  * per row (g contiguous). */
 static int causal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -288,24 +329,12 @@ static int causal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     ad_tensor *dx = ad__alloc("ad_softmax_causal (backward)", y->tape, y->dtype, y->ndim, y->shape);
     if (!dx) return -1;
     int64_t T = y->shape[axis], rows = ad__numel(y->ndim, y->shape) / (T ? T : 1);
+    size_t es = ad_dtype_size(y->dtype);
     for (int64_t r = 0; T && r < rows; r++) {
-        int64_t o = r * T, len = r % T + 1;
-        double s = 0.0;
-        for (int64_t k = 0; k < len; k++)
-            s += ad__ld(g, g->offset + o + k) * ad__ld(y, y->offset + o + k);
-        if (y->dtype == AD_FLOAT32) {
-            const float *gp = (const float *)g->storage->data + g->offset + o;
-            const float *yp = (const float *)y->storage->data + y->offset + o;
-            float *d = (float *)dx->storage->data + o, sf = (float)s, sc = (float)p->scale;
-            for (int64_t k = 0; k < len; k++) d[k] = sc * yp[k] * (gp[k] - sf);
-            for (int64_t k = len; k < T; k++) d[k] = 0.0f;
-        } else {
-            const double *gp = (const double *)g->storage->data + g->offset + o;
-            const double *yp = (const double *)y->storage->data + y->offset + o;
-            double *d = (double *)dx->storage->data + o;
-            for (int64_t k = 0; k < len; k++) d[k] = p->scale * yp[k] * (gp[k] - s);
-            for (int64_t k = len; k < T; k++) d[k] = 0.0;
-        }
+        int64_t o = r * T;
+        causal_bw_row(y->dtype, (const char *)y->storage->data + (y->offset + o) * (int64_t)es,
+                      (const char *)g->storage->data + (g->offset + o) * (int64_t)es,
+                      (char *)dx->storage->data + o * (int64_t)es, r % T + 1, T, p->scale);
     }
     gin[0] = dx;
     return 0;

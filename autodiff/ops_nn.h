@@ -230,6 +230,25 @@ AD_API ad_tensor *ad_fused_lstm_cell(ad_tensor *gx, ad_tensor *gh, ad_tensor *c)
 AD_API ad_tensor *ad_lstm_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *h0,
                                      ad_tensor *c0);
 
+/* Causal multi-head self-attention on a packed projection, as one op:
+ * qkv [B, T, 3D] (float, any strides; strided input is copied) holds q, k
+ * and v side by side, each [B, T, heads, d] with d = D / heads.  Per
+ * batch entry and head,
+ *     P = softmax_causal(q k^T, scale)   (ad_softmax_causal: s <= t only)
+ *     y[b, :, head's d columns] = P v,
+ * y [B, T, D] with the heads side by side (what nn_self_attention's
+ * composition of views, two batched products, ad_softmax_causal and a
+ * copy computes, without the copies: every head is read from qkv and
+ * written into y in place).  The backward pass writes dq, dk and dv into
+ * one [B, T, 3D] gradient: dv = P^T g, dS = scale P (g v^T - sum g v^T P),
+ * dq = dS k, dk = dS^T q; under AD_CREATE_GRAPH the rule is made of ops.
+ * Keeps the weights P [B, heads, T, T] for the rule on the result's tape
+ * (no dropout on them: nn_self_attention composes ops for that).
+ * Errors: NULL, integer dtype, qkv not [B, T, 3D] with D a multiple of
+ * heads ("ad_causal_attention: need qkv [B, T, 3D] with D a multiple of
+ * heads (4), got [2,5,9]"), scale not finite. */
+AD_API ad_tensor *ad_causal_attention(ad_tensor *qkv, int64_t heads, double scale);
+
 /* ---- normalisation -------------------------------------------------------------- */
 
 /* torch.nn.functional.layer_norm over the last nnormdims dimensions (1..ndim):

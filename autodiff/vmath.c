@@ -249,6 +249,29 @@ static VM_INLINE float vm_sigmoidf(float x)
     return q - q * ((dl * 0x1p-64f) * (x >= 0.0f ? q : 1.0f - q));
 }
 
+/* Phi(x), the standard normal distribution function, in float (GELU's
+ * factor): erfc from the Chebyshev fit of Numerical Recipes' erfcc
+ * (relative error below 1.2e-7 in exact arithmetic),
+ *     erfc(z) = u e^(-z^2 + P(u)),  u = 1/(1 + z/2),  z = |x|/sqrt 2,
+ * and Phi(x) = erfc(z)/2 for x < 0, 1 - erfc(z)/2 else; erfc keeps full
+ * relative precision in the left tail, where 1 + erf would cancel.  The
+ * operations and their order are those of the scalar loop it replaced in
+ * ops_pointwise.c, so the results are the same bits. */
+static VM_INLINE float vm_phif(float x)
+{
+    float z = fabsf(x) * 0.70710678118654752440f, u = 1.0f / (1.0f + 0.5f * z);
+    float q = -0.82215223f + u * 0.17087277f;
+    q = 1.48851587f + u * q;
+    q = -1.13520398f + u * q;
+    q = 0.27886807f + u * q;
+    q = -0.18628806f + u * q;
+    q = 0.09678418f + u * q;
+    q = 0.37409196f + u * q;
+    q = 1.00002368f + u * q;
+    float r = 0.5f * u * vm_expf(-z * z - 1.26551223f + u * q); /* erfc(z) / 2 */
+    return x < 0 ? r : 1.0f - r;
+}
+
 #define SHIFT 0x1.8p52 /* x + SHIFT rounds x to an integer */
 #define TWO_OVER_PI 0x1.45f306dc9c883p-1
 #define PIO2_1 0x1.921fb54p+0             /* pi/2 to 29 bits: n PIO2_1 exact */
@@ -449,6 +472,7 @@ void ad__vexp_f32(float *y, const float *x, int64_t n) { DISPATCH(exp, y, x, n) 
 void ad__vlog_f32(float *y, const float *x, int64_t n) { DISPATCH(log, y, x, n) }
 void ad__vtanh_f32(float *y, const float *x, int64_t n) { DISPATCH(tanh, y, x, n) }
 void ad__vsigmoid_f32(float *y, const float *x, int64_t n) { DISPATCH(sigmoid, y, x, n) }
+void ad__vphi_f32(float *y, const float *x, int64_t n) { DISPATCH(phi, y, x, n) }
 void ad__vsin_f32(float *y, const float *x, int64_t n) { DISPATCH(sin, y, x, n) }
 void ad__vcos_f32(float *y, const float *x, int64_t n) { DISPATCH(cos, y, x, n) }
 void ad__vexp_f64(double *y, const double *x, int64_t n) { DISPATCH(exp_d, y, x, n) }

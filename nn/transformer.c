@@ -66,10 +66,19 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
     ad_scope s;
     if (ad_scope_begin(&s, fn, 5, in, false) != 0) return NULL;
     int64_t d = D / heads;
-    /* one projection for q, k and v of every head: [B, T, 3D] seen as
-     * [B, T, 3, heads, d] and permuted to [3, B, heads, T, d] (a view) */
-    ad_tensor *qkv = ad_matmul(x, ad_transpose(w_in, 0, 1));
-    if (b_in) qkv = ad_add(qkv, b_in);
+    /* one projection for q, k and v of every head, [B, T, 3D] (ad_linear:
+     * the bias added in the product, W's gradient one product over all
+     * B T rows), seen as [B, T, 3, heads, d] and permuted to
+     * [3, B, heads, T, d] (a view) */
+    ad_tensor *qkv = ad_linear(x, w_in, b_in);
+    double scale = 1.0 / sqrt((double)d);
+    /* causal without dropout on the weights (charlm's transformer): one op
+     * that reads every head from qkv and writes it into its columns of the
+     * result, scores scaled by 1/sqrt(d) as below */
+    if (causal && !(dropout > 0 && training)) {
+        ad_tensor *o = qkv ? ad_causal_attention(qkv, heads, scale) : NULL;
+        return ad_scope_end(&s, ad_linear(o, w_out, b_out));
+    }
     qkv = ad_permute(ad_reshape(qkv, 5, (int64_t[]){B, T, 3, heads, d}), (int[]){2, 0, 3, 1, 4});
     ad_tensor *q = ad_squeeze(ad_narrow(qkv, 0, 0, 1), 0);
     ad_tensor *k = ad_squeeze(ad_narrow(qkv, 0, 1, 1), 0);
@@ -79,15 +88,12 @@ ad_tensor *nn_self_attention(ad_tensor *x, ad_tensor *w_in, ad_tensor *b_in, ad_
      * with the causal mask, scale, mask and softmax are one op that never
      * reads the masked half */
     ad_tensor *sc = ad_matmul(q, ad_transpose(k, 2, 3));
-    double scale = 1.0 / sqrt((double)d);
     ad_tensor *a = causal ? ad_softmax_causal(sc, scale) : ad_softmax(ad_mul_scalar(sc, scale), 3);
     if (a && dropout > 0 && training) a = ad_dropout(a, dropout, true, rng);
     /* the heads side by side again: [B, heads, T, d] -> [B, T, D] */
     ad_tensor *o = ad_matmul(a, v);
     o = ad_reshape(ad_contiguous(ad_permute(o, (int[]){0, 2, 1, 3})), 3, (int64_t[]){B, T, D});
-    ad_tensor *y = ad_matmul(o, ad_transpose(w_out, 0, 1));
-    if (b_out) y = ad_add(y, b_out);
-    return ad_scope_end(&s, y);
+    return ad_scope_end(&s, ad_linear(o, w_out, b_out));
 }
 
 /* ---- MultiheadAttention ---------------------------------------------------------------- */

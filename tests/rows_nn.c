@@ -177,6 +177,15 @@ static ad_tensor *lstm_seq_f(ad_tensor *const *in, int n, void *ctx)
     return ad_lstm_recurrence(in[0], in[1], in[2], in[3]);
 }
 
+/* ---- causal_attention: in = qkv ---- */
+static ad_tensor *attn_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    /* ctx: qkv given transposed ([B, 3D, T] stored, a strided view) */
+    ad_tensor *qkv = ctx ? ad_transpose(in[0], 1, 2) : in[0];
+    return ad_causal_attention(qkv, 2, 0.8);
+}
+
 #define X4(a, b, c, d) {4, {a, b, c, d}, OT_GRAD, 0, 0, 0}
 #define X3(a, b, c) {3, {a, b, c}, OT_GRAD, 0, 0, 0}
 #define V1(a) {1, {a}, OT_GRAD, 0, 0, 0}
@@ -271,6 +280,10 @@ const op_row rows_nn[] = {
      lstm_cell_f, (void *)1, 3,
      {{2, {8, 3}, OT_GRAD, 0, 0, 0}, {2, {3, 8}, OT_GRAD, 0, 0, 0},
       {2, {3, 2}, OT_CONST, 0, 0, 0}}},
+    {"causal_attention", "causal attention, B 2, T 4, 2 heads of 2", attn_f, NULL, 1,
+     {X3(2, 4, 12)}},
+    {"causal_attention", "causal attention of a strided qkv, B 1, T 3, 2 heads of 1", attn_f,
+     (void *)1, 1, {X3(1, 6, 3)}},
     {"lstm_recurrence", "LSTM recurrence, T 3, B 2, H 2", lstm_seq_f, NULL, 4,
      {{3, {3, 2, 8}, OT_GRAD, -1.5, 1.5, 0}, {2, {8, 2}, OT_GRAD, 0, 0, 0},
       {2, {2, 2}, OT_GRAD, 0, 0, 0}, {2, {2, 2}, OT_GRAD, -1.5, 1.5, 0}}},

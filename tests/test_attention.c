@@ -153,6 +153,49 @@ END_TEST
 /* ---- behaviour -------------------------------------------------------------------------- */
 
 /* Under the causal mask, output t depends on inputs 0..t only. */
+/* ad_causal_attention (one op) against the composition it replaced:
+ * views of qkv, two batched products, ad_softmax_causal and the copy that
+ * puts the heads side by side.  The same products and softmax, so y is
+ * the same bits; the gradient agrees to rounding (dk is computed as
+ * dS^T q rather than as the transpose of q^T dS). */
+static ad_tensor *composed(ad_tensor *qkv, int64_t heads, double scale)
+{
+    int64_t B = ad_size(qkv, 0), T = ad_size(qkv, 1), D = ad_size(qkv, 2) / 3, d = D / heads;
+    ad_tensor *x = ad_permute(ad_reshape(qkv, 5, (int64_t[]){B, T, 3, heads, d}),
+                              (int[]){2, 0, 3, 1, 4});
+    ad_tensor *q = ad_squeeze(ad_narrow(x, 0, 0, 1), 0), *k = ad_squeeze(ad_narrow(x, 0, 1, 1), 0);
+    ad_tensor *v = ad_squeeze(ad_narrow(x, 0, 2, 1), 0);
+    ad_tensor *a = ad_softmax_causal(ad_matmul(q, ad_transpose(k, 2, 3)), scale);
+    ad_tensor *o = ad_contiguous(ad_permute(ad_matmul(a, v), (int[]){0, 2, 1, 3}));
+    return ad_reshape(o, 3, (int64_t[]){B, T, D});
+}
+
+START_TEST(fused_attention_matches_composition)
+{
+    for (int f = 0; f < 2; f++) {
+        ad_dtype dt = f ? AD_FLOAT32 : AD_FLOAT64;
+        ad_rng rng;
+        ad_rng_init(&rng, 31);
+        ad_tensor *qkv = ad_randn(ot_tape, &rng, dt, AD_SHAPE(3, 7, 24), 0, 1);
+        ad_tensor *r = ad_randn(ot_tape, &rng, dt, AD_SHAPE(3, 7, 8), 0, 1);
+        ok(ad_set_requires_grad(qkv, true));
+        ad_tensor *y[2] = {ad_causal_attention(qkv, 4, 0.7), composed(qkv, 4, 0.7)}, *g[2];
+        for (int i = 0; i < 2; i++) {
+            nonnull(y[i]);
+            ad_tensor *l = ad_sum(ad_mul(y[i], r), NULL, 0, false);
+            ok(ad_gradients(l, NULL, 1, &qkv, &g[i], 0));
+        }
+        for (int64_t i = 0; i < 3 * 7 * 8; i++)
+            ck_assert_msg(ot_at(y[0], i) == ot_at(y[1], i), "%s y[%lld]: %.9g vs %.9g",
+                          ad_dtype_name(dt), (long long)i, ot_at(y[0], i), ot_at(y[1], i));
+        double tol = f ? 2e-6 : 1e-14;
+        for (int64_t i = 0; i < 3 * 7 * 24; i++)
+            ck_assert_close(ot_at(g[0], i), ot_at(g[1], i), tol);
+        ad_tape_reset(ot_tape);
+    }
+}
+END_TEST
+
 START_TEST(causal_mask_hides_the_future)
 {
     ad_rng rng;
@@ -308,6 +351,7 @@ int main(void)
     tc = tcase_create("modules");
     tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(tc, agrees_with_pytorch);
+    tcase_add_test(tc, fused_attention_matches_composition);
     tcase_add_test(tc, causal_mask_hides_the_future);
     tcase_add_test(tc, dropout_in_training_only);
     tcase_add_test(tc, checkpointed_block_matches_plain);

@@ -940,6 +940,17 @@ START_TEST(nn_ops)
         ROW(ad_lstm_recurrence(gs, w82, c2, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
             "must share one dtype");
     }
+    {
+        ad_tensor *qkv = ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){2, 5, 9});
+        ROW(ad_causal_attention(NULL, 1, 1.0), "argument 'qkv' is NULL");
+        ROW(ad_causal_attention(qkv, 4, 1.0), "ad_causal_attention: need qkv [B, T, 3D] with D a "
+                                              "multiple of heads (4), got [2,5,9]");
+        ROW(ad_causal_attention(qkv, 0, 1.0), "multiple of heads (0)");
+        ROW(ad_causal_attention(f.a, 1, 1.0), "got [2,3]");
+        ROW(ad_causal_attention(qkv, 3, NAN), "scale must be finite");
+        ROW(ad_causal_attention(ad_zeros(f.t, AD_INT64, 3, (int64_t[]){1, 2, 3}), 1, 1.0),
+            "argument 'qkv' must be float32 or float64, got int64");
+    }
     ROW(ad_layer_norm(NULL, 1, NULL, NULL, 1e-5), "argument 'x' is NULL");
     ROW(ad_layer_norm(f.a, 0, NULL, NULL, 1e-5), "nnormdims");
     ROW(ad_layer_norm(f.a, 3, NULL, NULL, 1e-5), "nnormdims");

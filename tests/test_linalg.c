@@ -443,6 +443,101 @@ START_TEST(builtin_kernel_scratch_on_a_tape)
 }
 END_TEST
 
+/* A packed once (ad__gemm_pack_a) times several B: plain and transposed A
+ * and B, C written plain or transposed, overwritten or accumulated into,
+ * against long double; scratch on a tape (given back after) or the heap. */
+static void check_packed(ad_tape *tape, ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta,
+                         bool tb, bool tc, bool acc)
+{
+    size_t es = ad_dtype_size(d);
+    int64_t na = m * k, nb = k * n, nc = m * n;
+    double *a = malloc((size_t)na * sizeof *a), *b = malloc((size_t)nb * sizeof *b);
+    double *want = malloc((size_t)nc * sizeof *want), *c0 = malloc((size_t)nc * sizeof *c0);
+    char *pa = malloc((size_t)na * es), *pb = malloc((size_t)nb * es), *pc = malloc((size_t)nc * es);
+    ad_rng rng;
+    ad_rng_init(&rng, (uint64_t)(m * 7 + n * 3 + k));
+    for (int64_t i = 0; i < na; i++) a[i] = d == AD_FLOAT32 ? (float)(ad_rng_uniform(&rng) * 2 - 1)
+                                                            : ad_rng_uniform(&rng) * 2 - 1;
+    for (int64_t i = 0; i < nb; i++) b[i] = d == AD_FLOAT32 ? (float)(ad_rng_uniform(&rng) * 2 - 1)
+                                                            : ad_rng_uniform(&rng) * 2 - 1;
+    for (int64_t i = 0; i < nc; i++) c0[i] = d == AD_FLOAT32 ? (float)(0.5 * i / nc) : 0.5 * i / nc;
+    naive(m, n, k, a, b, want);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < k; p++) {
+            int64_t o = ta ? p * m + i : i * k + p;
+            if (d == AD_FLOAT32) ((float *)pa)[o] = (float)a[i * k + p];
+            else ((double *)pa)[o] = a[i * k + p];
+        }
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++) {
+            int64_t o = tb ? j * k + p : p * n + j;
+            if (d == AD_FLOAT32) ((float *)pb)[o] = (float)b[p * n + j];
+            else ((double *)pb)[o] = b[p * n + j];
+        }
+    int64_t rsc = tc ? 1 : n, csc = tc ? m : 1;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double v = acc ? c0[i * n + j] : 1e30; /* garbage unless accumulated into */
+            if (d == AD_FLOAT32) ((float *)pc)[i * rsc + j * csc] = (float)v;
+            else ((double *)pc)[i * rsc + j * csc] = v;
+        }
+    ad_gemm_packed pk;
+    ck_assert_int_eq(ad__gemm_pack_a(tape, d, m, k, pa, ta ? 1 : k, ta ? m : 1, n, &pk), 0);
+    ck_assert(pk.pa != NULL); /* one thread: always packed */
+    /* twice, so that reusing the packing is checked: the first product
+     * into C's left columns, the second (all of B) into all of C */
+    int64_t half = n / 2;
+    ad__gemm_packed(&pk, half, pb, tb ? 1 : n, tb ? k : 1, pc, rsc, csc, acc);
+    ad__gemm_packed(&pk, n, pb, tb ? 1 : n, tb ? k : 1, pc, rsc, csc, acc);
+    ad__gemm_packed_release(&pk);
+    double tol = d == AD_FLOAT32 ? 6e-6 * (double)(k + 1) : 2e-15 * (double)(k + 1);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double got = d == AD_FLOAT32 ? ((float *)pc)[i * rsc + j * csc]
+                                         : ((double *)pc)[i * rsc + j * csc];
+            /* accumulated: C0 + AB for the left half (added twice), C0 + AB else */
+            double w = want[i * n + j] * (acc && j < half ? 2 : 1) + (acc ? c0[i * n + j] : 0);
+            ck_assert_msg(fabs(got - w) <= tol,
+                          "%s m=%lld n=%lld k=%lld ta=%d tb=%d tc=%d acc=%d: C(%lld,%lld) = %.17g, "
+                          "want %.17g", ad_dtype_name(d), (long long)m, (long long)n, (long long)k,
+                          ta, tb, tc, acc, (long long)i, (long long)j, got, w);
+        }
+    free(a), free(b), free(want), free(c0), free(pa), free(pb), free(pc);
+}
+
+static void packed_sweep(ad_tape *tape)
+{
+    static const int64_t shapes[][3] = {
+        /* ragged; k past one default block; k past 1024 (blocked again);
+         * one exact tile; tiny */
+        {67, 31, 45}, {30, 20, 300}, {20, 33, 1100}, {14, 32, 7}, {3, 5, 2},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int dt = 0; dt < 2; dt++)
+            for (int f = 0; f < 16; f++)
+                check_packed(tape, dt ? AD_FLOAT32 : AD_FLOAT64, shapes[s][0], shapes[s][1],
+                             shapes[s][2], f & 1, f & 2, f & 4, f & 8);
+}
+
+START_TEST(packed_a_reused)
+{
+    int was = ad_set_num_threads(1); /* a product shared among threads is not packed */
+    ad_tape_stats before, after;
+    ck_assert_int_eq(ad_tape_get_stats(T, &before), 0);
+    packed_sweep(T);
+    ck_assert_int_eq(ad_tape_get_stats(T, &after), 0);
+    ck_assert(after.arena_used == before.arena_used); /* the scratch was given back */
+    ck_assert(after.arena_peak > before.arena_used);  /* ... and was taken from it */
+    packed_sweep(NULL);
+    ad__gemm_testing(false, 7, 5, 9); /* several blocks each way, partial tiles */
+    packed_sweep(T);
+    ad__gemm_testing(true, 0, 0, 0); /* the portable kernel */
+    packed_sweep(T);
+    ad__gemm_testing(false, 0, 0, 0);
+    ad_set_num_threads(was);
+}
+END_TEST
+
 /* ---- ownership, replay ---------------------------------------------------------------- */
 START_TEST(persistent_results)
 {
@@ -553,6 +648,7 @@ int main(void)
     tcase_add_test(tc, builtin_kernel_tiny_blocks);
     tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
     tcase_add_test(tc, dispatch_takes_transposes_directly);
+    tcase_add_test(tc, packed_a_reused);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
     tcase_add_test(tc, errors);

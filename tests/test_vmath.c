@@ -416,6 +416,36 @@ START_TEST(ops_contiguous_and_strided)
 }
 END_TEST
 
+/* Phi (ad__vphi_f32, GELU's factor) is a fit, not a 2-ulp function: over
+ * [-12, 12] within 4e-7 of 0.5 erfc(-x/sqrt 2) absolutely and 2e-5
+ * relatively (the relative error grows in the left tail, where Phi is
+ * tiny); 0 and 1 at the infinities; the same bits from every variant. */
+START_TEST(phi_fit)
+{
+    enum { N = 1 << 20 };
+    static float x[N], y[N], yv[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(-12.0 + 24.0 * (double)i / (N - 1));
+    ck_assert_int_eq(ad__vmath_testing_isa(0), 0);
+    ad__vphi_f32(y, x, N);
+    double abs_err = 0, rel_err = 0;
+    for (int i = 0; i < N; i++) {
+        double ref = 0.5 * erfc(-(double)x[i] / sqrt(2.0)), e = fabs((double)y[i] - ref);
+        abs_err = e > abs_err ? e : abs_err;
+        rel_err = e / ref > rel_err ? e / ref : rel_err;
+    }
+    ck_assert_msg(abs_err < 4e-7 && rel_err < 2e-5, "Phi: abs %g rel %g", abs_err, rel_err);
+    for (int isa = 1; isa <= 2; isa++) {
+        if (ad__vmath_testing_isa(isa)) continue;
+        ad__vphi_f32(yv, x, N);
+        for (int i = 0; i < N; i++) ck_assert(to_bits(yv[i]) == to_bits(y[i]));
+    }
+    ad__vmath_testing_isa(-1);
+    float inf[2] = {-INFINITY, INFINITY}, p[2];
+    ad__vphi_f32(p, inf, 2);
+    ck_assert(p[0] == 0.0f && p[1] == 1.0f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vmath");
@@ -428,6 +458,7 @@ int main(void)
     tcase_add_test(tc, beyond_the_reduction_bound);
     tcase_add_loop_test(tc, float64_relative_error, 0, 4);
     tcase_add_test(tc, ops_contiguous_and_strided);
+    tcase_add_test(tc, phi_fit);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
