@@ -381,6 +381,8 @@ int nn__optim_testing_isa(int isa)
     return 0;
 }
 
+/* name##_<dtype>[_<isa>](args...) for the update's dtype and the CPU. */
+#if OPTIM_X86
 /* The copy to run: the forced one, else the widest the CPU has. */
 static int pick_isa(void)
 {
@@ -388,8 +390,6 @@ static int pick_isa(void)
     return cpu_can(ISA_AVX512) ? ISA_AVX512 : cpu_can(ISA_AVX2) ? ISA_AVX2 : ISA_ANY;
 }
 
-/* name##_<dtype>[_<isa>](args...) for the update's dtype and the CPU. */
-#if OPTIM_X86
 #define DISPATCH(name, dt, ...)                                                          \
     do {                                                                                 \
         int isa_ = pick_isa();                                                           \
