@@ -149,6 +149,8 @@ static void usage(FILE *out)
             "                     step) and PREFIX.distance.csv (how the gradient of the\n"
             "                     last byte's loss shrinks or grows going back in time)\n"
             "  --json             end with one line of JSON: the figures of the run\n"
+            "                     (first_loss, last_loss: mean training loss over the\n"
+            "                     first and the last tenth of the steps)\n"
             "  --quiet            no progress (errors, samples and --json still print)\n"
             "  --help             this text\n"
             "\n"
