@@ -36,20 +36,96 @@ static int check_reduction(const char *fn, ad_reduction r)
         for (int64_t k = 0; k < len; k++) s += exp((double)p[k * st] - m);       \
     }
 
+/* Row reductions of float32 lines in SM_LANES partial results (element k
+ * into lane k mod SM_LANES, the tail's into the first lanes), combined
+ * pairwise in a fixed order at the end: one chain of dependent additions
+ * per row was most of what the softmax and the cross-entropy cost beyond
+ * their exponentials.  The order is the same for every row and every CPU,
+ * so results stay deterministic. */
+enum { SM_LANES = 8 };
+
+static double lanes_total(const double *p)
+{
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+/* sum_(i < n) buf[i], in double. */
+static double sum_f32(const float *buf, int64_t n)
+{
+    double s[SM_LANES] = {0};
+    int64_t n0 = n / SM_LANES * SM_LANES;
+    for (int64_t i = 0; i < n0; i += SM_LANES)
+        for (int k = 0; k < SM_LANES; k++) s[k] += buf[i + k];
+    for (int64_t i = n0; i < n; i++) s[i - n0] += buf[i];
+    return lanes_total(s);
+}
+
+/* sum_(i < n) a[i] b[i], in double. */
+static double dot_f32(const float *a, const float *b, int64_t n)
+{
+    double s[SM_LANES] = {0};
+    int64_t n0 = n / SM_LANES * SM_LANES;
+    for (int64_t i = 0; i < n0; i += SM_LANES)
+        for (int k = 0; k < SM_LANES; k++) s[k] += (double)a[i + k] * (double)b[i + k];
+    for (int64_t i = n0; i < n; i++) s[i - n0] += (double)a[i] * (double)b[i];
+    return lanes_total(s);
+}
+
+/* max_(k < n) scale p[k st] (-inf when n is 0), NaN when any is NaN: NaN
+ * propagates rather than being skipped.  Contiguous lines go eight at a
+ * time through two 4-lane vectors with the comparisons as lane masks (the
+ * compiler turns the same loop on arrays into a branch or a cmov per
+ * element); the maximum is exact whatever the order. */
+typedef float sm_v4 __attribute__((vector_size(16)));
+typedef int32_t sm_m4 __attribute__((vector_size(16))); /* lane masks, 0 or -1 */
+
+static float max_f32(const float *p, int64_t st, int64_t n, float scale)
+{
+    sm_v4 m0 = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, m1 = m0;
+    sm_m4 nan0 = {0}, nan1 = {0};
+    int64_t n0 = st == 1 ? n / SM_LANES * SM_LANES : 0;
+    for (int64_t i = 0; i < n0; i += SM_LANES) {
+        sm_v4 a, b;
+        memcpy(&a, p + i, sizeof a);
+        memcpy(&b, p + i + 4, sizeof b);
+        a *= scale;
+        b *= scale;
+        sm_m4 ga = a > m0, gb = b > m1;
+        m0 = (sm_v4)((ga & (sm_m4)a) | (~ga & (sm_m4)m0));
+        m1 = (sm_v4)((gb & (sm_m4)b) | (~gb & (sm_m4)m1));
+        nan0 |= a != a;
+        nan1 |= b != b;
+    }
+    float m = -INFINITY;
+    int nan = 0;
+    for (int k = 0; k < 4; k++) {
+        m = m0[k] > m ? m0[k] : m;
+        m = m1[k] > m ? m1[k] : m;
+        nan |= nan0[k] | nan1[k];
+    }
+    for (int64_t i = n0; i < n; i++) {
+        float v = p[i * st] * scale;
+        m = v > m ? v : m;
+        nan |= v != v;
+    }
+    return nan ? NAN : m;
+}
+
 /* float32 lines take their exponentials in float32 from vmath.c (within
  * 2 ulp), a chunk at a time, in place of the C library's double exp: the
  * softmax of attention scores and of a language model's logits is mostly
- * this.  The max and the sum are as before (the sum in double). */
+ * this.  The sums are in double. */
 enum { EXP_CHUNK = 256 };
 
 /* buf[i] = e^(p[i st] - m) for i < n <= EXP_CHUNK; returns their sum. */
 static double exp_chunk_f32(const float *p, int64_t st, int64_t n, float m, float *buf)
 {
-    for (int64_t i = 0; i < n; i++) buf[i] = p[i * st] - m;
+    if (st == 1)
+        for (int64_t i = 0; i < n; i++) buf[i] = p[i] - m;
+    else
+        for (int64_t i = 0; i < n; i++) buf[i] = p[i * st] - m;
     ad__vexp_f32(buf, buf, n);
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += buf[i];
-    return s;
+    return sum_f32(buf, n);
 }
 
 static void line_stats(const ad_tensor *x, int64_t off, int64_t st, int64_t len, double *max,
@@ -58,10 +134,7 @@ static void line_stats(const ad_tensor *x, int64_t off, int64_t st, int64_t len,
     double m = -INFINITY, s = 0.0;
     if (x->dtype == AD_FLOAT32) {
         const float *p = (const float *)x->storage->data + off;
-        for (int64_t k = 0; k < len; k++) {
-            double v = p[k * st];
-            if (v > m || isnan(v)) m = v;
-        }
+        m = max_f32(p, st, len, 1.0f);
         float buf[EXP_CHUNK];
         for (int64_t k = 0; k < len; k += EXP_CHUNK)
             s += exp_chunk_f32(p + k * st, st, len - k < EXP_CHUNK ? len - k : EXP_CHUNK,
@@ -119,11 +192,7 @@ typedef struct sm_ctx {
  * the output, then scaled by 1/s. */
 static void softmax_line_f32(const float *p, int64_t xs, float *q, int64_t ys, int64_t len)
 {
-    double m = -INFINITY, s = 0.0;
-    for (int64_t k = 0; k < len; k++) {
-        double v = p[k * xs];
-        if (v > m || isnan(v)) m = v;
-    }
+    double m = max_f32(p, xs, len, 1.0f), s = 0.0;
     float buf[EXP_CHUNK];
     for (int64_t k = 0; k < len; k += EXP_CHUNK) {
         int64_t n = len - k < EXP_CHUNK ? len - k : EXP_CHUNK;
@@ -223,21 +292,14 @@ typedef struct causal_params {
 
 static void causal_row_f32(const float *p, float *q, int64_t len, int64_t T, float scale)
 {
-    float m = -INFINITY;
-    bool nan = false;
-    for (int64_t k = 0; k < len; k++) {
-        float v = p[k] * scale;
-        if (v > m) m = v;
-        nan |= isnan(v);
-    }
-    if (nan) m = NAN;
+    float m = max_f32(p, 1, len, scale);
     float buf[EXP_CHUNK];
     double s = 0.0;
     for (int64_t k = 0; k < len; k += EXP_CHUNK) {
         int64_t n = len - k < EXP_CHUNK ? len - k : EXP_CHUNK;
         for (int64_t i = 0; i < n; i++) buf[i] = p[k + i] * scale - m;
         ad__vexp_f32(buf, buf, n);
-        for (int64_t i = 0; i < n; i++) s += buf[i];
+        s += sum_f32(buf, n);
         for (int64_t i = 0; i < n; i++) q[k + i] = buf[i];
     }
     double inv = 1.0 / s;
@@ -292,7 +354,7 @@ static void causal_bw_row(ad_dtype dt, const void *yv, const void *gv, void *dv,
     if (dt == AD_FLOAT32) {
         const float *gp = gv, *yp = yv;
         float *d = dv;
-        for (int64_t k = 0; k < len; k++) s += (double)gp[k] * (double)yp[k];
+        s = dot_f32(gp, yp, len);
         float sf = (float)s, sc = (float)scale;
         for (int64_t k = 0; k < len; k++) d[k] = sc * yp[k] * (gp[k] - sf);
         for (int64_t k = len; k < T; k++) d[k] = 0.0f;

@@ -215,6 +215,82 @@ END_TEST
 
 /* ---- stability ------------------------------------------------------------ */
 
+/* float32 lines of every length from 1 to 37, so that each row reduction
+ * (max, sum of exponentials, the causal rule's dot product: eight partial
+ * results plus a tail) sees full groups, tails and the maximum in every
+ * lane, against long double references; then a NaN in a full group and in
+ * the tail, which must make the whole line NaN. */
+START_TEST(float32_lines_of_every_length)
+{
+    ad_tape *t = ad_tape_new();
+    enum { LMAX = 37 };
+    double x[LMAX * LMAX], ref[LMAX * LMAX], v[LMAX * LMAX], g[LMAX * LMAX];
+    for (int64_t len = 1; len <= LMAX; len++) {
+        /* row r has its maximum (100 + r/8, far enough above the rest
+         * that e^(x - m) overflows float32 unless m is the true maximum)
+         * at position r mod len */
+        for (int64_t r = 0; r < len; r++)
+            for (int64_t k = 0; k < len; k++)
+                x[r * len + k] = k == r % len ? 100.0 + (double)r / 8 : sin((double)(r * 7 + k));
+        int64_t sh[2] = {len, len};
+        for (int lg = 0; lg < 2; lg++) {
+            ad_tensor *in = mk(t, AD_FLOAT32, 2, sh, x);
+            values(lg ? ad_log_softmax(in, 1) : ad_softmax(in, 1), v);
+            ref_softmax(x, 2, sh, 1, lg, ref);
+            for (int64_t i = 0; i < len * len; i++)
+                ck_assert_close(v[i], ref[i], 4 * tol_of(AD_FLOAT32) * (1 + fabs(ref[i])));
+        }
+        /* cross-entropy with label r mod len for row r: mean of -log p */
+        int64_t lab[LMAX];
+        double want = 0;
+        for (int64_t r = 0; r < len; r++) lab[r] = (r * 5) % len, want -= ref[r * len + lab[r]];
+        ad_tensor *labels = ad_from_array(t, AD_INT64, AD_SHAPE(len), lab);
+        ck_assert_close(ad_item(ad_cross_entropy(mk(t, AD_FLOAT32, 2, sh, x), labels,
+                                                 AD_REDUCTION_MEAN)),
+                        want / (double)len, 8 * tol_of(AD_FLOAT32) * (1 + fabs(want)));
+        /* the causal softmax of 0.9 x and its rule against the closed form
+         * 0.9 y (g - sum g y) on the first r + 1 entries of row r */
+        ad_tensor *in = mk_grad(t, AD_FLOAT32, 2, sh, x);
+        ad_tensor *y = ad_softmax_causal(in, 0.9);
+        values(y, v);
+        for (int64_t i = 0; i < len * len; i++) g[i] = cos((double)i);
+        backward(y, mk(t, AD_FLOAT32, 2, sh, g));
+        double gv[LMAX * LMAX];
+        values(ad_tensor_grad(in), gv);
+        for (int64_t r = 0; r < len; r++) {
+            long double m = -INFINITY, s = 0, gy = 0, p[LMAX];
+            for (int64_t k = 0; k <= r; k++) m = fmaxl(m, 0.9L * x[r * len + k]);
+            for (int64_t k = 0; k <= r; k++) s += p[k] = expl(0.9L * x[r * len + k] - m);
+            for (int64_t k = 0; k <= r; k++) gy += g[r * len + k] * (p[k] /= s);
+            for (int64_t k = 0; k < len; k++) {
+                double pk = k <= r ? (double)p[k] : 0.0;
+                double dk = k <= r ? (double)(0.9L * p[k] * (g[r * len + k] - gy)) : 0.0;
+                ck_assert_close(v[r * len + k], pk, 4 * tol_of(AD_FLOAT32));
+                ck_assert_close(gv[r * len + k], dk, 40 * tol_of(AD_FLOAT32));
+            }
+        }
+        ad_tape_reset(t);
+    }
+    /* a NaN at position j of a 20-long line: in each half of the first
+     * two groups of eight and in the tail of four */
+    for (int j = 1; j < 20; j += 4) {
+        double z[2 * 20];
+        for (int k = 0; k < 40; k++) z[k] = k == j ? NAN : (double)(k % 7);
+        ad_tensor *in = mk(t, AD_FLOAT32, AD_SHAPE(2, 20), z);
+        for (int lg = 0; lg < 2; lg++) {
+            values(lg ? ad_log_softmax(in, 1) : ad_softmax(in, 1), v);
+            for (int k = 0; k < 40; k++)
+                ck_assert_msg(isnan(v[k]) == (k < 20), "NaN at %d, element %d: %g", j, k, v[k]);
+        }
+        ad_tensor *labels = ad_from_array(t, AD_INT64, AD_SHAPE(2), ((int64_t[]){3, 4}));
+        values(ad_cross_entropy(in, labels, AD_REDUCTION_NONE), v);
+        ck_assert(isnan(v[0]) && !isnan(v[1]));
+        ad_tape_reset(t);
+    }
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(softmax_stable_at_1000)
 {
     /* anomaly mode on: no op of the family may turn these finite inputs
@@ -805,6 +881,7 @@ int main(void)
     tcase_add_test(tc, softmax_lines_sum_to_one);
     tcase_add_test(tc, softmax_3d_matches_reference);
     tcase_add_test(tc, softmax_views);
+    tcase_add_test(tc, float32_lines_of_every_length);
     tcase_add_test(tc, softmax_stable_at_1000);
     tcase_add_test(tc, hessians);
     suite_add_tcase(s, tc);
