@@ -173,6 +173,12 @@ extern const ad_op *const ad__ops_checkpoint[];
  * of its own, so relu's derivatives of every order stay in it). */
 ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x);
 
+/* ops_index.c: scatter_add(zeros of shape, axis, index, src) as one op
+ * that clears its own result (gather's rule; dsrc = gather(g, axis,
+ * index)).  Checks like ad_scatter_add's, messages naming it. */
+ad_tensor *ad__scatter_add_zeros(int ndim, const int64_t *shape, int axis, ad_tensor *index,
+                                 ad_tensor *src);
+
 /* ops_conv.c: ad_conv2d's direct path (groups 1, stride 1, dilation 1;
  * arguments already checked), and for tests the instruction set of its
  * float32 kernels: 0 portable, 1 AVX2, 2 AVX-512, -1 the CPU's best;

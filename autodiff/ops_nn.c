@@ -552,9 +552,10 @@ static const ad_op OP_MAX_POOL2D_INDEX = {
 
 /* y = gather(x viewed as [N, C, H W], axis 2, i) with i from
  * max_pool2d_index: the value at the first maximum.  The derivative is
- * gather's, dx = scatter_add(zeros, 2, i, g), so g goes to that one element
- * (summed over the windows that chose it), and scatter_add's own rule is a
- * gather: every order of derivative stays within the pair, with i a
+ * gather's, dx = scatter_add(zeros, 2, i, g) (one op, scatter_add_zeros,
+ * clearing its own result), so g goes to that one element (summed over
+ * the windows that chose it), and that op's own rule is a gather: every
+ * order of derivative stays within the pair, with i a
  * constant, which is the truth wherever the maximum is unique. */
 ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2])

@@ -11,6 +11,10 @@
 
 #include <stdint.h>
 
+/* gather's rule (internal): scatter_add into zeros it allocates itself */
+ad_tensor *ad__scatter_add_zeros(int ndim, const int64_t *shape, int axis, ad_tensor *index,
+                                 ad_tensor *src);
+
 static ad_tensor *sq(ad_tensor *y) { return ad_mul(y, y); }
 static ad_tape *tape_of(ad_tensor *const *in) { return ad_tensor_tape(in[0]); }
 
@@ -197,6 +201,18 @@ static ad_tensor *b_scatter_add_t(ad_tensor *const *in, int n, void *c)
     return sq(ad_scatter_add(in[0], -2, idx, ad_transpose(in[1], 0, 1)));
 }
 
+static ad_tensor *b_scatter_zeros(ad_tensor *const *in, int n, void *c)
+{
+    (void)n, (void)c;
+    return sq(ad__scatter_add_zeros(AD_SHAPE(3, 4), 1, in[1], in[0]));
+}
+static ad_tensor *b_scatter_zeros_t(ad_tensor *const *in, int n, void *c)
+{
+    (void)n, (void)c;
+    ad_tensor *idx = ot_index(tape_of(in), AD_SHAPE(2, 3), (const int64_t[]){0, -1, 3, 0, 0, -4});
+    return sq(ad__scatter_add_zeros(AD_SHAPE(4, 3), -2, idx, ad_transpose(in[0], 0, 1)));
+}
+
 #define IN(...) {__VA_ARGS__}
 #define G(nd, ...) {nd, {__VA_ARGS__}, OT_GRAD, 0, 0, 0}
 #define C(nd, ...) {nd, {__VA_ARGS__}, OT_CONST, 0, 0, 0}
@@ -251,5 +267,9 @@ const op_row rows_shape[] = {
      IN(G(2, 3, 4), IX(4, 2, 3, 5), G(2, 3, 5))},
     {"scatter_add", "axis -2, transposed src, negative and repeated targets", b_scatter_add_t,
      NULL, 2, IN(G(2, 4, 3), G(2, 3, 2))},
+    {"scatter_add_zeros", "axis 1 into zeros [3,4] from [3,5] (repeats)", b_scatter_zeros, NULL,
+     2, IN(G(2, 3, 5), IX(4, 2, 3, 5))},
+    {"scatter_add_zeros", "axis -2, transposed src, negative and repeated targets",
+     b_scatter_zeros_t, NULL, 1, IN(G(2, 3, 2))},
     {0},
 };
