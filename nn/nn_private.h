@@ -48,10 +48,10 @@ bool nn__loader_affine(const nn_loader *l);
  * tensors' own for NULL), each row as nn_loader_next would, reading only
  * the source, so threads may fill disjoint rows at once; filled then marks
  * the batch tensors modified (ad_mark_modified), as nn_loader_next does.
- * The trainer has its threads convert the batch straight into the input
- * leaves of its recording, so the shuffled batch's gather, once the
- * largest work its calling thread did alone, is shared, and the batch is
- * not copied a second time.  *bt is valid until the next claim. */
+ * nn_fit converts each batch straight into the input leaves of the
+ * recording it replays, so the batch is not copied a second time (nor,
+ * with the products split among threads, handed to them to copy).  *bt is
+ * valid until the next claim. */
 typedef struct nn__batch {
     nn_loader *l;
     int k;              /* which pair of batch tensors */

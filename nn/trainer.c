@@ -242,8 +242,8 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     if (r) {
         if (!r->tape && record(tr, r, x, y, training)) return -1;
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
-        /* NN_THREADS_OPS: the threads converted the batch into the
-         * leaves already (nn_fit), or copy it in now, each a part */
+        /* nn_fit converted the batch into the leaves already, or (with
+         * NN_THREADS_OPS) the threads copy it in now, each a part */
         bool pre = training && tr->pre_r == r && tr->pre_x == x;
         tr->pre_r = NULL;
         tr->pre_x = NULL;

@@ -75,12 +75,12 @@ int nn__ops_zero_grad(nn_trainer *tr);
  * shapes and dtypes match) by the threads: 0, or 1 when the batch is small
  * or not contiguous (the replay copies it then), -1 on error. */
 int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y);
-/* nn_loader_next for nn_fit's training batches.  With NN_THREADS_OPS
- * chosen and the batch's recording made, the trainer's threads convert
- * the batch straight into the recording's leaves (tr->pre_r, tr->pre_x:
- * the next step's forward then replays them as they are) and leave *x
- * and *y holding their old values: only the step that follows may see
- * them.  Otherwise as nn_loader_next. */
+/* nn_loader_next for nn_fit's training batches.  When the step will
+ * replay the batch's recording on this thread (one thread, or
+ * NN_THREADS_OPS) and it is made, the batch is converted straight into the
+ * recording's leaves (tr->pre_r, tr->pre_x: the next step's forward then
+ * replays them as they are) and *x and *y keep their old values: only the
+ * step that follows may see them.  Otherwise as nn_loader_next. */
 int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y);
 /* The training recording that forward would replay for batch (x, y), or
  * NULL when it is not made yet (or replay is off). */

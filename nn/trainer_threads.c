@@ -601,26 +601,16 @@ int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
 }
 
 /* ---- the batch straight into the recording ------------------------------
- * The shuffled batch's gather (bytes to floats, image by image from
- * anywhere in the data set) was the largest work the calling thread did
- * alone (about 10 % of its profile for the MLP), and the threads then
- * copied the converted batch into the recording's leaves.  With the
- * recording known, the threads convert their rows straight into its
- * leaves instead: the same hand-off as the copy, the gather shared, one
- * pass over the batch fewer.  Each row gets the bits nn_loader_next gives
- * it. */
-typedef struct fill_job {
-    const nn__batch *bt;
-    void *xd, *yd;
-} fill_job;
-
-static void fill_task(void *ctx, int part, int parts)
-{
-    const fill_job *J = ctx;
-    int64_t b = J->bt->b;
-    nn__loader_fill_rows(J->bt, b * part / parts, b * (part + 1) / parts, J->xd, J->yd);
-}
-
+ * nn_fit's batch used to be converted (bytes to floats, image by image
+ * from anywhere in the data set) into the loader's batch tensor and then
+ * copied into the recording's leaves by the replay, or, with the products
+ * split, by the threads in a hand-off of its own.  With the recording
+ * known before the step, the calling thread converts the batch straight
+ * into its leaves: one pass over the batch and, with threads, one
+ * hand-off fewer per step.  Having the threads convert their rows instead
+ * measured slower (docs/benchmarks.md): the conversion is mostly waits for
+ * memory that a hand-off on a busy machine costs more than it saves.  Each
+ * row gets the bits nn_loader_next gives it. */
 int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y)
 {
     nn__batch bt = {NULL, 0, NULL, 0}; /* set by a claim that returns 1 */
@@ -628,17 +618,13 @@ int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tenso
     tr->pre_x = NULL;
     int got = nn__loader_claim(l, x, y, &bt);
     if (got != 1) return got;
-    rec *r = tr->threads > 1 && tr->pool && nn__trainer_mode(tr) == NN_THREADS_OPS && y && *y
-                 ? nn__trainer_train_rec(tr, *x, *y)
-                 : NULL;
-    size_t bytes = r ? (size_t)ad_numel(r->x) * ad_dtype_size(r->xdt) +
-                           (size_t)ad_numel(r->y) * ad_dtype_size(r->ydt)
-                     : 0;
+    /* the steps that replay the whole batch on this thread (step in
+     * trainer.c): one thread, or the products split */
+    bool whole = tr->threads <= 1 || (tr->pool && nn__trainer_mode(tr) == NN_THREADS_OPS);
+    rec *r = whole && y && *y ? nn__trainer_train_rec(tr, *x, *y) : NULL;
     void *xd = r ? ad_data(r->x) : NULL, *yd = r ? ad_data(r->y) : NULL;
-    if (r && bytes >= OPS_COPY_MIN && xd && yd && ad_is_contiguous(r->x) &&
-        ad_is_contiguous(r->y)) {
-        fill_job J = {&bt, xd, yd};
-        pool_run(tr->pool, fill_task, &J);
+    if (r && xd && yd && ad_is_contiguous(r->x) && ad_is_contiguous(r->y)) {
+        nn__loader_fill_rows(&bt, 0, bt.b, xd, yd);
         /* forward replays r on these leaves as they are; *x and *y keep
          * their old values, which nothing in the step reads */
         tr->pre_r = r;

@@ -498,11 +498,12 @@ static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
 
 /* Two epochs of a 300-64-3 classifier, batches of 64, SGD with momentum
  * and weight decay, on `threads` threads in `mode`.  idx: from a shuffled
- * loader over uint8 images (converted to float32 as each batch is drawn:
- * with the products split, the threads convert the batch straight into
- * the recording's leaves), ON + 8 of them, so that each epoch ends with a
- * batch of 8 (too small to share: a second recording, filled as usual). */
-static void ops_train_from(int threads, nn_thread_mode mode, bool idx, ops_run *out)
+ * loader over uint8 images (converted to float32 as each batch is drawn,
+ * by nn_fit straight into the recording's leaves once it is made), ON + 8
+ * of them, so that each epoch ends with a batch of 8 (a second
+ * recording). */
+static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manual,
+                           ops_run *out)
 {
     memset(out, 0, sizeof *out);
     ad_rng rng;
@@ -535,8 +536,22 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, ops_run *
     ck_assert_ptr_nonnull(tr);
     ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
     ck_assert_int_eq(nn_trainer_set_thread_mode(tr, mode), 0);
-    ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
-                                                              .user = out}), 0);
+    if (manual) { /* the reference: nn_loader_next's batches, copied in by the step */
+        ad_tensor *bx, *by;
+        for (int e = 0; e < 2; e++) {
+            int got;
+            while ((got = nn_loader_next(ld, &bx, &by)) == 1) {
+                double loss;
+                ck_assert_int_eq(nn_trainer_step(tr, bx, by, &loss), 0);
+                if (out->nlosses < 8) out->losses[out->nlosses++] = loss;
+            }
+            ck_assert_int_eq(got, 0);
+        }
+        out->mode = nn_trainer_get_thread_mode(tr);
+    } else {
+        ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
+                                                                  .user = out}), 0);
+    }
     nn_trainer_stats st;
     ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
     out->recordings = st.recordings;
@@ -558,7 +573,7 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, ops_run *
 
 static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
 {
-    ops_train_from(threads, mode, false, out);
+    ops_train_from(threads, mode, false, false, out);
 }
 
 /* With the products split (every product here, by lowering the built-in
@@ -610,24 +625,26 @@ START_TEST(trainer_ops_mode)
 }
 END_TEST
 
-/* nn_fit over an IDX loader with the products split: the threads convert
- * each full shuffled batch of bytes straight into the recording's leaves,
- * each its rows, and the short last batch goes the usual way; the weights
+/* nn_fit over an IDX loader with the products split: each shuffled batch
+ * of bytes is converted straight into the recording's leaves (the one
+ * thread run's too), where the threads' products read it; the weights
  * and losses are the one-thread run's bits (built-in kernel everywhere, as
- * above), on 2 and 3 threads and again on 2.  Under ThreadSanitizer this
- * is the race check of the split conversion. */
+ * above), on 2 and 3 threads and again on 2. */
 START_TEST(trainer_ops_idx_batches)
 {
-    static ops_run one, two, three, two_again;
+    static ops_run ref, one, two, three, two_again;
     ad__gemm_testing_choice(AD_GEMM_BUILTIN);
     ad__gemm_testing_parallel(1);
-    ops_train_from(0, NN_THREADS_OPS, true, &one);
-    ops_train_from(2, NN_THREADS_OPS, true, &two);
-    ops_train_from(3, NN_THREADS_OPS, true, &three);
-    ops_train_from(2, NN_THREADS_OPS, true, &two_again);
+    ops_train_from(0, NN_THREADS_OPS, true, true, &ref);
+    ops_train_from(0, NN_THREADS_OPS, true, false, &one);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &two);
+    ops_train_from(3, NN_THREADS_OPS, true, false, &three);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &two_again);
     ad__gemm_testing(false, 0, 0, 0);
     ad__gemm_testing_choice(-1);
     ck_assert_int_eq(one.nlosses, 8); /* 4 batches an epoch, the first 8 noted */
+    ck_assert_int_eq(ref.nlosses, 8);
+    ck_assert(memcmp(&ref, &one, sizeof ref) == 0);
     ck_assert(isfinite(one.losses[7]) && one.losses[7] < one.losses[0]);
     ck_assert_int_eq(two.mode, NN_THREADS_OPS);
     ck_assert_int_eq(two.recordings, 2); /* the batches of 64 and of 8 */
