@@ -465,43 +465,52 @@ static void prefetch_image(const nn_loader *l, int64_t i)
 #endif
 }
 
-static void fill_batch(nn_loader *l, int k, const int64_t *idx, int64_t b)
+/* Rows [lo, hi) of the batch bt into xd and yd (the batch tensors' data
+ * for NULL), row i at row i.  It reads only the source and writes only
+ * those rows, so parts of one batch can be filled on different threads at
+ * once, each giving the bits a whole fill would. */
+void nn__loader_fill_rows(const nn__batch *bt, int64_t lo, int64_t hi, void *xd, void *yd)
 {
+    const nn_loader *l = bt->l;
+    const int64_t *idx = bt->idx;
+    if (!xd) xd = l->bx_data[bt->k];
+    if (!yd) yd = l->by_data[bt->k];
     if (l->kind == SRC_TENSOR) {
         const char *xs = ad_data(l->x), *ys = l->y ? ad_data(l->y) : NULL;
-        char *xd = l->bx_data[k], *yd = l->by_data[k];
-        for (int64_t i = 0; i < b; i++) {
-            memcpy(xd + (size_t)i * l->x_row, xs + (size_t)idx[i] * l->x_row, l->x_row);
-            if (ys) memcpy(yd + (size_t)i * l->y_row, ys + (size_t)idx[i] * l->y_row, l->y_row);
+        for (int64_t i = lo; i < hi; i++) {
+            memcpy((char *)xd + (size_t)i * l->x_row, xs + (size_t)idx[i] * l->x_row, l->x_row);
+            if (ys)
+                memcpy((char *)yd + (size_t)i * l->y_row, ys + (size_t)idx[i] * l->y_row,
+                       l->y_row);
         }
-        mark_filled(l, k);
         return;
     }
     int64_t m = l->sample_numel;
     int isa = l->affine ? pick_isa() : -1;
-    for (int64_t i = 0; i < b && i < AHEAD; i++) prefetch_image(l, idx[i]);
-    for (int64_t i = 0; i < b; i++) {
+    for (int64_t i = lo; i < hi && i < lo + AHEAD; i++) prefetch_image(l, idx[i]);
+    for (int64_t i = lo; i < hi; i++) {
         const uint8_t *s = l->images + idx[i] * m;
-        if (i + AHEAD < b) prefetch_image(l, idx[i + AHEAD]);
+        if (i + AHEAD < hi) prefetch_image(l, idx[i + AHEAD]);
         if (l->xdtype == AD_FLOAT32) {
-            float *d = (float *)l->bx_data[k] + i * m;
+            float *d = (float *)xd + i * m;
             if (isa >= 0)
                 convert_f32(isa, d, s, m, l->affine_a, l->affine_b);
             else
                 for (int64_t j = 0; j < m; j++) d[j] = l->lut32[s[j]];
         } else {
-            double *d = (double *)l->bx_data[k] + i * m;
+            double *d = (double *)xd + i * m;
             if (isa >= 0)
                 convert_f64(isa, d, s, m, l->affine_a, l->affine_b);
             else
                 for (int64_t j = 0; j < m; j++) d[j] = l->lut64[s[j]];
         }
-        if (l->labels) ((int64_t *)l->by_data[k])[i] = label_at(l->labels, idx[i]);
+        if (l->labels) ((int64_t *)yd)[i] = label_at(l->labels, idx[i]);
     }
-    mark_filled(l, k);
 }
 
-int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
+void nn__loader_filled(const nn__batch *bt) { mark_filled(bt->l, bt->k); }
+
+int nn__loader_claim(nn_loader *l, ad_tensor **x, ad_tensor **y, nn__batch *bt)
 {
     static const char *fn = "nn_loader_next";
     if (!l || !x) return nn__err(fn, "%s is NULL", !l ? "loader" : "x");
@@ -518,10 +527,20 @@ int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
     if (l->stop - l->pos < g) g = l->stop - l->pos;
     slice_of(l, g, &off, &b);
     int k = b == l->batch_size ? 0 : 1;
-    fill_batch(l, k, l->order + l->pos + off, b);
+    *bt = (nn__batch){l, k, l->order + l->pos + off, b};
     l->pos += g;
     *x = l->bx[k];
     if (y) *y = l->by[k];
+    return 1;
+}
+
+int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
+{
+    nn__batch bt = {NULL, 0, NULL, 0}; /* set by a claim that returns 1 */
+    int got = nn__loader_claim(l, x, y, &bt);
+    if (got != 1) return got;
+    nn__loader_fill_rows(&bt, 0, bt.b, NULL, NULL);
+    nn__loader_filled(&bt);
     return 1;
 }
 

@@ -40,6 +40,27 @@ int nn__optim_testing_isa(int isa);
  * multiply-add (true) or its table (false); both give the same bits. */
 typedef struct nn_loader nn_loader;
 bool nn__loader_affine(const nn_loader *l);
+/* nn_loader_next in three parts, for the trainer's threads (nn_fit):
+ * claim takes the next batch as nn_loader_next does (same returns, same
+ * *x and *y) but leaves their values as they were and describes the batch
+ * in *bt; fill_rows converts (or copies) rows [lo, hi) of it into xd and
+ * yd, contiguous buffers of the batch's dtypes and shapes (the batch
+ * tensors' own for NULL), each row as nn_loader_next would, reading only
+ * the source, so threads may fill disjoint rows at once; filled then marks
+ * the batch tensors modified (ad_mark_modified), as nn_loader_next does.
+ * nn_fit converts each batch straight into the input leaves of the
+ * recording it replays, so the batch is not copied a second time (nor,
+ * with the products split among threads, handed to them to copy).  *bt is
+ * valid until the next claim. */
+typedef struct nn__batch {
+    nn_loader *l;
+    int k;              /* which pair of batch tensors */
+    const int64_t *idx; /* the samples of rows 0 .. b - 1 */
+    int64_t b;
+} nn__batch;
+int nn__loader_claim(nn_loader *l, ad_tensor **x, ad_tensor **y, nn__batch *bt);
+void nn__loader_fill_rows(const nn__batch *bt, int64_t lo, int64_t hi, void *xd, void *yd);
+void nn__loader_filled(const nn__batch *bt);
 
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }

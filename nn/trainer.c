@@ -220,6 +220,14 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     return 0;
 }
 
+rec *nn__trainer_train_rec(nn_trainer *tr, const ad_tensor *x, const ad_tensor *y)
+{
+    for (int i = 0; !tr->o.no_replay && i < NN_TRAINER_MAX_SHAPES; i++)
+        if (!tr->train[i].tape || rec_matches(&tr->train[i], x, y))
+            return tr->train[i].tape ? &tr->train[i] : NULL;
+    return NULL;
+}
+
 /* Forward and loss of batch (x, y) into *out and *loss: replayed from the
  * recording of its shape (recorded first if this is its first batch), or,
  * without replay or with every slot taken, recorded afresh on the scratch
@@ -234,8 +242,12 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     if (r) {
         if (!r->tape && record(tr, r, x, y, training)) return -1;
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
-        /* NN_THREADS_OPS: the threads copy the batch in, each a part */
-        int copied = training && tr->ops ? nn__ops_load(tr, r, x, y) : 1;
+        /* nn_fit converted the batch into the leaves already, or (with
+         * NN_THREADS_OPS) the threads copy it in now, each a part */
+        bool pre = training && tr->pre_r == r && tr->pre_x == x;
+        tr->pre_r = NULL;
+        tr->pre_x = NULL;
+        int copied = pre ? 0 : training && tr->ops ? nn__ops_load(tr, r, x, y) : 1;
         if (copied < 0) return -1;
         /* A positive count (comparisons whose outcome changed since the
          * recording) matters only to C code that branched on one; a model
@@ -527,13 +539,14 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
     if (bar && nn_progress_begin(bar, epoch, epochs, nb)) return -1;
     ad_tensor *x, *y;
     int got = 0, stop = 0;
-    for (int64_t b = 1; !stop && (got = nn_loader_next(train, &x, &y)) == 1; b++) {
+    for (int64_t b = 1; !stop && (got = nn__trainer_next_batch(tr, train, &x, &y)) == 1; b++) {
         if (!y) return nn__err(fn, "the training loader gives no labels");
         if (tr->o.schedule == NN_SCHEDULE_COSINE &&
             nn_optim_set_lr(tr->opt, nn_lr_cosine(tr->base_lr, tr->steps, tr->fit_total, 0)))
             return -1;
         double loss, samples;
         int rc = step(tr, fn, x, y, &loss, &samples, &correct);
+        tr->pre_r = NULL; /* used by the step, or stale after an error */
         if (rc > 0)
             return ad_set_error_code(AD_ERR_NUMERIC,
                                      "%s: training diverged: the loss is %g at epoch %" PRId64

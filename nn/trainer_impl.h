@@ -25,6 +25,8 @@ struct nn_trainer {
     int chosen;              /* NN_THREADS_AUTO's choice; 0 until it is made */
     bool drop_whole;         /* free train[] at the next split step */
     bool ops;                /* in a step with NN_THREADS_OPS's runner */
+    rec *pre_r;              /* nn__trainer_next_batch filled its leaves */
+    const ad_tensor *pre_x;  /* ... with the batch handed out as this */
     nn_module *model;
     nn_loss_fn loss;
     nn_optim *opt;
@@ -73,6 +75,16 @@ int nn__ops_zero_grad(nn_trainer *tr);
  * shapes and dtypes match) by the threads: 0, or 1 when the batch is small
  * or not contiguous (the replay copies it then), -1 on error. */
 int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y);
+/* nn_loader_next for nn_fit's training batches.  When the step will
+ * replay the batch's recording on this thread (one thread, or
+ * NN_THREADS_OPS) and it is made, the batch is converted straight into the
+ * recording's leaves (tr->pre_r, tr->pre_x: the next step's forward then
+ * replays them as they are) and *x and *y keep their old values: only the
+ * step that follows may see them.  Otherwise as nn_loader_next. */
+int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y);
+/* The training recording that forward would replay for batch (x, y), or
+ * NULL when it is not made yet (or replay is off). */
+rec *nn__trainer_train_rec(nn_trainer *tr, const ad_tensor *x, const ad_tensor *y);
 /* Adds the shards' recordings to *s (nothing for NULL). */
 int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */

@@ -600,6 +600,42 @@ int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
     return 0;
 }
 
+/* ---- the batch straight into the recording ------------------------------
+ * nn_fit's batch used to be converted (bytes to floats, image by image
+ * from anywhere in the data set) into the loader's batch tensor and then
+ * copied into the recording's leaves by the replay, or, with the products
+ * split, by the threads in a hand-off of its own.  With the recording
+ * known before the step, the calling thread converts the batch straight
+ * into its leaves: one pass over the batch and, with threads, one
+ * hand-off fewer per step.  Having the threads convert their rows instead
+ * measured slower (docs/benchmarks.md): the conversion is mostly waits for
+ * memory that a hand-off on a busy machine costs more than it saves.  Each
+ * row gets the bits nn_loader_next gives it. */
+int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y)
+{
+    nn__batch bt = {NULL, 0, NULL, 0}; /* set by a claim that returns 1 */
+    tr->pre_r = NULL;
+    tr->pre_x = NULL;
+    int got = nn__loader_claim(l, x, y, &bt);
+    if (got != 1) return got;
+    /* the steps that replay the whole batch on this thread (step in
+     * trainer.c): one thread, or the products split */
+    bool whole = tr->threads <= 1 || (tr->pool && nn__trainer_mode(tr) == NN_THREADS_OPS);
+    rec *r = whole && y && *y ? nn__trainer_train_rec(tr, *x, *y) : NULL;
+    void *xd = r ? ad_data(r->x) : NULL, *yd = r ? ad_data(r->y) : NULL;
+    if (r && xd && yd && ad_is_contiguous(r->x) && ad_is_contiguous(r->y)) {
+        nn__loader_fill_rows(&bt, 0, bt.b, xd, yd);
+        /* forward replays r on these leaves as they are; *x and *y keep
+         * their old values, which nothing in the step reads */
+        tr->pre_r = r;
+        tr->pre_x = *x;
+    } else {
+        nn__loader_fill_rows(&bt, 0, bt.b, NULL, NULL);
+    }
+    nn__loader_filled(&bt);
+    return 1;
+}
+
 int nn__ops_optim_step(nn_trainer *tr)
 {
     if (nn__optim_step_begin(tr->opt)) return -1;

@@ -497,8 +497,13 @@ static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
 }
 
 /* Two epochs of a 300-64-3 classifier, batches of 64, SGD with momentum
- * and weight decay, on `threads` threads in `mode`. */
-static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
+ * and weight decay, on `threads` threads in `mode`.  idx: from a shuffled
+ * loader over uint8 images (converted to float32 as each batch is drawn,
+ * by nn_fit straight into the recording's leaves once it is made), ON + 8
+ * of them, so that each epoch ends with a batch of 8 (a second
+ * recording). */
+static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manual,
+                           ops_run *out)
 {
     memset(out, 0, sizeof *out);
     ad_rng rng;
@@ -507,7 +512,21 @@ static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
     int64_t yv[ON];
     for (int i = 0; i < ON; i++) yv[i] = i % 3;
     ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(ON), yv);
-    nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = OBATCH});
+    static uint8_t pix[(ON + 8) * OIN], lab[ON + 8];
+    for (int i = 0; i < (ON + 8) * OIN; i++) pix[i] = (uint8_t)((i * 37 + i / OIN * 11) % 256);
+    for (int i = 0; i < ON + 8; i++) lab[i] = (uint8_t)(i % 3);
+    nn_idx images = {.type = NN_IDX_UINT8, .ndim = 2, .dims = {ON + 8, OIN},
+                     .numel = (ON + 8) * OIN, .data = pix};
+    nn_idx labels = {.type = NN_IDX_UINT8, .ndim = 1, .dims = {ON + 8}, .numel = ON + 8,
+                     .data = lab};
+    nn_loader *ld = idx ? nn_loader_from_idx(&images, &labels,
+                                             &(nn_loader_options){.batch_size = OBATCH,
+                                                                  .shuffle = true, .seed = 5,
+                                                                  .normalize = true,
+                                                                  .mean = 0.3, .std = 0.35})
+                        : nn_loader_from_tensors(x, y,
+                                                 &(nn_loader_options){.batch_size = OBATCH});
+    ck_assert_ptr_nonnull(ld);
     nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(OHID, 3, true, AD_FLOAT32, &rng));
     nn_named_tensors *p = nn_parameters(net);
@@ -517,8 +536,22 @@ static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
     ck_assert_ptr_nonnull(tr);
     ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
     ck_assert_int_eq(nn_trainer_set_thread_mode(tr, mode), 0);
-    ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
-                                                              .user = out}), 0);
+    if (manual) { /* the reference: nn_loader_next's batches, copied in by the step */
+        ad_tensor *bx, *by;
+        for (int e = 0; e < 2; e++) {
+            int got;
+            while ((got = nn_loader_next(ld, &bx, &by)) == 1) {
+                double loss;
+                ck_assert_int_eq(nn_trainer_step(tr, bx, by, &loss), 0);
+                if (out->nlosses < 8) out->losses[out->nlosses++] = loss;
+            }
+            ck_assert_int_eq(got, 0);
+        }
+        out->mode = nn_trainer_get_thread_mode(tr);
+    } else {
+        ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
+                                                                  .user = out}), 0);
+    }
     nn_trainer_stats st;
     ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
     out->recordings = st.recordings;
@@ -536,6 +569,11 @@ static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
     nn_loader_free(ld);
     ad_tensor_free(x);
     ad_tensor_free(y);
+}
+
+static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
+{
+    ops_train_from(threads, mode, false, false, out);
 }
 
 /* With the products split (every product here, by lowering the built-in
@@ -584,6 +622,38 @@ START_TEST(trainer_ops_mode)
     ck_assert(memcmp(&two_d, &two_d_again, sizeof two_d) == 0);
     for (int i = 0; i < OHID * OIN; i++) ck_assert_close(two_d.w1[i], one_d.w1[i], 1e-5);
     for (int i = 0; i < 6; i++) ck_assert_close(two_d.losses[i], one_d.losses[i], 1e-6);
+}
+END_TEST
+
+/* nn_fit over an IDX loader with the products split: each shuffled batch
+ * of bytes is converted straight into the recording's leaves (the one
+ * thread run's too), where the threads' products read it; the weights
+ * and losses are the one-thread run's bits (built-in kernel everywhere, as
+ * above), on 2 and 3 threads and again on 2. */
+START_TEST(trainer_ops_idx_batches)
+{
+    static ops_run ref, one, two, three, two_again;
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    ops_train_from(0, NN_THREADS_OPS, true, true, &ref);
+    ops_train_from(0, NN_THREADS_OPS, true, false, &one);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &two);
+    ops_train_from(3, NN_THREADS_OPS, true, false, &three);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &two_again);
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ck_assert_int_eq(one.nlosses, 8); /* 4 batches an epoch, the first 8 noted */
+    ck_assert_int_eq(ref.nlosses, 8);
+    ck_assert(memcmp(&ref, &one, sizeof ref) == 0);
+    ck_assert(isfinite(one.losses[7]) && one.losses[7] < one.losses[0]);
+    ck_assert_int_eq(two.mode, NN_THREADS_OPS);
+    ck_assert_int_eq(two.recordings, 2); /* the batches of 64 and of 8 */
+    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
+    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
+    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.losses, &three.losses, sizeof one.losses) == 0);
+    ck_assert(memcmp(&two, &two_again, sizeof two) == 0);
 }
 END_TEST
 
@@ -725,6 +795,7 @@ int main(void)
     tcase_add_test(tc, trainer_split_among_threads);
     tcase_add_test(tc, trainer_split_blocks);
     tcase_add_test(tc, trainer_ops_mode);
+    tcase_add_test(tc, trainer_ops_idx_batches);
     tcase_add_test(tc, parallel_runner_products);
     tcase_add_test(tc, trainer_thread_mode_auto);
     suite_add_tcase(s, tc);
