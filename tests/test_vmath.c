@@ -9,7 +9,10 @@
  * the float result must be <= 2 (vmath.h promises it), non-finite results
  * must match exactly, and every instruction-set variant this CPU can run
  * must give the same bits as the portable one.  AD_VMATH_STRIDE_LOG2=0 in
- * the environment makes the sweep exhaustive (all 2^32 patterns; minutes).
+ * the environment makes the sweep exhaustive (all 2^32 patterns; minutes);
+ * AD_VMATH_QUICK=1 (scripts/valgrind, where the point is memory errors,
+ * not accuracy) thins the sweep to every 2^13th pattern and the edges to
+ * 2^11 patterns either side.
  *
  * sin and cos also against every float nearest to a multiple of pi/2 up
  * to the bound of their range reduction (where the reduced argument is
@@ -137,7 +140,9 @@ static const float EDGES[] = {
 START_TEST(ulp_over_the_whole_range)
 {
     const struct fn *fn = &FNS[_i];
-    int stride_log2 = STRIDE_LOG2;
+    bool quick = getenv("AD_VMATH_QUICK") != NULL;
+    int stride_log2 = quick ? 13 : STRIDE_LOG2;
+    const int64_t half = quick ? 1 << 11 : 1 << 15; /* edge window */
     const char *env = getenv("AD_VMATH_STRIDE_LOG2");
     if (env) stride_log2 = atoi(env);
     uint64_t stride = (uint64_t)1 << stride_log2;
@@ -153,7 +158,7 @@ START_TEST(ulp_over_the_whole_range)
     }
     for (size_t e = 0; e < sizeof EDGES / sizeof EDGES[0]; e++)
         for (int sign = 0; sign < 2; sign++)
-            for (int64_t d = -(1 << 15); d <= (1 << 15); d++) {
+            for (int64_t d = -half; d <= half; d++) {
                 int64_t b = (int64_t)(to_bits(EDGES[e]) & 0x7fffffff) + d;
                 if (b < 0 || b > 0x7fffffff) continue;
                 x[n++] = from_bits((uint32_t)b | (sign ? 0x80000000u : 0));
