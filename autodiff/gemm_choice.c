@@ -28,7 +28,13 @@
  * differently: a choice that depends on timings would let two runs of the
  * same seeded program differ in the last bits (a shape timed a few
  * percent apart goes either way on a busy machine), and the library
- * promises bit-identical runs on one thread (docs/reliability.md). */
+ * promises bit-identical runs on one thread (docs/reliability.md).
+ *
+ * The CNN does not change this: its convolutions (ops_conv.c) call no
+ * GEMM, and its linear layers' products are as fast or faster on OpenBLAS
+ * on the AVX-512 machine measured, with OpenBLAS's own core or its AVX2 one
+ * (bench/gemm_shapes.c; docs/benchmarks.md), so no rule by shape class
+ * would move them to the built-in kernel. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime and its CPU-time clocks */
 
 #include <stdatomic.h>

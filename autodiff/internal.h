@@ -180,10 +180,12 @@ ad_tensor *ad__scatter_add_zeros(int ndim, const int64_t *shape, int axis, ad_te
                                  ad_tensor *src);
 
 /* ops_conv.c: ad_conv2d's direct path (groups 1, stride 1, dilation 1;
- * arguments already checked), and for tests the instruction set of its
+ * arguments already checked; fn names the caller in errors; relu: the
+ * conv2d_relu op, relu(conv2d) in one), and for tests the instruction set of its
  * float32 kernels: 0 portable, 1 AVX2, 2 AVX-512, -1 the CPU's best;
  * -1 returned when the CPU lacks it.  Not thread-safe. */
-ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2]);
+ad_tensor *ad__conv2d_direct(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                             const int padding[2], bool relu);
 int ad__conv_testing_isa(int isa);
 /* Tests: the weight gradient's kernel (-1 by the shape, 0 over output
  * channels, 1 over positions). */

@@ -6,6 +6,11 @@
  *   conv_transpose2d  y = its adjoint in x  (x [N,O,Ho,Wo], w [O,C,kh,kw])
  *   conv2d_weight     dw = its adjoint in w (x [N,C,H,W], gy [N,O,Ho,Wo])
  *
+ * and conv2d_relu, y = max(conv2d, 0) with the max applied as the output
+ * tile is stored, whose rule masks g by y > 0 (relu_grad) and is then
+ * conv2d's: relu's values and gradients to the bit, without relu's pass
+ * over y or a kept pre-activation.
+ *
  * all with stride 1, dilation 1, one group and a padding p >= 0 (ops_nn.h
  * has the formulas).  ad_conv2d uses conv2d for exactly those; every other
  * convolution stays the composite unfold + matmul of ops_nn.c.
@@ -182,6 +187,7 @@ typedef float cv16f __attribute__((vector_size(64)));
         void (*dwp)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
                     int64_t, T *restrict, int64_t);                                      \
         void (*copy)(T *restrict, const T *restrict, int64_t);                           \
+        void (*copy_relu)(T *restrict, const T *restrict, int64_t);                      \
     } conv_kern_##SUF;
 DEFINE_KERN_TYPE(f32, float)
 DEFINE_KERN_TYPE(f64, double)
@@ -192,16 +198,16 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 static const conv_kern_f32 kerns_f32[] = {
 #if CONV_X86
     {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
-     conv_dwp_tile_f32_avx512, conv_copy_f32_avx512},
+     conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
-     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2},
+     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
-     conv_copy_f32_any},
+     conv_copy_f32_any, conv_copy_relu_f32_any},
 };
 static const conv_kern_f64 kerns_f64[] = {
     {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,
-     conv_copy_f64_any},
+     conv_copy_f64_any, conv_copy_relu_f64_any},
 };
 
 static bool cpu_can(int isa)
@@ -282,18 +288,20 @@ static int conv_threads(int64_t work, int64_t items)
 typedef struct conv_params {
     int64_t p[2]; /* padding */
     int64_t k[2]; /* kernel extent (conv2d_weight's result) */
+    bool relu;    /* conv2d_relu: relu applied in the forward's epilogue */
 } conv_params;
 
-/* y = conv2d(x, w) + bias (bias may be NULL): K(o, c, i, j) = w[o, c, i, j]. */
+/* y = conv2d(x, w) + bias (bias may be NULL), then max(y, 0) with relu:
+ * K(o, c, i, j) = w[o, c, i, j]. */
 static int conv_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const ad_tensor *bias,
-                    const int64_t *p, ad_tensor *y)
+                    const int64_t *p, bool relu, ad_tensor *y)
 {
     const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
     if (x->dtype == AD_FLOAT64)
         return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + w->offset,
-                                s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], bias, y);
+                                s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], bias, relu, y);
     return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + w->offset, s[0],
-                            s[1], s[2], s[3], kh, kw, p[0], p[1], bias, y);
+                            s[1], s[2], s[3], kh, kw, p[0], p[1], bias, relu, y);
 }
 
 /* y = conv_transpose2d(x, w): the forward kernel with output channel c,
@@ -306,9 +314,10 @@ static int convt_run(const char *fn, const ad_tensor *x, const ad_tensor *w, con
     int64_t last = w->offset + (kh - 1) * s[2] + (kw - 1) * s[3];
     if (x->dtype == AD_FLOAT64)
         return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + last,
-                                s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, y);
+                                s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL,
+                                false, y);
     return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + last, s[1], s[0],
-                            -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, y);
+                            -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, false, y);
 }
 
 static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy,
@@ -323,17 +332,21 @@ static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy,
  * Constructors without argument checks (the public functions and the
  * rules call them with consistent shapes). */
 static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
-                          const int64_t *p);
+                          const int64_t *p, bool relu);
 static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p);
 static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const int64_t *k,
                            const int64_t *p);
 
 /* conv2d: dx = conv_transpose2d(g, w), dw = conv2d_weight(x, g), dbias =
- * sum g (what add's rule gave when the bias was added separately). */
+ * sum g (what add's rule gave when the bias was added separately).
+ * conv2d_relu: the same with g masked first, g [y > 0] = relu_grad(g, y)
+ * (y > 0 exactly where the pre-activation is: the mask relu's own rule
+ * takes from its input, without keeping that input). */
 static int conv_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
+    if (q->relu && !(g = ad__relu_grad(g, n->out))) return -1;
     if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d backward", g, n->in[1], q->p);
     if (ad__needs_grad(n, 1)) gin[1] = convw_op("conv2d backward", n->in[0], g, k, q->p);
     if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
@@ -342,13 +355,23 @@ static int conv_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 static int conv_fw(ad_node *n)
 {
     const conv_params *q = ad__params(n);
-    return conv_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, q->p, n->out);
+    return conv_run(n->op->name, n->in[0], n->in[1], n->nin > 2 ? n->in[2] : NULL, q->p, q->relu,
+                    n->out);
 }
 static const ad_op OP_CONV2D = {
     .name = "conv2d",
     .formula = "y[n, o, h, w] = bias[o] + sum_{c, i, j} w[o, c, i, j] x[n, c, h - p + i, w - p + j] "
                "(stride 1, bias optional); dx = conv_transpose2d(g, w), "
                "dw = conv2d_weight(x, g), dbias = sum g",
+    .backward = conv_bw,
+    .forward = conv_fw,
+    .params_size = sizeof(conv_params),
+};
+static const ad_op OP_CONV2D_RELU = {
+    .name = "conv2d_relu",
+    .formula = "y = max(conv2d(x, w, bias), 0), the max applied as the tiles are stored; "
+               "with gm = relu_grad(g, y) = g [y > 0]: dx = conv_transpose2d(gm, w), "
+               "dw = conv2d_weight(x, gm), dbias = sum gm",
     .backward = conv_bw,
     .forward = conv_fw,
     .params_size = sizeof(conv_params),
@@ -360,7 +383,7 @@ static int convt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     const conv_params *q = ad__params(n);
     const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
     if (ad__needs_grad(n, 0))
-        gin[0] = conv_op("conv_transpose2d backward", g, n->in[1], NULL, q->p);
+        gin[0] = conv_op("conv_transpose2d backward", g, n->in[1], NULL, q->p, false);
     if (ad__needs_grad(n, 1))
         gin[1] = convw_op("conv_transpose2d backward", g, n->in[0], k, q->p);
     return 0;
@@ -384,7 +407,8 @@ static int convw_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d_weight backward", n->in[1], g, q->p);
-    if (ad__needs_grad(n, 1)) gin[1] = conv_op("conv2d_weight backward", n->in[0], g, NULL, q->p);
+    if (ad__needs_grad(n, 1)) gin[1] = conv_op("conv2d_weight backward", n->in[0], g, NULL, q->p,
+                                                        false);
     return 0;
 }
 static int convw_fw(ad_node *n)
@@ -401,22 +425,23 @@ static const ad_op OP_CONV2D_WEIGHT = {
 };
 
 static ad_tensor *conv_op(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
-                          const int64_t *p)
+                          const int64_t *p, bool relu)
 {
     if (!x || !w) return NULL;
-    conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}};
+    conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}, relu};
     int64_t shape[4] = {x->shape[0], w->shape[0], x->shape[2] + 2 * p[0] - q.k[0] + 1,
                         x->shape[3] + 2 * p[1] - q.k[1] + 1};
     int nin = bias ? 3 : 2;
     ad_tensor *in[3] = {x, w, bias}, *y = ad__result(fn, nin, in, x->dtype, 4, shape);
     if (!y) return NULL;
-    return ad__finish(y, conv_run(fn, x, w, bias, p, y), &OP_CONV2D, nin, in, &q, NULL);
+    return ad__finish(y, conv_run(fn, x, w, bias, p, relu, y), relu ? &OP_CONV2D_RELU : &OP_CONV2D,
+                      nin, in, &q, NULL);
 }
 
 static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int64_t *p)
 {
     if (!x || !w) return NULL;
-    conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}};
+    conv_params q = {{p[0], p[1]}, {w->shape[2], w->shape[3]}, false};
     int64_t shape[4] = {x->shape[0], w->shape[1], x->shape[2] - 2 * p[0] + q.k[0] - 1,
                         x->shape[3] - 2 * p[1] + q.k[1] - 1};
     ad_tensor *in[2] = {x, w}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
@@ -428,7 +453,7 @@ static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const in
                            const int64_t *p)
 {
     if (!x || !gy) return NULL;
-    conv_params q = {{p[0], p[1]}, {k[0], k[1]}};
+    conv_params q = {{p[0], p[1]}, {k[0], k[1]}, false};
     int64_t shape[4] = {gy->shape[1], x->shape[1], k[0], k[1]};
     ad_tensor *in[2] = {x, gy}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
     if (!y) return NULL;
@@ -437,12 +462,14 @@ static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const in
 
 /* ---- public functions ------------------------------------------------------------- */
 
-/* ad_conv2d's fast path: groups 1, stride 1, dilation 1, arguments checked
- * there.  The bias starts the tiles' sums instead of being added in a
- * pass of its own over y (its gradient is the same sum add's rule gave). */
-ad_tensor *ad__conv2d_direct(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const int padding[2])
+/* ad_conv2d's and ad_conv2d_relu's fast path: groups 1, stride 1,
+ * dilation 1, arguments checked there.  The bias starts the tiles' sums
+ * instead of being added in a pass of its own over y (its gradient is the
+ * same sum add's rule gave); relu is applied as the tiles are stored. */
+ad_tensor *ad__conv2d_direct(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                             const int padding[2], bool relu)
 {
-    return conv_op("ad_conv2d", x, w, bias, (const int64_t[]){padding[0], padding[1]});
+    return conv_op(fn, x, w, bias, (const int64_t[]){padding[0], padding[1]}, relu);
 }
 
 /* The parameters these two accept: stride 1, dilation 1, groups 1 (0 for
@@ -533,5 +560,5 @@ ad_tensor *ad_conv2d_weight(ad_tensor *x, const int64_t weight_size[4], ad_tenso
 }
 
 const ad_op *const ad__ops_conv[] = {
-    &OP_CONV2D, &OP_CONV_TRANSPOSE2D, &OP_CONV2D_WEIGHT, NULL,
+    &OP_CONV2D, &OP_CONV2D_RELU, &OP_CONV_TRANSPOSE2D, &OP_CONV2D_WEIGHT, NULL,
 };

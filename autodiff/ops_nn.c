@@ -374,9 +374,11 @@ static int check_like(const char *fn, const char *name, const ad_tensor *t, cons
 
 /* ---- conv2d ------------------------------------------------------------------------------ */
 
-ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p)
+/* conv2d, and with relu max(conv2d, 0) (ad_conv2d_relu): fn names the
+ * public function in errors. */
+static ad_tensor *conv2d(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                         const ad_conv2d_params *p, bool relu)
 {
-    static const char *fn = "ad_conv2d";
     bool has_bias;
     if (ad__check_arg(fn, "x", x, true) || check_like(fn, "w", w, x) ||
         ad__check_opt(fn, "bias", bias, true, &has_bias) ||
@@ -424,7 +426,7 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
     /* The direct kernels of ops_conv.c cover the common case. */
     if (G == 1 && q.stride[0] == 1 && q.stride[1] == 1 && q.dilation[0] == 1 &&
         q.dilation[1] == 1)
-        return ad__conv2d_direct(x, w, bias, q.padding);
+        return ad__conv2d_direct(fn, x, w, bias, q.padding, relu);
 
     ad_scope s;
     ad_tensor *in[3] = {x, w, bias};
@@ -441,7 +443,18 @@ ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2
                       ad_reshape(cols, 4, (int64_t[]){N, G, K, L})); /* [N, G, O/G, L] */
     y = ad_reshape(y, 4, (int64_t[]){N, O, win.out[0], win.out[1]});
     if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){O, 1, 1}));
+    if (relu) y = ad_relu(y);
     return ad_scope_end(&s, y);
+}
+
+ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p)
+{
+    return conv2d("ad_conv2d", x, w, bias, p, false);
+}
+
+ad_tensor *ad_conv2d_relu(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p)
+{
+    return conv2d("ad_conv2d_relu", x, w, bias, p, true);
 }
 
 /* ---- pooling -------------------------------------------------------------------------------- */

@@ -98,6 +98,19 @@ typedef struct ad_conv2d_params {
  * input. */
 AD_API ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p);
 
+/* relu(conv2d(x, w, bias, p)) (PyTorch's fused ConvReLU2d): the same
+ * arguments, shapes, ownership and errors as ad_conv2d (named
+ * "ad_conv2d_relu"), and the same values to the bit.  On ad_conv2d's
+ * direct path it is one op, conv2d_relu, whose forward applies the max as
+ * its tiles are stored (no pass of its own over y, no pre-activation kept)
+ * and whose rule masks g once, gm = g [y > 0], then gives conv2d's
+ * derivatives of gm (dx = ad_conv_transpose2d(gm, w), dw =
+ * ad_conv2d_weight(x, gm), dbias = sum gm), ops all, so every order works;
+ * otherwise it is ad_relu of ad_conv2d.  nn's Sequential calls it for a
+ * Conv2d followed by a ReLU. */
+AD_API ad_tensor *ad_conv2d_relu(ad_tensor *x, ad_tensor *w, ad_tensor *bias,
+                                 const ad_conv2d_params *p);
+
 /* torch.nn.functional.conv_transpose2d, stride 1 only: the adjoint of
  * conv2d in its input, so conv2d's dx = conv_transpose2d(g, w) with the
  * same padding p:

@@ -5,13 +5,15 @@
  *
  * For each layer it times ad_conv2d (the forward, with its bias),
  * ad_conv_transpose2d (conv2d's input gradient) and ad_conv2d_weight
- * (its weight gradient) on persistent operands, each call on the reset
+ * (its weight gradient) on persistent operands, and the forward with a
+ * relu: ad_conv2d_relu (conv2d_relu, relu in the epilogue) and
+ * ad_relu(ad_conv2d) (conv2d+relu, relu a pass of its own), each call on the reset
  * active tape, and prints one JSON line per op: seconds per call and GFLOP/s of
  * the convolution's own arithmetic, 2 N O C kh kw Ho Wo (what the op must
  * do, not what the kernel computes: padding and wrapped columns it
  * multiplies by zero are its own cost).  The first layer's input gradient
  * is not timed: training never asks for it.  OP (conv2d,
- * conv_transpose2d or conv2d_weight) times that op only, LAYER (conv1,
+ * conv_transpose2d, conv2d_weight, conv2d_relu or conv2d+relu) times that op only, LAYER (conv1,
  * conv2) that layer only.  Compare builds by running
  * them alternately (A B A B), as bench/threads_ab does for the trainer:
  *
@@ -32,7 +34,8 @@ typedef struct layer {
 
 typedef struct run {
     const layer *L;
-    int which; /* 0 forward, 1 input gradient, 2 weight gradient */
+    int which; /* 0 forward, 1 input gradient, 2 weight gradient, 3 forward with relu
+                  fused, 4 forward then relu */
     ad_tape *tape;
     ad_tensor *x, *w, *b, *gy;
 } run;
@@ -43,6 +46,8 @@ static void step(void *p)
     ad_tape_reset(r->tape);
     ad_tensor *y = NULL;
     if (r->which == 0) y = ad_conv2d(r->x, r->w, r->b, NULL);
+    else if (r->which == 3) y = ad_conv2d_relu(r->x, r->w, r->b, NULL);
+    else if (r->which == 4) y = ad_relu(ad_conv2d(r->x, r->w, r->b, NULL));
     else if (r->which == 1) y = ad_conv_transpose2d(r->gy, r->w, NULL, NULL);
     else {
         const int64_t ws[4] = {r->L->O, r->L->C, r->L->k, r->L->k};
@@ -79,7 +84,8 @@ int main(int argc, char **argv)
         {"conv1 1->32 28x28", 64, 1, 28, 28, 32, 3, 0},
         {"conv2 32->32 26x26", 64, 32, 26, 26, 32, 3, 1},
     };
-    static const char *ops[] = {"conv2d", "conv_transpose2d", "conv2d_weight"};
+    static const char *ops[] = {"conv2d", "conv_transpose2d", "conv2d_weight", "conv2d_relu",
+                                "conv2d+relu"};
     unsigned long long seed = 1;
     for (size_t l = 0; l < sizeof layers / sizeof layers[0]; l++) {
         const layer *L = &layers[l];
@@ -95,7 +101,7 @@ int main(int argc, char **argv)
         r.b = filled(L->O, 1, 1, 1, 1, &seed);
         r.gy = filled(L->N, L->O, Ho, Wo, 4, &seed);
         double flops = 2.0 * (double)(L->N * L->O * L->C * L->k * L->k * Ho * Wo);
-        for (int which = 0; which < 3; which++) {
+        for (int which = 0; which < 5; which++) {
             if ((which == 1 && !L->input_grad) || (argc > 2 && strcmp(argv[2], ops[which])))
                 continue;
             r.which = which;

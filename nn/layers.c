@@ -163,6 +163,14 @@ static void conv_describe(const nn_module *m, char *buf, size_t size)
 
 static const nn_module_type CONV2D = {"Conv2d", conv_forward, ad_free, conv_describe};
 
+/* relu(conv_forward(x)) in one op: relu applied as the convolution's
+ * tiles are stored, its mask applied once to the gradient. */
+static ad_tensor *conv_relu_forward(nn_module *m, ad_tensor *x)
+{
+    conv_state *s = nn_module_state(m);
+    return ad_conv2d_relu(x, s->w, s->b, &s->p);
+}
+
 nn_module *nn_conv2d(int64_t in, int64_t out, const int kernel[2], const ad_conv2d_params *p,
                      bool bias, ad_dtype dtype, ad_rng *rng)
 {
@@ -547,6 +555,12 @@ static const nn_module_type LOG_SOFTMAX = {"LogSoftmax", log_softmax_forward, ad
                                            dim_describe};
 
 nn_module *nn_relu(void) { return nn_module_new(&RELU, NULL); }
+
+nn__forward_fn nn__fused_relu(const nn_module *m)
+{
+    return nn_module_type_of(m) == &CONV2D ? conv_relu_forward : NULL;
+}
+bool nn__is_relu(const nn_module *m) { return nn_module_type_of(m) == &RELU; }
 nn_module *nn_tanh(void) { return nn_module_new(&TANH, NULL); }
 nn_module *nn_sigmoid(void) { return nn_module_new(&SIGMOID, NULL); }
 nn_module *nn_gelu(void) { return nn_module_new(&GELU, NULL); }

@@ -564,7 +564,9 @@ static _Thread_local summary_rec *summary_hook;
 static _Thread_local int fwd_depth;       /* nesting of nn_forward calls */
 static _Thread_local bool fwd_annotated;  /* the failing layer was named */
 
-ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
+/* nn_forward with fwd in place of m's own forward (a fused one, called
+ * by Sequential): the same scope, labels, error naming and summary row. */
+static ad_tensor *forward_with(nn_module *m, ad_tensor *x, nn__forward_fn fwd)
 {
     if (!m || !x) {
         nn__null_arg("nn_forward", m ? "x" : "m");
@@ -598,7 +600,7 @@ ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
     /* Label the ops of this layer for anomaly reports ("... in 'Linear'"). */
     const char *prev_label = ad_set_scope_label(m->type->name);
     fwd_depth++;
-    ad_tensor *y = m->type->forward(m, x);
+    ad_tensor *y = fwd(m, x);
     fwd_depth--;
     ad_set_scope_label(prev_label);
     if (!y && !fwd_annotated) {
@@ -624,10 +626,25 @@ ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
 
 /* ---- Sequential -------------------------------------------------------------------- */
 
+ad_tensor *nn_forward(nn_module *m, ad_tensor *x)
+{
+    return forward_with(m, x, m ? m->type->forward : NULL);
+}
+
 static ad_tensor *sequential_forward(nn_module *m, ad_tensor *x)
 {
-    /* y = f_n(... f_2(f_1(x))): each child's output is the next one's input. */
-    for (int i = 0; i < m->children.n && x; i++) x = nn_forward(m->children.items[i], x);
+    /* y = f_n(... f_2(f_1(x))): each child's output is the next one's
+     * input.  A child followed by a ReLU that has a fused forward for the
+     * pair (Conv2d) runs it instead, the same values in one op; not while
+     * a summary is taken, which lists every layer's own call. */
+    void **c = m->children.items;
+    for (int i = 0; i < m->children.n && x; i++) {
+        nn__forward_fn fused = NULL;
+        if (i + 1 < m->children.n && !summary_hook && nn__is_relu(c[i + 1]))
+            fused = nn__fused_relu(c[i]);
+        x = fused ? forward_with(c[i], x, fused) : nn_forward(c[i], x);
+        i += fused != NULL;
+    }
     return x;
 }
 

@@ -105,4 +105,13 @@ ad_tensor *nn__rng_tensor(const ad_rng *r);
 /* r from a tensor nn__rng_tensor made (and a load filled). */
 void nn__rng_set(ad_rng *r, ad_tensor *t);
 
+/* Layer fusion in Sequential (layers.c): when m is followed by a ReLU
+ * module, Sequential may call the forward nn__fused_relu(m) returns
+ * instead of m's and the ReLU's: relu of m's output, as one op (Conv2d:
+ * ad_conv2d_relu, the same values and gradients to the bit).  NULL when
+ * m's type has no such forward.  nn__is_relu: whether m is nn_relu(). */
+typedef ad_tensor *(*nn__forward_fn)(struct nn_module *m, ad_tensor *x);
+nn__forward_fn nn__fused_relu(const struct nn_module *m);
+bool nn__is_relu(const struct nn_module *m);
+
 #endif

@@ -53,6 +53,17 @@ static ad_tensor *conv_t_f(ad_tensor *const *in, int n, void *ctx)
     /* x given as [N, C, W, H] and transposed: a non-contiguous input */
     return ad_conv2d(ad_transpose(in[0], 2, 3), in[1], n > 2 ? in[2] : NULL, ctx);
 }
+/* conv2d_relu: as conv_f.  Like relu's own rows, these rely on no
+ * pre-activation of the seeded inputs lying within a difference step of 0
+ * (the kink) */
+static ad_tensor *convr_f(ad_tensor *const *in, int n, void *ctx)
+{
+    return ad_conv2d_relu(in[0], in[1], n > 2 ? in[2] : NULL, ctx);
+}
+static ad_tensor *convr_t_f(ad_tensor *const *in, int n, void *ctx)
+{
+    return ad_conv2d_relu(ad_transpose(in[0], 2, 3), in[1], n > 2 ? in[2] : NULL, ctx);
+}
 /* conv_transpose2d: in = x [N, C_in, H, W], w [C_in, C_out, kh, kw][, bias] */
 static ad_tensor *convt_f(ad_tensor *const *in, int n, void *ctx)
 {
@@ -215,6 +226,17 @@ const op_row rows_nn[] = {
      2, {X4(2, 2, 3, 2), X4(3, 2, 1, 1)}},
     {"conv2d", "conv2d of a transposed (non-contiguous) input, padding 1", conv_t_f, &C_P1, 2,
      {X4(1, 2, 4, 5), X4(2, 2, 2, 2)}},
+    /* conv2d_relu, the direct op with relu in its epilogue */
+    {"conv2d_relu", "conv2d_relu 3x3 with bias", convr_f, &C_PLAIN, 3,
+     {X4(1, 2, 5, 5), X4(3, 2, 3, 3), V1(3)}},
+    {"conv2d_relu", "conv2d_relu 3x3 padding 1, batch 2, odd 5x4 input", convr_f, &C_P1, 3,
+     {X4(2, 3, 5, 4), X4(2, 3, 3, 3), V1(2)}},
+    {"conv2d_relu", "conv2d_relu kernel 2x3, padding 0x2, no bias", convr_f, &C_P02, 2,
+     {X4(1, 2, 4, 3), X4(5, 2, 2, 3)}},
+    {"conv2d_relu", "conv2d_relu of a transposed (non-contiguous) input, padding 1", convr_t_f,
+     &C_P1, 3, {X4(1, 2, 4, 5), X4(2, 2, 2, 2), V1(2)}},
+    {"relu", "conv2d_relu stride 2 (the composite, then relu)", convr_f, &C_S2P1, 2,
+     {X4(1, 2, 5, 5), X4(2, 2, 3, 3)}},
     /* conv_transpose2d and conv2d_weight, conv2d's derivatives */
     {"conv_transpose2d", "conv_transpose2d 3x3 with bias", convt_f, &C_PLAIN, 3,
      {X4(1, 2, 3, 3), X4(2, 3, 3, 3), V1(3)}},

@@ -836,6 +836,17 @@ START_TEST(nn_ops)
     ROW(ad_conv2d(f.img, f.a, NULL, NULL), "4-D");
     ROW(ad_conv2d(f.img, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(3, 2, 5, 5)), NULL, NULL), "does not fit");
     ROW(ad_conv2d(f.img, ad_ones(f.t2, AD_FLOAT64, AD_SHAPE(3, 2, 3, 3)), NULL, NULL), "different tapes");
+    /* conv2d_relu: ad_conv2d's checks, named for itself */
+    ROW(ad_conv2d_relu(NULL, w, NULL, NULL), "ad_conv2d_relu: argument 'x' is NULL");
+    ROW(ad_conv2d_relu(f.img, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(3, 4, 3, 3)), NULL, NULL),
+        "ad_conv2d_relu: input has 2 channels but weight expects 4 (groups 1): x [1,2,4,4], w [3,4,3,3]");
+    ROW(ad_conv2d_relu(f.img, w, f.v4, NULL), "ad_conv2d_relu: bias must be [3]");
+    ROW(ad_conv2d_relu(f.img, w, NULL, &(ad_conv2d_params){.padding = {-2, 0}}), "padding");
+    ROW(ad_conv2d_relu(f.img, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(3, 2, 3, 3)), NULL, NULL),
+        "w is float32 but x is float64");
+    ROW(ad_conv2d_relu(f.a, w, NULL, NULL), "ad_conv2d_relu: x must be 4-D");
+    ROW(ad_conv2d_relu(f.img, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(3, 2, 5, 5)), NULL, NULL),
+        "does not fit");
     /* conv_transpose2d: x [1,2,4,4], w [C_in 2, C_out 3, 3, 3] */
     {
         ad_tensor *wt = ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2, 3, 3, 3));

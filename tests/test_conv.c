@@ -52,7 +52,8 @@ static double *values(const ad_tensor *t)
     return v;
 }
 
-static result run(const shape *s, ad_dtype dt, bool direct, uint64_t seed)
+/* mode: 0 the composite, 1 ad_conv2d, 2 ad_relu(ad_conv2d), 3 ad_conv2d_relu. */
+static result run_mode(const shape *s, ad_dtype dt, int mode, uint64_t seed)
 {
     ad_tape *t = ad_tape_new();
     ad_rng rng;
@@ -71,7 +72,10 @@ static result run(const shape *s, ad_dtype dt, bool direct, uint64_t seed)
     ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
     ck_assert_int_eq(ad_set_requires_grad(b, true), 0);
     ad_conv2d_params p = {{1, 1}, {(int)s->ph, (int)s->pw}, {1, 1}, 1};
-    ad_tensor *y = direct ? ad_conv2d(x, w, b, &p) : composite(x, w, b, s);
+    ad_tensor *y = mode == 0   ? composite(x, w, b, s)
+                   : mode == 3 ? ad_conv2d_relu(x, w, b, &p)
+                               : ad_conv2d(x, w, b, &p);
+    if (mode == 2) y = ad_relu(y);
     ck_assert_msg(y != NULL, "%s", ad_error());
     ad_tensor *r = ad_rand(t, &rng, dt, 4, ad_shape(y), -1, 1);
     ck_assert_int_eq(ad_backward(y, r, 0), 0);
@@ -80,6 +84,11 @@ static result run(const shape *s, ad_dtype dt, bool direct, uint64_t seed)
     result res = {values(y), values(gx), values(ad_tensor_grad(w)), values(ad_tensor_grad(b))};
     ad_tape_free(t);
     return res;
+}
+
+static result run(const shape *s, ad_dtype dt, bool direct, uint64_t seed)
+{
+    return run_mode(s, dt, direct ? 1 : 0, seed);
 }
 
 /* Relative to the scale of the sum: each entry adds C kh kw (or N Ho Wo)
@@ -161,6 +170,69 @@ static char *dot_of(ad_tensor *y)
     fclose(f);
     return s;
 }
+
+/* ad_conv2d_relu against ad_relu(ad_conv2d): the same bits in y and in
+ * every gradient, for every shape, dtype and float32 kernel variant (the
+ * epilogue's max is relu's, the rule's mask from y is the one relu's rule
+ * takes from the pre-activation, and the rest is conv2d's own rule). */
+static bool same_bits(const double *a, const double *b, int64_t n)
+{
+    return memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
+{
+    const shape *s = &SHAPES[_i % NSHAPES];
+    ad_dtype dt = _i < NSHAPES ? AD_FLOAT32 : AD_FLOAT64;
+    int64_t Ho = s->H + 2 * s->ph - s->kh + 1, Wo = s->W + 2 * s->pw - s->kw + 1;
+    for (int isa = 0; isa <= (dt == AD_FLOAT32 ? 2 : 0); isa++) {
+        if (ad__conv_testing_isa(isa) != 0) continue;
+        result a = run_mode(s, dt, 3, 40 + (uint64_t)_i), b = run_mode(s, dt, 2, 40 + (uint64_t)_i);
+        int64_t ny = s->N * s->O * Ho * Wo, nz = 0;
+        for (int64_t i = 0; i < ny; i++) nz += a.y[i] == 0;
+        ck_assert_msg(nz > ny / 5 && nz < ny - ny / 5, "relu zeroed %lld of %lld", (long long)nz,
+                      (long long)ny);
+        ck_assert_msg(same_bits(a.y, b.y, ny), "y differs (isa %d)", isa);
+        ck_assert_msg(same_bits(a.dx, b.dx, s->N * s->C * s->H * s->W), "dx differs (isa %d)", isa);
+        ck_assert_msg(same_bits(a.dw, b.dw, s->O * s->C * s->kh * s->kw), "dw differs (isa %d)",
+                      isa);
+        ck_assert_msg(same_bits(a.db, b.db, s->O), "db differs (isa %d)", isa);
+        free(a.y), free(a.dx), free(a.dw), free(a.db), free(b.y), free(b.dx), free(b.dw), free(b.db);
+    }
+    ad__conv_testing_isa(-1);
+}
+END_TEST
+
+/* One node, conv2d_relu, on the direct path; relu after the composite
+ * otherwise; a NaN pre-activation passes through as relu's does. */
+START_TEST(conv2d_relu_records_one_op)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    ad_tensor *x = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(1, 2, 5, 5), -1, 1);
+    ad_tensor *w = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(3, 2, 3, 3), -1, 1);
+    ad_set_requires_grad(w, true);
+    ad_tensor *y = ad_conv2d_relu(x, w, NULL, NULL);
+    char *dot = dot_of(y);
+    ck_assert_msg(strstr(dot, "conv2d_relu") != NULL, "no conv2d_relu node:\n%s", dot);
+    ck_assert_msg(strstr(dot, "\"relu") == NULL && strstr(dot, " relu") == NULL &&
+                      strstr(dot, ">relu") == NULL,
+                  "a separate relu recorded:\n%s", dot);
+    free(dot);
+    y = ad_conv2d_relu(x, w, NULL, &(ad_conv2d_params){{2, 2}, {1, 1}, {1, 1}, 1});
+    dot = dot_of(y);
+    ck_assert_msg(strstr(dot, "relu") != NULL && strstr(dot, "conv2d_relu") == NULL,
+                  "stride 2 is not the composite and relu:\n%s", dot);
+    free(dot);
+    ad_tensor *xn = ad_full(t, AD_FLOAT32, AD_SHAPE(1, 1, 3, 3), NAN);
+    ad_tensor *wn = ad_full(t, AD_FLOAT32, AD_SHAPE(2, 1, 1, 1), 1.0);
+    ad_tensor *yn = ad_conv2d_relu(xn, wn, NULL, NULL);
+    ck_assert_msg(yn != NULL, "%s", ad_error());
+    for (int64_t i = 0; i < 18; i++) ck_assert(isnan(ot_at(yn, i)));
+    ad_tape_free(t);
+}
+END_TEST
 
 /* The direct kernel is really used: a node named conv2d, no matmul (x
  * needs no gradient, so the composite records no unfold). */
@@ -245,6 +317,8 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, direct_matches_composite, 0, 2 * NSHAPES);
     tcase_add_test(tc, conv2d_records_the_direct_op);
+    tcase_add_loop_test(tc, conv2d_relu_same_bits_as_relu_of_conv2d, 0, 2 * NSHAPES);
+    tcase_add_test(tc, conv2d_relu_records_one_op);
     tcase_add_test(tc, same_bits_with_kernel_threads);
     tcase_add_test(tc, exact_values);
     tcase_add_test(tc, bad_arguments);

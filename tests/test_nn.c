@@ -173,6 +173,70 @@ START_TEST(linear_by_hand)
 }
 END_TEST
 
+/* Sequential runs a Conv2d followed by a ReLU as one op, conv2d_relu:
+ * the same output and parameter gradients to the bit as the two layers
+ * one after the other (a ReLU wrapped in a Sequential of its own is not
+ * fused), and the ReLU layer stays in the tree, its summary and names. */
+static void conv_net_run(bool fusable, ad_tensor *x, double *out, double *grads)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 21);
+    nn_module *r1 = nn_relu(), *r2 = nn_relu();
+    nn_module *m = NN_SEQUENTIAL(
+        nn_conv2d(2, 4, (int[]){3, 3}, &(ad_conv2d_params){.padding = {1, 1}}, true, AD_FLOAT32,
+                  &rng),
+        fusable ? r1 : NN_SEQUENTIAL(r1), nn_conv2d(4, 3, (int[]){2, 2}, NULL, true, AD_FLOAT32, &rng),
+        fusable ? r2 : NN_SEQUENTIAL(r2));
+    nonnull(m);
+    ad_tensor *y = nn_forward(m, x);
+    nonnull(y);
+    ok(ad_to_array(y, out));
+    backward(ad_sum(ad_mul(y, y), NULL, 0, false));
+    nn_named_tensors *p = nn_parameters(m);
+    int64_t k = 0;
+    for (int i = 0; i < p->n; i++) {
+        ok(ad_to_array(ad_tensor_grad(p->tensors[i]), grads + k));
+        k += ad_numel(p->tensors[i]);
+    }
+    ck_assert_int_eq(k, 4 * 2 * 9 + 4 + 3 * 4 * 4 + 3);
+    nn_named_tensors_free(p);
+    if (fusable) {
+        FILE *f = tmpfile();
+        ok(ad_graph_dot(f, &y, 1, NULL));
+        char *dot = slurp(f);
+        has(dot, "conv2d_relu");
+        ck_assert_msg(strstr(dot, ": relu") == NULL, "a separate relu recorded:\n%s", dot);
+        free(dot);
+        ck_assert_str_eq(nn_module_type_name(nn_child(m, 1)), "ReLU");
+        f = tmpfile();
+        ok(nn_summary(m, 4, (int64_t[]){2, 2, 6, 5}, f));
+        char *s = slurp(f);
+        has(s, "  1: ReLU()");
+        has(s, "  3: ReLU()");
+        free(s);
+    }
+    nn_module_free(m);
+}
+
+START_TEST(sequential_fuses_conv_relu)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, 22);
+    ad_tensor *x = ad_rand(t, &rng, AD_FLOAT32, 4, (int64_t[]){2, 2, 6, 5}, -1, 1);
+    enum { NY = 2 * 3 * 5 * 4, NG = 4 * 2 * 9 + 4 + 3 * 4 * 4 + 3 };
+    double ya[NY], yb[NY], ga[NG], gb[NG];
+    conv_net_run(true, x, ya, ga);
+    conv_net_run(false, x, yb, gb);
+    int nz = 0;
+    for (int i = 0; i < NY; i++) nz += ya[i] == 0;
+    ck_assert_msg(nz > 0 && nz < NY, "relu zeroed %d of %d outputs", nz, NY);
+    ck_assert(memcmp(ya, yb, sizeof ya) == 0);
+    ck_assert(memcmp(ga, gb, sizeof ga) == 0);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(default_init_is_seeded)
 {
     ad_rng r1, r2, r3;
@@ -856,6 +920,7 @@ int main(void)
     tcase_add_test(tc, mlp_parameters);
     tcase_add_test(tc, nested_names_and_buffers);
     tcase_add_test(tc, linear_by_hand);
+    tcase_add_test(tc, sequential_fuses_conv_relu);
     tcase_add_test(tc, default_init_is_seeded);
     tcase_add_test(tc, custom_module);
     tcase_add_test(tc, layer_norm_and_embedding);

@@ -16,8 +16,11 @@
  *
  * Both convolutions (stride 1, one group) run the library's direct
  * convolution kernel, which slides the filters over each image's padded
- * planes while they are in cache; evaluation uses batches of 100, which
- * keeps the activations of a batch small.
+ * planes while they are in cache.  Each is followed by a ReLU, which the
+ * Sequential applies inside the convolution as it stores its output
+ * (ad_conv2d_relu: the same numbers, one pass and one tensor fewer per
+ * layer).  Evaluation uses batches of 100, which keeps the activations of
+ * a batch small.
  *
  * Default recipe: 2 epochs, batch 64, SGD momentum 0.9, lr 0.02 on a
  * cosine schedule; about 90.5% test accuracy (docs/training.md).  It costs
