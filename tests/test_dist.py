@@ -148,8 +148,25 @@ try:
     d = max_diff(f('ref60'), f('three'))
     check(d < 1e-5, f'3 ranks x batch 20 (last batches 11, 11, 10) = 1 x batch 60 '
                     f'(max |diff| {d:.2e})')
-    run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
+    p = run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
     check(same_bits(f(transports[0]), f('again')), 'two 2-rank runs are bit-identical')
+    # the sharded update (the default: reduce-scatter, each rank updates its
+    # half, all-gather) against every rank updating everything after an
+    # allreduce: with 2 ranks each sum is a + b either way and the update
+    # is elementwise, so the parameters and the optimiser's state (gathered
+    # to rank 0 at the end of each epoch for its checkpoint) are the same
+    # bits; at 3 ranks the sums' order may differ
+    check(p.stdout.count('update sharded') == 2, 'the update is sharded by default')
+    p = run(2, ['--batch', '32', '--out', f('whole')], btl=transports[0],
+            mpi_args=['-x', 'NN_DIST_SHARD=0'] if openmpi else [])
+    check(p.stdout.count('update whole') == 2 or not openmpi,
+          'NN_DIST_SHARD=0 turns the sharded update off')
+    check(same_bits(f(transports[0]), f('whole')),
+          'sharded update = whole update, parameters and optimiser state, bit for bit')
+    run(3, ['--batch', '20', '--out', f('three_whole')], btl=transports[0],
+        mpi_args=['-x', 'NN_DIST_SHARD=0'] if openmpi else [])
+    d = max_diff(f('three_whole'), f('three'))
+    check(d < 1e-6, f'3 ranks: sharded update = whole update (max |diff| {d:.2e})')
     p = run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
             btl=transports[0])
     check(same_bits(f(transports[0]), f('overlap')),
