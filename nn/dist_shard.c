@@ -19,6 +19,7 @@
  * optimiser reads it, then vals gathers everyone's updated values. */
 #include "dist_impl.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +57,7 @@ void nn__dist_shard_free(nn_dist *d)
 int nn__dist_shard_setup(nn_dist *d)
 {
     d->shard = false;
-    if (d->o.shard < 0 || d->o.overlap || d->size < 2) return 0;
+    if (d->o.shard <= 0 || d->o.overlap || d->size < 2) return 0;
     int W = d->size;
     /* a bucket's part is contiguous: it meets each of its entries once */
     d->parts = ad_calloc((size_t)d->params->n + 1, sizeof *d->parts);
@@ -156,9 +157,14 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
      * here), summed apart: every rank needs them. */
     double ex[3] = {*samples, *samples * *loss, *samples * *samples};
     double t1 = MPI_Wtime();
+    /* started before the reduce-scatters, which move it on (Open MPI
+     * progresses every pending request in any MPI call), and waited for
+     * after: one meeting of the ranks instead of two */
+    MPI_Request xreq = MPI_REQUEST_NULL;
     if (rc == 0)
-        rc = nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, ex, 3, MPI_DOUBLE, MPI_SUM, d->comm),
-                             "MPI_Allreduce");
+        rc = nn__dist_mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, ex, 3, MPI_DOUBLE, MPI_SUM, d->comm,
+                                            &xreq),
+                             "MPI_Iallreduce");
     tcomm += MPI_Wtime() - t1;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
@@ -180,6 +186,7 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
             tcomm += MPI_Wtime() - t1;
         }
     }
+    if (xreq != MPI_REQUEST_NULL && nn__dist_wait_for(d, &xreq, &tcomm)) rc = -1;
     double total = ex[0], lsum = ex[1], sq = ex[2];
     /* As the unsharded step: the sums are the weighted average times
      * W n0 / N (seeded) or n0 / N, exactly 1 when every rank had n0. */
@@ -208,6 +215,13 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
     if (rc == 0 && d->n0 == 1 && total * total < 9007199254740992.0 &&
         sq * d->size == total * total)
         d->n0 = total / d->size;
+    /* A non-finite loss (over all ranks, so alike everywhere): the trainer
+     * skips the update, and with it the all-gather; the averaged buffers
+     * of the other ranks' parts are gathered here instead. */
+    if (rc == 0 && d->nbuf > 0 && !isfinite(lsum / total)) {
+        for (int e = 0; e < d->nent; e++) d->ts[e] = e < d->params->n ? NULL : nn__dist_entry(d, e);
+        for (int k = 0; rc == 0 && k < d->nb; k++) rc = gather(d, k, d->ts, &tcomm);
+    }
     nn__dist_step_done(d);
     if (rc) return -1;
     *samples = total;
