@@ -34,7 +34,10 @@
  * whose batch sizes differ (an epoch's last) scales the sums, by
  * W n0 / N.  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
- * stay identical without ever sending weights again.
+ * stay identical without ever sending weights again.  Or, with
+ * nn_dist_options.shard (NN_DIST_SHARD=1), the sharded update: each bucket
+ * reduce-scattered, each rank updating its 1/W of the parameters, and the
+ * updated parameters all-gathered (see the option).
  *
  * Buffers.  The model's floating-point buffers (BatchNorm's running mean
  * and variance) ride in the same buckets and are averaged the same way,
