@@ -36,7 +36,8 @@ saves (safetensors, read here without any library):
      updates its part, all-gather) gives the whole update's bits at 2
      ranks (parameters, optimiser state and BatchNorm statistics, over
      both transports, with MPI's wait and with the sleeping one), agrees
-     with it to 1e-6 at 3 ranks, is bit-identical from run to run, and
+     with it to 1e-6 at 3 ranks, and with Adam over 3 buckets, is
+     bit-identical from run to run, and
      its checkpoints (whose optimiser state each rank kept for its own
      part) resume at 1 and 2 ranks as in 4.
 
@@ -182,6 +183,15 @@ try:
     run(2, ['--batch', '32', '--out', f('again_sh')], btl=transports[0], shard=True)
     check(same_bits(f(transports[0] + '_sh'), f('again_sh')),
           'two sharded 2-rank runs are bit-identical')
+    # Adam (two state tensors per parameter, gathered slot by slot) over
+    # 4 KB buckets (each split between the ranks on its own; the extras
+    # ride apart from the last)
+    args = ['--batch', '32', '--adam', '--bucket', '4096']
+    run(2, args + ['--out', f('adam')], btl=transports[0])
+    p = run(2, args + ['--out', f('adam_sh')], btl=transports[0], shard=True)
+    check(same_bits(f('adam'), f('adam_sh')) and '(3 buckets,' in p.stdout and
+          p.stdout.count('update sharded') == 2,
+          'sharded = whole with Adam over 3 buckets, parameters and both moments, bit for bit')
     p = run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
             btl=transports[0])
     check(same_bits(f(transports[0]), f('overlap')),
