@@ -21,6 +21,9 @@
  *       writes and after an MPI_Allreduce followed by a read pass (the
  *       optimiser): the other rank read the buffer during the reduction,
  *       so its cache lines must be taken back before they are written.
+ *       Then the sharded update's pair (nn_dist_options.shard): the
+ *       gradients' MPI_Reduce_scatter into this rank's part of a second
+ *       buffer, and MPI_Allgatherv in place of that buffer.
  *       One JSON line from rank 0.
  */
 #include <nn/dist.h>
@@ -78,14 +81,22 @@ static int mlp_comm(nn_dist *d, int reps)
 {
     MPI_Comm comm = nn_dist_comm(d);
     const int n = 203533;
-    float *g = calloc((size_t)n, sizeof *g);
-    double *t[4];
-    for (int k = 0; k < 4; k++) t[k] = calloc((size_t)reps, sizeof(double));
-    if (!g || !t[0] || !t[1] || !t[2] || !t[3]) return ad_set_error("dist_bench: out of memory");
+    float *g = calloc((size_t)n, sizeof *g), *v = calloc((size_t)n, sizeof *v);
+    double *t[6];
+    for (int k = 0; k < 6; k++) t[k] = calloc((size_t)reps, sizeof(double));
+    if (!g || !v || !t[0] || !t[1] || !t[2] || !t[3] || !t[4] || !t[5])
+        return ad_set_error("dist_bench: out of memory");
     volatile float sink = 0;
-    int rank = nn_dist_rank(d);
+    int rank = nn_dist_rank(d), W = nn_dist_world_size(d);
+    /* the parts as nn_dist cuts them: the gradients without the extras */
+    int *counts = calloc((size_t)W, sizeof *counts), *displs = calloc((size_t)W, sizeof *displs);
+    if (!counts || !displs) return ad_set_error("dist_bench: out of memory");
+    for (int r = 0; r < W; r++) {
+        displs[r] = (int)((int64_t)(n - 3) * r / W);
+        counts[r] = (int)((int64_t)(n - 3) * (r + 1) / W) - displs[r];
+    }
     for (int i = -3; i < reps; i++) { /* 3 rounds of warm-up */
-        double dt[4];
+        double dt[6];
         for (int j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
         MPI_Barrier(comm);
         double t0 = MPI_Wtime();
@@ -107,19 +118,37 @@ static int mlp_comm(nn_dist *d, int reps)
             MPI_Wait(&req, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return ad_set_error("dist_bench: MPI_Iallreduce failed");
         dt[1] = MPI_Wtime() - t0;
-        for (int k = 0; i >= 0 && k < 4; k++) t[k][i] = dt[k];
+        for (int j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
+        MPI_Barrier(comm);
+        t0 = MPI_Wtime();
+        if (MPI_Reduce_scatter(g, v + displs[rank], counts, MPI_FLOAT, MPI_SUM, comm) !=
+            MPI_SUCCESS)
+            return ad_set_error("dist_bench: MPI_Reduce_scatter failed");
+        dt[4] = MPI_Wtime() - t0;
+        MPI_Barrier(comm);
+        t0 = MPI_Wtime();
+        if (MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, v, counts, displs, MPI_FLOAT,
+                           comm) != MPI_SUCCESS)
+            return ad_set_error("dist_bench: MPI_Allgatherv failed");
+        dt[5] = MPI_Wtime() - t0;
+        for (int k = 0; i >= 0 && k < 6; k++) t[k][i] = dt[k];
     }
-    double m[4], f[4];
-    for (int k = 0; k < 4; k++) summary(comm, t[k], reps, &m[k], &f[k]);
+    double m[6], f[6];
+    for (int k = 0; k < 6; k++) summary(comm, t[k], reps, &m[k], &f[k]);
     if (rank == 0)
         printf("{\"bytes\": %d, \"allreduce_us\": %.1f, \"allreduce_min_us\": %.1f, "
                "\"iallreduce_us\": %.1f, \"iallreduce_min_us\": %.1f, "
                "\"zero_after_own_writes_us\": %.1f, \"zero_after_own_writes_min_us\": %.1f, "
-               "\"zero_after_allreduce_us\": %.1f, \"zero_after_allreduce_min_us\": %.1f}\n",
-               n * 4, m[0], f[0], m[1], f[1], m[2], f[2], m[3], f[3]);
+               "\"zero_after_allreduce_us\": %.1f, \"zero_after_allreduce_min_us\": %.1f, "
+               "\"reduce_scatter_us\": %.1f, \"reduce_scatter_min_us\": %.1f, "
+               "\"allgatherv_us\": %.1f, \"allgatherv_min_us\": %.1f}\n",
+               n * 4, m[0], f[0], m[1], f[1], m[2], f[2], m[3], f[3], m[4], f[4], m[5], f[5]);
     (void)sink;
     free(g);
-    for (int k = 0; k < 4; k++) free(t[k]);
+    free(v);
+    free(counts);
+    free(displs);
+    for (int k = 0; k < 6; k++) free(t[k]);
     return 0;
 }
 

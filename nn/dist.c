@@ -6,7 +6,7 @@
  * them with collectives on a duplicate of the user's communicator. */
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 
-#include "dist.h"
+#include "dist_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,71 +16,9 @@
 #include <sys/prctl.h>
 #endif
 
-/* Per step, after the gradients, the last bucket carries three numbers of
- * the rank (in its dtype; exact as long as counts stay below 2^24 in
- * float32): its batch size, its loss times its batch size, and the square
- * of its batch size (so that every rank can tell whether all batch sizes
- * were equal: W sum n^2 = (sum n)^2 exactly then). */
-enum { EXTRA = 3 };
-
-typedef struct bucket {
-    ad_dtype dtype;
-    int first, end;       /* entries [first, end) */
-    int64_t count;        /* elements, the extras included in the last */
-    ad_tensor *flat;      /* [count], persistent: the parameters' grads are views of it */
-    void *data;           /* flat's */
-    MPI_Request req;
-    int pending;          /* entries not packed yet in this step */
-    bool started;         /* its reduction of this step has started */
-} bucket;
-
-/* A parameter's address and its entry, sorted by address: the
- * gradient-ready hook looks parameters up here. */
-typedef struct param_key {
-    const ad_tensor *t;
-    int e;
-} param_key;
-
-struct nn_dist {
-    MPI_Comm comm;
-    int rank, size;
-    bool finalize_mpi;    /* nn_dist_init called MPI_Init */
-    nn_dist_options o;
-    nn_trainer *tr;       /* attached, borrowed */
-    /* The entries of the buckets: the parameters' gradients, then the
-     * floating-point buffers (BatchNorm's running statistics), which are
-     * averaged with them (nn/dist.h says why). */
-    nn_named_tensors *params, *buffers;
-    int nent;             /* params->n + nbuf */
-    int nbuf;
-    ad_tensor **avg;      /* the averaged buffers, nbuf of them */
-    int64_t *offset;      /* of each entry in its bucket */
-    int *bucket_of;       /* of each entry */
-    bool *packed;         /* of each entry, in this step */
-    param_key *keys;      /* params->n of them */
-    /* Each rank sends its gradient times n_r / n0 and the sum is scaled by
-     * n0 / N: the weighted average sum_r n_r g_r / N whatever n0 is.  n0
-     * is 1 until a step where every rank had the same batch size, and
-     * that size then (agreed from reduced numbers, so alike everywhere):
-     * a rank whose batch has it sends its gradient as it is, with no pass
-     * over it before the reduction. */
-    double n0;
-    bool timing;          /* NN_DIST_TIMING: arrive_all with MPI's own wait too */
-    /* The seed backward had in this step (nn_trainer_comm's grad_scale,
-     * or nn_dist_backward's): n_r / (W n0), so that the gradients leave
-     * backward weighted for the sum, and the sum needs scaling by
-     * W n0 / N only when the batch sizes differ (an epoch's last batch):
-     * no pass over the gradients before or after the reduction.  0 when
-     * backward was not seeded (nn_dist_average_grads after a backward of
-     * the caller's): the weights are applied around the reduction then. */
-    double seed;
-    bucket *b;
-    int nb;
-    nn_dist_stats stats;
-};
 
 /* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */
-static int mpi_ok(int rc, const char *call)
+int nn__dist_mpi_ok(int rc, const char *call)
 {
     if (rc == MPI_SUCCESS) return 0;
     char msg[MPI_MAX_ERROR_STRING];
@@ -91,7 +29,7 @@ static int mpi_ok(int rc, const char *call)
                              len ? msg : "unknown MPI error");
 }
 
-static MPI_Datatype mpi_type(ad_dtype dt)
+MPI_Datatype nn__dist_mpi_type(ad_dtype dt)
 {
     return dt == AD_FLOAT32 ? MPI_FLOAT : MPI_DOUBLE;
 }
@@ -158,13 +96,14 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
     if (w && *w) d->o.wait_sleep_us = atoi(w) > 0 ? atoi(w) : 0;
     if ((w = getenv("NN_DIST_OVERLAP")) && *w) d->o.overlap = atoi(w) != 0;
     if ((w = getenv("NN_DIST_BUCKET_BYTES")) && atoll(w) > 0) d->o.bucket_bytes = (size_t)atoll(w);
+    if ((w = getenv("NN_DIST_SHARD")) && *w) d->o.shard = atoi(w) != 0 ? 1 : -1;
     d->timing = (w = getenv("NN_DIST_TIMING")) && atoi(w) != 0;
     if (d->o.overlap || d->o.wait_sleep_us > 0) prefer_rabenseifner();
     d->comm = MPI_COMM_NULL;
-    if (mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
-        mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
-        mpi_ok(MPI_Comm_rank(d->comm, &d->rank), "MPI_Comm_rank") ||
-        mpi_ok(MPI_Comm_size(d->comm, &d->size), "MPI_Comm_size")) {
+    if (nn__dist_mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
+        nn__dist_mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
+        nn__dist_mpi_ok(MPI_Comm_rank(d->comm, &d->rank), "MPI_Comm_rank") ||
+        nn__dist_mpi_ok(MPI_Comm_size(d->comm, &d->size), "MPI_Comm_size")) {
         if (d->comm != MPI_COMM_NULL) MPI_Comm_free(&d->comm);
         ad_free(d);
         return NULL;
@@ -176,7 +115,7 @@ nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts)
 {
     int up = 0, provided;
     MPI_Initialized(&up);
-    if (!up && mpi_ok(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided),
+    if (!up && nn__dist_mpi_ok(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided),
                       "MPI_Init_thread"))
         return NULL;
     nn_dist *d = nn_dist_from_comm(MPI_COMM_WORLD, opts);
@@ -186,6 +125,7 @@ nn_dist *nn_dist_init(int *argc, char ***argv, const nn_dist_options *opts)
 
 static void buckets_free(nn_dist *d)
 {
+    nn__dist_shard_free(d);
     for (int i = 0; i < d->nb; i++) ad_tensor_free(d->b[i].flat);
     ad_free(d->b);
     ad_free(d->offset);
@@ -223,7 +163,7 @@ int nn_dist_finalize(nn_dist *d)
     bool fin = d->finalize_mpi;
     MPI_Comm_free(&d->comm);
     ad_free(d);
-    return fin ? mpi_ok(MPI_Finalize(), "MPI_Finalize") : 0;
+    return fin ? nn__dist_mpi_ok(MPI_Finalize(), "MPI_Finalize") : 0;
 }
 
 int nn_dist_rank(const nn_dist *d)
@@ -247,7 +187,7 @@ int nn_dist_sum(nn_dist *d, double *values, int n)
 {
     if (!d || (!values && n > 0)) return ad_set_error("nn_dist_sum: %s is NULL", d ? "values" : "d");
     if (n <= 0) return 0;
-    return mpi_ok(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, d->comm),
+    return nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, d->comm),
                   "MPI_Allreduce");
 }
 
@@ -255,7 +195,7 @@ int nn_dist_sum(nn_dist *d, double *values, int n)
 static int same_everywhere(nn_dist *d, const char *fn, int64_t v, const char *what)
 {
     int64_t mm[2] = {v, -v};
-    if (mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT64_T, MPI_MAX, d->comm),
+    if (nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT64_T, MPI_MAX, d->comm),
                "MPI_Allreduce"))
         return -1;
     if (mm[0] != -mm[1])
@@ -287,7 +227,7 @@ int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list)
         if (!p && bytes) return -1;
         for (size_t done = 0; done < bytes;) { /* an int count per call */
             size_t chunk = bytes - done < ((size_t)1 << 30) ? bytes - done : (size_t)1 << 30;
-            if (mpi_ok(MPI_Bcast(p + done, (int)chunk, MPI_BYTE, 0, d->comm), "MPI_Bcast"))
+            if (nn__dist_mpi_ok(MPI_Bcast(p + done, (int)chunk, MPI_BYTE, 0, d->comm), "MPI_Bcast"))
                 return -1;
             done += chunk;
         }
@@ -306,7 +246,7 @@ static int broadcast_trainer(nn_dist *d, nn_trainer *tr)
     if (rc == 0) rc = nn_dist_broadcast(d, st);
     int64_t counts[2] = {nn_trainer_epoch(tr), nn_trainer_steps(tr)};
     if (rc == 0)
-        rc = mpi_ok(MPI_Bcast(counts, 2, MPI_INT64_T, 0, d->comm), "MPI_Bcast");
+        rc = nn__dist_mpi_ok(MPI_Bcast(counts, 2, MPI_INT64_T, 0, d->comm), "MPI_Bcast");
     if (rc == 0) rc = nn_trainer_set_counts(tr, counts[0], counts[1]);
     nn_named_tensors_free(sd);
     nn_named_tensors_free(st);
@@ -323,7 +263,7 @@ static int param_of(const nn_dist *d, int e)
     return d->params->n - 1 - e;
 }
 
-static ad_tensor *entry(const nn_dist *d, int e)
+ad_tensor *nn__dist_entry(const nn_dist *d, int e)
 {
     return e < d->params->n ? d->params->tensors[param_of(d, e)] : d->avg[e - d->params->n];
 }
@@ -371,7 +311,7 @@ static int pick_buffers(nn_dist *d, const char *fn)
  * gradients where the reduction reads them, and nothing is copied. */
 static int grad_into_bucket(nn_dist *d, int e, const char *fn)
 {
-    ad_tensor *p = entry(d, e), *old = ad_tensor_grad(p);
+    ad_tensor *p = nn__dist_entry(d, e), *old = ad_tensor_grad(p);
     ad_tape *was = ad_tape_activate(NULL); /* persistent views */
     bool grad_was = ad_set_grad_enabled(false);
     ad_tensor *part = ad_narrow(d->b[d->bucket_of[e]].flat, 0, d->offset[e], ad_numel(p));
@@ -403,10 +343,10 @@ static int layout(nn_dist *d, const char *fn)
     d->keys = ad_calloc((size_t)ps->n + 1, sizeof *d->keys);
     d->b = ad_calloc((size_t)d->nent + 1, sizeof *d->b);
     if (!d->offset || !d->bucket_of || !d->packed || !d->keys || !d->b) return -1;
-    for (int e = 0; e < ps->n; e++) d->keys[e] = (param_key){entry(d, e), e};
+    for (int e = 0; e < ps->n; e++) d->keys[e] = (param_key){nn__dist_entry(d, e), e};
     qsort(d->keys, (size_t)ps->n, sizeof *d->keys, key_cmp);
     for (int e = 0; e < d->nent; e++) {
-        ad_tensor *p = entry(d, e);
+        ad_tensor *p = nn__dist_entry(d, e);
         ad_dtype dt = ad_tensor_dtype(p);
         if (dt != AD_FLOAT32 && dt != AD_FLOAT64)
             return ad_set_error("%s: parameter '%s' is %s; gradients are averaged in float32 or "
@@ -449,13 +389,13 @@ static int layout(nn_dist *d, const char *fn)
  * a parameter's gradient is there already (scaled in place by n_r / n0
  * when backward was not seeded and n_r is not n0), a buffer's values are
  * copied, times the rank's weight (what the seed gives a gradient). */
-static void pack(nn_dist *d, int e, double samples)
+void nn__dist_pack(nn_dist *d, int e, double samples)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
     double scale = d->seed > 0 ? (param ? 1.0 : d->seed) : samples / d->n0;
     if (param && scale == 1.0) return;
-    ad_tensor *t = entry(d, e);
+    ad_tensor *t = nn__dist_entry(d, e);
     int64_t n = ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         float *dst = (float *)b->data + d->offset[e], s = (float)scale;
@@ -474,7 +414,7 @@ static void unpack(nn_dist *d, int e, double scale)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
-    ad_tensor *t = param ? ad_tensor_grad(entry(d, e)) : entry(d, e);
+    ad_tensor *t = param ? ad_tensor_grad(nn__dist_entry(d, e)) : nn__dist_entry(d, e);
     int64_t n = param && scale == 1.0 ? 0 : ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         const float *src = (const float *)b->data + d->offset[e];
@@ -508,7 +448,7 @@ static double get_extra(const bucket *b, int j)
  * gives its core to whatever it is waiting for; one that spins in MPI_Wait
  * (or sched_yield()s, as Open MPI does when oversubscribed) keeps
  * competing for it.  Seconds spent are added to *t. */
-static int wait_for(nn_dist *d, MPI_Request *req, double *t)
+int nn__dist_wait_for(nn_dist *d, MPI_Request *req, double *t)
 {
     double t0 = MPI_Wtime();
     int rc;
@@ -538,7 +478,7 @@ static int wait_for(nn_dist *d, MPI_Request *req, double *t)
         (void)slack;
     }
     *t += MPI_Wtime() - t0;
-    return mpi_ok(rc, d->o.wait_sleep_us > 0 ? "MPI_Test" : "MPI_Wait");
+    return nn__dist_mpi_ok(rc, d->o.wait_sleep_us > 0 ? "MPI_Test" : "MPI_Wait");
 }
 
 /* Starts the reduction of bucket b: MPI_Iallreduce when it will be waited
@@ -553,15 +493,15 @@ static int start(nn_dist *d, bucket *b, double *t)
 {
     double t0 = MPI_Wtime();
     bool async = d->o.overlap || d->o.wait_sleep_us > 0;
-    int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
+    int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->count, nn__dist_mpi_type(b->dtype),
                                     MPI_SUM, d->comm, &b->req)
-                   : MPI_Allreduce(MPI_IN_PLACE, b->data, (int)b->count, mpi_type(b->dtype),
+                   : MPI_Allreduce(MPI_IN_PLACE, b->data, (int)b->count, nn__dist_mpi_type(b->dtype),
                                    MPI_SUM, d->comm);
     *t += MPI_Wtime() - t0;
-    if (mpi_ok(rc, async ? "MPI_Iallreduce" : "MPI_Allreduce")) return -1;
+    if (nn__dist_mpi_ok(rc, async ? "MPI_Iallreduce" : "MPI_Allreduce")) return -1;
     /* Without overlap, a started reduction is finished before the next
      * bucket is packed. */
-    return async && !d->o.overlap ? wait_for(d, &b->req, t) : 0;
+    return async && !d->o.overlap ? nn__dist_wait_for(d, &b->req, t) : 0;
 }
 
 /* With the sleeping wait (or NN_DIST_TIMING), before the reductions: an
@@ -570,13 +510,13 @@ static int start(nn_dist *d, bucket *b, double *t)
  * time is the step's wait for the slowest rank (stats.wait_seconds), kept
  * apart from the reductions' own.  Costs one barrier's latency (about
  * 1 us over shared memory) per step. */
-static int arrive_all(nn_dist *d, double *t)
+int nn__dist_arrive_all(nn_dist *d, double *t)
 {
     if (d->o.overlap || (d->o.wait_sleep_us <= 0 && !d->timing)) return 0;
     double t0 = MPI_Wtime(), tw = 0;
     MPI_Request req = MPI_REQUEST_NULL;
-    int rc = mpi_ok(MPI_Ibarrier(d->comm, &req), "MPI_Ibarrier");
-    if (rc == 0) rc = wait_for(d, &req, &tw);
+    int rc = nn__dist_mpi_ok(MPI_Ibarrier(d->comm, &req), "MPI_Ibarrier");
+    if (rc == 0) rc = nn__dist_wait_for(d, &req, &tw);
     d->stats.wait_seconds += MPI_Wtime() - t0;
     *t += MPI_Wtime() - t0;
     return rc;
@@ -602,7 +542,7 @@ static void pack_once(nn_dist *d, int e, double samples)
 {
     if (d->packed[e]) return;
     d->packed[e] = true;
-    pack(d, e, samples);
+    nn__dist_pack(d, e, samples);
     d->b[d->bucket_of[e]].pending--;
 }
 
@@ -622,7 +562,7 @@ static int grad_ready(void *user, ad_tensor *param, double samples)
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         int done;
         if (d->b[k].started && d->b[k].req != MPI_REQUEST_NULL)
-            rc = mpi_ok(MPI_Test(&d->b[k].req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+            rc = nn__dist_mpi_ok(MPI_Test(&d->b[k].req, &done, MPI_STATUS_IGNORE), "MPI_Test");
     }
     tcomm += MPI_Wtime() - t1;
     d->stats.reduce_seconds += tcomm;
@@ -631,7 +571,7 @@ static int grad_ready(void *user, ad_tensor *param, double samples)
 }
 
 /* Ready for the next step: nothing packed, nothing started. */
-static void step_done(nn_dist *d)
+void nn__dist_step_done(nn_dist *d)
 {
     d->seed = 0;
     for (int e = 0; e < d->nent; e++) d->packed[e] = false;
@@ -647,6 +587,7 @@ static void step_done(nn_dist *d)
 static int average_grads(void *user, double *samples, double *loss)
 {
     nn_dist *d = user;
+    if (d->shard) return nn__dist_shard_average(d, samples, loss);
     double t0 = MPI_Wtime(), tcomm = 0;
     int rc = 0;
     bool arrived = false;
@@ -662,7 +603,7 @@ static int average_grads(void *user, double *samples, double *loss)
         b->started = true;
         if (!arrived) {
             arrived = true;
-            if ((rc = arrive_all(d, &tcomm))) break;
+            if ((rc = nn__dist_arrive_all(d, &tcomm))) break;
         }
         rc = start(d, b, &tcomm);
     }
@@ -670,7 +611,7 @@ static int average_grads(void *user, double *samples, double *loss)
      * then for the others in order, unpacking each while later ones run
      * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
     bucket *last = &d->b[d->nb - 1];
-    if (rc == 0 && d->o.overlap) rc = wait_for(d, &last->req, &tcomm);
+    if (rc == 0 && d->o.overlap) rc = nn__dist_wait_for(d, &last->req, &tcomm);
     double total = get_extra(last, 0), lsum = get_extra(last, 1), sq = get_extra(last, 2);
     /* The sum is sum_r w_r g_r with w_r = n_r / (W n0) (seeded) or
      * n_r / n0: times W n0 / N or n0 / N it is the weighted average, and
@@ -679,7 +620,7 @@ static int average_grads(void *user, double *samples, double *loss)
     double post = (d->seed > 0 ? d->size * d->n0 : d->n0) / total;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
-        if (d->o.overlap && wait_for(d, &b->req, &tcomm)) rc = -1;
+        if (d->o.overlap && nn__dist_wait_for(d, &b->req, &tcomm)) rc = -1;
         for (int e = b->first; rc == 0 && e < b->end; e++) unpack(d, e, post);
     }
     /* Every batch size equal: the next steps send gradients as they are.
@@ -692,7 +633,7 @@ static int average_grads(void *user, double *samples, double *loss)
      * step would refill. */
     for (int k = 0; rc && k < d->nb; k++)
         if (d->b[k].req != MPI_REQUEST_NULL) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
-    step_done(d);
+    nn__dist_step_done(d);
     if (rc) return -1;
     *samples = total;
     *loss = lsum / total;
@@ -728,12 +669,12 @@ static int attach_lists(nn_dist *d, const char *fn, nn_named_tensors *params,
     int rc = d->params ? layout(d, fn) : -1;
     /* Every rank must agree before the first collective of another size. */
     int bad = rc != 0, any = 0;
-    if (mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))
+    if (nn__dist_mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))
         rc = -1;
     else if (any && rc == 0)
         rc = ad_set_error("%s: another rank could not lay out its gradient buckets", fn);
     if (rc == 0) rc = same_everywhere(d, fn, d->stats.bytes, "their gradients' size");
-    if (rc == 0) step_done(d);
+    if (rc == 0) nn__dist_step_done(d);
     return rc;
 }
 
@@ -741,20 +682,26 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
 {
     const char *fn = "nn_dist_attach";
     if (!d || !tr) return ad_set_error("%s: %s is NULL", fn, d ? "tr" : "d");
+    /* A sharded update's state is whole on no rank: made whole before
+     * rank 0's is broadcast again. */
+    if (d->tr == tr && d->shard && nn__dist_shard_sync(d, nn_trainer_optimizer(tr))) return -1;
     nn_named_tensors *ps = nn_parameters(nn_trainer_model(tr));
     nn_named_tensors *bs = ps ? nn_buffers(nn_trainer_model(tr)) : NULL;
     if (ps && !bs) nn_named_tensors_free(ps);
     int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
+    if (rc == 0) rc = nn__dist_shard_setup(d);
     nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
-                         d->o.overlap ? grad_ready : NULL, grad_scale};
+                         d->o.overlap ? grad_ready : NULL, grad_scale,
+                         d->shard ? nn__dist_shard_step : NULL,
+                         d->shard ? nn__dist_shard_sync : NULL};
     if (rc == 0) rc = nn_trainer_set_comm(tr, &c);
     if (rc) {
         buckets_free(d);
         return -1;
     }
     d->tr = tr;
-    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard};
     return 0;
 }
 
@@ -769,7 +716,7 @@ int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params)
         buckets_free(d);
         return -1;
     }
-    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard};
     return 0;
 }
 
@@ -822,6 +769,12 @@ int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *sample
     return rc || rc2 ? -1 : 0;
 }
 
+int nn_dist_sync_state(nn_dist *d)
+{
+    if (!d) return ad_set_error("nn_dist_sync_state: d is NULL");
+    return d->shard && d->tr ? nn__dist_shard_sync(d, nn_trainer_optimizer(d->tr)) : 0;
+}
+
 int nn_dist_shard(nn_dist *d, nn_loader *l)
 {
     if (!d) return ad_set_error("nn_dist_shard: d is NULL");
@@ -842,7 +795,7 @@ int nn_dist_load(nn_dist *d, nn_trainer *tr, const char *path)
         out.rc = -1;
         snprintf(out.msg, sizeof out.msg, "%s", ad_error() ? ad_error() : "unknown error");
     }
-    if (mpi_ok(MPI_Bcast(&out, (int)sizeof out, MPI_BYTE, 0, d->comm), "MPI_Bcast")) return -1;
+    if (nn__dist_mpi_ok(MPI_Bcast(&out, (int)sizeof out, MPI_BYTE, 0, d->comm), "MPI_Bcast")) return -1;
     if (out.rc) return ad_set_error_code(AD_ERR_IO, "%s: rank 0: %s", fn, out.msg);
     return broadcast_trainer(d, tr);
 }
@@ -879,6 +832,6 @@ int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats)
 int nn_dist_reset_stats(nn_dist *d)
 {
     if (!d) return ad_set_error("nn_dist_reset_stats: d is NULL");
-    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes};
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard};
     return 0;
 }

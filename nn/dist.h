@@ -34,7 +34,10 @@
  * whose batch sizes differ (an epoch's last) scales the sums, by
  * W n0 / N.  Every rank
  * then takes the same optimiser step from the same numbers, so the replicas
- * stay identical without ever sending weights again.
+ * stay identical without ever sending weights again.  Or, with
+ * nn_dist_options.shard (NN_DIST_SHARD=1), the sharded update: each bucket
+ * reduce-scattered, each rank updating its 1/W of the parameters, and the
+ * updated parameters all-gathered (see the option).
  *
  * Buffers.  The model's floating-point buffers (BatchNorm's running mean
  * and variance) ride in the same buckets and are averaged the same way,
@@ -106,11 +109,36 @@ typedef struct nn_dist_options {
      * MPI_T, process-wide) unless it was set otherwise (--mca): its
      * default made MPI_Iallreduce twice as slow as MPI_Allreduce here. */
     int wait_sleep_us;
+    /* The sharded update (ZeRO's first stage), for a trainer attached
+     * with nn_dist_attach at two ranks or more: 1 on; 0 (the default) and
+     * -1 off: every rank averages all gradients with MPI_Allreduce and
+     * updates every parameter.  Off by default because it did not
+     * measure faster (docs/distributed.md: it takes about 55 us of CPU
+     * per MLP step off each rank, but its reductions cost about 25 us
+     * more, and on a machine shared with other work each extra meeting
+     * of the ranks is one more wait for a descheduled peer).  Sharded, each bucket is summed with
+     * MPI_Reduce_scatter instead, so that each rank holds the averaged
+     * gradient of its 1/W of the bucket's elements (contiguous, cut at
+     * element boundaries); the optimiser updates that part alone
+     * (nn_optim_step_parts, reading the gradient from the reduced part),
+     * and MPI_Allgatherv gives every rank everybody's updated parameters
+     * (and averaged buffers).  The bytes moved are an allreduce's (one is
+     * a reduce-scatter and an all-gather); the update's work per rank is
+     * 1/W.  The parameters are those of the unsharded step, bit for bit
+     * (the update is elementwise; the sums are MPI's).  Each rank keeps
+     * the optimiser's state current for its own part only:
+     * nn_dist_sync_state makes it whole (nn_fit does at every epoch's
+     * end, before rank 0's checkpoint).  After a sharded step a
+     * parameter's grad holds this rank's own weighted gradient, not the
+     * average.  Overlap turns it off (its reductions start during
+     * backward); nn_dist_attach_params (a loop of one's own, which calls
+     * the optimiser itself) never shards. */
+    int shard;
 } nn_dist_options;
-/* The environment overrides the three, as OMPI_MCA_* variables override
+/* The environment overrides the four, as OMPI_MCA_* variables override
  * Open MPI's settings (they suit a machine, not a program; pass them on
  * with mpirun -x): NN_DIST_BUCKET_BYTES, NN_DIST_OVERLAP (0 or 1),
- * NN_DIST_WAIT_US.  NN_DIST_TIMING=1 adds a barrier before each step's
+ * NN_DIST_WAIT_US, NN_DIST_SHARD (0 or 1).  NN_DIST_TIMING=1 adds a barrier before each step's
  * reductions with MPI's own wait too, so that stats.wait_seconds is
  * measured (the sleeping wait always measures it). */
 
@@ -175,13 +203,24 @@ AD_API int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double 
                             double *mean_loss);
 /* The averaging alone, after a backward pass of your own. */
 AD_API int nn_dist_average_grads(nn_dist *d, double *samples, double *mean_loss);
-/* Undoes nn_dist_attach: tr trains alone again.  NULL d is ignored. */
+/* Undoes nn_dist_attach: tr trains alone again (after nn_dist_sync_state
+ * on every rank when the update was sharded).  NULL d is ignored. */
 AD_API void nn_dist_detach(nn_dist *d);
 
 /* Broadcasts from rank 0 every tensor of list (the same names and shapes
  * on every rank, contiguous).  Collective.  nn_dist_attach uses it; call
  * it for tensors of your own. */
 AD_API int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list);
+
+/* With a sharded update (nn_dist_options.shard), makes the optimiser's
+ * state whole on every rank: each rank's part of every state tensor (the
+ * momentum buffers, Adam's averages) goes to all with MPI_Allgatherv.
+ * nn_fit calls it at the end of every epoch; a loop of one's own over
+ * nn_trainer_step calls it on every rank before rank 0's nn_trainer_save,
+ * before reading nn_optim_state, and before nn_dist_detach when the
+ * trainer goes on alone.  0 and nothing done when not sharded.
+ * Collective.  Errors: NULL d, MPI failures. */
+AD_API int nn_dist_sync_state(nn_dist *d);
 
 /* nn_loader_shard(l, rank, world size): this rank's slice of every global
  * batch (nn/data.h says how). */
@@ -222,6 +261,7 @@ typedef struct nn_dist_stats {
      * more with MPI's own wait); 0 otherwise.  reduce_seconds minus this
      * is the reductions' own time, all ranks present. */
     double wait_seconds;
+    int sharded;            /* 1 when the update is sharded (nn_dist_options.shard) */
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
 AD_API int nn_dist_reset_stats(nn_dist *d);

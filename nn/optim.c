@@ -517,16 +517,16 @@ int64_t nn__optim_rows(const nn_optim *o, int k)
     return ad_ndim(o->ps[k].p) ? ad_size(o->ps[k].p, 0) : 1;
 }
 
-void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1)
+/* The update of elements [lo, hi) of parameter k, reading the gradient
+ * from gsrc (hi - lo elements) or, for NULL, from the parameter's grad. */
+static void step_elems(nn_optim *o, int k, int64_t lo, int64_t hi, const void *gsrc)
 {
     param_slot *s = &o->ps[k];
     ad_tensor *g = ad_tensor_grad(s->p);
     if (!g) return; /* took no part in the loss: no update, no state change */
-    int64_t n = ad_numel(s->p), rows = nn__optim_rows(o, k);
-    int64_t inner = rows ? n / rows : 0, lo = r0 * inner, hi = r1 * inner;
     if (lo >= hi) return;
     size_t es = ad_dtype_size(ad_tensor_dtype(s->p)), off = (size_t)lo * es;
-    upd u = {(char *)ad_data(s->p) + off, (const char *)ad_data(g) + off,
+    upd u = {(char *)ad_data(s->p) + off, gsrc ? gsrc : (const char *)ad_data(g) + off,
              {NULL, NULL, NULL}, ad_tensor_dtype(s->p), hi - lo,
              ((const int64_t *)ad_data(s->step))[0]};
     for (int j = 0; j < NSLOTS; j++) u.s[j] = s->s[j] ? (char *)ad_data(s->s[j]) + off : NULL;
@@ -536,6 +536,36 @@ void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1)
     case OPT_ADAMW: adam_update(o, &u); break;
     case OPT_RMSPROP: rmsprop_update(o, &u); break;
     }
+}
+
+void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1)
+{
+    int64_t n = ad_numel(o->ps[k].p), rows = nn__optim_rows(o, k);
+    int64_t inner = rows ? n / rows : 0;
+    step_elems(o, k, r0 * inner, r1 * inner, NULL);
+}
+
+int nn_optim_step_parts(nn_optim *o, const nn_optim_part *parts, int n)
+{
+    const char *fn = "nn_optim_step_parts";
+    if (!o) return nn__null_arg(fn, "opt");
+    if (n < 0 || (n > 0 && !parts))
+        return ad_set_error("%s: %s", fn, n < 0 ? "negative number of parts" : "parts is NULL");
+    for (int i = 0; i < n; i++) {
+        const nn_optim_part *q = &parts[i];
+        int k = q->param ? nn__optim_find(o, q->param) : -1;
+        if (k >= 0 && (q->begin < 0 || q->begin > q->end || q->end > ad_numel(q->param)))
+            return ad_set_error("%s: part %d: elements [%lld, %lld) outside '%s' of %lld", fn, i,
+                                (long long)q->begin, (long long)q->end, o->ps[k].name,
+                                (long long)ad_numel(q->param));
+    }
+    if (nn__optim_step_begin(o)) return -1;
+    for (int i = 0; i < n; i++) {
+        int k = parts[i].param ? nn__optim_find(o, parts[i].param) : -1;
+        if (k >= 0) step_elems(o, k, parts[i].begin, parts[i].end, parts[i].grad);
+    }
+    nn__optim_step_end(o);
+    return 0;
 }
 
 void nn__optim_step_slice(nn_optim *o, int part, int parts)

@@ -138,6 +138,26 @@ AD_API nn_optim *nn_rmsprop_module(const nn_module *m, const nn_rmsprop_options 
  * or parameter that is not contiguous, a gradient of another shape or
  * dtype.  Checked for every parameter before any is changed. */
 AD_API int nn_optim_step(nn_optim *opt);
+/* One step that updates only some elements of some parameters: for a
+ * data-parallel transport that shards the update (ZeRO's first stage:
+ * each worker updates its part of the parameters, then the workers
+ * exchange the parts).  The step counts advance as nn_optim_step's do
+ * (every parameter that has a gradient), so workers that together list
+ * every element once, each calling this with its parts, leave the
+ * parameters and state of their parts exactly as nn_optim_step would;
+ * elements not listed, and their state, are left alone.  Each part is
+ * elements [begin, end) of param, flattened (row-major); its gradient is
+ * read from grad (end - begin elements of param's dtype, borrowed) or,
+ * when grad is NULL, from the parameter's own.  A part whose param the
+ * optimiser does not hold (a frozen one), or that has no gradient, is
+ * skipped.  Errors: NULL opt, n < 0, NULL parts with n > 0, a part
+ * outside its parameter, and nn_optim_step's, all before any change. */
+typedef struct nn_optim_part {
+    const ad_tensor *param;
+    int64_t begin, end;
+    const void *grad;
+} nn_optim_part;
+AD_API int nn_optim_step_parts(nn_optim *opt, const nn_optim_part *parts, int n);
 /* ad_zero_grad on every parameter (call before each backward: gradients
  * accumulate), which zeroes the gradients in place. */
 AD_API int nn_optim_zero_grad(nn_optim *opt);

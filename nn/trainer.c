@@ -417,7 +417,10 @@ static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y
         if (tr->comm.average_grads(tr->comm.user, samples, loss)) return -1;
         if (!isfinite(*loss)) return 1;
     }
-    if (tr->ops ? nn__ops_optim_step(tr) : nn_optim_step(tr->opt)) return -1;
+    if (tr->comm.optim_step ? tr->comm.optim_step(tr->comm.user, tr->opt)
+        : tr->ops           ? nn__ops_optim_step(tr)
+                            : nn_optim_step(tr->opt))
+        return -1;
     if (tr->o.accuracy && nn__count_correct(fn, out, tr->y, correct)) return -1;
     tr->steps++;
     tr->replays += replayed;
@@ -629,6 +632,12 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
             fprintf(o.progress, ", lr now %.3g\n", info.lr);
         }
         if (rc == 0) tr->epoch = e; /* a stop mid-epoch leaves the epoch unfinished */
+        /* every worker, before the first one saves (a sharded update's
+         * state is whole on no worker until then) */
+        if (rc == 0 && tr->comm.sync_state && tr->comm.sync_state(tr->comm.user, tr->opt)) {
+            rc = -1;
+            break;
+        }
         int64_t every = o.checkpoint_every > 0 ? o.checkpoint_every : 1;
         /* Only whole epochs are saved: a checkpoint in the middle of one
          * could not be resumed at the step it was taken. */

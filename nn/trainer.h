@@ -298,6 +298,18 @@ typedef struct nn_trainer_comm {
      * transport's sum wants them (n_r / sum_r n_r when it can tell) and
      * nothing has to pass over them again after the reduction. */
     double (*grad_scale)(void *user, double samples);
+    /* Optional (NULL: nn_optim_step): the optimiser's step after
+     * average_grads, for a transport that shards it (each worker updates
+     * its part of the parameters, nn_optim_step_parts, and the workers
+     * exchange the parts), leaving every worker's parameters those
+     * nn_optim_step would give. */
+    int (*optim_step)(void *user, nn_optim *opt);
+    /* Optional: makes the optimiser's state whole on every worker (a
+     * transport that shards the update keeps each part's state current
+     * only on the worker that updates it).  Collective: nn_fit calls it on
+     * every worker at the end of each epoch, before the first worker
+     * writes its checkpoint. */
+    int (*sync_state)(void *user, nn_optim *opt);
 } nn_trainer_comm;
 
 /* Makes tr one worker of a data-parallel run (comm is copied); NULL makes

@@ -18,6 +18,8 @@
  *                      BatchNorm2d(2) first, whose running statistics the
  *                      ranks average
  *   --every-rank       every rank saves, rank r to FILE.r (with --out)
+ *   --adam             Adam (two state tensors per parameter) instead of SGD
+ *                      with momentum
  *   --mismatch         rank 1 builds a wider hidden layer: attach must
  *                      refuse on every rank
  *   --fail-rank R --fail-step K --fail-mode error|die
@@ -44,7 +46,7 @@ typedef struct opts {
     const char *out, *checkpoint, *resume, *fail_mode;
     int fail_rank;
     int64_t fail_step;
-    bool overlap, mismatch, bn, every_rank;
+    bool overlap, mismatch, bn, every_rank, adam;
 } opts;
 
 static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
@@ -108,7 +110,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         bool *flag = !strcmp(a, "--overlap") ? &o.overlap : !strcmp(a, "--mismatch") ? &o.mismatch
-                   : !strcmp(a, "--bn") ? &o.bn : !strcmp(a, "--every-rank") ? &o.every_rank : NULL;
+                   : !strcmp(a, "--bn") ? &o.bn : !strcmp(a, "--every-rank") ? &o.every_rank
+                   : !strcmp(a, "--adam") ? &o.adam : NULL;
         if (flag) {
             *flag = true;
             continue;
@@ -153,7 +156,11 @@ int main(int argc, char **argv)
                                           nn_flatten(1, -1), mlp)
                           : mlp;
     nn_named_tensors *params = net ? nn_parameters(net) : NULL;
-    nn_optim *opt = params ? nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9}) : NULL;
+    nn_adam_options ao = NN_ADAM_DEFAULTS;
+    ao.lr = 0.01;
+    nn_optim *opt = !params ? NULL
+                    : o.adam ? nn_adam(params, &ao)
+                             : nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9});
     nn_named_tensors_free(params);
     nn_trainer *tr = opt ? nn_trainer_new(net, NULL, opt,
                                           &(nn_trainer_options){.accuracy = true,
@@ -173,9 +180,10 @@ int main(int argc, char **argv)
     nn_dist_stats st;
     nn_dist_get_stats(d, &st);
     printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward, "
-           "wait %s, libnbc iallreduce algorithm %d)\n",
+           "wait %s, update %s, libnbc iallreduce algorithm %d)\n",
            rank, world, st.buckets, (long long)st.early_buckets,
-           st.wait_seconds > 0 ? "timed" : "not timed", nbc_algorithm());
+           st.wait_seconds > 0 ? "timed" : "not timed", st.sharded ? "sharded" : "whole",
+           nbc_algorithm());
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);

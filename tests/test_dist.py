@@ -32,6 +32,15 @@ saves (safetensors, read here without any library):
      backward through an LSTM, whose weights every step reads) the bits
      are the blocking run's.
 
+  7. the sharded update (NN_DIST_SHARD=1: reduce-scatter, each rank
+     updates its part, all-gather) gives the whole update's bits at 2
+     ranks (parameters, optimiser state and BatchNorm statistics, over
+     both transports, with MPI's wait and with the sleeping one), agrees
+     with it to 1e-6 at 3 ranks, and with Adam over 3 buckets, is
+     bit-identical from run to run, and
+     its checkpoints (whose optimiser state each rank kept for its own
+     part) resume at 1 and 2 ranks as in 4.
+
 Runs as root in containers (OMPI_ALLOW_RUN_AS_ROOT*), with
 --oversubscribe, on loopback without network set-up.  Exits 77 (skip) with
 a message when mpirun is missing."""
@@ -74,7 +83,10 @@ def check(cond, what):
         failures.append(what)
 
 
-def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None, mpi_args=()):
+def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None, mpi_args=(),
+        shard=False):
+    """shard: the sharded update (NN_DIST_SHARD=1, in the environment, which
+    the launcher passes on to ranks on this machine)."""
     cmd = [mpirun, '-np', str(np)]
     if openmpi:
         cmd += ['--oversubscribe', '--mca', 'btl', 'self,' + btl]
@@ -82,7 +94,8 @@ def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None,
             cmd += ['-x', 'NN_DIST_WAIT_US=%d' % wait_us]
         cmd += list(mpi_args)
     cmd += [exe or prog] + args
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env=dict(env, NN_DIST_SHARD='1') if shard else env)
     if expect_ok and p.returncode != 0:
         print(' '.join(cmd))
         print(p.stdout)
@@ -141,6 +154,17 @@ try:
         run(2, ['--batch', '32', '--out', f(btl)], btl=btl)
         d = max_diff(f('ref'), f(btl))
         check(d < 1e-5, f'2 ranks x batch 32 over {btl} = 1 x batch 64 (max |diff| {d:.2e})')
+        # the sharded update (reduce-scatter, each rank updates its half,
+        # all-gather) against every rank updating everything after an
+        # allreduce: with 2 ranks each sum is a + b either way and the
+        # update is elementwise, so the parameters and the optimiser's
+        # state (gathered to every rank at each epoch's end, for rank 0's
+        # checkpoint) are the same bits
+        p = run(2, ['--batch', '32', '--out', f(btl + '_sh')], btl=btl, shard=True)
+        check(p.stdout.count('update sharded') == 2, f'NN_DIST_SHARD=1 shards the update ({btl})')
+        check(same_bits(f(btl), f(btl + '_sh')),
+              f'sharded update = whole update over {btl}, parameters and optimiser state, '
+              f'bit for bit')
     # 3 ranks x batch 20: every epoch ends with 32 samples split 11, 11, 10,
     # so the average is weighted by unequal batch sizes there
     run(1, ['--batch', '60', '--out', f('ref60')])
@@ -148,8 +172,26 @@ try:
     d = max_diff(f('ref60'), f('three'))
     check(d < 1e-5, f'3 ranks x batch 20 (last batches 11, 11, 10) = 1 x batch 60 '
                     f'(max |diff| {d:.2e})')
-    run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
+    # sharded at 3 ranks: parts of 1/3, cut inside the first weight; the
+    # sums' order may differ from the allreduce's
+    run(3, ['--batch', '20', '--out', f('three_sh')], btl=transports[0], shard=True)
+    d = max_diff(f('three'), f('three_sh'))
+    check(d < 1e-6, f'3 ranks: sharded update = whole update (max |diff| {d:.2e})')
+    p = run(2, ['--batch', '32', '--out', f('again')], btl=transports[0])
     check(same_bits(f(transports[0]), f('again')), 'two 2-rank runs are bit-identical')
+    check(p.stdout.count('update whole') == 2, 'the update is whole by default')
+    run(2, ['--batch', '32', '--out', f('again_sh')], btl=transports[0], shard=True)
+    check(same_bits(f(transports[0] + '_sh'), f('again_sh')),
+          'two sharded 2-rank runs are bit-identical')
+    # Adam (two state tensors per parameter, gathered slot by slot) over
+    # 4 KB buckets (each split between the ranks on its own; the extras
+    # ride apart from the last)
+    args = ['--batch', '32', '--adam', '--bucket', '4096']
+    run(2, args + ['--out', f('adam')], btl=transports[0])
+    p = run(2, args + ['--out', f('adam_sh')], btl=transports[0], shard=True)
+    check(same_bits(f('adam'), f('adam_sh')) and '(3 buckets,' in p.stdout and
+          p.stdout.count('update sharded') == 2,
+          'sharded = whole with Adam over 3 buckets, parameters and both moments, bit for bit')
     p = run(2, ['--batch', '32', '--bucket', '4096', '--overlap', '--out', f('overlap')],
             btl=transports[0])
     check(same_bits(f(transports[0]), f('overlap')),
@@ -164,6 +206,14 @@ try:
         p = run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
         check(same_bits(f(transports[0]), f('sleepy')),
               'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
+        # sharded, its reduce-scatter and all-gather polled (the
+        # non-blocking forms)
+        p2 = run(2, ['--batch', '32', '--out', f('sleepy_sh')], btl=transports[0], wait_us=50,
+                 shard=True)
+        check(same_bits(f(transports[0]), f('sleepy_sh')) and
+              p2.stdout.count('wait timed, update sharded') == 2,
+              'sharded with the sleeping wait (MPI_Ireduce_scatter, MPI_Iallgatherv) gives the '
+              'same bits')
         # it waits in a barrier before the blocking reduction, and times it
         check(p.stdout.count('wait timed') == 2, 'the sleeping wait times the wait on both ranks')
         # and its MPI_Iallreduce takes Rabenseifner's algorithm, unless the
@@ -198,8 +248,11 @@ try:
     # uninterrupted run does.
     for mode in ('error', 'die'):
         ck = f('ck_' + mode)
+        # sharded: the checkpoint of epoch 1 needs the optimiser state that
+        # each rank kept for its half, gathered before rank 0 saves
         p = run(2, ['--batch', '32', '--epochs', '2', '--checkpoint', ck, '--fail-rank', '1',
-                    '--fail-step', '11', '--fail-mode', mode], expect_ok=False, timeout=90)
+                    '--fail-step', '11', '--fail-mode', mode], expect_ok=False, timeout=90,
+                shard=True)
         check(p.returncode != 0, f'a rank that {"errs" if mode == "error" else "dies"} ends the '
                                  f'run with status {p.returncode}')
         if mode == 'error':
@@ -214,7 +267,8 @@ try:
         print('  stderr: ' + ' | '.join(l for l in p.stderr.splitlines()
                                         if l.strip() and not l.startswith('---'))[:400])
         np_, batch = (1, '64') if mode == 'error' else (2, '32')
-        run(np_, ['--batch', batch, '--epochs', '2', '--resume', ck, '--out', f('resumed')])
+        run(np_, ['--batch', batch, '--epochs', '2', '--resume', ck, '--out', f('resumed')],
+            shard=True)
         d = max_diff(f('ref'), f('resumed'))
         check(d < 1e-5, f'resumed from epoch 1 at {np_} rank(s) x batch {batch} = the '
                         f'uninterrupted run (max |diff| {d:.2e})')
@@ -226,6 +280,14 @@ try:
     t1, _ = load(f('bn') + '.1')
     check(t0 == t1, 'with BatchNorm, both ranks end with the same state, running statistics '
                     'included, bit for bit')
+    # sharded: each rank writes back its part of the averaged statistics,
+    # the rest comes with the all-gather
+    run(2, ['--bn', '--batch', '32', '--every-rank', '--out', f('bn_sh')], btl=transports[0],
+        shard=True)
+    s0, _ = load(f('bn_sh') + '.0')
+    s1, _ = load(f('bn_sh') + '.1')
+    check(s0 == s1 and s0 == t0, 'with BatchNorm and the sharded update, both ranks end with '
+                                 'the whole update\'s state, bit for bit')
     ref, _ = load(f('bn_ref'))
     rm = max(abs(a - b) for a, b in zip(floats(ref['0.running_mean']), floats(t0['0.running_mean'])))
     rv = max(abs(a - b) / a for a, b in zip(floats(ref['0.running_var']), floats(t0['0.running_var'])))

@@ -491,14 +491,18 @@ END_TEST
 /* The update split into parts by rows (what nn's trainer runs on several
  * threads, nn__optim_step_slice) gives the same bits as nn_optim_step, for
  * every optimiser, a 2-D, a 1-D and a 0-d parameter, and 1 to 4 parts
- * (more parts than rows included). */
+ * (more parts than rows included); so does nn_optim_step_parts with the
+ * parameters cut at element boundaries (inside rows) and the gradients
+ * read from buffers of the caller's (the parameters' own are zeroed, so
+ * reading them would show), with a parameter the optimiser does not hold
+ * listed too (skipped). */
 START_TEST(sliced_step_matches)
 {
     for (int kind = 0; kind < 4; kind++)
         for (int parts = 1; parts <= 4; parts++) {
-            ad_tensor *w[2][3];
-            nn_optim *o[2];
-            for (int k = 0; k < 2; k++) {
+            ad_tensor *w[3][3];
+            nn_optim *o[3];
+            for (int k = 0; k < 3; k++) {
                 double v[15];
                 for (int i = 0; i < 15; i++) v[i] = 0.1 * i - 0.7;
                 w[k][0] = ad_from_array(NULL, AD_FLOAT32, 2, (int64_t[]){5, 3}, (float[]){
@@ -523,8 +527,10 @@ START_TEST(sliced_step_matches)
                 nn_named_tensors_free(l);
                 ck_assert_msg(o[k] != NULL, "%s", ad_error());
             }
+            ad_tensor *foreign = ad_scalar_tensor(NULL, AD_FLOAT64, 5);
+            ad_set_requires_grad(foreign, true);
             for (int step = 0; step < 3; step++)
-                for (int k = 0; k < 2; k++) {
+                for (int k = 0; k < 3; k++) {
                     /* E = sum (w^2 (step + 1)): gradients that change */
                     ad_tape *t = ad_tape_new();
                     ad_tape_activate(t);
@@ -538,6 +544,23 @@ START_TEST(sliced_step_matches)
                     ck_assert_int_eq(ad_backward(e, NULL, 0), 0);
                     if (k == 0) {
                         ck_assert_int_eq(nn_optim_step(o[k]), 0);
+                    } else if (k == 2) {
+                        nn_optim_part pt[13];
+                        double gbuf[3][15 * 2]; /* float32 or float64 gradients, copied */
+                        int np = 0;
+                        for (int j = 0; j < 3; j++) {
+                            ad_tensor *g = ad_tensor_grad(w[k][j]);
+                            size_t es = ad_dtype_size(ad_tensor_dtype(g));
+                            int64_t n = ad_numel(g);
+                            memcpy(gbuf[j], ad_data(g), (size_t)n * es);
+                            ck_assert_int_eq(ad_zero_grad(w[k][j]), 0);
+                            for (int part = parts - 1; part >= 0; part--)
+                                pt[np++] = (nn_optim_part){w[k][j], n * part / parts,
+                                                           n * (part + 1) / parts,
+                                                           (char *)gbuf[j] + n * part / parts * (int64_t)es};
+                        }
+                        pt[np++] = (nn_optim_part){foreign, 0, 1, NULL};
+                        ck_assert_int_eq(nn_optim_step_parts(o[k], pt, np), 0);
                     } else {
                         ck_assert_int_eq(nn__optim_step_begin(o[k]), 0);
                         for (int part = parts - 1; part >= 0; part--)
@@ -547,16 +570,31 @@ START_TEST(sliced_step_matches)
                     ad_tape_activate(NULL);
                     ad_tape_free(t);
                 }
-            for (int j = 0; j < 3; j++) {
-                ck_assert_int_eq(ad_numel(w[0][j]), ad_numel(w[1][j]));
-                size_t bytes = (size_t)ad_numel(w[0][j]) *
-                               ad_dtype_size(ad_tensor_dtype(w[0][j]));
-                ck_assert_msg(memcmp(ad_data(w[0][j]), ad_data(w[1][j]), bytes) == 0,
-                              "optimiser %d, %d parts: parameter %d differs", kind, parts, j);
-            }
-            /* and the weights moved */
+            for (int k = 1; k < 3; k++)
+                for (int j = 0; j < 3; j++) {
+                    ck_assert_int_eq(ad_numel(w[0][j]), ad_numel(w[k][j]));
+                    size_t bytes = (size_t)ad_numel(w[0][j]) *
+                                   ad_dtype_size(ad_tensor_dtype(w[0][j]));
+                    ck_assert_msg(memcmp(ad_data(w[0][j]), ad_data(w[k][j]), bytes) == 0,
+                                  "optimiser %d, %d parts, %s: parameter %d differs", kind,
+                                  parts, k == 1 ? "rows" : "nn_optim_step_parts", j);
+                }
+            /* the weights moved, the step counts advanced alike, and the
+             * parameter not held stayed */
             ck_assert(((float *)ad_data(w[0][0]))[0] != 1.0f);
-            for (int k = 0; k < 2; k++) {
+            ck_assert_int_eq(nn_optim_steps(o[2]), 3);
+            ck_assert_double_eq(ad_item(foreign), 5);
+            /* a part outside its parameter: refused before any change */
+            float before = ((float *)ad_data(w[2][0]))[0];
+            nn_optim_part outside = {w[2][0], 3, 16, NULL};
+            ck_assert_error_rc(nn_optim_step_parts(o[2], &outside, 1),
+                                "nn_optim_step_parts: part 0: elements [3, 16) outside 'a' of 15");
+            ck_assert_int_eq(nn_optim_steps(o[2]), 3);
+            ck_assert(((float *)ad_data(w[2][0]))[0] == before);
+            ck_assert_error_rc(nn_optim_step_parts(NULL, NULL, 0), "nn_optim_step_parts: argument 'opt' is NULL");
+            ck_assert_error_rc(nn_optim_step_parts(o[2], NULL, 1), "parts is NULL");
+            ad_tensor_free(foreign);
+            for (int k = 0; k < 3; k++) {
                 nn_optim_free(o[k]);
                 for (int j = 0; j < 3; j++) ad_tensor_free(w[k][j]);
             }

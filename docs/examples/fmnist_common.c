@@ -501,6 +501,7 @@ static void print_json(const fm_run *r)
             json_number("allreduce_wait_ms_per_step", 1e3 * ds.wait_seconds / (double)ds.steps,
                         false);
         printf("\"allreduce_bytes\": %" PRId64 ", ", ds.bytes);
+        printf("\"dist_sharded\": %s, ", ds.sharded ? "true" : "false");
     }
 #endif
     json_number("test_accuracy", p->test_acc, false);

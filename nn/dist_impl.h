@@ -1,0 +1,118 @@
+/* nn/dist_impl.h - the structure of nn_dist, shared by dist.c (set-up,
+ * buckets, the averaging by MPI_Allreduce) and dist_shard.c (the sharded
+ * update: reduce-scatter, the update of this rank's part, all-gather);
+ * never installed. */
+#ifndef NN_DIST_IMPL_H
+#define NN_DIST_IMPL_H
+
+#include "dist.h"
+
+/* Per step, after the gradients, the last bucket carries three numbers of
+ * the rank (in its dtype; exact as long as counts stay below 2^24 in
+ * float32): its batch size, its loss times its batch size, and the square
+ * of its batch size (so that every rank can tell whether all batch sizes
+ * were equal: W sum n^2 = (sum n)^2 exactly then). */
+enum { EXTRA = 3 };
+
+typedef struct bucket {
+    ad_dtype dtype;
+    int first, end;       /* entries [first, end) */
+    int64_t count;        /* elements, the extras included in the last */
+    ad_tensor *flat;      /* [count], persistent: the parameters' grads are views of it */
+    void *data;           /* flat's */
+    MPI_Request req;
+    int pending;          /* entries not packed yet in this step */
+    bool started;         /* its reduction of this step has started */
+    /* With a sharded update (dist_shard.c): rank r owns the bucket's
+     * gradient elements [split[r], split[r + 1]) (the extras excluded),
+     * and vals ([count], scratch) receives this rank's reduced part, then
+     * gathers every rank's updated values.  counts and displs are
+     * split's as MPI wants them. */
+    ad_tensor *vals;
+    void *vdata;
+    int *counts, *displs;
+} bucket;
+
+/* A parameter's address and its entry, sorted by address: the
+ * gradient-ready hook looks parameters up here. */
+typedef struct param_key {
+    const ad_tensor *t;
+    int e;
+} param_key;
+
+struct nn_dist {
+    MPI_Comm comm;
+    int rank, size;
+    bool finalize_mpi;    /* nn_dist_init called MPI_Init */
+    nn_dist_options o;
+    nn_trainer *tr;       /* attached, borrowed */
+    /* The entries of the buckets: the parameters' gradients, then the
+     * floating-point buffers (BatchNorm's running statistics), which are
+     * averaged with them (nn/dist.h says why). */
+    nn_named_tensors *params, *buffers;
+    int nent;             /* params->n + nbuf */
+    int nbuf;
+    ad_tensor **avg;      /* the averaged buffers, nbuf of them */
+    int64_t *offset;      /* of each entry in its bucket */
+    int *bucket_of;       /* of each entry */
+    bool *packed;         /* of each entry, in this step */
+    param_key *keys;      /* params->n of them */
+    /* Each rank sends its gradient times n_r / n0 and the sum is scaled by
+     * n0 / N: the weighted average sum_r n_r g_r / N whatever n0 is.  n0
+     * is 1 until a step where every rank had the same batch size, and
+     * that size then (agreed from reduced numbers, so alike everywhere):
+     * a rank whose batch has it sends its gradient as it is, with no pass
+     * over it before the reduction. */
+    double n0;
+    bool timing;          /* NN_DIST_TIMING: arrive_all with MPI's own wait too */
+    /* The seed backward had in this step (nn_trainer_comm's grad_scale,
+     * or nn_dist_backward's): n_r / (W n0), so that the gradients leave
+     * backward weighted for the sum, and the sum needs scaling by
+     * W n0 / N only when the batch sizes differ (an epoch's last batch):
+     * no pass over the gradients before or after the reduction.  0 when
+     * backward was not seeded (nn_dist_average_grads after a backward of
+     * the caller's): the weights are applied around the reduction then. */
+    double seed;
+    bucket *b;
+    int nb;
+    nn_dist_stats stats;
+    /* The sharded update (dist_shard.c), for the attachment of a trainer:
+     * this rank's parts of the parameters, as nn_optim_step_parts takes
+     * them (the gradients read from the buckets' vals). */
+    bool shard;
+    nn_optim_part *parts;
+    int nparts;
+    ad_tensor **ts;       /* nent, scratch of the all-gathers */
+};
+
+/* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */
+int nn__dist_mpi_ok(int rc, const char *call);
+MPI_Datatype nn__dist_mpi_type(ad_dtype dt);
+/* Entry e's tensor: a parameter (e < params->n), or an averaged buffer. */
+ad_tensor *nn__dist_entry(const nn_dist *d, int e);
+/* Entry e into its bucket for a rank with this batch size (dist.c says
+ * how). */
+void nn__dist_pack(nn_dist *d, int e, double samples);
+/* Waits for a request, with MPI's wait or the sleeping one; the seconds
+ * are added to *t. */
+int nn__dist_wait_for(nn_dist *d, MPI_Request *req, double *t);
+/* The barrier before a step's reductions, with the sleeping wait or
+ * NN_DIST_TIMING (a no-op otherwise). */
+int nn__dist_arrive_all(nn_dist *d, double *t);
+/* Ready for the next step. */
+void nn__dist_step_done(nn_dist *d);
+
+/* dist_shard.c.  Whether a trainer's attachment shards the update (the
+ * option, NN_DIST_SHARD, more than one rank, no overlap); lays out the
+ * split of every bucket and this rank's parts (-1 on error). */
+int nn__dist_shard_setup(nn_dist *d);
+void nn__dist_shard_free(nn_dist *d);
+/* The averaging of a sharded step (the trainer's average_grads hook
+ * calls it): every bucket reduce-scattered into vals, this rank's part
+ * averaged, the buffers of its part written back. */
+int nn__dist_shard_average(nn_dist *d, double *samples, double *loss);
+/* nn_trainer_comm's optim_step and sync_state hooks. */
+int nn__dist_shard_step(void *user, nn_optim *opt);
+int nn__dist_shard_sync(void *user, nn_optim *opt);
+
+#endif
