@@ -133,6 +133,7 @@ static const float EDGES[] = {
     0.34657359f,  /* exp's reduction switches n */
     0.625f,       /* tanh switches from its polynomial to e^(2a) */
     0.785398163f, 1.57079633f, 3.14159265f, 4.71238898f, /* sin and cos switch quadrants */
+    256.0f,       /* sin and cos switch from float to double reduction */
     16777216.0f,  /* the bound of sin's and cos's reduction */
     10.0f, 104.0f, 89.0f, 128.0f, 150.0f, /* the clamps */
 };
@@ -241,8 +242,9 @@ START_TEST(near_multiples_of_half_pi)
 END_TEST
 
 /* Elements beyond 2^24, inf and NaN, which sin and cos hand to the C
- * library, among ordinary ones: every element as computed alone, and the
- * library's value beyond the bound. */
+ * library, among ordinary ones (on both sides of 256, where the float
+ * reduction gives way to the double one): every element as computed
+ * alone, and the library's value beyond the bound. */
 START_TEST(beyond_the_reduction_bound)
 {
     enum { N = 1500 };
