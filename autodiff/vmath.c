@@ -190,17 +190,10 @@ static VM_INLINE float vm_expf(float x)
 
 #define SQRT1_2_BITS_F 0x3f3504f3u /* sqrt(1/2) in float */
 
-/* ln x in float arithmetic (the head of the file has the method). */
-static VM_INLINE float vm_logf(float x)
+/* ln(v 2^-23) if sub is all ones, else ln v, for a normal positive finite
+ * v (the head of the file has the method). */
+static VM_INLINE float log_core(float v, uint32_t sub)
 {
-    /* The main path runs on every element (a vector computes all lanes);
-     * an element outside (0, inf) takes it with 1 and then its own value.
-     * A subnormal is scaled by 2^23 into the normal range first. */
-    float v = x > 0.0f && x < INFINITY ? x : 1.0f;
-    /* In integer bits, not as a select of two values: given a select,
-     * the compiler runs everything after it twice. */
-    uint32_t sub = 0u - (uint32_t)(v < 0x1p-126f); /* all ones or 0 */
-    v = v * float_of(0x3f800000u + (sub & (23u << 23))); /* 2^23 or 1 */
     /* Move the exponent so that the mantissa lands in [sqrt(1/2), sqrt 2):
      * k = exponent of v / sqrt(1/2), rounded down. */
     uint32_t u = bits_of_f(v) + (0x3f800000u - SQRT1_2_BITS_F);
@@ -217,10 +210,28 @@ static VM_INLINE float vm_logf(float x)
     q = 0x1.555554p-2f + f * q;
     /* ln(1+f) = f - f^2/2 + f^3 q; the small parts first, f and k ln2_hi
      * (exact products) last. */
-    float y = (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+    return (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+}
+
+/* ln x in float arithmetic. */
+static VM_INLINE float vm_logf(float x)
+{
+    /* The main path runs on every element (a vector computes all lanes);
+     * an element outside (0, inf) takes it with 1 and then its own value.
+     * A subnormal is scaled by 2^23 into the normal range first. */
+    float v = x > 0.0f && x < INFINITY ? x : 1.0f;
+    /* In integer bits, not as a select of two values: given a select,
+     * the compiler runs everything after it twice. */
+    uint32_t sub = 0u - (uint32_t)(v < 0x1p-126f); /* all ones or 0 */
+    v = v * float_of(0x3f800000u + (sub & (23u << 23))); /* 2^23 or 1 */
+    float y = log_core(v, sub);
     float special = x == 0.0f ? -INFINITY : x < 0.0f ? NAN : x; /* inf and NaN are themselves */
     return x > 0.0f && x < INFINITY ? y : special;
 }
+
+/* ln x for a normal positive finite x: vm_logf's value (its scaling is by
+ * 1 and its selects keep y), without the steps for the other inputs. */
+static VM_INLINE float vm_logf_normal(float x) { return log_core(x, 0u); }
 
 /* tanh in float: an odd polynomial below 0.625, 1 - 2 / (e^(2a) + 1)
  * above, the sign copied back. */

@@ -265,6 +265,31 @@ START_TEST(beyond_the_reduction_bound)
 }
 END_TEST
 
+/* log takes a shorter path through a chunk of 512 whose elements are all
+ * normal, positive and finite: the same values as the full path, which a
+ * single zero, subnormal, negative, inf or NaN element sends its chunk
+ * through.  8192 normal positive bit patterns evenly spread over all
+ * exponents (and their neighbours), alone and with each of those among
+ * them. */
+START_TEST(log_chunk_paths_agree)
+{
+    enum { N = 3 * 8192 };
+    static float x[N], y[N], x2[2 * N], y2[2 * N];
+    int n = 0;
+    for (uint32_t b = 0x00800000u; b < 0x7f800000u - 2 && n < N; b += 0x7f000000u / 8192)
+        for (uint32_t d = 0; d < 3; d++) x[n++] = from_bits(b + d);
+    ad__vlog_f32(y, x, n);
+    const float odd[] = {0.0f, -0.0f, 0x1p-140f, -1.0f, INFINITY, NAN};
+    for (size_t o = 0; o < sizeof odd / sizeof odd[0]; o++) {
+        for (int i = 0; i < n; i++) x2[2 * i] = x[i], x2[2 * i + 1] = odd[o];
+        ad__vlog_f32(y2, x2, 2 * n);
+        for (int i = 0; i < n; i++)
+            ck_assert_msg(to_bits(y2[2 * i]) == to_bits(y[i]), "log(%a) beside %a", (double)x[i],
+                          (double)odd[o]);
+    }
+}
+END_TEST
+
 /* float64: relative error within 1e-15 against long double for normal
  * results, within 1 ulp of 2^-1074 for subnormal ones, over a sweep of
  * bit patterns (every exponent, both signs) and dense ranges around the
@@ -463,6 +488,7 @@ int main(void)
     tcase_add_loop_test(tc, lengths_and_offsets, 0, NFNS);
     tcase_add_loop_test(tc, near_multiples_of_half_pi, 4, 6);
     tcase_add_test(tc, beyond_the_reduction_bound);
+    tcase_add_test(tc, log_chunk_paths_agree);
     tcase_add_loop_test(tc, float64_relative_error, 0, 4);
     tcase_add_test(tc, ops_contiguous_and_strided);
     tcase_add_test(tc, phi_fit);
