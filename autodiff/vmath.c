@@ -59,10 +59,22 @@
  *          cos r = 1 - r^2/2 + r^4 c(r^2), c of degree 2 (relative
  *          truncation 5e-12 and 1.2e-10); the quadrant n (plus 1 for cos)
  *          picks sin or cos and the sign.  Error 0.502 ulp measured (the
- *          rounding to float).  Beyond 2^24, and for inf and NaN, the C
- *          library's double sin and cos, rounded: the kernel scans each
- *          chunk of 512 for such elements first, so that the common chunk
- *          is one vectorised loop.
+ *          rounding to float).  Up to |x| = 256 all in float instead (16
+ *          lanes, not 8): n < 2^8, pi/2 in parts of 11, 15 and 24 bits,
+ *          n times the first two exact, r = rh + rl kept as a pair
+ *          through two two-sums (absolute error near 2^-52, against an
+ *          |r| no smaller than about 2^-24 for a float below 256);
+ *          sin r = rh + (rl + rh r^2 p(r^2)) and cos r = 1 - r^2/2 +
+ *          r^4 c(r^2) - rh rl, Taylor to r^9 and r^10 (truncation below
+ *          0.05 ulp at pi/4), 1 - r^2/2 with its rounding error kept.
+ *          Error 0.85 ulp (sin) and 0.82 (cos) over the test sweep; the
+ *          maxima over every float up to 256 are in docs/benchmarks.md.
+ *          A chunk of 512 with all elements up to 256 runs the float loop;
+ *          one with larger elements picks per element, so that the result
+ *          of an element still depends on its value alone.  Beyond 2^24,
+ *          and for inf and NaN, the C library's double sin and cos,
+ *          rounded: the kernel scans each chunk of 512 for such elements
+ *          first, so that the common chunk is one vectorised loop.
  *
  * NaN passes through every step (the clamps are written so that a NaN
  * compares false and is kept), and no step converts a NaN to an integer:
@@ -178,17 +190,10 @@ static VM_INLINE float vm_expf(float x)
 
 #define SQRT1_2_BITS_F 0x3f3504f3u /* sqrt(1/2) in float */
 
-/* ln x in float arithmetic (the head of the file has the method). */
-static VM_INLINE float vm_logf(float x)
+/* ln(v 2^-23) if sub is all ones, else ln v, for a normal positive finite
+ * v (the head of the file has the method). */
+static VM_INLINE float log_core(float v, uint32_t sub)
 {
-    /* The main path runs on every element (a vector computes all lanes);
-     * an element outside (0, inf) takes it with 1 and then its own value.
-     * A subnormal is scaled by 2^23 into the normal range first. */
-    float v = x > 0.0f && x < INFINITY ? x : 1.0f;
-    /* In integer bits, not as a select of two values: given a select,
-     * the compiler runs everything after it twice. */
-    uint32_t sub = 0u - (uint32_t)(v < 0x1p-126f); /* all ones or 0 */
-    v = v * float_of(0x3f800000u + (sub & (23u << 23))); /* 2^23 or 1 */
     /* Move the exponent so that the mantissa lands in [sqrt(1/2), sqrt 2):
      * k = exponent of v / sqrt(1/2), rounded down. */
     uint32_t u = bits_of_f(v) + (0x3f800000u - SQRT1_2_BITS_F);
@@ -205,10 +210,28 @@ static VM_INLINE float vm_logf(float x)
     q = 0x1.555554p-2f + f * q;
     /* ln(1+f) = f - f^2/2 + f^3 q; the small parts first, f and k ln2_hi
      * (exact products) last. */
-    float y = (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+    return (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+}
+
+/* ln x in float arithmetic. */
+static VM_INLINE float vm_logf(float x)
+{
+    /* The main path runs on every element (a vector computes all lanes);
+     * an element outside (0, inf) takes it with 1 and then its own value.
+     * A subnormal is scaled by 2^23 into the normal range first. */
+    float v = x > 0.0f && x < INFINITY ? x : 1.0f;
+    /* In integer bits, not as a select of two values: given a select,
+     * the compiler runs everything after it twice. */
+    uint32_t sub = 0u - (uint32_t)(v < 0x1p-126f); /* all ones or 0 */
+    v = v * float_of(0x3f800000u + (sub & (23u << 23))); /* 2^23 or 1 */
+    float y = log_core(v, sub);
     float special = x == 0.0f ? -INFINITY : x < 0.0f ? NAN : x; /* inf and NaN are themselves */
     return x > 0.0f && x < INFINITY ? y : special;
 }
+
+/* ln x for a normal positive finite x: vm_logf's value (its scaling is by
+ * 1 and its selects keep y), without the steps for the other inputs. */
+static VM_INLINE float vm_logf_normal(float x) { return log_core(x, 0u); }
 
 /* tanh in float: an odd polynomial below 0.625, 1 - 2 / (e^(2a) + 1)
  * above, the sign copied back. */
@@ -300,6 +323,49 @@ static VM_INLINE float vm_sincosf(float xf, uint64_t quadrant)
     /* Quadrant q: sin, cos, -sin, -cos of r. */
     double v = (q & 1) ? cr : sr;
     return (float)double_of(bits_of(v) ^ ((q & 2) << 62));
+}
+
+/* sin x or cos x in float for |x| <= 256 (the head of the file has the
+ * method): n < 2^8, so n PIO2_1F (11 bits) and n PIO2_2F (15 bits) are
+ * exact; r = rh + rl to about 2^-52 absolutely, the error left in pi/2's
+ * parts and in n PIO2_3F's rounding. */
+#define TWO_OVER_PI_F 0x1.45f306p-1f
+#define PIO2_1F 0x1.922p+0f
+#define PIO2_2F -0x1.2aeep-18f
+#define PIO2_3F -0x1.e973dcp-35f
+#define SINCOS_SMALL_BITS 0x43800000u /* 256: |x| up to it takes the float path */
+
+static VM_INLINE float vm_sincosf_small(float x, uint32_t quadrant)
+{
+    float t = x * TWO_OVER_PI_F + SHIFT_F;
+    float n = t - SHIFT_F;
+    float r1 = x - n * PIO2_1F, p2 = n * PIO2_2F; /* both exact */
+    /* r1 - p2 = r2 + e2 exactly (Knuth's two-sum), then r2 + (e2 - n
+     * PIO2_3F) = rh + rl the same way. */
+    float r2 = r1 - p2, b2 = r2 - r1;
+    float e2 = (r1 - (r2 - b2)) - (p2 + b2);
+    float s = e2 - n * PIO2_3F;
+    float rh = r2 + s, b3 = rh - r2;
+    float rl = (r2 - (rh - b3)) + (s - b3);
+    uint32_t q = bits_of_f(t) + quadrant; /* n + quadrant in the low bits */
+    float z = rh * rh;
+    float ps = 0x1.71de3ap-19f; /* sin r = r + r^3 ps(r^2), Taylor to r^9 */
+    ps = -0x1.a01a02p-13f + z * ps;
+    ps = 0x1.111112p-7f + z * ps;
+    ps = -0x1.555556p-3f + z * ps;
+    float pc = -0x1.27e4fcp-22f; /* cos r = 1 - r^2/2 + r^4 pc(r^2), to r^10 */
+    pc = 0x1.a01a02p-16f + z * pc;
+    pc = -0x1.6c16c2p-10f + z * pc;
+    pc = 0x1.555556p-5f + z * pc;
+    /* sin(rh + rl) = sin rh + rl cos rh, cos(rh + rl) = cos rh - rl sin rh,
+     * to first order in rl; 1 - z/2 = w + its rounding error (exact). */
+    float sr = rh + (rl + rh * (z * ps));
+    float hz = 0.5f * z, w = 1.0f - hz;
+    float cr = w + (((1.0f - w) - hz) + (z * z * pc - rh * rl));
+    float v = (q & 1) ? cr : sr;
+    v = float_of(bits_of_f(v) ^ ((q & 2) << 30));
+    /* sin(-0) is -0 (r2 lost the sign: -0 - -0 is +0). */
+    return x == 0.0f && !(quadrant & 1) ? x : v;
 }
 
 /* ---- float64 -------------------------------------------------------------

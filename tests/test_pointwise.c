@@ -545,13 +545,15 @@ END_TEST
 /* A transposed operand of a binary op takes a blocked path (bin_tiles in
  * ops_pointwise.c): every element as the formula says, in both operand
  * positions, for shapes that are and are not multiples of its blocks
- * (64 x 64 in float32, 32 x 32 in float64) and of the 4 x 4 and 2 x 2
+ * (64 x 64 in float32, 32 x 32 in float64), of its bands of 1024 columns
+ * and of the 4 x 4 and 2 x 2
  * register transposes inside them, and for a leaf's gradient accumulated
  * from a transposed one. */
 START_TEST(transposed_operands)
 {
     ad_dtype dt = _i ? AD_FLOAT32 : AD_FLOAT64;
-    static const int64_t shapes[][2] = {{16, 16}, {37, 29}, {20, 70}, {64, 17}, {64, 64}, {130, 67}, {33, 101}};
+    static const int64_t shapes[][2] = {{16, 16}, {37, 29}, {20, 70}, {64, 17}, {64, 64}, {130, 67}, {33, 101},
+                                        {17, 2100}}; /* the last: bands of 1024 columns and a rest */
     ad_tensor *(*ops[])(ad_tensor *, ad_tensor *) = {ad_add, ad_sub, ad_mul, ad_div};
     for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
         int64_t m = shapes[sh][0], n = shapes[sh][1], N = m * n;

@@ -133,6 +133,7 @@ static const float EDGES[] = {
     0.34657359f,  /* exp's reduction switches n */
     0.625f,       /* tanh switches from its polynomial to e^(2a) */
     0.785398163f, 1.57079633f, 3.14159265f, 4.71238898f, /* sin and cos switch quadrants */
+    256.0f,       /* sin and cos switch from float to double reduction */
     16777216.0f,  /* the bound of sin's and cos's reduction */
     10.0f, 104.0f, 89.0f, 128.0f, 150.0f, /* the clamps */
 };
@@ -241,8 +242,9 @@ START_TEST(near_multiples_of_half_pi)
 END_TEST
 
 /* Elements beyond 2^24, inf and NaN, which sin and cos hand to the C
- * library, among ordinary ones: every element as computed alone, and the
- * library's value beyond the bound. */
+ * library, among ordinary ones (on both sides of 256, where the float
+ * reduction gives way to the double one): every element as computed
+ * alone, and the library's value beyond the bound. */
 START_TEST(beyond_the_reduction_bound)
 {
     enum { N = 1500 };
@@ -259,6 +261,31 @@ START_TEST(beyond_the_reduction_bound)
                           x[i]);
         }
         ck_assert(y[3] == (float)FNS[f].ref((double)x[3]) && isnan(y[701]) && isnan(y[1499]));
+    }
+}
+END_TEST
+
+/* log takes a shorter path through a chunk of 512 whose elements are all
+ * normal, positive and finite: the same values as the full path, which a
+ * single zero, subnormal, negative, inf or NaN element sends its chunk
+ * through.  8192 normal positive bit patterns evenly spread over all
+ * exponents (and their neighbours), alone and with each of those among
+ * them. */
+START_TEST(log_chunk_paths_agree)
+{
+    enum { N = 3 * 8192 };
+    static float x[N], y[N], x2[2 * N], y2[2 * N];
+    int n = 0;
+    for (uint32_t b = 0x00800000u; b < 0x7f800000u - 2 && n < N; b += 0x7f000000u / 8192)
+        for (uint32_t d = 0; d < 3; d++) x[n++] = from_bits(b + d);
+    ad__vlog_f32(y, x, n);
+    const float odd[] = {0.0f, -0.0f, 0x1p-140f, -1.0f, INFINITY, NAN};
+    for (size_t o = 0; o < sizeof odd / sizeof odd[0]; o++) {
+        for (int i = 0; i < n; i++) x2[2 * i] = x[i], x2[2 * i + 1] = odd[o];
+        ad__vlog_f32(y2, x2, 2 * n);
+        for (int i = 0; i < n; i++)
+            ck_assert_msg(to_bits(y2[2 * i]) == to_bits(y[i]), "log(%a) beside %a", (double)x[i],
+                          (double)odd[o]);
     }
 }
 END_TEST
@@ -461,6 +488,7 @@ int main(void)
     tcase_add_loop_test(tc, lengths_and_offsets, 0, NFNS);
     tcase_add_loop_test(tc, near_multiples_of_half_pi, 4, 6);
     tcase_add_test(tc, beyond_the_reduction_bound);
+    tcase_add_test(tc, log_chunk_paths_agree);
     tcase_add_loop_test(tc, float64_relative_error, 0, 4);
     tcase_add_test(tc, ops_contiguous_and_strided);
     tcase_add_test(tc, phi_fit);
