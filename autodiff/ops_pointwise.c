@@ -703,6 +703,17 @@ static void gelu_row(int64_t len, const int64_t *off, const int64_t *step, void 
     float *keep = gp && gp->phi ? (float *)gp->phi->storage->data + off[0] : NULL;
     const float *X = (const float *)k->a->storage->data + off[1];
     float xb[GELU_CHUNK], P[GELU_CHUNK];
+    if (step[0] == 1 && step[1] == 1) {
+        /* contiguous (the feed-forward's activation): Phi straight from x
+         * into the kept copy (or a chunk buffer), no gathering */
+        for (int64_t i = 0; i < len; i += GELU_CHUNK) {
+            int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
+            float *Pc = keep ? keep + i : P;
+            phi_cdf_f32(X + i, n, Pc);
+            for (int64_t j = 0; j < n; j++) o[i + j] = X[i + j] * Pc[j];
+        }
+        return;
+    }
     for (int64_t i = 0; i < len; i += GELU_CHUNK) {
         int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
         for (int64_t j = 0; j < n; j++) xb[j] = X[(i + j) * step[1]];
