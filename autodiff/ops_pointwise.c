@@ -764,7 +764,12 @@ static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
      * case): one kernel, no temporaries. */
     if (!ad_grad_enabled() && ad__same_shape(g, x) && g->dtype == x->dtype && contiguous(g) &&
         contiguous(x)) {
-        ad_tensor *dx = ad__alloc("ad_gelu (backward)", n->out->tape, x->dtype, x->ndim, x->shape);
+        /* over g itself when the pass allows it (its shape and layout are
+         * x's): nothing to move down after the rule */
+        ad_tensor *dx = ad__grad_donated(n, g) && g->offset == 0
+                            ? g
+                            : ad__alloc("ad_gelu (backward)", n->out->tape, x->dtype, x->ndim,
+                                        x->shape);
         if (!dx) return -1;
         int64_t cnt = ad__numel(x->ndim, x->shape);
         const gelu_params *gp = ad__params(n);
