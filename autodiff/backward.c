@@ -463,6 +463,12 @@ static int reclaim_end(ad_tape *t, reclaim *r)
     bool g_dead = r->g != NULL;
     for (int i = 0; i < r->n && g_dead; i++)
         g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
+    /* Giving g back means moving the results down over it; when they are
+     * more than twice its size (an attention's [B, T, 3D] gradient over
+     * its [B, T, D] adjoint, a cross-entropy's logits gradient over a
+     * scalar) g's block stays where it is until the reset instead: a hole
+     * of less than half the bytes a move would copy. */
+    if (g_dead && total > 2 * (r->m.used - r->floor.used)) g_dead = false;
     ad_arena_mark to = g_dead ? r->floor : r->m;
     bool in_place = nm && reclaim_in_place(&t->arena, to, old, bytes, nm, src, land);
     if (!in_place) {

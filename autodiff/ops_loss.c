@@ -522,10 +522,12 @@ static int ce_bw_direct(ad_node *n, ad_tensor *g, ad_tensor **gin)
     const ce_params *p = ad__params(n);
     ad_tensor *x = n->in[0], *labels = p->labels;
     int64_t N = x->shape[0], C = x->shape[1];
-    ad_tensor *w = p->reduction == AD_REDUCTION_MEAN && N > 0 ? ad_mul_scalar(g, 1.0 / (double)N) : g;
-    ad_tensor *dx = w ? ad__alloc("ad_cross_entropy (backward)", n->out->tape, x->dtype, 2,
-                                  x->shape) : NULL;
-    if (!dx) return -1;
+    /* dx first: the backward pass keeps a result made first where it is */
+    ad_tensor *dx = ad__alloc("ad_cross_entropy (backward)", n->out->tape, x->dtype, 2, x->shape);
+    ad_tensor *w = !dx                                        ? NULL
+                   : p->reduction == AD_REDUCTION_MEAN && N > 0 ? ad_mul_scalar(g, 1.0 / (double)N)
+                                                              : g;
+    if (!w) return -1;
     softmax_kernel(x, dx, 1, false);
     double wv = ad__ld(w, w->offset), lo = C ? p->eps / (double)C : 0.0;
     double hi = 1.0 - p->eps + p->eps / (double)C;
