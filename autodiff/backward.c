@@ -130,6 +130,7 @@ typedef struct direct_state {
     bool create;
     unsigned done; /* bit k: input k delivered */
     bool handled;  /* the rule propagated everything itself (ad__backward_segment) */
+    const ad_tensor *donated; /* the rule may write into its g (ad__grad_donated) */
 } direct_state;
 static _Thread_local direct_state direct;
 
@@ -151,6 +152,19 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
         return NULL;
     direct.done |= 1u << k;
     return gb;
+}
+
+/* A rule may write its result over g, the adjoint it consumes, instead of
+ * into a new tensor, and return g as that gradient, when g is the block
+ * reclaim would give back after the rule anyway (reclaim_begin's r->g: the
+ * arena's top block, made by the previous rule and held by nothing but
+ * this node; reclaim_end moves the result down into its place).  Written
+ * in place there is nothing to move: for an elementwise rule over a
+ * feed-forward activation, a copy of 4 MB per pass. */
+bool ad__grad_donated(const ad_node *n, const ad_tensor *g)
+{
+    return direct.node == n && direct.donated && direct.donated == g && !direct.create &&
+           !direct.sk->targets;
 }
 
 /* The in-place path of a view with an accumulate function (a slice):
@@ -220,8 +234,16 @@ static bool may_own(const ad_tape *t, const ad_arena_mark *fresh, const ad_node 
     return true;
 }
 
+/* Whether gin[k] is given to input k alone. */
+static bool sole_holder(const ad_node *n, int k, ad_tensor *const *gin)
+{
+    for (int j = 0; j < n->nin; j++)
+        if (j != k && gin[j] && gin[j]->storage == gin[k]->storage) return false;
+    return true;
+}
+
 static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const sink *sk,
-                    bool create, const ad_arena_mark *fresh)
+                    bool create, const ad_arena_mark *fresh, const ad_tensor *donated)
 {
     int done = accumulate_view(fn, t, n, g, sk, create);
     if (done) return done < 0 ? -1 : 0;
@@ -232,7 +254,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
     direct_state outer = direct; /* a rule may run a backward pass of its own */
-    direct = (direct_state){n, sk, create, 0, false};
+    direct = (direct_state){n, sk, create, 0, false, donated};
     int rc = n->op->backward(n, g, gin);
     unsigned delivered = direct.done;
     bool handled = direct.handled;
@@ -256,6 +278,15 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
              * recurrence) would otherwise get a new sum per use, all of
              * them alive until the tape is reset. */
             ad__add_into(x->adj, x->adj, gin[k]);
+        } else if (x->node && x->adj && donated && gin[k] == donated && !create &&
+                   sole_holder(n, k, gin) && x->adj->dtype == gin[k]->dtype &&
+                   ad__same_shape(x->adj, gin[k])) {
+            /* The rule's gradient is the donated adjoint, the pass's own:
+             * the sum goes into it (adj + gin, as ad_add would add them),
+             * not into a new tensor that reclaim would then move down. */
+            ad__add_into(gin[k], x->adj, gin[k]);
+            x->adj = gin[k];
+            x->adj_owned = true;
         } else if (x->node) {
             ad_tensor *sum = x->adj ? ad_add(x->adj, gin[k]) : gin[k];
             if (!sum) {
@@ -432,6 +463,12 @@ static int reclaim_end(ad_tape *t, reclaim *r)
     bool g_dead = r->g != NULL;
     for (int i = 0; i < r->n && g_dead; i++)
         g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
+    /* Giving g back means moving the results down over it; when they are
+     * more than twice its size (an attention's [B, T, 3D] gradient over
+     * its [B, T, D] adjoint, a cross-entropy's logits gradient over a
+     * scalar) g's block stays where it is until the reset instead: a hole
+     * of less than half the bytes a move would copy. */
+    if (g_dead && total > 2 * (r->m.used - r->floor.used)) g_dead = false;
     ad_arena_mark to = g_dead ? r->floor : r->m;
     bool in_place = nm && reclaim_in_place(&t->arena, to, old, bytes, nm, src, land);
     if (!in_place) {
@@ -478,6 +515,27 @@ static int reclaim_end(ad_tape *t, reclaim *r)
             top_adj.after = ad__arena_mark(&t->arena);
         }
     }
+    if (nm == 0 && r->g && !g_dead) {
+        /* The rule handed g itself on (written over, ad__grad_donated):
+         * when it is one input's adjoint alone it is still the top block,
+         * which the next node's reclaim can give back once consumed. */
+        int refs = 0, adj_refs = 0, shared = 0;
+        for (int i = 0; i < r->n; i++) {
+            ad_tensor *x = *r->slot[i];
+            if (x == r->g) {
+                refs++;
+                adj_refs += r->owner[i] && r->slot[i] == &r->owner[i]->adj;
+            } else if (x && x->storage == r->g->storage) {
+                shared++;
+            }
+        }
+        if (refs == 1 && adj_refs == 1 && !shared) {
+            top_adj.t = t;
+            top_adj.y = r->g;
+            top_adj.before = r->floor;
+            top_adj.after = ad__arena_mark(&t->arena);
+        }
+    }
     return 0;
 }
 
@@ -490,7 +548,7 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
     r.n = 0; /* read only when reclaim_begin says yes; set for the compiler */
     r.held = NULL;
     bool give = reclaim_begin(t, n, g, sk, create, &r);
-    int rc = run_node(fn, t, n, g, sk, create, give ? &r.m : NULL);
+    int rc = run_node(fn, t, n, g, sk, create, give ? &r.m : NULL, give ? r.g : NULL);
     n->skip = 0;
     if (rc == 0 && give) rc = reclaim_end(t, &r);
     return rc;

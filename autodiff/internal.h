@@ -387,6 +387,12 @@ int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where);
  * gin[k] as usual.  Asking commits the rule: a non-NULL answer must be
  * added into. */
 ad_tensor *ad__leaf_grad_target(const ad_node *n, int k);
+/* For a backward rule: true when it may write its gradient over g, the
+ * adjoint it was given (a contiguous tensor of the pass's own that nothing
+ * else holds), and return g as that gradient, instead of a new tensor;
+ * the rule must not read g after writing it (elementwise in place is
+ * fine).  See backward.c. */
+bool ad__grad_donated(const ad_node *n, const ad_tensor *g);
 static inline bool ad__needs_grad(const ad_node *n, int i)
 {
     return n->in[i]->requires_grad && ad__is_float(n->in[i]->dtype) &&

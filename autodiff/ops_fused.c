@@ -468,7 +468,11 @@ static int ln_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
                         ? g
                         : ad_contiguous(ad_expand(g, x->ndim, x->shape));
     ad_tensor *wc = w && !ad_is_contiguous(w) ? ad_contiguous(w) : w;
-    ad_tensor *dx = ad__needs_grad(n, 0) ? ad__alloc(fn, t, x->dtype, x->ndim, x->shape) : NULL;
+    /* dx over g itself when the pass allows it: the kernel reads each row
+     * of g whole before it writes that row of dx */
+    ad_tensor *dx = !ad__needs_grad(n, 0)             ? NULL
+                    : gc == g && ad__grad_donated(n, g) ? g
+                                                      : ad__alloc(fn, t, x->dtype, x->ndim, x->shape);
     ad_tensor *dw = w && ad__needs_grad(n, 1) ? ad__alloc(fn, t, x->dtype, w->ndim, w->shape)
                                               : NULL;
     ad_tensor *db = b && ad__needs_grad(n, bi) ? ad__alloc(fn, t, x->dtype, b->ndim, b->shape)

@@ -511,6 +511,45 @@ typedef struct ce_params {
     ad_tensor *labels; /* the rule's copy of the labels, on the tape */
 } ce_params;
 
+/* The rule of a pass that records nothing, for a sum or a mean (one
+ * weight, g [] or g/N, for every element): the softmax written into the
+ * result, then (softmax - t) w in place, element by element - the
+ * arithmetic of the composed rule below, each step rounded to the dtype
+ * as its ops round it, so the same bits, in two passes over [N, C] instead
+ * of five and without the target matrix. */
+static int ce_bw_direct(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const ce_params *p = ad__params(n);
+    ad_tensor *x = n->in[0], *labels = p->labels;
+    int64_t N = x->shape[0], C = x->shape[1];
+    /* dx first: the backward pass keeps a result made first where it is */
+    ad_tensor *dx = ad__alloc("ad_cross_entropy (backward)", n->out->tape, x->dtype, 2, x->shape);
+    ad_tensor *w = !dx                                        ? NULL
+                   : p->reduction == AD_REDUCTION_MEAN && N > 0 ? ad_mul_scalar(g, 1.0 / (double)N)
+                                                              : g;
+    if (!w) return -1;
+    softmax_kernel(x, dx, 1, false);
+    double wv = ad__ld(w, w->offset), lo = C ? p->eps / (double)C : 0.0;
+    double hi = 1.0 - p->eps + p->eps / (double)C;
+    if (x->dtype == AD_FLOAT32) {
+        float *d = dx->storage->data, wf = (float)wv, lf = (float)lo, hf = (float)hi;
+        for (int64_t i = 0; i < N; i++) {
+            float *row = d + i * C;
+            int64_t lab = label_at(labels, i);
+            for (int64_t k = 0; k < C; k++) row[k] = (row[k] - (k == lab ? hf : lf)) * wf;
+        }
+    } else {
+        double *d = dx->storage->data;
+        for (int64_t i = 0; i < N; i++) {
+            double *row = d + i * C;
+            int64_t lab = label_at(labels, i);
+            for (int64_t k = 0; k < C; k++) row[k] = (row[k] - (k == lab ? hi : lo)) * wv;
+        }
+    }
+    gin[0] = dx;
+    return 0;
+}
+
 static int ce_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (!ad__needs_grad(n, 0)) return 0;
@@ -518,6 +557,8 @@ static int ce_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     ad_tensor *x = n->in[0], *labels = p->labels;
     int64_t N = x->shape[0], C = x->shape[1];
     double eps = p->eps;
+    if (!ad_grad_enabled() && p->reduction != AD_REDUCTION_NONE && ad_is_contiguous(x))
+        return ce_bw_direct(n, g, gin);
     /* The smoothed one-hot target: a constant, made here rather than in
      * the forward so that a forward without backward does not pay for it.
      * The labels are the forward's copy, already range-checked. */

@@ -680,16 +680,29 @@ static double f_gelu(double x, const void *p) { (void)p; return 0.5 * x * erfc(-
 enum { GELU_CHUNK = 256 };
 static void phi_cdf_f32(const float *x, int64_t n, float *P) { ad__vphi_f32(P, x, n); }
 
-/* A float32 GELU recorded for a backward pass keeps Phi(x) (its
- * parameter, laid out like the result), so that the rule needs only
- * e^(-x^2/2): recomputing Phi was half of the rule's time, and the GELU
- * 8 % of the transformer's.  NULL otherwise. */
+/* GELU's slope, d[x Phi(x)]/dx = Phi(x) + x phi(x) with phi(x) =
+ * e^(-x^2/2) / sqrt(2 pi), over n <= GELU_CHUNK elements from x and Phi
+ * (P), in float32 in this order (d may be P). */
+static void gelu_slope_f32(const float *x, const float *P, float *d, int64_t n)
+{
+    float e[GELU_CHUNK];
+    for (int64_t j = 0; j < n; j++) e[j] = -0.5f * x[j] * x[j];
+    ad__vexp_f32(e, e, n);
+    for (int64_t j = 0; j < n; j++) d[j] = P[j] + x[j] * (float)INV_SQRT_2PI * e[j];
+}
+
+/* A float32 GELU recorded for a backward pass keeps its slope (its
+ * parameter, laid out like the result), computed while x and Phi(x) are
+ * at hand, so that the rule is one product g slope: recomputing Phi was
+ * half of the rule's time, and reading x and Phi back for e^(-x^2/2) most
+ * of the rest.  NULL otherwise. */
 typedef struct gelu_params {
-    ad_tensor *phi;
+    ad_tensor *slope;
 } gelu_params;
 
 /* The row function: float32 through phi_cdf_f32 (strided rows gathered a
- * chunk at a time; Phi stored too when kept), float64 through f_gelu. */
+ * chunk at a time; the slope stored too when kept), float64 through
+ * f_gelu. */
 static void gelu_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
 {
     const kern *k = ctx;
@@ -699,34 +712,48 @@ static void gelu_row(int64_t len, const int64_t *off, const int64_t *step, void 
     }
     const gelu_params *gp = k->p;
     float *o = (float *)k->out->storage->data + off[0];
-    /* phi has the result's shape and layout (both fresh and contiguous) */
-    float *keep = gp && gp->phi ? (float *)gp->phi->storage->data + off[0] : NULL;
+    /* slope has the result's shape and layout (both fresh and contiguous) */
+    float *keep = gp && gp->slope ? (float *)gp->slope->storage->data + off[0] : NULL;
     const float *X = (const float *)k->a->storage->data + off[1];
     float xb[GELU_CHUNK], P[GELU_CHUNK];
+    if (step[0] == 1 && step[1] == 1) {
+        /* contiguous (the feed-forward's activation): Phi straight from x
+         * into the kept slope's place (or a chunk buffer), no gathering */
+        for (int64_t i = 0; i < len; i += GELU_CHUNK) {
+            int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
+            float *Pc = keep ? keep + i : P;
+            phi_cdf_f32(X + i, n, Pc);
+            for (int64_t j = 0; j < n; j++) o[i + j] = X[i + j] * Pc[j];
+            if (keep) gelu_slope_f32(X + i, Pc, Pc, n);
+        }
+        return;
+    }
     for (int64_t i = 0; i < len; i += GELU_CHUNK) {
         int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
         for (int64_t j = 0; j < n; j++) xb[j] = X[(i + j) * step[1]];
         phi_cdf_f32(xb, n, P);
         for (int64_t j = 0; j < n; j++) o[(i + j) * step[0]] = xb[j] * P[j];
-        if (keep)
+        if (keep) {
+            gelu_slope_f32(xb, P, P, n);
             for (int64_t j = 0; j < n; j++) keep[(i + j) * step[0]] = P[j];
+        }
     }
 }
 
-/* d[x Phi(x)] = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi), over
- * n contiguous elements: dx = g (Phi + x phi), with Phi kept by the
- * forward (Pk) or recomputed (Pk NULL). */
-static void gelu_grad_f32(const float *x, const float *g, const float *Pk, float *dx, int64_t n)
+/* dx = g d[x Phi(x)]/dx over n contiguous elements, with the slope kept
+ * by the forward (Dk) or computed here (Dk NULL); dx may be g. */
+static void gelu_grad_f32(const float *x, const float *g, const float *Dk, float *dx, int64_t n)
 {
-    float Pb[GELU_CHUNK], e[GELU_CHUNK];
+    if (Dk) {
+        for (int64_t i = 0; i < n; i++) dx[i] = g[i] * Dk[i];
+        return;
+    }
+    float D[GELU_CHUNK];
     for (int64_t i = 0; i < n; i += GELU_CHUNK) {
         int64_t m = n - i < GELU_CHUNK ? n - i : GELU_CHUNK;
-        const float *P = Pk ? Pk + i : Pb;
-        if (!Pk) phi_cdf_f32(x + i, m, Pb);
-        for (int64_t j = 0; j < m; j++) e[j] = -0.5f * x[i + j] * x[i + j];
-        ad__vexp_f32(e, e, m);
-        for (int64_t j = 0; j < m; j++)
-            dx[i + j] = g[i + j] * (P[j] + x[i + j] * (float)INV_SQRT_2PI * e[j]);
+        phi_cdf_f32(x + i, m, D);
+        gelu_slope_f32(x + i, D, D, m);
+        for (int64_t j = 0; j < m; j++) dx[i + j] = g[i + j] * D[j];
     }
 }
 static void gelu_grad_f64(const double *x, const double *g, double *dx, int64_t n)
@@ -753,14 +780,20 @@ static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
      * case): one kernel, no temporaries. */
     if (!ad_grad_enabled() && ad__same_shape(g, x) && g->dtype == x->dtype && contiguous(g) &&
         contiguous(x)) {
-        ad_tensor *dx = ad__alloc("ad_gelu (backward)", n->out->tape, x->dtype, x->ndim, x->shape);
+        /* over g itself when the pass allows it (its shape and layout are
+         * x's): nothing to move down after the rule */
+        ad_tensor *dx = ad__grad_donated(n, g) && g->offset == 0
+                            ? g
+                            : ad__alloc("ad_gelu (backward)", n->out->tape, x->dtype, x->ndim,
+                                        x->shape);
         if (!dx) return -1;
         int64_t cnt = ad__numel(x->ndim, x->shape);
         const gelu_params *gp = ad__params(n);
         if (x->dtype == AD_FLOAT32)
             gelu_grad_f32((const float *)x->storage->data + x->offset,
                           (const float *)g->storage->data + g->offset,
-                          gp->phi ? (const float *)gp->phi->storage->data + gp->phi->offset : NULL,
+                          gp->slope ? (const float *)gp->slope->storage->data + gp->slope->offset
+                                    : NULL,
                           dx->storage->data, cnt);
         else
             gelu_grad_f64((const double *)x->storage->data + x->offset,
@@ -794,7 +827,7 @@ ad_tensor *ad_gelu(ad_tensor *x)
     if (!out) return NULL;
     gelu_params p = {NULL};
     if (tape && x->dtype == AD_FLOAT32 && ad_grad_enabled() && x->requires_grad &&
-        !(p.phi = ad__alloc(fn, tape, AD_FLOAT32, x->ndim, x->shape)))
+        !(p.slope = ad__alloc(fn, tape, AD_FLOAT32, x->ndim, x->shape)))
         return NULL;
     run(&(kern){.kind = D_GELU.kind, .p = &p, .out = out, .a = x}, pw_row(&D_GELU, false));
     return ad__finish(out, 0, &D_GELU.op, 1, &x, &p, NULL);

@@ -21,9 +21,27 @@ void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
     if (len < size) snprintf(buf + len, size - len, "]");
 }
 
+/* sum_i t_i^2 in double, one element after another (the same order, so
+ * the same bits, on every path).  A contiguous float tensor (a gradient)
+ * is read in place: the copy into doubles took as long as the sum. */
 double nn__sum_sq(const ad_tensor *t)
 {
     int64_t n = ad_numel(t);
+    ad_dtype dt = ad_tensor_dtype(t);
+    if (ad_is_contiguous(t) && (dt == AD_FLOAT32 || dt == AD_FLOAT64)) {
+        /* ad_data takes a tensor it may hand out for writing; only read here */
+        const void *p = ad_data((ad_tensor *)t);
+        if (!p) return -1;
+        double s = 0;
+        if (dt == AD_FLOAT32) {
+            const float *f = p;
+            for (int64_t i = 0; i < n; i++) s += (double)f[i] * (double)f[i];
+        } else {
+            const double *d = p;
+            for (int64_t i = 0; i < n; i++) s += d[i] * d[i];
+        }
+        return s;
+    }
     double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
     if (!v) return ad_set_error("nn: out of memory for %lld elements", (long long)n);
     if (ad_to_array(t, v) != 0) {

@@ -155,22 +155,27 @@ static void check_unary(const un_case *c, ad_dtype dt)
     }
 }
 
-/* float32 GELU's first-order rule is a kernel that reads the Phi(x) its
+/* float32 GELU's first-order rule is a kernel that reads the slope its
  * forward kept (create-graph, above, runs the rule made of ops): against
- * the closed form over [-7, 7]. */
-START_TEST(gelu_float32_rule_with_kept_phi)
+ * the closed form over [-7, 7], on a contiguous x and on a transposed view
+ * of it (the forward's gathering path). */
+START_TEST(gelu_float32_rule_with_kept_slope)
 {
-    enum { N = 1000 };
+    enum { R = 40, C = 25, N = R * C };
     float v[N];
     for (int i = 0; i < N; i++) v[i] = (float)(-7.0 + 14.0 * i / (N - 1));
-    ad_tensor *x = ad_from_array(T, AD_FLOAT32, 1, (int64_t[]){N}, v);
+    ad_tensor *x = ad_from_array(T, AD_FLOAT32, 2, (int64_t[]){R, C}, v);
     ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
-    ad_tensor *y = ad_gelu(x), *g = NULL;
-    ck_assert_int_eq(ad_gradients(y, ad_ones(T, AD_FLOAT32, 1, (int64_t[]){N}), 1, &x, &g, 0), 0);
-    for (int i = 0; i < N; i++) {
-        double d = gelu_d(v[i]);
-        ck_assert_msg(fabs(ot_at(g, i) - d) <= 2e-6 * (1 + fabs(d)), "gelu'(%g) = %.9g, want %.9g",
-                      v[i], ot_at(g, i), d);
+    for (int view = 0; view < 2; view++) {
+        ad_tensor *xv = view ? ad_transpose(x, 0, 1) : x;
+        ad_tensor *y = ad_gelu(xv), *g = NULL;
+        ck_assert_int_eq(ad_gradients(y, ad_ones(T, AD_FLOAT32, 2, ad_shape(y)), 1, &x, &g, 0),
+                         0);
+        for (int i = 0; i < N; i++) {
+            double d = gelu_d(v[i]), got = ot_at(g, i);
+            ck_assert_msg(fabs(got - d) <= 2e-6 * (1 + fabs(d)), "gelu'(%g) = %.9g, want %.9g",
+                          v[i], got, d);
+        }
     }
 }
 END_TEST
@@ -779,7 +784,7 @@ int main(void)
     tcase_add_checked_fixture(tc, ot_tape_setup, ot_tape_teardown);
     tcase_add_loop_test(tc, unary_closed_forms_f64, 0, NUN);
     tcase_add_loop_test(tc, unary_closed_forms_f32, 0, NUN);
-    tcase_add_test(tc, gelu_float32_rule_with_kept_phi);
+    tcase_add_test(tc, gelu_float32_rule_with_kept_slope);
     tcase_add_test(tc, x_sin_x);
     tcase_add_loop_test(tc, binary_closed_forms, 0, 2);
     tcase_add_test(tc, binary_second_order);

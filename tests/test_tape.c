@@ -537,6 +537,57 @@ START_TEST(stats_count_nodes)
 }
 END_TEST
 
+/* Rules that write their gradient over the adjoint they consume (gelu and
+ * layer norm, when the pass owns that adjoint alone: ad__grad_donated)
+ * give the composed rules' gradients, also where the input has a second
+ * reader and the sum goes into the donated buffer (a below: read by the
+ * layer norm and by the residual add), and the pass holds fewer blocks at
+ * once than with a new tensor per rule, moved down after it. */
+static void donated_graph(ad_tape *t, ad_tensor *x, ad_tensor *k, int flags, double *gx,
+                          size_t *peak)
+{
+    ad_tensor *a = ad_gelu(ad_mul_scalar(x, 1.5));
+    ad_tensor *b = ad_layer_norm(a, 1, NULL, NULL, 1e-5);
+    ad_tensor *loss = ad_sum(ad_mul(ad_add(ad_gelu(b), a), k), NULL, 0, false);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ad_zero_grad(x), 0);
+    ad_tape_stats s0, s1;
+    ck_assert_int_eq(ad_tape_get_stats(t, &s0), 0);
+    ck_assert_int_eq(ad_backward(loss, NULL, flags), 0);
+    ck_assert_int_eq(ad_tape_get_stats(t, &s1), 0);
+    *peak = s1.arena_peak - s0.arena_used;
+    ck_assert_int_eq(ad_to_array(ad_tensor_grad(x), gx), 0);
+}
+
+START_TEST(rules_write_over_a_donated_adjoint)
+{
+    enum { N = 64, F = 96 };
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    ad_tensor *x = ad_rand(NULL, &rng, AD_FLOAT64, 2, (int64_t[]){N, F}, -2, 2);
+    ad_tensor *k = ad_rand(NULL, &rng, AD_FLOAT64, 2, (int64_t[]){N, F}, -1, 1);
+    ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    static double gx[2][N * F];
+    size_t peak[2];
+    /* the fused rules (donated adjoints), then the rules made of ops */
+    donated_graph(t, x, k, 0, gx[0], &peak[0]);
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    donated_graph(t, x, k, AD_CREATE_GRAPH, gx[1], &peak[1]);
+    for (int i = 0; i < N * F; i++) ck_assert_close(gx[0][i], gx[1][i], 1e-10);
+    /* in blocks of [N, F] (48 KB; the rest is a few hundred bytes): three
+     * at most, where a new result per rule (the layer norm's gradient,
+     * then its sum with a's other gradient, moved down) took four */
+    size_t blk = (size_t)N * F * sizeof(double);
+    ck_assert_uint_lt(peak[0], 3 * blk + blk / 2);
+    ad_tape_activate(NULL);
+    ad_tape_free(t);
+    ad_tensor_free(x);
+    ad_tensor_free(k);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tape");
@@ -558,6 +609,7 @@ int main(void)
     tcase_add_test(tc, create_graph_into_leaf_grad);
     tcase_add_test(tc, gradients_of_unused_input_are_zero);
     tcase_add_test(tc, backward_of_a_leaf);
+    tcase_add_test(tc, rules_write_over_a_donated_adjoint);
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
     tcase_add_test(tc, backward_accumulates_slices_in_place);
