@@ -121,11 +121,11 @@ static void fuse(nn_rnn_mode mode, int64_t H, ad_tape *tape, ad_tensor *wih, ad_
     *wt = ad_transpose(w, 0, 1);
 }
 
-/* One step of an Elman or GRU recurrence: *h1 = h' from the input x
- * [B, F] and the state h [B, H], with the fused weights wt [F + H,
- * blocks H] and b.  (The LSTM runs as its fused ops: lstm_step,
- * run_lstm.)  NULL results propagate through the ops with the first
- * failure's message. */
+/* One step of an Elman recurrence or a GRU cell: *h1 = h' from the input
+ * x [B, F] and the state h [B, H], with the fused weights wt [F + H,
+ * blocks H] and b.  (The LSTM runs as its fused ops, lstm_step and
+ * run_fused; GRU sequence layers as run_fused.)  NULL results propagate
+ * through the ops with the first failure's message. */
 static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_tensor *wt,
                  ad_tensor *b, ad_tensor **h1)
 {
@@ -228,32 +228,40 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     return 0;
 }
 
-/* An LSTM layer as cuDNN and PyTorch run it: the input's share of every
- * step's gates, x_t W_ih^T + b_ih + b_hh, is one product for the whole
- * sequence ([T B, F] x [F, 4H], the biases added in its epilogue) before
- * the recurrence, which is one op (ad_lstm_recurrence: per step one
- * [B, H] x [H, 4H] product and the fused cell; W_hh's gradient one product
- * over all steps).  Its [T + 1, B, H] result holds h_1 .. h_T and c_T.
- * Arguments as run_layer's. */
-static int run_lstm(int64_t T, ad_tensor *const *xs, ad_tensor *const *w, bool bias, ad_tensor **h,
-                    ad_tensor **c, ad_tensor **hs)
+/* An LSTM or GRU layer as cuDNN and PyTorch run it: the input's share of
+ * every step's gates is one product for the whole sequence ([T B, F] x
+ * [F, G H], the biases added in its epilogue: x_t W_ih^T + b_ih + b_hh
+ * for the LSTM, x_t W_ih^T + b_ih for the GRU, whose b_hh stays in the
+ * recurrence since r multiplies b_hn) before the recurrence, which is one
+ * op (ad_lstm_recurrence, ad_gru_recurrence: per step one [B, H] x
+ * [H, G H] product and one pass over the gates; W_hh's gradient one
+ * product over all steps).  The LSTM's [T + 1, B, H] result holds
+ * h_1 .. h_T and c_T, the GRU's [T, B, H] h_1 .. h_T.  Arguments as
+ * run_layer's (c unused for the GRU). */
+static int run_fused(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs, ad_tensor *const *w,
+                     bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs)
 {
-    ad_tensor *b = bias ? ad_add(w[2], w[3]) : NULL;
+    bool lstm = mode == NN_LSTM;
+    ad_tensor *b = !bias ? NULL : lstm ? ad_add(w[2], w[3]) : w[2];
     ad_tensor *gx = (bias && !b) ? NULL : ad_linear(ad_stack(xs, (int)T, 0), w[0], b);
-    ad_tensor *y = gx ? ad_lstm_recurrence(gx, w[1], *h, *c) : NULL;
+    ad_tensor *y = !gx   ? NULL
+                   : lstm ? ad_lstm_recurrence(gx, w[1], *h, *c)
+                          : ad_gru_recurrence(gx, w[1], bias ? w[3] : NULL, *h);
     if (!y) return -1;
     for (int64_t t = 0; t < T; t++)
         if (!(hs[t] = ad_squeeze(ad_narrow(y, 0, t, 1), 0))) return -1;
     *h = hs[T - 1];
+    if (!lstm) return 0;
     *c = ad_squeeze(ad_narrow(y, 0, T, 1), 0);
     return *c ? 0 : -1;
 }
 
-/* A checkpointed segment of steps (ad_checkpoint): in = h, wt[, b], or
- * for the LSTM h, c, w_ih, w_hh[, b_ih, b_hh] (its segment runs as
- * run_lstm, the op the plain layer uses); the steps' inputs xs[0..len)
- * are read from here (ad_checkpoint finds those that require grad); out =
- * the len outputs h_t, then (LSTM) the last c. */
+/* A checkpointed segment of steps (ad_checkpoint): in = h, wt[, b] (RNN),
+ * h, w_ih, w_hh[, b_ih, b_hh] (GRU) or h, c, w_ih, w_hh[, b_ih, b_hh]
+ * (LSTM; the GRU's and LSTM's segments run as run_fused, the op the plain
+ * layer uses); the steps' inputs xs[0..len) are read from here
+ * (ad_checkpoint finds those that require grad); out = the len outputs
+ * h_t, then (LSTM) the last c. */
 typedef struct rnn_segment {
     nn_rnn_mode mode;
     int64_t H, len;
@@ -266,9 +274,13 @@ static int segment_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, vo
     const rnn_segment *g = ctx;
     if (g->mode == NN_LSTM) {
         ad_tensor *h = in[0], *c = in[1];
-        if (run_lstm(g->len, g->xs, in + 2, n > 4, &h, &c, out)) return -1;
+        if (run_fused(NN_LSTM, g->len, g->xs, in + 2, n > 4, &h, &c, out)) return -1;
         out[g->len] = c;
         return 0;
+    }
+    if (g->mode == NN_GRU) {
+        ad_tensor *h = in[0];
+        return run_fused(NN_GRU, g->len, g->xs, in + 1, n > 3, &h, NULL, out);
     }
     ad_tensor *h = in[0], *wt = in[1], *b = n > 2 ? in[2] : NULL;
     for (int64_t t = 0; t < g->len; t++) {
@@ -290,10 +302,10 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
                      ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h, ad_tensor **c,
                      ad_tensor **hs)
 {
-    bool lstm = mode == NN_LSTM;
-    if (lstm && ckpt <= 0) return run_lstm(T, xs, w, bias, h, c, hs);
+    bool lstm = mode == NN_LSTM, fused = lstm || mode == NN_GRU;
+    if (fused && ckpt <= 0) return run_fused(mode, T, xs, w, bias, h, c, hs);
     ad_tensor *wt = NULL, *b = NULL;
-    if (!lstm) {
+    if (!fused) {
         fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
         if (!wt || (bias && !b)) return -1;
     }
@@ -304,10 +316,11 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
             memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
             ad_tensor *in[6] = {*h, wt, b};
             int nin = 2 + (b != NULL);
-            if (lstm) {
+            if (fused) {
                 ad_tensor *lin[6] = {*h, *c, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
-                memcpy(in, lin, sizeof in);
-                nin = bias ? 6 : 4;
+                ad_tensor *gin[6] = {*h, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
+                memcpy(in, lstm ? lin : gin, sizeof in);
+                nin = (bias ? 4 : 2) + 1 + lstm;
             }
             ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
             if (lstm) out = last;
