@@ -5,11 +5,12 @@
  * loop - backprop through time - is the ordinary one, to any order.
  *
  * The cost of a recurrent layer is in its time loop, which cannot be
- * parallelised over t.  What keeps it small: an LSTM computes the input's
- * share of all steps' gates in one product before the loop and runs the
- * loop as one op (ad_lstm_recurrence: per step one product and the fused
- * cell, and backward the recurrent weight's gradient as one product over
- * all steps); RNN and GRU join [W_ih W_hh] once per
+ * parallelised over t.  What keeps it small: LSTM and GRU layers compute
+ * the input's share of all steps' gates in one product before the loop
+ * and run the loop as one op (ad_lstm_recurrence, ad_gru_recurrence: per
+ * step one product and one pass over the gates, and backward the
+ * recurrent weight's gradient as one product over all steps); RNN layers
+ * and RNN and GRU cells join [W_ih W_hh] once per
  * call, so that each step makes one matrix product [x_t, h] W^T for all
  * the gate blocks at once, which are then taken apart as views (narrow),
  * not copies; and the steps' outputs stay separate tensors, so the
