@@ -284,6 +284,7 @@ static int seq_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
     const char *pw = (const char *)w->storage->data + w->offset * (int64_t)es;
     char *pd = dg->storage->data, *ph = dh->storage->data;
     int64_t BH = B * H * (int64_t)es;
+    memset(ph, 0, (size_t)BH);
     memcpy(dcs[0]->storage->data, pg + T * BH, (size_t)BH); /* dL/dc_T */
     /* W^T (W read transposed) packed once for the T products */
     ad_gemm_packed pk;
@@ -295,24 +296,24 @@ static int seq_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
                            : (const char *)c0->storage->data + c0->offset * (int64_t)es;
         char *dct = dcs[cur]->storage->data, *dcn = dcs[1 - cur]->storage->data;
         char *dgt = pd + t * 4 * BH;
-        /* dL/dh_t: G[t] plus the part through step t + 1 in dh (none
+        /* dL/dh_t: G[t] plus the part through step t + 1 in dh (zero
          * for the last step), added in the row's pass */
         for (int64_t b = 0; b < B; b++) {
             int64_t r = b * H * (int64_t)es, ra = 5 * r + t * 5 * BH;
             if (dt == AD_FLOAT64)
-                lstm_bw_row_f64(H, (const double *)(const void *)(pa + ra),
-                                (const double *)(const void *)(cp + r),
-                                (const double *)(const void *)(gt + r),
-                                t < T - 1 ? (const double *)(const void *)(ph + r) : NULL,
-                                (const double *)(const void *)(dct + r),
-                                (double *)(void *)(dgt + 4 * r), (double *)(void *)(dcn + r));
+                lstm_bw_row2_f64(H, (const double *)(const void *)(pa + ra),
+                                 (const double *)(const void *)(cp + r),
+                                 (const double *)(const void *)(gt + r),
+                                 (const double *)(const void *)(ph + r),
+                                 (const double *)(const void *)(dct + r),
+                                 (double *)(void *)(dgt + 4 * r), (double *)(void *)(dcn + r));
             else
-                lstm_bw_row_f32(H, (const float *)(const void *)(pa + ra),
-                                (const float *)(const void *)(cp + r),
-                                (const float *)(const void *)(gt + r),
-                                t < T - 1 ? (const float *)(const void *)(ph + r) : NULL,
-                                (const float *)(const void *)(dct + r),
-                                (float *)(void *)(dgt + 4 * r), (float *)(void *)(dcn + r));
+                lstm_bw_row2_f32(H, (const float *)(const void *)(pa + ra),
+                                 (const float *)(const void *)(cp + r),
+                                 (const float *)(const void *)(gt + r),
+                                 (const float *)(const void *)(ph + r),
+                                 (const float *)(const void *)(dct + r),
+                                 (float *)(void *)(dgt + 4 * r), (float *)(void *)(dcn + r));
         }
         cur = 1 - cur;
         /* dL/dh_t's part through step t, dG_t W (G[t - 1] is added at
@@ -537,13 +538,14 @@ static int gru_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
     const char *pw = gru_data(w, es);
     char *pdx = gru_data(dx, es), *pdg = gru_data(dgh, es);
     int64_t BH = B * H * (int64_t)es;
+    memset(gru_data(dhs[0], es), 0, (size_t)BH);
     /* W^T (W read transposed) packed once for the T products */
     ad_gemm_packed pk;
     if (ad__gemm_pack_a(tp, dt, H, 3 * H, pw, 1, H, B, &pk)) return ad__err(fn, "out of memory");
     int cur = 0;
     for (int64_t t = T - 1; t >= 0; t--) {
         const char *gt = pg + t * BH, *hp = t ? py + (t - 1) * BH : gru_data(h0, es);
-        const char *carry = t < T - 1 ? gru_data(dhs[cur], es) : NULL;
+        const char *carry = gru_data(dhs[cur], es); /* zero for the last step */
         char *dhn = gru_data(dhs[1 - cur], es);
         char *dxt = pdx + t * 3 * BH, *dgt = pdg + t * 3 * BH;
         for (int64_t b = 0; b < B; b++) {
@@ -552,14 +554,14 @@ static int gru_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
                 gru_bw_row_f64(H, (const double *)(const void *)(pa + ra),
                                (const double *)(const void *)(hp + r),
                                (const double *)(const void *)(gt + r),
-                               carry ? (const double *)(const void *)(carry + r) : NULL,
+                               (const double *)(const void *)(carry + r),
                                (double *)(void *)(dxt + 3 * r), (double *)(void *)(dgt + 3 * r),
                                (double *)(void *)(dhn + r));
             else
                 gru_bw_row_f32(H, (const float *)(const void *)(pa + ra),
                                (const float *)(const void *)(hp + r),
                                (const float *)(const void *)(gt + r),
-                               carry ? (const float *)(const void *)(carry + r) : NULL,
+                               (const float *)(const void *)(carry + r),
                                (float *)(void *)(dxt + 3 * r), (float *)(void *)(dgt + 3 * r),
                                (float *)(void *)(dhn + r));
         }

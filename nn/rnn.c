@@ -303,8 +303,8 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
                      ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h, ad_tensor **c,
                      ad_tensor **hs)
 {
+    /* (LSTM and GRU layers without checkpoints run as run_fused_layers) */
     bool lstm = mode == NN_LSTM, fused = lstm || mode == NN_GRU;
-    if (fused && ckpt <= 0) return run_fused(mode, T, xs, w, bias, h, c, hs);
     ad_tensor *wt = NULL, *b = NULL;
     if (!fused) {
         fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
@@ -340,6 +340,61 @@ static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_t
         if (!h1) return -1;
         *h = hs[t] = h1;
     }
+    return 0;
+}
+
+/* LSTM or GRU layers without checkpoints, on whole sequences: x [B, T, F]
+ * is transposed once to [T, B, F] (one copy, instead of T slices and a
+ * stack), each layer's recurrence op reads the previous one's [T, B, H]
+ * result as it is, and *seq gets the last layer's outputs as [B, T, H]
+ * (one copy back); hl[l], cl[l] the final state of layer l.  0, or -1
+ * when an op failed. */
+static int run_fused_layers(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
+                            int num_layers, ad_tensor *const *weights, bool bias, ad_tape *tape,
+                            ad_tensor **hl, ad_tensor **cl, ad_tensor **seq)
+{
+    bool lstm = mode == NN_LSTM;
+    int per = bias ? 4 : 2;
+    int64_t T = ad_size(x, 1), B = ad_size(x, 0), H = ad_size(weights[1], 1);
+    ad_dtype dt = ad_tensor_dtype(x);
+    ad_tensor *xs = ad_contiguous(ad_transpose(x, 0, 1));
+    for (int l = 0; xs && l < num_layers; l++) {
+        ad_tensor *const *w = weights + per * l;
+        ad_tensor *h = h0 ? ad_squeeze(ad_narrow(h0, 0, l, 1), 0)
+                          : ad_zeros(tape, dt, 2, (int64_t[]){B, H});
+        ad_tensor *c = !lstm ? NULL
+                       : c0  ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
+                             : ad_zeros(tape, dt, 2, (int64_t[]){B, H});
+        ad_tensor *b = !bias ? NULL : lstm ? ad_add(w[2], w[3]) : w[2];
+        ad_tensor *gx = !h || (lstm && !c) || (bias && !b) ? NULL : ad_linear(xs, w[0], b);
+        ad_tensor *y = !gx   ? NULL
+                       : lstm ? ad_lstm_recurrence(gx, w[1], h, c)
+                              : ad_gru_recurrence(gx, w[1], bias ? w[3] : NULL, h);
+        /* the LSTM's y[T] is c_T; y[0 .. T) are h_1 .. h_T */
+        xs = y && lstm ? ad_narrow(y, 0, 0, T) : y;
+        hl[l] = xs ? ad_squeeze(ad_narrow(y, 0, T - 1, 1), 0) : NULL;
+        cl[l] = xs && lstm ? ad_squeeze(ad_narrow(y, 0, T, 1), 0) : NULL;
+        if (!hl[l] || (lstm && !cl[l])) return -1;
+    }
+    *seq = xs ? ad_contiguous(ad_transpose(xs, 0, 1)) : NULL;
+    return *seq ? 0 : -1;
+}
+
+/* Ends nn_rnn_sequence's scope s with the output seq (NULL: failed) and
+ * the layers' final states hl, cl; frees buf. */
+static int finish_sequence(ad_scope *s, nn_rnn_mode mode, int num_layers, ad_tensor **buf,
+                           ad_tensor *seq, ad_tensor **hl, ad_tensor **cl, ad_tensor **output,
+                           ad_tensor **h_n, ad_tensor **c_n)
+{
+    ad_tensor *hn = seq && h_n ? ad_stack(hl, num_layers, 0) : NULL;
+    ad_tensor *cn = seq && c_n && mode == NN_LSTM ? ad_stack(cl, num_layers, 0) : NULL;
+    if (seq && ((h_n && !hn) || (c_n && mode == NN_LSTM && !cn))) seq = NULL;
+    ad_free(buf);
+    if (end_scope(s, &seq, &hn, &cn) != 0) return -1;
+    if (output) *output = seq;
+    else if (s->scratch) ad_tensor_free(seq);
+    if (h_n) *h_n = hn;
+    if (c_n) *c_n = cn;
     return 0;
 }
 
@@ -388,6 +443,11 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
     }
     ad_dtype dt = ad_tensor_dtype(x);
     ad_tensor **xs = buf, **hs = buf + T, **hl = buf + 2 * T, **cl = hl + num_layers;
+    if ((mode == NN_LSTM || mode == NN_GRU) && ckpt <= 0) {
+        rc = run_fused_layers(mode, x, h0, c0, num_layers, weights, bias, s.tape, hl, cl, xs);
+        ad_tensor *seq = rc == 0 ? xs[0] : NULL;
+        return finish_sequence(&s, mode, num_layers, buf, seq, hl, cl, output, h_n, c_n);
+    }
     /* Each step reads its own [B, F] slice of x.  The steps are kept as
      * separate tensors from there on (a layer's h_t is the next layer's
      * x_t), not cut out of one [B, T, H] tensor: the gradient of a slice
@@ -410,16 +470,7 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
         hs = tmp;
     }
     ad_tensor *seq = rc == 0 ? ad_stack(xs, (int)T, 1) : NULL;
-    ad_tensor *hn = seq && h_n ? ad_stack(hl, num_layers, 0) : NULL;
-    ad_tensor *cn = seq && c_n && mode == NN_LSTM ? ad_stack(cl, num_layers, 0) : NULL;
-    if (seq && ((h_n && !hn) || (c_n && mode == NN_LSTM && !cn))) seq = NULL;
-    ad_free(buf);
-    if (end_scope(&s, &seq, &hn, &cn) != 0) return -1;
-    if (output) *output = seq;
-    else if (s.scratch) ad_tensor_free(seq);
-    if (h_n) *h_n = hn;
-    if (c_n) *c_n = cn;
-    return 0;
+    return finish_sequence(&s, mode, num_layers, buf, seq, hl, cl, output, h_n, c_n);
 }
 
 int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, int num_layers,
