@@ -1,6 +1,6 @@
 /* autodiff/ops_fused.c - fused ops, kernel, rule and formula side by side,
- * listed in ad__ops_fused at the end: the LSTM cell and layer
- * normalisation.
+ * listed in ad__ops_fused at the end: the LSTM cell, the LSTM, GRU and
+ * Elman recurrences over whole sequences, and layer normalisation.
  *
  * An LSTM step made of separate ops (add, sigmoid, tanh, three narrows,
  * mul, mul, add, tanh, mul) records a dozen nodes, each with a result to
@@ -662,6 +662,198 @@ ad_tensor *ad_gru_recurrence(ad_tensor *gx, ad_tensor *w, ad_tensor *b, ad_tenso
     return y;
 }
 
+/* ---- rnn_recurrence -------------------------------------------------------------
+ * A whole Elman layer's recurrence after the input's product gx [T, B, H]
+ * (x_t W_ih^T + b_ih + b_hh): for t = 0..T-1
+ *     h_(t+1) = act(gx_t + h_t W^T),  act tanh or relu,
+ * from h_0 [B, H]; y [T, B, H] holds h_1 .. h_T.  Forward, each step is
+ * one product into y_t and one pass over it.  Backward, with dh the
+ * gradient of h_(t+1) (G_t plus what came back through step t + 1),
+ *     dp_t = dh act'(.)  (1 - h_(t+1)^2, or [h_(t+1) > 0]),
+ *     dh_t = dp_t W,  dgx_t = dp_t,
+ * one pass and one product per step; W's gradient sum_t dp_t^T h_t is
+ * one product over all steps.  Nothing is kept but y: the derivative is
+ * read from h_(t+1).  Inputs gx, w, h0, all contiguous. */
+typedef struct rnn_params {
+    bool relu;
+} rnn_params;
+
+static int rnn_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
+                       const ad_tensor *h0, bool relu, ad_tensor *y)
+{
+    int64_t T = gx->shape[0], B = gx->shape[1], H = h0->shape[1];
+    ad_dtype dt = gx->dtype;
+    size_t es = dt == AD_FLOAT64 ? 8 : 4;
+    const char *px = gru_data(gx, es), *pw = gru_data(w, es);
+    char *py = gru_data(y, es);
+    int64_t BH = B * H * (int64_t)es;
+    /* W packed once for the T products (ad__gemm_pack_a, gemm.h) */
+    ad_gemm_packed pk;
+    if (ad__gemm_pack_a(y->tape, dt, H, H, pw, H, 1, B, &pk)) return ad__err(fn, "out of memory");
+    for (int64_t t = 0; t < T; t++) {
+        char *yt = py + t * BH;
+        const char *hp = t ? yt - BH : gru_data(h0, es);
+        /* y_t = h_t W^T, as W h_t^T into y_t's columns */
+        if (pk.pa)
+            ad__gemm_packed(&pk, B, hp, 1, H, yt, 1, H, false);
+        else if (ad__gemm(y->tape, dt, B, H, H, hp, H, 1, pw, 1, H, yt, H)) {
+            ad__gemm_packed_release(&pk);
+            return ad__err(fn, "out of memory");
+        }
+        for (int64_t b = 0; b < B; b++) {
+            int64_t r = b * H * (int64_t)es;
+            if (dt == AD_FLOAT64)
+                rnn_row_f64(H, (double *)(void *)(yt + r),
+                            (const double *)(const void *)(px + t * BH + r), relu);
+            else
+                rnn_row_f32(H, (float *)(void *)(yt + r),
+                            (const float *)(const void *)(px + t * BH + r), relu);
+        }
+    }
+    ad__gemm_packed_release(&pk);
+    return 0;
+}
+
+/* The rule with ops (AD_CREATE_GRAPH): the forward again with ops, then
+ * the same recurrence backwards (relu's derivative a constant mask). */
+static int rnn_bw_ops(ad_node *n, ad_tensor *G, ad_tensor **gin)
+{
+    static const char *fn = "ad_rnn_recurrence (backward)";
+    const rnn_params *p = ad__params(n);
+    ad_tensor *gx = n->in[0], *w = n->in[1], *h = n->in[2];
+    int64_t T = gx->shape[0];
+    ad_tensor **hs = ad__arena_alloc(n->out->tape, (size_t)(T + 1) * sizeof *hs);
+    ad_tensor **dps = ad__arena_alloc(n->out->tape, (size_t)T * sizeof *dps);
+    if (!hs || !dps) return ad__err(fn, "out of memory");
+    hs[0] = h;
+    for (int64_t t = 0; t < T; t++) {
+        ad_tensor *pre = ad_add(ad_squeeze(ad_narrow(gx, 0, t, 1), 0), ad_linear(hs[t], w, NULL));
+        hs[t + 1] = p->relu ? ad_relu(pre) : ad_tanh(pre);
+    }
+    ad_tensor *dh = NULL, *dw = NULL;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        ad_tensor *gt = ad_squeeze(ad_narrow(G, 0, t, 1), 0), *y = hs[t + 1];
+        dh = dh ? ad_add(gt, dh) : gt;
+        ad_tensor *dp = dps[t] = p->relu ? ad_mul(dh, ad_sign(ad_detach(y)))
+                                         : ad_mul(dh, ad_add_scalar(ad_neg(ad_square(y)), 1.0));
+        ad_tensor *dwt = ad_matmul(ad_transpose(dp, 0, 1), hs[t]);
+        dw = dw ? ad_add(dw, dwt) : dwt;
+        dh = ad_matmul(dp, w);
+    }
+    ad_tensor *dgx = ad_stack(dps, (int)T, 0);
+    if (!dgx || !dw || !dh) return -1;
+    ad_tensor *all[3] = {dgx, dw, dh};
+    for (int i = 0; i < 3; i++)
+        if (ad__needs_grad(n, i)) gin[i] = all[i];
+    return 0;
+}
+
+static int rnn_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
+{
+    if (ad_grad_enabled()) return rnn_bw_ops(n, G, gin);
+    static const char *fn = "ad_rnn_recurrence (backward)";
+    const rnn_params *p = ad__params(n);
+    ad_tensor *gx = n->in[0], *w = n->in[1], *h0 = n->in[2], *y = n->out;
+    ad_tape *tp = y->tape;
+    ad_dtype dt = gx->dtype;
+    int64_t T = gx->shape[0], B = gx->shape[1], H = h0->shape[1];
+    size_t es = dt == AD_FLOAT64 ? 8 : 4;
+    ad_tensor *Gc = ad_is_contiguous(G) && ad__same_shape(G, y) ? G
+                    : ad_contiguous(ad_expand(G, y->ndim, y->shape));
+    ad_tensor *dp = ad__alloc(fn, tp, dt, 3, gx->shape);
+    ad_tensor *dh = ad__alloc(fn, tp, dt, 2, h0->shape);
+    if (!Gc || !dp || !dh) return -1;
+    const char *pg = gru_data(Gc, es), *py = gru_data(y, es), *pw = gru_data(w, es);
+    char *pd = gru_data(dp, es), *ph = gru_data(dh, es);
+    int64_t BH = B * H * (int64_t)es;
+    memset(ph, 0, (size_t)BH); /* nothing comes back through a step after the last */
+    /* W^T (W read transposed) packed once for the T products */
+    ad_gemm_packed pk;
+    if (ad__gemm_pack_a(tp, dt, H, H, pw, 1, H, B, &pk)) return ad__err(fn, "out of memory");
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const char *gt = pg + t * BH, *yt = py + t * BH;
+        char *dpt = pd + t * BH;
+        for (int64_t b = 0; b < B; b++) {
+            int64_t r = b * H * (int64_t)es;
+            if (dt == AD_FLOAT64)
+                rnn_bw_row_f64(H, (const double *)(const void *)(yt + r),
+                               (const double *)(const void *)(gt + r),
+                               (const double *)(const void *)(ph + r), p->relu,
+                               (double *)(void *)(dpt + r));
+            else
+                rnn_bw_row_f32(H, (const float *)(const void *)(yt + r),
+                               (const float *)(const void *)(gt + r),
+                               (const float *)(const void *)(ph + r), p->relu,
+                               (float *)(void *)(dpt + r));
+        }
+        /* dh_t = dp_t W, as dh_t^T = W^T dp_t^T into dh's columns */
+        if (pk.pa)
+            ad__gemm_packed(&pk, B, dpt, 1, H, ph, 1, H, false);
+        else if (ad__gemm(tp, dt, B, H, H, dpt, H, 1, pw, H, 1, ph, H)) {
+            ad__gemm_packed_release(&pk);
+            return ad__err(fn, "out of memory");
+        }
+    }
+    ad__gemm_packed_release(&pk);
+    if (ad__needs_grad(n, 1)) {
+        /* dW = sum_t dp_t^T h_t: h_0, then h_1 .. h_(T-1) = y[0 .. T-2] */
+        ad_tensor *dw = ad__alloc(fn, tp, dt, 2, w->shape);
+        if (!dw) return -1;
+        ad_gemm_ep acc = {NULL, 0, true};
+        if (ad__gemm(tp, dt, H, H, B, pd, 1, H, gru_data(h0, es), H, 1, dw->storage->data, H) ||
+            (T > 1 && ad__gemm_ep(tp, dt, H, H, (T - 1) * B, pd + BH, 1, H, py, H, 1,
+                                  dw->storage->data, H, &acc)))
+            return ad__err(fn, "out of memory");
+        gin[1] = dw;
+    }
+    if (ad__needs_grad(n, 0)) gin[0] = dp;
+    if (ad__needs_grad(n, 2)) gin[2] = dh;
+    return 0;
+}
+
+static int rnn_fw(ad_node *n)
+{
+    const rnn_params *p = ad__params(n);
+    return rnn_forward("ad_rnn_recurrence", n->in[0], n->in[1], n->in[2], p->relu, n->out);
+}
+
+static const ad_op OP_RNN_RECURRENCE = {
+    .name = "rnn_recurrence",
+    .formula = "per step h' = act(gx_t + h_t W^T), act tanh or relu; y = [h_1..h_T]; backward: "
+               "dp = dh act' (1 - h'^2 or [h' > 0]), dh_t = dp W, dgx = dp, "
+               "dW = sum_t dp_t^T h_t (one product)",
+    .backward = rnn_bw,
+    .forward = rnn_fw,
+    .params_size = sizeof(rnn_params),
+};
+
+ad_tensor *ad_rnn_recurrence(ad_tensor *gx, ad_tensor *w, ad_tensor *h0, bool relu)
+{
+    static const char *fn = "ad_rnn_recurrence";
+    if (ad__check_arg(fn, "gx", gx, true) || ad__check_arg(fn, "w_hh", w, true) ||
+        ad__check_arg(fn, "h0", h0, true))
+        return NULL;
+    ad_dtype dt = gx->dtype;
+    if (!ad__is_float(dt) || w->dtype != dt || h0->dtype != dt)
+        return ad__errc(AD_ERR_DTYPE, fn, "gx, w_hh and h0 must share one floating dtype, got "
+                        "%s, %s, %s", ad__desc(gx), ad__desc(w), ad__desc(h0)), NULL;
+    bool ok = gx->ndim == 3 && w->ndim == 2 && h0->ndim == 2 && gx->shape[0] >= 1 &&
+              h0->shape[0] == gx->shape[1] && w->shape[1] == h0->shape[1] &&
+              w->shape[0] == h0->shape[1] && gx->shape[2] == w->shape[0];
+    if (!ok)
+        return ad__errc(AD_ERR_SHAPE, fn, "need gx [T, B, H] (T >= 1), w_hh [H, H] and h0 "
+                        "[B, H], got %s, %s, %s", ad__shape_str(gx), ad__shape_str(w),
+                        ad__shape_str(h0)), NULL;
+    ad_tensor *in[3] = {gx, w, h0};
+    for (int i = 0; i < 3; i++)
+        if (!ad_is_contiguous(in[i]) && !(in[i] = ad_contiguous(in[i]))) return NULL;
+    int64_t T = gx->shape[0], B = gx->shape[1], H = h0->shape[1];
+    ad_tensor *y = ad__result(fn, 3, in, dt, 3, (int64_t[]){T, B, H});
+    if (!y) return NULL;
+    int rc = rnn_forward(fn, in[0], in[1], in[2], relu, y);
+    return ad__finish(y, rc, &OP_RNN_RECURRENCE, 3, in, &(rnn_params){relu}, NULL);
+}
+
 /* ---- layer_norm ---------------------------------------------------------------
  * Over rows of N = the product of the last nnormdims extents: for each row,
  * mu and rstd = 1/sqrt(var + eps) (biased variance, in double), then
@@ -808,6 +1000,7 @@ const ad_op *const ad__ops_fused[] = {
     &OP_FUSED_LSTM_CELL,
     &OP_LSTM_RECURRENCE,
     &OP_GRU_RECURRENCE,
+    &OP_RNN_RECURRENCE,
     &OP_LAYER_NORM,
     NULL,
 };

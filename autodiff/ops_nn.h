@@ -248,6 +248,18 @@ AD_API ad_tensor *ad_lstm_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *
 AD_API ad_tensor *ad_gru_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *b_hh,
                                     ad_tensor *h0);
 
+/* A whole Elman (plain RNN) layer's recurrence after the input's product:
+ * gx [T, B, H] is every step's x_t W_ih^T + b_ih + b_hh (one product for
+ * the sequence), w_hh [H, H], h0 [B, H].  For t = 0 .. T-1:
+ *     h_(t+1) = act(gx_t + h_t w_hh^T),   act = relu ? relu : tanh
+ * y [T, B, H]: y[t] = h_(t+1).  One product and one pass per step forward
+ * and backward, w_hh's gradient one product over all steps; under
+ * AD_CREATE_GRAPH the rule is made of ops.  Keeps nothing but y.  Strided
+ * inputs are copied first.  Errors: NULL, dtypes that differ or are not
+ * floating, shapes that do not fit ("ad_rnn_recurrence: need gx [T, B, H]
+ * (T >= 1), w_hh [H, H] and h0 [B, H], got ..."). */
+AD_API ad_tensor *ad_rnn_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *h0, bool relu);
+
 /* Causal multi-head self-attention on a packed projection, as one op:
  * qkv [B, T, 3D] (float, any strides; strided input is copied) holds q, k
  * and v side by side, each [B, T, heads, d] with d = D / heads.  Per

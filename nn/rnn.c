@@ -229,25 +229,39 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     return 0;
 }
 
-/* An LSTM or GRU layer as cuDNN and PyTorch run it: the input's share of
- * every step's gates is one product for the whole sequence ([T B, F] x
- * [F, G H], the biases added in its epilogue: x_t W_ih^T + b_ih + b_hh
- * for the LSTM, x_t W_ih^T + b_ih for the GRU, whose b_hh stays in the
- * recurrence since r multiplies b_hn) before the recurrence, which is one
- * op (ad_lstm_recurrence, ad_gru_recurrence: per step one [B, H] x
- * [H, G H] product and one pass over the gates; W_hh's gradient one
- * product over all steps).  The LSTM's [T + 1, B, H] result holds
- * h_1 .. h_T and c_T, the GRU's [T, B, H] h_1 .. h_T.  Arguments as
- * run_layer's (c unused for the GRU). */
-static int run_fused(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs, ad_tensor *const *w,
+/* One layer's recurrence as cuDNN and PyTorch run it: the input's share
+ * of every step's gates is one product for the whole sequence, xs
+ * [T, B, F] x [F, G H], the biases added in its epilogue (x_t W_ih^T +
+ * b_ih + b_hh, except for the GRU, whose b_hh stays in the recurrence
+ * since r multiplies b_hn), and the recurrence one op (ad_rnn_recurrence,
+ * ad_gru_recurrence, ad_lstm_recurrence: per step one [B, H] x [H, G H]
+ * product and one pass over the gates; W_hh's gradient one product over
+ * all steps).  Returns the op's result: [T, B, H] h_1 .. h_T, the
+ * LSTM's [T + 1, B, H] with c_T after them; NULL when an op failed. */
+static ad_tensor *layer_op(nn_rnn_mode mode, ad_tensor *xs, ad_tensor *const *w, bool bias,
+                           ad_tensor *h, ad_tensor *c)
+{
+    ad_tensor *b = !bias ? NULL : mode == NN_GRU ? w[2] : ad_add(w[2], w[3]);
+    ad_tensor *gx = (bias && !b) || !h ? NULL : ad_linear(xs, w[0], b);
+    if (!gx) return NULL;
+    switch (mode) {
+    case NN_LSTM:
+        return ad_lstm_recurrence(gx, w[1], h, c);
+    case NN_GRU:
+        return ad_gru_recurrence(gx, w[1], bias ? w[3] : NULL, h);
+    default:
+        return ad_rnn_recurrence(gx, w[1], h, mode == NN_RNN_RELU);
+    }
+}
+
+/* A layer over steps given one by one (a checkpointed segment): xs[t]
+ * [B, F] the inputs, hs[t] gets h_t; *h, *c hold the initial state on
+ * entry and the final one on return (c only for the LSTM).  0 or -1. */
+static int run_steps(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs, ad_tensor *const *w,
                      bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs)
 {
     bool lstm = mode == NN_LSTM;
-    ad_tensor *b = !bias ? NULL : lstm ? ad_add(w[2], w[3]) : w[2];
-    ad_tensor *gx = (bias && !b) ? NULL : ad_linear(ad_stack(xs, (int)T, 0), w[0], b);
-    ad_tensor *y = !gx   ? NULL
-                   : lstm ? ad_lstm_recurrence(gx, w[1], *h, *c)
-                          : ad_gru_recurrence(gx, w[1], bias ? w[3] : NULL, *h);
+    ad_tensor *y = layer_op(mode, ad_stack(xs, (int)T, 0), w, bias, *h, lstm ? *c : NULL);
     if (!y) return -1;
     for (int64_t t = 0; t < T; t++)
         if (!(hs[t] = ad_squeeze(ad_narrow(y, 0, t, 1), 0))) return -1;
@@ -257,15 +271,14 @@ static int run_fused(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs, ad_tenso
     return *c ? 0 : -1;
 }
 
-/* A checkpointed segment of steps (ad_checkpoint): in = h, wt[, b] (RNN),
- * h, w_ih, w_hh[, b_ih, b_hh] (GRU) or h, c, w_ih, w_hh[, b_ih, b_hh]
- * (LSTM; the GRU's and LSTM's segments run as run_fused, the op the plain
- * layer uses); the steps' inputs xs[0..len) are read from here
- * (ad_checkpoint finds those that require grad); out = the len outputs
- * h_t, then (LSTM) the last c. */
+/* A checkpointed segment of steps (ad_checkpoint): in = h, w_ih, w_hh[,
+ * b_ih, b_hh], or for the LSTM h, c, w_ih, w_hh[, b_ih, b_hh]; it runs as
+ * run_steps, the op the plain layer uses; the steps' inputs xs[0..len)
+ * are read from here (ad_checkpoint finds those that require grad); out =
+ * the len outputs h_t, then (LSTM) the last c. */
 typedef struct rnn_segment {
     nn_rnn_mode mode;
-    int64_t H, len;
+    int64_t len;
     ad_tensor *xs[NN_RNN_MAX_CHECKPOINT];
 } rnn_segment;
 
@@ -273,85 +286,54 @@ static int segment_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, vo
 {
     (void)nout;
     const rnn_segment *g = ctx;
-    if (g->mode == NN_LSTM) {
-        ad_tensor *h = in[0], *c = in[1];
-        if (run_fused(NN_LSTM, g->len, g->xs, in + 2, n > 4, &h, &c, out)) return -1;
-        out[g->len] = c;
-        return 0;
-    }
-    if (g->mode == NN_GRU) {
-        ad_tensor *h = in[0];
-        return run_fused(NN_GRU, g->len, g->xs, in + 1, n > 3, &h, NULL, out);
-    }
-    ad_tensor *h = in[0], *wt = in[1], *b = n > 2 ? in[2] : NULL;
-    for (int64_t t = 0; t < g->len; t++) {
-        ad_tensor *h1 = NULL;
-        step(g->mode, g->H, g->xs[t], h, wt, b, &h1);
-        if (!h1) return -1;
-        out[t] = h = h1;
-    }
+    bool lstm = g->mode == NN_LSTM;
+    ad_tensor *h = in[0], *c = lstm ? in[1] : NULL;
+    ad_tensor *const *w = in + 1 + lstm;
+    if (run_steps(g->mode, g->len, g->xs, w, n - 1 - lstm > 2, &h, &c, out)) return -1;
+    if (lstm) out[g->len] = c;
     return 0;
 }
 
-/* One layer over the whole sequence: xs[t] [B, F] the inputs of step t,
- * hs[t] gets h_t; *h, *c hold the initial state on entry and the final
- * one on return.  With ckpt > 0 the steps run in checkpointed segments
- * of ckpt steps: only the segments' outputs stay on the tape, and the
- * backward pass recomputes one segment at a time.  0, or -1 when an op
- * failed. */
-static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_tensor *const *xs,
-                     ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h, ad_tensor **c,
-                     ad_tensor **hs)
+/* One layer over the whole sequence in checkpointed segments of ckpt
+ * steps: xs[t] [B, F] the inputs of step t, hs[t] gets h_t; *h, *c hold
+ * the initial state on entry and the final one on return.  Only the
+ * segments' outputs stay on the tape, and the backward pass recomputes
+ * one segment at a time.  0, or -1 when an op failed. */
+static int run_checkpointed(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs,
+                            ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h,
+                            ad_tensor **c, ad_tensor **hs)
 {
-    /* (LSTM and GRU layers without checkpoints run as run_fused_layers) */
-    bool lstm = mode == NN_LSTM, fused = lstm || mode == NN_GRU;
-    ad_tensor *wt = NULL, *b = NULL;
-    if (!fused) {
-        fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
-        if (!wt || (bias && !b)) return -1;
-    }
-    if (ckpt > 0) {
-        for (int64_t t0 = 0; t0 < T; t0 += ckpt) {
-            /* copied with the node (ctx_size), so this frame may go */
-            rnn_segment g = {mode, H, T - t0 < ckpt ? T - t0 : ckpt, {0}};
-            memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
-            ad_tensor *in[6] = {*h, wt, b};
-            int nin = 2 + (b != NULL);
-            if (fused) {
-                ad_tensor *lin[6] = {*h, *c, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
-                ad_tensor *gin[6] = {*h, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
-                memcpy(in, lstm ? lin : gin, sizeof in);
-                nin = (bias ? 4 : 2) + 1 + lstm;
-            }
-            ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
-            if (lstm) out = last;
-            if (ad_checkpoint(segment_fn, &g, sizeof g, nin, in, (int)g.len + lstm, out) != 0) return -1;
-            if (lstm) {
-                memcpy(hs + t0, last, (size_t)g.len * sizeof *hs);
-                *c = last[g.len];
-            }
-            *h = hs[t0 + g.len - 1];
+    bool lstm = mode == NN_LSTM;
+    for (int64_t t0 = 0; t0 < T; t0 += ckpt) {
+        /* copied with the node (ctx_size), so this frame may go */
+        rnn_segment g = {mode, T - t0 < ckpt ? T - t0 : ckpt, {0}};
+        memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
+        ad_tensor *in[6] = {*h};
+        int nin = 1;
+        if (lstm) in[nin++] = *c;
+        for (int i = 0; i < (bias ? 4 : 2); i++) in[nin++] = w[i];
+        ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
+        if (lstm) out = last;
+        if (ad_checkpoint(segment_fn, &g, sizeof g, nin, in, (int)g.len + lstm, out) != 0)
+            return -1;
+        if (lstm) {
+            memcpy(hs + t0, last, (size_t)g.len * sizeof *hs);
+            *c = last[g.len];
         }
-        return 0;
-    }
-    for (int64_t t = 0; t < T; t++) {
-        ad_tensor *h1 = NULL;
-        step(mode, H, xs[t], *h, wt, b, &h1);
-        if (!h1) return -1;
-        *h = hs[t] = h1;
+        *h = hs[t0 + g.len - 1];
     }
     return 0;
 }
 
-/* LSTM or GRU layers without checkpoints, on whole sequences: x [B, T, F]
- * is transposed once to [T, B, F] (one copy, instead of T slices and a
+/* Layers without checkpoints, on whole sequences: x [B, T, F] is
+ * transposed once to [T, B, F] (one copy, instead of T slices and a
  * stack), each layer's recurrence op reads the previous one's [T, B, H]
  * result as it is, and *seq gets the last layer's outputs as [B, T, H]
  * (one copy back); hl[l], cl[l] the final state of layer l.  0, or -1
  * when an op failed. */
-static int run_fused_layers(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
-                            int num_layers, ad_tensor *const *weights, bool bias, ad_tape *tape,
-                            ad_tensor **hl, ad_tensor **cl, ad_tensor **seq)
+static int run_layers(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
+                      int num_layers, ad_tensor *const *weights, bool bias, ad_tape *tape,
+                      ad_tensor **hl, ad_tensor **cl, ad_tensor **seq)
 {
     bool lstm = mode == NN_LSTM;
     int per = bias ? 4 : 2;
@@ -359,17 +341,12 @@ static int run_fused_layers(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_te
     ad_dtype dt = ad_tensor_dtype(x);
     ad_tensor *xs = ad_contiguous(ad_transpose(x, 0, 1));
     for (int l = 0; xs && l < num_layers; l++) {
-        ad_tensor *const *w = weights + per * l;
         ad_tensor *h = h0 ? ad_squeeze(ad_narrow(h0, 0, l, 1), 0)
                           : ad_zeros(tape, dt, 2, (int64_t[]){B, H});
         ad_tensor *c = !lstm ? NULL
                        : c0  ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
                              : ad_zeros(tape, dt, 2, (int64_t[]){B, H});
-        ad_tensor *b = !bias ? NULL : lstm ? ad_add(w[2], w[3]) : w[2];
-        ad_tensor *gx = !h || (lstm && !c) || (bias && !b) ? NULL : ad_linear(xs, w[0], b);
-        ad_tensor *y = !gx   ? NULL
-                       : lstm ? ad_lstm_recurrence(gx, w[1], h, c)
-                              : ad_gru_recurrence(gx, w[1], bias ? w[3] : NULL, h);
+        ad_tensor *y = !lstm || c ? layer_op(mode, xs, weights + per * l, bias, h, c) : NULL;
         /* the LSTM's y[T] is c_T; y[0 .. T) are h_1 .. h_T */
         xs = y && lstm ? ad_narrow(y, 0, 0, T) : y;
         hl[l] = xs ? ad_squeeze(ad_narrow(y, 0, T - 1, 1), 0) : NULL;
@@ -443,8 +420,8 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
     }
     ad_dtype dt = ad_tensor_dtype(x);
     ad_tensor **xs = buf, **hs = buf + T, **hl = buf + 2 * T, **cl = hl + num_layers;
-    if ((mode == NN_LSTM || mode == NN_GRU) && ckpt <= 0) {
-        rc = run_fused_layers(mode, x, h0, c0, num_layers, weights, bias, s.tape, hl, cl, xs);
+    if (ckpt <= 0) {
+        rc = run_layers(mode, x, h0, c0, num_layers, weights, bias, s.tape, hl, cl, xs);
         ad_tensor *seq = rc == 0 ? xs[0] : NULL;
         return finish_sequence(&s, mode, num_layers, buf, seq, hl, cl, output, h_n, c_n);
     }
@@ -460,8 +437,8 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
         ad_tensor *c = mode != NN_LSTM ? NULL
                        : c0            ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
                                        : ad_zeros(s.tape, dt, 2, (int64_t[]){B, H});
-        rc = h && (c || mode != NN_LSTM) ? run_layer(mode, H, T, s.tape, xs, weights + per * l,
-                                                     bias, ckpt, &h, &c, hs)
+        rc = h && (c || mode != NN_LSTM) ? run_checkpointed(mode, T, xs, weights + per * l,
+                                                            bias, ckpt, &h, &c, hs)
                                          : -1;
         hl[l] = h;
         cl[l] = c;
