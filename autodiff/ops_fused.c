@@ -178,32 +178,31 @@ static int seq_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
         return ad__err(fn, "out of memory");
     for (int64_t t = 0; t < T; t++) {
         char *a = pa + t * B * 5 * H * (int64_t)es;
+        for (int64_t b = 0; b < B; b++)
+            memcpy(a + b * 5 * H * (int64_t)es, px + (t * B + b) * 4 * H * (int64_t)es,
+                   (size_t)(4 * H) * es);
         const char *hp = t ? py + (t - 1) * B * H * (int64_t)es
                            : (const char *)h0->storage->data + h0->offset * (int64_t)es;
         const char *cp = t ? pc + (t - 1) * B * H * (int64_t)es
                            : (const char *)c0->storage->data + c0->offset * (int64_t)es;
-        /* a[:, :4H] = h_t W^T: W^T's (p, j) is w[j H + p]; with W packed,
-         * as its transpose W h_t^T into a's columns.  gx_t is added in
-         * the cell's pass (lstm_row), the same sum as a product
-         * accumulated onto it, without a copy of gx_t into a first. */
+        /* a[:, :4H] += h_t W^T: W^T's (p, j) is w[j H + p]; with W
+         * packed, as its transpose W h_t^T into a's columns */
+        ad_gemm_ep acc = {NULL, 0, true};
         if (pk.pa)
-            ad__gemm_packed(&pk, B, hp, 1, H, a, 1, 5 * H, false);
-        else if (ad__gemm(y->tape, gx->dtype, B, 4 * H, H, hp, H, 1, pw, 1, H, a, 5 * H)) {
+            ad__gemm_packed(&pk, B, hp, 1, H, a, 1, 5 * H, true);
+        else if (ad__gemm_ep(y->tape, gx->dtype, B, 4 * H, H, hp, H, 1, pw, 1, H, a, 5 * H, &acc)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
         char *hn = py + t * B * H * (int64_t)es, *cn = pc + t * B * H * (int64_t)es;
         for (int64_t b = 0; b < B; b++) {
             int64_t ra = b * 5 * H * (int64_t)es, rh = b * H * (int64_t)es;
-            const char *xr = px + (t * B + b) * 4 * H * (int64_t)es;
             if (gx->dtype == AD_FLOAT64)
-                lstm_row_f64(H, (double *)(void *)(a + ra), (const double *)(const void *)xr,
-                             (const double *)(const void *)(cp + rh), 1,
-                             (double *)(void *)(hn + rh), (double *)(void *)(cn + rh));
+                lstm_row_f64(H, (double *)(void *)(a + ra), (const double *)(const void *)(cp + rh),
+                             1, (double *)(void *)(hn + rh), (double *)(void *)(cn + rh));
             else
-                lstm_row_f32(H, (float *)(void *)(a + ra), (const float *)(const void *)xr,
-                             (const float *)(const void *)(cp + rh), 1,
-                             (float *)(void *)(hn + rh), (float *)(void *)(cn + rh));
+                lstm_row_f32(H, (float *)(void *)(a + ra), (const float *)(const void *)(cp + rh),
+                             1, (float *)(void *)(hn + rh), (float *)(void *)(cn + rh));
         }
     }
     ad__gemm_packed_release(&pk);
