@@ -121,9 +121,9 @@ AD_API int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *
  * the backward pass recomputes one segment at a time.  The step's memory
  * then holds the outputs plus one segment's intermediates instead of
  * every step's, for about one more forward pass of compute; gradients
- * are the same bits as without for nn_rnn, and equal to rounding for
- * nn_gru and nn_lstm (their plain layer is one op over all steps, each
- * segment one op: the weights' gradient sums are grouped by segment).
+ * equal those without to rounding (the plain layer is one op over all
+ * steps, each segment one op: the weights' gradient sums are grouped by
+ * segment).
  * Good values are near sqrt(T).  0 turns
  * it off (the default); at most NN_RNN_MAX_CHECKPOINT.  Errors: not a
  * sequence layer (a cell: checkpoint the loop that calls it), steps out
