@@ -243,6 +243,36 @@ AD_API ad_tensor *ad_fused_lstm_cell(ad_tensor *gx, ad_tensor *gh, ad_tensor *c)
 AD_API ad_tensor *ad_lstm_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *h0,
                                      ad_tensor *c0);
 
+/* A whole GRU layer's recurrence after the input's product, as cuDNN runs
+ * it, with PyTorch's formulas: gx [T, B, 3H] is every step's input share
+ * of the gate blocks r, z, n (x_t W_ih^T + b_ih, one product for the
+ * sequence), w_hh [3H, H], b_hh [3H] or NULL (no recurrent bias), h0
+ * [B, H].  For t = 0 .. T-1, with gh = h_t w_hh^T + b_hh:
+ *     r = sigmoid(gx_r + gh_r),   z = sigmoid(gx_z + gh_z)
+ *     n = tanh(gx_n + r gh_n),    h_(t+1) = (1 - z) n + z h_t
+ * y [T, B, H]: y[t] = h_(t+1) (so h_T = y[T-1]).  One product and one
+ * pass per step forward; backward, one pass and one product per step,
+ * and w_hh's gradient sum_t dgh_t^T h_t as one product over all steps;
+ * under AD_CREATE_GRAPH the rule is made of ops.  Keeps 4 T B H values
+ * for the rule on the result's tape.  Strided inputs are copied first.
+ * Errors: NULL, dtypes that differ or are not floating, shapes that do
+ * not fit ("ad_gru_recurrence: need gx [T, B, 3H] (T >= 1), w_hh [3H,
+ * H], b_hh [3H] or none and h0 [B, H], got ..."). */
+AD_API ad_tensor *ad_gru_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *b_hh,
+                                    ad_tensor *h0);
+
+/* A whole Elman (plain RNN) layer's recurrence after the input's product:
+ * gx [T, B, H] is every step's x_t W_ih^T + b_ih + b_hh (one product for
+ * the sequence), w_hh [H, H], h0 [B, H].  For t = 0 .. T-1:
+ *     h_(t+1) = act(gx_t + h_t w_hh^T),   act = relu ? relu : tanh
+ * y [T, B, H]: y[t] = h_(t+1).  One product and one pass per step forward
+ * and backward, w_hh's gradient one product over all steps; under
+ * AD_CREATE_GRAPH the rule is made of ops.  Keeps nothing but y.  Strided
+ * inputs are copied first.  Errors: NULL, dtypes that differ or are not
+ * floating, shapes that do not fit ("ad_rnn_recurrence: need gx [T, B, H]
+ * (T >= 1), w_hh [H, H] and h0 [B, H], got ..."). */
+AD_API ad_tensor *ad_rnn_recurrence(ad_tensor *gx, ad_tensor *w_hh, ad_tensor *h0, bool relu);
+
 /* Causal multi-head self-attention on a packed projection, as one op:
  * qkv [B, T, 3D] (float, any strides; strided input is copied) holds q, k
  * and v side by side, each [B, T, heads, d] with d = D / heads.  Per

@@ -5,11 +5,12 @@
  * loop - backprop through time - is the ordinary one, to any order.
  *
  * The cost of a recurrent layer is in its time loop, which cannot be
- * parallelised over t.  What keeps it small: an LSTM computes the input's
- * share of all steps' gates in one product before the loop and runs the
- * loop as one op (ad_lstm_recurrence: per step one product and the fused
- * cell, and backward the recurrent weight's gradient as one product over
- * all steps); RNN and GRU join [W_ih W_hh] once per
+ * parallelised over t.  What keeps it small: LSTM and GRU layers compute
+ * the input's share of all steps' gates in one product before the loop
+ * and run the loop as one op (ad_lstm_recurrence, ad_gru_recurrence: per
+ * step one product and one pass over the gates, and backward the
+ * recurrent weight's gradient as one product over all steps); RNN layers
+ * and RNN and GRU cells join [W_ih W_hh] once per
  * call, so that each step makes one matrix product [x_t, h] W^T for all
  * the gate blocks at once, which are then taken apart as views (narrow),
  * not copies; and the steps' outputs stay separate tensors, so the
@@ -121,11 +122,11 @@ static void fuse(nn_rnn_mode mode, int64_t H, ad_tape *tape, ad_tensor *wih, ad_
     *wt = ad_transpose(w, 0, 1);
 }
 
-/* One step of an Elman or GRU recurrence: *h1 = h' from the input x
- * [B, F] and the state h [B, H], with the fused weights wt [F + H,
- * blocks H] and b.  (The LSTM runs as its fused ops: lstm_step,
- * run_lstm.)  NULL results propagate through the ops with the first
- * failure's message. */
+/* One step of an Elman recurrence or a GRU cell: *h1 = h' from the input
+ * x [B, F] and the state h [B, H], with the fused weights wt [F + H,
+ * blocks H] and b.  (The LSTM runs as its fused ops, lstm_step and
+ * run_fused; GRU sequence layers as run_fused.)  NULL results propagate
+ * through the ops with the first failure's message. */
 static void step(nn_rnn_mode mode, int64_t H, ad_tensor *x, ad_tensor *h, ad_tensor *wt,
                  ad_tensor *b, ad_tensor **h1)
 {
@@ -228,35 +229,56 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     return 0;
 }
 
-/* An LSTM layer as cuDNN and PyTorch run it: the input's share of every
- * step's gates, x_t W_ih^T + b_ih + b_hh, is one product for the whole
- * sequence ([T B, F] x [F, 4H], the biases added in its epilogue) before
- * the recurrence, which is one op (ad_lstm_recurrence: per step one
- * [B, H] x [H, 4H] product and the fused cell; W_hh's gradient one product
- * over all steps).  Its [T + 1, B, H] result holds h_1 .. h_T and c_T.
- * Arguments as run_layer's. */
-static int run_lstm(int64_t T, ad_tensor *const *xs, ad_tensor *const *w, bool bias, ad_tensor **h,
-                    ad_tensor **c, ad_tensor **hs)
+/* One layer's recurrence as cuDNN and PyTorch run it: the input's share
+ * of every step's gates is one product for the whole sequence, xs
+ * [T, B, F] x [F, G H], the biases added in its epilogue (x_t W_ih^T +
+ * b_ih + b_hh, except for the GRU, whose b_hh stays in the recurrence
+ * since r multiplies b_hn), and the recurrence one op (ad_rnn_recurrence,
+ * ad_gru_recurrence, ad_lstm_recurrence: per step one [B, H] x [H, G H]
+ * product and one pass over the gates; W_hh's gradient one product over
+ * all steps).  Returns the op's result: [T, B, H] h_1 .. h_T, the
+ * LSTM's [T + 1, B, H] with c_T after them; NULL when an op failed. */
+static ad_tensor *layer_op(nn_rnn_mode mode, ad_tensor *xs, ad_tensor *const *w, bool bias,
+                           ad_tensor *h, ad_tensor *c)
 {
-    ad_tensor *b = bias ? ad_add(w[2], w[3]) : NULL;
-    ad_tensor *gx = (bias && !b) ? NULL : ad_linear(ad_stack(xs, (int)T, 0), w[0], b);
-    ad_tensor *y = gx ? ad_lstm_recurrence(gx, w[1], *h, *c) : NULL;
+    ad_tensor *b = !bias ? NULL : mode == NN_GRU ? w[2] : ad_add(w[2], w[3]);
+    ad_tensor *gx = (bias && !b) || !h ? NULL : ad_linear(xs, w[0], b);
+    if (!gx) return NULL;
+    switch (mode) {
+    case NN_LSTM:
+        return ad_lstm_recurrence(gx, w[1], h, c);
+    case NN_GRU:
+        return ad_gru_recurrence(gx, w[1], bias ? w[3] : NULL, h);
+    default:
+        return ad_rnn_recurrence(gx, w[1], h, mode == NN_RNN_RELU);
+    }
+}
+
+/* A layer over steps given one by one (a checkpointed segment): xs[t]
+ * [B, F] the inputs, hs[t] gets h_t; *h, *c hold the initial state on
+ * entry and the final one on return (c only for the LSTM).  0 or -1. */
+static int run_steps(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs, ad_tensor *const *w,
+                     bool bias, ad_tensor **h, ad_tensor **c, ad_tensor **hs)
+{
+    bool lstm = mode == NN_LSTM;
+    ad_tensor *y = layer_op(mode, ad_stack(xs, (int)T, 0), w, bias, *h, lstm ? *c : NULL);
     if (!y) return -1;
     for (int64_t t = 0; t < T; t++)
         if (!(hs[t] = ad_squeeze(ad_narrow(y, 0, t, 1), 0))) return -1;
     *h = hs[T - 1];
+    if (!lstm) return 0;
     *c = ad_squeeze(ad_narrow(y, 0, T, 1), 0);
     return *c ? 0 : -1;
 }
 
-/* A checkpointed segment of steps (ad_checkpoint): in = h, wt[, b], or
- * for the LSTM h, c, w_ih, w_hh[, b_ih, b_hh] (its segment runs as
- * run_lstm, the op the plain layer uses); the steps' inputs xs[0..len)
+/* A checkpointed segment of steps (ad_checkpoint): in = h, w_ih, w_hh[,
+ * b_ih, b_hh], or for the LSTM h, c, w_ih, w_hh[, b_ih, b_hh]; it runs as
+ * run_steps, the op the plain layer uses; the steps' inputs xs[0..len)
  * are read from here (ad_checkpoint finds those that require grad); out =
  * the len outputs h_t, then (LSTM) the last c. */
 typedef struct rnn_segment {
     nn_rnn_mode mode;
-    int64_t H, len;
+    int64_t len;
     ad_tensor *xs[NN_RNN_MAX_CHECKPOINT];
 } rnn_segment;
 
@@ -264,68 +286,92 @@ static int segment_fn(ad_tensor *const *in, int n, ad_tensor **out, int nout, vo
 {
     (void)nout;
     const rnn_segment *g = ctx;
-    if (g->mode == NN_LSTM) {
-        ad_tensor *h = in[0], *c = in[1];
-        if (run_lstm(g->len, g->xs, in + 2, n > 4, &h, &c, out)) return -1;
-        out[g->len] = c;
-        return 0;
-    }
-    ad_tensor *h = in[0], *wt = in[1], *b = n > 2 ? in[2] : NULL;
-    for (int64_t t = 0; t < g->len; t++) {
-        ad_tensor *h1 = NULL;
-        step(g->mode, g->H, g->xs[t], h, wt, b, &h1);
-        if (!h1) return -1;
-        out[t] = h = h1;
+    bool lstm = g->mode == NN_LSTM;
+    ad_tensor *h = in[0], *c = lstm ? in[1] : NULL;
+    ad_tensor *const *w = in + 1 + lstm;
+    if (run_steps(g->mode, g->len, g->xs, w, n - 1 - lstm > 2, &h, &c, out)) return -1;
+    if (lstm) out[g->len] = c;
+    return 0;
+}
+
+/* One layer over the whole sequence in checkpointed segments of ckpt
+ * steps: xs[t] [B, F] the inputs of step t, hs[t] gets h_t; *h, *c hold
+ * the initial state on entry and the final one on return.  Only the
+ * segments' outputs stay on the tape, and the backward pass recomputes
+ * one segment at a time.  0, or -1 when an op failed. */
+static int run_checkpointed(nn_rnn_mode mode, int64_t T, ad_tensor *const *xs,
+                            ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h,
+                            ad_tensor **c, ad_tensor **hs)
+{
+    bool lstm = mode == NN_LSTM;
+    for (int64_t t0 = 0; t0 < T; t0 += ckpt) {
+        /* copied with the node (ctx_size), so this frame may go */
+        rnn_segment g = {mode, T - t0 < ckpt ? T - t0 : ckpt, {0}};
+        memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
+        ad_tensor *in[6] = {*h};
+        int nin = 1;
+        if (lstm) in[nin++] = *c;
+        for (int i = 0; i < (bias ? 4 : 2); i++) in[nin++] = w[i];
+        ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
+        if (lstm) out = last;
+        if (ad_checkpoint(segment_fn, &g, sizeof g, nin, in, (int)g.len + lstm, out) != 0)
+            return -1;
+        if (lstm) {
+            memcpy(hs + t0, last, (size_t)g.len * sizeof *hs);
+            *c = last[g.len];
+        }
+        *h = hs[t0 + g.len - 1];
     }
     return 0;
 }
 
-/* One layer over the whole sequence: xs[t] [B, F] the inputs of step t,
- * hs[t] gets h_t; *h, *c hold the initial state on entry and the final
- * one on return.  With ckpt > 0 the steps run in checkpointed segments
- * of ckpt steps: only the segments' outputs stay on the tape, and the
- * backward pass recomputes one segment at a time.  0, or -1 when an op
- * failed. */
-static int run_layer(nn_rnn_mode mode, int64_t H, int64_t T, ad_tape *tape, ad_tensor *const *xs,
-                     ad_tensor *const *w, bool bias, int ckpt, ad_tensor **h, ad_tensor **c,
-                     ad_tensor **hs)
+/* Layers without checkpoints, on whole sequences: x [B, T, F] is
+ * transposed once to [T, B, F] (one copy, instead of T slices and a
+ * stack), each layer's recurrence op reads the previous one's [T, B, H]
+ * result as it is, and *seq gets the last layer's outputs as [B, T, H]
+ * (one copy back); hl[l], cl[l] the final state of layer l.  0, or -1
+ * when an op failed. */
+static int run_layers(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
+                      int num_layers, ad_tensor *const *weights, bool bias, ad_tape *tape,
+                      ad_tensor **hl, ad_tensor **cl, ad_tensor **seq)
 {
     bool lstm = mode == NN_LSTM;
-    if (lstm && ckpt <= 0) return run_lstm(T, xs, w, bias, h, c, hs);
-    ad_tensor *wt = NULL, *b = NULL;
-    if (!lstm) {
-        fuse(mode, H, tape, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL, &wt, &b);
-        if (!wt || (bias && !b)) return -1;
+    int per = bias ? 4 : 2;
+    int64_t T = ad_size(x, 1), B = ad_size(x, 0), H = ad_size(weights[1], 1);
+    ad_dtype dt = ad_tensor_dtype(x);
+    ad_tensor *xs = ad_contiguous(ad_transpose(x, 0, 1));
+    for (int l = 0; xs && l < num_layers; l++) {
+        ad_tensor *h = h0 ? ad_squeeze(ad_narrow(h0, 0, l, 1), 0)
+                          : ad_zeros(tape, dt, 2, (int64_t[]){B, H});
+        ad_tensor *c = !lstm ? NULL
+                       : c0  ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
+                             : ad_zeros(tape, dt, 2, (int64_t[]){B, H});
+        ad_tensor *y = !lstm || c ? layer_op(mode, xs, weights + per * l, bias, h, c) : NULL;
+        /* the LSTM's y[T] is c_T; y[0 .. T) are h_1 .. h_T */
+        xs = y && lstm ? ad_narrow(y, 0, 0, T) : y;
+        hl[l] = xs ? ad_squeeze(ad_narrow(y, 0, T - 1, 1), 0) : NULL;
+        cl[l] = xs && lstm ? ad_squeeze(ad_narrow(y, 0, T, 1), 0) : NULL;
+        if (!hl[l] || (lstm && !cl[l])) return -1;
     }
-    if (ckpt > 0) {
-        for (int64_t t0 = 0; t0 < T; t0 += ckpt) {
-            /* copied with the node (ctx_size), so this frame may go */
-            rnn_segment g = {mode, H, T - t0 < ckpt ? T - t0 : ckpt, {0}};
-            memcpy(g.xs, xs + t0, (size_t)g.len * sizeof *xs);
-            ad_tensor *in[6] = {*h, wt, b};
-            int nin = 2 + (b != NULL);
-            if (lstm) {
-                ad_tensor *lin[6] = {*h, *c, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
-                memcpy(in, lin, sizeof in);
-                nin = bias ? 6 : 4;
-            }
-            ad_tensor **out = hs + t0, *last[NN_RNN_MAX_CHECKPOINT + 1];
-            if (lstm) out = last;
-            if (ad_checkpoint(segment_fn, &g, sizeof g, nin, in, (int)g.len + lstm, out) != 0) return -1;
-            if (lstm) {
-                memcpy(hs + t0, last, (size_t)g.len * sizeof *hs);
-                *c = last[g.len];
-            }
-            *h = hs[t0 + g.len - 1];
-        }
-        return 0;
-    }
-    for (int64_t t = 0; t < T; t++) {
-        ad_tensor *h1 = NULL;
-        step(mode, H, xs[t], *h, wt, b, &h1);
-        if (!h1) return -1;
-        *h = hs[t] = h1;
-    }
+    *seq = xs ? ad_contiguous(ad_transpose(xs, 0, 1)) : NULL;
+    return *seq ? 0 : -1;
+}
+
+/* Ends nn_rnn_sequence's scope s with the output seq (NULL: failed) and
+ * the layers' final states hl, cl; frees buf. */
+static int finish_sequence(ad_scope *s, nn_rnn_mode mode, int num_layers, ad_tensor **buf,
+                           ad_tensor *seq, ad_tensor **hl, ad_tensor **cl, ad_tensor **output,
+                           ad_tensor **h_n, ad_tensor **c_n)
+{
+    ad_tensor *hn = seq && h_n ? ad_stack(hl, num_layers, 0) : NULL;
+    ad_tensor *cn = seq && c_n && mode == NN_LSTM ? ad_stack(cl, num_layers, 0) : NULL;
+    if (seq && ((h_n && !hn) || (c_n && mode == NN_LSTM && !cn))) seq = NULL;
+    ad_free(buf);
+    if (end_scope(s, &seq, &hn, &cn) != 0) return -1;
+    if (output) *output = seq;
+    else if (s->scratch) ad_tensor_free(seq);
+    if (h_n) *h_n = hn;
+    if (c_n) *c_n = cn;
     return 0;
 }
 
@@ -374,6 +420,11 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
     }
     ad_dtype dt = ad_tensor_dtype(x);
     ad_tensor **xs = buf, **hs = buf + T, **hl = buf + 2 * T, **cl = hl + num_layers;
+    if (ckpt <= 0) {
+        rc = run_layers(mode, x, h0, c0, num_layers, weights, bias, s.tape, hl, cl, xs);
+        ad_tensor *seq = rc == 0 ? xs[0] : NULL;
+        return finish_sequence(&s, mode, num_layers, buf, seq, hl, cl, output, h_n, c_n);
+    }
     /* Each step reads its own [B, F] slice of x.  The steps are kept as
      * separate tensors from there on (a layer's h_t is the next layer's
      * x_t), not cut out of one [B, T, H] tensor: the gradient of a slice
@@ -386,8 +437,8 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
         ad_tensor *c = mode != NN_LSTM ? NULL
                        : c0            ? ad_squeeze(ad_narrow(c0, 0, l, 1), 0)
                                        : ad_zeros(s.tape, dt, 2, (int64_t[]){B, H});
-        rc = h && (c || mode != NN_LSTM) ? run_layer(mode, H, T, s.tape, xs, weights + per * l,
-                                                     bias, ckpt, &h, &c, hs)
+        rc = h && (c || mode != NN_LSTM) ? run_checkpointed(mode, T, xs, weights + per * l,
+                                                            bias, ckpt, &h, &c, hs)
                                          : -1;
         hl[l] = h;
         cl[l] = c;
@@ -396,16 +447,7 @@ static int sequence(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h
         hs = tmp;
     }
     ad_tensor *seq = rc == 0 ? ad_stack(xs, (int)T, 1) : NULL;
-    ad_tensor *hn = seq && h_n ? ad_stack(hl, num_layers, 0) : NULL;
-    ad_tensor *cn = seq && c_n && mode == NN_LSTM ? ad_stack(cl, num_layers, 0) : NULL;
-    if (seq && ((h_n && !hn) || (c_n && mode == NN_LSTM && !cn))) seq = NULL;
-    ad_free(buf);
-    if (end_scope(&s, &seq, &hn, &cn) != 0) return -1;
-    if (output) *output = seq;
-    else if (s.scratch) ad_tensor_free(seq);
-    if (h_n) *h_n = hn;
-    if (c_n) *c_n = cn;
-    return 0;
+    return finish_sequence(&s, mode, num_layers, buf, seq, hl, cl, output, h_n, c_n);
 }
 
 int nn_rnn_sequence(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, int num_layers,

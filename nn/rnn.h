@@ -27,23 +27,26 @@
  *
  * Initialisation (PyTorch's): every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
  *
- * How it is computed.  An LSTM layer makes the input's share of every
- * step's gates in one product for the whole sequence, x W_ih^T + b_ih +
- * b_hh ([T B, F] x [F, 4H]), before the recurrence, which is one op
- * (ad_lstm_recurrence): each step one product h W_hh^T ([B, H] x [H, 4H])
- * and the gates' activations and cell update in one pass; backward one
- * pass and one product per step, and W_hh's gradient one product over
- * all steps.  (A cell step uses ad_fused_lstm_cell.)  RNN and GRU layers join their weights once
- * per call into one matrix, so that each step makes one product
- * [x_t, h] W^T ([B, F + H] x [F + H, G H]) for all the gate blocks at
- * once, which are then taken apart as views.  (The GRU's matrix has a
- * fourth block, since its n gate keeps the input and recurrent parts
- * apart.)  Everything is made of the library's differentiable ops, so
- * gradients of any order,
- * gradcheck and gradgradcheck work; backprop through time is the ordinary
- * backward pass through the unrolled steps.  For truncated BPTT, carry the
- * final state into the next chunk through ad_detach (docs/lifetimes.md,
- * docs/examples/charlm.c).
+ * How it is computed.  LSTM and GRU layers make the input's share of
+ * every step's gates in one product for the whole sequence before the
+ * recurrence ([T B, F] x [F, G H]: x W_ih^T + b_ih + b_hh for the LSTM,
+ * x W_ih^T + b_ih for the GRU, whose b_hh stays in the recurrence because
+ * r multiplies b_hn), and the recurrence is one op (ad_lstm_recurrence,
+ * ad_gru_recurrence): each step one product h W_hh^T ([B, H] x [H, G H],
+ * W_hh packed once per call) and the gates' activations and state update
+ * in one pass; backward one pass and one product per step, and W_hh's
+ * gradient one product over all steps.  Those ops' rules are written
+ * again with ops for higher orders.  (An LSTM cell step uses
+ * ad_fused_lstm_cell.)  RNN layers, and RNN and GRU cells, join their
+ * weights once per call into one matrix, so that each step makes one
+ * product [x_t, h] W^T ([B, F + H] x [F + H, G H]) for all the gate blocks
+ * at once, which are then taken apart as views.  (The GRU cell's matrix
+ * has a fourth block, since its n gate keeps the input and recurrent
+ * parts apart.)  Everything is made of the library's differentiable ops,
+ * so gradients of any order, gradcheck and gradgradcheck work; backprop
+ * through time is the ordinary backward pass through the unrolled steps.
+ * For truncated BPTT, carry the final state into the next chunk through
+ * ad_detach (docs/lifetimes.md, docs/examples/charlm.c).
  *
  * Not supported (PyTorch options): bidirectional, dropout between layers,
  * proj_size, time-major (batch_first=False) or unbatched input.
@@ -118,9 +121,9 @@ AD_API int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *
  * the backward pass recomputes one segment at a time.  The step's memory
  * then holds the outputs plus one segment's intermediates instead of
  * every step's, for about one more forward pass of compute; gradients
- * are the same bits as without for nn_rnn and nn_gru, and equal to
- * rounding for nn_lstm (its plain layer is one op over all steps, each
- * segment one op: the weights' gradient sums are grouped by segment).
+ * equal those without to rounding (the plain layer is one op over all
+ * steps, each segment one op: the weights' gradient sums are grouped by
+ * segment).
  * Good values are near sqrt(T).  0 turns
  * it off (the default); at most NN_RNN_MAX_CHECKPOINT.  Errors: not a
  * sequence layer (a cell: checkpoint the loop that calls it), steps out

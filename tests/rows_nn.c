@@ -2,8 +2,8 @@
  *
  * Only unfold, fold, max_pool2d_index, batch_norm_stats and the direct
  * convolution (conv2d, conv_transpose2d, conv2d_weight) are ops of the
- * table here (and fused_lstm_cell, lstm_recurrence and layer_norm, of
- * ops_fused.c), and
+ * table here (and fused_lstm_cell, lstm_recurrence, gru_recurrence,
+ * rnn_recurrence and layer_norm, of ops_fused.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d outside the direct case, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
@@ -188,6 +188,20 @@ static ad_tensor *lstm_seq_f(ad_tensor *const *in, int n, void *ctx)
     return ad_lstm_recurrence(in[0], in[1], in[2], in[3]);
 }
 
+/* ---- gru_recurrence: in = gx, w_hh, h0[, b_hh] ---- */
+static ad_tensor *gru_seq_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)ctx;
+    return ad_gru_recurrence(in[0], in[1], n > 3 ? in[3] : NULL, in[2]);
+}
+
+/* ---- rnn_recurrence: in = gx, w_hh, h0; ctx non-NULL: relu ---- */
+static ad_tensor *rnn_seq_f(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    return ad_rnn_recurrence(in[0], in[1], in[2], ctx != NULL);
+}
+
 /* ---- causal_attention: in = qkv ---- */
 static ad_tensor *attn_f(ad_tensor *const *in, int n, void *ctx)
 {
@@ -312,6 +326,18 @@ const op_row rows_nn[] = {
     {"lstm_recurrence", "LSTM recurrence, T 1, constant h0", lstm_seq_f, NULL, 4,
      {{3, {1, 3, 4}, OT_GRAD, 0, 0, 0}, {2, {4, 1}, OT_GRAD, 0, 0, 0},
       {2, {3, 1}, OT_CONST, 0, 0, 0}, {2, {3, 1}, OT_GRAD, 0, 0, 0}}},
+    {"gru_recurrence", "GRU recurrence, T 3, B 2, H 2, with b_hh", gru_seq_f, NULL, 4,
+     {{3, {3, 2, 6}, OT_GRAD, -1.5, 1.5, 0}, {2, {6, 2}, OT_GRAD, 0, 0, 0},
+      {2, {2, 2}, OT_GRAD, 0, 0, 0}, V1(6)}},
+    {"gru_recurrence", "GRU recurrence, T 2, B 3, H 1, no b_hh, constant h0", gru_seq_f, NULL, 3,
+     {{3, {2, 3, 3}, OT_GRAD, 0, 0, 0}, {2, {3, 1}, OT_GRAD, 0, 0, 0},
+      {2, {3, 1}, OT_CONST, 0, 0, 0}}},
+    {"rnn_recurrence", "Elman recurrence, tanh, T 3, B 2, H 3", rnn_seq_f, NULL, 3,
+     {{3, {3, 2, 3}, OT_GRAD, -1.5, 1.5, 0}, {2, {3, 3}, OT_GRAD, 0, 0, 0},
+      {2, {2, 3}, OT_GRAD, 0, 0, 0}}},
+    {"rnn_recurrence", "Elman recurrence, relu, T 3, B 2, H 2, constant h0", rnn_seq_f, (void *)1,
+     3, {{3, {3, 2, 2}, OT_GRAD, 0.5, 1.5, 0}, {2, {2, 2}, OT_GRAD, 0, 0, 0},
+         {2, {2, 2}, OT_CONST, 0.5, 1.5, 0}}},
     /* embedding and dropout */
     {"index_select", "embedding [5,3] looked up by [2,3] indices (repeats accumulate)",
      embedding_f, NULL, 2, {{2, {5, 3}, OT_GRAD, 0, 0, 0}, {2, {2, 3}, OT_INDEX, 0, 0, 5}}},

@@ -950,6 +950,38 @@ START_TEST(nn_ops)
         ROW(ad_lstm_recurrence(gs, w82, f.a, c2), "need gx [T, B, 4H]");
         ROW(ad_lstm_recurrence(gs, w82, c2, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
             "must share one dtype");
+        ad_tensor *g6 = ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){3, 2, 6});
+        ad_tensor *w62 = ad_zeros(f.t, AD_FLOAT64, 2, (int64_t[]){6, 2});
+        ad_tensor *b6 = ad_zeros(f.t, AD_FLOAT64, 1, (int64_t[]){6});
+        ROW(ad_gru_recurrence(NULL, w62, b6, c2), "ad_gru_recurrence: argument 'gx' is NULL");
+        ROW(ad_gru_recurrence(g6, NULL, b6, c2), "argument 'w_hh' is NULL");
+        ROW(ad_gru_recurrence(g6, w62, b6, NULL), "argument 'h0' is NULL");
+        ROW(ad_gru_recurrence(gs, w62, b6, c2), "ad_gru_recurrence: need gx [T, B, 3H] (T >= 1), "
+                                                "w_hh [3H, H], b_hh [3H] or none and h0 [B, H], "
+                                                "got [3,2,8], [6,2], [6], [2,2]");
+        ROW(ad_gru_recurrence(g6, w62, f.v3, c2), "got [3,2,6], [6,2], [3], [2,2]");
+        ROW(ad_gru_recurrence(g6, w62, NULL, f.a), "got [3,2,6], [6,2], none, [2,3]");
+        ROW(ad_gru_recurrence(g6, w82, NULL, c2), "need gx [T, B, 3H]");
+        ROW(ad_gru_recurrence(ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){0, 2, 6}), w62, NULL, c2),
+            "(T >= 1)");
+        ROW(ad_gru_recurrence(g6, w62, b6, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2})),
+            "must share one floating dtype");
+        ROW(ad_gru_recurrence(ad_zeros(f.t, AD_INT64, 3, (int64_t[]){3, 2, 6}), w62, b6, c2),
+            "got int64");
+        ad_tensor *g2 = ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){3, 2, 2});
+        ROW(ad_rnn_recurrence(NULL, c2, c2, false), "ad_rnn_recurrence: argument 'gx' is NULL");
+        ROW(ad_rnn_recurrence(g2, NULL, c2, false), "argument 'w_hh' is NULL");
+        ROW(ad_rnn_recurrence(g2, c2, NULL, true), "argument 'h0' is NULL");
+        ROW(ad_rnn_recurrence(g6, c2, c2, false), "ad_rnn_recurrence: need gx [T, B, H] (T >= 1), "
+                                                  "w_hh [H, H] and h0 [B, H], got [3,2,6], [2,2], "
+                                                  "[2,2]");
+        ROW(ad_rnn_recurrence(g2, w62, c2, false), "got [3,2,2], [6,2], [2,2]");
+        ROW(ad_rnn_recurrence(g2, c2, f.a, false), "got [3,2,2], [2,2], [2,3]");
+        ROW(ad_rnn_recurrence(ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){0, 2, 2}), c2, c2, false),
+            "(T >= 1)");
+        ROW(ad_rnn_recurrence(g2, c2, ad_zeros(f.t, AD_FLOAT32, 2, (int64_t[]){2, 2}), true),
+            "must share one floating dtype");
+        ROW(ad_rnn_recurrence(g2, f.i64m, c2, false), "got int64");
     }
     {
         ad_tensor *qkv = ad_zeros(f.t, AD_FLOAT64, 3, (int64_t[]){2, 5, 9});

@@ -5,8 +5,9 @@
  * weights loaded by PyTorch's parameter names from
  * tests/data/rnn_reference.safetensors (made by make_rnn_reference.py);
  * the modules against the functional forms; truncated BPTT with a carried,
- * detached state; checkpointed segments against the plain layer, to the
- * bit; bad inputs. */
+ * detached state; checkpointed segments against the plain layer; the GRU
+ * and Elman layers' one op against the recurrence composed of ops; bad
+ * inputs. */
 #include <nn/nn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,12 +346,12 @@ END_TEST
 /* Gradient checkpointing (nn_rnn_set_checkpoint): a 2-layer sequence of
  * 11 steps in segments of 4 (the last one shorter) gives the same
  * outputs, final state and gradients - of every weight, of the input and
- * of the initial state - to the bit as the plain layer, for the Elman
- * and GRU recurrences, in float32.  The plain LSTM layer is one op over
- * the whole sequence (ad_lstm_recurrence, its weights' gradients one
+ * of the initial state - as the plain layer, in float32.  The plain
+ * layer is one op over the whole sequence (ad_rnn_recurrence,
+ * ad_gru_recurrence, ad_lstm_recurrence, the weights' gradients one
  * product over all steps), a checkpointed one an op per segment: the same
- * terms summed in other groups, so there the agreement is float32's
- * rounding (1e-5 of the gradient's largest entry), not the bits. */
+ * terms summed in other groups, so the agreement is float32's rounding
+ * (1e-5 of the gradient's largest entry), not the bits. */
 static void *grad_bytes(ad_tensor *t, size_t *n)
 {
     ad_tensor *g = ad_contiguous(ad_tensor_grad(t));
@@ -413,25 +414,19 @@ START_TEST(checkpointed_matches_plain)
                     continue;
                 }
                 ck_assert_uint_eq(k, nb[i]);
-                if (mode == NN_LSTM) {
-                    const float *got = b, *ref = want[i];
-                    size_t m = k / sizeof(float);
-                    double scale = 0;
-                    for (size_t j = 0; j < m; j++) scale = fmax(scale, fabs(ref[j]));
-                    ck_assert(scale > 0);
-                    for (size_t j = 0; j < m; j++)
-                        ck_assert_msg(fabs(got[j] - ref[j]) <= 1e-5 * scale,
-                                      "lstm: gradient %d [%zu]: %g with checkpoints, %g without",
-                                      i, j, got[j], ref[j]);
-                } else {
-                    ck_assert_msg(memcmp(b, want[i], k) == 0,
-                                  "%s: gradient %d differs with checkpoints", KEYS[mode], i);
-                }
+                const float *got = b, *ref = want[i];
+                size_t m = k / sizeof(float);
+                double scale = 0;
+                for (size_t j = 0; j < m; j++) scale = fmax(scale, fabs(ref[j]));
+                ck_assert(scale > 0);
+                for (size_t j = 0; j < m; j++)
+                    ck_assert_msg(fabs(got[j] - ref[j]) <= 1e-5 * scale,
+                                  "%s: gradient %d [%zu]: %g with checkpoints, %g without",
+                                  KEYS[mode], i, j, got[j], ref[j]);
                 free(b);
             }
             if (!ckpt) y_last = ad_item(E);
-            else if (mode == NN_LSTM) ck_assert(fabs(ad_item(E) - y_last) <= 1e-5 * fabs(y_last));
-            else ck_assert(ad_item(E) == y_last);
+            else ck_assert(fabs(ad_item(E) - y_last) <= 1e-5 * fabs(y_last));
             ok(ad_tape_reset(ot_tape));
         }
         for (int i = 0; i < NG; i++) free(want[i]);
@@ -446,6 +441,89 @@ START_TEST(checkpointed_matches_plain)
     ck_assert_error_rc(nn_rnn_set_checkpoint(NULL, 4), "m");
     nn_module_free(cell);
     nn_module_free(seq);
+}
+END_TEST
+
+/* The GRU and Elman sequence layers (one op, ad_gru_recurrence,
+ * ad_rnn_recurrence) against the same recurrence composed of ops step by
+ * step (nn_rnn_cell_step: one product [x_t, h] W^T for all gate blocks,
+ * then sigmoid, tanh or relu, mul and add): outputs, final state and the
+ * gradients of the input, the initial state and every weight agree to
+ * float64's rounding, with and without biases. */
+START_TEST(recurrence_ops_match_composed)
+{
+    for (int run = 0; run < 6; run++) {
+        nn_rnn_mode mode = run < 2 ? NN_GRU : run < 4 ? NN_RNN_TANH : NN_RNN_RELU;
+        int bias = run % 2, G = mode == NN_GRU ? 3 : 1;
+        ad_rng rng;
+        ad_rng_init(&rng, 21 + run);
+        const int64_t B = 3, T = 7, F = 4, H = 5;
+        ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(B, T, F), 0, 1);
+        ad_tensor *h0 = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(1, B, H), 0, 1);
+        ad_tensor *wy = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(B, T, H), 0, 1);
+        ad_tensor *w[4];
+        int nw = bias ? 4 : 2;
+        for (int i = 0; i < nw; i++) {
+            w[i] = i < 2 ? ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(G * H, i ? H : F), 0, 0.5)
+                         : ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(G * H), 0, 0.5);
+            nonnull(w[i]);
+            ok(ad_set_requires_grad(w[i], true));
+        }
+        nonnull(x);
+        nonnull(h0);
+        nonnull(wy);
+        ok(ad_set_requires_grad(x, true));
+        ok(ad_set_requires_grad(h0, true));
+        ad_tensor *leaves[6] = {x, h0, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
+        double *got[2][6] = {{0}};
+        double val[2][2] = {{0}};
+        for (int way = 0; way < 2; way++) {
+            for (int i = 0; i < 2 + nw; i++) ok(ad_zero_grad(leaves[i]));
+            ad_tensor *y = NULL, *hn = NULL;
+            if (way == 0) {
+                ok(nn_rnn_sequence(mode, x, h0, NULL, 1, w, bias, &y, &hn, NULL));
+            } else {
+                ad_tensor *h = ad_squeeze(h0, 0), *hs[7];
+                for (int64_t t = 0; t < T; t++) {
+                    ok(nn_rnn_cell_step(mode, ad_squeeze(ad_narrow(x, 1, t, 1), 1), h, NULL,
+                                        w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL,
+                                        &hs[t], NULL));
+                    h = hs[t];
+                }
+                y = ad_stack(hs, (int)T, 1);
+                hn = ad_unsqueeze(h, 0);
+            }
+            nonnull(y);
+            nonnull(hn);
+            ad_tensor *E1 = ad_sum(ad_mul(y, wy), NULL, 0, false);
+            ad_tensor *E2 = ad_sum(ad_square(hn), NULL, 0, false);
+            val[way][0] = ad_item(E1);
+            val[way][1] = ad_item(E2);
+            ok(ad_backward(ad_add(E1, E2), NULL, 0));
+            for (int i = 0; i < 2 + nw; i++) {
+                ad_tensor *g = ad_tensor_grad(leaves[i]);
+                nonnull(g);
+                got[way][i] = malloc((size_t)ad_numel(g) * sizeof(double));
+                nonnull(got[way][i]);
+                for (int64_t k = 0; k < ad_numel(g); k++) got[way][i][k] = ot_at(g, k);
+            }
+            ok(ad_tape_reset(ot_tape));
+        }
+        for (int k = 0; k < 2; k++)
+            ck_assert_double_eq_tol(val[0][k], val[1][k], 1e-12 * fabs(val[1][k]));
+        for (int i = 0; i < 2 + nw; i++) {
+            for (int64_t k = 0; k < ad_numel(leaves[i]); k++)
+                ck_assert_msg(fabs(got[0][i][k] - got[1][i][k]) <= 1e-12 * (1 + fabs(got[1][i][k])),
+                              "%s bias %d: gradient %d [%ld]: %.17g as one op, %.17g composed",
+                              KEYS[mode], bias, i, (long)k, got[0][i][k], got[1][i][k]);
+            free(got[0][i]);
+            free(got[1][i]);
+        }
+        for (int i = 0; i < nw; i++) ad_tensor_free(w[i]);
+        ad_tensor_free(x);
+        ad_tensor_free(h0);
+        ad_tensor_free(wy);
+    }
 }
 END_TEST
 
@@ -543,6 +621,7 @@ int main(void)
     tcase_add_test(tc, module_matches_functional);
     tcase_add_test(tc, chunks_with_carried_state);
     tcase_add_test(tc, checkpointed_matches_plain);
+    tcase_add_test(tc, recurrence_ops_match_composed);
     tcase_add_test(tc, cells_and_persistent_results);
     tcase_add_test(tc, bad_inputs);
     suite_add_tcase(s, tc);
