@@ -7,28 +7,62 @@
  * ad_malloc and friends are the public face of the same entry points, so
  * code built on the public API is counted and fault-injected like the
  * core. */
+#define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE */
 #include <stdint.h>
 #include <stdlib.h>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "alloc.h"
 #include "internal.h"
 
 /* ---- the installed allocator ------------------------------------------------------- */
 
+/* Large blocks (tensors of megabytes, the tape's arena chunks) are
+ * offered to the kernel for transparent huge pages.  With 4 KB pages a
+ * sweep that reads many rows at once (a transposed operand, a column of
+ * blocks of an activation) touches more pages than the TLB holds, and
+ * every first touch of a block is one fault per 4 KB; with 2 MB pages
+ * both go away.  Linux backs a madvised range with huge pages when its
+ * setting is "madvise" (the common default) or "always", and ignores the
+ * advice otherwise; only the whole 2 MB pages inside the block are
+ * advised, so nothing outside it changes.  Other systems: no advice.
+ * A program's own allocator (ad_set_allocator) gets no advice. */
+#define HUGE_PAGE ((uintptr_t)2 << 20)
+#define HUGE_MIN ((size_t)4 << 20)
+
+static void *advise_huge(void *p, size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p && n >= HUGE_MIN) {
+        uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+        uintptr_t b = ((uintptr_t)p + n) & ~(HUGE_PAGE - 1);
+        if (b > a) (void)madvise((void *)a, b - a, MADV_HUGEPAGE); /* advice only */
+    }
+#else
+    (void)n;
+#endif
+    return p;
+}
+
 static void *libc_malloc(size_t n, void *ctx)
 {
     (void)ctx;
-    return malloc(n);
+    return advise_huge(malloc(n), n);
 }
 static void *libc_calloc(size_t count, size_t size, void *ctx)
 {
     (void)ctx;
-    return calloc(count, size);
+    /* count * size cannot overflow here: calloc returned a block */
+    void *p = calloc(count, size);
+    return p ? advise_huge(p, count * size) : NULL;
 }
 static void *libc_realloc(void *p, size_t n, void *ctx)
 {
     (void)ctx;
-    return realloc(p, n);
+    return advise_huge(realloc(p, n), n);
 }
 static void libc_free(void *p, void *ctx)
 {

@@ -208,8 +208,11 @@ int main(int argc, char **argv)
     r.pos = filled(n, 1, &seed, 0.01, 4);
     r.row = filled(1, r.side, &seed, -1, 1);
     r.col = filled(r.side, 1, &seed, -1, 1);
-    r.src = malloc(r.n * sizeof(float));
-    r.dst = malloc(r.n * sizeof(float));
+    /* the reference's buffers come from the library's allocator too, so
+     * memcpy runs on the same kind of pages as the ops (alloc.c asks for
+     * huge pages for large blocks) */
+    r.src = ad_malloc(r.n * sizeof(float));
+    r.dst = ad_malloc(r.n * sizeof(float));
     if (!r.tape || !r.a || !r.b || !r.pos || !r.row || !r.col || !r.src || !r.dst) return 1;
     memcpy(r.src, ad_data(r.a), r.n * sizeof(float));
     memset(r.dst, 0, r.n * sizeof(float)); /* map the pages before timing */
@@ -233,7 +236,7 @@ int main(int argc, char **argv)
     ad_tensor_free(r.pos);
     ad_tensor_free(r.row);
     ad_tensor_free(r.col);
-    free(r.src);
-    free(r.dst);
+    ad_free(r.src);
+    ad_free(r.dst);
     return 0;
 }

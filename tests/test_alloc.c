@@ -2,6 +2,8 @@
  * allocation of the library and of nn, gets all of it back, and its
  * failures are the library's out-of-memory errors. */
 #include <nn/nn.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +192,55 @@ START_TEST(incomplete_allocator_is_refused)
 }
 END_TEST
 
+/* The VmFlags line of the mapping that holds p, from /proc/self/smaps
+ * (Linux); 0 when there is no such file or mapping. */
+static int vmflags_of(const void *p, char *flags, size_t cap)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return 0;
+    char line[512];
+    bool inside = false;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (uintptr_t)p >= a && (uintptr_t)p < b;
+        } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(flags, cap, "%s", line + 8);
+            found = 1;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The C library's allocator (the default) advises huge pages for the
+ * whole 2 MB pages inside a block of 4 MB or more, and not for small
+ * blocks (alloc.c): the mapping holding the block's middle carries the
+ * kernel's "hg" flag.  Skipped where /proc/self/smaps does not exist. */
+START_TEST(large_blocks_are_advised_huge_pages)
+{
+#if defined(__linux__)
+    size_t big = (size_t)16 << 20;
+    unsigned char *p = ad_malloc(big);
+    ck_assert_ptr_nonnull(p);
+    char flags[512];
+    if (!vmflags_of(p + big / 2, flags, sizeof flags)) {
+        ad_free(p);
+        return; /* no smaps: nothing to look at */
+    }
+    ck_assert_msg(strstr(flags, " hg") != NULL, "VmFlags of a 16 MB block:%s", flags);
+    ad_free(p);
+    /* a small block is left as it comes */
+    unsigned char *q = ad_malloc(4096);
+    ck_assert_ptr_nonnull(q);
+    if (vmflags_of(q, flags, sizeof flags)) ck_assert_ptr_null(strstr(flags, " hg"));
+    ad_free(q);
+#endif
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alloc");
@@ -197,6 +248,7 @@ int main(void)
     tcase_add_test(tc, counting_allocator_sees_everything);
     tcase_add_test(tc, user_allocator_failure_is_an_error);
     tcase_add_test(tc, incomplete_allocator_is_refused);
+    tcase_add_test(tc, large_blocks_are_advised_huge_pages);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
