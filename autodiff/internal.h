@@ -153,6 +153,7 @@ extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
 extern const ad_op *const ad__ops_conv[];
 extern const ad_op *const ad__ops_fused[];
+extern const ad_op *const ad__ops_recurrence[];
 extern const ad_op *const ad__ops_attention[];
 /* The causal softmax of one contiguous T x T matrix of scores, in place
  * (row t: softmax of scale x[t, 0..t], zeros after), and its rule on one

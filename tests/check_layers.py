@@ -47,7 +47,7 @@ LAYERS = {
     'autodiff/fold_kernels.inc': 2, 'autodiff/per_dtype.inc': 2,
     'autodiff/pool_kernels.inc': 2, 'autodiff/conv_driver.inc': 2,
     'autodiff/conv_kernels.inc': 2,  # the direct convolution's tiles, once per variant
-    'autodiff/fused_kernels.inc': 2,
+    'autodiff/fused_kernels.inc': 2, 'autodiff/recurrence_kernels.inc': 2,
     'autodiff/linalg_kernels.h': 2, 'autodiff/linalg_kernels.c': 2,
 
     'autodiff/transforms.h': 3, 'autodiff/transforms.c': 3,

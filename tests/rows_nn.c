@@ -2,8 +2,8 @@
  *
  * Only unfold, fold, max_pool2d_index, batch_norm_stats and the direct
  * convolution (conv2d, conv_transpose2d, conv2d_weight) are ops of the
- * table here (and fused_lstm_cell, lstm_recurrence, gru_recurrence,
- * rnn_recurrence and layer_norm, of ops_fused.c), and
+ * table here (and fused_lstm_cell, lstm_recurrence and layer_norm of
+ * ops_fused.c, gru_recurrence and rnn_recurrence of ops_recurrence.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d outside the direct case, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
