@@ -175,6 +175,53 @@ typedef float cv16f __attribute__((vector_size(64)));
 #undef CSFX
 #endif
 
+#if CONV_X86
+#include <immintrin.h>
+
+/* rows[b OP + o] = src[o S + b] for o < O, b < Wo: one output row of the
+ * weight gradient's transposed gy (conv_transpose_gy), in 8 x 8 blocks
+ * transposed in registers (unpack, shuffle, swap of 128-bit halves): 8
+ * loads and 8 stores of 8 floats per block where the scalar loop makes 64
+ * of each, its stores OP floats apart.  The edges (O or Wo not a multiple
+ * of 8) go element by element.  Moves only, so the same bits. */
+__attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restrict rows,
+                                                                   int64_t OP,
+                                                                   const float *restrict src,
+                                                                   int64_t S, int64_t O,
+                                                                   int64_t Wo)
+{
+    int64_t O8 = O / 8 * 8, W8 = Wo / 8 * 8;
+    for (int64_t o0 = 0; o0 < O8; o0 += 8) {
+        const float *s0 = src + o0 * S;
+        for (int64_t b0 = 0; b0 < W8; b0 += 8) {
+            __m256 r[8], t[8], u[8];
+            for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(s0 + l * S + b0);
+            for (int l = 0; l < 8; l += 2) {
+                t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+                t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+            }
+            for (int l = 0; l < 8; l += 4) {
+                u[l] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            /* u[m] (m < 4) holds positions m and m + 4 of channels o0..o0+3
+             * in its halves, u[m + 4] those of o0+4..o0+7 */
+            float *d = rows + b0 * OP + o0;
+            for (int m = 0; m < 4; m++) {
+                _mm256_storeu_ps(d + m * OP, _mm256_permute2f128_ps(u[m], u[m + 4], 0x20));
+                _mm256_storeu_ps(d + (m + 4) * OP, _mm256_permute2f128_ps(u[m], u[m + 4], 0x31));
+            }
+        }
+        for (int64_t o = o0; o < o0 + 8; o++)
+            for (int64_t b = W8; b < Wo; b++) rows[b * OP + o] = src[o * S + b];
+    }
+    for (int64_t o = O8; o < O; o++)
+        for (int64_t b = 0; b < Wo; b++) rows[b * OP + o] = src[o * S + b];
+}
+#endif
+
 /* A variant's tiles and their blocking. */
 #define DEFINE_KERN_TYPE(SUF, T)                                                         \
     typedef struct conv_kern_##SUF {                                                     \
@@ -188,6 +235,8 @@ typedef float cv16f __attribute__((vector_size(64)));
                     int64_t, T *restrict, int64_t);                                      \
         void (*copy)(T *restrict, const T *restrict, int64_t);                           \
         void (*copy_relu)(T *restrict, const T *restrict, int64_t);                      \
+        /* one row of gy transposed (conv_transpose_gy); NULL: the scalar loop */        \
+        void (*tr)(T *restrict, int64_t, const T *restrict, int64_t, int64_t, int64_t);  \
     } conv_kern_##SUF;
 DEFINE_KERN_TYPE(f32, float)
 DEFINE_KERN_TYPE(f64, double)
@@ -198,16 +247,17 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 static const conv_kern_f32 kerns_f32[] = {
 #if CONV_X86
     {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
-     conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512},
+     conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512,
+     conv_tr_rows_f32_avx2},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
-     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2},
+     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
-     conv_copy_f32_any, conv_copy_relu_f32_any},
+     conv_copy_f32_any, conv_copy_relu_f32_any, NULL},
 };
 static const conv_kern_f64 kerns_f64[] = {
     {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,
-     conv_copy_f64_any, conv_copy_relu_f64_any},
+     conv_copy_f64_any, conv_copy_relu_f64_any, NULL},
 };
 
 static bool cpu_can(int isa)

@@ -25,6 +25,7 @@ static const shape SHAPES[] = {
     {2, 2, 4, 3, 3, 1, 1, 2, 1, false},     /* padding beyond the kernel */
     {1, 5, 11, 13, 9, 5, 4, 2, 3, false},   /* larger kernel: taps past one tile */
     {2, 3, 3, 40, 6, 3, 3, 0, 1, true},     /* long rows: several vectors per row */
+    {2, 4, 9, 11, 16, 3, 3, 1, 0, false},   /* gy's transpose: 8 x 8 blocks and both edges */
 };
 enum { NSHAPES = sizeof SHAPES / sizeof SHAPES[0] };
 
