@@ -14,6 +14,19 @@
 #include "internal.h"
 #include "vmath.h"
 
+/* The attention's causal softmax rows are also compiled in clones for
+ * AVX2 and AVX-512 (below); nothing is contracted into fused
+ * multiply-adds (GCC does not in ISO C, clang is told here), and the row
+ * sums are in explicit lanes, so every clone gives the same bits. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define SM_INLINE inline __attribute__((always_inline))
+#else
+#define SM_INLINE inline
+#endif
+
 static int check_reduction(const char *fn, ad_reduction r)
 {
     if (r != AD_REDUCTION_MEAN && r != AD_REDUCTION_SUM && r != AD_REDUCTION_NONE)
@@ -44,13 +57,13 @@ static int check_reduction(const char *fn, ad_reduction r)
  * so results stay deterministic. */
 enum { SM_LANES = 8 };
 
-static double lanes_total(const double *p)
+static SM_INLINE double lanes_total(const double *p)
 {
     return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
 /* sum_(i < n) buf[i], in double. */
-static double sum_f32(const float *buf, int64_t n)
+static SM_INLINE double sum_f32(const float *buf, int64_t n)
 {
     double s[SM_LANES] = {0};
     int64_t n0 = n / SM_LANES * SM_LANES;
@@ -61,7 +74,7 @@ static double sum_f32(const float *buf, int64_t n)
 }
 
 /* sum_(i < n) a[i] b[i], in double. */
-static double dot_f32(const float *a, const float *b, int64_t n)
+static SM_INLINE double dot_f32(const float *a, const float *b, int64_t n)
 {
     double s[SM_LANES] = {0};
     int64_t n0 = n / SM_LANES * SM_LANES;
@@ -79,7 +92,7 @@ static double dot_f32(const float *a, const float *b, int64_t n)
 typedef float sm_v4 __attribute__((vector_size(16)));
 typedef int32_t sm_m4 __attribute__((vector_size(16))); /* lane masks, 0 or -1 */
 
-static float max_f32(const float *p, int64_t st, int64_t n, float scale)
+static SM_INLINE float max_f32(const float *p, int64_t st, int64_t n, float scale)
 {
     sm_v4 m0 = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, m1 = m0;
     sm_m4 nan0 = {0}, nan1 = {0};
@@ -290,7 +303,8 @@ typedef struct causal_params {
     double scale;
 } causal_params;
 
-static void causal_row_f32(const float *p, float *q, int64_t len, int64_t T, float scale)
+static SM_INLINE void causal_row_f32(const float *p, float *q, int64_t len, int64_t T,
+                                     float scale)
 {
     float m = max_f32(p, 1, len, scale);
     float buf[EXP_CHUNK];
@@ -335,7 +349,7 @@ static void causal_kernel(const ad_tensor *x, ad_tensor *y, double scale)
 }
 
 /* The same on one contiguous T x T matrix, in place (ops_attention.c). */
-void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
+static SM_INLINE void causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
 {
     for (int64_t r = 0; r < T; r++) {
         if (dt == AD_FLOAT32)
@@ -347,8 +361,8 @@ void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
 
 /* One row of the rule below: d = scale y (g - sum_(k < len) g y), zero
  * past len; d may be g. */
-static void causal_bw_row(ad_dtype dt, const void *yv, const void *gv, void *dv, int64_t len,
-                          int64_t T, double scale)
+static SM_INLINE void causal_bw_row(ad_dtype dt, const void *yv, const void *gv, void *dv,
+                                    int64_t len, int64_t T, double scale)
 {
     double s = 0.0;
     if (dt == AD_FLOAT32) {
@@ -367,13 +381,64 @@ static void causal_bw_row(ad_dtype dt, const void *yv, const void *gv, void *dv,
     }
 }
 
-void ad__softmax_causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T, double scale)
+static SM_INLINE void causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T,
+                                       double scale)
 {
     size_t es = ad_dtype_size(dt);
     for (int64_t r = 0; r < T; r++)
         causal_bw_row(dt, (const char *)y + r * T * (int64_t)es, (char *)g + r * T * (int64_t)es,
                       (char *)g + r * T * (int64_t)es, r + 1, T, scale);
 }
+
+/* The attention's per-head matrices, through the clones: with SSE2 alone
+ * the double row sums took 2 lanes per instruction. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2"))) static void causal_matrix_avx2(ad_dtype dt, void *x, int64_t T,
+                                                              double scale)
+{
+    causal_matrix(dt, x, T, scale);
+}
+__attribute__((target("avx512f"))) static void causal_matrix_avx512(ad_dtype dt, void *x,
+                                                                   int64_t T, double scale)
+{
+    causal_matrix(dt, x, T, scale);
+}
+__attribute__((target("avx2"))) static void causal_matrix_bw_avx2(ad_dtype dt, const void *y,
+                                                                 void *g, int64_t T, double scale)
+{
+    causal_matrix_bw(dt, y, g, T, scale);
+}
+__attribute__((target("avx512f"))) static void causal_matrix_bw_avx512(ad_dtype dt, const void *y,
+                                                                      void *g, int64_t T,
+                                                                      double scale)
+{
+    causal_matrix_bw(dt, y, g, T, scale);
+}
+
+void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
+{
+    if (__builtin_cpu_supports("avx512f")) causal_matrix_avx512(dt, x, T, scale);
+    else if (__builtin_cpu_supports("avx2")) causal_matrix_avx2(dt, x, T, scale);
+    else causal_matrix(dt, x, T, scale);
+}
+
+void ad__softmax_causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T, double scale)
+{
+    if (__builtin_cpu_supports("avx512f")) causal_matrix_bw_avx512(dt, y, g, T, scale);
+    else if (__builtin_cpu_supports("avx2")) causal_matrix_bw_avx2(dt, y, g, T, scale);
+    else causal_matrix_bw(dt, y, g, T, scale);
+}
+#else
+void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
+{
+    causal_matrix(dt, x, T, scale);
+}
+
+void ad__softmax_causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T, double scale)
+{
+    causal_matrix_bw(dt, y, g, T, scale);
+}
+#endif
 
 /* dx = scale y (g - sum(g y)): with ops under create-graph, else one pass
  * per row (g contiguous). */

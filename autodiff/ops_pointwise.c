@@ -717,15 +717,10 @@ static void gelu_row(int64_t len, const int64_t *off, const int64_t *step, void 
     const float *X = (const float *)k->a->storage->data + off[1];
     float xb[GELU_CHUNK], P[GELU_CHUNK];
     if (step[0] == 1 && step[1] == 1) {
-        /* contiguous (the feed-forward's activation): Phi straight from x
-         * into the kept slope's place (or a chunk buffer), no gathering */
-        for (int64_t i = 0; i < len; i += GELU_CHUNK) {
-            int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
-            float *Pc = keep ? keep + i : P;
-            phi_cdf_f32(X + i, n, Pc);
-            for (int64_t j = 0; j < n; j++) o[i + j] = X[i + j] * Pc[j];
-            if (keep) gelu_slope_f32(X + i, Pc, Pc, n);
-        }
+        /* contiguous (the feed-forward's activation; x is never the
+         * fresh result or slope): the result and the slope in one pass
+         * over x, no chunk buffers */
+        ad__vgelu_f32(o, keep, X, len);
         return;
     }
     for (int64_t i = 0; i < len; i += GELU_CHUNK) {

@@ -539,6 +539,18 @@ void ad__vlog_f32(float *y, const float *x, int64_t n) { DISPATCH(log, y, x, n) 
 void ad__vtanh_f32(float *y, const float *x, int64_t n) { DISPATCH(tanh, y, x, n) }
 void ad__vsigmoid_f32(float *y, const float *x, int64_t n) { DISPATCH(sigmoid, y, x, n) }
 void ad__vphi_f32(float *y, const float *x, int64_t n) { DISPATCH(phi, y, x, n) }
+void ad__vgelu_f32(float *y, float *d, const float *x, int64_t n)
+{
+#if VMATH_X86
+    switch (pick()) {
+    case ISA_AVX512: gelu_avx512(y, d, x, n); break;
+    case ISA_AVX2: gelu_avx2(y, d, x, n); break;
+    default: gelu_any(y, d, x, n); break;
+    }
+#else
+    gelu_any(y, d, x, n);
+#endif
+}
 void ad__vsin_f32(float *y, const float *x, int64_t n) { DISPATCH(sin, y, x, n) }
 void ad__vcos_f32(float *y, const float *x, int64_t n) { DISPATCH(cos, y, x, n) }
 void ad__vexp_f64(double *y, const double *x, int64_t n) { DISPATCH(exp_d, y, x, n) }

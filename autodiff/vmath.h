@@ -25,6 +25,10 @@ void ad__vsigmoid_f32(float *y, const float *x, int64_t n);
  * from a fit of erfc: within 4e-7 absolutely, and relatively within 2e-5
  * over [-12, 12] (tests/test_vmath.c); not part of the 2 ulp contract. */
 void ad__vphi_f32(float *y, const float *x, int64_t n);
+/* GELU from the same Phi: y = x Phi(x) and, when d is not NULL, its
+ * slope d = Phi(x) + x e^(-x^2/2) / sqrt(2 pi) (the exponential vexp's),
+ * in one pass; y, d and x must not overlap. */
+void ad__vgelu_f32(float *y, float *d, const float *x, int64_t n);
 /* sin and cos reduce x modulo pi/2 in float for |x| <= 256, in double up
  * to 2^24, and call the C library's double sin and cos above (and for inf
  * and NaN); within 1 ulp everywhere. */
