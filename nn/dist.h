@@ -121,8 +121,9 @@ typedef struct nn_dist_options {
      * gradient of its 1/W of the bucket's elements (contiguous, cut at
      * element boundaries); the optimiser updates that part alone
      * (nn_optim_step_parts, reading the gradient from the reduced part),
-     * and MPI_Allgatherv gives every rank everybody's updated parameters
-     * (and averaged buffers).  The bytes moved are an allreduce's (one is
+     * and every rank receives everybody's updated parameters (and
+     * averaged buffers): an all-gather of messages straight between the
+     * tensors (MPI_Isend, MPI_Irecv), with no staging buffer.  The bytes moved are an allreduce's (one is
      * a reduce-scatter and an all-gather); the update's work per rank is
      * 1/W.  The parameters are those of the unsharded step, bit for bit
      * (the update is elementwise; the sums are MPI's).  Each rank keeps
@@ -214,7 +215,8 @@ AD_API int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list);
 
 /* With a sharded update (nn_dist_options.shard), makes the optimiser's
  * state whole on every rank: each rank's part of every state tensor (the
- * momentum buffers, Adam's averages) goes to all with MPI_Allgatherv.
+ * momentum buffers, Adam's averages) goes to all (the all-gather of the
+ * sharded step).
  * nn_fit calls it at the end of every epoch; a loop of one's own over
  * nn_trainer_step calls it on every rank before rank 0's nn_trainer_save,
  * before reading nn_optim_state, and before nn_dist_detach when the
