@@ -110,13 +110,14 @@ typedef struct nn_dist_options {
      * default made MPI_Iallreduce twice as slow as MPI_Allreduce here. */
     int wait_sleep_us;
     /* The sharded update (ZeRO's first stage), for a trainer attached
-     * with nn_dist_attach at two ranks or more: 1 on; 0 (the default) and
-     * -1 off: every rank averages all gradients with MPI_Allreduce and
-     * updates every parameter.  Off by default because it did not
-     * measure faster (docs/distributed.md: it takes about 55 us of CPU
-     * per MLP step off each rank, but its reductions cost about 25 us
-     * more, and on a machine shared with other work each extra meeting
-     * of the ranks is one more wait for a descheduled peer).  Sharded, each bucket is summed with
+     * with nn_dist_attach at two ranks or more: 1 on; -1 off: every rank
+     * averages all gradients with MPI_Allreduce and updates every
+     * parameter; 0 (the default) is off too (one line in
+     * nn/dist_shard.c, SHARD_BY_DEFAULT, decides it) because it did not
+     * measure faster (docs/distributed.md: less optimiser and zero_grad
+     * work per rank, but its reductions cost about 25 us more, and on a
+     * machine shared with other work each extra meeting of the ranks is
+     * one more wait for a descheduled peer).  Sharded, each bucket is summed with
      * MPI_Reduce_scatter instead, so that each rank holds the averaged
      * gradient of its 1/W of the bucket's elements (contiguous, cut at
      * element boundaries); the optimiser updates that part alone

@@ -60,10 +60,16 @@ void nn__dist_shard_free(nn_dist *d)
     d->shard = false;
 }
 
+/* What nn_dist_options.shard = 0 (the default, NN_DIST_SHARD unset)
+ * means: off (docs/distributed.md, "The sharded update", has the
+ * measurements behind it; this line is the switch). */
+enum { SHARD_BY_DEFAULT = 0 };
+
 int nn__dist_shard_setup(nn_dist *d)
 {
     d->shard = false;
-    if (d->o.shard <= 0 || d->o.overlap || d->size < 2) return 0;
+    bool on = d->o.shard > 0 || (d->o.shard == 0 && SHARD_BY_DEFAULT);
+    if (!on || d->o.overlap || d->size < 2) return 0;
     int W = d->size;
     /* a bucket's part is contiguous: it meets each of its entries once */
     d->parts = ad_calloc((size_t)d->params->n + 1, sizeof *d->parts);
