@@ -124,19 +124,27 @@ static void copy_out(const nn_dist *d, const bucket *b, int e, ad_tensor *t, int
            (size_t)(z - a) * es);
 }
 
-/* The all-gather of every bucket, straight between the tensors: ts[e]
- * (NULL: none) for each entry e, whose elements in this rank's parts are
- * up to date (the optimiser updated them in place, or the averaging
- * wrote them); every other rank's parts are received into them.  A part
- * meets each entry in at most one contiguous piece, so the exchange is,
- * for each peer q, one message per piece of an entry in this rank's part
- * (sent) and in q's (received), in the same order on both sides (one
- * tag, and MPI keeps a pair's messages in order on the duplicated
- * communicator).  Each rank sends n / W elements to each of W - 1 peers
- * and receives the rest: the bytes of a ring all-gather, with no copy in
- * or out of a staging buffer (the parameters are no views of one, so an
- * MPI_Allgatherv needed both: 65 us per step of the MLP at 2 ranks). */
+/* The all-gather of every bucket: ts[e] (NULL: none) for each entry e,
+ * whose elements in this rank's parts are up to date (the optimiser
+ * updated them in place, or the averaging wrote them); every other
+ * rank's parts are received straight into them.  A part meets each entry
+ * in at most one contiguous piece, so the exchange is, for each peer q,
+ * one message per piece of an entry in this rank's part (sent) and in
+ * q's (received), in the same order on both sides (one tag, and MPI
+ * keeps a pair's messages in order on the duplicated communicator).
+ * Each rank sends n / W elements to each of W - 1 peers and receives the
+ * rest: the bytes of a ring all-gather.  An MPI_Allgatherv needs all
+ * parts in one buffer, which the parameters are no views of: it cost a
+ * copy out of the buffer as well. */
 enum { GATHER_TAG = 0x5a47 };
+/* 1: this rank's part is copied into the bucket's scratch buffer and sent
+ * from there; 0: sent straight from the tensors, with no copy at all, but
+ * the other rank then reads the parameter lines that the next step's
+ * optimiser writes, and that measured slower by as much as the copy
+ * (docs/distributed.md, "The all-gather without the copy out"). */
+#ifndef STAGE_SENDS
+#define STAGE_SENDS 1
+#endif
 
 static int gather(nn_dist *d, ad_tensor **ts, double *tcomm)
 {
@@ -159,6 +167,14 @@ static int gather(nn_dist *d, ad_tensor **ts, double *tcomm)
                     int64_t a = lo > off ? lo : off, z = hi < off + n ? hi : off + n;
                     if (a >= z) continue;
                     char *x = (char *)ad_data(ts[e]) + (size_t)(a - off) * es;
+                    if (pass == 1 && STAGE_SENDS) {
+                        /* sent from the scratch buffer (copied once, for
+                         * the first peer): the other ranks read it, not
+                         * the parameters the next step's optimiser writes */
+                        char *v = (char *)b->vdata + (size_t)a * es;
+                        if (q == (me == 0 ? 1 : 0)) memcpy(v, x, (size_t)(z - a) * es);
+                        x = v;
+                    }
                     assert(nreq < d->nreqs);
                     rc = pass == 0
                              ? nn__dist_mpi_ok(MPI_Irecv(x, (int)(z - a), dt, q, GATHER_TAG,
