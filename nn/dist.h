@@ -110,19 +110,21 @@ typedef struct nn_dist_options {
      * default made MPI_Iallreduce twice as slow as MPI_Allreduce here. */
     int wait_sleep_us;
     /* The sharded update (ZeRO's first stage), for a trainer attached
-     * with nn_dist_attach at two ranks or more: 1 on; 0 (the default) and
-     * -1 off: every rank averages all gradients with MPI_Allreduce and
-     * updates every parameter.  Off by default because it did not
-     * measure faster (docs/distributed.md: it takes about 55 us of CPU
-     * per MLP step off each rank, but its reductions cost about 25 us
-     * more, and on a machine shared with other work each extra meeting
-     * of the ranks is one more wait for a descheduled peer).  Sharded, each bucket is summed with
+     * with nn_dist_attach at two ranks or more: 1 on; -1 off: every rank
+     * averages all gradients with MPI_Allreduce and updates every
+     * parameter; 0 (the default) is off too (one line in
+     * nn/dist_shard.c, SHARD_BY_DEFAULT, decides it) because it did not
+     * measure faster (docs/distributed.md: less optimiser and zero_grad
+     * work per rank, but its reductions cost about 25 us more, and on a
+     * machine shared with other work each extra meeting of the ranks is
+     * one more wait for a descheduled peer).  Sharded, each bucket is summed with
      * MPI_Reduce_scatter instead, so that each rank holds the averaged
      * gradient of its 1/W of the bucket's elements (contiguous, cut at
      * element boundaries); the optimiser updates that part alone
      * (nn_optim_step_parts, reading the gradient from the reduced part),
-     * and MPI_Allgatherv gives every rank everybody's updated parameters
-     * (and averaged buffers).  The bytes moved are an allreduce's (one is
+     * and every rank receives everybody's updated parameters (and
+     * averaged buffers): an all-gather of messages straight between the
+     * tensors (MPI_Isend, MPI_Irecv), with no staging buffer.  The bytes moved are an allreduce's (one is
      * a reduce-scatter and an all-gather); the update's work per rank is
      * 1/W.  The parameters are those of the unsharded step, bit for bit
      * (the update is elementwise; the sums are MPI's).  Each rank keeps
@@ -214,7 +216,8 @@ AD_API int nn_dist_broadcast(nn_dist *d, const nn_named_tensors *list);
 
 /* With a sharded update (nn_dist_options.shard), makes the optimiser's
  * state whole on every rank: each rank's part of every state tensor (the
- * momentum buffers, Adam's averages) goes to all with MPI_Allgatherv.
+ * momentum buffers, Adam's averages) goes to all (the all-gather of the
+ * sharded step).
  * nn_fit calls it at the end of every epoch; a loop of one's own over
  * nn_trainer_step calls it on every rank before rank 0's nn_trainer_save,
  * before reading nn_optim_state, and before nn_dist_detach when the

@@ -25,9 +25,9 @@ typedef struct bucket {
     bool started;         /* its reduction of this step has started */
     /* With a sharded update (dist_shard.c): rank r owns the bucket's
      * gradient elements [split[r], split[r + 1]) (the extras excluded),
-     * and vals ([count], scratch) receives this rank's reduced part, then
-     * gathers every rank's updated values.  counts and displs are
-     * split's as MPI wants them. */
+     * and vals ([count], scratch; only this rank's part is used)
+     * receives this rank's reduced part.  counts and displs are split's
+     * as MPI wants them. */
     ad_tensor *vals;
     void *vdata;
     int *counts, *displs;
@@ -83,6 +83,8 @@ struct nn_dist {
     nn_optim_part *parts;
     int nparts;
     ad_tensor **ts;       /* nent, scratch of the all-gathers */
+    MPI_Request *reqs;    /* nreqs, the all-gather's messages */
+    int nreqs;
 };
 
 /* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */

@@ -16,9 +16,12 @@
  * 99% of its elements), and nn_optim_step_parts updates such a piece of
  * it.  The reduced part lands in the bucket's scratch vals (MPI's
  * reduce-scatter does not reduce in place at an offset), where the
- * optimiser reads it, then vals gathers everyone's updated values. */
+ * optimiser reads it; the optimiser updates its part of the parameters
+ * in place, and the all-gather sends it from there to every other rank's
+ * parameters. */
 #include "dist_impl.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,21 +51,34 @@ void nn__dist_shard_free(nn_dist *d)
     }
     ad_free(d->parts);
     ad_free(d->ts);
+    ad_free(d->reqs);
     d->parts = NULL;
     d->ts = NULL;
+    d->reqs = NULL;
+    d->nreqs = 0;
     d->nparts = 0;
     d->shard = false;
 }
 
+/* What nn_dist_options.shard = 0 (the default, NN_DIST_SHARD unset)
+ * means: off (docs/distributed.md, "The sharded update", has the
+ * measurements behind it; this line is the switch). */
+enum { SHARD_BY_DEFAULT = 0 };
+
 int nn__dist_shard_setup(nn_dist *d)
 {
     d->shard = false;
-    if (d->o.shard <= 0 || d->o.overlap || d->size < 2) return 0;
+    bool on = d->o.shard > 0 || (d->o.shard == 0 && SHARD_BY_DEFAULT);
+    if (!on || d->o.overlap || d->size < 2) return 0;
     int W = d->size;
     /* a bucket's part is contiguous: it meets each of its entries once */
     d->parts = ad_calloc((size_t)d->params->n + 1, sizeof *d->parts);
     d->ts = ad_calloc((size_t)d->nent + 1, sizeof *d->ts);
-    if (!d->parts || !d->ts) {
+    /* the all-gather's messages: an entry meets each rank's part in at
+     * most one piece, sent to or received from each of W - 1 peers */
+    d->nreqs = 2 * (W - 1) * d->nent;
+    d->reqs = ad_calloc((size_t)d->nreqs + 1, sizeof *d->reqs);
+    if (!d->parts || !d->ts || !d->reqs) {
         nn__dist_shard_free(d);
         return -1;
     }
@@ -95,56 +111,92 @@ int nn__dist_shard_setup(nn_dist *d)
     return 0;
 }
 
-/* Copies elements [a, z) of the bucket's layout between vals and entry
- * e's tensor t (into vals when in), clipped to the entry. */
-static void copy_range(const nn_dist *d, const bucket *b, int e, ad_tensor *t, int64_t a,
-                       int64_t z, bool in)
+/* Copies elements [a, z) of the bucket's layout from vals into entry e's
+ * tensor t, clipped to the entry. */
+static void copy_out(const nn_dist *d, const bucket *b, int e, ad_tensor *t, int64_t a, int64_t z)
 {
     int64_t off = d->offset[e], n = ad_numel(t);
     if (a < off) a = off;
     if (z > off + n) z = off + n;
     if (a >= z) return;
     size_t es = ad_dtype_size(b->dtype);
-    char *v = (char *)b->vdata + (size_t)a * es, *x = (char *)ad_data(t) + (size_t)(a - off) * es;
-    if (in) memcpy(v, x, (size_t)(z - a) * es);
-    else memcpy(x, v, (size_t)(z - a) * es);
+    memcpy((char *)ad_data(t) + (size_t)(a - off) * es, (char *)b->vdata + (size_t)a * es,
+           (size_t)(z - a) * es);
 }
 
-/* The all-gather of bucket k: ts[e] (NULL: none) for each entry e of it,
- * this rank's part copied into vals, every rank's part gathered, and the
- * other ranks' parts copied out into the tensors. */
-static int gather(nn_dist *d, int k, ad_tensor **ts, double *tcomm)
+/* The all-gather of every bucket: ts[e] (NULL: none) for each entry e,
+ * whose elements in this rank's parts are up to date (the optimiser
+ * updated them in place, or the averaging wrote them); every other
+ * rank's parts are received straight into them.  A part meets each entry
+ * in at most one contiguous piece, so the exchange is, for each peer q,
+ * one message per piece of an entry in this rank's part (sent) and in
+ * q's (received), in the same order on both sides (one tag, and MPI
+ * keeps a pair's messages in order on the duplicated communicator).
+ * Each rank sends n / W elements to each of W - 1 peers and receives the
+ * rest: the bytes of a ring all-gather.  An MPI_Allgatherv needs all
+ * parts in one buffer, which the parameters are no views of: it cost a
+ * copy out of the buffer as well. */
+enum { GATHER_TAG = 0x5a47 };
+/* 1: this rank's part is copied into the bucket's scratch buffer and sent
+ * from there; 0: sent straight from the tensors, with no copy at all, but
+ * the other rank then reads the parameter lines that the next step's
+ * optimiser writes, and that measured slower by as much as the copy
+ * (docs/distributed.md, "The all-gather without the copy out"). */
+#ifndef STAGE_SENDS
+#define STAGE_SENDS 1
+#endif
+
+static int gather(nn_dist *d, ad_tensor **ts, double *tcomm)
 {
-    bucket *b = &d->b[k];
-    int64_t lo = b->displs[d->rank], hi = lo + b->counts[d->rank];
-    for (int e = b->first; e < b->end; e++)
-        if (ts[e]) copy_range(d, b, e, ts[e], lo, hi, true);
+    int W = d->size, me = d->rank, nreq = 0, rc = 0;
+    MPI_Request *req = d->reqs;
     double t0 = MPI_Wtime();
-    MPI_Datatype dt = nn__dist_mpi_type(b->dtype);
-    int rc;
-    if (polled(d)) {
-        MPI_Request req;
-        rc = nn__dist_mpi_ok(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->vdata,
-                                             b->counts, b->displs, dt, d->comm, &req),
-                             "MPI_Iallgatherv");
-        *tcomm += MPI_Wtime() - t0;
-        if (rc == 0) rc = nn__dist_wait_for(d, &req, tcomm);
-    } else {
-        rc = nn__dist_mpi_ok(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->vdata,
-                                            b->counts, b->displs, dt, d->comm),
-                             "MPI_Allgatherv");
-        *tcomm += MPI_Wtime() - t0;
+    for (int pass = 0; pass < 2 && rc == 0; pass++) /* receives first, then sends */
+        for (int k = 0; k < d->nb && rc == 0; k++) {
+            bucket *b = &d->b[k];
+            MPI_Datatype dt = nn__dist_mpi_type(b->dtype);
+            size_t es = ad_dtype_size(b->dtype);
+            for (int q = 0; q < W && rc == 0; q++) {
+                if (q == me) continue;
+                /* received: q's part; sent: this rank's */
+                int src = pass == 0 ? q : me;
+                int64_t lo = b->displs[src], hi = lo + b->counts[src];
+                for (int e = b->first; e < b->end && rc == 0; e++) {
+                    if (!ts[e]) continue;
+                    int64_t off = d->offset[e], n = ad_numel(ts[e]);
+                    int64_t a = lo > off ? lo : off, z = hi < off + n ? hi : off + n;
+                    if (a >= z) continue;
+                    char *x = (char *)ad_data(ts[e]) + (size_t)(a - off) * es;
+                    if (pass == 1 && STAGE_SENDS) {
+                        /* sent from the scratch buffer (copied once, for
+                         * the first peer): the other ranks read it, not
+                         * the parameters the next step's optimiser writes */
+                        char *v = (char *)b->vdata + (size_t)a * es;
+                        if (q == (me == 0 ? 1 : 0)) memcpy(v, x, (size_t)(z - a) * es);
+                        x = v;
+                    }
+                    assert(nreq < d->nreqs);
+                    rc = pass == 0
+                             ? nn__dist_mpi_ok(MPI_Irecv(x, (int)(z - a), dt, q, GATHER_TAG,
+                                                         d->comm, &req[nreq++]),
+                                               "MPI_Irecv")
+                             : nn__dist_mpi_ok(MPI_Isend(x, (int)(z - a), dt, q, GATHER_TAG,
+                                                         d->comm, &req[nreq++]),
+                                               "MPI_Isend");
+                }
+            }
+        }
+    *tcomm += MPI_Wtime() - t0;
+    if (rc == 0 && !polled(d)) {
+        double t1 = MPI_Wtime();
+        rc = nn__dist_mpi_ok(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE), "MPI_Waitall");
+        *tcomm += MPI_Wtime() - t1;
     }
-    if (rc) return -1;
-    for (int e = b->first; e < b->end; e++) {
-        if (!ts[e]) continue;
-        int64_t off = d->offset[e], n = ad_numel(ts[e]);
-        if (off >= lo && off + n <= hi) continue; /* all of it this rank's */
-        copy_range(d, b, e, ts[e], off, lo, false);
-        copy_range(d, b, e, ts[e], hi, off + n, false);
-        ad_mark_modified(ts[e]); /* written through ad_data */
-    }
-    return 0;
+    for (int i = 0; i < nreq && rc == 0 && polled(d); i++)
+        rc = nn__dist_wait_for(d, &req[i], tcomm);
+    for (int e = 0; rc == 0 && e < d->nent; e++)
+        if (ts[e]) ad_mark_modified(ts[e]); /* written through ad_data */
+    return rc;
 }
 
 int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
@@ -206,7 +258,7 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
         /* this rank's part of the averaged buffers; the others' come with
          * the parameters' all-gather */
         for (int e = b->first > d->params->n ? b->first : d->params->n; e < b->end; e++) {
-            copy_range(d, b, e, nn__dist_entry(d, e), lo, hi, false);
+            copy_out(d, b, e, nn__dist_entry(d, e), lo, hi);
             ad_mark_modified(nn__dist_entry(d, e));
         }
     }
@@ -220,7 +272,7 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
      * of the other ranks' parts are gathered here instead. */
     if (rc == 0 && d->nbuf > 0 && !isfinite(lsum / total)) {
         for (int e = 0; e < d->nent; e++) d->ts[e] = e < d->params->n ? NULL : nn__dist_entry(d, e);
-        for (int k = 0; rc == 0 && k < d->nb; k++) rc = gather(d, k, d->ts, &tcomm);
+        if (rc == 0) rc = gather(d, d->ts, &tcomm);
     }
     nn__dist_step_done(d);
     if (rc) return -1;
@@ -241,7 +293,7 @@ int nn__dist_shard_step(void *user, nn_optim *opt)
     double t0 = MPI_Wtime(), tcomm = 0;
     int rc = 0;
     for (int e = 0; e < d->nent; e++) d->ts[e] = nn__dist_entry(d, e);
-    for (int k = 0; rc == 0 && k < d->nb; k++) rc = gather(d, k, d->ts, &tcomm);
+    if (rc == 0) rc = gather(d, d->ts, &tcomm);
     d->stats.reduce_seconds += tcomm;
     d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
     return rc;
@@ -289,7 +341,7 @@ int nn__dist_shard_sync(void *user, nn_optim *opt)
                 ts[ent[j]] = st->tensors[j];
                 if (j > i) ent[j] = -1; /* done with this one */
             }
-        for (int k = 0; rc == 0 && k < d->nb; k++) rc = gather(d, k, ts, &tcomm);
+        if (rc == 0) rc = gather(d, ts, &tcomm);
     }
     ad_free(ent);
     ad_free(slot);

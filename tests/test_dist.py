@@ -206,13 +206,13 @@ try:
         p = run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
         check(same_bits(f(transports[0]), f('sleepy')),
               'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
-        # sharded, its reduce-scatter and all-gather polled (the
-        # non-blocking forms)
+        # sharded, its reduce-scatter and the all-gather's messages polled
+        # (the non-blocking forms)
         p2 = run(2, ['--batch', '32', '--out', f('sleepy_sh')], btl=transports[0], wait_us=50,
                  shard=True)
         check(same_bits(f(transports[0]), f('sleepy_sh')) and
               p2.stdout.count('wait timed, update sharded') == 2,
-              'sharded with the sleeping wait (MPI_Ireduce_scatter, MPI_Iallgatherv) gives the '
+              'sharded with the sleeping wait (MPI_Ireduce_scatter, MPI_Isend/MPI_Irecv) gives the '
               'same bits')
         # it waits in a barrier before the blocking reduction, and times it
         check(p.stdout.count('wait timed') == 2, 'the sleeping wait times the wait on both ranks')
