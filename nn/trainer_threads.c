@@ -27,8 +27,9 @@
  * under a millisecond, and a sleeping thread's wake-up on a virtual machine
  * can take tens of microseconds, several times per step, while a thread
  * between two steps of a running trainer is woken within the spin.  The
- * limit shrinks while spins fail (a busy machine, where sleeping is
- * better) and grows back when they succeed.  A trainer left idle costs a
+ * limit follows the waits: it grows to cover the gaps of a running step
+ * and shrinks only while waits are long (a busy machine, where sleeping
+ * is better, or an idle trainer).  A trainer left idle costs a
  * spin of one core, then nothing.  Each thread limits the kernels it
  * calls to itself (ad_set_num_threads(1)), as does the caller during the
  * step, so T threads keep T cores busy and no OpenMP team or BLAS pool is
@@ -66,6 +67,9 @@
  * at once; and at least, once spins keep failing (await_event). */
 #define SPIN_NS 200000
 #define SPIN_MIN_NS 5000
+/* A wait longer than this says the machine is busy (or the trainer idle),
+ * not that a step has a long gap: only such waits shorten the spin. */
+#define LONG_WAIT_NS 2000000
 
 /* The processor's spin-wait hint: it saves power and lets a sibling
  * hardware thread run while this one polls. */
@@ -220,12 +224,23 @@ static void raise_event(struct pool *p, event *e)
 }
 
 /* Waits until e->seq is no longer seen; returns the new value.  *budget
- * is this waiter's spin limit, adapted as adaptive mutexes do: a spin
- * that ends without the event (on a busy machine the awaited thread is
- * often waiting for a core itself, for milliseconds) quarters it, down to
- * SPIN_MIN_NS; one that sees the event doubles it, up to SPIN_NS.  On an
- * idle machine every hand-off of a running trainer comes within the
- * spin and the limit stays at SPIN_NS.  The spin never yields its core
+ * is this waiter's spin limit, adapted to the waits it sees: a spin that
+ * sees the event doubles it, up to SPIN_NS; a spin that ends without the
+ * event, then sleeps, sets it from how long the whole wait took.  A wait
+ * shorter than SPIN_NS (a gap inside a running step, longer than the
+ * budget was) makes it twice that wait, so the next such gap is spun
+ * through; a wait of a few hundred microseconds (a long unshared part
+ * of a step) leaves it as it is; only one longer than LONG_WAIT_NS (on a
+ * busy machine the awaited thread is often waiting for a core itself,
+ * for milliseconds; or the trainer is idle) quarters it, down to
+ * SPIN_MIN_NS.  Quartering on every failed
+ * spin, as adaptive mutexes do, measured 0.56x one thread for the MLP on
+ * a virtual machine where a wake-up costs tens of microseconds: the
+ * limit fell to SPIN_MIN_NS within a step and stayed there, since the
+ * step's gaps (10-100 us) never fit it again, and every hand-off slept
+ * (29 % of the samples in the kernel's wake-up path); 1.61x with this
+ * rule.  On an idle machine every hand-off of a running trainer comes
+ * within the spin and the limit stays at SPIN_NS.  The spin never yields its core
  * (sched_yield): a yielding thread, still runnable, waits behind every
  * other runnable thread for its next turn, where a sleeping one that is
  * woken is scheduled at once (docs/benchmarks.md has the measurements). */
@@ -245,12 +260,15 @@ static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *bu
             else if (t - t0 > *budget) break;
         }
     }
-    *budget = *budget / 4 > SPIN_MIN_NS ? *budget / 4 : SPIN_MIN_NS;
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&e->sleepers, 1);
     while ((v = atomic_load(&e->seq)) == seen) pthread_cond_wait(&e->cv, &p->mu);
     atomic_fetch_sub(&e->sleepers, 1);
     pthread_mutex_unlock(&p->mu);
+    int64_t waited = now_ns() - t0; /* t0 is set: the spin ended by the clock */
+    if (waited < SPIN_NS) *budget = 2 * waited < SPIN_NS ? 2 * waited : SPIN_NS;
+    else if (waited > LONG_WAIT_NS) *budget = *budget / 4 > SPIN_MIN_NS ? *budget / 4 : SPIN_MIN_NS;
+    if (*budget < SPIN_MIN_NS) *budget = SPIN_MIN_NS;
     return v;
 }
 
