@@ -481,8 +481,18 @@ END_TEST
 /* GELU in one pass (ad__vgelu_f32) gives the bits of the loops it
  * replaced, x Phi(x) and Phi(x) + x c e^(-x x/2) made of ad__vphi_f32 and
  * ad__vexp_f32, from every variant, with and without the slope, on
- * values in [-12, 12], the infinities, 0, -0 and NaN; and its result is
+ * values in [-12, 12], the infinities, 0, -0 and NaN (a NaN, whichever);
+ * and its result is
  * within 4e-7 of 0.5 x erfc(-x/sqrt 2) relative to max(1, |x|). */
+/* The same float, bit for bit, or both NaN: which NaN an operation passes
+ * on (sign, payload) is not defined by IEEE 754 and differs between
+ * instruction sequences (valgrind's emulation of AVX2 gives another one),
+ * so it is not part of the variants' promise. */
+static bool same_or_both_nan(float a, float b)
+{
+    return to_bits(a) == to_bits(b) || (isnan(a) && isnan(b));
+}
+
 START_TEST(gelu_one_pass)
 {
     enum { N = (1 << 16) + 5 };
@@ -508,12 +518,12 @@ START_TEST(gelu_one_pass)
         if (ad__vmath_testing_isa(isa)) continue;
         ad__vgelu_f32(yv, dv, x, N);
         for (int i = 0; i < N; i++) {
-            ck_assert_msg(to_bits(yv[i]) == to_bits(y[i]), "isa %d: y at %g", isa, (double)x[i]);
-            ck_assert_msg(to_bits(dv[i]) == to_bits(d[i]), "isa %d: d at %g", isa, (double)x[i]);
+            ck_assert_msg(same_or_both_nan(yv[i], y[i]), "isa %d: y at %g", isa, (double)x[i]);
+            ck_assert_msg(same_or_both_nan(dv[i], d[i]), "isa %d: d at %g", isa, (double)x[i]);
         }
         memset(yv, 0, sizeof yv);
         ad__vgelu_f32(yv, NULL, x, N);
-        for (int i = 0; i < N; i++) ck_assert(to_bits(yv[i]) == to_bits(y[i]));
+        for (int i = 0; i < N; i++) ck_assert(same_or_both_nan(yv[i], y[i]));
     }
     ad__vmath_testing_isa(-1);
 }
