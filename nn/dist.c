@@ -581,6 +581,22 @@ void nn__dist_step_done(nn_dist *d)
     }
 }
 
+/* The end of a step's reduction, whole or sharded: ready for the next
+ * step; on success the step's samples and mean loss out and its times
+ * counted (t0 its start, tcomm its time in the reductions). */
+int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, double tcomm,
+                      double *samples, double *loss)
+{
+    nn__dist_step_done(d);
+    if (rc) return -1;
+    *samples = total;
+    *loss = lsum / total;
+    d->stats.steps++;
+    d->stats.reduce_seconds += tcomm;
+    d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
+    return 0;
+}
+
 /* The hook of nn_trainer_comm: sum_r n_r g_r / sum_r n_r into every grad
  * (and every averaged buffer).  What grad_ready packed and started during
  * backward stays; the rest is packed and started here. */
@@ -633,14 +649,7 @@ static int average_grads(void *user, double *samples, double *loss)
      * step would refill. */
     for (int k = 0; rc && k < d->nb; k++)
         if (d->b[k].req != MPI_REQUEST_NULL) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
-    nn__dist_step_done(d);
-    if (rc) return -1;
-    *samples = total;
-    *loss = lsum / total;
-    d->stats.steps++;
-    d->stats.reduce_seconds += tcomm;
-    d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
-    return 0;
+    return nn__dist_step_end(d, rc, total, lsum, t0, tcomm, samples, loss);
 }
 
 static int sum_hook(void *user, double *values, int n)

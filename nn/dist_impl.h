@@ -103,6 +103,10 @@ int nn__dist_wait_for(nn_dist *d, MPI_Request *req, double *t);
 int nn__dist_arrive_all(nn_dist *d, double *t);
 /* Ready for the next step. */
 void nn__dist_step_done(nn_dist *d);
+/* nn__dist_step_done, then on success (rc 0) the step's samples, mean
+ * loss and times (dist.c); returns 0 or -1. */
+int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, double tcomm,
+                      double *samples, double *loss);
 
 /* dist_shard.c.  Whether a trainer's attachment shards the update (the
  * option, NN_DIST_SHARD, more than one rank, no overlap); lays out the

@@ -272,16 +272,9 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
      * of the other ranks' parts are gathered here instead. */
     if (rc == 0 && d->nbuf > 0 && !isfinite(lsum / total)) {
         for (int e = 0; e < d->nent; e++) d->ts[e] = e < d->params->n ? NULL : nn__dist_entry(d, e);
-        if (rc == 0) rc = gather(d, d->ts, &tcomm);
+        rc = gather(d, d->ts, &tcomm);
     }
-    nn__dist_step_done(d);
-    if (rc) return -1;
-    *samples = total;
-    *loss = lsum / total;
-    d->stats.steps++;
-    d->stats.reduce_seconds += tcomm;
-    d->stats.pack_seconds += MPI_Wtime() - t0 - tcomm;
-    return 0;
+    return nn__dist_step_end(d, rc, total, lsum, t0, tcomm, samples, loss);
 }
 
 int nn__dist_shard_step(void *user, nn_optim *opt)
