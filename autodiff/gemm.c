@@ -727,13 +727,13 @@ static int64_t packed_kc(int64_t kc, int64_t k) { return k <= 1024 ? k : kc; }
 int ad__gemm_pack_a(ad_tape *tape, ad_dtype dtype, int64_t m, int64_t k, const void *a,
                     int64_t rsa, int64_t csa, int64_t nmax, ad_gemm_packed *p)
 {
-    *p = (ad_gemm_packed){.dtype = dtype, .m = m, .k = k};
+    *p = (ad_gemm_packed){.dtype = dtype, .m = m, .k = k, .tape = tape, .a = a, .rsa = rsa,
+                          .csa = csa};
     /* a product the built-in kernel would share among threads keeps them */
     if (m <= 0 || k <= 0 || nmax <= 0 ||
         gemm_threads(m, nmax, (double)m * (double)nmax * (double)k) != 1)
         return 0;
     p->mark = scratch_mark(tape);
-    p->tape = tape;
     size_t es = ad_dtype_size(dtype), ea, eb;
     if (dtype == AD_FLOAT32) {
         const kernel_f32 *K = pick_f32();
@@ -777,6 +777,24 @@ void ad__gemm_packed(const ad_gemm_packed *p, int64_t n, const void *b, int64_t 
     else
         run_packed_f64(p->kernel, p->m, n, p->k, p->MC, p->KC, p->NC, p->pa, b, rsb, csb, c, rsc,
                        csc, accumulate, p->pb);
+}
+
+int ad__gemm_packed_or_plain(const ad_gemm_packed *p, int64_t n, const void *b, int64_t rsb,
+                             int64_t csb, void *c, int64_t rsc, int64_t csc, bool accumulate)
+{
+    if (p->pa) {
+        ad__gemm_packed(p, n, b, rsb, csb, c, rsc, csc, accumulate);
+        return 0;
+    }
+    assert(rsc == 1 || csc == 1);
+    ad_gemm_ep acc = {NULL, 0, true};
+    const ad_gemm_ep *ep = accumulate ? &acc : NULL;
+    if (csc == 1)
+        return ad__gemm_ep(p->tape, p->dtype, p->m, n, p->k, p->a, p->rsa, p->csa, b, rsb, csb, c,
+                           rsc, ep);
+    /* C transposed: C^T = B^T A^T, row-major with leading dimension csc */
+    return ad__gemm_ep(p->tape, p->dtype, n, p->m, p->k, b, csb, rsb, p->a, p->csa, p->rsa, c, csc,
+                       ep);
 }
 
 void ad__gemm_packed_release(ad_gemm_packed *p)

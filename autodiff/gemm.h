@@ -85,11 +85,20 @@ typedef struct ad_gemm_packed {
     void *pa, *pb, *raw;
     ad_tape *tape;
     ad_arena_mark mark;
+    const void *a; /* A as given, for ad__gemm_packed_or_plain */
+    int64_t rsa, csa;
 } ad_gemm_packed;
 int ad__gemm_pack_a(ad_tape *tape, ad_dtype dtype, int64_t m, int64_t k, const void *a,
                     int64_t rsa, int64_t csa, int64_t nmax, ad_gemm_packed *p);
 void ad__gemm_packed(const ad_gemm_packed *p, int64_t n, const void *b, int64_t rsb,
                      int64_t csb, void *c, int64_t rsc, int64_t csc, bool accumulate);
+/* ad__gemm_packed when A was packed, else the same product (C = A B, or
+ * C += A B) by ad__gemm_ep from the A given to ad__gemm_pack_a, on its
+ * tape's scratch: what a caller does for every product either way.  C's
+ * rsc or csc must be 1.  Returns 0, or -1 when out of memory (no message
+ * set; p is not released). */
+int ad__gemm_packed_or_plain(const ad_gemm_packed *p, int64_t n, const void *b, int64_t rsb,
+                             int64_t csb, void *c, int64_t rsc, int64_t csc, bool accumulate);
 void ad__gemm_packed_release(ad_gemm_packed *p);
 
 /* ---- test hooks: not thread-safe, for tests and benchmarks only ---------------- */

@@ -154,6 +154,15 @@ extern const ad_op *const ad__ops_nn[];
 extern const ad_op *const ad__ops_conv[];
 extern const ad_op *const ad__ops_fused[];
 extern const ad_op *const ad__ops_recurrence[];
+/* A recurrent weight's gradient over a whole sequence (ops_recurrence.c,
+ * for the LSTM's too): dW [g, h] = sum_t dG_t^T h_t, with dG [T B, g] at d
+ * (row-major, step t's B rows in block t), h_0 [B, h] at h0 and h_1 ..
+ * h_(T-1) the first (T - 1) B rows of y [T B, h]: one product for h_0 and
+ * one over all later steps ([g, (T-1) B] x [(T-1) B, h]) instead of T thin
+ * ones.  dW is a new tensor on tp; NULL with fn's error when out of
+ * memory. */
+ad_tensor *ad__recurrence_dw(const char *fn, ad_tape *tp, ad_dtype dt, int64_t T, int64_t B,
+                             int64_t g, int64_t h, const void *d, const void *h0, const void *y);
 extern const ad_op *const ad__ops_attention[];
 /* The causal softmax of one contiguous T x T matrix of scores, in place
  * (row t: softmax of scale x[t, 0..t], zeros after), and its rule on one

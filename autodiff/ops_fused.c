@@ -199,10 +199,7 @@ static int seq_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
                            : (const char *)c0->storage->data + c0->offset * (int64_t)es;
         /* a[:, :4H] += h_t W^T: W^T's (p, j) is w[j H + p]; with W
          * packed, as its transpose W h_t^T into a's columns */
-        ad_gemm_ep acc = {NULL, 0, true};
-        if (pk.pa)
-            ad__gemm_packed(&pk, B, hp, 1, H, a, 1, 5 * H, true);
-        else if (ad__gemm_ep(y->tape, gx->dtype, B, 4 * H, H, hp, H, 1, pw, 1, H, a, 5 * H, &acc)) {
+        if (ad__gemm_packed_or_plain(&pk, B, hp, 1, H, a, 1, 5 * H, true)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
@@ -328,10 +325,8 @@ static int seq_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
         }
         cur = 1 - cur;
         /* dL/dh_t's part through step t, dG_t W (G[t - 1] is added at
-         * the next iteration) */
-        if (pk.pa) /* as dh_t^T = W^T dG_t^T into dh's columns */
-            ad__gemm_packed(&pk, B, dgt, 1, 4 * H, ph, 1, H, false);
-        else if (ad__gemm(tp, dt, B, H, 4 * H, dgt, 4 * H, 1, pw, H, 1, ph, H)) {
+         * the next iteration), as dh_t^T = W^T dG_t^T into dh's columns */
+        if (ad__gemm_packed_or_plain(&pk, B, dgt, 1, 4 * H, ph, 1, H, false)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
@@ -339,16 +334,9 @@ static int seq_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
     ad__gemm_packed_release(&pk);
     if (ad__needs_grad(n, 1)) {
         /* dW = sum_t dG_t^T h_t: h_0, then h_1 .. h_(T-1) = y[0 .. T-2] */
-        ad_tensor *dw = ad__alloc(fn, tp, dt, 2, w->shape);
-        if (!dw) return -1;
         const char *ph0 = (const char *)h0->storage->data + h0->offset * (int64_t)es;
         const char *py = (const char *)y->storage->data + y->offset * (int64_t)es;
-        ad_gemm_ep acc = {NULL, 0, true};
-        if (ad__gemm(tp, dt, 4 * H, H, B, pd, 1, 4 * H, ph0, H, 1, dw->storage->data, H) ||
-            (T > 1 && ad__gemm_ep(tp, dt, 4 * H, H, (T - 1) * B, pd + 4 * BH, 1, 4 * H, py, H, 1,
-                                  dw->storage->data, H, &acc)))
-            return ad__err(fn, "out of memory");
-        gin[1] = dw;
+        if (!(gin[1] = ad__recurrence_dw(fn, tp, dt, T, B, 4 * H, H, pd, ph0, py))) return -1;
     }
     if (ad__needs_grad(n, 0)) gin[0] = dg;
     if (ad__needs_grad(n, 2)) gin[2] = dh;

@@ -30,6 +30,20 @@ static void vtanh_f64(double *y, const double *x, int64_t n)
 /* sigmoid's derivative from its value s: s (1 - s), in ops. */
 static ad_tensor *dsig(ad_tensor *s) { return ad_mul(s, ad_add_scalar(ad_neg(s), 1.0)); }
 
+ad_tensor *ad__recurrence_dw(const char *fn, ad_tape *tp, ad_dtype dt, int64_t T, int64_t B,
+                             int64_t g, int64_t h, const void *d, const void *h0, const void *y)
+{
+    ad_tensor *dw = ad__alloc(fn, tp, dt, 2, (int64_t[]){g, h});
+    if (!dw) return NULL;
+    const char *rest = (const char *)d + B * g * (int64_t)ad_dtype_size(dt);
+    ad_gemm_ep acc = {NULL, 0, true};
+    if (ad__gemm(tp, dt, g, h, B, d, 1, g, h0, h, 1, dw->storage->data, h) ||
+        (T > 1 && ad__gemm_ep(tp, dt, g, h, (T - 1) * B, rest, 1, g, y, h, 1, dw->storage->data,
+                              h, &acc)))
+        return ad__err(fn, "out of memory"), NULL;
+    return dw;
+}
+
 /* ---- gru_recurrence -------------------------------------------------------------
  * A whole GRU layer's recurrence after the input's product gx [T, B, 3H]
  * (x_t W_ih^T + b_ih, blocks r, z, n): for t = 0..T-1, with
@@ -76,9 +90,7 @@ static int gru_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
         char *a = pa + t * 4 * BH;
         const char *hp = t ? py + (t - 1) * BH : gru_data(h0, es);
         /* a[:, :3H] = h_t W^T, as W h_t^T into a's columns */
-        if (pk.pa)
-            ad__gemm_packed(&pk, B, hp, 1, H, a, 1, 4 * H, false);
-        else if (ad__gemm(y->tape, dt, B, 3 * H, H, hp, H, 1, pw, 1, H, a, 4 * H)) {
+        if (ad__gemm_packed_or_plain(&pk, B, hp, 1, H, a, 1, 4 * H, false)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
@@ -199,26 +211,16 @@ static int gru_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
         }
         cur = 1 - cur;
         /* dh_t = dh z + dgh_t W, as dh_t^T += W^T dgh_t^T into its columns */
-        ad_gemm_ep acc = {NULL, 0, true};
-        if (pk.pa)
-            ad__gemm_packed(&pk, B, dgt, 1, 3 * H, dhn, 1, H, true);
-        else if (ad__gemm_ep(tp, dt, B, H, 3 * H, dgt, 3 * H, 1, pw, H, 1, dhn, H, &acc)) {
+        if (ad__gemm_packed_or_plain(&pk, B, dgt, 1, 3 * H, dhn, 1, H, true)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
     }
     ad__gemm_packed_release(&pk);
     if (ad__needs_grad(n, 1)) {
-        /* dW = sum_t dgh_t^T h_t: h_0, then h_1 .. h_(T-1) = y[0 .. T-2] */
-        ad_tensor *dw = ad__alloc(fn, tp, dt, 2, w->shape);
-        if (!dw) return -1;
-        ad_gemm_ep acc = {NULL, 0, true};
-        if (ad__gemm(tp, dt, 3 * H, H, B, pdg, 1, 3 * H, gru_data(h0, es), H, 1,
-                     dw->storage->data, H) ||
-            (T > 1 && ad__gemm_ep(tp, dt, 3 * H, H, (T - 1) * B, pdg + 3 * BH, 1, 3 * H, py, H,
-                                  1, dw->storage->data, H, &acc)))
-            return ad__err(fn, "out of memory");
-        gin[1] = dw;
+        /* dW = sum_t dgh_t^T h_t */
+        if (!(gin[1] = ad__recurrence_dw(fn, tp, dt, T, B, 3 * H, H, pdg, gru_data(h0, es), py)))
+            return -1;
     }
     if (bh && ad__needs_grad(n, 3)) {
         /* db = the column sums of dgh over all T B rows, in double */
@@ -326,9 +328,7 @@ static int rnn_forward(const char *fn, const ad_tensor *gx, const ad_tensor *w,
         char *yt = py + t * BH;
         const char *hp = t ? yt - BH : gru_data(h0, es);
         /* y_t = h_t W^T, as W h_t^T into y_t's columns */
-        if (pk.pa)
-            ad__gemm_packed(&pk, B, hp, 1, H, yt, 1, H, false);
-        else if (ad__gemm(y->tape, dt, B, H, H, hp, H, 1, pw, 1, H, yt, H)) {
+        if (ad__gemm_packed_or_plain(&pk, B, hp, 1, H, yt, 1, H, false)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
@@ -419,24 +419,16 @@ static int rnn_bw(ad_node *n, ad_tensor *G, ad_tensor **gin)
                                (float *)(void *)(dpt + r));
         }
         /* dh_t = dp_t W, as dh_t^T = W^T dp_t^T into dh's columns */
-        if (pk.pa)
-            ad__gemm_packed(&pk, B, dpt, 1, H, ph, 1, H, false);
-        else if (ad__gemm(tp, dt, B, H, H, dpt, H, 1, pw, H, 1, ph, H)) {
+        if (ad__gemm_packed_or_plain(&pk, B, dpt, 1, H, ph, 1, H, false)) {
             ad__gemm_packed_release(&pk);
             return ad__err(fn, "out of memory");
         }
     }
     ad__gemm_packed_release(&pk);
     if (ad__needs_grad(n, 1)) {
-        /* dW = sum_t dp_t^T h_t: h_0, then h_1 .. h_(T-1) = y[0 .. T-2] */
-        ad_tensor *dw = ad__alloc(fn, tp, dt, 2, w->shape);
-        if (!dw) return -1;
-        ad_gemm_ep acc = {NULL, 0, true};
-        if (ad__gemm(tp, dt, H, H, B, pd, 1, H, gru_data(h0, es), H, 1, dw->storage->data, H) ||
-            (T > 1 && ad__gemm_ep(tp, dt, H, H, (T - 1) * B, pd + BH, 1, H, py, H, 1,
-                                  dw->storage->data, H, &acc)))
-            return ad__err(fn, "out of memory");
-        gin[1] = dw;
+        /* dW = sum_t dp_t^T h_t */
+        if (!(gin[1] = ad__recurrence_dw(fn, tp, dt, T, B, H, H, pd, gru_data(h0, es), py)))
+            return -1;
     }
     if (ad__needs_grad(n, 0)) gin[0] = dp;
     if (ad__needs_grad(n, 2)) gin[2] = dh;

@@ -8,6 +8,7 @@
  * detached state; checkpointed segments against the plain layer; the GRU
  * and Elman layers' one op against the recurrence composed of ops; bad
  * inputs. */
+#include <autodiff/gemm.h>
 #include <nn/nn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,22 +445,36 @@ START_TEST(checkpointed_matches_plain)
 }
 END_TEST
 
-/* The GRU and Elman sequence layers (one op, ad_gru_recurrence,
- * ad_rnn_recurrence) against the same recurrence composed of ops step by
- * step (nn_rnn_cell_step: one product [x_t, h] W^T for all gate blocks,
- * then sigmoid, tanh or relu, mul and add): outputs, final state and the
- * gradients of the input, the initial state and every weight agree to
- * float64's rounding, with and without biases. */
+/* A parallel runner that runs the parts in order on the calling thread. */
+static void serial_runner(void *pool, ad_parallel_task task, void *ctx)
+{
+    int parts = *(int *)pool;
+    for (int p = 0; p < parts; p++) task(ctx, p, parts);
+}
+
+/* The sequence layers (one op each, ad_lstm_recurrence,
+ * ad_gru_recurrence, ad_rnn_recurrence) against the same recurrence
+ * composed of ops step by step (nn_rnn_cell_step: one product [x_t, h]
+ * W^T for all gate blocks, then sigmoid, tanh or relu, mul and add):
+ * outputs, final state and the gradients of the input, the initial state
+ * and every weight agree to float64's rounding, with and without biases.
+ * A third way runs the ops with every product split among a runner's
+ * parts, so that the recurrent weight is not packed once per call and
+ * each step's product is a plain one (ad__gemm_packed_or_plain's other
+ * path). */
 START_TEST(recurrence_ops_match_composed)
 {
-    for (int run = 0; run < 6; run++) {
-        nn_rnn_mode mode = run < 2 ? NN_GRU : run < 4 ? NN_RNN_TANH : NN_RNN_RELU;
-        int bias = run % 2, G = mode == NN_GRU ? 3 : 1;
+    for (int run = 0; run < 8; run++) {
+        nn_rnn_mode mode = run < 2 ? NN_GRU : run < 4 ? NN_RNN_TANH : run < 6 ? NN_RNN_RELU
+                                                                              : NN_LSTM;
+        int bias = run % 2, G = mode == NN_GRU ? 3 : mode == NN_LSTM ? 4 : 1;
         ad_rng rng;
         ad_rng_init(&rng, 21 + run);
         const int64_t B = 3, T = 7, F = 4, H = 5;
         ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(B, T, F), 0, 1);
         ad_tensor *h0 = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(1, B, H), 0, 1);
+        ad_tensor *c0 = mode == NN_LSTM ? ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(1, B, H), 0, 1)
+                                        : NULL;
         ad_tensor *wy = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(B, T, H), 0, 1);
         ad_tensor *w[4];
         int nw = bias ? 4 : 2;
@@ -475,19 +490,24 @@ START_TEST(recurrence_ops_match_composed)
         ok(ad_set_requires_grad(x, true));
         ok(ad_set_requires_grad(h0, true));
         ad_tensor *leaves[6] = {x, h0, w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL};
-        double *got[2][6] = {{0}};
-        double val[2][2] = {{0}};
-        for (int way = 0; way < 2; way++) {
+        double *got[3][6] = {{0}};
+        double val[3][2] = {{0}};
+        for (int way = 0; way < 3; way++) {
             for (int i = 0; i < 2 + nw; i++) ok(ad_zero_grad(leaves[i]));
             ad_tensor *y = NULL, *hn = NULL;
-            if (way == 0) {
-                ok(nn_rnn_sequence(mode, x, h0, NULL, 1, w, bias, &y, &hn, NULL));
+            int parts = 2;
+            if (way == 2) {
+                ad__gemm_testing_parallel(1);
+                ok(ad_set_parallel_runner(serial_runner, &parts, parts));
+            }
+            if (way != 1) {
+                ok(nn_rnn_sequence(mode, x, h0, c0, 1, w, bias, &y, &hn, NULL));
             } else {
-                ad_tensor *h = ad_squeeze(h0, 0), *hs[7];
+                ad_tensor *h = ad_squeeze(h0, 0), *c = c0 ? ad_squeeze(c0, 0) : NULL, *hs[7];
                 for (int64_t t = 0; t < T; t++) {
-                    ok(nn_rnn_cell_step(mode, ad_squeeze(ad_narrow(x, 1, t, 1), 1), h, NULL,
+                    ok(nn_rnn_cell_step(mode, ad_squeeze(ad_narrow(x, 1, t, 1), 1), h, c,
                                         w[0], w[1], bias ? w[2] : NULL, bias ? w[3] : NULL,
-                                        &hs[t], NULL));
+                                        &hs[t], c ? &c : NULL));
                     h = hs[t];
                 }
                 y = ad_stack(hs, (int)T, 1);
@@ -500,6 +520,10 @@ START_TEST(recurrence_ops_match_composed)
             val[way][0] = ad_item(E1);
             val[way][1] = ad_item(E2);
             ok(ad_backward(ad_add(E1, E2), NULL, 0));
+            if (way == 2) {
+                ok(ad_set_parallel_runner(NULL, NULL, 0));
+                ad__gemm_testing_parallel(0);
+            }
             for (int i = 0; i < 2 + nw; i++) {
                 ad_tensor *g = ad_tensor_grad(leaves[i]);
                 nonnull(g);
@@ -509,19 +533,23 @@ START_TEST(recurrence_ops_match_composed)
             }
             ok(ad_tape_reset(ot_tape));
         }
-        for (int k = 0; k < 2; k++)
-            ck_assert_double_eq_tol(val[0][k], val[1][k], 1e-12 * fabs(val[1][k]));
-        for (int i = 0; i < 2 + nw; i++) {
-            for (int64_t k = 0; k < ad_numel(leaves[i]); k++)
-                ck_assert_msg(fabs(got[0][i][k] - got[1][i][k]) <= 1e-12 * (1 + fabs(got[1][i][k])),
-                              "%s bias %d: gradient %d [%ld]: %.17g as one op, %.17g composed",
-                              KEYS[mode], bias, i, (long)k, got[0][i][k], got[1][i][k]);
-            free(got[0][i]);
-            free(got[1][i]);
+        for (int way = 0; way < 3; way += 2) {
+            for (int k = 0; k < 2; k++)
+                ck_assert_double_eq_tol(val[way][k], val[1][k], 1e-12 * fabs(val[1][k]));
+            for (int i = 0; i < 2 + nw; i++)
+                for (int64_t k = 0; k < ad_numel(leaves[i]); k++)
+                    ck_assert_msg(fabs(got[way][i][k] - got[1][i][k]) <=
+                                      1e-12 * (1 + fabs(got[1][i][k])),
+                                  "%s bias %d: gradient %d [%ld]: %.17g as one op%s, %.17g "
+                                  "composed", KEYS[mode], bias, i, (long)k, got[way][i][k],
+                                  way ? " (products unpacked)" : "", got[1][i][k]);
         }
+        for (int i = 0; i < 2 + nw; i++)
+            for (int way = 0; way < 3; way++) free(got[way][i]);
         for (int i = 0; i < nw; i++) ad_tensor_free(w[i]);
         ad_tensor_free(x);
         ad_tensor_free(h0);
+        ad_tensor_free(c0);
         ad_tensor_free(wy);
     }
 }
