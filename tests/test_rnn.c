@@ -5,9 +5,9 @@
  * weights loaded by PyTorch's parameter names from
  * tests/data/rnn_reference.safetensors (made by make_rnn_reference.py);
  * the modules against the functional forms; truncated BPTT with a carried,
- * detached state; checkpointed segments against the plain layer; the GRU
- * and Elman layers' one op against the recurrence composed of ops; bad
- * inputs. */
+ * detached state; checkpointed segments against the plain layer; the
+ * LSTM, GRU and Elman layers' one op against the recurrence composed of
+ * ops, also with its products unpacked; bad inputs. */
 #include <autodiff/gemm.h>
 #include <nn/nn.h>
 #include <stdio.h>
