@@ -237,6 +237,8 @@ __attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restric
         void (*copy_relu)(T *restrict, const T *restrict, int64_t);                      \
         /* one row of gy transposed (conv_transpose_gy); NULL: the scalar loop */        \
         void (*tr)(T *restrict, int64_t, const T *restrict, int64_t, int64_t, int64_t);  \
+        /* conv2d_relu's rule: gm = g [y > 0] and its sum (conv_mask_sum) */             \
+        double (*mask_sum)(T *restrict, const T *restrict, const T *restrict, int64_t);  \
     } conv_kern_##SUF;
 DEFINE_KERN_TYPE(f32, float)
 DEFINE_KERN_TYPE(f64, double)
@@ -248,16 +250,17 @@ static const conv_kern_f32 kerns_f32[] = {
 #if CONV_X86
     {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
      conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512,
-     conv_tr_rows_f32_avx2},
+     conv_tr_rows_f32_avx2, conv_mask_sum_f32_avx512},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
-     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2},
+     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2,
+     conv_mask_sum_f32_avx2},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
-     conv_copy_f32_any, conv_copy_relu_f32_any, NULL},
+     conv_copy_f32_any, conv_copy_relu_f32_any, NULL, conv_mask_sum_f32_any},
 };
 static const conv_kern_f64 kerns_f64[] = {
     {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,
-     conv_copy_f64_any, conv_copy_relu_f64_any, NULL},
+     conv_copy_f64_any, conv_copy_relu_f64_any, NULL, conv_mask_sum_f64_any},
 };
 
 static bool cpu_can(int isa)
@@ -391,15 +394,47 @@ static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const in
  * sum g (what add's rule gave when the bias was added separately).
  * conv2d_relu: the same with g masked first, g [y > 0] = relu_grad(g, y)
  * (y > 0 exactly where the pre-activation is: the mask relu's own rule
- * takes from its input, without keeping that input). */
+ * takes from its input, without keeping that input); in a first-order
+ * pass the mask and the bias sum are one pass (relu_bias_bw). */
+/* conv2d_relu's gm and bias gradient from one pass (conv_relu_bias_bw):
+ * the values relu_grad and ad_sum give, as new unrecorded tensors.  Only
+ * for a first-order pass (grad mode off: nothing to record) over a
+ * contiguous g; under AD_CREATE_GRAPH the rule is made of ops. */
+static int relu_bias_bw(ad_node *n, ad_tensor *g, ad_tensor **gm, ad_tensor **gb)
+{
+    static const char *fn = "conv2d_relu backward";
+    const ad_tensor *y = n->out;
+    *gm = ad__alloc(fn, y->tape, y->dtype, 4, y->shape);
+    *gb = ad__alloc(fn, y->tape, y->dtype, 1, &y->shape[1]);
+    if (!*gm || !*gb) return -1;
+    int64_t N = y->shape[0], O = y->shape[1], L = y->shape[2] * y->shape[3];
+    if (y->dtype == AD_FLOAT64)
+        conv_relu_bias_bw_f64(&kerns_f64[0], (const double *)g->storage->data + g->offset,
+                              (const double *)y->storage->data + y->offset, N, O, L,
+                              (*gm)->storage->data, (*gb)->storage->data);
+    else
+        conv_relu_bias_bw_f32(pick_f32(), (const float *)g->storage->data + g->offset,
+                              (const float *)y->storage->data + y->offset, N, O, L,
+                              (*gm)->storage->data, (*gb)->storage->data);
+    return 0;
+}
+
 static int conv_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
-    if (q->relu && !(g = ad__relu_grad(g, n->out))) return -1;
+    bool dbias = n->nin > 2 && ad__needs_grad(n, 2);
+    if (q->relu && dbias && !ad_grad_enabled() && ad_is_contiguous(g) &&
+        g->dtype == n->out->dtype) {
+        ad_tensor *gm;
+        if (relu_bias_bw(n, g, &gm, &gin[2])) return -1;
+        g = gm, dbias = false;
+    } else if (q->relu && !(g = ad__relu_grad(g, n->out))) {
+        return -1;
+    }
     if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d backward", g, n->in[1], q->p);
     if (ad__needs_grad(n, 1)) gin[1] = convw_op("conv2d backward", n->in[0], g, k, q->p);
-    if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
+    if (dbias) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
     return 0;
 }
 static int conv_fw(ad_node *n)

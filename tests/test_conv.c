@@ -26,6 +26,7 @@ static const shape SHAPES[] = {
     {1, 5, 11, 13, 9, 5, 4, 2, 3, false},   /* larger kernel: taps past one tile */
     {2, 3, 3, 40, 6, 3, 3, 0, 1, true},     /* long rows: several vectors per row */
     {2, 4, 9, 11, 16, 3, 3, 1, 0, false},   /* gy's transpose: 8 x 8 blocks and both edges */
+    {3, 2, 6, 7, 1, 3, 3, 1, 1, false},     /* one output channel: the bias sum is one run */
 };
 enum { NSHAPES = sizeof SHAPES / sizeof SHAPES[0] };
 
@@ -175,7 +176,10 @@ static char *dot_of(ad_tensor *y)
 /* ad_conv2d_relu against ad_relu(ad_conv2d): the same bits in y and in
  * every gradient, for every shape, dtype and float32 kernel variant (the
  * epilogue's max is relu's, the rule's mask from y is the one relu's rule
- * takes from the pre-activation, and the rest is conv2d's own rule). */
+ * takes from the pre-activation, and the rest is conv2d's own rule).  The
+ * first-order pass masks g and sums the bias gradient in one pass of its
+ * own (relu_bias_bw); float64's sums are inexact, so a different order
+ * of additions than ad_sum's shows in db. */
 static bool same_bits(const double *a, const double *b, int64_t n)
 {
     return memcmp(a, b, (size_t)n * sizeof *a) == 0;
