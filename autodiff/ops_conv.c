@@ -404,18 +404,19 @@ static int relu_bias_bw(ad_node *n, ad_tensor *g, ad_tensor **gm, ad_tensor **gb
 {
     static const char *fn = "conv2d_relu backward";
     const ad_tensor *y = n->out;
-    *gm = ad__alloc(fn, y->tape, y->dtype, 4, y->shape);
-    *gb = ad__alloc(fn, y->tape, y->dtype, 1, &y->shape[1]);
-    if (!*gm || !*gb) return -1;
     int64_t N = y->shape[0], O = y->shape[1], L = y->shape[2] * y->shape[3];
+    *gm = ad__alloc(fn, y->tape, y->dtype, 4, y->shape);
+    *gb = ad__alloc(fn, y->tape, y->dtype, 1, &O);
+    ad_tensor *acc = ad__alloc(fn, y->tape, AD_FLOAT64, 1, &O); /* dead after the rule */
+    if (!*gm || !*gb || !acc) return -1;
     if (y->dtype == AD_FLOAT64)
         conv_relu_bias_bw_f64(&kerns_f64[0], (const double *)g->storage->data + g->offset,
                               (const double *)y->storage->data + y->offset, N, O, L,
-                              (*gm)->storage->data, (*gb)->storage->data);
+                              (*gm)->storage->data, (*gb)->storage->data, acc->storage->data);
     else
         conv_relu_bias_bw_f32(pick_f32(), (const float *)g->storage->data + g->offset,
                               (const float *)y->storage->data + y->offset, N, O, L,
-                              (*gm)->storage->data, (*gb)->storage->data);
+                              (*gm)->storage->data, (*gb)->storage->data, acc->storage->data);
     return 0;
 }
 
