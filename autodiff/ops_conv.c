@@ -9,7 +9,9 @@
  * and conv2d_relu, y = max(conv2d, 0) with the max applied as the output
  * tile is stored, whose rule masks g by y > 0 (relu_grad) and is then
  * conv2d's: relu's values and gradients to the bit, without relu's pass
- * over y or a kept pre-activation.
+ * over y or a kept pre-activation.  In a first-order pass the masked g is
+ * made inside the gradient kernels' copies of g, with the bias gradient's
+ * sums (relu_fused_bw), and never stored.
  *
  * all with stride 1, dilation 1, one group and a padding p >= 0 (ops_nn.h
  * has the formulas).  ad_conv2d uses conv2d for exactly those; every other
