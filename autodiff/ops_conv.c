@@ -9,7 +9,9 @@
  * and conv2d_relu, y = max(conv2d, 0) with the max applied as the output
  * tile is stored, whose rule masks g by y > 0 (relu_grad) and is then
  * conv2d's: relu's values and gradients to the bit, without relu's pass
- * over y or a kept pre-activation.
+ * over y or a kept pre-activation.  In a first-order pass the masked g is
+ * made inside the gradient kernels' copies of g, with the bias gradient's
+ * sums (relu_fused_bw), and never stored.
  *
  * all with stride 1, dilation 1, one group and a padding p >= 0 (ops_nn.h
  * has the formulas).  ad_conv2d uses conv2d for exactly those; every other
@@ -237,6 +239,9 @@ __attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restric
         void (*copy_relu)(T *restrict, const T *restrict, int64_t);                      \
         /* one row of gy transposed (conv_transpose_gy); NULL: the scalar loop */        \
         void (*tr)(T *restrict, int64_t, const T *restrict, int64_t, int64_t, int64_t);  \
+        /* conv2d_relu's rule: gm = g [y > 0] and its sum (conv_mask_sum), and gm  */    \
+        double (*mask_sum)(T *restrict, const T *restrict, const T *restrict, int64_t);  \
+        void (*copy_mask)(T *restrict, const T *restrict, const T *restrict, int64_t);   \
     } conv_kern_##SUF;
 DEFINE_KERN_TYPE(f32, float)
 DEFINE_KERN_TYPE(f64, double)
@@ -248,16 +253,19 @@ static const conv_kern_f32 kerns_f32[] = {
 #if CONV_X86
     {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
      conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512,
-     conv_tr_rows_f32_avx2},
+     conv_tr_rows_f32_avx2, conv_mask_sum_f32_avx512, conv_copy_mask_f32_avx512},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
-     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2},
+     conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2,
+     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
-     conv_copy_f32_any, conv_copy_relu_f32_any, NULL},
+     conv_copy_f32_any, conv_copy_relu_f32_any, NULL, conv_mask_sum_f32_any,
+     conv_copy_mask_f32_any},
 };
 static const conv_kern_f64 kerns_f64[] = {
     {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,
-     conv_copy_f64_any, conv_copy_relu_f64_any, NULL},
+     conv_copy_f64_any, conv_copy_relu_f64_any, NULL, conv_mask_sum_f64_any,
+     conv_copy_mask_f64_any},
 };
 
 static bool cpu_can(int isa)
@@ -348,34 +356,41 @@ static int conv_run(const char *fn, const ad_tensor *x, const ad_tensor *w, cons
 {
     const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
     if (x->dtype == AD_FLOAT64)
-        return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + w->offset,
-                                s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], bias, relu, y);
-    return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + w->offset, s[0],
-                            s[1], s[2], s[3], kh, kw, p[0], p[1], bias, relu, y);
+        return conv_forward_f64(fn, &kerns_f64[0], x, NULL,
+                                (const double *)w->storage->data + w->offset, s[0], s[1], s[2],
+                                s[3], kh, kw, p[0], p[1], bias, relu, y);
+    return conv_forward_f32(fn, pick_f32(), x, NULL, (const float *)w->storage->data + w->offset,
+                            s[0], s[1], s[2], s[3], kh, kw, p[0], p[1], bias, relu, y);
 }
 
 /* y = conv_transpose2d(x, w): the forward kernel with output channel c,
  * input channel o and the taps flipped, K(c, o, i, j) = w[o, c, kh-1-i,
- * kw-1-j], and padding kh - 1 - p. */
-static int convt_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const int64_t *p,
-                     ad_tensor *y)
+ * kw-1-j], and padding kh - 1 - p.  With xm (laid out like x): of
+ * x [xm > 0] (conv2d_relu's rule). */
+static int convt_run(const char *fn, const ad_tensor *x, const void *xm, const ad_tensor *w,
+                     const int64_t *p, ad_tensor *y)
 {
     const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
     int64_t last = w->offset + (kh - 1) * s[2] + (kw - 1) * s[3];
     if (x->dtype == AD_FLOAT64)
-        return conv_forward_f64(fn, &kerns_f64[0], x, (const double *)w->storage->data + last,
+        return conv_forward_f64(fn, &kerns_f64[0], x, xm, (const double *)w->storage->data + last,
                                 s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL,
                                 false, y);
-    return conv_forward_f32(fn, pick_f32(), x, (const float *)w->storage->data + last, s[1], s[0],
-                            -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, false, y);
+    return conv_forward_f32(fn, pick_f32(), x, xm, (const float *)w->storage->data + last, s[1],
+                            s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL, false,
+                            y);
 }
 
-static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy,
-                     const conv_params *q, ad_tensor *dw)
+/* dw = conv2d_weight(x, gy); with gm (laid out like gy, contiguous): of
+ * gy [gm > 0], each channel's sum added to bacc (conv2d_relu's rule). */
+static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy, const void *gm,
+                     double *bacc, const conv_params *q, ad_tensor *dw)
 {
     if (x->dtype == AD_FLOAT64)
-        return conv_weight_f64(fn, &kerns_f64[0], x, gy, q->k[0], q->k[1], q->p[0], q->p[1], dw);
-    return conv_weight_f32(fn, pick_f32(), x, gy, q->k[0], q->k[1], q->p[0], q->p[1], dw);
+        return conv_weight_f64(fn, &kerns_f64[0], x, gy, gm, bacc, q->k[0], q->k[1], q->p[0],
+                               q->p[1], dw);
+    return conv_weight_f32(fn, pick_f32(), x, gy, gm, bacc, q->k[0], q->k[1], q->p[0], q->p[1],
+                           dw);
 }
 
 /* ---- the three ops ---------------------------------------------------------------
@@ -391,15 +406,83 @@ static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const in
  * sum g (what add's rule gave when the bias was added separately).
  * conv2d_relu: the same with g masked first, g [y > 0] = relu_grad(g, y)
  * (y > 0 exactly where the pre-activation is: the mask relu's own rule
- * takes from its input, without keeping that input). */
+ * takes from its input, without keeping that input); in a first-order
+ * pass the mask and the bias sum are one pass (relu_bias_bw). */
+/* conv2d_relu's gm and bias gradient from one pass (conv_relu_bias_bw):
+ * the values relu_grad and ad_sum give, as new unrecorded tensors.  Only
+ * for a first-order pass (grad mode off: nothing to record) over a
+ * contiguous g; under AD_CREATE_GRAPH the rule is made of ops. */
+static int relu_bias_bw(ad_node *n, ad_tensor *g, ad_tensor **gm, ad_tensor **gb)
+{
+    static const char *fn = "conv2d_relu backward";
+    const ad_tensor *y = n->out;
+    int64_t N = y->shape[0], O = y->shape[1], L = y->shape[2] * y->shape[3];
+    *gm = ad__alloc(fn, y->tape, y->dtype, 4, y->shape);
+    *gb = ad__alloc(fn, y->tape, y->dtype, 1, &O);
+    ad_tensor *acc = ad__alloc(fn, y->tape, AD_FLOAT64, 1, &O); /* dead after the rule */
+    if (!*gm || !*gb || !acc) return -1;
+    if (y->dtype == AD_FLOAT64)
+        conv_relu_bias_bw_f64(&kerns_f64[0], (const double *)g->storage->data + g->offset,
+                              (const double *)y->storage->data + y->offset, N, O, L,
+                              (*gm)->storage->data, (*gb)->storage->data, acc->storage->data);
+    else
+        conv_relu_bias_bw_f32(pick_f32(), (const float *)g->storage->data + g->offset,
+                              (const float *)y->storage->data + y->offset, N, O, L,
+                              (*gm)->storage->data, (*gb)->storage->data, acc->storage->data);
+    return 0;
+}
+
+/* conv2d_relu's first-order rule when it needs the weight's and the
+ * bias's gradients: gm = g [y > 0] is never stored.  The weight
+ * gradient's kernel makes it as it stages each sample of g (conv_stage:
+ * conv_mask_sum, so the bias sums come from that pass too, in
+ * conv_relu_bias_bw's order: the same bits), and conv_transpose2d's as it
+ * copies g into its padded planes.  Per layer that is g and y read twice
+ * where relu_bias_bw reads them once, writes gm and reads gm twice.  With
+ * one output channel ad_sum's order is one run over the batch, which a
+ * pass per sample cannot follow: relu_bias_bw does that case. */
+static int relu_fused_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    static const char *fn = "conv2d_relu backward";
+    const conv_params *q = ad__params(n);
+    ad_tensor *x = n->in[0], *w = n->in[1], *y = n->out;
+    int64_t O = y->shape[1];
+    const void *ym = (const char *)y->storage->data + y->offset * (int64_t)ad_dtype_size(y->dtype);
+    ad_tensor *dx = NULL;
+    if (ad__needs_grad(n, 0) && !(dx = ad__alloc(fn, y->tape, x->dtype, 4, x->shape))) return -1;
+    ad_tensor *dw = ad__alloc(fn, y->tape, w->dtype, 4, w->shape);
+    ad_tensor *gb = ad__alloc(fn, y->tape, y->dtype, 1, &O);
+    ad_tensor *acc = ad__alloc(fn, y->tape, AD_FLOAT64, 1, &O); /* dead after the rule */
+    if (!dw || !gb || !acc) return -1;
+    double *a = acc->storage->data;
+    for (int64_t o = 0; o < O; o++) a[o] = 0;
+    if (convw_run(fn, x, g, ym, a, q, dw)) return -1;
+    for (int64_t o = 0; o < O; o++) {
+        if (y->dtype == AD_FLOAT64) ((double *)gb->storage->data)[o] = a[o];
+        else ((float *)gb->storage->data)[o] = (float)a[o];
+    }
+    if (dx && convt_run(fn, g, ym, w, q->p, dx)) return -1;
+    gin[0] = dx, gin[1] = dw, gin[2] = gb;
+    return 0;
+}
+
 static int conv_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const conv_params *q = ad__params(n);
     const int64_t k[2] = {n->in[1]->shape[2], n->in[1]->shape[3]};
-    if (q->relu && !(g = ad__relu_grad(g, n->out))) return -1;
+    bool dbias = n->nin > 2 && ad__needs_grad(n, 2);
+    if (q->relu && dbias && !ad_grad_enabled() && ad_is_contiguous(g) &&
+        g->dtype == n->out->dtype) {
+        if (ad__needs_grad(n, 1) && n->out->shape[1] > 1) return relu_fused_bw(n, g, gin);
+        ad_tensor *gm;
+        if (relu_bias_bw(n, g, &gm, &gin[2])) return -1;
+        g = gm, dbias = false;
+    } else if (q->relu && !(g = ad__relu_grad(g, n->out))) {
+        return -1;
+    }
     if (ad__needs_grad(n, 0)) gin[0] = convt_op("conv2d backward", g, n->in[1], q->p);
     if (ad__needs_grad(n, 1)) gin[1] = convw_op("conv2d backward", n->in[0], g, k, q->p);
-    if (n->nin > 2 && ad__needs_grad(n, 2)) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
+    if (dbias) gin[2] = ad_sum(g, (int[]){0, 2, 3}, 3, false);
     return 0;
 }
 static int conv_fw(ad_node *n)
@@ -441,7 +524,7 @@ static int convt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 static int convt_fw(ad_node *n)
 {
     const conv_params *q = ad__params(n);
-    return convt_run(n->op->name, n->in[0], n->in[1], q->p, n->out);
+    return convt_run(n->op->name, n->in[0], NULL, n->in[1], q->p, n->out);
 }
 static const ad_op OP_CONV_TRANSPOSE2D = {
     .name = "conv_transpose2d",
@@ -463,7 +546,7 @@ static int convw_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 static int convw_fw(ad_node *n)
 {
-    return convw_run(n->op->name, n->in[0], n->in[1], ad__params(n), n->out);
+    return convw_run(n->op->name, n->in[0], n->in[1], NULL, NULL, ad__params(n), n->out);
 }
 static const ad_op OP_CONV2D_WEIGHT = {
     .name = "conv2d_weight",
@@ -496,7 +579,7 @@ static ad_tensor *convt_op(const char *fn, ad_tensor *x, ad_tensor *w, const int
                         x->shape[3] - 2 * p[1] + q.k[1] - 1};
     ad_tensor *in[2] = {x, w}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
     if (!y) return NULL;
-    return ad__finish(y, convt_run(fn, x, w, p, y), &OP_CONV_TRANSPOSE2D, 2, in, &q, NULL);
+    return ad__finish(y, convt_run(fn, x, NULL, w, p, y), &OP_CONV_TRANSPOSE2D, 2, in, &q, NULL);
 }
 
 static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const int64_t *k,
@@ -507,7 +590,8 @@ static ad_tensor *convw_op(const char *fn, ad_tensor *x, ad_tensor *gy, const in
     int64_t shape[4] = {gy->shape[1], x->shape[1], k[0], k[1]};
     ad_tensor *in[2] = {x, gy}, *y = ad__result(fn, 2, in, x->dtype, 4, shape);
     if (!y) return NULL;
-    return ad__finish(y, convw_run(fn, x, gy, &q, y), &OP_CONV2D_WEIGHT, 2, in, &q, NULL);
+    return ad__finish(y, convw_run(fn, x, gy, NULL, NULL, &q, y), &OP_CONV2D_WEIGHT, 2, in, &q,
+                      NULL);
 }
 
 /* ---- public functions ------------------------------------------------------------- */

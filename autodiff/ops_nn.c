@@ -2,12 +2,12 @@
  *
  * Two real ops live here, unfold (im2col) and fold (col2im).  They are
  * linear and each other's adjoint, so each one's rule is the other and
- * derivatives of every order stay within the pair.  A third,
- * max_pool2d_index, finds where each pooling window's first maximum is; it
- * is an integer result, not differentiable, like a comparison.  (Dropout's
- * mask is an op of ops_random.c.)  Everything
+ * derivatives of every order stay within the pair.  A third, max_pool2d,
+ * finds where each pooling window's first maximum is and takes it; its
+ * rule scatters g to those indices (scatter_add_zeros of ops_index.c).
+ * (Dropout's mask is an op of ops_random.c.)  Everything
  * else a network layer needs is composed from public ops: a convolution is
- * unfold then one (batched) matmul, a max pool gathers x at those indices,
+ * unfold then one (batched) matmul (or the direct op of ops_conv.c),
  * an average pool is a mean over the kernel axis of unfold's result, the
  * normalisations are mean/var arithmetic.  The
  * compositions are differentiable to any order by construction and replay
@@ -38,7 +38,7 @@
 /* ---- window geometry ----------------------------------------------------------
  * Index 0 is the height, 1 the width.  `in` is the image extent (unfold's
  * input, fold's output), `out` the number of window positions.  It is the
- * parameter struct of unfold, fold and max_pool2d_index. */
+ * parameter struct of unfold and fold (and within max_pool2d's). */
 typedef struct win2d {
     int64_t k[2], s[2], p[2], d[2];
     int64_t in[2], out[2];
@@ -502,7 +502,7 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
     return ad_reshape(y, 4, (int64_t[]){x->shape[0], x->shape[1], w->out[0], w->out[1]});
 }
 
-/* ---- max_pool2d_index ----------------------------------------------------------------
+/* ---- max_pool2d ----------------------------------------------------------------
  * For each window of each plane (n, c), the flat index ih W + iw in x's
  * H x W plane of its first maximum, scanning the window row by row as
  * PyTorch does, so ties go to the element that comes first.  A NaN counts
@@ -536,60 +536,75 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
 #include "per_dtype.inc"
 
 
-static void window_argmax(const ad_tensor *x, ad_tensor *idx, const win2d *w)
+/* idx[n, c, q] = the flat index of window q's first maximum in plane
+ * (n, c), and with y (may be NULL) y[n, c, q] = that maximum. */
+static void window_argmax(const ad_tensor *x, ad_tensor *idx, ad_tensor *y, const win2d *w)
 {
     int64_t *out = (int64_t *)idx->storage->data + idx->offset;
+    void *yv = y ? (char *)y->storage->data + y->offset * (int64_t)ad_dtype_size(y->dtype) : NULL;
     bool contig = ad_is_contiguous(x) && w->d[0] == 1 && w->d[1] == 1;
     if (x->dtype == AD_FLOAT64)
-        contig ? window_argmax_contig_f64(x, out, w) : window_argmax_f64(x, out, w);
-    else contig ? window_argmax_contig_f32(x, out, w) : window_argmax_f32(x, out, w);
+        contig ? window_argmax_contig_f64(x, out, yv, w) : window_argmax_f64(x, out, yv, w);
+    else contig ? window_argmax_contig_f32(x, out, yv, w) : window_argmax_f32(x, out, yv, w);
 }
 
-/* Replay: the indices follow x's new values (the gather that reads them
- * comes later on the tape, so it sees them). */
-static int max_pool2d_index_fw(ad_node *n)
+/* max_pool2d as one op: the scan that finds each window's first maximum
+ * also stores it, so the values cost no pass of their own over x (a
+ * gather of x at the indices read x again from memory: 4.7 MB a step for
+ * fmnist_cnn's pool, and checked every index's range).  The indices, an
+ * int64 [N, C, Ho Wo] tensor on the result's tape, are the rule's: dx is
+ * scatter_add_zeros(g at those indices), whose own rule is a gather at
+ * them, so every order of derivative stays within that pair. */
+typedef struct maxpool_params {
+    win2d w;
+    ad_tensor *idx;
+} maxpool_params;
+
+/* Replay: new indices and maxima from x's new values. */
+static int max_pool2d_fw(ad_node *n)
 {
-    const win2d *w = ad__params(n);
-    window_argmax(n->in[0], n->out, w);
+    const maxpool_params *q = ad__params(n);
+    window_argmax(n->in[0], q->idx, n->out, &q->w);
     return 0;
 }
-static const ad_op OP_MAX_POOL2D_INDEX = {
-    .name = "max_pool2d_index",
-    .formula = "i[n, c, oh Wo + ow] = ih W + iw of the first maximum of x[n, c] "
-               "in window (oh, ow) "
-               "(row-major scan, NaN largest); not differentiable (integer)",
-    .backward = NULL,
-    .forward = max_pool2d_index_fw,
-    .params_size = sizeof(win2d),
+static int max_pool2d_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    const maxpool_params *q = ad__params(n);
+    const ad_tensor *x = n->in[0];
+    int64_t N = x->shape[0], C = x->shape[1], L = q->w.out[0] * q->w.out[1];
+    ad_tensor *dx = ad__scatter_add_zeros(3, (int64_t[]){N, C, x->shape[2] * x->shape[3]}, 2,
+                                          q->idx, ad_reshape(g, 3, (int64_t[]){N, C, L}));
+    gin[0] = ad_reshape(dx, 4, x->shape);
+    return 0;
+}
+static const ad_op OP_MAX_POOL2D = {
+    .name = "max_pool2d",
+    .formula = "y[n, c, oh, ow] = x[n, c, i / W, i % W] with i = idx[n, c, oh Wo + ow] the flat "
+               "index of the window's first maximum (row-major scan, NaN largest); "
+               "dx = scatter_add_zeros(g at idx)",
+    .backward = max_pool2d_bw,
+    .forward = max_pool2d_fw,
+    .params_size = sizeof(maxpool_params),
 };
 
-/* y = gather(x viewed as [N, C, H W], axis 2, i) with i from
- * max_pool2d_index: the value at the first maximum.  The derivative is
- * gather's, dx = scatter_add(zeros, 2, i, g) (one op, scatter_add_zeros,
- * clearing its own result), so g goes to that one element (summed over
- * the windows that chose it), and that op's own rule is a gather: every
- * order of derivative stays within the pair, with i a
- * constant, which is the truth wherever the maximum is unique. */
 ad_tensor *ad_max_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2])
 {
     static const char *fn = "ad_max_pool2d";
     win2d w;
-    ad_scope s;
-    if (pool_params(fn, x, kernel, stride, padding, &w) ||
-        ad_scope_begin(&s, fn, 1, &x, false))
-        return NULL;
-    int64_t N = x->shape[0], C = x->shape[1], L = w.out[0] * w.out[1];
-    ad_tensor *idx = ad__alloc(fn, s.tape, AD_INT64, 3, (int64_t[]){N, C, L}), *y = NULL;
-    if (idx) {
-        window_argmax(x, idx, &w);
-        idx = ad__finish(idx, 0, &OP_MAX_POOL2D_INDEX, 1, &x, &w, NULL);
-    }
-    if (idx) {
-        ad_tensor *planes = ad_reshape(x, 3, (int64_t[]){N, C, x->shape[2] * x->shape[3]});
-        y = pooled(ad_gather(planes, 2, idx), x, &w);
-    }
-    return ad_scope_end(&s, y);
+    if (pool_params(fn, x, kernel, stride, padding, &w)) return NULL;
+    int64_t N = x->shape[0], C = x->shape[1];
+    ad_tensor *y = ad__result(fn, 1, &x, x->dtype, 4, (int64_t[]){N, C, w.out[0], w.out[1]});
+    if (!y) return NULL;
+    /* The indices live on the result's tape for the rule; a persistent
+     * result (no tape) is never recorded, so they are only scratch then. */
+    ad_tensor *idx = ad__alloc(fn, y->tape, AD_INT64, 3, (int64_t[]){N, C, w.out[0] * w.out[1]});
+    if (!idx) return ad__finish(y, -1, &OP_MAX_POOL2D, 1, &x, NULL, NULL);
+    window_argmax(x, idx, y, &w);
+    bool scratch = idx->tape == NULL;
+    y = ad__finish(y, 0, &OP_MAX_POOL2D, 1, &x, &(maxpool_params){w, idx}, NULL);
+    if (scratch) ad_tensor_free(idx);
+    return y;
 }
 
 ad_tensor *ad_avg_pool2d(ad_tensor *x, const int kernel[2], const int stride[2],
@@ -828,5 +843,5 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
 }
 
 const ad_op *const ad__ops_nn[] = {
-    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D_INDEX, &OP_BATCH_NORM_STATS, NULL,
+    &OP_UNFOLD, &OP_FOLD, &OP_MAX_POOL2D, &OP_BATCH_NORM_STATS, NULL,
 };

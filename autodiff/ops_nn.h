@@ -158,10 +158,11 @@ AD_API ad_tensor *ad_conv2d_weight(ad_tensor *x, const int64_t weight_size[4], a
  * the chosen maximum of several overlapping windows receives the sum of
  * their gradients.  A NaN counts as the largest value (the first NaN is
  * chosen), so NaN propagates.
- * Computed as gather(x viewed as [N, C, H W], 2, i) where i (int64
- * [N, C, Ho Wo], the op "max_pool2d_index") holds each window's chosen
- * flat index ih W + iw; the derivative is gather's, a scatter_add of g to
- * those indices, whose own derivative is a gather again, so every order
+ * One op, "max_pool2d": the scan that finds each window's chosen flat
+ * index ih W + iw stores the maximum, and keeps the indices i (int64
+ * [N, C, Ho Wo], on the result's tape) for the rule; the derivative is a
+ * scatter_add of g to those indices, whose own derivative is a gather at
+ * them, as gather(x viewed as [N, C, H W], 2, i) would give, so every order
  * of derivative works (the indices are constants: the second derivative
  * is 0, the truth where the maximum is unique).  A replayed tape finds the
  * indices again from the new values.

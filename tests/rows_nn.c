@@ -1,14 +1,14 @@
 /* tests/rows_nn.c - op rows for test_ops (see optest.h).
  *
- * Only unfold, fold, max_pool2d_index, batch_norm_stats and the direct
+ * Only unfold, fold, max_pool2d, batch_norm_stats and the direct
  * convolution (conv2d, conv_transpose2d, conv2d_weight) are ops of the
  * table here (and fused_lstm_cell, lstm_recurrence and layer_norm of
  * ops_fused.c, gru_recurrence and rnn_recurrence of ops_recurrence.c), and
  * dropout_mask (of ops_random.c; its row is here beside dropout's use);
  * conv2d outside the direct case, the pools, the normalisations, embedding and dropout (a mul by
  * dropout_mask's result) are compositions, so their rows are named
- * after a real op they exercise ("unfold" for conv2d, "max_pool2d_index"
- * and "gather" for max_pool2d...) and say what they are
+ * after a real op they exercise ("unfold" for conv2d, "mean" for
+ * avg_pool2d...) and say what they are
  * in `what`.  Inputs stay tiny because
  * gradcheck is O(inputs x outputs). */
 #include "optest.h"
@@ -274,12 +274,12 @@ const op_row rows_nn[] = {
     {"matmul", "conv2d of a transposed input, stride 2x1, padding 0x1, dilation 1x2", conv_t_f,
      &C_MIX, 2, {X4(1, 2, 5, 4), X4(2, 2, 2, 2)}},
     /* pools */
-    {"max_pool2d_index", "max_pool2d 2x2 (stride = kernel)", maxpool_f, &P_2, 1,
+    {"max_pool2d", "max_pool2d 2x2 (stride = kernel)", maxpool_f, &P_2, 1,
      {X4(1, 2, 4, 4)}},
-    {"max_pool2d_index", "max_pool2d 3x3 stride 2 padding 1 (padding never chosen)", maxpool_f,
+    {"max_pool2d", "max_pool2d 3x3 stride 2 padding 1 (padding never chosen)", maxpool_f,
      &P_3S2P1, 1, {X4(1, 1, 5, 5)}},
-    {"gather", "max_pool2d 3x2 stride 1 padding 0x1 (overlapping windows)", maxpool_f, &P_3S1, 1,
-     {X4(2, 1, 4, 3)}},
+    {"max_pool2d", "max_pool2d 3x2 stride 1 padding 0x1 (overlapping windows)", maxpool_f, &P_3S1,
+     1, {X4(2, 1, 4, 3)}},
     {"mean", "avg_pool2d 3x3 stride 2 padding 1, count_include_pad", avgpool_f, &P_3S2P1, 1,
      {X4(1, 2, 5, 5)}},
     {"mean", "avg_pool2d 3x2 stride 1 padding 0x1, count_include_pad", avgpool_f, &P_3S1, 1,

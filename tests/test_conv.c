@@ -26,6 +26,7 @@ static const shape SHAPES[] = {
     {1, 5, 11, 13, 9, 5, 4, 2, 3, false},   /* larger kernel: taps past one tile */
     {2, 3, 3, 40, 6, 3, 3, 0, 1, true},     /* long rows: several vectors per row */
     {2, 4, 9, 11, 16, 3, 3, 1, 0, false},   /* gy's transpose: 8 x 8 blocks and both edges */
+    {3, 2, 6, 7, 1, 3, 3, 1, 1, false},     /* one output channel: the bias sum is one run */
 };
 enum { NSHAPES = sizeof SHAPES / sizeof SHAPES[0] };
 
@@ -175,7 +176,12 @@ static char *dot_of(ad_tensor *y)
 /* ad_conv2d_relu against ad_relu(ad_conv2d): the same bits in y and in
  * every gradient, for every shape, dtype and float32 kernel variant (the
  * epilogue's max is relu's, the rule's mask from y is the one relu's rule
- * takes from the pre-activation, and the rest is conv2d's own rule). */
+ * takes from the pre-activation, and the rest is conv2d's own rule).  The
+ * first-order pass masks g as the weight gradient's kernel stages it and
+ * as conv_transpose2d copies it, and sums the bias gradient in the
+ * staging pass (relu_fused_bw; with one output channel, relu_bias_bw's
+ * pass of its own); float64's sums are inexact, so a different order of
+ * additions than ad_sum's shows in db. */
 static bool same_bits(const double *a, const double *b, int64_t n)
 {
     return memcmp(a, b, (size_t)n * sizeof *a) == 0;
@@ -186,8 +192,10 @@ START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
     const shape *s = &SHAPES[_i % NSHAPES];
     ad_dtype dt = _i < NSHAPES ? AD_FLOAT32 : AD_FLOAT64;
     int64_t Ho = s->H + 2 * s->ph - s->kh + 1, Wo = s->W + 2 * s->pw - s->kw + 1;
-    for (int isa = 0; isa <= (dt == AD_FLOAT32 ? 2 : 0); isa++) {
+    for (int v = 0; v <= (dt == AD_FLOAT32 ? 5 : 1); v++) {
+        int isa = v / 2;
         if (ad__conv_testing_isa(isa) != 0) continue;
+        ad__conv_testing_dw(v % 2); /* both weight-gradient kernels stage g masked */
         result a = run_mode(s, dt, 3, 40 + (uint64_t)_i), b = run_mode(s, dt, 2, 40 + (uint64_t)_i);
         int64_t ny = s->N * s->O * Ho * Wo, nz = 0;
         for (int64_t i = 0; i < ny; i++) nz += a.y[i] == 0;
@@ -201,6 +209,7 @@ START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
         free(a.y), free(a.dx), free(a.dw), free(a.db), free(b.y), free(b.dx), free(b.dw), free(b.db);
     }
     ad__conv_testing_isa(-1);
+    ad__conv_testing_dw(-1);
 }
 END_TEST
 

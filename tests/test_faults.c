@@ -1116,8 +1116,8 @@ START_TEST(oversized_shapes_are_refused_before_allocating)
             "has too many elements");
     REFUSED_COMPOSED(ad_conv2d(one4, one4, NULL, &(ad_conv2d_params){.padding = {INT_MAX, INT_MAX}}),
             "window positions are too many");
-    /* max_pool2d reads each window in place (max_pool2d_index, then a
-     * gather), with no columns: the same geometry is one window holding
+    /* max_pool2d reads each window in place (one scan for the index
+     * and the value), with no columns: the same geometry is one window holding
      * the one real element, and costs nothing. */
     ad_tensor *mp = ad_max_pool2d(one4, (int[]){INT_MAX, INT_MAX}, (int[]){1, 1},
                                   (int[]){INT_MAX / 2, INT_MAX / 2});

@@ -4,6 +4,10 @@
  * replay, and every bad input with its message. */
 #include "shape_check.h"
 
+/* gather's rule (internal, ops_index.c) */
+ad_tensor *ad__scatter_add_zeros(int ndim, const int64_t *shape, int axis, ad_tensor *index,
+                                 ad_tensor *src);
+
 /* ---- concat and stack ---------------------------------------------------------------- */
 
 START_TEST(concat_values_and_grads)
@@ -267,6 +271,25 @@ START_TEST(scatter_add_values_grads_errors)
 }
 END_TEST
 
+/* gather's rule, scatter_add into zeros of its own, along the last axis
+ * of contiguous tensors: each row checked, cleared and added into in
+ * turn.  Repeated and negative entries add up; a bad entry in a later
+ * row is an error naming it, as from a separate check. */
+START_TEST(scatter_add_zeros_rows)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *src = F64(t, S(2, 3), 1, 2, 3, 4, 5, 6);
+    EXPECT(ad__scatter_add_zeros(S(2, 4), 1, IDX(t, S(2, 3), 0, 0, -1, 3, 1, 3), src),
+           1 + 2, 0, 0, 3, 0, 5, 0, 4 + 6);
+    ck_assert_error(ad__scatter_add_zeros(S(2, 4), 1, IDX(t, S(2, 3), 0, 1, 2, 3, 4, 0), src),
+                    "ad_scatter_add: index[1,1] = 4 is out of range [-4, 4) for dimension 1 of "
+                    "base [2,4]");
+    ck_assert_error(ad__scatter_add_zeros(S(2, 4), 1, IDX(t, S(2, 3), 0, 1, 2, -5, 0, 0), src),
+                    "ad_scatter_add: index[1,0] = -5 is out of range");
+    ad_tape_free(t);
+}
+END_TEST
+
 /* Second derivatives through the index pairs: f = sum(y^2) with y an
  * index_select / gather of x; df/dx = 2 x times how often x is picked, and
  * d(sum(df/dx * v))/dx = 2 v times the same counts. */
@@ -372,6 +395,7 @@ int main(void)
     tcase_add_test(ix, gather_values_grads);
     tcase_add_test(ix, gather_errors);
     tcase_add_test(ix, scatter_add_values_grads_errors);
+    tcase_add_test(ix, scatter_add_zeros_rows);
     tcase_add_test(ix, index_second_derivatives);
     tcase_add_test(ix, persistent_index_freed_before_backward);
     tcase_add_test(ix, replay_recomputes_copies);
