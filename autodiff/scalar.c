@@ -63,14 +63,32 @@ enum { STAGGER = 9 * 64 };
 enum { ARR_VALUE, ARR_LINK, ARR_D, ARR_CONST, ARR_ADJ, ARR_OP };
 
 /* Resizes an array that starts `k * STAGGER` bytes into its block (p is
- * NULL or such a start) to hold `bytes`, keeping its contents.  NULL when
- * out of memory, with p untouched. */
-static void *grow_array(void *p, size_t bytes, int k)
+ * NULL or such a start) to hold `bytes`, keeping its first `keep` bytes
+ * (the part in use).  NULL when out of memory, with p untouched.
+ *
+ * A block of HUGE_MIN bytes or more is a new allocation, the kept part
+ * copied and the old block freed, rather than a realloc: the allocator
+ * advises a new large block for transparent huge pages before anything
+ * touches it (alloc.c), whereas realloc moves a large block's pages with
+ * mremap, which leaves those already touched 4 KB (a 10^6-variable
+ * Rosenbrock tape, 275 MB, had 6 MB in huge pages, and the first record
+ * made 140,000 page faults).  Copying only the kept part also leaves the
+ * pages reserved but never written (edges beyond the one-per-node most
+ * programs record) untouched, as realloc did. */
+#define HUGE_MIN ((size_t)4 << 20) /* alloc.c's threshold for the advice */
+static void *grow_array(void *p, size_t bytes, size_t keep, int k)
 {
     size_t off = (size_t)k * STAGGER;
     unsigned char *base = p ? (unsigned char *)p - off : NULL;
-    unsigned char *q = ad__realloc(base, bytes + off);
-    return q ? q + off : NULL;
+    if (bytes + off < HUGE_MIN || !p) {
+        unsigned char *q = ad__realloc(base, bytes + off);
+        return q ? q + off : NULL;
+    }
+    unsigned char *q = ad__malloc(bytes + off);
+    if (!q) return NULL;
+    memcpy(q + off, p, keep);
+    ad__free(base);
+    return q + off;
 }
 
 static void free_array(void *p, int k)
@@ -113,19 +131,22 @@ static int reserve(const char *fn, ad_tape *tape, size_t need)
     if (cap > (SIZE_MAX - 8 * STAGGER) / (2 * sizeof(double)))
         return ad__err(fn, "out of memory recording a scalar");
 
-#define GROW(field, count, k)                                                   \
+#define GROW(field, count, used, k)                                             \
     do {                                                                        \
-        void *p_ = grow_array(st->field, (count) * sizeof *st->field, k);       \
+        void *p_ = grow_array(st->field, (count) * sizeof *st->field,           \
+                              (used) * sizeof *st->field, k);                   \
         if (!p_) return ad__err(fn, "out of memory recording a scalar");        \
         st->field = p_;                                                         \
         st->allocs++;                                                           \
     } while (0)
-    GROW(value, cap, ARR_VALUE);
-    GROW(link, 2 * cap, ARR_LINK);
-    GROW(d, 2 * cap, ARR_D);
-    GROW(c, cap, ARR_CONST);
-    GROW(adj, cap, ARR_ADJ);
-    GROW(op, cap + 1, ARR_OP); /* + the replay's end mark */
+    /* what is in use: n nodes (and the end mark after them), ne edges,
+     * nc constants, the adjoints of the last backward */
+    GROW(value, cap, st->n, ARR_VALUE);
+    GROW(link, 2 * cap, st->ne, ARR_LINK);
+    GROW(d, 2 * cap, st->ne, ARR_D);
+    GROW(c, cap, st->nc, ARR_CONST);
+    GROW(adj, cap, st->nadj, ARR_ADJ);
+    GROW(op, cap + 1, st->cap ? st->n + 1 : 0, ARR_OP); /* + the replay's end mark */
 #undef GROW
     st->cap = cap;
     return 0;

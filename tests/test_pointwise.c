@@ -548,15 +548,21 @@ END_TEST
 /* ---- ownership -------------------------------------------------------------------------------- */
 
 /* A transposed operand of a binary op takes a blocked path (bin_tiles in
- * ops_pointwise.c): every element as the formula says, in both operand
- * positions, for shapes that are and are not multiples of its blocks
- * (64 x 64 in float32, 32 x 32 in float64), of its bands of 1024 columns
- * and of the 4 x 4 and 2 x 2
- * register transposes inside them, and for a leaf's gradient accumulated
- * from a transposed one. */
+ * ops_pointwise.c; float32's + - * / the register-transposed tiles of
+ * ops_pointwise_t.c, 16 x 16 with AVX-512 and 8 x 8 with AVX2, in blocks
+ * of 64 x 128, with streaming stores from 16 MB): every element as the
+ * formula says, in both operand positions, with both operands transposed
+ * and with a broadcast one, for shapes that are and are not multiples of
+ * the tiles and blocks (64 x 64 in float32, 32 x 32 in float64 on the
+ * portable path, with its bands of 1024 columns and its 4 x 4 and 2 x 2
+ * register transposes), under each instruction set the CPU has (_i / 2:
+ * portable, AVX2, AVX-512), and for a leaf's gradient accumulated from a
+ * transposed one. */
+int ad__pw_t_testing_isa(int isa); /* ops_pointwise_t.c (internal) */
 START_TEST(transposed_operands)
 {
-    ad_dtype dt = _i ? AD_FLOAT32 : AD_FLOAT64;
+    ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
+    if (ad__pw_t_testing_isa(_i / 2) != 0) return; /* this CPU cannot run it */
     static const int64_t shapes[][2] = {{16, 16}, {37, 29}, {20, 70}, {64, 17}, {64, 64}, {130, 67}, {33, 101},
                                         {17, 2100}}; /* the last: bands of 1024 columns and a rest */
     ad_tensor *(*ops[])(ad_tensor *, ad_tensor *) = {ad_add, ad_sub, ad_mul, ad_div};
@@ -576,15 +582,17 @@ START_TEST(transposed_operands)
                 ad_tensor *r = pos ? ops[k](bt, a) : ops[k](a, bt);
                 ck_assert_msg(r != NULL, "%s", ad_error());
                 ck_assert_int_eq(ad_to_array(r, got), 0);
+                int64_t bad = 0, first = 0; /* one assertion: check records each it passes */
                 for (int64_t i = 0; i < m; i++)
                     for (int64_t j = 0; j < n; j++) {
                         double x = av[i * n + j], y = bv[j * m + i];
                         if (pos) x = y, y = av[i * n + j];
                         double want = k == 0 ? x + y : k == 1 ? x - y : k == 2 ? x * y : x / y;
                         if (dt == AD_FLOAT32) want = (float)want;
-                        ck_assert_msg(got[i * n + j] == want, "op %d pos %d [%lld,%lld]: %.17g != %.17g",
-                                      k, pos, (long long)i, (long long)j, got[i * n + j], want);
+                        if (got[i * n + j] != want && bad++ == 0) first = i * n + j;
                     }
+                ck_assert_msg(bad == 0, "op %d pos %d: %lld wrong, the first [%lld,%lld]", k, pos,
+                              (long long)bad, (long long)(first / n), (long long)(first % n));
             }
         /* [n, m] result from a transposed first operand and a transposed
          * second one: the general strides. */
@@ -595,6 +603,29 @@ START_TEST(transposed_operands)
                 double want = av[j * n + i] - bv[i * m + j];
                 if (dt == AD_FLOAT32) want = (float)want;
                 ck_assert(got[i * m + j] == want);
+            }
+        /* Both operands transposed, and a transposed one with a row
+         * vector and with a column broadcast along the rows. */
+        ad_tensor *a2 = mk(dt, 2, (int64_t[]){n, m}, av, false), *a2t = ad_transpose(a2, 0, 1);
+        ad_tensor *row = mk(dt, 1, (int64_t[]){n}, av, false);
+        ad_tensor *col = mk(dt, 2, (int64_t[]){m, 1}, bv, false);
+        for (int k = 0; k < 4; k++)
+            for (int form = 0; form < 3; form++) {
+                ad_tensor *x = form == 0 ? a2t : form == 1 ? row : col;
+                ad_tensor *r2 = ops[k](x, bt);
+                ck_assert_msg(r2 != NULL, "%s", ad_error());
+                ck_assert_int_eq(ad_to_array(r2, got), 0);
+                int64_t bad = 0, first = 0;
+                for (int64_t i = 0; i < m; i++)
+                    for (int64_t j = 0; j < n; j++) {
+                        double xv = form == 0 ? av[j * m + i] : form == 1 ? av[j] : bv[i];
+                        double yv = bv[j * m + i];
+                        double want = k == 0 ? xv + yv : k == 1 ? xv - yv : k == 2 ? xv * yv : xv / yv;
+                        if (dt == AD_FLOAT32) want = (float)want;
+                        if (got[i * n + j] != want && bad++ == 0) first = i * n + j;
+                    }
+                ck_assert_msg(bad == 0, "op %d form %d: %lld wrong, the first [%lld,%lld]", k, form,
+                              (long long)bad, (long long)(first / n), (long long)(first % n));
             }
         /* A leaf's gradient accumulated from transposed gradients: d/dW of
          * sum(x W^T) twice is 2 * column sums of x, laid out like W. */
@@ -618,6 +649,38 @@ START_TEST(transposed_operands)
         free(bv);
         free(got);
     }
+    ad__pw_t_testing_isa(-1);
+}
+END_TEST
+
+/* A float32 result of 16 MB or more, 64-byte aligned, is written with
+ * streaming stores by the tiled path (ops_pointwise_t.c): the same values,
+ * and those of a result whose rows are not aligned (n not a multiple of 16),
+ * which cannot be. */
+START_TEST(transposed_large)
+{
+    if (ad__pw_t_testing_isa(_i + 1) != 0) return; /* AVX2, AVX-512 */
+    static const int64_t sides[][2] = {{2048, 2048}, {2048, 2050}};
+    for (int s2 = 0; s2 < 2; s2++) {
+        int64_t m = sides[s2][0], n = sides[s2][1], N = m * n;
+        ad_tensor *a = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(m, n));
+        ad_tensor *b = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(n, m));
+        ck_assert(a && b);
+        float *av = ad_data(a), *bv = ad_data(b);
+        for (int64_t i = 0; i < N; i++) av[i] = (float)(i % 1000) * 0.25f, bv[i] = (float)(i % 977) - 300;
+        ad_tensor *r = ad_add(a, ad_transpose(b, 0, 1));
+        ck_assert_msg(r != NULL, "%s", ad_error());
+        const float *got = ad_data(r);
+        int64_t bad = 0, first = -1; /* one assertion: check records each one it passes */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                if (got[i * n + j] != av[i * n + j] + bv[j * m + i] && bad++ == 0) first = i * n + j;
+        ck_assert_msg(bad == 0, "%lld wrong, the first [%lld,%lld]", (long long)bad,
+                      (long long)(first / n), (long long)(first % n));
+        ad_tensor_free(a);
+        ad_tensor_free(b);
+    }
+    ad__pw_t_testing_isa(-1);
 }
 END_TEST
 
@@ -798,7 +861,8 @@ int main(void)
     tcase_add_test(tc, broadcast_shapes_and_gradients);
     tcase_add_test(tc, strided_inputs);
     tcase_add_loop_test(tc, fast_paths_match_formulas, 0, 2);
-    tcase_add_loop_test(tc, transposed_operands, 0, 2);
+    tcase_add_loop_test(tc, transposed_operands, 0, 6);
+    tcase_add_loop_test(tc, transposed_large, 0, 2);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes_every_op);
     tcase_add_test(tc, bad_inputs);

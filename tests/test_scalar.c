@@ -522,6 +522,58 @@ START_TEST(rosenbrock_gradient)
 }
 END_TEST
 
+/* Arrays of 4 MB and more grow by a new block and a copy of the part in
+ * use (grow_array in scalar.c, so that the new block gets huge pages):
+ * a tape grown through that path in the middle of a recording keeps its
+ * values, edges and constants, and a growth after a backward keeps that
+ * backward's adjoints. */
+START_TEST(growth_keeps_tape)
+{
+    enum { N = 200000 }; /* 10^6 nodes: 8 to 32 MB arrays */
+    ad_tape *t = ad_tape_new();
+    ad_scalar *xs = malloc(sizeof *xs * N);
+    double *x = malloc(sizeof *x * N), *grad = malloc(sizeof *grad * N);
+    ck_assert(xs && x && grad);
+    double want = 0;
+    for (int i = 0; i < N; i++) {
+        x[i] = start_point(i);
+        xs[i] = ad_scalar_var(t, x[i]);
+    }
+    for (int i = 0; i < N / 2; i++) {
+        double d = x[2 * i + 1] - x[2 * i] * x[2 * i];
+        want += 100 * d * d + (1 - x[2 * i]) * (1 - x[2 * i]);
+    }
+    ad_scalar f = rosenbrock(t, N, xs);
+    ck_assert_uint_eq(ad_scalar_count(t), N + 1 + 8 * (N / 2));
+    ck_assert_rel(ad_scalar_value(f), want, 1e-10);
+    ck_assert_int_eq(ad_scalar_gradient(f, N, xs, grad), 0);
+    int bad = 0, first = -1; /* one assertion: Check records each one it passes */
+    for (int i = 0; i < N / 2; i++) {
+        double x0 = x[2 * i], x1 = x[2 * i + 1], d = x1 - x0 * x0;
+        double g0 = -400 * x0 * d - 2 * (1 - x0), g1 = 200 * d;
+        if ((fabs(grad[2 * i] - g0) > 1e-12 * (1 + fabs(g0)) ||
+             fabs(grad[2 * i + 1] - g1) > 1e-12 * (1 + fabs(g1))) && bad++ == 0)
+            first = i;
+    }
+    ck_assert_msg(bad == 0, "%d pairs wrong, the first %d", bad, first);
+    /* One more doubling after the backward. */
+    double fv = ad_scalar_value(f), gx = ad_scalar_grad(xs[0]), gy = ad_scalar_grad(xs[N - 1]);
+    size_t cap = ad_scalar_capacity(t);
+    size_t base = ad_scalar_count(t);
+    ad_scalar y = ad_scalar_var(t, 0.0); /* then y + 1 + 1 ...: integers, exact */
+    while (ad_scalar_count(t) <= cap) y = ad_sadd_c(y, 1.0);
+    ck_assert(ad_scalar_ok(y));
+    ck_assert_uint_gt(ad_scalar_capacity(t), cap);
+    ck_assert(ad_scalar_value(f) == fv);
+    ck_assert(ad_scalar_grad(xs[0]) == gx && ad_scalar_grad(xs[N - 1]) == gy);
+    ck_assert(ad_scalar_value(y) == (double)(ad_scalar_count(t) - base - 1));
+    free(xs);
+    free(x);
+    free(grad);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(reset_reuses_memory)
 {
     enum { N = 20000 };
@@ -850,6 +902,7 @@ static Suite *scalar_suite(void)
     tc = tcase_create("memory");
     tcase_add_test(tc, reset_reuses_memory);
     tcase_add_test(tc, reserve);
+    tcase_add_test(tc, growth_keeps_tape);
     tcase_add_test(tc, error_out_of_memory);
     suite_add_tcase(s, tc);
 
