@@ -82,12 +82,20 @@
  * to an integer in the low bits of the sum.
  *
  * The variants.  The loops (vmath_kernels.inc) are compiled three times:
- * for the baseline target, and with target attributes for AVX2 and
- * AVX-512; the first call picks what the CPU runs, so the library runs on
- * any x86-64.  No variant may fuse a multiply and an add (each would
- * round differently): the build is ISO C (-std=c11), in which GCC does
- * not contract, and clang is told below.  So every variant gives the same
- * bits, which tests/test_vmath.c checks. */
+ * for the baseline target, and with target attributes for AVX2 + FMA and
+ * AVX-512 + FMA; the first call picks what the CPU runs, so the library
+ * runs on any x86-64.  The fused multiply-adds are written out, FMA(a, b,
+ * c) = fmaf(a, b, c), which C defines as a b + c rounded once: one
+ * vfmadd in the AVX2 and AVX-512 variants, the C library's exact software
+ * fmaf (a call per element, no vectorising) in the portable one, so the
+ * same value in each.  No variant may fuse any other multiply and add
+ * (the fused and the unfused round differently): the build is ISO C
+ * (-std=c11), in which GCC does not contract (checked below), and clang,
+ * which contracts by default, is told not to.  So every variant gives
+ * the same bits, which tests/test_vmath.c checks.  Which NaN an fmaf
+ * returns when two operands are NaN is the machine's choice, so no fmaf
+ * here negates an operand that may be NaN (a negated constant instead):
+ * the NaN operands are then the same NaN. */
 #include "vmath.h"
 
 #include <math.h>
@@ -96,6 +104,10 @@
 
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && !defined(__STRICT_ANSI__)
+/* GNU C mode (-std=gnu11) contracts a * b + c into an FMA in the FMA
+ * variants only, and the variants would differ (the head says why). */
+#error "vmath.c must be compiled as ISO C (-std=c11), which does not contract"
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -111,6 +123,11 @@
 #endif
 
 #define LOG2E 1.4426950408889634074  /* 1 / ln 2 */
+
+/* a b + c rounded once (C99's fmaf): one instruction in the AVX2 and
+ * AVX-512 variants, the C library's exact software routine in the
+ * portable one, the same value in both. */
+#define FMA(a, b, c) fmaf(a, b, c)
 
 static VM_INLINE uint64_t bits_of(double x)
 {
@@ -149,22 +166,30 @@ static VM_INLINE float float_of(uint32_t u)
  * error budget). */
 static VM_INLINE float exp_reduce(float x, float *t, bool keep_rl)
 {
-    *t = x * (float)LOG2E + SHIFT_F;
+    *t = FMA(x, (float)LOG2E, SHIFT_F);
     float n = *t - SHIFT_F;
-    /* r = x - n ln2 rounded, and rl its rounding error: x - n ln2_hi is
-     * exact, and so is the difference of two floats this close. */
-    float xh = x - n * LN2_HI_F, nl = n * LN2_LO_F;
-    float r = xh - nl;
+    /* r = x - n ln2 rounded: x - n ln2_hi is exact.  sigmoid also keeps
+     * rl, r's rounding error: nl = n ln2_lo rounded, and the difference of
+     * two floats this close is exact; without rl, one fused rounding. */
+    float xh = FMA(n, -LN2_HI_F, x);
+    float r, rl = 0.0f;
+    if (keep_rl) {
+        float nl = n * LN2_LO_F;
+        r = xh - nl;
+        rl = (xh - r) - nl;
+    } else {
+        r = FMA(n, -LN2_LO_F, xh);
+    }
     float q = 0x1.6a244cp-10f;
-    q = 0x1.1239d4p-7f + r * q;
-    q = 0x1.5558f2p-5f + r * q;
-    q = 0x1.555492p-3f + r * q;
-    q = 0x1.fffffcp-2f + r * q;
+    q = FMA(q, r, 0x1.1239d4p-7f);
+    q = FMA(q, r, 0x1.5558f2p-5f);
+    q = FMA(q, r, 0x1.555492p-3f);
+    q = FMA(q, r, 0x1.fffffcp-2f);
     /* e^(r + rl) = 1 + r + r^2 q + rl (1 + r), the small terms first;
      * only sigmoid keeps rl (the head of the file says why). */
-    if (!keep_rl) return 1.0f + (r + r * r * q);
-    float rl = (xh - r) - nl;
-    return 1.0f + (r + (r * r * q + (rl + rl * r)));
+    float z = r * r;
+    if (!keep_rl) return 1.0f + FMA(z, q, r);
+    return 1.0f + (r + FMA(z, q, FMA(rl, r, rl)));
 }
 
 /* e 2^n from exp_reduce's e and t.  2^n = 2^h 2^(n-h), h = floor(n/2):
@@ -201,16 +226,16 @@ static VM_INLINE float log_core(float v, uint32_t sub)
     float f = float_of((u & 0x007fffffu) + SQRT1_2_BITS_F) - 1.0f; /* exact */
     float z = f * f;
     float q = -0x1.38b576p-4f;
-    q = 0x1.055b68p-3f + f * q;
-    q = -0x1.0d8542p-3f + f * q;
-    q = 0x1.22da1ep-3f + f * q;
-    q = -0x1.547244p-3f + f * q;
-    q = 0x1.99a008p-3f + f * q;
-    q = -0x1.000226p-2f + f * q;
-    q = 0x1.555554p-2f + f * q;
-    /* ln(1+f) = f - f^2/2 + f^3 q; the small parts first, f and k ln2_hi
-     * (exact products) last. */
-    return (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+    q = FMA(q, f, 0x1.055b68p-3f);
+    q = FMA(q, f, -0x1.0d8542p-3f);
+    q = FMA(q, f, 0x1.22da1ep-3f);
+    q = FMA(q, f, -0x1.547244p-3f);
+    q = FMA(q, f, 0x1.99a008p-3f);
+    q = FMA(q, f, -0x1.000226p-2f);
+    q = FMA(q, f, 0x1.555554p-2f);
+    /* ln(1+f) = f - f^2/2 + f^3 q = f + f^2 (f q - 1/2); the small parts
+     * first, f and k ln2_hi (an exact product) last. */
+    return FMA(k, LN2_HI_F, FMA(k, LN2_LO_F, z * FMA(f, q, -0.5f)) + f);
 }
 
 /* ln x in float arithmetic. */
@@ -240,11 +265,11 @@ static VM_INLINE float vm_tanhf(float x)
     float a = fabsf(x);
     float z = a * a;
     float p = -0x1.75e1cep-8f;
-    p = 0x1.52269cp-6f + z * p;
-    p = -0x1.b83c5ap-5f + z * p;
-    p = 0x1.110726p-3f + z * p;
-    p = -0x1.555532p-2f + z * p;
-    float small = a + a * (z * p);
+    p = FMA(p, z, 0x1.52269cp-6f);
+    p = FMA(p, z, -0x1.b83c5ap-5f);
+    p = FMA(p, z, 0x1.110726p-3f);
+    p = FMA(p, z, -0x1.555532p-2f);
+    float small = FMA(a, z * p, a);
     /* e^(2a) for 2a in [0, 20] (tanh 10 is 1 in float): n in [0, 29], so
      * 2^n is one normal factor. */
     float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t, false);
@@ -269,7 +294,7 @@ static VM_INLINE float vm_sigmoidf(float x)
     uint32_t pos = 0u - (uint32_t)(x >= 0.0f);
     float q = float_of((bits_of_f(e) & ~pos) | (0x5f800000u & pos)) / d;
     /* n / (d + dl) = q - q dl / d, and 2^64 / d is q or 1 - q. */
-    return q - q * ((dl * 0x1p-64f) * (x >= 0.0f ? q : 1.0f - q));
+    return FMA(q, (dl * -0x1p-64f) * (x >= 0.0f ? q : 1.0f - q), q);
 }
 
 /* Phi(x), the standard normal distribution function, in float (GELU's
@@ -337,31 +362,31 @@ static VM_INLINE float vm_sincosf(float xf, uint64_t quadrant)
 
 static VM_INLINE float vm_sincosf_small(float x, uint32_t quadrant)
 {
-    float t = x * TWO_OVER_PI_F + SHIFT_F;
+    float t = FMA(x, TWO_OVER_PI_F, SHIFT_F);
     float n = t - SHIFT_F;
-    float r1 = x - n * PIO2_1F, p2 = n * PIO2_2F; /* both exact */
+    float r1 = FMA(n, -PIO2_1F, x), p2 = n * PIO2_2F; /* both exact */
     /* r1 - p2 = r2 + e2 exactly (Knuth's two-sum), then r2 + (e2 - n
      * PIO2_3F) = rh + rl the same way. */
     float r2 = r1 - p2, b2 = r2 - r1;
     float e2 = (r1 - (r2 - b2)) - (p2 + b2);
-    float s = e2 - n * PIO2_3F;
+    float s = FMA(n, -PIO2_3F, e2);
     float rh = r2 + s, b3 = rh - r2;
     float rl = (r2 - (rh - b3)) + (s - b3);
     uint32_t q = bits_of_f(t) + quadrant; /* n + quadrant in the low bits */
     float z = rh * rh;
     float ps = 0x1.71de3ap-19f; /* sin r = r + r^3 ps(r^2), Taylor to r^9 */
-    ps = -0x1.a01a02p-13f + z * ps;
-    ps = 0x1.111112p-7f + z * ps;
-    ps = -0x1.555556p-3f + z * ps;
+    ps = FMA(ps, z, -0x1.a01a02p-13f);
+    ps = FMA(ps, z, 0x1.111112p-7f);
+    ps = FMA(ps, z, -0x1.555556p-3f);
     float pc = -0x1.27e4fcp-22f; /* cos r = 1 - r^2/2 + r^4 pc(r^2), to r^10 */
-    pc = 0x1.a01a02p-16f + z * pc;
-    pc = -0x1.6c16c2p-10f + z * pc;
-    pc = 0x1.555556p-5f + z * pc;
+    pc = FMA(pc, z, 0x1.a01a02p-16f);
+    pc = FMA(pc, z, -0x1.6c16c2p-10f);
+    pc = FMA(pc, z, 0x1.555556p-5f);
     /* sin(rh + rl) = sin rh + rl cos rh, cos(rh + rl) = cos rh - rl sin rh,
      * to first order in rl; 1 - z/2 = w + its rounding error (exact). */
-    float sr = rh + (rl + rh * (z * ps));
+    float sr = rh + FMA(rh, z * ps, rl);
     float hz = 0.5f * z, w = 1.0f - hz;
-    float cr = w + (((1.0f - w) - hz) + (z * z * pc - rh * rl));
+    float cr = w + (((1.0f - w) - hz) + FMA(z * z, pc, -(rh * rl)));
     float v = (q & 1) ? cr : sr;
     v = float_of(bits_of_f(v) ^ ((q & 2) << 30));
     /* sin(-0) is -0 (r2 lost the sign: -0 - -0 is +0). */
@@ -482,12 +507,12 @@ static VM_INLINE double vm_sigmoid(double x)
 #undef VTARGET
 #undef VSFX
 #if VMATH_X86
-#define VTARGET __attribute__((target("avx2")))
+#define VTARGET __attribute__((target("avx2,fma")))
 #define VSFX(name) name##_avx2
 #include "vmath_kernels.inc"
 #undef VTARGET
 #undef VSFX
-#define VTARGET __attribute__((target("avx512f")))
+#define VTARGET __attribute__((target("avx512f,fma")))
 #define VSFX(name) name##_avx512
 #include "vmath_kernels.inc"
 #undef VTARGET
@@ -499,8 +524,8 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 static bool cpu_can(int isa)
 {
 #if VMATH_X86
-    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
 #endif
     return isa == ISA_ANY;
 }
