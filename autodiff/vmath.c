@@ -62,7 +62,7 @@
  *          rounding to float).  Up to |x| = 256 all in float instead (16
  *          lanes, not 8): n < 2^8, pi/2 in parts of 11, 15 and 24 bits,
  *          n times the first two exact, r = rh + rl kept as a pair
- *          through two two-sums (absolute error near 2^-52, against an
+ *          through two fast two-sums (absolute error near 2^-52, against an
  *          |r| no smaller than about 2^-24 for a float below 256);
  *          sin r = rh + (rl + rh r^2 p(r^2)) and cos r = 1 - r^2/2 +
  *          r^4 c(r^2) - rh rl, Taylor to r^9 and r^10 (truncation below
@@ -365,13 +365,17 @@ static VM_INLINE float vm_sincosf_small(float x, uint32_t quadrant)
     float t = FMA(x, TWO_OVER_PI_F, SHIFT_F);
     float n = t - SHIFT_F;
     float r1 = FMA(n, -PIO2_1F, x), p2 = n * PIO2_2F; /* both exact */
-    /* r1 - p2 = r2 + e2 exactly (Knuth's two-sum), then r2 + (e2 - n
-     * PIO2_3F) = rh + rl the same way. */
-    float r2 = r1 - p2, b2 = r2 - r1;
-    float e2 = (r1 - (r2 - b2)) - (p2 + b2);
+    /* r1 - p2 = r2 + e2 exactly, then r2 + (e2 - n PIO2_3F) = rh + rl
+     * the same way, each by Dekker's fast two-sum (3 operations, not
+     * Knuth's 6): exact when the first term is not the smaller in
+     * magnitude, or when the sum is exact.  For r1 - p2 one of the two
+     * holds: where |r1| < |p2| < 2^-10, r1 is a multiple of 2^-24 and p2
+     * of 2^-32, so r1 - p2 fits in 23 bits. */
+    float r2 = r1 - p2;
+    float e2 = (r1 - r2) - p2;
     float s = FMA(n, -PIO2_3F, e2);
-    float rh = r2 + s, b3 = rh - r2;
-    float rl = (r2 - (rh - b3)) + (s - b3);
+    float rh = r2 + s;
+    float rl = s - (rh - r2);
     uint32_t q = bits_of_f(t) + quadrant; /* n + quadrant in the low bits */
     float z = rh * rh;
     float ps = 0x1.71de3ap-19f; /* sin r = r + r^3 ps(r^2), Taylor to r^9 */
