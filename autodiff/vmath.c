@@ -14,28 +14,28 @@
  *   exp    x = n ln2 + r, |r| <= ln2/2, n = round(x / ln2), ln2 in two
  *          parts so that n ln2_hi is exact and x - n ln2_hi too; e^r =
  *          1 + r + r^2 q(r), q of degree 4 (truncation 0.06 ulp), the small
- *          terms added first.  e^x = e^r 2^h 2^(n-h), h = floor(n/2),
+ *          terms added first; r = (x - n ln2_hi) - n ln2_lo in one fused
+ *          rounding, the Horner steps fused.  e^x = e^r 2^h 2^(n-h), h = floor(n/2),
  *          both factors built in the exponent bits and normal, so the
  *          first product is exact and the second rounds once, also into
  *          the subnormals or to inf.  Error: the last addition 0.5 ulp,
  *          r's rounding up to 0.5 (in ulp of e^r < 1; 0.25 above), the
- *          rest below 0.2; 0.99 over all 2^32 inputs.  sigmoid,
- *          whose result carries e^x's error whole, also keeps r's rounding
- *          error rl (a difference of floats this close is exact) and adds
- *          rl (1 + r): 0.84 over all 2^32 inputs.  x is clamped to
+ *          rest below 0.2; 1.014 over all 2^32 inputs (0.99 unfused,
+ *          0.973 over the test sweep).  x is clamped to
  *          [-104, 89], where e^x is already 0 or inf in float.
  *   log    x = 2^k m with m in [sqrt(1/2), sqrt 2) (a subnormal x scaled
  *          by 2^23 first), f = m - 1 exact; ln(1+f) = f - f^2/2 +
  *          f^3 q(f), q of degree 7 (truncation 0.1 ulp); ln x = k ln2_hi
- *          (exact) + (f + (k ln2_lo + f^3 q - f^2/2)).  Error 0.89 ulp
- *          over all 2^32 inputs.  0 gives -inf, a negative x NaN, inf inf.
+ *          (exact) + (f + (k ln2_lo + f^2 (f q - 1/2))), fused where a
+ *          product meets a sum.  Error 0.923 ulp over all 2^32 inputs
+ *          (0.89 unfused).  0 gives -inf, a negative x NaN, inf inf.
  *   tanh   a = |x|; below 0.625 a + a^3 p(a^2), p of degree 4 (truncation
  *          0.14 ulp), which keeps full relative precision as a -> 0 (tanh
  *          of a subnormal is itself); above, 1 - 2 / (e^(2a) + 1), where
  *          the subtracted part is below 0.45 and its errors count half,
  *          so e^(2a) goes without rl; a clamped to 10 (tanh 10 is 1 in
- *          float); the sign copied back.  Error 1.31 ulp over the sweep
- *          (just above 0.625); 1.33 over all 2^32 inputs.
+ *          float); the sign copied back.  Error 1.316 ulp over the sweep
+ *          (just above 0.625); 1.332 over all 2^32 inputs.
  *   sigmoid e = e^-|x| in (0, 1] (never overflows; |x| clamped to 104,
  *          where e is 0 in float); sigmoid x = n / d with d = 1 + e and
  *          n = 1 for x >= 0, e below, all scaled by 2^64 so that e 2^64
@@ -45,10 +45,12 @@
  *          1 ulp of the result, so its error dl = e - (d - 1) is kept
  *          (exact: e <= 1) and the quotient q = n / d corrected:
  *          n / (d + dl) = q - q dl / d, and 1 / d is q (x >= 0) or 1 - q.
- *          Error: e's 0.84 ulp (damped by e / (1 + e) for x >= 0), the
- *          division's 0.5 and the last subtraction's 0.5; 1.97 over all
- *          2^32 inputs (at x = -6.2377), 1.87 over the test sweep.
- *          Without dl, 2.23; without rl, 2.2.
+ *          Error: e's (damped by e / (1 + e) for x >= 0), the division's
+ *          0.5 and the last correction's 0.5; 1.967 over all 2^32 inputs
+ *          (at x = -6.2377), 1.872 over the test sweep.  Without dl, 2.23.
+ *          Before the reduction and the correction were fused, e^x's r
+ *          had to carry its rounding error rl as well (without it, 2.2);
+ *          with them, rl no longer changes the maximum.
  *   sin, cos  in double from the float x, rounded to float once: x = n
  *          pi/2 + r, |r| <= pi/4, n = round(x 2/pi), pi/2 in three parts
  *          of 29, 29 and 53 bits (Cody and Waite), so that for |x| <= 2^24
@@ -67,8 +69,9 @@
  *          sin r = rh + (rl + rh r^2 p(r^2)) and cos r = 1 - r^2/2 +
  *          r^4 c(r^2) - rh rl, Taylor to r^9 and r^10 (truncation below
  *          0.05 ulp at pi/4), 1 - r^2/2 with its rounding error kept.
- *          Error 0.85 ulp (sin) and 0.82 (cos) over the test sweep; the
- *          maxima over every float up to 256 are in docs/benchmarks.md.
+ *          Error 0.818 ulp (sin) and 0.798 (cos) over the test sweep; the
+ *          maxima over every float up to 256, 0.852 and 0.835, and how
+ *          they were measured are in docs/benchmarks.md.
  *          A chunk of 512 with all elements up to 256 runs the float loop;
  *          one with larger elements picks per element, so that the result
  *          of an element still depends on its value alone.  Beyond 2^24,
@@ -164,32 +167,19 @@ static VM_INLINE float float_of(uint32_t u)
 /* e^x = e 2^n for x in [-104, 89] or NaN: returns e = e^r in [0.70, 1.42]
  * and sets *t, whose low bits hold n + 2^22 (the head of the file has the
  * error budget). */
-static VM_INLINE float exp_reduce(float x, float *t, bool keep_rl)
+static VM_INLINE float exp_reduce(float x, float *t)
 {
     *t = FMA(x, (float)LOG2E, SHIFT_F);
     float n = *t - SHIFT_F;
-    /* r = x - n ln2 rounded: x - n ln2_hi is exact.  sigmoid also keeps
-     * rl, r's rounding error: nl = n ln2_lo rounded, and the difference of
-     * two floats this close is exact; without rl, one fused rounding. */
-    float xh = FMA(n, -LN2_HI_F, x);
-    float r, rl = 0.0f;
-    if (keep_rl) {
-        float nl = n * LN2_LO_F;
-        r = xh - nl;
-        rl = (xh - r) - nl;
-    } else {
-        r = FMA(n, -LN2_LO_F, xh);
-    }
+    /* r = x - n ln2 rounded once: x - n ln2_hi is exact. */
+    float r = FMA(n, -LN2_LO_F, FMA(n, -LN2_HI_F, x));
     float q = 0x1.6a244cp-10f;
     q = FMA(q, r, 0x1.1239d4p-7f);
     q = FMA(q, r, 0x1.5558f2p-5f);
     q = FMA(q, r, 0x1.555492p-3f);
     q = FMA(q, r, 0x1.fffffcp-2f);
-    /* e^(r + rl) = 1 + r + r^2 q + rl (1 + r), the small terms first;
-     * only sigmoid keeps rl (the head of the file says why). */
-    float z = r * r;
-    if (!keep_rl) return 1.0f + FMA(z, q, r);
-    return 1.0f + (r + FMA(z, q, FMA(rl, r, rl)));
+    /* e^r = 1 + r + r^2 q, the small terms first. */
+    return 1.0f + FMA(r * r, q, r);
 }
 
 /* e 2^n from exp_reduce's e and t.  2^n = 2^h 2^(n-h), h = floor(n/2):
@@ -209,7 +199,7 @@ static VM_INLINE float vm_expf(float x)
 {
     x = x < -104.0f ? -104.0f : x;
     x = x > 89.0f ? 89.0f : x;
-    float t, e = exp_reduce(x, &t, false);
+    float t, e = exp_reduce(x, &t);
     return exp_scale(e, t);
 }
 
@@ -272,7 +262,7 @@ static VM_INLINE float vm_tanhf(float x)
     float small = FMA(a, z * p, a);
     /* e^(2a) for 2a in [0, 20] (tanh 10 is 1 in float): n in [0, 29], so
      * 2^n is one normal factor. */
-    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t, false);
+    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t);
     e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u) << 23);
     float big = 1.0f - 2.0f / (e + 1.0f);
     return copysignf(a < 0.625f ? small : big, x);
@@ -283,7 +273,7 @@ static VM_INLINE float vm_tanhf(float x)
 static VM_INLINE float vm_sigmoidf(float x)
 {
     float m = -fabsf(x);
-    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t, true); /* e^-104 is 0 in float */
+    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t); /* e^-104 is 0 in float */
     /* Everything scaled by 2^64: e 2^64 = e^r 2^(n+64) is normal for n >=
      * -150 and exact with one factor, and the division rounds once, also
      * into the subnormals, where the result is e^x itself. */
@@ -387,10 +377,11 @@ static VM_INLINE float vm_sincosf_small(float x, uint32_t quadrant)
     pc = FMA(pc, z, -0x1.6c16c2p-10f);
     pc = FMA(pc, z, 0x1.555556p-5f);
     /* sin(rh + rl) = sin rh + rl cos rh, cos(rh + rl) = cos rh - rl sin rh,
-     * to first order in rl; 1 - z/2 = w + its rounding error (exact). */
+     * to first order in rl; 1 - z/2 = w + wl exactly (1 - w is exact, and
+     * so then is the fused wl). */
     float sr = rh + FMA(rh, z * ps, rl);
-    float hz = 0.5f * z, w = 1.0f - hz;
-    float cr = w + (((1.0f - w) - hz) + FMA(z * z, pc, -(rh * rl)));
+    float w = FMA(z, -0.5f, 1.0f), wl = FMA(z, -0.5f, 1.0f - w);
+    float cr = w + FMA(-rh, rl, FMA(z * z, pc, wl));
     float v = (q & 1) ? cr : sr;
     v = float_of(bits_of_f(v) ^ ((q & 2) << 30));
     /* sin(-0) is -0 (r2 lost the sign: -0 - -0 is +0). */
