@@ -14,28 +14,28 @@
  *   exp    x = n ln2 + r, |r| <= ln2/2, n = round(x / ln2), ln2 in two
  *          parts so that n ln2_hi is exact and x - n ln2_hi too; e^r =
  *          1 + r + r^2 q(r), q of degree 4 (truncation 0.06 ulp), the small
- *          terms added first.  e^x = e^r 2^h 2^(n-h), h = floor(n/2),
+ *          terms added first; r = (x - n ln2_hi) - n ln2_lo in one fused
+ *          rounding, the Horner steps fused.  e^x = e^r 2^h 2^(n-h), h = floor(n/2),
  *          both factors built in the exponent bits and normal, so the
  *          first product is exact and the second rounds once, also into
  *          the subnormals or to inf.  Error: the last addition 0.5 ulp,
  *          r's rounding up to 0.5 (in ulp of e^r < 1; 0.25 above), the
- *          rest below 0.2; 0.99 over all 2^32 inputs.  sigmoid,
- *          whose result carries e^x's error whole, also keeps r's rounding
- *          error rl (a difference of floats this close is exact) and adds
- *          rl (1 + r): 0.84 over all 2^32 inputs.  x is clamped to
+ *          rest below 0.2; 1.014 over all 2^32 inputs (0.99 unfused,
+ *          0.973 over the test sweep).  x is clamped to
  *          [-104, 89], where e^x is already 0 or inf in float.
  *   log    x = 2^k m with m in [sqrt(1/2), sqrt 2) (a subnormal x scaled
  *          by 2^23 first), f = m - 1 exact; ln(1+f) = f - f^2/2 +
  *          f^3 q(f), q of degree 7 (truncation 0.1 ulp); ln x = k ln2_hi
- *          (exact) + (f + (k ln2_lo + f^3 q - f^2/2)).  Error 0.89 ulp
- *          over all 2^32 inputs.  0 gives -inf, a negative x NaN, inf inf.
+ *          (exact) + (f + (k ln2_lo + f^2 (f q - 1/2))), fused where a
+ *          product meets a sum.  Error 0.923 ulp over all 2^32 inputs
+ *          (0.89 unfused).  0 gives -inf, a negative x NaN, inf inf.
  *   tanh   a = |x|; below 0.625 a + a^3 p(a^2), p of degree 4 (truncation
  *          0.14 ulp), which keeps full relative precision as a -> 0 (tanh
  *          of a subnormal is itself); above, 1 - 2 / (e^(2a) + 1), where
  *          the subtracted part is below 0.45 and its errors count half,
  *          so e^(2a) goes without rl; a clamped to 10 (tanh 10 is 1 in
- *          float); the sign copied back.  Error 1.31 ulp over the sweep
- *          (just above 0.625); 1.33 over all 2^32 inputs.
+ *          float); the sign copied back.  Error 1.316 ulp over the sweep
+ *          (just above 0.625); 1.332 over all 2^32 inputs.
  *   sigmoid e = e^-|x| in (0, 1] (never overflows; |x| clamped to 104,
  *          where e is 0 in float); sigmoid x = n / d with d = 1 + e and
  *          n = 1 for x >= 0, e below, all scaled by 2^64 so that e 2^64
@@ -45,10 +45,12 @@
  *          1 ulp of the result, so its error dl = e - (d - 1) is kept
  *          (exact: e <= 1) and the quotient q = n / d corrected:
  *          n / (d + dl) = q - q dl / d, and 1 / d is q (x >= 0) or 1 - q.
- *          Error: e's 0.84 ulp (damped by e / (1 + e) for x >= 0), the
- *          division's 0.5 and the last subtraction's 0.5; 1.97 over all
- *          2^32 inputs (at x = -6.2377), 1.87 over the test sweep.
- *          Without dl, 2.23; without rl, 2.2.
+ *          Error: e's (damped by e / (1 + e) for x >= 0), the division's
+ *          0.5 and the last correction's 0.5; 1.967 over all 2^32 inputs
+ *          (at x = -6.2377), 1.872 over the test sweep.  Without dl, 2.23.
+ *          Before the reduction and the correction were fused, e^x's r
+ *          had to carry its rounding error rl as well (without it, 2.2);
+ *          with them, rl no longer changes the maximum.
  *   sin, cos  in double from the float x, rounded to float once: x = n
  *          pi/2 + r, |r| <= pi/4, n = round(x 2/pi), pi/2 in three parts
  *          of 29, 29 and 53 bits (Cody and Waite), so that for |x| <= 2^24
@@ -62,13 +64,14 @@
  *          rounding to float).  Up to |x| = 256 all in float instead (16
  *          lanes, not 8): n < 2^8, pi/2 in parts of 11, 15 and 24 bits,
  *          n times the first two exact, r = rh + rl kept as a pair
- *          through two two-sums (absolute error near 2^-52, against an
+ *          through two fast two-sums (absolute error near 2^-52, against an
  *          |r| no smaller than about 2^-24 for a float below 256);
  *          sin r = rh + (rl + rh r^2 p(r^2)) and cos r = 1 - r^2/2 +
  *          r^4 c(r^2) - rh rl, Taylor to r^9 and r^10 (truncation below
  *          0.05 ulp at pi/4), 1 - r^2/2 with its rounding error kept.
- *          Error 0.85 ulp (sin) and 0.82 (cos) over the test sweep; the
- *          maxima over every float up to 256 are in docs/benchmarks.md.
+ *          Error 0.818 ulp (sin) and 0.798 (cos) over the test sweep; the
+ *          maxima over every float up to 256, 0.852 and 0.835, and how
+ *          they were measured are in docs/benchmarks.md.
  *          A chunk of 512 with all elements up to 256 runs the float loop;
  *          one with larger elements picks per element, so that the result
  *          of an element still depends on its value alone.  Beyond 2^24,
@@ -82,12 +85,20 @@
  * to an integer in the low bits of the sum.
  *
  * The variants.  The loops (vmath_kernels.inc) are compiled three times:
- * for the baseline target, and with target attributes for AVX2 and
- * AVX-512; the first call picks what the CPU runs, so the library runs on
- * any x86-64.  No variant may fuse a multiply and an add (each would
- * round differently): the build is ISO C (-std=c11), in which GCC does
- * not contract, and clang is told below.  So every variant gives the same
- * bits, which tests/test_vmath.c checks. */
+ * for the baseline target, and with target attributes for AVX2 + FMA and
+ * AVX-512 + FMA; the first call picks what the CPU runs, so the library
+ * runs on any x86-64.  The fused multiply-adds are written out, FMA(a, b,
+ * c) = fmaf(a, b, c), which C defines as a b + c rounded once: one
+ * vfmadd in the AVX2 and AVX-512 variants, the C library's exact software
+ * fmaf (a call per element, no vectorising) in the portable one, so the
+ * same value in each.  No variant may fuse any other multiply and add
+ * (the fused and the unfused round differently): the build is ISO C
+ * (-std=c11), in which GCC does not contract (checked below), and clang,
+ * which contracts by default, is told not to.  So every variant gives
+ * the same bits, which tests/test_vmath.c checks.  Which NaN an fmaf
+ * returns when two operands are NaN is the machine's choice, so no fmaf
+ * here negates an operand that may be NaN (a negated constant instead):
+ * the NaN operands are then the same NaN. */
 #include "vmath.h"
 
 #include <math.h>
@@ -96,6 +107,10 @@
 
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && !defined(__STRICT_ANSI__)
+/* GNU C mode (-std=gnu11) contracts a * b + c into an FMA in the FMA
+ * variants only, and the variants would differ (the head says why). */
+#error "vmath.c must be compiled as ISO C (-std=c11), which does not contract"
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -111,6 +126,11 @@
 #endif
 
 #define LOG2E 1.4426950408889634074  /* 1 / ln 2 */
+
+/* a b + c rounded once (C99's fmaf): one instruction in the AVX2 and
+ * AVX-512 variants, the C library's exact software routine in the
+ * portable one, the same value in both. */
+#define FMA(a, b, c) fmaf(a, b, c)
 
 static VM_INLINE uint64_t bits_of(double x)
 {
@@ -147,24 +167,19 @@ static VM_INLINE float float_of(uint32_t u)
 /* e^x = e 2^n for x in [-104, 89] or NaN: returns e = e^r in [0.70, 1.42]
  * and sets *t, whose low bits hold n + 2^22 (the head of the file has the
  * error budget). */
-static VM_INLINE float exp_reduce(float x, float *t, bool keep_rl)
+static VM_INLINE float exp_reduce(float x, float *t)
 {
-    *t = x * (float)LOG2E + SHIFT_F;
+    *t = FMA(x, (float)LOG2E, SHIFT_F);
     float n = *t - SHIFT_F;
-    /* r = x - n ln2 rounded, and rl its rounding error: x - n ln2_hi is
-     * exact, and so is the difference of two floats this close. */
-    float xh = x - n * LN2_HI_F, nl = n * LN2_LO_F;
-    float r = xh - nl;
+    /* r = x - n ln2 rounded once: x - n ln2_hi is exact. */
+    float r = FMA(n, -LN2_LO_F, FMA(n, -LN2_HI_F, x));
     float q = 0x1.6a244cp-10f;
-    q = 0x1.1239d4p-7f + r * q;
-    q = 0x1.5558f2p-5f + r * q;
-    q = 0x1.555492p-3f + r * q;
-    q = 0x1.fffffcp-2f + r * q;
-    /* e^(r + rl) = 1 + r + r^2 q + rl (1 + r), the small terms first;
-     * only sigmoid keeps rl (the head of the file says why). */
-    if (!keep_rl) return 1.0f + (r + r * r * q);
-    float rl = (xh - r) - nl;
-    return 1.0f + (r + (r * r * q + (rl + rl * r)));
+    q = FMA(q, r, 0x1.1239d4p-7f);
+    q = FMA(q, r, 0x1.5558f2p-5f);
+    q = FMA(q, r, 0x1.555492p-3f);
+    q = FMA(q, r, 0x1.fffffcp-2f);
+    /* e^r = 1 + r + r^2 q, the small terms first. */
+    return 1.0f + FMA(r * r, q, r);
 }
 
 /* e 2^n from exp_reduce's e and t.  2^n = 2^h 2^(n-h), h = floor(n/2):
@@ -184,7 +199,7 @@ static VM_INLINE float vm_expf(float x)
 {
     x = x < -104.0f ? -104.0f : x;
     x = x > 89.0f ? 89.0f : x;
-    float t, e = exp_reduce(x, &t, false);
+    float t, e = exp_reduce(x, &t);
     return exp_scale(e, t);
 }
 
@@ -201,16 +216,16 @@ static VM_INLINE float log_core(float v, uint32_t sub)
     float f = float_of((u & 0x007fffffu) + SQRT1_2_BITS_F) - 1.0f; /* exact */
     float z = f * f;
     float q = -0x1.38b576p-4f;
-    q = 0x1.055b68p-3f + f * q;
-    q = -0x1.0d8542p-3f + f * q;
-    q = 0x1.22da1ep-3f + f * q;
-    q = -0x1.547244p-3f + f * q;
-    q = 0x1.99a008p-3f + f * q;
-    q = -0x1.000226p-2f + f * q;
-    q = 0x1.555554p-2f + f * q;
-    /* ln(1+f) = f - f^2/2 + f^3 q; the small parts first, f and k ln2_hi
-     * (exact products) last. */
-    return (k * LN2_LO_F + (z * f * q - 0.5f * z) + f) + k * LN2_HI_F;
+    q = FMA(q, f, 0x1.055b68p-3f);
+    q = FMA(q, f, -0x1.0d8542p-3f);
+    q = FMA(q, f, 0x1.22da1ep-3f);
+    q = FMA(q, f, -0x1.547244p-3f);
+    q = FMA(q, f, 0x1.99a008p-3f);
+    q = FMA(q, f, -0x1.000226p-2f);
+    q = FMA(q, f, 0x1.555554p-2f);
+    /* ln(1+f) = f - f^2/2 + f^3 q = f + f^2 (f q - 1/2); the small parts
+     * first, f and k ln2_hi (an exact product) last. */
+    return FMA(k, LN2_HI_F, FMA(k, LN2_LO_F, z * FMA(f, q, -0.5f)) + f);
 }
 
 /* ln x in float arithmetic. */
@@ -240,14 +255,14 @@ static VM_INLINE float vm_tanhf(float x)
     float a = fabsf(x);
     float z = a * a;
     float p = -0x1.75e1cep-8f;
-    p = 0x1.52269cp-6f + z * p;
-    p = -0x1.b83c5ap-5f + z * p;
-    p = 0x1.110726p-3f + z * p;
-    p = -0x1.555532p-2f + z * p;
-    float small = a + a * (z * p);
+    p = FMA(p, z, 0x1.52269cp-6f);
+    p = FMA(p, z, -0x1.b83c5ap-5f);
+    p = FMA(p, z, 0x1.110726p-3f);
+    p = FMA(p, z, -0x1.555532p-2f);
+    float small = FMA(a, z * p, a);
     /* e^(2a) for 2a in [0, 20] (tanh 10 is 1 in float): n in [0, 29], so
      * 2^n is one normal factor. */
-    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t, false);
+    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t);
     e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u) << 23);
     float big = 1.0f - 2.0f / (e + 1.0f);
     return copysignf(a < 0.625f ? small : big, x);
@@ -258,7 +273,7 @@ static VM_INLINE float vm_tanhf(float x)
 static VM_INLINE float vm_sigmoidf(float x)
 {
     float m = -fabsf(x);
-    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t, true); /* e^-104 is 0 in float */
+    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t); /* e^-104 is 0 in float */
     /* Everything scaled by 2^64: e 2^64 = e^r 2^(n+64) is normal for n >=
      * -150 and exact with one factor, and the division rounds once, also
      * into the subnormals, where the result is e^x itself. */
@@ -269,7 +284,7 @@ static VM_INLINE float vm_sigmoidf(float x)
     uint32_t pos = 0u - (uint32_t)(x >= 0.0f);
     float q = float_of((bits_of_f(e) & ~pos) | (0x5f800000u & pos)) / d;
     /* n / (d + dl) = q - q dl / d, and 2^64 / d is q or 1 - q. */
-    return q - q * ((dl * 0x1p-64f) * (x >= 0.0f ? q : 1.0f - q));
+    return FMA(q, (dl * -0x1p-64f) * (x >= 0.0f ? q : 1.0f - q), q);
 }
 
 /* Phi(x), the standard normal distribution function, in float (GELU's
@@ -337,31 +352,36 @@ static VM_INLINE float vm_sincosf(float xf, uint64_t quadrant)
 
 static VM_INLINE float vm_sincosf_small(float x, uint32_t quadrant)
 {
-    float t = x * TWO_OVER_PI_F + SHIFT_F;
+    float t = FMA(x, TWO_OVER_PI_F, SHIFT_F);
     float n = t - SHIFT_F;
-    float r1 = x - n * PIO2_1F, p2 = n * PIO2_2F; /* both exact */
-    /* r1 - p2 = r2 + e2 exactly (Knuth's two-sum), then r2 + (e2 - n
-     * PIO2_3F) = rh + rl the same way. */
-    float r2 = r1 - p2, b2 = r2 - r1;
-    float e2 = (r1 - (r2 - b2)) - (p2 + b2);
-    float s = e2 - n * PIO2_3F;
-    float rh = r2 + s, b3 = rh - r2;
-    float rl = (r2 - (rh - b3)) + (s - b3);
+    float r1 = FMA(n, -PIO2_1F, x), p2 = n * PIO2_2F; /* both exact */
+    /* r1 - p2 = r2 + e2 exactly, then r2 + (e2 - n PIO2_3F) = rh + rl
+     * the same way, each by Dekker's fast two-sum (3 operations, not
+     * Knuth's 6): exact when the first term is not the smaller in
+     * magnitude, or when the sum is exact.  For r1 - p2 one of the two
+     * holds: where |r1| < |p2| < 2^-10, r1 is a multiple of 2^-24 and p2
+     * of 2^-32, so r1 - p2 fits in 23 bits. */
+    float r2 = r1 - p2;
+    float e2 = (r1 - r2) - p2;
+    float s = FMA(n, -PIO2_3F, e2);
+    float rh = r2 + s;
+    float rl = s - (rh - r2);
     uint32_t q = bits_of_f(t) + quadrant; /* n + quadrant in the low bits */
     float z = rh * rh;
     float ps = 0x1.71de3ap-19f; /* sin r = r + r^3 ps(r^2), Taylor to r^9 */
-    ps = -0x1.a01a02p-13f + z * ps;
-    ps = 0x1.111112p-7f + z * ps;
-    ps = -0x1.555556p-3f + z * ps;
+    ps = FMA(ps, z, -0x1.a01a02p-13f);
+    ps = FMA(ps, z, 0x1.111112p-7f);
+    ps = FMA(ps, z, -0x1.555556p-3f);
     float pc = -0x1.27e4fcp-22f; /* cos r = 1 - r^2/2 + r^4 pc(r^2), to r^10 */
-    pc = 0x1.a01a02p-16f + z * pc;
-    pc = -0x1.6c16c2p-10f + z * pc;
-    pc = 0x1.555556p-5f + z * pc;
+    pc = FMA(pc, z, 0x1.a01a02p-16f);
+    pc = FMA(pc, z, -0x1.6c16c2p-10f);
+    pc = FMA(pc, z, 0x1.555556p-5f);
     /* sin(rh + rl) = sin rh + rl cos rh, cos(rh + rl) = cos rh - rl sin rh,
-     * to first order in rl; 1 - z/2 = w + its rounding error (exact). */
-    float sr = rh + (rl + rh * (z * ps));
-    float hz = 0.5f * z, w = 1.0f - hz;
-    float cr = w + (((1.0f - w) - hz) + (z * z * pc - rh * rl));
+     * to first order in rl; 1 - z/2 = w + wl exactly (1 - w is exact, and
+     * so then is the fused wl). */
+    float sr = rh + FMA(rh, z * ps, rl);
+    float w = FMA(z, -0.5f, 1.0f), wl = FMA(z, -0.5f, 1.0f - w);
+    float cr = w + FMA(-rh, rl, FMA(z * z, pc, wl));
     float v = (q & 1) ? cr : sr;
     v = float_of(bits_of_f(v) ^ ((q & 2) << 30));
     /* sin(-0) is -0 (r2 lost the sign: -0 - -0 is +0). */
@@ -482,12 +502,12 @@ static VM_INLINE double vm_sigmoid(double x)
 #undef VTARGET
 #undef VSFX
 #if VMATH_X86
-#define VTARGET __attribute__((target("avx2")))
+#define VTARGET __attribute__((target("avx2,fma")))
 #define VSFX(name) name##_avx2
 #include "vmath_kernels.inc"
 #undef VTARGET
 #undef VSFX
-#define VTARGET __attribute__((target("avx512f")))
+#define VTARGET __attribute__((target("avx512f,fma")))
 #define VSFX(name) name##_avx512
 #include "vmath_kernels.inc"
 #undef VTARGET
@@ -499,8 +519,8 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 static bool cpu_can(int isa)
 {
 #if VMATH_X86
-    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
 #endif
     return isa == ISA_ANY;
 }

@@ -10,8 +10,11 @@
  * sigmoid.  The result of an element depends only on its value: not on
  * n, on its position, or on the CPU (the AVX2 and AVX-512 variants,
  * chosen at run time, compute the same operations in the same order as
- * the portable one, without fused multiply-adds, so all give the same
- * bits). */
+ * the portable one; their fused multiply-adds are C's fmaf, one rounding
+ * in every variant, and nothing else is fused, so all give the same
+ * bits).  A CPU without FMA (x86-64 before 2013) runs the portable
+ * variant, whose fmaf is the C library's software routine: correct but
+ * several times slower. */
 #ifndef AUTODIFF_VMATH_H
 #define AUTODIFF_VMATH_H
 
