@@ -88,10 +88,11 @@
  * for the baseline target, and with target attributes for AVX2 + FMA and
  * AVX-512 + FMA; the first call picks what the CPU runs, so the library
  * runs on any x86-64.  The fused multiply-adds are written out, FMA(a, b,
- * c) = fmaf(a, b, c), which C defines as a b + c rounded once: one
- * vfmadd in the AVX2 and AVX-512 variants, the C library's exact software
- * fmaf (a call per element, no vectorising) in the portable one, so the
- * same value in each.  No variant may fuse any other multiply and add
+ * c), a b + c rounded once (C99's fmaf): fmaf, one vfmadd, in the AVX2
+ * and AVX-512 variants, and fma_exact (below: the same rounding in double
+ * arithmetic, scalar, about 30-70 ns an element) in the portable one, so
+ * the same value in each; each variant has its own copy of the float
+ * element functions (vmath_float.inc) for that.  No variant may fuse any other multiply and add
  * (the fused and the unfused round differently): the build is ISO C
  * (-std=c11), in which GCC does not contract (checked below), and clang,
  * which contracts by default, is told not to.  So every variant gives
@@ -129,10 +130,6 @@
 
 #define LOG2E 1.4426950408889634074  /* 1 / ln 2 */
 
-/* a b + c rounded once (C99's fmaf): one instruction in the AVX2 and
- * AVX-512 variants, the C library's exact software routine in the
- * portable one, the same value in both. */
-#define FMA(a, b, c) fmaf(a, b, c)
 
 static VM_INLINE uint64_t bits_of(double x)
 {
@@ -162,233 +159,32 @@ static VM_INLINE float float_of(uint32_t u)
     return x;
 }
 
-#define SHIFT_F 0x1.8p23f
-#define LN2_HI_F 0x1.62e4p-1f        /* ln 2 to 15 bits: n LN2_HI_F is exact */
-#define LN2_LO_F 0x1.7f7d1cp-20f     /* ln 2 - LN2_HI_F */
-
-/* e^x = e 2^n for x in [-104, 89] or NaN: returns e = e^r in [0.70, 1.42]
- * and sets *t, whose low bits hold n + 2^22 (the head of the file has the
- * error budget). */
-static VM_INLINE float exp_reduce(float x, float *t)
+/* a b + c rounded once, as C99's fmaf, in portable arithmetic: the
+ * portable copy's fused multiply-add (the C library's fmaf would be a call
+ * per operation, which also stops the loop vectorising).  a b is exact in
+ * double (24 + 24 bits); s = a b + c rounds once, and TwoSum gives its
+ * exact error e.  Rounding s to float could round twice; rounding the sum
+ * to odd in double first (an inexact s with an even last bit moves to its
+ * odd neighbour on e's side) makes that second rounding the correct one
+ * (Boldo and Melquiond: round-to-odd with 53 >= 24 + 2 bits).  NaNs pass
+ * as in the C library's own fmaf, which computes the same a b and + c. */
+static VM_INLINE float fma_exact(float a, float b, float c)
 {
-    *t = FMA(x, (float)LOG2E, SHIFT_F);
-    float n = *t - SHIFT_F;
-    /* r = x - n ln2 rounded once: x - n ln2_hi is exact. */
-    float r = FMA(n, -LN2_LO_F, FMA(n, -LN2_HI_F, x));
-    float q = 0x1.6a244cp-10f;
-    q = FMA(q, r, 0x1.1239d4p-7f);
-    q = FMA(q, r, 0x1.5558f2p-5f);
-    q = FMA(q, r, 0x1.555492p-3f);
-    q = FMA(q, r, 0x1.fffffcp-2f);
-    /* e^r = 1 + r + r^2 q, the small terms first. */
-    return 1.0f + FMA(r * r, q, r);
+    double p = (double)a * (double)b, cd = (double)c;
+    double s = p + cd, bp = s - cd, e = (p - bp) + (cd - (s - bp));
+    uint64_t u = bits_of(s);
+    uint64_t fix = (e != 0.0 && e == e && !(u & 1)) ? ((e > 0.0) == (s > 0.0) ? 1u : (uint64_t)-1)
+                                                    : 0u;
+    return (float)double_of(u + fix);
 }
 
-/* e 2^n from exp_reduce's e and t.  2^n = 2^h 2^(n-h), h = floor(n/2):
- * both normal for n in [-150, 128], so e 2^h is exact and the second
- * product rounds once, also to a subnormal or to inf.  All in unsigned
- * arithmetic (a NaN's bits are then harmless garbage). */
-static VM_INLINE float exp_scale(float e, float t)
-{
-    uint32_t nb = bits_of_f(t) - 0x4b400000u + 256u; /* n + 256 >= 0 */
-    uint32_t h = (nb >> 1) - 128u;                   /* floor(n/2) */
-    float s1 = float_of((h + 127u) << 23), s2 = float_of((nb - 256u - h + 127u) << 23);
-    return e * s1 * s2;
-}
-
-/* e^x in float arithmetic. */
-static VM_INLINE float vm_expf(float x)
-{
-    x = x < -104.0f ? -104.0f : x;
-    x = x > 89.0f ? 89.0f : x;
-    float t, e = exp_reduce(x, &t);
-    return exp_scale(e, t);
-}
-
-#define SQRT1_2_BITS_F 0x3f3504f3u /* sqrt(1/2) in float */
-
-/* ln(v 2^-23) if sub is all ones, else ln v, for a normal positive finite
- * v (the head of the file has the method). */
-static VM_INLINE float log_core(float v, uint32_t sub)
-{
-    /* Move the exponent so that the mantissa lands in [sqrt(1/2), sqrt 2):
-     * k = exponent of v / sqrt(1/2), rounded down. */
-    uint32_t u = bits_of_f(v) + (0x3f800000u - SQRT1_2_BITS_F);
-    float k = (float)((int32_t)(u >> 23) - 127 - (int32_t)(sub & 23u));
-    float f = float_of((u & 0x007fffffu) + SQRT1_2_BITS_F) - 1.0f; /* exact */
-    float z = f * f;
-    float q = -0x1.38b576p-4f;
-    q = FMA(q, f, 0x1.055b68p-3f);
-    q = FMA(q, f, -0x1.0d8542p-3f);
-    q = FMA(q, f, 0x1.22da1ep-3f);
-    q = FMA(q, f, -0x1.547244p-3f);
-    q = FMA(q, f, 0x1.99a008p-3f);
-    q = FMA(q, f, -0x1.000226p-2f);
-    q = FMA(q, f, 0x1.555554p-2f);
-    /* ln(1+f) = f - f^2/2 + f^3 q = f + f^2 (f q - 1/2); the small parts
-     * first, f and k ln2_hi (an exact product) last. */
-    return FMA(k, LN2_HI_F, FMA(k, LN2_LO_F, z * FMA(f, q, -0.5f)) + f);
-}
-
-/* ln x in float arithmetic. */
-static VM_INLINE float vm_logf(float x)
-{
-    /* The main path runs on every element (a vector computes all lanes);
-     * an element outside (0, inf) takes it with 1 and then its own value.
-     * A subnormal is scaled by 2^23 into the normal range first. */
-    float v = x > 0.0f && x < INFINITY ? x : 1.0f;
-    /* In integer bits, not as a select of two values: given a select,
-     * the compiler runs everything after it twice. */
-    uint32_t sub = 0u - (uint32_t)(v < 0x1p-126f); /* all ones or 0 */
-    v = v * float_of(0x3f800000u + (sub & (23u << 23))); /* 2^23 or 1 */
-    float y = log_core(v, sub);
-    float special = x == 0.0f ? -INFINITY : x < 0.0f ? NAN : x; /* inf and NaN are themselves */
-    return x > 0.0f && x < INFINITY ? y : special;
-}
-
-/* ln x for a normal positive finite x: vm_logf's value (its scaling is by
- * 1 and its selects keep y), without the steps for the other inputs. */
-static VM_INLINE float vm_logf_normal(float x) { return log_core(x, 0u); }
-
-/* tanh in float: an odd polynomial below 0.625, 1 - 2 / (e^(2a) + 1)
- * above, the sign copied back. */
-static VM_INLINE float vm_tanhf(float x)
-{
-    float a = fabsf(x);
-    float z = a * a;
-    float p = -0x1.75e1cep-8f;
-    p = FMA(p, z, 0x1.52269cp-6f);
-    p = FMA(p, z, -0x1.b83c5ap-5f);
-    p = FMA(p, z, 0x1.110726p-3f);
-    p = FMA(p, z, -0x1.555532p-2f);
-    float small = FMA(a, z * p, a);
-    /* e^(2a) for 2a in [0, 20] (tanh 10 is 1 in float): n in [0, 29], so
-     * 2^n is one normal factor. */
-    float t, e = exp_reduce(2.0f * (a > 10.0f ? 10.0f : a), &t);
-    e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u) << 23);
-    float big = 1.0f - 2.0f / (e + 1.0f);
-    return copysignf(a < 0.625f ? small : big, x);
-}
-
-/* sigmoid in float: e = e^-|x| in (0, 1] never overflows, and
- * sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below. */
-static VM_INLINE float vm_sigmoidf(float x)
-{
-    float m = -fabsf(x);
-    float t, e = exp_reduce(m < -104.0f ? -104.0f : m, &t); /* e^-104 is 0 in float */
-    /* Everything scaled by 2^64: e 2^64 = e^r 2^(n+64) is normal for n >=
-     * -150 and exact with one factor, and the division rounds once, also
-     * into the subnormals, where the result is e^x itself. */
-    e = e * float_of((bits_of_f(t) - 0x4b400000u + 127u + 64u) << 23);
-    float d = 0x1p64f + e, dl = e - (d - 0x1p64f); /* 2^64 + e = d + dl exactly */
-    /* The numerator, 1 or e, chosen in integer bits: given a select, the
-     * compiler divides both and selects the quotient. */
-    uint32_t pos = 0u - (uint32_t)(x >= 0.0f);
-    float q = float_of((bits_of_f(e) & ~pos) | (0x5f800000u & pos)) / d;
-    /* n / (d + dl) = q - q dl / d, and 2^64 / d is q or 1 - q. */
-    return FMA(q, (dl * -0x1p-64f) * (x >= 0.0f ? q : 1.0f - q), q);
-}
-
-/* Phi(x), the standard normal distribution function, in float (GELU's
- * factor): erfc from the Chebyshev fit of Numerical Recipes' erfcc
- * (relative error below 1.2e-7 in exact arithmetic),
- *     erfc(z) = u e^(-z^2 + P(u)),  u = 1/(1 + z/2),  z = |x|/sqrt 2,
- * and Phi(x) = erfc(z)/2 for x < 0, 1 - erfc(z)/2 else; erfc keeps full
- * relative precision in the left tail, where 1 + erf would cancel.  The
- * operations and their order are those of the scalar loop it replaced in
- * ops_pointwise.c, so the results are the same bits. */
-static VM_INLINE float vm_phif(float x)
-{
-    float z = fabsf(x) * 0.70710678118654752440f, u = 1.0f / (1.0f + 0.5f * z);
-    float q = -0.82215223f + u * 0.17087277f;
-    q = 1.48851587f + u * q;
-    q = -1.13520398f + u * q;
-    q = 0.27886807f + u * q;
-    q = -0.18628806f + u * q;
-    q = 0.09678418f + u * q;
-    q = 0.37409196f + u * q;
-    q = 1.00002368f + u * q;
-    float r = 0.5f * u * vm_expf(-z * z - 1.26551223f + u * q); /* erfc(z) / 2 */
-    return x < 0 ? r : 1.0f - r;
-}
-
+/* Shared by the float path of sin and cos (vmath_float.inc) and float64. */
 #define SHIFT 0x1.8p52 /* x + SHIFT rounds x to an integer */
 #define TWO_OVER_PI 0x1.45f306dc9c883p-1
 #define PIO2_1 0x1.921fb54p+0             /* pi/2 to 29 bits: n PIO2_1 exact */
 #define PIO2_2 0x1.10b4611p-30            /* the next 29 bits */
 #define PIO2_3 0x1.4c4c6628b80dcp-59      /* the rest, to 53 bits */
 #define SINCOS_BOUND_BITS 0x4b800000u     /* 2^24: |x| above it goes to libm */
-
-/* sin x (quadrant 0) or cos x (quadrant 1, since cos x = sin(x + pi/2)) in
- * double for |x| <= 2^24 (the head of the file has the method). */
-static VM_INLINE float vm_sincosf(float xf, uint64_t quadrant)
-{
-    double x = (double)xf;
-    double t = x * TWO_OVER_PI + SHIFT;
-    double n = t - SHIFT;
-    double r = ((x - n * PIO2_1) - n * PIO2_2) - n * PIO2_3;
-    uint64_t q = bits_of(t) + quadrant; /* n + quadrant in the low bits */
-    double z = r * r;
-    double ps = 0x1.6cd1f2bfa75f2p-19; /* sin r = r (1 + r^2 ps(r^2)) */
-    ps = -0x1.a00f7f2916aaap-13 + z * ps;
-    ps = 0x1.1111086a61e8ep-7 + z * ps;
-    ps = -0x1.5555554c71d26p-3 + z * ps;
-    double pc = 0x1.99eb9c33749e5p-16; /* cos r = 1 - r^2/2 + r^4 pc(r^2) */
-    pc = -0x1.6c0c33a7bfd7ap-10 + z * pc;
-    pc = 0x1.55554a115aa05p-5 + z * pc;
-    double sr = r * (1.0 + z * ps), cr = (1.0 - 0.5 * z) + (z * z) * pc; /* sr keeps -0 */
-    /* Quadrant q: sin, cos, -sin, -cos of r. */
-    double v = (q & 1) ? cr : sr;
-    return (float)double_of(bits_of(v) ^ ((q & 2) << 62));
-}
-
-/* sin x or cos x in float for |x| <= 256 (the head of the file has the
- * method): n < 2^8, so n PIO2_1F (11 bits) and n PIO2_2F (15 bits) are
- * exact; r = rh + rl to about 2^-52 absolutely, the error left in pi/2's
- * parts and in n PIO2_3F's rounding. */
-#define TWO_OVER_PI_F 0x1.45f306p-1f
-#define PIO2_1F 0x1.922p+0f
-#define PIO2_2F -0x1.2aeep-18f
-#define PIO2_3F -0x1.e973dcp-35f
-#define SINCOS_SMALL_BITS 0x43800000u /* 256: |x| up to it takes the float path */
-
-static VM_INLINE float vm_sincosf_small(float x, uint32_t quadrant)
-{
-    float t = FMA(x, TWO_OVER_PI_F, SHIFT_F);
-    float n = t - SHIFT_F;
-    float r1 = FMA(n, -PIO2_1F, x), p2 = n * PIO2_2F; /* both exact */
-    /* r1 - p2 = r2 + e2 exactly, then r2 + (e2 - n PIO2_3F) = rh + rl
-     * the same way, each by Dekker's fast two-sum (3 operations, not
-     * Knuth's 6): exact when the first term is not the smaller in
-     * magnitude, or when the sum is exact.  For r1 - p2 one of the two
-     * holds: where |r1| < |p2| < 2^-10, r1 is a multiple of 2^-24 and p2
-     * of 2^-32, so r1 - p2 fits in 23 bits. */
-    float r2 = r1 - p2;
-    float e2 = (r1 - r2) - p2;
-    float s = FMA(n, -PIO2_3F, e2);
-    float rh = r2 + s;
-    float rl = s - (rh - r2);
-    uint32_t q = bits_of_f(t) + quadrant; /* n + quadrant in the low bits */
-    float z = rh * rh;
-    float ps = 0x1.71de3ap-19f; /* sin r = r + r^3 ps(r^2), Taylor to r^9 */
-    ps = FMA(ps, z, -0x1.a01a02p-13f);
-    ps = FMA(ps, z, 0x1.111112p-7f);
-    ps = FMA(ps, z, -0x1.555556p-3f);
-    float pc = -0x1.27e4fcp-22f; /* cos r = 1 - r^2/2 + r^4 pc(r^2), to r^10 */
-    pc = FMA(pc, z, 0x1.a01a02p-16f);
-    pc = FMA(pc, z, -0x1.6c16c2p-10f);
-    pc = FMA(pc, z, 0x1.555556p-5f);
-    /* sin(rh + rl) = sin rh + rl cos rh, cos(rh + rl) = cos rh - rl sin rh,
-     * to first order in rl; 1 - z/2 = w + wl exactly (1 - w is exact, and
-     * so then is the fused wl). */
-    float sr = rh + FMA(rh, z * ps, rl);
-    float w = FMA(z, -0.5f, 1.0f), wl = FMA(z, -0.5f, 1.0f - w);
-    float cr = w + FMA(-rh, rl, FMA(z * z, pc, wl));
-    float v = (q & 1) ? cr : sr;
-    v = float_of(bits_of_f(v) ^ ((q & 2) << 30));
-    /* sin(-0) is -0 (r2 lost the sign: -0 - -0 is +0). */
-    return x == 0.0f && !(quadrant & 1) ? x : v;
-}
 
 /* ---- float64 -------------------------------------------------------------
  * The same methods in double, with longer polynomials (Taylor: every
@@ -497,23 +293,35 @@ static VM_INLINE double vm_sigmoid(double x)
     return double_of((bits_of(e) & ~pos) | (0x3ff0000000000000ull & pos)) / (1.0 + e);
 }
 
-/* The portable loops, and the AVX2 and AVX-512 ones. */
+/* The portable loops, and the AVX2 and AVX-512 ones, each with float
+ * element functions of its own (vmath_float.inc): FMA is fma_exact in the
+ * portable copy and fmaf, one vfmadd, in the others; the same value either
+ * way. */
 #define VTARGET
 #define VSFX(name) name##_any
+#define FMA(a, b, c) fma_exact(a, b, c)
+#include "vmath_float.inc"
 #include "vmath_kernels.inc"
 #undef VTARGET
 #undef VSFX
+#undef FMA
 #if VMATH_X86
 #define VTARGET __attribute__((target("avx2,fma")))
 #define VSFX(name) name##_avx2
+#define FMA(a, b, c) fmaf(a, b, c)
+#include "vmath_float.inc"
 #include "vmath_kernels.inc"
 #undef VTARGET
 #undef VSFX
+#undef FMA
 #define VTARGET __attribute__((target("avx512f,fma")))
 #define VSFX(name) name##_avx512
+#define FMA(a, b, c) fmaf(a, b, c)
+#include "vmath_float.inc"
 #include "vmath_kernels.inc"
 #undef VTARGET
 #undef VSFX
+#undef FMA
 #endif
 
 enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
@@ -528,6 +336,8 @@ static bool cpu_can(int isa)
 }
 
 static int forced = ISA_AUTO;
+
+float ad__vmath_testing_fma(float a, float b, float c) { return fma_exact(a, b, c); }
 
 int ad__vmath_testing_isa(int isa)
 {

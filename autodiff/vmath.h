@@ -49,5 +49,8 @@ void ad__vsigmoid_f64(double *y, const double *x, int64_t n);
  * -1 for the automatic choice.  Returns -1, changing nothing, when this CPU
  * or build cannot run it.  Not thread-safe. */
 int ad__vmath_testing_isa(int isa);
+/* Tests: the portable variant's fused multiply-add, a b + c rounded once
+ * (C99's fmaf) in double arithmetic. */
+float ad__vmath_testing_fma(float a, float b, float c);
 
 #endif

@@ -493,6 +493,52 @@ static bool same_or_both_nan(float a, float b)
     return to_bits(a) == to_bits(b) || (isnan(a) && isnan(b));
 }
 
+static uint32_t fbits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* The portable variant's fused multiply-add against the C library's fmaf
+ * (exact by definition), bit for bit: sums whose exact value lies just off
+ * a float halfway point, where rounding to double and then to float gives
+ * the wrong neighbour (a b = 2^-24 - 2^-70 - ... below the halfway point
+ * 1 + 3 2^-24 after c = 1 + 2^-23: the double sum is the halfway point
+ * itself, which ties to the even 1 + 2^-22), then random triples of every
+ * kind of float (normal, subnormal, zero, inf, NaN) and near-cancelling
+ * ones. */
+START_TEST(portable_fma_is_exact)
+{
+    float a = 1.0f + 0x1p-23f, b = 0x1p-24f - 0x1p-47f, c = 1.0f + 0x1p-23f;
+    ck_assert_uint_eq(fbits(ad__vmath_testing_fma(a, b, c)), fbits(1.0f + 0x1p-23f));
+    ck_assert_uint_eq(fbits(ad__vmath_testing_fma(-a, b, -c)), fbits(-1.0f - 0x1p-23f));
+    ck_assert_uint_eq(fbits(ad__vmath_testing_fma(a, b, c)), fbits(fmaf(a, b, c)));
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    long bad = 0;
+    /* AD_VMATH_QUICK (valgrind): a sixteenth of the triples */
+    const int N = getenv("AD_VMATH_QUICK") ? 250000 : 4000000;
+    for (int i = 0; i < N; i++) {
+        float v[3];
+        for (int k = 0; k < 3; k++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t u = (uint32_t)(st >> 32);
+            if (i % 4 == 1 && k == 2) /* c near -a b: cancellation */
+                u = fbits(-(v[0] * v[1])) ^ (uint32_t)(st >> 61);
+            else if (i % 4 == 2) /* exponents near 0: ordinary sums */
+                u = (u & 0x807fffffu) | ((uint32_t)(120 + (st >> 59)) << 23);
+            memcpy(&v[k], &u, sizeof u);
+        }
+        float got = ad__vmath_testing_fma(v[0], v[1], v[2]), want = fmaf(v[0], v[1], v[2]);
+        if (isnan(want) ? !isnan(got) : fbits(got) != fbits(want)) {
+            if (bad++ < 5)
+                fprintf(stderr, "fma(%a, %a, %a): %a, want %a\n", v[0], v[1], v[2], got, want);
+        }
+    }
+    ck_assert_int_eq(bad, 0);
+}
+END_TEST
+
 START_TEST(gelu_one_pass)
 {
     enum { NMAX = (1 << 16) + 5 };
@@ -546,6 +592,7 @@ int main(void)
     tcase_add_test(tc, ops_contiguous_and_strided);
     tcase_add_test(tc, phi_fit);
     tcase_add_test(tc, gelu_one_pass);
+    tcase_add_test(tc, portable_fma_is_exact);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
