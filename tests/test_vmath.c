@@ -10,9 +10,9 @@
  * must match exactly, and every instruction-set variant this CPU can run
  * must give the same bits as the portable one.  AD_VMATH_STRIDE_LOG2=0 in
  * the environment makes the sweep exhaustive (all 2^32 patterns; minutes);
- * AD_VMATH_QUICK=1 (scripts/valgrind and the sanitizer build, where the point is memory errors,
- * not accuracy) thins the sweep to every 2^13th pattern and the edges to
- * 2^11 patterns either side.
+ * AD_VMATH_QUICK=1 (scripts/valgrind and the sanitizer build, where the
+ * point is memory errors, not accuracy) thins the sweep to every 2^13th
+ * pattern and the edges to 2^11 patterns either side.
  *
  * sin and cos also against every float nearest to a multiple of pi/2 up
  * to the bound of their range reduction (where the reduced argument is
