@@ -180,6 +180,8 @@ typedef float cv16f __attribute__((vector_size(64)));
 #if CONV_X86
 #include <immintrin.h>
 
+#include "transpose_avx2.h"
+
 /* rows[b OP + o] = src[o S + b] for o < O, b < Wo: one output row of the
  * weight gradient's transposed gy (conv_transpose_gy), in 8 x 8 blocks
  * transposed in registers (unpack, shuffle, swap of 128-bit halves): 8
@@ -196,25 +198,11 @@ __attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restric
     for (int64_t o0 = 0; o0 < O8; o0 += 8) {
         const float *s0 = src + o0 * S;
         for (int64_t b0 = 0; b0 < W8; b0 += 8) {
-            __m256 r[8], t[8], u[8];
+            __m256 r[8];
             for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(s0 + l * S + b0);
-            for (int l = 0; l < 8; l += 2) {
-                t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
-                t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
-            }
-            for (int l = 0; l < 8; l += 4) {
-                u[l] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(1, 0, 1, 0));
-                u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(3, 2, 3, 2));
-                u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(1, 0, 1, 0));
-                u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(3, 2, 3, 2));
-            }
-            /* u[m] (m < 4) holds positions m and m + 4 of channels o0..o0+3
-             * in its halves, u[m + 4] those of o0+4..o0+7 */
+            ad__transpose8_avx2(r);
             float *d = rows + b0 * OP + o0;
-            for (int m = 0; m < 4; m++) {
-                _mm256_storeu_ps(d + m * OP, _mm256_permute2f128_ps(u[m], u[m + 4], 0x20));
-                _mm256_storeu_ps(d + (m + 4) * OP, _mm256_permute2f128_ps(u[m], u[m + 4], 0x31));
-            }
+            for (int m = 0; m < 8; m++) _mm256_storeu_ps(d + m * OP, r[m]);
         }
         for (int64_t o = o0; o < o0 + 8; o++)
             for (int64_t b = W8; b < Wo; b++) rows[b * OP + o] = src[o * S + b];

@@ -31,6 +31,8 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define PWT_X86 1
 #include <immintrin.h>
+
+#include "transpose_avx2.h"
 #else
 #define PWT_X86 0
 #endif
@@ -144,27 +146,6 @@ static AVX2 inline __attribute__((always_inline)) __m256 op8(char op, __m256 a, 
     }
 }
 
-/* The 8 x 8 transpose of the convolution's conv_tr_rows_f32_avx2: pairs
- * of rows interleaved, then pairs of pairs, then the 128-bit halves. */
-static AVX2 inline __attribute__((always_inline)) void tr8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    for (int l = 0; l < 8; l += 2) {
-        t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
-        t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
-    }
-    for (int l = 0; l < 8; l += 4) {
-        u[l] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int q = 0; q < 4; q++) {
-        r[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
-        r[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
-    }
-}
-
 static AVX2 inline __attribute__((always_inline)) void tile8(char op, bool nt, float *o, int64_t ldo, const float *x,
                               int64_t ldx, bool xt, const float *y, int64_t ldy, bool yt,
                               int64_t i, int64_t j)
@@ -175,14 +156,14 @@ static AVX2 inline __attribute__((always_inline)) void tile8(char op, bool nt, f
         for (int k = 0; k < 8; k++)
             a[k] = op8(op, _mm256_loadu_ps(x + (j + k) * ldx + i),
                        _mm256_loadu_ps(y + (j + k) * ldy + i));
-        tr8(a);
+        ad__transpose8_avx2(a);
     } else if (yt) {
         for (int k = 0; k < 8; k++) b[k] = _mm256_loadu_ps(y + (j + k) * ldy + i);
-        tr8(b);
+        ad__transpose8_avx2(b);
         for (int k = 0; k < 8; k++) a[k] = op8(op, _mm256_loadu_ps(x + (i + k) * ldx + j), b[k]);
     } else {
         for (int k = 0; k < 8; k++) b[k] = _mm256_loadu_ps(x + (j + k) * ldx + i);
-        tr8(b);
+        ad__transpose8_avx2(b);
         for (int k = 0; k < 8; k++) a[k] = op8(op, b[k], _mm256_loadu_ps(y + (i + k) * ldy + j));
     }
     for (int k = 0; k < 8; k++) _mm256_storeu_ps(o + (i + k) * ldo + j, a[k]);
