@@ -31,12 +31,11 @@
  * advised, so nothing outside it changes.  Other systems: no advice.
  * A program's own allocator (ad_set_allocator) gets no advice. */
 #define HUGE_PAGE ((uintptr_t)2 << 20)
-#define HUGE_MIN ((size_t)4 << 20)
 
 static void *advise_huge(void *p, size_t n)
 {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (p && n >= HUGE_MIN) {
+    if (p && n >= AD__HUGE_MIN) {
         uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
         uintptr_t b = ((uintptr_t)p + n) & ~(HUGE_PAGE - 1);
         if (b > a) (void)madvise((void *)a, b - a, MADV_HUGEPAGE); /* advice only */

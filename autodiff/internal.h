@@ -267,6 +267,9 @@ void *ad__malloc(size_t n);
 void *ad__calloc(size_t n, size_t size);
 void *ad__realloc(void *p, size_t n);
 void ad__free(void *p);
+/* Blocks of this many bytes or more from the C library's allocator are
+ * advised for transparent huge pages as they are made (alloc.c). */
+#define AD__HUGE_MIN ((size_t)4 << 20)
 /* A process-wide cache of allocator memory (tape.c's pools) registers how
  * to empty itself; ad_set_allocator calls it before switching. */
 typedef void (*ad__alloc_release_fn)(void);

@@ -66,7 +66,7 @@ enum { ARR_VALUE, ARR_LINK, ARR_D, ARR_CONST, ARR_ADJ, ARR_OP };
  * NULL or such a start) to hold `bytes`, keeping its first `keep` bytes
  * (the part in use).  NULL when out of memory, with p untouched.
  *
- * A block of HUGE_MIN bytes or more is a new allocation, the kept part
+ * A block of AD__HUGE_MIN bytes or more is a new allocation, the kept part
  * copied and the old block freed, rather than a realloc: the allocator
  * advises a new large block for transparent huge pages before anything
  * touches it (alloc.c), whereas realloc moves a large block's pages with
@@ -75,12 +75,11 @@ enum { ARR_VALUE, ARR_LINK, ARR_D, ARR_CONST, ARR_ADJ, ARR_OP };
  * made 140,000 page faults).  Copying only the kept part also leaves the
  * pages reserved but never written (edges beyond the one-per-node most
  * programs record) untouched, as realloc did. */
-#define HUGE_MIN ((size_t)4 << 20) /* alloc.c's threshold for the advice */
 static void *grow_array(void *p, size_t bytes, size_t keep, int k)
 {
     size_t off = (size_t)k * STAGGER;
     unsigned char *base = p ? (unsigned char *)p - off : NULL;
-    if (bytes + off < HUGE_MIN || !p) {
+    if (bytes + off < AD__HUGE_MIN || !p) {
         unsigned char *q = ad__realloc(base, bytes + off);
         return q ? q + off : NULL;
     }
