@@ -484,6 +484,22 @@ static ad_scalar rosenbrock(ad_tape *t, int n, const ad_scalar *x)
 
 static double start_point(int i) { return i % 2 ? 1.0 + 0.01 * (i % 7) : -1.2 + 0.003 * (i % 11); }
 
+/* The n variables at their start points on t (x their values), and the
+ * Rosenbrock function's value there, computed in double without the tape. */
+static double start_variables(ad_tape *t, int n, double *x, ad_scalar *xs)
+{
+    double want = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = start_point(i);
+        xs[i] = ad_scalar_var(t, x[i]);
+    }
+    for (int i = 0; i < n / 2; i++) {
+        double d = x[2 * i + 1] - x[2 * i] * x[2 * i];
+        want += 100 * d * d + (1 - x[2 * i]) * (1 - x[2 * i]);
+    }
+    return want;
+}
+
 START_TEST(rosenbrock_gradient)
 {
     /* df/dx_{2i} = -400 x_{2i} (x_{2i+1} - x_{2i}^2) - 2 (1 - x_{2i}),
@@ -492,15 +508,7 @@ START_TEST(rosenbrock_gradient)
     ad_tape *t = ad_tape_new();
     static ad_scalar xs[N];
     static double x[N], grad[N];
-    double want = 0;
-    for (int i = 0; i < N; i++) {
-        x[i] = start_point(i);
-        xs[i] = ad_scalar_var(t, x[i]);
-    }
-    for (int i = 0; i < N / 2; i++) {
-        double d = x[2 * i + 1] - x[2 * i] * x[2 * i];
-        want += 100 * d * d + (1 - x[2 * i]) * (1 - x[2 * i]);
-    }
+    double want = start_variables(t, N, x, xs);
     ad_scalar f = rosenbrock(t, N, xs);
     ck_assert_uint_eq(ad_scalar_count(t), N + 1 + 8 * (N / 2));
     ck_assert_rel(ad_scalar_value(f), want, 1e-12);
@@ -534,15 +542,7 @@ START_TEST(growth_keeps_tape)
     ad_scalar *xs = malloc(sizeof *xs * N);
     double *x = malloc(sizeof *x * N), *grad = malloc(sizeof *grad * N);
     ck_assert(xs && x && grad);
-    double want = 0;
-    for (int i = 0; i < N; i++) {
-        x[i] = start_point(i);
-        xs[i] = ad_scalar_var(t, x[i]);
-    }
-    for (int i = 0; i < N / 2; i++) {
-        double d = x[2 * i + 1] - x[2 * i] * x[2 * i];
-        want += 100 * d * d + (1 - x[2 * i]) * (1 - x[2 * i]);
-    }
+    double want = start_variables(t, N, x, xs);
     ad_scalar f = rosenbrock(t, N, xs);
     ck_assert_uint_eq(ad_scalar_count(t), N + 1 + 8 * (N / 2));
     ck_assert_rel(ad_scalar_value(f), want, 1e-10);
