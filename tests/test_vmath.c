@@ -130,8 +130,8 @@ static const float EDGES[] = {
     9.01091290f,  /* tanh rounds to 1 */
     16.6355324f,  /* sigmoid rounds to 1 */
     0.707106781f, 1.41421356f, /* log's range reduction switches */
-    0.34657359f,  /* exp's reduction switches n */
-    0.625f,       /* tanh switches from its polynomial to e^(2a) */
+    0.34657359f,  /* exp's reduction switches n; tanh's h = 1/2 */
+    0.3433f,      /* tanh's reduction switches from n = 0 to 1 */
     0.785398163f, 1.57079633f, 3.14159265f, 4.71238898f, /* sin and cos switch quadrants */
     256.0f,       /* sin and cos switch from float to double reduction */
     16777216.0f,  /* the bound of sin's and cos's reduction */
