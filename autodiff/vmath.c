@@ -71,16 +71,23 @@
  *          truncation 5e-12 and 1.2e-10); the quadrant n (plus 1 for cos)
  *          picks sin or cos and the sign.  Error 0.502 ulp measured (the
  *          rounding to float).  Up to |x| = 256 all in float instead (16
- *          lanes, not 8): n < 2^8, pi/2 in parts of 11, 15 and 24 bits,
- *          n times the first two exact, r = rh + rl kept as a pair
- *          through two fast two-sums (absolute error near 2^-52, against an
- *          |r| no smaller than about 2^-24 for a float below 256);
- *          sin r = rh + (rl + rh r^2 p(r^2)) and cos r = 1 - r^2/2 +
- *          r^4 c(r^2) - rh rl, Taylor to r^9 and r^10 (truncation below
- *          0.05 ulp at pi/4), 1 - r^2/2 with its rounding error kept.
- *          Error 0.818 ulp (sin) and 0.798 (cos) over the test sweep; the
- *          maxima over every float up to 256, 0.852 and 0.835, and how
- *          they were measured are in docs/benchmarks.md.
+ *          lanes, not 8), with one polynomial for every lane: x = k pi/2
+ *          + r, k = 2n even for sin (n = round(x/pi)) and odd for cos (k
+ *          = 2n + 1, n = round(x/pi - 1/2)), so |r| <= pi/2 and the result
+ *          is sin r, negated for odd n (sin) or even n (cos).  k < 2^8,
+ *          pi/2 in parts of 11, 15 and 24 bits, k times the first two
+ *          exact, r = rh + rl kept as a pair through two fast two-sums
+ *          (absolute error near 2^-52, against an |r| no smaller than
+ *          about 2^-24 for a float below 256); sin r = rh + (rh^2 g + rl),
+ *          g = rh p(rh^2) - rl/2 (rl cos rh with cos rh as 1 - rh^2/2),
+ *          rh^2 = z + zl exactly, p of degree 4 fitted to sin's relative
+ *          error on [0, pi/2] (truncation 0.008 ulp).  Near |r| = pi/2 the
+ *          result's ulp is half r's, so each rounding of the r^3 term
+ *          (magnitude 0.57) costs up to 0.57 ulp there: zl takes out z's.
+ *          Error 1.752 ulp (sin) and 1.638 (cos) over the test sweep;
+ *          over every float up to 256, both signs, 1.812 and 1.798.  The
+ *          previous float path reduced by pi/2 (|r| <= pi/4, 0.852 and
+ *          0.835) and ran the sin and the cos polynomial on every lane.
  *          A chunk of 512 with all elements up to 256 runs the float loop;
  *          one with larger elements picks per element, so that the result
  *          of an element still depends on its value alone.  Beyond 2^24,

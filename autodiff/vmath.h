@@ -32,9 +32,10 @@ void ad__vphi_f32(float *y, const float *x, int64_t n);
  * slope d = Phi(x) + x e^(-x^2/2) / sqrt(2 pi) (the exponential vexp's),
  * in one pass; y, d and x must not overlap. */
 void ad__vgelu_f32(float *y, float *d, const float *x, int64_t n);
-/* sin and cos reduce x modulo pi/2 in float for |x| <= 256, in double up
- * to 2^24, and call the C library's double sin and cos above (and for inf
- * and NaN); within 1 ulp everywhere. */
+/* sin and cos reduce x modulo pi (cos: about an odd multiple of pi/2) in
+ * float for |x| <= 256, modulo pi/2 in double up to 2^24, and call the C
+ * library's double sin and cos above (and for inf and NaN); within 2 ulp
+ * as the others (vmath.c gives the maxima: 1 ulp or less beyond 256). */
 void ad__vsin_f32(float *y, const float *x, int64_t n);
 void ad__vcos_f32(float *y, const float *x, int64_t n);
 

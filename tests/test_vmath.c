@@ -257,7 +257,7 @@ START_TEST(beyond_the_reduction_bound)
             float one;
             FNS[f].f(&one, &x[i], 1);
             ck_assert(to_bits(one) == to_bits(y[i]) || (isnan(one) && isnan(y[i])));
-            ck_assert_msg(ulp_error(y[i], FNS[f].ref((double)x[i])) <= 1.0, "%s(%.9g)", FNS[f].name,
+            ck_assert_msg(ulp_error(y[i], FNS[f].ref((double)x[i])) <= 2.0, "%s(%.9g)", FNS[f].name,
                           x[i]);
         }
         ck_assert(y[3] == (float)FNS[f].ref((double)x[3]) && isnan(y[701]) && isnan(y[1499]));
