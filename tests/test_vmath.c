@@ -132,7 +132,7 @@ static const float EDGES[] = {
     0.707106781f, 1.41421356f, /* log's range reduction switches */
     0.34657359f,  /* exp's reduction switches n; tanh's h = 1/2 */
     0.3433f,      /* tanh's reduction switches from n = 0 to 1 */
-    0.785398163f, 1.57079633f, 3.14159265f, 4.71238898f, /* sin and cos switch quadrants */
+    0.785398163f, 1.57079633f, 3.14159265f, 4.71238898f, /* sin's and cos's reduction switches k */
     256.0f,       /* sin and cos switch from float to double reduction */
     16777216.0f,  /* the bound of sin's and cos's reduction */
     10.0f, 104.0f, 89.0f, 128.0f, 150.0f, /* the clamps */
