@@ -41,9 +41,10 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 /* The blocks of tiles, BI rows by BJ columns of out: BI elements make
  * BI_BYTES (the run read from each row of a transposed operand), BJ make
  * BJ_BYTES (the run of each row of out and of an operand along rows), so
- * 64 x 128 floats, 32 x 64 doubles; and the size of out from which its
- * stores bypass the caches (see the driver). */
-#define BI_BYTES ((int64_t)256)
+ * 256 x 128 floats, 128 x 64 doubles (256 KB of inputs per block); and
+ * the size of out from which its stores bypass the caches (see the
+ * driver). */
+#define BI_BYTES ((int64_t)1024)
 #define BJ_BYTES ((int64_t)512)
 #define STREAM_MIN ((int64_t)16 << 20)
 
@@ -212,7 +213,13 @@ TILE(tile4d, AVX2, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256
      tr4d)
 
 /* Software prefetch of the next block, spread over the tiles of this one:
- * a region of a matrix, line by line along its rows. */
+ * a region of a matrix, line by line along its rows.  The hint is T1
+ * (locality 2), not T0: the lines of a block that a transposed operand's
+ * tiles read at one column offset lie whole rows apart (16 KB at 4096
+ * floats) and so in the same few L1 sets; fetched into L1 a block ahead
+ * they would evict one another before use.  Measured on AMD EPYC at
+ * 4096 x 4096: T0 0.46, T1 0.58-0.65, T2 0.59-0.61 of memcpy with these
+ * blocks (docs/benchmarks.md). */
 typedef struct pf_region {
     const char *row;  /* the row of the next line, at the region's first column */
     int64_t ld;       /* bytes from one row to the next */
@@ -236,7 +243,7 @@ static inline void pf_set(pf_region *g, const void *p, int64_t esz, int64_t ld, 
 static inline void pf_step(pf_region *g)
 {
     for (int64_t e = 0; e < g->per && g->left > 0; e++, g->left--) {
-        __builtin_prefetch(g->row + g->col * 64, 0, 3);
+        __builtin_prefetch(g->row + g->col * 64, 0, 2);
         if (++g->col == g->nl) g->col = 0, g->row += g->ld;
     }
 }

@@ -550,7 +550,7 @@ END_TEST
 /* A transposed operand of a binary op takes a blocked path (bin_tiles in
  * ops_pointwise.c; + - * / the register-transposed tiles of
  * ops_pointwise_t.c, 16 x 16 floats or 8 x 8 doubles with AVX-512 and
- * 8 x 8 or 4 x 4 with AVX2, in blocks of 64 x 128 floats or 32 x 64
+ * 8 x 8 or 4 x 4 with AVX2, in blocks of 256 x 128 floats or 128 x 64
  * doubles, with streaming stores from 16 MB): every element as the
  * formula says, in both operand positions, with both operands transposed
  * and with a broadcast one, for shapes that are and are not multiples of
@@ -697,14 +697,16 @@ START_TEST(transposed_large)
 END_TEST
 
 /* Operands that are views into larger matrices (an offset, rows further
- * apart than the view is wide) on the tiled path: one along rows and one
+ * apart than the view is wide) on the tiled path, in one block and in
+ * several: one along rows and one
  * transposed in both orders, and both transposed; float32 and float64
  * (_i % 2) under each instruction set (_i / 2: portable, AVX2, AVX-512). */
 START_TEST(transposed_views)
 {
     ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
     if (ad__pw_t_testing_isa(_i / 2) != 0) return;
-    static const int64_t shapes[][2] = {{64, 128}, {37, 45}, {130, 67}};
+    /* the last: a second row of blocks and a second column, each partial */
+    static const int64_t shapes[][2] = {{64, 128}, {37, 45}, {130, 67}, {275, 141}};
     for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
         int64_t m = shapes[sh][0], n = shapes[sh][1];
         int64_t am = m + 5, an = n + 7, bm = n + 3, bn = m + 9, cm = n + 2, cn = m + 4;
