@@ -222,9 +222,9 @@ static void run(kern *k, ad_iter_row row)
  * 0.19 -> 0.40 of memcpy bandwidth at 4096 x 4096 float32).  float32's
  * and float64's + - * / with each operand along rows or transposed go
  * first to the tiles transposed in registers of ops_pointwise_t.c (AVX2 or
- * AVX-512, chosen at run time: 0.43 -> 0.61 of memcpy there in float32);
- * the squared difference and CPUs without those keep bin_tile_loop.  Each element is computed by
- * the same expression as on the iterator's path. */
+ * AVX-512, chosen at run time; figures in docs/benchmarks.md); the
+ * squared difference and CPUs without those keep bin_tile_loop.  Each
+ * element is computed by the same expression as on the iterator's path. */
 static bool bin_tiles(const kern *k)
 {
     const ad_tensor *o = k->out, *a = k->a, *b = k->b;
