@@ -11,9 +11,10 @@
  * each transposed operand is loaded as W rows of W, transposed in
  * registers, combined with the other operand's rows and stored as W rows
  * of out; with both operands transposed the op runs first and its result
- * is transposed once.  Every line a tile touches is used whole, so nothing
- * is read twice and no buffer is needed: what is left is the order in
- * which lines come from memory.  The tiles go in blocks of BI x BJ bytes
+ * is transposed once.  With AVX-512 every line a tile touches is used
+ * whole (with AVX2 half of it, the other half by a neighbouring tile), so
+ * nothing is read twice from memory and no buffer is needed: what is left
+ * is the order in which lines come from memory.  The tiles go in blocks of BI x BJ bytes
  * (see the measurements in docs/benchmarks.md), within a block along out's
  * rows.  Edges (m or n not a multiple of W) go element by element.  Each
  * element is the same IEEE operation of the same two values on every path,
