@@ -549,8 +549,8 @@ END_TEST
 
 /* A transposed operand of a binary op takes a blocked path (bin_tiles in
  * ops_pointwise.c; + - * / the register-transposed tiles of
- * ops_pointwise_t.c, 16 x 16 floats or 8 x 8 doubles with AVX-512 and
- * 8 x 8 or 4 x 4 with AVX2, in blocks of 256 x 128 floats or 128 x 64
+ * ops_pointwise_t.c, 16 x 16 floats (with AVX2 four 8 x 8 transposes) or
+ * 8 x 8 doubles (4 x 4 with AVX2), in blocks of 256 x 128 floats or 128 x 64
  * doubles, with streaming stores from 16 MB): every element as the
  * formula says, in both operand positions, with both operands transposed
  * and with a broadcast one, for shapes that are and are not multiples of
@@ -655,10 +655,11 @@ START_TEST(transposed_operands)
 END_TEST
 
 /* A result of 16 MB or more, 64-byte aligned, is written with streaming
- * stores by the tiled path (ops_pointwise_t.c; AVX-512 only, whose tile
- * rows are whole cache lines): the same values, and those of a result
- * whose rows are not aligned (n not a multiple of 64 bytes), which cannot
- * be; float32 (_i < 2) and float64, AVX2 and AVX-512 (_i % 2). */
+ * stores by the tiled path (ops_pointwise_t.c, wherever its tile rows are
+ * whole cache lines: not AVX2's float64): the same values, and those of
+ * a result whose rows are not aligned (n not a multiple of 64 bytes),
+ * which cannot be; float32 (_i < 2) and float64, AVX2 and AVX-512
+ * (_i % 2). */
 START_TEST(transposed_large)
 {
     if (ad__pw_t_testing_isa(_i % 2 + 1) != 0) return; /* AVX2, AVX-512 */
