@@ -197,14 +197,16 @@ ad_tensor *ad__scatter_add_zeros(int ndim, const int64_t *shape, int axis, ad_te
 ad_tensor *ad__conv2d_direct(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
                              const int padding[2], bool relu);
 int ad__conv_testing_isa(int isa);
-/* ops_pointwise_t.c: float32 out[i][j] = x(i, j) op y(i, j), op one of
- * + - * /, for an m x n out with rows ldo apart, an operand read along
- * rows (p[i * ld + j]) or, when its flag is set, transposed (p[i + j * ld]),
- * with tiles transposed in registers; false (nothing written) where the
- * CPU has no variant.  The testing hook forces one (-1 automatic, 0 none,
- * 1 AVX2, 2 AVX-512); -1 where the CPU cannot run it. */
+/* ops_pointwise_t.c: float32 / float64 out[i][j] = x(i, j) op y(i, j), op
+ * one of + - * /, for an m x n out with rows ldo apart, an operand read
+ * along rows (p[i * ld + j]) or, when its flag is set, transposed
+ * (p[i + j * ld]), with tiles transposed in registers; false (nothing
+ * written) where the CPU has no variant.  The testing hook forces one (-1
+ * automatic, 0 none, 1 AVX2, 2 AVX-512); -1 where the CPU cannot run it. */
 bool ad__bin_t_f32(char op, int64_t m, int64_t n, float *o, int64_t ldo, const float *x,
                    int64_t ldx, bool xt, const float *y, int64_t ldy, bool yt);
+bool ad__bin_t_f64(char op, int64_t m, int64_t n, double *o, int64_t ldo, const double *x,
+                   int64_t ldx, bool xt, const double *y, int64_t ldy, bool yt);
 int ad__pw_t_testing_isa(int isa);
 /* Tests: the weight gradient's kernel (-1 by the shape, 0 over output
  * channels, 1 over positions). */

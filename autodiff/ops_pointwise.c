@@ -220,11 +220,11 @@ static void run(kern *k, ad_iter_row row)
  * in dimension 0, not in 1) the op goes through bin_tiles instead, in
  * blocks whose transposed part is first copied into rows (bin_tile_loop:
  * 0.19 -> 0.40 of memcpy bandwidth at 4096 x 4096 float32).  float32's
- * + - * / with each operand along rows or transposed go first to the tiles
- * transposed in registers of ops_pointwise_t.c (AVX2 or AVX-512, chosen at
- * run time: 0.43 -> 0.61 of memcpy there); float64, the squared difference
- * and CPUs without those keep bin_tile_loop.  Each element is computed by
- * the same expression as on the iterator's path. */
+ * and float64's + - * / with each operand along rows or transposed go
+ * first to the tiles transposed in registers of ops_pointwise_t.c (AVX2 or
+ * AVX-512, chosen at run time; figures in docs/benchmarks.md); the
+ * squared difference and CPUs without those keep bin_tile_loop.  Each
+ * element is computed by the same expression as on the iterator's path. */
 static bool bin_tiles(const kern *k)
 {
     const ad_tensor *o = k->out, *a = k->a, *b = k->b;
@@ -249,14 +249,20 @@ static bool bin_tiles(const kern *k)
         across |= st[2 * k2] == 1 && st[2 * k2 + 1] != 1 && st[2 * k2 + 1] != 0;
     }
     if (!across) return false;
-    if (o->dtype == AD_FLOAT32 && k->kind != K_SQDIFF && (st[1] == 1 || st[0] == 1) &&
-        (st[3] == 1 || st[2] == 1)) {
+    if (k->kind != K_SQDIFF && (st[1] == 1 || st[0] == 1) && (st[3] == 1 || st[2] == 1)) {
         /* each operand along rows (step 1 in dimension 1) or transposed */
         static const char ops[] = {[K_ADD] = '+', [K_SUB] = '-', [K_MUL] = '*', [K_DIV] = '/'};
         bool xt = st[1] != 1, yt = st[3] != 1;
-        if (ad__bin_t_f32(ops[k->kind], m, n, (float *)o->storage->data + o->offset, n,
-                          (const float *)a->storage->data + a->offset, xt ? st[1] : st[0], xt,
-                          (const float *)b->storage->data + b->offset, yt ? st[3] : st[2], yt))
+        int64_t ldx = xt ? st[1] : st[0], ldy = yt ? st[3] : st[2];
+        if (o->dtype == AD_FLOAT32 &&
+            ad__bin_t_f32(ops[k->kind], m, n, (float *)o->storage->data + o->offset, n,
+                          (const float *)a->storage->data + a->offset, ldx, xt,
+                          (const float *)b->storage->data + b->offset, ldy, yt))
+            return true;
+        if (o->dtype == AD_FLOAT64 &&
+            ad__bin_t_f64(ops[k->kind], m, n, (double *)o->storage->data + o->offset, n,
+                          (const double *)a->storage->data + a->offset, ldx, xt,
+                          (const double *)b->storage->data + b->offset, ldy, yt))
             return true;
     }
     if (o->dtype == AD_FLOAT64) bin_tiles_f64(k, m, n, st);

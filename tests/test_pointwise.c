@@ -548,9 +548,10 @@ END_TEST
 /* ---- ownership -------------------------------------------------------------------------------- */
 
 /* A transposed operand of a binary op takes a blocked path (bin_tiles in
- * ops_pointwise.c; float32's + - * / the register-transposed tiles of
- * ops_pointwise_t.c, 16 x 16 with AVX-512 and 8 x 8 with AVX2, in blocks
- * of 64 x 128, with streaming stores from 16 MB): every element as the
+ * ops_pointwise.c; + - * / the register-transposed tiles of
+ * ops_pointwise_t.c, 16 x 16 floats (with AVX2 four 8 x 8 transposes) or
+ * 8 x 8 doubles (4 x 4 with AVX2), in blocks of 256 x 128 floats or 128 x 64
+ * doubles, with streaming stores from 16 MB): every element as the
  * formula says, in both operand positions, with both operands transposed
  * and with a broadcast one, for shapes that are and are not multiples of
  * the tiles and blocks (64 x 64 in float32, 32 x 32 in float64 on the
@@ -653,32 +654,103 @@ START_TEST(transposed_operands)
 }
 END_TEST
 
-/* A float32 result of 16 MB or more, 64-byte aligned, is written with
- * streaming stores by the tiled path (ops_pointwise_t.c): the same values,
- * and those of a result whose rows are not aligned (n not a multiple of 16),
- * which cannot be. */
+/* A result of 16 MB or more, 64-byte aligned, is written with streaming
+ * stores by the tiled path (ops_pointwise_t.c, wherever its tile rows are
+ * whole cache lines: not AVX2's float64): the same values, and those of
+ * a result whose rows are not aligned (n not a multiple of 64 bytes),
+ * which cannot be; float32 (_i < 2) and float64, AVX2 and AVX-512
+ * (_i % 2). */
 START_TEST(transposed_large)
 {
-    if (ad__pw_t_testing_isa(_i + 1) != 0) return; /* AVX2, AVX-512 */
-    static const int64_t sides[][2] = {{2048, 2048}, {2048, 2050}};
+    if (ad__pw_t_testing_isa(_i % 2 + 1) != 0) return; /* AVX2, AVX-512 */
+    bool f64 = _i >= 2;
+    static const int64_t sides[][2] = {{2048, 2048}, {2048, 2050}, {1024, 2048}, {1024, 2050}};
     for (int s2 = 0; s2 < 2; s2++) {
-        int64_t m = sides[s2][0], n = sides[s2][1], N = m * n;
-        ad_tensor *a = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(m, n));
-        ad_tensor *b = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(n, m));
+        int64_t m = sides[2 * f64 + s2][0], n = sides[2 * f64 + s2][1], N = m * n;
+        ad_dtype dt = f64 ? AD_FLOAT64 : AD_FLOAT32;
+        ad_tensor *a = ad_empty(NULL, dt, AD_SHAPE(m, n));
+        ad_tensor *b = ad_empty(NULL, dt, AD_SHAPE(n, m));
         ck_assert(a && b);
-        float *av = ad_data(a), *bv = ad_data(b);
-        for (int64_t i = 0; i < N; i++) av[i] = (float)(i % 1000) * 0.25f, bv[i] = (float)(i % 977) - 300;
+        for (int64_t i = 0; i < N; i++) {
+            double x = (double)(i % 1000) * 0.25 + 1e-9 * (double)(i % 7), y = (double)(i % 977) - 300;
+            if (f64) ((double *)ad_data(a))[i] = x, ((double *)ad_data(b))[i] = y;
+            else ((float *)ad_data(a))[i] = (float)x, ((float *)ad_data(b))[i] = (float)y;
+        }
         ad_tensor *r = ad_add(a, ad_transpose(b, 0, 1));
         ck_assert_msg(r != NULL, "%s", ad_error());
-        const float *got = ad_data(r);
         int64_t bad = 0, first = -1; /* one assertion: check records each one it passes */
         for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++)
-                if (got[i * n + j] != av[i * n + j] + bv[j * m + i] && bad++ == 0) first = i * n + j;
+            for (int64_t j = 0; j < n; j++) {
+                int64_t p = i * n + j, q = j * m + i;
+                bool ok = f64 ? ((const double *)ad_data(r))[p] ==
+                                    ((double *)ad_data(a))[p] + ((double *)ad_data(b))[q]
+                              : ((const float *)ad_data(r))[p] ==
+                                    ((float *)ad_data(a))[p] + ((float *)ad_data(b))[q];
+                if (!ok && bad++ == 0) first = p;
+            }
         ck_assert_msg(bad == 0, "%lld wrong, the first [%lld,%lld]", (long long)bad,
                       (long long)(first / n), (long long)(first % n));
         ad_tensor_free(a);
         ad_tensor_free(b);
+    }
+    ad__pw_t_testing_isa(-1);
+}
+END_TEST
+
+/* Operands that are views into larger matrices (an offset, rows further
+ * apart than the view is wide) on the tiled path, in one block and in
+ * several: one along rows and one
+ * transposed in both orders, and both transposed; float32 and float64
+ * (_i % 2) under each instruction set (_i / 2: portable, AVX2, AVX-512). */
+START_TEST(transposed_views)
+{
+    ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
+    if (ad__pw_t_testing_isa(_i / 2) != 0) return;
+    /* the last: a second row of blocks and a second column, each partial */
+    static const int64_t shapes[][2] = {{64, 128}, {37, 45}, {130, 67}, {275, 141}};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int64_t m = shapes[sh][0], n = shapes[sh][1];
+        int64_t am = m + 5, an = n + 7, bm = n + 3, bn = m + 9, cm = n + 2, cn = m + 4;
+        int64_t big = (am * an > bm * bn ? am * an : bm * bn) + cm * cn;
+        double *v = malloc((size_t)big * sizeof *v), *got = malloc((size_t)(m * n) * sizeof *got);
+        for (int64_t i = 0; i < big; i++) v[i] = 1.25 + sin((double)i * 0.71) * 2;
+        ad_tensor *A = mk(dt, 2, (int64_t[]){am, an}, v, false);
+        ad_tensor *B = mk(dt, 2, (int64_t[]){bm, bn}, v + 11, false);
+        ad_tensor *C = mk(dt, 2, (int64_t[]){cm, cn}, v + 23, false);
+        double *av = malloc((size_t)big * sizeof *av), *bv = malloc((size_t)big * sizeof *bv);
+        double *cv = malloc((size_t)big * sizeof *cv);
+        ad_to_array(A, av);
+        ad_to_array(B, bv);
+        ad_to_array(C, cv);
+        /* a[i][j] = A[2 + i][3 + j]; bt[i][j] = B[1 + j][4 + i]; ct[i][j] = C[2 + j][1 + i] */
+        ad_tensor *a = ad_narrow(ad_narrow(A, 0, 2, m), 1, 3, n);
+        ad_tensor *bt = ad_transpose(ad_narrow(ad_narrow(B, 0, 1, n), 1, 4, m), 0, 1);
+        ad_tensor *ct = ad_transpose(ad_narrow(ad_narrow(C, 0, 2, n), 1, 1, m), 0, 1);
+        ck_assert_msg(a && bt && ct, "%s", ad_error());
+        for (int form = 0; form < 3; form++) {
+            ad_tensor *r = form == 0 ? ad_add(a, bt) : form == 1 ? ad_div(bt, a) : ad_mul(ct, bt);
+            ck_assert_msg(r != NULL, "%s", ad_error());
+            ck_assert_int_eq(ad_to_array(r, got), 0);
+            int64_t bad = 0, first = 0;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    double x = av[(2 + i) * an + 3 + j], y = bv[(1 + j) * bn + 4 + i];
+                    double z = cv[(2 + j) * cn + 1 + i];
+                    double want = form == 0 ? x + y : form == 1 ? y / x : z * y;
+                    if (dt == AD_FLOAT32)
+                        want = form == 0 ? (float)((float)x + (float)y)
+                               : form == 1 ? (float)((float)y / (float)x)
+                                           : (float)((float)z * (float)y);
+                    if (got[i * n + j] != want && bad++ == 0) first = i * n + j;
+                }
+            ck_assert_msg(bad == 0, "form %d: %lld wrong, the first [%lld,%lld]", form,
+                          (long long)bad, (long long)(first / n), (long long)(first % n));
+        }
+        free(v);
+        free(got);
+        free(av);
+        free(bv);
+        free(cv);
     }
     ad__pw_t_testing_isa(-1);
 }
@@ -862,7 +934,8 @@ int main(void)
     tcase_add_test(tc, strided_inputs);
     tcase_add_loop_test(tc, fast_paths_match_formulas, 0, 2);
     tcase_add_loop_test(tc, transposed_operands, 0, 6);
-    tcase_add_loop_test(tc, transposed_large, 0, 2);
+    tcase_add_loop_test(tc, transposed_large, 0, 4);
+    tcase_add_loop_test(tc, transposed_views, 0, 6);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes_every_op);
     tcase_add_test(tc, bad_inputs);
