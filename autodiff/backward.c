@@ -153,8 +153,10 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *overwrite)
         (direct.done & (1u << k)) || ad__anomaly_on() || ad__tracing())
         return NULL;
     ad_tensor *x = n->in[k], *gb = x->grad;
+    /* (A marked buffer is contiguous - ad_zero_grad_deferred marks no
+     * other - and ad_is_contiguous, a public function, would zero it.) */
     if (x->node || !ad__needs_grad(n, k) || !gb || !x->owns_grad || gb->dtype != x->dtype ||
-        !ad__same_shape(gb, x) || !ad_is_contiguous(gb))
+        !ad__same_shape(gb, x) || !(gb->zero_pending || ad_is_contiguous(gb)))
         return NULL;
     direct.done |= 1u << k;
     if (gb->zero_pending) {
