@@ -129,7 +129,6 @@ typedef struct direct_state {
     const sink *sk;
     bool create;
     unsigned done; /* bit k: input k delivered */
-    unsigned wrote; /* bit k: ... into a buffer marked zero_pending, written over */
     bool handled;  /* the rule propagated everything itself (ad__backward_segment) */
     const ad_tensor *donated; /* the rule may write into its g (ad__grad_donated) */
 } direct_state;
@@ -141,29 +140,17 @@ static _Thread_local direct_state direct;
  * matrix is a second pass over a buffer larger than L2 - when the pass
  * would do exactly that: ad_backward (not ad_gradients, whose results go
  * elsewhere), first order, no anomaly check or trace (both look at the
- * gradient tensor), and the leaf holds a contiguous buffer of its own.
- * *overwrite says whether the rule must write the product over the buffer
- * (beta 0) instead: its zeroing was deferred, so its values stand for
- * zeros (leaf_grad.c); the mark is cleared here, before the rule writes,
- * so a second input that is the same leaf adds to what the rule wrote. */
-ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *overwrite)
+ * gradient tensor), and the leaf holds a contiguous buffer of its own. */
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
 {
-    *overwrite = false;
     if (direct.node != n || direct.sk->targets || direct.create || k >= 32 ||
         (direct.done & (1u << k)) || ad__anomaly_on() || ad__tracing())
         return NULL;
     ad_tensor *x = n->in[k], *gb = x->grad;
-    /* (A marked buffer is contiguous - ad_zero_grad_deferred marks no
-     * other - and ad_is_contiguous, a public function, would zero it.) */
     if (x->node || !ad__needs_grad(n, k) || !gb || !x->owns_grad || gb->dtype != x->dtype ||
-        !ad__same_shape(gb, x) || !(gb->zero_pending || ad_is_contiguous(gb)))
+        !ad__same_shape(gb, x) || !ad_is_contiguous(gb))
         return NULL;
     direct.done |= 1u << k;
-    if (gb->zero_pending) {
-        gb->zero_pending = false;
-        direct.wrote |= 1u << k;
-        *overwrite = true;
-    }
     return gb;
 }
 
@@ -267,18 +254,12 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
     direct_state outer = direct; /* a rule may run a backward pass of its own */
-    direct = (direct_state){n, sk, create, 0, 0, false, donated};
+    direct = (direct_state){n, sk, create, 0, false, donated};
     int rc = n->op->backward(n, g, gin);
-    unsigned delivered = direct.done, wrote = direct.wrote;
+    unsigned delivered = direct.done;
     bool handled = direct.handled;
     direct = outer;
-    if (rc) {
-        /* A buffer the rule was to write over holds zeros again (the mark),
-         * whatever part of the product reached it. */
-        for (int k = 0; k < n->nin && k < 32; k++)
-            if (wrote & (1u << k)) n->in[k]->grad->zero_pending = true;
-        return -1;
-    }
+    if (rc) return -1;
     if (ad__tracing()) {
         ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
                              n->in, n->out, g, gin};

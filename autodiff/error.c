@@ -128,9 +128,6 @@ int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool flo
     if (float_only && !ad__is_float(t->dtype))
         return ad__errc(AD_ERR_DTYPE, fn, "argument '%s' must be float32 or float64, got %s", name,
                        ad_dtype_name(t->dtype));
-    /* A deferred zero_grad's buffer becomes zeros before anything reads it
-     * (the handle is logically unchanged: it held zeros all along). */
-    if (t->zero_pending) ad__grad_settle((ad_tensor *)t);
     return 0;
 }
 

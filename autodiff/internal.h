@@ -51,11 +51,6 @@ struct ad_tensor {
                         further contributions may be added into it in place */
     bool requires_grad;
     bool owns_grad; /* grad is a buffer the library made for this leaf */
-    /* Set on a leaf's gradient buffer (the grad tensor, not the leaf) by
-     * ad_zero_grad_deferred: its values are stale and stand for zeros.
-     * Backward writes the leaf's first gradient over them; any other use
-     * of this handle zeroes them first (ad__grad_settle).  See leaf_grad.c. */
-    bool zero_pending;
     /* Lifetimes (see tape.c, "handles").  A tape tensor is valid while its
      * stamp is one its tape still accepts; a carried tensor (ad_detach)
      * also through the next reset.  A persistent tensor counts references:
@@ -242,11 +237,6 @@ void ad__run_parts(ad_parallel_task task, void *ctx);
  * floating dtype.  On failure sets an error naming fn and argument name,
  * keeping an earlier pending error when t is NULL (a failed inner call). */
 int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only);
-/* A gradient buffer marked zero_pending is zeroed now and the mark
- * cleared (leaf_grad.c); nothing happens to one that is not marked.  The
- * checks above call it for every tensor argument, so a marked buffer is
- * zero by the time any public function looks at it. */
-void ad__grad_settle(ad_tensor *g);
 /* The same for an optional argument, where NULL means "none": *present says
  * which.  A NULL passed while an earlier failure's message is still unread
  * (neither ad_error() nor ad_clear_error() called since) is that failure
@@ -417,9 +407,8 @@ int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where);
  * may add input k's gradient into it itself (the pass then delivers
  * nothing for k; see backward.c for when), else NULL and the rule returns
  * gin[k] as usual.  Asking commits the rule: a non-NULL answer must be
- * added into, or, when *overwrite is set (the buffer's zeroing was
- * deferred), written over with the gradient. */
-ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *overwrite);
+ * added into. */
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k);
 /* For a backward rule: true when it may write its gradient over g, the
  * adjoint it was given (a contiguous tensor of the pass's own that nothing
  * else holds), and return g as that gradient, instead of a new tensor;

@@ -17,31 +17,10 @@
  *    recorded one replaced is freed then, not earlier (the recorded sum
  *    read it).
  *
- * An owned buffer may be marked zero_pending (ad_zero_grad_deferred; the
- * mark is on the grad tensor, not the leaf): its values are stale and
- * stand for zeros.  Backward's first delivery to the leaf then writes the
- * gradient over them - a copy where it would have added, and the direct
- * path (ad__leaf_grad_target) a matrix product at beta 0 - which clears
- * the mark; that spares the zeroing pass over the buffer, and the read
- * of it that adding did (after a data-parallel allreduce, the other
- * process read these lines, and writing zeros made each one come back
- * first).  Every other reader sees zeros: ad_tensor_grad zeroes a marked
- * buffer before handing it out, and so does any public function given
- * the buffer's handle (ad__check_arg calls ad__grad_settle).  Memory
- * reached another way - a larger buffer whose view was given to
- * ad_set_grad, another view of the buffer, a pointer from ad_data kept
- * from earlier - still holds the stale values until ad_tensor_grad(leaf)
- * is called: a caller reading that way calls it first (nn's trainer does
- * right after backward).  A failing rule that had the direct path write a
- * marked buffer marks it again (its half-written values stand for zeros,
- * as the buffer did before the node).
- *
  * The backward pass, the tape's reset and the tensor's destruction, replay
  * and carried tensors change a grad only through the functions below
  * (declared in tape_impl.h). */
 #include "tape_impl.h"
-
-#include <string.h>
 
 
 /* acc += g, elementwise, for a leaf's gradient buffer (contiguous, the
@@ -68,30 +47,6 @@ static void add_into(ad_tensor *acc, const ad_tensor *g)
     ad__add_into(acc, acc, g);
 }
 
-/* acc = g for a buffer whose zeroing was deferred (the first delivery of
- * the pass): the same loop as add_into without the read of acc. */
-static int copy_into(ad_tensor *acc, const ad_tensor *g)
-{
-    int64_t n = ad__numel(acc->ndim, acc->shape);
-    if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
-        size_t es = ad_dtype_size(acc->dtype);
-        memcpy((char *)acc->storage->data + acc->offset * (int64_t)es,
-               (const char *)g->storage->data + g->offset * (int64_t)es, (size_t)n * es);
-        return 0;
-    }
-    return ad_copy_into(acc, g);
-}
-
-void ad__grad_settle(ad_tensor *g)
-{
-    if (!g->zero_pending) return;
-    /* Marked only when contiguous (ad_zero_grad_deferred). */
-    size_t es = ad_dtype_size(g->dtype);
-    memset((char *)g->storage->data + g->offset * (int64_t)es, 0,
-           (size_t)ad__numel(g->ndim, g->shape) * es);
-    g->zero_pending = false;
-}
-
 /* The tape remembers a persistent leaf whose gradient now lives on it. */
 static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
 {
@@ -107,8 +62,6 @@ static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
 int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
 {
     ad_tensor *old = leaf->grad;
-    /* A recorded sum reads old: it must hold its zeros first. */
-    if (old && (create || !leaf->owns_grad)) ad__grad_settle(old);
     if (create) {
         ad_tensor *sum = old ? ad_add(old, g) : g;
         if (!sum) return -1;
@@ -121,15 +74,7 @@ int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
      * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
      * recorded on it, so it is replaced instead. */
     if (old && leaf->owns_grad) {
-        if (old->zero_pending) { /* the pass's first gradient for it: written, not added */
-            old->zero_pending = false;
-            if (copy_into(old, g)) {
-                old->zero_pending = true;
-                return -1;
-            }
-        } else {
-            add_into(old, g);
-        }
+        add_into(old, g);
         ad__bump(old);
         return 0;
     }
@@ -165,10 +110,7 @@ void ad__leaf_grad_forget(ad_tensor *t)
 
 void ad__leaf_grad_destroy(ad_tensor *t)
 {
-    if (t->grad && !t->grad->tape && t->owns_grad) {
-        t->grad->zero_pending = false; /* going: no need to zero it */
-        ad_tensor_free(t->grad);
-    }
+    if (t->grad && !t->grad->tape && t->owns_grad) ad_tensor_free(t->grad);
 }
 
 int ad_set_grad(ad_tensor *t, ad_tensor *grad)
@@ -200,17 +142,5 @@ int ad_zero_grad(ad_tensor *t)
      * training loop does not reallocate it every step. */
     if (t->owns_grad) return ad_fill(t->grad, 0.0);
     t->grad = NULL; /* a recorded gradient lives on its tape, which frees it */
-    return 0;
-}
-
-int ad_zero_grad_deferred(ad_tensor *t)
-{
-    if (ad__check_arg("ad_zero_grad_deferred", "t", t, false)) return -1;
-    ad_tensor *g = t->grad;
-    if (!g || !t->owns_grad || !ad_is_contiguous(g)) return ad_zero_grad(t);
-    /* Version as ad_fill would leave it: an op that saved the buffer sees a
-     * change, as it would after the zeroing itself. */
-    g->zero_pending = true;
-    ad__bump(g);
     return 0;
 }

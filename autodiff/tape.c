@@ -486,9 +486,6 @@ bool ad_is_leaf(const ad_tensor *t) { return t && !ad__handle_problem(t) && !t->
 ad_tensor *ad_tensor_grad(const ad_tensor *t)
 {
     if (ad__check_arg("ad_tensor_grad", "t", t, false)) return NULL;
-    /* A gradient whose zeroing was deferred is zeroed on the way out, so
-     * the caller and every other view of the buffer see zeros from here. */
-    if (t->grad && t->grad->zero_pending) ad__grad_settle(t->grad);
     return t->grad;
 }
 

@@ -204,29 +204,8 @@ AD_API int ad_set_grad(ad_tensor *t, ad_tensor *grad);
  * zero.  A gradient buffer the library made is zeroed in place and kept, so
  * a training loop does not reallocate it every step (PyTorch's
  * zero_grad(set_to_none=False)); a recorded gradient from AD_CREATE_GRAPH is
- * dropped instead and ad_tensor_grad() then returns NULL.  Every view of
- * the buffer, and the larger buffer of ad_set_grad, reads zeros at once;
- * ad_zero_grad_deferred below leaves the writing to backward instead. */
+ * dropped instead and ad_tensor_grad() then returns NULL. */
 AD_API int ad_zero_grad(ad_tensor *t);
-/* ad_zero_grad without the pass over memory: t's gradient (a contiguous
- * buffer of t's own, made by backward or given by ad_set_grad) is marked
- * "zero, not yet written" and its values are left as they are.  The next
- * backward that reaches t writes its gradient over them (instead of adding
- * it into zeros), which clears the mark; gradients of later backwards add
- * as usual.  Until then the gradient is zero wherever it is read through
- * the library: ad_tensor_grad(t) zeroes the buffer before returning it,
- * and so does any function given the buffer's handle (one from an earlier
- * ad_tensor_grad included), so such a reader never sees the stale values.
- * Memory reached another way does: the larger buffer a view of which was
- * given to ad_set_grad, another view of the buffer made earlier, a pointer
- * from ad_data kept from before.  Call ad_tensor_grad(t) before reading
- * those (nn's trainer does so for every parameter right after backward).
- * It saves the zeroing and the first addition's read of the zeros, which
- * cost most after a data-parallel allreduce has read the buffer from
- * another process (docs/distributed.md).  Any other gradient
- * (none, a recorded one, a strided view) is handled as by ad_zero_grad.
- * Errors as ad_zero_grad. */
-AD_API int ad_zero_grad_deferred(ad_tensor *t);
 
 /* t's values with no history and not requiring grad: gradients do not flow
  * through it (PyTorch's detach).  It shares t's storage, and it outlives

@@ -394,12 +394,8 @@ void nn__dist_pack(nn_dist *d, int e, double samples)
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
     double scale = d->seed > 0 ? (param ? 1.0 : d->seed) : samples / d->n0;
-    ad_tensor *t = nn__dist_entry(d, e);
-    /* The reduction reads the bucket, not the gradient's handle: a
-     * gradient whose zeroing was deferred and that backward did not reach
-     * (ad_zero_grad_deferred) is zeroed in its part of the bucket now. */
-    if (param) ad_tensor_grad(t);
     if (param && scale == 1.0) return;
+    ad_tensor *t = nn__dist_entry(d, e);
     int64_t n = ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         float *dst = (float *)b->data + d->offset[e], s = (float)scale;

@@ -27,14 +27,6 @@ void nn__optim_step_end(nn_optim *o);
  * rows(k) part / parts to rows(k) (part + 1) / parts of every k.  An
  * element's update is the same in any of these calls. */
 int nn__optim_count(const nn_optim *o);
-/* The trainer's zero_grad: ad_zero_grad_deferred on every parameter (the
- * first gradient of the next backward is written over the old one), and
- * after that backward, ad_tensor_grad on every parameter, which zeroes
- * the buffers backward did not reach: from then on every reader, the
- * raw bucket of a data-parallel reduction included, sees exactly what
- * nn_optim_zero_grad and backward would have left.  -1 with an error. */
-int nn__optim_zero_grad_deferred(nn_optim *o);
-void nn__optim_settle_grads(nn_optim *o);
 int nn__optim_find(const nn_optim *o, const ad_tensor *p);
 ad_tensor *nn__optim_param(const nn_optim *o, int k);
 int64_t nn__optim_rows(const nn_optim *o, int k);

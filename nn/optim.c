@@ -600,18 +600,6 @@ int nn_optim_zero_grad(nn_optim *o)
     return 0;
 }
 
-int nn__optim_zero_grad_deferred(nn_optim *o)
-{
-    for (int i = 0; i < o->n; i++)
-        if (ad_zero_grad_deferred(o->ps[i].p) != 0) return -1;
-    return 0;
-}
-
-void nn__optim_settle_grads(nn_optim *o)
-{
-    for (int i = 0; i < o->n; i++) ad_tensor_grad(o->ps[i].p);
-}
-
 double nn_optim_get_lr(const nn_optim *o)
 {
     if (!o) nn__null_arg("nn_optim_get_lr", "opt");

@@ -405,17 +405,11 @@ static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y
     *samples = (double)ad_size(x, 0);
     if (!isfinite(v) && tr->comm.world_size == 0) return 1;
     /* Gradients accumulate across backward passes, so last step's are
-     * cleared first: deferred, so that backward writes each parameter's
-     * first gradient over the old one instead of adding it into zeros
-     * written just before (after a data-parallel allreduce the zeroing
-     * alone costs several times its single-process time), and settled
-     * right after backward, on failure too, before anything reads the
-     * buffers (the averaging reads its buckets raw).  AD_RETAIN_GRAPH keeps a
-     * recording usable for the next replay. */
-    if (nn__optim_zero_grad_deferred(tr->opt)) return -1;
-    int brc = backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples);
-    nn__optim_settle_grads(tr->opt);
-    if (brc) return -1;
+     * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
+     * next replay. */
+    if ((tr->ops ? nn__ops_zero_grad(tr) : nn_optim_zero_grad(tr->opt)) ||
+        backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
+        return -1;
     /* A worker of a data-parallel run decides on the loss over every
      * worker's batch, which the averaging brings back: all skip the update
      * together, or none does. */

@@ -189,9 +189,8 @@ static void shard_run(struct pool *p, shard *s)
     memcpy(ad_data(r->y), p->yd + (size_t)s->row0 * p->yrow, (size_t)s->rows * p->yrow);
     ad_tensor *leaves[2] = {r->x, r->y};
     /* The last shard adds into the parameters' grads: zeroed first, as
-     * a one-thread step does (deferred: its backward writes over them;
-     * settled once the phase is over). */
-    int rc = last && nn__optim_zero_grad_deferred(p->opt) ? -1 : 0;
+     * nn_optim_zero_grad does on one thread. */
+    int rc = last && nn_optim_zero_grad(p->opt) ? -1 : 0;
     if (rc == 0) rc = ad_tape_replay(r->tape, 2, leaves, NULL) < 0 ? -1 : 0;
     if (rc == 0) {
         s->loss = ad_item(r->loss);
@@ -543,6 +542,50 @@ static void optim_task(void *o, int part, int parts) { nn__optim_step_slice(o, p
  * take. */
 #define OPS_OPTIM_MIN 16384
 
+/* A gradient buffer the threads zero in place: the library's own
+ * (persistent: a gradient recorded on a tape is dropped, not zeroed, by
+ * ad_zero_grad) and contiguous. */
+static ad_tensor *zeroable_grad(const nn_optim *o, int k)
+{
+    ad_tensor *g = ad_tensor_grad(nn__optim_param(o, k));
+    return g && !ad_tensor_tape(g) && ad_is_contiguous(g) ? g : NULL;
+}
+
+static void zero_task(void *ctx, int part, int parts)
+{
+    const nn_optim *o = ctx;
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (!g) continue;
+        int64_t rows = ad_ndim(g) ? ad_size(g, 0) : 1, inner = rows ? ad_numel(g) / rows : 0;
+        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
+        size_t es = ad_dtype_size(ad_tensor_dtype(g));
+        if (hi > lo) memset((char *)ad_data(g) + (size_t)lo * es, 0, (size_t)(hi - lo) * es);
+    }
+}
+
+/* nn_optim_zero_grad with the threads zeroing the rows of each gradient
+ * that they will update (and, for a weight's gradient product split by
+ * rows, write): 800 KB of the MLP's first weight is not left to the
+ * calling thread, and each thread's rows come into its own cache. */
+int nn__ops_zero_grad(nn_trainer *tr)
+{
+    nn_optim *o = tr->opt;
+    int64_t total = 0;
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (g) total += ad_numel(g);
+        else if (ad_zero_grad(nn__optim_param(o, k))) return -1;
+    }
+    if (total < OPS_OPTIM_MIN) return nn_optim_zero_grad(o);
+    pool_run(tr->pool, zero_task, o);
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (g && ad_mark_modified(g)) return -1; /* as ad_zero_grad's ad_fill does */
+    }
+    return 0;
+}
+
 /* The batch's bytes into the recording's leaves, each thread a part. */
 typedef struct copy_job {
     char *dst[2];
@@ -667,7 +710,6 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
 
     int prev = ad_set_num_threads(1);
     run_phase(p, 1);
-    nn__optim_settle_grads(tr->opt);
     double v = 0;
     bool finite = true;
     int failed = -1;
