@@ -167,8 +167,9 @@ try:
               f'bit for bit')
     # a parameter that rank 1's backward never reaches (--idle): its
     # gradient must go into the reduction as zeros at every step, not as
-    # what the last reduction left in its part of the bucket (the trainer
-    # defers its zero_grad to backward); both ranks end with the same bits
+    # what the last reduction left in its part of the bucket (which a
+    # zero_grad left to backward would leave there); both ranks end with
+    # the same bits
     run(1, ['--batch', '64', '--idle', '--out', f('idle_ref')])
     run(2, ['--batch', '32', '--idle', '--every-rank', '--out', f('idle')], btl=transports[0])
     d = max_diff(f('idle_ref'), f('idle.0'))
