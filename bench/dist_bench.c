@@ -21,6 +21,10 @@
  *       writes and after an MPI_Allreduce followed by a read pass (the
  *       optimiser): the other rank read the buffer during the reduction,
  *       so its cache lines must be taken back before they are written.
+ *       The same zeroing after an allreduce two other ways: in pieces of
+ *       784 floats (as OpenBLAS clears C a column at a time for a product
+ *       at beta = 0: the MLP's first weight gradient is 256 such columns)
+ *       and with non-temporal stores (x86-64; -1 elsewhere).
  *       Then the sharded update's pair (nn_dist_options.shard): the
  *       gradients' MPI_Reduce_scatter into this rank's part of a second
  *       buffer, and MPI_Allgatherv in place of that buffer.
@@ -28,9 +32,39 @@
  */
 #include <nn/dist.h>
 #include <nn/nn.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* g[0, n) = 0 in memsets of 784 floats. */
+static void zero_pieces(float *g, int n)
+{
+    for (int j = 0; j < n; j += 784)
+        memset(g + j, 0, (size_t)(n - j < 784 ? n - j : 784) * sizeof *g);
+}
+
+/* g[0, n) = 0 with non-temporal stores, which write whole lines without
+ * reading them first; false where there are none. */
+static bool zero_stream(float *g, int n)
+{
+#if defined(__SSE2__)
+    int j = 0;
+    for (; j < n && ((uintptr_t)(g + j) & 15); j++) g[j] = 0;
+    for (; j + 4 <= n; j += 4) _mm_stream_ps(g + j, _mm_setzero_ps());
+    for (; j < n; j++) g[j] = 0;
+    _mm_sfence();
+    return true;
+#else
+    (void)g, (void)n;
+    return false;
+#endif
+}
 
 static int cmp(const void *a, const void *b)
 {
@@ -82,10 +116,12 @@ static int mlp_comm(nn_dist *d, int reps)
     MPI_Comm comm = nn_dist_comm(d);
     const int n = 203533;
     float *g = calloc((size_t)n, sizeof *g), *v = calloc((size_t)n, sizeof *v);
-    double *t[6];
-    for (int k = 0; k < 6; k++) t[k] = calloc((size_t)reps, sizeof(double));
-    if (!g || !v || !t[0] || !t[1] || !t[2] || !t[3] || !t[4] || !t[5])
-        return ad_set_error("dist_bench: out of memory");
+    double *t[8];
+    bool streams = true;
+    for (int k = 0; k < 8; k++)
+        if (!(t[k] = calloc((size_t)reps, sizeof(double))))
+            return ad_set_error("dist_bench: out of memory");
+    if (!g || !v) return ad_set_error("dist_bench: out of memory");
     volatile float sink = 0;
     int rank = nn_dist_rank(d), W = nn_dist_world_size(d);
     /* the parts as nn_dist cuts them: the gradients without the extras */
@@ -96,7 +132,7 @@ static int mlp_comm(nn_dist *d, int reps)
         counts[r] = (int)((int64_t)(n - 3) * (r + 1) / W) - displs[r];
     }
     for (int i = -3; i < reps; i++) { /* 3 rounds of warm-up */
-        double dt[6];
+        double dt[8];
         for (int j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
         MPI_Barrier(comm);
         double t0 = MPI_Wtime();
@@ -131,24 +167,41 @@ static int mlp_comm(nn_dist *d, int reps)
                            comm) != MPI_SUCCESS)
             return ad_set_error("dist_bench: MPI_Allgatherv failed");
         dt[5] = MPI_Wtime() - t0;
-        for (int k = 0; i >= 0 && k < 6; k++) t[k][i] = dt[k];
+        for (int w = 0; w < 2; w++) { /* zeroing after an allreduce, in pieces / streamed */
+            for (int j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
+            MPI_Barrier(comm);
+            if (MPI_Allreduce(MPI_IN_PLACE, g, n, MPI_FLOAT, MPI_SUM, comm) != MPI_SUCCESS)
+                return ad_set_error("dist_bench: MPI_Allreduce failed");
+            for (int j = 0; j < n; j += 16) sink += g[j];
+            t0 = MPI_Wtime();
+            if (w == 0) zero_pieces(g, n);
+            else streams = zero_stream(g, n);
+            dt[6 + w] = MPI_Wtime() - t0;
+        }
+        for (int k = 0; i >= 0 && k < 8; k++) t[k][i] = dt[k];
     }
-    double m[6], f[6];
-    for (int k = 0; k < 6; k++) summary(comm, t[k], reps, &m[k], &f[k]);
+    double m[8], f[8];
+    for (int k = 0; k < 8; k++) summary(comm, t[k], reps, &m[k], &f[k]);
+    if (!streams) m[7] = f[7] = -1;
     if (rank == 0)
         printf("{\"bytes\": %d, \"allreduce_us\": %.1f, \"allreduce_min_us\": %.1f, "
                "\"iallreduce_us\": %.1f, \"iallreduce_min_us\": %.1f, "
                "\"zero_after_own_writes_us\": %.1f, \"zero_after_own_writes_min_us\": %.1f, "
                "\"zero_after_allreduce_us\": %.1f, \"zero_after_allreduce_min_us\": %.1f, "
                "\"reduce_scatter_us\": %.1f, \"reduce_scatter_min_us\": %.1f, "
-               "\"allgatherv_us\": %.1f, \"allgatherv_min_us\": %.1f}\n",
-               n * 4, m[0], f[0], m[1], f[1], m[2], f[2], m[3], f[3], m[4], f[4], m[5], f[5]);
+               "\"allgatherv_us\": %.1f, \"allgatherv_min_us\": %.1f, "
+               "\"zero_pieces_after_allreduce_us\": %.1f, "
+               "\"zero_pieces_after_allreduce_min_us\": %.1f, "
+               "\"zero_stream_after_allreduce_us\": %.1f, "
+               "\"zero_stream_after_allreduce_min_us\": %.1f}\n",
+               n * 4, m[0], f[0], m[1], f[1], m[2], f[2], m[3], f[3], m[4], f[4], m[5], f[5],
+               m[6], f[6], m[7], f[7]);
     (void)sink;
     free(g);
     free(v);
     free(counts);
     free(displs);
-    for (int k = 0; k < 6; k++) free(t[k]);
+    for (int k = 0; k < 8; k++) free(t[k]);
     return 0;
 }
 

@@ -20,6 +20,12 @@
  *   --every-rank       every rank saves, rank r to FILE.r (with --out)
  *   --adam             Adam (two state tensors per parameter) instead of SGD
  *                      with momentum
+ *   --idle             the input first goes through a layer adding a
+ *                      parameter p to the rows of the global batch's first
+ *                      half: rank 0's rows at 2 ranks (rank 1's backward
+ *                      never reaches p, so its gradient must reduce as
+ *                      zeros, not as what the last step left there), the
+ *                      first half of the batch at 1 rank
  *   --mismatch         rank 1 builds a wider hidden layer: attach must
  *                      refuse on every rank
  *   --fail-rank R --fail-step K --fail-mode error|die
@@ -46,8 +52,41 @@ typedef struct opts {
     const char *out, *checkpoint, *resume, *fail_mode;
     int fail_rank;
     int64_t fail_step;
-    bool overlap, mismatch, bn, every_rank, adam;
+    bool overlap, mismatch, bn, every_rank, adam, idle;
 } opts;
+
+/* --idle's layer: x + p on the first k rows of x, k the rows that belong
+ * to the global batch's first half (see above); p is not used at all
+ * where k is 0. */
+typedef struct idle_state {
+    int rank, world;
+} idle_state;
+
+static ad_tensor *idle_forward(nn_module *m, ad_tensor *x)
+{
+    const idle_state *s = nn_module_state(m);
+    ad_tensor *p = nn_get_parameter(m, "p");
+    int64_t rows = ad_size(x, 0);
+    int64_t k = s->world == 1 ? rows / 2 : s->rank == 0 ? rows : 0;
+    if (k == 0) return x;
+    if (k == rows) return ad_add(x, p);
+    ad_tensor *parts[2] = {ad_add(ad_narrow(x, 0, 0, k), p), ad_narrow(x, 0, k, rows - k)};
+    return ad_concat(parts, 2, 0);
+}
+static const nn_module_type IDLE = {"Idle", idle_forward, free, NULL};
+
+static nn_module *idle_layer(int rank, int world)
+{
+    idle_state *s = malloc(sizeof *s);
+    if (!s) return NULL;
+    *s = (idle_state){rank, world};
+    nn_module *m = nn_module_new(&IDLE, s);
+    if (m && nn_module_add_parameter(m, "p", ad_full(NULL, AD_FLOAT32, AD_SHAPE(IN), 0.25))) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}
 
 static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
 {
@@ -111,7 +150,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         bool *flag = !strcmp(a, "--overlap") ? &o.overlap : !strcmp(a, "--mismatch") ? &o.mismatch
                    : !strcmp(a, "--bn") ? &o.bn : !strcmp(a, "--every-rank") ? &o.every_rank
-                   : !strcmp(a, "--adam") ? &o.adam : NULL;
+                   : !strcmp(a, "--adam") ? &o.adam : !strcmp(a, "--idle") ? &o.idle : NULL;
         if (flag) {
             *flag = true;
             continue;
@@ -152,9 +191,10 @@ int main(int argc, char **argv)
     nn_module *mlp = NN_SEQUENTIAL(nn_linear(IN, hidden, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(hidden, 32, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(32, CLASSES, true, AD_FLOAT32, &rng));
-    nn_module *net = o.bn ? NN_SEQUENTIAL(nn_batch_norm2d(2, 1e-5, 0.1, true, AD_FLOAT32),
-                                          nn_flatten(1, -1), mlp)
-                          : mlp;
+    nn_module *net = o.bn     ? NN_SEQUENTIAL(nn_batch_norm2d(2, 1e-5, 0.1, true, AD_FLOAT32),
+                                              nn_flatten(1, -1), mlp)
+                     : o.idle ? NN_SEQUENTIAL(idle_layer(rank, world), mlp)
+                              : mlp;
     nn_named_tensors *params = net ? nn_parameters(net) : NULL;
     nn_adam_options ao = NN_ADAM_DEFAULTS;
     ao.lr = 0.01;

@@ -165,6 +165,17 @@ try:
         check(same_bits(f(btl), f(btl + '_sh')),
               f'sharded update = whole update over {btl}, parameters and optimiser state, '
               f'bit for bit')
+    # a parameter that rank 1's backward never reaches (--idle): its
+    # gradient must go into the reduction as zeros at every step, not as
+    # what the last reduction left in its part of the bucket (which a
+    # zero_grad left to backward would leave there); both ranks end with
+    # the same bits
+    run(1, ['--batch', '64', '--idle', '--out', f('idle_ref')])
+    run(2, ['--batch', '32', '--idle', '--every-rank', '--out', f('idle')], btl=transports[0])
+    d = max_diff(f('idle_ref'), f('idle.0'))
+    check(d < 1e-5 and same_bits(f('idle.0'), f('idle.1')),
+          f'a parameter one rank does not use reduces as zeros there: 2 ranks = 1 x batch 64 '
+          f'(max |diff| {d:.2e}), both ranks the same bits')
     # 3 ranks x batch 20: every epoch ends with 32 samples split 11, 11, 10,
     # so the average is weighted by unequal batch sizes there
     run(1, ['--batch', '60', '--out', f('ref60')])
