@@ -205,7 +205,13 @@ static int accumulate_inputs(ad_tape *t, ad_node *n, ad_tensor *g, const sink *s
         ad_tensor *x = n->in[k];
         if (!ad__needs_grad(n, k) || !x->node || !x->adj || !x->adj_owned) continue;
         ad_arena_mark m = ad__arena_mark(&t->arena);
+        held *h = t->held;
         int r = n->op->accumulate_input(n, k, g, x->adj);
+        /* The temporaries' views of persistent tensors (a weight's narrow
+         * or transpose) hold references from entries in the space given
+         * back: release them first, or the list would keep entries the
+         * next allocation writes over. */
+        ad__tape_release_after(t, h, t->fixups);
         ad__arena_rewind(&t->arena, m);
         if (r < 0) return -1;
         if (r > 0) n->skip |= (uint8_t)(1u << k);

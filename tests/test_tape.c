@@ -471,6 +471,54 @@ END_TEST
  * was a zero-filled whole and every use a new sum and a new product: this
  * backward took 46 MB of arena, 1.3 MB now (64 uses of a 256 KB weight).
  * The values are checked against the sums written out. */
+/* Two products of one adjoint-owning x with views of a persistent weight:
+ * the second product's x gradient is added into x's adjoint by
+ * accumulate_input, whose temporaries (w's narrow and transpose, each
+ * holding w) live in arena space given back right after.  Their
+ * references must be released with it: the list once kept entries that
+ * the next allocation wrote over, and backward crashed releasing them.
+ * E = sum(h^2), h = x w0^T + x w2^T, x = v u (u broadcast over rows):
+ * dE/du[k] = sum_i 2 h_i (w0[k] + w2[k]) v[i, k], dE/dw0 = dE/dw2 row. */
+START_TEST(backward_releases_views_made_while_accumulating)
+{
+    enum { R = 5, K = 4 };
+    ad_tape *tape = ad_tape_new();
+    ad_tape_activate(tape);
+    double wv[3 * K], uv[K], vv[R * K];
+    for (int i = 0; i < 3 * K; i++) wv[i] = 0.25 * (i % 5) - 0.5;
+    for (int k = 0; k < K; k++) uv[k] = 0.5 + 0.25 * k;
+    for (int i = 0; i < R * K; i++) vv[i] = 0.1 * (i % 7) - 0.3;
+    ad_tensor *w = ad_from_array(NULL, AD_FLOAT64, 2, (int64_t[]){3, K}, wv);
+    ad_tensor *u = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){K}, uv);
+    ad_tensor *v = ad_from_array(tape, AD_FLOAT64, 2, (int64_t[]){R, K}, vv);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    ck_assert_int_eq(ad_set_requires_grad(u, true), 0);
+    ad_tensor *x = ad_mul(v, u);
+    ad_tensor *h = ad_add(ad_matmul(x, ad_transpose(ad_narrow(w, 0, 0, 1), 0, 1)),
+                          ad_matmul(x, ad_transpose(ad_narrow(w, 0, 2, 1), 0, 1)));
+    ck_assert_int_eq(ad_backward(ad_sum(ad_mul(h, h), NULL, 0, false), NULL, 0), 0);
+    const double *gu = ad_data(ad_tensor_grad(u)), *gw = ad_data(ad_tensor_grad(w));
+    for (int k = 0; k < K; k++) {
+        double du = 0, dw = 0;
+        for (int i = 0; i < R; i++) {
+            double hi = 0;
+            for (int j = 0; j < K; j++) hi += vv[i * K + j] * uv[j] * (wv[j] + wv[2 * K + j]);
+            du += 2 * hi * (wv[k] + wv[2 * K + k]) * vv[i * K + k];
+            dw += 2 * hi * vv[i * K + k] * uv[k];
+        }
+        ck_assert_double_eq_tol(gu[k], du, 1e-12);
+        ck_assert_double_eq_tol(gw[k], dw, 1e-12);          /* row 0 */
+        ck_assert_double_eq(gw[K + k], 0.0);                /* row 1: unused */
+        ck_assert_double_eq_tol(gw[2 * K + k], dw, 1e-12);  /* row 2 */
+    }
+    ad_tape_activate(NULL);
+    ad_tape_free(tape);
+    ad_tensor_free(w);
+    ad_tensor_free(u);
+}
+END_TEST
+
 START_TEST(backward_accumulates_slices_in_place)
 {
     enum { T = 64, N = 256 };
@@ -613,6 +661,7 @@ int main(void)
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
     tcase_add_test(tc, backward_accumulates_slices_in_place);
+    tcase_add_test(tc, backward_releases_views_made_while_accumulating);
     tcase_add_test(tc, scopes_put_intermediates_on_the_right_tape);
     suite_add_tcase(s, tc);
     return ot_run(s);
