@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../autodiff/internal.h"
+#include "cluster_data.h"
 #include "optest.h"
 
 /* ---- fixtures ------------------------------------------------------------ */
@@ -26,18 +27,7 @@ typedef struct data {
 
 static void data_make(data *d)
 {
-    ad_rng rng;
-    ad_rng_init(&rng, 7);
-    float xv[N * 2];
-    int64_t yv[N];
-    for (int i = 0; i < N; i++) {
-        yv[i] = i % 3;
-        double a = 2.0943951 * (double)yv[i];
-        xv[2 * i] = (float)(cos(a) + 0.3 * (ad_rng_uniform(&rng) - 0.5));
-        xv[2 * i + 1] = (float)(sin(a) + 0.3 * (ad_rng_uniform(&rng) - 0.5));
-    }
-    d->x = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(N, 2), xv);
-    d->y = ad_from_array(NULL, AD_INT64, AD_SHAPE(N), yv);
+    cluster_data(N, &d->x, &d->y);
     ck_assert_ptr_nonnull(d->x);
     ck_assert_ptr_nonnull(d->y);
     d->train = nn_loader_from_tensors(

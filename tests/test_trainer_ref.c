@@ -11,27 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster_data.h"
 #include "optest.h"
 
 enum { N = 100, BATCH = 16, UNUSED = 5 };
-
-/* Three clusters in the plane (test_trainer.c's data). */
-static void cluster_data(ad_tensor **x, ad_tensor **y)
-{
-    ad_rng rng;
-    ad_rng_init(&rng, 7);
-    float xv[N * 2];
-    int64_t yv[N];
-    for (int i = 0; i < N; i++) {
-        yv[i] = i % 3;
-        double a = 2.0943951 * (double)yv[i];
-        xv[2 * i] = (float)(cos(a) + 0.3 * (ad_rng_uniform(&rng) - 0.5));
-        xv[2 * i + 1] = (float)(sin(a) + 0.3 * (ad_rng_uniform(&rng) - 0.5));
-    }
-    *x = ad_from_array(NULL, AD_FLOAT32, 2, (int64_t[]){N, 2}, xv);
-    *y = ad_from_array(NULL, AD_INT64, 1, (int64_t[]){N}, yv);
-    ck_assert(*x && *y);
-}
 
 /* A model, and an SGD (momentum) over its parameters and one tensor the
  * model does not use, whose gradient starts stale (3 everywhere): a stale
@@ -109,7 +92,7 @@ START_TEST(trainer_matches_an_eager_loop)
         {1, NN_THREADS_AUTO}, {2, NN_THREADS_OPS}, {2, NN_THREADS_BATCH}};
     const int r = _i;
     ad_tensor *x, *y;
-    cluster_data(&x, &y);
+    cluster_data(N, &x, &y);
     model a, b;
     model_make(&a);
     model_make(&b);
