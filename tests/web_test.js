@@ -53,7 +53,12 @@ async function computeExpr(page, expr, point, hessian) {
   await page.fill('#expr', expr);
   await page.fill('#point', point);
   await page.setChecked('#hessian', hessian);
-  await page.evaluate(() => { document.getElementById('step-count').textContent = 'pending'; });
+  // Both signs of completion are reset first: an error left visible by the
+  // previous expression would otherwise end the wait before this one ran.
+  await page.evaluate(() => {
+    document.getElementById('step-count').textContent = 'pending';
+    document.getElementById('calc-error').hidden = true;
+  });
   await page.click('#compute');
   await page.waitForFunction(() => document.getElementById('step-count').textContent !== 'pending' ||
                                    !document.getElementById('calc-error').hidden, null, { timeout: 30000 });
