@@ -31,6 +31,12 @@ typedef struct ad_storage {
      * A recorded op notes its inputs' versions; backward compares. */
     uint32_t version;
     bool in_arena;
+    /* Memory the library did not allocate (ad_from_blob): given back with
+     * release(data, release_ctx) when refs drops to 0, or left alone when
+     * release is NULL; ad__free(data) otherwise. */
+    bool borrowed;
+    void (*release)(void *data, void *ctx);
+    void *release_ctx;
 } ad_storage;
 
 typedef struct ad_node ad_node;

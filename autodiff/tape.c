@@ -263,15 +263,23 @@ const char *ad__handle_problem(const ad_tensor *t)
            "persistent tensor (ad_copy(NULL, t)) to keep it across steps";
 }
 
+/* Heap storage whose last reference went: its memory goes back to whoever
+ * gave it (ad_from_blob's release) or to the allocator. */
+static void storage_free(ad_storage *s)
+{
+    if (!s->borrowed)
+        ad__free(s->data);
+    else if (s->release)
+        s->release(s->data, s->release_ctx);
+    ad__free(s);
+}
+
 /* Frees a persistent tensor whose last reference is gone. */
 void ad__tensor_destroy(ad_tensor *t)
 {
     ad__leaf_grad_destroy(t);
     ad_storage *s = t->storage;
-    if (s && !s->in_arena && --s->refs == 0) {
-        ad__free(s->data);
-        ad__free(s);
-    }
+    if (s && !s->in_arena && --s->refs == 0) storage_free(s);
     ad__free(t->label);
     t->magic = AD_DEAD_MAGIC;
     ad__free(t);
@@ -284,10 +292,7 @@ void ad__tensor_unref(ad_tensor *t)
 
 static void drop_storage_ref(ad_storage *s)
 {
-    if (s && !s->in_arena && --s->refs == 0) {
-        ad__free(s->data);
-        ad__free(s);
-    }
+    if (s && !s->in_arena && --s->refs == 0) storage_free(s);
 }
 
 /* A carried tensor whose second step ends: its storage reference goes.

@@ -279,6 +279,43 @@ ad_tensor *ad_from_array(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t 
     return t;
 }
 
+ad_tensor *ad_from_blob(ad_dtype dtype, int ndim, const int64_t *shape, void *data,
+                       void (*release)(void *data, void *ctx), void *ctx)
+{
+    const char *fn = "ad_from_blob";
+    int64_t numel = 0;
+    if (dtype != AD_FLOAT32 && dtype != AD_FLOAT64 && dtype != AD_INT64) {
+        ad__err(fn, "invalid dtype %d", (int)dtype);
+        return NULL;
+    }
+    if (ad__check_shape(fn, ndim, shape, &numel)) return NULL;
+    if (!data) {
+        ad__err(fn, "data is NULL");
+        return NULL;
+    }
+    /* Kernels load whole elements (and vectors of them) from data. */
+    if ((uintptr_t)data % ad_dtype_size(dtype)) {
+        ad__err(fn, "data %p is not aligned to the %zu bytes of a %s", data,
+                ad_dtype_size(dtype), ad_dtype_name(dtype));
+        return NULL;
+    }
+    ad_tensor *t = new_header(fn, NULL);
+    ad_storage *s = t ? ad__calloc(1, sizeof *s) : NULL;
+    if (!s) {
+        ad__free(t);
+        ad__err(fn, "out of memory");
+        return NULL;
+    }
+    *s = (ad_storage){.data = data, .nbytes = (size_t)numel * ad_dtype_size(dtype), .refs = 1,
+                      .borrowed = true, .release = release, .release_ctx = ctx};
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    ad__contig_strides(ndim, t->shape, t->strides);
+    t->storage = s;
+    return t;
+}
+
 ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step)
 {
     if (step == 0 || !isfinite(step) || !isfinite(start) || !isfinite(stop)) {

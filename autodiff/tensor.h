@@ -145,6 +145,19 @@ AD_API ad_tensor *ad_scalar_tensor(ad_tape *tape, ad_dtype dtype, double value);
  * data, in row-major order.  data is not retained. */
 AD_API ad_tensor *ad_from_array(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shape,
                          const void *data);
+/* A persistent tensor over memory the caller already has (torch.from_blob):
+ * numel elements of the dtype's C type at data, row-major, not copied.
+ * Reads and writes through the tensor and its views go to that memory, and
+ * writes made to it directly are seen by the tensor (call ad_mark_modified
+ * after them when an op recorded before may read it again).  Ownership: the
+ * memory stays the caller's to keep alive while the tensor or any view of
+ * it lives; when the last of them is freed, release(data, ctx) is called
+ * once (release NULL: nothing is called, and the caller frees the memory
+ * after).  On error nothing is called and the memory stays the caller's.
+ * Errors: bad dtype or shape, data NULL, data not aligned to the element
+ * size. */
+AD_API ad_tensor *ad_from_blob(ad_dtype dtype, int ndim, const int64_t *shape, void *data,
+                               void (*release)(void *data, void *ctx), void *ctx);
 /* 1-D [start, start+step, ...) up to but excluding stop (numpy's arange).
  * Error when step is 0 or not finite. */
 AD_API ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step);

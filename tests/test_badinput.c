@@ -233,6 +233,11 @@ START_TEST(tensor_h)
     ROW(ad_scalar_tensor(NULL, (ad_dtype)9, 1.0), "invalid dtype 9");
     ROW(ad_from_array(NULL, AD_FLOAT64, 2, sh2, NULL), "data is NULL");
     ROW(ad_from_array(f.t, AD_INT64, 2, NULL, d), "shape is NULL for ndim 2");
+    ROW(ad_from_blob(AD_FLOAT64, 2, sh2, NULL, NULL, NULL), "ad_from_blob: data is NULL");
+    ROW(ad_from_blob((ad_dtype)5, 2, sh2, d, NULL, NULL), "ad_from_blob: invalid dtype 5");
+    ROW(ad_from_blob(AD_FLOAT64, 2, (int64_t[]){2, -1}, d, NULL, NULL), "negative extent -1");
+    ROW(ad_from_blob(AD_FLOAT64, 1, sh2, (char *)d + 4, NULL, NULL),
+        "is not aligned to the 8 bytes of a float64");
     ROW(ad_leaf(NULL, AD_FLOAT64, 2, sh2, NULL), "ad_leaf: data is NULL");
     ROW(ad_leaf(f.t, AD_INT64, 2, sh2, d), "ad_leaf: only float32 and float64 tensors can require grad, got int64");
     ROW(ad_leaf(f.t, AD_FLOAT32, 2, NULL, d), "ad_leaf: shape is NULL for ndim 2");

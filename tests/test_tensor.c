@@ -280,6 +280,74 @@ START_TEST(error_codes)
 }
 END_TEST
 
+static double get(const ad_tensor *t, const int64_t *index)
+{
+    double v = NAN;
+    ck_assert_int_eq(ad_get(t, index, &v), 0);
+    return v;
+}
+
+typedef struct released {
+    void *data;
+    int calls;
+} released;
+
+static void note_release(void *data, void *ctx)
+{
+    released *r = ctx;
+    r->data = data;
+    r->calls++;
+}
+
+/* ad_from_blob: the tensor is the caller's memory (both ways), views and
+ * gradients work on it, and release comes once, when the last view goes. */
+START_TEST(from_blob_shares_memory)
+{
+    double buf[6] = {1, 2, 3, 4, 5, 6};
+    released r = {NULL, 0};
+    ad_tensor *x = ad_from_blob(AD_FLOAT64, AD_SHAPE(2, 3), buf, note_release, &r);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_ptr_eq(ad_data(x), buf);
+    ck_assert_double_eq(get((x), (int64_t[]){1, 2}), 6);
+    buf[4] = 50; /* a direct write is seen */
+    ck_assert_int_eq(ad_mark_modified(x), 0);
+    ck_assert_double_eq(get((x), (int64_t[]){1, 1}), 50);
+    ck_assert_int_eq(ad_fill(x, 0.5), 0); /* a write through the API lands in buf */
+    ck_assert_double_eq(buf[5], 0.5);
+
+    /* a persistent view outlives x: release waits for it */
+    ad_tensor *row = ad_narrow(x, 0, 1, 1);
+    ck_assert_ptr_nonnull(row);
+    ck_assert_int_eq(ad_tensor_free(x), 0);
+    ck_assert_int_eq(r.calls, 0);
+    ck_assert_int_eq(ad_set(row, (int64_t[]){0, 0}, 7), 0);
+    ck_assert_double_eq(buf[3], 7);
+
+    /* a gradient through it, on a tape */
+    ad_tape *t = ad_tape_new();
+    ad_tensor *w = ad_from_blob(AD_FLOAT64, AD_SHAPE(3), (double[]){1, 2, 3}, NULL, NULL);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    ad_tape_activate(t);
+    ad_tensor *loss = ad_sum(ad_square(w), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
+    ad_tape_activate(NULL);
+    ck_assert_double_eq(get((ad_tensor_grad(w)), (int64_t[]){2}), 6);
+    ad_tape_free(t);
+    ck_assert_int_eq(ad_tensor_free(w), 0);
+
+    ck_assert_int_eq(ad_tensor_free(row), 0);
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_ptr_eq(r.data, buf);
+
+    /* an error calls nothing */
+    ck_assert_ptr_null(ad_from_blob(AD_FLOAT32, AD_SHAPE(2), (char *)buf + 2, note_release, &r));
+    ck_assert_int_eq(r.calls, 1);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "ad_from_blob: data"));
+    ad_clear_error();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tensor");
@@ -293,6 +361,7 @@ int main(void)
     tcase_add_test(tc, randn_moments);
     tcase_add_test(tc, printing);
     tcase_add_test(tc, error_codes);
+    tcase_add_test(tc, from_blob_shares_memory);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
