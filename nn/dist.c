@@ -97,9 +97,11 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
     if ((w = getenv("NN_DIST_OVERLAP")) && *w) d->o.overlap = atoi(w) != 0;
     if ((w = getenv("NN_DIST_BUCKET_BYTES")) && atoll(w) > 0) d->o.bucket_bytes = (size_t)atoll(w);
     if ((w = getenv("NN_DIST_SHARD")) && *w) d->o.shard = atoi(w) != 0 ? 1 : -1;
+    if ((w = getenv("NN_DIST_SHM")) && *w) d->o.shared_memory = atoi(w) != 0 ? 1 : -1;
     d->timing = (w = getenv("NN_DIST_TIMING")) && atoi(w) != 0;
     if (d->o.overlap || d->o.wait_sleep_us > 0) prefer_rabenseifner();
     d->comm = MPI_COMM_NULL;
+    d->win = MPI_WIN_NULL;
     if (nn__dist_mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
         nn__dist_mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
         nn__dist_mpi_ok(MPI_Comm_rank(d->comm, &d->rank), "MPI_Comm_rank") ||
@@ -127,6 +129,7 @@ static void buckets_free(nn_dist *d)
 {
     nn__dist_shard_free(d);
     for (int i = 0; i < d->nb; i++) ad_tensor_free(d->b[i].flat);
+    nn__dist_shm_free(d); /* after the tensors over its memory */
     ad_free(d->b);
     ad_free(d->offset);
     ad_free(d->bucket_of);
@@ -150,6 +153,8 @@ void nn_dist_detach(nn_dist *d)
     if (!d) return;
     if (d->tr) nn_trainer_set_comm(d->tr, NULL);
     d->tr = NULL;
+    /* the model lives on: its gradients leave the window's memory */
+    nn__dist_shm_unshare_grads(d);
     buckets_free(d);
 }
 
@@ -309,7 +314,7 @@ static int pick_buffers(nn_dist *d, const char *fn)
 /* Parameter entry e's gradient becomes a view of its part of the bucket
  * (ad_set_grad), holding the gradient it had: backward then writes the
  * gradients where the reduction reads them, and nothing is copied. */
-static int grad_into_bucket(nn_dist *d, int e, const char *fn)
+int nn__dist_grad_into_bucket(nn_dist *d, int e, const char *fn)
 {
     ad_tensor *p = nn__dist_entry(d, e), *old = ad_tensor_grad(p);
     ad_tape *was = ad_tape_activate(NULL); /* persistent views */
@@ -380,7 +385,7 @@ static int layout(nn_dist *d, const char *fn)
         d->stats.bytes += b->count * (int64_t)ad_dtype_size(b->dtype);
     }
     for (int e = 0; e < ps->n; e++)
-        if (grad_into_bucket(d, e, fn)) return -1;
+        if (nn__dist_grad_into_bucket(d, e, fn)) return -1;
     d->n0 = 1;
     return 0;
 }
@@ -617,11 +622,18 @@ static int average_grads(void *user, double *samples, double *loss)
             set_extra(b, 2, *samples * *samples);
         }
         b->started = true;
+        if (d->shm) continue; /* all of them at once below */
         if (!arrived) {
             arrived = true;
             if ((rc = nn__dist_arrive_all(d, &tcomm))) break;
         }
         rc = start(d, b, &tcomm);
+    }
+    if (rc == 0 && d->shm) {
+        double tw = 0;
+        rc = nn__dist_shm_reduce(d, &tw, &tcomm);
+        d->stats.wait_seconds += tw;
+        tcomm += tw;
     }
     /* The extras live in the last bucket: with overlap, wait for it first,
      * then for the others in order, unpacking each while later ones run
@@ -687,6 +699,18 @@ static int attach_lists(nn_dist *d, const char *fn, nn_named_tensors *params,
     return rc;
 }
 
+/* The buckets into shared memory (dist_shm.c) once every rank has laid
+ * them out and set up without error, so that all of them take part in its
+ * collectives. */
+static int shm_if_all_ok(nn_dist *d, const char *fn)
+{
+    int bad = 0, any = 0;
+    if (nn__dist_mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))
+        return -1;
+    if (any) return ad_set_error("%s: another rank could not attach", fn);
+    return nn__dist_shm_setup(d, fn);
+}
+
 int nn_dist_attach(nn_dist *d, nn_trainer *tr)
 {
     const char *fn = "nn_dist_attach";
@@ -700,6 +724,7 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
     if (rc == 0) rc = nn__dist_shard_setup(d);
+    if (rc == 0) rc = shm_if_all_ok(d, fn);
     nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
                          d->o.overlap ? grad_ready : NULL, grad_scale,
                          d->shard ? nn__dist_shard_step : NULL,
@@ -710,7 +735,8 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
         return -1;
     }
     d->tr = tr;
-    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard};
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard,
+                               .shared_memory = d->shm};
     return 0;
 }
 
@@ -721,11 +747,13 @@ int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params)
     nn_named_tensors *own = nn_named_tensors_new(params->n, params->names, params->tensors);
     int rc = attach_lists(d, fn, own, NULL);
     if (rc == 0) rc = nn_dist_broadcast(d, params);
+    if (rc == 0) rc = shm_if_all_ok(d, fn);
     if (rc) {
         buckets_free(d);
         return -1;
     }
-    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard};
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard,
+                               .shared_memory = d->shm};
     return 0;
 }
 
@@ -841,6 +869,7 @@ int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats)
 int nn_dist_reset_stats(nn_dist *d)
 {
     if (!d) return ad_set_error("nn_dist_reset_stats: d is NULL");
-    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard};
+    d->stats = (nn_dist_stats){.buckets = d->nb, .bytes = d->stats.bytes, .sharded = d->shard,
+                               .shared_memory = d->shm};
     return 0;
 }

@@ -136,11 +136,29 @@ typedef struct nn_dist_options {
      * backward); nn_dist_attach_params (a loop of one's own, which calls
      * the optimiser itself) never shards. */
     int shard;
+    /* The reduction over shared memory, for ranks that all run on one
+     * machine: 0 (the default) or 1 on where it can be, -1 off.  The
+     * buckets then live in a window of MPI-3 shared memory
+     * (MPI_Win_allocate_shared), each rank's in its own segment, and a
+     * step's reduction is two barriers around one pass in which each rank
+     * sums its 1/W of every bucket over all the ranks' segments (in rank
+     * order) and writes the sum into all of them: no copy through MPI's
+     * FIFOs (docs/distributed.md has the measurement).  Every rank gets
+     * the same bits; two runs at the same world size give the same bits.
+     * Used only when MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) finds
+     * every rank on one node, neither overlap nor shard is on, and the
+     * window can be had; MPI_Allreduce reduces otherwise (across machines
+     * always: a hierarchical reduction is not done).  stats.shared_memory
+     * says which.  The parameters' gradients are then views of the
+     * window's memory: nn_dist_detach gives them private copies; after
+     * nn_dist_finalize without a detach they must not be used (freeing
+     * the model is fine). */
+    int shared_memory;
 } nn_dist_options;
-/* The environment overrides the four, as OMPI_MCA_* variables override
+/* The environment overrides the five, as OMPI_MCA_* variables override
  * Open MPI's settings (they suit a machine, not a program; pass them on
  * with mpirun -x): NN_DIST_BUCKET_BYTES, NN_DIST_OVERLAP (0 or 1),
- * NN_DIST_WAIT_US, NN_DIST_SHARD (0 or 1).  NN_DIST_TIMING=1 adds a barrier before each step's
+ * NN_DIST_WAIT_US, NN_DIST_SHARD (0 or 1), NN_DIST_SHM (0 or 1).  NN_DIST_TIMING=1 adds a barrier before each step's
  * reductions with MPI's own wait too, so that stats.wait_seconds is
  * measured (the sleeping wait always measures it). */
 
@@ -255,16 +273,19 @@ typedef struct nn_dist_stats {
     int64_t steps;          /* gradient averagings */
     int buckets;            /* per step */
     int64_t bytes;          /* reduced per step, all buckets */
-    double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait, summed over steps */
+    double reduce_seconds;  /* in MPI_Allreduce / MPI_Wait or the shared-memory
+                               reduction, summed over steps */
     double pack_seconds;    /* scaling in the buckets, copying buffers in and out */
     int64_t early_buckets;  /* reductions started during backward (.overlap), summed */
     /* Of reduce_seconds, the time spent waiting for every rank to arrive
-     * (a barrier before the reductions), measured with the sleeping wait
-     * or with NN_DIST_TIMING=1 in the environment (one barrier per step
-     * more with MPI's own wait); 0 otherwise.  reduce_seconds minus this
+     * (a barrier before the reductions), measured with the sleeping wait,
+     * the shared-memory reduction (its first barrier) or NN_DIST_TIMING=1
+     * in the environment (one barrier per step more with MPI's own wait);
+     * 0 otherwise.  reduce_seconds minus this
      * is the reductions' own time, all ranks present. */
     double wait_seconds;
     int sharded;            /* 1 when the update is sharded (nn_dist_options.shard) */
+    int shared_memory;      /* 1 when the reduction goes through shared memory */
 } nn_dist_stats;
 AD_API int nn_dist_get_stats(const nn_dist *d, nn_dist_stats *stats);
 AD_API int nn_dist_reset_stats(nn_dist *d);

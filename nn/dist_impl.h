@@ -31,6 +31,7 @@ typedef struct bucket {
     ad_tensor *vals;
     void *vdata;
     int *counts, *displs;
+    size_t shm_off;       /* its byte offset in each rank's shared segment (dist_shm.c) */
 } bucket;
 
 /* A parameter's address and its entry, sorted by address: the
@@ -85,6 +86,12 @@ struct nn_dist {
     ad_tensor **ts;       /* nent, scratch of the all-gathers */
     MPI_Request *reqs;    /* nreqs, the all-gather's messages */
     int nreqs;
+    /* The reduction over shared memory (dist_shm.c): the buckets live in
+     * this rank's segment of win, and seg[q] is rank q's segment as this
+     * process sees it. */
+    bool shm, shm_locked;
+    MPI_Win win;          /* MPI_WIN_NULL when unused */
+    void **seg;
 };
 
 /* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */
@@ -107,6 +114,23 @@ void nn__dist_step_done(nn_dist *d);
  * loss and times (dist.c); returns 0 or -1. */
 int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, double tcomm,
                       double *samples, double *loss);
+
+/* Parameter entry e's gradient becomes a view of its part of its
+ * bucket's flat, its values kept (dist.c). */
+int nn__dist_grad_into_bucket(nn_dist *d, int e, const char *fn);
+
+/* dist_shm.c.  Moves the buckets into a window of shared memory when the
+ * option and the run allow (every rank on one node, no overlap, no
+ * sharding); collective; -1 on an MPI failure only. */
+int nn__dist_shm_setup(nn_dist *d, const char *fn);
+/* Frees the window (collective); the buckets' tensors over it must be
+ * freed first. */
+void nn__dist_shm_free(nn_dist *d);
+/* Private copies of the gradients, for a model that outlives the window. */
+int nn__dist_shm_unshare_grads(nn_dist *d);
+/* The step's reduction of every bucket through the window: the seconds
+ * waiting for the slowest rank to *twait, the rest to *tcomm. */
+int nn__dist_shm_reduce(nn_dist *d, double *twait, double *tcomm);
 
 /* dist_shard.c.  Whether a trainer's attachment shards the update (the
  * option, NN_DIST_SHARD, more than one rank, no overlap); lays out the

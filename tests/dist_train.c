@@ -220,10 +220,10 @@ int main(int argc, char **argv)
     nn_dist_stats st;
     nn_dist_get_stats(d, &st);
     printf("dist_train: rank %d of %d done (%d buckets, %lld started during backward, "
-           "wait %s, update %s, libnbc iallreduce algorithm %d)\n",
+           "wait %s, update %s, reduction %s, libnbc iallreduce algorithm %d)\n",
            rank, world, st.buckets, (long long)st.early_buckets,
            st.wait_seconds > 0 ? "timed" : "not timed", st.sharded ? "sharded" : "whole",
-           nbc_algorithm());
+           st.shared_memory ? "shared memory" : "MPI", nbc_algorithm());
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);

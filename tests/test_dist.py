@@ -84,9 +84,10 @@ def check(cond, what):
 
 
 def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None, mpi_args=(),
-        shard=False):
+        shard=False, shm=None):
     """shard: the sharded update (NN_DIST_SHARD=1, in the environment, which
-    the launcher passes on to ranks on this machine)."""
+    the launcher passes on to ranks on this machine); shm: NN_DIST_SHM=0 or
+    1 likewise (None: the default, the shared-memory reduction)."""
     cmd = [mpirun, '-np', str(np)]
     if openmpi:
         cmd += ['--oversubscribe', '--mca', 'btl', 'self,' + btl]
@@ -94,8 +95,12 @@ def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None,
             cmd += ['-x', 'NN_DIST_WAIT_US=%d' % wait_us]
         cmd += list(mpi_args)
     cmd += [exe or prog] + args
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                       env=dict(env, NN_DIST_SHARD='1') if shard else env)
+    run_env = dict(env)
+    if shard:
+        run_env['NN_DIST_SHARD'] = '1'
+    if shm is not None:
+        run_env['NN_DIST_SHM'] = '1' if shm else '0'
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env)
     if expect_ok and p.returncode != 0:
         print(' '.join(cmd))
         print(p.stdout)
@@ -150,10 +155,13 @@ try:
     f = lambda name: os.path.join(tmp, name)
     run(1, ['--batch', '64', '--out', f('ref')])
     transports = ['vader', 'tcp'] if openmpi else ['default']
+    # the gradients through MPI_Allreduce (NN_DIST_SHM=0), over each
+    # transport
     for btl in transports:
-        run(2, ['--batch', '32', '--out', f(btl)], btl=btl)
+        p = run(2, ['--batch', '32', '--out', f(btl)], btl=btl, shm=False)
         d = max_diff(f('ref'), f(btl))
-        check(d < 1e-5, f'2 ranks x batch 32 over {btl} = 1 x batch 64 (max |diff| {d:.2e})')
+        check(d < 1e-5 and p.stdout.count('reduction MPI,') == 2,
+              f'2 ranks x batch 32 over {btl} = 1 x batch 64 (max |diff| {d:.2e})')
         # the sharded update (reduce-scatter, each rank updates its half,
         # all-gather) against every rank updating everything after an
         # allreduce: with 2 ranks each sum is a + b either way and the
@@ -165,6 +173,17 @@ try:
         check(same_bits(f(btl), f(btl + '_sh')),
               f'sharded update = whole update over {btl}, parameters and optimiser state, '
               f'bit for bit')
+    # the default on one machine: the reduction through a window of MPI-3
+    # shared memory (dist_shm.c); with 2 ranks each sum is a + b as in
+    # MPI's, so the same bits
+    p = run(2, ['--batch', '32', '--out', f('shm')], btl=transports[0])
+    d = max_diff(f('ref'), f('shm'))
+    check(p.stdout.count('reduction shared memory,') == 2 and d < 1e-5 and
+          same_bits(f(transports[0]), f('shm')),
+          f'shared-memory reduction: used by default on one machine, 2 ranks x batch 32 = '
+          f'1 x batch 64 (max |diff| {d:.2e}), the same bits as MPI_Allreduce')
+    p = run(2, ['--batch', '32', '--out', f('shm2')], btl=transports[0])
+    check(same_bits(f('shm'), f('shm2')), 'two shared-memory runs are bit-identical')
     # a parameter that rank 1's backward never reaches (--idle): its
     # gradient must go into the reduction as zeros at every step, not as
     # what the last reduction left in its part of the bucket (which a
@@ -183,6 +202,11 @@ try:
     d = max_diff(f('ref60'), f('three'))
     check(d < 1e-5, f'3 ranks x batch 20 (last batches 11, 11, 10) = 1 x batch 60 '
                     f'(max |diff| {d:.2e})')
+    # the same through MPI_Allreduce, whose order of additions may differ
+    # from the shared-memory pass's (g0 + g1) + g2
+    run(3, ['--batch', '20', '--out', f('three_mpi')], btl=transports[0], shm=False)
+    d = max_diff(f('three'), f('three_mpi'))
+    check(d < 1e-6, f'3 ranks: shared-memory reduction = MPI_Allreduce (max |diff| {d:.2e})')
     # sharded at 3 ranks: parts of 1/3, cut inside the first weight; the
     # sums' order may differ from the allreduce's
     run(3, ['--batch', '20', '--out', f('three_sh')], btl=transports[0], shard=True)
@@ -214,9 +238,16 @@ try:
     check(len(early) == 2, 'with overlap, 2 of the 3 buckets start during backward at every step '
                            '(' + ' | '.join(p.stdout.splitlines()) + ')')
     if openmpi:
-        p = run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50)
+        p = run(2, ['--batch', '32', '--out', f('sleepy')], btl=transports[0], wait_us=50,
+                shm=False)
         check(same_bits(f(transports[0]), f('sleepy')),
               'the sleeping wait (NN_DIST_WAIT_US=50) gives the same bits')
+        # the shared-memory reduction's barriers with the sleeping wait
+        # (MPI_Ibarrier polled)
+        p3 = run(2, ['--batch', '32', '--out', f('sleepy_shm')], btl=transports[0], wait_us=50)
+        check(same_bits(f(transports[0]), f('sleepy_shm')) and
+              p3.stdout.count('wait timed, update whole, reduction shared memory,') == 2,
+              'the shared-memory reduction with the sleeping wait gives the same bits')
         # sharded, its reduce-scatter and the all-gather's messages polled
         # (the non-blocking forms)
         p2 = run(2, ['--batch', '32', '--out', f('sleepy_sh')], btl=transports[0], wait_us=50,
@@ -238,14 +269,14 @@ try:
               same_bits(f(transports[0]), f('sleepy4')),
               'an algorithm given with --mca is kept, and gives the same bits')
         p = run(2, ['--batch', '32', '--out', f('timed')], btl=transports[0],
-                mpi_args=['-x', 'NN_DIST_TIMING=1'])
+                mpi_args=['-x', 'NN_DIST_TIMING=1'], shm=False)
         check(same_bits(f(transports[0]), f('timed')) and p.stdout.count('wait timed') == 2,
               'NN_DIST_TIMING=1 times the wait for the other rank and gives the same bits')
-        p = run(2, ['--batch', '32', '--out', f('untimed')], btl=transports[0])
+        p = run(2, ['--batch', '32', '--out', f('untimed')], btl=transports[0], shm=False)
         check(p.stdout.count('wait not timed') == 2 and
               p.stdout.count('libnbc iallreduce algorithm 0)') == 2,
-              'by default the wait is not timed (no barrier before the reduction) and libnbc '
-              'keeps its own choice')
+              'through MPI_Allreduce the wait is not timed by default (no barrier before the '
+              'reduction) and libnbc keeps its own choice')
 
     # ranks whose models differ: refused by every rank before any weight moves
     p = run(2, ['--mismatch'], expect_ok=False, timeout=90)

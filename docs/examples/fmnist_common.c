@@ -502,6 +502,7 @@ static void print_json(const fm_run *r)
                         false);
         printf("\"allreduce_bytes\": %" PRId64 ", ", ds.bytes);
         printf("\"dist_sharded\": %s, ", ds.sharded ? "true" : "false");
+        printf("\"dist_shared_memory\": %s, ", ds.shared_memory ? "true" : "false");
     }
 #endif
     json_number("test_accuracy", p->test_acc, false);
