@@ -26,7 +26,8 @@
  * ride at the end of the last bucket, every bucket is summed
  * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
  * during backward as soon as a bucket's gradients are all final, with
- * .overlap).  The sum is weighted by the ranks' batch sizes, n_r / N:
+ * .overlap; or, when every rank runs on one machine, by the ranks
+ * themselves through a window of MPI-3 shared memory: .shared_memory).  The sum is weighted by the ranks' batch sizes, n_r / N:
  * backward is seeded with n_r / (W n0) instead of 1 (nn_trainer_comm's
  * grad_scale; n0 the batch size of every rank once a step has shown them
  * all the same, W the world size), so the gradients leave backward

@@ -6,8 +6,12 @@ saves (safetensors, read here without any library):
 
   1. 2 ranks with batch 32 each end with the parameters of 1 process with
      batch 64 after the same steps (16: two epochs of 512 samples), to
-     1e-5 in float32, over shared memory (--mca btl self,vader) and over
-     TCP on loopback (--mca btl self,tcp);
+     1e-5 in float32, through MPI_Allreduce (NN_DIST_SHM=0) over shared
+     memory (--mca btl self,vader) and over TCP on loopback (--mca btl
+     self,tcp), and through the default reduction on one machine, the
+     ranks' own pass over a window of MPI-3 shared memory (the same bits
+     as MPI_Allreduce at 2 ranks, 1e-6 at 3, with MPI's wait and the
+     sleeping one);
   2. two runs with the same world size and transport are bit-identical,
      and so are the blocking reduction, the overlapped one (MPI_Iallreduce
      over many small buckets), the sleeping wait (NN_DIST_WAIT_US) and
