@@ -52,7 +52,7 @@ typedef struct opts {
     const char *out, *checkpoint, *resume, *fail_mode;
     int fail_rank;
     int64_t fail_step;
-    bool overlap, mismatch, bn, every_rank, adam, idle;
+    bool overlap, mismatch, bn, every_rank, adam, idle, detach;
 } opts;
 
 /* --idle's layer: x + p on the first k rows of x, k the rows that belong
@@ -143,6 +143,20 @@ static int save(nn_trainer *tr, const char *path, int rank)
     return nn_trainer_save(tr, rank >= 0 ? name : path, NULL);
 }
 
+/* The sum of |g| over every parameter's gradient. */
+static double grad_sum(const nn_module *net)
+{
+    nn_named_tensors *ps = nn_parameters(net);
+    double s = 0;
+    for (int i = 0; ps && i < ps->n; i++) {
+        ad_tensor *g = ad_tensor_grad(ps->tensors[i]);
+        const float *v = g ? ad_data(g) : NULL;
+        for (int64_t j = 0; v && j < ad_numel(g); j++) s += v[j] < 0 ? -v[j] : v[j];
+    }
+    nn_named_tensors_free(ps);
+    return s;
+}
+
 int main(int argc, char **argv)
 {
     opts o = {.batch = 32, .epochs = 2, .fail_rank = -1, .fail_step = -1, .fail_mode = "error"};
@@ -150,7 +164,8 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         bool *flag = !strcmp(a, "--overlap") ? &o.overlap : !strcmp(a, "--mismatch") ? &o.mismatch
                    : !strcmp(a, "--bn") ? &o.bn : !strcmp(a, "--every-rank") ? &o.every_rank
-                   : !strcmp(a, "--adam") ? &o.adam : !strcmp(a, "--idle") ? &o.idle : NULL;
+                   : !strcmp(a, "--adam") ? &o.adam : !strcmp(a, "--idle") ? &o.idle
+                   : !strcmp(a, "--detach") ? &o.detach : NULL;
         if (flag) {
             *flag = true;
             continue;
@@ -224,6 +239,23 @@ int main(int argc, char **argv)
            rank, world, st.buckets, (long long)st.early_buckets,
            st.wait_seconds > 0 ? "timed" : "not timed", st.sharded ? "sharded" : "whole",
            st.shared_memory ? "shared memory" : "MPI", nbc_algorithm());
+    int rc = 0;
+    if (o.detach) {
+        /* The model outlives the run: after detach and finalize its
+         * gradients (which lived in the shared-memory window while
+         * attached) still hold the last step's values, and can be
+         * written. */
+        double before = grad_sum(net);
+        nn_dist_detach(d);
+        rc = nn_dist_finalize(d) ? 1 : 0;
+        d = NULL;
+        double after = grad_sum(net);
+        int zeroed = nn_optim_zero_grad(opt);
+        printf("dist_train: rank %d after detach and finalize: gradients %s (%.9g, %.9g), "
+               "zero_grad %s, sum %g\n",
+               rank, before == after && before != 0 ? "kept" : "LOST", before, after,
+               zeroed == 0 ? "ok" : "failed", grad_sum(net));
+    }
     nn_loader_free(train);
     nn_loader_free(val);
     nn_trainer_free(tr);
@@ -231,5 +263,5 @@ int main(int argc, char **argv)
     nn_module_free(net);
     ad_tensor_free(x);
     ad_tensor_free(y);
-    return nn_dist_finalize(d) ? 1 : 0;
+    return d ? (nn_dist_finalize(d) ? 1 : 0) : rc;
 }

@@ -186,8 +186,14 @@ try:
           same_bits(f(transports[0]), f('shm')),
           f'shared-memory reduction: used by default on one machine, 2 ranks x batch 32 = '
           f'1 x batch 64 (max |diff| {d:.2e}), the same bits as MPI_Allreduce')
-    p = run(2, ['--batch', '32', '--out', f('shm2')], btl=transports[0])
+    p = run(2, ['--batch', '32', '--out', f('shm2'), '--detach'], btl=transports[0])
     check(same_bits(f('shm'), f('shm2')), 'two shared-memory runs are bit-identical')
+    # the gradients lived in the window: nn_dist_detach gives them private
+    # copies, which outlive nn_dist_finalize (MPI_Win_free)
+    check(p.stdout.count('after detach and finalize: gradients kept') == 2 and
+          p.stdout.count('zero_grad ok, sum 0') == 2,
+          'after detach and finalize the gradients keep their values and can be zeroed (' +
+          ' | '.join(l for l in p.stdout.splitlines() if 'after detach' in l) + ')')
     # a parameter that rank 1's backward never reaches (--idle): its
     # gradient must go into the reduction as zeros at every step, not as
     # what the last reduction left in its part of the bucket (which a
