@@ -102,6 +102,7 @@ nn_dist *nn_dist_from_comm(MPI_Comm comm, const nn_dist_options *opts)
     if (d->o.overlap || d->o.wait_sleep_us > 0) prefer_rabenseifner();
     d->comm = MPI_COMM_NULL;
     d->win = MPI_WIN_NULL;
+    d->node = d->cross = MPI_COMM_NULL;
     if (nn__dist_mpi_ok(MPI_Comm_dup(comm, &d->comm), "MPI_Comm_dup") ||
         nn__dist_mpi_ok(MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler") ||
         nn__dist_mpi_ok(MPI_Comm_rank(d->comm, &d->rank), "MPI_Comm_rank") ||

@@ -137,20 +137,24 @@ typedef struct nn_dist_options {
      * backward); nn_dist_attach_params (a loop of one's own, which calls
      * the optimiser itself) never shards. */
     int shard;
-    /* The reduction over shared memory, for ranks that all run on one
-     * machine: 0 (the default) or 1 on where it can be, -1 off.  The
-     * buckets then live in a window of MPI-3 shared memory
-     * (MPI_Win_allocate_shared), each rank's in its own segment, and a
-     * step's reduction is two barriers around one pass in which each rank
-     * sums its 1/W of every bucket over all the ranks' segments (in rank
-     * order) and writes the sum into all of them: no copy through MPI's
-     * FIFOs (docs/distributed.md has the measurement).  Every rank gets
-     * the same bits; two runs at the same world size give the same bits.
-     * Used only when MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) finds
-     * every rank on one node, neither overlap nor shard is on, and the
-     * window can be had; MPI_Allreduce reduces otherwise (across machines
-     * always: a hierarchical reduction is not done).  stats.shared_memory
-     * says which.  The parameters' gradients are then views of the
+    /* The reduction over shared memory: 0 (the default) or 1 on where it
+     * can be, -1 off.  The buckets then live in a window of MPI-3 shared
+     * memory (MPI_Win_allocate_shared) among the ranks of each node
+     * (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)), each rank's in its own
+     * segment, and a step's reduction is two barriers around one pass in
+     * which each rank sums its 1/L of every bucket over the node's L
+     * segments (in rank order) and writes the sum into all of them: no
+     * copy through MPI's FIFOs (docs/distributed.md has the measurement).
+     * With several nodes the pass is hierarchical: each rank's part of
+     * its node's sum goes through MPI_Allreduce with the ranks of the same
+     * node rank on the other nodes before it is written into the node's
+     * segments, so the network carries each byte once per node.  Every
+     * rank gets the same bits; two runs with the same layout give the same
+     * bits.  Used when every node has the same number of ranks, more than
+     * one, neither overlap nor shard is on, and the window can be had;
+     * MPI_Allreduce reduces everything otherwise.  NN_DIST_SHM_NODE_RANKS=k
+     * cuts each node's ranks into groups of k, each taken for a node.
+     * stats.shared_memory says which ran.  The parameters' gradients are then views of the
      * window's memory: nn_dist_detach gives them private copies; after
      * nn_dist_finalize without a detach they must not be used (freeing
      * the model is fine). */

@@ -91,7 +91,10 @@ struct nn_dist {
      * process sees it. */
     bool shm, shm_locked;
     MPI_Win win;          /* MPI_WIN_NULL when unused */
-    void **seg;
+    MPI_Comm node;        /* the ranks that share win (MPI_COMM_NULL: none) */
+    MPI_Comm cross;       /* the same node rank in every group, or MPI_COMM_NULL */
+    int lrank, lsize;     /* this rank's place in node */
+    void **seg;           /* lsize segments */
 };
 
 /* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */

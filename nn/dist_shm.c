@@ -1,5 +1,6 @@
 /* nn/dist_shm.c - the gradient reduction over shared memory of nn/dist.h
- * (nn_dist_options.shared_memory), for ranks that all run on one machine.
+ * (nn_dist_options.shared_memory): among the ranks of one machine, and
+ * hierarchical across machines.
  *
  * Why.  Open MPI's MPI_Allreduce of the MLP's 814 KB between two ranks of
  * one machine takes about 0.10-0.15 ms, 12-18 % of a step: over shared
@@ -28,13 +29,28 @@
  * MPI's unified window model asks for between a store by one process and
  * a load by another.
  *
- * When.  Only when every rank of the communicator shares one node
- * (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) gives the whole
- * communicator), neither overlap (whose reductions start during backward)
- * nor the sharded update is on, and the window can be had; otherwise the
- * buckets stay on the heap and MPI_Allreduce reduces them.  Across nodes
- * MPI's own allreduce is the one to use: a hierarchical scheme (this
- * pass within each node, MPI between the nodes) is not done here. */
+ * Across machines.  The ranks of each node form a group (MPI_Comm_split_
+ * type(MPI_COMM_TYPE_SHARED)); with more than one node the pass becomes
+ * hierarchical, as NCCL's and Horovod's are:
+ *
+ *     barrier within the node
+ *     s = sum over the node's ranks of my part (node rank order), into my segment
+ *     MPI_Allreduce of my part with the ranks of the same node rank on
+ *         the other nodes (one rank per node: the network carries each
+ *         byte once per node, not once per rank)
+ *     my part's total into every segment of the node
+ *     barrier within the node
+ *
+ * Every node must have the same number of ranks (else MPI_Allreduce
+ * reduces everything, as it does when each node has a single rank).
+ * NN_DIST_SHM_NODE_RANKS=k cuts each node's ranks into groups of k
+ * consecutive node ranks, as if they were nodes of their own: to try the
+ * hierarchical form on one machine (the tests do), or to keep the window
+ * within a NUMA domain.
+ *
+ * When.  Neither overlap (whose reductions start during backward) nor the
+ * sharded update is on, and the window can be had; otherwise the buckets
+ * stay on the heap and MPI_Allreduce reduces them. */
 #include "dist_impl.h"
 
 #include <stdint.h>
@@ -58,29 +74,67 @@ static size_t segment_layout(nn_dist *d)
     return off ? off : LINE;
 }
 
-/* Every rank on one node: the communicator's shared-memory split is the
- * whole of it (the same answer on every rank). */
-static int one_node(nn_dist *d, bool *yes)
+/* The groups that share a window: the ranks of each node
+ * (MPI_COMM_TYPE_SHARED), cut into groups of NN_DIST_SHM_NODE_RANKS when
+ * that is set; d->node, d->lrank, d->lsize, and d->cross (the ranks of
+ * the same node rank in every group) when there is more than one group.
+ * *ok false (and nothing kept) when the groups differ in size or hold one
+ * rank each: the same answer on every rank. */
+static int node_groups(nn_dist *d, bool *ok)
 {
-    MPI_Comm node = MPI_COMM_NULL;
-    int n = 0;
-    *yes = false;
+    MPI_Comm node = MPI_COMM_NULL, part = MPI_COMM_NULL;
+    int n = 0, r = 0, k = 0, mm[2];
+    *ok = false;
+    const char *w = getenv("NN_DIST_SHM_NODE_RANKS");
+    if (w && *w) k = atoi(w);
     if (nn__dist_mpi_ok(MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
-                        "MPI_Comm_split_type") ||
-        nn__dist_mpi_ok(MPI_Comm_size(node, &n), "MPI_Comm_size")) {
-        if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
+                        "MPI_Comm_split_type"))
+        return -1;
+    if (k > 0) {
+        if (MPI_Comm_rank(node, &r) != MPI_SUCCESS ||
+            nn__dist_mpi_ok(MPI_Comm_split(node, r / k, r, &part), "MPI_Comm_split")) {
+            MPI_Comm_free(&node);
+            return -1;
+        }
+        MPI_Comm_free(&node);
+        node = part;
+    }
+    MPI_Comm_rank(node, &r);
+    MPI_Comm_size(node, &n);
+    /* every group the same size, and more than one rank in it */
+    mm[0] = n, mm[1] = -n;
+    if (nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT, MPI_MAX, d->comm),
+                        "MPI_Allreduce")) {
+        MPI_Comm_free(&node);
         return -1;
     }
-    MPI_Comm_free(&node);
-    *yes = n == d->size;
+    if (mm[0] != -mm[1] || n < 2) {
+        MPI_Comm_free(&node);
+        return 0;
+    }
+    d->cross = MPI_COMM_NULL;
+    if (n < d->size &&
+        nn__dist_mpi_ok(MPI_Comm_split(d->comm, r, d->rank, &d->cross), "MPI_Comm_split")) {
+        MPI_Comm_free(&node);
+        return -1;
+    }
+    if (d->cross != MPI_COMM_NULL) MPI_Comm_set_errhandler(d->cross, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
+    d->node = node;
+    d->lrank = r;
+    d->lsize = n;
+    *ok = true;
     return 0;
 }
 
 void nn__dist_shm_free(nn_dist *d)
 {
-    if (d->win == MPI_WIN_NULL) return;
-    if (d->shm_locked) MPI_Win_unlock_all(d->win);
-    MPI_Win_free(&d->win); /* collective, as nn_dist_detach and _finalize are */
+    if (d->win != MPI_WIN_NULL) {
+        if (d->shm_locked) MPI_Win_unlock_all(d->win);
+        MPI_Win_free(&d->win); /* collective, as nn_dist_detach and _finalize are */
+    }
+    if (d->node != MPI_COMM_NULL) MPI_Comm_free(&d->node);
+    if (d->cross != MPI_COMM_NULL) MPI_Comm_free(&d->cross);
     ad_free(d->seg);
     d->seg = NULL;
     d->shm = d->shm_locked = false;
@@ -117,9 +171,9 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
 {
     d->shm = false;
     if (d->o.shared_memory < 0 || d->size < 2 || d->o.overlap || d->shard) return 0;
-    bool together;
-    if (one_node(d, &together)) return -1;
-    if (!together) return 0;
+    bool groups;
+    if (node_groups(d, &groups)) return -1;
+    if (!groups) return 0;
 
     size_t bytes = segment_layout(d);
     MPI_Info info = MPI_INFO_NULL;
@@ -127,7 +181,7 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
     /* each rank's segment on pages of its own (first touched by that rank,
      * so on its NUMA node) */
     if (MPI_Info_create(&info) == MPI_SUCCESS) MPI_Info_set(info, "alloc_shared_noncontig", "true");
-    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, 1, info, d->comm, &base, &d->win);
+    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, 1, info, d->node, &base, &d->win);
     if (info != MPI_INFO_NULL) MPI_Info_free(&info);
     int ok = rc == MPI_SUCCESS, all = 0;
     if (!ok) d->win = MPI_WIN_NULL;
@@ -138,15 +192,14 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
         rc = 0;
     }
     if (!all) {
-        if (d->win != MPI_WIN_NULL) MPI_Win_free(&d->win);
-        d->win = MPI_WIN_NULL;
+        nn__dist_shm_free(d);
         return rc;
     }
     /* a window's errors go to its own handler, fatal by default */
     MPI_Win_set_errhandler(d->win, MPI_ERRORS_RETURN);
-    d->seg = ad_calloc((size_t)d->size, sizeof *d->seg);
+    d->seg = ad_calloc((size_t)d->lsize, sizeof *d->seg);
     ok = d->seg != NULL;
-    for (int q = 0; ok && q < d->size; q++) {
+    for (int q = 0; ok && q < d->lsize; q++) {
         MPI_Aint size;
         int unit;
         void *p = NULL;
@@ -192,22 +245,23 @@ static int meet(nn_dist *d, double *t)
     int rc;
     if (d->o.wait_sleep_us > 0) {
         MPI_Request req = MPI_REQUEST_NULL;
-        rc = nn__dist_mpi_ok(MPI_Ibarrier(d->comm, &req), "MPI_Ibarrier");
+        rc = nn__dist_mpi_ok(MPI_Ibarrier(d->node, &req), "MPI_Ibarrier");
         if (rc == 0) rc = nn__dist_wait_for(d, &req, t);
     } else {
         double t0 = MPI_Wtime();
-        rc = nn__dist_mpi_ok(MPI_Barrier(d->comm), "MPI_Barrier");
+        rc = nn__dist_mpi_ok(MPI_Barrier(d->node), "MPI_Barrier");
         *t += MPI_Wtime() - t0;
     }
     MPI_Win_sync(d->win);
     return rc;
 }
 
-/* Elements [lo, hi) of one bucket on every rank: their sum in rank order,
- * written back to every rank.  Blocks of a few lines go through a small
+/* Elements [lo, hi) of one bucket in the W segments of the group: their
+ * sum in rank order, written back to every segment (spread), or to
+ * segment `own` alone.  Blocks of a few lines go through a small
  * accumulator, so the loops are plain streams the compiler vectorises. */
 #define SUM_PART(T)                                                                            \
-    static void sum_part_##T(T *const *g, int W, int64_t lo, int64_t hi)                     \
+    static void sum_part_##T(T *const *g, int W, int64_t lo, int64_t hi, bool spread, int own) \
     {                                                                                          \
         enum { BLOCK = 512 / sizeof(T) };                                                      \
         T acc[BLOCK];                                                                          \
@@ -219,42 +273,68 @@ static int meet(nn_dist *d, double *t)
                 const T *gq = g[q] + j;                                                        \
                 for (int64_t i = 0; i < n; i++) acc[i] += gq[i];                               \
             }                                                                                  \
-            for (int q = 0; q < W; q++) memcpy(g[q] + j, acc, (size_t)n * sizeof(T));         \
+            for (int q = spread ? 0 : own; q < (spread ? W : own + 1); q++)                    \
+                memcpy(g[q] + j, acc, (size_t)n * sizeof(T));                                  \
         }                                                                                      \
     }
 SUM_PART(float)
 SUM_PART(double)
 
+/* Bucket b's part of this rank in the group: elements [*lo, *hi), cut on
+ * cache lines. */
+static void part_of(const nn_dist *d, const bucket *b, int64_t *lo, int64_t *hi)
+{
+    int64_t per_line = LINE / (int64_t)ad_dtype_size(b->dtype);
+    int64_t lines = (b->count + per_line - 1) / per_line, W = d->lsize;
+    *lo = lines * d->lrank / W * per_line;
+    *hi = lines * (d->lrank + 1) / W * per_line;
+    if (*hi > b->count) *hi = b->count;
+    if (*lo > *hi) *lo = *hi;
+}
+
 int nn__dist_shm_reduce(nn_dist *d, double *twait, double *tcomm)
 {
     double t0 = MPI_Wtime(), tw = 0;
-    /* first meeting: every rank has packed; its time is the wait for the
-     * slowest rank */
+    /* first meeting: every rank of the group has packed; its time is the
+     * wait for the slowest one */
     int rc = meet(d, &tw);
     *twait += MPI_Wtime() - t0;
     if (rc) return -1;
     double t1 = MPI_Wtime();
-    int W = d->size;
+    int W = d->lsize;
+    bool spread = d->cross == MPI_COMM_NULL; /* one group: the sums are final */
     void *g[64];
     void **gp = W <= 64 ? g : ad_calloc((size_t)W, sizeof *gp);
     if (!gp) rc = -1;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
-        size_t es = ad_dtype_size(b->dtype);
-        int64_t per_line = LINE / (int64_t)es;
-        int64_t lines = (b->count + per_line - 1) / per_line;
-        int64_t lo = lines * d->rank / W * per_line, hi = lines * (d->rank + 1) / W * per_line;
-        if (hi > b->count) hi = b->count;
+        int64_t lo, hi;
+        part_of(d, b, &lo, &hi);
         for (int q = 0; q < W; q++) gp[q] = (char *)d->seg[q] + b->shm_off;
-        if (lo >= hi) continue;
         if (b->dtype == AD_FLOAT32)
-            sum_part_float((float *const *)gp, W, lo, hi);
+            sum_part_float((float *const *)gp, W, lo, hi, spread, d->lrank);
         else
-            sum_part_double((double *const *)gp, W, lo, hi);
+            sum_part_double((double *const *)gp, W, lo, hi, spread, d->lrank);
+        if (spread) continue;
+        /* the group's sum of my part, with the other groups' (one rank of
+         * each), then into every segment of the group */
+        size_t es = ad_dtype_size(b->dtype);
+        char *mine = (char *)d->seg[d->lrank] + b->shm_off + (size_t)lo * es;
+        if (hi > lo)
+            rc = nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mine, (int)(hi - lo),
+                                               nn__dist_mpi_type(b->dtype), MPI_SUM, d->cross),
+                                 "MPI_Allreduce");
+        else /* a part of nothing still joins the other groups' call */
+            rc = nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mine, 0, nn__dist_mpi_type(b->dtype),
+                                               MPI_SUM, d->cross),
+                                 "MPI_Allreduce");
+        for (int q = 0; rc == 0 && q < W; q++)
+            if (q != d->lrank)
+                memcpy((char *)gp[q] + (size_t)lo * es, mine, (size_t)(hi - lo) * es);
     }
     if (gp != g) ad_free(gp);
-    /* second meeting: every part is everywhere (even after a failure here,
-     * the others wait in it) */
+    /* second meeting: every part is in every segment of the group (even
+     * after a failure here: the others wait in it) */
     double tm = 0;
     int rc2 = meet(d, &tm);
     *tcomm += MPI_Wtime() - t1;

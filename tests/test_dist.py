@@ -11,7 +11,8 @@ saves (safetensors, read here without any library):
      self,tcp), and through the default reduction on one machine, the
      ranks' own pass over a window of MPI-3 shared memory (the same bits
      as MPI_Allreduce at 2 ranks, 1e-6 at 3, with MPI's wait and the
-     sleeping one);
+     sleeping one), and its hierarchical form (4 ranks as two nodes of 2,
+     NN_DIST_SHM_NODE_RANKS=2; unequal nodes fall back to MPI_Allreduce);
   2. two runs with the same world size and transport are bit-identical,
      and so are the blocking reduction, the overlapped one (MPI_Iallreduce
      over many small buckets), the sleeping wait (NN_DIST_WAIT_US) and
@@ -217,6 +218,23 @@ try:
     run(3, ['--batch', '20', '--out', f('three_mpi')], btl=transports[0], shm=False)
     d = max_diff(f('three'), f('three_mpi'))
     check(d < 1e-6, f'3 ranks: shared-memory reduction = MPI_Allreduce (max |diff| {d:.2e})')
+    if openmpi:
+        # the hierarchical form, on one machine: NN_DIST_SHM_NODE_RANKS=2
+        # makes 4 ranks two "nodes" of 2, each summing in its window, the
+        # two nodes' sums through MPI_Allreduce (one rank of each per part)
+        node2 = ['-x', 'NN_DIST_SHM_NODE_RANKS=2']
+        run(4, ['--batch', '16', '--out', f('four')], btl=transports[0])
+        p = run(4, ['--batch', '16', '--out', f('four_h')], btl=transports[0], mpi_args=node2)
+        d, d4 = max_diff(f('ref'), f('four_h')), max_diff(f('four'), f('four_h'))
+        check(p.stdout.count('reduction shared memory,') == 4 and d < 1e-5 and d4 < 1e-6,
+              f'hierarchical reduction, 4 ranks as 2 nodes of 2: = 1 x batch 64 (max |diff| '
+              f'{d:.2e}), = one window of 4 ({d4:.2e})')
+        p = run(4, ['--batch', '16', '--out', f('four_h2')], btl=transports[0], mpi_args=node2)
+        check(same_bits(f('four_h'), f('four_h2')), 'two hierarchical runs are bit-identical')
+        # nodes of unequal size (2 and 1): MPI_Allreduce reduces everything
+        p = run(3, ['--batch', '20', '--out', f('three_h')], btl=transports[0], mpi_args=node2)
+        check(p.stdout.count('reduction MPI,') == 3 and same_bits(f('three_mpi'), f('three_h')),
+              'nodes of unequal size fall back to MPI_Allreduce, with its bits')
     # sharded at 3 ranks: parts of 1/3, cut inside the first weight; the
     # sums' order may differ from the allreduce's
     run(3, ['--batch', '20', '--out', f('three_sh')], btl=transports[0], shard=True)
