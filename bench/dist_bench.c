@@ -29,6 +29,15 @@
  *       gradients' MPI_Reduce_scatter into this rank's part of a second
  *       buffer, and MPI_Allgatherv in place of that buffer.
  *       One JSON line from rank 0.
+ *   dist_bench average [REPS]
+ *       The library's averaging of the MLP's 203,530 gradients
+ *       (nn_dist_average_grads after nn_dist_attach_params of one tensor
+ *       of that size), through the shared-memory window and through
+ *       MPI_Allreduce (nn_dist_options.shared_memory 1 and -1, two
+ *       attachments taking turns), REPS times each, and zeroing the
+ *       gradient after a read pass that follows each (what the optimiser
+ *       and the next zero_grad do).  Median and fastest, the slowest
+ *       rank's; one JSON line from rank 0.
  */
 #include <nn/dist.h>
 #include <nn/nn.h>
@@ -205,6 +214,72 @@ static int mlp_comm(nn_dist *d, int reps)
     return 0;
 }
 
+/* One attachment of a 203,530-float parameter, with the given reduction. */
+static nn_dist *attach_one(int shared_memory, ad_tensor **p)
+{
+    nn_dist *d = nn_dist_from_comm(MPI_COMM_WORLD, &(nn_dist_options){.shared_memory =
+                                                                           shared_memory});
+    *p = ad_zeros(NULL, AD_FLOAT32, AD_SHAPE(203530));
+    if (!d || !*p || ad_set_requires_grad(*p, true)) return NULL;
+    nn_named_tensors *list = nn_named_tensors_new(1, NULL, p);
+    int rc = list ? nn_dist_attach_params(d, list) : -1;
+    nn_named_tensors_free(list);
+    if (rc || !ad_tensor_grad(*p)) return NULL;
+    return d;
+}
+
+static int average(nn_dist *d, int reps)
+{
+    MPI_Comm comm = nn_dist_comm(d);
+    int rank = nn_dist_rank(d);
+    ad_tensor *p[2] = {NULL, NULL};
+    nn_dist *att[2] = {attach_one(1, &p[0]), attach_one(-1, &p[1])};
+    if (!att[0] || !att[1]) return -1;
+    nn_dist_stats st;
+    nn_dist_get_stats(att[0], &st);
+    double *t[4];
+    for (int k = 0; k < 4; k++)
+        if (!(t[k] = calloc((size_t)reps, sizeof(double))))
+            return ad_set_error("dist_bench: out of memory");
+    volatile float sink = 0;
+    for (int i = -3; i < reps; i++) { /* 3 rounds of warm-up */
+        for (int w = 0; w < 2; w++) {
+            ad_tensor *gt = ad_tensor_grad(p[w]);
+            float *g = ad_data(gt);
+            int64_t n = ad_numel(gt);
+            for (int64_t j = 0; j < n; j++) g[j] = 1e-3f * (float)j + (float)rank;
+            double samples = 64, loss = 1;
+            MPI_Barrier(comm);
+            double t0 = MPI_Wtime();
+            if (nn_dist_average_grads(att[w], &samples, &loss)) return -1;
+            double dt = MPI_Wtime() - t0;
+            for (int64_t j = 0; j < n; j += 16) sink += g[j];
+            t0 = MPI_Wtime();
+            memset(g, 0, (size_t)n * sizeof *g);
+            double dz = MPI_Wtime() - t0;
+            if (i >= 0) t[w][i] = dt, t[2 + w][i] = dz;
+        }
+    }
+    double m[4], f[4];
+    for (int k = 0; k < 4; k++) summary(comm, t[k], reps, &m[k], &f[k]);
+    if (rank == 0)
+        printf("{\"bytes\": %d, \"shared_memory\": %s, \"average_shm_us\": %.1f, "
+               "\"average_shm_min_us\": %.1f, \"average_mpi_us\": %.1f, "
+               "\"average_mpi_min_us\": %.1f, \"zero_after_shm_us\": %.1f, "
+               "\"zero_after_shm_min_us\": %.1f, \"zero_after_mpi_us\": %.1f, "
+               "\"zero_after_mpi_min_us\": %.1f}\n",
+               203533 * 4, st.shared_memory ? "true" : "false", m[0], f[0], m[1], f[1], m[2],
+               f[2], m[3], f[3]);
+    (void)sink;
+    for (int w = 0; w < 2; w++) {
+        nn_dist_detach(att[w]);
+        nn_dist_finalize(att[w]);
+        ad_tensor_free(p[w]);
+    }
+    for (int k = 0; k < 4; k++) free(t[k]);
+    return 0;
+}
+
 static int step(nn_dist *d, double params_m, double bucket_mb, int overlap, int steps)
 {
     int layers = (int)(params_m * 1e6 / (1024.0 * 1025.0) + 0.5);
@@ -254,9 +329,10 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "step") && argc == 6) {
         o.bucket_bytes = (size_t)(atof(argv[3]) * (1 << 20));
         o.overlap = atoi(argv[4]) != 0;
-    } else if (strcmp(mode, "allreduce") != 0 && strcmp(mode, "mlp-comm") != 0) {
+    } else if (strcmp(mode, "allreduce") != 0 && strcmp(mode, "mlp-comm") != 0 &&
+               strcmp(mode, "average") != 0) {
         fprintf(stderr, "usage: dist_bench allreduce [REPS] | step PARAMS_M BUCKET_MB OVERLAP "
-                        "STEPS | mlp-comm [REPS]\n");
+                        "STEPS | mlp-comm [REPS] | average [REPS]\n");
         return 2;
     }
     nn_dist *d = nn_dist_init(&argc, &argv, &o);
@@ -266,6 +342,7 @@ int main(int argc, char **argv)
     }
     int rc = !strcmp(mode, "allreduce")  ? allreduce(d, argc > 2 ? atoi(argv[2]) : 50)
              : !strcmp(mode, "mlp-comm") ? mlp_comm(d, argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 300)
+             : !strcmp(mode, "average")  ? average(d, argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 300)
                                          : step(d, atof(argv[2]), atof(argv[3]), atoi(argv[4]), atoi(argv[5]));
     if (rc) nn_dist_abort(d, "dist_bench: ", 1);
     return nn_dist_finalize(d) ? 1 : 0;
