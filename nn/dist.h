@@ -151,7 +151,11 @@ typedef struct nn_dist_options {
      * segments, so the network carries each byte once per node.  Every
      * rank gets the same bits; two runs with the same layout give the same
      * bits.  Used when every node has the same number of ranks, more than
-     * one, neither overlap nor shard is on, and the window can be had;
+     * one, neither overlap nor shard is on, and the window can be had
+     * (the node's segments must fit, with an eighth to spare, in the free
+     * space of the directory that backs it: Open MPI's
+     * osc_sm_backing_directory, /dev/shm by default, often 64 MB in a
+     * container; checked first, because Open MPI hangs when they do not);
      * MPI_Allreduce reduces everything otherwise.  NN_DIST_SHM_NODE_RANKS=k
      * cuts each node's ranks into groups of k, each taken for a node.
      * stats.shared_memory says which ran.  The parameters' gradients are then views of the

@@ -51,11 +51,15 @@
  * When.  Neither overlap (whose reductions start during backward) nor the
  * sharded update is on, and the window can be had; otherwise the buckets
  * stay on the heap and MPI_Allreduce reduces them. */
+#define _POSIX_C_SOURCE 200809L /* statvfs */
+
 #include "dist_impl.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 /* Parts start on cache lines, so no line is written by two ranks. */
 enum { LINE = 64 };
@@ -127,6 +131,36 @@ static int node_groups(nn_dist *d, bool *ok)
     return 0;
 }
 
+/* Free bytes in the directory that will hold the window's backing file:
+ * Open MPI's osc_sm_backing_directory (read through MPI_T), else /dev/shm;
+ * -1 when it cannot be told.  Open MPI does not fail cleanly when the
+ * file does not fit (one rank warns, the others wait in the allocation
+ * for ever), and a container's /dev/shm is often 64 MB, so the space is
+ * checked first. */
+static double backing_space(void)
+{
+    char dir[1024] = "/dev/shm";
+#if MPI_VERSION >= 3
+    int provided, idx, count;
+    MPI_T_cvar_handle h;
+    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) == MPI_SUCCESS) {
+        if (MPI_T_cvar_get_index("osc_sm_backing_directory", &idx) == MPI_SUCCESS &&
+            MPI_T_cvar_handle_alloc(idx, NULL, &h, &count) == MPI_SUCCESS) {
+            /* count is the string's buffer size (2048 in Open MPI 4.1) */
+            char *buf = count > 0 ? ad_calloc((size_t)count + 1, 1) : NULL;
+            if (buf && MPI_T_cvar_read(h, buf) == MPI_SUCCESS && buf[0])
+                snprintf(dir, sizeof dir, "%s", buf);
+            ad_free(buf);
+            MPI_T_cvar_handle_free(&h);
+        }
+        MPI_T_finalize();
+    }
+#endif
+    struct statvfs st;
+    if (statvfs(dir, &st) != 0) return -1;
+    return (double)st.f_bavail * (double)st.f_frsize;
+}
+
 void nn__dist_shm_free(nn_dist *d)
 {
     if (d->win != MPI_WIN_NULL) {
@@ -176,6 +210,18 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
     if (!groups) return 0;
 
     size_t bytes = segment_layout(d);
+    /* room for the node's segments, with an eighth to spare, everywhere */
+    double room = backing_space(), need = (double)bytes * d->lsize * 1.125;
+    int fits = room < 0 || room >= need, all_fit = 0;
+    if (nn__dist_mpi_ok(MPI_Allreduce(&fits, &all_fit, 1, MPI_INT, MPI_MIN, d->comm),
+                        "MPI_Allreduce")) {
+        nn__dist_shm_free(d);
+        return -1;
+    }
+    if (!all_fit) {
+        nn__dist_shm_free(d);
+        return 0;
+    }
     MPI_Info info = MPI_INFO_NULL;
     void *base = NULL;
     /* each rank's segment on pages of its own (first touched by that rank,
