@@ -700,14 +700,15 @@ static int attach_lists(nn_dist *d, const char *fn, nn_named_tensors *params,
     return rc;
 }
 
-/* The buckets into shared memory (dist_shm.c) once every rank has laid
- * them out and set up without error, so that all of them take part in its
- * collectives. */
-static int shm_if_all_ok(nn_dist *d, const char *fn)
+/* The buckets into shared memory (dist_shm.c) when every rank has laid
+ * them out and set up without error (rc, this rank's outcome so far), so
+ * that all of them take part in its collectives or none does. */
+static int shm_if_all_ok(nn_dist *d, const char *fn, int rc)
 {
-    int bad = 0, any = 0;
+    int bad = rc != 0, any = 0;
     if (nn__dist_mpi_ok(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, d->comm), "MPI_Allreduce"))
         return -1;
+    if (rc) return rc;
     if (any) return ad_set_error("%s: another rank could not attach", fn);
     return nn__dist_shm_setup(d, fn);
 }
@@ -725,7 +726,7 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = broadcast_trainer(d, tr);
     if (rc == 0) rc = nn__dist_shard_setup(d);
-    if (rc == 0) rc = shm_if_all_ok(d, fn);
+    rc = shm_if_all_ok(d, fn, rc);
     nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
                          d->o.overlap ? grad_ready : NULL, grad_scale,
                          d->shard ? nn__dist_shard_step : NULL,
@@ -748,7 +749,7 @@ int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params)
     nn_named_tensors *own = nn_named_tensors_new(params->n, params->names, params->tensors);
     int rc = attach_lists(d, fn, own, NULL);
     if (rc == 0) rc = nn_dist_broadcast(d, params);
-    if (rc == 0) rc = shm_if_all_ok(d, fn);
+    rc = shm_if_all_ok(d, fn, rc);
     if (rc) {
         buckets_free(d);
         return -1;

@@ -122,9 +122,10 @@ int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, 
  * bucket's flat, its values kept (dist.c). */
 int nn__dist_grad_into_bucket(nn_dist *d, int e, const char *fn);
 
-/* dist_shm.c.  Moves the buckets into a window of shared memory when the
- * option and the run allow (every rank on one node, no overlap, no
- * sharding); collective; -1 on an MPI failure only. */
+/* dist_shm.c.  Moves the buckets into a window of shared memory among
+ * the ranks of each node when the option and the run allow (nodes of
+ * equal size above 1, no overlap, no sharding, room for the window);
+ * collective; -1 on an MPI failure only. */
 int nn__dist_shm_setup(nn_dist *d, const char *fn);
 /* Frees the window (collective); the buckets' tensors over it must be
  * freed first. */
