@@ -280,7 +280,7 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
     for (int e = 0; e < d->params->n; e++)
         if (nn__dist_grad_into_bucket(d, e, fn)) rc = -1;
     d->shm = true;
-    return 0;
+    return rc;
 }
 
 /* The two barriers of a step, with the memory barriers around them; the
