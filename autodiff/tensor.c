@@ -119,6 +119,18 @@ int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *num
     return 0;
 }
 
+/* t becomes a contiguous tensor of that dtype and shape over storage s. */
+static ad_tensor *contiguous_over(ad_tensor *t, ad_storage *s, ad_dtype dtype, int ndim,
+                                  const int64_t *shape)
+{
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    ad__contig_strides(ndim, t->shape, t->strides);
+    t->storage = s;
+    return t;
+}
+
 static ad_tensor *new_header(const char *fn, ad_tape *tape)
 {
     if (tape && ad__check_tape(fn, tape)) return NULL;
@@ -168,12 +180,7 @@ ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
         }
         *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = false};
     }
-    t->dtype = dtype;
-    t->ndim = ndim;
-    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
-    ad__contig_strides(ndim, t->shape, t->strides);
-    t->storage = s;
-    return t;
+    return contiguous_over(t, s, dtype, ndim, shape);
 }
 
 ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int ndim,
@@ -308,12 +315,7 @@ ad_tensor *ad_from_blob(ad_dtype dtype, int ndim, const int64_t *shape, void *da
     }
     *s = (ad_storage){.data = data, .nbytes = (size_t)numel * ad_dtype_size(dtype), .refs = 1,
                       .borrowed = true, .release = release, .release_ctx = ctx};
-    t->dtype = dtype;
-    t->ndim = ndim;
-    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
-    ad__contig_strides(ndim, t->shape, t->strides);
-    t->storage = s;
-    return t;
+    return contiguous_over(t, s, dtype, ndim, shape);
 }
 
 ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step)
