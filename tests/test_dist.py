@@ -96,6 +96,12 @@ def run(np, args, btl='vader', expect_ok=True, timeout=120, wait_us=0, exe=None,
     cmd = [mpirun, '-np', str(np)]
     if openmpi:
         cmd += ['--oversubscribe', '--mca', 'btl', 'self,' + btl]
+        if btl == 'tcp':
+            # Open MPI's TCP transport leaves out 127.0.0.0/8 by default and
+            # takes whatever other interface the machine has; on one without
+            # (a container with no network) no rank could reach another.
+            # Loopback is always there.
+            cmd += ['--mca', 'btl_tcp_if_include', '127.0.0.1/8']
         if wait_us:
             cmd += ['-x', 'NN_DIST_WAIT_US=%d' % wait_us]
         cmd += list(mpi_args)

@@ -1,3 +1,4 @@
+#define _XOPEN_SOURCE 700 /* mkdtemp */
 /* tests/test_graph.c - the DOT writer (autodiff/graph.h): which nodes and
  * edges a picture holds, the labels (values, shapes, gradients, labels and
  * scopes), escaping, the whole-tape form, errors, and - when Graphviz is
@@ -8,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
 
 #include <autodiff/autodiff.h>
 
@@ -77,10 +78,16 @@ static void render(const char *s)
 {
     const char *dot = getenv("DOT");
     if (!dot || !*dot) return; /* Graphviz not installed: structure checks only */
-    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char path[512], svg[530], cmd[1200];
-    snprintf(path, sizeof path, "%s/test_graph_%ld_%d.dot", dir, (long)time(NULL), rand());
-    snprintf(svg, sizeof svg, "%s.svg", path);
+    /* A directory of its own: two runs at once (two builds' suites on one
+     * machine, meson test --repeat) must not write or remove each other's
+     * files, as a name from the time and rand(), which every forked test
+     * starts at the same value, did. */
+    const char *tmp = getenv("TMPDIR");
+    char dir[512], path[530], svg[530], cmd[1200];
+    snprintf(dir, sizeof dir, "%s/test_graph_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp %s failed", dir);
+    snprintf(path, sizeof path, "%s/graph.dot", dir);
+    snprintf(svg, sizeof svg, "%s/graph.svg", dir);
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(s, f);
@@ -95,6 +102,7 @@ static void render(const char *s)
     }
     remove(path);
     remove(svg);
+    rmdir(dir);
     ck_assert_msg(rc == 0, "dot failed (%d) on:\n%s", rc, s);
     ck_assert_msg(strstr(head, "<svg") != NULL, "dot wrote no SVG");
 }

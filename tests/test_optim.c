@@ -362,7 +362,13 @@ static double train_step(nn_module *m, nn_optim *o, ad_tape *t)
 
 START_TEST(state_names_and_resume)
 {
-    const char *path = "test_optim_state.safetensors";
+    /* In a directory of its own, not the working directory, which two runs
+     * at once (meson test --repeat) share: one run removed the files the
+     * other was about to load. */
+    char dir[256], path[300], spath[300];
+    ck_assert_int_eq(ot_make_tmpdir(dir, sizeof dir, "test_optim"), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(spath, sizeof spath, "%s/optim.safetensors", dir);
     nn_module *a = mlp(7);
     nn_named_tensors *pa = nn_parameters(a);
     nn_optim *oa = nn_adam(pa, NULL);
@@ -379,15 +385,14 @@ START_TEST(state_names_and_resume)
     /* Save model and optimiser state, load them into a fresh pair. */
     nn_named_tensors *sd = nn_state_dict(a);
     ck_assert_int_eq(nn_save_safetensors(path, sd->n, sd->names, sd->tensors, NULL), 0);
-    ck_assert_int_eq(nn_save_safetensors("s_" "test_optim_state.safetensors", sa->n, sa->names,
-                                         sa->tensors, NULL), 0);
+    ck_assert_int_eq(nn_save_safetensors(spath, sa->n, sa->names, sa->tensors, NULL), 0);
     nn_module *b = mlp(99);
     nn_named_tensors *pb = nn_parameters(b), *sdb = nn_state_dict(b);
     nn_optim *ob = nn_adam(pb, NULL);
     nn_named_tensors *sb = nn_optim_state(ob);
     ck_assert_int_eq(nn_load_safetensors(path, sdb->n, sdb->names, sdb->tensors, true), 0);
-    ck_assert_msg(nn_load_safetensors("s_test_optim_state.safetensors", sb->n, sb->names,
-                                      sb->tensors, true) == 0, "%s", ad_error());
+    ck_assert_msg(nn_load_safetensors(spath, sb->n, sb->names, sb->tensors, true) == 0, "%s",
+                  ad_error());
     ck_assert_int_eq(nn_optim_steps(ob), 2);
     /* The third step is identical: training resumes exactly. */
     double la = train_step(a, oa, t), lb = train_step(b, ob, t);
@@ -395,8 +400,7 @@ START_TEST(state_names_and_resume)
     for (int i = 0; i < pa->n; i++)
         for (int64_t k = 0; k < ad_numel(pa->tensors[i]); k++)
             ck_assert_close(ot_at(pa->tensors[i], k), ot_at(pb->tensors[i], k), 0);
-    remove(path);
-    remove("s_test_optim_state.safetensors");
+    ot_remove_tree(dir);
     nn_named_tensors_free(sd);
     nn_named_tensors_free(sdb);
     nn_named_tensors_free(sa);

@@ -10,9 +10,12 @@
  * weights are then the uninterrupted run's bit for bit (memcmp), which the
  * program checks, exiting 1 otherwise.
  */
+#define _POSIX_C_SOURCE 200809L /* mkstemp, close */
 #include <nn/nn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define STEPS 60
 
@@ -64,7 +67,11 @@ static nn_checkpoint state_of(run *r, const char *meta)
 
 int main(void)
 {
-    const char *path = "checkpoint_resume.safetensors";
+    /* a file of its own, so that two runs at once never share it */
+    char path[] = "checkpoint_resume_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return perror("mkstemp"), 1;
+    close(fd);
     ad_tape *tape = ad_tape_new();
     ad_tape_activate(tape);
     run a, b, c;

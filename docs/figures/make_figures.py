@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Makes the guide's pictures from real runs.
 
-    make_figures.py --outdir DIR --dot DOT --gnuplot GNUPLOT --bin DIR
+    make_figures.py (--outdir DIR | --scratch) --dot DOT --gnuplot GNUPLOT --bin DIR
 
 runs the figure programs of docs/figures (built by meson, found in --bin),
 each writing its data into --outdir, then Graphviz on the DOT files and
 gnuplot on the .gp scripts next to this file, and checks that every PNG
 was written.  `ninja -C build figures` calls it; the meson test "figures"
-too, into a scratch directory.
+too, with --scratch: into a new temporary directory, removed afterwards,
+so that two runs at once (meson test --repeat) never read each other's
+half-written files.
 
     backward_steps  ->  backward_step0.png ... backward_step3.png  (dot)
     lr_paths        ->  lr_paths.png                               (gnuplot)
@@ -18,8 +20,10 @@ too, into a scratch directory.
 import argparse
 import glob
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLOTS = ("lr_paths", "optim_paths", "fd_error", "landscape")
@@ -34,13 +38,27 @@ def run(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--outdir", required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--outdir")
+    where.add_argument("--scratch", action="store_true",
+                       help="work in a new temporary directory and remove it")
     ap.add_argument("--dot", required=True)
     ap.add_argument("--gnuplot", required=True)
     ap.add_argument("--bin", required=True, help="where the figure programs are")
     args = ap.parse_args()
-    out = os.path.abspath(args.outdir)
-    os.makedirs(out, exist_ok=True)
+    if args.scratch:
+        out = tempfile.mkdtemp(prefix="figures.")
+        try:
+            make(args, out)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    else:
+        out = os.path.abspath(args.outdir)
+        os.makedirs(out, exist_ok=True)
+        make(args, out)
+
+
+def make(args, out):
     for prog in ("backward_steps",) + PLOTS:
         run([os.path.join(args.bin, prog), out])
     pngs = []
