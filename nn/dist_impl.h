@@ -94,7 +94,7 @@ struct nn_dist {
     MPI_Comm node;        /* the ranks that share win (MPI_COMM_NULL: none) */
     MPI_Comm cross;       /* the same node rank in every group, or MPI_COMM_NULL */
     int lrank, lsize;     /* this rank's place in node */
-    void **seg;           /* lsize segments */
+    void **seg;           /* lsize segments, then lsize pointers of scratch */
 };
 
 /* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */

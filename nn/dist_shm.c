@@ -243,7 +243,8 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
     }
     /* a window's errors go to its own handler, fatal by default */
     MPI_Win_set_errhandler(d->win, MPI_ERRORS_RETURN);
-    d->seg = ad_calloc((size_t)d->lsize, sizeof *d->seg);
+    /* the segments, then room for a bucket's place in each (the reduction's) */
+    d->seg = ad_calloc(2 * (size_t)d->lsize, sizeof *d->seg);
     ok = d->seg != NULL;
     for (int q = 0; ok && q < d->lsize; q++) {
         MPI_Aint size;
@@ -283,20 +284,19 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
     return rc;
 }
 
-/* The two barriers of a step, with the memory barriers around them; the
- * seconds go to *t. */
-static int meet(nn_dist *d, double *t)
+/* The two barriers of a step, with the memory barriers around them (the
+ * caller times them). */
+static int meet(nn_dist *d)
 {
     MPI_Win_sync(d->win);
     int rc;
     if (d->o.wait_sleep_us > 0) {
         MPI_Request req = MPI_REQUEST_NULL;
+        double unused = 0;
         rc = nn__dist_mpi_ok(MPI_Ibarrier(d->node, &req), "MPI_Ibarrier");
-        if (rc == 0) rc = nn__dist_wait_for(d, &req, t);
+        if (rc == 0) rc = nn__dist_wait_for(d, &req, &unused);
     } else {
-        double t0 = MPI_Wtime();
         rc = nn__dist_mpi_ok(MPI_Barrier(d->node), "MPI_Barrier");
-        *t += MPI_Wtime() - t0;
     }
     MPI_Win_sync(d->win);
     return rc;
@@ -340,18 +340,16 @@ static void part_of(const nn_dist *d, const bucket *b, int64_t *lo, int64_t *hi)
 
 int nn__dist_shm_reduce(nn_dist *d, double *twait, double *tcomm)
 {
-    double t0 = MPI_Wtime(), tw = 0;
+    double t0 = MPI_Wtime();
     /* first meeting: every rank of the group has packed; its time is the
      * wait for the slowest one */
-    int rc = meet(d, &tw);
+    int rc = meet(d);
     *twait += MPI_Wtime() - t0;
     if (rc) return -1;
     double t1 = MPI_Wtime();
     int W = d->lsize;
     bool spread = d->cross == MPI_COMM_NULL; /* one group: the sums are final */
-    void *g[64];
-    void **gp = W <= 64 ? g : ad_calloc((size_t)W, sizeof *gp);
-    if (!gp) rc = -1;
+    void **gp = d->seg + W; /* the bucket's place in each segment */
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         int64_t lo, hi;
@@ -366,23 +364,17 @@ int nn__dist_shm_reduce(nn_dist *d, double *twait, double *tcomm)
          * each), then into every segment of the group */
         size_t es = ad_dtype_size(b->dtype);
         char *mine = (char *)d->seg[d->lrank] + b->shm_off + (size_t)lo * es;
-        if (hi > lo)
-            rc = nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mine, (int)(hi - lo),
-                                               nn__dist_mpi_type(b->dtype), MPI_SUM, d->cross),
-                                 "MPI_Allreduce");
-        else /* a part of nothing still joins the other groups' call */
-            rc = nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mine, 0, nn__dist_mpi_type(b->dtype),
-                                               MPI_SUM, d->cross),
-                                 "MPI_Allreduce");
+        /* (a part of nothing still joins the other groups' call) */
+        rc = nn__dist_mpi_ok(MPI_Allreduce(MPI_IN_PLACE, mine, (int)(hi - lo),
+                                           nn__dist_mpi_type(b->dtype), MPI_SUM, d->cross),
+                             "MPI_Allreduce");
         for (int q = 0; rc == 0 && q < W; q++)
             if (q != d->lrank)
                 memcpy((char *)gp[q] + (size_t)lo * es, mine, (size_t)(hi - lo) * es);
     }
-    if (gp != g) ad_free(gp);
     /* second meeting: every part is in every segment of the group (even
      * after a failure here: the others wait in it) */
-    double tm = 0;
-    int rc2 = meet(d, &tm);
+    int rc2 = meet(d);
     *tcomm += MPI_Wtime() - t1;
     return rc || rc2 ? -1 : 0;
 }
