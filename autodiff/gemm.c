@@ -51,6 +51,8 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define AD_GEMM_X86 1
+#include "transpose_avx2.h"
+#include "transpose_avx512.h"
 #else
 #define AD_GEMM_X86 0
 #endif
@@ -75,32 +77,35 @@
 /* ---- micro-kernels ------------------------------------------------------------
  * C[MR x NR] (row stride ldc) = (add ? C : 0) + sum_p a[p*MR + i] b[p*NR + j]
  * with a and b packed slivers of length kc.  V is a vector of VL values of
- * T; the tile lives in MR * NR / VL vector registers.
+ * T; the tile lives in MR * NR / VL vector registers.  DEFINE_UKERNEL_ROWS
+ * makes the same kernel for the tile's top ROWS rows only (a partial
+ * kernel, for the last rows of C: each element the same sum in the same
+ * order).
  *
  * The tile of C is only touched after the kc loop, but at a row stride of
  * ldc each of its MR rows is a separate cache line, usually not in L1 (C
  * is m x n, far larger than L2 for big products); prefetching them first
  * lets those misses overlap the arithmetic instead of following it. */
-#define DEFINE_UKERNEL(NAME, T, V, MR, NR, ATTR)                                       \
+#define DEFINE_UKERNEL_ROWS(NAME, T, V, MR, ROWS, NR, ATTR)                            \
     ATTR FAST_ATTR static void NAME(int64_t kc, const T *restrict a, const T *restrict b, \
                                     T *restrict c, int64_t ldc, bool add)              \
     {                                                                                  \
         CONTRACT_FAST                                                                  \
         enum { VL = sizeof(V) / sizeof(T), NV = (NR) / VL };                           \
-        for (int i = 0; i < (MR); i++) {                                               \
+        for (int i = 0; i < (ROWS); i++) {                                             \
             __builtin_prefetch(c + i * ldc, 1);                                        \
             __builtin_prefetch(c + i * ldc + (NR) - 1, 1);                             \
         }                                                                              \
-        V ab[MR][NV];                                                                  \
-        for (int i = 0; i < (MR); i++)                                                 \
+        V ab[ROWS][NV];                                                                \
+        for (int i = 0; i < (ROWS); i++)                                               \
             for (int j = 0; j < NV; j++) ab[i][j] = (V){0};                            \
         for (int64_t p = 0; p < kc; p++, a += (MR), b += (NR)) {                       \
             V bv[NV];                                                                  \
             for (int j = 0; j < NV; j++) memcpy(&bv[j], b + j * VL, sizeof(V));        \
-            for (int i = 0; i < (MR); i++)                                             \
+            for (int i = 0; i < (ROWS); i++)                                           \
                 for (int j = 0; j < NV; j++) ab[i][j] += a[i] * bv[j];                 \
         }                                                                              \
-        for (int i = 0; i < (MR); i++)                                                 \
+        for (int i = 0; i < (ROWS); i++)                                               \
             for (int j = 0; j < NV; j++) {                                             \
                 V t = ab[i][j];                                                        \
                 if (add) {                                                             \
@@ -183,6 +188,16 @@
             }                                                                          \
         }                                                                              \
     }
+#define DEFINE_UKERNEL(NAME, T, V, MR, NR, ATTR) DEFINE_UKERNEL_ROWS(NAME, T, V, MR, MR, NR, ATTR)
+
+/* The 14-row kernels' partial twins for a last strip of at most 4 or 8
+ * rows.  A batch of 64 is four strips of 14 and one of 8: computed by the
+ * full kernel, that strip costs 14 rows' multiply-adds for 8 rows of C, a
+ * tenth of the product (measured: 64 x 256 x 784 took 1.09x the time of
+ * 70 x 256 x 784's share); 32 is two and one of 4. */
+#define DEFINE_PARTIALS(SUF, T, V, MR, NR, ATTR)                                       \
+    DEFINE_UKERNEL_ROWS(uk_##SUF##_r4, T, V, MR, 4, NR, ATTR)                          \
+    DEFINE_UKERNEL_ROWS(uk_##SUF##_r8, T, V, MR, 8, NR, ATTR)
 
 /* A kernel's micro-kernel and its two packing routines. */
 #define DEFINE_KERNEL(SUF, T, V, MR, NR, ATTR)                                         \
@@ -206,6 +221,8 @@ typedef float v16f __attribute__((vector_size(64)));
 typedef double v8d __attribute__((vector_size(64)));
 DEFINE_KERNEL(f32_shape14, float, v16f, 14, 32, )
 DEFINE_KERNEL(f64_shape14, double, v8d, 14, 16, )
+DEFINE_PARTIALS(f32_shape14, float, v16f, 14, 32, )
+DEFINE_PARTIALS(f64_shape14, double, v8d, 14, 16, )
 
 #if AD_GEMM_X86
 /* AVX2 + FMA: 16 ymm registers; the 6 x 2 tile takes 12, B's row 2, the
@@ -224,6 +241,87 @@ DEFINE_KERNEL(f64_avx2, double, v4d, 6, 8, AVX2)
 #define AVX512 __attribute__((target("avx512f")))
 DEFINE_KERNEL(f32_avx512, float, v16f, 14, 32, AVX512)
 DEFINE_KERNEL(f64_avx512, double, v8d, 14, 16, AVX512)
+DEFINE_PARTIALS(f32_avx512, float, v16f, 14, 32, AVX512)
+DEFINE_PARTIALS(f64_avx512, double, v8d, 14, 16, AVX512)
+
+/* Packing a transposed B (ps == 1: a strip is W rows of x, each read along
+ * p) is a transpose.  Element by element (DEFINE_PACK's wide case) it took
+ * a third of the time of the MLP's forward product x W^T (64 x 256 x 784,
+ * W^T read in place) on an AVX-512 machine, as long as the arithmetic's
+ * share above the full-width tiles.  These transpose 16 x 16 (AVX-512) or
+ * 8 x 8 (AVX2) blocks in registers instead: the same values in the same
+ * places.  Other strides, the p tail and a last partial strip go through
+ * the generic routine's loops. */
+AVX512 static void pack_b_f32_avx512_t(int64_t ns, int64_t kc, const float *restrict x,
+                                       int64_t ss, int64_t ps, float *restrict dst)
+{
+    if (ps != 1 || ss == 1) {
+        pack_b_f32_avx512(ns, kc, x, ss, ps, dst);
+        return;
+    }
+    int64_t full = ns / 32 * 32, pv = kc / 16 * 16;
+    for (int64_t s0 = 0; s0 < full; s0 += 32, dst += 32 * kc)
+        for (int h = 0; h < 32; h += 16) {
+            const float *xs = x + (s0 + h) * ss;
+            for (int64_t p = 0; p < pv; p += 16) {
+                __m512 r[16];
+                for (int w = 0; w < 16; w++) r[w] = _mm512_loadu_ps(xs + w * ss + p);
+                ad__transpose16_avx512(r);
+                for (int q = 0; q < 16; q++) _mm512_storeu_ps(dst + (p + q) * 32 + h, r[q]);
+            }
+            for (int64_t p = pv; p < kc; p++)
+                for (int w = 0; w < 16; w++) dst[p * 32 + h + w] = xs[w * ss + p];
+        }
+    if (full < ns) pack_b_f32_avx512(ns - full, kc, x + full * ss, ss, ps, dst);
+}
+
+/* A row-major A (ps == 1 again) in strips of 14 rows: the 16 x 16
+ * transpose with two rows of zeros, each column stored masked to its 14. */
+AVX512 static void pack_a_f32_avx512_t(int64_t ns, int64_t kc, const float *restrict x,
+                                       int64_t ss, int64_t ps, float *restrict dst)
+{
+    if (ps != 1 || ss == 1) {
+        pack_a_f32_avx512(ns, kc, x, ss, ps, dst);
+        return;
+    }
+    int64_t full = ns / 14 * 14, pv = kc / 16 * 16;
+    for (int64_t s0 = 0; s0 < full; s0 += 14, dst += 14 * kc) {
+        const float *xs = x + s0 * ss;
+        for (int64_t p = 0; p < pv; p += 16) {
+            __m512 r[16];
+            for (int w = 0; w < 14; w++) r[w] = _mm512_loadu_ps(xs + w * ss + p);
+            r[14] = r[15] = _mm512_setzero_ps();
+            ad__transpose16_avx512(r);
+            for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(dst + (p + q) * 14, 0x3fff, r[q]);
+        }
+        for (int64_t p = pv; p < kc; p++)
+            for (int w = 0; w < 14; w++) dst[p * 14 + w] = xs[w * ss + p];
+    }
+    if (full < ns) pack_a_f32_avx512(ns - full, kc, x + full * ss, ss, ps, dst);
+}
+
+AVX2 static void pack_b_f32_avx2_t(int64_t ns, int64_t kc, const float *restrict x, int64_t ss,
+                                   int64_t ps, float *restrict dst)
+{
+    if (ps != 1 || ss == 1) {
+        pack_b_f32_avx2(ns, kc, x, ss, ps, dst);
+        return;
+    }
+    int64_t full = ns / 16 * 16, pv = kc / 8 * 8;
+    for (int64_t s0 = 0; s0 < full; s0 += 16, dst += 16 * kc)
+        for (int h = 0; h < 16; h += 8) {
+            const float *xs = x + (s0 + h) * ss;
+            for (int64_t p = 0; p < pv; p += 8) {
+                __m256 r[8];
+                for (int w = 0; w < 8; w++) r[w] = _mm256_loadu_ps(xs + w * ss + p);
+                ad__transpose8_avx2(r);
+                for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (p + q) * 16 + h, r[q]);
+            }
+            for (int64_t p = pv; p < kc; p++)
+                for (int w = 0; w < 8; w++) dst[p * 16 + h + w] = xs[w * ss + p];
+        }
+    if (full < ns) pack_b_f32_avx2(ns - full, kc, x + full * ss, ss, ps, dst);
+}
 #endif
 
 /* ---- kernel table ------------------------------------------------------------
@@ -249,31 +347,44 @@ DEFINE_KERNEL(f64_avx512, double, v8d, 14, 16, AVX512)
         void (*fn)(int64_t, const T *restrict, const T *restrict, T *restrict, int64_t, bool); \
         void (*pack_a)(int64_t, int64_t, const T *restrict, int64_t, int64_t, T *restrict); \
         void (*pack_b)(int64_t, int64_t, const T *restrict, int64_t, int64_t, T *restrict); \
+        int low[2]; /* heights of the partial kernels, ascending; 0: none */          \
+        void (*fn_low[2])(int64_t, const T *restrict, const T *restrict, T *restrict, int64_t, \
+                          bool);                                                       \
     } kernel_##SUF;
 DEFINE_KERNEL_TYPE(f32, float)
 DEFINE_KERNEL_TYPE(f64, double)
 
 enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_TEST_ONLY };
 
-#define ENTRY(NAME, ISA, SUF, MR, NR, MC, KC, NC)                                      \
-    {NAME, ISA, MR, NR, MC, KC, NC, uk_##SUF, pack_a_##SUF, pack_b_##SUF}
+#define ENTRY(NAME, ISA, SUF, MR, NR, MC, KC, NC, PACK_A, PACK_B, PARTIAL)             \
+    {NAME, ISA, MR, NR, MC, KC, NC, uk_##SUF, PACK_A, PACK_B, PARTIAL}
+#define PARTIAL(SUF) {4, 8}, {uk_##SUF##_r4, uk_##SUF##_r8}
+#define NO_PARTIAL {0, 0}, {NULL, NULL}
 
 /* Fastest first: the automatic choice is the first entry the CPU can run. */
 static const kernel_f32 kernels_f32[] = {
 #if AD_GEMM_X86
-    ENTRY("avx512 14x32", ISA_AVX512, f32_avx512, 14, 32, 280, 256, 4096),
-    ENTRY("avx2-fma 6x16", ISA_AVX2, f32_avx2, 6, 16, 144, 256, 4096),
+    ENTRY("avx512 14x32", ISA_AVX512, f32_avx512, 14, 32, 280, 256, 4096,
+          pack_a_f32_avx512_t, pack_b_f32_avx512_t, PARTIAL(f32_avx512)),
+    ENTRY("avx2-fma 6x16", ISA_AVX2, f32_avx2, 6, 16, 144, 256, 4096,
+          pack_a_f32_avx2, pack_b_f32_avx2_t, NO_PARTIAL),
 #endif
-    ENTRY("generic 4x8", ISA_ANY, f32_generic, 4, 8, 128, 256, 4096),
-    ENTRY("portable 14x32", ISA_TEST_ONLY, f32_shape14, 14, 32, 280, 256, 4096),
+    ENTRY("generic 4x8", ISA_ANY, f32_generic, 4, 8, 128, 256, 4096,
+          pack_a_f32_generic, pack_b_f32_generic, NO_PARTIAL),
+    ENTRY("portable 14x32", ISA_TEST_ONLY, f32_shape14, 14, 32, 280, 256, 4096,
+          pack_a_f32_shape14, pack_b_f32_shape14, PARTIAL(f32_shape14)),
 };
 static const kernel_f64 kernels_f64[] = {
 #if AD_GEMM_X86
-    ENTRY("avx512 14x16", ISA_AVX512, f64_avx512, 14, 16, 140, 256, 4096),
-    ENTRY("avx2-fma 6x8", ISA_AVX2, f64_avx2, 6, 8, 72, 256, 4096),
+    ENTRY("avx512 14x16", ISA_AVX512, f64_avx512, 14, 16, 140, 256, 4096,
+          pack_a_f64_avx512, pack_b_f64_avx512, PARTIAL(f64_avx512)),
+    ENTRY("avx2-fma 6x8", ISA_AVX2, f64_avx2, 6, 8, 72, 256, 4096,
+          pack_a_f64_avx2, pack_b_f64_avx2, NO_PARTIAL),
 #endif
-    ENTRY("generic 4x4", ISA_ANY, f64_generic, 4, 4, 128, 256, 4096),
-    ENTRY("portable 14x16", ISA_TEST_ONLY, f64_shape14, 14, 16, 140, 256, 4096),
+    ENTRY("generic 4x4", ISA_ANY, f64_generic, 4, 4, 128, 256, 4096,
+          pack_a_f64_generic, pack_b_f64_generic, NO_PARTIAL),
+    ENTRY("portable 14x16", ISA_TEST_ONLY, f64_shape14, 14, 16, 140, 256, 4096,
+          pack_a_f64_shape14, pack_b_f64_shape14, PARTIAL(f64_shape14)),
 };
 #define NKERNELS(t) ((int)(sizeof(t) / sizeof((t)[0])))
 
@@ -644,6 +755,25 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
 #endif
 }
 
+#ifdef AD_HAVE_CBLAS
+/* The default's one exception to "every product CBLAS can take goes to
+ * CBLAS": a float32 product at least 64 wide in m, n and k runs on the
+ * built-in kernel when that is the AVX-512 one.  There it is as fast as
+ * OpenBLAS's AVX-512 core on large squares and faster on the batch-64
+ * products of training (bench/gemm_shapes.c on a Xeon with AVX-512, us
+ * per product, built-in / OpenBLAS: the MLP's x W^T 64 x 256 x 784 145-155
+ * / 178-186, its dW 134 / 141, the CNN's fc1 dW 528 / 562 and dx 578 /
+ * 665), and much faster where OpenBLAS runs its AVX2 core
+ * (OPENBLAS_CORETYPE=Haswell).  Narrower products (the 10-class layers:
+ * 64 x 10 x 256 took 11.9 / 2.9 us) stay with OpenBLAS.  A fixed rule,
+ * not a timing, so a seeded run gives the same bits every time. */
+static bool builtin_by_default(ad_dtype dtype, int64_t m, int64_t n, int64_t k)
+{
+    return dtype == AD_FLOAT32 && m >= 64 && n >= 64 && k >= 64 && ad__gemm_default_mode() &&
+           !force_generic && forced_f32 < 0 && pick_f32()->isa == ISA_AVX512;
+}
+#endif
+
 int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
                 const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
                 int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep)
@@ -659,6 +789,7 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
         int ldcc = ldc >= n ? (int)ldc : (int)n;
         gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
         int pick = ad__gemm_choose(&sh);
+        if (pick == AD_GEMM_BLAS && builtin_by_default(dtype, m, n, k)) pick = AD_GEMM_BUILTIN;
         if (pick == AD_GEMM_BLAS && blas_idles_threads(m, n, k)) {
             /* On a runner's threads, BLAS in slabs; on OpenMP's, the
              * built-in kernel splits (unless AD_GEMM=blas asks for BLAS) */

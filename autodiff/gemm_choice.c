@@ -23,18 +23,22 @@
  *
  * The measurement is asked for with AD_GEMM=auto in the environment.
  * Without it every product CBLAS can take goes to CBLAS ("blas", the
- * default), and AD_GEMM=builtin sends all to the built-in kernel.  The
+ * default), except the wide float32 products that gemm.c's
+ * builtin_by_default gives the AVX-512 kernel; AD_GEMM=blas sends all to
+ * CBLAS, AD_GEMM=builtin all to the built-in kernel.  The
  * default is fixed, not measured, because the two kernels round
  * differently: a choice that depends on timings would let two runs of the
  * same seeded program differ in the last bits (a shape timed a few
  * percent apart goes either way on a busy machine), and the library
  * promises bit-identical runs on one thread (docs/reliability.md).
  *
- * The CNN does not change this: its convolutions (ops_conv.c) call no
- * GEMM, and its linear layers' products are as fast or faster on OpenBLAS
- * on the AVX-512 machine measured, with OpenBLAS's own core or its AVX2 one
- * (bench/gemm_shapes.c; docs/benchmarks.md), so no rule by shape class
- * would move them to the built-in kernel. */
+ * The CNN's convolutions (ops_conv.c) call no GEMM.  On the AMD machine
+ * with AVX-512 measured first, its linear layers' products were as fast
+ * or faster on OpenBLAS; after the built-in kernel's packing of transposed
+ * operands became a register transpose and its last strips got kernels of
+ * their own height, a Xeon with AVX-512 ran them and the MLP's faster on
+ * the built-in kernel (bench/gemm_shapes.c; docs/benchmarks.md), hence
+ * builtin_by_default. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime and its CPU-time clocks */
 
 #include <stdatomic.h>

@@ -36,6 +36,7 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 #include <immintrin.h>
 
 #include "transpose_avx2.h"
+#include "transpose_avx512.h"
 #else
 #define PWT_X86 0
 #endif
@@ -112,38 +113,6 @@ static AVX2 ALWAYS __m256d op4d(char op, __m256d a, __m256d b)
     }
 }
 
-/* r[k] = column k of the 16 x 16 matrix whose rows were r[0..15]:
- * interleave pairs of rows, then pairs of pairs (as doubles), then the
- * 128-bit lanes twice. */
-static AVX512 ALWAYS void tr16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int k = 0; k < 16; k += 2) {
-        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
-        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
-    }
-    /* r[4q + c], lane l: rows 4q..4q+3 of column 4l + c */
-    for (int q = 0; q < 16; q += 4) {
-        __m512d a = _mm512_castps_pd(t[q]), b = _mm512_castps_pd(t[q + 2]);
-        __m512d c = _mm512_castps_pd(t[q + 1]), d = _mm512_castps_pd(t[q + 3]);
-        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
-        __m512 u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
-        __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
-        __m512 u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
-        t[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-        t[4 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-        t[8 + c] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
-        t[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
-    }
-    for (int k = 0; k < 16; k++) r[k] = t[k];
-}
-
 /* The same for 8 x 8 doubles: t[2p + h] holds, in 128-bit lane l, rows
  * 2p, 2p + 1 of column 2l + h; lanes 0, 2 of rows 0-3 and of rows 4-7 give
  * columns h and 4 + h in four lanes, and once more for columns 2 + h and
@@ -206,7 +175,7 @@ static AVX2 ALWAYS void tr4d(__m256d r[4])
             for (int k = 0; k < W; k++) STORE(o + (i + k) * ldo + j, a[k]);                    \
     }
 TILE(tile16, AVX512, float, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_stream_ps, op16,
-     tr16)
+     ad__transpose16_avx512)
 TILE(tile8d, AVX512, double, __m512d, 8, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_stream_pd, op8d,
      tr8d)
 TILE(tile4d, AVX2, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_stream_pd, op4d,

@@ -1,5 +1,6 @@
 /* bench/gemm_shapes.c - the built-in kernel against CBLAS on the matrix
- * products of a fmnist_cnn training step (batch 64, float32), timed as
+ * products of a fmnist_cnn and a fmnist_mlp training step (batch 64,
+ * float32), timed as
  * AD_GEMM=auto's calibration times them (autodiff/gemm_choice.c: CPU time
  * of the calling thread, minimum of CALIBRATION_REPS after a warm-up,
  * both kernels interleaved), ROUNDS times each; one line per shape and
@@ -43,6 +44,11 @@ int main(int argc, char **argv)
         {"fc2 forward h W^T (64 x 10 x 128)", 64, 10, 128, false, true},
         {"fc2 dW = g^T h (10 x 128 x 64)", 10, 128, 64, true, false},
         {"fc2 dh = g W (64 x 128 x 10)", 64, 128, 10, false, false},
+        {"mlp fc1 forward x W^T (64 x 256 x 784)", 64, 256, 784, false, true},
+        {"mlp fc1 dW = g^T x (256 x 784 x 64)", 256, 784, 64, true, false},
+        {"mlp fc2 forward h W^T (64 x 10 x 256)", 64, 10, 256, false, true},
+        {"mlp fc2 dW = g^T h (10 x 256 x 64)", 10, 256, 64, true, false},
+        {"mlp fc2 dh = g W (64 x 256 x 10)", 64, 256, 10, false, false},
     };
     for (int r = 0; r < rounds; r++)
         for (size_t i = 0; i < sizeof S / sizeof S[0]; i++) {

@@ -407,6 +407,74 @@ START_TEST(builtin_kernel_tiny_blocks)
 }
 END_TEST
 
+/* The product of the first m rows of A (m x k, k x n, each plain or
+ * transposed) has the bits of the same rows of the product of all of A's
+ * rows: a last strip of A computed by a partial kernel (m = 64: four
+ * strips of 14 and one of 8) sums in the order of the full kernel. */
+static void check_partial_rows(ad_dtype d, int64_t m, int64_t rows, int64_t n, int64_t k,
+                               bool ta, bool tb)
+{
+    size_t es = ad_dtype_size(d);
+    char *a = malloc((size_t)(rows * k) * es), *b = malloc((size_t)(k * n) * es);
+    char *c_all = malloc((size_t)(rows * n) * es), *c_m = malloc((size_t)(m * n) * es);
+    ad_rng rng;
+    ad_rng_init(&rng, (uint64_t)(m * 7 + n * 3 + k));
+    for (int64_t i = 0; i < rows * k; i++) {
+        double v = ad_rng_uniform(&rng) * 2 - 1;
+        if (d == AD_FLOAT32) ((float *)a)[i] = (float)v;
+        else ((double *)a)[i] = v;
+    }
+    for (int64_t i = 0; i < k * n; i++) {
+        double v = ad_rng_uniform(&rng) * 2 - 1;
+        if (d == AD_FLOAT32) ((float *)b)[i] = (float)v;
+        else ((double *)b)[i] = v;
+    }
+    /* A transposed: column-major with leading dimension rows, so its first
+     * m rows are the same numbers read with the same strides */
+    int64_t rsa = ta ? 1 : k, csa = ta ? rows : 1, rsb = tb ? 1 : n, csb = tb ? k : 1;
+    ck_assert_int_eq(ad__gemm_builtin(NULL, d, rows, n, k, a, rsa, csa, b, rsb, csb, c_all, n), 0);
+    ck_assert_int_eq(ad__gemm_builtin(NULL, d, m, n, k, a, rsa, csa, b, rsb, csb, c_m, n), 0);
+    ck_assert_msg(memcmp(c_all, c_m, (size_t)(m * n) * es) == 0,
+                  "%s %s: rows 0..%lld of %lld x %lld x %lld (ta=%d tb=%d) differ from the "
+                  "product of %lld rows",
+                  ad_dtype_name(d), ad__gemm_kernel_name(d), (long long)m - 1, (long long)m,
+                  (long long)n, (long long)k, ta, tb, (long long)rows);
+    free(a), free(b), free(c_all), free(c_m);
+}
+
+START_TEST(builtin_kernel_every_kernel)
+{
+    /* Each kernel this CPU can run, forced in turn (the AVX-512 one and the
+     * AVX2 one on an AVX-512 machine, the portable twin of the 14-row tile
+     * everywhere): the sweep, then shapes for the register-transposing
+     * packs of transposed operands (full strips of 32 and 16 with 16- and
+     * 8-long runs along k and their tails) and the partial kernels (last
+     * strips of 8, 4 and 3 rows). */
+    static const int64_t extra[][3] = {{64, 70, 50}, {32, 48, 40}, {17, 33, 19}, {64, 256, 80}};
+    int ran = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        bool ok;
+        const char *name;
+        for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
+            if (!ok) continue;
+            ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
+            ck_assert_str_eq(ad__gemm_kernel_name(d), name);
+            builtin_sweep();
+            for (size_t s = 0; s < sizeof extra / sizeof extra[0]; s++)
+                for (int t = 0; t < 4; t++) {
+                    check_builtin(d, extra[s][0], extra[s][1], extra[s][2], t & 1, t & 2);
+                    check_partial_rows(d, extra[s][0], 70, extra[s][1], extra[s][2], t & 1, t & 2);
+                }
+            ran++;
+        }
+        ck_assert_int_eq(ad__gemm_testing_kernel(d, NULL), 0);
+    }
+    ck_assert_int_ge(ran, 4); /* generic and the portable twin, in each dtype */
+    ck_assert_int_eq(ad__gemm_testing_kernel(AD_FLOAT32, "no such kernel"), -1);
+}
+END_TEST
+
 START_TEST(dispatch_takes_transposes_directly)
 {
     /* Plain and transposed matrices go to the kernel as they are (CBLAS by
@@ -646,6 +714,7 @@ int main(void)
     tcase_add_test(tc, second_derivative);
     tcase_add_test(tc, builtin_kernel_default_blocking);
     tcase_add_test(tc, builtin_kernel_tiny_blocks);
+    tcase_add_test(tc, builtin_kernel_every_kernel);
     tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
     tcase_add_test(tc, dispatch_takes_transposes_directly);
     tcase_add_test(tc, packed_a_reused);

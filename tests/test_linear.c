@@ -178,6 +178,49 @@ START_TEST(kernel_choice_is_measured_once_per_shape)
 }
 END_TEST
 
+/* The default's rule (gemm.c, builtin_by_default): float32 products at
+ * least 64 wide in m, n and k run on the built-in kernel when it is the
+ * AVX-512 one, every other product CBLAS can take on CBLAS.  Told apart by
+ * their bits: the two kernels sum in different orders. */
+static void *linear_bits(int mode, ad_tensor *x, ad_tensor *w, size_t *bytes)
+{
+    ad__gemm_testing_choice(mode);
+    ad_tensor *y = ad_linear(x, w, NULL);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    *bytes = (size_t)ad_numel(y) * ad_dtype_size(ad_tensor_dtype(y));
+    void *copy = malloc(*bytes);
+    memcpy(copy, ad_data(y), *bytes);
+    return copy;
+}
+
+START_TEST(default_choice_by_shape)
+{
+    if (getenv("AD_GEMM")) return; /* the environment chose a mode: no default to check */
+    ad_rng rng;
+    ad_rng_init(&rng, 16);
+    /* k = 784 takes several k blocks, which the two kernels cut differently
+     * (over one block both sum in order with fused multiply-adds: the same
+     * bits) */
+    ad_tensor *x = rnd(&rng, AD_FLOAT32, 64, 784), *w = rnd(&rng, AD_FLOAT32, 96, 784);
+    ad_tensor *w10 = rnd(&rng, AD_FLOAT32, 10, 784);
+    bool avx512 = strncmp(ad__gemm_kernel_name(AD_FLOAT32), "avx512", 6) == 0;
+    size_t n, n10;
+    void *bi = linear_bits(AD_GEMM_BUILTIN, x, w, &n), *bl = linear_bits(AD_GEMM_BLAS, x, w, &n);
+    void *def = linear_bits(-1, x, w, &n);
+    bool cblas = memcmp(bi, bl, n) != 0; /* without CBLAS both modes run the built-in kernel */
+    ck_assert_msg(memcmp(def, cblas && !avx512 ? bl : bi, n) == 0,
+                  "64 x 96 x 784 float32 went to %s by default (kernel %s)",
+                  memcmp(def, bl, n) == 0 ? "CBLAS" : "the built-in kernel",
+                  ad__gemm_kernel_name(AD_FLOAT32));
+    void *bl10 = linear_bits(AD_GEMM_BLAS, x, w10, &n10), *def10 = linear_bits(-1, x, w10, &n10);
+    ck_assert_msg(memcmp(def10, bl10, n10) == 0, "64 x 10 x 784 did not go to CBLAS by default");
+    free(bi), free(bl), free(def), free(bl10), free(def10);
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+    ad_tensor_free(w10);
+}
+END_TEST
+
 START_TEST(errors)
 {
     ad_rng rng;
@@ -208,6 +251,7 @@ int main(void)
     tcase_add_test(tc, batched_and_strided_inputs);
     tcase_add_test(tc, weight_gradient_accumulates_in_place);
     tcase_add_test(tc, kernel_choice_is_measured_once_per_shape);
+    tcase_add_test(tc, default_choice_by_shape);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
     return ot_run(s);
