@@ -66,8 +66,8 @@ void nn__loader_filled(const nn__batch *bt);
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }
 
 /* Reads element i of contiguous data of a floating dtype as a double, and
- * writes one: the optimisers' and initialisers' loops work in double and
- * store in the parameter's own dtype. */
+ * writes one: the initialisers' loops (and Adam's and RMSprop's) work in
+ * double and store in the parameter's own dtype. */
 static inline double nn__ld(const void *p, ad_dtype dt, int64_t i)
 {
     return dt == AD_FLOAT32 ? (double)((const float *)p)[i] : ((const double *)p)[i];

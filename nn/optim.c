@@ -273,11 +273,10 @@ nn_optim *nn_rmsprop_module(const nn_module *m, const nn_rmsprop_options *opts)
  * written once, in optim_kernels.inc, and instantiated per floating dtype
  * T, so it runs over
  * the contiguous buffers with no per-element dtype dispatch and the
- * compiler can vectorise it.  Every element is still read as a double,
- * updated in double and stored back in T, in the same order of operations
- * as always: results are the same to the bit whatever the dtype.  The
- * options tested inside a loop are loop-invariant (the compiler moves the
- * tests out of it). */
+ * compiler can vectorise it.  SGD computes in T; Adam and RMSprop read
+ * every element as a double, update it in double and store it back in T.
+ * The options tested inside a loop are loop-invariant (the compiler moves
+ * the tests out of it). */
 
 typedef struct upd {
     void *w;
@@ -307,10 +306,10 @@ typedef struct rms_k {
  * _avx512), chosen at run time.  The baseline's SSE2 works two doubles
  * per instruction with a conversion per float at each end; the AVX-512
  * copy took the update of the 200k-parameter MLP from 13.8 % of its
- * training profile to 10.0 %.  It is still bound by the five float <->
- * double conversions per element of SGD with momentum, at about twice the
- * time of the bare memory traffic (bench/optim.c): the price of doing the
- * arithmetic in double, whatever the dtype.  Each copy does the same
+ * training profile to 10.0 %.  It was then still bound by the five
+ * float <-> double conversions per element of SGD with momentum, at about
+ * twice the time of the bare memory traffic (bench/optim.c), which is why
+ * SGD now computes in the parameter's dtype.  Each copy does the same
  * IEEE operations in the same order - no a * b + c is fused into one
  * rounding (clang would fuse within an expression unless told; gcc does
  * not under -std=c11) - so every copy gives the same bits. */
