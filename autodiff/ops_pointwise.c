@@ -427,6 +427,35 @@ static ad_tensor *konst(ad_node *n, double v)
         .kind = K_FN,                                                                 \
         .row = X##_row,                                                               \
     }
+/* An exact op (its result is one of its inputs, or one with the sign
+ * changed: no rounding in either dtype), given as its function in each
+ * dtype, F32 and F64: the float32 loop then vectorises at full width,
+ * where a function in double converts every element both ways (abs and
+ * maximum ran at 0.58 and 0.60 of memcpy's bandwidth, neg at 0.79). */
+#define PW_EXACT1_OP(X, NAME, FORMULA, RULE, F32, F64)                                \
+    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
+    {                                                                                 \
+        const kern *k = ctx;                                                          \
+        if (k->out->dtype == AD_FLOAT64) fn1t_loop_f64(F64, k, len, off, step);       \
+        else fn1t_loop_f32(F32, k, len, off, step);                                   \
+    }                                                                                 \
+    static const pw_def X = {                                                         \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
+        .kind = K_FN,                                                                 \
+        .row = X##_row,                                                               \
+    }
+#define PW_EXACT2_OP(X, NAME, FORMULA, RULE, F32, F64)                                \
+    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
+    {                                                                                 \
+        const kern *k = ctx;                                                          \
+        if (k->out->dtype == AD_FLOAT64) fn2t_loop_f64(F64, k, len, off, step);       \
+        else fn2t_loop_f32(F32, k, len, off, step);                                   \
+    }                                                                                 \
+    static const pw_def X = {                                                         \
+        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
+        .kind = K_FN,                                                                 \
+        .row = X##_row,                                                               \
+    }
 #define PW_OP_PARAMS(X, NAME, FORMULA, RULE, F1, P)                                  \
     PW_FN1_ROW(X, F1)                                                                \
     static const pw_def X = {                                                        \
@@ -505,8 +534,11 @@ ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b) { return binary("ad_pow", &D_POW, 
  * the average of the two one-sided derivatives, as PyTorch does.  The mask
  * is made of comparisons, which are not differentiable: right, since its
  * derivative is 0 wherever it exists. */
-static double f_max(double a, double b) { return (a > b || isnan(a)) ? a : b; }
-static double f_min(double a, double b) { return (a < b || isnan(a)) ? a : b; }
+/* a when it wins or is NaN (NaN propagates from either side) */
+static float f_max_f32(float a, float b) { return (a > b || a != a) ? a : b; }
+static double f_max_f64(double a, double b) { return (a > b || a != a) ? a : b; }
+static float f_min_f32(float a, float b) { return (a < b || a != a) ? a : b; }
+static double f_min_f64(double a, double b) { return (a < b || a != a) ? a : b; }
 static int extremum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin, ad_tensor *wins)
 {
     /* mask of a: 1 where a wins, 1/2 on a tie; b gets 1 - mask */
@@ -523,10 +555,10 @@ static int minimum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     return extremum_bw(n, g, gin, ad_lt(n->in[0], n->in[1]));
 }
-PW_FN2_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2), db = g - da",
-          maximum_bw, f_max);
-PW_FN2_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
-          minimum_bw, f_min);
+PW_EXACT2_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2), db = g - da",
+             maximum_bw, f_max_f32, f_max_f64);
+PW_EXACT2_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
+             minimum_bw, f_min_f32, f_min_f64);
 ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b) { return binary("ad_maximum", &D_MAXIMUM, a, b); }
 ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b) { return binary("ad_minimum", &D_MINIMUM, a, b); }
 
@@ -900,13 +932,14 @@ PW_FN2_OP(D_ATAN2, "atan2", "y = atan2(a, b); da = g b / (a^2 + b^2), db = -g a 
 ad_tensor *ad_atan2(ad_tensor *a, ad_tensor *b) { return binary("ad_atan2", &D_ATAN2, a, b); }
 
 /* ---- abs / square / reciprocal ----------------------------------------------------- */
-static double f_abs(double x, const void *p) { (void)p; return fabs(x); }
+static float f_abs_f32(float x) { return fabsf(x); }
+static double f_abs_f64(double x) { return fabs(x); }
 static int abs_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_mul(g, ad_sign(n->in[0])); /* sign(0) = 0: abs'(0) = 0 */
     return 0;
 }
-PW_FN1_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, f_abs);
+PW_EXACT1_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, f_abs_f32, f_abs_f64);
 ad_tensor *ad_abs(ad_tensor *x) { return unary("ad_abs", &D_ABS, x, NULL); }
 
 static double f_square(double x, const void *p) { (void)p; return x * x; }

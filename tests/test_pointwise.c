@@ -324,6 +324,56 @@ START_TEST(maximum_minimum_ties)
 }
 END_TEST
 
+/* abs, maximum and minimum compute in the tensor's own dtype (exact ops):
+ * over long float32 and float64 rows (the vectorised loops), contiguous,
+ * strided and with b broadcast, every result has the bits of the scalar
+ * definition, NaN, infinities and signed zeros included. */
+START_TEST(exact_ops_bits)
+{
+    enum { N = 67 };
+    static const double special[] = {NAN, -NAN, INFINITY, -INFINITY, 0.0, -0.0, 1e-40, -3.5};
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        double av[2 * N], bv[2 * N];
+        for (int i = 0; i < 2 * N; i++) {
+            av[i] = i % 11 < 8 ? special[i % 8] : sin(i) * 4;
+            bv[i] = i % 13 < 8 ? special[(i * 3) % 8] : cos(i) * 4;
+        }
+        ad_tensor *a2 = ad_from_array(NULL, AD_FLOAT64, 2, (int64_t[]){N, 2}, av);
+        ad_tensor *b2 = ad_from_array(NULL, AD_FLOAT64, 2, (int64_t[]){N, 2}, bv);
+        ad_tensor *A = ad_cast(a2, d), *B = ad_cast(b2, d);
+        for (int layout = 0; layout < 3; layout++) {
+            /* 0: contiguous rows of 2N; 1: column 0 of [N, 2] (stride 2);
+             * 2: a row with b a broadcast 0-d value */
+            ad_tensor *x = layout == 1 ? ad_squeeze(ad_narrow(A, 1, 0, 1), 1)
+                                        : ad_reshape(A, 1, (int64_t[]){2 * N});
+            ad_tensor *y = layout == 1 ? ad_squeeze(ad_narrow(B, 1, 1, 1), 1)
+                           : layout == 2
+                               ? ad_squeeze(ad_narrow(ad_reshape(B, 1, (int64_t[]){2 * N}), 0, 5, 1), 0)
+                               : ad_reshape(B, 1, (int64_t[]){2 * N});
+            ad_tensor *r[3] = {ad_abs(x), ad_maximum(x, y), ad_minimum(x, y)};
+            int64_t n = ad_numel(x);
+            for (int op = 0; op < 3; op++) {
+                ck_assert_msg(r[op] != NULL, "%s", ad_error());
+                for (int64_t i = 0; i < n; i++) {
+                    double u = ot_at(x, i), v = layout == 2 ? ad_item(y) : ot_at(y, i);
+                    double want = op == 0   ? fabs(u)
+                                  : op == 1 ? ((u > v || isnan(u)) ? u : v)
+                                            : ((u < v || isnan(u)) ? u : v);
+                    double got = ot_at(r[op], i);
+                    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0 ||
+                                      (isnan(got) && isnan(want)),
+                                  "%s layout %d op %d element %lld: %g (%a) for %g, %g: want %g",
+                                  ad_dtype_name(d), layout, op, (long long)i, got, got, u, v, want);
+                }
+            }
+        }
+        ad_tensor_free(a2);
+        ad_tensor_free(b2);
+    }
+}
+END_TEST
+
 START_TEST(clamp_boundaries)
 {
     ad_tensor *x = VEC(AD_FLOAT64, true, -1, -0.5, 0, 0.5, 1);
@@ -926,6 +976,7 @@ int main(void)
     tcase_add_test(tc, scalar_forms);
     tcase_add_test(tc, relu_abs_sign_at_zero);
     tcase_add_test(tc, maximum_minimum_ties);
+    tcase_add_test(tc, exact_ops_bits);
     tcase_add_test(tc, clamp_boundaries);
     tcase_add_test(tc, pow_at_zero_base);
     tcase_add_loop_test(tc, stable_at_large_magnitude, 0, 2);
