@@ -316,6 +316,32 @@ static VM_INLINE double vm_sigmoid(double x)
     return double_of((bits_of(e) & ~pos) | (0x3ff0000000000000ull & pos)) / (1.0 + e);
 }
 
+/* Software prefetch for the loops.  They do 30-odd vector instructions
+ * per 16 elements; over arrays larger than the L2 they ran at 0.55 of
+ * memcpy's bandwidth on a Xeon where they reach 0.95 of it with the data
+ * in L1: the hardware prefetcher brings the input stream to L2, and the
+ * loop then waits on L2.  So the loops go in chunks of VM_CHUNK elements
+ * and fetch the input VM_AHEAD elements ahead into L1 (the output is left
+ * to the hardware: prefetching it for writing measured slower).  Over
+ * 2^24 floats, fraction of memcpy's 28-29 GB/s, before -> after (three
+ * runs): exp 0.57 -> 0.77-0.79, log 0.56 -> 0.76-0.79, tanh 0.55 ->
+ * 0.73-0.75, sigmoid 0.52 -> 0.68-0.70, sin 0.49 -> 0.70-0.72.  Chunks of
+ * 128 to 1024 elements and 256 to 16384 ahead were measured: 1024 ahead
+ * (4 KB of floats) about best, 4096 and more no better than none.  Moves
+ * no value: the same results. */
+#define VM_CHUNK 256
+#define VM_AHEAD 1024
+static inline void vm_prefetch(const void *p, size_t bytes)
+{
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+}
+/* Prefetches for the chunk [i0, i0 + m) of n elements of size es at x:
+ * the one VM_AHEAD elements on, when it is inside the array. */
+static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64_t m, int64_t n)
+{
+    if (i0 + VM_AHEAD + m <= n) vm_prefetch((const char *)x + (size_t)(i0 + VM_AHEAD) * es, (size_t)m * es);
+}
+
 /* The portable loops, and the AVX2 and AVX-512 ones, each with float
  * element functions of its own (vmath_float.inc): FMA is fma_exact in the
  * portable copy and fmaf, one vfmadd, in the others; the same value either
