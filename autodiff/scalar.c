@@ -387,7 +387,16 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
  * an infinite partial of such a node (sqrt at 0, say) from adding
  * 0 * inf = NaN into its operands' adjoints.  It is a select, not a
  * branch; adding +0 leaves every adjoint's bits as they are (an adjoint
- * starts at +0 and never becomes -0, since +0 + -0 = +0). */
+ * starts at +0 and never becomes -0, since +0 + -0 = +0).
+ *
+ * The edges' two arrays are read backwards in a stream; the hardware
+ * brings them to L2, and prefetching them SWEEP_AHEAD edges ahead into L1
+ * (every 8 edges, one line of each; the edges in the same order) took the
+ * sweep from 1.90 to 1.50 ns per op at n = 1e5 and from 2.78 to 1.85 at
+ * 1e6 on a Xeon (bench/rosenbrock; 32 to 1024 ahead measured, 256-512
+ * best).  The same in the forward replay's walk, per node, was slower at
+ * 1e5. */
+#define SWEEP_AHEAD 256
 static void sweep(struct ad_scalar_tape *st, uint32_t top)
 {
     double *restrict adj = st->adj;
@@ -395,7 +404,17 @@ static void sweep(struct ad_scalar_tape *st, uint32_t top)
     const double *restrict d = st->d;
     memset(adj, 0, ((size_t)top + 1) * sizeof *adj);
     adj[top] = 1.0;
-    for (size_t k = edges_upto(st, top); k-- > 0;) {
+    size_t k = edges_upto(st, top);
+    for (; k >= 8 + SWEEP_AHEAD; k -= 8) {
+        __builtin_prefetch(l + k - SWEEP_AHEAD, 0, 3);
+        __builtin_prefetch(d + k - SWEEP_AHEAD, 0, 3);
+        for (size_t q = k; q-- > k - 8;) {
+            double g = adj[l[q].node];
+            double share = g * d[q];
+            adj[l[q].arg] += g == 0.0 ? 0.0 : share;
+        }
+    }
+    while (k-- > 0) {
         double g = adj[l[k].node];
         double share = g * d[k];
         adj[l[k].arg] += g == 0.0 ? 0.0 : share;
