@@ -125,9 +125,25 @@ ad__install()
         fi
     fi
     echo "Installing missing packages: ${missing[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    # Another apt (unattended upgrades, a second run of these scripts) may
+    # hold the package locks for a while: install waits for dpkg's lock
+    # (DPkg::Lock::Timeout), and update, which that option does not cover,
+    # is retried while the error is a lock (up to 10 minutes).
+    local tries=0 err
+    err=$(mktemp) || return 1
+    until "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q 2>"$err"; do
+        cat "$err" >&2
+        if ! grep -q "Could not get lock" "$err" || [ $tries -ge 60 ]; then
+            rm -f "$err"
+            return 1
+        fi
+        tries=$((tries + 1))
+        echo "apt-get update: another apt holds the lock; retrying in 10 s" >&2
+        sleep 10
+    done
+    rm -f "$err"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
 }
 
 # meson setup, reusing an existing build directory (its options are then
