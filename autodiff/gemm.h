@@ -6,8 +6,9 @@
  * views are read in place.  With AD_HAVE_CBLAS it calls cblas_sgemm /
  * cblas_dgemm; otherwise (and always through ad__gemm_builtin) it runs the
  * library's own blocked kernel: packing plus a register-tiled micro-kernel
- * chosen at run time per dtype (AVX-512, AVX2+FMA or portable; see gemm.c
- * to add one), threaded with OpenMP when the build has it. */
+ * chosen at run time per dtype (AVX-512, AVX2+FMA or portable; see
+ * gemm_kernels.inc to add one), threaded with OpenMP when the build has
+ * it. */
 #ifndef AUTODIFF_GEMM_H
 #define AUTODIFF_GEMM_H
 

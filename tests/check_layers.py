@@ -46,6 +46,7 @@ LAYERS = {
     'autodiff/ops.h': 2, 'autodiff/op_table.c': 2, 'autodiff/gemm.h': 2,
     'autodiff/gemm.c': 2, 'autodiff/gemm_choice.c': 2,  # and autodiff/ops_*.[ch], below
     'autodiff/gemm_driver.inc': 2, 'autodiff/pointwise_kernels.inc': 2,  # once per dtype
+    'autodiff/gemm_kernels.inc': 2,
     'autodiff/fold_kernels.inc': 2, 'autodiff/per_dtype.inc': 2,
     'autodiff/pool_kernels.inc': 2, 'autodiff/conv_driver.inc': 2,
     'autodiff/conv_kernels.inc': 2,  # the direct convolution's tiles, once per variant
