@@ -437,6 +437,7 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
     if (check_y(fn, y, &st)) return -1;
     if (n < 0 || (n > 0 && (!xs || !grad)))
         return ad__err(fn, "need n >= 0 and non-NULL xs and grad arrays (n = %d)", n);
+    bool consecutive = true; /* ids one after another: no second pass over xs */
     for (int k = 0; k < n; k++) {
         if (!xs[k].tape) {
             diagnose(fn, xs[k]);
@@ -446,6 +447,7 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
             return ad__err(fn, "xs[%d] belongs to a different tape than y", k);
         if (!live(st, xs[k]))
             return ad__err(fn, "xs[%d] is stale (recorded before ad_tape_reset)", k);
+        consecutive &= xs[k].id == xs[0].id + (uint32_t)k;
     }
     sweep(st, y.id);
     /* The tape's fields in locals: grad might alias them for all the
@@ -453,8 +455,12 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
     const uint8_t *op = st->op;
     const double *adj = st->adj;
     size_t nadj = st->nadj;
-    for (int k = 0; k < n; k++)
-        grad[k] = grad_at(op, adj, nadj, xs[k].id);
+    if (consecutive && n > 0) {
+        uint32_t id0 = xs[0].id;
+        for (int k = 0; k < n; k++) grad[k] = grad_at(op, adj, nadj, id0 + (uint32_t)k);
+    } else {
+        for (int k = 0; k < n; k++) grad[k] = grad_at(op, adj, nadj, xs[k].id);
+    }
     return 0;
 }
 

@@ -217,11 +217,23 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     if (!tape) return ad__err(fn, "tape is NULL");
     struct ad_scalar_tape *st = get(tape);
     if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
-    for (int j = 0; j < n; j++)
+    /* Variables recorded one after another (the usual case) have
+     * consecutive ids: their values then go in as one copy, without a
+     * second pass over the handles. */
+    bool consecutive = true;
+    for (int j = 0; j < n; j++) {
         if (vars[j].tape != tape || !live(st, vars[j]) || st->op[vars[j].id] != SOP_VAR)
             return ad__err(fn, "vars[%d] is not a live variable of this tape", j);
+        consecutive &= vars[j].id == vars[0].id + (uint32_t)j;
+    }
     if (!st) return 0;
-    for (int j = 0; j < n; j++) st->value[vars[j].id] = values[j];
+    if (consecutive && n > 0) { /* a loop, not memcpy: its streaming stores for
+                                   * large n would send the values past the
+                                   * cache the walk reads them from next */
+        double *dst = st->value + vars[0].id;
+        for (int j = 0; j < n; j++) dst[j] = values[j];
+    } else
+        for (int j = 0; j < n; j++) st->value[vars[j].id] = values[j];
     st->op[st->n] = SOP_COUNT; /* the end mark */
     walk w = {st->value, st->link, st->d, st->c, st->op, 0, 0};
     for (;;) {
