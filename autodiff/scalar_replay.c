@@ -218,7 +218,7 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     struct ad_scalar_tape *st = get(tape);
     if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
     /* Variables recorded one after another (the usual case) have
-     * consecutive ids: their values then go in as one copy, without a
+     * consecutive ids: their values then go in as one run, without a
      * second pass over the handles. */
     bool consecutive = true;
     for (int j = 0; j < n; j++) {
@@ -227,9 +227,9 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
         consecutive &= vars[j].id == vars[0].id + (uint32_t)j;
     }
     if (!st) return 0;
-    if (consecutive && n > 0) { /* a loop, not memcpy: its streaming stores for
-                                   * large n would send the values past the
-                                   * cache the walk reads them from next */
+    if (consecutive && n > 0) {
+        /* a loop, not memcpy: memcpy's streaming stores for a large n
+         * would send the values past the cache the walk reads them from */
         double *dst = st->value + vars[0].id;
         for (int j = 0; j < n; j++) dst[j] = values[j];
     } else
