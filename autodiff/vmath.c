@@ -339,8 +339,17 @@ static inline void vm_prefetch(const void *p, size_t bytes)
  * the one VM_AHEAD elements on, when it is inside the array. */
 static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64_t m, int64_t n)
 {
-    if (i0 + VM_AHEAD + m <= n) vm_prefetch((const char *)x + (size_t)(i0 + VM_AHEAD) * es, (size_t)m * es);
+    if (i0 + VM_AHEAD + m <= n)
+        vm_prefetch((const char *)x + (size_t)(i0 + VM_AHEAD) * es, (size_t)m * es);
 }
+/* y[i] = F(x[i]) for i < n, in chunks that prefetch ahead (y, x, n in
+ * scope). */
+#define VM_MAP(F)                                                          \
+    for (int64_t i0 = 0; i0 < n; i0 += VM_CHUNK) {                         \
+        int64_t m = n - i0 < VM_CHUNK ? n - i0 : VM_CHUNK;                 \
+        vm_prefetch_ahead(x, sizeof *x, i0, m, n);                         \
+        for (int64_t i = i0; i < i0 + m; i++) y[i] = F(x[i]);              \
+    }
 
 /* The portable loops, and the AVX2 and AVX-512 ones, each with float
  * element functions of its own (vmath_float.inc): FMA is fma_exact in the
