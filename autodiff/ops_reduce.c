@@ -54,6 +54,7 @@ typedef struct {
  * 4 AVX2 or 2 AVX-512 registers, enough independent additions to cover
  * the latency of each. */
 #define FOLD_LANES 16
+#define FOLD_AHEAD 1024
 
 /* The lanes' total, pairwise in a fixed order. */
 static inline double lanes_total(double *p)
