@@ -180,4 +180,24 @@ static inline bool live(const struct ad_scalar_tape *st, ad_scalar s)
     return st && s.gen == st->gen && s.id < st->n;
 }
 
+/* Whether hs[0..n) (n > 0) are the handles of n live nodes of tape with
+ * consecutive ids from hs[0]'s: the usual array (the variables as
+ * recorded), checked in one pass without a branch per handle.  Every
+ * handle must equal {tape, id0 + k, gen}; the differences are or-ed
+ * together as 64-bit words (the pointer, and id + 2^32 gen), which the
+ * compiler vectorises even with SSE2 alone.  The element-by-element check
+ * that names a bad handle runs only when this fails. */
+static inline bool handles_consecutive(const struct ad_scalar_tape *st, const ad_tape *tape,
+                                       const ad_scalar *hs, int n)
+{
+    if (!st || n <= 0) return false;
+    uint32_t id0 = hs[0].id;
+    if (id0 >= st->n || (size_t)n > st->n - id0) return false;
+    uint64_t t = (uint64_t)(uintptr_t)tape, w0 = (uint64_t)st->gen << 32 | id0, bad = 0;
+    for (int k = 0; k < n; k++)
+        bad |= ((uint64_t)(uintptr_t)hs[k].tape ^ t) |
+               (((uint64_t)hs[k].gen << 32 | hs[k].id) ^ (w0 + (uint64_t)k));
+    return bad == 0;
+}
+
 #endif

@@ -220,11 +220,15 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     /* Variables recorded one after another (the usual case) have
      * consecutive ids: their values then go in as one run, without a
      * second pass over the handles. */
-    bool consecutive = true;
-    for (int j = 0; j < n; j++) {
+    bool consecutive = handles_consecutive(st, tape, vars, n);
+    if (consecutive) {
+        unsigned bad = 0; /* every one a variable: bytes, vectorised */
+        for (int j = 0; j < n; j++) bad |= st->op[vars[0].id + (uint32_t)j] ^ SOP_VAR;
+        consecutive = bad == 0;
+    }
+    for (int j = 0; j < n && !consecutive; j++) {
         if (vars[j].tape != tape || !live(st, vars[j]) || st->op[vars[j].id] != SOP_VAR)
             return ad__err(fn, "vars[%d] is not a live variable of this tape", j);
-        consecutive &= vars[j].id == vars[0].id + (uint32_t)j;
     }
     if (!st) return 0;
     if (consecutive && n > 0) {

@@ -467,6 +467,28 @@ START_TEST(constants_kept_for_replay)
 }
 END_TEST
 
+START_TEST(gradient_of_a_constant_is_zero)
+{
+    /* A constant among handles with consecutive ids (the array's fast
+     * path): its gradient is 0 although the sweep adds into its adjoint,
+     * and the variables' beside it are theirs.  y = x c + c x2. */
+    ad_tape *t = ad_tape_new();
+    ad_scalar xs[3];
+    xs[0] = ad_scalar_var(t, 2.0);
+    xs[1] = ad_scalar_const(t, 5.0);
+    xs[2] = ad_scalar_var(t, 3.0);
+    ad_scalar y = ad_sadd(ad_smul(xs[0], xs[1]), ad_smul(xs[1], xs[2]));
+    double g[3] = {-1, -1, -1};
+    ck_assert_int_eq(ad_scalar_gradient(y, 3, xs, g), 0);
+    ck_assert(g[0] == 5.0 && g[1] == 0.0 && g[2] == 5.0);
+    /* the same handles out of order go element by element */
+    ad_scalar rev[3] = {xs[2], xs[1], xs[0]};
+    ck_assert_int_eq(ad_scalar_gradient(y, 3, rev, g), 0);
+    ck_assert(g[0] == 5.0 && g[1] == 0.0 && g[2] == 5.0);
+    ad_tape_free(t);
+}
+END_TEST
+
 /* ---- the extended Rosenbrock function ------------------------------------------------------ */
 
 /* f(x) = sum_{i < n/2} 100 (x_{2i+1} - x_{2i}^2)^2 + (1 - x_{2i})^2,
@@ -896,6 +918,7 @@ static Suite *scalar_suite(void)
     tcase_add_test(tc, many_uses);
     tcase_add_test(tc, backward_semantics);
     tcase_add_test(tc, constants_kept_for_replay);
+    tcase_add_test(tc, gradient_of_a_constant_is_zero);
     tcase_add_test(tc, rosenbrock_gradient);
     suite_add_tcase(s, tc);
 
