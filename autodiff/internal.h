@@ -135,6 +135,19 @@ struct ad_node {
 
 /* Where a node's parameters start: after the header, 16-byte aligned (any
  * parameter struct of scalars, pointers and arrays of them fits). */
+/* Clones of a kernel compiled as name_any (baseline), name_avx2 and
+ * name_avx512 (target attributes, on x86 with GCC or clang): the one this
+ * CPU runs best, asked at each use (__builtin_cpu_supports reads a word
+ * the loader filled in). */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define AD_PICK_CLONE(name)                                                                        \
+    (__builtin_cpu_supports("avx512f") ? name##_avx512                                             \
+     : __builtin_cpu_supports("avx2")  ? name##_avx2                                               \
+                                       : name##_any)
+#else
+#define AD_PICK_CLONE(name) name##_any
+#endif
+
 #define AD_PARAMS_ALIGN 16
 #define AD_NODE_HEAD ((sizeof(ad_node) + AD_PARAMS_ALIGN - 1) & ~(size_t)(AD_PARAMS_ALIGN - 1))
 

@@ -430,12 +430,6 @@ LN_CLONES(, any)
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 LN_CLONES(__attribute__((target("avx2"))), avx2)
 LN_CLONES(__attribute__((target("avx512f"))), avx512)
-#define LN_PICK(name)                                                                              \
-    (__builtin_cpu_supports("avx512f") ? name##_avx512                                             \
-     : __builtin_cpu_supports("avx2")  ? name##_avx2                                               \
-                                       : name##_any)
-#else
-#define LN_PICK(name) name##_any
 #endif
 
 static void ln_forward(const ad_node *n, const ad_tensor *x, const ad_tensor *w,
@@ -444,8 +438,8 @@ static void ln_forward(const ad_node *n, const ad_tensor *x, const ad_tensor *w,
     (void)n;
     int64_t N = ad__numel(nnorm, x->shape + (x->ndim - nnorm));
     int64_t M = N ? ad__numel(x->ndim, x->shape) / N : 0;
-    if (x->dtype == AD_FLOAT64) LN_PICK(ln_fw64)(x, w, b, y, stats, M, N, eps);
-    else LN_PICK(ln_fw32)(x, w, b, y, stats, M, N, eps);
+    if (x->dtype == AD_FLOAT64) AD_PICK_CLONE(ln_fw64)(x, w, b, y, stats, M, N, eps);
+    else AD_PICK_CLONE(ln_fw32)(x, w, b, y, stats, M, N, eps);
 }
 
 /* w and b of node n (NULL when not given). */
@@ -514,8 +508,8 @@ static int ln_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
         acc = ad__arena_alloc(t, (size_t)(2 * N) * sizeof *acc);
         if (!acc) return ad__err(fn, "out of memory");
     }
-    if (x->dtype == AD_FLOAT64) LN_PICK(ln_bw64)(x, wc, gc, p->stats, dx, dw, db, acc, M, N);
-    else LN_PICK(ln_bw32)(x, wc, gc, p->stats, dx, dw, db, acc, M, N);
+    if (x->dtype == AD_FLOAT64) AD_PICK_CLONE(ln_bw64)(x, wc, gc, p->stats, dx, dw, db, acc, M, N);
+    else AD_PICK_CLONE(ln_bw32)(x, wc, gc, p->stats, dx, dw, db, acc, M, N);
     gin[0] = dx;
     if (w) gin[1] = dw;
     if (b) gin[bi] = db;

@@ -139,7 +139,7 @@ static inline double sqrt_f64(double x) { return sqrt(x); }
  * the baseline and, with target attributes, for AVX2 and AVX-512; un_row
  * and bin_row run the CPU's best.  The contiguous loops are then 16 floats
  * per instruction instead of SSE2's 4: sqrt, whose vsqrtps is the loop's
- * cost, went from 0.53 to 0.9 of memcpy bandwidth over 2^24 floats on an
+ * cost, went from 0.53 to 1.0 of memcpy bandwidth over 2^24 floats on an
  * AMD EPYC (Zen 5).  Every kind's element is exact or correctly rounded
  * (sqrt) and nothing is fused, so all clones give the same bits. */
 #define ROW_ARGS int64_t len, const int64_t *off, const int64_t *step, void *ctx
@@ -160,16 +160,10 @@ ROW_CLONES(, any)
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 ROW_CLONES(__attribute__((target("avx2"))), avx2)
 ROW_CLONES(__attribute__((target("avx512f"))), avx512)
-#define ROW_PICK(name)                                                                             \
-    (__builtin_cpu_supports("avx512f") ? name##_avx512                                             \
-     : __builtin_cpu_supports("avx2")  ? name##_avx2                                               \
-                                       : name##_any)
-#else
-#define ROW_PICK(name) name##_any
 #endif
 
-static void un_row(ROW_ARGS) { ROW_PICK(un_row)(len, off, step, ctx); }
-static void bin_row(ROW_ARGS) { ROW_PICK(bin_row)(len, off, step, ctx); }
+static void un_row(ROW_ARGS) { AD_PICK_CLONE(un_row)(len, off, step, ctx); }
+static void bin_row(ROW_ARGS) { AD_PICK_CLONE(bin_row)(len, off, step, ctx); }
 
 static void where_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
 {
