@@ -430,6 +430,30 @@ int ad_scalar_backward(ad_scalar y)
     return 0;
 }
 
+/* grad[k] = d(y)/d(xs[k]) for k < n after the sweep from y; consecutive
+ * says xs's ids follow one another (handles_consecutive). */
+static void gradient_out(const struct ad_scalar_tape *st, int n, const ad_scalar *xs,
+                         bool consecutive, double *grad)
+{
+    /* The tape's fields in locals: grad might alias them for all the
+     * compiler knows, and would make it load them again per store. */
+    const uint8_t *op = st->op;
+    const double *adj = st->adj;
+    size_t nadj = st->nadj;
+    if (consecutive && xs[0].id + (size_t)n <= nadj) {
+        /* grad_at without its bound test (every id is below nadj), as a
+         * select the compiler vectorises */
+        const uint8_t *o = op + xs[0].id;
+        const double *a = adj + xs[0].id;
+        for (int k = 0; k < n; k++) grad[k] = o[k] == SOP_CONST ? 0.0 : a[k];
+    } else if (consecutive) {
+        uint32_t id0 = xs[0].id;
+        for (int k = 0; k < n; k++) grad[k] = grad_at(op, adj, nadj, id0 + (uint32_t)k);
+    } else {
+        for (int k = 0; k < n; k++) grad[k] = grad_at(op, adj, nadj, xs[k].id);
+    }
+}
+
 int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
 {
     static const char *fn = "ad_scalar_gradient";
@@ -450,24 +474,25 @@ int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *grad)
             return ad__err(fn, "xs[%d] is stale (recorded before ad_tape_reset)", k);
     }
     sweep(st, y.id);
-    /* The tape's fields in locals: grad might alias them for all the
-     * compiler knows, and would make it load them again per store. */
-    const uint8_t *op = st->op;
-    const double *adj = st->adj;
-    size_t nadj = st->nadj;
-    if (consecutive && xs[0].id + (size_t)n <= nadj) {
-        /* grad_at without its bound test (every id is below nadj), as a
-         * select the compiler vectorises */
-        const uint8_t *o = op + xs[0].id;
-        const double *a = adj + xs[0].id;
-        for (int k = 0; k < n; k++) grad[k] = o[k] == SOP_CONST ? 0.0 : a[k];
-    } else if (consecutive) {
-        uint32_t id0 = xs[0].id;
-        for (int k = 0; k < n; k++) grad[k] = grad_at(op, adj, nadj, id0 + (uint32_t)k);
-    } else {
-        for (int k = 0; k < n; k++) grad[k] = grad_at(op, adj, nadj, xs[k].id);
-    }
+    gradient_out(st, n, xs, consecutive, grad);
     return 0;
+}
+
+int ad_scalar_replay_gradient(ad_scalar y, int n, const ad_scalar *vars, const double *values,
+                              double *grad)
+{
+    static const char *fn = "ad_scalar_replay_gradient";
+    struct ad_scalar_tape *st;
+    if (check_y(fn, y, &st)) return -1;
+    if (n < 0 || (n > 0 && (!vars || !values || !grad)))
+        return ad__err(fn, "need n >= 0 and non-NULL vars, values and grad arrays (n = %d)", n);
+    /* every argument checked before the tape changes */
+    bool consecutive;
+    if (ad__scalar_check_vars(fn, st, y.tape, n, vars, &consecutive)) return -1;
+    int switches = ad__scalar_replay_run(st, n, vars, consecutive, values);
+    sweep(st, y.id);
+    gradient_out(st, n, vars, consecutive, grad);
+    return switches;
 }
 
 /* ---- ops ----------------------------------------------------------------------------- */

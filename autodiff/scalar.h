@@ -90,6 +90,16 @@ AD_API int ad_scalar_gradient(ad_scalar y, int n, const ad_scalar *xs, double *g
  * switched comparison.  -1 on error (a handle that is not a live variable
  * of this tape, NULL arrays). */
 AD_API int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values);
+/* The gradient at a new point in one call (ADOL-C's gradient()): replays
+ * the tape with vars[k] = values[k], then stores d(y)/d(vars[k]) into
+ * grad[k], k < n: ad_scalar_replay(y's tape, n, vars, values) followed by
+ * ad_scalar_gradient(y, n, vars, grad), with the handles checked once
+ * instead of twice.  Returns the replay's count of switched kinks (>= 0),
+ * or -1 with an error set (y invalid or stale, a vars[k] that is not a
+ * live variable of y's tape, n < 0, a NULL array with n > 0), in which
+ * case neither the tape nor grad has changed. */
+AD_API int ad_scalar_replay_gradient(ad_scalar y, int n, const ad_scalar *vars,
+                                     const double *values, double *grad);
 /* Number of scalar nodes recorded on the tape since the last reset (0 for
  * a NULL tape).  Every var, const and op result is one node. */
 AD_API size_t ad_scalar_count(const ad_tape *tape);

@@ -200,4 +200,16 @@ static inline bool handles_consecutive(const struct ad_scalar_tape *st, const ad
     return bad == 0;
 }
 
+/* The replay's two halves (scalar_replay.c), shared by ad_scalar_replay
+ * and ad_scalar_replay_gradient.  check_vars: whether vars[0..n) are
+ * live variables of tape (st its scalar state, NULL when it recorded
+ * none), -1 with fn's error naming the first that is not; sets
+ * *consecutive when their ids follow one another.  replay_run (st not
+ * NULL, vars checked): sets their values and re-evaluates the tape;
+ * returns the kinks whose branch changed. */
+int ad__scalar_check_vars(const char *fn, const struct ad_scalar_tape *st, const ad_tape *tape,
+                          int n, const ad_scalar *vars, bool *consecutive);
+int ad__scalar_replay_run(struct ad_scalar_tape *st, int n, const ad_scalar *vars, bool consecutive,
+                          const double *values);
+
 #endif

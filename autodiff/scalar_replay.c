@@ -211,26 +211,29 @@ done:
 #undef CASE
 #undef NEXT
 
-int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values)
+int ad__scalar_check_vars(const char *fn, const struct ad_scalar_tape *st, const ad_tape *tape,
+                          int n, const ad_scalar *vars, bool *consecutive)
 {
-    static const char *fn = "ad_scalar_replay";
-    if (!tape) return ad__err(fn, "tape is NULL");
-    struct ad_scalar_tape *st = get(tape);
-    if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
     /* Variables recorded one after another (the usual case) have
      * consecutive ids: their values then go in as one run, without a
      * second pass over the handles. */
-    bool consecutive = handles_consecutive(st, tape, vars, n);
-    if (consecutive) {
+    bool run = handles_consecutive(st, tape, vars, n);
+    if (run) {
         unsigned bad = 0; /* every one a variable: bytes, vectorised */
         for (int j = 0; j < n; j++) bad |= st->op[vars[0].id + (uint32_t)j] ^ SOP_VAR;
-        consecutive = bad == 0;
+        run = bad == 0;
     }
-    for (int j = 0; j < n && !consecutive; j++) {
+    for (int j = 0; j < n && !run; j++) {
         if (vars[j].tape != tape || !live(st, vars[j]) || st->op[vars[j].id] != SOP_VAR)
             return ad__err(fn, "vars[%d] is not a live variable of this tape", j);
     }
-    if (!st) return 0;
+    *consecutive = run;
+    return 0;
+}
+
+int ad__scalar_replay_run(struct ad_scalar_tape *st, int n, const ad_scalar *vars, bool consecutive,
+                          const double *values)
+{
     if (consecutive && n > 0) {
         /* a loop, not memcpy: memcpy's streaming stores for a large n
          * would send the values past the cache the walk reads them from */
@@ -248,6 +251,18 @@ int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *
     assert(w.l == st->link + st->ne && w.c == st->c + st->nc);
     st->nadj = 0; /* the adjoints belong to the old point */
     return w.switches;
+}
+
+int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values)
+{
+    static const char *fn = "ad_scalar_replay";
+    if (!tape) return ad__err(fn, "tape is NULL");
+    struct ad_scalar_tape *st = get(tape);
+    if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
+    bool consecutive;
+    if (ad__scalar_check_vars(fn, st, tape, n, vars, &consecutive)) return -1;
+    if (!st) return 0;
+    return ad__scalar_replay_run(st, n, vars, consecutive, values);
 }
 #undef REPLAY_THREADED
 #undef WALK_STATE_IN

@@ -1097,6 +1097,14 @@ START_TEST(scalar_h)
     ROW_RC(ad_scalar_replay(t, -1, &z, g), "need n >= 0 and arrays");
     ROW_RC(ad_scalar_replay(t, 1, &w, g), "not a live variable");
     ROW_RC(ad_scalar_replay(t, 1, &y, g), "not a live variable");
+    ROW_RC(ad_scalar_replay_gradient(inv, 1, &z, g, g), "invalid scalar handle");
+    ROW_RC(ad_scalar_replay_gradient(w, -1, &z, g, g), "need n >= 0");
+    ROW_RC(ad_scalar_replay_gradient(w, 1, NULL, g, g), "non-NULL vars, values and grad");
+    ROW_RC(ad_scalar_replay_gradient(w, 1, &z, NULL, g), "non-NULL vars, values and grad");
+    ROW_RC(ad_scalar_replay_gradient(w, 1, &z, g, NULL), "non-NULL vars, values and grad");
+    ROW_RC(ad_scalar_replay_gradient(w, 1, &w, g, g), "vars[0] is not a live variable");
+    ROW_RC(ad_scalar_replay_gradient(w, 1, &y, g, g), "vars[0] is not a live variable");
+    ROW_RC(ad_scalar_replay_gradient(b, 1, &z, g, g), "stale");
     ROW_OK(ad_scalar_count(NULL), ad_scalar_count(NULL) == 0);
     ROW_RC(ad_scalar_reserve(NULL, 10), "tape is NULL");
     ROW_OK(ad_scalar_capacity(NULL), ad_scalar_capacity(NULL) == 0);
