@@ -133,8 +133,6 @@ struct ad_node {
                           op->accumulate_input: the rule leaves them out */
 };
 
-/* Where a node's parameters start: after the header, 16-byte aligned (any
- * parameter struct of scalars, pointers and arrays of them fits). */
 /* Clones of a kernel compiled as name_any (baseline), name_avx2 and
  * name_avx512 (target attributes, on x86 with GCC or clang): the one this
  * CPU runs best, asked at each use (__builtin_cpu_supports reads a word
@@ -148,6 +146,8 @@ struct ad_node {
 #define AD_PICK_CLONE(name) name##_any
 #endif
 
+/* Where a node's parameters start: after the header, 16-byte aligned (any
+ * parameter struct of scalars, pointers and arrays of them fits). */
 #define AD_PARAMS_ALIGN 16
 #define AD_NODE_HEAD ((sizeof(ad_node) + AD_PARAMS_ALIGN - 1) & ~(size_t)(AD_PARAMS_ALIGN - 1))
 

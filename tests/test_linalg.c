@@ -381,10 +381,12 @@ static void builtin_sweep_of(int mask)
         {130, 70, 33},
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int dt = 0; dt < 2; dt++)
-            for (int t = 0; t < 4 && (mask >> dt & 1); t++)
+        for (int dt = 0; dt < 2; dt++) {
+            if (!(mask >> dt & 1)) continue;
+            for (int t = 0; t < 4; t++)
                 check_builtin(dt ? AD_FLOAT32 : AD_FLOAT64, shapes[s][0], shapes[s][1],
                               shapes[s][2], t & 1, t & 2);
+        }
 }
 
 static void builtin_sweep(void) { builtin_sweep_of(3); }

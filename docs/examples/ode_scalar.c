@@ -53,11 +53,10 @@ static void observe(double k, double c)
     }
 }
 
-/* Loss and gradient with the scalar API. */
-static double loss_scalar(ad_tape *t, const double p[2], double g[2])
+/* The loss recorded with the scalar API on tape t, from variables k and c
+ * recorded there. */
+static ad_scalar record_loss(ad_tape *t, ad_scalar k, ad_scalar c)
 {
-    ad_tape_reset(t);
-    ad_scalar k = ad_scalar_var(t, p[0]), c = ad_scalar_var(t, p[1]);
     ad_scalar x = ad_scalar_const(t, 1), v = ad_scalar_const(t, 0), L = ad_scalar_const(t, 0);
     for (int s = 1, o = 0; s <= STEPS; s++) {
         ad_scalar a = ad_sneg(ad_sadd(ad_smul(k, x), ad_smul(c, v)));
@@ -65,6 +64,15 @@ static double loss_scalar(ad_tape *t, const double p[2], double g[2])
         x = ad_sadd(x, ad_smul_c(v, DT));
         if (s == OBS_AT[o]) L = ad_sadd(L, ad_ssquare(ad_ssub_c(x, obs[o++])));
     }
+    return L;
+}
+
+/* Loss and gradient with the scalar API, recorded afresh at each point. */
+static double loss_scalar(ad_tape *t, const double p[2], double g[2])
+{
+    ad_tape_reset(t);
+    ad_scalar k = ad_scalar_var(t, p[0]), c = ad_scalar_var(t, p[1]);
+    ad_scalar L = record_loss(t, k, c);
     if (ad_scalar_gradient(L, 2, (ad_scalar[]){k, c}, g)) return NAN;
     return ad_scalar_value(L);
 }
@@ -80,14 +88,7 @@ static double loss_replayed(ad_tape *t, const double p[2], double g[2])
         ad_tape_reset(t);
         kc[0] = ad_scalar_var(t, p[0]);
         kc[1] = ad_scalar_var(t, p[1]);
-        ad_scalar x = ad_scalar_const(t, 1), v = ad_scalar_const(t, 0);
-        L = ad_scalar_const(t, 0);
-        for (int s = 1, o = 0; s <= STEPS; s++) {
-            ad_scalar a = ad_sneg(ad_sadd(ad_smul(kc[0], x), ad_smul(kc[1], v)));
-            v = ad_sadd(v, ad_smul_c(a, DT));
-            x = ad_sadd(x, ad_smul_c(v, DT));
-            if (s == OBS_AT[o]) L = ad_sadd(L, ad_ssquare(ad_ssub_c(x, obs[o++])));
-        }
+        L = record_loss(t, kc[0], kc[1]);
     }
     if (ad_scalar_replay_gradient(L, 2, kc, p, g) < 0) return NAN;
     return ad_scalar_value(L);
