@@ -58,7 +58,12 @@ def synthetic(path):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="charlm_")
+    # removed with everything in it when the test ends, passed or not
+    with tempfile.TemporaryDirectory(prefix="charlm_") as tmp:
+        run_all(tmp)
+
+
+def run_all(tmp):
     data = FORTUNES
     if not os.path.isdir(FORTUNES):
         data = os.path.join(tmp, "text.txt")
