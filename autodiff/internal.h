@@ -37,7 +37,15 @@ typedef struct ad_storage {
     bool borrowed;
     void (*release)(void *data, void *ctx);
     void *release_ctx;
+    /* The allocator's block that data lies in (ad__storage_alloc), freed
+     * with it; NULL for arena and borrowed storage. */
+    void *block;
 } ad_storage;
+
+/* Heap storage of nbytes (at least 1), refs 1, its data on a 64-byte line
+ * from 64 bytes on; NULL when out of memory.  Freed when its last
+ * reference goes (tape.c, storage_free). */
+ad_storage *ad__storage_alloc(size_t nbytes);
 
 typedef struct ad_node ad_node;
 

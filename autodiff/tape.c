@@ -268,7 +268,7 @@ const char *ad__handle_problem(const ad_tensor *t)
 static void storage_free(ad_storage *s)
 {
     if (!s->borrowed)
-        ad__free(s->data);
+        ad__free(s->block);
     else if (s->release)
         s->release(s->data, s->release_ctx);
     ad__free(s);
@@ -318,16 +318,13 @@ static void carry_keep(ad_tensor *t)
     t->label = NULL;
     if (!t->storage->in_arena) return;
     size_t nbytes = (size_t)ad__numel(t->ndim, t->shape) * ad_dtype_size(t->dtype);
-    ad_storage *s = ad__calloc(1, sizeof *s);
-    void *data = s ? ad__malloc(nbytes ? nbytes : 1) : NULL;
-    if (!data) {
+    ad_storage *s = ad__storage_alloc(nbytes);
+    if (!s) {
         /* Out of memory at reset: the tensor is lost, and says so when used
          * (stale), rather than reading the next step's memory. */
-        ad__free(s);
         t->carried = false;
         return;
     }
-    *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = false};
     ad_tensor dst = *t;
     dst.storage = s;
     dst.offset = 0;

@@ -131,6 +131,29 @@ static ad_tensor *contiguous_over(ad_tensor *t, ad_storage *s, ad_dtype dtype, i
     return t;
 }
 
+/* The allocator's blocks are 16-byte aligned (glibc's malloc: 16 bytes
+ * past a page for the large ones), so a persistent tensor's rows began
+ * in the middle of a cache line and every 64-byte vector load or store of
+ * a kernel (the optimiser's update, the packing of a weight) touched two
+ * lines.  The arena's tensors start on a line already; these now do too,
+ * for 63 bytes more per block.  Below 64 bytes there is no line to
+ * straddle twice and the block is kept as it comes. */
+ad_storage *ad__storage_alloc(size_t nbytes)
+{
+    size_t pad = nbytes >= 64 ? 63 : 0;
+    if (nbytes > SIZE_MAX - pad) return NULL;
+    ad_storage *s = ad__calloc(1, sizeof *s);
+    char *block = s ? ad__malloc(nbytes ? nbytes + pad : 1) : NULL;
+    if (!block) {
+        ad__free(s);
+        return NULL;
+    }
+    uintptr_t a = ((uintptr_t)block + pad) & ~(uintptr_t)pad;
+    *s = (ad_storage){.data = block + (a - (uintptr_t)block), .nbytes = nbytes, .refs = 1,
+                      .block = block};
+    return s;
+}
+
 static ad_tensor *new_header(const char *fn, ad_tape *tape)
 {
     if (tape && ad__check_tape(fn, tape)) return NULL;
@@ -170,15 +193,11 @@ ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
         }
         *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = true};
     } else {
-        s = ad__calloc(1, sizeof *s);
-        void *data = s ? ad__malloc(nbytes ? nbytes : 1) : NULL;
-        if (!data) {
-            ad__free(s);
+        if (!(s = ad__storage_alloc(nbytes))) {
             ad__free(t);
             ad__err(fn, "out of memory allocating %zu bytes", nbytes);
             return NULL;
         }
-        *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = false};
     }
     return contiguous_over(t, s, dtype, ndim, shape);
 }

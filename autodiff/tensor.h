@@ -242,7 +242,11 @@ AD_API bool ad_is_contiguous(const ad_tensor *t);
 AD_API ad_tape *ad_tensor_tape(const ad_tensor *t);
 /* Pointer to element 0 of a contiguous tensor (float *, double * or
  * int64_t * by dtype), for reading and writing in place; NULL with an error
- * when t is not contiguous (use ad_contiguous first).  The library cannot
+ * when t is not contiguous (use ad_contiguous first).  Memory the library
+ * allocated for a tensor starts on a 64-byte line when it is 64 bytes or
+ * more (whatever the allocator's own alignment), so element 0 of such a
+ * tensor does, unless t is a view at an offset or wraps ad_from_blob's
+ * memory.  The library cannot
  * see writes through it: call ad_mark_modified(t) after writing, so that
  * backward through an op that saved t reports the change instead of
  * computing a wrong gradient. */

@@ -1,6 +1,7 @@
 /* tests/test_alloc.c - ad_set_allocator: a program's allocator sees every
  * allocation of the library and of nn, gets all of it back, and its
  * failures are the library's out-of-memory errors. */
+#include <malloc.h> /* malloc_usable_size, for the offset allocator */
 #include <nn/nn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -241,6 +242,115 @@ START_TEST(large_blocks_are_advised_huge_pages)
 }
 END_TEST
 
+/* An allocator whose blocks start 16 bytes past a cache line, as glibc's
+ * large blocks do (16 bytes into a page): each block is 64 bytes more from
+ * the C library's, given out at byte 16 + (64-byte alignment of the real
+ * block); its free finds the real block again from the byte before. */
+static void *off16_malloc(size_t n, void *ctx)
+{
+    counts *c = ctx;
+    unsigned char *p = malloc(n + 128);
+    if (!p) return NULL;
+    c->live++;
+    size_t lead = 16 + (64 - (size_t)((uintptr_t)p % 64)) % 64; /* 16 .. 79 */
+    p[lead - 1] = (unsigned char)lead;
+    return p + lead;
+}
+static void *off16_calloc(size_t count, size_t size, void *ctx)
+{
+    void *p = off16_malloc(count * size, ctx);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+static void off16_free(void *q, void *ctx)
+{
+    counts *c = ctx;
+    unsigned char *p = q;
+    c->live--;
+    free(p - p[-1]);
+}
+static void *off16_realloc(void *q, size_t n, void *ctx)
+{
+    /* the library reallocs only its own arrays, never tensor storage; the
+     * old size is not known here, so copy n bytes of a block at least as
+     * big as any the tests below realloc to (glibc's usable size) */
+    void *p = off16_malloc(n, ctx);
+    if (!p) return NULL;
+    unsigned char *old = q;
+    size_t have = malloc_usable_size(old - old[-1]) - old[-1];
+    memcpy(p, q, have < n ? have : n);
+    off16_free(q, ctx);
+    return p;
+}
+
+/* Tensors the library allocates start on a 64-byte line from 64 bytes on,
+ * whatever the allocator's alignment (tensor.c, ad__storage_alloc): a
+ * kernel's vector loads and stores then touch one line each, not two (the
+ * optimiser's update of an MLP took 35 % less time).  Persistent tensors of
+ * every making, a module's parameters and their gradients, a detached
+ * tensor carried over a reset, and those on a tape; under the offset
+ * allocator every block is freed through it (live 0 at the end). */
+static bool on_line(ad_tensor *t) { return t && (uintptr_t)ad_data(t) % 64 == 0; }
+
+START_TEST(tensor_data_starts_on_a_cache_line)
+{
+    counts c = {0};
+    ad_allocator a = {off16_malloc, off16_calloc, off16_realloc, off16_free, &c};
+    ck_assert_int_eq(ad_set_allocator(&a), 0);
+    {
+        unsigned char *raw = ad_malloc(4096); /* the allocator really is off */
+        ck_assert_ptr_nonnull(raw);
+        ck_assert_int_eq((uintptr_t)raw % 64, 16);
+        ad_free(raw);
+    }
+    ad_tensor *e16 = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(16));            /* 64 bytes */
+    ad_tensor *big = ad_zeros(NULL, AD_FLOAT32, AD_SHAPE(256, 784));      /* 800 KB */
+    ad_tensor *huge = ad_full(NULL, AD_FLOAT64, AD_SHAPE(1 << 20), 2.0);  /* 8 MB */
+    ad_tensor *arr = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(3, 4),
+                                   (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+    ad_tensor *tiny = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(3), (float[]){1, 2, 3});
+    ck_assert(on_line(e16) && on_line(big) && on_line(huge) && on_line(arr));
+    ck_assert_ptr_nonnull(tiny); /* 12 bytes: as the allocator gives it */
+    ck_assert_double_eq(((double *)ad_data(huge))[(1 << 20) - 1], 2.0);
+    ck_assert_float_eq(((float *)ad_data(big))[256 * 784 - 1], 0.0f);
+    ck_assert_double_eq(((double *)ad_data(arr))[11], 12);
+    ck_assert_double_eq(((float *)ad_data(tiny))[2], 3);
+
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    nn_module *lin = nn_linear(784, 256, true, AD_FLOAT32, &rng);
+    nn_named_tensors *ps = lin ? nn_parameters(lin) : NULL;
+    ck_assert_ptr_nonnull(ps);
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *x = ad_ones(t, AD_FLOAT32, AD_SHAPE(8, 784));
+    ck_assert(on_line(x));
+    ad_tensor *loss = ad_sum(nn_forward(lin, x), NULL, 0, false);
+    ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
+    for (int k = 0; k < ps->n; k++) {
+        ad_tensor *p = ps->tensors[k];
+        ck_assert_msg(on_line(p) && on_line(ad_tensor_grad(p)), "parameter %d", k);
+    }
+    /* h = detach(h) across a reset: its values move to heap storage */
+    ad_tensor *h = ad_detach(ad_mul_scalar(x, 3.0));
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert(on_line(h));
+    ck_assert_double_eq(((float *)ad_data(h))[8 * 784 - 1], 3);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+
+    nn_named_tensors_free(ps);
+    nn_module_free(lin);
+    ad_tensor_free(e16);
+    ad_tensor_free(big);
+    ad_tensor_free(huge);
+    ad_tensor_free(arr);
+    ad_tensor_free(tiny);
+    ck_assert_int_eq(ad_set_allocator(NULL), 0);
+    ck_assert_int_eq(c.live, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alloc");
@@ -249,6 +359,7 @@ int main(void)
     tcase_add_test(tc, user_allocator_failure_is_an_error);
     tcase_add_test(tc, incomplete_allocator_is_refused);
     tcase_add_test(tc, large_blocks_are_advised_huge_pages);
+    tcase_add_test(tc, tensor_data_starts_on_a_cache_line);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
