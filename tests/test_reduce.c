@@ -341,6 +341,31 @@ START_TEST(leading_axis_sums_row_by_row)
 }
 END_TEST
 
+/* A float32 matrix of 32 MB or more, past the caches, is summed over its
+ * rows in chunks of columns with the next chunk prefetched (fold_cols):
+ * still each column's rows added in order in double.  1031 x 8200: 7 rows
+ * after the last group of 8, and a last chunk of 8 columns. */
+START_TEST(leading_axis_sum_of_a_large_matrix)
+{
+    const int64_t m = 1031, n = 8200;
+    ad_tensor *x = ad_empty(NULL, AD_FLOAT32, AD_SHAPE(m, n));
+    ck_assert_ptr_nonnull(x);
+    float *v = ad_data(x);
+    for (int64_t i = 0; i < m * n; i++)
+        v[i] = (float)((uint32_t)i * 2654435761u % 1000003u) * 1e-3f - 500.0f;
+    ad_tensor *s = ad_sum(x, (int[]){0}, 1, false);
+    ck_assert_msg(s != NULL, "%s", ad_error());
+    const float *got = ad_data(s);
+    for (int64_t j = 0; j < n; j++) {
+        double want = 0;
+        for (int64_t i = 0; i < m; i++) want += (double)v[i * n + j];
+        ck_assert_msg(got[j] == (float)want, "col %lld: %.9g != %.9g", (long long)j,
+                      (double)got[j], (double)(float)want);
+    }
+    ad_tensor_free(x);
+}
+END_TEST
+
 /* ---- logsumexp ------------------------------------------------------------------- */
 START_TEST(logsumexp_values)
 {
@@ -611,6 +636,7 @@ int main(void)
     tcase_add_test(tc, max_tie_rule_is_linear_in_g);
     tcase_add_test(tc, max_min_float32);
     tcase_add_test(tc, leading_axis_sums_row_by_row);
+    tcase_add_test(tc, leading_axis_sum_of_a_large_matrix);
     tcase_add_test(tc, logsumexp_values);
     tcase_add_test(tc, logsumexp_extremes);
     tcase_add_test(tc, logsumexp_gradient_is_softmax);
