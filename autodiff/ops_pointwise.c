@@ -745,7 +745,9 @@ static void phi_cdf_f32(const float *x, int64_t n, float *P) { ad__vphi_f32(P, x
 static void gelu_slope_f32(const float *x, const float *P, float *d, int64_t n)
 {
     float e[GELU_CHUNK];
-    if (n <= 0) return; /* and GCC -O1 sees e written before ad__vexp_f32 reads it */
+    /* an empty chunk returns first: GCC at -O1 then sees e written before
+     * ad__vexp_f32 reads it (-Wmaybe-uninitialized otherwise) */
+    if (n <= 0) return;
     for (int64_t j = 0; j < n; j++) e[j] = -0.5f * x[j] * x[j];
     ad__vexp_f32(e, e, n);
     for (int64_t j = 0; j < n; j++) d[j] = P[j] + x[j] * (float)INV_SQRT_2PI * e[j];

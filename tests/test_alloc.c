@@ -271,9 +271,8 @@ static void off16_free(void *q, void *ctx)
 }
 static void *off16_realloc(void *q, size_t n, void *ctx)
 {
-    /* the library reallocs only its own arrays, never tensor storage; the
-     * old size is not known here, so copy n bytes of a block at least as
-     * big as any the tests below realloc to (glibc's usable size) */
+    /* a new block, and what the old one holds up to n bytes (its size
+     * from the C library's malloc_usable_size, less the lead) */
     void *p = off16_malloc(n, ctx);
     if (!p) return NULL;
     unsigned char *old = q;
