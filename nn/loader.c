@@ -510,6 +510,24 @@ void nn__loader_fill_rows(const nn__batch *bt, int64_t lo, int64_t hi, void *xd,
 
 void nn__loader_filled(const nn__batch *bt) { mark_filled(bt->l, bt->k); }
 
+void nn__loader_prefetch_row(const nn__batch *bt, int64_t i)
+{
+    if (bt->l->kind == SRC_IDX && i >= 0 && i < bt->b) prefetch_image(bt->l, bt->idx[i]);
+}
+
+/* Only an IDX loader's batches are read ahead: its bytes are converted
+ * (the part worth moving off the calling thread), and they are not a
+ * tensor that a callback could write through ad_data between steps. */
+int nn__loader_peek(const nn_loader *l, nn__batch *bt)
+{
+    if (!l || l->kind != SRC_IDX || l->pos >= l->stop) return 0;
+    int64_t g = l->batch_size * l->world, off, b;
+    if (l->stop - l->pos < g) g = l->stop - l->pos;
+    slice_of(l, g, &off, &b);
+    *bt = (nn__batch){(nn_loader *)l, b == l->batch_size ? 0 : 1, l->order + l->pos + off, b};
+    return b > 0;
+}
+
 int nn__loader_claim(nn_loader *l, ad_tensor **x, ad_tensor **y, nn__batch *bt)
 {
     static const char *fn = "nn_loader_next";

@@ -61,6 +61,13 @@ typedef struct nn__batch {
 int nn__loader_claim(nn_loader *l, ad_tensor **x, ad_tensor **y, nn__batch *bt);
 void nn__loader_fill_rows(const nn__batch *bt, int64_t lo, int64_t hi, void *xd, void *yd);
 void nn__loader_filled(const nn__batch *bt);
+/* The batch the next claim would take, without taking it (the loader's
+ * position and state stay as they are): 1 with *bt (its idx valid until
+ * the loader's next claim or change of epoch), or 0 when that claim
+ * would end or begin an epoch, or the loader is not an IDX one. */
+int nn__loader_peek(const nn_loader *l, nn__batch *bt);
+/* A hint: row i of bt's source toward the caches (nothing past its rows). */
+void nn__loader_prefetch_row(const nn__batch *bt, int64_t i);
 
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }

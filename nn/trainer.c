@@ -237,9 +237,13 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
 {
     rec *recs = training ? tr->train : tr->eval, *r = NULL;
     *replayed = false;
+    /* nn_fit filled the leaves of a recording of this batch's shape: the
+     * trainer's, or (products split) the threads' second one */
+    if (training && tr->pre_r && tr->pre_x == x) r = tr->pre_r;
     for (int i = 0; !tr->o.no_replay && i < NN_TRAINER_MAX_SHAPES && !r; i++)
         if (!recs[i].tape || rec_matches(&recs[i], x, y)) r = &recs[i];
     if (r) {
+        nn__trainer_prefetch_stop(tr, r); /* nothing may convert into it now */
         if (!r->tape && record(tr, r, x, y, training)) return -1;
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
         /* nn_fit converted the batch into the leaves already, or (with
@@ -610,6 +614,7 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
         nn_epoch_info info = {.epoch = e, .epochs = epochs};
         double t0 = now();
         rc = fit_epoch(tr, train, &o, bar, e, epochs, &info);
+        nn__trainer_prefetch_stop(tr, NULL); /* a stop or an error leaves a job */
         if (rc < 0) break;
         info.lr = nn_optim_get_lr(tr->opt);
         /* The bar's line ends before the evaluation, so that its samples/s

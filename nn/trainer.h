@@ -158,11 +158,20 @@ AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
  *                     (OPENBLAS_NUM_THREADS=1) is split on the built-in
  *                     kernel instead; one with threads of its own keeps
  *                     the product.  Nothing the size of the parameters is
- *                     summed or packed twice.  The bits do not depend on
- *                     the thread count: they are those of a one-thread
- *                     step with the built-in kernel for the split
- *                     products (with OpenBLAS, not the default one-thread
- *                     step's).
+ *                     summed or packed twice.  In nn_fit over an IDX
+ *                     loader (nn_loader_from_idx) the threads, while they
+ *                     wait for the calling thread, also convert the batch
+ *                     the loader will hand out next, into a second
+ *                     recording of the batch's shape (one recording more
+ *                     in nn_trainer_get_stats) that the next step replays;
+ *                     the loader's position moves only when the batch is
+ *                     handed out, a callback that moves the loader is
+ *                     obeyed (the rows converted ahead are dropped), and
+ *                     the images must not change during nn_fit.  The bits
+ *                     do not depend on the thread count: they are those
+ *                     of a one-thread step with the built-in kernel for
+ *                     the split products (with OpenBLAS, not the default
+ *                     one-thread step's).
  *   NN_THREADS_AUTO   (the default) chosen at the first step with more than
  *                     one thread, from its one-thread recording: OPS when
  *                     the parameters take at least half as many bytes as

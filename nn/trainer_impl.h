@@ -85,6 +85,28 @@ int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tenso
 /* The training recording that forward would replay for batch (x, y), or
  * NULL when it is not made yet (or replay is off). */
 rec *nn__trainer_train_rec(nn_trainer *tr, const ad_tensor *x, const ad_tensor *y);
+/* NN_THREADS_OPS in nn_fit: the next batch converted by the waiting
+ * threads (trainer_prefetch.c).  A job: post (the batch that the loader
+ * will hand out next, and the recording whose leaves it goes into; its
+ * indices are copied); row (a thread's share: converts one row, false
+ * when none is left); take (the calling thread closes the job, finishing
+ * its rows when bt has the job's samples, and returns its recording then,
+ * NULL otherwise; bt NULL: the job's rows are dropped); target (the
+ * recording of the job under way, or NULL).  Free it after the threads
+ * that call row have stopped. */
+typedef struct nn__prefetch nn__prefetch;
+nn__prefetch *nn__prefetch_new(void);
+void nn__prefetch_free(nn__prefetch *f);
+bool nn__prefetch_open(nn__prefetch *f);
+bool nn__prefetch_row(nn__prefetch *f);
+rec *nn__prefetch_take(nn__prefetch *f, const struct nn__batch *bt);
+int nn__prefetch_post(nn__prefetch *f, const struct nn__batch *next, rec *target);
+rec *nn__prefetch_target(const nn__prefetch *f);
+/* Drops the job of tr's threads, if any, when it converts into r's leaves
+ * (any job for r NULL): before r is replayed, freed, or the threads'
+ * use changes. */
+void nn__trainer_prefetch_stop(nn_trainer *tr, const rec *r);
+
 /* Adds the shards' recordings to *s (nothing for NULL). */
 int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */

@@ -153,6 +153,9 @@ struct pool {
     _Atomic bool quit;
     const char *xd, *yd;  /* this step's batch, and the bytes of one row */
     size_t xrow, yrow;
+    nn__prefetch *pf;     /* NN_THREADS_OPS in nn_fit: the next batch, converted by the
+                             workers between their parts (trainer_prefetch.c) */
+    rec alt;              /* ... into this recording's leaves and the trainer's in turn */
 };
 
 /* Where gradient i of shard s is: its element 0 and strides.  A weight's
@@ -223,7 +226,8 @@ static void raise_event(struct pool *p, event *e)
     }
 }
 
-/* Waits until e->seq is no longer seen; returns the new value.  *budget
+/* Waits until e->seq is no longer seen; returns the new value, or seen
+ * when job (a worker's, or NULL) has a row to convert first.  *budget
  * is this waiter's spin limit, adapted to the waits it sees: a spin that
  * sees the event doubles it, up to SPIN_NS; a spin that ends without the
  * event, then sleeps, sets it from how long the whole wait took.  A wait
@@ -244,12 +248,14 @@ static void raise_event(struct pool *p, event *e)
  * (sched_yield): a yielding thread, still runnable, waits behind every
  * other runnable thread for its next turn, where a sleeping one that is
  * woken is scheduled at once (docs/benchmarks.md has the measurements). */
-static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *budget)
+static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *budget,
+                            nn__prefetch *job)
 {
     uint64_t v;
     int64_t t0 = 0;
     for (unsigned i = 0;; i++) {
-        if ((v = atomic_load_explicit(&e->seq, memory_order_acquire)) != seen) {
+        if ((v = atomic_load_explicit(&e->seq, memory_order_acquire)) != seen ||
+            (job && nn__prefetch_open(job))) {
             *budget = *budget < SPIN_NS / 2 ? 2 * *budget : SPIN_NS;
             return v;
         }
@@ -262,7 +268,8 @@ static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *bu
     }
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&e->sleepers, 1);
-    while ((v = atomic_load(&e->seq)) == seen) pthread_cond_wait(&e->cv, &p->mu);
+    while ((v = atomic_load(&e->seq)) == seen && !(job && nn__prefetch_open(job)))
+        pthread_cond_wait(&e->cv, &p->mu);
     atomic_fetch_sub(&e->sleepers, 1);
     pthread_mutex_unlock(&p->mu);
     int64_t waited = now_ns() - t0; /* t0 is set: the spin ended by the clock */
@@ -279,7 +286,12 @@ static void *worker(void *arg)
     ad_set_num_threads(1);
     uint64_t seen = 0;
     for (;;) {
-        seen = await_event(p, &p->go, seen, &s->spin);
+        uint64_t v = await_event(p, &p->go, seen, &s->spin, p->pf);
+        if (v == seen) { /* no phase yet: a row of the next batch */
+            nn__prefetch_row(p->pf);
+            continue;
+        }
+        seen = v;
         if (atomic_load(&p->quit)) break;
         if (p->phase == 1) shard_run(p, s);
         else if (p->phase == 2) reduce_slice(p, s->idx);
@@ -295,6 +307,8 @@ void nn__pool_free(struct pool *p)
     atomic_store(&p->quit, true);
     raise_event(p, &p->go);
     for (int t = 0; t < p->started; t++) pthread_join(p->th[t], NULL);
+    nn__rec_free(&p->alt);
+    nn__prefetch_free(p->pf);
     for (int t = 0; t < p->n; t++) {
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&p->sh[t].recs[i]);
         ad_tensor_free(p->sh[t].weight);
@@ -331,8 +345,9 @@ static struct pool *pool_new(nn_trainer *tr, int n)
     p->n = n;
     p->sh = ad_calloc((size_t)n, sizeof *p->sh);
     p->th = ad_calloc((size_t)n, sizeof *p->th);
+    p->pf = nn__prefetch_new();
     nn_named_tensors *all = nn_parameters(tr->model);
-    if (!p->sh || !p->th || !all) goto fail;
+    if (!p->sh || !p->th || !p->pf || !all) goto fail;
     p->params = ad_calloc((size_t)all->n + 1, sizeof *p->params);
     p->pg = ad_calloc((size_t)all->n + 1, sizeof *p->pg);
     if (!p->params || !p->pg) goto fail;
@@ -501,7 +516,7 @@ static void run_phase(struct pool *p, int phase)
     if (phase == 1) shard_run(p, &p->sh[0]);
     else if (phase == 2) reduce_slice(p, 0);
     else p->task(p->task_ctx, 0, p->n);
-    await_event(p, &p->done, seen, &p->sh[0].spin);
+    await_event(p, &p->done, seen, &p->sh[0].spin, NULL);
 }
 
 /* ---- NN_THREADS_OPS: the threads share each product and the update ----
@@ -514,7 +529,10 @@ static void run_phase(struct pool *p, int phase)
  * [R t / T, R (t + 1) / T) of every parameter), so a weight's rows that
  * thread t's part of its gradient product wrote are mostly updated there
  * too.  No hand-off sleeps on the fast path, as above, and an idle
- * trainer's threads sleep. */
+ * trainer's threads sleep.  Between their parts the workers convert the
+ * rows of nn_fit's next batch (trainer_prefetch.c, posted by
+ * nn__trainer_next_batch): the calling thread's unshared work is where
+ * they wait. */
 static void pool_run(void *pool, ad_parallel_task task, void *ctx)
 {
     struct pool *p = pool;
@@ -628,29 +646,92 @@ int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
  * hand-off fewer per step.  Having the threads convert their rows instead
  * measured slower (docs/benchmarks.md): the conversion is mostly waits for
  * memory that a hand-off on a busy machine costs more than it saves.  Each
- * row gets the bits nn_loader_next gives it. */
+ * row gets the bits nn_loader_next gives it.  With the products split, the
+ * workers convert the next batch ahead, outside any hand-off, in the
+ * calling thread's unshared time (trainer_prefetch.c): that batch comes
+ * already converted, into the leaves of the other of two recordings. */
+void nn__trainer_prefetch_stop(nn_trainer *tr, const rec *r)
+{
+    struct pool *p = tr->pool;
+    rec *target = p ? nn__prefetch_target(p->pf) : NULL;
+    if (target && (!r || r == target)) nn__prefetch_take(p->pf, NULL);
+}
+
+/* Whether two recordings take batches of the same dtypes and shapes. */
+static bool same_batch(const rec *a, const rec *b)
+{
+    return a->xdt == b->xdt && a->ydt == b->ydt && a->xnd == b->xnd && a->ynd == b->ynd &&
+           !memcmp(a->xshape, b->xshape, sizeof a->xshape) &&
+           !memcmp(a->yshape, b->yshape, sizeof a->yshape);
+}
+
+/* After batch bt was handed out for a step that replays recording `used`
+ * with the products split: the batch the loader hands out next, when it
+ * has the same shape, posted for the workers to convert into the other
+ * recording of that shape (the pool's second one, recorded the first time,
+ * or the trainer's).  Nothing is posted for one thread, or the batch
+ * split, or at the end of an epoch. */
+static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec *used)
+{
+    struct pool *p = tr->pool;
+    nn__batch next;
+    if (!p || p->n < 2 || nn__trainer_mode(tr) != NN_THREADS_OPS || !nn__loader_peek(l, &next) ||
+        next.k != bt->k || next.b != bt->b)
+        return 0;
+    rec *target = &p->alt;
+    if (used == &p->alt) {
+        target = NULL;
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES && !target; i++)
+            if (tr->train[i].tape && same_batch(&tr->train[i], used)) target = &tr->train[i];
+        if (!target) return 0;
+    } else if (!p->alt.tape || !same_batch(&p->alt, used)) {
+        nn__rec_free(&p->alt);
+        p->alt = (rec){.xdt = used->xdt, .ydt = used->ydt, .xnd = used->xnd, .ynd = used->ynd};
+        memcpy(p->alt.xshape, used->xshape, sizeof used->xshape);
+        memcpy(p->alt.yshape, used->yshape, sizeof used->yshape);
+        if (nn__trainer_record(tr, &p->alt, true)) return -1;
+    }
+    if (!ad_is_contiguous(target->x) || !ad_is_contiguous(target->y)) return 0;
+    if (nn__prefetch_post(p->pf, &next, target)) return -1;
+    if (atomic_load(&p->go.sleepers) > 0) { /* workers asleep: wake them for it */
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->go.cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return 0;
+}
+
 int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y)
 {
     nn__batch bt = {NULL, 0, NULL, 0}; /* set by a claim that returns 1 */
     tr->pre_r = NULL;
     tr->pre_x = NULL;
     int got = nn__loader_claim(l, x, y, &bt);
+    /* the workers converted this batch already (in its recording's leaves),
+     * or a batch that is not this one: then the job's rows are dropped */
+    rec *r = tr->pool && got == 1 && y && *y ? nn__prefetch_take(tr->pool->pf, &bt) : NULL;
+    bool taken = r != NULL;
+    if (!taken) nn__trainer_prefetch_stop(tr, NULL);
     if (got != 1) return got;
     /* the steps that replay the whole batch on this thread (step in
      * trainer.c): one thread, or the products split */
     bool whole = tr->threads <= 1 || (tr->pool && nn__trainer_mode(tr) == NN_THREADS_OPS);
-    rec *r = whole && y && *y ? nn__trainer_train_rec(tr, *x, *y) : NULL;
+    if (!r && whole && y && *y) r = nn__trainer_train_rec(tr, *x, *y);
     void *xd = r ? ad_data(r->x) : NULL, *yd = r ? ad_data(r->y) : NULL;
-    if (r && xd && yd && ad_is_contiguous(r->x) && ad_is_contiguous(r->y)) {
+    if (taken) {
+        /* its rows are in r's leaves */
+    } else if (r && xd && yd && ad_is_contiguous(r->x) && ad_is_contiguous(r->y)) {
         nn__loader_fill_rows(&bt, 0, bt.b, xd, yd);
-        /* forward replays r on these leaves as they are; *x and *y keep
-         * their old values, which nothing in the step reads */
-        tr->pre_r = r;
-        tr->pre_x = *x;
     } else {
+        r = NULL;
         nn__loader_fill_rows(&bt, 0, bt.b, NULL, NULL);
     }
+    /* forward replays r on its leaves as they are; *x and *y keep their
+     * old values, which nothing in the step reads */
+    tr->pre_r = r;
+    tr->pre_x = r ? *x : NULL;
     nn__loader_filled(&bt);
+    if (r && whole && prefetch_next(tr, l, &bt, r)) return -1;
     return 1;
 }
 
@@ -673,6 +754,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     int64_t N = ad_size(x, 0);
     if (N < T || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 2;
     if (!tr->pool && !(tr->pool = pool_new(tr, T))) return -1;
+    nn__trainer_prefetch_stop(tr, NULL);
     if (tr->drop_whole) { /* nn__trainer_choose_mode */
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&tr->train[i]);
         tr->out = tr->y = NULL;
@@ -755,11 +837,13 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
 
 int nn__pool_stats(const struct pool *p, nn_trainer_stats *st)
 {
-    for (int t = 0; p && t < p->n; t++)
+    for (int t = 0; p && t <= p->n; t++)
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
+            /* the shards' recordings, then the second one of nn_fit's batches */
+            const rec *r = t < p->n ? &p->sh[t].recs[i] : i == 0 ? &p->alt : NULL;
             ad_tape_stats ts;
-            if (!p->sh[t].recs[i].tape) continue;
-            if (ad_tape_get_stats(p->sh[t].recs[i].tape, &ts)) return -1;
+            if (!r || !r->tape) continue;
+            if (ad_tape_get_stats(r->tape, &ts)) return -1;
             st->recordings++;
             st->nodes = ts.nodes > st->nodes ? ts.nodes : st->nodes;
             st->arena_reserved += ts.arena_reserved;
@@ -831,6 +915,7 @@ int nn_trainer_set_thread_mode(nn_trainer *tr, nn_thread_mode mode)
     if (mode != NN_THREADS_AUTO && mode != NN_THREADS_BATCH && mode != NN_THREADS_OPS)
         return nn__err(fn, "mode must be NN_THREADS_AUTO, NN_THREADS_BATCH or NN_THREADS_OPS, "
                            "got %d", (int)mode);
+    nn__trainer_prefetch_stop(tr, NULL);
     tr->thread_mode = mode;
     tr->chosen = 0;
     tr->drop_whole = false;

@@ -488,11 +488,18 @@ typedef struct ops_run {
     int nlosses, mode, recordings;
 } ops_run;
 
+/* When set, note_ops_loss moves this loader to another epoch after the
+ * trainer's step jump_step (a callback that changes the loader's order
+ * while the next batch is being converted ahead). */
+static nn_loader *jump_loader;
+static int64_t jump_step;
+
 static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
 {
     ops_run *r = user;
     if (r->nlosses < 8) r->losses[r->nlosses++] = si->loss;
     r->mode = nn_trainer_get_thread_mode(tr);
+    if (jump_loader && si->step == jump_step && nn_loader_set_epoch(jump_loader, 7)) return -1;
     return 0;
 }
 
@@ -527,6 +534,7 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manu
                         : nn_loader_from_tensors(x, y,
                                                  &(nn_loader_options){.batch_size = OBATCH});
     ck_assert_ptr_nonnull(ld);
+    if (jump_step) jump_loader = ld;
     nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(OHID, 3, true, AD_FLOAT32, &rng));
     nn_named_tensors *p = nn_parameters(net);
@@ -567,6 +575,7 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manu
     nn_optim_free(opt);
     nn_module_free(net);
     nn_loader_free(ld);
+    jump_loader = NULL;
     ad_tensor_free(x);
     ad_tensor_free(y);
 }
@@ -647,13 +656,46 @@ START_TEST(trainer_ops_idx_batches)
     ck_assert(memcmp(&ref, &one, sizeof ref) == 0);
     ck_assert(isfinite(one.losses[7]) && one.losses[7] < one.losses[0]);
     ck_assert_int_eq(two.mode, NN_THREADS_OPS);
-    ck_assert_int_eq(two.recordings, 2); /* the batches of 64 and of 8 */
+    /* the batches of 64 and of 8, and the second recording of 64 that the
+     * waiting threads convert the next batch into */
+    ck_assert_int_eq(one.recordings, 2);
+    ck_assert_int_eq(two.recordings, 3);
     ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
     ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
     ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
     ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
     ck_assert(memcmp(&one.losses, &three.losses, sizeof one.losses) == 0);
     ck_assert(memcmp(&two, &two_again, sizeof two) == 0);
+}
+END_TEST
+
+/* The waiting threads convert the batch the loader will hand out next;
+ * a callback that moves the loader meanwhile (here to another epoch's
+ * order, after the first step of the second epoch, while that epoch's
+ * second batch is being converted) is obeyed: the step after it trains on
+ * the batch the loader then hands out, as on one thread, bit for bit. */
+START_TEST(trainer_ops_prefetch_follows_the_loader)
+{
+    static ops_run plain, one, two, three;
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &plain);
+    jump_step = 5;
+    ops_train_from(0, NN_THREADS_OPS, true, false, &one);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &two);
+    ops_train_from(3, NN_THREADS_OPS, true, false, &three);
+    jump_step = 0;
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ck_assert_int_eq(two.recordings, 3); /* the job was posted */
+    /* the jump changes the sixth batch, and so the run */
+    ck_assert(memcmp(plain.losses, one.losses, 5 * sizeof(double)) == 0);
+    ck_assert(plain.losses[5] != one.losses[5]);
+    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
+    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
+    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.losses, &three.losses, sizeof one.losses) == 0);
 }
 END_TEST
 
@@ -796,6 +838,7 @@ int main(void)
     tcase_add_test(tc, trainer_split_blocks);
     tcase_add_test(tc, trainer_ops_mode);
     tcase_add_test(tc, trainer_ops_idx_batches);
+    tcase_add_test(tc, trainer_ops_prefetch_follows_the_loader);
     tcase_add_test(tc, parallel_runner_products);
     tcase_add_test(tc, trainer_thread_mode_auto);
     suite_add_tcase(s, tc);
