@@ -57,6 +57,7 @@
 #include "internal.h"
 #include "nn_private.h"
 #include "trainer_impl.h"
+#include "trainer_pool.h"
 
 /* More threads than this is a mistake rather than a machine. */
 #define MAX_SPLIT 256
@@ -88,75 +89,6 @@ static int64_t now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
-
-/* A signal that one side raises by bumping seq and the other awaits: it
- * spins on seq, then sleeps on cv (under the pool's mutex) after counting
- * itself in sleepers.  The raiser reads sleepers after its bump and takes
- * the mutex to broadcast only when someone sleeps.  Both are sequentially
- * consistent, so either the sleeper sees the new seq before it waits or
- * the raiser sees the sleeper; a sleeper holds the mutex from its last
- * look at seq until the wait releases it, so the broadcast cannot fall in
- * between.  The release of the bump and the acquire of the look order
- * everything written before a raise before everything read after the
- * wait. */
-typedef struct event {
-    _Atomic uint64_t seq;
-    _Atomic int sleepers;
-    pthread_cond_t cv;
-} event;
-
-typedef struct shard {
-    struct pool *pool;
-    int idx;
-    rec recs[NN_TRAINER_MAX_SHAPES]; /* this shard's recordings, one per shard shape */
-    rec *r;                          /* the one this step replays */
-    ad_tensor *weight;               /* persistent 0-d n_t / N: grad_output of its loss */
-    ad_tensor **grads;               /* this step's gradients, on r's tape */
-    const void **base;               /* ... their element 0 */
-    int64_t (*strides)[AD_MAX_DIMS]; /* ... and strides */
-    int64_t row0, rows;
-    double loss;
-    int64_t spin;                    /* its thread's spin limit (await_event), ns */
-    int rc;                          /* 0, or -1 with the error below */
-    ad_error_code code;
-    char err[512];
-} shard;
-
-/* A parameter's gradient buffer, as the reduction writes it. */
-typedef struct pgrad {
-    void *d;              /* NULL: no gradient (the loss does not reach it) */
-    ad_dtype dt;
-    int nd;
-    const int64_t *shape;
-    int64_t rows, inner;  /* first dimension, elements per index of it */
-} pgrad;
-
-struct pool {
-    int n;                /* shards = threads; shard 0 runs on the caller's thread */
-    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and
-                             update, 3 a part of task (NN_THREADS_OPS) */
-    ad_parallel_task task;
-    void *task_ctx;
-    nn_optim *opt;
-    pgrad *pg;            /* [nparams] */
-    shard *sh;
-    int nparams;
-    ad_tensor **params;   /* the model's parameters that require grad */
-    int *slot;            /* [nparams]: each one's index in the optimiser, or -1 */
-    int *extra, nextra;   /* the optimiser's parameters that are none of these */
-    pthread_t *th;        /* the n - 1 workers */
-    int started;          /* workers created */
-    pthread_mutex_t mu;   /* guards only the sleeps of go and done */
-    event go;             /* raised by the caller to start a phase (or to quit) */
-    event done;           /* raised by the last worker to finish a phase */
-    _Atomic int pending;  /* workers still in this phase */
-    _Atomic bool quit;
-    const char *xd, *yd;  /* this step's batch, and the bytes of one row */
-    size_t xrow, yrow;
-    nn__prefetch *pf;     /* NN_THREADS_OPS in nn_fit: the next batch, converted by the
-                             workers between their parts (trainer_prefetch.c) */
-    rec alt;              /* ... into this recording's leaves and the trainer's in turn */
-};
 
 /* Where gradient i of shard s is: its element 0 and strides.  A weight's
  * gradient is often a transposed view (of the product that computed it);
@@ -328,7 +260,7 @@ void nn__pool_free(struct pool *p)
     ad_free(p);
 }
 
-static struct pool *pool_new(nn_trainer *tr, int n)
+struct pool *nn__pool_new(nn_trainer *tr, int n)
 {
     const char *fn = "nn_trainer_step";
     struct pool *p = ad_calloc(1, sizeof *p);
@@ -503,11 +435,11 @@ static void reduce_slice(struct pool *p, int t)
     }
 }
 
-/* Runs phase (1 or 2) on every thread, shard 0's part on this one.  The
+/* Runs phase (1, 2 or 3) on every thread, shard 0's part on this one.  The
  * workers are all waiting on go (only this function raises it, and it
  * returns after they finish), so done's seq does not move until the last
  * of this phase. */
-static void run_phase(struct pool *p, int phase)
+void nn__pool_run_phase(struct pool *p, int phase)
 {
     p->phase = phase;
     atomic_store(&p->pending, p->n - 1);
@@ -519,241 +451,13 @@ static void run_phase(struct pool *p, int phase)
     await_event(p, &p->done, seen, &p->sh[0].spin, NULL);
 }
 
-/* ---- NN_THREADS_OPS: the threads share each product and the update ----
- * The same threads, woken the same way, run parts of a kernel instead of
- * shards of the batch: the calling thread steps through the whole batch,
- * and the core calls pool_run (its runner, ad_set_parallel_runner) for
- * each product large enough to split; thread t always computes part t,
- * the same output columns of the same product at every step.  The
- * optimiser's update is split by rows the same way (thread t: rows
- * [R t / T, R (t + 1) / T) of every parameter), so a weight's rows that
- * thread t's part of its gradient product wrote are mostly updated there
- * too.  No hand-off sleeps on the fast path, as above, and an idle
- * trainer's threads sleep.  Between their parts the workers convert the
- * rows of nn_fit's next batch (trainer_prefetch.c, posted by
- * nn__trainer_next_batch): the calling thread's unshared work is where
- * they wait. */
-static void pool_run(void *pool, ad_parallel_task task, void *ctx)
-{
-    struct pool *p = pool;
-    p->task = task;
-    p->task_ctx = ctx;
-    run_phase(p, 3);
-}
-
-/* The caller's kernels limit stays as it is: a product that the runner
- * does not split (a small one) goes where a one-thread step sends it, a
- * BLAS with threads of its own included, so that a step the runner does
- * not change gives the one-thread step's bits. */
-int nn__ops_begin(nn_trainer *tr)
-{
-    if (!tr->pool && !(tr->pool = pool_new(tr, tr->threads))) return -1;
-    return ad_set_parallel_runner(pool_run, tr->pool, tr->pool->n);
-}
-
-void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
-
-static void optim_task(void *o, int part, int parts) { nn__optim_step_slice(o, part, parts); }
-
-/* Elements below which the update stays on the calling thread: waking
- * the threads costs a few microseconds, about what 16K elements of SGD
- * take. */
-#define OPS_OPTIM_MIN 16384
-
-/* A gradient buffer the threads zero in place: the library's own
- * (persistent: a gradient recorded on a tape is dropped, not zeroed, by
- * ad_zero_grad) and contiguous. */
-static ad_tensor *zeroable_grad(const nn_optim *o, int k)
-{
-    ad_tensor *g = ad_tensor_grad(nn__optim_param(o, k));
-    return g && !ad_tensor_tape(g) && ad_is_contiguous(g) ? g : NULL;
-}
-
-static void zero_task(void *ctx, int part, int parts)
-{
-    const nn_optim *o = ctx;
-    for (int k = 0; k < nn__optim_count(o); k++) {
-        ad_tensor *g = zeroable_grad(o, k);
-        if (!g) continue;
-        int64_t rows = ad_ndim(g) ? ad_size(g, 0) : 1, inner = rows ? ad_numel(g) / rows : 0;
-        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
-        size_t es = ad_dtype_size(ad_tensor_dtype(g));
-        if (hi > lo) memset((char *)ad_data(g) + (size_t)lo * es, 0, (size_t)(hi - lo) * es);
-    }
-}
-
-/* nn_optim_zero_grad with the threads zeroing the rows of each gradient
- * that they will update (and, for a weight's gradient product split by
- * rows, write): 800 KB of the MLP's first weight is not left to the
- * calling thread, and each thread's rows come into its own cache. */
-int nn__ops_zero_grad(nn_trainer *tr)
-{
-    nn_optim *o = tr->opt;
-    int64_t total = 0;
-    for (int k = 0; k < nn__optim_count(o); k++) {
-        ad_tensor *g = zeroable_grad(o, k);
-        if (g) total += ad_numel(g);
-        else if (ad_zero_grad(nn__optim_param(o, k))) return -1;
-    }
-    if (total < OPS_OPTIM_MIN) return nn_optim_zero_grad(o);
-    pool_run(tr->pool, zero_task, o);
-    for (int k = 0; k < nn__optim_count(o); k++) {
-        ad_tensor *g = zeroable_grad(o, k);
-        if (g && ad_mark_modified(g)) return -1; /* as ad_zero_grad's ad_fill does */
-    }
-    return 0;
-}
-
-/* The batch's bytes into the recording's leaves, each thread a part. */
-typedef struct copy_job {
-    char *dst[2];
-    const char *src[2];
-    size_t n[2];
-} copy_job;
-
-static void copy_task(void *ctx, int part, int parts)
-{
-    const copy_job *J = ctx;
-    for (int i = 0; i < 2; i++) { /* cut on cache lines */
-        size_t lo = J->n[i] / 64 * (size_t)part / (size_t)parts * 64;
-        size_t hi = part + 1 == parts ? J->n[i] : J->n[i] / 64 * (size_t)(part + 1) / (size_t)parts * 64;
-        if (hi > lo) memcpy(J->dst[i] + lo, J->src[i] + lo, hi - lo);
-    }
-}
-
-/* Bytes of a batch below which the replay copies it on the calling
- * thread: a wake-up costs about what 64 KB of copying does. */
-#define OPS_COPY_MIN 65536
-
-int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
-{
-    size_t nx = (size_t)ad_numel(x) * ad_dtype_size(ad_tensor_dtype(x));
-    size_t ny = (size_t)ad_numel(y) * ad_dtype_size(ad_tensor_dtype(y));
-    if (nx + ny < OPS_COPY_MIN || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 1;
-    copy_job J = {{ad_data(r->x), ad_data(r->y)}, {ad_data(x), ad_data(y)}, {nx, ny}};
-    if (!J.dst[0] || !J.dst[1] || !J.src[0] || !J.src[1]) return -1;
-    pool_run(tr->pool, copy_task, &J);
-    return 0;
-}
-
-/* ---- the batch straight into the recording ------------------------------
- * nn_fit's batch used to be converted (bytes to floats, image by image
- * from anywhere in the data set) into the loader's batch tensor and then
- * copied into the recording's leaves by the replay, or, with the products
- * split, by the threads in a hand-off of its own.  With the recording
- * known before the step, the calling thread converts the batch straight
- * into its leaves: one pass over the batch and, with threads, one
- * hand-off fewer per step.  Having the threads convert their rows instead
- * measured slower (docs/benchmarks.md): the conversion is mostly waits for
- * memory that a hand-off on a busy machine costs more than it saves.  Each
- * row gets the bits nn_loader_next gives it.  With the products split, the
- * workers convert the next batch ahead, outside any hand-off, in the
- * calling thread's unshared time (trainer_prefetch.c): that batch comes
- * already converted, into the leaves of the other of two recordings. */
-void nn__trainer_prefetch_stop(nn_trainer *tr, const rec *r)
-{
-    struct pool *p = tr->pool;
-    rec *target = p ? nn__prefetch_target(p->pf) : NULL;
-    if (target && (!r || r == target)) nn__prefetch_take(p->pf, NULL);
-}
-
-/* Whether two recordings take batches of the same dtypes and shapes. */
-static bool same_batch(const rec *a, const rec *b)
-{
-    return a->xdt == b->xdt && a->ydt == b->ydt && a->xnd == b->xnd && a->ynd == b->ynd &&
-           !memcmp(a->xshape, b->xshape, sizeof a->xshape) &&
-           !memcmp(a->yshape, b->yshape, sizeof a->yshape);
-}
-
-/* After batch bt was handed out for a step that replays recording `used`
- * with the products split: the batch the loader hands out next, when it
- * has the same shape, posted for the workers to convert into the other
- * recording of that shape (the pool's second one, recorded the first time,
- * or the trainer's).  Nothing is posted for one thread, or the batch
- * split, or at the end of an epoch. */
-static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec *used)
-{
-    struct pool *p = tr->pool;
-    nn__batch next;
-    if (!p || p->n < 2 || nn__trainer_mode(tr) != NN_THREADS_OPS || !nn__loader_peek(l, &next) ||
-        next.k != bt->k || next.b != bt->b)
-        return 0;
-    rec *target = &p->alt;
-    if (used == &p->alt) {
-        target = NULL;
-        for (int i = 0; i < NN_TRAINER_MAX_SHAPES && !target; i++)
-            if (tr->train[i].tape && same_batch(&tr->train[i], used)) target = &tr->train[i];
-        if (!target) return 0;
-    } else if (!p->alt.tape || !same_batch(&p->alt, used)) {
-        nn__rec_free(&p->alt);
-        p->alt = (rec){.xdt = used->xdt, .ydt = used->ydt, .xnd = used->xnd, .ynd = used->ynd};
-        memcpy(p->alt.xshape, used->xshape, sizeof used->xshape);
-        memcpy(p->alt.yshape, used->yshape, sizeof used->yshape);
-        if (nn__trainer_record(tr, &p->alt, true)) return -1;
-    }
-    if (!ad_is_contiguous(target->x) || !ad_is_contiguous(target->y)) return 0;
-    if (nn__prefetch_post(p->pf, &next, target)) return -1;
-    if (atomic_load(&p->go.sleepers) > 0) { /* workers asleep: wake them for it */
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->go.cv);
-        pthread_mutex_unlock(&p->mu);
-    }
-    return 0;
-}
-
-int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y)
-{
-    nn__batch bt = {NULL, 0, NULL, 0}; /* set by a claim that returns 1 */
-    tr->pre_r = NULL;
-    tr->pre_x = NULL;
-    int got = nn__loader_claim(l, x, y, &bt);
-    /* the workers converted this batch already (in its recording's leaves),
-     * or a batch that is not this one: then the job's rows are dropped */
-    rec *r = tr->pool && got == 1 && y && *y ? nn__prefetch_take(tr->pool->pf, &bt) : NULL;
-    bool taken = r != NULL;
-    if (!taken) nn__trainer_prefetch_stop(tr, NULL);
-    if (got != 1) return got;
-    /* the steps that replay the whole batch on this thread (step in
-     * trainer.c): one thread, or the products split */
-    bool whole = tr->threads <= 1 || (tr->pool && nn__trainer_mode(tr) == NN_THREADS_OPS);
-    if (!r && whole && y && *y) r = nn__trainer_train_rec(tr, *x, *y);
-    void *xd = r ? ad_data(r->x) : NULL, *yd = r ? ad_data(r->y) : NULL;
-    if (taken) {
-        /* its rows are in r's leaves */
-    } else if (r && xd && yd && ad_is_contiguous(r->x) && ad_is_contiguous(r->y)) {
-        nn__loader_fill_rows(&bt, 0, bt.b, xd, yd);
-    } else {
-        r = NULL;
-        nn__loader_fill_rows(&bt, 0, bt.b, NULL, NULL);
-    }
-    /* forward replays r on its leaves as they are; *x and *y keep their
-     * old values, which nothing in the step reads */
-    tr->pre_r = r;
-    tr->pre_x = r ? *x : NULL;
-    nn__loader_filled(&bt);
-    if (r && whole && prefetch_next(tr, l, &bt, r)) return -1;
-    return 1;
-}
-
-int nn__ops_optim_step(nn_trainer *tr)
-{
-    if (nn__optim_step_begin(tr->opt)) return -1;
-    int64_t total = 0;
-    for (int k = 0; k < nn__optim_count(tr->opt); k++)
-        total += ad_numel(nn__optim_param(tr->opt, k));
-    if (total >= OPS_OPTIM_MIN) pool_run(tr->pool, optim_task, tr->opt);
-    else nn__optim_step_slice(tr->opt, 0, 1);
-    nn__optim_step_end(tr->opt);
-    return 0;
-}
-
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
                            double *loss, int64_t *correct)
 {
     int T = tr->threads;
     int64_t N = ad_size(x, 0);
     if (N < T || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 2;
-    if (!tr->pool && !(tr->pool = pool_new(tr, T))) return -1;
+    if (!tr->pool && !(tr->pool = nn__pool_new(tr, T))) return -1;
     nn__trainer_prefetch_stop(tr, NULL);
     if (tr->drop_whole) { /* nn__trainer_choose_mode */
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&tr->train[i]);
@@ -791,7 +495,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     p->opt = tr->opt;
 
     int prev = ad_set_num_threads(1);
-    run_phase(p, 1);
+    nn__pool_run_phase(p, 1);
     double v = 0;
     bool finite = true;
     int failed = -1;
@@ -818,7 +522,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
      * same rows of every parameter.  The optimiser's checks come first: a
      * step it refuses leaves the parameters as they were. */
     if (rc == 0 && nn__optim_step_begin(tr->opt)) rc = -1;
-    if (rc == 0) run_phase(p, 2);
+    if (rc == 0) nn__pool_run_phase(p, 2);
     ad_set_num_threads(prev);
     if (failed >= 0) return ad_set_error_code(p->sh[failed].code, "%s", p->sh[failed].err);
     *loss = v;

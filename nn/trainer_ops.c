@@ -1,0 +1,243 @@
+/* nn/trainer_ops.c - a training step whose matrix products and update
+ * the trainer's threads share (NN_THREADS_OPS, nn/trainer.h), and nn_fit's
+ * batches converted straight into the recording it replays (the next one
+ * by the waiting threads).  The threads themselves, and the step with the
+ * batch split among them, are in trainer_threads.c. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nn_private.h"
+#include "trainer_impl.h"
+#include "trainer_pool.h"
+
+/* ---- NN_THREADS_OPS: the threads share each product and the update ----
+ * The same threads, woken the same way, run parts of a kernel instead of
+ * shards of the batch: the calling thread steps through the whole batch,
+ * and the core calls pool_run (its runner, ad_set_parallel_runner) for
+ * each product large enough to split; thread t always computes part t,
+ * the same output columns of the same product at every step.  The
+ * optimiser's update is split by rows the same way (thread t: rows
+ * [R t / T, R (t + 1) / T) of every parameter), so a weight's rows that
+ * thread t's part of its gradient product wrote are mostly updated there
+ * too.  No hand-off sleeps on the fast path (trainer_threads.c), and an idle
+ * trainer's threads sleep.  Between their parts the workers convert the
+ * rows of nn_fit's next batch (trainer_prefetch.c, posted by
+ * nn__trainer_next_batch): the calling thread's unshared work is where
+ * they wait. */
+static void pool_run(void *pool, ad_parallel_task task, void *ctx)
+{
+    struct pool *p = pool;
+    p->task = task;
+    p->task_ctx = ctx;
+    nn__pool_run_phase(p, 3);
+}
+
+/* The caller's kernels limit stays as it is: a product that the runner
+ * does not split (a small one) goes where a one-thread step sends it, a
+ * BLAS with threads of its own included, so that a step the runner does
+ * not change gives the one-thread step's bits. */
+int nn__ops_begin(nn_trainer *tr)
+{
+    if (!tr->pool && !(tr->pool = nn__pool_new(tr, tr->threads))) return -1;
+    return ad_set_parallel_runner(pool_run, tr->pool, tr->pool->n);
+}
+
+void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
+
+static void optim_task(void *o, int part, int parts) { nn__optim_step_slice(o, part, parts); }
+
+/* Elements below which the update stays on the calling thread: waking
+ * the threads costs a few microseconds, about what 16K elements of SGD
+ * take. */
+#define OPS_OPTIM_MIN 16384
+
+/* A gradient buffer the threads zero in place: the library's own
+ * (persistent: a gradient recorded on a tape is dropped, not zeroed, by
+ * ad_zero_grad) and contiguous. */
+static ad_tensor *zeroable_grad(const nn_optim *o, int k)
+{
+    ad_tensor *g = ad_tensor_grad(nn__optim_param(o, k));
+    return g && !ad_tensor_tape(g) && ad_is_contiguous(g) ? g : NULL;
+}
+
+static void zero_task(void *ctx, int part, int parts)
+{
+    const nn_optim *o = ctx;
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (!g) continue;
+        int64_t rows = ad_ndim(g) ? ad_size(g, 0) : 1, inner = rows ? ad_numel(g) / rows : 0;
+        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
+        size_t es = ad_dtype_size(ad_tensor_dtype(g));
+        if (hi > lo) memset((char *)ad_data(g) + (size_t)lo * es, 0, (size_t)(hi - lo) * es);
+    }
+}
+
+/* nn_optim_zero_grad with the threads zeroing the rows of each gradient
+ * that they will update (and, for a weight's gradient product split by
+ * rows, write): 800 KB of the MLP's first weight is not left to the
+ * calling thread, and each thread's rows come into its own cache. */
+int nn__ops_zero_grad(nn_trainer *tr)
+{
+    nn_optim *o = tr->opt;
+    int64_t total = 0;
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (g) total += ad_numel(g);
+        else if (ad_zero_grad(nn__optim_param(o, k))) return -1;
+    }
+    if (total < OPS_OPTIM_MIN) return nn_optim_zero_grad(o);
+    pool_run(tr->pool, zero_task, o);
+    for (int k = 0; k < nn__optim_count(o); k++) {
+        ad_tensor *g = zeroable_grad(o, k);
+        if (g && ad_mark_modified(g)) return -1; /* as ad_zero_grad's ad_fill does */
+    }
+    return 0;
+}
+
+/* The batch's bytes into the recording's leaves, each thread a part. */
+typedef struct copy_job {
+    char *dst[2];
+    const char *src[2];
+    size_t n[2];
+} copy_job;
+
+static void copy_task(void *ctx, int part, int parts)
+{
+    const copy_job *J = ctx;
+    for (int i = 0; i < 2; i++) { /* cut on cache lines */
+        size_t lo = J->n[i] / 64 * (size_t)part / (size_t)parts * 64;
+        size_t hi = part + 1 == parts ? J->n[i] : J->n[i] / 64 * (size_t)(part + 1) / (size_t)parts * 64;
+        if (hi > lo) memcpy(J->dst[i] + lo, J->src[i] + lo, hi - lo);
+    }
+}
+
+/* Bytes of a batch below which the replay copies it on the calling
+ * thread: a wake-up costs about what 64 KB of copying does. */
+#define OPS_COPY_MIN 65536
+
+int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y)
+{
+    size_t nx = (size_t)ad_numel(x) * ad_dtype_size(ad_tensor_dtype(x));
+    size_t ny = (size_t)ad_numel(y) * ad_dtype_size(ad_tensor_dtype(y));
+    if (nx + ny < OPS_COPY_MIN || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 1;
+    copy_job J = {{ad_data(r->x), ad_data(r->y)}, {ad_data(x), ad_data(y)}, {nx, ny}};
+    if (!J.dst[0] || !J.dst[1] || !J.src[0] || !J.src[1]) return -1;
+    pool_run(tr->pool, copy_task, &J);
+    return 0;
+}
+
+/* ---- the batch straight into the recording ------------------------------
+ * nn_fit's batch used to be converted (bytes to floats, image by image
+ * from anywhere in the data set) into the loader's batch tensor and then
+ * copied into the recording's leaves by the replay, or, with the products
+ * split, by the threads in a hand-off of its own.  With the recording
+ * known before the step, the calling thread converts the batch straight
+ * into its leaves: one pass over the batch and, with threads, one
+ * hand-off fewer per step.  Having the threads convert their rows instead
+ * measured slower (docs/benchmarks.md): the conversion is mostly waits for
+ * memory that a hand-off on a busy machine costs more than it saves.  Each
+ * row gets the bits nn_loader_next gives it.  With the products split, the
+ * workers convert the next batch ahead, outside any hand-off, in the
+ * calling thread's unshared time (trainer_prefetch.c): that batch comes
+ * already converted, into the leaves of the other of two recordings. */
+void nn__trainer_prefetch_stop(nn_trainer *tr, const rec *r)
+{
+    struct pool *p = tr->pool;
+    rec *target = p ? nn__prefetch_target(p->pf) : NULL;
+    if (target && (!r || r == target)) nn__prefetch_take(p->pf, NULL);
+}
+
+/* Whether two recordings take batches of the same dtypes and shapes. */
+static bool same_batch(const rec *a, const rec *b)
+{
+    return a->xdt == b->xdt && a->ydt == b->ydt && a->xnd == b->xnd && a->ynd == b->ynd &&
+           !memcmp(a->xshape, b->xshape, sizeof a->xshape) &&
+           !memcmp(a->yshape, b->yshape, sizeof a->yshape);
+}
+
+/* After batch bt was handed out for a step that replays recording `used`
+ * with the products split: the batch the loader hands out next, when it
+ * has the same shape, posted for the workers to convert into the other
+ * recording of that shape (the pool's second one, recorded the first time,
+ * or the trainer's).  Nothing is posted for one thread, or the batch
+ * split, or at the end of an epoch. */
+static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec *used)
+{
+    struct pool *p = tr->pool;
+    nn__batch next;
+    if (!p || p->n < 2 || nn__trainer_mode(tr) != NN_THREADS_OPS || !nn__loader_peek(l, &next) ||
+        next.k != bt->k || next.b != bt->b)
+        return 0;
+    rec *target = &p->alt;
+    if (used == &p->alt) {
+        target = NULL;
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES && !target; i++)
+            if (tr->train[i].tape && same_batch(&tr->train[i], used)) target = &tr->train[i];
+        if (!target) return 0;
+    } else if (!p->alt.tape || !same_batch(&p->alt, used)) {
+        nn__rec_free(&p->alt);
+        p->alt = (rec){.xdt = used->xdt, .ydt = used->ydt, .xnd = used->xnd, .ynd = used->ynd};
+        memcpy(p->alt.xshape, used->xshape, sizeof used->xshape);
+        memcpy(p->alt.yshape, used->yshape, sizeof used->yshape);
+        if (nn__trainer_record(tr, &p->alt, true)) return -1;
+    }
+    if (!ad_is_contiguous(target->x) || !ad_is_contiguous(target->y)) return 0;
+    if (nn__prefetch_post(p->pf, &next, target)) return -1;
+    if (atomic_load(&p->go.sleepers) > 0) { /* workers asleep: wake them for it */
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->go.cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return 0;
+}
+
+int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tensor **y)
+{
+    nn__batch bt = {NULL, 0, NULL, 0}; /* set by a claim that returns 1 */
+    tr->pre_r = NULL;
+    tr->pre_x = NULL;
+    int got = nn__loader_claim(l, x, y, &bt);
+    /* the workers converted this batch already (in its recording's leaves),
+     * or a batch that is not this one: then the job's rows are dropped */
+    rec *r = tr->pool && got == 1 && y && *y ? nn__prefetch_take(tr->pool->pf, &bt) : NULL;
+    bool taken = r != NULL;
+    if (!taken) nn__trainer_prefetch_stop(tr, NULL);
+    if (got != 1) return got;
+    /* the steps that replay the whole batch on this thread (step in
+     * trainer.c): one thread, or the products split */
+    bool whole = tr->threads <= 1 || (tr->pool && nn__trainer_mode(tr) == NN_THREADS_OPS);
+    if (!r && whole && y && *y) r = nn__trainer_train_rec(tr, *x, *y);
+    void *xd = r ? ad_data(r->x) : NULL, *yd = r ? ad_data(r->y) : NULL;
+    if (taken) {
+        /* its rows are in r's leaves */
+    } else if (r && xd && yd && ad_is_contiguous(r->x) && ad_is_contiguous(r->y)) {
+        nn__loader_fill_rows(&bt, 0, bt.b, xd, yd);
+    } else {
+        r = NULL;
+        nn__loader_fill_rows(&bt, 0, bt.b, NULL, NULL);
+    }
+    /* forward replays r on its leaves as they are; *x and *y keep their
+     * old values, which nothing in the step reads */
+    tr->pre_r = r;
+    tr->pre_x = r ? *x : NULL;
+    nn__loader_filled(&bt);
+    if (r && whole && prefetch_next(tr, l, &bt, r)) return -1;
+    return 1;
+}
+
+int nn__ops_optim_step(nn_trainer *tr)
+{
+    if (nn__optim_step_begin(tr->opt)) return -1;
+    int64_t total = 0;
+    for (int k = 0; k < nn__optim_count(tr->opt); k++)
+        total += ad_numel(nn__optim_param(tr->opt, k));
+    if (total >= OPS_OPTIM_MIN) pool_run(tr->pool, optim_task, tr->opt);
+    else nn__optim_step_slice(tr->opt, 0, 1);
+    nn__optim_step_end(tr->opt);
+    return 0;
+}

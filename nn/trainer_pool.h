@@ -1,0 +1,89 @@
+/* nn/trainer_pool.h - the trainer's threads (trainer_threads.c), shared
+ * with the step whose products they split (trainer_ops.c); never
+ * installed. */
+#ifndef NN_TRAINER_POOL_H
+#define NN_TRAINER_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "trainer_impl.h"
+
+/* A signal that one side raises by bumping seq and the other awaits: it
+ * spins on seq, then sleeps on cv (under the pool's mutex) after counting
+ * itself in sleepers.  The raiser reads sleepers after its bump and takes
+ * the mutex to broadcast only when someone sleeps.  Both are sequentially
+ * consistent, so either the sleeper sees the new seq before it waits or
+ * the raiser sees the sleeper; a sleeper holds the mutex from its last
+ * look at seq until the wait releases it, so the broadcast cannot fall in
+ * between.  The release of the bump and the acquire of the look order
+ * everything written before a raise before everything read after the
+ * wait. */
+typedef struct event {
+    _Atomic uint64_t seq;
+    _Atomic int sleepers;
+    pthread_cond_t cv;
+} event;
+
+typedef struct shard {
+    struct pool *pool;
+    int idx;
+    rec recs[NN_TRAINER_MAX_SHAPES]; /* this shard's recordings, one per shard shape */
+    rec *r;                          /* the one this step replays */
+    ad_tensor *weight;               /* persistent 0-d n_t / N: grad_output of its loss */
+    ad_tensor **grads;               /* this step's gradients, on r's tape */
+    const void **base;               /* ... their element 0 */
+    int64_t (*strides)[AD_MAX_DIMS]; /* ... and strides */
+    int64_t row0, rows;
+    double loss;
+    int64_t spin;                    /* its thread's spin limit (await_event), ns */
+    int rc;                          /* 0, or -1 with the error below */
+    ad_error_code code;
+    char err[512];
+} shard;
+
+/* A parameter's gradient buffer, as the reduction writes it. */
+typedef struct pgrad {
+    void *d;              /* NULL: no gradient (the loss does not reach it) */
+    ad_dtype dt;
+    int nd;
+    const int64_t *shape;
+    int64_t rows, inner;  /* first dimension, elements per index of it */
+} pgrad;
+
+struct pool {
+    int n;                /* shards = threads; shard 0 runs on the caller's thread */
+    int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and
+                             update, 3 a part of task (NN_THREADS_OPS) */
+    ad_parallel_task task;
+    void *task_ctx;
+    nn_optim *opt;
+    pgrad *pg;            /* [nparams] */
+    shard *sh;
+    int nparams;
+    ad_tensor **params;   /* the model's parameters that require grad */
+    int *slot;            /* [nparams]: each one's index in the optimiser, or -1 */
+    int *extra, nextra;   /* the optimiser's parameters that are none of these */
+    pthread_t *th;        /* the n - 1 workers */
+    int started;          /* workers created */
+    pthread_mutex_t mu;   /* guards only the sleeps of go and done */
+    event go;             /* raised by the caller to start a phase (or to quit) */
+    event done;           /* raised by the last worker to finish a phase */
+    _Atomic int pending;  /* workers still in this phase */
+    _Atomic bool quit;
+    const char *xd, *yd;  /* this step's batch, and the bytes of one row */
+    size_t xrow, yrow;
+    nn__prefetch *pf;     /* NN_THREADS_OPS in nn_fit: the next batch, converted by the
+                             workers between their parts (trainer_prefetch.c) */
+    rec alt;              /* ... into this recording's leaves and the trainer's in turn */
+};
+
+/* The threads of a trainer, started: n - 1 workers and the calling
+ * thread (NULL with an error). */
+struct pool *nn__pool_new(nn_trainer *tr, int n);
+/* Runs phase (1 shards' steps, 2 their sums and update, 3 p->task) on
+ * every thread, part 0 on this one, and returns when all are done. */
+void nn__pool_run_phase(struct pool *p, int phase);
+
+#endif
