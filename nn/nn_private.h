@@ -68,6 +68,10 @@ void nn__loader_filled(const nn__batch *bt);
 int nn__loader_peek(const nn_loader *l, nn__batch *bt);
 /* A hint: row i of bt's source toward the caches (nothing past its rows). */
 void nn__loader_prefetch_row(const nn__batch *bt, int64_t i);
+/* Tests only (trainer_prefetch.c): while hold is set, nn_fit's threads
+ * leave the next batch to the calling thread (which converts it when it
+ * is handed out, or drops it). */
+void nn__prefetch_testing_hold(bool hold);
 
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }

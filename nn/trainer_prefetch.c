@@ -83,9 +83,15 @@ bool nn__prefetch_open(nn__prefetch *f)
            atomic_load_explicit(&f->rows, memory_order_relaxed);
 }
 
+/* Tests only: while set, the threads claim no row, so the calling
+ * thread finishes every job itself (or drops it). */
+static _Atomic bool held;
+
+void nn__prefetch_testing_hold(bool hold) { atomic_store(&held, hold); }
+
 bool nn__prefetch_row(nn__prefetch *f)
 {
-    if (!nn__prefetch_open(f)) return false;
+    if (!nn__prefetch_open(f) || atomic_load_explicit(&held, memory_order_relaxed)) return false;
     int64_t i = atomic_fetch_add_explicit(&f->next, 1, memory_order_acq_rel);
     if (i >= atomic_load_explicit(&f->rows, memory_order_relaxed)) return false;
     nn__loader_prefetch_row(&f->bt, i + AHEAD);

@@ -19,6 +19,7 @@
 #include <autodiff/gemm.h>
 #include <nn/nn.h>
 
+#include "../nn/nn_private.h"
 #include "optest.h"
 
 #define STEPS 6
@@ -493,6 +494,10 @@ typedef struct ops_run {
  * while the next batch is being converted ahead). */
 static nn_loader *jump_loader;
 static int64_t jump_step;
+/* When set, note_ops_loss stops nn_fit after the trainer's step stop_step,
+ * and ops_train_from calls nn_fit a second time (which goes on from the
+ * unfinished epoch's start). */
+static int64_t stop_step;
 
 static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
 {
@@ -500,7 +505,7 @@ static int note_ops_loss(nn_trainer *tr, const nn_step_info *si, void *user)
     if (r->nlosses < 8) r->losses[r->nlosses++] = si->loss;
     r->mode = nn_trainer_get_thread_mode(tr);
     if (jump_loader && si->step == jump_step && nn_loader_set_epoch(jump_loader, 7)) return -1;
-    return 0;
+    return si->step == stop_step;
 }
 
 /* Two epochs of a 300-64-3 classifier, batches of 64, SGD with momentum
@@ -559,6 +564,10 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manu
     } else {
         ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
                                                                   .user = out}), 0);
+        if (stop_step)
+            ck_assert_int_eq(nn_fit(tr, ld, NULL, 2, &(nn_fit_options){.on_step = note_ops_loss,
+                                                                      .user = out}),
+                             0);
     }
     nn_trainer_stats st;
     ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
@@ -571,10 +580,12 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manu
     }
     ck_assert_int_eq(k, OHID + 3 * OHID + 3);
     nn_named_tensors_free(p);
+    /* the loader first: once nn_fit has returned, nothing of the trainer's
+     * reads it (its threads' job of converting ahead was dropped) */
+    nn_loader_free(ld);
     nn_trainer_free(tr);
     nn_optim_free(opt);
     nn_module_free(net);
-    nn_loader_free(ld);
     jump_loader = NULL;
     ad_tensor_free(x);
     ad_tensor_free(y);
@@ -696,6 +707,45 @@ START_TEST(trainer_ops_prefetch_follows_the_loader)
     ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
     ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
     ck_assert(memcmp(&one.losses, &three.losses, sizeof one.losses) == 0);
+}
+END_TEST
+
+/* A callback that stops nn_fit while the next batch is being converted
+ * (after the first step of the second epoch): the threads' job is dropped
+ * before nn_fit returns, a second nn_fit starts that epoch again and posts
+ * jobs anew, and the trainer is freed after (the sanitizer builds check
+ * that nothing is written or read late).  2 and 3 threads give the bits
+ * of one. */
+START_TEST(trainer_ops_prefetch_stop)
+{
+    static ops_run one, two, three;
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    stop_step = 5;
+    ops_train_from(0, NN_THREADS_OPS, true, false, &one);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &two);
+    ops_train_from(3, NN_THREADS_OPS, true, false, &three);
+    /* the threads held off: every job is finished by the calling thread
+     * when its batch is handed out, or dropped at the stop (the loader is
+     * freed before the trainer, so a job left behind would read it late) */
+    static ops_run held;
+    nn__prefetch_testing_hold(true);
+    ops_train_from(2, NN_THREADS_OPS, true, false, &held);
+    nn__prefetch_testing_hold(false);
+    stop_step = 0;
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    /* 5 steps, then the second epoch's 4 again: 9, of which 8 noted */
+    ck_assert_int_eq(one.nlosses, 8);
+    ck_assert_int_eq(two.recordings, 3);
+    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
+    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
+    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
+    ck_assert_int_eq(held.recordings, 3);
+    ck_assert(memcmp(&one.w1, &held.w1, sizeof one.w1) == 0);
+    ck_assert(memcmp(&one.rest, &held.rest, sizeof one.rest) == 0);
+    ck_assert(memcmp(&one.losses, &held.losses, sizeof one.losses) == 0);
 }
 END_TEST
 
@@ -839,6 +889,7 @@ int main(void)
     tcase_add_test(tc, trainer_ops_mode);
     tcase_add_test(tc, trainer_ops_idx_batches);
     tcase_add_test(tc, trainer_ops_prefetch_follows_the_loader);
+    tcase_add_test(tc, trainer_ops_prefetch_stop);
     tcase_add_test(tc, parallel_runner_products);
     tcase_add_test(tc, trainer_thread_mode_auto);
     suite_add_tcase(s, tc);
