@@ -591,6 +591,14 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manu
     ad_tensor_free(y);
 }
 
+/* Runs a and b ended on the same bits: weights and the losses noted. */
+static void assert_same_run(const ops_run *a, const ops_run *b)
+{
+    ck_assert(memcmp(a->w1, b->w1, sizeof a->w1) == 0);
+    ck_assert(memcmp(a->rest, b->rest, sizeof a->rest) == 0);
+    ck_assert(memcmp(a->losses, b->losses, sizeof a->losses) == 0);
+}
+
 static void ops_train(int threads, nn_thread_mode mode, ops_run *out)
 {
     ops_train_from(threads, mode, false, false, out);
@@ -620,11 +628,8 @@ START_TEST(trainer_ops_mode)
     /* one recording of the batch of 64, none per shard */
     ck_assert_int_eq(two.recordings, 1);
     ck_assert_int_eq(two_batch.recordings, 2);
-    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
-    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
-    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.rest, &three.rest, sizeof one.rest) == 0);
+    assert_same_run(&one, &two);
+    assert_same_run(&one, &three);
     /* the batch split groups the sums differently: close, not equal */
     ck_assert(memcmp(&one.w1, &two_batch.w1, sizeof one.w1) != 0);
     for (int i = 0; i < OHID * OIN; i++) ck_assert_close(two_batch.w1[i], one.w1[i], 1e-4);
@@ -671,11 +676,8 @@ START_TEST(trainer_ops_idx_batches)
      * waiting threads convert the next batch into */
     ck_assert_int_eq(one.recordings, 2);
     ck_assert_int_eq(two.recordings, 3);
-    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
-    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
-    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.losses, &three.losses, sizeof one.losses) == 0);
+    assert_same_run(&one, &two);
+    assert_same_run(&one, &three);
     ck_assert(memcmp(&two, &two_again, sizeof two) == 0);
 }
 END_TEST
@@ -702,11 +704,8 @@ START_TEST(trainer_ops_prefetch_follows_the_loader)
     /* the jump changes the sixth batch, and so the run */
     ck_assert(memcmp(plain.losses, one.losses, 5 * sizeof(double)) == 0);
     ck_assert(plain.losses[5] != one.losses[5]);
-    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
-    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
-    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.losses, &three.losses, sizeof one.losses) == 0);
+    assert_same_run(&one, &two);
+    assert_same_run(&one, &three);
 }
 END_TEST
 
@@ -738,14 +737,10 @@ START_TEST(trainer_ops_prefetch_stop)
     /* 5 steps, then the second epoch's 4 again: 9, of which 8 noted */
     ck_assert_int_eq(one.nlosses, 8);
     ck_assert_int_eq(two.recordings, 3);
-    ck_assert(memcmp(&one.w1, &two.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.rest, &two.rest, sizeof one.rest) == 0);
-    ck_assert(memcmp(&one.losses, &two.losses, sizeof one.losses) == 0);
-    ck_assert(memcmp(&one.w1, &three.w1, sizeof one.w1) == 0);
+    assert_same_run(&one, &two);
+    assert_same_run(&one, &three);
     ck_assert_int_eq(held.recordings, 3);
-    ck_assert(memcmp(&one.w1, &held.w1, sizeof one.w1) == 0);
-    ck_assert(memcmp(&one.rest, &held.rest, sizeof one.rest) == 0);
-    ck_assert(memcmp(&one.losses, &held.losses, sizeof one.losses) == 0);
+    assert_same_run(&one, &held);
 }
 END_TEST
 
