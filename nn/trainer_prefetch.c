@@ -77,10 +77,13 @@ void nn__prefetch_free(nn__prefetch *f)
     ad_free(f);
 }
 
+/* Sequentially consistent loads (plain loads on x86), and the store that
+ * opens a job too: a worker that counts itself among the sleepers and
+ * then finds no job, and a post that opens one and then finds no sleeper,
+ * cannot both happen (as with the pool's events). */
 bool nn__prefetch_open(nn__prefetch *f)
 {
-    return atomic_load_explicit(&f->next, memory_order_relaxed) <
-           atomic_load_explicit(&f->rows, memory_order_relaxed);
+    return atomic_load(&f->next) < atomic_load(&f->rows);
 }
 
 /* Tests only: while set, the threads claim no row, so the calling
@@ -137,7 +140,7 @@ int nn__prefetch_post(nn__prefetch *f, const nn__batch *next, rec *target)
     f->r = target;
     atomic_store_explicit(&f->done, 0, memory_order_relaxed);
     atomic_store_explicit(&f->rows, next->b, memory_order_relaxed);
-    atomic_store_explicit(&f->next, 0, memory_order_release);
+    atomic_store(&f->next, 0);
     return 0;
 }
 
