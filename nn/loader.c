@@ -510,9 +510,9 @@ void nn__loader_fill_rows(const nn__batch *bt, int64_t lo, int64_t hi, void *xd,
 
 void nn__loader_filled(const nn__batch *bt) { mark_filled(bt->l, bt->k); }
 
-void nn__loader_prefetch_row(const nn__batch *bt, int64_t i)
+void nn__loader_prefetch_ahead(const nn__batch *bt, int64_t i)
 {
-    if (bt->l->kind == SRC_IDX && i >= 0 && i < bt->b) prefetch_image(bt->l, bt->idx[i]);
+    if (bt->l->kind == SRC_IDX && i + AHEAD < bt->b) prefetch_image(bt->l, bt->idx[i + AHEAD]);
 }
 
 /* Only an IDX loader's batches are read ahead: its bytes are converted

@@ -66,8 +66,9 @@ void nn__loader_filled(const nn__batch *bt);
  * the loader's next claim or change of epoch), or 0 when that claim
  * would end or begin an epoch, or the loader is not an IDX one. */
 int nn__loader_peek(const nn_loader *l, nn__batch *bt);
-/* A hint: row i of bt's source toward the caches (nothing past its rows). */
-void nn__loader_prefetch_row(const nn__batch *bt, int64_t i);
+/* A hint for a thread converting bt's row i on its own: the source of the
+ * row fill_rows would ask for ahead of it toward the caches. */
+void nn__loader_prefetch_ahead(const nn__batch *bt, int64_t i);
 /* Tests only (trainer_prefetch.c): while hold is set, nn_fit's threads
  * leave the next batch to the calling thread (which converts it when it
  * is handed out, or drops it). */

@@ -77,7 +77,7 @@ void nn_trainer_free(nn_trainer *tr)
 
 /* ---- forward and loss, replayed or recorded ---------------------------------- */
 
-static bool rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y)
+bool nn__rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y)
 {
     if (r->xdt != ad_tensor_dtype(x) || r->ydt != ad_tensor_dtype(y) || r->xnd != ad_ndim(x) ||
         r->ynd != ad_ndim(y))
@@ -172,7 +172,8 @@ static void buffers_restore(buffers *b)
  * two give the same bits.  A stream the model did not register with
  * nn_module_set_rng cannot be put back: its first step of each shape
  * skips one mask's worth of numbers. */
-static int record(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y, bool training)
+int nn__trainer_record_batch(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y,
+                             bool training)
 {
     *r = (rec){.xdt = ad_tensor_dtype(x), .ydt = ad_tensor_dtype(y), .xnd = ad_ndim(x),
                .ynd = ad_ndim(y)};
@@ -223,7 +224,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
 rec *nn__trainer_train_rec(nn_trainer *tr, const ad_tensor *x, const ad_tensor *y)
 {
     for (int i = 0; !tr->o.no_replay && i < NN_TRAINER_MAX_SHAPES; i++)
-        if (!tr->train[i].tape || rec_matches(&tr->train[i], x, y))
+        if (!tr->train[i].tape || nn__rec_matches(&tr->train[i], x, y))
             return tr->train[i].tape ? &tr->train[i] : NULL;
     return NULL;
 }
@@ -241,10 +242,10 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
      * trainer's, or (products split) the threads' second one */
     if (training && tr->pre_r && tr->pre_x == x) r = tr->pre_r;
     for (int i = 0; !tr->o.no_replay && i < NN_TRAINER_MAX_SHAPES && !r; i++)
-        if (!recs[i].tape || rec_matches(&recs[i], x, y)) r = &recs[i];
+        if (!recs[i].tape || nn__rec_matches(&recs[i], x, y)) r = &recs[i];
     if (r) {
         nn__trainer_prefetch_stop(tr, r); /* nothing may convert into it now */
-        if (!r->tape && record(tr, r, x, y, training)) return -1;
+        if (!r->tape && nn__trainer_record_batch(tr, r, x, y, training)) return -1;
         ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
         /* nn_fit converted the batch into the leaves already, or (with
          * NN_THREADS_OPS) the threads copy it in now, each a part */
@@ -708,20 +709,25 @@ int64_t nn_trainer_steps(const nn_trainer *tr)
     return tr ? tr->steps : nn__null_arg("nn_trainer_steps", "tr");
 }
 
+int nn__rec_add_stats(const rec *r, nn_trainer_stats *s)
+{
+    ad_tape_stats ts;
+    if (!r->tape) return 0;
+    if (ad_tape_get_stats(r->tape, &ts)) return -1;
+    s->recordings++;
+    s->nodes = ts.nodes > s->nodes ? ts.nodes : s->nodes;
+    s->arena_reserved += ts.arena_reserved;
+    s->arena_chunks += ts.arena_chunks;
+    return 0;
+}
+
 int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *s)
 {
     const char *fn = "nn_trainer_get_stats";
     if (!tr || !s) return nn__null_arg(fn, tr ? "stats" : "tr");
     *s = (nn_trainer_stats){.replays = tr->replays};
-    for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
-        ad_tape_stats ts;
-        if (!tr->train[i].tape) continue;
-        if (ad_tape_get_stats(tr->train[i].tape, &ts)) return -1;
-        s->recordings++;
-        s->nodes = ts.nodes > s->nodes ? ts.nodes : s->nodes;
-        s->arena_reserved += ts.arena_reserved;
-        s->arena_chunks += ts.arena_chunks;
-    }
+    for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++)
+        if (nn__rec_add_stats(&tr->train[i], s)) return -1;
     return nn__pool_stats(tr->pool, s);
 }
 

@@ -43,8 +43,13 @@ struct nn_trainer {
 
 /* Records forward and loss on a new frozen replayable tape for the dtypes
  * and shapes already in *r (its other fields zero); the leaves hold zeros
- * until a replay copies a batch in.  -1 on error, *r freed. */
+ * until a replay copies a batch in.  -1 on error, *r freed.  record_batch
+ * first sets *r to the dtypes and shapes of batch (x, y). */
 int nn__trainer_record(nn_trainer *tr, rec *r, bool training);
+int nn__trainer_record_batch(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y,
+                             bool training);
+/* Whether recording r takes batch (x, y): the same dtypes and shapes. */
+bool nn__rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y);
 void nn__rec_free(rec *r);
 
 /* Rows of logits [N, C] whose prediction is the label, added to *correct. */
@@ -107,6 +112,8 @@ rec *nn__prefetch_target(const nn__prefetch *f);
  * use changes. */
 void nn__trainer_prefetch_stop(nn_trainer *tr, const rec *r);
 
+/* Adds recording r's tape to *s (nothing without one); -1 on error. */
+int nn__rec_add_stats(const rec *r, nn_trainer_stats *s);
 /* Adds the shards' recordings to *s (nothing for NULL). */
 int nn__pool_stats(const pool *p, nn_trainer_stats *s);
 /* Stops the threads and frees their recordings; NULL is ignored. */

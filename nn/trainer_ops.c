@@ -152,21 +152,14 @@ void nn__trainer_prefetch_stop(nn_trainer *tr, const rec *r)
     if (target && (!r || r == target)) nn__prefetch_take(p->pf, NULL);
 }
 
-/* Whether two recordings take batches of the same dtypes and shapes. */
-static bool same_batch(const rec *a, const rec *b)
-{
-    return a->xdt == b->xdt && a->ydt == b->ydt && a->xnd == b->xnd && a->ynd == b->ynd &&
-           !memcmp(a->xshape, b->xshape, sizeof a->xshape) &&
-           !memcmp(a->yshape, b->yshape, sizeof a->yshape);
-}
-
-/* After batch bt was handed out for a step that replays recording `used`
- * with the products split: the batch the loader hands out next, when it
- * has the same shape, posted for the workers to convert into the other
- * recording of that shape (the pool's second one, recorded the first time,
- * or the trainer's).  Nothing is posted for one thread, or the batch
- * split, or at the end of an epoch. */
-static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec *used)
+/* After batch bt, of the shape of (x, y), was handed out for a step that
+ * replays recording `used` with the products split: the batch the loader
+ * hands out next, when it has the same shape, posted for the workers to
+ * convert into the other recording of that shape (the pool's second one,
+ * recorded the first time, or the trainer's).  Nothing is posted for one
+ * thread, or the batch split, or at the end of an epoch. */
+static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec *used,
+                         const ad_tensor *x, const ad_tensor *y)
 {
     struct pool *p = tr->pool;
     nn__batch next;
@@ -175,16 +168,10 @@ static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec 
         return 0;
     rec *target = &p->alt;
     if (used == &p->alt) {
-        target = NULL;
-        for (int i = 0; i < NN_TRAINER_MAX_SHAPES && !target; i++)
-            if (tr->train[i].tape && same_batch(&tr->train[i], used)) target = &tr->train[i];
-        if (!target) return 0;
-    } else if (!p->alt.tape || !same_batch(&p->alt, used)) {
+        if (!(target = nn__trainer_train_rec(tr, x, y))) return 0;
+    } else if (!p->alt.tape || !nn__rec_matches(&p->alt, x, y)) {
         nn__rec_free(&p->alt);
-        p->alt = (rec){.xdt = used->xdt, .ydt = used->ydt, .xnd = used->xnd, .ynd = used->ynd};
-        memcpy(p->alt.xshape, used->xshape, sizeof used->xshape);
-        memcpy(p->alt.yshape, used->yshape, sizeof used->yshape);
-        if (nn__trainer_record(tr, &p->alt, true)) return -1;
+        if (nn__trainer_record_batch(tr, &p->alt, x, y, true)) return -1;
     }
     if (!ad_is_contiguous(target->x) || !ad_is_contiguous(target->y)) return 0;
     if (nn__prefetch_post(p->pf, &next, target)) return -1;
@@ -226,7 +213,7 @@ int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tenso
     tr->pre_r = r;
     tr->pre_x = r ? *x : NULL;
     nn__loader_filled(&bt);
-    if (r && whole && prefetch_next(tr, l, &bt, r)) return -1;
+    if (r && whole && prefetch_next(tr, l, &bt, r, *x, *y)) return -1;
     return 1;
 }
 

@@ -7,8 +7,22 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "trainer_impl.h"
+
+/* The processor's spin-wait hint: it saves power and lets a sibling
+ * hardware thread run while this one polls. */
+static inline void nn__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 /* A signal that one side raises by bumping seq and the other awaits: it
  * spins on seq, then sleeps on cv (under the pool's mutex) after counting

@@ -36,18 +36,13 @@
 
 #include <stdatomic.h>
 #include <string.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "internal.h"
 #include "nn_private.h"
 #include "trainer_impl.h"
+#include "trainer_pool.h"
 
 #define CLOSED (INT64_MAX / 2)
-/* Rows ahead of the one being converted whose bytes are asked for: the
- * loader's own distance (loader.c's AHEAD). */
-#define AHEAD 8
 
 struct nn__prefetch {
     _Atomic int64_t next; /* the next row to claim; >= CLOSED: closed */
@@ -97,7 +92,7 @@ bool nn__prefetch_row(nn__prefetch *f)
     if (!nn__prefetch_open(f) || atomic_load_explicit(&held, memory_order_relaxed)) return false;
     int64_t i = atomic_fetch_add_explicit(&f->next, 1, memory_order_acq_rel);
     if (i >= atomic_load_explicit(&f->rows, memory_order_relaxed)) return false;
-    nn__loader_prefetch_row(&f->bt, i + AHEAD);
+    nn__loader_prefetch_ahead(&f->bt, i);
     nn__loader_fill_rows(&f->bt, i, i + 1, f->xd, f->yd);
     atomic_fetch_add_explicit(&f->done, 1, memory_order_release);
     return true;
@@ -113,11 +108,7 @@ rec *nn__prefetch_take(nn__prefetch *f, const nn__batch *bt)
                 memcmp(bt->idx, f->idx, (size_t)rows * sizeof *f->idx) == 0;
     if (same && from < rows) nn__loader_fill_rows(&f->bt, from, rows, f->xd, f->yd);
     /* the rows claimed before the close, each finished by its thread */
-    while (atomic_load_explicit(&f->done, memory_order_acquire) < from) {
-#if defined(__x86_64__) || defined(__i386__)
-        _mm_pause();
-#endif
-    }
+    while (atomic_load_explicit(&f->done, memory_order_acquire) < from) nn__cpu_relax();
     atomic_store_explicit(&f->rows, 0, memory_order_relaxed);
     return same ? f->r : NULL;
 }

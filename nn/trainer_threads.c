@@ -50,9 +50,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "internal.h"
 #include "nn_private.h"
@@ -71,17 +68,6 @@
 /* A wait longer than this says the machine is busy (or the trainer idle),
  * not that a step has a long gap: only such waits shorten the spin. */
 #define LONG_WAIT_NS 2000000
-
-/* The processor's spin-wait hint: it saves power and lets a sibling
- * hardware thread run while this one polls. */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 static int64_t now_ns(void)
 {
@@ -191,7 +177,7 @@ static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *bu
             *budget = *budget < SPIN_NS / 2 ? 2 * *budget : SPIN_NS;
             return v;
         }
-        cpu_relax();
+        nn__cpu_relax();
         if (i % 64 == 63) { /* every few microseconds of spinning */
             int64_t t = now_ns();
             if (!t0) t0 = t;
@@ -541,19 +527,11 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
 
 int nn__pool_stats(const struct pool *p, nn_trainer_stats *st)
 {
-    for (int t = 0; p && t <= p->n; t++)
-        for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) {
-            /* the shards' recordings, then the second one of nn_fit's batches */
-            const rec *r = t < p->n ? &p->sh[t].recs[i] : i == 0 ? &p->alt : NULL;
-            ad_tape_stats ts;
-            if (!r || !r->tape) continue;
-            if (ad_tape_get_stats(r->tape, &ts)) return -1;
-            st->recordings++;
-            st->nodes = ts.nodes > st->nodes ? ts.nodes : st->nodes;
-            st->arena_reserved += ts.arena_reserved;
-            st->arena_chunks += ts.arena_chunks;
-        }
-    return 0;
+    if (!p) return 0;
+    for (int t = 0; t < p->n; t++)
+        for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++)
+            if (nn__rec_add_stats(&p->sh[t].recs[i], st)) return -1;
+    return nn__rec_add_stats(&p->alt, st); /* nn_fit's second recording */
 }
 
 int nn_trainer_set_threads(nn_trainer *tr, int threads)
