@@ -38,6 +38,7 @@
 #include "gemm.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -236,7 +237,51 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
  * machine with more runnable threads than cores each barrier can wait out
  * a descheduled thread's time slice.)  Slabs start on strip boundaries,
  * so the tiles, and the kernel calls that compute each element of C, are
- * the same with any number of threads: so is the result, bit for bit. */
+ * the same with any number of threads: so is the result, bit for bit.
+ *
+ * On a runner's threads a slab's strips are claimed rather than fixed
+ * when the operand that every strip reads (A for column strips, B for row
+ * strips) fits CLAIM_SHARED_MAX packed: each thread packs that operand
+ * whole once, takes its own slab's strips from the front, and then the
+ * strips left at the back of the others' slabs, one at a time.  The two
+ * cores of a shared virtual machine ran equal halves of the MLP's
+ * products 20-75 % apart, the slower side changing from product to
+ * product and from run to run (docs/benchmarks.md), and with fixed slabs
+ * the faster core waited out the difference at every product.  A strip
+ * is computed by the same kernel calls whichever thread claims it, so
+ * the bits do not change either. */
+#define CLAIM_SHARED_MAX ((size_t)512 * 1024)
+
+/* The strips [front, back) still to claim in one thread's slab, as
+ * front | back << 32; one cache line each, so a thread claiming its own
+ * strips writes a line that the others touch only once they steal. */
+typedef struct strip_range {
+    _Atomic uint64_t fb;
+    char pad[64 - sizeof(uint64_t)];
+} strip_range;
+
+/* The next strip for thread tid of nth: the front of its own slab, else
+ * the back of the next slab (in thread order) that has strips left; -1
+ * when none has. */
+static int64_t claim_strip(strip_range *r, int tid, int nth)
+{
+    for (int i = 0; i < nth; i++) {
+        strip_range *v = &r[(tid + i) % nth];
+        uint64_t s = atomic_load_explicit(&v->fb, memory_order_relaxed);
+        for (;;) {
+            uint64_t front = s & 0xffffffffu, back = s >> 32;
+            if (front >= back) break;
+            uint64_t next = i == 0 ? s + 1 : (back - 1) << 32 | front;
+            /* the claim needs only the exchange's atomicity: the strips'
+             * results are ordered by the runner's end of the phase */
+            if (atomic_compare_exchange_weak_explicit(&v->fb, &s, next, memory_order_relaxed,
+                                                      memory_order_relaxed))
+                return (int64_t)(i == 0 ? front : back - 1);
+        }
+    }
+    return -1;
+}
+
 #ifdef _OPENMP
 #define OMP_PARALLEL_NT(nt) _Pragma("omp parallel num_threads(nt)")
 #define THREAD_NUM omp_get_thread_num()

@@ -151,12 +151,15 @@ AD_API int ad_get_num_threads(void);
  * (the built-in kernel; ad_set_num_threads(1) keeps a BLAS with threads of
  * its own out) calls run(pool, task, ctx) once, and run must call
  * task(ctx, part, parts) for every part in 0..parts-1, on threads of its
- * choice (the caller's included), and return when all have returned; each
- * part writes its own slab of the result, so the parts need no locks.
- * The parts are fixed runs of each product's output columns, so with a
- * pool whose threads keep their part numbers, each thread writes the same
- * columns of the same product step after step.  Bits do not depend on
- * parts (the split follows the built-in kernel's tiles).  nn's trainer
+ * choice (the caller's included), in any order or at the same time, and
+ * return when all have returned; the parts share out the result among
+ * themselves, so they need no locks.  Part t starts on a fixed run of the
+ * product's output columns (rows, for a product accumulated into C) and
+ * then takes what is left of the other parts' runs: with a pool whose
+ * threads keep their part numbers, each thread writes mostly the same
+ * slab of the same product step after step, and a thread that falls
+ * behind is helped.  Bits do not depend on parts or on which thread
+ * computes what (the split follows the built-in kernel's tiles).  nn's trainer
  * sets one for its threads during a step (NN_THREADS_OPS, nn/trainer.h)
  * and removes it after: waking a persistent pool costs it less, and on a
  * busy machine far less, than an OpenMP team.  Per thread; run NULL

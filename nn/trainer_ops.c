@@ -18,8 +18,9 @@
  * The same threads, woken the same way, run parts of a kernel instead of
  * shards of the batch: the calling thread steps through the whole batch,
  * and the core calls pool_run (its runner, ad_set_parallel_runner) for
- * each product large enough to split; thread t always computes part t,
- * the same output columns of the same product at every step.  The
+ * each product large enough to split; thread t always runs part t, which
+ * starts on the same output columns of the same product at every step
+ * and then helps with the others' (claim_strip in autodiff/gemm.c).  The
  * optimiser's update is split by rows the same way (thread t: rows
  * [R t / T, R (t + 1) / T) of every parameter), so a weight's rows that
  * thread t's part of its gradient product wrote are mostly updated there

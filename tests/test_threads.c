@@ -745,7 +745,9 @@ START_TEST(trainer_ops_prefetch_stop)
 END_TEST
 
 /* A runner that runs the parts one after the other on the calling thread,
- * in reverse order, counting its calls. */
+ * in reverse order, counting its calls: the last part, run first, claims
+ * every strip of the product (the others' from the back of their slabs),
+ * which the bits below must not see. */
 static int serial_calls;
 static void reverse_runner(void *pool, ad_parallel_task task, void *ctx)
 {
