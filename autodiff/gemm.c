@@ -40,6 +40,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "tape_impl.h"
@@ -78,6 +79,7 @@
 #define MAX_TILE 512
 
 #include "gemm_kernels.inc"
+#include "gemm_thin.inc"
 
 /* Test overrides (ad__gemm_testing*): not thread-safe, like the hooks. */
 static bool force_generic;
@@ -104,8 +106,11 @@ static bool cpu_can(int isa)
     }
 }
 
+static bool thin_off; /* test hook (ad__gemm_testing_thin) */
+
 void ad__gemm_testing(bool generic, int64_t mc, int64_t kc, int64_t nc)
 {
+    thin_off = false;
     force_generic = generic;
     forced_f32 = forced_f64 = -1;
     tune_mc = mc;
@@ -168,6 +173,8 @@ void ad__gemm_testing_parallel(int64_t min_madds)
 {
     parallel_min = min_madds > 0 ? min_madds : PARALLEL_MIN_DEFAULT;
 }
+
+void ad__gemm_testing_thin(bool enabled) { thin_off = !enabled; }
 
 /* ---- driver helpers ------------------------------------------------------------- */
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -338,6 +345,18 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
     return rc;
 }
 
+bool ad__gemm_thin_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k)
+{
+    /* what ad__gemm_builtin_ep sends elsewhere first */
+    if (k == 0 || n == 1 || m == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM) return false;
+    if (dtype == AD_FLOAT32) {
+        const kernel_f32 *K = pick_f32();
+        return thin_takes_f32(K, m, n, k, tune_kc > 0 ? tune_kc : K->kc);
+    }
+    const kernel_f64 *K = pick_f64();
+    return thin_takes_f64(K, m, n, k, tune_kc > 0 ? tune_kc : K->kc);
+}
+
 int ad__gemm_builtin(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t k,
                      const void *a, int64_t rsa, int64_t csa, const void *b, int64_t rsb,
                      int64_t csb, void *c, int64_t ldc)
@@ -491,7 +510,31 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
 }
 
 #ifdef AD_HAVE_CBLAS
-/* The default's one exception to "every product CBLAS can take goes to
+/* Whether the BLAS is OpenBLAS running a core without AVX-512 (on this
+ * CPU, which has it: an OpenBLAS older than the CPU, as Debian 12's 0.3.21
+ * on a Zen 5, which it runs as "Haswell", or OPENBLAS_CORETYPE=Haswell).
+ * Asked once; the core does not change while the process runs. */
+static bool openblas_without_avx512(void)
+{
+#ifdef AD_HAVE_OPENBLAS_THREADS
+    static atomic_int known; /* 0: not asked yet, 1: no, 2: yes */
+    int v = atomic_load_explicit(&known, memory_order_relaxed);
+    if (!v) {
+        const char *core = openblas_get_corename();
+        char low[32] = "";
+        for (int i = 0; core && core[i] && i < 31; i++)
+            low[i] = (char)(core[i] >= 'A' && core[i] <= 'Z' ? core[i] - 'A' + 'a' : core[i]);
+        bool avx512 = strstr(low, "skylakex") || strstr(low, "cooperlake") || strstr(low, "sapphire");
+        v = core && !avx512 ? 2 : 1;
+        atomic_store_explicit(&known, v, memory_order_relaxed);
+    }
+    return v == 2;
+#else
+    return false; /* another CBLAS: its products stay with it */
+#endif
+}
+
+/* The default's exceptions to "every product CBLAS can take goes to
  * CBLAS": a float32 product at least 64 wide in m, n and k runs on the
  * built-in kernel when that is the AVX-512 one.  There it is as fast as
  * OpenBLAS's AVX-512 core on large squares and faster on the batch-64
@@ -500,12 +543,20 @@ bool ad__gemm_direct(int64_t rows, int64_t cols, int64_t rs, int64_t cs)
  * / 178-186, its dW 134 / 141, the CNN's fc1 dW 528 / 562 and dx 578 /
  * 665), and much faster where OpenBLAS runs its AVX2 core
  * (OPENBLAS_CORETYPE=Haswell).  Narrower products (the 10-class layers:
- * 64 x 10 x 256 took 11.9 / 2.9 us) stay with OpenBLAS.  A fixed rule,
- * not a timing, so a seeded run gives the same bits every time. */
+ * 64 x 10 x 256 took 11.9 / 2.9 us) stay with OpenBLAS, unless OpenBLAS
+ * runs a core without AVX-512: there the thin path (gemm_thin.inc) is
+ * faster (on the Zen 5 with OpenBLAS 0.3.21 as "Haswell", us per product,
+ * thin / OpenBLAS: 64 x 10 x 256 4.6 / 5.8, 10 x 256 x 64 3.2 / 5.6,
+ * 64 x 256 x 10 2.5 / 3.9).  A fixed rule, not a timing, so a seeded run
+ * gives the same bits every time. */
 static bool builtin_by_default(ad_dtype dtype, int64_t m, int64_t n, int64_t k)
 {
-    return dtype == AD_FLOAT32 && m >= 64 && n >= 64 && k >= 64 && ad__gemm_default_mode() &&
-           !force_generic && forced_f32 < 0 && pick_f32()->isa == ISA_AVX512;
+    if (dtype != AD_FLOAT32 || !ad__gemm_default_mode() || force_generic || forced_f32 >= 0)
+        return false;
+    const kernel_f32 *K = pick_f32();
+    if (K->isa != ISA_AVX512) return false;
+    if (m >= 64 && n >= 64 && k >= 64) return true;
+    return openblas_without_avx512() && ad__gemm_thin_takes(dtype, m, n, k);
 }
 #endif
 

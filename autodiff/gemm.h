@@ -122,6 +122,14 @@ const char *ad__gemm_kernel_at(ad_dtype dtype, int i, bool *runnable);
  * CPU cannot run it. */
 int ad__gemm_testing_kernel(ad_dtype dtype, const char *name);
 
+/* Whether the built-in kernel computes an m x n x k product of dtype on
+ * its thin path (autodiff/gemm_thin.inc) now; and whether that path is
+ * used at all (true, the default; false sends thin products through the
+ * blocked driver, whose bits a test compares them with).  The
+ * ad__gemm_testing call restores it. */
+bool ad__gemm_thin_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k);
+void ad__gemm_testing_thin(bool enabled);
+
 /* With OpenMP: products of at least min_madds multiply-adds (m n k) are
  * shared among threads; the default (0 restores it) is 2^21.  A test sets
  * it low to run the threaded path on small matrices. */

@@ -47,6 +47,7 @@ LAYERS = {
     'autodiff/gemm.c': 2, 'autodiff/gemm_choice.c': 2,  # and autodiff/ops_*.[ch], below
     'autodiff/gemm_driver.inc': 2, 'autodiff/pointwise_kernels.inc': 2,  # once per dtype
     'autodiff/gemm_kernels.inc': 2,
+    'autodiff/gemm_thin.inc': 2,
     'autodiff/fold_kernels.inc': 2, 'autodiff/per_dtype.inc': 2,
     'autodiff/pool_kernels.inc': 2, 'autodiff/conv_driver.inc': 2,
     'autodiff/conv_kernels.inc': 2,  # the direct convolution's tiles, once per variant

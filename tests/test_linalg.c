@@ -480,6 +480,83 @@ START_TEST(builtin_kernel_every_kernel)
 }
 END_TEST
 
+/* A thin product (few rows of C, few columns, or a short sum: the 10-way
+ * layer's x W^T, g^T h and g W) on the thin path has the blocked driver's
+ * bits, plain, with a bias (stride 1 and 3) and accumulated into C, for
+ * every kernel this CPU can run: the rows are the same sums in the same
+ * order.  The shapes cover the wide and narrow blocks, the rows left over,
+ * B used in place and B copied (transposed, or rows not whole vectors). */
+static void check_thin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb, int variant)
+{
+    size_t es = ad_dtype_size(d);
+    int64_t bstr = variant == 2 ? 3 : 1;
+    char *a = malloc((size_t)(m * k) * es), *b = malloc((size_t)(k * n) * es);
+    char *bias = malloc((size_t)(n * bstr) * es);
+    char *c0 = malloc((size_t)(m * n) * es), *c_thin = malloc((size_t)(m * n) * es);
+    char *c_blocked = malloc((size_t)(m * n) * es);
+    ad_rng rng;
+    ad_rng_init(&rng, (uint64_t)(m * 31 + n * 7 + k));
+    for (int64_t i = 0; i < m * k + k * n + n * bstr + m * n; i++) {
+        double v = ad_rng_uniform(&rng) * 2 - 1;
+        char *dst = i < m * k ? a : i < m * k + k * n ? b : i < m * k + k * n + n * bstr ? bias : c0;
+        int64_t j = i < m * k ? i : i < m * k + k * n ? i - m * k
+                  : i < m * k + k * n + n * bstr ? i - m * k - k * n : i - m * k - k * n - n * bstr;
+        if (d == AD_FLOAT32) ((float *)dst)[j] = (float)v;
+        else ((double *)dst)[j] = v;
+    }
+    int64_t rsa = ta ? 1 : k, csa = ta ? m : 1, rsb = tb ? 1 : n, csb = tb ? k : 1;
+    ad_gemm_ep ep = {.bias = variant == 1 || variant == 2 ? bias : NULL, .bias_stride = bstr,
+                     .accumulate = variant == 3};
+    ck_assert(ad__gemm_thin_takes(d, m, n, k));
+    memcpy(c_thin, c0, (size_t)(m * n) * es);
+    ck_assert_int_eq(ad__gemm_builtin_ep(NULL, d, m, n, k, a, rsa, csa, b, rsb, csb, c_thin, n,
+                                         variant ? &ep : NULL), 0);
+    ad__gemm_testing_thin(false);
+    ck_assert(!ad__gemm_thin_takes(d, m, n, k));
+    memcpy(c_blocked, c0, (size_t)(m * n) * es);
+    ck_assert_int_eq(ad__gemm_builtin_ep(NULL, d, m, n, k, a, rsa, csa, b, rsb, csb, c_blocked,
+                                         n, variant ? &ep : NULL), 0);
+    ad__gemm_testing_thin(true);
+    ck_assert_msg(memcmp(c_thin, c_blocked, (size_t)(m * n) * es) == 0,
+                  "%s %s %lld x %lld x %lld (ta=%d tb=%d, variant %d): thin != blocked",
+                  ad_dtype_name(d), ad__gemm_kernel_name(d), (long long)m, (long long)n,
+                  (long long)k, ta, tb, variant);
+    free(a), free(b), free(bias), free(c0), free(c_thin), free(c_blocked);
+}
+
+START_TEST(thin_products_have_the_blocked_bits)
+{
+    static const int64_t shapes[][3] = {
+        {64, 10, 256}, /* x W^T of a 10-way layer: B copied, narrow blocks */
+        {10, 256, 64}, /* g^T h: B in place, wide blocks, 2 rows left over */
+        {64, 256, 10}, /* g W: a short sum */
+        {13, 70, 7},   /* ragged: wide, then narrow, then a partial vector */
+        {33, 5, 200},  /* n of one partial vector, 1 row left over */
+    };
+    int ran = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        bool ok;
+        const char *name;
+        for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
+            if (!ok) continue;
+            ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int t = 0; t < 4; t++)
+                    for (int variant = 0; variant < 4; variant++)
+                        check_thin(d, shapes[s][0], shapes[s][1], shapes[s][2], t & 1, t & 2,
+                                   variant);
+            ran++;
+        }
+        ck_assert_int_eq(ad__gemm_testing_kernel(d, NULL), 0);
+    }
+    ck_assert_int_ge(ran, 4);
+    /* not thin: wide in every direction, or a sum longer than a k block */
+    ck_assert(!ad__gemm_thin_takes(AD_FLOAT32, 64, 256, 784));
+    ck_assert(!ad__gemm_thin_takes(AD_FLOAT32, 64, 10, 4096));
+}
+END_TEST
+
 START_TEST(dispatch_takes_transposes_directly)
 {
     /* Plain and transposed matrices go to the kernel as they are (CBLAS by
@@ -720,6 +797,7 @@ int main(void)
     tcase_add_test(tc, builtin_kernel_default_blocking);
     tcase_add_test(tc, builtin_kernel_tiny_blocks);
     tcase_add_test(tc, builtin_kernel_every_kernel);
+    tcase_add_test(tc, thin_products_have_the_blocked_bits);
     tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
     tcase_add_test(tc, dispatch_takes_transposes_directly);
     tcase_add_test(tc, packed_a_reused);
