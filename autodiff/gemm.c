@@ -106,11 +106,13 @@ static bool cpu_can(int isa)
     }
 }
 
-static bool thin_off; /* test hook (ad__gemm_testing_thin) */
+static bool thin_off;   /* test hook (ad__gemm_testing_thin) */
+static bool direct_off; /* test hook (ad__gemm_testing_direct) */
 
 void ad__gemm_testing(bool generic, int64_t mc, int64_t kc, int64_t nc)
 {
     thin_off = false;
+    direct_off = false;
     force_generic = generic;
     forced_f32 = forced_f64 = -1;
     tune_mc = mc;
@@ -175,6 +177,7 @@ void ad__gemm_testing_parallel(int64_t min_madds)
 }
 
 void ad__gemm_testing_thin(bool enabled) { thin_off = !enabled; }
+void ad__gemm_testing_direct(bool enabled) { direct_off = !enabled; }
 
 /* ---- driver helpers ------------------------------------------------------------- */
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }

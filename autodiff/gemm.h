@@ -129,6 +129,10 @@ int ad__gemm_testing_kernel(ad_dtype dtype, const char *name);
  * ad__gemm_testing call restores it. */
 bool ad__gemm_thin_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k);
 void ad__gemm_testing_thin(bool enabled);
+/* Whether the blocked driver may read a row-major A or B where it lies
+ * (the direct kernels of gemm_kernels.inc) instead of packing it: true,
+ * the default; false packs every operand, whose bits a test compares. */
+void ad__gemm_testing_direct(bool enabled);
 
 /* With OpenMP: products of at least min_madds multiply-adds (m n k) are
  * shared among threads; the default (0 restores it) is 2^21.  A test sets

@@ -486,7 +486,19 @@ END_TEST
  * every kernel this CPU can run: the rows are the same sums in the same
  * order.  The shapes cover the wide and narrow blocks, the rows left over,
  * B used in place and B copied (transposed, or rows not whole vectors). */
+static void check_two_paths(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb,
+                            int variant, void (*use)(bool), const char *what);
+
 static void check_thin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb, int variant)
+{
+    ck_assert(ad__gemm_thin_takes(d, m, n, k));
+    check_two_paths(d, m, n, k, ta, tb, variant, ad__gemm_testing_thin, "thin");
+}
+
+/* C computed with a path of the built-in kernel (use(true)) and without
+ * it (use(false)): the same bytes. */
+static void check_two_paths(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb,
+                            int variant, void (*use)(bool), const char *what)
 {
     size_t es = ad_dtype_size(d);
     int64_t bstr = variant == 2 ? 3 : 1;
@@ -507,20 +519,18 @@ static void check_thin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, boo
     int64_t rsa = ta ? 1 : k, csa = ta ? m : 1, rsb = tb ? 1 : n, csb = tb ? k : 1;
     ad_gemm_ep ep = {.bias = variant == 1 || variant == 2 ? bias : NULL, .bias_stride = bstr,
                      .accumulate = variant == 3};
-    ck_assert(ad__gemm_thin_takes(d, m, n, k));
     memcpy(c_thin, c0, (size_t)(m * n) * es);
     ck_assert_int_eq(ad__gemm_builtin_ep(NULL, d, m, n, k, a, rsa, csa, b, rsb, csb, c_thin, n,
                                          variant ? &ep : NULL), 0);
-    ad__gemm_testing_thin(false);
-    ck_assert(!ad__gemm_thin_takes(d, m, n, k));
+    use(false);
     memcpy(c_blocked, c0, (size_t)(m * n) * es);
     ck_assert_int_eq(ad__gemm_builtin_ep(NULL, d, m, n, k, a, rsa, csa, b, rsb, csb, c_blocked,
                                          n, variant ? &ep : NULL), 0);
-    ad__gemm_testing_thin(true);
+    use(true);
     ck_assert_msg(memcmp(c_thin, c_blocked, (size_t)(m * n) * es) == 0,
-                  "%s %s %lld x %lld x %lld (ta=%d tb=%d, variant %d): thin != blocked",
+                  "%s %s %lld x %lld x %lld (ta=%d tb=%d, variant %d): %s path differs",
                   ad_dtype_name(d), ad__gemm_kernel_name(d), (long long)m, (long long)n,
-                  (long long)k, ta, tb, variant);
+                  (long long)k, ta, tb, variant, what);
     free(a), free(b), free(bias), free(c0), free(c_thin), free(c_blocked);
 }
 
@@ -554,6 +564,41 @@ START_TEST(thin_products_have_the_blocked_bits)
     /* not thin: wide in every direction, or a sum longer than a k block */
     ck_assert(!ad__gemm_thin_takes(AD_FLOAT32, 64, 256, 784));
     ck_assert(!ad__gemm_thin_takes(AD_FLOAT32, 64, 10, 4096));
+}
+END_TEST
+
+/* A row-major A or B read where it lies (the direct kernels) gives the
+ * bytes of the packed one, for every kernel, plain, with a bias and
+ * accumulated: last strips of 8, 4 and 14 rows, B's columns past its whole
+ * strips packed, several k blocks, and a last strip of another height
+ * (11 rows: A packed, B direct).  Then the same with tiny blocks (several
+ * m and n blocks). */
+START_TEST(direct_operands_have_the_packed_bits)
+{
+    static const int64_t shapes[][3] = {
+        {64, 70, 50}, {60, 48, 40}, {56, 33, 300}, {67, 31, 45}, {64, 256, 80},
+    };
+    int ran = 0;
+    for (int blocks = 0; blocks < 2; blocks++)
+        for (int dt = 0; dt < 2; dt++) {
+            ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+            bool ok;
+            const char *name;
+            for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
+                if (!ok) continue;
+                ad__gemm_testing(false, blocks ? 28 : 0, blocks ? 16 : 0, blocks ? 64 : 0);
+                ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
+                for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                    for (int t = 0; t < 4; t++)
+                        for (int variant = 0; variant < 4; variant++)
+                            check_two_paths(d, shapes[s][0], shapes[s][1], shapes[s][2], t & 1,
+                                            t & 2, variant, ad__gemm_testing_direct, "direct");
+                ran++;
+            }
+            ck_assert_int_eq(ad__gemm_testing_kernel(d, NULL), 0);
+        }
+    ad__gemm_testing(false, 0, 0, 0);
+    ck_assert_int_ge(ran, 8);
 }
 END_TEST
 
@@ -798,6 +843,7 @@ int main(void)
     tcase_add_test(tc, builtin_kernel_tiny_blocks);
     tcase_add_test(tc, builtin_kernel_every_kernel);
     tcase_add_test(tc, thin_products_have_the_blocked_bits);
+    tcase_add_test(tc, direct_operands_have_the_packed_bits);
     tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
     tcase_add_test(tc, dispatch_takes_transposes_directly);
     tcase_add_test(tc, packed_a_reused);
