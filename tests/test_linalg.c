@@ -480,21 +480,6 @@ START_TEST(builtin_kernel_every_kernel)
 }
 END_TEST
 
-/* A thin product (few rows of C, few columns, or a short sum: the 10-way
- * layer's x W^T, g^T h and g W) on the thin path has the blocked driver's
- * bits, plain, with a bias (stride 1 and 3) and accumulated into C, for
- * every kernel this CPU can run: the rows are the same sums in the same
- * order.  The shapes cover the wide and narrow blocks, the rows left over,
- * B used in place and B copied (transposed, or rows not whole vectors). */
-static void check_two_paths(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb,
-                            int variant, void (*use)(bool), const char *what);
-
-static void check_thin(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb, int variant)
-{
-    ck_assert(ad__gemm_thin_takes(d, m, n, k));
-    check_two_paths(d, m, n, k, ta, tb, variant, ad__gemm_testing_thin, "thin");
-}
-
 /* C computed with a path of the built-in kernel (use(true)) and without
  * it (use(false)): the same bytes. */
 static void check_two_paths(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta, bool tb,
@@ -534,6 +519,41 @@ static void check_two_paths(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta
     free(a), free(b), free(bias), free(c0), free(c_thin), free(c_blocked);
 }
 
+/* check_two_paths for each of shapes, plain and transposed operands,
+ * plain, bias (strides 1 and 3) and accumulated, with every kernel this
+ * CPU can run forced in turn, in blocks mc x kc x nc (0: the kernel's);
+ * with takes, each shape must take the path.  Returns the kernels run. */
+static int two_paths_every_kernel(const int64_t (*shapes)[3], size_t nshapes, void (*use)(bool),
+                                  const char *what, bool takes, int64_t mc, int64_t kc, int64_t nc)
+{
+    int ran = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        bool ok;
+        const char *name;
+        for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
+            if (!ok) continue;
+            ad__gemm_testing(false, mc, kc, nc);
+            ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
+            for (size_t s = 0; s < nshapes; s++) {
+                if (takes) ck_assert(ad__gemm_thin_takes(d, shapes[s][0], shapes[s][1], shapes[s][2]));
+                for (int t = 0; t < 4; t++)
+                    for (int variant = 0; variant < 4; variant++)
+                        check_two_paths(d, shapes[s][0], shapes[s][1], shapes[s][2], t & 1,
+                                        t & 2, variant, use, what);
+            }
+            ran++;
+        }
+    }
+    ad__gemm_testing(false, 0, 0, 0);
+    return ran;
+}
+
+/* A thin product (few rows of C, few columns, or a short sum: the 10-way
+ * layer's x W^T, g^T h and g W) on the thin path has the blocked driver's
+ * bits: the rows are the same sums in the same order.  The shapes cover
+ * the wide and narrow blocks, the rows left over, B used in place and B
+ * copied (transposed, or rows not whole vectors). */
 START_TEST(thin_products_have_the_blocked_bits)
 {
     static const int64_t shapes[][3] = {
@@ -543,24 +563,8 @@ START_TEST(thin_products_have_the_blocked_bits)
         {13, 70, 7},   /* ragged: wide, then narrow, then a partial vector */
         {33, 5, 200},  /* n of one partial vector, 1 row left over */
     };
-    int ran = 0;
-    for (int dt = 0; dt < 2; dt++) {
-        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
-        bool ok;
-        const char *name;
-        for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
-            if (!ok) continue;
-            ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
-            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-                for (int t = 0; t < 4; t++)
-                    for (int variant = 0; variant < 4; variant++)
-                        check_thin(d, shapes[s][0], shapes[s][1], shapes[s][2], t & 1, t & 2,
-                                   variant);
-            ran++;
-        }
-        ck_assert_int_eq(ad__gemm_testing_kernel(d, NULL), 0);
-    }
-    ck_assert_int_ge(ran, 4);
+    ck_assert_int_ge(two_paths_every_kernel(shapes, 5, ad__gemm_testing_thin, "thin", true, 0, 0, 0),
+                     4);
     /* not thin: wide in every direction, or a sum longer than a k block */
     ck_assert(!ad__gemm_thin_takes(AD_FLOAT32, 64, 256, 784));
     ck_assert(!ad__gemm_thin_takes(AD_FLOAT32, 64, 10, 4096));
@@ -568,37 +572,21 @@ START_TEST(thin_products_have_the_blocked_bits)
 END_TEST
 
 /* A row-major A or B read where it lies (the direct kernels) gives the
- * bytes of the packed one, for every kernel, plain, with a bias and
- * accumulated: last strips of 8, 4 and 14 rows, B's columns past its whole
- * strips packed, several k blocks, and a last strip of another height
- * (11 rows: A packed, B direct).  Then the same with tiny blocks (several
- * m and n blocks). */
+ * bytes of the packed one: last strips of 8, 4 and 14 rows, B's columns
+ * past its whole strips packed, several k blocks, and a last strip of
+ * another height (11 rows: A packed, B direct); then the same with tiny
+ * blocks (several m and n blocks). */
 START_TEST(direct_operands_have_the_packed_bits)
 {
     static const int64_t shapes[][3] = {
         {64, 70, 50}, {60, 48, 40}, {56, 33, 300}, {67, 31, 45}, {64, 256, 80},
     };
-    int ran = 0;
-    for (int blocks = 0; blocks < 2; blocks++)
-        for (int dt = 0; dt < 2; dt++) {
-            ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
-            bool ok;
-            const char *name;
-            for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
-                if (!ok) continue;
-                ad__gemm_testing(false, blocks ? 28 : 0, blocks ? 16 : 0, blocks ? 64 : 0);
-                ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
-                for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-                    for (int t = 0; t < 4; t++)
-                        for (int variant = 0; variant < 4; variant++)
-                            check_two_paths(d, shapes[s][0], shapes[s][1], shapes[s][2], t & 1,
-                                            t & 2, variant, ad__gemm_testing_direct, "direct");
-                ran++;
-            }
-            ck_assert_int_eq(ad__gemm_testing_kernel(d, NULL), 0);
-        }
-    ad__gemm_testing(false, 0, 0, 0);
-    ck_assert_int_ge(ran, 8);
+    ck_assert_int_ge(two_paths_every_kernel(shapes, 5, ad__gemm_testing_direct, "direct", false,
+                                            0, 0, 0),
+                     4);
+    ck_assert_int_ge(two_paths_every_kernel(shapes, 5, ad__gemm_testing_direct, "direct", false,
+                                            28, 16, 64),
+                     4);
 }
 END_TEST
 
