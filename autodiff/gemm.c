@@ -252,7 +252,8 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
  * On a runner's threads a slab's strips are claimed rather than fixed
  * when the operand that every strip reads (A for column strips, B for row
  * strips) fits CLAIM_SHARED_MAX packed: each thread packs that operand
- * whole once, takes its own slab's strips from the front, and then the
+ * whole once (or reads it where it lies, with the direct kernels), takes
+ * its own slab's strips from the front, and then the
  * strips left at the back of the others' slabs, one at a time.  The two
  * cores of a shared virtual machine ran equal halves of the MLP's
  * products 20-75 % apart, the slower side changing from product to
@@ -308,6 +309,15 @@ static int64_t claim_strip(strip_range *r, int tid, int nth)
 /* Below this many multiply-adds the direct loop wins. */
 #define SMALL_GEMM 4096
 
+/* Whether ad__gemm_builtin_ep computes a product by the direct loop.
+ * Matrix-vector shapes would be mostly padding in an mr x nr tile: a
+ * column result is a dot product per row (a row result, m = 1, is one
+ * pass over B, gemm_row). */
+static bool small_product(int64_t m, int64_t n, int64_t k)
+{
+    return k == 0 || n == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM;
+}
+
 /* The epilogue over a whole m x n C, for the paths that have no tiles
  * (tiny products, one row, k = 0). */
 static void epilogue_all(ad_dtype dtype, int64_t m, int64_t n, void *c, int64_t ldc,
@@ -331,9 +341,7 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
     if (ep && !ep->bias && !ep->accumulate) ep = NULL;
     assert(!ep || !ep->accumulate || !ep->bias);
     bool acc = ep && ep->accumulate;
-    /* Matrix-vector shapes would be mostly padding in an mr x nr tile: a
-     * column result is a dot product per row, a row result one pass over B. */
-    bool small = k == 0 || n == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM;
+    bool small = small_product(m, n, k);
     int rc = 0;
     if (dtype == AD_FLOAT32) {
         if (small) gemm_small_f32(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);
@@ -350,8 +358,7 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
 
 bool ad__gemm_thin_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k)
 {
-    /* what ad__gemm_builtin_ep sends elsewhere first */
-    if (k == 0 || n == 1 || m == 1 || (double)m * (double)n * (double)k <= SMALL_GEMM) return false;
+    if (small_product(m, n, k) || m == 1) return false; /* ad__gemm_builtin_ep's other paths */
     if (dtype == AD_FLOAT32) {
         const kernel_f32 *K = pick_f32();
         return thin_takes_f32(K, m, n, k, tune_kc > 0 ? tune_kc : K->kc);

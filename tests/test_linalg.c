@@ -447,15 +447,14 @@ static void check_partial_rows(ad_dtype d, int64_t m, int64_t rows, int64_t n, i
     free(a), free(b), free(c_all), free(c_m);
 }
 
-START_TEST(builtin_kernel_every_kernel)
+/* Runs body(d, name, ctx) with each kernel this CPU can run forced in
+ * turn, in each dtype (the AVX-512 one and the AVX2 one on an AVX-512
+ * machine, the portable twin of the 14-row tile everywhere), in blocks
+ * mc x kc x nc (0: the kernel's); then back to every default.  Returns
+ * how many kernels ran. */
+static int each_kernel(int64_t mc, int64_t kc, int64_t nc,
+                       void (*body)(ad_dtype d, const char *name, void *ctx), void *ctx)
 {
-    /* Each kernel this CPU can run, forced in turn (the AVX-512 one and the
-     * AVX2 one on an AVX-512 machine, the portable twin of the 14-row tile
-     * everywhere): the sweep, then shapes for the register-transposing
-     * packs of transposed operands (full strips of 32 and 16 with 16- and
-     * 8-long runs along k and their tails) and the partial kernels (last
-     * strips of 8, 4 and 3 rows). */
-    static const int64_t extra[][3] = {{64, 70, 50}, {32, 48, 40}, {17, 33, 19}, {64, 256, 80}};
     int ran = 0;
     for (int dt = 0; dt < 2; dt++) {
         ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
@@ -463,19 +462,36 @@ START_TEST(builtin_kernel_every_kernel)
         const char *name;
         for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
             if (!ok) continue;
+            ad__gemm_testing(false, mc, kc, nc);
             ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
             ck_assert_str_eq(ad__gemm_kernel_name(d), name);
-            builtin_sweep_of(dt ? 2 : 1); /* the other dtype's kernel is not forced */
-            for (size_t s = 0; s < sizeof extra / sizeof extra[0]; s++)
-                for (int t = 0; t < 4; t++) {
-                    check_builtin(d, extra[s][0], extra[s][1], extra[s][2], t & 1, t & 2);
-                    check_partial_rows(d, extra[s][0], 70, extra[s][1], extra[s][2], t & 1, t & 2);
-                }
+            body(d, name, ctx);
             ran++;
         }
-        ck_assert_int_eq(ad__gemm_testing_kernel(d, NULL), 0);
     }
-    ck_assert_int_ge(ran, 4); /* generic and the portable twin, in each dtype */
+    ad__gemm_testing(false, 0, 0, 0);
+    return ran;
+}
+
+/* The sweep, then shapes for the register-transposing packs of transposed
+ * operands (full strips of 32 and 16 with 16- and 8-long runs along k and
+ * their tails) and the partial kernels (last strips of 8, 4 and 3 rows). */
+static void every_kernel_body(ad_dtype d, const char *name, void *ctx)
+{
+    (void)name, (void)ctx;
+    static const int64_t extra[][3] = {{64, 70, 50}, {32, 48, 40}, {17, 33, 19}, {64, 256, 80}};
+    builtin_sweep_of(d == AD_FLOAT32 ? 2 : 1); /* the other dtype's kernel is not forced */
+    for (size_t s = 0; s < sizeof extra / sizeof extra[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            check_builtin(d, extra[s][0], extra[s][1], extra[s][2], t & 1, t & 2);
+            check_partial_rows(d, extra[s][0], 70, extra[s][1], extra[s][2], t & 1, t & 2);
+        }
+}
+
+START_TEST(builtin_kernel_every_kernel)
+{
+    /* generic and the portable twin, in each dtype, at least */
+    ck_assert_int_ge(each_kernel(0, 0, 0, every_kernel_body, NULL), 4);
     ck_assert_int_eq(ad__gemm_testing_kernel(AD_FLOAT32, "no such kernel"), -1);
 }
 END_TEST
@@ -523,37 +539,34 @@ static void check_two_paths(ad_dtype d, int64_t m, int64_t n, int64_t k, bool ta
  * plain, bias (strides 1 and 3) and accumulated, with every kernel this
  * CPU can run forced in turn, in blocks mc x kc x nc (0: the kernel's);
  * with takes, each shape must take the path.  Returns the kernels run. */
+typedef struct two_paths {
+    const int64_t (*shapes)[3];
+    size_t nshapes;
+    void (*use)(bool);
+    const char *what;
+    bool takes;
+} two_paths;
+
+static void two_paths_body(ad_dtype d, const char *name, void *ctx)
+{
+    (void)name;
+    const two_paths *P = ctx;
+    for (size_t s = 0; s < P->nshapes; s++) {
+        const int64_t *sh = P->shapes[s];
+        if (P->takes) ck_assert(ad__gemm_thin_takes(d, sh[0], sh[1], sh[2]));
+        for (int t = 0; t < 4; t++)
+            for (int variant = 0; variant < 4; variant++)
+                check_two_paths(d, sh[0], sh[1], sh[2], t & 1, t & 2, variant, P->use, P->what);
+    }
+}
+
 static int two_paths_every_kernel(const int64_t (*shapes)[3], size_t nshapes, void (*use)(bool),
                                   const char *what, bool takes, int64_t mc, int64_t kc, int64_t nc)
 {
-    int ran = 0;
-    for (int dt = 0; dt < 2; dt++) {
-        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
-        bool ok;
-        const char *name;
-        for (int i = 0; (name = ad__gemm_kernel_at(d, i, &ok)) != NULL; i++) {
-            if (!ok) continue;
-            ad__gemm_testing(false, mc, kc, nc);
-            ck_assert_int_eq(ad__gemm_testing_kernel(d, name), 0);
-            for (size_t s = 0; s < nshapes; s++) {
-                if (takes) ck_assert(ad__gemm_thin_takes(d, shapes[s][0], shapes[s][1], shapes[s][2]));
-                for (int t = 0; t < 4; t++)
-                    for (int variant = 0; variant < 4; variant++)
-                        check_two_paths(d, shapes[s][0], shapes[s][1], shapes[s][2], t & 1,
-                                        t & 2, variant, use, what);
-            }
-            ran++;
-        }
-    }
-    ad__gemm_testing(false, 0, 0, 0);
-    return ran;
+    two_paths P = {shapes, nshapes, use, what, takes};
+    return each_kernel(mc, kc, nc, two_paths_body, &P);
 }
 
-/* A thin product (few rows of C, few columns, or a short sum: the 10-way
- * layer's x W^T, g^T h and g W) on the thin path has the blocked driver's
- * bits: the rows are the same sums in the same order.  The shapes cover
- * the wide and narrow blocks, the rows left over, B used in place and B
- * copied (transposed, or rows not whole vectors). */
 START_TEST(thin_products_have_the_blocked_bits)
 {
     static const int64_t shapes[][3] = {
