@@ -73,6 +73,11 @@ void nn__loader_prefetch_ahead(const nn__batch *bt, int64_t i);
  * leave the next batch to the calling thread (which converts it when it
  * is handed out, or drops it). */
 void nn__prefetch_testing_hold(bool hold);
+/* Tests only (trainer_ops.c): while on, the parts of every split product,
+ * update and zeroing of a step with NN_THREADS_OPS run one after the other
+ * on the calling thread, the last part first, so that it claims every run
+ * of rows and every strip of the others' (none is left for them). */
+void nn__ops_testing_serial(bool on);
 
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }

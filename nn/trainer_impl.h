@@ -80,6 +80,9 @@ int nn__ops_zero_grad(nn_trainer *tr);
  * shapes and dtypes match) by the threads: 0, or 1 when the batch is small
  * or not contiguous (the replay copies it then), -1 on error. */
 int nn__ops_load(nn_trainer *tr, rec *r, ad_tensor *x, ad_tensor *y);
+/* Frees a pool's runs of rows (trainer_ops.c); NULL is fine. */
+struct ops_runs;
+void nn__ops_runs_free(struct ops_runs *r);
 /* nn_loader_next for nn_fit's training batches.  When the step will
  * replay the batch's recording on this thread (one thread, or
  * NN_THREADS_OPS) and it is made, the batch is converted straight into the

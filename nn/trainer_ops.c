@@ -21,17 +21,25 @@
  * each product large enough to split; thread t always runs part t, which
  * starts on the same output columns of the same product at every step
  * and then helps with the others' (claim_strip in autodiff/gemm.c).  The
- * optimiser's update is split by rows the same way (thread t: rows
- * [R t / T, R (t + 1) / T) of every parameter), so a weight's rows that
- * thread t's part of its gradient product wrote are mostly updated there
- * too.  No hand-off sleeps on the fast path (trainer_threads.c), and an idle
+ * optimiser's update goes the same way in runs of rows (thread t starts
+ * on rows [R t / T, R (t + 1) / T) of every parameter, below), so a
+ * weight's rows that thread t's part of its gradient product wrote are
+ * mostly updated there too.  No hand-off sleeps on the fast path (trainer_threads.c), and an idle
  * trainer's threads sleep.  Between their parts the workers convert the
  * rows of nn_fit's next batch (trainer_prefetch.c, posted by
  * nn__trainer_next_batch): the calling thread's unshared work is where
  * they wait. */
+static _Atomic bool serial_parts;
+
+void nn__ops_testing_serial(bool on) { atomic_store(&serial_parts, on); }
+
 static void pool_run(void *pool, ad_parallel_task task, void *ctx)
 {
     struct pool *p = pool;
+    if (atomic_load_explicit(&serial_parts, memory_order_relaxed)) {
+        for (int t = p->n - 1; t >= 0; t--) task(ctx, t, p->n);
+        return;
+    }
     p->task = task;
     p->task_ctx = ctx;
     nn__pool_run_phase(p, 3);
@@ -49,7 +57,81 @@ int nn__ops_begin(nn_trainer *tr)
 
 void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
 
-static void optim_task(void *o, int part, int parts) { nn__optim_step_slice(o, part, parts); }
+/* ---- the update, in runs of rows claimed as the threads go ----
+ * Thread t starts on rows [R t / T, R (t + 1) / T) of every parameter
+ * (for a weight, the rows that its part of the gradient product wrote:
+ * gemm.c splits a product accumulated into a gradient by rows), cut into
+ * runs of about OPS_RUN elements, and then takes the runs left at the
+ * back of the other threads' lists, one at a time.  With the rows fixed,
+ * the two cores of a shared virtual machine ran their halves of the MLP's
+ * update in 21 and 41 us in one run (the slow core changes from run to
+ * run, as for the products: docs/benchmarks.md), and the faster core
+ * waited out the difference; claimed, the two ended within 1-3 us.  Each
+ * element is updated once, by the same code whichever thread claims its
+ * run: the same bits. */
+#define OPS_RUN 8192
+
+typedef struct ops_run {
+    int k; /* the optimiser's parameter */
+    int64_t r0, r1;
+} ops_run;
+
+/* Runs [front, back) of one thread's list left to claim, as front | back
+ * << 32, one cache line each (gemm.c's strips are claimed the same way). */
+typedef struct ops_claim {
+    _Atomic uint64_t fb;
+    char pad[64 - sizeof(uint64_t)];
+} ops_claim;
+
+struct ops_runs {
+    int64_t *rows;    /* [2 params_cap]: each parameter's rows, then its rows per run */
+    int params_cap;
+    ops_run *run;     /* [cap]: thread 0's runs, thread 1's, ... */
+    int64_t cap;
+    ops_claim *claim; /* [threads] */
+    int threads;
+    nn_optim *opt;
+};
+
+void nn__ops_runs_free(struct ops_runs *r)
+{
+    if (!r) return;
+    ad_free(r->rows);
+    ad_free(r->run);
+    ad_free(r->claim);
+    ad_free(r);
+}
+
+/* The next run for thread t of T: the front of its own list, else the
+ * back of the next list (in thread order) with runs left; -1 when none
+ * has. */
+static int64_t claim_run(ops_claim *c, int t, int T)
+{
+    for (int i = 0; i < T; i++) {
+        ops_claim *v = &c[(t + i) % T];
+        uint64_t s = atomic_load_explicit(&v->fb, memory_order_relaxed);
+        for (;;) {
+            uint64_t front = s & 0xffffffffu, back = s >> 32;
+            if (front >= back) break;
+            uint64_t next = i == 0 ? s + 1 : (back - 1) << 32 | front;
+            /* only the exchange's atomicity is needed: the runs' writes
+             * are ordered by the end of the phase */
+            if (atomic_compare_exchange_weak_explicit(&v->fb, &s, next, memory_order_relaxed,
+                                                      memory_order_relaxed))
+                return (int64_t)(i == 0 ? front : back - 1);
+        }
+    }
+    return -1;
+}
+
+static void runs_task(void *ctx, int part, int parts)
+{
+    struct ops_runs *R = ctx;
+    int64_t i;
+    (void)parts;
+    while ((i = claim_run(R->claim, part, R->threads)) >= 0)
+        nn__optim_step_rows(R->opt, R->run[i].k, R->run[i].r0, R->run[i].r1);
+}
 
 /* Elements below which the update stays on the calling thread: waking
  * the threads costs a few microseconds, about what 16K elements of SGD
@@ -63,6 +145,58 @@ static ad_tensor *zeroable_grad(const nn_optim *o, int k)
 {
     ad_tensor *g = ad_tensor_grad(nn__optim_param(o, k));
     return g && !ad_tensor_tape(g) && ad_is_contiguous(g) ? g : NULL;
+}
+
+/* The pool's runs of the update, laid out thread by thread (*total: the
+ * elements to update); NULL when out of memory, before anything has
+ * changed. */
+static struct ops_runs *plan_update(nn_trainer *tr, int64_t *total)
+{
+    const char *fn = "nn_trainer_step";
+    struct pool *p = tr->pool;
+    int T = p->n, nk = nn__optim_count(tr->opt);
+    struct ops_runs *R = p->runs;
+    if (!R) {
+        if (!(R = p->runs = ad_calloc(1, sizeof *R)) ||
+            !(R->claim = ad_calloc((size_t)T, sizeof *R->claim)))
+            return nn__err(fn, "out of memory"), NULL;
+    }
+    if (nk > R->params_cap) {
+        int64_t *v = ad_realloc(R->rows, 2 * (size_t)nk * sizeof *v);
+        if (!v) return nn__err(fn, "out of memory"), NULL;
+        R->rows = v;
+        R->params_cap = nk;
+    }
+    int64_t *rows = R->rows, *step = R->rows + nk, need = 0;
+    *total = 0;
+    for (int k = 0; k < nk; k++) { /* rows 0: no gradient, no update */
+        ad_tensor *w = nn__optim_param(tr->opt, k);
+        int64_t n = ad_tensor_grad(w) ? ad_numel(w) : 0;
+        rows[k] = n ? nn__optim_rows(tr->opt, k) : 0;
+        int64_t inner = n ? n / rows[k] : 1;
+        step[k] = inner >= OPS_RUN ? 1 : OPS_RUN / inner; /* rows per run */
+        need += rows[k] ? (rows[k] + step[k] - 1) / step[k] + T : 0; /* + a short run a thread */
+        *total += n;
+    }
+    if (need > R->cap) {
+        ops_run *run = ad_realloc(R->run, (size_t)need * sizeof *run);
+        if (!run) return nn__err(fn, "out of memory"), NULL;
+        R->run = run;
+        R->cap = need;
+    }
+    int64_t n = 0;
+    for (int t = 0; t < T; t++) {
+        int64_t first = n;
+        for (int k = 0; k < nk; k++) {
+            int64_t lo = rows[k] * t / T, hi = rows[k] * (t + 1) / T;
+            for (int64_t r = lo; r < hi; r += step[k])
+                R->run[n++] = (ops_run){k, r, hi - r < step[k] ? hi : r + step[k]};
+        }
+        atomic_init(&R->claim[t].fb, (uint64_t)first | (uint64_t)n << 32);
+    }
+    R->threads = T;
+    R->opt = tr->opt;
+    return R;
 }
 
 static void zero_task(void *ctx, int part, int parts)
@@ -81,7 +215,11 @@ static void zero_task(void *ctx, int part, int parts)
 /* nn_optim_zero_grad with the threads zeroing the rows of each gradient
  * that they will update (and, for a weight's gradient product split by
  * rows, write): 800 KB of the MLP's first weight is not left to the
- * calling thread, and each thread's rows come into its own cache. */
+ * calling thread, and each thread's rows come into its own cache.  The
+ * rows are fixed, not claimed as the update's are: the MLP's zeroing
+ * took 9-12 us a step in claimed runs against 6-7 us in one piece per
+ * thread (and the next forward product slowed too), and it is the
+ * shortest of the hand-offs. */
 int nn__ops_zero_grad(nn_trainer *tr)
 {
     nn_optim *o = tr->opt;
@@ -220,12 +358,11 @@ int nn__trainer_next_batch(nn_trainer *tr, nn_loader *l, ad_tensor **x, ad_tenso
 
 int nn__ops_optim_step(nn_trainer *tr)
 {
-    if (nn__optim_step_begin(tr->opt)) return -1;
-    int64_t total = 0;
-    for (int k = 0; k < nn__optim_count(tr->opt); k++)
-        total += ad_numel(nn__optim_param(tr->opt, k));
-    if (total >= OPS_OPTIM_MIN) pool_run(tr->pool, optim_task, tr->opt);
-    else nn__optim_step_slice(tr->opt, 0, 1);
+    int64_t total;
+    struct ops_runs *R = plan_update(tr, &total);
+    if (!R || nn__optim_step_begin(tr->opt)) return -1;
+    if (total < OPS_OPTIM_MIN) nn__optim_step_slice(tr->opt, 0, 1);
+    else pool_run(tr->pool, runs_task, R);
     nn__optim_step_end(tr->opt);
     return 0;
 }

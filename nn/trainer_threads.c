@@ -227,6 +227,7 @@ void nn__pool_free(struct pool *p)
     for (int t = 0; t < p->started; t++) pthread_join(p->th[t], NULL);
     nn__rec_free(&p->alt);
     nn__prefetch_free(p->pf);
+    nn__ops_runs_free(p->runs);
     for (int t = 0; t < p->n; t++) {
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&p->sh[t].recs[i]);
         ad_tensor_free(p->sh[t].weight);

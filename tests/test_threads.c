@@ -650,6 +650,31 @@ START_TEST(trainer_ops_mode)
 }
 END_TEST
 
+/* The update and the zeroing go in runs of rows that the threads claim,
+ * each starting on its own and then taking the others' from the back
+ * (trainer_ops.c), as the products' strips are claimed (gemm.c).  With
+ * the parts run one after the other, the last first, the last thread
+ * claims every run and strip: each element is still updated, zeroed and
+ * computed once, so 2 and 3 threads give the one-thread run's bits. */
+START_TEST(trainer_ops_claimed_runs)
+{
+    static ops_run one, two, three;
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    ops_train(0, NN_THREADS_OPS, &one);
+    nn__ops_testing_serial(true);
+    ops_train(2, NN_THREADS_OPS, &two);
+    ops_train(3, NN_THREADS_OPS, &three);
+    nn__ops_testing_serial(false);
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ck_assert_int_eq(one.nlosses, 6);
+    ck_assert(one.losses[5] < one.losses[0]); /* it learns */
+    assert_same_run(&one, &two);
+    assert_same_run(&one, &three);
+}
+END_TEST
+
 /* nn_fit over an IDX loader with the products split: each shuffled batch
  * of bytes is converted straight into the recording's leaves (the one
  * thread run's too), where the threads' products read it; the weights
@@ -885,6 +910,7 @@ int main(void)
     tcase_add_test(tc, trainer_split_blocks);
     tcase_add_test(tc, trainer_ops_mode);
     tcase_add_test(tc, trainer_ops_idx_batches);
+    tcase_add_test(tc, trainer_ops_claimed_runs);
     tcase_add_test(tc, trainer_ops_prefetch_follows_the_loader);
     tcase_add_test(tc, trainer_ops_prefetch_stop);
     tcase_add_test(tc, parallel_runner_products);
