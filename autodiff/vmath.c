@@ -355,12 +355,29 @@ static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64
     if (i0 + VM_AHEAD + m <= n)
         vm_prefetch((const char *)x + (size_t)(i0 + VM_AHEAD) * es, (size_t)m * es);
 }
+/* The vectorised loops unrolled twice: two registers' elements in each
+ * pass, so that the processor has two independent chains side by side
+ * where it would otherwise have the next pass's start behind this one's
+ * long tail (the head of the file: the loops are bound by their chains'
+ * latency).  Same operations per element, same bits.  Measured with both
+ * builds linked into one program and called in turn (2^14 floats, in
+ * L2; the 2^24 of bench/elementwise gain about a third as much, the
+ * memory's share of their time): sin +11 %, tanh +3 %, sigmoid +2 %,
+ * exp unchanged; unrolling four times gained no more. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VM_UNROLL _Pragma("GCC unroll 2")
+#elif defined(__clang__)
+#define VM_UNROLL _Pragma("clang loop unroll_count(2)")
+#else
+#define VM_UNROLL
+#endif
 /* y[i] = F(x[i]) for i < n, in chunks that prefetch ahead (y, x, n in
  * scope). */
 #define VM_MAP(F)                                                          \
     for (int64_t i0 = 0; i0 < n; i0 += VM_CHUNK) {                         \
         int64_t m = n - i0 < VM_CHUNK ? n - i0 : VM_CHUNK;                 \
         vm_prefetch_ahead(x, sizeof *x, i0, m, n);                         \
+        VM_UNROLL                                                          \
         for (int64_t i = i0; i < i0 + m; i++) y[i] = F(x[i]);              \
     }
 
