@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "internal.h"
 
 /* Distinguishes the temporary files of several threads of one process
@@ -72,6 +73,18 @@ int nn__atomic_open(const char *fn, const char *path, nn__atomic *a)
         nn__atomic_abort(a);
         return nn__err_io(fn, "cannot open a stream on %s: %s", path, strerror(e));
     }
+    return 0;
+}
+
+int nn_check_writable(const char *path)
+{
+    const char *fn = "nn_check_writable";
+    struct stat st;
+    if (path && *path && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return nn__err_io(fn, "cannot write %s: it is a directory", path);
+    nn__atomic a;
+    if (nn__atomic_open(fn, path, &a)) return -1;
+    nn__atomic_abort(&a); /* closes and unlinks the temporary file */
     return 0;
 }
 

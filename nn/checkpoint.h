@@ -57,6 +57,18 @@ extern "C" {
 AD_API int nn_save_safetensors(const char *path, int n, const char *const *names,
                         ad_tensor *const *tensors, const char *metadata_json);
 
+/* Checks, before a long run, that nn_save_safetensors (and the other
+ * writers of nn, which all write a temporary file next to the
+ * destination and rename it over it) will be able to write path: creates
+ * and removes such a temporary file, and refuses a path that is a
+ * directory.  Nothing is left behind, and an existing file at path is
+ * unchanged.  A program that saves only at the end calls it first, so a
+ * missing directory is reported before the training, not after it.
+ * Errors (-1, ad_error): NULL or empty path, "cannot create a temporary
+ * file next to PATH: <reason>" (no such directory, no permission, a
+ * read-only file system), PATH is a directory. */
+AD_API int nn_check_writable(const char *path);
+
 /* Loads the entries named names[i] into tensors[i] for i < n.  Each tensor
  * must already have the entry's dtype and shape (it may have any strides).
  * With strict, an entry of the file that is not among names is an error

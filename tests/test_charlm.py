@@ -139,6 +139,11 @@ def run_all(tmp):
         assert p.stderr.startswith(b"charlm: "), p.stderr
     p = run(["--data", os.path.join(tmp, "missing"), "--steps", "1"], expect=1)
     assert b"missing" in p.stderr, p.stderr
+    # --save into a missing directory is refused before the training (which
+    # would print its JSON line), not after it
+    p = run(base + ["--steps", "3", "--save", os.path.join(tmp, "nodir", "c.st")], expect=1)
+    assert b"nn_check_writable" in p.stderr and b"nodir" in p.stderr, p.stderr
+    assert p.stdout == b"", p.stdout
     print("ok")
 
 

@@ -450,6 +450,37 @@ START_TEST(save_errors_and_atomicity)
 }
 END_TEST
 
+/* nn_check_writable: a save that would fail is refused up front with the
+ * save's own reason, and a check that passes leaves nothing behind and an
+ * existing file as it was; a save to the checked path then succeeds. */
+START_TEST(check_writable)
+{
+    int before = count_files();
+    ck_assert_error_rc(nn_check_writable(tpath("no/dir/x")),
+                       "nn_check_writable: cannot create a temporary file next to");
+    ck_assert_error_rc(nn_check_writable(tmpdir), "it is a directory");
+    ck_assert_error_rc(nn_check_writable(NULL), "nn_check_writable: path is NULL or empty");
+    ck_assert_error_rc(nn_check_writable(""), "nn_check_writable: path is NULL or empty");
+    /* the kind of error, for a program that branches on it */
+    ck_assert_int_eq(nn_check_writable(NULL), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_INVALID);
+    ck_assert_int_eq(nn_check_writable(tpath("no/dir/y")), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_IO);
+    ck_assert(strstr(ad_error(), "No such file or directory"));
+    ad_clear_error();
+    ck_assert_int_eq(nn_check_writable(tpath("fresh.safetensors")), 0);
+    ck_assert_int_eq(access(tpath("fresh.safetensors"), F_OK), -1);
+    ck_assert_int_eq(count_files(), before);
+    model a = make_model(2), b = make_model(9);
+    save_model(tpath("kept.safetensors"), &a, NULL);
+    ck_assert_int_eq(nn_check_writable(tpath("kept.safetensors")), 0);
+    ck_assert_int_eq(count_files(), before + 1);
+    ck_assert_int_eq(nn_load_safetensors(tpath("kept.safetensors"), 5, names, b.t, true), 0);
+    ck_assert(same_model(&a, &b));
+    free_model(&a), free_model(&b);
+}
+END_TEST
+
 /* A reader of the spec in numpy, independent of ours. */
 static const char *numpy_reader =
     "import json, struct, sys\n"
@@ -533,6 +564,7 @@ int main(void)
     tcase_add_test(tc, corrupt_headers);
     tcase_add_test(tc, malformed_headers);
     tcase_add_test(tc, save_errors_and_atomicity);
+    tcase_add_test(tc, check_writable);
     tcase_add_test(tc, numpy_cross_check);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);

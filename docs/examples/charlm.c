@@ -829,7 +829,10 @@ int main(int argc, char **argv)
     ad_tape *tape = NULL;
     int64_t *xb = NULL, *yb = NULL;
     double *losses = NULL;
-    int rc = load_text(o->data, &t);
+    /* --save writes at the end: a directory that is not there is found
+     * now, not after the training */
+    int rc = o->save ? nn_check_writable(o->save) : 0;
+    if (rc == 0) rc = load_text(o->data, &t);
     int64_t B = o->batch, S = o->seq;
     int64_t ntrain = t.n * 95 / 100, nval = t.n - ntrain;
     int64_t stream = ntrain / (B * world); /* rank r reads streams [r B, (r+1) B) */

@@ -21,7 +21,7 @@
  * -1 with the message in ad_error(); the functions here do the same, and
  * fm_finish turns a failure into a message on stderr and exit status 1.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, access, getrusage */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, getrusage */
 
 #include "fmnist_common.h"
 
@@ -33,7 +33,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -535,22 +534,6 @@ static void print_json(const fm_run *r)
 
 /* ==== data ================================================================ */
 
-/* The checkpoint is written at the end; finding out then that its
- * directory does not exist would waste the whole training run. */
-static int check_writable_dir(const char *path)
-{
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    size_t len = slash ? (size_t)(slash - path) : 1;
-    if (len >= sizeof dir) return ad_set_error("%s: path too long", path);
-    memcpy(dir, slash ? path : ".", len);
-    dir[len] = '\0';
-    if (slash == path) strcpy(dir, "/");
-    if (access(dir, W_OK | X_OK) != 0)
-        return ad_set_error("cannot save to %s: directory %s: %s", path, dir, strerror(errno));
-    return 0;
-}
-
 static int load_data(struct fm_private *p)
 {
     p->train_data = nn_mnist_load(p->o.data_dir, true);
@@ -644,9 +627,12 @@ static int start(fm_run *r)
     if (o->predict && p->world > 1)
         return ad_set_error("--predict writes the whole test set from one process: run it "
                             "without mpirun (--load the saved model, --epochs 0)");
-    if (p->rank == 0 && ((o->save && check_writable_dir(o->save)) ||
-                         (o->predict && check_writable_dir(o->predict)) ||
-                         (o->checkpoint && check_writable_dir(o->checkpoint))))
+    /* The model and the predictions are written at the end, the
+     * checkpoint after the first epoch: finding out then that a directory
+     * is missing would waste the training run. */
+    if (p->rank == 0 && ((o->save && nn_check_writable(o->save)) ||
+                         (o->predict && nn_check_writable(o->predict)) ||
+                         (o->checkpoint && nn_check_writable(o->checkpoint))))
         return -1;
     if (load_data(p)) return -1;
     int64_t ntrain = p->train_data->images->dims[0], ntest = p->test_data->images->dims[0];
