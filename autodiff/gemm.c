@@ -262,6 +262,9 @@ static int gemm_threads(int64_t mstrips, int64_t nstrips, double madds)
  * is computed by the same kernel calls whichever thread claims it, so
  * the bits do not change either. */
 #define CLAIM_SHARED_MAX ((size_t)512 * 1024)
+/* The largest k x nr strip of B packed in full k, so that the two runs of
+ * rows of a claimed column strip share it (gemm_driver.inc). */
+#define RPART_PACK_MAX ((size_t)256 * 1024)
 
 /* The strips [front, back) still to claim in one thread's slab, as
  * front | back << 32; one cache line each, so a thread claiming its own
