@@ -24,8 +24,8 @@
  * optimiser's update goes the same way in runs of rows (thread t starts
  * on rows [R t / T, R (t + 1) / T) of every parameter, below), so a
  * weight's rows that thread t's part of its gradient product wrote are
- * mostly updated there too.  No hand-off sleeps on the fast path (trainer_threads.c), and an idle
- * trainer's threads sleep.  Between their parts the workers convert the
+ * mostly updated there too.  No hand-off sleeps on the fast path
+ * (trainer_threads.c), and an idle trainer's threads sleep.  Between their parts the workers convert the
  * rows of nn_fit's next batch (trainer_prefetch.c, posted by
  * nn__trainer_next_batch): the calling thread's unshared work is where
  * they wait. */
@@ -77,7 +77,9 @@ typedef struct ops_run {
 } ops_run;
 
 /* Runs [front, back) of one thread's list left to claim, as front | back
- * << 32, one cache line each (gemm.c's strips are claimed the same way). */
+ * << 32, one cache line each.  gemm.c claims its strips the same way
+ * (claim_strip); nn is built on the core's public API only, and a public
+ * work-claiming call for these few lines was not worth its surface. */
 typedef struct ops_claim {
     _Atomic uint64_t fb;
     char pad[64 - sizeof(uint64_t)];
