@@ -22,8 +22,9 @@
  *          bits over all 2^32 inputs, 6 % faster; sigmoid likewise, 7 %)
  *          and the second rounds once, also into the subnormals or to
  *          inf.  Error: the last addition 0.5 ulp, r's rounding up to 0.5
- *          (in ulp of e^r < 1; 0.25 above), the rest below 0.2; 1.019 over all 2^32 inputs (1.014 with q by
- *          Horner's rule, 0.99 unfused; 0.998 over the test sweep).  x is
+ *          (in ulp of e^r < 1; 0.25 above), the rest below 0.2; 1.019
+ *          over all 2^32 inputs (1.014 with q by Horner's rule, 0.99
+ *          unfused; 0.998 over the test sweep).  x is
  *          clamped to [-104, 89], where e^x is already 0 or inf in float.
  *   log    x = 2^k m with m in [sqrt(1/2), sqrt 2) (a subnormal x scaled
  *          by 2^23 first), f = m - 1 exact; ln(1+f) = f - f^2/2 +
