@@ -56,14 +56,17 @@
  *          both on every lane (1.332), about 30 % more operations.
  *   sigmoid e = e^-|x| in (0, 1] (never overflows; |x| clamped to 104,
  *          where e is 0 in float); sigmoid x = n / d with d = 1 + e and
- *          n = 1 for x >= 0, e below, all scaled by 2^64 so that e 2^64
+ *          n = 1 for x >= 0, e below, all scaled by 2^62 so that e 2^62
  *          is normal and needs one factor of 2^n, the division rounding
  *          once into the subnormals (the same bits as two factors, over
- *          all 2^32 inputs, and 15 % faster).  The rounding of d would cost up to
- *          1 ulp of the result, so its error dl = e - (d - 1) is kept
+ *          all 2^32 inputs, and 15 % faster; 2^62 rather than 2^64, the
+ *          same bits again, so that the line below takes d unscaled with
+ *          a normal factor 2^-125: 1.03-1.06x).  The rounding of d would
+ *          cost up to 1 ulp of the result, so its error dl = e - (d - 1)
+ *          is kept
  *          (exact: e <= 1) and the quotient q = n / d corrected:
  *          n / (d + dl) = q - q dl / d, with 1 / d as the line (3 - v) /
- *          2 in v = d 2^-64 in [1, 2] (exact at both ends, within 12 %
+ *          2 in v = d 2^-62 in [1, 2] (exact at both ends, within 12 %
  *          between, on a correction of at most about an ulp), so that it
  *          is computed beside the division and only one fused step
  *          follows the quotient (before, 1 / d was q or 1 - q, a select
