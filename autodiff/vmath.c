@@ -139,7 +139,8 @@
  * The variants.  The loops (vmath_kernels.inc) are compiled three times:
  * for the baseline target, and with target attributes for AVX2 + FMA and
  * AVX-512 + FMA; the first call picks what the CPU runs, so the library
- * runs on any x86-64.  The fused multiply-adds are written out, FMA(a, b,
+ * runs on any x86-64 (AD_VMATH=portable|avx2|avx512 in the environment
+ * picks a narrower one the CPU can run, to measure it: vmath.h).  The fused multiply-adds are written out, FMA(a, b,
  * c), a b + c rounded once (C99's fmaf): fmaf, one vfmadd, in the AVX2
  * and AVX-512 variants, and fma_exact (below: the same rounding in double
  * arithmetic, scalar, about 30-70 ns an element) in the portable one, so
@@ -155,7 +156,9 @@
 #include "vmath.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef __clang__
@@ -450,14 +453,47 @@ int ad__vmath_testing_isa(int isa)
     return 0;
 }
 
+int ad__vmath_isa_named(const char *name)
+{
+    if (!name) return ISA_AUTO;
+    return strcmp(name, "portable") == 0 ? ISA_ANY
+           : strcmp(name, "avx2") == 0   ? ISA_AVX2
+           : strcmp(name, "avx512") == 0 ? ISA_AVX512
+                                         : ISA_AUTO;
+}
+
 #if VMATH_X86
-/* The variant to run: the forced one, else the widest the CPU has (asked
- * each call: __builtin_cpu_supports reads a word the loader filled in).
- * Elsewhere (other CPUs, WebAssembly) there is only the portable one. */
+/* AD_VMATH's variant when this CPU can run it, else ISA_AUTO; read at the
+ * first call (racing first calls read the same value). */
+static atomic_int env_cached = ISA_AUTO - 1; /* not read yet */
+
+static int env_isa(void)
+{
+    atomic_int *cached = &env_cached;
+    int e = atomic_load_explicit(cached, memory_order_relaxed);
+    if (e != ISA_AUTO - 1) return e;
+    e = ad__vmath_isa_named(getenv("AD_VMATH"));
+    if (e != ISA_AUTO && !cpu_can(e)) e = ISA_AUTO;
+    atomic_store_explicit(cached, e, memory_order_relaxed);
+    return e;
+}
+
+/* The variant to run: the forced one, else AD_VMATH's, else the widest the
+ * CPU has (asked each call: __builtin_cpu_supports reads a word the loader
+ * filled in).  Elsewhere (other CPUs, WebAssembly) there is only the
+ * portable one. */
 static int pick(void)
 {
     if (forced != ISA_AUTO) return forced;
+    int e = env_isa();
+    if (e != ISA_AUTO) return e;
     return cpu_can(ISA_AVX512) ? ISA_AVX512 : cpu_can(ISA_AVX2) ? ISA_AVX2 : ISA_ANY;
+}
+
+int ad__vmath_testing_variant(bool reread_env)
+{
+    if (reread_env) atomic_store(&env_cached, ISA_AUTO - 1);
+    return pick();
 }
 
 #define DISPATCH(name, y, x, n)                                   \
@@ -467,6 +503,12 @@ static int pick(void)
     default: name##_any(y, x, n); break;                          \
     }
 #else
+int ad__vmath_testing_variant(bool reread_env)
+{
+    (void)reread_env;
+    return ISA_ANY;
+}
+
 #define DISPATCH(name, y, x, n) name##_any(y, x, n);
 #endif
 

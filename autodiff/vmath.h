@@ -18,6 +18,7 @@
 #ifndef AUTODIFF_VMATH_H
 #define AUTODIFF_VMATH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 void ad__vexp_f32(float *y, const float *x, int64_t n);
@@ -46,10 +47,21 @@ void ad__vlog_f64(double *y, const double *x, int64_t n);
 void ad__vtanh_f64(double *y, const double *x, int64_t n);
 void ad__vsigmoid_f64(double *y, const double *x, int64_t n);
 
+/* The variant AD_VMATH names in the environment (read once, at the first
+ * call): "portable", "avx2" or "avx512" runs that one when this CPU can
+ * (to measure a narrower variant on a wider CPU: bench/run does); unset,
+ * "auto" or a variant the CPU lacks leaves the choice to the CPU.  The
+ * results are the same bits either way.  ad__vmath_isa_named is the
+ * parsing: 0, 1 or 2 for the three names, -1 for anything else or NULL. */
+int ad__vmath_isa_named(const char *name);
+
 /* Tests: run the variant isa (0 portable, 1 AVX2, 2 AVX-512) from now on,
  * -1 for the automatic choice.  Returns -1, changing nothing, when this CPU
  * or build cannot run it.  Not thread-safe. */
 int ad__vmath_testing_isa(int isa);
+/* Tests: the variant the next call runs (0, 1 or 2), AD_VMATH read again
+ * first when reread_env.  Not thread-safe. */
+int ad__vmath_testing_variant(bool reread_env);
 /* Tests: the portable variant's fused multiply-add, a b + c rounded once
  * (C99's fmaf) in double arithmetic. */
 float ad__vmath_testing_fma(float a, float b, float c);

@@ -23,7 +23,11 @@
  * double reference), edges exact, variants identical.
  *
  * Through the ops: ad_exp, ad_log, ad_tanh, ad_sigmoid, ad_sin and ad_cos
- * of float32 tensors give the same bits contiguous and strided. */
+ * of float32 tensors give the same bits contiguous and strided.
+ *
+ * AD_VMATH in the environment picks the variant the CPU runs: a name the
+ * CPU can run is taken, anything else leaves the CPU's choice. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <float.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -580,6 +584,48 @@ START_TEST(gelu_one_pass)
 }
 END_TEST
 
+/* AD_VMATH: each name, read again, gives its variant when the CPU has it
+ * and the automatic choice otherwise; a variant forced by the tests' hook
+ * comes first. */
+START_TEST(env_picks_the_variant)
+{
+    ck_assert_int_eq(ad__vmath_isa_named("portable"), 0);
+    ck_assert_int_eq(ad__vmath_isa_named("avx2"), 1);
+    ck_assert_int_eq(ad__vmath_isa_named("avx512"), 2);
+    ck_assert_int_eq(ad__vmath_isa_named("auto"), -1);
+    ck_assert_int_eq(ad__vmath_isa_named("AVX2"), -1);
+    ck_assert_int_eq(ad__vmath_isa_named(""), -1);
+    ck_assert_int_eq(ad__vmath_isa_named(NULL), -1);
+    const char *was = getenv("AD_VMATH");
+    char *saved = was ? strdup(was) : NULL;
+    unsetenv("AD_VMATH");
+    int best = ad__vmath_testing_variant(true);
+    ck_assert(best >= 0 && best <= 2);
+    ck_assert_int_eq(best, ad__vmath_testing_isa(2) == 0 ? 2 : ad__vmath_testing_isa(1) == 0 ? 1 : 0);
+    ad__vmath_testing_isa(-1);
+    const char *names[] = {"portable", "avx2", "avx512", "bogus", "auto"};
+    const int want[] = {0, best >= 1 ? 1 : best, best >= 2 ? 2 : best, best, best};
+    for (int i = 0; i < 5; i++) {
+        setenv("AD_VMATH", names[i], 1);
+        ck_assert_msg(ad__vmath_testing_variant(true) == want[i], "AD_VMATH=%s", names[i]);
+    }
+    setenv("AD_VMATH", "portable", 1);
+    ck_assert_int_eq(ad__vmath_testing_variant(true), 0);
+    if (best >= 1) {
+        ad__vmath_testing_isa(1); /* the hook over the environment */
+        ck_assert_int_eq(ad__vmath_testing_variant(false), 1);
+        ad__vmath_testing_isa(-1);
+    }
+    if (saved)
+        setenv("AD_VMATH", saved, 1);
+    else
+        unsetenv("AD_VMATH");
+    int back = ad__vmath_testing_variant(true);
+    ck_assert(saved || back == best);
+    free(saved);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vmath");
@@ -596,6 +642,7 @@ int main(void)
     tcase_add_test(tc, phi_fit);
     tcase_add_test(tc, gelu_one_pass);
     tcase_add_test(tc, portable_fma_is_exact);
+    tcase_add_test(tc, env_picks_the_variant);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
