@@ -63,8 +63,7 @@
  *          same bits again, so that the line below takes d unscaled with
  *          a normal factor 2^-125: 1.03-1.06x).  The rounding of d would
  *          cost up to 1 ulp of the result, so its error dl = e - (d - 1)
- *          is kept
- *          (exact: e <= 1) and the quotient q = n / d corrected:
+ *          is kept (exact: e <= 1) and the quotient q = n / d corrected:
  *          n / (d + dl) = q - q dl / d, with 1 / d as the line (3 - v) /
  *          2 in v = d 2^-62 in [1, 2] (exact at both ends, within 12 %
  *          between, on a correction of at most about an ulp), so that it
@@ -140,13 +139,14 @@
  * for the baseline target, and with target attributes for AVX2 + FMA and
  * AVX-512 + FMA; the first call picks what the CPU runs, so the library
  * runs on any x86-64 (AD_VMATH=portable|avx2|avx512 in the environment
- * picks a narrower one the CPU can run, to measure it: vmath.h).  The fused multiply-adds are written out, FMA(a, b,
- * c), a b + c rounded once (C99's fmaf): fmaf, one vfmadd, in the AVX2
- * and AVX-512 variants, and fma_exact (below: the same rounding in double
- * arithmetic, scalar, about 30-70 ns an element) in the portable one, so
- * the same value in each; each variant has its own copy of the float
- * element functions (vmath_float.inc) for that.  No variant may fuse any other multiply and add
- * (the fused and the unfused round differently): the build is ISO C
+ * picks a narrower one the CPU can run, to measure it: vmath.h).  The fused
+ * multiply-adds are written out, FMA(a, b, c), a b + c rounded once (C99's
+ * fmaf): fmaf, one vfmadd, in the AVX2 and AVX-512 variants, and fma_exact
+ * (below: the same rounding in double arithmetic, scalar, about 30-70 ns an
+ * element) in the portable one, so the same value in each; each variant has
+ * its own copy of the float element functions (vmath_float.inc) for that.
+ * No variant may fuse any other multiply and add (the fused and the
+ * unfused round differently): the build is ISO C
  * (-std=c11), in which GCC does not contract (checked below), and clang,
  * which contracts by default, is told not to.  So every variant gives
  * the same bits, which tests/test_vmath.c checks.  Which NaN an fmaf
@@ -463,36 +463,27 @@ int ad__vmath_isa_named(const char *name)
 }
 
 #if VMATH_X86
-/* AD_VMATH's variant when this CPU can run it, else ISA_AUTO; read at the
- * first call (racing first calls read the same value). */
-static atomic_int env_cached = ISA_AUTO - 1; /* not read yet */
+/* The variant to run unless the tests force one: AD_VMATH's when this CPU
+ * can run it, else the widest the CPU has; decided at the first call
+ * (racing first calls decide alike) and kept.  Elsewhere (other CPUs,
+ * WebAssembly) there is only the portable one. */
+static atomic_int chosen = ISA_AUTO - 1; /* not decided yet */
 
-static int env_isa(void)
-{
-    atomic_int *cached = &env_cached;
-    int e = atomic_load_explicit(cached, memory_order_relaxed);
-    if (e != ISA_AUTO - 1) return e;
-    e = ad__vmath_isa_named(getenv("AD_VMATH"));
-    if (e != ISA_AUTO && !cpu_can(e)) e = ISA_AUTO;
-    atomic_store_explicit(cached, e, memory_order_relaxed);
-    return e;
-}
-
-/* The variant to run: the forced one, else AD_VMATH's, else the widest the
- * CPU has (asked each call: __builtin_cpu_supports reads a word the loader
- * filled in).  Elsewhere (other CPUs, WebAssembly) there is only the
- * portable one. */
 static int pick(void)
 {
     if (forced != ISA_AUTO) return forced;
-    int e = env_isa();
-    if (e != ISA_AUTO) return e;
-    return cpu_can(ISA_AVX512) ? ISA_AVX512 : cpu_can(ISA_AVX2) ? ISA_AVX2 : ISA_ANY;
+    int v = atomic_load_explicit(&chosen, memory_order_relaxed);
+    if (v != ISA_AUTO - 1) return v;
+    v = ad__vmath_isa_named(getenv("AD_VMATH"));
+    if (v == ISA_AUTO || !cpu_can(v))
+        v = cpu_can(ISA_AVX512) ? ISA_AVX512 : cpu_can(ISA_AVX2) ? ISA_AVX2 : ISA_ANY;
+    atomic_store_explicit(&chosen, v, memory_order_relaxed);
+    return v;
 }
 
 int ad__vmath_testing_variant(bool reread_env)
 {
-    if (reread_env) atomic_store(&env_cached, ISA_AUTO - 1);
+    if (reread_env) atomic_store(&chosen, ISA_AUTO - 1);
     return pick();
 }
 

@@ -25,10 +25,10 @@
  * on rows [R t / T, R (t + 1) / T) of every parameter, below), so a
  * weight's rows that thread t's part of its gradient product wrote are
  * mostly updated there too.  No hand-off sleeps on the fast path
- * (trainer_threads.c), and an idle trainer's threads sleep.  Between their parts the workers convert the
- * rows of nn_fit's next batch (trainer_prefetch.c, posted by
- * nn__trainer_next_batch): the calling thread's unshared work is where
- * they wait. */
+ * (trainer_threads.c), and an idle trainer's threads sleep.  Between their
+ * parts the workers convert the rows of nn_fit's next batch
+ * (trainer_prefetch.c, posted by nn__trainer_next_batch): the calling
+ * thread's unshared work is where they wait. */
 static _Atomic bool serial_parts;
 
 void nn__ops_testing_serial(bool on) { atomic_store(&serial_parts, on); }
