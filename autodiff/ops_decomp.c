@@ -60,7 +60,9 @@ static void unpack(ad_tensor *out, int64_t b, int64_t row0, int64_t rows, int64_
         for (int64_t i = 0; i < rows; i++) ad__st(out, o + i * rs + j * cs, buf[i + j * rows]);
 }
 
-/* Scratch of `count` doubles (and n ints when piv is not NULL). */
+/* Scratch of `count` doubles (and n ints when piv is not NULL); NULL when
+ * out of memory, so callers point into it only after checking (an offset
+ * from a null pointer is undefined behaviour). */
 static double *scratch(const char *fn, int64_t count, int n, int **piv)
 {
     double *p = ad__malloc((size_t)(count > 0 ? count : 1) * sizeof *p);
@@ -115,8 +117,9 @@ static int solve_kernel(const char *fn, const ad_tensor *A, const ad_tensor *B, 
 {
     int n = (int)A->shape[A->ndim - 1], *piv;
     int64_t k = B->shape[B->ndim - 1], nb = batch_count(A);
-    double *a = scratch(fn, (int64_t)n * n + (int64_t)n * k, n, &piv), *b = a + (int64_t)n * n;
+    double *a = scratch(fn, (int64_t)n * n + (int64_t)n * k, n, &piv);
     if (!a) return -1;
+    double *b = a + (int64_t)n * n;
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
@@ -166,8 +169,9 @@ static int trsolve_kernel(const char *fn, const ad_tensor *A, const ad_tensor *B
 {
     int n = (int)A->shape[A->ndim - 1];
     int64_t k = B->shape[B->ndim - 1], nb = batch_count(A);
-    double *a = scratch(fn, (int64_t)n * n + (int64_t)n * k, n, NULL), *b = a + (int64_t)n * n;
+    double *a = scratch(fn, (int64_t)n * n + (int64_t)n * k, n, NULL);
     if (!a) return -1;
+    double *b = a + (int64_t)n * n;
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
@@ -279,8 +283,9 @@ static int inv_kernel(const char *fn, const ad_tensor *A, ad_tensor *Y)
 {
     int n = (int)A->shape[A->ndim - 1], *piv;
     int64_t nb = batch_count(A);
-    double *a = scratch(fn, 2 * (int64_t)n * n, n, &piv), *b = a + (int64_t)n * n;
+    double *a = scratch(fn, 2 * (int64_t)n * n, n, &piv);
     if (!a) return -1;
+    double *b = a + (int64_t)n * n;
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
@@ -466,8 +471,9 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
 {
     int n = (int)A->shape[A->ndim - 1];
     int64_t nb = batch_count(A);
-    double *a = scratch(fn, (int64_t)n * n + n, n, NULL), *w = a + (int64_t)n * n;
+    double *a = scratch(fn, (int64_t)n * n + n, n, NULL);
     if (!a) return -1;
+    double *w = a + (int64_t)n * n;
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
@@ -580,8 +586,9 @@ static int qr_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
 {
     int m = (int)A->shape[A->ndim - 2], n = (int)A->shape[A->ndim - 1];
     int64_t nb = batch_count(A);
-    double *a = scratch(fn, (int64_t)m * n + (int64_t)n * n, n, NULL), *r = a + (int64_t)m * n;
+    double *a = scratch(fn, (int64_t)m * n + (int64_t)n * n, n, NULL);
     if (!a) return -1;
+    double *r = a + (int64_t)m * n;
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
