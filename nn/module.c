@@ -157,19 +157,33 @@ static void module_path(const nn_module *m, const nn_module *root, char *buf, si
         len += (size_t)snprintf(buf + len, size - len, "%s%s", parts[k], k ? "." : "");
 }
 
-/* Labels every parameter and buffer of m's subtree with its full name, so
- * that anomaly reports say "0.weight". */
-static void relabel(nn_module *m)
+/* The label of m's tensor `name` (its full name, "0.weight"), so that
+ * anomaly reports and errors name it; -1 when out of memory. */
+static int label_tensor(nn_module *m, const char *name, ad_tensor *t)
 {
     char path[256], label[320];
     module_path(m, NULL, path, sizeof path);
+    snprintf(label, sizeof label, "%s%s%s", path, *path ? "." : "", name);
+    return ad_set_label(t, label);
+}
+
+/* Labels every parameter and buffer of m's subtree with its full name;
+ * -1 when out of memory (the labels already set stay). */
+static int relabel(nn_module *m)
+{
     named_vec *vs[2] = {&m->params, &m->buffers};
     for (int k = 0; k < 2; k++)
-        for (int i = 0; i < vs[k]->n; i++) {
-            snprintf(label, sizeof label, "%s%s%s", path, *path ? "." : "", vs[k]->names[i]);
-            ad_set_label(vs[k]->items[i], label);
-        }
-    for (int i = 0; i < m->children.n; i++) relabel(m->children.items[i]);
+        for (int i = 0; i < vs[k]->n; i++)
+            if (label_tensor(m, vs[k]->names[i], vs[k]->items[i])) return -1;
+    for (int i = 0; i < m->children.n; i++)
+        if (relabel(m->children.items[i])) return -1;
+    return 0;
+}
+
+/* Takes back the last vec_push (its item is the caller's again). */
+static void vec_pop(named_vec *v)
+{
+    ad_free(v->names[--v->n]);
 }
 
 static int check_name(const char *fn, const nn_module *m, const char *name)
@@ -202,14 +216,17 @@ static int add_tensor(const char *fn, nn_module *m, const char *name, ad_tensor 
         rc = ad_set_error("%s: parameter '%s' must be float32 or float64, got %s", fn, name,
                           ad_dtype_name(ad_tensor_dtype(t)));
     if (rc == 0) rc = ad_set_requires_grad(t, param);
-    if (rc == 0 && vec_push(param ? &m->params : &m->buffers, name, t) != 0)
+    named_vec *v = param ? &m->params : &m->buffers;
+    if (rc == 0 && vec_push(v, name, t) != 0) rc = ad_set_error("%s: out of memory", fn);
+    else if (rc == 0 && label_tensor(m, name, t) != 0) {
+        vec_pop(v);
         rc = ad_set_error("%s: out of memory", fn);
+    }
     if (rc != 0) {
         /* A tensor on a tape belongs to the tape: leave it there. */
         if (!ad_tensor_tape(t)) ad_tensor_free(t);
         return -1;
     }
-    relabel(m);
     return 0;
 }
 
@@ -268,7 +285,13 @@ int nn_module_add_child(nn_module *m, const char *name, nn_module *child)
     }
     child->parent = m;
     child->name = m->children.names[m->children.n - 1];
-    relabel(child);
+    if (relabel(child) != 0) { /* as when the push fails: the child goes */
+        vec_pop(&m->children);
+        child->parent = NULL;
+        child->name = NULL;
+        nn_module_free(child);
+        return ad_set_error("%s: out of memory", fn);
+    }
     return 0;
 }
 
