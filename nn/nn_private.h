@@ -109,10 +109,11 @@ double nn__sum_sq(const ad_tensor *t);
  * *names (each and the array from ad_malloc, nn__rngs_free frees them)
  * and *rngs (pointers into the modules).  A stream is saved as an int64
  * [2] tensor holding the bits of its seed and counter, the whole state of
- * the counter-based generator. */
+ * the counter-based generator.  Out of memory: -1, the error naming fn. */
 #define NN__MODULE_RNG "module_rng"
 struct nn_module;
-int nn__module_rngs(const struct nn_module *m, int *n, char ***names, ad_rng ***rngs);
+int nn__module_rngs(const char *fn, const struct nn_module *m, int *n, char ***names,
+                    ad_rng ***rngs);
 void nn__rngs_free(int n, char **names, ad_rng **rngs);
 /* Whether m or a descendant holds a buffer (BatchNorm's running
  * statistics): a walk of the tree that allocates nothing. */

@@ -126,7 +126,7 @@ static int walk(const nn_module *m, const char *path, int *n, char ***names, ad_
     return 0;
 }
 
-int nn__module_rngs(const nn_module *m, int *n, char ***names, ad_rng ***rngs)
+int nn__module_rngs(const char *fn, const nn_module *m, int *n, char ***names, ad_rng ***rngs)
 {
     *n = 0;
     *names = NULL;
@@ -136,7 +136,7 @@ int nn__module_rngs(const nn_module *m, int *n, char ***names, ad_rng ***rngs)
     *n = 0;
     *names = NULL;
     *rngs = NULL;
-    return -1;
+    return nn__err(fn, "out of memory listing the model's random streams");
 }
 
 static int check_ck(const char *fn, const char *path, const nn_checkpoint *ck)
@@ -175,7 +175,7 @@ static int collect(const nn_checkpoint *ck, parts *p)
         int n;
         char **names;
         ad_rng **rngs;
-        if (nn__module_rngs(ck->model, &n, &names, &rngs)) return -1;
+        if (nn__module_rngs("nn_checkpoint_save", ck->model, &n, &names, &rngs)) return -1;
         int rc = 0;
         for (int i = 0; i < n && rc == 0; i++) rc = add(p, "", names[i], NULL, rngs[i]);
         nn__rngs_free(n, names, rngs);

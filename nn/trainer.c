@@ -48,7 +48,10 @@ nn_trainer *nn_trainer_new(nn_module *model, nn_loss_fn loss, nn_optim *opt,
         return NULL;
     }
     nn_trainer *tr = ad_calloc(1, sizeof *tr);
-    if (!tr) return NULL;
+    if (!tr) {
+        nn__err(fn, "out of memory");
+        return NULL;
+    }
     tr->model = model;
     tr->loss = loss ? loss : cross_entropy;
     tr->opt = opt;
@@ -94,13 +97,13 @@ typedef struct streams {
     ad_rng **rngs, *saved;
 } streams;
 
-static int streams_save(const nn_module *m, streams *s)
+static int streams_save(const char *fn, const nn_module *m, streams *s)
 {
     *s = (streams){0};
-    if (nn__module_rngs(m, &s->n, &s->names, &s->rngs)) return -1;
+    if (nn__module_rngs(fn, m, &s->n, &s->names, &s->rngs)) return -1;
     if (s->n && !(s->saved = ad_malloc((size_t)s->n * sizeof *s->saved))) {
         nn__rngs_free(s->n, s->names, s->rngs);
-        return -1;
+        return nn__err(fn, "out of memory");
     }
     for (int i = 0; i < s->n; i++) s->saved[i] = *s->rngs[i];
     return 0;
@@ -127,7 +130,7 @@ static size_t buffer_bytes(const ad_tensor *t)
     return (size_t)ad_numel(t) * ad_dtype_size(ad_tensor_dtype(t));
 }
 
-static int buffers_save(const nn_module *m, buffers *b)
+static int buffers_save(const char *fn, const nn_module *m, buffers *b)
 {
     *b = (buffers){nn_buffers(m), NULL};
     if (!b->list) return -1;
@@ -135,7 +138,7 @@ static int buffers_save(const nn_module *m, buffers *b)
     for (int i = 0; i < b->list->n; i++) total += buffer_bytes(b->list->tensors[i]);
     if (total && !(b->saved = ad_malloc(total))) {
         nn_named_tensors_free(b->list);
-        return -1;
+        return nn__err(fn, "out of memory");
     }
     char *p = b->saved;
     for (int i = 0; i < b->list->n; i++) {
@@ -184,6 +187,7 @@ int nn__trainer_record_batch(nn_trainer *tr, rec *r, const ad_tensor *x, const a
 
 int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
 {
+    const char *fn = training ? "nn_trainer_step" : "nn_trainer_evaluate";
     r->tape = ad_tape_new();
     if (!r->tape || ad_tape_set_replayable(r->tape, true)) {
         nn__rec_free(r);
@@ -191,11 +195,11 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     }
     streams st;
     buffers bu;
-    if (streams_save(tr->model, &st)) {
+    if (streams_save(fn, tr->model, &st)) {
         nn__rec_free(r);
         return -1;
     }
-    if (buffers_save(tr->model, &bu)) {
+    if (buffers_save(fn, tr->model, &bu)) {
         streams_restore(&st);
         nn__rec_free(r);
         return -1;
@@ -479,7 +483,7 @@ static int sum_over_workers(nn_trainer *tr, double *loss_sum, int64_t *n, int64_
     *correct = (int64_t)small[2];
     if (!cm) return 0;
     double *v = ad_malloc((size_t)cells * sizeof *v);
-    if (!v) return -1;
+    if (!v) return nn__err("nn_trainer_evaluate", "out of memory");
     for (int64_t i = 0; i < cells; i++) v[i] = (double)cm->counts[i];
     int rc = tr->comm.sum(tr->comm.user, v, (int)cells);
     if (rc == 0) {
@@ -764,14 +768,14 @@ static void entries_free(entries *e)
     nn_named_tensors_free(e->st);
 }
 
-static int entries_make(const nn_trainer *tr, bool with_optim, entries *e)
+static int entries_make(const char *fn, const nn_trainer *tr, bool with_optim, entries *e)
 {
     *e = (entries){.rng_first = INT32_MAX};
     e->sd = nn_state_dict(tr->model);
     if (!e->sd || (with_optim && !(e->st = nn_optim_state(tr->opt)))) return -1;
     int nr = 0;
     char **rng_names = NULL;
-    if (with_optim && nn__module_rngs(tr->model, &nr, &rng_names, &e->rngs)) return -1;
+    if (with_optim && nn__module_rngs(fn, tr->model, &nr, &rng_names, &e->rngs)) return -1;
     int total = e->sd->n + (e->st ? e->st->n : 0) + nr;
     e->names = ad_calloc((size_t)total + 1, sizeof *e->names);
     e->tensors = ad_calloc((size_t)total + 1, sizeof *e->tensors);
@@ -783,7 +787,7 @@ static int entries_make(const nn_trainer *tr, bool with_optim, entries *e)
         ad_free(rng_names);
     } else {
         nn__rngs_free(nr, rng_names, NULL);
-        return -1;
+        return nn__err(fn, "out of memory");
     }
     for (int i = 0; i < e->sd->n; i++, e->n++) {
         e->names[e->n] = e->sd->names[i];
@@ -794,7 +798,7 @@ static int entries_make(const nn_trainer *tr, bool with_optim, entries *e)
         size_t len = strlen(OPTIM_PREFIX) + strlen(e->st->names[i]) + 1;
         char *name = ad_malloc(len);
         if (name) snprintf(name, len, "%s%s", OPTIM_PREFIX, e->st->names[i]);
-        else rc = -1;
+        else rc = nn__err(fn, "out of memory");
         e->names[e->n] = name;
         e->tensors[e->n] = e->st->tensors[i];
     }
@@ -837,11 +841,11 @@ int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata
     }
     size_t size = blen + 128;
     char *meta = ad_malloc(size);
-    if (!meta) return -1;
+    if (!meta) return nn__err(fn, "out of memory");
     snprintf(meta, size, "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\"%s%.*s}",
              tr->epoch, tr->steps, blen ? ", " : "", (int)blen, body);
     entries e;
-    int rc = entries_make(tr, true, &e);
+    int rc = entries_make(fn, tr, true, &e);
     if (rc == 0) rc = nn_save_safetensors(path, e.n, e.names, e.tensors, meta);
     entries_free(&e);
     ad_free(meta);
@@ -875,7 +879,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
     if (!info) return -1;
     entries e;
     int64_t epoch = 0, steps = 0;
-    int rc = entries_make(tr, resume, &e);
+    int rc = entries_make(fn, tr, resume, &e);
     if (rc == 0 && resume)
         rc = meta_count(fn, path, info, EPOCH_KEY, &epoch) ||
                      meta_count(fn, path, info, STEP_KEY, &steps)

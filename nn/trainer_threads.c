@@ -228,7 +228,7 @@ void nn__pool_free(struct pool *p)
     nn__rec_free(&p->alt);
     nn__prefetch_free(p->pf);
     nn__ops_runs_free(p->runs);
-    for (int t = 0; t < p->n; t++) {
+    for (int t = 0; p->sh && t < p->n; t++) { /* p->sh NULL: its allocation failed */
         for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++) nn__rec_free(&p->sh[t].recs[i]);
         ad_tensor_free(p->sh[t].weight);
         ad_free(p->sh[t].grads);
@@ -251,7 +251,10 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
 {
     const char *fn = "nn_trainer_step";
     struct pool *p = ad_calloc(1, sizeof *p);
-    if (!p) return NULL;
+    if (!p) {
+        nn__err(fn, "out of memory");
+        return NULL;
+    }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->go.cv, NULL);
     pthread_cond_init(&p->done.cv, NULL);
@@ -266,10 +269,10 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
     p->th = ad_calloc((size_t)n, sizeof *p->th);
     p->pf = nn__prefetch_new();
     nn_named_tensors *all = nn_parameters(tr->model);
-    if (!p->sh || !p->th || !p->pf || !all) goto fail;
+    if (!p->sh || !p->th || !p->pf || !all) goto oom;
     p->params = ad_calloc((size_t)all->n + 1, sizeof *p->params);
     p->pg = ad_calloc((size_t)all->n + 1, sizeof *p->pg);
-    if (!p->params || !p->pg) goto fail;
+    if (!p->params || !p->pg) goto oom;
     for (int i = 0; i < all->n; i++)
         if (ad_requires_grad(all->tensors[i])) p->params[p->nparams++] = all->tensors[i];
     nn_named_tensors_free(all);
@@ -277,7 +280,7 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
     int nopt = nn__optim_count(tr->opt);
     p->slot = ad_calloc((size_t)p->nparams + 1, sizeof *p->slot);
     p->extra = ad_calloc((size_t)nopt + 1, sizeof *p->extra);
-    if (!p->slot || !p->extra) goto fail;
+    if (!p->slot || !p->extra) goto oom;
     for (int i = 0; i < p->nparams; i++) p->slot[i] = nn__optim_find(tr->opt, p->params[i]);
     for (int k = 0; k < nopt; k++) {
         bool found = false;
@@ -292,7 +295,7 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
         if ((!(p->sh[t].grads = ad_calloc(np, sizeof(ad_tensor *))) ||
                       !(p->sh[t].base = ad_calloc(np, sizeof(void *))) ||
                       !(p->sh[t].strides = ad_calloc(np, sizeof *p->sh[t].strides))))
-            goto fail;
+            goto oom;
     }
     for (; p->started < n - 1; p->started++)
         if (pthread_create(&p->th[p->started], NULL, worker, &p->sh[p->started + 1])) {
@@ -300,6 +303,8 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
             goto fail;
         }
     return p;
+oom:
+    nn__err(fn, "out of memory");
 fail:
     nn_named_tensors_free(all);
     nn__pool_free(p);

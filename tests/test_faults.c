@@ -74,6 +74,11 @@ static void expect_oom(const char *what)
      * that means "none") */
     ck_assert_msg(strstr(ad_error(), "right after a failed call") == NULL,
                   "%s failed on an error an earlier call left pending: %s", what, ad_error());
+    /* and it names the function called, not only the allocator (nn code
+     * allocates with the public ad_malloc, which sets a message of its own) */
+    ck_assert_msg(strncmp(ad_error(), "ad_malloc:", 10) && strncmp(ad_error(), "ad_calloc:", 10) &&
+                      strncmp(ad_error(), "ad_realloc:", 11),
+                  "%s failed with the allocator's message only: %s", what, ad_error());
     if (getenv("FAULTS_VERBOSE")) fprintf(stderr, "  %s: %s\n", what, ad_error());
     ad_clear_error();
 }
@@ -890,6 +895,79 @@ fail:
     return rc;
 }
 
+/* ---- scenario 13: the trainer ---------------------------------------------------------------------
+ * nn_trainer over a shuffling tensor loader: nn_fit for two epochs with a
+ * validation pass, a confusion matrix and a checkpoint at the end (AdamW,
+ * cosine schedule, replayed steps), nn_trainer_evaluate, then a second
+ * trainer (RMSprop) loaded from the checkpoint for an epoch on two
+ * threads.  Swept
+ * in stop mode only: nn_fit stops at a failed step with the parameters of
+ * the last good one, and a second call trains its epoch again from the
+ * start, so a retried run is not expected to equal an unbroken one. */
+static int scenario_fit(bool retry, outcome *out)
+{
+    (void)retry;
+    int rc = 1;
+    char path[320];
+    snprintf(path, sizeof path, "%s/fit.safetensors", data_dir);
+    double xv[24];
+    int64_t yv[8];
+    for (int i = 0; i < 24; i++) xv[i] = XV[i % 12] * (i < 12 ? 1 : -0.5);
+    for (int i = 0; i < 8; i++) yv[i] = (i * 3) % 5;
+    ad_tensor *x = NULL, *y = NULL;
+    nn_module *net = NULL, *net2 = NULL;
+    nn_optim *opt = NULL, *opt2 = NULL;
+    nn_loader *train = NULL;
+    nn_trainer *tr = NULL, *tr2 = NULL;
+    nn_confusion *cm = NULL;
+    nn_metrics m;
+    TRY_P(x, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(8, 3), xv));
+    TRY_P(y, ad_from_array(NULL, AD_INT64, AD_SHAPE(8), yv));
+    TRY_P(train, nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 3,
+                                                                    .shuffle = true, .seed = 5}));
+    TRY_P(net, fault_net());
+    TRY_P(opt, nn_adamw_module(net, &(nn_adam_options)NN_ADAMW_DEFAULTS));
+    TRY_P(tr, nn_trainer_new(net, NULL, opt,
+                             &(nn_trainer_options){.accuracy = true,
+                                                   .schedule = NN_SCHEDULE_COSINE}));
+    TRY_P(cm, nn_confusion_new(5));
+    TRY_I(nn_fit(tr, train, train, 2,
+                 &(nn_fit_options){.val_confusion = cm, .checkpoint = path,
+                                   .checkpoint_every = 2}));
+    if (nn_trainer_evaluate(tr, train, NULL, &m) < 0) {
+        expect_oom("nn_trainer_evaluate");
+        goto fail;
+    }
+    put(out, m.loss);
+    put(out, m.accuracy);
+    put(out, nn_confusion_accuracy(cm));
+    put(out, get_at(nn_get_parameter(net, "2.weight"), (int64_t[]){1, 2}));
+    TRY_P(net2, fault_net());
+    TRY_P(opt2, nn_rmsprop_module(net2, &(nn_rmsprop_options)NN_RMSPROP_DEFAULTS));
+    TRY_P(tr2, nn_trainer_new(net2, NULL, opt2, NULL));
+    TRY_I(nn_trainer_load(tr2, path, false));
+    put(out, get_at(nn_get_parameter(net2, "2.weight"), (int64_t[]){1, 2}));
+    /* two threads: the pool, the update's runs and the prefetch are set up
+     * on this thread, whose allocations the injection counts */
+    MUST(nn_trainer_set_threads(tr2, 2));
+    TRY_I(nn_fit(tr2, train, NULL, 1, NULL));
+    put(out, (double)nn_trainer_steps(tr2));
+    put(out, get_at(nn_get_parameter(net2, "0.bias"), (int64_t[]){3}));
+    rc = 0;
+fail:
+    nn_trainer_free(tr2);
+    nn_trainer_free(tr);
+    nn_confusion_free(cm);
+    nn_optim_free(opt2);
+    nn_optim_free(opt);
+    nn_module_free(net2);
+    nn_module_free(net);
+    nn_loader_free(train);
+    ad_tensor_free(y);
+    ad_tensor_free(x);
+    return rc;
+}
+
 /* ---- arena sweeps -------------------------------------------------------------------
  * Tensors, nodes and the backward pass's temporaries come from the tape's
  * arena, which asks the system for memory only when a chunk is full, so the
@@ -1152,6 +1230,14 @@ START_TEST(sweep_seq)
 }
 END_TEST
 
+START_TEST(sweep_fit)
+{
+    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
+    sweep("fit", scenario_fit, false);
+    ot_remove_tree(data_dir);
+}
+END_TEST
+
 START_TEST(sweep_arena_train)
 {
     int a = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, false);
@@ -1314,6 +1400,7 @@ int main(void)
     ADD_TEST(tc, sweep_graph);
     ADD_TEST(tc, sweep_linalg);
     ADD_TEST(tc, sweep_seq);
+    ADD_TEST(tc, sweep_fit);
     ADD_TEST(tc, sweep_arena_train);
     ADD_TEST(tc, sweep_arena_replay);
     suite_add_tcase(s, tc);
