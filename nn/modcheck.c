@@ -142,6 +142,7 @@ int nn_gradcheck(nn_module *m, ad_tensor *x, ad_tensor *target, nn_loss_fn loss,
     nn_named_tensors *ps = nn_parameters(m), *bufs = nn_buffers(m);
     if (!ps || !bufs) {
         nn_named_tensors_free(ps);
+        nn_named_tensors_free(bufs);
         return -1;
     }
     /* the defaults by dtype, see modcheck.h */
@@ -157,7 +158,7 @@ int nn_gradcheck(nn_module *m, ad_tensor *x, ad_tensor *target, nn_loss_fn loss,
     ad_tensor **grads = ad_calloc((size_t)ps->n + 1, sizeof *grads);
     ad_tensor **keep = ad_calloc((size_t)bufs->n + 1, sizeof *keep);
     double **g = ad_calloc((size_t)ps->n + 1, sizeof *g);
-    int rc = c.tape && c.rngs && c.start && grads && keep && g ? 0 : -1;
+    int rc = c.tape && c.rngs && c.start && grads && keep && g ? 0 : nn__err(fn, "out of memory");
     int k = 0;
     if (rc == 0) list_rngs(m, c.rngs, &k);
     for (int i = 0; i < c.nrng && rc == 0; i++) c.start[i] = *c.rngs[i];
@@ -178,7 +179,7 @@ int nn_gradcheck(nn_module *m, ad_tensor *x, ad_tensor *target, nn_loss_fn loss,
         ad_set_grad_enabled(gm);
         for (int i = 0; i < ps->n && rc == 0; i++) {
             g[i] = ad_malloc((size_t)ad_numel(ps->tensors[i]) * sizeof(double) + 1);
-            rc = g[i] ? ad_to_array(grads[i], g[i]) : -1;
+            rc = g[i] ? ad_to_array(grads[i], g[i]) : nn__err(fn, "out of memory");
         }
     }
     worst w = {.param = -1, .ratio = 0};

@@ -968,6 +968,107 @@ fail:
     return rc;
 }
 
+/* ---- scenario 14: custom ops, einsum, printing, checkpointed segments -----------------------------
+ * A custom op (forward saving its input, backward in the library's ops)
+ * called, differentiated and checked with ad_custom_check; an einsum
+ * contraction; ad_print of a result; ad_checkpoint of a two-op segment
+ * whose backward recomputes it; nn_gradcheck of a module. */
+static ad_tensor *x2sin_fw(ad_custom_ctx *ctx, ad_tensor *const *in, int n, void *user)
+{
+    (void)n, (void)user;
+    if (ad_custom_save(ctx, 1, in)) return NULL;
+    return ad_mul(ad_square(in[0]), ad_sin(in[0])); /* x^2 sin x */
+}
+
+static int x2sin_bw(ad_custom_ctx *ctx, ad_tensor *g, ad_tensor **gin, void *user)
+{
+    (void)user;
+    ad_tensor *x = ad_custom_saved(ctx, 0); /* d/dx = 2x sin x + x^2 cos x */
+    ad_tensor *d = ad_add(ad_mul(ad_mul_scalar(x, 2), ad_sin(x)), ad_mul(ad_square(x), ad_cos(x)));
+    return (gin[0] = ad_mul(g, d)) ? 0 : -1;
+}
+
+static int segment(ad_tensor *const *in, int nin, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nin, (void)nout, (void)ctx;
+    return (out[0] = ad_tanh(ad_matmul(in[0], in[1]))) ? 0 : -1;
+}
+
+static int scenario_extras(bool retry, outcome *out)
+{
+    int rc = 1;
+    ad_custom *op = NULL;
+    ad_tape *tape = NULL;
+    nn_module *net = NULL;
+    ad_tensor *a, *b, *y, *e, *seg, *loss, *px = NULL, *py = NULL;
+    char *buf = NULL;
+    size_t size = 0;
+    TRY_P(op, ad_custom_new(&(ad_custom_desc){.name = "x2sin", .nin = 1, .forward = x2sin_fw,
+                                              .backward = x2sin_bw}));
+    TRY_P(tape, ad_tape_new());
+    TRY_P(a, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(2, 3), XV));
+    TRY_P(b, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(3, 2), XV + 6));
+    MUST(ad_set_requires_grad(a, true));
+    MUST(ad_set_requires_grad(b, true));
+    TRY_P(y, ad_custom_call(op, 1, &a));
+    TRY_P(e, ad_einsum("ij,jk->ik", 2, (ad_tensor *[]){y, b}));
+    TRY_I(ad_checkpoint(segment, NULL, 0, 2, (ad_tensor *[]){a, b}, 1, &seg));
+    TRY_P(loss, ad_add(ad_sum(ad_square(e), NULL, 0, false), ad_sum(seg, NULL, 0, false)));
+    if (ad_backward(loss, NULL, AD_RETAIN_GRAPH) != 0) {
+        expect_oom("ad_backward(extras)");
+        if (!retry) goto fail;
+        MUST(ad_zero_grad(a));
+        MUST(ad_zero_grad(b));
+        ck_assert_msg(ad_backward(loss, NULL, AD_RETAIN_GRAPH) == 0, "retry: %s", ad_error());
+    }
+    put(out, ad_item(loss));
+    put_tensor(out, ad_tensor_grad(a));
+    put_tensor(out, ad_tensor_grad(b));
+    int ok = ad_custom_check(op, 1, &a, NULL);
+    if (ok != 1) {
+        ck_assert_int_eq(ok, -1);
+        expect_oom("ad_custom_check");
+        if (!retry) goto fail;
+        ck_assert_int_eq(ad_custom_check(op, 1, &a, NULL), 1);
+    }
+    FILE *f = open_memstream(&buf, &size);
+    ck_assert_ptr_nonnull(f);
+    int pr = ad_print(e, f);
+    fclose(f);
+    if (pr != 0) {
+        expect_oom("ad_print");
+        if (!retry) goto fail;
+        free(buf);
+        buf = NULL;
+        f = open_memstream(&buf, &size);
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(ad_print(e, f), 0);
+        fclose(f);
+    }
+    put(out, (double)size);
+    TRY_P(net, fault_net());
+    TRY_P(px, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(4, 3), XV));
+    double yv[20];
+    for (int i = 0; i < 20; i++) yv[i] = XV[i % 12] - 0.1 * i;
+    TRY_P(py, ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(4, 5), yv));
+    ok = nn_gradcheck(net, px, py, nn_mse_loss, NULL);
+    if (ok != 1) {
+        ck_assert_int_eq(ok, -1);
+        expect_oom("nn_gradcheck");
+        if (!retry) goto fail;
+        ck_assert_int_eq(nn_gradcheck(net, px, py, nn_mse_loss, NULL), 1);
+    }
+    rc = 0;
+fail:
+    free(buf);
+    ad_tensor_free(py);
+    ad_tensor_free(px);
+    nn_module_free(net);
+    ad_tape_free(tape);
+    ad_custom_free(op);
+    return rc;
+}
+
 /* ---- arena sweeps -------------------------------------------------------------------
  * Tensors, nodes and the backward pass's temporaries come from the tape's
  * arena, which asks the system for memory only when a chunk is full, so the
@@ -1238,6 +1339,14 @@ START_TEST(sweep_fit)
 }
 END_TEST
 
+START_TEST(sweep_extras)
+{
+    int a = sweep("extras", scenario_extras, false);
+    int b = sweep("extras", scenario_extras, true);
+    ck_assert_int_eq(a, b);
+}
+END_TEST
+
 START_TEST(sweep_arena_train)
 {
     int a = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, false);
@@ -1401,6 +1510,7 @@ int main(void)
     ADD_TEST(tc, sweep_linalg);
     ADD_TEST(tc, sweep_seq);
     ADD_TEST(tc, sweep_fit);
+    ADD_TEST(tc, sweep_extras);
     ADD_TEST(tc, sweep_arena_train);
     ADD_TEST(tc, sweep_arena_replay);
     suite_add_tcase(s, tc);
