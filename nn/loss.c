@@ -156,9 +156,13 @@ static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int6
     }
     ad_tensor *idx = ad_empty(ad_tape_active(), AD_INT64, 2, (int64_t[]){n, 1});
     double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
-    if (!idx || !v || ad_to_array(labels, v) != 0) {
+    /* idx is persistent when no tape is active: freed on failure */
+    bool fail = !idx || !v;
+    if (fail) ad_set_error("%s: out of memory", fn);
+    else fail = ad_to_array(labels, v) != 0;
+    if (fail) {
         ad_free(v);
-        if (!ad_error()) ad_set_error("%s: out of memory", fn);
+        if (idx && !ad_tensor_tape(idx)) ad_tensor_free(idx);
         return NULL;
     }
     int64_t *out = ad_data(idx);
@@ -167,6 +171,7 @@ static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int6
             ad_set_error("%s: label %.0f at position %" PRId64 " is out of range for %" PRId64
                          " classes", fn, v[i], i, c);
             ad_free(v);
+            if (!ad_tensor_tape(idx)) ad_tensor_free(idx);
             return NULL;
         }
         out[i] = (int64_t)v[i];

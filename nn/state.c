@@ -43,8 +43,9 @@ static void parts_free(parts *p)
 }
 
 /* Appends prefix + name (either may be "") for tensor t, or for a new
- * int64 [2] holding rng when rng is not NULL. */
-static int add(parts *p, const char *prefix, const char *name, ad_tensor *t, ad_rng *rng)
+ * int64 [2] holding rng when rng is not NULL; out of memory is fn's error. */
+static int add(const char *fn, parts *p, const char *prefix, const char *name, ad_tensor *t,
+               ad_rng *rng)
 {
     if (p->n == p->cap) {
         int cap = p->cap ? 2 * p->cap : 16;
@@ -53,13 +54,13 @@ static int add(parts *p, const char *prefix, const char *name, ad_tensor *t, ad_
         ad_tensor **nt = nn ? ad_realloc(p->tensors, (size_t)cap * sizeof *nt) : NULL;
         if (nt) p->tensors = nt;
         ad_rng **nr = nt ? ad_realloc(p->rng, (size_t)cap * sizeof *nr) : NULL;
-        if (!nr) return -1;
+        if (!nr) return nn__err(fn, "out of memory");
         p->rng = nr;
         p->cap = cap;
     }
     size_t len = strlen(prefix) + strlen(name) + 1;
     char *full = ad_malloc(len);
-    if (!full) return -1;
+    if (!full) return nn__err(fn, "out of memory");
     snprintf(full, len, "%s%s", prefix, name);
     if (rng && !(t = nn__rng_tensor(rng))) {
         ad_free(full);
@@ -158,32 +159,41 @@ static int check_ck(const char *fn, const char *path, const nn_checkpoint *ck)
     return 0;
 }
 
-static int collect(const nn_checkpoint *ck, parts *p)
+static int collect_into(const char *fn, const nn_checkpoint *ck, parts *p)
 {
-    *p = (parts){0};
     if (ck->model) {
         if (!(p->sd = nn_state_dict(ck->model))) return -1;
         for (int i = 0; i < p->sd->n; i++)
-            if (add(p, "", p->sd->names[i], p->sd->tensors[i], NULL)) return -1;
+            if (add(fn, p, "", p->sd->names[i], p->sd->tensors[i], NULL)) return -1;
     }
     if (ck->optim) {
         if (!(p->st = nn_optim_state(ck->optim))) return -1;
         for (int i = 0; i < p->st->n; i++)
-            if (add(p, OPTIM_PREFIX, p->st->names[i], p->st->tensors[i], NULL)) return -1;
+            if (add(fn, p, OPTIM_PREFIX, p->st->names[i], p->st->tensors[i], NULL)) return -1;
     }
     if (ck->model) {
         int n;
         char **names;
         ad_rng **rngs;
-        if (nn__module_rngs("nn_checkpoint_save", ck->model, &n, &names, &rngs)) return -1;
+        if (nn__module_rngs(fn, ck->model, &n, &names, &rngs)) return -1;
         int rc = 0;
-        for (int i = 0; i < n && rc == 0; i++) rc = add(p, "", names[i], NULL, rngs[i]);
+        for (int i = 0; i < n && rc == 0; i++) rc = add(fn, p, "", names[i], NULL, rngs[i]);
         nn__rngs_free(n, names, rngs);
         if (rc) return -1;
     }
     for (int i = 0; i < ck->n_rngs; i++)
-        if (add(p, RNG_PREFIX, ck->rng_names[i], NULL, ck->rngs[i])) return -1;
+        if (add(fn, p, RNG_PREFIX, ck->rng_names[i], NULL, ck->rngs[i])) return -1;
     return 0;
+}
+
+/* Everything ck names, as parts; on failure nothing is kept (*p zeroed). */
+static int collect(const char *fn, const nn_checkpoint *ck, parts *p)
+{
+    *p = (parts){0};
+    if (collect_into(fn, ck, p) == 0) return 0;
+    parts_free(p);
+    *p = (parts){0};
+    return -1;
 }
 
 /* {"nn_checkpoint_epoch": "3", ..., <the user's keys>} as a new string. */
@@ -210,7 +220,7 @@ static char *metadata(const char *fn, const nn_checkpoint *ck)
     const char *oname = ck->optim ? nn_optim_name(ck->optim) : NULL;
     size_t size = blen + 256;
     char *meta = ad_malloc(size);
-    if (!meta) return NULL;
+    if (!meta) return nn__err(fn, "out of memory"), NULL;
     snprintf(meta, size,
              "{\"" KEY_EPOCH "\": \"%" PRId64 "\", \"" KEY_STEP "\": \"%" PRId64 "\"%s%s%s%s%.*s}",
              ck->epoch, ck->step, oname ? ", \"" KEY_OPTIM "\": \"" : "", oname ? oname : "",
@@ -228,7 +238,7 @@ int nn_checkpoint_save(const char *path, const nn_checkpoint *ck)
     char *meta = metadata(fn, ck);
     if (!meta) return -1;
     parts p;
-    int rc = collect(ck, &p);
+    int rc = collect(fn, ck, &p);
     if (rc == 0)
         rc = nn_save_safetensors(path, p.n, (const char *const *)p.names, p.tensors, meta);
     parts_free(&p);
@@ -283,7 +293,7 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
     parts p;
     int64_t epoch = 0, step = 0;
     int rc = meta_count(fn, path, info, KEY_EPOCH, &epoch) ||
-                     meta_count(fn, path, info, KEY_STEP, &step) || collect(ck, &p)
+                     meta_count(fn, path, info, KEY_STEP, &step) || collect(fn, ck, &p)
                  ? -1
                  : 0;
     if (rc) p = (parts){0};

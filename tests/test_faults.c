@@ -1069,6 +1069,116 @@ fail:
     return rc;
 }
 
+/* ---- scenario 15: the rest of linear algebra, sorting, more layers --------------------------------
+ * SVD, Cholesky and slogdet with their backward passes; sort, argsort and
+ * topk; a model of an embedding, batch norm (training), GELU and dropout
+ * trained a step with NLL loss and an L2 penalty, gradient clipping by
+ * value, nn_summary, a checkpoint with the model's random stream saved and
+ * loaded, and a progress bar. */
+static nn_module *misc_net(void)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 21);
+    return NN_SEQUENTIAL(nn_embedding(6, 2, AD_FLOAT64, &rng), nn_flatten(1, -1),
+                         nn_linear(4, 4, true, AD_FLOAT64, &rng), nn_gelu(), nn_dropout(0.25, 9),
+                         nn_linear(4, 5, true, AD_FLOAT64, &rng), nn_log_softmax(1));
+}
+
+static int scenario_misc(bool retry, outcome *out)
+{
+    static const double av[9] = {4, 1, 0.5, 1, 3, -0.25, 0.5, -0.25, 2};
+    static const int64_t tok[8] = {0, 5, 2, 2, 4, 1, 3, 0};
+    int rc = 1;
+    char path[320];
+    snprintf(path, sizeof path, "%s/misc.safetensors", data_dir);
+    ad_tape *tape = NULL;
+    nn_module *net = NULL;
+    nn_named_tensors *params = NULL;
+    nn_progress *pg = NULL;
+    ad_tensor *A, *S, *L, *ld, *srt, *ix, *tk, *tki, *as, *x, *y, *lp, *loss, *lin;
+    char *buf = NULL;
+    size_t size = 0;
+    TRY_P(tape, ad_tape_new());
+    ad_tape_activate(tape);
+    TRY_P(A, ad_from_array(tape, AD_FLOAT64, AD_SHAPE(3, 3), av));
+    MUST(ad_set_requires_grad(A, true));
+    TRY_I(ad_linalg_svd(A, NULL, &S, NULL));
+    TRY_P(L, ad_linalg_cholesky(A));
+    TRY_I(ad_linalg_slogdet(A, NULL, &ld));
+    TRY_P(lin, ad_add(ad_add(ad_sum(S, NULL, 0, false), ad_sum(L, NULL, 0, false)), ld));
+    TRY_P(srt, ad_sort(A, 1, true, &ix));
+    TRY_P(tk, ad_topk(A, 2, 0, true, &tki));
+    TRY_P(as, ad_argsort(A, 0, false));
+    put_tensor(out, srt);
+    put(out, get_at(ix, (int64_t[]){2, 0}));
+    put(out, get_at(tki, (int64_t[]){1, 2}));
+    put(out, get_at(as, (int64_t[]){0, 1}));
+    TRY_P(net, misc_net());
+    TRY_P(params, nn_parameters(net));
+    TRY_P(x, ad_from_array(tape, AD_INT64, AD_SHAPE(4, 2), tok));
+    TRY_P(y, ad_from_array(tape, AD_INT64, AD_SHAPE(4), YV));
+    TRY_P(lp, nn_forward(net, x));
+    TRY_P(loss, ad_add(ad_add(nn_nll_loss(lp, y, NN_MEAN), nn_l2_penalty(params, 0.01)),
+                       ad_add(ad_sum(tk, NULL, 0, false), lin)));
+    if (ad_backward(loss, NULL, AD_RETAIN_GRAPH) != 0) {
+        expect_oom("ad_backward(misc)");
+        if (!retry) goto fail;
+        MUST(ad_zero_grad(A));
+        for (int k = 0; k < params->n; k++) MUST(ad_zero_grad(params->tensors[k]));
+        ck_assert_msg(ad_backward(loss, NULL, AD_RETAIN_GRAPH) == 0, "retry: %s", ad_error());
+    }
+    put(out, ad_item(loss));
+    put_tensor(out, ad_tensor_grad(A));
+    TRY_I(nn_clip_grad_value(params, 0.05));
+    put(out, sum_of(ad_tensor_grad(params->tensors[0])));
+    ad_tape_activate(NULL);
+    FILE *f = open_memstream(&buf, &size);
+    ck_assert_ptr_nonnull(f);
+    int sr = nn_summary(net, 2, (int64_t[]){4, 2}, f);
+    fclose(f);
+    if (sr != 0) {
+        expect_oom("nn_summary");
+        if (!retry) goto fail;
+        free(buf);
+        buf = NULL;
+        f = open_memstream(&buf, &size);
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(nn_summary(net, 2, (int64_t[]){4, 2}, f), 0);
+        fclose(f);
+    }
+    put(out, (double)size);
+    nn_checkpoint ck = {.model = net, .epoch = 3, .step = 12};
+    TRY_I(nn_checkpoint_save(path, &ck));
+    nn_checkpoint back = {.model = net};
+    TRY_I(nn_checkpoint_load(path, &back));
+    put(out, (double)back.step);
+    free(buf);
+    buf = NULL;
+    f = open_memstream(&buf, &size);
+    ck_assert_ptr_nonnull(f);
+    pg = nn_progress_new(f, &(nn_progress_options){.mode = NN_PROGRESS_LINES});
+    if (!pg) {
+        fclose(f);
+        expect_oom("nn_progress_new");
+        goto fail;
+    }
+    MUST(nn_progress_begin(pg, 1, 1, 2));
+    MUST(nn_progress_update(pg, 1, 0.5, 4));
+    MUST(nn_progress_update(pg, 2, 0.25, 4));
+    MUST(nn_progress_end(pg, "done"));
+    put(out, nn_progress_mean_loss(pg));
+    fclose(f);
+    rc = 0;
+fail:
+    nn_progress_free(pg);
+    free(buf);
+    ad_tape_activate(NULL);
+    ad_tape_free(tape);
+    nn_named_tensors_free(params);
+    nn_module_free(net);
+    return rc;
+}
+
 /* ---- arena sweeps -------------------------------------------------------------------
  * Tensors, nodes and the backward pass's temporaries come from the tape's
  * arena, which asks the system for memory only when a chunk is full, so the
@@ -1347,6 +1457,16 @@ START_TEST(sweep_extras)
 }
 END_TEST
 
+START_TEST(sweep_misc)
+{
+    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
+    int a = sweep("misc", scenario_misc, false);
+    int b = sweep("misc", scenario_misc, true);
+    ck_assert_int_eq(a, b);
+    ot_remove_tree(data_dir);
+}
+END_TEST
+
 START_TEST(sweep_arena_train)
 {
     int a = arena_sweep("arena-train", arena_train, make_weights, destroy_weights, false);
@@ -1511,6 +1631,7 @@ int main(void)
     ADD_TEST(tc, sweep_seq);
     ADD_TEST(tc, sweep_fit);
     ADD_TEST(tc, sweep_extras);
+    ADD_TEST(tc, sweep_misc);
     ADD_TEST(tc, sweep_arena_train);
     ADD_TEST(tc, sweep_arena_replay);
     suite_add_tcase(s, tc);
