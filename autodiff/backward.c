@@ -429,16 +429,21 @@ static bool reclaim_in_place(const ad_arena *a, ad_arena_mark to, ad_tensor **ol
                  (size_t)old[j]->offset * ad_dtype_size(old[j]->dtype);
     }
     arena_sim s = {to.chunk ? to.chunk : a->first, to.chunk ? to.chunk_used : 0};
+    const size_t stn = (sizeof(ad_storage) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     for (int j = 0; j < nm; j++) {
-        /* ad__alloc's two blocks: the storage, then the data */
+        /* ad__alloc's two blocks: the storage, then the data; the data
+         * goes to the next chunk when the storage's has no room left, so
+         * the two are checked apart, not as one span (which, with the
+         * next chunk lower in memory, wrapped around) */
         const unsigned char *st = sim_take(&s, sizeof(ad_storage));
         const unsigned char *d = st ? sim_take(&s, bytes[j] ? bytes[j] : 1) : NULL;
         dst_out[j] = d;
         if (!st || !d) continue; /* new memory from here on */
-        size_t span = (size_t)(d - st) + bytes[j];
-        if (overlap(st, span, src[j], bytes[j]) && d > src[j]) return false;
+#define LANDS_ON(x, n) (overlap(st, stn, x, n) || (bytes[j] && overlap(d, bytes[j], x, n)))
+        if (LANDS_ON(src[j], bytes[j]) && d > src[j]) return false;
         for (int k = j + 1; k < nm; k++)
-            if (overlap(st, span, src[k], bytes[k])) return false;
+            if (LANDS_ON(src[k], bytes[k])) return false;
+#undef LANDS_ON
     }
     for (int j = 0; j < nm; j++) src_out[j] = src[j];
     return true;
@@ -809,7 +814,7 @@ static int give_back(ad_tape *t, ad__segment *seg, seg_slots *s)
     }
     ad__segment_kill(t, seg);
     ad__segment_rewind(t, seg);
-    ad_tensor **moved = old + s->n;
+    ad_tensor **moved = old ? old + s->n : NULL; /* no slots: no array (no offset from NULL) */
     int rc = 0;
     off = 0;
     for (size_t j = 0; j < nmoved; j++) {
