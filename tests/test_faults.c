@@ -1345,100 +1345,51 @@ fail:
     return 1;
 }
 
-START_TEST(sweep_training_step)
+/* Sweeps f in stop mode, then in retry mode; same: both must reach the
+ * same number of injection points; tmp: in a fresh data_dir. */
+static void sweep_modes(const char *name, scenario f, bool same, bool tmp)
 {
-    int a = sweep("train", scenario_train, false);
-    int b = sweep("train", scenario_train, true);
-    ck_assert_int_eq(a, b);
+    if (tmp) ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
+    int a = sweep(name, f, false);
+    int b = sweep(name, f, true);
+    if (same) ck_assert_int_eq(a, b);
+    if (tmp) ot_remove_tree(data_dir);
 }
+
+START_TEST(sweep_training_step) { sweep_modes("train", scenario_train, true, false); }
 END_TEST
 
-START_TEST(sweep_replay)
-{
-    int a = sweep("replay", scenario_replay, false);
-    int b = sweep("replay", scenario_replay, true);
-    ck_assert_int_eq(a, b);
-}
+START_TEST(sweep_replay) { sweep_modes("replay", scenario_replay, true, false); }
 END_TEST
 
-START_TEST(sweep_persistent)
-{
-    sweep("persistent", scenario_persistent, false);
-    sweep("persistent", scenario_persistent, true);
-}
+START_TEST(sweep_persistent) { sweep_modes("persistent", scenario_persistent, false, false); }
 END_TEST
 
-START_TEST(sweep_scalar)
-{
-    sweep("scalar", scenario_scalar, false);
-    sweep("scalar", scenario_scalar, true);
-}
+START_TEST(sweep_scalar) { sweep_modes("scalar", scenario_scalar, false, false); }
 END_TEST
 
-START_TEST(sweep_transforms)
-{
-    sweep("transforms", scenario_transforms, false);
-    sweep("transforms", scenario_transforms, true);
-}
+START_TEST(sweep_transforms) { sweep_modes("transforms", scenario_transforms, false, false); }
 END_TEST
 
-START_TEST(sweep_ffi)
-{
-    sweep("ffi", scenario_ffi, false);
-    sweep("ffi", scenario_ffi, true);
-}
+START_TEST(sweep_ffi) { sweep_modes("ffi", scenario_ffi, false, false); }
 END_TEST
 
-START_TEST(sweep_nn)
-{
-    int a = sweep("nn", scenario_nn, false);
-    int b = sweep("nn", scenario_nn, true);
-    ck_assert_int_eq(a, b);
-}
+START_TEST(sweep_nn) { sweep_modes("nn", scenario_nn, true, false); }
 END_TEST
 
-START_TEST(sweep_nn_data)
-{
-    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
-    int a = sweep("nn-data", scenario_data, false);
-    int b = sweep("nn-data", scenario_data, true);
-    ck_assert_int_eq(a, b);
-    ot_remove_tree(data_dir);
-}
+START_TEST(sweep_nn_data) { sweep_modes("nn-data", scenario_data, true, true); }
 END_TEST
 
-START_TEST(sweep_nn_checkpoint)
-{
-    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
-    int a = sweep("nn-checkpoint", scenario_checkpoint, false);
-    int b = sweep("nn-checkpoint", scenario_checkpoint, true);
-    ck_assert_int_eq(a, b);
-    ot_remove_tree(data_dir);
-}
+START_TEST(sweep_nn_checkpoint) { sweep_modes("nn-checkpoint", scenario_checkpoint, true, true); }
 END_TEST
 
-START_TEST(sweep_graph)
-{
-    int a = sweep("graph", scenario_graph, false);
-    int b = sweep("graph", scenario_graph, true);
-    ck_assert_int_eq(a, b);
-}
+START_TEST(sweep_graph) { sweep_modes("graph", scenario_graph, true, false); }
 END_TEST
 
-START_TEST(sweep_linalg)
-{
-    int a = sweep("linalg", scenario_linalg, false);
-    int b = sweep("linalg", scenario_linalg, true);
-    ck_assert_int_eq(a, b);
-}
+START_TEST(sweep_linalg) { sweep_modes("linalg", scenario_linalg, true, false); }
 END_TEST
 
-START_TEST(sweep_seq)
-{
-    int a = sweep("layers", scenario_seq, false);
-    int b = sweep("layers", scenario_seq, true);
-    ck_assert_int_eq(a, b);
-}
+START_TEST(sweep_seq) { sweep_modes("layers", scenario_seq, true, false); }
 END_TEST
 
 START_TEST(sweep_fit)
@@ -1449,22 +1400,10 @@ START_TEST(sweep_fit)
 }
 END_TEST
 
-START_TEST(sweep_extras)
-{
-    int a = sweep("extras", scenario_extras, false);
-    int b = sweep("extras", scenario_extras, true);
-    ck_assert_int_eq(a, b);
-}
+START_TEST(sweep_extras) { sweep_modes("extras", scenario_extras, true, false); }
 END_TEST
 
-START_TEST(sweep_misc)
-{
-    ck_assert_int_eq(ot_make_tmpdir(data_dir, sizeof data_dir, "ad_faults"), 0);
-    int a = sweep("misc", scenario_misc, false);
-    int b = sweep("misc", scenario_misc, true);
-    ck_assert_int_eq(a, b);
-    ot_remove_tree(data_dir);
-}
+START_TEST(sweep_misc) { sweep_modes("misc", scenario_misc, true, true); }
 END_TEST
 
 START_TEST(sweep_arena_train)
