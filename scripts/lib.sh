@@ -15,6 +15,10 @@
 AD_DEPS=(
     build-essential   # gcc, make, libc headers
     clang
+    libclang-rt-dev   # clang's sanitizer runtimes and libFuzzer: the sanitizer
+                      # stage (build-san/) and scripts/fuzz build with clang
+                      # (clang only recommends it, and apt-get here installs no
+                      # recommendations)
     meson
     ninja-build
     pkg-config        # the install test's consumer finds us through it
