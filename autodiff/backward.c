@@ -404,6 +404,17 @@ static bool overlap(const unsigned char *a, size_t na, const unsigned char *b, s
     return a < b + nb && b < a + na;
 }
 
+/* Whether a tensor re-made as storage [st, st + stn) and data [d, d + dn)
+ * lands on the bytes [x, x + n).  The two blocks are checked apart: the
+ * data goes to the next chunk when the storage's has no room left, and
+ * one span from st to the data's end would then wrap around when that
+ * chunk lies lower in memory. */
+static bool lands_on(const unsigned char *st, size_t stn, const unsigned char *d, size_t dn,
+                     const unsigned char *x, size_t n)
+{
+    return overlap(st, stn, x, n) || (dn && overlap(d, dn, x, n));
+}
+
 /* Whether the moved tensors can be re-made straight from where they are
  * instead of through a copy at the arena's top (two copies of a rule's
  * result, 5.5 MB for a convolution's input gradient): re-made from `to`
@@ -431,19 +442,14 @@ static bool reclaim_in_place(const ad_arena *a, ad_arena_mark to, ad_tensor **ol
     arena_sim s = {to.chunk ? to.chunk : a->first, to.chunk ? to.chunk_used : 0};
     const size_t stn = (sizeof(ad_storage) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     for (int j = 0; j < nm; j++) {
-        /* ad__alloc's two blocks: the storage, then the data; the data
-         * goes to the next chunk when the storage's has no room left, so
-         * the two are checked apart, not as one span (which, with the
-         * next chunk lower in memory, wrapped around) */
+        /* ad__alloc's two blocks: the storage, then the data */
         const unsigned char *st = sim_take(&s, sizeof(ad_storage));
         const unsigned char *d = st ? sim_take(&s, bytes[j] ? bytes[j] : 1) : NULL;
         dst_out[j] = d;
         if (!st || !d) continue; /* new memory from here on */
-#define LANDS_ON(x, n) (overlap(st, stn, x, n) || (bytes[j] && overlap(d, bytes[j], x, n)))
-        if (LANDS_ON(src[j], bytes[j]) && d > src[j]) return false;
+        if (lands_on(st, stn, d, bytes[j], src[j], bytes[j]) && d > src[j]) return false;
         for (int k = j + 1; k < nm; k++)
-            if (LANDS_ON(src[k], bytes[k])) return false;
-#undef LANDS_ON
+            if (lands_on(st, stn, d, bytes[j], src[k], bytes[k])) return false;
     }
     for (int j = 0; j < nm; j++) src_out[j] = src[j];
     return true;
