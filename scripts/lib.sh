@@ -152,6 +152,14 @@ ad__install()
 
 # meson setup, reusing an existing build directory (its options are then
 # updated to ARGS) so repeated runs only rebuild what changed.
+# ad_compiler DIR: the C compiler meson configured DIR with ("gcc", "clang"),
+# empty when DIR is not configured.
+ad_compiler()
+{
+    sed -n 's/^C compiler for the host machine: \([^ ]*\).*/\1/p' \
+        "$1/meson-logs/meson-log.txt" 2>/dev/null | tail -1
+}
+
 ad_setup()
 {
     local dir=$1
