@@ -7,7 +7,9 @@
  *   - ad_gradgradcheck in float64 (second derivatives: the recorded
  *     backward pass against finite differences of the first);
  *   - the same function in float32 against float64, values and gradients,
- *     so the float32 kernels are exercised too. */
+ *     so the float32 kernels are exercised too;
+ *   - the same function on strided and transposed views of its inputs
+ *     against contiguous ones, in both dtypes (layouts, below). */
 #include "optest.h"
 
 #include <stdio.h>
@@ -203,6 +205,150 @@ START_TEST(float32_matches_float64)
 }
 END_TEST
 
+/* ---- layouts: every op on strided views of its inputs -------------------
+ * The kernels take fast paths for contiguous operands and general ones
+ * for the rest; a path that misreads a stride gives a plausible wrong
+ * answer, not an error.  So every row runs again, in float64 and float32,
+ * with each input a view holding the same values in another layout, and
+ * its values and the gradients of its inputs must match the contiguous
+ * run's:
+ *   strided: every element at twice its contiguous offset, plus one
+ *     (base [..., 2], the view its last slice along the new axis): all
+ *     strides doubled, a non-zero offset, and NaN (float) or an index far
+ *     out of range (int64) in the elements between, so that a kernel
+ *     reading past the view fails loudly;
+ *   reversed: the dimensions stored in reverse order (a permuted view of
+ *     a base of the reversed shape); inputs of fewer than two dimensions
+ *     are strided instead.
+ * Gradients flow back through the view into the base, where the elements
+ * outside the view must get exactly zero. */
+enum { STRIDED = 1, REVERSED = 2 };
+
+/* The shape of the base that holds an input of `shape` in `layout`. */
+static int base_shape(int nd, const int64_t *shape, int layout, int64_t *bshape)
+{
+    for (int d = 0; d < nd; d++) bshape[d] = shape[layout == STRIDED ? d : nd - 1 - d];
+    if (layout == REVERSED) return nd;
+    bshape[nd] = 2;
+    return nd + 1;
+}
+
+/* The view of base that holds the input's values; not recorded when base
+ * needs no gradient. */
+static ad_tensor *layout_view(ad_tensor *base, int nd, int layout)
+{
+    if (layout == STRIDED) return ad_squeeze(ad_narrow(base, nd, 1, 1), nd);
+    int perm[AD_MAX_DIMS];
+    for (int d = 0; d < nd; d++) perm[d] = nd - 1 - d;
+    return ad_permute(base, perm);
+}
+
+/* As run_once, with each input replaced by a view in `layout`; the
+ * gradients are read through the same view of each base's gradient, in
+ * the input's own row-major order. */
+static double *run_layout(const op_row *r, ad_tensor **in, int layout, int64_t *nout,
+                          double **grads)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *base[4], *x[4];
+    int lay[4];
+    for (int i = 0; i < r->nin; i++) {
+        ad_dtype dt = ad_tensor_dtype(in[i]);
+        int nd = ad_ndim(in[i]);
+        int64_t bshape[AD_MAX_DIMS + 1];
+        lay[i] = nd >= 2 ? layout : STRIDED;
+        base[i] = ad_empty(t, dt, base_shape(nd, ad_shape(in[i]), lay[i], bshape), bshape);
+        ck_assert_msg(base[i] != NULL, "%s", ad_error());
+        ck_assert_int_eq(ad_fill(base[i], dt == AD_INT64 ? 1e9 : NAN), 0);
+        ad_tensor *v = layout_view(base[i], nd, lay[i]);
+        ck_assert_msg(v && ad_copy_into(v, in[i]) == 0, "%s", ad_error());
+        if (ad_requires_grad(in[i])) ck_assert_int_eq(ad_set_requires_grad(base[i], true), 0);
+        x[i] = layout_view(base[i], nd, lay[i]);
+        ck_assert_msg(x[i] != NULL, "%s", ad_error());
+    }
+    ad_tensor *y = r->f(x, r->nin, r->ctx);
+    ck_assert_msg(y != NULL, "%s (%s), layout %d: %s", r->op, r->what, layout, ad_error());
+    *nout = ad_numel(y);
+    double *vals = malloc((size_t)(*nout ? *nout : 1) * sizeof *vals);
+    ck_assert_int_eq(ad_to_array(y, vals), 0);
+    if (ad_requires_grad(y)) {
+        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
+        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
+    }
+    for (int i = 0; i < r->nin; i++) {
+        grads[i] = NULL;
+        ad_tensor *g = ad_requires_grad(base[i]) ? ad_tensor_grad(base[i]) : NULL;
+        if (!g) continue;
+        int64_t n = ad_numel(in[i]), nb = ad_numel(g);
+        grads[i] = malloc((size_t)(n ? n : 1) * sizeof(double));
+        ad_tensor *gv = layout_view(g, ad_ndim(in[i]), lay[i]);
+        ck_assert_msg(gv && ad_to_array(gv, grads[i]) == 0, "%s", ad_error());
+        if (lay[i] == STRIDED) { /* the elements between the view's */
+            double *all = malloc((size_t)(nb ? nb : 1) * sizeof *all);
+            ck_assert_int_eq(ad_to_array(g, all), 0);
+            for (int64_t k = 0; k < nb; k += 2)
+                ck_assert_msg(all[k] == 0, "%s (%s): gradient %g outside the view of input %d",
+                              r->op, r->what, all[k], i);
+            free(all);
+        }
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return vals;
+}
+
+/* Equal up to a few roundings of the values' own size: a reduction along
+ * a strided axis may add in another order. */
+static bool near(double a, double b, ad_dtype dt)
+{
+    double tol = dt == AD_FLOAT32 ? 1e-5 : 1e-12;
+    return a == b || fabs(a - b) <= tol * (1 + fabs(a) + fabs(b)) || (isnan(a) && isnan(b));
+}
+
+START_TEST(layouts_match)
+{
+    const op_row *r = row_at(_i);
+    bool two_dims = false;
+    for (int i = 0; i < r->nin; i++) two_dims |= r->in[i].ndim >= 2;
+    for (int v = 0; v < 4; v++) {
+        ad_dtype dt = v % 2 ? AD_FLOAT32 : AD_FLOAT64;
+        int layout = v < 2 ? STRIDED : REVERSED;
+        if (layout == REVERSED && !two_dims) break; /* it would be strided again */
+        const char *how = layout == STRIDED ? "strided" : "reversed";
+        const char *dts = dt == AD_FLOAT32 ? "float32" : "float64";
+        ad_tensor *in[4];
+        make_inputs(r, _i, dt, in);
+        int64_t n0, n1;
+        double *g0[4], *g1[4];
+        double *v0 = run_once(r, in, &n0, g0);
+        double *v1 = run_layout(r, in, layout, &n1, g1);
+        ck_assert_int_eq(n0, n1);
+        for (int64_t k = 0; k < n0; k++)
+            ck_assert_msg(near(v0[k], v1[k], dt),
+                          "%s (%s), %s, %s inputs: value %d = %.17g, contiguous %.17g", r->op,
+                          r->what, dts, how, (int)k, v1[k], v0[k]);
+        for (int i = 0; i < r->nin; i++) {
+            ck_assert_msg((g0[i] == NULL) == (g1[i] == NULL),
+                          "%s (%s): gradient presence differs", r->op, r->what);
+            if (!g0[i]) continue;
+            for (int64_t k = 0; k < ad_numel(in[i]); k++)
+                ck_assert_msg(near(g0[i][k], g1[i][k], dt),
+                              "%s (%s), %s, %s inputs: grad of input %d [%d] = %.17g, "
+                              "contiguous %.17g",
+                              r->op, r->what, dts, how, i, (int)k, g1[i][k], g0[i][k]);
+            free(g0[i]);
+            free(g1[i]);
+        }
+        free(v0);
+        free(v1);
+        free_inputs(r, in);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -221,5 +367,8 @@ int main(void)
     TCase *f32 = tcase_create("float32");
     tcase_add_loop_test(f32, float32_matches_float64, 0, n);
     suite_add_tcase(s, f32);
+    TCase *lay = tcase_create("layouts");
+    tcase_add_loop_test(lay, layouts_match, 0, n);
+    suite_add_tcase(s, lay);
     return ot_run(s);
 }
