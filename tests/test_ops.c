@@ -9,7 +9,9 @@
  *   - the same function in float32 against float64, values and gradients,
  *     so the float32 kernels are exercised too;
  *   - the same function on strided and transposed views of its inputs
- *     against contiguous ones, in both dtypes (layouts, below). */
+ *     against contiguous ones, in both dtypes (layouts, below);
+ *   - one tensor passed as two of its inputs against two copies
+ *     (aliasing, below). */
 #include "optest.h"
 
 #include <stdio.h>
@@ -349,6 +351,90 @@ START_TEST(layouts_match)
 }
 END_TEST
 
+/* ---- aliasing: one tensor passed as two inputs --------------------------
+ * f(x, x) must give the values of f(x, x') with x' a copy of x, and the
+ * gradient d/dx the sum of the two inputs' gradients (the chain rule over
+ * both uses).  The backward pass then adds two contributions into one
+ * leaf's buffer, in one op, which is where an accumulation that writes in
+ * place over something still to be read would show.  Every row with two
+ * float inputs of one shape that both require grad is run so, for each
+ * such pair, in float64. */
+static double *run_aliased(const op_row *r, ad_tensor **in, int i0, int i1, int64_t *nout,
+                           double **grad)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *x[4];
+    for (int i = 0; i < r->nin; i++) {
+        if (i == i1) continue;
+        x[i] = ad_copy(t, in[i]);
+        ck_assert(x[i] != NULL);
+        if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
+    }
+    x[i1] = x[i0];
+    ad_tensor *y = r->f(x, r->nin, r->ctx);
+    ck_assert_msg(y != NULL, "%s (%s), aliased: %s", r->op, r->what, ad_error());
+    *nout = ad_numel(y);
+    double *vals = malloc((size_t)(*nout ? *nout : 1) * sizeof *vals);
+    ck_assert_int_eq(ad_to_array(y, vals), 0);
+    *grad = NULL;
+    if (ad_requires_grad(y)) {
+        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
+        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
+        ad_tensor *g = ad_tensor_grad(x[i0]);
+        if (g) {
+            *grad = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof(double));
+            ck_assert_int_eq(ad_to_array(g, *grad), 0);
+        }
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return vals;
+}
+
+START_TEST(aliased_inputs_match)
+{
+    const op_row *r = row_at(_i);
+    for (int i0 = 0; i0 < r->nin; i0++)
+        for (int i1 = i0 + 1; i1 < r->nin; i1++) {
+            const op_input *a = &r->in[i0], *b = &r->in[i1];
+            if (a->kind != OT_GRAD || b->kind != OT_GRAD || a->ndim != b->ndim ||
+                memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape))
+                continue;
+            ad_tensor *in[4];
+            make_inputs(r, _i, AD_FLOAT64, in);
+            /* the second input a copy of the first, drawn in the first's range */
+            ck_assert_int_eq(ad_copy_into(in[i1], in[i0]), 0);
+            int64_t n0, n1;
+            double *g0[4], *g1;
+            double *v0 = run_once(r, in, &n0, g0);
+            double *v1 = run_aliased(r, in, i0, i1, &n1, &g1);
+            ck_assert_int_eq(n0, n1);
+            for (int64_t k = 0; k < n0; k++)
+                ck_assert_msg(near(v0[k], v1[k], AD_FLOAT64),
+                              "%s (%s), inputs %d and %d one tensor: value %d = %.17g, "
+                              "two copies %.17g",
+                              r->op, r->what, i0, i1, (int)k, v1[k], v0[k]);
+            ck_assert_msg((g1 == NULL) == (g0[i0] == NULL && g0[i1] == NULL),
+                          "%s (%s): gradient presence differs when aliased", r->op, r->what);
+            for (int64_t k = 0; g1 && k < ad_numel(in[i0]); k++) {
+                double want = (g0[i0] ? g0[i0][k] : 0) + (g0[i1] ? g0[i1][k] : 0);
+                ck_assert_msg(near(want, g1[k], AD_FLOAT64),
+                              "%s (%s), inputs %d and %d one tensor: grad [%d] = %.17g, the "
+                              "sum of the two copies' %.17g",
+                              r->op, r->what, i0, i1, (int)k, g1[k], want);
+            }
+            for (int i = 0; i < r->nin; i++) free(g0[i]);
+            free(g1);
+            free(v0);
+            free(v1);
+            free_inputs(r, in);
+        }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -370,5 +456,8 @@ int main(void)
     TCase *lay = tcase_create("layouts");
     tcase_add_loop_test(lay, layouts_match, 0, n);
     suite_add_tcase(s, lay);
+    TCase *alias = tcase_create("aliasing");
+    tcase_add_loop_test(alias, aliased_inputs_match, 0, n);
+    suite_add_tcase(s, alias);
     return ot_run(s);
 }
