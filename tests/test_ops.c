@@ -435,6 +435,103 @@ START_TEST(aliased_inputs_match)
 }
 END_TEST
 
+/* ---- replay: a recording run again on other values ----------------------
+ * The trainer records a step once and replays it on every batch
+ * (ad_tape_replay), so an op whose replay kept anything of the values it
+ * was recorded with (a mask, an index, a cached factor) would train on
+ * stale numbers without an error.  Every row is recorded on one draw of
+ * its inputs and replayed on another (index inputs redrawn too); values
+ * and gradients must equal a fresh recording on the second draw.  Ops
+ * that draw random numbers are left out: a replay draws anew, as a fresh
+ * recording does, but not the same numbers (test_replay checks them). */
+static double *run_replayed(const op_row *r, ad_tensor **first, ad_tensor **second,
+                            int64_t *nout, double **grads, int *switches)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *x[4];
+    for (int i = 0; i < r->nin; i++) {
+        x[i] = ad_copy(t, first[i]);
+        ck_assert(x[i] != NULL);
+        if (ad_requires_grad(first[i])) ad_set_requires_grad(x[i], true);
+    }
+    ad_tensor *y = r->f(x, r->nin, r->ctx);
+    ck_assert_msg(y != NULL, "%s (%s): %s", r->op, r->what, ad_error());
+    for (size_t k = 0; k < ad_tape_num_nodes(t); k++) {
+        ad_node_info info;
+        ck_assert_int_eq(ad_tape_node_info(t, k, &info), 0);
+        if (!strcmp(info.op, "rand_like") || !strcmp(info.op, "randn_like") ||
+            !strcmp(info.op, "dropout_mask")) { /* a stream on the row's stack, too */
+            ad_tape_activate(prev);
+            ad_tape_free(t);
+            return NULL;
+        }
+    }
+    ck_assert_msg(ad_tape_freeze(t) == 0, "%s", ad_error());
+    *switches = ad_tape_replay(t, r->nin, x, second);
+    ck_assert_msg(*switches >= 0, "%s (%s): replay: %s", r->op, r->what, ad_error());
+    *nout = ad_numel(y);
+    double *vals = malloc((size_t)(*nout ? *nout : 1) * sizeof *vals);
+    ck_assert_msg(ad_to_array(y, vals) == 0, "%s (%s), replayed: %s", r->op, r->what, ad_error());
+    if (ad_requires_grad(y)) {
+        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
+        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
+    }
+    for (int i = 0; i < r->nin; i++) {
+        grads[i] = NULL;
+        ad_tensor *g = ad_requires_grad(x[i]) ? ad_tensor_grad(x[i]) : NULL;
+        if (!g) continue;
+        grads[i] = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof(double));
+        ad_to_array(g, grads[i]);
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return vals;
+}
+
+START_TEST(replay_matches_recording)
+{
+    const op_row *r = row_at(_i);
+    ad_tensor *first[4], *second[4];
+    make_inputs(r, _i, AD_FLOAT64, first);
+    make_inputs(r, _i + 7919, AD_FLOAT64, second);
+    int64_t n0, n1;
+    double *g0[4], *g1[4];
+    int switches;
+    double *v1 = run_replayed(r, first, second, &n1, g1, &switches);
+    if (!v1) { /* draws random numbers */
+        free_inputs(r, first);
+        free_inputs(r, second);
+        return;
+    }
+    double *v0 = run_once(r, second, &n0, g0);
+    ck_assert_int_eq(n0, n1);
+    for (int64_t k = 0; k < n0; k++)
+        ck_assert_msg(near(v0[k], v1[k], AD_FLOAT64),
+                      "%s (%s), replayed: value %d = %.17g, recorded afresh %.17g", r->op,
+                      r->what, (int)k, v1[k], v0[k]);
+    for (int i = 0; i < r->nin; i++) {
+        ck_assert_msg((g0[i] == NULL) == (g1[i] == NULL), "%s (%s): gradient presence differs",
+                      r->op, r->what);
+        if (!g0[i]) continue;
+        for (int64_t k = 0; k < ad_numel(first[i]); k++)
+            ck_assert_msg(near(g0[i][k], g1[i][k], AD_FLOAT64),
+                          "%s (%s), replayed: grad of input %d [%d] = %.17g, recorded afresh "
+                          "%.17g",
+                          r->op, r->what, i, (int)k, g1[i][k], g0[i][k]);
+        free(g0[i]);
+        free(g1[i]);
+    }
+    free(v0);
+    free(v1);
+    free_inputs(r, first);
+    free_inputs(r, second);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -459,5 +556,8 @@ int main(void)
     TCase *alias = tcase_create("aliasing");
     tcase_add_loop_test(alias, aliased_inputs_match, 0, n);
     suite_add_tcase(s, alias);
+    TCase *rep = tcase_create("replay");
+    tcase_add_loop_test(rep, replay_matches_recording, 0, n);
+    suite_add_tcase(s, rep);
     return ot_run(s);
 }
