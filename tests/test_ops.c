@@ -310,7 +310,7 @@ static bool near(double a, double b, ad_dtype dt)
     return a == b || fabs(a - b) <= tol * (1 + fabs(a) + fabs(b)) || (isnan(a) && isnan(b));
 }
 
-START_TEST(layouts_match)
+static void layouts_match(int _i)
 {
     const op_row *r = row_at(_i);
     bool two_dims = false;
@@ -349,7 +349,6 @@ START_TEST(layouts_match)
         free_inputs(r, in);
     }
 }
-END_TEST
 
 /* ---- aliasing: one tensor passed as two inputs --------------------------
  * f(x, x) must give the values of f(x, x') with x' a copy of x, and the
@@ -394,7 +393,7 @@ static double *run_aliased(const op_row *r, ad_tensor **in, int i0, int i1, int6
     return vals;
 }
 
-START_TEST(aliased_inputs_match)
+static void aliased_inputs_match(int _i)
 {
     const op_row *r = row_at(_i);
     for (int i0 = 0; i0 < r->nin; i0++)
@@ -433,7 +432,6 @@ START_TEST(aliased_inputs_match)
             free_inputs(r, in);
         }
 }
-END_TEST
 
 /* ---- replay: a recording run again on other values ----------------------
  * The trainer records a step once and replays it on every batch
@@ -492,7 +490,7 @@ static double *run_replayed(const op_row *r, ad_tensor **first, ad_tensor **seco
     return vals;
 }
 
-START_TEST(replay_matches_recording)
+static void replay_matches_recording(int _i)
 {
     const op_row *r = row_at(_i);
     ad_tensor *first[4], *second[4];
@@ -530,6 +528,63 @@ START_TEST(replay_matches_recording)
     free_inputs(r, first);
     free_inputs(r, second);
 }
+
+/* ---- no recording: the values of an op run with gradients off ----------
+ * Under ad_set_grad_enabled(false) (inference, nn_evaluate, the updates)
+ * ops record nothing, and some take paths of their own (a pass that saves
+ * nothing for backward, kernels that write in place).  Their values must
+ * be the recorded run's, in both dtypes. */
+static void no_grad_values_match(int _i)
+{
+    const op_row *r = row_at(_i);
+    for (int v = 0; v < 2; v++) {
+        ad_dtype dt = v ? AD_FLOAT32 : AD_FLOAT64;
+        ad_tensor *in[4];
+        make_inputs(r, _i, dt, in);
+        int64_t n0;
+        double *g0[4];
+        double *v0 = run_once(r, in, &n0, g0);
+        ad_tape *t = ad_tape_new();
+        ad_tape *prev = ad_tape_activate(t);
+        bool was = ad_set_grad_enabled(false);
+        ad_tensor *x[4];
+        for (int i = 0; i < r->nin; i++) {
+            x[i] = ad_copy(t, in[i]);
+            ck_assert(x[i] != NULL);
+            if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
+        }
+        ad_tensor *y = r->f(x, r->nin, r->ctx);
+        ad_set_grad_enabled(was);
+        ck_assert_msg(y != NULL, "%s (%s), gradients off: %s", r->op, r->what, ad_error());
+        bool an_input = false; /* an identity (sum_to to its own shape) returns it */
+        for (int i = 0; i < r->nin; i++) an_input |= y == x[i];
+        ck_assert_msg((an_input || !ad_requires_grad(y)) && ad_tape_num_nodes(t) == 0,
+                      "%s (%s): recorded %zu nodes with gradients off", r->op, r->what,
+                      ad_tape_num_nodes(t));
+        ck_assert_int_eq(ad_numel(y), n0);
+        double *v1 = malloc((size_t)(n0 ? n0 : 1) * sizeof *v1);
+        ck_assert_int_eq(ad_to_array(y, v1), 0);
+        for (int64_t k = 0; k < n0; k++)
+            ck_assert_msg(near(v0[k], v1[k], dt),
+                          "%s (%s), %s, gradients off: value %d = %.17g, recorded %.17g", r->op,
+                          r->what, dt == AD_FLOAT32 ? "float32" : "float64", (int)k, v1[k], v0[k]);
+        ad_tape_activate(prev);
+        ad_tape_free(t);
+        for (int i = 0; i < r->nin; i++) free(g0[i]);
+        free(v0);
+        free(v1);
+        free_inputs(r, in);
+    }
+}
+
+/* The four checks above, one test per row (Check forks once per test). */
+START_TEST(row_sweeps)
+{
+    layouts_match(_i);
+    aliased_inputs_match(_i);
+    replay_matches_recording(_i);
+    no_grad_values_match(_i);
+}
 END_TEST
 
 int main(void)
@@ -550,14 +605,8 @@ int main(void)
     TCase *f32 = tcase_create("float32");
     tcase_add_loop_test(f32, float32_matches_float64, 0, n);
     suite_add_tcase(s, f32);
-    TCase *lay = tcase_create("layouts");
-    tcase_add_loop_test(lay, layouts_match, 0, n);
-    suite_add_tcase(s, lay);
-    TCase *alias = tcase_create("aliasing");
-    tcase_add_loop_test(alias, aliased_inputs_match, 0, n);
-    suite_add_tcase(s, alias);
-    TCase *rep = tcase_create("replay");
-    tcase_add_loop_test(rep, replay_matches_recording, 0, n);
-    suite_add_tcase(s, rep);
+    TCase *sweeps = tcase_create("sweeps");
+    tcase_add_loop_test(sweeps, row_sweeps, 0, n);
+    suite_add_tcase(s, sweeps);
     return ot_run(s);
 }
