@@ -577,13 +577,81 @@ static void no_grad_values_match(int _i)
     }
 }
 
-/* The four checks above, one test per row (Check forks once per test). */
+/* ---- backward again: retained and recorded backward passes --------------
+ * With AD_RETAIN_GRAPH a second backward must add the same gradient again
+ * (the first may not have overwritten anything it saved: the backward
+ * pass re-makes tensors in place where it can, backward.c), and the
+ * output's values must survive both passes.  With AD_CREATE_GRAPH the
+ * backward pass is recorded with differentiable ops, another code path
+ * (recorded sums, no accumulation in place), and must give the same
+ * first derivatives. */
+static void backward_again_matches(int _i)
+{
+    const op_row *r = row_at(_i);
+    ad_tensor *in[4];
+    make_inputs(r, _i, AD_FLOAT64, in);
+    int64_t n0;
+    double *g0[4];
+    double *v0 = run_once(r, in, &n0, g0);
+    for (int mode = 0; mode < 2; mode++) {
+        unsigned flags = mode ? AD_CREATE_GRAPH : AD_RETAIN_GRAPH;
+        const char *how = mode ? "recorded backward" : "second retained backward";
+        ad_tape *t = ad_tape_new();
+        ad_tape *prev = ad_tape_activate(t);
+        ad_tensor *x[4];
+        for (int i = 0; i < r->nin; i++) {
+            x[i] = ad_copy(t, in[i]);
+            ck_assert(x[i] != NULL);
+            if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
+        }
+        ad_tensor *y = r->f(x, r->nin, r->ctx);
+        ck_assert_msg(y != NULL, "%s (%s): %s", r->op, r->what, ad_error());
+        if (ad_requires_grad(y)) {
+            ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+            ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){n0});
+            for (int64_t k = 0; k < n0; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+            for (int pass = 0; pass < (mode ? 1 : 2); pass++)
+                ck_assert_msg(ad_backward(y, w, flags) == 0, "%s (%s), %s: %s", r->op, r->what,
+                              how, ad_error());
+        }
+        double *v1 = malloc((size_t)(n0 ? n0 : 1) * sizeof *v1);
+        ck_assert_int_eq(ad_to_array(y, v1), 0);
+        for (int64_t k = 0; k < n0; k++)
+            ck_assert_msg(v0[k] == v1[k] || (isnan(v0[k]) && isnan(v1[k])),
+                          "%s (%s): value %d = %.17g after a %s, %.17g before", r->op, r->what,
+                          (int)k, v1[k], how, v0[k]);
+        for (int i = 0; i < r->nin; i++) {
+            ad_tensor *g = ad_requires_grad(x[i]) ? ad_tensor_grad(x[i]) : NULL;
+            ck_assert_msg((g == NULL) == (g0[i] == NULL), "%s (%s), %s: gradient presence differs",
+                          r->op, r->what, how);
+            if (!g) continue;
+            double *gv = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof *gv);
+            ck_assert_int_eq(ad_to_array(g, gv), 0);
+            for (int64_t k = 0; k < ad_numel(g); k++) {
+                double want = mode ? g0[i][k] : 2 * g0[i][k];
+                ck_assert_msg(near(want, gv[k], AD_FLOAT64),
+                              "%s (%s), %s: grad of input %d [%d] = %.17g, expected %.17g", r->op,
+                              r->what, how, i, (int)k, gv[k], want);
+            }
+            free(gv);
+        }
+        free(v1);
+        ad_tape_activate(prev);
+        ad_tape_free(t);
+    }
+    for (int i = 0; i < r->nin; i++) free(g0[i]);
+    free(v0);
+    free_inputs(r, in);
+}
+
+/* The checks above, one test per row (Check forks once per test). */
 START_TEST(row_sweeps)
 {
     layouts_match(_i);
     aliased_inputs_match(_i);
     replay_matches_recording(_i);
     no_grad_values_match(_i);
+    backward_again_matches(_i);
 }
 END_TEST
 
