@@ -99,8 +99,8 @@ static bool cpu_can(int isa)
     case ISA_ANY:
     case ISA_TEST_ONLY: return true;
 #if AD_GEMM_X86
-    case ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case ISA_AVX512: return __builtin_cpu_supports("avx512f");
+    case ISA_AVX2: return AD_CPU_AVX2() && __builtin_cpu_supports("fma");
+    case ISA_AVX512: return AD_CPU_AVX512();
 #endif
     default: return false;
     }

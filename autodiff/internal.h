@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "autodiff.h"
+#include "isa.h"
 
 #define AD_TENSOR_MAGIC 0x7e9503a1u
 #define AD_DEAD_MAGIC 0xdeadbeefu
@@ -143,13 +144,9 @@ struct ad_node {
 
 /* Clones of a kernel compiled as name_any (baseline), name_avx2 and
  * name_avx512 (target attributes, on x86 with GCC or clang): the one this
- * CPU runs best, asked at each use (__builtin_cpu_supports reads a word
- * the loader filled in). */
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define AD_PICK_CLONE(name)                                                                        \
-    (__builtin_cpu_supports("avx512f") ? name##_avx512                                             \
-     : __builtin_cpu_supports("avx2")  ? name##_avx2                                               \
-                                       : name##_any)
+ * CPU runs best within AD_ISA, asked at each use. */
+#if AD_X86_CLONES
+#define AD_PICK_CLONE(name) (AD_CPU_AVX512() ? name##_avx512 : AD_CPU_AVX2() ? name##_avx2 : name##_any)
 #else
 #define AD_PICK_CLONE(name) name##_any
 #endif

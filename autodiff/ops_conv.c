@@ -259,8 +259,8 @@ static const conv_kern_f64 kerns_f64[] = {
 static bool cpu_can(int isa)
 {
 #if CONV_X86
-    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == ISA_AVX2) return AD_CPU_AVX2() && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return AD_CPU_AVX512();
 #endif
     return isa == ISA_ANY;
 }

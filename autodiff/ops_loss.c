@@ -417,15 +417,15 @@ __attribute__((target("avx512f"))) static void causal_matrix_bw_avx512(ad_dtype 
 
 void ad__softmax_causal_matrix(ad_dtype dt, void *x, int64_t T, double scale)
 {
-    if (__builtin_cpu_supports("avx512f")) causal_matrix_avx512(dt, x, T, scale);
-    else if (__builtin_cpu_supports("avx2")) causal_matrix_avx2(dt, x, T, scale);
+    if (AD_CPU_AVX512()) causal_matrix_avx512(dt, x, T, scale);
+    else if (AD_CPU_AVX2()) causal_matrix_avx2(dt, x, T, scale);
     else causal_matrix(dt, x, T, scale);
 }
 
 void ad__softmax_causal_matrix_bw(ad_dtype dt, const void *y, void *g, int64_t T, double scale)
 {
-    if (__builtin_cpu_supports("avx512f")) causal_matrix_bw_avx512(dt, y, g, T, scale);
-    else if (__builtin_cpu_supports("avx2")) causal_matrix_bw_avx2(dt, y, g, T, scale);
+    if (AD_CPU_AVX512()) causal_matrix_bw_avx512(dt, y, g, T, scale);
+    else if (AD_CPU_AVX2()) causal_matrix_bw_avx2(dt, y, g, T, scale);
     else causal_matrix_bw(dt, y, g, T, scale);
 }
 #else

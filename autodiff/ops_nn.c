@@ -527,7 +527,7 @@ static ad_tensor *pooled(ad_tensor *y, const ad_tensor *x, const win2d *w)
  * the CPU has it; elsewhere for the baseline target. */
 #if POOL_VEC && (defined(__x86_64__) || defined(__i386__))
 #define POOL_ATTR __attribute__((target("avx2")))
-#define POOL_CPU_OK() __builtin_cpu_supports("avx2")
+#define POOL_CPU_OK() AD_CPU_AVX2()
 #else
 #define POOL_ATTR
 #define POOL_CPU_OK() 1

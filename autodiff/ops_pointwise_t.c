@@ -330,8 +330,8 @@ static int forced = ISA_AUTO; /* tests only; not thread-safe, like the other hoo
 static bool cpu_can(int isa)
 {
 #if PWT_X86
-    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == ISA_AVX2) return AD_CPU_AVX2();
+    if (isa == ISA_AVX512) return AD_CPU_AVX512();
 #endif
     return isa == ISA_ANY;
 }

@@ -106,8 +106,8 @@ __attribute__((target("avx512f"))) static void fold_row_avx512(int64_t len, cons
 
 static ad_iter_row fold_row(void)
 {
-    return __builtin_cpu_supports("avx512f") ? fold_row_avx512
-           : __builtin_cpu_supports("avx2")  ? fold_row_avx2
+    return AD_CPU_AVX512() ? fold_row_avx512
+           : AD_CPU_AVX2()  ? fold_row_avx2
                                              : fold_row_any;
 }
 #else
@@ -142,8 +142,8 @@ __attribute__((target("avx512f"))) static void cols_avx512(const ad_tensor *x, d
 
 static void fold_cols(const ad_tensor *x, double *acc, int64_t m, int64_t n)
 {
-    if (__builtin_cpu_supports("avx512f")) cols_avx512(x, acc, m, n);
-    else if (__builtin_cpu_supports("avx2")) cols_avx2(x, acc, m, n);
+    if (AD_CPU_AVX512()) cols_avx512(x, acc, m, n);
+    else if (AD_CPU_AVX2()) cols_avx2(x, acc, m, n);
     else cols_any(x, acc, m, n);
 }
 #else

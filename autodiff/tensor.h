@@ -123,8 +123,27 @@ AD_API int ad_check_optional(const char *fn, const char *name, const ad_tensor *
 
 /* "float32", "float64" or "int64". */
 AD_API const char *ad_dtype_name(ad_dtype dtype);
+
 /* Size of one element in bytes (4 or 8). */
 AD_API size_t ad_dtype_size(ad_dtype dtype);
+
+/* ---- instruction sets ---------------------------------------------------- */
+
+/* The instruction sets the kernels are compiled for, on x86 with GCC or
+ * clang: each kernel with variants runs the widest one this CPU has,
+ * chosen at run time.  AD_ISA=portable|avx2|avx512 in the environment,
+ * read at the first kernel call, caps the choice for the whole process,
+ * so that a wider machine runs the kernels a narrower one would (tests,
+ * comparing bits across machines); an unset or other value sets no cap.
+ * Elsewhere (other CPUs, WebAssembly) every kernel is the portable one. */
+typedef enum { AD_ISA_PORTABLE = 0, AD_ISA_AVX2 = 1, AD_ISA_AVX512 = 2 } ad_isa;
+/* The widest instruction set the kernels use here: the CPU's (AVX-512F,
+ * else AVX2, else none), capped by AD_ISA.  Kernels that also need FMA use
+ * their AVX2 variants only on a CPU that has it. */
+AD_API ad_isa ad_kernel_isa(void);
+/* "avx512", "avx2" or "portable"; "invalid" for any other value (a static
+ * string). */
+AD_API const char *ad_isa_name(ad_isa isa);
 
 /* ---- creation ------------------------------------------------------------
  * `ndim` is 0..AD_MAX_DIMS (0 makes a one-element scalar tensor), `shape`

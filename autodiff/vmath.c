@@ -153,6 +153,7 @@
  * returns when two operands are NaN is the machine's choice, so no fmaf
  * here negates an operand that may be NaN (a negated constant instead):
  * the NaN operands are then the same NaN. */
+#include "isa.h"
 #include "vmath.h"
 
 #include <math.h>
@@ -436,8 +437,8 @@ enum { ISA_ANY, ISA_AVX2, ISA_AVX512, ISA_AUTO = -1 };
 static bool cpu_can(int isa)
 {
 #if VMATH_X86
-    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX2) return AD_CPU_AVX2() && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return AD_CPU_AVX512() && __builtin_cpu_supports("fma");
 #endif
     return isa == ISA_ANY;
 }

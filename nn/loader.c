@@ -245,15 +245,8 @@ CONVERT_LOOPS(avx2, __attribute__((target("avx2"))))
 CONVERT_LOOPS(avx512, __attribute__((target("avx512f"))))
 #endif
 
-/* 2 AVX-512, 1 AVX2, 0 the portable loops. */
-static int pick_isa(void)
-{
-#if LOADER_X86
-    if (__builtin_cpu_supports("avx512f")) return 2;
-    if (__builtin_cpu_supports("avx2")) return 1;
-#endif
-    return 0;
-}
+/* 2 AVX-512, 1 AVX2, 0 the portable loops (ad_isa's values). */
+static int pick_isa(void) { return LOADER_X86 ? (int)ad_kernel_isa() : 0; }
 
 static void convert_f32(int isa, float *d, const uint8_t *s, int64_t m, double a, double b)
 {

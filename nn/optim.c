@@ -367,8 +367,8 @@ static int forced_isa = ISA_AUTO;
 static bool cpu_can(int isa)
 {
 #if OPTIM_X86
-    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == ISA_AVX2) return ad_kernel_isa() >= AD_ISA_AVX2;
+    if (isa == ISA_AVX512) return ad_kernel_isa() >= AD_ISA_AVX512;
 #endif
     return isa == ISA_ANY;
 }

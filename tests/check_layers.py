@@ -34,7 +34,7 @@ LAYERS = {
     'autodiff/formulas.h': 0, 'autodiff/strbuf.h': 0, 'autodiff/strbuf.c': 0,
     'autodiff/vmath.h': 0, 'autodiff/vmath.c': 0, 'autodiff/vmath_kernels.inc': 0,
     'autodiff/vmath_float.inc': 0, 'autodiff/transpose_avx2.h': 0,
-    'autodiff/transpose_avx512.h': 0,
+    'autodiff/transpose_avx512.h': 0, 'autodiff/isa.h': 0, 'autodiff/isa.c': 0,
 
     'autodiff/tape.h': 1, 'autodiff/tape.c': 1, 'autodiff/tape_impl.h': 1,
     'autodiff/internal.h': 1, 'autodiff/backward.c': 1, 'autodiff/replay.c': 1,

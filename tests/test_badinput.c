@@ -360,6 +360,8 @@ START_TEST(tape_h)
     ROW_OK(ad_set_num_threads(1),
            (ad_set_num_threads(1), ad_get_num_threads() == 1 && ad_set_num_threads(0) == 1));
     ROW_OK(ad_get_num_threads(), ad_get_num_threads() >= 1);
+    ROW_OK(ad_kernel_isa(), ad_kernel_isa() >= AD_ISA_PORTABLE && ad_kernel_isa() <= AD_ISA_AVX512);
+    ROW_OK(ad_isa_name((ad_isa)7), strcmp(ad_isa_name((ad_isa)7), "invalid") == 0);
     ROW_RC(ad_set_parallel_runner(badinput_runner, NULL, 1),
            "ad_set_parallel_runner: parts must be >= 2 with a runner, got 1");
     ROW_OK(ad_set_parallel_runner(NULL, NULL, 0), ad_set_parallel_runner(NULL, NULL, 0) == 0);

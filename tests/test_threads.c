@@ -824,7 +824,13 @@ START_TEST(parallel_runner_products)
                 if (md == 0) {
                     ck_assert(memcmp(want, got, sizeof want) == 0);
                 } else {
-                    for (int i = 0; i < M * N; i++) ck_assert_close(got[i], want[i], 1e-5);
+                    /* the default mode may send the whole product to BLAS
+                     * (always, on a CPU without AVX-512) and the split one
+                     * to the built-in kernel: the same sums of K = 150
+                     * products in another order, a few float roundings of
+                     * each element's size (30 here: 1.1e-5 apart) */
+                    for (int i = 0; i < M * N; i++)
+                        ck_assert_close(got[i], want[i], 1e-5 * (1 + fabs(want[i])));
                 }
             }
         }

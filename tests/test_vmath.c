@@ -34,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../autodiff/gemm.h"
+#include "../autodiff/internal.h"
 #include "../autodiff/vmath.h"
 #include "optest.h"
 
@@ -587,6 +589,47 @@ END_TEST
 /* AD_VMATH: each name, read again, gives its variant when the CPU has it
  * and the automatic choice otherwise; a variant forced by the tests' hook
  * comes first. */
+/* AD_ISA caps every kernel's choice: ad_kernel_isa, the math functions'
+ * variant and the matrix kernel follow it, down to the portable code, and
+ * never above what the CPU has. */
+START_TEST(ad_isa_caps_every_kernel)
+{
+    const char *was = getenv("AD_ISA"), *was_vm = getenv("AD_VMATH");
+    char *saved = was ? strdup(was) : NULL, *saved_vm = was_vm ? strdup(was_vm) : NULL;
+    unsetenv("AD_ISA");
+    unsetenv("AD_VMATH");
+    ad__isa_testing_reread();
+    int cpu = (int)ad_kernel_isa(), vm_best = ad__vmath_testing_variant(true);
+    ck_assert_str_eq(ad_isa_name(AD_ISA_AVX512), "avx512");
+    ck_assert_str_eq(ad_isa_name(AD_ISA_AVX2), "avx2");
+    ck_assert_str_eq(ad_isa_name(AD_ISA_PORTABLE), "portable");
+    const char *names[] = {"portable", "avx2", "avx512", "AVX2"};
+    const int cap[] = {0, 1, 2, 2}; /* an unknown value sets no cap */
+    for (int i = 0; i < 4; i++) {
+        setenv("AD_ISA", names[i], 1);
+        ad__isa_testing_reread();
+        int want = cap[i] < cpu ? cap[i] : cpu;
+        ck_assert_msg((int)ad_kernel_isa() == want, "AD_ISA=%s: %s, expected %s", names[i],
+                      ad_isa_name(ad_kernel_isa()), ad_isa_name((ad_isa)want));
+        int vm = ad__vmath_testing_variant(true);
+        ck_assert_msg(vm == (want < vm_best ? want : vm_best), "AD_ISA=%s: vmath variant %d",
+                      names[i], vm);
+        const char *k = ad__gemm_kernel_name(AD_FLOAT32);
+        ck_assert_msg(want == 2 ? !strncmp(k, "avx512", 6)
+                      : want == 1 ? !strncmp(k, "avx2", 4) || !strncmp(k, "generic", 7)
+                                  : !strncmp(k, "generic", 7),
+                      "AD_ISA=%s: matrix kernel %s", names[i], k);
+    }
+    if (saved) setenv("AD_ISA", saved, 1);
+    else unsetenv("AD_ISA");
+    if (saved_vm) setenv("AD_VMATH", saved_vm, 1);
+    ad__isa_testing_reread();
+    ad__vmath_testing_variant(true);
+    free(saved);
+    free(saved_vm);
+}
+END_TEST
+
 START_TEST(env_picks_the_variant)
 {
     ck_assert_int_eq(ad__vmath_isa_named("portable"), 0);
@@ -643,6 +686,7 @@ int main(void)
     tcase_add_test(tc, gelu_one_pass);
     tcase_add_test(tc, portable_fma_is_exact);
     tcase_add_test(tc, env_picks_the_variant);
+    tcase_add_test(tc, ad_isa_caps_every_kernel);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
