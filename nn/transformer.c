@@ -152,6 +152,10 @@ nn_module *nn_multihead_attention(int64_t D, int64_t heads, double dropout, bool
     if (!m) return NULL;
     *s = (mha_state){D, heads, dropout, causal, NULL, NULL, NULL, {0}};
     ad_rng_init(&s->rng, seed);
+    /* registered, as Dropout's: nn_gradcheck and the trainer's recording
+     * put it back, checkpoints carry it, and the batch split (whose
+     * shards would otherwise draw from it at once) knows the model has one */
+    if (nn_module_set_rng(m, &s->rng) != 0) goto fail;
     s->w_in = ad_empty(NULL, dtype, 2, (int64_t[]){3 * D, D});
     if (nn_module_add_parameter(m, "in_proj_weight", s->w_in) != 0 ||
         nn_init_xavier_uniform(s->w_in, 1.0, rng) != 0)

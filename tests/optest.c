@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 ad_tensor *ot_f64(ad_tape *t, int ndim, const int64_t *shape, const double *values)
 {
@@ -101,4 +102,30 @@ int ot_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+FILE *ot_open_source(const char *sub, const char *name)
+{
+    char src[1024], path[4096];
+    snprintf(src, sizeof src, "%s", __FILE__);
+    char *slash = strrchr(src, '/');
+    if (!slash) return NULL;
+    *slash = '\0'; /* .../tests */
+    slash = strrchr(src, '/');
+    if (slash) *slash = '\0';
+    else strcpy(src, ".");
+    snprintf(path, sizeof path, "%s/%s/%s", src, sub, name);
+    FILE *f = fopen(path, "r");
+    if (f || src[0] == '/') return f;
+    /* relative to the build root: the binary is in <build>/tests */
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = '\0';
+    for (int up = 0; up < 2; up++) {
+        char *s = strrchr(exe, '/');
+        if (s) *s = '\0';
+    }
+    snprintf(path, sizeof path, "%s/%s/%s/%s", exe, src, sub, name);
+    return fopen(path, "r");
 }

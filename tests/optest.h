@@ -11,6 +11,7 @@
 #include <autodiff/autodiff.h>
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 
 /* |a - b| <= tol (absolute), with both values in the failure message. */
 #define ck_assert_close(a, b, tol)                                                   \
@@ -108,5 +109,8 @@ void ot_remove_tree(const char *dir);
 
 /* Runs a Check suite and returns the exit status for main. */
 int ot_run(Suite *s);
+/* The source tree's file sub/name (headers, for the tests that walk the
+ * public API), opened for reading; NULL when it cannot be found. */
+FILE *ot_open_source(const char *sub, const char *name);
 
 #endif

@@ -1860,31 +1860,6 @@ static const char *const HEADERS[] = {"alloc.h", "tensor.h", "tape.h", "ops.h", 
                                       "ops_loss.h", "ops_nn.h", "scalar.h", "transforms.h",
                                       "gradcheck.h", "graph.h", "ffi.h", "custom.h"};
 
-static FILE *open_header(const char *sub, const char *name)
-{
-    char src[1024], path[4096];
-    snprintf(src, sizeof src, "%s", __FILE__);
-    char *slash = strrchr(src, '/');
-    if (!slash) return NULL;
-    *slash = '\0'; /* .../tests */
-    slash = strrchr(src, '/');
-    if (slash) *slash = '\0';
-    else strcpy(src, ".");
-    snprintf(path, sizeof path, "%s/%s/%s", src, sub, name);
-    FILE *f = fopen(path, "r");
-    if (f || src[0] == '/') return f;
-    /* relative to the build root: the binary is in <build>/tests */
-    char exe[1024];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return NULL;
-    exe[n] = '\0';
-    for (int up = 0; up < 2; up++) {
-        char *s = strrchr(exe, '/');
-        if (s) *s = '\0';
-    }
-    snprintf(path, sizeof path, "%s/%s/%s/%s", exe, src, sub, name);
-    return fopen(path, "r");
-}
 
 /* Names declared as functions at the start of a line: `type *ad_x(` */
 static int declared(FILE *f, const char *prefix, char names[][64], int max, int n)
@@ -1927,7 +1902,7 @@ START_TEST(every_public_function_has_rows)
     static char names[512][64], rows[8192][64];
     int n = 0, nrows = 0;
     for (int i = 0; i < NELEMS(HEADERS); i++) {
-        FILE *h = open_header("autodiff", HEADERS[i]);
+        FILE *h = ot_open_source("autodiff", HEADERS[i]);
         ck_assert_msg(h != NULL, "cannot find autodiff/%s from %s", HEADERS[i], __FILE__);
         n = declared(h, "ad_", names, 512, n);
         fclose(h);
@@ -1936,7 +1911,7 @@ START_TEST(every_public_function_has_rows)
     const char *nnh[] = {"data.h", "checkpoint.h", "module.h", "optim.h", "init.h", "loss.h", "train.h",
                          "trainer.h", "state.h", "modcheck.h"};
     for (int i = 0; i < NELEMS(nnh); i++) {
-        FILE *h = open_header("nn", nnh[i]);
+        FILE *h = ot_open_source("nn", nnh[i]);
         if (!h) continue;
         n = declared(h, "nn_", names, 512, n);
         fclose(h);
