@@ -62,9 +62,10 @@
 #endif
 
 /* Let a * b + c become one fused multiply-add in the tiles (ISO C turns
- * contraction off; gemm.c does the same for its kernels). */
+ * contraction off; gemm.c does the same for its kernels, and says why
+ * clang's is "on", not "fast"). */
 #if defined(__clang__)
-#define CONTRACT_FAST _Pragma("clang fp contract(fast)")
+#define CONTRACT_FAST _Pragma("clang fp contract(on)")
 #define FAST_ATTR
 #else
 #define CONTRACT_FAST
