@@ -524,7 +524,7 @@ int nn__loader_peek(const nn_loader *l, nn__batch *bt)
 int nn__loader_claim(nn_loader *l, ad_tensor **x, ad_tensor **y, nn__batch *bt)
 {
     static const char *fn = "nn_loader_next";
-    if (!l || !x) return nn__err(fn, "%s is NULL", !l ? "loader" : "x");
+    if (!l || !x) return nn__null_arg(fn, !l ? "l" : "x");
     if (l->pos >= l->stop) {
         if (!l->ended) {
             l->ended = true;
@@ -558,7 +558,7 @@ int nn_loader_next(nn_loader *l, ad_tensor **x, ad_tensor **y)
 int nn_loader_shard(nn_loader *l, int64_t rank, int64_t world_size)
 {
     const char *fn = "nn_loader_shard";
-    if (!l) return nn__err(fn, "loader is NULL");
+    if (!l) return nn__null_arg(fn, "l");
     if (world_size < 1 || rank < 0 || rank >= world_size)
         return nn__err(fn, "rank %lld outside a world of size %lld", (long long)rank,
                        (long long)world_size);
@@ -576,7 +576,7 @@ int nn_loader_shard(nn_loader *l, int64_t rank, int64_t world_size)
 
 int nn_loader_reset(nn_loader *l)
 {
-    if (!l) return nn__err("nn_loader_reset", "loader is NULL");
+    if (!l) return nn__null_arg("nn_loader_reset", "l");
     l->pos = 0;
     l->ended = false;
     return 0;
@@ -584,7 +584,7 @@ int nn_loader_reset(nn_loader *l)
 
 int nn_loader_set_epoch(nn_loader *l, int64_t epoch)
 {
-    if (!l) return nn__err("nn_loader_set_epoch", "loader is NULL");
+    if (!l) return nn__null_arg("nn_loader_set_epoch", "l");
     if (epoch < 0)
         return nn__err("nn_loader_set_epoch", "epoch must be >= 0, got %lld", (long long)epoch);
     start_epoch(l, epoch);

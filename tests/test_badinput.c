@@ -1756,6 +1756,33 @@ START_TEST(nn_modules_optim_init_loss)
     ROW(nn_module_rng(NULL), "nn_module_rng: argument 'm' is NULL");
     ROW_RC(nn_gradcheck(NULL, tx, NULL, NULL, NULL), "nn_gradcheck: argument 'm' is NULL");
     ROW_RC(nn_gradcheck(lin, NULL, NULL, NULL, NULL), "nn_gradcheck: argument 'x' is NULL");
+    /* the data-parallel and resuming entry points */
+    ROW(nn_trainer_model(NULL), "nn_trainer_model: argument 'tr' is NULL");
+    ROW(nn_trainer_optimizer(NULL), "nn_trainer_optimizer: argument 'tr' is NULL");
+    ROW_OK(nn_trainer_model(tr), nn_trainer_model(tr) == lin && nn_trainer_optimizer(tr) == opt);
+    ROW_RC(nn_trainer_set_counts(NULL, 0, 0), "nn_trainer_set_counts: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_set_counts(tr, -1, 0), "nn_trainer_set_counts:");
+    ROW_RC(nn_trainer_set_counts(tr, 0, -5), "nn_trainer_set_counts:");
+    ROW_RC(nn_trainer_set_comm(NULL, NULL), "nn_trainer_set_comm: argument 'tr' is NULL");
+    ROW_RC(nn_trainer_set_comm(tr, &(nn_trainer_comm){.world_size = 2, .rank = 0}),
+           "nn_trainer_set_comm:");
+    ROW_OK(nn_trainer_set_comm(tr, NULL), nn_trainer_set_comm(tr, NULL) == 0);
+    ROW_RC(nn_optim_step_parts(NULL, NULL, 0), "nn_optim_step_parts: argument 'opt' is NULL");
+    ROW_RC(nn_optim_step_parts(opt, NULL, -1), "nn_optim_step_parts:");
+    ROW_RC(nn_optim_step_parts(opt, NULL, 1), "nn_optim_step_parts:");
+    ROW_RC(nn_optim_step_parts(opt, &(nn_optim_part){params->tensors[0], 0, 1000, NULL}, 1),
+           "nn_optim_step_parts:");
+    ROW_RC(nn_optim_step_parts(opt, &(nn_optim_part){params->tensors[0], 2, 1, NULL}, 1),
+           "nn_optim_step_parts:");
+    ROW_RC(nn_loader_shard(NULL, 0, 1), "nn_loader_shard: argument 'l' is NULL");
+    ROW_RC(nn_loader_shard(unlabelled, 0, 0), "nn_loader_shard:");
+    ROW_RC(nn_loader_shard(unlabelled, 2, 2), "nn_loader_shard:");
+    ROW_RC(nn_loader_shard(unlabelled, -1, 2), "nn_loader_shard:");
+    ROW_RC(nn_check_writable(NULL), "nn_check_writable:");
+    ROW_RC(nn_check_writable(""), "nn_check_writable:");
+    ROW_RC(nn_check_writable("/nonexistent-dir/x.safetensors"),
+           "cannot create a temporary file next to /nonexistent-dir/x.safetensors");
+    ROW_RC(nn_check_writable("/tmp"), "nn_check_writable:");
     nn_loader_free(unlabelled);
     ad_tensor_free(tx);
     ad_tensor_free(ty);

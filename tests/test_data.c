@@ -599,7 +599,7 @@ START_TEST(loader_limit_and_drop_last)
     ck_assert_error(nn_loader_from_tensors(x, y9, &(nn_loader_options){.batch_size = 2}),
                     "x has 10 samples but y has 9");
     ck_assert_error(nn_loader_from_tensors(x, y, NULL), "opts is NULL");
-    ck_assert_error_rc(nn_loader_next(NULL, &x, &y), "nn_loader_next: loader is NULL");
+    ck_assert_error_rc(nn_loader_next(NULL, &x, &y), "nn_loader_next: argument 'l' is NULL");
     ad_tensor_free(y9), ad_tensor_free(x), ad_tensor_free(y);
 }
 END_TEST
@@ -676,7 +676,7 @@ START_TEST(loader_shards_by_rank)
                        "nn_loader_shard: 10 samples leave no batch for 11 workers with batch_size 2");
     ck_assert_int_eq(nn_loader_num_batches(l), 1); /* unchanged by the failure */
     ck_assert_error_rc(nn_loader_shard(l, 4, 4), "nn_loader_shard: rank 4 outside a world of size 4");
-    ck_assert_error_rc(nn_loader_shard(NULL, 0, 1), "nn_loader_shard: loader is NULL");
+    ck_assert_error_rc(nn_loader_shard(NULL, 0, 1), "nn_loader_shard: argument 'l' is NULL");
     nn_loader_free(l);
     nn_loader_free(one);
     ad_tensor_free(x), ad_tensor_free(y);
