@@ -190,11 +190,11 @@ static int end_scope(ad_scope *s, ad_tensor **r, ad_tensor **e1, ad_tensor **e2)
     return 0;
 }
 
-int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c, ad_tensor *w_ih,
-                     ad_tensor *w_hh, ad_tensor *b_ih, ad_tensor *b_hh, ad_tensor **h_out,
-                     ad_tensor **c_out)
+/* nn_rnn_cell_step, its errors naming fn (nn_rnn_forward's for a cell). */
+static int cell_step(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
+                     ad_tensor *w_ih, ad_tensor *w_hh, ad_tensor *b_ih, ad_tensor *b_hh,
+                     ad_tensor **h_out, ad_tensor **c_out)
 {
-    const char *fn = "nn_rnn_cell_step";
     if (h_out) *h_out = NULL;
     if (c_out) *c_out = NULL;
     if (!h_out) return nn__null_arg(fn, "h_out");
@@ -227,6 +227,13 @@ int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c,
     if (c_out) *c_out = c1;
     else if (c1 && s.scratch) ad_tensor_free(c1);
     return 0;
+}
+
+int nn_rnn_cell_step(nn_rnn_mode mode, ad_tensor *x, ad_tensor *h, ad_tensor *c, ad_tensor *w_ih,
+                     ad_tensor *w_hh, ad_tensor *b_ih, ad_tensor *b_hh, ad_tensor **h_out,
+                     ad_tensor **c_out)
+{
+    return cell_step("nn_rnn_cell_step", mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out);
 }
 
 /* One layer's recurrence as cuDNN and PyTorch run it: the input's share
@@ -624,6 +631,7 @@ int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, ad_
     if (c_n) *c_n = NULL;
     rnn_state *s = state_of(fn, m);
     if (!s) return -1;
+    if (!x) return nn__null_arg(fn, "x"); /* here, not in the step it calls */
     /* the layer's own input-size check, so the message names the layer */
     int want = s->layers ? 3 : 2;
     if (x && ad_ndim(x) == want && ad_size(x, want - 1) != s->in) {
@@ -641,11 +649,11 @@ int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, ad_
                             ad_dtype_name(ad_tensor_dtype(s->w[0])));
     }
     if (s->layers)
-        return sequence("nn_rnn_sequence", s->mode, x, h0, c0, s->layers, s->w, s->bias,
-                        s->checkpoint, output, h_n, c_n);
+        return sequence(fn, s->mode, x, h0, c0, s->layers, s->w, s->bias, s->checkpoint, output,
+                        h_n, c_n);
     ad_tensor *h1 = NULL, *c1 = NULL;
-    if (nn_rnn_cell_step(s->mode, x, h0, c0, s->w[0], s->w[1], s->bias ? s->w[2] : NULL,
-                         s->bias ? s->w[3] : NULL, &h1, s->mode == NN_LSTM ? &c1 : NULL) != 0)
+    if (cell_step(fn, s->mode, x, h0, c0, s->w[0], s->w[1], s->bias ? s->w[2] : NULL,
+                  s->bias ? s->w[3] : NULL, &h1, s->mode == NN_LSTM ? &c1 : NULL) != 0)
         return -1;
     /* A cell's output and h' are the same tensor; a persistent result
      * (no tape involved) cannot be handed out twice, so it is copied. */

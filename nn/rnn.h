@@ -109,8 +109,8 @@ AD_API nn_module *nn_lstm_cell(int64_t input_size, int64_t hidden_size, bool bia
  * c0 must be NULL and c_n is set to NULL unless the module is an LSTM.
  * Any of output, h_n, c_n may be NULL when not wanted.  Returns 0, or -1
  * with an error (then the outputs are NULL): not a recurrent module, shapes
- * or dtypes that do not fit ("nn_rnn_forward: LSTM(8, 16): h0 is [1,4,16],
- * expected [2,4,16]"). */
+ * or dtypes that do not fit ("nn_rnn_forward: h0 is [1,4,16] float32,
+ * expected [2,4,16] float32"). */
 AD_API int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0,
                           ad_tensor **output, ad_tensor **h_n, ad_tensor **c_n);
 

@@ -306,10 +306,21 @@ nn_module *nn_transformer_block(int64_t D, int64_t heads, int64_t ff, double dro
                                 ad_dtype dtype, ad_rng *rng, uint64_t seed)
 {
     const char *fn = "nn_transformer_block";
-    if (ff < 1) {
-        ad_set_error("%s: ff must be >= 1, got %" PRId64, fn, ff);
-        return NULL;
-    }
+    /* the arguments its children would refuse, refused here so that the
+     * message names the function called */
+    int rc = 0;
+    if (ff < 1)
+        rc = ad_set_error("%s: ff must be >= 1, got %" PRId64, fn, ff);
+    else if (D < 1 || heads < 1 || D % heads)
+        rc = ad_set_error("%s: d_model (%" PRId64 ") must be a positive multiple of heads (%" PRId64
+                          ")", fn, D, heads);
+    else if (!(dropout >= 0 && dropout < 1))
+        rc = ad_set_error("%s: dropout must be in [0, 1), got %g", fn, dropout);
+    else if (!nn__is_float(dtype))
+        rc = ad_set_error("%s: dtype must be AD_FLOAT32 or AD_FLOAT64, got %d", fn, (int)dtype);
+    else if (!rng)
+        rc = nn__null_arg(fn, "rng");
+    if (rc) return NULL;
     block_state *s = ad_calloc(1, sizeof *s);
     nn_module *m = s ? nn_module_new(&BLOCK, s) : NULL;
     if (!m) {
@@ -340,9 +351,10 @@ nn_module *nn_transformer_block(int64_t D, int64_t heads, int64_t ff, double dro
 
 int nn_transformer_block_set_checkpoint(nn_module *m, bool on)
 {
-    if (!m || nn_module_type_of(m) != &BLOCK)
-        return ad_set_error("nn_transformer_block_set_checkpoint: the module is %s, not a "
-                            "TransformerBlock", m ? nn_module_type_of(m)->name : "NULL");
+    if (!m) return nn__null_arg("nn_transformer_block_set_checkpoint", "m");
+    if (nn_module_type_of(m) != &BLOCK)
+        return ad_set_error("nn_transformer_block_set_checkpoint: the module is a %s, not a "
+                            "TransformerBlock", nn_module_type_of(m)->name);
     ((block_state *)nn_module_state(m))->checkpoint = on;
     return 0;
 }

@@ -292,7 +292,9 @@ START_TEST(checkpointed_block_matches_plain)
         for (int i = 0; i < 64; i++) free(g0[i]);
     }
     ck_assert_error_rc(nn_transformer_block_set_checkpoint(p[0]->n ? NULL : b[0], true),
-                       "not a TransformerBlock");
+                       "nn_transformer_block_set_checkpoint: argument 'm' is NULL");
+    ck_assert_error_rc(nn_transformer_block_set_checkpoint(nn_child(b[0], 0), true),
+                       "the module is a MultiheadAttention, not a TransformerBlock");
     nn_named_tensors_free(p[0]);
     nn_named_tensors_free(p[1]);
     nn_module_free(b[0]);

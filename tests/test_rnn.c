@@ -611,7 +611,7 @@ START_TEST(bad_inputs)
                        "dimension must be the input size 3");
     ck_assert_ptr_null(out);
     ck_assert_error_rc(nn_rnn_forward(m, x, h0, NULL, &out, NULL, NULL),
-                       "nn_rnn_sequence: h0 is [1,2,4] float64, expected [2,2,4] float64");
+                       "nn_rnn_forward: h0 is [1,2,4] float64, expected [2,2,4] float64");
     ck_assert_error_rc(nn_rnn_forward(m, x32, NULL, NULL, &out, NULL, NULL),
                        "x is float32 but the layer's parameters are float64");
     nn_module *lin = nn_linear(3, 4, true, AD_FLOAT64, &rng);
