@@ -20,7 +20,9 @@
  *     mode; in eval mode the buffers nothing and a second forward gives
  *     the same bits; in training mode, a second forward that differs
  *     (dropout) needs a registered random stream (nn_module_set_rng),
- *     which nn_gradcheck and the trainer put back and checkpoints carry.
+ *     which nn_gradcheck and the trainer put back and checkpoints carry;
+ *   - what a checkpoint carries: a model built from another seed that loads
+ *     the checkpoint gives the same bits in its next forward.
  *
  * Found by it: nn_multihead_attention kept its dropout stream without
  * registering it, so nn_gradcheck of an attention layer with dropout in
@@ -28,9 +30,12 @@
  * did not carry the stream, and a model whose only dropout was
  * attention's went to the trainer's batch split, whose shards would have
  * drawn from the one stream at once. */
+#define _POSIX_C_SOURCE 200809L /* getpid */
 #include <nn/nn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "optest.h"
 
@@ -386,6 +391,56 @@ START_TEST(forward_changes_nothing_it_should_not)
 }
 END_TEST
 
+/* A checkpoint carries everything a layer's forward depends on: a model
+ * built from another seed (other weights, another dropout stream) that
+ * loads the checkpoint of one that has run a forward in training mode
+ * (batch norm's statistics moved, dropout's stream advanced) gives the
+ * same bits as that one in its next forward, in training mode and in eval
+ * mode. */
+START_TEST(checkpoint_carries_the_layer)
+{
+    const layer_row *r = &rows[_i];
+    nn_module *a = make(r);
+    ad_rng other;
+    ad_rng_init(&other, 99);
+    nn_module *b = r->make(&other);
+    ck_assert_msg(b != NULL, "%s", ad_error());
+    ad_tensor *x = input_of(r, _i);
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ck_assert_int_eq(nn_train(a, true), 0);
+    ck_assert_msg(nn_forward(a, x) != NULL, "%s", ad_error());
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/nn_layers_%d_%ld.safetensors", _i, (long)getpid());
+    ck_assert_msg(nn_checkpoint_save(path, &(nn_checkpoint){.model = a}) == 0, "%s: %s", r->ctor,
+                  ad_error());
+    ck_assert_msg(nn_checkpoint_load(path, &(nn_checkpoint){.model = b}) == 0, "%s: %s", r->ctor,
+                  ad_error());
+    remove(path);
+    for (int mode = 0; mode < 2; mode++) {
+        ck_assert_int_eq(nn_train(a, mode == 0), 0);
+        ck_assert_int_eq(nn_train(b, mode == 0), 0);
+        ad_tensor *ya = nn_forward(a, x), *yb = nn_forward(b, x);
+        ck_assert_msg(ya && yb, "%s: %s", r->ctor, ad_error());
+        int64_t n = ad_numel(ya);
+        double *va = malloc((size_t)(n ? n : 1) * sizeof *va);
+        double *vb = malloc((size_t)(n ? n : 1) * sizeof *vb);
+        ck_assert_int_eq(ad_to_array(ya, va), 0);
+        ck_assert_int_eq(ad_to_array(yb, vb), 0);
+        ck_assert_msg(ad_numel(yb) == n && same_bits(va, vb, n),
+                      "%s (%s): the model loaded from the checkpoint differs in %s mode", r->ctor,
+                      r->what, mode ? "eval" : "training");
+        free(va);
+        free(vb);
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    ad_tensor_free(x);
+    nn_module_free(a);
+    nn_module_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -395,6 +450,7 @@ int main(void)
     tcase_add_loop_test(tc, input_gradient, 0, NROWS);
     tcase_add_loop_test(tc, reads_what_it_registers, 0, NROWS);
     tcase_add_loop_test(tc, forward_changes_nothing_it_should_not, 0, NROWS);
+    tcase_add_loop_test(tc, checkpoint_carries_the_layer, 0, NROWS);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
