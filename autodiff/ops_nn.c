@@ -733,6 +733,7 @@ static int check_running(const char *fn, const char *name, const ad_tensor *t,
  * a result; nothing reads it. */
 typedef struct bn_stats_params {
     ad_tensor *running_mean, *running_var; /* the caller's: must outlive every replay */
+    ad_tensor *count;                      /* NULL, or num_batches_tracked (the same) */
     double momentum, unbias;               /* unbias = M / (M - 1) */
 } bn_stats_params;
 
@@ -750,6 +751,12 @@ static void fold_running(ad_tensor *out, const ad_tensor *mean, const ad_tensor 
         ad__st(rv, ov, (1 - m) * ad__ld(rv, ov) + m * p->unbias * ad__ld(var, var->offset + c));
         if (out) ad__st(out, out->offset + c, nm);
     }
+    /* the batches folded in so far, counted where they are folded, so a
+     * replay counts as a fresh recording does */
+    if (p->count) {
+        ad__st(p->count, p->count->offset, ad__ld(p->count, p->count->offset) + 1);
+        ad__bump(p->count);
+    }
     /* An eval-mode graph recorded earlier reads them: it must not be
      * differentiated with the updated values. */
     ad__bump(rm);
@@ -764,7 +771,8 @@ static int bn_stats_fw(ad_node *n)
 static const ad_op OP_BATCH_NORM_STATS = {
     .name = "batch_norm_stats",
     .formula = "running_mean = (1 - m) running_mean + m mu; running_var = (1 - m) running_var "
-               "+ m v M / (M - 1), in place, again at every replay; not differentiable",
+               "+ m v M / (M - 1); num_batches_tracked += 1 (if given); in place, again at "
+               "every replay; not differentiable",
     .backward = NULL,
     .forward = bn_stats_fw,
     .params_size = sizeof(bn_stats_params),
@@ -773,9 +781,10 @@ static const ad_op OP_BATCH_NORM_STATS = {
 /* Folds mean and var into the running statistics, recorded as the op
  * above when they live on a tape; y, or NULL when recording fails. */
 static ad_tensor *update_running(const char *fn, ad_tensor *y, ad_tensor *mean, ad_tensor *var,
-                                 ad_tensor *rm, ad_tensor *rv, double momentum, int64_t M)
+                                 ad_tensor *rm, ad_tensor *rv, ad_tensor *count, double momentum,
+                                 int64_t M)
 {
-    bn_stats_params p = {rm, rv, momentum, (double)M / (double)(M - 1)};
+    bn_stats_params p = {rm, rv, count, momentum, (double)M / (double)(M - 1)};
     if (!mean || !var) return NULL;
     if (!mean->tape) {
         fold_running(NULL, mean, var, &p);
@@ -787,11 +796,10 @@ static ad_tensor *update_running(const char *fn, ad_tensor *y, ad_tensor *mean, 
     return u && ad__finish(u, 0, &OP_BATCH_NORM_STATS, 2, in, &p, NULL) ? y : NULL;
 }
 
-ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
-                         ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
-                         double eps)
+static ad_tensor *batch_norm(const char *fn, ad_tensor *x, ad_tensor *running_mean,
+                             ad_tensor *running_var, ad_tensor *count, ad_tensor *weight,
+                             ad_tensor *bias, bool training, double momentum, double eps)
 {
-    static const char *fn = "ad_batch_norm";
     if (ad__check_arg(fn, "x", x, true)) return NULL;
     if (x->ndim < 2)
         return ad__err(fn, "x must be [N, C, ...] (ndim >= 2), got %s", ad__shape_str(x)), NULL;
@@ -838,8 +846,34 @@ ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *runni
     if (weight) y = ad_mul(y, ad_reshape(weight, x->ndim - 1, cshape));
     if (bias) y = ad_add(y, ad_reshape(bias, x->ndim - 1, cshape));
     if (y && training && running_mean)
-        y = update_running(fn, y, mean, var, running_mean, running_var, momentum, M);
+        y = update_running(fn, y, mean, var, running_mean, running_var, count, momentum, M);
     return ad_scope_end(&s, y);
+}
+
+ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
+                         ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
+                         double eps)
+{
+    return batch_norm("ad_batch_norm", x, running_mean, running_var, NULL, weight, bias, training,
+                      momentum, eps);
+}
+
+ad_tensor *ad_batch_norm_tracked(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
+                                 ad_tensor *num_batches_tracked, ad_tensor *weight,
+                                 ad_tensor *bias, bool training, double momentum, double eps)
+{
+    static const char *fn = "ad_batch_norm_tracked";
+    ad_tensor *c = num_batches_tracked;
+    bool has;
+    if (ad__check_opt(fn, "num_batches_tracked", c, false, &has)) return NULL;
+    if (has && (c->dtype != AD_INT64 || ad__numel(c->ndim, c->shape) != 1 || c->requires_grad))
+        return ad__err(fn, "num_batches_tracked must be an int64 tensor of one element that "
+                           "does not require grad, got %s", ad__desc(c)), NULL;
+    if (has && !running_mean)
+        return ad__err(fn, "num_batches_tracked counts the updates of running_mean and "
+                           "running_var, which are NULL"), NULL;
+    return batch_norm(fn, x, running_mean, running_var, has ? c : NULL, weight, bias, training,
+                      momentum, eps);
 }
 
 const ad_op *const ad__ops_nn[] = {

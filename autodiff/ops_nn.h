@@ -335,6 +335,17 @@ AD_API ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, 
 AD_API ad_tensor *ad_batch_norm(ad_tensor *x, ad_tensor *running_mean, ad_tensor *running_var,
                          ad_tensor *weight, ad_tensor *bias, bool training, double momentum,
                          double eps);
+/* ad_batch_norm that also counts the updates of the running statistics:
+ * each one adds 1 to num_batches_tracked (an int64 tensor of one element
+ * that does not require grad, or NULL: then ad_batch_norm), in the same op,
+ * so that a replayed tape counts its batches as fresh recordings do.  It
+ * is nn_batch_norm2d's buffer of that name (PyTorch's).  Errors: those of
+ * ad_batch_norm; num_batches_tracked of another dtype or size, or requiring
+ * grad; num_batches_tracked without running statistics. */
+AD_API ad_tensor *ad_batch_norm_tracked(ad_tensor *x, ad_tensor *running_mean,
+                                        ad_tensor *running_var, ad_tensor *num_batches_tracked,
+                                        ad_tensor *weight, ad_tensor *bias, bool training,
+                                        double momentum, double eps);
 
 #ifdef __cplusplus
 }

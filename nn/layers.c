@@ -422,9 +422,10 @@ static ad_tensor *batch_norm_forward(nn_module *m, ad_tensor *x)
      * evaluation uses the running averages, so a prediction does not depend
      * on the other samples of its batch. */
     bool training = nn_is_training(m);
-    ad_tensor *y = ad_batch_norm(x, s->mean, s->var, s->w, s->b, training, s->momentum, s->eps);
-    if (y && training) ((int64_t *)ad_data(s->count))[0] += 1;
-    return y;
+    /* num_batches_tracked counts in the op that updates the running
+     * statistics: a replayed step counts too */
+    return ad_batch_norm_tracked(x, s->mean, s->var, s->count, s->w, s->b, training, s->momentum,
+                                 s->eps);
 }
 
 static void batch_norm_describe(const nn_module *m, char *buf, size_t size)

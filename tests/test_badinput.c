@@ -1028,6 +1028,25 @@ START_TEST(nn_ops)
     ad_set_requires_grad(rmg, true);
     ROW(ad_batch_norm(f.a, rmg, rv, NULL, NULL, true, 0.1, 1e-5), "require");
     ROW(ad_batch_norm(f.i64m, NULL, NULL, NULL, NULL, true, 0.1, 1e-5), "got int64");
+    {
+        ad_tensor *cnt = ad_zeros(NULL, AD_INT64, 0, NULL);
+        ROW(ad_batch_norm_tracked(NULL, rm, rv, cnt, NULL, NULL, true, 0.1, 1e-5),
+            "ad_batch_norm_tracked: argument 'x' is NULL");
+        ROW(ad_batch_norm_tracked(f.a, rm, rv, f.v3, NULL, NULL, true, 0.1, 1e-5),
+            "ad_batch_norm_tracked: num_batches_tracked must be an int64 tensor of one element");
+        ROW(ad_batch_norm_tracked(f.a, NULL, NULL, cnt, NULL, NULL, true, 0.1, 1e-5),
+            "num_batches_tracked counts the updates of running_mean and running_var, which are "
+            "NULL");
+        ROW(ad_batch_norm_tracked(f.a, rm, rv, f.dead, NULL, NULL, true, 0.1, 1e-5),
+            "is not a live tensor");
+        ROW(ad_batch_norm_tracked(f.a, rm, rv, cnt, NULL, NULL, true, 1.5, 1e-5),
+            "ad_batch_norm_tracked: momentum");
+        /* counted once, by the call that succeeded */
+        ROW_OK(ad_batch_norm_tracked(f.a, rm, rv, cnt, NULL, NULL, true, 0.1, 1e-5),
+               ad_batch_norm_tracked(f.a, rm, rv, cnt, NULL, NULL, true, 0.1, 1e-5) &&
+                   ad_item(cnt) == 1);
+        ad_tensor_free(cnt);
+    }
     teardown(&f);
 }
 END_TEST

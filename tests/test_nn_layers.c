@@ -22,7 +22,9 @@
  *     (dropout) needs a registered random stream (nn_module_set_rng),
  *     which nn_gradcheck and the trainer put back and checkpoints carry;
  *   - what a checkpoint carries: a model built from another seed that loads
- *     the checkpoint gives the same bits in its next forward.
+ *     the checkpoint gives the same bits in its next forward;
+ *   - the trainer's replayed steps: three steps with the recording replayed
+ *     leave the same bits as three recorded afresh.
  *
  * Found by it: nn_multihead_attention kept its dropout stream without
  * registering it, so nn_gradcheck of an attention layer with dropout in
@@ -441,6 +443,71 @@ START_TEST(checkpoint_carries_the_layer)
 }
 END_TEST
 
+/* The trainer records a step once and replays it on the next batches;
+ * recorded afresh at every step (no_replay) it must give the same bits:
+ * three steps of SGD with momentum on three different batches, then every
+ * parameter and buffer compared. */
+START_TEST(trainer_replay_matches_fresh_steps)
+{
+    const layer_row *r = &rows[_i];
+    double *state[2];
+    int64_t nstate[2];
+    for (int fresh = 0; fresh < 2; fresh++) {
+        nn_module *m = make(r);
+        if (nn_num_parameters(m) == 0) { /* nothing to train */
+            nn_module_free(m);
+            return;
+        }
+        /* a target of the output's shape, from an eval forward (which
+         * changes nothing: forward_changes_nothing_it_should_not) */
+        ad_tensor *x0 = input_of(r, 0);
+        ck_assert_int_eq(nn_eval(m), 0);
+        ad_tape *t = ad_tape_new();
+        ad_tape *prev = ad_tape_activate(t);
+        ad_tensor *y0 = nn_forward(m, x0);
+        ck_assert_msg(y0 != NULL, "%s", ad_error());
+        ad_tensor *target = ad_zeros(NULL, F64, ad_ndim(y0), ad_shape(y0));
+        ad_tape_activate(prev);
+        ad_tape_free(t);
+        ad_tensor_free(x0);
+        nn_optim *opt = nn_sgd_module(m, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9});
+        nn_trainer *tr = nn_trainer_new(m, nn_mse_loss, opt,
+                                        &(nn_trainer_options){.no_replay = fresh});
+        ck_assert_msg(opt && tr, "%s", ad_error());
+        for (int step = 0; step < 3; step++) {
+            ad_tensor *x = input_of(r, 10 * _i + step);
+            ck_assert_msg(nn_trainer_step(tr, x, target, NULL) == 0, "%s (%s), step %d: %s",
+                          r->ctor, r->what, step, ad_error());
+            ad_tensor_free(x);
+        }
+        nn_named_tensors *sd = nn_state_dict(m);
+        ck_assert(sd != NULL);
+        int64_t n = 0;
+        for (int i = 0; i < sd->n; i++) n += ad_numel(sd->tensors[i]);
+        double *v = malloc((size_t)(n ? n : 1) * sizeof *v), *p = v;
+        for (int i = 0; i < sd->n; i++) {
+            ck_assert_int_eq(ad_to_array(sd->tensors[i], p), 0);
+            p += ad_numel(sd->tensors[i]);
+        }
+        state[fresh] = v;
+        nstate[fresh] = n;
+        nn_named_tensors_free(sd);
+        nn_trainer_free(tr);
+        nn_optim_free(opt);
+        ad_tensor_free(target);
+        nn_module_free(m);
+    }
+    ck_assert_int_eq(nstate[0], nstate[1]);
+    for (int64_t k = 0; k < nstate[0]; k++)
+        ck_assert_msg(memcmp(&state[0][k], &state[1][k], sizeof(double)) == 0,
+                      "%s (%s): after 3 steps, state element %lld is %.17g replayed, %.17g "
+                      "recorded afresh",
+                      r->ctor, r->what, (long long)k, state[0][k], state[1][k]);
+    free(state[0]);
+    free(state[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -451,6 +518,7 @@ int main(void)
     tcase_add_loop_test(tc, reads_what_it_registers, 0, NROWS);
     tcase_add_loop_test(tc, forward_changes_nothing_it_should_not, 0, NROWS);
     tcase_add_loop_test(tc, checkpoint_carries_the_layer, 0, NROWS);
+    tcase_add_loop_test(tc, trainer_replay_matches_fresh_steps, 0, NROWS);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
