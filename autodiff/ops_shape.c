@@ -50,7 +50,22 @@ void ad__copy_same(ad_tensor *dst, const ad_tensor *src)
  * start, start+step, ... (count of them) of t along axis. */
 ad_tensor ad__slab(const ad_tensor *t, int axis, int64_t start, int64_t count, int64_t step)
 {
-    ad_tensor s = *t;
+    /* the layout only, not a copy of the whole header: a parameter shared
+     * by the trainer's threads has its grad pointer set by one thread's
+     * backward (the first time) and its reference count changed by
+     * another's recording while a third reads its elements through a slab
+     * (a data race under ThreadSanitizer, the batch split of an Embedding) */
+    ad_tensor s;
+    memset(&s, 0, sizeof s);
+    s.magic = t->magic;
+    s.dtype = t->dtype;
+    s.ndim = t->ndim;
+    memcpy(s.shape, t->shape, sizeof s.shape);
+    memcpy(s.strides, t->strides, sizeof s.strides);
+    s.offset = t->offset;
+    s.storage = t->storage;
+    s.tape = t->tape;
+    s.stamp = t->stamp;
     s.shape[axis] = count;
     if (count > 0) s.offset += start * t->strides[axis];
     if (count > 1) s.strides[axis] *= step;

@@ -24,7 +24,9 @@
  *   - what a checkpoint carries: a model built from another seed that loads
  *     the checkpoint gives the same bits in its next forward;
  *   - the trainer's replayed steps: three steps with the recording replayed
- *     leave the same bits as three recorded afresh.
+ *     leave the same bits as three recorded afresh, and three on two
+ *     threads (the batch split, the products split) the same values to a
+ *     few roundings.
  *
  * Found by it: nn_multihead_attention kept its dropout stream without
  * registering it, so nn_gradcheck of an attention layer with dropout in
@@ -443,68 +445,121 @@ START_TEST(checkpoint_carries_the_layer)
 }
 END_TEST
 
+/* Three steps of SGD with momentum on three batches (a target of zeros of
+ * the output's shape, mse), by a trainer with `threads` threads that
+ * replays its recording unless fresh; the model's state after them, all
+ * values in a row (*n of them), or NULL for a layer without parameters. */
+static double *train_three_steps(const layer_row *r, int row, bool fresh, int threads,
+                                 nn_thread_mode mode, int64_t *n)
+{
+    nn_module *m = make(r);
+    if (nn_num_parameters(m) == 0) { /* nothing to train */
+        nn_module_free(m);
+        return NULL;
+    }
+    /* the target's shape from an eval forward (which changes nothing:
+     * forward_changes_nothing_it_should_not) */
+    ad_tensor *x0 = input_of(r, 0);
+    ck_assert_int_eq(nn_eval(m), 0);
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *y0 = nn_forward(m, x0);
+    ck_assert_msg(y0 != NULL, "%s", ad_error());
+    ad_tensor *target = ad_zeros(NULL, F64, ad_ndim(y0), ad_shape(y0));
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    ad_tensor_free(x0);
+    nn_optim *opt = nn_sgd_module(m, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9});
+    nn_trainer *tr = nn_trainer_new(m, nn_mse_loss, opt, &(nn_trainer_options){.no_replay = fresh});
+    ck_assert_msg(opt && tr, "%s", ad_error());
+    ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, mode), 0);
+    for (int step = 0; step < 3; step++) {
+        /* a batch of 4: the batch split has something to split */
+        layer_row big = *r;
+        big.shape[0] = 4;
+        ad_tensor *x = input_of(&big, 10 * row + step);
+        ad_tensor *tg = target;
+        if (ad_size(target, 0) != 4) { /* the target's batch follows x's */
+            int64_t sh[5];
+            for (int d = 0; d < ad_ndim(target); d++) sh[d] = ad_size(target, d);
+            sh[0] = 4;
+            tg = ad_zeros(NULL, F64, ad_ndim(target), sh);
+        }
+        ck_assert_msg(nn_trainer_step(tr, x, tg, NULL) == 0, "%s (%s), step %d: %s", r->ctor,
+                      r->what, step, ad_error());
+        if (tg != target) ad_tensor_free(tg);
+        ad_tensor_free(x);
+    }
+    /* the batch split ran (one recording per shard), for a model it
+     * takes: one without random streams or buffers (trainer.c) */
+    nn_named_tensors *bufs = nn_buffers(m);
+    ck_assert(bufs != NULL);
+    if (threads == 2 && mode == NN_THREADS_BATCH && !has_stream(m) && bufs->n == 0) {
+        nn_trainer_stats st;
+        ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
+        ck_assert_msg(st.recordings == 2, "%s (%s): the batch split did not run (%d recordings)",
+                      r->ctor, r->what, st.recordings);
+    }
+    nn_named_tensors_free(bufs);
+    nn_named_tensors *sd = nn_state_dict(m);
+    ck_assert(sd != NULL);
+    *n = 0;
+    for (int i = 0; i < sd->n; i++) *n += ad_numel(sd->tensors[i]);
+    double *v = malloc((size_t)(*n ? *n : 1) * sizeof *v), *p = v;
+    for (int i = 0; i < sd->n; i++) {
+        ck_assert_int_eq(ad_to_array(sd->tensors[i], p), 0);
+        p += ad_numel(sd->tensors[i]);
+    }
+    nn_named_tensors_free(sd);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    ad_tensor_free(target);
+    nn_module_free(m);
+    return v;
+}
+
 /* The trainer records a step once and replays it on the next batches;
- * recorded afresh at every step (no_replay) it must give the same bits:
- * three steps of SGD with momentum on three different batches, then every
- * parameter and buffer compared. */
+ * recorded afresh at every step (no_replay) it must give the same bits. */
 START_TEST(trainer_replay_matches_fresh_steps)
 {
     const layer_row *r = &rows[_i];
-    double *state[2];
-    int64_t nstate[2];
-    for (int fresh = 0; fresh < 2; fresh++) {
-        nn_module *m = make(r);
-        if (nn_num_parameters(m) == 0) { /* nothing to train */
-            nn_module_free(m);
-            return;
-        }
-        /* a target of the output's shape, from an eval forward (which
-         * changes nothing: forward_changes_nothing_it_should_not) */
-        ad_tensor *x0 = input_of(r, 0);
-        ck_assert_int_eq(nn_eval(m), 0);
-        ad_tape *t = ad_tape_new();
-        ad_tape *prev = ad_tape_activate(t);
-        ad_tensor *y0 = nn_forward(m, x0);
-        ck_assert_msg(y0 != NULL, "%s", ad_error());
-        ad_tensor *target = ad_zeros(NULL, F64, ad_ndim(y0), ad_shape(y0));
-        ad_tape_activate(prev);
-        ad_tape_free(t);
-        ad_tensor_free(x0);
-        nn_optim *opt = nn_sgd_module(m, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9});
-        nn_trainer *tr = nn_trainer_new(m, nn_mse_loss, opt,
-                                        &(nn_trainer_options){.no_replay = fresh});
-        ck_assert_msg(opt && tr, "%s", ad_error());
-        for (int step = 0; step < 3; step++) {
-            ad_tensor *x = input_of(r, 10 * _i + step);
-            ck_assert_msg(nn_trainer_step(tr, x, target, NULL) == 0, "%s (%s), step %d: %s",
-                          r->ctor, r->what, step, ad_error());
-            ad_tensor_free(x);
-        }
-        nn_named_tensors *sd = nn_state_dict(m);
-        ck_assert(sd != NULL);
-        int64_t n = 0;
-        for (int i = 0; i < sd->n; i++) n += ad_numel(sd->tensors[i]);
-        double *v = malloc((size_t)(n ? n : 1) * sizeof *v), *p = v;
-        for (int i = 0; i < sd->n; i++) {
-            ck_assert_int_eq(ad_to_array(sd->tensors[i], p), 0);
-            p += ad_numel(sd->tensors[i]);
-        }
-        state[fresh] = v;
-        nstate[fresh] = n;
-        nn_named_tensors_free(sd);
-        nn_trainer_free(tr);
-        nn_optim_free(opt);
-        ad_tensor_free(target);
-        nn_module_free(m);
-    }
-    ck_assert_int_eq(nstate[0], nstate[1]);
-    for (int64_t k = 0; k < nstate[0]; k++)
-        ck_assert_msg(memcmp(&state[0][k], &state[1][k], sizeof(double)) == 0,
+    int64_t n0, n1;
+    double *replayed = train_three_steps(r, _i, false, 1, NN_THREADS_AUTO, &n0);
+    if (!replayed) return;
+    double *fresh = train_three_steps(r, _i, true, 1, NN_THREADS_AUTO, &n1);
+    ck_assert_int_eq(n0, n1);
+    for (int64_t k = 0; k < n0; k++)
+        ck_assert_msg(memcmp(&replayed[k], &fresh[k], sizeof(double)) == 0,
                       "%s (%s): after 3 steps, state element %lld is %.17g replayed, %.17g "
                       "recorded afresh",
-                      r->ctor, r->what, (long long)k, state[0][k], state[1][k]);
-    free(state[0]);
-    free(state[1]);
+                      r->ctor, r->what, (long long)k, replayed[k], fresh[k]);
+    free(replayed);
+    free(fresh);
+}
+END_TEST
+
+/* Two threads, the batch split or the products split among them, train
+ * as one does: the shards' gradients add in another order, so to a few
+ * roundings (float64), not bit for bit. */
+START_TEST(trainer_threads_match_one_thread)
+{
+    const layer_row *r = &rows[_i];
+    int64_t n0, n1;
+    double *one = train_three_steps(r, _i, false, 1, NN_THREADS_AUTO, &n0);
+    if (!one) return;
+    for (int mode = 0; mode < 2; mode++) {
+        nn_thread_mode tm = mode ? NN_THREADS_OPS : NN_THREADS_BATCH;
+        double *two = train_three_steps(r, _i, false, 2, tm, &n1);
+        ck_assert_int_eq(n0, n1);
+        for (int64_t k = 0; k < n0; k++)
+            ck_assert_msg(fabs(one[k] - two[k]) <= 1e-12 * (1 + fabs(one[k])),
+                          "%s (%s): after 3 steps on 2 threads (%s), state element %lld is "
+                          "%.17g, on one thread %.17g",
+                          r->ctor, r->what, mode ? "ops" : "batch", (long long)k, two[k], one[k]);
+        free(two);
+    }
+    free(one);
 }
 END_TEST
 
@@ -519,6 +574,7 @@ int main(void)
     tcase_add_loop_test(tc, forward_changes_nothing_it_should_not, 0, NROWS);
     tcase_add_loop_test(tc, checkpoint_carries_the_layer, 0, NROWS);
     tcase_add_loop_test(tc, trainer_replay_matches_fresh_steps, 0, NROWS);
+    tcase_add_loop_test(tc, trainer_threads_match_one_thread, 0, NROWS);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
