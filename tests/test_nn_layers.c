@@ -26,7 +26,9 @@
  *   - the trainer's replayed steps: three steps with the recording replayed
  *     leave the same bits as three recorded afresh, and three on two
  *     threads (the batch split, the products split) the same values to a
- *     few roundings.
+ *     few roundings;
+ *   - its float32 kernels: built in float32 with the float64 weights, the
+ *     same outputs and input gradients to float32's precision.
  *
  * Found by it: nn_multihead_attention kept its dropout stream without
  * registering it, so nn_gradcheck of an attention layer with dropout in
@@ -53,17 +55,20 @@ typedef struct layer_row {
 } layer_row;
 
 #define F64 AD_FLOAT64
-static nn_module *m_linear(ad_rng *r) { return nn_linear(3, 4, true, F64, r); }
-static nn_module *m_linear_nobias(ad_rng *r) { return nn_linear(3, 2, false, F64, r); }
+/* The dtype the rows' constructors build in: float64, but float32 for
+ * float32_matches_float64. */
+static ad_dtype layer_dt = AD_FLOAT64;
+static nn_module *m_linear(ad_rng *r) { return nn_linear(3, 4, true, layer_dt, r); }
+static nn_module *m_linear_nobias(ad_rng *r) { return nn_linear(3, 2, false, layer_dt, r); }
 static nn_module *m_conv(ad_rng *r)
 {
     ad_conv2d_params p = {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 1}, .groups = 1};
-    return nn_conv2d(2, 3, (const int[]){3, 2}, &p, true, F64, r);
+    return nn_conv2d(2, 3, (const int[]){3, 2}, &p, true, layer_dt, r);
 }
 static nn_module *m_conv_groups(ad_rng *r)
 {
     ad_conv2d_params p = {.stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 2};
-    return nn_conv2d(4, 2, (const int[]){3, 3}, &p, false, F64, r);
+    return nn_conv2d(4, 2, (const int[]){3, 3}, &p, false, layer_dt, r);
 }
 static nn_module *m_max_pool(ad_rng *r)
 {
@@ -88,14 +93,14 @@ static nn_module *m_dropout(ad_rng *r)
 static nn_module *m_layer_norm(ad_rng *r)
 {
     (void)r;
-    return nn_layer_norm(1, (const int64_t[]){4}, 1e-5, true, F64);
+    return nn_layer_norm(1, (const int64_t[]){4}, 1e-5, true, layer_dt);
 }
 static nn_module *m_batch_norm(ad_rng *r)
 {
     (void)r;
-    return nn_batch_norm2d(3, 1e-5, 0.1, true, F64);
+    return nn_batch_norm2d(3, 1e-5, 0.1, true, layer_dt);
 }
-static nn_module *m_embedding(ad_rng *r) { return nn_embedding(6, 3, F64, r); }
+static nn_module *m_embedding(ad_rng *r) { return nn_embedding(6, 3, layer_dt, r); }
 static nn_module *m_relu(ad_rng *r) { return (void)r, nn_relu(); }
 static nn_module *m_tanh(ad_rng *r) { return (void)r, nn_tanh(); }
 static nn_module *m_sigmoid(ad_rng *r) { return (void)r, nn_sigmoid(); }
@@ -105,29 +110,39 @@ static nn_module *m_softmax(ad_rng *r) { return (void)r, nn_softmax(1); }
 static nn_module *m_log_softmax(ad_rng *r) { return (void)r, nn_log_softmax(-1); }
 static nn_module *m_sequential(ad_rng *r)
 {
-    return NN_SEQUENTIAL(nn_linear(3, 4, true, F64, r), nn_tanh(), nn_linear(4, 2, true, F64, r));
+    return NN_SEQUENTIAL(nn_linear(3, 4, true, layer_dt, r), nn_tanh(), nn_linear(4, 2, true, layer_dt, r));
 }
-static nn_module *m_rnn(ad_rng *r) { return nn_rnn(3, 4, 2, NN_RNN_TANH, true, F64, r); }
-static nn_module *m_rnn_relu(ad_rng *r) { return nn_rnn(3, 2, 1, NN_RNN_RELU, false, F64, r); }
-static nn_module *m_gru(ad_rng *r) { return nn_gru(3, 4, 2, true, F64, r); }
-static nn_module *m_lstm(ad_rng *r) { return nn_lstm(3, 4, 2, true, F64, r); }
-static nn_module *m_rnn_cell(ad_rng *r) { return nn_rnn_cell(3, 4, NN_RNN_TANH, true, F64, r); }
-static nn_module *m_gru_cell(ad_rng *r) { return nn_gru_cell(3, 4, true, F64, r); }
-static nn_module *m_lstm_cell(ad_rng *r) { return nn_lstm_cell(3, 4, true, F64, r); }
+static nn_module *m_rnn(ad_rng *r) { return nn_rnn(3, 4, 2, NN_RNN_TANH, true, layer_dt, r); }
+static nn_module *m_rnn_relu(ad_rng *r) { return nn_rnn(3, 2, 1, NN_RNN_RELU, false, layer_dt, r); }
+static nn_module *m_gru(ad_rng *r) { return nn_gru(3, 4, 2, true, layer_dt, r); }
+static nn_module *m_lstm(ad_rng *r) { return nn_lstm(3, 4, 2, true, layer_dt, r); }
+static nn_module *m_rnn_cell(ad_rng *r) { return nn_rnn_cell(3, 4, NN_RNN_TANH, true, layer_dt, r); }
+static nn_module *m_gru_cell(ad_rng *r) { return nn_gru_cell(3, 4, true, layer_dt, r); }
+static nn_module *m_lstm_cell(ad_rng *r) { return nn_lstm_cell(3, 4, true, layer_dt, r); }
 static nn_module *m_attention(ad_rng *r)
 {
-    return nn_multihead_attention(4, 2, 0.2, true, true, F64, r, 9);
+    return nn_multihead_attention(4, 2, 0.2, true, true, layer_dt, r, 9);
 }
-static nn_module *m_positional(ad_rng *r) { return nn_positional_embedding(5, 4, F64, r); }
-static nn_module *m_block(ad_rng *r) { return nn_transformer_block(4, 2, 6, 0.1, F64, r, 9); }
+static nn_module *m_positional(ad_rng *r) { return nn_positional_embedding(5, 4, layer_dt, r); }
+static nn_module *m_block(ad_rng *r) { return nn_transformer_block(4, 2, 6, 0.1, layer_dt, r, 9); }
 static nn_module *m_block_checkpointed(ad_rng *r)
 {
-    nn_module *m = nn_transformer_block(4, 2, 6, 0.0, F64, r, 9);
+    nn_module *m = nn_transformer_block(4, 2, 6, 0.0, layer_dt, r, 9);
     if (m && nn_transformer_block_set_checkpoint(m, true)) {
         nn_module_free(m);
         return NULL;
     }
     return m;
+}
+
+static nn_module *m_linear_relu(ad_rng *r)
+{
+    return NN_SEQUENTIAL(nn_linear(3, 5, true, layer_dt, r), nn_relu(), nn_linear(5, 2, true, layer_dt, r));
+}
+static nn_module *m_conv_relu(ad_rng *r)
+{
+    return NN_SEQUENTIAL(nn_conv2d(2, 4, (const int[]){3, 3}, NULL, true, layer_dt, r), nn_relu(),
+                         nn_max_pool2d((const int[]){2, 2}, NULL, NULL));
 }
 
 static const layer_row rows[] = {
@@ -151,6 +166,10 @@ static const layer_row rows[] = {
     {"nn_softmax", "Softmax(1)", m_softmax, 2, {3, 4}, 0},
     {"nn_log_softmax", "LogSoftmax(-1)", m_log_softmax, 3, {2, 2, 4}, 0},
     {"nn_sequential", "Linear, Tanh, Linear", m_sequential, 2, {4, 3}, 0},
+    {"nn_sequential", "Linear, ReLU, Linear (the product's relu epilogue)", m_linear_relu, 2,
+     {4, 3}, 0},
+    {"nn_sequential", "Conv2d, ReLU, MaxPool2d (the convolution's relu epilogue)", m_conv_relu, 4,
+     {2, 2, 6, 6}, 0},
     {"nn_rnn", "RNN(3, 4) tanh, 2 layers", m_rnn, 3, {2, 3, 3}, 0},
     {"nn_rnn", "RNN(3, 2) relu, no bias", m_rnn_relu, 3, {2, 3, 3}, 0},
     {"nn_gru", "GRU(3, 4), 2 layers", m_gru, 3, {2, 3, 3}, 0},
@@ -563,6 +582,93 @@ START_TEST(trainer_threads_match_one_thread)
 }
 END_TEST
 
+/* The same layer in float32 (its float32 kernels: the fused recurrences,
+ * convolution tiles, attention, epilogues) computes what it does in
+ * float64: built in both, the float64 weights copied into the float32
+ * model, in eval mode; outputs within 1e-4 and input gradients within 1e-3
+ * of the float64 ones, relative to the largest. */
+static double *eval_and_grad(const layer_row *r, nn_module *m, ad_tensor *x, int64_t *n,
+                             double **gx)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *xt = ad_copy(t, x);
+    if (r->imax == 0) ck_assert_int_eq(ad_set_requires_grad(xt, true), 0);
+    ck_assert_int_eq(nn_eval(m), 0);
+    ad_tensor *y = nn_forward(m, xt);
+    ck_assert_msg(y != NULL, "%s (%s), %s: %s", r->ctor, r->what,
+                  ad_dtype_name(ad_tensor_dtype(x)), ad_error());
+    *n = ad_numel(y);
+    double *v = malloc((size_t)(*n ? *n : 1) * sizeof *v);
+    ck_assert_int_eq(ad_to_array(y, v), 0);
+    *gx = NULL;
+    if (r->imax == 0) {
+        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*n});
+        for (int64_t k = 0; k < *n; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s", ad_error());
+        *gx = malloc((size_t)ad_numel(x) * sizeof **gx);
+        ck_assert_int_eq(ad_to_array(ad_tensor_grad(xt), *gx), 0);
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return v;
+}
+
+static double largest(const double *v, int64_t n)
+{
+    double m = 0;
+    for (int64_t k = 0; k < n; k++) m = fmax(m, fabs(v[k]));
+    return m;
+}
+
+START_TEST(float32_matches_float64)
+{
+    const layer_row *r = &rows[_i];
+    nn_module *m64 = make(r);
+    layer_dt = AD_FLOAT32;
+    nn_module *m32 = make(r);
+    layer_dt = AD_FLOAT64;
+    nn_named_tensors *s64 = nn_state_dict(m64), *s32 = nn_state_dict(m32);
+    ck_assert(s64 && s32 && s64->n == s32->n);
+    for (int i = 0; i < s64->n; i++)
+        ck_assert_msg(ad_copy_into(s32->tensors[i], s64->tensors[i]) == 0, "%s", ad_error());
+    ad_tensor *x64 = input_of(r, _i), *x32 = x64;
+    if (r->imax == 0) {
+        x32 = ad_empty(NULL, AD_FLOAT32, ad_ndim(x64), ad_shape(x64));
+        ck_assert_int_eq(ad_copy_into(x32, x64), 0);
+    }
+    int64_t n64, n32;
+    double *g64, *g32;
+    double *v64 = eval_and_grad(r, m64, x64, &n64, &g64);
+    double *v32 = eval_and_grad(r, m32, x32, &n32, &g32);
+    ck_assert_int_eq(n64, n32);
+    double big = largest(v64, n64);
+    for (int64_t k = 0; k < n64; k++)
+        ck_assert_msg(fabs(v64[k] - v32[k]) <= 1e-4 * (1 + big),
+                      "%s (%s): float32 output %lld = %.9g, float64 %.9g", r->ctor, r->what,
+                      (long long)k, v32[k], v64[k]);
+    if (g64) {
+        int64_t nx = ad_numel(x64);
+        double gbig = largest(g64, nx);
+        for (int64_t k = 0; k < nx; k++)
+            ck_assert_msg(fabs(g64[k] - g32[k]) <= 1e-3 * (1 + gbig),
+                          "%s (%s): float32 input gradient %lld = %.9g, float64 %.9g", r->ctor,
+                          r->what, (long long)k, g32[k], g64[k]);
+    }
+    free(v64);
+    free(v32);
+    free(g64);
+    free(g32);
+    nn_named_tensors_free(s64);
+    nn_named_tensors_free(s32);
+    if (x32 != x64) ad_tensor_free(x32);
+    ad_tensor_free(x64);
+    nn_module_free(m64);
+    nn_module_free(m32);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -575,6 +681,7 @@ int main(void)
     tcase_add_loop_test(tc, checkpoint_carries_the_layer, 0, NROWS);
     tcase_add_loop_test(tc, trainer_replay_matches_fresh_steps, 0, NROWS);
     tcase_add_loop_test(tc, trainer_threads_match_one_thread, 0, NROWS);
+    tcase_add_loop_test(tc, float32_matches_float64, 0, NROWS);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
