@@ -41,8 +41,11 @@ double nn_clip_grad_norm(const nn_named_tensors *params, double max_norm)
     for (int i = 0; i < params->n; i++) {
         ad_tensor *g = params->tensors[i] ? ad_tensor_grad(params->tensors[i]) : NULL;
         if (!g) continue;
-        double s = nn__sum_sq(g);
-        if (s < 0) return ad_set_error("%s: '%s': %s", fn, params->names[i], ad_error());
+        double s = nn__sum_sq(fn, g);
+        if (s < 0) /* say which gradient, unless the message names fn already */
+            return strncmp(ad_error(), fn, strlen(fn)) ? ad_set_error("%s: '%s': %s", fn,
+                                                                      params->names[i], ad_error())
+                                                       : -1;
         ss += s;
     }
     double norm = sqrt(ss);
@@ -84,9 +87,9 @@ int nn_grad_norm_report(const nn_module *m, FILE *out)
     for (int i = 0; i < p->n && rc == 0; i++) {
         char sh[64];
         ad_shape_str(p->tensors[i], sh, sizeof sh);
-        double w2 = nn__sum_sq(p->tensors[i]);
+        double w2 = nn__sum_sq(fn, p->tensors[i]);
         ad_tensor *g = ad_tensor_grad(p->tensors[i]);
-        double g2 = g ? nn__sum_sq(g) : 0;
+        double g2 = g ? nn__sum_sq(fn, g) : 0;
         if (w2 < 0 || g2 < 0) {
             rc = -1;
             break;

@@ -23,11 +23,12 @@ static int check_dtype(const char *fn, ad_dtype dt)
 }
 
 /* A module of type `type` owning `state`, or NULL (state freed) when
- * something before failed (rc != 0). */
-static nn_module *new_module(int rc, const nn_module_type *type, void *state)
+ * something before failed (rc != 0); fn, the constructor, names an
+ * allocation that failed. */
+static nn_module *new_module(const char *fn, int rc, const nn_module_type *type, void *state)
 {
     if (rc != 0 || !state) {
-        if (rc == 0) ad_set_error("nn: out of memory for a %s", type->name);
+        if (rc == 0) ad_set_error("%s: out of memory for a %s", fn, type->name);
         ad_free(state);
         return NULL;
     }
@@ -120,7 +121,7 @@ nn_module *nn_linear(int64_t in, int64_t out, bool bias, ad_dtype dtype, ad_rng 
 {
     int rc = check_sized("nn_linear", dtype, "in_features and out_features", in, out, rng);
     linear_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &LINEAR, s);
+    nn_module *m = new_module("nn_linear", rc, &LINEAR, s);
     if (!m) return NULL;
     s->in = in;
     s->out = out;
@@ -199,7 +200,7 @@ nn_module *nn_conv2d(int64_t in, int64_t out, const int kernel[2], const ad_conv
         rc = ad_set_error("%s: groups %d must be >= 1 and divide in_channels %" PRId64
                           " and out_channels %" PRId64, fn, q.groups, in, out);
     conv_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &CONV2D, s);
+    nn_module *m = new_module("nn_conv2d", rc, &CONV2D, s);
     if (!m) return NULL;
     *s = (conv_state){in, out, {kernel[0], kernel[1]}, q, NULL, NULL};
     int64_t wshape[4] = {out, in / q.groups, kernel[0], kernel[1]};
@@ -252,7 +253,7 @@ static nn_module *pool_new(const char *fn, const nn_module_type *type, const int
                               pd[1]);
     }
     pool_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, type, s);
+    nn_module *m = new_module(fn, rc, type, s);
     if (m) *s = (pool_state){{kernel[0], kernel[1]}, {st[0], st[1]}, {pd[0], pd[1]}, cip};
     return m;
 }
@@ -291,7 +292,7 @@ static const nn_module_type FLATTEN = {"Flatten", flatten_forward, ad_free, flat
 nn_module *nn_flatten(int start_dim, int end_dim)
 {
     flatten_state *s = ad_malloc(sizeof *s);
-    nn_module *m = new_module(0, &FLATTEN, s);
+    nn_module *m = new_module("nn_flatten", 0, &FLATTEN, s);
     if (m) *s = (flatten_state){start_dim, end_dim};
     return m;
 }
@@ -324,7 +325,7 @@ nn_module *nn_dropout(double p, uint64_t seed)
     if (!(p >= 0 && p <= 1))
         rc = ad_set_error("nn_dropout: p must be in [0, 1], got %g", p);
     dropout_state *s = rc == 0 ? ad_malloc(sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &DROPOUT, s);
+    nn_module *m = new_module("nn_dropout", rc, &DROPOUT, s);
     if (m) {
         s->p = p;
         ad_rng_init(&s->rng, seed);
@@ -386,7 +387,7 @@ nn_module *nn_layer_norm(int ndim, const int64_t *shape, double eps, bool affine
     if (rc == 0 && !(isfinite(eps) && eps >= 0))
         rc = ad_set_error("%s: eps must be finite and >= 0, got %g", fn, eps);
     layer_norm_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &LAYER_NORM, s);
+    nn_module *m = new_module("nn_layer_norm", rc, &LAYER_NORM, s);
     if (!m) return NULL;
     s->ndim = ndim;
     memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
@@ -448,7 +449,7 @@ nn_module *nn_batch_norm2d(int64_t c, double eps, double momentum, bool affine, 
     if (rc == 0 && !(momentum >= 0 && momentum <= 1))
         rc = ad_set_error("%s: momentum must be in [0, 1], got %g", fn, momentum);
     batch_norm_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &BATCH_NORM2D, s);
+    nn_module *m = new_module("nn_batch_norm2d", rc, &BATCH_NORM2D, s);
     if (!m) return NULL;
     s->c = c;
     s->eps = eps;
@@ -499,7 +500,7 @@ nn_module *nn_embedding(int64_t num, int64_t dim, ad_dtype dtype, ad_rng *rng)
     int rc = check_sized("nn_embedding", dtype, "num_embeddings and embedding_dim", num, dim,
                          rng);
     embedding_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &EMBEDDING, s);
+    nn_module *m = new_module("nn_embedding", rc, &EMBEDDING, s);
     if (!m) return NULL;
     s->num = num;
     s->dim = dim;
@@ -572,18 +573,18 @@ nn_module *nn_leaky_relu(double slope)
                              : ad_set_error("nn_leaky_relu: negative_slope must be finite, got %g",
                                             slope);
     act_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
-    nn_module *m = new_module(rc, &LEAKY_RELU, s);
+    nn_module *m = new_module("nn_leaky_relu", rc, &LEAKY_RELU, s);
     if (m) s->slope = slope;
     return m;
 }
 
-static nn_module *dim_act(const nn_module_type *type, int dim)
+static nn_module *dim_act(const char *fn, const nn_module_type *type, int dim)
 {
     act_state *s = ad_calloc(1, sizeof *s);
-    nn_module *m = new_module(0, type, s);
+    nn_module *m = new_module(fn, 0, type, s);
     if (m) s->dim = dim;
     return m;
 }
 
-nn_module *nn_softmax(int dim) { return dim_act(&SOFTMAX, dim); }
-nn_module *nn_log_softmax(int dim) { return dim_act(&LOG_SOFTMAX, dim); }
+nn_module *nn_softmax(int dim) { return dim_act("nn_softmax", &SOFTMAX, dim); }
+nn_module *nn_log_softmax(int dim) { return dim_act("nn_log_softmax", &LOG_SOFTMAX, dim); }

@@ -101,7 +101,7 @@ static inline void nn__st(void *p, ad_dtype dt, int64_t i, double v)
 void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
 
 /* Sum of squares of all elements of t (any strides), in double; -1 on error. */
-double nn__sum_sq(const ad_tensor *t);
+double nn__sum_sq(const char *fn, const ad_tensor *t);
 
 /* ---- random streams in checkpoints (state.c) ----------------------------
  * The model's registered streams (nn_module_set_rng), depth first, named

@@ -21,10 +21,10 @@ void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
     if (len < size) snprintf(buf + len, size - len, "]");
 }
 
-/* sum_i t_i^2 in double, one element after another (the same order, so
+/* sum_i t_i^2 in double (fn names an allocation that fails), one element after another (the same order, so
  * the same bits, on every path).  A contiguous float tensor (a gradient)
  * is read in place: the copy into doubles took as long as the sum. */
-double nn__sum_sq(const ad_tensor *t)
+double nn__sum_sq(const char *fn, const ad_tensor *t)
 {
     int64_t n = ad_numel(t);
     ad_dtype dt = ad_tensor_dtype(t);
@@ -43,7 +43,7 @@ double nn__sum_sq(const ad_tensor *t)
         return s;
     }
     double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
-    if (!v) return ad_set_error("nn: out of memory for %lld elements", (long long)n);
+    if (!v) return ad_set_error("%s: out of memory for %lld elements", fn, (long long)n);
     if (ad_to_array(t, v) != 0) {
         ad_free(v);
         return -1;

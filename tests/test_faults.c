@@ -79,6 +79,8 @@ static void expect_oom(const char *what)
     ck_assert_msg(strncmp(ad_error(), "ad_malloc:", 10) && strncmp(ad_error(), "ad_calloc:", 10) &&
                       strncmp(ad_error(), "ad_realloc:", 11),
                   "%s failed with the allocator's message only: %s", what, ad_error());
+    ck_assert_msg(strncmp(ad_error(), "nn:", 3),
+                  "%s failed with a message that names no function: %s", what, ad_error());
     if (getenv("FAULTS_VERBOSE")) fprintf(stderr, "  %s: %s\n", what, ad_error());
     ad_clear_error();
 }
