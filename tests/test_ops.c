@@ -130,6 +130,52 @@ START_TEST(gradgradcheck_row)
 }
 END_TEST
 
+/* Helpers of the runs below, each on the active tape t. */
+
+/* x[i] = in[i] copied onto t, requiring grad where in[i] does; x[skip] is
+ * left alone (-1: none). */
+static void copy_inputs(ad_tape *t, const op_row *r, ad_tensor **in, ad_tensor **x, int skip)
+{
+    for (int i = 0; i < r->nin; i++) {
+        if (i == skip) continue;
+        x[i] = ad_copy(t, in[i]);
+        ck_assert(x[i] != NULL);
+        if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
+    }
+}
+
+/* y's values in row-major order (malloc'd). */
+static double *values_of(const op_row *r, ad_tensor *y)
+{
+    int64_t n = ad_numel(y);
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    ck_assert_msg(ad_to_array(y, v) == 0, "%s (%s): %s", r->op, r->what, ad_error());
+    return v;
+}
+
+/* `passes` backward passes (with flags) of sum(y * w), with the fixed
+ * weights w_k = 0.5 + 0.25 (k mod 3), when y requires grad. */
+static void backward_weighted(const op_row *r, ad_tensor *y, unsigned flags, int passes)
+{
+    if (!ad_requires_grad(y)) return;
+    int64_t n = ad_numel(y);
+    ad_tensor *w = ad_empty(ad_tape_active(), ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
+    ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){n});
+    for (int64_t k = 0; k < n; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
+    for (int pass = 0; pass < passes; pass++)
+        ck_assert_msg(ad_backward(y, w, flags) == 0, "%s (%s): %s", r->op, r->what, ad_error());
+}
+
+/* x's gradient in row-major order (malloc'd), or NULL when it has none. */
+static double *grad_of(const ad_tensor *x)
+{
+    ad_tensor *g = ad_requires_grad(x) ? ad_tensor_grad(x) : NULL;
+    if (!g) return NULL;
+    double *v = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof *v);
+    ck_assert_int_eq(ad_to_array(g, v), 0);
+    return v;
+}
+
 /* Runs f on a tape and returns the output's values and, for every input
  * that requires grad, d(sum of output * w)/d(input) with fixed weights w. */
 static double *run_once(const op_row *r, ad_tensor **in, int64_t *nout, double **grads)
@@ -137,29 +183,13 @@ static double *run_once(const op_row *r, ad_tensor **in, int64_t *nout, double *
     ad_tape *t = ad_tape_new();
     ad_tape *prev = ad_tape_activate(t);
     ad_tensor *x[4];
-    for (int i = 0; i < r->nin; i++) {
-        x[i] = ad_copy(t, in[i]);
-        ck_assert(x[i] != NULL);
-        if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
-    }
+    copy_inputs(t, r, in, x, -1);
     ad_tensor *y = r->f(x, r->nin, r->ctx);
     ck_assert_msg(y != NULL, "%s (%s): %s", r->op, r->what, ad_error());
     *nout = ad_numel(y);
-    double *vals = malloc((size_t)*nout * sizeof *vals);
-    ck_assert_int_eq(ad_to_array(y, vals), 0);
-    if (ad_requires_grad(y)) {
-        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
-        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
-        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
-        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
-    }
-    for (int i = 0; i < r->nin; i++) {
-        grads[i] = NULL;
-        ad_tensor *g = ad_requires_grad(x[i]) ? ad_tensor_grad(x[i]) : NULL;
-        if (!g) continue;
-        grads[i] = malloc((size_t)ad_numel(g) * sizeof(double));
-        ad_to_array(g, grads[i]);
-    }
+    double *vals = values_of(r, y);
+    backward_weighted(r, y, 0, 1);
+    for (int i = 0; i < r->nin; i++) grads[i] = grad_of(x[i]);
     ad_tape_activate(prev);
     ad_tape_free(t);
     return vals;
@@ -272,14 +302,8 @@ static double *run_layout(const op_row *r, ad_tensor **in, int layout, int64_t *
     ad_tensor *y = r->f(x, r->nin, r->ctx);
     ck_assert_msg(y != NULL, "%s (%s), layout %d: %s", r->op, r->what, layout, ad_error());
     *nout = ad_numel(y);
-    double *vals = malloc((size_t)(*nout ? *nout : 1) * sizeof *vals);
-    ck_assert_int_eq(ad_to_array(y, vals), 0);
-    if (ad_requires_grad(y)) {
-        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
-        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
-        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
-        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
-    }
+    double *vals = values_of(r, y);
+    backward_weighted(r, y, 0, 1);
     for (int i = 0; i < r->nin; i++) {
         grads[i] = NULL;
         ad_tensor *g = ad_requires_grad(base[i]) ? ad_tensor_grad(base[i]) : NULL;
@@ -364,30 +388,14 @@ static double *run_aliased(const op_row *r, ad_tensor **in, int i0, int i1, int6
     ad_tape *t = ad_tape_new();
     ad_tape *prev = ad_tape_activate(t);
     ad_tensor *x[4];
-    for (int i = 0; i < r->nin; i++) {
-        if (i == i1) continue;
-        x[i] = ad_copy(t, in[i]);
-        ck_assert(x[i] != NULL);
-        if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
-    }
+    copy_inputs(t, r, in, x, i1);
     x[i1] = x[i0];
     ad_tensor *y = r->f(x, r->nin, r->ctx);
     ck_assert_msg(y != NULL, "%s (%s), aliased: %s", r->op, r->what, ad_error());
     *nout = ad_numel(y);
-    double *vals = malloc((size_t)(*nout ? *nout : 1) * sizeof *vals);
-    ck_assert_int_eq(ad_to_array(y, vals), 0);
-    *grad = NULL;
-    if (ad_requires_grad(y)) {
-        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
-        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
-        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
-        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
-        ad_tensor *g = ad_tensor_grad(x[i0]);
-        if (g) {
-            *grad = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof(double));
-            ck_assert_int_eq(ad_to_array(g, *grad), 0);
-        }
-    }
+    double *vals = values_of(r, y);
+    backward_weighted(r, y, 0, 1);
+    *grad = ad_requires_grad(y) ? grad_of(x[i0]) : NULL;
     ad_tape_activate(prev);
     ad_tape_free(t);
     return vals;
@@ -449,11 +457,7 @@ static double *run_replayed(const op_row *r, ad_tensor **first, ad_tensor **seco
     ad_tape *prev = ad_tape_activate(t);
     ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
     ad_tensor *x[4];
-    for (int i = 0; i < r->nin; i++) {
-        x[i] = ad_copy(t, first[i]);
-        ck_assert(x[i] != NULL);
-        if (ad_requires_grad(first[i])) ad_set_requires_grad(x[i], true);
-    }
+    copy_inputs(t, r, first, x, -1);
     ad_tensor *y = r->f(x, r->nin, r->ctx);
     ck_assert_msg(y != NULL, "%s (%s): %s", r->op, r->what, ad_error());
     for (size_t k = 0; k < ad_tape_num_nodes(t); k++) {
@@ -470,21 +474,9 @@ static double *run_replayed(const op_row *r, ad_tensor **first, ad_tensor **seco
     *switches = ad_tape_replay(t, r->nin, x, second);
     ck_assert_msg(*switches >= 0, "%s (%s): replay: %s", r->op, r->what, ad_error());
     *nout = ad_numel(y);
-    double *vals = malloc((size_t)(*nout ? *nout : 1) * sizeof *vals);
-    ck_assert_msg(ad_to_array(y, vals) == 0, "%s (%s), replayed: %s", r->op, r->what, ad_error());
-    if (ad_requires_grad(y)) {
-        ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
-        ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){*nout});
-        for (int64_t k = 0; k < *nout; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
-        ck_assert_msg(ad_backward(y, w, 0) == 0, "%s: %s", r->op, ad_error());
-    }
-    for (int i = 0; i < r->nin; i++) {
-        grads[i] = NULL;
-        ad_tensor *g = ad_requires_grad(x[i]) ? ad_tensor_grad(x[i]) : NULL;
-        if (!g) continue;
-        grads[i] = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof(double));
-        ad_to_array(g, grads[i]);
-    }
+    double *vals = values_of(r, y);
+    backward_weighted(r, y, 0, 1);
+    for (int i = 0; i < r->nin; i++) grads[i] = grad_of(x[i]);
     ad_tape_activate(prev);
     ad_tape_free(t);
     return vals;
@@ -548,11 +540,7 @@ static void no_grad_values_match(int _i)
         ad_tape *prev = ad_tape_activate(t);
         bool was = ad_set_grad_enabled(false);
         ad_tensor *x[4];
-        for (int i = 0; i < r->nin; i++) {
-            x[i] = ad_copy(t, in[i]);
-            ck_assert(x[i] != NULL);
-            if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
-        }
+        copy_inputs(t, r, in, x, -1);
         ad_tensor *y = r->f(x, r->nin, r->ctx);
         ad_set_grad_enabled(was);
         ck_assert_msg(y != NULL, "%s (%s), gradients off: %s", r->op, r->what, ad_error());
@@ -562,8 +550,7 @@ static void no_grad_values_match(int _i)
                       "%s (%s): recorded %zu nodes with gradients off", r->op, r->what,
                       ad_tape_num_nodes(t));
         ck_assert_int_eq(ad_numel(y), n0);
-        double *v1 = malloc((size_t)(n0 ? n0 : 1) * sizeof *v1);
-        ck_assert_int_eq(ad_to_array(y, v1), 0);
+        double *v1 = values_of(r, y);
         for (int64_t k = 0; k < n0; k++)
             ck_assert_msg(near(v0[k], v1[k], dt),
                           "%s (%s), %s, gradients off: value %d = %.17g, recorded %.17g", r->op,
@@ -599,35 +586,21 @@ static void backward_again_matches(int _i)
         ad_tape *t = ad_tape_new();
         ad_tape *prev = ad_tape_activate(t);
         ad_tensor *x[4];
-        for (int i = 0; i < r->nin; i++) {
-            x[i] = ad_copy(t, in[i]);
-            ck_assert(x[i] != NULL);
-            if (ad_requires_grad(in[i])) ad_set_requires_grad(x[i], true);
-        }
+        copy_inputs(t, r, in, x, -1);
         ad_tensor *y = r->f(x, r->nin, r->ctx);
         ck_assert_msg(y != NULL, "%s (%s): %s", r->op, r->what, ad_error());
-        if (ad_requires_grad(y)) {
-            ad_tensor *w = ad_empty(t, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y));
-            ad_tensor *wf = ad_reshape(w, 1, (int64_t[]){n0});
-            for (int64_t k = 0; k < n0; k++) ad_set(wf, (int64_t[]){k}, 0.5 + 0.25 * (double)(k % 3));
-            for (int pass = 0; pass < (mode ? 1 : 2); pass++)
-                ck_assert_msg(ad_backward(y, w, flags) == 0, "%s (%s), %s: %s", r->op, r->what,
-                              how, ad_error());
-        }
-        double *v1 = malloc((size_t)(n0 ? n0 : 1) * sizeof *v1);
-        ck_assert_int_eq(ad_to_array(y, v1), 0);
+        backward_weighted(r, y, flags, mode ? 1 : 2);
+        double *v1 = values_of(r, y);
         for (int64_t k = 0; k < n0; k++)
             ck_assert_msg(v0[k] == v1[k] || (isnan(v0[k]) && isnan(v1[k])),
                           "%s (%s): value %d = %.17g after a %s, %.17g before", r->op, r->what,
                           (int)k, v1[k], how, v0[k]);
         for (int i = 0; i < r->nin; i++) {
-            ad_tensor *g = ad_requires_grad(x[i]) ? ad_tensor_grad(x[i]) : NULL;
-            ck_assert_msg((g == NULL) == (g0[i] == NULL), "%s (%s), %s: gradient presence differs",
-                          r->op, r->what, how);
-            if (!g) continue;
-            double *gv = malloc((size_t)(ad_numel(g) ? ad_numel(g) : 1) * sizeof *gv);
-            ck_assert_int_eq(ad_to_array(g, gv), 0);
-            for (int64_t k = 0; k < ad_numel(g); k++) {
+            double *gv = grad_of(x[i]);
+            ck_assert_msg((gv == NULL) == (g0[i] == NULL),
+                          "%s (%s), %s: gradient presence differs", r->op, r->what, how);
+            if (!gv) continue;
+            for (int64_t k = 0; k < ad_numel(in[i]); k++) {
                 double want = mode ? g0[i][k] : 2 * g0[i][k];
                 ck_assert_msg(near(want, gv[k], AD_FLOAT64),
                               "%s (%s), %s: grad of input %d [%d] = %.17g, expected %.17g", r->op,
