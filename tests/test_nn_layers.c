@@ -266,6 +266,18 @@ static double *values_of(const nn_named_tensors *l, int64_t *n)
     return v;
 }
 
+/* The values of nn_forward(m, x), recorded on the active tape (malloc'd,
+ * *n of them). */
+static double *forward_values(const layer_row *r, nn_module *m, ad_tensor *x, int64_t *n)
+{
+    ad_tensor *y = nn_forward(m, x);
+    ck_assert_msg(y != NULL, "%s (%s): %s", r->ctor, r->what, ad_error());
+    *n = ad_numel(y);
+    double *v = malloc((size_t)(*n ? *n : 1) * sizeof *v);
+    ck_assert_int_eq(ad_to_array(y, v), 0);
+    return v;
+}
+
 static bool same_bits(const double *a, const double *b, int64_t n)
 {
     return n == 0 || memcmp(a, b, (size_t)n * sizeof *a) == 0;
@@ -370,16 +382,7 @@ START_TEST(forward_changes_nothing_it_should_not)
         double *b0 = values_of(bufs, &nb);
         ad_tape *t = ad_tape_new();
         ad_tape *prev = ad_tape_activate(t);
-        ad_tensor *y1 = nn_forward(m, x);
-        ck_assert_msg(y1 != NULL, "%s (%s): %s", r->ctor, r->what, ad_error());
-        n1 = ad_numel(y1);
-        double *v1 = malloc((size_t)(n1 ? n1 : 1) * sizeof *v1);
-        ck_assert_int_eq(ad_to_array(y1, v1), 0);
-        ad_tensor *y2 = nn_forward(m, x);
-        ck_assert_msg(y2 != NULL, "%s (%s): %s", r->ctor, r->what, ad_error());
-        n2 = ad_numel(y2);
-        double *v2 = malloc((size_t)(n2 ? n2 : 1) * sizeof *v2);
-        ck_assert_int_eq(ad_to_array(y2, v2), 0);
+        double *v1 = forward_values(r, m, x, &n1), *v2 = forward_values(r, m, x, &n2);
         ad_tape_activate(prev);
         ad_tape_free(t);
         int64_t np1;
@@ -443,14 +446,9 @@ START_TEST(checkpoint_carries_the_layer)
     for (int mode = 0; mode < 2; mode++) {
         ck_assert_int_eq(nn_train(a, mode == 0), 0);
         ck_assert_int_eq(nn_train(b, mode == 0), 0);
-        ad_tensor *ya = nn_forward(a, x), *yb = nn_forward(b, x);
-        ck_assert_msg(ya && yb, "%s: %s", r->ctor, ad_error());
-        int64_t n = ad_numel(ya);
-        double *va = malloc((size_t)(n ? n : 1) * sizeof *va);
-        double *vb = malloc((size_t)(n ? n : 1) * sizeof *vb);
-        ck_assert_int_eq(ad_to_array(ya, va), 0);
-        ck_assert_int_eq(ad_to_array(yb, vb), 0);
-        ck_assert_msg(ad_numel(yb) == n && same_bits(va, vb, n),
+        int64_t n, nb;
+        double *va = forward_values(r, a, x, &n), *vb = forward_values(r, b, x, &nb);
+        ck_assert_msg(nb == n && same_bits(va, vb, n),
                       "%s (%s): the model loaded from the checkpoint differs in %s mode", r->ctor,
                       r->what, mode ? "eval" : "training");
         free(va);
@@ -523,13 +521,7 @@ static double *train_three_steps(const layer_row *r, int row, bool fresh, int th
     nn_named_tensors_free(bufs);
     nn_named_tensors *sd = nn_state_dict(m);
     ck_assert(sd != NULL);
-    *n = 0;
-    for (int i = 0; i < sd->n; i++) *n += ad_numel(sd->tensors[i]);
-    double *v = malloc((size_t)(*n ? *n : 1) * sizeof *v), *p = v;
-    for (int i = 0; i < sd->n; i++) {
-        ck_assert_int_eq(ad_to_array(sd->tensors[i], p), 0);
-        p += ad_numel(sd->tensors[i]);
-    }
+    double *v = values_of(sd, n);
     nn_named_tensors_free(sd);
     nn_trainer_free(tr);
     nn_optim_free(opt);
