@@ -132,20 +132,27 @@ static void mha_describe(const nn_module *m, char *buf, size_t size)
 
 static const nn_module_type MHA = {"MultiheadAttention", mha_forward, ad_free, mha_describe};
 
+/* The arguments an attention layer takes, checked for fn (the attention
+ * itself, or the block that makes one: the message names the function
+ * called).  0, or -1 with the error set. */
+static int check_attention(const char *fn, int64_t D, int64_t heads, double dropout,
+                           ad_dtype dtype, const ad_rng *rng)
+{
+    if (!nn__is_float(dtype))
+        return ad_set_error("%s: dtype must be AD_FLOAT32 or AD_FLOAT64, got %d", fn, (int)dtype);
+    if (D < 1 || heads < 1 || D % heads)
+        return ad_set_error("%s: d_model (%" PRId64 ") must be a positive multiple of heads (%"
+                            PRId64 ")", fn, D, heads);
+    if (!(dropout >= 0 && dropout < 1))
+        return ad_set_error("%s: dropout must be in [0, 1), got %g", fn, dropout);
+    return rng ? 0 : nn__null_arg(fn, "rng");
+}
+
 nn_module *nn_multihead_attention(int64_t D, int64_t heads, double dropout, bool causal, bool bias,
                                   ad_dtype dtype, ad_rng *rng, uint64_t seed)
 {
     const char *fn = "nn_multihead_attention";
-    int rc = 0;
-    if (!nn__is_float(dtype))
-        rc = ad_set_error("%s: dtype must be AD_FLOAT32 or AD_FLOAT64, got %d", fn, (int)dtype);
-    else if (D < 1 || heads < 1 || D % heads)
-        rc = ad_set_error("%s: d_model (%" PRId64 ") must be a positive multiple of heads (%"
-                          PRId64 ")", fn, D, heads);
-    else if (!(dropout >= 0 && dropout < 1))
-        rc = ad_set_error("%s: dropout must be in [0, 1), got %g", fn, dropout);
-    else if (!rng)
-        rc = nn__null_arg(fn, "rng");
+    int rc = check_attention(fn, D, heads, dropout, dtype, rng);
     mha_state *s = rc == 0 ? ad_calloc(1, sizeof *s) : NULL;
     if (rc == 0 && !s) ad_set_error("%s: out of memory", fn);
     nn_module *m = s ? nn_module_new(&MHA, s) : NULL;
@@ -306,21 +313,13 @@ nn_module *nn_transformer_block(int64_t D, int64_t heads, int64_t ff, double dro
                                 ad_dtype dtype, ad_rng *rng, uint64_t seed)
 {
     const char *fn = "nn_transformer_block";
-    /* the arguments its children would refuse, refused here so that the
+    /* what its attention child would refuse, refused here so that the
      * message names the function called */
-    int rc = 0;
-    if (ff < 1)
-        rc = ad_set_error("%s: ff must be >= 1, got %" PRId64, fn, ff);
-    else if (D < 1 || heads < 1 || D % heads)
-        rc = ad_set_error("%s: d_model (%" PRId64 ") must be a positive multiple of heads (%" PRId64
-                          ")", fn, D, heads);
-    else if (!(dropout >= 0 && dropout < 1))
-        rc = ad_set_error("%s: dropout must be in [0, 1), got %g", fn, dropout);
-    else if (!nn__is_float(dtype))
-        rc = ad_set_error("%s: dtype must be AD_FLOAT32 or AD_FLOAT64, got %d", fn, (int)dtype);
-    else if (!rng)
-        rc = nn__null_arg(fn, "rng");
-    if (rc) return NULL;
+    if (ff < 1) {
+        ad_set_error("%s: ff must be >= 1, got %" PRId64, fn, ff);
+        return NULL;
+    }
+    if (check_attention(fn, D, heads, dropout, dtype, rng)) return NULL;
     block_state *s = ad_calloc(1, sizeof *s);
     nn_module *m = s ? nn_module_new(&BLOCK, s) : NULL;
     if (!m) {
