@@ -6,7 +6,7 @@
  * its output.  Each node's rule turns the adjoint of its output (g = dL/dy)
  * into adjoints of its inputs (dL/dx = g * dy/dx, the chain rule), which are
  * summed when an input is used more than once. */
-#include "tape_impl.h"
+#include "backward_impl.h"
 
 /* The values n's rule reads must be those the forward used: an in-place
  * write since recording (a new batch loaded into the input, an optimiser
@@ -29,14 +29,6 @@ static int check_saved(const char *fn, const ad_node *n)
     }
     return 0;
 }
-
-/* Where a computed gradient goes: with targets (ad_gradients) into the
- * matching slot, without (ad_backward) into leaves' grad. */
-typedef struct sink {
-    int n;
-    ad_tensor *const *targets;
-    ad_tensor **grads;
-} sink;
 
 static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create)
 {
@@ -156,9 +148,9 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
 
 /* A rule may write its result over g, the adjoint it consumes, instead of
  * into a new tensor, and return g as that gradient, when g is the block
- * reclaim would give back after the rule anyway (reclaim_begin's r->g: the
+ * reclaim would give back after the rule anyway (ad__reclaim_begin's r->g: the
  * arena's top block, made by the previous rule and held by nothing but
- * this node; reclaim_end moves the result down into its place).  Written
+ * this node; ad__reclaim_end moves the result down into its place).  Written
  * in place there is nothing to move: for an elementwise rule over a
  * feed-forward activation, a copy of 4 MB per pass. */
 bool ad__grad_donated(const ad_node *n, const ad_tensor *g)
@@ -310,251 +302,6 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     return 0;
 }
 
-/* ---- giving a rule's temporaries back --------------------------------------------
- * Without AD_CREATE_GRAPH, what a rule allocates is dead once its
- * gradients are handed on, except what they became: a first gradient
- * that is now its input's adjoint, a new sum, a leaf's new gradient
- * buffer, a target's gradient.  Those few are moved down to where the
- * rule started and the rest of the arena space it took is given back, so
- * the pass holds the forward's values, the adjoints, and one rule's
- * temporaries at a time instead of every rule's until the reset. */
-
-enum { RECLAIM_MAX = 32 };
-
-typedef struct reclaim {
-    ad_arena_mark m;
-    ad_tensor *g;        /* the adjoint the rule consumes, when it is the arena's top block */
-    ad_arena_mark floor; /* where that block starts */
-    held *held; /* the tape's references before the rule (a view of a
-                   persistent weight takes one, in the arena) */
-    int n;
-    ad_tensor **slot[RECLAIM_MAX];
-    ad_tensor *owner[RECLAIM_MAX]; /* whose adj or grad the slot is; NULL: a target's */
-    ad_tensor *before[RECLAIM_MAX];
-} reclaim;
-
-/* The adjoint the last reclaim moved down, when it was the only tensor
- * moved and the only slot's: in a chain it is the next node's g, and if
- * nothing was allocated since it is the arena's top block, which that
- * node's reclaim can give back too once g is consumed. */
-static _Thread_local struct {
-    const ad_tape *t;
-    const ad_tensor *y;
-    ad_arena_mark before, after;
-} top_adj;
-
-static bool same_mark(ad_arena_mark a, ad_arena_mark b)
-{
-    return a.chunk == b.chunk && a.chunk_used == b.chunk_used && a.used == b.used;
-}
-
-/* Notes the slots n's pass may change; false when it is not safe or not
- * worth it (the graph recorded; a trace or the anomaly check looks at the
- * gradients; more slots than the fixed array holds).  When g, the adjoint the rule
- * consumes, is the top block top_adj describes, its start is noted too. */
-static bool reclaim_begin(ad_tape *t, const ad_node *n, ad_tensor *g, const sink *sk, bool create,
-                          reclaim *r)
-{
-    r->g = NULL;
-    if (create || ad__tracing() || ad__anomaly_on() || n->nin + sk->n > RECLAIM_MAX) return false;
-    r->n = 0;
-    if (top_adj.t == t && top_adj.y == g && same_mark(top_adj.after, ad__arena_mark(&t->arena))) {
-        r->g = g;
-        r->floor = top_adj.before;
-    }
-    top_adj.y = NULL;
-    for (int k = 0; k < n->nin; k++) {
-        ad_tensor *x = n->in[k];
-        if (!x->requires_grad) continue;
-        if (!x->node && x->tape != t) continue;
-        r->owner[r->n] = x;
-        r->slot[r->n++] = x->node ? &x->adj : &x->grad;
-    }
-    for (int i = 0; sk->targets && i < sk->n; i++) {
-        r->owner[r->n] = NULL;
-        r->slot[r->n++] = &sk->grads[i];
-    }
-    for (int i = 0; i < r->n; i++) r->before[i] = *r->slot[i];
-    r->m = ad__arena_mark(&t->arena);
-    r->held = t->held;
-    return true;
-}
-
-/* Where ad__arena_take will put the next n bytes: its walk over the
- * chunks repeated (those after a rewind's chunk are empty), NULL for a
- * chunk it would have to add (new memory, which holds none of the
- * tensors being moved). */
-typedef struct arena_sim {
-    const ad_arena_chunk *c;
-    size_t used;
-} arena_sim;
-
-static unsigned char *sim_take(arena_sim *s, size_t n)
-{
-    n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-    while (s->c && s->used + n > s->c->size) s->c = s->c->next, s->used = 0;
-    if (!s->c) return NULL;
-    unsigned char *p = s->c->base + s->used;
-    s->used += n;
-    return p;
-}
-
-static bool overlap(const unsigned char *a, size_t na, const unsigned char *b, size_t nb)
-{
-    return a < b + nb && b < a + na;
-}
-
-/* Whether a tensor re-made as storage [st, st + stn) and data [d, d + dn)
- * lands on the bytes [x, x + n).  The two blocks are checked apart: the
- * data goes to the next chunk when the storage's has no room left, and
- * one span from st to the data's end would then wrap around when that
- * chunk lies lower in memory. */
-static bool lands_on(const unsigned char *st, size_t stn, const unsigned char *d, size_t dn,
-                     const unsigned char *x, size_t n)
-{
-    return overlap(st, stn, x, n) || (dn && overlap(d, dn, x, n));
-}
-
-/* Whether the moved tensors can be re-made straight from where they are
- * instead of through a copy at the arena's top (two copies of a rule's
- * result, 5.5 MB for a convolution's input gradient): re-made from `to`
- * on in order of address (sorted here), tensor j's storage and data must
- * not land on the data of a later one, and on its own only at or below
- * it (one forward memmove, or none when it is already in place).  Each
- * must be contiguous, so its data is one run of bytes[j]. */
-static bool reclaim_in_place(const ad_arena *a, ad_arena_mark to, ad_tensor **old,
-                             size_t *bytes, int nm, const void **src_out, const void **dst_out)
-{
-    const unsigned char *src[RECLAIM_MAX];
-    for (int j = 1; j < nm; j++) /* insertion sort by address: nm is a handful */
-        for (int k = j; k > 0 && (uintptr_t)old[k]->storage->data <
-                                     (uintptr_t)old[k - 1]->storage->data; k--) {
-            ad_tensor *x = old[k];
-            size_t b = bytes[k];
-            old[k] = old[k - 1], bytes[k] = bytes[k - 1];
-            old[k - 1] = x, bytes[k - 1] = b;
-        }
-    for (int j = 0; j < nm; j++) {
-        if (!ad_is_contiguous(old[j])) return false;
-        src[j] = (const unsigned char *)old[j]->storage->data +
-                 (size_t)old[j]->offset * ad_dtype_size(old[j]->dtype);
-    }
-    arena_sim s = {to.chunk ? to.chunk : a->first, to.chunk ? to.chunk_used : 0};
-    const size_t stn = (sizeof(ad_storage) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-    for (int j = 0; j < nm; j++) {
-        /* ad__alloc's two blocks: the storage, then the data */
-        const unsigned char *st = sim_take(&s, sizeof(ad_storage));
-        const unsigned char *d = st ? sim_take(&s, bytes[j] ? bytes[j] : 1) : NULL;
-        dst_out[j] = d;
-        if (!st || !d) continue; /* new memory from here on */
-        if (lands_on(st, stn, d, bytes[j], src[j], bytes[j]) && d > src[j]) return false;
-        for (int k = j + 1; k < nm; k++)
-            if (lands_on(st, stn, d, bytes[j], src[k], bytes[k])) return false;
-    }
-    for (int j = 0; j < nm; j++) src_out[j] = src[j];
-    return true;
-}
-
-/* The slots' new tensors that live in the space since the mark are
- * copied to the arena's top (or, when reclaim_in_place allows, left
- * where they are), everything since the mark is given back, and they
- * are made again from the mark on (below the copy: they are a part of
- * what the rule took) with the same values. */
-static int reclaim_end(ad_tape *t, reclaim *r)
-{
-    ad_tensor *old[RECLAIM_MAX];
-    size_t bytes[RECLAIM_MAX], total = 0;
-    const void *src[RECLAIM_MAX], *land[RECLAIM_MAX];
-    int nm = 0;
-    for (int i = 0; i < r->n; i++) {
-        ad_tensor *x = *r->slot[i];
-        if (!x || x == r->before[i] || !ad__arena_since(&t->arena, r->m, x->storage)) continue;
-        bool seen = false;
-        for (int j = 0; j < nm && !seen; j++) seen = old[j] == x;
-        if (seen) continue;
-        bytes[nm] = (size_t)ad__numel(x->ndim, x->shape) * ad_dtype_size(x->dtype);
-        total += bytes[nm];
-        old[nm++] = x;
-    }
-    /* g, the top block, goes too when nothing now refers to its storage */
-    bool g_dead = r->g != NULL;
-    for (int i = 0; i < r->n && g_dead; i++)
-        g_dead = !*r->slot[i] || (*r->slot[i])->storage != r->g->storage;
-    /* Giving g back means moving the results down over it; when they are
-     * more than twice its size (an attention's [B, T, 3D] gradient over
-     * its [B, T, D] adjoint, a cross-entropy's logits gradient over a
-     * scalar) g's block stays where it is until the reset instead: a hole
-     * of less than half the bytes a move would copy. */
-    if (g_dead && total > 2 * (r->m.used - r->floor.used)) g_dead = false;
-    ad_arena_mark to = g_dead ? r->floor : r->m;
-    bool in_place = nm && reclaim_in_place(&t->arena, to, old, bytes, nm, src, land);
-    if (!in_place) {
-        unsigned char *top = total ? ad__arena_alloc(t, total) : NULL;
-        if (total && !top) return 0; /* no room to move them: keep everything, as before */
-        size_t off = 0;
-        for (int j = 0; j < nm; j++) {
-            ad_storage st = {.data = top + off};
-            ad_tensor dst = *old[j];
-            dst.storage = &st;
-            dst.offset = 0;
-            ad__contig_strides(dst.ndim, dst.shape, dst.strides);
-            ad__copy_same(&dst, old[j]);
-            src[j] = top + off;
-            off += bytes[j];
-        }
-    }
-    /* the rule's views of persistent tensors are as dead as the rest */
-    ad__tape_release_after(t, r->held, t->fixups);
-    ad__arena_rewind(&t->arena, to);
-    for (int j = 0; j < nm; j++) {
-        ad_tensor *y = ad__alloc("ad_backward", t, old[j]->dtype, old[j]->ndim, old[j]->shape);
-        if (!y) { /* no memory for a header: the slots not moved yet go back to what
-                     they were before the rule, as for a node that failed */
-            for (int i = 0; i < r->n; i++)
-                for (int k = j; k < nm; k++)
-                    if (*r->slot[i] == old[k]) *r->slot[i] = r->before[i];
-            return -1;
-        }
-        /* reclaim_in_place foresaw where it lands (NULL: a new chunk) */
-        assert(!in_place || !land[j] || y->storage->data == land[j]);
-        if (y->storage->data != src[j]) memmove(y->storage->data, src[j], bytes[j]);
-        int refs = 0, adj_refs = 0;
-        for (int i = 0; i < r->n; i++)
-            if (*r->slot[i] == old[j]) {
-                *r->slot[i] = y;
-                refs++;
-                adj_refs += r->owner[i] && r->slot[i] == &r->owner[i]->adj;
-            }
-        if (nm == 1 && refs == 1 && adj_refs == 1) {
-            top_adj.t = t;
-            top_adj.y = y;
-            top_adj.before = to;
-            top_adj.after = ad__arena_mark(&t->arena);
-        }
-    }
-    if (nm == 0 && r->g && !g_dead) {
-        /* The rule handed g itself on (written over, ad__grad_donated):
-         * when it is one input's adjoint alone it is still the top block,
-         * which the next node's reclaim can give back once consumed. */
-        int refs = 0, adj_refs = 0, shared = 0;
-        for (int i = 0; i < r->n; i++) {
-            ad_tensor *x = *r->slot[i];
-            if (x == r->g) {
-                refs++;
-                adj_refs += r->owner[i] && r->slot[i] == &r->owner[i]->adj;
-            } else if (x && x->storage == r->g->storage) {
-                shared++;
-            }
-        }
-        if (refs == 1 && adj_refs == 1 && !shared) {
-            top_adj.t = t;
-            top_adj.y = r->g;
-            top_adj.before = r->floor;
-            top_adj.after = ad__arena_mark(&t->arena);
-        }
-    }
-    return 0;
-}
 
 /* n's backward, with the inputs' skip marks (accumulate_inputs) cleared
  * whatever happened, and the rule's temporaries given back. */
@@ -562,12 +309,12 @@ static int backward_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, c
                          bool create)
 {
     reclaim r;
-    r.n = 0; /* read only when reclaim_begin says yes; set for the compiler */
+    r.n = 0; /* read only when ad__reclaim_begin says yes; set for the compiler */
     r.held = NULL;
-    bool give = reclaim_begin(t, n, g, sk, create, &r);
+    bool give = ad__reclaim_begin(t, n, g, sk, create, &r);
     int rc = run_node(fn, t, n, g, sk, create, give ? &r.m : NULL, give ? r.g : NULL);
     n->skip = 0;
-    if (rc == 0 && give) rc = reclaim_end(t, &r);
+    if (rc == 0 && give) rc = ad__reclaim_end(t, &r);
     return rc;
 }
 
@@ -678,7 +425,7 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
                          bool retain, const sink *sk)
 {
     ad_tape *t = out->tape;
-    top_adj.y = NULL;
+    ad__reclaim_pass_start();
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
     if (!seed || deliver(t, sk, out, seed, create)) return -1;
