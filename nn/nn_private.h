@@ -118,6 +118,13 @@ void nn__rngs_free(int n, char **names, ad_rng **rngs);
 /* Whether m or a descendant holds a buffer (BatchNorm's running
  * statistics): a walk of the tree that allocates nothing. */
 bool nn__module_has_buffers(const struct nn_module *m);
+/* The count a checkpoint's metadata holds under key, as a non-negative
+ * integer, in *out (nn/state.c).  A missing key is an I/O error
+ * "fn: path: no "key" in its metadata: <missing>", a value that is not a
+ * count another; -1 then. */
+struct nn_safetensors_info;
+int nn__meta_count(const char *fn, const char *path, const struct nn_safetensors_info *info,
+                   const char *key, const char *missing, int64_t *out);
 /* A new persistent int64 [2] tensor holding r, or NULL. */
 ad_tensor *nn__rng_tensor(const ad_rng *r);
 /* r from a tensor nn__rng_tensor made (and a load filled). */

@@ -254,13 +254,11 @@ static const char *meta_get(const nn_safetensors_info *info, const char *key)
     return NULL;
 }
 
-static int meta_count(const char *fn, const char *path, const nn_safetensors_info *info,
-                      const char *key, int64_t *out)
+int nn__meta_count(const char *fn, const char *path, const struct nn_safetensors_info *info,
+                   const char *key, const char *missing, int64_t *out)
 {
     const char *v = meta_get(info, key);
-    if (!v)
-        return nn__err_io(fn, "%s: no \"%s\" in its metadata: not saved by nn_checkpoint_save",
-                          path, key);
+    if (!v) return nn__err_io(fn, "%s: no \"%s\" in its metadata: %s", path, key, missing);
     char *end;
     long long n = strtoll(v, &end, 10);
     if (*v == '\0' || *end != '\0' || n < 0)
@@ -292,8 +290,10 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
     if (!info) return -1;
     parts p;
     int64_t epoch = 0, step = 0;
-    int rc = meta_count(fn, path, info, KEY_EPOCH, &epoch) ||
-                     meta_count(fn, path, info, KEY_STEP, &step) || collect(fn, ck, &p)
+    const char *missing = "not saved by nn_checkpoint_save";
+    int rc = nn__meta_count(fn, path, info, KEY_EPOCH, missing, &epoch) ||
+                     nn__meta_count(fn, path, info, KEY_STEP, missing, &step) ||
+                     collect(fn, ck, &p)
                  ? -1
                  : 0;
     if (rc) p = (parts){0};

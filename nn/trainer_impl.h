@@ -1,6 +1,6 @@
 /* nn/trainer_impl.h - the trainer's structure, shared by trainer.c (the
- * loop, evaluation, checkpoints) and trainer_threads.c (a batch split among
- * threads); never installed. */
+ * loop, evaluation), trainer_checkpoint.c and trainer_threads.c (a batch
+ * split among threads); never installed. */
 #ifndef NN_TRAINER_IMPL_H
 #define NN_TRAINER_IMPL_H
 
