@@ -634,14 +634,14 @@ int nn_rnn_forward(nn_module *m, ad_tensor *x, ad_tensor *h0, ad_tensor *c0, ad_
     if (!x) return nn__null_arg(fn, "x"); /* here, not in the step it calls */
     /* the layer's own input-size check, so the message names the layer */
     int want = s->layers ? 3 : 2;
-    if (x && ad_ndim(x) == want && ad_size(x, want - 1) != s->in) {
+    if (ad_ndim(x) == want && ad_size(x, want - 1) != s->in) {
         char a[96], d[96];
         ad_shape_str(x, a, sizeof a);
         nn_module_describe(m, d, sizeof d);
         return ad_set_error("%s: %s: x is %s, its last dimension must be the input size %" PRId64,
                             fn, d, a, s->in);
     }
-    if (x && ad_ndim(x) == want && ad_tensor_dtype(x) != ad_tensor_dtype(s->w[0])) {
+    if (ad_ndim(x) == want && ad_tensor_dtype(x) != ad_tensor_dtype(s->w[0])) {
         char d[96];
         nn_module_describe(m, d, sizeof d);
         return ad_set_error("%s: %s: x is %s but the layer's parameters are %s", fn, d,

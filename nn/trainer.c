@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "checkpoint.h"
 #include "internal.h"
 #include "nn_private.h"
 #include "trainer_impl.h"

@@ -21,9 +21,10 @@ void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
     if (len < size) snprintf(buf + len, size - len, "]");
 }
 
-/* sum_i t_i^2 in double (fn names an allocation that fails), one element after another (the same order, so
- * the same bits, on every path).  A contiguous float tensor (a gradient)
- * is read in place: the copy into doubles took as long as the sum. */
+/* sum_i t_i^2 in double, one element after another (the same order, so
+ * the same bits, on every path); fn names an allocation that fails.  A
+ * contiguous float tensor (a gradient) is read in place: the copy into
+ * doubles took as long as the sum. */
 double nn__sum_sq(const char *fn, const ad_tensor *t)
 {
     int64_t n = ad_numel(t);
