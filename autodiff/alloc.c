@@ -8,6 +8,7 @@
  * code built on the public API is counted and fault-injected like the
  * core. */
 #define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -80,6 +81,87 @@ static _Atomic(ad__alloc_release_fn) cache_release;
 
 void ad__alloc_set_cache(ad__alloc_release_fn release) { atomic_store(&cache_release, release); }
 
+/* ---- a thread's own scratch ---------------------------------------------------------
+ * A buffer that belongs to one thread and outlives the call that asked
+ * for it (ad__thread_scratch, internal.h): where the parts of a matrix
+ * product split among threads pack their operands (gemm.c).  Each thread
+ * has one slot of a fixed table, claimed at its first call and given back
+ * by a thread-exit destructor (POSIX thread-specific data).  The table,
+ * not the threads, holds the buffers, so ad_set_allocator can free every
+ * one with the allocator that gave it (nothing of a program's allocator
+ * stays behind a switch; no other thread is in the library then), and a
+ * thread that never exits (the main one) leaves its buffer reachable, not
+ * lost.  A thread that finds no free slot, or no memory, gets NULL and its
+ * caller uses memory of its own. */
+#define SCRATCH_SLOTS 256
+
+typedef struct scratch_slot {
+    void *raw;  /* from ad__malloc: cap + 63 bytes, or NULL */
+    size_t cap; /* usable bytes from the first 64-byte boundary of raw */
+    bool used;  /* claimed by a live thread */
+} scratch_slot;
+
+/* Every field of every slot is read and written under scratch_mu: a lock
+ * taken once per part of a split product (tens of microseconds and more),
+ * never in a loop. */
+static scratch_slot scratch_slots[SCRATCH_SLOTS];
+static pthread_mutex_t scratch_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static pthread_key_t scratch_key;
+static bool scratch_key_made;
+
+static void scratch_thread_exit(void *slot)
+{
+    scratch_slot *s = slot;
+    pthread_mutex_lock(&scratch_mu);
+    ad__free(s->raw);
+    *s = (scratch_slot){NULL, 0, false};
+    pthread_mutex_unlock(&scratch_mu);
+}
+
+static void scratch_make_key(void)
+{
+    scratch_key_made = pthread_key_create(&scratch_key, scratch_thread_exit) == 0;
+}
+
+static void thread_scratch_release_all(void)
+{
+    pthread_mutex_lock(&scratch_mu);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        ad__free(scratch_slots[i].raw);
+        scratch_slots[i].raw = NULL;
+        scratch_slots[i].cap = 0;
+    }
+    pthread_mutex_unlock(&scratch_mu);
+}
+
+void *ad__thread_scratch(size_t n)
+{
+    pthread_once(&scratch_once, scratch_make_key);
+    if (!scratch_key_made || n > SIZE_MAX - 63) return NULL;
+    scratch_slot *s = pthread_getspecific(scratch_key);
+    void *p = NULL;
+    pthread_mutex_lock(&scratch_mu);
+    for (int i = 0; !s && i < SCRATCH_SLOTS; i++)
+        if (!scratch_slots[i].used) {
+            s = &scratch_slots[i];
+            s->used = true;
+            if (pthread_setspecific(scratch_key, s)) {
+                s->used = false;
+                s = NULL;
+                break;
+            }
+        }
+    if (s && s->cap < n) { /* grown to the largest request: products differ per call */
+        ad__free(s->raw);
+        s->raw = ad__malloc(n + 63);
+        s->cap = s->raw ? n : 0;
+    }
+    if (s && s->raw) p = (void *)(((uintptr_t)s->raw + 63) & ~(uintptr_t)63);
+    pthread_mutex_unlock(&scratch_mu);
+    return p;
+}
+
 int ad_set_allocator(const ad_allocator *a)
 {
     if (a && (!a->malloc_fn || !a->calloc_fn || !a->realloc_fn || !a->free_fn))
@@ -87,6 +169,7 @@ int ad_set_allocator(const ad_allocator *a)
                                            "must all be set");
     ad__alloc_release_fn release = atomic_load(&cache_release);
     if (release) release();
+    thread_scratch_release_all();
     current = a ? *a : libc_allocator;
     return 0;
 }

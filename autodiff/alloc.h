@@ -52,8 +52,10 @@
  *     Memory is always given back to the allocator that gave it, so a
  *     switch while objects are alive frees them with the wrong one.  The
  *     library keeps freed tapes and tensor headers in a process-wide pool
- *     (so that a stale handle reads a tombstone, not freed memory);
- *     ad_set_allocator first returns that pool to the allocator it came
+ *     (so that a stale handle reads a tombstone, not freed memory), and
+ *     each thread that ran a part of a matrix product split among threads
+ *     keeps its packing buffer (freed when the thread exits);
+ *     ad_set_allocator first returns both to the allocator they came
  *     from, after which a stale handle from before the switch is no longer
  *     caught.  Installing NULL at the end thus leaves nothing of the
  *     library allocated by the program's allocator.

@@ -293,6 +293,13 @@ void *ad__malloc(size_t n);
 void *ad__calloc(size_t n, size_t size);
 void *ad__realloc(void *p, size_t n);
 void ad__free(void *p);
+/* A buffer of at least n bytes, 64-byte aligned, that belongs to the
+ * calling thread: kept from call to call (grown when n is larger) until
+ * the thread exits or ad_set_allocator switches allocators, and written
+ * by no other thread.  Valid until this thread's next call.  NULL when
+ * out of memory or when too many threads hold one (the caller then uses
+ * memory of its own).  alloc.c. */
+void *ad__thread_scratch(size_t n);
 /* Blocks of this many bytes or more from the C library's allocator are
  * advised for transparent huge pages as they are made (alloc.c). */
 #define AD__HUGE_MIN ((size_t)4 << 20)

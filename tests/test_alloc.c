@@ -3,11 +3,13 @@
  * failures are the library's out-of-memory errors. */
 #include <malloc.h> /* malloc_usable_size, for the offset allocator */
 #include <nn/nn.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../autodiff/gemm.h"
 #include "../autodiff/internal.h"
 #include "optest.h"
 
@@ -350,6 +352,86 @@ START_TEST(tensor_data_starts_on_a_cache_line)
 }
 END_TEST
 
+/* A runner whose parts other than 0 each run on a thread of their own,
+ * made for the call and joined before the next part starts (one at a time:
+ * the counting allocator is not thread-safe), part 0 last on the caller. */
+typedef struct part_job {
+    ad_parallel_task task;
+    void *ctx;
+    int part, parts;
+} part_job;
+
+static void *run_part(void *arg)
+{
+    part_job *j = arg;
+    j->task(j->ctx, j->part, j->parts);
+    return NULL;
+}
+
+static void thread_runner(void *pool, ad_parallel_task task, void *ctx)
+{
+    int parts = *(int *)pool;
+    for (int p = parts - 1; p >= 1; p--) {
+        part_job j = {task, ctx, p, parts};
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, run_part, &j), 0);
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+    }
+    task(ctx, 0, parts);
+}
+
+/* The parts of a split product other than the caller's pack into buffers
+ * of their threads (ad__thread_scratch): from the installed allocator,
+ * given back when the thread exits, and by ad_set_allocator for a thread
+ * that has not; the product's bits are the one-thread product's. */
+START_TEST(thread_scratch_goes_back_to_its_allocator)
+{
+    enum { M = 70, K = 150, N = 90 };
+    static float a[M * K], b[K * N], want[M * N], got[M * N];
+    for (int i = 0; i < M * K; i++) a[i] = (float)((i * 7) % 13) - 6;
+    for (int i = 0; i < K * N; i++) b[i] = (float)((i * 5) % 11) / 4 - 1;
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ck_assert_int_eq(ad__gemm(NULL, AD_FLOAT32, M, N, K, a, K, 1, b, N, 1, want, N), 0);
+    counts c = {0};
+    ad_allocator al = counting(&c);
+    ck_assert_int_eq(ad_set_allocator(&al), 0);
+    int parts = 3;
+    ad__gemm_testing_parallel(1);
+    ck_assert_int_eq(ad_set_parallel_runner(thread_runner, &parts, parts), 0);
+    ck_assert_int_eq(ad__gemm(NULL, AD_FLOAT32, M, N, K, a, K, 1, b, N, 1, got, N), 0);
+    ck_assert_int_eq(ad_set_parallel_runner(NULL, NULL, 0), 0);
+    ad__gemm_testing_parallel(0);
+    ad__gemm_testing_choice(-1);
+    ck_assert(memcmp(want, got, sizeof want) == 0);
+    /* the product's own buffer (parts 0) and each part thread's: given
+     * back, the threads' at their exit */
+    ck_assert_int_ge(c.calls, 1 + (parts - 1));
+    ck_assert_int_eq(c.live, 0);
+    /* This thread's: kept from call to call, grown, aligned, written whole. */
+    long calls = c.calls;
+    char *p = ad__thread_scratch(1000);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq((int)((uintptr_t)p % 64), 0);
+    memset(p, 1, 1000);
+    ck_assert_ptr_eq(ad__thread_scratch(600), p);
+    ck_assert_int_eq(c.calls, calls + 1);
+    char *q = ad__thread_scratch(100000);
+    ck_assert_ptr_nonnull(q);
+    ck_assert_int_eq((int)((uintptr_t)q % 64), 0);
+    memset(q, 2, 100000);
+    ck_assert_int_eq(c.calls, calls + 2);
+    ck_assert_int_eq(c.live, 1);
+    /* a switch of allocator gives it back to the one that gave it */
+    ck_assert_int_eq(ad_set_allocator(NULL), 0);
+    ck_assert_int_eq(c.live, 0);
+    ck_assert_int_eq(c.bad, 0);
+    p = ad__thread_scratch(100);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 3, 100);
+    ck_assert_int_eq(c.calls, calls + 2); /* from the C library's now */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alloc");
@@ -359,6 +441,7 @@ int main(void)
     tcase_add_test(tc, incomplete_allocator_is_refused);
     tcase_add_test(tc, large_blocks_are_advised_huge_pages);
     tcase_add_test(tc, tensor_data_starts_on_a_cache_line);
+    tcase_add_test(tc, thread_scratch_goes_back_to_its_allocator);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
