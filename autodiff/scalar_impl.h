@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
 #define HOT static inline __attribute__((always_inline))
 #define COLD __attribute__((noinline, cold))
 
