@@ -420,7 +420,10 @@ static inline void sweep_edge(double *restrict adj, sop_link e, double dq, uint3
     *last_arg = e.arg;
 }
 
-static void sweep(struct ad_scalar_tape *st, uint32_t top)
+/* On a cache line of its own start, so that code added elsewhere does not
+ * move its loop across fetch blocks (as it did walk_fast's handlers,
+ * scalar_replay.c). */
+__attribute__((aligned(64))) static void sweep(struct ad_scalar_tape *st, uint32_t top)
 {
     double *restrict adj = st->adj;
     const sop_link *restrict l = st->link;
