@@ -397,9 +397,11 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
  * predicts (a select would wait for the load all the same): 15 % less time
  * in the sweep at n = 1e4, 5-7 % less in a replayed gradient at 1e5 (AMD
  * EPYC, bench/rosenbrock).  On random graphs of 4e5 nodes, 11-29 % less
- * whether none, half or all of the first operands are the node before; 15 %
- * more on the one kind measured slower, where four nodes in five do not
- * reach y and no operand is the node before (docs/benchmarks.md).  The
+ * whether none, half or all of the first operands are the node before;
+ * but 15 % more, up to twice as much, on graphs that are mostly dead code
+ * (four nodes in five do not reach y) with operands drawn at random, where
+ * the branch mispredicts (docs/benchmarks.md).  Tapes recorded by programs
+ * repeat the pattern of their loops, which the predictor learns.  The
  * sums are the same, so are the bits.
  *
  * The edges' two arrays are read backwards in a stream; the hardware
