@@ -133,7 +133,7 @@ static _Thread_local direct_state direct;
  * would do exactly that: ad_backward (not ad_gradients, whose results go
  * elsewhere), first order, no anomaly check or trace (both look at the
  * gradient tensor), and the leaf holds a contiguous buffer of its own. */
-ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *set)
 {
     if (direct.node != n || direct.sk->targets || direct.create || k >= 32 ||
         (direct.done & (1u << k)) || ad__anomaly_on() || ad__tracing())
@@ -143,7 +143,23 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k)
         !ad__same_shape(gb, x) || !ad_is_contiguous(gb))
         return NULL;
     direct.done |= 1u << k;
+    *set = ad__leaf_grad_first(x);
     return gb;
+}
+
+/* AD_SET_GRAD: the id of the pass this thread runs (0: the pass adds), a
+ * number no other pass of the process has had, so that a leaf's
+ * grad_pass says whether this pass has written its grad yet.  A pass run
+ * by a rule (its own ad_backward) has an id of its own, and the outer
+ * pass's comes back after it. */
+static _Thread_local uint64_t set_pass;
+static _Atomic uint64_t passes;
+
+bool ad__leaf_grad_first(ad_tensor *leaf)
+{
+    if (!set_pass || leaf->grad_pass == set_pass) return false;
+    leaf->grad_pass = set_pass;
+    return true;
 }
 
 /* A rule may write its result over g, the adjoint it consumes, instead of
@@ -467,12 +483,17 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
                         const sink *sk)
 {
     if (check_backward_args(fn, out, gout)) return -1;
+    if ((flags & AD_SET_GRAD) && sk->targets)
+        return ad__err(fn, "AD_SET_GRAD is for ad_backward: these gradients go to no leaf");
     bool create = flags & AD_CREATE_GRAPH;
     bool retain = create || (flags & AD_RETAIN_GRAPH);
     bool prev_mode = ad_set_grad_enabled(create);
     ad_tape *prev_tape = ad_tape_activate(out->tape);
     bool prev_in = ad__set_in_backward(true);
+    uint64_t prev_pass = set_pass;
+    set_pass = flags & AD_SET_GRAD ? atomic_fetch_add(&passes, 1) + 1 : 0;
     int rc = backward_pass(fn, out, gout, create, retain, sk);
+    set_pass = prev_pass;
     ad__set_in_backward(prev_in);
     ad_tape_activate(prev_tape);
     ad_set_grad_enabled(prev_mode);

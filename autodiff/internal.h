@@ -77,6 +77,8 @@ struct ad_tensor {
      * back when the function returned (its stamp is then 0). */
     bool segment_freed;
     uint64_t stamp;
+    /* The AD_SET_GRAD pass that last wrote grad (backward.c). */
+    uint64_t grad_pass;
     atomic_int hrefs;
     char *label;
 };
@@ -440,8 +442,13 @@ int ad__check_finite(const char *fn, const ad_tensor *t, int64_t *where);
  * may add input k's gradient into it itself (the pass then delivers
  * nothing for k; see backward.c for when), else NULL and the rule returns
  * gin[k] as usual.  Asking commits the rule: a non-NULL answer must be
- * added into. */
-ad_tensor *ad__leaf_grad_target(const ad_node *n, int k);
+ * added into, or, when *set (an AD_SET_GRAD pass's first write to it),
+ * written over. */
+ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *set);
+/* Whether leaf's grad is to be overwritten, not added to, by the gradient
+ * about to be written into it: true once per leaf in an AD_SET_GRAD pass,
+ * which it then marks. */
+bool ad__leaf_grad_first(ad_tensor *leaf);
 /* For a backward rule: true when it may write its gradient over g, the
  * adjoint it was given (a contiguous tensor of the pass's own that nothing
  * else holds), and return g as that gradient, instead of a new tensor;

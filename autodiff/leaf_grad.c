@@ -20,6 +20,8 @@
  * The backward pass, the tape's reset and the tensor's destruction, replay
  * and carried tensors change a grad only through the functions below
  * (declared in tape_impl.h). */
+#include <string.h>
+
 #include "tape_impl.h"
 
 
@@ -47,6 +49,31 @@ static void add_into(ad_tensor *acc, const ad_tensor *g)
     ad__add_into(acc, acc, g);
 }
 
+/* acc = g, as acc = 0 + g would make it (an AD_SET_GRAD pass's first
+ * gradient for the leaf): + 0 turns a -0 into the +0 that zeroing and then
+ * adding gives, so the pass's bits are those of ad_zero_grad + backward. */
+static void set_into(ad_tensor *acc, const ad_tensor *g)
+{
+    int64_t n = ad__numel(acc->ndim, acc->shape);
+    if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
+        if (acc->dtype == AD_FLOAT32) {
+            float *restrict a = (float *)acc->storage->data + acc->offset;
+            const float *restrict b = (const float *)g->storage->data + g->offset;
+            for (int64_t i = 0; i < n; i++) a[i] = b[i] + 0.0f;
+            return;
+        }
+        if (acc->dtype == AD_FLOAT64) {
+            double *restrict a = (double *)acc->storage->data + acc->offset;
+            const double *restrict b = (const double *)g->storage->data + g->offset;
+            for (int64_t i = 0; i < n; i++) a[i] = b[i] + 0.0;
+            return;
+        }
+    }
+    memset((char *)acc->storage->data + acc->offset * (int64_t)ad_dtype_size(acc->dtype), 0,
+           (size_t)n * ad_dtype_size(acc->dtype));
+    ad__add_into(acc, acc, g);
+}
+
 /* The tape remembers a persistent leaf whose gradient now lives on it. */
 static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
 {
@@ -62,8 +89,10 @@ static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
 int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
 {
     ad_tensor *old = leaf->grad;
+    /* an AD_SET_GRAD pass's first gradient for this leaf: old counts as 0 */
+    bool set = ad__leaf_grad_first(leaf);
     if (create) {
-        ad_tensor *sum = old ? ad_add(old, g) : g;
+        ad_tensor *sum = old && !set ? ad_add(old, g) : g;
         if (!sum) return -1;
         if (!leaf->tape && (!old || !old->tape) && add_fixup(t, leaf, old)) return -1;
         leaf->grad = sum;
@@ -74,13 +103,14 @@ int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
      * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
      * recorded on it, so it is replaced instead. */
     if (old && leaf->owns_grad) {
-        add_into(old, g);
+        if (set) set_into(old, g);
+        else add_into(old, g);
         ad__bump(old);
         return 0;
     }
     ad_tensor *buf = ad__alloc("ad_backward", leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
     if (!buf) return -1;
-    if (old) ad__add_into(buf, old, g);
+    if (old && !set) ad__add_into(buf, old, g);
     else ad_copy_into(buf, g);
     leaf->grad = buf;
     leaf->owns_grad = true;

@@ -347,8 +347,10 @@ static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     if (ad__needs_grad(n, 0)) gin[0] = ad_reshape(ad_matmul(G, w), x->ndim, x->shape);
     if (ad__needs_grad(n, 1)) {
         ad_tensor *X = ad_reshape(x, 2, (int64_t[]){M, nin});
-        ad_tensor *acc = X && !ad_grad_enabled() ? ad__leaf_grad_target(n, 1) : NULL;
-        if (acc) { /* w.grad += g^T x in one product (see ad__leaf_grad_target) */
+        bool set = false;
+        ad_tensor *acc = X && !ad_grad_enabled() ? ad__leaf_grad_target(n, 1, &set) : NULL;
+        if (acc) { /* w.grad += g^T x in one product (see ad__leaf_grad_target), or
+                    * w.grad = g^T x in an AD_SET_GRAD pass's first write */
             size_t es = ad_dtype_size(X->dtype);
             if (ad__gemm_ep(n->out->tape, X->dtype, nout, nin, M,
                             (const char *)G->storage->data + G->offset * (int64_t)es,
@@ -356,7 +358,7 @@ static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
                             (const char *)X->storage->data + X->offset * (int64_t)es,
                             X->strides[0], X->strides[1],
                             (char *)acc->storage->data + acc->offset * (int64_t)es, nin,
-                            &(ad_gemm_ep){.accumulate = true}))
+                            &(ad_gemm_ep){.accumulate = !set}))
                 return ad__err("ad_backward", "out of memory");
         } else {
             gin[1] = ad_matmul(ad_transpose(G, 0, 1), X);

@@ -245,6 +245,14 @@ AD_API const char *ad_label(const ad_tensor *t);
  *                    grad is then a tensor on the tape until the tape is
  *                    reset, when it becomes a persistent copy of its value;
  *                    such a leaf must outlive the tape's reset.
+ *   AD_SET_GRAD      the first gradient this pass gives a leaf replaces
+ *                    what its grad held instead of adding to it, as if
+ *                    ad_zero_grad had run just before, bit for bit, but
+ *                    without a pass over the buffer to zero it (a weight's
+ *                    gradient product writes it at once).  Leaves the pass
+ *                    does not reach keep their grad as it was: a training
+ *                    loop zeroes those (their ad_version did not move).
+ *                    ad_backward only; ad_gradients refuses it.
  *
  * Errors: out does not require grad, grad_output missing for a non-scalar or
  * of another shape or dtype, graph already freed, an error inside an op's
@@ -252,7 +260,7 @@ AD_API const char *ad_label(const ad_tensor *t);
  * failing node (leaves reached before it may have been updated), and no
  * part of the graph is freed: after ad_zero_grad the same backward can be
  * run again, e.g. after an out-of-memory error. */
-enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1 };
+enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1, AD_SET_GRAD = 1u << 2 };
 AD_API int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
 
 /* The functional form (torch.autograd.grad): stores d(out)/d(inputs[i]),
@@ -363,7 +371,8 @@ AD_API ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx);
  * the pass goes on with older nodes.  A data-parallel trainer uses it to
  * start reducing a layer's gradients while backward still computes the
  * layers below (nn/dist.h).  leaf's grad (ad_tensor_grad) holds the final
- * gradient, or the sum with what it held before the pass; it is borrowed
+ * gradient, or the sum with what it held before the pass (not with
+ * AD_SET_GRAD); it is borrowed
  * for the call, and the hook must not change it or run a backward pass on
  * this tape.  A leaf used by no node that the output depends on is not
  * reported.  Not called by ad_gradients (whose results go elsewhere).

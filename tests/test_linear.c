@@ -147,6 +147,97 @@ START_TEST(weight_gradient_accumulates_in_place)
 }
 END_TEST
 
+/* The loss of the AD_SET_GRAD tests: w through two linears (its gradient
+ * product written into its buffer) and inside a recomputed segment, b
+ * through the bias, c elementwise (its gradient delivered and copied in). */
+static int seg_fn(ad_tensor *const *in, int nin, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nin, (void)nout, (void)ctx;
+    out[0] = ad_tanh(ad_linear(in[0], in[1], NULL));
+    return out[0] ? 0 : -1;
+}
+
+static ad_tensor *set_grad_loss(ad_tensor *x, ad_tensor *x2, ad_tensor *w, ad_tensor *b,
+                                ad_tensor *c)
+{
+    ad_tensor *y = ad_add(ad_relu(ad_linear(x, w, b)), ad_linear(x2, w, NULL));
+    ad_tensor *in[2] = {x2, w}, *s = NULL;
+    ck_assert_int_eq(ad_checkpoint(seg_fn, NULL, 0, 2, in, 1, &s), 0);
+    y = ad_mul(ad_add(y, s), c);
+    return ad_sum(ad_mul(y, y), NULL, 0, false);
+}
+
+/* An AD_SET_GRAD pass gives the bits of ad_zero_grad and then a pass, over
+ * gradients that held something; a leaf it does not reach keeps its
+ * gradient and its version; a second such pass does not add to the first;
+ * ad_gradients refuses the flag; with AD_CREATE_GRAPH the recorded
+ * gradient is the pass's alone. */
+START_TEST(set_grad_is_zero_grad_then_backward)
+{
+    for (int m = 0; m < 3; m++)
+        for (int d = 0; d < 2; d++) {
+            ad_dtype dt = d ? AD_FLOAT32 : AD_FLOAT64;
+            size_t es = ad_dtype_size(dt);
+            ad__gemm_testing_choice(MODES[m]);
+            ad_rng rng;
+            ad_rng_init(&rng, 21);
+            ad_tensor *x = rnd(&rng, dt, 9, 40), *x2 = rnd(&rng, dt, 9, 40);
+            ad_tensor *w = rnd(&rng, dt, 40, 40), *c = rnd(&rng, dt, 9, 40);
+            ad_tensor *b = ad_rand(NULL, &rng, dt, 1, (int64_t[]){40}, -1.0, 1.0);
+            ad_tensor *u = rnd(&rng, dt, 3, 3); /* not in the loss */
+            ad_tensor *leaves[4] = {w, b, c, u};
+            for (int i = 0; i < 4; i++) ad_set_requires_grad(leaves[i], true);
+            /* gradients that hold something: two passes, u's of its own */
+            for (int pass = 0; pass < 2; pass++)
+                ck_assert_int_eq(ad_backward(set_grad_loss(x, x2, w, b, c), NULL, 0), 0);
+            ck_assert_int_eq(ad_backward(ad_sum(ad_mul(u, u), NULL, 0, false), NULL, 0), 0);
+            ad_tensor *stale[4];
+            for (int i = 0; i < 4; i++) stale[i] = ad_copy(NULL, ad_tensor_grad(leaves[i]));
+            /* the reference: zero_grad, then a pass */
+            for (int i = 0; i < 3; i++) ck_assert_int_eq(ad_zero_grad(leaves[i]), 0);
+            ck_assert_int_eq(ad_backward(set_grad_loss(x, x2, w, b, c), NULL, 0), 0);
+            ad_tensor *ref[3];
+            for (int i = 0; i < 3; i++) ref[i] = ad_copy(NULL, ad_tensor_grad(leaves[i]));
+            /* the old gradients back, then twice a pass that sets */
+            for (int i = 0; i < 4; i++) ck_assert_int_eq(ad_copy_into(ad_tensor_grad(leaves[i]), stale[i]), 0);
+            uint32_t uver = ad_version(ad_tensor_grad(u));
+            for (int pass = 0; pass < 2; pass++) {
+                ck_assert_int_eq(ad_backward(set_grad_loss(x, x2, w, b, c), NULL, AD_SET_GRAD), 0);
+                for (int i = 0; i < 3; i++)
+                    ck_assert_msg(memcmp(ad_data(ad_tensor_grad(leaves[i])), ad_data(ref[i]),
+                                         (size_t)ad_numel(ref[i]) * es) == 0,
+                                  "mode %d dtype %d pass %d: leaf %d's gradient differs", m, d,
+                                  pass, i);
+                ck_assert(memcmp(ad_data(ad_tensor_grad(u)), ad_data(stale[3]), 9 * es) == 0);
+                ck_assert_uint_eq(ad_version(ad_tensor_grad(u)), uver);
+            }
+            /* ad_gradients writes no leaf: the flag is refused, by name */
+            ad_tensor *gw;
+            ck_assert_int_eq(ad_gradients(set_grad_loss(x, x2, w, b, c), NULL, 1, &w, &gw,
+                                          AD_SET_GRAD), -1);
+            ck_assert(strstr(ad_error(), "AD_SET_GRAD") != NULL);
+            ad_clear_error();
+            /* recorded: the gradient is this pass's, the old one left out */
+            ck_assert_int_eq(ad_backward(set_grad_loss(x, x2, w, b, c), NULL,
+                                         AD_CREATE_GRAPH | AD_SET_GRAD), 0);
+            ad_tensor *gr = ad_tensor_grad(w);
+            ck_assert(gr && ad_tensor_tape(gr) == T);
+            for (int64_t i = 0; i < 1600; i++) {
+                double got = dt == AD_FLOAT32 ? ((const float *)ad_data(gr))[i]
+                                              : ((const double *)ad_data(gr))[i];
+                double want = dt == AD_FLOAT32 ? ((const float *)ad_data(ref[0]))[i]
+                                               : ((const double *)ad_data(ref[0]))[i];
+                ck_assert_double_eq_tol(got, want, dt == AD_FLOAT32 ? 1e-3 : 1e-10);
+            }
+            ad_tape_reset(T);
+            for (int i = 0; i < 3; i++) ad_tensor_free(ref[i]);
+            for (int i = 0; i < 4; i++) ad_tensor_free(stale[i]);
+            ad_tensor *all[] = {x, x2, w, b, c, u};
+            for (int i = 0; i < 6; i++) ad_tensor_free(all[i]);
+        }
+}
+END_TEST
+
 START_TEST(kernel_choice_is_measured_once_per_shape)
 {
     ad__gemm_testing_choice(AD_GEMM_CALIBRATE); /* forget earlier choices */
@@ -250,6 +341,7 @@ int main(void)
     tcase_add_test(tc, values_with_every_kernel);
     tcase_add_test(tc, batched_and_strided_inputs);
     tcase_add_test(tc, weight_gradient_accumulates_in_place);
+    tcase_add_test(tc, set_grad_is_zero_grad_then_backward);
     tcase_add_test(tc, kernel_choice_is_measured_once_per_shape);
     tcase_add_test(tc, default_choice_by_shape);
     tcase_add_test(tc, errors);
