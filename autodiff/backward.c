@@ -152,8 +152,13 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *set)
  * grad_pass says whether this pass has written its grad yet.  A pass run
  * by a rule (its own ad_backward) has an id of its own, and the outer
  * pass's comes back after it. */
-static _Thread_local uint64_t set_pass;
+static _Thread_local uint64_t set_pass, last_set_pass;
 static _Atomic uint64_t passes;
+
+bool ad_grad_written(const ad_tensor *t)
+{
+    return t && t->magic == AD_TENSOR_MAGIC && last_set_pass && t->grad_pass == last_set_pass;
+}
 
 bool ad__leaf_grad_first(ad_tensor *leaf)
 {
@@ -492,6 +497,7 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
     bool prev_in = ad__set_in_backward(true);
     uint64_t prev_pass = set_pass;
     set_pass = flags & AD_SET_GRAD ? atomic_fetch_add(&passes, 1) + 1 : 0;
+    if (set_pass) last_set_pass = set_pass;
     int rc = backward_pass(fn, out, gout, create, retain, sk);
     set_pass = prev_pass;
     ad__set_in_backward(prev_in);

@@ -251,7 +251,7 @@ AD_API const char *ad_label(const ad_tensor *t);
  *                    without a pass over the buffer to zero it (a weight's
  *                    gradient product writes it at once).  Leaves the pass
  *                    does not reach keep their grad as it was: a training
- *                    loop zeroes those (their ad_version did not move).
+ *                    loop zeroes those, which ad_grad_written tells.
  *                    ad_backward only; ad_gradients refuses it.
  *
  * Errors: out does not require grad, grad_output missing for a non-scalar or
@@ -262,6 +262,13 @@ AD_API const char *ad_label(const ad_tensor *t);
  * run again, e.g. after an out-of-memory error. */
 enum { AD_RETAIN_GRAPH = 1u << 0, AD_CREATE_GRAPH = 1u << 1, AD_SET_GRAD = 1u << 2 };
 AD_API int ad_backward(ad_tensor *out, const ad_tensor *grad_output, unsigned flags);
+
+/* Whether the last ad_backward with AD_SET_GRAD that this thread ran
+ * wrote leaf t's gradient (false for a leaf that pass did not reach, and
+ * when this thread has run no such pass).  A training loop zeroes the
+ * others' (ad_zero_grad), which makes every gradient what ad_zero_grad of
+ * all and then a plain pass would have made it. */
+AD_API bool ad_grad_written(const ad_tensor *t);
 
 /* The functional form (torch.autograd.grad): stores d(out)/d(inputs[i]),
  * contracted with grad_output as above, into grads[i] for i < n, without

@@ -362,6 +362,28 @@ static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samp
     return rc;
 }
 
+/* The step's backward, whose gradients replace last step's (AD_SET_GRAD)
+ * rather than being added to zeros: no pass over the buffers zeroes them
+ * first, which for the MLP's first weight was 800 KB of memset a step,
+ * and with the products split a hand-off of its own.  A parameter of the
+ * optimiser that the pass did not write (ad_grad_written) is zeroed after,
+ * so every gradient is what nn_optim_zero_grad and a backward would have
+ * made it, bit for bit. */
+static int backward_fresh(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
+{
+    /* A data-parallel run that starts reducing gradients during the pass
+     * (grad_ready) may send an unreached parameter's gradient before the
+     * pass ends: there the buffers are zeroed first, as before. */
+    if (tr->comm.grad_ready)
+        return nn_optim_zero_grad(tr->opt) || backward(tr, loss, flags, samples) ? -1 : 0;
+    if (backward(tr, loss, flags | AD_SET_GRAD, samples)) return -1;
+    for (int k = 0; k < nn__optim_count(tr->opt); k++) {
+        ad_tensor *p = nn__optim_param(tr->opt, k);
+        if (!ad_grad_written(p) && ad_zero_grad(p)) return -1;
+    }
+    return 0;
+}
+
 /* The step without its checks of tr, x and y: 1 for a non-finite loss
  * (nothing updated; the caller words the message), -1 on error.  *loss
  * and *samples: the batch's mean loss and size, over every worker's batch
@@ -412,12 +434,10 @@ static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y
     *loss = v;
     *samples = (double)ad_size(x, 0);
     if (!isfinite(v) && tr->comm.world_size == 0) return 1;
-    /* Gradients accumulate across backward passes, so last step's are
-     * cleared first.  AD_RETAIN_GRAPH keeps a recording usable for the
-     * next replay. */
-    if ((tr->ops ? nn__ops_zero_grad(tr) : nn_optim_zero_grad(tr->opt)) ||
-        backward(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples))
-        return -1;
+    /* Gradients accumulate across backward passes: this step's replace
+     * last step's (backward_fresh).  AD_RETAIN_GRAPH keeps a recording
+     * usable for the next replay. */
+    if (backward_fresh(tr, l, replayed ? AD_RETAIN_GRAPH : 0, *samples)) return -1;
     /* A worker of a data-parallel run decides on the loss over every
      * worker's batch, which the averaging brings back: all skip the update
      * together, or none does. */

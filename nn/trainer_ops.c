@@ -140,15 +140,6 @@ static void runs_task(void *ctx, int part, int parts)
  * take. */
 #define OPS_OPTIM_MIN 16384
 
-/* A gradient buffer the threads zero in place: the library's own
- * (persistent: a gradient recorded on a tape is dropped, not zeroed, by
- * ad_zero_grad) and contiguous. */
-static ad_tensor *zeroable_grad(const nn_optim *o, int k)
-{
-    ad_tensor *g = ad_tensor_grad(nn__optim_param(o, k));
-    return g && !ad_tensor_tape(g) && ad_is_contiguous(g) ? g : NULL;
-}
-
 /* The pool's runs of the update, laid out thread by thread (*total: the
  * elements to update); NULL when out of memory, before anything has
  * changed. */
@@ -199,45 +190,6 @@ static struct ops_runs *plan_update(nn_trainer *tr, int64_t *total)
     R->threads = T;
     R->opt = tr->opt;
     return R;
-}
-
-static void zero_task(void *ctx, int part, int parts)
-{
-    const nn_optim *o = ctx;
-    for (int k = 0; k < nn__optim_count(o); k++) {
-        ad_tensor *g = zeroable_grad(o, k);
-        if (!g) continue;
-        int64_t rows = ad_ndim(g) ? ad_size(g, 0) : 1, inner = rows ? ad_numel(g) / rows : 0;
-        int64_t lo = rows * part / parts * inner, hi = rows * (part + 1) / parts * inner;
-        size_t es = ad_dtype_size(ad_tensor_dtype(g));
-        if (hi > lo) memset((char *)ad_data(g) + (size_t)lo * es, 0, (size_t)(hi - lo) * es);
-    }
-}
-
-/* nn_optim_zero_grad with the threads zeroing the rows of each gradient
- * that they will update (and, for a weight's gradient product split by
- * rows, write): 800 KB of the MLP's first weight is not left to the
- * calling thread, and each thread's rows come into its own cache.  The
- * rows are fixed, not claimed as the update's are: the MLP's zeroing
- * took 9-12 us a step in claimed runs against 6-7 us in one piece per
- * thread (and the next forward product slowed too), and it is the
- * shortest of the hand-offs. */
-int nn__ops_zero_grad(nn_trainer *tr)
-{
-    nn_optim *o = tr->opt;
-    int64_t total = 0;
-    for (int k = 0; k < nn__optim_count(o); k++) {
-        ad_tensor *g = zeroable_grad(o, k);
-        if (g) total += ad_numel(g);
-        else if (ad_zero_grad(nn__optim_param(o, k))) return -1;
-    }
-    if (total < OPS_OPTIM_MIN) return nn_optim_zero_grad(o);
-    pool_run(tr->pool, zero_task, o);
-    for (int k = 0; k < nn__optim_count(o); k++) {
-        ad_tensor *g = zeroable_grad(o, k);
-        if (g && ad_mark_modified(g)) return -1; /* as ad_zero_grad's ad_fill does */
-    }
-    return 0;
 }
 
 /* The batch's bytes into the recording's leaves, each thread a part. */

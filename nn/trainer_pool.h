@@ -91,7 +91,7 @@ struct pool {
     nn__prefetch *pf;     /* NN_THREADS_OPS in nn_fit: the next batch, converted by the
                              workers between their parts (trainer_prefetch.c) */
     rec alt;              /* ... into this recording's leaves and the trainer's in turn */
-    struct ops_runs *runs; /* NN_THREADS_OPS: the update's and the zeroing's runs of rows
+    struct ops_runs *runs; /* NN_THREADS_OPS: the update's runs of rows
                               (trainer_ops.c); NULL until the first */
 };
 

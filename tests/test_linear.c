@@ -169,7 +169,8 @@ static ad_tensor *set_grad_loss(ad_tensor *x, ad_tensor *x2, ad_tensor *w, ad_te
 
 /* An AD_SET_GRAD pass gives the bits of ad_zero_grad and then a pass, over
  * gradients that held something; a leaf it does not reach keeps its
- * gradient and its version; a second such pass does not add to the first;
+ * gradient and its version, and ad_grad_written tells the two kinds
+ * apart; a second such pass does not add to the first;
  * ad_gradients refuses the flag; with AD_CREATE_GRAPH the recorded
  * gradient is the pass's alone. */
 START_TEST(set_grad_is_zero_grad_then_backward)
@@ -210,6 +211,9 @@ START_TEST(set_grad_is_zero_grad_then_backward)
                                   pass, i);
                 ck_assert(memcmp(ad_data(ad_tensor_grad(u)), ad_data(stale[3]), 9 * es) == 0);
                 ck_assert_uint_eq(ad_version(ad_tensor_grad(u)), uver);
+                /* which leaves the pass wrote: the three, not u */
+                ck_assert(ad_grad_written(w) && ad_grad_written(b) && ad_grad_written(c));
+                ck_assert(!ad_grad_written(u) && !ad_grad_written(NULL));
             }
             /* ad_gradients writes no leaf: the flag is refused, by name */
             ad_tensor *gw;
