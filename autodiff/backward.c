@@ -157,7 +157,7 @@ static _Atomic uint64_t passes;
 
 bool ad_grad_written(const ad_tensor *t)
 {
-    return t && t->magic == AD_TENSOR_MAGIC && last_set_pass && t->grad_pass == last_set_pass;
+    return t && !ad__handle_problem(t) && last_set_pass && t->grad_pass == last_set_pass;
 }
 
 bool ad__leaf_grad_first(ad_tensor *leaf)

@@ -348,7 +348,7 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
 {
     assert(dtype == AD_FLOAT32 || dtype == AD_FLOAT64);
     if (m <= 0 || n <= 0) return 0;
-    if (ep && !ep->bias && !ep->accumulate) ep = NULL;
+    if (ep && !ep->bias && !ep->accumulate && !ep->weight_grad) ep = NULL;
     assert(!ep || !ep->accumulate || !ep->bias);
     bool acc = ep && ep->accumulate;
     bool small = small_product(m, n, k);
@@ -362,7 +362,7 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
         else if (m == 1) rc = gemm_row_f64(scratch, n, k, a, csa, b, rsb, csb, c, acc);
         else return gemm_f64(scratch, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, ep);
     }
-    if (rc == 0 && ep && !acc) epilogue_all(dtype, m, n, c, ldc, ep);
+    if (rc == 0 && ep && ep->bias && !acc) epilogue_all(dtype, m, n, c, ldc, ep);
     return rc;
 }
 
@@ -585,7 +585,7 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
                 int64_t csb, void *c, int64_t ldc, const ad_gemm_ep *ep)
 {
     if (m <= 0 || n <= 0) return 0;
-    if (ep && !ep->bias && !ep->accumulate) ep = NULL;
+    if (ep && !ep->bias && !ep->accumulate && !ep->weight_grad) ep = NULL;
 #ifdef AD_HAVE_CBLAS
     enum CBLAS_TRANSPOSE ta, tb;
     int64_t lda, ldb;
@@ -602,9 +602,9 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
             if (ad__runner_parts() > 1) {
                 int parts = ad__runner_parts();
                 int64_t nu = (n + 31) / 32, mu = (m + 15) / 16;
-                bool acc = ep && ep->accumulate;
+                bool wgrad = ep && (ep->accumulate || ep->weight_grad);
                 blas_job J = {dtype, (int)m, (int)n, (int)k, (int)lda, (int)ldb, ldcc, ta, tb,
-                              a, b, c, rsa, csb, ep, nu >= parts && !(acc && mu >= parts)};
+                              a, b, c, rsa, csb, ep, nu >= parts && !(wgrad && mu >= parts)};
                 ad__run_parts(blas_slab, &J);
                 return 0;
             }
@@ -724,7 +724,7 @@ int ad__gemm_packed_or_plain(const ad_gemm_packed *p, int64_t n, const void *b, 
         return 0;
     }
     assert(rsc == 1 || csc == 1);
-    ad_gemm_ep acc = {NULL, 0, true};
+    ad_gemm_ep acc = {NULL, 0, true, false};
     const ad_gemm_ep *ep = accumulate ? &acc : NULL;
     if (csc == 1)
         return ad__gemm_ep(p->tape, p->dtype, p->m, n, p->k, p->a, p->rsa, p->csa, b, rsb, csb, c,

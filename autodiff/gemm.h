@@ -21,11 +21,14 @@
 /* What ad__gemm_ep does beyond C = A B: with bias (not NULL, of C's
  * dtype), C(i,j) += bias[j * bias_stride], added to each tile of C after
  * the product while the tile is still in cache; with accumulate, C += A B
- * (a gradient accumulated in place; no bias then). */
+ * (a gradient accumulated in place; no bias then).  weight_grad says C is
+ * a weight's gradient buffer, accumulated into or not: on a runner's
+ * threads it is then cut by rows (gemm_driver.inc). */
 typedef struct ad_gemm_ep {
     const void *bias;
     int64_t bias_stride;
     bool accumulate;
+    bool weight_grad;
 } ad_gemm_ep;
 
 /* C[m,n] = A[m,k] B[k,n] in dtype (AD_FLOAT32 or AD_FLOAT64).  Element

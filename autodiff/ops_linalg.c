@@ -358,7 +358,7 @@ static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
                             (const char *)X->storage->data + X->offset * (int64_t)es,
                             X->strides[0], X->strides[1],
                             (char *)acc->storage->data + acc->offset * (int64_t)es, nin,
-                            &(ad_gemm_ep){.accumulate = !set}))
+                            &(ad_gemm_ep){.accumulate = !set, .weight_grad = true}))
                 return ad__err("ad_backward", "out of memory");
         } else {
             gin[1] = ad_matmul(ad_transpose(G, 0, 1), X);

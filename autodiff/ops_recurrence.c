@@ -36,7 +36,7 @@ ad_tensor *ad__recurrence_dw(const char *fn, ad_tape *tp, ad_dtype dt, int64_t T
     ad_tensor *dw = ad__alloc(fn, tp, dt, 2, (int64_t[]){g, h});
     if (!dw) return NULL;
     const char *rest = (const char *)d + B * g * (int64_t)ad_dtype_size(dt);
-    ad_gemm_ep acc = {NULL, 0, true};
+    ad_gemm_ep acc = {NULL, 0, true, false};
     if (ad__gemm(tp, dt, g, h, B, d, 1, g, h0, h, 1, dw->storage->data, h) ||
         (T > 1 && ad__gemm_ep(tp, dt, g, h, (T - 1) * B, rest, 1, g, y, h, 1, dw->storage->data,
                               h, &acc)))

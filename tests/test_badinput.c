@@ -388,6 +388,8 @@ START_TEST(tape_h)
     ROW(ad_tensor_grad(f.dead), "is not a live tensor");
     ROW_OK(ad_tensor_grad(f.a), ad_tensor_grad(f.a) == NULL);
     ROW_RC(ad_zero_grad(NULL), "argument 't' is NULL");
+    ROW_OK(ad_grad_written(NULL), !ad_grad_written(NULL));
+    ROW_OK(ad_grad_written(f.dead), !ad_grad_written(f.dead));
     ROW_RC(ad_set_grad(NULL, NULL), "argument 't' is NULL");
     ROW_RC(ad_set_grad(f.dead, NULL), "is not a live tensor");
     ROW_RC(ad_set_grad(x, f.dead), "argument 'grad' is not a live tensor");
