@@ -26,51 +26,38 @@
 
 
 /* acc += g, elementwise, for a leaf's gradient buffer (contiguous, the
- * leaf's shape and dtype).  This runs for every parameter on every
- * training step, so the common contiguous case is a plain loop the
- * compiler vectorises; other layouts of g go through the strided typed kernel. */
-static void add_into(ad_tensor *acc, const ad_tensor *g)
+ * leaf's shape and dtype); with set, acc = 0 + g (an AD_SET_GRAD pass's
+ * first gradient for the leaf: 0 + turns a -0 into the +0 that zeroing
+ * and then adding gives, so the pass has the bits of ad_zero_grad +
+ * backward).  This runs for every parameter on every training step, so
+ * the common contiguous case is a plain loop the compiler vectorises;
+ * other layouts of g go through the strided typed kernel. */
+static void add_into(ad_tensor *acc, const ad_tensor *g, bool set)
 {
     int64_t n = ad__numel(acc->ndim, acc->shape);
+    size_t es = ad_dtype_size(acc->dtype);
+    char *data = (char *)acc->storage->data + acc->offset * (int64_t)es;
     if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
         if (acc->dtype == AD_FLOAT32) {
-            float *restrict a = (float *)acc->storage->data + acc->offset;
+            float *restrict a = (float *)data;
             const float *restrict b = (const float *)g->storage->data + g->offset;
-            for (int64_t i = 0; i < n; i++) a[i] += b[i];
+            if (set)
+                for (int64_t i = 0; i < n; i++) a[i] = 0.0f + b[i];
+            else
+                for (int64_t i = 0; i < n; i++) a[i] += b[i];
             return;
         }
         if (acc->dtype == AD_FLOAT64) {
-            double *restrict a = (double *)acc->storage->data + acc->offset;
+            double *restrict a = (double *)data;
             const double *restrict b = (const double *)g->storage->data + g->offset;
-            for (int64_t i = 0; i < n; i++) a[i] += b[i];
+            if (set)
+                for (int64_t i = 0; i < n; i++) a[i] = 0.0 + b[i];
+            else
+                for (int64_t i = 0; i < n; i++) a[i] += b[i];
             return;
         }
     }
-    ad__add_into(acc, acc, g);
-}
-
-/* acc = g, as acc = 0 + g would make it (an AD_SET_GRAD pass's first
- * gradient for the leaf): + 0 turns a -0 into the +0 that zeroing and then
- * adding gives, so the pass's bits are those of ad_zero_grad + backward. */
-static void set_into(ad_tensor *acc, const ad_tensor *g)
-{
-    int64_t n = ad__numel(acc->ndim, acc->shape);
-    if (ad_is_contiguous(g) && ad__same_shape(acc, g) && g->dtype == acc->dtype) {
-        if (acc->dtype == AD_FLOAT32) {
-            float *restrict a = (float *)acc->storage->data + acc->offset;
-            const float *restrict b = (const float *)g->storage->data + g->offset;
-            for (int64_t i = 0; i < n; i++) a[i] = b[i] + 0.0f;
-            return;
-        }
-        if (acc->dtype == AD_FLOAT64) {
-            double *restrict a = (double *)acc->storage->data + acc->offset;
-            const double *restrict b = (const double *)g->storage->data + g->offset;
-            for (int64_t i = 0; i < n; i++) a[i] = b[i] + 0.0;
-            return;
-        }
-    }
-    memset((char *)acc->storage->data + acc->offset * (int64_t)ad_dtype_size(acc->dtype), 0,
-           (size_t)n * ad_dtype_size(acc->dtype));
+    if (set) memset(data, 0, (size_t)n * es);
     ad__add_into(acc, acc, g);
 }
 
@@ -103,8 +90,7 @@ int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
      * leaf; a gradient from AD_CREATE_GRAPH may be shared or have ops
      * recorded on it, so it is replaced instead. */
     if (old && leaf->owns_grad) {
-        if (set) set_into(old, g);
-        else add_into(old, g);
+        add_into(old, g, set);
         ad__bump(old);
         return 0;
     }

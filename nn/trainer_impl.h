@@ -73,8 +73,6 @@ void nn__trainer_choose_mode(nn_trainer *tr);
 int nn__ops_begin(nn_trainer *tr);
 void nn__ops_end(void);
 int nn__ops_optim_step(nn_trainer *tr);
-/* ... and nn_optim_zero_grad with the gradients' rows zeroed by the
- * threads that update them. */
 /* ... and the batch (x, y) copied into the leaves of recording r (whose
  * shapes and dtypes match) by the threads: 0, or 1 when the batch is small
  * or not contiguous (the replay copies it then), -1 on error. */
