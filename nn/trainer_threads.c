@@ -109,16 +109,24 @@ static void shard_run(struct pool *p, shard *s)
     memcpy(ad_data(r->x), p->xd + (size_t)s->row0 * p->xrow, (size_t)s->rows * p->xrow);
     memcpy(ad_data(r->y), p->yd + (size_t)s->row0 * p->yrow, (size_t)s->rows * p->yrow);
     ad_tensor *leaves[2] = {r->x, r->y};
-    /* The last shard adds into the parameters' grads: zeroed first, as
-     * nn_optim_zero_grad does on one thread. */
-    int rc = last && nn_optim_zero_grad(p->opt) ? -1 : 0;
-    if (rc == 0) rc = ad_tape_replay(r->tape, 2, leaves, NULL) < 0 ? -1 : 0;
-    if (rc == 0) {
-        s->loss = ad_item(r->loss);
-        if (!isfinite(s->loss)) {
-            /* the caller reports it; nothing to differentiate */
-        } else if (last) {
-            rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH);
+    int rc = ad_tape_replay(r->tape, 2, leaves, NULL) < 0 ? -1 : 0;
+    if (rc == 0) s->loss = ad_item(r->loss);
+    if (last && (rc || !isfinite(s->loss))) {
+        /* nothing to differentiate (the caller reports why): the grads
+         * read 0, as after nn_optim_zero_grad on one thread */
+        if (nn_optim_zero_grad(p->opt)) rc = -1;
+    } else if (rc == 0 && isfinite(s->loss)) {
+        if (last) {
+            /* The last shard's gradient replaces the parameters' grads
+             * (AD_SET_GRAD: no pass zeroes them first), and those of the
+             * optimiser's parameters the pass did not write are zeroed,
+             * the bits of nn_optim_zero_grad and an accumulating backward
+             * (trainer.c, backward_fresh). */
+            rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH | AD_SET_GRAD);
+            for (int k = 0; rc == 0 && k < nn__optim_count(p->opt); k++) {
+                ad_tensor *q = nn__optim_param(p->opt, k);
+                if (!ad_grad_written(q) && ad_zero_grad(q)) rc = -1;
+            }
         } else {
             rc = ad_gradients(r->loss, s->weight, p->nparams, p->params, s->grads,
                               AD_RETAIN_GRAPH);
