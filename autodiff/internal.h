@@ -169,6 +169,7 @@ static inline void *ad__params(const ad_node *n)
 
 /* Per-family op lists, NULL-terminated; op_table.c concatenates them. */
 extern const ad_op *const ad__ops_pointwise[];
+extern const ad_op *const ad__ops_pointwise_fn[];
 extern const ad_op *const ad__ops_reduce[];
 extern const ad_op *const ad__ops_shape[];
 extern const ad_op *const ad__ops_index[];

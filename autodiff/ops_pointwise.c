@@ -1,5 +1,9 @@
 /* autodiff/ops_pointwise.c - elementwise ops: kernel, rule and formula side
- * by side, one block per op, listed in ad__ops_pointwise at the end.
+ * by side, one block per op, listed in ad__ops_pointwise at the end; the
+ * machinery every elementwise op runs through (ad__pw_run, ad__pw_unary,
+ * ad__pw_binary: pointwise_impl.h).  The ops that map a scalar function
+ * (erf, gelu, softplus, log1p, expm1, atan2, abs, square, reciprocal,
+ * clamp) are in ops_pointwise_fn.c.
  *
  * Every rule is written with the library's own ops, so under
  * AD_CREATE_GRAPH it is itself recorded and can be differentiated again.
@@ -10,7 +14,7 @@
 #include <limits.h>
 
 #include "formulas.h"
-#include "internal.h"
+#include "pointwise_impl.h"
 #include "vmath.h"
 
 #ifdef __SSE2__
@@ -26,24 +30,6 @@
  * kernels, chosen by a switch once per row; every other op (kind K_FN) maps
  * a scalar function, computed in double, through a row function of its own
  * defined beside it (PW_FN1_OP...) in which that function is a constant. */
-enum { K_FN, K_ADD, K_SUB, K_MUL, K_DIV, K_GT, K_GE, K_LT, K_LE, K_EQ, K_SQDIFF, K_RELU_GRAD,
-       K_NEG, K_EXP, K_LOG, K_SQRT, K_RELU, K_TANH, K_SIGMOID, K_SIN, K_COS };
-
-/* A unary op's scalar function: x and the op's parameter struct (NULL for
- * an op without parameters); a binary op's.  The row loops call them with a
- * constant function; the kern's f1 / f2 are only for count_row. */
-typedef double (*pw_fn1)(double x, const void *params);
-typedef double (*pw_fn2)(double a, double b);
-
-typedef struct kern {
-    int kind;
-    pw_fn1 f1;  /* count_row's scalar function (sign), */
-    pw_fn2 f2;  /* or its binary one (the comparisons) */
-    const void *p; /* the op's parameters */
-    ad_tensor *out;
-    const ad_tensor *a, *b, *c; /* operands; c is where's condition */
-    int64_t changed;            /* count_row: results that differ from before */
-} kern;
 
 /* The transcendental kinds over a contiguous run (y may be x): the
  * vectorised polynomials of vmath.c (float32 within 2 ulp, float64 within
@@ -127,11 +113,6 @@ static inline float sqrt_f32(float x) { return sqrtf(x); }
 static inline double sqrt_f64(double x) { return sqrt(x); }
 
 /* The per-dtype row kernels (un_row_f32, bin_row_f64, where_row_f32...). */
-#if defined(__GNUC__) || defined(__clang__)
-#define KERNEL_INLINE inline __attribute__((always_inline))
-#else
-#define KERNEL_INLINE inline
-#endif
 #define KERNEL_FILE "pointwise_kernels.inc"
 #include "per_dtype.inc"
 
@@ -172,25 +153,6 @@ static void where_row(int64_t len, const int64_t *off, const int64_t *step, void
     else where_row_f32(k, len, off, step);
 }
 
-/* The row function of a K_FN op with scalar function f: the loop of out's
- * dtype, always inlined into the op's own row function (made by
- * PW_FN1_OP...), where f is a constant, so each element's call is direct. */
-static KERNEL_INLINE void fn1_row(pw_fn1 f, int64_t len, const int64_t *off,
-                                  const int64_t *step, void *ctx)
-{
-    const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) fn1_loop_f64(f, k, len, off, step);
-    else fn1_loop_f32(f, k, len, off, step);
-}
-
-static KERNEL_INLINE void fn2_row(pw_fn2 f, int64_t len, const int64_t *off,
-                                  const int64_t *step, void *ctx)
-{
-    const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) fn2_loop_f64(f, k, len, off, step);
-    else fn2_loop_f32(f, k, len, off, step);
-}
-
 /* For replaying comparisons and sign (generic: elements through ad__ld,
  * scalar function through the kern): writes the new result and counts the
  * elements where it differs from the one already there (branch switches). */
@@ -214,7 +176,7 @@ static void count_row(int64_t len, const int64_t *off, const int64_t *step, void
 static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx);
 static bool bin_tiles(const kern *k);
 
-static void run(kern *k, ad_iter_row row)
+void ad__pw_run(kern *k, ad_iter_row row)
 {
     if ((row == bin_row || row == mixed_row) && bin_tiles(k)) return;
     ad_iter it = {.ndim = k->out->ndim};
@@ -303,38 +265,26 @@ static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void
 
 void ad__add_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b)
 {
-    run(&(kern){.kind = K_ADD, .out = out, .a = a, .b = b}, mixed_row);
+    ad__pw_run(&(kern){.kind = K_ADD, .out = out, .a = a, .b = b}, mixed_row);
 }
 
 void ad__sqdiff_into(ad_tensor *out, const ad_tensor *a, const ad_tensor *b)
 {
-    run(&(kern){.kind = K_SQDIFF, .out = out, .a = a, .b = b}, mixed_row);
+    ad__pw_run(&(kern){.kind = K_SQDIFF, .out = out, .a = a, .b = b}, mixed_row);
 }
 
-/* ---- shared machinery ---------------------------------------------------
- * An elementwise op is its ad_op plus the kernel that computes it, so one
- * forward (pw_fw, for ad_tape_replay) serves them all: it finds the kernel
- * from n->op, which points at the first member of the op's pw_def. */
-typedef struct pw_def {
-    ad_op op;
-    int kind;         /* a hot kind, or K_FN with row: */
-    ad_iter_row row;  /* a K_FN op's row function */
-    pw_fn1 f1;        /* for count_row (sign) */
-    pw_fn2 f2;        /* for count_row (the comparisons) */
-} pw_def;
-
-/* The row function that computes op d. */
-static ad_iter_row pw_row(const pw_def *d, bool binary)
+/* ---- shared machinery (pointwise_impl.h) --------------------------------- */
+ad_iter_row ad__pw_row(const pw_def *d, bool binary)
 {
     return d->row ? d->row : binary ? bin_row : un_row;
 }
 
-static int pw_fw(ad_node *n)
+int ad__pw_fw(ad_node *n)
 {
     const pw_def *d = (const pw_def *)n->op;
     kern k = {.kind = d->kind, .p = d->op.params_size ? ad__params(n) : NULL, .out = n->out,
               .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
-    run(&k, pw_row(d, k.b != NULL));
+    ad__pw_run(&k, ad__pw_row(d, k.b != NULL));
     return 0;
 }
 
@@ -345,12 +295,12 @@ static int cmp_fw(ad_node *n)
     const pw_def *d = (const pw_def *)n->op;
     kern k = {.f1 = d->f1, .f2 = d->f2, .p = d->op.params_size ? ad__params(n) : NULL,
               .out = n->out, .a = n->in[0], .b = n->nin > 1 ? n->in[1] : NULL};
-    run(&k, count_row);
+    ad__pw_run(&k, count_row);
     return k.changed > INT_MAX ? INT_MAX : (int)k.changed;
 }
 
 /* Checks, broadcasts, allocates, runs the kernel and records. */
-static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tensor *b)
+ad_tensor *ad__pw_binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tensor *b)
 {
     if (ad__check_arg(fn, "a", a, true) || ad__check_arg(fn, "b", b, true) ||
         ad__check_same_dtype(fn, a, b))
@@ -363,20 +313,20 @@ static ad_tensor *binary(const char *fn, const pw_def *d, ad_tensor *a, ad_tenso
     if (ad__result_tape(fn, 2, in, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
-    run(&(kern){.kind = d->kind, .out = out, .a = a, .b = b}, pw_row(d, true));
+    ad__pw_run(&(kern){.kind = d->kind, .out = out, .a = a, .b = b}, ad__pw_row(d, true));
     return ad__finish(out, 0, &d->op, 2, in, NULL, NULL);
 }
 
 /* Same for one input; params (the op's parameter struct, NULL when it has
  * none) reaches the op's scalar function and is kept in the node. */
-static ad_tensor *unary(const char *fn, const pw_def *d, ad_tensor *x, const void *params)
+ad_tensor *ad__pw_unary(const char *fn, const pw_def *d, ad_tensor *x, const void *params)
 {
     if (ad__check_arg(fn, "x", x, true)) return NULL;
     ad_tape *tape;
     if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
-    run(&(kern){.kind = d->kind, .p = params, .out = out, .a = x}, pw_row(d, false));
+    ad__pw_run(&(kern){.kind = d->kind, .p = params, .out = out, .a = x}, ad__pw_row(d, false));
     return ad__finish(out, 0, &d->op, 1, &x, params, NULL);
 }
 
@@ -396,82 +346,6 @@ static ad_tensor *with_scalar(const char *fn, ad_tensor *a, double s,
     return r;
 }
 
-/* A 0-d constant for a rule, on the tape of the node's output. */
-static ad_tensor *konst(ad_node *n, double v)
-{
-    return ad_scalar_tensor(n->out->tape, n->out->dtype, v);
-}
-
-#define GRAD_TO(i, expr) \
-    do { if (ad__needs_grad(n, i)) gin[i] = ad_sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
-
-/* The definition of op X, whose kernel is the hot kind KIND. */
-#define PW_OP(X, NAME, FORMULA, RULE, KIND)                                           \
-    static const pw_def X = {                                                         \
-        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
-        .kind = KIND,                                                                 \
-    }
-
-/* The row function X_row of an op mapping the unary scalar function F1
- * (binary F2): the generic loop with F1 as a constant. */
-#define PW_FN1_ROW(X, F1)                                                                \
-    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
-    {                                                                                    \
-        fn1_row(F1, len, off, step, ctx);                                                \
-    }
-#define PW_FN2_ROW(X, F2)                                                                \
-    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
-    {                                                                                    \
-        fn2_row(F2, len, off, step, ctx);                                                \
-    }
-
-/* The definition of op X mapping the unary scalar function F1, with its
- * row function; the same for a binary F2, and for a unary op with a
- * parameter struct P. */
-#define PW_FN1_OP(X, NAME, FORMULA, RULE, F1)                                         \
-    PW_FN1_ROW(X, F1)                                                                 \
-    static const pw_def X = {                                                         \
-        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
-        .kind = K_FN,                                                                 \
-        .row = X##_row,                                                               \
-    }
-#define PW_FN2_OP(X, NAME, FORMULA, RULE, F2)                                         \
-    PW_FN2_ROW(X, F2)                                                                 \
-    static const pw_def X = {                                                         \
-        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
-        .kind = K_FN,                                                                 \
-        .row = X##_row,                                                               \
-    }
-/* An exact op (its result is one of its inputs, or one with the sign
- * changed: no rounding in either dtype), given as its function in each
- * dtype, F32 and F64: the float32 loop then vectorises at full width,
- * where a function in double converts every element both ways (abs and
- * maximum ran at 0.58 and 0.60 of memcpy's bandwidth, neg at 0.79). */
-#define PW_EXACT_OP(X, NAME, FORMULA, RULE, LOOP, F32, F64)                           \
-    static void X##_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx) \
-    {                                                                                 \
-        const kern *k = ctx;                                                          \
-        if (k->out->dtype == AD_FLOAT64) LOOP##_f64(F64, k, len, off, step);          \
-        else LOOP##_f32(F32, k, len, off, step);                                      \
-    }                                                                                 \
-    static const pw_def X = {                                                         \
-        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw}, \
-        .kind = K_FN,                                                                 \
-        .row = X##_row,                                                               \
-    }
-#define PW_EXACT1_OP(X, NAME, FORMULA, RULE, F32, F64) \
-    PW_EXACT_OP(X, NAME, FORMULA, RULE, fn1t_loop, F32, F64)
-#define PW_EXACT2_OP(X, NAME, FORMULA, RULE, F32, F64) \
-    PW_EXACT_OP(X, NAME, FORMULA, RULE, fn2t_loop, F32, F64)
-#define PW_OP_PARAMS(X, NAME, FORMULA, RULE, F1, P)                                  \
-    PW_FN1_ROW(X, F1)                                                                \
-    static const pw_def X = {                                                        \
-        .op = {.name = NAME, .formula = FORMULA, .backward = RULE, .forward = pw_fw, \
-               .params_size = sizeof(P)},                                            \
-        .kind = K_FN,                                                                \
-        .row = X##_row,                                                              \
-    }
-
 /* ---- add / sub / mul / div ------------------------------------------------ */
 static int add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -480,7 +354,7 @@ static int add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_ADD, "add", "y = a + b; da = g, db = g", add_bw, K_ADD);
-ad_tensor *ad_add(ad_tensor *a, ad_tensor *b) { return binary("ad_add", &D_ADD, a, b); }
+ad_tensor *ad_add(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_add", &D_ADD, a, b); }
 
 static int sub_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -489,7 +363,7 @@ static int sub_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_SUB, "sub", "y = a - b; da = g, db = -g", sub_bw, K_SUB);
-ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b) { return binary("ad_sub", &D_SUB, a, b); }
+ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_sub", &D_SUB, a, b); }
 
 static int mul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -498,7 +372,7 @@ static int mul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_MUL, "mul", "y = a * b; da = g b, db = g a", mul_bw, K_MUL);
-ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b) { return binary("ad_mul", &D_MUL, a, b); }
+ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_mul", &D_MUL, a, b); }
 
 static int div_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -510,7 +384,7 @@ static int div_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_DIV, "div", "y = a / b; da = g / b, db = -g y / b", div_bw, K_DIV);
-ad_tensor *ad_div(ad_tensor *a, ad_tensor *b) { return binary("ad_div", &D_DIV, a, b); }
+ad_tensor *ad_div(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_div", &D_DIV, a, b); }
 
 /* ---- pow ----------------------------------------------------------------- */
 static double f_pow(double a, double b) { return pow(a, b); }
@@ -534,7 +408,7 @@ static int pow_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 PW_FN2_OP(D_POW, "pow", "y = a^b; da = g b a^(b-1), db = g y ln a (0 where a = 0)", pow_bw,
           f_pow);
-ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b) { return binary("ad_pow", &D_POW, a, b); }
+ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_pow", &D_POW, a, b); }
 
 /* ---- maximum / minimum -----------------------------------------------------
  * The gradient goes to the larger (smaller) input; on a tie each gets g/2,
@@ -566,8 +440,8 @@ PW_EXACT2_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2),
              maximum_bw, f_max_f32, f_max_f64);
 PW_EXACT2_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
              minimum_bw, f_min_f32, f_min_f64);
-ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b) { return binary("ad_maximum", &D_MAXIMUM, a, b); }
-ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b) { return binary("ad_minimum", &D_MINIMUM, a, b); }
+ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_maximum", &D_MAXIMUM, a, b); }
+ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_minimum", &D_MINIMUM, a, b); }
 
 /* ---- scalar forms: the same ops with a 0-d constant operand ----------------- */
 ad_tensor *ad_add_scalar(ad_tensor *a, double s) { return with_scalar("ad_add_scalar", a, s, ad_add, false); }
@@ -586,7 +460,7 @@ static int neg_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_NEG, "neg", "y = -x; dx = -g", neg_bw, K_NEG);
-ad_tensor *ad_neg(ad_tensor *x) { return unary("ad_neg", &D_NEG, x, NULL); }
+ad_tensor *ad_neg(ad_tensor *x) { return ad__pw_unary("ad_neg", &D_NEG, x, NULL); }
 
 static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -594,7 +468,7 @@ static int exp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_EXP, "exp", "y = e^x; dx = g y", exp_bw, K_EXP);
-ad_tensor *ad_exp(ad_tensor *x) { return unary("ad_exp", &D_EXP, x, NULL); }
+ad_tensor *ad_exp(ad_tensor *x) { return ad__pw_unary("ad_exp", &D_EXP, x, NULL); }
 
 static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -602,7 +476,7 @@ static int log_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_LOG, "log", "y = ln x; dx = g / x", log_bw, K_LOG);
-ad_tensor *ad_log(ad_tensor *x) { return unary("ad_log", &D_LOG, x, NULL); }
+ad_tensor *ad_log(ad_tensor *x) { return ad__pw_unary("ad_log", &D_LOG, x, NULL); }
 
 static int sqrt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -610,7 +484,7 @@ static int sqrt_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_SQRT, "sqrt", "y = sqrt x; dx = g / (2 y)", sqrt_bw, K_SQRT);
-ad_tensor *ad_sqrt(ad_tensor *x) { return unary("ad_sqrt", &D_SQRT, x, NULL); }
+ad_tensor *ad_sqrt(ad_tensor *x) { return ad__pw_unary("ad_sqrt", &D_SQRT, x, NULL); }
 
 /* ---- sin / cos / tan / tanh / sigmoid ------------------------------------------- */
 static int sin_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -619,7 +493,7 @@ static int sin_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_SIN, "sin", "y = sin x; dx = g cos x", sin_bw, K_SIN);
-ad_tensor *ad_sin(ad_tensor *x) { return unary("ad_sin", &D_SIN, x, NULL); }
+ad_tensor *ad_sin(ad_tensor *x) { return ad__pw_unary("ad_sin", &D_SIN, x, NULL); }
 
 static int cos_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -627,7 +501,7 @@ static int cos_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_COS, "cos", "y = cos x; dx = -g sin x", cos_bw, K_COS);
-ad_tensor *ad_cos(ad_tensor *x) { return unary("ad_cos", &D_COS, x, NULL); }
+ad_tensor *ad_cos(ad_tensor *x) { return ad__pw_unary("ad_cos", &D_COS, x, NULL); }
 
 static double f_tan(double x, const void *p) { (void)p; return tan(x); }
 static int tan_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -636,7 +510,7 @@ static int tan_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_FN1_OP(D_TAN, "tan", "y = tan x; dx = g (1 + y^2)", tan_bw, f_tan);
-ad_tensor *ad_tan(ad_tensor *x) { return unary("ad_tan", &D_TAN, x, NULL); }
+ad_tensor *ad_tan(ad_tensor *x) { return ad__pw_unary("ad_tan", &D_TAN, x, NULL); }
 
 static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -644,7 +518,7 @@ static int tanh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_TANH, "tanh", "y = tanh x; dx = g (1 - y^2)", tanh_bw, K_TANH);
-ad_tensor *ad_tanh(ad_tensor *x) { return unary("ad_tanh", &D_TANH, x, NULL); }
+ad_tensor *ad_tanh(ad_tensor *x) { return ad__pw_unary("ad_tanh", &D_TANH, x, NULL); }
 
 static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -652,7 +526,7 @@ static int sigmoid_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_SIGMOID, "sigmoid", "y = 1 / (1 + e^-x); dx = g y (1 - y)", sigmoid_bw, K_SIGMOID);
-ad_tensor *ad_sigmoid(ad_tensor *x) { return unary("ad_sigmoid", &D_SIGMOID, x, NULL); }
+ad_tensor *ad_sigmoid(ad_tensor *x) { return ad__pw_unary("ad_sigmoid", &D_SIGMOID, x, NULL); }
 
 /* ---- relu / leaky_relu ------------------------------------------------------------
  * The derivative at 0 is taken from the left (0 for relu, slope for
@@ -663,7 +537,7 @@ static int relu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     return 0;
 }
 PW_OP(D_RELU, "relu", "y = max(x, 0); dx = relu_grad(g, x) = g [x > 0]", relu_bw, K_RELU);
-ad_tensor *ad_relu(ad_tensor *x) { return unary("ad_relu", &D_RELU, x, NULL); }
+ad_tensor *ad_relu(ad_tensor *x) { return ad__pw_unary("ad_relu", &D_RELU, x, NULL); }
 
 /* relu's rule as one pass over g and x, where g * gt(x, 0) took two and a
  * mask as large as x (the same values: the mask's 1 or 0 times g).  Linear
@@ -681,7 +555,7 @@ PW_OP(D_RELU_GRAD, "relu_grad", "y = g [x > 0]; dg = relu_grad(gg, x), dx = 0", 
       K_RELU_GRAD);
 ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x)
 {
-    return binary("relu backward", &D_RELU_GRAD, g, x);
+    return ad__pw_binary("relu backward", &D_RELU_GRAD, g, x);
 }
 
 typedef struct leaky_relu_params {
@@ -708,295 +582,7 @@ ad_tensor *ad_leaky_relu(ad_tensor *x, double slope)
      * gradient (inf * 0 at x = 0); refused like clamp's NaN bounds. */
     if (!isfinite(slope))
         return ad__err("ad_leaky_relu", "slope must be finite, got %g", slope), NULL;
-    return unary("ad_leaky_relu", &D_LEAKY_RELU, x, &(leaky_relu_params){slope});
-}
-
-/* ---- erf / gelu -------------------------------------------------------------- */
-/* C11's math.h has no M_PI and friends. */
-#define SQRT1_2 0.70710678118654752440         /* 1/sqrt(2) */
-#define TWO_OVER_SQRTPI 1.12837916709551257390 /* 2/sqrt(pi) */
-#define INV_SQRT_2PI 0.39894228040143267794    /* 1/sqrt(2 pi) */
-static double f_erf(double x, const void *p) { (void)p; return erf(x); }
-static int erf_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    ad_tensor *x = n->in[0];
-    gin[0] = ad_mul(g, ad_mul_scalar(ad_exp(ad_neg(ad_square(x))), TWO_OVER_SQRTPI));
-    return 0;
-}
-PW_FN1_OP(D_ERF, "erf", "y = erf x; dx = g 2/sqrt(pi) e^(-x^2)", erf_bw, f_erf);
-ad_tensor *ad_erf(ad_tensor *x) { return unary("ad_erf", &D_ERF, x, NULL); }
-
-/* x Phi(x) with Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps full relative
- * precision in the left tail, where 1 + erf(x/sqrt 2) would cancel. */
-static double f_gelu(double x, const void *p) { (void)p; return 0.5 * x * erfc(-x * SQRT1_2); }
-
-/* float32 GELU, the feed-forward activation of a transformer, computes
- * Phi in float32 (ad__vphi_f32: a fit of erfc, vectorised for the CPU's
- * widest vectors; with float32 arithmetic the GELU is within 4e-7 of the
- * exact value absolutely and 2e-5 relatively over [-12, 12], the relative
- * error largest far in the left tail) a chunk at a time, instead of the C
- * library's double erfc per element. */
-enum { GELU_CHUNK = 256 };
-static void phi_cdf_f32(const float *x, int64_t n, float *P) { ad__vphi_f32(P, x, n); }
-
-/* GELU's slope, d[x Phi(x)]/dx = Phi(x) + x phi(x) with phi(x) =
- * e^(-x^2/2) / sqrt(2 pi), over n <= GELU_CHUNK elements from x and Phi
- * (P), in float32 in this order (d may be P). */
-static void gelu_slope_f32(const float *x, const float *P, float *d, int64_t n)
-{
-    float e[GELU_CHUNK];
-    /* an empty chunk returns first: GCC at -O1 then sees e written before
-     * ad__vexp_f32 reads it (-Wmaybe-uninitialized otherwise) */
-    if (n <= 0) return;
-    for (int64_t j = 0; j < n; j++) e[j] = -0.5f * x[j] * x[j];
-    ad__vexp_f32(e, e, n);
-    for (int64_t j = 0; j < n; j++) d[j] = P[j] + x[j] * (float)INV_SQRT_2PI * e[j];
-}
-
-/* A float32 GELU recorded for a backward pass keeps its slope (its
- * parameter, laid out like the result), computed while x and Phi(x) are
- * at hand, so that the rule is one product g slope: recomputing Phi was
- * half of the rule's time, and reading x and Phi back for e^(-x^2/2) most
- * of the rest.  NULL otherwise. */
-typedef struct gelu_params {
-    ad_tensor *slope;
-} gelu_params;
-
-/* The row function: float32 through phi_cdf_f32 (strided rows gathered a
- * chunk at a time; the slope stored too when kept), float64 through
- * f_gelu. */
-static void gelu_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx)
-{
-    const kern *k = ctx;
-    if (k->out->dtype == AD_FLOAT64) {
-        fn1_loop_f64(f_gelu, k, len, off, step);
-        return;
-    }
-    const gelu_params *gp = k->p;
-    float *o = (float *)k->out->storage->data + off[0];
-    /* slope has the result's shape and layout (both fresh and contiguous) */
-    float *keep = gp && gp->slope ? (float *)gp->slope->storage->data + off[0] : NULL;
-    const float *X = (const float *)k->a->storage->data + off[1];
-    float xb[GELU_CHUNK], P[GELU_CHUNK];
-    if (step[0] == 1 && step[1] == 1) {
-        /* contiguous (the feed-forward's activation; x is never the
-         * fresh result or slope): the result and the slope in one pass
-         * over x, no chunk buffers */
-        ad__vgelu_f32(o, keep, X, len);
-        return;
-    }
-    for (int64_t i = 0; i < len; i += GELU_CHUNK) {
-        int64_t n = len - i < GELU_CHUNK ? len - i : GELU_CHUNK;
-        for (int64_t j = 0; j < n; j++) xb[j] = X[(i + j) * step[1]];
-        phi_cdf_f32(xb, n, P);
-        for (int64_t j = 0; j < n; j++) o[(i + j) * step[0]] = xb[j] * P[j];
-        if (keep) {
-            gelu_slope_f32(xb, P, P, n);
-            for (int64_t j = 0; j < n; j++) keep[(i + j) * step[0]] = P[j];
-        }
-    }
-}
-
-/* dx = g d[x Phi(x)]/dx over n contiguous elements, with the slope kept
- * by the forward (Dk) or computed here (Dk NULL); dx may be g. */
-static void gelu_grad_f32(const float *x, const float *g, const float *Dk, float *dx, int64_t n)
-{
-    if (Dk) {
-        for (int64_t i = 0; i < n; i++) dx[i] = g[i] * Dk[i];
-        return;
-    }
-    float D[GELU_CHUNK];
-    for (int64_t i = 0; i < n; i += GELU_CHUNK) {
-        int64_t m = n - i < GELU_CHUNK ? n - i : GELU_CHUNK;
-        phi_cdf_f32(x + i, m, D);
-        gelu_slope_f32(x + i, D, D, m);
-        for (int64_t j = 0; j < m; j++) dx[i + j] = g[i + j] * D[j];
-    }
-}
-static void gelu_grad_f64(const double *x, const double *g, double *dx, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double Phi = 0.5 * erfc(-x[i] * SQRT1_2);
-        dx[i] = g[i] * (Phi + x[i] * INV_SQRT_2PI * exp(-0.5 * x[i] * x[i]));
-    }
-}
-
-static bool contiguous(const ad_tensor *t)
-{
-    int64_t st[AD_MAX_DIMS];
-    ad__contig_strides(t->ndim, t->shape, st);
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] > 1 && t->strides[d] != st[d]) return false;
-    return true;
-}
-
-static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    ad_tensor *x = n->in[0];
-    /* A pass that records nothing, on contiguous operands (the common
-     * case): one kernel, no temporaries. */
-    if (!ad_grad_enabled() && ad__same_shape(g, x) && g->dtype == x->dtype && contiguous(g) &&
-        contiguous(x)) {
-        /* over g itself when the pass allows it (its shape and layout are
-         * x's): nothing to move down after the rule */
-        ad_tensor *dx = ad__grad_donated(n, g) && g->offset == 0
-                            ? g
-                            : ad__alloc("ad_gelu (backward)", n->out->tape, x->dtype, x->ndim,
-                                        x->shape);
-        if (!dx) return -1;
-        int64_t cnt = ad__numel(x->ndim, x->shape);
-        const gelu_params *gp = ad__params(n);
-        if (x->dtype == AD_FLOAT32)
-            gelu_grad_f32((const float *)x->storage->data + x->offset,
-                          (const float *)g->storage->data + g->offset,
-                          gp->slope ? (const float *)gp->slope->storage->data + gp->slope->offset
-                                    : NULL,
-                          dx->storage->data, cnt);
-        else
-            gelu_grad_f64((const double *)x->storage->data + x->offset,
-                          (const double *)g->storage->data + g->offset, dx->storage->data, cnt);
-        gin[0] = dx;
-        return 0;
-    }
-    /* With ops, so that it differentiates again. */
-    ad_tensor *Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
-    ad_tensor *phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
-    gin[0] = ad_mul(g, ad_add(Phi, ad_mul(x, phi)));
-    return 0;
-}
-static const pw_def D_GELU = {
-    .op = {.name = "gelu",
-           .formula = "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
-                      "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))",
-           .backward = gelu_bw,
-           .forward = pw_fw,
-           .params_size = sizeof(gelu_params)},
-    .kind = K_FN,
-    .row = gelu_row,
-};
-ad_tensor *ad_gelu(ad_tensor *x)
-{
-    static const char *fn = "ad_gelu";
-    if (ad__check_arg(fn, "x", x, true)) return NULL;
-    ad_tape *tape;
-    if (ad__result_tape(fn, 1, &x, &tape)) return NULL;
-    ad_tensor *out = ad__alloc(fn, tape, x->dtype, x->ndim, x->shape);
-    if (!out) return NULL;
-    gelu_params p = {NULL};
-    if (tape && x->dtype == AD_FLOAT32 && ad_grad_enabled() && x->requires_grad &&
-        !(p.slope = ad__alloc(fn, tape, AD_FLOAT32, x->ndim, x->shape)))
-        return NULL;
-    run(&(kern){.kind = D_GELU.kind, .p = &p, .out = out, .a = x}, pw_row(&D_GELU, false));
-    return ad__finish(out, 0, &D_GELU.op, 1, &x, &p, NULL);
-}
-
-/* ---- softplus ------------------------------------------------------------------ */
-/* ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): the exponent is never positive. */
-static double f_softplus(double x, const void *p)
-{
-    (void)p;
-    return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
-}
-static int softplus_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    gin[0] = ad_mul(g, ad_sigmoid(n->in[0]));
-    return 0;
-}
-PW_FN1_OP(D_SOFTPLUS, "softplus", "y = ln(1 + e^x); dx = g sigmoid(x)", softplus_bw,
-          f_softplus);
-ad_tensor *ad_softplus(ad_tensor *x) { return unary("ad_softplus", &D_SOFTPLUS, x, NULL); }
-
-/* ---- log1p / expm1 / atan2 --------------------------------------------------------
- * log1p and expm1 keep full relative precision near 0, where log(1 + x)
- * and e^x - 1 cancel; atan2 gives the angle of (b, a) in (-pi, pi]. */
-static double f_log1p(double x, const void *p) { (void)p; return log1p(x); }
-static int log1p_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    gin[0] = ad_div(g, ad_add_scalar(n->in[0], 1.0));
-    return 0;
-}
-PW_FN1_OP(D_LOG1P, "log1p", "y = ln(1 + x); dx = g / (1 + x)", log1p_bw, f_log1p);
-ad_tensor *ad_log1p(ad_tensor *x) { return unary("ad_log1p", &D_LOG1P, x, NULL); }
-
-static double f_expm1(double x, const void *p) { (void)p; return expm1(x); }
-static int expm1_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    gin[0] = ad_mul(g, ad_add_scalar(n->out, 1.0)); /* e^x = y + 1 */
-    return 0;
-}
-PW_FN1_OP(D_EXPM1, "expm1", "y = e^x - 1; dx = g (y + 1)", expm1_bw, f_expm1);
-ad_tensor *ad_expm1(ad_tensor *x) { return unary("ad_expm1", &D_EXPM1, x, NULL); }
-
-static double f_atan2(double a, double b) { return atan2(a, b); }
-static int atan2_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    /* d atan2(a, b) = (b da - a db) / (a^2 + b^2) */
-    ad_tensor *a = n->in[0], *b = n->in[1];
-    ad_tensor *gr = ad_div(g, ad_add(ad_square(a), ad_square(b)));
-    GRAD_TO(0, ad_mul(gr, b));
-    GRAD_TO(1, ad_neg(ad_mul(gr, a)));
-    return 0;
-}
-PW_FN2_OP(D_ATAN2, "atan2", "y = atan2(a, b); da = g b / (a^2 + b^2), db = -g a / (a^2 + b^2)",
-          atan2_bw, f_atan2);
-ad_tensor *ad_atan2(ad_tensor *a, ad_tensor *b) { return binary("ad_atan2", &D_ATAN2, a, b); }
-
-/* ---- abs / square / reciprocal ----------------------------------------------------- */
-static float f_abs_f32(float x) { return fabsf(x); }
-static double f_abs_f64(double x) { return fabs(x); }
-static int abs_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    gin[0] = ad_mul(g, ad_sign(n->in[0])); /* sign(0) = 0: abs'(0) = 0 */
-    return 0;
-}
-PW_EXACT1_OP(D_ABS, "abs", "y = |x|; dx = g sign(x)", abs_bw, f_abs_f32, f_abs_f64);
-ad_tensor *ad_abs(ad_tensor *x) { return unary("ad_abs", &D_ABS, x, NULL); }
-
-static double f_square(double x, const void *p) { (void)p; return x * x; }
-static int square_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    gin[0] = ad_mul(g, ad_mul_scalar(n->in[0], 2.0));
-    return 0;
-}
-PW_FN1_OP(D_SQUARE, "square", "y = x^2; dx = 2 g x", square_bw, f_square);
-ad_tensor *ad_square(ad_tensor *x) { return unary("ad_square", &D_SQUARE, x, NULL); }
-
-static double f_recip(double x, const void *p) { (void)p; return 1.0 / x; }
-static int reciprocal_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    gin[0] = ad_neg(ad_mul(g, ad_square(n->out))); /* -1/x^2 = -y^2 */
-    return 0;
-}
-PW_FN1_OP(D_RECIPROCAL, "reciprocal", "y = 1 / x; dx = -g y^2", reciprocal_bw, f_recip);
-ad_tensor *ad_reciprocal(ad_tensor *x) { return unary("ad_reciprocal", &D_RECIPROCAL, x, NULL); }
-
-/* ---- clamp --------------------------------------------------------------------------
- * The mask includes the bounds: a value sitting exactly on one passes its
- * gradient, as in PyTorch. */
-typedef struct clamp_params {
-    double lo, hi;
-} clamp_params;
-static double f_clamp(double x, const void *params)
-{
-    const clamp_params *p = params;
-    return x < p->lo ? p->lo : x > p->hi ? p->hi : x;
-}
-static int clamp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
-{
-    const clamp_params *p = ad__params(n);
-    ad_tensor *x = n->in[0];
-    ad_tensor *inside = ad_mul(ad_ge(x, konst(n, p->lo)), ad_le(x, konst(n, p->hi)));
-    gin[0] = ad_mul(g, inside);
-    return 0;
-}
-PW_OP_PARAMS(D_CLAMP, "clamp", "y = min(max(x, lo), hi); dx = g [lo <= x <= hi]", clamp_bw,
-             f_clamp, clamp_params);
-ad_tensor *ad_clamp(ad_tensor *x, double lo, double hi)
-{
-    static const char *fn = "ad_clamp";
-    if (isnan(lo) || isnan(hi)) return ad__err(fn, "bounds must not be NaN (lo %g, hi %g)", lo, hi), NULL;
-    if (lo > hi) return ad__err(fn, "lo %g > hi %g", lo, hi), NULL;
-    return unary(fn, &D_CLAMP, x, &(clamp_params){lo, hi});
+    return ad__pw_unary("ad_leaky_relu", &D_LEAKY_RELU, x, &(leaky_relu_params){slope});
 }
 
 /* ---- where ------------------------------------------------------------------------- */
@@ -1011,7 +597,7 @@ static int where_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 static int where_fw(ad_node *n)
 {
-    run(&(kern){.out = n->out, .c = n->in[0], .a = n->in[1], .b = n->in[2]}, where_row);
+    ad__pw_run(&(kern){.out = n->out, .c = n->in[0], .a = n->in[1], .b = n->in[2]}, where_row);
     return 0;
 }
 static const ad_op OP_WHERE = {
@@ -1040,7 +626,7 @@ ad_tensor *ad_where(ad_tensor *cond, ad_tensor *a, ad_tensor *b)
     if (ad__result_tape(fn, 3, in, &tape)) return NULL;
     ad_tensor *out = ad__alloc(fn, tape, a->dtype, nd, shape);
     if (!out) return NULL;
-    run(&(kern){.out = out, .c = cond, .a = a, .b = b}, where_row);
+    ad__pw_run(&(kern){.out = out, .c = cond, .a = a, .b = b}, where_row);
     return ad__finish(out, 0, &OP_WHERE, 3, in, NULL, NULL);
 }
 
@@ -1064,11 +650,11 @@ CMP_OP(D_GE, "ge", "y = [a >= b]; not differentiable", K_GE, f_ge);
 CMP_OP(D_LT, "lt", "y = [a < b]; not differentiable", K_LT, f_lt);
 CMP_OP(D_LE, "le", "y = [a <= b]; not differentiable", K_LE, f_le);
 CMP_OP(D_EQ, "eq", "y = [a == b]; not differentiable", K_EQ, f_eq);
-ad_tensor *ad_gt(ad_tensor *a, ad_tensor *b) { return binary("ad_gt", &D_GT, a, b); }
-ad_tensor *ad_ge(ad_tensor *a, ad_tensor *b) { return binary("ad_ge", &D_GE, a, b); }
-ad_tensor *ad_lt(ad_tensor *a, ad_tensor *b) { return binary("ad_lt", &D_LT, a, b); }
-ad_tensor *ad_le(ad_tensor *a, ad_tensor *b) { return binary("ad_le", &D_LE, a, b); }
-ad_tensor *ad_eq(ad_tensor *a, ad_tensor *b) { return binary("ad_eq", &D_EQ, a, b); }
+ad_tensor *ad_gt(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_gt", &D_GT, a, b); }
+ad_tensor *ad_ge(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_ge", &D_GE, a, b); }
+ad_tensor *ad_lt(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_lt", &D_LT, a, b); }
+ad_tensor *ad_le(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_le", &D_LE, a, b); }
+ad_tensor *ad_eq(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_eq", &D_EQ, a, b); }
 
 static double f_sign(double x, const void *p)
 {
@@ -1083,12 +669,11 @@ static const pw_def D_SIGN = {
     .row = D_SIGN_row,
     .f1 = f_sign,
 };
-ad_tensor *ad_sign(ad_tensor *x) { return unary("ad_sign", &D_SIGN, x, NULL); }
+ad_tensor *ad_sign(ad_tensor *x) { return ad__pw_unary("ad_sign", &D_SIGN, x, NULL); }
 
 const ad_op *const ad__ops_pointwise[] = {
     &D_ADD.op, &D_SUB.op, &D_MUL.op, &D_DIV.op, &D_POW.op, &D_MAXIMUM.op, &D_MINIMUM.op,
     &D_NEG.op, &D_EXP.op, &D_LOG.op, &D_SQRT.op, &D_SIN.op, &D_COS.op, &D_TAN.op,
-    &D_TANH.op, &D_SIGMOID.op, &D_RELU.op, &D_RELU_GRAD.op, &D_LEAKY_RELU.op, &D_ERF.op, &D_GELU.op,
-    &D_SOFTPLUS.op, &D_LOG1P.op, &D_EXPM1.op, &D_ATAN2.op, &D_ABS.op, &D_SQUARE.op, &D_RECIPROCAL.op, &D_CLAMP.op, &OP_WHERE,
+    &D_TANH.op, &D_SIGMOID.op, &D_RELU.op, &D_RELU_GRAD.op, &D_LEAKY_RELU.op, &OP_WHERE,
     &D_GT.op, &D_GE.op, &D_LT.op, &D_LE.op, &D_EQ.op, &D_SIGN.op, NULL,
 };

@@ -47,6 +47,7 @@ LAYERS = {
     'autodiff/ops.h': 2, 'autodiff/op_table.c': 2, 'autodiff/gemm.h': 2,
     'autodiff/gemm.c': 2, 'autodiff/gemm_choice.c': 2,  # and autodiff/ops_*.[ch], below
     'autodiff/gemm_driver.inc': 2, 'autodiff/pointwise_kernels.inc': 2,  # once per dtype
+    'autodiff/pointwise_impl.h': 2, 'autodiff/pointwise_loops.inc': 2,  # the two pointwise files'
     'autodiff/gemm_kernels.inc': 2,
     'autodiff/gemm_thin.inc': 2,
     'autodiff/fold_kernels.inc': 2, 'autodiff/per_dtype.inc': 2,
