@@ -371,11 +371,9 @@ static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samp
  * made it, bit for bit. */
 static int backward_fresh(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
 {
-    /* A data-parallel run that starts reducing gradients during the pass
-     * (grad_ready) may send an unreached parameter's gradient before the
-     * pass ends: there the buffers are zeroed first, as before. */
-    if (tr->comm.grad_ready)
-        return nn_optim_zero_grad(tr->opt) || backward(tr, loss, flags, samples) ? -1 : 0;
+    /* A data-parallel run that reduces gradients during the pass
+     * (grad_ready) reads a parameter's only once it is final, and an
+     * unreached one's only in average_grads, after the zeroing below. */
     if (backward(tr, loss, flags | AD_SET_GRAD, samples)) return -1;
     for (int k = 0; k < nn__optim_count(tr->opt); k++) {
         ad_tensor *p = nn__optim_param(tr->opt, k);

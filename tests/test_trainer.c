@@ -574,6 +574,92 @@ static int seeded_sum(void *user, double *v, int n)
     return 0;
 }
 
+/* A transport that reduces during backward (grad_ready) over an
+ * optimiser that also holds z, a parameter the loss does not reach, whose
+ * gradient is dirtied before every step: grad_ready never reports z, and
+ * when average_grads reads the gradients z's is 0 again, as
+ * nn_optim_zero_grad and a backward would leave it (the step sets the
+ * reached gradients, AD_SET_GRAD, and zeroes the others after the pass). */
+typedef struct early {
+    nn_module *net;
+    ad_tensor *z;
+    int reported, z_reported, averaged;
+} early;
+
+static int early_ready(void *user, ad_tensor *param, double samples)
+{
+    early *e = user;
+    (void)samples;
+    e->reported++;
+    e->z_reported += param == e->z;
+    return 0;
+}
+
+static int early_average(void *user, double *samples, double *loss)
+{
+    early *e = user;
+    e->averaged++;
+    const float *gz = ad_data(ad_tensor_grad(e->z));
+    ck_assert(gz[0] == 0.0f && gz[1] == 0.0f);
+    (void)samples;
+    (void)loss;
+    return 0;
+}
+
+/* z.grad = 2 z: a stale gradient the step must not leave behind. */
+static int dirty_z(nn_trainer *tr, const nn_step_info *si, void *user)
+{
+    (void)tr;
+    (void)si;
+    ad_tensor *z = ((early *)user)->z;
+    ck_assert_int_eq(ad_zero_grad(z), 0);
+    ad_tape *tp = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(tp);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_mul(z, z), NULL, 0, false), NULL, 0), 0);
+    ad_tape_activate(prev);
+    ad_tape_free(tp);
+    ck_assert(((const float *)ad_data(ad_tensor_grad(z)))[1] == -4.0f);
+    return 0;
+}
+
+START_TEST(comm_grad_ready_unreached_param)
+{
+    data d;
+    data_make(&d);
+    ad_rng rng;
+    ad_rng_init(&rng, 7);
+    early e = {.net = NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                                    nn_linear(8, 3, true, AD_FLOAT32, &rng))};
+    e.z = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(2), ((float[]){1, -2}));
+    ck_assert_int_eq(ad_set_requires_grad(e.z, true), 0);
+    dirty_z(NULL, NULL, &e);
+    nn_named_tensors *p = nn_parameters(e.net);
+    ad_tensor *all[5] = {p->tensors[0], p->tensors[1], p->tensors[2], p->tensors[3], e.z};
+    nn_named_tensors *withz = nn_named_tensors_new(5, NULL, all);
+    nn_optim *opt = nn_sgd(withz, &(nn_sgd_options){.lr = 0.1});
+    nn_named_tensors_free(withz);
+    nn_named_tensors_free(p);
+    nn_trainer *tr = nn_trainer_new(e.net, NULL, opt, NULL);
+    ck_assert_int_eq(nn_trainer_set_comm(tr, &(nn_trainer_comm){.rank = 0, .world_size = 1,
+                                                                .average_grads = early_average,
+                                                                .sum = seeded_sum,
+                                                                .grad_ready = early_ready,
+                                                                .user = &e}),
+                     0);
+    ck_assert_int_eq(nn_fit(tr, d.train, NULL, 1, &(nn_fit_options){.on_step = dirty_z,
+                                                                    .user = &e}), 0);
+    int steps = (N + BATCH - 1) / BATCH;
+    ck_assert_int_eq(e.averaged, steps);
+    ck_assert_int_eq(e.reported, 4 * steps); /* the model's four, each step */
+    ck_assert_int_eq(e.z_reported, 0);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_module_free(e.net);
+    ad_tensor_free(e.z);
+    data_free(&d);
+}
+END_TEST
+
 START_TEST(comm_hooks)
 {
     data d;
@@ -726,6 +812,7 @@ int main(void)
     tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);
+    tcase_add_test(tc, comm_grad_ready_unreached_param);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
