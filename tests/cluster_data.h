@@ -5,11 +5,12 @@
 #ifndef TESTS_CLUSTER_DATA_H
 #define TESTS_CLUSTER_DATA_H
 
-#include <check.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include <autodiff/autodiff.h>
+
+#include "check_asserts.h"
 
 static inline void cluster_data(int n, ad_tensor **x, ad_tensor **y)
 {

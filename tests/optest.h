@@ -9,9 +9,10 @@
 #define OPTEST_H
 
 #include <autodiff/autodiff.h>
-#include <check.h>
 #include <math.h>
 #include <stdio.h>
+
+#include "check_asserts.h"
 
 /* |a - b| <= tol (absolute), with both values in the failure message. */
 #define ck_assert_close(a, b, tol)                                                   \

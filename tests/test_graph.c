@@ -4,7 +4,6 @@
  * scopes), escaping, the whole-tape form, errors, and - when Graphviz is
  * installed (DOT=/path/to/dot in the environment) - that dot accepts the
  * output. */
-#include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,8 @@
 #include <unistd.h>
 
 #include <autodiff/autodiff.h>
+
+#include "check_asserts.h"
 
 /* Runs the writer into a temporary file and returns what it wrote
  * (malloc'd), or NULL when it failed. */
