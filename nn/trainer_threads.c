@@ -8,7 +8,7 @@
  * replays every shard's forward and loss on a thread of its own and
  * differentiates it there, all at once.  The training loss is a mean over
  * the batch, so the batch's loss and gradient are the shards' weighted by
- * n_t / N: the last shard, on a worker, accumulates its gradient into the
+ * n_t / N: the last shard, on a worker, writes its gradient into the
  * parameters' grads (ad_backward with grad_output n_t / N), the others
  * compute theirs with ad_gradients on their own tapes (the parameters are
  * only read, which independent tapes may do at once: tape.h), and after
@@ -484,14 +484,13 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     p->xrow = (size_t)(ad_numel(x) / N) * ad_dtype_size(ad_tensor_dtype(x));
     p->yrow = (size_t)(ad_numel(y) / N) * ad_dtype_size(ad_tensor_dtype(y));
     if (!p->xd || !p->yd) return -1;
-    /* The last shard, on a worker, adds its gradient into the parameters'
-     * buffers, which it zeroes first (as a one-thread step does, the
-     * optimiser's parameters outside the model included): a matrix
-     * product's gradient goes straight in (ad_backward's accumulation into
-     * a leaf, no buffer of its own), where one made apart would be zeroed
-     * by the product (BLAS at beta 0) and then read again to be copied.
-     * The worker, not this thread, zeroes: this one loaded the batch.  The
-     * other shards are added in phase 2. */
+    /* The last shard, on a worker, writes its gradient into the
+     * parameters' buffers (AD_SET_GRAD: a matrix product's gradient goes
+     * straight in, at beta 0, with no buffer of its own that would be
+     * read again to be copied) and zeroes those of the optimiser's
+     * parameters its pass did not write, the model's unreached ones and
+     * any outside the model, as a one-thread step does.  The other shards
+     * are added in phase 2. */
     p->opt = tr->opt;
 
     int prev = ad_set_num_threads(1);
