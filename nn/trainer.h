@@ -99,7 +99,8 @@ AD_API nn_trainer *nn_trainer_new(nn_module *model, nn_loss_fn loss, nn_optim *o
 AD_API void nn_trainer_free(nn_trainer *tr);
 
 /* One training step on batch (x, y): the model in training mode, the loss
- * (mean over the batch), zero_grad, backward, the optimiser's update, with
+ * (mean over the batch), backward into fresh gradients (as zero_grad and
+ * then backward: AD_SET_GRAD, tape.h), the optimiser's update, with
  * the schedule's rate when nn_fit drives it.  x and y are read, not kept
  * (a loader's batches are fine).  Stores the batch's mean loss in *loss
  * when loss is not NULL.  Errors: NULL x or y, a failure of the model, the
