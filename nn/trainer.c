@@ -221,7 +221,26 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
         nn__rec_free(r);
         return -1;
     }
+    r->set_grads = nn__trainer_may_set_grads(tr, r->tape);
     return 0;
+}
+
+bool nn__trainer_may_set_grads(const nn_trainer *tr, const ad_tape *tape)
+{
+    int np = nn__optim_count(tr->opt);
+    size_t nodes = ad_tape_num_nodes(tape);
+    for (size_t i = 0; i < nodes; i++) {
+        ad_node_info info;
+        if (ad_tape_node_info(tape, i, &info) || !info.on_grad_path) continue;
+        for (int k = 0; k < info.nin; k++) {
+            const ad_tensor *t = info.inputs[k];
+            if (!t || !ad_is_leaf(t) || !ad_requires_grad(t)) continue;
+            int j = 0;
+            while (j < np && nn__optim_param(tr->opt, j) != t) j++;
+            if (j == np) return false;
+        }
+    }
+    return true;
 }
 
 rec *nn__trainer_train_rec(nn_trainer *tr, const ad_tensor *x, const ad_tensor *y)
@@ -265,6 +284,7 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
         *out = r->out;
         *loss = r->loss;
         tr->y = r->y;
+        tr->step_set = r->set_grads;
         *replayed = true;
         return 0;
     }
@@ -280,6 +300,7 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     ad_set_grad_enabled(grad_was);
     ad_tape_activate(prev);
     tr->y = y;
+    tr->step_set = *loss && training && nn__trainer_may_set_grads(tr, tr->scratch);
     return *loss ? 0 : -1;
 }
 
@@ -371,6 +392,10 @@ static int backward(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samp
  * made it, bit for bit. */
 static int backward_fresh(nn_trainer *tr, ad_tensor *loss, unsigned flags, double samples)
 {
+    /* A leaf outside the optimiser keeps adding up across steps
+     * (nn__trainer_may_set_grads): the optimiser's are zeroed first. */
+    if (!tr->step_set)
+        return nn_optim_zero_grad(tr->opt) || backward(tr, loss, flags, samples) ? -1 : 0;
     /* A data-parallel run that reduces gradients during the pass
      * (grad_ready) reads a parameter's only once it is final, and an
      * unreached one's only in average_grads, after the zeroing below. */

@@ -133,8 +133,11 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * random streams (Dropout: the shards would draw from one stream in
  * whatever order the threads run), a model with buffers (BatchNorm: every
  * shard would update the one set of running statistics, and each would
- * normalise by its shard's statistics instead of the batch's) and a
- * worker of a data-parallel run are not split: their steps run as
+ * normalise by its shard's statistics instead of the batch's), a model
+ * whose loss reaches a tensor that requires grad and is not one of the
+ * optimiser's parameters (its gradient adds up across steps, and the
+ * shards compute only the parameters') and a worker of a data-parallel
+ * run are not split: their steps run as
  * NN_THREADS_OPS; evaluation runs on the calling thread, its kernels on
  * OpenMP's threads.  Errors: NULL tr, threads outside
  * 0..256.  Changing the count stops the old threads. */

@@ -14,6 +14,7 @@ typedef struct rec {
     int xnd, ynd;
     int64_t xshape[AD_MAX_DIMS], yshape[AD_MAX_DIMS];
     ad_tensor *x, *y, *out, *loss;
+    bool set_grads; /* nn__trainer_may_set_grads of the recording */
 } rec;
 
 typedef struct pool pool;
@@ -39,6 +40,7 @@ struct nn_trainer {
     int64_t fit_total;       /* steps of the current nn_fit, for the schedule */
     nn_trainer_comm comm;    /* world_size 0: alone */
     bool resumed;            /* counts set by a load, not by training here */
+    bool step_set;           /* this step's backward may set the gradients */
 };
 
 /* Records forward and loss on a new frozen replayable tape for the dtypes
@@ -48,6 +50,14 @@ struct nn_trainer {
 int nn__trainer_record(nn_trainer *tr, rec *r, bool training);
 int nn__trainer_record_batch(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y,
                              bool training);
+/* Whether a backward pass over tape's recording may set the gradients it
+ * writes (AD_SET_GRAD) rather than add to them: when every leaf it reaches
+ * that requires grad is one of the optimiser's parameters.  Any other (a
+ * parameter the optimiser does not hold, a tensor whose gradient the
+ * program reads) keeps its accumulation across steps, as in PyTorch, where
+ * zero_grad clears only the optimiser's: then a step zeroes those and
+ * adds, as it always did. */
+bool nn__trainer_may_set_grads(const nn_trainer *tr, const ad_tape *tape);
 /* Whether recording r takes batch (x, y): the same dtypes and shapes. */
 bool nn__rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y);
 void nn__rec_free(rec *r);
@@ -58,7 +68,8 @@ int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int6
 /* trainer_threads.c: the step with the batch split among tr->threads
  * threads.  Returns as the step does (0, 1 for a non-finite loss, -1 on
  * error), or 2 when this batch cannot be split (fewer rows than threads, a
- * non-contiguous batch): the caller then runs the one-thread step. */
+ * non-contiguous batch, a leaf outside the optimiser): the caller then
+ * runs the one-thread step. */
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
                            double *loss, int64_t *correct);
 /* The thread mode the next step uses (nn_trainer_get_thread_mode), and

@@ -471,6 +471,11 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
         s->rows = N * (t + 1) / T - s->row0;
         int got = shard_rec(tr, s, x, y);
         if (got) return got < 0 ? -1 : 2;
+        /* A leaf outside the optimiser that requires grad (its gradient
+         * adds up across steps, nn__trainer_may_set_grads) would get only
+         * the last shard's part: the others compute the parameters' alone.
+         * Such a model takes the step on the whole batch. */
+        if (!s->r->set_grads) return 2;
         ad_dtype ldt = ad_tensor_dtype(s->r->loss);
         if (s->weight && ad_tensor_dtype(s->weight) != ldt) {
             ad_tensor_free(s->weight);

@@ -660,6 +660,75 @@ START_TEST(comm_grad_ready_unreached_param)
 }
 END_TEST
 
+/* A module that scales its input by u, a tensor that requires grad but
+ * that no optimiser holds: its gradient adds up across steps, as
+ * ad_backward's does and as in PyTorch (zero_grad clears only the
+ * optimiser's), while the optimiser's parameters get each step's own.
+ * The trainer sets those (AD_SET_GRAD) only when the loss reaches no
+ * such leaf; with one it zeroes the optimiser's and adds.  Two steps on
+ * one batch with lr 0 (nothing moves): u's gradient doubles, the
+ * weight's stays.  With two threads and the batch split asked for, the
+ * step runs on the whole batch (the shards would give u only the last
+ * shard's part) and gives u the one-thread gradient. */
+typedef struct scale_state {
+    ad_tensor *u;
+} scale_state;
+
+static ad_tensor *scale_forward(nn_module *m, ad_tensor *x)
+{
+    const scale_state *st = nn_module_state(m);
+    return ad_mul(x, st->u);
+}
+static const nn_module_type SCALE = {"ScaleByU", scale_forward, NULL, NULL};
+
+START_TEST(leaf_outside_optimizer_accumulates)
+{
+    float g1[2][3];
+    for (int run = 0; run < 2; run++) {
+        ad_rng rng;
+        ad_rng_init(&rng, 11);
+        scale_state st = {ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(3), ((float[]){1, 0.5f, -1}))};
+        ck_assert_int_eq(ad_set_requires_grad(st.u, true), 0);
+        nn_module *net =
+            NN_SEQUENTIAL(nn_linear(2, 3, true, AD_FLOAT32, &rng), nn_module_new(&SCALE, &st));
+        ck_assert_ptr_nonnull(net);
+        nn_named_tensors *p = nn_parameters(net);
+        ck_assert_int_eq(p->n, 2);
+        ad_tensor *w = p->tensors[0];
+        nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0});
+        nn_named_tensors_free(p);
+        nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+        ck_assert_ptr_nonnull(tr);
+        if (run == 1) {
+            ck_assert_int_eq(nn_trainer_set_threads(tr, 2), 0);
+            ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_BATCH), 0);
+        }
+        ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(8, 2), 0, 1);
+        ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(8),
+                                     ((int64_t[]){0, 1, 2, 0, 1, 2, 0, 1}));
+        float w1[6];
+        ck_assert_int_eq(nn_trainer_step(tr, x, y, NULL), 0);
+        memcpy(g1[run], ad_data(ad_tensor_grad(st.u)), sizeof g1[run]);
+        memcpy(w1, ad_data(ad_tensor_grad(w)), sizeof w1);
+        ck_assert_int_eq(nn_trainer_step(tr, x, y, NULL), 0);
+        const float *g2 = ad_data(ad_tensor_grad(st.u)), *w2 = ad_data(ad_tensor_grad(w));
+        for (int i = 0; i < 3; i++) {
+            ck_assert(g1[run][i] != 0.0f);
+            ck_assert_msg(g2[i] == 2 * g1[run][i], "u.grad[%d] %g after two steps, %g after one",
+                          i, g2[i], g1[run][i]);
+        }
+        for (int i = 0; i < 6; i++) ck_assert(w2[i] == w1[i]);
+        nn_trainer_free(tr);
+        nn_optim_free(opt);
+        nn_module_free(net);
+        ad_tensor_free(st.u);
+        ad_tensor_free(x);
+        ad_tensor_free(y);
+    }
+    for (int i = 0; i < 3; i++) ck_assert_close(g1[1][i], g1[0][i], 1e-6);
+}
+END_TEST
+
 START_TEST(comm_hooks)
 {
     data d;
@@ -813,6 +882,7 @@ int main(void)
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);
     tcase_add_test(tc, comm_grad_ready_unreached_param);
+    tcase_add_test(tc, leaf_outside_optimizer_accumulates);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
