@@ -29,6 +29,11 @@ void nn__optim_step_end(nn_optim *o);
 int nn__optim_count(const nn_optim *o);
 int nn__optim_find(const nn_optim *o, const ad_tensor *p);
 ad_tensor *nn__optim_param(const nn_optim *o, int k);
+/* After an ad_backward with AD_SET_GRAD on this thread: zeroes the
+ * gradients of o's parameters that the pass did not write
+ * (ad_grad_written), so that every one is what nn_optim_zero_grad and an
+ * accumulating backward would have made it.  -1 on error. */
+int nn__optim_zero_unwritten(nn_optim *o);
 int64_t nn__optim_rows(const nn_optim *o, int k);
 void nn__optim_step_rows(nn_optim *o, int k, int64_t r0, int64_t r1);
 /* Tests only: runs the update loops compiled for instruction set isa (0

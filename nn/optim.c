@@ -591,6 +591,13 @@ int nn_optim_step(nn_optim *o)
     return 0;
 }
 
+int nn__optim_zero_unwritten(nn_optim *o)
+{
+    for (int i = 0; i < o->n; i++)
+        if (!ad_grad_written(o->ps[i].p) && ad_zero_grad(o->ps[i].p)) return -1;
+    return 0;
+}
+
 int nn_optim_zero_grad(nn_optim *o)
 {
     if (!o) return nn__null_arg("nn_optim_zero_grad", "opt");

@@ -227,17 +227,14 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
 
 bool nn__trainer_may_set_grads(const nn_trainer *tr, const ad_tape *tape)
 {
-    int np = nn__optim_count(tr->opt);
     size_t nodes = ad_tape_num_nodes(tape);
     for (size_t i = 0; i < nodes; i++) {
         ad_node_info info;
         if (ad_tape_node_info(tape, i, &info) || !info.on_grad_path) continue;
         for (int k = 0; k < info.nin; k++) {
             const ad_tensor *t = info.inputs[k];
-            if (!t || !ad_is_leaf(t) || !ad_requires_grad(t)) continue;
-            int j = 0;
-            while (j < np && nn__optim_param(tr->opt, j) != t) j++;
-            if (j == np) return false;
+            if (t && ad_is_leaf(t) && ad_requires_grad(t) && nn__optim_find(tr->opt, t) < 0)
+                return false;
         }
     }
     return true;
@@ -399,12 +396,9 @@ static int backward_fresh(nn_trainer *tr, ad_tensor *loss, unsigned flags, doubl
     /* A data-parallel run that reduces gradients during the pass
      * (grad_ready) reads a parameter's only once it is final, and an
      * unreached one's only in average_grads, after the zeroing below. */
-    if (backward(tr, loss, flags | AD_SET_GRAD, samples)) return -1;
-    for (int k = 0; k < nn__optim_count(tr->opt); k++) {
-        ad_tensor *p = nn__optim_param(tr->opt, k);
-        if (!ad_grad_written(p) && ad_zero_grad(p)) return -1;
-    }
-    return 0;
+    return backward(tr, loss, flags | AD_SET_GRAD, samples) || nn__optim_zero_unwritten(tr->opt)
+               ? -1
+               : 0;
 }
 
 /* The step without its checks of tr, x and y: 1 for a non-finite loss

@@ -122,11 +122,10 @@ static void shard_run(struct pool *p, shard *s)
              * optimiser's parameters the pass did not write are zeroed,
              * the bits of nn_optim_zero_grad and an accumulating backward
              * (trainer.c, backward_fresh). */
-            rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH | AD_SET_GRAD);
-            for (int k = 0; rc == 0 && k < nn__optim_count(p->opt); k++) {
-                ad_tensor *q = nn__optim_param(p->opt, k);
-                if (!ad_grad_written(q) && ad_zero_grad(q)) rc = -1;
-            }
+            rc = ad_backward(r->loss, s->weight, AD_RETAIN_GRAPH | AD_SET_GRAD) ||
+                         nn__optim_zero_unwritten(p->opt)
+                     ? -1
+                     : 0;
         } else {
             rc = ad_gradients(r->loss, s->weight, p->nparams, p->params, s->grads,
                               AD_RETAIN_GRAPH);
