@@ -178,6 +178,7 @@ extern const ad_op *const ad__ops_util[];
 extern const ad_op *const ad__ops_decomp[];
 extern const ad_op *const ad__ops_loss[];
 extern const ad_op *const ad__ops_nn[];
+extern const ad_op *const ad__ops_norm[];
 extern const ad_op *const ad__ops_conv[];
 extern const ad_op *const ad__ops_fused[];
 extern const ad_op *const ad__ops_recurrence[];

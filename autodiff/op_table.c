@@ -4,7 +4,7 @@
 
 static const ad_op *const *const families[] = {
     ad__ops_pointwise, ad__ops_pointwise_fn, ad__ops_reduce, ad__ops_shape, ad__ops_index, ad__ops_util, ad__ops_linalg,
-    ad__ops_decomp, ad__ops_loss, ad__ops_nn, ad__ops_conv, ad__ops_fused, ad__ops_recurrence,
+    ad__ops_decomp, ad__ops_loss, ad__ops_nn, ad__ops_norm, ad__ops_conv, ad__ops_fused, ad__ops_recurrence,
     ad__ops_attention, ad__ops_random, ad__ops_custom, ad__ops_checkpoint,
 #ifndef AD_NO_FFI /* the WebAssembly build of web/ has no libffi, so no foreign ops */
     ad__ops_ffi,
