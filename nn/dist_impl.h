@@ -99,6 +99,11 @@ struct nn_dist {
 
 /* -1 with "nn_dist: CALL: MPI's message" when rc is not MPI_SUCCESS. */
 int nn__dist_mpi_ok(int rc, const char *call);
+/* dist_collectives.c: -1 on every rank, with an error naming fn and
+ * what, unless all ranks hold the same value v; rank 0's model, optimiser
+ * state and counts onto every rank (nn_dist_attach, nn_dist_load). */
+int nn__dist_same_everywhere(nn_dist *d, const char *fn, int64_t v, const char *what);
+int nn__dist_broadcast_trainer(nn_dist *d, nn_trainer *tr);
 MPI_Datatype nn__dist_mpi_type(ad_dtype dt);
 /* Entry e's tensor: a parameter (e < params->n), or an averaged buffer. */
 ad_tensor *nn__dist_entry(const nn_dist *d, int e);
