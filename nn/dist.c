@@ -8,7 +8,6 @@
 
 #include "dist_impl.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

@@ -8,7 +8,6 @@
  * walks a model (listing parameters, switching modes, freeing) is generic:
  * a layer type only says how to compute its output.  That is the whole of
  * PyTorch's nn.Module, minus hooks and Python. */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
