@@ -59,6 +59,21 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
                            ad__desc(values[i]));
         }
     }
+    /* An op recorded while none of its inputs required grad is on the
+     * tape for replay only: backward does not go through it.  An input
+     * that requires grad now (a layer unfrozen after the recording) would
+     * get no gradient, silently; the recording must be made again. */
+    for (size_t i = 0; i < t->nnodes; i++) {
+        const ad_node *nd = t->nodes[i];
+        if (nd->out->node == nd || !nd->op->backward) continue;
+        for (int k = 0; k < nd->nin; k++)
+            if (nd->in[k]->requires_grad)
+                return ad__errc(AD_ERR_STATE, fn,
+                                "input %d of op %zu (%s), %s, requires grad now but did not "
+                                "when the tape was recorded, so the recording has no gradient "
+                                "path through it: record again", k, i, nd->op->name,
+                                ad__desc(nd->in[k]));
+    }
     /* Values are copied in before the rewind, which frees what was made
      * after the freeze - values made there included. */
     for (int i = 0; values && i < n; i++)

@@ -322,7 +322,11 @@ AD_API int ad_tape_freeze(ad_tape *tape);
  * Returns the number of comparison elements whose result changed since the
  * previous run (>= 0), or -1 on error: tape not frozen, an input of another
  * shape or dtype than recorded ("ad_tape_replay: input 0 was recorded as
- * [64,784] float32, got [32,784] float32"), an op that cannot be replayed. */
+ * [64,784] float32, got [32,784] float32"), an op that cannot be replayed,
+ * or (AD_ERR_STATE, before anything has changed) a tensor that requires
+ * grad now but did not when an op reading it was recorded with no input
+ * that did (a layer unfrozen after the recording): the recording has no
+ * gradient path through that op, so record again. */
 AD_API int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
 
 /* ---- inspection: walking a recording ---------------------------------------------

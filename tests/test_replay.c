@@ -119,6 +119,54 @@ START_TEST(replay_refuses_other_shapes)
 }
 END_TEST
 
+/* loss = sum(tanh(x W + b)^2) recorded with W and b frozen: the matmul and
+ * the add are on the tape for replay only.  Unfrozen, W and b would get no
+ * gradient from a replay, so the replay refuses (nothing changed), and a
+ * new recording gives the gradients a direct pass gives. */
+START_TEST(replay_refuses_a_path_unfrozen_after_recording)
+{
+    static const double xv[12] = {0.5, -1, 2, 0.25, 1, -0.5, 1.5, 0, -2, 0.75, -0.25, 1};
+    static const double wv[6] = {0.1, -0.2, 0.3, 0.4, -0.5, 0.6}, bv[2] = {0.05, -0.1};
+    ad_tensor *w = ad_from_array(NULL, AD_FLOAT64, 2, (int64_t[]){3, 2}, wv);
+    ad_tensor *b = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){2}, bv);
+    ad_tensor *scale = ad_leaf(NULL, AD_FLOAT64, 0, NULL, (double[]){1.5});
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x = ot_f64(t, 2, (int64_t[]){4, 3}, xv);
+    ad_tensor *l = ad_mul(model(x, w, b), scale); /* scale keeps a gradient path */
+    ck_assert_ptr_nonnull(l);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0); /* nothing unfrozen yet */
+    ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_STATE);
+    ck_assert_error_rc(ad_tape_replay(t, 0, NULL, NULL),
+                       "ad_tape_replay: input 1 of op 0 (matmul), [3,2] float64, requires grad "
+                       "now but did not when the tape was recorded");
+    ck_assert_int_eq(ad_set_requires_grad(b, true), 0);
+    ad_tape_free(t);
+    /* recorded again: the gradients of a pass recorded afresh */
+    t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    x = ot_f64(t, 2, (int64_t[]){4, 3}, xv);
+    l = ad_mul(model(x, w, b), scale);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0);
+    ck_assert_int_eq(ad_backward(l, NULL, AD_RETAIN_GRAPH), 0);
+    double gw[6], gb[2], dw[6], db[2], loss;
+    ad_to_array(ad_tensor_grad(w), gw);
+    ad_to_array(ad_tensor_grad(b), gb);
+    ad_tape_free(t);
+    grads_direct(xv, w, b, dw, db, &loss);
+    for (int i = 0; i < 6; i++) ck_assert_double_eq_tol(gw[i], 1.5 * dw[i], 1e-14);
+    for (int i = 0; i < 2; i++) ck_assert_double_eq_tol(gb[i], 1.5 * db[i], 1e-14);
+    ck_assert_double_ne(gw[0], 0);
+    ad_tensor_free(w);
+    ad_tensor_free(b);
+    ad_tensor_free(scale);
+}
+END_TEST
+
 START_TEST(replay_recomputes_masks_and_counts_branch_switches)
 {
     /* y = sum(where(x > 0, x, -x)) = sum |x|: the mask is on no gradient
@@ -317,6 +365,7 @@ int main(void)
     tcase_add_test(tc, replay_matches_recording_and_allocates_nothing);
     tcase_add_test(tc, replay_counts_allocations_exactly);
     tcase_add_test(tc, replay_refuses_other_shapes);
+    tcase_add_test(tc, replay_refuses_a_path_unfrozen_after_recording);
     tcase_add_test(tc, replay_recomputes_masks_and_counts_branch_switches);
     tcase_add_test(tc, replay_draws_a_new_dropout_mask_as_a_fresh_recording_would);
     tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
