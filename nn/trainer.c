@@ -62,7 +62,43 @@ nn_trainer *nn_trainer_new(nn_module *model, nn_loss_fn loss, nn_optim *opt,
 void nn__rec_free(rec *r)
 {
     ad_tape_free(r->tape);
+    ad_free(r->leaf);
+    ad_free(r->leaf_rg);
     *r = (rec){0};
+}
+
+bool nn__rec_stale(const rec *r)
+{
+    for (int i = 0; i < r->nleaf; i++)
+        if (ad_requires_grad(r->leaf[i]) != r->leaf_rg[i]) return true;
+    return false;
+}
+
+/* r->leaf and r->leaf_rg for r's tape; -1 when out of memory. */
+static int note_leaves(const char *fn, rec *r)
+{
+    size_t nodes = ad_tape_num_nodes(r->tape), uses = 0;
+    for (size_t i = 0; i < nodes; i++) {
+        ad_node_info info;
+        if (!ad_tape_node_info(r->tape, i, &info)) uses += (size_t)info.nin;
+    }
+    r->leaf = ad_malloc((uses + 1) * sizeof *r->leaf);
+    r->leaf_rg = ad_malloc(uses + 1);
+    if (!r->leaf || !r->leaf_rg) return nn__err(fn, "out of memory");
+    for (size_t i = 0; i < nodes; i++) {
+        ad_node_info info;
+        if (ad_tape_node_info(r->tape, i, &info)) continue;
+        for (int k = 0; k < info.nin; k++) {
+            const ad_tensor *t = info.inputs[k];
+            if (!t || !ad_is_leaf(t)) continue;
+            int j = 0;
+            while (j < r->nleaf && r->leaf[j] != t) j++;
+            if (j < r->nleaf) continue;
+            r->leaf[r->nleaf] = t;
+            r->leaf_rg[r->nleaf++] = ad_requires_grad(t);
+        }
+    }
+    return 0;
 }
 
 void nn_trainer_free(nn_trainer *tr)
@@ -217,7 +253,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     ad_set_grad_enabled(grad_was);
     streams_restore(&st);
     buffers_restore(&bu);
-    if (!r->loss || ad_tape_freeze(r->tape)) {
+    if (!r->loss || ad_tape_freeze(r->tape) || note_leaves(fn, r)) {
         nn__rec_free(r);
         return -1;
     }
@@ -248,6 +284,24 @@ rec *nn__trainer_train_rec(nn_trainer *tr, const ad_tensor *x, const ad_tensor *
     return NULL;
 }
 
+/* A stale recording r (a layer frozen or unfrozen since: nn__rec_stale)
+ * recorded again for batches shaped as (x, y); with pre, the batch that
+ * nn_fit converted into r's leaves goes into the new ones. */
+static int rerecord(nn_trainer *tr, rec *r, const ad_tensor *x, const ad_tensor *y,
+                    bool training, bool pre)
+{
+    rec fresh;
+    if (nn__trainer_record_batch(tr, &fresh, x, y, training)) return -1;
+    if (pre && (ad_copy_into(fresh.x, r->x) || ad_copy_into(fresh.y, r->y))) {
+        nn__rec_free(&fresh);
+        return -1;
+    }
+    if (tr->out && ad_tensor_tape(tr->out) == r->tape) tr->out = tr->y = NULL;
+    nn__rec_free(r);
+    *r = fresh;
+    return 0;
+}
+
 /* Forward and loss of batch (x, y) into *out and *loss: replayed from the
  * recording of its shape (recorded first if this is its first batch), or,
  * without replay or with every slot taken, recorded afresh on the scratch
@@ -264,13 +318,14 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
         if (!recs[i].tape || nn__rec_matches(&recs[i], x, y)) r = &recs[i];
     if (r) {
         nn__trainer_prefetch_stop(tr, r); /* nothing may convert into it now */
-        if (!r->tape && nn__trainer_record_batch(tr, r, x, y, training)) return -1;
-        ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
         /* nn_fit converted the batch into the leaves already, or (with
          * NN_THREADS_OPS) the threads copy it in now, each a part */
         bool pre = training && tr->pre_r == r && tr->pre_x == x;
         tr->pre_r = NULL;
         tr->pre_x = NULL;
+        if (r->tape && nn__rec_stale(r) && rerecord(tr, r, x, y, training, pre)) return -1;
+        if (!r->tape && nn__trainer_record_batch(tr, r, x, y, training)) return -1;
+        ad_tensor *leaves[2] = {r->x, r->y}, *values[2] = {x, y};
         int copied = pre ? 0 : training && tr->ops ? nn__ops_load(tr, r, x, y) : 1;
         if (copied < 0) return -1;
         /* A positive count (comparisons whose outcome changed since the

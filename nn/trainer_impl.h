@@ -15,6 +15,11 @@ typedef struct rec {
     int64_t xshape[AD_MAX_DIMS], yshape[AD_MAX_DIMS];
     ad_tensor *x, *y, *out, *loss;
     bool set_grads; /* nn__trainer_may_set_grads of the recording */
+    /* The leaves its ops read (each once) and whether each required grad
+     * when it was recorded (nn__rec_stale). */
+    const ad_tensor **leaf;
+    bool *leaf_rg;
+    int nleaf;
 } rec;
 
 typedef struct pool pool;
@@ -60,6 +65,12 @@ int nn__trainer_record_batch(nn_trainer *tr, rec *r, const ad_tensor *x, const a
 bool nn__trainer_may_set_grads(const nn_trainer *tr, const ad_tape *tape);
 /* Whether recording r takes batch (x, y): the same dtypes and shapes. */
 bool nn__rec_matches(const rec *r, const ad_tensor *x, const ad_tensor *y);
+/* Whether a leaf that r's ops read requires grad now and did not when r
+ * was recorded, or the other way round (a layer unfrozen or frozen since):
+ * r's gradient paths and set_grads are those of the recording, so it
+ * must be recorded again before it is replayed (ad_tape_replay refuses an
+ * unfrozen input on a path recorded for replay only). */
+bool nn__rec_stale(const rec *r);
 void nn__rec_free(rec *r);
 
 /* Rows of logits [N, C] whose prediction is the label, added to *correct. */

@@ -76,9 +76,12 @@ struct pool {
     pgrad *pg;            /* [nparams] */
     shard *sh;
     int nparams;
-    ad_tensor **params;   /* the model's parameters that require grad */
-    int *slot;            /* [nparams]: each one's index in the optimiser, or -1 */
-    int *extra, nextra;   /* the optimiser's parameters that are none of these */
+    ad_tensor **params;   /* the optimiser's parameters that require grad */
+    int *slot;            /* [nparams]: each one's index in the optimiser */
+    int *extra, nextra;   /* the optimiser's parameters that do not */
+    ad_tensor **opt_p;    /* [nopt]: the optimiser's parameters when the pool */
+    bool *opt_rg;         /* was made, and whether each required grad then */
+    int nopt;
     pthread_t *th;        /* the n - 1 workers */
     int started;          /* workers created */
     pthread_mutex_t mu;   /* guards only the sleeps of go and done */
@@ -98,6 +101,9 @@ struct pool {
 /* The threads of a trainer, started: n - 1 workers and the calling
  * thread (NULL with an error). */
 struct pool *nn__pool_new(nn_trainer *tr, int n);
+/* Whether the optimiser's parameters, or which of them require grad,
+ * changed since the pool was made (its params would miss one). */
+bool nn__pool_params_stale(const struct pool *p, nn_optim *opt);
 /* Runs phase (1 shards' steps, 2 their sums and update, 3 p->task) on
  * every thread, part 0 on this one, and returns when all are done. */
 void nn__pool_run_phase(struct pool *p, int phase);

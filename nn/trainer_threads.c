@@ -250,6 +250,8 @@ void nn__pool_free(struct pool *p)
     ad_free(p->params);
     ad_free(p->slot);
     ad_free(p->extra);
+    ad_free(p->opt_p);
+    ad_free(p->opt_rg);
     ad_free(p->th);
     ad_free(p);
 }
@@ -275,30 +277,34 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
     p->sh = ad_calloc((size_t)n, sizeof *p->sh);
     p->th = ad_calloc((size_t)n, sizeof *p->th);
     p->pf = nn__prefetch_new();
-    nn_named_tensors *all = nn_parameters(tr->model);
-    if (!p->sh || !p->th || !p->pf || !all) goto oom;
-    p->params = ad_calloc((size_t)all->n + 1, sizeof *p->params);
-    p->pg = ad_calloc((size_t)all->n + 1, sizeof *p->pg);
-    if (!p->params || !p->pg) goto oom;
-    for (int i = 0; i < all->n; i++)
-        if (ad_requires_grad(all->tensors[i])) p->params[p->nparams++] = all->tensors[i];
-    nn_named_tensors_free(all);
-    all = NULL;
-    int nopt = nn__optim_count(tr->opt);
-    p->slot = ad_calloc((size_t)p->nparams + 1, sizeof *p->slot);
-    p->extra = ad_calloc((size_t)nopt + 1, sizeof *p->extra);
-    if (!p->slot || !p->extra) goto oom;
-    for (int i = 0; i < p->nparams; i++) p->slot[i] = nn__optim_find(tr->opt, p->params[i]);
+    if (!p->sh || !p->th || !p->pf) goto oom;
+    /* The shards differentiate the optimiser's parameters that require
+     * grad: the model's would miss one the optimiser holds outside the
+     * model.  (A leaf on the loss's path outside the optimiser makes the
+     * split refuse the model: nn__trainer_step_split.)  Which ones those
+     * are is kept, for nn__pool_params_stale. */
+    int nopt = p->nopt = nn__optim_count(tr->opt);
+    size_t np = (size_t)nopt + 1;
+    p->params = ad_calloc(np, sizeof *p->params);
+    p->pg = ad_calloc(np, sizeof *p->pg);
+    p->slot = ad_calloc(np, sizeof *p->slot);
+    p->extra = ad_calloc(np, sizeof *p->extra);
+    p->opt_p = ad_calloc(np, sizeof *p->opt_p);
+    p->opt_rg = ad_calloc(np, sizeof *p->opt_rg);
+    if (!p->params || !p->pg || !p->slot || !p->extra || !p->opt_p || !p->opt_rg) goto oom;
     for (int k = 0; k < nopt; k++) {
-        bool found = false;
-        for (int i = 0; !found && i < p->nparams; i++) found = p->slot[i] == k;
-        if (!found) p->extra[p->nextra++] = k;
+        ad_tensor *w = p->opt_p[k] = nn__optim_param(tr->opt, k);
+        if ((p->opt_rg[k] = ad_requires_grad(w))) {
+            p->slot[p->nparams] = k;
+            p->params[p->nparams++] = w;
+        } else {
+            p->extra[p->nextra++] = k;
+        }
     }
     for (int t = 0; t < n; t++) {
         p->sh[t].pool = p;
         p->sh[t].idx = t;
         p->sh[t].spin = SPIN_NS;
-        size_t np = (size_t)p->nparams + 1;
         if ((!(p->sh[t].grads = ad_calloc(np, sizeof(ad_tensor *))) ||
                       !(p->sh[t].base = ad_calloc(np, sizeof(void *))) ||
                       !(p->sh[t].strides = ad_calloc(np, sizeof *p->sh[t].strides))))
@@ -313,9 +319,17 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
 oom:
     nn__err(fn, "out of memory");
 fail:
-    nn_named_tensors_free(all);
     nn__pool_free(p);
     return NULL;
+}
+
+bool nn__pool_params_stale(const struct pool *p, nn_optim *opt)
+{
+    if (nn__optim_count(opt) != p->nopt) return true;
+    for (int k = 0; k < p->nopt; k++)
+        if (nn__optim_param(opt, k) != p->opt_p[k] || ad_requires_grad(p->opt_p[k]) != p->opt_rg[k])
+            return true;
+    return false;
 }
 
 /* Sets s->r to shard s's recording for its rows of the batch (x, y),
@@ -341,7 +355,10 @@ static int shard_rec(nn_trainer *tr, shard *s, const ad_tensor *x, const ad_tens
             !memcmp(r->xshape, want.xshape, (size_t)want.xnd * sizeof(int64_t)) &&
             !memcmp(r->yshape, want.yshape, (size_t)want.ynd * sizeof(int64_t))) {
             s->r = r;
-            return 0;
+            if (!nn__rec_stale(r)) return 0;
+            nn__rec_free(r); /* a layer frozen or unfrozen since: again */
+            *r = want;
+            return nn__trainer_record(tr, r, true);
         }
     }
     return 1;
@@ -424,9 +441,9 @@ static void reduce_slice(struct pool *p, int t)
             if (p->slot[i] >= 0) nn__optim_step_rows(p->opt, p->slot[i], r0, r1);
         }
     }
-    /* Parameters the optimiser holds and the model does not (their
-     * gradients zeroed, as on one thread): nn_optim_step updates them too,
-     * which decay or momentum can move. */
+    /* The optimiser's parameters that do not require grad (a gradient
+     * they still hold was zeroed, as on one thread): nn_optim_step updates
+     * them too, which decay or momentum can move. */
     for (int e = 0; e < p->nextra; e++) {
         int k = p->extra[e];
         int64_t rows = nn__optim_rows(p->opt, k);
@@ -456,6 +473,17 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     int T = tr->threads;
     int64_t N = ad_size(x, 0);
     if (N < T || !ad_is_contiguous(x) || !ad_is_contiguous(y)) return 2;
+    /* (a batch nn_fit converted into a recording's leaves is not in x:
+     * only the products split does that, and the step on the whole batch
+     * replays that recording) */
+    if (tr->pre_r && tr->pre_x == x) return 2;
+    if (tr->pool && nn__pool_params_stale(tr->pool, tr->opt)) {
+        /* a parameter frozen, unfrozen or added since: threads anew */
+        nn__trainer_prefetch_stop(tr, NULL);
+        if (tr->pre_r == &tr->pool->alt) tr->pre_r = NULL, tr->pre_x = NULL;
+        nn__pool_free(tr->pool);
+        tr->pool = NULL;
+    }
     if (!tr->pool && !(tr->pool = nn__pool_new(tr, T))) return -1;
     nn__trainer_prefetch_stop(tr, NULL);
     if (tr->drop_whole) { /* nn__trainer_choose_mode */

@@ -137,11 +137,147 @@ START_TEST(trainer_matches_an_eager_loop)
 }
 END_TEST
 
+/* ---- layers frozen and unfrozen, a parameter outside the model ----------
+ * A model whose logits get a tensor e added that the model does not
+ * register (a layer of one's own with state), e in the optimiser; its
+ * first layer frozen when the trainer records, unfrozen at step 3 (a
+ * backbone unfrozen after the head trained: no op of that layer was on a
+ * gradient path when it was recorded), its last weight frozen at step 6. */
+static ad_tensor *add_e_forward(nn_module *m, ad_tensor *x)
+{
+    return ad_add(x, *(ad_tensor **)nn_module_state(m));
+}
+static const nn_module_type ADD_E = {"AddE", add_e_forward, NULL, NULL};
+
+typedef struct frozen_model {
+    nn_module *net;
+    ad_tensor *e;
+    nn_optim *opt;
+} frozen_model;
+
+static void frozen_make(frozen_model *m)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 9);
+    m->e = ad_from_array(NULL, AD_FLOAT32, 1, (int64_t[]){3}, (float[]){0.5f, -0.25f, 0});
+    ck_assert_int_eq(ad_set_requires_grad(m->e, true), 0);
+    m->net = NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                           nn_linear(8, 3, true, AD_FLOAT32, &rng), nn_module_new(&ADD_E, &m->e));
+    ck_assert_ptr_nonnull(m->net);
+    nn_named_tensors *p = nn_parameters(m->net);
+    const char *names[8];
+    ad_tensor *ts[8];
+    for (int i = 0; i < p->n; i++) names[i] = p->names[i], ts[i] = p->tensors[i];
+    names[p->n] = "e";
+    ts[p->n] = m->e;
+    nn_named_tensors *all = nn_named_tensors_new(p->n + 1, names, ts);
+    m->opt = nn_sgd(all, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9});
+    ck_assert_ptr_nonnull(m->opt);
+    nn_named_tensors_free(all);
+    nn_named_tensors_free(p);
+    ck_assert_int_eq(ad_set_requires_grad(nn_get_parameter(m->net, "0.weight"), false), 0);
+    ck_assert_int_eq(ad_set_requires_grad(nn_get_parameter(m->net, "0.bias"), false), 0);
+}
+
+static void frozen_free(frozen_model *m)
+{
+    nn_optim_free(m->opt);
+    nn_module_free(m->net);
+    ad_tensor_free(m->e);
+}
+
+/* max |a - b| over every parameter and e (0 for the same bits) */
+static double frozen_diff(const frozen_model *a, const frozen_model *b)
+{
+    nn_named_tensors *pa = nn_parameters(a->net), *pb = nn_parameters(b->net);
+    double d = 0;
+    for (int i = 0; i <= pa->n; i++) {
+        const float *u = ad_data(i < pa->n ? pa->tensors[i] : a->e);
+        const float *v = ad_data(i < pa->n ? pb->tensors[i] : b->e);
+        for (int64_t j = 0; j < ad_numel(i < pa->n ? pa->tensors[i] : a->e); j++)
+            d = fmax(d, fabs((double)u[j] - (double)v[j]));
+    }
+    nn_named_tensors_free(pa);
+    nn_named_tensors_free(pb);
+    return d;
+}
+
+static void set_frozen(frozen_model *m, const char *name, bool frozen)
+{
+    ck_assert_int_eq(ad_set_requires_grad(nn_get_parameter(m->net, name), !frozen), 0);
+}
+
+/* The trainer's parameters after every step are the loop's (bits, or with
+ * the batch split the loop's up to the order of the shards' sums).  Before
+ * the trainer checked its recordings against requires_grad, the unfrozen
+ * layer never trained (its gradient stayed NULL) on any thread count, and
+ * the batch split gave e and the unfrozen layer only the last shard's part
+ * of their gradients. */
+START_TEST(trainer_follows_freezing_and_a_parameter_outside_the_model)
+{
+    static const struct { int threads; nn_thread_mode mode; } runs[] = {
+        {1, NN_THREADS_AUTO}, {2, NN_THREADS_OPS}, {2, NN_THREADS_BATCH}};
+    const int r = _i;
+    ad_tensor *x, *y;
+    cluster_data(N, &x, &y);
+    frozen_model a, b;
+    frozen_make(&a);
+    frozen_make(&b);
+    ad_tensor *w0 = nn_get_parameter(a.net, "0.weight");
+    float w0_start[16];
+    memcpy(w0_start, ad_data(w0), sizeof w0_start);
+    nn_trainer *tr = nn_trainer_new(a.net, NULL, a.opt, NULL);
+    ck_assert_ptr_nonnull(tr);
+    ck_assert_int_eq(nn_trainer_set_threads(tr, runs[r].threads), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, runs[r].mode), 0);
+    ad_tape *t = ad_tape_new();
+    for (int step = 0; step < 10; step++) {
+        if (step == 3 || step == 6) {
+            const char *names[] = {"0.weight", "0.bias", "2.weight"};
+            for (int i = step == 3 ? 0 : 2; i < (step == 3 ? 2 : 3); i++) {
+                set_frozen(&a, names[i], step == 6);
+                set_frozen(&b, names[i], step == 6);
+            }
+        }
+        int64_t row0 = (int64_t)(step % (N / BATCH)) * BATCH;
+        ad_tensor *xb = ad_narrow(x, 0, row0, BATCH), *yb = ad_narrow(y, 0, row0, BATCH);
+        ck_assert(xb && yb);
+        ck_assert_msg(nn_trainer_step(tr, xb, yb, NULL) == 0, "%s", ad_error());
+        ad_tape_activate(t);
+        ck_assert_int_eq(nn_optim_zero_grad(b.opt), 0);
+        ad_tensor *l = nn_cross_entropy(nn_forward(b.net, xb), yb, NN_MEAN, 0);
+        ck_assert_msg(l != NULL, "%s", ad_error());
+        ck_assert_int_eq(ad_backward(l, NULL, 0), 0);
+        ck_assert_int_eq(nn_optim_step(b.opt), 0);
+        ad_tape_activate(NULL);
+        ck_assert_int_eq(ad_tape_reset(t), 0);
+        ad_tensor_free(xb);
+        ad_tensor_free(yb);
+        double d = frozen_diff(&a, &b);
+        if (runs[r].mode == NN_THREADS_BATCH)
+            ck_assert_msg(d < 1e-5, "step %d: parameters %g from the loop's", step, d);
+        else
+            ck_assert_msg(d == 0, "step %d: parameters %g from the loop's", step, d);
+        /* the first layer moves only once unfrozen */
+        bool moved = memcmp(ad_data(w0), w0_start, sizeof w0_start) != 0;
+        ck_assert_msg(moved == (step >= 3), "step %d: 0.weight %s", step,
+                      moved ? "moved while frozen" : "did not move once unfrozen");
+    }
+    ad_tape_free(t);
+    nn_trainer_free(tr);
+    frozen_free(&a);
+    frozen_free(&b);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("trainer_ref");
     TCase *tc = tcase_create("trainer_ref");
     tcase_add_loop_test(tc, trainer_matches_an_eager_loop, 0, 3);
+    tcase_add_loop_test(tc, trainer_follows_freezing_and_a_parameter_outside_the_model, 0, 3);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
