@@ -33,6 +33,14 @@
  * recording) from an ad_rng it registers with nn_module_set_rng (it then
  * also goes into checkpoints).
  *
+ * Freezing.  A parameter may be frozen or unfrozen (ad_set_requires_grad)
+ * between steps, as in PyTorch: the next step records its batch shape
+ * again when a tensor the recording reads changed requires_grad (a frozen
+ * layer's ops were recorded with no gradient path), and the batch split's
+ * threads differentiate the optimiser's parameters that require grad at
+ * that step.  On one thread a step gives the bits of the loop it stands
+ * for (zero_grad, backward, step; tests/test_trainer_ref.c).
+ *
  * Ownership.  The trainer borrows the model and the optimiser (they must
  * outlive it; free them after nn_trainer_free) and owns its tapes.  Tensors
  * it hands out (nn_trainer_output) live on its tapes and are valid until
