@@ -61,6 +61,9 @@ static const cfg CONVS[] = {
     {1, 4, 7, 5, 4, 3, 2, {{2, 1}, {1, 2}, {2, 1}, 4}, true, true}, /* depthwise */
     {1, 3, 5, 5, 2, 1, 1, {{2, 2}, {0, 0}, {0, 0}, 0}, false, true},  /* 1x1, zeros = defaults */
     {3, 8, 20, 19, 8, 3, 3, {{1, 1}, {1, 1}, {1, 1}, 1}, true, false}, /* big enough for threads */
+    /* padding taller than the image: the direct kernel's first and last
+     * blocks of positions read padding only, some rows of taps none */
+    {1, 2, 2, 3, 3, 3, 3, {{1, 1}, {40, 2}, {1, 1}, 1}, true, false},
 };
 
 static int64_t out_extent(int64_t n, int64_t k, int s, int p, int d)
