@@ -101,8 +101,9 @@ static ad_tensor *run_forward(const char *fn, ad_custom_ctx *ctx, ad_tensor *con
 {
     const ad_custom *C = ctx->C;
     ad_clear_error();
-    bool prev = ad_set_grad_enabled(false);
+    bool prev = ad_set_grad_enabled(false), prev_off = ad__set_record_off(true);
     ad_tensor *y = C->d.forward(ctx, in, n, C->d.user);
+    ad__set_record_off(prev_off);
     ad_set_grad_enabled(prev);
     if (!y) {
         if (!ad__has_error()) ad__err(fn, "%s: forward returned NULL without an error", op_name(C));

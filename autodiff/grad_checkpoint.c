@@ -86,9 +86,11 @@ static bool among(const ad_tensor *x, ad_tensor *const *v, int n)
 }
 
 /* The tensors made before the segment (nodes from first on) that its ops
- * read and that require grad, other than in[0..nin): appended to
- * extra[0..*nextra).  Leaves made inside the segment are known by their
- * headers, killed already. */
+ * read and that require grad, or that are floating leaves (a frozen
+ * weight it closes over: unfrozen later, a replay must see that it reads
+ * it, and the gradient-ready hook report it), other than in[0..nin):
+ * appended to extra[0..*nextra).  Leaves made inside the segment are
+ * known by their headers, killed already. */
 static int find_extras(const char *fn, ad_tape *t, size_t first, int nin, ad_tensor *const *in,
                        ad_tensor **extra, int *nextra)
 {
@@ -97,11 +99,12 @@ static int find_extras(const char *fn, ad_tape *t, size_t first, int nin, ad_ten
         for (int k = 0; k < n->nin; k++) {
             ad_tensor *x = n->in[k];
             bool before = x->node ? x->node->seq < first : !x->segment_freed;
-            if (!x->requires_grad || !before || among(x, in, nin) || among(x, extra, *nextra))
-                continue;
+            bool wanted = x->requires_grad || (!x->node && ad__is_float(x->dtype));
+            if (!wanted || !before || among(x, in, nin) || among(x, extra, *nextra)) continue;
             if (nin + *nextra == CKPT_MAX)
                 return ad__err(fn, "the function reads more than %d tensors that require grad "
-                                   "(inputs and tensors it uses from outside)", CKPT_MAX);
+                                   "or are floating leaves (inputs and tensors it uses from "
+                                   "outside)", CKPT_MAX);
             extra[(*nextra)++] = x;
         }
     }

@@ -139,6 +139,8 @@ struct ad_node {
     int nin;
     unsigned mark;     /* reachability epoch of a backward pass */
     bool freed;        /* backward ran without AD_RETAIN_GRAPH */
+    bool no_grad;      /* recorded with grad mode off (a replayable tape
+                          keeps it for replay only, whatever its inputs) */
     uint8_t skip;      /* inputs (bit i: in[i], i < 8) whose gradient the
                           backward pass has already added in through
                           op->accumulate_input: the rule leaves them out */
@@ -436,6 +438,10 @@ ad_tensor *ad__result(const char *fn, int nin, ad_tensor *const *in, ad_dtype dt
                       const int64_t *shape);
 ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
                       ad_tensor *const *in, const void *params, ad_node **node);
+/* While on (per thread; returns the previous state), ops run with grad
+ * mode off are not recorded even on a replayable tape: for a custom op's
+ * forward, whose node replays it as a whole (tape.c). */
+bool ad__set_record_off(bool on);
 /* Anomaly mode: the first non-finite value an op produces from finite
  * inputs is an error (see tape.h).  ad__record checks forward results. */
 bool ad__anomaly_on(void);
@@ -516,6 +522,11 @@ int ad__reduce_plan(const char *fn, const ad_tensor *x, const int *axes, int nax
  * tensor); ad__new_axis one naming the place of a new dimension,
  * -(ndim+1)..ndim. */
 void ad__copy_same(ad_tensor *dst, const ad_tensor *src);
+/* ad_copy_into's copy (any dtypes, converted through double) for
+ * arguments already checked, without its version bump: for an op's
+ * forward writing its own output, which replay must not count as a
+ * change in place. */
+void ad__copy_convert(ad_tensor *dst, const ad_tensor *src);
 ad_tensor ad__slab(const ad_tensor *t, int axis, int64_t start, int64_t count, int64_t step);
 int ad__dim_of(const char *fn, const ad_tensor *x, int axis, int *d);
 int ad__new_axis(const char *fn, int axis, const ad_tensor *x, int *a);

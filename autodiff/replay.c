@@ -62,10 +62,11 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     /* An op recorded while none of its inputs required grad is on the
      * tape for replay only: backward does not go through it.  An input
      * that requires grad now (a layer unfrozen after the recording) would
-     * get no gradient, silently; the recording must be made again. */
+     * get no gradient, silently; the recording must be made again.  (An
+     * op recorded with grad mode off has no gradient path by request.) */
     for (size_t i = 0; i < t->nnodes; i++) {
         const ad_node *nd = t->nodes[i];
-        if (nd->out->node == nd || !nd->op->backward) continue;
+        if (nd->out->node == nd || !nd->op->backward || nd->no_grad) continue;
         for (int k = 0; k < nd->nin; k++)
             if (nd->in[k]->requires_grad)
                 return ad__errc(AD_ERR_STATE, fn,

@@ -8,6 +8,7 @@ static _Thread_local ad_tape *active_tape;
 static _Thread_local bool grad_disabled;
 static _Thread_local bool anomaly;
 static _Thread_local bool in_backward; /* rules' inner ops are checked as a whole */
+static _Thread_local bool record_off;  /* ad__set_record_off */
 static _Thread_local const char *scope_label;
 static _Thread_local ad_trace_fn trace_fn;
 static _Thread_local void *trace_ctx;
@@ -681,14 +682,19 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     *node = NULL;
     if (anomaly && ad__check_forward(op, out, nin, in)) return -1;
     ad_tape *t = out->tape;
-    if (!t || grad_disabled) return 0;
+    if (!t) return 0;
+    /* A replayable tape keeps every op until it is frozen, so replay
+     * recomputes masks and preprocessing too, and what a program computes
+     * with grad mode off (a target, a statistic: for replay only, however
+     * it was recorded); not a backward rule's ops, nor a custom op's
+     * forward (its node replays it).  After the freeze, nodes are recorded
+     * only for gradients and live until the next replay rewinds. */
+    bool keep = t->replayable && !t->frozen && !in_backward && !record_off;
+    if (grad_disabled && !keep) return 0;
     bool any = false;
     for (int i = 0; i < nin; i++) any |= in[i]->requires_grad;
-    any = any && op->backward;
-    /* A replayable tape keeps every op until it is frozen, so replay
-     * recomputes masks and preprocessing too.  After the freeze, nodes are
-     * recorded only for gradients and live until the next replay rewinds. */
-    if (!any && !(t->replayable && !t->frozen)) return 0;
+    any = any && op->backward && !grad_disabled;
+    if (!any && !keep) return 0;
     if (t->nnodes == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 1024;
         ad_node **nodes = ad__realloc(t->nodes, cap * sizeof *nodes);
@@ -723,6 +729,7 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     n->seq = t->nnodes;
     n->label = scope_label;
     t->nodes[t->nnodes++] = n;
+    n->no_grad = grad_disabled;
     if (any) {
         out->node = n;
         out->requires_grad = true;
@@ -789,6 +796,13 @@ ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx)
     ad_trace_fn prev = trace_fn;
     trace_fn = fn;
     trace_ctx = ctx;
+    return prev;
+}
+
+bool ad__set_record_off(bool on)
+{
+    bool prev = record_off;
+    record_off = on;
     return prev;
 }
 

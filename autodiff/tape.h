@@ -308,8 +308,13 @@ AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
  */
 
 /* While on, every op whose result goes on the tape is recorded, also those
- * on no gradient path (data preprocessing, masks, comparisons), so that a
- * replay recomputes everything.  Set it before recording. */
+ * on no gradient path (data preprocessing, masks, comparisons) and those
+ * run with grad mode off (a target computed under no grad: recomputed by
+ * a replay, still without a gradient path), so that a replay recomputes
+ * everything.  Set it before recording, and keep the tape active while
+ * recording (ad_tape_activate): an op whose inputs are all persistent
+ * tensors puts its result on the active tape, and with none active the
+ * result is a persistent tensor, a constant that no replay recomputes. */
 AD_API int ad_tape_set_replayable(ad_tape *tape, bool replayable);
 /* Ends recording: what is on the tape now is what ad_tape_replay
  * recomputes; later allocations are rewound on each replay. */

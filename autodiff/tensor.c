@@ -560,14 +560,19 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
         return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", ad__shape_str(dst),
                        ad__shape_str(src));
     }
+    ad__copy_convert(dst, src);
+    ad__bump(dst);
+    return 0;
+}
+
+void ad__copy_convert(ad_tensor *dst, const ad_tensor *src)
+{
     ad_iter it = {.ndim = dst->ndim};
     memcpy(it.shape, dst->shape, sizeof it.shape);
     ad__iter_add(&it, dst);
     ad__iter_add(&it, src);
     copy_ctx c = {dst, src};
     ad__iter_run(&it, copy_row, &c);
-    ad__bump(dst);
-    return 0;
 }
 
 ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t)

@@ -116,8 +116,10 @@ AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *
  *    adds them (the sign of a zero may differ);
  *  - tensors f reads from outside its inputs (weights it closes over)
  *    receive their gradients too, like the inputs: the checkpoint's node
- *    lists them among its inputs, so an in-place change of one before
- *    backward is the usual AD_ERR_MODIFIED error;
+ *    lists them among its inputs (those that require grad, and every
+ *    floating leaf, so that a frozen weight unfrozen before a replay is
+ *    seen), so an in-place change of one before backward is the usual
+ *    AD_ERR_MODIFIED error; at most 64 inputs and such tensors;
  *  - random ops inside f draw the same numbers when recomputed: the
  *    positions of the ad_rng streams f draws from (ad_dropout, ad_rand,
  *    ad_rand_like, ...) are noted at the call and set back for the

@@ -1,5 +1,6 @@
 /* tests/test_replay.c - replayable tapes (record once, run many times,
  * allocation-free in steady state) and anomaly detection. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +165,95 @@ START_TEST(replay_refuses_a_path_unfrozen_after_recording)
     ad_tensor_free(w);
     ad_tensor_free(b);
     ad_tensor_free(scale);
+}
+END_TEST
+
+/* What a program computes with grad mode off while recording (a target)
+ * is recomputed by replay like any op, and has no gradient path: loss =
+ * sum((x w - tanh(x))^2) with tanh(x) computed under no grad, replayed at
+ * a new x, gives a fresh recording's loss and dw.  A cast that changes
+ * the dtype replays without making the next backward see its output as
+ * changed in place. */
+START_TEST(replay_recomputes_ops_run_with_grad_mode_off_and_casts)
+{
+    const double wv[2] = {0.5, -0.3}, x0[2] = {1, 2}, x1[2] = {-3, 0.25};
+    ad_tensor *w = ad_leaf(NULL, AD_FLOAT64, 1, (int64_t[]){2}, wv);
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x = ad_from_array(t, AD_FLOAT64, 1, (int64_t[]){2}, x0);
+    bool prev = ad_set_grad_enabled(false);
+    ad_tensor *target = ad_tanh(x);
+    ad_set_grad_enabled(prev);
+    ad_tensor *xw = ad_cast(ad_cast(ad_mul(x, w), AD_FLOAT32), AD_FLOAT64);
+    ad_tensor *loss = ad_sum(ad_square(ad_sub(xw, target)), NULL, 0, false);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *nx = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){2}, x1);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, &nx), 0);
+    ck_assert_msg(ad_backward(loss, NULL, AD_RETAIN_GRAPH) == 0, "%s", ad_error());
+    double g[2], want = 0, wg[2];
+    ad_to_array(ad_tensor_grad(w), g);
+    for (int i = 0; i < 2; i++) {
+        double d = (double)(float)(x1[i] * wv[i]) - tanh(x1[i]);
+        want += d * d;
+        wg[i] = 2 * d * x1[i];
+    }
+    /* (float32 precision: the cast rounds x w, and g on its way back) */
+    ck_assert_double_eq_tol(ad_item(loss), want, 1e-6);
+    for (int i = 0; i < 2; i++) ck_assert_double_eq_tol(g[i], wg[i], 1e-6);
+    ad_tensor_free(nx);
+    ad_tape_free(t);
+    ad_tensor_free(w);
+}
+END_TEST
+
+/* A weight a checkpointed function closes over, frozen when recorded and
+ * unfrozen before a replay: refused when nothing else gave the checkpoint
+ * a gradient path, as without the checkpoint; reported by the
+ * gradient-ready hook when something did. */
+static int ckpt_tanh_xw(ad_tensor *const *in, int nin, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nin, (void)nout;
+    out[0] = ad_tanh(ad_matmul(in[0], *(ad_tensor **)ctx));
+    return out[0] ? 0 : -1;
+}
+static int ready_count(ad_tensor *leaf, void *ctx)
+{
+    ad_tensor **watch = ctx;
+    if (leaf == watch[0]) watch[1] = leaf;
+    return 0;
+}
+
+START_TEST(replay_sees_a_frozen_weight_a_checkpoint_closes_over)
+{
+    const double wv[4] = {0.5, -0.3, 0.2, 0.9}, xv[2] = {1, 2}, uv[2] = {0.7, -1.1};
+    for (int xgrad = 0; xgrad < 2; xgrad++) {
+        ad_tensor *w = ad_from_array(NULL, AD_FLOAT64, 2, (int64_t[]){2, 2}, wv);
+        ad_tape *t = ad_tape_new();
+        ad_tape_set_replayable(t, true);
+        ad_tensor *x = ad_from_array(t, AD_FLOAT64, 2, (int64_t[]){1, 2}, xv);
+        if (xgrad) ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+        ad_tensor *u = ad_leaf(t, AD_FLOAT64, 2, (int64_t[]){1, 2}, uv);
+        ad_tensor *in[1] = {x}, *h[1];
+        ck_assert_int_eq(ad_checkpoint(ckpt_tanh_xw, &w, sizeof w, 1, in, 1, h), 0);
+        ad_tensor *loss = ad_sum(ad_mul(h[0], u), NULL, 0, false);
+        ck_assert_int_eq(ad_tape_freeze(t), 0);
+        ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+        if (!xgrad) {
+            ck_assert_error_rc(ad_tape_replay(t, 0, NULL, NULL),
+                               "(checkpoint), [2,2] float64, requires grad now");
+        } else {
+            ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0);
+            ad_tensor *watch[2] = {w, NULL};
+            ad_grad_ready_hook old = ad_set_grad_ready_hook((ad_grad_ready_hook){ready_count, watch});
+            ck_assert_int_eq(ad_backward(loss, NULL, AD_RETAIN_GRAPH), 0);
+            ad_set_grad_ready_hook(old);
+            ck_assert_ptr_eq(watch[1], w);
+            ck_assert_ptr_nonnull(ad_tensor_grad(w));
+        }
+        ad_tape_free(t);
+        ad_tensor_free(w);
+    }
 }
 END_TEST
 
@@ -366,6 +456,8 @@ int main(void)
     tcase_add_test(tc, replay_counts_allocations_exactly);
     tcase_add_test(tc, replay_refuses_other_shapes);
     tcase_add_test(tc, replay_refuses_a_path_unfrozen_after_recording);
+    tcase_add_test(tc, replay_recomputes_ops_run_with_grad_mode_off_and_casts);
+    tcase_add_test(tc, replay_sees_a_frozen_weight_a_checkpoint_closes_over);
     tcase_add_test(tc, replay_recomputes_masks_and_counts_branch_switches);
     tcase_add_test(tc, replay_draws_a_new_dropout_mask_as_a_fresh_recording_would);
     tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
