@@ -450,7 +450,14 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
     if (!seed || deliver(t, sk, out, seed, create)) return -1;
-    if (!out->node) return 0; /* a leaf: d(out)/d(out) = 1, and nothing else to do */
+    if (!out->node) { /* a leaf: d(out)/d(out) = 1, final at once */
+        if (!ready_hook.fn || sk->targets) return 0;
+        if (ready_hook.fn(out, ready_hook.ctx)) {
+            if (!ad__has_error()) ad__err("ad_backward", "the gradient-ready hook failed");
+            return -1;
+        }
+        return 0;
+    }
     size_t top = out->node->seq;
     unsigned epoch = ++t->epoch;
     if (mark_graph(fn, t, out->node, epoch)) return -1;

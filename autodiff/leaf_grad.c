@@ -13,9 +13,10 @@
  *    in place but replaced by the next sum, and it lives on the tape that
  *    recorded it.  When a persistent leaf's gradient goes onto a tape, the
  *    tape keeps a fixup: when it resets (or rewinds to its replay mark) the
- *    leaf receives a persistent copy, and the persistent gradient the
- *    recorded one replaced is freed then, not earlier (the recorded sum
- *    read it).
+ *    leaf receives a persistent copy, into the persistent gradient buffer
+ *    the recorded one replaced when there was one (so that a buffer given
+ *    with ad_set_grad stays the leaf's), which is not written before then
+ *    (the recorded sum read it).
  *
  * The backward pass, the tape's reset and the tensor's destruction, replay
  * and carried tensors change a grad only through the functions below
@@ -106,14 +107,28 @@ int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
 void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop)
 {
     for (grad_fixup *f = t->fixups; f != stop; f = f->next) {
-        ad_tensor *leaf = f->leaf;
-        if (leaf->magic == AD_TENSOR_MAGIC && !leaf->released && leaf->grad &&
-            leaf->grad->tape == t) {
+        ad_tensor *leaf = f->leaf, *old = f->old_grad;
+        bool live = leaf->magic == AD_TENSOR_MAGIC && !leaf->released;
+        bool on_t = live && leaf->grad && leaf->grad->tape == t;
+        if (live && old && (on_t || !leaf->grad)) {
+            /* The buffer the recorded gradient replaced (the library's, or
+             * one given with ad_set_grad, a view of a flat bucket say)
+             * takes its value back, or 0 after an ad_zero_grad, and stays
+             * the leaf's: later passes add into it as before. */
+            if (on_t) ad__copy_convert(old, leaf->grad);
+            else memset((char *)old->storage->data + old->offset * (int64_t)ad_dtype_size(old->dtype),
+                        0, (size_t)ad__numel(old->ndim, old->shape) * ad_dtype_size(old->dtype));
+            ad__bump(old);
+            leaf->grad = old;
+            leaf->owns_grad = true;
+            continue;
+        }
+        if (on_t) {
             ad_tensor *keep = ad_copy(NULL, leaf->grad);
             leaf->grad = keep; /* NULL if out of memory: the gradient is lost, not corrupt */
             leaf->owns_grad = keep != NULL;
         }
-        ad_tensor_free(f->old_grad);
+        ad_tensor_free(old);
     }
     t->fixups = stop;
 }

@@ -34,7 +34,7 @@ typedef struct hdr_list {
 typedef struct grad_fixup {
     struct grad_fixup *next;
     ad_tensor *leaf;     /* persistent leaf whose grad now lives on this tape */
-    ad_tensor *old_grad; /* its persistent grad before, freed at reset */
+    ad_tensor *old_grad; /* its persistent grad before: its buffer again at reset */
 } grad_fixup;
 
 /* The state ad_tape_freeze records and ad_tape_replay returns to. */

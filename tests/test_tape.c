@@ -112,6 +112,14 @@ START_TEST(grad_ready_hook)
     ck_assert_str_eq(ad_error(), "log_ready: stop here");
     ck_assert_int_eq(l.n, 1);
 
+    /* the output a leaf itself: told, its gradient 1 */
+    l = (ready_log){.fail_at = -1};
+    ad_zero_grad(b);
+    ck_assert_int_eq(ad_backward(b, ad_ones(t, AD_FLOAT64, 1, (int64_t[]){3}), 0), 0);
+    ck_assert_int_eq(l.n, 1);
+    ck_assert_ptr_eq(l.leaf[0], b);
+    ck_assert_double_eq(l.first[0], 1);
+
     /* ad_gradients tells nothing */
     l = (ready_log){.fail_at = -1};
     ad_tensor *g[1];
@@ -152,6 +160,21 @@ START_TEST(grad_as_view_of_a_flat_buffer)
     for (int i = 0; i < 7; i++) ck_assert_double_eq(f[i], want[i]);
     ck_assert_int_eq(ad_zero_grad(w), 0);
     for (int i = 0; i < 7; i++) ck_assert_double_eq(f[i], i < 4 ? 0 : 2);
+    /* An AD_CREATE_GRAPH pass puts w's gradient on the tape for a while:
+     * at the reset it goes back into the view, which stays w's grad (it
+     * used to become a copy of its own, and the flat buffer read 0 from
+     * then on); after an ad_zero_grad of the recorded gradient, 0. */
+    for (int zero_first = 0; zero_first < 2; zero_first++) {
+        ad_tape_activate(t);
+        ck_assert_int_eq(ad_backward(ad_sum(ad_mul(w, w), NULL, 0, false), NULL, AD_CREATE_GRAPH),
+                         0);
+        ck_assert_ptr_ne(ad_tensor_grad(w), vw);
+        if (zero_first) ck_assert_int_eq(ad_zero_grad(w), 0);
+        ad_tape_reset(t);
+        ad_tape_activate(NULL);
+        ck_assert_ptr_eq(ad_tensor_grad(w), vw);
+        for (int i = 0; i < 4; i++) ck_assert_double_eq(f[i], zero_first ? 0 : 2 * (i + 1));
+    }
     /* errors */
     ad_tensor *small = ad_zeros(NULL, AD_FLOAT64, 1, (int64_t[]){2});
     ck_assert_int_eq(ad_set_grad(b, small), -1);
