@@ -143,8 +143,13 @@ ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction r
                  ad_cross_entropy_ls(logits, labels, (ad_reduction)reduction, label_smoothing));
 }
 
-/* Checks labels int64 [N] with entries in [0, C) and copies them into an
- * int64 [N, 1] index on the active tape, the shape ad_gather wants. */
+/* Checks labels int64 [N] with entries in [0, C) and returns them as the
+ * int64 [N, 1] index ad_gather wants: a view (a recorded op), so that a
+ * replay, which copies new labels into the recorded ones, gathers at the
+ * new labels.  (It was a copy made here in C, a constant of a recording:
+ * nn's trainer replayed every step against the zeros it recorded with.)
+ * A replay does not run this check again: ad_gather refuses a label
+ * outside [-C, C) and takes one in [-C, 0) from the end. */
 static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int64_t c)
 {
     if (ad_tensor_dtype(labels) != AD_INT64 || ad_ndim(labels) != 1 || ad_size(labels, 0) != n) {
@@ -154,30 +159,25 @@ static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int6
                      ad_dtype_name(ad_tensor_dtype(labels)), sh);
         return NULL;
     }
-    ad_tensor *idx = ad_empty(ad_tape_active(), AD_INT64, 2, (int64_t[]){n, 1});
     double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
-    /* idx is persistent when no tape is active: freed on failure */
-    bool fail = !idx || !v;
-    if (fail) ad_set_error("%s: out of memory", fn);
-    else fail = ad_to_array(labels, v) != 0;
-    if (fail) {
-        ad_free(v);
-        if (idx && !ad_tensor_tape(idx)) ad_tensor_free(idx);
+    if (!v) {
+        ad_set_error("%s: out of memory", fn);
         return NULL;
     }
-    int64_t *out = ad_data(idx);
+    if (ad_to_array(labels, v)) {
+        ad_free(v);
+        return NULL;
+    }
     for (int64_t i = 0; i < n; i++) {
         if (!(v[i] >= 0 && v[i] < (double)c)) {
             ad_set_error("%s: label %.0f at position %" PRId64 " is out of range for %" PRId64
                          " classes", fn, v[i], i, c);
             ad_free(v);
-            if (!ad_tensor_tape(idx)) ad_tensor_free(idx);
             return NULL;
         }
-        out[i] = (int64_t)v[i];
     }
     ad_free(v);
-    return idx;
+    return ad_reshape(labels, 2, (int64_t[]){n, 1});
 }
 
 ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reduction)

@@ -70,7 +70,9 @@ AD_API ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_redu
  * nn_log_softmax) against labels int64 [N]: l_n = -logp[n, label_n],
  * picked with ad_gather.  nll_loss(log_softmax(x)) = cross_entropy(x).
  * Error for a label outside [0, C) ("nn_nll_loss: label 7 at position 3
- * is out of range for 5 classes"). */
+ * is out of range for 5 classes").  A replayed recording (nn's trainer)
+ * gathers at its new labels without this check: ad_gather refuses a
+ * label outside [-C, C) and takes one in [-C, 0) from the end. */
 AD_API ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reduction);
 
 /* Binary cross-entropy of logits x against targets y in [0, 1] of x's

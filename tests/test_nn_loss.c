@@ -271,6 +271,44 @@ START_TEST(classification_losses)
 }
 END_TEST
 
+/* The losses that take class labels, recorded on a replayable tape with
+ * labels 0 (as nn's trainer records) and replayed with others: each gives
+ * the value it gives when called on those labels.  nn_nll_loss used to
+ * copy the labels in C into its gather index, a constant of the
+ * recording, so every replay picked class 0. */
+START_TEST(label_losses_replay_at_new_labels)
+{
+    const double lpv[6] = {-1, -2, -0.5, -3, -0.25, -4};
+    const int64_t sh[2] = {3, 2}, want_lab[3] = {1, 0, 1};
+    for (int which = 0; which < 2; which++) {
+        ad_tape *t = ad_tape_new();
+        ad_tape_set_replayable(t, true);
+        ad_tape_activate(t);
+        ad_tensor *lp = leaf(t, 2, sh, lpv);
+        ad_tensor *lab = ot_index(t, 1, (int64_t[]){3}, (int64_t[]){0, 0, 0});
+        ad_tensor *l = which ? nn_cross_entropy(lp, lab, NN_SUM, 0) : nn_nll_loss(lp, lab, NN_SUM);
+        nonnull(l);
+        ck_assert_int_eq(ad_tape_freeze(t), 0);
+        ad_tensor *nl = ot_index(NULL, 1, (int64_t[]){3}, want_lab);
+        ck_assert_int_eq(ad_tape_replay(t, 1, &lab, &nl), 0);
+        double replayed = ad_item(l);
+        ad_tape_activate(NULL);
+        ad_tape *f = ad_tape_new();
+        ad_tape_activate(f);
+        ad_tensor *lp2 = leaf(f, 2, sh, lpv);
+        ad_tensor *fresh = which ? nn_cross_entropy(lp2, nl, NN_SUM, 0) : nn_nll_loss(lp2, nl, NN_SUM);
+        nonnull(fresh);
+        ck_assert_msg(replayed == ad_item(fresh), "%s: replayed %g, fresh %g",
+                      which ? "nn_cross_entropy" : "nn_nll_loss", replayed, ad_item(fresh));
+        if (!which) ck_assert_double_eq(replayed, 2 + 0.5 + 4);
+        ad_tape_activate(NULL);
+        ad_tensor_free(nl);
+        ad_tape_free(f);
+        ad_tape_free(t);
+    }
+}
+END_TEST
+
 START_TEST(penalties)
 {
     ad_tensor *a = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){2}, (double[]){1, -2});
@@ -340,6 +378,7 @@ int main(void)
     tc = tcase_create("losses");
     tcase_add_test(tc, regression_losses);
     tcase_add_test(tc, classification_losses);
+    tcase_add_test(tc, label_losses_replay_at_new_labels);
     tcase_add_test(tc, penalties);
     tcase_add_test(tc, loss_errors);
     suite_add_tcase(s, tc);
