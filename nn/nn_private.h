@@ -130,6 +130,9 @@ bool nn__module_has_buffers(const struct nn_module *m);
 struct nn_safetensors_info;
 int nn__meta_count(const char *fn, const char *path, const struct nn_safetensors_info *info,
                    const char *key, const char *missing, int64_t *out);
+/* The string a checkpoint's metadata holds under key, or NULL (borrowed
+ * from info). */
+const char *nn__meta_get(const struct nn_safetensors_info *info, const char *key);
 /* A new persistent int64 [2] tensor holding r, or NULL. */
 ad_tensor *nn__rng_tensor(const ad_rng *r);
 /* r from a tensor nn__rng_tensor made (and a load filled). */

@@ -254,6 +254,11 @@ static const char *meta_get(const nn_safetensors_info *info, const char *key)
     return NULL;
 }
 
+const char *nn__meta_get(const struct nn_safetensors_info *info, const char *key)
+{
+    return meta_get(info, key);
+}
+
 int nn__meta_count(const char *fn, const char *path, const struct nn_safetensors_info *info,
                    const char *key, const char *missing, int64_t *out)
 {

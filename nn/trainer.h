@@ -367,15 +367,17 @@ AD_API int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *stats);
  * as nn_state_dict gives them), the optimiser's state under "optim.<name>",
  * the model's random streams (nn_module_set_rng: Dropout's mask stream)
  * as "module_rng.<path>" (int64 [2], as nn/state.h) and the trainer's
- * epoch and step counts as metadata, atomically, to a
+ * epoch and step counts and the optimiser's learning rate (a hexadecimal
+ * float: a callback's lr too) as metadata, atomically, to a
  * safetensors file; metadata_json (a JSON object of strings, or NULL) is
  * added to the metadata.  Errors: as nn_save_safetensors, and a key of
  * metadata_json that the trainer uses ("nn_trainer_epoch",
- * "nn_trainer_step"). */
+ * "nn_trainer_step", "nn_trainer_lr"). */
 AD_API int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata_json);
 
 /* Loads a checkpoint into the model.  With resume, also the optimiser's
- * state and the epoch and step counts (the file must come from
+ * state, its learning rate (when the file has one: files saved before it
+ * was kept leave it as it is) and the epoch and step counts (the file must come from
  * nn_trainer_save), so that nn_fit continues exactly where the saved run
  * was; without, the model's tensors alone (the optimiser and counts are
  * left as they are), from any file holding them under their state_dict

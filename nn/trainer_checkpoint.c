@@ -4,7 +4,9 @@
 #include "trainer.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
@@ -14,6 +16,7 @@
 
 #define EPOCH_KEY "nn_trainer_epoch"
 #define STEP_KEY "nn_trainer_step"
+#define LR_KEY "nn_trainer_lr"
 #define OPTIM_PREFIX "optim."
 
 /* The model's state_dict followed (with_optim) by the optimiser's state
@@ -107,18 +110,24 @@ int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata
         while (len > 0 && strchr(" \t\r\n", b[len - 1])) len--;
         if (len < 2 || b[0] != '{' || b[len - 1] != '}')
             return nn__err(fn, "metadata_json must be a JSON object, got '%.40s'", metadata_json);
-        if (strstr(b, "\"" EPOCH_KEY "\"") || strstr(b, "\"" STEP_KEY "\""))
-            return nn__err(fn, "metadata_json uses a key of the trainer (%s, %s)", EPOCH_KEY,
-                           STEP_KEY);
+        if (strstr(b, "\"" EPOCH_KEY "\"") || strstr(b, "\"" STEP_KEY "\"") ||
+            strstr(b, "\"" LR_KEY "\""))
+            return nn__err(fn, "metadata_json uses a key of the trainer (%s, %s, %s)", EPOCH_KEY,
+                           STEP_KEY, LR_KEY);
         body = b + 1;
         blen = len - 2;
         while (blen > 0 && strchr(" \t\r\n", *body)) body++, blen--;
     }
-    size_t size = blen + 128;
+    /* The learning rate too, as a hexadecimal float (every bit): one a
+     * callback set is not the schedule's, which a resumed run would not
+     * find again otherwise. */
+    size_t size = blen + 192;
     char *meta = ad_malloc(size);
     if (!meta) return nn__err(fn, "out of memory");
-    snprintf(meta, size, "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\"%s%.*s}",
-             tr->epoch, tr->steps, blen ? ", " : "", (int)blen, body);
+    snprintf(meta, size,
+             "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\", \"" LR_KEY
+             "\": \"%a\"%s%.*s}",
+             tr->epoch, tr->steps, nn_optim_get_lr(tr->opt), blen ? ", " : "", (int)blen, body);
     entries e;
     int rc = entries_make(fn, tr, true, &e);
     if (rc == 0) rc = nn_save_safetensors(path, e.n, e.names, e.tensors, meta);
@@ -135,6 +144,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
     if (!info) return -1;
     entries e;
     int64_t epoch = 0, steps = 0;
+    double lr = NAN; /* NAN: a file from before the learning rate was saved */
     int rc = entries_make(fn, tr, resume, &e);
     if (rc == 0 && resume) {
         const char *missing = "not saved by nn_trainer_save, so there is nothing to resume "
@@ -143,6 +153,11 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
                      nn__meta_count(fn, path, info, STEP_KEY, missing, &steps)
                  ? -1
                  : 0;
+        const char *v = nn__meta_get(info, LR_KEY);
+        char *end = NULL;
+        if (rc == 0 && v) lr = strtod(v, &end);
+        if (rc == 0 && v && (*v == '\0' || *end != '\0' || !isfinite(lr) || lr < 0))
+            rc = nn__err_io(fn, "%s: \"%s\" is '%s', not a learning rate", path, LR_KEY, v);
     }
     /* Loading weights only, the optimiser's entries of a trainer's
      * checkpoint are skipped; any other entry the model lacks is an error,
@@ -165,6 +180,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
         tr->epoch = epoch;
         tr->steps = steps;
         tr->resumed = true;
+        if (!isnan(lr)) nn_optim_set_lr(tr->opt, lr); /* checked above: cannot fail */
     }
     entries_free(&e);
     nn_safetensors_info_free(info);

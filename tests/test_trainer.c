@@ -453,8 +453,11 @@ START_TEST(checkpoint_resume_is_exact)
     setup resumed;
     setup_make(&resumed, 99, 0.1, &opts);
     ck_assert(!same_params(resumed.net, first.net));
+    ck_assert(nn_optim_get_lr(resumed.opt) != nn_optim_get_lr(first.opt));
     ck_assert_int_eq(nn_trainer_load(resumed.tr, path, true), 0);
     ck_assert(same_params(resumed.net, first.net));
+    /* the learning rate where the saved run left it (a callback's, say) */
+    ck_assert(nn_optim_get_lr(resumed.opt) == nn_optim_get_lr(first.opt));
     ck_assert_int_eq(nn_trainer_epoch(resumed.tr), 2);
     ck_assert_int_eq(nn_trainer_steps(resumed.tr), 14);
     ck_assert_int_eq(nn_optim_steps(resumed.opt), 14);
