@@ -208,7 +208,9 @@ AD_API ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
  * accumulate.  The indices are read when the op runs.
  * Errors: weight not 2-D or not floating, indices not int64, an entry out
  * of range ("ad_embedding: index 7 at position [1,2] is out of range for 5
- * embeddings (weight [5,3])"). */
+ * embeddings (weight [5,3])").  A replay (ad_tape_replay) reads new
+ * indices through index_select without this check: it refuses one outside
+ * [-V, V) and takes one in [-V, 0) from the end. */
 AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
 
 /* ---- recurrent cells -----------------------------------------------------------
