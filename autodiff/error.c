@@ -131,6 +131,15 @@ int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool flo
     return 0;
 }
 
+int ad__check_like(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x)
+{
+    if (ad__check_arg(fn, name, t, true)) return -1;
+    if (t->dtype != x->dtype)
+        return ad__err(fn, "%s is %s but x is %s", name, ad_dtype_name(t->dtype),
+                       ad_dtype_name(x->dtype));
+    return 0;
+}
+
 int ad__check_opt(const char *fn, const char *name, const ad_tensor *t, bool float_only,
                   bool *present)
 {

@@ -269,6 +269,9 @@ void ad__run_parts(ad_parallel_task task, void *ctx);
  * floating dtype.  On failure sets an error naming fn and argument name,
  * keeping an earlier pending error when t is NULL (a failed inner call). */
 int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only);
+/* A floating argument t of x's dtype ("fn: name is float32 but x is
+ * float64"). */
+int ad__check_like(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x);
 /* The same for an optional argument, where NULL means "none": *present says
  * which.  A NULL passed while an earlier failure's message is still unread
  * (neither ad_error() nor ad_clear_error() called since) is that failure

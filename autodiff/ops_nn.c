@@ -362,16 +362,6 @@ ad_tensor *ad_fold(ad_tensor *cols, const int output_size[2], const int kernel[2
  * which puts their intermediates on the inputs' tape, or on a scratch tape
  * freed before they return when no tape is involved. */
 
-/* Floating argument of x's dtype (optional ones may be NULL). */
-static int check_like(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x)
-{
-    if (ad__check_arg(fn, name, t, true)) return -1;
-    if (t->dtype != x->dtype)
-        return ad__err(fn, "%s is %s but x is %s", name, ad_dtype_name(t->dtype),
-                       ad_dtype_name(x->dtype));
-    return 0;
-}
-
 /* ---- conv2d ------------------------------------------------------------------------------ */
 
 /* conv2d, and with relu max(conv2d, 0) (ad_conv2d_relu): fn names the
@@ -380,9 +370,9 @@ static ad_tensor *conv2d(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *
                          const ad_conv2d_params *p, bool relu)
 {
     bool has_bias;
-    if (ad__check_arg(fn, "x", x, true) || check_like(fn, "w", w, x) ||
+    if (ad__check_arg(fn, "x", x, true) || ad__check_like(fn, "w", w, x) ||
         ad__check_opt(fn, "bias", bias, true, &has_bias) ||
-        (has_bias && check_like(fn, "bias", bias, x)))
+        (has_bias && ad__check_like(fn, "bias", bias, x)))
         return NULL;
     char xs[200], ws[200], both[420];
     describe("x", x, xs, sizeof xs);

@@ -8,16 +8,6 @@
 
 #include "internal.h"
 
-/* Floating argument of x's dtype. */
-static int check_like(const char *fn, const char *name, const ad_tensor *t, const ad_tensor *x)
-{
-    if (ad__check_arg(fn, name, t, true)) return -1;
-    if (t->dtype != x->dtype)
-        return ad__err(fn, "%s is %s but x is %s", name, ad_dtype_name(t->dtype),
-                       ad_dtype_name(x->dtype));
-    return 0;
-}
-
 /* ---- embedding ---------------------------------------------------------------------------------- */
 
 ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices)
@@ -76,7 +66,7 @@ static int check_param(const char *fn, const char *name, const ad_tensor *t, con
     bool present;
     if (ad__check_opt(fn, name, t, true, &present)) return -1;
     if (!present) return 0;
-    if (check_like(fn, name, t, x)) return -1;
+    if (ad__check_like(fn, name, t, x)) return -1;
     bool ok = t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
     if (ok) return 0;
