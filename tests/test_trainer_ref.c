@@ -272,12 +272,83 @@ START_TEST(trainer_follows_freezing_and_a_parameter_outside_the_model)
 }
 END_TEST
 
+/* nn_fit converts each batch straight into its recording's leaves; when a
+ * layer is unfrozen the recording is made again and the converted batch
+ * carried into the new leaves.  A callback freezes the first layer after
+ * step 1 (a recording made again with it frozen) and unfreezes it after
+ * step 4: nn_fit ends with the bits of nn_loader_next and nn_trainer_step
+ * doing the same, and the layer moved only once unfrozen. */
+static void freeze_first(nn_module *net, int64_t step)
+{
+    if (step != 1 && step != 4) return;
+    ck_assert_int_eq(ad_set_requires_grad(nn_get_parameter(net, "0.weight"), step == 4), 0);
+    ck_assert_int_eq(ad_set_requires_grad(nn_get_parameter(net, "0.bias"), step == 4), 0);
+}
+static int freeze_on_step(nn_trainer *tr, const nn_step_info *si, void *user)
+{
+    (void)user;
+    freeze_first(nn_trainer_model(tr), si->step);
+    return 0;
+}
+
+START_TEST(fit_carries_its_batch_into_a_recording_made_again)
+{
+    ad_tensor *x, *y;
+    cluster_data(N, &x, &y);
+    nn_module *net[2];
+    nn_optim *opt[2];
+    nn_trainer *tr[2];
+    nn_loader *l[2];
+    float w0[2][16];
+    for (int k = 0; k < 2; k++) {
+        ad_rng rng;
+        ad_rng_init(&rng, 5);
+        net[k] = NN_SEQUENTIAL(nn_linear(2, 8, true, AD_FLOAT32, &rng), nn_relu(),
+                               nn_linear(8, 3, true, AD_FLOAT32, &rng));
+        opt[k] = nn_sgd_module(net[k], &(nn_sgd_options){.lr = 0.1, .momentum = 0.9});
+        tr[k] = nn_trainer_new(net[k], NULL, opt[k], NULL);
+        l[k] = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = BATCH,
+                                                                 .shuffle = true, .seed = 3});
+        ck_assert(net[k] && opt[k] && tr[k] && l[k]);
+        memcpy(w0[k], ad_data(nn_get_parameter(net[k], "0.weight")), sizeof w0[k]);
+    }
+    ck_assert_msg(nn_fit(tr[0], l[0], NULL, 2, &(nn_fit_options){.on_step = freeze_on_step}) == 0,
+                  "%s", ad_error());
+    for (int64_t e = 0; e < 2; e++) {
+        ck_assert_int_eq(nn_loader_set_epoch(l[1], e), 0);
+        ad_tensor *xb, *yb;
+        while (nn_loader_next(l[1], &xb, &yb) == 1) {
+            ck_assert_msg(nn_trainer_step(tr[1], xb, yb, NULL) == 0, "%s", ad_error());
+            freeze_first(net[1], nn_trainer_steps(tr[1]));
+        }
+    }
+    ck_assert_int_eq(nn_trainer_steps(tr[0]), nn_trainer_steps(tr[1]));
+    nn_named_tensors *pa = nn_parameters(net[0]), *pb = nn_parameters(net[1]);
+    for (int i = 0; i < pa->n; i++)
+        ck_assert_msg(memcmp(ad_data(pa->tensors[i]), ad_data(pb->tensors[i]),
+                             (size_t)ad_numel(pa->tensors[i]) * sizeof(float)) == 0,
+                      "parameter %s differs", pa->names[i]);
+    ck_assert(memcmp(ad_data(pa->tensors[0]), w0[0], sizeof w0[0]) != 0);
+    nn_named_tensors_free(pa);
+    nn_named_tensors_free(pb);
+    for (int k = 0; k < 2; k++) {
+        nn_trainer_free(tr[k]);
+        nn_loader_free(l[k]);
+        nn_optim_free(opt[k]);
+        nn_module_free(net[k]);
+    }
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("trainer_ref");
     TCase *tc = tcase_create("trainer_ref");
     tcase_add_loop_test(tc, trainer_matches_an_eager_loop, 0, 3);
     tcase_add_loop_test(tc, trainer_follows_freezing_and_a_parameter_outside_the_model, 0, 3);
+    tcase_add_test(tc, fit_carries_its_batch_into_a_recording_made_again);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
