@@ -408,6 +408,15 @@ static int ready_setup(const char *fn, ad_tape *t, size_t top, unsigned epoch, r
     return 0;
 }
 
+/* Tells the hook that leaf's gradient is final; -1 with its error (or one
+ * saying it failed) when it fails. */
+static int tell_ready(ad_tensor *leaf)
+{
+    if (!ready_hook.fn(leaf, ready_hook.ctx)) return 0;
+    if (!ad__has_error()) ad__err("ad_backward", "the gradient-ready hook failed");
+    return -1;
+}
+
 /* After node n: tells the hook about every leaf n was the oldest reader of. */
 static int ready_notify(const ready_table *rt, const ad_node *n)
 {
@@ -417,10 +426,7 @@ static int ready_notify(const ready_table *rt, const ad_node *n)
         ready_slot *s = ready_find(rt, n->in[k]);
         if (s->oldest != n->seq || s->told) continue;
         s->told = true;
-        if (ready_hook.fn(s->leaf, ready_hook.ctx)) {
-            if (!ad__has_error()) ad__err("ad_backward", "the gradient-ready hook failed");
-            return -1;
-        }
+        if (tell_ready(s->leaf)) return -1;
     }
     return 0;
 }
@@ -450,14 +456,8 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
     if (!seed || deliver(t, sk, out, seed, create)) return -1;
-    if (!out->node) { /* a leaf: d(out)/d(out) = 1, final at once */
-        if (!ready_hook.fn || sk->targets) return 0;
-        if (ready_hook.fn(out, ready_hook.ctx)) {
-            if (!ad__has_error()) ad__err("ad_backward", "the gradient-ready hook failed");
-            return -1;
-        }
-        return 0;
-    }
+    if (!out->node) /* a leaf: d(out)/d(out) = 1, final at once */
+        return ready_hook.fn && !sk->targets ? tell_ready(out) : 0;
     size_t top = out->node->seq;
     unsigned epoch = ++t->epoch;
     if (mark_graph(fn, t, out->node, epoch)) return -1;

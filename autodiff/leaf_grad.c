@@ -115,10 +115,12 @@ void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop)
              * one given with ad_set_grad, a view of a flat bucket say)
              * takes its value back, or 0 after an ad_zero_grad, and stays
              * the leaf's: later passes add into it as before. */
-            if (on_t) ad__copy_convert(old, leaf->grad);
-            else memset((char *)old->storage->data + old->offset * (int64_t)ad_dtype_size(old->dtype),
-                        0, (size_t)ad__numel(old->ndim, old->shape) * ad_dtype_size(old->dtype));
-            ad__bump(old);
+            if (on_t) {
+                ad__copy_convert(old, leaf->grad);
+                ad__bump(old);
+            } else {
+                ad_fill(old, 0.0);
+            }
             leaf->grad = old;
             leaf->owns_grad = true;
             continue;

@@ -80,6 +80,20 @@ static void same_models(const model *a, const model *b, const float *unused_grad
     }
 }
 
+/* The loop a trainer step stands for, on tape t: zero_grad, forward and
+ * loss recorded afresh, backward, step. */
+static void eager_step(ad_tape *t, nn_module *net, nn_optim *opt, ad_tensor *xb, ad_tensor *yb)
+{
+    ad_tape_activate(t);
+    ck_assert_int_eq(nn_optim_zero_grad(opt), 0);
+    ad_tensor *l = nn_cross_entropy(nn_forward(net, xb), yb, NN_MEAN, 0);
+    ck_assert_msg(l != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_backward(l, NULL, 0), 0);
+    ck_assert_int_eq(nn_optim_step(opt), 0);
+    ad_tape_activate(NULL);
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+}
+
 /* The trainer's steps (recorded, then replayed; one thread, then two in
  * each mode) end with the bits of a loop of one's own (nn_optim_zero_grad,
  * ad_backward, nn_optim_step), and after every step the gradient of the
@@ -109,15 +123,7 @@ START_TEST(trainer_matches_an_eager_loop)
         ck_assert(xb && yb);
         double loss;
         ck_assert_msg(nn_trainer_step(tr, xb, yb, &loss) == 0, "%s", ad_error());
-        /* the reference: eager zero_grad, backward, step */
-        ad_tape_activate(t);
-        ck_assert_int_eq(nn_optim_zero_grad(b.opt), 0);
-        ad_tensor *l = nn_cross_entropy(nn_forward(b.net, xb), yb, NN_MEAN, 0);
-        ck_assert_msg(l != NULL, "%s", ad_error());
-        ck_assert_int_eq(ad_backward(l, NULL, 0), 0);
-        ck_assert_int_eq(nn_optim_step(b.opt), 0);
-        ad_tape_activate(NULL);
-        ck_assert_int_eq(ad_tape_reset(t), 0);
+        eager_step(t, b.net, b.opt, xb, yb); /* the reference */
         ad_tensor_free(xb);
         ad_tensor_free(yb);
         if (runs[r].threads == 1) same_models(&a, &b, ga);
@@ -243,14 +249,7 @@ START_TEST(trainer_follows_freezing_and_a_parameter_outside_the_model)
         ad_tensor *xb = ad_narrow(x, 0, row0, BATCH), *yb = ad_narrow(y, 0, row0, BATCH);
         ck_assert(xb && yb);
         ck_assert_msg(nn_trainer_step(tr, xb, yb, NULL) == 0, "%s", ad_error());
-        ad_tape_activate(t);
-        ck_assert_int_eq(nn_optim_zero_grad(b.opt), 0);
-        ad_tensor *l = nn_cross_entropy(nn_forward(b.net, xb), yb, NN_MEAN, 0);
-        ck_assert_msg(l != NULL, "%s", ad_error());
-        ck_assert_int_eq(ad_backward(l, NULL, 0), 0);
-        ck_assert_int_eq(nn_optim_step(b.opt), 0);
-        ad_tape_activate(NULL);
-        ck_assert_int_eq(ad_tape_reset(t), 0);
+        eager_step(t, b.net, b.opt, xb, yb);
         ad_tensor_free(xb);
         ad_tensor_free(yb);
         double d = frozen_diff(&a, &b);
