@@ -137,7 +137,9 @@
  *
  * The variants.  The loops (vmath_kernels.inc) are compiled three times:
  * for the baseline target, and with target attributes for AVX2 + FMA and
- * AVX-512 + FMA; the first call picks what the CPU runs, so the library
+ * AVX-512 + FMA (where float32 exp, tanh and sigmoid are loops written
+ * with intrinsics instead, vmath_simd.inc, the element functions' steps
+ * in fewer instructions); the first call picks what the CPU runs, so the library
  * runs on any x86-64 (AD_VMATH=portable|avx2|avx512 in the environment
  * picks a narrower one the CPU can run, to measure it: vmath.h).  The fused
  * multiply-adds are written out, FMA(a, b, c), a b + c rounded once (C99's
@@ -174,6 +176,7 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define VMATH_X86 1
+#include <immintrin.h>
 #else
 #define VMATH_X86 0
 #endif
@@ -408,25 +411,35 @@ static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64
 #define VTARGET
 #define VSFX(name) name##_any
 #define FMA(a, b, c) fma_exact(a, b, c)
+#define VM_SIMD_LOOPS 0
 #include "vmath_float.inc"
 #include "vmath_kernels.inc"
 #undef VTARGET
 #undef VSFX
 #undef FMA
+#undef VM_SIMD_LOOPS
 #if VMATH_X86
+/* exp, tanh and sigmoid written with intrinsics (vmath_simd.inc) */
+#define VM_SIMD_LOOPS 1
 #define VTARGET __attribute__((target("avx2,fma")))
 #define VSFX(name) name##_avx2
 #define FMA(a, b, c) fmaf(a, b, c)
+#define VS_AVX512 0
 #include "vmath_float.inc"
 #include "vmath_kernels.inc"
+#include "vmath_simd.inc"
 #undef VTARGET
 #undef VSFX
 #undef FMA
+#undef VS_AVX512
 #define VTARGET __attribute__((target("avx512f,fma")))
 #define VSFX(name) name##_avx512
 #define FMA(a, b, c) fmaf(a, b, c)
+#define VS_AVX512 1
 #include "vmath_float.inc"
 #include "vmath_kernels.inc"
+#include "vmath_simd.inc"
+#undef VS_AVX512
 #undef VTARGET
 #undef VSFX
 #undef FMA

@@ -33,7 +33,8 @@ LAYERS = {
     'autodiff/rng.c': 0, 'autodiff/print.c': 0, 'autodiff/error.c': 0,
     'autodiff/formulas.h': 0, 'autodiff/strbuf.h': 0, 'autodiff/strbuf.c': 0,
     'autodiff/vmath.h': 0, 'autodiff/vmath.c': 0, 'autodiff/vmath_kernels.inc': 0,
-    'autodiff/vmath_float.inc': 0, 'autodiff/transpose_avx2.h': 0,
+    'autodiff/vmath_float.inc': 0, 'autodiff/vmath_simd.inc': 0,
+    'autodiff/transpose_avx2.h': 0,
     'autodiff/transpose_avx512.h': 0, 'autodiff/isa.h': 0, 'autodiff/isa.c': 0,
 
     'autodiff/tape.h': 1, 'autodiff/tape.c': 1, 'autodiff/tape_impl.h': 1,
