@@ -551,6 +551,35 @@ static void copy_row(int64_t len, const int64_t *off, const int64_t *step, void 
         ad__st(c->dst, off[0] + i * step[0], ad__ld(c->src, off[1] + i * step[1]));
 }
 
+/* The bytes [*lo, *hi) of its storage that t's elements lie in (empty
+ * when t has no element). */
+static void byte_range(const ad_tensor *t, int64_t *lo, int64_t *hi)
+{
+    int64_t first = t->offset, last = t->offset;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] == 0) {
+            *lo = *hi = 0;
+            return;
+        }
+        int64_t span = (t->shape[d] - 1) * t->strides[d];
+        if (span < 0) first += span;
+        else last += span;
+    }
+    int64_t es = (int64_t)ad_dtype_size(t->dtype);
+    *lo = first * es;
+    *hi = (last + 1) * es;
+}
+
+/* Whether a and b are the same elements in the same order (then a copy
+ * from one to the other changes nothing). */
+static bool same_layout(const ad_tensor *a, const ad_tensor *b)
+{
+    if (a->storage != b->storage || a->dtype != b->dtype || a->offset != b->offset) return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] > 1 && a->strides[d] != b->strides[d]) return false;
+    return true;
+}
+
 int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
 {
     if (ad__check_arg("ad_copy_into", "dst", dst, false) ||
@@ -560,7 +589,33 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
         return ad__err("ad_copy_into", "shapes differ: dst %s, src %s", ad__shape_str(dst),
                        ad__shape_str(src));
     }
-    ad__copy_convert(dst, src);
+    /* An expanded dst writes several values to one element, the last one
+     * winning: refused, as PyTorch does. */
+    for (int d = 0; d < dst->ndim; d++)
+        if (dst->shape[d] > 1 && dst->strides[d] == 0)
+            return ad__err("ad_copy_into",
+                           "dst %s has stride 0 in dimension %d (an expanded view): several of "
+                           "its elements are one place in memory; copy into a tensor of its own",
+                           ad__shape_str(dst), d);
+    if (same_layout(dst, src)) {
+        ad__bump(dst);
+        return 0;
+    }
+    /* dst and src in overlapping memory (x and its transpose, a slice and a
+     * narrow of one tensor): an element-by-element copy would read values
+     * it has already overwritten, so src goes through a copy of its own
+     * first. */
+    int64_t dlo, dhi, slo, shi;
+    byte_range(dst, &dlo, &dhi);
+    byte_range(src, &slo, &shi);
+    if (dst->storage == src->storage && dlo < shi && slo < dhi) {
+        ad_tensor *tmp = ad_copy(NULL, src);
+        if (!tmp) return -1;
+        ad__copy_convert(dst, tmp);
+        ad_tensor_free(tmp);
+    } else {
+        ad__copy_convert(dst, src);
+    }
     ad__bump(dst);
     return 0;
 }

@@ -288,7 +288,10 @@ AD_API double ad_item(const ad_tensor *t);
 /* A contiguous copy of t owned as `tape` says. */
 AD_API ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t);
 /* Copies src's values into dst (same shape; dtypes may differ and are
- * converted).  dst may have any strides. */
+ * converted).  dst may have any strides, but no expanded dimension (stride
+ * 0 with size > 1: an error); dst and src may share memory (x and its
+ * transpose: src is read whole before dst is written, through a
+ * temporary copy). */
 AD_API int ad_copy_into(ad_tensor *dst, const ad_tensor *src);
 /* Sets every element of t to value. */
 AD_API int ad_fill(ad_tensor *t, double value);

@@ -102,6 +102,24 @@ START_TEST(replay_counts_allocations_exactly)
 }
 END_TEST
 
+/* A new value that is a view of the leaf itself (its transpose) is read
+ * whole before the leaf is written. */
+START_TEST(replay_takes_a_view_of_the_leaf_as_its_value)
+{
+    ad_tape *t = ad_tape_new();
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *x = ot_f64(t, 2, (int64_t[]){2, 2}, (double[]){1, 2, 3, 4});
+    ad_tensor *y = ad_mul_scalar(x, 2);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *xt = ad_transpose(x, 0, 1);
+    ck_assert_msg(ad_tape_replay(t, 1, &x, &xt) >= 0, "%s", ad_error());
+    double got[4], want[4] = {2, 6, 4, 8};
+    ck_assert_int_eq(ad_to_array(y, got), 0);
+    for (int i = 0; i < 4; i++) ck_assert_double_eq(got[i], want[i]);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(replay_refuses_other_shapes)
 {
     ad_tape *t = ad_tape_new();
@@ -455,6 +473,7 @@ int main(void)
     tcase_add_test(tc, replay_matches_recording_and_allocates_nothing);
     tcase_add_test(tc, replay_counts_allocations_exactly);
     tcase_add_test(tc, replay_refuses_other_shapes);
+    tcase_add_test(tc, replay_takes_a_view_of_the_leaf_as_its_value);
     tcase_add_test(tc, replay_refuses_a_path_unfrozen_after_recording);
     tcase_add_test(tc, replay_recomputes_ops_run_with_grad_mode_off_and_casts);
     tcase_add_test(tc, replay_sees_a_frozen_weight_a_checkpoint_closes_over);

@@ -137,6 +137,41 @@ START_TEST(copies_and_casts)
 }
 END_TEST
 
+/* ad_copy_into between views of one storage: src is read whole before
+ * dst is written; an expanded dst is refused. */
+START_TEST(copies_between_overlapping_views)
+{
+    ad_tape *t = ad_tape_new();
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype dtype = dt ? AD_FLOAT32 : AD_FLOAT64;
+        ad_tensor *x = ad_arange(t, dtype, 1, 10, 1);
+        x = ad_contiguous(ad_reshape(x, AD_SHAPE(3, 3)));
+        ck_assert_int_eq(ad_copy_into(x, ad_transpose(x, 0, 1)), 0);
+        double want[9] = {1, 4, 7, 2, 5, 8, 3, 6, 9}, got[9];
+        ck_assert_int_eq(ad_to_array(x, got), 0);
+        for (int i = 0; i < 9; i++) ck_assert_double_eq(got[i], want[i]);
+        /* y[0::2] = y[0:5] */
+        ad_tensor *y = ad_arange(t, dtype, 0, 10, 1);
+        ck_assert_int_eq(ad_copy_into(ad_slice(y, 0, 0, 10, 2), ad_narrow(y, 0, 0, 5)), 0);
+        double want_y[10] = {0, 1, 1, 3, 2, 5, 3, 7, 4, 9}, got_y[10];
+        ck_assert_int_eq(ad_to_array(y, got_y), 0);
+        for (int i = 0; i < 10; i++) ck_assert_double_eq(got_y[i], want_y[i]);
+        /* into itself, and between dtypes over one storage's disjoint halves */
+        ck_assert_int_eq(ad_copy_into(y, y), 0);
+        ck_assert_int_eq(ad_to_array(y, got_y), 0);
+        ck_assert_double_eq(got_y[2], 1);
+        ck_assert_int_eq(ad_copy_into(ad_narrow(y, 0, 5, 5), ad_narrow(y, 0, 0, 5)), 0);
+        ck_assert_int_eq(ad_to_array(y, got_y), 0);
+        for (int i = 0; i < 5; i++) ck_assert_double_eq(got_y[5 + i], want_y[i]);
+        /* several elements of an expanded dst are one element */
+        ad_tensor *row = ad_zeros(t, dtype, AD_SHAPE(1, 3));
+        ck_assert_error_rc(ad_copy_into(ad_expand(row, AD_SHAPE(2, 3)), ad_narrow(x, 0, 0, 2)),
+                           "stride 0 in dimension 0 (an expanded view)");
+    }
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(rng_is_counter_based)
 {
     ad_rng r1, r2, r3;
@@ -357,6 +392,7 @@ int main(void)
     tcase_add_test(tc, bad_shapes);
     tcase_add_test(tc, access_errors);
     tcase_add_test(tc, copies_and_casts);
+    tcase_add_test(tc, copies_between_overlapping_views);
     tcase_add_test(tc, rng_is_counter_based);
     tcase_add_test(tc, randn_moments);
     tcase_add_test(tc, printing);
