@@ -86,6 +86,9 @@ AD_API ad_tensor *ad_leaky_relu(ad_tensor *x, double slope);
  * g (Phi(x) + x phi(x)), phi the normal density */
 AD_API ad_tensor *ad_gelu(ad_tensor *x);
 AD_API ad_tensor *ad_erf(ad_tensor *x);        /* erf x; g 2/sqrt(pi) e^(-x^2) */
+/* erfc x = 1 - erf x, accurate where 1 - erf x cancels (x > 3: erfc 10 =
+ * 2.1e-45); -g 2/sqrt(pi) e^(-x^2) */
+AD_API ad_tensor *ad_erfc(ad_tensor *x);
 /* ln(1 + e^x), computed as max(x,0) + log1p(e^-|x|) so it never
  * overflows; g sigmoid(x) */
 AD_API ad_tensor *ad_softplus(ad_tensor *x);

@@ -1,5 +1,5 @@
 /* autodiff/ops_pointwise_fn.c - the elementwise ops that map a scalar
- * function computed in double (kind K_FN: erf, softplus, log1p, expm1,
+ * function computed in double (kind K_FN: erf, erfc, softplus, log1p, expm1,
  * atan2, square, reciprocal, clamp), the exact abs, and gelu with its
  * float32 kernels: kernel, rule and formula side by side, one block per
  * op, listed in ad__ops_pointwise_fn at the end.  The machinery they run
@@ -22,6 +22,18 @@ static int erf_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 }
 PW_FN1_OP(D_ERF, "erf", "y = erf x; dx = g 2/sqrt(pi) e^(-x^2)", erf_bw, f_erf);
 ad_tensor *ad_erf(ad_tensor *x) { return ad__pw_unary("ad_erf", &D_ERF, x, NULL); }
+
+/* erfc x = 1 - erf x, computed as itself: it keeps its relative precision
+ * for large x (erfc 10 = 2.1e-45), where 1 - erf x is 0. */
+static double f_erfc(double x, const void *p) { (void)p; return erfc(x); }
+static int erfc_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    ad_tensor *x = n->in[0];
+    gin[0] = ad_mul(g, ad_mul_scalar(ad_exp(ad_neg(ad_square(x))), -TWO_OVER_SQRTPI));
+    return 0;
+}
+PW_FN1_OP(D_ERFC, "erfc", "y = erfc x = 1 - erf x; dx = -g 2/sqrt(pi) e^(-x^2)", erfc_bw, f_erfc);
+ad_tensor *ad_erfc(ad_tensor *x) { return ad__pw_unary("ad_erfc", &D_ERFC, x, NULL); }
 
 /* x Phi(x) with Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps full relative
  * precision in the left tail, where 1 + erf(x/sqrt 2) would cancel. */
@@ -155,15 +167,17 @@ static int gelu_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
         gin[0] = dx;
         return 0;
     }
-    /* With ops, so that it differentiates again. */
-    ad_tensor *Phi = ad_mul_scalar(ad_add_scalar(ad_erf(ad_mul_scalar(x, SQRT1_2)), 1.0), 0.5);
+    /* With ops, so that it differentiates again; Phi from erfc, as the
+     * forward (1 + erf(x/sqrt 2) cancels in the left tail: 1 % off at
+     * x = -10, where Phi is 7.6e-24 and the other term -7.7e-22). */
+    ad_tensor *Phi = ad_mul_scalar(ad_erfc(ad_mul_scalar(x, -SQRT1_2)), 0.5);
     ad_tensor *phi = ad_mul_scalar(ad_exp(ad_mul_scalar(ad_square(x), -0.5)), INV_SQRT_2PI);
     gin[0] = ad_mul(g, ad_add(Phi, ad_mul(x, phi)));
     return 0;
 }
 static const pw_def D_GELU = {
     .op = {.name = "gelu",
-           .formula = "y = x Phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2; "
+           .formula = "y = x Phi(x), Phi(x) = erfc(-x/sqrt 2)/2; "
                       "dx = g (Phi(x) + x e^(-x^2/2)/sqrt(2 pi))",
            .backward = gelu_bw,
            .forward = ad__pw_fw,
@@ -297,6 +311,6 @@ ad_tensor *ad_clamp(ad_tensor *x, double lo, double hi)
 }
 
 const ad_op *const ad__ops_pointwise_fn[] = {
-    &D_ERF.op, &D_GELU.op, &D_SOFTPLUS.op, &D_LOG1P.op, &D_EXPM1.op, &D_ATAN2.op,
+    &D_ERF.op, &D_ERFC.op, &D_GELU.op, &D_SOFTPLUS.op, &D_LOG1P.op, &D_EXPM1.op, &D_ATAN2.op,
     &D_ABS.op, &D_SQUARE.op, &D_RECIPROCAL.op, &D_CLAMP.op, NULL,
 };

@@ -109,7 +109,7 @@ static bin_ctx C_ADD = {ad_add}, C_SUB = {ad_sub}, C_MUL = {ad_mul}, C_DIV = {ad
                C_RELU_GRAD = {ad__relu_grad};
 static un_ctx C_NEG = {ad_neg}, C_EXP = {ad_exp}, C_LOG = {ad_log}, C_SQRT = {ad_sqrt},
               C_SIN = {ad_sin}, C_COS = {ad_cos}, C_TAN = {ad_tan}, C_TANH = {ad_tanh},
-              C_SIGMOID = {ad_sigmoid}, C_RELU = {ad_relu}, C_ERF = {ad_erf},
+              C_SIGMOID = {ad_sigmoid}, C_RELU = {ad_relu}, C_ERF = {ad_erf}, C_ERFC = {ad_erfc},
               C_GELU = {ad_gelu}, C_SOFTPLUS = {ad_softplus}, C_ABS = {ad_abs},
               C_SQUARE = {ad_square}, C_LOG1P = {ad_log1p}, C_EXPM1 = {ad_expm1}, C_RECIPROCAL = {ad_reciprocal}, C_SIGN = {ad_sign};
 static sc_ctx S_ADD = {ad_add_scalar, 1.5}, S_SUB = {ad_sub_scalar, 0.25},
@@ -195,6 +195,7 @@ const op_row rows_pointwise[] = {
     {"leaky_relu", "slope 0.1 0-d", b_leaky, &LEAKY, 1, {IN(0, -1, 1, 0)}},
     {"leaky_relu", "slope 2.5 transposed [3,2]", b_leaky_t, &LEAKY_BIG, 1, {IN(2, -1, 1, 3, 2)}},
     UN_ROWS("erf", C_ERF, -2, 2),
+    UN_ROWS("erfc", C_ERFC, -2, 3),
     UN_ROWS("gelu", C_GELU, -3, 3),
     UN_ROWS("softplus", C_SOFTPLUS, -4, 4),
     UN_ROWS("log1p", C_LOG1P, -0.5, 2),

@@ -489,7 +489,7 @@ static const struct {
     {"ad_tan", ad_tan},         {"ad_tanh", ad_tanh},
     {"ad_sigmoid", ad_sigmoid}, {"ad_relu", ad_relu},
     {"ad_leaky_relu", leaky},   {"ad_gelu", ad_gelu},
-    {"ad_erf", ad_erf},         {"ad_softplus", ad_softplus},
+    {"ad_erf", ad_erf},         {"ad_erfc", ad_erfc},       {"ad_softplus", ad_softplus},
     {"ad_abs", ad_abs},         {"ad_square", ad_square},
     {"ad_reciprocal", ad_reciprocal}, {"ad_clamp", clamp01},
     {"ad_sign", ad_sign},       {"ad_softmax", sm1},

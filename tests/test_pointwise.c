@@ -73,7 +73,7 @@ static double tol_of(ad_dtype dt) { return dt == AD_FLOAT32 ? 2e-6 : 1e-13; }
 /* ---- unary ops: value, first and second derivative vs closed forms ------------------- */
 
 static const double SQRT_2PI = 2.5066282746310002, PI = 3.14159265358979323846;
-static double Phi(double x) { return 0.5 * (1 + erf(x / sqrt(2.0))); }
+static double Phi(double x) { return 0.5 * erfc(-x / sqrt(2.0)); } /* no cancellation for x << 0 */
 static double phi(double x) { return exp(-x * x / 2) / SQRT_2PI; }
 
 static double zero_d(double x) { (void)x; return 0; }
@@ -94,6 +94,9 @@ static double sig_dd(double x) { return cf_d_sigmoid(x) * (1 - 2 * cf_sigmoid(x)
 static double erf_f(double x) { return erf(x); }
 static double erf_d(double x) { return 2 / sqrt(PI) * exp(-x * x); }
 static double erf_dd(double x) { return -4 * x / sqrt(PI) * exp(-x * x); }
+static double erfc_f(double x) { return erfc(x); }
+static double erfc_d(double x) { return -erf_d(x); }
+static double erfc_dd(double x) { return -erf_dd(x); }
 static double gelu_f(double x) { return x * Phi(x); }
 static double gelu_d(double x) { return Phi(x) + x * phi(x); }
 static double gelu_dd(double x) { return phi(x) * (2 - x * x); }
@@ -125,6 +128,7 @@ static const un_case UN[] = {
     {"sigmoid", ad_sigmoid, cf_sigmoid, cf_d_sigmoid, sig_dd, {-4.5, -0.4, 0.2, 0.7, 3.9}},
     {"relu", ad_relu, cf_relu, cf_d_relu, zero_d, GENERIC},
     {"erf", ad_erf, erf_f, erf_d, erf_dd, GENERIC},
+    {"erfc", ad_erfc, erfc_f, erfc_d, erfc_dd, GENERIC},
     {"gelu", ad_gelu, gelu_f, gelu_d, gelu_dd, {-3.1, -0.4, 0.2, 0.7, 2.6}},
     {"softplus", ad_softplus, softplus_f, cf_sigmoid, cf_d_sigmoid, {-4.5, -0.4, 0.2, 0.7, 3.9}},
     {"abs", ad_abs, abs_f, cf_d_abs, zero_d, GENERIC},
@@ -175,6 +179,32 @@ START_TEST(gelu_float32_rule_with_kept_slope)
             double d = gelu_d(v[i]), got = ot_at(g, i);
             ck_assert_msg(fabs(got - d) <= 2e-6 * (1 + fabs(d)), "gelu'(%g) = %.9g, want %.9g",
                           v[i], got, d);
+        }
+    }
+}
+END_TEST
+
+/* GELU's slope Phi(x) + x phi(x) in the left tail, relatively, on each
+ * path of its rule: the kernel (contiguous), the rule made of ops (a
+ * transposed x, a broadcast incoming gradient, a recorded pass).  Phi
+ * from 1 + erf(x/sqrt 2) is 0 below x = -8.3 in double, 1 % off at -10. */
+START_TEST(gelu_slope_in_the_left_tail)
+{
+    const double v[6] = {-5, -8, -9, -10, -12, -20};
+    ad_tensor *x = ad_from_array(T, AD_FLOAT64, 2, (int64_t[]){2, 3}, v);
+    ck_assert_int_eq(ad_set_requires_grad(x, true), 0);
+    for (int path = 0; path < 4; path++) {
+        /* path 1: x's values in a transposed layout */
+        ad_tensor *xv = path == 1 ? ad_transpose(ad_contiguous(ad_transpose(x, 0, 1)), 0, 1) : x;
+        ad_tensor *y = ad_gelu(xv), *g = NULL;
+        ad_tensor *seed = path == 2 ? ad_expand(ad_ones(T, AD_FLOAT64, 0, NULL), 2, ad_shape(y))
+                                    : ad_ones(T, AD_FLOAT64, 2, ad_shape(y));
+        ck_assert_int_eq(
+            ad_gradients(y, seed, 1, &x, &g, path == 3 ? AD_CREATE_GRAPH : 0), 0);
+        for (int i = 0; i < 6; i++) {
+            double d = gelu_d(v[i]), got = ot_at(g, i);
+            ck_assert_msg(fabs(got - d) <= 1e-13 * fabs(d), "path %d: gelu'(%g) = %.15g, want %.15g",
+                          path, v[i], got, d);
         }
     }
 }
@@ -970,6 +1000,7 @@ int main(void)
     tcase_add_loop_test(tc, unary_closed_forms_f64, 0, NUN);
     tcase_add_loop_test(tc, unary_closed_forms_f32, 0, NUN);
     tcase_add_test(tc, gelu_float32_rule_with_kept_slope);
+    tcase_add_test(tc, gelu_slope_in_the_left_tail);
     tcase_add_test(tc, x_sin_x);
     tcase_add_loop_test(tc, binary_closed_forms, 0, 2);
     tcase_add_test(tc, binary_second_order);
