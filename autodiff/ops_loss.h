@@ -57,8 +57,10 @@ AD_API ad_tensor *ad_softmax_causal(ad_tensor *x, double scale);
  * reduced by `reduction` (NONE gives [N]).
  * dx_n = g_n (softmax(x_n) - onehot(labels_n)), / N for mean.
  * One recorded op (not a chain of log_softmax and gather).  The labels are
- * copied when the op is recorded, so overwriting them before backward does
- * not change the gradient.
+ * an input of the op: overwriting them through the API before backward
+ * makes backward fail with AD_ERR_MODIFIED ("modified in place"); the rule
+ * reads a copy made when the op ran, so a write through ad_data(), which
+ * that check cannot see, does not change the gradient.
  * Errors: logits not 2-D or not float, labels not int64, labels not 1-D of
  * length N, a label < 0 or >= C ("ad_cross_entropy: label 7 at position 3
  * is out of range for 5 classes"), unknown reduction. */

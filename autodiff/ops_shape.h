@@ -100,7 +100,10 @@ AD_API ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis);
 /* ---- indexing (PyTorch semantics; index is int64, any strides) ---------------
  * An index tensor is read when the op runs and kept by the recorded node
  * (a persistent index is held by the tape, so freeing it after the op is
- * safe; changing its values before backward makes the gradient wrong).  A
+ * safe).  It is an input of the op: changing its values through the API
+ * before backward makes backward fail with AD_ERR_MODIFIED ("modified in
+ * place"); a write through ad_data(), which that check cannot see, makes
+ * the gradient wrong.  A
  * replayed tape (ad_tape_replay) reads the index again and checks it again.
  * index_add and scatter_add sum in the dtype (float32 rounds at each
  * addition, as in PyTorch; int64 is exact and wraps on overflow). */
