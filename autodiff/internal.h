@@ -227,6 +227,18 @@ ad_tensor *ad__scatter_add_zeros(int ndim, const int64_t *shape, int axis, ad_te
 ad_tensor *ad__conv2d_direct(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *bias,
                              const int padding[2], bool relu);
 int ad__conv_testing_isa(int isa);
+/* ops_conv_plain.c: whether every element of the 4-d t is finite; and
+ * conv2d (+ bias, relu), conv_transpose2d (x masked by xm > 0, xm laid out
+ * like x, or NULL) and conv2d_weight (gy masked by gm > 0, gm contiguous
+ * like gy, or NULL) into the contiguous y / dw as plain sums in double
+ * over their formulas' terms, for operands that are not all finite. */
+bool ad__conv_all_finite(const ad_tensor *t);
+void ad__conv_plain(const ad_tensor *x, const ad_tensor *w, const ad_tensor *bias,
+                    const int64_t *p, bool relu, ad_tensor *y);
+void ad__convt_plain(const ad_tensor *x, const void *xm, const ad_tensor *w, const int64_t *p,
+                     ad_tensor *y);
+void ad__convw_plain(const ad_tensor *x, const ad_tensor *gy, const void *gm, const int64_t *p,
+                     ad_tensor *dw);
 /* ops_pointwise_t.c: float32 / float64 out[i][j] = x(i, j) op y(i, j), op
  * one of + - * /, for an m x n out with rows ldo apart, an operand read
  * along rows (p[i * ld + j]) or, when its flag is set, transposed

@@ -43,6 +43,11 @@
  * with the weight read transposed and flipped and padding kh - 1 - p
  * (negative when p >= kh: the input is cropped instead).
  *
+ * Weights that are not all finite (and a weight gradient that came out
+ * so) take plain sums over the formulas' terms instead: the kernels' extra
+ * terms, zeros of padding and of wrapped columns, would be 0 inf = NaN
+ * there (ops_conv_plain.c).
+ *
  * Variants: float32 compiled for the baseline target, AVX2+FMA and
  * AVX-512 (target attributes, as gemm.c and vmath.c do), chosen at run
  * time by the CPU; float64 for the baseline only (correct, not tuned).
@@ -344,6 +349,10 @@ static int conv_run(const char *fn, const ad_tensor *x, const ad_tensor *w, cons
                     const int64_t *p, bool relu, ad_tensor *y)
 {
     const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
+    if (!ad__conv_all_finite(w)) {
+        ad__conv_plain(x, w, bias, p, relu, y);
+        return 0;
+    }
     if (x->dtype == AD_FLOAT64)
         return conv_forward_f64(fn, &kerns_f64[0], x, NULL,
                                 (const double *)w->storage->data + w->offset, s[0], s[1], s[2],
@@ -361,6 +370,10 @@ static int convt_run(const char *fn, const ad_tensor *x, const void *xm, const a
 {
     const int64_t *s = w->strides, kh = w->shape[2], kw = w->shape[3];
     int64_t last = w->offset + (kh - 1) * s[2] + (kw - 1) * s[3];
+    if (!ad__conv_all_finite(w)) {
+        ad__convt_plain(x, xm, w, p, y);
+        return 0;
+    }
     if (x->dtype == AD_FLOAT64)
         return conv_forward_f64(fn, &kerns_f64[0], x, xm, (const double *)w->storage->data + last,
                                 s[1], s[0], -s[2], -s[3], kh, kw, kh - 1 - p[0], kw - 1 - p[1], NULL,
@@ -375,11 +388,13 @@ static int convt_run(const char *fn, const ad_tensor *x, const void *xm, const a
 static int convw_run(const char *fn, const ad_tensor *x, const ad_tensor *gy, const void *gm,
                      double *bacc, const conv_params *q, ad_tensor *dw)
 {
-    if (x->dtype == AD_FLOAT64)
-        return conv_weight_f64(fn, &kerns_f64[0], x, gy, gm, bacc, q->k[0], q->k[1], q->p[0],
-                               q->p[1], dw);
-    return conv_weight_f32(fn, pick_f32(), x, gy, gm, bacc, q->k[0], q->k[1], q->p[0], q->p[1],
-                           dw);
+    int rc = x->dtype == AD_FLOAT64
+                 ? conv_weight_f64(fn, &kerns_f64[0], x, gy, gm, bacc, q->k[0], q->k[1], q->p[0],
+                                   q->p[1], dw)
+                 : conv_weight_f32(fn, pick_f32(), x, gy, gm, bacc, q->k[0], q->k[1], q->p[0],
+                                   q->p[1], dw);
+    if (rc == 0 && !ad__conv_all_finite(dw)) ad__convw_plain(x, gy, gm, q->p, dw);
+    return rc;
 }
 
 /* ---- the three ops ---------------------------------------------------------------

@@ -54,7 +54,16 @@ static double *values(const ad_tensor *t)
     return v;
 }
 
-/* mode: 0 the composite, 1 ad_conv2d, 2 ad_relu(ad_conv2d), 3 ad_conv2d_relu. */
+/* A value set into one element of w or of x after they are drawn (the
+ * non-finite test), when set. */
+static struct {
+    bool in_w, in_x;
+    double value;
+    char what[64]; /* the case, for messages */
+} bad;
+
+/* mode: 0 the composite, 1 ad_conv2d, 2 ad_relu(ad_conv2d), 3 ad_conv2d_relu,
+ * 4 ad_relu(the composite). */
 static result run_mode(const shape *s, ad_dtype dt, int mode, uint64_t seed)
 {
     ad_tape *t = ad_tape_new();
@@ -71,13 +80,15 @@ static result run_mode(const shape *s, ad_dtype dt, int mode, uint64_t seed)
     }
     ad_tensor *w = ad_rand(t, &rng, dt, 4, (int64_t[]){s->O, s->C, s->kh, s->kw}, -1, 1);
     ad_tensor *b = ad_rand(t, &rng, dt, 1, &s->O, -1, 1);
+    if (bad.in_w) ck_assert_int_eq(ad_set(w, (int64_t[]){0, 0, s->kh - 1, 0}, bad.value), 0);
+    if (bad.in_x) ck_assert_int_eq(ad_set(xb, (int64_t[]){0, 0, 1, 1}, bad.value), 0);
     ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
     ck_assert_int_eq(ad_set_requires_grad(b, true), 0);
     ad_conv2d_params p = {{1, 1}, {(int)s->ph, (int)s->pw}, {1, 1}, 1};
-    ad_tensor *y = mode == 0   ? composite(x, w, b, s)
-                   : mode == 3 ? ad_conv2d_relu(x, w, b, &p)
-                               : ad_conv2d(x, w, b, &p);
-    if (mode == 2) y = ad_relu(y);
+    ad_tensor *y = mode == 0 || mode == 4 ? composite(x, w, b, s)
+                   : mode == 3            ? ad_conv2d_relu(x, w, b, &p)
+                                          : ad_conv2d(x, w, b, &p);
+    if (mode == 2 || mode == 4) y = ad_relu(y);
     ck_assert_msg(y != NULL, "%s", ad_error());
     ad_tensor *r = ad_rand(t, &rng, dt, 4, ad_shape(y), -1, 1);
     ck_assert_int_eq(ad_backward(y, r, 0), 0);
@@ -119,6 +130,50 @@ static void compare(const shape *s, ad_dtype dt, int isa, uint64_t seed, result 
     assert_close(d.db, c.db, s->O, tw, "db", isa);
     free(d.y), free(d.dx), free(d.dw), free(d.db);
 }
+
+/* a and b alike: both NaN, the same infinity, or within tol. */
+static void assert_alike(const double *a, const double *b, int64_t n, double tol, const char *what)
+{
+    for (int64_t i = 0; i < n; i++) {
+        bool ok = isnan(b[i])   ? isnan(a[i])
+                  : isinf(b[i]) ? a[i] == b[i]
+                                : fabs(a[i] - b[i]) <= tol * (1 + fabs(b[i]));
+        ck_assert_msg(ok, "%s [%lld] (%s, bad %s %g): direct %.12g, composite %.12g", what,
+                      (long long)i, bad.what, bad.in_w ? "w" : "x", bad.value, a[i], b[i]);
+    }
+}
+
+/* An inf or a NaN in w, or in x: the direct ops give the composite's
+ * values, NaN where it has NaN and the same infinities elsewhere, none
+ * of their own from the kernels' terms outside the formulas (padding,
+ * wrapped columns), for conv2d and for conv2d_relu's fused rule. */
+START_TEST(non_finite_operands_as_the_composite)
+{
+    static const int which[] = {1, 2, 4, 5}; /* C = 1, padding, padding beyond, larger kernel */
+    for (int k = 0; k < 4; k++)
+        for (int dt = 0; dt < 2; dt++)
+            for (int place = 0; place < 4; place++) {
+                const shape *sh = &SHAPES[which[k]];
+                ad_dtype dtype = dt ? AD_FLOAT32 : AD_FLOAT64;
+                bad.in_w = place < 2, bad.in_x = !bad.in_w;
+                bad.value = place % 2 ? NAN : -INFINITY;
+                for (int relu = 0; relu < 2; relu++) {
+                    snprintf(bad.what, sizeof bad.what, "shape %d, %s%s", which[k],
+                             dt ? "float32" : "float64", relu ? ", conv2d_relu" : "");
+                    result c = run_mode(sh, dtype, relu ? 4 : 0, 7), d = run_mode(sh, dtype, relu ? 3 : 1, 7);
+                    int64_t Ho = sh->H + 2 * sh->ph - sh->kh + 1, Wo = sh->W + 2 * sh->pw - sh->kw + 1;
+                    double tol = dt ? 1e-4 : 1e-12;
+                    assert_alike(d.y, c.y, sh->N * sh->O * Ho * Wo, tol, "y");
+                    assert_alike(d.dx, c.dx, sh->N * sh->C * sh->H * sh->W, tol, "dx");
+                    assert_alike(d.dw, c.dw, sh->O * sh->C * sh->kh * sh->kw, tol, "dw");
+                    assert_alike(d.db, c.db, sh->O, tol, "db");
+                    free(c.y), free(c.dx), free(c.dw), free(c.db);
+                    free(d.y), free(d.dx), free(d.dw), free(d.db);
+                }
+            }
+    bad.in_w = bad.in_x = false;
+}
+END_TEST
 
 START_TEST(direct_matches_composite)
 {
@@ -336,6 +391,7 @@ int main(void)
     tcase_add_test(tc, conv2d_relu_records_one_op);
     tcase_add_test(tc, same_bits_with_kernel_threads);
     tcase_add_test(tc, exact_values);
+    tcase_add_test(tc, non_finite_operands_as_the_composite);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return ot_run(s);
