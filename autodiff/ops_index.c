@@ -4,6 +4,7 @@
  * tensor; elements move as raw bytes of the dtype (int64 stays exact), with
  * the view helpers of ops_shape.c (ad__slab, ad__copy_same, ...). */
 #include "internal.h"
+#include "tape_impl.h"
 
 /* Zeros of x's shape and dtype on the tape the rule runs on. */
 static ad_tensor *zeros_like(const ad_node *n, const ad_tensor *x)
@@ -43,9 +44,11 @@ static int check_list(const char *fn, ad_tensor *const *xs, int n)
  * normalised. */
 typedef struct index_params {
     int axis;
+    bool neg_ok; /* index ops: a replay may take negative entries (below) */
 } index_params;
 
 static int axis_of(const ad_node *n) { return ((const index_params *)ad__params(n))->axis; }
+static bool neg_ok_of(const ad_node *n) { return ((const index_params *)ad__params(n))->neg_ok; }
 
 static int concat_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
@@ -109,7 +112,7 @@ ad_tensor *ad_concat(ad_tensor *const *xs, int n, int axis)
     ad_tensor *out = ad__result(fn, n, xs, x0->dtype, x0->ndim, shape);
     if (!out) return NULL;
     concat_run(out, xs, n, d);
-    return ad__finish(out, 0, &OP_CONCAT, n, xs, &(index_params){d}, NULL);
+    return ad__finish(out, 0, &OP_CONCAT, n, xs, &(index_params){d, false}, NULL);
 }
 
 ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis)
@@ -176,12 +179,22 @@ static int check_index(const char *fn, const ad_tensor *index)
     return 0;
 }
 
-/* Every entry of index must lie in [-size, size) for dimension d of x; the
- * error names the first one that does not, by position and value. */
+/* Negative entries at replay.  A call takes an entry in [-size, 0) from
+ * the end; a replay (ad_tape_replay, new values in the same index
+ * tensor) takes one only where the recorded index had a negative entry,
+ * and refuses it otherwise.  Data that recorded with labels or token ids
+ * in [0, size) and then brings a -1 (the usual "ignore" mark) would
+ * otherwise pick the last class or row, silently: nn_nll_loss through
+ * gather, ad_embedding through index_select. */
+
+/* Every entry of index must lie in [-size, size) for dimension d of x
+ * ([0, size) unless neg_ok); the error names the first one that does not,
+ * by position and value. */
 static int check_range(const char *fn, const ad_tensor *index, const ad_tensor *x,
-                       const char *xname, int d)
+                       const char *xname, int d, bool neg_ok)
 {
     int64_t p[AD_MAX_DIMS] = {0}, size = x->shape[d], n = ad__numel(index->ndim, index->shape);
+    int64_t least = neg_ok ? -size : 0;
     if (n == 0) return 0;
     /* The common case (every index of a max-pool, an embedding, a gather
      * from a loader) is contiguous and in range: one branch-free pass over
@@ -193,7 +206,7 @@ static int check_range(const char *fn, const ad_tensor *index, const ad_tensor *
             lo = v[i] < lo ? v[i] : lo;
             hi = v[i] > hi ? v[i] : hi;
         }
-        if (lo >= -size && hi < size) return 0;
+        if (lo >= least && hi < size) return 0;
     }
     do {
         int64_t v = ((const int64_t *)index->storage->data)[ad__offset_of(index, p)];
@@ -202,8 +215,27 @@ static int check_range(const char *fn, const ad_tensor *index, const ad_tensor *
                                "of %s %s", ad__dims_str(index->ndim, p), (long long)v,
                            (long long)-size, (long long)size, d, xname, ad__shape_str(x));
         }
+        if (v < least) {
+            return ad__err(fn, "index%s = %lld is negative in a replay whose recording had no "
+                               "negative entry (for dimension %d of %s %s); a -1 here is more "
+                               "likely a bad label or id than an entry from the end: record "
+                               "again with it to take it so",
+                           ad__dims_str(index->ndim, p), (long long)v, d, xname,
+                           ad__shape_str(x));
+        }
     } while (next_index(index->ndim, index->shape, p));
     return 0;
+}
+
+/* Whether index has a negative entry (recorded with the op: neg_ok). */
+static bool has_negative(const ad_tensor *index)
+{
+    int64_t p[AD_MAX_DIMS] = {0};
+    if (ad__numel(index->ndim, index->shape) == 0) return false;
+    do {
+        if (((const int64_t *)index->storage->data)[ad__offset_of(index, p)] < 0) return true;
+    } while (next_index(index->ndim, index->shape, p));
+    return false;
 }
 
 /* The index entry at storage offset o, moved into [0, size). */
@@ -234,26 +266,29 @@ static void add_elem(ad_tensor *out, int64_t o, const ad_tensor *src, int64_t os
  * op, whose input 1 is the index.  A persistent index is replaced in the
  * record by a view on the tape, which holds its storage, so the caller may
  * free it before backward. */
-typedef int (*index_kernel)(ad_tensor *out, ad_tensor *const *in, int d);
+typedef int (*index_kernel)(ad_tensor *out, ad_tensor *const *in, int d, bool neg_ok);
 static ad_tensor *index_op(const char *fn, const ad_op *op, index_kernel run, int nin,
                            ad_tensor **in, int d, ad_tensor *like, const ad_tensor *shape_of)
 {
     ad_tensor *out = ad__result(fn, nin, in, like->dtype, shape_of->ndim, shape_of->shape);
     if (!out) return NULL;
-    int failed = run(out, in, d);
+    int failed = run(out, in, d, true);
     if (!failed && out->tape && !in[1]->tape) {
         ad_tensor *idx = in[1];
         in[1] = ad__view(fn, out->tape, idx, idx->ndim, idx->shape, idx->strides, idx->offset);
         failed = !in[1];
     }
-    return ad__finish(out, failed, op, nin, in, &(index_params){d}, NULL);
+    /* only a replayable tape's nodes run again (the scan is a pass over
+     * the index: a max-pool's, every step) */
+    bool neg = !failed && out->tape && out->tape->replayable && has_negative(in[1]);
+    return ad__finish(out, failed, op, nin, in, &(index_params){d, neg}, NULL);
 }
 
 /* ---- index_select ------------------------------------------------------------------ */
-static int index_select_run(ad_tensor *out, ad_tensor *const *in, int d)
+static int index_select_run(ad_tensor *out, ad_tensor *const *in, int d, bool neg_ok)
 {
     const ad_tensor *x = in[0], *index = in[1];
-    if (check_range("ad_index_select", index, x, "x", d)) return -1;
+    if (check_range("ad_index_select", index, x, "x", d, neg_ok)) return -1;
     for (int64_t j = 0; j < index->shape[0]; j++) {
         int64_t k = entry(index, index->offset + j * index->strides[0], x->shape[d]);
         ad_tensor dst = ad__slab(out, d, j, 1, 1), src = ad__slab(x, d, k, 1, 1);
@@ -261,7 +296,7 @@ static int index_select_run(ad_tensor *out, ad_tensor *const *in, int d)
     }
     return 0;
 }
-static int index_select_fw(ad_node *n) { return index_select_run(n->out, n->in, axis_of(n)); }
+static int index_select_fw(ad_node *n) { return index_select_run(n->out, n->in, axis_of(n), neg_ok_of(n)); }
 static int index_select_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     gin[0] = ad_index_add(zeros_like(n, n->in[0]), axis_of(n), n->in[1], g);
@@ -288,11 +323,11 @@ ad_tensor *ad_index_select(ad_tensor *x, int axis, ad_tensor *index)
 }
 
 /* ---- index_add ---------------------------------------------------------------------- */
-static int index_add_run(ad_tensor *out, ad_tensor *const *in, int d)
+static int index_add_run(ad_tensor *out, ad_tensor *const *in, int d, bool neg_ok)
 {
     const ad_tensor *base = in[0], *index = in[1], *src = in[2];
     int64_t p[AD_MAX_DIMS] = {0};
-    if (check_range("ad_index_add", index, base, "base", d)) return -1;
+    if (check_range("ad_index_add", index, base, "base", d, neg_ok)) return -1;
     ad__copy_same(out, base);
     if (ad__numel(src->ndim, src->shape) == 0) return 0;
     if (d == 0 && out->dtype != AD_INT64 && ad_is_contiguous(out) && ad_is_contiguous(src)) {
@@ -322,7 +357,7 @@ static int index_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     } while (next_index(src->ndim, src->shape, p));
     return 0;
 }
-static int index_add_fw(ad_node *n) { return index_add_run(n->out, n->in, axis_of(n)); }
+static int index_add_fw(ad_node *n) { return index_add_run(n->out, n->in, axis_of(n), neg_ok_of(n)); }
 static int index_add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (ad__needs_grad(n, 0)) gin[0] = g;
@@ -405,12 +440,12 @@ static inline void gather_rows(const char *xs, char *o, const int64_t *iv, int64
             memcpy(o + j * (int64_t)es, xs + (iv[j] < 0 ? iv[j] + lx : iv[j]) * (int64_t)es, es);
 }
 
-static int gather_run(ad_tensor *out, ad_tensor *const *in, int d)
+static int gather_run(ad_tensor *out, ad_tensor *const *in, int d, bool neg_ok)
 {
     const ad_tensor *x = in[0], *index = in[1];
     int64_t p[AD_MAX_DIMS] = {0}, j = 0, rows, lx, li;
     size_t es = ad_dtype_size(x->dtype);
-    if (check_range("ad_gather", index, x, "x", d)) return -1;
+    if (check_range("ad_gather", index, x, "x", d, neg_ok)) return -1;
     if (ad__numel(out->ndim, out->shape) == 0) return 0;
     if (last_axis_rows(d, x, index, NULL, &rows, &lx, &li) && ad_is_contiguous(out)) {
         const int64_t *iv = (const int64_t *)index->storage->data + index->offset;
@@ -431,7 +466,7 @@ walk:
     } while (next_index(out->ndim, out->shape, p));
     return 0;
 }
-static int gather_fw(ad_node *n) { return gather_run(n->out, n->in, axis_of(n)); }
+static int gather_fw(ad_node *n) { return gather_run(n->out, n->in, axis_of(n), neg_ok_of(n)); }
 static int gather_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const ad_tensor *x = n->in[0];
@@ -482,11 +517,11 @@ static void scatter_rows_i64(int64_t *o, const int64_t *sv, const int64_t *iv, i
         }
 }
 
-static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
+static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d, bool neg_ok)
 {
     const ad_tensor *base = in[0], *index = in[1], *src = in[2];
     int64_t p[AD_MAX_DIMS] = {0};
-    if (check_range("ad_scatter_add", index, base, "base", d)) return -1;
+    if (check_range("ad_scatter_add", index, base, "base", d, neg_ok)) return -1;
     ad__copy_same(out, base);
     if (ad__numel(src->ndim, src->shape) == 0) return 0;
     int64_t rows, lx, li;
@@ -511,7 +546,7 @@ static int scatter_add_run(ad_tensor *out, ad_tensor *const *in, int d)
     } while (next_index(src->ndim, src->shape, p));
     return 0;
 }
-static int scatter_add_fw(ad_node *n) { return scatter_add_run(n->out, n->in, axis_of(n)); }
+static int scatter_add_fw(ad_node *n) { return scatter_add_run(n->out, n->in, axis_of(n), neg_ok_of(n)); }
 static int scatter_add_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (ad__needs_grad(n, 0)) gin[0] = g;
@@ -546,7 +581,7 @@ ad_tensor *ad_scatter_add(ad_tensor *base, int axis, ad_tensor *index, ad_tensor
  * ..) would clear a tensor of x's size, copy it into its result and then
  * add; this clears its result once and adds (a max-pool's input gradient:
  * 4.7 MB per step of fmnist's CNN cleared and copied for nothing). */
-static int scatter_zeros_run(ad_tensor *out, ad_tensor *const *in, int d)
+static int scatter_zeros_run(ad_tensor *out, ad_tensor *const *in, int d, bool neg_ok)
 {
     static const char *fn = "ad_scatter_add";
     const ad_tensor *src = in[0], *index = in[1];
@@ -569,8 +604,8 @@ static int scatter_zeros_run(ad_tensor *out, ad_tensor *const *in, int d)
                 lo = iv[j] < lo ? iv[j] : lo;
                 hi = iv[j] > hi ? iv[j] : hi;
             }
-            if (lo < -lx || hi >= lx) {
-                if (check_range(fn, index, out, "base", d)) return -1;
+            if (lo < (neg_ok ? -lx : 0) || hi >= lx) {
+                if (check_range(fn, index, out, "base", d, neg_ok)) return -1;
                 return ad__err(fn, "index out of range"); /* not reached: row r has one */
             }
             memset(o, 0, (size_t)lx * es);
@@ -584,7 +619,7 @@ static int scatter_zeros_run(ad_tensor *out, ad_tensor *const *in, int d)
         }
         return 0;
     }
-    if (check_range(fn, index, out, "base", d)) return -1;
+    if (check_range(fn, index, out, "base", d, neg_ok)) return -1;
     memset(o, 0, (size_t)ad__numel(out->ndim, out->shape) * es);
     if (ad__numel(src->ndim, src->shape) == 0) return 0;
     do {
@@ -595,7 +630,7 @@ static int scatter_zeros_run(ad_tensor *out, ad_tensor *const *in, int d)
     } while (next_index(src->ndim, src->shape, p));
     return 0;
 }
-static int scatter_zeros_fw(ad_node *n) { return scatter_zeros_run(n->out, n->in, axis_of(n)); }
+static int scatter_zeros_fw(ad_node *n) { return scatter_zeros_run(n->out, n->in, axis_of(n), neg_ok_of(n)); }
 static int scatter_zeros_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     if (ad__needs_grad(n, 0)) gin[0] = ad_gather(g, axis_of(n), n->in[1]);

@@ -209,8 +209,9 @@ AD_API ad_tensor *ad_dropout(ad_tensor *x, double p, bool training, ad_rng *rng)
  * Errors: weight not 2-D or not floating, indices not int64, an entry out
  * of range ("ad_embedding: index 7 at position [1,2] is out of range for 5
  * embeddings (weight [5,3])").  A replay (ad_tape_replay) reads new
- * indices through index_select without this check: it refuses one outside
- * [-V, V) and takes one in [-V, 0) from the end. */
+ * indices through index_select, which refuses one outside [0, V) there
+ * too (a negative one: "is negative in a replay whose recording had no
+ * negative entry"). */
 AD_API ad_tensor *ad_embedding(ad_tensor *weight, ad_tensor *indices);
 
 /* ---- recurrent cells -----------------------------------------------------------

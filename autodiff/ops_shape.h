@@ -104,7 +104,12 @@ AD_API ad_tensor *ad_stack(ad_tensor *const *xs, int n, int axis);
  * before backward makes backward fail with AD_ERR_MODIFIED ("modified in
  * place"); a write through ad_data(), which that check cannot see, makes
  * the gradient wrong.  A
- * replayed tape (ad_tape_replay) reads the index again and checks it again.
+ * replayed tape (ad_tape_replay) reads the index again and checks it again,
+ * and takes a negative entry (from the end) only where the recorded index
+ * had one: after a recording without any, a -1 in new data is far more
+ * likely a bad label or id than an entry from the end, so it is an error
+ * ("index[1] = -1 is negative in a replay whose recording had no negative
+ * entry").
  * index_add and scatter_add sum in the dtype (float32 rounds at each
  * addition, as in PyTorch; int64 is exact and wraps on overflow). */
 

@@ -148,8 +148,8 @@ ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_reduction r
  * replay, which copies new labels into the recorded ones, gathers at the
  * new labels.  (It was a copy made here in C, a constant of a recording:
  * nn's trainer replayed every step against the zeros it recorded with.)
- * A replay does not run this check again: ad_gather refuses a label
- * outside [-C, C) and takes one in [-C, 0) from the end. */
+ * A replay does not run this check again; ad_gather refuses a label
+ * outside [0, C) there (a negative entry, as the recording had none). */
 static ad_tensor *label_index(const char *fn, ad_tensor *labels, int64_t n, int64_t c)
 {
     if (ad_tensor_dtype(labels) != AD_INT64 || ad_ndim(labels) != 1 || ad_size(labels, 0) != n) {

@@ -71,8 +71,9 @@ AD_API ad_tensor *nn_cross_entropy(ad_tensor *logits, ad_tensor *labels, nn_redu
  * picked with ad_gather.  nll_loss(log_softmax(x)) = cross_entropy(x).
  * Error for a label outside [0, C) ("nn_nll_loss: label 7 at position 3
  * is out of range for 5 classes").  A replayed recording (nn's trainer)
- * gathers at its new labels without this check: ad_gather refuses a
- * label outside [-C, C) and takes one in [-C, 0) from the end. */
+ * gathers at its new labels through ad_gather, which refuses one outside
+ * [0, C) there too (a -1: "is negative in a replay whose recording had no
+ * negative entry"). */
 AD_API ad_tensor *nn_nll_loss(ad_tensor *logp, ad_tensor *labels, nn_reduction reduction);
 
 /* Binary cross-entropy of logits x against targets y in [0, 1] of x's

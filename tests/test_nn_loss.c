@@ -301,6 +301,16 @@ START_TEST(label_losses_replay_at_new_labels)
         ck_assert_msg(replayed == ad_item(fresh), "%s: replayed %g, fresh %g",
                       which ? "nn_cross_entropy" : "nn_nll_loss", replayed, ad_item(fresh));
         if (!which) ck_assert_double_eq(replayed, 2 + 0.5 + 4);
+        /* a -1 (the usual "ignore" mark) at replay is refused, as at the
+         * first call: not the last class, taken from the end */
+        int64_t neg[3] = {1, -1, 0};
+        memcpy(ad_data(nl), neg, sizeof neg);
+        ad_clear_error();
+        ck_assert_int_eq(ad_tape_replay(t, 1, &lab, &nl), -1);
+        ck_assert_msg(strstr(ad_error(), which ? "label -1 at position 1 is out of range"
+                                               : "is negative in a replay"),
+                      "%s", ad_error());
+        ad_clear_error();
         ad_tape_activate(NULL);
         ad_tensor_free(nl);
         ad_tape_free(f);

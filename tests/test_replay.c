@@ -120,6 +120,56 @@ START_TEST(replay_takes_a_view_of_the_leaf_as_its_value)
 }
 END_TEST
 
+/* Index ops at replay: a negative entry is taken from the end only where
+ * the recorded index had one (a -1 label after a recording without any
+ * is an error, not the last class); an embedding refuses one always. */
+START_TEST(replay_takes_negative_indices_only_as_recorded)
+{
+    for (int recorded_neg = 0; recorded_neg < 2; recorded_neg++) {
+        ad_tape *t = ad_tape_new();
+        ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+        ad_tensor *x = ot_f64(t, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
+        ad_tensor *idx = ot_index(t, 2, (int64_t[]){2, 1}, (int64_t[]){0, recorded_neg ? -1 : 2});
+        ad_tensor *y = ad_gather(x, 1, idx);
+        ad_tensor *e = ad_embedding(x, ot_index(t, 1, (int64_t[]){2}, (int64_t[]){1, 0}));
+        ck_assert_ptr_nonnull(y);
+        ck_assert_ptr_nonnull(e);
+        ck_assert_int_eq(ad_tape_freeze(t), 0);
+        ad_tensor *nv = ot_index(NULL, 2, (int64_t[]){2, 1}, (int64_t[]){-1, 1});
+        ad_clear_error();
+        int rc = ad_tape_replay(t, 1, &idx, &nv);
+        if (recorded_neg) {
+            ck_assert_msg(rc >= 0, "%s", ad_error());
+            double got[2];
+            ck_assert_int_eq(ad_to_array(y, got), 0);
+            ck_assert_double_eq(got[0], 3); /* x[0, -1] */
+            ck_assert_double_eq(got[1], 5);
+        } else {
+            ck_assert_int_eq(rc, -1);
+            ck_assert_msg(strstr(ad_error(), "ad_gather: index[0,0] = -1 is negative in a replay "
+                                             "whose recording had no negative entry"),
+                          "%s", ad_error());
+        }
+        ad_tensor_free(nv);
+        ad_tape_free(t);
+    }
+    /* the embedding's ids */
+    ad_tape *t = ad_tape_new();
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *w = ot_f64(t, 2, (int64_t[]){3, 2}, (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *ids = ot_index(t, 1, (int64_t[]){2}, (int64_t[]){2, 0});
+    ck_assert_ptr_nonnull(ad_embedding(w, ids));
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *nv = ot_index(NULL, 1, (int64_t[]){2}, (int64_t[]){1, -1});
+    ad_clear_error();
+    ck_assert_int_eq(ad_tape_replay(t, 1, &ids, &nv), -1);
+    ck_assert_msg(strstr(ad_error(), "is negative in a replay"), "%s", ad_error());
+    ad_clear_error();
+    ad_tensor_free(nv);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(replay_refuses_other_shapes)
 {
     ad_tape *t = ad_tape_new();
@@ -473,6 +523,7 @@ int main(void)
     tcase_add_test(tc, replay_matches_recording_and_allocates_nothing);
     tcase_add_test(tc, replay_counts_allocations_exactly);
     tcase_add_test(tc, replay_refuses_other_shapes);
+    tcase_add_test(tc, replay_takes_negative_indices_only_as_recorded);
     tcase_add_test(tc, replay_takes_a_view_of_the_leaf_as_its_value);
     tcase_add_test(tc, replay_refuses_a_path_unfrozen_after_recording);
     tcase_add_test(tc, replay_recomputes_ops_run_with_grad_mode_off_and_casts);
