@@ -69,17 +69,51 @@ static ad_tensor *call(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
     return y;
 }
 
-/* Copies of the caller's inputs on tape t: floats as float64 with the same
- * requires_grad, integers unchanged. */
+/* A copy of t on tape `tape` in dtype d with t's strides (a transposed or
+ * stepped view stays one, over a buffer as long as t's span), or
+ * contiguous when t is contiguous or expanded (a stride 0 would make one
+ * element several inputs). */
+static ad_tensor *copy_in_layout(ad_tape *tape, ad_dtype d, const ad_tensor *t)
+{
+    int64_t lo = 0, hi = 0;
+    bool plain = ad_is_contiguous(t) || ad__numel(t->ndim, t->shape) == 0;
+    for (int k = 0; k < t->ndim && !plain; k++) {
+        if (t->shape[k] > 1 && t->strides[k] == 0) plain = true;
+        int64_t span = (t->shape[k] - 1) * t->strides[k];
+        if (span < 0) lo += span;
+        else hi += span;
+    }
+    if (plain) return ad__alloc(GC, tape, d, t->ndim, t->shape);
+    int64_t len = hi - lo + 1;
+    ad_tensor *base = ad__alloc(GC, tape, d, 1, &len);
+    if (!base || ad_fill(base, 0)) return NULL;
+    return ad__view(GC, tape, base, t->ndim, t->shape, t->strides, base->offset - lo);
+}
+
+/* Copies of the caller's inputs on tape t, in their layouts (so an op's
+ * path for a transposed or stepped input is the one checked): floats as
+ * float64 with the same requires_grad, integers unchanged. */
 static int copy_inputs(ad_tape *t, int n, ad_tensor *const *in, ad_tensor **x)
 {
     for (int i = 0; i < n; i++) {
         ad_dtype d = ad__is_float(in[i]->dtype) ? AD_FLOAT64 : in[i]->dtype;
-        x[i] = ad__alloc(GC, t, d, in[i]->ndim, in[i]->shape);
+        x[i] = copy_in_layout(t, d, in[i]);
         if (!x[i] || ad_copy_into(x[i], in[i])) return -1;
         x[i]->requires_grad = in[i]->requires_grad && ad__is_float(d);
     }
     return 0;
+}
+
+/* The storage offset of t's element k, counted in row-major order of its
+ * shape (the order of ad_to_array and of the Jacobian's columns). */
+static int64_t element_offset(const ad_tensor *t, int64_t k)
+{
+    int64_t off = t->offset;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        off += (k % t->shape[d]) * t->strides[d];
+        k /= t->shape[d];
+    }
+    return off;
 }
 
 /* The steps tried for an element of value x, largest first; returns how
@@ -233,7 +267,7 @@ static int evaluate_at(gc_run *g, int i, int64_t k, double xk, double *vals)
     ad_tape_reset(g->te);
     ad_tape_activate(g->te);
     if (copy_inputs(g->te, g->n, g->x, y)) return -1;
-    ((double *)y[i]->storage->data)[k] = xk;
+    ((double *)y[i]->storage->data)[element_offset(y[i], k)] = xk;
     ad_tensor *v = call(GC, g->f, g->ctx, g->n, y);
     if (!v) return -1;
     if (ad__numel(v->ndim, v->shape) != g->m)
@@ -383,7 +417,8 @@ static int run_check(gc_run *g, ad_tensor *const *inputs)
         int i = g->reqidx[r];
         int64_t nk = ad__numel(g->req[r]->ndim, g->req[r]->shape);
         for (int64_t k = 0; k < nk; k++) {
-            const double xk = ((const double *)g->x[i]->storage->data)[k];
+            const double *xd = g->x[i]->storage->data;
+            const double xk = xd[element_offset(g->x[i], k)];
             double h[MAX_STEPS];
             int ns = steps_for(xk, g->o.eps, h);
             if (numeric_column(g, i, k, xk, base + k, h, ns) ||
@@ -511,6 +546,31 @@ int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
         if (o.report) fprintf(o.report, "%s\n", ad_error());
         rc = 0;
         goto out;
+    }
+    /* No recorded path from an input to the output (a comparison, a
+     * detach, an op without a rule): the tape's gradient is 0 wherever x
+     * goes, so its derivatives are 0, and right exactly when the first
+     * derivatives are 0 (a comparison's are; sin(detach(x))'s are not).
+     * Comparing zeros with the finite differences of zeros would pass
+     * either way, so the first derivatives are what is checked. */
+    bool any_rg = false;
+    for (int i = 0; i < n; i++) any_rg |= x[i]->requires_grad;
+    if (any_rg && !out->requires_grad) {
+        ad__free(v);
+        v = NULL;
+        ad_tape_activate(prev);
+        ad_tape_free(t);
+        t = NULL;
+        rc = ad_gradcheck_ex(f, ctx, n, inputs, &o, &total);
+        if (rc == 0 && total.checked > 0) {
+            snprintf(worst_msg, sizeof worst_msg, "%s", ad_error());
+            ad__err(fn, "the function's output does not require grad (no recorded op joins it "
+                        "to an input), so its gradient is 0 on the tape, but its first "
+                        "derivatives are not: %s",
+                    worst_msg);
+        }
+        if (result) *result = total;
+        return rc;
     }
     v = ad__malloc((size_t)(m + 1) * sizeof *v);
     if (!v) {

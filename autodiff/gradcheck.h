@@ -58,7 +58,11 @@ extern "C" {
 /* The function under test is an ad_func (transforms.h).  The inputs it
  * receives are float64 copies of the caller's tensors on a tape owned by the
  * checker, which is also active while f runs, so constants f makes with
- * ad_tensor_tape(inputs[0]) or ad_tape_active() are freed with it. */
+ * ad_tensor_tape(inputs[0]) or ad_tape_active() are freed with it.  The
+ * copies keep the caller's layout (a transposed or stepped view is one
+ * too, so an op's path for such inputs is the one checked; an expanded
+ * input is made contiguous), not its dtype: a rule wrong only in float32
+ * is not seen. */
 
 typedef struct ad_gradcheck_opts {
     double eps;   /* relative finite-difference step: h = eps max(1, |x|); default 1e-6 */
@@ -129,7 +133,13 @@ AD_API int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs
  * and the result of ad_gradgradcheck_ex sums the counts over all inputs
  * and holds the worst entry, with grad_of = i.  An input with no elements has no
  * gradient to differentiate and is skipped.  Same returns as ad_gradcheck,
- * including 0 with "nothing was checked" when no input requires grad. */
+ * including 0 with "nothing was checked" when no input requires grad.
+ * When f's output does not require grad (no recorded op joins it to an
+ * input: a comparison, a detach, an op without a backward), the tape's
+ * gradient is 0 wherever x goes and its derivatives are 0: right exactly
+ * when f's first derivatives are 0, so those are checked (ad_gradcheck),
+ * and a failure says "its gradient is 0 on the tape, but its first
+ * derivatives are not". */
 AD_API int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                      const ad_gradcheck_opts *opts);
 AD_API int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,

@@ -103,17 +103,21 @@ AD_API int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *
  * which must outlive the backward pass.  State f depends on that may
  * change in between belongs in the copied ctx: nn's checkpointed layers
  * keep the module's training mode there, since a trainer may replay or
- * recompute while the model is in the other mode.  Its outputs go on the inputs' tape
+ * recompute while the model is in the other mode.  An ad_rng belongs in
+ * it by pointer, never by value: a copied stream never advances, so
+ * every call (two checkpointed dropout layers) would draw one mask.  Its outputs go on the inputs' tape
  * (else the active one, like any op's) and are views of one packed
  * tensor (the node "checkpoint"); all must be floating tensors of one
  * dtype.
  *
  * Guarantees:
- *  - gradients are those of the same ops recorded without the checkpoint,
- *    to the bit: the recomputation gives the same values (same kernels,
- *    same inputs), and its gradients are added into the inputs' adjoints
- *    and the leaves' grads in the same order as the un-checkpointed pass
- *    adds them (the sign of a zero may differ);
+ *  - first-order gradients are those of the same ops recorded without the
+ *    checkpoint, to the bit: the recomputation gives the same values (same
+ *    kernels, same inputs), and its gradients are added into the inputs'
+ *    adjoints and the leaves' grads in the same order as the
+ *    un-checkpointed pass adds them (the sign of a zero may differ);
+ *    second derivatives (AD_CREATE_GRAPH) agree to rounding, since the
+ *    recorded backward's own sums run in another order;
  *  - tensors f reads from outside its inputs (weights it closes over)
  *    receive their gradients too, like the inputs: the checkpoint's node
  *    lists them among its inputs (those that require grad, and every

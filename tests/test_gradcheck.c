@@ -113,6 +113,86 @@ START_TEST(gradgradcheck_catches_a_rule_that_is_not_differentiable)
 }
 END_TEST
 
+/* y = 2x whose rule is 6 g for an x that is not contiguous: the checkers
+ * give f the caller's layout, so a transposed input finds it. */
+static int twice_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
+{
+    gin[0] = ad_mul_scalar(g, ad_is_contiguous(n->in[0]) ? 2.0 : 6.0);
+    return 0;
+}
+static const ad_op TWICE = {
+    .name = "twice_wrong_when_strided",
+    .formula = "y = 2x; dx = 2 g (6 g for a strided x: wrong)",
+    .backward = twice_bw,
+    .forward = NULL,
+};
+static ad_tensor *f_twice(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    ad_tensor *x = in[0];
+    bool prev = ad_set_grad_enabled(false);
+    ad_tensor *y = ad_mul_scalar(x, 2.0);
+    ad_set_grad_enabled(prev);
+    ad_node *node;
+    if (!y || ad__record(&TWICE, y, 1, &x, &node)) return NULL;
+    return y;
+}
+
+START_TEST(inputs_keep_their_layout)
+{
+    ad_tensor *base = ot_f64(NULL, 2, (int64_t[]){3, 2}, (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *xt = ad_transpose(base, 0, 1), *st = ad_slice(base, 0, 0, 3, 2);
+    ad_tensor *plain = ad_copy(NULL, base);
+    ck_assert_int_eq(ad_set_requires_grad(xt, true), 0);
+    ck_assert_int_eq(ad_set_requires_grad(st, true), 0);
+    ck_assert_int_eq(ad_set_requires_grad(plain, true), 0);
+    ck_assert_int_eq(ad_gradcheck(f_twice, NULL, 1, &plain, NULL), 1); /* contiguous: right */
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradcheck(f_twice, NULL, 1, &xt, NULL), 0);
+    ck_assert_msg(strstr(ad_error(), "analytic 6 vs numeric 2"), "%s", ad_error());
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradcheck(f_twice, NULL, 1, &st, NULL), 0); /* a stepped slice */
+    ad_clear_error();
+    ad_tensor_free(xt);
+    ad_tensor_free(st);
+    ad_tensor_free(plain);
+    ad_tensor_free(base);
+}
+END_TEST
+
+/* sin(detach(x)): the tape's gradient is 0 whatever x is, so its second
+ * derivatives are 0 and finite differences of it agree: gradgradcheck
+ * checks the first derivatives then, and fails; a comparison (truly 0
+ * derivatives) passes. */
+static ad_tensor *f_sin_detached(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_sin(ad_detach(in[0]));
+}
+static ad_tensor *f_gt(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_gt(in[0], in[1]);
+}
+
+START_TEST(gradgradcheck_of_an_output_off_the_tape)
+{
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){3}, (double[]){0.1, 0.2, 0.3});
+    ad_tensor *y = ot_f64(NULL, 1, (int64_t[]){3}, (double[]){0.5, -0.2, 0.9});
+    ad_set_requires_grad(x, true);
+    ad_clear_error();
+    ck_assert_int_eq(ad_gradgradcheck(f_sin_detached, NULL, 1, &x, NULL), 0);
+    ck_assert_msg(strstr(ad_error(), "its gradient is 0 on the tape, but its first derivatives "
+                                     "are not"),
+                  "%s", ad_error());
+    ad_clear_error();
+    ad_tensor *in[2] = {x, y};
+    ck_assert_int_eq(ad_gradgradcheck(f_gt, NULL, 2, in, NULL), 1);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+}
+END_TEST
+
 START_TEST(reports_errors)
 {
     ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){2}, (double[]){1, 2});
@@ -432,6 +512,8 @@ int main(void)
     tcase_add_test(tc, catches_a_wrong_gradient_and_says_where);
     tcase_add_test(tc, float32_inputs_are_checked_in_float64);
     tcase_add_test(tc, gradgradcheck_catches_a_rule_that_is_not_differentiable);
+    tcase_add_test(tc, inputs_keep_their_layout);
+    tcase_add_test(tc, gradgradcheck_of_an_output_off_the_tape);
     tcase_add_test(tc, reports_errors);
     tcase_add_test(tc, tolerances_are_honoured);
     tcase_add_test(tc, an_infinite_numeric_derivative_fails);
