@@ -278,9 +278,11 @@ static ad_tensor *index_op(const char *fn, const ad_op *op, index_kernel run, in
         in[1] = ad__view(fn, out->tape, idx, idx->ndim, idx->shape, idx->strides, idx->offset);
         failed = !in[1];
     }
-    /* only a replayable tape's nodes run again (the scan is a pass over
-     * the index: a max-pool's, every step) */
-    bool neg = !failed && out->tape && out->tape->replayable && has_negative(in[1]);
+    /* only the nodes a replayable tape records run again (the scan is a
+     * pass over the index: not in a frozen tape's backward passes, which
+     * run a max-pool's rule every step) */
+    bool neg = !failed && out->tape && out->tape->replayable && !out->tape->frozen &&
+               has_negative(in[1]);
     return ad__finish(out, failed, op, nin, in, &(index_params){d, neg}, NULL);
 }
 
