@@ -17,7 +17,9 @@ static int modify_grad(ad_tensor *g, double a, bool clamp)
     ad_dtype dt = ad_tensor_dtype(c);
     for (int64_t i = 0, n = ad_numel(c); i < n; i++) {
         double v = nn__ld(d, dt, i);
-        nn__st(d, dt, i, clamp ? fmin(fmax(v, -a), a) : v * a);
+        /* a NaN stays NaN (fmax would take -a for it: a NaN gradient
+         * turned into a step of -a, unseen), as PyTorch's clamp keeps it */
+        nn__st(d, dt, i, clamp ? (v != v ? v : fmin(fmax(v, -a), a)) : v * a);
     }
     int rc = 0;
     if (c != g) {
@@ -49,6 +51,26 @@ double nn_clip_grad_norm(const nn_named_tensors *params, double max_norm)
         ss += s;
     }
     double norm = sqrt(ss);
+    if (isinf(ss)) {
+        /* Finite gradients whose squares overflow (float64 beyond 1.3e154):
+         * the norm again as M ||g / M||, M the largest |g_i|; an inf or
+         * NaN gradient makes M so, and the norm. */
+        double big = 0, m, part;
+        for (int i = 0; i < params->n; i++) {
+            ad_tensor *g = params->tensors[i] ? ad_tensor_grad(params->tensors[i]) : NULL;
+            if (!g) continue;
+            if (nn__scaled_sum_sq(fn, g, 0, &m, NULL)) return -1;
+            big = m > big || m != m ? m : big;
+        }
+        ss = 0;
+        for (int i = 0; isfinite(big) && i < params->n; i++) {
+            ad_tensor *g = params->tensors[i] ? ad_tensor_grad(params->tensors[i]) : NULL;
+            if (!g) continue;
+            if (nn__scaled_sum_sq(fn, g, 1 / big, &m, &part)) return -1;
+            ss += part;
+        }
+        norm = isfinite(big) ? big * sqrt(ss) : big;
+    }
     if (!isfinite(norm)) return norm; /* leave NaN/inf gradients for the caller to see */
     /* PyTorch's coefficient, with 1e-6 guarding against a zero norm. */
     double coef = max_norm / (norm + 1e-6);

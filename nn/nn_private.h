@@ -107,6 +107,9 @@ void nn__shape_str(int ndim, const int64_t *shape, char *buf, size_t size);
 
 /* Sum of squares of all elements of t (any strides), in double; -1 on error. */
 double nn__sum_sq(const char *fn, const ad_tensor *t);
+/* max |t_i| and sum (k t_i)^2 of t (any strides), for sums of squares that
+ * overflow; -1 on error. */
+int nn__scaled_sum_sq(const char *fn, const ad_tensor *t, double k, double *max, double *sum);
 
 /* ---- random streams in checkpoints (state.c) ----------------------------
  * The model's registered streams (nn_module_set_rng), depth first, named

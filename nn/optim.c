@@ -471,6 +471,16 @@ static void rmsprop_update(const nn_optim *o, const upd *u)
  * first dimension (R = 1 for a 0-d parameter), whole rows, the same split
  * as the trainer's reduction of the gradients.  Each element's update is
  * the same whichever part it is in. */
+/* The gradient a step uses for slot s: none for a parameter that has not
+ * been reached by a backward yet, or that is frozen (requires_grad off):
+ * its buffer, zeroed in place by zero_grad, would let momentum and
+ * weight decay move it (PyTorch's default zero_grad, set_to_none, drops
+ * it, and its optimisers then skip the parameter). */
+static ad_tensor *step_grad(const param_slot *s)
+{
+    return ad_requires_grad(s->p) ? ad_tensor_grad(s->p) : NULL;
+}
+
 int nn__optim_step_begin(nn_optim *o)
 {
     const char *fn = "nn_optim_step";
@@ -479,7 +489,7 @@ int nn__optim_step_begin(nn_optim *o)
      * model and the state as they were. */
     for (int i = 0; i < o->n; i++) {
         param_slot *s = &o->ps[i];
-        ad_tensor *g = ad_tensor_grad(s->p);
+        ad_tensor *g = step_grad(s);
         if (!g) continue;
         bool same = ad_tensor_dtype(g) == ad_tensor_dtype(s->p) && ad_ndim(g) == ad_ndim(s->p);
         for (int d = 0; same && d < ad_ndim(g); d++) same = ad_size(g, d) == ad_size(s->p, d);
@@ -494,7 +504,7 @@ int nn__optim_step_begin(nn_optim *o)
     global[0]++;
     for (int i = 0; i < o->n; i++) {
         param_slot *s = &o->ps[i];
-        if (!ad_tensor_grad(s->p)) continue; /* took no part in the loss: no update */
+        if (!step_grad(s)) continue; /* took no part in the loss, or frozen: no update */
         ((int64_t *)ad_data(s->step))[0]++;
     }
     return 0;
@@ -521,8 +531,8 @@ int64_t nn__optim_rows(const nn_optim *o, int k)
 static void step_elems(nn_optim *o, int k, int64_t lo, int64_t hi, const void *gsrc)
 {
     param_slot *s = &o->ps[k];
-    ad_tensor *g = ad_tensor_grad(s->p);
-    if (!g) return; /* took no part in the loss: no update, no state change */
+    ad_tensor *g = step_grad(s);
+    if (!g) return; /* took no part in the loss, or frozen: no update, no state change */
     if (lo >= hi) return;
     size_t es = ad_dtype_size(ad_tensor_dtype(s->p)), off = (size_t)lo * es;
     upd u = {(char *)ad_data(s->p) + off, gsrc ? gsrc : (const char *)ad_data(g) + off,
@@ -580,7 +590,7 @@ void nn__optim_step_end(nn_optim *o)
     /* Written through ad_data: tell the core, so a backward through ops
      * recorded before this step refuses to use the new values. */
     for (int i = 0; i < o->n; i++)
-        if (ad_tensor_grad(o->ps[i].p)) ad_mark_modified(o->ps[i].p);
+        if (step_grad(&o->ps[i])) ad_mark_modified(o->ps[i].p);
 }
 
 int nn_optim_step(nn_optim *o)

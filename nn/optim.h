@@ -29,13 +29,15 @@
  * (nn_sgd_module(net, opts), ...: torch.optim.SGD(net.parameters(), ...))
  * take every parameter of a module instead.  Each must be a floating
  * leaf; listing one twice is an error.  A parameter that has no gradient
- * (ad_tensor_grad NULL: no backward has reached it yet) is skipped by a
- * step, as in PyTorch.  Note that ad_zero_grad (and so nn_optim_zero_grad)
- * zeroes a gradient in place rather than dropping it - PyTorch's
- * zero_grad(set_to_none=False) - so a parameter that took part in an
- * earlier step but not in this loss is updated with a zero gradient:
- * momentum and weight decay still move it.  Parameters and gradients must
- * be contiguous (parameters made by modules are).
+ * (ad_tensor_grad NULL: no backward has reached it yet) or is frozen
+ * (requires_grad off) is skipped by a step, its state untouched, as in
+ * PyTorch, where zero_grad drops a frozen parameter's gradient.  Note that
+ * ad_zero_grad (and so nn_optim_zero_grad) zeroes a gradient in place
+ * rather than dropping it - PyTorch's zero_grad(set_to_none=False) - so a
+ * parameter requiring grad that took part in an earlier step but not in
+ * this loss is updated with a zero gradient: momentum and weight decay
+ * still move it.  Parameters and gradients must be contiguous (parameters
+ * made by modules are).
  *
  * State.  The optimiser's state lives in persistent tensors it owns, named
  * as PyTorch's state: "<param>.momentum_buffer" (SGD with momentum, RMSprop
@@ -209,12 +211,14 @@ AD_API double nn_lr_warmup(double lr, int64_t t, int64_t warmup, double start_fa
  * ||g|| = sqrt(sum over every element of every gradient of g^2), and when
  * it exceeds max_norm every gradient is scaled by max_norm / (||g|| + 1e-6)
  * so that the step keeps its direction but not its exploding length.
- * Returns ||g|| before clipping (>= 0); when it is NaN or infinite the
- * gradients are left alone and that value is returned, so the caller can
- * skip the step.  -1 on error (NULL list, max_norm negative or NaN). */
+ * Returns ||g|| before clipping (>= 0); when it is NaN or infinite (a
+ * gradient is: finite float64 gradients whose squares overflow, beyond
+ * 1.3e154, are summed scaled, and give their finite norm) the gradients
+ * are left alone and that value is returned, so the caller can skip the
+ * step.  -1 on error (NULL list, max_norm negative or NaN). */
 AD_API double nn_clip_grad_norm(const nn_named_tensors *params, double max_norm);
 /* torch.nn.utils.clip_grad_value_: every gradient element clamped to
- * [-clip, clip].  clip >= 0 and finite. */
+ * [-clip, clip]; a NaN element stays NaN.  clip >= 0 and finite. */
 AD_API int nn_clip_grad_value(const nn_named_tensors *params, double clip);
 
 /* ---- diagnosing vanishing and exploding gradients ------------------------------------

@@ -1,6 +1,7 @@
 /* nn/state.c - whole-state checkpoints (state.h): one list of named
  * tensors for everything a run's state is, written and read with the
  * safetensors functions of checkpoint.c. */
+#include <math.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #define KEY_EPOCH "nn_checkpoint_epoch"
 #define KEY_STEP "nn_checkpoint_step"
 #define KEY_OPTIM "nn_checkpoint_optim"
+#define KEY_LR "nn_checkpoint_lr" /* the optimiser's rate, a hexadecimal float */
 
 /* The checkpoint as parallel arrays.  names are all owned; tensors of the
  * random streams (int64 [2]: seed, counter) are owned too, and rng[i] is
@@ -218,13 +220,19 @@ static char *metadata(const char *fn, const nn_checkpoint *ck)
         while (blen > 0 && strchr(" \t\r\n", *body)) body++, blen--;
     }
     const char *oname = ck->optim ? nn_optim_name(ck->optim) : NULL;
-    size_t size = blen + 256;
+    /* the rate goes with the optimiser's state: one a schedule or a
+     * callback set is what a resumed run must continue from (PyTorch's
+     * state_dict keeps it in param_groups) */
+    char lr[64] = "";
+    if (ck->optim)
+        snprintf(lr, sizeof lr, ", \"" KEY_LR "\": \"%a\"", nn_optim_get_lr(ck->optim));
+    size_t size = blen + 320;
     char *meta = ad_malloc(size);
     if (!meta) return nn__err(fn, "out of memory"), NULL;
     snprintf(meta, size,
-             "{\"" KEY_EPOCH "\": \"%" PRId64 "\", \"" KEY_STEP "\": \"%" PRId64 "\"%s%s%s%s%.*s}",
+             "{\"" KEY_EPOCH "\": \"%" PRId64 "\", \"" KEY_STEP "\": \"%" PRId64 "\"%s%s%s%s%s%.*s}",
              ck->epoch, ck->step, oname ? ", \"" KEY_OPTIM "\": \"" : "", oname ? oname : "",
-             oname ? "\"" : "", blen ? ", " : "", (int)blen, body);
+             oname ? "\"" : "", lr, blen ? ", " : "", (int)blen, body);
     return meta;
 }
 
@@ -306,6 +314,14 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
     if (rc == 0 && fo && oo && strcmp(fo, oo))
         rc = nn__err(fn, "%s: the optimiser's state is %s's in the file, the optimiser is %s",
                      path, fo, oo);
+    double lr = NAN;
+    const char *flr = ck->optim ? meta_get(info, KEY_LR) : NULL;
+    if (rc == 0 && flr) { /* files from before it was saved have none: the rate stays */
+        char *end;
+        lr = strtod(flr, &end);
+        if (*flr == '\0' || *end != '\0' || !(lr > 0) || !isfinite(lr))
+            rc = nn__err_io(fn, "%s: \"" KEY_LR "\" is '%s', not a learning rate", path, flr);
+    }
     for (int i = 0; rc == 0 && i < info->n; i++) {
         const char *name = info->entries[i].name;
         bool known = left_out(ck, name);
@@ -322,6 +338,7 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
             if (p.rng[i]) nn__rng_set(p.rng[i], p.tensors[i]);
         ck->epoch = epoch;
         ck->step = step;
+        if (flr) rc = nn_optim_set_lr(ck->optim, lr);
     }
     parts_free(&p);
     nn_safetensors_info_free(info);

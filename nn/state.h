@@ -26,7 +26,12 @@
  *     stream's seed and counter (their bits; ad_rng is counter-based, so
  *     these two numbers are its whole state);
  *   - metadata "nn_checkpoint_epoch", "nn_checkpoint_step",
- *     "nn_checkpoint_optim" (the optimiser's name) and your keys.
+ *     "nn_checkpoint_optim" (the optimiser's name), "nn_checkpoint_lr" (its
+ *     learning rate, a hexadecimal float, which a load sets: a rate that
+ *     a schedule or a callback changed is the one the run continues with;
+ *     files saved before it have none, and the rate stays) and your keys.
+ *     The optimiser's other hyper-parameters (betas, momentum, weight
+ *     decay) are those of the optimiser you load into.
  *
  * Resuming is bit-identical: restore, then run the same steps, and every
  * parameter, optimiser moment and random draw is the one the uninterrupted

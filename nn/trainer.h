@@ -38,7 +38,8 @@
  * again when a tensor the recording reads changed requires_grad (a frozen
  * layer's ops were recorded with no gradient path), and the batch split's
  * threads differentiate the optimiser's parameters that require grad at
- * that step.  On one thread a step gives the bits of the loop it stands
+ * that step; a frozen parameter stays where it is (the optimiser skips
+ * it: optim.h).  On one thread a step gives the bits of the loop it stands
  * for (zero_grad, backward, step; tests/test_trainer_ref.c).
  *
  * Ownership.  The trainer borrows the model and the optimiser (they must

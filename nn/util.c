@@ -1,4 +1,5 @@
 /* nn/util.c - small helpers shared by the nn sources (nn_private.h). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -53,4 +54,28 @@ double nn__sum_sq(const char *fn, const ad_tensor *t)
     for (int64_t i = 0; i < n; i++) s += v[i] * v[i];
     ad_free(v);
     return s;
+}
+
+/* max_i |t_i| (NaN if one is NaN) into *max, and sum_i (k t_i)^2 into
+ * *sum (when sum is not NULL), in double: the sum of squares of a
+ * gradient whose squares overflow, scaled by k = 1 / max.  -1 on error. */
+int nn__scaled_sum_sq(const char *fn, const ad_tensor *t, double k, double *max, double *sum)
+{
+    int64_t n = ad_numel(t);
+    double *v = ad_malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    if (!v) return ad_set_error("%s: out of memory for %lld elements", fn, (long long)n);
+    if (ad_to_array(t, v) != 0) {
+        ad_free(v);
+        return -1;
+    }
+    double m = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double a = fabs(v[i]);
+        m = a > m || a != a ? a : m;
+        s += (k * v[i]) * (k * v[i]);
+    }
+    ad_free(v);
+    *max = m;
+    if (sum) *sum = s;
+    return 0;
 }

@@ -726,6 +726,40 @@ END_TEST
 
 /* ---- clipping ------------------------------------------------------------------------------ */
 
+/* A frozen parameter (requires_grad off) is not stepped, though its
+ * buffer, zeroed in place, is still there: Adam's moments and weight
+ * decay would move it (PyTorch's zero_grad sets the gradient to None, and
+ * its optimisers then skip the parameter); unfrozen, it moves again from
+ * where its state was left. */
+START_TEST(frozen_parameter_is_not_stepped)
+{
+    ad_tensor *w = param(2, W0);
+    nn_named_tensors *l = one(w);
+    nn_adam_options ao = NN_ADAM_DEFAULTS;
+    ao.lr = 0.1;
+    ao.weight_decay = 0.01;
+    nn_optim *opt = nn_adamw(l, &ao);
+    nn_named_tensors_free(l);
+    ck_assert_ptr_nonnull(opt);
+    step_with(opt, w, G1);
+    double before[2], after[2];
+    ck_assert_int_eq(ad_to_array(w, before), 0);
+    ck_assert_int_eq(ad_set_requires_grad(w, false), 0);
+    ck_assert_int_eq(ad_zero_grad(w), 0);
+    for (int k = 0; k < 3; k++) ck_assert_int_eq(nn_optim_step(opt), 0);
+    ck_assert_int_eq(ad_to_array(w, after), 0);
+    ck_assert(memcmp(before, after, sizeof before) == 0);
+    ck_assert_int_eq(((const int64_t *)ad_data(state(opt, "w.step")))[0], 1);
+    ck_assert_int_eq(ad_set_requires_grad(w, true), 0);
+    step_with(opt, w, G2);
+    ck_assert_int_eq(((const int64_t *)ad_data(state(opt, "w.step")))[0], 2);
+    ck_assert_int_eq(ad_to_array(w, after), 0);
+    ck_assert(after[0] != before[0]);
+    nn_optim_free(opt);
+    ad_tensor_free(w);
+}
+END_TEST
+
 START_TEST(clip_norm)
 {
     ad_tensor *a = param(2, (double[]){0, 0}), *b = param(1, (double[]){0});
@@ -749,6 +783,18 @@ START_TEST(clip_norm)
     ck_assert_close(ot_at(ad_tensor_grad(a), 0), 3, 0);
     ck_assert_close(ot_at(ad_tensor_grad(a), 1), -3.5, 0);
     ck_assert_close(ot_at(ad_tensor_grad(b), 0), 3.5, 0);
+    /* by value, a NaN stays NaN (PyTorch's clamp) */
+    set_grad(a, (double[]){NAN, 9});
+    ck_assert_int_eq(nn_clip_grad_value(l, 0.5), 0);
+    ck_assert(isnan(ot_at(ad_tensor_grad(a), 0)));
+    ck_assert_close(ot_at(ad_tensor_grad(a), 1), 0.5, 0);
+    /* finite gradients whose squares overflow: the norm and the scaling */
+    set_grad(a, (double[]){1e200, 0.5});
+    set_grad(b, (double[]){-1e200});
+    ck_assert_close(nn_clip_grad_norm(l, 1), sqrt(2) * 1e200, 1e-15);
+    ck_assert_close(ot_at(ad_tensor_grad(a), 0), 1 / sqrt(2), 1e-15);
+    ck_assert_close(ot_at(ad_tensor_grad(b), 0), -1 / sqrt(2), 1e-15);
+    set_grad(b, (double[]){0});
     /* a non-finite norm is returned and the gradients left alone */
     set_grad(a, (double[]){INFINITY, 1});
     ck_assert(isinf(nn_clip_grad_norm(l, 1)));
@@ -883,6 +929,7 @@ int main(void)
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("sgd");
     tcase_add_test(tc, sgd_plain);
+    tcase_add_test(tc, frozen_parameter_is_not_stepped);
     tcase_add_test(tc, sgd_momentum);
     tcase_add_test(tc, sgd_dampening);
     tcase_add_test(tc, sgd_nesterov);

@@ -110,11 +110,17 @@ static void assert_same_state(run *a, run *b)
 START_TEST(resume_is_bit_identical)
 {
     run a, b, c;
+    /* the uninterrupted run, its rate changed after step 3 (a schedule or
+     * a callback): the checkpoint keeps the rate */
     run_init(&a, 7, false);
-    run_steps(&a, 8); /* the uninterrupted run */
+    run_steps(&a, 3);
+    double lr = nn_optim_get_lr(a.opt) * 0.37;
+    ck_assert_int_eq(nn_optim_set_lr(a.opt, lr), 0);
+    run_steps(&a, 5);
 
     run_init(&b, 7, false);
     run_steps(&b, 3);
+    ck_assert_int_eq(nn_optim_set_lr(b.opt, lr), 0);
     nn_checkpoint ck = ck_of(&b, "{\"run\": \"resume test\"}");
     ck_assert_msg(nn_checkpoint_save(tpath("s.safetensors"), &ck) == 0, "%s", ad_error());
 
@@ -124,6 +130,7 @@ START_TEST(resume_is_bit_identical)
     ck_assert_msg(nn_checkpoint_load(tpath("s.safetensors"), &ck) == 0, "%s", ad_error());
     ck_assert_int_eq(ck.epoch, 1);
     ck_assert_int_eq(ck.step, 3);
+    ck_assert_double_eq(nn_optim_get_lr(c.opt), lr);
     c.step = ck.step;
     assert_same_state(&b, &c);
     run_steps(&c, 5);
