@@ -653,6 +653,7 @@ int nn_dist_attach(nn_dist *d, nn_trainer *tr)
     int rc = attach_lists(d, fn, bs ? ps : NULL, bs);
     if (rc == 0) rc = nn__dist_broadcast_trainer(d, tr);
     if (rc == 0) rc = nn__dist_shard_setup(d);
+    if (rc == 0) rc = nn__dist_shard_check(d, nn_trainer_optimizer(tr));
     rc = shm_if_all_ok(d, fn, rc);
     nn_trainer_comm c = {d->rank, d->size, average_grads, sum_hook, d,
                          d->o.overlap ? grad_ready : NULL, grad_scale,
@@ -686,12 +687,28 @@ int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params)
     return 0;
 }
 
+/* A sharded update (nn_dist_attach with NN_DIST_SHARD=1) reduce-scatters
+ * the gradients and leaves each rank its own weighted gradient: only the
+ * trainer's step, which updates each rank's part and gathers the
+ * parameters, can follow it.  A loop of one's own that calls these and
+ * then the optimiser would update every parameter with its rank's
+ * gradient alone, so the ranks drift apart: refused on every rank (the
+ * setting is the run's), before any rank waits in a reduction. */
+static int shard_refused(const char *fn)
+{
+    return ad_set_error("%s: the update is sharded (NN_DIST_SHARD=1 or nn_dist_options.shard), "
+                        "which only nn_trainer_step and nn_fit carry out; for a loop of your "
+                        "own, attach with nn_dist_attach_params or turn sharding off",
+                        fn);
+}
+
 int nn_dist_average_grads(nn_dist *d, double *samples, double *loss)
 {
     const char *fn = "nn_dist_average_grads";
     if (!d || !samples || !loss)
         return ad_set_error("%s: %s is NULL", fn, !d ? "d" : !samples ? "samples" : "loss");
     if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
+    if (d->shard) return shard_refused(fn);
     return average_grads(d, samples, loss);
 }
 
@@ -715,6 +732,7 @@ int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *sample
         return ad_set_error("%s: %s is NULL", fn,
                             !d ? "d" : !loss ? "loss" : !samples ? "samples" : "mean_loss");
     if (!d->params) return ad_set_error("%s: nothing attached (nn_dist_attach_params)", fn);
+    if (d->shard) return shard_refused(fn);
     backward_ctx b = {d, *samples};
     /* seeded with this rank's weight, as the trainer does (grad_scale), on
      * the loss's tape: with AD_CREATE_GRAPH the recorded backward keeps

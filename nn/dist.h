@@ -203,14 +203,19 @@ AD_API MPI_Comm nn_dist_comm(const nn_dist *d);
 
 /* Makes tr a worker of the run (nn_trainer_set_comm with hooks of d) and
  * broadcasts from rank 0 the model's state_dict, the optimiser's state and
- * the trainer's epoch and step counts, so every rank starts from rank 0's
+ * learning rate and the trainer's epoch and step counts, so every rank
+ * starts from rank 0's
  * replica (its initialisation, or the checkpoint it loaded).  The buckets
  * are laid out here from the model's parameters, which must not change
  * afterwards (attach again if they do), and each parameter's gradient
  * becomes a view of its bucket (ad_set_grad; it stays one after detach).  Collective: every rank calls it
  * with the same model.  Errors: NULL, a parameter not float32/float64 or
  * not contiguous, the ranks' models differing in their tensors' sizes
- * (checked by a reduction before any byte is sent), MPI failures. */
+ * (checked by a reduction before any byte is sent), MPI failures; with
+ * the sharded update, an optimiser whose state is not named after the
+ * model's parameters (one over nn_named_tensors_new of tensors named
+ * otherwise: the update could not make that state whole for rank 0's
+ * checkpoint). */
 AD_API int nn_dist_attach(nn_dist *d, nn_trainer *tr);
 /* For a training loop of your own, without nn_trainer: lays out the
  * buckets for the gradients of params (the list is copied; the tensors
@@ -227,7 +232,10 @@ AD_API int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params);
  * over all ranks.  Collective: every rank calls it once per step (a rank
  * whose backward failed still joins the reduction, then returns -1).
  * Errors: NULL arguments, nothing attached, backward's errors, MPI
- * failures, ranks disagreeing on which parameters got a gradient. */
+ * failures, ranks disagreeing on which parameters got a gradient; a
+ * trainer attached with the sharded update (only its own step can follow
+ * a sharded reduction: use nn_dist_attach_params for a loop of your own),
+ * refused on every rank before any reduction. */
 AD_API int nn_dist_backward(nn_dist *d, ad_tensor *loss, unsigned flags, double *samples,
                             double *mean_loss);
 /* The averaging alone, after a backward pass of your own. */

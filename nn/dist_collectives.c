@@ -74,6 +74,12 @@ int nn__dist_broadcast_trainer(nn_dist *d, nn_trainer *tr)
     if (rc == 0)
         rc = nn__dist_mpi_ok(MPI_Bcast(counts, 2, MPI_INT64_T, 0, d->comm), "MPI_Bcast");
     if (rc == 0) rc = nn_trainer_set_counts(tr, counts[0], counts[1]);
+    /* and the rate: rank 0's may come from a checkpoint (nn_trainer_load
+     * sets the saved one) or a callback, and a rank stepping at another
+     * rate would drift from the others */
+    double lr = nn_optim_get_lr(nn_trainer_optimizer(tr));
+    if (rc == 0) rc = nn__dist_mpi_ok(MPI_Bcast(&lr, 1, MPI_DOUBLE, 0, d->comm), "MPI_Bcast");
+    if (rc == 0) rc = nn_optim_set_lr(nn_trainer_optimizer(tr), lr);
     nn_named_tensors_free(sd);
     nn_named_tensors_free(st);
     return rc;

@@ -145,6 +145,10 @@ int nn__dist_shm_reduce(nn_dist *d, double *twait, double *tcomm);
  * option, NN_DIST_SHARD, more than one rank, no overlap); lays out the
  * split of every bucket and this rank's parts (-1 on error). */
 int nn__dist_shard_setup(nn_dist *d);
+/* With the sharded update on: -1 with an error when opt's state (but its
+ * counts) is not all named after the model's parameters, which the
+ * sharded update needs to make it whole (dist_shard.c). */
+int nn__dist_shard_check(nn_dist *d, nn_optim *opt);
 void nn__dist_shard_free(nn_dist *d);
 /* The averaging of a sharded step (the trainer's average_grads hook
  * calls it): every bucket reduce-scattered into vals, this rank's part

@@ -292,21 +292,12 @@ int nn__dist_shard_step(void *user, nn_optim *opt)
     return rc;
 }
 
-int nn__dist_shard_sync(void *user, nn_optim *opt)
+/* Each state tensor of a parameter ("<param>.<slot>", of the
+ * parameter's size and dtype) and its entry, into ent[i] (-1 for none)
+ * and slot[i]. */
+static void match_state(nn_dist *d, const nn_named_tensors *st, int *ent, const char **slot)
 {
-    nn_dist *d = user;
-    if (!d->shard) return 0;
-    nn_named_tensors *st = nn_optim_state(opt);
-    if (!st) return -1;
-    int n = st->n, rc = 0;
-    /* Each state tensor of a parameter ("<param>.<slot>", of the
-     * parameter's size and dtype) and its entry; the counts ("step") are
-     * alike everywhere. */
-    int *ent = ad_calloc((size_t)n + 1, sizeof *ent);
-    const char **slot = ad_calloc((size_t)n + 1, sizeof *slot);
-    ad_tensor **ts = d->ts;
-    if (!ent || !slot) rc = -1;
-    for (int i = 0; rc == 0 && i < n; i++) {
+    for (int i = 0; i < st->n; i++) {
         ent[i] = -1;
         ad_tensor *s = st->tensors[i];
         for (int e = 0; e < d->params->n; e++) {
@@ -322,6 +313,49 @@ int nn__dist_shard_sync(void *user, nn_optim *opt)
             }
         }
     }
+}
+
+/* Whether the sharded update can make opt's state whole: every state
+ * tensor but the counts ("step", alike everywhere) must be one of a
+ * parameter's, found by the model's names.  An optimiser over tensors
+ * named otherwise (nn_named_tensors_new) would leave the other ranks'
+ * parts of its moments stale in rank 0's checkpoint, silently. */
+int nn__dist_shard_check(nn_dist *d, nn_optim *opt)
+{
+    if (!d->shard) return 0;
+    nn_named_tensors *st = nn_optim_state(opt);
+    if (!st) return -1;
+    int *ent = ad_calloc((size_t)st->n + 1, sizeof *ent);
+    const char **slot = ad_calloc((size_t)st->n + 1, sizeof *slot);
+    int rc = ent && slot ? 0 : -1;
+    if (rc == 0) match_state(d, st, ent, slot);
+    for (int i = 0; rc == 0 && i < st->n; i++) {
+        const char *dot = strrchr(st->names[i], '.');
+        if (ent[i] < 0 && strcmp(dot ? dot + 1 : st->names[i], "step") != 0)
+            rc = ad_set_error("nn_dist_attach: the sharded update (NN_DIST_SHARD=1) needs the "
+                              "optimiser's state named after the model's parameters, and '%s' "
+                              "is no parameter's (build the optimiser over nn_parameters of the "
+                              "model, or turn sharding off)",
+                              st->names[i]);
+    }
+    ad_free(ent);
+    ad_free(slot);
+    nn_named_tensors_free(st);
+    return rc;
+}
+
+int nn__dist_shard_sync(void *user, nn_optim *opt)
+{
+    nn_dist *d = user;
+    if (!d->shard) return 0;
+    nn_named_tensors *st = nn_optim_state(opt);
+    if (!st) return -1;
+    int n = st->n, rc = 0;
+    int *ent = ad_calloc((size_t)n + 1, sizeof *ent);
+    const char **slot = ad_calloc((size_t)n + 1, sizeof *slot);
+    ad_tensor **ts = d->ts;
+    if (!ent || !slot) rc = -1;
+    if (rc == 0) match_state(d, st, ent, slot);
     /* One all-gather per kind of slot (momentum_buffer; exp_avg,
      * exp_avg_sq ...), of every parameter's tensor of that slot; the same
      * sequence on every rank (the same model and optimiser). */

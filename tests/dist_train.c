@@ -37,6 +37,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* kill */
 
+#include <math.h>
 #include <nn/dist.h>
 #include <nn/nn.h>
 #include <signal.h>
@@ -228,8 +229,19 @@ int main(int argc, char **argv)
                             : NULL;
     nn_fit_options fit = {.on_step = on_step, .user = &o, .checkpoint = o.checkpoint};
     if (!tr || !train || !val || nn_dist_attach(d, tr) || nn_dist_shard(d, train) ||
-        nn_dist_shard(d, val) || (o.resume && nn_dist_load(d, tr, o.resume)) ||
-        nn_fit(tr, train, val, o.epochs, &fit) ||
+        nn_dist_shard(d, val) || (o.resume && nn_dist_load(d, tr, o.resume)))
+        nn_dist_abort(d, "dist_train: ", 1);
+    if (o.resume) {
+        /* every rank continues at the rate rank 0 loaded (the schedule's
+         * value where the checkpoint was saved, not the base rate) */
+        double lr = nn_optim_get_lr(opt), sum[1] = {lr};
+        if (nn_dist_sum(d, sum, 1)) nn_dist_abort(d, "dist_train: ", 1);
+        if (fabs(lr - sum[0] / world) > 1e-12 * lr) {
+            ad_set_error("resumed at rate %.17g, the ranks' mean %.17g", lr, sum[0] / world);
+            nn_dist_abort(d, "dist_train: ", 1);
+        }
+    }
+    if (nn_fit(tr, train, val, o.epochs, &fit) ||
         (o.out && (rank == 0 || o.every_rank) && save(tr, o.out, o.every_rank ? rank : -1)))
         nn_dist_abort(d, "dist_train: ", 1);
     nn_dist_stats st;
