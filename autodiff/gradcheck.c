@@ -43,14 +43,21 @@ enum { HALVINGS = 10, MAX_STEPS = 1 + HALVINGS + 2 };
  * the share of the tolerance a retried estimate's rounding may take. */
 static const double F_ULPS = 16 * DBL_EPSILON, NOISE_SHARE = 0.1;
 
-/* "[i,j]", the position of element flat of t, for a message (ad__dims_str). */
-static const char *index_str(const ad_tensor *t, int64_t flat)
+/* The index of element flat of t, counted in row-major order of its shape
+ * (the order of ad_to_array and of the Jacobian's columns). */
+static void unravel(const ad_tensor *t, int64_t flat, int64_t *idx)
 {
-    int64_t idx[AD_MAX_DIMS];
     for (int d = t->ndim - 1; d >= 0; d--) {
         idx[d] = t->shape[d] ? flat % t->shape[d] : 0;
         flat = t->shape[d] ? flat / t->shape[d] : 0;
     }
+}
+
+/* "[i,j]", the position of element flat of t, for a message (ad__dims_str). */
+static const char *index_str(const ad_tensor *t, int64_t flat)
+{
+    int64_t idx[AD_MAX_DIMS];
+    unravel(t, flat, idx);
     return ad__dims_str(t->ndim, idx);
 }
 
@@ -75,19 +82,15 @@ static ad_tensor *call(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
  * element several inputs). */
 static ad_tensor *copy_in_layout(ad_tape *tape, ad_dtype d, const ad_tensor *t)
 {
-    int64_t lo = 0, hi = 0;
-    bool plain = ad_is_contiguous(t) || ad__numel(t->ndim, t->shape) == 0;
-    for (int k = 0; k < t->ndim && !plain; k++) {
-        if (t->shape[k] > 1 && t->strides[k] == 0) plain = true;
-        int64_t span = (t->shape[k] - 1) * t->strides[k];
-        if (span < 0) lo += span;
-        else hi += span;
-    }
+    int64_t first, last;
+    bool plain = ad_is_contiguous(t) || !ad__elem_range(t, &first, &last);
+    for (int k = 0; k < t->ndim && !plain; k++) plain = t->shape[k] > 1 && t->strides[k] == 0;
     if (plain) return ad__alloc(GC, tape, d, t->ndim, t->shape);
-    int64_t len = hi - lo + 1;
+    int64_t len = last - first + 1;
     ad_tensor *base = ad__alloc(GC, tape, d, 1, &len);
     if (!base || ad_fill(base, 0)) return NULL;
-    return ad__view(GC, tape, base, t->ndim, t->shape, t->strides, base->offset - lo);
+    return ad__view(GC, tape, base, t->ndim, t->shape, t->strides,
+                    base->offset + t->offset - first);
 }
 
 /* Copies of the caller's inputs on tape t, in their layouts (so an op's
@@ -104,16 +107,12 @@ static int copy_inputs(ad_tape *t, int n, ad_tensor *const *in, ad_tensor **x)
     return 0;
 }
 
-/* The storage offset of t's element k, counted in row-major order of its
- * shape (the order of ad_to_array and of the Jacobian's columns). */
+/* The storage offset of t's element k (unravel's order). */
 static int64_t element_offset(const ad_tensor *t, int64_t k)
 {
-    int64_t off = t->offset;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        off += (k % t->shape[d]) * t->strides[d];
-        k /= t->shape[d];
-    }
-    return off;
+    int64_t idx[AD_MAX_DIMS];
+    unravel(t, k, idx);
+    return ad__offset_of(t, idx);
 }
 
 /* The steps tried for an element of value x, largest first; returns how

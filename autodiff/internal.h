@@ -390,6 +390,9 @@ int ad__check_randn(const char *fn, const ad_rng *rng, ad_dtype dtype, double me
 ad_tensor *ad__view(const char *fn, ad_tape *tape, const ad_tensor *base, int ndim,
                     const int64_t *shape, const int64_t *strides, int64_t offset);
 void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* The storage offsets of the first and last element of t in memory
+ * (negative strides counted); false when t has no element. */
+bool ad__elem_range(const ad_tensor *t, int64_t *first, int64_t *last);
 int64_t ad__numel(int ndim, const int64_t *shape);
 bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
 /* "[2,3]" into buf. */

@@ -551,19 +551,26 @@ static void copy_row(int64_t len, const int64_t *off, const int64_t *step, void 
         ad__st(c->dst, off[0] + i * step[0], ad__ld(c->src, off[1] + i * step[1]));
 }
 
+bool ad__elem_range(const ad_tensor *t, int64_t *first, int64_t *last)
+{
+    *first = *last = t->offset;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] == 0) return false;
+        int64_t span = (t->shape[d] - 1) * t->strides[d];
+        if (span < 0) *first += span;
+        else *last += span;
+    }
+    return true;
+}
+
 /* The bytes [*lo, *hi) of its storage that t's elements lie in (empty
  * when t has no element). */
 static void byte_range(const ad_tensor *t, int64_t *lo, int64_t *hi)
 {
-    int64_t first = t->offset, last = t->offset;
-    for (int d = 0; d < t->ndim; d++) {
-        if (t->shape[d] == 0) {
-            *lo = *hi = 0;
-            return;
-        }
-        int64_t span = (t->shape[d] - 1) * t->strides[d];
-        if (span < 0) first += span;
-        else last += span;
+    int64_t first, last;
+    if (!ad__elem_range(t, &first, &last)) {
+        *lo = *hi = 0;
+        return;
     }
     int64_t es = (int64_t)ad_dtype_size(t->dtype);
     *lo = first * es;

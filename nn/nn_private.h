@@ -29,6 +29,9 @@ void nn__optim_step_end(nn_optim *o);
 int nn__optim_count(const nn_optim *o);
 int nn__optim_find(const nn_optim *o, const ad_tensor *p);
 ad_tensor *nn__optim_param(const nn_optim *o, int k);
+/* Whether a step updates parameter k: it has a gradient and requires
+ * grad (a frozen one is skipped). */
+bool nn__optim_steps_param(const nn_optim *o, int k);
 /* After an ad_backward with AD_SET_GRAD on this thread: zeroes the
  * gradients of o's parameters that the pass did not write
  * (ad_grad_written), so that every one is what nn_optim_zero_grad and an

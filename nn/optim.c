@@ -512,6 +512,8 @@ int nn__optim_step_begin(nn_optim *o)
 
 int nn__optim_count(const nn_optim *o) { return o->n; }
 
+bool nn__optim_steps_param(const nn_optim *o, int k) { return step_grad(&o->ps[k]) != NULL; }
+
 int nn__optim_find(const nn_optim *o, const ad_tensor *p)
 {
     for (int k = 0; k < o->n; k++)

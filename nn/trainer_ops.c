@@ -164,7 +164,7 @@ static struct ops_runs *plan_update(nn_trainer *tr, int64_t *total)
     *total = 0;
     for (int k = 0; k < nk; k++) { /* rows 0: no gradient, no update */
         ad_tensor *w = nn__optim_param(tr->opt, k);
-        int64_t n = ad_tensor_grad(w) && ad_requires_grad(w) ? ad_numel(w) : 0; /* as a step */
+        int64_t n = nn__optim_steps_param(tr->opt, k) ? ad_numel(w) : 0;
         rows[k] = n ? nn__optim_rows(tr->opt, k) : 0;
         int64_t inner = n ? n / rows[k] : 1;
         step[k] = inner >= OPS_RUN ? 1 : OPS_RUN / inner; /* rows per run */
