@@ -134,6 +134,7 @@ static void buckets_free(nn_dist *d)
     ad_free(d->offset);
     ad_free(d->bucket_of);
     ad_free(d->packed);
+    ad_free(d->extras);
     ad_free(d->keys);
     ad_free(d->avg);
     nn_named_tensors_free(d->params);
@@ -142,6 +143,7 @@ static void buckets_free(nn_dist *d)
     d->offset = NULL;
     d->bucket_of = NULL;
     d->packed = NULL;
+    d->extras = NULL;
     d->keys = NULL;
     d->avg = NULL;
     d->params = d->buffers = NULL;
@@ -241,10 +243,14 @@ static int pick_buffers(nn_dist *d, const char *fn)
 
 /* Parameter entry e's gradient becomes a view of its part of the bucket
  * (ad_set_grad), holding the gradient it had: backward then writes the
- * gradients where the reduction reads them, and nothing is copied. */
-int nn__dist_grad_into_bucket(nn_dist *d, int e, const char *fn)
+ * gradients where the reduction reads them, and nothing is copied.  A
+ * parameter without one gets one only when asked (make): until some
+ * rank's backward reaches it, it has none, so the optimiser skips it as it
+ * would alone (nn__dist_adopt_grads). */
+int nn__dist_grad_into_bucket(nn_dist *d, int e, bool make, const char *fn)
 {
     ad_tensor *p = nn__dist_entry(d, e), *old = ad_tensor_grad(p);
+    if (!old && !make) return 0;
     ad_tape *was = ad_tape_activate(NULL); /* persistent views */
     bool grad_was = ad_set_grad_enabled(false);
     ad_tensor *part = ad_narrow(d->b[d->bucket_of[e]].flat, 0, d->offset[e], ad_numel(p));
@@ -262,6 +268,21 @@ int nn__dist_grad_into_bucket(nn_dist *d, int e, const char *fn)
     return 0;
 }
 
+/* By address, not by a kept handle: backward may have given the
+ * parameter a new buffer (it had none), and a freed view's address may
+ * come back as another tensor's. */
+bool nn__dist_grad_in_bucket(const nn_dist *d, int e)
+{
+    ad_tensor *g = ad_tensor_grad(nn__dist_entry(d, e));
+    const bucket *b = &d->b[d->bucket_of[e]];
+    return g && ad_data(g) == (char *)b->data + (size_t)d->offset[e] * ad_dtype_size(b->dtype);
+}
+
+int64_t nn__dist_extras(const nn_dist *d)
+{
+    return EXTRA + d->params->n;
+}
+
 /* Buckets over the entries in their order: a new one where the dtype
  * changes or the bytes would pass bucket_bytes (a larger tensor has one of
  * its own). */
@@ -273,9 +294,10 @@ static int layout(nn_dist *d, const char *fn)
     d->offset = ad_calloc((size_t)d->nent + 1, sizeof *d->offset);
     d->bucket_of = ad_calloc((size_t)d->nent + 1, sizeof *d->bucket_of);
     d->packed = ad_calloc((size_t)d->nent + 1, sizeof *d->packed);
+    d->extras = ad_calloc((size_t)(EXTRA + ps->n), sizeof *d->extras);
     d->keys = ad_calloc((size_t)ps->n + 1, sizeof *d->keys);
     d->b = ad_calloc((size_t)d->nent + 1, sizeof *d->b);
-    if (!d->offset || !d->bucket_of || !d->packed || !d->keys || !d->b) return -1;
+    if (!d->offset || !d->bucket_of || !d->packed || !d->extras || !d->keys || !d->b) return -1;
     for (int e = 0; e < ps->n; e++) d->keys[e] = (param_key){nn__dist_entry(d, e), e};
     qsort(d->keys, (size_t)ps->n, sizeof *d->keys, key_cmp);
     for (int e = 0; e < d->nent; e++) {
@@ -300,7 +322,7 @@ static int layout(nn_dist *d, const char *fn)
         cur->pending++;
     }
     if (ps->n == 0) return ad_set_error("%s: the model has no parameters", fn);
-    d->b[d->nb - 1].count += EXTRA;
+    d->b[d->nb - 1].count += nn__dist_extras(d);
     d->stats.buckets = d->nb;
     d->stats.bytes = 0;
     for (int k = 0; k < d->nb; k++) {
@@ -313,23 +335,39 @@ static int layout(nn_dist *d, const char *fn)
         d->stats.bytes += b->count * (int64_t)ad_dtype_size(b->dtype);
     }
     for (int e = 0; e < ps->n; e++)
-        if (nn__dist_grad_into_bucket(d, e, fn)) return -1;
+        if (nn__dist_grad_into_bucket(d, e, false, fn)) return -1;
     d->n0 = 1;
     return 0;
 }
 
 /* Entry e into its bucket, for a rank with a batch of this many samples:
  * a parameter's gradient is there already (scaled in place by n_r / n0
- * when backward was not seeded and n_r is not n0), a buffer's values are
- * copied, times the rank's weight (what the seed gives a gradient). */
-void nn__dist_pack(nn_dist *d, int e, double samples)
+ * when backward was not seeded and n_r is not n0), or is moved there
+ * (backward gave a parameter that had none a buffer of its own), or is
+ * none (this rank's backward has never reached the parameter: it sends
+ * zeros, and says so in its extras); a buffer's values are copied, times
+ * the rank's weight (what the seed gives a gradient). */
+int nn__dist_pack(nn_dist *d, int e, double samples)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
     double scale = d->seed > 0 ? (param ? 1.0 : d->seed) : samples / d->n0;
-    if (param && scale == 1.0) return;
     ad_tensor *t = nn__dist_entry(d, e);
     int64_t n = ad_numel(t);
+    int rc = 0;
+    if (param) {
+        bool has = ad_tensor_grad(t) != NULL;
+        if (has && !nn__dist_grad_in_bucket(d, e) &&
+            (rc = nn__dist_grad_into_bucket(d, e, true, "nn_dist")))
+            has = false;
+        d->extras[EXTRA + e] = has;
+        if (!has) {
+            memset((char *)b->data + (size_t)d->offset[e] * ad_dtype_size(b->dtype), 0,
+                   (size_t)n * ad_dtype_size(b->dtype));
+            return rc;
+        }
+        if (scale == 1.0) return 0;
+    }
     if (b->dtype == AD_FLOAT32) {
         float *dst = (float *)b->data + d->offset[e], s = (float)scale;
         const float *src = param ? dst : ad_data(t);
@@ -339,15 +377,28 @@ void nn__dist_pack(nn_dist *d, int e, double samples)
         const double *src = param ? dst : ad_data(t);
         for (int64_t j = 0; j < n; j++) dst[j] = src[j] * scale;
     }
+    return 0;
+}
+
+int nn__dist_adopt_grads(nn_dist *d, const char *fn)
+{
+    int rc = 0;
+    for (int e = 0; e < d->params->n; e++)
+        if (d->extras[EXTRA + e] > 0 && !nn__dist_grad_in_bucket(d, e) &&
+            nn__dist_grad_into_bucket(d, e, true, fn))
+            rc = -1;
+    return rc;
 }
 
 /* The sum of entry e, times scale: in place for a gradient (nothing to do
- * when scale is 1), copied back for a buffer. */
+ * when scale is 1, or for a parameter no rank reached), copied back for a
+ * buffer. */
 static void unpack(nn_dist *d, int e, double scale)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
     ad_tensor *t = param ? ad_tensor_grad(nn__dist_entry(d, e)) : nn__dist_entry(d, e);
+    if (!t) return;
     int64_t n = param && scale == 1.0 ? 0 : ad_numel(t);
     if (b->dtype == AD_FLOAT32) {
         const float *src = (const float *)b->data + d->offset[e];
@@ -361,18 +412,25 @@ static void unpack(nn_dist *d, int e, double scale)
     ad_mark_modified(t);
 }
 
-static void set_extra(bucket *b, int j, double v)
+/* d->extras into the tail of the last bucket, and back once summed. */
+static void put_extras(nn_dist *d)
 {
-    if (b->dtype == AD_FLOAT32)
-        ((float *)b->data)[b->count - EXTRA + j] = (float)v;
-    else
-        ((double *)b->data)[b->count - EXTRA + j] = v;
+    bucket *b = &d->b[d->nb - 1];
+    int64_t m = nn__dist_extras(d), at = b->count - m;
+    for (int64_t j = 0; j < m; j++)
+        if (b->dtype == AD_FLOAT32)
+            ((float *)b->data)[at + j] = (float)d->extras[j];
+        else
+            ((double *)b->data)[at + j] = d->extras[j];
 }
 
-static double get_extra(const bucket *b, int j)
+static void get_extras(nn_dist *d)
 {
-    return b->dtype == AD_FLOAT32 ? (double)((const float *)b->data)[b->count - EXTRA + j]
-                                  : ((const double *)b->data)[b->count - EXTRA + j];
+    const bucket *b = &d->b[d->nb - 1];
+    int64_t m = nn__dist_extras(d), at = b->count - m;
+    for (int64_t j = 0; j < m; j++)
+        d->extras[j] = b->dtype == AD_FLOAT32 ? (double)((const float *)b->data)[at + j]
+                                              : ((const double *)b->data)[at + j];
 }
 
 /* Waits for a reduction: MPI_Wait, or with wait_sleep_us, MPI_Test in a
@@ -455,14 +513,20 @@ int nn__dist_arrive_all(nn_dist *d, double *t)
     return rc;
 }
 
-/* Starts the reductions of every bucket that is fully packed and not
- * started, in order, up to but not including the last (which carries the
- * extras and is started by average_grads); with overlap only. */
+/* Starts the reductions of the buckets that are fully packed and not
+ * started, in bucket order up to the first that is not complete, and
+ * never the last (which carries the extras and is started by
+ * average_grads); with overlap only.  In order, because MPI pairs the
+ * ranks' non-blocking collectives by the order they start them in: a
+ * bucket whose parameter one rank's backward does not reach is complete
+ * there only in average_grads, and a later bucket started before it
+ * would be summed with another bucket of the other ranks. */
 static int start_ready(nn_dist *d, double *tcomm)
 {
     for (int k = 0; k < d->nb - 1; k++) {
         bucket *b = &d->b[k];
-        if (b->started || b->pending) continue;
+        if (b->started) continue;
+        if (b->pending) break;
         b->started = true;
         d->stats.early_buckets++;
         if (start(d, b, tcomm)) return -1;
@@ -471,12 +535,12 @@ static int start_ready(nn_dist *d, double *tcomm)
 }
 
 /* Entry e into its bucket, once per step, for a rank with this batch size. */
-static void pack_once(nn_dist *d, int e, double samples)
+static int pack_once(nn_dist *d, int e, double samples)
 {
-    if (d->packed[e]) return;
+    if (d->packed[e]) return 0;
     d->packed[e] = true;
-    nn__dist_pack(d, e, samples);
     d->b[d->bucket_of[e]].pending--;
+    return nn__dist_pack(d, e, samples);
 }
 
 /* The grad_ready hook of nn_trainer_comm (set with overlap): packs the
@@ -489,8 +553,8 @@ static int grad_ready(void *user, ad_tensor *param, double samples)
     int e = entry_of(d, param);
     if (e < 0) return 0; /* a leaf that is not one of the model's parameters */
     double t0 = MPI_Wtime(), tcomm = 0;
-    pack_once(d, e, samples);
-    int rc = start_ready(d, &tcomm);
+    int rc = pack_once(d, e, samples);
+    if (start_ready(d, &tcomm)) rc = -1;
     double t1 = MPI_Wtime(); /* MPI_Test moves the reductions on: their time */
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         int done;
@@ -538,16 +602,18 @@ static int average_grads(void *user, double *samples, double *loss)
     nn_dist *d = user;
     if (d->shard) return nn__dist_shard_average(d, samples, loss);
     double t0 = MPI_Wtime(), tcomm = 0;
-    int rc = 0;
+    int rc = 0, prc = 0; /* prc: a gradient this rank could not pack, after the reduction */
     bool arrived = false;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (b->started) continue;
-        for (int e = b->first; e < b->end; e++) pack_once(d, e, *samples);
+        for (int e = b->first; e < b->end; e++)
+            if (pack_once(d, e, *samples)) prc = -1;
         if (k == d->nb - 1) {
-            set_extra(b, 0, *samples);
-            set_extra(b, 1, *samples * *loss);
-            set_extra(b, 2, *samples * *samples);
+            d->extras[0] = *samples;
+            d->extras[1] = *samples * *loss;
+            d->extras[2] = *samples * *samples;
+            put_extras(d);
         }
         b->started = true;
         if (d->shm) continue; /* all of them at once below */
@@ -568,7 +634,12 @@ static int average_grads(void *user, double *samples, double *loss)
      * (a finished request is MPI_REQUEST_NULL, and waits return at once). */
     bucket *last = &d->b[d->nb - 1];
     if (rc == 0 && d->o.overlap) rc = nn__dist_wait_for(d, &last->req, &tcomm);
-    double total = get_extra(last, 0), lsum = get_extra(last, 1), sq = get_extra(last, 2);
+    get_extras(d);
+    double total = d->extras[0], lsum = d->extras[1], sq = d->extras[2];
+    /* A parameter that a rank's backward reached first in this step
+     * while this rank's has not: its sum is in the bucket, and it becomes
+     * this rank's gradient too (before the unpacking scales it). */
+    if (rc == 0 && nn__dist_adopt_grads(d, "nn_dist")) prc = -1;
     /* The sum is sum_r w_r g_r with w_r = n_r / (W n0) (seeded) or
      * n_r / n0: times W n0 / N or n0 / N it is the weighted average, and
      * the factor is exactly 1 when every rank had n0 samples and backward
@@ -589,7 +660,7 @@ static int average_grads(void *user, double *samples, double *loss)
      * step would refill. */
     for (int k = 0; rc && k < d->nb; k++)
         if (d->b[k].req != MPI_REQUEST_NULL) MPI_Wait(&d->b[k].req, MPI_STATUS_IGNORE);
-    return nn__dist_step_end(d, rc, total, lsum, t0, tcomm, samples, loss);
+    return nn__dist_step_end(d, rc ? rc : prc, total, lsum, t0, tcomm, samples, loss);
 }
 
 static int sum_hook(void *user, double *values, int n)

@@ -20,13 +20,20 @@
  * contiguous buckets (about bucket_bytes each, per dtype, the parameters
  * last first) and makes every parameter's gradient a view of its part
  * (ad_set_grad), so backward writes them where the reduction reads them,
- * as PyTorch DDP's gradient_as_bucket_view.  Each rank runs forward and
+ * as PyTorch DDP's gradient_as_bucket_view.  A parameter that no backward
+ * has reached yet has no gradient, alone or not: it gets its view in the
+ * first step in which some rank's backward reaches it, on every rank (a
+ * rank whose backward did not reach it sends zeros), and until then the
+ * optimiser skips it, as one process on the whole batch would (its
+ * weight decay and Adam's step count leave it alone).  Which parameters
+ * each rank reached rides with the step's reduction, so no meeting of
+ * the ranks is added, and ranks may differ in what their forward uses.  Each rank runs forward and
  * backward on its slice of the global batch (nn_loader_shard); then the
  * trainer calls the hook set by nn_dist_attach: the batch size and loss
  * ride at the end of the last bucket, every bucket is summed
  * in place with MPI_Allreduce(MPI_IN_PLACE) (or MPI_Iallreduce, started
- * during backward as soon as a bucket's gradients are all final, with
- * .overlap; or, when every rank runs on one machine, by the ranks
+ * during backward as soon as a bucket's gradients are all final, in
+ * bucket order, with .overlap; or, when every rank runs on one machine, by the ranks
  * themselves through a window of MPI-3 shared memory: .shared_memory).  The sum is weighted by the ranks' batch sizes, n_r / N:
  * backward is seeded with n_r / (W n0) instead of 1 (nn_trainer_comm's
  * grad_scale; n0 the batch size of every rank once a step has shown them
@@ -208,7 +215,8 @@ AD_API MPI_Comm nn_dist_comm(const nn_dist *d);
  * replica (its initialisation, or the checkpoint it loaded).  The buckets
  * are laid out here from the model's parameters, which must not change
  * afterwards (attach again if they do), and each parameter's gradient
- * becomes a view of its bucket (ad_set_grad; it stays one after detach).  Collective: every rank calls it
+ * becomes a view of its bucket (ad_set_grad; it stays one after detach),
+ * here for one that has a gradient, else once a backward reaches it.  Collective: every rank calls it
  * with the same model.  Errors: NULL, a parameter not float32/float64 or
  * not contiguous, the ranks' models differing in their tensors' sizes
  * (checked by a reduction before any byte is sent), MPI failures; with
@@ -231,8 +239,10 @@ AD_API int nn_dist_attach_params(nn_dist *d, const nn_named_tensors *params);
  * *mean_loss its mean loss; out: the total batch size and the mean loss
  * over all ranks.  Collective: every rank calls it once per step (a rank
  * whose backward failed still joins the reduction, then returns -1).
+ * A parameter that some ranks' backward does not reach counts as zeros
+ * there; one that none reaches keeps no gradient (see the top).
  * Errors: NULL arguments, nothing attached, backward's errors, MPI
- * failures, ranks disagreeing on which parameters got a gradient; a
+ * failures, out of memory; a
  * trainer attached with the sharded update (only its own step can follow
  * a sharded reduction: use nn_dist_attach_params for a loop of your own),
  * refused on every rank before any reduction. */

@@ -11,7 +11,14 @@
  * the rank (in its dtype; exact as long as counts stay below 2^24 in
  * float32): its batch size, its loss times its batch size, and the square
  * of its batch size (so that every rank can tell whether all batch sizes
- * were equal: W sum n^2 = (sum n)^2 exactly then). */
+ * were equal: W sum n^2 = (sum n)^2 exactly then); then one number per
+ * parameter entry, 1 when the rank has a gradient for it, 0 when it has
+ * none (no backward of this rank has reached it yet): summed, it tells
+ * every rank whether some rank's backward reached the parameter, which
+ * then has a gradient everywhere (the sum) and is stepped, as one
+ * process on the whole batch would; one that no rank reached keeps no
+ * gradient and the optimiser skips it.  nn__dist_extras(d) numbers in
+ * all. */
 enum { EXTRA = 3 };
 
 typedef struct bucket {
@@ -57,6 +64,8 @@ struct nn_dist {
     int64_t *offset;      /* of each entry in its bucket */
     int *bucket_of;       /* of each entry */
     bool *packed;         /* of each entry, in this step */
+    double *extras;       /* this step's EXTRA numbers, then 1 or 0 per parameter entry
+                           * (has a gradient); summed over the ranks by the reduction */
     param_key *keys;      /* params->n of them */
     /* Each rank sends its gradient times n_r / n0 and the sum is scaled by
      * n0 / N: the weighted average sum_r n_r g_r / N whatever n0 is.  n0
@@ -107,9 +116,19 @@ int nn__dist_broadcast_trainer(nn_dist *d, nn_trainer *tr);
 MPI_Datatype nn__dist_mpi_type(ad_dtype dt);
 /* Entry e's tensor: a parameter (e < params->n), or an averaged buffer. */
 ad_tensor *nn__dist_entry(const nn_dist *d, int e);
+/* The numbers after the gradients in the last bucket: EXTRA, then one
+ * per parameter entry. */
+int64_t nn__dist_extras(const nn_dist *d);
 /* Entry e into its bucket for a rank with this batch size (dist.c says
- * how). */
-void nn__dist_pack(nn_dist *d, int e, double samples);
+ * how); -1 when a gradient could not be made a view of its bucket (out
+ * of memory: the rank then sends zeros for it, still joins the reduction,
+ * and fails the step). */
+int nn__dist_pack(nn_dist *d, int e, double samples);
+/* After a step's reduction, with d->extras summed over the ranks: a
+ * parameter some rank's backward reached gets its bucket's part as its
+ * gradient on every rank (the sum), one none reached keeps none; -1 on
+ * failure (out of memory), after all entries. */
+int nn__dist_adopt_grads(nn_dist *d, const char *fn);
 /* Waits for a request, with MPI's wait or the sleeping one; the seconds
  * are added to *t. */
 int nn__dist_wait_for(nn_dist *d, MPI_Request *req, double *t);
@@ -124,8 +143,12 @@ int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, 
                       double *samples, double *loss);
 
 /* Parameter entry e's gradient becomes a view of its part of its
- * bucket's flat, its values kept (dist.c). */
-int nn__dist_grad_into_bucket(nn_dist *d, int e, const char *fn);
+ * bucket's flat, its values kept (dist.c); with make false, a parameter
+ * with no gradient keeps none (as one that no backward reached yet). */
+int nn__dist_grad_into_bucket(nn_dist *d, int e, bool make, const char *fn);
+/* Whether parameter entry e's gradient is its bucket's part (false for
+ * none). */
+bool nn__dist_grad_in_bucket(const nn_dist *d, int e);
 
 /* dist_shm.c.  Moves the buckets into a window of shared memory among
  * the ranks of each node when the option and the run allow (nodes of

@@ -35,7 +35,7 @@ static bool polled(const nn_dist *d)
 /* Bucket k's gradient elements: its count without the extras. */
 static int64_t grad_count(const nn_dist *d, int k)
 {
-    return d->b[k].count - (k == d->nb - 1 ? EXTRA : 0);
+    return d->b[k].count - (k == d->nb - 1 ? nn__dist_extras(d) : 0);
 }
 
 void nn__dist_shard_free(nn_dist *d)
@@ -202,20 +202,26 @@ static int gather(nn_dist *d, ad_tensor **ts, double *tcomm)
 int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
 {
     double t0 = MPI_Wtime(), tcomm = 0;
-    for (int e = 0; e < d->nent; e++) nn__dist_pack(d, e, *samples);
+    int prc = 0; /* a gradient this rank could not pack: after the reduction */
+    for (int e = 0; e < d->nent; e++)
+        if (nn__dist_pack(d, e, *samples)) prc = -1;
     int rc = nn__dist_arrive_all(d, &tcomm);
-    /* The rank's batch size, loss sum and squared batch size (as the
-     * extras of the unsharded step, which end up in one rank's part
-     * here), summed apart: every rank needs them. */
-    double ex[3] = {*samples, *samples * *loss, *samples * *samples};
+    /* The rank's batch size, loss sum and squared batch size, and which
+     * parameters it has gradients for (the extras of the unsharded step,
+     * which would end up in one rank's part here), summed apart: every
+     * rank needs them. */
+    double *ex = d->extras;
+    ex[0] = *samples;
+    ex[1] = *samples * *loss;
+    ex[2] = *samples * *samples;
     double t1 = MPI_Wtime();
     /* started before the reduce-scatters, which move it on (Open MPI
      * progresses every pending request in any MPI call), and waited for
      * after: one meeting of the ranks instead of two */
     MPI_Request xreq = MPI_REQUEST_NULL;
     if (rc == 0)
-        rc = nn__dist_mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, ex, 3, MPI_DOUBLE, MPI_SUM, d->comm,
-                                            &xreq),
+        rc = nn__dist_mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, ex, (int)nn__dist_extras(d), MPI_DOUBLE,
+                                            MPI_SUM, d->comm, &xreq),
                              "MPI_Iallreduce");
     tcomm += MPI_Wtime() - t1;
     for (int k = 0; rc == 0 && k < d->nb; k++) {
@@ -240,6 +246,9 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
     }
     if (xreq != MPI_REQUEST_NULL && nn__dist_wait_for(d, &xreq, &tcomm)) rc = -1;
     double total = ex[0], lsum = ex[1], sq = ex[2];
+    /* a parameter some rank reached is stepped on every rank (the owner
+     * of each part reads the reduced gradient from vals) */
+    if (rc == 0 && nn__dist_adopt_grads(d, "nn_dist")) prc = -1;
     /* As the unsharded step: the sums are the weighted average times
      * W n0 / N (seeded) or n0 / N, exactly 1 when every rank had n0. */
     double post = (d->seed > 0 ? d->size * d->n0 : d->n0) / total;
@@ -274,7 +283,7 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
         for (int e = 0; e < d->nent; e++) d->ts[e] = e < d->params->n ? NULL : nn__dist_entry(d, e);
         rc = gather(d, d->ts, &tcomm);
     }
-    return nn__dist_step_end(d, rc, total, lsum, t0, tcomm, samples, loss);
+    return nn__dist_step_end(d, rc ? rc : prc, total, lsum, t0, tcomm, samples, loss);
 }
 
 int nn__dist_shard_step(void *user, nn_optim *opt)

@@ -279,7 +279,7 @@ int nn__dist_shm_setup(nn_dist *d, const char *fn)
     }
     ad_free(flat);
     for (int e = 0; e < d->params->n; e++)
-        if (nn__dist_grad_into_bucket(d, e, fn)) rc = -1;
+        if (nn__dist_grad_into_bucket(d, e, false, fn)) rc = -1;
     d->shm = true;
     return rc;
 }

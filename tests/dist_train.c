@@ -26,6 +26,17 @@
  *                      never reaches p, so its gradient must reduce as
  *                      zeros, not as what the last step left there), the
  *                      first half of the batch at 1 rank
+ *   --idle-mid         the same layer between the first ReLU and the second
+ *                      Linear, so that p's bucket is not the last one:
+ *                      with --overlap and small buckets, rank 1 completes
+ *                      it only after the reductions of later buckets could
+ *                      have started
+ *   --unused           the input first goes through a layer with a
+ *                      parameter that no rank's forward uses: no rank
+ *                      reaches it, so, as in one process, it has no
+ *                      gradient and is never stepped (with --wd, weight
+ *                      decay would move it)
+ *   --wd W             weight decay of the optimiser [0]
  *   --mismatch         rank 1 builds a wider hidden layer: attach must
  *                      refuse on every rank
  *   --fail-rank R --fail-step K --fail-mode error|die
@@ -53,14 +64,16 @@ typedef struct opts {
     const char *out, *checkpoint, *resume, *fail_mode;
     int fail_rank;
     int64_t fail_step;
-    bool overlap, mismatch, bn, every_rank, adam, idle, detach;
+    double wd;
+    bool overlap, mismatch, bn, every_rank, adam, idle, idle_mid, unused, detach;
 } opts;
 
 /* --idle's layer: x + p on the first k rows of x, k the rows that belong
  * to the global batch's first half (see above); p is not used at all
- * where k is 0. */
+ * where k is 0, nor anywhere with --unused (never). */
 typedef struct idle_state {
     int rank, world;
+    bool never;
 } idle_state;
 
 static ad_tensor *idle_forward(nn_module *m, ad_tensor *x)
@@ -68,7 +81,7 @@ static ad_tensor *idle_forward(nn_module *m, ad_tensor *x)
     const idle_state *s = nn_module_state(m);
     ad_tensor *p = nn_get_parameter(m, "p");
     int64_t rows = ad_size(x, 0);
-    int64_t k = s->world == 1 ? rows / 2 : s->rank == 0 ? rows : 0;
+    int64_t k = s->never ? 0 : s->world == 1 ? rows / 2 : s->rank == 0 ? rows : 0;
     if (k == 0) return x;
     if (k == rows) return ad_add(x, p);
     ad_tensor *parts[2] = {ad_add(ad_narrow(x, 0, 0, k), p), ad_narrow(x, 0, k, rows - k)};
@@ -76,13 +89,13 @@ static ad_tensor *idle_forward(nn_module *m, ad_tensor *x)
 }
 static const nn_module_type IDLE = {"Idle", idle_forward, free, NULL};
 
-static nn_module *idle_layer(int rank, int world)
+static nn_module *idle_layer(int rank, int world, int64_t width, bool never)
 {
     idle_state *s = malloc(sizeof *s);
     if (!s) return NULL;
-    *s = (idle_state){rank, world};
+    *s = (idle_state){rank, world, never};
     nn_module *m = nn_module_new(&IDLE, s);
-    if (m && nn_module_add_parameter(m, "p", ad_full(NULL, AD_FLOAT32, AD_SHAPE(IN), 0.25))) {
+    if (m && nn_module_add_parameter(m, "p", ad_full(NULL, AD_FLOAT32, AD_SHAPE(width), 0.25))) {
         nn_module_free(m);
         return NULL;
     }
@@ -166,6 +179,7 @@ int main(int argc, char **argv)
         bool *flag = !strcmp(a, "--overlap") ? &o.overlap : !strcmp(a, "--mismatch") ? &o.mismatch
                    : !strcmp(a, "--bn") ? &o.bn : !strcmp(a, "--every-rank") ? &o.every_rank
                    : !strcmp(a, "--adam") ? &o.adam : !strcmp(a, "--idle") ? &o.idle
+                   : !strcmp(a, "--idle-mid") ? &o.idle_mid : !strcmp(a, "--unused") ? &o.unused
                    : !strcmp(a, "--detach") ? &o.detach : NULL;
         if (flag) {
             *flag = true;
@@ -175,6 +189,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--batch")) o.batch = atoll(v);
         else if (!strcmp(a, "--epochs")) o.epochs = atoll(v);
         else if (!strcmp(a, "--bucket")) o.bucket = atoll(v);
+        else if (!strcmp(a, "--wd")) o.wd = atof(v);
         else if (!strcmp(a, "--out")) o.out = v;
         else if (!strcmp(a, "--checkpoint")) o.checkpoint = v;
         else if (!strcmp(a, "--resume")) o.resume = v;
@@ -204,19 +219,27 @@ int main(int argc, char **argv)
     ad_rng rng;
     ad_rng_init(&rng, 3 + (uint64_t)rank); /* different on each rank: attach must fix it */
     int64_t hidden = o.mismatch && rank == 1 ? 48 : 32;
-    nn_module *mlp = NN_SEQUENTIAL(nn_linear(IN, hidden, true, AD_FLOAT32, &rng), nn_relu(),
-                                   nn_linear(hidden, 32, true, AD_FLOAT32, &rng), nn_relu(),
-                                   nn_linear(32, CLASSES, true, AD_FLOAT32, &rng));
-    nn_module *net = o.bn     ? NN_SEQUENTIAL(nn_batch_norm2d(2, 1e-5, 0.1, true, AD_FLOAT32),
-                                              nn_flatten(1, -1), mlp)
-                     : o.idle ? NN_SEQUENTIAL(idle_layer(rank, world), mlp)
-                              : mlp;
+    nn_module *first = nn_linear(IN, hidden, true, AD_FLOAT32, &rng);
+    nn_module *mlp = o.idle_mid
+                         ? NN_SEQUENTIAL(first, nn_relu(), idle_layer(rank, world, hidden, false),
+                                         nn_linear(hidden, 32, true, AD_FLOAT32, &rng), nn_relu(),
+                                         nn_linear(32, CLASSES, true, AD_FLOAT32, &rng))
+                         : NN_SEQUENTIAL(first, nn_relu(),
+                                         nn_linear(hidden, 32, true, AD_FLOAT32, &rng), nn_relu(),
+                                         nn_linear(32, CLASSES, true, AD_FLOAT32, &rng));
+    nn_module *net = o.bn       ? NN_SEQUENTIAL(nn_batch_norm2d(2, 1e-5, 0.1, true, AD_FLOAT32),
+                                                nn_flatten(1, -1), mlp)
+                     : o.idle   ? NN_SEQUENTIAL(idle_layer(rank, world, IN, false), mlp)
+                     : o.unused ? NN_SEQUENTIAL(idle_layer(rank, world, IN, true), mlp)
+                                : mlp;
     nn_named_tensors *params = net ? nn_parameters(net) : NULL;
     nn_adam_options ao = NN_ADAM_DEFAULTS;
     ao.lr = 0.01;
+    ao.weight_decay = o.wd;
     nn_optim *opt = !params ? NULL
                     : o.adam ? nn_adam(params, &ao)
-                             : nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9});
+                             : nn_sgd(params, &(nn_sgd_options){.lr = 0.1, .momentum = 0.9,
+                                                                .weight_decay = o.wd});
     nn_named_tensors_free(params);
     nn_trainer *tr = opt ? nn_trainer_new(net, NULL, opt,
                                           &(nn_trainer_options){.accuracy = true,

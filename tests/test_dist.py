@@ -44,7 +44,12 @@ saves (safetensors, read here without any library):
      with it to 1e-6 at 3 ranks, and with Adam over 3 buckets, is
      bit-identical from run to run, and
      its checkpoints (whose optimiser state each rank kept for its own
-     part) resume at 1 and 2 ranks as in 4.
+     part) resume at 1 and 2 ranks as in 4;
+  8. a parameter that only rank 0's forward uses (--idle, --idle-mid)
+     reduces as zeros on rank 1, also with the reductions started during
+     backward in bucket order (--idle-mid --overlap over 128-byte
+     buckets); one that no rank uses (--unused) is never stepped, whole
+     or sharded, even with weight decay.
 
 With AD_DIST_QUICK=1 (scripts/check's sanitizer stage, whose point is
 memory errors in our code) the runs that repeat a path of ours already
@@ -246,6 +251,34 @@ try:
     check(d < 1e-5 and same_bits(f('idle.0'), f('idle.1')),
           f'a parameter one rank does not use reduces as zeros there: 2 ranks = 1 x batch 64 '
           f'(max |diff| {d:.2e}), both ranks the same bits')
+    # the same layer between two Linear layers (--idle-mid), with the
+    # reductions started during backward over 128-byte buckets: p's bucket
+    # is complete on rank 1 only at the end of backward, so the reductions
+    # must start in bucket order there too (a later bucket started first
+    # would be summed with p's bucket of rank 0, the same size)
+    run(1, ['--batch', '64', '--idle-mid', '--out', f('idlemid_ref')])
+    run(2, ['--batch', '32', '--idle-mid', '--overlap', '--bucket', '128', '--every-rank',
+            '--out', f('idlemid')], btl=transports[0])
+    d = max_diff(f('idlemid_ref'), f('idlemid.0'))
+    check(d < 1e-5 and same_bits(f('idlemid.0'), f('idlemid.1')),
+          f'overlapped reductions start in bucket order when one rank does not reach a middle '
+          f'parameter: 2 ranks = 1 x batch 64 (max |diff| {d:.2e}), both ranks the same bits')
+    # a parameter that no rank's forward uses (--unused), with weight
+    # decay: one process gives it no gradient and never steps it, and
+    # neither may the ranks (its gradient, a view of the bucket, is never
+    # missing, and a zero gradient with weight decay moves it), whole or
+    # sharded
+    run(1, ['--batch', '64', '--unused', '--wd', '0.01', '--out', f('unused_ref')])
+    for shard in [False, True]:
+        name = 'unused_shard' if shard else 'unused'
+        run(2, ['--batch', '32', '--unused', '--wd', '0.01', '--every-rank', '--out', f(name)],
+            btl=transports[0], shard=shard)
+        d = max_diff(f('unused_ref'), f(name + '.0'))
+        p = params(f(name + '.0'))['0.p']
+        check(d < 1e-5 and same_bits(f(name + '.0'), f(name + '.1')) and set(p) == {0.25},
+              f'a parameter no rank reaches is not stepped{" (sharded)" if shard else ""}: '
+              f'p stays 0.25 ({min(p)} .. {max(p)}), 2 ranks = 1 x batch 64 (max |diff| '
+              f'{d:.2e}), both ranks the same bits')
     # 3 ranks x batch 20: every epoch ends with 32 samples split 11, 11, 10,
     # so the average is weighted by unequal batch sizes there
     run(1, ['--batch', '60', '--out', f('ref60')])
