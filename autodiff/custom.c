@@ -373,7 +373,7 @@ static int first_unrecorded(const ad_custom *C, int n, ad_tensor *const *in)
     ad_tensor *x[AD_CUSTOM_MAX_INPUTS], *gx[AD_CUSTOM_MAX_INPUTS] = {0};
     bool prev = ad_set_grad_enabled(true);
     for (int i = 0; i < n; i++) {
-        x[i] = ad_copy(t, in[i]);
+        x[i] = ad__copy(t, in[i]);
         if (!x[i]) goto done;
         if (ad__is_float(x[i]->dtype) && in[i]->requires_grad) ad_set_requires_grad(x[i], true);
     }

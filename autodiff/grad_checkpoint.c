@@ -52,7 +52,9 @@ static int run_fn(const char *fn, ad_tape *t, ad_checkpoint_fn f, void *ctx, int
     *log = (ad__rng_log){.parent = ad__rng_logs};
     ad__rng_logs = log;
     ad_clear_error();
+    ad__replay_opaque(1); /* its node runs it again at replay, copies and all */
     int rc = f(in, nin, outs, nout, ctx);
+    ad__replay_opaque(-1);
     ad__rng_logs = log->parent;
     if (rc) {
         if (!ad__has_error()) ad__err(fn, "the function returned %d without an error", rc);
@@ -250,7 +252,7 @@ static int run_plain(const char *fn, ad_scope *s, ad_checkpoint_fn f, void *ctx,
     ad__rng_log log;
     int rc = run_fn(fn, s->tape, f, ctx, nin, in, nout, out, &log);
     for (int i = 0; rc == 0 && s->scratch && i < nout; i++) {
-        out[i] = ad_copy(NULL, out[i]);
+        out[i] = ad__copy(NULL, out[i]);
         if (!out[i]) {
             for (int j = 0; j < i; j++) ad_tensor_free(out[j]);
             rc = -1;

@@ -101,7 +101,7 @@ static int copy_inputs(ad_tape *t, int n, ad_tensor *const *in, ad_tensor **x)
     for (int i = 0; i < n; i++) {
         ad_dtype d = ad__is_float(in[i]->dtype) ? AD_FLOAT64 : in[i]->dtype;
         x[i] = copy_in_layout(t, d, in[i]);
-        if (!x[i] || ad_copy_into(x[i], in[i])) return -1;
+        if (!x[i] || ad__copy_into(x[i], in[i])) return -1;
         x[i]->requires_grad = in[i]->requires_grad && ad__is_float(d);
     }
     return 0;

@@ -31,6 +31,12 @@ typedef struct ad_storage {
      * views, so a write through one view is seen by ops that saved another.
      * A recorded op notes its inputs' versions; backward compares. */
     uint32_t version;
+    /* Replay's guard (tape.c, ad__replay_guard): the stamp (gen) of the
+     * replayable tape whose recording computed these values (an op's own
+     * output; a view shares it), and of the one whose recording copied
+     * such values in here through the API (ad_copy_into, ad_copy), which
+     * a replay would not repeat; 0 for none. */
+    uint64_t computed_gen, copied_gen;
     bool in_arena;
     /* Memory the library did not allocate (ad_from_blob): given back with
      * release(data, release_ctx) when refs drops to 0, or left alone when
@@ -460,6 +466,28 @@ ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
  * mode off are not recorded even on a replayable tape: for a custom op's
  * forward, whose node replays it as a whole (tape.c). */
 bool ad__set_record_off(bool on);
+/* The guard of API writes (ad_copy_into, ad_copy, ad_fill, ad_set,
+ * ad_mark_modified) while a replayable tape records: a replay recomputes
+ * ops only, so a write into a value the tape computes would be lost, and
+ * a copy of such a value would keep the recording's values.  -1 with an
+ * error naming fn for the first (dst a value the recording computes);
+ * marks dst as such a copy for the second (an op recorded on it then
+ * fails); notes a copy into the tape of a value from outside (src a leaf
+ * or a persistent tensor) so that ad_tape_replay can refuse when that
+ * value has changed since.  src is NULL for a write of constants. */
+int ad__replay_guard(const char *fn, ad_tensor *dst, const ad_tensor *src);
+/* ad_copy_into and ad_copy without the guard, for the library's own
+ * copies inside ops (which a replay runs again with the op). */
+int ad__copy_into(ad_tensor *dst, const ad_tensor *src);
+ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t);
+/* Code that the node being recorded runs again as a whole at replay (a
+ * checkpoint's function): the guard leaves its copies alone. */
+void ad__replay_opaque(int delta);
+/* ad_tape_replay's check of the noted copies: -1 with an error naming fn
+ * when a value one of them read has changed since the freeze. */
+int ad__replay_check_copies(const char *fn, ad_tape *t);
+/* At the freeze, the noted copies' sources' versions. */
+void ad__replay_note_versions(ad_tape *t);
 /* Anomaly mode: the first non-finite value an op produces from finite
  * inputs is an error (see tape.h).  ad__record checks forward results. */
 bool ad__anomaly_on(void);

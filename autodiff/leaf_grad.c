@@ -98,7 +98,7 @@ int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
     ad_tensor *buf = ad__alloc("ad_backward", leaf->tape, leaf->dtype, leaf->ndim, leaf->shape);
     if (!buf) return -1;
     if (old && !set) ad__add_into(buf, old, g);
-    else ad_copy_into(buf, g);
+    else ad__copy_into(buf, g);
     leaf->grad = buf;
     leaf->owns_grad = true;
     return 0;
@@ -126,7 +126,7 @@ void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop)
             continue;
         }
         if (on_t) {
-            ad_tensor *keep = ad_copy(NULL, leaf->grad);
+            ad_tensor *keep = ad__copy(NULL, leaf->grad);
             leaf->grad = keep; /* NULL if out of memory: the gradient is lost, not corrupt */
             leaf->owns_grad = keep != NULL;
         }

@@ -97,6 +97,11 @@ int ad__cholesky(int n, double *a)
         int info = 0;
         dpotrf_("L", &n, a, &n, &info, 1);
         if (info != 0) return info < 0 ? -1 : info;
+        /* OpenBLAS's dpotrf lets a NaN pivot through (the reference
+         * LAPACK's stops there, as the loop below does): the same error
+         * from both, at the first NaN on the diagonal */
+        for (int j = 0; j < n; j++)
+            if (A_(j, j) != A_(j, j)) return j + 1;
     } else
 #endif
     {

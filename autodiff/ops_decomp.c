@@ -268,8 +268,9 @@ ad_tensor *ad_linalg_solve_triangular(ad_tensor *A, ad_tensor *B, bool upper, bo
     if (left) return solve_like(fn, A, B, true, (tri_params){upper, unitriangular});
     /* X A = B  <=>  A^T X^T = B^T, A^T's triangle being the other one */
     if (check_square(fn, "A", A) || ad__check_arg(fn, "B", B, true)) return NULL;
-    if (B->ndim < 2)
-        return ad__errc(AD_ERR_SHAPE, fn, "B must be [..., k, n] when left is false, got %s",
+    if (B->ndim < 2 || B->shape[B->ndim - 1] != A->shape[A->ndim - 1])
+        return ad__errc(AD_ERR_SHAPE, fn, "B must be [..., k, %lld] for A %s when left is "
+                        "false, got %s", (long long)A->shape[A->ndim - 1], ad__shape_str(A),
                         ad__shape_str(B)), NULL;
     ad_scope s;
     ad_tensor *in[2] = {A, B};
@@ -546,8 +547,8 @@ static int two_results(ad_scope *s, ad_tensor *a, ad_tensor *b, ad_tensor **pa, 
 {
     int rc = a && b ? 0 : -1;
     if (!rc && s->scratch) {
-        a = pa ? ad_copy(NULL, a) : NULL;
-        b = ad_copy(NULL, b);
+        a = pa ? ad__copy(NULL, a) : NULL;
+        b = ad__copy(NULL, b);
         if ((pa && !a) || !b) {
             ad_tensor_free(a), ad_tensor_free(b);
             rc = -1;
@@ -755,9 +756,9 @@ int ad_linalg_svd(ad_tensor *A, ad_tensor **U, ad_tensor **S, ad_tensor **Vh)
         return -1;
     }
     if (s.scratch) {
-        sv = ad_copy(NULL, sv);
-        u = U ? ad_copy(NULL, u) : NULL;
-        vh = Vh ? ad_copy(NULL, vh) : NULL;
+        sv = ad__copy(NULL, sv);
+        u = U ? ad__copy(NULL, u) : NULL;
+        vh = Vh ? ad__copy(NULL, vh) : NULL;
         if (!sv || (U && !u) || (Vh && !vh)) {
             ad_tensor_free(sv), ad_tensor_free(u), ad_tensor_free(vh);
             ad_scope_end(&s, NULL);

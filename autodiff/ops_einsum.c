@@ -163,14 +163,23 @@ static int parse(const char *fn, const char *eq, int n, ad_tensor *const *ops, t
     if (*p) { /* explicit output */
         for (p += 2; *p; p++) {
             if (*p == ' ') continue;
-            if (*p < 0 || !count[(int)*p] || memchr(outlab, *p, (size_t)no) || no == AD_MAX_DIMS)
+            if (*p < 0 || !count[(int)*p] || memchr(outlab, *p, (size_t)no))
                 return ad__err(fn, "'%s': output label '%c' is not an input label, or repeated",
                                eq, *p);
+            if (no == AD_MAX_DIMS)
+                return ad__err(fn, "'%s': more than %d output labels (a tensor has at most %d "
+                               "dimensions)", eq, AD_MAX_DIMS, AD_MAX_DIMS);
             outlab[no++] = *p;
         }
     } else /* implicit: the labels seen once, alphabetically */
-        for (int c = 'A'; c <= 'z'; c++)
-            if (count[c] == 1 && no < AD_MAX_DIMS) outlab[no++] = (char)c;
+        for (int c = 'A'; c <= 'z'; c++) {
+            if (count[c] != 1) continue;
+            if (no == AD_MAX_DIMS)
+                return ad__err(fn, "'%s': more than %d labels appear once, so the implicit "
+                               "output would have more than %d dimensions", eq, AD_MAX_DIMS,
+                               AD_MAX_DIMS);
+            outlab[no++] = (char)c;
+        }
     outlab[no] = '\0';
     return 0;
 }
@@ -179,8 +188,9 @@ ad_tensor *ad_einsum(const char *equation, int n, ad_tensor *const *operands)
 {
     static const char *fn = "ad_einsum";
     if (!equation) return ad__err(fn, "equation is NULL"), NULL;
-    if (n < 1 || n > MAXOPS || !operands)
+    if (n < 1 || n > MAXOPS)
         return ad__err(fn, "need 1 to %d operands, got %d", MAXOPS, n), NULL;
+    if (!operands) return ad__err(fn, "operands is NULL"), NULL;
     for (int i = 0; i < n; i++) {
         char name[24];
         snprintf(name, sizeof name, "operands[%d]", i);

@@ -182,8 +182,8 @@ static int mm_run(const char *fn, const ad_tensor *a, const ad_tensor *b, ad_ten
      * the built-in kernel takes any strides. */
     ad_tensor *ca = NULL, *cb = NULL;
     int rc = 0;
-    if (!ad__gemm_direct(g.m, g.k, g.rsa, g.csa)) rc |= !(a = ca = ad_copy(out->tape, a));
-    if (!rc && !ad__gemm_direct(g.k, g.n, g.rsb, g.csb)) rc |= !(b = cb = ad_copy(out->tape, b));
+    if (!ad__gemm_direct(g.m, g.k, g.rsa, g.csa)) rc |= !(a = ca = ad__copy(out->tape, a));
+    if (!rc && !ad__gemm_direct(g.k, g.n, g.rsb, g.csb)) rc |= !(b = cb = ad__copy(out->tape, b));
     if (!rc && (ca || cb)) rc = mm_geometry(fn, a, b, &g);
     if (!rc) rc = mm_compute(fn, &g, a, b, out);
     if (!out->tape) {
@@ -311,11 +311,11 @@ static int lin_run(const char *fn, const ad_tensor *x, const ad_tensor *w, const
      * an x whose rows do not merge, or an operand CBLAS cannot take, is
      * copied first, as ad_matmul does. */
     if (!lin_rows(x, &M, &rs) || !ad__gemm_direct(M, nin, rs, x->strides[x->ndim - 1])) {
-        rc |= !(x = cx = ad_copy(out->tape, x));
+        rc |= !(x = cx = ad__copy(out->tape, x));
         if (!rc) lin_rows(x, &M, &rs);
     }
     if (!rc && !ad__gemm_direct(nin, nout, w->strides[1], w->strides[0]))
-        rc |= !(w = cw = ad_copy(out->tape, w));
+        rc |= !(w = cw = ad__copy(out->tape, w));
     if (!rc) {
         size_t es = ad_dtype_size(x->dtype);
         ad_gemm_ep ep = {

@@ -652,7 +652,7 @@ static int ce_fw(ad_node *n)
     if (check_labels(p->smoothed ? "ad_cross_entropy_ls" : "ad_cross_entropy", labels, x->shape[1]))
         return -1;
     ce_kernel(x, labels, p->reduction, p->eps, n->out);
-    if (p->labels && ad_copy_into(p->labels, labels)) return -1;
+    if (p->labels && ad__copy_into(p->labels, labels)) return -1;
     return 0;
 }
 static const ad_op OP_CROSS_ENTROPY = {
@@ -695,7 +695,7 @@ static ad_tensor *cross_entropy(const char *fn, ad_tensor *logits, ad_tensor *la
         p->eps = eps;
         /* The rule needs the labels as they are now, not as the caller may
          * overwrite them before backward. */
-        p->labels = ad_copy(out->tape, labels);
+        p->labels = ad__copy(out->tape, labels);
         if (!p->labels) return NULL;
     }
     return out;

@@ -396,10 +396,12 @@ static int pow_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
      * than masked afterwards: a masked inf would still become NaN (0 * inf)
      * in the second derivatives. */
     if (ad__needs_grad(n, 0)) {
-        /* b a^(b-1) (not b y / a, which is 0/0 at a = 0).  At a = b = 0 it
-         * would be 0 * inf; the derivative of a^0 = 1 is 0, which b 1^(-1)
-         * gives. */
-        ad_tensor *base = ad_where(ad_mul(at0, ad_eq(b, zero)), one, a);
+        /* b a^(b-1) (not b y / a, which is 0/0 at a = 0).  At b = 0 with a
+         * = 0 or NaN it would be 0 * inf or NaN; the derivative of a^0 = 1
+         * is 0, which b 1^(-1) gives.  (Elsewhere at b = 0 a stays, so
+         * that the mixed second derivative is a^(-1).) */
+        ad_tensor *odd = ad_add(at0, ad_rsub_scalar(ad_eq(a, a), 1.0)); /* a = 0 or NaN */
+        ad_tensor *base = ad_where(ad_mul(odd, ad_eq(b, zero)), one, a);
         GRAD_TO(0, ad_mul(g, ad_mul(b, ad_pow(base, ad_sub_scalar(b, 1.0)))));
     }
     /* d a^b / db = a^b ln a, taken as 0 at a = 0 (its limit for b > 0). */
@@ -415,15 +417,18 @@ ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_pow", &
  * the average of the two one-sided derivatives, as PyTorch does.  The mask
  * is made of comparisons, which are not differentiable: right, since its
  * derivative is 0 wherever it exists. */
-/* a when it wins or is NaN (NaN propagates from either side) */
+/* a when it wins or is NaN (NaN propagates from either side); the
+ * gradient goes where the result came from: to a NaN a, else to a NaN b */
 static float f_max_f32(float a, float b) { return (a > b || a != a) ? a : b; }
 static double f_max_f64(double a, double b) { return (a > b || a != a) ? a : b; }
 static float f_min_f32(float a, float b) { return (a < b || a != a) ? a : b; }
 static double f_min_f64(double a, double b) { return (a < b || a != a) ? a : b; }
 static int extremum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin, ad_tensor *wins)
 {
-    /* mask of a: 1 where a wins, 1/2 on a tie; b gets 1 - mask */
-    ad_tensor *ma = ad_add(wins, ad_mul_scalar(ad_eq(n->in[0], n->in[1]), 0.5));
+    /* mask of a: 1 where a wins or is NaN (the result is a), 1/2 on a tie;
+     * b gets 1 - mask */
+    ad_tensor *a = n->in[0], *a_nan = ad_rsub_scalar(ad_eq(a, a), 1.0);
+    ad_tensor *ma = ad_add(ad_add(wins, a_nan), ad_mul_scalar(ad_eq(a, n->in[1]), 0.5));
     GRAD_TO(0, ad_mul(g, ma));
     GRAD_TO(1, ad_mul(g, ad_rsub_scalar(ma, 1.0)));
     return 0;
@@ -436,9 +441,9 @@ static int minimum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     return extremum_bw(n, g, gin, ad_lt(n->in[0], n->in[1]));
 }
-PW_EXACT2_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b] + [a = b]/2), db = g - da",
+PW_EXACT2_OP(D_MAXIMUM, "maximum", "y = max(a, b); da = g ([a > b or a NaN] + [a = b]/2), db = g - da",
              maximum_bw, f_max_f32, f_max_f64);
-PW_EXACT2_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b] + [a = b]/2), db = g - da",
+PW_EXACT2_OP(D_MINIMUM, "minimum", "y = min(a, b); da = g ([a < b or a NaN] + [a = b]/2), db = g - da",
              minimum_bw, f_min_f32, f_min_f64);
 ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_maximum", &D_MAXIMUM, a, b); }
 ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b) { return ad__pw_binary("ad_minimum", &D_MINIMUM, a, b); }

@@ -39,11 +39,14 @@ AD_API ad_tensor *ad_sub(ad_tensor *a, ad_tensor *b);      /* a - b; da = g, db 
 AD_API ad_tensor *ad_mul(ad_tensor *a, ad_tensor *b);      /* a * b; da = g b, db = g a */
 AD_API ad_tensor *ad_div(ad_tensor *a, ad_tensor *b);      /* a / b; da = g / b, db = -g a / b^2 */
 /* a^b; da = g b a^(b-1), db = g a^b ln a.  Where a == 0, db is taken as 0
- * (its limit for b > 0), and at a == b == 0 da is 0 (a^0 = 1 is constant),
- * not 0 * inf.  a < 0 with a non-integer b gives NaN, as pow() does. */
+ * (its limit for b > 0), and at b == 0 with a == 0 or NaN da is 0 (a^0 = 1
+ * is constant), not 0 * inf or NaN.  a < 0 with a non-integer b gives NaN,
+ * as pow() does. */
 AD_API ad_tensor *ad_pow(ad_tensor *a, ad_tensor *b);
 /* max(a, b) / min(a, b) elementwise; where a == b the gradient is split
- * evenly, g/2 to each (as PyTorch's maximum/minimum). */
+ * evenly, g/2 to each (as PyTorch's maximum/minimum).  A NaN operand is
+ * the result (NaN propagates from either side, a's when both are) and
+ * gets g, the other 0 (PyTorch gives g to both). */
 AD_API ad_tensor *ad_maximum(ad_tensor *a, ad_tensor *b);
 AD_API ad_tensor *ad_minimum(ad_tensor *a, ad_tensor *b);
 /* atan2(a, b): the angle of the point (b, a), in (-pi, pi] (C's atan2; at

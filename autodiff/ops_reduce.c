@@ -465,7 +465,11 @@ static int logsumexp_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     const reduce_params *p = ad__params(n);
     ad_tensor *x = n->in[0];
     ad_tensor *e = ad_exp(ad_sub(x, ad_reshape(n->out, x->ndim, p->keep_shape)));
-    ad_tensor *sm = ad_div(e, ad_sum_to(e, x->ndim, p->keep_shape));
+    /* A line with a +inf: y = inf, and e is NaN there (inf - inf) and 0
+     * elsewhere, as the formula says; its sum, NaN, would spread the NaN to
+     * the whole line, so such a line is not divided. */
+    ad_tensor *s = ad_sum_to(e, x->ndim, p->keep_shape);
+    ad_tensor *sm = ad_where(ad_eq(s, s), ad_div(e, s), e);
     gin[0] = ad_mul(keep(n, g), sm);
     return 0;
 }

@@ -577,7 +577,7 @@ ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype)
         out = ad__view(fn, tape, x, x->ndim, x->shape, x->strides, x->offset);
     } else {
         out = ad__alloc(fn, tape, dtype, x->ndim, x->shape);
-        if (out) ad_copy_into(out, x); /* converts through double: exact, then rounds once */
+        if (out) ad__copy_into(out, x); /* converts through double: exact, then rounds once */
     }
     return ad__finish(out, 0, &OP_CAST, 1, &x, NULL, NULL);
 }

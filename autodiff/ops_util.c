@@ -195,7 +195,7 @@ static ad_tensor *sorted_values(const char *fn, ad_tensor *x, int axis, bool des
     ad_tensor *i = ad_argsort(x, axis, desc), *v = NULL;
     if (i && k >= 0) i = ad_narrow(i, axis, 0, k);
     if (i) v = ad_gather(x, axis, i);
-    if (v && indices && s.scratch && !(i = ad_copy(NULL, i))) v = NULL;
+    if (v && indices && s.scratch && !(i = ad__copy(NULL, i))) v = NULL;
     if (v && indices) *indices = i;
     return ad_scope_end(&s, v);
 }

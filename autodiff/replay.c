@@ -21,6 +21,7 @@ int ad_tape_freeze(ad_tape *t)
     t->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
                           h->cur, h->used};
     t->frozen = true;
+    ad__replay_note_versions(t);
     /* What was recorded so far stays valid through every replay; what is
      * made from now on lives until the next replay rewinds it. */
     t->mark_gen = t->gen;
@@ -75,15 +76,38 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
                                 "path through it: record again", k, i, nd->op->name,
                                 ad__desc(nd->in[k]));
     }
-    /* Values are copied in before the rewind, which frees what was made
-     * after the freeze - values made there included. */
+    /* A copy made through the API while recording (which a replay does not
+     * repeat) that read a value which has changed since, or is given a new
+     * one now, would leave the recording's value in the tape. */
     for (int i = 0; values && i < n; i++)
-        if (values[i] && leaves[i] != values[i] && ad_copy_into(leaves[i], values[i])) return -1;
+        if (values[i] && leaves[i] != values[i] && ad_mark_modified(leaves[i])) return -1;
+    if (ad__replay_check_copies(fn, t)) return -1;
+    /* Values are copied in before the rewind, which frees what was made
+     * after the freeze - values made there included.  A value that is
+     * another input's memory (inputs swapped, say) is read before any
+     * input is written: through a copy of its own. */
+    ad_tensor *own[16], **tmp = n <= 16 ? own : ad__calloc((size_t)n, sizeof *tmp);
+    if (!tmp) return ad__err(fn, "out of memory");
+    int rc = 0;
+    for (int j = 0; values && j < n; j++) {
+        tmp[j] = NULL;
+        if (!values[j] || values[j] == leaves[j]) continue;
+        for (int i = 0; i < n && !tmp[j] && rc == 0; i++)
+            if (i != j && values[i] && values[i] != leaves[i] &&
+                leaves[i]->storage == values[j]->storage && !(tmp[j] = ad__copy(NULL, values[j])))
+                rc = -1;
+    }
+    for (int i = 0; values && rc == 0 && i < n; i++)
+        if (values[i] && leaves[i] != values[i] &&
+            ad__copy_into(leaves[i], tmp[i] ? tmp[i] : values[i]))
+            rc = -1;
+    for (int j = 0; values && j < n; j++) ad_tensor_free(tmp[j]);
+    if (tmp != own) ad__free(tmp);
+    if (rc) return -1;
     rewind_to_mark(t);
     int changed = 0;
     ad_tape *prev_tape = ad_tape_activate(t);
     bool prev_mode = ad_set_grad_enabled(false);
-    int rc = 0;
     for (size_t i = 0; i < t->nnodes; i++) {
         ad_node *nd = t->nodes[i];
         nd->freed = false;

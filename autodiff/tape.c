@@ -9,6 +9,7 @@ static _Thread_local bool grad_disabled;
 static _Thread_local bool anomaly;
 static _Thread_local bool in_backward; /* rules' inner ops are checked as a whole */
 static _Thread_local bool record_off;  /* ad__set_record_off */
+static _Thread_local int opaque_depth; /* ad__replay_opaque */
 static _Thread_local const char *scope_label;
 static _Thread_local ad_trace_fn trace_fn;
 static _Thread_local void *trace_ctx;
@@ -370,6 +371,8 @@ static void release(ad_tape *t)
 {
     ad__tape_release_after(t, NULL, NULL);
     ad__scalar_reset(t);
+    for (size_t i = 0; i < t->ncopies; i++) drop_storage_ref(t->copies[i].src);
+    t->ncopies = 0;
 }
 
 int ad_tape_reset(ad_tape *t)
@@ -404,6 +407,7 @@ void ad_tape_free(ad_tape *t)
     for (int p = 0; p < 2; p++) slots_each(&t->carry[p], carry_expire);
     ad__arena_free(&t->arena);
     ad__free(t->nodes);
+    ad__free(t->copies);
     if (active_tape == t) active_tape = NULL;
     /* The structure stays readable, as a tombstone, for handles that
      * outlive the tape (see "handles"); its slabs go back to the pool. */
@@ -594,7 +598,7 @@ ad_tensor *ad_scope_end(ad_scope *s, ad_tensor *r)
         ad__err("ad_scope_end", "argument 's' is NULL");
         return NULL;
     }
-    if (s->scratch && r) r = ad_copy(NULL, r);
+    if (s->scratch && r) r = ad__copy(NULL, r);
     ad_tape_activate(s->prev);
     ad_tape_free(s->scratch); /* NULL is ignored */
     s->scratch = NULL;
@@ -677,6 +681,91 @@ int ad__check_forward(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const
     return ad__anomaly_error("produced", op, out, where, nin, in, scope_label);
 }
 
+/* ---- what a replay does not repeat ---------------------------------------------
+ * A replay re-runs the recorded nodes and nothing else: a copy or write
+ * made through the API while the tape was recorded (ad_copy_into, ad_copy,
+ * ad_fill, ad_set, a write through ad_data) happened once.  Three cases
+ * would then give a replay other values than a new recording, silently:
+ *  - a write into a value the recording computes: the replay recomputes
+ *    it, without the write (refused at the write);
+ *  - a copy of such a value, used by an op recorded afterwards: the
+ *    replay keeps the recording's values in the copy (the copy's storage
+ *    is marked, and the op is refused at its recording);
+ *  - a copy into one of the tape's values of a value from outside (a
+ *    leaf, a persistent tensor), which a replay is given new values for or
+ *    an optimiser changes: noted, and refused at the replay if it has
+ *    changed since the freeze.
+ * A copy out of the tape into a persistent tensor that nothing recorded
+ * reads is the caller's snapshot, as ad_item's value is. */
+
+/* Whether what happens now on t is recorded for replay (ad__record's
+ * keep), outside code that its node re-runs as a whole. */
+static bool recording_for_replay(const ad_tape *t)
+{
+    return t && t->magic == AD_TAPE_MAGIC && t->replayable && !t->frozen && !in_backward &&
+           !record_off && opaque_depth == 0;
+}
+
+void ad__replay_opaque(int delta) { opaque_depth += delta; }
+
+static int note_copy(ad_tape *t, ad_storage *src, const char *fn)
+{
+    for (size_t i = 0; i < t->ncopies; i++)
+        if (t->copies[i].src == src) return 0;
+    if (t->ncopies == t->copies_cap) {
+        size_t cap = t->copies_cap ? 2 * t->copies_cap : 8;
+        struct copy_note *c = ad__realloc(t->copies, cap * sizeof *c);
+        if (!c) return ad__err(fn, "out of memory");
+        t->copies = c;
+        t->copies_cap = cap;
+    }
+    if (!src->in_arena) src->refs++;
+    t->copies[t->ncopies++] = (struct copy_note){src, src->version, fn};
+    return 0;
+}
+
+int ad__replay_guard(const char *fn, ad_tensor *dst, const ad_tensor *src)
+{
+    ad_tape *cand[3] = {active_tape, dst->tape, src ? src->tape : NULL};
+    for (int i = 0; i < 3; i++) {
+        ad_tape *t = cand[i];
+        if (!recording_for_replay(t) || (i > 0 && t == cand[0]) || (i == 2 && t == cand[1]))
+            continue;
+        if (dst->storage->computed_gen == t->gen)
+            return ad__errc(AD_ERR_STATE, fn,
+                            "%s is a value that this replayable tape's recording computes: a "
+                            "replay recomputes it and would not repeat this write, which records "
+                            "nothing; write with an op instead (ad_slice_scatter, ad_where, "
+                            "ad_masked_fill)", ad__desc(dst));
+        if (!src) continue;
+        if (src->storage->computed_gen == t->gen || src->storage->copied_gen == t->gen)
+            dst->storage->copied_gen = t->gen;
+        else if (dst->tape == t && (!src->tape || src->tape == t) &&
+                 note_copy(t, src->storage, fn))
+            return -1;
+    }
+    return 0;
+}
+
+void ad__replay_note_versions(ad_tape *t)
+{
+    for (size_t i = 0; i < t->ncopies; i++) t->copies[i].ver = t->copies[i].src->version;
+}
+
+int ad__replay_check_copies(const char *fn, ad_tape *t)
+{
+    for (size_t i = 0; i < t->ncopies; i++)
+        if (t->copies[i].src->version != t->copies[i].ver)
+            return ad__errc(AD_ERR_STATE, fn,
+                            "while the tape was recorded, %s copied a value from outside it "
+                            "(a leaf or a persistent tensor) into one of its tensors, and that "
+                            "value has changed since (new values for a leaf, an optimiser's "
+                            "step): a replay does not repeat the copy, which records nothing; "
+                            "record again, or use an op (ad_contiguous, ad_detach) for the copy",
+                            t->copies[i].fn);
+    return 0;
+}
+
 int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, ad_node **node)
 {
     *node = NULL;
@@ -691,6 +780,13 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
      * only for gradients and live until the next replay rewinds. */
     bool keep = t->replayable && !t->frozen && !in_backward && !record_off;
     if (grad_disabled && !keep) return 0;
+    for (int i = 0; keep && opaque_depth == 0 && i < nin; i++)
+        if (in[i]->storage->copied_gen == t->gen)
+            return ad__errc(AD_ERR_STATE, op->name,
+                            "input %d, %s, holds a copy (ad_copy, ad_copy_into) of a value that "
+                            "this replayable tape's recording computes: a replay recomputes ops "
+                            "only and would keep the recording's values in it; copy with an op "
+                            "instead (ad_contiguous, ad_detach)", i, ad__desc(in[i]));
     bool any = false;
     for (int i = 0; i < nin; i++) any |= in[i]->requires_grad;
     any = any && op->backward && !grad_disabled;
@@ -730,6 +826,11 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     n->label = scope_label;
     t->nodes[t->nnodes++] = n;
     n->no_grad = grad_disabled;
+    if (keep) { /* an op's own output, not a view of an input */
+        bool view = false;
+        for (int i = 0; i < nin; i++) view |= in[i]->storage == out->storage;
+        if (!view) out->storage->computed_gen = t->gen;
+    }
     if (any) {
         out->node = n;
         out->requires_grad = true;

@@ -305,6 +305,23 @@ AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
  * the tape: ad_tape_replay returns how many comparison results changed
  * since the recording (ADOL-C's "branch switches"); when it is non-zero and
  * your C code branched on one, re-record.
+ *
+ * Copies and writes through the API.  ad_copy, ad_copy_into, ad_fill,
+ * ad_set and writes through ad_data record nothing, so while the tape
+ * records they happen once, and a replay does not repeat them.  Where a
+ * replay would then compute other values than a new recording, the
+ * library refuses (AD_ERR_STATE, naming the cure): a write into a value
+ * the recording computes, or into a view of one (the replay recomputes
+ * the value without the write: write with ops, ad_slice_scatter,
+ * ad_where, ad_masked_fill); an op recorded on a copy of such a value
+ * (the replay would keep the recording's values in it: copy with ops,
+ * ad_contiguous of ad_detach); and a replay after a value that was copied
+ * into the tape from outside it (a leaf, a persistent tensor) has changed
+ * (new values for it, an optimiser's step).  Constants written with
+ * constants replay as written; a copy out of the tape into a persistent
+ * tensor that no recorded op reads is a snapshot of the recording's
+ * values, as ad_item's value is.  A checkpoint's function (transforms.h)
+ * and a custom op's forward are run again by their nodes, copies and all.
  */
 
 /* While on, every op whose result goes on the tape is recorded, also those
@@ -331,7 +348,10 @@ AD_API int ad_tape_freeze(ad_tape *tape);
  * or (AD_ERR_STATE, before anything has changed) a tensor that requires
  * grad now but did not when an op reading it was recorded with no input
  * that did (a layer unfrozen after the recording): the recording has no
- * gradient path through that op, so record again. */
+ * gradient path through that op, so record again; or (AD_ERR_STATE) a
+ * value copied into the tape through the API while recording that has
+ * changed since (see above).  values may be other leaves' memory (leaves
+ * swapped): each is read before any leaf is written. */
 AD_API int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
 
 /* ---- inspection: walking a recording ---------------------------------------------

@@ -249,6 +249,7 @@ uint32_t ad_version(const ad_tensor *t)
 int ad_mark_modified(ad_tensor *t)
 {
     if (ad__check_arg("ad_mark_modified", "t", t, false)) return -1;
+    if (ad__replay_guard("ad_mark_modified", t, NULL)) return -1;
     ad__bump(t);
     return 0;
 }
@@ -508,6 +509,7 @@ int ad_set(ad_tensor *t, const int64_t *index, double value)
     int64_t o;
     CHECK_OR("ad_set", t, -1);
     if (index_offset("ad_set", t, index, &o)) return -1;
+    if (ad__replay_guard("ad_set", t, NULL)) return -1;
     ad__st(t, o, value);
     ad__bump(t);
     return 0;
@@ -587,7 +589,10 @@ static bool same_layout(const ad_tensor *a, const ad_tensor *b)
     return true;
 }
 
-int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
+/* ad_copy_into, and with guard false ad__copy_into: the library's own
+ * copies, made by ops' kernels (which a replay runs again), pass by
+ * replay's guard. */
+static int copy_into(ad_tensor *dst, const ad_tensor *src, bool guard)
 {
     if (ad__check_arg("ad_copy_into", "dst", dst, false) ||
         ad__check_arg("ad_copy_into", "src", src, false))
@@ -608,6 +613,7 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
         ad__bump(dst);
         return 0;
     }
+    if (guard && ad__replay_guard("ad_copy_into", dst, src)) return -1;
     /* dst and src in overlapping memory (x and its transpose, a slice and a
      * narrow of one tensor): an element-by-element copy would read values
      * it has already overwritten, so src goes through a copy of its own
@@ -627,6 +633,10 @@ int ad_copy_into(ad_tensor *dst, const ad_tensor *src)
     return 0;
 }
 
+int ad_copy_into(ad_tensor *dst, const ad_tensor *src) { return copy_into(dst, src, true); }
+
+int ad__copy_into(ad_tensor *dst, const ad_tensor *src) { return copy_into(dst, src, false); }
+
 void ad__copy_convert(ad_tensor *dst, const ad_tensor *src)
 {
     ad_iter it = {.ndim = dst->ndim};
@@ -637,20 +647,25 @@ void ad__copy_convert(ad_tensor *dst, const ad_tensor *src)
     ad__iter_run(&it, copy_row, &c);
 }
 
-ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t)
+static ad_tensor *copy(ad_tape *tape, const ad_tensor *t, bool guard)
 {
     if (ad__check_arg("ad_copy", "t", t, false)) return NULL;
     ad_tensor *c = ad__alloc("ad_copy", tape, t->dtype, t->ndim, t->shape);
-    if (c && ad_copy_into(c, t)) {
+    if (c && copy_into(c, t, guard)) {
         if (!tape) ad_tensor_free(c);
         return NULL;
     }
     return c;
 }
 
+ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t) { return copy(tape, t, true); }
+
+ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t) { return copy(tape, t, false); }
+
 int ad_fill(ad_tensor *t, double value)
 {
     CHECK_OR("ad_fill", t, -1);
+    if (ad__replay_guard("ad_fill", t, NULL)) return -1;
     ad__bump(t);
     /* Zeroing a gradient every training step is the common case: a plain
      * memset (all-zero bytes are 0.0 and 0 in every dtype). */

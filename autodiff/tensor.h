@@ -234,7 +234,9 @@ AD_API int ad_tensor_free(ad_tensor *t);
  * Every write through the API (ad_fill, ad_copy_into, ad_set, in-place
  * gradient accumulation, ad_mark_modified) adds one to a version counter
  * shared by all views of the same storage.  A recorded op notes the
- * versions of what its backward rule reads; ad_backward fails, naming the
+ * versions of its inputs and its output, whether or not its backward rule
+ * reads them (a value changed in place is wrong for everything recorded
+ * from it, and the write is not on the tape); ad_backward fails, naming the
  * op and input ("input 1 of ad_mul, saved for backward, was modified in
  * place (version 3, now 4)"), when one changed, instead of differentiating
  * values the forward never saw.  Writes through the pointer of ad_data()
@@ -283,7 +285,11 @@ AD_API double ad_item(const ad_tensor *t);
 /* ---- copies and conversions -----------------------------------------------
  * These record nothing and return a tensor with no history (like
  * tensor.detach().clone() in PyTorch); use ad_contiguous / ad_cast from
- * ops.h for the differentiable versions. */
+ * ops.h for the differentiable versions.  A replay does not repeat them:
+ * while a replayable tape records, the cases where that would change a
+ * replay's values are refused (tape.h, "Copies and writes through the
+ * API"); so are ad_fill, ad_set and ad_mark_modified of a value the
+ * recording computes. */
 
 /* A contiguous copy of t owned as `tape` says. */
 AD_API ad_tensor *ad_copy(ad_tape *tape, const ad_tensor *t);

@@ -1945,6 +1945,7 @@ START_TEST(util_and_decomp)
     ROW(ad_einsum("i->i", 1, &f.a), "operand 0 is [2,3] but 'i' has 1 labels");
     ROW(ad_einsum("ij->ii", 1, &f.a), "output label 'i' is not an input label, or repeated");
     ROW(ad_einsum("ij", 1, ((ad_tensor *[]){NULL})), "argument 'operands[0]' is NULL");
+    ROW(ad_einsum("ij->i", 1, NULL), "operands is NULL");
     /* linear algebra */
     ROW(ad_linalg_solve(f.a, f.v3), "A must be a square matrix or a batch of them ([..., n, n]), got [2,3]");
     ROW(ad_linalg_solve(sq, f.v4), "B must be [..., 3, k] or [3] for A [3,3], got [4]");
@@ -1955,7 +1956,7 @@ START_TEST(util_and_decomp)
         "batch dimensions of A [2,3,3] and B [4,3,1] cannot be broadcast");
     ROW(ad_linalg_solve_triangular(sing, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2, 1)), true, true, false),
         "zero on the diagonal");
-    ROW(ad_linalg_solve_triangular(sq, f.v3, false, false, false), "B must be [..., k, n] when left is false, got [3]");
+    ROW(ad_linalg_solve_triangular(sq, f.v3, false, false, false), "B must be [..., k, 3] for A [3,3] when left is false, got [3]");
     ROW(ad_linalg_solve_triangular(sq, NULL, false, true, false), "argument 'B' is NULL");
     ROW(ad_linalg_inv(f.i64m), "got int64");
     ROW(ad_linalg_inv(sing), "the matrix is singular");

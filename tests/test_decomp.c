@@ -102,6 +102,12 @@ START_TEST(triangular_values)
     /* right: X [1,2] with X [2,0;1,4] = [4, 8] -> X = [1, 2] */
     ad_tensor *Bt = ot_f64(ot_tape, 2, SH(1, 2), F64(4, 8));
     ot_assert_values(ad_linalg_solve_triangular(A, Bt, false, false, false), F64(1, 2), 2, 1e-15);
+    /* the right-side shape error names the right-side rule and B as given */
+    ck_assert_error(ad_linalg_solve_triangular(ad_eye(ot_tape, AD_FLOAT64, 3),
+                                               ad_ones(ot_tape, AD_FLOAT64, 2, SH(4, 2)), true,
+                                               false, false),
+                    "ad_linalg_solve_triangular: B must be [..., k, 3] for A [3,3] when left is "
+                    "false, got [4,2]");
 }
 END_TEST
 
@@ -140,6 +146,11 @@ START_TEST(cholesky_values)
                                            "definite (the leading minor that is not has order 2)");
     ad_tensor *Nb = ad_stack((ad_tensor *[]){ad_eye(ot_tape, AD_FLOAT64, 2), N}, 2, 0);
     ck_assert_error(ad_linalg_cholesky(Nb), "matrix 1 of the batch is not positive definite");
+    /* a NaN that reaches a pivot: the same error from LAPACK (OpenBLAS
+     * lets it through) and the built-in kernel */
+    ad_tensor *Nn = ot_f64(ot_tape, 2, SH(3, 3), F64(4, 0, 0, 1, 5, 0, NAN, 1, 6));
+    ck_assert_error(ad_linalg_cholesky(Nn), "ad_linalg_cholesky: the matrix is not positive "
+                                            "definite (the leading minor that is not has order 3)");
 }
 END_TEST
 

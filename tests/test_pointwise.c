@@ -351,6 +351,13 @@ START_TEST(maximum_minimum_ties)
     ad_tensor *n = VEC(AD_FLOAT64, false, NAN, 1), *o = VEC(AD_FLOAT64, false, 1, NAN);
     VALUES(ad_maximum(n, o), 0, NAN, NAN);
     VALUES(ad_minimum(n, o), 0, NAN, NAN);
+    /* and the gradient goes to the NaN operand, which the result is (a's
+     * when both are NaN), not to the other */
+    ad_tensor *p = VEC(AD_FLOAT64, true, NAN, 1, NAN), *q = VEC(AD_FLOAT64, true, -1, NAN, NAN);
+    VALUES(grad_of(ad_maximum(p, q), p), 0, 1, 0, 1);
+    VALUES(grad_of(ad_maximum(p, q), q), 0, 0, 1, 0);
+    VALUES(grad_of(ad_minimum(p, q), p), 0, 1, 0, 1);
+    VALUES(grad_of(ad_minimum(p, q), q), 0, 0, 1, 0);
 }
 END_TEST
 
@@ -424,6 +431,10 @@ START_TEST(pow_at_zero_base)
     VALUES(y, 0, 0, 0, 1, 8);
     VALUES(grad_of(y, a), 1e-15, 0, 0, 0, 12);
     VALUES(grad_of(y, b), 1e-15, 0, 0, 0, 8 * log(2.0));
+    /* NaN^0 = 1, a constant: da is 0 there, not 0 * NaN */
+    ad_tensor *an = VEC(AD_FLOAT64, true, NAN), *bz = VEC(AD_FLOAT64, true, 0);
+    VALUES(ad_pow(an, bz), 0, 1);
+    VALUES(grad_of(ad_pow(an, bz), an), 0, 0);
 }
 END_TEST
 

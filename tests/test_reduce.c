@@ -413,6 +413,13 @@ START_TEST(logsumexp_gradient_is_softmax)
     /* -inf among finite values gets gradient 0. */
     ad_tensor *c = leaf(AD_SHAPE(2), (double[]){-INFINITY, 0});
     assert_values(grad_of(ad_logsumexp(c, NULL, 0, false), c), (double[]){0, 1}, 2, 0);
+    /* +inf in a line: y = inf, and e^(x - y) is NaN at the inf (inf - inf)
+     * and 0 at the finite entries, which the line's NaN sum must not
+     * spread to; another line keeps its softmax */
+    ad_tensor *d = leaf(AD_SHAPE(2, 3), (double[]){INFINITY, 1, 2, 0, 0, 0});
+    ad_tensor *gd = grad_of(ad_logsumexp(d, (int[]){1}, 1, false), d);
+    ck_assert(isnan(ot_at(gd, 0)) && ot_at(gd, 1) == 0 && ot_at(gd, 2) == 0);
+    for (int i = 3; i < 6; i++) ck_assert_close(ot_at(gd, i), 1.0 / 3, 1e-15);
 }
 END_TEST
 

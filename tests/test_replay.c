@@ -422,6 +422,97 @@ START_TEST(replay_draws_a_new_dropout_mask_as_a_fresh_recording_would)
 }
 END_TEST
 
+
+/* A replay runs the recorded ops and nothing else, so what a program
+ * copies or writes through the API while a replayable tape records
+ * (which records nothing) happens once.  Where a replay would then give
+ * other values than a new recording, the library refuses: a write into
+ * a value the recording computes (lost at a replay), an op on a copy of
+ * such a value (stale at a replay), and a replay after a value copied in
+ * from outside the tape has changed.  Constants written with constants,
+ * and copies made with ops, replay as recorded. */
+START_TEST(replay_refuses_what_it_would_not_repeat)
+{
+    const double xv[6] = {0.5, -1, 2, 0.25, 3, -0.75}, nv[6] = {1, 2, -3, 0.5, -0.5, 4};
+    ad_tensor *x = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2, 3), xv);
+    ad_tensor *nx = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2, 3), nv);
+    ad_tape *t = ad_tape_new(), *prev = ad_tape_activate(t);
+    ad_tape_set_replayable(t, true);
+    ad_tensor *s = ad_sin(x);
+    /* a copy of a computed value, into a constant of the tape, by ad_copy
+     * (onto the tape or persistent), then read by an op */
+    ad_tensor *c = ad_zeros(t, AD_FLOAT64, AD_SHAPE(2, 3));
+    ck_assert_int_eq(ad_copy_into(c, s), 0);
+    ck_assert_ptr_null(ad_mul(c, x));
+    ck_assert_msg(strstr(ad_error(), "holds a copy"), "%s", ad_error());
+    ck_assert_ptr_null(ad_exp(ad_copy(t, s)));
+    ad_tensor *p = ad_copy(NULL, s);
+    ck_assert_ptr_null(ad_exp(p));
+    ad_tensor_free(p);
+    /* a write into a computed value, through a view or not */
+    ck_assert_int_eq(ad_copy_into(ad_narrow(s, 0, 0, 1), ad_narrow(x, 0, 1, 1)), -1);
+    ck_assert_msg(strstr(ad_error(), "replay recomputes it"), "%s", ad_error());
+    ck_assert_int_eq(ad_fill(s, 1.0), -1);
+    ck_assert_int_eq(ad_set(s, (int64_t[]){0, 0}, 1.0), -1);
+    ck_assert_int_eq(ad_mark_modified(s), -1);
+    /* allowed: a constant filled, a copy by ops */
+    ad_tensor *k = ad_zeros(t, AD_FLOAT64, AD_SHAPE(3));
+    ck_assert_int_eq(ad_fill(k, 2.0), 0);
+    ck_assert_int_eq(ad_set(k, (int64_t[]){1}, -1.0), 0);
+    ad_tensor *y = ad_sum_all(ad_mul(ad_contiguous(ad_detach(s)), ad_mul(k, x)));
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, &nx), 0);
+    double want = 0;
+    for (int i = 0; i < 6; i++) want += sin(nv[i]) * (i % 3 == 1 ? -1 : 2) * nv[i];
+    ck_assert_double_eq_tol(ad_item(y), want, 1e-12);
+    /* a leaf's values copied into the tape: replayed as long as they do
+     * not change, refused once they do (new values, or written since) */
+    ad_tape *u = ad_tape_new();
+    ad_tape_activate(u);
+    ad_tape_set_replayable(u, true);
+    ad_tensor *xc = ad_zeros(u, AD_FLOAT64, AD_SHAPE(2, 3));
+    ck_assert_int_eq(ad_copy_into(xc, x), 0);
+    ad_tensor *z = ad_sum_all(ad_mul(xc, x));
+    ck_assert_int_eq(ad_tape_freeze(u), 0);
+    ck_assert_int_eq(ad_tape_replay(u, 0, NULL, NULL), 0);
+    ck_assert_int_eq(ad_tape_replay(u, 1, &x, &nx), -1);
+    ck_assert_msg(strstr(ad_error(), "has changed since"), "%s", ad_error());
+    ck_assert_int_eq(ad_tape_replay(u, 0, NULL, NULL), -1);
+    (void)z;
+    ad_tape_activate(prev);
+    ad_tape_free(u);
+    ad_tape_free(t);
+    ad_tensor_free(x);
+    ad_tensor_free(nx);
+}
+END_TEST
+
+/* New values that are other inputs' memory (inputs swapped) are read
+ * before any input is written. */
+START_TEST(replay_takes_inputs_swapped)
+{
+    ad_tensor *a = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2), (double[]){1, 2});
+    ad_tensor *b = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2), (double[]){10, 20});
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *l = ad_sum_all(ad_sub(a, ad_mul_scalar(b, 2)));
+    ck_assert_double_eq(ad_item(l), -57);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 2, (ad_tensor *[]){a, b}, (ad_tensor *[]){b, a}), 0);
+    ck_assert_double_eq(ad_item(l), 24);
+    double av[2], bv[2];
+    ad_to_array(a, av);
+    ad_to_array(b, bv);
+    ck_assert(av[0] == 10 && av[1] == 20 && bv[0] == 1 && bv[1] == 2);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    ad_tensor_free(a);
+    ad_tensor_free(b);
+}
+END_TEST
+
 /* loss = sum((mu + sigma * randn_like(mu))^2) + sum(rand_like(mu) mu):
  * a replayed step draws both noises anew, bit-identical to a fresh
  * recording from the same stream state, which advances by 3 x numel. */
@@ -531,6 +622,8 @@ int main(void)
     tcase_add_test(tc, replay_recomputes_masks_and_counts_branch_switches);
     tcase_add_test(tc, replay_draws_a_new_dropout_mask_as_a_fresh_recording_would);
     tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
+    tcase_add_test(tc, replay_refuses_what_it_would_not_repeat);
+    tcase_add_test(tc, replay_takes_inputs_swapped);
     tcase_add_test(tc, anomaly_names_the_first_op);
     suite_add_tcase(s, tc);
     return ot_run(s);

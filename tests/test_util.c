@@ -170,6 +170,14 @@ START_TEST(einsum_values)
     ck_assert_error(ad_einsum("ij,jk->ik", 1, &a), "has more operands than the 1 given");
     ck_assert_error(ad_einsum("ij->ij", 2, (ad_tensor *[]){a, a}), "names 1 operands but 2 are given");
     ck_assert_error(ad_einsum("i1->i", 1, &v), "unexpected character '1'");
+    /* an implicit output of more than 8 labels: an error (it was cut to 8,
+     * summing over the rest), and an explicit one names the limit */
+    ad_tensor *d5 = ad_ones(ot_tape, AD_FLOAT64, 5, (int64_t[]){1, 1, 1, 1, 2});
+    ck_assert_error(ad_einsum("abcde,fghij", 2, (ad_tensor *[]){d5, d5}),
+                    "more than 8 labels appear once");
+    ck_assert_error(ad_einsum("abcde,fghij->abcdefghi", 2, (ad_tensor *[]){d5, d5}),
+                    "more than 8 output labels");
+    ck_assert_error(ad_einsum("ij->i", 1, NULL), "ad_einsum: operands is NULL");
 }
 END_TEST
 
