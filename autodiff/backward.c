@@ -23,9 +23,12 @@ static int check_saved(const char *fn, const ad_node *n)
         char what[32];
         if (out) snprintf(what, sizeof what, "the output");
         else snprintf(what, sizeof what, "input %d", k);
+        const ad_tape *t = n->out->tape;
+        bool frozen = t && t->frozen && n->seq < t->mark.nnodes; /* a replayed node */
         return ad__errc(AD_ERR_MODIFIED, fn, "%s of ad_%s, saved for backward, was modified in "
-                           "place (version %u, now %u); record the computation again after changing it",
-                       what, n->op->name, n->ver[k], x->storage->version);
+                           "place (version %u, now %u); %s after changing it",
+                       what, n->op->name, n->ver[k], x->storage->version,
+                       frozen ? "replay the tape (ad_tape_replay)" : "record the computation again");
     }
     return 0;
 }

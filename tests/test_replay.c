@@ -506,6 +506,23 @@ START_TEST(replay_takes_inputs_swapped)
     ad_to_array(a, av);
     ad_to_array(b, bv);
     ck_assert(av[0] == 10 && av[1] == 20 && bv[0] == 1 && bv[1] == 2);
+    /* a write after the replay: backward refuses, and the cure for a
+     * replayed recording is another replay, which then differentiates */
+    ad_set_requires_grad(b, true);
+    ad_tape *u = ad_tape_new();
+    ad_tape_set_replayable(u, true);
+    ad_tape_activate(u);
+    ad_tensor *x = ad_from_array(u, AD_FLOAT64, AD_SHAPE(2), (double[]){3, 4});
+    ad_tensor *m = ad_sum_all(ad_mul(x, b));
+    ck_assert_int_eq(ad_tape_freeze(u), 0);
+    ck_assert_int_eq(ad_fill(x, 2.0), 0);
+    ck_assert_error_rc(ad_backward(m, NULL, AD_RETAIN_GRAPH), "replay the tape (ad_tape_replay)");
+    ck_assert_int_eq(ad_tape_replay(u, 0, NULL, NULL), 0);
+    ck_assert_int_eq(ad_backward(m, NULL, AD_RETAIN_GRAPH), 0);
+    double gb[2];
+    ad_to_array(ad_tensor_grad(b), gb);
+    ck_assert(gb[0] == 2 && gb[1] == 2);
+    ad_tape_free(u);
     ad_tape_activate(prev);
     ad_tape_free(t);
     ad_tensor_free(a);
