@@ -472,6 +472,15 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
      * stream at once, in an order the threads decide; and so does a model
      * with buffers (BatchNorm), whose running statistics every shard's
      * replay would update at once (batch_norm_stats is a replayed op). */
+    /* AUTO chooses after a first step on the whole batch; a run resumed
+     * from a checkpoint of one that had chosen takes that choice from its
+     * first step, as the uninterrupted run took it there (the choice
+     * depends on the model and the batch shape only) */
+    if (tr->threads > 1 && tr->thread_mode == NN_THREADS_AUTO && !tr->chosen &&
+        tr->chosen_saved) {
+        tr->chosen = tr->chosen_saved;
+        tr->drop_whole = tr->chosen == NN_THREADS_BATCH;
+    }
     if (tr->threads > 1 && nn__trainer_mode(tr) == NN_THREADS_BATCH && !tr->o.no_replay &&
         tr->comm.world_size == 0 && !has_random_streams(tr->model) &&
         !nn__module_has_buffers(tr->model)) {
@@ -631,7 +640,8 @@ int64_t nn_trainer_evaluate(nn_trainer *tr, nn_loader *loader, nn_confusion *cm,
 /* ---- fit ----------------------------------------------------------------------- */
 
 /* One epoch of steps; fills info's training figures.  1 when a callback
- * asked to stop. */
+ * asked to stop with batches of the epoch left, 2 when it asked at the
+ * epoch's last batch (the epoch is whole: counted, saved, told). */
 static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, nn_progress *bar,
                      int64_t epoch, int64_t epochs, nn_epoch_info *info)
 {
@@ -642,10 +652,15 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
     if (bar && nn_progress_begin(bar, epoch, epochs, nb)) return -1;
     ad_tensor *x, *y;
     int got = 0, stop = 0;
+    int64_t last = 0; /* the batch a stop came at */
     for (int64_t b = 1; !stop && (got = nn__trainer_next_batch(tr, train, &x, &y)) == 1; b++) {
         if (!y) return nn__err(fn, "the training loader gives no labels");
+        /* step t of the whole run, counted from its epochs and batches:
+         * steps taken before nn_fit (nn_trainer_step) or inside a
+         * callback do not move the schedule */
         if (tr->o.schedule == NN_SCHEDULE_COSINE &&
-            nn_optim_set_lr(tr->opt, nn_lr_cosine(tr->base_lr, tr->steps, tr->fit_total, 0)))
+            nn_optim_set_lr(tr->opt, nn_lr_cosine(tr->base_lr, (epoch - 1) * nb + b - 1,
+                                                  tr->fit_total, 0)))
             return -1;
         double loss, samples;
         int rc = step(tr, fn, x, y, &loss, &samples, &correct);
@@ -664,6 +679,7 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
                                nn_optim_get_lr(tr->opt)};
             stop = o->on_step(tr, &si, o->user);
             if (stop < 0) return -1;
+            last = b;
         }
     }
     if (!stop && got < 0) return -1;
@@ -677,7 +693,7 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
     info->train = (nn_metrics){n, n > 0 ? loss_sum / (double)n : NAN,
                                tr->o.accuracy && n > 0 ? (double)correct / (double)n : NAN};
     info->train_seconds = now() - t0;
-    return stop ? 1 : 0;
+    return !stop ? 0 : last == nb ? 2 : 1;
 }
 
 int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
@@ -712,6 +728,8 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
         rc = fit_epoch(tr, train, &o, bar, e, epochs, &info);
         nn__trainer_prefetch_stop(tr, NULL); /* a stop or an error leaves a job */
         if (rc < 0) break;
+        bool stop_after = rc == 2; /* stopped at the epoch's last batch: a whole epoch */
+        if (stop_after) rc = 0;
         info.lr = nn_optim_get_lr(tr->opt);
         /* The bar's line ends before the evaluation, so that its samples/s
          * is the training speed alone. */
@@ -749,6 +767,7 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
         }
         info.seconds = now() - t0;
         if (rc == 0 && o.on_epoch) rc = o.on_epoch(tr, &info, o.user);
+        if (rc == 0 && stop_after) rc = 1;
     }
     nn_progress_free(bar);
     tr->fit_total = 0;

@@ -78,7 +78,10 @@ extern "C" {
 typedef ad_tensor *(*nn_loss_fn)(ad_tensor *output, ad_tensor *target, nn_reduction reduction);
 
 /* The learning rate per step, from the optimiser's rate when the trainer
- * was made (base) and the step count t of nn_fit's whole run of T steps. */
+ * was made (base) and the step t of nn_fit's whole run of T = epochs *
+ * batches-per-epoch steps: t = (epoch - 1) * batches-per-epoch + batch - 1,
+ * whatever steps the trainer took outside nn_fit (nn_trainer_step before
+ * it, or in a callback). */
 typedef enum nn_schedule {
     NN_SCHEDULE_CONSTANT = 0, /* the rate is left alone (set it yourself) */
     NN_SCHEDULE_COSINE        /* nn_lr_cosine(base, t, T, 0), set before each
@@ -192,7 +195,10 @@ AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
  *                     activations and what backward keeps: an MLP on a
  *                     small batch), BATCH otherwise (a convolutional
  *                     network).  The first step runs as OPS.  The choice depends on the model and the batch
- *                     shape only, so a seeded run stays reproducible.
+ *                     shape only, so a seeded run stays reproducible;
+ *                     nn_trainer_save keeps it, and a run resumed from
+ *                     that checkpoint takes it from its first step, so
+ *                     it goes on bit for bit as the uninterrupted run.
  * Models that the batch split refuses (above) run as OPS under every
  * mode.  Setting a mode, or another thread count, makes AUTO choose
  * again.  Errors: NULL tr, an unknown mode. */
@@ -263,7 +269,8 @@ typedef struct nn_fit_options {
     /* With a path, a checkpoint (nn_trainer_save) every checkpoint_every
      * epochs (0 means 1) and after the last, before on_epoch is called,
      * with checkpoint_metadata (a JSON object of strings or NULL) in it.
-     * An epoch cut short by on_step is not saved. */
+     * An epoch cut short by on_step is not saved; one stopped at its
+     * last batch is whole: counted, saved and told to on_epoch. */
     const char *checkpoint;
     int64_t checkpoint_every;
     const char *checkpoint_metadata;

@@ -17,6 +17,7 @@
 #define EPOCH_KEY "nn_trainer_epoch"
 #define STEP_KEY "nn_trainer_step"
 #define LR_KEY "nn_trainer_lr"
+#define MODE_KEY "nn_trainer_auto_mode"
 #define OPTIM_PREFIX "optim."
 
 /* The model's state_dict followed (with_optim) by the optimiser's state
@@ -111,23 +112,26 @@ int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata
         if (len < 2 || b[0] != '{' || b[len - 1] != '}')
             return nn__err(fn, "metadata_json must be a JSON object, got '%.40s'", metadata_json);
         if (strstr(b, "\"" EPOCH_KEY "\"") || strstr(b, "\"" STEP_KEY "\"") ||
-            strstr(b, "\"" LR_KEY "\""))
-            return nn__err(fn, "metadata_json uses a key of the trainer (%s, %s, %s)", EPOCH_KEY,
-                           STEP_KEY, LR_KEY);
+            strstr(b, "\"" LR_KEY "\"") || strstr(b, "\"" MODE_KEY "\""))
+            return nn__err(fn, "metadata_json uses a key of the trainer (%s, %s, %s, %s)",
+                           EPOCH_KEY, STEP_KEY, LR_KEY, MODE_KEY);
         body = b + 1;
         blen = len - 2;
         while (blen > 0 && strchr(" \t\r\n", *body)) body++, blen--;
     }
     /* The learning rate too, as a hexadecimal float (every bit): one a
      * callback set is not the schedule's, which a resumed run would not
-     * find again otherwise. */
-    size_t size = blen + 192;
+     * find again otherwise.  And NN_THREADS_AUTO's choice, once made, so
+     * that a resumed run takes it from its first step, as this run does
+     * (it would run that step on the whole batch to choose: other bits). */
+    size_t size = blen + 240;
     char *meta = ad_malloc(size);
     if (!meta) return nn__err(fn, "out of memory");
     snprintf(meta, size,
              "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\", \"" LR_KEY
-             "\": \"%a\"%s%.*s}",
-             tr->epoch, tr->steps, nn_optim_get_lr(tr->opt), blen ? ", " : "", (int)blen, body);
+             "\": \"%a\", \"" MODE_KEY "\": \"%d\"%s%.*s}",
+             tr->epoch, tr->steps, nn_optim_get_lr(tr->opt), tr->chosen ? tr->chosen : tr->chosen_saved,
+             blen ? ", " : "", (int)blen, body);
     entries e;
     int rc = entries_make(fn, tr, true, &e);
     if (rc == 0) rc = nn_save_safetensors(path, e.n, e.names, e.tensors, meta);
@@ -145,6 +149,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
     entries e;
     int64_t epoch = 0, steps = 0;
     double lr = NAN; /* NAN: a file from before the learning rate was saved */
+    int mode = 0;
     int rc = entries_make(fn, tr, resume, &e);
     if (rc == 0 && resume) {
         const char *missing = "not saved by nn_trainer_save, so there is nothing to resume "
@@ -158,6 +163,13 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
         if (rc == 0 && v) lr = strtod(v, &end);
         if (rc == 0 && v && (*v == '\0' || *end != '\0' || !isfinite(lr) || lr < 0))
             rc = nn__err_io(fn, "%s: \"%s\" is '%s', not a learning rate", path, LR_KEY, v);
+        /* absent in older files: the run chooses again */
+        const char *m = rc == 0 ? nn__meta_get(info, MODE_KEY) : NULL;
+        if (m && strcmp(m, "0") && strcmp(m, "1") && strcmp(m, "2"))
+            rc = nn__err_io(fn, "%s: \"%s\" is '%s', not a thread mode (0, 1 or 2)", path,
+                            MODE_KEY, m);
+        else if (m)
+            mode = atoi(m);
     }
     /* Loading weights only, the optimiser's entries of a trainer's
      * checkpoint are skipped; any other entry the model lacks is an error,
@@ -180,6 +192,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
         tr->epoch = epoch;
         tr->steps = steps;
         tr->resumed = true;
+        tr->chosen_saved = mode;
         if (!isnan(lr)) nn_optim_set_lr(tr->opt, lr); /* checked above: cannot fail */
     }
     entries_free(&e);

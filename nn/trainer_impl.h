@@ -29,6 +29,8 @@ struct nn_trainer {
     int threads;             /* nn_trainer_set_threads; <= 1: one thread */
     int thread_mode;         /* nn_trainer_set_thread_mode (nn_thread_mode) */
     int chosen;              /* NN_THREADS_AUTO's choice; 0 until it is made */
+    int chosen_saved;        /* the choice a resumed checkpoint holds (0: none), taken
+                              * at the first step instead of choosing after it */
     bool drop_whole;         /* free train[] at the next split step */
     bool ops;                /* in a step with NN_THREADS_OPS's runner */
     rec *pre_r;              /* nn__trainer_next_batch filled its leaves */

@@ -416,9 +416,13 @@ END_TEST
  * (_i = 2: the Dropout run again without replay, which must agree too). */
 START_TEST(checkpoint_resume_is_exact)
 {
-    with_dropout = _i >= 1;
+    with_dropout = _i == 1 || _i == 2;
     const nn_trainer_options opts = {.accuracy = true, .schedule = NN_SCHEDULE_COSINE,
                                      .no_replay = _i == 2};
+    /* _i == 3: two threads in NN_THREADS_AUTO, which chooses after its
+     * first step and runs that one on the whole batch: the resumed run
+     * takes the saved choice from its first step, as the whole run did */
+    int threads = _i == 3 ? 2 : 1;
     char dir[256], path[300], bare[300];
     ck_assert_int_eq(ot_make_tmpdir(dir, sizeof dir, "test_trainer"), 0);
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
@@ -428,10 +432,12 @@ START_TEST(checkpoint_resume_is_exact)
 
     setup whole;
     setup_make(&whole, 11, 0.1, &opts);
+    ck_assert_int_eq(nn_trainer_set_threads(whole.tr, threads), 0);
     ck_assert_int_eq(nn_fit(whole.tr, d.train, d.test, 5, NULL), 0);
 
     setup first;
     setup_make(&first, 11, 0.1, &opts);
+    ck_assert_int_eq(nn_trainer_set_threads(first.tr, threads), 0);
     run_log l = {.stop_at_epoch = 2};
     nn_fit_options fo = {.checkpoint = path, .checkpoint_metadata = "{\"note\": \"test\"}",
                          .on_epoch = log_epoch, .user = &l};
@@ -452,6 +458,7 @@ START_TEST(checkpoint_resume_is_exact)
 
     setup resumed;
     setup_make(&resumed, 99, 0.1, &opts);
+    ck_assert_int_eq(nn_trainer_set_threads(resumed.tr, threads), 0);
     ck_assert(!same_params(resumed.net, first.net));
     ck_assert(nn_optim_get_lr(resumed.opt) != nn_optim_get_lr(first.opt));
     ck_assert_int_eq(nn_trainer_load(resumed.tr, path, true), 0);
@@ -500,6 +507,19 @@ END_TEST
  * with AD_ERR_NUMERIC, naming the epoch and batch.  A callback's error
  * stops it too, with the callback's message; an on_step returning 1 stops
  * it cleanly mid-epoch. */
+typedef struct lr_log {
+    int n;
+    double lr[16];
+} lr_log;
+
+static int log_lr(nn_trainer *tr, const nn_step_info *s, void *user)
+{
+    (void)tr;
+    lr_log *l = user;
+    if (l->n < 16) l->lr[l->n++] = s->lr;
+    return 0;
+}
+
 static int fail_epoch(nn_trainer *tr, const nn_epoch_info *e, void *user)
 {
     (void)tr, (void)e, (void)user;
@@ -834,6 +854,35 @@ START_TEST(stops_and_errors)
     /* fitting to where the trainer already is does nothing */
     ck_assert_int_eq(nn_fit(s.tr, d.train, d.test, 1, NULL), 0);
     ck_assert_int_eq(nn_trainer_steps(s.tr), 10);
+    /* a stop at an epoch's last batch does not cut it short: it counts,
+     * and on_epoch is told */
+    run_log l2 = {.stop_after_steps = 7};
+    ck_assert_int_eq(nn_fit(s.tr, d.train, NULL, 3, &(nn_fit_options){.on_step = log_step,
+                                                                      .on_epoch = log_epoch,
+                                                                      .user = &l2}),
+                     0);
+    ck_assert_int_eq(nn_trainer_epoch(s.tr), 2);
+    ck_assert_int_eq(l2.epochs, 1);
+    ck_assert_int_eq(nn_trainer_steps(s.tr), 17);
+    setup_free(&s);
+
+    /* the cosine schedule counts nn_fit's own steps: steps taken before
+     * (nn_trainer_step) do not move it */
+    setup_make(&s, 1, 0.1, &CLASSIFY);
+    ck_assert_int_eq(nn_loader_set_epoch(d.train, 0), 0);
+    for (int i = 0; i < 3; i++) {
+        double loss;
+        ad_tensor *bx, *by;
+        ck_assert_int_eq(nn_loader_next(d.train, &bx, &by), 1);
+        ck_assert_int_eq(nn_trainer_step(s.tr, bx, by, &loss), 0);
+    }
+    lr_log ll = {0};
+    ck_assert_int_eq(nn_fit(s.tr, d.train, NULL, 1,
+                            &(nn_fit_options){.on_step = log_lr, .user = &ll}),
+                     0);
+    ck_assert_int_eq(ll.n, 7);
+    for (int b = 0; b < 7; b++)
+        ck_assert_double_eq_tol(ll.lr[b], nn_lr_cosine(0.1, b, 7, 0), 1e-15);
     setup_free(&s);
 
     /* an MSE regression through a loss of the plain signature */
@@ -881,7 +930,7 @@ int main(void)
     tcase_add_test(tc, checkpointed_model_replays);
     tcase_add_loop_test(tc, replay_matches_recording, 0, 3);
     tcase_add_test(tc, replay_updates_batch_norm_stats);
-    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 3);
+    tcase_add_loop_test(tc, checkpoint_resume_is_exact, 0, 4);
     tcase_add_test(tc, stops_and_errors);
     tcase_add_test(tc, comm_hooks);
     tcase_add_test(tc, comm_grad_ready_unreached_param);
