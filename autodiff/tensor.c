@@ -106,14 +106,16 @@ int ad__check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *num
     if (ndim < 0 || ndim > AD_MAX_DIMS)
         return ad__err(fn, "ndim %d out of range 0..%d", ndim, AD_MAX_DIMS);
     if (ndim > 0 && !shape) return ad__err(fn, "shape is NULL for ndim %d", ndim);
-    int64_t n = 1;
+    int64_t n = 1, m = 1; /* m: the product of the non-zero extents, which the strides reach */
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0)
             return ad__err(fn, "negative extent %lld in dimension %d", (long long)shape[d], d);
-        if (shape[d] > 0 && n > AD_MAX_NUMEL / shape[d]) {
-            return ad__err(fn, "shape %s has too many elements", ad__dims_str(ndim, shape));
+        if (shape[d] > 0 && m > AD_MAX_NUMEL / shape[d]) {
+            return ad__err(fn, "shape %s has too many elements%s", ad__dims_str(ndim, shape),
+                           n == 0 ? " (its strides, if not its elements)" : "");
         }
         n *= shape[d];
+        if (shape[d] > 0) m *= shape[d];
     }
     if (numel) *numel = n;
     return 0;

@@ -354,6 +354,12 @@ static int check_request(const char *fn, const char *path, const nn_safetensors_
     if (strcmp(a, b) != 0)
         return nn__err(fn, "%s: '%.60s' has shape %s in the file, the tensor is %s", path, name,
                        a, b);
+    /* refused here, not when writing (after other tensors were written) */
+    for (int d = 0; d < ad_ndim(t); d++)
+        if (ad_shape(t)[d] > 1 && ad_strides(t)[d] == 0)
+            return nn__err(fn, "tensors[%d] ('%.60s') %s is an expanded view (stride 0 in "
+                               "dimension %d): several of its elements are one place in memory",
+                           i, name, b, d);
     *out = e;
     return 0;
 }

@@ -171,10 +171,10 @@ static bool idx_read_magic(idx_reader *r, nn_idx *idx, uint8_t *head)
     const char *path = r->path;
     int64_t got = idx_read(r, head, 4);
     if (got < 0) return false;
-    if (got == 0) return nn__err(idx_fn, "%s is empty", path), false;
+    if (got == 0 && !r->cut) return nn__err(idx_fn, "%s is empty", path), false;
     if (got < 4) {
-        nn__err_io(idx_fn, "%s is truncated: it has %lld of the 4 magic bytes", path,
-                   (long long)got);
+        nn__err_io(idx_fn, "%s is truncated: it has %lld of the 4 magic bytes%s", path,
+                   (long long)got, r->cut ? " (the gzip stream ends early)" : "");
         return false;
     }
     if (head[0] != 0 || head[1] != 0) {
@@ -690,6 +690,16 @@ ad_tensor *nn_csv_load(const char *path, const nn_csv_options *opts)
     FILE *f = fopen(path, "r");
     if (!f) {
         nn__err_io(fn, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    /* A UTF-8 byte-order mark (Excel's "CSV UTF-8" starts with one) is
+     * skipped; anything else is read from the start again. */
+    unsigned char bom[3];
+    size_t nbom = fread(bom, 1, 3, f);
+    if (!(nbom == 3 && bom[0] == 0xef && bom[1] == 0xbb && bom[2] == 0xbf) &&
+        fseek(f, 0, SEEK_SET) != 0) {
+        nn__err_io(fn, "cannot read %s from its start again: %s", path, strerror(errno));
+        fclose(f);
         return NULL;
     }
     /* strtod follows LC_NUMERIC: under a German locale it would read "1.5"

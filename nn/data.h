@@ -118,7 +118,8 @@ AD_API void nn_mnist_free(nn_mnist *m);
  *     spaces around them; numbers are read with strtod in the C locale's
  *     syntax (so "nan", "inf" and hexadecimal "0x1p-3" are accepted);
  *   - lines may end in LF or CRLF, the last one with or without a newline;
- *     blank lines are skipped;
+ *     blank lines are skipped; a UTF-8 byte-order mark at the start of the
+ *     file (as Excel writes) is skipped;
  *   - quoted fields may not span lines.
  * Errors name the file, the 1-based line and column: an empty file or one
  * with no data rows; "line 3, column 2: 'abc' is not a number"; an empty

@@ -470,12 +470,10 @@ void nn__loader_fill_rows(const nn__batch *bt, int64_t lo, int64_t hi, void *xd,
     if (!yd) yd = l->by_data[bt->k];
     if (l->kind == SRC_TENSOR) {
         const char *xs = ad_data(l->x), *ys = l->y ? ad_data(l->y) : NULL;
-        for (int64_t i = lo; i < hi; i++) {
+        for (int64_t i = lo; l->x_row && i < hi; i++) /* a row of no bytes: none to copy */
             memcpy((char *)xd + (size_t)i * l->x_row, xs + (size_t)idx[i] * l->x_row, l->x_row);
-            if (ys)
-                memcpy((char *)yd + (size_t)i * l->y_row, ys + (size_t)idx[i] * l->y_row,
-                       l->y_row);
-        }
+        for (int64_t i = lo; ys && l->y_row && i < hi; i++)
+            memcpy((char *)yd + (size_t)i * l->y_row, ys + (size_t)idx[i] * l->y_row, l->y_row);
         return;
     }
     int64_t m = l->sample_numel;

@@ -184,6 +184,17 @@ START_TEST(wrong_model_left_untouched)
              "file, the tensor is [3,2]", tpath("m.safetensors"));
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, true), msg);
     ck_assert(same_model(&b, &keep));
+    /* an expanded view as the last target: refused before the others are
+     * written (it was refused only when written, after them) */
+    ad_tensor *one = ad_zeros(NULL, AD_FLOAT32, AD_SHAPE(1, 3));
+    ad_tensor *wide = ad_expand(one, 2, (int64_t[]){2, 3});
+    t[4] = wide;
+    ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, true),
+                       "tensors[4] ('fc1.weight') [2,3] is an expanded view (stride 0 in "
+                       "dimension 0)");
+    ck_assert(same_model(&b, &keep));
+    ad_tensor_free(wide), ad_tensor_free(one);
+    t[4] = wrong;
     ad_tensor *f64 = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(2, 3));
     t[4] = f64;
     ck_assert_error_rc(nn_load_safetensors(tpath("m.safetensors"), 5, nm, t, true),

@@ -223,6 +223,8 @@ START_TEST(idx_broken_gzip)
         x = nn_idx_load(tpath("cut.gz"));
         ck_assert_msg(x == NULL, "a gzip file cut at %ld of %ld bytes loaded", cut, size);
         ck_assert_ptr_nonnull(ad_error());
+        /* cut before any of its data: truncated, not "empty" */
+        ck_assert_msg(!strstr(ad_error(), "is empty"), "cut at %ld: %s", cut, ad_error());
     }
     z[size - 6] ^= 0x55; /* the CRC-32 in the trailer */
     write_bytes(tpath("crc.gz"), z, (size_t)size);
@@ -381,6 +383,13 @@ START_TEST(csv_reads_numbers)
     t = csv("5\n", NULL);
     ck_assert_ptr_nonnull(t);
     ck_assert_int_eq(ad_numel(t), 1);
+    ad_tensor_free(t);
+
+    /* a UTF-8 byte-order mark (Excel's "CSV UTF-8") is skipped */
+    t = csv("\xef\xbb\xbf" "1,2\n3,4\n", NULL);
+    ck_assert_msg(t != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_numel(t), 4);
+    ck_assert_close(ot_at(t, 0), 1, 0);
     ad_tensor_free(t);
 }
 END_TEST
@@ -601,6 +610,18 @@ START_TEST(loader_limit_and_drop_last)
     ck_assert_error(nn_loader_from_tensors(x, y, NULL), "opts is NULL");
     ck_assert_error_rc(nn_loader_next(NULL, &x, &y), "nn_loader_next: argument 'l' is NULL");
     ad_tensor_free(y9), ad_tensor_free(x), ad_tensor_free(y);
+    /* samples of no elements (x [11, 0]): batches of no bytes, and no
+     * copy from the empty tensor's NULL data (UBSan's memcpy check) */
+    ad_tensor *x0 = ad_zeros(NULL, AD_FLOAT32, AD_SHAPE(11, 0));
+    ad_tensor *y0 = ad_zeros(NULL, AD_INT64, AD_SHAPE(11));
+    l = nn_loader_from_tensors(x0, y0, &(nn_loader_options){.batch_size = 4, .shuffle = true});
+    ck_assert_msg(l != NULL, "%s", ad_error());
+    int64_t rows = 0;
+    ad_tensor *bx, *by;
+    while (nn_loader_next(l, &bx, &by) == 1) rows += ad_size(bx, 0);
+    ck_assert_int_eq(rows, 11);
+    nn_loader_free(l);
+    ad_tensor_free(x0), ad_tensor_free(y0);
 }
 END_TEST
 

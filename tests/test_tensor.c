@@ -80,6 +80,10 @@ START_TEST(bad_shapes)
     ck_assert_ptr_nonnull(z);
     ck_assert_int_eq(ad_numel(z), 0);
     ad_tensor_free(z);
+    /* ... but not with extents whose strides would overflow (a file's
+     * header can ask for [0, 2^62, 2^62]) */
+    ck_assert_error(ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(0, 1LL << 40, 1LL << 40)),
+                    "too many elements (its strides, if not its elements)");
 }
 END_TEST
 
