@@ -483,9 +483,12 @@ ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t);
 /* Code that the node being recorded runs again as a whole at replay (a
  * checkpoint's function): the guard leaves its copies alone. */
 void ad__replay_opaque(int delta);
-/* ad_tape_replay's check of the noted copies: -1 with an error naming fn
- * when a value one of them read has changed since the freeze. */
-int ad__replay_check_copies(const char *fn, ad_tape *t);
+/* ad_tape_replay's check of the noted copies, before leaves[i] get
+ * values[i]: -1 with an error naming fn when a value one of them read has
+ * changed since the freeze while the copy it made was left as it was (not
+ * written since, nor one of the leaves given a value now). */
+int ad__replay_check_copies(const char *fn, ad_tape *t, int n, ad_tensor *const *leaves,
+                            ad_tensor *const *values);
 /* At the freeze, the noted copies' sources' versions. */
 void ad__replay_note_versions(ad_tape *t);
 /* Anomaly mode: the first non-finite value an op produces from finite

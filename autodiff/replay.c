@@ -81,7 +81,7 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
      * one now, would leave the recording's value in the tape. */
     for (int i = 0; values && i < n; i++)
         if (values[i] && leaves[i] != values[i] && ad_mark_modified(leaves[i])) return -1;
-    if (ad__replay_check_copies(fn, t)) return -1;
+    if (ad__replay_check_copies(fn, t, n, leaves, values)) return -1;
     /* Values are copied in before the rewind, which frees what was made
      * after the freeze - values made there included.  A value that is
      * another input's memory (inputs swapped, say) is read before any

@@ -708,10 +708,10 @@ static bool recording_for_replay(const ad_tape *t)
 
 void ad__replay_opaque(int delta) { opaque_depth += delta; }
 
-static int note_copy(ad_tape *t, ad_storage *src, const char *fn)
+static int note_copy(ad_tape *t, ad_storage *src, ad_storage *dst, const char *fn)
 {
     for (size_t i = 0; i < t->ncopies; i++)
-        if (t->copies[i].src == src) return 0;
+        if (t->copies[i].src == src && t->copies[i].dst == dst) return 0;
     if (t->ncopies == t->copies_cap) {
         size_t cap = t->copies_cap ? 2 * t->copies_cap : 8;
         struct copy_note *c = ad__realloc(t->copies, cap * sizeof *c);
@@ -720,7 +720,7 @@ static int note_copy(ad_tape *t, ad_storage *src, const char *fn)
         t->copies_cap = cap;
     }
     if (!src->in_arena) src->refs++;
-    t->copies[t->ncopies++] = (struct copy_note){src, src->version, fn};
+    t->copies[t->ncopies++] = (struct copy_note){src, dst, src->version, dst->version, fn};
     return 0;
 }
 
@@ -741,7 +741,7 @@ int ad__replay_guard(const char *fn, ad_tensor *dst, const ad_tensor *src)
         if (src->storage->computed_gen == t->gen || src->storage->copied_gen == t->gen)
             dst->storage->copied_gen = t->gen;
         else if (dst->tape == t && (!src->tape || src->tape == t) &&
-                 note_copy(t, src->storage, fn))
+                 note_copy(t, src->storage, dst->storage, fn))
             return -1;
     }
     return 0;
@@ -749,20 +749,31 @@ int ad__replay_guard(const char *fn, ad_tensor *dst, const ad_tensor *src)
 
 void ad__replay_note_versions(ad_tape *t)
 {
-    for (size_t i = 0; i < t->ncopies; i++) t->copies[i].ver = t->copies[i].src->version;
+    for (size_t i = 0; i < t->ncopies; i++) {
+        t->copies[i].src_ver = t->copies[i].src->version;
+        t->copies[i].dst_ver = t->copies[i].dst->version;
+    }
 }
 
-int ad__replay_check_copies(const char *fn, ad_tape *t)
+int ad__replay_check_copies(const char *fn, ad_tape *t, int n, ad_tensor *const *leaves,
+                            ad_tensor *const *values)
 {
-    for (size_t i = 0; i < t->ncopies; i++)
-        if (t->copies[i].src->version != t->copies[i].ver)
-            return ad__errc(AD_ERR_STATE, fn,
-                            "while the tape was recorded, %s copied a value from outside it "
-                            "(a leaf or a persistent tensor) into one of its tensors, and that "
-                            "value has changed since (new values for a leaf, an optimiser's "
-                            "step): a replay does not repeat the copy, which records nothing; "
-                            "record again, or use an op (ad_contiguous, ad_detach) for the copy",
-                            t->copies[i].fn);
+    for (size_t i = 0; i < t->ncopies; i++) {
+        const struct copy_note *c = &t->copies[i];
+        /* the copy's destination written since (by the caller), or given
+         * new values by this replay: the copy no longer matters */
+        bool renewed = c->dst->version != c->dst_ver;
+        for (int k = 0; k < n && !renewed; k++)
+            renewed = values && values[k] && values[k] != leaves[k] && leaves[k]->storage == c->dst;
+        if (renewed || c->src->version == c->src_ver) continue;
+        return ad__errc(AD_ERR_STATE, fn,
+                        "while the tape was recorded, %s copied a value from outside it "
+                        "(a leaf or a persistent tensor) into one of its tensors, and that "
+                        "value has changed since (new values for a leaf, an optimiser's "
+                        "step): a replay does not repeat the copy, which records nothing; "
+                        "record again, or use an op (ad_contiguous, ad_detach) for the copy",
+                        c->fn);
+    }
     return 0;
 }
 

@@ -317,7 +317,9 @@ AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
  * (the replay would keep the recording's values in it: copy with ops,
  * ad_contiguous of ad_detach); and a replay after a value that was copied
  * into the tape from outside it (a leaf, a persistent tensor) has changed
- * (new values for it, an optimiser's step).  Constants written with
+ * (new values for it, an optimiser's step) while the copy was left as it
+ * was (a copy that the replay gives new values, or that the caller wrote
+ * since, is the usual way to feed a batch in, and replays).  Constants written with
  * constants replay as written; a copy out of the tape into a persistent
  * tensor that no recorded op reads is a snapshot of the recording's
  * values, as ad_item's value is.  A checkpoint's function (transforms.h)

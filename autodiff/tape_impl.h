@@ -69,9 +69,14 @@ struct ad_tape {
     held *held;
     grad_fixup *fixups;
     /* Copies into this tape's values, made through the API while it was
-     * recorded as replayable, of values from outside it: their storages
-     * (held) and versions at the freeze (ad__replay_guard). */
-    struct copy_note { ad_storage *src; uint32_t ver; const char *fn; } *copies;
+     * recorded as replayable, of values from outside it: the source's
+     * storage (held) and the destination's (the tape's, alive until the
+     * reset), with their versions at the freeze (ad__replay_guard). */
+    struct copy_note {
+        ad_storage *src, *dst;
+        uint32_t src_ver, dst_ver;
+        const char *fn;
+    } *copies;
     size_t ncopies, copies_cap;
     bool replayable, frozen;
     tape_mark mark;
