@@ -15,7 +15,8 @@
  *      16 steps).
  * For each, the program prints the tape's arena after the forward pass
  * and at its peak during the step (ad_tape_stats), with and without, and
- * checks that the gradients agree to the bit and the peak shrinks; it
+ * checks that the gradients agree (to the bit for the residual stack, to
+ * rounding for the LSTM, whose products run in another order) and the peak shrinks; it
  * exits 1 otherwise.
  */
 #include <nn/nn.h>
