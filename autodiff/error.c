@@ -5,7 +5,7 @@
 
 #include "tape_impl.h"
 
-static _Thread_local char err_buf[512];
+static _Thread_local char err_buf[1024];
 static _Thread_local bool err_set;
 static _Thread_local ad_error_code err_code;
 /* Set by every failure, cleared once the message is read or cleared: a NULL

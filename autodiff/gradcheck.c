@@ -240,10 +240,16 @@ static int analytic_jacobian(gc_run *g)
 {
     ad_tensor *grads[64];
     if (!g->out->requires_grad) return 0; /* constant in x: the zero Jacobian */
+    /* Row j of the Jacobian is the backward pass seeded with SEED e_j,
+     * divided by SEED (exactly: a power of two).  With 1 as the seed, a
+     * rule that mishandles its incoming gradient g - ignores it (uses 1),
+     * squares it, takes |g| - would give the right rows; -2 tells them
+     * apart. */
+    const double SEED = -2.0;
     for (int64_t j = 0; j < g->m; j++) {
         ad_tensor *e = ad_zeros(g->ta, g->out->dtype, g->out->ndim, g->out->shape);
         if (!e) return -1;
-        ad__st(e, j, 1.0);
+        ad__st(e, j, SEED);
         if (ad_gradients(g->out, e, g->nreq, g->req, grads, AD_RETAIN_GRAPH)) return -1;
         int64_t base = 0;
         for (int r = 0; r < g->nreq; r++) {
@@ -251,7 +257,8 @@ static int analytic_jacobian(gc_run *g)
             double *col = ad__malloc((size_t)(nk + 1) * sizeof *col);
             if (!col) return ad__err(GC, "out of memory");
             ad_to_array(grads[r], col);
-            for (int64_t k = 0; k < nk; k++) g->jac[(base + k) * g->m + j] = col[k];
+            /* + 0: a zero entry reads 0, not -0 */
+            for (int64_t k = 0; k < nk; k++) g->jac[(base + k) * g->m + j] = col[k] / SEED + 0.0;
             ad__free(col);
             base += nk;
         }

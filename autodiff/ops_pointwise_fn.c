@@ -232,7 +232,8 @@ ad_tensor *ad_log1p(ad_tensor *x) { return ad__pw_unary("ad_log1p", &D_LOG1P, x,
 static double f_expm1(double x, const void *p) { (void)p; return expm1(x); }
 static int expm1_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = ad_mul(g, ad_add_scalar(n->out, 1.0)); /* e^x = y + 1 */
+    /* e^x, not y + 1, which is 0 from x = -37 in float64 (e^x 8.5e-17) */
+    gin[0] = ad_mul(g, ad_exp(n->in[0]));
     return 0;
 }
 PW_FN1_OP(D_EXPM1, "expm1", "y = e^x - 1; dx = g (y + 1)", expm1_bw, f_expm1);

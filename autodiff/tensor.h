@@ -90,7 +90,7 @@ AD_API const char *ad_error_code_name(ad_error_code code);
  * with the function's name, as the core does: `return ad_set_error(
  * "mylib_load: %s: bad magic", path);`.  The arguments may include
  * ad_error() itself, to add context to an inner failure.  Messages longer
- * than the buffer (511 bytes) are truncated. */
+ * than the buffer (1023 bytes) are truncated. */
 AD_API int ad_set_error(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))

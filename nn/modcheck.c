@@ -50,6 +50,14 @@ static ad_tensor *objective(const char *fn, mc *c)
             ad_rng_init(&rng, 0x5eed);
             c->r = ad_rand(NULL, &rng, ad_tensor_dtype(y), ad_ndim(y), ad_shape(y), 0.5, 1.5);
             if (!c->r) return NULL;
+            /* of both signs: a backward rule that takes |g| where it should
+             * take g would pass weights that are all positive */
+            for (int64_t j = 1; j < ad_numel(c->r); j += 2) {
+                if (ad_tensor_dtype(c->r) == AD_FLOAT32)
+                    ((float *)ad_data(c->r))[j] *= -1;
+                else
+                    ((double *)ad_data(c->r))[j] *= -1;
+            }
         }
         L = ad_sum(ad_mul(y, c->r), NULL, 0, false);
     }
@@ -183,15 +191,19 @@ int nn_gradcheck(nn_module *m, ad_tensor *x, ad_tensor *target, nn_loss_fn loss,
         }
     }
     worst w = {.param = -1, .ratio = 0};
+    /* a frozen parameter (requires_grad off) has no gradient to check: its
+     * zeros would be compared with the loss's true slope */
     for (int i = 0; i < ps->n && rc == 0; i++)
-        rc = check_param(fn, &c, ps->names[i], ps->tensors[i], g[i], i, &o, &w);
+        if (ad_requires_grad(ps->tensors[i]))
+            rc = check_param(fn, &c, ps->names[i], ps->tensors[i], g[i], i, &o, &w);
     ad_tape_activate(prev);
     /* put the model back as it was */
     for (int i = 0; i < c.nrng; i++) *c.rngs[i] = c.start[i];
     for (int i = 0; i < bufs->n; i++)
         if (keep[i]) ad_copy_into(bufs->tensors[i], keep[i]);
     if (rc == 0 && w.checked == 0) {
-        nn__err(fn, "nothing was checked: the model has no parameter elements");
+        nn__err(fn, "nothing was checked: the model has no parameter elements that require "
+                    "grad");
     } else if (rc == 0 && w.failed > 0) {
         char idx[128];
         index_str(ps->tensors[w.param], w.element, idx, sizeof idx);

@@ -14,9 +14,13 @@
  * parameter's rounding costs nothing there.
  *
  * The loss is loss(nn_forward(m, x), target, NN_SUM), or with loss NULL,
- * sum_i r_i y_i with fixed pseudo-random weights r in [0.5, 1.5) (seeded):
- * every output element counts, and differently, which a plain sum would
- * not give (the outputs of a softmax always sum to 1).
+ * sum_i r_i y_i with fixed pseudo-random weights |r| in [0.5, 1.5), every
+ * other one negative (seeded): every output element counts, and
+ * differently, which a plain sum would not give (the outputs of a softmax
+ * always sum to 1), and a rule that takes |g| for its incoming gradient g
+ * is caught.  Parameters that do not require grad (frozen) are not
+ * checked; the input x is not perturbed (check a layer's input gradient
+ * with ad_gradcheck, gradcheck.h).
  *
  * Evaluations repeat exactly: before each, the module's registered random
  * streams (nn_module_set_rng: Dropout's) are set back to where they were,

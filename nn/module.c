@@ -184,11 +184,60 @@ static int check_name(const char *fn, const nn_module *m, const char *name)
     return 0;
 }
 
+static void module_desc(const nn_module *m, char *buf, size_t size);
+
+/* The module of m's subtree whose parameter or buffer t is, or NULL. */
+static const nn_module *holder(const nn_module *m, const ad_tensor *t)
+{
+    for (int i = 0; i < m->params.n; i++)
+        if (m->params.items[i] == t) return m;
+    for (int i = 0; i < m->buffers.n; i++)
+        if (m->buffers.items[i] == t) return m;
+    for (int i = 0; i < m->children.n; i++) {
+        const nn_module *h = holder(m->children.items[i], t);
+        if (h) return h;
+    }
+    return NULL;
+}
+
+static const nn_module *root_of(const nn_module *m)
+{
+    while (m->parent) m = m->parent;
+    return m;
+}
+
+/* A tensor of child's subtree that m's tree already holds, or NULL. */
+static const ad_tensor *shared_tensor(const nn_module *m, const nn_module *child)
+{
+    const nn_module *r = root_of(m);
+    for (int i = 0; i < child->params.n; i++)
+        if (holder(r, child->params.items[i])) return child->params.items[i];
+    for (int i = 0; i < child->buffers.n; i++)
+        if (holder(r, child->buffers.items[i])) return child->buffers.items[i];
+    for (int i = 0; i < child->children.n; i++) {
+        const ad_tensor *t = shared_tensor(m, child->children.items[i]);
+        if (t) return t;
+    }
+    return NULL;
+}
+
 static int add_tensor(const char *fn, nn_module *m, const char *name, ad_tensor *t, bool param)
 {
     if (!m || !t) {
         ad_tensor_free(t);
         return nn__null_arg(fn, m ? "t" : "m");
+    }
+    /* A tensor that m's tree owns already (a weight tied the way PyTorch
+     * does it, or the same one added twice) is refused and left with its
+     * owner: a module owns its tensors, so two would free it twice. */
+    const nn_module *h = holder(root_of(m), t);
+    if (h) {
+        char hd[240];
+        module_desc(h, hd, sizeof hd);
+        return ad_set_error("%s: '%s' is a tensor the %s owns already (left with it): a tensor "
+                            "belongs to one module; to tie weights, let one module's forward "
+                            "read the other's parameter (nn_get_parameter)", fn,
+                            name ? name : "(null)", hd);
     }
     int rc = check_name(fn, m, name);
     if (rc == 0 && ad_tensor_tape(t))
@@ -259,6 +308,12 @@ int nn_module_add_child(nn_module *m, const char *name, nn_module *child)
             return ad_set_error("%s: the %s is an ancestor of the %s: adding it as child '%s' "
                                 "of it would make a cycle (both are left as they were)", fn, cd,
                                 md, name ? name : "(null)");
+    const ad_tensor *s = shared_tensor(m, child);
+    if (s)
+        return ad_set_error("%s: the %s holds a tensor ('%s') that the %s's tree owns already "
+                            "(both are left as they were): a tensor belongs to one module; to "
+                            "tie weights, let one module's forward read the other's parameter",
+                            fn, cd, ad_label(s) ? ad_label(s) : "unlabelled", md);
     if (check_name(fn, m, name) != 0) {
         nn_module_free(child);
         return -1;

@@ -26,9 +26,16 @@
  *   - Functions that take a module or tensor to own (nn_sequential,
  *     nn_sequential_append, nn_module_add_child, nn_module_add_parameter,
  *     nn_module_add_buffer) take it in every case: on failure they free it.
- *     The one exception is a module that already belongs to a tree (a
+ *     The exceptions are a module that already belongs to a tree (a
  *     child of some module, or for nn_module_add_child m itself or an
- *     ancestor of m): it stays with its tree, untouched.
+ *     ancestor of m): it stays with its tree, untouched; a tensor that m's
+ *     tree owns already (the same parameter added twice, or a weight tied
+ *     by adding another module's parameter): it stays with its owner; and
+ *     a child holding a tensor that m's tree owns: both are left as they
+ *     were.  A tensor belongs to one module; to tie weights, let one
+ *     module's forward read the other's parameter (nn_get_parameter).
+ *     (A tensor another tree owns, added while the two trees are apart,
+ *     is not seen: each tree would free it.) 
  *     So nested constructors need one check at the end, as above: a NULL
  *     from an inner constructor makes the outer one fail (keeping the
  *     inner message) and nothing leaks.

@@ -264,6 +264,44 @@ END_TEST
 
 /* ---- check -------------------------------------------------------------------------- */
 
+/* Rules that mishandle their incoming gradient g: with 1 as the seed of
+ * each Jacobian row, ignoring g, squaring it or taking |g| gave the right
+ * rows and passed; the check seeds with -2 now and catches all three. */
+static int g_mode; /* 0 right, 1 ignores g (uses 1), 2 g*g, 3 |g| */
+static ad_tensor *sq_fw(ad_custom_ctx *ctx, ad_tensor *const *in, int n, void *u)
+{
+    (void)n, (void)u;
+    ad_custom_save(ctx, 1, in);
+    return ad_mul(in[0], in[0]);
+}
+static int sq_bw(ad_custom_ctx *ctx, ad_tensor *g, ad_tensor **gin, void *u)
+{
+    (void)u;
+    ad_tensor *d = ad_mul_scalar(ad_custom_saved(ctx, 0), 2.0);
+    ad_tensor *w = g_mode == 0 ? g
+                   : g_mode == 1 ? ad_ones(ad_custom_tape(ctx), ad_tensor_dtype(g), ad_ndim(g),
+                                           ad_shape(g))
+                   : g_mode == 2 ? ad_mul(g, g)
+                                 : ad_abs(g);
+    gin[0] = ad_mul(w, d);
+    return 0;
+}
+
+START_TEST(check_catches_rules_that_mishandle_g)
+{
+    ad_tensor *x = vec(3, (double[]){1, -2, 0.5}, true);
+    for (g_mode = 0; g_mode < 4; g_mode++) {
+        ad_custom *op = ad_custom_new(&(ad_custom_desc){.name = "sq", .nin = 1, .forward = sq_fw,
+                                                        .backward = sq_bw});
+        ad_clear_error();
+        int rc = ad_custom_check(op, 1, &x, NULL);
+        ck_assert_msg(rc == (g_mode == 0), "mode %d: %d %s", g_mode, rc, ad_error());
+        if (g_mode) ck_assert_msg(strstr(ad_error(), "first derivatives"), "%s", ad_error());
+        ad_custom_free(op);
+    }
+}
+END_TEST
+
 START_TEST(custom_check)
 {
     ad_custom *good = ad_custom_new(&(ad_custom_desc){.name = "x2sin", .nin = 2,
@@ -424,6 +462,7 @@ int main(void)
     TCase *c = tcase_create("check");
     tcase_add_checked_fixture(c, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(c, custom_check);
+    tcase_add_test(c, check_catches_rules_that_mishandle_g);
     tcase_add_test(c, errors);
     suite_add_tcase(s, c);
     return ot_run(s);

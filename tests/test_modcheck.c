@@ -38,6 +38,15 @@ START_TEST(right_modules_pass)
         ck_assert_msg(nn_gradcheck(m, x, y, nn_mse_loss, NULL) == 1, "%s: %s", ad_dtype_name(dt),
                       ad_error());
         ck_assert_msg(nn_gradcheck(m, x, NULL, NULL, NULL) == 1, "%s", ad_error());
+        /* a frozen parameter is not checked (its zero gradient is no
+         * error); with every one frozen nothing is */
+        nn_named_tensors *ps = nn_parameters(m);
+        ck_assert_int_eq(ad_set_requires_grad(ps->tensors[0], false), 0);
+        ck_assert_msg(nn_gradcheck(m, x, y, nn_mse_loss, NULL) == 1, "%s", ad_error());
+        for (int i = 1; i < ps->n; i++) ad_set_requires_grad(ps->tensors[i], false);
+        ck_assert_int_eq(nn_gradcheck(m, x, y, nn_mse_loss, NULL), 0);
+        ck_assert_msg(strstr(ad_error(), "nothing was checked"), "%s", ad_error());
+        nn_named_tensors_free(ps);
         ad_tensor_free(x);
         ad_tensor_free(y);
         nn_module_free(m);

@@ -324,6 +324,19 @@ START_TEST(custom_module)
     ck_assert_error(nn_get_parameter(m, "inner.bias"), "the Scaled has no parameter called "
                                                        "'inner.bias'");
     ck_assert_error(nn_get_buffer(m, "x.y.z"), "no buffer called 'x.y.z'");
+    /* a tensor the tree owns already (re-added under its own name, or tied
+     * by adding it to another module) is refused and left with its owner:
+     * freed there, it would be freed twice (ASan in scripts/check sees it) */
+    ad_tensor *gain = nn_get_parameter(m, "gain");
+    ck_assert_error_rc(nn_module_add_parameter(m, "gain", gain),
+                       "'gain' is a tensor the Scaled (a root) owns already");
+    ck_assert_int_eq(ad_numel(gain), 2);
+    ck_assert_error_rc(nn_module_add_parameter(nn_child(m, 0), "tied", gain),
+                       "owns already (left with it)");
+    ck_assert_int_eq(ad_numel(gain), 2);
+    nn_named_tensors *mp = nn_parameters(m);
+    ck_assert_int_eq(mp->n, 2);
+    nn_named_tensors_free(mp);
     ad_tape_free(t);
     nn_module_free(m);
 }
