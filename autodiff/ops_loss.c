@@ -42,11 +42,15 @@ static int check_reduction(const char *fn, ad_reduction r)
 #define LINE_STATS(T)                                                            \
     {                                                                            \
         const T *p = (const T *)x->storage->data + off;                          \
+        int64_t top = -1;                                                        \
         for (int64_t k = 0; k < len; k++) {                                      \
             double v = p[k * st];                                                \
-            if (v > m || isnan(v)) m = v;                                        \
+            if (v > m || isnan(v)) m = v, top = k;                               \
         }                                                                        \
-        for (int64_t k = 0; k < len; k++) s += exp((double)p[k * st] - m);       \
+        if (!isfinite(m)) top = -1;                                              \
+        for (int64_t k = 0; k < len; k++)                                        \
+            if (k != top) s += exp((double)p[k * st] - m);                       \
+        if (top >= 0) rest = s, s += 1.0;                                        \
     }
 
 /* Row reductions of float32 lines in SM_LANES partial results (element k
@@ -130,33 +134,46 @@ static SM_INLINE float max_f32(const float *p, int64_t st, int64_t n, float scal
  * this.  The sums are in double. */
 enum { EXP_CHUNK = 256 };
 
-/* buf[i] = e^(p[i st] - m) for i < n <= EXP_CHUNK; returns their sum. */
-static double exp_chunk_f32(const float *p, int64_t st, int64_t n, float m, float *buf)
+/* buf[i] = e^(p[i st] - m) for i < n <= EXP_CHUNK; returns their sum,
+ * without element `skip` (< 0: none). */
+static double exp_chunk_f32(const float *p, int64_t st, int64_t n, float m, float *buf,
+                            int64_t skip)
 {
     if (st == 1)
         for (int64_t i = 0; i < n; i++) buf[i] = p[i] - m;
     else
         for (int64_t i = 0; i < n; i++) buf[i] = p[i * st] - m;
     ad__vexp_f32(buf, buf, n);
+    if (skip >= 0 && skip < n) buf[skip] = 0.0f;
     return sum_f32(buf, n);
 }
 
+/* The line's maximum m and s = sum_k e^(x_k - m), and rest: s without the
+ * first maximum's term, which is exactly 1 (NaN when m is not finite).  A
+ * confident line has s = 1 + rest with rest below the rounding of 1, where
+ * log s would lose it (the loss of logits {30, 0} came out 1e-3 off, of
+ * {45, 0} 0): log1p(rest) keeps every digit. */
 static void line_stats(const ad_tensor *x, int64_t off, int64_t st, int64_t len, double *max,
-                       double *sum)
+                       double *sum, double *rest_out)
 {
-    double m = -INFINITY, s = 0.0;
+    double m = -INFINITY, s = 0.0, rest = NAN;
     if (x->dtype == AD_FLOAT32) {
         const float *p = (const float *)x->storage->data + off;
         m = max_f32(p, st, len, 1.0f);
+        int64_t top = -1;
+        for (int64_t k = 0; isfinite(m) && k < len && top < 0; k++)
+            if (p[k * st] == (float)m) top = k;
         float buf[EXP_CHUNK];
         for (int64_t k = 0; k < len; k += EXP_CHUNK)
             s += exp_chunk_f32(p + k * st, st, len - k < EXP_CHUNK ? len - k : EXP_CHUNK,
-                               (float)m, buf);
+                               (float)m, buf, top - k);
+        if (top >= 0) rest = s, s += 1.0;
     } else {
         LINE_STATS(double)
     }
     *max = m;
     *sum = s;
+    *rest_out = rest;
 }
 
 /* ---- softmax / log_softmax kernel -------------------------------------------
@@ -178,11 +195,11 @@ typedef struct sm_ctx {
         const T *p = (const T *)x->storage->data + xo;                           \
         T *q = (T *)c->y->storage->data + yo;                                    \
         int64_t xs = c->xs, ys = c->ys;                                          \
-        double m, s = 0.0;                                                       \
+        double m, s = 0.0, rest;                                                 \
         if (c->log) {                                                            \
-            line_stats(x, xo, xs, len, &m, &s);                                  \
+            line_stats(x, xo, xs, len, &m, &s, &rest);                           \
             /* (x - m) first: exact when x is near m, the entries that matter */ \
-            double l = log(s);                                                   \
+            double l = isnan(rest) ? log(s) : log1p(rest);                       \
             for (int64_t k = 0; k < len; k++)                                    \
                 q[k * ys] = (T)(((double)p[k * xs] - m) - l);                    \
         } else {                                                                 \
@@ -209,7 +226,7 @@ static void softmax_line_f32(const float *p, int64_t xs, float *q, int64_t ys, i
     float buf[EXP_CHUNK];
     for (int64_t k = 0; k < len; k += EXP_CHUNK) {
         int64_t n = len - k < EXP_CHUNK ? len - k : EXP_CHUNK;
-        s += exp_chunk_f32(p + k * xs, xs, n, (float)m, buf);
+        s += exp_chunk_f32(p + k * xs, xs, n, (float)m, buf, -1);
         for (int64_t i = 0; i < n; i++) q[(k + i) * ys] = buf[i];
     }
     double inv = 1.0 / s;
@@ -553,9 +570,10 @@ static void ce_kernel(const ad_tensor *x, const ad_tensor *labels, ad_reduction 
     double total = 0.0, w = C ? eps / (double)C : 0.0;
     for (int64_t i = 0; i < N; i++) {
         int64_t off = x->offset + i * s0;
-        double m, s;
-        line_stats(x, off, s1, C, &m, &s);
-        double l = log(s) + (1.0 - eps) * (m - ad__ld(x, off + label_at(labels, i) * s1));
+        double m, s, rest;
+        line_stats(x, off, s1, C, &m, &s, &rest);
+        double l = (isnan(rest) ? log(s) : log1p(rest)) +
+                   (1.0 - eps) * (m - ad__ld(x, off + label_at(labels, i) * s1));
         if (eps > 0.0) {
             double spread = 0.0;
             for (int64_t c = 0; c < C; c++) spread += m - ad__ld(x, off + c * s1);

@@ -374,6 +374,33 @@ START_TEST(cross_entropy_stable_at_1000)
 }
 END_TEST
 
+/* A confident row: s = 1 + e^-30, whose e^-30 is below the rounding of 1
+ * in float64, so log s lost it (the loss 1e-3 off at {30, 0}, 0 at
+ * {45, 0}); the loss and log_softmax keep it, in both dtypes. */
+START_TEST(confident_rows_keep_their_digits)
+{
+    ad_tape *t = ad_tape_new();
+    for (int k = 0; k < 2; k++) {
+        ad_dtype dt = k ? AD_FLOAT32 : AD_FLOAT64;
+        double rt = k ? 1e-6 : 1e-15;
+        for (int c = 0; c < 2; c++) {
+            double top = c ? 45 : 30, want = log1p(exp(-top));
+            ad_tensor *x = ad_from_array(t, AD_FLOAT64, 2, (int64_t[]){1, 2}, (double[]){top, 0});
+            ad_tensor *xd = ad_cast(x, dt);
+            ad_tensor *l = ot_index(t, 1, (int64_t[]){1}, (int64_t[]){0});
+            double ce = ad_item(ad_cross_entropy(xd, l, AD_REDUCTION_SUM));
+            ck_assert_msg(fabs(ce - want) <= rt * want, "%s: loss at {%g, 0} = %.17g, want %.17g",
+                          ad_dtype_name(dt), top, ce, want);
+            double ls[2];
+            values(ad_log_softmax(xd, 1), ls);
+            ck_assert_msg(fabs(ls[0] + want) <= rt * want, "%s: log_softmax = %.17g, want %.17g",
+                          ad_dtype_name(dt), ls[0], -want);
+        }
+    }
+    ad_tape_free(t);
+}
+END_TEST
+
 /* ---- cross_entropy --------------------------------------------------------- */
 
 START_TEST(cross_entropy_hand_values)
@@ -890,6 +917,7 @@ int main(void)
     tcase_add_test(tc, cross_entropy_closed_forms);
     tcase_add_test(tc, cross_entropy_label_smoothing);
     tcase_add_test(tc, cross_entropy_stable_at_1000);
+    tcase_add_test(tc, confident_rows_keep_their_digits);
     tcase_add_test(tc, cross_entropy_views);
     tcase_add_test(tc, cross_entropy_keeps_labels);
     tcase_add_test(tc, empty_batch);

@@ -484,6 +484,20 @@ START_TEST(phi_fit)
     float inf[2] = {-INFINITY, INFINITY}, p[2];
     ad__vphi_f32(p, inf, 2);
     ck_assert(p[0] == 0.0f && p[1] == 1.0f);
+    /* a NaN comes back as it is, sign and payload, in the vector loop and
+     * in the scalar tail, from every variant (its sign depended on both) */
+    float nans[33], out[33];
+    for (int i = 0; i < 33; i++) nans[i] = i % 2 ? -NAN : NAN;
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__vmath_testing_isa(isa)) continue;
+        for (int len = 1; len <= 33; len += 16) {
+            ad__vphi_f32(out, nans, len);
+            for (int i = 0; i < len; i++)
+                ck_assert_msg(to_bits(out[i]) == to_bits(nans[i]), "isa %d, %d of %d: %08x", isa,
+                              i, len, (unsigned)to_bits(out[i]));
+        }
+    }
+    ad__vmath_testing_isa(-1);
 }
 END_TEST
 
