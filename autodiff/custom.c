@@ -403,7 +403,7 @@ int ad_custom_check(const ad_custom *C, int n, ad_tensor *const *in, const ad_gr
                       : (ad__err(fn, "%s: first derivatives: %s", op_name(C), msg), 0);
     }
     if (C->d.first_order) return 1;
-    ok = ad_gradgradcheck(call_fn, (void *)(uintptr_t)C, n, in, opts);
+    ok = ad__gradgradcheck_wrt_g(call_fn, (void *)(uintptr_t)C, n, in, opts);
     if (ok == 1) return 1;
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", ad_error() ? ad_error() : "");

@@ -172,8 +172,12 @@ AD_API ad_tape *ad_custom_tape(const ad_custom_ctx *ctx);
 
 /* One call to check your backward against finite differences: with
  * ad_gradcheck on in[0..n) (the inputs that require grad are checked;
- * float64 copies, the caller's tensors are only read), then, unless the op
- * is first_order, ad_gradgradcheck.  opts as for ad_gradcheck (NULL: the
+ * float64 copies, the caller's tensors are only read; each Jacobian row
+ * seeded with -2, so a rule that ignores its incoming gradient g, squares
+ * it or takes |g| is caught), then, unless the op is first_order,
+ * ad_gradgradcheck, here also with respect to g itself (as PyTorch's
+ * gradgradcheck: a rule that detaches g is right to first order and gives
+ * wrong Hessians).  opts as for ad_gradcheck (NULL: the
  * defaults).  Returns 1 when both pass, 0 when one disagrees, with
  * ad_error() naming the order and the worst entry:
  *   ad_custom_check: custom:x2sin: first derivatives: ad_gradcheck: 1 of 6

@@ -493,18 +493,22 @@ typedef struct vjp_ctx {
     int target; /* which input's gradient G returns */
     const double *v;
     int64_t m;
+    int nf;     /* f's inputs; with one more, the last is v itself (a tensor) */
 } vjp_ctx;
 
 static ad_tensor *vjp_fn(ad_tensor *const *x, int n, void *vctx)
 {
     vjp_ctx *c = vctx;
     static const char *fn = "ad_gradgradcheck";
-    ad_tensor *out = call(fn, c->f, c->ctx, n, x);
+    ad_tensor *out = call(fn, c->f, c->ctx, c->nf, x);
     if (!out) return NULL;
     ad_tensor *target = x[c->target];
     ad_tensor *g;
     if (!out->requires_grad) {
         g = ad_zeros(out->tape, target->dtype, target->ndim, target->shape);
+    } else if (n > c->nf) { /* v an input: the gradient's derivative in v is checked too */
+        ad_tensor *v = ad_reshape(x[c->nf], out->ndim, out->shape);
+        if (!v || ad_gradients(out, v, 1, &target, &g, AD_CREATE_GRAPH)) return NULL;
     } else {
         ad_tensor *v = ad__alloc(fn, out->tape, out->dtype, out->ndim, out->shape);
         if (!v) return NULL;
@@ -520,8 +524,27 @@ int ad_gradgradcheck(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
     return ad_gradgradcheck_ex(f, ctx, n, inputs, opts, NULL);
 }
 
+static int gradgrad(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                    const ad_gradcheck_opts *opts, ad_gradcheck_result *result, bool wrt_g);
+
 int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                         const ad_gradcheck_opts *opts, ad_gradcheck_result *result)
+{
+    return gradgrad(f, ctx, n, inputs, opts, result, false);
+}
+
+int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                            const ad_gradcheck_opts *opts)
+{
+    return gradgrad(f, ctx, n, inputs, opts, NULL, true);
+}
+
+/* With wrt_g, v is an input of the checked function as well (the last),
+ * so that the recorded gradient's derivative with respect to the incoming
+ * gradient is compared too, as PyTorch's gradgradcheck does: a rule that
+ * detaches g is right to first order and in x, and wrong there. */
+static int gradgrad(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                    const ad_gradcheck_opts *opts, ad_gradcheck_result *result, bool wrt_g)
 {
     static const char *fn = "ad_gradgradcheck";
     ad_gradcheck_opts o = AD_GRADCHECK_DEFAULTS;
@@ -592,8 +615,24 @@ int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
         if (!inputs[i]->requires_grad || !ad__is_float(inputs[i]->dtype)) continue;
         any = true;
         if (ad__numel(inputs[i]->ndim, inputs[i]->shape) == 0) continue; /* no gradient */
-        vjp_ctx c = {f, ctx, i, v, m};
-        int r = ad_gradcheck_ex(vjp_fn, &c, n, inputs, &o, &one);
+        vjp_ctx c = {f, ctx, i, v, m, n};
+        int r;
+        if (wrt_g && n < 64) {
+            ad_tensor *in2[64], *V = ad_from_array(NULL, AD_FLOAT64, 1, &m, v);
+            ad_tensor *Vd = V ? ad_cast(V, out->dtype) : NULL;
+            ad_tensor *Vp = Vd && Vd->tape ? ad__copy(NULL, Vd) : Vd;
+            r = Vp && !ad_set_requires_grad(Vp, true) ? 0 : -1;
+            for (int k = 0; k < n; k++) in2[k] = inputs[k];
+            in2[n] = Vp;
+            if (r == 0) r = ad_gradcheck_ex(vjp_fn, &c, n + 1, in2, &o, &one);
+            /* the persistent ones only (Vd may be on the active tape t);
+             * the frees keep the check's message */
+            if (Vp && Vp != V) ad_tensor_free(Vp);
+            if (Vd && Vd != V && Vd != Vp && !Vd->tape) ad_tensor_free(Vd);
+            ad_tensor_free(V);
+        } else {
+            r = ad_gradcheck_ex(vjp_fn, &c, n, inputs, &o, &one);
+        }
         if (r == 0 && one.checked == 0) { /* the output is empty: nothing was checked */
             snprintf(worst_msg, sizeof worst_msg, "%s", ad_error());
             ad__err(fn, "%s", worst_msg);
@@ -610,7 +649,10 @@ int ad_gradgradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
             total.grad_of = i;
             if (r == 0)
                 snprintf(worst_msg, sizeof worst_msg,
-                         "second derivatives through the gradient of input %d: %s", i, ad_error());
+                         "second derivatives through the gradient of input %d%s: %s", i,
+                         wrt_g && one.input == n ? ", in the incoming gradient g (the check's "
+                                                   "last input)" : "",
+                         ad_error());
         }
         if (r < 0) goto out;
     }

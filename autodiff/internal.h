@@ -479,6 +479,10 @@ int ad__replay_guard(const char *fn, ad_tensor *dst, const ad_tensor *src);
 /* ad_copy_into and ad_copy without the guard, for the library's own
  * copies inside ops (which a replay runs again with the op). */
 int ad__copy_into(ad_tensor *dst, const ad_tensor *src);
+/* ad_gradgradcheck that also compares the recorded gradient's derivative
+ * with respect to the incoming gradient g (gradcheck.c; ad_custom_check). */
+int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                            const ad_gradcheck_opts *opts);
 ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t);
 /* Code that the node being recorded runs again as a whole at replay (a
  * checkpoint's function): the guard leaves its copies alone. */

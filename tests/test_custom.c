@@ -266,8 +266,10 @@ END_TEST
 
 /* Rules that mishandle their incoming gradient g: with 1 as the seed of
  * each Jacobian row, ignoring g, squaring it or taking |g| gave the right
- * rows and passed; the check seeds with -2 now and catches all three. */
-static int g_mode; /* 0 right, 1 ignores g (uses 1), 2 g*g, 3 |g| */
+ * rows and passed; the check seeds with -2 now and catches all three.  A
+ * rule that detaches g is right to first order and gives wrong Hessians:
+ * the second derivatives with respect to g catch it. */
+static int g_mode; /* 0 right, 1 ignores g (uses 1), 2 g*g, 3 |g|, 4 detaches g */
 static ad_tensor *sq_fw(ad_custom_ctx *ctx, ad_tensor *const *in, int n, void *u)
 {
     (void)n, (void)u;
@@ -282,7 +284,8 @@ static int sq_bw(ad_custom_ctx *ctx, ad_tensor *g, ad_tensor **gin, void *u)
                    : g_mode == 1 ? ad_ones(ad_custom_tape(ctx), ad_tensor_dtype(g), ad_ndim(g),
                                            ad_shape(g))
                    : g_mode == 2 ? ad_mul(g, g)
-                                 : ad_abs(g);
+                   : g_mode == 3 ? ad_abs(g)
+                                 : ad_detach(g);
     gin[0] = ad_mul(w, d);
     return 0;
 }
@@ -290,13 +293,18 @@ static int sq_bw(ad_custom_ctx *ctx, ad_tensor *g, ad_tensor **gin, void *u)
 START_TEST(check_catches_rules_that_mishandle_g)
 {
     ad_tensor *x = vec(3, (double[]){1, -2, 0.5}, true);
-    for (g_mode = 0; g_mode < 4; g_mode++) {
+    for (g_mode = 0; g_mode < 5; g_mode++) {
         ad_custom *op = ad_custom_new(&(ad_custom_desc){.name = "sq", .nin = 1, .forward = sq_fw,
                                                         .backward = sq_bw});
         ad_clear_error();
         int rc = ad_custom_check(op, 1, &x, NULL);
         ck_assert_msg(rc == (g_mode == 0), "mode %d: %d %s", g_mode, rc, ad_error());
-        if (g_mode) ck_assert_msg(strstr(ad_error(), "first derivatives"), "%s", ad_error());
+        /* a detached g is right to first order: the second derivatives
+         * in g catch it */
+        if (g_mode)
+            ck_assert_msg(strstr(ad_error(), g_mode == 4 ? "in the incoming gradient g"
+                                                         : "first derivatives"),
+                          "%s", ad_error());
         ad_custom_free(op);
     }
 }
