@@ -485,8 +485,12 @@ int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *input
                             const ad_gradcheck_opts *opts);
 ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t);
 /* Code that the node being recorded runs again as a whole at replay (a
- * checkpoint's function): the guard leaves its copies alone. */
+ * checkpoint's function): the guard leaves its copies alone (tape.c). */
 void ad__replay_opaque(int delta);
+/* Whether what happens now on t is recorded for replay: t replayable and
+ * not frozen, outside a backward pass, a custom op's forward and code its
+ * node re-runs (tape.c). */
+bool ad__recording_for_replay(const ad_tape *t);
 /* ad_tape_replay's check of the noted copies, before leaves[i] get
  * values[i]: -1 with an error naming fn when a value one of them read has
  * changed since the freeze while the copy it made was left as it was (not
@@ -495,6 +499,8 @@ int ad__replay_check_copies(const char *fn, ad_tape *t, int n, ad_tensor *const 
                             ad_tensor *const *values);
 /* At the freeze, the noted copies' sources' versions. */
 void ad__replay_note_versions(ad_tape *t);
+/* Drops the noted copies and their storage references (at a reset). */
+void ad__replay_release_copies(ad_tape *t);
 /* Anomaly mode: the first non-finite value an op produces from finite
  * inputs is an error (see tape.h).  ad__record checks forward results. */
 bool ad__anomaly_on(void);

@@ -71,7 +71,7 @@ struct ad_tape {
     /* Copies into this tape's values, made through the API while it was
      * recorded as replayable, of values from outside it: the source's
      * storage (held) and the destination's (the tape's, alive until the
-     * reset), with their versions at the freeze (ad__replay_guard). */
+     * reset), with their versions at the freeze (replay_guard.c). */
     struct copy_note {
         ad_storage *src, *dst;
         uint32_t src_ver, dst_ver;
@@ -121,6 +121,9 @@ bool ad__rule_running(const ad_node *n);
  * and `held` (NULL: all of them), as a reset does: persistent leaves get a
  * persistent copy of a gradient that lived on the tape. */
 void ad__tape_release_after(ad_tape *t, held *held_stop, grad_fixup *fixups_stop);
+/* Drops a storage reference a tape took (ad__tape_hold's; none for arena
+ * storage). */
+void ad__tape_drop_storage(ad_storage *s);
 
 /* ---- leaf gradients (leaf_grad.c, which states the ownership rules) ----------
  * ad__leaf_grad_add: backward's g for leaf goes into its grad: with create

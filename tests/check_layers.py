@@ -39,6 +39,7 @@ LAYERS = {
 
     'autodiff/tape.h': 1, 'autodiff/tape.c': 1, 'autodiff/tape_impl.h': 1,
     'autodiff/internal.h': 1, 'autodiff/backward.c': 1, 'autodiff/replay.c': 1,
+    'autodiff/replay_guard.c': 1,
     'autodiff/backward_impl.h': 1, 'autodiff/backward_reclaim.c': 1,
     'autodiff/leaf_grad.c': 1, 'autodiff/threads.c': 1,  # thread-local like the grad mode
     'autodiff/scalar.h': 1, 'autodiff/scalar.c': 1, 'autodiff/scalar_impl.h': 1,
