@@ -618,17 +618,12 @@ static int gradgrad(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
         vjp_ctx c = {f, ctx, i, v, m, n};
         int r;
         if (wrt_g && n < 64) {
-            ad_tensor *in2[64], *V = ad_from_array(NULL, AD_FLOAT64, 1, &m, v);
-            ad_tensor *Vd = V ? ad_cast(V, out->dtype) : NULL;
-            ad_tensor *Vp = Vd && Vd->tape ? ad__copy(NULL, Vd) : Vd;
-            r = Vp && !ad_set_requires_grad(Vp, true) ? 0 : -1;
+            ad_tensor *in2[64], *V = ad__alloc(fn, NULL, out->dtype, 1, &m);
+            for (int64_t j = 0; V && j < m; j++) ad__st(V, j, v[j]);
+            r = V && !ad_set_requires_grad(V, true) ? 0 : -1;
             for (int k = 0; k < n; k++) in2[k] = inputs[k];
-            in2[n] = Vp;
+            in2[n] = V;
             if (r == 0) r = ad_gradcheck_ex(vjp_fn, &c, n + 1, in2, &o, &one);
-            /* the persistent ones only (Vd may be on the active tape t);
-             * the frees keep the check's message */
-            if (Vp && Vp != V) ad_tensor_free(Vp);
-            if (Vd && Vd != V && Vd != Vp && !Vd->tape) ad_tensor_free(Vd);
             ad_tensor_free(V);
         } else {
             r = ad_gradcheck_ex(vjp_fn, &c, n, inputs, &o, &one);

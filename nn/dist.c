@@ -241,6 +241,17 @@ static int pick_buffers(nn_dist *d, const char *fn)
     return 0;
 }
 
+/* Whether parameter entry e's gradient is its part of the bucket: by
+ * address, not by a kept handle, since backward may have given the
+ * parameter a new buffer (it had none), and a freed view's address may
+ * come back as another tensor's. */
+static bool grad_in_bucket(const nn_dist *d, int e)
+{
+    ad_tensor *g = ad_tensor_grad(nn__dist_entry(d, e));
+    const bucket *b = &d->b[d->bucket_of[e]];
+    return g && ad_data(g) == (char *)b->data + (size_t)d->offset[e] * ad_dtype_size(b->dtype);
+}
+
 /* Parameter entry e's gradient becomes a view of its part of the bucket
  * (ad_set_grad), holding the gradient it had: backward then writes the
  * gradients where the reduction reads them, and nothing is copied.  A
@@ -250,7 +261,7 @@ static int pick_buffers(nn_dist *d, const char *fn)
 int nn__dist_grad_into_bucket(nn_dist *d, int e, bool make, const char *fn)
 {
     ad_tensor *p = nn__dist_entry(d, e), *old = ad_tensor_grad(p);
-    if (!old && !make) return 0;
+    if ((!old && !make) || grad_in_bucket(d, e)) return 0;
     ad_tape *was = ad_tape_activate(NULL); /* persistent views */
     bool grad_was = ad_set_grad_enabled(false);
     ad_tensor *part = ad_narrow(d->b[d->bucket_of[e]].flat, 0, d->offset[e], ad_numel(p));
@@ -266,16 +277,6 @@ int nn__dist_grad_into_bucket(nn_dist *d, int e, bool make, const char *fn)
         return ad_set_error("%s: parameter '%s': %s", fn, entry_name(d, e), ad_error());
     }
     return 0;
-}
-
-/* By address, not by a kept handle: backward may have given the
- * parameter a new buffer (it had none), and a freed view's address may
- * come back as another tensor's. */
-bool nn__dist_grad_in_bucket(const nn_dist *d, int e)
-{
-    ad_tensor *g = ad_tensor_grad(nn__dist_entry(d, e));
-    const bucket *b = &d->b[d->bucket_of[e]];
-    return g && ad_data(g) == (char *)b->data + (size_t)d->offset[e] * ad_dtype_size(b->dtype);
 }
 
 int64_t nn__dist_extras(const nn_dist *d)
@@ -357,9 +358,7 @@ int nn__dist_pack(nn_dist *d, int e, double samples)
     int rc = 0;
     if (param) {
         bool has = ad_tensor_grad(t) != NULL;
-        if (has && !nn__dist_grad_in_bucket(d, e) &&
-            (rc = nn__dist_grad_into_bucket(d, e, true, "nn_dist")))
-            has = false;
+        if (has && (rc = nn__dist_grad_into_bucket(d, e, true, "nn_dist"))) has = false;
         d->extras[EXTRA + e] = has;
         if (!has) {
             memset((char *)b->data + (size_t)d->offset[e] * ad_dtype_size(b->dtype), 0,
@@ -384,8 +383,7 @@ int nn__dist_adopt_grads(nn_dist *d, const char *fn)
 {
     int rc = 0;
     for (int e = 0; e < d->params->n; e++)
-        if (d->extras[EXTRA + e] > 0 && !nn__dist_grad_in_bucket(d, e) &&
-            nn__dist_grad_into_bucket(d, e, true, fn))
+        if (d->extras[EXTRA + e] > 0 && nn__dist_grad_into_bucket(d, e, true, fn))
             rc = -1;
     return rc;
 }

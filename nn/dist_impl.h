@@ -143,12 +143,10 @@ int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, 
                       double *samples, double *loss);
 
 /* Parameter entry e's gradient becomes a view of its part of its
- * bucket's flat, its values kept (dist.c); with make false, a parameter
- * with no gradient keeps none (as one that no backward reached yet). */
+ * bucket's flat, its values kept (dist.c; nothing to do when it is one
+ * already); with make false, a parameter with no gradient keeps none (as
+ * one that no backward reached yet). */
 int nn__dist_grad_into_bucket(nn_dist *d, int e, bool make, const char *fn);
-/* Whether parameter entry e's gradient is its bucket's part (false for
- * none). */
-bool nn__dist_grad_in_bucket(const nn_dist *d, int e);
 
 /* dist_shm.c.  Moves the buckets into a window of shared memory among
  * the ranks of each node when the option and the run allow (nodes of

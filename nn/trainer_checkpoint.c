@@ -130,8 +130,8 @@ int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata
     snprintf(meta, size,
              "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\", \"" LR_KEY
              "\": \"%a\", \"" MODE_KEY "\": \"%d\"%s%.*s}",
-             tr->epoch, tr->steps, nn_optim_get_lr(tr->opt), tr->chosen ? tr->chosen : tr->chosen_saved,
-             blen ? ", " : "", (int)blen, body);
+             tr->epoch, tr->steps, nn_optim_get_lr(tr->opt),
+             tr->chosen ? tr->chosen : tr->chosen_saved, blen ? ", " : "", (int)blen, body);
     entries e;
     int rc = entries_make(fn, tr, true, &e);
     if (rc == 0) rc = nn_save_safetensors(path, e.n, e.names, e.tensors, meta);

@@ -503,10 +503,7 @@ START_TEST(checkpoint_resume_is_exact)
 }
 END_TEST
 
-/* A learning rate far too large makes the loss non-finite: nn_fit stops
- * with AD_ERR_NUMERIC, naming the epoch and batch.  A callback's error
- * stops it too, with the callback's message; an on_step returning 1 stops
- * it cleanly mid-epoch. */
+/* The rate of every step nn_fit takes. */
 typedef struct lr_log {
     int n;
     double lr[16];
@@ -520,6 +517,10 @@ static int log_lr(nn_trainer *tr, const nn_step_info *s, void *user)
     return 0;
 }
 
+/* A learning rate far too large makes the loss non-finite: nn_fit stops
+ * with AD_ERR_NUMERIC, naming the epoch and batch.  A callback's error
+ * stops it too, with the callback's message; an on_step returning 1 stops
+ * it cleanly mid-epoch. */
 static int fail_epoch(nn_trainer *tr, const nn_epoch_info *e, void *user)
 {
     (void)tr, (void)e, (void)user;
