@@ -226,7 +226,7 @@ __attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restric
                    const T *restrict, const int64_t *restrict, int64_t, int64_t,         \
                    int64_t, T *restrict, int64_t);                                       \
         void (*dwt)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
-                    int64_t, T *restrict);                                               \
+                    int64_t, int64_t, int64_t, T *restrict);                             \
         void (*dwp)(const T *restrict, int64_t, const T *restrict, const int64_t *restrict, \
                     int64_t, T *restrict, int64_t);                                      \
         void (*copy)(T *restrict, const T *restrict, int64_t);                           \

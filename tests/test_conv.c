@@ -27,6 +27,7 @@ static const shape SHAPES[] = {
     {2, 3, 3, 40, 6, 3, 3, 0, 1, true},     /* long rows: several vectors per row */
     {2, 4, 9, 11, 16, 3, 3, 1, 0, false},   /* gy's transpose: 8 x 8 blocks and both edges */
     {3, 2, 6, 7, 1, 3, 3, 1, 1, false},     /* one output channel: the bias sum is one run */
+    {2, 3, 18, 17, 11, 3, 3, 1, 1, false},  /* rows of 17, O = 11, padding: a vector spans rows */
 };
 enum { NSHAPES = sizeof SHAPES / sizeof SHAPES[0] };
 
