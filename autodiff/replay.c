@@ -21,6 +21,7 @@ int ad_tape_freeze(ad_tape *t)
     t->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
                           h->cur, h->used};
     t->frozen = true;
+    ad__hdr_freeze(t);
     ad__replay_note_versions(t);
     /* What was recorded so far stays valid through every replay; what is
      * made from now on lives until the next replay rewinds it. */

@@ -61,16 +61,27 @@ int ad__tape_hold_tensor(ad_tape *tape, ad_tensor *t)
  *    stamp is always safe, even after ad_tape_free;
  *  - the tape alternates between two header lists at each reset, so the
  *    header a kept handle points at is not reused for the next step's
- *    tensors: a handle kept across one reset is always caught.  A handle
- *    kept across two or more may meet its slot reused by a live tensor,
- *    which no check on a plain pointer can tell apart.
+ *    tensors: a handle kept across one reset is always caught; so do the
+ *    tensors made while frozen at each replay (post);
+ *  - a freed tape's structure waits in the pool behind TAPE_QUARANTINE
+ *    others before a new tape takes it, and its last header list goes to
+ *    the next tape's second list (slabs_put), so a freed tape's handles
+ *    and its tensors' are caught until that many tapes are made after it,
+ *    or the tape that takes its slabs is reset.
+ *  A handle kept across two or more resets (or replays, or past those
+ *  limits) may meet its slot reused by a live tensor, which no check on a
+ *  plain pointer can tell apart.
  * Persistent tensors a recorded op reads are referenced by the tape until
  * reset, so freeing one between forward and backward is harmless. */
 
 static atomic_uint_fast64_t gen_counter;
 static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
 static hdr_slab *slab_pool;  /* guarded by pool_lock */
-static ad_tape *tape_pool;   /* guarded by pool_lock */
+/* Freed tapes, oldest first (taken from the head, put at the tail);
+ * guarded by pool_lock */
+static ad_tape *tape_pool, *tape_pool_tail;
+static size_t tape_pool_n;
+enum { TAPE_QUARANTINE = 4 };
 
 uint64_t ad__next_gen(void) { return (uint64_t)atomic_fetch_add(&gen_counter, 1) + 1; }
 
@@ -106,16 +117,21 @@ static void pools_release(void)
         ad__free(t);
     }
     slab_pool = NULL;
-    tape_pool = NULL;
+    tape_pool = tape_pool_tail = NULL;
+    tape_pool_n = 0;
     pool_release();
 }
 
-/* Returns every slab of a list pair to the pool. */
-static void slabs_put(hdr_list pair[2])
+/* Returns every slab of a list pair to the pool, pair[last]'s first, so
+ * that the other list's come out of the pool first: a freed tape's last
+ * list, which handles kept past its free point into, goes to the next
+ * tape's second list, which that tape uses only after its first reset. */
+static void slabs_put(hdr_list pair[2], int last)
 {
     ad__alloc_set_cache(pools_release);
     pool_acquire();
-    for (int p = 0; p < 2; p++) {
+    for (int q = 0; q < 2; q++) {
+        int p = q ? 1 - last : last;
         for (hdr_slab *s = pair[p].first, *n; s; s = n) {
             n = s->next;
             s->next = slab_pool;
@@ -137,7 +153,7 @@ static ad_tensor *slot_take(hdr_list pair[2], int p)
         if (!next) {
             hdr_slab *a = slab_get(), *b = a ? slab_get() : NULL;
             if (!b) {
-                if (a) slabs_put((hdr_list[2]){{a, a, 0}, {NULL, NULL, 0}});
+                if (a) slabs_put((hdr_list[2]){{a, a, 0}, {NULL, NULL, 0}}, 0);
                 return NULL;
             }
             hdr_slab **tail[2];
@@ -166,9 +182,18 @@ static void slots_each(hdr_list *l, void (*f)(ad_tensor *))
     }
 }
 
+/* The list pair new headers come from, and which of the two is in use. */
+static hdr_list *hdr_pair(ad_tape *t, int *p)
+{
+    *p = (int)((t->frozen ? t->nreplays : t->nresets) & 1);
+    return t->frozen ? t->post : t->hdr;
+}
+
 ad_tensor *ad__tape_header(ad_tape *tape)
 {
-    ad_tensor *t = slot_take(tape->hdr, (int)(tape->nresets & 1));
+    int p;
+    hdr_list *pair = hdr_pair(tape, &p);
+    ad_tensor *t = slot_take(pair, p);
     if (t) {
         memset(t, 0, sizeof *t);
         t->stamp = tape->gen;
@@ -176,18 +201,27 @@ ad_tensor *ad__tape_header(ad_tape *tape)
     return t;
 }
 
+/* At a replay: the other list of post, from its start. */
 void ad__hdr_rewind_to_mark(ad_tape *t)
 {
-    hdr_list *l = &t->hdr[t->nresets & 1];
-    l->cur = t->mark.hdr_cur;
-    l->used = t->mark.hdr_used;
+    hdr_list *l = &t->post[++t->nreplays & 1];
+    l->cur = NULL;
+    l->used = 0;
+}
+
+/* At the freeze: post, from the start of its first list. */
+void ad__hdr_freeze(ad_tape *t)
+{
+    t->nreplays = 0;
+    for (int p = 0; p < 2; p++) t->post[p].cur = NULL, t->post[p].used = 0;
 }
 
 /* ---- segments (ad_checkpoint) -------------------------------------------------- */
 
 void ad__segment_begin(ad_tape *t, ad__segment *m)
 {
-    const hdr_list *h = &t->hdr[t->nresets & 1], *c = &t->carry[t->nresets & 1];
+    int p;
+    const hdr_list *h = &hdr_pair(t, &p)[p], *c = &t->carry[t->nresets & 1];
     m->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
                           h->cur, h->used};
     m->carry_cur = c->cur;
@@ -202,7 +236,8 @@ bool ad__segment_detached(const ad_tape *t, const ad__segment *m)
 
 void ad__segment_kill(ad_tape *t, const ad__segment *m)
 {
-    hdr_list *l = &t->hdr[t->nresets & 1];
+    int p;
+    hdr_list *l = &hdr_pair(t, &p)[p];
     if (!l->cur) return;
     hdr_slab *s = m->mark.hdr_cur ? m->mark.hdr_cur : l->first;
     size_t i = m->mark.hdr_cur ? m->mark.hdr_used : 0;
@@ -342,8 +377,12 @@ static void carry_keep(ad_tensor *t)
 ad_tape *ad_tape_new(void)
 {
     pool_acquire();
-    ad_tape *t = tape_pool;
-    if (t) tape_pool = t->pool_next;
+    ad_tape *t = tape_pool_n > TAPE_QUARANTINE ? tape_pool : NULL;
+    if (t) {
+        tape_pool = t->pool_next;
+        if (!tape_pool) tape_pool_tail = NULL;
+        tape_pool_n--;
+    }
     pool_release();
     if (!t) t = ad__malloc(sizeof *t);
     if (!t) {
@@ -388,6 +427,7 @@ int ad_tape_reset(ad_tape *t)
     t->carry[p].used = 0;
     t->hdr[p].cur = NULL;
     t->hdr[p].used = 0;
+    ad__hdr_freeze(t); /* (post's slabs stay, for the next freeze) */
     t->prev_floor = t->floor;
     t->gen = t->floor = ad__next_gen();
     t->frozen = false;
@@ -410,14 +450,18 @@ void ad_tape_free(ad_tape *t)
     if (active_tape == t) active_tape = NULL;
     /* The structure stays readable, as a tombstone, for handles that
      * outlive the tape (see "handles"); its slabs go back to the pool. */
-    slabs_put(t->hdr);
-    slabs_put(t->carry);
+    slabs_put(t->hdr, (int)(t->nresets & 1));
+    slabs_put(t->post, (int)(t->nreplays & 1));
+    slabs_put(t->carry, (int)(t->nresets & 1));
     memset(t, 0, sizeof *t);
     t->magic = AD_DEAD_TAPE_MAGIC;
     ad__alloc_set_cache(pools_release);
     pool_acquire();
-    t->pool_next = tape_pool;
-    tape_pool = t;
+    t->pool_next = NULL;
+    if (tape_pool_tail) tape_pool_tail->pool_next = t;
+    else tape_pool = t;
+    tape_pool_tail = t;
+    tape_pool_n++;
     pool_release();
 }
 

@@ -59,6 +59,11 @@ struct ad_tape {
     uint64_t gen, floor, prev_floor, mark_gen;
     uint64_t nresets; /* parity picks the header list and carry list */
     hdr_list hdr[2];   /* headers of ordinary tape tensors */
+    /* Headers of tensors made while frozen (after ad_tape_freeze): two
+     * lists alternated at each replay, as hdr at each reset, so a handle
+     * kept across one replay meets no new tensor in its slot. */
+    hdr_list post[2];
+    uint64_t nreplays;
     hdr_list carry[2]; /* headers of ad_detach results */
     struct ad_tape *pool_next; /* in the pool of freed tapes */
     ad_arena arena; /* tensors, nodes, backward's temporaries */
@@ -153,6 +158,7 @@ int ad__node_local_grads(ad_tape *t, size_t i, ad_tensor **gin);
 bool ad__set_in_backward(bool on);    /* returns the previous value */
 /* Rewinds the current header list to where the mark left it (replay). */
 void ad__hdr_rewind_to_mark(ad_tape *t);
+void ad__hdr_freeze(ad_tape *t);
 bool ad__tracing(void);
 void ad__emit_trace(const ad_trace_event *ev);
 /* Anomaly mode: checks an op's forward result (error if non-finite from

@@ -161,6 +161,20 @@ START_TEST(use_after_tape_free_is_an_error)
     ck_assert(!ad_scalar_ok(ad_sexp(s)));
     ad_clear_error();
     ad_tape_free(t2);
+    /* A tape reset once and freed: a new tape takes neither its structure
+     * nor the header slots of its last step, so its handles stay stale
+     * (they were the next tape's first tensors, silently). */
+    ad_tape *t3 = ad_tape_new();
+    ck_assert_int_eq(ad_tape_reset(t3), 0);
+    ad_tensor *c = ad_full(t3, AD_FLOAT64, AD_SHAPE(2), 3.0);
+    ad_tape_free(t3);
+    ad_tape *t4 = ad_tape_new();
+    ck_assert_ptr_ne(t4, t3);
+    ad_tensor *d = ad_full(t4, AD_FLOAT64, AD_SHAPE(2), 7.0);
+    ck_assert_ptr_ne(d, c);
+    ck_assert_error(ad_sum(c, NULL, 0, false), "freed");
+    ck_assert_error(ad_ones(t3, AD_FLOAT64, AD_SHAPE(1)), "the tape was freed");
+    ad_tape_free(t4);
 }
 END_TEST
 
@@ -179,6 +193,13 @@ START_TEST(tensors_made_after_freeze_are_stale_after_replay)
     ck_assert_error(ad_mul_scalar(g, 2), "made after ad_tape_freeze and freed by the ad_tape_replay");
     /* What was recorded before the freeze lives on. */
     ck_assert_double_eq(ad_item(y), 5);
+    /* Tensors made after this replay do not take g's header: it stays
+     * stale (it read the 7th of them, silently). */
+    ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+    g = ad_tensor_grad(x);
+    ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0);
+    for (int i = 0; i < 50; i++) ck_assert_ptr_ne(ad_full(t, AD_FLOAT64, AD_SHAPE(2), -7.0), g);
+    ck_assert_error(ad_mul_scalar(g, 2), "made after ad_tape_freeze and freed by the ad_tape_replay");
     ad_tape_free(t);
 }
 END_TEST
