@@ -22,9 +22,11 @@
  * checked once, with ad_scalar_ok() on its result and ad_error() for the
  * first thing that went wrong.  Other errors: handles of two different
  * tapes; a stale handle, recorded before its tape's last ad_tape_reset (each
- * handle carries the generation it was recorded in, so a kept handle is
- * always recognised, never mistaken for the node recorded at its index
- * since); a handle whose tape was freed (tape structures are recycled, not
+ * handle carries the generation it was recorded in, the low 32 bits of a
+ * process-wide counter that every reset and replay of every tape
+ * advances, so a kept handle is recognised, never mistaken for the node
+ * recorded at its index since, unless the counter has advanced by a
+ * multiple of 2^32 meanwhile); a handle whose tape was freed (tape structures are recycled, not
  * returned to the system, so this is an error, not a crash); a NULL or
  * freed tape; out of memory.  The value and
  * gradient of an invalid or stale handle read as NAN, and

@@ -590,9 +590,16 @@ void nn__optim_step_slice(nn_optim *o, int part, int parts)
 void nn__optim_step_end(nn_optim *o)
 {
     /* Written through ad_data: tell the core, so a backward through ops
-     * recorded before this step refuses to use the new values. */
-    for (int i = 0; i < o->n; i++)
-        if (step_grad(&o->ps[i])) ad_mark_modified(o->ps[i].p);
+     * recorded before this step refuses to use the new values, of the
+     * parameters and of their state (nn_optim_state's tensors: an op may
+     * have read a moment estimate). */
+    for (int i = 0; i < o->n; i++) {
+        if (!step_grad(&o->ps[i])) continue;
+        ad_mark_modified(o->ps[i].p);
+        for (int k = 0; k < NSLOTS; k++)
+            if (o->ps[i].s[k]) ad_mark_modified(o->ps[i].s[k]);
+        if (o->ps[i].step) ad_mark_modified(o->ps[i].step);
+    }
 }
 
 int nn_optim_step(nn_optim *o)

@@ -257,6 +257,45 @@ START_TEST(optimiser_step_before_backward_is_an_error)
 }
 END_TEST
 
+/* The same for the optimiser's state, written in place by the step: an op
+ * that read Adam's first moment is not differentiated with the moment of
+ * the next step (it was, silently: dy/dx [0.28 0.46] for [0.2 0.4]). */
+START_TEST(optimiser_state_changed_by_a_step_is_an_error)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    ad_tensor *w = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2), (double[]){1, 2});
+    ad_set_requires_grad(w, true);
+    nn_named_tensors *ps = nn_named_tensors_new(1, (const char *[]){"w"}, &w);
+    nn_adam_options ao = {0};
+    ao.lr = 0.1, ao.beta1 = 0.9, ao.beta2 = 0.999, ao.eps = 1e-8;
+    nn_optim *opt = nn_adam(ps, &ao);
+    ck_assert_ptr_nonnull(opt);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_square(w), NULL, 0, false), NULL, 0), 0);
+    ck_assert_int_eq(nn_optim_step(opt), 0);
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    nn_named_tensors *st = nn_optim_state(opt);
+    ck_assert_ptr_nonnull(st);
+    for (int i = 0; i < st->n; i++) {
+        if (ad_tensor_dtype(st->tensors[i]) != AD_FLOAT64 || ad_numel(st->tensors[i]) != 2)
+            continue; /* each moment of w, in turn */
+        ad_tensor *x = ot_f64(t, AD_SHAPE(2), (double[]){1, 1});
+        ad_set_requires_grad(x, true);
+        ad_tensor *y = ad_sum(ad_mul(x, st->tensors[i]), NULL, 0, false);
+        ck_assert_int_eq(ad_fill(ad_tensor_grad(w), 1.0), 0);
+        ck_assert_int_eq(nn_optim_step(opt), 0);
+        ck_assert_error_rc(ad_backward(y, NULL, 0), "saved for backward");
+        ck_assert_int_eq(ad_tape_reset(t), 0);
+    }
+    ad_tape_activate(NULL);
+    nn_named_tensors_free(st);
+    nn_optim_free(opt);
+    nn_named_tensors_free(ps);
+    ad_tensor_free(w);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(replay_with_new_values_is_not_an_in_place_change)
 {
     /* Loading the next batch and replaying is the intended use: replay
@@ -353,6 +392,7 @@ int main(void)
     tcase_add_test(tc, tensors_made_after_freeze_are_stale_after_replay);
     tcase_add_test(tc, input_changed_in_place_before_backward_is_an_error);
     tcase_add_test(tc, optimiser_step_before_backward_is_an_error);
+    tcase_add_test(tc, optimiser_state_changed_by_a_step_is_an_error);
     tcase_add_test(tc, replay_with_new_values_is_not_an_in_place_change);
     tcase_add_test(tc, null_optional_argument_after_a_failure_is_reported);
     tcase_add_test(tc, reset_loop_with_detach_stops_allocating);
