@@ -498,6 +498,11 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
                         const sink *sk)
 {
     if (check_backward_args(fn, out, gout)) return -1;
+    if (out->tape && out->tape->replay_failed_at)
+        return ad__errc(AD_ERR_STATE, fn,
+                        "the last ad_tape_replay of this tape failed at op '%s', so its values "
+                        "are part replayed, part the recording's; replay again with values it "
+                        "accepts, or reset the tape", out->tape->replay_failed_at);
     if ((flags & AD_SET_GRAD) && sk->targets)
         return ad__err(fn, "AD_SET_GRAD is for ad_backward: these gradients go to no leaf");
     bool create = flags & AD_CREATE_GRAPH;

@@ -37,6 +37,11 @@ typedef struct ad_storage {
      * such values in here through the API (ad_copy_into, ad_copy), which
      * a replay would not repeat; 0 for none. */
     uint64_t computed_gen, copied_gen;
+    /* The stamp of the replayable tape whose recording made this storage
+     * in a backward pass (a gradient), 0 for none: an op recorded for
+     * replay that reads it makes the tape refuse to replay, since the
+     * replay does not run that backward again (tape.c, ad__record). */
+    uint64_t backward_gen;
     bool in_arena;
     /* Memory the library did not allocate (ad_from_blob): given back with
      * release(data, release_ctx) when refs drops to 0, or left alone when
@@ -487,6 +492,9 @@ ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t);
 /* Code that the node being recorded runs again as a whole at replay (a
  * checkpoint's function): the guard leaves its copies alone (tape.c). */
 void ad__replay_opaque(int delta);
+/* The stamp to note on storage made now on tape t (backward_gen): t's, in
+ * a backward pass over a replayable recording not yet frozen; else 0. */
+uint64_t ad__backward_stamp(const ad_tape *t);
 /* Whether what happens now on t is recorded for replay: t replayable and
  * not frozen, outside a backward pass, a custom op's forward and code its
  * node re-runs (tape.c). */

@@ -48,6 +48,13 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     static const char *fn = "ad_tape_replay";
     if (ad__check_tape(fn, t)) return -1;
     if (!t->frozen) return ad__errc(AD_ERR_STATE, fn, "the tape is not frozen (ad_tape_freeze after recording)");
+    if (t->backward_recorded)
+        return ad__errc(AD_ERR_STATE, fn,
+                        "the recording computed with what a backward pass made (a gradient "
+                        "penalty, say: a backward pass with AD_CREATE_GRAPH before the freeze), "
+                        "and a replay does not run that pass again, nor recompute the masks and "
+                        "constants its rules made unrecorded; record the forward pass only, "
+                        "freeze, and run that backward after each replay (or record afresh)");
     if (n < 0 || (n > 0 && !leaves)) return ad__err(fn, "need n >= 0 leaves");
     for (int i = 0; i < n; i++) {
         if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;
@@ -109,8 +116,10 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     int changed = 0;
     ad_tape *prev_tape = ad_tape_activate(t);
     bool prev_mode = ad_set_grad_enabled(false);
+    size_t stop = 0; /* the node a failure stopped at */
     for (size_t i = 0; i < t->nnodes; i++) {
         ad_node *nd = t->nodes[i];
+        stop = i;
         nd->freed = false;
         for (int k = 0; k < nd->nin; k++) {
             ad_tensor *x = nd->in[k];
@@ -132,6 +141,11 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         int c = fw(nd);
         if (c < 0) {
             rc = -1;
+            /* the op's own message, named as the replay's */
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", ad_error() ? ad_error() : "failed");
+            ad__errc(ad_errcode(), fn, "op '%s' (node %zu of %zu) failed: %s",
+                     nd->op->name, i, t->nnodes, msg);
             break;
         }
         changed += c;
@@ -142,5 +156,6 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     }
     ad_set_grad_enabled(prev_mode);
     ad_tape_activate(prev_tape);
+    t->replay_failed_at = rc ? t->nodes[stop]->op->name : NULL;
     return rc ? -1 : changed;
 }

@@ -431,6 +431,8 @@ int ad_tape_reset(ad_tape *t)
     t->prev_floor = t->floor;
     t->gen = t->floor = ad__next_gen();
     t->frozen = false;
+    t->backward_recorded = false;
+    t->replay_failed_at = NULL;
     ad__arena_reset(&t->arena);
     ad__arena_clear_peak(&t->arena);
     t->nnodes = 0;
@@ -734,6 +736,11 @@ bool ad__recording_for_replay(const ad_tape *t)
 
 void ad__replay_opaque(int delta) { opaque_depth += delta; }
 
+uint64_t ad__backward_stamp(const ad_tape *t)
+{
+    return in_backward && t->replayable && !t->frozen ? t->gen : 0;
+}
+
 void ad__tape_drop_storage(ad_storage *s) { drop_storage_ref(s); }
 
 int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, ad_node **node)
@@ -761,6 +768,8 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     for (int i = 0; i < nin; i++) any |= in[i]->requires_grad;
     any = any && op->backward && !grad_disabled;
     if (!any && !keep) return 0;
+    for (int i = 0; keep && i < nin; i++)
+        if (in[i]->storage->backward_gen == t->gen) t->backward_recorded = true;
     if (t->nnodes == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 1024;
         ad_node **nodes = ad__realloc(t->nodes, cap * sizeof *nodes);

@@ -352,8 +352,15 @@ AD_API int ad_tape_freeze(ad_tape *tape);
  * that did (a layer unfrozen after the recording): the recording has no
  * gradient path through that op, so record again; or (AD_ERR_STATE) a
  * value copied into the tape through the API while recording that has
- * changed since (see above).  values may be other leaves' memory (leaves
- * swapped): each is read before any leaf is written. */
+ * changed since (see above); or (AD_ERR_STATE) a recording whose ops read
+ * what a backward pass made before the freeze (a gradient penalty recorded
+ * with AD_CREATE_GRAPH): a replay does not run backward passes, so record
+ * the forward pass only, freeze, and run that backward after each replay.
+ * values may be other leaves' memory (leaves swapped): each is read before
+ * any leaf is written.  When an op fails part-way (its message follows
+ * "ad_tape_replay: op 'name' (node i of n) failed: "), the later values are
+ * the previous run's: backward refuses until a replay succeeds or the tape
+ * is reset. */
 AD_API int ad_tape_replay(ad_tape *tape, int n, ad_tensor *const *leaves, ad_tensor *const *values);
 
 /* ---- inspection: walking a recording ---------------------------------------------

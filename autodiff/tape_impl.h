@@ -64,6 +64,15 @@ struct ad_tape {
      * kept across one replay meets no new tensor in its slot. */
     hdr_list post[2];
     uint64_t nreplays;
+    /* An op recorded for replay read what a backward pass made (a
+     * gradient: storage->backward_gen): a replay would not run that pass
+     * again (nor recompute its rules' unrecorded masks and targets), so it
+     * refuses. */
+    bool backward_recorded;
+    /* The last ad_tape_replay stopped at this op (NULL: it did not): the
+     * values are part replayed, part the recording's, and backward refuses
+     * until a replay succeeds or a reset. */
+    const char *replay_failed_at;
     hdr_list carry[2]; /* headers of ad_detach results */
     struct ad_tape *pool_next; /* in the pool of freed tapes */
     ad_arena arena; /* tensors, nodes, backward's temporaries */

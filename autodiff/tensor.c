@@ -193,7 +193,8 @@ ad_tensor *ad__alloc(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
             ad__err(fn, "out of memory");
             return NULL;
         }
-        *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = true};
+        *s = (ad_storage){.data = data, .nbytes = nbytes, .refs = 1, .in_arena = true,
+                          .backward_gen = ad__backward_stamp(tape)};
     } else {
         if (!(s = ad__storage_alloc(nbytes))) {
             ad__free(t);

@@ -602,6 +602,71 @@ START_TEST(replay_draws_new_noise_from_rand_like)
 }
 END_TEST
 
+/* A recording that includes a backward pass with AD_CREATE_GRAPH is not
+ * replayed: abs's rule computed its mask, sign(x), once and unrecorded,
+ * so F = sum(x d/dx sum |x|) = sum |x| came out -6 at a point where it is
+ * 6.  Recorded forward only, frozen, replayed, and then differentiated
+ * twice, it is right. */
+START_TEST(replay_refuses_a_recorded_second_order_pass)
+{
+    double x0[3] = {1, -2, 3}, x1[3] = {-1, 2, -3};
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *x = ot_f64(t, AD_SHAPE(3), x0), *g;
+    ad_set_requires_grad(x, true);
+    ad_tensor *f = ad_sum(ad_abs(x), NULL, 0, false);
+    ck_assert_int_eq(ad_gradients(f, NULL, 1, &x, &g, AD_CREATE_GRAPH), 0);
+    ad_tensor *F = ad_sum(ad_mul(g, x), NULL, 0, false);
+    ck_assert_double_eq(ad_item(F), 6);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *nx = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(3), x1);
+    ck_assert_error_rc(ad_tape_replay(t, 1, &x, &nx), "what a backward pass made");
+    /* the working order: the forward recorded, the second-order pass after */
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    x = ot_f64(t, AD_SHAPE(3), x0);
+    ad_set_requires_grad(x, true);
+    f = ad_sum(ad_abs(x), NULL, 0, false);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_ge(ad_tape_replay(t, 1, &x, &nx), 0);
+    ck_assert_int_eq(ad_gradients(f, NULL, 1, &x, &g, AD_CREATE_GRAPH), 0);
+    ck_assert_double_eq(ad_item(ad_sum(ad_mul(g, x), NULL, 0, false)), 6);
+    ad_tape_activate(NULL);
+    ad_tensor_free(nx);
+    ad_tape_free(t);
+}
+END_TEST
+
+/* A replay that fails part-way (a Cholesky factor of a matrix that is not
+ * positive definite) leaves the later nodes with the recording's values:
+ * backward refuses until a replay succeeds (it differentiated the
+ * mixture: loss 403.4, gradient 1210 at x = 0, where they are 1 and 3). */
+START_TEST(backward_refuses_after_a_failed_replay)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *x = ot_f64(t, AD_SHAPE(1), (double[]){2});
+    ad_set_requires_grad(x, true);
+    ad_tensor *a = ad_mul_scalar(x, 3);
+    ck_assert_ptr_nonnull(ad_linalg_cholesky(ad_reshape(ad_sub_scalar(x, 1), AD_SHAPE(1, 1))));
+    ad_tensor *loss = ad_sum(ad_exp(a), NULL, 0, false);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *bad = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(1), (double[]){0});
+    ad_tensor *good = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(1), (double[]){0.5 + 1});
+    ck_assert_error_rc(ad_tape_replay(t, 1, &x, &bad), "ad_tape_replay: op 'cholesky'");
+    ck_assert_error_rc(ad_backward(loss, NULL, 0), "last ad_tape_replay of this tape failed");
+    ck_assert_int_ge(ad_tape_replay(t, 1, &x, &good), 0);
+    ck_assert_int_eq(ad_backward(loss, NULL, 0), 0);
+    ck_assert_double_eq_tol(ad_item(ad_tensor_grad(x)), 3 * exp(4.5), 1e-9 * exp(4.5));
+    ad_tape_activate(NULL);
+    ad_tensor_free(bad);
+    ad_tensor_free(good);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(anomaly_names_the_first_op)
 {
     ad_tape *t = ad_tape_new();
@@ -650,6 +715,8 @@ int main(void)
     tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
     tcase_add_test(tc, replay_refuses_what_it_would_not_repeat);
     tcase_add_test(tc, replay_takes_inputs_swapped);
+    tcase_add_test(tc, replay_refuses_a_recorded_second_order_pass);
+    tcase_add_test(tc, backward_refuses_after_a_failed_replay);
     tcase_add_test(tc, anomaly_names_the_first_op);
     suite_add_tcase(s, tc);
     return ot_run(s);
