@@ -33,9 +33,11 @@ static int check_saved(const char *fn, const ad_node *n)
     return 0;
 }
 
-static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create)
+/* priv: g was made by the rule that hands it to x, for x alone (may_own),
+ * so with AD_CREATE_GRAPH a leaf may keep g itself as its gradient. */
+static int deliver(ad_tape *t, const sink *s, ad_tensor *x, ad_tensor *g, bool create, bool priv)
 {
-    if (!s->targets) return x->node ? 0 : ad__leaf_grad_add(t, x, g, create);
+    if (!s->targets) return x->node ? 0 : ad__leaf_grad_add(t, x, g, create, priv);
     for (int i = 0; i < s->n; i++) {
         if (s->targets[i] != x) continue;
         ad_tensor *sum = s->grads[i] ? ad_add(s->grads[i], g) : g;
@@ -277,6 +279,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
     direct_state outer = direct; /* a rule may run a backward pass of its own */
     direct = (direct_state){n, sk, create, 0, false, donated};
+    ad_arena_mark rule_start = ad__arena_mark(&t->arena); /* what the rule makes is above */
     int rc = n->op->backward(n, g, gin);
     unsigned delivered = direct.done;
     bool handled = direct.handled;
@@ -319,7 +322,9 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
             x->adj_owned = x->adj != NULL || may_own(t, fresh, n, k, gin, sk);
             x->adj = sum;
         }
-        if (deliver(t, sk, x, gin[k], create)) {
+        if (deliver(t, sk, x, gin[k], create,
+                    !x->node && create && ad_is_contiguous(gin[k]) &&
+                        may_own(t, &rule_start, n, k, gin, sk))) {
             return -1;
         }
     }
@@ -458,7 +463,7 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
     ad__reclaim_pass_start();
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
-    if (!seed || deliver(t, sk, out, seed, create)) return -1;
+    if (!seed || deliver(t, sk, out, seed, create, false)) return -1;
     if (!out->node) /* a leaf: d(out)/d(out) = 1, final at once */
         return ready_hook.fn && !sk->targets ? tell_ready(out) : 0;
     size_t top = out->node->seq;

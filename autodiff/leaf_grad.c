@@ -74,13 +74,19 @@ static int add_fixup(ad_tape *t, ad_tensor *leaf, ad_tensor *old)
     return 0;
 }
 
-int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create)
+int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create, bool priv)
 {
     ad_tensor *old = leaf->grad;
     /* an AD_SET_GRAD pass's first gradient for this leaf: old counts as 0 */
     bool set = ad__leaf_grad_first(leaf);
     if (create) {
-        ad_tensor *sum = old && !set ? ad_add(old, g) : g;
+        /* A tensor of its own, as PyTorch clones: unless priv, g may be
+         * the caller's grad_output, a view of it, or another leaf's
+         * gradient too (an add's rule hands both operands the same g),
+         * which a write into one leaf's gradient (clipping) or a free of the
+         * caller's tensor would reach through the other.  g * 1 keeps
+         * every bit and the graph. */
+        ad_tensor *sum = old && !set ? ad_add(old, g) : priv ? g : ad_mul_scalar(g, 1.0);
         if (!sum) return -1;
         if (!leaf->tape && (!old || !old->tape) && add_fixup(t, leaf, old)) return -1;
         leaf->grad = sum;
@@ -110,17 +116,23 @@ void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop)
         ad_tensor *leaf = f->leaf, *old = f->old_grad;
         bool live = leaf->magic == AD_TENSOR_MAGIC && !leaf->released;
         bool on_t = live && leaf->grad && leaf->grad->tape == t;
-        if (live && old && (on_t || !leaf->grad)) {
+        /* a buffer a plain pass made after the recorded gradient, in its
+         * place (ad__leaf_grad_add: it does not write old, which the
+         * recorded sum read) */
+        bool interim = live && old && leaf->grad && leaf->grad != old && !leaf->grad->tape &&
+                       leaf->owns_grad;
+        if (live && old && (on_t || interim || !leaf->grad)) {
             /* The buffer the recorded gradient replaced (the library's, or
              * one given with ad_set_grad, a view of a flat bucket say)
              * takes its value back, or 0 after an ad_zero_grad, and stays
              * the leaf's: later passes add into it as before. */
-            if (on_t) {
+            if (on_t || interim) {
                 ad__copy_convert(old, leaf->grad);
                 ad__bump(old);
             } else {
                 ad_fill(old, 0.0);
             }
+            if (interim) ad_tensor_free(leaf->grad);
             leaf->grad = old;
             leaf->owns_grad = true;
             continue;

@@ -142,14 +142,16 @@ void ad__tape_drop_storage(ad_storage *s);
 /* ---- leaf gradients (leaf_grad.c, which states the ownership rules) ----------
  * ad__leaf_grad_add: backward's g for leaf goes into its grad: with create
  * (AD_CREATE_GRAPH) as a recorded sum on tape t (a fixup when the leaf is
- * persistent), otherwise into its owned buffer, made when it has none.
+ * persistent), g itself as the first term only when priv (made for this
+ * leaf alone by the rule that hands it over), else a recorded copy;
+ * otherwise into its owned buffer, made when it has none.
  * 0, or -1 with an error.  ad__leaf_grad_release: the fixups taken since
  * `stop` are settled (persistent copies, the replaced gradients freed), as
  * a reset or a rewind does.  ad__leaf_grad_forget: grad lived where it is
  * gone (an arena rewound or reset): the leaf has none.
  * ad__leaf_grad_destroy: a persistent tensor being destroyed frees its
  * owned persistent buffer. */
-int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create);
+int ad__leaf_grad_add(ad_tape *t, ad_tensor *leaf, ad_tensor *g, bool create, bool priv);
 void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop);
 void ad__leaf_grad_forget(ad_tensor *t);
 void ad__leaf_grad_destroy(ad_tensor *t);

@@ -408,6 +408,72 @@ START_TEST(create_graph_into_leaf_grad)
 }
 END_TEST
 
+/* With AD_CREATE_GRAPH a leaf's gradient is a tensor of its own: not the
+ * caller's grad_output (freed, it was read after free), not the one
+ * gradient an add hands both operands (clipped twice: 0.25 for 0.5). */
+START_TEST(create_graph_gradients_are_the_leaves_own)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    ad_tensor *w1 = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2)), *w2 = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2));
+    ad_set_requires_grad(w1, true);
+    ad_set_requires_grad(w2, true);
+    ad_tensor *G = ad_full(NULL, AD_FLOAT64, AD_SHAPE(2), 1.0);
+    ck_assert_int_eq(ad_backward(ad_add(w1, w2), G, AD_CREATE_GRAPH), 0);
+    ad_tensor *g1 = ad_tensor_grad(w1), *g2 = ad_tensor_grad(w2);
+    ck_assert_ptr_ne(g1, G);
+    ck_assert_ptr_ne(g1, g2);
+    ck_assert_int_eq(ad_fill(G, 100.0), 0); /* the caller's tensor: not the gradients */
+    ck_assert_double_eq(ot_at(g1, 0), 1);
+    ck_assert_double_eq(ot_at(g2, 1), 1);
+    ck_assert_int_eq(ad_fill(g1, 0.5), 0); /* one leaf's: not the other's */
+    ck_assert_double_eq(ot_at(g2, 0), 1);
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ad_tensor_free(G);
+    ck_assert_double_eq(ot_at(ad_tensor_grad(w1), 1), 0.5);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_add(w1, w2), NULL, 0, false), NULL, 0), 0);
+    ck_assert_double_eq(ot_at(ad_tensor_grad(w1), 1), 1.5);
+    ck_assert_double_eq(ot_at(ad_tensor_grad(w2), 1), 2);
+    ad_tape_activate(NULL);
+    ad_tape_free(t);
+    ad_tensor_free(w1);
+    ad_tensor_free(w2);
+}
+END_TEST
+
+/* A gradient buffer given with ad_set_grad (a view of a flat bucket) stays
+ * the leaf's after an AD_CREATE_GRAPH pass followed by a plain pass in one
+ * step, with or without ad_zero_grad between them (it was dropped, and the
+ * bucket left at 0). */
+START_TEST(set_grad_buffer_survives_a_create_graph_pass_then_a_plain_one)
+{
+    for (int zero = 0; zero < 2; zero++) {
+        ad_tape *t = ad_tape_new();
+        ad_tensor *w = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(2), (double[]){1, 2});
+        ad_set_requires_grad(w, true);
+        ad_tensor *flat = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(4));
+        ad_tensor *view = ad_narrow(flat, 0, 1, 2);
+        ck_assert_int_eq(ad_set_grad(w, view), 0);
+        ad_tape_activate(t);
+        ad_tensor *l1 = ad_sum(ad_square(w), NULL, 0, false); /* 2w = [2 4] */
+        ck_assert_int_eq(ad_backward(l1, NULL, AD_CREATE_GRAPH), 0);
+        if (zero) ck_assert_int_eq(ad_zero_grad(w), 0);
+        ad_tensor *l2 = ad_sum(ad_mul_scalar(w, 10), NULL, 0, false); /* [10 10] */
+        ck_assert_int_eq(ad_backward(l2, NULL, 0), 0);
+        ck_assert_int_eq(ad_tape_reset(t), 0);
+        ck_assert_ptr_eq(ad_tensor_grad(w), view);
+        ot_assert_values(flat, zero ? (double[]){0, 10, 10, 0} : (double[]){0, 12, 14, 0}, 4, 0);
+        ck_assert_int_eq(ad_zero_grad(w), 0);
+        ck_assert_int_eq(ad_backward(ad_sum(ad_mul_scalar(w, 3), NULL, 0, false), NULL, 0), 0);
+        ot_assert_values(flat, (double[]){0, 3, 3, 0}, 4, 0);
+        ad_tape_activate(NULL);
+        ad_tape_free(t);
+        ad_tensor_free(w); /* and the view, which w took */
+        ad_tensor_free(flat);
+    }
+}
+END_TEST
+
 START_TEST(gradients_of_unused_input_are_zero)
 {
     ad_tape *t = ad_tape_new();
@@ -678,6 +744,8 @@ int main(void)
     tcase_add_test(tc, views_of_persistent_storage_outlive_base);
     tcase_add_test(tc, second_derivative_with_create_graph);
     tcase_add_test(tc, create_graph_into_leaf_grad);
+    tcase_add_test(tc, create_graph_gradients_are_the_leaves_own);
+    tcase_add_test(tc, set_grad_buffer_survives_a_create_graph_pass_then_a_plain_one);
     tcase_add_test(tc, gradients_of_unused_input_are_zero);
     tcase_add_test(tc, backward_of_a_leaf);
     tcase_add_test(tc, rules_write_over_a_donated_adjoint);
