@@ -539,6 +539,114 @@ int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *input
     return gradgrad(f, ctx, n, inputs, opts, NULL, true);
 }
 
+/* The recorded gradient's derivative in the incoming gradient g, along one
+ * direction: with G_i = J_i^T V, the gradients of f's inputs for the
+ * incoming gradient V (recorded), s = sum_i <w_i, G_i> has ds/dV =
+ * sum_i J_i w_i, which central differences of f along w give.  One more
+ * backward pass and a few evaluations of f, where checking every element of
+ * V as an input (ad_custom_check's way) costs the output's size: a rule
+ * that detaches g or scales it wrong fails here, though it is right to
+ * first order and in x.  1 when it agrees, 0 when not (msg says where),
+ * -1 on error. */
+static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *const *inputs,
+                       const double *v, const ad_gradcheck_opts *o, char *msg, size_t msz)
+{
+    enum { STEPS = 3 };
+    ad_tape *t = ad_tape_new();
+    if (!t) return -1;
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *x[64], *tg[64], *G[64];
+    double *w[64] = {0}, *a = NULL, *num[2] = {NULL, NULL};
+    int nt = 0, rc = -1;
+    ad_rng rng;
+    ad_rng_init(&rng, 20261206u);
+    if (copy_inputs(t, n, inputs, x)) goto out;
+    /* w scaled to each element's size, as the steps of ad_gradcheck are:
+     * |x| for 0 < |x| < 1 (a step from 1e-9 stays inside log's domain),
+     * else max(1, |x|) */
+    for (int i = 0; i < n; i++) {
+        if (!x[i]->requires_grad) continue;
+        int64_t k = ad__numel(x[i]->ndim, x[i]->shape);
+        if (!(w[nt] = ad__malloc((size_t)(k + 1) * sizeof(double)))) goto oom;
+        for (int64_t e = 0; e < k; e++) {
+            double xe = fabs(ad__ld(x[i], element_offset(x[i], e)));
+            w[nt][e] = (2 * ad_rng_uniform(&rng) - 1) * (xe > 0 && xe < 1 ? xe : fmax(1, xe));
+        }
+        tg[nt++] = x[i];
+    }
+    ad_tensor *out = call(fn, f, ctx, n, x), *V = NULL, *s = NULL, *dV = NULL;
+    if (!out) goto out;
+    int64_t m = ad__numel(out->ndim, out->shape);
+    if (!(V = ad__alloc(fn, t, out->dtype, out->ndim, out->shape))) goto out;
+    for (int64_t j = 0; j < m; j++) ad__st(V, j, v[j]);
+    if (ad_set_requires_grad(V, true) || ad_gradients(out, V, nt, tg, G, AD_CREATE_GRAPH))
+        goto out;
+    for (int i = 0; i < nt; i++) {
+        ad_tensor *W = ad__alloc(fn, t, G[i]->dtype, G[i]->ndim, G[i]->shape);
+        if (!W) goto out;
+        for (int64_t e = 0; e < ad__numel(W->ndim, W->shape); e++) ad__st(W, e, w[i][e]);
+        ad_tensor *term = ad_sum(ad_mul(G[i], W), NULL, 0, false);
+        if (!(s = s ? ad_add(s, term) : term)) goto out;
+    }
+    if (s->requires_grad ? ad_gradients(s, NULL, 1, &V, &dV, 0)
+                         : !(dV = ad_zeros(t, V->dtype, V->ndim, V->shape)))
+        goto out;
+    a = ad__malloc((size_t)(m + 1) * sizeof *a);
+    num[0] = ad__malloc((size_t)(m + 1) * sizeof(double));
+    num[1] = ad__malloc((size_t)(m + 1) * sizeof(double));
+    if (!a || !num[0] || !num[1]) goto oom;
+    for (int64_t j = 0; j < m; j++) a[j] = ad__ld(dV, element_offset(dV, j));
+    double worst = -1, wa = 0, wn = 0, h0 = o->eps;
+    int64_t wj = 0;
+    for (int64_t j = 0; j < m; j++) num[1][j] = INFINITY; /* the best estimate so far */
+    for (int k = 0; k < STEPS; k++) {
+        double h = ldexp(h0, -2 * k);
+        for (int sgn = 0; sgn < 2; sgn++) { /* f(x + h w), then f(x - h w) */
+            double d = sgn ? -2 * h : h;      /* (from x + h w) */
+            for (int i = 0; i < nt; i++)
+                for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++) {
+                    int64_t at = element_offset(tg[i], e);
+                    ad__st(tg[i], at, ad__ld(tg[i], at) + d * w[i][e]);
+                }
+            bool pm = ad_set_grad_enabled(false);
+            ad_tensor *y = call(fn, f, ctx, n, x);
+            ad_set_grad_enabled(pm);
+            if (!y) goto out;
+            for (int64_t j = 0; j < m; j++) {
+                double yj = ad__ld(y, element_offset(y, j));
+                num[0][j] = sgn ? (num[0][j] - yj) / (2 * h) : yj;
+            }
+        }
+        for (int i = 0; i < nt; i++) /* back to x */
+            for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++) {
+                int64_t at = element_offset(tg[i], e);
+                ad__st(tg[i], at, ad__ld(tg[i], at) + h * w[i][e]);
+            }
+        for (int64_t j = 0; j < m; j++)
+            if (fabs(num[0][j] - a[j]) < fabs(num[1][j] - a[j])) num[1][j] = num[0][j];
+    }
+    for (int64_t j = 0; j < m; j++) {
+        double ratio = fabs(a[j] - num[1][j]) / (o->atol + o->rtol * fabs(num[1][j]));
+        if (!(ratio <= worst)) worst = ratio, wj = j, wa = a[j], wn = num[1][j];
+    }
+    rc = worst <= 1;
+    if (!rc)
+        snprintf(msg, msz,
+                 "the derivative in the incoming gradient g along a random direction (the "
+                 "rule's recorded gradient must be linear in g, not detach it): output element "
+                 "%lld: analytic %.10g, numeric %.10g",
+                 (long long)wj, wa, wn);
+    goto out;
+oom:
+    ad__err(fn, "out of memory");
+out:
+    for (int i = 0; i < nt; i++) ad__free(w[i]);
+    ad__free(a), ad__free(num[0]), ad__free(num[1]);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return rc;
+}
+
 /* With wrt_g, v is an input of the checked function as well (the last),
  * so that the recorded gradient's derivative with respect to the incoming
  * gradient is compared too, as PyTorch's gradgradcheck does: a rule that
@@ -650,6 +758,11 @@ static int gradgrad(ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                          ad_error());
         }
         if (r < 0) goto out;
+    }
+    if (!wrt_g && any && total.checked > 0 && !total.failed) {
+        int r = g_direction(fn, f, ctx, n, inputs, v, &o, worst_msg, sizeof worst_msg);
+        if (r < 0) goto out;
+        total.failed += r == 0;
     }
     if (!any || total.checked == 0) {
         ad__err(fn, "nothing was checked: %s",

@@ -131,7 +131,16 @@ AD_API int ad_gradcheck_ex(ad_func f, void *ctx, int n, ad_tensor *const *inputs
  * failure the message is that of the input with the worst entry, prefixed
  * "ad_gradgradcheck: second derivatives through the gradient of input i:",
  * and the result of ad_gradgradcheck_ex sums the counts over all inputs
- * and holds the worst entry, with grad_of = i.  An input with no elements has no
+ * and holds the worst entry, with grad_of = i.  When those pass, the
+ * recorded gradient's derivative in v is checked along one seeded random
+ * direction d of the inputs (scaled to each element as the steps are):
+ * the backward pass of s = sum_i <d_i, df/dx_i^T v> in v gives df/dx d,
+ * which central differences of f along d give too (a rule that detaches
+ * or mishandles its incoming gradient is right in x and wrong there;
+ * failure message "the derivative in the incoming gradient g along a random
+ * direction ..."), one backward pass and six evaluations of f, where
+ * checking every element of v (ad_custom_check does) costs the output's
+ * size in both.  An input with no elements has no
  * gradient to differentiate and is skipped.  Same returns as ad_gradcheck,
  * including 0 with "nothing was checked" when no input requires grad.
  * When f's output does not require grad (no recorded op joins it to an

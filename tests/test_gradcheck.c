@@ -364,6 +364,54 @@ START_TEST(nothing_checked_fails)
 }
 END_TEST
 
+/* sin with a rule that detaches its incoming gradient, gin = detach(g)
+ * cos(x): right to first order, and in x for a fixed g, so the Jacobian
+ * checks of the gradient pass it; its Hessians are wrong (sum(y^2)'s
+ * diagonal -0.17 for 1.65).  ad_gradgradcheck's check along a direction
+ * in g catches it; the rule written with g passes. */
+static ad_tensor *dsin_fw(ad_custom_ctx *c, ad_tensor *const *in, int n, void *u)
+{
+    (void)n, (void)u;
+    ad_custom_save(c, 1, in);
+    return ad_sin(in[0]);
+}
+static int dsin_bw(ad_custom_ctx *c, ad_tensor *g, ad_tensor **gin, void *u)
+{
+    bool detach = *(const bool *)u;
+    gin[0] = ad_mul(detach ? ad_detach(g) : g, ad_cos(ad_custom_saved(c, 0)));
+    return gin[0] ? 0 : -1;
+}
+static ad_tensor *f_custom(ad_tensor *const *x, int n, void *ctx)
+{
+    (void)n;
+    return ad_custom_call(ctx, 1, x);
+}
+
+START_TEST(gradgradcheck_catches_a_rule_that_detaches_g)
+{
+    double xv[3] = {0.3, -1.1, 0.8};
+    ad_tensor *x = ot_f64(NULL, 1, (int64_t[]){3}, xv);
+    ad_set_requires_grad(x, true);
+    for (int detach = 0; detach < 2; detach++) {
+        static bool flags[2] = {false, true};
+        ad_custom *op = ad_custom_new(&(ad_custom_desc){.name = "sin_rule", .nin = 1,
+                                                        .forward = dsin_fw, .backward = dsin_bw,
+                                                        .user = &flags[detach]});
+        ck_assert_ptr_nonnull(op);
+        ck_assert_int_eq(ad_gradcheck(f_custom, op, 1, &x, NULL), 1);
+        ad_clear_error();
+        int r = ad_gradgradcheck(f_custom, op, 1, &x, NULL);
+        ck_assert_msg(r == !detach, "detach %d: %d %s", detach, r, ad_error() ? ad_error() : "");
+        if (detach)
+            ck_assert_msg(strstr(ad_error(), "the derivative in the incoming gradient g"), "%s",
+                          ad_error());
+        ad_clear_error();
+        ad_custom_free(op);
+    }
+    ad_tensor_free(x);
+}
+END_TEST
+
 /* ---- domain edges ------------------------------------------------------------------
  * log and sqrt at 1e-6: the first step h = 1e-6 reaches x - h = 0, where
  * log is -inf and sqrt's central difference is (sqrt(2e-6) - 0) / 2e-6 =
@@ -524,6 +572,7 @@ int main(void)
     tcase_add_test(tc, the_step_is_relative_to_x);
     tcase_add_test(tc, reports_the_worst_entry);
     tcase_add_test(tc, gradgradcheck_reports_the_worst_entry);
+    tcase_add_test(tc, gradgradcheck_catches_a_rule_that_detaches_g);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
