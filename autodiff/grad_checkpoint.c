@@ -88,29 +88,65 @@ static bool among(const ad_tensor *x, ad_tensor *const *v, int n)
 }
 
 /* The tensors made before the segment (nodes from first on) that its ops
- * read and that require grad, or that are floating leaves (a frozen
- * weight it closes over: unfrozen later, a replay must see that it reads
- * it, and the gradient-ready hook report it), other than in[0..nin):
- * appended to extra[0..*nextra).  Leaves made inside the segment are
- * known by their headers, killed already. */
-static int find_extras(const char *fn, ad_tape *t, size_t first, int nin, ad_tensor *const *in,
-                       ad_tensor **extra, int *nextra)
+ * read and that require grad, or that are leaves (a frozen weight it
+ * closes over: unfrozen later, a replay must see that it reads it, and
+ * the gradient-ready hook report it; an index or constant changed before
+ * backward, which the recomputation would read: the node's versions catch
+ * it), other than in[0..nin): appended to extra[0..*nextra).  The first
+ * run records every op (ad__record_all), so one reached only through a
+ * view made inside, or through an op that needs no gradient, is found
+ * too.  Leaves made inside the segment are known by their headers, killed
+ * already. */
+/* A view made inside the segment of memory from outside it (an index op's
+ * view of a persistent index, say): after the segment is given back, a
+ * view of its own on the tape over the same storage takes its place among
+ * the node's inputs, for their versions. */
+typedef struct ghost {
+    ad_storage *storage;
+    ad_dtype dtype;
+    int ndim;
+    int64_t shape[AD_MAX_DIMS], strides[AD_MAX_DIMS], offset;
+} ghost;
+
+static bool storage_among(const ad_storage *s, ad_tensor *const *v, int n, const ghost *g, int ng)
 {
+    for (int i = 0; i < n; i++)
+        if (v[i]->storage == s) return true;
+    for (int i = 0; i < ng; i++)
+        if (g[i].storage == s) return true;
+    return false;
+}
+
+static int find_extras(const char *fn, ad_tape *t, const ad__segment *seg, int nin,
+                       ad_tensor *const *in, ad_tensor **extra, int *nextra, ghost *gh, int *ngh)
+{
+    size_t first = seg->mark.nnodes;
     for (size_t i = first; i < t->nnodes; i++) {
         const ad_node *n = t->nodes[i];
         for (int k = 0; k < n->nin; k++) {
             ad_tensor *x = n->in[k];
             bool before = x->node ? x->node->seq < first : !x->segment_freed;
-            bool wanted = x->requires_grad || (!x->node && ad__is_float(x->dtype));
+            bool wanted = x->requires_grad || !x->node;
+            bool view_in = !before && !x->node &&
+                           !ad__arena_since(&t->arena, seg->mark.arena, x->storage);
+            if (view_in && !storage_among(x->storage, in, nin, gh, *ngh) &&
+                !storage_among(x->storage, extra, *nextra, NULL, 0)) {
+                if (nin + *nextra + *ngh == CKPT_MAX) goto full;
+                ghost *g = &gh[(*ngh)++];
+                *g = (ghost){x->storage, x->dtype, x->ndim, {0}, {0}, x->offset};
+                memcpy(g->shape, x->shape, sizeof g->shape);
+                memcpy(g->strides, x->strides, sizeof g->strides);
+                continue;
+            }
             if (!wanted || !before || among(x, in, nin) || among(x, extra, *nextra)) continue;
-            if (nin + *nextra == CKPT_MAX)
-                return ad__err(fn, "the function reads more than %d tensors that require grad "
-                                   "or are floating leaves (inputs and tensors it uses from "
-                                   "outside)", CKPT_MAX);
+            if (nin + *nextra + *ngh == CKPT_MAX) goto full;
             extra[(*nextra)++] = x;
         }
     }
     return 0;
+full:
+    return ad__err(fn, "the function reads more than %d tensors that require grad or are "
+                       "leaves (inputs and tensors it uses from outside)", CKPT_MAX);
 }
 
 /* The outputs as views of the packed tensor P. */
@@ -284,7 +320,13 @@ static int finish(const char *fn, ad_tape *t, ad__segment *seg, const ckpt_param
                              "return a tensor the function computes from its inputs",
                          i, among(outs[i], in, nin) ? "one of its inputs, returned as it is"
                                                     : "a tensor made before the call");
-    if (rc == 0) rc = find_extras(fn, t, seg->mark.nnodes, nin, in, all + nin, &nextra);
+    ghost gh[CKPT_MAX];
+    int ngh = 0;
+    if (rc == 0) rc = find_extras(fn, t, seg, nin, in, all + nin, &nextra, gh, &ngh);
+    /* a persistent storage the segment's view held stays alive through
+     * the rewind for the view that replaces it */
+    for (int i = 0; rc == 0 && i < ngh; i++)
+        if (!gh[i].storage->in_arena) gh[i].storage->refs++;
     size_t nd = 0, total = 0, esz = ad_dtype_size(outs[0]->dtype);
     for (int i = 0; rc == 0 && i < nout; i++) {
         nd += 1 + (size_t)outs[i]->ndim;
@@ -310,6 +352,14 @@ static int finish(const char *fn, ad_tape *t, ad__segment *seg, const ckpt_param
     }
     ad_dtype dt = outs[0]->dtype;
     ad__segment_rewind(t, seg);
+    for (int i = 0; rc == 0 && i < ngh; i++) {
+        ad_tensor base = {.storage = gh[i].storage, .dtype = gh[i].dtype};
+        all[nin + nextra + i] = ad__view(fn, t, &base, gh[i].ndim, gh[i].shape, gh[i].strides,
+                                         gh[i].offset);
+        if (!all[nin + nextra + i]) rc = -1;
+    }
+    for (int i = 0; i < ngh; i++) ad__tape_drop_storage(gh[i].storage);
+    nextra += ngh;
     if (rc) {
         ad__free(buf);
         return -1;
@@ -374,7 +424,9 @@ int ad_checkpoint(ad_checkpoint_fn f, const void *ctx, size_t ctx_size, int nin,
     ad__rng_log log;
     ad__segment seg;
     ad__segment_begin(t, &seg);
+    ad__record_all(1); /* so that find_extras sees what f reads (given back below) */
     int rc = run_fn(fn, t, f, c, nin, in, nout, outs, &log);
+    ad__record_all(-1);
     ckpt_params proto = {f, c, nin, nout, log.n, AD_FLOAT32, NULL, {0}, {0}};
     memcpy(proto.rng, log.rng, sizeof proto.rng);
     memcpy(proto.counter, log.counter, sizeof proto.counter);

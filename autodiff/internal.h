@@ -471,6 +471,12 @@ ad_tensor *ad__finish(ad_tensor *out, int failed, const ad_op *op, int nin,
  * mode off are not recorded even on a replayable tape: for a custom op's
  * forward, whose node replays it as a whole (tape.c). */
 bool ad__set_record_off(bool on);
+/* ad__record_all(1) ... ad__record_all(-1): every op is recorded meanwhile
+ * (outside backward passes), as on a replayable tape, whether or not it
+ * needs a gradient: ad_checkpoint's first run of its function, so that
+ * what the function reads from outside is found through the ops that
+ * read it (a view of it, an op on it that needs no gradient). */
+void ad__record_all(int delta);
 /* The guard of API writes (ad_copy_into, ad_copy, ad_fill, ad_set,
  * ad_mark_modified) while a replayable tape records: a replay recomputes
  * ops only, so a write into a value the tape computes would be lost, and

@@ -9,6 +9,7 @@ static _Thread_local bool grad_disabled;
 static _Thread_local bool anomaly;
 static _Thread_local bool in_backward; /* rules' inner ops are checked as a whole */
 static _Thread_local bool record_off;  /* ad__set_record_off */
+static _Thread_local int record_all;   /* ad__record_all */
 static _Thread_local int opaque_depth; /* ad__replay_opaque */
 static _Thread_local const char *scope_label;
 static _Thread_local ad_trace_fn trace_fn;
@@ -755,7 +756,7 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
      * it was recorded); not a backward rule's ops, nor a custom op's
      * forward (its node replays it).  After the freeze, nodes are recorded
      * only for gradients and live until the next replay rewinds. */
-    bool keep = t->replayable && !t->frozen && !in_backward && !record_off;
+    bool keep = (record_all > 0 || (t->replayable && !t->frozen)) && !in_backward && !record_off;
     if (grad_disabled && !keep) return 0;
     for (int i = 0; keep && opaque_depth == 0 && i < nin; i++)
         if (in[i]->storage->copied_gen == t->gen)
@@ -878,6 +879,8 @@ ad_trace_fn ad_set_trace(ad_trace_fn fn, void *ctx)
     trace_ctx = ctx;
     return prev;
 }
+
+void ad__record_all(int delta) { record_all += delta; }
 
 bool ad__set_record_off(bool on)
 {

@@ -438,6 +438,58 @@ START_TEST(without_tape_or_grad)
 }
 END_TEST
 
+/* What a checkpointed function reads from outside through a view it
+ * makes, through an op that needs no gradient, or as an int64 index (the
+ * index op's own view of it) is among the node's inputs too: changed
+ * before backward, it is refused, as without the checkpoint (the
+ * recomputation read the new values, silently: [5 5 5] for [1 1 1]). */
+static ad_tensor *CL_C, *CL_IDX;
+static int cl_view(ad_tensor *const *in, int nin, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nin, (void)nout, (void)ctx;
+    out[0] = ad_sum(ad_mul(in[0], ad_reshape(CL_C, AD_SHAPE(3))), NULL, 0, false);
+    return out[0] ? 0 : -1;
+}
+static int cl_unrecorded(ad_tensor *const *in, int nin, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nin, (void)nout, (void)ctx;
+    out[0] = ad_sum(ad_mul(in[0], ad_add_scalar(CL_C, 1.0)), NULL, 0, false);
+    return out[0] ? 0 : -1;
+}
+static int cl_gather(ad_tensor *const *in, int nin, ad_tensor **out, int nout, void *ctx)
+{
+    (void)nin, (void)nout, (void)ctx;
+    out[0] = ad_sum(ad_square(ad_gather(in[0], 0, CL_IDX)), NULL, 0, false);
+    return out[0] ? 0 : -1;
+}
+
+START_TEST(closed_over_values_changed_before_backward_are_refused)
+{
+    ad_checkpoint_fn fs[3] = {cl_view, cl_unrecorded, cl_gather};
+    for (int k = 0; k < 3; k++)
+        for (int change = 0; change < 2; change++) {
+            CL_C = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(3), (double[]){1, 1, 1});
+            CL_IDX = ad_from_array(NULL, AD_INT64, AD_SHAPE(1), (int64_t[]){0});
+            ad_tape *t = ad_tape_new();
+            ad_tensor *x = ot_f64(t, AD_SHAPE(3), (double[]){1, 2, 3}), *y;
+            ad_set_requires_grad(x, true);
+            ck_assert_int_eq(ad_checkpoint(fs[k], NULL, 0, 1, &x, 1, &y), 0);
+            if (change) {
+                ck_assert_int_eq(ad_fill(CL_C, 5.0), 0);
+                ck_assert_int_eq(ad_set(CL_IDX, (int64_t[]){0}, 2), 0);
+                ck_assert_error_rc(ad_backward(y, NULL, 0), "was modified in place");
+            } else { /* unchanged: the forward's gradient */
+                ck_assert_int_eq(ad_backward(y, NULL, 0), 0);
+                static const double want[3][3] = {{1, 1, 1}, {2, 2, 2}, {2, 0, 0}};
+                ot_assert_values(ad_tensor_grad(x), want[k], 3, 0);
+            }
+            ad_tape_free(t);
+            ad_tensor_free(CL_C);
+            ad_tensor_free(CL_IDX);
+        }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grad_checkpoint");
@@ -459,6 +511,7 @@ int main(void)
     tcase_add_checked_fixture(e, ot_tape_setup, ot_tape_teardown);
     tcase_add_test(e, errors);
     tcase_add_test(e, without_tape_or_grad);
+    tcase_add_test(e, closed_over_values_changed_before_backward_are_refused);
     suite_add_tcase(s, e);
     return ot_run(s);
 }
