@@ -113,6 +113,7 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     if (tmp != own) ad__free(tmp);
     if (rc) return -1;
     rewind_to_mark(t);
+    ad__tape_forget_leaf_grads(t);
     int changed = 0;
     ad_tape *prev_tape = ad_tape_activate(t);
     bool prev_mode = ad_set_grad_enabled(false);
@@ -121,11 +122,6 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         ad_node *nd = t->nodes[i];
         stop = i;
         nd->freed = false;
-        for (int k = 0; k < nd->nin; k++) {
-            ad_tensor *x = nd->in[k];
-            if (!x->node && x->tape == t && x->grad) /* its grad lived past the mark */
-                ad__leaf_grad_forget(x);
-        }
         /* The recording is about to hold values computed from the current
          * inputs (kernels write outputs without a version bump): those are
          * what backward must see. */

@@ -341,7 +341,7 @@ size_t ad_scalar_alloc_count(const ad_tape *tape)
 
 int ad_scalar_reserve(ad_tape *tape, size_t n)
 {
-    if (!tape) return ad__err("ad_scalar_reserve", "tape is NULL");
+    if (ad__check_tape("ad_scalar_reserve", tape)) return -1;
     return reserve("ad_scalar_reserve", tape, n);
 }
 

@@ -270,12 +270,12 @@ int ad__scalar_replay_run(struct ad_scalar_tape *st, int n, const ad_scalar *var
 int ad_scalar_replay(ad_tape *tape, int n, const ad_scalar *vars, const double *values)
 {
     static const char *fn = "ad_scalar_replay";
-    if (!tape) return ad__err(fn, "tape is NULL");
+    if (ad__check_tape(fn, tape)) return -1;
     struct ad_scalar_tape *st = get(tape);
     if (n < 0 || (n > 0 && (!vars || !values))) return ad__err(fn, "need n >= 0 and arrays");
     bool consecutive;
     if (ad__scalar_check_vars(fn, st, tape, n, vars, &consecutive)) return -1;
-    if (!st) return 0;
+    if (!st || st->n == 0) return 0; /* nothing recorded (a reserve makes no arrays for 0) */
     return ad__scalar_replay_run(st, n, vars, consecutive, values);
 }
 #undef REPLAY_THREADED

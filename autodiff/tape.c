@@ -190,6 +190,26 @@ static hdr_list *hdr_pair(ad_tape *t, int *p)
     return t->frozen ? t->post : t->hdr;
 }
 
+/* At a replay: every leaf of the recording whose gradient lives on t
+ * loses it (the rewind gave back what was made after the freeze, and the
+ * recording's own is the previous run's), whether or not a recorded op
+ * reads the leaf. */
+void ad__tape_forget_leaf_grads(ad_tape *t)
+{
+    hdr_list *l = &t->hdr[t->nresets & 1];
+    if (!l->cur) return;
+    for (hdr_slab *s = l->first; s; s = s->next) {
+        size_t n = s == l->cur ? l->used : HDR_SLOTS;
+        for (size_t i = 0; i < n; i++) {
+            ad_tensor *x = &s->slot[i];
+            if (x->magic == AD_TENSOR_MAGIC && x->tape == t && !x->node && x->grad &&
+                x->grad->tape == t)
+                ad__leaf_grad_forget(x);
+        }
+        if (s == l->cur) break;
+    }
+}
+
 ad_tensor *ad__tape_header(ad_tape *tape)
 {
     int p;

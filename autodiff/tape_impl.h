@@ -170,6 +170,7 @@ bool ad__set_in_backward(bool on);    /* returns the previous value */
 /* Rewinds the current header list to where the mark left it (replay). */
 void ad__hdr_rewind_to_mark(ad_tape *t);
 void ad__hdr_freeze(ad_tape *t);
+void ad__tape_forget_leaf_grads(ad_tape *t);
 bool ad__tracing(void);
 void ad__emit_trace(const ad_trace_event *ev);
 /* Anomaly mode: checks an op's forward result (error if non-finite from

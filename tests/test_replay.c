@@ -667,6 +667,34 @@ START_TEST(backward_refuses_after_a_failed_replay)
 }
 END_TEST
 
+/* Every leaf of the recording loses its gradient at a replay, also one
+ * that only ops made after the freeze read: its gradient lived there, and
+ * a kept one was added into (a gradient of 2, then 3) or was a stale
+ * handle. */
+START_TEST(replay_forgets_the_gradient_of_every_leaf)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_activate(t);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *x = ot_f64(t, AD_SHAPE(2), (double[]){1, 2});
+    ad_tensor *w = ot_f64(t, AD_SHAPE(2), (double[]){3, -1});
+    ad_set_requires_grad(x, true);
+    ad_set_requires_grad(w, true);
+    ad_tensor *L = ad_sum(ad_mul(x, x), NULL, 0, false);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    for (int it = 0; it < 4; it++) {
+        ck_assert_int_ge(ad_tape_replay(t, 0, NULL, NULL), 0);
+        ck_assert_ptr_null(ad_tensor_grad(w));
+        ad_tensor *R = ad_add(L, ad_sum(ad_mul(w, w), NULL, 0, false)); /* after the freeze */
+        ck_assert_int_eq(ad_backward(R, NULL, 0), 0);
+        ot_assert_values(ad_tensor_grad(w), (double[]){6, -2}, 2, 0);
+        ot_assert_values(ad_tensor_grad(x), (double[]){2, 4}, 2, 0);
+    }
+    ad_tape_activate(NULL);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(anomaly_names_the_first_op)
 {
     ad_tape *t = ad_tape_new();
@@ -717,6 +745,7 @@ int main(void)
     tcase_add_test(tc, replay_takes_inputs_swapped);
     tcase_add_test(tc, replay_refuses_a_recorded_second_order_pass);
     tcase_add_test(tc, backward_refuses_after_a_failed_replay);
+    tcase_add_test(tc, replay_forgets_the_gradient_of_every_leaf);
     tcase_add_test(tc, anomaly_names_the_first_op);
     suite_add_tcase(s, tc);
     return ot_run(s);

@@ -661,6 +661,19 @@ START_TEST(reserve)
     /* The tape is still usable. */
     ck_assert(ad_scalar_value(ad_sadd_c(x, 1.0)) == 5001.0);
     ad_tape_free(t);
+    /* A freed tape is refused (it got a scalar store nothing freed), and
+     * a replay of a tape that reserved 0 and recorded nothing does
+     * nothing (it wrote through a NULL array). */
+    ck_assert_int_eq(ad_scalar_reserve(t, 10), -1);
+    ck_assert_err_has("ad_scalar_reserve: the tape was freed");
+    ad_clear_error();
+    ck_assert_int_eq(ad_scalar_replay(t, 0, NULL, NULL), -1);
+    ck_assert_err_has("ad_scalar_replay: the tape was freed");
+    ad_clear_error();
+    ad_tape *t0 = ad_tape_new();
+    ck_assert_int_eq(ad_scalar_reserve(t0, 0), 0);
+    ck_assert_int_eq(ad_scalar_replay(t0, 0, NULL, NULL), 0);
+    ad_tape_free(t0);
 }
 END_TEST
 
