@@ -133,6 +133,18 @@ static double call_value(const ad_foreign *F, ad_fn_ptr fn, void **av)
     }
 }
 
+/* f's integer result (an int or long return) as it is: through a double
+ * it would round beyond 2^53 and overflow at the ends of int64's range. */
+static int64_t call_int(const ad_foreign *F, void **av)
+{
+    union {
+        ffi_arg a;
+        ffi_sarg s;
+    } r = {0};
+    ffi_call((ffi_cif *)&F->cif_f, F->fn, &r, av);
+    return (int64_t)(long)r.s;
+}
+
 /* Fills out[0..count) (doubles) from the gradient function, which writes
  * the result type (double or float) into gbuf. */
 static void call_grad(const ad_foreign *F, void **av, void *gbuf, int64_t count, double *out)
@@ -219,7 +231,10 @@ static int fw_scalar(const char *fn, const ad_foreign *F, const int64_t *spec, i
             if (t == AD_C_INT) c.v[a].i = (int)iv;
             else c.v[a].l = (long)iv;
         }
-        ad__st(out, out->offset + e, eval_scalar(&c, spec, k));
+        if (k == 0 && out->dtype == AD_INT64) /* the value of an integer f */
+            ((int64_t *)out->storage->data)[out->offset + e] = call_int(F, c.av);
+        else
+            ad__st(out, out->offset + e, eval_scalar(&c, spec, k));
         for (int d = nd - 1; d >= 0; d--) {
             for (int a = 0; a < m; a++) off[a] += st[a][d];
             if (++idx[d] < out->shape[d]) break;

@@ -666,6 +666,26 @@ START_TEST(callback_errors)
 }
 END_TEST
 
+/* An integer result is stored as it is: through a double it rounded past
+ * 2^53 (2^53 + 1 came back 2^53) and overflowed at int64's ends. */
+static long int_ident(long x) { return x; }
+START_TEST(integer_results_keep_every_digit)
+{
+    ad_tape *t = ad_tape_new();
+    ad_foreign *f = ad_foreign_new("l(l)", AD_FN(int_ident), "ident");
+    ck_assert_ptr_nonnull(f);
+    int64_t v[3] = {9007199254740993LL, INT64_MAX - 1, -9007199254740995LL};
+    ad_tensor *x = ad_zeros(t, AD_INT64, 1, (int64_t[]){3});
+    memcpy(ad_data(x), v, sizeof v);
+    ad_tensor *y = ad_foreign_call(f, 1, &x);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    const int64_t *yd = ad_data(y);
+    for (int i = 0; i < 3; i++) ck_assert_int_eq(yd[i], v[i]);
+    ad_foreign_free(f);
+    ad_tape_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ffi");
@@ -684,6 +704,7 @@ int main(void)
     tcase_add_test(f, replay_and_persistent_results);
     tcase_add_test(f, bad_calls);
     tcase_add_test(f, bad_descriptors);
+    tcase_add_test(f, integer_results_keep_every_digit);
     suite_add_tcase(s, f);
     TCase *c = tcase_create("callback");
     tcase_add_checked_fixture(c, ot_tape_setup, ot_tape_teardown);
