@@ -357,10 +357,8 @@ static int put(gzFile gz, FILE *f, const void *p, size_t n)
     return fwrite(p, 1, n, f) == n ? 0 : -1;
 }
 
-int nn_idx_save(const char *path, const nn_idx *idx)
+int nn__idx_check(const char *fn, const nn_idx *idx)
 {
-    static const char *fn = "nn_idx_save";
-    if (!path || !idx) return nn__err(fn, "%s is NULL", !path ? "path" : "idx");
     size_t esize = nn_idx_type_size(idx->type);
     if (esize == 0) return nn__err(fn, "invalid type code 0x%02x", (unsigned)idx->type);
     if (idx->ndim < 1 || idx->ndim > NN_IDX_MAX_DIMS)
@@ -378,6 +376,16 @@ int nn_idx_save(const char *path, const nn_idx *idx)
         return nn__err(fn, "numel %lld differs from the product of the extents, %lld",
                        (long long)idx->numel, (long long)numel);
     if (numel > 0 && !idx->data) return nn__err(fn, "data is NULL");
+    return 0;
+}
+
+int nn_idx_save(const char *path, const nn_idx *idx)
+{
+    static const char *fn = "nn_idx_save";
+    if (!path || !idx) return nn__err(fn, "%s is NULL", !path ? "path" : "idx");
+    if (nn__idx_check(fn, idx)) return -1;
+    size_t esize = nn_idx_type_size(idx->type);
+    int64_t numel = idx->numel;
 
     uint8_t head[4 + 4 * NN_IDX_MAX_DIMS] = {0, 0, (uint8_t)idx->type, (uint8_t)idx->ndim};
     for (int i = 0; i < idx->ndim; i++) {

@@ -23,6 +23,11 @@ int nn__err_io(const char *fn, const char *fmt, ...) __attribute__((format(print
  * of memory.  All nn memory comes from ad_malloc and friends (tensor.h), so
  * the library's fault injection reaches every allocation of the layer. */
 char *nn__strndup(const char *s, size_t n);
+/* An nn_idx as nn_idx_save takes it: a known type, 1 to NN_IDX_MAX_DIMS
+ * extents that fit 32 bits, numel their product, data set when numel > 0
+ * (fn names the caller in the error). */
+struct nn_idx;
+int nn__idx_check(const char *fn, const struct nn_idx *idx);
 
 /* "'a', 'b', 'c'" into buf, cut to fit with "... (N more)"; "none" for
  * n = 0.  For messages that list the names a file has and the names

@@ -134,6 +134,9 @@ static void slice_of(const nn_loader *l, int64_t g, int64_t *off, int64_t *b)
  * the batch tensors for them. */
 static int partition(const char *fn, nn_loader *l)
 {
+    if (l->world > INT64_MAX / l->batch_size)
+        return nn__err(fn, "batch_size %lld times %lld workers overflows",
+                       (long long)l->batch_size, (long long)l->world);
     int64_t g = l->batch_size * l->world, whole = l->n / g, rest = l->n % g;
     if (l->drop_last || rest < l->world) rest = 0;
     if (whole == 0 && rest == 0 && l->world == 1)
@@ -309,6 +312,8 @@ nn_loader *nn_loader_from_idx(const nn_idx *images, const nn_idx *labels,
         nn__err(fn, "%s is NULL", !images ? "images" : "opts");
         return NULL;
     }
+    /* filled by the caller, perhaps: the shape must be what the data holds */
+    if (nn__idx_check(fn, images) || (labels && nn__idx_check(fn, labels))) return NULL;
     if (images->type != NN_IDX_UINT8 || !images->data || images->ndim < 1) {
         nn__err(fn, "images must be ubyte (uint8) with at least one dimension, got %s with "
                     "%d (use nn_loader_from_tensors for other data)",

@@ -804,9 +804,10 @@ int nn_trainer_set_counts(nn_trainer *tr, int64_t epoch, int64_t steps)
 {
     const char *fn = "nn_trainer_set_counts";
     if (!tr) return nn__null_arg(fn, "tr");
-    if (epoch < 0 || steps < 0)
-        return nn__err(fn, "counts must be >= 0, got epoch %" PRId64 ", steps %" PRId64, epoch,
-                       steps);
+    /* up to 2^62, so that the counts can go on (a step adds 1 to steps) */
+    if (epoch < 0 || steps < 0 || epoch > INT64_MAX / 2 || steps > INT64_MAX / 2)
+        return nn__err(fn, "counts must be in 0..2^62, got epoch %" PRId64 ", steps %" PRId64,
+                       epoch, steps);
     tr->epoch = epoch;
     tr->steps = steps;
     tr->resumed = true;

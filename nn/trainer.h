@@ -352,7 +352,7 @@ AD_API nn_optim *nn_trainer_optimizer(const nn_trainer *tr);
 
 /* Sets the epoch and step counts, as a resuming nn_trainer_load does (for
  * a worker that got the state from another one rather than from a file).
- * Errors: NULL tr, a negative count. */
+ * Errors: NULL tr, a count below 0 or above 2^62. */
 AD_API int nn_trainer_set_counts(nn_trainer *tr, int64_t epoch, int64_t steps);
 
 /* Epochs and steps the trainer has completed (restored by a resuming

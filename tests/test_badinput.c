@@ -1475,6 +1475,13 @@ START_TEST(nn_data_and_checkpoint)
     o.batch_size = 5;
     ROW(nn_loader_from_tensors(xs, NULL, &o), "drop_last with batch_size 5 and only 4 samples leaves no batch");
     ROW(nn_loader_from_idx(NULL, NULL, &o), "NULL");
+    /* a struct filled by hand whose extents do not match its data (read
+     * past the buffer) or with too many extents */
+    uint8_t pix[16] = {0};
+    nn_idx lie = {NN_IDX_UINT8, 3, {1000, 2, 2}, 16, pix};
+    ROW(nn_loader_from_idx(&lie, NULL, &o), "numel 16 differs from the product of the extents");
+    lie.ndim = 9;
+    ROW(nn_loader_from_idx(&lie, NULL, &o), "ndim 9 out of range 1..8");
     ad_tensor *bx, *by;
     ROW_RC(nn_loader_next(NULL, &bx, &by), "NULL");
     ROW_RC(nn_loader_reset(NULL), "NULL");
@@ -1882,6 +1889,7 @@ START_TEST(nn_modules_optim_init_loss)
     ROW_RC(nn_loader_shard(unlabelled, 0, 0), "nn_loader_shard:");
     ROW_RC(nn_loader_shard(unlabelled, 2, 2), "nn_loader_shard:");
     ROW_RC(nn_loader_shard(unlabelled, -1, 2), "nn_loader_shard:");
+    ROW_RC(nn_loader_shard(unlabelled, 0, INT64_MAX), "workers overflows");
     ROW_RC(nn_check_writable(NULL), "nn_check_writable:");
     ROW_RC(nn_check_writable(""), "nn_check_writable:");
     ROW_RC(nn_check_writable("/nonexistent-dir/x.safetensors"),

@@ -823,7 +823,10 @@ START_TEST(comm_hooks)
     ck_assert_int_eq(nn_fit(alone.tr, d.train, NULL, 2, NULL), 0);
     ck_assert_int_eq(nn_trainer_steps(alone.tr), 2 * ((N + BATCH - 1) / BATCH));
     ck_assert_error_rc(nn_trainer_set_counts(alone.tr, -1, 0),
-                       "nn_trainer_set_counts: counts must be >= 0");
+                       "nn_trainer_set_counts: counts must be in 0..2^62");
+    /* counts that cannot go on (the next step overflowed steps) */
+    ck_assert_error_rc(nn_trainer_set_counts(alone.tr, 0, INT64_MAX),
+                       "nn_trainer_set_counts: counts must be in 0..2^62");
     setup_free(&alone);
     setup_free(&two);
     data_free(&d);
