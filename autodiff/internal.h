@@ -77,6 +77,7 @@ struct ad_tensor {
                         further contributions may be added into it in place */
     bool requires_grad;
     bool owns_grad; /* grad is a buffer the library made for this leaf */
+    bool set_as_grad; /* given to a leaf with ad_set_grad (it is that leaf's) */
     /* Lifetimes (see tape.c, "handles").  A tape tensor is valid while its
      * stamp is one its tape still accepts; a carried tensor (ad_detach)
      * also through the next reset.  A persistent tensor counts references:
@@ -406,6 +407,13 @@ void ad__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
 bool ad__elem_range(const ad_tensor *t, int64_t *first, int64_t *last);
 int64_t ad__numel(int ndim, const int64_t *shape);
 bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
+/* -1 with "fn: name [shape] has stride 0 in dimension d (an expanded
+ * view) ..." when t is written in place but several of its elements share
+ * memory (a dimension of extent > 1 with stride 0), else 0. */
+int ad__refuse_expanded(const char *fn, const char *name, const ad_tensor *t);
+/* -1 with "fn: v is not a value an int64 holds ..." unless v converts to
+ * int64 (finite, in [-2^63, 2^63)), else 0. */
+int ad__check_int64_value(const char *fn, double v);
 /* "[2,3]" into buf. */
 void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size);
 /* Shapes for messages, without a caller's buffer: "[2,3]" for a shape,

@@ -173,9 +173,18 @@ int ad_set_grad(ad_tensor *t, ad_tensor *grad)
     if (grad && grad->storage == t->storage)
         return ad__err(fn, "grad must not share t's storage");
     if (t->grad == grad) return 0;
+    /* a tensor that requires grad is some leaf's values (backward would add
+     * into them), and one buffer for two leaves would sum both gradients */
+    if (grad && grad->requires_grad)
+        return ad__err(fn, "grad requires grad: it is a leaf's values, not a buffer for t's "
+                           "gradient");
+    if (grad && grad->set_as_grad)
+        return ad__err(fn, "grad is already another leaf's gradient buffer (ad_set_grad): "
+                           "give each leaf a view of its own");
     ad__leaf_grad_destroy(t);
     t->grad = grad;
     t->owns_grad = grad != NULL;
+    if (grad) grad->set_as_grad = true;
     return 0;
 }
 

@@ -103,6 +103,7 @@ static int check_running(const char *fn, const char *name, const ad_tensor *t,
     if (check_param(fn, name, t, x, 1, x->shape + 1, "the channels (dimension 1)")) return -1;
     if (t && training && t->requires_grad)
         return ad__err(fn, "%s requires grad, but training overwrites it in place", name);
+    if (t && training && ad__refuse_expanded(fn, name, t)) return -1;
     return 0;
 }
 

@@ -201,7 +201,10 @@ AD_API ad_tensor *ad_tensor_grad(const ad_tensor *t);
  * gradient.  t takes the handle: it is freed with t or when replaced (a
  * view keeps its storage alive).  The buffer t had is freed; NULL only
  * drops it.  Errors: t not a persistent leaf requiring grad, grad on a
- * tape, of another shape or dtype, not contiguous, or sharing t's storage. */
+ * tape, of another shape or dtype, not contiguous, sharing t's storage,
+ * requiring grad (a leaf's values), or given to another leaf already.
+ * Views of one buffer given to two leaves must not overlap: that is not
+ * checked. */
 AD_API int ad_set_grad(ad_tensor *t, ad_tensor *grad);
 /* Sets t's accumulated gradient to zero so the next backward starts from
  * zero.  A gradient buffer the library made is zeroed in place and kept, so

@@ -264,9 +264,31 @@ ad_tensor *ad_empty(ad_tape *tape, ad_dtype dtype, int ndim, const int64_t *shap
     return ad__alloc("ad_empty", tape, dtype, ndim, shape);
 }
 
+int ad__check_int64_value(const char *fn, double v)
+{
+    /* [-2^63, 2^63): the doubles whose conversion to int64 is defined (C11
+     * 6.3.1.4 leaves NaN, infinities and the rest undefined) */
+    if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0))
+        return ad__err(fn, "%g is not a value an int64 holds (NaN, infinite, or beyond "
+                           "+-2^63)", v);
+    return 0;
+}
+
+/* Every element of a floating src as ad__check_int64_value takes it. */
+static int check_int64_values(const char *fn, const ad_tensor *src)
+{
+    int64_t n = ad__numel(src->ndim, src->shape), idx[AD_MAX_DIMS] = {0};
+    for (int64_t e = 0; e < n; e++) {
+        if (ad__check_int64_value(fn, ad__ld(src, ad__offset_of(src, idx)))) return -1;
+        for (int d = src->ndim - 1; d >= 0 && ++idx[d] == src->shape[d]; d--) idx[d] = 0;
+    }
+    return 0;
+}
+
 static ad_tensor *filled(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim,
                          const int64_t *shape, double v)
 {
+    if (dtype == AD_INT64 && ad__check_int64_value(fn, v)) return NULL;
     ad_tensor *t = ad__alloc(fn, tape, dtype, ndim, shape);
     if (!t) return NULL;
     int64_t n = ad__numel(ndim, t->shape);
@@ -355,8 +377,22 @@ ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, d
         return NULL;
     }
     int64_t n = (int64_t)count;
+    if (dtype == AD_INT64 && n > 0 &&
+        (ad__check_int64_value("ad_arange", start) ||
+         ad__check_int64_value("ad_arange", start + (double)(n - 1) * step)))
+        return NULL;
     ad_tensor *t = ad__alloc("ad_arange", tape, dtype, 1, &n);
     if (!t) return NULL;
+    if (dtype == AD_INT64 && start == floor(start) && step == floor(step) &&
+        fabs(step) < 9223372036854775808.0) {
+        /* integers in integers: in double they round past 2^53 (the same
+         * value several times); wrapping unsigned arithmetic, since the
+         * values lie between start and stop */
+        uint64_t s0 = (uint64_t)(int64_t)start, d = (uint64_t)(int64_t)step;
+        int64_t *v = t->storage->data;
+        for (int64_t i = 0; i < n; i++) v[i] = (int64_t)(s0 + (uint64_t)i * d);
+        return t;
+    }
     for (int64_t i = 0; i < n; i++) ad__st(t, i, start + (double)i * step);
     return t;
 }
@@ -507,10 +543,23 @@ int ad_get(const ad_tensor *t, const int64_t *index, double *value)
     return 0;
 }
 
+int ad__refuse_expanded(const char *fn, const char *name, const ad_tensor *t)
+{
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] > 1 && t->strides[d] == 0)
+            return ad__err(fn, "%s %s has stride 0 in dimension %d (an expanded view): several "
+                               "of its elements are one place in memory; write into a tensor "
+                               "of its own", name, ad__shape_str(t), d);
+    return 0;
+}
+
 int ad_set(ad_tensor *t, const int64_t *index, double value)
 {
     int64_t o;
     CHECK_OR("ad_set", t, -1);
+    /* one element of an expanded view is several: all would change */
+    if (ad__refuse_expanded("ad_set", "t", t)) return -1;
+    if (t->dtype == AD_INT64 && ad__check_int64_value("ad_set", value)) return -1;
     if (index_offset("ad_set", t, index, &o)) return -1;
     if (ad__replay_guard("ad_set", t, NULL)) return -1;
     ad__st(t, o, value);
@@ -606,12 +655,10 @@ static int copy_into(ad_tensor *dst, const ad_tensor *src, bool guard)
     }
     /* An expanded dst writes several values to one element, the last one
      * winning: refused, as PyTorch does. */
-    for (int d = 0; d < dst->ndim; d++)
-        if (dst->shape[d] > 1 && dst->strides[d] == 0)
-            return ad__err("ad_copy_into",
-                           "dst %s has stride 0 in dimension %d (an expanded view): several of "
-                           "its elements are one place in memory; copy into a tensor of its own",
-                           ad__shape_str(dst), d);
+    if (ad__refuse_expanded("ad_copy_into", "dst", dst)) return -1;
+    if (dst->dtype == AD_INT64 && src->dtype != AD_INT64 &&
+        check_int64_values("ad_copy_into", src))
+        return -1;
     if (same_layout(dst, src)) {
         ad__bump(dst);
         return 0;
@@ -668,6 +715,7 @@ ad_tensor *ad__copy(ad_tape *tape, const ad_tensor *t) { return copy(tape, t, fa
 int ad_fill(ad_tensor *t, double value)
 {
     CHECK_OR("ad_fill", t, -1);
+    if (t->dtype == AD_INT64 && ad__check_int64_value("ad_fill", value)) return -1;
     if (ad__replay_guard("ad_fill", t, NULL)) return -1;
     ad__bump(t);
     /* Zeroing a gradient every training step is the common case: a plain

@@ -317,6 +317,18 @@ START_TEST(tensor_h)
     ROW_RC(ad_copy_into(f.a, f.v3), "shapes differ: dst [2,3], src [3]");
     ROW_RC(ad_fill(NULL, 0), "argument 't' is NULL");
     ROW_RC(ad_fill(f.dead, 0), "is not a live tensor");
+    /* a value no int64 holds (the conversion is undefined in C, and stored
+     * INT64_MIN), and one element of an expanded view (all changed) */
+    ad_tensor *i64 = ad_zeros(f.t, AD_INT64, AD_SHAPE(2));
+    ROW(ad_full(f.t, AD_INT64, AD_SHAPE(2), NAN), "ad_full: nan is not a value an int64 holds");
+    ROW(ad_scalar_tensor(f.t, AD_INT64, INFINITY), "ad_scalar_tensor: inf is not a value");
+    ROW_RC(ad_fill(i64, 1e300), "ad_fill: 1e+300 is not a value an int64 holds");
+    ROW_RC(ad_set(i64, (int64_t[]){0}, NAN), "ad_set: nan is not a value an int64 holds");
+    ROW_RC(ad_copy_into(i64, ad_full(f.t, AD_FLOAT64, AD_SHAPE(2), 9.3e18)),
+           "ad_copy_into: 9.3e+18 is not a value an int64 holds");
+    ROW(ad_arange(f.t, AD_INT64, 9.3e18, 9.4e18, 1e16), "ad_arange: 9.3e+18 is not a value");
+    ROW_RC(ad_set(ad_expand(f.v3, AD_SHAPE(2, 3)), (int64_t[]){0, 0}, 5),
+           "ad_set: t [2,3] has stride 0 in dimension 0 (an expanded view)");
     ROW_VAL(uint32_t, ad_version(NULL), 0, "argument 't' is NULL");
     ROW_RC(ad_mark_modified(NULL), "argument 't' is NULL");
     ROW_RC(ad_mark_modified(f.dead), "is not a live tensor");
@@ -395,6 +407,16 @@ START_TEST(tape_h)
     ROW_RC(ad_set_grad(x, f.dead), "argument 'grad' is not a live tensor");
     ROW_RC(ad_set_grad(x, NULL), "t must be a persistent leaf that requires grad");
     ROW_RC(ad_set_grad(f.i64, NULL), "float");
+    {   /* one buffer for two leaves (both got the sum), a leaf's values as
+         * the buffer (backward added into them) */
+        ad_tensor *p = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2)), *q = ad_ones(NULL, AD_FLOAT64, AD_SHAPE(2));
+        ad_tensor *buf = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(2));
+        ad_set_requires_grad(p, true), ad_set_requires_grad(q, true);
+        ROW_OK(ad_set_grad(p, buf), ad_set_grad(p, buf) == 0);
+        ROW_RC(ad_set_grad(q, buf), "grad is already another leaf's gradient buffer");
+        ROW_RC(ad_set_grad(q, p), "grad requires grad: it is a leaf's values");
+        ad_tensor_free(p), ad_tensor_free(q); /* (p frees buf) */
+    }
     ROW(ad_detach(NULL), "argument 't' is NULL");
     ROW(ad_detach(f.dead), "is not a live tensor");
     ROW_RC(ad_set_label(NULL, "x"), "argument 't' is NULL");
@@ -1018,6 +1040,11 @@ START_TEST(nn_ops)
     ROW(ad_batch_norm(f.v3, NULL, NULL, NULL, NULL, true, 0.1, 1e-5), "ndim");
     ROW(ad_batch_norm(f.a, rm, NULL, NULL, NULL, true, 0.1, 1e-5), "both");
     ROW(ad_batch_norm(f.a, NULL, NULL, NULL, NULL, false, 0.1, 1e-5), "running");
+    /* statistics written in place into an expanded view: the update was
+     * applied three times to one element (0.271 for 0.1) */
+    ad_tensor *rme = ad_expand(ad_zeros(f.t, AD_FLOAT64, AD_SHAPE(1)), AD_SHAPE(3));
+    ROW(ad_batch_norm(f.a, rme, rv, NULL, NULL, true, 0.1, 1e-5),
+        "running_mean [3] has stride 0 in dimension 0 (an expanded view)");
     ROW(ad_batch_norm(f.a, f.v4, f.v4, NULL, NULL, true, 0.1, 1e-5), "[4]");
     ROW(ad_batch_norm(f.a, rm, rv, f.v4, NULL, true, 0.1, 1e-5), "weight");
     ROW(ad_batch_norm(f.a, rm, rv, NULL, f.v4, true, 0.1, 1e-5), "bias");

@@ -784,9 +784,12 @@ START_TEST(loader_idx_conversion)
     o.sample_ndim = 0, o.std = 0;
     ck_assert_error(nn_loader_from_idx(&images, NULL, &o), "std positive");
     o.std = 1;
-    labels.dims[0] = M - 1;
+    labels.dims[0] = M - 1; /* numel left at M: the struct does not hold together */
+    ck_assert_error(nn_loader_from_idx(&images, &labels, &o),
+                    "differs from the product of the extents");
+    labels.numel = M - 1; /* it does, but it does not match the images */
     ck_assert_error(nn_loader_from_idx(&images, &labels, &o), "labels must be an integer type");
-    labels.dims[0] = M, labels.type = NN_IDX_FLOAT32;
+    labels.dims[0] = labels.numel = M, labels.type = NN_IDX_FLOAT32;
     ck_assert_error(nn_loader_from_idx(&images, &labels, &o), "labels must be an integer type");
     images.type = NN_IDX_INT16;
     ck_assert_error(nn_loader_from_idx(&images, NULL, &o), "images must be ubyte");

@@ -53,6 +53,11 @@ START_TEST(ranges)
     ck_assert_int_eq(ad_numel(d), 3);
     ck_assert_close(ot_at(d, 2), 1, 0);
     ck_assert_int_eq(ad_numel(ad_arange(t, AD_FLOAT64, 3, 3, 1)), 0);
+    /* int64 past 2^53 counts in integers (in double: 2^53 three times) */
+    ad_tensor *big = ad_arange(t, AD_INT64, 9007199254740990.0, 9007199254741000.0, 1);
+    ck_assert_int_eq(ad_numel(big), 10);
+    const int64_t *bv = ad_data(big);
+    for (int i = 0; i < 10; i++) ck_assert_int_eq(bv[i], 9007199254740990LL + i);
     ad_tensor *l = ad_linspace(t, AD_FLOAT64, -1, 1, 5);
     ck_assert_close(ot_at(l, 1), -0.5, 1e-15);
     ck_assert_close(ot_at(l, 4), 1, 0);
