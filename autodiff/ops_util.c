@@ -497,6 +497,9 @@ ad_tensor *ad_diag(ad_tensor *x, int64_t k)
 {
     static const char *fn = "ad_diag";
     if (ad__check_arg(fn, "x", x, false)) return NULL;
+    /* (diag_embed's bound checked here, so that an error names this function) */
+    if (x->ndim == 1 && (k > INT32_MAX || k < -(int64_t)INT32_MAX))
+        return ad__err(fn, "offset %lld out of range", (long long)k), NULL;
     if (x->ndim == 1) return ad_diag_embed(x, k);
     if (x->ndim == 2) return ad_diagonal(x, k);
     return ad__err(fn, "expected a vector or a matrix, got %s (use ad_diagonal or "

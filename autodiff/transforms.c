@@ -62,6 +62,8 @@ int ad_grad(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_
     static const char *fn = "ad_grad";
     ad_tensor *xv[MAX_IN];
     if (!grads) return ad__err(fn, "grads is NULL");
+    if (flags & AD_SET_GRAD)
+        return ad__err(fn, "AD_SET_GRAD is for ad_backward: these gradients go to no leaf");
     ad_tensor *y = call_f(fn, tape, f, ctx, n, x, xv);
     if (!y) return -1;
     if (ad__numel(y->ndim, y->shape) != 1) {
@@ -79,9 +81,14 @@ int ad_vjp(ad_tape *tape, ad_func f, void *ctx, int n, ad_tensor *const *x, ad_t
     ad_tensor *xv[MAX_IN];
     if (!vjp) return ad__err(fn, "vjp is NULL");
     if (ad__check_arg(fn, "v", v, true)) return -1;
+    if (flags & AD_SET_GRAD)
+        return ad__err(fn, "AD_SET_GRAD is for ad_backward: these gradients go to no leaf");
     ad_tensor *y = call_f(fn, tape, f, ctx, n, x, xv);
     if (!y) return -1;
     if (y_out) *y_out = y;
+    if (!ad__same_shape(v, y) || v->dtype != y->dtype)
+        return ad__err(fn, "v is %s, the function's output %s: they must have one shape and "
+                           "dtype", ad__desc(v), ad__desc(y));
     return grads_of(y, v, n, xv, vjp, flags | AD_RETAIN_GRAPH);
 }
 
@@ -277,9 +284,9 @@ int ad_hvp(ad_tape *tape, ad_func f, void *ctx, ad_tensor *x, ad_tensor *v, ad_t
     grad_ctx c = {f, ctx};
     ad_tensor *g = call_f(fn, tape, gradient_fn, &c, 1, &x, xv);
     if (!g) return -1;
-    if (!ad__same_shape(v, xv[0]) || v->dtype != xv[0]->dtype) {
-        return ad__err(fn, "v has shape %s, x has %s", ad__shape_str(v), ad__shape_str(x));
-    }
+    if (!ad__same_shape(v, xv[0]) || v->dtype != xv[0]->dtype)
+        return ad__err(fn, "v is %s, x is %s: they must have one shape and dtype", ad__desc(v),
+                       ad__desc(x));
     ad_tape *prev = ad_tape_activate(tape);
     bool prev_mode = ad_set_grad_enabled(true);
     ad_tensor *s = ad_sum(ad_mul(g, v), NULL, 0, false);

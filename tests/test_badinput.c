@@ -1536,6 +1536,8 @@ START_TEST(nn_modules_optim_init_loss)
     /* modules */
     ROW(nn_linear(0, 3, true, AD_FLOAT64, &rng), "in_features and out_features must be >= 1, got 0 and 3");
     ROW(nn_linear(2, -1, true, AD_FLOAT64, &rng), "out_features");
+    ROW(nn_linear((int64_t)1 << 32, (int64_t)1 << 32, true, AD_FLOAT32, &rng),
+        "Linear weight: ad_empty: shape [4294967296,4294967296] has too many elements");
     ROW(nn_linear(2, 3, true, AD_INT64, &rng), "dtype must be AD_FLOAT32 or AD_FLOAT64, got 2");
     ROW(nn_linear(2, 3, true, AD_FLOAT64, NULL), "argument 'rng' is NULL");
     ROW(nn_conv2d(0, 3, (int[]){3, 3}, NULL, true, AD_FLOAT64, &rng), "in_channels");
@@ -1965,6 +1967,7 @@ START_TEST(util_and_decomp)
     ROW(ad_diag_embed(f.s0, 0), "expected 1 to 7 dimensions, got []");
     ROW(ad_diag_embed(f.v3, (int64_t)1 << 40), "offset 1099511627776 out of range");
     ROW(ad_diag(f.img, 0), "expected a vector or a matrix, got [1,2,4,4]");
+    ROW(ad_diag(f.v3, INT64_MIN), "ad_diag: offset -9223372036854775808 out of range");
     ROW(ad_one_hot(f.a, 3, AD_FLOAT64), "labels must be int64, got float64");
     ROW(ad_one_hot(f.i64, 2, AD_FLOAT64), "label 2 at position 2 is out of range for 2 classes");
     ROW(ad_one_hot(f.i64, 3, (ad_dtype)9), "unknown dtype 9");

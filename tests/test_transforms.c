@@ -210,7 +210,15 @@ START_TEST(transform_errors)
     ck_assert_error_rc(ad_grad(t, NULL, NULL, 1, &x, &g, NULL, 0), "function is NULL");
     ck_assert_error_rc(ad_grad(other, lse, NULL, 1, &x, &g, NULL, 0), "another tape");
     ad_tensor *bad = ot_f64(t, 1, (int64_t[]){3}, (double[]){1, 2, 3});
-    ck_assert_error_rc(ad_hvp(t, rosenbrock, NULL, x, bad, &g, 0), "v has shape [3], x has [4]");
+    ck_assert_error_rc(ad_hvp(t, rosenbrock, NULL, x, bad, &g, 0), "v is [3] float64, x is [4] float64");
+    /* errors named as the function called (they were ad_gradients's) */
+    ad_tensor *vv = ot_f64(t, 1, (int64_t[]){3}, (double[]){1, 2, 3}), *yv;
+    ck_assert_error_rc(ad_vjp(t, softmax1, NULL, 1, &x, vv, &yv, &g, 0),
+                       "ad_vjp: v is [3] float64, the function's output [4] float64");
+    ck_assert_error_rc(ad_grad(t, lse, NULL, 1, &x, &g, NULL, AD_SET_GRAD),
+                       "ad_grad: AD_SET_GRAD is for ad_backward");
+    ck_assert_error_rc(ad_hvp(t, rosenbrock, NULL, x, ad_ones(t, AD_FLOAT32, AD_SHAPE(4)), &g, 0),
+                       "ad_hvp: v is [4] float32, x is [4] float64");
     ad_tensor *u[1] = {bad};
     ck_assert_error_rc(ad_jvp(t, softmax1, NULL, 1, &x, u, NULL, &g, 0), "tangent 0 has shape [3]");
     ck_assert_error_rc(ad_jacobian(t, softmax1, NULL, 1, &x, &g, (ad_jacobian_mode)9, 0),
