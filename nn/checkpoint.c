@@ -263,7 +263,12 @@ static ad_tensor *read_entry(const char *fn, const char *path, FILE *f,
         return NULL;
     }
     ad_tensor *t = ad_empty(NULL, dt, e->ndim, e->shape);
-    if (!t) return NULL;
+    if (!t) { /* a shape the core cannot hold (an extent near 2^63 beside a 0) */
+        char inner[600];
+        snprintf(inner, sizeof inner, "%s", ad_error() ? ad_error() : "failed");
+        nn__err(fn, "%s: entry '%.60s': %s", path, e->name, inner);
+        return NULL;
+    }
     size_t bytes = (size_t)(e->end - e->begin);
     if (bytes == 0) return t;
     void *d = ad_data(t);
