@@ -503,6 +503,10 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
                         const sink *sk)
 {
     if (check_backward_args(fn, out, gout)) return -1;
+    if (flags & ~(unsigned)(AD_RETAIN_GRAPH | AD_CREATE_GRAPH | AD_SET_GRAD))
+        return ad__err(fn, "unknown flags 0x%x (AD_RETAIN_GRAPH, AD_CREATE_GRAPH and "
+                           "AD_SET_GRAD are the flags)",
+                       flags & ~(unsigned)(AD_RETAIN_GRAPH | AD_CREATE_GRAPH | AD_SET_GRAD));
     if (out->tape && out->tape->replay_failed_at)
         return ad__errc(AD_ERR_STATE, fn,
                         "the last ad_tape_replay of this tape failed at op '%s', so its values "

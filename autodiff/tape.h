@@ -258,7 +258,7 @@ AD_API const char *ad_label(const ad_tensor *t);
  *                    ad_backward only; ad_gradients refuses it.
  *
  * Errors: out does not require grad, grad_output missing for a non-scalar or
- * of another shape or dtype, graph already freed, an error inside an op's
+ * of another shape or dtype, unknown flags, graph already freed, an error inside an op's
  * backward rule (named).  On error no leaf gradient is half-updated by the
  * failing node (leaves reached before it may have been updated), and no
  * part of the graph is freed: after ad_zero_grad the same backward can be

@@ -432,6 +432,8 @@ START_TEST(tape_h)
     ROW_RC(ad_backward(y, f.v3, 0), "grad_output [3] float64 does not match output [2] float64");
     ROW_RC(ad_backward(y, ad_ones(f.t, AD_FLOAT32, AD_SHAPE(2)), 0), "grad_output [2] float32");
     ROW_RC(ad_backward(y, f.dead, 0), "argument 'grad_output' is not a live tensor");
+    ROW_RC(ad_backward(y, ad_ones(f.t, AD_FLOAT64, AD_SHAPE(2)), 0x80000000u),
+           "ad_backward: unknown flags 0x80000000");
     ad_tensor *l = ad_sum(y, NULL, 0, false);
     ck_assert_int_eq(ad_backward(l, NULL, 0), 0);
     ROW_RC(ad_backward(l, NULL, 0), "freed by an earlier backward; pass AD_RETAIN_GRAPH");
