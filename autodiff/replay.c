@@ -59,6 +59,9 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
     for (int i = 0; i < n; i++) {
         if (ad__check_arg(fn, "leaves[i]", leaves[i], false)) return -1;
         if (leaves[i]->node) return ad__err(fn, "input %d is not a leaf", i);
+        for (int j = 0; j < i; j++) /* two values for one leaf: which one? */
+            if (leaves[j] == leaves[i])
+                return ad__err(fn, "inputs %d and %d are the same leaf", j, i);
         bool has_value;
         if (!values) continue;
         if (ad__check_opt(fn, "values[i]", values[i], false, &has_value)) return -1;

@@ -463,6 +463,7 @@ START_TEST(tape_h)
     ROW_RC(ad_tape_replay(rt, -1, &rx, NULL), "need n >= 0 leaves");
     ROW_RC(ad_tape_replay(rt, 1, NULL, NULL), "need n >= 0 leaves");
     ROW_RC(ad_tape_replay(rt, 1, &ry, NULL), "input 0 is not a leaf");
+    ROW_RC(ad_tape_replay(rt, 2, (ad_tensor *[]){rx, rx}, NULL), "inputs 0 and 1 are the same leaf");
     ROW_RC(ad_tape_replay(rt, 1, (ad_tensor *[]){NULL}, NULL), "argument 'leaves[i]' is NULL");
     ROW_RC(ad_tape_replay(rt, 1, &rx, &f.v3),
            "input 0 was recorded as [2,3] float64, got [3] float64");
