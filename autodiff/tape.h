@@ -359,8 +359,9 @@ AD_API int ad_tape_freeze(ad_tape *tape);
  * what a backward pass made before the freeze (a gradient penalty recorded
  * with AD_CREATE_GRAPH): a replay does not run backward passes, so record
  * the forward pass only, freeze, and run that backward after each replay.
- * A leaf listed twice is an error.  values may be other leaves' memory (leaves swapped): each is read before
- * any leaf is written.  When an op fails part-way (its message follows
+ * A leaf listed twice is an error.  values may be other leaves' memory
+ * (leaves swapped): each is read before any leaf is written.  When an op
+ * fails part-way (its message follows
  * "ad_tape_replay: op 'name' (node i of n) failed: "), the later values are
  * the previous run's: backward refuses until a replay succeeds or the tape
  * is reset. */
