@@ -120,7 +120,7 @@ void ad__leaf_grad_release(ad_tape *t, grad_fixup *stop)
          * place (ad__leaf_grad_add: it does not write old, which the
          * recorded sum read) */
         bool interim = live && old && leaf->grad && leaf->grad != old && !leaf->grad->tape &&
-                       leaf->owns_grad;
+                       leaf->owns_grad && !leaf->grad->set_as_grad; /* (not one the caller gave) */
         if (live && old && (on_t || interim || !leaf->grad)) {
             /* The buffer the recorded gradient replaced (the library's, or
              * one given with ad_set_grad, a view of a flat bucket say)

@@ -196,17 +196,22 @@ static hdr_list *hdr_pair(ad_tape *t, int *p)
  * reads the leaf. */
 void ad__tape_forget_leaf_grads(ad_tape *t)
 {
-    hdr_list *l = &t->hdr[t->nresets & 1];
-    if (!l->cur) return;
-    for (hdr_slab *s = l->first; s; s = s->next) {
-        size_t n = s == l->cur ? l->used : HDR_SLOTS;
-        for (size_t i = 0; i < n; i++) {
-            ad_tensor *x = &s->slot[i];
-            if (x->magic == AD_TENSOR_MAGIC && x->tape == t && !x->node && x->grad &&
-                x->grad->tape == t)
-                ad__leaf_grad_forget(x);
+    /* the recording's tensors, and the carried ones (ad_detach) of this
+     * step and the last */
+    hdr_list *lists[3] = {&t->hdr[t->nresets & 1], &t->carry[0], &t->carry[1]};
+    for (int k = 0; k < 3; k++) {
+        hdr_list *l = lists[k];
+        if (!l->cur) continue;
+        for (hdr_slab *s = l->first; s; s = s->next) {
+            size_t n = s == l->cur ? l->used : HDR_SLOTS;
+            for (size_t i = 0; i < n; i++) {
+                ad_tensor *x = &s->slot[i];
+                if (x->magic == AD_TENSOR_MAGIC && x->tape == t && !x->node && x->grad &&
+                    x->grad->tape == t)
+                    ad__leaf_grad_forget(x);
+            }
+            if (s == l->cur) break;
         }
-        if (s == l->cur) break;
     }
 }
 
@@ -222,7 +227,9 @@ ad_tensor *ad__tape_header(ad_tape *tape)
     return t;
 }
 
-/* At a replay: the other list of post, from its start. */
+/* At a replay, and at a freeze: the other list of post, from its start
+ * (never the list of the last run of frozen tensors, which a handle kept
+ * across one replay, or one reset and the next freeze, points into). */
 void ad__hdr_rewind_to_mark(ad_tape *t)
 {
     hdr_list *l = &t->post[++t->nreplays & 1];
@@ -230,12 +237,7 @@ void ad__hdr_rewind_to_mark(ad_tape *t)
     l->used = 0;
 }
 
-/* At the freeze: post, from the start of its first list. */
-void ad__hdr_freeze(ad_tape *t)
-{
-    t->nreplays = 0;
-    for (int p = 0; p < 2; p++) t->post[p].cur = NULL, t->post[p].used = 0;
-}
+void ad__hdr_freeze(ad_tape *t) { ad__hdr_rewind_to_mark(t); }
 
 /* ---- segments (ad_checkpoint) -------------------------------------------------- */
 
@@ -448,7 +450,6 @@ int ad_tape_reset(ad_tape *t)
     t->carry[p].used = 0;
     t->hdr[p].cur = NULL;
     t->hdr[p].used = 0;
-    ad__hdr_freeze(t); /* (post's slabs stay, for the next freeze) */
     t->prev_floor = t->floor;
     t->gen = t->floor = ad__next_gen();
     t->frozen = false;
@@ -776,9 +777,11 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
      * it was recorded); not a backward rule's ops, nor a custom op's
      * forward (its node replays it).  After the freeze, nodes are recorded
      * only for gradients and live until the next replay rewinds. */
-    bool keep = (record_all > 0 || (t->replayable && !t->frozen)) && !in_backward && !record_off;
+    bool for_replay = t->replayable && !t->frozen && !in_backward && !record_off;
+    /* (ad__record_all: kept too, but for ad_checkpoint's look at it only) */
+    bool keep = for_replay || (record_all > 0 && !in_backward && !record_off);
     if (grad_disabled && !keep) return 0;
-    for (int i = 0; keep && opaque_depth == 0 && i < nin; i++)
+    for (int i = 0; for_replay && opaque_depth == 0 && i < nin; i++)
         if (in[i]->storage->copied_gen == t->gen)
             return ad__errc(AD_ERR_STATE, op->name,
                             "input %d, %s, holds a copy (ad_copy, ad_copy_into) of a value that "
@@ -790,7 +793,7 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     any = any && op->backward && !grad_disabled;
     if (!any && !keep) return 0;
     for (int i = 0; keep && i < nin; i++)
-        if (in[i]->storage->backward_gen == t->gen) t->backward_recorded = true;
+        if (for_replay && in[i]->storage->backward_gen == t->gen) t->backward_recorded = true;
     if (t->nnodes == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 1024;
         ad_node **nodes = ad__realloc(t->nodes, cap * sizeof *nodes);
@@ -826,7 +829,7 @@ int ad__record(const ad_op *op, ad_tensor *out, int nin, ad_tensor *const *in, a
     n->label = scope_label;
     t->nodes[t->nnodes++] = n;
     n->no_grad = grad_disabled;
-    if (keep) { /* an op's own output, not a view of an input */
+    if (for_replay) { /* an op's own output, not a view of an input */
         bool view = false;
         for (int i = 0; i < nin; i++) view |= in[i]->storage == out->storage;
         if (!view) out->storage->computed_gen = t->gen;

@@ -200,6 +200,19 @@ START_TEST(tensors_made_after_freeze_are_stale_after_replay)
     ck_assert_int_eq(ad_tape_replay(t, 0, NULL, NULL), 0);
     for (int i = 0; i < 50; i++) ck_assert_ptr_ne(ad_full(t, AD_FLOAT64, AD_SHAPE(2), -7.0), g);
     ck_assert_error(ad_mul_scalar(g, 2), "made after ad_tape_freeze and freed by the ad_tape_replay");
+    /* and one kept across a reset and the next freeze (it was the first
+     * tensor made after that freeze, silently) */
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_sum(ad_ones(t, AD_FLOAT64, AD_SHAPE(2)), NULL, 0, false);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *a = ad_full(t, AD_FLOAT64, AD_SHAPE(2), 7.0); /* made while frozen */
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_sum(ad_ones(t, AD_FLOAT64, AD_SHAPE(2)), NULL, 0, false);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_ptr_ne(ad_full(t, AD_FLOAT64, AD_SHAPE(2), 42.0), a);
+    ck_assert_error(ad_mul_scalar(a, 2), "was recorded before ad_tape_reset");
     ad_tape_free(t);
 }
 END_TEST

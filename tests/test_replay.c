@@ -690,6 +690,20 @@ START_TEST(replay_forgets_the_gradient_of_every_leaf)
         ot_assert_values(ad_tensor_grad(w), (double[]){6, -2}, 2, 0);
         ot_assert_values(ad_tensor_grad(x), (double[]){2, 4}, 2, 0);
     }
+    /* a carried leaf (ad_detach) too: its gradient was kept, a stale handle
+     * that the next backward added into through rewound memory */
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert_int_eq(ad_tape_set_replayable(t, true), 0);
+    ad_tensor *h = ad_detach(ot_f64(t, AD_SHAPE(2), (double[]){1, 2}));
+    ad_set_requires_grad(h, true);
+    ad_tensor *y = ad_sum(ad_mul(h, h), NULL, 0, false);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    for (int it = 0; it < 3; it++) {
+        ck_assert_int_ge(ad_tape_replay(t, 0, NULL, NULL), 0);
+        ck_assert_ptr_null(ad_tensor_grad(h));
+        ck_assert_int_eq(ad_backward(y, NULL, AD_RETAIN_GRAPH), 0);
+        ot_assert_values(ad_tensor_grad(h), (double[]){2, 4}, 2, 0);
+    }
     ad_tape_activate(NULL);
     ad_tape_free(t);
 }

@@ -471,6 +471,29 @@ START_TEST(set_grad_buffer_survives_a_create_graph_pass_then_a_plain_one)
         ad_tensor_free(w); /* and the view, which w took */
         ad_tensor_free(flat);
     }
+    /* a buffer given with ad_set_grad after a create-graph pass, before the
+     * reset, is the one kept (the one it replaced came back, and the
+     * caller's was freed) */
+    ad_tape *t = ad_tape_new();
+    ad_tensor *w = ad_full(NULL, AD_FLOAT64, AD_SHAPE(2), 3.0);
+    ad_set_requires_grad(w, true);
+    ad_tensor *bucket = ad_zeros(NULL, AD_FLOAT64, AD_SHAPE(4));
+    ad_tape_activate(t);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_mul(w, w), NULL, 0, false), NULL, 0), 0);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_mul(w, w), NULL, 0, false), NULL, AD_CREATE_GRAPH), 0);
+    ad_tape_activate(NULL);
+    ad_tensor *B = ad_narrow(bucket, 0, 0, 2);
+    ck_assert_int_eq(ad_set_grad(w, B), 0);
+    ck_assert_int_eq(ad_tape_reset(t), 0);
+    ck_assert_ptr_eq(ad_tensor_grad(w), B);
+    ck_assert_int_eq(ad_zero_grad(w), 0);
+    ad_tape_activate(t);
+    ck_assert_int_eq(ad_backward(ad_sum(ad_mul(w, w), NULL, 0, false), NULL, 0), 0);
+    ot_assert_values(bucket, (double[]){6, 6, 0, 0}, 4, 0);
+    ad_tape_activate(NULL);
+    ad_tape_free(t);
+    ad_tensor_free(w);
+    ad_tensor_free(bucket);
 }
 END_TEST
 
