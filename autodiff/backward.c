@@ -91,14 +91,28 @@ static int mark_graph(const char *fn, ad_tape *t, ad_node *top, unsigned epoch)
 /* The gradient n's rule gave for input k (which needs one), given the
  * output's g: present, of the input's shape and dtype, and under anomaly
  * mode not non-finite from finite inputs and g. */
+/* A rule's own error named as the pass's and the op's ("ad_backward:
+ * backward of op 'cumprod' failed: ad_eye: out of memory"), once. */
+static int rule_failed(const char *fn, const ad_node *n)
+{
+    const char *msg = ad_error();
+    if (!msg) return ad__err(fn, "backward of op '%s' failed", n->op->name);
+    size_t lf = strlen(fn);
+    if (strncmp(msg, fn, lf) == 0 && msg[lf] == ':') return -1; /* named already */
+    char inner[900];
+    snprintf(inner, sizeof inner, "%s", msg);
+    return ad__errc(ad_errcode(), fn, "backward of op '%s' failed: %s", n->op->name, inner);
+}
+
 static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_tensor *g,
                             ad_tensor *const *gin)
 {
     const ad_tensor *x = n->in[k];
     if (!gin[k]) {
         if (!ad__has_error())
-            ad__err(fn, "backward of op '%s' gave no gradient for input %d", n->op->name, k);
-        return -1;
+            return ad__err(fn, "backward of op '%s' gave no gradient for input %d", n->op->name,
+                           k);
+        return rule_failed(fn, n);
     }
     if (!ad__same_shape(gin[k], x) || gin[k]->dtype != x->dtype) {
         return ad__err(fn, "backward of op '%s' gave a %s gradient for a %s input %d",
@@ -284,7 +298,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     unsigned delivered = direct.done;
     bool handled = direct.handled;
     direct = outer;
-    if (rc) return -1;
+    if (rc) return rule_failed(fn, n);
     if (ad__tracing()) {
         ad_trace_event ev = {AD_TRACE_BACKWARD, n->seq, n->op->name, n->op->formula, n->nin,
                              n->in, n->out, g, gin};

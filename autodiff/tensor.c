@@ -14,7 +14,13 @@ const char *ad_dtype_name(ad_dtype d)
     return "invalid-dtype";
 }
 
-size_t ad_dtype_size(ad_dtype d) { return d == AD_FLOAT32 ? 4 : 8; }
+size_t ad_dtype_size(ad_dtype d)
+{
+    if (d == AD_FLOAT32) return 4;
+    if (d == AD_FLOAT64 || d == AD_INT64) return 8;
+    ad__err("ad_dtype_size", "invalid dtype %d", (int)d);
+    return 0;
+}
 
 void ad__fmt_shape(int ndim, const int64_t *shape, char *buf, size_t size)
 {

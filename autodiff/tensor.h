@@ -124,7 +124,8 @@ AD_API int ad_check_optional(const char *fn, const char *name, const ad_tensor *
 /* "float32", "float64" or "int64". */
 AD_API const char *ad_dtype_name(ad_dtype dtype);
 
-/* Size of one element in bytes (4 or 8). */
+/* Size of one element in bytes (4 or 8); 0 with an error for a value that
+ * is not a dtype. */
 AD_API size_t ad_dtype_size(ad_dtype dtype);
 
 /* ---- instruction sets ---------------------------------------------------- */
