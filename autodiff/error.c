@@ -111,6 +111,17 @@ int ad__errc(ad_error_code code, const char *fn, const char *fmt, ...)
     return -1;
 }
 
+int ad__err_in(const char *fn)
+{
+    const char *msg = ad_error();
+    if (!msg) return ad__err(fn, "failed");
+    size_t lf = strlen(fn);
+    if (strncmp(msg, fn, lf) == 0 && msg[lf] == ':') return -1; /* named already */
+    char inner[900];
+    snprintf(inner, sizeof inner, "%s", msg);
+    return ad__errc(ad_errcode(), fn, "%s", inner);
+}
+
 int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only)
 {
     if (!t) {

@@ -434,7 +434,9 @@ static ad_tensor *conv2d(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *
     y = ad_reshape(y, 4, (int64_t[]){N, O, win.out[0], win.out[1]});
     if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){O, 1, 1}));
     if (relu) y = ad_relu(y);
-    return ad_scope_end(&s, y);
+    y = ad_scope_end(&s, y);
+    if (!y) ad__err_in(fn); /* an inner op's error (unfold's, say), named as this one's */
+    return y;
 }
 
 ad_tensor *ad_conv2d(ad_tensor *x, ad_tensor *w, ad_tensor *bias, const ad_conv2d_params *p)

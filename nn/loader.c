@@ -368,7 +368,13 @@ nn_loader *nn_loader_from_idx(const nn_idx *images, const nn_idx *labels,
 static ad_tensor *contiguous(ad_tensor *t, bool *own)
 {
     *own = !ad_is_contiguous(t);
-    return *own ? ad_copy(NULL, t) : t;
+    ad_tensor *c = *own ? ad_copy(NULL, t) : t;
+    if (!c) { /* "nn_loader_from_tensors: a contiguous copy of x: ad_copy: ..." */
+        char inner[600];
+        snprintf(inner, sizeof inner, "%s", ad_error() ? ad_error() : "failed");
+        nn__err("nn_loader_from_tensors", "a contiguous copy: %s", inner);
+    }
+    return c;
 }
 
 nn_loader *nn_loader_from_tensors(ad_tensor *x, ad_tensor *y, const nn_loader_options *opts)
