@@ -92,16 +92,10 @@ static int mark_graph(const char *fn, ad_tape *t, ad_node *top, unsigned epoch)
  * output's g: present, of the input's shape and dtype, and under anomaly
  * mode not non-finite from finite inputs and g. */
 /* A rule's own error named as the pass's and the op's ("ad_backward:
- * backward of op 'cumprod' failed: ad_eye: out of memory"), once. */
+ * backward of op 'cumprod' failed: ad_eye: out of memory"). */
 static int rule_failed(const char *fn, const ad_node *n)
 {
-    const char *msg = ad_error();
-    if (!msg) return ad__err(fn, "backward of op '%s' failed", n->op->name);
-    size_t lf = strlen(fn);
-    if (strncmp(msg, fn, lf) == 0 && msg[lf] == ':') return -1; /* named already */
-    char inner[900];
-    snprintf(inner, sizeof inner, "%s", msg);
-    return ad__errc(ad_errcode(), fn, "backward of op '%s' failed: %s", n->op->name, inner);
+    return ad__err_in(fn, "backward of op '%s' failed", n->op->name);
 }
 
 static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_tensor *g,

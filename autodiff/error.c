@@ -111,15 +111,22 @@ int ad__errc(ad_error_code code, const char *fn, const char *fmt, ...)
     return -1;
 }
 
-int ad__err_in(const char *fn)
+int ad__err_in(const char *fn, const char *fmt, ...)
 {
     const char *msg = ad_error();
-    if (!msg) return ad__err(fn, "failed");
     size_t lf = strlen(fn);
-    if (strncmp(msg, fn, lf) == 0 && msg[lf] == ':') return -1; /* named already */
-    char inner[900];
-    snprintf(inner, sizeof inner, "%s", msg);
-    return ad__errc(ad_errcode(), fn, "%s", inner);
+    if (msg && strncmp(msg, fn, lf) == 0 && msg[lf] == ':') return -1; /* named already */
+    /* copied first: verr writes err_buf, which msg points into */
+    char inner[sizeof err_buf], what[256] = "";
+    snprintf(inner, sizeof inner, "%s", msg ? msg : "");
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof what, fmt, ap);
+        va_end(ap);
+    }
+    return ad__errc(msg ? ad_errcode() : AD_OK, fn, "%s%s%s", what, *what && msg ? ": " : "",
+                    msg ? inner : *what ? "" : "failed");
 }
 
 int ad__check_arg(const char *fn, const char *name, const ad_tensor *t, bool float_only)

@@ -87,16 +87,6 @@ static bool among(const ad_tensor *x, ad_tensor *const *v, int n)
     return false;
 }
 
-/* The tensors made before the segment (nodes from first on) that its ops
- * read and that require grad, or that are leaves (a frozen weight it
- * closes over: unfrozen later, a replay must see that it reads it, and
- * the gradient-ready hook report it; an index or constant changed before
- * backward, which the recomputation would read: the node's versions catch
- * it), other than in[0..nin): appended to extra[0..*nextra).  The first
- * run records every op (ad__record_all), so one reached only through a
- * view made inside, or through an op that needs no gradient, is found
- * too.  Leaves made inside the segment are known by their headers, killed
- * already. */
 /* A view made inside the segment of memory from outside it (an index op's
  * view of a persistent index, say): after the segment is given back, a
  * view of its own on the tape over the same storage takes its place among
@@ -117,6 +107,16 @@ static bool storage_among(const ad_storage *s, ad_tensor *const *v, int n, const
     return false;
 }
 
+/* The tensors made before the segment (nodes from first on) that its ops
+ * read and that require grad, or that are leaves (a frozen weight it
+ * closes over: unfrozen later, a replay must see that it reads it, and
+ * the gradient-ready hook report it; an index or constant changed before
+ * backward, which the recomputation would read: the node's versions catch
+ * it), other than in[0..nin): appended to extra[0..*nextra).  The first
+ * run records every op (ad__record_all), so one reached only through a
+ * view made inside, or through an op that needs no gradient, is found
+ * too.  Leaves made inside the segment are known by their headers, killed
+ * already. */
 static int find_extras(const char *fn, ad_tape *t, const ad__segment *seg, int nin,
                        ad_tensor *const *in, ad_tensor **extra, int *nextra, ghost *gh, int *ngh)
 {

@@ -548,6 +548,14 @@ int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *input
  * that detaches g or scales it wrong fails here, though it is right to
  * first order and in x.  1 when it agrees, 0 when not (msg says where),
  * -1 on error. */
+/* tg[i] = x0[i] + c w[i], element by element in unravel's order. */
+static void put_along(ad_tensor *const *tg, int nt, double *const *x0, double *const *w, double c)
+{
+    for (int i = 0; i < nt; i++)
+        for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++)
+            ad__st(tg[i], element_offset(tg[i], e), x0[i][e] + c * w[i][e]);
+}
+
 static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                        const double *v, const ad_gradcheck_opts *o, char *msg, size_t msz)
 {
@@ -556,7 +564,7 @@ static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
     if (!t) return -1;
     ad_tape *prev = ad_tape_activate(t);
     ad_tensor *x[64], *tg[64], *G[64];
-    double *w[64] = {0}, *a = NULL, *num[2] = {NULL, NULL};
+    double *w[64] = {0}, *x0[64] = {0}, *a = NULL, *num[2] = {NULL, NULL};
     int nt = 0, rc = -1;
     ad_rng rng;
     ad_rng_init(&rng, 20261206u);
@@ -567,12 +575,15 @@ static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
     for (int i = 0; i < n; i++) {
         if (!x[i]->requires_grad) continue;
         int64_t k = ad__numel(x[i]->ndim, x[i]->shape);
-        if (!(w[nt] = ad__malloc((size_t)(k + 1) * sizeof(double)))) goto oom;
-        for (int64_t e = 0; e < k; e++) {
-            double xe = fabs(ad__ld(x[i], element_offset(x[i], e)));
-            w[nt][e] = (2 * ad_rng_uniform(&rng) - 1) * (xe > 0 && xe < 1 ? xe : fmax(1, xe));
-        }
+        w[nt] = ad__malloc((size_t)(k + 1) * sizeof(double));
+        x0[nt] = ad__malloc((size_t)(k + 1) * sizeof(double));
         tg[nt++] = x[i];
+        if (!w[nt - 1] || !x0[nt - 1]) goto oom;
+        for (int64_t e = 0; e < k; e++) {
+            double xe = x0[nt - 1][e] = ad__ld(x[i], element_offset(x[i], e));
+            xe = fabs(xe);
+            w[nt - 1][e] = (2 * ad_rng_uniform(&rng) - 1) * (xe > 0 && xe < 1 ? xe : fmax(1, xe));
+        }
     }
     ad_tensor *out = call(fn, f, ctx, n, x), *V = NULL, *s = NULL, *dV = NULL;
     if (!out) goto out;
@@ -602,12 +613,7 @@ static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
     for (int k = 0; k < STEPS; k++) {
         double h = ldexp(h0, -2 * k);
         for (int sgn = 0; sgn < 2; sgn++) { /* f(x + h w), then f(x - h w) */
-            double d = sgn ? -2 * h : h;      /* (from x + h w) */
-            for (int i = 0; i < nt; i++)
-                for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++) {
-                    int64_t at = element_offset(tg[i], e);
-                    ad__st(tg[i], at, ad__ld(tg[i], at) + d * w[i][e]);
-                }
+            put_along(tg, nt, x0, w, sgn ? -h : h);
             bool pm = ad_set_grad_enabled(false);
             ad_tensor *y = call(fn, f, ctx, n, x);
             ad_set_grad_enabled(pm);
@@ -617,11 +623,6 @@ static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
                 num[0][j] = sgn ? (num[0][j] - yj) / (2 * h) : yj;
             }
         }
-        for (int i = 0; i < nt; i++) /* back to x */
-            for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++) {
-                int64_t at = element_offset(tg[i], e);
-                ad__st(tg[i], at, ad__ld(tg[i], at) + h * w[i][e]);
-            }
         for (int64_t j = 0; j < m; j++)
             if (fabs(num[0][j] - a[j]) < fabs(num[1][j] - a[j])) num[1][j] = num[0][j];
     }
@@ -640,7 +641,7 @@ static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *c
 oom:
     ad__err(fn, "out of memory");
 out:
-    for (int i = 0; i < nt; i++) ad__free(w[i]);
+    for (int i = 0; i < nt; i++) ad__free(w[i]), ad__free(x0[i]);
     ad__free(a), ad__free(num[0]), ad__free(num[1]);
     ad_tape_activate(prev);
     ad_tape_free(t);

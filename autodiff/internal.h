@@ -411,9 +411,10 @@ bool ad__same_shape(const ad_tensor *a, const ad_tensor *b);
  * view) ..." when t is written in place but several of its elements share
  * memory (a dimension of extent > 1 with stride 0), else 0. */
 int ad__refuse_expanded(const char *fn, const char *name, const ad_tensor *t);
-/* The pending error, from an inner call, named as fn's too: "fn: inner
- * message" (unless it starts with "fn:" already), its code kept; -1. */
-int ad__err_in(const char *fn);
+/* The pending error, from an inner call, named as fn's too: "fn: what:
+ * inner message" (what from fmt, or "fn: inner message" when fmt is NULL;
+ * left as it is when it starts with "fn:" already), its code kept; -1. */
+int ad__err_in(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* -1 with "fn: v is not a value an int64 holds ..." unless v converts to
  * int64 (finite, in [-2^63, 2^63)), else 0. */
 int ad__check_int64_value(const char *fn, double v);

@@ -435,7 +435,7 @@ static ad_tensor *conv2d(const char *fn, ad_tensor *x, ad_tensor *w, ad_tensor *
     if (bias) y = ad_add(y, ad_reshape(bias, 3, (int64_t[]){O, 1, 1}));
     if (relu) y = ad_relu(y);
     y = ad_scope_end(&s, y);
-    if (!y) ad__err_in(fn); /* an inner op's error (unfold's, say), named as this one's */
+    if (!y) ad__err_in(fn, NULL); /* an inner op's error (unfold's, say), named as this one's */
     return y;
 }
 

@@ -21,7 +21,7 @@ int ad_tape_freeze(ad_tape *t)
     t->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
                           h->cur, h->used};
     t->frozen = true;
-    ad__hdr_freeze(t);
+    ad__hdr_next_post(t);
     ad__replay_note_versions(t);
     /* What was recorded so far stays valid through every replay; what is
      * made from now on lives until the next replay rewinds it. */
@@ -36,7 +36,7 @@ static void rewind_to_mark(ad_tape *t)
 {
     const tape_mark *m = &t->mark;
     ad__tape_release_after(t, m->held, m->fixups);
-    ad__hdr_rewind_to_mark(t);
+    ad__hdr_next_post(t);
     t->gen = ad__next_gen();
     t->nnodes = m->nnodes;
     t->ntensors = m->ntensors;
@@ -141,10 +141,7 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
         if (c < 0) {
             rc = -1;
             /* the op's own message, named as the replay's */
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", ad_error() ? ad_error() : "failed");
-            ad__errc(ad_errcode(), fn, "op '%s' (node %zu of %zu) failed: %s",
-                     nd->op->name, i, t->nnodes, msg);
+            ad__err_in(fn, "op '%s' (node %zu of %zu) failed", nd->op->name, i, t->nnodes);
             break;
         }
         changed += c;

@@ -194,25 +194,18 @@ static hdr_list *hdr_pair(ad_tape *t, int *p)
  * loses it (the rewind gave back what was made after the freeze, and the
  * recording's own is the previous run's), whether or not a recorded op
  * reads the leaf. */
+static void forget_leaf_grad(ad_tensor *x)
+{
+    /* (a tape leaf's gradient lives on its tape) */
+    if (x->magic == AD_TENSOR_MAGIC && !x->node && x->grad) ad__leaf_grad_forget(x);
+}
+
 void ad__tape_forget_leaf_grads(ad_tape *t)
 {
     /* the recording's tensors, and the carried ones (ad_detach) of this
      * step and the last */
-    hdr_list *lists[3] = {&t->hdr[t->nresets & 1], &t->carry[0], &t->carry[1]};
-    for (int k = 0; k < 3; k++) {
-        hdr_list *l = lists[k];
-        if (!l->cur) continue;
-        for (hdr_slab *s = l->first; s; s = s->next) {
-            size_t n = s == l->cur ? l->used : HDR_SLOTS;
-            for (size_t i = 0; i < n; i++) {
-                ad_tensor *x = &s->slot[i];
-                if (x->magic == AD_TENSOR_MAGIC && x->tape == t && !x->node && x->grad &&
-                    x->grad->tape == t)
-                    ad__leaf_grad_forget(x);
-            }
-            if (s == l->cur) break;
-        }
-    }
+    slots_each(&t->hdr[t->nresets & 1], forget_leaf_grad);
+    for (int p = 0; p < 2; p++) slots_each(&t->carry[p], forget_leaf_grad);
 }
 
 ad_tensor *ad__tape_header(ad_tape *tape)
@@ -227,17 +220,15 @@ ad_tensor *ad__tape_header(ad_tape *tape)
     return t;
 }
 
-/* At a replay, and at a freeze: the other list of post, from its start
+/* At a freeze and at each replay: the other list of post, from its start
  * (never the list of the last run of frozen tensors, which a handle kept
  * across one replay, or one reset and the next freeze, points into). */
-void ad__hdr_rewind_to_mark(ad_tape *t)
+void ad__hdr_next_post(ad_tape *t)
 {
     hdr_list *l = &t->post[++t->nreplays & 1];
     l->cur = NULL;
     l->used = 0;
 }
-
-void ad__hdr_freeze(ad_tape *t) { ad__hdr_rewind_to_mark(t); }
 
 /* ---- segments (ad_checkpoint) -------------------------------------------------- */
 

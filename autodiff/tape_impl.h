@@ -167,9 +167,10 @@ int ad__node_local_grads(ad_tape *t, size_t i, ad_tensor **gin);
 
 /* Per-thread state of tape.c that the backward pass and replay need. */
 bool ad__set_in_backward(bool on);    /* returns the previous value */
-/* Rewinds the current header list to where the mark left it (replay). */
-void ad__hdr_rewind_to_mark(ad_tape *t);
-void ad__hdr_freeze(ad_tape *t);
+/* At a freeze and at each replay: tensors made from now on take their
+ * headers from the other list of post (tape.c, "handles"). */
+void ad__hdr_next_post(ad_tape *t);
+/* At a replay: every leaf whose gradient lives on t loses it. */
 void ad__tape_forget_leaf_grads(ad_tape *t);
 bool ad__tracing(void);
 void ad__emit_trace(const ad_trace_event *ev);

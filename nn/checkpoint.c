@@ -264,9 +264,7 @@ static ad_tensor *read_entry(const char *fn, const char *path, FILE *f,
     }
     ad_tensor *t = ad_empty(NULL, dt, e->ndim, e->shape);
     if (!t) { /* a shape the core cannot hold (an extent near 2^63 beside a 0) */
-        char inner[600];
-        snprintf(inner, sizeof inner, "%s", ad_error() ? ad_error() : "failed");
-        nn__err(fn, "%s: entry '%.60s': %s", path, e->name, inner);
+        nn__err(fn, "%s: entry '%.60s': %s", path, e->name, ad_error() ? ad_error() : "failed");
         return NULL;
     }
     size_t bytes = (size_t)(e->end - e->begin);

@@ -41,10 +41,9 @@ static ad_tensor *add_param(nn_module *m, const char *name, ad_dtype dt, int nd,
                             const int64_t *shape)
 {
     ad_tensor *t = ad_empty(NULL, dt, nd, shape);
-    if (!t) { /* named as the layer's: "Linear weight: ad_empty: ..." */
-        char inner[600];
-        snprintf(inner, sizeof inner, "%s", ad_error() ? ad_error() : "failed");
-        ad_set_error("%s %s: %s", nn_module_type_name(m), name, inner);
+    if (!t) { /* named as the layer's: "Linear weight: ad_empty: ..." (ad_set_error
+               * formats before it stores, so it may read the message it replaces) */
+        ad_set_error("%s %s: %s", nn_module_type_name(m), name, ad_error() ? ad_error() : "");
         return NULL;
     }
     if (nn_module_add_parameter(m, name, t) != 0) return NULL;

@@ -369,11 +369,9 @@ static ad_tensor *contiguous(ad_tensor *t, bool *own)
 {
     *own = !ad_is_contiguous(t);
     ad_tensor *c = *own ? ad_copy(NULL, t) : t;
-    if (!c) { /* "nn_loader_from_tensors: a contiguous copy of x: ad_copy: ..." */
-        char inner[600];
-        snprintf(inner, sizeof inner, "%s", ad_error() ? ad_error() : "failed");
-        nn__err("nn_loader_from_tensors", "a contiguous copy: %s", inner);
-    }
+    if (!c) /* "nn_loader_from_tensors: a contiguous copy: ad_copy: ..." */
+        nn__err("nn_loader_from_tensors", "a contiguous copy: %s",
+                ad_error() ? ad_error() : "failed");
     return c;
 }
 
