@@ -11,6 +11,7 @@
 
 int ad__conv_testing_isa(int isa); /* ops_conv.c (internal) */
 int ad__conv_testing_dw(int pick);
+int ad__conv_testing_wino(int pick);
 
 typedef struct shape {
     int64_t N, C, H, W, O, kh, kw, ph, pw;
@@ -151,6 +152,9 @@ static void assert_alike(const double *a, const double *b, int64_t n, double tol
 START_TEST(non_finite_operands_as_the_composite)
 {
     static const int which[] = {1, 2, 4, 5}; /* C = 1, padding, padding beyond, larger kernel */
+    /* Winograd's transforms would spread an infinity over its 4 x 4 patch
+     * as NaN: a sample with one takes the direct kernel */
+    ad__conv_testing_wino(_i);
     for (int k = 0; k < 4; k++)
         for (int dt = 0; dt < 2; dt++)
             for (int place = 0; place < 4; place++) {
@@ -173,6 +177,90 @@ START_TEST(non_finite_operands_as_the_composite)
                 }
             }
     bad.in_w = bad.in_x = false;
+    ad__conv_testing_wino(-1);
+}
+END_TEST
+
+static bool same_bits(const double *a, const double *b, int64_t n)
+{
+    return memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+/* y = conv2d(x, w) and dx = conv_transpose2d(g, w) for x, w and g drawn
+ * as float32 tensors of fmnist's second layer's shape, batch 2, from
+ * seed (values in [-1, 1], or small integers, x and g times scale), computed in
+ * dtype, with Winograd's sums forced on (1) or off (0). */
+static void wino_run(uint64_t seed, bool integers, double scale, int wino, ad_dtype dtype,
+                     double *y, double *dx)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, seed);
+    ad_tensor *all[3] = {ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(2, 32, 26, 26), -1, 1),
+                         ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(32, 32, 3, 3), -1, 1),
+                         ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(2, 32, 24, 24), -1, 1)};
+    for (int k = 0; k < 3; k++) {
+        float *v = ad_data(all[k]);
+        for (int64_t i = 0; i < ad_numel(all[k]); i++) {
+            if (integers) v[i] = roundf(4 * v[i]); /* -4 .. 4 */
+            /* scaled: x and g by scale; w down by 2^-10 then, so that the
+             * sums stay finite */
+            v[i] = k != 1 ? (float)(v[i] * scale) : scale != 1 ? v[i] * 0x1p-10f : v[i];
+        }
+        if (dtype != AD_FLOAT32) all[k] = ad_cast(all[k], dtype);
+    }
+    ad__conv_testing_wino(wino);
+    ad_tensor *out = ad_conv2d(all[0], all[1], NULL, NULL);
+    ad_tensor *back = ad_conv_transpose2d(all[2], all[1], NULL, NULL);
+    ad__conv_testing_wino(-1);
+    ck_assert_msg(out && back, "%s", ad_error());
+    ck_assert_int_eq(ad_to_array(out, y), 0);
+    ck_assert_int_eq(ad_to_array(back, dx), 0);
+    ad_tape_free(t);
+}
+
+/* The largest |a - b| over n values. */
+static double max_diff(const double *a, const double *b, int64_t n)
+{
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
+/* Winograd's F(2x2, 3x3) against the direct kernel, conv2d and
+ * conv_transpose2d, with every float32 variant this CPU runs:
+ * - on small integers both are exact (every intermediate value is a
+ *   multiple of 1/4 far below 2^24): the same values;
+ * - on random values not the same bits (so the method really ran), and
+ *   as close to float64's sums of the same inputs as the direct kernel's
+ *   (measured: largest errors 7e-6 against the direct kernel's 1.9e-5,
+ *   the sums adding 288 products of [-1, 1]);
+ * - with values near the top of float32's range, where the transformed
+ *   input would overflow, the direct kernel's values to the bit. */
+START_TEST(winograd_against_direct)
+{
+    enum { NY = 2 * 32 * 24 * 24, NX = 2 * 32 * 26 * 26 };
+    double *y[3], *dx[3]; /* direct, Winograd, float64 */
+    for (int k = 0; k < 3; k++) y[k] = malloc(NY * sizeof(double)), dx[k] = malloc(NX * sizeof(double));
+    wino_run(9, false, 1.0, 0, AD_FLOAT64, y[2], dx[2]);
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__conv_testing_isa(isa) != 0) continue;
+        for (int k = 0; k < 2; k++) wino_run(9, true, 1.0, k, AD_FLOAT32, y[k], dx[k]);
+        ck_assert_msg(same_bits(y[0], y[1], NY) && same_bits(dx[0], dx[1], NX),
+                      "integers differ (isa %d)", isa);
+        for (int k = 0; k < 2; k++) wino_run(9, false, 1.0, k, AD_FLOAT32, y[k], dx[k]);
+        ck_assert_msg(!same_bits(y[0], y[1], NY), "no Winograd sums (isa %d)", isa);
+        double ed = max_diff(y[0], y[2], NY), ew = max_diff(y[1], y[2], NY);
+        double xd = max_diff(dx[0], dx[2], NX), xw = max_diff(dx[1], dx[2], NX);
+        ck_assert_msg(ew <= 1e-5 && ew <= ed && xw <= 1e-5 && xw <= xd,
+                      "isa %d: errors y %g (direct %g), dx %g (direct %g)", isa, ew, ed, xw, xd);
+        for (int k = 0; k < 2; k++) wino_run(9, false, 0x1p127, k, AD_FLOAT32, y[k], dx[k]);
+        ck_assert_msg(same_bits(y[0], y[1], NY) && same_bits(dx[0], dx[1], NX),
+                      "near the top of the range (isa %d)", isa);
+        for (int64_t i = 0; i < NY; i++) ck_assert(isfinite(y[1][i]));
+    }
+    ad__conv_testing_isa(-1);
+    for (int k = 0; k < 3; k++) free(y[k]), free(dx[k]);
 }
 END_TEST
 
@@ -186,12 +274,14 @@ START_TEST(direct_matches_composite)
         if (ad__conv_testing_isa(isa) != 0) continue; /* this CPU cannot run it */
         for (int dw = 0; dw <= 1; dw++) { /* both weight-gradient kernels */
             ad__conv_testing_dw(dw);
+            ad__conv_testing_wino(dw); /* and the 3 x 3 forward sums both ways */
             compare(s, dt, isa, 100 + (uint64_t)_i, c);
         }
         tried++;
     }
     ad__conv_testing_isa(-1);
     ad__conv_testing_dw(-1);
+    ad__conv_testing_wino(-1);
     free(c.y), free(c.dx), free(c.dw), free(c.db);
     ck_assert_int_ge(tried, 1);
 }
@@ -243,10 +333,6 @@ static char *dot_of(ad_tensor *y)
  * staging pass (relu_fused_bw; with one output channel, relu_bias_bw's
  * pass of its own); float64's sums are inexact, so a different order of
  * additions than ad_sum's shows in db. */
-static bool same_bits(const double *a, const double *b, int64_t n)
-{
-    return memcmp(a, b, (size_t)n * sizeof *a) == 0;
-}
 
 START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
 {
@@ -257,6 +343,7 @@ START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
         int isa = v / 2;
         if (ad__conv_testing_isa(isa) != 0) continue;
         ad__conv_testing_dw(v % 2); /* both weight-gradient kernels stage g masked */
+        ad__conv_testing_wino(v % 2); /* Winograd's output transform stores through relu too */
         result a = run_mode(s, dt, 3, 40 + (uint64_t)_i), b = run_mode(s, dt, 2, 40 + (uint64_t)_i);
         int64_t ny = s->N * s->O * Ho * Wo, nz = 0;
         for (int64_t i = 0; i < ny; i++) nz += a.y[i] == 0;
@@ -271,6 +358,7 @@ START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
     }
     ad__conv_testing_isa(-1);
     ad__conv_testing_dw(-1);
+    ad__conv_testing_wino(-1);
 }
 END_TEST
 
@@ -392,7 +480,8 @@ int main(void)
     tcase_add_test(tc, conv2d_relu_records_one_op);
     tcase_add_test(tc, same_bits_with_kernel_threads);
     tcase_add_test(tc, exact_values);
-    tcase_add_test(tc, non_finite_operands_as_the_composite);
+    tcase_add_loop_test(tc, non_finite_operands_as_the_composite, 0, 2);
+    tcase_add_test(tc, winograd_against_direct);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return ot_run(s);
