@@ -272,9 +272,11 @@ START_TEST(direct_matches_composite)
     result c = run(s, dt, false, 100 + (uint64_t)_i);
     for (int isa = 0; isa <= 2; isa++) {
         if (ad__conv_testing_isa(isa) != 0) continue; /* this CPU cannot run it */
-        for (int dw = 0; dw <= 1; dw++) { /* both weight-gradient kernels */
-            ad__conv_testing_dw(dw);
-            ad__conv_testing_wino(dw); /* and the 3 x 3 forward sums both ways */
+        /* both direct weight-gradient kernels, then Winograd's sums for
+         * every 3 x 3 kernel (forward, input and weight gradients) */
+        for (int k = 0; k <= 2; k++) {
+            ad__conv_testing_dw(k < 2 ? k : -1);
+            ad__conv_testing_wino(k == 2);
             compare(s, dt, isa, 100 + (uint64_t)_i, c);
         }
         tried++;
@@ -339,11 +341,13 @@ START_TEST(conv2d_relu_same_bits_as_relu_of_conv2d)
     const shape *s = &SHAPES[_i % NSHAPES];
     ad_dtype dt = _i < NSHAPES ? AD_FLOAT32 : AD_FLOAT64;
     int64_t Ho = s->H + 2 * s->ph - s->kh + 1, Wo = s->W + 2 * s->pw - s->kw + 1;
-    for (int v = 0; v <= (dt == AD_FLOAT32 ? 5 : 1); v++) {
-        int isa = v / 2;
+    for (int v = 0; v <= (dt == AD_FLOAT32 ? 8 : 2); v++) {
+        int isa = v / 3, k = v % 3;
         if (ad__conv_testing_isa(isa) != 0) continue;
-        ad__conv_testing_dw(v % 2); /* both weight-gradient kernels stage g masked */
-        ad__conv_testing_wino(v % 2); /* Winograd's output transform stores through relu too */
+        /* both direct weight-gradient kernels stage g masked, and so does
+         * Winograd's; its output transform stores through relu too */
+        ad__conv_testing_dw(k < 2 ? k : -1);
+        ad__conv_testing_wino(k == 2);
         result a = run_mode(s, dt, 3, 40 + (uint64_t)_i), b = run_mode(s, dt, 2, 40 + (uint64_t)_i);
         int64_t ny = s->N * s->O * Ho * Wo, nz = 0;
         for (int64_t i = 0; i < ny; i++) nz += a.y[i] == 0;
