@@ -44,11 +44,12 @@
  * (negative when p >= kh: the input is cropped instead).
  *
  * A 3 x 3 kernel in float32 with 8 input channels or more takes
- * Winograd's F(2x2, 3x3) in the forward kernel instead (conv_kernels.inc
- * has the method, conv_driver.inc's wino_sample the loop): 16 products
- * [O, C] x [C, tiles] by the forward tile with one tap, 16 multiply-adds
- * per 2 x 2 outputs and input channel instead of 36; fmnist's CNN trains
- * 1.2x faster for it.
+ * Winograd's F(2x2, 3x3) instead, in the forward kernel and in the weight
+ * gradient (conv_kernels.inc has the method, conv_driver.inc's
+ * wino_sample and conv_weight_wino the loops): 16 products [O, C] x [C,
+ * tiles] by the forward tile with one tap, or [C, tiles] x [tiles, O] by
+ * the weight-gradient tile, 16 multiply-adds per 2 x 2 outputs and input
+ * channel instead of 36.
  *
  * Weights that are not all finite (and a weight gradient that came out
  * so) take plain sums over the formulas' terms instead: the kernels' extra
