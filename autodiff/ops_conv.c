@@ -304,7 +304,7 @@ __attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restric
         /* Winograd's transforms (conv_kernels.inc); NULL: the direct kernel only */     \
         void (*wino_in)(const T *restrict, int64_t, int64_t, int64_t, int64_t, int64_t,  \
                         T *restrict, int64_t, int64_t);                                  \
-        bool (*wino_ok)(const T *restrict, int64_t);                                     \
+        bool (*wino_finite)(const T *restrict, int64_t);                                 \
         void (*wino_out)(const T *restrict, int64_t, int64_t, int64_t, const T *restrict, \
                          int64_t, int64_t, T *restrict, int64_t, int64_t);               \
         void (*wino_gy)(const T *restrict, int64_t, int64_t, int64_t, int64_t, int64_t,  \
@@ -321,14 +321,14 @@ static const conv_kern_f32 kerns_f32[] = {
     {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
      conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512,
      conv_tr_rows_f32_avx2, conv_mask_sum_f32_avx512, conv_copy_mask_f32_avx512,
-     wino_in_f32_avx512, wino_ok_f32_avx512, wino_out_f32_avx512, wino_gy_f32_avx512},
+     wino_in_f32_avx512, wino_finite_f32_avx512, wino_out_f32_avx512, wino_gy_f32_avx512},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
      conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2,
-     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2, wino_in_f32_avx2, wino_ok_f32_avx2, wino_out_f32_avx2, wino_gy_f32_avx2},
+     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2, wino_in_f32_avx2, wino_finite_f32_avx2, wino_out_f32_avx2, wino_gy_f32_avx2},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
      conv_copy_f32_any, conv_copy_relu_f32_any, NULL, conv_mask_sum_f32_any,
-     conv_copy_mask_f32_any, wino_in_f32_any, wino_ok_f32_any, wino_out_f32_any, wino_gy_f32_any},
+     conv_copy_mask_f32_any, wino_in_f32_any, wino_finite_f32_any, wino_out_f32_any, wino_gy_f32_any},
 };
 static const conv_kern_f64 kerns_f64[] = {
     {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,

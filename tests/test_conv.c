@@ -442,6 +442,65 @@ START_TEST(exact_values)
 }
 END_TEST
 
+/* out = conv2d(x, w) (transposed: conv_transpose2d) with padding 1 and
+ * Winograd's sums forced on (1) or off (0), x [1, 8, n, n], float32. */
+static void wino_op(bool transposed, const float *xv, int64_t n, const float *wv, int wino,
+                    double *out)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 8, n, n));
+    ad_tensor *w = transposed ? ad_zeros(t, AD_FLOAT32, AD_SHAPE(8, 1, 3, 3))
+                              : ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 8, 3, 3));
+    memcpy(ad_data(x), xv, (size_t)(8 * n * n) * sizeof(float));
+    memcpy(ad_data(w), wv, 72 * sizeof(float));
+    ad_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
+    ad__conv_testing_wino(wino);
+    ad_tensor *y = transposed ? ad_conv_transpose2d(x, w, NULL, &p) : ad_conv2d(x, w, NULL, &p);
+    ad__conv_testing_wino(-1);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_to_array(y, out), 0);
+    ad_tape_free(t);
+}
+
+/* Winograd's sums pass through values up to about 9 times the largest
+ * |x w|: where they overflow and the direct sums do not, the sample takes
+ * the direct kernel (the review's cases: a weight of 3e38 whose tap reads
+ * padding, inputs of +-2^126 whose transform adds 4 of them, a weight of
+ * 1e38 on inputs of +-1; conv2d and conv_transpose2d). */
+START_TEST(winograd_overflow_takes_the_direct_sums)
+{
+    enum { NMAX = 4 };
+    float x[8 * NMAX * NMAX], w[72];
+    double a[NMAX * NMAX], b[NMAX * NMAX];
+    for (int c = 0; c < 5; c++) {
+        int64_t n = c < 2 ? 2 : 4;
+        memset(x, 0, sizeof x), memset(w, 0, sizeof w);
+        double expect = 0; /* y[at] */
+        int64_t at = c == 2 ? n + 1 : 0;
+        if (c < 2) { /* x[0, 0, 1, 1] = 2; the tap w(0, 0) (flipped: (2, 2)) reads only padding */
+            x[n + 1] = 2, w[c == 0 ? 0 : 8] = 3e38f;
+        } else if (c < 4) { /* a checkerboard of +-2^126 in channel 0 */
+            for (int i = 0; i < n * n; i++) x[i] = (i / n + i % n) % 2 ? -0x1p126f : 0x1p126f;
+            for (int i = 0; i < 72; i++) w[i] = c == 2 ? 1e-30f : 0;
+            if (c == 3) w[4] = 1e-30f; /* the centre tap alone: y = x 1e-30 */
+            /* y(1, 1): 5 plus and 4 minus in its window; y(0, 0): x(0, 0) */
+            expect = 0x1p126 * (double)1e-30f;
+        } else { /* +-1 with the centre weight 1e38 */
+            for (int i = 0; i < n * n; i++) x[i] = (i / n + i % n) % 2 ? -1.0f : 1.0f;
+            w[4] = 1e38f;
+            expect = (double)1e38f;
+        }
+        bool tr = c == 1;
+        wino_op(tr, x, n, w, 0, a);
+        wino_op(tr, x, n, w, 1, b);
+        ck_assert_msg(same_bits(a, b, n * n), "case %d: y[0] %g, direct %g", c, b[0], a[0]);
+        for (int i = 0; i < n * n; i++) ck_assert_msg(isfinite(b[i]), "case %d: y[%d] %g", c, i, b[i]);
+        ck_assert_msg(fabs(b[at] - expect) <= 1e-6 * fabs(expect), "case %d: y[%d] %g, not %g", c,
+                      (int)at, b[at], expect);
+    }
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     ad_tape *t = ad_tape_new();
@@ -486,6 +545,7 @@ int main(void)
     tcase_add_test(tc, exact_values);
     tcase_add_loop_test(tc, non_finite_operands_as_the_composite, 0, 2);
     tcase_add_test(tc, winograd_against_direct);
+    tcase_add_test(tc, winograd_overflow_takes_the_direct_sums);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return ot_run(s);
