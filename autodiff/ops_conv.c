@@ -64,6 +64,9 @@
  * adds in another order); each variant gives the same bits every run. */
 #include "internal.h"
 #include "tape_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
