@@ -501,6 +501,33 @@ START_TEST(winograd_overflow_takes_the_direct_sums)
 }
 END_TEST
 
+/* A filter with one weight far above the others (1e10 or 3e38 beside
+ * ones, which never meets the input it is paired with in the transforms)
+ * takes the direct kernel: Winograd's sums would lose the ones in every
+ * output of the patch (0 0 -5 -2 for 4 4 4 4, the review's case), without
+ * overflowing. */
+START_TEST(winograd_wide_filter_takes_the_direct_sums)
+{
+    float x[8 * 4] = {0}, w[72] = {0};
+    double a[4], b[4];
+    x[0] = 0.5f; /* x[0, 0, 0, 0] */
+    for (int i = 0; i < 4; i++) x[4 + i] = 1; /* channel 1 */
+    for (int i = 0; i < 9; i++) w[9 + i] = 1;
+    for (int k = 0; k < 2; k++) {
+        w[5] = k ? 3e38f : 1e10f; /* w[0, 0, 1, 2] */
+        for (int tr = 0; tr < 2; tr++) {
+            wino_op(tr, x, 2, w, 0, a);
+            wino_op(tr, x, 2, w, 1, b);
+            ck_assert_msg(same_bits(a, b, 4), "weight %g, %s: %g %g %g %g, direct %g %g %g %g",
+                          (double)w[5], tr ? "conv_transpose2d" : "conv2d", b[0], b[1], b[2], b[3],
+                          a[0], a[1], a[2], a[3]);
+            if (!tr)
+                for (int i = 0; i < 4; i++) ck_assert(b[i] == 4);
+        }
+    }
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     ad_tape *t = ad_tape_new();
@@ -546,6 +573,7 @@ int main(void)
     tcase_add_loop_test(tc, non_finite_operands_as_the_composite, 0, 2);
     tcase_add_test(tc, winograd_against_direct);
     tcase_add_test(tc, winograd_overflow_takes_the_direct_sums);
+    tcase_add_test(tc, winograd_wide_filter_takes_the_direct_sums);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return ot_run(s);
