@@ -1,4 +1,4 @@
-/* bench/conv.c - GFLOP/s of the direct convolution's three ops on the
+/* bench/conv.c - GFLOP/s of the convolution's three ops on the
  * layers of docs/examples/fmnist_cnn.c, batch 64, float32, one thread.
  *
  *   conv MIN_TIME [OP [LAYER]]
@@ -11,7 +11,10 @@
  * active tape, and prints one JSON line per op: seconds per call and GFLOP/s of
  * the convolution's own arithmetic, 2 N O C kh kw Ho Wo (what the op must
  * do, not what the kernel computes: padding and wrapped columns it
- * multiplies by zero are its own cost).  The first layer's input gradient
+ * multiplies by zero are its own cost; Winograd's sums, which the second
+ * layer takes, do fewer multiply-adds than that, so its figure can pass
+ * the products' peak: AD_CONV=direct in the environment times the direct
+ * kernel).  The first layer's input gradient
  * is not timed: training never asks for it.  OP (conv2d,
  * conv_transpose2d, conv2d_weight, conv2d_relu or conv2d+relu) times that op only, LAYER (conv1,
  * conv2) that layer only.  Compare builds by running
