@@ -327,7 +327,8 @@ static const conv_kern_f32 kerns_f32[] = {
      wino_in_f32_avx512, wino_finite_f32_avx512, wino_out_f32_avx512, wino_gy_f32_avx512},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
      conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2,
-     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2, wino_in_f32_avx2, wino_finite_f32_avx2, wino_out_f32_avx2, wino_gy_f32_avx2},
+     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2, wino_in_f32_avx2, wino_finite_f32_avx2,
+     wino_out_f32_avx2, wino_gy_f32_avx2},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
      conv_copy_f32_any, conv_copy_relu_f32_any, NULL, conv_mask_sum_f32_any,
@@ -378,6 +379,10 @@ int ad__conv_testing_wino(int pick)
     conv_wino_pick = pick;
     return 0;
 }
+
+/* Winograd's filter transform G of F(2x2, 3x3) (conv_kernels.inc has
+ * the method): U = G g G^T, and the weight gradient's dw = G^T P G. */
+static const double wino_G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 
 /* Worth it from 8 input channels on: each sum then saves 20 of its 36
  * multiply-adds per 2 x 2 outputs and input channel, while the transforms

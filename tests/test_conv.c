@@ -241,7 +241,8 @@ START_TEST(winograd_against_direct)
 {
     enum { NY = 2 * 32 * 24 * 24, NX = 2 * 32 * 26 * 26 };
     double *y[3], *dx[3]; /* direct, Winograd, float64 */
-    for (int k = 0; k < 3; k++) y[k] = malloc(NY * sizeof(double)), dx[k] = malloc(NX * sizeof(double));
+    for (int k = 0; k < 3; k++)
+        y[k] = malloc(NY * sizeof(double)), dx[k] = malloc(NX * sizeof(double));
     wino_run(9, false, 1.0, 0, AD_FLOAT64, y[2], dx[2]);
     for (int isa = 0; isa <= 2; isa++) {
         if (ad__conv_testing_isa(isa) != 0) continue;
@@ -494,7 +495,8 @@ START_TEST(winograd_overflow_takes_the_direct_sums)
         wino_op(tr, x, n, w, 0, a);
         wino_op(tr, x, n, w, 1, b);
         ck_assert_msg(same_bits(a, b, n * n), "case %d: y[0] %g, direct %g", c, b[0], a[0]);
-        for (int i = 0; i < n * n; i++) ck_assert_msg(isfinite(b[i]), "case %d: y[%d] %g", c, i, b[i]);
+        for (int i = 0; i < n * n; i++)
+            ck_assert_msg(isfinite(b[i]), "case %d: y[%d] %g", c, i, b[i]);
         ck_assert_msg(fabs(b[at] - expect) <= 1e-6 * fabs(expect), "case %d: y[%d] %g, not %g", c,
                       (int)at, b[at], expect);
     }
