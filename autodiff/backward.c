@@ -88,15 +88,16 @@ static int mark_graph(const char *fn, ad_tape *t, ad_node *top, unsigned epoch)
     return 0;
 }
 
-/* The gradient n's rule gave for input k (which needs one), given the
- * output's g: present, of the input's shape and dtype, and under anomaly
- * mode not non-finite from finite inputs and g. */
 /* A rule's own error named as the pass's and the op's ("ad_backward:
  * backward of op 'cumprod' failed: ad_eye: out of memory"). */
 static int rule_failed(const char *fn, const ad_node *n)
 {
     return ad__err_in(fn, "backward of op '%s' failed", n->op->name);
 }
+
+/* The gradient n's rule gave for input k (which needs one), given the
+ * output's g: present, of the input's shape and dtype, and under anomaly
+ * mode not non-finite from finite inputs and g. */
 
 static int check_input_grad(const char *fn, const ad_node *n, int k, const ad_tensor *g,
                             ad_tensor *const *gin)
@@ -511,10 +512,10 @@ static int run_backward(const char *fn, ad_tensor *out, const ad_tensor *gout, u
                         const sink *sk)
 {
     if (check_backward_args(fn, out, gout)) return -1;
-    if (flags & ~(unsigned)(AD_RETAIN_GRAPH | AD_CREATE_GRAPH | AD_SET_GRAD))
+    unsigned unknown = flags & ~(unsigned)(AD_RETAIN_GRAPH | AD_CREATE_GRAPH | AD_SET_GRAD);
+    if (unknown)
         return ad__err(fn, "unknown flags 0x%x (AD_RETAIN_GRAPH, AD_CREATE_GRAPH and "
-                           "AD_SET_GRAD are the flags)",
-                       flags & ~(unsigned)(AD_RETAIN_GRAPH | AD_CREATE_GRAPH | AD_SET_GRAD));
+                           "AD_SET_GRAD are the flags)", unknown);
     if (out->tape && out->tape->replay_failed_at)
         return ad__errc(AD_ERR_STATE, fn,
                         "the last ad_tape_replay of this tape failed at op '%s', so its values "

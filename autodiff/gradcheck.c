@@ -539,6 +539,14 @@ int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *input
     return gradgrad(f, ctx, n, inputs, opts, NULL, true);
 }
 
+/* tg[i] = x0[i] + c w[i], element by element in unravel's order. */
+static void put_along(ad_tensor *const *tg, int nt, double *const *x0, double *const *w, double c)
+{
+    for (int i = 0; i < nt; i++)
+        for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++)
+            ad__st(tg[i], element_offset(tg[i], e), x0[i][e] + c * w[i][e]);
+}
+
 /* The recorded gradient's derivative in the incoming gradient g, along one
  * direction: with G_i = J_i^T V, the gradients of f's inputs for the
  * incoming gradient V (recorded), s = sum_i <w_i, G_i> has ds/dV =
@@ -548,14 +556,6 @@ int ad__gradgradcheck_wrt_g(ad_func f, void *ctx, int n, ad_tensor *const *input
  * that detaches g or scales it wrong fails here, though it is right to
  * first order and in x.  1 when it agrees, 0 when not (msg says where),
  * -1 on error. */
-/* tg[i] = x0[i] + c w[i], element by element in unravel's order. */
-static void put_along(ad_tensor *const *tg, int nt, double *const *x0, double *const *w, double c)
-{
-    for (int i = 0; i < nt; i++)
-        for (int64_t e = 0; e < ad__numel(tg[i]->ndim, tg[i]->shape); e++)
-            ad__st(tg[i], element_offset(tg[i], e), x0[i][e] + c * w[i][e]);
-}
-
 static int g_direction(const char *fn, ad_func f, void *ctx, int n, ad_tensor *const *inputs,
                        const double *v, const ad_gradcheck_opts *o, char *msg, size_t msz)
 {
