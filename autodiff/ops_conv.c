@@ -307,7 +307,7 @@ __attribute__((target("avx2"))) static void conv_tr_rows_f32_avx2(float *restric
         /* Winograd's transforms (conv_kernels.inc); NULL: the direct kernel only */     \
         void (*wino_in)(const T *restrict, int64_t, int64_t, int64_t, int64_t, int64_t,  \
                         T *restrict, int64_t, int64_t);                                  \
-        bool (*wino_finite)(const T *restrict, int64_t);                                 \
+        bool (*wino_finite)(const T *restrict, int64_t, int64_t, int64_t);               \
         void (*wino_out)(const T *restrict, int64_t, int64_t, int64_t, const T *restrict, \
                          int64_t, int64_t, T *restrict, int64_t, int64_t);               \
         void (*wino_gy)(const T *restrict, int64_t, int64_t, int64_t, int64_t, int64_t,  \
@@ -379,6 +379,13 @@ int ad__conv_testing_wino(int pick)
     conv_wino_pick = pick;
     return 0;
 }
+
+/* Samples whose input Winograd's transform read where it lies
+ * (conv_driver.inc's wino_reads_x), for the tests: the count since the
+ * last call. */
+static atomic_llong conv_in_place;
+
+long long ad__conv_testing_in_place(void) { return atomic_exchange(&conv_in_place, 0); }
 
 /* Winograd's filter transform G of F(2x2, 3x3) (conv_kernels.inc has
  * the method): U = G g G^T, and the weight gradient's dw = G^T P G. */

@@ -503,6 +503,90 @@ START_TEST(winograd_overflow_takes_the_direct_sums)
 }
 END_TEST
 
+long long ad__conv_testing_in_place(void);
+
+/* y of sample 0 of conv2d(x, w) for x [2, 8, 14, 14], w [4, 8, 3, 3]
+ * drawn from seed 11, with sample 1's first 40 values set to v (unless
+ * 0), Winograd's sums forced on or off. */
+static void wino_pair(double v, int wino, double *y0)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, 11);
+    ad_tensor *x = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(2, 8, 14, 14), -1, 1);
+    ad_tensor *w = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(4, 8, 3, 3), -1, 1);
+    ck_assert_msg(x && w, "%s", ad_error());
+    float *xv = ad_data(x);
+    for (int i = 0; v != 0 && i < 40; i++) xv[8 * 14 * 14 + i] = i % 2 ? (float)v : -(float)v;
+    ad__conv_testing_wino(wino);
+    ad_tensor *y = ad_conv2d(x, w, NULL, NULL);
+    ad__conv_testing_wino(-1);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    double all[2 * 4 * 12 * 12];
+    ck_assert_int_eq(ad_to_array(y, all), 0);
+    memcpy(y0, all, 4 * 12 * 12 * sizeof *y0);
+    ad_tape_free(t);
+}
+
+/* Without padding, Winograd's input transform reads a sample where it
+ * lies, and a row of fewer tiles than a vector is read past its end: past
+ * the sample's last row, into the next sample's first values.  Those land
+ * only in sums nobody reads (a 12 x 12 output: 36 tiles, not a whole
+ * number of AVX2 or AVX-512 vectors, so some of those sums are computed).
+ * So sample 0's outputs are the same bits whatever sample 1 holds, NaN
+ * and infinities included, on every ISA; they are Winograd's (not the
+ * direct kernel's, which a non-finite sum would have sent the sample to);
+ * and y and the weight gradient are the bits the padded copy gives (x
+ * read through a transposed view, which takes it). */
+START_TEST(winograd_samples_are_their_own)
+{
+    enum { NY0 = 4 * 12 * 12, NX = 2 * 8 * 14 * 14 };
+    double ref[NY0], other[NY0], direct[NY0];
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__conv_testing_isa(isa) != 0) continue;
+        ad__conv_testing_in_place();
+        wino_pair(0, 1, ref);
+        ck_assert_int_ge(ad__conv_testing_in_place(), 1);
+        wino_pair(0, 0, direct);
+        ck_assert_msg(!same_bits(ref, direct, NY0), "no Winograd sums (isa %d)", isa);
+        for (int k = 0; k < 3; k++) {
+            double v = k == 0 ? NAN : k == 1 ? INFINITY : 3e38;
+            wino_pair(v, 1, other);
+            ck_assert_msg(same_bits(ref, other, NY0), "isa %d: sample 1 = %g changes sample 0",
+                          isa, v);
+        }
+        /* in place and through the copy: the same bits */
+        ad_tape *t = ad_tape_new();
+        ad_rng rng;
+        ad_rng_init(&rng, 12);
+        ad_tensor *x = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(2, 8, 14, 14), -1, 1);
+        ad_tensor *w = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(4, 8, 3, 3), -1, 1);
+        ad_tensor *gy = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(2, 4, 12, 12), -1, 1);
+        ad_tensor *xs = ad_transpose(ad_contiguous(ad_transpose(x, 2, 3)), 2, 3);
+        ad__conv_testing_wino(1);
+        ad__conv_testing_in_place();
+        ad_tensor *y[2] = {ad_conv2d(x, w, NULL, NULL), NULL}, *dw[2] = {NULL, NULL};
+        dw[0] = ad_conv2d_weight(x, (int64_t[]){4, 8, 3, 3}, gy, NULL);
+        long long read = ad__conv_testing_in_place();
+        y[1] = ad_conv2d(xs, w, NULL, NULL);
+        dw[1] = ad_conv2d_weight(xs, (int64_t[]){4, 8, 3, 3}, gy, NULL);
+        ck_assert_int_eq(ad__conv_testing_in_place(), 0);
+        ad__conv_testing_wino(-1);
+        ck_assert_int_ge(read, 2); /* sample 0 of each op at least */
+        ck_assert_msg(y[0] && y[1] && dw[0] && dw[1], "%s", ad_error());
+        double a[NX], b[NX];
+        ck_assert_int_eq(ad_to_array(y[0], a), 0);
+        ck_assert_int_eq(ad_to_array(y[1], b), 0);
+        ck_assert_msg(same_bits(a, b, 2 * NY0), "isa %d: y differs", isa);
+        ck_assert_int_eq(ad_to_array(dw[0], a), 0);
+        ck_assert_int_eq(ad_to_array(dw[1], b), 0);
+        ck_assert_msg(same_bits(a, b, 4 * 8 * 9), "isa %d: dw differs", isa);
+        ad_tape_free(t);
+    }
+    ad__conv_testing_isa(-1);
+}
+END_TEST
+
 /* A filter with one weight far above the others (1e10 or 3e38 beside
  * ones, which never meets the input it is paired with in the transforms)
  * takes the direct kernel: Winograd's sums would lose the ones in every
@@ -576,6 +660,7 @@ int main(void)
     tcase_add_test(tc, winograd_against_direct);
     tcase_add_test(tc, winograd_overflow_takes_the_direct_sums);
     tcase_add_test(tc, winograd_wide_filter_takes_the_direct_sums);
+    tcase_add_test(tc, winograd_samples_are_their_own);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
     return ot_run(s);
