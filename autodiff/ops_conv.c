@@ -381,7 +381,7 @@ int ad__conv_testing_wino(int pick)
 }
 
 /* Samples whose input Winograd's transform read where it lies
- * (conv_driver.inc's wino_reads_x), for the tests: the count since the
+ * (conv_driver.inc's wino_in_place), for the tests: the count since the
  * last call. */
 static atomic_llong conv_in_place;
 
