@@ -37,8 +37,11 @@ AD_API ad_tensor *ad_logsumexp(ad_tensor *x, const int *axes, int naxes, bool ke
 /* sum_i (x_i - mean)^2 / (N - correction) over the N reduced elements;
  * correction 1 is the unbiased sample variance (PyTorch's default), 0 the
  * population variance.  When N - correction <= 0 (e.g. one element with
- * correction 1, or an empty reduction) the result and its gradient are NaN,
- * as in PyTorch.  dx = 2 g (x - mean) / (N - correction) */
+ * correction 1, or an empty reduction) the result and its gradient are NaN.
+ * PyTorch 1.13 gives the same for an empty reduction and for N = correction
+ * with equal values; for N = correction with values that differ it gives
+ * inf (gradients +-inf), for N < correction NaN with a zero gradient.
+ * dx = 2 g (x - mean) / (N - correction) */
 AD_API ad_tensor *ad_var(ad_tensor *x, const int *axes, int naxes, int correction, bool keepdim);
 
 /* Short forms for the common calls, as PyTorch's x.sum(), x.mean(),
