@@ -503,6 +503,102 @@ START_TEST(winograd_overflow_takes_the_direct_sums)
 }
 END_TEST
 
+/* y = conv2d_relu(x, w, b) (or conv_transpose2d(x, w), transposed) for
+ * x [2, 8, n, m], w [4, 8, 3, 3] (transposed: [8, 4, 3, 3]) and b [4] of
+ * small integers from seed, times xs (x) and ws (w), padding 1, with
+ * Winograd's sums forced on (1) or off (0).  b is 0 unless xs is 1: the
+ * direct sums start from the bias and Winograd's add it last, which
+ * rounds differently once the products are large. */
+static void wino_relu_run(uint64_t seed, int64_t n, int64_t m, bool transposed, float xs,
+                          float ws, int wino, double *out)
+{
+    ad_tape *t = ad_tape_new();
+    ad_rng rng;
+    ad_rng_init(&rng, seed);
+    ad_tensor *x = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(2, 8, n, m), -1, 1);
+    ad_tensor *w = transposed ? ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(8, 4, 3, 3), -1, 1)
+                              : ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(4, 8, 3, 3), -1, 1);
+    ad_tensor *b = ad_rand(t, &rng, AD_FLOAT32, AD_SHAPE(4), -1, 1);
+    ad_tensor *all[3] = {x, w, b};
+    for (int k = 0; k < 3; k++) {
+        float *v = ad_data(all[k]);
+        for (int64_t i = 0; i < ad_numel(all[k]); i++)
+            v[i] = roundf(4 * v[i]) * (k == 0 ? xs : k == 1 ? ws : xs == 1); /* -4 .. 4 */
+    }
+    ad_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
+    ad__conv_testing_wino(wino);
+    ad_tensor *y = transposed ? ad_conv_transpose2d(x, w, NULL, &p) : ad_conv2d_relu(x, w, b, &p);
+    ad__conv_testing_wino(-1);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_to_array(y, out), 0);
+    ad_tape_free(t);
+}
+
+/* Winograd's output block is stored into y through relu for conv2d_relu,
+ * only the rows and columns y has: odd sizes (a last tile row or column
+ * half outside), rows of fewer, as many and more columns than a vector,
+ * on every ISA, give the direct kernel's values (small integers: both
+ * exact); and the finiteness check sees the values before relu: with x
+ * of +-2^126 the transformed sums overflow, and y must still be the
+ * direct kernel's, including where relu would have made a -inf 0. */
+START_TEST(winograd_output_odd_sizes_and_relu)
+{
+    static const int64_t sizes[][2] = {{5, 5}, {7, 3}, {9, 17}, {13, 13}, {6, 33}, {3, 40}};
+    enum { NMAX = 2 * 8 * 13 * 40 };
+    double *a = malloc(NMAX * sizeof(double)), *b = malloc(NMAX * sizeof(double));
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__conv_testing_isa(isa) != 0) continue;
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+            for (int tr = 0; tr < 2; tr++)
+                for (int big = 0; big < 3; big++) {
+                    int64_t n = sizes[s][0], m = sizes[s][1], ny = 2 * (tr ? 8 : 4) * n * m;
+                    float xs = big ? (big == 1 ? 0x1p124f : -0x1p124f) : 1.0f;
+                    float ws = big ? 0x1p-100f : 1.0f;
+                    wino_relu_run(31 + s, n, m, tr, xs, ws, 0, a);
+                    wino_relu_run(31 + s, n, m, tr, xs, ws, 1, b);
+                    ck_assert_msg(same_bits(a, b, ny),
+                                  "isa %d, %lld x %lld, %s, x times %g: Winograd's y differs",
+                                  isa, (long long)n, (long long)m,
+                                  tr ? "conv_transpose2d" : "conv2d_relu", (double)xs);
+                    for (int64_t i = 0; i < ny; i++) ck_assert(isfinite(b[i]));
+                }
+    }
+    /* A -inf that relu would hide: without padding, channel 0 of x is
+     * -2^126 everywhere, so each transformed patch is one value, 4 times
+     * that, -inf, and every Winograd sum -inf, no +inf or NaN beside it;
+     * channel 1 makes every true sum positive: 9 2^110 - 9 2^107 (weights
+     * 2^-19 and 1, within wino_filter_range_ok's 2^20). */
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__conv_testing_isa(isa) != 0) continue;
+        for (int64_t n = 6; n <= 7; n++) {
+            double y[2][25];
+            int64_t ny = (n - 2) * (n - 2);
+            for (int k = 0; k < 2; k++) {
+                ad_tape *t = ad_tape_new();
+                ad_tensor *x = ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 8, n, n));
+                ad_tensor *w = ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 8, 3, 3));
+                float *xv = ad_data(x), *wv = ad_data(w);
+                for (int64_t i = 0; i < n * n; i++) xv[i] = -0x1p126f, xv[n * n + i] = 0x1p110f;
+                for (int i = 0; i < 9; i++) wv[i] = 0x1p-19f, wv[9 + i] = 1;
+                ad__conv_testing_wino(k);
+                ad_tensor *out = ad_conv2d_relu(x, w, NULL, NULL);
+                ad__conv_testing_wino(-1);
+                ck_assert_msg(out != NULL, "%s", ad_error());
+                ck_assert_int_eq(ad_to_array(out, y[k]), 0);
+                ad_tape_free(t);
+            }
+            for (int64_t i = 0; i < ny; i++)
+                ck_assert_msg(y[1][i] == 63 * 0x1p107 && y[0][i] == y[1][i],
+                              "isa %d, n %lld: y[%lld] %g, direct %g", isa, (long long)n,
+                              (long long)i, y[1][i], y[0][i]);
+        }
+    }
+    ad__conv_testing_isa(-1);
+    free(a);
+    free(b);
+}
+END_TEST
+
 long long ad__conv_testing_in_place(void);
 
 /* y of sample 0 of conv2d(x, w) for x [2, 8, 14, 14], w [4, 8, 3, 3]
@@ -659,6 +755,7 @@ int main(void)
     tcase_add_loop_test(tc, non_finite_operands_as_the_composite, 0, 2);
     tcase_add_test(tc, winograd_against_direct);
     tcase_add_test(tc, winograd_overflow_takes_the_direct_sums);
+    tcase_add_test(tc, winograd_output_odd_sizes_and_relu);
     tcase_add_test(tc, winograd_wide_filter_takes_the_direct_sums);
     tcase_add_test(tc, winograd_samples_are_their_own);
     tcase_add_test(tc, bad_arguments);
