@@ -55,6 +55,7 @@ LAYERS = {
     'autodiff/fold_kernels.inc': 2, 'autodiff/per_dtype.inc': 2,
     'autodiff/pool_kernels.inc': 2, 'autodiff/conv_driver.inc': 2,
     'autodiff/conv_kernels.inc': 2,  # the direct convolution's tiles, once per variant
+    'autodiff/conv_dwt.inc': 2,  # the weight gradient's tile, per variant and shape
     'autodiff/fused_kernels.inc': 2, 'autodiff/recurrence_kernels.inc': 2,
     'autodiff/linalg_kernels.h': 2, 'autodiff/linalg_kernels.c': 2,
 
