@@ -443,6 +443,23 @@ START_TEST(exact_values)
 }
 END_TEST
 
+/* out = conv_transpose2d(x, w) when transposed, else conv2d_relu(x, w, b)
+ * with relu, else conv2d(x, w, b), padding 1, Winograd's sums forced on
+ * (1) or off (0); then frees t, x's tape. */
+static void wino_forced(ad_tape *t, ad_tensor *x, ad_tensor *w, ad_tensor *b, bool transposed,
+                        bool relu, int wino, double *out)
+{
+    ad_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
+    ad__conv_testing_wino(wino);
+    ad_tensor *y = transposed ? ad_conv_transpose2d(x, w, NULL, &p)
+                   : relu     ? ad_conv2d_relu(x, w, b, &p)
+                              : ad_conv2d(x, w, b, &p);
+    ad__conv_testing_wino(-1);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ck_assert_int_eq(ad_to_array(y, out), 0);
+    ad_tape_free(t);
+}
+
 /* out = conv2d(x, w) (transposed: conv_transpose2d) with padding 1 and
  * Winograd's sums forced on (1) or off (0), x [1, 8, n, n], float32. */
 static void wino_op(bool transposed, const float *xv, int64_t n, const float *wv, int wino,
@@ -454,13 +471,7 @@ static void wino_op(bool transposed, const float *xv, int64_t n, const float *wv
                               : ad_zeros(t, AD_FLOAT32, AD_SHAPE(1, 8, 3, 3));
     memcpy(ad_data(x), xv, (size_t)(8 * n * n) * sizeof(float));
     memcpy(ad_data(w), wv, 72 * sizeof(float));
-    ad_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
-    ad__conv_testing_wino(wino);
-    ad_tensor *y = transposed ? ad_conv_transpose2d(x, w, NULL, &p) : ad_conv2d(x, w, NULL, &p);
-    ad__conv_testing_wino(-1);
-    ck_assert_msg(y != NULL, "%s", ad_error());
-    ck_assert_int_eq(ad_to_array(y, out), 0);
-    ad_tape_free(t);
+    wino_forced(t, x, w, NULL, transposed, false, wino, out);
 }
 
 /* Winograd's sums pass through values up to about 9 times the largest
@@ -525,13 +536,7 @@ static void wino_relu_run(uint64_t seed, int64_t n, int64_t m, bool transposed, 
         for (int64_t i = 0; i < ad_numel(all[k]); i++)
             v[i] = roundf(4 * v[i]) * (k == 0 ? xs : k == 1 ? ws : xs == 1); /* -4 .. 4 */
     }
-    ad_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
-    ad__conv_testing_wino(wino);
-    ad_tensor *y = transposed ? ad_conv_transpose2d(x, w, NULL, &p) : ad_conv2d_relu(x, w, b, &p);
-    ad__conv_testing_wino(-1);
-    ck_assert_msg(y != NULL, "%s", ad_error());
-    ck_assert_int_eq(ad_to_array(y, out), 0);
-    ad_tape_free(t);
+    wino_forced(t, x, w, b, transposed, true, wino, out);
 }
 
 /* Winograd's output block is stored into y through relu for conv2d_relu,
