@@ -136,6 +136,11 @@ static inline double sqrt_f64(double x) { return sqrt(x); }
         const kern *k = ctx;                                                                       \
         if (k->out->dtype == AD_FLOAT64) bin_row_f64(k, len, off, step);                           \
         else bin_row_f32(k, len, off, step);                                                       \
+    }                                                                                              \
+    attr static void bcast_rows_##sfx(const kern *k, bool rf, int64_t m, int64_t n)                \
+    {                                                                                              \
+        if (k->out->dtype == AD_FLOAT64) bcast_rows_f64(k, rf, m, n);                              \
+        else bcast_rows_f32(k, rf, m, n);                                                          \
     }
 ROW_CLONES(, any)
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -175,10 +180,11 @@ static void count_row(int64_t len, const int64_t *off, const int64_t *step, void
  * (broadcast against it). */
 static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx);
 static bool bin_tiles(const kern *k);
+static bool bcast_rows(const kern *k);
 
 void ad__pw_run(kern *k, ad_iter_row row)
 {
-    if ((row == bin_row || row == mixed_row) && bin_tiles(k)) return;
+    if ((row == bin_row || row == mixed_row) && (bin_tiles(k) || bcast_rows(k))) return;
     ad_iter it = {.ndim = k->out->ndim};
     memcpy(it.shape, k->out->shape, sizeof it.shape);
     ad__iter_add(&it, k->out);
@@ -244,6 +250,35 @@ static bool bin_tiles(const kern *k)
     }
     if (o->dtype == AD_FLOAT64) bin_tiles_f64(k, m, n, st);
     else bin_tiles_f32(k, m, n, st);
+    return true;
+}
+
+/* A row broadcast over a matrix (x + b with b of shape [n] or [1, n]): out
+ * and x contiguous m x n, the row contiguous, one dtype, + - * /, and out
+ * sharing no storage with either (an in-place op takes the iterator):
+ * bcast_rows_loop in pointwise_kernels.inc, two rows at a time. */
+static bool bcast_rows(const kern *k)
+{
+    const ad_tensor *o = k->out, *a = k->a, *b = k->b;
+    if (!b || o->ndim != 2 || a->dtype != o->dtype || b->dtype != o->dtype ||
+        (o->dtype != AD_FLOAT32 && o->dtype != AD_FLOAT64) ||
+        (k->kind != K_ADD && k->kind != K_SUB && k->kind != K_MUL && k->kind != K_DIV))
+        return false;
+    int64_t m = o->shape[0], n = o->shape[1];
+    if (m < 4 || o->strides[0] != n || o->strides[1] != 1) return false;
+    const ad_tensor *in[2] = {a, b};
+    bool full[2], row[2];
+    for (int q = 0; q < 2; q++) {
+        const ad_tensor *t = in[q];
+        full[q] = t->ndim == 2 && t->shape[0] == m && t->shape[1] == n && t->strides[0] == n &&
+                  t->strides[1] == 1;
+        row[q] = t->ndim >= 1 && t->shape[t->ndim - 1] == n && t->strides[t->ndim - 1] == 1 &&
+                 (t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1));
+        if (t->storage == o->storage) return false;
+    }
+    bool rf = row[0] && full[1];
+    if (!rf && !(full[0] && row[1])) return false;
+    AD_PICK_CLONE(bcast_rows)(k, rf, m, n);
     return true;
 }
 

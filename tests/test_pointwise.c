@@ -5,6 +5,8 @@
  * stability at large magnitudes; broadcasting shapes and the gradients'
  * reduction back to the inputs' shapes; strided inputs; the long-row fast
  * paths; and every kind of bad input with its message. */
+#define _POSIX_C_SOURCE 200809L /* setenv, strdup */
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -642,6 +644,63 @@ START_TEST(fast_paths_match_formulas)
 }
 END_TEST
 
+/* A row vector broadcast over a matrix (x + b, b - x with b of shape [n]
+ * or [1, n]) takes a path of its own, two rows at a time (bcast_rows in
+ * ops_pointwise.c): every element the same bits as the formula computed
+ * in the dtype, in both operand positions, with even and odd row counts, under each instruction set the CPU has
+ * (AD_ISA: _i / 2 portable, AVX2, AVX-512); and the path must leave
+ * b's gradient (the column sums of the upstream gradient) as it was. */
+void ad__isa_testing_reread(void); /* isa.c (internal) */
+START_TEST(row_broadcast_bits)
+{
+    static const char *isa[] = {"portable", "avx2", "avx512"};
+    ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
+    const char *was = getenv("AD_ISA");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("AD_ISA", isa[_i / 2], 1);
+    ad__isa_testing_reread();
+    enum { C = 37, RMAX = 9 };
+    double xv[RMAX * C], bv[C], out[RMAX * C];
+    for (int i = 0; i < RMAX * C; i++) xv[i] = 3 * sin(i * 0.37 + 0.2);
+    for (int j = 0; j < C; j++) bv[j] = j % 5 == 0 ? 0.0 : 1.25 + cos(j * 1.7);
+    ad_tensor *(*bin[])(ad_tensor *, ad_tensor *) = {ad_add, ad_sub, ad_mul, ad_div};
+    for (int rows = 4; rows <= RMAX; rows += 3) { /* 4, 7: the last row alone */
+        ad_tensor *x = mk(dt, 2, (int64_t[]){rows, C}, xv, true);
+        ad_tensor *b1 = mk(dt, 1, (int64_t[]){C}, bv, true);
+        ad_tensor *b2 = mk(dt, 2, (int64_t[]){1, C}, bv, false);
+        double xs[RMAX * C], bs[C]; /* the values as stored */
+        ad_to_array(x, xs);
+        ad_to_array(b1, bs);
+        for (int k = 0; k < 4; k++)
+            for (int v = 0; v < 4; v++) { /* x op b1, b1 op x, x op b2, b2 op x */
+                ad_tensor *b = v < 2 ? b1 : b2;
+                bool rf = v % 2;
+                ad_tensor *r = rf ? bin[k](b, x) : bin[k](x, b);
+                ck_assert_msg(r != NULL, "%s", ad_error());
+                ck_assert_int_eq(ad_to_array(r, out), 0);
+                for (int i = 0; i < rows * C; i++) {
+                    double p = rf ? bs[i % C] : xs[i], q = rf ? xs[i] : bs[i % C], want;
+                    if (dt == AD_FLOAT32) {
+                        float a = (float)p, c = (float)q;
+                        want = k == 0 ? a + c : k == 1 ? a - c : k == 2 ? a * c : a / c;
+                    } else
+                        want = k == 0 ? p + q : k == 1 ? p - q : k == 2 ? p * q : p / q;
+                    ck_assert_msg(memcmp(&out[i], &want, sizeof want) == 0,
+                                  "%s op %d variant %d rows %d element %d: %a vs %a", isa[_i / 2],
+                                  k, v, rows, i, out[i], want);
+                }
+            }
+        /* d/db sum(x + b) = the number of rows in every column */
+        ad_tensor *g = grad_of(ad_sum(ad_add(x, b1), NULL, 0, false), b1);
+        for (int j = 0; j < C; j++) ck_assert_double_eq(ot_at(g, j), rows);
+    }
+    if (saved) setenv("AD_ISA", saved, 1);
+    else unsetenv("AD_ISA");
+    ad__isa_testing_reread();
+    free(saved);
+}
+END_TEST
+
 /* ---- ownership -------------------------------------------------------------------------------- */
 
 /* A transposed operand of a binary op takes a blocked path (bin_tiles in
@@ -1032,6 +1091,7 @@ int main(void)
     tcase_add_test(tc, broadcast_shapes_and_gradients);
     tcase_add_test(tc, strided_inputs);
     tcase_add_loop_test(tc, fast_paths_match_formulas, 0, 2);
+    tcase_add_loop_test(tc, row_broadcast_bits, 0, 6);
     tcase_add_loop_test(tc, transposed_operands, 0, 6);
     tcase_add_loop_test(tc, transposed_large, 0, 4);
     tcase_add_loop_test(tc, transposed_views, 0, 6);
