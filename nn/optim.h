@@ -209,8 +209,10 @@ AD_API double nn_lr_warmup(double lr, int64_t t, int64_t warmup, double start_fa
 
 /* torch.nn.utils.clip_grad_norm_: the global L2 norm of all gradients,
  * ||g|| = sqrt(sum over every element of every gradient of g^2), and when
- * it exceeds max_norm every gradient is scaled by max_norm / (||g|| + 1e-6)
- * so that the step keeps its direction but not its exploding length.
+ * c = max_norm / (||g|| + 1e-6) is below 1 every gradient is scaled by c
+ * so that the step keeps its direction but not its exploding length (as
+ * PyTorch, which multiplies by min(1, c): a norm equal to max_norm, or
+ * within 1e-6 under it, is scaled too, by a factor just under 1).
  * Returns ||g|| before clipping (>= 0); when it is NaN or infinite (a
  * gradient is: finite float64 gradients whose squares overflow, beyond
  * 1.3e154, are summed scaled, and give their finite norm) the gradients
