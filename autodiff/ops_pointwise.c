@@ -180,11 +180,10 @@ static void count_row(int64_t len, const int64_t *off, const int64_t *step, void
  * (broadcast against it). */
 static void mixed_row(int64_t len, const int64_t *off, const int64_t *step, void *ctx);
 static bool bin_tiles(const kern *k);
-static bool bcast_rows(const kern *k);
 
 void ad__pw_run(kern *k, ad_iter_row row)
 {
-    if ((row == bin_row || row == mixed_row) && (bin_tiles(k) || bcast_rows(k))) return;
+    if ((row == bin_row || row == mixed_row) && bin_tiles(k)) return;
     ad_iter it = {.ndim = k->out->ndim};
     memcpy(it.shape, k->out->shape, sizeof it.shape);
     ad__iter_add(&it, k->out);
@@ -192,6 +191,23 @@ void ad__pw_run(kern *k, ad_iter_row row)
     ad__iter_add(&it, k->a);
     if (k->b) ad__iter_add(&it, k->b);
     ad__iter_run(&it, row, k);
+}
+
+/* A row broadcast over a matrix (x + b, b of shape [n] or [1, n] or
+ * expanded to [m, n]): with the operands' strides over out's shape
+ * (bin_tiles), one is n, 1 (x along rows) and the other 0, 1; + - * /,
+ * and out sharing no storage with either (an in-place op takes the
+ * iterator): bcast_rows_loop in pointwise_kernels.inc, two rows at a
+ * time. */
+static bool bcast_rows(const kern *k, int64_t m, int64_t n, const int64_t *st)
+{
+    if (k->kind == K_SQDIFF || m < 4 || k->a->storage == k->out->storage ||
+        k->b->storage == k->out->storage)
+        return false;
+    bool rf = st[0] == 0 && st[1] == 1 && st[2] == n && st[3] == 1;
+    if (!rf && !(st[0] == n && st[1] == 1 && st[2] == 0 && st[3] == 1)) return false;
+    AD_PICK_CLONE(bcast_rows)(k, rf, m, n);
+    return true;
 }
 
 /* A transposed operand.  The iterator walks rows of the output; when an
@@ -206,8 +222,9 @@ void ad__pw_run(kern *k, ad_iter_row row)
  * and float64's + - * / with each operand along rows or transposed go
  * first to the tiles transposed in registers of ops_pointwise_t.c (AVX2 or
  * AVX-512, chosen at run time; figures in docs/benchmarks.md); the
- * squared difference and CPUs without those keep bin_tile_loop.  Each
- * element is computed by the same expression as on the iterator's path. */
+ * squared difference and CPUs without those keep bin_tile_loop.  With no
+ * transposed operand, a row broadcast goes to bcast_rows.  Each element
+ * is computed by the same expression as on the iterator's path. */
 static bool bin_tiles(const kern *k)
 {
     const ad_tensor *o = k->out, *a = k->a, *b = k->b;
@@ -217,7 +234,7 @@ static bool bin_tiles(const kern *k)
          k->kind != K_SQDIFF))
         return false;
     int64_t m = o->shape[0], n = o->shape[1];
-    if (m < 16 || n < 16 || o->strides[0] != n || o->strides[1] != 1) return false;
+    if (o->strides[0] != n || o->strides[1] != 1) return false;
     /* The operands' strides over out's shape (0 where broadcast). */
     int64_t st[4];
     const ad_tensor *in[2] = {a, b};
@@ -231,7 +248,8 @@ static bool bin_tiles(const kern *k)
         }
         across |= st[2 * k2] == 1 && st[2 * k2 + 1] != 1 && st[2 * k2 + 1] != 0;
     }
-    if (!across) return false;
+    if (!across) return bcast_rows(k, m, n, st);
+    if (m < 16 || n < 16) return false;
     if (k->kind != K_SQDIFF && (st[1] == 1 || st[0] == 1) && (st[3] == 1 || st[2] == 1)) {
         /* each operand along rows (step 1 in dimension 1) or transposed */
         static const char ops[] = {[K_ADD] = '+', [K_SUB] = '-', [K_MUL] = '*', [K_DIV] = '/'};
@@ -250,35 +268,6 @@ static bool bin_tiles(const kern *k)
     }
     if (o->dtype == AD_FLOAT64) bin_tiles_f64(k, m, n, st);
     else bin_tiles_f32(k, m, n, st);
-    return true;
-}
-
-/* A row broadcast over a matrix (x + b with b of shape [n] or [1, n]): out
- * and x contiguous m x n, the row contiguous, one dtype, + - * /, and out
- * sharing no storage with either (an in-place op takes the iterator):
- * bcast_rows_loop in pointwise_kernels.inc, two rows at a time. */
-static bool bcast_rows(const kern *k)
-{
-    const ad_tensor *o = k->out, *a = k->a, *b = k->b;
-    if (!b || o->ndim != 2 || a->dtype != o->dtype || b->dtype != o->dtype ||
-        (o->dtype != AD_FLOAT32 && o->dtype != AD_FLOAT64) ||
-        (k->kind != K_ADD && k->kind != K_SUB && k->kind != K_MUL && k->kind != K_DIV))
-        return false;
-    int64_t m = o->shape[0], n = o->shape[1];
-    if (m < 4 || o->strides[0] != n || o->strides[1] != 1) return false;
-    const ad_tensor *in[2] = {a, b};
-    bool full[2], row[2];
-    for (int q = 0; q < 2; q++) {
-        const ad_tensor *t = in[q];
-        full[q] = t->ndim == 2 && t->shape[0] == m && t->shape[1] == n && t->strides[0] == n &&
-                  t->strides[1] == 1;
-        row[q] = t->ndim >= 1 && t->shape[t->ndim - 1] == n && t->strides[t->ndim - 1] == 1 &&
-                 (t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1));
-        if (t->storage == o->storage) return false;
-    }
-    bool rf = row[0] && full[1];
-    if (!rf && !(full[0] && row[1])) return false;
-    AD_PICK_CLONE(bcast_rows)(k, rf, m, n);
     return true;
 }
 
