@@ -115,11 +115,13 @@ static bool cpu_can(int isa)
 
 static bool thin_off;   /* test hook (ad__gemm_testing_thin) */
 static bool direct_off; /* test hook (ad__gemm_testing_direct) */
+static bool swap_off;   /* test hook (ad__gemm_testing_swap) */
 
 void ad__gemm_testing(bool generic, int64_t mc, int64_t kc, int64_t nc)
 {
     thin_off = false;
     direct_off = false;
+    swap_off = false;
     force_generic = generic;
     forced_f32 = forced_f64 = -1;
     tune_mc = mc;
@@ -185,6 +187,7 @@ void ad__gemm_testing_parallel(int64_t min_madds)
 
 void ad__gemm_testing_thin(bool enabled) { thin_off = !enabled; }
 void ad__gemm_testing_direct(bool enabled) { direct_off = !enabled; }
+void ad__gemm_testing_swap(bool enabled) { swap_off = !enabled; }
 
 /* ---- driver helpers ------------------------------------------------------------- */
 static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -313,6 +316,28 @@ static int64_t claim_strip(strip_range *r, int tid, int nth)
 #define NUM_THREADS 1
 #endif
 
+/* A swapped product's result put back in place (gemm_driver.inc's
+ * gemm_swapped) with a register transpose, where the kernel's instruction
+ * set has one: true when done, false leaves it to the element loop. */
+static bool unswap_fast_f32(const kernel_f32 *K, int64_t m, int64_t n, const float *s, float *c,
+                            int64_t ldc, const float *bias, int64_t bstr)
+{
+#if AD_GEMM_X86
+    if (K->isa == ISA_AVX2 || K->isa == ISA_AVX512) { /* every AVX-512 CPU has AVX2 */
+        unswap_f32_avx2(m, n, s, c, ldc, bias, bstr);
+        return true;
+    }
+#endif
+    (void)K, (void)m, (void)n, (void)s, (void)c, (void)ldc, (void)bias, (void)bstr;
+    return false;
+}
+static bool unswap_fast_f64(const kernel_f64 *K, int64_t m, int64_t n, const double *s, double *c,
+                            int64_t ldc, const double *bias, int64_t bstr)
+{
+    (void)K, (void)m, (void)n, (void)s, (void)c, (void)ldc, (void)bias, (void)bstr;
+    return false;
+}
+
 #define KERNEL_FILE "gemm_driver.inc"
 #include "per_dtype.inc"
 
@@ -364,6 +389,14 @@ int ad__gemm_builtin_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, 
     }
     if (rc == 0 && ep && ep->bias && !acc) epilogue_all(dtype, m, n, c, ldc, ep);
     return rc;
+}
+
+bool ad__gemm_swap_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
+                         int64_t rsb, int64_t csb)
+{
+    if (small_product(m, n, k) || m == 1 || ad__gemm_thin_takes(dtype, m, n, k)) return false;
+    if (dtype == AD_FLOAT32) return swap_takes_f32(pick_f32(), m, n, k, csa, rsb, csb, NULL);
+    return swap_takes_f64(pick_f64(), m, n, k, csa, rsb, csb, NULL);
 }
 
 bool ad__gemm_thin_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k)

@@ -136,6 +136,14 @@ void ad__gemm_testing_thin(bool enabled);
  * (the direct kernels of gemm_kernels.inc) instead of packing it: true,
  * the default; false packs every operand, whose bits a test compares. */
 void ad__gemm_testing_direct(bool enabled);
+/* Whether the blocked driver computes an m x n x k product with A's and
+ * B's strides (csa, rsb, csb) turned around, as C^T = B^T A^T (the swapped
+ * products of gemm_driver.inc), with no epilogue or a bias; and whether it
+ * may (true, the default; false computes it as it is, whose bits a test
+ * compares).  The ad__gemm_testing call restores it. */
+bool ad__gemm_swap_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
+                         int64_t rsb, int64_t csb);
+void ad__gemm_testing_swap(bool enabled);
 
 /* With OpenMP: products of at least min_madds multiply-adds (m n k) are
  * shared among threads; the default (0 restores it) is 2^21.  A test sets

@@ -603,6 +603,43 @@ START_TEST(direct_operands_have_the_packed_bits)
 }
 END_TEST
 
+/* A product turned around (C^T = B^T A^T: x W^T with a small batch)
+ * gives the bytes of the product computed as it is: whole and partial
+ * row strips of B^T, one and several k blocks, n not a multiple of 8 (the
+ * edge of the transpose back), with and without a bias; the accumulated
+ * variant, the untransposed operands and a shape that would move more
+ * turned around take the ordinary path and are compared too.  The batch
+ * fills whole column strips of every kernel (multiples of 32). */
+static void swapped_body(ad_dtype d, const char *name, void *ctx)
+{
+    (void)ctx;
+    static const int64_t shapes[][3] = {{32, 70, 90}, {32, 246, 300}, {64, 98, 200}, {96, 98, 97}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        for (int variant = 0; variant < 4; variant++)
+            for (int t = 0; t < 4; t++)
+                check_two_paths(d, m, n, k, t & 1, t & 2, variant, ad__gemm_testing_swap,
+                                "swapped");
+        /* ta = false, tb = true: A row-major (csa 1), B transposed (rsb 1, csb k) */
+        bool turned = ad__gemm_swap_takes(d, m, n, k, 1, 1, k);
+        if (s < 3 && strncmp(name, "generic", 7) != 0) /* those have no direct kernels */
+            ck_assert_msg(turned, "%s %s: %lld x %lld x %lld not swapped", ad_dtype_name(d),
+                                 ad__gemm_kernel_name(d), (long long)m, (long long)n, (long long)k);
+        ck_assert(!ad__gemm_swap_takes(d, m, n, k, 1, n, 1)); /* B row-major */
+        ck_assert(!ad__gemm_swap_takes(d, m, n, k, m, 1, k)); /* A transposed */
+    }
+    ck_assert(!ad__gemm_swap_takes(d, 512, 512, 512, 1, 1, 512)); /* moves more */
+    if (strncmp(name, "generic", 7) != 0) /* the MLP's forward product */
+        ck_assert(ad__gemm_swap_takes(d, 64, 256, 784, 1, 1, 784));
+}
+
+START_TEST(swapped_products_have_the_plain_bits)
+{
+    ck_assert_int_ge(each_kernel(0, 0, 0, swapped_body, NULL), 4);
+    ck_assert_int_ge(each_kernel(28, 16, 64, swapped_body, NULL), 4);
+}
+END_TEST
+
 START_TEST(dispatch_takes_transposes_directly)
 {
     /* Plain and transposed matrices go to the kernel as they are (CBLAS by
@@ -845,6 +882,7 @@ int main(void)
     tcase_add_test(tc, builtin_kernel_every_kernel);
     tcase_add_test(tc, thin_products_have_the_blocked_bits);
     tcase_add_test(tc, direct_operands_have_the_packed_bits);
+    tcase_add_test(tc, swapped_products_have_the_plain_bits);
     tcase_add_test(tc, builtin_kernel_scratch_on_a_tape);
     tcase_add_test(tc, dispatch_takes_transposes_directly);
     tcase_add_test(tc, packed_a_reused);

@@ -843,6 +843,45 @@ START_TEST(parallel_runner_products)
 }
 END_TEST
 
+/* The same for a product turned around (x W^T with a small batch, as
+ * C^T = W x^T: gemm_driver.inc's swapped products), whose parts claim row
+ * strips of W read where it lies: the bits of the product on one thread,
+ * with and without a bias, for 2 and 5 parts. */
+START_TEST(parallel_runner_swapped_products)
+{
+    enum { M = 32, K = 150, N = 70 };
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    if (strncmp(ad__gemm_kernel_name(AD_FLOAT32), "generic", 7) != 0)
+        ck_assert(ad__gemm_swap_takes(AD_FLOAT32, M, N, K, 1, 1, K));
+    ad_rng rng;
+    ad_rng_init(&rng, 4);
+    ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(M, K), 0, 1);
+    ad_tensor *w = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(N, K), 0, 1);
+    ad_tensor *bias = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(N), 0, 1);
+    static float want[M * N], got[M * N];
+    for (int parts = 2; parts <= 5; parts += 3)
+        for (int variant = 0; variant < 2; variant++) {
+            ad_gemm_ep ep = {.bias = variant ? ad_data(bias) : NULL, .bias_stride = 1};
+            ck_assert_int_eq(ad__gemm_ep(NULL, AD_FLOAT32, M, N, K, ad_data(x), K, 1, ad_data(w),
+                                         1, K, want, N, &ep), 0);
+            ad__gemm_testing_parallel(1);
+            serial_calls = 0;
+            ck_assert_int_eq(ad_set_parallel_runner(reverse_runner, &parts, parts), 0);
+            ck_assert_int_eq(ad__gemm_ep(NULL, AD_FLOAT32, M, N, K, ad_data(x), K, 1, ad_data(w),
+                                         1, K, got, N, &ep), 0);
+            ck_assert_int_eq(ad_set_parallel_runner(NULL, NULL, 0), 0);
+            ad__gemm_testing_parallel(0);
+            ck_assert_int_eq(serial_calls, 1);
+            ck_assert(memcmp(want, got, sizeof want) == 0);
+        }
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ad_tensor_free(x);
+    ad_tensor_free(w);
+    ad_tensor_free(bias);
+}
+END_TEST
+
 static void serial_runner(void *pool, ad_parallel_task task, void *ctx)
 {
     (void)pool;
@@ -920,6 +959,7 @@ int main(void)
     tcase_add_test(tc, trainer_ops_prefetch_follows_the_loader);
     tcase_add_test(tc, trainer_ops_prefetch_stop);
     tcase_add_test(tc, parallel_runner_products);
+    tcase_add_test(tc, parallel_runner_swapped_products);
     tcase_add_test(tc, trainer_thread_mode_auto);
     suite_add_tcase(s, tc);
     return ot_run(s);
