@@ -600,16 +600,38 @@ static bool openblas_without_avx512(void)
  * runs a core without AVX-512: there the thin path (gemm_thin.inc) is
  * faster (on the Zen 5 with OpenBLAS 0.3.21 as "Haswell", us per product,
  * thin / OpenBLAS: 64 x 10 x 256 4.6 / 5.8, 10 x 256 x 64 3.2 / 5.6,
- * 64 x 256 x 10 2.5 / 3.9).  A fixed rule, not a timing, so a seeded run
- * gives the same bits every time. */
-static bool builtin_by_default(ad_dtype dtype, int64_t m, int64_t n, int64_t k)
+ * 64 x 256 x 10 2.5 / 3.9).  Where both run AVX2 (the AVX2 kernel, and
+ * OpenBLAS on a core without AVX-512), a product the built-in kernel
+ * computes turned around (x W^T with a small batch, gemm_driver.inc's
+ * swapped products) runs on it too: it packs only the batch where
+ * OpenBLAS packs all of W^T (on a Zen 3 with OpenBLAS 0.3.21 as "Zen",
+ * us per product, built-in / OpenBLAS: 64 x 256 x 784 357-372 / 394-423,
+ * the CNN's 64 x 128 x 4608 1090-1154 / 1215-1250).  A fixed rule, not a
+ * timing, so a seeded run gives the same bits every time. */
+static bool builtin_by_default(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
+                               int64_t rsb, int64_t csb, const ad_gemm_ep *ep)
 {
     if (dtype != AD_FLOAT32 || !ad__gemm_default_mode() || force_generic || forced_f32 >= 0)
         return false;
     const kernel_f32 *K = pick_f32();
+    if (K->isa == ISA_AVX2)
+        return openblas_without_avx512() && !ad__gemm_thin_takes(dtype, m, n, k) &&
+               swap_takes_f32(K, m, n, k, csa, rsb, csb, ep);
     if (K->isa != ISA_AVX512) return false;
     if (m >= 64 && n >= 64 && k >= 64) return true;
     return openblas_without_avx512() && ad__gemm_thin_takes(dtype, m, n, k);
+}
+bool ad__gemm_default_builtin(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
+                              int64_t rsb, int64_t csb)
+{
+    return builtin_by_default(dtype, m, n, k, csa, rsb, csb, NULL);
+}
+#else
+bool ad__gemm_default_builtin(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
+                              int64_t rsb, int64_t csb)
+{
+    (void)dtype, (void)m, (void)n, (void)k, (void)csa, (void)rsb, (void)csb;
+    return false;
 }
 #endif
 
@@ -628,7 +650,8 @@ int ad__gemm_ep(ad_tape *scratch, ad_dtype dtype, int64_t m, int64_t n, int64_t 
         int ldcc = ldc >= n ? (int)ldc : (int)n;
         gemm_shape sh = {dtype, m, n, k, ta == CblasTrans, tb == CblasTrans};
         int pick = ad__gemm_choose(&sh);
-        if (pick == AD_GEMM_BLAS && builtin_by_default(dtype, m, n, k)) pick = AD_GEMM_BUILTIN;
+        if (pick == AD_GEMM_BLAS && builtin_by_default(dtype, m, n, k, csa, rsb, csb, ep))
+            pick = AD_GEMM_BUILTIN;
         if (pick == AD_GEMM_BLAS && blas_idles_threads(m, n, k)) {
             /* On a runner's threads, BLAS in slabs; on OpenMP's, the
              * built-in kernel splits (unless AD_GEMM=blas asks for BLAS) */

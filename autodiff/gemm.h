@@ -144,6 +144,12 @@ void ad__gemm_testing_direct(bool enabled);
 bool ad__gemm_swap_takes(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
                          int64_t rsb, int64_t csb);
 void ad__gemm_testing_swap(bool enabled);
+/* Whether the default choice (no AD_GEMM, nothing forced) sends a float32
+ * m x n x k product with these strides, which CBLAS could take, to the
+ * built-in kernel instead (gemm.c, builtin_by_default); false without
+ * CBLAS, where there is no choice. */
+bool ad__gemm_default_builtin(ad_dtype dtype, int64_t m, int64_t n, int64_t k, int64_t csa,
+                              int64_t rsb, int64_t csb);
 
 /* With OpenMP: products of at least min_madds multiply-adds (m n k) are
  * shared among threads; the default (0 restores it) is 2^21.  A test sets

@@ -275,8 +275,9 @@ END_TEST
 
 /* The default's rule (gemm.c, builtin_by_default): float32 products at
  * least 64 wide in m, n and k run on the built-in kernel when it is the
- * AVX-512 one, every other product CBLAS can take on CBLAS.  Told apart by
- * their bits: the two kernels sum in different orders. */
+ * AVX-512 one, and x W^T with a small batch when it is the AVX2 one and
+ * OpenBLAS runs AVX2 too; every other product CBLAS can take on CBLAS.
+ * Told apart by their bits: the two kernels sum in different orders. */
 static void *linear_bits(int mode, ad_tensor *x, ad_tensor *w, size_t *bytes)
 {
     ad__gemm_testing_choice(mode);
@@ -303,7 +304,13 @@ START_TEST(default_choice_by_shape)
     void *bi = linear_bits(AD_GEMM_BUILTIN, x, w, &n), *bl = linear_bits(AD_GEMM_BLAS, x, w, &n);
     void *def = linear_bits(-1, x, w, &n);
     bool cblas = memcmp(bi, bl, n) != 0; /* without CBLAS both modes run the built-in kernel */
-    ck_assert_msg(memcmp(def, cblas && !avx512 ? bl : bi, n) == 0,
+    /* x W^T: x row-major (csa 1), W^T read transposed (rsb 1, csb 784) */
+    bool rule = ad__gemm_default_builtin(AD_FLOAT32, 64, 96, 784, 1, 1, 784);
+    if (cblas && avx512) ck_assert(rule);
+    if (cblas && !avx512) /* the AVX2 kernel: the turned-around products, when OpenBLAS is AVX2 too */
+        ck_assert(!rule || ad__gemm_swap_takes(AD_FLOAT32, 64, 96, 784, 1, 1, 784));
+    ck_assert(!ad__gemm_default_builtin(AD_FLOAT64, 64, 96, 784, 1, 1, 784));
+    ck_assert_msg(memcmp(def, cblas && !rule ? bl : bi, n) == 0,
                   "64 x 96 x 784 float32 went to %s by default (kernel %s)",
                   memcmp(def, bl, n) == 0 ? "CBLAS" : "the built-in kernel",
                   ad__gemm_kernel_name(AD_FLOAT32));
