@@ -9,6 +9,7 @@
 #define AUTODIFF_POINTWISE_IMPL_H
 
 #include "internal.h"
+#include "stream.h"
 
 /* The kinds of kernel: the hot ops' typed kernels (pointwise_kernels.inc),
  * or K_FN, a scalar function mapped by the op's own row function. */

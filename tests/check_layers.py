@@ -36,6 +36,7 @@ LAYERS = {
     'autodiff/vmath_float.inc': 0, 'autodiff/vmath_simd.inc': 0,
     'autodiff/transpose_avx2.h': 0,
     'autodiff/transpose_avx512.h': 0, 'autodiff/isa.h': 0, 'autodiff/isa.c': 0,
+    'autodiff/stream.h': 0, 'autodiff/stream.c': 0,
 
     'autodiff/tape.h': 1, 'autodiff/tape.c': 1, 'autodiff/tape_impl.h': 1,
     'autodiff/internal.h': 1, 'autodiff/backward.c': 1, 'autodiff/replay.c': 1,

@@ -651,14 +651,30 @@ END_TEST
  * (AD_ISA: _i / 2 portable, AVX2, AVX-512); and the path must leave
  * b's gradient (the column sums of the upstream gradient) as it was. */
 void ad__isa_testing_reread(void); /* isa.c (internal) */
+/* Holds every kernel to instruction set name (AD_ISA) until isa_release,
+ * which puts back the environment's AD_ISA that isa_hold returned. */
+static char *isa_hold(const char *name)
+{
+    const char *was = getenv("AD_ISA");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("AD_ISA", name, 1);
+    ad__isa_testing_reread();
+    return saved;
+}
+
+static void isa_release(char *saved)
+{
+    if (saved) setenv("AD_ISA", saved, 1);
+    else unsetenv("AD_ISA");
+    ad__isa_testing_reread();
+    free(saved);
+}
+
 START_TEST(row_broadcast_bits)
 {
     static const char *isa[] = {"portable", "avx2", "avx512"};
     ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
-    const char *was = getenv("AD_ISA");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("AD_ISA", isa[_i / 2], 1);
-    ad__isa_testing_reread();
+    char *saved = isa_hold(isa[_i / 2]);
     enum { C = 37, RMAX = 9 };
     double xv[RMAX * C], bv[C], out[RMAX * C];
     for (int i = 0; i < RMAX * C; i++) xv[i] = 3 * sin(i * 0.37 + 0.2);
@@ -694,10 +710,82 @@ START_TEST(row_broadcast_bits)
         ad_tensor *g = grad_of(ad_sum(ad_add(x, b1), NULL, 0, false), b1);
         for (int j = 0; j < C; j++) ck_assert_double_eq(ot_at(g, j), rows);
     }
-    if (saved) setenv("AD_ISA", saved, 1);
-    else unsetenv("AD_ISA");
-    ad__isa_testing_reread();
-    free(saved);
+    isa_release(saved);
+}
+END_TEST
+
+/* Outputs of at least ad__stream_min() bytes are computed a chunk at a
+ * time into a buffer and written with non-temporal stores
+ * (autodiff/stream.h): with the threshold at 0 every op gives the same
+ * bytes as with it off, under each instruction set the CPU has (_i / 2),
+ * for contiguous operands (one row of the iterator), a scalar broadcast
+ * along a row, a column broadcast (rows of 301 elements: a head before
+ * the first aligned line, a partial last chunk, a tail that is not a
+ * whole line), a row broadcast (bcast_rows, rows of 256 floats and 160
+ * doubles: whole lines; and 301: the unstreamed path), and ops mapping a
+ * scalar function (square, abs, maximum, gelu). */
+void ad__stream_testing_min(int64_t bytes); /* autodiff/stream.c (internal) */
+START_TEST(streamed_outputs_have_the_same_bits)
+{
+    static const char *isa[] = {"portable", "avx2", "avx512"};
+    ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
+    char *saved = isa_hold(isa[_i / 2]);
+    enum { R = 7, C = 301, N = R * C };
+    static double xv[N], yv[N], colv[R], rowv[C], on[N], off[N];
+    for (int i = 0; i < N; i++) {
+        xv[i] = 3 * sin(i * 0.37 + 0.2);
+        yv[i] = i % 7 == 0 ? 0.0 : 1.5 + cos(i * 0.91);
+    }
+    for (int r = 0; r < R; r++) colv[r] = 0.5 + r;
+    for (int c = 0; c < C; c++) rowv[c] = c % 5 == 0 ? 0.0 : 1.25 + cos(c * 1.7);
+    int64_t wide = dt == AD_FLOAT32 ? 256 : 160; /* rows of whole lines */
+    ad_tensor *x = mk(dt, 2, (int64_t[]){R, C}, xv, false);
+    ad_tensor *y = mk(dt, 2, (int64_t[]){R, C}, yv, false);
+    ad_tensor *col = mk(dt, 2, (int64_t[]){R, 1}, colv, false);
+    ad_tensor *row = mk(dt, 1, (int64_t[]){C}, rowv, false);
+    ad_tensor *xw = mk(dt, 2, (int64_t[]){R, wide}, xv, false);
+    ad_tensor *roww = mk(dt, 1, (int64_t[]){wide}, rowv, false);
+    ad_tensor *pos = ad_abs(x);
+    enum { NCASE = 19 };
+    for (int c = 0; c < NCASE; c++) {
+        ad_tensor *r[2];
+        for (int streamed = 0; streamed < 2; streamed++) {
+            ad__stream_testing_min(streamed ? 0 : INT64_MAX);
+            switch (c) {
+            case 0: r[streamed] = ad_add(x, y); break;
+            case 1: r[streamed] = ad_sub(x, y); break;
+            case 2: r[streamed] = ad_mul(x, y); break;
+            case 3: r[streamed] = ad_div(x, y); break;
+            case 4: r[streamed] = ad_maximum(x, y); break;
+            case 5: r[streamed] = ad_neg(x); break;
+            case 6: r[streamed] = ad_relu(x); break;
+            case 7: r[streamed] = ad_sqrt(pos); break;
+            case 8: r[streamed] = ad_abs(x); break;
+            case 9: r[streamed] = ad_square(x); break;
+            case 10: r[streamed] = ad_gelu(x); break;
+            case 11: r[streamed] = ad_add(x, col); break;
+            case 12: r[streamed] = ad_div(col, x); break;
+            case 13: r[streamed] = ad_mul_scalar(x, 0.3); break;
+            case 14: r[streamed] = ad_add(xw, roww); break;
+            case 15: r[streamed] = ad_div(roww, xw); break;
+            case 16: r[streamed] = ad_sub(x, row); break;
+            case 17: r[streamed] = ad_atan2(x, y); break;
+            default: r[streamed] = ad_exp(x); break;
+            }
+            ck_assert_msg(r[streamed] != NULL, "%s", ad_error());
+        }
+        ad__stream_testing_min(-1);
+        int64_t n = ad_numel(r[0]);
+        ck_assert_int_eq(n, ad_numel(r[1]));
+        ck_assert_int_eq(ad_to_array(r[0], off), 0);
+        ck_assert_int_eq(ad_to_array(r[1], on), 0);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(memcmp(&on[i], &off[i], sizeof on[i]) == 0,
+                          "%s %s case %d element %lld: %a streamed, %a not", isa[_i / 2],
+                          dt == AD_FLOAT32 ? "float32" : "float64", c, (long long)i, on[i],
+                          off[i]);
+    }
+    isa_release(saved);
 }
 END_TEST
 
@@ -1092,6 +1180,7 @@ int main(void)
     tcase_add_test(tc, strided_inputs);
     tcase_add_loop_test(tc, fast_paths_match_formulas, 0, 2);
     tcase_add_loop_test(tc, row_broadcast_bits, 0, 6);
+    tcase_add_loop_test(tc, streamed_outputs_have_the_same_bits, 0, 6);
     tcase_add_loop_test(tc, transposed_operands, 0, 6);
     tcase_add_loop_test(tc, transposed_large, 0, 4);
     tcase_add_loop_test(tc, transposed_views, 0, 6);

@@ -1,0 +1,95 @@
+/* autodiff/stream.c - non-temporal stores for large outputs (stream.h). */
+#define _DEFAULT_SOURCE /* sysconf's _SC_LEVEL3_CACHE_SIZE */
+#include "stream.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "isa.h"
+
+#if AD_X86_CLONES
+#include <immintrin.h>
+#endif
+
+static _Atomic int64_t stream_min_v = -1; /* -1: not computed yet */
+
+static int64_t stream_min_default(void)
+{
+    const char *e = getenv("AD_STREAM");
+    if (e && !strcmp(e, "0")) return INT64_MAX;
+    long llc = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    /* Half the last-level cache: an output that large is mostly evicted
+     * by its own inputs before anything reads it back, so keeping it in
+     * the cache saves nothing, and the read for ownership costs a third
+     * of a unary op's traffic.  The cache is shared with the other cores,
+     * hence not the whole of it.  Never below 4 MiB, so that a system
+     * reporting a small cache does not stream a training step's
+     * activations, which the next op reads from the cache. */
+    int64_t half = llc > 0 ? (int64_t)llc / 2 : (int64_t)16 << 20;
+    return half > ((int64_t)4 << 20) ? half : (int64_t)4 << 20;
+}
+
+int64_t ad__stream_min(void)
+{
+    int64_t v = atomic_load_explicit(&stream_min_v, memory_order_relaxed);
+    if (v >= 0) return v;
+    v = stream_min_default();
+    atomic_store_explicit(&stream_min_v, v, memory_order_relaxed);
+    return v;
+}
+
+void ad__stream_testing_min(int64_t bytes)
+{
+    atomic_store(&stream_min_v, bytes < 0 ? stream_min_default() : bytes);
+}
+
+#if AD_X86_CLONES
+__attribute__((target("avx512f"))) static void store_avx512(char *d, const char *s, size_t lines)
+{
+    for (size_t i = 0; i < lines; i++)
+        _mm512_stream_si512((void *)(d + 64 * i), _mm512_load_si512((const void *)(s + 64 * i)));
+}
+
+__attribute__((target("avx2"))) static void store_avx2(char *d, const char *s, size_t lines)
+{
+    for (size_t i = 0; i < lines; i++) {
+        __m256i a = _mm256_load_si256((const __m256i *)(s + 64 * i));
+        __m256i b = _mm256_load_si256((const __m256i *)(s + 64 * i + 32));
+        _mm256_stream_si256((__m256i *)(d + 64 * i), a);
+        _mm256_stream_si256((__m256i *)(d + 64 * i + 32), b);
+    }
+}
+
+__attribute__((target("sse2"))) static void store_sse2(char *d, const char *s, size_t lines)
+{
+    for (size_t i = 0; i < 4 * lines; i++)
+        _mm_stream_si128((__m128i *)(d + 16 * i), _mm_load_si128((const __m128i *)(s + 16 * i)));
+}
+#endif
+
+void ad__stream_store(void *dst, const void *src, size_t bytes)
+{
+    size_t lines = bytes / 64;
+#if AD_X86_CLONES
+    if (AD_CPU_AVX512()) store_avx512(dst, src, lines);
+    else if (AD_CPU_AVX2()) store_avx2(dst, src, lines);
+    else store_sse2(dst, src, lines);
+#else
+    memcpy(dst, src, lines * 64);
+#endif
+    memcpy((char *)dst + 64 * lines, (const char *)src + 64 * lines, bytes - 64 * lines);
+}
+
+void ad__stream_fence(void)
+{
+#if AD_X86_CLONES
+    _mm_sfence();
+#else
+    atomic_thread_fence(memory_order_release);
+#endif
+}
