@@ -55,6 +55,8 @@ typedef struct {
  * the latency of each. */
 #define FOLD_LANES 16
 #define FOLD_AHEAD 1024
+#define FOLD_SPLIT 8
+#define FOLD_SPLIT_MIN ((int64_t)1 << 16)
 
 /* The lanes' total, pairwise in a fixed order. */
 static inline double lanes_total(double *p)

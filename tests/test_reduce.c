@@ -2,6 +2,7 @@
  * axes, mean, max/min with their tie rule, logsumexp at the extremes, var
  * with its correction and second derivative, sum_to, float32 accumulation,
  * views, replay, and every bad argument. */
+#define _POSIX_C_SOURCE 200809L /* setenv, strdup */
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +214,57 @@ START_TEST(long_rows_every_lane)
                 ck_assert(isnan(ad_item(ad_sum(z, NULL, 0, false))));
                 free(v);
             }
+}
+END_TEST
+
+/* Rows of 2^16 elements or more are summed as 8 pieces read side by side
+ * (fold_sum_split in fold_kernels.inc), then the remainder: every element
+ * counts, whether it opens or closes a piece or sits in the remainder
+ * (small integers: the sum is exact), and the result has the same bits
+ * under each instruction set, as the order of the additions depends only
+ * on the length. */
+void ad__isa_testing_reread(void); /* isa.c (internal) */
+START_TEST(long_rows_in_pieces)
+{
+    static const int64_t lens[] = {65535, 65536, 65537, 65536 + 127, 3 * 65536 + 77};
+    for (int dt = 0; dt < 2; dt++)
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li], piece = n / 8 / 16 * 16;
+            double *v = malloc((size_t)n * sizeof *v);
+            for (int64_t i = 0; i < n; i++) v[i] = (double)((i * 7) % 11) - 5;
+            int64_t marks[] = {0, piece - 1, piece, 5 * piece + 3, 8 * piece - 1, n - 1};
+            for (size_t k = 0; k < sizeof marks / sizeof *marks; k++) {
+                double was = v[marks[k]];
+                v[marks[k]] = 1000;
+                double sum = 0;
+                for (int64_t i = 0; i < n; i++) sum += v[i];
+                ad_tensor *x = ot_f64(T, 1, (int64_t[]){n}, v);
+                if (dt) x = ad_cast(x, AD_FLOAT32);
+                ck_assert_msg(ad_item(ad_sum(x, NULL, 0, false)) == sum, "n %lld mark %lld",
+                              (long long)n, (long long)marks[k]);
+                v[marks[k]] = was;
+            }
+            for (int64_t i = 0; i < n; i++) v[i] = sin(0.37 * (double)i) * 3.1;
+            ad_tensor *x = ot_f64(T, 1, (int64_t[]){n}, v);
+            if (dt) x = ad_cast(x, AD_FLOAT32);
+            double by_isa[3];
+            static const char *isa[] = {"portable", "avx2", "avx512"};
+            const char *env = getenv("AD_ISA");
+            char *saved = env ? strdup(env) : NULL;
+            for (int k = 0; k < 3; k++) {
+                setenv("AD_ISA", isa[k], 1);
+                ad__isa_testing_reread();
+                by_isa[k] = ad_item(ad_sum(x, NULL, 0, false));
+            }
+            if (saved) setenv("AD_ISA", saved, 1);
+            else unsetenv("AD_ISA");
+            free(saved);
+            ad__isa_testing_reread();
+            ck_assert_msg(memcmp(&by_isa[0], &by_isa[1], sizeof(double)) == 0 &&
+                              memcmp(&by_isa[0], &by_isa[2], sizeof(double)) == 0,
+                          "n %lld: %a %a %a", (long long)n, by_isa[0], by_isa[1], by_isa[2]);
+            free(v);
+        }
 }
 END_TEST
 
@@ -638,6 +690,7 @@ int main(void)
     tcase_add_test(tc, mean_of_nothing_is_nan);
     tcase_add_test(tc, max_min_values);
     tcase_add_test(tc, long_rows_every_lane);
+    tcase_add_test(tc, long_rows_in_pieces);
     tcase_add_test(tc, max_min_gradient_one_hot);
     tcase_add_test(tc, max_min_ties_split_evenly);
     tcase_add_test(tc, max_tie_rule_is_linear_in_g);
