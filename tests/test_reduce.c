@@ -217,10 +217,12 @@ START_TEST(long_rows_every_lane)
 }
 END_TEST
 
-/* Rows of 2^16 elements or more are summed as 8 pieces read side by side
- * (fold_sum_split in fold_kernels.inc), then the remainder: every element
- * counts, whether it opens or closes a piece or sits in the remainder
- * (small integers: the sum is exact), and the result has the same bits
+/* Rows of 2^16 elements or more are summed, and their maximum and minimum
+ * taken, as 8 pieces read side by side (fold_sum_split and
+ * fold_extreme_split in fold_kernels.inc), then the remainder: every
+ * element counts, whether it opens or closes a piece or sits in the
+ * remainder (small integers: the sum is exact; NaN anywhere gives NaN),
+ * and the sum has the same bits
  * under each instruction set, as the order of the additions depends only
  * on the length. */
 void ad__isa_testing_reread(void); /* isa.c (internal) */
@@ -242,6 +244,16 @@ START_TEST(long_rows_in_pieces)
                 if (dt) x = ad_cast(x, AD_FLOAT32);
                 ck_assert_msg(ad_item(ad_sum(x, NULL, 0, false)) == sum, "n %lld mark %lld",
                               (long long)n, (long long)marks[k]);
+                ck_assert(ad_item(ad_max(x, NULL, 0, false)) == 1000);
+                v[marks[k]] = -1000;
+                ad_tensor *y = ot_f64(T, 1, (int64_t[]){n}, v);
+                if (dt) y = ad_cast(y, AD_FLOAT32);
+                ck_assert(ad_item(ad_min(y, NULL, 0, false)) == -1000);
+                v[marks[k]] = NAN;
+                ad_tensor *z = ot_f64(T, 1, (int64_t[]){n}, v);
+                if (dt) z = ad_cast(z, AD_FLOAT32);
+                ck_assert(isnan(ad_item(ad_max(z, NULL, 0, false))));
+                ck_assert(isnan(ad_item(ad_min(z, NULL, 0, false))));
                 v[marks[k]] = was;
             }
             for (int64_t i = 0; i < n; i++) v[i] = sin(0.37 * (double)i) * 3.1;
