@@ -158,6 +158,7 @@
  * the NaN operands are then the same NaN. */
 #include "isa.h"
 #include "vmath.h"
+#include "stream.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -378,6 +379,17 @@ static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64
 {
     if (i0 + VM_AHEAD + m <= n)
         vm_prefetch((const char *)x + (size_t)(i0 + VM_AHEAD) * es, (size_t)m * es);
+}
+/* Whether the loops write y (n elements of es bytes) with non-temporal
+ * stores: an output of at least ad__stream_min() bytes (stream.h) that
+ * starts on a cache line, so that every chunk does.  The vector loops of
+ * vmath_simd.inc store from registers; log and sin / cos compute each
+ * chunk into a buffer and ad__stream_store copies it out (log 0.52 ->
+ * 0.59 of memcpy's bandwidth, sin 0.55 -> 0.57: their arithmetic, more
+ * than the memory, bounds them).  The float64 loops do not stream. */
+static inline bool vm_streams(const void *y, int64_t n, size_t es)
+{
+    return (uintptr_t)y % 64 == 0 && n * (int64_t)es >= ad__stream_min();
 }
 /* The vectorised loops unrolled twice: two registers' elements in each
  * pass, so that the processor has two independent chains side by side

@@ -426,6 +426,49 @@ START_TEST(lengths_and_offsets)
 }
 END_TEST
 
+/* An output of at least ad__stream_min() bytes that starts on a cache line
+ * is written with non-temporal stores (vm_streams in vmath.c): with the
+ * threshold at 0, every variant gives the same bits as with it off, into
+ * a new array and in place, over chunks that take each of log's and sin's
+ * and cos's paths (normal arguments; zero, negative and subnormal ones for
+ * log; beyond 256 and beyond 2^24 for sin and cos) and a partial last
+ * chunk. */
+void ad__stream_testing_min(int64_t bytes); /* autodiff/stream.c (internal) */
+START_TEST(streamed_outputs)
+{
+    const struct fn *fn = &FNS[_i];
+    enum { N = 5 * 512 + 77 };
+    float *x = aligned_alloc(64, N * sizeof(float) + 64 - N * sizeof(float) % 64);
+    float *a = aligned_alloc(64, N * sizeof(float) + 64 - N * sizeof(float) % 64);
+    float *b = aligned_alloc(64, N * sizeof(float) + 64 - N * sizeof(float) % 64);
+    ck_assert(x && a && b);
+    for (int i = 0; i < N; i++) x[i] = (float)(sin(i * 0.61) * 9.0);
+    x[512 + 3] = 0.0f, x[512 + 9] = -2.0f, x[512 + 11] = 1e-40f, x[512 + 13] = -0.0f;
+    x[1024 + 5] = 300.0f, x[1024 + 6] = -1000.5f;
+    x[1536 + 7] = 3e7f, x[1536 + 8] = INFINITY, x[1536 + 9] = NAN;
+    for (int isa = 0; isa <= 2; isa++) {
+        if (ad__vmath_testing_isa(isa)) continue;
+        ad__stream_testing_min(INT64_MAX);
+        fn->f(a, x, N);
+        ad__stream_testing_min(0);
+        fn->f(b, x, N);
+        for (int i = 0; i < N; i++)
+            ck_assert_msg(to_bits(a[i]) == to_bits(b[i]), "%s variant %d element %d: %a, %a",
+                          fn->name, isa, i, a[i], b[i]);
+        memcpy(b, x, N * sizeof(float));
+        fn->f(b, b, N);
+        for (int i = 0; i < N; i++)
+            ck_assert_msg(to_bits(a[i]) == to_bits(b[i]), "%s in place, variant %d element %d",
+                          fn->name, isa, i);
+        ad__stream_testing_min(-1);
+    }
+    ad__vmath_testing_isa(-1);
+    free(x);
+    free(a);
+    free(b);
+}
+END_TEST
+
 /* The ops: contiguous and strided float32 tensors give the same bits. */
 START_TEST(ops_contiguous_and_strided)
 {
@@ -691,6 +734,7 @@ int main(void)
     tcase_add_loop_test(tc, ulp_over_the_whole_range, 0, NFNS);
     tcase_add_test(tc, edge_values);
     tcase_add_loop_test(tc, lengths_and_offsets, 0, NFNS);
+    tcase_add_loop_test(tc, streamed_outputs, 0, NFNS);
     tcase_add_loop_test(tc, near_multiples_of_half_pi, 4, 6);
     tcase_add_test(tc, beyond_the_reduction_bound);
     tcase_add_test(tc, log_chunk_paths_agree);
