@@ -117,43 +117,74 @@ static ad_iter_row fold_row(void) { return fold_row_any; }
 #endif
 
 /* A sum over the leading dimensions of a contiguous x, viewed as m x n (a
- * bias gradient: G summed over the batch), by fold_cols in each variant. */
-static FOLD_INLINE void cols_body(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+ * bias gradient: G summed over the batch), by fold_cols; or, with rows,
+ * over its last dimension, by fold_rows; in each variant. */
+static FOLD_INLINE void mn_body(const ad_tensor *x, double *acc, int64_t m, int64_t n, bool rows)
 {
-    if (x->dtype == AD_FLOAT32) fold_cols_f32(acc, (const float *)x->storage->data + x->offset, m, n);
-    else fold_cols_f64(acc, (const double *)x->storage->data + x->offset, m, n);
+    if (x->dtype == AD_FLOAT32) {
+        const float *xs = (const float *)x->storage->data + x->offset;
+        if (rows) fold_rows_f32(acc, xs, m, n);
+        else fold_cols_f32(acc, xs, m, n);
+    } else {
+        const double *xs = (const double *)x->storage->data + x->offset;
+        if (rows) fold_rows_f64(acc, xs, m, n);
+        else fold_cols_f64(acc, xs, m, n);
+    }
 }
 
-static void cols_any(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+static void mn_any(const ad_tensor *x, double *acc, int64_t m, int64_t n, bool rows)
 {
-    cols_body(x, acc, m, n);
+    mn_body(x, acc, m, n, rows);
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target("avx2"))) static void cols_avx2(const ad_tensor *x, double *acc, int64_t m,
-                                                     int64_t n)
+__attribute__((target("avx2"))) static void mn_avx2(const ad_tensor *x, double *acc, int64_t m,
+                                                   int64_t n, bool rows)
 {
-    cols_body(x, acc, m, n);
+    mn_body(x, acc, m, n, rows);
 }
 
-__attribute__((target("avx512f"))) static void cols_avx512(const ad_tensor *x, double *acc,
-                                                          int64_t m, int64_t n)
+__attribute__((target("avx512f"))) static void mn_avx512(const ad_tensor *x, double *acc,
+                                                        int64_t m, int64_t n, bool rows)
 {
-    cols_body(x, acc, m, n);
+    mn_body(x, acc, m, n, rows);
 }
 
-static void fold_cols(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+static void fold_mn(const ad_tensor *x, double *acc, int64_t m, int64_t n, bool rows)
 {
-    if (AD_CPU_AVX512()) cols_avx512(x, acc, m, n);
-    else if (AD_CPU_AVX2()) cols_avx2(x, acc, m, n);
-    else cols_any(x, acc, m, n);
+    if (AD_CPU_AVX512()) mn_avx512(x, acc, m, n, rows);
+    else if (AD_CPU_AVX2()) mn_avx2(x, acc, m, n, rows);
+    else mn_any(x, acc, m, n, rows);
 }
 #else
-static void fold_cols(const ad_tensor *x, double *acc, int64_t m, int64_t n)
+static void fold_mn(const ad_tensor *x, double *acc, int64_t m, int64_t n, bool rows)
 {
-    cols_any(x, acc, m, n);
+    mn_any(x, acc, m, n, rows);
 }
 #endif
+
+static bool rows_off; /* test hook (ad__reduce_testing_rows) */
+void ad__reduce_testing_rows(bool enabled) { rows_off = !enabled; }
+
+/* For a sum: whether x is contiguous, at least 8 x 1024 and reduced over
+ * exactly its last dimension, shorter than FOLD_SPLIT_MIN (fold_rows), and
+ * then its view as m x n. */
+static bool trailing_sum(const ad_tensor *x, const int64_t *keep_shape, int64_t *m, int64_t *n)
+{
+    if (rows_off || x->ndim < 2 || keep_shape[x->ndim - 1] != 1) return false;
+    int64_t st[AD_MAX_DIMS];
+    ad__contig_strides(x->ndim, x->shape, st);
+    *m = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        if (x->shape[d] != 1 && x->strides[d] != st[d]) return false;
+        if (d < x->ndim - 1) {
+            if (keep_shape[d] != x->shape[d]) return false;
+            *m *= x->shape[d];
+        }
+    }
+    *n = x->shape[x->ndim - 1];
+    return *m >= 8 && *n >= 1024 && *n < FOLD_SPLIT_MIN;
+}
 
 /* For a sum: whether x is contiguous and reduced over exactly its leading
  * dimensions (those before some p, with the rest kept), and then its view
@@ -185,7 +216,11 @@ static void fold(const ad_tensor *x, const int64_t *keep_shape, double *acc, con
     ad__contig_strides(x->ndim, acc_t.shape, acc_t.strides);
     int64_t m, n;
     if (kind == FOLD_SUM && leading_sum(x, keep_shape, &m, &n)) {
-        fold_cols(x, acc, m, n);
+        fold_mn(x, acc, m, n, false);
+        return;
+    }
+    if (kind == FOLD_SUM && trailing_sum(x, keep_shape, &m, &n)) {
+        fold_mn(x, acc, m, n, true);
         return;
     }
     ad_iter it = {.ndim = x->ndim};

@@ -280,6 +280,65 @@ START_TEST(long_rows_in_pieces)
 }
 END_TEST
 
+/* The sums along the last dimension of a contiguous tensor of at least 8
+ * rows of 1024 to 65535 are taken 8 rows side by side (fold_rows in
+ * fold_kernels.inc): each has the bits of the row-by-row path, for row
+ * counts that leave rows over, lengths with a partial group of lanes, a
+ * 3-d tensor and keepdim, under each instruction set, and near the sums
+ * in double. */
+void ad__reduce_testing_rows(bool enabled); /* ops_reduce.c (internal) */
+START_TEST(rows_side_by_side_have_the_row_by_row_bits)
+{
+    static const int64_t shapes[][3] = {{9, 1024, 0}, {17, 1500, 0}, {8, 4099, 0}, {3, 5, 1030}};
+    static const char *isa[] = {"portable", "avx2", "avx512"};
+    const char *env = getenv("AD_ISA");
+    char *saved = env ? strdup(env) : NULL;
+    for (int dt = 0; dt < 2; dt++)
+        for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+            int nd = shapes[k][2] ? 3 : 2;
+            int64_t n = 1;
+            for (int d = 0; d < nd; d++) n *= shapes[k][d];
+            double *v = malloc((size_t)n * sizeof *v), *on = malloc((size_t)n * sizeof *on),
+                   *off = malloc((size_t)n * sizeof *off);
+            for (int64_t i = 0; i < n; i++) v[i] = sin(0.37 * (double)i) * 3.1 + 1e-3 * (double)i;
+            ad_tensor *x = ot_f64(T, nd, shapes[k], v);
+            if (dt) x = ad_cast(x, AD_FLOAT32);
+            int last = nd - 1;
+            for (int i = 0; i < 3; i++) {
+                setenv("AD_ISA", isa[i], 1);
+                ad__isa_testing_reread();
+                for (int keep = 0; keep < 2; keep++) {
+                    ad__reduce_testing_rows(false);
+                    ad_tensor *a = ad_sum(x, &last, 1, keep);
+                    ad__reduce_testing_rows(true);
+                    ad_tensor *b = ad_sum(x, &last, 1, keep);
+                    int64_t rows = ad_numel(a);
+                    ck_assert_int_eq(rows, n / shapes[k][last]);
+                    ck_assert_int_eq(ad_to_array(a, off), 0);
+                    ck_assert_int_eq(ad_to_array(b, on), 0);
+                    for (int64_t r = 0; r < rows; r++) {
+                        ck_assert_msg(memcmp(&on[r], &off[r], sizeof on[r]) == 0,
+                                      "%s shape %zu row %lld: %a, %a", isa[i], k, (long long)r,
+                                      on[r], off[r]);
+                        double want = 0;
+                        for (int64_t j = 0; j < shapes[k][last]; j++)
+                            want += dt ? (double)(float)v[r * shapes[k][last] + j]
+                                       : v[r * shapes[k][last] + j];
+                        ck_assert_double_eq_tol(on[r], want, (dt ? 1e-6 : 1e-12) * (fabs(want) + 1));
+                    }
+                }
+            }
+            free(v);
+            free(on);
+            free(off);
+        }
+    if (saved) setenv("AD_ISA", saved, 1);
+    else unsetenv("AD_ISA");
+    free(saved);
+    ad__isa_testing_reread();
+}
+END_TEST
+
 START_TEST(max_min_gradient_one_hot)
 {
     ad_tensor *x = leaf(AD_SHAPE(2, 3), (double[]){3, -1, 7, 0, 8, -5});
@@ -703,6 +762,7 @@ int main(void)
     tcase_add_test(tc, max_min_values);
     tcase_add_test(tc, long_rows_every_lane);
     tcase_add_test(tc, long_rows_in_pieces);
+    tcase_add_test(tc, rows_side_by_side_have_the_row_by_row_bits);
     tcase_add_test(tc, max_min_gradient_one_hot);
     tcase_add_test(tc, max_min_ties_split_evenly);
     tcase_add_test(tc, max_tie_rule_is_linear_in_g);
