@@ -21,8 +21,10 @@
 #define AD_STREAM_ALIGN 64
 
 /* The smallest output, in bytes, that is streamed: half the last-level
- * cache (sysconf), 16 MiB where the system does not say; INT64_MAX when
- * streaming is off (AD_STREAM=0 in the environment, read once). */
+ * cache (sysconf; 16 MiB where the system does not say; 4 MiB at the
+ * least); INT64_MAX when streaming is off: AD_STREAM=0 in the environment
+ * (read once), or, without AD_STREAM, a CPU other than Intel's x86 ones
+ * (stream.c says why); AD_STREAM=1 streams on any. */
 int64_t ad__stream_min(void);
 
 /* Copies bytes from src to dst, both AD_STREAM_ALIGN-aligned: whole 64-byte
