@@ -5,10 +5,10 @@
  * for ownership"), so an elementwise op over an array far larger than the
  * cache moves its output twice: a unary op 12 bytes per float32 element
  * instead of 8.  memcpy avoids this for large blocks with non-temporal
- * stores, which write whole lines straight to memory; so, for outputs at
- * least ad__stream_min() bytes long, do the elementwise loops: they compute
- * a chunk of the row into a buffer in L1 with the same loop as always (so
- * the same bits), then copy it out with ad__stream_store.  Below the
+ * stores, which write whole lines straight to memory.  The elementwise
+ * loops do the same for outputs of at least ad__stream_min() bytes: they
+ * compute a chunk of the row into a buffer in L1 with the same loop as
+ * always (so the same bits), then copy it out with ad__stream_store.  Below the
  * threshold an output stays in the cache for whatever reads it next, and
  * the loops store as before.  Figures in docs/benchmarks.md. */
 #ifndef AD_STREAM_H
@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Elements per chunk of a streamed row, and the alignment the stores need. */
+/* Bytes per chunk of a streamed row, and the alignment the stores need. */
 #define AD_STREAM_CHUNK_BYTES 1024
 #define AD_STREAM_ALIGN 64
 
@@ -57,9 +57,8 @@ void ad__stream_testing_min(int64_t bytes);
  *
  * (two loops, not one through a pointer to either: the buffer's loop then
  * knows its destination aligned and apart from x, and ran 1.15x as fast).
- * Unless the whole output is at least
- * ad__stream_min() bytes and the row at least a chunk, that is one chunk,
- * the row itself, in place.  Otherwise the elements before the row's first
+ * Unless the whole output is at least ad__stream_min() bytes and the row at
+ * least a chunk, that is one chunk, the row itself, in place.  Otherwise the elements before the row's first
  * aligned line are one chunk in place, and the rest go AD_STREAM_CHUNK_BYTES
  * at a time through the buffer (in L1), which ad__stream_store writes out
  * with non-temporal stores; ad__stream_end fences them.  (s is a value, so
