@@ -129,3 +129,22 @@ FILE *ot_open_source(const char *sub, const char *name)
     snprintf(path, sizeof path, "%s/%s/%s/%s", exe, src, sub, name);
     return fopen(path, "r");
 }
+
+void ad__isa_testing_reread(void); /* isa.c (internal) */
+
+char *ot_isa_hold(const char *name)
+{
+    const char *was = getenv("AD_ISA");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("AD_ISA", name, 1);
+    ad__isa_testing_reread();
+    return saved;
+}
+
+void ot_isa_release(char *saved)
+{
+    if (saved) setenv("AD_ISA", saved, 1);
+    else unsetenv("AD_ISA");
+    ad__isa_testing_reread();
+    free(saved);
+}

@@ -108,6 +108,12 @@ void ot_assert_values(const ad_tensor *x, const double *want, int64_t n, double 
 int ot_make_tmpdir(char *buf, size_t size, const char *prefix);
 void ot_remove_tree(const char *dir);
 
+/* Holds every kernel to instruction set name ("portable", "avx2",
+ * "avx512": AD_ISA, read again at once) until ot_isa_release, which puts
+ * back the environment's AD_ISA that ot_isa_hold returned (and frees it). */
+char *ot_isa_hold(const char *name);
+void ot_isa_release(char *saved);
+
 /* Runs a Check suite and returns the exit status for main. */
 int ot_run(Suite *s);
 /* The source tree's file sub/name (headers, for the tests that walk the

@@ -650,31 +650,11 @@ END_TEST
  * in the dtype, in both operand positions, with even and odd row counts, under each instruction set the CPU has
  * (AD_ISA: _i / 2 portable, AVX2, AVX-512); and the path must leave
  * b's gradient (the column sums of the upstream gradient) as it was. */
-void ad__isa_testing_reread(void); /* isa.c (internal) */
-/* Holds every kernel to instruction set name (AD_ISA) until isa_release,
- * which puts back the environment's AD_ISA that isa_hold returned. */
-static char *isa_hold(const char *name)
-{
-    const char *was = getenv("AD_ISA");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("AD_ISA", name, 1);
-    ad__isa_testing_reread();
-    return saved;
-}
-
-static void isa_release(char *saved)
-{
-    if (saved) setenv("AD_ISA", saved, 1);
-    else unsetenv("AD_ISA");
-    ad__isa_testing_reread();
-    free(saved);
-}
-
 START_TEST(row_broadcast_bits)
 {
     static const char *isa[] = {"portable", "avx2", "avx512"};
     ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
-    char *saved = isa_hold(isa[_i / 2]);
+    char *saved = ot_isa_hold(isa[_i / 2]);
     enum { C = 37, RMAX = 9 };
     double xv[RMAX * C], bv[C], out[RMAX * C];
     for (int i = 0; i < RMAX * C; i++) xv[i] = 3 * sin(i * 0.37 + 0.2);
@@ -710,7 +690,7 @@ START_TEST(row_broadcast_bits)
         ad_tensor *g = grad_of(ad_sum(ad_add(x, b1), NULL, 0, false), b1);
         for (int j = 0; j < C; j++) ck_assert_double_eq(ot_at(g, j), rows);
     }
-    isa_release(saved);
+    ot_isa_release(saved);
 }
 END_TEST
 
@@ -729,7 +709,7 @@ START_TEST(streamed_outputs_have_the_same_bits)
 {
     static const char *isa[] = {"portable", "avx2", "avx512"};
     ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
-    char *saved = isa_hold(isa[_i / 2]);
+    char *saved = ot_isa_hold(isa[_i / 2]);
     enum { R = 7, C = 301, N = R * C };
     static double xv[N], yv[N], colv[R], rowv[C], on[N], off[N];
     for (int i = 0; i < N; i++) {
@@ -785,7 +765,7 @@ START_TEST(streamed_outputs_have_the_same_bits)
                           dt == AD_FLOAT32 ? "float32" : "float64", c, (long long)i, on[i],
                           off[i]);
     }
-    isa_release(saved);
+    ot_isa_release(saved);
 }
 END_TEST
 

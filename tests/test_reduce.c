@@ -225,7 +225,6 @@ END_TEST
  * and the sum has the same bits
  * under each instruction set, as the order of the additions depends only
  * on the length. */
-void ad__isa_testing_reread(void); /* isa.c (internal) */
 START_TEST(long_rows_in_pieces)
 {
     static const int64_t lens[] = {65535, 65536, 65537, 65536 + 127, 3 * 65536 + 77};
@@ -261,17 +260,11 @@ START_TEST(long_rows_in_pieces)
             if (dt) x = ad_cast(x, AD_FLOAT32);
             double by_isa[3];
             static const char *isa[] = {"portable", "avx2", "avx512"};
-            const char *env = getenv("AD_ISA");
-            char *saved = env ? strdup(env) : NULL;
             for (int k = 0; k < 3; k++) {
-                setenv("AD_ISA", isa[k], 1);
-                ad__isa_testing_reread();
+                char *saved = ot_isa_hold(isa[k]);
                 by_isa[k] = ad_item(ad_sum(x, NULL, 0, false));
+                ot_isa_release(saved);
             }
-            if (saved) setenv("AD_ISA", saved, 1);
-            else unsetenv("AD_ISA");
-            free(saved);
-            ad__isa_testing_reread();
             ck_assert_msg(memcmp(&by_isa[0], &by_isa[1], sizeof(double)) == 0 &&
                               memcmp(&by_isa[0], &by_isa[2], sizeof(double)) == 0,
                           "n %lld: %a %a %a", (long long)n, by_isa[0], by_isa[1], by_isa[2]);
@@ -291,8 +284,6 @@ START_TEST(rows_side_by_side_have_the_row_by_row_bits)
 {
     static const int64_t shapes[][3] = {{9, 1024, 0}, {17, 1500, 0}, {8, 4099, 0}, {3, 5, 1030}};
     static const char *isa[] = {"portable", "avx2", "avx512"};
-    const char *env = getenv("AD_ISA");
-    char *saved = env ? strdup(env) : NULL;
     for (int dt = 0; dt < 2; dt++)
         for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
             int nd = shapes[k][2] ? 3 : 2;
@@ -305,8 +296,7 @@ START_TEST(rows_side_by_side_have_the_row_by_row_bits)
             if (dt) x = ad_cast(x, AD_FLOAT32);
             int last = nd - 1;
             for (int i = 0; i < 3; i++) {
-                setenv("AD_ISA", isa[i], 1);
-                ad__isa_testing_reread();
+                char *saved = ot_isa_hold(isa[i]);
                 for (int keep = 0; keep < 2; keep++) {
                     ad__reduce_testing_rows(false);
                     ad_tensor *a = ad_sum(x, &last, 1, keep);
@@ -327,15 +317,12 @@ START_TEST(rows_side_by_side_have_the_row_by_row_bits)
                         ck_assert_double_eq_tol(on[r], want, (dt ? 1e-6 : 1e-12) * (fabs(want) + 1));
                     }
                 }
+                ot_isa_release(saved);
             }
             free(v);
             free(on);
             free(off);
         }
-    if (saved) setenv("AD_ISA", saved, 1);
-    else unsetenv("AD_ISA");
-    free(saved);
-    ad__isa_testing_reread();
 }
 END_TEST
 
