@@ -383,10 +383,14 @@ static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64
 /* Whether the loops write y (n elements of es bytes) with non-temporal
  * stores: an output of at least ad__stream_min() bytes (stream.h) that
  * starts on a cache line, so that every chunk does.  The vector loops of
- * vmath_simd.inc store from registers; log and sin / cos compute each
- * chunk into a buffer and ad__stream_store copies it out (log 0.52 ->
- * 0.59 of memcpy's bandwidth, sin 0.55 -> 0.57: their arithmetic, more
- * than the memory, bounds them).  The float64 loops do not stream. */
+ * vmath_simd.inc store from registers, log and sin / cos too with
+ * AVX-512 (log_streamed, sincos_streamed: log 0.6 -> 0.8 of memcpy's
+ * bandwidth, sin 0.55 -> 0.68); with AVX2 and in the portable variant
+ * log and sin / cos compute each chunk into a buffer and
+ * ad__stream_store copies it out (through the buffer the chunk's loads
+ * and its arithmetic take turns, where from registers they overlap; the
+ * AVX2 log was slower from registers).  The float64 loops do not
+ * stream. */
 static inline bool vm_streams(const void *y, int64_t n, size_t es)
 {
     return (uintptr_t)y % 64 == 0 && n * (int64_t)es >= ad__stream_min();
