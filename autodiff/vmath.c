@@ -384,7 +384,7 @@ static inline void vm_prefetch_ahead(const void *x, size_t es, int64_t i0, int64
  * stores: an output of at least ad__stream_min() bytes (stream.h) that
  * starts on a cache line, so that every chunk does.  The vector loops of
  * vmath_simd.inc store from registers, log and sin / cos too with
- * AVX-512 (log_streamed, sincos_streamed: log 0.6 -> 0.8 of memcpy's
+ * AVX-512 (log_streamed, sincos_vec: log 0.6 -> 0.8 of memcpy's
  * bandwidth, sin 0.55 -> 0.74); with AVX2 and in the portable variant
  * log and sin / cos compute each chunk into a buffer and
  * ad__stream_store copies it out (through the buffer the chunk's loads
