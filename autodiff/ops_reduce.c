@@ -7,6 +7,7 @@
  * reduce_params, which is all a rule needs to send g back over x: reshape g to it, and let
  * broadcasting (or ad_expand) spread it over the reduced dimensions. */
 #include "internal.h"
+#include "stream.h"
 
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF

@@ -13,6 +13,7 @@
  * the loops store as before.  Figures in docs/benchmarks.md. */
 #ifndef AD_STREAM_H
 #define AD_STREAM_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,14 @@
  * (read once), or, without AD_STREAM, a CPU other than Intel's x86 ones
  * (stream.c says why); AD_STREAM=1 streams on any. */
 int64_t ad__stream_min(void);
+
+/* Whether the loops that read several long streams side by side (the
+ * pieces of a long sum, 8 rows summed at once: fold_kernels.inc) also
+ * prefetch them in software: by default on Intel's x86 CPUs, where it
+ * helped, and not on others, where it hurt (stream.c gives the figures);
+ * AD_PREFETCH=0 or 1 in the environment (read once) decides on any.  It
+ * changes no value, only the speed. */
+bool ad__prefetch_streams(void);
 
 /* Copies bytes from src to dst, both AD_STREAM_ALIGN-aligned: whole 64-byte
  * lines with non-temporal stores (the widest the CPU has within AD_ISA;
