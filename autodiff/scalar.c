@@ -50,6 +50,10 @@
  */
 #include "scalar_impl.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* ---- storage ------------------------------------------------------------------ */
 
 /* Where each array starts within its allocation.  Large arrays get their
@@ -413,18 +417,42 @@ static size_t edges_upto(const struct ad_scalar_tape *st, uint32_t top)
  * 1e5. */
 #define SWEEP_AHEAD 256
 
-/* One edge e with partial dq: adj[e.arg] += adj[e.node] dq.  *last_arg
+/* One edge e with partial *dq: adj[e.arg] += adj[e.node] *dq.  *last_arg
  * and *last: the operand of the edge before and the sum it stored
  * (UINT32_MAX, no node's id, before the first edge). */
-static inline void sweep_edge(double *restrict adj, sop_link e, double dq, uint32_t *last_arg,
-                              double *last)
+#if defined(__SSE2__)
+/* The same in SSE2's registers: the compiler kept g == 0 a branch (two,
+ * for the unordered case), and a select on doubles cost shuffles into and
+ * out of the vector registers; the mask of a compare (all ones unless g is
+ * +-0, so a NaN still propagates) and'ed with g dq has neither: 12
+ * instructions an edge against 17, and 6-9 % less time in a replayed
+ * gradient at n = 1e5 on an AMD EPYC, Zen 5 (bench/rosenbrock, 3 runs of
+ * 7-11 interleaved pairs; 1e6 within the noise). */
+typedef __m128d sweep_sum;
+static inline void sweep_edge(double *restrict adj, sop_link e, const double *dq,
+                              uint32_t *last_arg, sweep_sum *last)
+{
+    __m128d g = LIKELY(e.node == *last_arg) ? *last : _mm_load_sd(adj + e.node);
+    __m128d p = _mm_and_pd(_mm_cmpneq_sd(g, _mm_setzero_pd()), _mm_mul_sd(g, _mm_load_sd(dq)));
+    __m128d v = _mm_add_sd(_mm_load_sd(adj + e.arg), p);
+    _mm_store_sd(adj + e.arg, v);
+    *last = v;
+    *last_arg = e.arg;
+}
+#define SWEEP_SUM_ZERO _mm_setzero_pd()
+#else
+typedef double sweep_sum;
+static inline void sweep_edge(double *restrict adj, sop_link e, const double *dq,
+                              uint32_t *last_arg, sweep_sum *last)
 {
     double g = LIKELY(e.node == *last_arg) ? *last : adj[e.node];
-    double v = adj[e.arg] + (g == 0.0 ? 0.0 : g * dq);
+    double v = adj[e.arg] + (g == 0.0 ? 0.0 : g * *dq);
     adj[e.arg] = v;
     *last = v;
     *last_arg = e.arg;
 }
+#define SWEEP_SUM_ZERO 0.0
+#endif
 
 /* On a cache line of its own start, so that code added elsewhere does not
  * move its loop across fetch blocks (as it did walk_fast's handlers,
@@ -438,13 +466,13 @@ __attribute__((aligned(64))) static void sweep(struct ad_scalar_tape *st, uint32
     adj[top] = 1.0;
     size_t k = edges_upto(st, top);
     uint32_t last_arg = UINT32_MAX;
-    double last = 0.0;
+    sweep_sum last = SWEEP_SUM_ZERO;
     for (; k >= 8 + SWEEP_AHEAD; k -= 8) {
         __builtin_prefetch(l + k - SWEEP_AHEAD, 0, 3);
         __builtin_prefetch(d + k - SWEEP_AHEAD, 0, 3);
-        for (size_t q = k; q-- > k - 8;) sweep_edge(adj, l[q], d[q], &last_arg, &last);
+        for (size_t q = k; q-- > k - 8;) sweep_edge(adj, l[q], d + q, &last_arg, &last);
     }
-    while (k-- > 0) sweep_edge(adj, l[k], d[k], &last_arg, &last);
+    while (k-- > 0) sweep_edge(adj, l[k], d + k, &last_arg, &last);
     st->nadj = (size_t)top + 1;
 }
 

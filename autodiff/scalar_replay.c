@@ -233,8 +233,12 @@ int ad__scalar_check_vars(const char *fn, const struct ad_scalar_tape *st, const
      * second pass over the handles. */
     bool run = handles_consecutive(st, tape, vars, n);
     if (run) {
-        unsigned bad = 0; /* every one a variable: bytes, vectorised */
-        for (int j = 0; j < n; j++) bad |= st->op[vars[0].id + (uint32_t)j] ^ SOP_VAR;
+        /* every one a variable: bytes, vectorised (through a pointer: an
+         * index id + j, which might wrap in 32 bits, kept it a byte at a
+         * time) */
+        const uint8_t *o = st->op + vars[0].id;
+        unsigned bad = 0;
+        for (int j = 0; j < n; j++) bad |= o[j] ^ SOP_VAR;
         run = bad == 0;
     }
     for (int j = 0; j < n && !run; j++) {
