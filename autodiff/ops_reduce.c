@@ -57,6 +57,17 @@ typedef struct {
 #define FOLD_LANES 16
 #define FOLD_AHEAD 1024
 #define FOLD_SPLIT 8
+/* The lines of a stream read at each visit when several are read side by
+ * side (fold_sum_split; FOLD_ROWS_DEPTH for fold_rows) rather than one.
+ * Over 2^24 floats on an AMD EPYC (Zen 5), GB/s: sum 20-24 with one line
+ * a visit, 18-34 with 2, 45-51 with 4 in about half the processes and
+ * 22-25 in the others (AVX2 30-43), 29-45 with 8; the sums of 4096 rows
+ * of 4096, 8 rows side by side, 15-18 with one, 25-27 with 4, 28-30 with
+ * 8, 27-35 with 16.  In L2 the sum computes faster too (33-56 -> 60-62).
+ * Not for max and min (fold_extreme_split): there the loop over the lines
+ * of a visit computed slower in L2 (61-101 -> 43-45 GB/s). */
+#define FOLD_DEPTH 4
+#define FOLD_ROWS_DEPTH 8
 #define FOLD_SPLIT_MIN ((int64_t)1 << 16)
 
 /* The lanes' total, pairwise in a fixed order. */
