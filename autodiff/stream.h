@@ -29,7 +29,8 @@
 int64_t ad__stream_min(void);
 
 /* Whether the loops that read several long streams side by side (the
- * pieces of a long sum, 8 rows summed at once: fold_kernels.inc) also
+ * pieces of a long sum, 8 rows summed at once: fold_kernels.inc; the
+ * next block of a transposed operand's AVX-512 tiles: ops_pointwise_t.c) also
  * prefetch them in software: by default on Intel's x86 CPUs, where it
  * helped, and not on others, where it hurt (stream.c gives the figures);
  * AD_PREFETCH=0 or 1 in the environment (read once) decides on any.  It
