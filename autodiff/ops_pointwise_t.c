@@ -274,10 +274,9 @@ static inline void pf_step(pf_region *g)
  * 4096, it lowered add_t from 0.62-0.63 of memcpy to 0.49-0.50 in float32
  * and from 0.62 to 0.55 in float64, 7 and 5 interleaved pairs, while
  * AVX2's float32 tiles there lost without it, 0.43 -> 0.37).  An out of
- * STREAM_MIN bytes or more,
- * too big to be in cache when it is next read, is written with streaming
- * stores (no read of its lines first, a quarter of the traffic) when its
- * rows are 64-byte aligned. */
+ * STREAM_MIN bytes or more, too big to be in cache when it is next read,
+ * is written with streaming stores (no read of its lines first, a quarter
+ * of the traffic) when its rows are 64-byte aligned. */
 #define DRIVER(NAME, ATTR, T, W, TILE, EDGE, PREFETCH)                                         \
     static ATTR ALWAYS void NAME##_body(char op, int64_t m, int64_t n, T *o, int64_t ldo,      \
                                         const T *x, int64_t ldx, bool xt, const T *y,          \

@@ -16,15 +16,16 @@
 
 static _Atomic int64_t stream_min_v = -1; /* -1: not computed yet */
 
-/* Whether large outputs stream unless AD_STREAM says: on Intel's x86
- * CPUs, where it was measured (an Ice Lake Xeon: a plain store read its
- * line first, and the elementwise ops ran at 0.55-0.61 of memcpy's
- * bandwidth; streamed, 0.70-0.90; docs/benchmarks.md).  On AMD's, plain
- * stores over large arrays already ran at 1.0-1.4 of memcpy (Zen 4 and 5),
- * and an earlier trial of stores through a buffer there was slower for
- * add, neg and sqrt; elsewhere ad__stream_store is a memcpy, an extra
- * copy for nothing. */
-static bool stream_by_default(void)
+/* Whether this is one of Intel's x86 CPUs: the default of both choices
+ * below.  Large outputs stream unless AD_STREAM says on Intel's, where it
+ * was measured (an Ice Lake Xeon: a plain store read its line first, and
+ * the elementwise ops ran at 0.55-0.61 of memcpy's bandwidth; streamed,
+ * 0.70-0.90; docs/benchmarks.md).  On AMD's, plain stores over large
+ * arrays already ran at 1.0-1.4 of memcpy (Zen 4 and 5), and an earlier
+ * trial of stores through a buffer there was slower for add, neg and
+ * sqrt; elsewhere ad__stream_store is a memcpy, an extra copy for
+ * nothing. */
+static bool intel_x86(void)
 {
 #if AD_X86_CLONES
     return __builtin_cpu_is("intel");
@@ -36,7 +37,7 @@ static bool stream_by_default(void)
 static int64_t stream_min_default(void)
 {
     const char *e = getenv("AD_STREAM");
-    if (e ? !strcmp(e, "0") : !stream_by_default()) return INT64_MAX;
+    if (e ? !strcmp(e, "0") : !intel_x86()) return INT64_MAX;
     long llc = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
     llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
@@ -76,11 +77,7 @@ bool ad__prefetch_streams(void)
     int v = atomic_load_explicit(&prefetch_v, memory_order_relaxed);
     if (v >= 0) return v;
     const char *e = getenv("AD_PREFETCH");
-#if AD_X86_CLONES
-    v = e ? strcmp(e, "0") != 0 : __builtin_cpu_is("intel");
-#else
-    v = e ? strcmp(e, "0") != 0 : 0;
-#endif
+    v = e ? strcmp(e, "0") != 0 : intel_x86();
     atomic_store_explicit(&prefetch_v, v, memory_order_relaxed);
     return v;
 }
