@@ -29,13 +29,18 @@
 int64_t ad__stream_min(void);
 
 /* Whether the loops that read several long streams side by side (the
- * pieces of a long sum, 8 rows summed at once: fold_kernels.inc; the
- * next block of a transposed operand's AVX-512 tiles: ops_pointwise_t.c) also
- * prefetch them in software: by default on Intel's x86 CPUs, where it
+ * pieces of a long sum, 8 rows summed at once, 8 rows summed down their
+ * columns in chunks: fold_kernels.inc; the next block of a transposed
+ * operand's AVX-512 tiles: ops_pointwise_t.c) also prefetch them in
+ * software: by default on Intel's x86 CPUs, where it
  * helped, and not on others, where it hurt (stream.c gives the figures);
  * AD_PREFETCH=0 or 1 in the environment (read once) decides on any.  It
  * changes no value, only the speed. */
 bool ad__prefetch_streams(void);
+
+/* Tests only: ad__prefetch_streams() answers on (1) or off (0) from now
+ * on, or (-1) as by default.  Not thread-safe against kernels running. */
+void ad__prefetch_testing(int on);
 
 /* Copies bytes from src to dst, both AD_STREAM_ALIGN-aligned: whole 64-byte
  * lines with non-temporal stores (the widest the CPU has within AD_ISA;

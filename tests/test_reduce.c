@@ -452,9 +452,11 @@ START_TEST(leading_axis_sums_row_by_row)
 END_TEST
 
 /* A float32 matrix of 32 MB or more, past the caches, is summed over its
- * rows in chunks of columns with the next chunk prefetched (fold_cols):
- * still each column's rows added in order in double.  1031 x 8200: 7 rows
- * after the last group of 8, and a last chunk of 8 columns. */
+ * rows in chunks of columns with the next chunk prefetched (fold_cols),
+ * where the CPU takes the software prefetch, or 8 whole rows at a time:
+ * either way each column's rows added in order in double.  1031 x 8200: 7
+ * rows after the last group of 8, and a last chunk of 8 columns. */
+void ad__prefetch_testing(int on); /* stream.c (internal) */
 START_TEST(leading_axis_sum_of_a_large_matrix)
 {
     const int64_t m = 1031, n = 8200;
@@ -463,15 +465,20 @@ START_TEST(leading_axis_sum_of_a_large_matrix)
     float *v = ad_data(x);
     for (int64_t i = 0; i < m * n; i++)
         v[i] = (float)((uint32_t)i * 2654435761u % 1000003u) * 1e-3f - 500.0f;
-    ad_tensor *s = ad_sum(x, (int[]){0}, 1, false);
-    ck_assert_msg(s != NULL, "%s", ad_error());
-    const float *got = ad_data(s);
-    for (int64_t j = 0; j < n; j++) {
-        double want = 0;
-        for (int64_t i = 0; i < m; i++) want += (double)v[i * n + j];
-        ck_assert_msg(got[j] == (float)want, "col %lld: %.9g != %.9g", (long long)j,
-                      (double)got[j], (double)(float)want);
+    for (int chunked = 0; chunked < 2; chunked++) {
+        ad__prefetch_testing(chunked);
+        ad_tensor *s = ad_sum(x, (int[]){0}, 1, false);
+        ck_assert_msg(s != NULL, "%s", ad_error());
+        const float *got = ad_data(s);
+        for (int64_t j = 0; j < n; j++) {
+            double want = 0;
+            for (int64_t i = 0; i < m; i++) want += (double)v[i * n + j];
+            ck_assert_msg(got[j] == (float)want, "chunked %d, col %lld: %.9g != %.9g", chunked,
+                          (long long)j, (double)got[j], (double)(float)want);
+        }
+        ad_tensor_free(s);
     }
+    ad__prefetch_testing(-1);
     ad_tensor_free(x);
 }
 END_TEST
