@@ -781,9 +781,11 @@ END_TEST
  * the tiles and blocks (64 x 64 in float32, 32 x 32 in float64 on the
  * portable path, with its bands of 1024 columns and its 4 x 4 and 2 x 2
  * register transposes), under each instruction set the CPU has (_i / 2:
- * portable, AVX2, AVX-512), and for a leaf's gradient accumulated from a
- * transposed one. */
-int ad__pw_t_testing_isa(int isa); /* ops_pointwise_t.c (internal) */
+ * portable, AVX2, AVX-512), with the software prefetch of the next block
+ * and without (the last shape has several blocks), and for a leaf's
+ * gradient accumulated from a transposed one. */
+int ad__pw_t_testing_isa(int isa);  /* ops_pointwise_t.c (internal) */
+void ad__prefetch_testing(int on); /* stream.c (internal) */
 START_TEST(transposed_operands)
 {
     ad_dtype dt = _i % 2 ? AD_FLOAT32 : AD_FLOAT64;
@@ -791,7 +793,9 @@ START_TEST(transposed_operands)
     static const int64_t shapes[][2] = {{16, 16}, {37, 29}, {20, 70}, {64, 17}, {64, 64}, {130, 67}, {33, 101},
                                         {17, 2100}}; /* the last: bands of 1024 columns and a rest */
     ad_tensor *(*ops[])(ad_tensor *, ad_tensor *) = {ad_add, ad_sub, ad_mul, ad_div};
-    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+    for (size_t shp = 0; shp < 2 * (sizeof shapes / sizeof shapes[0]); shp++) {
+        size_t sh = shp / 2;
+        ad__prefetch_testing((int)(shp % 2));
         int64_t m = shapes[sh][0], n = shapes[sh][1], N = m * n;
         double *av = malloc((size_t)N * sizeof *av), *bv = malloc((size_t)N * sizeof *bv);
         double *got = malloc((size_t)N * sizeof *got);
@@ -874,6 +878,7 @@ START_TEST(transposed_operands)
         free(bv);
         free(got);
     }
+    ad__prefetch_testing(-1);
     ad__pw_t_testing_isa(-1);
 }
 END_TEST

@@ -217,14 +217,16 @@ START_TEST(long_rows_every_lane)
 }
 END_TEST
 
+void ad__prefetch_testing(int on); /* stream.c (internal) */
+
 /* Rows of 2^16 elements or more are summed, and their maximum and minimum
  * taken, as 8 pieces read side by side (fold_sum_split and
  * fold_extreme_split in fold_kernels.inc), then the remainder: every
  * element counts, whether it opens or closes a piece or sits in the
  * remainder (small integers: the sum is exact; NaN anywhere gives NaN),
- * and the sum has the same bits
- * under each instruction set, as the order of the additions depends only
- * on the length. */
+ * and the sum has the same bits under each instruction set, with the
+ * software prefetch or without, as the order of the additions depends
+ * only on the length. */
 START_TEST(long_rows_in_pieces)
 {
     static const int64_t lens[] = {65535, 65536, 65537, 65536 + 127, 3 * 65536 + 77};
@@ -258,16 +260,20 @@ START_TEST(long_rows_in_pieces)
             for (int64_t i = 0; i < n; i++) v[i] = sin(0.37 * (double)i) * 3.1;
             ad_tensor *x = ot_f64(T, 1, (int64_t[]){n}, v);
             if (dt) x = ad_cast(x, AD_FLOAT32);
-            double by_isa[3];
+            /* ... and with the software prefetch of the 8 pieces on or off */
+            double by_isa[6];
             static const char *isa[] = {"portable", "avx2", "avx512"};
-            for (int k = 0; k < 3; k++) {
-                char *saved = ot_isa_hold(isa[k]);
+            for (int k = 0; k < 6; k++) {
+                char *saved = ot_isa_hold(isa[k % 3]);
+                ad__prefetch_testing(k / 3);
                 by_isa[k] = ad_item(ad_sum(x, NULL, 0, false));
                 ot_isa_release(saved);
             }
-            ck_assert_msg(memcmp(&by_isa[0], &by_isa[1], sizeof(double)) == 0 &&
-                              memcmp(&by_isa[0], &by_isa[2], sizeof(double)) == 0,
-                          "n %lld: %a %a %a", (long long)n, by_isa[0], by_isa[1], by_isa[2]);
+            ad__prefetch_testing(-1);
+            for (int k = 1; k < 6; k++)
+                ck_assert_msg(memcmp(&by_isa[0], &by_isa[k], sizeof(double)) == 0,
+                              "n %lld, %s, prefetch %d: %a against %a", (long long)n,
+                              isa[k % 3], k / 3, by_isa[k], by_isa[0]);
             free(v);
         }
 }
@@ -277,8 +283,8 @@ END_TEST
  * rows of 1024 to 65535 are taken 8 rows side by side (fold_rows in
  * fold_kernels.inc): each has the bits of the row-by-row path, for row
  * counts that leave rows over, lengths with a partial group of lanes, a
- * 3-d tensor and keepdim, under each instruction set, and near the sums
- * in double. */
+ * 3-d tensor and keepdim, under each instruction set, with the software
+ * prefetch or without, and near the sums in double. */
 void ad__reduce_testing_rows(bool enabled); /* ops_reduce.c (internal) */
 START_TEST(rows_side_by_side_have_the_row_by_row_bits)
 {
@@ -297,7 +303,9 @@ START_TEST(rows_side_by_side_have_the_row_by_row_bits)
             int last = nd - 1;
             for (int i = 0; i < 3; i++) {
                 char *saved = ot_isa_hold(isa[i]);
-                for (int keep = 0; keep < 2; keep++) {
+                for (int pk = 0; pk < 4; pk++) { /* software prefetch off, on; keepdim */
+                    int keep = pk & 1;
+                    ad__prefetch_testing(pk >> 1);
                     ad__reduce_testing_rows(false);
                     ad_tensor *a = ad_sum(x, &last, 1, keep);
                     ad__reduce_testing_rows(true);
@@ -323,6 +331,7 @@ START_TEST(rows_side_by_side_have_the_row_by_row_bits)
             free(on);
             free(off);
         }
+    ad__prefetch_testing(-1);
 }
 END_TEST
 
@@ -456,7 +465,6 @@ END_TEST
  * where the CPU takes the software prefetch, or 8 whole rows at a time:
  * either way each column's rows added in order in double.  1031 x 8200: 7
  * rows after the last group of 8, and a last chunk of 8 columns. */
-void ad__prefetch_testing(int on); /* stream.c (internal) */
 START_TEST(leading_axis_sum_of_a_large_matrix)
 {
     const int64_t m = 1031, n = 8200;
