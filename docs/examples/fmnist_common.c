@@ -68,23 +68,35 @@ static double now(void)
  * A benchmark wants the cost of a step once the run has settled, not the
  * first steps' one-off work (recording the tape, the matrix kernel's
  * calibration, first-touch page faults), and how long a user waits for
- * the first step.  After WARMUP_STEPS steps each step samples the clock
- * and getrusage's minor page faults, and the figures add up the steps
- * from there on: each step's share is the time and the faults since the
- * step before, except for an epoch's first step, whose gap holds the
- * previous epoch's evaluation (the first of which records its own tape).
- * The clock is the wall clock, or the process's CPU time with
- * BENCH_CLOCK=cpu (bench/run sets it: on a shared machine that leaves out
- * the time spent waiting for a core, as its PyTorch side does). */
+ * the first step.  The figures add up the steps after the first
+ * WARMUP_STEPS, leaving out each epoch's first step, whose time holds the
+ * previous epoch's evaluation (the first of which records its own tape):
+ * the clocks and getrusage's minor page faults are read where a run of
+ * counted steps opens (the end of step WARMUP_STEPS, the end of an
+ * epoch's first step) and where it closes (the end of an epoch's last
+ * step), as the PyTorch side reads them around its measured steps.  Read
+ * at every step, the process's and the thread's CPU clocks and getrusage
+ * (system calls, a few microseconds together on a virtual machine) cost
+ * the MLP's step about 1 % of its time.  The clock is the wall clock, or
+ * the process's CPU time with BENCH_CLOCK=cpu (bench/run sets it: on a
+ * shared machine that leaves out the time spent waiting for a core, as
+ * its PyTorch side does). */
 #define WARMUP_STEPS 5
+
+/* The clocks and the fault count at one point. */
+typedef struct counters {
+    double t, cpu, main; /* bench_clock, the process's CPU time, this thread's */
+    long faults;
+} counters;
 
 typedef struct steady {
     double first_step_s; /* process start (or BENCH_LAUNCH_TIME) to step 1's end */
-    double t_prev;       /* clock and minor faults at the previous step's end */
-    long flt_prev;
-    double seconds;      /* summed over the counted steps */
-    double cpu_prev, cpu_seconds; /* the process's CPU time (all threads), likewise */
-    double main_prev, main_seconds; /* and this (the calling) thread's */
+    bool open;           /* a run of counted steps is open ... */
+    counters from;       /* ... since these readings, */
+    int64_t run_steps, run_samples; /* with these steps so far */
+    double seconds;      /* summed over the closed runs */
+    double cpu_seconds;  /* the process's CPU time (all threads), likewise */
+    double main_seconds; /* and this (the calling) thread's */
     long faults;
     int64_t steps, samples;
 } steady;
@@ -111,6 +123,12 @@ static long minor_faults(void)
 {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : 0;
+}
+
+static counters read_counters(void)
+{
+    return (counters){bench_clock(), cpu_clock(CLOCK_PROCESS_CPUTIME_ID),
+                      cpu_clock(CLOCK_THREAD_CPUTIME_ID), minor_faults()};
 }
 
 /* Seconds since the launch time bench/run passes (BENCH_LAUNCH_TIME,
@@ -376,23 +394,27 @@ static int on_step(nn_trainer *tr, const nn_step_info *s, void *user)
     p->batch_loss[s->batch - 1] = s->loss;
     p->batch_size[s->batch - 1] = s->samples;
     int64_t k = ++p->steps_seen;
-    if (k == 1) p->st.first_step_s = since_launch(p->t_start);
-    if (k >= WARMUP_STEPS) {
-        double t = bench_clock(), c = cpu_clock(CLOCK_PROCESS_CPUTIME_ID),
-               m = cpu_clock(CLOCK_THREAD_CPUTIME_ID);
-        long f = minor_faults();
-        if (k > WARMUP_STEPS && s->batch > 1) {
-            p->st.seconds += t - p->st.t_prev;
-            p->st.cpu_seconds += c - p->st.cpu_prev;
-            p->st.main_seconds += m - p->st.main_prev;
-            p->st.faults += f - p->st.flt_prev;
-            p->st.steps++;
-            p->st.samples += s->samples;
+    steady *st = &p->st;
+    if (k == 1) st->first_step_s = since_launch(p->t_start);
+    if (k < WARMUP_STEPS) return 0;
+    if (st->open && s->batch == 1) st->open = false; /* an epoch left unfinished: dropped */
+    if (st->open) {
+        st->run_steps++;
+        st->run_samples += s->samples;
+        if (s->batch == s->num_batches) { /* the run closes */
+            counters to = read_counters();
+            st->seconds += to.t - st->from.t;
+            st->cpu_seconds += to.cpu - st->from.cpu;
+            st->main_seconds += to.main - st->from.main;
+            st->faults += to.faults - st->from.faults;
+            st->steps += st->run_steps;
+            st->samples += st->run_samples;
+            st->open = false;
         }
-        p->st.t_prev = t;
-        p->st.cpu_prev = c;
-        p->st.main_prev = m;
-        p->st.flt_prev = f;
+    } else if ((k == WARMUP_STEPS || s->batch == 1) && s->batch < s->num_batches) {
+        st->from = read_counters(); /* a run opens after this step */
+        st->open = true;
+        st->run_steps = st->run_samples = 0;
     }
     return 0;
 }
