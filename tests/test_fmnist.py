@@ -218,6 +218,12 @@ def main():
             js, out = got
             check("Ankle boot" in out and "T-shirt/top" in out,
                   "mlp: prints the confusion matrix with the class names")
+            # 32 batches, the last of 16: the steady figures count steps 6
+            # to 31, neither the warm-up nor the short last batch (whose
+            # first step records a tape of its own shape)
+            check(js.get("steady_steps") == 26,
+                  "mlp: the steady figures leave out the warm-up and the epoch's last step",
+                  str(js.get("steady_steps")))
             rows = open(csv).read().splitlines() if os.path.exists(csv) else []
             check(len(rows) == 2 and rows[0].startswith("epoch,"),
                   "mlp: --curve writes a header and one row per epoch", "\n".join(rows))
