@@ -291,6 +291,59 @@ START_TEST(float32_lines_of_every_length)
 }
 END_TEST
 
+/* Short float32 lines go through the kernels many at a time (their
+ * exponentials in one call, groups of up to 128 rows): every row of a
+ * batch must come out with the bits it has alone, where a short line
+ * takes the exponential's scalar tail instead of its vector lanes - for
+ * softmax and log_softmax along rows and, strided, along columns, and for
+ * the per-row cross-entropy, over batches that end in a partial group,
+ * with a NaN row and a row of -inf among them. */
+START_TEST(short_lines_alone_and_in_groups)
+{
+    ad_tape *t = ad_tape_new();
+    enum { N = 300, CMAX = 256 };
+    static double x[N * CMAX], v[N * CMAX], one[CMAX];
+    const int64_t lens[] = {1, 3, 10, 17, 100, 256};
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+        int64_t C = lens[li];
+        for (int64_t i = 0; i < N * C; i++) x[i] = 4 * sin((double)(i * 13 % 1001));
+        x[5 * C] = NAN;
+        for (int64_t k = 0; k < C; k++) x[200 * C + k] = -INFINITY;
+        int64_t lab[N];
+        for (int64_t r = 0; r < N; r++) lab[r] = (r * 7) % C;
+        ad_tensor *in = mk(t, AD_FLOAT32, AD_SHAPE(N, C), x);
+        ad_tensor *labels = ad_from_array(t, AD_INT64, AD_SHAPE(N), lab);
+        for (int which = 0; which < 5; which++) {
+            /* 0, 1: softmax, log_softmax of rows; 2, 3: of in^T's columns
+             * (the same lines, strided); 4: the cross-entropy of each row */
+            ad_tensor *all = which == 0   ? ad_softmax(in, 1)
+                             : which == 1 ? ad_log_softmax(in, 1)
+                             : which == 2 ? ad_transpose(ad_softmax(ad_transpose(in, 0, 1), 0), 0, 1)
+                             : which == 3 ? ad_transpose(ad_log_softmax(ad_transpose(in, 0, 1), 0), 0, 1)
+                                          : ad_cross_entropy(in, labels, AD_REDUCTION_NONE);
+            values(all, v);
+            int64_t width = which == 4 ? 1 : C;
+            for (int64_t r = 0; r < N; r++) {
+                ad_tensor *row = mk(t, AD_FLOAT32, AD_SHAPE(1, C), x + r * C);
+                ad_tensor *lr = ad_from_array(t, AD_INT64, AD_SHAPE(1), lab + r);
+                values(which == 0 || which == 2   ? ad_softmax(row, 1)
+                       : which == 1 || which == 3 ? ad_log_softmax(row, 1)
+                                                  : ad_cross_entropy(row, lr, AD_REDUCTION_NONE),
+                       one);
+                ck_assert_msg(memcmp(one, v + r * width, (size_t)width * sizeof *v) == 0,
+                              "length %lld, case %d, row %lld: %.9g alone, %.9g in the batch",
+                              (long long)C, which, (long long)r, one[0], v[r * width]);
+            }
+            ad_tape_reset(t);
+            in = mk(t, AD_FLOAT32, AD_SHAPE(N, C), x);
+            labels = ad_from_array(t, AD_INT64, AD_SHAPE(N), lab);
+        }
+        ad_tape_reset(t);
+    }
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(softmax_stable_at_1000)
 {
     /* anomaly mode on: no op of the family may turn these finite inputs
@@ -909,6 +962,7 @@ int main(void)
     tcase_add_test(tc, softmax_3d_matches_reference);
     tcase_add_test(tc, softmax_views);
     tcase_add_test(tc, float32_lines_of_every_length);
+    tcase_add_test(tc, short_lines_alone_and_in_groups);
     tcase_add_test(tc, softmax_stable_at_1000);
     tcase_add_test(tc, hessians);
     suite_add_tcase(s, tc);
