@@ -58,6 +58,7 @@ LAYERS = {
     'autodiff/conv_kernels.inc': 2,  # the direct convolution's tiles, once per variant
     'autodiff/conv_dwt.inc': 2,  # the weight gradient's tile, per variant and shape
     'autodiff/fused_kernels.inc': 2, 'autodiff/recurrence_kernels.inc': 2,
+    'autodiff/softmax_lines.inc': 2,  # ops_loss.c's line kernels
     'autodiff/linalg_kernels.h': 2, 'autodiff/linalg_kernels.c': 2,
 
     'autodiff/transforms.h': 3, 'autodiff/transforms.c': 3,
