@@ -358,17 +358,15 @@ static void ce_kernel(const ad_tensor *x, const ad_tensor *labels, ad_reduction 
     int64_t N = x->shape[0], C = x->shape[1], s0 = x->strides[0], s1 = x->strides[1];
     double total = 0.0, w = C ? eps / (double)C : 0.0;
     double ms[GROUP_ROWS], ss[GROUP_ROWS], rs[GROUP_ROWS];
-    bool group = x->dtype == AD_FLOAT32 && C > 0 && C <= EXP_CHUNK;
+    bool f32 = x->dtype == AD_FLOAT32;
     for (int64_t i = 0; i < N; i++) {
-        int64_t off = x->offset + i * s0;
+        int64_t off = x->offset + i * s0, j = i % GROUP_ROWS;
         double m, s, rest;
-        if (group && i % GROUP_ROWS == 0) /* the statistics of the next GROUP_ROWS rows */
+        if (f32 && j == 0) /* the statistics of the next GROUP_ROWS rows */
             AD_PICK_CLONE(ce_stats)((const float *)x->storage->data + off, s0, s1,
                                     N - i < GROUP_ROWS ? N - i : GROUP_ROWS, C, ms, ss, rs);
-        if (group) m = ms[i % GROUP_ROWS], s = ss[i % GROUP_ROWS], rest = rs[i % GROUP_ROWS];
-        else if (x->dtype == AD_FLOAT32)
-            AD_PICK_CLONE(ce_line)((const float *)x->storage->data + off, s1, C, &m, &s, &rest);
-        else line_stats(x, off, s1, C, &m, &s, &rest);
+        if (f32) m = ms[j], s = ss[j], rest = rs[j];
+        else line_stats_f64((const double *)x->storage->data + off, s1, C, &m, &s, &rest);
         double l = (isnan(rest) ? log(s) : log1p(rest)) +
                    (1.0 - eps) * (m - ad__ld(x, off + label_at(labels, i) * s1));
         if (eps > 0.0) {
