@@ -79,10 +79,10 @@ static double now(void)
  * counted steps opens (the end of step WARMUP_STEPS, the end of an
  * epoch's first step) and where it closes (the end of an epoch's last
  * step but one), as the PyTorch side reads them around its measured
- * steps.  Read
- * at every step, the process's and the thread's CPU clocks and getrusage
- * (system calls, a few microseconds together on a virtual machine) cost
- * the MLP's step about 1 % of its time.  The clock is the wall clock, or
+ * steps.  Read at every step, the process's and the thread's CPU clocks
+ * and getrusage (system calls, a few microseconds together on a virtual
+ * machine) cost the MLP's step about 1 % of its time.  The clock is the
+ * wall clock, or
  * the process's CPU time with BENCH_CLOCK=cpu (bench/run sets it: on a
  * shared machine that leaves out the time spent waiting for a core, as
  * its PyTorch side does). */
