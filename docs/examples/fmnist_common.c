@@ -82,10 +82,9 @@ static double now(void)
  * steps.  Read at every step, the process's and the thread's CPU clocks
  * and getrusage (system calls, a few microseconds together on a virtual
  * machine) cost the MLP's step about 1 % of its time.  The clock is the
- * wall clock, or
- * the process's CPU time with BENCH_CLOCK=cpu (bench/run sets it: on a
- * shared machine that leaves out the time spent waiting for a core, as
- * its PyTorch side does). */
+ * wall clock, or the process's CPU time with BENCH_CLOCK=cpu (bench/run
+ * sets it: on a shared machine that leaves out the time spent waiting for
+ * a core, as its PyTorch side does). */
 #define WARMUP_STEPS 5
 
 /* The clocks and the fault count at one point. */
