@@ -245,10 +245,12 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     bool grad_was = ad_set_grad_enabled(true);
     bool was_training = nn_is_training(tr->model);
     nn_train(tr->model, training);
-    r->x = ad_zeros(r->tape, r->xdt, r->xnd, r->xshape);
-    r->y = ad_zeros(r->tape, r->ydt, r->ynd, r->yshape);
+    int prev, aside = nn__aside_begin(tr, &prev);
+    r->x = aside >= 0 ? ad_zeros(r->tape, r->xdt, r->xnd, r->xshape) : NULL;
+    r->y = r->x ? ad_zeros(r->tape, r->ydt, r->ynd, r->yshape) : NULL;
     r->out = r->x && r->y ? nn_forward(tr->model, r->x) : NULL;
     r->loss = r->out ? tr->loss(r->out, r->y, training ? NN_MEAN : NN_SUM) : NULL;
+    nn__aside_end(tr, aside, prev);
     nn_train(tr->model, was_training);
     ad_set_grad_enabled(grad_was);
     streams_restore(&st);
@@ -606,22 +608,34 @@ static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_co
     double loss_sum = 0;
     int64_t n = 0, correct = 0;
     ad_tensor *x, *y;
-    int got;
+    int got, prev, aside = nn__aside_begin(tr, &prev); /* on the trainer's threads */
+    if (aside < 0) return -1;
     while ((got = nn_loader_next(loader, &x, &y)) == 1) {
-        if (!y) return nn__err(fn, "the loader gives no labels");
+        if (!y) {
+            got = nn__err(fn, "the loader gives no labels");
+            break;
+        }
         ad_tensor *out, *l;
         bool replayed;
-        if (forward(tr, x, y, false, &out, &l, &replayed)) return -1;
+        if (forward(tr, x, y, false, &out, &l, &replayed)) {
+            got = -1;
+            break;
+        }
         tr->out = out;
-        if (ad_numel(l) != 1)
-            return nn__err(fn, "the loss function must give one value, got %" PRId64,
-                           ad_numel(l));
+        if (ad_numel(l) != 1) {
+            got = nn__err(fn, "the loss function must give one value, got %" PRId64,
+                          ad_numel(l));
+            break;
+        }
         if ((cm && nn_confusion_update(cm, out, tr->y)) ||
-            (tr->o.accuracy && nn__count_correct(fn, out, tr->y, &correct)))
-            return -1;
+            (tr->o.accuracy && nn__count_correct(fn, out, tr->y, &correct))) {
+            got = -1;
+            break;
+        }
         loss_sum += ad_item(l); /* summed per batch: the mean is exact below */
         n += ad_size(x, 0);
     }
+    nn__aside_end(tr, aside, prev);
     if (got < 0) return -1;
     if (tr->comm.world_size > 0 && sum_over_workers(tr, &loss_sum, &n, &correct, cm)) return -1;
     m->samples = n;

@@ -150,8 +150,12 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * optimiser's parameters (its gradient adds up across steps, and the
  * shards compute only the parameters') and a worker of a data-parallel
  * run are not split: their steps run as
- * NN_THREADS_OPS; evaluation runs on the calling thread, its kernels on
- * OpenMP's threads.  Errors: NULL tr, threads outside
+ * NN_THREADS_OPS.  Evaluation (nn_trainer_evaluate, nn_fit's validation)
+ * and the recording of the model run on the calling thread, their large
+ * matrix products shared with the trainer's threads as in NN_THREADS_OPS
+ * (the same bits as on one thread) and their other kernels on the calling
+ * thread alone, so that no OpenMP team starts beside the trainer's
+ * threads (its idle threads would spin on their cores).  Errors: NULL tr, threads outside
  * 0..256.  Changing the count stops the old threads. */
 AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
 

@@ -33,6 +33,7 @@ struct nn_trainer {
                               * at the first step instead of choosing after it */
     bool drop_whole;         /* free train[] at the next split step */
     bool ops;                /* in a step with NN_THREADS_OPS's runner */
+    bool aside;              /* recording or evaluating on the threads (nn__aside_begin) */
     rec *pre_r;              /* nn__trainer_next_batch filled its leaves */
     const ad_tensor *pre_x;  /* ... with the batch handed out as this */
     nn_module *model;
@@ -96,6 +97,16 @@ void nn__trainer_choose_mode(nn_trainer *tr);
  * threads. */
 int nn__ops_begin(nn_trainer *tr);
 void nn__ops_end(void);
+/* The trainer's work on the calling thread outside a step (recording,
+ * evaluating), with tr->threads > 1: its products on the trainer's
+ * threads too, its other kernels on this thread alone, so that no OpenMP
+ * team is started beside the trainer's threads (trainer_ops.c says why).
+ * begin returns 1 when it did so (*prev: the kernels' limit to give back
+ * to end), 0 when there is nothing to do (one thread, or already in a
+ * step or inside another begin), -1 with an error; end takes that value
+ * back. */
+int nn__aside_begin(nn_trainer *tr, int *prev);
+void nn__aside_end(nn_trainer *tr, int began, int prev);
 int nn__ops_optim_step(nn_trainer *tr);
 /* ... and the batch (x, y) copied into the leaves of recording r (whose
  * shapes and dtypes match) by the threads: 0, or 1 when the batch is small

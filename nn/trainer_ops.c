@@ -57,6 +57,41 @@ int nn__ops_begin(nn_trainer *tr)
 
 void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
 
+/* ---- the trainer's work between steps, on its threads too ----
+ * A trainer with threads still records its model on the calling thread
+ * (each batch shape's first step, nn_fit's second recording for the
+ * prefetched batch) and evaluates it there between epochs.  Left to the
+ * library's defaults, the products of that work split on OpenMP's
+ * threads, and after a parallel region libgomp keeps its idle threads
+ * spinning for some milliseconds (GOMP_SPINCOUNT's default, about 3 ms
+ * and up to 5 times that on a slower CPU): on a machine with as many cores
+ * as the trainer has threads, the next steps then share their cores with
+ * a spinning thread.  The MLP's evaluation after every epoch gave that
+ * thread 7 % of a core all through a two-thread run; with
+ * OMP_WAIT_POLICY=passive (no spinning) the two-thread step ran 4 %
+ * faster.  So this work takes the step's runner as well: its products go
+ * to the trainer's threads (split the same way, so the same bits), its
+ * other kernels (unfold, pooling) stay on this thread, and no OpenMP team
+ * starts while the trainer has threads.  A step with the products split
+ * has the runner already (tr->ops), and a begin inside another leaves it
+ * to the outer one. */
+int nn__aside_begin(nn_trainer *tr, int *prev)
+{
+    if (tr->threads <= 1 || tr->ops || tr->aside) return 0;
+    if (nn__ops_begin(tr)) return -1;
+    tr->aside = true;
+    *prev = ad_set_num_threads(1);
+    return 1;
+}
+
+void nn__aside_end(nn_trainer *tr, int began, int prev)
+{
+    if (began != 1) return;
+    ad_set_num_threads(prev);
+    nn__ops_end();
+    tr->aside = false;
+}
+
 /* ---- the update, in runs of rows claimed as the threads go ----
  * Thread t starts on rows [R t / T, R (t + 1) / T) of every parameter
  * (for a weight, the rows that its part of the gradient product wrote:

@@ -11,6 +11,7 @@
  * the main thread alone.  Run under ThreadSanitizer by scripts/check
  * (build-tsan/), which reports any data race between the two. */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -946,6 +947,77 @@ START_TEST(trainer_thread_mode_auto)
 }
 END_TEST
 
+/* The threads of the process: /proc/self/task's entries (Linux), or -1. */
+static int process_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* A trainer with threads records and evaluates its model on the calling
+ * thread between steps (the second recording of nn_fit's prefetched
+ * batch, the validation set after each epoch); those products go to the
+ * trainer's own threads as well, so no OpenMP team starts beside them
+ * (its idle threads would spin on the trainer's cores: trainer_ops.c).
+ * Every product here would split (the threshold lowered); whatever made
+ * the model ran on this thread alone, so the one thread that nn_fit adds
+ * is the trainer's worker.  The evaluation on the threads gives the
+ * one-thread evaluation's bits.  In a process that ran an OpenMP region
+ * before (CK_FORK=no), or with one core, nothing can tell and the count
+ * is not checked. */
+START_TEST(trainer_work_between_steps_on_its_threads)
+{
+    for (int m = 0; m < 2; m++) {
+        nn_thread_mode mode = m ? NN_THREADS_BATCH : NN_THREADS_OPS;
+        int prev = ad_set_num_threads(1);
+        ad_rng rng;
+        ad_rng_init(&rng, 17);
+        ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(ON, OIN), 0, 1);
+        int64_t yv[ON];
+        for (int i = 0; i < ON; i++) yv[i] = i % 3;
+        ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(ON), yv);
+        nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = OBATCH});
+        nn_loader *val = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 48});
+        nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
+                                       nn_linear(OHID, 3, true, AD_FLOAT32, &rng));
+        nn_named_tensors *p = nn_parameters(net);
+        nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9});
+        nn_named_tensors_free(p);
+        nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+        ck_assert_ptr_nonnull(tr);
+        ck_assert_int_eq(nn_trainer_set_threads(tr, 2), 0);
+        ck_assert_int_eq(nn_trainer_set_thread_mode(tr, mode), 0);
+        ad_set_num_threads(prev);
+        ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+        ad__gemm_testing_parallel(1);
+        int before = process_threads();
+        ck_assert_int_eq(nn_fit(tr, ld, val, 2, NULL), 0);
+        int after = process_threads();
+        bool team_possible = ad_get_num_threads() > 1 && m == 0; /* a later mode finds it */
+        if (before > 0 && team_possible) ck_assert_int_eq(after, before + 1);
+        nn_metrics two, one;
+        ck_assert_int_eq(nn_trainer_evaluate(tr, val, NULL, &two), ON);
+        ck_assert_int_eq(nn_trainer_set_threads(tr, 1), 0);
+        ck_assert_int_eq(nn_trainer_evaluate(tr, val, NULL, &one), ON);
+        ck_assert(memcmp(&one.loss, &two.loss, sizeof one.loss) == 0);
+        ck_assert(one.loss < 1.0); /* it learnt: 3 classes at chance give log 3 */
+        ad__gemm_testing(false, 0, 0, 0);
+        ad__gemm_testing_choice(-1);
+        nn_trainer_free(tr);
+        nn_optim_free(opt);
+        nn_module_free(net);
+        nn_loader_free(ld);
+        nn_loader_free(val);
+        ad_tensor_free(x);
+        ad_tensor_free(y);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -961,6 +1033,7 @@ int main(void)
     tcase_add_test(tc, parallel_runner_products);
     tcase_add_test(tc, parallel_runner_swapped_products);
     tcase_add_test(tc, trainer_thread_mode_auto);
+    tcase_add_test(tc, trainer_work_between_steps_on_its_threads);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
