@@ -608,7 +608,13 @@ static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_co
     double loss_sum = 0;
     int64_t n = 0, correct = 0;
     ad_tensor *x, *y;
-    int got, prev, aside = nn__aside_begin(tr, &prev); /* on the trainer's threads */
+    /* With the products split, the evaluation's products go to the
+     * trainer's threads too (nn__aside_begin); with the batch split, its
+     * convolutions' unfold and pooling need OpenMP's threads (on one
+     * thread the CNN's evaluation took 1.5 times as long), and a spinning
+     * OpenMP thread costs a step of milliseconds little. */
+    int got, prev = 0;
+    int aside = nn__trainer_mode(tr) == NN_THREADS_OPS ? nn__aside_begin(tr, &prev) : 0;
     if (aside < 0) return -1;
     while ((got = nn_loader_next(loader, &x, &y)) == 1) {
         if (!y) {

@@ -150,12 +150,14 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * optimiser's parameters (its gradient adds up across steps, and the
  * shards compute only the parameters') and a worker of a data-parallel
  * run are not split: their steps run as
- * NN_THREADS_OPS.  Evaluation (nn_trainer_evaluate, nn_fit's validation)
- * and the recording of the model run on the calling thread, their large
- * matrix products shared with the trainer's threads as in NN_THREADS_OPS
- * (the same bits as on one thread) and their other kernels on the calling
- * thread alone, so that no OpenMP team starts beside the trainer's
- * threads (its idle threads would spin on their cores).  Errors: NULL tr, threads outside
+ * NN_THREADS_OPS.  The recording of the model, and with NN_THREADS_OPS
+ * the evaluation (nn_trainer_evaluate, nn_fit's validation), run on the
+ * calling thread with their large matrix products shared among the
+ * trainer's threads (the same bits as on one thread) and their other
+ * kernels on the calling thread alone, so that no OpenMP team starts
+ * beside the trainer's threads (its idle threads would spin on their
+ * cores); with NN_THREADS_BATCH the evaluation's kernels use OpenMP's
+ * threads.  Errors: NULL tr, threads outside
  * 0..256.  Changing the count stops the old threads. */
 AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
 

@@ -70,11 +70,12 @@ void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
  * thread 7 % of a core all through a two-thread run; with
  * OMP_WAIT_POLICY=passive (no spinning) the two-thread step ran 4 %
  * faster.  So this work takes the step's runner as well: its products go
- * to the trainer's threads (split the same way, so the same bits), its
- * other kernels (unfold, pooling) stay on this thread, and no OpenMP team
- * starts while the trainer has threads.  A step with the products split
- * has the runner already (tr->ops), and a begin inside another leaves it
- * to the outer one. */
+ * to the trainer's threads (split the same way, so the same bits) and its
+ * other kernels stay on this thread.  The recording always does (once per
+ * shape); the evaluation only with the products split (evaluate in
+ * trainer.c: a CNN's unfold and pooling want OpenMP's threads there).  A
+ * step with the products split has the runner already (tr->ops), and a
+ * begin inside another leaves it to the outer one. */
 int nn__aside_begin(nn_trainer *tr, int *prev)
 {
     if (tr->threads <= 1 || tr->ops || tr->aside) return 0;
