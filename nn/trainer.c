@@ -732,6 +732,18 @@ int nn_fit(nn_trainer *tr, nn_loader *train, nn_loader *val, int64_t epochs,
     int64_t nb = nn_loader_num_batches(train);
     if (nb < 0) return -1;
     tr->fit_total = epochs * nb;
+    /* The schedule's cosine reads libm's table of sines and cosines once
+     * its argument passes about 0.13 (glibc), a page of the shared library
+     * that the process may not have mapped yet: a minor page fault at
+     * whatever step the schedule first gets there, the only one in an
+     * otherwise settled run (fmnist_mlp's --json counted it in 3 of 30
+     * runs of 100 steps, at step 7).  The half period evaluated once here
+     * takes it before the first step. */
+    if (tr->o.schedule == NN_SCHEDULE_COSINE) {
+        volatile double touched = 0;
+        for (int64_t t = 0; t <= 32; t++) touched += nn_lr_cosine(1, t, 32, 0);
+        (void)touched;
+    }
     /* Checkpoints hold whole epochs; a resumed schedule goes on from the
      * start of the next, whatever the batches per epoch were when it was
      * saved (another batch size or number of workers). */
