@@ -245,7 +245,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     bool grad_was = ad_set_grad_enabled(true);
     bool was_training = nn_is_training(tr->model);
     nn_train(tr->model, training);
-    int prev, aside = nn__aside_begin(tr, &prev);
+    int prev = 0, aside = nn__aside_begin(tr, &prev);
     r->x = aside >= 0 ? ad_zeros(r->tape, r->xdt, r->xnd, r->xshape) : NULL;
     r->y = r->x ? ad_zeros(r->tape, r->ydt, r->ynd, r->yshape) : NULL;
     r->out = r->x && r->y ? nn_forward(tr->model, r->x) : NULL;
