@@ -323,7 +323,11 @@ static bool unswap_fast_f32(const kernel_f32 *K, int64_t m, int64_t n, const flo
                             int64_t ldc, const float *bias, int64_t bstr)
 {
 #if AD_GEMM_X86
-    if (K->isa == ISA_AVX2 || K->isa == ISA_AVX512) { /* every AVX-512 CPU has AVX2 */
+    if (K->isa == ISA_AVX512) {
+        unswap_f32_avx512(m, n, s, c, ldc, bias, bstr);
+        return true;
+    }
+    if (K->isa == ISA_AVX2) {
         unswap_f32_avx2(m, n, s, c, ldc, bias, bstr);
         return true;
     }
