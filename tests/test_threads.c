@@ -411,14 +411,24 @@ static int add_z_grad(nn_trainer *tr, const nn_step_info *si, void *user)
     return 0;
 }
 
+/* n rows of in normal values drawn from rng (x) and the labels i mod 3
+ * (y), both persistent: the data of the trainer tests below. */
+static void three_classes(ad_rng *rng, int64_t n, int64_t in, ad_tensor **x, ad_tensor **y)
+{
+    *x = ad_randn(NULL, rng, AD_FLOAT32, AD_SHAPE(n, in), 0, 1);
+    *y = ad_empty(NULL, AD_INT64, AD_SHAPE(n));
+    ck_assert_ptr_nonnull(*x);
+    ck_assert_ptr_nonnull(*y);
+    int64_t *yv = ad_data(*y);
+    for (int64_t i = 0; i < n; i++) yv[i] = i % 3;
+}
+
 static void block_train(int threads, float *w1, float *zout)
 {
     ad_rng rng;
     ad_rng_init(&rng, 21);
-    ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(BN, BIN), 0, 1);
-    int64_t yv[BN];
-    for (int i = 0; i < BN; i++) yv[i] = i % 3;
-    ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(BN), yv);
+    ad_tensor *x, *y;
+    three_classes(&rng, BN, BIN, &x, &y);
     nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 32});
     nn_module *net = NN_SEQUENTIAL(nn_linear(BIN, BHID, true, AD_FLOAT32, &rng), nn_relu(),
                                    nn_linear(BHID, 3, true, AD_FLOAT32, &rng));
@@ -521,10 +531,8 @@ static void ops_train_from(int threads, nn_thread_mode mode, bool idx, bool manu
     memset(out, 0, sizeof *out);
     ad_rng rng;
     ad_rng_init(&rng, 31);
-    ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(ON, OIN), 0, 1);
-    int64_t yv[ON];
-    for (int i = 0; i < ON; i++) yv[i] = i % 3;
-    ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(ON), yv);
+    ad_tensor *x, *y;
+    three_classes(&rng, ON, OIN, &x, &y);
     static uint8_t pix[(ON + 8) * OIN], lab[ON + 8];
     for (int i = 0; i < (ON + 8) * OIN; i++) pix[i] = (uint8_t)((i * 37 + i / OIN * 11) % 256);
     for (int i = 0; i < ON + 8; i++) lab[i] = (uint8_t)(i % 3);
@@ -978,10 +986,8 @@ START_TEST(trainer_work_between_steps_on_its_threads)
         int prev = ad_set_num_threads(1);
         ad_rng rng;
         ad_rng_init(&rng, 17);
-        ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(ON, OIN), 0, 1);
-        int64_t yv[ON];
-        for (int i = 0; i < ON; i++) yv[i] = i % 3;
-        ad_tensor *y = ad_from_array(NULL, AD_INT64, AD_SHAPE(ON), yv);
+        ad_tensor *x, *y;
+        three_classes(&rng, ON, OIN, &x, &y);
         nn_loader *ld = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = OBATCH});
         nn_loader *val = nn_loader_from_tensors(x, y, &(nn_loader_options){.batch_size = 48});
         nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
