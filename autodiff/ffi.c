@@ -496,7 +496,7 @@ static int foreign_bw(ad_node *nd, ad_tensor *g, ad_tensor **gin)
         /* a double function of a float argument: the gradient takes the
          * argument's dtype */
         if (t && t->dtype != nd->in[i]->dtype) t = ad_cast(t, nd->in[i]->dtype);
-        gin[i] = ad_sum_to(t, nd->in[i]->ndim, nd->in[i]->shape);
+        gin[i] = ad__sum_to(t, nd->in[i]->ndim, nd->in[i]->shape);
         if (!gin[i]) return -1;
     }
     return 0;

@@ -225,6 +225,11 @@ extern const ad_op *const ad__ops_checkpoint[];
  * of its own, so relu's derivatives of every order stay in it). */
 ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x);
 
+/* ops_reduce.c: ad_sum_to for backward rules: x itself when it already has
+ * the shape (a gradient handed on, on the backward pass's tape; the public
+ * ad_sum_to returns a view then, a tensor of its own to free). */
+ad_tensor *ad__sum_to(ad_tensor *x, int ndim, const int64_t *shape);
+
 /* ops_index.c: scatter_add(zeros of shape, axis, index, src) as one op
  * that clears its own result (gather's rule; dsrc = gather(g, axis,
  * index)).  Checks like ad_scatter_add's, messages naming it. */

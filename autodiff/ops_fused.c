@@ -468,10 +468,10 @@ static int ln_bw_ops(ad_node *n, ad_tensor *g, ad_tensor **gin)
                                   ad_mul(xh, ad_mean(ad_mul(gw, xh), axes, k, true)));
         if (!(gin[0] = ad_mul(rstd, inner))) return -1;
     }
-    if (w && ad__needs_grad(n, 1) && !(gin[1] = ad_sum_to(ad_mul(g, xh), w->ndim, w->shape)))
+    if (w && ad__needs_grad(n, 1) && !(gin[1] = ad__sum_to(ad_mul(g, xh), w->ndim, w->shape)))
         return -1;
     int bi = w ? 2 : 1;
-    if (b && ad__needs_grad(n, bi) && !(gin[bi] = ad_sum_to(g, b->ndim, b->shape))) return -1;
+    if (b && ad__needs_grad(n, bi) && !(gin[bi] = ad__sum_to(g, b->ndim, b->shape))) return -1;
     return 0;
 }
 

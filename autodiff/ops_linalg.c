@@ -213,12 +213,12 @@ static int matmul_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
      * gradient to its operand's shape. */
     if (ad__needs_grad(n, 0)) {
         ad_tensor *da = ad_matmul(G, ad_transpose(B, B->ndim - 2, B->ndim - 1));
-        da = ad_sum_to(da, A->ndim, A->shape);
+        da = ad__sum_to(da, A->ndim, A->shape);
         gin[0] = a->ndim == 1 ? ad_reshape(da, 1, a->shape) : da;
     }
     if (ad__needs_grad(n, 1)) {
         ad_tensor *db = ad_matmul(ad_transpose(A, A->ndim - 2, A->ndim - 1), G);
-        db = ad_sum_to(db, B->ndim, B->shape);
+        db = ad__sum_to(db, B->ndim, B->shape);
         gin[1] = b->ndim == 1 ? ad_reshape(db, 1, b->shape) : db;
     }
     return 0;

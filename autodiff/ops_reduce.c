@@ -582,6 +582,14 @@ static const ad_op OP_SUM_TO = {
     .forward = sum_to_fw,
     .params_size = sizeof(reduce_params),
 };
+/* Whether x already has the shape (sum_to's identity). */
+static bool sum_to_same(const ad_tensor *x, int ndim, const int64_t *shape)
+{
+    if (x->ndim != ndim) return false;
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] != x->shape[d]) return false;
+    return true;
+}
 ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *fn = "ad_sum_to";
@@ -603,14 +611,16 @@ ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape)
         ad__err(fn, "shape %s cannot be summed to %s", ad__shape_str(x), ad__dims_str(ndim, shape));
         return NULL;
     }
-    if (lead == 0) {
-        bool same = true;
-        for (int d = 0; d < ndim; d++) same &= shape[d] == x->shape[d];
-        if (same) return x; /* nothing to sum: the identity needs no node */
-    }
+    /* nothing to sum: a view of x, a tensor of its own for the caller to
+     * free (x itself was freed twice by a caller that freed both) */
+    if (sum_to_same(x, ndim, shape)) return ad_expand(x, ndim, shape);
     p.ndim = ndim;
     for (int d = 0; d < ndim; d++) p.shape[d] = shape[d];
     return reduction(fn, &OP_SUM_TO, R_SUM, x, &p, 0);
+}
+ad_tensor *ad__sum_to(ad_tensor *x, int ndim, const int64_t *shape)
+{
+    return x && shape && sum_to_same(x, ndim, shape) ? x : ad_sum_to(x, ndim, shape);
 }
 
 const ad_op *const ad__ops_reduce[] = {

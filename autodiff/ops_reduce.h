@@ -64,8 +64,10 @@ AD_API ad_tensor *ad_mean_dim(ad_tensor *x, int axis, bool keepdim);
 /* Sums x down to `shape`, the inverse of broadcasting: leading dimensions
  * are summed away and dimensions where shape has 1 are summed with keepdim.
  * This is how the backward of a broadcasting op returns a gradient of its
- * input's shape.  dx = expand(g, x's shape).  Error when x's shape does not
- * broadcast from `shape`. */
+ * input's shape.  dx = expand(g, x's shape).  When x already has `shape`
+ * the result is a view of x (ad_expand: no copy, x's data shared), still
+ * a tensor of its own that the caller frees as any result.  Error when
+ * x's shape does not broadcast from `shape`. */
 AD_API ad_tensor *ad_sum_to(ad_tensor *x, int ndim, const int64_t *shape);
 
 #ifdef __cplusplus

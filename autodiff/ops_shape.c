@@ -252,7 +252,7 @@ ad_tensor *ad_unsqueeze(ad_tensor *x, int axis)
 /* ---- expand ------------------------------------------------------------------ */
 static int expand_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = ad_sum_to(g, n->in[0]->ndim, n->in[0]->shape);
+    gin[0] = ad__sum_to(g, n->in[0]->ndim, n->in[0]->shape);
     return 0;
 }
 static const ad_op OP_EXPAND = {

@@ -92,7 +92,7 @@ static inline ad_tensor *konst(ad_node *n, double v)
 }
 
 #define GRAD_TO(i, expr) \
-    do { if (ad__needs_grad(n, i)) gin[i] = ad_sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
+    do { if (ad__needs_grad(n, i)) gin[i] = ad__sum_to((expr), n->in[i]->ndim, n->in[i]->shape); } while (0)
 
 /* The definition of op X, whose kernel is the hot kind KIND. */
 #define PW_OP(X, NAME, FORMULA, RULE, KIND)                                           \

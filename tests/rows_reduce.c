@@ -102,5 +102,7 @@ const op_row rows_reduce[] = {
     {"sum_to", "transposed [4,3] to [1,4]", b_reduce,
      R(.op = SUM_TO, .ndim = 2, .shape = {1, 4}, .view = TRANSPOSED), 1, IN(2, 4, 3)},
     {"sum_to", "0-d to []", b_reduce, R(.op = SUM_TO, .ndim = 0), 1, IN(0, 0)},
+    {"sum_to", "[3,4] to [3,4] (nothing summed: a view)", b_reduce,
+     R(.op = SUM_TO, .ndim = 2, .shape = {3, 4}), 1, IN(2, 3, 4)},
     {0},
 };

@@ -608,8 +608,17 @@ START_TEST(sum_to_values)
     assert_values(a, (double[]){1 + 2 + 7 + 8, 3 + 4 + 9 + 10, 5 + 6 + 11 + 12}, 3, 0);
     assert_values(ad_sum_to(x, 1, (int64_t[]){2}), (double[]){36, 42}, 2, 0);
     ck_assert_close(ad_item(ad_sum_to(x, 0, NULL)), 78, 0);
-    /* The identity returns its argument. */
-    ck_assert_ptr_eq(ad_sum_to(x, 3, (int64_t[]){2, 3, 2}), x);
+    /* Nothing to sum: a view of x, a tensor of its own with x's values,
+     * through which the gradient still flows. */
+    ad_tensor *same = ad_sum_to(x, 3, (int64_t[]){2, 3, 2});
+    ck_assert_ptr_nonnull(same);
+    ck_assert_ptr_ne(same, x);
+    assert_shape(same, 3, (int64_t[]){2, 3, 2});
+    assert_values(same, (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 12, 0);
+    ad_tensor *l2 = leaf(AD_SHAPE(2), (double[]){3, 4});
+    ad_tensor *s2 = ad_mul(ad_sum_to(l2, 1, (int64_t[]){2}), l2); /* l2^2 */
+    ck_assert_int_eq(ad_backward(s2, ot_f64(T, AD_SHAPE(2), (double[]){1, 1}), 0), 0);
+    assert_values(ad_tensor_grad(l2), (double[]){6, 8}, 2, 0);
     /* Gradient: expand back. */
     ad_tensor *l = leaf(AD_SHAPE(2, 2), (double[]){1, 2, 3, 4});
     ad_tensor *s = ad_sum_to(l, 2, (int64_t[]){1, 2});
@@ -639,6 +648,14 @@ START_TEST(persistent_results)
     ad_tensor *s = ad_sum_to(x, 1, (int64_t[]){2});
     assert_values(s, (double[]){4, 6}, 2, 0);
     ad_tensor_free(s);
+    /* Nothing to sum: still a new tensor (it was x itself, and freeing
+     * both freed x twice). */
+    ad_tensor *same = ad_sum_to(x, 2, (int64_t[]){2, 2});
+    ck_assert_ptr_nonnull(same);
+    ck_assert_ptr_ne(same, x);
+    assert_values(same, (double[]){1, 2, 3, 4}, 4, 0);
+    ad_tensor_free(same);
+    assert_values(x, (double[]){1, 2, 3, 4}, 4, 0);
     ad_tensor_free(x);
     ad_tape_activate(T);
 }
