@@ -165,6 +165,8 @@ int ad__reclaim_end(ad_tape *t, reclaim *r)
         if (total && !top) return 0; /* no room to move them: keep everything, as before */
         size_t off = 0;
         for (int j = 0; j < nm; j++) {
+            src[j] = NULL; /* nothing to copy: all of them empty */
+            if (!top) continue;
             ad_storage st = {.data = top + off};
             ad_tensor dst = *old[j];
             dst.storage = &st;
@@ -189,7 +191,9 @@ int ad__reclaim_end(ad_tape *t, reclaim *r)
         }
         /* reclaim_in_place foresaw where it lands (NULL: a new chunk) */
         assert(!in_place || !land[j] || y->storage->data == land[j]);
-        if (y->storage->data != src[j]) memmove(y->storage->data, src[j], bytes[j]);
+        /* (an empty tensor's src is NULL, which memmove may not take even
+         * for 0 bytes) */
+        if (bytes[j] && y->storage->data != src[j]) memmove(y->storage->data, src[j], bytes[j]);
         int refs = 0, adj_refs = 0;
         for (int i = 0; i < r->n; i++)
             if (*r->slot[i] == old[j]) {

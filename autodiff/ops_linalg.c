@@ -340,7 +340,9 @@ static int linear_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *x = n->in[0], *w = n->in[1];
     int64_t nout = w->shape[0], nin = w->shape[1];
-    int64_t M = ad__numel(g->ndim, g->shape) / (nout ? nout : 1);
+    /* the rows: g's leading extents (not numel(g) / nout, which is 0 for
+     * every x when w has no rows) */
+    int64_t M = ad__numel(g->ndim - 1, g->shape);
     ad_tensor *G = ad_reshape(g, 2, (int64_t[]){M, nout});
     if (!G) return -1;
     /* dx = g w, dW = g^T x, db = sum over the rows of g. */

@@ -101,6 +101,27 @@ START_TEST(batched_and_strided_inputs)
 }
 END_TEST
 
+/* A weight with no rows (0 output features) gives an empty result, and
+ * the backward pass gives x a gradient of zeros of x's shape and w an
+ * empty one; the rows of the gradient products came from numel(g) / 0
+ * as 0 before, and backward failed reshaping x [2,3] to [0,3]. */
+START_TEST(no_output_features)
+{
+    ad_tensor *x = ad_leaf(T, AD_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
+    ad_tensor *w = ad_leaf(T, AD_FLOAT64, 2, (int64_t[]){0, 3}, (double[]){0});
+    ad_tensor *b = ad_leaf(T, AD_FLOAT64, 1, (int64_t[]){0}, (double[]){0});
+    ad_tensor *y = ad_linear(x, w, b);
+    ck_assert_msg(y != NULL, "%s", ad_error());
+    ot_assert_shape(y, 2, (int64_t[]){2, 0});
+    ck_assert_msg(ad_backward(ad_sum_all(y), NULL, 0) == 0, "%s", ad_error());
+    ad_tensor *gx = ad_tensor_grad(x), *gw = ad_tensor_grad(w);
+    ck_assert_ptr_nonnull(gx);
+    ot_assert_shape(gx, 2, (int64_t[]){2, 3});
+    for (int i = 0; i < 6; i++) ck_assert_double_eq(((const double *)ad_data(gx))[i], 0);
+    if (gw) ot_assert_shape(gw, 2, (int64_t[]){0, 3});
+}
+END_TEST
+
 /* Two backward passes into a persistent weight's gradient: the first makes
  * the buffer, the second adds into it in place (the product with beta = 1),
  * with w used by two linears; against ad_gradients, whose results go to
@@ -351,6 +372,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, values_with_every_kernel);
     tcase_add_test(tc, batched_and_strided_inputs);
+    tcase_add_test(tc, no_output_features);
     tcase_add_test(tc, weight_gradient_accumulates_in_place);
     tcase_add_test(tc, set_grad_is_zero_grad_then_backward);
     tcase_add_test(tc, kernel_choice_is_measured_once_per_shape);
