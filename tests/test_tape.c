@@ -679,6 +679,25 @@ START_TEST(backward_accumulates_slices_in_place)
 }
 END_TEST
 
+/* Empty gradients through a rule whose results the backward pass moves
+ * down the arena (a zero-size slice of a computed tensor, the inverse of a
+ * 0 x 0 matrix): nothing to move, and nothing read from a NULL source (the
+ * sanitizer build's UBSan flagged the memmove of 0 bytes from NULL). */
+START_TEST(empty_gradients_through_backward)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ad_leaf(t, AD_FLOAT64, 2, (int64_t[]){2, 2}, (double[]){1, 2, 3, 4});
+    ad_tensor *e = ad_slice(ad_sin(x), 1, 2, 2, 2); /* [2,0] */
+    ad_tensor *w = ad_zeros(t, AD_FLOAT64, 2, (int64_t[]){2, 0});
+    ck_assert_msg(ad_backward(ad_sum_all(ad_mul(e, w)), NULL, 0) == 0, "%s", ad_error());
+    ad_tensor *g = ad_tensor_grad(x);
+    for (int i = 0; g && i < 4; i++) ck_assert_double_eq(ot_at(g, i), 0);
+    ad_tensor *z = ad_leaf(t, AD_FLOAT64, 2, (int64_t[]){0, 0}, (double[]){0});
+    ck_assert_msg(ad_backward(ad_sum_all(ad_linalg_inv(z)), NULL, 0) == 0, "%s", ad_error());
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(stats_count_nodes)
 {
     ad_tape *t = ad_tape_new();
@@ -775,6 +794,7 @@ int main(void)
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
     tcase_add_test(tc, backward_accumulates_slices_in_place);
+    tcase_add_test(tc, empty_gradients_through_backward);
     tcase_add_test(tc, backward_releases_views_made_while_accumulating);
     tcase_add_test(tc, scopes_put_intermediates_on_the_right_tape);
     suite_add_tcase(s, tc);
