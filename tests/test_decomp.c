@@ -336,6 +336,54 @@ START_TEST(builtin_rows)
 }
 END_TEST
 
+/* Entries far from 1: the built-in factorizations formed sums of squares
+ * that overflowed to inf past about 1e154 and underflowed to 0 below
+ * about 1e-162, and gave, silently, eigenvalues [1e160, 1e160] for
+ * [[1,2],[2,1]] * 1e160, singular values inf, Q NaN (and 0 and an
+ * unreduced R at 1e-170).  Now they scale by a power of two first. */
+START_TEST(extreme_scales)
+{
+    const double scales[] = {1e160, 1e-170, 1e300, 1e-300};
+    for (int k = 0; k < 4; k++) {
+        double c = scales[k];
+        ad_tensor *A = ot_f64(ot_tape, 2, SH(2, 2), F64(1 * c, 2 * c, 2 * c, 1 * c));
+        ad_tensor *w, *V, *Q, *R, *S;
+        ck_assert_msg(ad_linalg_eigh(A, &w, &V) == 0, "%s", ad_error());
+        ck_assert_double_eq_tol(ot_at(w, 0) / c, -1, 1e-14);
+        ck_assert_double_eq_tol(ot_at(w, 1) / c, 3, 1e-14);
+        ck_assert_double_eq_tol(fabs(ot_at(V, 0)), sqrt(0.5), 1e-14);
+        ck_assert_msg(ad_linalg_svd(A, NULL, &S, NULL) == 0, "%s", ad_error());
+        ck_assert_double_eq_tol(ot_at(S, 0) / c, 3, 1e-14);
+        ck_assert_double_eq_tol(ot_at(S, 1) / c, 1, 1e-14);
+        ck_assert_msg(ad_linalg_qr(A, &Q, &R) == 0, "%s", ad_error());
+        ad_tensor *QR = ad_matmul(Q, R);
+        for (int i = 0; i < 4; i++)
+            ck_assert_double_eq_tol(ot_at(QR, i) / c, ot_at(A, i) / c, 1e-14);
+        ck_assert_double_eq_tol(fabs(ot_at(Q, 0)), 1 / sqrt(5), 1e-14);
+    }
+}
+END_TEST
+
+/* A small block of a badly scaled matrix: diag(1e10, B) with B =
+ * [[1, 1e-6], [1e-6, 1 + 1e-8]].  Jacobi's stopping test against the whole
+ * matrix's norm never rotated B (eigenvalues 1 and 1 + 1e-8, vectors off
+ * by 45 degrees); against each pair's own diagonal it does.  B's
+ * eigenvalues are 1 + 5e-9 -+ sqrt(2.5e-17 + 1e-12). */
+START_TEST(small_block_of_a_badly_scaled_matrix)
+{
+    ad_tensor *A = ot_f64(ot_tape, 2, SH(3, 3), F64(1e10, 0, 0, 0, 1, 1e-6, 0, 1e-6, 1 + 1e-8));
+    ad_tensor *w, *V;
+    ck_assert_msg(ad_linalg_eigh(A, &w, &V) == 0, "%s", ad_error());
+    double r = sqrt(2.5e-17 + 1e-12);
+    ck_assert_double_eq_tol(ot_at(w, 0), 1 + 5e-9 - r, 1e-15);
+    ck_assert_double_eq_tol(ot_at(w, 1), 1 + 5e-9 + r, 1e-15);
+    ck_assert_double_eq_tol(ot_at(w, 2), 1e10, 1e-5);
+    /* A V = V diag(w), column by column */
+    ad_tensor *res = ad_sub(ad_matmul(A, V), ad_mul(V, ad_unsqueeze(w, 0)));
+    for (int i = 0; i < 9; i++) ck_assert_double_le(fabs(ot_at(res, i)), 1e-14 * (i % 3 == 2 ? 1e10 : 1));
+}
+END_TEST
+
 static void builtin_on(void) { ad__lapack_off = true; }
 static void builtin_off(void) { ad__lapack_off = false; }
 
@@ -351,6 +399,8 @@ static TCase *value_tests(const char *name)
     tcase_add_test(tc, eigh_values);
     tcase_add_test(tc, qr_values);
     tcase_add_test(tc, svd_values);
+    tcase_add_test(tc, extreme_scales);
+    tcase_add_test(tc, small_block_of_a_badly_scaled_matrix);
     tcase_add_test(tc, value_only_gradients);
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes);
