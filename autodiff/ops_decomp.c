@@ -498,7 +498,9 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
  * infinite for repeated eigenvalues: the gradient is defined (and correct)
  * only when the eigenvalues are distinct, unless the loss does not depend
  * on the eigenvectors of the repeated ones (then G_V's part there is 0
- * but 0 * inf is still NaN: as in PyTorch, avoid it). */
+ * but 0 * inf is still NaN, as in PyTorch when V is used elsewhere; when
+ * the loss uses no eigenvector at all, vectors_unused takes the shortened
+ * rule). */
 /* Whether the caller took the vectors (eigh's V, svd's U and Vh): when
  * not, their gradient is known to be zero and the rule leaves out the
  * terms with 1/(w_j - w_i) or 1/S, which are inf for repeated eigenvalues
@@ -510,13 +512,30 @@ typedef struct vec_params {
     bool vectors;
 } vec_params;
 
+/* Whether the vectors were taken but the loss does not use them: their
+ * part of the incoming gradient zero in every entry, on a pass that is not
+ * recorded.  The shortened rule then gives what the full one gives where
+ * that is finite, and a finite gradient where the full one's 0 * inf is
+ * NaN, as PyTorch's rule does when the vectors' gradient is undefined.  A
+ * recorded (create-graph) pass keeps the full rule: a derivative with
+ * respect to the incoming gradient needs its graph. */
+static bool vectors_unused(ad_tensor *const *gv, int n)
+{
+    if (ad_grad_enabled()) return false;
+    for (int i = 0; i < n; i++) {
+        ad_tensor *mx = ad_max_all(ad_abs(gv[i]));
+        if (!mx || !(ad_item(mx) == 0)) return false; /* NaN: the full rule */
+    }
+    return true;
+}
+
 static int eigh_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     ad_tensor *P = n->out;
     int64_t m = P->shape[P->ndim - 1];
     ad_tensor *w = ad_narrow(P, -2, 0, 1), *V = ad_narrow(P, -2, 1, m);
     ad_tensor *gw = ad_squeeze(ad_narrow(g, -2, 0, 1), -2), *gV = ad_narrow(g, -2, 1, m);
-    if (!((const vec_params *)ad__params(n))->vectors) {
+    if (!((const vec_params *)ad__params(n))->vectors || vectors_unused(&gV, 1)) {
         ad_tensor *w2;
         if (ad_grad_enabled() && ad_linalg_eigh(n->in[0], &w2, &V)) return -1;
         gin[0] = ad_matmul(ad_mul(V, ad_unsqueeze(gw, -2)), tr(V)); /* V diag(g_w) V^T */
@@ -694,7 +713,8 @@ static int svd_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
               *V = ad_narrow(P, -2, m + 1, cols);
     ad_tensor *gU = ad_narrow(g, -2, 0, m), *gS = ad_narrow(g, -2, m, 1),
               *gV = ad_narrow(g, -2, m + 1, cols);
-    if (!((const vec_params *)ad__params(n))->vectors) {
+    if (!((const vec_params *)ad__params(n))->vectors ||
+        vectors_unused((ad_tensor *[]){gU, gV}, 2)) {
         ad_tensor *S2, *Vh;
         if (!ad_grad_enabled()) Vh = tr(V);
         else if (ad_linalg_svd(n->in[0], &U, &S2, &Vh)) return -1;

@@ -111,10 +111,11 @@ AD_API ad_tensor *ad_linalg_cholesky(ad_tensor *A);
  *   dA = V (diag(G_w) + F o (V^T G_V - G_V^T V)/2) V^T, F_ij = 1/(w_j - w_i)
  * (Giles 2008; Seeger et al. 2017), symmetric like cholesky's.  The
  * gradient through V is defined only for distinct eigenvalues: repeated
- * ones give inf/NaN, as in PyTorch; with eigenvectors NULL the gradient
- * is V diag(G_w) V^T, finite for repeated eigenvalues too (exact for
- * symmetric functions of w such as its sum; otherwise the one-sided
- * derivative the solver's eigenvectors pick).
+ * ones give inf/NaN, as in PyTorch; with eigenvectors NULL, or taken but
+ * unused by the loss (G_V zero; a backward pass that is not recorded),
+ * the gradient is V diag(G_w) V^T, finite for repeated eigenvalues too
+ * (exact for symmetric functions of w such as its sum; otherwise the
+ * one-sided derivative the solver's eigenvectors pick).
  * Errors: eigenvalues NULL, a NaN or inf entry ("ad_linalg_eigh: the
  * matrix has non-finite entries"). */
 AD_API int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eigenvectors);
@@ -134,7 +135,9 @@ AD_API int ad_linalg_qr(ad_tensor *A, ad_tensor **Q, ad_tensor **R);
  *   dA = U [skew(U^T G_U)/E S + S skew(V^T G_V)/E + diag(G_S)] V^T
  *      + (I - U U^T) G_U S^-1 V^T + U S^-1 G_V^T (I - V V^T),
  * skew(X) = X - X^T, E_ij = S_j^2 - S_i^2 (Townsend 2016).  With U and
- * Vh both NULL the gradient is U diag(G_S) V^T, finite everywhere (where
+ * Vh both NULL, or taken but unused by the loss (G_U and G_V zero; a
+ * backward pass that is not recorded), the gradient is U diag(G_S) V^T,
+ * finite everywhere (where
  * singular values repeat or vanish, S is not differentiable and this is
  * the subgradient the solver's singular vectors give, as in PyTorch);
  * when U or Vh is taken it needs distinct, non-zero singular values
