@@ -114,7 +114,13 @@ AD_API ad_tensor *ad_masked_fill(ad_tensor *x, ad_tensor *mask, double value);
  * Errors: a label count that differs from an operand's ndim ("ad_einsum:
  * operand 1 is [3,4] but 'j' has 1 labels"), one label with two extents
  * ("label 'j' has extent 3 and 4"), an output label that is no input's or
- * is repeated, "...", other characters, too few or too many operands. */
+ * is repeated, "...", other characters, too few or too many operands, and
+ * a pair's product with more than AD_MAX_DIMS dimensions ("an intermediate
+ * result would have 9 dimensions (at most 8)"): it keeps every label a
+ * later operand or the output still needs, so "abcde,fghi,abcde,fghi->"
+ * fails where PyTorch, which may pair the operands in another order, does
+ * not; ordering the operands so that shared labels meet early
+ * ("abcde,abcde,fghi,fghi->") avoids it. */
 AD_API ad_tensor *ad_einsum(const char *equation, int n, ad_tensor *const *operands);
 
 /* ---- random tensors shaped like x -------------------------------------------------
