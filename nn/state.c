@@ -319,7 +319,7 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
     if (rc == 0 && flr) { /* files from before it was saved have none: the rate stays */
         char *end;
         lr = strtod(flr, &end);
-        if (*flr == '\0' || *end != '\0' || !(lr > 0) || !isfinite(lr))
+        if (*flr == '\0' || *end != '\0' || !(lr >= 0) || !isfinite(lr))
             rc = nn__err_io(fn, "%s: \"" KEY_LR "\" is '%s', not a learning rate", path, flr);
     }
     for (int i = 0; rc == 0 && i < info->n; i++) {

@@ -158,6 +158,29 @@ START_TEST(resume_is_bit_identical)
 }
 END_TEST
 
+/* A rate of 0 (a cosine schedule's last step with eta_min 0, a warm-up's
+ * first): saved, and loaded back (the load refused it as "not a learning
+ * rate", so such a checkpoint could never be restored). */
+START_TEST(zero_rate_round_trip)
+{
+    run b, c;
+    run_init(&b, 7, false);
+    run_steps(&b, 2);
+    ck_assert_int_eq(nn_optim_set_lr(b.opt, nn_lr_cosine(0.1, 100, 100, 0)), 0);
+    ck_assert_double_eq(nn_optim_get_lr(b.opt), 0);
+    nn_checkpoint ck = ck_of(&b, NULL);
+    ck_assert_msg(nn_checkpoint_save(tpath("z.safetensors"), &ck) == 0, "%s", ad_error());
+    run_init(&c, 99, false);
+    ck = ck_of(&c, NULL);
+    ck_assert_msg(nn_checkpoint_load(tpath("z.safetensors"), &ck) == 0, "%s", ad_error());
+    ck_assert_double_eq(nn_optim_get_lr(c.opt), 0);
+    c.step = ck.step;
+    assert_same_state(&b, &c);
+    run_free(&b);
+    run_free(&c);
+}
+END_TEST
+
 START_TEST(model_alone_and_errors)
 {
     run b, c, s;
@@ -240,6 +263,7 @@ int main(void)
     Suite *s = suite_create("state");
     TCase *tc = tcase_create("state");
     tcase_add_test(tc, resume_is_bit_identical);
+    tcase_add_test(tc, zero_rate_round_trip);
     tcase_add_test(tc, model_alone_and_errors);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);
