@@ -229,6 +229,7 @@ typedef struct gc_run {
     int64_t m;          /* out's element count */
     double *jac;        /* jac[(offset of input r + k) * m + j] = d out_j / d x_r[k] */
     double *fp, *fm, *dprev, *nprev, *rprev; /* per output element, see numeric_column */
+    double *moved; /* per output element: 1 once a step of this column moved it */
     estimate *best;     /* per output element: the estimate kept */
     ad_gradcheck_result res;
     char msg[900], worst_msg[900];
@@ -291,7 +292,10 @@ static int numeric_column(gc_run *g, int i, int64_t k, double xk, int64_t col, c
     double hprev = 0;
     int tried = 0;
     int64_t open = g->m; /* entries of the column not passed yet */
-    for (int64_t j = 0; j < g->m; j++) g->best[j].set = g->best[j].pass = false;
+    for (int64_t j = 0; j < g->m; j++) {
+        g->best[j].set = g->best[j].pass = false;
+        g->moved[j] = 0;
+    }
     for (int s = 0; s < ns && open > 0; s++) {
         /* The width actually stepped, (x + h) - (x - h), is what the
          * difference divides by: it is not 2h after rounding. */
@@ -304,7 +308,15 @@ static int numeric_column(gc_run *g, int i, int64_t k, double xk, int64_t col, c
              * the same infinity on both sides (where inf - inf is NaN). */
             double fp = g->fp[j], fm = g->fm[j];
             double d = fp == fm ? 0 : (fp - fm) / width, rich = NAN;
-            double noise = F_ULPS * (fabs(fp) + fabs(fm)) / width;
+            /* An output that a wider step moved and this one does not is
+             * below f's own resolution here (f rounds coarser than the 16
+             * ulps assumed: float32 inside, cancellation): its 0 says
+             * nothing, and trusted it agreed with a zero (missing,
+             * detached) gradient.  Infinite noise: never trusted, nor the
+             * Richardson values made with it. */
+            double noise = fp == fm && g->moved[j] ? INFINITY
+                                                    : F_ULPS * (fabs(fp) + fabs(fm)) / width;
+            if (fp != fm && isfinite(d)) g->moved[j] = 1;
             estimate *b = &g->best[j];
             if (!b->pass) {
                 double ana = g->jac[col * g->m + j];
@@ -409,12 +421,12 @@ static int run_check(gc_run *g, ad_tensor *const *inputs)
     g->jac = ad__calloc((size_t)(total * g->m + 1), sizeof *g->jac);
     /* per output element: f(x + h), f(x - h), and at the previous step D,
      * its rounding error and the Richardson value */
-    double *buf = ad__malloc((size_t)(5 * g->m + 1) * sizeof *buf);
+    double *buf = ad__malloc((size_t)(6 * g->m + 1) * sizeof *buf);
     g->best = ad__malloc((size_t)g->m * sizeof *g->best);
     g->fp = buf;
     if (!g->jac || !buf || !g->best) return ad__err(GC, "out of memory");
     g->fm = buf + g->m, g->dprev = buf + 2 * g->m, g->nprev = buf + 3 * g->m;
-    g->rprev = buf + 4 * g->m;
+    g->rprev = buf + 4 * g->m, g->moved = buf + 5 * g->m;
     if (analytic_jacobian(g)) return -1;
 
     /* Numeric columns, each from pairs of fresh evaluations on tape te. */

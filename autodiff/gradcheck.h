@@ -22,9 +22,12 @@
  *     h_{k-1} / h_k, which cancels the h^2 error term, may pass it.  A
  *     retried estimate only counts when its rounding error,
  *     about 16 DBL_EPSILON (|f(x+h)| + |f(x-h)|) / 2h, is below a tenth of
- *     the tolerance, so shrinking the step cannot make noise agree with a
- *     wrong gradient.  A wrong gradient disagrees with every estimate,
- *     because they all converge to the true derivative.
+ *     the tolerance, and never when f did not move at a step although a
+ *     wider one moved it (f rounds coarser than assumed there: float32
+ *     inside, cancellation; its 0 would agree with a missing gradient), so
+ *     shrinking the step cannot make noise agree with a wrong gradient.  A
+ *     wrong gradient disagrees with every estimate, because they all
+ *     converge to the true derivative.
  *   - Non-finite values fail.  NaN or +-inf on either side fails the entry
  *     unless analytic and numeric are the same infinity (then the entry
  *     passes and the report says so).  Before, an infinite numeric

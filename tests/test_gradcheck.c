@@ -418,6 +418,35 @@ END_TEST
  * 707 against the true 500.  The smaller steps and their Richardson
  * extrapolations find the derivative; the test asserts the numeric value
  * found, not only the verdict. */
+/* f that rounds coarser than float64: 2 x through float32, and 2 x through
+ * a cancellation at 1e8, both with a detached x, so the analytic gradient
+ * is 0 where the true one is 2.  The first step sees f move and fails the
+ * entry; the retries shrink the step below f's resolution, where f(x + h)
+ * = f(x - h), and that zero was trusted and passed the missing gradient. */
+static ad_tensor *f_float32_detached(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_cast(ad_mul_scalar(ad_cast(ad_detach(in[0]), AD_FLOAT32), 2.0), AD_FLOAT64);
+}
+static ad_tensor *f_cancelled_detached(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_mul_scalar(ad_add_scalar(ad_add_scalar(ad_detach(in[0]), 1e8), -1e8), 2.0);
+}
+START_TEST(a_step_below_f_resolution_does_not_pass_a_missing_gradient)
+{
+    const double xs[] = {0.1, 0.3, 0.5, 0.7, 1.0, 1.25, 2.0, -0.7, 3.3, 10.0};
+    ad_tensor *x = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){10}, xs);
+    ad_set_requires_grad(x, true);
+    ad_gradcheck_result r;
+    ck_assert_int_eq(ad_gradcheck_ex(f_float32_detached, NULL, 1, &x, NULL, &r), 0);
+    ck_assert_int_eq(r.failed, 10);
+    ck_assert_int_eq(ad_gradcheck_ex(f_cancelled_detached, NULL, 1, &x, NULL, &r), 0);
+    ck_assert_int_eq(r.failed, 10);
+    ad_tensor_free(x);
+}
+END_TEST
+
 START_TEST(log_and_sqrt_near_zero_pass)
 {
     const double xs[3] = {1e-6, 3e-6, 1e-9};
@@ -569,6 +598,7 @@ int main(void)
     tcase_add_test(tc, the_same_infinity_passes_and_is_reported);
     tcase_add_test(tc, nothing_checked_fails);
     tcase_add_test(tc, log_and_sqrt_near_zero_pass);
+    tcase_add_test(tc, a_step_below_f_resolution_does_not_pass_a_missing_gradient);
     tcase_add_test(tc, the_step_is_relative_to_x);
     tcase_add_test(tc, reports_the_worst_entry);
     tcase_add_test(tc, gradgradcheck_reports_the_worst_entry);
