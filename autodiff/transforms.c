@@ -12,7 +12,11 @@
 #define MAX_IN 64
 
 /* Leaf views of the inputs on `tape` (or the inputs themselves when they
- * already require grad, so enclosing derivatives flow through), then f. */
+ * already require grad, so enclosing derivatives flow through), then f.
+ * One tensor that requires grad passed in several slots gets an identity
+ * view (ad_expand to its own shape) per slot: with the tensor itself in
+ * each, every slot's derivative was the sum over all of them, where
+ * torch.autograd.functional gives each slot its own partial. */
 static ad_tensor *call_f(const char *fn, ad_tape *tape, ad_func f, void *ctx, int n,
                          ad_tensor *const *x, ad_tensor **xv)
 {
@@ -33,6 +37,16 @@ static ad_tensor *call_f(const char *fn, ad_tape *tape, ad_func f, void *ctx, in
     }
     ad_tape *prev = ad_tape_activate(tape);
     bool prev_mode = ad_set_grad_enabled(true);
+    for (int i = 0; i < n; i++) {
+        bool shared = false;
+        for (int j = 0; j < n && !shared; j++) shared = j != i && x[j] == x[i];
+        if (!x[i]->requires_grad || !shared) continue;
+        if (!(xv[i] = ad_expand(x[i], x[i]->ndim, x[i]->shape))) {
+            ad_set_grad_enabled(prev_mode);
+            ad_tape_activate(prev);
+            return NULL;
+        }
+    }
     ad_tensor *y = f(xv, n, ctx);
     ad_set_grad_enabled(prev_mode);
     ad_tape_activate(prev);

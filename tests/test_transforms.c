@@ -179,6 +179,39 @@ START_TEST(jvp_vjp_and_jacobian_of_two_inputs)
 }
 END_TEST
 
+/* x * y with one tensor in both slots: each slot's own partial (diag of
+ * the other), as torch.autograd.functional gives, also when the tensor
+ * already requires grad (it was used as is in both slots, and each got
+ * the sum, 2 diag(a)). */
+static ad_tensor *times(ad_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return ad_mul(in[0], in[1]);
+}
+START_TEST(one_tensor_in_two_slots)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *a = ot_f64(t, 1, (int64_t[]){3}, (double[]){1, 2, 3});
+    for (int req = 0; req < 2; req++) {
+        if (req) ck_assert_int_eq(ad_set_requires_grad(a, true), 0);
+        ad_tensor *xs[2] = {a, a}, *J[2], *g[2];
+        for (int mode = 0; mode < 2; mode++) {
+            ck_assert_msg(ad_jacobian(t, times, NULL, 2, xs, J,
+                                      mode ? AD_JACOBIAN_FORWARD : AD_JACOBIAN_REVERSE, 0) == 0,
+                          "%s", ad_error());
+            for (int s = 0; s < 2; s++)
+                for (int i = 0; i < 9; i++)
+                    ck_assert_close(ot_at(J[s], i), i % 4 == 0 ? 1 + i / 4 : 0, 0);
+        }
+        ad_tensor *v = ot_f64(t, 1, (int64_t[]){3}, (double[]){1, 1, 1}), *y;
+        ck_assert_msg(ad_vjp(t, times, NULL, 2, xs, v, &y, g, 0) == 0, "%s", ad_error());
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < 3; i++) ck_assert_close(ot_at(g[s], i), 1 + i, 0);
+    }
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(transforms_nest)
 {
     /* Third derivatives: the gradient of trace(H) through a Hessian that
@@ -233,6 +266,7 @@ int main(void)
     Suite *s = suite_create("transforms");
     TCase *tc = tcase_create("transforms");
     tcase_add_test(tc, rosenbrock_gradient_and_hessian);
+    tcase_add_test(tc, one_tensor_in_two_slots);
     tcase_add_test(tc, hessian_matches_finite_differences_of_gradient);
     tcase_add_test(tc, softmax_jacobian_both_modes);
     tcase_add_test(tc, logsumexp_hessian);
