@@ -167,20 +167,25 @@ static void lstm_step(ad_tensor *gx, ad_tensor *h, ad_tensor *c, ad_tensor *w_hh
 }
 
 /* Ends scope s with the main result r and the extra results e1, e2: with a
- * scratch tape, the extras are copied out as persistent tensors first. */
-static int end_scope(ad_scope *s, ad_tensor **r, ad_tensor **e1, ad_tensor **e2)
+ * scratch tape, the extras are copied out as persistent tensors first.
+ * *persistent says whether the results are then the caller's to free (a
+ * scratch tape's: ad_scope_end clears s->scratch, so the callers cannot
+ * read it there afterwards, and leaked the results they did not want). */
+static int end_scope(ad_scope *s, ad_tensor **r, ad_tensor **e1, ad_tensor **e2,
+                     bool *persistent)
 {
     ad_tensor **ex[2] = {e1, e2};
-    bool ok = *r != NULL;
+    bool ok = *r != NULL, scratch = s->scratch != NULL;
+    *persistent = scratch;
     for (int k = 0; k < 2; k++) {
         if (!ex[k] || !*ex[k]) continue;
-        if (s->scratch) *ex[k] = ok ? ad_copy(NULL, *ex[k]) : NULL;
+        if (scratch) *ex[k] = ok ? ad_copy(NULL, *ex[k]) : NULL;
         ok = ok && *ex[k];
     }
     ad_tensor *out = ad_scope_end(s, ok ? *r : NULL);
     if (!ok || !out) {
         for (int k = 0; k < 2; k++) {
-            if (ex[k] && *ex[k] && s->scratch) ad_tensor_free(*ex[k]);
+            if (ex[k] && *ex[k] && scratch) ad_tensor_free(*ex[k]);
             if (ex[k]) *ex[k] = NULL;
         }
         *r = NULL;
@@ -222,10 +227,11 @@ static int cell_step(const char *fn, nn_rnn_mode mode, ad_tensor *x, ad_tensor *
         fuse(mode, H, s.tape, w_ih, w_hh, b_ih, b_hh, &wt, &b);
         step(mode, H, x, h, wt, b, &h1);
     }
-    if (end_scope(&s, &h1, mode == NN_LSTM ? &c1 : NULL, NULL) != 0) return -1;
+    bool persistent;
+    if (end_scope(&s, &h1, mode == NN_LSTM ? &c1 : NULL, NULL, &persistent) != 0) return -1;
     *h_out = h1;
     if (c_out) *c_out = c1;
-    else if (c1 && s.scratch) ad_tensor_free(c1);
+    else if (c1 && persistent) ad_tensor_free(c1);
     return 0;
 }
 
@@ -374,9 +380,10 @@ static int finish_sequence(ad_scope *s, nn_rnn_mode mode, int num_layers, ad_ten
     ad_tensor *cn = seq && c_n && mode == NN_LSTM ? ad_stack(cl, num_layers, 0) : NULL;
     if (seq && ((h_n && !hn) || (c_n && mode == NN_LSTM && !cn))) seq = NULL;
     ad_free(buf);
-    if (end_scope(s, &seq, &hn, &cn) != 0) return -1;
+    bool persistent;
+    if (end_scope(s, &seq, &hn, &cn, &persistent) != 0) return -1;
     if (output) *output = seq;
-    else if (s->scratch) ad_tensor_free(seq);
+    else if (persistent) ad_tensor_free(seq);
     if (h_n) *h_n = hn;
     if (c_n) *c_n = cn;
     return 0;

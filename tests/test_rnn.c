@@ -572,6 +572,23 @@ START_TEST(cells_and_persistent_results)
     ot_assert_shape(cn, AD_SHAPE(4, 2));
     ad_tensor *y = nn_forward(m, x);
     for (int i = 0; i < 8; i++) ck_assert(ot_at(out, i) == ot_at(y, i));
+    /* the results not asked for are not left behind (the sanitizer
+     * build's leak check): c' of a cell, the output of a sequence */
+    ad_tensor *h1 = NULL;
+    ok(nn_rnn_forward(m, x, NULL, NULL, NULL, &h1, NULL));
+    for (int i = 0; i < 8; i++) ck_assert(ot_at(h1, i) == ot_at(hn, i));
+    ad_tensor_free(h1);
+    nn_module *seq = nn_lstm(3, 2, 2, true, AD_FLOAT64, &rng);
+    ad_tensor *xs = ad_randn(NULL, &rng, AD_FLOAT64, AD_SHAPE(4, 5, 3), 0, 1);
+    ad_tensor *sout = NULL, *shn = NULL, *shn2 = NULL;
+    ok(nn_rnn_forward(seq, xs, NULL, NULL, &sout, &shn, NULL));
+    ok(nn_rnn_forward(seq, xs, NULL, NULL, NULL, &shn2, NULL));
+    for (int i = 0; i < 16; i++) ck_assert(ot_at(shn2, i) == ot_at(shn, i));
+    ad_tensor_free(sout);
+    ad_tensor_free(shn);
+    ad_tensor_free(shn2);
+    ad_tensor_free(xs);
+    nn_module_free(seq);
     ad_tensor_free(out);
     ad_tensor_free(hn);
     ad_tensor_free(cn);
