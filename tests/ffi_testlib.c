@@ -99,6 +99,15 @@ double rt_d_bad(double x) { return 0.6 / sqrt(x); }
 float rtf(float x) { return sqrtf(x); }
 float rtf_d(float x) { return 0.5f / sqrtf(x); }
 
+/* ---- f rounds coarser than double ----
+ * tw32 computes x in float: steps below float's resolution at x leave
+ * f(x + h) = f(x - h), whose difference 0 agreed with a claimed 0 (the
+ * retries went on while the double rounding bound stayed small). */
+double tw32(double x, double y) { return (double)((float)x * 2.0f) + y; }
+double tw32_dx_bad(double x, double y) { (void)x, (void)y; return 0; }
+double tw32_dx(double x, double y) { (void)x, (void)y; return 2; }
+double tw32_dy(double x, double y) { (void)x, (void)y; return 1; }
+
 /* ---- infinite derivatives ----
  * cbrt at 0: the derivative is +inf, any difference quotient finite.
  * wall jumps to +inf at 0, so every difference quotient there is +inf;

@@ -407,6 +407,18 @@ START_TEST(sqrt_near_its_edge)
 END_TEST
 
 /* Non-finite values fail unless both sides are the same infinity. */
+/* A double function that computes in float (tw32): the smaller steps no
+ * longer move f, and their difference 0 agreed with a claimed 0 at every
+ * point (OK, exit 0) while the other component was compared honestly. */
+START_TEST(steps_below_f_resolution)
+{
+    result r;
+    RUN(&r, "--partials", "tw32_dx_bad,tw32_dy", "--at", "0.3,1", "--at", "0.5,2", "--at",
+        "1.25,0", LIB, "tw32", "double tw32(double x, double y)");
+    caught(&r, "df/dx0 (tw32_dx_bad)", 3);
+}
+END_TEST
+
 START_TEST(non_finite_derivatives)
 {
     result r;
@@ -550,6 +562,7 @@ int main(int argc, char **argv)
     tcase_add_test(c, crash_is_reported);
     tcase_add_test(c, log_near_its_edge);
     tcase_add_test(c, sqrt_near_its_edge);
+    tcase_add_test(c, steps_below_f_resolution);
     tcase_add_test(c, non_finite_derivatives);
     tcase_add_test(c, nothing_checked);
     tcase_add_test(c, bad_command_lines);

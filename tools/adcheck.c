@@ -342,9 +342,16 @@ static verdict judge(const adcheck_opts *o, target *t, frame *fr, int i, double 
      * its rounding bound, as in Ridders' method): the finest step is not
      * the most accurate, its rounding error grows as the step shrinks. */
     double prev = v.num, prev_r = NAN, best = INFINITY;
+    bool moved = isfinite(v.num) && v.num != 0;
     for (int k = 1; k <= RETRIES && !v.ok && !unstored && !isnan(c); k++) {
         double h = ldexp(h0, -2 * k), d = central(t, fr, i, x0, h, &noise);
         if (noise == INFINITY) break; /* x +- h no longer differ */
+        /* f moved at a wider step and not at this one: the step is below
+         * f's own resolution (a double function that computes in float,
+         * a cancellation), which the rounding bound, 16 ulps of the
+         * prototype's type, does not see; its 0 agreed with a claimed 0 */
+        if (moved && d == 0) break;
+        moved = moved || (isfinite(d) && d != 0);
         double r = isfinite(prev) && isfinite(d) ? (16 * d - prev) / 15 : NAN;
         if (isfinite(d)) {
             if (noise > (o->atol + o->rtol * fabs(d)) / 2) break;
