@@ -470,6 +470,12 @@ static int pool_params(const char *fn, const ad_tensor *x, const int kernel[2],
         return ad__err(fn, "padding %lldx%lld must be at most half the kernel %lldx%lld",
                        (long long)w->p[0], (long long)w->p[1], (long long)w->k[0],
                        (long long)w->k[1]);
+    /* Half the kernel at most puts an input element in every window, but
+     * only when there is one: with H or W 0 and padding, a window fits in
+     * the padding alone (max read past the buffer, the mean was 0/0).
+     * PyTorch refuses such an input too. */
+    if (x->shape[2] == 0 || x->shape[3] == 0)
+        return ad__err(fn, "the input's height and width must be nonzero, got %s", xs);
     return win_fit(fn, w, x->shape[2], x->shape[3], xs);
 }
 

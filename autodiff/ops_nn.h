@@ -146,8 +146,10 @@ AD_API ad_tensor *ad_conv2d_weight(ad_tensor *x, const int64_t weight_size[4], a
  * x [N, C, H, W] -> [N, C, Ho, Wo] by the window geometry above with
  * dilation 1 (floor mode: PyTorch's ceil_mode = false).  kernel is
  * required; stride NULL, or a stride entry 0, means stride = kernel in that
- * dimension (PyTorch's default); padding NULL means 0.  As in PyTorch, padding may be at most half the
- * kernel in each dimension, so every window holds an input element. */
+ * dimension (PyTorch's default); padding NULL means 0.  As in PyTorch,
+ * padding may be at most half the kernel in each dimension and H and W
+ * must be nonzero, so every window holds an input element (error: "the
+ * input's height and width must be nonzero"). */
 
 /* Maximum over each window, the padding counting as -inf (never chosen).
  * The gradient g of a window goes to one element: the first maximum, the

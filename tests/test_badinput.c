@@ -931,6 +931,12 @@ START_TEST(nn_ops)
     ROW(ad_max_pool2d(f.img, k2, NULL, (int[]){2, 0}), "padding");
     ROW(ad_max_pool2d(f.img, (int[]){5, 5}, NULL, NULL), "does not fit");
     ROW(ad_max_pool2d(f.i64m, k2, NULL, NULL), "got int64");
+    /* windows of padding alone: max read past the buffer, the mean was 0/0 */
+    ROW(ad_max_pool2d(ad_zeros(f.t, AD_FLOAT64, AD_SHAPE(1, 1, 0, 3)), k2, NULL, (int[]){1, 1}),
+        "the input's height and width must be nonzero, got x [1,1,0,3]");
+    ROW(ad_avg_pool2d(ad_zeros(f.t, AD_FLOAT64, AD_SHAPE(1, 1, 3, 0)), k2, NULL, (int[]){1, 1},
+                      false),
+        "height and width must be nonzero");
     ROW(ad_avg_pool2d(NULL, k2, NULL, NULL, true), "argument 'x' is NULL");
     ROW(ad_avg_pool2d(f.img, k2, NULL, (int[]){-1, 0}, true), "padding");
     ROW(ad_avg_pool2d(f.img, k2, NULL, (int[]){1, 2}, false), "padding");
