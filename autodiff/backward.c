@@ -156,6 +156,11 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *set)
     if (x->node || !ad__needs_grad(n, k) || !gb || !x->owns_grad || gb->dtype != x->dtype ||
         !ad__same_shape(gb, x) || !ad_is_contiguous(gb))
         return NULL;
+    /* nor when the rule reads the buffer it would write: an input that is
+     * the gradient itself or a view of it (linear(w.grad, w): the product
+     * read rows of w.grad it had already updated) */
+    for (int j = 0; j < n->nin; j++)
+        if (n->in[j] && n->in[j]->storage == gb->storage) return NULL;
     direct.done |= 1u << k;
     *set = ad__leaf_grad_first(x);
     return gb;

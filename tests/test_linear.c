@@ -122,6 +122,29 @@ START_TEST(no_output_features)
 }
 END_TEST
 
+/* The weight's own gradient as the input of a linear (a gradient used as
+ * data): the rule's product into w.grad in place read rows of w.grad it
+ * had already written (3 6 5 10; with AD_SET_GRAD 2 4 3 6).  The direct
+ * write is left out when an input shares the buffer's storage. */
+START_TEST(weight_gradient_read_by_the_rule)
+{
+    for (int set = 0; set < 2; set++) {
+        ad_tensor *w = ad_leaf(NULL, AD_FLOAT64, 2, (int64_t[]){2, 2}, (double[]){1, 2, 3, 4});
+        ad_tensor *x0 = ad_from_array(NULL, AD_FLOAT64, 2, (int64_t[]){2, 2}, (double[]){1, 0, 0, 2});
+        ck_assert_int_eq(ad_backward(ad_sum_all(ad_linear(x0, w, NULL)), NULL, 0), 0);
+        ad_tensor *G = ad_tensor_grad(w);
+        ot_assert_values(G, (double[]){1, 2, 1, 2}, 4, 0);
+        /* d/dw sum(G w^T) = ones^T G = [2 4; 2 4], added to G or set */
+        ck_assert_int_eq(ad_backward(ad_sum_all(ad_linear(G, w, NULL)), NULL, set ? AD_SET_GRAD : 0),
+                         0);
+        ot_assert_values(ad_tensor_grad(w), set ? (double[]){2, 4, 2, 4} : (double[]){3, 6, 3, 6},
+                         4, 0);
+        ad_tensor_free(w);
+        ad_tensor_free(x0);
+    }
+}
+END_TEST
+
 /* Two backward passes into a persistent weight's gradient: the first makes
  * the buffer, the second adds into it in place (the product with beta = 1),
  * with w used by two linears; against ad_gradients, whose results go to
@@ -373,6 +396,7 @@ int main(void)
     tcase_add_test(tc, values_with_every_kernel);
     tcase_add_test(tc, batched_and_strided_inputs);
     tcase_add_test(tc, no_output_features);
+    tcase_add_test(tc, weight_gradient_read_by_the_rule);
     tcase_add_test(tc, weight_gradient_accumulates_in_place);
     tcase_add_test(tc, set_grad_is_zero_grad_then_backward);
     tcase_add_test(tc, kernel_choice_is_measured_once_per_shape);
