@@ -17,6 +17,12 @@ int ad_tape_freeze(ad_tape *t)
     if (!t->replayable)
         return ad__err("ad_tape_freeze", "the tape was not recorded as replayable "
                                          "(ad_tape_set_replayable before recording)");
+    /* A second mark took in what was made after the first, whose headers
+     * the next replay then handed out again while the recording still held
+     * them (a loss read -7 -7 -7 of a later ad_full). */
+    if (t->frozen)
+        return ad__errc(AD_ERR_STATE, "ad_tape_freeze",
+                        "the tape is already frozen (ad_tape_reset starts a new recording)");
     const hdr_list *h = &t->hdr[t->nresets & 1];
     t->mark = (tape_mark){ad__arena_mark(&t->arena), t->nnodes, t->ntensors, t->held, t->fixups,
                           h->cur, h->used};

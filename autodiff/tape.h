@@ -339,7 +339,9 @@ AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
  * result is a persistent tensor, a constant that no replay recomputes. */
 AD_API int ad_tape_set_replayable(ad_tape *tape, bool replayable);
 /* Ends recording: what is on the tape now is what ad_tape_replay
- * recomputes; later allocations are rewound on each replay. */
+ * recomputes; later allocations are rewound on each replay.  Errors: a
+ * tape not set replayable, or already frozen (AD_ERR_STATE; ad_tape_reset
+ * starts a new recording). */
 AD_API int ad_tape_freeze(ad_tape *tape);
 /* Copies values[i] into leaves[i] for i < n (values, or one values[i], may
  * be NULL - see ad_check_optional - when the

@@ -75,6 +75,30 @@ START_TEST(replay_matches_recording_and_allocates_nothing)
 }
 END_TEST
 
+/* A second freeze of a frozen tape is refused: it took in what was made
+ * after the first, and the next replay handed those headers out again
+ * while the recording held them (loss read -7 -7 -7 of a later ad_full). */
+START_TEST(freeze_twice_is_refused)
+{
+    ad_tape *tp = ad_tape_new();
+    ck_assert_int_eq(ad_tape_set_replayable(tp, true), 0);
+    ad_tape *prev = ad_tape_activate(tp);
+    ad_tensor *x = ad_from_array(tp, AD_FLOAT64, 1, (int64_t[]){3}, (double[]){1, 2, 3});
+    ad_tensor *y = ad_mul_scalar(x, 2.0);
+    ck_assert_int_eq(ad_tape_freeze(tp), 0);
+    ck_assert_ptr_nonnull(ad_sum_all(y));
+    ck_assert_int_eq(ad_tape_freeze(tp), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(ad_error(), "ad_tape_freeze: the tape is already frozen"));
+    ad_tensor *x2 = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){3}, (double[]){10, 20, 30});
+    ck_assert_int_eq(ad_tape_replay(tp, 1, &x, &x2), 0);
+    ot_assert_values(y, (double[]){20, 40, 60}, 3, 0);
+    ad_tensor_free(x2);
+    ad_tape_activate(prev);
+    ad_tape_free(tp);
+}
+END_TEST
+
 START_TEST(replay_counts_allocations_exactly)
 {
     ad_tensor *w = ad_full(NULL, AD_FLOAT64, AD_SHAPE(3, 2), 0.5);
@@ -746,6 +770,7 @@ int main(void)
     TCase *tc = tcase_create("replay");
     tcase_add_test(tc, replay_matches_recording_and_allocates_nothing);
     tcase_add_test(tc, replay_counts_allocations_exactly);
+    tcase_add_test(tc, freeze_twice_is_refused);
     tcase_add_test(tc, replay_refuses_other_shapes);
     tcase_add_test(tc, replay_takes_negative_indices_only_as_recorded);
     tcase_add_test(tc, replay_takes_a_view_of_the_leaf_as_its_value);
