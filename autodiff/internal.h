@@ -230,6 +230,10 @@ ad_tensor *ad__relu_grad(ad_tensor *g, ad_tensor *x);
  * ad_sum_to returns a view then, a tensor of its own to free). */
 ad_tensor *ad__sum_to(ad_tensor *x, int ndim, const int64_t *shape);
 
+/* ops_util.c: y_i = sum_{j >= i} x_j along axis, a running sum from the
+ * end (cumprod's rule; the cumsum op reversed, for the tests' rows). */
+ad_tensor *ad__cumsum_reverse(ad_tensor *x, int axis);
+
 /* ops_index.c: scatter_add(zeros of shape, axis, index, src) as one op
  * that clears its own result (gather's rule; dsrc = gather(g, axis,
  * index)).  Checks like ad_scatter_add's, messages naming it. */

@@ -220,15 +220,17 @@ ad_tensor *ad_topk(ad_tensor *x, int64_t k, int axis, bool largest, ad_tensor **
 }
 
 /* ---- cumsum / cumprod ---------------------------------------------------------------
- * Running sums and products along an axis, accumulated in double. */
-static void cum_kernel(const ad_tensor *x, ad_tensor *out, int axis, bool prod)
+ * Running sums and products along an axis, accumulated in double; a
+ * reversed one runs from the end of each line (y_i over j >= i). */
+static void cum_kernel(const ad_tensor *x, ad_tensor *out, int axis, bool prod, bool reverse)
 {
     int64_t n = x->shape[axis], st = x->strides[axis], ost = out->strides[axis];
     int64_t lines = n ? line_count(x, axis) : 0;
     for (int64_t k = 0; k < lines; k++) {
         int64_t off = line_offset(x, axis, k), oo = line_offset(out, axis, k);
         double acc = prod ? 1.0 : 0.0;
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t t = 0; t < n; t++) {
+            int64_t i = reverse ? n - 1 - t : t;
             double v = ad__ld(x, off + i * st);
             acc = prod ? acc * v : acc + v;
             ad__st(out, oo + i * ost, acc);
@@ -237,29 +239,38 @@ static void cum_kernel(const ad_tensor *x, ad_tensor *out, int axis, bool prod)
 }
 static int cumsum_fw(ad_node *n)
 {
-    cum_kernel(n->in[0], n->out, ((const axis_params *)ad__params(n))->axis, false);
+    const axis_params *p = ad__params(n);
+    cum_kernel(n->in[0], n->out, p->axis, false, p->flag);
     return 0;
 }
 static int cumprod_fw(ad_node *n)
 {
-    cum_kernel(n->in[0], n->out, ((const axis_params *)ad__params(n))->axis, true);
+    cum_kernel(n->in[0], n->out, ((const axis_params *)ad__params(n))->axis, true, false);
     return 0;
 }
 
-/* The sum over j >= i of g_j along the axis: sum(g) - cumsum(g) + g. */
+static ad_tensor *cumsum_dir(ad_tensor *x, int axis, bool reverse);
+
+/* The sum over j >= i of g_j along the axis, as a running sum from the
+ * end.  (sum(g) - cumsum(g) + g, as it was, kept only the rounding of two
+ * large, nearly equal numbers where g's early entries dwarf its later
+ * ones: 1e8 1 1 1 came back 1e8 1 1 1 for 1e8 3 2 1.) */
 static ad_tensor *rev_cumsum(ad_tensor *g, int axis)
 {
-    return ad_add(ad_sub(ad_sum(g, &axis, 1, true), ad_cumsum(g, axis)), g);
+    return cumsum_dir(g, axis, true);
 }
 
+/* The adjoint of a running sum is the running sum the other way. */
 static int cumsum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
-    gin[0] = rev_cumsum(g, ((const axis_params *)ad__params(n))->axis);
+    const axis_params *p = ad__params(n);
+    gin[0] = cumsum_dir(g, p->axis, !p->flag);
     return 0;
 }
 static const ad_op OP_CUMSUM = {
     .name = "cumsum",
-    .formula = "y_i = sum_{j <= i} x_j along an axis; dx_i = sum_{j >= i} g_j",
+    .formula = "y_i = sum_{j <= i} x_j along an axis (reversed: j >= i); dx = the running sum "
+               "of g the other way",
     .backward = cumsum_bw,
     .forward = cumsum_fw,
     .params_size = sizeof(axis_params),
@@ -282,18 +293,20 @@ static int cumprod_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
         gin[0] = ad_div(rev_cumsum(ad_mul(g, n->out), axis), x);
         return 0;
     }
+    /* the lines as the rows of an [M, n] matrix, so that Z is [M, n, n]
+     * whatever x's rank (an 8-d x has no room for Z's extra dimension) */
     int last = x->ndim - 1;
-    int64_t len = x->shape[axis], shape[AD_MAX_DIMS + 1];
+    int64_t len = x->shape[axis], M = ad__numel(x->ndim, x->shape) / len;
     ad_tensor *xl = ad_transpose(x, axis, last), *gl = ad_transpose(g, axis, last);
-    if (!xl || !gl) return -1;
-    for (int d = 0; d < last; d++) shape[d] = xl->shape[d];
-    shape[last] = shape[last + 1] = len;
+    ad_tensor *x2 = ad_reshape(xl, 2, (int64_t[]){M, len});
+    ad_tensor *g2 = ad_reshape(gl, 2, (int64_t[]){M, len});
+    if (!x2 || !g2) return -1;
     ad_tensor *eye = ad_eye(n->out->tape, x->dtype, len);
     ad_tensor *one = ad_scalar_tensor(n->out->tape, x->dtype, 1.0);
-    ad_tensor *Z = ad_where(eye, one, ad_expand(ad_unsqueeze(xl, -2), last + 2, shape));
+    ad_tensor *Z = ad_where(eye, one, ad_expand(ad_unsqueeze(x2, 1), 3, (int64_t[]){M, len, len}));
     ad_tensor *P = ad_triu(ad_cumprod(Z, -1), 0);
-    ad_tensor *dx = ad_sum(ad_mul(P, ad_unsqueeze(gl, -2)), (int[]){-1}, 1, false);
-    gin[0] = ad_transpose(dx, axis, last);
+    ad_tensor *dx = ad_sum(ad_mul(P, ad_unsqueeze(g2, 1)), (int[]){-1}, 1, false);
+    gin[0] = ad_transpose(ad_reshape(dx, xl->ndim, xl->shape), axis, last);
     return 0;
 }
 static const ad_op OP_CUMPROD = {
@@ -305,17 +318,25 @@ static const ad_op OP_CUMPROD = {
     .params_size = sizeof(axis_params),
 };
 
-static ad_tensor *cum_op(const char *fn, const ad_op *op, ad_tensor *x, int axis)
+static ad_tensor *cum_op(const char *fn, const ad_op *op, ad_tensor *x, int axis, bool reverse)
 {
     int d;
     if (ad__check_arg(fn, "x", x, true) || ad__dim_of(fn, x, axis, &d)) return NULL;
     ad_tensor *out = ad__result(fn, 1, &x, x->dtype, x->ndim, x->shape);
     if (!out) return NULL;
-    cum_kernel(x, out, d, op == &OP_CUMPROD);
-    return ad__finish(out, 0, op, 1, &x, &(axis_params){d, false}, NULL);
+    cum_kernel(x, out, d, op == &OP_CUMPROD, reverse);
+    return ad__finish(out, 0, op, 1, &x, &(axis_params){d, reverse}, NULL);
 }
-ad_tensor *ad_cumsum(ad_tensor *x, int axis) { return cum_op("ad_cumsum", &OP_CUMSUM, x, axis); }
-ad_tensor *ad_cumprod(ad_tensor *x, int axis) { return cum_op("ad_cumprod", &OP_CUMPROD, x, axis); }
+static ad_tensor *cumsum_dir(ad_tensor *x, int axis, bool reverse)
+{
+    return cum_op("ad_cumsum", &OP_CUMSUM, x, axis, reverse);
+}
+ad_tensor *ad_cumsum(ad_tensor *x, int axis) { return cumsum_dir(x, axis, false); }
+ad_tensor *ad__cumsum_reverse(ad_tensor *x, int axis) { return rev_cumsum(x, axis); }
+ad_tensor *ad_cumprod(ad_tensor *x, int axis)
+{
+    return cum_op("ad_cumprod", &OP_CUMPROD, x, axis, false);
+}
 
 /* ---- tril / triu ----------------------------------------------------------------------
  * On the last two dimensions (a batch of matrices): element (i, j) is kept

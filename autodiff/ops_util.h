@@ -53,7 +53,7 @@ AD_API ad_tensor *ad_topk(ad_tensor *x, int64_t k, int axis, bool largest, ad_te
 /* ---- running sums and products ------------------------------------------------------ */
 
 /* y_i = sum_{j <= i} x_j along axis (accumulated in double).
- * dx_i = sum_{j >= i} g_j = sum(g) - cumsum(g) + g. */
+ * dx_i = sum_{j >= i} g_j, a running sum from the end. */
 AD_API ad_tensor *ad_cumsum(ad_tensor *x, int axis);
 /* y_i = prod_{j <= i} x_j along axis (accumulated in double).
  * dx_i = sum_{j >= i} g_j prod_{k <= j, k != i} x_k, computed as

@@ -45,6 +45,13 @@ static ad_tensor *b_cumsum(ad_tensor *const *in, int n, void *vctx)
     const util_ctx *c = vctx;
     return ad_cumsum(c->flag ? tr(in[0]) : in[0], c->axis);
 }
+ad_tensor *ad__cumsum_reverse(ad_tensor *x, int axis); /* cumprod's rule (internal) */
+static ad_tensor *b_cumsum_reverse(ad_tensor *const *in, int n, void *vctx)
+{
+    (void)n;
+    const util_ctx *c = vctx;
+    return ad__cumsum_reverse(c->flag ? tr(in[0]) : in[0], c->axis);
+}
 static ad_tensor *b_cumprod(ad_tensor *const *in, int n, void *vctx)
 {
     (void)n;
@@ -148,6 +155,9 @@ const op_row rows_util[] = {
     {"cumsum", "[3,4] along axis 1", b_cumsum, U(1, false, 0), 1, {G(2, 3, 4)}},
     {"cumsum", "transposed [4,3] along axis 0", b_cumsum, U(0, true, 0), 1, {G(2, 4, 3)}},
     {"cumsum", "[2,3,2] along axis 1", b_cumsum, U(1, false, 0), 1, {G(3, 2, 3, 2)}},
+    {"cumsum", "reversed, [3,4] along axis 1", b_cumsum_reverse, U(1, false, 0), 1, {G(2, 3, 4)}},
+    {"cumsum", "reversed, transposed [4,3] along axis 0", b_cumsum_reverse, U(0, true, 0), 1,
+     {G(2, 4, 3)}},
     {"cumprod", "[3,4] in [0.5,1.5] along axis 1", b_cumprod, U(1, false, 0), 1,
      {GR(0.5, 1.5, 2, 3, 4)}},
     {"cumprod", "[3,4] of both signs along axis 0, transposed", b_cumprod, U(0, true, 0), 1,

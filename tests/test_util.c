@@ -57,6 +57,34 @@ START_TEST(sort_topk_values)
 }
 END_TEST
 
+/* The rules' running sums from the end: computed as sum(g) - cumsum(g) + g
+ * they kept only rounding where g's first entries dwarf the rest (cumsum
+ * of g = 1e8 1 1 1 gave dx 1e8 1 1 1 for 1e8 3 2 1, float64 at 1e17 too;
+ * cumprod of 1e8 1e-8 1 1 gave 1 1e8 1 1 for 1 3e8 2 1).  And cumprod's
+ * rule with a zero in an 8-d x, which had no room for its [.., n, n]. */
+START_TEST(cum_rules_keep_small_entries)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *x = ad_leaf(t, AD_FLOAT64, 1, (int64_t[]){4}, (double[]){1, 2, 3, 4});
+    ad_tensor *g = ad_from_array(t, AD_FLOAT64, 1, (int64_t[]){4}, (double[]){1e17, 1, 1, 1});
+    ck_assert_int_eq(ad_backward(ad_cumsum(x, 0), g, 0), 0);
+    ot_assert_values(ad_tensor_grad(x), (double[]){1e17 + 3, 3, 2, 1}, 4, 0);
+    ad_tensor *c = ad_leaf(t, AD_FLOAT32, 1, (int64_t[]){4}, (float[]){1e8f, 1e-8f, 1, 1});
+    ck_assert_int_eq(ad_backward(ad_sum_all(ad_cumprod(c, 0)), NULL, 0), 0);
+    ad_tensor *gc = ad_tensor_grad(c);
+    ck_assert_double_eq_tol(ot_at(gc, 1), 3e8, 3e8 * 1e-6);
+    ck_assert_double_eq_tol(ot_at(gc, 2), 2, 2e-6);
+    ck_assert_double_eq_tol(ot_at(gc, 3), 1, 1e-6);
+    ad_tensor *z = ad_leaf(t, AD_FLOAT64, 8, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 3},
+                           (double[]){2, 0, 3});
+    ck_assert_msg(ad_backward(ad_sum_all(ad_cumprod(z, 7)), NULL, 0) == 0, "%s", ad_error());
+    ot_assert_values(ad_tensor_grad(z), (double[]){1, 8, 0}, 3, 0);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(cumsum_cumprod_values)
 {
     ad_tensor *x = ot_f64(ot_tape, 2, SH(2, 3), F64(1, 2, 3, 4, 0, 6));
@@ -208,6 +236,7 @@ int main(void)
     tcase_add_test(tc, argmax_argmin_values);
     tcase_add_test(tc, sort_topk_values);
     tcase_add_test(tc, cumsum_cumprod_values);
+    tcase_add_test(tc, cum_rules_keep_small_entries);
     tcase_add_test(tc, triangles_and_diagonals);
     tcase_add_test(tc, one_hot_and_masked_fill);
     tcase_add_test(tc, log1p_expm1_atan2_values);
