@@ -465,11 +465,18 @@ static void embed_kernel(const ad_tensor *x, ad_tensor *out, int64_t k)
     int last = x->ndim - 1;
     int64_t len = x->shape[last], st = x->strides[last], lines = len ? line_count(x, last) : 0;
     int64_t rows = out->shape[out->ndim - 2], cols = out->shape[out->ndim - 1];
-    int64_t r0 = k < 0 ? -k : 0, c0 = k > 0 ? k : 0;
+    /* (-k only with a diagonal to place: k may be INT64_MIN when it is empty) */
+    int64_t r0 = k < 0 && len ? -k : 0, c0 = k > 0 ? k : 0;
+    /* each element copied as it is: through double, an int64 past 2^53 was
+     * rounded and INT64_MAX became INT64_MIN */
+    size_t es = ad_dtype_size(x->dtype);
+    const char *src = (const char *)x->storage->data;
+    char *dst = (char *)out->storage->data;
     for (int64_t b = 0; b < lines; b++) {
         int64_t off = line_offset(x, last, b);
         for (int64_t t = 0; t < len; t++)
-            ad__st(out, b * rows * cols + (r0 + t) * cols + c0 + t, ad__ld(x, off + t * st));
+            memcpy(dst + (size_t)(b * rows * cols + (r0 + t) * cols + c0 + t) * es,
+                   src + (size_t)(off + t * st) * es, es);
     }
 }
 static int embed_fw(ad_node *n)
@@ -531,13 +538,19 @@ ad_tensor *ad_diag(ad_tensor *x, int64_t k)
 typedef struct one_hot_params {
     int64_t classes;
 } one_hot_params;
+/* The int64 label at idx, read as it is (through double, a label past 2^53
+ * was rounded and INT64_MAX became INT64_MIN in the error message). */
+static int64_t label_at(const ad_tensor *labels, const int64_t *idx)
+{
+    return ((const int64_t *)labels->storage->data)[ad__offset_of(labels, idx)];
+}
 /* 0 or the position of the first label outside [0, classes). */
 static int one_hot_kernel(const char *fn, const ad_tensor *labels, ad_tensor *out, int64_t classes)
 {
     int64_t total = ad__numel(labels->ndim, labels->shape), idx[AD_MAX_DIMS] = {0};
     memset(out->storage->data, 0, (size_t)(total * classes) * ad_dtype_size(out->dtype));
     for (int64_t f = 0; f < total; f++) {
-        int64_t c = (int64_t)ad__ld(labels, ad__offset_of(labels, idx));
+        int64_t c = label_at(labels, idx);
         if (c < 0 || c >= classes)
             return ad__err(fn, "label %lld at position %lld is out of range for %lld classes",
                            (long long)c, (long long)f, (long long)classes);
@@ -573,7 +586,10 @@ ad_tensor *ad_one_hot(ad_tensor *labels, int64_t num_classes, ad_dtype dtype)
     if (num_classes < 0) { /* inferred: max label + 1, as PyTorch's -1 */
         num_classes = 0;
         for (int64_t f = 0; f < total; f++) {
-            int64_t c = (int64_t)ad__ld(labels, ad__offset_of(labels, idx));
+            int64_t c = label_at(labels, idx);
+            if (c == INT64_MAX)
+                return ad__err(fn, "label %lld at position %lld leaves no number of classes",
+                               (long long)c, (long long)f), NULL;
             if (c + 1 > num_classes) num_classes = c + 1;
             for (int d = labels->ndim - 1; d >= 0 && ++idx[d] == labels->shape[d]; d--) idx[d] = 0;
         }

@@ -2,6 +2,7 @@
  * of log1p, expm1, atan2; their gradients are checked by test_ops' rows. */
 #include "optest.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define F64(...) (const double[]){__VA_ARGS__}
@@ -80,6 +81,32 @@ START_TEST(cum_rules_keep_small_entries)
                            (double[]){2, 0, 3});
     ck_assert_msg(ad_backward(ad_sum_all(ad_cumprod(z, 7)), NULL, 0) == 0, "%s", ad_error());
     ot_assert_values(ad_tensor_grad(z), (double[]){1, 8, 0}, 3, 0);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+}
+END_TEST
+
+/* int64 values through diag_embed and one_hot as they are (through double,
+ * 2^53 + 1 came back 2^53 and INT64_MAX as INT64_MIN); the diagonal at
+ * k = INT64_MIN, empty, whose rule negated k (UBSan). */
+START_TEST(int64_exact_and_extreme_k)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *row = ad_from_array(t, AD_INT64, 1, (int64_t[]){2},
+                                   (int64_t[]){9007199254740993LL, INT64_MAX});
+    ad_tensor *d = ad_diag_embed(row, 0);
+    ck_assert_ptr_nonnull(d);
+    const int64_t *p = ad_data(d);
+    ck_assert(p[0] == 9007199254740993LL && p[1] == 0 && p[2] == 0 && p[3] == INT64_MAX);
+    ad_tensor *lab = ad_from_array(t, AD_INT64, 1, (int64_t[]){1}, (int64_t[]){INT64_MAX});
+    ck_assert_ptr_null(ad_one_hot(lab, 5, AD_FLOAT32));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "label 9223372036854775807 at position 0"));
+    ck_assert_ptr_null(ad_one_hot(lab, -1, AD_FLOAT32));
+    ck_assert_ptr_nonnull(strstr(ad_error(), "label 9223372036854775807"));
+    ad_tensor *x = ad_leaf(t, AD_FLOAT32, 2, (int64_t[]){3, 4}, (float[12]){0});
+    ck_assert_int_eq(ad_backward(ad_add_scalar(ad_sum_all(ad_diagonal(x, INT64_MIN)), 1.0), NULL, 0),
+                     0);
     ad_tape_activate(prev);
     ad_tape_free(t);
 }
@@ -237,6 +264,7 @@ int main(void)
     tcase_add_test(tc, sort_topk_values);
     tcase_add_test(tc, cumsum_cumprod_values);
     tcase_add_test(tc, cum_rules_keep_small_entries);
+    tcase_add_test(tc, int64_exact_and_extreme_k);
     tcase_add_test(tc, triangles_and_diagonals);
     tcase_add_test(tc, one_hot_and_masked_fill);
     tcase_add_test(tc, log1p_expm1_atan2_values);
