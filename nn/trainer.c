@@ -360,13 +360,35 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
 
 /* Rows of logits [N, C] whose prediction is the label, added to *correct.
  * Read in place: nn_confusion_update would copy the batch, and a training
- * step should not allocate.  A NaN is the prediction, as there. */
+ * step should not allocate.  A NaN is the prediction, as there.  Logits or
+ * labels that are not contiguous (a model whose output is a transposed
+ * view) are read element by element. */
+static int count_strided(ad_tensor *logits, ad_tensor *labels, int64_t *correct)
+{
+    int64_t n = ad_size(logits, 0), c = ad_size(logits, 1);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t best = 0;
+        double vb, v, yv;
+        if (ad_get(logits, (int64_t[]){i, 0}, &vb) || ad_get(labels, &i, &yv)) return -1;
+        for (int64_t k = 0; k < c && !isnan(vb); k++) {
+            if (ad_get(logits, (int64_t[]){i, k}, &v)) return -1;
+            if (isnan(v) || v > vb) {
+                best = k;
+                vb = v;
+            }
+        }
+        *correct += (double)best == yv;
+    }
+    return 0;
+}
 int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int64_t *correct)
 {
     ad_dtype dt = ad_tensor_dtype(logits);
     if (ad_ndim(logits) != 2 || !nn__is_float(dt) || ad_tensor_dtype(labels) != AD_INT64 ||
         ad_ndim(labels) != 1 || ad_size(labels, 0) != ad_size(logits, 0))
         return nn__err(fn, "accuracy needs logits [N, C] and int64 labels [N]");
+    if (!ad_is_contiguous(logits) || !ad_is_contiguous(labels))
+        return count_strided(logits, labels, correct);
     const void *x = ad_data(logits);
     const int64_t *y = ad_data(labels);
     if (!x || !y) return -1;
@@ -528,11 +550,15 @@ static int step_whole(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y
         if (tr->comm.average_grads(tr->comm.user, samples, loss)) return -1;
         if (!isfinite(*loss)) return 1;
     }
+    /* counted before the update: a count that fails leaves the parameters
+     * as they were (it ran after, and a failed step had moved them) */
+    int64_t right = 0;
+    if (tr->o.accuracy && nn__count_correct(fn, out, tr->y, &right)) return -1;
     if (tr->comm.optim_step ? tr->comm.optim_step(tr->comm.user, tr->opt)
         : tr->ops           ? nn__ops_optim_step(tr)
                             : nn_optim_step(tr->opt))
         return -1;
-    if (tr->o.accuracy && nn__count_correct(fn, out, tr->y, correct)) return -1;
+    *correct += right;
     tr->steps++;
     tr->replays += replayed;
     return 0;

@@ -552,6 +552,11 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     /* Phase 2: each thread sums its rows of every gradient and updates the
      * same rows of every parameter.  The optimiser's checks come first: a
      * step it refuses leaves the parameters as they were. */
+    /* The accuracy is counted before the update: a count that fails
+     * leaves the parameters as they were. */
+    int64_t right = 0;
+    for (int t = 0; rc == 0 && tr->o.accuracy && t < T; t++)
+        if (nn__count_correct(fn, p->sh[t].r->out, p->sh[t].r->y, &right)) rc = -1;
     if (rc == 0 && nn__optim_step_begin(tr->opt)) rc = -1;
     if (rc == 0) nn__pool_run_phase(p, 2);
     ad_set_num_threads(prev);
@@ -561,8 +566,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     for (int i = 0; i < p->nparams; i++)
         if (p->pg[i].d && ad_mark_modified(ad_tensor_grad(p->params[i]))) return -1;
     nn__optim_step_end(tr->opt);
-    for (int t = 0; tr->o.accuracy && t < T; t++)
-        if (nn__count_correct(fn, p->sh[t].r->out, p->sh[t].r->y, correct)) return -1;
+    *correct += right;
     tr->out = p->sh[0].r->out;
     tr->y = p->sh[0].r->y;
     tr->steps++;

@@ -925,6 +925,46 @@ START_TEST(stops_and_errors)
 }
 END_TEST
 
+/* Logits that are a transposed view, (W x^T)^T: with .accuracy the count
+ * read them as contiguous and failed (ad_data), the step reported the
+ * failure after its update had moved the weights, and evaluation failed.
+ * They are read element by element now, and counted before the update. */
+static ad_tensor *transposed_forward(nn_module *m, ad_tensor *x)
+{
+    return ad_transpose(ad_matmul(nn_get_parameter(m, "weight"), ad_transpose(x, 0, 1)), 0, 1);
+}
+static const nn_module_type TRANSPOSED = {"TransposedLinear", transposed_forward, NULL, NULL};
+
+START_TEST(accuracy_of_strided_logits)
+{
+    nn_module *m = nn_module_new(&TRANSPOSED, NULL);
+    ck_assert_int_eq(nn_module_add_parameter(m, "weight",
+                                             ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(3, 2),
+                                                           ((double[]){1, 0, 0, 1, -1, -1}))),
+                     0);
+    ad_tensor *X = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(4, 2),
+                                 ((double[]){2, 0, 0, 2, -1, -1, 3, 1}));
+    ad_tensor *Y = ad_from_array(NULL, AD_INT64, AD_SHAPE(4), ((int64_t[]){0, 1, 2, 0}));
+    nn_loader *l = nn_loader_from_tensors(X, Y, &(nn_loader_options){.batch_size = 4});
+    nn_named_tensors *ps = nn_parameters(m);
+    nn_optim *opt = nn_sgd(ps, &(nn_sgd_options){.lr = 0.1});
+    nn_trainer *tr = nn_trainer_new(m, NULL, opt, &(nn_trainer_options){.accuracy = true});
+    ck_assert_ptr_nonnull(tr);
+    nn_metrics mt;
+    ck_assert_msg(nn_trainer_evaluate(tr, l, NULL, &mt) == 4, "%s", ad_error());
+    ck_assert_double_eq(mt.accuracy, 1);
+    ck_assert_msg(nn_trainer_step(tr, X, Y, NULL) == 0, "%s", ad_error());
+    ck_assert_int_eq(nn_trainer_steps(tr), 1);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_named_tensors_free(ps);
+    nn_loader_free(l);
+    ad_tensor_free(X);
+    ad_tensor_free(Y);
+    nn_module_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("trainer");
@@ -939,6 +979,7 @@ int main(void)
     tcase_add_test(tc, comm_hooks);
     tcase_add_test(tc, comm_grad_ready_unreached_param);
     tcase_add_test(tc, leaf_outside_optimizer_accumulates);
+    tcase_add_test(tc, accuracy_of_strided_logits);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
