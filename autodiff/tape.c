@@ -569,9 +569,15 @@ ad_tensor *ad_detach(ad_tensor *t)
         ad__err(fn, "out of memory");
         return NULL;
     }
+    /* On a frozen tape, a view of what was made after the freeze expires
+     * with it at the next replay, which rewinds that memory (carried, it
+     * read what the arena held next, silently): not carried then, and
+     * stamped so that ad__handle_problem says so. */
+    bool dies = tape->frozen && t->storage->in_arena &&
+                ad__arena_since(&tape->arena, tape->mark.arena, t->storage->data);
     *d = (ad_tensor){.magic = AD_TENSOR_MAGIC, .dtype = t->dtype, .ndim = t->ndim,
                      .offset = t->offset, .storage = t->storage, .tape = tape,
-                     .carried = true, .stamp = tape->gen};
+                     .carried = !dies, .stamp = tape->gen};
     memcpy(d->shape, t->shape, sizeof d->shape);
     memcpy(d->strides, t->strides, sizeof d->strides);
     if (!t->storage->in_arena) t->storage->refs++;

@@ -222,6 +222,9 @@ AD_API int ad_zero_grad(ad_tensor *t);
  * becomes stale at the reset after that.  That is the truncated-BPTT
  * pattern: `h = ad_detach(h); ad_tape_reset(tape);` between chunks, once
  * per chunk.  Its gradient and label, if given, are dropped at that reset.
+ * On a frozen tape, the detach of a tensor made after ad_tape_freeze
+ * expires with that tensor at the next ad_tape_replay (an error to use
+ * then); the detach of a recorded tensor shows its replayed values.
  * Use ad_copy(NULL, t) for a value that must live longer. */
 AD_API ad_tensor *ad_detach(ad_tensor *t);
 

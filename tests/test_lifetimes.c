@@ -217,6 +217,31 @@ START_TEST(tensors_made_after_freeze_are_stale_after_replay)
 }
 END_TEST
 
+/* ad_detach of a tensor made after the freeze: carried, it outlived the
+ * replay that rewound its storage and read what the arena held next (1
+ * 104 106 after an ad_full of -7, silently).  It expires with the tensor
+ * it views now; a detach of a recorded tensor follows the replays. */
+START_TEST(detach_after_freeze_expires_at_replay)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape_set_replayable(t, true);
+    ad_tape *prev = ad_tape_activate(t);
+    ad_tensor *x = ot_f64(t, AD_SHAPE(3), (double[]){1, 2, 3});
+    ad_tensor *y = ad_mul_scalar(x, 2.0);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ad_tensor *d = ad_detach(ad_add_scalar(y, 100.0)), *dy = ad_detach(y);
+    ot_assert_values(d, (double[]){102, 104, 106}, 3, 0);
+    ad_tensor *x2 = ot_f64(NULL, AD_SHAPE(3), (double[]){10, 20, 30});
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, &x2), 0);
+    ad_full(t, AD_FLOAT64, AD_SHAPE(3), -7.0);
+    ck_assert_error(ad_mul_scalar(d, 1.0), "made after ad_tape_freeze and freed by the ad_tape_replay");
+    ot_assert_values(dy, (double[]){20, 40, 60}, 3, 0);
+    ad_tensor_free(x2);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(input_changed_in_place_before_backward_is_an_error)
 {
     ad_tape *t = ad_tape_new();
@@ -409,6 +434,7 @@ int main(void)
     tcase_add_test(tc, replay_with_new_values_is_not_an_in_place_change);
     tcase_add_test(tc, null_optional_argument_after_a_failure_is_reported);
     tcase_add_test(tc, reset_loop_with_detach_stops_allocating);
+    tcase_add_test(tc, detach_after_freeze_expires_at_replay);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
