@@ -1141,6 +1141,27 @@ START_TEST(bad_inputs)
 }
 END_TEST
 
+/* An infinite gradient reaching relu, max or min where the input does not
+ * pass: the derivative is 0 (PyTorch's too).  g times the 0 mask made it
+ * NaN: sqrt(relu(x)), sqrt(max(x, 0)) and sqrt(-min(x, 0)) at x = -1, 1. */
+START_TEST(an_infinite_gradient_at_a_closed_gate_is_zero)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    for (int dt = 0; dt < 2; dt++) {
+        ad_dtype d = dt ? AD_FLOAT32 : AD_FLOAT64;
+        ad_tensor *x = ad_leaf(t, AD_FLOAT64, 1, (int64_t[]){1}, (double[]){-1});
+        ad_tensor *xd = ad_cast(x, d), *zero = ad_zeros(t, d, 1, (int64_t[]){1});
+        ad_tensor *y = ad_add(ad_add(ad_sqrt(ad_relu(xd)), ad_sqrt(ad_maximum(xd, zero))),
+                              ad_sqrt(ad_neg(ad_minimum(ad_neg(xd), zero))));
+        ck_assert_int_eq(ad_backward(ad_sum_all(y), NULL, 0), 0);
+        ck_assert_double_eq(ot_at(ad_tensor_grad(x), 0), 0);
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pointwise");
@@ -1172,6 +1193,7 @@ int main(void)
     tcase_add_test(tc, persistent_results);
     tcase_add_test(tc, replay_recomputes_every_op);
     tcase_add_test(tc, bad_inputs);
+    tcase_add_test(tc, an_infinite_gradient_at_a_closed_gate_is_zero);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
