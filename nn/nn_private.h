@@ -87,6 +87,12 @@ void nn__prefetch_testing_hold(bool hold);
  * of rows and every strip of the others' (none is left for them). */
 void nn__ops_testing_serial(bool on);
 
+/* train.c: the class logits [N, C] predict for row i (the largest logit;
+ * a NaN wins), and label i of labels int64 [N].  xd and yd are the data
+ * of contiguous logits and labels, or NULL: then read through ad_get. */
+int64_t nn__predicted(const ad_tensor *logits, const void *xd, int64_t i);
+int64_t nn__label_at(const ad_tensor *labels, const int64_t *yd, int64_t i);
+
 /* True for float32 and float64. */
 static inline bool nn__is_float(ad_dtype dt) { return dt == AD_FLOAT32 || dt == AD_FLOAT64; }
 

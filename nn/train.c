@@ -241,20 +241,33 @@ void nn_confusion_reset(nn_confusion *cm)
 static double logit_at(const ad_tensor *logits, ad_dtype dt, const void *xd, int64_t i,
                        int64_t k, int64_t c)
 {
-    if (xd) return dt == AD_FLOAT32 ? (double)((const float *)xd)[i * c + k]
-                                    : ((const double *)xd)[i * c + k];
+    if (xd) return nn__ld(xd, dt, i * c + k);
     double v = NAN;
     ad_get(logits, (int64_t[]){i, k}, &v);
     return v;
 }
 
-/* Label i of labels int64 [N]; yd as for logit_at. */
-static int64_t label_at(const ad_tensor *labels, const int64_t *yd, int64_t i)
+int64_t nn__label_at(const ad_tensor *labels, const int64_t *yd, int64_t i)
 {
     if (yd) return yd[i];
     double v = -1;
     ad_get(labels, (int64_t[]){i}, &v);
     return (int64_t)v;
+}
+
+int64_t nn__predicted(const ad_tensor *logits, const void *xd, int64_t i)
+{
+    /* The prediction is the class with the largest logit (softmax is
+     * monotonic, so no need to compute the probabilities).  A NaN wins, so
+     * that a diverged model scores as badly as it is. */
+    ad_dtype dt = ad_tensor_dtype(logits);
+    int64_t c = ad_size(logits, 1), best = 0;
+    double vb = logit_at(logits, dt, xd, i, 0, c);
+    for (int64_t k = 1; k < c && !isnan(vb); k++) {
+        double v = logit_at(logits, dt, xd, i, k, c);
+        if (isnan(v) || v > vb) best = k, vb = v;
+    }
+    return best;
 }
 
 int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels)
@@ -280,24 +293,15 @@ int nn_confusion_update(nn_confusion *cm, ad_tensor *logits, ad_tensor *labels)
      * element.  Labels are all checked before anything is counted. */
     const int64_t *yd = ad_is_contiguous(labels) ? ad_data(labels) : NULL;
     for (int64_t i = 0; i < n; i++) {
-        int64_t t = label_at(labels, yd, i);
+        int64_t t = nn__label_at(labels, yd, i);
         if (t < 0 || t >= c)
             return ad_set_error("%s: label %" PRId64 " at position %" PRId64
                                 " is out of range for %" PRId64 " classes", fn, t, i, c);
     }
     void *xd = ad_is_contiguous(logits) ? ad_data(logits) : NULL;
-    ad_dtype dt = ad_tensor_dtype(logits);
     for (int64_t i = 0; i < n; i++) {
-        /* The prediction is the class with the largest logit (softmax is
-         * monotonic, so no need to compute the probabilities).  A NaN wins,
-         * so that a diverged model scores as badly as it is. */
-        int64_t best = 0;
-        double vb = logit_at(logits, dt, xd, i, 0, c);
-        for (int64_t k = 1; k < c && !isnan(vb); k++) {
-            double v = logit_at(logits, dt, xd, i, k, c);
-            if (isnan(v) || v > vb) best = k, vb = v;
-        }
-        int64_t t = label_at(labels, yd, i);
+        int64_t best = nn__predicted(logits, xd, i);
+        int64_t t = nn__label_at(labels, yd, i);
         cm->counts[t * c + best]++;
         cm->total++;
         cm->correct += t == best;

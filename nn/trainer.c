@@ -358,53 +358,21 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     return *loss ? 0 : -1;
 }
 
-/* Rows of logits [N, C] whose prediction is the label, added to *correct.
- * Read in place: nn_confusion_update would copy the batch, and a training
- * step should not allocate.  A NaN is the prediction, as there.  Logits or
- * labels that are not contiguous (a model whose output is a transposed
- * view) are read element by element. */
-static int count_strided(ad_tensor *logits, ad_tensor *labels, int64_t *correct)
-{
-    int64_t n = ad_size(logits, 0), c = ad_size(logits, 1);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t best = 0;
-        double vb, v, yv;
-        if (ad_get(logits, (int64_t[]){i, 0}, &vb) || ad_get(labels, &i, &yv)) return -1;
-        for (int64_t k = 0; k < c && !isnan(vb); k++) {
-            if (ad_get(logits, (int64_t[]){i, k}, &v)) return -1;
-            if (isnan(v) || v > vb) {
-                best = k;
-                vb = v;
-            }
-        }
-        *correct += (double)best == yv;
-    }
-    return 0;
-}
+/* Rows of logits [N, C] whose prediction is the label, added to *correct,
+ * as nn_confusion_update predicts (train.c).  Read in place: that would
+ * take a confusion matrix, and a training step should not allocate.
+ * Logits or labels that are not contiguous (a model whose output is a
+ * transposed view) are read element by element. */
 int nn__count_correct(const char *fn, ad_tensor *logits, ad_tensor *labels, int64_t *correct)
 {
     ad_dtype dt = ad_tensor_dtype(logits);
     if (ad_ndim(logits) != 2 || !nn__is_float(dt) || ad_tensor_dtype(labels) != AD_INT64 ||
         ad_ndim(labels) != 1 || ad_size(labels, 0) != ad_size(logits, 0))
         return nn__err(fn, "accuracy needs logits [N, C] and int64 labels [N]");
-    if (!ad_is_contiguous(logits) || !ad_is_contiguous(labels))
-        return count_strided(logits, labels, correct);
-    const void *x = ad_data(logits);
-    const int64_t *y = ad_data(labels);
-    if (!x || !y) return -1;
-    int64_t n = ad_size(logits, 0), c = ad_size(logits, 1);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t best = 0;
-        double vb = nn__ld(x, dt, i * c);
-        for (int64_t k = 0; k < c && !isnan(vb); k++) {
-            double v = nn__ld(x, dt, i * c + k);
-            if (isnan(v) || v > vb) {
-                best = k;
-                vb = v;
-            }
-        }
-        *correct += best == y[i];
-    }
+    const void *xd = ad_is_contiguous(logits) ? ad_data(logits) : NULL;
+    const int64_t *yd = ad_is_contiguous(labels) ? ad_data(labels) : NULL;
+    for (int64_t i = 0, n = ad_size(logits, 0); i < n; i++)
+        *correct += nn__predicted(logits, xd, i) == nn__label_at(labels, yd, i);
     return 0;
 }
 
