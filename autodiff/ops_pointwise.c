@@ -456,8 +456,8 @@ static int extremum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin, ad_tensor *win
     ad_tensor *mb = ad_rsub_scalar(ma, 1.0), *zero = ad_scalar_tensor(n->out->tape, g->dtype, 0);
     /* the loser gets 0, selected: g times a 0 mask made an infinite g NaN
      * (sqrt(max(x, 0)) at x = -1), where PyTorch gives 0 */
-    GRAD_TO(0, ad_masked_fill(ad_mul(g, ma), ad_eq(ma, zero), 0.0));
-    GRAD_TO(1, ad_masked_fill(ad_mul(g, mb), ad_eq(mb, zero), 0.0));
+    GRAD_TO(0, ad_where(ma, ad_mul(g, ma), zero));
+    GRAD_TO(1, ad_where(mb, ad_mul(g, mb), zero));
     return 0;
 }
 static int maximum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)

@@ -249,18 +249,14 @@ static int cumprod_fw(ad_node *n)
     return 0;
 }
 
+/* The running sum along axis, from the end when reverse (y_i over j >= i). */
 static ad_tensor *cumsum_dir(ad_tensor *x, int axis, bool reverse);
 
-/* The sum over j >= i of g_j along the axis, as a running sum from the
- * end.  (sum(g) - cumsum(g) + g, as it was, kept only the rounding of two
+/* The adjoint of a running sum is the running sum the other way: for the
+ * forward one, dx_i = sum_{j >= i} g_j as a running sum from the end.
+ * (sum(g) - cumsum(g) + g, as it was, kept only the rounding of two
  * large, nearly equal numbers where g's early entries dwarf its later
  * ones: 1e8 1 1 1 came back 1e8 1 1 1 for 1e8 3 2 1.) */
-static ad_tensor *rev_cumsum(ad_tensor *g, int axis)
-{
-    return cumsum_dir(g, axis, true);
-}
-
-/* The adjoint of a running sum is the running sum the other way. */
 static int cumsum_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
 {
     const axis_params *p = ad__params(n);
@@ -277,9 +273,10 @@ static const ad_op OP_CUMSUM = {
 };
 
 /* dx_i = sum_{j >= i} g_j prod_{k <= j, k != i} x_k.  Without zeros in x
- * that is rev_cumsum(g y) / x.  With a zero the quotient is 0/0, and the
- * rule takes the exact form instead: with the axis moved last and n its
- * extent, row i of Z [..., n, n] is x with x_i replaced by 1, so
+ * that is (g y) summed from the end, over x.  With a zero the quotient is
+ * 0/0, and the rule takes the exact form instead: with the lines as the M
+ * rows of an [M, n] matrix, row i of Z [M, n, n] is x with x_i replaced
+ * by 1, so
  * cumprod(Z)[i, j] = prod_{k <= j, k != i} x_k, and dx_i is the sum over
  * j >= i (triu) of g_j times it: O(n^2) per line, paid only then. */
 static int cumprod_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
@@ -290,11 +287,11 @@ static int cumprod_bw(ad_node *n, ad_tensor *g, ad_tensor **gin)
     ad_tensor *any_zero = ad_sum(ad_eq(x, zero), NULL, 0, false);
     if (!any_zero) return -1;
     if (ad_item(any_zero) == 0) {
-        gin[0] = ad_div(rev_cumsum(ad_mul(g, n->out), axis), x);
+        gin[0] = ad_div(cumsum_dir(ad_mul(g, n->out), axis, true), x);
         return 0;
     }
-    /* the lines as the rows of an [M, n] matrix, so that Z is [M, n, n]
-     * whatever x's rank (an 8-d x has no room for Z's extra dimension) */
+    /* (as [M, n], Z fits whatever x's rank: an 8-d x has no room for an
+     * extra dimension) */
     int last = x->ndim - 1;
     int64_t len = x->shape[axis], M = ad__numel(x->ndim, x->shape) / len;
     ad_tensor *xl = ad_transpose(x, axis, last), *gl = ad_transpose(g, axis, last);
@@ -332,7 +329,7 @@ static ad_tensor *cumsum_dir(ad_tensor *x, int axis, bool reverse)
     return cum_op("ad_cumsum", &OP_CUMSUM, x, axis, reverse);
 }
 ad_tensor *ad_cumsum(ad_tensor *x, int axis) { return cumsum_dir(x, axis, false); }
-ad_tensor *ad__cumsum_reverse(ad_tensor *x, int axis) { return rev_cumsum(x, axis); }
+ad_tensor *ad__cumsum_reverse(ad_tensor *x, int axis) { return cumsum_dir(x, axis, true); }
 ad_tensor *ad_cumprod(ad_tensor *x, int axis)
 {
     return cum_op("ad_cumprod", &OP_CUMPROD, x, axis, false);

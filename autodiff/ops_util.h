@@ -57,7 +57,7 @@ AD_API ad_tensor *ad_topk(ad_tensor *x, int64_t k, int axis, bool largest, ad_te
 AD_API ad_tensor *ad_cumsum(ad_tensor *x, int axis);
 /* y_i = prod_{j <= i} x_j along axis (accumulated in double).
  * dx_i = sum_{j >= i} g_j prod_{k <= j, k != i} x_k, computed as
- * rev_cumsum(g y) / x when x has no zero, and exactly (O(n^2) memory per
+ * (g y) summed from the end, over x, when x has no zero, and exactly (O(n^2) memory per
  * line of extent n) when it has one. */
 AD_API ad_tensor *ad_cumprod(ad_tensor *x, int axis);
 
