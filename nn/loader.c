@@ -185,12 +185,17 @@ static int setup(const char *fn, nn_loader *l, const nn_loader_options *o, int64
         return nn__err(fn, "a sample has %d dimensions; at most %d fit in a batch",
                        o->sample_ndim ? o->sample_ndim : sndim, AD_MAX_DIMS - 1);
     int64_t numel = 1;
+    bool zero = false, overflow = false;
     for (int i = 1; i < ndim; i++) {
         shape[i] = o->sample_ndim ? o->sample_shape[i - 1] : sshape[i - 1];
         if (shape[i] < 0)
             return nn__err(fn, "sample_shape has a negative extent %lld", (long long)shape[i]);
-        numel *= shape[i];
+        if (shape[i] == 0) zero = true;
+        else if (numel > INT64_MAX / shape[i]) overflow = true;
+        else numel *= shape[i];
     }
+    if (zero) numel = 0;
+    else if (overflow) return nn__err(fn, "sample_shape has too many elements");
     if (numel != l->sample_numel)
         return nn__err(fn, "sample_shape has %lld elements, a stored sample has %lld",
                        (long long)numel, (long long)l->sample_numel);

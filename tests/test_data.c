@@ -781,6 +781,9 @@ START_TEST(loader_idx_conversion)
     o.sample_ndim = 1, o.sample_shape[0] = 5;
     ck_assert_error(nn_loader_from_idx(&images, NULL, &o),
                     "sample_shape has 5 elements, a stored sample has 4");
+    /* 2^62 * 4 wraps to 0 in int64: refused, not compared as 0 */
+    o.sample_ndim = 2, o.sample_shape[0] = (int64_t)1 << 62, o.sample_shape[1] = 4;
+    ck_assert_error(nn_loader_from_idx(&images, NULL, &o), "sample_shape has too many elements");
     o.sample_ndim = 0, o.std = 0;
     ck_assert_error(nn_loader_from_idx(&images, NULL, &o), "std positive");
     o.std = 1;
