@@ -468,6 +468,31 @@ static void clear_marks(ad_tape *t, size_t top, unsigned epoch, bool failed)
         }
 }
 
+/* A pass from a leaf: its gradient is the seed itself.  Off any tape (a
+ * persistent leaf) nothing would free a seed made here, and the targets of
+ * ad_gradients are the caller's to free, so each gets a copy of its own
+ * (two slots for the same leaf must not be one tensor freed twice) and
+ * the seed is freed; with no tape to record on, AD_CREATE_GRAPH has
+ * nothing to record (the grad is a constant 1, as in PyTorch). */
+static int leaf_pass(ad_tape *t, const sink *sk, ad_tensor *out, ad_tensor *seed, bool create,
+                     bool own_seed)
+{
+    /* create records d(grad)/d(grad_output) = I: only a grad_output on a
+     * tape has anything to record it on */
+    if (!t && create && seed->tape && seed->requires_grad) t = seed->tape;
+    if (t) return deliver(t, sk, out, seed, create, false);
+    create = false;
+    int rc = 0;
+    if (!sk->targets) {
+        rc = ad__leaf_grad_add(t, out, seed, create, false);
+    } else {
+        for (int i = 0; i < sk->n && !rc; i++)
+            if (sk->targets[i] == out && !(sk->grads[i] = ad__copy(NULL, seed))) rc = -1;
+    }
+    if (own_seed) ad_tensor_free(seed);
+    return rc;
+}
+
 /* The pass itself: seeds out's adjoint, then walks the tape from out's node
  * down, each marked node that an adjoint reached in turn. */
 static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, bool create,
@@ -477,9 +502,12 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
     ad__reclaim_pass_start();
     ad_tensor *seed = gout ? (ad_tensor *)gout
                            : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
-    if (!seed || deliver(t, sk, out, seed, create, false)) return -1;
-    if (!out->node) /* a leaf: d(out)/d(out) = 1, final at once */
+    if (!seed) return -1;
+    if (!out->node) { /* a leaf: d(out)/d(out) = 1, final at once */
+        if (leaf_pass(t, sk, out, seed, create, seed != gout)) return -1;
         return ready_hook.fn && !sk->targets ? tell_ready(out) : 0;
+    }
+    if (deliver(t, sk, out, seed, create, false)) return -1;
     size_t top = out->node->seq;
     unsigned epoch = ++t->epoch;
     if (mark_graph(fn, t, out->node, epoch)) return -1;

@@ -280,8 +280,10 @@ AD_API bool ad_grad_written(const ad_tensor *t);
  * contracted with grad_output as above, into grads[i] for i < n, without
  * touching any leaf's grad.  inputs may be leaves or intermediate results;
  * an input that out does not depend on gets zeros.  The gradients live on
- * out's tape.  Same flags and errors as ad_backward; with AD_CREATE_GRAPH
- * the gradients are recorded and can be differentiated again. */
+ * out's tape; when out is a persistent leaf (no tape), they are persistent
+ * tensors, one per slot, that the caller frees with ad_tensor_free.  Same
+ * flags and errors as ad_backward; with AD_CREATE_GRAPH the gradients are
+ * recorded and can be differentiated again. */
 AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
                  ad_tensor *const *inputs, ad_tensor **grads, unsigned flags);
 

@@ -524,6 +524,39 @@ START_TEST(backward_of_a_leaf)
 }
 END_TEST
 
+/* A persistent leaf has no tape: its pass made a seed nothing freed, a
+ * second pass with AD_CREATE_GRAPH crashed, and ad_gradients handed two
+ * slots for it one tensor, which the caller then freed twice. */
+START_TEST(backward_of_a_persistent_leaf)
+{
+    ad_tensor *w = ad_full(NULL, AD_FLOAT64, 1, (int64_t[]){1}, 3.0);
+    ad_set_requires_grad(w, true);
+    ck_assert_int_eq(ad_backward(w, NULL, 0), 0);
+    ck_assert_int_eq(ad_backward(w, NULL, AD_CREATE_GRAPH), 0);
+    ck_assert_close(ad_item(ad_tensor_grad(w)), 2, 0);
+    ad_tensor *in[2] = {w, w}, *g[2];
+    ck_assert_int_eq(ad_gradients(w, NULL, 2, in, g, 0), 0);
+    ck_assert_ptr_ne(g[0], g[1]);
+    ck_assert_ptr_null(ad_tensor_tape(g[0]));
+    ck_assert_close(ad_item(g[0]), 1, 0);
+    ck_assert_close(ad_item(g[1]), 1, 0);
+    ad_tensor_free(g[0]);
+    ad_tensor_free(g[1]);
+    /* a grad_output on a tape that requires grad: recorded there */
+    ad_tape *t = ad_tape_new();
+    ad_tensor *go = vec(t, 1, (double[]){2});
+    ad_set_requires_grad(go, true);
+    ck_assert_int_eq(ad_gradients(w, go, 1, in, g, AD_CREATE_GRAPH), 0);
+    ck_assert_ptr_eq(ad_tensor_tape(g[0]), t);
+    ck_assert_close(ad_item(g[0]), 2, 0);
+    ad_tensor *gg;
+    ck_assert_int_eq(ad_gradients(ad_mul_scalar(g[0], 5.0), NULL, 1, &go, &gg, 0), 0);
+    ck_assert_close(ad_item(gg), 5, 0);
+    ad_tape_free(t);
+    ad_tensor_free(w);
+}
+END_TEST
+
 START_TEST(errors_keep_the_first_message)
 {
     ad_tape *t = ad_tape_new();
@@ -790,6 +823,7 @@ int main(void)
     tcase_add_test(tc, set_grad_buffer_survives_a_create_graph_pass_then_a_plain_one);
     tcase_add_test(tc, gradients_of_unused_input_are_zero);
     tcase_add_test(tc, backward_of_a_leaf);
+    tcase_add_test(tc, backward_of_a_persistent_leaf);
     tcase_add_test(tc, rules_write_over_a_donated_adjoint);
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
