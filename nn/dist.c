@@ -352,7 +352,7 @@ int nn__dist_pack(nn_dist *d, int e, double samples)
 {
     const bucket *b = &d->b[d->bucket_of[e]];
     bool param = e < d->params->n;
-    double scale = d->seed > 0 ? (param ? 1.0 : d->seed) : samples / d->n0;
+    double scale = d->seeded ? (param ? 1.0 : d->seed) : samples / d->n0;
     ad_tensor *t = nn__dist_entry(d, e);
     int64_t n = ad_numel(t);
     int rc = 0;
@@ -565,10 +565,26 @@ static int grad_ready(void *user, ad_tensor *param, double samples)
     return rc;
 }
 
+/* The factor that makes the reduced sums the weighted average: W n0 / N
+ * when backward was seeded with n_r / (W n0), else n0 / N.  When no rank
+ * had a sample the average is undefined: an error (*prc) on every rank
+ * alike, and the gradients 0 rather than NaN. */
+double nn__dist_post(const nn_dist *d, double total, int *prc)
+{
+    if (!(total > 0)) {
+        *prc = -1;
+        ad_set_error("nn_dist: no rank had a sample in this step (total batch 0): the "
+                     "gradients' average is undefined");
+        return 0;
+    }
+    return (d->seeded ? d->size * d->n0 : d->n0) / total;
+}
+
 /* Ready for the next step: nothing packed, nothing started. */
 void nn__dist_step_done(nn_dist *d)
 {
     d->seed = 0;
+    d->seeded = false;
     for (int e = 0; e < d->nent; e++) d->packed[e] = false;
     for (int k = 0; k < d->nb; k++) {
         d->b[k].started = false;
@@ -642,7 +658,7 @@ static int average_grads(void *user, double *samples, double *loss)
      * n_r / n0: times W n0 / N or n0 / N it is the weighted average, and
      * the factor is exactly 1 when every rank had n0 samples and backward
      * was seeded. */
-    double post = (d->seed > 0 ? d->size * d->n0 : d->n0) / total;
+    double post = nn__dist_post(d, total, &prc);
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         if (d->o.overlap && nn__dist_wait_for(d, &b->req, &tcomm)) rc = -1;
@@ -672,6 +688,7 @@ static double grad_scale(void *user, double samples)
 {
     nn_dist *d = user;
     d->seed = samples / (d->size * d->n0);
+    d->seeded = true;
     return d->seed;
 }
 

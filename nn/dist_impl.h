@@ -81,8 +81,10 @@ struct nn_dist {
      * W n0 / N only when the batch sizes differ (an epoch's last batch):
      * no pass over the gradients before or after the reduction.  0 when
      * backward was not seeded (nn_dist_average_grads after a backward of
-     * the caller's): the weights are applied around the reduction then. */
+     * the caller's): the weights are applied around the reduction then.
+     * seeded tells which: a rank with no samples is seeded with 0. */
     double seed;
+    bool seeded;
     bucket *b;
     int nb;
     nn_dist_stats stats;
@@ -137,6 +139,9 @@ int nn__dist_wait_for(nn_dist *d, MPI_Request *req, double *t);
 int nn__dist_arrive_all(nn_dist *d, double *t);
 /* Ready for the next step. */
 void nn__dist_step_done(nn_dist *d);
+/* dist.c: the factor that turns the reduced sums into the weighted average
+ * (an error in *prc, and 0, when no rank had a sample). */
+double nn__dist_post(const nn_dist *d, double total, int *prc);
 /* nn__dist_step_done, then on success (rc 0) the step's samples, mean
  * loss and times (dist.c); returns 0 or -1. */
 int nn__dist_step_end(nn_dist *d, int rc, double total, double lsum, double t0, double tcomm,

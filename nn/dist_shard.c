@@ -251,7 +251,7 @@ int nn__dist_shard_average(nn_dist *d, double *samples, double *loss)
     if (rc == 0 && nn__dist_adopt_grads(d, "nn_dist")) prc = -1;
     /* As the unsharded step: the sums are the weighted average times
      * W n0 / N (seeded) or n0 / N, exactly 1 when every rank had n0. */
-    double post = (d->seed > 0 ? d->size * d->n0 : d->n0) / total;
+    double post = nn__dist_post(d, total, &prc);
     for (int k = 0; rc == 0 && k < d->nb; k++) {
         bucket *b = &d->b[k];
         int64_t lo = b->displs[d->rank], hi = lo + b->counts[d->rank];

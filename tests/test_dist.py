@@ -71,6 +71,7 @@ import tempfile
 
 prog = os.path.abspath(sys.argv[1])
 charlm = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
+samples_prog = os.path.abspath(sys.argv[3]) if len(sys.argv) > 3 else None
 mpirun = shutil.which('mpirun') or shutil.which('mpiexec')
 if not mpirun:
     print('skipped: no mpirun or mpiexec in PATH (apt-get install openmpi-bin)')
@@ -240,6 +241,16 @@ try:
               'a shared-memory window that does not fit falls back to MPI_Allreduce')
     else:
         print('skipped: the window that does not fit (cannot mount a tmpfs here)')
+    # nn_dist_backward with a rank that has no samples (seeded with 0):
+    # every rank's gradient is the mean over all samples, and with no
+    # samples anywhere every rank gets an error (dist_samples.c checks)
+    if samples_prog:
+        for counts in (['3', '0'], ['0', '3'], ['3', '5'], ['0', '0'], ['2', '0', '5']):
+            p = run(len(counts), counts, btl=transports[0], exe=samples_prog, expect_ok=False)
+            if p.returncode:
+                print(p.stderr)
+            check(p.returncode == 0, 'nn_dist_backward with samples ' + ' '.join(counts) +
+                  ': every rank the mean over all samples (none anywhere: an error on every rank)')
     # a parameter that rank 1's backward never reaches (--idle): its
     # gradient must go into the reduction as zeros at every step, not as
     # what the last reduction left in its part of the bucket (which a
