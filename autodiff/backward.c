@@ -137,6 +137,7 @@ typedef struct direct_state {
     unsigned done; /* bit k: input k delivered */
     bool handled;  /* the rule propagated everything itself (ad__backward_segment) */
     const ad_tensor *donated; /* the rule may write into its g (ad__grad_donated) */
+    const ad_tensor *g;       /* the adjoint the rule consumes */
 } direct_state;
 static _Thread_local direct_state direct;
 
@@ -158,9 +159,11 @@ ad_tensor *ad__leaf_grad_target(const ad_node *n, int k, bool *set)
         return NULL;
     /* nor when the rule reads the buffer it would write: an input that is
      * the gradient itself or a view of it (linear(w.grad, w): the product
-     * read rows of w.grad it had already updated) */
+     * read rows of w.grad it had already updated), or the adjoint (a
+     * grad_output that is w.grad, or a view of its storage) */
     for (int j = 0; j < n->nin; j++)
         if (n->in[j] && n->in[j]->storage == gb->storage) return NULL;
+    if (direct.g && direct.g->storage == gb->storage) return NULL;
     direct.done |= 1u << k;
     *set = ad__leaf_grad_first(x);
     return gb;
@@ -292,7 +295,7 @@ static int run_node(const char *fn, ad_tape *t, ad_node *n, ad_tensor *g, const 
     for (int k = 0; k < n->nin; k++) gin[k] = NULL;
     if (!n->op->backward) return ad__err(fn, "op '%s' is not differentiable", n->op->name);
     direct_state outer = direct; /* a rule may run a backward pass of its own */
-    direct = (direct_state){n, sk, create, 0, false, donated};
+    direct = (direct_state){n, sk, create, 0, false, donated, g};
     ad_arena_mark rule_start = ad__arena_mark(&t->arena); /* what the rule makes is above */
     int rc = n->op->backward(n, g, gin);
     unsigned delivered = direct.done;
@@ -500,8 +503,15 @@ static int backward_pass(const char *fn, ad_tensor *out, const ad_tensor *gout, 
 {
     ad_tape *t = out->tape;
     ad__reclaim_pass_start();
-    ad_tensor *seed = gout ? (ad_tensor *)gout
-                           : ad_full(t, out->dtype, out->ndim, out->shape, 1.0);
+    /* ad_gradients' results live on out's tape: a rule that hands g on
+     * as it is (add's, reshape's) would give a target the caller's own
+     * grad_output, which a free or a write of the caller's then reaches;
+     * a copy on the tape (recorded with AD_CREATE_GRAPH: g * 1) is the
+     * seed instead */
+    ad_tensor *seed = !gout ? ad_full(t, out->dtype, out->ndim, out->shape, 1.0)
+                    : !sk->targets || !t ? (ad_tensor *)gout
+                    : create ? ad_mul_scalar((ad_tensor *)gout, 1.0)
+                             : ad__copy(t, gout);
     if (!seed) return -1;
     if (!out->node) { /* a leaf: d(out)/d(out) = 1, final at once */
         if (leaf_pass(t, sk, out, seed, create, seed != gout)) return -1;

@@ -145,6 +145,47 @@ START_TEST(weight_gradient_read_by_the_rule)
 }
 END_TEST
 
+/* The weight's own gradient as grad_output (a valid one: y is square):
+ * the rule's product w.grad += gout^T x in place read gout while writing
+ * it (only element 0 came out right at 4 x 4).  Against G + G^T x by
+ * hand. */
+START_TEST(weight_gradient_as_grad_output)
+{
+    enum { N = 4 };
+    double xd[N * N], wd[N * N], gd[N * N], G[N * N], want[N * N];
+    for (int i = 0; i < N * N; i++) {
+        xd[i] = sin(1.7 * i + 0.3);
+        wd[i] = cos(0.9 * i);
+        gd[i] = 0.1 * i - 0.5;
+    }
+    for (int o = 0; o < N; o++) /* G = g^T x, the first pass */
+        for (int i = 0; i < N; i++) {
+            G[o * N + i] = 0;
+            for (int m = 0; m < N; m++) G[o * N + i] += gd[m * N + o] * xd[m * N + i];
+        }
+    for (int o = 0; o < N; o++)
+        for (int i = 0; i < N; i++) {
+            want[o * N + i] = G[o * N + i];
+            for (int m = 0; m < N; m++) want[o * N + i] += G[m * N + o] * xd[m * N + i];
+        }
+    for (int m = 0; m < 3; m++) { /* the built-in kernel reads as it writes */
+        ad__gemm_testing_choice(MODES[m]);
+        ad_tape *t = ad_tape_new();
+        ad_tensor *w = ad_leaf(NULL, AD_FLOAT64, 2, (int64_t[]){N, N}, wd);
+        ad_tensor *x = ad_from_array(t, AD_FLOAT64, 2, (int64_t[]){N, N}, xd);
+        ad_tensor *g = ad_from_array(t, AD_FLOAT64, 2, (int64_t[]){N, N}, gd);
+        ad_tensor *y = ad_linear(x, w, NULL);
+        ck_assert_int_eq(ad_backward(y, g, AD_RETAIN_GRAPH), 0);
+        ot_assert_values(ad_tensor_grad(w), G, N * N, 1e-15);
+        ck_assert_int_eq(ad_backward(y, ad_tensor_grad(w), AD_RETAIN_GRAPH), 0);
+        ot_assert_values(ad_tensor_grad(w), want, N * N, 1e-14);
+        ad_tape_free(t);
+        ad_tensor_free(w);
+    }
+    ad__gemm_testing_choice(-1);
+}
+END_TEST
+
 /* Two backward passes into a persistent weight's gradient: the first makes
  * the buffer, the second adds into it in place (the product with beta = 1),
  * with w used by two linears; against ad_gradients, whose results go to
@@ -397,6 +438,7 @@ int main(void)
     tcase_add_test(tc, batched_and_strided_inputs);
     tcase_add_test(tc, no_output_features);
     tcase_add_test(tc, weight_gradient_read_by_the_rule);
+    tcase_add_test(tc, weight_gradient_as_grad_output);
     tcase_add_test(tc, weight_gradient_accumulates_in_place);
     tcase_add_test(tc, set_grad_is_zero_grad_then_backward);
     tcase_add_test(tc, kernel_choice_is_measured_once_per_shape);

@@ -557,6 +557,39 @@ START_TEST(backward_of_a_persistent_leaf)
 }
 END_TEST
 
+/* ad_gradients' results live on out's tape: for out itself, and for an
+ * input that a rule hands g on to as it is (add's), they were the caller's
+ * grad_output, which the caller's next write or free then reached. */
+START_TEST(gradients_are_not_the_callers_grad_output)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *x = ad_leaf(t, AD_FLOAT64, 1, (int64_t[]){2}, (double[]){2, 3});
+    ad_tensor *y = ad_exp(x);
+    ad_tensor *z = ad_add(y, x);
+    ad_tensor *gout = ad_from_array(NULL, AD_FLOAT64, 1, (int64_t[]){2}, (double[]){1, 2});
+    ad_tensor *in[3] = {z, y, x}, *g[3];
+    ck_assert_int_eq(ad_gradients(z, gout, 3, in, g, AD_RETAIN_GRAPH), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ptr_ne(g[i], gout);
+        ck_assert_ptr_eq(ad_tensor_tape(g[i]), t);
+    }
+    ad_fill(gout, 100);
+    ad_tensor_free(gout);
+    ot_assert_values(g[0], (double[]){1, 2}, 2, 0);
+    ot_assert_values(g[1], (double[]){1, 2}, 2, 0);
+    ot_assert_values(g[2], (double[]){1 + exp(2), 2 * (1 + exp(3))}, 2, 1e-15);
+    /* with AD_CREATE_GRAPH the copy is recorded: d sum(5 g_z) / d gout = 5 */
+    ad_tensor *go = ad_from_array(t, AD_FLOAT64, 1, (int64_t[]){2}, (double[]){1, 2});
+    ad_set_requires_grad(go, true);
+    ck_assert_int_eq(ad_gradients(z, go, 1, in, g, AD_CREATE_GRAPH), 0);
+    ck_assert_ptr_ne(g[0], go);
+    ad_tensor *gg;
+    ck_assert_int_eq(ad_gradients(ad_sum_all(ad_mul_scalar(g[0], 5.0)), NULL, 1, &go, &gg, 0), 0);
+    ot_assert_values(gg, (double[]){5, 5}, 2, 0);
+    ad_tape_free(t);
+}
+END_TEST
+
 START_TEST(errors_keep_the_first_message)
 {
     ad_tape *t = ad_tape_new();
@@ -824,6 +857,7 @@ int main(void)
     tcase_add_test(tc, gradients_of_unused_input_are_zero);
     tcase_add_test(tc, backward_of_a_leaf);
     tcase_add_test(tc, backward_of_a_persistent_leaf);
+    tcase_add_test(tc, gradients_are_not_the_callers_grad_output);
     tcase_add_test(tc, rules_write_over_a_donated_adjoint);
     tcase_add_test(tc, errors_keep_the_first_message);
     tcase_add_test(tc, stats_count_nodes);
