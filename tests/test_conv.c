@@ -439,6 +439,18 @@ START_TEST(exact_values)
     /* weight gradient with g of ones: sums of the 2x2 sub-squares of x */
     ad_tensor *dw = ad_conv2d_weight(x, (int64_t[]){1, 1, 2, 2}, g, NULL);
     ot_assert_values(dw, (double[]){12, 16, 24, 28}, 4, 0);
+    /* a kernel one larger than the input: no output, a zero gradient (by
+     * the kernel vectorised over channels, C kh kw >= 64, in both dtypes:
+     * it divided by the output's width) */
+    for (int d = 0; d < 2; d++) {
+        ad_dtype dt = d ? AD_FLOAT64 : AD_FLOAT32;
+        ad_tensor *x8 = ad_ones(t, dt, AD_SHAPE(1, 8, 3, 3));
+        ad_tensor *g0 = ad_ones(t, dt, AD_SHAPE(1, 2, 0, 0));
+        ad_tensor *dw0 = ad_conv2d_weight(x8, (int64_t[]){2, 8, 4, 4}, g0, NULL);
+        ck_assert_msg(dw0 != NULL, "%s", ad_error());
+        ot_assert_shape(dw0, 4, (int64_t[]){2, 8, 4, 4});
+        for (int64_t i = 0; i < 256; i++) ck_assert_double_eq(ot_at(dw0, i), 0);
+    }
     ad_tape_free(t);
 }
 END_TEST
