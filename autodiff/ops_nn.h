@@ -92,6 +92,13 @@ typedef struct ad_conv2d_params {
  * every order comes from those ops (dx = fold(w^T g), dw = sum_n g cols^T,
  * dbias = sum g).  The two paths agree to rounding (float32: they add in
  * different orders, and the direct one fuses multiply-adds on x86).
+ * float32 with a 3 x 3 kernel and 8 or more input channels computes y and
+ * dw by Winograd's F(2x2, 3x3), whose rounding error follows the largest
+ * |x w| in each 4 x 4 patch of x rather than each output's own terms; a
+ * filter or an input with a value more than 2^20 times the median of its
+ * nonzero values (which could swamp the others' terms) takes the direct
+ * sums instead, as do non-finite sums.  AD_CONV=direct in the environment
+ * turns Winograd's sums off.
  * Errors: "ad_conv2d: input has 3 channels but weight expects 4 (groups 1):
  * x [2,3,8,8], w [6,4,3,3]"; groups not dividing C or O; bias not [O];
  * negative stride/padding/dilation/groups; kernel larger than the padded

@@ -728,6 +728,71 @@ START_TEST(winograd_wide_filter_takes_the_direct_sums)
 }
 END_TEST
 
+/* An input far above its neighbours (1e8 among ones) swamped Winograd's
+ * sums in every output and weight gradient its 4 x 4 patch reaches, even
+ * those it never meets: y 20 for 19.2 where its tap's weight is 0, dw
+ * -3.2 for -1.2 (review).  Such data takes the direct kernel: against
+ * the exact sums in double, to float32's error bound for sums of 72 and
+ * 16 terms (within 1e-5 of the sum of |terms|), forward and weight
+ * gradient; then a gy of 1e9 at (3, 3) whose products all meet zeros of
+ * x, which Winograd's weight gradient gets right (it stays on it). */
+START_TEST(winograd_outlier_data_takes_the_direct_sums)
+{
+    enum { C = 8, H = 6, W = 6, HO = 4, WO = 4 };
+    float x[C * H * W], w[C * 9], gy[HO * WO];
+    for (int isa = 0; isa <= 2; isa++)
+    for (int k = 0; k < 2; k++) {
+        if (ad__conv_testing_isa(isa) != 0) continue; /* this CPU cannot run it */
+        for (int c = 0; c < C; c++)
+            for (int r = 0; r < H; r++)
+                for (int q = 0; q < W; q++) x[(c * H + r) * W + q] = k && r >= 3 && q >= 3 ? 0 : 1;
+        for (int i = 0; i < HO * WO; i++) gy[i] = 0.1f * (float)(i % 7) - 0.3f;
+        for (int i = 0; i < C * 9; i++) w[i] = i % 9 == 2 ? 0 : 0.1f * (float)(1 + i % 5);
+        if (k) gy[HO * WO - 1] = 1e9f;
+        else x[2] = 1e8f; /* x[0, 0, 0, 2], under tap (0, 2) of y[0, 0]: weight 0 */
+        ad__conv_testing_wino(1);
+        ad_tape *t = ad_tape_new();
+        ad_tensor *X = ad_from_array(t, AD_FLOAT32, AD_SHAPE(1, C, H, W), x);
+        ad_tensor *Wt = ad_leaf(t, AD_FLOAT32, AD_SHAPE(1, C, 3, 3), w);
+        ad_tensor *Y = ad_conv2d(X, Wt, NULL, NULL);
+        ad_tensor *G = ad_from_array(t, AD_FLOAT32, AD_SHAPE(1, 1, HO, WO), gy);
+        ck_assert_int_eq(ad_backward(Y, G, 0), 0);
+        ad__conv_testing_wino(-1);
+        double y[HO * WO], dw[C * 9];
+        ck_assert_int_eq(ad_to_array(Y, y), 0);
+        ck_assert_int_eq(ad_to_array(ad_tensor_grad(Wt), dw), 0);
+        for (int oh = 0; oh < HO; oh++)
+            for (int ow = 0; ow < WO; ow++) {
+                double e = 0, mag = 0;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < 3; i++)
+                        for (int j = 0; j < 3; j++) {
+                            double term = (double)w[c * 9 + i * 3 + j] *
+                                          x[(c * H + oh + i) * W + ow + j];
+                            e += term, mag += fabs(term);
+                        }
+                ck_assert_msg(fabs(y[oh * WO + ow] - e) <= 1e-5 * mag,
+                              "isa %d: y[%d,%d] %.9g, exact %.9g", isa, oh, ow, y[oh * WO + ow], e);
+            }
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) {
+                    double e = 0, mag = 0;
+                    for (int oh = 0; oh < HO; oh++)
+                        for (int ow = 0; ow < WO; ow++) {
+                            double term = gy[oh * WO + ow] * (double)x[(c * H + oh + i) * W + ow + j];
+                            e += term, mag += fabs(term);
+                        }
+                    ck_assert_msg(fabs(dw[c * 9 + i * 3 + j] - e) <= 1e-5 * mag,
+                                  "isa %d, %s outlier: dw[0,%d,%d,%d] %.9g, exact %.9g", isa,
+                                  k ? "gy" : "x", c, i, j, dw[c * 9 + i * 3 + j], e);
+                }
+        ad_tape_free(t);
+    }
+    ad__conv_testing_isa(-1);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     ad_tape *t = ad_tape_new();
@@ -775,6 +840,7 @@ int main(void)
     tcase_add_test(tc, winograd_overflow_takes_the_direct_sums);
     tcase_add_test(tc, winograd_output_odd_sizes_and_relu);
     tcase_add_test(tc, winograd_wide_filter_takes_the_direct_sums);
+    tcase_add_test(tc, winograd_outlier_data_takes_the_direct_sums);
     tcase_add_test(tc, winograd_samples_are_their_own);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
