@@ -343,17 +343,17 @@ static const conv_kern_f32 kerns_f32[] = {
     {ISA_AVX512, 16, 8, 3, 2, 3, 9, conv_fw_tile_f32_avx512, conv_dwt_tile_f32_avx512,
      conv_dwp_tile_f32_avx512, conv_copy_f32_avx512, conv_copy_relu_f32_avx512,
      conv_tr_rows_f32_avx2, conv_mask_sum_f32_avx512, conv_copy_mask_f32_avx512,
-     wino_in_f32_avx512, wino_finite_f32_avx512, wino_range_f32_avx512, wino_out_f32_avx512, wino_gy_f32_avx512,
-     conv_dwt_tile_f32_avx512, 2, 9},
+     wino_in_f32_avx512, wino_finite_f32_avx512, wino_range_f32_avx512, wino_out_f32_avx512,
+     wino_gy_f32_avx512, conv_dwt_tile_f32_avx512, 2, 9},
     {ISA_AVX2, 8, 4, 3, 1, 1, 9, conv_fw_tile_f32_avx2, conv_dwt_tile_f32_avx2,
      conv_dwp_tile_f32_avx2, conv_copy_f32_avx2, conv_copy_relu_f32_avx2, conv_tr_rows_f32_avx2,
-     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2, wino_in_f32_avx2, wino_finite_f32_avx2, wino_range_f32_avx2,
-     wino_out_f32_avx2, wino_gy_f32_avx2, conv_dwt_tile_w_f32_avx2, 2, 4},
+     conv_mask_sum_f32_avx2, conv_copy_mask_f32_avx2, wino_in_f32_avx2, wino_finite_f32_avx2,
+     wino_range_f32_avx2, wino_out_f32_avx2, wino_gy_f32_avx2, conv_dwt_tile_w_f32_avx2, 2, 4},
 #endif
     {ISA_ANY, 4, 4, 3, 1, 1, 9, conv_fw_tile_f32_any, conv_dwt_tile_f32_any, conv_dwp_tile_f32_any,
      conv_copy_f32_any, conv_copy_relu_f32_any, NULL, conv_mask_sum_f32_any,
-     conv_copy_mask_f32_any, wino_in_f32_any, wino_finite_f32_any, wino_range_f32_any, wino_out_f32_any, wino_gy_f32_any,
-     conv_dwt_tile_f32_any, 1, 9},
+     conv_copy_mask_f32_any, wino_in_f32_any, wino_finite_f32_any, wino_range_f32_any,
+     wino_out_f32_any, wino_gy_f32_any, conv_dwt_tile_f32_any, 1, 9},
 };
 static const conv_kern_f64 kerns_f64[] = {
     {ISA_ANY, 2, 4, 3, 1, 1, 9, conv_fw_tile_f64_any, conv_dwt_tile_f64_any, conv_dwp_tile_f64_any,
