@@ -780,7 +780,8 @@ START_TEST(winograd_outlier_data_takes_the_direct_sums)
                     double e = 0, mag = 0;
                     for (int oh = 0; oh < HO; oh++)
                         for (int ow = 0; ow < WO; ow++) {
-                            double term = gy[oh * WO + ow] * (double)x[(c * H + oh + i) * W + ow + j];
+                            double term =
+                                gy[oh * WO + ow] * (double)x[(c * H + oh + i) * W + ow + j];
                             e += term, mag += fabs(term);
                         }
                     ck_assert_msg(fabs(dw[c * 9 + i * 3 + j] - e) <= 1e-5 * mag,
