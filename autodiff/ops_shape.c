@@ -577,7 +577,7 @@ ad_tensor *ad_cast(ad_tensor *x, ad_dtype dtype)
         out = ad__view(fn, tape, x, x->ndim, x->shape, x->strides, x->offset);
     } else {
         out = ad__alloc(fn, tape, dtype, x->ndim, x->shape);
-        if (out) ad__copy_into(out, x); /* converts through double: exact, then rounds once */
+        if (out) ad__copy_into(out, x); /* each value rounded once (tensor.c's copy_row) */
     }
     return ad__finish(out, 0, &OP_CAST, 1, &x, NULL, NULL);
 }

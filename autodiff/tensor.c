@@ -298,7 +298,7 @@ static ad_tensor *filled(const char *fn, ad_tape *tape, ad_dtype dtype, int ndim
     ad_tensor *t = ad__alloc(fn, tape, dtype, ndim, shape);
     if (!t) return NULL;
     int64_t n = ad__numel(ndim, t->shape);
-    if (v == 0.0) memset(t->storage->data, 0, t->storage->nbytes);
+    if (v == 0.0 && !signbit(v)) memset(t->storage->data, 0, t->storage->nbytes); /* not -0 */
     else
         for (int64_t i = 0; i < n; i++) ad__st(t, i, v);
     return t;
@@ -409,6 +409,9 @@ ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop,
         ad__err("ad_linspace", "need n >= 1 and finite ends (got n=%lld)", (long long)n);
         return NULL;
     }
+    if (dtype == AD_INT64 && (ad__check_int64_value("ad_linspace", start) ||
+                              ad__check_int64_value("ad_linspace", stop)))
+        return NULL; /* the points between lie between the ends */
     ad_tensor *t = ad__alloc("ad_linspace", tape, dtype, 1, &n);
     if (!t) return NULL;
     /* Computed from both ends so the last point is exactly stop. */
@@ -477,6 +480,8 @@ int64_t ad_numel(const ad_tensor *t)
 bool ad_is_contiguous(const ad_tensor *t)
 {
     CHECK_OR("ad_is_contiguous", t, false);
+    for (int d = 0; d < t->ndim; d++) /* no elements: contiguous, as in PyTorch */
+        if (t->shape[d] == 0) return true;
     int64_t s = 1;
     for (int d = t->ndim - 1; d >= 0; d--) {
         if (t->shape[d] != 1 && t->strides[d] != s) return false;
@@ -605,6 +610,14 @@ static void copy_row(int64_t len, const int64_t *off, const int64_t *step, void 
         }
         for (int64_t i = 0; i < len; i++)
             memcpy(d + i * step[0] * (int64_t)es, s + i * step[1] * (int64_t)es, es);
+        return;
+    }
+    if (c->src->dtype == AD_INT64 && c->dst->dtype == AD_FLOAT32) {
+        /* int64 -> double rounds past 2^53, and double -> float again:
+         * 2^60 + 2^36 + 1 became 2^60; converted at once it rounds once */
+        const int64_t *s = (const int64_t *)c->src->storage->data;
+        float *d = c->dst->storage->data;
+        for (int64_t i = 0; i < len; i++) d[off[0] + i * step[0]] = (float)s[off[1] + i * step[1]];
         return;
     }
     for (int64_t i = 0; i < len; i++)

@@ -181,7 +181,9 @@ AD_API ad_tensor *ad_from_blob(ad_dtype dtype, int ndim, const int64_t *shape, v
 /* 1-D [start, start+step, ...) up to but excluding stop (numpy's arange).
  * Error when step is 0 or not finite. */
 AD_API ad_tensor *ad_arange(ad_tape *tape, ad_dtype dtype, double start, double stop, double step);
-/* 1-D, n points evenly spaced from start to stop inclusive (n >= 1). */
+/* 1-D, n points evenly spaced from start to stop inclusive (n >= 1).
+ * int64: the points truncated toward zero; ends outside int64 are an
+ * error. */
 AD_API ad_tensor *ad_linspace(ad_tape *tape, ad_dtype dtype, double start, double stop, int64_t n);
 /* n x n identity. */
 AD_API ad_tensor *ad_eye(ad_tape *tape, ad_dtype dtype, int64_t n);
@@ -258,7 +260,8 @@ AD_API const int64_t *ad_shape(const ad_tensor *t);
 AD_API const int64_t *ad_strides(const ad_tensor *t);
 /* Number of elements (1 for a 0-d tensor). */
 AD_API int64_t ad_numel(const ad_tensor *t);
-/* True when the elements are laid out row-major without gaps. */
+/* True when the elements are laid out row-major without gaps (always for
+ * a tensor with no elements, as in PyTorch). */
 AD_API bool ad_is_contiguous(const ad_tensor *t);
 /* The tape t belongs to, or NULL for a persistent tensor. */
 AD_API ad_tape *ad_tensor_tape(const ad_tensor *t);

@@ -146,6 +146,43 @@ START_TEST(copies_and_casts)
 }
 END_TEST
 
+/* Edges a review found: an empty tensor whose zero extent is not the
+ * first was non-contiguous (ad_data refused it, and ad_contiguous's copy
+ * too); ad_full and ad_scalar_tensor stored +0 for -0; ad_linspace into
+ * int64 took ends past int64 (1e30 -> INT64_MIN); int64 -> float32
+ * rounded twice, through double. */
+START_TEST(creation_and_cast_edges)
+{
+    ad_tape *t = ad_tape_new();
+    ad_tensor *e1 = ad_zeros(t, AD_FLOAT32, AD_SHAPE(3, 0));
+    ad_tensor *e2 = ad_zeros(t, AD_FLOAT64, AD_SHAPE(2, 0, 3));
+    ad_tensor *e3 = ad_narrow(ad_zeros(t, AD_FLOAT64, AD_SHAPE(2, 4)), 1, 1, 0);
+    ck_assert(ad_is_contiguous(e1) && ad_is_contiguous(e2) && ad_is_contiguous(e3));
+    ck_assert(ad_is_contiguous(ad_contiguous(e3)));
+    ad_tensor *nz = ad_full(t, AD_FLOAT64, AD_SHAPE(2), -0.0);
+    ad_tensor *nz32 = ad_full(t, AD_FLOAT32, AD_SHAPE(2), -0.0);
+    ad_tensor *nzs = ad_scalar_tensor(t, AD_FLOAT64, -0.0);
+    ck_assert(signbit(ot_at(nz, 1)) && signbit(ot_at(nz32, 0)) && signbit(ot_at(nzs, 0)));
+    ck_assert(!signbit(ot_at(ad_full(t, AD_FLOAT64, AD_SHAPE(2), 0.0), 1)));
+    ck_assert_error(ad_linspace(t, AD_INT64, 0, 1e30, 3), "ad_linspace");
+    ck_assert_error(ad_linspace(t, AD_INT64, -1e19, 0, 3), "ad_linspace");
+    ad_tensor *ls = ad_linspace(t, AD_INT64, 0, 10, 3);
+    ck_assert_ptr_nonnull(ls);
+    ck_assert_int_eq(((const int64_t *)ad_data(ls))[1], 5);
+    int64_t big = ((int64_t)1 << 60) + ((int64_t)1 << 36) + 1;
+    ad_tensor *i64 = ad_from_array(t, AD_INT64, AD_SHAPE(1), (double[]){0});
+    ((int64_t *)ad_data(i64))[0] = big;
+    ad_tensor *f = ad_cast(i64, AD_FLOAT32);
+    ck_assert_ptr_nonnull(f);
+    ck_assert(((const float *)ad_data(f))[0] == (float)big); /* 1152921642045800448 */
+    ck_assert(((const float *)ad_data(f))[0] != 0x1p60f);
+    ad_tensor *g = ad_empty(t, AD_FLOAT32, AD_SHAPE(1));
+    ck_assert_int_eq(ad_copy_into(g, i64), 0);
+    ck_assert(((const float *)ad_data(g))[0] == (float)big);
+    ad_tape_free(t);
+}
+END_TEST
+
 /* ad_copy_into between views of one storage: src is read whole before
  * dst is written; an expanded dst is refused. */
 START_TEST(copies_between_overlapping_views)
@@ -401,6 +438,7 @@ int main(void)
     tcase_add_test(tc, bad_shapes);
     tcase_add_test(tc, access_errors);
     tcase_add_test(tc, copies_and_casts);
+    tcase_add_test(tc, creation_and_cast_edges);
     tcase_add_test(tc, copies_between_overlapping_views);
     tcase_add_test(tc, rng_is_counter_based);
     tcase_add_test(tc, randn_moments);
