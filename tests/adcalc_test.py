@@ -229,6 +229,12 @@ ERRORS = [
     (["--descend=sgd", "--trace", "x", "x=1"], "adcalc: --descend prints the path only"),
     (["--descend=sgd", "--lr=-1", "x", "x=1"], "adcalc: --lr needs a positive number"),
     (["--descend=sgd", "--steps=many", "x", "x=1"], "adcalc: --steps needs a whole number"),
+    # HI - LO overflowed: the points were nan and inf; HI in hexadecimal was read
+    (["--grid=3", "x", "x=-1e308:1e308"],
+     "adcalc: the range '-1e308:1e308' of x is wider than a double holds"),
+    (["--grid=2", "x", "x=0:0x10"], "adcalc: the value '0x10' of x is hexadecimal"),
+    # a digit after a superscript is not more exponent (x²3 read as x^23)
+    (["x²3", "x=2"], "adcalc: unexpected '3' at column 3"),
 ]
 for args, message in ERRORS:
     rc, out, err = run(*args)
@@ -389,6 +395,38 @@ rc, out, _ = run("--json", "--descend=sgd", "--lr=1.5", "--steps=2000", "x^2", "
 d = json.loads(out) if out else {}
 check(rc == 1 and d.get("diverged") is True and d["path"][-1][1] is None
       and d["path"][1][0] == -2 and d["path"][2][0] == 4, f"--descend divergence: rc {rc}")
+
+# x^x at 0 has no derivative: the path stops there with the error that the
+# plain mode gives (it followed a 0 derivative, exit 0), the JSON closed
+rc, out, err = run("--descend=sgd", "--steps=2", "x^x", "x=0")
+check(rc == 1 and "adcalc: pow at column 2: base 0 and exponent 0" in err
+      and "\n0 0 1" not in out, f"--descend at a point without a derivative: {rc} {out!r} {err!r}")
+rc, out, err = run("--json", "--descend=sgd", "--steps=2", "x^x", "x=0")
+d = json.loads(out) if out else {}
+check(rc == 1 and d.get("path") == [] and d.get("error", "").startswith("pow at column 2"),
+      f"--descend --json at a point without a derivative: {rc} {out!r}")
+
+# superscripts in a row are one exponent: x²³ = x^23 (was x^(2^3))
+rc, out, _ = run("--json", "x²³", "x=2")
+d = json.loads(out) if rc == 0 else {}
+check(d.get("value") == 2.0 ** 23 and d.get("grad") == [23 * 2.0 ** 22], f"x²³: {out!r}")
+
+# mixed partials that differ (x^y at (0, 1): rows give 1 and 0): no one
+# value, so NaN and a warning instead of their mean 0.5
+rc, out, err = run("--json", "--hessian", "x^y", "x=0", "y=1")
+d = json.loads(out) if out else {}
+check(rc == 1 and d.get("hessian", [[0, 0]])[0][1] is None
+      and "the mixed partial derivatives differ" in err, f"--hessian x^y at (0, 1): {out!r} {err!r}")
+rc, out, _ = run("--json", "--hessian", "x^y*sin(x*y)", "x=1.3", "y=0.7")
+d = json.loads(out) if rc == 0 else {}
+h = d.get("hessian", [[0, 1], [2, 0]])
+check(rc == 0 and h[0][1] == h[1][0] and h[0][1] is not None, f"--hessian symmetric: {out!r}")
+
+# a variable named like a node (n0): the nodes take other names, so the
+# trace never shows the variable and a node under one name
+rc, out, _ = run("--trace", "sin(n0)*n0", "n0=1")
+check(rc == 0 and "mul(n_0, n0)" in out and "mul(n0, n0)" not in out,
+      f"--trace with a variable n0: {out!r}")
 
 # ---- --grid ------------------------------------------------------------------------------
 # x^2 + 10 y^2 + z on x in {-1, 0, 1}, y in {0, 1, 2}, z = 0.5 fixed

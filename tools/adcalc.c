@@ -462,10 +462,24 @@ static int hessian(const calc *c, const options *opt, ad_tensor **vars, result *
     if (!ok) return ad_set_error("out of memory");
     /* d2f/dxi dxj and d2f/dxj dxi come from two different backward passes
      * (rows i and j) and may differ in the last bits; print their mean, so
-     * that the matrix is exactly symmetric, as the true Hessian is. */
+     * that the matrix is exactly symmetric, as the true Hessian is.  Where
+     * they differ by more (x^y at x = 0, y = 1: 1 and 0), f is not twice
+     * continuously differentiable there and the mixed partial has no one
+     * value: a warning and NaN, not a mean that is neither. */
     for (int i = 0; i < c->n; i++)
         for (int j = i + 1; j < c->n; j++) {
-            double m = 0.5 * (r->hess[i * c->n + j] + r->hess[j * c->n + i]);
+            double a = r->hess[i * c->n + j], b = r->hess[j * c->n + i], scale = 0;
+            for (int k = 0; k < c->n; k++) {
+                scale = fmax(scale, fabs(r->hess[i * c->n + k]));
+                scale = fmax(scale, fabs(r->hess[j * c->n + k]));
+            }
+            double m = 0.5 * (a + b);
+            if (fabs(a - b) > 1e-8 * scale) {
+                adcalc_warn("d2f/d%sd%s: row %s gives %.17g and row %s gives %.17g: the mixed "
+                            "partial derivatives differ, so f is not twice differentiable here",
+                            c->names[i], c->names[j], c->names[i], a, c->names[j], b);
+                m = NAN;
+            }
             r->hess[i * c->n + j] = r->hess[j * c->n + i] = m;
         }
     return 0;
@@ -496,8 +510,11 @@ static int descend(calc *c, const options *opt)
     c->quiet = true; /* a diverging path would warn at every step */
     int rc = adcalc_descend(&opt->descent, c->n, c->names, c->values, adcalc_eval, c, stdout);
     if (rc < 0) {
-        fprintf(stderr, "%s\n", ad_error() ? ad_error() : "adcalc: internal error");
-        return EXIT_INTERNAL;
+        const char *msg = ad_error() ? ad_error() : "internal error";
+        if (strncmp(msg, "adcalc: ", 8) == 0) msg += 8; /* one prefix per message */
+        fprintf(stderr, "adcalc: %s\n", msg);
+        /* a derivative that does not exist on the path: as without --descend */
+        return c->domain_error ? EXIT_NONFINITE : EXIT_INTERNAL;
     }
     return rc ? EXIT_NONFINITE : EXIT_OK;
 }
@@ -522,6 +539,7 @@ static int run(calc *c, const options *opt)
     ad_tensor **vars = calloc((size_t)c->n + 1, sizeof *vars);
     ad_tape *tape = ad_tape_new();
     /* With --json the trace goes into the JSON object, not to stdout. */
+    trace_node_names(c->n, (const char *const *)c->names);
     tracer *tr = tracer_new(opt->trace && !opt->json ? stdout : NULL);
     if (tr && opt->trace && opt->json) tracer_record_json(tr);
     ad_tape *prev = ad_tape_activate(tape);
@@ -746,10 +764,17 @@ static int bind(calc *c, int argc, char **argv)
             c->hi[c->n] = v;
             if (colon) {
                 char *h = colon + 1;
+                if (strpbrk(h, "xX"))
+                    return usage_error("the value '%s' of %s is hexadecimal; write it in decimal",
+                                       h, arg);
                 c->hi[c->n] = strtod(h, &end);
                 if (!*h || *end || !isfinite(c->hi[c->n]) || !(c->hi[c->n] > v))
                     return usage_error("the range '%s:%s' of %s is not LO:HI with LO < HI", text, h,
                                        arg);
+                /* the grid's points are LO + k (HI - LO) / (N - 1) */
+                if (!isfinite(c->hi[c->n] - v))
+                    return usage_error("the range '%s:%s' of %s is wider than a double holds "
+                                       "(HI - LO overflows)", text, h, arg);
             }
         }
         for (int i = 0; i < c->n; i++)

@@ -74,6 +74,9 @@ void tracer_list_nodes(tracer *tr, const ad_tape *tape, size_t from, size_t to);
 /* The name of a tensor in traces: its label (a variable's name, or a
  * constant's literal), "n<i>" for the output of node i, else its value. */
 void tensor_name(const ad_tensor *t, char *buf, size_t size);
+/* The prefix of unnamed nodes' names (n, as n0, n1, ...), made to differ
+ * from the n variables' names. */
+void trace_node_names(int n, const char *const *names);
 
 /* ---- the trace as JSON (trace.c) ---- */
 

@@ -132,6 +132,11 @@ int adcalc_descend(const adcalc_descent *d, int n, const char *const *names, con
     else if (diverged) fprintf(out, "# diverged at step %d (lr too large?)\n", step);
     status = diverged ? 1 : 0;
 restore:
+    if (status < 0 && d->json) { /* the object closed, with the error in it */
+        fputs("], \"error\": ", out);
+        adcalc_json_string(out, ad_error() ? ad_error() : "internal error");
+        fputs("}\n", out);
+    }
     ad_tape_activate(prev);
 done:
     nn_optim_free(opt);

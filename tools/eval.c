@@ -79,7 +79,9 @@ static void check_result(const calc *c, const char *op, ad_tensor *r, ad_tensor 
  * (At x = 0 with y > 0 that convention is right: 0^y = 0 nearby.) */
 static bool pow_domain_error(calc *c, const expr *e, ad_tensor *base, ad_tensor *exponent)
 {
-    if (c->quiet || !ad_requires_grad(exponent) || ad_item(base) != 0 || ad_item(exponent) != 0)
+    /* an error, not a warning: c->quiet (--descend, --check's
+     * re-evaluations) does not silence it */
+    if (!ad_requires_grad(exponent) || ad_item(base) != 0 || ad_item(exponent) != 0)
         return false;
     c->domain_error = true;
     ad_set_error("pow at column %d: base 0 and exponent 0, and the exponent depends on the "

@@ -476,6 +476,7 @@ static size_t normalise(const char *src, size_t len, char *out, int *col)
 {
     size_t n = 0;
     int column = 0;
+    bool sup = false; /* the character before was a superscript */
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)src[i];
         /* a character starts here, unless this is a continuation byte of
@@ -486,14 +487,25 @@ static size_t normalise(const char *src, size_t len, char *out, int *col)
                strncmp(src + i, UNICODE[k].utf8, strlen(UNICODE[k].utf8)) != 0)
             k++;
         if (k < sizeof UNICODE / sizeof UNICODE[0]) {
-            for (const char *a = UNICODE[k].ascii; *a; a++) {
+            /* superscripts in a row are one exponent, x²³ = x^23 (not
+             * x^2^3); a digit or point right after one starts a number
+             * of its own, which the parser then refuses (x²3 is not
+             * x^23) */
+            bool is_sup = UNICODE[k].ascii[0] == '^';
+            for (const char *a = UNICODE[k].ascii + (is_sup && sup); *a; a++) {
                 col[n] = column;
                 out[n++] = *a;
             }
             i += strlen(UNICODE[k].utf8);
+            sup = is_sup;
         } else {
+            if (sup && (isdigit(c) || c == '.')) {
+                col[n] = column;
+                out[n++] = ' ';
+            }
             col[n] = column;
             out[n++] = src[i++];
+            sup = false;
         }
     }
     col[n] = column + 1;

@@ -105,12 +105,37 @@ static void short_number(double v, char *buf, size_t size)
     else snprintf(buf, size, "%.6g", v == 0 ? 0.0 : v); /* -0 reads as 0 */
 }
 
+/* Unnamed nodes are n0, n1, ...: unless a variable has such a name
+ * (sin(n0)*n0 would trace as mul(n0, n0), and JSON would hold the key
+ * "n0" twice), then n_0, n_1, ..., or with more underscores. */
+static char node_prefix[64] = "n";
+
+static bool is_node_name(const char *name, const char *prefix)
+{
+    size_t k = strlen(prefix);
+    if (strncmp(name, prefix, k) != 0 || !name[k]) return false;
+    for (const char *c = name + k; *c; c++)
+        if (*c < '0' || *c > '9') return false;
+    return true;
+}
+
+void trace_node_names(int n, const char *const *names)
+{
+    strcpy(node_prefix, "n");
+    for (size_t len = 1; len + 1 < sizeof node_prefix; len++) {
+        bool clash = false;
+        for (int i = 0; i < n && !clash; i++) clash = is_node_name(names[i], node_prefix);
+        if (!clash) return;
+        node_prefix[len] = '_', node_prefix[len + 1] = '\0';
+    }
+}
+
 void tensor_name(const ad_tensor *t, char *buf, size_t size)
 {
     const char *label = ad_label(t);
     long node = ad_tensor_node_index(t);
     if (label && *label) snprintf(buf, size, "%s", label);
-    else if (node >= 0) snprintf(buf, size, "n%ld", node);
+    else if (node >= 0) snprintf(buf, size, "%s%ld", node_prefix, node);
     else short_number(ad_item(t), buf, size);
 }
 
