@@ -146,5 +146,14 @@ double dies(double x)
 }
 double dies_d(double x) { return 2 * x; }
 
+/* a function that ends the process (exit(0) in someone's library) beyond
+ * 0.25, and a wrong derivative for it (5x for 2x) */
+double quits(double x)
+{
+    if (x > 0.25) exit(0);
+    return x * x;
+}
+double quits_d(double x) { return 5 * x; }
+
 /* a data symbol: calling it would jump into non-executable memory */
 const double sd_table[3] = {1, 2, 3};

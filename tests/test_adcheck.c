@@ -325,6 +325,19 @@ START_TEST(crash_is_reported)
     line_values(&r, "df/dx0 (dies_d)", 0, &c, &n);
     ck_assert_double_eq_tol(c, 0.2, 1e-15);
     ck_assert_double_eq_tol(n, 0.2, 1e-9);
+    /* with --json the one object is closed after the crash (it ended at
+     * '"points": [') */
+    RUN(&r, "--json", "--partials", "dies_d", "--at", "0.1", "--at", "0.5", LIB, "dies", "d(d)");
+    ck_assert_msg(r.status == 2, "exit %d\n%s", r.status, r.out);
+    ck_assert_msg(strstr(r.out, "\n], \"status\": 2, \"message\": \"signal 6 (Aborted) while "
+                                "calling dies at point 2") &&
+                      strstr(r.out, "\"ok\": false}\n"),
+                  "JSON not closed:\n%s", r.out);
+    /* exit(0) inside a call, after point 1 failed, ended adcheck with 0 */
+    RUN(&r, "--partials", "quits_d", "--at", "0.1", "--at", "0.5", LIB, "quits", "d(d)");
+    usage_error(&r, "adcheck: the library called exit(0) while calling quits at point 2, so "
+                    "the check did not finish");
+    ck_assert(strstr(r.out, "<-- FAIL"));
     /* a vector function called as a scalar one gets garbage for its
      * pointers: whatever happens, adcheck exits normally */
     RUN(&r, "--grad", "vf_grad", LIB, "vf", "d(d)");

@@ -430,6 +430,13 @@ typedef struct worst {
  * which names it when the process dies (run_isolated). */
 static char *doing;
 #define DOING_SIZE 256
+/* After it in the same shared memory: whether check() returned (not an
+ * exit() of the library's from inside a call), and whether the JSON
+ * object was opened (so that the parent closes it if the child cannot). */
+typedef struct isolated {
+    int returned, json_open;
+} isolated;
+static volatile isolated *child;
 
 __attribute__((format(printf, 1, 2))) static void now(const char *fmt, ...)
 {
@@ -508,6 +515,7 @@ static void print_header(const adcheck_opts *o)
         json_str(proto);
         printf(", \"eps\": %.17g, \"atol\": %.17g, \"rtol\": %.17g, \"points\": [", o->eps,
                o->atol, o->rtol);
+        if (child) child->json_open = 1;
     } else {
         printf("adcheck: %s %s: %s, %s; eps %g (step eps max(1, |x|)), atol %g, rtol %g\n",
                o->lib, o->func, proto, o->grad ? "--grad" : "--partials", o->eps, o->atol,
@@ -746,29 +754,34 @@ static int check(const adcheck_opts *o, target *t)
  * fork or shared memory the check runs in this process. */
 static int run_isolated(adcheck_opts *o, target *t)
 {
-    doing = mmap(NULL, DOING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    doing = mmap(NULL, DOING_SIZE + sizeof(isolated), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (doing == MAP_FAILED) {
         doing = NULL;
         return check(o, t);
     }
     doing[0] = '\0';
+    child = (volatile isolated *)(void *)(doing + DOING_SIZE);
+    child->returned = child->json_open = 0;
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
         int rc = check(o, t);
+        child->returned = 1;
         adcheck_opts_free(o);
         exit(rc);
     }
     int st = 0, rc;
+    char msg[DOING_SIZE + 200];
+    msg[0] = '\0';
     if (pid < 0) {
         rc = check(o, t);
     } else if (waitpid(pid, &st, 0) != pid) {
         rc = fail("lost the checking process");
-    } else if (WIFEXITED(st)) {
+    } else if (WIFEXITED(st) && child->returned) {
         rc = WEXITSTATUS(st);
     } else {
-        int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
         fflush(stdout);
         /* the crashed code may have scribbled over the record too */
         doing[DOING_SIZE - 1] = '\0';
@@ -778,12 +791,26 @@ static int run_isolated(adcheck_opts *o, target *t)
                                             "overwritten)");
                 break;
             }
-        rc = fail("signal %d (%s) while %s: the PROTOTYPE may not match the "
-                  "functions, or the library has a bug",
-                  sig, strsignal(sig), doing[0] ? doing : "starting");
+        if (WIFEXITED(st)) { /* exit() inside a call: whatever its status, not a pass */
+            snprintf(msg, sizeof msg, "the library called exit(%d) while %s, so the check "
+                     "did not finish", WEXITSTATUS(st), doing[0] ? doing : "starting");
+        } else {
+            int sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+            snprintf(msg, sizeof msg, "signal %d (%s) while %s: the PROTOTYPE may not match "
+                     "the functions, or the library has a bug", sig, strsignal(sig),
+                     doing[0] ? doing : "starting");
+        }
+        if (o->json && child->json_open) { /* the one JSON object, closed */
+            printf("\n], \"status\": 2, \"message\": ");
+            json_str(msg);
+            printf(", \"ok\": false}\n");
+            fflush(stdout);
+        }
+        rc = fail("%s", msg);
     }
-    munmap(doing, DOING_SIZE);
+    munmap(doing, DOING_SIZE + sizeof(isolated));
     doing = NULL;
+    child = NULL;
     return rc;
 }
 
