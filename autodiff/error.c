@@ -11,6 +11,8 @@ static _Thread_local ad_error_code err_code;
 /* Set by every failure, cleared once the message is read or cleared: a NULL
  * optional argument passed meanwhile is that failure propagating. */
 static _Thread_local bool err_unread;
+/* Counts the failures: which one is pending (ad__error_serial). */
+static _Thread_local uint64_t err_serial;
 
 const char *ad_error(void)
 {
@@ -27,6 +29,8 @@ void ad_clear_error(void)
 }
 
 bool ad__has_error(void) { return err_set; }
+
+uint64_t ad__error_serial(void) { return err_unread ? err_serial : 0; }
 
 /* About thirty call sites report running out of memory, all with the words
  * "out of memory"; recognising them here gives each the right code without
@@ -48,6 +52,7 @@ static int store(ad_error_code code, const char *fmt, va_list ap)
     memcpy(err_buf, msg, sizeof err_buf);
     err_set = true;
     err_unread = true;
+    err_serial++;
     err_code = code > AD_OK && code <= AD_ERR_NUMERIC ? code : default_code(err_buf);
     return -1;
 }
@@ -89,6 +94,7 @@ static int verr(ad_error_code code, const char *fn, const char *fmt, va_list ap)
     vsnprintf(err_buf + n, sizeof err_buf - (size_t)n, fmt, ap);
     err_set = true;
     err_unread = true;
+    err_serial++;
     err_code = code != AD_OK ? code : default_code(err_buf + n);
     return -1;
 }

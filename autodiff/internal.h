@@ -286,6 +286,10 @@ int ad__err(const char *fn, const char *fmt, ...)
 int ad__errc(ad_error_code code, const char *fn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool ad__has_error(void);
+/* The pending failure's number, distinct for every failure of this
+ * thread; 0 when none is pending (the last one's message was read or
+ * cleared). */
+uint64_t ad__error_serial(void);
 
 /* Threads a kernel called from this thread may use: OpenMP's maximum,
  * capped by ad_set_num_threads (threads.c); 1 without OpenMP. */

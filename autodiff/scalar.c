@@ -182,13 +182,21 @@ void ad__scalar_free(ad_tape *tape)
 
 static const ad_scalar INVALID = {NULL, 0, 0};
 
+/* The failure of a scalar op that set the pending message, so that the
+ * ops after it in an expression keep that first message (scalar.h) rather
+ * than each setting its own: exp(stale) * mix of tapes says "stale". */
+static _Thread_local uint64_t scalar_failure;
+
 /* Why handle s cannot be used (a message is set), for the slow paths.  An
  * invalid handle comes from a failed call whose message says what went
- * wrong, so that message is kept. */
+ * wrong, so that message is kept, as is a scalar op's own unread one. */
 COLD static void diagnose(const char *fn, ad_scalar s)
 {
+    uint64_t pending = ad__error_serial();
+    if (pending && pending == scalar_failure) return;
     if (!s.tape) {
         if (!ad__has_error()) ad__err(fn, "invalid scalar handle (tape is NULL)");
+        scalar_failure = ad__error_serial();
         return;
     }
     if (!ad__tape_alive(s.tape))
@@ -197,6 +205,7 @@ COLD static void diagnose(const char *fn, ad_scalar s)
         ad__errc(AD_ERR_STALE, fn, "scalar handle is stale: it was recorded before ad_tape_reset; keep "
                     "its value (ad_scalar_value) and make a new variable to carry it "
                     "across steps");
+    scalar_failure = ad__error_serial();
 }
 
 COLD static ad_scalar bad1(const char *fn, ad_scalar x)
@@ -207,9 +216,17 @@ COLD static ad_scalar bad1(const char *fn, ad_scalar x)
 
 COLD static ad_scalar bad2(const char *fn, ad_scalar x, ad_scalar y)
 {
-    if (!x.tape || !y.tape) diagnose(fn, x.tape ? y : x);
-    else if (x.tape != y.tape) ad__err(fn, "operands belong to different tapes");
-    else diagnose(fn, live(get(x.tape), x) ? y : x);
+    uint64_t pending = ad__error_serial();
+    if (!x.tape || !y.tape) {
+        diagnose(fn, x.tape ? y : x);
+    } else if (x.tape != y.tape) {
+        if (!pending || pending != scalar_failure) {
+            ad__err(fn, "operands belong to different tapes");
+            scalar_failure = ad__error_serial();
+        }
+    } else {
+        diagnose(fn, live(get(x.tape), x) ? y : x);
+    }
     return INVALID;
 }
 

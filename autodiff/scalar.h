@@ -20,7 +20,8 @@
  * an invalid handle returns an invalid handle and keeps the pending
  * message, so invalid handles propagate and a whole expression can be
  * checked once, with ad_scalar_ok() on its result and ad_error() for the
- * first thing that went wrong.  Other errors: handles of two different
+ * first thing that went wrong (since the message was last read or
+ * cleared: another op's failure after it keeps it).  Other errors: handles of two different
  * tapes; a stale handle, recorded before its tape's last ad_tape_reset (each
  * handle carries the generation it was recorded in, the low 32 bits of a
  * process-wide counter that every reset and replay of every tape

@@ -716,6 +716,30 @@ START_TEST(error_different_tapes)
 }
 END_TEST
 
+/* A stale handle's failure, then an op mixing two tapes in the same
+ * expression: ad_error() is the first (the second replaced it). */
+START_TEST(error_first_of_an_expression_is_kept)
+{
+    ad_tape *t = ad_tape_new(), *u = ad_tape_new();
+    ad_scalar old = ad_scalar_var(t, 1.0);
+    ad_tape_reset(t);
+    ad_scalar x = ad_scalar_var(t, 2.0), w = ad_scalar_var(u, 3.0);
+    ad_clear_error();
+    ad_scalar a = ad_sexp(old); /* in this order (a call's arguments have none) */
+    ad_scalar b = ad_smul(x, w);
+    ad_scalar f = ad_sadd(a, b);
+    ck_assert(!ad_scalar_ok(f));
+    ck_assert_err_has("ad_sexp: scalar handle is stale");
+    /* read: the next expression's first failure is its own */
+    b = ad_smul(x, w);
+    a = ad_sexp(old);
+    f = ad_sadd(b, a);
+    ck_assert_err_has("ad_smul: operands belong to different tapes");
+    ad_tape_free(t);
+    ad_tape_free(u);
+}
+END_TEST
+
 START_TEST(error_invalid_propagates)
 {
     ad_tape *t = ad_tape_new();
@@ -946,6 +970,7 @@ static Suite *scalar_suite(void)
     tcase_add_test(tc, error_null_tape);
     tcase_add_test(tc, error_different_tapes);
     tcase_add_test(tc, error_invalid_propagates);
+    tcase_add_test(tc, error_first_of_an_expression_is_kept);
     tcase_add_test(tc, error_stale_handle);
     tcase_add_test(tc, error_gradient_args);
     suite_add_tcase(s, tc);

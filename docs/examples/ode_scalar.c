@@ -8,8 +8,8 @@
  * 0.5, 1, 1.5, 2 from observations made with k = 2, c = 0.3; gradient
  * descent on (k, c) from (1, 0.1) recovers them.
  *
- * Every optimisation step records the whole integration (1200 ops) and
- * differentiates it.  The same loss is computed twice: with the scalar
+ * Every optimisation step records the whole integration (1600 ops: 8 per
+ * Euler step, 200 steps) and differentiates it.  The same loss is computed twice: with the scalar
  * API (scalar.h: each op a node of 9 bytes plus 16 per operand, no shapes, no dispatch) and with
  * 0-d tensors (each op a tensor header, an arena block, a kernel call).
  * Both give the same gradient to rounding; the program prints the time
@@ -17,7 +17,7 @@
  * value, so its recording is the same at every (k, c): a third way
  * records it once and replays it at each new point
  * (ad_scalar_replay_gradient, ADOL-C's gradient()), which re-evaluates
- * the 1200 nodes without recording them again.  The rule that follows: many small
+ * the 1600 nodes without recording them again.  The rule that follows: many small
  * scalar operations (ODEs, scalar models, a loss written element by
  * element) belong on the scalar API; anything on arrays (even of a few
  * elements) belongs on tensors, where one op does a whole array's work.
@@ -166,7 +166,7 @@ int main(void)
            loss_scalar(ts, p, gs));
     printf("replayed: k = %.4f, c = %.4f, the same bits: %s\n", r[0], r[1],
            r[0] == p[0] && r[1] == p[1] ? "yes" : "no");
-    printf("per optimisation step (1200 ops + backward): scalar API %.1f us recorded each "
+    printf("per optimisation step (1600 ops + backward): scalar API %.1f us recorded each "
            "time, %.1f us replayed; 0-d tensors %.1f us (%.0fx)\n",
            1e6 * per_scalar, 1e6 * per_replay, 1e6 * per_tensor, per_tensor / per_scalar);
     bad |= fabs(p[0] - 2.0) > 1e-3 || fabs(p[1] - 0.3) > 1e-3 || r[0] != p[0] || r[1] != p[1];
