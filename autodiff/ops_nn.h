@@ -322,7 +322,7 @@ AD_API ad_tensor *ad_layer_norm(ad_tensor *x, int nnormdims, ad_tensor *weight, 
 
 /* torch.nn.functional.batch_norm for x [N, C] or [N, C, d1, ...] (any
  * ndim >= 2), statistics per channel C over all other dimensions (M =
- * numel / C values each):
+ * N d1 ... values each; C may be 0):
  *     y = (x - mu) / sqrt(v + eps) * weight[c] + bias[c]
  * Training: mu and v are the batch mean and biased variance (recorded, so
  * the gradient flows through them).  If running_mean and running_var are

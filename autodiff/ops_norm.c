@@ -198,7 +198,10 @@ static ad_tensor *batch_norm(const char *fn, ad_tensor *x, ad_tensor *running_me
         return NULL;
     if (!(momentum >= 0 && momentum <= 1))
         return ad__err(fn, "momentum must be in [0, 1], got %g", momentum), NULL;
-    int64_t C = x->shape[1], M = C ? ad__numel(x->ndim, x->shape) / C : 0;
+    /* M: the values per channel, N times the spatial extents (PyTorch's
+     * test, which a batch of no channels passes) */
+    int64_t C = x->shape[1], M = x->shape[0];
+    for (int d = 2; d < x->ndim; d++) M *= x->shape[d];
     if (training && M <= 1)
         return ad__err(fn, "expected more than 1 value per channel when training, got x %s",
                        ad__shape_str(x)), NULL;

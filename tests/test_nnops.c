@@ -851,6 +851,14 @@ START_TEST(bad_inputs)
     ck_assert_error(ad_batch_norm(ad_zeros(t, AD_FLOAT64, AD_SHAPE(1, 3)), NULL, NULL, NULL, NULL,
                                   true, 0.1, 1e-5),
                     "expected more than 1 value per channel when training, got x [1,3]");
+    /* no channels: 12 values per channel of none, an empty result (as
+     * PyTorch), not the error above */
+    ad_tensor *x0 = ad_zeros(t, AD_FLOAT64, AD_SHAPE(4, 0, 3));
+    ad_set_requires_grad(x0, true);
+    ad_tensor *y0 = ad_batch_norm(x0, NULL, NULL, NULL, NULL, true, 0.1, 1e-5);
+    ck_assert_msg(y0 != NULL, "%s", ad_error());
+    ot_assert_shape(y0, 3, (int64_t[]){4, 0, 3});
+    ck_assert_int_eq(ad_backward(ad_sum_all(y0), NULL, 0), 0);
     ad_tensor *rg = ad_zeros(t, AD_FLOAT64, AD_SHAPE(3));
     ad_set_requires_grad(rg, true);
     ck_assert_error(ad_batch_norm(x, rg, c3, NULL, NULL, true, 0.1, 1e-5),
