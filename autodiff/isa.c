@@ -14,13 +14,24 @@
 
 atomic_int ad__isa_cap_v = -1; /* -1: AD_ISA not read yet */
 
+/* Whether e is name, case aside (names are lower-case ASCII). */
+static bool named(const char *e, const char *name)
+{
+    for (; *e && *name; e++, name++)
+        if ((*e >= 'A' && *e <= 'Z' ? *e - 'A' + 'a' : *e) != *name) return false;
+    return !*e && !*name;
+}
+
 int ad__isa_cap_read(void)
 {
+    /* A value it does not know caps at the narrowest: one asked for a
+     * cap, and AD_ISA=scalar running the AVX-512 kernels (no cap, as it
+     * once did) would pass the tests it was meant to narrow.
+     * ad_kernel_isa() tells what was understood. */
     const char *e = getenv("AD_ISA");
-    int v = !e                       ? AD_ISA_AVX512
-            : !strcmp(e, "portable") ? AD_ISA_PORTABLE
-            : !strcmp(e, "avx2")     ? AD_ISA_AVX2
-                                     : AD_ISA_AVX512; /* "avx512" or another value: no cap */
+    int v = !e || !*e || named(e, "avx512") ? AD_ISA_AVX512
+            : named(e, "avx2")              ? AD_ISA_AVX2
+                                            : AD_ISA_PORTABLE; /* portable, scalar, other */
     atomic_store_explicit(&ad__isa_cap_v, v, memory_order_relaxed);
     return v;
 }

@@ -135,7 +135,9 @@ AD_API size_t ad_dtype_size(ad_dtype dtype);
  * chosen at run time.  AD_ISA=portable|avx2|avx512 in the environment,
  * read at the first kernel call, caps the choice for the whole process,
  * so that a wider machine runs the kernels a narrower one would (tests,
- * comparing bits across machines); an unset or other value sets no cap.
+ * comparing bits across machines); unset, empty or avx512 sets no cap
+ * (case does not matter), and any other value (scalar, a typo) caps at
+ * portable: check with ad_kernel_isa().
  * Elsewhere (other CPUs, WebAssembly) every kernel is the portable one. */
 typedef enum { AD_ISA_PORTABLE = 0, AD_ISA_AVX2 = 1, AD_ISA_AVX512 = 2 } ad_isa;
 /* The widest instruction set the kernels use here: the CPU's (AVX-512F,

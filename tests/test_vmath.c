@@ -663,9 +663,11 @@ START_TEST(ad_isa_caps_every_kernel)
     ck_assert_str_eq(ad_isa_name(AD_ISA_AVX512), "avx512");
     ck_assert_str_eq(ad_isa_name(AD_ISA_AVX2), "avx2");
     ck_assert_str_eq(ad_isa_name(AD_ISA_PORTABLE), "portable");
-    const char *names[] = {"portable", "avx2", "avx512", "AVX2"};
-    const int cap[] = {0, 1, 2, 2}; /* an unknown value sets no cap */
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"portable", "avx2", "avx512", "AVX2", "scalar", ""};
+    /* case aside, an unknown value caps at portable (it once set no cap:
+     * AD_ISA=scalar ran the AVX-512 kernels); empty sets none */
+    const int cap[] = {0, 1, 2, 1, 0, 2};
+    for (int i = 0; i < 6; i++) {
         setenv("AD_ISA", names[i], 1);
         ad__isa_testing_reread();
         int want = cap[i] < cpu ? cap[i] : cpu;
