@@ -76,6 +76,15 @@ int ad_tape_replay(ad_tape *t, int n, ad_tensor *const *leaves, ad_tensor *const
             return ad__err(fn, "input %d was recorded as %s, got %s", i, ad__desc(leaves[i]),
                            ad__desc(values[i]));
         }
+        /* a detach or a view of a value the recording computes has no
+         * node but that value's storage: the replay would write the value
+         * given and then recompute over it */
+        if (leaves[i]->storage->computed_gen == t->mark_gen)
+            return ad__errc(AD_ERR_STATE, fn,
+                            "input %d (%s) is a value that the recording computes (a detach or "
+                            "a view of one), which the replay recomputes over the value given; "
+                            "give values to the leaves the recording reads", i,
+                            ad__desc(leaves[i]));
     }
     /* An op recorded while none of its inputs required grad is on the
      * tape for replay only: backward does not go through it.  An input

@@ -17,11 +17,16 @@
  * reads is the caller's snapshot, as ad_item's value is. */
 #include "tape_impl.h"
 
-/* A copy from src into dst (a tensor of t), once per pair. */
+/* A copy from src into dst (a tensor of t), once per pair: the value
+ * copied is src's at its last copy (src_ver), which a change before the
+ * freeze already makes stale, as a change after it does. */
 static int note_copy(ad_tape *t, ad_storage *src, ad_storage *dst, const char *fn)
 {
     for (size_t i = 0; i < t->ncopies; i++)
-        if (t->copies[i].src == src && t->copies[i].dst == dst) return 0;
+        if (t->copies[i].src == src && t->copies[i].dst == dst) {
+            t->copies[i].src_ver = src->version;
+            return 0;
+        }
     if (t->ncopies == t->copies_cap) {
         size_t cap = t->copies_cap ? 2 * t->copies_cap : 8;
         struct copy_note *c = ad__realloc(t->copies, cap * sizeof *c);
@@ -57,12 +62,13 @@ int ad__replay_guard(const char *fn, ad_tensor *dst, const ad_tensor *src)
     return 0;
 }
 
+/* At the freeze: each destination's version after its copies (a later
+ * write by the caller renews it).  The sources keep theirs from the copy:
+ * one changed between the copy and the freeze (an optimiser's step after
+ * the recording's backward) was replayed with the old value, silently. */
 void ad__replay_note_versions(ad_tape *t)
 {
-    for (size_t i = 0; i < t->ncopies; i++) {
-        t->copies[i].src_ver = t->copies[i].src->version;
-        t->copies[i].dst_ver = t->copies[i].dst->version;
-    }
+    for (size_t i = 0; i < t->ncopies; i++) t->copies[i].dst_ver = t->copies[i].dst->version;
 }
 
 int ad__replay_check_copies(const char *fn, ad_tape *t, int n, ad_tensor *const *leaves,

@@ -325,7 +325,8 @@ AD_API int ad_gradients(ad_tensor *out, const ad_tensor *grad_output, int n,
  * (the replay would keep the recording's values in it: copy with ops,
  * ad_contiguous of ad_detach); and a replay after a value that was copied
  * into the tape from outside it (a leaf, a persistent tensor) has changed
- * (new values for it, an optimiser's step) while the copy was left as it
+ * since the copy, before the freeze or after it (new values for it, an
+ * optimiser's step) while the copy was left as it
  * was (a copy that the replay gives new values, or that the caller wrote
  * since, is the usual way to feed a batch in, and replays).  Constants written with
  * constants replay as written; a copy out of the tape into a persistent
@@ -366,7 +367,9 @@ AD_API int ad_tape_freeze(ad_tape *tape);
  * what a backward pass made before the freeze (a gradient penalty recorded
  * with AD_CREATE_GRAPH): a replay does not run backward passes, so record
  * the forward pass only, freeze, and run that backward after each replay.
- * A leaf listed twice is an error.  values may be other leaves' memory
+ * A leaf listed twice is an error, as is (AD_ERR_STATE) one that is a
+ * value the recording computes, a detach or a view of one (the replay
+ * would recompute over the value given).  values may be other leaves' memory
  * (leaves swapped): each is read before any leaf is written.  When an op
  * fails part-way (its message follows
  * "ad_tape_replay: op 'name' (node i of n) failed: "), the later values are

@@ -521,6 +521,46 @@ START_TEST(replay_refuses_what_it_would_not_repeat)
 }
 END_TEST
 
+/* A review's two silent cases.  A persistent tensor copied into the
+ * recording and changed before the freeze (an optimiser's step after the
+ * recording's backward): the freeze took its new version as the copied
+ * one, and the replay used the old copy (30 for 75).  A detach of a
+ * computed value passed as an input: its values were written into the
+ * computed value's storage and recomputed over (8 for 120). */
+START_TEST(replay_refuses_a_stale_copy_and_a_computed_input)
+{
+    ad_tensor *P = ad_full(NULL, AD_FLOAT64, AD_SHAPE(3), 2.0);
+    ad_tensor *B = ad_from_array(NULL, AD_FLOAT64, AD_SHAPE(3), (double[]){4, 5, 6});
+    ad_tape *t = ad_tape_new(), *prev = ad_tape_activate(t);
+    ad_tape_set_replayable(t, true);
+    ad_tensor *x = ad_from_array(t, AD_FLOAT64, AD_SHAPE(3), (double[]){1, 2, 3});
+    ad_tensor *y = ad_sum_all(ad_mul(ad_copy(t, P), x));
+    ck_assert_double_eq(ad_item(y), 12);
+    ck_assert_int_eq(ad_fill(P, 5.0), 0);
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, &B), -1);
+    ck_assert_msg(strstr(ad_error(), "has changed since"), "%s", ad_error());
+    ad_tape_free(t);
+
+    t = ad_tape_new();
+    ad_tape_activate(t);
+    ad_tape_set_replayable(t, true);
+    x = ad_from_array(t, AD_FLOAT64, AD_SHAPE(3), (double[]){1, -2, 3});
+    ad_tensor *d = ad_detach(ad_relu(x));
+    y = ad_sum_all(ad_mul_scalar(d, 2));
+    ck_assert_int_eq(ad_tape_freeze(t), 0);
+    ck_assert_int_eq(ad_tape_replay(t, 1, &d, &B), -1);
+    ck_assert_int_eq(ad_errcode(), AD_ERR_STATE);
+    ck_assert_msg(strstr(ad_error(), "a value that the recording computes"), "%s", ad_error());
+    ck_assert_int_eq(ad_tape_replay(t, 1, &x, &B), 0); /* the input it reads: fine */
+    ck_assert_double_eq(ad_item(y), 30);
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    ad_tensor_free(P);
+    ad_tensor_free(B);
+}
+END_TEST
+
 /* New values that are other inputs' memory (inputs swapped) are read
  * before any input is written. */
 START_TEST(replay_takes_inputs_swapped)
@@ -781,6 +821,7 @@ int main(void)
     tcase_add_test(tc, replay_draws_a_new_dropout_mask_as_a_fresh_recording_would);
     tcase_add_test(tc, replay_draws_new_noise_from_rand_like);
     tcase_add_test(tc, replay_refuses_what_it_would_not_repeat);
+    tcase_add_test(tc, replay_refuses_a_stale_copy_and_a_computed_input);
     tcase_add_test(tc, replay_takes_inputs_swapped);
     tcase_add_test(tc, replay_refuses_a_recorded_second_order_pass);
     tcase_add_test(tc, backward_refuses_after_a_failed_replay);
