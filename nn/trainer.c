@@ -249,7 +249,7 @@ int nn__trainer_record(nn_trainer *tr, rec *r, bool training)
     r->x = aside >= 0 ? ad_zeros(r->tape, r->xdt, r->xnd, r->xshape) : NULL;
     r->y = r->x ? ad_zeros(r->tape, r->ydt, r->ynd, r->yshape) : NULL;
     r->out = r->x && r->y ? nn_forward(tr->model, r->x) : NULL;
-    r->loss = r->out ? tr->loss(r->out, r->y, training ? NN_MEAN : NN_SUM) : NULL;
+    r->loss = r->out ? tr->loss(r->out, r->y, NN_MEAN) : NULL;
     nn__aside_end(tr, aside, prev);
     nn_train(tr->model, was_training);
     ad_set_grad_enabled(grad_was);
@@ -349,7 +349,7 @@ static int forward(nn_trainer *tr, ad_tensor *x, ad_tensor *y, bool training, ad
     bool was_training = nn_is_training(tr->model);
     nn_train(tr->model, training);
     *out = nn_forward(tr->model, x);
-    *loss = *out ? tr->loss(*out, y, training ? NN_MEAN : NN_SUM) : NULL;
+    *loss = *out ? tr->loss(*out, y, NN_MEAN) : NULL;
     nn_train(tr->model, was_training);
     ad_set_grad_enabled(grad_was);
     ad_tape_activate(prev);
@@ -632,7 +632,10 @@ static int64_t evaluate(nn_trainer *tr, const char *fn, nn_loader *loader, nn_co
             got = -1;
             break;
         }
-        loss_sum += ad_item(l); /* summed per batch: the mean is exact below */
+        /* each batch's mean weighted by its rows, as training's loss is:
+         * a sum divided by the rows was k times the mean of a loss with k
+         * terms a row (MSE on [N, k]) */
+        loss_sum += ad_item(l) * (double)ad_size(x, 0);
         n += ad_size(x, 0);
     }
     nn__aside_end(tr, aside, prev);

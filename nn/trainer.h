@@ -224,7 +224,8 @@ AD_API int nn_trainer_get_threads(const nn_trainer *tr);
 /* Figures of one pass over a data set. */
 typedef struct nn_metrics {
     int64_t samples;  /* evaluated (or trained on) */
-    double loss;      /* mean per sample */
+    double loss;      /* the loss's NN_MEAN over each batch, weighted by its
+                       * rows: training and evaluation alike */
     double accuracy;  /* correct / samples, with .accuracy; NAN without */
 } nn_metrics;
 

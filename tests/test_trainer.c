@@ -965,6 +965,41 @@ START_TEST(accuracy_of_strided_logits)
 }
 END_TEST
 
+/* A loss with k terms a row (MSE on [N, 3]): evaluation summed the
+ * batches' terms and divided by the rows, 3 times the mean that training
+ * reports.  Both are the mean over all elements here (batches 2, 2, 1). */
+START_TEST(evaluation_loss_is_training_loss)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 5);
+    nn_module *m = nn_linear(2, 3, true, AD_FLOAT64, &rng);
+    ad_tensor *X = ad_rand(NULL, &rng, AD_FLOAT64, AD_SHAPE(5, 2), -1, 1);
+    ad_tensor *Y = ad_rand(NULL, &rng, AD_FLOAT64, AD_SHAPE(5, 3), -1, 1);
+    ad_tape *t = ad_tape_new(), *prev = ad_tape_activate(t);
+    double want = ad_item(nn_mse_loss(nn_forward(m, X), Y, NN_MEAN));
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    nn_loader *l = nn_loader_from_tensors(X, Y, &(nn_loader_options){.batch_size = 2});
+    nn_named_tensors *ps = nn_parameters(m);
+    nn_optim *opt = nn_sgd(ps, &(nn_sgd_options){.lr = 0.1});
+    nn_trainer *tr = nn_trainer_new(m, nn_mse_loss, opt, NULL);
+    ck_assert_ptr_nonnull(tr);
+    nn_metrics mt;
+    ck_assert_msg(nn_trainer_evaluate(tr, l, NULL, &mt) == 5, "%s", ad_error());
+    ck_assert_double_eq_tol(mt.loss, want, 1e-14);
+    double loss;
+    ck_assert_msg(nn_trainer_step(tr, X, Y, &loss) == 0, "%s", ad_error());
+    ck_assert_double_eq_tol(loss, want, 1e-14);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_named_tensors_free(ps);
+    nn_loader_free(l);
+    ad_tensor_free(X);
+    ad_tensor_free(Y);
+    nn_module_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("trainer");
@@ -980,6 +1015,7 @@ int main(void)
     tcase_add_test(tc, comm_grad_ready_unreached_param);
     tcase_add_test(tc, leaf_outside_optimizer_accumulates);
     tcase_add_test(tc, accuracy_of_strided_logits);
+    tcase_add_test(tc, evaluation_loss_is_training_loss);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
