@@ -259,10 +259,13 @@ static int block_segment(ad_tensor *const *in, int n, ad_tensor **out, int nout,
 {
     (void)n, (void)nout;
     const block_call *c = ctx;
+    /* the mode is written only when it differs: threads that share a
+     * frozen model, each recording on a tape of its own, only read it
+     * (a write of the same value was still a data race) */
     bool was = nn_is_training(c->m);
-    nn_train(c->m, c->training);
+    if (was != c->training) nn_train(c->m, c->training);
     out[0] = block_compute(c->m, in[0]);
-    nn_train(c->m, was);
+    if (was != c->training) nn_train(c->m, was);
     return out[0] ? 0 : -1;
 }
 

@@ -185,6 +185,81 @@ START_TEST(two_tapes_two_threads)
 END_TEST
 
 
+/* ---- one frozen model read by several threads ----
+ * tape.h: independent tapes may read the same persistent tensors at
+ * once.  A checkpointed transformer block wrote its module's mode (the
+ * same value back) at every forward and every recomputation: a data race
+ * (the ThreadSanitizer stage of scripts/check runs this test), though the
+ * values came out right. */
+typedef struct block_job {
+    nn_module *m;
+    const ad_tensor *x;
+    pthread_barrier_t *barrier;
+    double loss[3], gx[64];
+    char failure[256];
+} block_job;
+
+static void *block_work(void *arg)
+{
+    block_job *j = arg;
+    ad_tape *t = ad_tape_new();
+    ad_tape *prev = ad_tape_activate(t);
+    if (j->barrier) pthread_barrier_wait(j->barrier);
+    for (int step = 0; step < 3 && !j->failure[0]; step++) {
+        ad_tensor *x = ad_mul_scalar(ad_copy(t, j->x), 1.0 + step);
+        ad_set_requires_grad(x, true);
+        ad_tensor *y = nn_forward(j->m, x);
+        ad_tensor *loss = y ? ad_sum_all(ad_mul(y, y)) : NULL;
+        if (!loss || ad_backward(loss, NULL, 0)) {
+            snprintf(j->failure, sizeof j->failure, "step %d: %s", step, ad_error());
+            break;
+        }
+        j->loss[step] = ad_item(loss);
+        ad_to_array(ad_tensor_grad(x), j->gx);
+        ad_tape_reset(t);
+    }
+    ad_tape_activate(prev);
+    ad_tape_free(t);
+    return NULL;
+}
+
+START_TEST(shared_frozen_checkpointed_block)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 21);
+    nn_module *m = nn_transformer_block(8, 2, 16, 0.0, AD_FLOAT64, &rng, 3);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(nn_transformer_block_set_checkpoint(m, true), 0);
+    nn_train(m, false);
+    nn_named_tensors *ps = nn_parameters(m);
+    for (int i = 0; i < ps->n; i++) ad_set_requires_grad(ps->tensors[i], false);
+    ad_tensor *x = ad_rand(NULL, &rng, AD_FLOAT64, AD_SHAPE(2, 4, 8), -1, 1);
+    block_job alone = {m, x, NULL, {0}, {0}, ""}, both[NTHREADS];
+    pthread_t th[NTHREADS];
+    ck_assert_int_eq(pthread_create(&th[0], NULL, block_work, &alone), 0);
+    ck_assert_int_eq(pthread_join(th[0], NULL), 0);
+    ck_assert_msg(!alone.failure[0], "%s", alone.failure);
+    pthread_barrier_t barrier;
+    ck_assert_int_eq(pthread_barrier_init(&barrier, NULL, NTHREADS), 0);
+    for (int i = 0; i < NTHREADS; i++) {
+        both[i] = (block_job){m, x, &barrier, {0}, {0}, ""};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, block_work, &both[i]), 0);
+    }
+    for (int i = 0; i < NTHREADS; i++) ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&barrier);
+    for (int i = 0; i < NTHREADS; i++) {
+        ck_assert_msg(!both[i].failure[0], "%s", both[i].failure);
+        ck_assert(memcmp(alone.loss, both[i].loss, sizeof alone.loss) == 0);
+        ck_assert(memcmp(alone.gx, both[i].gx, sizeof alone.gx) == 0);
+    }
+    ck_assert(alone.loss[2] > alone.loss[0]); /* the steps differ: x scaled */
+    ck_assert(!nn_is_training(m));
+    nn_named_tensors_free(ps);
+    ad_tensor_free(x);
+    nn_module_free(m);
+}
+END_TEST
+
 /* ---- a trainer's batch split among threads (nn_trainer_set_threads) ---- */
 
 enum { TN = 90, TBATCH = 16 }; /* batches of 16 and a last one of 10 */
@@ -1031,6 +1106,7 @@ int main(void)
     Suite *s = suite_create("threads");
     TCase *tc = tcase_create("threads");
     tcase_add_test(tc, two_tapes_two_threads);
+    tcase_add_test(tc, shared_frozen_checkpointed_block);
     tcase_add_test(tc, trainer_split_among_threads);
     tcase_add_test(tc, trainer_split_blocks);
     tcase_add_test(tc, trainer_ops_mode);
