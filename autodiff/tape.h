@@ -44,7 +44,11 @@ AD_API ad_tape *ad_tape_new(void);
  * tape's handle and its tensors' handles stay safe to pass afterwards: any
  * function given one fails with "the tape was freed" rather than crashing
  * (the library keeps the small tape structure and tensor headers for
- * reuse instead of returning them to the system). */
+ * reuse instead of returning them to the system), until the structure is
+ * taken by a new tape, once four more tapes have been freed in the
+ * process.  The count is the whole process's: while other threads make
+ * and free tapes, such a handle may meet its structure being taken (a
+ * data race): a safety net for a mistake, not a use to rely on. */
 AD_API void ad_tape_free(ad_tape *tape);
 /* Forgets every node and tensor on the tape but keeps the arena memory for
  * reuse.  Tensors recorded before the reset become stale: using one is an
