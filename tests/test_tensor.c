@@ -174,11 +174,23 @@ START_TEST(creation_and_cast_edges)
     ((int64_t *)ad_data(i64))[0] = big;
     ad_tensor *f = ad_cast(i64, AD_FLOAT32);
     ck_assert_ptr_nonnull(f);
-    ck_assert(((const float *)ad_data(f))[0] == (float)big); /* 1152921642045800448 */
-    ck_assert(((const float *)ad_data(f))[0] != 0x1p60f);
+    /* 2^60 + 2^37 = 1152921642045800448, the float nearest to big (its
+     * spacing there is 2^37); through double it became 2^60 */
+    const float near = 0x1p60f + 0x1p37f;
+    ck_assert(((const float *)ad_data(f))[0] == near);
     ad_tensor *g = ad_empty(t, AD_FLOAT32, AD_SHAPE(1));
     ck_assert_int_eq(ad_copy_into(g, i64), 0);
-    ck_assert(((const float *)ad_data(g))[0] == (float)big);
+    ck_assert(((const float *)ad_data(g))[0] == near);
+    /* ties to even, both signs, and INT64_MIN */
+    int64_t iv[5] = {-big, ((int64_t)1 << 40) + ((int64_t)1 << 16), /* a tie: to even, 2^40 */
+                     ((int64_t)1 << 40) + 3 * ((int64_t)1 << 16), INT64_MIN, 16777217};
+    const float fv[5] = {-near, 0x1p40f, 0x1p40f + 0x1p18f, -0x1p63f, 16777216.0f};
+    ad_tensor *i5 = ad_zeros(t, AD_INT64, AD_SHAPE(5));
+    memcpy(ad_data(i5), iv, sizeof iv);
+    ad_tensor *f5 = ad_cast(i5, AD_FLOAT32);
+    for (int k = 0; k < 5; k++)
+        ck_assert_msg(((const float *)ad_data(f5))[k] == fv[k], "%d: %.9g, want %.9g", k,
+                      (double)((const float *)ad_data(f5))[k], (double)fv[k]);
     ad_tape_free(t);
 }
 END_TEST
