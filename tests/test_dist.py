@@ -245,7 +245,11 @@ try:
     # every rank's gradient is the mean over all samples, and with no
     # samples anywhere every rank gets an error (dist_samples.c checks)
     if samples_prog:
-        for counts in (['3', '0'], ['0', '3'], ['3', '5'], ['0', '0'], ['2', '0', '5']):
+        cases = (['3', '0'], ['0', '0']) if quick else \
+            (['3', '0'], ['0', '3'], ['3', '5'], ['0', '0'], ['2', '0', '5'])
+        if quick:
+            skipped('nn_dist_backward with samples 0 3, 3 5 and 2 0 5')
+        for counts in cases:
             p = run(len(counts), counts, btl=transports[0], exe=samples_prog, expect_ok=False)
             if p.returncode:
                 print(p.stderr)
