@@ -62,9 +62,9 @@ def check(cond, what, detail=""):
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
-def run(exe, *args, timeout=300):
+def run(exe, *args, timeout=300, env=None):
     p = subprocess.run([exe, *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout, env=ENV)
+                       timeout=timeout, env=dict(ENV, **(env or {})))
     return p.returncode, p.stdout, p.stderr
 
 
@@ -260,6 +260,43 @@ def main():
         check_error("mlp", mlp, ["--data", small, "--load", ck, "--resume", ck], 2,
                     ["--load and --resume"], "--load with --resume")
 
+        # -- --threads auto (the default): one per core, OMP_NUM_THREADS's
+        # count when set, at most 8; the MLP's products split ("ops") give
+        # one thread's bits
+        common = ["--data", small, "--limit", 640, "--test-limit", 100, "--epochs", 1,
+                  "--quiet", "--json"]
+        runs = {}
+        for label, args, env in (("default, OMP_NUM_THREADS=2", [], {"OMP_NUM_THREADS": "2"}),
+                                 ("auto, OMP_NUM_THREADS=2", ["--threads", "auto"],
+                                  {"OMP_NUM_THREADS": "2"}),
+                                 ("default, OMP_NUM_THREADS=1", [], {}),
+                                 ("default, OMP_NUM_THREADS=64", [], {"OMP_NUM_THREADS": "64"}),
+                                 ("--threads 0, OMP_NUM_THREADS=2", ["--threads", 0],
+                                  {"OMP_NUM_THREADS": "2"}),
+                                 ("--threads 1", ["--threads", 1], {})):
+            rc, out, err = run(mlp, *common, *args, env=env)
+            runs[label] = last_json(out) if rc == 0 else None
+            check(runs[label] is not None, f"mlp {label}: exits 0 with JSON", err)
+        want = {"default, OMP_NUM_THREADS=2": (2, "ops"), "auto, OMP_NUM_THREADS=2": (2, "ops"),
+                "default, OMP_NUM_THREADS=1": (1, "none"),
+                "default, OMP_NUM_THREADS=64": (8, "ops"), "--threads 1": (1, "none")}
+        for label, (n, mode) in want.items():
+            js = runs[label] or {}
+            check((js.get("threads"), js.get("thread_mode")) == (n, mode),
+                  f"mlp {label}: {n} training thread(s), thread_mode {mode}",
+                  f"threads {js.get('threads')}, thread_mode {js.get('thread_mode')}")
+        js = runs["--threads 0, OMP_NUM_THREADS=2"] or {}
+        check(js.get("thread_mode") == "none",
+              "mlp --threads 0: one training thread (the kernels on OpenMP's threads)", str(js))
+        one = runs["--threads 1"] or {}
+        for label in want:
+            js = runs[label] or {}
+            check(js and one and (js.get("test_loss"), js.get("final_loss")) ==
+                  (one.get("test_loss"), one.get("final_loss")),
+                  f"mlp {label}: the bits of --threads 1 (test and final loss)",
+                  f"{js.get('test_loss')} {js.get('final_loss')} against "
+                  f"{one.get('test_loss')} {one.get('final_loss')}")
+
         # -- CNN: a few steps, save, reload --------------------------------
         cnn_ck = os.path.join(tmp, "cnn.safetensors")
         got = check_training("cnn", cnn, small, tmp,
@@ -284,6 +321,8 @@ def main():
                                 (["--lr", "inf"], ["--lr", "inf"]),
                                 (["--lr", "0.1x"], ["--lr", "0.1x"]),
                                 (["--momentum", "1"], ["--momentum"]),
+                                (["--threads", "x"], ["--threads", "auto or an integer", "'x'"]),
+                                (["--threads", "-1"], ["--threads", "'-1'"]),
                                 (["--epochs"], ["--epochs", "needs a value"]),
                                 (["--frobnicate"], ["unknown option", "--frobnicate"])):
                 check_error(name, exe, args, 2, words, " ".join(args))

@@ -22,6 +22,7 @@
  * fm_finish turns a failure into a message on stderr and exit status 1.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, getrusage */
+#define _DEFAULT_SOURCE         /* sysconf's _SC_NPROCESSORS_ONLN */
 
 #include "fmnist_common.h"
 
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -150,11 +152,14 @@ static double since_launch(double t_start)
 
 /* ==== options ========================================================== */
 
+/* --threads auto (the default): see auto_threads. */
+enum { THREADS_AUTO = -1, THREADS_AUTO_MAX = 8 };
+
 typedef struct options {
     const char *data_dir;
     int64_t epochs, batch, limit, test_limit;
     double lr, momentum;
-    int threads;
+    int threads; /* THREADS_AUTO until start() settles it */
     nn_thread_mode thread_mode;
     uint64_t seed;
     const char *save, *load, *curve, *predict, *checkpoint, *resume;
@@ -172,9 +177,11 @@ static void usage(const fm_recipe *m, FILE *out)
             "  --batch N         samples per step [%" PRId64 "]\n"
             "  --lr X            initial learning rate, decayed along a cosine [%g]\n"
             "  --momentum X      SGD momentum in [0, 1) [%g]\n"
-            "  --threads N       threads: N > 1 trains on N threads\n"
-            "                    (nn_trainer_set_threads); 0 = OpenMP's default\n"
-            "                    for the library's kernels, one training thread\n"
+            "  --threads N       N > 1 trains on N threads (nn_trainer_set_threads);\n"
+            "                    1 one thread; 0 one training thread, the library's\n"
+            "                    kernels on OpenMP's threads; auto one per core\n"
+            "                    (OMP_NUM_THREADS when set; at most 8; 1 per rank\n"
+            "                    under mpirun) [auto]\n"
             "  --thread-mode M   how N threads share a step: batch (split the\n"
             "                    batch), ops (split the products and the update) or\n"
             "                    auto (chosen per model) [auto]\n"
@@ -245,7 +252,7 @@ static int parse_real(const fm_recipe *m, const char *opt, const char *s, double
 static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
 {
     *o = (options){.data_dir = DEFAULT_DATA_DIR, .epochs = m->epochs, .batch = m->batch,
-                   .lr = m->lr, .momentum = m->momentum, .seed = 1};
+                   .lr = m->lr, .momentum = m->momentum, .threads = THREADS_AUTO, .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -319,8 +326,12 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
         } else if (!strcmp(name, "--test-limit")) {
             rc = parse_int(m, name, val, 0, INT64_MAX, "an integer >= 0", &o->test_limit);
         } else if (!strcmp(name, "--threads")) {
-            rc = parse_int(m, name, val, 0, 1024, "an integer from 0 to 1024", &n);
-            o->threads = (int)n;
+            if (!strcmp(val, "auto")) {
+                o->threads = THREADS_AUTO;
+            } else {
+                rc = parse_int(m, name, val, 0, 1024, "auto or an integer from 0 to 1024", &n);
+                o->threads = (int)n;
+            }
         } else if (!strcmp(name, "--thread-mode")) {
             if (!strcmp(val, "auto")) {
                 o->thread_mode = NN_THREADS_AUTO;
@@ -631,23 +642,51 @@ static void run_free(fm_run *r)
     *r = (fm_run){0};
 }
 
+/* --threads auto: the trainer's threads, one per core this process may
+ * run on.  Sharing each step among the trainer's threads beat the
+ * library's OpenMP kernel threads (--threads 0, the default before) on
+ * every host measured, idle or loaded (docs/training.md, "Threads"): a
+ * step's products are too small to split well one at a time.  The count
+ * is OpenMP's (OMP_NUM_THREADS, else the CPUs of the process's affinity
+ * mask), so OMP_NUM_THREADS=1 still means one thread; at most
+ * THREADS_AUTO_MAX, since beyond that a batch of 64 leaves each thread too
+ * little and no more cores were measured.  Under mpirun each rank takes
+ * one: the launcher gives each rank its core. */
+static int auto_threads(int world)
+{
+    if (world > 1) return 1;
+    long n = 1;
+#ifdef _OPENMP
+    n = omp_get_max_threads();
+#else
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env && *env) n = strtol(env, NULL, 10);
+#ifdef _SC_NPROCESSORS_ONLN
+    else n = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+#endif
+    return n < 1 ? 1 : n > THREADS_AUTO_MAX ? THREADS_AUTO_MAX : (int)n;
+}
+
 /* Everything of fm_start after the options: -1 with ad_error() set, or
  * EXIT_USAGE after printing a message for a value the data contradict. */
 static int start(fm_run *r)
 {
     struct fm_private *p = r->p;
-    const options *o = &p->o;
-    p->threads = 1;
+    options *o = &p->o;
+    if (o->threads == THREADS_AUTO) o->threads = auto_threads(p->world);
+    p->threads = o->threads > 0 ? o->threads : 1;
 #ifdef _OPENMP
     /* OpenMP parallelises the library's own kernels (elementwise ops,
-     * unfold/fold of the convolutions, the built-in matrix product).
-     * OpenBLAS, when the library uses it for matrix products, keeps its
-     * own thread pool: set OPENBLAS_NUM_THREADS in the environment. */
+     * unfold/fold of the convolutions, the built-in matrix product); the
+     * trainer's threads limit their kernels to themselves.  OpenBLAS, when
+     * the library uses it for matrix products, keeps its own thread pool:
+     * set OPENBLAS_NUM_THREADS in the environment. */
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    p->threads = omp_get_max_threads();
+    else p->threads = omp_get_max_threads();
 #else
-    if (o->threads > 1 && !o->quiet)
-        printf("note: built without OpenMP, --threads %d has no effect\n", o->threads);
+    if (o->threads == 0 && !o->quiet)
+        printf("note: built without OpenMP, the library's kernels run on one thread\n");
 #endif
     /* Every rank evaluates its own slice of the test set under mpirun. */
     if (o->predict && p->world > 1)
