@@ -86,6 +86,11 @@ void nn__prefetch_testing_hold(bool hold);
  * on the calling thread, the last part first, so that it claims every run
  * of rows and every strip of the others' (none is left for them). */
 void nn__ops_testing_serial(bool on);
+/* Tests only (trainer_threads.c): mode 1, the trainer's workers take no
+ * part of a phase, so the calling thread runs them all once its own is
+ * done; mode 2, each worker waits 0-80 us before it tries, so some parts
+ * run on their workers and some on the calling thread; 0, as usual. */
+void nn__pool_testing_late(int mode);
 
 /* train.c: the class logits [N, C] predict for row i (the largest logit;
  * a NaN wins), and label i of labels int64 [N].  xd and yd are the data

@@ -137,7 +137,11 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * of the batch, are added in shard order and the optimiser steps once.
  * The threads are started at the first split step and wait between steps;
  * they, and the caller during a step, limit the kernels they call to
- * themselves (ad_set_num_threads(1)).  Results: a seeded run with the same
+ * themselves (ad_set_num_threads(1)).  A thread's part of a step (its
+ * shard, or its share of a product or of the update) that it has not
+ * begun when the calling thread's own part is done runs on the calling
+ * thread, with the same bits: a worker waiting for a core on a busy
+ * machine costs the step its share of the work, not the wait.  Results: a seeded run with the same
  * thread count gives the same bits every time; another count groups the
  * sums differently and changes the last bits.  Requirement: the loss is a
  * mean of per-sample terms (all of nn's losses are).  Batches with fewer

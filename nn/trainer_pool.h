@@ -52,6 +52,8 @@ typedef struct shard {
     int64_t row0, rows;
     double loss;
     int64_t spin;                    /* its thread's spin limit (await_event), ns */
+    _Atomic uint64_t taken;          /* the last phase (pool.gen) whose part idx a
+                                        thread took: its own, or the caller's */
     int rc;                          /* 0, or -1 with the error below */
     ad_error_code code;
     char err[512];
@@ -87,7 +89,8 @@ struct pool {
     pthread_mutex_t mu;   /* guards only the sleeps of go and done */
     event go;             /* raised by the caller to start a phase (or to quit) */
     event done;           /* raised by the last worker to finish a phase */
-    _Atomic int pending;  /* workers still in this phase */
+    _Atomic int pending;  /* parts 1..n-1 of this phase not yet done */
+    _Atomic uint64_t gen; /* the phase's number, from 1 (shard.taken) */
     _Atomic bool quit;
     const char *xd, *yd;  /* this step's batch, and the bytes of one row */
     size_t xrow, yrow;
@@ -105,7 +108,9 @@ struct pool *nn__pool_new(nn_trainer *tr, int n);
  * changed since the pool was made (its params would miss one). */
 bool nn__pool_params_stale(const struct pool *p, nn_optim *opt);
 /* Runs phase (1 shards' steps, 2 their sums and update, 3 p->task) on
- * every thread, part 0 on this one, and returns when all are done. */
+ * every thread, part 0 on this one, and returns when all are done: part
+ * t on worker t, or on this thread when worker t has not started it by
+ * the time this thread's own part is done. */
 void nn__pool_run_phase(struct pool *p, int phase);
 
 #endif

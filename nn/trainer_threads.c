@@ -30,7 +30,9 @@
  * limit follows the waits: it grows to cover the gaps of a running step
  * and shrinks only while waits are long (a busy machine, where sleeping
  * is better, or an idle trainer).  A trainer left idle costs a
- * spin of one core, then nothing.  Each thread limits the kernels it
+ * spin of one core, then nothing.  A part of a phase that its worker has
+ * not taken by the time the calling thread's own part is done, the
+ * calling thread takes and runs (nn__pool_run_phase).  Each thread limits the kernels it
  * calls to itself (ad_set_num_threads(1)), as does the caller during the
  * step, so T threads keep T cores busy and no OpenMP team or BLAS pool is
  * started on top of them.
@@ -204,6 +206,42 @@ static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *bu
     return v;
 }
 
+/* Part t of phase number g, for the thread whose compare-and-swap moves
+ * shard t's taken to g first: a worker woken for it, or the calling thread
+ * once its own part is done (nn__pool_run_phase).  taken only grows, so a
+ * worker that read g and then slept while the phase ended (its part run
+ * by the caller, or a later phase begun) cannot take it. */
+static bool take_part(struct pool *p, int t, uint64_t g)
+{
+    uint64_t c = atomic_load(&p->sh[t].taken);
+    return c < g && atomic_compare_exchange_strong(&p->sh[t].taken, &c, g);
+}
+
+static void run_part(struct pool *p, int t)
+{
+    if (p->phase == 1) shard_run(p, &p->sh[t]);
+    else if (p->phase == 2) reduce_slice(p, t);
+    else p->task(p->task_ctx, t, p->n);
+}
+
+/* Tests only (nn__pool_testing_late): 1, workers take no part; 2, each
+ * waits 0-80 us before it tries, the time chosen from its index and the
+ * phase's number. */
+static _Atomic int testing_late;
+
+void nn__pool_testing_late(int mode) { atomic_store(&testing_late, mode); }
+
+static bool late_for_testing(int t, uint64_t g)
+{
+    int mode = atomic_load_explicit(&testing_late, memory_order_relaxed);
+    if (mode == 1) return true;
+    if (mode == 2) {
+        struct timespec ts = {0, (long)((g * 2654435761u + (uint64_t)t) % 5) * 20000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
 static void *worker(void *arg)
 {
     shard *s = arg;
@@ -218,9 +256,10 @@ static void *worker(void *arg)
         }
         seen = v;
         if (atomic_load(&p->quit)) break;
-        if (p->phase == 1) shard_run(p, s);
-        else if (p->phase == 2) reduce_slice(p, s->idx);
-        else p->task(p->task_ctx, s->idx, p->n);
+        /* the phase running now, however many this thread slept through */
+        uint64_t g = atomic_load(&p->gen);
+        if (late_for_testing(s->idx, g) || !take_part(p, s->idx, g)) continue;
+        run_part(p, s->idx);
         if (atomic_fetch_sub(&p->pending, 1) == 1) raise_event(p, &p->done);
     }
     return NULL;
@@ -272,6 +311,7 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
     atomic_init(&p->done.seq, 0);
     atomic_init(&p->done.sleepers, 0);
     atomic_init(&p->pending, 0);
+    atomic_init(&p->gen, 0);
     atomic_init(&p->quit, false);
     p->n = n;
     p->sh = ad_calloc((size_t)n, sizeof *p->sh);
@@ -305,6 +345,7 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
         p->sh[t].pool = p;
         p->sh[t].idx = t;
         p->sh[t].spin = SPIN_NS;
+        atomic_init(&p->sh[t].taken, 0);
         if ((!(p->sh[t].grads = ad_calloc(np, sizeof(ad_tensor *))) ||
                       !(p->sh[t].base = ad_calloc(np, sizeof(void *))) ||
                       !(p->sh[t].strides = ad_calloc(np, sizeof *p->sh[t].strides))))
@@ -451,20 +492,37 @@ static void reduce_slice(struct pool *p, int t)
     }
 }
 
-/* Runs phase (1, 2 or 3) on every thread, shard 0's part on this one.  The
- * workers are all waiting on go (only this function raises it, and it
- * returns after they finish), so done's seq does not move until the last
- * of this phase. */
+/* Runs phase (1, 2 or 3) on every thread, part 0 on this one.  Part t is
+ * worker t's when it takes it in time (take_part); a part that its worker
+ * has not begun when this thread's own is done runs here instead.  A
+ * worker that waits for a core (on a machine busy with other work, its
+ * time slice can be milliseconds away) then costs the step its share of
+ * the work, not the wait: with one of two cores busy, a two-thread MLP
+ * step that waited for its worker ran at 0.38x one thread.  Each part is
+ * the same work wherever it runs (the same shard, rows or strips), so the
+ * bits do not change.  The phase ends when pending, the parts 1..n-1 not
+ * yet done, reaches 0: done's seq is only a wake-up (a late worker's
+ * raise from an earlier phase may bump it), so pending is looked at again
+ * after every wake. */
 void nn__pool_run_phase(struct pool *p, int phase)
 {
     p->phase = phase;
     atomic_store(&p->pending, p->n - 1);
+    /* phase, task and pending written before the number that opens the
+     * phase (sequentially consistent: a worker that reads it sees them) */
+    uint64_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store(&p->gen, g);
     uint64_t seen = atomic_load(&p->done.seq);
     raise_event(p, &p->go);
-    if (phase == 1) shard_run(p, &p->sh[0]);
-    else if (phase == 2) reduce_slice(p, 0);
-    else p->task(p->task_ctx, 0, p->n);
-    await_event(p, &p->done, seen, &p->sh[0].spin, NULL);
+    run_part(p, 0);
+    int here = 0;
+    for (int t = 1; t < p->n; t++)
+        if (take_part(p, t, g)) {
+            run_part(p, t);
+            here++;
+        }
+    if (here && atomic_fetch_sub(&p->pending, here) == here) return;
+    while (atomic_load(&p->pending) != 0) seen = await_event(p, &p->done, seen, &p->sh[0].spin, NULL);
 }
 
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,

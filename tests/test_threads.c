@@ -759,6 +759,45 @@ START_TEST(trainer_ops_claimed_runs)
 }
 END_TEST
 
+/* A worker that has not begun its part when the calling thread's own is
+ * done (waiting for a core on a busy machine) has it run by the calling
+ * thread (nn__pool_run_phase).  With the workers taking no part at all,
+ * and with them late by 0-80 us (some parts on each side, which under
+ * ThreadSanitizer is the race check of the hand-over), the products split
+ * give the one-thread run's bits, on nn_fit's prefetched batches too,
+ * and the batch split the bits of its run with punctual workers. */
+START_TEST(trainer_late_workers)
+{
+    static ops_run one, batch2, batch3, fit1, late[8];
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    ops_train(0, NN_THREADS_OPS, &one);
+    ops_train(2, NN_THREADS_BATCH, &batch2);
+    ops_train(3, NN_THREADS_BATCH, &batch3);
+    ops_train_from(0, NN_THREADS_OPS, true, false, &fit1);
+    for (int mode = 1; mode <= 2; mode++) {
+        nn__pool_testing_late(mode);
+        ops_run *r = &late[4 * (mode - 1)];
+        ops_train(2, NN_THREADS_OPS, &r[0]);
+        ops_train(3, NN_THREADS_BATCH, &r[1]);
+        ops_train(2, NN_THREADS_BATCH, &r[2]);
+        ops_train_from(3, NN_THREADS_OPS, true, false, &r[3]);
+        nn__pool_testing_late(0);
+        ck_assert_int_eq(r[0].mode, NN_THREADS_OPS);
+        ck_assert_int_eq(r[1].mode, NN_THREADS_BATCH);
+        assert_same_run(&one, &r[0]);
+        assert_same_run(&batch3, &r[1]);
+        assert_same_run(&batch2, &r[2]);
+        assert_same_run(&fit1, &r[3]);
+    }
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ck_assert(one.losses[5] < one.losses[0]); /* it learns */
+    /* the batch split's own bits: another grouping of the sums */
+    ck_assert(memcmp(one.w1, batch2.w1, sizeof one.w1) != 0);
+}
+END_TEST
+
 /* nn_fit over an IDX loader with the products split: each shuffled batch
  * of bytes is converted straight into the recording's leaves (the one
  * thread run's too), where the threads' products read it; the weights
@@ -1112,6 +1151,7 @@ int main(void)
     tcase_add_test(tc, trainer_ops_mode);
     tcase_add_test(tc, trainer_ops_idx_batches);
     tcase_add_test(tc, trainer_ops_claimed_runs);
+    tcase_add_test(tc, trainer_late_workers);
     tcase_add_test(tc, trainer_ops_prefetch_follows_the_loader);
     tcase_add_test(tc, trainer_ops_prefetch_stop);
     tcase_add_test(tc, parallel_runner_products);
