@@ -89,7 +89,9 @@ void nn__ops_testing_serial(bool on);
 /* Tests only (trainer_threads.c): mode 1, the trainer's workers take no
  * part of a phase, so the calling thread runs them all once its own is
  * done; mode 2, each worker waits 0-80 us before it tries, so some parts
- * run on their workers and some on the calling thread; 0, as usual. */
+ * run on their workers and some on the calling thread; mode 3, the
+ * calling thread runs none of theirs (each worker runs its own part);
+ * 0, as usual. */
 void nn__pool_testing_late(int mode);
 
 /* train.c: the class logits [N, C] predict for row i (the largest logit;

@@ -141,7 +141,11 @@ AD_API ad_tensor *nn_trainer_output(const nn_trainer *tr);
  * shard, or its share of a product or of the update) that it has not
  * begun when the calling thread's own part is done runs on the calling
  * thread, with the same bits: a worker waiting for a core on a busy
- * machine costs the step its share of the work, not the wait.  Results: a seeded run with the same
+ * machine costs the step its share of the work, not the wait.  The
+ * calling thread's anomaly mode (ad_set_anomaly_mode) checks every shard;
+ * its trace function and grad-ready hook (tape.h), being per thread, see
+ * only the shards it runs itself (NN_THREADS_OPS steps run every op on
+ * the calling thread, so they see the whole step).  Results: a seeded run with the same
  * thread count gives the same bits every time; another count groups the
  * sums differently and changes the last bits.  Requirement: the loss is a
  * mean of per-sample terms (all of nn's losses are).  Batches with fewer

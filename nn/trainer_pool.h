@@ -92,6 +92,7 @@ struct pool {
     _Atomic int pending;  /* parts 1..n-1 of this phase not yet done */
     _Atomic uint64_t gen; /* the phase's number, from 1 (shard.taken) */
     _Atomic bool quit;
+    bool anomaly;         /* the calling thread's ad_anomaly_mode, for every shard */
     const char *xd, *yd;  /* this step's batch, and the bytes of one row */
     size_t xrow, yrow;
     nn__prefetch *pf;     /* NN_THREADS_OPS in nn_fit: the next batch, converted by the

@@ -103,9 +103,12 @@ static int locate(shard *s, int i)
 }
 
 /* Replays shard s on the batch in p and differentiates it; the outcome in
- * s->rc (the message copied, since errors are per thread). */
+ * s->rc (the message copied, since errors are per thread).  Anomaly mode
+ * is per thread too: each shard is checked as the calling thread's
+ * setting says, whichever thread runs it. */
 static void shard_run(struct pool *p, shard *s)
 {
+    bool anomaly = ad_set_anomaly_mode(p->anomaly);
     rec *r = s->r;
     bool last = s->idx == p->n - 1;
     memcpy(ad_data(r->x), p->xd + (size_t)s->row0 * p->xrow, (size_t)s->rows * p->xrow);
@@ -139,6 +142,7 @@ static void shard_run(struct pool *p, shard *s)
         s->code = ad_errcode();
         snprintf(s->err, sizeof s->err, "%s", ad_error() ? ad_error() : "unknown error");
     }
+    ad_set_anomaly_mode(anomaly);
 }
 
 static void reduce_slice(struct pool *p, int t);
@@ -226,7 +230,7 @@ static void run_part(struct pool *p, int t)
 
 /* Tests only (nn__pool_testing_late): 1, workers take no part; 2, each
  * waits 0-80 us before it tries, the time chosen from its index and the
- * phase's number. */
+ * phase's number; 3, the calling thread takes none of theirs. */
 static _Atomic int testing_late;
 
 void nn__pool_testing_late(int mode) { atomic_store(&testing_late, mode); }
@@ -516,7 +520,8 @@ void nn__pool_run_phase(struct pool *p, int phase)
     raise_event(p, &p->go);
     run_part(p, 0);
     int here = 0;
-    for (int t = 1; t < p->n; t++)
+    bool wait_all = atomic_load_explicit(&testing_late, memory_order_relaxed) == 3;
+    for (int t = 1; t < p->n && !wait_all; t++)
         if (take_part(p, t, g)) {
             run_part(p, t);
             here++;
@@ -569,6 +574,7 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
         if (!s->weight && !(s->weight = ad_scalar_tensor(NULL, ldt, 0))) return -1;
         nn__st(ad_data(s->weight), ldt, 0, (double)s->rows / (double)N);
     }
+    p->anomaly = ad_anomaly_mode();
     p->xd = ad_data(x);
     p->yd = ad_data(y);
     p->xrow = (size_t)(ad_numel(x) / N) * ad_dtype_size(ad_tensor_dtype(x));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../autodiff/internal.h"
+#include "../nn/nn_private.h"
 #include "cluster_data.h"
 #include "optest.h"
 
@@ -753,6 +754,66 @@ START_TEST(leaf_outside_optimizer_accumulates)
 }
 END_TEST
 
+/* The mean of the square roots of the model's outputs: NaN from finite
+ * inputs for a negative output. */
+static ad_tensor *sqrt_loss(ad_tensor *out, ad_tensor *target, nn_reduction r)
+{
+    (void)target;
+    ad_tensor *s = ad_sqrt(out);
+    return r == NN_SUM ? ad_sum(s, NULL, 0, false) : ad_mean(s, NULL, 0, false);
+}
+
+/* Anomaly mode is per thread; a step split among the trainer's threads
+ * checks every shard as the calling thread's setting says, so a NaN born
+ * in the last rows of the batch (a worker's shard, run there:
+ * nn__pool_testing_late(3)) is reported by the op that made it, as on one
+ * thread, not as a non-finite loss. */
+START_TEST(anomaly_mode_reaches_split_shards)
+{
+    for (int threads = 1; threads <= 3; threads++) {
+        ad_rng rng;
+        ad_rng_init(&rng, 3);
+        nn_module *net = nn_linear(1, 1, false, AD_FLOAT32, &rng);
+        ck_assert_ptr_nonnull(net);
+        nn_named_tensors *p = nn_parameters(net);
+        *(float *)ad_data(p->tensors[0]) = 1.0f;
+        nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.01});
+        nn_named_tensors_free(p);
+        nn_trainer *tr = nn_trainer_new(net, sqrt_loss, opt, NULL);
+        ck_assert_ptr_nonnull(tr);
+        ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
+        ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_BATCH), 0);
+        ad_tensor *good = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(9, 1),
+                                        ((float[]){1, 2, 3, 4, 5, 6, 7, 8, 9}));
+        ad_tensor *bad = ad_from_array(NULL, AD_FLOAT32, AD_SHAPE(9, 1),
+                                       ((float[]){1, 2, 3, 4, 5, 6, 7, 8, -9}));
+        ad_tensor *y = ad_zeros(NULL, AD_FLOAT32, AD_SHAPE(9, 1));
+        double loss;
+        ck_assert_int_eq(nn_trainer_step(tr, good, y, &loss), 0);
+        if (threads > 1) ck_assert_int_eq(nn_trainer_get_thread_mode(tr), NN_THREADS_BATCH);
+        bool prev = ad_set_anomaly_mode(true);
+        nn__pool_testing_late(3); /* the workers' shards on the workers */
+        int rc = nn_trainer_step(tr, bad, y, &loss);
+        nn__pool_testing_late(0);
+        ad_set_anomaly_mode(prev);
+        ck_assert_msg(rc == -1 && ad_error() && strstr(ad_error(), "ad_sqrt") &&
+                          strstr(ad_error(), "anomaly"),
+                      "%d threads: rc %d, error %s", threads, rc, ad_error() ? ad_error() : "none");
+        /* without anomaly mode: a non-finite loss, the parameters kept */
+        rc = nn_trainer_step(tr, bad, y, &loss);
+        ck_assert_msg(rc == -1 && ad_errcode() == AD_ERR_NUMERIC && strstr(ad_error(), "nan"),
+                      "%d threads, no anomaly mode: rc %d (%s)", threads, rc,
+                      ad_error() ? ad_error() : "");
+        nn_trainer_free(tr);
+        nn_optim_free(opt);
+        nn_module_free(net);
+        ad_tensor_free(good);
+        ad_tensor_free(bad);
+        ad_tensor_free(y);
+    }
+}
+END_TEST
+
 START_TEST(comm_hooks)
 {
     data d;
@@ -1016,6 +1077,7 @@ int main(void)
     tcase_add_test(tc, leaf_outside_optimizer_accumulates);
     tcase_add_test(tc, accuracy_of_strided_logits);
     tcase_add_test(tc, evaluation_loss_is_training_loss);
+    tcase_add_test(tc, anomaly_mode_reaches_split_shards);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
