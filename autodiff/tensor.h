@@ -224,7 +224,9 @@ AD_API uint64_t ad_rng_below(ad_rng *rng, uint64_t n);
  * is safe (backward still sees the values the forward used); any other use
  * of t after this call is an error ("was freed with ad_tensor_free") while
  * a tape holds it, and undefined behaviour once the memory is gone, as with
- * free().
+ * free().  Not while another thread uses t (its tape replaying or
+ * differentiating through it): the release is not synchronised, so free a
+ * shared tensor after the threads that read it are done.
  *
  * Tape tensors are checked on every use: one recorded before ad_tape_reset
  * (or after ad_tape_freeze and before the last ad_tape_replay), or whose
