@@ -93,6 +93,10 @@ void nn__ops_testing_serial(bool on);
  * calling thread runs none of theirs (each worker runs its own part);
  * 0, as usual. */
 void nn__pool_testing_late(int mode);
+/* Tests only (trainer_ops.c): the step times that NN_THREADS_OPS measures
+ * on the threads are taken as f times what they were (f > 1: the calling
+ * thread alone seems faster); 1 as usual. */
+void nn__ops_testing_tune_bias(double f);
 
 /* train.c: the class logits [N, C] predict for row i (the largest logit;
  * a NaN wins), and label i of labels int64 [N].  xd and yd are the data

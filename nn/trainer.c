@@ -483,7 +483,7 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
     /* Otherwise the whole batch on this thread, its products and update
      * shared with the trainer's threads (NN_THREADS_OPS). */
     if (tr->threads <= 1) return step_whole(tr, fn, x, y, loss, samples, correct);
-    if (nn__ops_begin(tr)) return -1;
+    if (nn__ops_step_begin(tr)) return -1;
     tr->ops = true;
     int rc = step_whole(tr, fn, x, y, loss, samples, correct);
     tr->ops = false;
@@ -667,6 +667,7 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
     double loss_sum = 0, t0 = now();
     if (nn_loader_set_epoch(train, epoch - 1)) return -1;
     if (bar && nn_progress_begin(bar, epoch, epochs, nb)) return -1;
+    nn__ops_tune_gap(tr);
     ad_tensor *x, *y;
     int got = 0, stop = 0;
     int64_t last = 0; /* the batch a stop came at */
@@ -869,7 +870,7 @@ int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *s)
 {
     const char *fn = "nn_trainer_get_stats";
     if (!tr || !s) return nn__null_arg(fn, tr ? "stats" : "tr");
-    *s = (nn_trainer_stats){.replays = tr->replays};
+    *s = (nn_trainer_stats){.replays = tr->replays, .serial_steps = tr->serial_steps};
     for (int i = 0; i < NN_TRAINER_MAX_SHAPES; i++)
         if (nn__rec_add_stats(&tr->train[i], s)) return -1;
     return nn__pool_stats(tr->pool, s);

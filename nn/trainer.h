@@ -201,7 +201,16 @@ AD_API int nn_trainer_set_threads(nn_trainer *tr, int threads);
  *                     do not depend on the thread count: they are those
  *                     of a one-thread step with the built-in kernel for
  *                     the split products (with OpenBLAS, not the default
- *                     one-thread step's).
+ *                     one-thread step's).  So the trainer times its steps
+ *                     as they go, on the threads and, when those are not
+ *                     10 % faster than the last steps timed so, with every
+ *                     part on the calling thread (workers asleep, nothing
+ *                     converted ahead), and runs the faster, timing again
+ *                     now and then (nn_trainer_stats.serial_steps counts
+ *                     the one-thread steps): on an idle machine the
+ *                     threads, after ten one-thread steps; on a busy one,
+ *                     where a worker waiting for a core held two-thread
+ *                     steps to 0.6x one thread, mostly one thread.
  *   NN_THREADS_AUTO   (the default) chosen at the first step with more than
  *                     one thread, from its one-thread recording: OPS when
  *                     the parameters take at least half as many bytes as
@@ -383,6 +392,9 @@ typedef struct nn_trainer_stats {
     size_t nodes;                 /* ops of the largest training recording */
     size_t arena_reserved;        /* bytes the training tapes hold */
     size_t arena_chunks;          /* system allocations they hold */
+    int64_t serial_steps;         /* NN_THREADS_OPS steps that ran on the calling
+                                     thread alone: measured faster there (a busy
+                                     machine), or measuring it */
 } nn_trainer_stats;
 AD_API int nn_trainer_get_stats(const nn_trainer *tr, nn_trainer_stats *stats);
 

@@ -45,6 +45,7 @@ struct nn_trainer {
     ad_tape *scratch;        /* steps without replay, reset before each */
     ad_tensor *out, *y;      /* of the last step or evaluation batch */
     int64_t epoch, steps, replays;
+    int64_t serial_steps;    /* NN_THREADS_OPS steps run on this thread alone */
     int64_t fit_total;       /* steps of the current nn_fit, for the schedule */
     nn_trainer_comm comm;    /* world_size 0: alone */
     bool resumed;            /* counts set by a load, not by training here */
@@ -97,6 +98,13 @@ void nn__trainer_choose_mode(nn_trainer *tr);
  * threads. */
 int nn__ops_begin(nn_trainer *tr);
 void nn__ops_end(void);
+/* nn__ops_begin for a training step, which first notes the previous
+ * step's time and chooses whether this one runs its parts on the threads
+ * or on this thread alone (trainer_ops.c, "whether the threads pay"). */
+int nn__ops_step_begin(nn_trainer *tr);
+/* Before a pause in the steps (nn_fit's epoch begins after an evaluation):
+ * the time until the next step is not a step's. */
+void nn__ops_tune_gap(nn_trainer *tr);
 /* The trainer's work on the calling thread outside a step (recording,
  * evaluating), with tr->threads > 1: its products on the trainer's
  * threads too, its other kernels on this thread alone, so that no OpenMP

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "nn_private.h"
@@ -36,7 +37,7 @@ void nn__ops_testing_serial(bool on) { atomic_store(&serial_parts, on); }
 static void pool_run(void *pool, ad_parallel_task task, void *ctx)
 {
     struct pool *p = pool;
-    if (atomic_load_explicit(&serial_parts, memory_order_relaxed)) {
+    if (p->serial || atomic_load_explicit(&serial_parts, memory_order_relaxed)) {
         for (int t = p->n - 1; t >= 0; t--) task(ctx, t, p->n);
         return;
     }
@@ -56,6 +57,132 @@ int nn__ops_begin(nn_trainer *tr)
 }
 
 void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
+
+/* ---- whether the threads pay, measured ----
+ * Two threads sharing the MLP's products ran 1.5x as fast as one on an
+ * idle machine, and 0.6x with another program keeping one core busy: a
+ * worker that waits for a core holds up the products it has begun, and
+ * its spinning takes time from the calling thread's core.  Running every
+ * part on the calling thread gives the same bits (the same kernel calls,
+ * parts in any order), so the trainer can choose per step by speed alone,
+ * as the steps go.  It times windows of TUNE_THREADS steps on its threads
+ * and, when they are not 10 % faster than the last TUNE_ONE steps timed on
+ * the calling thread alone (parts one after the other, workers left
+ * asleep, nothing prefetched) or there is no such time, times TUNE_ONE
+ * steps that way and compares.  One thread, when 10 % faster, then runs
+ * `run` steps (TUNE_RUN, doubled up to TUNE_RUN_MAX while the threads keep
+ * losing), timed as they go, before the threads are timed again.  On an
+ * idle machine that costs TUNE_ONE + TUNE_SKIP slower steps once, and
+ * again only if the threads slow down by half.  The comparison is of
+ * means, not medians: a worker that a busy core's scheduler stops while
+ * it holds a product's strip costs its step milliseconds, one step in
+ * several, and the median step on the threads then looked as fast as one
+ * thread's while their mean was 1.6 times as long.  A step's time is from
+ * its start to the next one's, the batch's conversion included, within
+ * an epoch of nn_fit (nn__ops_tune_gap: the evaluation between epochs is
+ * not a step's); the first TUNE_SKIP after a change are dropped (sleeping
+ * workers wake, caches refill). */
+#define TUNE_THREADS 16
+#define TUNE_ONE 8
+#define TUNE_SKIP 2
+#define TUNE_RUN 128
+#define TUNE_RUN_MAX 8192
+
+static _Atomic int64_t tune_bias_milli = 1000;
+
+void nn__ops_testing_tune_bias(double f) { atomic_store(&tune_bias_milli, (int64_t)(f * 1000)); }
+
+static int64_t tune_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void tune_enter(ops_tune *u, int state)
+{
+    u->state = state;
+    u->n = 0;
+    u->sum = 0;
+    u->skip = TUNE_SKIP;
+}
+
+/* "a clearly faster than b": by 10 % */
+static bool tune_faster(int64_t a, int64_t b) { return 10 * a < 9 * b; }
+
+/* One thread chosen: `run` steps, longer each time in a row. */
+static void tune_choose_one(ops_tune *u)
+{
+    u->run = !u->run ? TUNE_RUN : 2 * u->run < TUNE_RUN_MAX ? 2 * u->run : TUNE_RUN_MAX;
+    u->left = u->run;
+    int n = u->n;
+    tune_enter(u, 2);
+    if (n == 0) u->skip = 0; /* coming from one thread: nothing to warm up */
+}
+
+/* At the start of a training step with the products split: the previous
+ * step's time noted, and this step's mode in p->serial.  A step's
+ * interval is noted at the next step's start, in the window of the state
+ * that ran it (the state changes only here, before the step). */
+static void tune_step(struct pool *p)
+{
+    ops_tune *u = &p->tune;
+    int64_t now = tune_now();
+    if (u->last) {
+        int64_t d = now - u->last;
+        if (u->state == 0)
+            d = d * atomic_load_explicit(&tune_bias_milli, memory_order_relaxed) / 1000;
+        if (u->skip > 0) {
+            u->skip--;
+        } else {
+            u->sum += d;
+            u->n++;
+        }
+    }
+    int window = u->state == 0 ? TUNE_THREADS : TUNE_ONE;
+    if (u->n == window) {
+        int64_t mean = u->sum / window;
+        if (u->state == 0) {
+            u->threads_ns = mean;
+            bool fresh = u->one_fresh;
+            u->one_fresh = false;
+            u->n = 0;
+            u->sum = 0;
+            if (u->one_ns && tune_faster(mean, u->one_ns)) u->run = 0; /* the threads */
+            else if (fresh) tune_choose_one(u);
+            else tune_enter(u, 1);
+        } else {
+            u->one_ns = mean;
+            u->one_fresh = true;
+            u->n = 0;
+            u->sum = 0;
+            if (u->state == 1) {
+                if (tune_faster(mean, u->threads_ns)) {
+                    tune_choose_one(u);
+                } else {
+                    u->run = 0;
+                    tune_enter(u, 0);
+                }
+            }
+        }
+    }
+    if (u->state == 2 && --u->left < 0) tune_enter(u, 0);
+    p->serial = u->state != 0;
+    u->last = now;
+}
+
+void nn__ops_tune_gap(nn_trainer *tr)
+{
+    if (tr->pool) tr->pool->tune.last = 0;
+}
+
+int nn__ops_step_begin(nn_trainer *tr)
+{
+    if (!tr->pool && !(tr->pool = nn__pool_new(tr, tr->threads))) return -1;
+    tune_step(tr->pool);
+    if (tr->pool->serial) tr->serial_steps++;
+    return nn__ops_begin(tr);
+}
 
 /* ---- the trainer's work between steps, on its threads too ----
  * A trainer with threads still records its model on the calling thread
@@ -292,7 +419,8 @@ static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec 
 {
     struct pool *p = tr->pool;
     nn__batch next;
-    if (!p || p->n < 2 || nn__trainer_mode(tr) != NN_THREADS_OPS || !nn__loader_peek(l, &next) ||
+    if (!p || p->n < 2 || p->serial || nn__trainer_mode(tr) != NN_THREADS_OPS ||
+        !nn__loader_peek(l, &next) ||
         next.k != bt->k || next.b != bt->b)
         return 0;
     rec *target = &p->alt;

@@ -68,6 +68,21 @@ typedef struct pgrad {
     int64_t rows, inner;  /* first dimension, elements per index of it */
 } pgrad;
 
+/* Whether a step with the products split runs faster on the threads or
+ * on the calling thread alone, measured as the steps go (trainer_ops.c,
+ * tune_step). */
+typedef struct ops_tune {
+    int state;          /* 0 the threads, timed; 1 one thread, timed to compare; 2 one
+                           thread chosen, for `left` more steps */
+    int n, skip;        /* intervals in this window; intervals to drop first */
+    int64_t sum;        /* ... their sum, ns */
+    int64_t threads_ns; /* the last window's mean step on the threads; 0 none */
+    int64_t one_ns;     /* ... on one thread */
+    bool one_fresh;     /* one_ns was timed just before this window of threads */
+    int64_t left, run;  /* state 2's steps left; its length (0: not chosen last) */
+    int64_t last;       /* when the previous step began, ns (0: none) */
+} ops_tune;
+
 struct pool {
     int n;                /* shards = threads; shard 0 runs on the caller's thread */
     int phase;            /* what a wake-up asks: 1 forward and backward, 2 reduce and
@@ -100,6 +115,8 @@ struct pool {
     rec alt;              /* ... into this recording's leaves and the trainer's in turn */
     struct ops_runs *runs; /* NN_THREADS_OPS: the update's runs of rows
                               (trainer_ops.c); NULL until the first */
+    ops_tune tune;        /* NN_THREADS_OPS: threads or not, as measured */
+    bool serial;          /* ... this step's: every part on the calling thread */
 };
 
 /* The threads of a trainer, started: n - 1 workers and the calling

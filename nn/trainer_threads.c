@@ -321,6 +321,7 @@ struct pool *nn__pool_new(nn_trainer *tr, int n)
     p->sh = ad_calloc((size_t)n, sizeof *p->sh);
     p->th = ad_calloc((size_t)n, sizeof *p->th);
     p->pf = nn__prefetch_new();
+    p->tune = (ops_tune){.skip = 2};
     if (!p->sh || !p->th || !p->pf) goto oom;
     /* The shards differentiate the optimiser's parameters that require
      * grad: the model's would miss one the optimiser holds outside the

@@ -134,7 +134,7 @@ def check_training(name, exe, data, tmp, args, label):
     if not check(js is not None, f"{name} {label}: last line is one JSON object",
                  out[-500:]):
         return None
-    keys = ["test_accuracy", "train_samples_per_s", "epochs", "wall_s", "final_loss",
+    keys = ["test_accuracy", "train_samples_per_s", "epochs", "wall_s", "final_loss", "serial_steps",
             "first_loss", "last_loss"]
     check(all(k in js for k in keys), f"{name} {label}: JSON has {', '.join(keys)}",
           str(js))

@@ -798,6 +798,64 @@ START_TEST(trainer_late_workers)
 }
 END_TEST
 
+/* 80 steps on one batch of 64 with the products split on `threads`
+ * threads, the step times on the threads taken as `bias` times what they
+ * were (nn__ops_testing_tune_bias): the first layer's weights after, and
+ * how many steps ran on the calling thread alone. */
+static int64_t tuned_steps(int threads, double bias, float *w1)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 31);
+    ad_tensor *x, *y;
+    three_classes(&rng, OBATCH, OIN, &x, &y);
+    nn_module *net = NN_SEQUENTIAL(nn_linear(OIN, OHID, true, AD_FLOAT32, &rng), nn_relu(),
+                                   nn_linear(OHID, 3, true, AD_FLOAT32, &rng));
+    nn_named_tensors *p = nn_parameters(net);
+    nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.05, .momentum = 0.9});
+    nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+    ck_assert_ptr_nonnull(tr);
+    ck_assert_int_eq(nn_trainer_set_threads(tr, threads), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_OPS), 0);
+    nn__ops_testing_tune_bias(bias);
+    for (int i = 0; i < 80; i++) ck_assert_int_eq(nn_trainer_step(tr, x, y, NULL), 0);
+    nn__ops_testing_tune_bias(1);
+    nn_trainer_stats st;
+    ck_assert_int_eq(nn_trainer_get_stats(tr, &st), 0);
+    memcpy(w1, ad_data(p->tensors[0]), sizeof(float) * OHID * OIN);
+    nn_named_tensors_free(p);
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+    return st.serial_steps;
+}
+
+/* With the products split the trainer times its steps on the threads and
+ * on the calling thread alone and keeps the faster (trainer_ops.c, "whether
+ * the threads pay").  Steps 3-18 are timed on the threads (steps 1 and 2
+ * are warm-up), 21-28 on one thread after steps 19-20 of warm-up there,
+ * and the choice starts at step 29.  Made to look 100 times slower, the
+ * threads lose and steps 19-80 run on one thread (62); made to look 100
+ * times faster, only the ten steps of the comparison do.  Either way the weights are the one-thread run's
+ * bits: every part is the same kernel calls wherever it runs. */
+START_TEST(trainer_ops_tuned)
+{
+    static float one[OHID * OIN], slow[OHID * OIN], fast[OHID * OIN], three[OHID * OIN];
+    ad__gemm_testing_choice(AD_GEMM_BUILTIN);
+    ad__gemm_testing_parallel(1);
+    ck_assert_int_eq(tuned_steps(1, 1, one), 0);
+    ck_assert_int_eq(tuned_steps(2, 100, slow), 62);
+    ck_assert_int_eq(tuned_steps(2, 0.01, fast), 10);
+    ck_assert_int_eq(tuned_steps(3, 100, three), 62);
+    ad__gemm_testing(false, 0, 0, 0);
+    ad__gemm_testing_choice(-1);
+    ck_assert(memcmp(one, slow, sizeof one) == 0);
+    ck_assert(memcmp(one, fast, sizeof one) == 0);
+    ck_assert(memcmp(one, three, sizeof one) == 0);
+}
+END_TEST
+
 /* nn_fit over an IDX loader with the products split: each shuffled batch
  * of bytes is converted straight into the recording's leaves (the one
  * thread run's too), where the threads' products read it; the weights
@@ -1152,6 +1210,7 @@ int main(void)
     tcase_add_test(tc, trainer_ops_idx_batches);
     tcase_add_test(tc, trainer_ops_claimed_runs);
     tcase_add_test(tc, trainer_late_workers);
+    tcase_add_test(tc, trainer_ops_tuned);
     tcase_add_test(tc, trainer_ops_prefetch_follows_the_loader);
     tcase_add_test(tc, trainer_ops_prefetch_stop);
     tcase_add_test(tc, parallel_runner_products);

@@ -386,6 +386,7 @@ struct fm_private {
     char meta[512];        /* the checkpoints' metadata */
     int64_t steps_seen;
     int thread_mode;       /* the trainer's (nn_trainer_get_thread_mode), after a step */
+    int64_t serial_steps;  /* nn_trainer_stats's, after training */
     steady st;
 };
 
@@ -527,6 +528,7 @@ static void print_json(const fm_run *r)
     static const char *const mode_name[] = {"none", "batch", "ops"};
     printf("\"thread_mode\": \"%s\", ", p->o.threads > 1 && p->thread_mode > 0
                                              ? mode_name[p->thread_mode] : "none");
+    printf("\"serial_steps\": %" PRId64 ", ", p->serial_steps);
     printf("\"world_size\": %d, ", p->world);
 #ifdef FM_WITH_MPI
     nn_dist_stats ds;
@@ -938,13 +940,19 @@ static int report(fm_run *r, nn_trainer *tr)
         p->test_acc = mt.accuracy;
     }
     nn_trainer_stats st;
-    if (!o->quiet && o->epochs > 0 && nn_trainer_get_stats(tr, &st) == 0)
+    bool stats = nn_trainer_get_stats(tr, &st) == 0;
+    if (stats) p->serial_steps = st.serial_steps;
+    if (!o->quiet && o->epochs > 0 && stats) {
         /* One tape per batch shape; their arenas stopped growing after
          * their first backward pass. */
         printf("training step: recorded once per batch shape (%d tape%s, %zu ops each), "
                "replayed %" PRId64 " times; arenas %.1f MB\n",
                st.recordings, st.recordings == 1 ? "" : "s", st.nodes, st.replays,
                (double)st.arena_reserved / 1e6);
+        if (st.serial_steps > 0)
+            printf("threads: %" PRId64 " of the steps ran on one thread (measured faster then, "
+                   "or measuring it)\n", st.serial_steps);
+    }
     if (p->curve) {
         int bad = fclose(p->curve);
         p->curve = NULL;
