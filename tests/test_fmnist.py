@@ -323,6 +323,7 @@ def main():
                                 (["--momentum", "1"], ["--momentum"]),
                                 (["--threads", "x"], ["--threads", "auto or an integer", "'x'"]),
                                 (["--threads", "-1"], ["--threads", "'-1'"]),
+                                (["--threads", "257"], ["--threads", "0 to 256", "'257'"]),
                                 (["--epochs"], ["--epochs", "needs a value"]),
                                 (["--frobnicate"], ["unknown option", "--frobnicate"])):
                 check_error(name, exe, args, 2, words, " ".join(args))

@@ -329,7 +329,8 @@ static int parse_options(const fm_recipe *m, int argc, char **argv, options *o)
             if (!strcmp(val, "auto")) {
                 o->threads = THREADS_AUTO;
             } else {
-                rc = parse_int(m, name, val, 0, 1024, "auto or an integer from 0 to 1024", &n);
+                /* nn_trainer_set_threads takes 0..256 */
+                rc = parse_int(m, name, val, 0, 256, "auto or an integer from 0 to 256", &n);
                 o->threads = (int)n;
             }
         } else if (!strcmp(name, "--thread-mode")) {
