@@ -46,6 +46,7 @@
  * must be a mean of per-sample terms (all of nn's are). */
 #define _POSIX_C_SOURCE 200809L
 
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -528,7 +529,8 @@ void nn__pool_run_phase(struct pool *p, int phase)
             here++;
         }
     if (here && atomic_fetch_sub(&p->pending, here) == here) return;
-    while (atomic_load(&p->pending) != 0) seen = await_event(p, &p->done, seen, &p->sh[0].spin, NULL);
+    while (atomic_load(&p->pending) != 0)
+        seen = await_event(p, &p->done, seen, &p->sh[0].spin, NULL);
 }
 
 int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y,
@@ -625,7 +627,13 @@ int nn__trainer_step_split(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tens
     if (rc == 0 && nn__optim_step_begin(tr->opt)) rc = -1;
     if (rc == 0) nn__pool_run_phase(p, 2);
     ad_set_num_threads(prev);
-    if (failed >= 0) return ad_set_error_code(p->sh[failed].code, "%s", p->sh[failed].err);
+    /* positions in the message are the shard's: say where it lies */
+    if (failed >= 0) {
+        const shard *f = &p->sh[failed];
+        return ad_set_error_code(f->code, "%s (in the step's shard of rows %" PRId64 "..%" PRId64
+                                 " of the batch: positions are within the shard)",
+                                 f->err, f->row0, f->row0 + f->rows - 1);
+    }
     *loss = v;
     if (rc) return rc;
     for (int i = 0; i < p->nparams; i++)

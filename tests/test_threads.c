@@ -837,8 +837,9 @@ static int64_t tuned_steps(int threads, double bias, float *w1)
  * are warm-up), 21-28 on one thread after steps 19-20 of warm-up there,
  * and the choice starts at step 29.  Made to look 100 times slower, the
  * threads lose and steps 19-80 run on one thread (62); made to look 100
- * times faster, only the ten steps of the comparison do.  Either way the weights are the one-thread run's
- * bits: every part is the same kernel calls wherever it runs. */
+ * times faster, only the ten steps of the comparison do.  Either way the
+ * weights are the one-thread run's bits: every part is the same kernel
+ * calls wherever it runs. */
 START_TEST(trainer_ops_tuned)
 {
     static float one[OHID * OIN], slow[OHID * OIN], fast[OHID * OIN], three[OHID * OIN];

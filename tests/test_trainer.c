@@ -814,6 +814,41 @@ START_TEST(anomaly_mode_reaches_split_shards)
 }
 END_TEST
 
+/* An error inside a shard of a split step names positions within the
+ * shard (a label out of range in the batch's last row is at position 3
+ * of the second shard's 4 rows), so the message says which rows the
+ * shard holds. */
+START_TEST(shard_error_names_its_rows)
+{
+    ad_rng rng;
+    ad_rng_init(&rng, 3);
+    nn_module *net = nn_linear(2, 3, true, AD_FLOAT32, &rng);
+    nn_named_tensors *p = nn_parameters(net);
+    nn_optim *opt = nn_sgd(p, &(nn_sgd_options){.lr = 0.01});
+    nn_named_tensors_free(p);
+    nn_trainer *tr = nn_trainer_new(net, NULL, opt, NULL);
+    ck_assert_ptr_nonnull(tr);
+    ck_assert_int_eq(nn_trainer_set_threads(tr, 2), 0);
+    ck_assert_int_eq(nn_trainer_set_thread_mode(tr, NN_THREADS_BATCH), 0);
+    ad_tensor *x = ad_randn(NULL, &rng, AD_FLOAT32, AD_SHAPE(8, 2), 0, 1);
+    ad_tensor *y =
+        ad_from_array(NULL, AD_INT64, AD_SHAPE(8), ((int64_t[]){0, 1, 2, 0, 1, 2, 0, 1}));
+    ad_tensor *bad =
+        ad_from_array(NULL, AD_INT64, AD_SHAPE(8), ((int64_t[]){0, 1, 2, 0, 1, 2, 0, 3}));
+    ck_assert_int_eq(nn_trainer_step(tr, x, y, NULL), 0);
+    ck_assert_int_eq(nn_trainer_get_thread_mode(tr), NN_THREADS_BATCH);
+    ck_assert_int_eq(nn_trainer_step(tr, x, bad, NULL), -1);
+    ck_assert_msg(strstr(ad_error(), "shard of rows 4..7 of the batch"), "%s", ad_error());
+    ck_assert_int_eq(nn_trainer_step(tr, x, y, NULL), 0); /* and it goes on */
+    nn_trainer_free(tr);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    ad_tensor_free(x);
+    ad_tensor_free(y);
+    ad_tensor_free(bad);
+}
+END_TEST
+
 START_TEST(comm_hooks)
 {
     data d;
@@ -1078,6 +1113,7 @@ int main(void)
     tcase_add_test(tc, accuracy_of_strided_logits);
     tcase_add_test(tc, evaluation_loss_is_training_loss);
     tcase_add_test(tc, anomaly_mode_reaches_split_shards);
+    tcase_add_test(tc, shard_error_names_its_rows);
     suite_add_tcase(s, tc);
     return ot_run(s);
 }
