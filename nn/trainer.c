@@ -487,7 +487,7 @@ static int step(nn_trainer *tr, const char *fn, ad_tensor *x, ad_tensor *y, doub
     tr->ops = true;
     int rc = step_whole(tr, fn, x, y, loss, samples, correct);
     tr->ops = false;
-    nn__ops_end();
+    nn__ops_step_end(tr);
     if (rc == 0 && !tr->chosen) nn__trainer_choose_mode(tr);
     return rc;
 }

@@ -102,6 +102,7 @@ void nn__ops_end(void);
  * step's time and chooses whether this one runs its parts on the threads
  * or on this thread alone (trainer_ops.c, "whether the threads pay"). */
 int nn__ops_step_begin(nn_trainer *tr);
+void nn__ops_step_end(nn_trainer *tr);
 /* Before a pause in the steps (nn_fit's epoch begins after an evaluation):
  * the time until the next step is not a step's. */
 void nn__ops_tune_gap(nn_trainer *tr);

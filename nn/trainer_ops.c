@@ -71,9 +71,13 @@ void nn__ops_end(void) { ad_set_parallel_runner(NULL, NULL, 0); }
  * asleep, nothing prefetched) or there is no such time, times TUNE_ONE
  * steps that way and compares.  One thread, when 10 % faster, then runs
  * `run` steps (TUNE_RUN, doubled up to TUNE_RUN_MAX while the threads keep
- * losing), timed as they go, before the threads are timed again.  On an
- * idle machine that costs TUNE_ONE + TUNE_SKIP slower steps once, and
- * again only if the threads slow down by half.  The comparison is of
+ * losing), timed as they go, before the threads are timed again; the
+ * threads, when faster, run on, timed window by window.  On an idle
+ * machine that costs TUNE_ONE + TUNE_SKIP slower steps once, and again
+ * only if the threads' steps grow to within 10 % of the last one-thread
+ * time (the MLP's here: by 40 %).  Only the step's own parts follow the
+ * choice (nn__ops_step_end): the recording and evaluation between steps
+ * keep the threads.  The comparison is of
  * means, not medians: a worker that a busy core's scheduler stops while
  * it holds a product's strip costs its step milliseconds, one step in
  * several, and the median step on the threads then looked as fast as one
@@ -110,14 +114,15 @@ static void tune_enter(ops_tune *u, int state)
 /* "a clearly faster than b": by 10 % */
 static bool tune_faster(int64_t a, int64_t b) { return 10 * a < 9 * b; }
 
-/* One thread chosen: `run` steps, longer each time in a row. */
-static void tune_choose_one(ops_tune *u)
+/* One thread chosen: `run` steps, longer each time in a row; the steps
+ * before ran on one thread already (state 1) or on the threads (a window
+ * of state 0, compared with the one-thread steps of state 2 before it). */
+static void tune_choose_one(ops_tune *u, bool from_one)
 {
     u->run = !u->run ? TUNE_RUN : 2 * u->run < TUNE_RUN_MAX ? 2 * u->run : TUNE_RUN_MAX;
     u->left = u->run;
-    int n = u->n;
     tune_enter(u, 2);
-    if (n == 0) u->skip = 0; /* coming from one thread: nothing to warm up */
+    if (from_one) u->skip = 0; /* nothing to warm up */
 }
 
 /* At the start of a training step with the products split: the previous
@@ -149,7 +154,7 @@ static void tune_step(struct pool *p)
             u->n = 0;
             u->sum = 0;
             if (u->one_ns && tune_faster(mean, u->one_ns)) u->run = 0; /* the threads */
-            else if (fresh) tune_choose_one(u);
+            else if (fresh) tune_choose_one(u, false);
             else tune_enter(u, 1);
         } else {
             u->one_ns = mean;
@@ -158,7 +163,7 @@ static void tune_step(struct pool *p)
             u->sum = 0;
             if (u->state == 1) {
                 if (tune_faster(mean, u->threads_ns)) {
-                    tune_choose_one(u);
+                    tune_choose_one(u, true);
                 } else {
                     u->run = 0;
                     tune_enter(u, 0);
@@ -181,7 +186,19 @@ int nn__ops_step_begin(nn_trainer *tr)
     if (!tr->pool && !(tr->pool = nn__pool_new(tr, tr->threads))) return -1;
     tune_step(tr->pool);
     if (tr->pool->serial) tr->serial_steps++;
-    return nn__ops_begin(tr);
+    if (nn__ops_begin(tr)) {
+        tr->pool->serial = false;
+        return -1;
+    }
+    return 0;
+}
+
+/* The step's choice holds for the step alone: the recording and the
+ * evaluation between steps share their products among the threads. */
+void nn__ops_step_end(nn_trainer *tr)
+{
+    tr->pool->serial = false;
+    nn__ops_end();
 }
 
 /* ---- the trainer's work between steps, on its threads too ----
@@ -419,7 +436,9 @@ static int prefetch_next(nn_trainer *tr, nn_loader *l, const nn__batch *bt, rec 
 {
     struct pool *p = tr->pool;
     nn__batch next;
-    if (!p || p->n < 2 || p->serial || nn__trainer_mode(tr) != NN_THREADS_OPS ||
+    /* (the next step runs on one thread, as far as the tuner's state says:
+     * its workers are left asleep) */
+    if (!p || p->n < 2 || p->tune.state != 0 || nn__trainer_mode(tr) != NN_THREADS_OPS ||
         !nn__loader_peek(l, &next) ||
         next.k != bt->k || next.b != bt->b)
         return 0;

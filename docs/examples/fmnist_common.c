@@ -21,8 +21,7 @@
  * -1 with the message in ad_error(); the functions here do the same, and
  * fm_finish turns a failure into a message on stderr and exit status 1.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, popen, getrusage */
-#define _DEFAULT_SOURCE         /* sysconf's _SC_NPROCESSORS_ONLN */
+#define _GNU_SOURCE /* clock_gettime, popen, getrusage; sched_getaffinity */
 
 #include "fmnist_common.h"
 
@@ -35,6 +34,9 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sched.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -661,12 +663,20 @@ static int auto_threads(int world)
     long n = 1;
 #ifdef _OPENMP
     n = omp_get_max_threads();
+    if (omp_get_thread_limit() < n) n = omp_get_thread_limit(); /* OMP_THREAD_LIMIT */
 #else
+    /* without OpenMP, its variable and the affinity mask read here */
     const char *env = getenv("OMP_NUM_THREADS");
-    if (env && *env) n = strtol(env, NULL, 10);
-#ifdef _SC_NPROCESSORS_ONLN
-    else n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (env && *env) {
+        n = strtol(env, NULL, 10);
+    } else {
+#ifdef __linux__
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+#elif defined(_SC_NPROCESSORS_ONLN)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
 #endif
+    }
 #endif
     return n < 1 ? 1 : n > THREADS_AUTO_MAX ? THREADS_AUTO_MAX : (int)n;
 }
