@@ -219,9 +219,11 @@ static ad_tensor *trsolve_core(const char *fn, ad_tensor *A, ad_tensor *B, tri_p
     return ad__finish(X, trsolve_kernel(fn, A, B, X, &p), &OP_TRSOLVE, 2, in, &p, NULL);
 }
 
-/* A [..., n, n] and B [..., n, k] (or B [n]: one right-hand side) with
- * their batch dimensions broadcast, then the core; a vector B gives a
- * vector.  Composed in a scope when views are needed. */
+/* A [..., n, n] and B [..., n, k] (or B [n]: one right-hand side; for
+ * solve also B [..., n] of A's batch dimensions exactly, a right-hand side
+ * per matrix, torch.linalg.solve's rule) with their batch dimensions
+ * broadcast, then the core; a vector B gives a vector.  Composed in a
+ * scope when views are needed. */
 static ad_tensor *solve_like(const char *fn, ad_tensor *A, ad_tensor *B, bool triangular,
                              tri_params p)
 {
@@ -229,13 +231,16 @@ static ad_tensor *solve_like(const char *fn, ad_tensor *A, ad_tensor *B, bool tr
         ad__check_same_dtype(fn, A, B))
         return NULL;
     int64_t n = A->shape[A->ndim - 1];
-    bool vec = B->ndim == 1;
-    if (B->ndim < 1 || B->shape[vec ? 0 : B->ndim - 2] != n)
+    bool vec = B->ndim == 1 ||
+               (!triangular && B->ndim == A->ndim - 1 &&
+                !memcmp(A->shape, B->shape, (size_t)B->ndim * sizeof(int64_t)));
+    if (B->ndim < 1 || B->shape[vec ? B->ndim - 1 : B->ndim - 2] != n)
         return ad__errc(AD_ERR_SHAPE, fn, "B must be [..., %lld, k] or [%lld] for A %s, got %s",
                         (long long)n, (long long)n, ad__shape_str(A), ad__shape_str(B)), NULL;
     int nbatch;
     int64_t batch[AD_MAX_DIMS];
-    if (ad__broadcast(fn, A->ndim - 2, A->shape, vec ? 0 : B->ndim - 2, B->shape, &nbatch, batch))
+    if (ad__broadcast(fn, A->ndim - 2, A->shape, vec ? B->ndim - 1 : B->ndim - 2, B->shape,
+                      &nbatch, batch))
         return ad__errc(AD_ERR_SHAPE, fn, "batch dimensions of A %s and B %s cannot be broadcast",
                         ad__shape_str(A), ad__shape_str(B)), NULL;
     bool plain = !vec && A->ndim == B->ndim &&
@@ -250,7 +255,7 @@ static ad_tensor *solve_like(const char *fn, ad_tensor *A, ad_tensor *B, bool tr
     sa[nbatch] = sa[nbatch + 1] = sb[nbatch] = n;
     sb[nbatch + 1] = k;
     ad_tensor *Ab = ad_expand(A, nbatch + 2, sa);
-    ad_tensor *Bb = ad_expand(vec ? ad_unsqueeze(B, 1) : B, nbatch + 2, sb);
+    ad_tensor *Bb = ad_expand(vec ? ad_unsqueeze(B, B->ndim) : B, nbatch + 2, sb);
     ad_tensor *X = triangular ? trsolve_core(fn, Ab, Bb, p) : solve_core(fn, Ab, Bb);
     if (X && vec) X = ad_squeeze(X, -1); /* [..., n, 1] -> [..., n] */
     return ad_scope_end(&s, X);
@@ -478,7 +483,11 @@ static int eigh_kernel(const char *fn, const ad_tensor *A, ad_tensor *out)
     int rc = 0;
     for (int64_t i = 0; i < nb && !rc; i++) {
         pack(A, i, a);
-        if ((rc = check_finite(fn, i, nb, a, (int64_t)n * n))) break;
+        /* only the lower triangle is read (column-major: rows j..n-1 of
+         * column j), so only it must be finite, as in PyTorch */
+        for (int j = 0; j < n && !rc; j++)
+            rc = check_finite(fn, i, nb, a + (int64_t)j * n + j, n - j);
+        if (rc) break;
         int info = ad__eigh(n, a, w);
         if (info)
             rc = singular(fn, i, nb, info, "has no eigendecomposition: the solver did not "

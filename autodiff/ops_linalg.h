@@ -70,9 +70,12 @@ AD_API ad_tensor *ad_linear(ad_tensor *x, ad_tensor *w, ad_tensor *b);
  * Not provided: eig of non-symmetric matrices, lstsq, pinv, matrix_exp,
  * full_matrices SVD. */
 
-/* X = A^-1 B: A [..., n, n], B [..., n, k] or [n] (one right-hand side
- * for every matrix; X is then [..., n]); the batch dimensions broadcast.  LU with partial
- * pivoting.  dB = A^-T G, dA = -dB X^T (summed over broadcast batches). */
+/* X = A^-1 B: A [..., n, n], B [..., n, k], or a vector B: [n] (one
+ * right-hand side for every matrix) or [..., n] with A's batch dimensions
+ * exactly (one per matrix; torch.linalg.solve's rule: B [3, 3] for A
+ * [3, 3, 3] is three vectors), X then [..., n]; the batch dimensions
+ * broadcast.  LU with partial pivoting.  dB = A^-T G, dA = -dB X^T
+ * (summed over broadcast batches). */
 AD_API ad_tensor *ad_linalg_solve(ad_tensor *A, ad_tensor *B);
 /* X with T X = B (left) or X T = B (!left, B [..., k, n]), T the upper or
  * lower triangle of A (the other entries are not read); unitriangular
@@ -116,8 +119,8 @@ AD_API ad_tensor *ad_linalg_cholesky(ad_tensor *A);
  * the gradient is V diag(G_w) V^T, finite for repeated eigenvalues too
  * (exact for symmetric functions of w such as its sum; otherwise the
  * one-sided derivative the solver's eigenvectors pick).
- * Errors: eigenvalues NULL, a NaN or inf entry ("ad_linalg_eigh: the
- * matrix has non-finite entries"). */
+ * Errors: eigenvalues NULL, a NaN or inf entry in the lower triangle
+ * ("ad_linalg_eigh: the matrix has non-finite entries"). */
 AD_API int ad_linalg_eigh(ad_tensor *A, ad_tensor **eigenvalues, ad_tensor **eigenvectors);
 /* Reduced QR of A [..., m, n], m >= n: Q [..., m, n] with orthonormal
  * columns and R [..., n, n] upper triangular with a diagonal >= 0 (unique,

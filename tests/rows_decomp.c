@@ -117,6 +117,8 @@ const op_row rows_decomp[] = {
      {G(2, 2, 2), G(3, 3, 2, 2)}},
     {"linalg_solve", "batched [2,3,3] with one vector [3]", b_solve, H(D_VEC), 2,
      {G(3, 2, 3, 3), G(1, 3)}},
+    {"linalg_solve", "batched [3,3,3] with a vector per matrix [3,3]", b_solve, H(D_VEC), 2,
+     {G(3, 3, 3, 3), G(2, 3, 3)}},
     {"linalg_solve", "constant A, B [3,2]", b_solve, H(D_PLAIN), 2, {C(2, 3, 3), G(2, 3, 2)}},
     {"solve_triangular", "lower, left", b_trsolve, H(D_PLAIN), 2, {G(2, 3, 3), G(2, 3, 2)}},
     {"solve_triangular", "upper, left, batched", b_trsolve, H(D_UPPER), 2,

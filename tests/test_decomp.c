@@ -77,6 +77,22 @@ START_TEST(solve_errors)
     ck_assert_error_rc(ad_linalg_eigh(nanm, &w, NULL),
                        "ad_linalg_eigh: the matrix has non-finite entries");
     ck_assert_error_rc(ad_linalg_svd(nanm, NULL, &sv, NULL), "has non-finite entries");
+    /* eigh reads the lower triangle alone: a NaN above it is not read
+     * (PyTorch: w = [1, 1], V = I) */
+    ad_tensor *upper_nan = ot_f64(ot_tape, 2, SH(2, 2), F64(1, NAN, 0, 1)), *V;
+    ck_assert_int_eq(ad_linalg_eigh(upper_nan, &w, &V), 0);
+    ot_assert_values(w, F64(1, 1), 2, 0);
+    ot_assert_values(V, F64(1, 0, 0, 1), 4, 0);
+    /* B [..., n] with A's batch dimensions is a vector per matrix, as in
+     * torch.linalg.solve: A [2,2,2] \ B [2,2] is [2,2], not [2,2,2] */
+    ad_tensor *A2 = ot_f64(ot_tape, 3, SH(2, 2, 2), F64(2, 0, 0, 4, 1, 1, 0, 1));
+    ad_tensor *B2 = ot_f64(ot_tape, 2, SH(2, 2), F64(2, 4, 3, 1));
+    ad_tensor *X2 = ad_linalg_solve(A2, B2);
+    ot_assert_shape(X2, 2, SH(2, 2));
+    ot_assert_values(X2, F64(1, 1, 2, 1), 4, 1e-15);
+    /* the same shape by another rule for solve_triangular, as in PyTorch
+     * (which has no vector case there): B [2,2] is one matrix per batch */
+    ot_assert_shape(ad_linalg_solve_triangular(A2, B2, true, true, false), 3, SH(2, 2, 2));
     ad_tensor *R = ad_zeros(ot_tape, AD_FLOAT64, 2, SH(2, 3));
     ck_assert_error(ad_linalg_inv(R), "ad_linalg_inv: A must be a square matrix or a batch of "
                                       "them ([..., n, n]), got [2,3]");
