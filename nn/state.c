@@ -210,7 +210,19 @@ static char *metadata(const char *fn, const nn_checkpoint *ck)
         if (len < 2 || b[0] != '{' || b[len - 1] != '}')
             return nn__err(fn, "metadata_json must be a JSON object, got '%.40s'",
                            ck->metadata_json), NULL;
-        if (strstr(b, "\"nn_checkpoint_"))
+        /* the keys as JSON reads them ("nn\u005fcheckpoint_lr" is
+         * nn_checkpoint_lr), not the text: a value may say anything */
+        nn_safetensors_info meta = {0};
+        int bad = nn__st_parse_metadata(fn, b, &meta) ? -1 : 0;
+        for (int i = 0; i < meta.n_metadata; i++) {
+            if (!bad && !strncmp(meta.metadata_keys[i], "nn_checkpoint_", 14)) bad = 1;
+            ad_free(meta.metadata_keys[i]);
+            ad_free(meta.metadata_values[i]);
+        }
+        ad_free(meta.metadata_keys);
+        ad_free(meta.metadata_values);
+        if (bad < 0) return NULL;
+        if (bad)
             return nn__err(fn, "metadata_json uses a key starting 'nn_checkpoint_', which are "
                                "the checkpoint's own"), NULL;
         /* the user's members are spliced after ours; nn_save_safetensors

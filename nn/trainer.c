@@ -551,7 +551,7 @@ int nn_trainer_step(nn_trainer *tr, ad_tensor *x, ad_tensor *y, double *loss)
     int rc = step(tr, fn, x, y, &v, &samples, &correct);
     if (rc > 0)
         return ad_set_error_code(AD_ERR_NUMERIC, "%s: the loss is %g: parameters not updated",
-                                 fn, v);
+                                 fn, isnan(v) ? fabs(v) : v); /* "nan", not "-nan" */
     if (rc == 0 && loss) *loss = v;
     return rc;
 }
@@ -687,7 +687,7 @@ static int fit_epoch(nn_trainer *tr, nn_loader *train, const nn_fit_options *o, 
             return ad_set_error_code(AD_ERR_NUMERIC,
                                      "%s: training diverged: the loss is %g at epoch %" PRId64
                                      ", batch %" PRId64 " (try a smaller learning rate)",
-                                     fn, loss, epoch, b);
+                                     fn, isnan(loss) ? fabs(loss) : loss, epoch, b);
         if (rc < 0) return -1;
         loss_sum += loss * samples;
         n += (int64_t)samples;

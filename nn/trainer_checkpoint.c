@@ -180,10 +180,20 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
                      !strncmp(name, NN__MODULE_RNG, strlen(NN__MODULE_RNG));
         for (int k = 0; k < e.n && !known; k++) known = !strcmp(e.names[k], name);
         if (!known) {
-            char list[700];
+            char list[700], hint[300] = "";
             nn__name_list(list, sizeof list, e.sd->n, e.sd->names);
+            /* a model saved inside a wrapper: "model.0.weight" for "0.weight" */
+            size_t lf = strlen(name);
+            for (int k = 0; k < e.sd->n && !hint[0]; k++) {
+                const char *mn = e.sd->names[k];
+                size_t lm = strlen(mn);
+                if (lf > lm + 1 && !strcmp(name + lf - lm, mn) && name[lf - lm - 1] == '.')
+                    snprintf(hint, sizeof hint, "; the file's '%.100s' has a prefix '%.*s' that "
+                             "the model's names lack (rename the entries, or save the inner "
+                             "model's state_dict)", name, (int)(lf - lm), name);
+            }
             rc = nn__err(fn, "%s: '%s' is not a tensor of the model (nor an optimiser's); the "
-                             "model's are: %s", path, name, list);
+                             "model's are: %s%s", path, name, list, hint);
         }
     }
     if (rc == 0) rc = nn_load_safetensors(path, e.n, e.names, e.tensors, resume);

@@ -365,6 +365,8 @@ def main():
                         ["fmnist_cnn", "wrong architecture"], "--load a CNN checkpoint")
             check_error("cnn", cnn, ["--data", small, "--epochs", 0, "--load", mlp_ck], 1,
                         ["fmnist_mlp", "wrong architecture"], "--load an MLP checkpoint")
+            check_error("mlp", mlp, ["--data", small, "--epochs", 2, "--resume", cnn_ck], 1,
+                        ["fmnist_cnn", "wrong architecture"], "--resume a CNN checkpoint")
         check_error("mlp", mlp, ["--data", small, "--epochs", 1,
                                  "--save", "/nonexistent/model.safetensors"], 1,
                     ["/nonexistent"], "--save into a missing directory (refused up front)")
@@ -382,6 +384,16 @@ def main():
         write_safetensors(forged, {"arch": "fmnist_mlp"})
         check_error("mlp", mlp, ["--data", small, "--epochs", 0, "--load", forged], 1,
                     ["forged.safetensors", "0.weight"], "--load tensors of the wrong shape")
+        # a state_dict saved from a wrapper module: its names' prefix is
+        # pointed out
+        wrapped = os.path.join(tmp, "wrapped.safetensors")
+        with open(wrapped, "wb") as f:
+            header = json.dumps({"model.0.weight": {"dtype": "F32", "shape": [1],
+                                                    "data_offsets": [0, 4]}}).encode()
+            header += b" " * (-len(header) % 8)
+            f.write(struct.pack("<Q", len(header)) + header + struct.pack("<f", 1.0))
+        check_error("mlp", mlp, ["--data", small, "--epochs", 0, "--load", wrapped], 1,
+                    ["'model.0.weight'", "prefix 'model.'"], "--load names with a prefix")
         junk = os.path.join(tmp, "junk.safetensors")
         with open(junk, "wb") as f:
             f.write(b"this is not a checkpoint")

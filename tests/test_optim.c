@@ -277,6 +277,11 @@ START_TEST(adam_amsgrad)
      * reference implementation of the formula). */
     expect(w, 0.81969590638465173, -2.1740810622390341, 1e-14);
     ck_assert_close(ot_at(state(o, "w.max_exp_avg_sq"), 0), 0.00025975, 1e-18);
+    /* a NaN gradient: the running maximum becomes NaN, as torch.maximum
+     * gives (fmax kept the old value); the other element is untouched by it */
+    step_with(o, w, (double[]){NAN, 0.1});
+    ck_assert(isnan(ot_at(state(o, "w.max_exp_avg_sq"), 0)));
+    ck_assert(isfinite(ot_at(state(o, "w.max_exp_avg_sq"), 1)));
     nn_optim_free(o);
     ad_tensor_free(w);
 }

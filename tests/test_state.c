@@ -241,6 +241,11 @@ START_TEST(model_alone_and_errors)
     nn_checkpoint bad = ck;
     bad.metadata_json = "{\"nn_checkpoint_step\": \"9\"}";
     ck_assert_error_rc(nn_checkpoint_save(tpath("x"), &bad), "starting 'nn_checkpoint_'");
+    /* the key as JSON reads it, escapes and all; a value may say anything */
+    bad.metadata_json = "{\"nn\\u005fcheckpoint_lr\": \"0x1p+3\"}";
+    ck_assert_error_rc(nn_checkpoint_save(tpath("x"), &bad), "starting 'nn_checkpoint_'");
+    bad.metadata_json = "{\"note\": \"nn_checkpoint_ files\"}";
+    ck_assert_int_eq(nn_checkpoint_save(tpath("x"), &bad), 0);
     bad.metadata_json = "[1]";
     ck_assert_error_rc(nn_checkpoint_save(tpath("x"), &bad), "must be a JSON object");
     bad = ck;

@@ -812,6 +812,28 @@ int fm_start(fm_run *r, const fm_recipe *recipe, int argc, char **argv)
     return rc;
 }
 
+/* A file of the other program ("arch" metadata of another model) is
+ * refused by name before its shapes are: 0, or -1 with the error set;
+ * *arch_out (may be NULL) gets whether the file names an architecture
+ * and *epochs_out the epochs it records (when it does). */
+static int check_arch(const fm_recipe *m, const char *path, bool *arch_out, int64_t *epochs_out)
+{
+    nn_safetensors_info *info = nn_safetensors_inspect(path);
+    if (!info) return -1;
+    const char *arch = nn_safetensors_metadata(info, "arch");
+    const char *epochs = nn_safetensors_metadata(info, "epochs");
+    int rc = 0;
+    if (!arch)
+        ad_clear_error(); /* no "arch": not an error here */
+    else if (strcmp(arch, m->arch) != 0)
+        rc = ad_set_error("%s holds a %s model, not %s (%s): wrong architecture", path, arch,
+                          m->arch, m->description);
+    if (arch_out) *arch_out = arch != NULL;
+    if (!rc && epochs && epochs_out) *epochs_out = strtoll(epochs, NULL, 10);
+    nn_safetensors_info_free(info);
+    return rc;
+}
+
 int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
 {
     struct fm_private *p = r->p;
@@ -829,28 +851,19 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
         /* The metadata is checked first for a clear message ("holds a
          * fmnist_cnn model"); the strict load then checks every name,
          * dtype and shape, and changes nothing unless all match. */
-        nn_safetensors_info *info = nn_safetensors_inspect(o->load);
-        if (!info) return -1;
-        const char *arch = nn_safetensors_metadata(info, "arch");
-        const char *epochs = nn_safetensors_metadata(info, "epochs");
-        int rc = 0;
+        bool arch;
+        if (check_arch(m, o->load, &arch, &p->loaded_epochs)) return -1;
         /* A file without "arch" is someone else's state_dict, e.g. from
          * PyTorch's safetensors.torch.save_file(model.state_dict()): it is
          * loaded as this architecture, and the strict load below says
          * which names or shapes do not fit. */
-        if (!arch) {
-            ad_clear_error();
-            if (!o->quiet)
-                printf("note: %s has no \"arch\" metadata (a plain state_dict, e.g. saved from "
-                       "PyTorch); loading it as %s, every name, dtype and shape checked\n",
-                       o->load, m->arch);
-        } else if (strcmp(arch, m->arch) != 0)
-            rc = ad_set_error("%s holds a %s model, not %s (%s): wrong architecture", o->load,
-                              arch, m->arch, m->description);
-        if (!rc && epochs) p->loaded_epochs = strtoll(epochs, NULL, 10);
-        nn_safetensors_info_free(info);
-        if (rc || nn_trainer_load(tr, o->load, false)) return -1;
+        if (!arch && !o->quiet)
+            printf("note: %s has no \"arch\" metadata (a plain state_dict, e.g. saved from "
+                   "PyTorch); loading it as %s, every name, dtype and shape checked\n",
+                   o->load, m->arch);
+        if (nn_trainer_load(tr, o->load, false)) return -1;
     }
+    if (o->resume && check_arch(m, o->resume, NULL, NULL)) return -1;
 #ifdef FM_WITH_MPI
     /* Rank 0's model (initialised from the same seed, or loaded above)
      * and optimiser state on every rank; then --resume reads the file on
@@ -880,9 +893,10 @@ int fm_prepare(fm_run *r, nn_module *net, nn_trainer *tr)
            nn_loader_num_samples(r->train), nn_loader_num_samples(r->test), o->data_dir);
     if (o->epochs > 0)
         printf("training: %" PRId64 " epoch%s of %" PRId64 " steps, batch %" PRId64
-               ", SGD lr %g (cosine to 0) momentum %g, %d thread%s\n",
+               ", SGD lr %g (cosine to 0) momentum %g, %d %sthread%s\n",
                o->epochs, o->epochs == 1 ? "" : "s", nn_loader_num_batches(r->train), o->batch,
-               o->lr, o->momentum, p->threads, p->threads == 1 ? "" : "s");
+               o->lr, o->momentum, p->threads, o->threads == 0 ? "OpenMP kernel " : "",
+               p->threads == 1 ? "" : "s");
     return 0;
 }
 
