@@ -156,6 +156,10 @@ int nn__meta_count(const char *fn, const char *path, const struct nn_safetensors
 /* The string a checkpoint's metadata holds under key, or NULL (borrowed
  * from info). */
 const char *nn__meta_get(const struct nn_safetensors_info *info, const char *key);
+/* v as "%a" writes it, and strtod, in the C locale whatever the program's
+ * (util.c): the learning rate in checkpoints. */
+void nn__fmt_hex_c(char *buf, size_t n, double v);
+double nn__strtod_c(const char *s, char **end);
 /* A new persistent int64 [2] tensor holding r, or NULL. */
 ad_tensor *nn__rng_tensor(const ad_rng *r);
 /* r from a tensor nn__rng_tensor made (and a load filled). */

@@ -235,9 +235,11 @@ static char *metadata(const char *fn, const nn_checkpoint *ck)
     /* the rate goes with the optimiser's state: one a schedule or a
      * callback set is what a resumed run must continue from (PyTorch's
      * state_dict keeps it in param_groups) */
-    char lr[64] = "";
-    if (ck->optim)
-        snprintf(lr, sizeof lr, ", \"" KEY_LR "\": \"%a\"", nn_optim_get_lr(ck->optim));
+    char lr[64] = "", hex[40];
+    if (ck->optim) {
+        nn__fmt_hex_c(hex, sizeof hex, nn_optim_get_lr(ck->optim));
+        snprintf(lr, sizeof lr, ", \"" KEY_LR "\": \"%s\"", hex);
+    }
     size_t size = blen + 320;
     char *meta = ad_malloc(size);
     if (!meta) return nn__err(fn, "out of memory"), NULL;
@@ -330,7 +332,7 @@ int nn_checkpoint_load(const char *path, nn_checkpoint *ck)
     const char *flr = ck->optim ? meta_get(info, KEY_LR) : NULL;
     if (rc == 0 && flr) { /* files from before it was saved have none: the rate stays */
         char *end;
-        lr = strtod(flr, &end);
+        lr = nn__strtod_c(flr, &end);
         if (*flr == '\0' || *end != '\0' || !(lr >= 0) || !isfinite(lr))
             rc = nn__err_io(fn, "%s: \"" KEY_LR "\" is '%s', not a learning rate", path, flr);
     }

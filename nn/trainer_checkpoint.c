@@ -127,10 +127,12 @@ int nn_trainer_save(const nn_trainer *tr, const char *path, const char *metadata
     size_t size = blen + 240;
     char *meta = ad_malloc(size);
     if (!meta) return nn__err(fn, "out of memory");
+    char hex[40];
+    nn__fmt_hex_c(hex, sizeof hex, nn_optim_get_lr(tr->opt));
     snprintf(meta, size,
              "{\"" EPOCH_KEY "\": \"%" PRId64 "\", \"" STEP_KEY "\": \"%" PRId64 "\", \"" LR_KEY
-             "\": \"%a\", \"" MODE_KEY "\": \"%d\"%s%.*s}",
-             tr->epoch, tr->steps, nn_optim_get_lr(tr->opt),
+             "\": \"%s\", \"" MODE_KEY "\": \"%d\"%s%.*s}",
+             tr->epoch, tr->steps, hex,
              tr->chosen ? tr->chosen : tr->chosen_saved, blen ? ", " : "", (int)blen, body);
     entries e;
     int rc = entries_make(fn, tr, true, &e);
@@ -160,7 +162,7 @@ int nn_trainer_load(nn_trainer *tr, const char *path, bool resume)
                  : 0;
         const char *v = nn__meta_get(info, LR_KEY);
         char *end = NULL;
-        if (rc == 0 && v) lr = strtod(v, &end);
+        if (rc == 0 && v) lr = nn__strtod_c(v, &end);
         if (rc == 0 && v && (*v == '\0' || *end != '\0' || !isfinite(lr) || lr < 0))
             rc = nn__err_io(fn, "%s: \"%s\" is '%s', not a learning rate", path, LR_KEY, v);
         /* absent in older files: the run chooses again */

@@ -1,9 +1,45 @@
 /* nn/util.c - small helpers shared by the nn sources (nn_private.h). */
+#define _POSIX_C_SOURCE 200809L /* newlocale, uselocale */
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "nn_private.h"
+
+/* Numbers in files are written and read in the C locale's syntax whatever
+ * the program's: printf's %a and strtod follow LC_NUMERIC, so a
+ * checkpoint saved after setlocale(LC_ALL, "de_DE.UTF-8") held the
+ * learning rate "0x1,3333333333333p-3", which no other program could
+ * read back.  This thread alone switches, for the call. */
+static locale_t c_numeric(locale_t *old)
+{
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    *old = c ? uselocale(c) : (locale_t)0;
+    return c;
+}
+
+static void restore_numeric(locale_t c, locale_t old)
+{
+    if (!c) return;
+    uselocale(old);
+    freelocale(c);
+}
+
+void nn__fmt_hex_c(char *buf, size_t n, double v)
+{
+    locale_t old, c = c_numeric(&old);
+    snprintf(buf, n, "%a", v);
+    restore_numeric(c, old);
+}
+
+double nn__strtod_c(const char *s, char **end)
+{
+    locale_t old, c = c_numeric(&old);
+    double v = strtod(s, end);
+    restore_numeric(c, old);
+    return v;
+}
 
 int nn__null_arg(const char *fn, const char *name)
 {

@@ -9,7 +9,9 @@
  *   errors     a file of another optimiser, a file without our metadata, an
  *              unknown entry, bad arguments: each refused with nothing
  *              changed. */
+#include <locale.h>
 #include <nn/nn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,6 +183,47 @@ START_TEST(zero_rate_round_trip)
 }
 END_TEST
 
+/* A checkpoint saved by a program running under a decimal-comma locale
+ * reads back under any other: the rate is written and read in the C
+ * locale's syntax (it was "0x1,3333333333333p-3", refused elsewhere).
+ * Needs such a locale installed (de_DE, fr_FR); without one only the
+ * round trip in the C locale is checked. */
+START_TEST(rate_is_locale_independent)
+{
+    static const char *const commas[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8",
+                                         "fr_FR.utf8", "de_DE", "fr_FR"};
+    const char *got = NULL;
+    for (size_t i = 0; !got && i < sizeof commas / sizeof *commas; i++)
+        if (setlocale(LC_NUMERIC, commas[i])) got = commas[i];
+    if (!got) printf("rate_is_locale_independent: no decimal-comma locale installed\n");
+    run b, c;
+    run_init(&b, 7, false);
+    run_steps(&b, 2);
+    ck_assert_int_eq(nn_optim_set_lr(b.opt, 0.15), 0);
+    nn_checkpoint ck = ck_of(&b, NULL);
+    ck_assert_msg(nn_checkpoint_save(tpath("l.safetensors"), &ck) == 0, "%s", ad_error());
+    setlocale(LC_NUMERIC, "C");
+    nn_safetensors_info *info = nn_safetensors_inspect(tpath("l.safetensors"));
+    ck_assert_ptr_nonnull(info);
+    ck_assert_str_eq(nn_safetensors_metadata(info, "nn_checkpoint_lr"), "0x1.3333333333333p-3");
+    nn_safetensors_info_free(info);
+    run_init(&c, 99, false);
+    ck = ck_of(&c, NULL);
+    ck_assert_msg(nn_checkpoint_load(tpath("l.safetensors"), &ck) == 0, "%s", ad_error());
+    ck_assert_double_eq(nn_optim_get_lr(c.opt), 0.15);
+    /* and read back under the comma locale too */
+    if (got) setlocale(LC_NUMERIC, got);
+    run_free(&c);
+    run_init(&c, 99, false);
+    ck = ck_of(&c, NULL);
+    ck_assert_msg(nn_checkpoint_load(tpath("l.safetensors"), &ck) == 0, "%s", ad_error());
+    ck_assert_double_eq(nn_optim_get_lr(c.opt), 0.15);
+    setlocale(LC_NUMERIC, "C");
+    run_free(&b);
+    run_free(&c);
+}
+END_TEST
+
 START_TEST(model_alone_and_errors)
 {
     run b, c, s;
@@ -269,6 +312,7 @@ int main(void)
     TCase *tc = tcase_create("state");
     tcase_add_test(tc, resume_is_bit_identical);
     tcase_add_test(tc, zero_rate_round_trip);
+    tcase_add_test(tc, rate_is_locale_independent);
     tcase_add_test(tc, model_alone_and_errors);
     suite_add_tcase(s, tc);
     int rc = ot_run(s);
