@@ -2,6 +2,7 @@
  * tensors for everything a run's state is, written and read with the
  * safetensors functions of checkpoint.c. */
 #include <math.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,8 +288,10 @@ int nn__meta_count(const char *fn, const char *path, const struct nn_safetensors
     const char *v = meta_get(info, key);
     if (!v) return nn__err_io(fn, "%s: no \"%s\" in its metadata: %s", path, key, missing);
     char *end;
+    errno = 0;
     long long n = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 0)
+    /* (a count past INT64_MAX was clamped to it, and taken) */
+    if (*v == '\0' || *end != '\0' || n < 0 || errno == ERANGE)
         return nn__err_io(fn, "%s: \"%s\" is '%s', not a count", path, key, v);
     *out = (int64_t)n;
     return 0;

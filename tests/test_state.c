@@ -277,6 +277,15 @@ START_TEST(model_alone_and_errors)
     ck_assert_error_rc(nn_checkpoint_load(tpath("plain.safetensors"), &only),
                        "no \"nn_checkpoint_epoch\" in its metadata: not saved by "
                        "nn_checkpoint_save");
+    /* a count past INT64_MAX (strtoll clamped it, and it was taken) */
+    sd = nn_state_dict(c.net);
+    ck_assert_int_eq(nn_save_safetensors(tpath("huge.safetensors"), sd->n, sd->names, sd->tensors,
+                                         "{\"nn_checkpoint_epoch\": \"99999999999999999999\", "
+                                         "\"nn_checkpoint_step\": \"1\"}"),
+                     0);
+    nn_named_tensors_free(sd);
+    ck_assert_error_rc(nn_checkpoint_load(tpath("huge.safetensors"), &only),
+                       "\"nn_checkpoint_epoch\" is '99999999999999999999', not a count");
 
     /* bad arguments */
     ck_assert_error_rc(nn_checkpoint_save(NULL, &ck), "argument 'path' is NULL");
