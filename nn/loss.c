@@ -106,19 +106,22 @@ ad_tensor *nn_huber_loss(ad_tensor *input, ad_tensor *target, nn_reduction reduc
         return NULL;
     }
     ad_tensor *in[2] = {input, target};
-    /* With d = yhat - y and c = clamp(d, -delta, delta), the two branches of
-     * Huber's loss are one expression:
-     *     l = c (d - c/2)
-     * |d| <= delta: c = d, l = d^2/2;  d > delta: l = delta (d - delta/2);
-     * d < -delta: l = -delta (d + delta/2) = delta (|d| - delta/2).
-     * Its derivative is c + c'(d - c): c' = 1 inside (where d - c = 0) and 0
-     * outside, so dl/dd = c = clamp(d, -delta, delta) everywhere, also at
-     * |d| = delta - no where(), no kink to special-case. */
+    /* With d = yhat - y, the two branches picked by where(), the linear one
+     * from |d| = delta on, as PyTorch's backward picks them: at the kink
+     * the first derivative is +-delta either way, and the second 0, not 1.
+     * (One expression, c (d - c/2) with c = clamp(d, -delta, delta), had
+     * the right values, but an infinite d gave the gradient 0 * inf = NaN
+     * through clamp's, where PyTorch gives +-delta.)  The quadratic branch
+     * squares c, not d: equal where it is picked, and finite elsewhere, so
+     * the zero gradient it gets there stays zero. */
     ad_scope sc;
     if (ad_scope_begin(&sc, fn, 2, in, false) != 0) return NULL;
-    ad_tensor *d = ad_sub(input, target);
+    ad_tensor *d = ad_sub(input, target), *a = ad_abs(d);
     ad_tensor *c = ad_clamp(d, -delta, delta);
-    ad_tensor *l = reduce(ad_mul(c, ad_sub(d, ad_mul_scalar(c, 0.5))), reduction);
+    ad_tensor *linear = ad_add_scalar(ad_sign(ad_add_scalar(a, -delta)), 1); /* 0 inside */
+    ad_tensor *l = ad_where(linear, ad_mul_scalar(ad_add_scalar(a, -delta / 2), delta),
+                            ad_mul_scalar(ad_mul(c, c), 0.5));
+    l = reduce(l, reduction);
     return ad_scope_end(&sc, l);
 }
 

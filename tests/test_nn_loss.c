@@ -189,6 +189,20 @@ START_TEST(regression_losses)
     l = nn_huber_loss(p, f64(t, 1, s4, (double[]){1, 0, 0, 0}), NN_NONE, 2.0);
     ck_assert_close(ot_at(l, 1), 2, 1e-15);
     ck_assert_close(ot_at(l, 2), 2 * (3 - 1), 1e-15);
+    /* PyTorch's HuberLoss at the edges: an infinite d pulls with +-delta
+     * (it was 0 * inf = NaN through a clamp), and at |d| = delta the
+     * second derivative is the linear branch's 0 (it was 1) */
+    p = leaf(t, 1, s4, (double[]){INFINITY, -INFINITY, 1, -0.5});
+    l = nn_huber_loss(p, f64(t, 1, s4, (double[]){0, 0, 0, 0}), NN_SUM, 1.0);
+    ck_assert(isinf(ad_item(l)));
+    ad_tensor *g, *h;
+    ck_assert_int_eq(ad_gradients(l, NULL, 1, &p, &g, AD_CREATE_GRAPH), 0);
+    const double ge[4] = {1, -1, 1, -0.5}, he[4] = {0, 0, 0, 1};
+    for (int i = 0; i < 4; i++) ck_assert_double_eq(ot_at(g, i), ge[i]);
+    ck_assert_int_eq(ad_gradients(ad_sum(ad_slice(g, 0, 2, 4, 1), NULL, 0, false), NULL, 1, &p,
+                                  &h, 0),
+                     0);
+    for (int i = 0; i < 4; i++) ck_assert_double_eq(ot_at(h, i), he[i]);
     ad_tape_free(t);
 }
 END_TEST
