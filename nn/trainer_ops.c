@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 #include "nn_private.h"
@@ -96,13 +95,6 @@ static _Atomic int64_t tune_bias_milli = 1000;
 
 void nn__ops_testing_tune_bias(double f) { atomic_store(&tune_bias_milli, (int64_t)(f * 1000)); }
 
-static int64_t tune_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void tune_enter(ops_tune *u, int state)
 {
     u->state = state;
@@ -132,7 +124,7 @@ static void tune_choose_one(ops_tune *u, bool from_one)
 static void tune_step(struct pool *p)
 {
     ops_tune *u = &p->tune;
-    int64_t now = tune_now();
+    int64_t now = nn__now_ns();
     if (u->last) {
         int64_t d = now - u->last;
         if (u->state == 0)

@@ -72,13 +72,6 @@
  * not that a step has a long gap: only such waits shorten the spin. */
 #define LONG_WAIT_NS 2000000
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Where gradient i of shard s is: its element 0 and strides.  A weight's
  * gradient is often a transposed view (of the product that computed it);
  * permuted to decreasing strides it is contiguous, and ad_data gives its
@@ -193,7 +186,7 @@ static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *bu
         }
         nn__cpu_relax();
         if (i % 64 == 63) { /* every few microseconds of spinning */
-            int64_t t = now_ns();
+            int64_t t = nn__now_ns();
             if (!t0) t0 = t;
             else if (t - t0 > *budget) break;
         }
@@ -204,7 +197,7 @@ static uint64_t await_event(struct pool *p, event *e, uint64_t seen, int64_t *bu
         pthread_cond_wait(&e->cv, &p->mu);
     atomic_fetch_sub(&e->sleepers, 1);
     pthread_mutex_unlock(&p->mu);
-    int64_t waited = now_ns() - t0; /* t0 is set: the spin ended by the clock */
+    int64_t waited = nn__now_ns() - t0; /* t0 is set: the spin ended by the clock */
     if (waited < SPIN_NS) *budget = 2 * waited < SPIN_NS ? 2 * waited : SPIN_NS;
     else if (waited > LONG_WAIT_NS) *budget = *budget / 4 > SPIN_MIN_NS ? *budget / 4 : SPIN_MIN_NS;
     if (*budget < SPIN_MIN_NS) *budget = SPIN_MIN_NS;
